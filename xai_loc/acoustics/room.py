@@ -1,0 +1,135 @@
+"""Shoebox rooms, microphone arrays and Sabine's reverberation formula.
+
+Conventions follow pyroomacoustics: ``fs`` in Hz, ``c`` in m/s, positions in metres with
+one point per row (``(n, 3)`` arrays), ``T60`` in seconds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from xai_loc.errors import InputError
+
+#: Largest T60 accepted anywhere, in seconds; beyond it the request is almost surely a typo.
+MAX_T60 = 10.0
+
+
+@dataclass(frozen=True)
+class ShoeBox:
+    """A rectangular room with one corner at the origin.
+
+    Parameters
+    ----------
+    size
+        ``(Lx, Ly, Lz)`` in metres.
+    fs
+        Sampling rate in Hz.
+    c
+        Speed of sound in m/s.
+    """
+
+    size: tuple[float, float, float]
+    fs: int = 16000
+    c: float = 343.0
+
+    def __post_init__(self) -> None:
+        size = tuple(float(v) for v in self.size)
+        if len(size) != 3 or not all(math.isfinite(v) and v > 0 for v in size):
+            raise InputError(f"room size {self.size!r} is not allowed; give three positive lengths in metres")
+        object.__setattr__(self, "size", size)
+        if int(self.fs) != self.fs or self.fs <= 0:
+            raise InputError(f"fs={self.fs!r} is not allowed; use a positive integer rate in Hz")
+        if not (math.isfinite(self.c) and self.c > 0):
+            raise InputError(f"c={self.c!r} is not allowed; use a positive speed of sound in m/s")
+
+    @property
+    def volume(self) -> float:
+        lx, ly, lz = self.size
+        return lx * ly * lz
+
+    @property
+    def surface(self) -> float:
+        lx, ly, lz = self.size
+        return 2.0 * (lx * ly + lx * lz + ly * lz)
+
+    def check_inside(self, points: np.ndarray, what: str = "point") -> np.ndarray:
+        """Return ``points`` as a float64 ``(n, 3)`` array, or raise if any lies outside."""
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.ndim == 1:
+            pts = pts[None, :]
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise InputError(f"{what} positions of shape {pts.shape} are not allowed; give (n, 3) metres")
+        if not np.all(np.isfinite(pts)):
+            raise InputError(f"{what} positions contain NaN or inf; give finite coordinates in metres")
+        outside = np.any((pts <= 0) | (pts >= np.asarray(self.size)), axis=1)
+        if outside.any():
+            bad = pts[np.argmax(outside)]
+            raise InputError(
+                f"{what} at {tuple(round(float(v), 4) for v in bad)} m is outside the room "
+                f"{self.size}; positions must lie strictly inside (0, L) on each axis"
+            )
+        return pts
+
+    def min_t60(self) -> float:
+        """Shortest T60 Sabine's formula can give in this room (fully absorbing walls)."""
+        return 24.0 * math.log(10.0) * self.volume / (self.c * self.surface)
+
+    def reflection_coefficient(self, t60: float) -> float:
+        """Pressure reflection coefficient of every wall for a target ``t60`` (Sabine).
+
+        ``alpha = 24 ln(10) V / (c S T60)`` and ``beta = sqrt(1 - alpha)``, as in
+        gpuRIR's ``beta_SabineEstimation`` with uniform absorption and pyroomacoustics'
+        ``inverse_sabine``.
+        """
+        t60 = check_t60(t60, self)
+        alpha = self.min_t60() / t60
+        return math.sqrt(1.0 - alpha)
+
+
+def check_t60(t60: float, room: ShoeBox | None = None) -> float:
+    """Validate a reverberation time in seconds (and, with ``room``, that Sabine allows it)."""
+    try:
+        t60 = float(t60)
+    except (TypeError, ValueError):
+        raise InputError(f"T60={t60!r} is not a number; give seconds in (0, {MAX_T60}]") from None
+    if not math.isfinite(t60) or t60 <= 0 or t60 > MAX_T60:
+        raise InputError(f"T60={t60} s is not allowed; give seconds in (0, {MAX_T60}]")
+    if room is not None and t60 < room.min_t60():
+        raise InputError(
+            f"T60={t60} s is too short for room {room.size}; Sabine allows T60 >= {room.min_t60():.4f} s"
+        )
+    return t60
+
+
+def check_snr(snr: float) -> float:
+    """Validate a signal-to-noise ratio in dB (finite)."""
+    try:
+        snr = float(snr)
+    except (TypeError, ValueError):
+        raise InputError(f"SNR={snr!r} is not a number; give a finite value in dB") from None
+    if not math.isfinite(snr):
+        raise InputError(f"SNR={snr} dB is not allowed; give a finite value in dB")
+    return snr
+
+
+def linear_array(n_mics: int, spacing: float, center: tuple[float, float, float], axis: int = 0) -> np.ndarray:
+    """Positions ``(n_mics, 3)`` of a uniform linear array centred at ``center``.
+
+    Parameters
+    ----------
+    n_mics
+        Number of microphones.
+    spacing
+        Inter-microphone distance in metres.
+    center
+        Array centre ``(x, y, z)`` in metres.
+    axis
+        Axis the array lies along (0 = x, 1 = y, 2 = z).
+    """
+    if n_mics < 1 or spacing <= 0:
+        raise InputError(f"linear array with n_mics={n_mics}, spacing={spacing} is not allowed; both must be positive")
+    pos = np.tile(np.asarray(center, dtype=np.float64), (n_mics, 1))
+    pos[:, axis] += (np.arange(n_mics) - (n_mics - 1) / 2.0) * spacing
+    return pos

@@ -1,0 +1,260 @@
+"""Simulated multichannel datasets on disk: one chunked zarr store per scene, condition and split.
+
+Layout (read it with plain ``xarray.open_zarr``)::
+
+    <root>/<scene>/t60-<T60>_snr-<SNR>/<split>.zarr
+        signals          (window, mic, time) float32   microphone windows
+        source_id        (window)   int64   row of the scene's source list
+        window_index     (window)   int64   position of the window within its source's signal
+        speech_id        (window)   str     utterance rendered at that source
+        source_position  (window, xyz)      metres
+        mic_position     (mic, xyz)         metres
+        time             (time)             seconds within the window
+        attrs: scene (JSON), scene_digest, t60, snr, split, seed, backend, corpus, ...
+
+Writing goes to ``<split>.zarr.partial`` in chunk-aligned blocks, with the number of
+windows safely written recorded after every block; a killed run continues from there, and
+the store is renamed to its final name only when complete (progress lives in
+``<split>.zarr.progress.json`` beside it), so a store that exists under its
+final name is always whole. Every source's speech and noise come from generators seeded by
+``(seed, source id)``, so the bytes do not depend on interruptions or subsets.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xai_loc.acoustics.backends import BACKENDS, simulate_rirs
+from xai_loc.acoustics.render import add_white_noise, cut_windows, reverberant_signals
+from xai_loc.acoustics.room import check_snr, check_t60
+from xai_loc.data.scene import SPLITS, Scene
+from xai_loc.errors import InputError
+
+#: Windows per zarr chunk (16 x 16 x 5120 float32 = 5.2 MB before compression).
+CHUNK_WINDOWS = 16
+DATA_ENV = "XAI_LOC_DATA"
+
+
+def default_root() -> Path:
+    """Data root: ``$XAI_LOC_DATA`` if set, else ``./xai-loc-data``."""
+    return Path(os.environ.get(DATA_ENV, "xai-loc-data"))
+
+
+def condition_name(t60: float, snr: float) -> str:
+    """Folder name of a condition, e.g. ``t60-0.6_snr-10``."""
+    return f"t60-{float(t60):g}_snr-{float(snr):g}"
+
+
+def dataset_path(root: str | Path, scene: Scene, t60: float, snr: float, split: str, n_sources: int | None = None) -> Path:
+    """Path of the store for a scene, condition and split (``n_sources``: a leading subset)."""
+    name = split if n_sources is None else f"{split}-first{n_sources}"
+    return Path(root) / scene.name / condition_name(t60, snr) / f"{name}.zarr"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a store will hold: sources, their utterances and the window table."""
+
+    source_ids: np.ndarray
+    utterances: np.ndarray
+    first_window: np.ndarray  # (n_sources + 1,) cumulative window offsets
+
+
+def _plan(scene: Scene, ids: np.ndarray, corpus, seed: int) -> _Plan:
+    n_utt = len(corpus)
+    utt = np.array([np.random.default_rng([seed, int(s), 0]).integers(n_utt) for s in ids], dtype=np.int64)
+    counts = np.array([len(corpus.load(int(u))) // scene.window for u in utt], dtype=np.int64)
+    if np.any(counts == 0):
+        short = corpus.ids[int(utt[np.argmax(counts == 0)])]
+        raise InputError(f"utterance {short!r} is shorter than one window of {scene.window} samples; use longer audio")
+    return _Plan(ids, utt, np.concatenate([[0], np.cumsum(counts)]))
+
+
+def _render_source(scene: Scene, sid: int, utterance: np.ndarray, t60: float, snr: float, seed: int,
+                   backend: str, device: str, rir_options: dict) -> np.ndarray:
+    rirs = simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
+                         **({"seed": seed * 1_000_003 + sid} if backend == "torch" else {}), **rir_options)[0]
+    clean = reverberant_signals(utterance, rirs)
+    noisy = add_white_noise(clean, snr, np.random.default_rng([seed, sid, 1]))
+    return cut_windows(noisy, scene.window).astype(np.float32)
+
+
+def _coords(scene: Scene, plan: _Plan, corpus) -> dict:
+    counts = np.diff(plan.first_window)
+    sid = np.repeat(plan.source_ids, counts)
+    widx = np.concatenate([np.arange(c) for c in counts]) if counts.size else np.zeros(0, np.int64)
+    return {
+        "window": ("window", np.arange(sid.size)),
+        "source_id": ("window", sid.astype(np.int64)),
+        "window_index": ("window", widx.astype(np.int64)),
+        "speech_id": ("window", np.repeat(np.array([corpus.ids[int(u)] for u in plan.utterances], dtype=str), counts)),
+        "source_position": (("window", "xyz"), scene.sources[sid]),
+        "mic_position": (("mic", "xyz"), scene.mics),
+        "xyz": ("xyz", np.array(["x", "y", "z"])),
+        "mic": ("mic", np.arange(scene.mics.shape[0])),
+        "time": ("time", np.arange(scene.window) / scene.room.fs, {"units": "s"}),
+    }
+
+
+def _corpus_digest(corpus) -> str:
+    """Short sha256 of a corpus' name, rate and utterance ids."""
+    blob = json.dumps([corpus.name, corpus.fs, list(corpus.ids)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_progress(path: Path) -> int:
+    """Windows safely written so far, from the progress file beside a partial store."""
+    try:
+        return int(json.loads(path.read_text())["windows_written"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return 0
+
+
+def _write_progress(path: Path, n: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"windows_written": n}))
+    os.replace(tmp, path)
+
+
+def simulate_dataset(
+    scene: Scene,
+    split: str,
+    t60: float,
+    snr: float,
+    *,
+    root: str | Path | None = None,
+    n_sources: int | None = None,
+    corpus=None,
+    seed: int = 0,
+    backend: str = "torch",
+    device: str = "cpu",
+    rir_options: dict | None = None,
+    progress: bool = True,
+) -> Path:
+    """Simulate (or finish simulating) one split of a scene under one condition.
+
+    Parameters
+    ----------
+    scene
+        The scene (e.g. :func:`~xai_loc.data.scene.paper_scene`).
+    split
+        ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+    t60, snr
+        Reverberation time (s) and SNR (dB, relative to microphone 0).
+    root
+        Data root (default :func:`default_root`).
+    n_sources
+        Only the first ``n_sources`` sources of the split (a separate store).
+    corpus
+        A :class:`~xai_loc.acoustics.speech.SpeechCorpus` (default: the shipped corpus).
+    seed
+        Seeds speech choice, noise and any diffuse tail; same seed, same bytes.
+    backend, device, rir_options
+        RIR backend name, torch device and extra backend options (e.g. ``{"mode": "hybrid"}``).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        The complete store. An existing complete store with the same configuration is
+        returned as it is; one with a different configuration is an error.
+    """
+    import xarray as xr
+    import zarr
+    from tqdm.auto import tqdm
+
+    from xai_loc import __version__
+    from xai_loc.acoustics.speech import SpeechCorpus
+
+    t60 = check_t60(t60, scene.room)
+    snr = check_snr(snr)
+    if split not in SPLITS:
+        raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
+    if backend not in BACKENDS:
+        raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
+    ids = scene.source_ids(split)
+    if n_sources is not None:
+        if n_sources < 1:
+            raise InputError(f"sources={n_sources} is not allowed; use a positive number")
+        ids = ids[:n_sources]
+        n_sources = len(ids) if n_sources > len(ids) else n_sources
+    corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
+    rir_options = dict(rir_options or {})
+    config = {
+        "scene_digest": scene.digest(), "t60": t60, "snr": snr, "split": split, "n_sources": len(ids),
+        "seed": seed, "backend": backend, "rir_options": rir_options, "corpus": corpus.name,
+        "corpus_digest": _corpus_digest(corpus),
+    }
+    final = dataset_path(root or default_root(), scene, t60, snr, split, n_sources)
+    if final.exists():
+        found = json.loads(xr.open_zarr(final).attrs.get("config", "{}"))
+        if found != config:
+            raise InputError(f"{final} holds a dataset with a different configuration; remove it or use another --out")
+        return final
+    partial = final.with_name(final.name + ".partial")
+    progress_file = final.with_name(final.name + ".progress.json")
+    plan = _plan(scene, ids, corpus, seed)
+    n_total = int(plan.first_window[-1])
+    if partial.exists() and json.loads(xr.open_zarr(partial).attrs.get("config", "{}")) != config:
+        shutil.rmtree(partial)  # an unfinished store of another configuration: nothing to keep
+    if not partial.exists():
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        attrs = {
+            "config": json.dumps(config), "scene": json.dumps(scene.to_dict()), "t60": t60, "snr": snr,
+            "split": split, "seed": seed, "backend": backend, "fs": scene.room.fs, "c": scene.room.c,
+            "xai_loc_version": __version__, "description": "microphone windows, see xai_loc.data.store",
+        }
+        xr.Dataset(coords=_coords(scene, plan, corpus), attrs=attrs).to_zarr(
+            partial, mode="w", consolidated=False, zarr_format=2)
+        zarr.open_group(partial, mode="a", zarr_format=2).create_array(
+            "signals", shape=(n_total, scene.mics.shape[0], scene.window), dtype="float32",
+            chunks=(CHUNK_WINDOWS, scene.mics.shape[0], scene.window), fill_value=0.0,
+            attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "pressure (simulation units)"})
+        _write_progress(progress_file, 0)
+    signals = zarr.open_group(partial, mode="a", zarr_format=2)["signals"]
+    done = _read_progress(progress_file)
+    first = int(np.searchsorted(plan.first_window, done, side="right") - 1)
+    block, block_start = [], done
+    bar = tqdm(total=len(ids), initial=first, disable=not progress, desc=f"simulate {split}", unit="src")
+    for k in range(first, len(ids)):
+        sid = int(plan.source_ids[k])
+        utterance = corpus.load(int(plan.utterances[k]))
+        windows = _render_source(scene, sid, utterance, t60, snr, seed, backend, device, rir_options)
+        skip = max(0, block_start - int(plan.first_window[k]))
+        block.append(windows[skip:])
+        n_block = sum(len(b) for b in block)
+        end = block_start + n_block
+        if n_block >= CHUNK_WINDOWS or end == n_total:
+            stop = end if end == n_total else block_start + (n_block // CHUNK_WINDOWS) * CHUNK_WINDOWS
+            data = np.concatenate(block)
+            signals[block_start:stop] = data[: stop - block_start]
+            _write_progress(progress_file, stop)
+            block, block_start = [data[stop - block_start :]], stop
+        bar.update(1)
+    bar.close()
+    zarr.consolidate_metadata(partial, zarr_format=2)
+    os.replace(partial, final)
+    os.remove(progress_file)
+    return final
+
+
+def open_signals(path: str | Path):
+    """Open a complete dataset store as an ``xarray.Dataset`` (lazy)."""
+    import xarray as xr
+
+    path = Path(path)
+    if path.name.endswith(".partial"):
+        raise InputError(f"{path} is an unfinished store; run the simulation again to complete it")
+    if not path.exists():
+        raise InputError(f"dataset {str(path)!r} does not exist; create it with 'xai-loc simulate'")
+    try:
+        return xr.open_zarr(path)
+    except Exception as err:  # zarr raises many types for foreign folders
+        raise InputError(f"{path} is not a readable xai-loc dataset store ({type(err).__name__})") from None

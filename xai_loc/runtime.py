@@ -1,0 +1,65 @@
+"""Run-time settings shared by the CLI and scripts: threads, devices, provenance."""
+from __future__ import annotations
+
+import os
+import platform
+
+from xai_loc.errors import InputError
+
+THREADS_ENV = "XAI_LOC_THREADS"
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op thread count.
+
+    Parameters
+    ----------
+    threads
+        Number of threads; ``None`` reads ``XAI_LOC_THREADS`` and otherwise keeps torch's
+        default. On small shared machines one thread is often fastest.
+
+    Returns
+    -------
+    int
+        The thread count in force.
+    """
+    import torch
+
+    if threads is None and os.environ.get(THREADS_ENV):
+        raw = os.environ[THREADS_ENV]
+        try:
+            threads = int(raw)
+        except ValueError:
+            raise InputError(f"{THREADS_ENV}={raw!r} is not an integer; use a positive integer") from None
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"threads={threads} is not allowed; use a positive integer")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def resolve_device(device: str = "cpu"):
+    """Return a ``torch.device`` for ``'cpu'``, ``'cuda'`` or ``'cuda:N'``, checking availability."""
+    import torch
+
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+        return torch.device(device)
+    raise InputError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N")
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of xai-loc and its main dependencies, for provenance attrs and cards."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("xai-loc", "torch", "numpy", "scipy", "xarray", "zarr", "zennit", "captum",
+                 "pyroomacoustics", "safetensors"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out

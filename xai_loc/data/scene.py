@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 from xai_loc.acoustics.room import ShoeBox, linear_array
 from xai_loc.errors import InputError
@@ -118,16 +118,19 @@ class Scene:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise InputError(f"scene file {str(path)!r} is not valid TOML: {err}") from None
         try:
-            room = ShoeBox(tuple(cfg["room"]["size"]), fs=cfg["room"].get("fs", 16000), c=cfg["room"].get("c", 343.0))
+            room_cfg = cfg["room"]
+            room = ShoeBox(tuple(room_cfg["size"]), fs=room_cfg.get("fs", 16000), c=room_cfg.get("c", 343.0))
             arr = cfg["array"]
             if "linear" in arr:
                 lin = arr["linear"]
-                mics = linear_array(int(lin["n"]), float(lin["spacing"]), tuple(lin["center"]), int(lin.get("axis", 0)))
+                mics = linear_array(int(lin["n"]), float(lin["spacing"]), tuple(lin["center"]),
+                                    int(lin.get("axis", 0)))
             else:
                 mics = np.asarray(arr["positions"], dtype=np.float64)
             sources = np.asarray(cfg["sources"]["positions"], dtype=np.float64)
         except KeyError as err:
-            raise InputError(f"scene file {str(path)!r} lacks the entry {err.args[0]!r} (see Scene.from_toml)") from None
+            raise InputError(
+                f"scene file {str(path)!r} lacks the entry {err.args[0]!r} (see Scene.from_toml)") from None
         split_cfg = cfg.get("splits", {})
         if any(k in split_cfg for k in SPLITS[:3]):
             splits = {k: split_cfg[k] for k in SPLITS[:3] if k in split_cfg}
@@ -140,7 +143,8 @@ def random_split(n: int, fractions, seed: int) -> dict[str, np.ndarray]:
     """Split ``n`` ids at random into train/val/test with the given fractions."""
     fractions = np.asarray(fractions, dtype=np.float64)
     if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
-        raise InputError(f"split fractions {fractions.tolist()} are not allowed; give three non-negative numbers summing to 1")
+        raise InputError(
+            f"split fractions {fractions.tolist()} are not allowed; give three non-negative numbers summing to 1")
     perm = np.random.default_rng(seed).permutation(n)
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))

@@ -1,0 +1,61 @@
+"""The command line end to end: help speed-path, info, simulate, and one-line errors with exit code 2."""
+import subprocess
+import sys
+
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from xai_loc.acoustics.backends import BACKENDS
+from xai_loc.acoustics.ism import MODES
+from xai_loc.cli import BACKEND_CHOICES, RIR_MODE_CHOICES, main
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from xai_loc.cli import main; assert 'torch' not in sys.modules and 'xarray' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_choices_follow_the_registries():
+    assert set(BACKEND_CHOICES) == set(BACKENDS)
+    assert set(RIR_MODE_CHOICES) == set(MODES)
+
+
+def test_info_reports_versions_threads_and_device():
+    result = CliRunner().invoke(main, ["--threads", "1", "info"])
+    assert result.exit_code == 0, result.output
+    assert "torch" in result.output and "threads          1" in result.output and "device" in result.output
+
+
+def test_simulate_end_to_end(tmp_path):
+    result = CliRunner().invoke(main, ["--threads", "1", "simulate", "--t60", "0.15", "--snr", "25", "--sources", "2",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "paper" / "t60-0.15_snr-25" / "test-first2.zarr"
+    assert result.output.strip().endswith(str(path))
+    ds = xr.open_zarr(path)
+    assert ds.signals.shape[1:] == (16, 5120) and len(set(ds.source_id.values.tolist())) == 2
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--t60", "0", "--snr", "10"], "T60=0.0 s is not allowed"),
+    (["--t60", "99", "--snr", "10"], "T60=99.0 s is not allowed"),
+    (["--t60", "0.6", "--snr", "nan"], "SNR=nan dB is not allowed"),
+    (["--t60", "0.6", "--snr", "10", "--device", "tpu"], "unknown device 'tpu'"),
+    (["--t60", "0.6", "--snr", "10", "--scene", "nowhere"], "neither a built-in"),
+    (["--t60", "0.6", "--snr", "10", "--speech", "MISSING"], "does not exist"),
+    (["--t60", "0.6", "--snr", "10", "--sources", "-3"], "sources=-3"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, match):
+    result = CliRunner().invoke(main, ["simulate", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert match in result.output and result.output.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_speech_folder_and_unknown_split(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["simulate", "--t60", "0.3", "--snr", "10", "--speech", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "holds no audio files" in result.output
+    result = CliRunner().invoke(main, ["simulate", "--t60", "0.3", "--snr", "10", "--split", "dev"])
+    assert result.exit_code == 2 and "dev" in result.output

@@ -1,0 +1,41 @@
+"""Localizers and their checkpoints.
+
+Architectures are registered by name in :data:`MODELS` (the CLI's choices come from it):
+``'loccnn'`` (:class:`LocCNN`) and ``'samplecnn'`` (:class:`SampleCNN`), the end-to-end
+multichannel localizers of Comanducci, Antonacci and Sarti (EUSIPCO 2024). Every operation
+of their forward passes is a registered module, so attribution hooks see all of it.
+
+Checkpoints are single ``.safetensors`` files with a JSON card (:func:`save_checkpoint`,
+:func:`read_card`, :func:`load_model`); the paper's state-dict files are converted with
+:func:`import_paper_checkpoint`.
+"""
+from xai_loc.models.base import Localizer
+from xai_loc.models.checkpoint import (
+    file_digest,
+    import_paper_checkpoint,
+    load_model,
+    load_paper_model,
+    read_card,
+    save_checkpoint,
+)
+from xai_loc.models.layers import Gate, Sum
+from xai_loc.models.loccnn import LocCNN
+from xai_loc.models.registry import MODELS, build_model, register_model
+from xai_loc.models.samplecnn import SampleCNN
+
+__all__ = [
+    "MODELS",
+    "Gate",
+    "LocCNN",
+    "Localizer",
+    "SampleCNN",
+    "Sum",
+    "build_model",
+    "file_digest",
+    "import_paper_checkpoint",
+    "load_model",
+    "load_paper_model",
+    "read_card",
+    "register_model",
+    "save_checkpoint",
+]

@@ -1,0 +1,356 @@
+"""Checkpoints: xai-loc's self-describing format and import of the paper's state dicts.
+
+xai-loc's format is one ``.safetensors`` file. Its string metadata holds, under
+:data:`CARD_KEY`, a JSON "card" from which :func:`load_model` rebuilds the model alone::
+
+    {
+      "format": "xai-loc-checkpoint", "format_version": 1,
+      "architecture": "samplecnn",              # a name in xai_loc.models.MODELS
+      "config": {"n_mics": 16, "n_samples": 5120},
+      "condition": {"t60": 0.6, "snr": 10.0},   # seconds, dB
+      "training": {...} | null,                 # recipe, seed, epochs, time ...
+      "dataset": {...} | null,                  # e.g. {"digest": ...}
+      "metrics": {"val": {...}, "test": {...}},
+      "source": {...},                          # only for imported files
+      "software": {"torch": ..., ...}, "created": "2024-05-01T12:00:00Z",
+      "dtype": "float16"                        # dtype of the stored weights
+    }
+
+The paper's released checkpoints (Comanducci et al., EUSIPCO 2024) are plain PyTorch
+state dicts; :func:`import_paper_checkpoint` converts one into xai-loc's format. They are
+read with ``torch.load(weights_only=True)`` only: a file that needs arbitrary unpickling
+is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import os
+import pickle
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from xai_loc.errors import InputError
+from xai_loc.models.base import Localizer
+from xai_loc.models.registry import MODELS, build_model
+from xai_loc.runtime import resolve_device, software_versions
+
+#: Metadata key of the JSON card in an xai-loc ``.safetensors`` file.
+CARD_KEY = "xai_loc_card"
+#: Value of the card's ``format`` field.
+FORMAT = "xai-loc-checkpoint"
+#: Version of the card layout written by this module.
+FORMAT_VERSION = 1
+#: Weight dtypes a checkpoint may be stored in.
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+#: Keys under which training scripts commonly wrap a state dict.
+WRAPPER_KEYS = ("state_dict", "model_state_dict")
+
+PathLike = str | os.PathLike
+
+
+def file_digest(path: PathLike) -> str:
+    """Return the SHA-256 hex digest of a file's bytes (for provenance records)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _dtype_name(dtype: torch.dtype | str) -> str:
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise InputError(f"checkpoint dtype {name!r} is not allowed; use one of {', '.join(DTYPES)}")
+    return name
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_condition(condition: Any) -> dict[str, float]:
+    if not isinstance(condition, dict) or set(condition) != {"t60", "snr"}:
+        raise InputError(f"card condition {condition!r} is not allowed; use {{'t60': seconds, 'snr': dB}}")
+    t60, snr = condition["t60"], condition["snr"]
+    if not _is_number(t60) or not (math.isfinite(t60) and t60 > 0):
+        raise InputError(f"t60={t60!r} is not allowed; use a positive number of seconds")
+    if not _is_number(snr) or not math.isfinite(snr):
+        raise InputError(f"snr={snr!r} is not allowed; use a finite number of dB")
+    return {"t60": float(t60), "snr": float(snr)}
+
+
+def _first_line(err: BaseException) -> str:
+    """The first sentence of an exception's message, for one-line errors."""
+    lines = str(err).strip().splitlines()
+    return lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
+
+
+def _abbreviate(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown}, ... (+{len(items) - limit} more)"
+
+
+def _state_dict_problems(model: Localizer, state: dict[str, Any]) -> str | None:
+    """Describe how ``state`` differs from ``model.state_dict()`` in keys and shapes, or None."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    not_tensors = [k for k in state if k in expected and not isinstance(state[k], torch.Tensor)]
+    misshaped = [
+        f"{k} {list(state[k].shape)} (expected {list(v.shape)})"
+        for k, v in expected.items()
+        if isinstance(state.get(k), torch.Tensor) and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{label} {len(keys)}: {_abbreviate(keys)}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("not tensors", not_tensors), ("mis-shaped", misshaped))
+        if keys
+    ]
+    return "; ".join(problems) or None
+
+
+def save_checkpoint(
+    model: Localizer,
+    path: PathLike,
+    card: dict[str, Any],
+    dtype: torch.dtype | str = torch.float32,
+) -> Path:
+    """Write ``model`` and its card to one ``.safetensors`` file, atomically.
+
+    Parameters
+    ----------
+    model
+        A registered localizer; its architecture name and ``config`` go into the card.
+    path
+        Destination file; written aside in the same folder, then renamed over ``path``.
+    card
+        Provenance: ``condition`` ({'t60', 'snr'}, required) and optionally ``training``,
+        ``dataset``, ``metrics``, ``source``, ``software``, ``created``; must be JSON-able.
+        ``architecture``, ``config`` and ``dtype`` are taken from ``model`` and ``dtype``.
+    dtype
+        Storage dtype of floating-point tensors: float32 or float16.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    if not model.arch_name or MODELS.get(model.arch_name) is not type(model):
+        raise TypeError(f"{type(model).__name__} is not a registered model class")
+    name = _dtype_name(dtype)
+    full = {
+        "training": None,
+        "dataset": None,
+        "metrics": {},
+        "software": software_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **card,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": model.arch_name,
+        "config": model.config,
+        "condition": _check_condition(card.get("condition")),
+        "dtype": name,
+    }
+    metadata = {CARD_KEY: json.dumps(full, sort_keys=True)}
+
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu")
+        if value.is_floating_point():
+            value = value.to(DTYPES[name])
+            if not torch.isfinite(value).all():
+                raise InputError(f"weight {key} does not fit {name} (overflow or NaN); save as float32")
+        tensors[key] = value.contiguous()
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_card(path: PathLike) -> dict[str, Any]:
+    """Return the card of an xai-loc checkpoint.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, not safetensors, or carries no valid xai-loc card.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise InputError(f"checkpoint {path} is not a safetensors file ({_first_line(err)})") from None
+    if CARD_KEY not in metadata:
+        raise InputError(
+            f"checkpoint {path} has no xai-loc card; convert the paper's .pth files with "
+            "import_paper_checkpoint (xai-loc models import)"
+        )
+    try:
+        card = json.loads(metadata[CARD_KEY])
+    except json.JSONDecodeError as err:
+        raise InputError(f"checkpoint {path} has a corrupt card ({err})") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise InputError(f"checkpoint {path} has a card that is not in the {FORMAT} format")
+    version = card.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise InputError(
+            f"checkpoint {path} has card format version {version!r}; this xai-loc reads up to {FORMAT_VERSION}"
+        )
+    if card.get("architecture") not in MODELS:
+        raise InputError(
+            f"checkpoint {path} names architecture {card.get('architecture')!r}; "
+            f"allowed: {', '.join(sorted(MODELS))}"
+        )
+    if not isinstance(card.get("config"), dict):
+        raise InputError(f"checkpoint {path} has no constructor config in its card")
+    return card
+
+
+def load_model(path: PathLike, device: str | torch.device = "cpu") -> Localizer:
+    """Rebuild a model from an xai-loc checkpoint alone.
+
+    Parameters
+    ----------
+    path
+        An xai-loc ``.safetensors`` checkpoint.
+    device
+        'cpu', 'cuda' or 'cuda:N'.
+
+    Returns
+    -------
+    Localizer
+        The model in eval mode with float32 weights, on ``device``.
+    """
+    device = resolve_device(str(device))
+    card = read_card(path)
+    try:
+        model = build_model(card["architecture"], **card["config"])
+    except TypeError as err:
+        raise InputError(f"checkpoint {path} has a config that does not fit {card['architecture']} ({err})") from None
+    except InputError as err:
+        raise InputError(f"checkpoint {path}: {err}") from None
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise InputError(f"checkpoint {path} has unreadable weights ({_first_line(err)})") from None
+    problems = _state_dict_problems(model, state)
+    if problems:
+        raise InputError(f"checkpoint {path} does not match {card['architecture']}: {problems}")
+    model.load_state_dict(state, strict=True)  # copies into the float32 parameters
+    return model.to(device).eval()
+
+
+def _read_paper_state_dict(src: Path) -> dict[str, Any]:
+    if not src.is_file():
+        raise InputError(f"checkpoint {src} does not exist")
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found and not found.group(1).startswith("torch."):
+            raise InputError(
+                f"refused {src}: it needs unpickling of arbitrary objects ({found.group(1)}); "
+                "only plain state dicts of tensors are accepted"
+            ) from None
+        raise InputError(f"checkpoint {src} is not a PyTorch state dict or is corrupt") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise InputError(f"checkpoint {src} is not a PyTorch state dict or is corrupt ({_first_line(err)})") from None
+    if isinstance(state, dict):
+        for key in WRAPPER_KEYS:
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise InputError(f"checkpoint {src} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_paper_model(src: PathLike, arch: str, n_mics: int = 16, n_samples: int = 5120) -> Localizer:
+    """Load one of the paper's state-dict files into a fresh model, strictly.
+
+    Parameters
+    ----------
+    src
+        A ``.pth`` file: a state dict, or a dict wrapping one under 'state_dict' or
+        'model_state_dict'. Read with ``torch.load(weights_only=True)``.
+    arch
+        Registered architecture name ('loccnn' or 'samplecnn').
+    n_mics, n_samples
+        Constructor arguments; the paper's files are for 16 microphones, 5120 samples.
+
+    Returns
+    -------
+    Localizer
+        The model in eval mode, float32, on the CPU.
+    """
+    src = Path(src)
+    model = build_model(arch, n_mics=n_mics, n_samples=n_samples)
+    state = _read_paper_state_dict(src)
+    problems = _state_dict_problems(model, state)
+    if problems:
+        raise InputError(f"checkpoint {src} does not fit {arch}: {problems}")
+    model.load_state_dict(state, strict=True)
+    return model.float().eval()
+
+
+def import_paper_checkpoint(
+    src: PathLike,
+    arch: str,
+    t60: float,
+    snr: float,
+    dst: PathLike | None = None,
+    *,
+    n_mics: int = 16,
+    n_samples: int = 5120,
+) -> Path:
+    """Convert one of the paper's state-dict files into an xai-loc checkpoint.
+
+    Parameters
+    ----------
+    src
+        The paper's ``.pth`` file (see :func:`load_paper_model`).
+    arch
+        Registered architecture name ('loccnn' or 'samplecnn').
+    t60, snr
+        The condition the model was trained for, in seconds and dB.
+    dst
+        Output file; defaults to ``src`` with the suffix ``.safetensors``.
+    n_mics, n_samples
+        Constructor arguments of the model.
+
+    Returns
+    -------
+    Path
+        The written checkpoint. Its card records the source file's name and SHA-256.
+    """
+    src = Path(src)
+    condition = _check_condition({"t60": t60, "snr": snr})
+    model = load_paper_model(src, arch, n_mics=n_mics, n_samples=n_samples)
+    card = {
+        "condition": condition,
+        "source": {"kind": "paper-state-dict", "file": src.name, "sha256": file_digest(src)},
+    }
+    return save_checkpoint(model, src.with_suffix(".safetensors") if dst is None else dst, card)

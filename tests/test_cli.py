@@ -59,3 +59,34 @@ def test_empty_speech_folder_and_unknown_split(tmp_path):
     assert result.exit_code == 2 and "holds no audio files" in result.output
     result = CliRunner().invoke(main, ["simulate", "--t60", "0.3", "--snr", "10", "--split", "dev"])
     assert result.exit_code == 2 and "dev" in result.output
+
+
+def test_model_choices_follow_the_registry():
+    from xai_loc.cli import MODEL_CHOICES
+    from xai_loc.models import MODELS
+
+    assert set(MODEL_CHOICES) == set(MODELS)
+
+
+def test_models_list_and_import_round_trip(tmp_path):
+    import torch
+
+    from xai_loc.models import build_model, load_model
+
+    torch.manual_seed(0)
+    paper = build_model("loccnn")
+    torch.save(paper.state_dict(), tmp_path / "paper.pth")
+    runner = CliRunner()
+    result = runner.invoke(main, ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10",
+                                  str(tmp_path / "paper.pth")])
+    assert result.exit_code == 0, result.output
+    model = load_model(tmp_path / "paper.safetensors")
+    x = torch.randn(2, 16, 5120)
+    torch.testing.assert_close(model(x), paper.eval()(x))
+    result = runner.invoke(main, ["models", "list", "--dir", str(tmp_path)])
+    assert result.exit_code == 0 and "2,126,355" in result.output and "673,475" in result.output
+    assert "paper.safetensors" in result.output and "T60 0.6 s, SNR 10.0 dB" in result.output
+    result = runner.invoke(main, ["models", "import", "--arch", "samplecnn", "--t60", "0.6", "--snr", "10",
+                                  str(tmp_path / "paper.pth"), "--out", str(tmp_path / "wrong.safetensors")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "missing" in result.output
+    assert not (tmp_path / "wrong.safetensors").exists()

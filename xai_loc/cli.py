@@ -16,6 +16,7 @@ from xai_loc.errors import InputError
 BACKEND_CHOICES = ("torch", "pyroomacoustics", "gpurir")
 RIR_MODE_CHOICES = ("ism", "hybrid")
 SPLIT_CHOICES = ("train", "val", "test", "all")
+MODEL_CHOICES = ("loccnn", "samplecnn")
 
 
 class _Group(click.Group):
@@ -39,6 +40,8 @@ def main(ctx: click.Context, threads: int | None) -> None:
 
     \b
     Simulate the paper's data:   xai-loc simulate --t60 0.6 --snr 10 --split test
+    Shipped and known models:    xai-loc models list
+    Import a paper checkpoint:   xai-loc models import --arch samplecnn --t60 0.6 --snr 10 FILE.pth
     Versions and devices:        xai-loc info
     """
     ctx.obj = {"threads": threads}
@@ -99,3 +102,44 @@ def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech,
     path = simulate_dataset(scn, split, t60, snr, root=out, n_sources=n_sources, corpus=corpus, seed=seed,
                             backend=backend, device=device, rir_options=options, progress=sys.stderr.isatty())
     click.echo(str(path))
+
+
+@main.group()
+def models() -> None:
+    """Registered architectures and checkpoints (list, import)."""
+
+
+@models.command("list")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="Folder of checkpoints [default: $XAI_LOC_PRETRAINED or the shipped pretrained/].")
+def models_list(directory: str | None) -> None:
+    """Show the registered architectures and the checkpoints with their conditions and test errors."""
+    from xai_loc.models import MODELS, build_model
+    from xai_loc.models.zoo import list_checkpoints, pretrained_dir
+
+    click.echo("architectures:")
+    for name in sorted(MODELS):
+        n_params = sum(p.numel() for p in build_model(name).parameters())
+        click.echo(f"  {name:12s} {n_params:>10,d} parameters (16 mics x 5120 samples)")
+    folder = pretrained_dir() if directory is None else directory
+    rows = list_checkpoints(folder)
+    click.echo(f"checkpoints in {folder}:" if rows else f"checkpoints in {folder}: none")
+    for row in rows:
+        click.echo("  " + row)
+
+
+@models.command("import")
+@click.option("--arch", type=click.Choice(MODEL_CHOICES), required=True, help="Architecture of the file.")
+@click.option("--t60", type=float, required=True, help="T60 (s) the model was trained for.")
+@click.option("--snr", type=float, required=True, help="SNR (dB) the model was trained for.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Output checkpoint [default: FILE with suffix .safetensors].")
+@click.argument("file", type=click.Path(dir_okay=False))
+def models_import(arch: str, t60: float, snr: float, out: str | None, file: str) -> None:
+    """Convert one of the paper's released state dicts (FILE.pth) into an xai-loc checkpoint.
+
+    Keys and shapes are checked strictly; files that need arbitrary unpickling are refused.
+    """
+    from xai_loc.models import import_paper_checkpoint
+
+    click.echo(str(import_paper_checkpoint(file, arch, t60, snr, out)))

@@ -1,0 +1,28 @@
+"""The shipped pretrained checkpoints and summaries of checkpoint folders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from xai_loc.models.checkpoint import read_card
+
+PRETRAINED_ENV = "XAI_LOC_PRETRAINED"
+
+
+def pretrained_dir() -> Path:
+    """Folder of the shipped checkpoints: ``$XAI_LOC_PRETRAINED`` or ``pretrained/`` of the source tree."""
+    return Path(os.environ.get(PRETRAINED_ENV, Path(__file__).resolve().parents[2] / "pretrained"))
+
+
+def list_checkpoints(folder: str | Path) -> list[str]:
+    """One line per xai-loc checkpoint in ``folder``: file, architecture, condition, test error."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        card = read_card(path)
+        cond = card.get("condition") or {}
+        test = (card.get("metrics") or {}).get("test") or {}
+        mae = test.get("mae_mean")
+        err = f"test MAE {mae:.3f} m/coord" if mae is not None else "test MAE not recorded"
+        rows.append(f"{path.name:40s} {card['architecture']:10s} T60 {cond.get('t60')} s, "
+                    f"SNR {cond.get('snr')} dB, {err}")
+    return rows

@@ -1,0 +1,65 @@
+"""Deletion curves: ranking, masking and AOPC on hand-made cases."""
+import numpy as np
+import pytest
+import torch
+
+from xai_loc.errors import InputError
+from xai_loc.experiments.perturbation import (
+    aopc,
+    deletion_predictions,
+    deletion_ranks,
+    n_deleted,
+    perturbed_batches,
+)
+
+
+def test_ranks_are_descending_positions_with_stable_ties():
+    scores = torch.tensor([[[0.1, 0.9, 0.5], [0.9, -1.0, 0.0]]])
+    ranks = deletion_ranks(scores)
+    assert ranks.tolist() == [[3, 0, 2, 1, 5, 4]]
+
+
+def test_top_p_percent_are_replaced_and_nothing_else():
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((4, 2, 50)), dtype=torch.float32)
+    ranks = deletion_ranks(x.abs())
+    fill = torch.full_like(x, 99.0)
+    for p, xp in perturbed_batches(x, ranks, (0, 10, 30), fill):
+        k = n_deleted(p, 100)
+        deleted = xp == 99.0
+        assert deleted.reshape(4, -1).sum(1).tolist() == [k] * 4
+        kept_max = x.abs()[~deleted].reshape(4, -1).max(1).values if k < 100 else None
+        deleted_min = x.abs()[deleted].reshape(4, -1).min(1).values if k else None
+        if k:
+            assert torch.all(deleted_min >= kept_max)
+
+
+class Sum(torch.nn.Module):
+    """Predicts (sum of mic 0, 0, 0): the error grows exactly with what is deleted."""
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 3, dtype=x.dtype)
+        out[:, 0] = x[:, 0].sum(-1)
+        return out
+
+
+def test_predictions_follow_the_deleted_mass():
+    x = torch.ones(5, 2, 10)
+    rel = torch.zeros_like(x)
+    rel[:, 0] = 1.0  # mic 0 most relevant: deleting 50 % removes all of mic 0
+    pred = deletion_predictions(Sum(), x, (0, 25, 50), ["relevance", "random"], relevance=rel, batch_size=2)
+    assert pred.shape == (2, 3, 5, 3)
+    np.testing.assert_allclose(pred[0, :, :, 0], [[10] * 5, [5] * 5, [0] * 5])
+    again = deletion_predictions(Sum(), x, (0, 25, 50), ["relevance", "random"], relevance=rel, batch_size=2)
+    np.testing.assert_array_equal(pred, again)  # seeded
+    assert np.all(pred[1, 2, :, 0] > 0)  # random deletion hits mic 1 too
+
+
+def test_aopc_and_bad_options():
+    assert aopc(np.array([0.1, 0.2, 0.4])) == pytest.approx((0 + 0.1 + 0.3) / 3)
+    with pytest.raises(InputError, match="needs relevance"):
+        deletion_predictions(Sum(), torch.ones(1, 2, 4), (0, 50), ["relevance"])
+    with pytest.raises(InputError, match="allowed: relevance, energy, random"):
+        deletion_predictions(Sum(), torch.ones(1, 2, 4), (0, 50), ["loudness"])
+    with pytest.raises(InputError, match="increasing"):
+        deletion_predictions(Sum(), torch.ones(1, 2, 4), (50, 10), ["energy"])

@@ -1,0 +1,1 @@
+"""Experiments on explanations: deletion (perturbation) curves and time-delay probes."""

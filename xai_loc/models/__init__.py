@@ -18,10 +18,19 @@ from xai_loc.models.checkpoint import (
     read_card,
     save_checkpoint,
 )
+from xai_loc.models.evaluation import (
+    Evaluation,
+    WindowSet,
+    evaluate,
+    evaluate_checkpoint,
+    localization_errors,
+    predict,
+)
 from xai_loc.models.layers import Gate, Sum
 from xai_loc.models.loccnn import LocCNN
 from xai_loc.models.registry import MODELS, build_model, register_model
 from xai_loc.models.samplecnn import SampleCNN
+from xai_loc.models.training import DEFAULT_LR, TrainConfig, state_path, train
 
 __all__ = [
     "MODELS",
@@ -38,4 +47,14 @@ __all__ = [
     "read_card",
     "register_model",
     "save_checkpoint",
+    "DEFAULT_LR",
+    "Evaluation",
+    "TrainConfig",
+    "WindowSet",
+    "evaluate",
+    "evaluate_checkpoint",
+    "localization_errors",
+    "predict",
+    "state_path",
+    "train",
 ]

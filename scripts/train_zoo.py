@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Retrain the pretrained zoo: LocCNN and SampleCNN for the paper's four conditions.
+
+For every condition the paper scene's train/val/test splits are simulated if absent
+(:func:`xai_loc.data.simulate_dataset`); every architecture is trained with the paper's
+recipe (:func:`xai_loc.models.training.train`, resumable: rerunning the script continues
+where a run stopped), scored on every test window beside the centroid baseline, and
+exported to ``<out>/<arch>_t60-<T60>_snr-<SNR>.safetensors`` with the test metrics in its
+card. Weights are stored as float16 when that moves no test MAE (per coordinate and mean)
+by 1 mm or more, else as float32; the card's ``storage`` entry records both errors.
+A table of test errors next to the paper's ends the run.
+
+Usage::
+
+    python scripts/train_zoo.py [--archs loccnn samplecnn] [--conditions 0.15:25 0.6:10]
+        [--max-minutes 60] [--device cuda] [--sim-device cuda] [--data-root DIR]
+        [--out pretrained] [--runs DIR] [--threads 1] [--preload] [--sources N]
+
+Training states (``*.state.pt``, several times a checkpoint's size) stay in ``--runs``;
+only the exported checkpoints go to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from xai_loc.data import PAPER_CONDITIONS, paper_scene, simulate_dataset
+from xai_loc.data.store import condition_name, default_root
+from xai_loc.errors import InputError
+from xai_loc.models import MODELS, load_model, read_card, save_checkpoint
+from xai_loc.models.evaluation import Evaluation, WindowSet, evaluate
+from xai_loc.models.training import TrainConfig, train
+from xai_loc.runtime import configure_threads
+
+#: Test MAE per coordinate (metres) reported by Comanducci et al. (EUSIPCO 2024).
+PAPER_MAE = {
+    "loccnn": {(0.15, 25.0): 0.088, (0.3, 20.0): 0.103, (0.4, 15.0): 0.106, (0.6, 10.0): 0.110},
+    "samplecnn": {(0.15, 25.0): 0.087, (0.3, 20.0): 0.097, (0.4, 15.0): 0.095, (0.6, 10.0): 0.111},
+}
+#: Largest change of a test MAE (metres) that float16 storage may cause.
+FP16_TOLERANCE = 1e-3
+SPLITS = ("train", "val", "test")
+MAE_KEYS = ("mae_x", "mae_y", "mae_z", "mae")
+#: Progress bars only on a terminal.
+PROGRESS = sys.stderr.isatty()
+
+
+def parse_condition(text: str) -> tuple[float, float]:
+    """'T60:SNR' (seconds, dB) -> (t60, snr)."""
+    try:
+        t60, snr = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"condition {text!r} is not T60:SNR, e.g. 0.6:10") from None
+    return t60, snr
+
+
+def export(run: Path, test: WindowSet, dst: Path, batch_size: int, device: str) -> Evaluation:
+    """Score a trained checkpoint on the test windows and write it to ``dst`` with the test metrics.
+
+    Float16 weights are kept when no test MAE moves by :data:`FP16_TOLERANCE` or more.
+    """
+    card = read_card(run)
+    model = load_model(run, device=device)
+    results = {"float32": evaluate(model, test, batch_size, device, progress=PROGRESS)}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            half = save_checkpoint(model, Path(tmp) / "half.safetensors", {"condition": card["condition"]},
+                                   dtype="float16")
+            results["float16"] = evaluate(load_model(half, device=device), test, batch_size, device,
+                                          progress=PROGRESS)
+        except InputError as err:  # a weight overflows float16
+            print(f"{dst.name}: float16 refused ({err})", file=sys.stderr)
+    mae = {dtype: {k: r.metrics[k] for k in MAE_KEYS} for dtype, r in results.items()}
+    delta = max(abs(mae["float16"][k] - mae["float32"][k]) for k in MAE_KEYS) if "float16" in mae else None
+    dtype = "float16" if delta is not None and delta < FP16_TOLERANCE else "float32"
+    chosen = results[dtype]
+    save_checkpoint(model, dst, {
+        "condition": card["condition"], "training": card["training"],
+        "dataset": {**card["dataset"], "test": test.describe()},
+        "metrics": {"val": card["metrics"]["val"], "test": chosen.summary()},
+        "storage": {"dtype": dtype, "test_mae": mae, "max_test_mae_change_m": delta,
+                    "tolerance_m": FP16_TOLERANCE},
+    }, dtype=dtype)
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", nargs="+", choices=sorted(MODELS), default=["loccnn", "samplecnn"])
+    parser.add_argument("--conditions", nargs="+", type=parse_condition, default=list(PAPER_CONDITIONS),
+                        metavar="T60:SNR", help="default: the paper's four")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="wall-clock budget per model and call; rerun to continue")
+    parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--eval-batch-size", type=int, default=TrainConfig.eval_batch_size)
+    parser.add_argument("--device", default="cpu", help="training and evaluation device: cpu, cuda, cuda:N")
+    parser.add_argument("--sim-device", default="cpu", help="device of the torch room simulator")
+    parser.add_argument("--sources", type=int, default=None,
+                        help="only the first N sources of each split (a quick trial; file names get -firstN)")
+    parser.add_argument("--preload", action="store_true", help="hold the training and validation sets in RAM")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--data-root", type=Path, default=None, help="default: $XAI_LOC_DATA or ./xai-loc-data")
+    parser.add_argument("--runs", type=Path, default=None, help="training checkpoints and states "
+                        "(default: <data-root>/runs)")
+    parser.add_argument("--out", type=Path, default=Path("pretrained"), help="exported checkpoints")
+    args = parser.parse_args(argv)
+
+    try:
+        configure_threads(args.threads)
+        config = TrainConfig(batch_size=args.batch_size, max_epochs=args.max_epochs, max_minutes=args.max_minutes,
+                             seed=args.seed, device=args.device, eval_batch_size=args.eval_batch_size,
+                             preload=args.preload)
+        root = args.data_root or default_root()
+        runs = args.runs or root / "runs"
+        scene = paper_scene()
+        rows = []
+        for t60, snr in args.conditions:
+            stores = {split: simulate_dataset(scene, split, t60, snr, root=root, n_sources=args.sources,
+                                              device=args.sim_device, progress=PROGRESS)
+                      for split in SPLITS}
+            test = WindowSet(stores["test"])
+            for arch in args.archs:
+                name = f"{arch}_{condition_name(t60, snr)}" + (f"-first{args.sources}" if args.sources else "")
+                run = train(arch, stores["train"], stores["val"], runs / f"{name}.safetensors", config, PROGRESS)
+                result = export(run, test, args.out / f"{name}.safetensors", args.eval_batch_size, args.device)
+                t = read_card(run)["training"]
+                rows.append((name, result.metrics["mae"], result.baseline_metrics["mae"],
+                             PAPER_MAE.get(arch, {}).get((t60, snr)), t["epochs"], t["stopped"],
+                             t["wall_seconds"] / 3600))
+                print(result.to_text(max_sources=5), end="\n\n")
+    except InputError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 2
+    print("| model | test MAE (m) | centroid baseline (m) | paper (m) | epochs | stopped | hours |")
+    print("|---|---|---|---|---|---|---|")
+    for name, mae, base, paper, epochs, stopped, hours in rows:
+        paper_text = "-" if paper is None else f"{paper:.3f}"
+        print(f"| {name} | {mae:.4f} | {base:.4f} | {paper_text} | {epochs} | {stopped} | {hours:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -90,3 +90,36 @@ def test_models_list_and_import_round_trip(tmp_path):
                                   str(tmp_path / "paper.pth"), "--out", str(tmp_path / "wrong.safetensors")])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "missing" in result.output
     assert not (tmp_path / "wrong.safetensors").exists()
+
+
+def test_every_training_knob_is_a_flag():
+    from dataclasses import fields
+
+    from xai_loc.cli import train
+    from xai_loc.models import TrainConfig
+
+    flags = {p.name for p in train.params}
+    assert {f.name for f in fields(TrainConfig)} <= flags
+
+
+def test_train_then_evaluate_end_to_end(tmp_path):
+    import json
+
+    from xai_loc.models import read_card
+
+    runner = CliRunner()
+    ckpt = tmp_path / "m.safetensors"
+    result = runner.invoke(main, ["--threads", "1", "train", "--model", "loccnn", "--t60", "0.15", "--snr", "25",
+                                  "--data", str(tmp_path / "data"), "--sources", "3", "--max-epochs", "2",
+                                  "--batch-size", "3", "--out", str(ckpt)])
+    assert result.exit_code == 0, result.output
+    card = read_card(ckpt)
+    assert card["condition"] == {"t60": 0.15, "snr": 25.0} and card["training"]["epochs"] == 2
+    result = runner.invoke(main, ["--threads", "1", "evaluate", str(ckpt), "--data", str(tmp_path / "data"),
+                                  "--sources", "2", "--json", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["n_sources"] == 2 and len(report["per_source"]) == 2
+    assert "baseline" in result.output.lower()
+    maes = [report["per_source"][i]["mae"] for i in range(2)]
+    assert all(m > 0 for m in maes)

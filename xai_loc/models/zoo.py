@@ -21,8 +21,10 @@ def list_checkpoints(folder: str | Path) -> list[str]:
         card = read_card(path)
         cond = card.get("condition") or {}
         test = (card.get("metrics") or {}).get("test") or {}
-        mae = test.get("mae_mean")
-        err = f"test MAE {mae:.3f} m/coord" if mae is not None else "test MAE not recorded"
+        mae = (test.get("metrics") or {}).get("mae")
+        base = ((test.get("baseline") or {}).get("metrics") or {}).get("mae")
+        err = (f"test MAE {mae:.3f} m/coord (constant baseline {base:.3f})" if mae is not None and base is not None
+               else "test MAE not recorded")
         rows.append(f"{path.name:40s} {card['architecture']:10s} T60 {cond.get('t60')} s, "
                     f"SNR {cond.get('snr')} dB, {err}")
     return rows

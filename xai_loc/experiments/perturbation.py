@@ -16,15 +16,22 @@ import torch
 
 from xai_loc.errors import InputError
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator], torch.Tensor]
+RankFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator], torch.Tensor]
 FillFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
-#: Orderings of the deletion, by name: ``f(windows, relevance, generator) -> scores``
-#: (higher scores are deleted first).
-MODES: dict[str, ScoreFn] = {
-    "relevance": lambda x, rel, gen: _need(rel),
-    "energy": lambda x, rel, gen: x.abs(),
-    "random": lambda x, rel, gen: torch.rand(x.shape, generator=gen, dtype=torch.float32).to(x.device),
+
+def _random_ranks(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A seeded random permutation per window: its first k entries are a uniform k-subset."""
+    n = x[0].numel()
+    return torch.stack([torch.randperm(n, generator=gen) for _ in range(x.shape[0])]).to(x.device)
+
+
+#: Orderings of the deletion, by name: ``f(windows, relevance, generator) -> ranks (W, M * T)``
+#: (rank 0 is deleted first).
+MODES: dict[str, RankFn] = {
+    "relevance": lambda x, rel, gen: deletion_ranks(_need(rel)),
+    "energy": lambda x, rel, gen: deletion_ranks(x.abs()),
+    "random": lambda x, rel, gen: _random_ranks(x, gen),
 }
 
 #: Values written where samples are deleted: ``f(windows, generator) -> fill`` (same shape).
@@ -133,7 +140,7 @@ def deletion_predictions(
             rel = None if relevance is None else relevance[start : start + batch_size].to(x)
             fill_values = FILLS[fill](x, gen)
             for i, mode in enumerate(modes):
-                ranks = deletion_ranks(MODES[mode](x, rel, gen))
+                ranks = MODES[mode](x, rel, gen)
                 for j, (_, xp) in enumerate(perturbed_batches(x, ranks, percentages, fill_values)):
                     out[i, j, start : start + x.shape[0]] = model(xp).double().cpu().numpy()
     return out

@@ -1,0 +1,480 @@
+"""One way to explain: :func:`explain` turns a model and windows into a labelled relevance array.
+
+The relevance has the input's shape, dims ``(window, mic, time)``, and carries:
+
+- coords along ``window``: ``source_id``, ``window_index``, ``speech_id`` (from a dataset),
+  the true position ``source_x/y/z`` (m), the prediction ``prediction_x/y/z``, the seed
+  ``attr_output_x/y/z`` (see :mod:`~xai_loc.explain.targets`), the relevance total
+  ``relevance_sum`` and ``explained``, what a complete attribution would sum to (see
+  :mod:`~xai_loc.explain.methods`); along ``mic``: ``mic_x/y/z`` (m); ``time`` in seconds;
+- attrs: model, model and checkpoint digests, method, composite and their parameters,
+  target, T60, SNR, fs, software versions, and how much of the output the input accounts
+  for: ``output_zero_input`` (the model's output on an all-zero window),
+  ``input_dependence`` (sum over windows of ``|f(x) - f(0)|`` over sum of ``|f(x)|``) and
+  ``relevance_fraction`` (sum of relevance over sum of ``explained``: for LRP, the share
+  of the seeded relevance that reaches the input rather than the biases).
+
+Vectors are split into ``_x/_y/_z`` coords because a DataArray's coords may only use its
+own dims; ``da.xai.source_position`` and friends (:mod:`~xai_loc.explain.accessor`) put
+them back together.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xai_loc.errors import InputError
+from xai_loc.explain.composites import make_composite
+from xai_loc.explain.methods import get_method
+from xai_loc.explain.targets import REFERENCES, get_target
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["Explainer", "dataset_inputs", "explain", "input_coords", "model_digest", "placed", "relevance_array",
+           "resolve_model", "result_coords", "summary_attrs"]
+
+#: Vector quantities stored as three coords each, and the dim they run along.
+VECTORS = {"source": "window", "mic": "mic", "prediction": "window", "attr_output": "window"}
+AXES = ("x", "y", "z")
+DEFAULT_FS = 16000.0
+
+
+def model_digest(model: nn.Module) -> str:
+    """Short sha256 of a model's state dict (names, dtypes, shapes and values)."""
+    sha = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        sha.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
+        sha.update(value.numpy().tobytes() if value.dtype != torch.bfloat16 else value.float().numpy().tobytes())
+    return sha.hexdigest()[:16]
+
+
+def resolve_model(model: nn.Module | str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """Return the model (loading a checkpoint path) and its provenance attrs."""
+    from xai_loc.models import file_digest, load_model, read_card
+
+    info: dict[str, Any] = {}
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        card = read_card(path)
+        model = load_model(path)
+        info.update(checkpoint=path.name, checkpoint_digest=file_digest(path),
+                    model_condition=json.dumps(card.get("condition")))
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model {model!r} is neither a torch module nor a checkpoint path")
+    name = getattr(model, "arch_name", "") or type(model).__name__
+    config = getattr(model, "config", None)
+    info.update(model=name, model_digest=model_digest(model))
+    if config is not None:
+        info["model_config"] = json.dumps(config, sort_keys=True)
+    return model, info
+
+
+@contextlib.contextmanager
+def placed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """Eval mode on ``device`` for the block; the original device and mode afterwards."""
+    first = next(model.parameters(), None)
+    original = first.device if first is not None else torch.device("cpu")
+    training = model.training
+    try:
+        yield model.to(device).eval()
+    finally:
+        model.to(original).train(training)
+
+
+def _reference_param(value: Any) -> str | list[float]:
+    if isinstance(value, str):
+        if value not in REFERENCES:
+            raise InputError(f"reference={value!r} is not allowed; use one of {', '.join(REFERENCES)} or (x, y, z)")
+        return value
+    try:
+        position = [float(v) for v in value]
+    except (TypeError, ValueError):
+        position = []
+    if len(position) != 3 or not all(np.isfinite(position)):
+        raise InputError(f"reference={value!r} is not allowed; use one of {', '.join(REFERENCES)} or (x, y, z)")
+    return position
+
+
+class Explainer:
+    """A model, method, composite and target set up to explain batches of windows.
+
+    Use as a context manager: inside, the model is in eval mode on ``device`` with the
+    method's hooks registered; afterwards it is as it was. :func:`explain` and
+    :func:`~xai_loc.explain.store.explain_store` are built on it.
+
+    Parameters
+    ----------
+    model
+        A localizer or a checkpoint path.
+    target, method, composite
+        Registered names (:data:`~xai_loc.explain.TARGETS`, :data:`~xai_loc.explain.METHODS`,
+        :data:`~xai_loc.explain.COMPOSITES`); the composite applies to LRP only.
+    batch_size
+        Most windows per forward pass (methods that perturb or interpolate split further).
+    device
+        'cpu', 'cuda' or 'cuda:N'.
+    mean_input
+        The mean window ``[mics, samples]`` of the data (for ``'mean'`` references and
+        baselines).
+    train_mean
+        The training set's mean source position (for ``reference='train-mean'``).
+    **options
+        Options of the method, the composite and the target (``reference`` of
+        ``'contrast'``: 'zero', 'mean', 'train-mean' or (x, y, z); default 'zero').
+    """
+
+    def __init__(self, model: nn.Module | str | os.PathLike, *, target: str = "truth", method: str = "lrp",
+                 composite: str = "paper", batch_size: int = 32, device: str = "cpu",
+                 mean_input: np.ndarray | torch.Tensor | None = None, train_mean: np.ndarray | None = None,
+                 **options: Any) -> None:
+        from xai_loc import __version__
+        from xai_loc.explain.composites import composite_defaults
+        from xai_loc.runtime import resolve_device, software_versions
+
+        self.model, info = resolve_model(model)
+        self.target = get_target(target)
+        self.method_cls = get_method(method)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
+        self.batch_size = batch_size
+        self.device = resolve_device(str(device))
+
+        options = dict(options)
+        target_params = {}
+        if self.target.needs_reference:
+            target_params["reference"] = _reference_param(options.pop("reference", "zero"))
+        method_options = {k: options.pop(k) for k in list(options) if k in self.method_cls.OPTIONS}
+        self.method_params = self.method_cls.resolve(method_options)
+        self.composite_name = composite if self.method_cls.uses_composite else "none"
+        if self.method_cls.uses_composite:
+            allowed = composite_defaults(composite)
+            composite_options = {k: options.pop(k) for k in list(options) if k in allowed}
+            self.composite, self.composite_params = make_composite(composite, self.model, **composite_options)
+        else:
+            self.composite, self.composite_params = None, {}
+        if options:
+            allowed = sorted({*self.method_cls.OPTIONS, *self.composite_params,
+                              *(["reference"] if self.target.needs_reference else [])})
+            raise InputError(f"option {sorted(options)[0]!r} is not allowed for method {method!r}"
+                             + (f" with composite {composite!r}" if self.composite is not None else "")
+                             + f" and target {target!r}; allowed: {', '.join(allowed) or 'none'}")
+        self.target_params = target_params
+        reference = target_params.get("reference")
+        if reference == "train-mean" and train_mean is None:
+            raise InputError("reference='train-mean' needs data whose scene has a train split; "
+                             "give the position as reference=(x, y, z)")
+        if "mean" in (reference, self.method_params.get("baseline")) and mean_input is None:
+            raise InputError("a 'mean' reference or baseline needs the mean window of the data")
+        self.mean_input = None if mean_input is None else torch.as_tensor(np.asarray(mean_input))
+        self.train_mean = None if train_mean is None else np.asarray(train_mean, dtype=np.float64)
+        self.attrs: dict[str, Any] = {
+            **info,
+            "method": method,
+            "method_params": json.dumps(self.method_params, sort_keys=True),
+            "composite": self.composite_name,
+            "composite_params": json.dumps(self.composite_params, sort_keys=True),
+            "target": target,
+            "target_params": json.dumps(target_params, sort_keys=True),
+            "target_description": self.target.description,
+            "xai_loc_version": __version__,
+            "software": json.dumps(software_versions(), sort_keys=True),
+        }
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model computes in (inputs are cast to it)."""
+        first = next(self.model.parameters(), None)
+        return first.dtype if first is not None else torch.get_default_dtype()
+
+    def __enter__(self) -> Explainer:
+        self._stack = contextlib.ExitStack()
+        try:
+            self._stack.enter_context(placed(self.model, self.device))
+            shape = getattr(self.model, "input_shape", None)
+            self.zero_output = self._output_on(torch.zeros(1, *shape) if shape else None)
+            self.reference = self._reference()
+            mean = None if self.mean_input is None else self.mean_input.to(self.device, self.dtype)
+            method = self.method_cls(self.model, self.method_params, batch_size=self.batch_size,
+                                     composite=self.composite, mean_input=mean)
+            self._method = self._stack.enter_context(method)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _output_on(self, window: torch.Tensor | None) -> np.ndarray | None:
+        if window is None:
+            return None
+        with torch.no_grad():
+            return self.model(window.to(self.device, self.dtype)).double().cpu().numpy()[0]
+
+    def _reference(self) -> torch.Tensor | None:
+        """The contrast target's reference output, on the model's device."""
+        reference = self.target_params.get("reference")
+        if reference is None:
+            return None
+        if reference == "zero":
+            if self.zero_output is None:
+                raise InputError("reference='zero' needs a model with an input_shape; give reference=(x, y, z)")
+            value = self.zero_output
+        elif reference == "mean":
+            value = self._output_on(self.mean_input[None])
+        elif reference == "train-mean":
+            value = self.train_mean
+        else:
+            value = np.asarray(reference)
+        self.attrs["reference_output"] = [float(v) for v in value]
+        return torch.as_tensor(value, dtype=self.dtype, device=self.device)
+
+    def explain_batch(self, windows: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor | None = None,
+                      index: np.ndarray | torch.Tensor | None = None) -> dict[str, np.ndarray]:
+        """Explain windows ``[B, mics, samples]`` (true positions ``[B, 3]`` for targets that need them).
+
+        ``index`` is each window's position in the whole set (default ``0..B-1``).
+        Returns numpy arrays: ``relevance`` [B, mics, samples], ``prediction`` and
+        ``attr_output`` [B, 3], ``relevance_sum`` and ``explained`` [B].
+        """
+        x = torch.as_tensor(np.asarray(windows) if not isinstance(windows, torch.Tensor) else windows)
+        x = x.to(self.device, self.dtype)
+        if not torch.isfinite(x).all():
+            raise InputError("windows contain NaN or infinite samples; clean the audio first")
+        if self.target.needs_truth:
+            if truth is None:
+                raise InputError(f"target {self.target.name!r} needs the true source positions")
+            truth = torch.as_tensor(np.asarray(truth), dtype=self.dtype, device=self.device)
+        index = torch.arange(x.shape[0]) if index is None else torch.as_tensor(np.asarray(index))
+        reference = self.reference
+
+        def seed_fn(output: torch.Tensor) -> torch.Tensor:
+            return self.target.seed(output, truth, reference)
+
+        out = self._method.attribute(x, seed_fn, index)
+        relevance = out["relevance"]
+        return {
+            "relevance": relevance.cpu().numpy(),
+            "prediction": out["output"].detach().cpu().numpy(),
+            "attr_output": out["seed"].detach().cpu().numpy(),
+            "relevance_sum": relevance.flatten(1).double().sum(1).cpu().numpy(),
+            "explained": out["explained"].detach().double().cpu().numpy(),
+        }
+
+
+def summary_attrs(prediction: np.ndarray, relevance_sum: np.ndarray, explained: np.ndarray,
+                  zero_output: np.ndarray | None) -> dict[str, Any]:
+    """How much of the output the input accounts for, over all windows (see module docs)."""
+    attrs: dict[str, Any] = {}
+    explained_total = float(np.sum(explained)) if np.all(np.isfinite(explained)) else float("nan")
+    attrs["relevance_fraction"] = float(np.sum(relevance_sum)) / explained_total if explained_total else float("nan")
+    if zero_output is not None:
+        attrs["output_zero_input"] = [float(v) for v in zero_output]
+        norm = float(np.linalg.norm(prediction, axis=-1).sum())
+        attrs["input_dependence"] = float(np.linalg.norm(prediction - zero_output, axis=-1).sum()) / norm \
+            if norm else float("nan")
+    return attrs
+
+
+def _split_vector(name: str, values: np.ndarray | None) -> dict[str, tuple]:
+    if values is None:
+        return {}
+    values = np.asarray(values, dtype=np.float64)
+    return {f"{name}_{axis}": (VECTORS[name], values[:, k]) for k, axis in enumerate(AXES)}
+
+
+def _as_windows(windows: Any) -> np.ndarray | torch.Tensor:
+    if isinstance(windows, torch.Tensor):
+        array = windows.detach()
+    else:
+        try:
+            array = np.asarray(windows)
+        except (TypeError, ValueError):
+            raise InputError(f"windows of type {type(windows).__name__} are not allowed; "
+                             "use a tensor, an array [window, mic, time] or a dataset from open_signals") from None
+        if not np.issubdtype(array.dtype, np.number):
+            raise InputError(f"windows of dtype {array.dtype} are not allowed; use numbers")
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise InputError(f"windows of shape {tuple(array.shape)} are not allowed; use [window, mic, time]")
+    return array
+
+
+def dataset_inputs(ds) -> dict[str, Any]:
+    """Windows, positions, coords and attrs of a dataset from ``open_signals``."""
+    if "signals" not in ds:
+        raise InputError("the dataset has no 'signals' variable; open one with xai_loc.data.open_signals")
+    signals = ds["signals"]
+    if signals.dims != ("window", "mic", "time"):
+        raise InputError(f"signals with dims {signals.dims} are not allowed; use (window, mic, time)")
+    coords: dict[str, tuple] = {"window": ("window", ds["window"].values)}
+    for name in ("source_id", "window_index", "speech_id"):
+        if name in ds.coords:
+            coords[name] = ("window", ds[name].values)
+    attrs = {k: ds.attrs[k] for k in ("t60", "snr") if k in ds.attrs}
+    fs = float(ds.attrs.get("fs", DEFAULT_FS))
+    positions = ds["source_position"].values if "source_position" in ds else None
+    mics = ds["mic_position"].values if "mic_position" in ds else None
+    time = ds["time"].values if "time" in ds.coords else None
+    train_mean = None
+    if "scene" in ds.attrs:
+        scene = json.loads(ds.attrs["scene"])
+        train = scene.get("splits", {}).get("train")
+        if train:
+            train_mean = np.asarray(scene["sources"], dtype=np.float64)[np.asarray(train)].mean(axis=0)
+    return {"signals": signals, "positions": positions, "mics": mics, "coords": coords, "attrs": attrs,
+            "fs": fs, "time": time, "train_mean": train_mean}
+
+
+def explain(
+    model: nn.Module | str | os.PathLike,
+    windows: Any,
+    target: str = "truth",
+    method: str = "lrp",
+    composite: str = "paper",
+    positions: Any = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: bool = False,
+    *,
+    fs: float | None = None,
+    mic_positions: Any = None,
+    **options: Any,
+) -> xr.DataArray:
+    """Explain windows with one method, composite and target; relevance as a labelled array.
+
+    Parameters
+    ----------
+    model
+        A localizer, or the path of an xai-loc checkpoint (its digest is recorded).
+    windows
+        A tensor or array ``[window, mic, time]`` (or one ``[mic, time]`` window), or a
+        dataset from :func:`xai_loc.data.open_signals` (or a selection of it), whose
+        coords, positions, T60, SNR and fs are used; a ``signals`` DataArray lends its
+        window, mic and time coords.
+    target
+        A name in :data:`~xai_loc.explain.TARGETS`: 'truth' (the paper's), 'prediction',
+        'x', 'y', 'z', 'error', 'contrast'.
+    method
+        A name in :data:`~xai_loc.explain.METHODS`: 'lrp', 'integrated_gradients',
+        'saliency', 'input_x_gradient', 'deeplift', 'gradient_shap', 'occlusion'.
+    composite
+        For LRP, a name in :data:`~xai_loc.explain.COMPOSITES` ('paper', ...).
+    positions
+        True source positions ``[window, 3]`` in metres (default: the dataset's).
+    batch_size
+        Most windows per forward pass.
+    device
+        'cpu', 'cuda' or 'cuda:N'; the model is moved there for the call and back after.
+    progress
+        Show a progress bar.
+    fs
+        Sample rate for the time coord (default: the dataset's, else 16 kHz).
+    mic_positions
+        Microphone positions ``[mic, 3]`` for tensor input.
+    **options
+        Options of the method (e.g. ``n_steps``, ``window``), the composite (e.g.
+        ``first_rule``, ``epsilon``, ``gamma``, ``maxpool``) and the target
+        (``reference``).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``relevance (window, mic, time)`` with the coords and attrs of the module docs.
+    """
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    if isinstance(windows, xr.DataArray) and windows.dims == ("window", "mic", "time"):
+        windows = windows.to_dataset(name="signals")
+    if isinstance(windows, xr.Dataset):
+        data = dataset_inputs(windows)
+        source = data["signals"]
+        n, n_mics, n_time = source.shape
+    else:
+        source = _as_windows(windows)
+        n, n_mics, n_time = source.shape
+        data = {"positions": None, "mics": None, "coords": {"window": ("window", np.arange(n))}, "attrs": {},
+                "fs": DEFAULT_FS, "time": None, "train_mean": None}
+    positions = data["positions"] if positions is None else np.asarray(positions, dtype=np.float64)
+    if positions is not None and positions.shape != (n, 3):
+        raise InputError(f"positions of shape {positions.shape} are not allowed; use [{n}, 3] (x, y, z in metres)")
+    mics = data["mics"] if mic_positions is None else np.asarray(mic_positions, dtype=np.float64)
+    if mics is not None and mics.shape != (n_mics, 3):
+        raise InputError(f"mic_positions of shape {mics.shape} are not allowed; use [{n_mics}, 3]")
+    fs = float(data["fs"] if fs is None else fs)
+
+    mean_input = None
+    if "mean" in (options.get("reference"), options.get("baseline")):
+        mean_input = np.asarray(source.mean("window").values if isinstance(windows, xr.Dataset)
+                                else np.asarray(source).mean(axis=0))
+    explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,
+                          device=device, mean_input=mean_input, train_mean=data["train_mean"], **options)
+    shape = getattr(explainer.model, "input_shape", None)
+    if shape is not None and tuple(shape) != (n_mics, n_time):
+        raise InputError(f"windows of {n_mics} mics x {n_time} samples do not fit the model; "
+                         f"it takes {shape[0]} x {shape[1]}")
+
+    parts: dict[str, list[np.ndarray]] = {}
+    with explainer, tqdm(total=n, disable=not progress, desc=f"explain {method}", unit="win") as bar:
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            batch = source[start:stop]
+            batch = batch.values if isinstance(batch, xr.DataArray) else batch
+            truth = None if positions is None else positions[start:stop]
+            out = explainer.explain_batch(batch, truth, np.arange(start, stop))
+            for key, value in out.items():
+                parts.setdefault(key, []).append(value)
+            bar.update(stop - start)
+    result = {key: np.concatenate(value) for key, value in parts.items()}
+    return relevance_array(result, explainer, data, positions, mics, fs, n_time)
+
+
+def input_coords(data: dict[str, Any], positions: np.ndarray | None, mics: np.ndarray | None, fs: float,
+                 n_mics: int, n_time: int) -> dict[str, tuple]:
+    """Coords that describe the input: window labels, true positions, microphones, time."""
+    time = data["time"] if data["time"] is not None else np.arange(n_time) / fs
+    return {
+        **data["coords"],
+        **_split_vector("source", positions),
+        "mic": ("mic", np.arange(n_mics)),
+        **_split_vector("mic", mics),
+        "time": ("time", time, {"units": "s"}),
+    }
+
+
+def result_coords(result: dict[str, np.ndarray]) -> dict[str, tuple]:
+    """Per-window coords of :meth:`Explainer.explain_batch` results (prediction, seed, totals)."""
+    return {
+        **_split_vector("prediction", result["prediction"]),
+        **_split_vector("attr_output", result["attr_output"]),
+        "relevance_sum": ("window", result["relevance_sum"]),
+        "explained": ("window", result["explained"]),
+    }
+
+
+def relevance_array(result: dict[str, np.ndarray], explainer: Explainer, data: dict[str, Any],
+                    positions: np.ndarray | None, mics: np.ndarray | None, fs: float, n_time: int) -> xr.DataArray:
+    """Assemble :meth:`Explainer.explain_batch` outputs into the relevance DataArray."""
+    import xarray as xr
+
+    n_mics = result["relevance"].shape[1]
+    coords = {**input_coords(data, positions, mics, fs, n_mics, n_time), **result_coords(result)}
+    attrs = {**explainer.attrs, **data["attrs"], "fs": fs,
+             **summary_attrs(result["prediction"], result["relevance_sum"], result["explained"],
+                             explainer.zero_output),
+             "description": "relevance of each input sample (xai_loc.explain)"}
+    return xr.DataArray(result["relevance"], dims=("window", "mic", "time"), coords=coords, attrs=attrs,
+                        name="relevance")

@@ -1,0 +1,366 @@
+"""Audit a model against a composite before trusting its explanations.
+
+:func:`audit` reports, for one model and composite:
+
+- every module with the rule it gets (merged BatchNorms, plain-gradient modules that need
+  no rule, and ``NO RULE`` for modules a rule should cover but none does);
+- torch operations called in ``forward()`` outside any leaf module, which hooks cannot
+  see (a functional ``x + y`` or ``x * s`` silently breaks conservation); data movement
+  such as ``stack`` or ``reshape`` is listed but not flagged;
+- relevance conservation layer by layer for one input: the relevance arriving at each
+  module's output and leaving at its input. Layers with parameters may lose relevance to
+  their biases; parameter-free layers must not lose any.
+
+``report.render()`` is the text of ``xai-loc audit``; ``report.problems`` lists what is
+wrong (empty when the composite covers the model).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from zennit.attribution import Gradient
+from zennit.types import BatchNorm, MaxPool
+
+from xai_loc.errors import InputError
+from xai_loc.explain.attribute import placed, resolve_model
+from xai_loc.explain.canonizers import MergeBatchNorm
+from xai_loc.explain.composites import make_composite, rule_label
+from xai_loc.explain.targets import get_target
+
+__all__ = ["AuditReport", "LayerRelevance", "ModuleRule", "audit"]
+
+#: Torch operations that only move or reshape data: harmless outside modules.
+DATA_MOVEMENT = frozenset({
+    "stack", "cat", "concat", "reshape", "view", "view_as", "flatten", "unflatten", "squeeze", "unsqueeze",
+    "permute", "transpose", "contiguous", "split", "chunk", "unbind", "expand", "expand_as", "__getitem__",
+    "size", "dim", "__get__", "narrow", "select", "clone", "detach", "to", "type_as", "float", "double",
+})
+#: Parameter-free modules whose plain gradient is already the right relevance map.
+GRADIENT_OK = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+               nn.AlphaDropout)
+#: Relative tolerance for relevance conservation of parameter-free layers.
+LEAK_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class ModuleRule:
+    """A module, the rule it gets and whether that is a problem."""
+
+    name: str
+    kind: str
+    rule: str
+    problem: bool = False
+
+
+@dataclass(frozen=True)
+class LayerRelevance:
+    """Relevance totals at one module's output and input for the audited input."""
+
+    name: str
+    rule: str
+    relevance_out: float
+    relevance_in: float
+    has_parameters: bool
+
+    @property
+    def leaks(self) -> bool:
+        """A parameter-free layer that does not conserve relevance."""
+        scale = max(abs(self.relevance_out), 1e-12)
+        return not self.has_parameters and abs(self.relevance_in - self.relevance_out) > LEAK_TOLERANCE * scale
+
+
+@dataclass
+class AuditReport:
+    """What :func:`audit` found; :meth:`render` for text."""
+
+    model: str
+    composite: str
+    params: dict[str, Any]
+    target: str
+    modules: list[ModuleRule] = field(default_factory=list)
+    functional: list[tuple[str, str]] = field(default_factory=list)
+    layers: list[LayerRelevance] = field(default_factory=list)
+    input_module: str = ""
+    seed_sum: float = 0.0
+    input_sum: float = 0.0
+
+    @property
+    def flagged_functional(self) -> list[tuple[str, str]]:
+        """Operations outside modules that are not mere data movement."""
+        return [(where, op) for where, op in self.functional if op not in DATA_MOVEMENT]
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per problem; empty if the composite covers the model."""
+        out = [f"{m.name} ({m.kind}): {m.rule}" for m in self.modules if m.problem]
+        out += [f"{op} called in {where + '.forward()' if where else 'the model.forward()'} outside any module: "
+                "hooks cannot see it" for where, op in self.flagged_functional]
+        out += [f"{layer.name} ({layer.rule}) does not conserve relevance: receives {layer.relevance_out:.6g}, "
+                f"passes on {layer.relevance_in:.6g}" for layer in self.layers if layer.leaks]
+        return out
+
+    def render(self) -> str:
+        """The report as text."""
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        lines = [f"audit of {self.model} with composite {self.composite!r} ({params})", "", "modules and rules:"]
+        width = max((len(m.name) for m in self.modules), default=10)
+        kinds = max((len(m.kind) for m in self.modules), default=10)
+        for m in self.modules:
+            lines.append(f"  {m.name:<{width}}  {m.kind:<{kinds}}  {m.rule}{'   <-- problem' if m.problem else ''}")
+        if self.input_module:
+            lines.append(f"  the input enters at: {self.input_module}")
+        lines += ["", "torch operations in forward() outside modules:"]
+        if not self.functional:
+            lines.append("  none")
+        for where, op in sorted(set(self.functional)):
+            note = "data movement, harmless" if op not in {o for _, o in self.flagged_functional} \
+                else "INVISIBLE TO HOOKS"
+            lines.append(f"  {where or '(model)'}: {op} ({note})")
+        lines += ["", f"relevance conservation for one input (target {self.target!r}):",
+                  f"  {'module':<{width}}  {'relevance out':>14}  {'relevance in':>14}  {'in/out':>8}  rule"]
+        for layer in self.layers:
+            ratio = layer.relevance_in / layer.relevance_out if layer.relevance_out else float("nan")
+            flag = "   <-- leaks" if layer.leaks else ""
+            lines.append(f"  {layer.name:<{width}}  {layer.relevance_out:>14.6g}  {layer.relevance_in:>14.6g}  "
+                         f"{ratio:>8.4f}  {layer.rule}{flag}")
+        share = self.input_sum / self.seed_sum if self.seed_sum else float("nan")
+        lines += [f"  seeded at the output: {self.seed_sum:.6g}; reaching the input: {self.input_sum:.6g} "
+                  f"({share:.1%}); the difference is what biases absorbed, stabilizers lost and "
+                  "non-conserving layers added", ""]
+        problems = self.problems
+        lines.append("problems: none" if not problems else "problems:")
+        lines += [f"  {p}" for p in problems]
+        return "\n".join(lines)
+
+
+class _Recorder(TorchFunctionMode):
+    """Record torch functions called while no leaf module runs, with the enclosing module."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.leaf_depth = 0
+        self.calls: list[tuple[str, str]] = []
+        self.handles = []
+        for name, module in model.named_modules():
+            leaf = not list(module.children())
+            self.handles.append(module.register_forward_pre_hook(self._enter(name, leaf)))
+            self.handles.append(module.register_forward_hook(self._leave(leaf)))
+
+    def _enter(self, name: str, leaf: bool):
+        def hook(module, args):
+            self.stack.append(name)
+            self.leaf_depth += leaf
+        return hook
+
+    def _leave(self, leaf: bool):
+        def hook(module, args, output):
+            self.stack.pop()
+            self.leaf_depth -= leaf
+        return hook
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.leaf_depth == 0 and self.stack:
+            entry = (self.stack[-1], getattr(func, "__name__", repr(func)))
+            if entry not in self.calls:
+                self.calls.append(entry)
+        return func(*args, **(kwargs or {}))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+class _Tap(torch.autograd.Function):
+    """Identity that reports the gradient (zennit's relevance) flowing back through it."""
+
+    @staticmethod
+    def forward(ctx, record, *tensors):
+        ctx.record = record
+        return tensors
+
+    @staticmethod
+    def backward(ctx, *grads):
+        ctx.record(grads)
+        return (None, *grads)
+
+
+def _same_storage(a: Any, x: torch.Tensor) -> bool:
+    return isinstance(a, torch.Tensor) and a.shape == x.shape and a.data_ptr() == x.data_ptr()
+
+
+class _Taps:
+    """Relevance totals at each leaf module's output and input during one LRP pass.
+
+    Registered before the composite, so the input tap sits outside zennit's hooks and sees
+    the relevance its rule produced.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor) -> None:
+        self.order: list[str] = []
+        self.out: dict[str, float] = {}
+        self.into: dict[str, float] = {}
+        self.input_module = ""
+        self.handles = []
+        self.x = x
+        for name, module in model.named_modules():
+            if not list(module.children()):
+                self.handles.append(module.register_forward_pre_hook(self._pre(name)))
+                self.handles.append(module.register_forward_hook(self._post(name)))
+
+    def _pre(self, name: str):
+        def hook(module, args):
+            if not self.input_module and any(_same_storage(a, self.x) for a in args):
+                self.input_module = name
+            grad_args = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+            if not grad_args:
+                return None
+
+            def record(grads):
+                total = sum(float(g.double().sum()) for g in grads if g is not None)
+                self.into[name] = self.into.get(name, 0.0) + total
+
+            tapped = iter(_Tap.apply(record, *grad_args))
+            if name not in self.order:
+                self.order.append(name)
+            return tuple(next(tapped) if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args)
+        return hook
+
+    def _post(self, name: str):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                def record(grad):
+                    self.out[name] = self.out.get(name, 0.0) + float(grad.double().sum())
+                output.register_hook(record)
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _module_rules(model: nn.Module, composite) -> tuple[list[ModuleRule], dict[str, str]]:
+    """Rules of every leaf module (and any module with a rule), with problems marked."""
+    merged = {}
+    names = {module: name for name, module in model.named_modules()}
+    for handle in composite.handles:
+        if isinstance(handle, MergeBatchNorm):
+            merged[handle.batch_norm] = ", ".join(names[linear] for linear in handle.linears)
+    rows, labels = [], {}
+    ctx: dict = {}
+    for name, module in model.named_modules():
+        template = composite.module_map(ctx, name, module)
+        leaf = not list(module.children())
+        if not leaf and template is None:
+            continue
+        kind = type(module).__name__
+        problem = False
+        if isinstance(module, BatchNorm):
+            if module in merged:
+                rule = f"{rule_label(template) if template else 'gradient'} (merged into {merged[module]})"
+            else:
+                rule, problem = "NO RULE: BatchNorm not merged into a preceding linear layer", True
+        elif template is not None:
+            rule = rule_label(template)
+        elif isinstance(module, MaxPool):
+            rule = "winner-take-all (gradient)"
+        elif isinstance(module, GRADIENT_OK):
+            rule = "identity or reshape (gradient)"
+        else:
+            rule, problem = "NO RULE", True
+        labels[name] = rule
+        rows.append(ModuleRule(name, kind, rule, problem))
+    return rows, labels
+
+
+def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input: Any = None,
+          target: str = "prediction", positions: Any = None, seed: int = 0, **options: Any) -> AuditReport:
+    """Audit ``model`` against ``composite`` (see the module docs).
+
+    Parameters
+    ----------
+    model
+        A localizer or an xai-loc checkpoint path.
+    composite
+        A name in :data:`~xai_loc.explain.COMPOSITES`.
+    input
+        One window ``[mic, time]`` (or ``[1, mic, time]``); default Gaussian noise of
+        standard deviation 0.01 (the level of gpuRIR-scale speech) seeded by ``seed``.
+    target
+        A target name; 'truth' and 'error' need ``positions`` (one (x, y, z)); 'contrast'
+        uses the output on an all-zero window as its reference.
+    positions
+        The true source position, for targets that need it.
+    seed
+        Seed of the default input.
+    **options
+        Composite options.
+
+    Returns
+    -------
+    AuditReport
+    """
+    model, info = resolve_model(model)
+    target_spec = get_target(target)
+    shape = getattr(model, "input_shape", None)
+    dtype = next(model.parameters()).dtype
+    if input is None:
+        if shape is None:
+            raise InputError("give an input window: the model has no input_shape")
+        gen = torch.Generator().manual_seed(seed)
+        x = 0.01 * torch.randn(1, *shape, generator=gen, dtype=torch.float64)
+    else:
+        x = torch.as_tensor(np.asarray(input))
+        x = x[None] if x.dim() == 2 else x
+        if x.dim() != 3 or x.shape[0] != 1:
+            raise InputError(f"input of shape {tuple(x.shape)} is not allowed; use one window [mic, time]")
+    x = x.to(dtype)
+    truth = None
+    if target_spec.needs_truth:
+        if positions is None:
+            raise InputError(f"target {target!r} needs positions=(x, y, z)")
+        truth = torch.as_tensor(np.asarray(positions, dtype=np.float64)).reshape(1, 3).to(dtype)
+    built, params = make_composite(composite, model, **options)
+    n_params = sum(p.numel() for p in model.parameters())
+    report = AuditReport(f"{info['model']} ({type(model).__name__}, {n_params:,} parameters)", composite, params,
+                         target)
+    with placed(model, torch.device("cpu")):
+        recorder = _Recorder(model)
+        try:
+            with torch.no_grad(), recorder:
+                model(x)
+                reference = model(torch.zeros_like(x)) if target_spec.needs_reference else None
+        finally:
+            recorder.remove()
+        report.functional = recorder.calls
+
+        x = x.clone().requires_grad_()
+        taps = _Taps(model, x)
+        try:
+            with Gradient(model, built) as attributor:
+                report.modules, labels = _module_rules(model, built)
+                seeds = []
+
+                def attr_output(output):
+                    seeds.append(target_spec.seed(output.detach(), truth, reference))
+                    return seeds[-1]
+
+                _, relevance = attributor(x, attr_output)
+        finally:
+            taps.remove()
+    modules = dict(model.named_modules())
+    report.layers = [
+        LayerRelevance(name, labels.get(name, ""), taps.out.get(name, 0.0), taps.into.get(name, 0.0),
+                       any(True for _ in modules[name].parameters(recurse=False)))
+        for name in taps.order
+    ]
+    report.input_module = f"{taps.input_module} ({labels.get(taps.input_module, '')})" if taps.input_module else ""
+    report.seed_sum = float(seeds[-1].double().sum())
+    report.input_sum = float(relevance.double().sum())
+    return report

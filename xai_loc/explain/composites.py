@@ -1,0 +1,271 @@
+"""LRP composites by name: which rule each layer of a localizer gets.
+
+Every entry of :data:`COMPOSITES` is a factory ``(model, **options) -> zennit Composite``
+(the CLI's choices come from this map); :func:`make_composite` validates the options and
+returns the composite with its resolved parameters, which go into the provenance attrs.
+
+All composites share the handling the localizers need beyond zennit's type maps:
+
+- BatchNorms are merged into the preceding layer, exactly
+  (:class:`~xai_loc.explain.canonizers.MergeBatchNorm`); the merged BatchNorm passes
+  relevance unchanged (zennit's ``Pass``).
+- The squeeze-excitation product ``x * s`` (:class:`~xai_loc.models.Gate`) gets
+  :class:`~xai_loc.explain.rules.GateRule`: ``s`` held constant, relevance to ``x`` only.
+- The residual :class:`zennit.layer.Sum` and average pools get zennit's ``Norm``,
+  activations ``Pass`` (zennit's ``layer_map_base``).
+- Max-pools are winner-take-all, either by the gradient (``maxpool='wta'``: each window's
+  relevance goes to its maximum) or by zennit's ``Norm`` (``'norm'``: the same, less what
+  the stabilizer eats at tiny maxima), or spread over the window (``'smooth'``,
+  :class:`~xai_loc.explain.rules.SmoothMaxPool` with ``maxpool_power``). The paper
+  composites default to ``'paper'``: ``Norm`` on LocCNN (its name map), the gradient on
+  SampleCNN (its composite has no max-pool rule).
+- Dropout (eval mode) and Flatten are identities or reshapes: plain gradient.
+
+The paper's composites (Comanducci, Antonacci & Sarti, EUSIPCO 2024) are ``'paper'`` (with
+the gate fixed) and ``'paper-samplecnn-reversed-gate'`` (the released code's gate).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+from zennit.composites import (
+    EpsilonAlpha2Beta1,
+    EpsilonPlusFlat,
+    SpecialFirstLayerMapComposite,
+    layer_map_base,
+)
+from zennit.core import Composite, Hook
+from zennit.rules import Epsilon, Flat, Norm, WSquare, ZBox, ZPlus
+from zennit.types import Convolution, Linear, MaxPool
+
+from xai_loc.errors import InputError
+from xai_loc.explain._options import check_choice, check_number, option_defaults, resolve
+from xai_loc.explain.canonizers import MergeBatchNorm
+from xai_loc.explain.rules import FastGamma, GateRule, SmoothMaxPool, WindowBox
+from xai_loc.models.layers import Gate
+
+__all__ = ["COMPOSITES", "FIRST_RULES", "MAXPOOL_RULES", "composite_defaults", "make_composite",
+           "register_composite", "rule_label"]
+
+CompositeFactory = Callable[..., Composite]
+
+#: name -> factory ``(model, **options) -> zennit.core.Composite``.
+COMPOSITES: dict[str, CompositeFactory] = {}
+
+#: Rules selectable for the first layer (the one that sees the waveform).
+FIRST_RULES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
+#: Max-pool treatments ('paper': 'norm' on LocCNN, 'wta' otherwise, as the paper did).
+MAXPOOL_RULES = ("paper", "wta", "norm", "smooth")
+
+
+def register_composite(name: str) -> Callable[[CompositeFactory], CompositeFactory]:
+    """Decorator registering a composite factory under ``name``.
+
+    The factory takes the model and keyword-only options with defaults; the defaults are
+    the options :func:`make_composite` accepts.
+    """
+    def decorator(factory: CompositeFactory) -> CompositeFactory:
+        if name in COMPOSITES:
+            raise ValueError(f"composite name {name!r} is already registered")
+        COMPOSITES[name] = factory
+        return factory
+
+    return decorator
+
+
+def _factory(name: str) -> CompositeFactory:
+    if name not in COMPOSITES:
+        raise InputError(f"unknown composite {name!r}; allowed: {', '.join(COMPOSITES)}")
+    return COMPOSITES[name]
+
+
+def composite_defaults(name: str) -> dict[str, Any]:
+    """Options of composite ``name`` with their defaults."""
+    return option_defaults(_factory(name))
+
+
+def make_composite(name: str, model: nn.Module, **options: Any) -> tuple[Composite, dict[str, Any]]:
+    """Build composite ``name`` for ``model``.
+
+    Returns
+    -------
+    composite, params
+        The zennit composite (register it with ``zennit.attribution.Gradient``) and every
+        option's value, defaults included.
+
+    Raises
+    ------
+    InputError
+        For an unknown composite, option or option value.
+    """
+    factory = _factory(name)
+    params = resolve(option_defaults(factory), options, f"composite {name!r}")
+    return factory(model, **params), params
+
+
+def _label(hook: Hook, text: str) -> Hook:
+    """Attach a human-readable description (shown by the audit) to a rule template."""
+    hook.label = text
+    return hook
+
+
+def rule_label(hook: Hook) -> str:
+    """Description of a rule: its label if it has one, else its class name."""
+    return getattr(hook, "label", type(hook).__name__)
+
+
+def _check_common(epsilon: float, stabilizer: float, maxpool: str, maxpool_power: float,
+                  paper: bool = False) -> None:
+    check_number("epsilon", epsilon)
+    check_number("stabilizer", stabilizer, strict=True)
+    check_choice("maxpool", maxpool, MAXPOOL_RULES if paper else MAXPOOL_RULES[1:])
+    check_number("maxpool_power", maxpool_power, strict=True)
+
+
+def _box(low: float | None, high: float | None, stabilizer: float) -> Hook:
+    if low is None and high is None:
+        return _label(WindowBox(stabilizer=stabilizer), "ZBox(per-window bounds)")
+    if low is None or high is None:
+        raise InputError("give both low and high for the box rule, or neither (per-window bounds)")
+    low, high = check_number("low", low, minimum=-float("inf")), check_number("high", high, minimum=-float("inf"))
+    if not low < high:
+        raise InputError(f"low={low!r}, high={high!r} are not allowed; use low < high")
+    return _label(ZBox(low=low, high=high, stabilizer=stabilizer), f"ZBox(low={low:g}, high={high:g})")
+
+
+def _gamma(gamma: float, stabilizer: float) -> Hook:
+    return _label(FastGamma(gamma=check_number("gamma", gamma), stabilizer=stabilizer), f"Gamma(gamma={gamma:g})")
+
+
+def _epsilon(epsilon: float) -> Hook:
+    return _label(Epsilon(epsilon=epsilon), f"Epsilon(epsilon={epsilon:g})")
+
+
+def _first_rule(rule: str, *, epsilon: float, gamma: float, stabilizer: float,
+                low: float | None, high: float | None) -> Hook:
+    check_choice("first_rule", rule, FIRST_RULES)
+    if rule != "zbox" and (low is not None or high is not None):
+        raise InputError(f"low/high only apply to first_rule='zbox', not {rule!r}")
+    if rule == "wsquare":
+        return _label(WSquare(stabilizer=stabilizer), "WSquare")
+    if rule == "flat":
+        return _label(Flat(stabilizer=stabilizer), "Flat")
+    if rule == "zplus":
+        return _label(ZPlus(stabilizer=stabilizer), "ZPlus")
+    if rule == "epsilon":
+        return _epsilon(epsilon)
+    if rule == "gamma":
+        return _gamma(gamma, stabilizer)
+    return _box(low, high, stabilizer)
+
+
+def _localizer_map(gate: str, maxpool: str, maxpool_power: float, stabilizer: float) -> list:
+    """Layer-map entries for the localizers' own modules, placed before zennit's."""
+    entries = [(Gate, _label(GateRule(to=gate), f"GateRule(to={gate})"))]
+    if maxpool == "smooth":
+        entries.append((MaxPool, _label(SmoothMaxPool(power=maxpool_power), f"SmoothMaxPool(power={maxpool_power:g})")))
+    elif maxpool == "norm":
+        entries.append((MaxPool, _label(Norm(stabilizer=stabilizer), "Norm")))
+    return entries
+
+
+def _type_composite(first: Hook, conv: Hook, linear: Hook, *, gate: str, maxpool: str, maxpool_power: float,
+                    stabilizer: float) -> Composite:
+    """First layer ``first``; other convolutions ``conv``; dense layers ``linear``."""
+    layer_map = (_localizer_map(gate, maxpool, maxpool_power, stabilizer) + layer_map_base(stabilizer)
+                 + [(Convolution, conv), (nn.Linear, linear)])
+    return SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=[(Linear, first)],
+                                         canonizers=[MergeBatchNorm()])
+
+
+def _paper(model: nn.Module, gate: str, first_rule: str, epsilon: float, gamma: float, stabilizer: float,
+           maxpool: str, maxpool_power: float, low: float | None, high: float | None) -> Composite:
+    _check_common(epsilon, stabilizer, maxpool, maxpool_power, paper=True)
+    if maxpool == "paper":
+        maxpool = "norm" if getattr(model, "arch_name", "") == "loccnn" else "wta"
+    first = _first_rule(first_rule, epsilon=epsilon, gamma=gamma, stabilizer=stabilizer, low=low, high=high)
+    return _type_composite(first, _gamma(gamma, stabilizer), _epsilon(epsilon), gate=gate, maxpool=maxpool,
+                           maxpool_power=maxpool_power, stabilizer=stabilizer)
+
+
+@register_composite("paper")
+def paper(model: nn.Module, *, first_rule: str = "wsquare", epsilon: float = 1e-6, gamma: float = 0.25,
+          stabilizer: float = 1e-6, maxpool: str = "paper", maxpool_power: float = 1.0,
+          low: float | None = None, high: float | None = None) -> Composite:
+    """The paper's rules, with the squeeze-excitation gate held constant.
+
+    First layer WSquare (or ``first_rule``), other convolutions Gamma (0.25), dense layers
+    Epsilon (1e-6), Norm on sums and average pools, Pass on activations; BatchNorms merged.
+    On LocCNN this is the paper's name map (conv1 WSquare, conv2-5 Gamma, Norm on the
+    max-pools, fc1/fc2 Epsilon, Pass on ReLUs; dropout is the identity in eval mode); on
+    SampleCNN its composite with the gate fixed (relevance to the signal, none to the gate).
+    ``low``/``high`` are the box of ``first_rule='zbox'`` (default: per window).
+    """
+    return _paper(model, "signal", first_rule, epsilon, gamma, stabilizer, maxpool, maxpool_power, low, high)
+
+
+@register_composite("paper-samplecnn-reversed-gate")
+def paper_reversed_gate(model: nn.Module, *, first_rule: str = "wsquare", epsilon: float = 1e-6,
+                        gamma: float = 0.25, stabilizer: float = 1e-6, maxpool: str = "paper",
+                        maxpool_power: float = 1.0, low: float | None = None,
+                        high: float | None = None) -> Composite:
+    """The paper's released SampleCNN composite exactly: the gate product's relevance goes
+    into the gate branch ``s`` (and back through the SEBlock), none directly to ``x``.
+
+    Same rules as ``'paper'`` otherwise; identical to it on models without a gate.
+    """
+    return _paper(model, "gate", first_rule, epsilon, gamma, stabilizer, maxpool, maxpool_power, low, high)
+
+
+@register_composite("epsilon")
+def epsilon_everywhere(model: nn.Module, *, epsilon: float = 1e-6, stabilizer: float = 1e-6,
+                       maxpool: str = "wta", maxpool_power: float = 1.0) -> Composite:
+    """Epsilon on every convolution and dense layer (LRP-0 for ``epsilon=0``).
+
+    With zero biases the relevance is conserved layer by layer up to the stabilizers,
+    which makes it the composite of conservation checks.
+    """
+    _check_common(epsilon, stabilizer, maxpool, maxpool_power)
+    rule = _epsilon(epsilon)
+    return _type_composite(rule, rule, rule, gate="signal", maxpool=maxpool, maxpool_power=maxpool_power,
+                           stabilizer=stabilizer)
+
+
+@register_composite("epsilon_plus_flat")
+def epsilon_plus_flat(model: nn.Module, *, epsilon: float = 1e-6, stabilizer: float = 1e-6,
+                      maxpool: str = "wta", maxpool_power: float = 1.0) -> Composite:
+    """zennit's EpsilonPlusFlat: Flat on the first layer, ZPlus on convolutions, Epsilon on
+    dense layers (Kohlbrenner et al. 2020), plus the localizer handling above."""
+    _check_common(epsilon, stabilizer, maxpool, maxpool_power)
+    return EpsilonPlusFlat(epsilon=epsilon, stabilizer=stabilizer,
+                           layer_map=_localizer_map("signal", maxpool, maxpool_power, stabilizer),
+                           canonizers=[MergeBatchNorm()])
+
+
+@register_composite("epsilon_alpha2_beta1")
+def epsilon_alpha2_beta1(model: nn.Module, *, epsilon: float = 1e-6, stabilizer: float = 1e-6,
+                         maxpool: str = "wta", maxpool_power: float = 1.0) -> Composite:
+    """zennit's EpsilonAlpha2Beta1: AlphaBeta (2, 1) on all convolutions, Epsilon on dense
+    layers, plus the localizer handling above."""
+    _check_common(epsilon, stabilizer, maxpool, maxpool_power)
+    return EpsilonAlpha2Beta1(epsilon=epsilon, stabilizer=stabilizer,
+                              layer_map=_localizer_map("signal", maxpool, maxpool_power, stabilizer),
+                              canonizers=[MergeBatchNorm()])
+
+
+@register_composite("epsilon_gamma_box")
+def epsilon_gamma_box(model: nn.Module, *, epsilon: float = 1e-6, gamma: float = 0.25,
+                      stabilizer: float = 1e-6, low: float | None = None, high: float | None = None,
+                      maxpool: str = "wta", maxpool_power: float = 1.0) -> Composite:
+    """zennit's EpsilonGammaBox: ZBox on the first layer, Gamma on other convolutions,
+    Epsilon on dense layers, plus the localizer handling above.
+
+    The box is ``[low, high]`` if given, else each window's own sample range (the
+    waveform has no natural bounds), so a window's relevance does not depend on its batch.
+    """
+    _check_common(epsilon, stabilizer, maxpool, maxpool_power)
+    return _type_composite(_box(low, high, stabilizer), _gamma(gamma, stabilizer), _epsilon(epsilon),
+                           gate="signal", maxpool=maxpool, maxpool_power=maxpool_power, stabilizer=stabilizer)
+

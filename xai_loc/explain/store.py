@@ -1,0 +1,325 @@
+"""Relevance stores on disk, beside the data they explain, and relevance as audio.
+
+Layout (read it with plain ``xarray.open_zarr``; :func:`open_relevance` returns the
+``relevance`` DataArray with the store's attrs)::
+
+    <data>.zarr                                     microphone windows (xai_loc.data)
+    <data>.relevance/<model>-<method>[-<composite>][-<options>]-<target>.zarr
+        relevance       (window, mic, time) float32, one window per chunk
+        coords          window, source_id, window_index, speech_id, source_x/y/z, mic,
+                        mic_x/y/z, time (s), prediction_x/y/z, attr_output_x/y/z,
+                        relevance_sum, explained (see xai_loc.explain.attribute)
+        attrs           provenance (model and checkpoint digests, method, composite, target
+                        and their parameters, T60, SNR, fs, versions, ``data``: the
+                        dataset store's path relative to the store's folder), the summary
+                        (relevance_fraction, input_dependence, output_zero_input) and
+                        ``config`` (JSON), which identifies what the store holds
+
+Writing follows :mod:`xai_loc.data.store`: blocks go to ``<name>.zarr.partial`` with the
+number of windows safely written in ``<name>.zarr.progress.json``; a killed run continues
+from there, and the store gets its final name only when complete. A store (complete or
+partial) of a different model, method, composite, target, options or data is never mixed
+in or overwritten: that is an :class:`~xai_loc.errors.InputError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from torch import nn
+
+from xai_loc.errors import InputError
+from xai_loc.explain.attribute import AXES, Explainer, dataset_inputs, input_coords, result_coords, summary_attrs
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["explain_store", "open_explained_signals", "open_relevance", "relevance_store_path", "write_wavs"]
+
+#: Windows per zarr chunk of the relevance.
+CHUNK_WINDOWS = 1
+#: Config keys compared to refuse mixing, with the words used in the message.
+_CONFIG_WORDS = {
+    "model_digest": "model weights", "method": "method", "method_params": "method options",
+    "composite": "composite", "composite_params": "composite options", "target": "target",
+    "target_params": "target options", "data": "data",
+}
+
+
+def _options_tag(explainer: Explainer) -> str:
+    """Non-default options, short and readable when possible, else a digest."""
+    from xai_loc.explain.composites import composite_defaults
+
+    changed = {k: v for k, v in explainer.method_params.items() if explainer.method_cls.OPTIONS.get(k) != v}
+    if explainer.composite is not None:
+        defaults = composite_defaults(explainer.composite_name)
+        changed.update({k: v for k, v in explainer.composite_params.items() if defaults.get(k) != v})
+    reference = explainer.target_params.get("reference")
+    if reference not in (None, "zero"):
+        changed["reference"] = reference
+    if not changed:
+        return ""
+    tag = ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
+    tag = re.sub(r"[^A-Za-z0-9_.,=+-]", "", tag)
+    if len(tag) > 40:
+        tag = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return tag
+
+
+def relevance_store_path(data_path: str | os.PathLike, explainer: Explainer, model_name: str) -> Path:
+    """Default store of ``explainer``'s results for the data store ``data_path``."""
+    data_path = Path(data_path)
+    stem = data_path.name.removesuffix(".zarr")
+    parts = [model_name, explainer.attrs["method"]]
+    if explainer.composite is not None:
+        parts.append(explainer.composite_name)
+    tag = _options_tag(explainer)
+    if tag:
+        parts.append(tag)
+    parts.append(explainer.attrs["target"])
+    return data_path.with_name(f"{stem}.relevance") / ("-".join(parts) + ".zarr")
+
+
+def _read_progress(path: Path) -> int:
+    try:
+        return int(json.loads(path.read_text())["windows_written"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return 0
+
+
+def _write_progress(path: Path, n: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"windows_written": n}))
+    os.replace(tmp, path)
+
+
+def _stored_config(path: Path) -> dict[str, Any]:
+    import zarr
+
+    try:
+        attrs = zarr.open_group(path, mode="r", zarr_format=2).attrs
+        return json.loads(attrs["config"])
+    except Exception:  # zarr raises many types for foreign folders
+        raise InputError(f"{path} exists but is not an xai-loc relevance store; remove it or use another out") from None
+
+
+def _check_same(path: Path, found: dict[str, Any], config: dict[str, Any]) -> None:
+    for key, words in _CONFIG_WORDS.items():
+        if found.get(key) != config.get(key):
+            raise InputError(f"{path} holds relevance of other {words} ({found.get(key)!r}, not {config.get(key)!r}); "
+                             "results are never mixed: remove it or choose another out")
+
+
+def explain_store(
+    model: nn.Module | str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    method: str = "lrp",
+    target: str = "truth",
+    composite: str = "paper",
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: bool = True,
+    **options: Any,
+) -> Path:
+    """Explain every window of a dataset store into a chunked relevance store (resumable).
+
+    Parameters
+    ----------
+    model
+        A localizer or an xai-loc checkpoint path (named after its file).
+    data
+        A dataset store written by :func:`xai_loc.data.simulate_dataset`.
+    out
+        The relevance store (default :func:`relevance_store_path` beside ``data``).
+    method, target, composite, batch_size, device, **options
+        As for :func:`~xai_loc.explain.explain`.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        The complete store. A complete store with the same configuration is returned as
+        it is.
+    """
+    import xarray as xr
+    import zarr
+    from tqdm.auto import tqdm
+
+    from xai_loc.data.store import open_signals
+
+    ds = open_signals(data)
+    d = dataset_inputs(ds)
+    signals = d["signals"]
+    n, n_mics, n_time = signals.shape
+    mean_input = None
+    if "mean" in (options.get("reference"), options.get("baseline")):
+        mean_input = signals.mean("window").values
+    explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,
+                          device=device, mean_input=mean_input, train_mean=d["train_mean"], **options)
+    shape = getattr(explainer.model, "input_shape", None)
+    if shape is not None and tuple(shape) != (n_mics, n_time):
+        raise InputError(f"{data} has windows of {n_mics} mics x {n_time} samples; the model takes "
+                         f"{shape[0]} x {shape[1]}")
+    if explainer.target.needs_truth and d["positions"] is None:
+        raise InputError(f"{data} has no source positions, which target {target!r} needs")
+    model_name = Path(model).stem if isinstance(model, (str, os.PathLike)) else explainer.attrs["model"]
+    final = Path(out) if out is not None else relevance_store_path(data, explainer, model_name)
+    attrs = explainer.attrs
+    config = {key: attrs[key] for key in ("model_digest", "method", "method_params", "composite",
+                                          "composite_params", "target", "target_params")}
+    config["data"] = hashlib.sha256(f"{ds.attrs.get('config', '')}|{n}|{n_mics}|{n_time}".encode()).hexdigest()[:16]
+
+    if final.exists():
+        _check_same(final, _stored_config(final), config)
+        return final
+    partial = final.with_name(final.name + ".partial")
+    progress_file = final.with_name(final.name + ".progress.json")
+    if partial.exists():
+        _check_same(partial, _stored_config(partial), config)
+    else:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        placeholder = {"prediction": np.full((n, 3), np.nan), "attr_output": np.full((n, 3), np.nan),
+                       "relevance_sum": np.full(n, np.nan), "explained": np.full(n, np.nan)}
+        coords = {**input_coords(d, d["positions"], d["mics"], d["fs"], n_mics, n_time),
+                  **result_coords(placeholder)}
+        store_attrs = {**attrs, **d["attrs"], "fs": d["fs"],
+                       "data": os.path.relpath(Path(data).resolve(), final.parent.resolve()),
+                       "config": json.dumps(config, sort_keys=True),
+                       "description": "relevance of each input sample, see xai_loc.explain.store"}
+        xr.Dataset(coords=coords, attrs=store_attrs).to_zarr(partial, mode="w", consolidated=False, zarr_format=2)
+        zarr.open_group(partial, mode="a", zarr_format=2).create_array(
+            "relevance", shape=(n, n_mics, n_time), dtype="float32", chunks=(CHUNK_WINDOWS, n_mics, n_time),
+            fill_value=0.0, attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "relevance"})
+        _write_progress(progress_file, 0)
+
+    group = zarr.open_group(partial, mode="a", zarr_format=2)
+    done = _read_progress(progress_file)
+    step = max(CHUNK_WINDOWS, batch_size // CHUNK_WINDOWS * CHUNK_WINDOWS)
+    with explainer, tqdm(total=n, initial=done, disable=not progress, desc=f"explain {method}", unit="win") as bar:
+        for start in range(done, n, step):
+            stop = min(n, start + step)
+            truth = None if d["positions"] is None else d["positions"][start:stop]
+            result = explainer.explain_batch(signals[start:stop].values, truth, np.arange(start, stop))
+            group["relevance"][start:stop] = result["relevance"].astype(np.float32)
+            for name, (_, values) in result_coords(result).items():
+                group[name][start:stop] = values
+            _write_progress(progress_file, stop)
+            bar.update(stop - start)
+        zero_output = explainer.zero_output
+    prediction = np.stack([group[f"prediction_{a}"][:] for a in AXES], axis=-1)
+    summary = summary_attrs(prediction, group["relevance_sum"][:], group["explained"][:], zero_output)
+    if "reference_output" in explainer.attrs:
+        summary["reference_output"] = explainer.attrs["reference_output"]
+    group.attrs.update(summary)
+    zarr.consolidate_metadata(partial, zarr_format=2)
+    os.replace(partial, final)
+    os.remove(progress_file)
+    return final
+
+
+def open_relevance(path: str | os.PathLike) -> xr.DataArray:
+    """Open a complete relevance store as its ``relevance`` DataArray (lazy), attrs included."""
+    import xarray as xr
+
+    path = Path(path)
+    if path.name.endswith(".partial"):
+        raise InputError(f"{path} is an unfinished relevance store; run the explanation again to complete it")
+    if not path.exists():
+        raise InputError(f"relevance store {str(path)!r} does not exist; create it with 'xai-loc explain'")
+    try:
+        ds = xr.open_zarr(path)
+    except Exception:  # zarr raises many types for foreign folders
+        raise InputError(f"{path} is not a readable xai-loc relevance store") from None
+    if "relevance" not in ds:
+        raise InputError(f"{path} is not a relevance store (no 'relevance' variable)")
+    da = ds["relevance"]
+    da.attrs = {**ds.attrs, **da.attrs}
+    return da
+
+
+def open_explained_signals(path: str | os.PathLike) -> xr.Dataset:
+    """The dataset (``open_signals``) that the relevance store ``path`` explains."""
+    from xai_loc.data.store import open_signals
+
+    relevance = open_relevance(path)
+    if "data" not in relevance.attrs:
+        raise InputError(f"{path} does not record the dataset it explains")
+    return open_signals(Path(path).parent / relevance.attrs["data"])
+
+
+def write_wavs(
+    relevance: xr.DataArray,
+    signals: xr.Dataset | xr.DataArray | None,
+    folder: str | os.PathLike,
+    *,
+    sources=None,
+    mics=None,
+    fs: float | None = None,
+    subtype: str = "PCM_16",
+) -> list[Path]:
+    """Write relevance (and the microphone signals) as wav files, one pair per source.
+
+    Each source's windows are joined in the order of their ``window_index`` into
+    ``source-<id>_relevance.wav`` and ``source-<id>_microphones.wav`` (one channel per
+    microphone), each normalized to a peak of 0.99 on its own, as on the paper's companion
+    page. Without ``source_id`` coords every window is its own file (``window-<n>_...``).
+
+    Parameters
+    ----------
+    relevance
+        A relevance DataArray (:func:`~xai_loc.explain.explain`, :func:`open_relevance`).
+    signals
+        The dataset (or its ``signals``) the relevance explains, matched by ``window``
+        (e.g. :func:`open_explained_signals`); None writes relevance only.
+    folder
+        Output folder (created).
+    sources
+        Source ids to write (default all).
+    mics
+        Microphones (channels) to write (default all).
+    fs
+        Sample rate (default the relevance's ``fs`` attr, else 16 kHz).
+    subtype
+        A soundfile subtype, e.g. 'PCM_16' or 'FLOAT'.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    import soundfile as sf
+    import xarray as xr
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fs = int(round(fs if fs is not None else relevance.attrs.get("fs", 16000)))
+    if isinstance(signals, xr.Dataset):
+        signals = signals["signals"]
+    if "source_id" in relevance.coords:
+        ids = np.unique(relevance["source_id"].values) if sources is None else np.atleast_1d(sources)
+        groups = [(f"source-{int(i):04d}", relevance.xai.source(int(i))) for i in ids]
+    else:
+        picked = range(relevance.sizes["window"]) if sources is None else np.atleast_1d(sources)
+        groups = [(f"window-{int(w):05d}", relevance.isel(window=[int(w)])) for w in picked]
+    written = []
+    for stem, rel in groups:
+        files = [(f"{stem}_relevance.wav", rel)]
+        if signals is not None:
+            sig = signals.sel(window=rel["window"].values)
+            files.append((f"{stem}_microphones.wav", sig))
+        for name, da in files:
+            audio = da.xai.as_audio(mics=mics)
+            path = folder / name
+            tmp = path.with_name(f".{name}.tmp")
+            sf.write(tmp, audio, fs, subtype=subtype, format="WAV")
+            os.replace(tmp, path)
+            written.append(path)
+    return written

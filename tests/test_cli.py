@@ -123,3 +123,51 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     assert "baseline" in result.output.lower()
     maes = [report["per_source"][i]["mae"] for i in range(2)]
     assert all(m > 0 for m in maes)
+
+
+def test_explain_choices_follow_the_registries():
+    from xai_loc.cli import COMPOSITE_CHOICES, METHOD_CHOICES, TARGET_CHOICES
+    from xai_loc.explain import COMPOSITES, METHODS, TARGETS
+
+    assert set(METHOD_CHOICES) == set(METHODS)
+    assert set(TARGET_CHOICES) == set(TARGETS)
+    assert set(COMPOSITE_CHOICES) == set(COMPOSITES)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    import torch
+
+    from xai_loc.models import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "samplecnn.safetensors"
+    return save_checkpoint(build_model("samplecnn"), path, {"condition": {"t60": 0.15, "snr": 25.0}})
+
+
+def test_explain_audit_listen_end_to_end(tmp_path, tiny_checkpoint):
+    runner = CliRunner()
+    data = tmp_path / "data"
+    result = runner.invoke(main, ["--threads", "1", "explain", "--t60", "0.15", "--snr", "25", "--checkpoint",
+                                  str(tiny_checkpoint), "--sources", "1", "--data", str(data), "--batch-size", "4",
+                                  "--option", "first_rule=flat"])
+    assert result.exit_code == 0, result.output
+    store = result.output.strip().splitlines()[-1]
+    rel = xr.open_zarr(store)
+    signals = xr.open_zarr(data / "paper" / "t60-0.15_snr-25" / "test-first1.zarr")
+    var = next(iter(rel.data_vars.values()))
+    assert var.shape == signals.signals.shape and var.dims == ("window", "mic", "time")
+    result = runner.invoke(main, ["listen", store, "--out", str(tmp_path / "wavs"), "--mics", "7,8"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "wavs").glob("*.wav"))) >= 2
+    result = runner.invoke(main, ["--threads", "1", "audit", str(tiny_checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert "ReSE1.gate" in result.output and "problems: none" in result.output
+
+
+def test_explain_without_a_shipped_checkpoint_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XAI_LOC_PRETRAINED", str(tmp_path))
+    result = CliRunner().invoke(main, ["explain", "--t60", "0.3", "--snr", "20", "--data", str(tmp_path / "d")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "samplecnn_t60-0.3_snr-20.safetensors" in result.output
+    assert not (tmp_path / "d").exists()

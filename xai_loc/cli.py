@@ -17,6 +17,11 @@ BACKEND_CHOICES = ("torch", "pyroomacoustics", "gpurir")
 RIR_MODE_CHOICES = ("ism", "hybrid")
 SPLIT_CHOICES = ("train", "val", "test", "all")
 MODEL_CHOICES = ("loccnn", "samplecnn")
+METHOD_CHOICES = ("lrp", "saliency", "input_x_gradient", "integrated_gradients", "deeplift", "gradient_shap",
+                  "occlusion")
+TARGET_CHOICES = ("truth", "prediction", "x", "y", "z", "error", "contrast")
+COMPOSITE_CHOICES = ("paper", "paper-samplecnn-reversed-gate", "epsilon", "epsilon_plus_flat",
+                     "epsilon_alpha2_beta1", "epsilon_gamma_box")
 
 
 class _Group(click.Group):
@@ -42,11 +47,43 @@ def main(ctx: click.Context, threads: int | None) -> None:
     Simulate the paper's data:   xai-loc simulate --t60 0.6 --snr 10 --split test
     Train on the paper's recipe: xai-loc train --model loccnn --t60 0.6 --snr 10
     Evaluate a checkpoint:       xai-loc evaluate pretrained/loccnn_t60-0.6_snr-10.safetensors
+    Explain the test split:      xai-loc explain --model samplecnn --t60 0.6 --snr 10
+    Check a composite's cover:   xai-loc audit pretrained/samplecnn_t60-0.6_snr-10.safetensors
+    Relevance as audio:          xai-loc listen RELEVANCE.zarr --out wavs/
     Shipped and known models:    xai-loc models list
     Import a paper checkpoint:   xai-loc models import --arch samplecnn --t60 0.6 --snr 10 FILE.pth
     Versions and devices:        xai-loc info
     """
     ctx.obj = {"threads": threads}
+
+
+def _parse_options(items: tuple[str, ...]) -> dict:
+    """``("epsilon=1e-6", "first_rule=flat")`` -> ``{"epsilon": 1e-06, "first_rule": "flat"}``."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"option {item!r} is not allowed; write KEY=VALUE, e.g. epsilon=1e-6")
+        for cast in (int, float):
+            try:
+                out[key] = cast(raw)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = raw
+    return out
+
+
+def _checkpoint(arch: str, t60: float, snr: float, checkpoint: str | None) -> str:
+    """An explicit checkpoint, or the shipped one of the architecture and condition."""
+    from xai_loc.models.zoo import shipped_checkpoint
+
+    return checkpoint if checkpoint else str(shipped_checkpoint(arch, t60, snr))
+
+
+_OPTION_HELP = ("Method, composite or target option KEY=VALUE (repeatable), e.g. first_rule=flat, epsilon=1e-6, "
+                "maxpool=smooth, n_steps=32, reference=zero.")
 
 
 def _setup(ctx: click.Context) -> int:
@@ -236,3 +273,93 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
     click.echo(result.to_text())
     if json_out:
         write_text_atomic(json_out, json.dumps(result.to_dict(), indent=2))
+
+
+@main.command()
+@click.option("--model", "arch", type=click.Choice(MODEL_CHOICES), default="samplecnn", show_default=True)
+@click.option("--t60", type=float, required=True, help="Condition (selects the shipped checkpoint and the data).")
+@click.option("--snr", type=float, required=True, help="Condition (selects the shipped checkpoint and the data).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Any xai-loc checkpoint.")
+@click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True)
+@click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True,
+              help="LRP composite (method lrp only).")
+@click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True,
+              help="truth: seed = true (x, y, z), the paper's choice; prediction; x|y|z: one coordinate; "
+                   "error: prediction - truth; contrast: prediction - reference prediction.")
+@click.option("--option", "options", multiple=True, help=_OPTION_HELP)
+@click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True)
+@click.option("--sources", "n_sources", type=int, default=None, help="Only the first N sources of the split.")
+@click.option("--scene", default="paper", show_default=True)
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Data root; the split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Relevance store [default: next to the data, <split>.relevance/<model>-<method>-...zarr].")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.pass_context
+def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options, split, n_sources, scene, data, out,
+            batch_size, device) -> None:
+    """Explain every window of a split into a chunked relevance store (resumable).
+
+    Relevance has the input's shape (window, mic, time) with source and microphone
+    coordinates and provenance attrs; read it back with xarray.open_zarr. A store only ever
+    holds one model, method, composite, target and option set.
+    """
+    from xai_loc.data.scene import load_scene
+    from xai_loc.data.store import simulate_dataset
+    from xai_loc.explain import explain_store
+
+    _setup(ctx)
+    model = _checkpoint(arch, t60, snr, checkpoint)
+    store = simulate_dataset(load_scene(scene), split, t60, snr, root=data, n_sources=n_sources, device=device,
+                             progress=sys.stderr.isatty())
+    path = explain_store(model, store, out, method=method, target=target, composite=composite,
+                         batch_size=batch_size, device=device, progress=sys.stderr.isatty(),
+                         **_parse_options(options))
+    click.echo(str(path))
+
+
+@main.command()
+@click.argument("model")
+@click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True)
+@click.option("--option", "options", multiple=True, help=_OPTION_HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random probe input.")
+@click.pass_context
+def audit(ctx, model, composite, options, seed) -> None:
+    """List each module of MODEL with its LRP rule, functional operations that hooks cannot see,
+    and per-layer relevance conservation for one input.
+
+    MODEL is a checkpoint file or an architecture name (untrained weights). Exits with 1
+    when the composite leaves a layer uncovered or forward() uses hidden operations.
+    """
+    from pathlib import Path
+
+    from xai_loc.explain import audit as run_audit
+    from xai_loc.models import build_model
+
+    _setup(ctx)
+    target = model if Path(model).exists() else build_model(model)
+    report = run_audit(target, composite, seed=seed, **_parse_options(options))
+    click.echo(report.render())
+    if report.problems:
+        ctx.exit(1)
+
+
+@main.command()
+@click.argument("relevance", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the wav files.")
+@click.option("--sources", default=None, help="Comma-separated source ids [default: all].")
+@click.option("--mics", default=None, help="Comma-separated microphone indices [default: all].")
+def listen(relevance, out, sources, mics) -> None:
+    """Write relevance signals as wav files next to the microphone signals, normalized per file."""
+    from xai_loc.explain import open_explained_signals, open_relevance, write_wavs
+
+    def ids(text):
+        try:
+            return None if text is None else [int(v) for v in text.split(",")]
+        except ValueError:
+            raise InputError(f"{text!r} is not a comma-separated list of integers") from None
+
+    rel = open_relevance(relevance)
+    paths = write_wavs(rel, open_explained_signals(relevance), out, sources=ids(sources), mics=ids(mics))
+    click.echo(f"{len(paths)} files in {out}")

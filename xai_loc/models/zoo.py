@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from xai_loc.errors import InputError
 from xai_loc.models.checkpoint import read_card
 
 PRETRAINED_ENV = "XAI_LOC_PRETRAINED"
@@ -28,3 +29,19 @@ def list_checkpoints(folder: str | Path) -> list[str]:
         rows.append(f"{path.name:40s} {card['architecture']:10s} T60 {cond.get('t60')} s, "
                     f"SNR {cond.get('snr')} dB, {err}")
     return rows
+
+
+def checkpoint_name(arch: str, t60: float, snr: float) -> str:
+    """File name of a zoo checkpoint, e.g. ``loccnn_t60-0.6_snr-10.safetensors``."""
+    return f"{arch}_t60-{float(t60):g}_snr-{float(snr):g}.safetensors"
+
+
+def shipped_checkpoint(arch: str, t60: float, snr: float, folder: str | Path | None = None) -> Path:
+    """The shipped checkpoint of an architecture and condition, or a one-line error listing what exists."""
+    folder = Path(folder) if folder is not None else pretrained_dir()
+    path = folder / checkpoint_name(arch, t60, snr)
+    if not path.is_file():
+        have = ", ".join(sorted(p.stem for p in folder.glob("*.safetensors"))) or "none"
+        raise InputError(f"no shipped checkpoint {path.name} in {folder} (available: {have}); "
+                         "pass --checkpoint or train one with 'xai-loc train'")
+    return path

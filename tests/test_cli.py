@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
@@ -171,3 +172,28 @@ def test_explain_without_a_shipped_checkpoint_is_a_one_line_error(tmp_path, monk
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "samplecnn_t60-0.3_snr-20.safetensors" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_perturb_end_to_end_writes_store_figure_and_table(tmp_path, tiny_checkpoint):
+    result = CliRunner().invoke(main, ["--threads", "1", "perturb", "--t60", "0.15", "--snr", "25", "--checkpoint",
+                                       str(tiny_checkpoint), "--model", "samplecnn", "--sources", "2",
+                                       "--percentages", "0,50", "--data", str(tmp_path / "data"), "--out",
+                                       str(tmp_path / "res"), "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    res = xr.open_dataset(tmp_path / "res" / "perturbation.nc")
+    assert res.mae.dims == ("model", "mode", "percentage", "xyz")
+    assert list(res["mode"].values) == ["relevance", "energy", "random", "relevance-randomized"]
+    # nothing deleted at 0 %: every ordering gives the unperturbed error
+    assert np.allclose(res.mae_mean.sel(percentage=0.0), res.mae_mean.sel(percentage=0.0)[0, 0])
+    assert float(res.baseline_mae_mean) > 0
+    for name in ("perturbation.png", "perturbation.pdf", "perturbation.md"):
+        assert (tmp_path / "res" / name).stat().st_size > 0
+    assert "AOPC" in result.output
+
+
+def test_perturb_rejects_bad_percentages(tmp_path, tiny_checkpoint):
+    result = CliRunner().invoke(main, ["perturb", "--t60", "0.15", "--snr", "25", "--checkpoint",
+                                       str(tiny_checkpoint), "--sources", "1", "--percentages", "50,10",
+                                       "--data", str(tmp_path / "d"), "--out", str(tmp_path / "res")])
+    assert result.exit_code == 2 and "increasing" in result.output
+    assert not (tmp_path / "res").exists() and not (tmp_path / "d").exists()

@@ -48,6 +48,7 @@ def main(ctx: click.Context, threads: int | None) -> None:
     Train on the paper's recipe: xai-loc train --model loccnn --t60 0.6 --snr 10
     Evaluate a checkpoint:       xai-loc evaluate pretrained/loccnn_t60-0.6_snr-10.safetensors
     Explain the test split:      xai-loc explain --model samplecnn --t60 0.6 --snr 10
+    Perturbation curves:         xai-loc perturb --t60 0.6 --snr 10
     Check a composite's cover:   xai-loc audit pretrained/samplecnn_t60-0.6_snr-10.safetensors
     Relevance as audio:          xai-loc listen RELEVANCE.zarr --out wavs/
     Shipped and known models:    xai-loc models list
@@ -363,3 +364,80 @@ def listen(relevance, out, sources, mics) -> None:
     rel = open_relevance(relevance)
     paths = write_wavs(rel, open_explained_signals(relevance), out, sources=ids(sources), mics=ids(mics))
     click.echo(f"{len(paths)} files in {out}")
+
+
+def _csv(text: str, cast=str) -> list:
+    try:
+        return [cast(v) for v in text.split(",") if v]
+    except ValueError:
+        raise InputError(f"{text!r} is not a comma-separated list of {cast.__name__} values") from None
+
+
+def _models_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> dict[str, str]:
+    """``{name: checkpoint}`` for --model loccnn|samplecnn|all (shipped) or --checkpoint."""
+    if checkpoint:
+        return {arch if arch != "all" else "model": checkpoint}
+    archs = MODEL_CHOICES if arch == "all" else (arch,)
+    return {a: _checkpoint(a, t60, snr, None) for a in archs}
+
+
+@main.command()
+@click.option("--t60", type=float, required=True, help="Condition (shipped checkpoints and data).")
+@click.option("--snr", type=float, required=True, help="Condition (shipped checkpoints and data).")
+@click.option("--model", "arch", type=click.Choice((*MODEL_CHOICES, "all")), default="all", show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Any xai-loc checkpoint.")
+@click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True)
+@click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True)
+@click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True)
+@click.option("--option", "options", multiple=True, help=_OPTION_HELP)
+@click.option("--percentages", default="0,10,20,30,40,50,60,70", show_default=True)
+@click.option("--modes", default="relevance,energy,random", show_default=True,
+              help="Deletion orderings: relevance (signed, descending), energy (|x|), random (seeded).")
+@click.option("--fill", type=click.Choice(("zero", "noise")), default="zero", show_default=True,
+              help="Value of deleted samples: zero (the paper) or noise at the window's level.")
+@click.option("--randomized/--no-randomized", default=True, show_default=True,
+              help="Also delete in the order of a randomized model's relevance (sanity baseline).")
+@click.option("--sources", "n_sources", type=int, default=None, help="Only the first N test sources.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Data root; the test split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Results folder [default: xai-loc-results/t60-T_snr-S].")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.pass_context
+def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options, percentages, modes, fill,
+            randomized, n_sources, seed, data, out, batch_size, device) -> None:
+    """Deletion curves: zero the top-P % of each window's samples, ranked by relevance,
+    amplitude or at random, and report the localization error (the paper's experiment).
+
+    Writes perturbation.nc (dims model, mode, percentage), a paper-style figure (PNG, PDF)
+    and a markdown table with AOPC; the constant-predictor error is shown beside them.
+    """
+    from pathlib import Path
+
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.data.store import condition_name, simulate_dataset
+    from xai_loc.experiments.perturbation import FILLS, MODES, check_percentages, run_perturbation
+    from xai_loc.io import write_dataset_atomic, write_text_atomic
+    from xai_loc.plots.perturbation import perturbation_table, plot_perturbation
+
+    _setup(ctx)
+    pcts = check_percentages(_csv(percentages, float))
+    unknown = [m for m in _csv(modes) if m not in MODES]
+    if unknown or fill not in FILLS:
+        raise InputError(f"deletion mode {unknown[0]!r} is unknown; allowed: {', '.join(MODES)}")
+    models = _models_for(arch, t60, snr, checkpoint)
+    store = simulate_dataset(paper_scene(), "test", t60, snr, root=data, n_sources=n_sources, device=device,
+                             progress=sys.stderr.isatty())
+    result = run_perturbation(models, store, percentages=pcts, modes=_csv(modes),
+                              method=method, composite=composite, target=target, fill=fill,
+                              randomized_baseline=randomized, seed=seed, batch_size=batch_size, device=device,
+                              progress=sys.stderr.isatty(), **_parse_options(options))
+    folder = Path(out) if out else Path("xai-loc-results") / condition_name(t60, snr)
+    write_dataset_atomic(result, folder / "perturbation.nc")
+    plot_perturbation(result, folder / "perturbation")
+    table = perturbation_table(result)
+    write_text_atomic(folder / "perturbation.md", table)
+    click.echo(table)
+    click.echo(f"results in {folder}")

@@ -9,6 +9,7 @@ passes.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -40,6 +41,9 @@ FILLS: dict[str, FillFn] = {
     "noise": lambda x, gen: torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x)
     * x.std(dim=(1, 2), keepdim=True),
 }
+
+#: Offset of the seed of the randomized model copies (kept apart from weight-init seeds).
+RANDOMIZED_SEED_OFFSET = 10_007
 
 #: The paper's percentages.
 PAPER_PERCENTAGES = (0, 10, 20, 30, 40, 50, 60, 70)
@@ -103,6 +107,7 @@ def deletion_predictions(
     fill: str = "zero",
     seed: int = 0,
     batch_size: int = 32,
+    timing: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Predictions ``(mode, percentage, window, 3)`` of ``model`` on deleted copies of ``windows``.
 
@@ -125,6 +130,8 @@ def deletion_predictions(
         how windows are batched only when ``batch_size`` is kept fixed).
     batch_size
         Windows per forward pass.
+    timing
+        If given, ``timing["forward"]`` accumulates the seconds spent in the model.
     """
     percentages = check_percentages(percentages)
     for mode in modes:
@@ -142,5 +149,164 @@ def deletion_predictions(
             for i, mode in enumerate(modes):
                 ranks = MODES[mode](x, rel, gen)
                 for j, (_, xp) in enumerate(perturbed_batches(x, ranks, percentages, fill_values)):
-                    out[i, j, start : start + x.shape[0]] = model(xp).double().cpu().numpy()
+                    tic = time.perf_counter()
+                    pred = model(xp)
+                    if timing is not None:
+                        timing["forward"] = timing.get("forward", 0.0) + time.perf_counter() - tic
+                    out[i, j, start : start + x.shape[0]] = pred.double().cpu().numpy()
     return out
+
+
+def _relevance_source(data_path, model_path, explainer_kwargs: dict):
+    """An opened matching relevance store, or None when none exists (then relevance is computed)."""
+    from xai_loc.explain import Explainer, open_relevance, relevance_store_path
+
+    if data_path is None or model_path is None:
+        return None
+    probe = Explainer(model_path, **explainer_kwargs)
+    path = relevance_store_path(data_path, probe, probe.attrs["model"])
+    return open_relevance(path) if path.exists() else None
+
+
+def run_perturbation(
+    models: dict,
+    data,
+    *,
+    percentages=PAPER_PERCENTAGES,
+    modes=("relevance", "energy", "random"),
+    method: str = "lrp",
+    composite: str = "paper",
+    target: str = "truth",
+    fill: str = "zero",
+    randomized_baseline: bool = True,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str = "cpu",
+    n_sources: int | None = None,
+    progress: bool = False,
+    **explain_options,
+):
+    """The paper's input-manipulation experiment, with the randomized-model baseline.
+
+    Parameters
+    ----------
+    models
+        ``{name: checkpoint path or localizer}``.
+    data
+        A dataset store path (from :func:`~xai_loc.data.store.simulate_dataset`).
+    percentages, modes, fill
+        Deletion percentages, orderings (:data:`MODES`) and fill (:data:`FILLS`).
+    method, composite, target, explain_options
+        How relevance is computed (see :func:`xai_loc.explain.explain`); a matching
+        relevance store next to the data is reused.
+    randomized_baseline
+        Also delete in the order of the relevance of a randomized copy of each model
+        (mode ``"relevance-randomized"``; Adebayo et al., 2018).
+    seed
+        Seeds random orderings, noise fill and the randomized copies.
+    batch_size
+        Windows per explanation and forward pass.
+    n_sources
+        Only the first ``n_sources`` sources of the store.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``mae`` (model, mode, percentage, xyz), ``mae_mean`` and ``euclidean`` (model, mode,
+        percentage), ``aopc`` (model, mode) of ``mae_mean``, the constant-predictor
+        baseline ``baseline_mae`` (xyz) and ``baseline_mae_mean``, and timing and provenance
+        attrs.
+    """
+    import json
+
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    from xai_loc import __version__
+    from xai_loc.data.store import open_signals
+    from xai_loc.experiments.baselines import randomized_copy
+    from xai_loc.explain import Explainer
+    from xai_loc.models.evaluation import localization_errors
+
+    percentages = check_percentages(percentages)
+    ds = open_signals(data)
+    if n_sources is not None:
+        keep = np.isin(ds["source_id"].values, np.unique(ds["source_id"].values)[:n_sources])
+        ds = ds.isel(window=np.flatnonzero(keep))
+    truth = ds["source_position"].values
+    n = truth.shape[0]
+    all_modes = list(modes) + (["relevance-randomized"] if randomized_baseline else [])
+    need_relevance = "relevance" in modes
+    kwargs = {"target": target, "method": method, "composite": composite, "batch_size": batch_size,
+              "device": device, **explain_options}
+    preds = np.zeros((len(models), len(all_modes), len(percentages), n, 3))
+    timings, explained = {}, {}
+    for k, (name, model) in enumerate(models.items()):
+        explainer = Explainer(model, **kwargs)
+        net = explainer.model
+        stored = _relevance_source(data, model if not isinstance(model, torch.nn.Module) else None, kwargs) \
+            if need_relevance and n_sources is None else None
+        random_explainer = Explainer(randomized_copy(net, RANDOMIZED_SEED_OFFSET + seed), **kwargs) \
+            if randomized_baseline else None
+        timing: dict[str, float] = {}
+        tic = time.perf_counter()
+        with tqdm(total=n, disable=not progress, desc=f"perturb {name}", unit="win") as bar:
+            for start in range(0, n, batch_size):
+                stop = min(n, start + batch_size)
+                x = torch.as_tensor(ds["signals"].isel(window=slice(start, stop)).values)
+                rel = None
+                explain_tic = time.perf_counter()
+                if need_relevance:
+                    if stored is not None:
+                        rel = torch.as_tensor(stored.isel(window=slice(start, stop)).values)
+                    else:
+                        with explainer:
+                            rel = torch.as_tensor(explainer.explain_batch(x, truth[start:stop])["relevance"])
+                timing["explain"] = timing.get("explain", 0.0) + time.perf_counter() - explain_tic
+                net.eval()
+                preds[k, : len(modes), :, start:stop] = deletion_predictions(
+                    net, x, percentages, modes, relevance=rel, fill=fill, seed=seed + start,
+                    batch_size=batch_size, timing=timing)
+                if random_explainer is not None:
+                    explain_tic = time.perf_counter()
+                    with random_explainer:
+                        rel_r = torch.as_tensor(random_explainer.explain_batch(x, truth[start:stop])["relevance"])
+                    timing["explain"] += time.perf_counter() - explain_tic
+                    preds[k, len(modes), :, start:stop] = deletion_predictions(
+                        net, x, percentages, ["relevance"], relevance=rel_r, fill=fill, seed=seed + start,
+                        batch_size=batch_size, timing=timing)[0]
+                bar.update(stop - start)
+        timings[name] = {"wall_seconds": time.perf_counter() - tic, "forward_seconds": timing.get("forward", 0.0),
+                         "explain_seconds": timing.get("explain", 0.0)}
+        explained[name] = {k2: v for k2, v in explainer.attrs.items()
+                           if k2 in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
+
+    err = np.abs(preds - truth)  # (model, mode, percentage, window, xyz)
+    mae = err.mean(axis=3)
+    euclid = np.sqrt(((preds - truth) ** 2).sum(-1)).mean(axis=3)
+    base = localization_errors(np.broadcast_to(truth.mean(axis=0), truth.shape), truth)
+    names = list(models)
+    result = xr.Dataset(
+        {
+            "mae": (("model", "mode", "percentage", "xyz"), mae, {"units": "m"}),
+            "mae_mean": (("model", "mode", "percentage"), mae.mean(-1),
+                         {"units": "m", "description": "mean absolute error per coordinate (the paper's metric)"}),
+            "euclidean": (("model", "mode", "percentage"), euclid, {"units": "m"}),
+            "aopc": (("model", "mode"), aopc(mae.mean(-1)),
+                     {"units": "m", "description": "area over the perturbation curve of mae_mean"}),
+            "baseline_mae": (("xyz",), [base["mae_x"], base["mae_y"], base["mae_z"]], {"units": "m"}),
+            "baseline_mae_mean": ((), base["mae"],
+                                  {"units": "m", "description": "constant predictor at the centroid of the sources"}),
+        },
+        coords={"model": names, "mode": all_modes, "percentage": list(percentages), "xyz": ["x", "y", "z"]},
+        attrs={
+            "experiment": "perturbation (deletion of the top-P % samples per window)",
+            "method": method, "composite": composite, "target": target, "fill": fill, "seed": seed,
+            "explain_options": json.dumps(explain_options, sort_keys=True, default=str),
+            "t60": float(ds.attrs.get("t60", np.nan)), "snr": float(ds.attrs.get("snr", np.nan)),
+            "n_windows": n, "n_sources": int(np.unique(ds["source_id"].values).size),
+            "models": json.dumps(explained, sort_keys=True), "timing": json.dumps(timings, sort_keys=True),
+            "data_config": ds.attrs.get("config", ""), "xai_loc_version": __version__,
+        },
+    )
+    return result

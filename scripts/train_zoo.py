@@ -32,13 +32,9 @@ from xai_loc.errors import InputError
 from xai_loc.models import MODELS, load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, evaluate
 from xai_loc.models.training import TrainConfig, train
+from xai_loc.models.zoo import PAPER_MAE
 from xai_loc.runtime import configure_threads
 
-#: Test MAE per coordinate (metres) reported by Comanducci et al. (EUSIPCO 2024).
-PAPER_MAE = {
-    "loccnn": {(0.15, 25.0): 0.088, (0.3, 20.0): 0.103, (0.4, 15.0): 0.106, (0.6, 10.0): 0.110},
-    "samplecnn": {(0.15, 25.0): 0.087, (0.3, 20.0): 0.097, (0.4, 15.0): 0.095, (0.6, 10.0): 0.111},
-}
 #: Largest change of a test MAE (metres) that float16 storage may cause.
 FP16_TOLERANCE = 1e-3
 SPLITS = ("train", "val", "test")

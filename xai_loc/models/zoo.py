@@ -9,6 +9,13 @@ from xai_loc.models.checkpoint import read_card
 
 PRETRAINED_ENV = "XAI_LOC_PRETRAINED"
 
+#: Test MAE per coordinate (metres) reported by Comanducci et al. (EUSIPCO 2024), by
+#: architecture and (T60 s, SNR dB).
+PAPER_MAE = {
+    "loccnn": {(0.15, 25.0): 0.088, (0.3, 20.0): 0.103, (0.4, 15.0): 0.106, (0.6, 10.0): 0.110},
+    "samplecnn": {(0.15, 25.0): 0.087, (0.3, 20.0): 0.097, (0.4, 15.0): 0.095, (0.6, 10.0): 0.111},
+}
+
 
 def pretrained_dir() -> Path:
     """Folder of the shipped checkpoints: ``$XAI_LOC_PRETRAINED`` or ``pretrained/`` of the source tree."""

@@ -1,0 +1,117 @@
+"""Cochleagram front end: filter design, tone placement, shapes, downsampling, gradients."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from xai_loc.errors import InputError
+from xai_loc.features import build_front_end
+from xai_loc.features.cochleagram import (
+    Cochleagram,
+    SincDownsample,
+    erb_cosine_filters,
+    erb_to_freq,
+    freq_to_erb,
+    kaiser_lowpass,
+)
+
+
+@pytest.fixture(scope="module")
+def coch():
+    return Cochleagram()
+
+
+def test_centre_frequencies_on_the_erb_scale(coch):
+    cf = coch.centre_frequencies
+    assert cf.shape == (39,)
+    steps = np.diff(freq_to_erb(cf))
+    np.testing.assert_allclose(steps, steps[0], rtol=1e-6)  # float32 buffer
+    # the band edges sit one spacing outside the outer centres, at 30 Hz and 20 kHz
+    assert erb_to_freq(freq_to_erb(cf[0]) - steps[0]) == pytest.approx(30.0, rel=1e-4)
+    assert erb_to_freq(freq_to_erb(cf[-1]) + steps[0]) == pytest.approx(20000.0, rel=1e-4)
+    f = np.array([30.0, 1000.0, 20000.0])
+    np.testing.assert_allclose(erb_to_freq(freq_to_erb(f)), f)
+    assert freq_to_erb(1000.0) == pytest.approx(9.265 * np.log(1 + 1000 / (24.7 * 9.265)))
+
+
+def test_squared_responses_sum_to_one_in_the_passband():
+    filters, cf = erb_cosine_filters(48000, 48000)
+    freqs = np.fft.rfftfreq(48000, 1 / 48000)
+    power = np.sum(filters ** 2, axis=0)
+    inside = (freqs >= cf[0]) & (freqs <= cf[-1])
+    # quadrature neighbours: flat within 1e-9 between the first and last centre frequency
+    np.testing.assert_allclose(power[inside], 1.0, atol=1e-9)
+    assert np.all(power <= 1.0 + 1e-9)
+    assert np.all(power[(freqs <= 30.0) | (freqs >= 20000.0)] < 1e-20)
+    # each filter peaks at 1 at its centre and spans two ERB spacings
+    assert np.all(filters.max(axis=1) <= 1.0) and np.all(filters.max(axis=1) > 0.99)
+
+
+def test_pure_tone_lands_in_the_nearest_channel(coch):
+    t = torch.arange(48000, dtype=torch.float32) / 48000
+    for f0 in (1000.0, 4000.0):
+        x = torch.sin(2 * np.pi * f0 * t).expand(1, 2, -1)
+        out = coch(x)
+        channel = out.mean(dim=-1)[0].argmax(dim=-1)
+        assert channel.tolist() == [int(np.argmin(np.abs(coch.centre_frequencies - f0)))] * 2
+
+
+def test_output_shape_and_modules(coch):
+    x = torch.randn(2, 2, 48000) * 0.1
+    out = coch(x)
+    assert out.shape == (2, 2, 39, 8000)
+    assert torch.all(out >= 0) and torch.isfinite(out).all()
+    names = dict(coch.named_children())
+    assert list(names) == ["filterbank", "rectify", "downsample", "rectify_envelope", "compress"]
+    assert isinstance(names["downsample"], nn.Conv1d) and isinstance(names["rectify"], nn.ReLU)
+    assert not any(p.requires_grad for p in coch.parameters())
+    small = build_front_end("cochleagram", n_filters=20, f_max=7000.0, fs=16000, out_fs=4000,
+                            signal_length=16000, n_taps=1025)
+    assert small(torch.randn(3, 8000)).shape == (3, 20, 2000)
+
+
+def test_gradient_finite_at_zero_input(coch):
+    x = torch.zeros(1, 2, 48000, requires_grad=True)
+    out = coch(x)
+    assert torch.all(out == 0)
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    y = (torch.randn(1, 2, 4800) * 0.01).requires_grad_(True)
+    coch(y).sum().backward()
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+
+
+def test_fft_downsampling_equals_strided_conv():
+    x = torch.randn(3, 4800, dtype=torch.float64)
+    fft = SincDownsample(48000, 8000, method="fft").double()
+    conv = SincDownsample(48000, 8000, method="conv").double()
+    a, b = fft(x), conv(x)
+    assert a.shape == (3, 800)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_lowpass_response():
+    h = kaiser_lowpass(4000.0, 48000, 4097, 5.0)
+    assert h.size == 4097 and h.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(h, h[::-1])
+
+    def gain(f: float) -> float:
+        return float(np.abs(np.sum(h * np.exp(-2j * np.pi * f * np.arange(h.size) / 48000))))
+
+    assert gain(3500.0) == pytest.approx(1.0, abs=1e-3)
+    assert gain(4000.0) == pytest.approx(0.5, abs=0.02)
+    assert gain(4500.0) < 1e-3
+
+
+def test_double_precision_and_bad_parameters():
+    coch = Cochleagram(signal_length=4800).double()
+    out = coch(torch.randn(1, 2, 4800, dtype=torch.float64))
+    assert out.dtype == torch.float64 and out.shape == (1, 2, 39, 800)
+    with pytest.raises(InputError, match="ratio must be an integer"):
+        Cochleagram(out_fs=7000)
+    with pytest.raises(InputError, match="band edges"):
+        Cochleagram(f_max=30000.0)
+    with pytest.raises(InputError, match="n_filters"):
+        Cochleagram(n_filters=0)
+    with pytest.raises(InputError, match="unknown front end"):
+        build_front_end("gammatone")

@@ -1,0 +1,169 @@
+"""HRTF sets: the shipped KEMAR file, SOFA reading, direction lookup, interpolation, resampling."""
+import numpy as np
+import pytest
+
+from xai_loc.acoustics.hrtf import HRTF_SETS, HRTFSet, great_circle, load_hrtf, unit_vectors
+from xai_loc.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def kemar():
+    return HRTFSet.kemar()
+
+
+def _lag(ref: np.ndarray, sig: np.ndarray) -> int:
+    """Samples by which ``sig`` lags ``ref`` (peak of their cross-correlation)."""
+    xc = np.correlate(sig, ref, mode="full")
+    return int(np.argmax(xc)) - (ref.size - 1)
+
+
+def test_kemar_loads(kemar):
+    assert kemar.hrirs.shape == (710, 2, 512)
+    assert kemar.fs == 44100
+    assert kemar.elevation.min() == -40 and kemar.elevation.max() == 90
+    assert np.all((kemar.azimuth >= 0) & (kemar.azimuth < 360))
+    assert np.allclose(kemar.directions[:, 2], 1.4)
+    assert sorted(np.unique(kemar.elevation)) == list(range(-40, 100, 10))
+    assert int(np.sum(kemar.elevation == 0)) == 72
+    assert "Gardner" in kemar.attrs["references"] and "cited" in kemar.attrs["license"]
+    assert set(HRTF_SETS) >= {"kemar", "sofa"}
+
+
+def test_nearest_is_exact_on_grid(kemar):
+    idx = kemar.nearest_index(kemar.azimuth, kemar.elevation)
+    np.testing.assert_array_equal(idx, np.arange(710))
+    # azimuth wraps; at the pole the azimuth does not matter
+    assert kemar.nearest_index(360.0 + 45.0, 0.0) == kemar.nearest_index(45.0, 0.0)
+    assert kemar.elevation[kemar.nearest_index(123.0, 90.0)] == 90
+    # off-grid queries go to the closest measured direction
+    i = kemar.nearest_index(91.0, 1.0)
+    assert (kemar.azimuth[i], kemar.elevation[i]) == (90.0, 0.0)
+    np.testing.assert_array_equal(kemar.nearest(91.0, 1.0), kemar.hrirs[i])
+    # below the lowest ring: clamped to it
+    assert kemar.elevation[kemar.nearest_index(10.0, -70.0)] == -40
+
+
+def test_interpolation_exact_at_grid_points(kemar):
+    np.testing.assert_allclose(kemar.interpolate(kemar.azimuth, kemar.elevation), kemar.hrirs, rtol=0, atol=1e-12)
+
+
+def test_barycentric_weights_reproduce_the_direction(kemar):
+    rng = np.random.default_rng(1)
+    az = rng.uniform(0, 360, 2000)
+    el = rng.uniform(-40, 90, 2000)
+    idx, w = kemar.weights(az, el)
+    assert idx.shape == w.shape == (2000, 3)
+    assert np.all(w >= 0)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    # the weighted vertices point along the query (the ray crosses that triangle)
+    p = np.einsum("qk,qkc->qc", w, unit_vectors(kemar.azimuth, kemar.elevation)[idx])
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    cos = np.sum(p * unit_vectors(az, el), axis=1)
+    assert np.rad2deg(np.arccos(np.clip(cos.min(), -1, 1))) < 1e-3
+    # every triangle is local: its vertices lie within 15 degrees of the query
+    assert great_circle(az[:, None], el[:, None], kemar.azimuth[idx], kemar.elevation[idx]).max() < 15
+    # halfway between two horizontal neighbours: their mean
+    mid = kemar.interpolate(2.5, 0.0)
+    np.testing.assert_allclose(mid, 0.5 * (kemar.nearest(0.0, 0.0) + kemar.nearest(5.0, 0.0)), atol=1e-6)
+
+
+def test_itd_and_ild_signs(kemar):
+    left = kemar.nearest(90.0, 0.0)
+    right = kemar.nearest(270.0, 0.0)
+    lag_left = _lag(left[0], left[1])  # right ear relative to left ear
+    lag_right = _lag(right[0], right[1])
+    # 90 = left: the left ear hears it first, by about 0.6-0.8 ms (27-35 samples at 44.1 kHz)
+    assert 20 <= lag_left <= 40
+    assert -40 <= lag_right <= -20
+    assert np.sum(left[0] ** 2) > 4 * np.sum(left[1] ** 2)
+    front = kemar.nearest(0.0, 0.0)
+    assert abs(_lag(front[0], front[1])) <= 1
+
+
+def test_resample_length_and_gain(kemar):
+    h48 = kemar.resample(48000)
+    assert h48.fs == 48000
+    assert h48.n_taps == int(np.ceil(512 * 48000 / 44100))
+    assert kemar.resample(44100) is kemar
+    h16 = kemar.resample(16000)
+    assert h16.n_taps == int(np.ceil(512 * 16000 / 44100))
+
+    def gain(h: np.ndarray, fs: int, f: float) -> float:
+        return float(np.abs(np.sum(h * np.exp(-2j * np.pi * f * np.arange(h.size) / fs))))
+
+    i = kemar.nearest_index(30.0, 0.0)
+    for f in (500.0, 1000.0, 4000.0):
+        ref = gain(kemar.hrirs[i, 0], 44100, f)
+        assert gain(h48.hrirs[i, 0], 48000, f) == pytest.approx(ref, rel=0.02)
+        assert gain(h16.hrirs[i, 0], 16000, f) == pytest.approx(ref, rel=0.02)
+
+
+def test_impossible_directions_raise(kemar):
+    with pytest.raises(InputError, match="elevation"):
+        kemar.nearest(0.0, 95.0)
+    with pytest.raises(InputError, match="not allowed"):
+        kemar.interpolate(float("nan"), 0.0)
+    with pytest.raises(InputError, match="interpolation"):
+        kemar.weights(0.0, 0.0, method="cubic")
+
+
+def test_foreign_and_corrupt_files_raise(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        HRTFSet.from_sofa(tmp_path / "missing.sofa")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="ending in .sofa"):
+        HRTFSet.from_sofa(text)
+    corrupt = tmp_path / "corrupt.sofa"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
+    with pytest.raises(InputError, match="not a readable SOFA file") as err:
+        HRTFSet.from_sofa(corrupt)
+    assert "\n" not in str(err.value)
+    import netCDF4
+
+    foreign = tmp_path / "foreign.sofa"
+    with netCDF4.Dataset(foreign, "w") as ds:
+        ds.createDimension("x", 3)
+        ds.createVariable("data", "f8", ("x",))[:] = [1.0, 2.0, 3.0]
+    with pytest.raises(InputError):
+        HRTFSet.from_sofa(foreign)
+    with pytest.raises(InputError, match="unknown HRTF set"):
+        load_hrtf("cipic")
+    with pytest.raises(InputError, match="needs a path"):
+        load_hrtf("sofa")
+
+
+def test_sofa_round_trip_with_cartesian_positions_and_delay(tmp_path):
+    import sofar
+
+    rng = np.random.default_rng(0)
+    az = np.array([0.0, 90.0, 180.0, 270.0, 0.0, 45.0])
+    el = np.array([0.0, 0.0, 0.0, 0.0, 90.0, -60.0])
+    ir = rng.standard_normal((6, 2, 16))
+    sofa = sofar.Sofa("SimpleFreeFieldHRIR")
+    sofa.Data_IR = ir
+    sofa.Data_SamplingRate = 32000
+    sofa.Data_Delay = np.array([[2.0, 0.0]])
+    sofa.SourcePosition = unit_vectors(az, el) * 2.0
+    sofa.SourcePosition_Type = "cartesian"
+    sofa.SourcePosition_Units = "metre"
+    path = tmp_path / "tiny.sofa"
+    sofar.write_sofa(str(path), sofa)
+    hrtf = load_hrtf("sofa", path)
+    assert hrtf.fs == 32000 and hrtf.n_taps == 18 and hrtf.name == "tiny"
+    np.testing.assert_allclose(hrtf.azimuth, np.mod(az, 360), atol=1e-9)
+    np.testing.assert_allclose(hrtf.elevation, el, atol=1e-9)
+    np.testing.assert_allclose(hrtf.directions[:, 2], 2.0)
+    np.testing.assert_allclose(hrtf.hrirs[:, 0, 2:], ir[:, 0])  # Data.Delay applied to the left ear
+    np.testing.assert_allclose(hrtf.hrirs[:, 1, :16], ir[:, 1])
+    np.testing.assert_allclose(hrtf.interpolate(az, el), hrtf.hrirs, atol=1e-12)
+
+
+def test_h5py_reader_matches_sofar(kemar, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sofar", None)  # import sofar now raises ImportError
+    plain = HRTFSet.kemar()
+    np.testing.assert_array_equal(plain.hrirs, kemar.hrirs)
+    np.testing.assert_array_equal(plain.directions, kemar.directions)
+    assert plain.fs == kemar.fs and plain.attrs["license"] == kemar.attrs["license"]

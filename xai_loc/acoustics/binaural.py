@@ -1,0 +1,742 @@
+"""Binaural scenes: a listener's head in a shoebox room, binaural RIRs, sounds and mixing.
+
+A binaural room impulse response (BRIR) is the image-source response of
+:mod:`xai_loc.acoustics.ism` with every image filtered by the head-related impulse response
+of its direction of arrival relative to the head. Conventions are the simulator's (gpuRIR's):
+an image of order ``n`` at distance ``d`` from the head centre has amplitude
+``beta**n / (4 pi d)`` and arrives ``d / c`` after emission; the HRIR adds its own delay and
+level as measured (KEMAR: ~1 ms lead-in, measured at 1.4 m). ``max_order=0`` or
+:func:`anechoic_rirs` give the direct path alone.
+
+Directions are head-relative and follow SOFA: azimuth counter-clockwise from the facing
+direction (90 = left, 270 = right), elevation up. The listener faces ``yaw`` degrees
+counter-clockwise from the room's +x axis. Labels of the cochleagram localizer (Francl &
+McDermott, Nature Human Behaviour 2022) are ``(elevation / 10) * 72 + azimuth / 5``::
+
+    hrtf = load_hrtf("kemar", fs=48000)
+    brir = ROOMS["office"].brirs([90.0], [0.0], hrtf)        # (1, 2, N) torch tensor
+    x = spatialize(synthesize("pink_burst", 48000, seed=3), brir[0])
+    noise = diffuse_noise(x.shape[1], hrtf, np.random.default_rng(0))
+    y = render_scene(x, noise, snr=20.0)                     # (2, 48000)
+    # or in one call:
+    y = render_binaural(synthesize("click_train"), 90.0, 0.0, room="office", hrtf=hrtf, snr=20.0)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from xai_loc.acoustics.hrtf import HRTFSet, check_directions, load_hrtf, unit_vectors
+from xai_loc.acoustics.room import ShoeBox, check_snr, check_t60
+from xai_loc.errors import InputError
+
+#: Speed of sound in m/s used by the presets and :func:`anechoic_rirs`.
+C = 343.0
+#: Source distance from the head centre in the cochleagram study, metres.
+SOURCE_DISTANCE = 1.4
+#: Ear height of the listener in the room presets, metres.
+LISTENER_HEIGHT = 1.4
+#: Label grid of the cochleagram study: 72 azimuths x 7 elevations = 504 classes.
+AZIMUTHS = np.arange(0, 360, 5, dtype=np.float64)
+ELEVATIONS = np.arange(0, 70, 10, dtype=np.float64)
+N_LABELS = AZIMUTHS.size * ELEVATIONS.size
+#: Taps on each side of an arrival's fractional-delay sinc (16 in all, as in ism.py).
+FD_HALF_WIDTH = 8
+#: Direction trains convolved with their HRIRs at once (bounds memory to ~100 MB at 1.5 s, 48 kHz).
+_DIR_CHUNK = 64
+#: Images processed at once when building the trains.
+_IMG_CHUNK = 200_000
+
+
+# -- labels --------------------------------------------------------------------------------------
+
+
+def direction_to_label(azimuth, elevation) -> np.ndarray:
+    """Class label ``(elevation / 10) * 72 + azimuth / 5`` of grid directions (degrees).
+
+    Raises
+    ------
+    InputError
+        If a direction is off the grid (azimuth 0..355 step 5, elevation 0..60 step 10).
+    """
+    az, el = np.broadcast_arrays(np.asarray(azimuth, dtype=np.float64), np.asarray(elevation, dtype=np.float64))
+    ia, ie = np.round(az / 5.0), np.round(el / 10.0)
+    bad = ~(np.isfinite(az) & np.isfinite(el) & (np.abs(az - 5.0 * ia) < 1e-6) & (np.abs(el - 10.0 * ie) < 1e-6)
+            & (ia >= 0) & (ia < AZIMUTHS.size) & (ie >= 0) & (ie < ELEVATIONS.size))
+    if bad.any():
+        k = np.argmax(bad.ravel())
+        raise InputError(f"direction (azimuth={az.ravel()[k]}, elevation={el.ravel()[k]}) has no label; "
+                         f"allowed: azimuth 0..355 in steps of 5, elevation 0..60 in steps of 10 degrees")
+    return (ie * AZIMUTHS.size + ia).astype(np.int64)
+
+
+def label_to_direction(label) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuth and elevation in degrees of class labels ``0 .. 503``."""
+    lab = np.asarray(label)
+    if lab.dtype.kind not in "iu" and not (lab.dtype.kind == "f" and np.all(lab == np.round(lab))):
+        raise InputError(f"labels {label!r} are not allowed; give integers in 0..{N_LABELS - 1}")
+    lab = lab.astype(np.int64)
+    if np.any((lab < 0) | (lab >= N_LABELS)):
+        raise InputError(f"label {lab.ravel()[np.argmax((lab.ravel() < 0) | (lab.ravel() >= N_LABELS))]} "
+                         f"is not allowed; give integers in 0..{N_LABELS - 1}")
+    return AZIMUTHS[lab % AZIMUTHS.size], ELEVATIONS[lab // AZIMUTHS.size]
+
+
+def study_grid() -> tuple[np.ndarray, np.ndarray]:
+    """The 504 (azimuth, elevation) pairs in label order."""
+    return label_to_direction(np.arange(N_LABELS))
+
+
+# -- listener ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A head at ``position`` (metres, the interaural centre) facing ``yaw`` degrees.
+
+    ``yaw`` is counter-clockwise from the room's +x axis, in the horizontal plane; the head
+    is upright.
+    """
+
+    position: tuple[float, float, float]
+    yaw: float = 0.0
+
+    def __post_init__(self) -> None:
+        pos = tuple(float(v) for v in np.asarray(self.position, dtype=np.float64).ravel())
+        if len(pos) != 3 or not all(math.isfinite(v) for v in pos):
+            raise InputError(f"listener position {self.position!r} is not allowed; give three finite metres")
+        if not math.isfinite(float(self.yaw)):
+            raise InputError(f"listener yaw={self.yaw!r} is not allowed; give finite degrees")
+        object.__setattr__(self, "position", pos)
+        object.__setattr__(self, "yaw", float(self.yaw))
+
+    def _rotation(self) -> np.ndarray:
+        """Columns: the head's front, left and up axes in room coordinates."""
+        a = math.radians(self.yaw)
+        return np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
+
+    def to_head(self, points) -> np.ndarray:
+        """Room positions ``(n, 3)`` as head coordinates (x front, y left, z up), metres."""
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        return (pts - np.asarray(self.position)) @ self._rotation()
+
+    def direction_of(self, points) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Head-relative azimuth, elevation (degrees) and distance (metres) of room positions."""
+        rel = self.to_head(points)
+        dist = np.linalg.norm(rel, axis=1)
+        if np.any(dist <= 0):
+            raise InputError("a source lies at the listener's head centre; its direction is undefined")
+        az = np.mod(np.rad2deg(np.arctan2(rel[:, 1], rel[:, 0])), 360.0)
+        return az, np.rad2deg(np.arcsin(np.clip(rel[:, 2] / dist, -1.0, 1.0))), dist
+
+    def source_positions(self, azimuth, elevation, distance=SOURCE_DISTANCE) -> np.ndarray:
+        """Room positions ``(n, 3)`` of sources at head-relative directions (degrees) and distance."""
+        az, el = check_directions(azimuth, elevation)
+        dist = np.broadcast_to(np.asarray(distance, dtype=np.float64), az.shape).ravel()
+        if not np.all(np.isfinite(dist) & (dist > 0)):
+            raise InputError(f"source distance {distance!r} is not allowed; give positive metres")
+        rel = unit_vectors(az.ravel(), el.ravel()) * dist[:, None]
+        return np.asarray(self.position) + rel @ self._rotation().T
+
+
+# -- binaural impulse responses ------------------------------------------------------------------
+
+
+def _sinc_taps(frac: torch.Tensor) -> torch.Tensor:
+    """Hann-windowed sinc ``(K, 2 W)``: tap ``j`` lands ``j - W + 1`` samples after the arrival's integer sample."""
+    w = FD_HALF_WIDTH
+    x = (torch.arange(2 * w, device=frac.device, dtype=frac.dtype) - w + 1)[None, :] - frac[:, None]
+    return torch.sinc(x) * 0.5 * (1.0 + torch.cos(math.pi * x / w))
+
+
+def _render_arrivals(
+    rel: np.ndarray,
+    amp: np.ndarray,
+    hrtf: HRTFSet,
+    n_samples: int,
+    fs: int,
+    c: float,
+    interp: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Binaural response ``(2, n_samples)`` of point arrivals at head coordinates ``rel`` ``(K, 3)``.
+
+    Arrival ``k`` has amplitude ``amp[k]`` and delay ``|rel[k]| / c``; it is filtered by the
+    HRIR of its direction (nearest measured one, or a barycentric mix of three).
+
+    Convolving every image with its own HRIR would cost ``K`` convolutions (``K`` is 10^4 to
+    10^6). Instead, arrivals are grouped by the HRIR direction they use: each used direction
+    gets one impulse train (every arrival scattered into it as a windowed sinc at its
+    fractional delay, ``index_add``), and each train is convolved once with its HRIR via FFT.
+    The per-direction products are summed in the frequency domain, so the cost is one FFT per
+    used direction (at most the set's 710) plus one inverse FFT per ear, independent of ``K``.
+    """
+    dist = np.linalg.norm(rel, axis=1)
+    delay = dist / c * fs
+    keep = delay < n_samples
+    rel, amp, dist, delay = rel[keep], amp[keep], dist[keep], delay[keep]
+    n_taps = hrtf.n_taps
+    nfft = _next_fast_len(n_samples + n_taps - 1)
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    out_spec = torch.zeros(2, nfft // 2 + 1, device=device, dtype=cdtype)
+    if dist.size == 0:
+        return torch.zeros(2, n_samples, device=device, dtype=dtype)
+    az = np.rad2deg(np.arctan2(rel[:, 1], rel[:, 0]))
+    el = np.rad2deg(np.arcsin(np.clip(rel[:, 2] / dist, -1.0, 1.0)))
+    idx, wgt = hrtf.weights(az, el, interp)  # (K, k): HRIR directions and weights per arrival
+    # One entry per (arrival, direction) pair with a non-zero weight, sorted by direction so
+    # that each chunk of directions is a slice of the entries.
+    nz = np.flatnonzero(wgt.ravel() > 0)
+    used, row = np.unique(idx.ravel()[nz], return_inverse=True)
+    order = np.argsort(row, kind="stable")
+    row, arrival = row[order], nz[order] // idx.shape[1]
+    gain = (amp[:, None] * wgt).ravel()[nz[order]]
+    n0 = np.floor(delay)
+    w = FD_HALF_WIDTH
+    width = n_samples + 2 * w  # train columns; column c is sample c - W
+    frac = torch.as_tensor(delay - n0, device=device, dtype=dtype)
+    col0 = torch.as_tensor(n0.astype(np.int64) + 1, device=device)  # column of tap 0: n0 - W + 1 + W
+    taps = torch.arange(2 * w, device=device)
+    hrirs = torch.as_tensor(hrtf.hrirs[used], device=device, dtype=dtype)
+    for d0 in range(0, used.size, _DIR_CHUNK):
+        d1 = min(used.size, d0 + _DIR_CHUNK)
+        lo, hi = np.searchsorted(row, [d0, d1])
+        trains = torch.zeros((d1 - d0) * width, device=device, dtype=dtype)
+        for e0 in range(lo, hi, _IMG_CHUNK):
+            e1 = min(hi, e0 + _IMG_CHUNK)
+            a = torch.as_tensor(arrival[e0:e1], device=device)
+            r = torch.as_tensor(row[e0:e1] - d0, device=device)
+            vals = _sinc_taps(frac[a]) * torch.as_tensor(gain[e0:e1], device=device, dtype=dtype)[:, None]
+            cols = col0[a][:, None] + taps[None, :] + r[:, None] * width
+            trains.index_add_(0, cols.reshape(-1), vals.reshape(-1))
+        trains = trains.view(d1 - d0, width)[:, w:w + n_samples]
+        spec = torch.fft.rfft(trains, n=nfft)
+        out_spec += torch.einsum("df,def->ef", spec, torch.fft.rfft(hrirs[d0:d1], n=nfft))
+    return torch.fft.irfft(out_spec, n=nfft)[:, :n_samples].to(dtype)
+
+
+def _next_fast_len(n: int) -> int:
+    from scipy.fft import next_fast_len
+
+    return int(next_fast_len(int(n), real=True))
+
+
+def _hrtf_at(hrtf: HRTFSet | None, fs: int) -> HRTFSet:
+    if hrtf is None:
+        return load_hrtf("kemar", fs=fs)
+    if not isinstance(hrtf, HRTFSet):
+        raise InputError(f"hrtf must be an HRTFSet (got {type(hrtf).__name__}); build one with load_hrtf()")
+    return hrtf.resample(fs)
+
+
+def binaural_rirs(
+    room: ShoeBox,
+    listener: Listener,
+    sources,
+    t60: float,
+    hrtf: HRTFSet | None = None,
+    *,
+    t_max: float | None = None,
+    max_order: int | None = None,
+    t_diff: float | None = None,
+    interp: str = "barycentric",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Binaural room impulse responses from every source to the listener's two ears.
+
+    Parameters
+    ----------
+    room
+        The shoebox room (size, ``fs``, ``c``).
+    listener
+        Head position (strictly inside the room) and facing direction.
+    sources
+        Source positions ``(S, 3)`` in metres, strictly inside the room.
+    t60
+        Reverberation time in seconds; the walls' reflection coefficient follows from Sabine.
+    hrtf
+        HRIR set (default: KEMAR); resampled to ``room.fs`` when its rate differs.
+    t_max
+        Length in seconds (default ``t60``, the simulator's convention). Arrivals after
+        ``t_max`` are dropped; the HRIR tails of late arrivals are cut at ``t_max``.
+    max_order
+        Highest reflection order kept (``0``: direct path only, i.e. anechoic).
+    t_diff
+        When given, image sources only up to ``t_diff`` seconds, then an exponentially
+        decaying Gaussian tail fitted to the image part, independently per ear (gpuRIR's
+        hybrid idea, :func:`xai_loc.acoustics.ism._diffuse_tail`): its interaural coherence is
+        zero, lower than a real diffuse field's at low frequencies.
+    interp
+        ``"barycentric"`` (default: every image direction gets its own interpolated HRIR,
+        exact at measured directions) or ``"nearest"`` (the nearest measured HRIR).
+    seed
+        Seed of the diffuse tail.
+    device, dtype
+        Where and in which precision to compute.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(S, 2, ceil(t_max * fs))``, ear 0 = left.
+    """
+    from xai_loc.acoustics.ism import _diffuse_tail, _images
+
+    t60 = check_t60(t60, room)
+    t_max = t60 if t_max is None else float(t_max)
+    if not (math.isfinite(t_max) and t_max > 0):
+        raise InputError(f"t_max={t_max} s is not allowed; give a positive duration")
+    if max_order is not None and (int(max_order) != max_order or max_order < 0):
+        raise InputError(f"max_order={max_order} is not allowed; use a non-negative integer")
+    if not isinstance(listener, Listener):
+        raise InputError(f"listener must be a Listener (got {type(listener).__name__})")
+    head = room.check_inside(listener.position, "listener")
+    src = room.check_inside(sources, "source")
+    if np.any(np.linalg.norm(src - head, axis=1) <= 0):
+        raise InputError("a source lies at the listener's head centre; move it away from the head")
+    hrtf = _hrtf_at(hrtf, room.fs)
+    device = torch.device(device)
+    beta = room.reflection_coefficient(t60)
+    n_samples = int(math.ceil(t_max * room.fs))
+    n_ism = n_samples
+    if t_diff is not None:
+        t_diff = float(t_diff)
+        if not (0 < t_diff <= t_max):
+            raise InputError(f"t_diff={t_diff} s is not allowed; give a value in (0, t_max={t_max}]")
+        n_ism = min(n_samples, int(math.ceil(t_diff * room.fs)) + FD_HALF_WIDTH)
+    reach = room.c * n_ism / room.fs
+    out = torch.zeros(src.shape[0], 2, n_samples, device=device, dtype=dtype)
+    for i, s in enumerate(src):
+        pos, order = _images(room, s, head, reach, max_order)
+        rel = listener.to_head(pos)
+        amp = beta ** order.astype(np.float64) / (4.0 * math.pi * np.maximum(np.linalg.norm(rel, axis=1), 1e-12))
+        brir = _render_arrivals(rel, amp, hrtf, n_ism, room.fs, room.c, interp, device, dtype)
+        out[i, :, :n_ism] = brir
+        if t_diff is not None and n_ism < n_samples:
+            gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+            out[i] = _diffuse_tail(out[i], n_ism - FD_HALF_WIDTH, t60, room.fs, gen)
+    return out
+
+
+def anechoic_rirs(
+    azimuth,
+    elevation,
+    distance=SOURCE_DISTANCE,
+    hrtf: HRTFSet | None = None,
+    *,
+    fs: int = 48000,
+    c: float = C,
+    n_samples: int | None = None,
+    interp: str = "barycentric",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Free-field binaural responses ``(S, 2, N)`` of sources at head-relative directions.
+
+    The HRIR of each direction, scaled by ``1 / (4 pi d)`` and delayed by ``d / c`` (a
+    fractional-delay sinc), as the direct path of :func:`binaural_rirs`. ``N`` defaults to
+    the last arrival plus the HRIR length.
+    """
+    from xai_loc.acoustics.speech import check_fs
+
+    fs = check_fs(fs)
+    if not (math.isfinite(c) and c > 0):
+        raise InputError(f"c={c!r} is not allowed; use a positive speed of sound in m/s")
+    az, el = check_directions(azimuth, elevation)
+    az, el = az.ravel(), el.ravel()
+    dist = np.broadcast_to(np.asarray(distance, dtype=np.float64), az.shape)
+    if not np.all(np.isfinite(dist) & (dist > 0)):
+        raise InputError(f"source distance {distance!r} is not allowed; give positive metres")
+    hrtf = _hrtf_at(hrtf, fs)
+    if n_samples is None:
+        n_samples = int(math.ceil(dist.max() / c * fs)) + FD_HALF_WIDTH + hrtf.n_taps
+    elif int(n_samples) != n_samples or n_samples < 1:
+        raise InputError(f"n_samples={n_samples!r} is not allowed; give a positive integer")
+    device = torch.device(device)
+    out = torch.zeros(az.size, 2, int(n_samples), device=device, dtype=dtype)
+    for i in range(az.size):
+        rel = unit_vectors(az[i], el[i])[None, :] * dist[i]
+        amp = np.array([1.0 / (4.0 * math.pi * dist[i])])
+        out[i] = _render_arrivals(rel, amp, hrtf, int(n_samples), fs, c, interp, device, dtype)
+    return out
+
+
+# -- room presets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoomPreset:
+    """A shoebox room with a listener, for rendering the study's 504-direction grid.
+
+    Parameters
+    ----------
+    name
+        Registry key.
+    size
+        ``(Lx, Ly, Lz)`` in metres.
+    t60
+        Reverberation time in seconds (uniform absorption, Sabine).
+    listener
+        Head centre ``(x, y, z)`` in metres (ears at :data:`LISTENER_HEIGHT`).
+    yaw
+        Facing direction, degrees counter-clockwise from +x.
+    description
+        One line for listings.
+    """
+
+    name: str
+    size: tuple[float, float, float]
+    t60: float
+    listener: tuple[float, float, float]
+    yaw: float = 0.0
+    description: str = ""
+
+    def room(self, fs: int = 48000, c: float = C) -> ShoeBox:
+        return ShoeBox(self.size, fs=fs, c=c)
+
+    def head(self) -> Listener:
+        return Listener(self.listener, self.yaw)
+
+    def sources(self, azimuth, elevation, distance=SOURCE_DISTANCE) -> np.ndarray:
+        """Room positions of sources at head-relative directions (checked to lie inside)."""
+        return self.room().check_inside(self.head().source_positions(azimuth, elevation, distance), "source")
+
+    def brirs(self, azimuth, elevation, hrtf: HRTFSet | None = None, *, fs: int = 48000,
+              distance=SOURCE_DISTANCE, **options) -> torch.Tensor:
+        """BRIRs ``(S, 2, N)`` of sources at head-relative directions; ``options`` go to :func:`binaural_rirs`."""
+        room = self.room(fs)
+        return binaural_rirs(room, self.head(), self.sources(azimuth, elevation, distance), self.t60, hrtf, **options)
+
+
+#: The five rooms of our binaural scenes (Francl & McDermott 2022 trained in 5 shoebox rooms;
+#: the sizes, T60s and listener placements here are our choice, spanning a treated booth to a
+#: hall). Listeners stand off-centre at ear height 1.4 m, every study source (1.4 m away,
+#: elevation 0-60) lies inside with at least 0.2 m to spare.
+ROOMS: dict[str, RoomPreset] = {p.name: p for p in (
+    RoomPreset("booth", (3.8, 4.2, 3.0), 0.2, (1.85, 2.15, LISTENER_HEIGHT), 0.0,
+               "small treated listening booth, T60 0.2 s"),
+    RoomPreset("office", (5.2, 4.4, 2.9), 0.4, (2.4, 2.0, LISTENER_HEIGHT), 30.0,
+               "furnished office, T60 0.4 s"),
+    RoomPreset("classroom", (8.6, 6.8, 3.2), 0.7, (3.3, 4.1, LISTENER_HEIGHT), 90.0,
+               "classroom, T60 0.7 s"),
+    RoomPreset("lecture_hall", (13.0, 10.0, 4.5), 1.0, (5.1, 6.3, LISTENER_HEIGHT), 180.0,
+               "lecture hall, T60 1.0 s"),
+    RoomPreset("hall", (21.0, 15.0, 7.0), 1.4, (8.7, 6.2, LISTENER_HEIGHT), 300.0,
+               "large reverberant hall, T60 1.4 s"),
+)}
+
+
+def load_room(name: str) -> RoomPreset:
+    """The registered room preset ``name`` (see :data:`ROOMS`)."""
+    if name not in ROOMS:
+        raise InputError(f"unknown room preset {name!r}; allowed: {', '.join(ROOMS)}")
+    return ROOMS[name]
+
+
+# -- sounds ----------------------------------------------------------------------------------------
+
+SoundMaker = Callable[[np.random.Generator, int, int], np.ndarray]
+#: Synthetic non-speech sounds by kind: ``maker(rng, fs, n_samples) -> (n_samples,)``.
+SOUNDS: dict[str, SoundMaker] = {}
+
+
+def register_sound(kind: str) -> Callable[[SoundMaker], SoundMaker]:
+    """Register a sound maker ``f(rng, fs, n_samples) -> float64 (n_samples,)``."""
+
+    def wrap(func: SoundMaker) -> SoundMaker:
+        SOUNDS[kind] = func
+        return func
+
+    return wrap
+
+
+def _ramp(x: np.ndarray, fs: int, ms: float = 5.0) -> np.ndarray:
+    """Raised-cosine onset and offset ramps of ``ms`` milliseconds."""
+    n = min(int(fs * ms / 1000.0), x.size // 2)
+    if n > 0:
+        r = 0.5 * (1.0 - np.cos(np.pi * np.arange(n) / n))
+        x = x.copy()
+        x[:n] *= r
+        x[-n:] *= r[::-1]
+    return x
+
+
+def _burst(rng: np.random.Generator, fs: int, n: int, noise: np.ndarray) -> np.ndarray:
+    """Place a ramped burst of 30-100 % of the clip at a random onset."""
+    length = int(n * rng.uniform(0.3, 1.0))
+    start = int(rng.integers(0, n - length + 1))
+    out = np.zeros(n)
+    out[start:start + length] = _ramp(noise[:length], fs)
+    return out
+
+
+def _colored_noise(rng: np.random.Generator, n: int, slope_db_per_octave: float) -> np.ndarray:
+    """Gaussian noise with a power spectrum falling ``slope`` dB per octave (0 white, -3 pink)."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(spec.size, dtype=np.float64)
+    f[0] = 1.0
+    spec *= f ** (slope_db_per_octave / (20.0 * math.log10(2.0)))
+    spec[0] = 0.0
+    return np.fft.irfft(spec, n)
+
+
+@register_sound("white_burst")
+def white_burst(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
+    """White Gaussian noise burst, 30-100 % of the clip, 5 ms ramps."""
+    return _burst(rng, fs, n, rng.standard_normal(n))
+
+
+@register_sound("pink_burst")
+def pink_burst(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
+    """Pink (-3 dB/octave) noise burst, 30-100 % of the clip, 5 ms ramps."""
+    return _burst(rng, fs, n, _colored_noise(rng, n, -3.0))
+
+
+@register_sound("tone_complex")
+def tone_complex(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
+    """Harmonic complex: f0 log-uniform in 100-1000 Hz, harmonics below min(10 kHz, 0.45 fs),
+    random phases, spectral tilt -3 to -9 dB/octave, 10 ms ramps."""
+    f0 = math.exp(rng.uniform(math.log(100.0), math.log(1000.0)))
+    tilt = rng.uniform(-9.0, -3.0)
+    k = np.arange(1, int(min(10000.0, 0.45 * fs) // f0) + 1)
+    t = np.arange(n) / fs
+    amp = 10.0 ** (tilt * np.log2(k) / 20.0)
+    phase = rng.uniform(0.0, 2.0 * np.pi, k.size)
+    x = np.zeros(n)
+    for kk, a, p in zip(k, amp, phase, strict=True):
+        x += a * np.sin(2.0 * np.pi * kk * f0 * t + p)
+    return _ramp(x, fs, 10.0)
+
+
+@register_sound("click_train")
+def click_train(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
+    """Clicks (0.1 ms rectangular) at 4-40 per second with 0-20 % timing jitter."""
+    rate = rng.uniform(4.0, 40.0)
+    jitter = rng.uniform(0.0, 0.2)
+    period = fs / rate
+    onsets = np.arange(rng.uniform(0.0, period), n, period)
+    onsets = onsets + rng.uniform(-jitter, jitter, onsets.size) * period
+    width = max(1, int(round(1e-4 * fs)))
+    x = np.zeros(n)
+    for o in np.clip(onsets.astype(np.int64), 0, n - width):
+        x[o:o + width] = 1.0
+    return x
+
+
+@register_sound("am_noise")
+def am_noise(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
+    """Noise texture: band-limited noise (1-3 octaves wide, centre 200 Hz-8 kHz) under a sum of
+    two sinusoidal amplitude modulations at 2-32 Hz."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1.0 / fs)
+    centre = math.exp(rng.uniform(math.log(200.0), math.log(min(8000.0, 0.4 * fs))))
+    half = rng.uniform(0.5, 1.5)  # octaves on each side
+    with np.errstate(divide="ignore"):
+        octs = np.abs(np.log2(np.where(f > 0, f, 1e-12) / centre))
+    spec *= np.where(octs <= half, 0.5 * (1.0 + np.cos(np.pi * octs / half)), 0.0)
+    x = np.fft.irfft(spec, n)
+    t = np.arange(n) / fs
+    env = np.ones(n)
+    for _ in range(2):
+        rate, depth = math.exp(rng.uniform(math.log(2.0), math.log(32.0))), rng.uniform(0.5, 1.0)
+        env *= 1.0 + depth * np.sin(2.0 * np.pi * rate * t + rng.uniform(0.0, 2.0 * np.pi))
+    return _ramp(x * env, fs, 10.0)
+
+
+def synthesize(kind: str, fs: int = 48000, duration: float = 1.0, seed: int = 0) -> np.ndarray:
+    """One synthetic sound, float32 ``(round(duration * fs),)``, peak-normalized to 1.
+
+    The same ``(kind, fs, duration, seed)`` always gives the same samples.
+    """
+    from xai_loc.acoustics.speech import check_fs
+
+    if kind not in SOUNDS:
+        raise InputError(f"unknown sound kind {kind!r}; allowed: {', '.join(SOUNDS)}")
+    fs = check_fs(fs)
+    n = int(round(float(duration) * fs))
+    if not (math.isfinite(duration) and n >= 16):
+        raise InputError(f"duration={duration!r} s is not allowed; give at least 16 samples' worth")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), sorted(SOUNDS).index(kind)]))
+    x = SOUNDS[kind](rng, fs, n)
+    peak = np.max(np.abs(x))
+    return (x / peak if peak > 0 else x).astype(np.float32)
+
+
+def sound_set(fs: int = 48000, duration: float = 1.0, per_kind: int = 4, seed: int = 0,
+              kinds: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """A small deterministic set of non-speech sounds: ``{"<kind>_<k>": samples}``."""
+    kinds = list(SOUNDS) if kinds is None else list(kinds)
+    return {f"{kind}_{k:02d}": synthesize(kind, fs, duration, seed=seed * 1000 + k)
+            for kind in kinds for k in range(per_kind)}
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+
+def spatialize(sound: np.ndarray, brir) -> np.ndarray:
+    """Ear signals ``(2, T)``: the dry sound ``(T,)`` convolved with a BRIR ``(2, N)``, cut to ``T``."""
+    from xai_loc.acoustics.render import reverberant_signals
+
+    brir = brir.detach().cpu().numpy() if isinstance(brir, torch.Tensor) else np.asarray(brir)
+    if brir.ndim != 2 or brir.shape[0] != 2:
+        raise InputError(f"BRIR of shape {brir.shape} is not allowed; give (2 ears, taps)")
+    return reverberant_signals(sound, brir)
+
+
+def _fibonacci_directions(n: int, min_elevation: float) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` nearly uniform directions on the sphere above ``min_elevation`` degrees."""
+    k = np.arange(n) + 0.5
+    z_lo = math.sin(math.radians(min_elevation))
+    z = z_lo + (1.0 - z_lo) * k / n
+    az = np.mod(np.rad2deg(k * math.pi * (3.0 - math.sqrt(5.0))), 360.0)
+    return az, np.rad2deg(np.arcsin(z))
+
+
+def diffuse_noise(n_samples: int, hrtf: HRTFSet, rng: np.random.Generator, *, n_directions: int = 32,
+                  kind: str = "pink") -> np.ndarray:
+    """Approximately isotropic background ``(2, n_samples)`` at the HRTF set's rate.
+
+    ``n_directions`` independent noises (``"white"``, ``"pink"`` or a registered sound
+    kind) through the HRIRs of a Fibonacci lattice of directions covering the set's
+    elevation range, summed. Anechoic: the room is not simulated.
+    """
+    az, el = _fibonacci_directions(int(n_directions), float(hrtf.elevation.min()))
+    hrirs = hrtf.interpolate(az, el)
+    out = np.zeros((2, n_samples))
+    for h in hrirs:
+        out += spatialize(_noise(kind, rng, hrtf.fs, n_samples), h)
+    return out
+
+
+def spatialized_noise(n_samples: int, brirs, rng: np.random.Generator, fs: int, *,
+                      kind: str = "am_noise") -> np.ndarray:
+    """Background ``(2, n_samples)``: an independent noise of ``kind`` through each BRIR ``(k, 2, N)``, summed."""
+    brirs = brirs.detach().cpu().numpy() if isinstance(brirs, torch.Tensor) else np.asarray(brirs)
+    if brirs.ndim != 3 or brirs.shape[1] != 2:
+        raise InputError(f"noise BRIRs of shape {brirs.shape} are not allowed; give (sources, 2 ears, taps)")
+    out = np.zeros((2, n_samples))
+    for b in brirs:
+        out += spatialize(_noise(kind, rng, fs, n_samples), b)
+    return out
+
+
+def _noise(kind: str, rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
+    if kind == "white":
+        return rng.standard_normal(n)
+    if kind == "pink":
+        return _colored_noise(rng, n, -3.0)
+    if kind in SOUNDS:
+        return SOUNDS[kind](rng, fs, n)
+    raise InputError(f"unknown noise kind {kind!r}; allowed: white, pink, {', '.join(SOUNDS)}")
+
+
+def render_scene(target: np.ndarray, noise: np.ndarray | None = None, snr: float | None = None) -> np.ndarray:
+    """Mix ear signals ``(2, T)`` with a background ``(2, T)`` at ``snr`` dB.
+
+    The SNR is the ratio of the target's power to the noise's power, each averaged over both
+    ears: ``noise`` is scaled by ``sqrt(P_target / (P_noise 10**(snr / 10)))``. Without
+    ``noise`` the target is returned unchanged (as float64).
+    """
+    target = np.asarray(target, dtype=np.float64)
+    if target.ndim != 2 or target.shape[0] != 2 or not np.all(np.isfinite(target)):
+        raise InputError(f"target of shape {target.shape} is not allowed; give finite (2 ears, samples) signals")
+    if noise is None:
+        return target.copy()
+    if snr is None:
+        raise InputError("a background noise needs an SNR; give snr in dB")
+    snr = check_snr(snr)
+    noise = np.asarray(noise, dtype=np.float64)
+    if noise.shape != target.shape or not np.all(np.isfinite(noise)):
+        raise InputError(f"noise of shape {noise.shape} does not match the target {target.shape}; give finite signals")
+    p_noise = float(np.mean(noise ** 2))
+    if p_noise == 0.0:
+        raise InputError("the background noise is all zeros; it cannot be scaled to an SNR")
+    p_target = float(np.mean(target ** 2))
+    return target + noise * math.sqrt(p_target / (p_noise * 10.0 ** (snr / 10.0)))
+
+
+#: Background kinds of :func:`render_binaural`.
+BACKGROUNDS = ("diffuse", "spatialized")
+
+
+def render_binaural(
+    sound: np.ndarray,
+    azimuth: float,
+    elevation: float,
+    *,
+    room: str | RoomPreset | None = "office",
+    hrtf: HRTFSet | None = None,
+    fs: int = 48000,
+    snr: float | None = None,
+    background: str = "diffuse",
+    n_noise: int = 4,
+    noise_kind: str = "am_noise",
+    seed: int = 0,
+    **brir_options,
+) -> np.ndarray:
+    """Ear signals ``(2, T)`` of a dry ``sound`` at a head-relative direction, with optional background.
+
+    Parameters
+    ----------
+    sound
+        Dry source ``(T,)`` at ``fs`` (e.g. :func:`synthesize`, or shipped speech loaded at
+        ``fs``).
+    azimuth, elevation
+        Direction in degrees (90 = left); the source is :data:`SOURCE_DISTANCE` away.
+    room
+        A preset name or :class:`RoomPreset`, or ``None`` for free field.
+    hrtf
+        HRIR set (default KEMAR); pass one already at ``fs`` to avoid resampling per call.
+    snr
+        Target-to-background ratio in dB (both ears); ``None``: no background.
+    background
+        ``"diffuse"``: an isotropic field of 32 anechoic pink noises (:func:`diffuse_noise`);
+        ``"spatialized"``: ``n_noise`` independent ``noise_kind`` sounds at random grid
+        directions other than the target's, through the same room (Francl & McDermott's
+        spatialized textures).
+    seed
+        Seeds the background; same arguments and seed give the same signals.
+    brir_options
+        Passed to :func:`binaural_rirs` (``t_max``, ``max_order``, ``interp``, ...).
+    """
+    hrtf = _hrtf_at(hrtf, fs)
+    preset = load_room(room) if isinstance(room, str) else room
+
+    def brirs(az, el) -> np.ndarray:
+        if preset is None:
+            return anechoic_rirs(az, el, SOURCE_DISTANCE, hrtf, fs=fs, **brir_options).double().numpy()
+        return preset.brirs(az, el, hrtf, fs=fs, **brir_options).double().numpy()
+
+    target = spatialize(sound, brirs([azimuth], [elevation])[0])
+    if snr is None:
+        return target
+    if background not in BACKGROUNDS:
+        raise InputError(f"background {background!r} is unknown; allowed: {', '.join(BACKGROUNDS)}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
+    if background == "diffuse":
+        noise = diffuse_noise(target.shape[1], hrtf, rng)
+    else:
+        grid_az, grid_el = study_grid()
+        far = (grid_az != azimuth % 360) | (grid_el != elevation)
+        pick = rng.choice(np.flatnonzero(far), size=int(n_noise), replace=False)
+        noise = spatialized_noise(target.shape[1], brirs(grid_az[pick], grid_el[pick]), rng, fs, kind=noise_kind)
+    return render_scene(target, noise, snr)
+
+
+__all__ = [
+    # labels
+    "AZIMUTHS", "ELEVATIONS", "N_LABELS", "direction_to_label", "label_to_direction", "study_grid",
+    # geometry and responses
+    "Listener", "binaural_rirs", "anechoic_rirs", "SOURCE_DISTANCE", "LISTENER_HEIGHT", "C",
+    # rooms
+    "RoomPreset", "ROOMS", "load_room",
+    # sounds and rendering
+    "SOUNDS", "register_sound", "synthesize", "sound_set",
+    "spatialize", "diffuse_noise", "spatialized_noise", "render_scene", "render_binaural", "BACKGROUNDS",
+]

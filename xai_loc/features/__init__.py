@@ -1,0 +1,31 @@
+"""Front ends: from waveforms to the inputs of the localizers.
+
+Modules are imported on demand (``from xai_loc.features.cochleagram import Cochleagram``) so
+that importing the package stays cheap. Registered front ends: :data:`FRONT_ENDS`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def _cochleagram(**kwargs: Any):
+    from xai_loc.features.cochleagram import Cochleagram
+
+    return Cochleagram(**kwargs)
+
+
+#: Front-end constructors by name (``torch.nn.Module`` factories taking keyword arguments).
+FRONT_ENDS: dict[str, Callable[..., Any]] = {"cochleagram": _cochleagram}
+
+
+def build_front_end(name: str, **kwargs: Any):
+    """Build the registered front end ``name`` with its keyword arguments."""
+    from xai_loc.errors import InputError
+
+    if name not in FRONT_ENDS:
+        raise InputError(f"unknown front end {name!r}; allowed: {', '.join(FRONT_ENDS)}")
+    return FRONT_ENDS[name](**kwargs)
+
+
+__all__ = ["FRONT_ENDS", "build_front_end"]

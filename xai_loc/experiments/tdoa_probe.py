@@ -1,0 +1,891 @@
+"""The TDOA probe and the SRP comparison, with their baselines, as one labelled result.
+
+Do relevance signals carry the inter-microphone delay better than the microphone signals?
+(Comanducci, Antonacci & Sarti, EUSIPCO 2024, claim they do: the networks de-noise and
+de-reverberate.) :func:`run_tdoa` answers per window and microphone pair with GCC-PHAT
+delays from
+
+- ``'signals'``: the microphone windows;
+- ``<name>``: the relevance of each model (computed with :class:`~xai_loc.explain.Explainer`
+  unless given);
+- ``<name>-randomized``: the relevance of a randomized copy of each model (weights
+  re-initialized, :func:`~xai_loc.experiments.baselines.randomized_copy`);
+- any other relevance given by name (e.g. a stored one, or a hand-made control);
+- ``'zero-lag'``: the constant estimator, 0 samples for every window;
+
+scored against the geometric delay. An estimate is an anomaly when its error exceeds half
+the correlation time of the pair's first microphone signal in that window (Champagne,
+Bedard & Stephenne, 1996); the MAE in samples is over the other windows. The baselines are
+there because a closely spaced pair cannot tell a real delay from a zero one: on pair
+(7, 8) of the paper's array the true delays lie within +-2 samples while the threshold is
+2-4 samples, so a relevance map that carries no delay at all still scores 0 % anomalies.
+Report pairs of every spacing (``pairs='spread'``: 0.15 m ... 2.25 m).
+
+The SRP comparison uses all microphones at once: the steered-response power (SRP-PHAT,
+:func:`~xai_loc.experiments.srp.srp_phat_map`, all 120 pairs) over a horizontal grid
+(0.05 m) covering the bounding box of the split's sources padded by 0.25 m, at their mean
+height, from the microphone windows and from each relevance; the localization error of the
+map peak is reported per window and as the mean absolute x and y errors and the mean
+Euclidean error on the plane (metres; the height is not estimated). The constant estimator
+of the SRP comparison, ``'constant'``, places every source at the centre of the grid.
+
+Delays use a centred lag axis (:mod:`xai_loc.experiments.gcc`), searched within
+``pair distance / c * fs + LAG_MARGIN`` samples. GCC-PHAT and the correlation time are
+evaluated coarse-to-fine: a 2x-interpolated correlation locates the peak (and the main-lobe
+crossing), and the band-limited interpolation of
+:func:`~xai_loc.experiments.gcc.gcc_phat` / :func:`~xai_loc.experiments.gcc.correlation_time`
+is evaluated exactly on the fine grid around it, which gives their answers at a tenth of
+the cost. Every window is scaled to unit peak before GCC-PHAT, so the spectral floor is
+relative (PHAT itself ignores scale): relevance a million times smaller than the signals
+is treated alike.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from xai_loc.errors import InputError
+from xai_loc.experiments.gcc import _next_pow2
+from xai_loc.experiments.tdoa import parse_pairs, score, true_tdoa
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from torch import nn
+
+__all__ = ["ESTIMATOR_SIGNALS", "ESTIMATOR_ZERO", "LAG_MARGIN", "SRP_CONSTANT", "explain_models",
+           "fast_correlation_time", "fast_tdoa", "open_tdoa_results", "run_tdoa", "srp_grid", "tdoa_tables",
+           "write_tdoa_results"]
+
+#: Estimator names that are not relevance.
+ESTIMATOR_SIGNALS = "signals"
+ESTIMATOR_ZERO = "zero-lag"
+SRP_CONSTANT = "constant"
+#: Samples added to a pair's largest physical delay to get its lag search range.
+LAG_MARGIN = 3.0
+#: Factor of the coarse interpolation in the coarse-to-fine search, and how many coarse
+#: local maxima are refined.
+_COARSE = 2
+_CANDIDATES = 4
+#: File names written by :func:`write_tdoa_results`.
+RESULT_FILES = {"store": "tdoa.nc", "markdown": "tdoa.md", "csv": "tdoa.csv", "latex": "tdoa.tex",
+                "srp_csv": "srp.csv", "srp_latex": "srp.tex"}
+
+
+# --------------------------------------------------------------------------------------
+# coarse-to-fine GCC-PHAT and correlation time
+# --------------------------------------------------------------------------------------
+
+def _weights(k: int) -> np.ndarray:
+    """Weights of the rfft bins in ``irfft(X, m)`` for ``m`` larger than the spectrum: 1, 2, 2, ..."""
+    w = np.full(k, 2.0)
+    w[0] = 1.0
+    return w
+
+
+def _unit_peak(x: np.ndarray) -> np.ndarray:
+    """Windows ``(W, ..., T)`` scaled to a peak magnitude of 1 (all-zero windows stay zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    peak = np.abs(x.reshape(x.shape[0], -1)).max(axis=1) if x.size else np.zeros(x.shape[0])
+    peak = np.where(peak > 0, peak, 1.0)
+    return x / peak.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def _phat_spectra(x: np.ndarray, n: int) -> np.ndarray:
+    return np.fft.rfft(np.asarray(x, dtype=np.float64), n)
+
+
+def _peak_lags(f1: np.ndarray, f2: np.ndarray, n: int, max_lag: float, interp: int, eps: float = 1e-12) -> np.ndarray:
+    """GCC-PHAT delay of the signals with spectra ``f2`` vs ``f1`` ``(B, K)``: as :func:`gcc.tdoa`."""
+    cross = f2 * np.conj(f1)
+    cross /= np.maximum(np.abs(cross), eps)
+    coarse = _COARSE if interp % _COARSE == 0 else 1
+    m_c = n * coarse
+    half = min(int(np.floor(max_lag * coarse + 1e-9)), m_c // 2 - 1)
+    cc = np.fft.irfft(cross, m_c)
+    window = np.concatenate([cc[:, m_c - half:], cc[:, : half + 1]], axis=1) if half else cc[:, :1]
+    if coarse == interp:
+        return (np.argmax(window, axis=1) - half) / interp
+    # refine around the highest coarse local maxima (a lower coarse sample can sit on a higher lobe)
+    padded = np.pad(window, ((0, 0), (1, 1)), constant_values=-np.inf)
+    peaks = np.where((window >= padded[:, :-2]) & (window >= padded[:, 2:]), window, -np.inf)
+    top = min(_CANDIDATES, window.shape[1])
+    best = np.argpartition(-peaks, top - 1, axis=1)[:, :top] - half  # (B, C) coarse lag units
+    r = interp // coarse
+    offsets = np.arange(-r, r + 1)
+    m = n * interp
+    k = np.arange(cross.shape[1])
+    weights = _weights(k.size)
+    lags = (best[:, :, None] * r + offsets[None, None, :]).reshape(best.shape[0], -1)  # fine units, (B, C * L)
+    roots = np.exp(2j * np.pi * np.arange(m_c) / m_c)  # the phase of a coarse lag at every bin, by lookup
+    base = roots[np.multiply.outer(best % m_c, k) % m_c]  # (B, C, K) = exp(2 pi i k best r / m)
+    steer = weights[:, None] * np.exp(2j * np.pi * np.outer(k, offsets) / m)  # (K, L)
+    # torch's matmul follows torch's thread setting (numpy's BLAS may spin extra threads beside torch)
+    fine = (torch.from_numpy((cross[:, None, :] * base).reshape(-1, k.size)) @ torch.from_numpy(steer))
+    fine = fine.real.numpy().reshape(lags.shape)
+    fine[np.abs(lags) > max_lag * interp + 1e-9] = -np.inf
+    # ties (overlapping candidates) resolve to the most negative lag, as np.argmax does on the full axis
+    order = np.argsort(lags, axis=1, kind="stable")
+    lags = np.take_along_axis(lags, order, 1)
+    fine = np.take_along_axis(fine, order, 1)
+    return lags[np.arange(lags.shape[0]), np.argmax(fine, axis=1)] / interp
+
+
+def fast_tdoa(x1: np.ndarray, x2: np.ndarray, max_lag: float, interp: int = 16) -> np.ndarray:
+    """GCC-PHAT delay ``(W,)`` of ``x2`` relative to ``x1`` ``(W, T)``, in samples.
+
+    The answer of :func:`xai_loc.experiments.gcc.tdoa` (same centred lag axis, same
+    band-limited interpolation, same ``max_lag`` window) found coarse-to-fine: the peak of
+    a 2x-interpolated correlation, then the fine grid within one coarse step of it.
+    """
+    x1 = np.atleast_2d(np.asarray(x1, dtype=np.float64))
+    x2 = np.atleast_2d(np.asarray(x2, dtype=np.float64))
+    n = _next_pow2(x1.shape[-1] + x2.shape[-1])
+    return _peak_lags(_phat_spectra(x1, n), _phat_spectra(x2, n), n, float(max_lag), int(interp))
+
+
+def fast_correlation_time(x: np.ndarray, interp: int = 16) -> np.ndarray:
+    """Correlation time ``(W,)`` of windows ``(W, T)``, in samples, as :func:`gcc.correlation_time`.
+
+    The main-lobe crossing of ``1/sqrt(2)`` is located on a 2x-interpolated
+    autocorrelation and refined on the fine grid between the two coarse samples around it.
+    """
+    from xai_loc.experiments.gcc import correlation_time
+
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    n = _next_pow2(2 * x.shape[-1])
+    power = np.abs(np.fft.rfft(x, n)) ** 2
+    level = 1.0 / np.sqrt(2.0)
+    coarse = _COARSE if interp % _COARSE == 0 else 1
+    r_c = np.fft.irfft(power, n * coarse)[:, : n * coarse // 2]
+    r_c = r_c / np.maximum(r_c[:, :1], 1e-300)
+    below = r_c < level
+    idx_c = np.argmax(below, axis=1)
+    ok = below.any(axis=1) & (idx_c >= 1) & (power.sum(axis=1) > 0)
+    out = np.empty(x.shape[0])
+    if (~ok).any():  # degenerate rows (silence, no crossing): the reference routine
+        out[~ok] = correlation_time(x[~ok], interp=interp)
+    if ok.any():
+        r = interp // coarse
+        p = power[ok]
+        k = np.arange(p.shape[1])
+        w = _weights(k.size) * p  # (B, K)
+        start = (idx_c[ok] - 1) * r - 1  # one fine step before the last coarse sample above
+        offsets = np.arange(r + 2)
+        lags = np.maximum(start[:, None] + offsets[None, :], 0)  # fine units, (B, r + 2)
+        m = n * interp
+        vals = np.einsum("bk,bkl->bl", w, np.cos(2 * np.pi * k[None, :, None] * lags[:, None, :] / m))
+        vals = vals / w.sum(axis=1, keepdims=True)
+        first = np.argmax(vals < level, axis=1)
+        first = np.maximum(first, 1)
+        rows = np.arange(lags.shape[0])
+        hi, lo = vals[rows, first - 1], vals[rows, first]
+        frac = (hi - level) / np.maximum(hi - lo, 1e-300)
+        out[ok] = 2.0 * (lags[rows, first] - 1 + frac) / interp
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------
+
+def _open_data(data: Any) -> tuple[xr.Dataset, str]:
+    import xarray as xr
+
+    from xai_loc.data.store import open_signals
+
+    if isinstance(data, (str, os.PathLike)):
+        return open_signals(data), str(data)
+    if isinstance(data, xr.Dataset):
+        if "signals" not in data:
+            raise InputError("the dataset has no 'signals' variable; open one with xai_loc.data.open_signals")
+        return data, str(data.encoding.get("source", "") or "in memory")
+    raise InputError(f"data of type {type(data).__name__} is not allowed; use a dataset store path or "
+                     "a Dataset from xai_loc.data.open_signals")
+
+
+def srp_grid(positions: np.ndarray, step: float = 0.05, pad: float = 0.25) -> dict[str, Any]:
+    """The SRP search plane: the bounding box of ``positions`` padded by ``pad`` m, at their mean height.
+
+    Returns a dict with ``grid`` ``(G, 3)``, ``x_range``, ``y_range``, ``z``, ``step`` and
+    ``centre`` (x, y of the grid centre: the constant estimator's answer).
+    """
+    from xai_loc.experiments.srp import plane_grid
+
+    if not step > 0:
+        raise InputError(f"srp_step={step!r} is not allowed; use a positive step in metres")
+    lo = positions[:, :2].min(axis=0) - pad
+    hi = positions[:, :2].max(axis=0) + pad
+    z = float(positions[:, 2].mean())
+    grid = plane_grid((lo[0], hi[0]), (lo[1], hi[1]), z, step)
+    centre = grid[:, :2].min(axis=0) / 2 + grid[:, :2].max(axis=0) / 2
+    return {"grid": grid, "x_range": [float(lo[0]), float(hi[0])], "y_range": [float(lo[1]), float(hi[1])],
+            "z": z, "step": float(step), "centre": centre}
+
+
+def _area_positions(ds: xr.Dataset, positions: np.ndarray) -> tuple[np.ndarray, str]:
+    """Source positions that define the SRP search area, and where they come from.
+
+    The sources of the data's whole split in its scene (so that a store of the first few
+    sources searches the same area as the full split), else the data's own positions.
+    """
+    with contextlib.suppress(KeyError, ValueError, TypeError, IndexError):
+        scene = json.loads(ds.attrs["scene"])
+        split = ds.attrs["split"]
+        sources = np.asarray(scene["sources"], dtype=np.float64)
+        ids = np.arange(len(sources)) if split == "all" else np.asarray(scene["splits"][split], dtype=np.int64)
+        if ids.size and sources.ndim == 2 and sources.shape[1] == 3:
+            return sources[ids], f"scene {scene.get('name', '?')!s}, split {split}"
+    return positions, "data"
+
+
+class _Given:
+    """Relevance handed in by the caller, read block by block in the data's window order."""
+
+    def __init__(self, name: str, relevance: Any, windows: np.ndarray, n_total: int, shape: tuple[int, int]) -> None:
+        import xarray as xr
+
+        self.name = name
+        self.attrs: dict[str, Any] = {}
+        if isinstance(relevance, xr.DataArray):
+            if relevance.dims != ("window", "mic", "time"):
+                raise InputError(f"relevance {name!r} has dims {relevance.dims}; use (window, mic, time)")
+            self.attrs = dict(relevance.attrs)
+            if "window" in relevance.coords:
+                index = relevance.indexes["window"].get_indexer(windows)
+                if (index < 0).any():
+                    missing = windows[np.argmax(index < 0)]
+                    raise InputError(f"relevance {name!r} lacks window {missing} of the data; "
+                                     "explain the same data (or pass max_windows)")
+            else:
+                if relevance.shape[0] < len(windows):
+                    raise InputError(f"relevance {name!r} has {relevance.shape[0]} windows; the data has {n_total}")
+                index = np.arange(len(windows))
+            self.array, self.index = relevance, index
+        else:
+            array = np.asarray(relevance)
+            if array.ndim != 3 or array.shape[0] != n_total:
+                raise InputError(f"relevance {name!r} of shape {array.shape} is not allowed; "
+                                 f"use [{n_total}, {shape[0]}, {shape[1]}] (window, mic, time)")
+            self.array, self.index = array, np.arange(len(windows))
+        if tuple(self.array.shape[1:]) != tuple(shape):
+            raise InputError(f"relevance {name!r} has {self.array.shape[1]} mics x {self.array.shape[2]} samples; "
+                             f"the data has {shape[0]} x {shape[1]}")
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        idx = self.index[start:stop]
+        if isinstance(self.array, np.ndarray):
+            return self.array[idx]
+        if np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+            return np.asarray(self.array[idx[0] : idx[0] + len(idx)].values)
+        return np.asarray(self.array.isel(window=idx).values)
+
+
+_PROVENANCE_KEYS = ("model", "model_digest", "checkpoint", "checkpoint_digest", "model_condition", "method",
+                    "composite", "composite_params", "target", "target_params", "relevance_fraction",
+                    "input_dependence")
+
+
+def _provenance(attrs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key in _PROVENANCE_KEYS:
+        if key in attrs:
+            value = attrs[key]
+            out[key] = value.tolist() if isinstance(value, np.ndarray) else value
+    return out
+
+
+def _check_given(name: str, attrs: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Given relevance of a model must be of that model, method, composite and target."""
+    for key, value in expected.items():
+        found = attrs.get(key)
+        if key == "first_rule":
+            with contextlib.suppress(ValueError, TypeError):
+                found = json.loads(attrs.get("composite_params", "{}")).get("first_rule")
+        if found is not None and value is not None and str(found) != str(value):
+            raise InputError(f"relevance {name!r} was computed with {key} {found!r}, not {value!r}; "
+                             "explain again or pass matching options")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------
+# the experiment
+# --------------------------------------------------------------------------------------
+
+def run_tdoa(
+    models: dict[str, nn.Module | str | os.PathLike] | None,
+    data: Any,
+    pairs: str | list[tuple[int, int]] = "spread",
+    relevance: dict[str, Any] | None = None,
+    method: str = "lrp",
+    composite: str = "paper",
+    target: str = "truth",
+    first_rule: str | None = None,
+    randomized_baseline: bool = True,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str = "cpu",
+    max_windows: int | None = None,
+    progress: bool = False,
+    *,
+    interp: int = 16,
+    srp: bool = True,
+    srp_step: float = 0.05,
+    srp_pad: float = 0.25,
+    srp_interp: int = 4,
+    srp_max_windows: int | None = None,
+    **explain_options: Any,
+) -> xr.Dataset:
+    """GCC-PHAT delays per window and pair from signals, relevance and baselines, scored.
+
+    Parameters
+    ----------
+    models
+        Estimator name -> localizer or checkpoint path. Each is explained on the data
+        (unless ``relevance`` holds its relevance) and, with ``randomized_baseline``, so is
+        a randomized copy of it (``'<name>-randomized'``).
+    data
+        A dataset store path or a Dataset from :func:`xai_loc.data.open_signals`
+        (a selection of one is fine).
+    pairs
+        A pair set name ('spread', 'adjacent', 'all'), a spec like ``'7-8,0-15'``, or a
+        list of ``(i, j)``.
+    relevance
+        Estimator name -> relevance ``(window, mic, time)`` (a DataArray, e.g. from
+        :func:`~xai_loc.explain.open_relevance`, aligned on its ``window`` coord; or an
+        array over all windows of ``data``). A model's name (or ``'<name>-randomized'``)
+        replaces its explanation; other names are extra estimators.
+    method, composite, target, first_rule, **explain_options
+        How relevance is computed (:func:`~xai_loc.explain.explain`); ``first_rule``
+        ('wsquare', 'flat', 'zplus', 'epsilon', 'gamma', 'zbox') is the LRP rule of the
+        first layer (default: the composite's).
+    randomized_baseline
+        Also score the relevance of a randomized copy of each model.
+    seed
+        Seed of the randomized copies.
+    batch_size, device, progress
+        Windows per block and forward pass; torch device; progress bar.
+    max_windows
+        Only the first ``max_windows`` windows of ``data``.
+    interp
+        Interpolation factor of the GCC-PHAT lag axis (1/16 sample by default).
+    srp, srp_step, srp_pad, srp_interp
+        Run the SRP comparison on a plane grid of ``srp_step`` m over the sources' bounding
+        box padded by ``srp_pad`` m, at their mean height (the sources of the data's whole
+        split in its scene, e.g. the paper's 0.5 x 0.5 m test square even for a store of
+        its first few sources; else the data's own); ``srp_interp`` is the correlation
+        interpolation of :func:`~xai_loc.experiments.srp.srp_phat_map`.
+    srp_max_windows
+        SRP on at most this many windows, evenly spaced (the SRP maps cost about 0.15 s
+        per window and estimator on one CPU core); others get NaN peaks.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``estimator``, ``pair``, ``window`` (and ``srp_estimator``, ``srp_metric``,
+        ``plane`` with ``srp``). Variables: ``delay`` (estimator, pair, window) and
+        ``truth`` and ``threshold`` (pair, window) in samples; ``anomalies_percent`` and
+        ``mae_samples`` (estimator, pair); ``srp_peak`` (srp_estimator, window, plane) and
+        ``srp_error`` (srp_estimator, srp_metric: 'x', 'y', 'euclidean'; metres). Coords
+        ``estimator_kind``, ``mic_i``, ``mic_j``, ``pair_distance`` (m), ``max_lag``
+        (samples), per-window ``source_id``, ``window_index``, ``source_x/y/z``. Attrs:
+        provenance (models and digests, method, composite, first rule, target, T60, SNR,
+        data, seed, versions).
+    """
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    from xai_loc import __version__
+    from xai_loc.experiments.baselines import randomized_copy
+    from xai_loc.experiments.srp import srp_phat_map
+    from xai_loc.explain.attribute import Explainer, dataset_inputs, model_digest, resolve_model
+    from xai_loc.runtime import software_versions
+
+    ds, data_label = _open_data(data)
+    d = dataset_inputs(ds)
+    signals = d["signals"]
+    n_total, n_mics, n_time = signals.shape
+    if d["positions"] is None or d["mics"] is None:
+        raise InputError("the data needs source_position and mic_position to give true delays")
+    if max_windows is not None:
+        if isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1:
+            raise InputError(f"max_windows={max_windows!r} is not allowed; use a positive integer")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
+    for key, value in (("interp", interp), ("srp_interp", srp_interp)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{key}={value!r} is not allowed; use a positive integer")
+    n = n_total if max_windows is None else min(max_windows, n_total)
+    if n == 0:
+        raise InputError("the data holds no windows")
+    window_labels = np.asarray(ds["window"].values[:n])
+    positions = np.asarray(d["positions"][:n], dtype=np.float64)
+    mics = np.asarray(d["mics"], dtype=np.float64)
+    fs = float(d["fs"])
+    c = float(ds.attrs.get("c", 343.0))
+
+    pair_list = parse_pairs(pairs, n_mics) if isinstance(pairs, str) else [tuple(int(v) for v in p) for p in pairs]
+    if not pair_list:
+        raise InputError("no microphone pairs given; use 7-8, adjacent, spread or all")
+    for i, j in pair_list:
+        if not (0 <= i < n_mics and 0 <= j < n_mics and i != j):
+            raise InputError(f"pair {i}-{j} is not allowed; microphones are 0..{n_mics - 1} and must differ")
+    pair_i = np.array([p[0] for p in pair_list])
+    pair_j = np.array([p[1] for p in pair_list])
+    distance = np.linalg.norm(mics[pair_j] - mics[pair_i], axis=-1)
+    max_lag = distance / c * fs + LAG_MARGIN
+
+    # ---- estimators
+    models = dict(models or {})
+    relevance = dict(relevance or {})
+    options = dict(explain_options)
+    if first_rule is not None:
+        options["first_rule"] = first_rule
+    explain_kw = {"target": target, "method": method, "composite": composite, "batch_size": batch_size,
+                  "device": device, "train_mean": d["train_mean"], **options}
+    estimators: list[str] = [ESTIMATOR_SIGNALS]
+    kinds: dict[str, str] = {ESTIMATOR_SIGNALS: "signals"}
+    explainers: dict[str, Explainer] = {}
+    given: dict[str, _Given] = {}
+    info: dict[str, dict[str, Any]] = {}
+    reserved = {ESTIMATOR_SIGNALS, ESTIMATOR_ZERO, SRP_CONSTANT}
+    for name in [*models, *relevance]:
+        if name in reserved:
+            raise InputError(f"estimator name {name!r} is reserved; choose another name")
+
+    def add_given(name: str, kind: str, expected: dict[str, Any]) -> None:
+        g = _Given(name, relevance[name], window_labels, n_total, (n_mics, n_time))
+        _check_given(name, g.attrs, expected)
+        given[name] = g
+        info[name] = {**_provenance(g.attrs), "relevance": "given"}
+        estimators.append(name)
+        kinds[name] = kind
+
+    for name, model in models.items():
+        if name.endswith("-randomized"):
+            raise InputError(f"model name {name!r} is not allowed; '-randomized' names the baselines")
+        module, model_info = resolve_model(model)
+        expected = {"model_digest": model_info["model_digest"], "method": method, "target": target,
+                    "composite": composite if method == "lrp" else None, "first_rule": first_rule}
+        if name in relevance:
+            add_given(name, "relevance", expected)
+        else:
+            ex = Explainer(module, **explain_kw)
+            ex.attrs.update({k: v for k, v in model_info.items() if k not in ex.attrs})
+            explainers[name] = ex
+            info[name] = {**_provenance(ex.attrs), "relevance": "explained"}
+            estimators.append(name)
+            kinds[name] = "relevance"
+        rname = f"{name}-randomized"
+        if rname in relevance:
+            add_given(rname, "randomized", {"model_digest": model_digest(randomized_copy(module, seed)),
+                                             "method": method, "target": target, "first_rule": first_rule})
+            info[rname].update(randomized_seed=seed, randomized_from=model_info["model_digest"])
+        elif randomized_baseline:
+            rmodel = randomized_copy(module, seed)
+            rex = Explainer(rmodel, **explain_kw)
+            explainers[rname] = rex
+            info[rname] = {**_provenance(rex.attrs), "relevance": "explained", "randomized_seed": seed,
+                           "randomized_from": model_info["model_digest"]}
+            estimators.append(rname)
+            kinds[rname] = "randomized"
+    for name in relevance:
+        if name in given:
+            continue
+        add_given(name, "randomized" if name.endswith("-randomized") else "relevance", {})
+    estimators.append(ESTIMATOR_ZERO)
+    kinds[ESTIMATOR_ZERO] = "constant"
+    for ex in explainers.values():
+        if ex.target.needs_truth and positions is None:
+            raise InputError(f"target {target!r} needs the true source positions")
+        shape = getattr(ex.model, "input_shape", None)
+        if shape is not None and tuple(shape) != (n_mics, n_time):
+            raise InputError(f"windows of {n_mics} mics x {n_time} samples do not fit the model; "
+                             f"it takes {shape[0]} x {shape[1]}")
+
+    # ---- SRP set-up
+    srp_names = [e for e in estimators if e != ESTIMATOR_ZERO]
+    if srp:
+        area_positions, area_from = _area_positions(ds, positions)
+        plane = srp_grid(area_positions, srp_step, srp_pad)
+        if srp_max_windows is None or srp_max_windows >= n:
+            srp_rows = np.ones(n, dtype=bool)
+        else:
+            if srp_max_windows < 1:
+                raise InputError(f"srp_max_windows={srp_max_windows!r} is not allowed; use a positive integer")
+            srp_rows = np.zeros(n, dtype=bool)
+            srp_rows[np.unique(np.linspace(0, n - 1, srp_max_windows).round().astype(int))] = True
+        srp_peak = np.full((len(srp_names) + 1, n, 2), np.nan)
+        srp_peak[-1, srp_rows] = plane["centre"]
+
+    # ---- the pass over windows
+    truth = np.stack([true_tdoa(positions, mics, p, fs, c) for p in pair_list])  # (P, W)
+    delay = np.zeros((len(estimators), len(pair_list), n))
+    threshold = np.zeros((len(pair_list), n))
+    first_mics = np.unique(pair_i)
+    used_mics = np.unique(np.concatenate([pair_i, pair_j]))
+    nfft = _next_pow2(2 * n_time)
+    summaries: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in explainers}
+
+    with contextlib.ExitStack() as stack:
+        for ex in explainers.values():
+            stack.enter_context(ex)
+        bar = stack.enter_context(tqdm(total=n, disable=not progress, desc="tdoa", unit="win"))
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            x = np.asarray(signals[start:stop].values)
+            if not np.isfinite(x).all():
+                raise InputError(f"windows {start}..{stop - 1} contain NaN or infinite samples; clean the data first")
+            sets: dict[str, np.ndarray] = {ESTIMATOR_SIGNALS: x}
+            for name, ex in explainers.items():
+                out = ex.explain_batch(x, positions[start:stop], np.arange(start, stop))
+                sets[name] = out["relevance"]
+                for key in ("prediction", "relevance_sum", "explained"):
+                    summaries[name].setdefault(key, []).append(out[key])
+            for name, g in given.items():
+                sets[name] = g.block(start, stop)
+            # threshold: half the correlation time of each pair's first microphone signal
+            ct = {int(m): fast_correlation_time(x[:, m], interp=interp) for m in first_mics}
+            threshold[:, start:stop] = 0.5 * np.stack([ct[int(i)] for i in pair_i])
+            for e, name in enumerate(estimators):
+                if name == ESTIMATOR_ZERO:
+                    continue
+                values = sets[name]
+                if not np.isfinite(values).all():
+                    raise InputError(f"relevance {name!r} has NaN or infinite values in windows {start}..{stop - 1}")
+                scaled = _unit_peak(values)
+                spectra = {int(m): _phat_spectra(scaled[:, m], nfft) for m in used_mics}
+                for p, (i, j) in enumerate(pair_list):
+                    delay[e, p, start:stop] = _peak_lags(spectra[i], spectra[j], nfft, float(max_lag[p]), interp)
+                if srp and name in srp_names:
+                    rows = srp_rows[start:stop]
+                    if rows.any():
+                        maps = srp_phat_map(scaled[rows], mics, plane["grid"], fs, c, interp=srp_interp, batch=2)
+                        peaks = plane["grid"][np.argmax(maps, axis=1), :2]
+                        srp_peak[srp_names.index(name), np.arange(start, stop)[rows]] = peaks
+            bar.update(stop - start)
+        zero_outputs = {name: ex.zero_output for name, ex in explainers.items()}
+
+    from xai_loc.explain.attribute import summary_attrs
+
+    for name, parts in summaries.items():
+        joined = {k: np.concatenate(v) for k, v in parts.items()}
+        info[name].update(summary_attrs(joined["prediction"], joined["relevance_sum"], joined["explained"],
+                                        zero_outputs[name]))
+
+    # ---- scores
+    anomalies = np.zeros((len(estimators), len(pair_list)))
+    mae = np.zeros((len(estimators), len(pair_list)))
+    for e in range(len(estimators)):
+        for p in range(len(pair_list)):
+            s = score(delay[e, p], truth[p], threshold[p])
+            anomalies[e, p], mae[e, p] = s["anomalies_percent"], s["mae_samples"]
+
+    coords: dict[str, Any] = {
+        "estimator": ("estimator", np.array(estimators, dtype=str)),
+        "estimator_kind": ("estimator", np.array([kinds[e] for e in estimators], dtype=str)),
+        "pair": ("pair", np.array([f"{i}-{j}" for i, j in pair_list], dtype=str)),
+        "mic_i": ("pair", pair_i.astype(np.int64)),
+        "mic_j": ("pair", pair_j.astype(np.int64)),
+        "pair_distance": ("pair", distance, {"units": "m"}),
+        "max_lag": ("pair", max_lag, {"units": "samples"}),
+        "window": ("window", window_labels),
+        "source_x": ("window", positions[:, 0], {"units": "m"}),
+        "source_y": ("window", positions[:, 1], {"units": "m"}),
+        "source_z": ("window", positions[:, 2], {"units": "m"}),
+    }
+    for name in ("source_id", "window_index"):
+        if name in ds.coords:
+            coords[name] = ("window", np.asarray(ds[name].values[:n]))
+    data_vars: dict[str, Any] = {
+        "delay": (("estimator", "pair", "window"), delay,
+                  {"units": "samples", "description": "GCC-PHAT delay of mic_j relative to mic_i"}),
+        "truth": (("pair", "window"), truth, {"units": "samples", "description": "geometric delay"}),
+        "threshold": (("pair", "window"), threshold,
+                      {"units": "samples", "description": "half the correlation time of the mic_i signal"}),
+        "anomalies_percent": (("estimator", "pair"), anomalies,
+                              {"units": "%", "description": "windows with |delay - truth| > threshold"}),
+        "mae_samples": (("estimator", "pair"), mae,
+                        {"units": "samples", "description": "mean |delay - truth| over the other windows"}),
+    }
+    attrs: dict[str, Any] = {}
+    if srp:
+        names = [*srp_names, SRP_CONSTANT]
+        coords["srp_estimator"] = ("srp_estimator", np.array(names, dtype=str))
+        coords["srp_estimator_kind"] = ("srp_estimator", np.array([kinds.get(e, "constant") for e in names], dtype=str))
+        coords["srp_metric"] = ("srp_metric", np.array(["x", "y", "euclidean"], dtype=str))
+        coords["plane"] = ("plane", np.array(["x", "y"], dtype=str))
+        err = np.abs(srp_peak - positions[None, :, :2])
+        with np.errstate(invalid="ignore"):
+            srp_error = np.stack([np.nanmean(err[..., 0], axis=1), np.nanmean(err[..., 1], axis=1),
+                                  np.nanmean(np.hypot(err[..., 0], err[..., 1]), axis=1)], axis=1)
+        data_vars["srp_peak"] = (("srp_estimator", "window", "plane"), srp_peak,
+                                 {"units": "m", "description": "SRP-PHAT map peak on the plane (NaN: not computed)"})
+        data_vars["srp_error"] = (("srp_estimator", "srp_metric"), srp_error,
+                                  {"units": "m", "description": "mean absolute x, y and Euclidean error of the "
+                                                                "map peak on the plane"})
+        attrs.update(srp_x_range=plane["x_range"], srp_y_range=plane["y_range"], srp_z=plane["z"],
+                     srp_step=plane["step"], srp_pad=float(srp_pad), srp_interp=int(srp_interp),
+                     srp_windows=int(srp_rows.sum()), srp_grid_points=int(plane["grid"].shape[0]),
+                     srp_area_from=area_from)
+
+    resolved_rule = first_rule
+    for entry in info.values():
+        if resolved_rule is None:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                resolved_rule = json.loads(entry.get("composite_params", "{}")).get("first_rule")
+    attrs.update({
+        "description": "TDOA probe: GCC-PHAT delays from microphone signals, relevance and baselines "
+                       "(xai_loc.experiments.tdoa_probe)",
+        "models": json.dumps(info, sort_keys=True, default=_json_default),
+        "method": method,
+        "composite": composite if method == "lrp" else "none",
+        "first_rule": str(resolved_rule) if resolved_rule else "default",
+        "target": target,
+        "explain_options": json.dumps(options, sort_keys=True, default=_json_default),
+        "randomized_baseline": int(bool(randomized_baseline)),
+        "seed": int(seed),
+        "pairs": pairs if isinstance(pairs, str) else ",".join(f"{i}-{j}" for i, j in pair_list),
+        "interp": int(interp),
+        "lag_margin": LAG_MARGIN,
+        "data": data_label,
+        "n_windows": int(n),
+        "fs": fs,
+        "c": c,
+        "xai_loc_version": __version__,
+        "software": json.dumps(software_versions(), sort_keys=True),
+    })
+    for key in ("t60", "snr", "split", "scene_digest"):
+        if key in ds.attrs:
+            attrs[key] = ds.attrs[key]
+    if "config" in ds.attrs and "scene_digest" not in attrs:
+        with contextlib.suppress(ValueError, TypeError):
+            attrs["scene_digest"] = json.loads(ds.attrs["config"]).get("scene_digest", "")
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def explain_models(
+    models: dict[str, nn.Module | str | os.PathLike],
+    data: str | os.PathLike,
+    *,
+    method: str = "lrp",
+    composite: str = "paper",
+    target: str = "truth",
+    first_rule: str | None = None,
+    randomized_baseline: bool = True,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: bool = False,
+    **options: Any,
+) -> dict[str, xr.DataArray]:
+    """Relevance stores (resumable, reused when they match) of models and their randomized copies.
+
+    Each model ``name`` is explained into
+    ``<data>.relevance/<name>-<method>[-<composite>][-<options>]-<target>.zarr`` with
+    :func:`~xai_loc.explain.explain_store`, its randomized copy (seed ``seed``) into the
+    same name with ``<name>-randomized<seed>``. Returns the opened relevance by estimator
+    name (``name`` and ``'<name>-randomized'``), ready for ``run_tdoa(relevance=...)``.
+    """
+    from xai_loc.experiments.baselines import randomized_copy
+    from xai_loc.explain.attribute import Explainer, resolve_model
+    from xai_loc.explain.store import explain_store, open_relevance, relevance_store_path
+
+    if first_rule is not None:
+        options["first_rule"] = first_rule
+    kw = {"method": method, "composite": composite, "target": target, **options}
+    out: dict[str, xr.DataArray] = {}
+    for name, model in models.items():
+        module, _ = resolve_model(model)
+        jobs = [(name, model, module, name)]
+        if randomized_baseline:
+            rmodel = randomized_copy(module, seed)
+            jobs.append((f"{name}-randomized", rmodel, rmodel, f"{name}-randomized{seed}"))
+        for key, source, mod, store_name in jobs:
+            path = relevance_store_path(data, Explainer(mod, **kw), store_name)
+            explain_store(source, data, path, batch_size=batch_size, device=device, progress=progress, **kw)
+            out[key] = open_relevance(path)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# tables and files
+# --------------------------------------------------------------------------------------
+
+def _fmt(value: float, digits: int, nan: str = "nan") -> str:
+    return nan if not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _pair_headers(ds: xr.Dataset) -> list[str]:
+    return [f"{p} ({float(dist):.2f} m)" for p, dist in zip(ds["pair"].values, ds["pair_distance"].values, strict=True)]
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _condition_line(ds: xr.Dataset) -> str:
+    parts = []
+    if "t60" in ds.attrs:
+        parts.append(f"T60 {float(ds.attrs['t60']):g} s")
+    if "snr" in ds.attrs:
+        parts.append(f"SNR {float(ds.attrs['snr']):g} dB")
+    parts.append(f"{ds.sizes['window']} windows")
+    method = ds.attrs.get("method", "?")
+    if ds.attrs.get("composite", "none") != "none":
+        method += f" / {ds.attrs['composite']} (first rule {ds.attrs.get('first_rule', 'default')})"
+    parts.append(f"relevance: {method}, target {ds.attrs.get('target', '?')}")
+    return ", ".join(parts)
+
+
+def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
+    """The result as tables: rows estimators, columns pairs (with their distance).
+
+    Returns
+    -------
+    dict
+        ``'markdown'`` (cells ``% anomalies / MAE samples``, then reference rows with the
+        median anomaly threshold and the mean |true delay|, then the SRP table when
+        present), ``'csv'`` (``estimator`` then two numeric columns per pair: ``<pair>
+        anomalies %`` and ``<pair> MAE samples``), ``'latex'`` (booktabs, cells as in
+        markdown); with SRP results also ``'srp_csv'`` and ``'srp_latex'``.
+    """
+    estimators = [str(e) for e in ds["estimator"].values]
+    headers = _pair_headers(ds)
+    anomalies = ds["anomalies_percent"].values
+    mae = ds["mae_samples"].values
+    cells = [[f"{_fmt(anomalies[e, p], 1)} / {_fmt(mae[e, p], 2, '–')}" for p in range(len(headers))]
+             for e in range(len(estimators))]
+    thr = np.median(ds["threshold"].values, axis=1)
+    mean_truth = np.abs(ds["truth"].values).mean(axis=1)
+
+    md = [f"**TDOA probe** — {_condition_line(ds)}.", "",
+          "Cells: % anomalies / MAE in samples over the non-anomalous windows (anomaly: |error| > half the "
+          "correlation time of the microphone signal; – where every window is anomalous). "
+          "Baselines: `zero-lag` (constant 0) and `*-randomized` (relevance of a randomly re-initialized copy).", "",
+          "| estimator | " + " | ".join(headers) + " |",
+          "|---|" + "---:|" * len(headers)]
+    md += [f"| {name} | " + " | ".join(row) + " |" for name, row in zip(estimators, cells, strict=True)]
+    md += ["| _anomaly threshold, median (samples)_ | " + " | ".join(_fmt(v, 2) for v in thr) + " |",
+           "| _mean \\|true delay\\| (samples)_ | " + " | ".join(_fmt(v, 2) for v in mean_truth) + " |"]
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["estimator"] + [f"{h} {what}" for h in headers for what in ("anomalies %", "MAE samples")])
+    for e, name in enumerate(estimators):
+        writer.writerow([name] + [v for p in range(len(headers))
+                                  for v in (_fmt(anomalies[e, p], 3), _fmt(mae[e, p], 4))])
+
+    col = "l" + "r" * len(headers)
+    tex = [f"% TDOA probe: {_latex_escape(_condition_line(ds))}",
+           "% cells: % anomalies / MAE in samples over the non-anomalous windows",
+           rf"\begin{{tabular}}{{{col}}}", r"\toprule",
+           "estimator & " + " & ".join(_latex_escape(h.replace("-", "--", 1)) for h in headers) + r" \\",
+           r"\midrule"]
+    tex += [_latex_escape(name) + " & " + " & ".join(c.replace("–", "--") for c in row) + r" \\"
+            for name, row in zip(estimators, cells, strict=True)]
+    tex += [r"\midrule",
+            r"threshold (median) & " + " & ".join(_fmt(v, 2) for v in thr) + r" \\",
+            r"mean $|$true delay$|$ & " + " & ".join(_fmt(v, 2) for v in mean_truth) + r" \\",
+            r"\bottomrule", r"\end{tabular}"]
+    tables = {"markdown": "\n".join(md) + "\n", "csv": buf.getvalue(), "latex": "\n".join(tex) + "\n"}
+
+    if "srp_error" in ds:
+        names = [str(e) for e in ds["srp_estimator"].values]
+        err = ds["srp_error"].values
+        md_srp = ["", f"**SRP-PHAT map peak** — {int(ds.attrs.get('srp_windows', 0))} windows, "
+                      f"{float(ds.attrs.get('srp_step', float('nan'))):g} m grid over x "
+                      f"{_range(ds.attrs.get('srp_x_range'))}, y {_range(ds.attrs.get('srp_y_range'))} m at "
+                      f"z {float(ds.attrs.get('srp_z', float('nan'))):.2f} m; all microphone pairs. "
+                      "`constant`: the grid centre for every window.", "",
+                  "| estimator | mean \\|x error\\| (m) | mean \\|y error\\| (m) | mean Euclidean error (m) |",
+                  "|---|---:|---:|---:|"]
+        md_srp += [f"| {name} | " + " | ".join(_fmt(v, 3) for v in row) + " |"
+                   for name, row in zip(names, err, strict=True)]
+        tables["markdown"] += "\n".join(md_srp) + "\n"
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["estimator", "mae_x_m", "mae_y_m", "euclidean_m"])
+        for name, row in zip(names, err, strict=True):
+            writer.writerow([name] + [_fmt(v, 4) for v in row])
+        tables["srp_csv"] = buf.getvalue()
+        tex = ["% SRP-PHAT map peak error on the source plane (metres)", r"\begin{tabular}{lrrr}", r"\toprule",
+               r"estimator & $|\Delta x|$ & $|\Delta y|$ & Euclidean \\", r"\midrule"]
+        tex += [_latex_escape(name) + " & " + " & ".join(_fmt(v, 3) for v in row) + r" \\"
+                for name, row in zip(names, err, strict=True)]
+        tex += [r"\bottomrule", r"\end{tabular}"]
+        tables["srp_latex"] = "\n".join(tex) + "\n"
+    return tables
+
+
+def _range(value: Any) -> str:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return "?"
+    return f"{lo:.2f}..{hi:.2f}"
+
+
+def write_tdoa_results(ds: xr.Dataset, folder: str | os.PathLike) -> dict[str, Path]:
+    """Write the Dataset (``tdoa.nc``, netCDF) and its tables (``tdoa.md``, ``.csv``, ``.tex``;
+    ``srp.csv``, ``srp.tex``) into ``folder``, each atomically; returns the paths by kind."""
+    from xai_loc.io import write_text_atomic
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file; give a folder for the TDOA results")
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = tdoa_tables(ds)
+    store = folder / RESULT_FILES["store"]
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{store.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, store)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    paths = {"store": store}
+    for key, text in tables.items():
+        paths[key] = write_text_atomic(folder / RESULT_FILES[key], text)
+    return paths
+
+
+def open_tdoa_results(path: str | os.PathLike) -> xr.Dataset:
+    """Load a result written by :func:`write_tdoa_results` (the folder or the ``.nc`` file) into memory."""
+    import xarray as xr
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULT_FILES["store"]
+    if not path.exists():
+        raise InputError(f"TDOA results {str(path)!r} do not exist; run 'xai-loc tdoa' first")
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            out = ds.load()
+    except Exception as err:  # h5py / xarray raise many types for foreign files
+        raise InputError(f"{path} is not a readable TDOA result ({type(err).__name__})") from None
+    if "delay" not in out or "anomalies_percent" not in out:
+        raise InputError(f"{path} is not a TDOA result (no 'delay' / 'anomalies_percent')")
+    return out
+

@@ -1,0 +1,152 @@
+"""TDOA probe figures, drawn from stored results only (:func:`~xai_loc.experiments.tdoa_probe.write_tdoa_results`).
+
+:func:`plot_tdoa`: % anomalies and MAE (samples) against the microphone-pair distance, one
+line per estimator (signals, each model's relevance, the randomized-model relevance and the
+zero-lag constant), one row per result (e.g. per condition).
+:func:`plot_srp`: the mean SRP-PHAT peak error per estimator (bars), one panel per result.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Line style per estimator kind (coord ``estimator_kind``); colours cycle over estimators.
+KIND_STYLES = {
+    "signals": {"color": "k", "marker": "o", "linestyle": "-", "linewidth": 1.8},
+    "relevance": {"marker": "s", "linestyle": "-"},
+    "randomized": {"marker": "x", "linestyle": "--"},
+    "constant": {"color": "tab:gray", "marker": "^", "linestyle": ":"},
+}
+_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def _load(results: Any) -> list:
+    """Datasets from a Dataset, a results folder / file, or a list of them."""
+    from xai_loc.experiments.tdoa_probe import open_tdoa_results
+
+    items = results if isinstance(results, (list, tuple)) else [results]
+    return [open_tdoa_results(item) if isinstance(item, (str, os.PathLike)) else item for item in items]
+
+
+def _title(ds) -> str:
+    parts = []
+    if "t60" in ds.attrs:
+        parts.append(f"T60 {float(ds.attrs['t60']):g} s")
+    if "snr" in ds.attrs:
+        parts.append(f"SNR {float(ds.attrs['snr']):g} dB")
+    rule = ds.attrs.get("first_rule")
+    if rule and rule != "default":
+        parts.append(f"first rule {rule}")
+    parts.append(f"{ds.sizes['window']} windows")
+    return ", ".join(parts)
+
+
+def _styles(names: list[str], kinds: list[str]) -> dict[str, dict[str, Any]]:
+    """A style per estimator: a model and its randomized copy share a colour."""
+    colours: dict[str, str] = {}
+    out = {}
+    for name, kind in zip(names, kinds, strict=True):
+        style = dict(KIND_STYLES.get(kind, {}))
+        if "color" not in style:
+            base = name.removesuffix("-randomized")
+            colours.setdefault(base, _COLOURS[len(colours) % len(_COLOURS)])
+            style["color"] = colours[base]
+        out[name] = style
+    return out
+
+
+def _save(fig, out_stem: str | Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out_stem.with_name(out_stem.name + ".png"), out_stem.with_name(out_stem.name + ".pdf")]
+    for path in paths:
+        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+        fig.savefig(tmp, dpi=150)
+        os.replace(tmp, path)
+    plt.close(fig)
+    return paths
+
+
+def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
+    """% anomalies and MAE against pair distance, one line per estimator (PNG and PDF).
+
+    Parameters
+    ----------
+    results
+        A TDOA result Dataset, its folder or ``.nc`` file, or a list of them (one row of
+        panels each, e.g. one per condition).
+    out_stem
+        Path without suffix; ``<out_stem>.png`` and ``.pdf`` are written.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = _load(results)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.4 * len(datasets)), squeeze=False)
+    for row, ds in zip(axes, datasets, strict=True):
+        names = [str(e) for e in ds["estimator"].values]
+        kinds = ([str(k) for k in ds["estimator_kind"].values] if "estimator_kind" in ds.coords
+                 else ["relevance"] * len(names))
+        styles = _styles(names, kinds)
+        order = np.argsort(ds["pair_distance"].values, kind="stable")
+        dist = ds["pair_distance"].values[order]
+        for name in names:
+            row[0].plot(dist, ds["anomalies_percent"].sel(estimator=name).values[order], label=name, **styles[name])
+            row[1].plot(dist, ds["mae_samples"].sel(estimator=name).values[order], label=name, **styles[name])
+        threshold = np.median(ds["threshold"].values, axis=1)[order]
+        row[1].plot(dist, threshold, color="0.6", linewidth=0.8, linestyle="-.", label="anomaly threshold (median)")
+        row[0].set_ylabel("anomalies [%]")
+        row[0].set_ylim(-3, 103)
+        row[1].set_ylabel("MAE of the others [samples]")
+        for ax in row:
+            ax.set_xlabel("microphone pair distance [m]")
+            ax.grid(alpha=0.3)
+            ax.set_title(_title(ds), fontsize=9)
+    axes[0][1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _save(fig, out_stem)
+
+
+def plot_srp(results: Any, out_stem: str | Path) -> list[Path]:
+    """Mean SRP-PHAT peak error per estimator: Euclidean (bars) with |x| and |y| marks (PNG and PDF)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xai_loc.errors import InputError
+
+    datasets = _load(results)
+    if any("srp_error" not in ds for ds in datasets):
+        raise InputError("the TDOA results hold no SRP comparison; run it with srp=True")
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        names = [str(e) for e in ds["srp_estimator"].values]
+        kinds = ([str(k) for k in ds["srp_estimator_kind"].values] if "srp_estimator_kind" in ds.coords
+                 else ["relevance"] * len(names))
+        styles = _styles(names, kinds)
+        err = ds["srp_error"]
+        pos = np.arange(len(names))
+        ax.bar(pos, err.sel(srp_metric="euclidean").values, color=[styles[n]["color"] for n in names], alpha=0.7)
+        ax.bar([0], [0], color="0.6", alpha=0.7, label="Euclidean")  # legend entry only
+        ax.plot(pos, err.sel(srp_metric="x").values, "k_", markersize=14, label="|x| error")
+        ax.plot(pos, err.sel(srp_metric="y").values, "k.", markersize=8, label="|y| error")
+        ax.set_xticks(pos, names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("SRP peak error [m]")
+        ax.set_title(_title(ds), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out_stem)

@@ -197,3 +197,26 @@ def test_perturb_rejects_bad_percentages(tmp_path, tiny_checkpoint):
                                        "--data", str(tmp_path / "d"), "--out", str(tmp_path / "res")])
     assert result.exit_code == 2 and "increasing" in result.output
     assert not (tmp_path / "res").exists() and not (tmp_path / "d").exists()
+
+
+def test_first_rule_choices_follow_the_registry():
+    from xai_loc.cli import FIRST_RULE_CHOICES
+    from xai_loc.explain import FIRST_RULES
+
+    assert set(FIRST_RULE_CHOICES) == set(FIRST_RULES)
+
+
+def test_tdoa_end_to_end(tmp_path, tiny_checkpoint):
+    result = CliRunner().invoke(main, ["--threads", "1", "tdoa", "--t60", "0.15", "--snr", "25", "--checkpoint",
+                                       str(tiny_checkpoint), "--model", "samplecnn", "--sources", "1",
+                                       "--pairs", "7-8,0-15", "--srp-windows", "2", "--data",
+                                       str(tmp_path / "data"), "--out", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    res = xr.open_dataset(tmp_path / "res" / "tdoa.nc")
+    assert {"signals", "zero-lag", "samplecnn", "samplecnn-randomized"} <= set(res["estimator"].values.tolist())
+    np.testing.assert_allclose(res.pair_distance.values, [0.15, 2.25])
+    for name in ("tdoa.md", "tdoa.csv", "tdoa.tex", "tdoa.png", "srp.png"):
+        assert (tmp_path / "res" / name).exists()
+    bad = CliRunner().invoke(main, ["tdoa", "--t60", "0.15", "--snr", "25", "--checkpoint", str(tiny_checkpoint),
+                                    "--pairs", "7-99", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "0..15" in bad.output and not (tmp_path / "bad").exists()

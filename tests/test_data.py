@@ -155,3 +155,13 @@ def test_white_noise_is_at_the_snr_of_microphone_zero():
     win = cut_windows(noisy, 5120)
     assert win.shape == (200_000 // 5120, 3, 5120)
     np.testing.assert_array_equal(win[2, 1], noisy[1, 2 * 5120 : 3 * 5120])
+
+
+def test_exact_zeros_are_not_read_back_as_missing(tmp_path, corpus):
+    """Regression: a fill value of 0 made xarray mask every exact 0.0 sample as NaN."""
+    import zarr
+
+    path = _simulate(tmp_path, corpus=corpus, n_sources=1)
+    zarr.open_group(path, mode="a", zarr_format=2)["signals"][0, 0, :10] = 0.0
+    values = xr.open_zarr(path).signals.isel(window=0, mic=0).values
+    assert np.all(values[:10] == 0.0) and np.isfinite(values).all()

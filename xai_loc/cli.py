@@ -20,6 +20,7 @@ MODEL_CHOICES = ("loccnn", "samplecnn")
 METHOD_CHOICES = ("lrp", "saliency", "input_x_gradient", "integrated_gradients", "deeplift", "gradient_shap",
                   "occlusion")
 TARGET_CHOICES = ("truth", "prediction", "x", "y", "z", "error", "contrast")
+FIRST_RULE_CHOICES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
 COMPOSITE_CHOICES = ("paper", "paper-samplecnn-reversed-gate", "epsilon", "epsilon_plus_flat",
                      "epsilon_alpha2_beta1", "epsilon_gamma_box")
 
@@ -49,6 +50,9 @@ def main(ctx: click.Context, threads: int | None) -> None:
     Evaluate a checkpoint:       xai-loc evaluate pretrained/loccnn_t60-0.6_snr-10.safetensors
     Explain the test split:      xai-loc explain --model samplecnn --t60 0.6 --snr 10
     Perturbation curves:         xai-loc perturb --t60 0.6 --snr 10
+    TDOA and SRP probes:         xai-loc tdoa --t60 0.6 --snr 10 --pairs spread
+    Redraw figures:              xai-loc figures xai-loc-results
+    The whole study:             xai-loc reproduce --quick
     Check a composite's cover:   xai-loc audit pretrained/samplecnn_t60-0.6_snr-10.safetensors
     Relevance as audio:          xai-loc listen RELEVANCE.zarr --out wavs/
     Shipped and known models:    xai-loc models list
@@ -440,4 +444,70 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
     table = perturbation_table(result)
     write_text_atomic(folder / "perturbation.md", table)
     click.echo(table)
+    click.echo(f"results in {folder}")
+
+
+@main.command()
+@click.option("--t60", type=float, required=True, help="Condition (shipped checkpoints and data).")
+@click.option("--snr", type=float, required=True, help="Condition (shipped checkpoints and data).")
+@click.option("--model", "arch", type=click.Choice((*MODEL_CHOICES, "all")), default="all", show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Any xai-loc checkpoint.")
+@click.option("--pairs", default="spread", show_default=True,
+              help="Microphone pairs: spread (one per spacing, 0.15 to 2.25 m), adjacent, all, or I-J,I-J.")
+@click.option("--first-rule", type=click.Choice(FIRST_RULE_CHOICES), default=None,
+              help="LRP rule of the first layer [default: the composite's, WSquare for 'paper'].")
+@click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True)
+@click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True)
+@click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True)
+@click.option("--option", "options", multiple=True, help=_OPTION_HELP)
+@click.option("--randomized/--no-randomized", default=True, show_default=True,
+              help="Also probe the relevance of a randomized copy of each model.")
+@click.option("--srp/--no-srp", default=True, show_default=True,
+              help="Also compare SRP-PHAT maps of signals and relevance over the source plane.")
+@click.option("--srp-windows", type=int, default=None, help="Only the first N windows for SRP (it is costly).")
+@click.option("--sources", "n_sources", type=int, default=None, help="Only the first N test sources.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Data root; the test split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Results folder [default: xai-loc-results/t60-T_snr-S].")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.pass_context
+def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, target, options, randomized, srp,
+         srp_windows, n_sources, seed, data, out, batch_size, device) -> None:
+    """GCC-PHAT delays from microphone signals vs relevance signals, per microphone pair.
+
+    Reports % anomalies (error above half the correlation time) and MAE in samples of the
+    rest, per estimator and pair distance, always beside a constant zero-lag estimator and
+    the relevance of randomized models; writes tdoa.nc, tables (markdown, CSV, LaTeX) and
+    figures, plus the SRP-PHAT map errors of signals vs relevance.
+    """
+    from pathlib import Path
+
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.data.store import condition_name, simulate_dataset
+    from xai_loc.experiments.tdoa import parse_pairs
+    from xai_loc.experiments.tdoa_probe import explain_models, run_tdoa, tdoa_tables, write_tdoa_results
+    from xai_loc.plots.tdoa import plot_srp, plot_tdoa
+
+    _setup(ctx)
+    scene = paper_scene()
+    parse_pairs(pairs, scene.mics.shape[0])
+    models = _models_for(arch, t60, snr, checkpoint)
+    store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
+                             progress=sys.stderr.isatty())
+    opts = _parse_options(options)
+    common = {"method": method, "composite": composite, "target": target, "first_rule": first_rule,
+              "randomized_baseline": randomized, "seed": seed, "batch_size": batch_size, "device": device,
+              "progress": sys.stderr.isatty()}
+    relevance = explain_models(models, store, **common, **opts)
+    result = run_tdoa(models, store, pairs=pairs, relevance=relevance, srp=srp, srp_max_windows=srp_windows,
+                      **common, **opts)
+    folder = Path(out) if out else Path("xai-loc-results") / condition_name(t60, snr)
+    write_tdoa_results(result, folder)
+    plot_tdoa(result, folder / "tdoa")
+    if srp:
+        plot_srp(result, folder / "srp")
+    click.echo(tdoa_tables(result)["markdown"])
     click.echo(f"results in {folder}")

@@ -217,7 +217,7 @@ def simulate_dataset(
             partial, mode="w", consolidated=False, zarr_format=2)
         zarr.open_group(partial, mode="a", zarr_format=2).create_array(
             "signals", shape=(n_total, scene.mics.shape[0], scene.window), dtype="float32",
-            chunks=(CHUNK_WINDOWS, scene.mics.shape[0], scene.window), fill_value=0.0,
+            chunks=(CHUNK_WINDOWS, scene.mics.shape[0], scene.window), fill_value=np.nan,
             attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "pressure (simulation units)"})
         _write_progress(progress_file, 0)
     signals = zarr.open_group(partial, mode="a", zarr_format=2)["signals"]

@@ -23,7 +23,7 @@ def plane_grid(x_range: tuple[float, float], y_range: tuple[float, float], z: fl
 
 
 def srp_phat_map(signals: np.ndarray, mics: np.ndarray, grid: np.ndarray, fs: float, c: float,
-                 interp: int = 8, batch: int = 32) -> np.ndarray:
+                 interp: int = 8, batch: int = 2) -> np.ndarray:
     """SRP-PHAT power ``(W, G)`` of windows ``(W, M, T)`` at candidate points ``(G, 3)``.
 
     All microphone pairs are used; correlations are read at the exact (fractional) pair

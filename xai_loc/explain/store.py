@@ -197,7 +197,7 @@ def explain_store(
         xr.Dataset(coords=coords, attrs=store_attrs).to_zarr(partial, mode="w", consolidated=False, zarr_format=2)
         zarr.open_group(partial, mode="a", zarr_format=2).create_array(
             "relevance", shape=(n, n_mics, n_time), dtype="float32", chunks=(CHUNK_WINDOWS, n_mics, n_time),
-            fill_value=0.0, attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "relevance"})
+            fill_value=np.nan, attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "relevance"})
         _write_progress(progress_file, 0)
 
     group = zarr.open_group(partial, mode="a", zarr_format=2)

@@ -220,3 +220,32 @@ def test_tdoa_end_to_end(tmp_path, tiny_checkpoint):
     bad = CliRunner().invoke(main, ["tdoa", "--t60", "0.15", "--snr", "25", "--checkpoint", str(tiny_checkpoint),
                                     "--pairs", "7-99", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "0..15" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch):
+    import torch
+
+    from xai_loc.models import build_model, save_checkpoint
+
+    zoo = tmp_path / "zoo"
+    torch.manual_seed(1)
+    save_checkpoint(build_model("loccnn"), zoo / "loccnn_t60-0.15_snr-25.safetensors",
+                    {"condition": {"t60": 0.15, "snr": 25.0}})
+    monkeypatch.setattr("xai_loc.experiments.reproduce.QUICK_SOURCES", 1)
+    monkeypatch.setattr("xai_loc.experiments.reproduce.QUICK_SRP_WINDOWS", 2)
+    runner = CliRunner()
+    result = runner.invoke(main, ["--threads", "1", "reproduce", "--quick", "--out", str(tmp_path / "rep"),
+                                  "--data", str(tmp_path / "data"), "--pretrained", str(zoo)])
+    assert result.exit_code == 0, result.output
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    row = next(line for line in summary.splitlines() if line.startswith("| 0.15 | 25 | loccnn |"))
+    assert row.split("|")[6].strip() == "0.088"  # the paper's number beside ours
+    assert "No shipped checkpoint for: (0.3 s, 20 dB)" in summary
+    cond = tmp_path / "rep" / "t60-0.15_snr-25"
+    for name in ("perturbation.nc", "tdoa.nc", "tdoa.md", "inspection_loccnn.png"):
+        assert (cond / name).exists()
+    (cond / "perturbation.png").unlink()
+    result = runner.invoke(main, ["figures", str(tmp_path / "rep")])
+    assert result.exit_code == 0 and (cond / "perturbation.png").exists() and (cond / "tdoa.png").exists()
+    result = runner.invoke(main, ["figures", str(tmp_path / "nothing")])
+    assert result.exit_code == 2

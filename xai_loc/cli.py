@@ -511,3 +511,34 @@ def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, 
         plot_srp(result, folder / "srp")
     click.echo(tdoa_tables(result)["markdown"])
     click.echo(f"results in {folder}")
+
+
+@main.command()
+@click.argument("results", type=click.Path(file_okay=False))
+def figures(results) -> None:
+    """Redraw every figure below RESULTS from the stored results (perturbation.nc, tdoa.nc), no recomputation."""
+    from xai_loc.plots.redraw import redraw
+
+    for path in redraw(results):
+        click.echo(str(path))
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="A handful of test sources per condition (minutes, not hours).")
+@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/reproduce", show_default=True)
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data].")
+@click.option("--pretrained", type=click.Path(file_okay=False), default=None,
+              help="Checkpoint folder [default: the shipped pretrained/].")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.pass_context
+def reproduce(ctx, quick, out, data, pretrained, batch_size, device) -> None:
+    """The whole study for the paper's four conditions and both models: data, localization
+    error beside the paper's, relevance, perturbation curves, TDOA table, SRP maps, figures
+    and summary.md. Conditions without a shipped checkpoint are listed as missing."""
+    from xai_loc.experiments.reproduce import reproduce as run
+
+    _setup(ctx)
+    click.echo(str(run(out, quick=quick, data_root=data, pretrained=pretrained, batch_size=batch_size,
+                       device=device)))

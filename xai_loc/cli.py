@@ -378,11 +378,17 @@ def _csv(text: str, cast=str) -> list:
 
 
 def _models_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> dict[str, str]:
-    """``{name: checkpoint}`` for --model loccnn|samplecnn|all (shipped) or --checkpoint."""
+    """``{name: checkpoint}`` for --model loccnn|samplecnn|all (shipped ones) or --checkpoint."""
+    from xai_loc.models.zoo import checkpoint_name as checkpoint_file
+
     if checkpoint:
         return {arch if arch != "all" else "model": checkpoint}
-    archs = MODEL_CHOICES if arch == "all" else (arch,)
-    return {a: _checkpoint(a, t60, snr, None) for a in archs}
+    if arch != "all":
+        return {arch: _checkpoint(arch, t60, snr, None)}
+    from xai_loc.models.zoo import pretrained_dir
+
+    found = {a: str(p) for a in MODEL_CHOICES if (p := pretrained_dir() / checkpoint_file(a, t60, snr)).is_file()}
+    return found or {MODEL_CHOICES[0]: _checkpoint(MODEL_CHOICES[0], t60, snr, None)}  # the latter raises
 
 
 @main.command()

@@ -163,8 +163,10 @@ def models_list(directory: str | None) -> None:
 
     click.echo("architectures:")
     for name in sorted(MODELS):
-        n_params = sum(p.numel() for p in build_model(name).parameters())
-        click.echo(f"  {name:12s} {n_params:>10,d} parameters (16 mics x 5120 samples)")
+        model = build_model(name)
+        n_params = sum(p.numel() for p in model.parameters())
+        shape = " x ".join(str(v) for v in model.input_shape)
+        click.echo(f"  {name:12s} {n_params:>10,d} parameters, input {shape} (default configuration)")
     folder = pretrained_dir() if directory is None else directory
     rows = list_checkpoints(folder)
     click.echo(f"checkpoints in {folder}:" if rows else f"checkpoints in {folder}: none")

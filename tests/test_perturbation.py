@@ -6,32 +6,34 @@ import torch
 from xai_loc.errors import InputError
 from xai_loc.experiments.perturbation import (
     aopc,
+    deletion_order,
     deletion_predictions,
-    deletion_ranks,
     n_deleted,
     perturbed_batches,
 )
 
 
-def test_ranks_are_descending_positions_with_stable_ties():
+def test_order_is_descending_with_stable_ties():
     scores = torch.tensor([[[0.1, 0.9, 0.5], [0.9, -1.0, 0.0]]])
-    ranks = deletion_ranks(scores)
-    assert ranks.tolist() == [[3, 0, 2, 1, 5, 4]]
+    assert deletion_order(scores).tolist() == [[1, 3, 2, 0, 5, 4]]
 
 
 def test_top_p_percent_are_replaced_and_nothing_else():
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.standard_normal((4, 2, 50)), dtype=torch.float32)
-    ranks = deletion_ranks(x.abs())
+    original = x.clone()
+    order = deletion_order(x.abs())
     fill = torch.full_like(x, 99.0)
-    for p, xp in perturbed_batches(x, ranks, (0, 10, 30), fill):
+    for p, xp in perturbed_batches(x, order, (0, 10, 30, 30.5, 100), fill):
         k = n_deleted(p, 100)
         deleted = xp == 99.0
         assert deleted.reshape(4, -1).sum(1).tolist() == [k] * 4
-        kept_max = x.abs()[~deleted].reshape(4, -1).max(1).values if k < 100 else None
-        deleted_min = x.abs()[deleted].reshape(4, -1).min(1).values if k else None
-        if k:
+        assert torch.equal(xp[~deleted], x[~deleted])
+        if 0 < k < 100:
+            kept_max = x.abs()[~deleted].reshape(4, -1).max(1).values
+            deleted_min = x.abs()[deleted].reshape(4, -1).min(1).values
             assert torch.all(deleted_min >= kept_max)
+    assert torch.equal(x, original)  # the input is never modified
 
 
 class Sum(torch.nn.Module):

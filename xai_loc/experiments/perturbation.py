@@ -5,7 +5,8 @@ absolute amplitude or a seeded random draw), the top ``P`` % are replaced by a f
 (zero, as in the paper, or noise at the window's level), and the localization error of the
 perturbed windows is measured. Ranking and masking are batched tensor operations: there is
 no Python loop over samples or windows, so the experiment is bound by the model's forward
-passes.
+passes. Each window is ordered once per ordering (one sort), and the deleted copies for
+increasing percentages are built incrementally, writing only the newly deleted samples.
 """
 from __future__ import annotations
 
@@ -17,22 +18,22 @@ import torch
 
 from xai_loc.errors import InputError
 
-RankFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator], torch.Tensor]
+OrderFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator], torch.Tensor]
 FillFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
-def _random_ranks(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _random_order(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A seeded random permutation per window: its first k entries are a uniform k-subset."""
     n = x[0].numel()
     return torch.stack([torch.randperm(n, generator=gen) for _ in range(x.shape[0])]).to(x.device)
 
 
-#: Orderings of the deletion, by name: ``f(windows, relevance, generator) -> ranks (W, M * T)``
-#: (rank 0 is deleted first).
-MODES: dict[str, RankFn] = {
-    "relevance": lambda x, rel, gen: deletion_ranks(_need(rel)),
-    "energy": lambda x, rel, gen: deletion_ranks(x.abs()),
-    "random": lambda x, rel, gen: _random_ranks(x, gen),
+#: Orderings of the deletion, by name: ``f(windows, relevance, generator) -> order (W, M * T)``,
+#: the flat sample indices of each window in the order they are deleted.
+MODES: dict[str, OrderFn] = {
+    "relevance": lambda x, rel, gen: deletion_order(_need(rel)),
+    "energy": lambda x, rel, gen: deletion_order(x.abs()),
+    "random": lambda x, rel, gen: _random_order(x, gen),
 }
 
 #: Values written where samples are deleted: ``f(windows, generator) -> fill`` (same shape).
@@ -55,16 +56,13 @@ def _need(relevance: torch.Tensor | None) -> torch.Tensor:
     return relevance
 
 
-def deletion_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """Rank ``(W, M * T)`` of every sample within its window, 0 = highest score.
+def deletion_order(scores: torch.Tensor) -> torch.Tensor:
+    """Flat sample indices ``(W, M * T)`` of each window by descending score.
 
-    Ties are broken by position (stable sort), so ranks are reproducible.
+    Ties are broken by position (stable sort), so the order is reproducible.
     """
     flat = scores.reshape(scores.shape[0], -1)
-    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
-    ranks = torch.empty_like(order)
-    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
-    return ranks.scatter_(1, order, positions)
+    return torch.sort(flat, dim=1, descending=True, stable=True).indices
 
 
 def n_deleted(percentage: float, n_samples: int) -> int:
@@ -80,12 +78,24 @@ def check_percentages(percentages) -> tuple[float, ...]:
     return values
 
 
-def perturbed_batches(windows: torch.Tensor, ranks: torch.Tensor, percentages, fill: torch.Tensor):
-    """Yield ``(percentage, perturbed windows)`` with the top-P % of each window replaced by ``fill``."""
-    n = ranks.shape[1]
-    ranks = ranks.view(windows.shape)
+def perturbed_batches(windows: torch.Tensor, order: torch.Tensor, percentages, fill: torch.Tensor):
+    """Yield ``(percentage, perturbed windows)`` with the top-P % of each window replaced by ``fill``.
+
+    Percentages increase, so each step only writes the samples added since the previous
+    one (a scatter of ``O(delta k)`` entries): the work of all steps together is one pass
+    over the deleted samples. The same buffer is yielded every time, updated in place;
+    clone it to keep a step.
+    """
+    out = windows.clone().reshape(windows.shape[0], -1)
+    fill = fill.reshape(out.shape)
+    done = 0
     for p in percentages:
-        yield p, torch.where(ranks < n_deleted(p, n), fill, windows)
+        k = n_deleted(p, out.shape[1])
+        if k > done:
+            idx = order[:, done:k]
+            out.scatter_(1, idx, fill.gather(1, idx))
+            done = k
+        yield p, out.view(windows.shape)
 
 
 def aopc(errors: np.ndarray) -> np.ndarray:
@@ -147,8 +157,8 @@ def deletion_predictions(
             rel = None if relevance is None else relevance[start : start + batch_size].to(x)
             fill_values = FILLS[fill](x, gen)
             for i, mode in enumerate(modes):
-                ranks = MODES[mode](x, rel, gen)
-                for j, (_, xp) in enumerate(perturbed_batches(x, ranks, percentages, fill_values)):
+                order = MODES[mode](x, rel, gen)
+                for j, (_, xp) in enumerate(perturbed_batches(x, order, percentages, fill_values)):
                     tic = time.perf_counter()
                     pred = model(xp)
                     if timing is not None:

@@ -29,9 +29,10 @@ from zennit.types import BatchNorm, MaxPool
 
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import placed, resolve_model
-from xai_loc.explain.canonizers import MergeBatchNorm
+from xai_loc.explain.canonizers import FoldBatchNormForward, MergeBatchNorm
 from xai_loc.explain.composites import make_composite, rule_label
 from xai_loc.explain.targets import get_target
+from xai_loc.models.cochleagram_cnn import FrequencyPad
 
 __all__ = ["AuditReport", "LayerRelevance", "ModuleRule", "audit"]
 
@@ -43,7 +44,7 @@ DATA_MOVEMENT = frozenset({
 })
 #: Parameter-free modules whose plain gradient is already the right relevance map.
 GRADIENT_OK = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-               nn.AlphaDropout)
+               nn.AlphaDropout, FrequencyPad)
 #: Relative tolerance for relevance conservation of parameter-free layers.
 LEAK_TOLERANCE = 1e-3
 
@@ -250,7 +251,7 @@ def _module_rules(model: nn.Module, composite) -> tuple[list[ModuleRule], dict[s
     merged = {}
     names = {module: name for name, module in model.named_modules()}
     for handle in composite.handles:
-        if isinstance(handle, MergeBatchNorm):
+        if isinstance(handle, (MergeBatchNorm, FoldBatchNormForward)):
             merged[handle.batch_norm] = ", ".join(names[linear] for linear in handle.linears)
     rows, labels = [], {}
     ctx: dict = {}

@@ -3,14 +3,18 @@
 The localizers already register every operation as a module (the residual sum is a
 :class:`zennit.layer.Sum`, the squeeze-excitation product a :class:`~xai_loc.models.Gate`
 that :class:`~xai_loc.explain.rules.GateRule` handles), so the only rewrite left is
-merging each BatchNorm into the layer before it.
+merging each BatchNorm into the layer before it (:class:`MergeBatchNorm`) or, where a
+BatchNorm follows a ReLU as in the cochleagram CNN, into the layer after it
+(:class:`FoldBatchNormForward`).
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
-from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.canonizers import Canonizer, SequentialMergeBatchNorm
+from zennit.core import collect_leaves
 
-__all__ = ["MergeBatchNorm"]
+__all__ = ["FoldBatchNormForward", "MergeBatchNorm"]
 
 
 class MergeBatchNorm(SequentialMergeBatchNorm):
@@ -34,3 +38,139 @@ class MergeBatchNorm(SequentialMergeBatchNorm):
         """Restore the original parameters and ``eps``."""
         super().remove()
         self.batch_norm.eps = self.batch_norm_eps
+
+
+class FoldBatchNormForward(Canonizer):
+    """Fold every BatchNorm into the linear layer that *follows* it, exactly and reversibly.
+
+    In the cochleagram CNN (Francl & McDermott 2022) BatchNorm comes after the ReLU
+    (``conv -> pool -> ReLU -> BN``), so it cannot merge into the convolution before it:
+    ``BN(relu(z)) = a relu(z) + b`` with ``a = gamma / sqrt(var + eps)``,
+    ``b = beta - mean a`` has a shift outside the ReLU. It is an affine map per channel,
+    and the next layer is linear, so ``W (a x + b) + c = (W a) x + (W b + c)``: the scale
+    goes into the next layer's weights (per input channel) and the shift into its bias;
+    the BatchNorm becomes the exact identity (``eps`` set to 0 while folded) and gets
+    zennit's ``Pass``.
+
+    Between the BatchNorm and the next ``Linear``/``Conv`` there may be dropout (eval
+    mode), ``Flatten`` (the scale is repeated over each channel's flattened positions)
+    and a :class:`~xai_loc.models.cochleagram_cnn.FrequencyPad`. Zero padding does not
+    commute with the shift: padded rows are 0 after the BatchNorm, i.e. ``-b / a`` before
+    it. While folded, the pad module therefore fills its rows with ``-b / a`` per channel,
+    which keeps the model's output unchanged at the borders too; for the epsilon rule this
+    is the same as a position-dependent bias (padded rows lose the relevance a bias would
+    absorb). A channel with ``a = 0`` before a pad cannot be folded this way (ValueError).
+
+    Adjacency follows the order in which leaf modules are registered, which must be the
+    order of the forward pass (as in ``nn.Sequential``); any other module in between (a
+    ReLU, a pool) leaves that BatchNorm unfolded. The model must be in eval mode.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_norm: nn.Module | None = None
+        self.pads: list[nn.Module] = []
+        self.linear: nn.Module | None = None
+        self.linears: tuple[nn.Module, ...] = ()  # as MergeBatchNorm's: the layers the BatchNorm went into
+        self.saved: dict = {}
+
+    def copy(self) -> FoldBatchNormForward:
+        return type(self)()
+
+    @staticmethod
+    def _is_target(module: nn.Module) -> bool:
+        if isinstance(module, nn.Linear):
+            return True
+        return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and module.groups == 1
+
+    def apply(self, root_module: nn.Module) -> list[FoldBatchNormForward]:
+        """Fold each BatchNorm followed (through dropout, flatten, pads) by a linear layer."""
+        from xai_loc.models.cochleagram_cnn import FrequencyPad
+
+        instances, pending = [], None
+        for leaf in collect_leaves(root_module):
+            if isinstance(leaf, nn.modules.batchnorm._BatchNorm):
+                pending = (leaf, [])
+            elif pending is None:
+                continue
+            elif isinstance(leaf, FrequencyPad):
+                pending[1].append(leaf)
+            elif isinstance(leaf, (nn.Dropout, nn.Flatten, nn.Identity)):
+                continue
+            elif self._is_target(leaf):
+                instance = self.copy()
+                instance.register(pending[0], pending[1], leaf)
+                instances.append(instance)
+                pending = None
+            else:
+                pending = None
+        return instances
+
+    def register(self, batch_norm: nn.Module, pads: list[nn.Module], linear: nn.Module) -> None:
+        """Fold ``batch_norm`` into ``linear`` (and set the fill of ``pads``)."""
+        if batch_norm.training:
+            raise ValueError("FoldBatchNormForward needs the model in eval mode (BatchNorm running statistics)")
+        self.batch_norm, self.pads, self.linear, self.linears = batch_norm, list(pads), linear, (linear,)
+        bn = batch_norm
+        self.saved = {
+            "weight": linear.weight.data, "bias": None if linear.bias is None else linear.bias.data,
+            "bn": {k: getattr(bn, k).data for k in ("weight", "bias", "running_mean", "running_var")
+                   if getattr(bn, k, None) is not None},
+            "eps": bn.eps, "fills": [pad.fill for pad in self.pads],
+        }
+        weight = linear.weight.data
+        scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight.data
+        shift = -bn.running_mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias.data
+        scale, shift = scale.to(weight.dtype), shift.to(weight.dtype)
+        channels = scale.numel()
+        if isinstance(linear, nn.Linear):
+            if linear.in_features % channels:
+                raise ValueError(f"cannot fold a BatchNorm of {channels} channels into a Linear layer of "
+                                 f"{linear.in_features} inputs")
+            repeat = linear.in_features // channels
+            scale_in, shift_in = scale.repeat_interleave(repeat), shift.repeat_interleave(repeat)
+            new_weight = weight * scale_in[None, :]
+            offset = weight @ shift_in
+        else:
+            if weight.shape[1] != channels:
+                raise ValueError(f"cannot fold a BatchNorm of {channels} channels into a convolution with "
+                                 f"{weight.shape[1]} input channels")
+            index = (None, slice(None), *((None,) * (weight.dim() - 2)))
+            new_weight = weight * scale[index]
+            offset = (weight * shift[index]).sum(dim=tuple(range(1, weight.dim())))
+        if self.pads:
+            if bool((scale == 0).any()):
+                raise ValueError("a BatchNorm channel with zero scale precedes a padded convolution; "
+                                 "it cannot be folded exactly")
+            for pad in self.pads:
+                pad.fill = (-shift / scale).detach()
+        linear.weight.data = new_weight
+        if linear.bias is None:
+            linear.bias = nn.Parameter(offset)
+        else:
+            linear.bias.data = linear.bias.data + offset
+        bn.running_mean.data = torch.zeros_like(bn.running_mean)
+        bn.running_var.data = torch.ones_like(bn.running_var)
+        if bn.weight is not None:
+            bn.weight.data = torch.ones_like(bn.weight)
+        if bn.bias is not None:
+            bn.bias.data = torch.zeros_like(bn.bias)
+        bn.eps = 0.0
+
+    def remove(self) -> None:
+        """Restore the original parameters, ``eps`` and pad fills."""
+        linear, bn = self.linear, self.batch_norm
+        linear.weight.data = self.saved["weight"]
+        if self.saved["bias"] is None:
+            linear.bias = None
+        else:
+            linear.bias.data = self.saved["bias"]
+        for key, value in self.saved["bn"].items():
+            getattr(bn, key).data = value
+        bn.eps = self.saved["eps"]
+        for pad, fill in zip(self.pads, self.saved["fills"], strict=True):
+            pad.fill = fill

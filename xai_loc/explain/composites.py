@@ -23,6 +23,9 @@ All composites share the handling the localizers need beyond zennit's type maps:
 
 The paper's composites (Comanducci, Antonacci & Sarti, EUSIPCO 2024) are ``'paper'`` (with
 the gate fixed) and ``'paper-samplecnn-reversed-gate'`` (the released code's gate).
+``'cochcnn'`` is for the cochleagram CNN (:mod:`xai_loc.models.cochleagram_cnn`): its
+BatchNorms follow ReLUs and are folded into the next layer, and relevance continues
+through the cochleagram front end to the waveform.
 """
 from __future__ import annotations
 
@@ -33,21 +36,22 @@ from torch import nn
 from zennit.composites import (
     EpsilonAlpha2Beta1,
     EpsilonPlusFlat,
+    LayerMapComposite,
     SpecialFirstLayerMapComposite,
     layer_map_base,
 )
 from zennit.core import Composite, Hook
-from zennit.rules import Epsilon, Flat, Norm, WSquare, ZBox, ZPlus
+from zennit.rules import Epsilon, Flat, Norm, Pass, WSquare, ZBox, ZPlus
 from zennit.types import Convolution, Linear, MaxPool
 
 from xai_loc.errors import InputError
 from xai_loc.explain._options import check_choice, check_number, option_defaults, resolve
-from xai_loc.explain.canonizers import MergeBatchNorm
+from xai_loc.explain.canonizers import FoldBatchNormForward, MergeBatchNorm
 from xai_loc.explain.rules import FastGamma, GateRule, SmoothMaxPool, WindowBox
 from xai_loc.models.layers import Gate
 
-__all__ = ["COMPOSITES", "FIRST_RULES", "MAXPOOL_RULES", "composite_defaults", "make_composite",
-           "register_composite", "rule_label"]
+__all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "FIRST_RULES", "MAXPOOL_RULES", "composite_defaults",
+           "make_composite", "register_composite", "rule_label"]
 
 CompositeFactory = Callable[..., Composite]
 
@@ -269,3 +273,38 @@ def epsilon_gamma_box(model: nn.Module, *, epsilon: float = 1e-6, gamma: float =
     return _type_composite(_box(low, high, stabilizer), _gamma(gamma, stabilizer), _epsilon(epsilon),
                            gate="signal", maxpool=maxpool, maxpool_power=maxpool_power, stabilizer=stabilizer)
 
+
+
+#: Rules selectable for the convolutions of the cochleagram CNN.
+COCHCNN_CONV_RULES = ("gamma", "epsilon", "zplus")
+
+
+@register_composite("cochcnn")
+def cochcnn(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6, gamma: float = 0.25,
+            stabilizer: float = 1e-6, maxpool: str = "wta", maxpool_power: float = 1.0) -> Composite:
+    """The cochleagram CNN from logits to the waveform.
+
+    CNN: convolutions ``conv_rule`` (Gamma 0.25 by default; the cochleagram is
+    non-negative), dense layers Epsilon, ReLUs Pass, max-pools as ``maxpool``, every
+    BatchNorm folded into the next layer
+    (:class:`~xai_loc.explain.canonizers.FoldBatchNormForward`) and then Pass.
+    Front end: the power compression ``x ** 0.3`` is elementwise, so it passes relevance
+    unchanged (Pass); the rectifiers too; the sinc low-pass (a ``Conv1d``) and the ERB
+    filterbank are linear and bias-free and get the Epsilon rule (LRP-0 with a stabilizer),
+    which conserves relevance down to the waveform.
+    """
+    from xai_loc.features.cochleagram import ERBFilterbank, PowerCompression, SincDownsample
+
+    _check_common(epsilon, stabilizer, maxpool, maxpool_power)
+    check_choice("conv_rule", conv_rule, COCHCNN_CONV_RULES)
+    if conv_rule == "gamma":
+        conv = _gamma(gamma, stabilizer)
+    elif conv_rule == "epsilon":
+        conv = _epsilon(epsilon)
+    else:
+        conv = _label(ZPlus(stabilizer=stabilizer), "ZPlus")
+    front = _label(Epsilon(epsilon=epsilon), f"Epsilon(epsilon={epsilon:g})")
+    layer_map = ([(ERBFilterbank, front), (SincDownsample, front), (PowerCompression, _label(Pass(), "Pass"))]
+                 + _localizer_map("signal", maxpool, maxpool_power, stabilizer) + layer_map_base(stabilizer)
+                 + [(Convolution, conv), (nn.Linear, _epsilon(epsilon))])
+    return LayerMapComposite(layer_map=layer_map, canonizers=[FoldBatchNormForward()])

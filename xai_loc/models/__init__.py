@@ -2,8 +2,10 @@
 
 Architectures are registered by name in :data:`MODELS` (the CLI's choices come from it):
 ``'loccnn'`` (:class:`LocCNN`) and ``'samplecnn'`` (:class:`SampleCNN`), the end-to-end
-multichannel localizers of Comanducci, Antonacci and Sarti (EUSIPCO 2024). Every operation
-of their forward passes is a registered module, so attribution hooks see all of it.
+multichannel localizers of Comanducci, Antonacci and Sarti (EUSIPCO 2024), and ``'cochcnn'``
+(:class:`CochleagramCNN`), the binaural cochleagram classifier of Francl & McDermott (2022).
+Every operation of their forward passes is a registered module, so attribution hooks see
+all of it.
 
 Checkpoints are single ``.safetensors`` files with a JSON card (:func:`save_checkpoint`,
 :func:`read_card`, :func:`load_model`); the paper's state-dict files are converted with
@@ -18,6 +20,14 @@ from xai_loc.models.checkpoint import (
     read_card,
     save_checkpoint,
 )
+from xai_loc.models.classifier_training import (
+    ClassifierConfig,
+    DirectionEvaluation,
+    direction_metrics,
+    evaluate_directions,
+    train_classifier,
+)
+from xai_loc.models.cochleagram_cnn import CochleagramCNN
 from xai_loc.models.evaluation import (
     Evaluation,
     WindowSet,
@@ -34,6 +44,7 @@ from xai_loc.models.training import DEFAULT_LR, TrainConfig, state_path, train
 
 __all__ = [
     "MODELS",
+    "CochleagramCNN",
     "Gate",
     "LocCNN",
     "Localizer",
@@ -47,6 +58,11 @@ __all__ = [
     "read_card",
     "register_model",
     "save_checkpoint",
+    "ClassifierConfig",
+    "DirectionEvaluation",
+    "direction_metrics",
+    "evaluate_directions",
+    "train_classifier",
     "DEFAULT_LR",
     "Evaluation",
     "TrainConfig",

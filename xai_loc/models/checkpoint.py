@@ -7,7 +7,8 @@ xai-loc's format is one ``.safetensors`` file. Its string metadata holds, under
       "format": "xai-loc-checkpoint", "format_version": 1,
       "architecture": "samplecnn",              # a name in xai_loc.models.MODELS
       "config": {"n_mics": 16, "n_samples": 5120},
-      "condition": {"t60": 0.6, "snr": 10.0},   # seconds, dB
+      "condition": {"t60": 0.6, "snr": 10.0},   # seconds, dB (or, for models trained
+                                                # on a mix: {"rooms": [...], "snr": [lo, hi]})
       "training": {...} | null,                 # recipe, seed, epochs, time ...
       "dataset": {...} | null,                  # e.g. {"digest": ...}
       "metrics": {"val": {...}, "test": {...}},
@@ -78,9 +79,25 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _check_condition(condition: Any) -> dict[str, float]:
+def _check_mixture(condition: dict[str, Any]) -> dict[str, Any]:
+    """A condition of models trained on a mix of rooms: ``{'rooms': [names], 'snr': [low, high] dB or None}``."""
+    rooms, snr = condition.get("rooms"), condition.get("snr")
+    if set(condition) != {"rooms", "snr"} or not isinstance(rooms, list) or not rooms \
+            or not all(isinstance(r, str) and r for r in rooms):
+        raise InputError(f"card condition {condition!r} is not allowed; use {{'rooms': [room names], "
+                         "'snr': [low, high] dB or None}")
+    if snr is not None and (not isinstance(snr, list) or len(snr) != 2
+                            or not all(_is_number(v) and math.isfinite(v) for v in snr) or snr[0] > snr[1]):
+        raise InputError(f"card condition snr={snr!r} is not allowed; use [low, high] dB or None (no background)")
+    return {"rooms": list(rooms), "snr": None if snr is None else [float(v) for v in snr]}
+
+
+def _check_condition(condition: Any) -> dict[str, Any]:
+    if isinstance(condition, dict) and "rooms" in condition:
+        return _check_mixture(condition)
     if not isinstance(condition, dict) or set(condition) != {"t60", "snr"}:
-        raise InputError(f"card condition {condition!r} is not allowed; use {{'t60': seconds, 'snr': dB}}")
+        raise InputError(f"card condition {condition!r} is not allowed; use {{'t60': seconds, 'snr': dB}} "
+                         "(or {'rooms': [names], 'snr': [low, high]} for a mix of rooms)")
     t60, snr = condition["t60"], condition["snr"]
     if not _is_number(t60) or not (math.isfinite(t60) and t60 > 0):
         raise InputError(f"t60={t60!r} is not allowed; use a positive number of seconds")
@@ -135,7 +152,8 @@ def save_checkpoint(
     path
         Destination file; written aside in the same folder, then renamed over ``path``.
     card
-        Provenance: ``condition`` ({'t60', 'snr'}, required) and optionally ``training``,
+        Provenance: ``condition`` ({'t60', 'snr'}, or {'rooms', 'snr'} for a model trained on
+        a mix of rooms; required) and optionally ``training``,
         ``dataset``, ``metrics``, ``source``, ``software``, ``created``; must be JSON-able.
         ``architecture``, ``config`` and ``dtype`` are taken from ``model`` and ``dtype``.
     dtype

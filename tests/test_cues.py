@@ -1,0 +1,142 @@
+"""Binaural cue probes: stimuli, natural cues, the ITD/ILD probe on a known model, relevance, behaviour."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from torch import nn
+
+from xai_loc.errors import InputError
+from xai_loc.experiments.cues import (
+    band_noise,
+    behaviour_statistics,
+    duplex_probe,
+    impose_ild,
+    impose_itd,
+    interaural_lag,
+    natural_cues,
+    relevance_view,
+    run_behaviour,
+)
+
+FS = 48000
+
+
+class ITDReader(nn.Module):
+    """A hand-made 'model': answers the azimuth ``k * ITD`` (degrees per microsecond) on the
+    72-azimuth grid, where ITD is the interaural lag of its input (positive: left leads)."""
+
+    head_name = "azimuth"
+
+    def __init__(self, k: float) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        itd = interaural_lag(x.detach().cpu().numpy(), FS)
+        label = np.mod(np.round(self.k * itd / 5.0).astype(int), 72)
+        return 10.0 * nn.functional.one_hot(torch.as_tensor(label), 72).float()
+
+
+def test_imposed_itd_and_ild_come_back():
+    rng = np.random.default_rng(0)
+    x = np.stack([band_noise("wide", 4800, FS, rng)] * 2)
+    assert interaural_lag(impose_itd(x, 250.0, FS), FS) == pytest.approx(250.0, abs=2.0)
+    assert interaural_lag(impose_itd(x, -120.0, FS), FS) == pytest.approx(-120.0, abs=2.0)
+    y = impose_ild(x, 6.0)
+    assert 10 * np.log10(np.sum(y[0] ** 2) / np.sum(y[1] ** 2)) == pytest.approx(6.0)
+    batch = impose_itd(np.stack([x] * 3)[:, None], np.array([[0.0, 100.0, 200.0, 300.0]]), FS)
+    assert batch.shape == (3, 4, 2, 4800)
+    np.testing.assert_allclose(interaural_lag(batch, FS)[0], [0, 100, 200, 300], atol=2.0)
+    high = np.stack([band_noise("high", 4800, FS, rng)] * 2)
+    assert interaural_lag(impose_itd(high, 400.0, FS), FS, envelope=True) == pytest.approx(400.0, abs=10.0)
+
+
+def test_kemar_cues_follow_the_duplex_pattern():
+    low, high = natural_cues("low"), natural_cues("high")
+    at = {v: i for i, v in enumerate(low["lateral"])}
+    assert 550 < low["itd"][at[90.0]] < 900 and low["itd"][at[-90.0]] < -550
+    assert abs(low["itd"][at[0.0]]) < 30
+    assert np.all(np.diff(low["itd"][at[-60.0]:at[60.0] + 1]) > 0)  # monotonic in front
+    # head shadow grows with frequency: larger ILDs (and ILD gradients) in the high band
+    for angle in (15.0, 30.0, 45.0, 60.0):
+        assert high["ild"][at[angle]] > low["ild"][at[angle]] + 2.0 > 2.0
+    np.testing.assert_allclose(high["ild"], -high["ild"][::-1], atol=1e-6)  # the shipped KEMAR set is symmetric
+
+
+def test_duplex_probe_returns_the_known_itd_weight():
+    k = 0.1  # degrees per microsecond
+    probe = duplex_probe(ITDReader(k), bands=("low", "high"), azimuths=(-30.0, 0.0, 30.0), n_tokens=2,
+                         fs=FS, n_samples=4800)
+    assert probe["response_itd"].dims == ("band", "azimuth", "itd_offset", "token")
+    np.testing.assert_allclose(probe["itd_slope"].values, k, rtol=0.05)
+    np.testing.assert_allclose(probe["ild_slope"].values, 0.0, atol=1e-9)
+    # weight = response shift per us x natural us per degree
+    grad = probe["natural_itd_gradient"]
+    assert float(grad.min()) > 4.0  # KEMAR: several us per degree near the midline
+    np.testing.assert_allclose(probe["itd_weight"].values,
+                               (probe["itd_slope_by_azimuth"] * grad).mean("azimuth").values)
+    assert probe.attrs["head"] == "azimuth" and probe["itd_offset"].attrs["units"] == "us"
+    with pytest.raises(InputError, match="including 0"):
+        duplex_probe(ITDReader(k), itd_offsets=(100.0, 200.0), fs=FS, n_samples=4800)
+
+    from xai_loc.plots.hofman import plot_cues
+
+    plot_cues(probe).savefig("/dev/null", format="png")
+
+
+def _tiny_model(n_samples: int = 4800):
+    from xai_loc.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cochcnn", layers=["c4 1x8", "p1x8", "c8 2x4", "p2x4"], n_samples=n_samples, dense=32)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+                m.running_var.uniform_(0.5, 1.5)
+                m.running_mean.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def test_relevance_view_mass_and_lags():
+    view = relevance_view(_tiny_model(), bands=("low",), azimuths=(0.0, 30.0), itd_offsets=(-300.0, 0.0, 300.0))
+    assert view.sizes["stimulus"] == 6 and view["relevance_mass"].dims == ("stimulus", "ear", "frequency")
+    np.testing.assert_allclose(view["relevance_mass"].sum(("ear", "frequency")).values, 1.0, rtol=1e-6)
+    assert view["band_mass"].dims == ("band", "ear", "frequency") and view["frequency"].attrs["units"] == "Hz"
+    offsets = view["itd_offset"].values
+    itd = view["stimulus_itd"].values
+    assert np.all(np.diff(itd[:3]) > 250) and np.all(offsets[:3] == [-300, 0, 300])  # the imposed ITD is measured
+    assert np.isfinite(view["relevance_lag"].values).all() and np.isfinite(view["lag_slope"].values).all()
+
+
+def test_behaviour_statistics_and_hofman_figure(tmp_path):
+    from xai_loc.plots.hofman import plot_hofman
+
+    az = np.repeat(np.arange(0.0, 360.0, 30.0), 7 * 2)
+    el = np.tile(np.repeat(np.arange(0.0, 70.0, 10.0), 2), 12)
+    resp_el = 0.5 * el + 10.0
+    resp_az = np.where(az == 30.0, 150.0, az)  # one target always front-back confused
+    ds = xr.Dataset({"response_azimuth": ("example", resp_az), "response_elevation": ("example", resp_el)},
+                    coords={"target_azimuth": ("example", az), "target_elevation": ("example", el)},
+                    attrs={"metrics": json.dumps({}), "baseline": json.dumps({})})
+    stats = behaviour_statistics(ds)
+    assert stats["elevation_gain"] == pytest.approx(0.5) and stats["elevation_bias"] == pytest.approx(10.0)
+    assert stats["azimuth_rmse_folded"] == pytest.approx(0.0, abs=1e-9) and stats["azimuth_rmse"] > 0
+    assert stats["front_back_rate"] == pytest.approx(14 / (az.size - 2 * 14))  # 90 and 270 are not eligible
+    assert stats["azimuth_variability"] == pytest.approx(0.0, abs=1e-4)
+    assert sum(stats["grid"]["count"]) == az.size and len(stats["grid"]["count"]) == 12 * 7
+    plot_hofman(ds, stats).savefig(tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 10_000
+
+
+def test_run_behaviour_writes_responses_and_figure(tmp_path):
+    from xai_loc.data.binaural_store import BinauralSpec, simulate_binaural
+
+    spec = BinauralSpec(name="b", rooms=("anechoic",), kinds=("white_burst",), n_sounds=4, per_sound=2,
+                        test_fraction=0.5, duration=0.1, snr=None)
+    store = simulate_binaural(spec, "test", root=tmp_path, progress=False)
+    paths = run_behaviour(_tiny_model(), store, tmp_path / "out")
+    responses = xr.open_dataset(paths["responses"])
+    assert responses.sizes["example"] == 4 and "hofman" in responses.attrs and paths["figure"].exists()
+    assert set(json.loads(responses.attrs["metrics"])) >= {"accuracy", "azimuth_error", "front_back_rate"}

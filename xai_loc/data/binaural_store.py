@@ -1,0 +1,533 @@
+"""Binaural datasets on disk: rendered scenes for the cochleagram localizer, one zarr store per split.
+
+A :class:`BinauralSpec` describes a dataset: which sounds (synthetic kinds of
+:data:`~xai_loc.acoustics.binaural.SOUNDS` and excerpts of the shipped speech), how often each
+is rendered, in which rooms (:data:`~xai_loc.acoustics.binaural.ROOMS`, or ``"anechoic"``),
+at which SNRs and levels. Directions are drawn uniformly from the 504-direction study grid
+(azimuth 0-355 step 5, elevation 0-60 step 10; 90 = left), sources 1.4 m from the head.
+
+Layout (read it with plain ``xarray.open_zarr``)::
+
+    <root>/binaural/<name>/<split>.zarr
+        waveforms    (example, ear, time) float32   ear signals at fs (ear 0 = left)
+        label        (example) int64     (elevation / 10) * 72 + azimuth / 5
+        azimuth      (example) float64   degrees, counter-clockwise, 90 = left
+        elevation    (example) float64   degrees
+        room         (example) str       room preset or 'anechoic'
+        t60          (example) float64   seconds (0 for anechoic)
+        sound_kind   (example) str       e.g. 'pink_burst', 'speech'
+        sound_seed   (example) int64     seed of the sound (speech: utterance number)
+        sound_key    (example) str       '<kind>:<seed>', unique per distinct sound
+        snr          (example) float64   dB of the diffuse background (NaN: none)
+        level_db     (example) float64   RMS level re the reference level (see below)
+        time         (time)              seconds
+        attrs: spec (JSON), config digest, fs, split, xai_loc_version, ...
+
+**Splits by sound.** Each distinct sound (``sound_key``) belongs to exactly one split, drawn
+once from the spec's seed, so no sound (no noise token, no speech utterance) is in both the
+training and the test split; directions, rooms and SNRs are drawn per rendering.
+
+**Resumable and atomic** as :mod:`xai_loc.data.store`: writing goes to
+``<split>.zarr.partial`` in chunks of :data:`CHUNK_EXAMPLES`, the number of examples safely
+written is kept in ``<split>.zarr.progress.json``, and the store is renamed to its final
+name only when complete. Every example is drawn from generators seeded by
+``(seed, sound, rendering)``, so the bytes do not depend on interruptions.
+
+**Levels.** Each scene (target plus background) is scaled to a binaural RMS of
+``REFERENCE_RMS * 10 ** (level_db / 20)`` with ``level_db`` uniform in the spec's range,
+so that absolute level is not a cue to distance or direction.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xai_loc.errors import InputError
+
+#: Examples per zarr chunk (and per resumable block).
+CHUNK_EXAMPLES = 32
+#: Binaural RMS of a scene at ``level_db = 0`` (about the level of a peak-normalized sound
+#: through KEMAR HRIRs at 1.4 m in free field).
+REFERENCE_RMS = 0.05
+#: Splits of a binaural dataset.
+BINAURAL_SPLITS = ("train", "test", "all")
+#: Pseudo-room of free-field scenes.
+ANECHOIC = "anechoic"
+#: Sound kind of excerpts of the shipped speech corpus.
+SPEECH = "speech"
+#: Ears, in channel order.
+EARS = ("left", "right")
+
+
+def _default_kinds() -> tuple[str, ...]:
+    from xai_loc.acoustics.binaural import SOUNDS
+
+    return (*SOUNDS, SPEECH)
+
+
+@dataclass(frozen=True)
+class BinauralSpec:
+    """What a binaural dataset holds; every field is recorded in the store.
+
+    Parameters
+    ----------
+    name
+        Folder name under ``<root>/binaural/``.
+    rooms
+        Room presets (:data:`~xai_loc.acoustics.binaural.ROOMS`) and/or ``'anechoic'``; each
+        rendering picks one uniformly.
+    kinds
+        Sound kinds: registered synthetic kinds and ``'speech'`` (0.25-1 s excerpts of the
+        shipped espeak-ng corpus); sound ``i`` is of kind ``kinds[i % len(kinds)]``.
+    n_sounds
+        Distinct sounds (before the split).
+    per_sound
+        Renderings of each sound (each at its own direction, room, SNR and level).
+    test_fraction
+        Share of the distinct sounds that go to the test split.
+    duration
+        Length of each example in seconds (0.25 s: the default cochleagram CNN's input).
+    fs
+        Sample rate in Hz.
+    snr
+        ``(low, high)`` dB: the diffuse background's SNR is uniform in it; None: no background.
+    level_db
+        ``(low, high)``: scene level in dB re :data:`REFERENCE_RMS`, uniform.
+    t_diff
+        Image sources up to ``t_diff`` seconds, then a diffuse tail (see
+        :func:`~xai_loc.acoustics.binaural.binaural_rirs`); None: image sources up to T60.
+    interp
+        HRIR interpolation of the image sources (``'barycentric'`` or ``'nearest'``).
+    seed
+        Seeds the split, the sounds' excerpts and every rendering.
+    """
+
+    name: str = "default"
+    rooms: tuple[str, ...] = (ANECHOIC, "office")
+    kinds: tuple[str, ...] = field(default_factory=_default_kinds)
+    n_sounds: int = 1200
+    per_sound: int = 4
+    test_fraction: float = 0.2
+    duration: float = 0.25
+    fs: int = 48000
+    snr: tuple[float, float] | None = (5.0, 40.0)
+    level_db: tuple[float, float] = (-10.0, 10.0)
+    t_diff: float | None = 0.05
+    interp: str = "barycentric"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from xai_loc.acoustics.binaural import ROOMS, SOUNDS
+        from xai_loc.acoustics.speech import check_fs
+
+        object.__setattr__(self, "rooms", tuple(self.rooms))
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise InputError(f"dataset name {self.name!r} is not allowed; use a plain folder name")
+        allowed_rooms = (ANECHOIC, *ROOMS)
+        bad = [r for r in self.rooms if r not in allowed_rooms]
+        if not self.rooms or bad:
+            raise InputError(f"room {bad[0] if bad else None!r} is not allowed; use some of {', '.join(allowed_rooms)}")
+        allowed_kinds = (*SOUNDS, SPEECH)
+        bad = [k for k in self.kinds if k not in allowed_kinds]
+        if not self.kinds or bad or len(set(self.kinds)) != len(self.kinds):
+            raise InputError(f"sound kinds {list(self.kinds)} are not allowed; use distinct ones of "
+                             f"{', '.join(allowed_kinds)}")
+        for name in ("n_sounds", "per_sound"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name}={value!r} is not allowed; use a positive integer")
+        if not (isinstance(self.test_fraction, (int, float)) and 0 <= self.test_fraction < 1):
+            raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in [0, 1)")
+        object.__setattr__(self, "fs", check_fs(self.fs))
+        if not (isinstance(self.duration, (int, float)) and math.isfinite(self.duration)
+                and 0.01 <= self.duration <= 10):
+            raise InputError(f"duration={self.duration!r} s is not allowed; use 0.01 to 10 seconds")
+        for name in ("snr", "level_db"):
+            value = getattr(self, name)
+            if value is None and name == "snr":
+                continue
+            try:
+                low, high = (float(v) for v in value)
+            except (TypeError, ValueError):
+                raise InputError(f"{name}={value!r} is not allowed; use (low, high) in dB") from None
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise InputError(f"{name}={value!r} is not allowed; use finite (low, high) dB with low <= high")
+            object.__setattr__(self, name, (low, high))
+        if self.t_diff is not None and not (isinstance(self.t_diff, (int, float)) and self.t_diff > 0):
+            raise InputError(f"t_diff={self.t_diff!r} is not allowed; use a positive number of seconds or None")
+        if self.interp not in ("barycentric", "nearest"):
+            raise InputError(f"interp={self.interp!r} is not allowed; use 'barycentric' or 'nearest'")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"seed={self.seed!r} is not allowed; use an integer >= 0")
+
+    @property
+    def n_samples(self) -> int:
+        """Samples per example."""
+        return int(round(self.duration * self.fs))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields."""
+        out = asdict(self)
+        for key in ("rooms", "kinds", "snr", "level_db"):
+            out[key] = None if out[key] is None else list(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BinauralSpec:
+        """Rebuild a spec from :meth:`to_dict` (e.g. a store's ``spec`` attr)."""
+        data = dict(data)
+        for key in ("rooms", "kinds", "snr", "level_db"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def digest(self) -> str:
+        """Short sha256 of the spec."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    # -- sounds and splits --------------------------------------------------------------------
+
+    def sounds(self) -> list[tuple[str, int]]:
+        """``(kind, seed)`` of sound ``0 .. n_sounds - 1``: kinds in turn, seeds counting per kind.
+
+        Speech seeds are utterance numbers of the shipped corpus (300), taken modulo its size:
+        sounds beyond that repeat utterances and share their key (and split).
+        """
+        n_utt = _n_utterances() if SPEECH in self.kinds else 0
+        out = []
+        for i in range(self.n_sounds):
+            kind, seed = self.kinds[i % len(self.kinds)], i // len(self.kinds)
+            out.append((kind, seed % n_utt if kind == SPEECH else seed))
+        return out
+
+    def split_of_keys(self) -> dict[str, str]:
+        """``'<kind>:<seed>' -> 'train' | 'test'`` for every distinct sound."""
+        keys = sorted({f"{k}:{s}" for k, s in self.sounds()})
+        rng = np.random.default_rng([self.seed, 17])
+        order = rng.permutation(len(keys))
+        n_test = int(round(self.test_fraction * len(keys)))
+        test = {keys[i] for i in order[:n_test]}
+        return {k: ("test" if k in test else "train") for k in keys}
+
+    def sound_ids(self, split: str) -> np.ndarray:
+        """Sound numbers in ``split`` (``'all'``: every sound), ascending."""
+        if split not in BINAURAL_SPLITS:
+            raise InputError(f"split {split!r} is unknown; allowed: {', '.join(BINAURAL_SPLITS)}")
+        which = self.split_of_keys()
+        return np.array([i for i, (k, s) in enumerate(self.sounds())
+                         if split == "all" or which[f"{k}:{s}"] == split], dtype=np.int64)
+
+
+def _n_utterances() -> int:
+    from xai_loc.acoustics.speech import SpeechCorpus
+
+    return len(SpeechCorpus.shipped())
+
+
+def binaural_dataset_path(root: str | Path, spec: BinauralSpec, split: str) -> Path:
+    """Path of the store of one split: ``<root>/binaural/<name>/<split>.zarr``."""
+    return Path(root) / "binaural" / spec.name / f"{split}.zarr"
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+class _Renderer:
+    """Sounds, BRIRs (cached per room and direction) and backgrounds of one spec."""
+
+    def __init__(self, spec: BinauralSpec, device: str = "cpu") -> None:
+        from xai_loc.acoustics.hrtf import load_hrtf
+
+        self.spec, self.device = spec, device
+        self.hrtf = load_hrtf("kemar", fs=spec.fs)
+        self._brirs: dict[tuple[str, int], np.ndarray] = {}
+        self._corpus = None
+
+    def sound(self, kind: str, seed: int) -> np.ndarray:
+        """The dry sound ``(n_samples,)``, peak-normalized."""
+        from xai_loc.acoustics.binaural import synthesize
+
+        spec = self.spec
+        if kind != SPEECH:
+            return synthesize(kind, spec.fs, spec.duration, seed=seed).astype(np.float64)
+        return self._speech_excerpt(seed)
+
+    def _speech_excerpt(self, utterance: int) -> np.ndarray:
+        """A loud stretch of utterance ``utterance``, at the spec's rate, peak-normalized."""
+        from xai_loc.acoustics.speech import SpeechCorpus, resample
+
+        if self._corpus is None:
+            self._corpus = SpeechCorpus.shipped(fs=16000, cache_size=0)
+        x = self._corpus.load(int(utterance)).astype(np.float64)
+        n16 = int(math.ceil(self.spec.duration * 16000))
+        if x.size < n16:
+            x = np.pad(x, (0, n16 - x.size))
+        hop = max(1, n16 // 4)
+        starts = np.arange(0, x.size - n16 + 1, hop)
+        rms = np.array([np.sqrt(np.mean(x[s:s + n16] ** 2)) for s in starts])
+        loud = starts[rms >= 0.5 * rms.max()]
+        rng = np.random.default_rng([self.spec.seed, int(utterance), 23])
+        start = int(rng.choice(loud))
+        y = resample(x[start:start + n16], 16000, self.spec.fs, "speech excerpt")[: self.spec.n_samples]
+        y = np.pad(y, (0, self.spec.n_samples - y.size))
+        peak = np.max(np.abs(y))
+        return y / peak if peak > 0 else y
+
+    def brir(self, room: str, label: int) -> np.ndarray:
+        """Binaural response ``(2, N)`` of grid direction ``label`` in ``room``."""
+        from xai_loc.acoustics.binaural import ROOMS, anechoic_rirs, label_to_direction
+
+        key = (room, int(label))
+        if key not in self._brirs:
+            az, el = label_to_direction(int(label))
+            if room == ANECHOIC:
+                h = anechoic_rirs([az], [el], hrtf=self.hrtf, fs=self.spec.fs, interp=self.spec.interp)
+            else:
+                h = ROOMS[room].brirs([az], [el], self.hrtf, fs=self.spec.fs, t_diff=self.spec.t_diff,
+                                      interp=self.spec.interp, device=self.device)
+            self._brirs[key] = h[0].double().cpu().numpy()
+        return self._brirs[key]
+
+    def render(self, sound: np.ndarray, sound_id: int, k: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Rendering ``k`` of sound ``sound_id``: ear signals ``(2, T)`` and their labels."""
+        from xai_loc.acoustics.binaural import (
+            N_LABELS,
+            ROOMS,
+            diffuse_noise,
+            label_to_direction,
+            render_scene,
+            spatialize,
+        )
+
+        spec = self.spec
+        rng = np.random.default_rng([spec.seed, int(sound_id), int(k), 31])
+        label = int(rng.integers(N_LABELS))
+        room = spec.rooms[int(rng.integers(len(spec.rooms)))]
+        snr = float(rng.uniform(*spec.snr)) if spec.snr is not None else float("nan")
+        level = float(rng.uniform(*spec.level_db))
+        target = spatialize(sound, self.brir(room, label))
+        if spec.snr is not None:
+            noise = diffuse_noise(target.shape[1], self.hrtf, rng)
+            scene = render_scene(target, noise, snr)
+        else:
+            scene = target
+        rms = float(np.sqrt(np.mean(scene ** 2)))
+        if rms > 0:
+            scene = scene * (REFERENCE_RMS * 10.0 ** (level / 20.0) / rms)
+        az, el = label_to_direction(label)
+        info = {"label": label, "azimuth": float(az), "elevation": float(el), "room": room,
+                "t60": 0.0 if room == ANECHOIC else float(ROOMS[room].t60), "snr": snr, "level_db": level}
+        return scene.astype(np.float32), info
+
+
+def render_examples(spec: BinauralSpec, sound_ids: Sequence[int], device: str = "cpu",
+                    progress: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Render every rendering of ``sound_ids`` in memory: waveforms ``(n, 2, T)`` and label arrays.
+
+    The same numbers as the stores of :func:`simulate_binaural` (for small sets and tests).
+    """
+    from tqdm.auto import tqdm
+
+    renderer = _Renderer(spec, device)
+    sounds = spec.sounds()
+    waves, rows = [], []
+    for sid in tqdm(list(sound_ids), disable=not progress, desc="render", unit="sound"):
+        kind, seed = sounds[int(sid)]
+        dry = renderer.sound(kind, seed)
+        for k in range(spec.per_sound):
+            w, info = renderer.render(dry, int(sid), k)
+            waves.append(w)
+            rows.append({**info, "sound_kind": kind, "sound_seed": seed, "sound_key": f"{kind}:{seed}",
+                         "sound_id": int(sid)})
+    columns = {key: np.array([r[key] for r in rows]) for key in rows[0]} if rows else {}
+    return (np.stack(waves) if waves else np.zeros((0, 2, spec.n_samples), np.float32)), columns
+
+
+# -- stores ----------------------------------------------------------------------------------------
+
+
+def _read_progress(path: Path) -> int:
+    try:
+        return int(json.loads(path.read_text())["examples_written"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return 0
+
+
+def _write_progress(path: Path, n: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"examples_written": n}))
+    os.replace(tmp, path)
+
+
+def _plan_coords(spec: BinauralSpec, sound_ids: np.ndarray) -> dict[str, tuple]:
+    """Per-example labels of a split, drawn without rendering (the same draws as :class:`_Renderer`)."""
+    from xai_loc.acoustics.binaural import N_LABELS, ROOMS, label_to_direction
+
+    sounds = spec.sounds()
+    cols: dict[str, list] = {k: [] for k in ("label", "room", "snr", "level_db", "sound_kind", "sound_seed",
+                                             "sound_id", "sound_key", "rendering")}
+    for sid in sound_ids:
+        kind, seed = sounds[int(sid)]
+        for k in range(spec.per_sound):
+            rng = np.random.default_rng([spec.seed, int(sid), int(k), 31])
+            cols["label"].append(int(rng.integers(N_LABELS)))
+            cols["room"].append(spec.rooms[int(rng.integers(len(spec.rooms)))])
+            cols["snr"].append(float(rng.uniform(*spec.snr)) if spec.snr is not None else float("nan"))
+            cols["level_db"].append(float(rng.uniform(*spec.level_db)))
+            cols["sound_kind"].append(kind)
+            cols["sound_seed"].append(seed)
+            cols["sound_id"].append(int(sid))
+            cols["sound_key"].append(f"{kind}:{seed}")
+            cols["rendering"].append(k)
+    label = np.array(cols["label"], dtype=np.int64)
+    az, el = label_to_direction(label) if label.size else (np.zeros(0), np.zeros(0))
+    rooms = np.array(cols["room"], dtype=str)
+    t60 = np.array([0.0 if r == ANECHOIC else ROOMS[r].t60 for r in rooms], dtype=np.float64)
+    n = label.size
+    return {
+        "example": ("example", np.arange(n)),
+        "ear": ("ear", np.array(EARS)),
+        "time": ("time", np.arange(spec.n_samples) / spec.fs, {"units": "s"}),
+        "label": ("example", label),
+        "azimuth": ("example", np.asarray(az, dtype=np.float64), {"units": "degree", "convention": "SOFA, 90 = left"}),
+        "elevation": ("example", np.asarray(el, dtype=np.float64), {"units": "degree"}),
+        "room": ("example", rooms),
+        "t60": ("example", t60, {"units": "s"}),
+        "snr": ("example", np.array(cols["snr"], dtype=np.float64), {"units": "dB", "note": "NaN: no background"}),
+        "level_db": ("example", np.array(cols["level_db"], dtype=np.float64), {"units": "dB re REFERENCE_RMS"}),
+        "sound_kind": ("example", np.array(cols["sound_kind"], dtype=str)),
+        "sound_seed": ("example", np.array(cols["sound_seed"], dtype=np.int64)),
+        "sound_id": ("example", np.array(cols["sound_id"], dtype=np.int64)),
+        "sound_key": ("example", np.array(cols["sound_key"], dtype=str)),
+        "rendering": ("example", np.array(cols["rendering"], dtype=np.int64)),
+    }
+
+
+def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None = None, device: str = "cpu",
+                      progress: bool = True) -> Path:
+    """Render (or finish rendering) one split of a binaural dataset into a zarr store.
+
+    Parameters
+    ----------
+    spec
+        The dataset (:class:`BinauralSpec`).
+    split
+        ``'train'``, ``'test'`` or ``'all'``.
+    root
+        Data root (default: :func:`xai_loc.data.store.default_root`, i.e. ``$XAI_LOC_DATA``
+        or ``./xai-loc-data``).
+    device
+        Torch device of the room simulation.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        The complete store. An existing complete store of the same spec is returned as it is;
+        one of another spec is an error.
+    """
+    import xarray as xr
+    import zarr
+    from tqdm.auto import tqdm
+
+    from xai_loc import __version__
+    from xai_loc.data.store import default_root
+
+    if not isinstance(spec, BinauralSpec):
+        raise InputError(f"spec must be a BinauralSpec (got {type(spec).__name__})")
+    ids = spec.sound_ids(split)
+    if ids.size == 0:
+        raise InputError(f"split {split!r} of dataset {spec.name!r} holds no sounds; raise n_sounds or test_fraction")
+    config = {"spec": spec.to_dict(), "split": split, "format": "xai-loc-binaural", "version": 1}
+    final = binaural_dataset_path(root or default_root(), spec, split)
+    if final.exists():
+        found = json.loads(xr.open_zarr(final).attrs.get("config", "{}"))
+        if found != config:
+            raise InputError(f"{final} holds a dataset with a different spec; remove it or use another name")
+        return final
+    partial = final.with_name(final.name + ".partial")
+    progress_file = final.with_name(final.name + ".progress.json")
+    if partial.exists():
+        try:
+            found = json.loads(xr.open_zarr(partial, consolidated=False).attrs.get("config", "{}"))
+        except Exception:  # an unreadable leftover: nothing to keep
+            found = None
+        if found != config:
+            shutil.rmtree(partial)
+    coords = _plan_coords(spec, ids)
+    n_total = coords["label"][1].size
+    if not partial.exists():
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        attrs = {"config": json.dumps(config), "spec": json.dumps(spec.to_dict()), "spec_digest": spec.digest(),
+                 "split": split, "fs": spec.fs, "hrtf": "kemar", "reference_rms": REFERENCE_RMS,
+                 "xai_loc_version": __version__,
+                 "description": "binaural scenes (ear signals), see xai_loc.data.binaural_store"}
+        xr.Dataset(coords=coords, attrs=attrs).to_zarr(partial, mode="w", consolidated=False, zarr_format=2)
+        zarr.open_group(partial, mode="a", zarr_format=2).create_array(
+            "waveforms", shape=(n_total, 2, spec.n_samples), dtype="float32",
+            chunks=(CHUNK_EXAMPLES, 2, spec.n_samples), fill_value=np.nan,
+            attributes={"_ARRAY_DIMENSIONS": ["example", "ear", "time"], "units": "pressure (simulation units)"})
+        _write_progress(progress_file, 0)
+    waveforms = zarr.open_group(partial, mode="a", zarr_format=2)["waveforms"]
+    done = _read_progress(progress_file)
+    renderer = _Renderer(spec, device)
+    sounds = spec.sounds()
+    sound_of = coords["sound_id"][1]
+    rendering = coords["rendering"][1]
+    bar = tqdm(total=n_total, initial=done, disable=not progress, desc=f"render {split}", unit="ex")
+    start = done
+    while start < n_total:
+        stop = min(n_total, start + CHUNK_EXAMPLES)
+        block, cached = [], {}
+        for i in range(start, stop):
+            sid = int(sound_of[i])
+            if sid not in cached:
+                cached = {sid: renderer.sound(*sounds[sid])}
+            wave, info = renderer.render(cached[sid], sid, int(rendering[i]))
+            if info["label"] != coords["label"][1][i]:  # the plan and the renderer draw alike
+                raise RuntimeError("binaural store plan and rendering disagree; this is a bug")
+            block.append(wave)
+        waveforms[start:stop] = np.stack(block)
+        _write_progress(progress_file, stop)
+        bar.update(stop - start)
+        start = stop
+    bar.close()
+    zarr.consolidate_metadata(partial, zarr_format=2)
+    os.replace(partial, final)
+    os.remove(progress_file)
+    return final
+
+
+def open_binaural(path: str | Path):
+    """Open a complete binaural store as an ``xarray.Dataset`` (lazy)."""
+    import xarray as xr
+
+    path = Path(path)
+    if path.name.endswith(".partial"):
+        raise InputError(f"{path} is an unfinished store; run the simulation again to complete it")
+    if not path.exists():
+        raise InputError(f"binaural dataset {str(path)!r} does not exist; create it with simulate_binaural")
+    try:
+        ds = xr.open_zarr(path)
+    except Exception as err:  # zarr raises many types for foreign folders
+        raise InputError(f"{path} is not a readable binaural store ({type(err).__name__})") from None
+    if "waveforms" not in ds or ds["waveforms"].dims != ("example", "ear", "time"):
+        raise InputError(f"{path} has no waveforms (example, ear, time); is it a binaural store?")
+    return ds
+
+
+__all__ = [
+    "BINAURAL_SPLITS", "BinauralSpec", "CHUNK_EXAMPLES", "EARS", "REFERENCE_RMS", "ANECHOIC", "SPEECH",
+    "binaural_dataset_path", "open_binaural", "render_examples", "simulate_binaural",
+]

@@ -1,0 +1,570 @@
+"""Training and evaluation of direction classifiers (the cochleagram CNN) on binaural stores.
+
+The multichannel recipe (:mod:`xai_loc.models.training`) regresses positions; this one
+classifies directions as Francl & McDermott (2022) did: cross-entropy over the 504
+azimuth x elevation classes (or 72 azimuths), Adam (lr 1e-3), batches of 16.
+
+Training runs the CNN on cochleagrams computed once per call (the front end has no
+trainable parameters), held in memory as float16 (about 0.3 MB per 0.25 s example). After
+every epoch the full state goes atomically to ``<out>.state.pt``; calling
+:func:`train_classifier` again with the same ``out`` continues from there, and the random
+streams of an epoch (order, dropout) come from ``(seed, epoch)`` alone, so an interrupted
+run ends with the same weights as an uninterrupted one. No split is used for model
+selection: the last epoch's model is kept and scored once on the held-out sounds.
+
+Evaluation (:func:`evaluate_directions`, :func:`direction_metrics`) reports, beside a
+uniformly guessing baseline:
+
+- ``accuracy``: exact class; ``azimuth_accuracy``: azimuth class right;
+- ``azimuth_error``: mean absolute azimuth error in degrees, wrapped to [0, 180];
+- ``elevation_error``: mean absolute elevation error in degrees;
+- ``front_back_rate``: share of front-back confusions (:func:`front_back_confusions`)
+  among targets off the interaural axis, and ``azimuth_error_folded``, the azimuth error
+  once confused responses are mirrored back (az -> 180 - az);
+- ``lateral_error``: error of the lateral angle ``asin(sin az cos el)``, blind to
+  front-back confusions; ``great_circle_error``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xai_loc.errors import InputError
+from xai_loc.runtime import resolve_device
+
+__all__ = [
+    "ClassifierConfig", "DirectionEvaluation", "azimuth_error", "direction_metrics", "evaluate_directions",
+    "front_back_confusions", "lateral_angle", "mirror_front_back", "predict_logits", "score_logits", "soft_targets",
+    "train_classifier", "wrap_degrees", "cochleagram_cache",
+]
+
+#: Training-state ``format`` and ``version``.
+STATE_FORMAT, STATE_VERSION = "xai-loc-classifier-state", 1
+#: Fields of :class:`ClassifierConfig` that may change when a run resumes.
+RUN_FIELDS = frozenset({"epochs", "max_minutes", "device", "eval_batch_size"})
+#: Largest drop in test accuracy (absolute) and rise in azimuth error (degrees) that still
+#: lets ``dtype='auto'`` store float16 weights.
+FP16_TOLERANCE = {"accuracy": 0.002, "azimuth_error": 0.25}
+RECIPE = {"loss": "cross-entropy over direction classes", "optimizer": "Adam",
+          "sampling": "every training example once per epoch, shuffled", "kept": "the last epoch's model",
+          "inputs": "cochleagrams computed once by the model's front end, cached as float16",
+          "targets": "one-hot, or Gaussian over great-circle distance with label_sigma degrees"}
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+def wrap_degrees(x) -> np.ndarray:
+    """Angles in degrees wrapped to ``[-180, 180)``."""
+    return np.mod(np.asarray(x, dtype=np.float64) + 180.0, 360.0) - 180.0
+
+
+def azimuth_error(pred, true) -> np.ndarray:
+    """Absolute azimuth difference in degrees, wrapped to ``[0, 180]``."""
+    return np.abs(wrap_degrees(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64)))
+
+
+def mirror_front_back(azimuth) -> np.ndarray:
+    """Mirror image across the interaural axis: ``az -> 180 - az`` (degrees, in ``[0, 360)``)."""
+    return np.mod(180.0 - np.asarray(azimuth, dtype=np.float64), 360.0)
+
+
+def lateral_angle(azimuth, elevation=0.0) -> np.ndarray:
+    """Lateral angle ``asin(sin az cos el)`` in degrees (90 = left), the same for front and back."""
+    az, el = np.deg2rad(np.asarray(azimuth, dtype=np.float64)), np.deg2rad(np.asarray(elevation, dtype=np.float64))
+    return np.rad2deg(np.arcsin(np.clip(np.sin(az) * np.cos(el), -1.0, 1.0)))
+
+
+def front_back_confusions(pred_az, true_az) -> tuple[np.ndarray, np.ndarray]:
+    """Front-back confusions of azimuth responses.
+
+    A response is a confusion when target and response lie in opposite front/back
+    hemifields (``cos az`` of opposite signs) and the response mirrored across the
+    interaural axis (``180 - az``) is closer to the target than the response itself.
+    Targets on the interaural axis (90, 270 degrees) cannot be confused and are not
+    eligible; responses on it are never confusions.
+
+    Returns
+    -------
+    confused, eligible
+        Boolean arrays of the inputs' broadcast shape.
+    """
+    pred, true = np.broadcast_arrays(np.asarray(pred_az, dtype=np.float64), np.asarray(true_az, dtype=np.float64))
+    cos_t, cos_p = np.cos(np.deg2rad(true)), np.cos(np.deg2rad(pred))
+    eligible = np.abs(cos_t) > 1e-9
+    opposite = cos_t * cos_p < -1e-18
+    closer = azimuth_error(mirror_front_back(pred), true) < azimuth_error(pred, true)
+    return eligible & opposite & closer, eligible
+
+
+def direction_metrics(pred_az, pred_el, true_az, true_el) -> dict[str, float | int | None]:
+    """Localization metrics of direction responses (degrees; see the module docs).
+
+    ``pred_el`` may be NaN (an azimuth-only head): elevation and exact-class metrics are
+    then None.
+    """
+    pred_az, true_az = np.asarray(pred_az, dtype=np.float64), np.asarray(true_az, dtype=np.float64)
+    pred_el, true_el = (np.broadcast_to(np.asarray(v, dtype=np.float64), pred_az.shape) for v in (pred_el, true_el))
+    if pred_az.shape != true_az.shape or pred_az.ndim != 1 or pred_az.size == 0:
+        raise InputError(f"responses {pred_az.shape} and targets {true_az.shape} are not allowed; give equal "
+                         "1-D arrays of degrees")
+    az_err = azimuth_error(pred_az, true_az)
+    confused, eligible = front_back_confusions(pred_az, true_az)
+    folded = np.where(confused, mirror_front_back(pred_az), pred_az)
+    has_el = bool(np.all(np.isfinite(pred_el)))
+    el_for_lat = pred_el if has_el else np.zeros_like(pred_az)
+    lat_err = np.abs(lateral_angle(pred_az, el_for_lat) - lateral_angle(true_az, true_el if has_el else 0.0))
+    az_right = az_err < 1e-6
+    out: dict[str, float | int | None] = {
+        "n": int(pred_az.size),
+        "azimuth_accuracy": float(az_right.mean()),
+        "azimuth_error": float(az_err.mean()),
+        "azimuth_rmse": float(np.sqrt(np.mean(az_err ** 2))),
+        "front_back_rate": float(confused[eligible].mean()) if eligible.any() else None,
+        "n_front_back_eligible": int(eligible.sum()),
+        "azimuth_error_folded": float(azimuth_error(folded, true_az).mean()),
+        "lateral_error": float(lat_err.mean()),
+        "accuracy": None, "elevation_error": None, "elevation_rmse": None, "great_circle_error": None,
+    }
+    if has_el:
+        from xai_loc.acoustics.hrtf import great_circle
+
+        el_err = np.abs(pred_el - true_el)
+        out.update(accuracy=float((az_right & (el_err < 1e-6)).mean()), elevation_error=float(el_err.mean()),
+                   elevation_rmse=float(np.sqrt(np.mean(el_err ** 2))),
+                   great_circle_error=float(great_circle(pred_az, pred_el, true_az, true_el).mean()))
+    return out
+
+
+# -- prediction and evaluation -------------------------------------------------------------------
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of waveforms; models without their front end get the cochleagram first."""
+    if getattr(model, "with_front_end", True) is False:
+        x = model.cochleagram(x)
+    return model(x)
+
+
+def predict_logits(model: nn.Module, waveforms, batch_size: int = 32, device: str | torch.device = "cpu",
+                   progress: bool = False) -> np.ndarray:
+    """Logits ``(n, n_classes)`` float32 of waveforms ``(n, 2, T)`` (array, tensor or DataArray)."""
+    from tqdm.auto import tqdm
+
+    device = device if isinstance(device, torch.device) else resolve_device(str(device))
+    if hasattr(waveforms, "dims") and hasattr(waveforms, "values"):
+        waveforms = waveforms.values
+    n = len(waveforms)
+    was_training = model.training
+    model.to(device).eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for s in tqdm(range(0, n, batch_size), disable=not progress, desc="predict", unit="batch", leave=False):
+                x = torch.as_tensor(np.asarray(waveforms[s:s + batch_size]), dtype=torch.float32, device=device)
+                if not torch.isfinite(x).all():
+                    raise InputError(f"waveforms {s}..{s + len(x) - 1} hold NaN or infinite samples")
+                out.append(_forward(model, x).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, getattr(model, "n_classes", 0)), np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class DirectionEvaluation:
+    """A model's responses on a binaural store, scored beside a uniformly guessing baseline.
+
+    Attributes
+    ----------
+    responses
+        ``xarray.Dataset`` along ``example``: ``target_azimuth``, ``target_elevation``,
+        ``response_azimuth``, ``response_elevation`` (degrees), ``label``,
+        ``response_label``, ``p_target`` (softmax probability of the true class) and the
+        store's room, sound and SNR labels; attrs carry the metrics as JSON.
+    metrics
+        :func:`direction_metrics` of the model, plus ``by_room``.
+    baseline
+        The same metrics of uniform random guesses (seeded) on the same targets.
+    """
+
+    responses: Any
+    metrics: dict[str, Any]
+    baseline: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able: metrics, baseline and provenance."""
+        return {"metrics": self.metrics, "baseline": {"kind": "uniform random class", "metrics": self.baseline},
+                "dataset": json.loads(self.responses.attrs.get("dataset", "{}"))}
+
+
+def evaluate_directions(model: nn.Module, store, *, batch_size: int = 32, device: str = "cpu",
+                        progress: bool = False, seed: int = 0) -> DirectionEvaluation:
+    """Score a direction classifier on every example of a binaural store.
+
+    Parameters
+    ----------
+    model
+        A :class:`~xai_loc.models.cochleagram_cnn.CochleagramCNN` (or any module with
+        ``head_name`` whose logits follow that head's label order).
+    store
+        Path of a binaural store (:func:`xai_loc.data.binaural_store.simulate_binaural`) or
+        the opened ``xarray.Dataset``.
+    """
+    import xarray as xr
+
+    from xai_loc.data.binaural_store import open_binaural
+    from xai_loc.models.cochleagram_cnn import HEADS
+
+    ds = open_binaural(store) if not isinstance(store, xr.Dataset) else store
+    head = getattr(model, "head_name", "azel")
+    if head not in HEADS:
+        raise InputError(f"model head {head!r} is unknown; allowed: {', '.join(HEADS)}")
+    _check_input(model, ds)
+    logits = predict_logits(model, ds["waveforms"], batch_size, device, progress)
+    path = str(store) if not isinstance(store, xr.Dataset) else None
+    return score_logits(logits, ds, head, seed=seed, path=path,
+                        model=getattr(model, "arch_name", "") or type(model).__name__)
+
+
+def score_logits(logits: np.ndarray, ds, head: str = "azel", *, seed: int = 0, path: str | None = None,
+                 model: str = "") -> DirectionEvaluation:
+    """:class:`DirectionEvaluation` of logits ``(n, n_classes)`` against the labels of a binaural dataset."""
+    import xarray as xr
+
+    from xai_loc.models.cochleagram_cnn import HEADS, head_directions, labels_for
+
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape != (ds.sizes["example"], HEADS[head]):
+        raise InputError(f"logits of shape {logits.shape} do not fit {ds.sizes['example']} examples and head "
+                         f"{head!r} ({HEADS[head]} classes)")
+    grid_az, grid_el = head_directions(head)
+    pred = logits.argmax(axis=1)
+    true_az, true_el = ds["azimuth"].values.astype(np.float64), ds["elevation"].values.astype(np.float64)
+    true_label = labels_for(head, true_az, true_el)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    prob = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    metrics: dict[str, Any] = direction_metrics(grid_az[pred], grid_el[pred], true_az, true_el)
+    rooms = ds["room"].values.astype(str) if "room" in ds.variables else np.full(true_az.size, "?")
+    metrics["by_room"] = {str(r): direction_metrics(grid_az[pred][rooms == r], grid_el[pred][rooms == r],
+                                                    true_az[rooms == r], true_el[rooms == r])
+                          for r in np.unique(rooms)}
+    guess = np.random.default_rng(seed).integers(HEADS[head], size=true_az.size)
+    baseline = direction_metrics(grid_az[guess], grid_el[guess], true_az, true_el)
+    keep = [v for v in ("room", "t60", "snr", "level_db", "sound_kind", "sound_key") if v in ds.variables]
+    info = {"path": path, "spec_digest": ds.attrs.get("spec_digest"), "split": ds.attrs.get("split"),
+            "n_examples": int(true_az.size)}
+    responses = xr.Dataset(
+        {"response_azimuth": ("example", grid_az[pred], {"units": "degree"}),
+         "response_elevation": ("example", grid_el[pred], {"units": "degree"}),
+         "response_label": ("example", pred.astype(np.int64)),
+         "p_target": ("example", prob[np.arange(pred.size), true_label])},
+        coords={"example": ds["example"].values, "target_azimuth": ("example", true_az, {"units": "degree"}),
+                "target_elevation": ("example", true_el, {"units": "degree"}), "label": ("example", true_label),
+                **{v: ("example", ds[v].values) for v in keep}},
+        attrs={"head": head, "metrics": json.dumps(metrics), "baseline": json.dumps(baseline),
+               "dataset": json.dumps(info), "model": model,
+               "convention": "azimuth counter-clockwise from the front, 90 = left (SOFA)"})
+    return DirectionEvaluation(responses, metrics, baseline)
+
+
+def _check_input(model: nn.Module, ds) -> None:
+    n_samples = int(ds.sizes["time"])
+    expected = getattr(model, "n_samples", None)
+    if expected is not None and expected != n_samples:
+        raise InputError(f"the model takes {expected} samples per ear but the store holds {n_samples}; "
+                         "render the store with a matching duration")
+    fs = ds.attrs.get("fs")
+    model_fs = getattr(model, "fs", None)
+    if fs is not None and model_fs is not None and int(fs) != int(model_fs):
+        raise InputError(f"the store is at fs={fs} Hz but the model expects {model_fs} Hz")
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_CHECKS = {
+    "epochs": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "batch_size": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    "lr": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+           "a positive number"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "max_minutes": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0),
+                    "None or a positive number of minutes"),
+    "device": (lambda v: isinstance(v, str), "'cpu', 'cuda' or 'cuda:N'"),
+    "eval_batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "label_sigma": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 90,
+                    "a number of degrees in [0, 90]"),
+}
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Recipe (Francl & McDermott 2022: Adam 1e-3, batches of 16) and run settings.
+
+    ``label_sigma`` (degrees) replaces the one-hot targets of the cross-entropy by a
+    Gaussian of the great-circle distance to the true direction over the class grid
+    (:func:`soft_targets`); 0, the paper's loss, keeps them one-hot. Spreading the target
+    over neighbouring directions tells a model trained on few examples per class (our CPU
+    default: about ten) that nearby directions are alike.
+
+    ``epochs``, ``max_minutes``, ``device`` and ``eval_batch_size`` may change when a run
+    resumes; the other fields may not. ``max_minutes`` is the budget of the epochs of one
+    call (cochleagram caching and the final evaluation are not counted): it stops at the
+    epoch boundary before an epoch that would overrun it (the state is kept, so a later
+    call with a larger ``epochs`` or budget continues). For reproducible results fix
+    ``epochs`` and use the budget as a safety net only.
+    """
+
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    seed: int = 0
+    max_minutes: float | None = None
+    device: str = "cpu"
+    eval_batch_size: int = 32
+    label_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            test, allowed = _CHECKS[f.name]
+            if not test(getattr(self, f.name)):
+                raise InputError(f"{f.name}={getattr(self, f.name)!r} is not allowed; use {allowed}")
+
+    def recipe(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in RUN_FIELDS}
+
+
+def cochleagram_cache(model: nn.Module, waveforms, batch_size: int = 16, progress: bool = True) -> np.ndarray:
+    """The front end's output for every example, float16 ``(n, 2, bands, frames)``."""
+    from tqdm.auto import tqdm
+
+    if hasattr(waveforms, "dims") and hasattr(waveforms, "values"):
+        waveforms = waveforms.values
+    n = len(waveforms)
+    out = np.empty((n, *model.cochleagram_shape), dtype=np.float16)
+    with torch.inference_mode():
+        for s in tqdm(range(0, n, batch_size), disable=not progress, desc="cochleagrams", unit="batch", leave=False):
+            x = torch.as_tensor(np.asarray(waveforms[s:s + batch_size]), dtype=torch.float32)
+            if not torch.isfinite(x).all():
+                raise InputError(f"waveforms {s}..{s + len(x) - 1} hold NaN or infinite samples")
+            out[s:s + len(x)] = model.cochleagram(x).numpy().astype(np.float16)
+    return out
+
+
+def soft_targets(head: str, sigma: float) -> torch.Tensor:
+    """Target distributions ``(n_classes, n_classes)``: row ``c`` is proportional to
+    ``exp(-d^2 / (2 sigma^2))`` of the great-circle distance ``d`` (degrees) from class ``c``'s
+    direction (azimuth distance for the ``'azimuth'`` head); one-hot for ``sigma = 0``."""
+    from xai_loc.acoustics.hrtf import great_circle
+    from xai_loc.models.cochleagram_cnn import head_directions
+
+    az, el = head_directions(head)
+    if sigma == 0:
+        return torch.eye(az.size)
+    if head == "azimuth":
+        d = azimuth_error(az[:, None], az[None, :])
+    else:
+        d = great_circle(az[:, None], el[:, None], az[None, :], el[None, :])
+    w = np.exp(-0.5 * (d / sigma) ** 2)
+    return torch.as_tensor(w / w.sum(axis=1, keepdims=True), dtype=torch.float32)
+
+
+def _classify_cached(model: nn.Module, cache: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits of cached cochleagrams (the CNN alone)."""
+    with torch.inference_mode():
+        return np.concatenate([model.classify(torch.from_numpy(cache[s:s + batch_size].astype(np.float32))).numpy()
+                               for s in range(0, len(cache), batch_size)])
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _batches(order: np.ndarray, size: int) -> list[np.ndarray]:
+    parts = [order[s:s + size] for s in range(0, len(order), size)]
+    if len(parts) > 1 and len(parts[-1]) == 1:  # BatchNorm needs two examples
+        parts[-2:] = [np.concatenate(parts[-2:])]
+    return parts
+
+
+def train_classifier(train_store, out: str | Path, *, model_config: dict[str, Any] | None = None,
+                     config: ClassifierConfig | None = None, test_store=None, dtype: str = "auto",
+                     progress: bool = True) -> Path:
+    """Train a cochleagram CNN on a binaural store; resume if ``out`` has a saved state.
+
+    Parameters
+    ----------
+    train_store
+        A binaural store path (or opened dataset) of the training split.
+    out
+        The ``.safetensors`` checkpoint to write; the state lives in ``<out>.state.pt``.
+    model_config
+        Constructor arguments of ``'cochcnn'`` (default: the small preset, 504 classes);
+        ``n_samples`` defaults to the store's example length.
+    config
+        Recipe and run settings.
+    test_store
+        Held-out store (other sounds); its metrics go into the card.
+    dtype
+        Storage of the weights: ``'float32'``, ``'float16'`` or ``'auto'`` (float16 if it
+        changes the test accuracy by at most 0.2 points and the azimuth error by at most
+        0.25 degrees, see :data:`FP16_TOLERANCE`; float32 without a test store).
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    Path
+        ``out``, with the card: condition (rooms and SNR range of the training store),
+        recipe, history, timing, test metrics beside the guessing baseline, and the
+        float16 check.
+    """
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    from xai_loc.data.binaural_store import BinauralSpec, open_binaural
+    from xai_loc.models.checkpoint import save_checkpoint
+    from xai_loc.models.cochleagram_cnn import labels_for
+    from xai_loc.models.registry import build_model
+    from xai_loc.models.training import _determinism, _device_name, _seeded, state_path
+
+    started = time.monotonic()
+    config = ClassifierConfig() if config is None else config
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"checkpoint path {out} is not allowed; use a file name ending in .safetensors")
+    if dtype not in ("auto", "float32", "float16"):
+        raise InputError(f"dtype={dtype!r} is not allowed; use 'auto', 'float32' or 'float16'")
+    device = resolve_device(config.device)
+    train_ds = open_binaural(train_store) if not isinstance(train_store, xr.Dataset) else train_store
+    test_ds = None if test_store is None else (
+        open_binaural(test_store) if not isinstance(test_store, xr.Dataset) else test_store)
+    model_config = {"n_samples": int(train_ds.sizes["time"]), **(model_config or {})}
+    with _seeded(config.seed):
+        model = build_model("cochcnn", **model_config)
+    model_config = model.config
+    _check_input(model, train_ds)
+    labels = labels_for(model.head_name, train_ds["azimuth"].values, train_ds["elevation"].values)
+    if labels.size < 2:
+        raise InputError(f"the training store holds {labels.size} example(s); training needs at least 2")
+    spec = BinauralSpec.from_dict(json.loads(train_ds.attrs["spec"])) if "spec" in train_ds.attrs else None
+    identity = {"arch": "cochcnn", "model_config": model_config, "recipe": config.recipe(),
+                "dataset": train_ds.attrs.get("config")}
+    state_file = state_path(out)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    epoch, history, seconds = 0, {"train_loss": [], "train_accuracy": [], "seconds": []}, 0.0
+    if state_file.exists():
+        try:
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+            raise InputError(f"training state {state_file} is unreadable ({type(err).__name__}); remove it to "
+                             "start afresh") from None
+        if not isinstance(state, dict) or (state.get("format"), state.get("version")) != (STATE_FORMAT,
+                                                                                           STATE_VERSION):
+            raise InputError(f"{state_file} is not an xai-loc classifier training state")
+        if state.get("identity") != json.loads(json.dumps(identity)):
+            raise InputError(f"{state_file} belongs to another training run (model, recipe or dataset differ); "
+                             "remove it or write to another out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
+
+    with _determinism(True, device):
+        model.to(device)
+        cache = cochleagram_cache(model.cpu(), train_ds["waveforms"], progress=progress) \
+            if epoch < config.epochs else None
+        model.to(device)
+        started = time.monotonic()  # the budget covers the epochs, not the caching
+        targets = torch.as_tensor(labels)
+        target_rows = soft_targets(model.head_name, float(config.label_sigma)).to(device)
+        stopped = "epochs"
+        while epoch < config.epochs:
+            if config.max_minutes is not None and history["seconds"] and (
+                    time.monotonic() - started + float(np.mean(history["seconds"])) > 60 * config.max_minutes):
+                stopped = "time_budget"
+                break
+            t0 = time.monotonic()
+            rng = np.random.default_rng([config.seed, epoch + 1])
+            parts = _batches(rng.permutation(labels.size), config.batch_size)
+            model.train()
+            total, correct = 0.0, 0
+            with _seeded(int(rng.integers(2**63))):
+                for idx in tqdm(parts, disable=not progress, desc=f"epoch {epoch + 1}", unit="batch", leave=False):
+                    x = torch.from_numpy(cache[np.sort(idx)].astype(np.float32)).to(device)
+                    y = targets[np.sort(idx)].to(device)
+                    optimizer.zero_grad(set_to_none=True)
+                    logits = model.classify(x)
+                    loss = nn.functional.cross_entropy(logits, target_rows[y])
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.item() * len(idx)
+                    correct += int((logits.argmax(1) == y).sum())
+            if not math.isfinite(total):
+                raise InputError(f"training diverged in epoch {epoch + 1}; lower the learning rate (lr={config.lr:g})")
+            epoch += 1
+            history["train_loss"].append(total / labels.size)
+            history["train_accuracy"].append(correct / labels.size)
+            history["seconds"].append(time.monotonic() - t0)
+            seconds += history["seconds"][-1]
+            _save_atomic({"format": STATE_FORMAT, "version": STATE_VERSION, "identity": identity, "epoch": epoch,
+                          "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
+                          "seconds": seconds}, state_file)
+        del cache
+
+    model = model.cpu().eval()
+    card: dict[str, Any] = {
+        "condition": {"rooms": list(spec.rooms) if spec else ["unknown"],
+                      "snr": None if spec is None or spec.snr is None else list(spec.snr)},
+        "training": {"config": asdict(config), "recipe": RECIPE, "seed": config.seed, "epochs": epoch,
+                     "stopped": stopped, "history": history, "wall_seconds": seconds,
+                     "seconds_per_epoch": float(np.mean(history["seconds"])) if history["seconds"] else None,
+                     "device": _device_name(device), "threads": torch.get_num_threads()},
+        "dataset": {"train": {"spec": spec.to_dict() if spec else None, "split": train_ds.attrs.get("split"),
+                              "n_examples": int(labels.size)}},
+        "metrics": {},
+    }
+    store_dtype = "float32" if dtype == "auto" else dtype
+    if test_ds is not None:
+        _check_input(model, test_ds)
+        test_cache = cochleagram_cache(model, test_ds["waveforms"], progress=progress)
+        half = build_model("cochcnn", **model_config)
+        half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v)
+                              for k, v in model.state_dict().items()})
+        scored = {name: score_logits(_classify_cached(net.eval(), test_cache, config.eval_batch_size), test_ds,
+                                     model.head_name, model="cochcnn")
+                  for name, net in (("float32", model), ("float16", half))}
+        m32, m16 = scored["float32"].metrics, scored["float16"].metrics
+        ok = (m32["accuracy"] is None or m32["accuracy"] - m16["accuracy"] <= FP16_TOLERANCE["accuracy"]) and \
+            m16["azimuth_error"] - m32["azimuth_error"] <= FP16_TOLERANCE["azimuth_error"]
+        if dtype == "auto":
+            store_dtype = "float16" if ok else "float32"
+        card["dataset"]["test"] = {"split": test_ds.attrs.get("split"), "n_examples": int(test_ds.sizes["example"]),
+                                   "spec_digest": test_ds.attrs.get("spec_digest")}
+        card["metrics"]["test"] = scored[store_dtype].summary()
+        card["metrics"]["float16_check"] = {k: {"float32": m32[k], "float16": m16[k]} for k in
+                                            ("accuracy", "azimuth_error", "elevation_error", "front_back_rate")}
+    card["training"]["stored_dtype"] = store_dtype
+    return save_checkpoint(model, out, card, dtype=store_dtype)

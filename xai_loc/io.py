@@ -1,6 +1,7 @@
-"""Small file helpers: atomic writes (write aside, then rename)."""
+"""Small file helpers: atomic writes (write aside, then rename) and progress files of resumable stores."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -34,3 +35,19 @@ def write_dataset_atomic(ds, path: str | Path) -> Path:
         os.unlink(tmp)
         raise
     return path
+
+
+def read_progress(path: Path, key: str = "windows_written") -> int:
+    """Items safely written so far, from the progress file beside a partial store (0 if none)."""
+    try:
+        return int(json.loads(Path(path).read_text())[key])
+    except (FileNotFoundError, KeyError, ValueError):
+        return 0
+
+
+def write_progress(path: Path, n: int, key: str = "windows_written") -> None:
+    """Record ``n`` items written, atomically (a killed run never leaves a half-written record)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({key: n}))
+    os.replace(tmp, path)

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from xai_loc.errors import InputError
+from xai_loc.io import read_progress, write_progress
 
 #: Examples per zarr chunk (and per resumable block).
 CHUNK_EXAMPLES = 32
@@ -356,17 +357,6 @@ def render_examples(spec: BinauralSpec, sound_ids: Sequence[int], device: str = 
 # -- stores ----------------------------------------------------------------------------------------
 
 
-def _read_progress(path: Path) -> int:
-    try:
-        return int(json.loads(path.read_text())["examples_written"])
-    except (FileNotFoundError, KeyError, ValueError):
-        return 0
-
-
-def _write_progress(path: Path, n: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"examples_written": n}))
-    os.replace(tmp, path)
 
 
 def _plan_coords(spec: BinauralSpec, sound_ids: np.ndarray) -> dict[str, tuple]:
@@ -478,9 +468,9 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
             "waveforms", shape=(n_total, 2, spec.n_samples), dtype="float32",
             chunks=(CHUNK_EXAMPLES, 2, spec.n_samples), fill_value=np.nan,
             attributes={"_ARRAY_DIMENSIONS": ["example", "ear", "time"], "units": "pressure (simulation units)"})
-        _write_progress(progress_file, 0)
+        write_progress(progress_file, 0, "examples_written")
     waveforms = zarr.open_group(partial, mode="a", zarr_format=2)["waveforms"]
-    done = _read_progress(progress_file)
+    done = read_progress(progress_file, "examples_written")
     renderer = _Renderer(spec, device)
     sounds = spec.sounds()
     sound_of = coords["sound_id"][1]
@@ -499,7 +489,7 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
                 raise RuntimeError("binaural store plan and rendering disagree; this is a bug")
             block.append(wave)
         waveforms[start:stop] = np.stack(block)
-        _write_progress(progress_file, stop)
+        write_progress(progress_file, stop, "examples_written")
         bar.update(stop - start)
         start = stop
     bar.close()

@@ -35,6 +35,7 @@ from xai_loc.acoustics.render import add_white_noise, cut_windows, reverberant_s
 from xai_loc.acoustics.room import check_snr, check_t60
 from xai_loc.data.scene import SPLITS, Scene
 from xai_loc.errors import InputError
+from xai_loc.io import read_progress, write_progress
 
 #: Windows per zarr chunk: one, so that training can read random windows cheaply
 #: (16 x 5120 float32 = 328 kB before compression).
@@ -110,18 +111,6 @@ def _corpus_digest(corpus) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _read_progress(path: Path) -> int:
-    """Windows safely written so far, from the progress file beside a partial store."""
-    try:
-        return int(json.loads(path.read_text())["windows_written"])
-    except (FileNotFoundError, KeyError, ValueError):
-        return 0
-
-
-def _write_progress(path: Path, n: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"windows_written": n}))
-    os.replace(tmp, path)
 
 
 def simulate_dataset(
@@ -219,9 +208,9 @@ def simulate_dataset(
             "signals", shape=(n_total, scene.mics.shape[0], scene.window), dtype="float32",
             chunks=(CHUNK_WINDOWS, scene.mics.shape[0], scene.window), fill_value=np.nan,
             attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "pressure (simulation units)"})
-        _write_progress(progress_file, 0)
+        write_progress(progress_file, 0)
     signals = zarr.open_group(partial, mode="a", zarr_format=2)["signals"]
-    done = _read_progress(progress_file)
+    done = read_progress(progress_file)
     first = int(np.searchsorted(plan.first_window, done, side="right") - 1)
     block, block_start = [], done
     bar = tqdm(total=len(ids), initial=first, disable=not progress, desc=f"simulate {split}", unit="src")
@@ -237,7 +226,7 @@ def simulate_dataset(
             stop = end if end == n_total else block_start + (n_block // CHUNK_WINDOWS) * CHUNK_WINDOWS
             data = np.concatenate(block)
             signals[block_start:stop] = data[: stop - block_start]
-            _write_progress(progress_file, stop)
+            write_progress(progress_file, stop)
             block, block_start = [data[stop - block_start :]], stop
         bar.update(1)
     bar.close()

@@ -35,6 +35,7 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import AXES, Explainer, dataset_inputs, input_coords, result_coords, summary_attrs
+from xai_loc.io import read_progress, write_progress
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -85,17 +86,6 @@ def relevance_store_path(data_path: str | os.PathLike, explainer: Explainer, mod
     return data_path.with_name(f"{stem}.relevance") / ("-".join(parts) + ".zarr")
 
 
-def _read_progress(path: Path) -> int:
-    try:
-        return int(json.loads(path.read_text())["windows_written"])
-    except (FileNotFoundError, KeyError, ValueError):
-        return 0
-
-
-def _write_progress(path: Path, n: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"windows_written": n}))
-    os.replace(tmp, path)
 
 
 def _stored_config(path: Path) -> dict[str, Any]:
@@ -198,10 +188,10 @@ def explain_store(
         zarr.open_group(partial, mode="a", zarr_format=2).create_array(
             "relevance", shape=(n, n_mics, n_time), dtype="float32", chunks=(CHUNK_WINDOWS, n_mics, n_time),
             fill_value=np.nan, attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "relevance"})
-        _write_progress(progress_file, 0)
+        write_progress(progress_file, 0)
 
     group = zarr.open_group(partial, mode="a", zarr_format=2)
-    done = _read_progress(progress_file)
+    done = read_progress(progress_file)
     step = max(CHUNK_WINDOWS, batch_size // CHUNK_WINDOWS * CHUNK_WINDOWS)
     with explainer, tqdm(total=n, initial=done, disable=not progress, desc=f"explain {method}", unit="win") as bar:
         for start in range(done, n, step):
@@ -211,7 +201,7 @@ def explain_store(
             group["relevance"][start:stop] = result["relevance"].astype(np.float32)
             for name, (_, values) in result_coords(result).items():
                 group[name][start:stop] = values
-            _write_progress(progress_file, stop)
+            write_progress(progress_file, stop)
             bar.update(stop - start)
         zero_output = explainer.zero_output
     prediction = np.stack([group[f"prediction_{a}"][:] for a in AXES], axis=-1)

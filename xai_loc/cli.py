@@ -372,6 +372,36 @@ def listen(relevance, out, sources, mics) -> None:
     click.echo(f"{len(paths)} files in {out}")
 
 
+def _experiment_options(func):
+    """The options perturb and tdoa share: condition, models, relevance method, data and output."""
+    options = [
+        click.option("--t60", type=float, required=True, help="Condition (shipped checkpoints and data)."),
+        click.option("--snr", type=float, required=True, help="Condition (shipped checkpoints and data)."),
+        click.option("--model", "arch", type=click.Choice((*MODEL_CHOICES, "all")), default="all",
+                     show_default=True),
+        click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+                     help="Any xai-loc checkpoint."),
+        click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True),
+        click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True),
+        click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True),
+        click.option("--option", "options", multiple=True, help=_OPTION_HELP),
+        click.option("--randomized/--no-randomized", default=True, show_default=True,
+                     help="Also score the relevance of a randomized copy of each model (sanity baseline)."),
+        click.option("--sources", "n_sources", type=int, default=None, help="Only the first N test sources."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--data", type=click.Path(file_okay=False), default=None,
+                     help="Data root; the test split is simulated there if absent "
+                          "[default: $XAI_LOC_DATA or ./xai-loc-data]."),
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="Results folder [default: xai-loc-results/t60-T_snr-S]."),
+        click.option("--batch-size", type=int, default=16, show_default=True),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _csv(text: str, cast=str) -> list:
     try:
         return [cast(v) for v in text.split(",") if v]
@@ -394,29 +424,12 @@ def _models_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> di
 
 
 @main.command()
-@click.option("--t60", type=float, required=True, help="Condition (shipped checkpoints and data).")
-@click.option("--snr", type=float, required=True, help="Condition (shipped checkpoints and data).")
-@click.option("--model", "arch", type=click.Choice((*MODEL_CHOICES, "all")), default="all", show_default=True)
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Any xai-loc checkpoint.")
-@click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True)
-@click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True)
-@click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True)
-@click.option("--option", "options", multiple=True, help=_OPTION_HELP)
+@_experiment_options
 @click.option("--percentages", default="0,10,20,30,40,50,60,70", show_default=True)
 @click.option("--modes", default="relevance,energy,random", show_default=True,
               help="Deletion orderings: relevance (signed, descending), energy (|x|), random (seeded).")
 @click.option("--fill", type=click.Choice(("zero", "noise")), default="zero", show_default=True,
               help="Value of deleted samples: zero (the paper) or noise at the window's level.")
-@click.option("--randomized/--no-randomized", default=True, show_default=True,
-              help="Also delete in the order of a randomized model's relevance (sanity baseline).")
-@click.option("--sources", "n_sources", type=int, default=None, help="Only the first N test sources.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data", type=click.Path(file_okay=False), default=None,
-              help="Data root; the test split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Results folder [default: xai-loc-results/t60-T_snr-S].")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.pass_context
 def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options, percentages, modes, fill,
             randomized, n_sources, seed, data, out, batch_size, device) -> None:
@@ -456,31 +469,14 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
 
 
 @main.command()
-@click.option("--t60", type=float, required=True, help="Condition (shipped checkpoints and data).")
-@click.option("--snr", type=float, required=True, help="Condition (shipped checkpoints and data).")
-@click.option("--model", "arch", type=click.Choice((*MODEL_CHOICES, "all")), default="all", show_default=True)
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Any xai-loc checkpoint.")
+@_experiment_options
 @click.option("--pairs", default="spread", show_default=True,
               help="Microphone pairs: spread (one per spacing, 0.15 to 2.25 m), adjacent, all, or I-J,I-J.")
 @click.option("--first-rule", type=click.Choice(FIRST_RULE_CHOICES), default=None,
               help="LRP rule of the first layer [default: the composite's, WSquare for 'paper'].")
-@click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True)
-@click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True)
-@click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True)
-@click.option("--option", "options", multiple=True, help=_OPTION_HELP)
-@click.option("--randomized/--no-randomized", default=True, show_default=True,
-              help="Also probe the relevance of a randomized copy of each model.")
 @click.option("--srp/--no-srp", default=True, show_default=True,
               help="Also compare SRP-PHAT maps of signals and relevance over the source plane.")
 @click.option("--srp-windows", type=int, default=None, help="Only the first N windows for SRP (it is costly).")
-@click.option("--sources", "n_sources", type=int, default=None, help="Only the first N test sources.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data", type=click.Path(file_okay=False), default=None,
-              help="Data root; the test split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Results folder [default: xai-loc-results/t60-T_snr-S].")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.pass_context
 def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, target, options, randomized, srp,
          srp_windows, n_sources, seed, data, out, batch_size, device) -> None:

@@ -2,9 +2,13 @@
 
 The package is organised along the data flow, one subpackage per stage::
 
-    xai_loc.acoustics   rooms, arrays, image-source RIRs, speech, scene rendering
+    xai_loc.acoustics   rooms, arrays, image-source RIRs, HRTFs, speech, scene rendering
     xai_loc.data        presets (the paper's room/array/grid/splits) and dataset stores
-    xai_loc.models      localizers (LocCNN, SampleCNN), checkpoints
+    xai_loc.features    front ends (cochleagram)
+    xai_loc.models      localizers (LocCNN, SampleCNN, cochleagram CNN), checkpoints, training
+    xai_loc.explain     LRP (zennit) and captum attributions, relevance stores, audit
+    xai_loc.experiments perturbation curves, TDOA and SRP probes, cue probes, reproduction
+    xai_loc.plots       figures and tables drawn from stored results
 
 Subpackages are imported on demand so that ``import xai_loc`` stays cheap.
 """

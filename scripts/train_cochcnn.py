@@ -29,11 +29,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from xai_loc.data.binaural_store import BinauralSpec, simulate_binaural
+from xai_loc.data.binaural_store import BinauralSpec, cochcnn_dataset_name
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.models.checkpoint import read_card
-from xai_loc.models.classifier_training import ClassifierConfig, train_classifier
+from xai_loc.models.classifier_training import ClassifierConfig, train_on_spec
 from xai_loc.runtime import configure_threads
 
 PROGRESS = sys.stderr.isatty()
@@ -60,17 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         configure_threads(args.threads)
         root = args.data_root or default_root()
-        name = f"cochcnn-{'-'.join(args.rooms)}-{args.n_sounds}x{args.per_sound}"
+        name = cochcnn_dataset_name(args.rooms, args.n_sounds, args.per_sound)
         spec = BinauralSpec(name=name, rooms=tuple(args.rooms), n_sounds=args.n_sounds, per_sound=args.per_sound,
                             seed=args.seed)
-        train_store = simulate_binaural(spec, "train", root=root, progress=PROGRESS)
-        test_store = simulate_binaural(spec, "test", root=root, progress=PROGRESS)
         runs = args.runs or Path(root) / "runs"
         run = runs / f"cochcnn_{args.layers}_{args.head}_s{args.label_sigma:g}_{spec.digest()}.safetensors"
         config = ClassifierConfig(epochs=args.epochs, max_minutes=args.max_minutes, seed=args.seed,
                                   label_sigma=args.label_sigma)
-        train_classifier(train_store, run, model_config={"layers": args.layers, "head": args.head}, config=config,
-                         test_store=test_store, progress=PROGRESS)
+        train_on_spec(spec, run, root=root, model_config={"layers": args.layers, "head": args.head}, config=config,
+                      progress=PROGRESS)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -88,7 +88,7 @@ def test_models_list_and_import_round_trip(tmp_path):
     torch.testing.assert_close(model(x), paper.eval()(x))
     result = runner.invoke(main, ["models", "list", "--dir", str(tmp_path)])
     assert result.exit_code == 0 and "2,126,355" in result.output and "673,475" in result.output
-    assert "paper.safetensors" in result.output and "T60 0.6 s, SNR 10.0 dB" in result.output
+    assert "paper.safetensors" in result.output and "T60 0.6 s, SNR 10 dB" in result.output
     result = runner.invoke(main, ["models", "import", "--arch", "samplecnn", "--t60", "0.6", "--snr", "10",
                                   str(tmp_path / "paper.pth"), "--out", str(tmp_path / "wrong.safetensors")])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "missing" in result.output
@@ -251,3 +251,52 @@ def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch):
     assert result.exit_code == 0 and (cond / "perturbation.png").exists() and (cond / "tdoa.png").exists()
     result = runner.invoke(main, ["figures", str(tmp_path / "nothing")])
     assert result.exit_code == 2
+
+
+TINY_BINAURAL = ["--rooms", "anechoic", "--kinds", "white_burst,click_train,pink_burst", "--n-sounds", "6",
+                 "--per-sound", "2", "--duration", "0.1", "--no-noise", "--test-fraction", "0.34"]
+
+
+def test_binaural_simulate_train_and_cues_end_to_end(tmp_path):
+    from pathlib import Path
+
+    from xai_loc.models import read_card
+
+    runner = CliRunner()
+    data = ["--data", str(tmp_path / "data")]
+    result = runner.invoke(main, ["binaural", "simulate", *TINY_BINAURAL, *data, "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("cochcnn-anechoic-6x2/test.zarr")
+    out = tmp_path / "m.safetensors"
+    result = runner.invoke(main, ["binaural", "train", *TINY_BINAURAL, *data, "--epochs", "2", "--batch-size", "4",
+                                  "--head", "azimuth", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    card = read_card(out)
+    assert card["training"]["epochs"] == 2 and card["condition"] == {"rooms": ["anechoic"], "snr": None}
+    assert card["metrics"]["test"]["metrics"]["n"] == 4  # 2 held-out sounds x 2 renderings
+    assert "azimuth error" in result.output
+    result = runner.invoke(main, ["binaural", "cues", *TINY_BINAURAL, *data, "--checkpoint", str(out),
+                                  "--tokens", "1", "--no-relevance", "--out", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    written = {Path(line).name for line in result.output.split()}
+    assert written == {"duplex.nc", "cues.png", "responses.nc", "hofman.png"}
+    duplex = xr.open_dataset(tmp_path / "res" / "duplex.nc")
+    assert set(duplex["band"].values) == {"low", "high", "wide"}
+    assert xr.open_dataset(tmp_path / "res" / "responses.nc").sizes["example"] == 4
+
+
+def test_binaural_bad_room_is_one_line_and_writes_nothing(tmp_path):
+    result = CliRunner().invoke(main, ["binaural", "simulate", "--rooms", "mars", "--data", str(tmp_path / "d")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "'mars'" in result.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_models_list_describes_room_mixtures():
+    from xai_loc.models.zoo import describe_condition, describe_test_metrics
+
+    assert describe_condition({"rooms": ["anechoic", "office"], "snr": [5.0, 40.0]}) == \
+        "rooms anechoic+office, SNR 5-40 dB"
+    assert describe_condition({"t60": 0.6, "snr": 10.0}) == "T60 0.6 s, SNR 10 dB"
+    test = {"metrics": {"accuracy": 0.0682, "n": 3}, "baseline": {"metrics": {"accuracy": 0.002}}}
+    text = describe_test_metrics(test)
+    assert text == "accuracy 6.8% (baseline 0.2%)"

@@ -57,6 +57,7 @@ def main(ctx: click.Context, threads: int | None) -> None:
     Relevance as audio:          xai-loc listen RELEVANCE.zarr --out wavs/
     Shipped and known models:    xai-loc models list
     Import a paper checkpoint:   xai-loc models import --arch samplecnn --t60 0.6 --snr 10 FILE.pth
+    Binaural cue probes:         xai-loc binaural cues
     Versions and devices:        xai-loc info
     """
     ctx.obj = {"threads": threads}
@@ -546,3 +547,147 @@ def reproduce(ctx, quick, out, data, pretrained, batch_size, device) -> None:
     _setup(ctx)
     click.echo(str(run(out, quick=quick, data_root=data, pretrained=pretrained, batch_size=batch_size,
                        device=device)))
+
+
+@main.group()
+def binaural() -> None:
+    """Binaural branch: HRTF scenes, the cochleagram localizer and its cue probes.
+
+    \b
+    Render scenes:        xai-loc binaural simulate --rooms anechoic,office --n-sounds 2200
+    Train a localizer:    xai-loc binaural train --epochs 5
+    Cues and behaviour:   xai-loc binaural cues --out xai-loc-results/binaural
+    """
+
+
+def _binaural_spec_options(command):
+    """Options that define a binaural dataset (:class:`~xai_loc.data.binaural_store.BinauralSpec`)."""
+    options = [
+        click.option("--rooms", default="anechoic,office", show_default=True,
+                     help="Comma-separated room presets (anechoic, office, ...); each example picks one."),
+        click.option("--kinds", default=None,
+                     help="Comma-separated sound kinds (speech and the synthetic kinds) [default: all of them]."),
+        click.option("--n-sounds", type=int, default=2200, show_default=True, help="Distinct sounds."),
+        click.option("--per-sound", type=int, default=4, show_default=True,
+                     help="Renderings of each sound, each at its own direction, room and SNR."),
+        click.option("--duration", type=float, default=0.25, show_default=True, help="Example length (s)."),
+        click.option("--snr", type=float, nargs=2, default=(5.0, 40.0), show_default=True,
+                     help="Range (dB) of the diffuse background's SNR."),
+        click.option("--no-noise", is_flag=True, help="No background noise."),
+        click.option("--test-fraction", type=float, default=0.2, show_default=True,
+                     help="Share of the distinct sounds held out for the test split."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split and every rendering."),
+        click.option("--data", type=click.Path(file_okay=False), default=None,
+                     help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed):
+    from xai_loc.data.binaural_store import BinauralSpec, cochcnn_dataset_name
+
+    rooms = tuple(r.strip() for r in rooms.split(",") if r.strip())
+    extra = {} if kinds is None else {"kinds": tuple(k.strip() for k in kinds.split(",") if k.strip())}
+    return BinauralSpec(name=cochcnn_dataset_name(rooms, n_sounds, per_sound), rooms=rooms, n_sounds=n_sounds,
+                        per_sound=per_sound, duration=duration, snr=None if no_noise else snr,
+                        test_fraction=test_fraction, seed=seed, **extra)
+
+
+@binaural.command("simulate")
+@_binaural_spec_options
+@click.option("--split", type=click.Choice(("train", "test", "all")), default="all", show_default=True,
+              help="train and test hold distinct sounds; all: both in one store.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (room simulation).")
+@click.pass_context
+def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data,
+                      split, device) -> None:
+    """Render a binaural dataset (KEMAR head in the room presets, natural sounds, diffuse noise)
+    into a resumable zarr store; prints its path."""
+    from xai_loc.data.binaural_store import simulate_binaural
+
+    _setup(ctx)
+    spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
+    click.echo(str(simulate_binaural(spec, split, root=data, device=device, progress=sys.stderr.isatty())))
+
+
+@binaural.command("train")
+@_binaural_spec_options
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint [default: <data>/runs/cochcnn_<dataset>.safetensors]; rerun to resume.")
+@click.option("--layers", default="small", show_default=True, help="Layer preset of the cochleagram CNN (small, net1).")
+@click.option("--head", type=click.Choice(("azel", "azimuth")), default="azel", show_default=True,
+              help="504 azimuth x elevation classes or 72 azimuths.")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--label-sigma", type=float, default=10.0, show_default=True,
+              help="Spread the cross-entropy target over neighbouring directions (degrees; 0: one-hot, the paper's).")
+@click.option("--max-minutes", type=float, default=None, help="Budget of the epochs; rerun to continue.")
+@click.option("--dtype", type=click.Choice(("auto", "float32", "float16")), default="auto", show_default=True,
+              help="Weight storage; auto keeps float16 where the test metrics do not move.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.pass_context
+def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data, out,
+                   layers, head, epochs, batch_size, lr, label_sigma, max_minutes, dtype, device) -> None:
+    """Train the cochleagram localizer on a binaural dataset (rendered first where absent) and
+    score it on the held-out sounds. The defaults recreate pretrained/cochcnn_default."""
+    from pathlib import Path
+
+    from xai_loc.data.store import default_root
+    from xai_loc.models.checkpoint import read_card
+    from xai_loc.models.classifier_training import ClassifierConfig, train_on_spec
+    from xai_loc.models.zoo import describe_test_metrics
+
+    _setup(ctx)
+    spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
+    config = ClassifierConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes,
+                              device=device, label_sigma=label_sigma)
+    out = Path(out) if out else Path(data or default_root()) / "runs" / f"cochcnn_{spec.name}.safetensors"
+    path = train_on_spec(spec, out, root=data, model_config={"layers": layers, "head": head}, config=config,
+                         dtype=dtype, progress=sys.stderr.isatty())
+    card = read_card(path)
+    click.echo(f"{path}: {card['training']['epochs']} epochs, "
+               f"{describe_test_metrics((card.get('metrics') or {}).get('test') or {})}")
+
+
+@binaural.command("cues")
+@_binaural_spec_options
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="A cochleagram CNN checkpoint [default: the shipped pretrained/cochcnn_default.safetensors].")
+@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/binaural", show_default=True)
+@click.option("--relevance/--no-relevance", default=True, show_default=True,
+              help="Also the relevance view: mass per band and ear, left/right relevance lag against the ITD.")
+@click.option("--behaviour/--no-behaviour", default=True, show_default=True,
+              help="Also the Hofman figure and confusion statistics on the dataset's held-out sounds.")
+@click.option("--tokens", type=int, default=4, show_default=True, help="Noise tokens per stimulus condition.")
+@click.option("--response", type=click.Choice(("argmax", "mean")), default="argmax", show_default=True,
+              help="Model answer: the arg-max direction or the probability-weighted mean lateral angle.")
+@click.option("--option", "options", multiple=True,
+              help="LRP composite option KEY=VALUE (repeatable), e.g. conv_rule=epsilon, gamma=0.5.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.pass_context
+def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data,
+                  checkpoint, out, relevance, behaviour, tokens, response, options, batch_size, device) -> None:
+    """Duplex-theory cue probe (ITD and ILD weights per band, Macpherson & Middlebrooks 2002)
+    and its relevance view, plus the Hofman-style behaviour on held-out scenes: writes
+    duplex.nc, cue_relevance.nc, cues.png, responses.nc and hofman.png under OUT."""
+    from xai_loc.data.binaural_store import simulate_binaural
+    from xai_loc.experiments.cues import run_behaviour, run_cue_probe
+    from xai_loc.models.zoo import pretrained_dir
+
+    _setup(ctx)
+    model = checkpoint or str(pretrained_dir() / "cochcnn_default.safetensors")
+    spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
+    store = simulate_binaural(spec, "test", root=data, device=device, progress=sys.stderr.isatty()) \
+        if behaviour else None
+    progress = sys.stderr.isatty()
+    paths = list(run_cue_probe(model, out, relevance=relevance, n_tokens=tokens, response=response,
+                               batch_size=batch_size, device=device, seed=seed, progress=progress,
+                               **_parse_options(options)).values())
+    if store is not None:
+        paths += run_behaviour(model, store, out, batch_size=batch_size, device=device, progress=progress).values()
+    for path in paths:
+        click.echo(str(path))

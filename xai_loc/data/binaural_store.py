@@ -229,6 +229,15 @@ class BinauralSpec:
                          if split == "all" or which[f"{k}:{s}"] == split], dtype=np.int64)
 
 
+def cochcnn_dataset_name(rooms: Sequence[str], n_sounds: int, per_sound: int) -> str:
+    """Folder name of the datasets the cochleagram runs render, e.g. ``cochcnn-anechoic-office-2200x4``.
+
+    ``xai-loc binaural simulate|train|cues`` and ``scripts/train_cochcnn.py`` name their data
+    alike, so they find each other's stores.
+    """
+    return f"cochcnn-{'-'.join(rooms)}-{n_sounds}x{per_sound}"
+
+
 def _n_utterances() -> int:
     from xai_loc.acoustics.speech import SpeechCorpus
 
@@ -519,5 +528,5 @@ def open_binaural(path: str | Path):
 
 __all__ = [
     "BINAURAL_SPLITS", "BinauralSpec", "CHUNK_EXAMPLES", "EARS", "REFERENCE_RMS", "ANECHOIC", "SPEECH",
-    "binaural_dataset_path", "open_binaural", "render_examples", "simulate_binaural",
+    "binaural_dataset_path", "cochcnn_dataset_name", "open_binaural", "render_examples", "simulate_binaural",
 ]

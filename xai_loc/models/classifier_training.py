@@ -568,3 +568,32 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
                                             ("accuracy", "azimuth_error", "elevation_error", "front_back_rate")}
     card["training"]["stored_dtype"] = store_dtype
     return save_checkpoint(model, out, card, dtype=store_dtype)
+
+
+def train_on_spec(spec, out: str | Path, *, root: str | Path | None = None, model_config: dict[str, Any] | None = None,
+                  config: ClassifierConfig | None = None, dtype: str = "auto", progress: bool = True) -> Path:
+    """Render the train and test splits of a binaural dataset where absent, then train on them.
+
+    Parameters
+    ----------
+    spec
+        A :class:`~xai_loc.data.binaural_store.BinauralSpec`; its held-out sounds (the test
+        split, when ``spec.test_fraction > 0``) score the model into its card.
+    out, model_config, config, dtype, progress
+        As for :func:`train_classifier`.
+    root
+        Data root of the stores.
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    from xai_loc.data.binaural_store import simulate_binaural
+
+    config = ClassifierConfig() if config is None else config
+    train_store = simulate_binaural(spec, "train", root=root, device=config.device, progress=progress)
+    test_store = (simulate_binaural(spec, "test", root=root, device=config.device, progress=progress)
+                  if spec.test_fraction > 0 else None)
+    return train_classifier(train_store, out, model_config=model_config, config=config, test_store=test_store,
+                            dtype=dtype, progress=progress)

@@ -22,19 +22,53 @@ def pretrained_dir() -> Path:
     return Path(os.environ.get(PRETRAINED_ENV, Path(__file__).resolve().parents[2] / "pretrained"))
 
 
+#: Test metrics shown by :func:`list_checkpoints`, in this order when a card records them:
+#: key -> (label, format, unit). Localizers of every family record some of these.
+SUMMARY_METRICS: dict[str, tuple[str, str, str]] = {
+    "mae": ("test MAE", ".3f", " m/coord"),
+    "accuracy": ("accuracy", ".1%", ""),
+    "top1": ("top-1", ".1%", ""),
+    "top5": ("top-5", ".1%", ""),
+    "within_5": ("within 5 deg", ".1%", ""),
+    "within_10": ("within 10 deg", ".1%", ""),
+    "angular_error": ("angular error", ".1f", " deg"),
+    "azimuth_accuracy": ("azimuth accuracy", ".1%", ""),
+    "azimuth_error": ("azimuth error", ".1f", " deg"),
+    "elevation_error": ("elevation error", ".1f", " deg"),
+    "front_back_rate": ("front-back", ".1%", ""),
+}
+
+
+def describe_condition(condition: dict) -> str:
+    """``'T60 0.6 s, SNR 10 dB'`` or, for a mix of rooms, ``'rooms anechoic+office, SNR 5-40 dB'``."""
+    if "rooms" in condition:
+        snr = condition.get("snr")
+        return f"rooms {'+'.join(condition['rooms'])}, " + (f"SNR {snr[0]:g}-{snr[1]:g} dB" if snr else "no noise")
+    return f"T60 {condition.get('t60'):g} s, SNR {condition.get('snr'):g} dB"
+
+
+def describe_test_metrics(test: dict) -> str:
+    """The :data:`SUMMARY_METRICS` a card's test entry records, beside its baseline where there is one."""
+    metrics = test.get("metrics") or {}
+    base = (test.get("baseline") or {}).get("metrics") or {}
+    parts = []
+    for key, (label, fmt, unit) in SUMMARY_METRICS.items():
+        if isinstance(metrics.get(key), (int, float)):
+            text = f"{label} {metrics[key]:{fmt}}{unit}"
+            if isinstance(base.get(key), (int, float)):
+                text += f" (baseline {base[key]:{fmt}})"
+            parts.append(text)
+    return ", ".join(parts) if parts else "test metrics not recorded"
+
+
 def list_checkpoints(folder: str | Path) -> list[str]:
-    """One line per xai-loc checkpoint in ``folder``: file, architecture, condition, test error."""
+    """One line per xai-loc checkpoint in ``folder``: file, architecture, condition, test metrics."""
     rows = []
     for path in sorted(Path(folder).glob("*.safetensors")):
         card = read_card(path)
-        cond = card.get("condition") or {}
         test = (card.get("metrics") or {}).get("test") or {}
-        mae = (test.get("metrics") or {}).get("mae")
-        base = ((test.get("baseline") or {}).get("metrics") or {}).get("mae")
-        err = (f"test MAE {mae:.3f} m/coord (constant baseline {base:.3f})" if mae is not None and base is not None
-               else "test MAE not recorded")
-        rows.append(f"{path.name:40s} {card['architecture']:10s} T60 {cond.get('t60')} s, "
-                    f"SNR {cond.get('snr')} dB, {err}")
+        rows.append(f"{path.name:40s} {card['architecture']:10s} {describe_condition(card.get('condition') or {})}, "
+                    f"{describe_test_metrics(test)}")
     return rows
 
 

@@ -6,25 +6,33 @@ import torch
 from xai_loc.errors import InputError
 from xai_loc.experiments.perturbation import (
     aopc,
-    deletion_order,
     deletion_predictions,
     n_deleted,
     perturbed_batches,
+    top_k_masks,
 )
 
 
-def test_order_is_descending_with_stable_ties():
-    scores = torch.tensor([[[0.1, 0.9, 0.5], [0.9, -1.0, 0.0]]])
-    assert deletion_order(scores).tolist() == [[1, 3, 2, 0, 5, 4]]
+def test_masks_are_the_head_of_a_stable_descending_sort():
+    scores = np.array([[0.1, 0.9, 0.5, 0.9, -1.0, 0.0]])
+    masks = top_k_masks(scores, [0, 1, 2, 3, 6])
+    assert [np.flatnonzero(m).tolist() for m in masks] == [[], [1], [1, 3], [1, 2, 3], [0, 1, 2, 3, 4, 5]]
+    rng = np.random.default_rng(1)
+    many = rng.integers(0, 5, (3, 400)).astype(np.float32)  # heavy ties
+    order = torch.sort(torch.from_numpy(many), dim=1, descending=True, stable=True).indices
+    ks = [0, 1, 40, 123, 200, 399, 400]
+    for k, mask in zip(ks, top_k_masks(many, ks), strict=True):
+        expected = torch.zeros(mask.shape, dtype=torch.bool)
+        expected.scatter_(1, order[:, :k], True)
+        assert np.array_equal(mask, expected.numpy())
 
 
 def test_top_p_percent_are_replaced_and_nothing_else():
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.standard_normal((4, 2, 50)), dtype=torch.float32)
     original = x.clone()
-    order = deletion_order(x.abs())
     fill = torch.full_like(x, 99.0)
-    for p, xp in perturbed_batches(x, order, (0, 10, 30, 30.5, 100), fill):
+    for p, xp in perturbed_batches(x, x.abs(), (0, 10, 30, 30.5, 100), fill):
         k = n_deleted(p, 100)
         deleted = xp == 99.0
         assert deleted.reshape(4, -1).sum(1).tolist() == [k] * 4

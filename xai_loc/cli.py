@@ -22,7 +22,7 @@ METHOD_CHOICES = ("lrp", "saliency", "input_x_gradient", "integrated_gradients",
 TARGET_CHOICES = ("truth", "prediction", "x", "y", "z", "error", "contrast")
 FIRST_RULE_CHOICES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
 COMPOSITE_CHOICES = ("paper", "paper-samplecnn-reversed-gate", "epsilon", "epsilon_plus_flat",
-                     "epsilon_alpha2_beta1", "epsilon_gamma_box", "cochcnn")
+                     "epsilon_alpha2_beta1", "epsilon_gamma_box", "cochcnn", "tfcnn", "cuenet")
 
 
 class _Group(click.Group):

@@ -46,8 +46,8 @@ from torch import nn
 from xai_loc.errors import InputError
 
 __all__ = [
-    "BANDS", "band_noise", "behaviour_statistics", "duplex_probe", "explain_binaural", "impose_ild", "impose_itd",
-    "interaural_lag", "natural_cues", "relevance_view", "run_behaviour", "run_cue_probe",
+    "BANDS", "band_noise", "behaviour_statistics", "class_logit_seed", "duplex_probe", "explain_binaural", "impose_ild",
+    "impose_itd", "interaural_lag", "natural_cues", "relevance_view", "run_behaviour", "run_cue_probe",
 ]
 
 #: Noise bands of the duplex probe, Hz (Macpherson & Middlebrooks 2002).
@@ -391,7 +391,9 @@ def duplex_probe(
 # -- relevance --------------------------------------------------------------------------------------
 
 
-def _seed_fn(target: str | int, labels: torch.Tensor | None):
+def class_logit_seed(target: str | int, labels: torch.Tensor | None):
+    """LRP output seed: the logit of the predicted (``'prediction'``), true (``'truth'``: ``labels``) or given class."""
+
     def seed(output: torch.Tensor) -> torch.Tensor:
         if target == "prediction":
             cls = output.argmax(dim=1)
@@ -476,7 +478,7 @@ def explain_binaural(model, waveforms, *, target: str | int = "prediction", labe
             for s in range(0, len(x_all), batch_size):
                 x = torch.from_numpy(x_all[s:s + batch_size]).to(device, dtype)
                 lab = None if target != "truth" else labels[s:s + batch_size]
-                output, relevance = attributor(x, _seed_fn(target, lab))
+                output, relevance = attributor(x, class_logit_seed(target, lab))
                 cls = output.argmax(1) if target == "prediction" else (
                     lab.to(device) if target == "truth" else torch.full((len(x),), int(target), device=device))
                 wave_parts.append(relevance.detach().cpu().numpy())

@@ -8,7 +8,9 @@ Methods, composites and targets are registered by name:
     METHODS     'lrp', 'integrated_gradients', 'saliency', 'input_x_gradient', 'deeplift',
                 'gradient_shap', 'occlusion'                       (xai_loc.explain.methods)
     COMPOSITES  'paper', 'paper-samplecnn-reversed-gate', 'epsilon', 'epsilon_plus_flat',
-                'epsilon_gamma_box', 'epsilon_alpha2_beta1'        (xai_loc.explain.composites)
+                'epsilon_gamma_box', 'epsilon_alpha2_beta1', 'cochcnn'
+                                                                   (xai_loc.explain.composites)
+                'tfcnn', 'cuenet'                                  (xai_loc.explain.cue_composites)
     TARGETS     'truth', 'prediction', 'x', 'y', 'z', 'error', 'contrast'
                                                                    (xai_loc.explain.targets)
 
@@ -16,7 +18,10 @@ Methods, composites and targets are registered by name:
 (:mod:`xai_loc.explain.accessor`) gives per-microphone, per-source and audio views, and
 :func:`write_wavs` writes relevance as wav files.
 """
-from xai_loc.explain import accessor  # noqa: F401  (registers the .xai accessor)
+from xai_loc.explain import (
+    accessor,  # noqa: F401  (registers the .xai accessor)
+    cue_composites,  # noqa: F401  (registers 'tfcnn' and 'cuenet')
+)
 from xai_loc.explain.attribute import Explainer, explain
 from xai_loc.explain.audit import AuditReport, audit
 from xai_loc.explain.canonizers import MergeBatchNorm

@@ -15,8 +15,21 @@ def _cochleagram(**kwargs: Any):
     return Cochleagram(**kwargs)
 
 
+def _ipd_ild(**kwargs: Any):
+    from xai_loc.features.ipd_ild import IPDILD
+
+    return IPDILD(**kwargs)
+
+
+def _binaural_cues(**kwargs: Any):
+    from xai_loc.features.binaural_cues import BinauralCues
+
+    return BinauralCues(**kwargs)
+
+
 #: Front-end constructors by name (``torch.nn.Module`` factories taking keyword arguments).
-FRONT_ENDS: dict[str, Callable[..., Any]] = {"cochleagram": _cochleagram}
+FRONT_ENDS: dict[str, Callable[..., Any]] = {"cochleagram": _cochleagram, "ipd_ild": _ipd_ild,
+                                             "binaural_cues": _binaural_cues}
 
 
 def build_front_end(name: str, **kwargs: Any):

@@ -2,8 +2,10 @@
 
 Architectures are registered by name in :data:`MODELS` (the CLI's choices come from it):
 ``'loccnn'`` (:class:`LocCNN`) and ``'samplecnn'`` (:class:`SampleCNN`), the end-to-end
-multichannel localizers of Comanducci, Antonacci and Sarti (EUSIPCO 2024), and ``'cochcnn'``
-(:class:`CochleagramCNN`), the binaural cochleagram classifier of Francl & McDermott (2022).
+multichannel localizers of Comanducci, Antonacci and Sarti (EUSIPCO 2024); the binaural
+``'cochcnn'`` (:class:`CochleagramCNN`, the cochleagram classifier of Francl & McDermott
+2022), ``'tfcnn'`` (:class:`TFCNN`, the IPD/ILD time-frequency CNN of Pang et al. 2019) and
+``'cuenet'`` (:class:`CueNet`, per-cue branches over ITD/ILD/IC maps fused by attention).
 Every operation of their forward passes is a registered module, so attribution hooks see
 all of it.
 
@@ -28,6 +30,7 @@ from xai_loc.models.classifier_training import (
     train_classifier,
 )
 from xai_loc.models.cochleagram_cnn import CochleagramCNN
+from xai_loc.models.cuenet import CueNet
 from xai_loc.models.evaluation import (
     Evaluation,
     WindowSet,
@@ -40,15 +43,18 @@ from xai_loc.models.layers import Gate, Sum
 from xai_loc.models.loccnn import LocCNN
 from xai_loc.models.registry import MODELS, build_model, register_model
 from xai_loc.models.samplecnn import SampleCNN
+from xai_loc.models.tfcnn import TFCNN
 from xai_loc.models.training import DEFAULT_LR, TrainConfig, state_path, train
 
 __all__ = [
     "MODELS",
     "CochleagramCNN",
+    "CueNet",
     "Gate",
     "LocCNN",
     "Localizer",
     "SampleCNN",
+    "TFCNN",
     "Sum",
     "build_model",
     "file_digest",

@@ -46,7 +46,7 @@ from xai_loc.runtime import resolve_device
 __all__ = [
     "ClassifierConfig", "DirectionEvaluation", "azimuth_error", "direction_metrics", "evaluate_directions",
     "front_back_confusions", "lateral_angle", "mirror_front_back", "predict_logits", "score_logits", "soft_targets",
-    "train_classifier", "wrap_degrees", "cochleagram_cache",
+    "train_classifier", "wrap_degrees", "cochleagram_cache", "feature_cache", "over_budget",
 ]
 
 #: Training-state ``format`` and ``version``.
@@ -349,21 +349,41 @@ class ClassifierConfig:
         return {k: v for k, v in asdict(self).items() if k not in RUN_FIELDS}
 
 
-def cochleagram_cache(model: nn.Module, waveforms, batch_size: int = 16, progress: bool = True) -> np.ndarray:
-    """The front end's output for every example, float16 ``(n, 2, bands, frames)``."""
+def feature_cache(features, waveforms, shape: tuple[int, ...], batch_size: int = 16, progress: bool = True,
+                  desc: str = "front end") -> np.ndarray:
+    """A fixed front end's output for every example, float16 ``(n, *shape)``.
+
+    Parameters
+    ----------
+    features
+        Maps waveforms ``[B, 2, T]`` (float32 tensor) to ``[B, *shape]``, e.g. ``model.cochleagram``.
+    waveforms
+        ``(n, 2, T)`` array or DataArray.
+    """
     from tqdm.auto import tqdm
 
     if hasattr(waveforms, "dims") and hasattr(waveforms, "values"):
         waveforms = waveforms.values
     n = len(waveforms)
-    out = np.empty((n, *model.cochleagram_shape), dtype=np.float16)
+    out = np.empty((n, *shape), dtype=np.float16)
     with torch.inference_mode():
-        for s in tqdm(range(0, n, batch_size), disable=not progress, desc="cochleagrams", unit="batch", leave=False):
+        for s in tqdm(range(0, n, batch_size), disable=not progress, desc=desc, unit="batch", leave=False):
             x = torch.as_tensor(np.asarray(waveforms[s:s + batch_size]), dtype=torch.float32)
             if not torch.isfinite(x).all():
                 raise InputError(f"waveforms {s}..{s + len(x) - 1} hold NaN or infinite samples")
-            out[s:s + len(x)] = model.cochleagram(x).numpy().astype(np.float16)
+            out[s:s + len(x)] = features(x).numpy().astype(np.float16)
     return out
+
+
+def cochleagram_cache(model: nn.Module, waveforms, batch_size: int = 16, progress: bool = True) -> np.ndarray:
+    """The cochleagram of every example, float16 ``(n, 2, bands, frames)``."""
+    return feature_cache(model.cochleagram, waveforms, model.cochleagram_shape, batch_size, progress, "cochleagrams")
+
+
+def over_budget(started: float, epoch_seconds: list[float], max_minutes: float | None) -> bool:
+    """Whether one more epoch (of the mean duration so far) would overrun ``max_minutes`` since ``started``."""
+    return max_minutes is not None and bool(epoch_seconds) and (
+        time.monotonic() - started + float(np.mean(epoch_seconds)) > 60 * max_minutes)
 
 
 def soft_targets(head: str, sigma: float) -> torch.Tensor:
@@ -502,8 +522,7 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
         target_rows = soft_targets(model.head_name, float(config.label_sigma)).to(device)
         stopped = "epochs"
         while epoch < config.epochs:
-            if config.max_minutes is not None and history["seconds"] and (
-                    time.monotonic() - started + float(np.mean(history["seconds"])) > 60 * config.max_minutes):
+            if over_budget(started, history["seconds"], config.max_minutes):
                 stopped = "time_budget"
                 break
             t0 = time.monotonic()

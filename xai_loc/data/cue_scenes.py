@@ -1,0 +1,342 @@
+"""Binaural speech-in-noise scenes for the ITD/ILD/IC cue network (seed 002), cached as cue maps.
+
+A scene: a 0.5 s excerpt of one shipped espeak-ng utterance
+(:meth:`~xai_loc.acoustics.speech.SpeechCorpus.shipped`, resampled to 44.1 kHz) at one of
+the 72 azimuths (5 degree steps, elevation 0, SOFA convention: 90 = left), plus two noise
+sources (synthetic kinds of :data:`~xai_loc.acoustics.binaural.SOUNDS`) at two other grid
+azimuths drawn at random, each at its own SNR uniform in 15-40 dB relative to the speech
+(powers averaged over both ears). Free field: the MIT KEMAR HRIRs at their native 44.1 kHz
+(:func:`~xai_loc.acoustics.binaural.anechoic_rirs`, source at 1.4 m). The mixture is scaled
+to an RMS of 0.05.
+
+The split is by utterance: a seeded permutation sends ``test_fraction`` of the corpus's
+utterances to ``test`` and the rest to ``train``, so no utterance (sentence) is in both
+(:meth:`CueSceneSpec.utterances`). The seed's published numbers came from a split that
+shared source sentences between training and evaluation; this one does not. Each utterance
+is rendered ``per_utterance[split]`` times (new excerpt, direction, noises and SNRs each
+time); directions are balanced: every azimuth occurs equally often in a split.
+
+Because the front end (:class:`~xai_loc.features.binaural_cues.BinauralCues`) has no
+trainable parameters, the stores hold the cue maps, not the waveforms
+(:func:`simulate_cue_scenes`): ``<root>/cue_scenes/<name>-<digest>/<split>.nc``, an
+``xarray.Dataset`` with ``cues (example, cue, band, frame)`` float32 and per-example
+labels. They are written in parts of :data:`PART_EXAMPLES` examples, each atomically, so an
+interrupted run resumes at the first missing part; the parts are then merged into the split
+file (atomic rename) and removed. Any example's waveform is re-rendered exactly by
+:func:`render_scene_example` (same spec, split and index, same samples).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xai_loc.errors import InputError
+
+__all__ = ["CUE_SPLITS", "CueSceneSpec", "PART_EXAMPLES", "cue_store_path", "open_cue_scenes",
+           "render_scene_example", "simulate_cue_scenes"]
+
+#: Splits of a cue-scene dataset.
+CUE_SPLITS = ("train", "test")
+#: Examples per part file while a split is being written.
+PART_EXAMPLES = 256
+#: RMS of every rendered mixture.
+SCENE_RMS = 0.05
+#: Default noise kinds (registered synthetic sounds; continuous textures, bursts and harmonic complexes).
+NOISE_KINDS = ("am_noise", "pink_burst", "white_burst", "tone_complex")
+
+
+@dataclass(frozen=True)
+class CueSceneSpec:
+    """What a cue-scene dataset holds; recorded in its stores.
+
+    Parameters
+    ----------
+    name
+        Folder name prefix under ``<root>/cue_scenes/``.
+    per_utterance
+        Renderings per utterance in each split, ``{'train': 18, 'test': 12}``: with 300
+        utterances and 20 % held out, 4320 training and 720 test scenes (60 and 10 per azimuth).
+    test_fraction
+        Share of the utterances held out for testing.
+    duration
+        Clip length in seconds (0.5).
+    fs
+        Sample rate (44100, KEMAR's native rate).
+    snr
+        ``(low, high)`` dB: each noise source's SNR re the speech, uniform.
+    n_noise
+        Noise sources per scene (2), at distinct grid azimuths other than the target's.
+    noise_kinds
+        Registered synthetic sound kinds the noises are drawn from.
+    front_end
+        Options of :class:`~xai_loc.features.binaural_cues.BinauralCues` (its defaults if empty).
+    seed
+        Seeds the split and every rendering.
+    """
+
+    name: str = "default"
+    per_utterance: dict[str, int] = field(default_factory=lambda: {"train": 18, "test": 12})
+    test_fraction: float = 0.2
+    duration: float = 0.5
+    fs: int = 44100
+    snr: tuple[float, float] = (15.0, 40.0)
+    n_noise: int = 2
+    noise_kinds: tuple[str, ...] = NOISE_KINDS
+    front_end: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from xai_loc.acoustics.binaural import SOUNDS
+
+        if set(self.per_utterance) != set(CUE_SPLITS) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in self.per_utterance.values()):
+            raise InputError(f"per_utterance={self.per_utterance!r} is not allowed; give {{'train': n, 'test': n}} "
+                             "with positive integers")
+        if not 0 < self.test_fraction < 1:
+            raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in (0, 1)")
+        if not (math.isfinite(self.duration) and 0.02 <= self.duration <= 10):
+            raise InputError(f"duration={self.duration!r} s is not allowed; use 0.02-10 s")
+        low, high = (float(v) for v in self.snr)
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise InputError(f"snr={self.snr!r} is not allowed; give (low, high) dB with low <= high")
+        if isinstance(self.n_noise, bool) or not isinstance(self.n_noise, int) or not 0 <= self.n_noise <= 10:
+            raise InputError(f"n_noise={self.n_noise!r} is not allowed; use an integer in 0..10")
+        unknown = [k for k in self.noise_kinds if k not in SOUNDS]
+        if unknown or not self.noise_kinds:
+            raise InputError(f"noise kinds {unknown or list(self.noise_kinds)} are not allowed; use some of "
+                             f"{', '.join(SOUNDS)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"seed={self.seed!r} is not allowed; use an integer >= 0")
+        object.__setattr__(self, "snr", (low, high))
+        object.__setattr__(self, "noise_kinds", tuple(self.noise_kinds))
+
+    @property
+    def n_samples(self) -> int:
+        """Samples per ear of one clip."""
+        return int(round(self.duration * self.fs))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields."""
+        out = asdict(self)
+        out["snr"], out["noise_kinds"] = list(self.snr), list(self.noise_kinds)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CueSceneSpec:
+        """The spec recorded by :meth:`to_dict`."""
+        return cls(**{**data, "snr": tuple(data["snr"]), "noise_kinds": tuple(data["noise_kinds"])})
+
+    def digest(self) -> str:
+        """Short hash of every field (the store folder's suffix)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+    def utterances(self, split: str) -> tuple[str, ...]:
+        """Utterance ids of ``split`` (corpus order); train and test are disjoint and cover the corpus."""
+        from xai_loc.acoustics.speech import SpeechCorpus
+
+        _check_split(split)
+        ids = SpeechCorpus.shipped().ids
+        order = np.random.default_rng([self.seed, 17]).permutation(len(ids))
+        test = set(order[:int(round(self.test_fraction * len(ids)))].tolist())
+        return tuple(uid for i, uid in enumerate(ids) if (i in test) == (split == "test"))
+
+    def plan(self, split: str) -> dict[str, np.ndarray]:
+        """Per example of ``split``: ``utterance`` id and target ``azimuth`` (balanced over the 72 azimuths)."""
+        from xai_loc.acoustics.binaural import AZIMUTHS
+
+        utts = np.array(self.utterances(split))
+        n = utts.size * self.per_utterance[split]
+        rng = np.random.default_rng([self.seed, CUE_SPLITS.index(split), 29])
+        azimuth = rng.permutation(np.tile(AZIMUTHS, -(-n // AZIMUTHS.size)))[:n]
+        return {"utterance": np.repeat(utts, self.per_utterance[split]), "azimuth": azimuth}
+
+
+def _check_split(split: str) -> None:
+    if split not in CUE_SPLITS:
+        raise InputError(f"split {split!r} is unknown; allowed: {', '.join(CUE_SPLITS)}")
+
+
+class _SceneRenderer:
+    """KEMAR responses of the 72 azimuths and the speech corpus, loaded once."""
+
+    def __init__(self, spec: CueSceneSpec) -> None:
+        from xai_loc.acoustics.binaural import AZIMUTHS, anechoic_rirs
+        from xai_loc.acoustics.hrtf import load_hrtf
+        from xai_loc.acoustics.speech import SpeechCorpus
+
+        self.spec = spec
+        hrtf = load_hrtf("kemar", fs=spec.fs)
+        self.hrirs = anechoic_rirs(AZIMUTHS, np.zeros_like(AZIMUTHS), hrtf=hrtf, fs=spec.fs).double().numpy()
+        self.corpus = SpeechCorpus.shipped(fs=16000, cache_size=64)
+
+    def speech(self, utterance: str, rng: np.random.Generator) -> np.ndarray:
+        """A loud 0.5 s stretch of ``utterance`` at ``spec.fs``, peak 1."""
+        from xai_loc.acoustics.speech import resample
+
+        spec = self.spec
+        x = self.corpus.load(utterance).astype(np.float64)
+        n16 = int(math.ceil(spec.duration * 16000))
+        x = np.pad(x, (0, max(0, n16 - x.size)))
+        starts = np.arange(0, x.size - n16 + 1, max(1, n16 // 8))
+        power = np.array([np.mean(x[s:s + n16] ** 2) for s in starts])
+        start = int(rng.choice(starts[power >= 0.5 * power.max()]))
+        y = resample(x[start:start + n16], 16000, spec.fs, "speech excerpt")[:spec.n_samples]
+        y = np.pad(y, (0, spec.n_samples - y.size))
+        return y / max(np.max(np.abs(y)), 1e-12)
+
+    def render(self, utterance: str, azimuth: float, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+        """Ear signals ``(2, n_samples)`` of one scene and what was drawn for it."""
+        from xai_loc.acoustics.binaural import AZIMUTHS, SOUNDS, render_scene, spatialize
+
+        spec, n = self.spec, self.spec.n_samples
+        k_target = int(np.flatnonzero(AZIMUTHS == azimuth)[0])
+        target = spatialize(self.speech(utterance, rng), self.hrirs[k_target])
+        others = np.delete(np.arange(AZIMUTHS.size), k_target)
+        k_noise = rng.choice(others, size=spec.n_noise, replace=False)
+        kinds = rng.choice(np.array(spec.noise_kinds), size=spec.n_noise)
+        snrs = rng.uniform(spec.snr[0], spec.snr[1], size=spec.n_noise)
+        mix = target.copy()
+        for k, kind, snr in zip(k_noise, kinds, snrs, strict=True):
+            noise = spatialize(SOUNDS[str(kind)](rng, spec.fs, n), self.hrirs[k])
+            mix += render_scene(target, noise, float(snr)) - target
+        mix *= SCENE_RMS / max(math.sqrt(float(np.mean(mix ** 2))), 1e-12)
+        return mix, {"noise_azimuth": AZIMUTHS[k_noise], "noise_kind": kinds.astype(str), "snr": snrs}
+
+
+def _example_rng(spec: CueSceneSpec, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([spec.seed, CUE_SPLITS.index(split), int(index), 31])
+
+
+def render_scene_example(spec: CueSceneSpec, split: str, index: int | Sequence[int]) -> np.ndarray:
+    """Waveforms ``(n, 2, n_samples)`` float32 of examples ``index`` of a split, exactly as stored.
+
+    Raises
+    ------
+    InputError
+        For an unknown split or an index outside the split.
+    """
+    _check_split(split)
+    plan = spec.plan(split)
+    idx = np.atleast_1d(np.asarray(index, dtype=np.int64))
+    if idx.size == 0 or idx.min() < 0 or idx.max() >= plan["azimuth"].size:
+        raise InputError(f"example index {index!r} is not allowed; split {split!r} has examples "
+                         f"0..{plan['azimuth'].size - 1}")
+    renderer = _SceneRenderer(spec)
+    return np.stack([renderer.render(str(plan["utterance"][i]), float(plan["azimuth"][i]),
+                                     _example_rng(spec, split, i))[0] for i in idx]).astype(np.float32)
+
+
+def cue_store_path(root: str | Path, spec: CueSceneSpec, split: str) -> Path:
+    """``<root>/cue_scenes/<name>-<digest>/<split>.nc``."""
+    _check_split(split)
+    return Path(root) / "cue_scenes" / f"{spec.name}-{spec.digest()}" / f"{split}.nc"
+
+
+def _render_part(spec: CueSceneSpec, split: str, indices: np.ndarray, plan: dict[str, np.ndarray],
+                 renderer: _SceneRenderer, front_end, batch_size: int):
+    import torch
+    import xarray as xr
+
+    from xai_loc.features.binaural_cues import CUES
+
+    waves, drawn = [], []
+    for i in indices:
+        w, info = renderer.render(str(plan["utterance"][i]), float(plan["azimuth"][i]), _example_rng(spec, split, i))
+        waves.append(w.astype(np.float32))
+        drawn.append(info)
+    with torch.inference_mode():
+        cues = np.concatenate([front_end(torch.from_numpy(np.stack(waves[s:s + batch_size]))).numpy()
+                               for s in range(0, len(waves), batch_size)])
+    return xr.Dataset(
+        {"cues": (("example", "cue", "band", "frame"), cues.astype(np.float32)),
+         "noise_azimuth": (("example", "noise"), np.stack([d["noise_azimuth"] for d in drawn]), {"units": "degree"}),
+         "noise_kind": (("example", "noise"), np.stack([d["noise_kind"] for d in drawn])),
+         "snr": (("example", "noise"), np.stack([d["snr"] for d in drawn]), {"units": "dB"})},
+        coords={"example": indices, "cue": list(CUES),
+                "azimuth": ("example", plan["azimuth"][indices], {"units": "degree"}),
+                "elevation": ("example", np.zeros(indices.size), {"units": "degree"}),
+                "utterance": ("example", plan["utterance"][indices].astype(str))})
+
+
+def simulate_cue_scenes(spec: CueSceneSpec, split: str, *, root: str | Path | None = None, batch_size: int = 16,
+                        progress: bool = False) -> Path:
+    """Render the scenes of ``split`` and store their cue maps (resumable; see the module docs).
+
+    Returns
+    -------
+    Path
+        The split's ``.nc`` file (returned at once if it exists).
+    """
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    from xai_loc.data.store import default_root
+    from xai_loc.features.binaural_cues import CUE_UNITS, BinauralCues
+    from xai_loc.io import write_dataset_atomic
+
+    path = cue_store_path(default_root() if root is None else root, spec, split)
+    if path.exists():
+        return path
+    front_end = BinauralCues(**{"fs": spec.fs, **spec.front_end}).eval()
+    if front_end.fs != spec.fs:
+        raise InputError(f"front-end fs={front_end.fs} does not match the scenes' fs={spec.fs}")
+    plan = spec.plan(split)
+    n = plan["azimuth"].size
+    parts_dir = path.with_name(f".{split}.parts")
+    renderer = None
+    names = []
+    for p, start in enumerate(tqdm(range(0, n, PART_EXAMPLES), disable=not progress, desc=f"cue scenes {split}",
+                                   unit="part")):
+        part = parts_dir / f"part-{p:05d}.nc"
+        names.append(part)
+        if part.exists():
+            continue
+        renderer = renderer or _SceneRenderer(spec)
+        ds = _render_part(spec, split, np.arange(start, min(n, start + PART_EXAMPLES)), plan, renderer, front_end,
+                          batch_size)
+        write_dataset_atomic(ds, part)
+    parts = [xr.load_dataset(p, engine="h5netcdf") for p in names]
+    ds = xr.concat(parts, dim="example")
+    ds = ds.assign_coords(
+        band=("band", np.arange(front_end.n_bands)),
+        frequency=("band", front_end.centre_frequencies, {"units": "Hz"}),
+        frame_time=("frame", front_end.frame_times(spec.n_samples), {"units": "s"}),
+        cue_unit=("cue", [CUE_UNITS[c] for c in ds["cue"].values]))
+    ds.attrs.update(spec=json.dumps(spec.to_dict(), sort_keys=True), spec_digest=spec.digest(), split=split,
+                    fs=spec.fs, n_samples=spec.n_samples, front_end=json.dumps(front_end.config, sort_keys=True),
+                    convention="azimuth counter-clockwise from the front, 90 = left (SOFA); ITD > 0 and "
+                               "ILD > 0: left ear leading / louder")
+    write_dataset_atomic(ds, path)
+    for p in names:
+        p.unlink(missing_ok=True)
+    parts_dir.rmdir()
+    return path
+
+
+def open_cue_scenes(path: str | Path):
+    """Load a cue-scene store into memory (``xarray.Dataset``).
+
+    Raises
+    ------
+    InputError
+        If the file is missing or not a cue-scene store.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"cue-scene store {path} does not exist; render it with simulate_cue_scenes")
+    try:
+        ds = xr.load_dataset(path, engine="h5netcdf")
+    except (OSError, ValueError) as err:
+        raise InputError(f"cue-scene store {path} is unreadable ({type(err).__name__})") from None
+    if "cues" not in ds or "spec" not in ds.attrs:
+        raise InputError(f"{path} is not a cue-scene store (no 'cues' variable or spec)")
+    return ds

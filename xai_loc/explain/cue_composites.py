@@ -1,0 +1,138 @@
+"""LRP composites of the binaural cue-map localizers: the IPD/ILD TF-CNN and the ITD/ILD/IC cue network.
+
+Registered in :data:`~xai_loc.explain.composites.COMPOSITES` on import of
+:mod:`xai_loc.explain`:
+
+``'tfcnn'``
+    :class:`~xai_loc.models.tfcnn.TFCNN` from its output to the waveform: dense layers
+    Epsilon, convolutions Gamma (or Epsilon), BatchNorms merged into the convolution before
+    them, ReLUs Pass; the interaural-cue stage gets :class:`CueEnergyShare` and the STFT
+    (linear, bias-free) Epsilon. With ``conv_rule='epsilon'`` and zero biases the chain
+    conserves relevance down to the samples.
+``'cuenet'``
+    :class:`~xai_loc.models.cuenet.CueNet` from its logits to the cue map: ``first_rule``
+    on the first convolution of each cue branch (``'zbox'`` with the cue's physical range as
+    the box, ``'epsilon'`` or ``'flat'``), other convolutions ``conv_rule``, dense layers
+    Epsilon, BatchNorms merged; the attention weights held constant like a gate
+    (:class:`~xai_loc.explain.rules.GateRule`), so relevance goes to the cue branches and
+    none into the attention scorer. See :mod:`xai_loc.experiments.cue_probe`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from zennit.composites import LayerMapComposite, NameLayerMapComposite, layer_map_base
+from zennit.core import Composite, Hook
+from zennit.rules import Epsilon, Flat, ZBox
+from zennit.types import Convolution
+
+from xai_loc.explain._options import check_choice, check_number
+from xai_loc.explain.canonizers import MergeBatchNorm
+from xai_loc.explain.composites import _label, register_composite
+from xai_loc.explain.rules import FastGamma, GateRule
+from xai_loc.models.layers import Gate
+
+__all__ = ["CUENET_CONV_RULES", "CUENET_FIRST_RULES", "CueEnergyShare", "TFCNN_CONV_RULES", "cue_bounds",
+           "cuenet_composite", "tfcnn_composite"]
+
+#: Rules selectable for the TF-CNN's convolutions.
+TFCNN_CONV_RULES = ("gamma", "epsilon")
+#: Rules selectable for the first convolution of each cue branch of the cue network, and for the others.
+CUENET_FIRST_RULES = ("zbox", "epsilon", "flat")
+CUENET_CONV_RULES = ("gamma", "epsilon")
+
+
+class CueEnergyShare(Hook):
+    """Relevance of the interaural-cue stage: each bin's (IPD + ILD) relevance to its four
+    spectral coefficients ``(L re, L im, R re, R im)`` in proportion to ``x_k^2 / sum_j x_j^2``.
+
+    A ``Pass``-type rule for a many-to-few map: IPD and ILD are scale-free ratios (and the IPD
+    wraps), so gradient-based rules would sum to zero per bin; see
+    :mod:`xai_loc.features.ipd_ild`. Relevance is conserved bin by bin, except in bins of
+    exactly zero energy, where ``stabilizer`` (added to the bin energy) lets it vanish.
+    """
+
+    def __init__(self, stabilizer: float = 1e-30) -> None:
+        super().__init__()
+        self.stabilizer = stabilizer
+
+    def copy(self) -> CueEnergyShare:
+        """A fresh hook with the same stabilizer."""
+        return type(self)(self.stabilizer)
+
+    def forward(self, module: nn.Module, input: tuple, output: torch.Tensor) -> None:
+        """Keep the spectra for the backward pass."""
+        self.stored_tensors["input"] = input[0].detach()
+
+    def backward(self, module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:
+        """Relevance of the spectra ``[B, 4, F, T]`` from that of the cues ``[B, 2, F, T]``."""
+        spectra = self.stored_tensors["input"]
+        energy = spectra * spectra
+        share = energy / (energy.sum(dim=1, keepdim=True) + self.stabilizer)
+        return (share * grad_output[0].sum(dim=1, keepdim=True),)
+
+
+@register_composite("tfcnn")
+def tfcnn_composite(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6, gamma: float = 0.25,
+                    stabilizer: float = 1e-6) -> LayerMapComposite:
+    """The TF-CNN from its output to the waveform (see the module docs).
+
+    ``conv_rule='epsilon'`` with ``epsilon`` near 0 and zero biases is LRP-0 throughout:
+    relevance is then conserved from the output to the IPD/ILD maps and on to the samples.
+    """
+    from xai_loc.features.ipd_ild import InterauralCues, SpectralConv
+
+    check_choice("conv_rule", conv_rule, TFCNN_CONV_RULES)
+    check_number("epsilon", epsilon)
+    check_number("stabilizer", stabilizer, strict=True)
+    eps = _label(Epsilon(epsilon=epsilon), f"Epsilon(epsilon={epsilon:g})")
+    conv = _label(FastGamma(gamma=check_number("gamma", gamma), stabilizer=stabilizer), f"Gamma(gamma={gamma:g})") \
+        if conv_rule == "gamma" else eps
+    layer_map = ([(SpectralConv, eps), (InterauralCues, _label(CueEnergyShare(), "CueEnergyShare"))]
+                 + layer_map_base(stabilizer) + [(Convolution, conv), (nn.Linear, eps)])
+    return LayerMapComposite(layer_map=layer_map, canonizers=[MergeBatchNorm()])
+
+
+def cue_bounds(cue_options: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Physical range of each cue of a front end's options: ITD ms, ILD dB, IC."""
+    lag, clip = float(cue_options.get("max_lag_ms", 1.0)), float(cue_options.get("ild_limit", 7.0))
+    return {"itd": (-lag, lag), "ild": (-clip, clip), "ic": (0.0, 1.0)}
+
+
+@register_composite("cuenet")
+def cuenet_composite(model: nn.Module, *, first_rule: str = "zbox", conv_rule: str = "gamma", epsilon: float = 1e-6,
+                     gamma: float = 0.25, stabilizer: float = 1e-6) -> Composite:
+    """The cue network (or its ``classifier``) from logits to the cue map; see the module docs.
+
+    Register it on the module it was built for: names of the branch convolutions are taken
+    relative to ``model``.
+    """
+    from xai_loc.models.cuenet import CueBranch
+
+    check_choice("first_rule", first_rule, CUENET_FIRST_RULES)
+    check_choice("conv_rule", conv_rule, CUENET_CONV_RULES)
+    check_number("epsilon", epsilon)
+    check_number("gamma", gamma)
+    check_number("stabilizer", stabilizer, strict=True)
+    options = getattr(model, "cue_options", None) or {}
+    bounds = cue_bounds(options)
+    name_map = []
+    for name, module in model.named_modules():
+        if isinstance(module, CueBranch):
+            cue = name.rsplit(".", 1)[-1]
+            if first_rule == "zbox":
+                low, high = bounds[cue]
+                rule = _label(ZBox(low=low, high=high, stabilizer=stabilizer), f"ZBox(low={low:g}, high={high:g})")
+            elif first_rule == "flat":
+                rule = _label(Flat(stabilizer=stabilizer), "Flat")
+            else:
+                rule = _label(Epsilon(epsilon=epsilon), f"Epsilon(epsilon={epsilon:g})")
+            name_map.append(([f"{name}.conv1"], rule))
+    dense = _label(Epsilon(epsilon=epsilon), f"Epsilon(epsilon={epsilon:g})")
+    conv = (_label(FastGamma(gamma=gamma, stabilizer=stabilizer), f"Gamma(gamma={gamma:g})")
+            if conv_rule == "gamma" else _label(Epsilon(epsilon=epsilon), f"Epsilon(epsilon={epsilon:g})"))
+    layer_map = ([(Gate, _label(GateRule(to="signal"), "GateRule(to=signal)"))] + layer_map_base(stabilizer)
+                 + [(Convolution, conv), (nn.Linear, dense)])
+    return NameLayerMapComposite(name_map=name_map, layer_map=layer_map, canonizers=[MergeBatchNorm()])

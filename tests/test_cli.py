@@ -300,3 +300,38 @@ def test_models_list_describes_room_mixtures():
     test = {"metrics": {"accuracy": 0.0682, "n": 3}, "baseline": {"metrics": {"accuracy": 0.002}}}
     text = describe_test_metrics(test)
     assert text == "accuracy 6.8% (baseline 0.2%)"
+
+
+def test_tfcnn_train_and_probe_end_to_end(tmp_path):
+    import xarray as xr
+
+    from xai_loc.models import read_card
+
+    runner = CliRunner()
+    scenes = ["--n-train", "40", "--test-per-azimuth", "1", "--data", str(tmp_path / "data")]
+    out = tmp_path / "tf.safetensors"
+    result = runner.invoke(main, ["binaural", "tfcnn", "train", *scenes, "--epochs", "1", "--batch-size", "8",
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    test = read_card(out)["metrics"]["test"]
+    assert set(test["by_snr"]) == {"-6", "0", "6"} and test["all"]["n"] == 3 * 37
+    result = runner.invoke(main, ["binaural", "tfcnn", "probe", *scenes, "--checkpoint", str(out), "--snr", "0",
+                                  "--examples", "3", "--out", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    profile = xr.open_dataset(tmp_path / "res" / "band_profile.nc")
+    assert profile["share"].dims == ("snr", "channel", "band") and list(profile["channel"].values) == ["ipd", "ild"]
+    np.testing.assert_allclose(profile["share"].sum(("channel", "band")), 1.0, rtol=1e-9)
+    assert (tmp_path / "res" / "band_profile.png").stat().st_size > 0
+
+
+def test_cuenet_probe_of_the_shipped_model(tmp_path):
+    import xarray as xr
+
+    result = CliRunner().invoke(main, ["binaural", "cuenet", "probe", "--train-per-utterance", "1",
+                                       "--test-per-utterance", "1", "--data", str(tmp_path / "data"),
+                                       "--out", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    table = xr.open_dataset(tmp_path / "res" / "cue_reliance.nc")
+    assert set(table["cue"].values) == {"itd", "ild", "ic"}
+    np.testing.assert_allclose(table["attention_mean"].sum("cue"), 1.0, rtol=1e-6)
+    assert xr.open_dataset(tmp_path / "res" / "cue_relevance.nc").sizes["example"] == 60  # one per held-out utterance

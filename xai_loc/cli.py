@@ -691,3 +691,189 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
         paths += run_behaviour(model, store, out, batch_size=batch_size, device=device, progress=progress).values()
     for path in paths:
         click.echo(str(path))
+
+
+@binaural.group("tfcnn")
+def binaural_tfcnn() -> None:
+    """IPD/ILD time-frequency CNN (Pang et al. 2019): train, probe.
+
+    \b
+    Train:   xai-loc binaural tfcnn train     (defaults recreate pretrained/tfcnn_default)
+    Probe:   xai-loc binaural tfcnn probe     (relevance on the IPD vs ILD channel per band)
+    """
+
+
+def _tfcnn_scene_options(command):
+    """Options of the TF-CNN's scene set (:class:`~xai_loc.data.ipd_ild_scenes.SceneSpec`)."""
+    options = [
+        click.option("--n-train", type=int, default=8000, show_default=True,
+                     help="Training scenes (SNR uniform in -10..30 dB)."),
+        click.option("--test-per-azimuth", type=int, default=10, show_default=True,
+                     help="Test scenes per azimuth at each test SNR (-6, 0, 6 dB), held-out utterances."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the scenes and the training."),
+        click.option("--data", type=click.Path(file_okay=False), default=None,
+                     help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _tfcnn_spec(n_train, test_per_azimuth, seed):
+    from xai_loc.data.ipd_ild_scenes import SceneSpec
+
+    return SceneSpec(name=f"tfcnn-n{n_train}-t{test_per_azimuth}-s{seed}", n_train=n_train,
+                     test_per_azimuth=test_per_azimuth, seed=seed)
+
+
+@binaural_tfcnn.command("train")
+@_tfcnn_scene_options
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint [default: <data>/runs/tfcnn_<scenes>.safetensors]; rerun to resume.")
+@click.option("--width", type=click.Choice(("small", "paper")), default="small", show_default=True)
+@click.option("--head", type=click.Choice(("regression", "multitask")), default="regression", show_default=True,
+              help="Azimuth regression (-90..90, MSE) or azimuth x elevation classification.")
+@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Budget of the epochs; rerun to continue.")
+@click.pass_context
+def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width, head, epochs, batch_size, lr,
+                         max_minutes) -> None:
+    """Render the KEMAR speech-in-noise scenes (if absent) and train the TF-CNN; the card holds
+    accuracy within 5 and 10 degrees per test SNR."""
+    from pathlib import Path
+
+    from xai_loc.data.ipd_ild_scenes import render_scenes
+    from xai_loc.data.store import default_root
+    from xai_loc.models.tfcnn_training import TFCNNTrainConfig, train_tfcnn
+
+    _setup(ctx)
+    spec = _tfcnn_spec(n_train, test_per_azimuth, seed)
+    config = TFCNNTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes)
+    paths = render_scenes(spec, data, progress=sys.stderr.isatty())
+    out = Path(out) if out else Path(data or default_root()) / "runs" / f"tfcnn_{spec.name}.safetensors"
+    path = train_tfcnn(paths["train"], out, test_scenes=paths["test"], model_config={"width": width, "head": head},
+                       config=config, progress=sys.stderr.isatty())
+    click.echo(str(path))
+
+
+@binaural_tfcnn.command("probe")
+@_tfcnn_scene_options
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="A TF-CNN checkpoint [default: the shipped pretrained/tfcnn_default.safetensors].")
+@click.option("--snr", "snrs", type=float, multiple=True, help="Test SNR(s) to probe [default: all of them].")
+@click.option("--examples", type=int, default=96, show_default=True, help="Examples per SNR (seeded draw).")
+@click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
+@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/tfcnn", show_default=True)
+@click.pass_context
+def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint, snrs, examples, options, out) -> None:
+    """Relevance on the IPD vs the ILD channel per octave band at each test SNR (duplex theory:
+    IPD below ~1.5 kHz, ILD above); writes band_profile.nc and band_profile.png."""
+    from xai_loc.data.ipd_ild_scenes import render_scenes
+    from xai_loc.experiments.ipd_ild_probe import run_ipd_ild_probe
+    from xai_loc.models.zoo import pretrained_dir
+
+    _setup(ctx)
+    spec = _tfcnn_spec(n_train, test_per_azimuth, seed)
+    scenes = render_scenes(spec, data, progress=sys.stderr.isatty(), splits=("test",))["test"]
+    model = checkpoint or str(pretrained_dir() / "tfcnn_default.safetensors")
+    paths = run_ipd_ild_probe(model, scenes, out, snrs=snrs or None, n_examples=examples, seed=seed,
+                              **_parse_options(options))
+    for path in paths.values():
+        click.echo(str(path))
+
+
+@binaural.group("cuenet")
+def binaural_cuenet() -> None:
+    """ITD/ILD/IC cue network (per-cue branches fused by attention): train, probe.
+
+    \b
+    Train:   xai-loc binaural cuenet train    (defaults recreate pretrained/cuenet_default)
+    Probe:   xai-loc binaural cuenet probe    (relevance per cue and band, attention, ablation)
+    """
+
+
+def _cue_scene_options(command):
+    """Options of the cue network's scene set (:class:`~xai_loc.data.cue_scenes.CueSceneSpec`)."""
+    options = [
+        click.option("--train-per-utterance", type=int, default=18, show_default=True,
+                     help="Training scenes per utterance (240 training utterances)."),
+        click.option("--test-per-utterance", type=int, default=12, show_default=True,
+                     help="Test scenes per utterance (60 held-out utterances)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the scenes and the training."),
+        click.option("--data", type=click.Path(file_okay=False), default=None,
+                     help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _cue_spec(train_per_utterance, test_per_utterance, seed):
+    from xai_loc.data.cue_scenes import CueSceneSpec
+
+    counts = {"train": train_per_utterance, "test": test_per_utterance}
+    name = "cuenet" if counts == {"train": 18, "test": 12} else f"cuenet-{train_per_utterance}x{test_per_utterance}"
+    return CueSceneSpec(name=name, per_utterance=counts, seed=seed)
+
+
+@binaural_cuenet.command("train")
+@_cue_scene_options
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint [default: <data>/runs/<scenes>_s<seed>.safetensors].")
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--label-sigma", type=float, default=0.0, show_default=True,
+              help="Spread the cross-entropy target over neighbouring azimuths (degrees; 0: one-hot).")
+@click.option("--max-minutes", type=float, default=15.0, show_default=True, help="Budget of the epochs.")
+@click.pass_context
+def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, data, out, epochs, batch_size, lr,
+                          label_sigma, max_minutes) -> None:
+    """Render the speech-plus-two-noises scenes and cache their cue maps (if absent), train the
+    cue network and score it on held-out utterances (top-1, top-5, azimuth error)."""
+    from pathlib import Path
+
+    from xai_loc.data.cue_scenes import simulate_cue_scenes
+    from xai_loc.data.store import default_root
+    from xai_loc.models.classifier_training import ClassifierConfig
+    from xai_loc.models.cuenet import train_cuenet
+
+    _setup(ctx)
+    spec = _cue_spec(train_per_utterance, test_per_utterance, seed)
+    config = ClassifierConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes,
+                              label_sigma=label_sigma)
+    test = simulate_cue_scenes(spec, "test", root=data, progress=sys.stderr.isatty())
+    train = simulate_cue_scenes(spec, "train", root=data, progress=sys.stderr.isatty())
+    out = Path(out) if out else Path(data or default_root()) / "runs" / f"{spec.name}_s{seed}.safetensors"
+    click.echo(str(train_cuenet(train, out, test_store=test, config=config, progress=sys.stderr.isatty())))
+
+
+@binaural_cuenet.command("probe")
+@_cue_scene_options
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="A cue-network checkpoint [default: the shipped pretrained/cuenet_default.safetensors].")
+@click.option("--examples", type=int, default=None, help="Explain only the first N test scenes [default: all].")
+@click.option("--ablation", type=click.Choice(("permute", "mean")), default="permute", show_default=True,
+              help="How the rule-free check destroys one cue: shuffled across scenes, or its mean.")
+@click.option("--option", "options", multiple=True,
+              help="Composite option KEY=VALUE, e.g. first_rule=epsilon, conv_rule=epsilon.")
+@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/cuenet", show_default=True)
+@click.pass_context
+def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, data, checkpoint, examples, ablation,
+                          options, out) -> None:
+    """LRP relevance per cue (ITD, ILD, IC) and band with the attention weights, and the cue
+    ablation, on the held-out scenes; writes cue_relevance.nc, cue_reliance.nc,
+    cue_ablation.nc and cue_probe.png."""
+    from xai_loc.data.cue_scenes import simulate_cue_scenes
+    from xai_loc.experiments.cue_probe import run_cue_probe
+    from xai_loc.models.zoo import pretrained_dir
+
+    _setup(ctx)
+    test = simulate_cue_scenes(_cue_spec(train_per_utterance, test_per_utterance, seed), "test", root=data,
+                               progress=sys.stderr.isatty())
+    model = checkpoint or str(pretrained_dir() / "cuenet_default.safetensors")
+    result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, **_parse_options(options))
+    for path in result["paths"].values():
+        click.echo(str(path))

@@ -257,16 +257,20 @@ def render_split(spec: SceneSpec, split: str, progress: bool = False):
                "description": "free-field KEMAR speech scenes with diffuse noise, see xai_loc.data.ipd_ild_scenes"})
 
 
-def render_scenes(spec: SceneSpec, root: str | Path | None = None, progress: bool = True) -> dict[str, Path]:
-    """Render (or reuse) both splits on disk; returns ``{split: path}``.
+def render_scenes(spec: SceneSpec, root: str | Path | None = None, progress: bool = True,
+                  splits: tuple[str, ...] = SPLITS) -> dict[str, Path]:
+    """Render (or reuse) the splits on disk (default: both); returns ``{split: path}``.
 
     A complete file of another spec under the same name is an error.
     """
     from xai_loc.data.store import default_root
     from xai_loc.io import write_dataset_atomic
 
+    bad = [sp for sp in splits if sp not in SPLITS]
+    if bad or not splits:
+        raise InputError(f"split {bad[0] if bad else None!r} is not allowed; use some of {', '.join(SPLITS)}")
     paths = {}
-    for split in SPLITS:
+    for split in splits:
         path = scene_path(root or default_root(), spec, split)
         if path.exists():
             with open_scenes(path) as found:

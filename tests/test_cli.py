@@ -295,7 +295,7 @@ def test_models_list_describes_room_mixtures():
     from xai_loc.models.zoo import describe_condition, describe_test_metrics
 
     assert describe_condition({"rooms": ["anechoic", "office"], "snr": [5.0, 40.0]}) == \
-        "rooms anechoic+office, SNR 5-40 dB"
+        "rooms anechoic+office, SNR 5 to 40 dB"
     assert describe_condition({"t60": 0.6, "snr": 10.0}) == "T60 0.6 s, SNR 10 dB"
     test = {"metrics": {"accuracy": 0.0682, "n": 3}, "baseline": {"metrics": {"accuracy": 0.002}}}
     text = describe_test_metrics(test)
@@ -335,3 +335,25 @@ def test_cuenet_probe_of_the_shipped_model(tmp_path):
     assert set(table["cue"].values) == {"itd", "ild", "ic"}
     np.testing.assert_allclose(table["attention_mean"].sum("cue"), 1.0, rtol=1e-6)
     assert xr.open_dataset(tmp_path / "res" / "cue_relevance.nc").sizes["example"] == 60  # one per held-out utterance
+
+
+def test_bast_train_and_explain_end_to_end(tmp_path):
+    import xarray as xr
+
+    from xai_loc.models import read_card
+
+    runner = CliRunner()
+    scenes = ["--n-sounds", "10", "--data", str(tmp_path / "data")]
+    out = tmp_path / "b.safetensors"
+    result = runner.invoke(main, ["binaural", "bast", "train", *scenes, "--epochs", "1", "--dim", "16", "--depth", "1",
+                                  "--heads", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    card = read_card(out)
+    assert card["config"]["integration"] == "SUB" and card["metrics"]["test"]["n"] == 2 * 36  # 2 held-out sounds
+    result = runner.invoke(main, ["binaural", "bast", "explain", *scenes, "--checkpoint", str(out), "--steps", "4",
+                                  "--out", str(tmp_path / "res")])
+    assert result.exit_code == 0, result.output
+    view = xr.open_dataset(tmp_path / "res" / "relevance_view.nc")
+    assert list(view["explainer"].values) == ["attn_lrp", "integrated_gradients", "attention_rollout"]
+    assert view["mass"].dims == ("explainer", "pair", "side", "ear", "frequency")
+    np.testing.assert_allclose(view["ear_balance"].sel(explainer="attention_rollout"), 0.0, atol=1e-6)  # by design

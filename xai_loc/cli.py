@@ -554,9 +554,14 @@ def binaural() -> None:
     """Binaural branch: HRTF scenes, the cochleagram localizer and its cue probes.
 
     \b
-    Render scenes:        xai-loc binaural simulate --rooms anechoic,office --n-sounds 2200
-    Train a localizer:    xai-loc binaural train --epochs 5
-    Cues and behaviour:   xai-loc binaural cues --out xai-loc-results/binaural
+    Cochleagram CNN (Francl & McDermott):
+      Render scenes:        xai-loc binaural simulate --rooms anechoic,office --n-sounds 2200
+      Train a localizer:    xai-loc binaural train --epochs 5
+      Cues and behaviour:   xai-loc binaural cues --out xai-loc-results/binaural
+    Other families, each with its own scenes, training and probe:
+      IPD/ILD TF-CNN:       xai-loc binaural tfcnn train|probe
+      ITD/ILD/IC cue net:   xai-loc binaural cuenet train|probe
+      BAST transformer:     xai-loc binaural bast train|table|explain
     """
 
 
@@ -877,3 +882,117 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, **_parse_options(options))
     for path in result["paths"].values():
         click.echo(str(path))
+
+
+@binaural.group("bast")
+def binaural_bast() -> None:
+    """BAST binaural spectrogram transformer (Kuang et al.): train, table, explain.
+
+    \b
+    Train:   xai-loc binaural bast train      (defaults recreate pretrained/bast_default: NSP, SUB, MIX)
+    Table:   xai-loc binaural bast table      (integration x weight sharing, angular error, relevance by ear)
+    Explain: xai-loc binaural bast explain    (AttnLRP, Integrated Gradients, attention rollout)
+    """
+
+
+def _bast_scene_options(command):
+    """Options of BAST's scene set (:class:`~xai_loc.data.bast_scenes.BastSceneSpec`)."""
+    options = [
+        click.option("--n-sounds", type=int, default=120, show_default=True,
+                     help="Distinct sounds, each rendered at the 36 azimuths; 20 % held out for test."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the scenes and the training."),
+        click.option("--data", type=click.Path(file_okay=False), default=None,
+                     help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _bast_spec(n_sounds, seed):
+    from xai_loc.data.bast_scenes import BastSceneSpec
+
+    return BastSceneSpec(name=f"bast-{n_sounds}", n_sounds=n_sounds, seed=seed)
+
+
+@binaural_bast.command("train")
+@_bast_scene_options
+@click.option("--integration", type=click.Choice(("ADD", "SUB", "CONCAT")), default="SUB", show_default=True)
+@click.option("--share-weights", is_flag=True, help="One encoder for both ears (SP); default separate (NSP).")
+@click.option("--loss", type=click.Choice(("MSE", "AD", "MIX")), default="MIX", show_default=True)
+@click.option("--epochs", type=int, default=18, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--dim", type=int, default=64, show_default=True, help="Token width.")
+@click.option("--depth", type=int, default=2, show_default=True, help="Blocks per encoder.")
+@click.option("--heads", type=int, default=4, show_default=True)
+@click.option("--max-minutes", type=float, default=15.0, show_default=True, help="CPU-time budget of the epochs.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint [default: <data>/runs/bast_<variant>.safetensors].")
+@click.pass_context
+def binaural_bast_train(ctx, n_sounds, seed, data, integration, share_weights, loss, epochs, batch_size, lr, dim, depth,
+                        heads, max_minutes, out) -> None:
+    """Render the KEMAR scenes (if absent), train one BAST variant and score it on held-out sounds
+    (mean angular error, within 5 and 10 degrees, front-back confusions)."""
+    from pathlib import Path
+
+    from xai_loc.data.store import default_root
+    from xai_loc.models.bast import fit_bast
+    from xai_loc.models.zoo import describe_test_metrics
+
+    _setup(ctx)
+    variant = f"{'SP' if share_weights else 'NSP'}-{integration}-{loss}"
+    out = Path(out) if out else Path(data or default_root()) / "runs" / f"bast_{variant}_s{seed}.safetensors"
+    path, card = fit_bast(_bast_spec(n_sounds, seed), out, root=data, integration=integration,
+                          share_weights=share_weights, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr,
+                          dim=dim, depth=depth, heads=heads, seed=seed, max_minutes=max_minutes,
+                          progress=sys.stderr.isatty())
+    click.echo(f"{path}: {describe_test_metrics(card['metrics']['test'], 'bast')}")
+
+
+@binaural_bast.command("table")
+@_bast_scene_options
+@click.option("--loss", type=click.Choice(("MSE", "AD", "MIX")), default="MIX", show_default=True)
+@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/bast", show_default=True)
+@click.pass_context
+def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
+    """Train and score the six integration (ADD, SUB, CONCAT) x weight-sharing (SP, NSP) variants
+    and explain mirror-image scenes with AttnLRP; writes bast_table.nc and bast_table.md.
+    Shared weights with ADD are exactly ear-swap symmetric and cannot tell left from right."""
+    from xai_loc.experiments.bast_table import markdown_table, run_bast_table
+
+    _setup(ctx)
+    table = run_bast_table(out, spec=_bast_spec(n_sounds, seed), root=data, loss=loss, epochs=epochs, seed=seed,
+                           progress=sys.stderr.isatty())
+    click.echo(markdown_table(table))
+
+
+@binaural_bast.command("explain")
+@_bast_scene_options
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="A BAST checkpoint [default: the shipped pretrained/bast_default.safetensors].")
+@click.option("--target", default="sin", show_default=True,
+              help="Output explained: sin (lateral component), cos, prediction, truth or an azimuth in degrees.")
+@click.option("--steps", type=int, default=32, show_default=True, help="Integrated Gradients steps.")
+@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/bast", show_default=True)
+@click.pass_context
+def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, out) -> None:
+    """Relevance of mirror-image test scenes (a sound at a and at 360 - a) by AttnLRP, Integrated
+    Gradients and attention rollout, per ear and frequency; writes relevance_view.nc."""
+    from pathlib import Path
+
+    from xai_loc.data.bast_scenes import load_bast_scenes
+    from xai_loc.experiments.bast_table import relevance_view
+    from xai_loc.io import write_dataset_atomic
+    from xai_loc.models.zoo import pretrained_dir
+
+    _setup(ctx)
+    scenes = load_bast_scenes(_bast_spec(n_sounds, seed), "test", root=data, progress=sys.stderr.isatty())
+    model = checkpoint or str(pretrained_dir() / "bast_default.safetensors")
+    try:
+        target = float(target)
+    except ValueError:
+        pass
+    view = relevance_view(model, scenes, target=target, n_steps=steps)
+    click.echo(str(write_dataset_atomic(view, Path(out) / "relevance_view.nc")))

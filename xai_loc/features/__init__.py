@@ -27,9 +27,16 @@ def _binaural_cues(**kwargs: Any):
     return BinauralCues(**kwargs)
 
 
+def _binaural_spectrogram(**kwargs: Any):
+    from xai_loc.features.spectrogram import BinauralSpectrogram
+
+    return BinauralSpectrogram(**kwargs)
+
+
 #: Front-end constructors by name (``torch.nn.Module`` factories taking keyword arguments).
 FRONT_ENDS: dict[str, Callable[..., Any]] = {"cochleagram": _cochleagram, "ipd_ild": _ipd_ild,
-                                             "binaural_cues": _binaural_cues}
+                                             "binaural_cues": _binaural_cues,
+                                             "binaural_spectrogram": _binaural_spectrogram}
 
 
 def build_front_end(name: str, **kwargs: Any):

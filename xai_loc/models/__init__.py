@@ -5,7 +5,9 @@ Architectures are registered by name in :data:`MODELS` (the CLI's choices come f
 multichannel localizers of Comanducci, Antonacci and Sarti (EUSIPCO 2024); the binaural
 ``'cochcnn'`` (:class:`CochleagramCNN`, the cochleagram classifier of Francl & McDermott
 2022), ``'tfcnn'`` (:class:`TFCNN`, the IPD/ILD time-frequency CNN of Pang et al. 2019) and
-``'cuenet'`` (:class:`CueNet`, per-cue branches over ITD/ILD/IC maps fused by attention).
+``'cuenet'`` (:class:`CueNet`, per-cue branches over ITD/ILD/IC maps fused by attention) and
+``'bast'`` (:class:`BAST`, the binaural spectrogram transformer of Kuang et al., explained by
+AttnLRP in :mod:`xai_loc.explain.attn_lrp`).
 Every operation of their forward passes is a registered module, so attribution hooks see
 all of it.
 
@@ -14,6 +16,7 @@ Checkpoints are single ``.safetensors`` files with a JSON card (:func:`save_chec
 :func:`import_paper_checkpoint`.
 """
 from xai_loc.models.base import Localizer
+from xai_loc.models.bast import BAST
 from xai_loc.models.checkpoint import (
     file_digest,
     import_paper_checkpoint,
@@ -48,6 +51,7 @@ from xai_loc.models.training import DEFAULT_LR, TrainConfig, state_path, train
 
 __all__ = [
     "MODELS",
+    "BAST",
     "CochleagramCNN",
     "CueNet",
     "Gate",

@@ -29,30 +29,38 @@ SUMMARY_METRICS: dict[str, tuple[str, str, str]] = {
     "accuracy": ("accuracy", ".1%", ""),
     "top1": ("top-1", ".1%", ""),
     "top5": ("top-5", ".1%", ""),
-    "within_5": ("within 5 deg", ".1%", ""),
-    "within_10": ("within 10 deg", ".1%", ""),
-    "angular_error": ("angular error", ".1f", " deg"),
+    "accuracy_5": ("within 5 deg", ".1%", ""),
+    "accuracy_10": ("within 10 deg", ".1%", ""),
+    "mean_error": ("angular error", ".1f", " deg"),
     "azimuth_accuracy": ("azimuth accuracy", ".1%", ""),
     "azimuth_error": ("azimuth error", ".1f", " deg"),
     "elevation_error": ("elevation error", ".1f", " deg"),
     "front_back_rate": ("front-back", ".1%", ""),
 }
+#: Architectures whose cards use a key of :data:`SUMMARY_METRICS` in another sense.
+ARCH_METRICS: dict[str, dict[str, tuple[str, str, str]]] = {"tfcnn": {"mae": ("azimuth MAE", ".1f", " deg")}}
 
 
 def describe_condition(condition: dict) -> str:
     """``'T60 0.6 s, SNR 10 dB'`` or, for a mix of rooms, ``'rooms anechoic+office, SNR 5-40 dB'``."""
     if "rooms" in condition:
         snr = condition.get("snr")
-        return f"rooms {'+'.join(condition['rooms'])}, " + (f"SNR {snr[0]:g}-{snr[1]:g} dB" if snr else "no noise")
+        return f"rooms {'+'.join(condition['rooms'])}, " + (f"SNR {snr[0]:g} to {snr[1]:g} dB" if snr else "no noise")
     return f"T60 {condition.get('t60'):g} s, SNR {condition.get('snr'):g} dB"
 
 
-def describe_test_metrics(test: dict) -> str:
-    """The :data:`SUMMARY_METRICS` a card's test entry records, beside its baseline where there is one."""
-    metrics = test.get("metrics") or {}
-    base = (test.get("baseline") or {}).get("metrics") or {}
+def describe_test_metrics(test: dict, arch: str = "") -> str:
+    """The :data:`SUMMARY_METRICS` a card's test entry records, beside its baseline where there is one.
+
+    Cards keep the metrics under ``'metrics'`` or ``'all'`` (per-condition cards) or flat, and
+    the baseline's under ``'baseline'`` or ``'chance'``.
+    """
+    metrics = test.get("metrics") or test.get("all") or test
+    baseline = test.get("baseline") or {}
+    base = baseline.get("metrics") or baseline.get("all") or test.get("chance") or {}
+    labels = {**SUMMARY_METRICS, **ARCH_METRICS.get(arch, {})}
     parts = []
-    for key, (label, fmt, unit) in SUMMARY_METRICS.items():
+    for key, (label, fmt, unit) in labels.items():
         if isinstance(metrics.get(key), (int, float)):
             text = f"{label} {metrics[key]:{fmt}}{unit}"
             if isinstance(base.get(key), (int, float)):
@@ -68,7 +76,7 @@ def list_checkpoints(folder: str | Path) -> list[str]:
         card = read_card(path)
         test = (card.get("metrics") or {}).get("test") or {}
         rows.append(f"{path.name:40s} {card['architecture']:10s} {describe_condition(card.get('condition') or {})}, "
-                    f"{describe_test_metrics(test)}")
+                    f"{describe_test_metrics(test, card['architecture'])}")
     return rows
 
 

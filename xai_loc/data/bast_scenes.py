@@ -1,0 +1,203 @@
+"""Binaural scenes for BAST: every sound at every azimuth of the horizontal plane, through KEMAR.
+
+As in the seed's data (Kuang et al. 2022), each sound is spatialized to all azimuths of a set
+(default 0-350 degrees in steps of 10, elevation 0; SOFA convention, 90 = left), 0.5 s at
+16 kHz (8000 samples, 61 spectrogram frames), in free field (KEMAR HRIRs at 1.4 m). Sounds are
+the synthetic kinds of :data:`xai_loc.acoustics.binaural.SOUNDS` and loud 0.5 s excerpts of the
+shipped speech corpus, numbered and split by sound exactly as a
+:class:`~xai_loc.data.binaural_store.BinauralSpec` with the same kinds, count, test share and
+seed: no sound (noise token, utterance) is in both splits. A diffuse background (one token per
+sound, circularly shifted per azimuth) is mixed at an SNR drawn per example, and every scene is
+scaled to a random level.
+
+One netCDF file per split, written atomically: ``<root>/bast/<name>/<split>.nc`` with
+``waveforms (example, ear, time)`` float32 and per-example ``azimuth``, ``sound_key``,
+``sound_kind``, ``snr``, ``level_db``; the spec as JSON in the attrs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xai_loc.errors import InputError
+
+__all__ = ["BastSceneSpec", "FS", "N_SAMPLES", "load_bast_scenes", "render_bast_scenes", "scene_path"]
+
+#: Rate and clip length of the seed: 16 kHz, 0.5 s.
+FS, N_SAMPLES = 16000, 8000
+SPLITS = ("train", "test")
+
+
+def _default_kinds() -> tuple[str, ...]:
+    from xai_loc.acoustics.binaural import SOUNDS
+    from xai_loc.data.binaural_store import SPEECH
+
+    return (*SOUNDS, SPEECH)
+
+
+@dataclass(frozen=True)
+class BastSceneSpec:
+    """What a BAST scene set holds; recorded in its files.
+
+    Parameters
+    ----------
+    name
+        Folder name under ``<root>/bast/``.
+    azimuths
+        Azimuths in degrees (default: the seed's 0, 10, ..., 350).
+    kinds
+        Sound kinds: synthetic kinds and ``'speech'``; sound ``i`` is of kind ``kinds[i % len(kinds)]``.
+    n_sounds
+        Distinct sounds before the split; each is rendered at every azimuth.
+    test_fraction
+        Share of the sounds held out for the test split.
+    snr
+        ``(low, high)`` dB of the diffuse background, uniform per example; None: no background.
+    level_db
+        ``(low, high)`` scene level in dB re :data:`xai_loc.data.binaural_store.REFERENCE_RMS`.
+    seed
+        Seeds the split, the sounds and every draw.
+    """
+
+    name: str = "default"
+    azimuths: tuple[float, ...] = tuple(float(a) for a in range(0, 360, 10))
+    kinds: tuple[str, ...] = field(default_factory=_default_kinds)
+    n_sounds: int = 120
+    test_fraction: float = 0.2
+    snr: tuple[float, float] | None = (20.0, 40.0)
+    level_db: tuple[float, float] = (-10.0, 10.0)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "azimuths", tuple(float(a) for a in self.azimuths))
+        if not self.azimuths or not all(0.0 <= a < 360.0 for a in self.azimuths) \
+                or len(set(self.azimuths)) != len(self.azimuths):
+            raise InputError(f"azimuths={list(self.azimuths)} are not allowed; give distinct degrees in [0, 360)")
+        if self.snr is not None:
+            low, high = (float(v) for v in self.snr)
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise InputError(f"snr={self.snr!r} is not allowed; use (low, high) dB with low <= high, or None")
+            object.__setattr__(self, "snr", (low, high))
+        object.__setattr__(self, "level_db", tuple(float(v) for v in self.level_db))
+        self.binaural_spec()  # validates name, kinds, n_sounds, test_fraction and seed
+
+    def binaural_spec(self):
+        """The :class:`~xai_loc.data.binaural_store.BinauralSpec` that numbers and splits the sounds."""
+        from xai_loc.data.binaural_store import BinauralSpec
+
+        return BinauralSpec(name=self.name, rooms=("anechoic",), kinds=self.kinds, n_sounds=self.n_sounds,
+                            per_sound=1, test_fraction=self.test_fraction, duration=N_SAMPLES / FS, fs=FS,
+                            snr=self.snr, level_db=self.level_db, seed=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields."""
+        out = asdict(self)
+        for key in ("azimuths", "kinds", "snr", "level_db"):
+            out[key] = None if out[key] is None else list(out[key])
+        return out
+
+    def digest(self) -> str:
+        """Short sha256 of the spec."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def scene_path(root: str | Path, spec: BastSceneSpec, split: str) -> Path:
+    """``<root>/bast/<name>/<split>.nc``."""
+    return Path(root) / "bast" / spec.name / f"{split}.nc"
+
+
+def _dry_sound(kind: str, seed: int, corpus) -> np.ndarray:
+    """The dry sound ``(N_SAMPLES,)``: a synthetic kind, or the loudest 0.5 s of an utterance; peak 1."""
+    from xai_loc.acoustics.binaural import synthesize
+    from xai_loc.data.binaural_store import SPEECH
+
+    if kind != SPEECH:
+        return synthesize(kind, FS, N_SAMPLES / FS, seed=seed).astype(np.float64)
+    x = corpus.load(int(seed)).astype(np.float64)
+    if x.size < N_SAMPLES:
+        x = np.pad(x, (0, N_SAMPLES - x.size))
+    energy = np.convolve(x ** 2, np.ones(N_SAMPLES), mode="valid")
+    start = int(np.argmax(energy))
+    y = x[start:start + N_SAMPLES]
+    return y / max(float(np.max(np.abs(y))), 1e-12)
+
+
+def render_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | None = None,
+                       progress: bool = False) -> Path:
+    """Render one split (if its file is not there yet) and return its path.
+
+    The same spec gives the same bytes; the file appears only when complete (atomic rename).
+    """
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    from xai_loc.acoustics.binaural import anechoic_rirs, diffuse_noise, render_scene, spatialize
+    from xai_loc.acoustics.hrtf import load_hrtf
+    from xai_loc.acoustics.speech import SpeechCorpus
+    from xai_loc.data.binaural_store import REFERENCE_RMS
+    from xai_loc.data.store import default_root
+    from xai_loc.io import write_dataset_atomic
+
+    if split not in SPLITS:
+        raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
+    path = scene_path(root or default_root(), spec, split)
+    if path.is_file():
+        return path
+    bspec = spec.binaural_spec()
+    sounds, ids = bspec.sounds(), bspec.sound_ids(split)
+    hrtf = load_hrtf("kemar", fs=FS)
+    az = np.asarray(spec.azimuths)
+    brirs = anechoic_rirs(az, np.zeros_like(az), hrtf=hrtf, fs=FS).double().numpy()
+    corpus = SpeechCorpus.shipped(fs=FS, cache_size=0)
+    waves = np.zeros((ids.size * az.size, 2, N_SAMPLES), dtype=np.float32)
+    rows: dict[str, list] = {k: [] for k in ("azimuth", "sound_key", "sound_kind", "sound_id", "snr", "level_db")}
+    i = 0
+    for sid in tqdm(ids, disable=not progress, desc=f"render {split}", unit="sound"):
+        kind, seed = sounds[int(sid)]
+        dry = _dry_sound(kind, seed, corpus)
+        rng = np.random.default_rng([spec.seed, int(sid), 53])
+        noise = diffuse_noise(N_SAMPLES, hrtf, rng) if spec.snr is not None else None
+        for a, brir in zip(az, brirs, strict=True):
+            scene = spatialize(dry, brir)
+            snr = float(rng.uniform(*spec.snr)) if noise is not None else float("nan")
+            if noise is not None:
+                scene = render_scene(scene, np.roll(noise, int(rng.integers(N_SAMPLES)), axis=-1), snr)
+            level = float(rng.uniform(*spec.level_db))
+            scene = scene * (REFERENCE_RMS * 10.0 ** (level / 20.0) / max(float(np.sqrt(np.mean(scene ** 2))), 1e-20))
+            waves[i] = scene
+            for key, value in (("azimuth", float(a)), ("sound_key", f"{kind}:{seed}"), ("sound_kind", kind),
+                               ("sound_id", int(sid)), ("snr", snr), ("level_db", level)):
+                rows[key].append(value)
+            i += 1
+    from xai_loc import __version__
+
+    ds = xr.Dataset(
+        {"waveforms": (("example", "ear", "time"), waves)},
+        coords={
+            "example": np.arange(waves.shape[0]), "ear": ["left", "right"],
+            "time": ("time", np.arange(N_SAMPLES) / FS, {"units": "s"}),
+            "azimuth": ("example", np.array(rows["azimuth"]), {"units": "degree", "convention": "SOFA, 90 = left"}),
+            "sound_key": ("example", np.array(rows["sound_key"], dtype=str)),
+            "sound_kind": ("example", np.array(rows["sound_kind"], dtype=str)),
+            "sound_id": ("example", np.array(rows["sound_id"], dtype=np.int64)),
+            "snr": ("example", np.array(rows["snr"]), {"units": "dB", "note": "NaN: no background"}),
+            "level_db": ("example", np.array(rows["level_db"]), {"units": "dB re REFERENCE_RMS"}),
+        },
+        attrs={"spec": json.dumps(spec.to_dict(), sort_keys=True), "digest": spec.digest(), "split": split,
+               "fs": FS, "hrtf": hrtf.name, "xai_loc_version": __version__},
+    )
+    return write_dataset_atomic(ds, path)
+
+
+def load_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | None = None, progress: bool = False):
+    """The split as an in-memory ``xarray.Dataset`` (rendered first if missing)."""
+    import xarray as xr
+
+    with xr.open_dataset(render_bast_scenes(spec, split, root=root, progress=progress), engine="h5netcdf") as ds:
+        return ds.load()

@@ -1,0 +1,561 @@
+"""Explanations of the BAST transformer: attention-aware LRP, Integrated Gradients, attention rollout.
+
+**AttnLRP** (Achtibat et al., "AttnLRP: Attention-aware layer-wise relevance propagation for
+transformers", ICML 2024), implemented as the ``lxt`` package does it: relevance is
+``input x gradient`` of a backward pass whose local gradients are modified so that each step
+follows its rule. :class:`AttnLRP` installs the modifications as forward hooks (removed on
+exit, also after an error) that return an output of the same value with a different graph:
+
+================================  ========================================================================
+module                            rule
+================================  ========================================================================
+``nn.Linear``, ``nn.Conv2d``      epsilon: ``R_i = x_i sum_j w_ji R_j / (z_j + eps sign z_j)``; the bias
+                                  and ``eps`` absorb relevance (``eps = 0``: LRP-0)
+``nn.LayerNorm``, ``Standardize`` identity on the division by the standard deviation (detached),
+                                  LRP-0 on the centring, epsilon on the affine part
+``nn.Softmax``                    the softmax rule of AttnLRP (Prop. 3.1, a Taylor expansion at the input
+                                  with a bias): ``R_in = x (R_out - s sum R_out)``; this is the plain
+                                  gradient in ``input x gradient`` form. ``softmax='cp'`` instead holds
+                                  the attention constant (CP-LRP, Ali et al. ICML 2022)
+``MatMul`` (``q k^T``, ``A v``)   uniform rule (Prop. 3.3): half of the relevance to each factor (all to
+                                  the other factor when one is constant)
+``nn.GELU``, ``Decibel``          identity rule (Eq. 9): ``R_in = R_out``
+``PowerSpectrum``                 uniform rule on ``re * re`` and ``im * im``
+``PositionEmbedding``             an additive constant: absorbs its share like a bias
+linear steps (STFT, padding,      gradient (LRP-0, exact: no bias)
+residuals, integration, pooling)
+================================  ========================================================================
+
+Relevance is seeded with the output along a unit direction ``u`` (the regression output
+``y = [cos, sin]``): ``R_out = y . u``. Every place where relevance leaves the network is
+booked per example in a :class:`RelevanceLedger` (``bias``: biases and position embeddings,
+``softmax``: the softmax rule's bias term, ``epsilon``: the stabilizers), so that
+``sum(R_input) + sum(absorbed) == y . u`` holds to rounding; the tests check it in float64.
+
+**Integrated Gradients** (Sundararajan et al. 2017, captum) on the network's input spectrogram
+(the standardized dB spectrogram) from the all-zero baseline (a flat spectrogram at the
+example's mean level with no interaural difference); captum's convergence delta measures
+completeness.
+
+**Attention rollout** (Abnar & Zuidema 2020): per encoder, head-averaged attention mixed with
+the residual identity, ``0.5 A + 0.5 I`` (rows renormalized), multiplied over the blocks; the
+mean-pooled output tokens of the third encoder are traced back through the integration
+(half to each ear) and the ear encoders to the patches, and each patch's share is spread
+evenly over its 16 x 16 pixels (overlaps add up, the padding folds back): a map on the
+spectrogram summing to 1.
+
+All methods return labelled ``xarray.DataArray`` objects with dims ``(example, ear,
+frequency, time)`` (Hz, seconds), and provenance attrs.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from xai_loc.errors import InputError
+from xai_loc.features.spectrogram import Decibel, PowerSpectrum, Standardize
+from xai_loc.models.bast import BAST, MatMul, PositionEmbedding, angles_to_targets
+
+__all__ = ["AttnLRP", "METHODS", "RelevanceLedger", "SOFTMAX_RULES", "attention_rollout", "attn_lrp",
+           "explain_bast", "integrated_gradients", "rollout_matrices", "target_directions"]
+
+#: Softmax treatments: AttnLRP's rule, or constant attention (CP-LRP).
+SOFTMAX_RULES = ("attnlrp", "cp")
+
+
+def _per_example(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+class RelevanceLedger:
+    """Relevance absorbed per example and kind (``bias``, ``softmax``, ``epsilon``) during a backward pass."""
+
+    def __init__(self) -> None:
+        self.absorbed: dict[str, torch.Tensor] = {}
+
+    def add(self, kind: str, values: torch.Tensor) -> None:
+        values = values.detach().double()
+        self.absorbed[kind] = self.absorbed[kind] + values if kind in self.absorbed else values
+
+    def total(self, n: int) -> torch.Tensor:
+        """Sum over kinds, ``[n]`` float64 (zeros when nothing was absorbed)."""
+        out = torch.zeros(n, dtype=torch.float64)
+        for values in self.absorbed.values():
+            out = out + values.cpu()
+        return out
+
+    def clear(self) -> None:
+        self.absorbed.clear()
+
+
+def _half_gradient(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in value (exactly), half of the gradient in the backward pass."""
+    half = x * 0.5
+    return half + half.detach()
+
+
+class AttnLRP:
+    """Context manager turning the backward pass of a BAST model into AttnLRP (see the module docs).
+
+    Parameters
+    ----------
+    model
+        A :class:`~xai_loc.models.bast.BAST` (or any module built of the same parts).
+    epsilon
+        Stabilizer of the epsilon rule (0: LRP-0).
+    softmax
+        ``'attnlrp'`` (the AttnLRP softmax rule) or ``'cp'`` (constant attention).
+
+    Examples
+    --------
+    >>> with AttnLRP(model) as lrp:
+    ...     x.requires_grad_(True)
+    ...     y = model(x)
+    ...     y.backward(u)                      # R_out = y . u
+    ...     relevance = x * x.grad             # sum(relevance) + lrp.ledger.total(n) == (y * u).sum(1)
+    """
+
+    def __init__(self, model: nn.Module, *, epsilon: float = 1e-6, softmax: str = "attnlrp") -> None:
+        if softmax not in SOFTMAX_RULES:
+            raise InputError(f"softmax={softmax!r} is not allowed; use one of {', '.join(SOFTMAX_RULES)}")
+        if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
+            raise InputError(f"epsilon={epsilon!r} is not allowed; use a number >= 0")
+        self.model, self.epsilon, self.softmax = model, float(epsilon), softmax
+        self.ledger = RelevanceLedger()
+        self._handles: list[Any] = []
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Rule parameters, for provenance."""
+        return {"epsilon": self.epsilon, "softmax": self.softmax, "layernorm": "identity on 1/std",
+                "matmul": "uniform (1/2 each)", "gelu": "identity", "decibel": "identity",
+                "power": "uniform", "linear": "epsilon"}
+
+    # -- rules ---------------------------------------------------------------------------------------
+
+    def _stabilize(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` in value; the gradient reaching ``z`` scaled by ``z / (z + eps sign z)``; the rest booked."""
+        if self.epsilon == 0.0:
+            return z
+        sign = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        keep = (z / (z + self.epsilon * sign)).detach()
+        out = z * keep + (z * (1.0 - keep)).detach()
+        if out.requires_grad:
+            out.register_hook(lambda g: self.ledger.add("epsilon", _per_example(g * z.detach() * (1.0 - keep))))
+        return out
+
+    def _book_bias(self, z: torch.Tensor, bias: torch.Tensor | None, shape: tuple[int, ...]) -> None:
+        if bias is not None and z.requires_grad:
+            b = bias.detach().reshape(shape)
+            z.register_hook(lambda g: self.ledger.add("bias", _per_example(g * b)))
+
+    def _linear(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        shape = (-1, 1, 1) if isinstance(module, nn.Conv2d) else (-1,)
+        self._book_bias(output, module.bias, shape)
+        return self._stabilize(output)
+
+    def _layer_norm(self, module: nn.LayerNorm, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]
+        dims = tuple(range(-len(module.normalized_shape), 0))
+        centred = x - x.mean(dim=dims, keepdim=True)
+        std = centred.square().mean(dim=dims, keepdim=True).add(module.eps).sqrt().detach()
+        y = centred / std
+        if module.weight is not None:
+            y = y * module.weight
+        if module.bias is not None:
+            y = y + module.bias
+            self._book_bias(y, module.bias, tuple(module.normalized_shape))
+        return self._stabilize(y)
+
+    def _standardize(self, module: Standardize, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]
+        dims = tuple(range(1, x.ndim))
+        centred = x - x.mean(dim=dims, keepdim=True)
+        return centred / centred.square().mean(dim=dims, keepdim=True).add(module.eps).sqrt().detach()
+
+    @staticmethod
+    def _identity(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]
+        nonzero = x != 0
+        ratio = torch.where(nonzero, output / torch.where(nonzero, x, torch.ones_like(x)), torch.zeros_like(x))
+        return x * ratio.detach()
+
+    def _softmax(self, module: nn.Softmax, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        if self.softmax == "cp":
+            return output.detach()
+        x = inputs[0]
+        if output.requires_grad:
+            pending: dict[str, torch.Tensor] = {}
+            output.register_hook(lambda g: pending.__setitem__("out", _per_example(g * output.detach())))
+            x.register_hook(lambda g: self.ledger.add("softmax", pending.pop("out") - _per_example(g * x.detach())))
+        return output
+
+    @staticmethod
+    def _matmul(module: MatMul, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        a, b = inputs
+        if not (a.requires_grad and b.requires_grad):
+            return output
+        return torch.matmul(_half_gradient(a), _half_gradient(b))
+
+    @staticmethod
+    def _power(module: PowerSpectrum, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]
+        return (x * x.detach()).sum(dim=-3)
+
+    def _position(self, module: PositionEmbedding, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        self._book_bias(output, module.weight[0], tuple(module.weight.shape[1:]))
+        return output
+
+    def _rules(self) -> list[tuple[type[nn.Module], Callable]]:
+        return [(nn.Linear, self._linear), (nn.Conv2d, self._linear), (nn.LayerNorm, self._layer_norm),
+                (Standardize, self._standardize), (nn.GELU, self._identity), (Decibel, self._identity),
+                (nn.Softmax, self._softmax), (MatMul, self._matmul), (PowerSpectrum, self._power),
+                (PositionEmbedding, self._position)]
+
+    # -- lifetime ------------------------------------------------------------------------------------
+
+    def __enter__(self) -> AttnLRP:
+        rules = self._rules()
+        try:
+            for module in self.model.modules():
+                for kind, rule in rules:
+                    if isinstance(module, kind):
+                        self._handles.append(module.register_forward_hook(rule))
+                        break
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+# -- targets and inputs -------------------------------------------------------------------------------
+
+#: Named targets: the output component explained.
+NAMED_TARGETS = ("prediction", "truth", "cos", "sin")
+
+
+def target_directions(outputs: torch.Tensor, target: str | float, azimuth=None) -> torch.Tensor:
+    """Unit vectors ``u`` ``[n, 2]`` along which the outputs ``[n, 2]`` are explained.
+
+    ``'prediction'``: the predicted direction (``y . u = |y|``); ``'truth'``: the true azimuth
+    (``azimuth`` in degrees); ``'cos'`` / ``'sin'``: one component (``'sin'``: towards the left);
+    a number: that azimuth in degrees.
+    """
+    n = outputs.shape[0]
+    if target == "prediction":
+        return (outputs / outputs.norm(dim=1, keepdim=True).clamp_min(1e-12)).detach()
+    if target == "truth":
+        if azimuth is None or len(np.atleast_1d(azimuth)) != n:
+            raise InputError("target='truth' needs one azimuth (degrees) per example")
+        return angles_to_targets(azimuth).to(outputs)
+    if target in ("cos", "sin"):
+        u = torch.zeros(n, 2, dtype=outputs.dtype, device=outputs.device)
+        u[:, 0 if target == "cos" else 1] = 1.0
+        return u
+    if isinstance(target, (int, float)) and not isinstance(target, bool) and np.isfinite(target):
+        return angles_to_targets(np.full(n, float(target))).to(outputs)
+    raise InputError(f"target={target!r} is not allowed; use one of {', '.join(NAMED_TARGETS)} or an azimuth "
+                     "in degrees")
+
+
+def _inputs(model: BAST, x) -> torch.Tensor:
+    if hasattr(x, "dims") and hasattr(x, "values"):
+        x = x.values
+    x = torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x))
+    expected = model.input_shape
+    if x.ndim != 1 + len(expected) or tuple(x.shape[1:]) != tuple(expected):
+        raise InputError(f"inputs of shape {tuple(x.shape)} are not allowed; the model takes "
+                         f"(n, {', '.join(map(str, expected))})")
+    if not torch.isfinite(x).all():
+        raise InputError("inputs hold NaN or infinite values")
+    first = next(model.parameters())
+    return x.to(first.device, first.dtype)
+
+
+def _coords(model: BAST, n: int, example=None) -> dict[str, Any]:
+    return {"example": ("example", np.arange(n) if example is None else np.asarray(example)),
+            "ear": ("ear", np.array(["left", "right"])),
+            "frequency": ("frequency", model.frequencies, {"units": "Hz"}),
+            "time": ("time", model.frame_times, {"units": "s"})}
+
+
+def _provenance(model, info: dict[str, Any], method: str, target, params: dict[str, Any]) -> dict[str, Any]:
+    from xai_loc import __version__
+
+    return {**info, "method": method, "rule_params": json.dumps(params, sort_keys=True), "target": str(target),
+            "variant": model.variant, "fs": model.fs, "xai_loc_version": __version__}
+
+
+# -- methods ------------------------------------------------------------------------------------------
+
+
+def attn_lrp(model, inputs, *, target: str | float = "prediction", azimuth=None, epsilon: float = 1e-6,
+             softmax: str = "attnlrp", batch_size: int = 16, example=None) -> dict[str, Any]:
+    """AttnLRP relevance of a BAST model on the spectrogram (and on the waveform, with a front end).
+
+    Parameters
+    ----------
+    model
+        A :class:`~xai_loc.models.bast.BAST` or a checkpoint path.
+    inputs
+        ``(n, 2, n_samples)`` ear signals (``(n, 2, F, T)`` spectrograms for a model without front end).
+    target
+        See :func:`target_directions`; ``azimuth`` (degrees) for ``'truth'``.
+    epsilon, softmax
+        Rule parameters (:class:`AttnLRP`).
+
+    Returns
+    -------
+    dict
+        ``'spectrogram'``: DataArray ``(example, ear, frequency, time)``; ``'waveform'``
+        ``(example, ear, time)`` when the model has its front end. Per-example coords: ``output``
+        (the explained value ``y . u``), ``azimuth_pred``, ``relevance_sum``, ``absorbed_<kind>``.
+    """
+    import xarray as xr
+
+    from xai_loc.explain.attribute import resolve_model
+    from xai_loc.models.bast import outputs_to_azimuth
+
+    model, info = resolve_model(model)
+    x_all = _inputs(model, inputs)
+    n = len(x_all)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(module, args, output):
+        captured["spec"] = output
+        output.register_hook(lambda g: captured.__setitem__("spec_grad", g.detach()))
+
+    spec_parts, wave_parts, out_parts, target_parts, absorbed_parts = [], [], [], [], []
+    training = model.training
+    model.eval()
+    handle = model.front_end.register_forward_hook(keep) if model.with_front_end else None
+    try:
+        with AttnLRP(model, epsilon=epsilon, softmax=softmax) as lrp:
+            for s in range(0, n, batch_size):
+                x = x_all[s:s + batch_size].clone().requires_grad_(True)
+                lrp.ledger.clear()
+                y = model(x)
+                u = target_directions(y, target, None if azimuth is None else np.asarray(azimuth)[s:s + batch_size])
+                y.backward(u)
+                spec = captured.pop("spec") if handle else x
+                spec_grad = captured.pop("spec_grad") if handle else x.grad
+                spec_parts.append((spec.detach() * spec_grad).double().cpu().numpy())
+                if handle:
+                    wave_parts.append((x.detach() * x.grad).double().cpu().numpy())
+                out_parts.append(y.detach().double().cpu().numpy())
+                target_parts.append((y.detach() * u).sum(1).double().cpu().numpy())
+                absorbed_parts.append({k: v.cpu().numpy() for k, v in lrp.ledger.absorbed.items()})
+            params = lrp.params
+    finally:
+        if handle:
+            handle.remove()
+        model.train(training)
+    spec = np.concatenate(spec_parts)
+    outputs = np.concatenate(out_parts)
+    kinds = sorted({k for part in absorbed_parts for k in part})
+    absorbed = {f"absorbed_{k}": ("example", np.concatenate([
+        p.get(k, np.zeros(len(o))) for p, o in zip(absorbed_parts, out_parts, strict=True)])) for k in kinds}
+    per_example = {"output": ("example", np.concatenate(target_parts)),
+                   "azimuth_pred": ("example", outputs_to_azimuth(outputs), {"units": "degree"}), **absorbed}
+    attrs = _provenance(model, info, "attn_lrp", target, params)
+    coords = _coords(model, n, example)
+    result = {"spectrogram": xr.DataArray(
+        spec, dims=("example", "ear", "frequency", "time"), name="relevance", attrs={**attrs, "level": "spectrogram"},
+        coords={**coords, **per_example, "relevance_sum": ("example", spec.reshape(n, -1).sum(1))})}
+    if handle:
+        wave = np.concatenate(wave_parts)
+        result["waveform"] = xr.DataArray(
+            wave, dims=("example", "ear", "time"), name="relevance", attrs={**attrs, "level": "waveform"},
+            coords={"example": coords["example"], "ear": coords["ear"], **per_example,
+                    "time": ("time", np.arange(model.n_samples) / model.fs, {"units": "s"}),
+                    "relevance_sum": ("example", wave.reshape(n, -1).sum(1))})
+    return result
+
+
+def integrated_gradients(model, inputs, *, target: str | float = "prediction", azimuth=None, n_steps: int = 64,
+                         batch_size: int = 8, example=None):
+    """Integrated Gradients (captum) on the input spectrogram, from the all-zero spectrogram.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(example, ear, frequency, time)`` with per-example coords ``output`` (``F(x) = y . u``),
+        ``baseline_output`` (``F(0)``), ``attribution_sum`` and ``delta`` (captum's convergence
+        delta: ``attribution_sum - (F(x) - F(0))``).
+    """
+    import xarray as xr
+    from captum.attr import IntegratedGradients
+
+    from xai_loc.explain.attribute import resolve_model
+
+    model, info = resolve_model(model)
+    x_all = _inputs(model, inputs)
+    training = model.training
+    model.eval()
+    parts, deltas, outs, bases = [], [], [], []
+    try:
+        for s in range(0, len(x_all), batch_size):
+            x = x_all[s:s + batch_size]
+            with torch.no_grad():
+                spec = model.spectrogram(x) if model.with_front_end else x
+                u = target_directions(model.localize(spec), target,
+                                      None if azimuth is None else np.asarray(azimuth)[s:s + batch_size])
+
+            def forward(s_batch: torch.Tensor, u=u) -> torch.Tensor:
+                # captum stacks the path points along the batch: repeat the directions to match
+                return (model.localize(s_batch) * u.repeat(s_batch.shape[0] // u.shape[0], 1)).sum(1)
+
+            ig = IntegratedGradients(forward)
+            baseline = torch.zeros_like(spec)
+            attr, delta = ig.attribute(spec, baselines=baseline, n_steps=n_steps, return_convergence_delta=True,
+                                       internal_batch_size=len(spec) * max(1, 64 // len(spec)))
+            with torch.no_grad():
+                outs.append(forward(spec).double().cpu().numpy())
+                bases.append(forward(baseline).double().cpu().numpy())
+            parts.append(attr.detach().double().cpu().numpy())
+            deltas.append(delta.detach().double().cpu().numpy())
+    finally:
+        model.train(training)
+    attr = np.concatenate(parts)
+    n = len(attr)
+    attrs = _provenance(model, info, "integrated_gradients", target,
+                        {"n_steps": n_steps, "baseline": "zeros (standardized spectrogram)",
+                         "method": "gausslegendre"})
+    return xr.DataArray(attr, dims=("example", "ear", "frequency", "time"), name="attribution",
+                        attrs={**attrs, "level": "spectrogram"},
+                        coords={**_coords(model, n, example), "output": ("example", np.concatenate(outs)),
+                                "baseline_output": ("example", np.concatenate(bases)),
+                                "attribution_sum": ("example", attr.reshape(n, -1).sum(1)),
+                                "delta": ("example", np.concatenate(deltas))})
+
+
+def rollout_matrices(attention: list[torch.Tensor]) -> torch.Tensor:
+    """Attention rollout ``[B, N, N]`` of one encoder from its blocks' attention ``[B, heads, N, N]``.
+
+    ``prod_l (0.5 mean_heads(A_l) + 0.5 I)`` (rows renormalized), last block leftmost
+    (Abnar & Zuidema 2020): row ``i`` is the share of each input token in output token ``i``.
+    """
+    rollout = None
+    for a in attention:
+        mixed = 0.5 * a.mean(dim=1) + 0.5 * torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        rollout = mixed if rollout is None else mixed @ rollout
+    return rollout
+
+
+@contextlib.contextmanager
+def _recording(model: BAST) -> Iterator[list[list[torch.Tensor]]]:
+    """Attention maps per encoder call (left, right, joint) of the forward passes in the block."""
+    calls: list[list[torch.Tensor]] = []
+    handles = []
+    encoders = {id(m): m for m in (model.encoder_left, model.encoder_right_or_shared, model.encoder_joint)}
+    for encoder in encoders.values():
+        handles.append(encoder.register_forward_pre_hook(lambda module, args: calls.append([])))
+    for module in model.modules():
+        if isinstance(module, nn.Softmax):
+            handles.append(module.register_forward_hook(lambda m, args, out: calls[-1].append(out.detach())))
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _patches_to_pixels(model: BAST, weights: torch.Tensor) -> torch.Tensor:
+    """Spread patch weights ``[B, n_freq * n_time]`` evenly over their pixels -> ``[B, F, T]`` (sums kept)."""
+    emb = model.patches
+    f, t = model.spectrogram_shape[1:]
+    pad_t, pad_f = emb.pad.padding[1], emb.pad.padding[2]
+    k, stride = emb.patch, emb.patch - emb.overlap
+    cols = (weights / (k * k))[:, None, :].expand(-1, k * k, -1)
+    padded = F.fold(cols, (f + pad_f, t + pad_t), kernel_size=k, stride=stride)
+    probe = torch.zeros(weights.shape[0], 1, f, t, dtype=weights.dtype, device=weights.device, requires_grad=True)
+    with torch.enable_grad():
+        (pixels,) = torch.autograd.grad(emb.pad(probe), probe, grad_outputs=padded)  # adjoint of the padding
+    return pixels[:, 0]
+
+
+def attention_rollout(model, inputs, *, batch_size: int = 16, example=None) -> dict[str, Any]:
+    """Attention rollout of a BAST model mapped to the spectrogram (see the module docs).
+
+    Returns
+    -------
+    dict
+        ``'spectrogram'``: DataArray ``(example, ear, frequency, time)`` summing to 1 per example;
+        ``'patches'``: ``(example, ear, patch)`` the same shares per patch; ``'matrices'``:
+        ``(example, encoder, query, key)`` the rollout of each encoder (``left``, ``right``,
+        ``joint``), rows summing to 1.
+    """
+    import xarray as xr
+
+    from xai_loc.explain.attribute import resolve_model
+
+    model, info = resolve_model(model)
+    x_all = _inputs(model, inputs)
+    training = model.training
+    model.eval()
+    maps, patch_parts, matrix_parts = [], [], []
+    try:
+        with torch.no_grad(), _recording(model) as calls:
+            for s in range(0, len(x_all), batch_size):
+                calls.clear()
+                model(x_all[s:s + batch_size])
+                left, right, joint = (rollout_matrices(c) for c in calls)
+                pooled = joint.mean(dim=1)  # the mean over output tokens
+                ears = torch.stack([0.5 * (pooled[:, None, :] @ left)[:, 0], 0.5 * (pooled[:, None, :] @ right)[:, 0]],
+                                   dim=1)  # [B, 2, N]
+                maps.append(torch.stack([_patches_to_pixels(model, ears[:, e]) for e in range(2)], dim=1))
+                patch_parts.append(ears)
+                matrix_parts.append(torch.stack([left, right, joint], dim=1))
+    finally:
+        model.train(training)
+    spec = torch.cat(maps).double().cpu().numpy()
+    n = len(spec)
+    attrs = _provenance(model, info, "attention_rollout", "none", {"residual": 0.5, "heads": "mean",
+                                                                   "integration": "half to each ear"})
+    coords = _coords(model, n, example)
+    return {
+        "spectrogram": xr.DataArray(spec, dims=("example", "ear", "frequency", "time"), name="rollout",
+                                    coords=coords, attrs={**attrs, "level": "spectrogram"}),
+        "patches": xr.DataArray(torch.cat(patch_parts).double().cpu().numpy(), dims=("example", "ear", "patch"),
+                                name="rollout", coords={"example": coords["example"], "ear": coords["ear"]},
+                                attrs={**attrs, "level": "patches", "patch_grid": [model.patches.n_freq,
+                                                                                   model.patches.n_time]}),
+        "matrices": xr.DataArray(torch.cat(matrix_parts).double().cpu().numpy(),
+                                 dims=("example", "encoder", "query", "key"), name="rollout",
+                                 coords={"example": coords["example"], "encoder": ["left", "right", "joint"]},
+                                 attrs={**attrs, "level": "tokens"}),
+    }
+
+
+def _lrp_spectrogram(model, inputs, **options: Any):
+    return attn_lrp(model, inputs, **options)["spectrogram"]
+
+
+def _rollout_spectrogram(model, inputs, **options: Any):
+    return attention_rollout(model, inputs, **options)["spectrogram"]
+
+
+#: Explanation methods of BAST by name: ``method(model, inputs, **options)`` -> DataArray
+#: ``(example, ear, frequency, time)``.
+METHODS: dict[str, Callable[..., Any]] = {"attn_lrp": _lrp_spectrogram, "integrated_gradients": integrated_gradients,
+                                          "attention_rollout": _rollout_spectrogram}
+
+
+def explain_bast(model, inputs, method: str = "attn_lrp", **options: Any):
+    """Spectrogram-level explanation of a BAST model by a method of :data:`METHODS`."""
+    if method not in METHODS:
+        raise InputError(f"method={method!r} is not allowed; use one of {', '.join(METHODS)}")
+    return METHODS[method](model, inputs, **options)

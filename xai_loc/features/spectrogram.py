@@ -1,0 +1,195 @@
+"""Binaural dB spectrogram front end of BAST (Kuang, van der Heijden & Mehrkanoon 2022), in torch.
+
+The seed implementation computes, per ear, ``scipy.signal.spectrogram(x, fs, nperseg=256,
+noverlap=128)`` (Tukey window with ``alpha = 0.25``, constant detrending, one-sided power
+spectral density), takes ``20 log10`` of it and standardizes every example (all its values,
+both ears) to zero mean and unit variance. Its clips are 0.5 s at 16 kHz (8000 samples), so
+``(8000 - 256) // 128 + 1 = 61`` frames of ``256 // 2 + 1 = 129`` bins (0-8 kHz in steps of
+62.5 Hz): input ``[B, 2, 8000]`` -> ``[B, 2 ears, 129, 61]``.
+
+Here ``10 log10`` gives decibels of the power; after the standardization the factor (10 or
+20) cancels, so the network input equals the seed's. Every step is a registered module so
+that explanation rules can attach to it:
+
+``stft`` (:class:`FrameSTFT`)
+    Framing, detrending, windowing, the real DFT and the density scaling folded into one fixed
+    linear map (a strided convolution with a ``[2 * bins, n_fft]`` kernel, no bias): relevance
+    passes it unchanged in sum.
+``power`` (:class:`PowerSpectrum`)
+    ``re ** 2 + im ** 2``.
+``decibel`` (:class:`Decibel`)
+    ``10 log10(p + amin)``.
+``standardize`` (:class:`Standardize`)
+    Per example ``(x - mean) / std``.
+
+The kernel is a non-persistent float64 buffer rebuilt from the config and cast to the input's dtype
+at each call (float64 inputs get float64 accuracy): the front end adds nothing to state dicts.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from xai_loc.errors import InputError
+
+__all__ = ["BinauralSpectrogram", "Decibel", "FrameSTFT", "PowerSpectrum", "Standardize", "SEED_FS",
+           "SEED_SAMPLES", "stft_kernel"]
+
+#: Rate and clip length of the seed's data: 16 kHz, 0.5 s -> 61 frames.
+SEED_FS, SEED_SAMPLES = 16000, 8000
+
+
+def stft_kernel(n_fft: int, fs: float, window: str | tuple = ("tukey", 0.25), detrend: bool = True) -> np.ndarray:
+    """The linear map of one frame to scaled real and imaginary parts, ``(2, n_fft // 2 + 1, n_fft)``.
+
+    Row ``k`` of part 0 (1) gives ``sqrt(c_k)`` times the real (imaginary) part of the DFT of the
+    (mean-removed, when ``detrend``) windowed frame, with ``c_k = 1 / (fs sum w**2)``, doubled
+    except at DC and Nyquist: ``re**2 + im**2`` is then scipy's one-sided power spectral density.
+    """
+    from scipy.signal import get_window
+
+    w = get_window(window, n_fft)
+    n_bins = n_fft // 2 + 1
+    k = np.arange(n_bins)[:, None]
+    n = np.arange(n_fft)[None, :]
+    phase = 2.0 * np.pi * k * n / n_fft
+    scale = np.full(n_bins, 2.0 / (fs * np.sum(w ** 2)))
+    scale[0] /= 2.0
+    if n_fft % 2 == 0:
+        scale[-1] /= 2.0
+    basis = np.stack([np.cos(phase), -np.sin(phase)]) * w[None, None, :] * np.sqrt(scale)[None, :, None]
+    if detrend:
+        basis = basis - basis.mean(axis=-1, keepdims=True)  # B (I - 11^T / n): removes the frame mean
+    return basis
+
+
+class FrameSTFT(nn.Module):
+    """Scaled short-time Fourier transform ``[B, ears, T] -> [B, ears, 2 (re, im), bins, frames]``.
+
+    Frames of ``n_fft`` samples every ``hop`` samples, no padding: ``(T - n_fft) // hop + 1`` frames
+    (scipy's ``spectrogram`` convention). One fixed bias-free linear map (see :func:`stft_kernel`).
+    """
+
+    def __init__(self, n_fft: int = 256, hop: int = 128, fs: int = SEED_FS, window: str | tuple = ("tukey", 0.25),
+                 detrend: bool = True) -> None:
+        super().__init__()
+        self.n_fft, self.hop, self.fs = int(n_fft), int(hop), int(fs)
+        self.n_bins = self.n_fft // 2 + 1
+        kernel = stft_kernel(self.n_fft, self.fs, window, detrend).reshape(2 * self.n_bins, 1, self.n_fft)
+        self.register_buffer("kernel", torch.as_tensor(kernel, dtype=torch.float64), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        out = F.conv1d(x.reshape(-1, 1, x.shape[-1]), self.kernel.to(x.dtype), stride=self.hop)
+        return out.reshape(*lead, 2, self.n_bins, out.shape[-1])
+
+    def extra_repr(self) -> str:
+        return f"n_fft={self.n_fft}, hop={self.hop}, fs={self.fs}"
+
+
+class PowerSpectrum(nn.Module):
+    """``[..., 2 (re, im), F, T] -> [..., F, T]``: ``re ** 2 + im ** 2``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.square().sum(dim=-3)
+
+
+class Decibel(nn.Module):
+    """``10 log10(p + amin)``: power to dB; ``amin`` keeps digital silence finite."""
+
+    def __init__(self, amin: float = 1e-14) -> None:
+        super().__init__()
+        self.amin = float(amin)
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        return 10.0 * torch.log10(p + self.amin)
+
+    def extra_repr(self) -> str:
+        return f"amin={self.amin:g}"
+
+
+class Standardize(nn.Module):
+    """Zero mean and unit variance over all dims but the first (the example), as the seed's
+    ``StandardScaler`` over each flattened example; ``eps`` guards constant inputs."""
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = float(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1, x.ndim))
+        centred = x - x.mean(dim=dims, keepdim=True)
+        std = centred.square().mean(dim=dims, keepdim=True).add(self.eps).sqrt()
+        return centred / std
+
+
+class BinauralSpectrogram(nn.Module):
+    """Ear signals ``[B, 2, T]`` -> standardized dB spectrograms ``[B, 2, n_fft // 2 + 1, frames]``.
+
+    Defaults give the seed's ``[2, 129, 61]`` for 0.5 s at 16 kHz (8000 samples); see the module docs.
+
+    Parameters
+    ----------
+    fs
+        Sample rate in Hz (16000).
+    n_fft, hop
+        Segment length and hop in samples (256 and 128: 128 samples overlap).
+    window
+        A ``scipy.signal.get_window`` spec (seed: ``('tukey', 0.25)``, scipy's default).
+    detrend
+        Remove each segment's mean before windowing (scipy's default).
+    amin
+        Floor added to the power before the logarithm.
+    standardize
+        Standardize each example (the seed does).
+    """
+
+    def __init__(self, fs: int = SEED_FS, n_fft: int = 256, hop: int = 128,
+                 window: str | list | tuple = ("tukey", 0.25), detrend: bool = True, amin: float = 1e-14,
+                 standardize: bool = True) -> None:
+        super().__init__()
+        if isinstance(fs, bool) or int(fs) != fs or fs <= 0:
+            raise InputError(f"fs={fs!r} is not allowed; give a positive integer rate in Hz such as 16000")
+        if isinstance(n_fft, bool) or int(n_fft) != n_fft or n_fft < 2:
+            raise InputError(f"n_fft={n_fft!r} is not allowed; give an integer >= 2 such as 256")
+        if isinstance(hop, bool) or int(hop) != hop or not 0 < hop <= n_fft:
+            raise InputError(f"hop={hop!r} is not allowed; give an integer in 1..n_fft={n_fft}")
+        if not (math.isfinite(amin) and amin > 0):
+            raise InputError(f"amin={amin!r} is not allowed; give a small positive power floor such as 1e-14")
+        window = tuple(window) if isinstance(window, list) else window
+        self.config: dict[str, Any] = {"fs": int(fs), "n_fft": int(n_fft), "hop": int(hop),
+                                       "window": list(window) if isinstance(window, tuple) else window,
+                                       "detrend": bool(detrend), "amin": float(amin), "standardize": bool(standardize)}
+        self.fs, self.n_fft, self.hop = int(fs), int(n_fft), int(hop)
+        self.stft = FrameSTFT(n_fft, hop, fs, window, detrend)
+        self.power = PowerSpectrum()
+        self.decibel = Decibel(amin)
+        self.standardize = Standardize() if standardize else nn.Identity()
+
+    @property
+    def n_bins(self) -> int:
+        """Frequency bins, ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames of a clip of ``n_samples`` samples."""
+        if n_samples < self.n_fft:
+            raise InputError(f"n_samples={n_samples} is not allowed; a clip needs at least n_fft={self.n_fft} samples")
+        return (int(n_samples) - self.n_fft) // self.hop + 1
+
+    @property
+    def frequencies(self) -> np.ndarray:
+        """Bin frequencies in Hz."""
+        return np.arange(self.n_bins) * self.fs / self.n_fft
+
+    def frame_times(self, n_samples: int) -> np.ndarray:
+        """Segment centres in seconds (scipy's ``t``)."""
+        return (np.arange(self.n_frames(n_samples)) * self.hop + self.n_fft / 2) / self.fs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.standardize(self.decibel(self.power(self.stft(x))))

@@ -1,0 +1,602 @@
+"""BAST, the binaural audio spectrogram transformer (Kuang, van der Heijden & Mehrkanoon 2022), configurable.
+
+A model takes ear signals ``[B, 2, 8000]`` (0.5 s at 16 kHz; or, without its front end, the
+standardized dB spectrograms ``[B, 2, 129, 61]`` of :mod:`xai_loc.features.spectrogram`) and
+regresses the direction on the horizontal plane as ``[cos az, sin az]`` (azimuth as in SOFA:
+counter-clockwise, 90 = left, so ``sin az > 0`` points left). Structure, after the authors' code::
+
+    left  spectrogram -> patches -> + positions -> encoder L --\\
+                                                                 integrate (ADD | SUB | CONCAT) -> encoder 3
+    right spectrogram -> patches -> + positions -> encoder R --/      -> mean over tokens -> LayerNorm -> [cos, sin]
+
+- Patches: 16 x 16 with overlap 10 (stride 6), the spectrogram reflection-padded at the low-
+  frequency edge and the late end so the patches tile it: 20 x 9 = 180 patches of ``[129, 61]``.
+  The embedding is a convolution (kernel 16, stride 6), shared by both ears, as are the
+  learned position embeddings (as in the authors' code).
+- Encoders: pre-norm transformer blocks ``x + MHA(LN(x))``, ``x + MLP(LN(x))`` (GELU). With
+  ``share_weights=True`` ("SP") the left and right encoder are one module; ``False`` ("NSP")
+  two. The third encoder works at the integrated width (twice the width for CONCAT).
+- Integration (:data:`INTEGRATIONS`): the left minus right tokens (SUB), their sum (ADD) or
+  their concatenation along the features (CONCAT).
+
+Deviations from the seed, stated: no class token (the seed prepends one and then mean-pools
+over all tokens, so it is one learned constant token; here the pool runs over the patch
+tokens only, which keeps relevance and rollout on the spectrogram); a small default width
+(64, depth 2, 4 heads of 16; the seed: 1024, depth 3, 16 heads of 64) so that a model
+trains on one CPU thread in minutes; dropout 0 by default (seed 0.2).
+
+Every operation of the forward pass is a registered module (``MatMul``, ``Scale``,
+``Residual``, the integration, ``TokenMean``, ``nn.Softmax``, ``nn.GELU``, ``nn.LayerNorm``,
+``nn.Linear``), so explanation rules (:mod:`xai_loc.explain.attn_lrp`) see every step.
+
+**Symmetry.** With shared weights and ADD the network is exactly invariant to swapping the ears
+(``f(swap(x)) == f(x)``): a source and its mirror image across the median plane give the same
+answer, so left and right cannot be told apart; the published table shows this combination
+failing. SUB makes the integrated tokens antisymmetric under the swap.
+
+**Losses** (:data:`LOSSES`): ``MSE`` between outputs and ``[cos, sin]`` targets, ``AD`` the
+angular distance ``arccos`` of the cosine between output and target (clamped to
+``1 - 1e-6`` so the gradient stays finite; a floor of 0.08 degrees), and ``MIX = MSE + AD``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from xai_loc.errors import InputError
+from xai_loc.models.base import Localizer
+from xai_loc.models.registry import register_model
+
+__all__ = [
+    "BAST", "FP16_TOLERANCE", "INTEGRATIONS", "LOSSES", "Attention", "EarConcat", "EarDifference", "EarSum",
+    "Encoder", "EncoderBlock", "MatMul", "PatchEmbedding", "PositionEmbedding", "Residual", "Scale", "TokenMean",
+    "angular_distance", "angles_to_targets", "evaluate_bast", "fit_bast", "outputs_to_azimuth", "patch_grid",
+    "register_integration", "register_loss", "spectrograms_of", "train_bast",
+]
+
+
+# -- operations as modules --------------------------------------------------------------------------
+
+
+class MatMul(nn.Module):
+    """``torch.matmul(a, b)`` as a module (a bilinear step that explanation rules must see)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, b)
+
+
+class Scale(nn.Module):
+    """Multiplication by a fixed number."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
+
+
+class Residual(nn.Module):
+    """``skip + branch``: the residual connection of a transformer block."""
+
+    def forward(self, skip: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        return skip + branch
+
+
+class TokenMean(nn.Module):
+    """Mean over the token axis: ``[B, N, D] -> [B, D]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1)
+
+
+#: Binaural integrations by name: a module class ``f(left, right)`` and the width factor of its output.
+INTEGRATIONS: dict[str, tuple[type[nn.Module], int]] = {}
+
+
+def register_integration(name: str, width: int) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator registering a binaural integration ``module(left, right)`` of ``width`` x the token width."""
+
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        INTEGRATIONS[name] = (cls, width)
+        return cls
+
+    return wrap
+
+
+@register_integration("ADD", 1)
+class EarSum(nn.Module):
+    """``left + right`` (symmetric under the ear swap)."""
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return left + right
+
+
+@register_integration("SUB", 1)
+class EarDifference(nn.Module):
+    """``left - right`` (antisymmetric under the ear swap)."""
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return left - right
+
+
+@register_integration("CONCAT", 2)
+class EarConcat(nn.Module):
+    """``[left, right]`` along the features."""
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return torch.cat([left, right], dim=-1)
+
+
+# -- patches ------------------------------------------------------------------------------------------
+
+
+def patch_grid(size: tuple[int, int], patch: int, overlap: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Patches per axis and the padding that makes them tile ``size`` (frequency, time), as the seed.
+
+    Returns
+    -------
+    counts, padding
+        ``(n_freq, n_time)`` patches and ``(pad_freq, pad_time)`` rows/columns added.
+    """
+    stride = patch - overlap
+    if not 0 <= overlap < patch:
+        raise InputError(f"patch_overlap={overlap} is not allowed; use 0 <= overlap < patch_size={patch}")
+    counts = tuple(max(1, math.ceil((n - patch) / stride) + 1) for n in size)
+    padding = tuple((c - 1) * stride + patch - n for c, n in zip(counts, size, strict=True))
+    if min(padding) < 0 or max(p - n for p, n in zip(padding, size, strict=True)) >= 0:
+        raise InputError(f"a spectrogram of {size} is too small for {patch} x {patch} patches")
+    return counts, padding  # type: ignore[return-value]
+
+
+class PatchEmbedding(nn.Module):
+    """``[B, 1, F, T] -> [B, N, dim]``: reflection padding (low frequencies, late frames), then a
+    convolution with kernel ``patch`` and stride ``patch - overlap`` (a linear map of each patch)."""
+
+    def __init__(self, size: tuple[int, int], patch: int, overlap: int, dim: int, bias: bool = True) -> None:
+        super().__init__()
+        (self.n_freq, self.n_time), (pad_f, pad_t) = patch_grid(size, patch, overlap)
+        self.size, self.patch, self.overlap = tuple(size), int(patch), int(overlap)
+        self.pad = nn.ReflectionPad2d((0, pad_t, pad_f, 0))  # (left, right, top, bottom) as the seed
+        self.proj = nn.Conv2d(1, dim, patch, stride=patch - overlap, bias=bias)
+
+    @property
+    def n_patches(self) -> int:
+        return self.n_freq * self.n_time
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.pad(x)).flatten(2).transpose(1, 2)
+
+
+class PositionEmbedding(nn.Module):
+    """Adds a learned embedding per token position, ``[B, N, D] + [1, N, D]``."""
+
+    def __init__(self, n_tokens: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, n_tokens, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight
+
+
+# -- transformer ------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with every step a module: ``to_q/to_k/to_v`` (no bias, as the seed),
+    ``scores = scale(qk(q, k^T))``, ``attend`` (softmax over keys), ``av(attention, v)``, ``to_out``."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dim_head = int(heads), int(dim_head)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.qk = MatMul()
+        self.scale = Scale(dim_head ** -0.5)
+        self.attend = nn.Softmax(dim=-1)
+        self.av = MatMul()
+        self.to_out = nn.Linear(inner, dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.reshape(b, n, self.heads, self.dim_head).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.to_q(x)), self._split(self.to_k(x)), self._split(self.to_v(x))
+        attention = self.attend(self.scale(self.qk(q, k.transpose(-1, -2))))
+        out = self.av(attention, v).transpose(1, 2).flatten(2)
+        return self.dropout(self.to_out(out))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm block: ``x + attention(LN(x))``, then ``x + MLP(LN(x))`` with a GELU MLP."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float = 0.0,
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.norm_attention = nn.LayerNorm(dim, bias=bias)
+        self.attention = Attention(dim, heads, dim_head, dropout, bias)
+        self.add_attention = Residual()
+        self.norm_mlp = nn.LayerNorm(dim, bias=bias)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("fc1", nn.Linear(dim, mlp_dim, bias=bias)), ("act", nn.GELU()), ("drop1", nn.Dropout(dropout)),
+            ("fc2", nn.Linear(mlp_dim, dim, bias=bias)), ("drop2", nn.Dropout(dropout)),
+        ]))
+        self.add_mlp = Residual()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.add_attention(x, self.attention(self.norm_attention(x)))
+        return self.add_mlp(x, self.mlp(self.norm_mlp(x)))
+
+
+class Encoder(nn.Module):
+    """A stack of ``depth`` :class:`EncoderBlock` (no final norm, as the seed)."""
+
+    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, dropout: float = 0.0,
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*[EncoderBlock(dim, heads, dim_head, mlp_dim, dropout, bias)
+                                      for _ in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+# -- the model ----------------------------------------------------------------------------------------
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name}={value!r} is not allowed; use a positive integer")
+    return int(value)
+
+
+@register_model("bast")
+class BAST(Localizer):
+    """Binaural audio spectrogram transformer regressing ``[cos az, sin az]``; see the module docs.
+
+    Parameters
+    ----------
+    integration
+        ``'SUB'``, ``'ADD'`` or ``'CONCAT'`` (:data:`INTEGRATIONS`).
+    share_weights
+        One encoder for both ears ("SP") or two ("NSP").
+    n_samples
+        Clip length at ``spectrogram['fs']`` (8000: 0.5 s at 16 kHz, 61 frames).
+    front_end
+        Include the spectrogram front end (inputs are waveforms ``[B, 2, n_samples]``); False:
+        inputs are spectrograms ``[B, 2, bins, frames]``.
+    spectrogram
+        Options of :class:`~xai_loc.features.spectrogram.BinauralSpectrogram` (default: the seed's).
+    dim, depth, heads, dim_head, mlp_dim
+        Token width, blocks per encoder, attention heads, width per head, MLP width.
+    patch_size, patch_overlap
+        16 and 10 (stride 6), as published.
+    dropout
+        Dropout in the encoders (0).
+    bias
+        Biases in the dense layers, the patch embedding and the LayerNorms (False gives a model whose
+        only additive constants are the position embeddings: relevance bookkeeping tests use it).
+    """
+
+    task: ClassVar[str] = "azimuth-regression"
+
+    def __init__(self, integration: str = "SUB", share_weights: bool = False, n_samples: int = 8000,
+                 front_end: bool = True, spectrogram: dict[str, Any] | None = None, dim: int = 64, depth: int = 2,
+                 heads: int = 4, dim_head: int = 16, mlp_dim: int = 128, patch_size: int = 16,
+                 patch_overlap: int = 10, dropout: float = 0.0, bias: bool = True) -> None:
+        from xai_loc.features.spectrogram import BinauralSpectrogram
+
+        super().__init__(2, _positive_int("n_samples", n_samples))
+        if integration not in INTEGRATIONS:
+            raise InputError(f"integration={integration!r} is not allowed; use one of {', '.join(INTEGRATIONS)}")
+        for name, value in (("share_weights", share_weights), ("front_end", front_end), ("bias", bias)):
+            if not isinstance(value, bool):
+                raise InputError(f"{name}={value!r} is not allowed; use True or False")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise InputError(f"dropout={dropout!r} is not allowed; use a number in [0, 1)")
+        dim, depth, heads = _positive_int("dim", dim), _positive_int("depth", depth), _positive_int("heads", heads)
+        dim_head, mlp_dim = _positive_int("dim_head", dim_head), _positive_int("mlp_dim", mlp_dim)
+        patch_size, patch_overlap = _positive_int("patch_size", patch_size), int(patch_overlap)
+
+        spec = BinauralSpectrogram(**(spectrogram or {}))
+        self.spectrogram_options = dict(spec.config)
+        self.fs = spec.fs
+        self.frequencies, self.frame_times = spec.frequencies, spec.frame_times(self.n_samples)
+        self.spectrogram_shape = (2, spec.n_bins, spec.n_frames(self.n_samples))
+        self.with_front_end = front_end
+        if front_end:
+            self.front_end = spec
+        self.integration, self.share_weights = integration, share_weights
+        self.dim, self.depth, self.heads, self.dim_head, self.mlp_dim = dim, depth, heads, dim_head, mlp_dim
+        self.patch_size, self.patch_overlap, self.dropout_p, self.bias = patch_size, patch_overlap, float(dropout), bias
+
+        self.patches = PatchEmbedding(self.spectrogram_shape[1:], patch_size, patch_overlap, dim, bias)
+        self.positions = PositionEmbedding(self.patches.n_patches, dim)
+        encoder = dict(depth=depth, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, dropout=dropout, bias=bias)
+        self.encoder_left = Encoder(dim, **encoder)
+        if not share_weights:
+            self.encoder_right = Encoder(dim, **encoder)
+        integrate_cls, width = INTEGRATIONS[integration]
+        self.integrate = integrate_cls()
+        self.encoder_joint = Encoder(dim * width, **encoder)
+        self.pool = TokenMean()
+        self.head_norm = nn.LayerNorm(dim * width, bias=bias)
+        self.head = nn.Linear(dim * width, 2, bias=bias)
+
+    # -- description ---------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, enough to rebuild the architecture."""
+        return {"integration": self.integration, "share_weights": self.share_weights, "n_samples": self.n_samples,
+                "front_end": self.with_front_end, "spectrogram": dict(self.spectrogram_options), "dim": self.dim,
+                "depth": self.depth, "heads": self.heads, "dim_head": self.dim_head, "mlp_dim": self.mlp_dim,
+                "patch_size": self.patch_size, "patch_overlap": self.patch_overlap, "dropout": self.dropout_p,
+                "bias": self.bias}
+
+    @property
+    def variant(self) -> str:
+        """Short name such as ``'NSP-SUB'``."""
+        return f"{'SP' if self.share_weights else 'NSP'}-{self.integration}"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One input: ``(2, n_samples)`` with the front end, ``(2, bins, frames)`` without."""
+        return (2, self.n_samples) if self.with_front_end else self.spectrogram_shape
+
+    @property
+    def encoder_right_or_shared(self) -> Encoder:
+        """The encoder of the right ear (the left one when weights are shared)."""
+        return self.encoder_left if self.share_weights else self.encoder_right
+
+    def n_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # -- forward --------------------------------------------------------------------------------------
+
+    def embed(self, spectrogram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens ``[B, N, dim]`` of the left and the right ear's spectrogram ``[B, 2, F, T]``."""
+        left = self.positions(self.patches(spectrogram[:, 0:1]))
+        right = self.positions(self.patches(spectrogram[:, 1:2]))
+        return left, right
+
+    def localize(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        """``[cos az, sin az]`` estimates ``[B, 2]`` of spectrograms ``[B, 2, F, T]`` (skips the front end)."""
+        left, right = self.embed(spectrogram)
+        joint = self.integrate(self.encoder_left(left), self.encoder_right_or_shared(right))
+        return self.head(self.head_norm(self.pool(self.encoder_joint(joint))))
+
+    def spectrogram(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """The front end's output for ear signals ``[B, 2, T]`` (built on the fly without a front end)."""
+        if self.with_front_end:
+            return self.front_end(waveforms)
+        from xai_loc.features.spectrogram import BinauralSpectrogram
+
+        return BinauralSpectrogram(**self.spectrogram_options).to(waveforms.device)(waveforms)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[cos az, sin az]`` estimates ``[B, 2]`` of waveforms (spectrograms without front end)."""
+        if self.with_front_end:
+            x = self.front_end(x)
+        return self.localize(x)
+
+
+# -- targets, losses, metrics -------------------------------------------------------------------------
+
+
+def angles_to_targets(azimuth) -> torch.Tensor:
+    """``[cos az, sin az]`` float32 targets ``[n, 2]`` of azimuths in degrees."""
+    az = np.deg2rad(np.asarray(azimuth, dtype=np.float64))
+    return torch.as_tensor(np.stack([np.cos(az), np.sin(az)], axis=-1), dtype=torch.float32)
+
+
+def outputs_to_azimuth(outputs) -> np.ndarray:
+    """Azimuth in degrees, ``[0, 360)``, of ``[cos, sin]`` outputs ``[n, 2]``."""
+    y = np.asarray(outputs.detach().cpu() if isinstance(outputs, torch.Tensor) else outputs, dtype=np.float64)
+    return np.mod(np.rad2deg(np.arctan2(y[:, 1], y[:, 0])), 360.0)
+
+
+#: Largest cosine the angular distance sees: ``arccos`` has an infinite slope at 1.
+AD_CLAMP = 1.0 - 1e-6
+
+
+def angular_distance(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean angle in radians between output and target vectors ``[n, 2]``: ``arccos`` of their cosine,
+    clamped to ``+-(1 - 1e-6)`` (finite gradient)."""
+    cosine = nn.functional.cosine_similarity(outputs, targets, dim=1, eps=1e-12)
+    return torch.arccos(cosine.clamp(-AD_CLAMP, AD_CLAMP)).mean()
+
+
+def _mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return nn.functional.mse_loss(outputs, targets)
+
+
+def _mix(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return _mse(outputs, targets) + angular_distance(outputs, targets)
+
+
+#: Training losses by name, ``loss(outputs [n, 2], targets [n, 2]) -> scalar``.
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+
+
+def register_loss(name: str, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Register a loss ``loss(outputs, targets) -> scalar`` under ``name``."""
+    LOSSES[name] = loss
+
+
+register_loss("MSE", _mse)
+register_loss("AD", angular_distance)
+register_loss("MIX", _mix)
+
+
+def spectrograms_of(model: BAST, waveforms, batch_size: int = 256) -> torch.Tensor:
+    """Front-end outputs ``[n, 2, F, T]`` (float32) of ear signals ``[n, 2, n_samples]``, computed once for training."""
+    x = torch.as_tensor(np.asarray(waveforms), dtype=torch.float32)
+    if x.ndim != 3 or tuple(x.shape[1:]) != (2, model.n_samples):
+        raise InputError(f"waveforms of shape {tuple(x.shape)} are not allowed; the model takes "
+                         f"(n, 2, {model.n_samples})")
+    with torch.inference_mode():
+        return torch.cat([model.spectrogram(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+
+
+def _predict(model: BAST, spectrograms: torch.Tensor, batch_size: int) -> torch.Tensor:
+    outs = []
+    with torch.inference_mode():
+        for s in range(0, len(spectrograms), batch_size):
+            outs.append(model.localize(spectrograms[s:s + batch_size]))
+    return torch.cat(outs)
+
+
+def evaluate_bast(model: BAST, spectrograms: torch.Tensor, azimuth, batch_size: int = 64) -> dict[str, float]:
+    """Angular error of a model on spectrograms ``[n, 2, F, T]`` with true azimuths (degrees).
+
+    Returns ``mean_error`` (degrees, wrapped to [0, 180]), ``median_error``, ``accuracy_5`` and
+    ``accuracy_10`` (share within 5 and 10 degrees), ``lateral_sign_error`` (share of off-axis
+    targets answered in the wrong left/right hemifield), ``front_back_rate`` (front-back
+    confusions among targets off the interaural axis) with ``mean_error_folded`` (the mean error
+    once confused answers are mirrored back) and ``n``.
+    """
+    from xai_loc.models.classifier_training import azimuth_error, front_back_confusions, mirror_front_back
+
+    was_training = model.training
+    model.eval()
+    try:
+        pred = outputs_to_azimuth(_predict(model, spectrograms, batch_size))
+    finally:
+        model.train(was_training)
+    true = np.asarray(azimuth, dtype=np.float64)
+    err = azimuth_error(pred, true)
+    sin_t, sin_p = np.sin(np.deg2rad(true)), np.sin(np.deg2rad(pred))
+    lateral = np.abs(sin_t) > 1e-9
+    confused, eligible = front_back_confusions(pred, true)
+    folded = azimuth_error(np.where(confused, mirror_front_back(pred), pred), true)
+    return {"mean_error": float(err.mean()), "median_error": float(np.median(err)),
+            "front_back_rate": float(confused[eligible].mean()) if eligible.any() else 0.0,
+            "mean_error_folded": float(folded.mean()),
+            "accuracy_5": float(np.mean(err <= 5.0)), "accuracy_10": float(np.mean(err <= 10.0)),
+            "lateral_sign_error": float(np.mean(sin_t[lateral] * sin_p[lateral] < 0)) if lateral.any() else 0.0,
+            "n": int(true.size)}
+
+
+def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = "MIX", epochs: int = 10,
+               batch_size: int = 32, lr: float = 1e-3, seed: int = 0, max_minutes: float | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """Train a model in place on spectrograms ``[n, 2, F, T]`` (the front end has no parameters).
+
+    Adam with a cosine learning-rate decay over ``epochs``; each epoch visits every example once
+    in an order drawn from ``(seed, epoch)``. ``max_minutes`` (CPU time of this process, so the
+    budget does not depend on other load on the machine) stops after the epoch that crosses it.
+
+    Returns
+    -------
+    dict
+        The recipe and ``epochs`` run, ``wall_seconds``, ``cpu_seconds``, ``loss_history`` (mean loss per epoch).
+    """
+    from tqdm.auto import tqdm
+
+    if loss not in LOSSES:
+        raise InputError(f"loss={loss!r} is not allowed; use one of {', '.join(LOSSES)}")
+    targets = angles_to_targets(azimuth).to(spectrograms.device, spectrograms.dtype)
+    n = len(spectrograms)
+    if n == 0 or len(targets) != n:
+        raise InputError(f"{n} spectrograms and {len(targets)} azimuths are not allowed; give one azimuth each")
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * math.ceil(n / batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / steps)))
+    loss_fn, history, start, cpu_start = LOSSES[loss], [], time.monotonic(), time.process_time()
+    model.train()
+    for epoch in tqdm(range(epochs), disable=not progress, desc=f"train {model.variant}", unit="epoch"):
+        order = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
+        total = 0.0
+        for s in range(0, n, batch_size):
+            idx = order[s:s + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            value = loss_fn(model.localize(spectrograms[idx]), targets[idx])
+            value.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(value.detach()) * len(idx)
+        history.append(total / n)
+        if max_minutes is not None and time.process_time() - cpu_start > 60.0 * max_minutes:
+            break
+    model.eval()
+    return {"loss": loss, "optimizer": "Adam", "lr": lr, "schedule": "cosine decay to 0 over the epochs",
+            "batch_size": batch_size, "epochs_planned": epochs, "epochs": len(history), "seed": seed,
+            "wall_seconds": time.monotonic() - start, "cpu_seconds": time.process_time() - cpu_start,
+            "loss_history": history, "threads": torch.get_num_threads()}
+
+
+#: Largest change float16 storage may make to the test metrics of a trained BAST (else float32 is kept).
+FP16_TOLERANCE = {"mean_error": 0.25, "accuracy_5": 0.002, "accuracy_10": 0.002}
+
+
+def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: bool = False, loss: str = "MIX",
+             epochs: int = 18, batch_size: int = 32, lr: float = 1e-3, dim: int = 64, depth: int = 2, heads: int = 4,
+             seed: int = 0, max_minutes: float | None = 15.0, progress: bool = False):
+    """Render (or reuse) a scene set, train one BAST variant on it, score it on the held-out sounds, save it.
+
+    Parameters
+    ----------
+    spec
+        A :class:`~xai_loc.data.bast_scenes.BastSceneSpec`.
+    out
+        The ``.safetensors`` checkpoint; float16 when that moves no test metric by more than
+        :data:`FP16_TOLERANCE`, else float32. The card holds the recipe, CPU minutes and metrics.
+    root
+        Data root of the scenes.
+    integration, share_weights, dim, depth, heads
+        The variant (``mlp_dim = 2 dim``, ``dim_head = dim / heads``).
+    loss, epochs, batch_size, lr, seed, max_minutes
+        The recipe of :func:`train_bast`.
+
+    Returns
+    -------
+    pathlib.Path, dict
+        ``out`` and its card.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from xai_loc.data.bast_scenes import load_bast_scenes
+    from xai_loc.models.checkpoint import load_model, save_checkpoint
+
+    train_set = load_bast_scenes(spec, "train", root=root, progress=progress)
+    test_set = load_bast_scenes(spec, "test", root=root, progress=progress)
+    torch.manual_seed(seed)
+    model = BAST(integration=integration, share_weights=share_weights, dim=dim, depth=depth, heads=heads,
+                 dim_head=dim // heads, mlp_dim=2 * dim)
+    train_x = spectrograms_of(model, train_set.waveforms.values)
+    test_x = spectrograms_of(model, test_set.waveforms.values)
+    training = train_bast(model, train_x, train_set.azimuth.values, loss=loss, epochs=epochs, batch_size=batch_size,
+                          lr=lr, seed=seed, max_minutes=max_minutes, progress=progress)
+    metrics = evaluate_bast(model, test_x, test_set.azimuth.values)
+    card = {"condition": {"rooms": ["anechoic"], "snr": list(spec.snr)},
+            "training": {**training, "cpu_minutes": training["cpu_seconds"] / 60.0, "n_train": len(train_x),
+                         "variant": model.variant},
+            "dataset": {"kind": "bast-scenes", "spec": spec.to_dict(), "digest": spec.digest()},
+            "metrics": {"test": metrics}}
+    with tempfile.TemporaryDirectory() as tmp:
+        half = save_checkpoint(model, Path(tmp) / "half.safetensors", card, dtype="float16")
+        half_metrics = evaluate_bast(load_model(half), test_x, test_set.azimuth.values)
+    fp16_ok = (half_metrics["mean_error"] - metrics["mean_error"] <= FP16_TOLERANCE["mean_error"]
+               and all(metrics[k] - half_metrics[k] <= FP16_TOLERANCE[k] for k in ("accuracy_5", "accuracy_10")))
+    card["storage"] = {"float32": metrics, "float16": half_metrics}
+    card["metrics"] = {"test": half_metrics if fp16_ok else metrics}
+    path = save_checkpoint(model, out, card, dtype="float16" if fp16_ok else "float32")
+    return path, card

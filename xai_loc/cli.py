@@ -996,3 +996,35 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
         pass
     view = relevance_view(model, scenes, target=target, n_steps=steps)
     click.echo(str(write_dataset_atomic(view, Path(out) / "relevance_view.nc")))
+
+
+@binaural.command("explain")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("inputs", type=click.Path())
+@click.option("--method", default=None, help="BAST only: attn_lrp (default), integrated_gradients, attention_rollout.")
+@click.option("--target", default=None,
+              help="Explained output: prediction (default), truth where labels exist, a class index, or for BAST "
+                   "sin, cos or an azimuth in degrees.")
+@click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
+@click.option("--examples", type=int, default=None, help="Only the first N examples (windows) of INPUTS.")
+@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/binaural-relevance",
+              show_default=True)
+@click.pass_context
+def binaural_explain(ctx, checkpoint, inputs, method, target, options, examples, out) -> None:
+    """Explain any binaural localizer (cochcnn, tfcnn, cuenet, bast) on INPUTS: a stereo sound
+    file at the model's rate (cut into windows of its input length) or a store with
+    waveforms (example, ear, time). Writes one netCDF file of labelled relevance per level
+    (waveform, cochleagram, cues or spectrogram) with provenance attrs."""
+    from xai_loc.explain.binaural import explain_ears, read_ear_signals, write_ear_relevance
+    from xai_loc.models import load_model
+
+    _setup(ctx)
+    model = load_model(checkpoint)
+    waveforms = read_ear_signals(inputs, model.fs, model.n_samples)[:examples]
+    extra = _parse_options(options)
+    if method is not None:
+        extra["method"] = method
+    if target is not None:
+        extra["target"] = _parse_options((f"target={target}",))["target"]
+    for path in write_ear_relevance(explain_ears(checkpoint, waveforms, **extra), out):
+        click.echo(str(path))

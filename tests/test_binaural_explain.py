@@ -1,0 +1,76 @@
+"""One entry point explains every binaural family: levels, dims, conservation between levels, bad input."""
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from xai_loc.cli import main
+from xai_loc.errors import InputError
+from xai_loc.explain.binaural import EXPLAINERS, explain_ears, read_ear_signals, write_ear_relevance
+from xai_loc.models import MODELS, load_model
+from xai_loc.models.zoo import pretrained_dir
+
+#: Levels each family explains, the finer first: relevance sums must agree between them.
+LEVELS = {"cochcnn": ("waveform", "cochleagram"), "tfcnn": ("waveform", "cues"), "bast": ("waveform", "spectrogram"),
+          "cuenet": ("cues",)}
+
+
+def _ears(model, n: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    left = 0.05 * rng.standard_normal((n, model.n_samples))
+    return np.stack([left, np.roll(left, 6, axis=1)], axis=1)  # the right ear lags
+
+
+def test_every_binaural_architecture_has_an_explainer():
+    assert set(EXPLAINERS) == set(MODELS) - {"loccnn", "samplecnn"}
+
+
+@pytest.mark.parametrize("arch", sorted(LEVELS))
+def test_shipped_models_explain_with_labelled_levels(arch, tmp_path):
+    path = pretrained_dir() / f"{arch}_default.safetensors"
+    model = load_model(path)
+    result = explain_ears(path, _ears(model))
+    assert tuple(sorted(result)) == tuple(sorted(LEVELS[arch]))
+    for data in result.values():
+        assert data.sizes["example"] == 2 and data.attrs["checkpoint"] == path.name
+    if arch == "cuenet":
+        np.testing.assert_allclose(result["cues"]["attention"].sum("cue"), 1.0, rtol=1e-5)
+    else:
+        fine, coarse = (result[level] for level in LEVELS[arch])
+        assert fine.dims == ("example", "ear", "time") and coarse.dims[0] == "example" and coarse.ndim == 4
+        np.testing.assert_allclose(fine.sum(("ear", "time")), coarse.sum([d for d in coarse.dims if d != "example"]),
+                                   rtol=5e-3)  # the front ends pass relevance on (float32)
+    written = write_ear_relevance(result, tmp_path)
+    assert sorted(p.name for p in written) == sorted(f"{level}.nc" for level in LEVELS[arch])
+
+
+def test_sound_files_are_cut_into_windows_and_checked(tmp_path):
+    x = np.random.default_rng(0).standard_normal((2500, 2)) * 0.1
+    sf.write(tmp_path / "s.wav", x, 16000, subtype="FLOAT")
+    windows = read_ear_signals(tmp_path / "s.wav", 16000, 1000)
+    assert windows.shape == (2, 2, 1000)
+    np.testing.assert_allclose(windows[1, 1], x[1000:2000, 1], atol=1e-7)
+    with pytest.raises(InputError, match="44100 Hz"):
+        read_ear_signals(tmp_path / "s.wav", 44100, 1000)
+    sf.write(tmp_path / "mono.wav", x[:, 0], 16000)
+    with pytest.raises(InputError, match="1 channel"):
+        read_ear_signals(tmp_path / "mono.wav", 16000, 1000)
+    with pytest.raises(InputError, match="at least 4000"):
+        read_ear_signals(tmp_path / "s.wav", 16000, 4000)
+    with pytest.raises(InputError, match="NaN"):
+        explain_ears(pretrained_dir() / "tfcnn_default.safetensors", np.full((1, 2, 16000), np.nan))
+
+
+def test_cli_explains_a_sound_file_and_refuses_a_wrong_rate(tmp_path):
+    x = np.random.default_rng(1).standard_normal((16000, 2)) * 0.05
+    sf.write(tmp_path / "s.wav", x, 16000)
+    ckpt = str(pretrained_dir() / "bast_default.safetensors")
+    runner = CliRunner()
+    result = runner.invoke(main, ["binaural", "explain", ckpt, str(tmp_path / "s.wav"), "--method",
+                                  "attention_rollout", "--out", str(tmp_path / "rel")])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(tmp_path / "rel" / "spectrogram.nc")]
+    result = runner.invoke(main, ["binaural", "explain", str(pretrained_dir() / "cochcnn_default.safetensors"),
+                                  str(tmp_path / "s.wav"), "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "48000 Hz" in result.output
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,159 @@
+"""One entry point for the binaural localizers: explain ear signals, whatever the family.
+
+Each family explains itself in its own terms (LRP through a cochleagram, IPD/ILD maps or cue
+maps; AttnLRP through a transformer), so :data:`EXPLAINERS` registers one function per
+architecture name; :func:`explain_ears` picks it from the model (or checkpoint card) and
+returns every level it explains, as labelled xarray objects with provenance attrs:
+
+``cochcnn``  ``'waveform'`` (example, ear, time), ``'cochleagram'`` (example, ear, frequency, time)
+``tfcnn``    ``'waveform'`` (example, ear, time), ``'cues'`` (example, channel, frequency, frame)
+``cuenet``   ``'cues'``: Dataset of relevance per (example, cue, band), the per-frame maps and
+             the attention weights (the ITD is an arg-max: relevance stops at the cue map)
+``bast``     ``'waveform'`` (example, ear, time), ``'spectrogram'`` (example, ear, frequency, time)
+             by ``method`` ``'attn_lrp'`` (default); ``'integrated_gradients'`` and
+             ``'attention_rollout'`` give ``'spectrogram'`` only
+
+:func:`write_ear_relevance` stores them, one netCDF file per level, atomically.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xai_loc.errors import InputError
+
+__all__ = ["EXPLAINERS", "explain_ears", "read_ear_signals", "write_ear_relevance"]
+
+
+def _cochcnn(model, waveforms: np.ndarray, **options: Any) -> dict[str, Any]:
+    from xai_loc.experiments.cues import explain_binaural
+
+    return explain_binaural(model, waveforms, **options)
+
+
+def _tfcnn(model, waveforms: np.ndarray, **options: Any) -> dict[str, Any]:
+    from xai_loc.experiments.ipd_ild_probe import explain_tfcnn
+
+    return explain_tfcnn(model, waveforms, **options)
+
+
+def _cuenet(model, waveforms: np.ndarray, **options: Any) -> dict[str, Any]:
+    from xai_loc.experiments.cue_probe import cue_relevance
+    from xai_loc.explain.attribute import resolve_model
+
+    module, _ = resolve_model(model)
+    with torch.no_grad():
+        cues = module.cue_map(torch.as_tensor(waveforms, dtype=torch.float32)).numpy()
+    return {"cues": cue_relevance(model, cues, **options)}
+
+
+def _bast(model, waveforms: np.ndarray, method: str = "attn_lrp", **options: Any) -> dict[str, Any]:
+    from xai_loc.explain.attn_lrp import METHODS, attention_rollout, attn_lrp, integrated_gradients
+
+    if method not in METHODS:
+        raise InputError(f"method={method!r} is not allowed for bast; use one of {', '.join(METHODS)}")
+    if method == "attn_lrp":
+        return attn_lrp(model, waveforms, **options)
+    if method == "attention_rollout":
+        return {"spectrogram": attention_rollout(model, waveforms, **options)["spectrogram"]}
+    return {"spectrogram": integrated_gradients(model, waveforms, **options)}
+
+
+#: Explanation of each binaural architecture: ``f(model, waveforms (n, 2, T), **options) -> {level: xarray}``.
+EXPLAINERS: dict[str, Callable[..., dict[str, Any]]] = {"cochcnn": _cochcnn, "tfcnn": _tfcnn, "cuenet": _cuenet,
+                                                         "bast": _bast}
+
+
+def _architecture(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        from xai_loc.models.checkpoint import read_card
+
+        return read_card(model)["architecture"]
+    return getattr(model, "arch_name", "") or type(model).__name__
+
+
+def explain_ears(model, waveforms, **options: Any) -> dict[str, Any]:
+    """Relevance of a binaural localizer for ear signals ``(n, 2, n_samples)`` at the model's rate.
+
+    Parameters
+    ----------
+    model
+        A binaural localizer with its front end, or a checkpoint path (provenance then
+        includes the checkpoint's digest).
+    waveforms
+        Array, tensor or DataArray; ear 0 is the left ear.
+    options
+        Options of the family's explainer (``target``, ``composite`` and its rule options,
+        ``method`` for BAST, ``batch_size`` ...).
+
+    Returns
+    -------
+    dict
+        Level name -> DataArray or Dataset (see the module docs).
+    """
+    arch = _architecture(model)
+    if arch not in EXPLAINERS:
+        raise InputError(f"model architecture {arch!r} has no binaural explainer; allowed: {', '.join(EXPLAINERS)}")
+    if hasattr(waveforms, "dims") and hasattr(waveforms, "values"):
+        waveforms = waveforms.values
+    x = np.asarray(waveforms.detach().cpu() if isinstance(waveforms, torch.Tensor) else waveforms)
+    if x.ndim != 3 or x.shape[1] != 2:
+        raise InputError(f"ear signals of shape {x.shape} are not allowed; give (examples, 2 ears, samples)")
+    if not np.isfinite(x).all():
+        raise InputError("ear signals hold NaN or infinite samples")
+    return EXPLAINERS[arch](model, x, **options)
+
+
+def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.ndarray:
+    """Ear signals ``(n, 2, n_samples)`` from a stereo sound file or an xarray store with ``waveforms``.
+
+    A sound file (anything soundfile reads) must be stereo at ``fs``; it is cut into
+    consecutive ``n_samples`` windows (a shorter tail is dropped). A store (``.zarr``, ``.nc``)
+    must hold ``waveforms (example, ear, time)`` of ``n_samples`` samples.
+
+    Raises
+    ------
+    InputError
+        For a missing file, a wrong channel count, sample rate or length.
+    """
+    import soundfile as sf
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input {path} does not exist")
+    if path.suffix in (".zarr", ".nc"):
+        ds = xr.open_zarr(path) if path.suffix == ".zarr" else xr.open_dataset(path)
+        if "waveforms" not in ds or ds["waveforms"].shape[1:] != (2, n_samples):
+            raise InputError(f"{path} holds no waveforms (example, 2 ears, {n_samples} samples) for this model")
+        return ds["waveforms"].values
+    try:
+        audio, rate = sf.read(path, dtype="float64", always_2d=True)
+    except RuntimeError as err:
+        raise InputError(f"{path} is not a readable sound file ({str(err).splitlines()[0]})") from None
+    if audio.shape[1] != 2:
+        raise InputError(f"{path} has {audio.shape[1]} channel(s); the model needs 2 (left, right)")
+    if rate != fs:
+        raise InputError(f"{path} is sampled at {rate} Hz; the model needs {fs} Hz")
+    n = audio.shape[0] // n_samples
+    if n == 0:
+        raise InputError(f"{path} is {audio.shape[0]} samples long; the model needs at least {n_samples}")
+    return audio[: n * n_samples].reshape(n, n_samples, 2).transpose(0, 2, 1).copy()
+
+
+def write_ear_relevance(result: dict[str, Any], folder: str | os.PathLike) -> list[Path]:
+    """Write each level of :func:`explain_ears` to ``folder/<level>.nc`` (atomically); returns the paths."""
+    import xarray as xr
+
+    from xai_loc.io import write_dataset_atomic
+
+    paths = []
+    for level, data in result.items():
+        ds = data.to_dataset(name=data.name or "relevance") if isinstance(data, xr.DataArray) else data
+        paths.append(write_dataset_atomic(ds, Path(folder) / f"{level}.nc"))
+    return paths

@@ -75,7 +75,7 @@ def hooks_left(model: nn.Module) -> int:
 
 def test_registries_and_option_errors():
     assert set(COMPOSITES) == {"paper", "paper-samplecnn-reversed-gate", "epsilon", "epsilon_plus_flat",
-                               "epsilon_gamma_box", "epsilon_alpha2_beta1", "cochcnn"}
+                               "epsilon_gamma_box", "epsilon_alpha2_beta1", "cochcnn", "tfcnn", "cuenet"}
     assert set(METHODS) == {"lrp", "integrated_gradients", "saliency", "input_x_gradient", "deeplift",
                             "gradient_shap", "occlusion"}
     assert set(TARGETS) == {"truth", "prediction", "x", "y", "z", "error", "contrast"}

@@ -112,7 +112,7 @@ def test_bad_constructor_arguments(arch, kwargs, match):
 def test_registry():
     assert set(MODELS) >= {"loccnn", "samplecnn"}
     assert MODELS["loccnn"] is LocCNN and LocCNN.arch_name == "loccnn"
-    with pytest.raises(InputError, match="unknown model architecture 'resnet'; allowed: cochcnn, loccnn, samplecnn"):
+    with pytest.raises(InputError, match="unknown model architecture 'resnet'; allowed: bast, cochcnn, cuenet, loccnn, samplecnn, tfcnn"):
         build_model("resnet")
     with pytest.raises(ValueError, match="already registered"):
         register_model("loccnn")(LocCNN)
@@ -269,7 +269,7 @@ def test_load_model_refuses_foreign_and_corrupt_files(tmp_path):
     cases = [
         (garbage, "is not a safetensors file"),
         (foreign, "has no xai-loc card"),
-        (alien, "names architecture 'resnet'; allowed: cochcnn, loccnn, samplecnn"),
+        (alien, "names architecture 'resnet'; allowed: bast, cochcnn, cuenet, loccnn, samplecnn, tfcnn"),
         (truncated, "is not a safetensors file"),
         (tmp_path / "missing.safetensors", "does not exist"),
     ]

@@ -373,34 +373,46 @@ def listen(relevance, out, sources, mics) -> None:
     click.echo(f"{len(paths)} files in {out}")
 
 
-def _experiment_options(func):
-    """The options perturb and tdoa share: condition, models, relevance method, data and output."""
-    options = [
-        click.option("--t60", type=float, required=True, help="Condition (shipped checkpoints and data)."),
-        click.option("--snr", type=float, required=True, help="Condition (shipped checkpoints and data)."),
-        click.option("--model", "arch", type=click.Choice((*MODEL_CHOICES, "all")), default="all",
-                     show_default=True),
-        click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                     help="Any xai-loc checkpoint."),
-        click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True),
-        click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True),
-        click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True),
-        click.option("--option", "options", multiple=True, help=_OPTION_HELP),
-        click.option("--randomized/--no-randomized", default=True, show_default=True,
-                     help="Also score the relevance of a randomized copy of each model (sanity baseline)."),
-        click.option("--sources", "n_sources", type=int, default=None, help="Only the first N test sources."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--data", type=click.Path(file_okay=False), default=None,
-                     help="Data root; the test split is simulated there if absent "
-                          "[default: $XAI_LOC_DATA or ./xai-loc-data]."),
-        click.option("--out", type=click.Path(file_okay=False), default=None,
-                     help="Results folder [default: xai-loc-results/t60-T_snr-S]."),
-        click.option("--batch-size", type=int, default=16, show_default=True),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def _with_options(*options):
+    """A decorator applying click ``options`` so that ``--help`` lists them in the given order."""
+    def decorator(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorator
+
+
+#: Options every binaural scene set takes.
+_SCENE_SEED = click.option("--seed", type=int, default=0, show_default=True, help="Seeds the scenes and the training.")
+_DATA_ROOT = click.option("--data", type=click.Path(file_okay=False), default=None,
+                          help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data].")
+
+
+#: The options perturb and tdoa share: condition, models, relevance method, data and output.
+_experiment_options = _with_options(
+    click.option("--t60", type=float, required=True, help="Condition (shipped checkpoints and data)."),
+    click.option("--snr", type=float, required=True, help="Condition (shipped checkpoints and data)."),
+    click.option("--model", "arch", type=click.Choice((*MODEL_CHOICES, "all")), default="all",
+                 show_default=True),
+    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+                 help="Any xai-loc checkpoint."),
+    click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True),
+    click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True),
+    click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True),
+    click.option("--option", "options", multiple=True, help=_OPTION_HELP),
+    click.option("--randomized/--no-randomized", default=True, show_default=True,
+                 help="Also score the relevance of a randomized copy of each model (sanity baseline)."),
+    click.option("--sources", "n_sources", type=int, default=None, help="Only the first N test sources."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--data", type=click.Path(file_okay=False), default=None,
+                 help="Data root; the test split is simulated there if absent "
+                      "[default: $XAI_LOC_DATA or ./xai-loc-data]."),
+    click.option("--out", type=click.Path(file_okay=False), default=None,
+                 help="Results folder [default: xai-loc-results/t60-T_snr-S]."),
+    click.option("--batch-size", type=int, default=16, show_default=True),
+    click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+)
 
 
 def _csv(text: str, cast=str) -> list:
@@ -565,29 +577,25 @@ def binaural() -> None:
     """
 
 
-def _binaural_spec_options(command):
-    """Options that define a binaural dataset (:class:`~xai_loc.data.binaural_store.BinauralSpec`)."""
-    options = [
-        click.option("--rooms", default="anechoic,office", show_default=True,
-                     help="Comma-separated room presets (anechoic, office, ...); each example picks one."),
-        click.option("--kinds", default=None,
-                     help="Comma-separated sound kinds (speech and the synthetic kinds) [default: all of them]."),
-        click.option("--n-sounds", type=int, default=2200, show_default=True, help="Distinct sounds."),
-        click.option("--per-sound", type=int, default=4, show_default=True,
-                     help="Renderings of each sound, each at its own direction, room and SNR."),
-        click.option("--duration", type=float, default=0.25, show_default=True, help="Example length (s)."),
-        click.option("--snr", type=float, nargs=2, default=(5.0, 40.0), show_default=True,
-                     help="Range (dB) of the diffuse background's SNR."),
-        click.option("--no-noise", is_flag=True, help="No background noise."),
-        click.option("--test-fraction", type=float, default=0.2, show_default=True,
-                     help="Share of the distinct sounds held out for the test split."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split and every rendering."),
-        click.option("--data", type=click.Path(file_okay=False), default=None,
-                     help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+#: Options that define a binaural dataset (:class:`~xai_loc.data.binaural_store.BinauralSpec`).
+_binaural_spec_options = _with_options(
+    click.option("--rooms", default="anechoic,office", show_default=True,
+                 help="Comma-separated room presets (anechoic, office, ...); each example picks one."),
+    click.option("--kinds", default=None,
+                 help="Comma-separated sound kinds (speech and the synthetic kinds) [default: all of them]."),
+    click.option("--n-sounds", type=int, default=2200, show_default=True, help="Distinct sounds."),
+    click.option("--per-sound", type=int, default=4, show_default=True,
+                 help="Renderings of each sound, each at its own direction, room and SNR."),
+    click.option("--duration", type=float, default=0.25, show_default=True, help="Example length (s)."),
+    click.option("--snr", type=float, nargs=2, default=(5.0, 40.0), show_default=True,
+                 help="Range (dB) of the diffuse background's SNR."),
+    click.option("--no-noise", is_flag=True, help="No background noise."),
+    click.option("--test-fraction", type=float, default=0.2, show_default=True,
+                 help="Share of the distinct sounds held out for the test split."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split and every rendering."),
+    click.option("--data", type=click.Path(file_okay=False), default=None,
+                 help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
+)
 
 
 def _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed):
@@ -708,20 +716,15 @@ def binaural_tfcnn() -> None:
     """
 
 
-def _tfcnn_scene_options(command):
-    """Options of the TF-CNN's scene set (:class:`~xai_loc.data.ipd_ild_scenes.SceneSpec`)."""
-    options = [
-        click.option("--n-train", type=int, default=8000, show_default=True,
-                     help="Training scenes (SNR uniform in -10..30 dB)."),
-        click.option("--test-per-azimuth", type=int, default=10, show_default=True,
-                     help="Test scenes per azimuth at each test SNR (-6, 0, 6 dB), held-out utterances."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the scenes and the training."),
-        click.option("--data", type=click.Path(file_okay=False), default=None,
-                     help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+#: Options of the TF-CNN's scene set (:class:`~xai_loc.data.ipd_ild_scenes.SceneSpec`).
+_tfcnn_scene_options = _with_options(
+    click.option("--n-train", type=int, default=8000, show_default=True,
+                 help="Training scenes (SNR uniform in -10..30 dB)."),
+    click.option("--test-per-azimuth", type=int, default=10, show_default=True,
+                 help="Test scenes per azimuth at each test SNR (-6, 0, 6 dB), held-out utterances."),
+    _SCENE_SEED,
+    _DATA_ROOT,
+)
 
 
 def _tfcnn_spec(n_train, test_per_azimuth, seed):
@@ -799,20 +802,15 @@ def binaural_cuenet() -> None:
     """
 
 
-def _cue_scene_options(command):
-    """Options of the cue network's scene set (:class:`~xai_loc.data.cue_scenes.CueSceneSpec`)."""
-    options = [
-        click.option("--train-per-utterance", type=int, default=18, show_default=True,
-                     help="Training scenes per utterance (240 training utterances)."),
-        click.option("--test-per-utterance", type=int, default=12, show_default=True,
-                     help="Test scenes per utterance (60 held-out utterances)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the scenes and the training."),
-        click.option("--data", type=click.Path(file_okay=False), default=None,
-                     help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+#: Options of the cue network's scene set (:class:`~xai_loc.data.cue_scenes.CueSceneSpec`).
+_cue_scene_options = _with_options(
+    click.option("--train-per-utterance", type=int, default=18, show_default=True,
+                 help="Training scenes per utterance (240 training utterances)."),
+    click.option("--test-per-utterance", type=int, default=12, show_default=True,
+                 help="Test scenes per utterance (60 held-out utterances)."),
+    _SCENE_SEED,
+    _DATA_ROOT,
+)
 
 
 def _cue_spec(train_per_utterance, test_per_utterance, seed):
@@ -895,18 +893,13 @@ def binaural_bast() -> None:
     """
 
 
-def _bast_scene_options(command):
-    """Options of BAST's scene set (:class:`~xai_loc.data.bast_scenes.BastSceneSpec`)."""
-    options = [
-        click.option("--n-sounds", type=int, default=120, show_default=True,
-                     help="Distinct sounds, each rendered at the 36 azimuths; 20 % held out for test."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the scenes and the training."),
-        click.option("--data", type=click.Path(file_okay=False), default=None,
-                     help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+#: Options of BAST's scene set (:class:`~xai_loc.data.bast_scenes.BastSceneSpec`).
+_bast_scene_options = _with_options(
+    click.option("--n-sounds", type=int, default=120, show_default=True,
+                 help="Distinct sounds, each rendered at the 36 azimuths; 20 % held out for test."),
+    _SCENE_SEED,
+    _DATA_ROOT,
+)
 
 
 def _bast_spec(n_sounds, seed):

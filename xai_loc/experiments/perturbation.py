@@ -8,8 +8,8 @@ so the deleted set is exactly the first ``k`` entries of a stable descending sor
 
 The masking is batched array work with no Python loop over samples or windows, and it
 needs no permutation: one sort of each window's score *values* gives the threshold of every
-percentage, each mask is one comparison, and the nested deleted copies are built in one
-buffer, each step writing only the samples added since the previous one. The experiment is
+percentage, each mask is one comparison, and each deleted copy is a blend of the window and
+the fill with 0/1 factors (exact, and faster than masked copies). The experiment is
 then bound by the model's forward passes (``benchmarks/bench_perturbation.py``).
 """
 from __future__ import annotations
@@ -27,8 +27,12 @@ FillFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def _random_scores(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Seeded uniform keys (float64, so ties do not occur in practice): their top k are a uniform k-subset."""
-    return torch.rand(x.shape, generator=gen, dtype=torch.float64).to(x.device)
+    """Seeded uniform keys (float64, so ties do not occur in practice): their top k are a uniform k-subset.
+
+    Drawn by numpy (seeded from ``gen``), about three times faster than ``torch.rand`` here.
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    return torch.from_numpy(np.random.default_rng(seed).random(tuple(x.shape))).to(x.device)
 
 
 #: Deletion priorities, by name: ``f(windows, relevance, generator) -> scores (W, M, T)``;
@@ -105,9 +109,8 @@ def top_k_masks(scores: np.ndarray, ks) -> np.ndarray:
 def perturbed_batches(windows: torch.Tensor, scores: torch.Tensor, percentages, fill: torch.Tensor):
     """Yield ``(percentage, perturbed windows)`` with each window's top-P % samples by score replaced by ``fill``.
 
-    Percentages increase, so the deleted sets are nested and one buffer is updated in place
-    from step to step: the same tensor is yielded every time (clone it to keep a step).
-    ``windows`` is never modified.
+    On the CPU one buffer is reused from step to step: the same tensor is yielded every time
+    (clone it to keep a step). ``windows`` is never modified.
     """
     w = windows.shape[0]
     flat = scores.detach().reshape(w, -1).cpu().numpy()
@@ -115,13 +118,15 @@ def perturbed_batches(windows: torch.Tensor, scores: torch.Tensor, percentages, 
         raise InputError("deletion scores hold NaN or infinite values")
     masks = top_k_masks(flat, [n_deleted(p, flat.shape[1]) for p in percentages])
     if windows.device.type == "cpu":
-        out, f = windows.detach().numpy().copy(), fill.detach().numpy().reshape(-1)
-        done = np.zeros(masks.shape[1:], dtype=bool)
+        # x * keep + fill * deleted with 0/1 factors is exact for finite samples and, as three
+        # streaming passes, several times faster than numpy's masked copies
+        x, f = windows.detach().reshape(w, -1).numpy(), fill.detach().reshape(w, -1).numpy()
+        out, part = np.empty_like(x), np.empty_like(x)
         for p, mask in zip(percentages, masks, strict=True):
-            new = np.flatnonzero(mask ^ done)  # nested sets: only the samples added since the last step
-            out.reshape(-1)[new] = f[new]
-            done = mask
-            yield p, torch.from_numpy(out)
+            np.multiply(x, ~mask, out=out)
+            np.multiply(f, mask, out=part)
+            out += part
+            yield p, torch.from_numpy(out).view(windows.shape)
     else:
         x, f = windows.reshape(w, -1), fill.reshape(w, -1)
         for p, mask in zip(percentages, masks, strict=True):

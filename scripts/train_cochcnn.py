@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run, args.out)
+    aside = args.out.with_name(f".{args.out.name}.tmp")
+    shutil.copyfile(run, aside)
+    os.replace(aside, args.out)  # atomic: a reader never sees half a checkpoint
     card = read_card(args.out)
     test = card["metrics"]["test"]
     keys = ("accuracy", "azimuth_error", "elevation_error", "front_back_rate", "azimuth_error_folded",

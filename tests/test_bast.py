@@ -261,6 +261,10 @@ def test_scenes_split_by_sound_and_carry_the_ild(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
     with pytest.raises(InputError, match="azimuths"):
         BastSceneSpec(azimuths=(400.0,))
+    reseeded = BastSceneSpec(name="tiny", azimuths=(90.0, 270.0), kinds=("white_burst", "speech"), n_sounds=4,
+                             test_fraction=0.5, snr=None, seed=1)
+    with pytest.raises(InputError, match="another spec"):  # a file of the same name is never reused blindly
+        load_bast_scenes(reseeded, "train", root=tmp_path)
 
     from xai_loc.experiments.bast_table import relevance_view
 
@@ -301,3 +305,11 @@ def test_shipped_model_tells_left_from_right():
     with torch.no_grad():
         sin = model(x)[:, 1]
     assert sin[0] > 0.3 and sin[1] < -0.3
+
+
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"max_minutes": 0}])
+def test_bad_training_values_are_one_line_errors(bad):
+    model = _tiny("SUB", shared=False)
+    x = torch.zeros(4, 2, 129, 61)
+    with pytest.raises(InputError, match=next(iter(bad))):
+        bast.train_bast(model, x, np.zeros(4), **bad)

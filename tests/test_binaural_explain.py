@@ -74,3 +74,5 @@ def test_cli_explains_a_sound_file_and_refuses_a_wrong_rate(tmp_path):
                                   str(tmp_path / "s.wav"), "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "48000 Hz" in result.output
     assert not (tmp_path / "bad").exists()
+    result = runner.invoke(main, ["binaural", "explain", ckpt, str(tmp_path / "s.wav"), "--examples", "0"])
+    assert result.exit_code == 2 and "--examples 0" in result.output

@@ -112,7 +112,8 @@ def test_bad_constructor_arguments(arch, kwargs, match):
 def test_registry():
     assert set(MODELS) >= {"loccnn", "samplecnn"}
     assert MODELS["loccnn"] is LocCNN and LocCNN.arch_name == "loccnn"
-    with pytest.raises(InputError, match="unknown model architecture 'resnet'; allowed: bast, cochcnn, cuenet, loccnn, samplecnn, tfcnn"):
+    allowed = "bast, cochcnn, cuenet, loccnn, samplecnn, tfcnn"
+    with pytest.raises(InputError, match=f"unknown model architecture 'resnet'; allowed: {allowed}"):
         build_model("resnet")
     with pytest.raises(ValueError, match="already registered"):
         register_model("loccnn")(LocCNN)

@@ -711,7 +711,7 @@ def binaural_tfcnn() -> None:
     """IPD/ILD time-frequency CNN (Pang et al. 2019): train, probe.
 
     \b
-    Train:   xai-loc binaural tfcnn train     (defaults recreate pretrained/tfcnn_default)
+    Train:   xai-loc --threads 1 binaural tfcnn train   (defaults recreate pretrained/tfcnn_default)
     Probe:   xai-loc binaural tfcnn probe     (relevance on the IPD vs ILD channel per band)
     """
 
@@ -797,7 +797,7 @@ def binaural_cuenet() -> None:
     """ITD/ILD/IC cue network (per-cue branches fused by attention): train, probe.
 
     \b
-    Train:   xai-loc binaural cuenet train    (defaults recreate pretrained/cuenet_default)
+    Train:   xai-loc --threads 1 binaural cuenet train  (defaults recreate pretrained/cuenet_default)
     Probe:   xai-loc binaural cuenet probe    (relevance per cue and band, attention, ablation)
     """
 
@@ -887,7 +887,7 @@ def binaural_bast() -> None:
     """BAST binaural spectrogram transformer (Kuang et al.): train, table, explain.
 
     \b
-    Train:   xai-loc binaural bast train      (defaults recreate pretrained/bast_default: NSP, SUB, MIX)
+    Train:   xai-loc --threads 1 binaural bast train    (defaults recreate pretrained/bast_default)
     Table:   xai-loc binaural bast table      (integration x weight sharing, angular error, relevance by ear)
     Explain: xai-loc binaural bast explain    (AttnLRP, Integrated Gradients, attention rollout)
     """
@@ -905,7 +905,8 @@ _bast_scene_options = _with_options(
 def _bast_spec(n_sounds, seed):
     from xai_loc.data.bast_scenes import BastSceneSpec
 
-    return BastSceneSpec(name=f"bast-{n_sounds}", n_sounds=n_sounds, seed=seed)
+    return BastSceneSpec(name=f"bast-{n_sounds}" if seed == 0 else f"bast-{n_sounds}-s{seed}", n_sounds=n_sounds,
+                         seed=seed)
 
 
 @binaural_bast.command("train")
@@ -996,8 +997,8 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
 @click.argument("inputs", type=click.Path())
 @click.option("--method", default=None, help="BAST only: attn_lrp (default), integrated_gradients, attention_rollout.")
 @click.option("--target", default=None,
-              help="Explained output: prediction (default), truth where labels exist, a class index, or for BAST "
-                   "sin, cos or an azimuth in degrees.")
+              help="Explained output: cochcnn and cuenet: prediction (default) or a class index; bast: prediction, "
+                   "sin, cos or an azimuth in degrees; tfcnn explains its azimuth output (no target).")
 @click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
 @click.option("--examples", type=int, default=None, help="Only the first N examples (windows) of INPUTS.")
 @click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/binaural-relevance",
@@ -1012,6 +1013,8 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, options, examples,
     from xai_loc.models import load_model
 
     _setup(ctx)
+    if examples is not None and examples < 1:
+        raise InputError(f"--examples {examples} is not allowed; use a positive integer")
     model = load_model(checkpoint)
     waveforms = read_ear_signals(inputs, model.fs, model.n_samples)[:examples]
     extra = _parse_options(options)

@@ -148,6 +148,10 @@ def render_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | No
         raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
     path = scene_path(root or default_root(), spec, split)
     if path.is_file():
+        with xr.open_dataset(path) as found:
+            same = found.attrs.get("digest") == spec.digest()
+        if not same:
+            raise InputError(f"{path} holds scenes of another spec; remove it or use another name")
         return path
     bspec = spec.binaural_spec()
     sounds, ids = bspec.sounds(), bspec.sound_ids(split)

@@ -240,8 +240,9 @@ def relevance_view(model, scenes, *, target: str | float = "sin", sounds_per_kin
     pairs = mirror_pairs(scenes.azimuth.values, scenes.sound_id.values, sounds_per_kind=sounds_per_kind,
                          sound_kind=scenes.sound_kind.values)
     x = scenes.waveforms.values[pairs.reshape(-1)]
-    maps = {"attn_lrp": attn_lrp(model, x, target=target)["spectrogram"],
-            "integrated_gradients": integrated_gradients(model, x, target=target, n_steps=n_steps),
+    azimuth = scenes.azimuth.values[pairs.reshape(-1)]
+    maps = {"attn_lrp": attn_lrp(model, x, target=target, azimuth=azimuth)["spectrogram"],
+            "integrated_gradients": integrated_gradients(model, x, target=target, azimuth=azimuth, n_steps=n_steps),
             "attention_rollout": attention_rollout(model, x)["spectrogram"]}
     shape = (len(pairs), 2, 2, -1)
     mass = np.stack([m.sum("time").values.reshape(shape) for m in maps.values()])

@@ -114,7 +114,8 @@ def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.nda
 
     A sound file (anything soundfile reads) must be stereo at ``fs``; it is cut into
     consecutive ``n_samples`` windows (a shorter tail is dropped). A store (``.zarr``, ``.nc``)
-    must hold ``waveforms (example, ear, time)`` of ``n_samples`` samples.
+    must hold ``waveforms (example, ear, time)`` of ``n_samples`` samples (at ``fs`` where its
+    attrs record a rate).
 
     Raises
     ------
@@ -128,10 +129,12 @@ def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.nda
     if not path.exists():
         raise InputError(f"input {path} does not exist")
     if path.suffix in (".zarr", ".nc"):
-        ds = xr.open_zarr(path) if path.suffix == ".zarr" else xr.open_dataset(path)
-        if "waveforms" not in ds or ds["waveforms"].shape[1:] != (2, n_samples):
-            raise InputError(f"{path} holds no waveforms (example, 2 ears, {n_samples} samples) for this model")
-        return ds["waveforms"].values
+        with (xr.open_zarr(path) if path.suffix == ".zarr" else xr.open_dataset(path)) as ds:
+            if "waveforms" not in ds or ds["waveforms"].shape[1:] != (2, n_samples):
+                raise InputError(f"{path} holds no waveforms (example, 2 ears, {n_samples} samples) for this model")
+            if "fs" in ds.attrs and int(ds.attrs["fs"]) != fs:
+                raise InputError(f"{path} is sampled at {ds.attrs['fs']} Hz; the model needs {fs} Hz")
+            return ds["waveforms"].values
     try:
         audio, rate = sf.read(path, dtype="float64", always_2d=True)
     except RuntimeError as err:

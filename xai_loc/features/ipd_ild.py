@@ -29,7 +29,7 @@ Every step is a registered module so that attribution hooks see it:
 spectrum is scaled (homogeneous of degree 0), and the IPD is a phase that wraps at +-pi.
 For such a function gradient x input sums to zero in every bin (Euler), so Taylor-style
 rules (gradient x input, epsilon) cannot conserve relevance here, and near the wrap the
-gradient says nothing about the cue's value. The rule of :mod:`xai_loc.experiments.ipd_ild_probe`
+gradient says nothing about the cue's value. The rule of :mod:`xai_loc.explain.cue_composites`
 therefore treats the cue stage like a ``Pass`` rule generalised to a 4 -> 2 map: the
 relevance of a time-frequency bin (IPD + ILD) goes to the four spectral coefficients of that
 same bin, in proportion to their share of the bin's energy ``x_k^2 / sum_j x_j^2``; the

@@ -511,6 +511,13 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
 
     if loss not in LOSSES:
         raise InputError(f"loss={loss!r} is not allowed; use one of {', '.join(LOSSES)}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        _positive_int(name, value)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise InputError(f"lr={lr!r} is not allowed; use a positive number")
+    if max_minutes is not None and (isinstance(max_minutes, bool) or not isinstance(max_minutes, (int, float))
+                                    or not max_minutes > 0):
+        raise InputError(f"max_minutes={max_minutes!r} is not allowed; use None or a positive number of minutes")
     targets = angles_to_targets(azimuth).to(spectrograms.device, spectrograms.dtype)
     n = len(spectrograms)
     if n == 0 or len(targets) != n:

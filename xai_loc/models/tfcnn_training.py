@@ -46,7 +46,7 @@ RECIPE = {"loss": "MSE of azimuth/90 (regression) or azimuth + elevation cross-e
 class TFCNNTrainConfig:
     """Recipe and run settings (``max_minutes`` bounds the epochs of one call; the state is kept)."""
 
-    epochs: int = 30
+    epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0

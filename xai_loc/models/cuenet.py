@@ -299,6 +299,8 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
     train_ds = open_cue_scenes(train_store) if not hasattr(train_store, "data_vars") else train_store
     test_ds = None if test_store is None else (
         open_cue_scenes(test_store) if not hasattr(test_store, "data_vars") else test_store)
+    if config.device != "cpu":  # minutes on one CPU thread: no device code path to keep
+        raise InputError(f"device={config.device!r} is not allowed for the cue network; it trains on 'cpu'")
     spec = CueSceneSpec.from_dict(json.loads(train_ds.attrs["spec"]))
     model_config = {"n_samples": spec.n_samples, "front_end": True, "cues": json.loads(train_ds.attrs["front_end"]),
                     **(model_config or {})}

@@ -857,7 +857,8 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
 @_cue_scene_options
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="A cue-network checkpoint [default: the shipped pretrained/cuenet_default.safetensors].")
-@click.option("--examples", type=int, default=None, help="Explain only the first N test scenes [default: all].")
+@click.option("--examples", type=int, default=None,
+              help="Explain only the first N test scenes [default: all]; the ablation always scores all of them.")
 @click.option("--ablation", type=click.Choice(("permute", "mean")), default="permute", show_default=True,
               help="How the rule-free check destroys one cue: shuffled across scenes, or its mean.")
 @click.option("--option", "options", multiple=True,

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from xai_loc import __version__
 from xai_loc.errors import InputError
 
 __all__ = ["DUPLEX_SPLIT_HZ", "PROBE_AZIMUTHS", "TABLE_MODEL", "markdown_table", "mirror_pairs", "relevance_by_ear",
@@ -126,7 +127,6 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
     """
     import xarray as xr
 
-    from xai_loc import __version__
     from xai_loc.data.bast_scenes import BastSceneSpec, load_bast_scenes
     from xai_loc.explain.attn_lrp import attn_lrp
     from xai_loc.io import write_dataset_atomic, write_text_atomic
@@ -259,5 +259,6 @@ def relevance_view(model, scenes, *, target: str | float = "sin", sounds_per_kin
                 "ear": ["left", "right"], "frequency": ("frequency", freq, {"units": "Hz"}),
                 "pair_azimuth": (("pair", "side"), scenes.azimuth.values[pairs], {"units": "degree"})},
         attrs={**{k: v for k, v in info.items() if isinstance(v, str)}, "target": str(target),
-               "probe": "relevance view of mirror pairs (BAST)"},
+               "probe": "relevance view of mirror pairs (BAST)", "xai_loc_version": __version__,
+               "integrated_gradients_steps": int(n_steps)},
     )

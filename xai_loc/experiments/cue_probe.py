@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from xai_loc import __version__
 from xai_loc.errors import InputError
 from xai_loc.experiments.cues import class_logit_seed
 from xai_loc.explain._options import check_choice
@@ -153,7 +154,7 @@ def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction"
     if azimuth is not None:
         coords["azimuth"] = ("example", azimuth, {"units": "degree"})
     attrs = {**info, "method": "lrp", "composite": composite, "composite_params": json.dumps(params, sort_keys=True),
-             "target": str(target), "level": "cue map",
+             "target": str(target), "level": "cue map", "xai_loc_version": __version__,
              "attention_treatment": "weights held constant (gate); relevance to the cue embeddings only",
              "convention": "azimuth counter-clockwise from the front, 90 = left (SOFA)"}
     return xr.Dataset(
@@ -301,6 +302,7 @@ def cue_ablation(model, store, *, mode: str = "permute", split_hz: float = 1500.
                          "attention_intact": ("weight_of", attention_intact)},
                       coords={"cue": list(CUES), "bands": list(BAND_GROUPS), "weight_of": list(CUES)},
                       attrs={**info, "method": f"cue ablation ({mode})", "mode": mode, "seed": int(seed),
+                             "xai_loc_version": __version__,
                              "split_hz": float(split_hz), "store_spec_digest": ds.attrs.get("spec_digest", ""),
                              "store_split": ds.attrs.get("split", ""), "n_examples": int(len(cues))})
 

@@ -362,9 +362,7 @@ def feature_cache(features, waveforms, shape: tuple[int, ...], batch_size: int =
     """
     from tqdm.auto import tqdm
 
-    if hasattr(waveforms, "dims") and hasattr(waveforms, "values"):
-        waveforms = waveforms.values
-    n = len(waveforms)
+    n = len(waveforms)  # a (lazy) DataArray is read batch by batch, never whole
     out = np.empty((n, *shape), dtype=np.float16)
     with torch.inference_mode():
         for s in tqdm(range(0, n, batch_size), disable=not progress, desc=desc, unit="batch", leave=False):

@@ -37,6 +37,26 @@ def write_dataset_atomic(ds, path: str | Path) -> Path:
     return path
 
 
+def save_figure_atomic(fig, path: str | Path, dpi: int = 130, close: bool = True) -> Path:
+    """Save a matplotlib figure to ``path`` (format from the suffix) atomically; close it unless ``close=False``."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        if close:
+            plt.close(fig)
+    return path
+
+
 def read_progress(path: Path, key: str = "windows_written") -> int:
     """Items safely written so far, from the progress file beside a partial store (0 if none)."""
     try:

@@ -371,9 +371,9 @@ def plot_cue_probe(table, path: str | Path | None = None):
         ax_side.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     if path is not None:
-        from xai_loc.experiments.cues import _save_figure
+        from xai_loc.io import save_figure_atomic
 
-        _save_figure(fig, Path(path))
+        save_figure_atomic(fig, Path(path))
     return fig
 
 

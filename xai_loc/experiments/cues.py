@@ -688,7 +688,7 @@ def run_behaviour(model, store, out_dir: str | Path, *, batch_size: int = 32, de
     statistics as JSON attrs) and ``hofman.png`` under ``out_dir``, atomically.
     """
     from xai_loc.explain.attribute import resolve_model
-    from xai_loc.io import write_dataset_atomic
+    from xai_loc.io import save_figure_atomic, write_dataset_atomic
     from xai_loc.models.classifier_training import evaluate_directions
     from xai_loc.plots.hofman import plot_hofman
 
@@ -701,28 +701,8 @@ def run_behaviour(model, store, out_dir: str | Path, *, batch_size: int = 32, de
     out_dir = Path(out_dir)
     paths = {"responses": write_dataset_atomic(ds, out_dir / "responses.nc")}
     fig = plot_hofman(ds, stats)
-    paths["figure"] = _save_figure(fig, out_dir / "hofman.png")
+    paths["figure"] = save_figure_atomic(fig, out_dir / "hofman.png")
     return paths
-
-
-def _save_figure(fig, path: Path) -> Path:
-    import os
-    import tempfile
-
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return path
 
 
 def run_cue_probe(model, out_dir: str | Path, *, relevance: bool = True, n_tokens: int = 4,
@@ -736,7 +716,7 @@ def run_cue_probe(model, out_dir: str | Path, *, relevance: bool = True, n_token
     LRP composite.
     """
     from xai_loc.explain.attribute import resolve_model
-    from xai_loc.io import write_dataset_atomic
+    from xai_loc.io import save_figure_atomic, write_dataset_atomic
     from xai_loc.plots.hofman import plot_cues
 
     model, info = resolve_model(model)
@@ -750,5 +730,5 @@ def run_cue_probe(model, out_dir: str | Path, *, relevance: bool = True, n_token
         view = relevance_view(model, device=device, seed=seed, progress=progress, **options)
         view.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
         paths["relevance"] = write_dataset_atomic(view, out_dir / "cue_relevance.nc")
-    paths["figure"] = _save_figure(plot_cues(probe, view), out_dir / "cues.png")
+    paths["figure"] = save_figure_atomic(plot_cues(probe, view), out_dir / "cues.png")
     return paths

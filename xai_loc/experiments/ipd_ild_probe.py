@@ -327,9 +327,8 @@ def run_ipd_ild_probe(model, scenes, out_dir: str | Path, *, snrs: Sequence[floa
     import xarray as xr
 
     from xai_loc.data.ipd_ild_scenes import open_scenes
-    from xai_loc.experiments.cues import _save_figure
     from xai_loc.explain.attribute import resolve_model
-    from xai_loc.io import write_dataset_atomic
+    from xai_loc.io import save_figure_atomic, write_dataset_atomic
 
     model, info = resolve_model(model)
     ds = scenes if isinstance(scenes, xr.Dataset) else open_scenes(scenes)
@@ -344,5 +343,5 @@ def run_ipd_ild_probe(model, scenes, out_dir: str | Path, *, snrs: Sequence[floa
     fig, axes = plt.subplots(1, len(snrs), figsize=(5.2 * len(snrs), 3.2), squeeze=False)
     for ax, part, snr in zip(axes[0], profiles, snrs, strict=True):
         plot_band_profile(part, ax=ax, title=f"SNR {snr:g} dB ({part.attrs.get('n_examples', '?')} examples)")
-    paths["figure"] = _save_figure(fig, out_dir / "band_profile.png")
+    paths["figure"] = save_figure_atomic(fig, out_dir / "band_profile.png")
     return paths

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xai_loc.io import save_figure_atomic
+
 #: Line style per deletion ordering; orderings not listed get matplotlib's defaults.
 STYLES = {
     "relevance": {"color": "tab:red", "marker": "o"},
@@ -48,12 +50,8 @@ def plot_perturbation(results, out_stem: str | Path, metric: str = "mae_mean") -
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return paths
+    return [save_figure_atomic(fig, out_stem.with_suffix(suffix), dpi=150, close=suffix == ".pdf")
+            for suffix in (".png", ".pdf")]
 
 
 def perturbation_table(results) -> str:

@@ -59,17 +59,12 @@ def _styles(names: list[str], kinds: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _save(fig, out_stem: str | Path) -> list[Path]:
-    import matplotlib.pyplot as plt
+    """``<out_stem>.png`` and ``.pdf``, each written atomically."""
+    from xai_loc.io import save_figure_atomic
 
     out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_stem.with_name(out_stem.name + ".png"), out_stem.with_name(out_stem.name + ".pdf")]
-    for path in paths:
-        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=150)
-        os.replace(tmp, path)
-    plt.close(fig)
-    return paths
+    return [save_figure_atomic(fig, out_stem.with_name(out_stem.name + suffix), dpi=150, close=suffix == ".pdf")
+            for suffix in (".png", ".pdf")]
 
 
 def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:

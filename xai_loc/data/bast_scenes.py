@@ -16,15 +16,14 @@ One netCDF file per split, written atomically: ``<root>/bast/<name>/<split>.nc``
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
 __all__ = ["BastSceneSpec", "FS", "N_SAMPLES", "load_bast_scenes", "render_bast_scenes", "scene_path"]
@@ -42,7 +41,7 @@ def _default_kinds() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class BastSceneSpec:
+class BastSceneSpec(SpecRecord):
     """What a BAST scene set holds; recorded in its files.
 
     Parameters
@@ -95,16 +94,6 @@ class BastSceneSpec:
                             per_sound=1, test_fraction=self.test_fraction, duration=N_SAMPLES / FS, fs=FS,
                             snr=self.snr, level_db=self.level_db, seed=self.seed)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able fields."""
-        out = asdict(self)
-        for key in ("azimuths", "kinds", "snr", "level_db"):
-            out[key] = None if out[key] is None else list(out[key])
-        return out
-
-    def digest(self) -> str:
-        """Short sha256 of the spec."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def scene_path(root: str | Path, spec: BastSceneSpec, split: str) -> Path:

@@ -39,18 +39,18 @@ so that absolute level is not a cue to distance or direction.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 from xai_loc.io import read_progress, write_progress
 
@@ -76,7 +76,7 @@ def _default_kinds() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class BinauralSpec:
+class BinauralSpec(SpecRecord):
     """What a binaural dataset holds; every field is recorded in the store.
 
     Parameters
@@ -175,28 +175,6 @@ class BinauralSpec:
     def n_samples(self) -> int:
         """Samples per example."""
         return int(round(self.duration * self.fs))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able fields."""
-        out = asdict(self)
-        for key in ("rooms", "kinds", "snr", "level_db"):
-            out[key] = None if out[key] is None else list(out[key])
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BinauralSpec:
-        """Rebuild a spec from :meth:`to_dict` (e.g. a store's ``spec`` attr)."""
-        data = dict(data)
-        for key in ("rooms", "kinds", "snr", "level_db"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        return cls(**data)
-
-    def digest(self) -> str:
-        """Short sha256 of the spec."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-    # -- sounds and splits --------------------------------------------------------------------
 
     def sounds(self) -> list[tuple[str, int]]:
         """``(kind, seed)`` of sound ``0 .. n_sounds - 1``: kinds in turn, seeds counting per kind.

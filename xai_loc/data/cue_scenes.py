@@ -27,16 +27,16 @@ file (atomic rename) and removed. Any example's waveform is re-rendered exactly 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
 __all__ = ["CUE_SPLITS", "CueSceneSpec", "PART_EXAMPLES", "cue_store_path", "open_cue_scenes",
@@ -53,7 +53,7 @@ NOISE_KINDS = ("am_noise", "pink_burst", "white_burst", "tone_complex")
 
 
 @dataclass(frozen=True)
-class CueSceneSpec:
+class CueSceneSpec(SpecRecord):
     """What a cue-scene dataset holds; recorded in its stores.
 
     Parameters
@@ -80,6 +80,8 @@ class CueSceneSpec:
     seed
         Seeds the split and every rendering.
     """
+
+    DIGEST_CHARS = 10  # the digest suffixes the store folder's name
 
     name: str = "default"
     per_utterance: dict[str, int] = field(default_factory=lambda: {"train": 18, "test": 12})
@@ -121,21 +123,6 @@ class CueSceneSpec:
     def n_samples(self) -> int:
         """Samples per ear of one clip."""
         return int(round(self.duration * self.fs))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able fields."""
-        out = asdict(self)
-        out["snr"], out["noise_kinds"] = list(self.snr), list(self.noise_kinds)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CueSceneSpec:
-        """The spec recorded by :meth:`to_dict`."""
-        return cls(**{**data, "snr": tuple(data["snr"]), "noise_kinds": tuple(data["noise_kinds"])})
-
-    def digest(self) -> str:
-        """Short hash of every field (the store folder's suffix)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
 
     def utterances(self, split: str) -> tuple[str, ...]:
         """Utterance ids of ``split`` (corpus order); train and test are disjoint and cover the corpus."""

@@ -37,15 +37,15 @@ is held in memory before it is written (128 kB per example).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
 __all__ = ["SceneSpec", "SPLITS", "render_split", "render_scenes", "scene_path", "open_scenes", "utterance_split"]
@@ -59,7 +59,7 @@ def _default_azimuths() -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class SceneSpec:
+class SceneSpec(SpecRecord):
     """What a TF-CNN scene set holds; recorded in each store.
 
     Parameters
@@ -127,18 +127,6 @@ class SceneSpec:
         """Samples per example."""
         return int(round(self.duration * self.fs))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able fields."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SceneSpec:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-    def digest(self) -> str:
-        """Short sha256 of the spec."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def utterance_split(spec: SceneSpec, n_utterances: int) -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from xai_loc.data import PAPER_CONDITIONS, paper_scene, simulate_dataset
 from xai_loc.data.store import condition_name, default_root
 from xai_loc.errors import InputError
-from xai_loc.models import MODELS, load_model, read_card, save_checkpoint
+from xai_loc.models import load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, evaluate
 from xai_loc.models.training import TrainConfig, train
 from xai_loc.models.zoo import PAPER_MAE
@@ -84,7 +84,7 @@ def export(run: Path, test: WindowSet, dst: Path, batch_size: int, device: str) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--archs", nargs="+", choices=sorted(MODELS), default=["loccnn", "samplecnn"])
+    parser.add_argument("--archs", nargs="+", choices=sorted(PAPER_MAE), default=sorted(PAPER_MAE))
     parser.add_argument("--conditions", nargs="+", type=parse_condition, default=list(PAPER_CONDITIONS),
                         metavar="T60:SNR", help="default: the paper's four")
     parser.add_argument("--max-minutes", type=float, default=None,

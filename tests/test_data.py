@@ -114,9 +114,13 @@ def test_resume_after_interruption_gives_identical_store(tmp_path, corpus, monke
 
 
 def test_existing_store_with_other_config_is_refused(tmp_path, corpus):
-    _simulate(tmp_path, corpus=corpus)
+    path = _simulate(tmp_path, corpus=corpus, rir_options={"mode": "ism"})
+    # the same data asked for with the default spelled out or left out is the same store
+    assert _simulate(tmp_path, corpus=corpus) == path
     with pytest.raises(InputError, match="different configuration"):
         _simulate(tmp_path, corpus=corpus, seed=5)
+    with pytest.raises(InputError, match="different configuration"):
+        _simulate(tmp_path, corpus=corpus, rir_options={"mode": "hybrid"})
 
 
 @pytest.mark.parametrize("kw, match", [

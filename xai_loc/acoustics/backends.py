@@ -103,6 +103,22 @@ def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, devi
     return out
 
 
+def option_defaults(backend: str) -> dict[str, object]:
+    """Default value of every keyword option of a registered backend (those of the function it forwards to included).
+
+    Used to compare option sets by meaning: ``{}`` and ``{'mode': 'ism'}`` ask the torch
+    backend for the same thing.
+    """
+    import inspect
+
+    from xai_loc.acoustics.ism import image_source_rirs
+
+    funcs = [BACKENDS[backend]] + ([image_source_rirs] if backend == "torch" else [])
+    return {name: param.default for func in funcs for name, param in inspect.signature(func).parameters.items()
+            if param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is not inspect.Parameter.empty
+            and name not in ("t_max", "device", "dtype")}
+
+
 def simulate_rirs(backend: str, room: ShoeBox, sources, mics, t60: float, **kwargs) -> np.ndarray:
     """Dispatch to a registered backend by name (see :data:`BACKENDS`)."""
     if backend not in BACKENDS:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xai_loc.acoustics.backends import BACKENDS, simulate_rirs
+from xai_loc.acoustics.backends import BACKENDS, option_defaults, simulate_rirs
 from xai_loc.acoustics.render import add_white_noise, cut_windows, reverberant_signals
 from xai_loc.acoustics.room import check_snr, check_t60
 from xai_loc.data.scene import SPLITS, Scene
@@ -113,6 +113,17 @@ def _corpus_digest(corpus) -> str:
 
 
 
+def _same_config(a: dict, b: dict) -> bool:
+    """Whether two store configurations ask for the same data (RIR options at their defaults count as absent)."""
+    def canonical(config: dict) -> dict:
+        backend = config.get("backend")
+        defaults = option_defaults(backend) if backend in BACKENDS else {}
+        options = {k: v for k, v in (config.get("rir_options") or {}).items() if k not in defaults or defaults[k] != v}
+        return {**config, "rir_options": options}
+
+    return canonical(a) == canonical(b)
+
+
 def simulate_dataset(
     scene: Scene,
     split: str,
@@ -177,23 +188,23 @@ def simulate_dataset(
         ids = ids[:n_sources]
         n_sources = min(n_sources, len(ids))
     corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
-    rir_options = dict(rir_options or {})
     config = {
         "scene_digest": scene.digest(), "t60": t60, "snr": snr, "split": split, "n_sources": len(ids),
-        "seed": seed, "backend": backend, "rir_options": rir_options, "corpus": corpus.name,
+        "seed": seed, "backend": backend, "rir_options": dict(rir_options or {}), "corpus": corpus.name,
         "corpus_digest": _corpus_digest(corpus),
     }
     final = dataset_path(root or default_root(), scene, t60, snr, split, n_sources)
     if final.exists():
         found = json.loads(xr.open_zarr(final).attrs.get("config", "{}"))
-        if found != config:
+        if not _same_config(found, config):
             raise InputError(f"{final} holds a dataset with a different configuration; remove it or use another --out")
         return final
     partial = final.with_name(final.name + ".partial")
     progress_file = final.with_name(final.name + ".progress.json")
     plan = _plan(scene, ids, corpus, seed)
     n_total = int(plan.first_window[-1])
-    if partial.exists() and json.loads(xr.open_zarr(partial, consolidated=False).attrs.get("config", "{}")) != config:
+    if partial.exists() and not _same_config(
+            json.loads(xr.open_zarr(partial, consolidated=False).attrs.get("config", "{}")), config):
         shutil.rmtree(partial)  # an unfinished store of another configuration: nothing to keep
     if not partial.exists():
         partial.parent.mkdir(parents=True, exist_ok=True)

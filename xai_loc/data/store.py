@@ -188,9 +188,10 @@ def simulate_dataset(
         ids = ids[:n_sources]
         n_sources = min(n_sources, len(ids))
     corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
+    rir_options = dict(rir_options or {})
     config = {
         "scene_digest": scene.digest(), "t60": t60, "snr": snr, "split": split, "n_sources": len(ids),
-        "seed": seed, "backend": backend, "rir_options": dict(rir_options or {}), "corpus": corpus.name,
+        "seed": seed, "backend": backend, "rir_options": rir_options, "corpus": corpus.name,
         "corpus_digest": _corpus_digest(corpus),
     }
     final = dataset_path(root or default_root(), scene, t60, snr, split, n_sources)

@@ -58,6 +58,8 @@ def main(ctx: click.Context, threads: int | None) -> None:
     Shipped and known models:    xai-loc models list
     Import a paper checkpoint:   xai-loc models import --arch samplecnn --t60 0.6 --snr 10 FILE.pth
     Binaural cue probes:         xai-loc binaural cues
+    Other binaural families:     xai-loc binaural tfcnn|cuenet|bast ...
+    Explain a binaural model:    xai-loc binaural explain CHECKPOINT recording.wav
     Versions and devices:        xai-loc info
     """
     ctx.obj = {"threads": threads}
@@ -563,7 +565,7 @@ def reproduce(ctx, quick, out, data, pretrained, batch_size, device) -> None:
 
 @main.group()
 def binaural() -> None:
-    """Binaural branch: HRTF scenes, the cochleagram localizer and its cue probes.
+    """Binaural localizers: HRTF scenes, four model families, their explanations and cue probes.
 
     \b
     Cochleagram CNN (Francl & McDermott):

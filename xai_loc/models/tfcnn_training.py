@@ -30,7 +30,7 @@ from torch import nn
 from xai_loc.errors import InputError
 from xai_loc.models.classifier_training import feature_cache
 
-__all__ = ["TFCNNTrainConfig", "azimuth_scores", "cue_cache", "evaluate_tfcnn", "predict_azimuth", "train_tfcnn"]
+__all__ = ["TFCNNTrainConfig", "azimuth_scores", "cue_cache", "train_tfcnn"]
 
 #: Training-state ``format`` and ``version``.
 STATE_FORMAT, STATE_VERSION = "xai-loc-tfcnn-state", 1
@@ -104,29 +104,6 @@ def _localize_cached(model: nn.Module, cache: np.ndarray, batch_size: int = 64) 
     with torch.inference_mode():
         return np.concatenate([model.localize(torch.from_numpy(cache[s:s + batch_size].astype(np.float32))).numpy()
                                for s in range(0, len(cache), batch_size)])
-
-
-def predict_azimuth(model: nn.Module, waveforms, batch_size: int = 32) -> np.ndarray:
-    """Azimuth responses in degrees (positive = right) of waveforms ``(n, 2, T)``."""
-    was_training = model.training
-    model.eval()
-    try:
-        outputs = _localize_cached(model, cue_cache(model, waveforms, batch_size), batch_size)
-    finally:
-        model.train(was_training)
-    return model.directions(outputs)[0]
-
-
-def evaluate_tfcnn(model: nn.Module, scenes, batch_size: int = 32) -> dict[str, Any]:
-    """:func:`azimuth_scores` of a model on a scene file (path or opened dataset)."""
-    import xarray as xr
-
-    from xai_loc.data.ipd_ild_scenes import open_scenes
-
-    ds = scenes if isinstance(scenes, xr.Dataset) else open_scenes(scenes)
-    _check_input(model, ds)
-    pred = predict_azimuth(model, ds["waveforms"].values, batch_size)
-    return azimuth_scores(pred, ds["azimuth"].values, ds["snr"].values)
 
 
 def _check_input(model: nn.Module, ds) -> None:

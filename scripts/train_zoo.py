@@ -15,6 +15,7 @@ Usage::
     python scripts/train_zoo.py [--archs loccnn samplecnn] [--conditions 0.15:25 0.6:10]
         [--max-minutes 60] [--device cuda] [--sim-device cuda] [--data-root DIR]
         [--out pretrained] [--runs DIR] [--threads 1] [--preload] [--sources N]
+        [--init-from 'pretrained/{arch}_t60-0.6_snr-10.safetensors']
 
 Training states (``*.state.pt``, several times a checkpoint's size) stay in ``--runs``;
 only the exported checkpoints go to ``--out``.
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=None, help="training checkpoints and states "
                         "(default: <data-root>/runs)")
     parser.add_argument("--out", type=Path, default=Path("pretrained"), help="exported checkpoints")
+    parser.add_argument("--init-from", default=None, metavar="TEMPLATE",
+                        help="start each run from this checkpoint ('{arch}' is replaced by the architecture), "
+                        "e.g. 'pretrained/{arch}_t60-0.6_snr-10.safetensors'; default: seeded initialization")
     args = parser.parse_args(argv)
 
     try:
@@ -121,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             test = WindowSet(stores["test"])
             for arch in args.archs:
                 name = f"{arch}_{condition_name(t60, snr)}" + (f"-first{args.sources}" if args.sources else "")
-                run = train(arch, stores["train"], stores["val"], runs / f"{name}.safetensors", config, PROGRESS)
+                init = None if args.init_from is None else args.init_from.replace("{arch}", arch)
+                run = train(arch, stores["train"], stores["val"], runs / f"{name}.safetensors", config, PROGRESS,
+                            init_from=init)
                 result = export(run, test, args.out / f"{name}.safetensors", args.eval_batch_size, args.device)
                 t = read_card(run)["training"]
                 rows.append((name, result.metrics["mae"], result.baseline_metrics["mae"],

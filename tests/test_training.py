@@ -126,6 +126,31 @@ def test_seed_decides_the_weights(stores, tmp_path):
     assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
 
 
+def test_init_from_starts_at_the_checkpoint_and_is_recorded(reference, stores, tmp_path):
+    # zero epochs of training keep the initial weights: they are the reference's, exactly
+    untrained = train("loccnn", stores["train"], stores["val"], tmp_path / "zero.safetensors",
+                      TrainConfig(max_epochs=1, lr=1e-30, **FAST), progress=False, init_from=reference)
+    ref, got = weights(reference), weights(untrained)
+    assert all(torch.allclose(ref[k], got[k], rtol=0, atol=1e-20) for k in ref)
+    init = read_card(untrained)["training"]["init_from"]
+    assert init["file"] == reference.name and init["epochs"] == 6
+    assert init["condition"] == {"t60": 0.15, "snr": 25.0} and len(init["sha256"]) == 64
+    # fine-tuning starts where the reference ended: its first validation loss is the reference's best
+    out = tmp_path / "tuned.safetensors"
+    train("loccnn", stores["train"], stores["val"], out, TrainConfig(max_epochs=1, **FAST), progress=False,
+          init_from=reference)
+    first = read_card(out)["training"]["history"]["val_loss"][0]
+    assert first < read_card(reference)["training"]["history"]["val_loss"][0]
+    # a resumed run must name the same init checkpoint; another architecture is refused
+    with pytest.raises(InputError, match="another training run"):
+        train("loccnn", stores["train"], stores["val"], out, TrainConfig(max_epochs=2, **FAST), progress=False)
+    samplecnn = train("samplecnn", stores["train"], stores["val"], tmp_path / "s.safetensors",
+                      TrainConfig(max_epochs=1, **FAST), progress=False)
+    with pytest.raises(InputError, match="holds samplecnn"):
+        train("loccnn", stores["train"], stores["val"], tmp_path / "x.safetensors", TrainConfig(max_epochs=1, **FAST),
+              progress=False, init_from=samplecnn)
+
+
 def test_time_budget_stops_at_an_epoch_boundary_and_resumes(stores, tmp_path):
     out = tmp_path / "budget.safetensors"
     tight = TrainConfig(max_epochs=5, max_minutes=1e-6, **FAST)

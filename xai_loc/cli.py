@@ -218,13 +218,17 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 @click.option("--eval-batch-size", type=int, default=100, show_default=True)
 @click.option("--preload/--no-preload", default=False, show_default=True, help="Hold train/val in RAM.")
 @click.option("--deterministic/--no-deterministic", default=True, show_default=True)
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+              help="Start from this checkpoint's weights (same architecture; fine-tuning) instead of a seeded "
+              "initialization.")
 @click.pass_context
-def train(ctx, arch, t60, snr, scene, data, n_sources, out, **knobs) -> None:
+def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, **knobs) -> None:
     """Train a localizer on the simulated train/val splits of one condition (resumable).
 
     The paper's recipe is the default: MSE on metres, one random window per source per
     epoch, Adam, ReduceLROnPlateau(0.2, 100), early stopping after 200 epochs, best-val
-    checkpoint. Rerunning the same command continues an interrupted run.
+    checkpoint. Rerunning the same command continues an interrupted run. --init-from
+    fine-tunes a trained model (e.g. a shipped one of another condition); the card records it.
     """
     from pathlib import Path
 
@@ -241,7 +245,8 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, **knobs) -> None:
     stores = {split: simulate_dataset(scn, split, t60, snr, root=root, n_sources=n_sources, device=sim_device,
                                       progress=sys.stderr.isatty()) for split in ("train", "val")}
     out = Path(out) if out else root / "runs" / scn.name / f"{arch}_{condition_name(t60, snr)}.safetensors"
-    path = train_model(arch, stores["train"], stores["val"], out, config, progress=sys.stderr.isatty())
+    path = train_model(arch, stores["train"], stores["val"], out, config, progress=sys.stderr.isatty(),
+                       init_from=init_from)
     click.echo(str(path))
 
 

@@ -15,6 +15,10 @@ readable with ``torch.load(weights_only=True)``); calling :func:`train` again wi
 same ``out`` continues from there. The random streams of an epoch (window draws, batch
 order, dropout) are derived from ``(seed, epoch)`` alone, so an interrupted and resumed
 run gives the same weights, bit for bit on the CPU, as an uninterrupted one.
+
+A run may start from the weights of another checkpoint of the same architecture and shape
+(``init_from``: fine-tuning to a new condition); the card records that checkpoint's file
+digest and condition, and a resumed run must name the same one.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
-from xai_loc.models.checkpoint import save_checkpoint
+from xai_loc.models.checkpoint import file_digest, load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, as_window_set, predict, prefetched
 from xai_loc.models.registry import MODELS, build_model
 from xai_loc.runtime import resolve_device
@@ -254,11 +258,12 @@ class _Run:
     """Model, optimizer, scheduler and bookkeeping of one training run."""
 
     def __init__(self, arch: str, train_set: WindowSet, val_set: WindowSet, config: TrainConfig,
-                 device: torch.device, state_file: Path) -> None:
+                 device: torch.device, state_file: Path, init_from: Path | None = None) -> None:
         self.arch, self.train_set, self.val_set, self.config = arch, train_set, val_set, config
         self.device, self.state_file = device, state_file
         with _seeded(config.seed):
             self.model: Localizer = build_model(arch, n_mics=train_set.n_mics, n_samples=train_set.n_samples)
+        self.init = None if init_from is None else _initialize(self.model, init_from)
         for windows in (train_set, val_set):
             windows.check_model(self.model)
         self.model.to(device)
@@ -267,7 +272,8 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
         self.identity = {"arch": arch, "model_config": self.model.config, "recipe": config.recipe(arch),
-                         "datasets": {"train": train_set.digest, "val": val_set.digest}}
+                         "datasets": {"train": train_set.digest, "val": val_set.digest},
+                         "init": None if self.init is None else self.init["sha256"]}
         self.groups = train_set.windows_by_source()
         self.epoch, self.best_epoch, self.best_val_loss = 0, 0, math.inf
         self.best_model: dict[str, torch.Tensor] = {}
@@ -404,6 +410,8 @@ class _Run:
             "seconds_per_epoch": float(np.mean(h["seconds"])), "device": _device_name(self.device),
             "threads": torch.get_num_threads(),
         }
+        if self.init is not None:
+            training["init_from"] = self.init
         return {"condition": self.train_set.condition, "training": training,
                 "dataset": {"train": self.train_set.describe(), "val": self.val_set.describe()},
                 "metrics": {"val": self.best_summary}}
@@ -413,6 +421,21 @@ class _Run:
         model = build_model(self.arch, **self.model.config)
         model.load_state_dict(self.best_model)
         return save_checkpoint(model, out, self.card())
+
+
+def _initialize(model: Localizer, path: Path) -> dict[str, Any]:
+    """Copy the weights of checkpoint ``path`` into ``model``; return its provenance for the card.
+
+    The checkpoint must hold the same architecture with the same constructor arguments.
+    """
+    source = load_model(path)
+    if (source.arch_name, source.config) != (model.arch_name, model.config):
+        raise InputError(f"init checkpoint {path} holds {source.arch_name} {source.config}; this run trains "
+                         f"{model.arch_name} {model.config}")
+    model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
+    card = read_card(path)
+    return {"file": Path(path).name, "sha256": file_digest(path), "condition": card.get("condition"),
+            "epochs": card.get("training", {}).get("epochs")}
 
 
 def _over_budget(run: _Run, elapsed: float) -> bool:
@@ -430,7 +453,7 @@ STOP_RULES: dict[str, Callable[[_Run, float], bool]] = {
 
 
 def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfig | None = None,
-          progress: bool = True) -> Path:
+          progress: bool = True, init_from: str | Path | None = None) -> Path:
     """Train a registered localizer on a dataset store; resume if ``out`` has a saved state.
 
     Parameters
@@ -449,6 +472,10 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
         Recipe and run settings (default: the paper's recipe on the CPU).
     progress
         Show progress bars (epochs, with train/val loss; batches).
+    init_from
+        An xai-loc checkpoint of the same architecture and shape whose weights start the run
+        instead of a seeded initialization (fine-tuning); recorded in the card. A resumed run
+        must give the same file.
 
     Returns
     -------
@@ -461,7 +488,8 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
     ------
     InputError
         Bad configuration or stores (shapes that differ, too few sources), a saved state of
-        another architecture, recipe or dataset, or a diverging loss.
+        another architecture, recipe, dataset or init checkpoint, an init checkpoint of another
+        architecture or shape, or a diverging loss.
     """
     started = time.monotonic()
     config = TrainConfig() if config is None else config
@@ -475,6 +503,7 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
     train_set, val_set = (as_window_set(s, config.preload) for s in (train_store, val_store))
     _check_stores(train_set, val_set)
     with _determinism(config.deterministic, device):
-        run = _Run(arch, train_set, val_set, config, device, state_path(out))
+        run = _Run(arch, train_set, val_set, config, device, state_path(out),
+                   None if init_from is None else Path(init_from))
         run.fit(progress, started)
     return run.write_checkpoint(out)

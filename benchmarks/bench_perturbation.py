@@ -1,10 +1,11 @@
 """Deletion-curve cost: vectorized masking against the paper's per-index Python loop, and the
 experiment's wall time against the bare forward passes it needs.
 
-The paper's approach ranks each window's 16 x 5120 samples and zeroes them one index at a
-time in a Python loop; xai-loc sorts each window's score values once (no permutation), takes
-every percentage's threshold from them and builds each deleted copy with one comparison and
-one ``where`` over all windows.
+The paper's approach (its ``perturb_array``) ranks each window's 16 x 5120 samples with a
+full ``argsort`` per mode and percentage and zeroes them one index at a time in a Python
+loop; xai-loc selects every percentage's threshold from each window's score values with a
+nested ``partition`` (no sort, no permutation) and builds each deleted copy with one
+comparison and one multiplication over all windows.
 Both run on the same inputs in this process; the script prints the ratios.
 
     python benchmarks/bench_perturbation.py [--windows 64] [--loop-windows 4] [--model loccnn]

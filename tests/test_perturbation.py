@@ -7,6 +7,7 @@ from xai_loc.errors import InputError
 from xai_loc.experiments.perturbation import (
     aopc,
     deletion_predictions,
+    kth_largest,
     n_deleted,
     perturbed_batches,
     top_k_masks,
@@ -25,6 +26,28 @@ def test_masks_are_the_head_of_a_stable_descending_sort():
         expected = torch.zeros(mask.shape, dtype=torch.bool)
         expected.scatter_(1, order[:, :k], True)
         assert np.array_equal(mask, expected.numpy())
+
+
+def test_nested_selection_gives_the_sorted_values():
+    rng = np.random.default_rng(2)
+    for scores in (rng.standard_normal((5, 1000)), rng.integers(0, 3, (5, 1000)).astype(np.float32)):
+        ks = [1, 7, 100, 333, 500, 999, 1000]
+        expected = -np.sort(-scores, axis=1)
+        for k, value in kth_largest(scores, ks).items():
+            assert np.array_equal(value[:, 0], expected[:, k - 1])
+
+
+def test_zero_fill_copies_are_the_paper_loop_result():
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.standard_normal((3, 4, 250)), dtype=torch.float32)
+    scores = torch.tensor(rng.integers(0, 6, (3, 4, 250)), dtype=torch.float32)  # heavy ties
+    order = torch.sort(scores.reshape(3, -1), dim=1, descending=True, stable=True).indices
+    for p, xp in perturbed_batches(x, scores, (0, 10, 35, 70, 100), torch.zeros_like(x)):
+        expected = x.reshape(3, -1).clone()
+        for w in range(3):
+            for i in order[w, : n_deleted(p, 1000)]:  # the paper's loop, one index at a time
+                expected[w, i] = 0
+        assert torch.equal(xp.reshape(3, -1), expected)
 
 
 def test_top_p_percent_are_replaced_and_nothing_else():

@@ -7,10 +7,11 @@ perturbed windows is measured. Ties are broken by position (the earlier sample g
 so the deleted set is exactly the first ``k`` entries of a stable descending sort.
 
 The masking is batched array work with no Python loop over samples or windows, and it
-needs no permutation: one sort of each window's score *values* gives the threshold of every
-percentage, each mask is one comparison, and each deleted copy is a blend of the window and
-the fill with 0/1 factors (exact, and faster than masked copies). The experiment is
-then bound by the model's forward passes (``benchmarks/bench_perturbation.py``).
+needs neither a permutation nor a sort: a nested selection (``partition``) of each window's
+score values gives the threshold of every percentage, each mask is one comparison, and each
+deleted copy is the window times its 0/1 keep mask (plus the fill times the deleted mask
+for a non-zero fill; exact, and faster than masked copies). The experiment is then bound
+by the model's forward passes (``benchmarks/bench_perturbation.py``).
 """
 from __future__ import annotations
 
@@ -76,13 +77,56 @@ def check_percentages(percentages) -> tuple[float, ...]:
     return values
 
 
+def kth_largest(scores: np.ndarray, ks) -> dict[int, np.ndarray]:
+    """Each row's ``k``-th largest score for every ``k`` in ``ks`` (``0 < k <= N``): ``{k: (W, 1)}``.
+
+    Selection, not sorting: one in-place ``partition`` of a copy at the middle requested
+    rank, then of the part on either side for the ranks that fall there, and so on. For
+    the paper's seven ranks this costs about three linear passes, a fraction of a full sort
+    (numpy's ``partition`` with several ranks at once is slower than one sort).
+    """
+    n = scores.shape[1]
+    work = scores.copy()
+    ranks = sorted({n - int(k) for k in ks if 0 < k <= n})  # ascending positions
+
+    def split(lo: int, hi: int, positions: list[int]) -> None:
+        if not positions:
+            return
+        mid = positions[len(positions) // 2]
+        work[:, lo:hi].partition(mid - lo, axis=1)
+        split(lo, mid, [q for q in positions if q < mid])
+        split(mid + 1, hi, [q for q in positions if q > mid])
+
+    split(0, n, ranks)
+    return {n - q: work[:, q : q + 1].copy() for q in ranks}
+
+
+def keep_mask(scores: np.ndarray, k: int, threshold: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
+    """Boolean ``(W, N)``: True where a sample is *not* among its row's ``k`` highest scores.
+
+    The deleted set is exactly the first ``k`` entries of a stable descending sort (ties by
+    position: the earlier sample goes first). ``threshold`` is the row's ``k``-th largest
+    score (:func:`kth_largest`; ignored for ``k == 0``).
+    """
+    n = scores.shape[1]
+    if out is None:
+        out = np.empty(scores.shape, dtype=bool)
+    if k == 0:
+        out[...] = True
+        return out
+    np.less(scores, threshold, out=out)
+    surplus = (n - np.count_nonzero(out, axis=1)) - k  # > 0 only where the threshold value is tied
+    if surplus.any():
+        ties = scores == threshold
+        out |= ties & (np.cumsum(ties[:, ::-1], axis=1)[:, ::-1] <= surplus[:, None])  # keep the latest ties
+    return out
+
+
 def top_k_masks(scores: np.ndarray, ks) -> np.ndarray:
     """Boolean masks ``(len(ks), W, N)`` of each row's ``k`` highest scores, ties by position.
 
     Mask ``j`` is exactly the first ``ks[j]`` entries of a stable descending sort of the row,
-    but no permutation is built: one sort of the row's values gives every threshold, and a
-    comparison per ``k`` the mask. numpy, not torch: its SIMD sort of plain values and its
-    comparisons and counts run several times faster than torch's on the CPU.
+    built from thresholds (:func:`kth_largest`) and one comparison per ``k``, no permutation.
 
     Parameters
     ----------
@@ -91,19 +135,8 @@ def top_k_masks(scores: np.ndarray, ks) -> np.ndarray:
     ks
         Counts in ``0 .. N``.
     """
-    n = scores.shape[1]
-    ascending = np.sort(scores, axis=1)
-    masks = np.zeros((len(ks), *scores.shape), dtype=bool)
-    for j, k in enumerate(ks):
-        if k == 0:
-            continue
-        threshold = ascending[:, n - k, None]
-        mask = np.greater_equal(scores, threshold, out=masks[j])
-        surplus = np.count_nonzero(mask, axis=1) - k  # > 0 only where the threshold value is tied
-        if surplus.any():
-            ties = scores == threshold
-            mask &= ~(ties & (np.cumsum(ties[:, ::-1], axis=1)[:, ::-1] <= surplus[:, None]))  # drop the latest ties
-    return masks
+    thresholds = kth_largest(scores, ks)
+    return np.stack([~keep_mask(scores, k, thresholds.get(k)) for k in ks])
 
 
 def perturbed_batches(windows: torch.Tensor, scores: torch.Tensor, percentages, fill: torch.Tensor):
@@ -116,21 +149,28 @@ def perturbed_batches(windows: torch.Tensor, scores: torch.Tensor, percentages, 
     flat = scores.detach().reshape(w, -1).cpu().numpy()
     if not np.isfinite(flat).all():
         raise InputError("deletion scores hold NaN or infinite values")
-    masks = top_k_masks(flat, [n_deleted(p, flat.shape[1]) for p in percentages])
+    ks = [n_deleted(p, flat.shape[1]) for p in percentages]
+    thresholds = kth_largest(flat, ks)
+    keep = np.empty(flat.shape, dtype=bool)
     if windows.device.type == "cpu":
-        # x * keep + fill * deleted with 0/1 factors is exact for finite samples and, as three
-        # streaming passes, several times faster than numpy's masked copies
+        # x * keep (+ fill * deleted) with 0/1 factors is exact for finite samples and, as
+        # streaming passes, several times faster than numpy's masked copies or `where`
         x, f = windows.detach().reshape(w, -1).numpy(), fill.detach().reshape(w, -1).numpy()
-        out, part = np.empty_like(x), np.empty_like(x)
-        for p, mask in zip(percentages, masks, strict=True):
-            np.multiply(x, ~mask, out=out)
-            np.multiply(f, mask, out=part)
-            out += part
+        zero_fill = not f.any()
+        out = np.empty_like(x)
+        part = None if zero_fill else np.empty_like(x)
+        for p, k in zip(percentages, ks, strict=True):
+            keep_mask(flat, k, thresholds.get(k), out=keep)
+            np.multiply(x, keep, out=out)
+            if not zero_fill:
+                np.multiply(f, ~keep, out=part)
+                out += part
             yield p, torch.from_numpy(out).view(windows.shape)
     else:
         x, f = windows.reshape(w, -1), fill.reshape(w, -1)
-        for p, mask in zip(percentages, masks, strict=True):
-            yield p, torch.where(torch.from_numpy(mask).to(windows.device), f, x).view(windows.shape)
+        for p, k in zip(percentages, ks, strict=True):
+            keep_mask(flat, k, thresholds.get(k), out=keep)
+            yield p, torch.where(torch.from_numpy(keep).to(windows.device), x, f).view(windows.shape)
 
 
 def aopc(errors: np.ndarray) -> np.ndarray:

@@ -116,9 +116,11 @@ def keep_mask(scores: np.ndarray, k: int, threshold: np.ndarray | None, out: np.
         return out
     np.less(scores, threshold, out=out)
     surplus = (n - np.count_nonzero(out, axis=1)) - k  # > 0 only where the threshold value is tied
-    if surplus.any():
-        ties = scores == threshold
-        out |= ties & (np.cumsum(ties[:, ::-1], axis=1)[:, ::-1] <= surplus[:, None])  # keep the latest ties
+    rows = np.flatnonzero(surplus)
+    if rows.size:  # keep the latest `surplus` ties of those rows (counted on them alone: ties are rare)
+        ties = scores[rows] == threshold[rows]
+        seen = np.cumsum(ties, axis=1, dtype=np.int32)  # ties at or before each position
+        out[rows] |= ties & (seen > (seen[:, -1] - surplus[rows])[:, None])
     return out
 
 

@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="Adam learning rate (default: the paper's per architecture; lower it for --init-from)")
     parser.add_argument("--eval-batch-size", type=int, default=TrainConfig.eval_batch_size)
     parser.add_argument("--device", default="cpu", help="training and evaluation device: cpu, cuda, cuda:N")
     parser.add_argument("--sim-device", default="cpu", help="device of the torch room simulator")
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         configure_threads(args.threads)
-        config = TrainConfig(batch_size=args.batch_size, max_epochs=args.max_epochs, max_minutes=args.max_minutes,
+        config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.max_epochs,
+                             max_minutes=args.max_minutes,
                              seed=args.seed, device=args.device, eval_batch_size=args.eval_batch_size,
                              preload=args.preload)
         root = args.data_root or default_root()

@@ -135,6 +135,13 @@ def test_init_from_starts_at_the_checkpoint_and_is_recorded(reference, stores, t
     init = read_card(untrained)["training"]["init_from"]
     assert init["file"] == reference.name and init["epochs"] == 6
     assert init["condition"] == {"t60": 0.15, "snr": 25.0} and len(init["sha256"]) == 64
+    # the init weights are validated first (epoch 0): the reference's best validation loss
+    assert init["val_loss"] == pytest.approx(read_card(reference)["training"]["best_val_loss"], rel=1e-12)
+    # a run that never beats its init keeps the init weights
+    worse = train("loccnn", stores["train"], stores["val"], tmp_path / "worse.safetensors",
+                  TrainConfig(max_epochs=1, lr=1.0, **FAST), progress=False, init_from=reference)
+    assert read_card(worse)["training"]["best_epoch"] == 0
+    assert all(torch.equal(ref[k], v) for k, v in weights(worse).items())
     # fine-tuning starts where the reference ended: its first validation loss is the reference's best
     out = tmp_path / "tuned.safetensors"
     train("loccnn", stores["train"], stores["val"], out, TrainConfig(max_epochs=1, **FAST), progress=False,

@@ -17,8 +17,9 @@ order, dropout) are derived from ``(seed, epoch)`` alone, so an interrupted and 
 run gives the same weights, bit for bit on the CPU, as an uninterrupted one.
 
 A run may start from the weights of another checkpoint of the same architecture and shape
-(``init_from``: fine-tuning to a new condition); the card records that checkpoint's file
-digest and condition, and a resumed run must name the same one.
+(``init_from``: fine-tuning to a new condition); those weights are validated first and
+compete for best-val as epoch 0, the card records that checkpoint's file digest, condition
+and validation loss, and a resumed run must name the same one.
 """
 from __future__ import annotations
 
@@ -247,10 +248,11 @@ def _device_name(device: torch.device) -> str:
 
 
 def _history_summary(history: dict[str, list[float]], best_epoch: int) -> dict[str, list]:
-    """At most :data:`CARD_HISTORY_POINTS` evenly spread epochs (first, best and last included)."""
+    """At most :data:`CARD_HISTORY_POINTS` evenly spread epochs (first, best and last included;
+    a best epoch 0, the init checkpoint of a fine-tuning run, has no training epoch to list)."""
     n = len(history["train_loss"])
     spread = np.linspace(0, n - 1, min(n, CARD_HISTORY_POINTS)).round().astype(int)
-    keep = np.unique(np.append(spread, best_epoch - 1))
+    keep = np.unique(np.append(spread, best_epoch - 1) if best_epoch > 0 else spread)
     return {"epoch": (keep + 1).tolist(), **{k: [history[k][i] for i in keep] for k in HISTORY if k != "seconds"}}
 
 
@@ -283,6 +285,10 @@ class _Run:
         self.stopped: str | None = None
         if state_file.exists():
             self._load()
+        elif self.init is not None:  # the starting weights compete for best-val as epoch 0
+            evaluation = self._validate(progress=False)
+            self.init["val_loss"] = evaluation.metrics["mse"]
+            self._keep_if_best(0, evaluation)
 
     # -- state ------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -359,24 +365,32 @@ class _Run:
         epoch = self.epoch + 1
         lr = self.optimizer.param_groups[0]["lr"]
         train_loss = self._train_epoch(np.random.default_rng([self.config.seed, epoch]), progress)
-        val = self.val_set
-        pred = predict(self.model, val, self.config.eval_batch_size, self.device, progress, desc="validate")
-        evaluation = Evaluation(pred, val.positions, val.source_id, val.window_index)
+        evaluation = self._validate(progress)
         metrics = evaluation.metrics
         if not (math.isfinite(train_loss) and math.isfinite(metrics["mse"])):
             raise InputError(f"training diverged in epoch {epoch} (train loss {train_loss}, val loss "
                              f"{metrics['mse']}); lower the learning rate (lr={lr:g})")
         self.scheduler.step(metrics["mse"])
-        if metrics["mse"] < self.best_val_loss:
-            self.best_epoch, self.best_val_loss = epoch, metrics["mse"]
-            self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            self.best_summary = evaluation.summary()
+        self._keep_if_best(epoch, evaluation)
         self.epoch = epoch
         for key, value in zip(HISTORY, (train_loss, metrics["mse"], metrics["mae"], lr,
                                         time.monotonic() - start), strict=True):
             self.history[key].append(float(value))
         self.seconds += self.history["seconds"][-1]
         self.save()
+
+    def _validate(self, progress: bool) -> Evaluation:
+        """The current model on every validation window."""
+        val = self.val_set
+        pred = predict(self.model, val, self.config.eval_batch_size, self.device, progress, desc="validate")
+        return Evaluation(pred, val.positions, val.source_id, val.window_index)
+
+    def _keep_if_best(self, epoch: int, evaluation: Evaluation) -> None:
+        """Keep the current weights as the best model if their validation loss is the lowest yet."""
+        if evaluation.metrics["mse"] < self.best_val_loss:
+            self.best_epoch, self.best_val_loss = epoch, evaluation.metrics["mse"]
+            self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best_summary = evaluation.summary()
 
     def stop_reason(self, elapsed: float) -> str | None:
         """The first rule of :data:`STOP_RULES` that holds, or None to go on."""

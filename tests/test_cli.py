@@ -292,7 +292,7 @@ def test_binaural_bad_room_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_models_list_describes_room_mixtures():
-    from xai_loc.models.zoo import describe_condition, describe_test_metrics
+    from xai_loc.models.zoo import describe_condition, describe_test_metrics, describe_training
 
     assert describe_condition({"rooms": ["anechoic", "office"], "snr": [5.0, 40.0]}) == \
         "rooms anechoic+office, SNR 5 to 40 dB"
@@ -300,6 +300,11 @@ def test_models_list_describes_room_mixtures():
     test = {"metrics": {"accuracy": 0.0682, "n": 3}, "baseline": {"metrics": {"accuracy": 0.002}}}
     text = describe_test_metrics(test)
     assert text == "accuracy 6.8% (baseline 0.2%)"
+    training = {"epochs": 16, "wall_seconds": 2570.0, "device": "cpu", "converged": False,
+                "init_from": {"file": "loccnn_t60-0.6_snr-10.safetensors"}}
+    assert describe_training(training) == \
+        "16 epochs in 43 min on cpu, not converged, fine-tuned from loccnn_t60-0.6_snr-10.safetensors"
+    assert describe_training({"note": "imported"}) == ""
 
 
 def test_tfcnn_train_and_probe_end_to_end(tmp_path):

@@ -69,14 +69,30 @@ def describe_test_metrics(test: dict, arch: str = "") -> str:
     return ", ".join(parts) if parts else "test metrics not recorded"
 
 
+def describe_training(training: dict) -> str:
+    """``'16 epochs in 43 min on cpu, not converged, fine-tuned from X'`` from a card's training entry."""
+    if not isinstance(training.get("epochs"), int):
+        return ""
+    parts = [f"{training['epochs']} epochs"]
+    if isinstance(training.get("wall_seconds"), (int, float)):
+        parts[0] += f" in {training['wall_seconds'] / 60:.0f} min" + (f" on {training['device']}"
+                                                                      if training.get("device") else "")
+    if training.get("converged") is False:
+        parts.append("not converged")
+    if training.get("init_from"):
+        parts.append(f"fine-tuned from {training['init_from']['file']}")
+    return ", ".join(parts)
+
+
 def list_checkpoints(folder: str | Path) -> list[str]:
-    """One line per xai-loc checkpoint in ``folder``: file, architecture, condition, test metrics."""
+    """One line per xai-loc checkpoint in ``folder``: file, architecture, condition, test metrics, training."""
     rows = []
     for path in sorted(Path(folder).glob("*.safetensors")):
         card = read_card(path)
         test = (card.get("metrics") or {}).get("test") or {}
+        training = describe_training(card.get("training") or {})
         rows.append(f"{path.name:40s} {card['architecture']:10s} {describe_condition(card.get('condition') or {})}, "
-                    f"{describe_test_metrics(test, card['architecture'])}")
+                    f"{describe_test_metrics(test, card['architecture'])}" + (f"; {training}" if training else ""))
     return rows
 
 

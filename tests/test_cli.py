@@ -305,6 +305,7 @@ def test_models_list_describes_room_mixtures():
     assert describe_training(training) == \
         "16 epochs in 43 min on cpu, not converged, fine-tuned from loccnn_t60-0.6_snr-10.safetensors"
     assert describe_training({"note": "imported"}) == ""
+    assert describe_training({**training, "best_epoch": 0}).endswith("(no epoch beat it: its weights are kept)")
 
 
 def test_tfcnn_train_and_probe_end_to_end(tmp_path):

@@ -80,7 +80,8 @@ def describe_training(training: dict) -> str:
     if training.get("converged") is False:
         parts.append("not converged")
     if training.get("init_from"):
-        parts.append(f"fine-tuned from {training['init_from']['file']}")
+        parts.append(f"fine-tuned from {training['init_from']['file']}"
+                     + (" (no epoch beat it: its weights are kept)" if training.get("best_epoch") == 0 else ""))
     return ", ".join(parts)
 
 

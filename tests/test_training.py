@@ -148,6 +148,11 @@ def test_init_from_starts_at_the_checkpoint_and_is_recorded(reference, stores, t
           init_from=reference)
     first = read_card(out)["training"]["history"]["val_loss"][0]
     assert first < read_card(reference)["training"]["history"]["val_loss"][0]
+    # resuming with the same init keeps its record (the epoch-0 validation is not redone)
+    train("loccnn", stores["train"], stores["val"], out, TrainConfig(max_epochs=2, **FAST), progress=False,
+          init_from=reference)
+    assert read_card(out)["training"]["init_from"] == read_card(untrained)["training"]["init_from"]
+    assert read_card(out)["training"]["epochs"] == 2
     # a resumed run must name the same init checkpoint; another architecture is refused
     with pytest.raises(InputError, match="another training run"):
         train("loccnn", stores["train"], stores["val"], out, TrainConfig(max_epochs=2, **FAST), progress=False)

@@ -298,7 +298,7 @@ class _Run:
             "scheduler": self.scheduler.state_dict(),
             "best": {"epoch": self.best_epoch, "val_loss": self.best_val_loss, "model": self.best_model,
                      "summary": self.best_summary},
-            "history": self.history, "seconds": self.seconds,
+            "history": self.history, "seconds": self.seconds, "init_record": self.init,
         }
 
     def save(self) -> None:
@@ -334,6 +334,7 @@ class _Run:
         self.epoch, self.best_epoch, self.best_val_loss = state["epoch"], best["epoch"], best["val_loss"]
         self.best_model, self.best_summary = best["model"], best["summary"]
         self.history, self.seconds = state["history"], state["seconds"]
+        self.init = state.get("init_record") or self.init  # keeps the init's epoch-0 validation loss
 
     # -- training ---------------------------------------------------------------------------------
     def _epoch_picks(self, rng: np.random.Generator) -> np.ndarray:

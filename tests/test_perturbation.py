@@ -7,11 +7,17 @@ from xai_loc.errors import InputError
 from xai_loc.experiments.perturbation import (
     aopc,
     deletion_predictions,
+    keep_mask,
     kth_largest,
     n_deleted,
     perturbed_batches,
-    top_k_masks,
 )
+
+
+def top_k_masks(scores, ks):
+    """Deletion masks (len(ks), W, N) from the library's thresholds and keep masks."""
+    thresholds = kth_largest(scores, ks)
+    return np.stack([~keep_mask(scores, k, thresholds.get(k)) for k in ks])
 
 
 def test_masks_are_the_head_of_a_stable_descending_sort():

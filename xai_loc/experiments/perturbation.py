@@ -124,23 +124,6 @@ def keep_mask(scores: np.ndarray, k: int, threshold: np.ndarray | None, out: np.
     return out
 
 
-def top_k_masks(scores: np.ndarray, ks) -> np.ndarray:
-    """Boolean masks ``(len(ks), W, N)`` of each row's ``k`` highest scores, ties by position.
-
-    Mask ``j`` is exactly the first ``ks[j]`` entries of a stable descending sort of the row,
-    built from thresholds (:func:`kth_largest`) and one comparison per ``k``, no permutation.
-
-    Parameters
-    ----------
-    scores
-        ``(W, N)`` finite scores.
-    ks
-        Counts in ``0 .. N``.
-    """
-    thresholds = kth_largest(scores, ks)
-    return np.stack([~keep_mask(scores, k, thresholds.get(k)) for k in ks])
-
-
 def perturbed_batches(windows: torch.Tensor, scores: torch.Tensor, percentages, fill: torch.Tensor):
     """Yield ``(percentage, perturbed windows)`` with each window's top-P % samples by score replaced by ``fill``.
 

@@ -4,43 +4,93 @@ import pytest
 import torch
 
 from xai_loc.errors import InputError
+from xai_loc.experiments.deletion_order import deletion_steps, random_deletion_steps, random_keys
 from xai_loc.experiments.perturbation import (
+    MODES,
     aopc,
+    deletion_counts,
     deletion_predictions,
-    keep_mask,
-    kth_largest,
     n_deleted,
     perturbed_batches,
 )
 
 
-def top_k_masks(scores, ks):
-    """Deletion masks (len(ks), W, N) from the library's thresholds and keep masks."""
-    thresholds = kth_largest(scores, ks)
-    return np.stack([~keep_mask(scores, k, thresholds.get(k)) for k in ks])
+def stable_sort_steps(scores, counts):
+    """Deletion steps from a stable descending sort (ties by position): the reference."""
+    order = np.argsort(~scores if scores.dtype.kind == "u" else -scores.astype(np.float64), axis=1, kind="stable")
+    steps = np.full(scores.shape, len(counts), dtype=np.int64)
+    for j in range(len(counts) - 1, -1, -1):
+        np.put_along_axis(steps, order[:, : counts[j]], j, axis=1)
+    return steps
 
 
 def test_masks_are_the_head_of_a_stable_descending_sort():
     scores = np.array([[0.1, 0.9, 0.5, 0.9, -1.0, 0.0]])
-    masks = top_k_masks(scores, [0, 1, 2, 3, 6])
-    assert [np.flatnonzero(m).tolist() for m in masks] == [[], [1], [1, 3], [1, 2, 3], [0, 1, 2, 3, 4, 5]]
-    rng = np.random.default_rng(1)
-    many = rng.integers(0, 5, (3, 400)).astype(np.float32)  # heavy ties
-    order = torch.sort(torch.from_numpy(many), dim=1, descending=True, stable=True).indices
-    ks = [0, 1, 40, 123, 200, 399, 400]
-    for k, mask in zip(ks, top_k_masks(many, ks), strict=True):
-        expected = torch.zeros(mask.shape, dtype=torch.bool)
-        expected.scatter_(1, order[:, :k], True)
-        assert np.array_equal(mask, expected.numpy())
+    steps = deletion_steps(scores, [0, 1, 2, 3, 6])
+    assert [np.flatnonzero(steps[0] <= j).tolist() for j in range(5)] == [
+        [], [1], [1, 3], [1, 2, 3], [0, 1, 2, 3, 4, 5]
+    ]
 
 
-def test_nested_selection_gives_the_sorted_values():
+@pytest.mark.parametrize(
+    "kind", ["normal32", "ties32", "normal64", "uniform-keys", "signed-zeros", "tiny", "small-ints", "uint16"]
+)
+def test_deletion_steps_equal_a_stable_sort(kind):
     rng = np.random.default_rng(2)
-    for scores in (rng.standard_normal((5, 1000)), rng.integers(0, 3, (5, 1000)).astype(np.float32)):
-        ks = [1, 7, 100, 333, 500, 999, 1000]
-        expected = -np.sort(-scores, axis=1)
-        for k, value in kth_largest(scores, ks).items():
-            assert np.array_equal(value[:, 0], expected[:, k - 1])
+    scores = {
+        "normal32": rng.standard_normal((3, 20_000)).astype(np.float32),
+        "ties32": rng.integers(-3, 4, (3, 20_000)).astype(np.float32),  # every threshold tied
+        "normal64": rng.standard_normal((3, 20_000)) * 1e-300,  # subnormal-range values
+        "uniform-keys": rng.integers(0, 2**64 - 1, (3, 20_000), dtype=np.uint64, endpoint=True),
+        "signed-zeros": np.where(rng.random((3, 20_000)) < 0.5, -0.0, 0.0).astype(np.float32),
+        "tiny": rng.integers(0, 3, (5, 17)).astype(np.float32),
+        "small-ints": rng.integers(-5, 5, (3, 2_000)),
+        "uint16": rng.integers(0, 2**16, (3, 2_000)).astype(np.uint16),
+    }[kind]
+    n = scores.shape[1]
+    counts = [0, 1, n // 10, n // 3, n // 3, n // 2, n - 1, n]
+    assert np.array_equal(deletion_steps(scores, counts), stable_sort_steps(scores, counts))
+
+
+def test_deletion_steps_refuse_bad_input():
+    for bad in (np.inf, -np.inf, np.nan, -np.nan):
+        for dtype in (np.float32, np.float64):
+            with pytest.raises(InputError, match="NaN or infinite"):
+                deletion_steps(np.array([[0.0, bad, 1.0]], dtype=dtype), [1])
+    largest = np.finfo(np.float32).max
+    assert deletion_steps(np.array([[-largest, 0.0, largest]], dtype=np.float32), [1, 2]).tolist() == [[2, 1, 0]]
+    with pytest.raises(InputError, match="nondecreasing"):
+        deletion_steps(np.zeros((1, 4)), [2, 1])
+    with pytest.raises(InputError, match="nondecreasing"):
+        deletion_steps(np.zeros((1, 4)), [5])
+
+
+def test_magnitude_order_is_the_order_of_absolute_values():
+    rng = np.random.default_rng(4)
+    scores = (rng.integers(-3, 4, (4, 3_000)) * rng.choice([1.0, -1.0], (4, 3_000))).astype(np.float32)
+    scores[0, :10] = -0.0
+    counts = [0, 300, 1_000, 1_000, 2_999]
+    assert np.array_equal(deletion_steps(scores, counts, magnitude=True), stable_sort_steps(np.abs(scores), counts))
+
+
+def test_splitmix64_known_answer():
+    # SplitMix64 from state 0 (Steele, Lea & Flood 2014; the reference C code of Vigna)
+    assert random_keys((3,), 0).tolist() == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+
+
+def test_random_order_is_exact_seeded_and_uniform():
+    counts = [0, 10, 25, 64]
+    steps = random_deletion_steps(4_000, 64, counts, seed=7)
+    assert np.array_equal(steps, deletion_steps(random_keys((4_000, 64), 7), counts))  # the keys, never stored
+    for j, k in enumerate(counts):
+        assert np.all((steps <= j).sum(axis=1) == k)  # exactly k per row
+    assert np.array_equal(steps, random_deletion_steps(4_000, 64, counts, seed=7))
+    assert not np.array_equal(steps, random_deletion_steps(4_000, 64, counts, seed=8))
+    # each position is deleted at step 1 with probability 10/64: 625 of 4000 rows, binomial sd 23
+    hits = (steps <= 1).sum(axis=0)
+    assert np.all(np.abs(hits - 625) < 6 * 23)
+    chi2 = ((hits - 625.0) ** 2 / (4_000 * 10 / 64 * 54 / 64)).sum()
+    assert chi2 < 63 + 5 * np.sqrt(2 * 63)  # 63 degrees of freedom: far below any bias
 
 
 def test_zero_fill_copies_are_the_paper_loop_result():
@@ -48,7 +98,9 @@ def test_zero_fill_copies_are_the_paper_loop_result():
     x = torch.tensor(rng.standard_normal((3, 4, 250)), dtype=torch.float32)
     scores = torch.tensor(rng.integers(0, 6, (3, 4, 250)), dtype=torch.float32)  # heavy ties
     order = torch.sort(scores.reshape(3, -1), dim=1, descending=True, stable=True).indices
-    for p, xp in perturbed_batches(x, scores, (0, 10, 35, 70, 100), torch.zeros_like(x)):
+    percentages = (0, 10, 35, 70, 100)
+    steps = MODES["relevance"](x, scores, None, deletion_counts(percentages, x))
+    for p, xp in perturbed_batches(x, steps, percentages):
         expected = x.reshape(3, -1).clone()
         for w in range(3):
             for i in order[w, : n_deleted(p, 1000)]:  # the paper's loop, one index at a time
@@ -61,7 +113,9 @@ def test_top_p_percent_are_replaced_and_nothing_else():
     x = torch.tensor(rng.standard_normal((4, 2, 50)), dtype=torch.float32)
     original = x.clone()
     fill = torch.full_like(x, 99.0)
-    for p, xp in perturbed_batches(x, x.abs(), (0, 10, 30, 30.5, 100), fill):
+    percentages = (0, 10, 30, 30.5, 100)
+    steps = MODES["energy"](x, None, None, deletion_counts(percentages, x))
+    for p, xp in perturbed_batches(x, steps, percentages, fill):
         k = n_deleted(p, 100)
         deleted = xp == 99.0
         assert deleted.reshape(4, -1).sum(1).tolist() == [k] * 4

@@ -6,12 +6,11 @@ amplitude or a seeded random draw), the top ``P`` % by score are replaced by a f
 perturbed windows is measured. Ties are broken by position (the earlier sample goes first),
 so the deleted set is exactly the first ``k`` entries of a stable descending sort.
 
-The masking is batched array work with no Python loop over samples or windows, and it
-needs neither a permutation nor a sort: a nested selection (``partition``) of each window's
-score values gives the threshold of every percentage, each mask is one comparison, and each
-deleted copy is the window times its 0/1 keep mask (plus the fill times the deleted mask
-for a non-zero fill; exact, and faster than masked copies). The experiment is then bound
-by the model's forward passes (``benchmarks/bench_perturbation.py``).
+The masking has no Python loop over samples or windows and needs no sort: compiled kernels
+(:mod:`xai_loc.experiments.deletion_order`) give every sample the step at which it is first
+deleted, in about three linear passes per window, and each deleted copy is one fused pass
+over the window. The experiment is then bound by the model's forward passes
+(``benchmarks/bench_perturbation.py``).
 """
 from __future__ import annotations
 
@@ -22,31 +21,31 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
+from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, random_deletion_steps, zeroed_copy
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator], torch.Tensor]
-FillFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-def _random_scores(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Seeded uniform keys (float64, so ties do not occur in practice): their top k are a uniform k-subset.
-
-    Drawn by numpy (seeded from ``gen``), about three times faster than ``torch.rand`` here.
-    """
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-    return torch.from_numpy(np.random.default_rng(seed).random(tuple(x.shape))).to(x.device)
+OrderFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator, list[int]], np.ndarray]
+FillFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor | None]
 
 
-#: Deletion priorities, by name: ``f(windows, relevance, generator) -> scores (W, M, T)``;
-#: the samples with the highest scores are deleted first.
-MODES: dict[str, ScoreFn] = {
-    "relevance": lambda x, rel, gen: _need(rel),
-    "energy": lambda x, rel, gen: x.abs(),
-    "random": lambda x, rel, gen: _random_scores(x, gen),
+def _flat(t: torch.Tensor) -> np.ndarray:
+    return t.detach().reshape(t.shape[0], -1).cpu().numpy()
+
+
+#: Deletion orders, by name: ``f(windows, relevance, generator, counts) -> steps (W, M * T)``,
+#: the step at which each sample is first deleted when step ``j`` deletes the ``counts[j]``
+#: samples with the highest scores (:mod:`~xai_loc.experiments.deletion_order`): signed
+#: relevance, absolute amplitude, or seeded uniform random keys.
+MODES: dict[str, OrderFn] = {
+    "relevance": lambda x, rel, gen, counts: deletion_steps(_flat(_need(rel)), counts),
+    "energy": lambda x, rel, gen, counts: deletion_steps(_flat(x), counts, magnitude=True),
+    "random": lambda x, rel, gen, counts: random_deletion_steps(
+        x.shape[0], x[0].numel(), counts, int(torch.randint(0, 2**62, (1,), generator=gen))
+    ),
 }
 
-#: Values written where samples are deleted: ``f(windows, generator) -> fill`` (same shape).
+#: Values written where samples are deleted: ``f(windows, generator) -> fill`` (same shape; None: zero).
 FILLS: dict[str, FillFn] = {
-    "zero": lambda x, gen: torch.zeros_like(x),
+    "zero": lambda x, gen: None,
     "noise": lambda x, gen: torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x)
     * x.std(dim=(1, 2), keepdim=True),
 }
@@ -77,85 +76,41 @@ def check_percentages(percentages) -> tuple[float, ...]:
     return values
 
 
-def kth_largest(scores: np.ndarray, ks) -> dict[int, np.ndarray]:
-    """Each row's ``k``-th largest score for every ``k`` in ``ks`` (``0 < k <= N``): ``{k: (W, 1)}``.
-
-    Selection, not sorting: one in-place ``partition`` of a copy at the middle requested
-    rank, then of the part on either side for the ranks that fall there, and so on. For
-    the paper's seven ranks this costs about three linear passes, a fraction of a full sort
-    (numpy's ``partition`` with several ranks at once is slower than one sort).
-    """
-    n = scores.shape[1]
-    work = scores.copy()
-    ranks = sorted({n - int(k) for k in ks if 0 < k <= n})  # ascending positions
-
-    def split(lo: int, hi: int, positions: list[int]) -> None:
-        if not positions:
-            return
-        mid = positions[len(positions) // 2]
-        work[:, lo:hi].partition(mid - lo, axis=1)
-        split(lo, mid, [q for q in positions if q < mid])
-        split(mid + 1, hi, [q for q in positions if q > mid])
-
-    split(0, n, ranks)
-    return {n - q: work[:, q : q + 1].copy() for q in ranks}
+def deletion_counts(percentages, windows: torch.Tensor) -> list[int]:
+    """Samples deleted per window at each percentage."""
+    return [n_deleted(p, windows[0].numel()) for p in percentages]
 
 
-def keep_mask(scores: np.ndarray, k: int, threshold: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
-    """Boolean ``(W, N)``: True where a sample is *not* among its row's ``k`` highest scores.
+def perturbed_batches(windows: torch.Tensor, steps: np.ndarray, percentages, fill: torch.Tensor | None = None):
+    """Yield ``(percentage, perturbed windows)``: the samples deleted by each step replaced by ``fill``.
 
-    The deleted set is exactly the first ``k`` entries of a stable descending sort (ties by
-    position: the earlier sample goes first). ``threshold`` is the row's ``k``-th largest
-    score (:func:`kth_largest`; ignored for ``k == 0``).
-    """
-    n = scores.shape[1]
-    if out is None:
-        out = np.empty(scores.shape, dtype=bool)
-    if k == 0:
-        out[...] = True
-        return out
-    np.less(scores, threshold, out=out)
-    surplus = (n - np.count_nonzero(out, axis=1)) - k  # > 0 only where the threshold value is tied
-    rows = np.flatnonzero(surplus)
-    if rows.size:  # keep the latest `surplus` ties of those rows (counted on them alone: ties are rare)
-        ties = scores[rows] == threshold[rows]
-        seen = np.cumsum(ties, axis=1, dtype=np.int32)  # ties at or before each position
-        out[rows] |= ties & (seen > (seen[:, -1] - surplus[rows])[:, None])
-    return out
-
-
-def perturbed_batches(windows: torch.Tensor, scores: torch.Tensor, percentages, fill: torch.Tensor):
-    """Yield ``(percentage, perturbed windows)`` with each window's top-P % samples by score replaced by ``fill``.
-
-    On the CPU one buffer is reused from step to step: the same tensor is yielded every time
-    (clone it to keep a step). ``windows`` is never modified.
+    ``steps`` come from a :data:`MODES` order with :func:`deletion_counts` of the same
+    percentages. ``fill`` is a tensor shaped like ``windows``, or None for zeros. On the CPU
+    one buffer is reused from step to step (clone a yielded tensor to keep it), and a step
+    that deletes nothing yields ``windows`` itself; do not modify what is yielded.
+    ``windows`` is never modified.
     """
     w = windows.shape[0]
-    flat = scores.detach().reshape(w, -1).cpu().numpy()
-    if not np.isfinite(flat).all():
-        raise InputError("deletion scores hold NaN or infinite values")
-    ks = [n_deleted(p, flat.shape[1]) for p in percentages]
-    thresholds = kth_largest(flat, ks)
-    keep = np.empty(flat.shape, dtype=bool)
+    counts = deletion_counts(percentages, windows)
     if windows.device.type == "cpu":
-        # x * keep (+ fill * deleted) with 0/1 factors is exact for finite samples and, as
-        # streaming passes, several times faster than numpy's masked copies or `where`
-        x, f = windows.detach().reshape(w, -1).numpy(), fill.detach().reshape(w, -1).numpy()
-        zero_fill = not f.any()
+        x = windows.detach().reshape(w, -1).numpy()
+        f = None if fill is None else fill.detach().reshape(w, -1).numpy()
         out = np.empty_like(x)
-        part = None if zero_fill else np.empty_like(x)
-        for p, k in zip(percentages, ks, strict=True):
-            keep_mask(flat, k, thresholds.get(k), out=keep)
-            np.multiply(x, keep, out=out)
-            if not zero_fill:
-                np.multiply(f, ~keep, out=part)
-                out += part
+        for j, (p, k) in enumerate(zip(percentages, counts, strict=True)):
+            if k == 0:  # nothing deleted: the windows themselves
+                yield p, windows
+                continue
+            if f is None:
+                zeroed_copy(x, steps, j, out)
+            else:
+                filled_copy(x, steps, j, f, out)
             yield p, torch.from_numpy(out).view(windows.shape)
     else:
-        x, f = windows.reshape(w, -1), fill.reshape(w, -1)
-        for p, k in zip(percentages, ks, strict=True):
-            keep_mask(flat, k, thresholds.get(k), out=keep)
-            yield p, torch.where(torch.from_numpy(keep).to(windows.device), x, f).view(windows.shape)
+        x = windows.reshape(w, -1)
+        f = torch.zeros((), dtype=x.dtype, device=x.device) if fill is None else fill.reshape(w, -1)
+        steps = torch.from_numpy(steps).to(windows.device)
+        for j, p in enumerate(percentages):
+            yield p, torch.where(steps > j, x, f).view(windows.shape)
 
 
 def aopc(errors: np.ndarray) -> np.ndarray:
@@ -217,8 +172,8 @@ def deletion_predictions(
             rel = None if relevance is None else relevance[start : start + batch_size].to(x)
             fill_values = FILLS[fill](x, gen)
             for i, mode in enumerate(modes):
-                scores = MODES[mode](x, rel, gen)
-                for j, (_, xp) in enumerate(perturbed_batches(x, scores, percentages, fill_values)):
+                steps = MODES[mode](x, rel, gen, deletion_counts(percentages, x))
+                for j, (_, xp) in enumerate(perturbed_batches(x, steps, percentages, fill_values)):
                     tic = time.perf_counter()
                     pred = model(xp)
                     if timing is not None:

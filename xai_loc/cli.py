@@ -458,6 +458,7 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
 
     Writes perturbation.nc (dims model, mode, percentage), a paper-style figure (PNG, PDF)
     and a markdown table with AOPC; the constant-predictor error is shown beside them.
+    The first run on a machine compiles the deletion kernels (about 20 s, then cached).
     """
     from pathlib import Path
 

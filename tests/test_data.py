@@ -1,5 +1,9 @@
 """The paper preset, user scenes, and dataset stores: counts, determinism, resume, bad input."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +173,22 @@ def test_exact_zeros_are_not_read_back_as_missing(tmp_path, corpus):
     zarr.open_group(path, mode="a", zarr_format=2)["signals"][0, 0, :10] = 0.0
     values = xr.open_zarr(path).signals.isel(window=0, mic=0).values
     assert np.all(values[:10] == 0.0) and np.isfinite(values).all()
+
+
+def test_two_processes_asking_for_one_store_both_get_it_whole(tmp_path):
+    """The second process waits for the first's writer lock, then reuses the finished store."""
+    code = (
+        "import sys; from xai_loc.data import store; from xai_loc.data.scene import paper_scene; "
+        "print(store.simulate_dataset(paper_scene(), 'test', 0.15, 20.0, root=sys.argv[1], n_sources=2, "
+        "progress=False))"
+    )
+    env = {**os.environ, "XAI_LOC_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    paths = {out.strip() for out, _ in results}
+    assert len(paths) == 1
+    path = Path(paths.pop())
+    assert not np.isnan(store.open_signals(path).signals.values).any()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no partial, progress or lock left

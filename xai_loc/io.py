@@ -1,6 +1,7 @@
-"""Small file helpers: atomic writes (write aside, then rename) and progress files of resumable stores."""
+"""Small file helpers: atomic writes (write aside, then rename), progress files and writer locks of resumable stores."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -71,3 +72,36 @@ def write_progress(path: Path, n: int, key: str = "windows_written") -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({key: n}))
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def store_writer_lock(final: str | Path):
+    """Hold an exclusive lock on ``<final>.lock`` while this process creates the store ``final``.
+
+    A second process that wants the same store (two commands on one data root) waits, then
+    finds it complete, instead of writing into the same resumable ``.partial`` store. The
+    lock file is removed once the store exists (any later process then finds the store
+    first); after an interrupted run it stays, beside the partial store it guards.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.with_name(final.name + ".lock")
+    with open(path, "a+b") as handle:
+        if os.name == "nt":  # pragma: no cover - POSIX machines run the tests
+            import msvcrt
+
+            handle.seek(0)
+            lock, unlock = (lambda: msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1),
+                            lambda: msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1))
+        else:
+            import fcntl
+
+            lock, unlock = (lambda: fcntl.flock(handle, fcntl.LOCK_EX), lambda: fcntl.flock(handle, fcntl.LOCK_UN))
+        lock()
+        try:
+            yield
+            if final.exists():
+                with contextlib.suppress(OSError):  # Windows keeps an open file
+                    path.unlink()
+        finally:
+            unlock()

@@ -52,7 +52,7 @@ import numpy as np
 
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
-from xai_loc.io import read_progress, write_progress
+from xai_loc.io import read_progress, store_writer_lock, write_progress
 
 #: Examples per zarr chunk (and per resumable block).
 CHUNK_EXAMPLES = 32
@@ -428,62 +428,63 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
         raise InputError(f"split {split!r} of dataset {spec.name!r} holds no sounds; raise n_sounds or test_fraction")
     config = {"spec": spec.to_dict(), "split": split, "format": "xai-loc-binaural", "version": 1}
     final = binaural_dataset_path(root or default_root(), spec, split)
-    if final.exists():
-        found = json.loads(xr.open_zarr(final).attrs.get("config", "{}"))
-        if found != config:
-            raise InputError(f"{final} holds a dataset with a different spec; remove it or use another name")
+    with store_writer_lock(final):
+        if final.exists():
+            found = json.loads(xr.open_zarr(final).attrs.get("config", "{}"))
+            if found != config:
+                raise InputError(f"{final} holds a dataset with a different spec; remove it or use another name")
+            return final
+        partial = final.with_name(final.name + ".partial")
+        progress_file = final.with_name(final.name + ".progress.json")
+        if partial.exists():
+            try:
+                found = json.loads(xr.open_zarr(partial, consolidated=False).attrs.get("config", "{}"))
+            except Exception:  # an unreadable leftover: nothing to keep
+                found = None
+            if found != config:
+                shutil.rmtree(partial)
+        coords = _plan_coords(spec, ids)
+        n_total = coords["label"][1].size
+        if not partial.exists():
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            attrs = {"config": json.dumps(config), "spec": json.dumps(spec.to_dict()), "spec_digest": spec.digest(),
+                     "split": split, "fs": spec.fs, "hrtf": "kemar", "reference_rms": REFERENCE_RMS,
+                     "xai_loc_version": __version__,
+                     "description": "binaural scenes (ear signals), see xai_loc.data.binaural_store"}
+            xr.Dataset(coords=coords, attrs=attrs).to_zarr(partial, mode="w", consolidated=False, zarr_format=2)
+            zarr.open_group(partial, mode="a", zarr_format=2).create_array(
+                "waveforms", shape=(n_total, 2, spec.n_samples), dtype="float32",
+                chunks=(CHUNK_EXAMPLES, 2, spec.n_samples), fill_value=np.nan,
+                attributes={"_ARRAY_DIMENSIONS": ["example", "ear", "time"], "units": "pressure (simulation units)"})
+            write_progress(progress_file, 0, "examples_written")
+        waveforms = zarr.open_group(partial, mode="a", zarr_format=2)["waveforms"]
+        done = read_progress(progress_file, "examples_written")
+        renderer = _Renderer(spec, device)
+        sounds = spec.sounds()
+        sound_of = coords["sound_id"][1]
+        rendering = coords["rendering"][1]
+        bar = tqdm(total=n_total, initial=done, disable=not progress, desc=f"render {split}", unit="ex")
+        start = done
+        while start < n_total:
+            stop = min(n_total, start + CHUNK_EXAMPLES)
+            block, cached = [], {}
+            for i in range(start, stop):
+                sid = int(sound_of[i])
+                if sid not in cached:
+                    cached = {sid: renderer.sound(*sounds[sid])}
+                wave, info = renderer.render(cached[sid], sid, int(rendering[i]))
+                if info["label"] != coords["label"][1][i]:  # the plan and the renderer draw alike
+                    raise RuntimeError("binaural store plan and rendering disagree; this is a bug")
+                block.append(wave)
+            waveforms[start:stop] = np.stack(block)
+            write_progress(progress_file, stop, "examples_written")
+            bar.update(stop - start)
+            start = stop
+        bar.close()
+        zarr.consolidate_metadata(partial, zarr_format=2)
+        os.replace(partial, final)
+        os.remove(progress_file)
         return final
-    partial = final.with_name(final.name + ".partial")
-    progress_file = final.with_name(final.name + ".progress.json")
-    if partial.exists():
-        try:
-            found = json.loads(xr.open_zarr(partial, consolidated=False).attrs.get("config", "{}"))
-        except Exception:  # an unreadable leftover: nothing to keep
-            found = None
-        if found != config:
-            shutil.rmtree(partial)
-    coords = _plan_coords(spec, ids)
-    n_total = coords["label"][1].size
-    if not partial.exists():
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        attrs = {"config": json.dumps(config), "spec": json.dumps(spec.to_dict()), "spec_digest": spec.digest(),
-                 "split": split, "fs": spec.fs, "hrtf": "kemar", "reference_rms": REFERENCE_RMS,
-                 "xai_loc_version": __version__,
-                 "description": "binaural scenes (ear signals), see xai_loc.data.binaural_store"}
-        xr.Dataset(coords=coords, attrs=attrs).to_zarr(partial, mode="w", consolidated=False, zarr_format=2)
-        zarr.open_group(partial, mode="a", zarr_format=2).create_array(
-            "waveforms", shape=(n_total, 2, spec.n_samples), dtype="float32",
-            chunks=(CHUNK_EXAMPLES, 2, spec.n_samples), fill_value=np.nan,
-            attributes={"_ARRAY_DIMENSIONS": ["example", "ear", "time"], "units": "pressure (simulation units)"})
-        write_progress(progress_file, 0, "examples_written")
-    waveforms = zarr.open_group(partial, mode="a", zarr_format=2)["waveforms"]
-    done = read_progress(progress_file, "examples_written")
-    renderer = _Renderer(spec, device)
-    sounds = spec.sounds()
-    sound_of = coords["sound_id"][1]
-    rendering = coords["rendering"][1]
-    bar = tqdm(total=n_total, initial=done, disable=not progress, desc=f"render {split}", unit="ex")
-    start = done
-    while start < n_total:
-        stop = min(n_total, start + CHUNK_EXAMPLES)
-        block, cached = [], {}
-        for i in range(start, stop):
-            sid = int(sound_of[i])
-            if sid not in cached:
-                cached = {sid: renderer.sound(*sounds[sid])}
-            wave, info = renderer.render(cached[sid], sid, int(rendering[i]))
-            if info["label"] != coords["label"][1][i]:  # the plan and the renderer draw alike
-                raise RuntimeError("binaural store plan and rendering disagree; this is a bug")
-            block.append(wave)
-        waveforms[start:stop] = np.stack(block)
-        write_progress(progress_file, stop, "examples_written")
-        bar.update(stop - start)
-        start = stop
-    bar.close()
-    zarr.consolidate_metadata(partial, zarr_format=2)
-    os.replace(partial, final)
-    os.remove(progress_file)
-    return final
 
 
 def open_binaural(path: str | Path):

@@ -35,7 +35,7 @@ from xai_loc.acoustics.render import add_white_noise, cut_windows, reverberant_s
 from xai_loc.acoustics.room import check_snr, check_t60
 from xai_loc.data.scene import SPLITS, Scene
 from xai_loc.errors import InputError
-from xai_loc.io import read_progress, write_progress
+from xai_loc.io import read_progress, store_writer_lock, write_progress
 
 #: Windows per zarr chunk: one, so that training can read random windows cheaply
 #: (16 x 5120 float32 = 328 kB before compression).
@@ -195,57 +195,60 @@ def simulate_dataset(
         "corpus_digest": _corpus_digest(corpus),
     }
     final = dataset_path(root or default_root(), scene, t60, snr, split, n_sources)
-    if final.exists():
-        found = json.loads(xr.open_zarr(final).attrs.get("config", "{}"))
-        if not _same_config(found, config):
-            raise InputError(f"{final} holds a dataset with a different configuration; remove it or use another --out")
+    with store_writer_lock(final):
+        if final.exists():
+            found = json.loads(xr.open_zarr(final).attrs.get("config", "{}"))
+            if not _same_config(found, config):
+                raise InputError(
+                    f"{final} holds a dataset with a different configuration; remove it or use another --out"
+                )
+            return final
+        partial = final.with_name(final.name + ".partial")
+        progress_file = final.with_name(final.name + ".progress.json")
+        plan = _plan(scene, ids, corpus, seed)
+        n_total = int(plan.first_window[-1])
+        if partial.exists() and not _same_config(
+                json.loads(xr.open_zarr(partial, consolidated=False).attrs.get("config", "{}")), config):
+            shutil.rmtree(partial)  # an unfinished store of another configuration: nothing to keep
+        if not partial.exists():
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            attrs = {
+                "config": json.dumps(config), "scene": json.dumps(scene.to_dict()), "t60": t60, "snr": snr,
+                "split": split, "seed": seed, "backend": backend, "fs": scene.room.fs, "c": scene.room.c,
+                "xai_loc_version": __version__, "description": "microphone windows, see xai_loc.data.store",
+            }
+            xr.Dataset(coords=_coords(scene, plan, corpus), attrs=attrs).to_zarr(
+                partial, mode="w", consolidated=False, zarr_format=2)
+            zarr.open_group(partial, mode="a", zarr_format=2).create_array(
+                "signals", shape=(n_total, scene.mics.shape[0], scene.window), dtype="float32",
+                chunks=(CHUNK_WINDOWS, scene.mics.shape[0], scene.window), fill_value=np.nan,
+                attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "pressure (simulation units)"})
+            write_progress(progress_file, 0)
+        signals = zarr.open_group(partial, mode="a", zarr_format=2)["signals"]
+        done = read_progress(progress_file)
+        first = int(np.searchsorted(plan.first_window, done, side="right") - 1)
+        block, block_start = [], done
+        bar = tqdm(total=len(ids), initial=first, disable=not progress, desc=f"simulate {split}", unit="src")
+        for k in range(first, len(ids)):
+            sid = int(plan.source_ids[k])
+            utterance = corpus.load(int(plan.utterances[k]))
+            windows = _render_source(scene, sid, utterance, t60, snr, seed, backend, device, rir_options)
+            skip = max(0, block_start - int(plan.first_window[k]))
+            block.append(windows[skip:])
+            n_block = sum(len(b) for b in block)
+            end = block_start + n_block
+            if n_block >= CHUNK_WINDOWS or end == n_total:
+                stop = end if end == n_total else block_start + (n_block // CHUNK_WINDOWS) * CHUNK_WINDOWS
+                data = np.concatenate(block)
+                signals[block_start:stop] = data[: stop - block_start]
+                write_progress(progress_file, stop)
+                block, block_start = [data[stop - block_start :]], stop
+            bar.update(1)
+        bar.close()
+        zarr.consolidate_metadata(partial, zarr_format=2)
+        os.replace(partial, final)
+        os.remove(progress_file)
         return final
-    partial = final.with_name(final.name + ".partial")
-    progress_file = final.with_name(final.name + ".progress.json")
-    plan = _plan(scene, ids, corpus, seed)
-    n_total = int(plan.first_window[-1])
-    if partial.exists() and not _same_config(
-            json.loads(xr.open_zarr(partial, consolidated=False).attrs.get("config", "{}")), config):
-        shutil.rmtree(partial)  # an unfinished store of another configuration: nothing to keep
-    if not partial.exists():
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        attrs = {
-            "config": json.dumps(config), "scene": json.dumps(scene.to_dict()), "t60": t60, "snr": snr,
-            "split": split, "seed": seed, "backend": backend, "fs": scene.room.fs, "c": scene.room.c,
-            "xai_loc_version": __version__, "description": "microphone windows, see xai_loc.data.store",
-        }
-        xr.Dataset(coords=_coords(scene, plan, corpus), attrs=attrs).to_zarr(
-            partial, mode="w", consolidated=False, zarr_format=2)
-        zarr.open_group(partial, mode="a", zarr_format=2).create_array(
-            "signals", shape=(n_total, scene.mics.shape[0], scene.window), dtype="float32",
-            chunks=(CHUNK_WINDOWS, scene.mics.shape[0], scene.window), fill_value=np.nan,
-            attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "pressure (simulation units)"})
-        write_progress(progress_file, 0)
-    signals = zarr.open_group(partial, mode="a", zarr_format=2)["signals"]
-    done = read_progress(progress_file)
-    first = int(np.searchsorted(plan.first_window, done, side="right") - 1)
-    block, block_start = [], done
-    bar = tqdm(total=len(ids), initial=first, disable=not progress, desc=f"simulate {split}", unit="src")
-    for k in range(first, len(ids)):
-        sid = int(plan.source_ids[k])
-        utterance = corpus.load(int(plan.utterances[k]))
-        windows = _render_source(scene, sid, utterance, t60, snr, seed, backend, device, rir_options)
-        skip = max(0, block_start - int(plan.first_window[k]))
-        block.append(windows[skip:])
-        n_block = sum(len(b) for b in block)
-        end = block_start + n_block
-        if n_block >= CHUNK_WINDOWS or end == n_total:
-            stop = end if end == n_total else block_start + (n_block // CHUNK_WINDOWS) * CHUNK_WINDOWS
-            data = np.concatenate(block)
-            signals[block_start:stop] = data[: stop - block_start]
-            write_progress(progress_file, stop)
-            block, block_start = [data[stop - block_start :]], stop
-        bar.update(1)
-    bar.close()
-    zarr.consolidate_metadata(partial, zarr_format=2)
-    os.replace(partial, final)
-    os.remove(progress_file)
-    return final
 
 
 def open_signals(path: str | Path):

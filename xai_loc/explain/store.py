@@ -35,7 +35,7 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import AXES, Explainer, dataset_inputs, input_coords, result_coords, summary_attrs
-from xai_loc.io import read_progress, write_progress
+from xai_loc.io import read_progress, store_writer_lock, write_progress
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -167,52 +167,53 @@ def explain_store(
                                           "composite_params", "target", "target_params")}
     config["data"] = hashlib.sha256(f"{ds.attrs.get('config', '')}|{n}|{n_mics}|{n_time}".encode()).hexdigest()[:16]
 
-    if final.exists():
-        _check_same(final, _stored_config(final), config)
-        return final
-    partial = final.with_name(final.name + ".partial")
-    progress_file = final.with_name(final.name + ".progress.json")
-    if partial.exists():
-        _check_same(partial, _stored_config(partial), config)
-    else:
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        placeholder = {"prediction": np.full((n, 3), np.nan), "attr_output": np.full((n, 3), np.nan),
-                       "relevance_sum": np.full(n, np.nan), "explained": np.full(n, np.nan)}
-        coords = {**input_coords(d, d["positions"], d["mics"], d["fs"], n_mics, n_time),
-                  **result_coords(placeholder)}
-        store_attrs = {**attrs, **d["attrs"], "fs": d["fs"],
-                       "data": os.path.relpath(Path(data).resolve(), final.parent.resolve()),
-                       "config": json.dumps(config, sort_keys=True),
-                       "description": "relevance of each input sample, see xai_loc.explain.store"}
-        xr.Dataset(coords=coords, attrs=store_attrs).to_zarr(partial, mode="w", consolidated=False, zarr_format=2)
-        zarr.open_group(partial, mode="a", zarr_format=2).create_array(
-            "relevance", shape=(n, n_mics, n_time), dtype="float32", chunks=(CHUNK_WINDOWS, n_mics, n_time),
-            fill_value=np.nan, attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "relevance"})
-        write_progress(progress_file, 0)
+    with store_writer_lock(final):
+        if final.exists():
+            _check_same(final, _stored_config(final), config)
+            return final
+        partial = final.with_name(final.name + ".partial")
+        progress_file = final.with_name(final.name + ".progress.json")
+        if partial.exists():
+            _check_same(partial, _stored_config(partial), config)
+        else:
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            placeholder = {"prediction": np.full((n, 3), np.nan), "attr_output": np.full((n, 3), np.nan),
+                           "relevance_sum": np.full(n, np.nan), "explained": np.full(n, np.nan)}
+            coords = {**input_coords(d, d["positions"], d["mics"], d["fs"], n_mics, n_time),
+                      **result_coords(placeholder)}
+            store_attrs = {**attrs, **d["attrs"], "fs": d["fs"],
+                           "data": os.path.relpath(Path(data).resolve(), final.parent.resolve()),
+                           "config": json.dumps(config, sort_keys=True),
+                           "description": "relevance of each input sample, see xai_loc.explain.store"}
+            xr.Dataset(coords=coords, attrs=store_attrs).to_zarr(partial, mode="w", consolidated=False, zarr_format=2)
+            zarr.open_group(partial, mode="a", zarr_format=2).create_array(
+                "relevance", shape=(n, n_mics, n_time), dtype="float32", chunks=(CHUNK_WINDOWS, n_mics, n_time),
+                fill_value=np.nan, attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "relevance"})
+            write_progress(progress_file, 0)
 
-    group = zarr.open_group(partial, mode="a", zarr_format=2)
-    done = read_progress(progress_file)
-    step = max(CHUNK_WINDOWS, batch_size // CHUNK_WINDOWS * CHUNK_WINDOWS)
-    with explainer, tqdm(total=n, initial=done, disable=not progress, desc=f"explain {method}", unit="win") as bar:
-        for start in range(done, n, step):
-            stop = min(n, start + step)
-            truth = None if d["positions"] is None else d["positions"][start:stop]
-            result = explainer.explain_batch(signals[start:stop].values, truth, np.arange(start, stop))
-            group["relevance"][start:stop] = result["relevance"].astype(np.float32)
-            for name, (_, values) in result_coords(result).items():
-                group[name][start:stop] = values
-            write_progress(progress_file, stop)
-            bar.update(stop - start)
-        zero_output = explainer.zero_output
-    prediction = np.stack([group[f"prediction_{a}"][:] for a in AXES], axis=-1)
-    summary = summary_attrs(prediction, group["relevance_sum"][:], group["explained"][:], zero_output)
-    if "reference_output" in explainer.attrs:
-        summary["reference_output"] = explainer.attrs["reference_output"]
-    group.attrs.update(summary)
-    zarr.consolidate_metadata(partial, zarr_format=2)
-    os.replace(partial, final)
-    os.remove(progress_file)
-    return final
+        group = zarr.open_group(partial, mode="a", zarr_format=2)
+        done = read_progress(progress_file)
+        step = max(CHUNK_WINDOWS, batch_size // CHUNK_WINDOWS * CHUNK_WINDOWS)
+        with explainer, tqdm(total=n, initial=done, disable=not progress, desc=f"explain {method}", unit="win") as bar:
+            for start in range(done, n, step):
+                stop = min(n, start + step)
+                truth = None if d["positions"] is None else d["positions"][start:stop]
+                result = explainer.explain_batch(signals[start:stop].values, truth, np.arange(start, stop))
+                group["relevance"][start:stop] = result["relevance"].astype(np.float32)
+                for name, (_, values) in result_coords(result).items():
+                    group[name][start:stop] = values
+                write_progress(progress_file, stop)
+                bar.update(stop - start)
+            zero_output = explainer.zero_output
+        prediction = np.stack([group[f"prediction_{a}"][:] for a in AXES], axis=-1)
+        summary = summary_attrs(prediction, group["relevance_sum"][:], group["explained"][:], zero_output)
+        if "reference_output" in explainer.attrs:
+            summary["reference_output"] = explainer.attrs["reference_output"]
+        group.attrs.update(summary)
+        zarr.consolidate_metadata(partial, zarr_format=2)
+        os.replace(partial, final)
+        os.remove(progress_file)
+        return final
 
 
 def open_relevance(path: str | os.PathLike) -> xr.DataArray:

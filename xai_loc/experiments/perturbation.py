@@ -85,32 +85,33 @@ def perturbed_batches(windows: torch.Tensor, steps: np.ndarray, percentages, fil
     """Yield ``(percentage, perturbed windows)``: the samples deleted by each step replaced by ``fill``.
 
     ``steps`` come from a :data:`MODES` order with :func:`deletion_counts` of the same
-    percentages. ``fill`` is a tensor shaped like ``windows``, or None for zeros. On the CPU
-    one buffer is reused from step to step (clone a yielded tensor to keep it), and a step
-    that deletes nothing yields ``windows`` itself; do not modify what is yielded.
+    percentages. ``fill`` is a tensor shaped like ``windows``, or None for zeros. A step
+    that deletes nothing yields ``windows`` itself, and on the CPU one buffer is reused from
+    step to step (clone a yielded tensor to keep it); do not modify what is yielded.
     ``windows`` is never modified.
     """
     w = windows.shape[0]
     counts = deletion_counts(percentages, windows)
-    if windows.device.type == "cpu":
+    if windows.device.type == "cpu":  # compiled kernels into one reused buffer
         x = windows.detach().reshape(w, -1).numpy()
         f = None if fill is None else fill.detach().reshape(w, -1).numpy()
         out = np.empty_like(x)
-        for j, (p, k) in enumerate(zip(percentages, counts, strict=True)):
-            if k == 0:  # nothing deleted: the windows themselves
-                yield p, windows
-                continue
+
+        def deleted(j: int) -> torch.Tensor:
             if f is None:
-                zeroed_copy(x, steps, j, out)
-            else:
-                filled_copy(x, steps, j, f, out)
-            yield p, torch.from_numpy(out).view(windows.shape)
+                return torch.from_numpy(zeroed_copy(x, steps, j, out))
+            return torch.from_numpy(filled_copy(x, steps, j, f, out))
+
     else:
         x = windows.reshape(w, -1)
         f = torch.zeros((), dtype=x.dtype, device=x.device) if fill is None else fill.reshape(w, -1)
-        steps = torch.from_numpy(steps).to(windows.device)
-        for j, p in enumerate(percentages):
-            yield p, torch.where(steps > j, x, f).view(windows.shape)
+        steps_on_device = torch.from_numpy(steps).to(windows.device)
+
+        def deleted(j: int) -> torch.Tensor:
+            return torch.where(steps_on_device > j, x, f)
+
+    for j, (p, k) in enumerate(zip(percentages, counts, strict=True)):
+        yield p, (windows if k == 0 else deleted(j).view(windows.shape))  # k == 0: nothing deleted
 
 
 def aopc(errors: np.ndarray) -> np.ndarray:

@@ -6,11 +6,31 @@ exit code 2.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import sys
 
 import click
 
+from xai_loc.cli_params import (
+    SEED,
+    SNR,
+    T60,
+    Device,
+    InputDir,
+    InputFile,
+    Int,
+    Number,
+    OutDir,
+    OutFile,
+    check_out_dir,
+    data_root_default,
+)
 from xai_loc.errors import InputError
+from xai_loc.runtime import MAX_THREADS
+
+#: A positive finite number (rates, budgets, durations).
+POSITIVE = Number(0, open_low=True)
 
 #: RIR backends and modes offered on the command line (kept in sync with the registries by a test).
 BACKEND_CHOICES = ("torch", "pyroomacoustics", "gpurir")
@@ -25,20 +45,45 @@ COMPOSITE_CHOICES = ("paper", "paper-samplecnn-reversed-gate", "epsilon", "epsil
                      "epsilon_alpha2_beta1", "epsilon_gamma_box", "cochcnn", "tfcnn", "cuenet")
 
 
+#: File-system errors that come from the user's paths or machine, not from a bug: reported in
+#: one line like an InputError (disk full, permissions, a path below a file, ...).
+_USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
+                   errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Turn user errors (InputError, the file-system errors above) into one line on stderr and exit code 2."""
+    try:
+        yield
+    except InputError as err:
+        message = " ".join(str(err).split())
+    except OSError as err:
+        if err.errno not in _USER_OS_ERRORS:
+            raise
+        where = f" {str(err.filename)!r}" if err.filename else ""
+        message = f"cannot use{where}: {err.strerror or err}"
+    else:
+        return
+    click.echo(f"Error: {message}", err=True)
+    raise click.exceptions.Exit(2)
+
+
 class _Group(click.Group):
-    """A click group that reports user errors in one line with exit code 2."""
+    """A click group that reports user errors in one line with exit code 2 (its own options included)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _user_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context):
-        try:
+        with _user_errors():
             return super().invoke(ctx)
-        except InputError as err:
-            click.echo(f"Error: {err}", err=True)
-            ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="xai-loc")
-@click.option("--threads", type=int, default=None, envvar="XAI_LOC_THREADS", show_envvar=True,
+@click.option("--threads", type=Int(1, MAX_THREADS), default=None, envvar="XAI_LOC_THREADS", show_envvar=True,
               help="torch CPU threads (default: torch's choice; 1 is often fastest on small shared machines).")
 @click.pass_context
 def main(ctx: click.Context, threads: int | None) -> None:
@@ -83,6 +128,47 @@ def _parse_options(items: tuple[str, ...]) -> dict:
     return out
 
 
+def _multichannel_card(checkpoint: str) -> dict:
+    """The card of a multichannel checkpoint, or one line saying which family it belongs to."""
+    from xai_loc.models import read_card
+
+    card = read_card(checkpoint)
+    arch = card.get("architecture")
+    if arch not in MODEL_CHOICES:
+        raise InputError(f"checkpoint {checkpoint} is a {arch} model; this command takes {', '.join(MODEL_CHOICES)} "
+                         "(binaural models: xai-loc binaural ...)")
+    return card
+
+
+def _condition(t60: float | None, snr: float | None, checkpoint: str | None) -> tuple[float, float]:
+    """The condition to run: ``--t60``/``--snr``, else the checkpoint card's; warns when they differ."""
+    if checkpoint is None:
+        if t60 is None or snr is None:
+            raise InputError("--t60 and --snr are needed to pick the shipped checkpoint and data "
+                             "(or give --checkpoint, whose card has its condition)")
+        return t60, snr
+    trained = _multichannel_card(checkpoint).get("condition") or {}
+    t60 = trained.get("t60") if t60 is None else t60
+    snr = trained.get("snr") if snr is None else snr
+    if t60 is None or snr is None:
+        raise InputError(f"checkpoint {checkpoint} records no condition; give --t60 and --snr")
+    if (trained.get("t60"), trained.get("snr")) != (t60, snr) and "t60" in trained:
+        click.echo(f"warning: {checkpoint} was trained at T60 {trained['t60']:g} s, SNR {trained.get('snr'):g} dB; "
+                   f"running it on T60 {t60:g} s, SNR {snr:g} dB", err=True)
+    return float(t60), float(snr)
+
+
+def _check_explanation(models, method: str, composite: str, target: str, options: dict) -> None:
+    """Refuse a bad method, composite, target or option before any data is simulated."""
+    import numpy as np
+
+    from xai_loc.explain import Explainer
+
+    for model in models:
+        Explainer(model, method=method, composite=composite, target=target, mean_input=np.zeros(1),
+                  train_mean=np.zeros(3), **options)
+
+
 def _checkpoint(arch: str, t60: float, snr: float, checkpoint: str | None) -> str:
     """An explicit checkpoint, or the shipped one of the architecture and condition."""
     from xai_loc.models.zoo import shipped_checkpoint
@@ -117,22 +203,22 @@ def info(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--t60", type=float, required=True, help="Reverberation time in seconds (Sabine).")
-@click.option("--snr", type=float, required=True, help="SNR in dB relative to microphone 0.")
+@click.option("--t60", type=T60, required=True, help="Reverberation time in seconds (Sabine).")
+@click.option("--snr", type=SNR, required=True, help="SNR in dB relative to microphone 0.")
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True,
               help="Which sources of the scene to simulate.")
-@click.option("--sources", "n_sources", type=int, default=None, help="Only the first N sources of the split.")
+@click.option("--sources", "n_sources", type=Int(1), default=None, help="Only the first N sources of the split.")
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data].")
+@click.option("--data", "--out", "out", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
+              help="Data root (--out is an alias) [default: $XAI_LOC_DATA or ./xai-loc-data].")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="torch", show_default=True,
               help="RIR backend.")
 @click.option("--mode", type=click.Choice(RIR_MODE_CHOICES), default="ism", show_default=True,
               help="torch backend: image sources up to T60 (ism) or up to T60/4 plus a diffuse tail (hybrid).")
-@click.option("--speech", default=None, type=click.Path(file_okay=False),
+@click.option("--speech", default=None, type=InputDir(),
               help="Folder of wav/flac/ogg speech to use instead of the shipped corpus.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of speech choice and noise.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (torch backend).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of speech choice and noise.")
+@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N (torch backend).")
 @click.pass_context
 def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech, seed, device) -> None:
     """Simulate microphone windows of a scene into a zarr store (resumable)."""
@@ -157,7 +243,7 @@ def models() -> None:
 
 
 @models.command("list")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+@click.option("--dir", "directory", type=InputDir(), default=None,
               help="Folder of checkpoints [default: $XAI_LOC_PRETRAINED or the shipped pretrained/].")
 def models_list(directory: str | None) -> None:
     """Show the registered architectures and the checkpoints with their conditions and test errors."""
@@ -179,11 +265,11 @@ def models_list(directory: str | None) -> None:
 
 @models.command("import")
 @click.option("--arch", type=click.Choice(MODEL_CHOICES), required=True, help="Architecture of the file.")
-@click.option("--t60", type=float, required=True, help="T60 (s) the model was trained for.")
-@click.option("--snr", type=float, required=True, help="SNR (dB) the model was trained for.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--t60", type=T60, required=True, help="T60 (s) the model was trained for.")
+@click.option("--snr", type=SNR, required=True, help="SNR (dB) the model was trained for.")
+@click.option("--out", type=OutFile(), default=None,
               help="Output checkpoint [default: FILE with suffix .safetensors].")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=InputFile())
 def models_import(arch: str, t60: float, snr: float, out: str | None, file: str) -> None:
     """Convert one of the paper's released state dicts (FILE.pth) into an xai-loc checkpoint.
 
@@ -196,29 +282,30 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 
 @main.command()
 @click.option("--model", "arch", type=click.Choice(MODEL_CHOICES), required=True, help="Architecture.")
-@click.option("--t60", type=float, required=True, help="Reverberation time (s) of the training condition.")
-@click.option("--snr", type=float, required=True, help="SNR (dB) of the training condition.")
+@click.option("--t60", type=T60, required=True, help="Reverberation time (s) of the training condition.")
+@click.option("--snr", type=SNR, required=True, help="SNR (dB) of the training condition.")
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
-@click.option("--data", type=click.Path(file_okay=False), default=None,
+@click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root; train/val are simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--sources", "n_sources", type=int, default=None, help="Only the first N sources of each split.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--sources", "n_sources", type=Int(1), default=None, help="Only the first N sources of each split.")
+@click.option("--out", type=OutFile(), default=None,
               help="Checkpoint to write [default: <data>/runs/<scene>/<model>_t60-T_snr-S.safetensors].")
-@click.option("--batch-size", type=int, default=100, show_default=True)
-@click.option("--lr", type=float, default=None, help="Adam learning rate [default: 1e-3 LocCNN, 1e-2 SampleCNN].")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--lr-factor", type=float, default=0.2, show_default=True, help="ReduceLROnPlateau factor.")
-@click.option("--lr-patience", type=int, default=100, show_default=True, help="ReduceLROnPlateau patience (epochs).")
-@click.option("--min-lr", type=float, default=0.0, show_default=True)
-@click.option("--early-stop-patience", type=int, default=200, show_default=True)
-@click.option("--max-epochs", type=int, default=5000, show_default=True)
-@click.option("--max-minutes", type=float, default=None, help="Wall-clock budget; rerun to continue.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, window draws and dropout.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--eval-batch-size", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=Int(1), default=100, show_default=True)
+@click.option("--lr", type=POSITIVE, default=None, help="Adam learning rate [default: 1e-3 LocCNN, 1e-2 SampleCNN].")
+@click.option("--weight-decay", type=Number(0), default=0.0, show_default=True)
+@click.option("--lr-factor", type=Number(0, 1, open_low=True), default=0.2, show_default=True,
+              help="ReduceLROnPlateau factor.")
+@click.option("--lr-patience", type=Int(0), default=100, show_default=True, help="ReduceLROnPlateau patience (epochs).")
+@click.option("--min-lr", type=Number(0), default=0.0, show_default=True)
+@click.option("--early-stop-patience", type=Int(0), default=200, show_default=True)
+@click.option("--max-epochs", type=Int(1), default=5000, show_default=True)
+@click.option("--max-minutes", type=POSITIVE, default=None, help="Wall-clock budget; rerun to continue.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds weights, window draws and dropout.")
+@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--eval-batch-size", type=Int(1), default=100, show_default=True)
 @click.option("--preload/--no-preload", default=False, show_default=True, help="Hold train/val in RAM.")
 @click.option("--deterministic/--no-deterministic", default=True, show_default=True)
-@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+@click.option("--init-from", type=InputFile(), default=None,
               help="Start from this checkpoint's weights (same architecture; fine-tuning) instead of a seeded "
               "initialization.")
 @click.pass_context
@@ -251,18 +338,18 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, **knobs) 
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=InputFile())
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True)
-@click.option("--t60", type=float, default=None, help="Condition to evaluate on [default: the checkpoint's].")
-@click.option("--snr", type=float, default=None, help="Condition to evaluate on [default: the checkpoint's].")
+@click.option("--t60", type=T60, default=None, help="Condition to evaluate on [default: the checkpoint's].")
+@click.option("--snr", type=SNR, default=None, help="Condition to evaluate on [default: the checkpoint's].")
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
-@click.option("--data", type=click.Path(file_okay=False), default=None,
+@click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root; the split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--sources", "n_sources", type=int, default=None, help="Only the first N sources of the split.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+@click.option("--sources", "n_sources", type=Int(1), default=None, help="Only the first N sources of the split.")
+@click.option("--json", "json_out", type=OutFile(), default=None,
               help="Also write the report with the per-source table as JSON.")
-@click.option("--batch-size", type=int, default=100, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=Int(1), default=100, show_default=True)
+@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.pass_context
 def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out, batch_size, device) -> None:
     """Localization error of CHECKPOINT over every window of a split, beside the constant baseline.
@@ -275,12 +362,10 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
     from xai_loc.data.scene import load_scene
     from xai_loc.data.store import simulate_dataset
     from xai_loc.io import write_text_atomic
-    from xai_loc.models import evaluate_checkpoint, read_card
+    from xai_loc.models import evaluate_checkpoint
 
     _setup(ctx)
-    condition = read_card(checkpoint)["condition"]
-    t60 = condition["t60"] if t60 is None else t60
-    snr = condition["snr"] if snr is None else snr
+    t60, snr = _condition(t60, snr, checkpoint)
     store = simulate_dataset(load_scene(scene), split, t60, snr, root=data, n_sources=n_sources,
                              progress=sys.stderr.isatty())
     result = evaluate_checkpoint(checkpoint, store, batch_size=batch_size, device=device,
@@ -292,9 +377,11 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
 
 @main.command()
 @click.option("--model", "arch", type=click.Choice(MODEL_CHOICES), default="samplecnn", show_default=True)
-@click.option("--t60", type=float, required=True, help="Condition (selects the shipped checkpoint and the data).")
-@click.option("--snr", type=float, required=True, help="Condition (selects the shipped checkpoint and the data).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Any xai-loc checkpoint.")
+@click.option("--t60", type=T60, default=None,
+              help="Condition: selects the shipped checkpoint and the data [default with --checkpoint: its card's].")
+@click.option("--snr", type=SNR, default=None,
+              help="Condition: selects the shipped checkpoint and the data [default with --checkpoint: its card's].")
+@click.option("--checkpoint", type=InputFile(), default=None, help="Any xai-loc checkpoint.")
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True)
 @click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True,
               help="LRP composite (method lrp only).")
@@ -303,14 +390,14 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
                    "error: prediction - truth; contrast: prediction - reference prediction.")
 @click.option("--option", "options", multiple=True, help=_OPTION_HELP)
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True)
-@click.option("--sources", "n_sources", type=int, default=None, help="Only the first N sources of the split.")
+@click.option("--sources", "n_sources", type=Int(1), default=None, help="Only the first N sources of the split.")
 @click.option("--scene", default="paper", show_default=True)
-@click.option("--data", type=click.Path(file_okay=False), default=None,
+@click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root; the split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Relevance store [default: next to the data, <split>.relevance/<model>-<method>-...zarr].")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--out", type=OutDir(), default=None,
+              help="Relevance store [default: next to the data, <split>.relevance/<arch>-<digest>-<method>-...zarr].")
+@click.option("--batch-size", type=Int(1), default=32, show_default=True)
+@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.pass_context
 def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options, split, n_sources, scene, data, out,
             batch_size, device) -> None:
@@ -325,7 +412,9 @@ def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options,
     from xai_loc.explain import explain_store
 
     _setup(ctx)
+    t60, snr = _condition(t60, snr, checkpoint)
     model = _checkpoint(arch, t60, snr, checkpoint)
+    _check_explanation([model], method, composite, target, _parse_options(options))
     store = simulate_dataset(load_scene(scene), split, t60, snr, root=data, n_sources=n_sources, device=device,
                              progress=sys.stderr.isatty())
     path = explain_store(model, store, out, method=method, target=target, composite=composite,
@@ -338,7 +427,7 @@ def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options,
 @click.argument("model")
 @click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True)
 @click.option("--option", "options", multiple=True, help=_OPTION_HELP)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random probe input.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random probe input.")
 @click.pass_context
 def audit(ctx, model, composite, options, seed) -> None:
     """List each module of MODEL with its LRP rule, functional operations that hooks cannot see,
@@ -361,8 +450,8 @@ def audit(ctx, model, composite, options, seed) -> None:
 
 
 @main.command()
-@click.argument("relevance", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the wav files.")
+@click.argument("relevance", type=InputDir())
+@click.option("--out", type=OutDir(), required=True, help="Folder for the wav files.")
 @click.option("--sources", default=None, help="Comma-separated source ids [default: all].")
 @click.option("--mics", default=None, help="Comma-separated microphone indices [default: all].")
 def listen(relevance, out, sources, mics) -> None:
@@ -391,18 +480,20 @@ def _with_options(*options):
 
 
 #: Options every binaural scene set takes.
-_SCENE_SEED = click.option("--seed", type=int, default=0, show_default=True, help="Seeds the scenes and the training.")
-_DATA_ROOT = click.option("--data", type=click.Path(file_okay=False), default=None,
+_SCENE_SEED = click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the scenes and the training.")
+_DATA_ROOT = click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
                           help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data].")
 
 
 #: The options perturb and tdoa share: condition, models, relevance method, data and output.
 _experiment_options = _with_options(
-    click.option("--t60", type=float, required=True, help="Condition (shipped checkpoints and data)."),
-    click.option("--snr", type=float, required=True, help="Condition (shipped checkpoints and data)."),
+    click.option("--t60", type=T60, default=None,
+                 help="Condition: shipped checkpoints and data [default with --checkpoint: its card's]."),
+    click.option("--snr", type=SNR, default=None,
+                 help="Condition: shipped checkpoints and data [default with --checkpoint: its card's]."),
     click.option("--model", "arch", type=click.Choice((*MODEL_CHOICES, "all")), default="all",
                  show_default=True),
-    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+    click.option("--checkpoint", type=InputFile(), default=None,
                  help="Any xai-loc checkpoint."),
     click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True),
     click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True),
@@ -410,23 +501,27 @@ _experiment_options = _with_options(
     click.option("--option", "options", multiple=True, help=_OPTION_HELP),
     click.option("--randomized/--no-randomized", default=True, show_default=True,
                  help="Also score the relevance of a randomized copy of each model (sanity baseline)."),
-    click.option("--sources", "n_sources", type=int, default=None, help="Only the first N test sources."),
-    click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--data", type=click.Path(file_okay=False), default=None,
+    click.option("--sources", "n_sources", type=Int(1), default=None, help="Only the first N test sources."),
+    click.option("--seed", type=SEED, default=0, show_default=True),
+    click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
                  help="Data root; the test split is simulated there if absent "
                       "[default: $XAI_LOC_DATA or ./xai-loc-data]."),
-    click.option("--out", type=click.Path(file_okay=False), default=None,
+    click.option("--out", type=OutDir(), default=None,
                  help="Results folder [default: xai-loc-results/t60-T_snr-S]."),
-    click.option("--batch-size", type=int, default=16, show_default=True),
-    click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+    click.option("--batch-size", type=Int(1), default=16, show_default=True),
+    click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
 )
 
 
-def _csv(text: str, cast=str) -> list:
+def _csv(text: str, cast=str, what: str = "list") -> list:
+    """``"a,b"`` -> ``["a", "b"]``; empty items are skipped, an empty list is an error."""
     try:
-        return [cast(v) for v in text.split(",") if v]
+        values = [cast(v.strip()) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise InputError(f"{text!r} is not a comma-separated list of {cast.__name__} values") from None
+        raise InputError(f"{what} {text!r} is not a comma-separated list of {cast.__name__} values") from None
+    if not values:
+        raise InputError(f"{what} {text!r} is empty; give at least one comma-separated value")
+    return values
 
 
 def _models_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> dict[str, str]:
@@ -434,7 +529,11 @@ def _models_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> di
     from xai_loc.models.zoo import checkpoint_name as checkpoint_file
 
     if checkpoint:
-        return {arch if arch != "all" else "model": checkpoint}
+        from pathlib import Path
+
+        stem = Path(checkpoint).stem
+        name = _multichannel_card(checkpoint)["architecture"]
+        return {stem if stem.startswith(name) else f"{name}-{stem}": checkpoint}
     if arch != "all":
         return {arch: _checkpoint(arch, t60, snr, None)}
     from xai_loc.models.zoo import pretrained_dir
@@ -456,10 +555,12 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
     """Deletion curves: zero the top-P % of each window's samples, ranked by relevance,
     amplitude or at random, and report the localization error (the paper's experiment).
 
-    Writes perturbation.nc (dims model, mode, percentage), a paper-style figure (PNG, PDF)
-    and a markdown table with AOPC; the constant-predictor error is shown beside them.
+    Writes perturbation.nc (dims model, mode, percentage; the same run gives the same bytes),
+    a paper-style figure (PNG, PDF), a markdown table with AOPC and perturbation.timing.json
+    (seconds per model); the constant-predictor error is shown beside them.
     The first run on a machine compiles the deletion kernels (about 20 s, then cached).
     """
+    import json
     from pathlib import Path
 
     from xai_loc.data.scene import paper_scene
@@ -469,19 +570,28 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
     from xai_loc.plots.perturbation import perturbation_table, plot_perturbation
 
     _setup(ctx)
-    pcts = check_percentages(_csv(percentages, float))
-    unknown = [m for m in _csv(modes) if m not in MODES]
-    if unknown or fill not in FILLS:
-        raise InputError(f"deletion mode {unknown[0]!r} is unknown; allowed: {', '.join(MODES)}")
+    pcts = check_percentages(_csv(percentages, float, "--percentages"))
+    modes = _csv(modes, what="--modes")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise InputError(f"--modes {unknown[0]!r} is unknown; allowed: {', '.join(MODES)}")
+    if len(set(modes)) < len(modes):
+        raise InputError(f"--modes {','.join(modes)!r} names a mode twice; give each once")
+    if fill not in FILLS:
+        raise InputError(f"--fill {fill!r} is unknown; allowed: {', '.join(FILLS)}")
+    t60, snr = _condition(t60, snr, checkpoint)
     models = _models_for(arch, t60, snr, checkpoint)
+    folder = Path(check_out_dir(out or Path("xai-loc-results") / condition_name(t60, snr), "--out"))
+    _check_explanation(models.values(), method, composite, target, _parse_options(options))
     store = simulate_dataset(paper_scene(), "test", t60, snr, root=data, n_sources=n_sources, device=device,
                              progress=sys.stderr.isatty())
-    result = run_perturbation(models, store, percentages=pcts, modes=_csv(modes),
+    timing: dict = {}
+    result = run_perturbation(models, store, percentages=pcts, modes=modes, timing=timing,
                               method=method, composite=composite, target=target, fill=fill,
                               randomized_baseline=randomized, seed=seed, batch_size=batch_size, device=device,
                               progress=sys.stderr.isatty(), **_parse_options(options))
-    folder = Path(out) if out else Path("xai-loc-results") / condition_name(t60, snr)
     write_dataset_atomic(result, folder / "perturbation.nc")
+    write_text_atomic(folder / "perturbation.timing.json", json.dumps(timing, indent=2, sort_keys=True))
     plot_perturbation(result, folder / "perturbation")
     table = perturbation_table(result)
     write_text_atomic(folder / "perturbation.md", table)
@@ -497,7 +607,7 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
               help="LRP rule of the first layer [default: the composite's, WSquare for 'paper'].")
 @click.option("--srp/--no-srp", default=True, show_default=True,
               help="Also compare SRP-PHAT maps of signals and relevance over the source plane.")
-@click.option("--srp-windows", type=int, default=None, help="Only the first N windows for SRP (it is costly).")
+@click.option("--srp-windows", type=Int(1), default=None, help="Only the first N windows for SRP (it is costly).")
 @click.pass_context
 def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, target, options, randomized, srp,
          srp_windows, n_sources, seed, data, out, batch_size, device) -> None:
@@ -519,7 +629,11 @@ def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, 
     _setup(ctx)
     scene = paper_scene()
     parse_pairs(pairs, scene.mics.shape[0])
+    t60, snr = _condition(t60, snr, checkpoint)
     models = _models_for(arch, t60, snr, checkpoint)
+    folder = Path(check_out_dir(out or Path("xai-loc-results") / condition_name(t60, snr), "--out"))
+    _check_explanation(models.values(), method, composite, target,
+                       {**_parse_options(options), **({"first_rule": first_rule} if first_rule else {})})
     store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
                              progress=sys.stderr.isatty())
     opts = _parse_options(options)
@@ -529,7 +643,6 @@ def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, 
     relevance = explain_models(models, store, **common, **opts)
     result = run_tdoa(models, store, pairs=pairs, relevance=relevance, srp=srp, srp_max_windows=srp_windows,
                       **common, **opts)
-    folder = Path(out) if out else Path("xai-loc-results") / condition_name(t60, snr)
     write_tdoa_results(result, folder)
     plot_tdoa(result, folder / "tdoa")
     if srp:
@@ -539,7 +652,7 @@ def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, 
 
 
 @main.command()
-@click.argument("results", type=click.Path(file_okay=False))
+@click.argument("results", type=InputDir())
 def figures(results) -> None:
     """Redraw every figure below RESULTS from the stored results (perturbation.nc, tdoa.nc), no recomputation."""
     from xai_loc.plots.redraw import redraw
@@ -550,13 +663,13 @@ def figures(results) -> None:
 
 @main.command()
 @click.option("--quick", is_flag=True, help="A handful of test sources per condition (minutes, not hours).")
-@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/reproduce", show_default=True)
-@click.option("--data", type=click.Path(file_okay=False), default=None,
+@click.option("--out", type=OutDir(), default="xai-loc-results/reproduce", show_default=True)
+@click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--pretrained", type=click.Path(file_okay=False), default=None,
+@click.option("--pretrained", type=InputDir(), default=None,
               help="Checkpoint folder [default: the shipped pretrained/].")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=Int(1), default=16, show_default=True)
+@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.pass_context
 def reproduce(ctx, quick, out, data, pretrained, batch_size, device) -> None:
     """The whole study for the paper's four conditions and both models: data, localization
@@ -591,17 +704,17 @@ _binaural_spec_options = _with_options(
                  help="Comma-separated room presets (anechoic, office, ...); each example picks one."),
     click.option("--kinds", default=None,
                  help="Comma-separated sound kinds (speech and the synthetic kinds) [default: all of them]."),
-    click.option("--n-sounds", type=int, default=2200, show_default=True, help="Distinct sounds."),
-    click.option("--per-sound", type=int, default=4, show_default=True,
+    click.option("--n-sounds", type=Int(1), default=2200, show_default=True, help="Distinct sounds."),
+    click.option("--per-sound", type=Int(1), default=4, show_default=True,
                  help="Renderings of each sound, each at its own direction, room and SNR."),
-    click.option("--duration", type=float, default=0.25, show_default=True, help="Example length (s)."),
-    click.option("--snr", type=float, nargs=2, default=(5.0, 40.0), show_default=True,
+    click.option("--duration", type=POSITIVE, default=0.25, show_default=True, help="Example length (s)."),
+    click.option("--snr", type=SNR, nargs=2, default=(5.0, 40.0), show_default=True,
                  help="Range (dB) of the diffuse background's SNR."),
     click.option("--no-noise", is_flag=True, help="No background noise."),
-    click.option("--test-fraction", type=float, default=0.2, show_default=True,
+    click.option("--test-fraction", type=Number(0, 1, open_low=True), default=0.2, show_default=True,
                  help="Share of the distinct sounds held out for the test split."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split and every rendering."),
-    click.option("--data", type=click.Path(file_okay=False), default=None,
+    click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the split and every rendering."),
+    click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
                  help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
 )
 
@@ -620,7 +733,8 @@ def _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, t
 @_binaural_spec_options
 @click.option("--split", type=click.Choice(("train", "test", "all")), default="all", show_default=True,
               help="train and test hold distinct sounds; all: both in one store.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (room simulation).")
+@click.option("--device", type=Device(), default="cpu", show_default=True,
+              help="cpu, cuda or cuda:N (room simulation).")
 @click.pass_context
 def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data,
                       split, device) -> None:
@@ -635,20 +749,20 @@ def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_
 
 @binaural.command("train")
 @_binaural_spec_options
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", type=OutFile(), default=None,
               help="Checkpoint [default: <data>/runs/cochcnn_<dataset>.safetensors]; rerun to resume.")
 @click.option("--layers", default="small", show_default=True, help="Layer preset of the cochleagram CNN (small, net1).")
 @click.option("--head", type=click.Choice(("azel", "azimuth")), default="azel", show_default=True,
               help="504 azimuth x elevation classes or 72 azimuths.")
-@click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--label-sigma", type=float, default=10.0, show_default=True,
+@click.option("--epochs", type=Int(1), default=5, show_default=True)
+@click.option("--batch-size", type=Int(1), default=16, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--label-sigma", type=Number(0), default=10.0, show_default=True,
               help="Spread the cross-entropy target over neighbouring directions (degrees; 0: one-hot, the paper's).")
-@click.option("--max-minutes", type=float, default=None, help="Budget of the epochs; rerun to continue.")
+@click.option("--max-minutes", type=POSITIVE, default=None, help="Budget of the epochs; rerun to continue.")
 @click.option("--dtype", type=click.Choice(("auto", "float32", "float16")), default="auto", show_default=True,
               help="Weight storage; auto keeps float16 where the test metrics do not move.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.pass_context
 def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data, out,
                    layers, head, epochs, batch_size, lr, label_sigma, max_minutes, dtype, device) -> None:
@@ -675,20 +789,20 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
 
 @binaural.command("cues")
 @_binaural_spec_options
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+@click.option("--checkpoint", type=InputFile(), default=None,
               help="A cochleagram CNN checkpoint [default: the shipped pretrained/cochcnn_default.safetensors].")
-@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/binaural", show_default=True)
+@click.option("--out", type=OutDir(), default="xai-loc-results/binaural", show_default=True)
 @click.option("--relevance/--no-relevance", default=True, show_default=True,
               help="Also the relevance view: mass per band and ear, left/right relevance lag against the ITD.")
 @click.option("--behaviour/--no-behaviour", default=True, show_default=True,
               help="Also the Hofman figure and confusion statistics on the dataset's held-out sounds.")
-@click.option("--tokens", type=int, default=4, show_default=True, help="Noise tokens per stimulus condition.")
+@click.option("--tokens", type=Int(1), default=4, show_default=True, help="Noise tokens per stimulus condition.")
 @click.option("--response", type=click.Choice(("argmax", "mean")), default="argmax", show_default=True,
               help="Model answer: the arg-max direction or the probability-weighted mean lateral angle.")
 @click.option("--option", "options", multiple=True,
               help="LRP composite option KEY=VALUE (repeatable), e.g. conv_rule=epsilon, gamma=0.5.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=Int(1), default=16, show_default=True)
+@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.pass_context
 def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data,
                   checkpoint, out, relevance, behaviour, tokens, response, options, batch_size, device) -> None:
@@ -726,9 +840,9 @@ def binaural_tfcnn() -> None:
 
 #: Options of the TF-CNN's scene set (:class:`~xai_loc.data.ipd_ild_scenes.SceneSpec`).
 _tfcnn_scene_options = _with_options(
-    click.option("--n-train", type=int, default=8000, show_default=True,
+    click.option("--n-train", type=Int(1), default=8000, show_default=True,
                  help="Training scenes (SNR uniform in -10..30 dB)."),
-    click.option("--test-per-azimuth", type=int, default=10, show_default=True,
+    click.option("--test-per-azimuth", type=Int(1), default=10, show_default=True,
                  help="Test scenes per azimuth at each test SNR (-6, 0, 6 dB), held-out utterances."),
     _SCENE_SEED,
     _DATA_ROOT,
@@ -744,15 +858,15 @@ def _tfcnn_spec(n_train, test_per_azimuth, seed):
 
 @binaural_tfcnn.command("train")
 @_tfcnn_scene_options
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", type=OutFile(), default=None,
               help="Checkpoint [default: <data>/runs/tfcnn_<scenes>.safetensors]; rerun to resume.")
 @click.option("--width", type=click.Choice(("small", "paper")), default="small", show_default=True)
 @click.option("--head", type=click.Choice(("regression", "multitask")), default="regression", show_default=True,
               help="Azimuth regression (-90..90, MSE) or azimuth x elevation classification.")
-@click.option("--epochs", type=int, default=15, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--max-minutes", type=float, default=None, help="Budget of the epochs; rerun to continue.")
+@click.option("--epochs", type=Int(1), default=15, show_default=True)
+@click.option("--batch-size", type=Int(1), default=32, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--max-minutes", type=POSITIVE, default=None, help="Budget of the epochs; rerun to continue.")
 @click.pass_context
 def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width, head, epochs, batch_size, lr,
                          max_minutes) -> None:
@@ -776,12 +890,12 @@ def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width,
 
 @binaural_tfcnn.command("probe")
 @_tfcnn_scene_options
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+@click.option("--checkpoint", type=InputFile(), default=None,
               help="A TF-CNN checkpoint [default: the shipped pretrained/tfcnn_default.safetensors].")
-@click.option("--snr", "snrs", type=float, multiple=True, help="Test SNR(s) to probe [default: all of them].")
-@click.option("--examples", type=int, default=96, show_default=True, help="Examples per SNR (seeded draw).")
+@click.option("--snr", "snrs", type=SNR, multiple=True, help="Test SNR(s) to probe [default: all of them].")
+@click.option("--examples", type=Int(1), default=96, show_default=True, help="Examples per SNR (seeded draw).")
 @click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
-@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/tfcnn", show_default=True)
+@click.option("--out", type=OutDir(), default="xai-loc-results/tfcnn", show_default=True)
 @click.pass_context
 def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint, snrs, examples, options, out) -> None:
     """Relevance on the IPD vs the ILD channel per octave band at each test SNR (duplex theory:
@@ -812,9 +926,9 @@ def binaural_cuenet() -> None:
 
 #: Options of the cue network's scene set (:class:`~xai_loc.data.cue_scenes.CueSceneSpec`).
 _cue_scene_options = _with_options(
-    click.option("--train-per-utterance", type=int, default=18, show_default=True,
+    click.option("--train-per-utterance", type=Int(1), default=18, show_default=True,
                  help="Training scenes per utterance (240 training utterances)."),
-    click.option("--test-per-utterance", type=int, default=12, show_default=True,
+    click.option("--test-per-utterance", type=Int(1), default=12, show_default=True,
                  help="Test scenes per utterance (60 held-out utterances)."),
     _SCENE_SEED,
     _DATA_ROOT,
@@ -831,14 +945,14 @@ def _cue_spec(train_per_utterance, test_per_utterance, seed):
 
 @binaural_cuenet.command("train")
 @_cue_scene_options
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", type=OutFile(), default=None,
               help="Checkpoint [default: <data>/runs/<scenes>_s<seed>.safetensors].")
-@click.option("--epochs", type=int, default=100, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--label-sigma", type=float, default=0.0, show_default=True,
+@click.option("--epochs", type=Int(1), default=100, show_default=True)
+@click.option("--batch-size", type=Int(1), default=32, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--label-sigma", type=Number(0), default=0.0, show_default=True,
               help="Spread the cross-entropy target over neighbouring azimuths (degrees; 0: one-hot).")
-@click.option("--max-minutes", type=float, default=15.0, show_default=True, help="Budget of the epochs.")
+@click.option("--max-minutes", type=POSITIVE, default=15.0, show_default=True, help="Budget of the epochs.")
 @click.pass_context
 def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, data, out, epochs, batch_size, lr,
                           label_sigma, max_minutes) -> None:
@@ -863,15 +977,15 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
 
 @binaural_cuenet.command("probe")
 @_cue_scene_options
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+@click.option("--checkpoint", type=InputFile(), default=None,
               help="A cue-network checkpoint [default: the shipped pretrained/cuenet_default.safetensors].")
-@click.option("--examples", type=int, default=None,
+@click.option("--examples", type=Int(1), default=None,
               help="Explain only the first N test scenes [default: all]; the ablation always scores all of them.")
 @click.option("--ablation", type=click.Choice(("permute", "mean")), default="permute", show_default=True,
               help="How the rule-free check destroys one cue: shuffled across scenes, or its mean.")
 @click.option("--option", "options", multiple=True,
               help="Composite option KEY=VALUE, e.g. first_rule=epsilon, conv_rule=epsilon.")
-@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/cuenet", show_default=True)
+@click.option("--out", type=OutDir(), default="xai-loc-results/cuenet", show_default=True)
 @click.pass_context
 def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, data, checkpoint, examples, ablation,
                           options, out) -> None:
@@ -904,7 +1018,7 @@ def binaural_bast() -> None:
 
 #: Options of BAST's scene set (:class:`~xai_loc.data.bast_scenes.BastSceneSpec`).
 _bast_scene_options = _with_options(
-    click.option("--n-sounds", type=int, default=120, show_default=True,
+    click.option("--n-sounds", type=Int(1), default=120, show_default=True,
                  help="Distinct sounds, each rendered at the 36 azimuths; 20 % held out for test."),
     _SCENE_SEED,
     _DATA_ROOT,
@@ -923,14 +1037,14 @@ def _bast_spec(n_sounds, seed):
 @click.option("--integration", type=click.Choice(("ADD", "SUB", "CONCAT")), default="SUB", show_default=True)
 @click.option("--share-weights", is_flag=True, help="One encoder for both ears (SP); default separate (NSP).")
 @click.option("--loss", type=click.Choice(("MSE", "AD", "MIX")), default="MIX", show_default=True)
-@click.option("--epochs", type=int, default=18, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--dim", type=int, default=64, show_default=True, help="Token width.")
-@click.option("--depth", type=int, default=2, show_default=True, help="Blocks per encoder.")
-@click.option("--heads", type=int, default=4, show_default=True)
-@click.option("--max-minutes", type=float, default=15.0, show_default=True, help="CPU-time budget of the epochs.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--epochs", type=Int(1), default=18, show_default=True)
+@click.option("--batch-size", type=Int(1), default=32, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--dim", type=Int(1), default=64, show_default=True, help="Token width.")
+@click.option("--depth", type=Int(1), default=2, show_default=True, help="Blocks per encoder.")
+@click.option("--heads", type=Int(1), default=4, show_default=True)
+@click.option("--max-minutes", type=POSITIVE, default=15.0, show_default=True, help="CPU-time budget of the epochs.")
+@click.option("--out", type=OutFile(), default=None,
               help="Checkpoint [default: <data>/runs/bast_<variant>.safetensors].")
 @click.pass_context
 def binaural_bast_train(ctx, n_sounds, seed, data, integration, share_weights, loss, epochs, batch_size, lr, dim, depth,
@@ -956,8 +1070,8 @@ def binaural_bast_train(ctx, n_sounds, seed, data, integration, share_weights, l
 @binaural_bast.command("table")
 @_bast_scene_options
 @click.option("--loss", type=click.Choice(("MSE", "AD", "MIX")), default="MIX", show_default=True)
-@click.option("--epochs", type=int, default=8, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/bast", show_default=True)
+@click.option("--epochs", type=Int(1), default=8, show_default=True)
+@click.option("--out", type=OutDir(), default="xai-loc-results/bast", show_default=True)
 @click.pass_context
 def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
     """Train and score the six integration (ADD, SUB, CONCAT) x weight-sharing (SP, NSP) variants
@@ -973,12 +1087,12 @@ def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
 
 @binaural_bast.command("explain")
 @_bast_scene_options
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+@click.option("--checkpoint", type=InputFile(), default=None,
               help="A BAST checkpoint [default: the shipped pretrained/bast_default.safetensors].")
 @click.option("--target", default="sin", show_default=True,
               help="Output explained: sin (lateral component), cos, prediction, truth or an azimuth in degrees.")
-@click.option("--steps", type=int, default=32, show_default=True, help="Integrated Gradients steps.")
-@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/bast", show_default=True)
+@click.option("--steps", type=Int(1), default=32, show_default=True, help="Integrated Gradients steps.")
+@click.option("--out", type=OutDir(), default="xai-loc-results/bast", show_default=True)
 @click.pass_context
 def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, out) -> None:
     """Relevance of mirror-image test scenes (a sound at a and at 360 - a) by AttnLRP, Integrated
@@ -1002,15 +1116,15 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
 
 
 @binaural.command("explain")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("inputs", type=click.Path())
+@click.argument("checkpoint", type=InputFile())
+@click.argument("inputs", type=click.Path(exists=True))
 @click.option("--method", default=None, help="BAST only: attn_lrp (default), integrated_gradients, attention_rollout.")
 @click.option("--target", default=None,
               help="Explained output: cochcnn and cuenet: prediction (default) or a class index; bast: prediction, "
                    "sin, cos or an azimuth in degrees; tfcnn explains its azimuth output (no target).")
 @click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
-@click.option("--examples", type=int, default=None, help="Only the first N examples (windows) of INPUTS.")
-@click.option("--out", type=click.Path(file_okay=False), default="xai-loc-results/binaural-relevance",
+@click.option("--examples", type=Int(1), default=None, help="Only the first N examples (windows) of INPUTS.")
+@click.option("--out", type=OutDir(), default="xai-loc-results/binaural-relevance",
               show_default=True)
 @click.pass_context
 def binaural_explain(ctx, checkpoint, inputs, method, target, options, examples, out) -> None:

@@ -7,6 +7,8 @@ import platform
 from xai_loc.errors import InputError
 
 THREADS_ENV = "XAI_LOC_THREADS"
+#: Upper bound of the thread count (torch crashes when asked for tens of thousands).
+MAX_THREADS = 256
 
 
 def configure_threads(threads: int | None = None) -> int:
@@ -32,8 +34,8 @@ def configure_threads(threads: int | None = None) -> int:
         except ValueError:
             raise InputError(f"{THREADS_ENV}={raw!r} is not an integer; use a positive integer") from None
     if threads is not None:
-        if threads < 1:
-            raise InputError(f"threads={threads} is not allowed; use a positive integer")
+        if not 1 <= threads <= MAX_THREADS:
+            raise InputError(f"threads={threads} is not allowed; use an integer in [1, {MAX_THREADS}]")
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 
@@ -44,9 +46,13 @@ def resolve_device(device: str = "cpu"):
 
     if device == "cpu":
         return torch.device("cpu")
-    if device.startswith("cuda"):
+    index = device.removeprefix("cuda").removeprefix(":")
+    if device.startswith("cuda") and (device == "cuda" or (device[4] == ":" and index.isdigit())):
         if not torch.cuda.is_available():
             raise InputError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+        if index and int(index) >= torch.cuda.device_count():
+            raise InputError(f"device {device!r} does not exist; this machine has cuda:0 to "
+                             f"cuda:{torch.cuda.device_count() - 1}")
         return torch.device(device)
     raise InputError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N")
 

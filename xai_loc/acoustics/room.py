@@ -103,14 +103,20 @@ def check_t60(t60: float, room: ShoeBox | None = None) -> float:
     return t60
 
 
+#: SNR range (dB) a float32 simulation can represent: below it the noise overflows float32
+#: (10 ** (-SNR / 20) times the signal), above it the noise is far below float32 resolution.
+SNR_RANGE = (-60.0, 200.0)
+
+
 def check_snr(snr: float) -> float:
-    """Validate a signal-to-noise ratio in dB (finite)."""
+    """Validate a signal-to-noise ratio in dB (finite, within :data:`SNR_RANGE`)."""
+    low, high = SNR_RANGE
     try:
         snr = float(snr)
-    except (TypeError, ValueError):
-        raise InputError(f"SNR={snr!r} is not a number; give a finite value in dB") from None
-    if not math.isfinite(snr):
-        raise InputError(f"SNR={snr} dB is not allowed; give a finite value in dB")
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"SNR={snr!r} is not a number; give dB in [{low:g}, {high:g}]") from None
+    if not math.isfinite(snr) or not low <= snr <= high:
+        raise InputError(f"SNR={snr:g} dB is not allowed; give dB in [{low:g}, {high:g}]")
     return snr
 
 

@@ -46,7 +46,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -696,10 +695,9 @@ def explain_models(
 ) -> dict[str, xr.DataArray]:
     """Relevance stores (resumable, reused when they match) of models and their randomized copies.
 
-    Each model ``name`` is explained into
-    ``<data>.relevance/<name>-<method>[-<composite>][-<options>]-<target>.zarr`` with
-    :func:`~xai_loc.explain.explain_store`, its randomized copy (seed ``seed``) into the
-    same name with ``<name>-randomized<seed>``. Returns the opened relevance by estimator
+    Each model ``name`` and its randomized copy (seed ``seed``) are explained with
+    :func:`~xai_loc.explain.explain_store` into :func:`~xai_loc.explain.relevance_store_path`
+    (named by architecture and weight digest). Returns the opened relevance by estimator
     name (``name`` and ``'<name>-randomized'``), ready for ``run_tdoa(relevance=...)``.
     """
     from xai_loc.experiments.baselines import randomized_copy
@@ -712,12 +710,12 @@ def explain_models(
     out: dict[str, xr.DataArray] = {}
     for name, model in models.items():
         module, _ = resolve_model(model)
-        jobs = [(name, model, module, name)]
+        jobs = [(name, model, module)]
         if randomized_baseline:
             rmodel = randomized_copy(module, seed)
-            jobs.append((f"{name}-randomized", rmodel, rmodel, f"{name}-randomized{seed}"))
-        for key, source, mod, store_name in jobs:
-            path = relevance_store_path(data, Explainer(mod, **kw), store_name)
+            jobs.append((f"{name}-randomized", rmodel, rmodel))
+        for key, source, mod in jobs:
+            path = relevance_store_path(data, Explainer(mod, **kw))
             explain_store(source, data, path, batch_size=batch_size, device=device, progress=progress, **kw)
             out[key] = open_relevance(path)
     return out
@@ -848,7 +846,7 @@ def _range(value: Any) -> str:
 def write_tdoa_results(ds: xr.Dataset, folder: str | os.PathLike) -> dict[str, Path]:
     """Write the Dataset (``tdoa.nc``, netCDF) and its tables (``tdoa.md``, ``.csv``, ``.tex``;
     ``srp.csv``, ``srp.tex``) into ``folder``, each atomically; returns the paths by kind."""
-    from xai_loc.io import write_text_atomic
+    from xai_loc.io import write_dataset_atomic, write_text_atomic
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -856,16 +854,7 @@ def write_tdoa_results(ds: xr.Dataset, folder: str | os.PathLike) -> dict[str, P
     folder.mkdir(parents=True, exist_ok=True)
     tables = tdoa_tables(ds)
     store = folder / RESULT_FILES["store"]
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{store.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, store)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    paths = {"store": store}
+    paths = {"store": write_dataset_atomic(ds, store)}
     for key, text in tables.items():
         paths[key] = write_text_atomic(folder / RESULT_FILES[key], text)
     return paths
@@ -873,19 +862,11 @@ def write_tdoa_results(ds: xr.Dataset, folder: str | os.PathLike) -> dict[str, P
 
 def open_tdoa_results(path: str | os.PathLike) -> xr.Dataset:
     """Load a result written by :func:`write_tdoa_results` (the folder or the ``.nc`` file) into memory."""
-    import xarray as xr
+
+    from xai_loc.io import open_result
 
     path = Path(path)
     if path.is_dir():
         path = path / RESULT_FILES["store"]
-    if not path.exists():
-        raise InputError(f"TDOA results {str(path)!r} do not exist; run 'xai-loc tdoa' first")
-    try:
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
-            out = ds.load()
-    except Exception as err:  # h5py / xarray raise many types for foreign files
-        raise InputError(f"{path} is not a readable TDOA result ({type(err).__name__})") from None
-    if "delay" not in out or "anomalies_percent" not in out:
-        raise InputError(f"{path} is not a TDOA result (no 'delay' / 'anomalies_percent')")
-    return out
+    return open_result(path, "TDOA result", ("delay", "anomalies_percent"), rebuild="'xai-loc tdoa'")
 

@@ -84,6 +84,17 @@ class RelevanceAccessor:
             selected = selected.isel(window=np.argsort(selected["window_index"].values, kind="stable"))
         return selected
 
+    def check_mics(self, mics) -> np.ndarray:
+        """Microphone indices as an array, or one line naming the first that does not exist."""
+        picked = np.atleast_1d(np.asarray(mics))
+        n = self._da.sizes.get("mic", 0)
+        if picked.size == 0:
+            raise InputError(f"no microphones selected; give indices in [0, {n - 1}]")
+        bad = [int(m) for m in picked if not 0 <= m < n] if picked.dtype.kind in "iu" else list(picked)
+        if bad:
+            raise InputError(f"microphone {bad[0]} does not exist; give indices in [0, {n - 1}]")
+        return picked
+
     def as_audio(self, mics=None, peak: float = 0.99) -> np.ndarray:
         """The relevance as audio: windows joined along time, ``(samples, mics)`` float32.
 
@@ -95,7 +106,7 @@ class RelevanceAccessor:
             Absolute peak after normalization (the file's maximum; sign kept); 0 keeps
             the raw values.
         """
-        da = self._da if mics is None else self._da.isel(mic=np.atleast_1d(mics))
+        da = self._da if mics is None else self._da.isel(mic=self.check_mics(mics))
         audio = np.asarray(da.transpose("window", "time", "mic").values, dtype=np.float64)
         audio = audio.reshape(-1, audio.shape[-1])
         top = np.abs(audio).max() if audio.size else 0.0

@@ -57,6 +57,8 @@ CompositeFactory = Callable[..., Composite]
 
 #: name -> factory ``(model, **options) -> zennit.core.Composite``.
 COMPOSITES: dict[str, CompositeFactory] = {}
+#: name -> the architectures a family-specific composite is written for (absent: any model).
+COMPOSITE_ARCHITECTURES: dict[str, tuple[str, ...]] = {}
 
 #: Rules selectable for the first layer (the one that sees the waveform).
 FIRST_RULES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
@@ -64,16 +66,20 @@ FIRST_RULES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
 MAXPOOL_RULES = ("paper", "wta", "norm", "smooth")
 
 
-def register_composite(name: str) -> Callable[[CompositeFactory], CompositeFactory]:
+def register_composite(name: str, architectures: tuple[str, ...] | None = None
+                       ) -> Callable[[CompositeFactory], CompositeFactory]:
     """Decorator registering a composite factory under ``name``.
 
     The factory takes the model and keyword-only options with defaults; the defaults are
-    the options :func:`make_composite` accepts.
+    the options :func:`make_composite` accepts. ``architectures`` limits a family-specific
+    composite to the models it is written for (it would leave other models' layers uncovered).
     """
     def decorator(factory: CompositeFactory) -> CompositeFactory:
         if name in COMPOSITES:
             raise ValueError(f"composite name {name!r} is already registered")
         COMPOSITES[name] = factory
+        if architectures is not None:
+            COMPOSITE_ARCHITECTURES[name] = tuple(architectures)
         return factory
 
     return decorator
@@ -105,6 +111,11 @@ def make_composite(name: str, model: nn.Module, **options: Any) -> tuple[Composi
         For an unknown composite, option or option value.
     """
     factory = _factory(name)
+    arch = getattr(model, "arch_name", type(model).__name__)
+    if name in COMPOSITE_ARCHITECTURES and arch not in COMPOSITE_ARCHITECTURES[name]:
+        usable = [n for n in COMPOSITES if arch in COMPOSITE_ARCHITECTURES.get(n, (arch,))]
+        raise InputError(f"composite {name!r} is written for {', '.join(COMPOSITE_ARCHITECTURES[name])}, not {arch}; "
+                         f"allowed for {arch}: {', '.join(usable)}")
     params = resolve(option_defaults(factory), options, f"composite {name!r}")
     return factory(model, **params), params
 
@@ -279,7 +290,7 @@ def epsilon_gamma_box(model: nn.Module, *, epsilon: float = 1e-6, gamma: float =
 COCHCNN_CONV_RULES = ("gamma", "epsilon", "zplus")
 
 
-@register_composite("cochcnn")
+@register_composite("cochcnn", architectures=("cochcnn",))
 def cochcnn(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6, gamma: float = 0.25,
             stabilizer: float = 1e-6, maxpool: str = "wta", maxpool_power: float = 1.0) -> Composite:
     """The cochleagram CNN from logits to the waveform.

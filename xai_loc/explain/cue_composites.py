@@ -74,7 +74,7 @@ class CueEnergyShare(Hook):
         return (share * grad_output[0].sum(dim=1, keepdim=True),)
 
 
-@register_composite("tfcnn")
+@register_composite("tfcnn", architectures=("tfcnn",))
 def tfcnn_composite(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6, gamma: float = 0.25,
                     stabilizer: float = 1e-6) -> LayerMapComposite:
     """The TF-CNN from its output to the waveform (see the module docs).
@@ -101,7 +101,7 @@ def cue_bounds(cue_options: dict[str, Any]) -> dict[str, tuple[float, float]]:
     return {"itd": (-lag, lag), "ild": (-clip, clip), "ic": (0.0, 1.0)}
 
 
-@register_composite("cuenet")
+@register_composite("cuenet", architectures=("cuenet",))
 def cuenet_composite(model: nn.Module, *, first_rule: str = "zbox", conv_rule: str = "gamma", epsilon: float = 1e-6,
                      gamma: float = 0.25, stabilizer: float = 1e-6) -> Composite:
     """The cue network (or its ``classifier``) from logits to the cue map; see the module docs.

@@ -31,7 +31,6 @@ import numbers
 import os
 import pickle
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from xai_loc.errors import InputError
+from xai_loc.io import atomic_path
 from xai_loc.models.base import Localizer
 from xai_loc.models.registry import MODELS, build_model
 from xai_loc.runtime import resolve_device, software_versions
@@ -193,15 +193,8 @@ def save_checkpoint(
         tensors[key] = value.contiguous()
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -277,8 +270,16 @@ def load_model(path: PathLike, device: str | torch.device = "cpu") -> Localizer:
     problems = _state_dict_problems(model, state)
     if problems:
         raise InputError(f"checkpoint {path} does not match {card['architecture']}: {problems}")
+    _check_finite(state, path)
     model.load_state_dict(state, strict=True)  # copies into the float32 parameters
     return model.to(device).eval()
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: PathLike) -> None:
+    """Refuse weights with NaN or infinity: such a model's outputs and relevance are meaningless."""
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise InputError(f"checkpoint {path} has non-finite weights in {key} (NaN or inf); it cannot be used")
 
 
 def _read_paper_state_dict(src: Path) -> dict[str, Any]:
@@ -294,7 +295,7 @@ def _read_paper_state_dict(src: Path) -> dict[str, Any]:
                 "only plain state dicts of tensors are accepted"
             ) from None
         raise InputError(f"checkpoint {src} is not a PyTorch state dict or is corrupt") from None
-    except (RuntimeError, EOFError, OSError) as err:
+    except Exception as err:  # the weights-only unpickler fails with many types on foreign bytes
         raise InputError(f"checkpoint {src} is not a PyTorch state dict or is corrupt ({_first_line(err)})") from None
     if isinstance(state, dict):
         for key in WRAPPER_KEYS:
@@ -330,6 +331,7 @@ def load_paper_model(src: PathLike, arch: str, n_mics: int = 16, n_samples: int 
     problems = _state_dict_problems(model, state)
     if problems:
         raise InputError(f"checkpoint {src} does not fit {arch}: {problems}")
+    _check_finite(state, src)
     model.load_state_dict(state, strict=True)
     return model.float().eval()
 

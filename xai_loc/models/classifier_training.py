@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -41,6 +39,7 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
+from xai_loc.io import atomic_path
 from xai_loc.runtime import resolve_device
 
 __all__ = [
@@ -410,15 +409,8 @@ def _classify_cached(model: nn.Module, cache: np.ndarray, batch_size: int) -> np
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _batches(order: np.ndarray, size: int) -> list[np.ndarray]:

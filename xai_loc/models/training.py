@@ -28,7 +28,6 @@ import math
 import numbers
 import os
 import pickle
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
+from xai_loc.io import atomic_path
 from xai_loc.models.base import Localizer
 from xai_loc.models.checkpoint import file_digest, load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, as_window_set, predict, prefetched
@@ -303,15 +303,8 @@ class _Run:
 
     def save(self) -> None:
         """Write the state atomically (aside, then rename)."""
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.state_file.name}.", suffix=".tmp", dir=self.state_file.parent)
-        os.close(fd)
-        try:
+        with atomic_path(self.state_file) as tmp:
             torch.save(self._state(), tmp)
-            os.replace(tmp, self.state_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def _load(self) -> None:
         path = self.state_file

@@ -1,0 +1,192 @@
+"""Validated option types of the command line: one check per kind of value, one line per bad value.
+
+Each type raises :class:`~xai_loc.errors.InputError` naming the option (or environment
+variable), the value and what is allowed; the CLI prints it in one line with exit code 2.
+Paths are checked before any work starts, so a read-only file system or a path below a file
+ends before anything is written. Only light imports here (``xai-loc --help`` stays fast).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import click
+
+from xai_loc.errors import InputError
+
+__all__ = ["SEED", "SNR", "T60", "Device", "InputDir", "InputFile", "Int", "Number", "OutDir", "OutFile",
+           "check_out_dir", "data_root_default"]
+
+
+def _name(param: click.Parameter | None, ctx: click.Context | None) -> str:
+    """How the user gave the value: ``--out`` or ``XAI_LOC_DATA``."""
+    if param is None:
+        return "value"
+    if ctx is not None and param.name and param.envvar and \
+            ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT:
+        return str(param.envvar)
+    return param.opts[0] if param.opts else str(param.name)
+
+
+def check_out_dir(path: str | os.PathLike, what: str) -> Path:
+    """Check that folder ``path`` exists or can be created and written, without creating it."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():
+            raise InputError(f"{what} {str(path)!r} is not allowed: {str(probe)!r} is a broken link")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{what} {str(path)!r} is not allowed: {str(probe)!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {str(path)!r} is not writable: {str(probe)!r} is read-only; choose another folder")
+    return path
+
+
+class OutDir(click.ParamType):
+    """A folder to write into: it exists as a writable folder or can be created."""
+
+    name = "folder"
+
+    def convert(self, value, param, ctx):
+        return str(check_out_dir(value, _name(param, ctx)))
+
+
+class OutFile(click.ParamType):
+    """A file to write: not an existing folder, and its folder writable or creatable."""
+
+    name = "file"
+
+    def convert(self, value, param, ctx):
+        what = _name(param, ctx)
+        path = Path(value)
+        if path.is_dir():
+            raise InputError(f"{what} {str(path)!r} is a folder; give a file name")
+        check_out_dir(path.parent, what + " folder")
+        return str(path)
+
+
+class InputFile(click.ParamType):
+    """An existing, readable file."""
+
+    name = "file"
+
+    def convert(self, value, param, ctx):
+        what = _name(param, ctx)
+        path = Path(value)
+        if not path.exists():
+            raise InputError(f"{what} {str(path)!r} does not exist")
+        if not path.is_file():
+            raise InputError(f"{what} {str(path)!r} is not a file")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{what} {str(path)!r} is not readable")
+        return str(path)
+
+
+class InputDir(click.ParamType):
+    """An existing, readable folder."""
+
+    name = "folder"
+
+    def convert(self, value, param, ctx):
+        what = _name(param, ctx)
+        path = Path(value)
+        if not path.exists():
+            raise InputError(f"{what} {str(path)!r} does not exist")
+        if not path.is_dir():
+            raise InputError(f"{what} {str(path)!r} is not a folder")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise InputError(f"{what} {str(path)!r} is not readable")
+        return str(path)
+
+
+class Int(click.ParamType):
+    """An integer in ``[low, high]`` (either bound optional)."""
+
+    name = "integer"
+
+    def __init__(self, low: int | None = None, high: int | None = None):
+        self.low, self.high = low, high
+
+    def _allowed(self) -> str:
+        if self.high is None:
+            return f"an integer >= {self.low}"
+        return f"an integer in [{self.low}, {self.high}]" if self.low is not None else f"an integer <= {self.high}"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                raise InputError(f"{_name(param, ctx)} {value!r} is not an integer; use {self._allowed()}") from None
+        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+            raise InputError(f"{_name(param, ctx)} {number} is not allowed; use {self._allowed()}")
+        return number
+
+
+class Number(click.ParamType):
+    """A finite number in a range; ``open_low`` excludes the lower bound (e.g. a positive rate)."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, open_low: bool = False):
+        self.low, self.high, self.open_low = low, high, open_low
+
+    def _allowed(self) -> str:
+        low = "" if self.low is None else f"{'>' if self.open_low else '>='} {self.low:g}"
+        high = "" if self.high is None else f"<= {self.high:g}"
+        return "a finite number " + " and ".join(b for b in (low, high) if b) if (low or high) else "a finite number"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"{_name(param, ctx)} {value!r} is not a number; use {self._allowed()}") from None
+        low_bad = self.low is not None and (number <= self.low if self.open_low else number < self.low)
+        if not math.isfinite(number) or low_bad or (self.high is not None and number > self.high):
+            raise InputError(f"{_name(param, ctx)} {value} is not allowed; use {self._allowed()}")
+        return number
+
+
+class Device(click.ParamType):
+    """``cpu``, ``cuda`` or ``cuda:N``, checked against the machine before any work starts."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        from xai_loc.runtime import resolve_device
+
+        resolve_device(str(value))
+        return str(value)
+
+
+class _Checked(click.ParamType):
+    """A value checked by a library function (imported on use, so ``--help`` stays fast)."""
+
+    name = "number"
+
+    def __init__(self, module: str, function: str):
+        self.module, self.function = module, function
+
+    def convert(self, value, param, ctx):
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.function)(value)
+
+
+#: Reverberation time (s) and SNR (dB), checked as the simulator checks them.
+T60 = _Checked("xai_loc.acoustics.room", "check_t60")
+SNR = _Checked("xai_loc.acoustics.room", "check_snr")
+
+#: Seeds: numpy's generators take non-negative integers; torch's take 64 bits.
+SEED = Int(0, 2**63 - 1)
+
+
+def data_root_default() -> str:
+    """The data root when ``--data`` is not given: ``$XAI_LOC_DATA`` or ``./xai-loc-data``."""
+    return os.environ.get("XAI_LOC_DATA", "xai-loc-data")

@@ -274,10 +274,19 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
     """Convert one of the paper's released state dicts (FILE.pth) into an xai-loc checkpoint.
 
     Keys and shapes are checked strictly; files that need arbitrary unpickling are refused.
+    Prints the tensor count, the condition and a sanity forward pass on one noise window.
     """
-    from xai_loc.models import import_paper_checkpoint
+    import torch
 
-    click.echo(str(import_paper_checkpoint(file, arch, t60, snr, out)))
+    from xai_loc.models import import_paper_checkpoint, load_model
+
+    path = import_paper_checkpoint(file, arch, t60, snr, out)
+    model = load_model(path)
+    window = 0.01 * torch.randn(1, *model.input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pred = model(window)[0].tolist()
+    click.echo(f"{path}: {arch}, {len(model.state_dict())} tensors, trained at T60 {t60:g} s, SNR {snr:g} dB; "
+               f"one noise window -> ({', '.join(f'{v:.3f}' for v in pred)}) m")
 
 
 @main.command()
@@ -362,10 +371,11 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
     from xai_loc.data.scene import load_scene
     from xai_loc.data.store import simulate_dataset
     from xai_loc.io import write_text_atomic
-    from xai_loc.models import evaluate_checkpoint
+    from xai_loc.models import evaluate_checkpoint, load_model
 
     _setup(ctx)
     t60, snr = _condition(t60, snr, checkpoint)
+    load_model(checkpoint)  # a damaged or foreign checkpoint is refused before any data is simulated
     store = simulate_dataset(load_scene(scene), split, t60, snr, root=data, n_sources=n_sources,
                              progress=sys.stderr.isatty())
     result = evaluate_checkpoint(checkpoint, store, batch_size=batch_size, device=device,
@@ -1133,11 +1143,14 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, options, examples,
     waveforms (example, ear, time). Writes one netCDF file of labelled relevance per level
     (waveform, cochleagram, cues or spectrogram) with provenance attrs."""
     from xai_loc.explain.binaural import explain_ears, read_ear_signals, write_ear_relevance
-    from xai_loc.models import load_model
+    from xai_loc.explain.binaural import EXPLAINERS
+    from xai_loc.models import load_model, read_card
 
     _setup(ctx)
-    if examples is not None and examples < 1:
-        raise InputError(f"--examples {examples} is not allowed; use a positive integer")
+    arch = read_card(checkpoint).get("architecture")
+    if arch not in EXPLAINERS:
+        raise InputError(f"checkpoint {checkpoint} is a {arch} model; binaural explain takes {', '.join(EXPLAINERS)} "
+                         "(multichannel models: xai-loc explain)")
     model = load_model(checkpoint)
     waveforms = read_ear_signals(inputs, model.fs, model.n_samples)[:examples]
     extra = _parse_options(options)

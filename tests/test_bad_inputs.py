@@ -1,0 +1,233 @@
+"""An adversarial corpus of bad inputs, run through the CLI: every case ends with exit code 2,
+one line on stderr (click's own usage errors for malformed options may take three), no
+traceback, and no new or changed files.
+
+The corpus is a table: add a row for every bad input a user reports. The workspace is shared
+(module scope) and holds small real artefacts: a checkpoint, a binaural checkpoint, a tiny
+relevance store, text files posing as checkpoints and results, scene files. A read-only file
+system is imitated by making ``os.access`` refuse writes below ``ro/`` (the tests run as root
+on CI machines, where permission bits do not stop writes).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from xai_loc.cli import main
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
+
+BAD_TOML = {
+    "size-abc": 'name = "bad"\n[room]\nsize = "abc"\n[array]\npositions = [[1.0, 1.0, 1.0]]\n'
+                '[sources]\npositions = [[2.0, 2.0, 1.0]]\n',
+    "n-four": 'name = "bad"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
+              'linear = { n = "four", spacing = 0.1, center = [2.5, 2.0, 1.2] }\n[sources]\npositions = [[1.0, 1.0, 1.5]]\n',
+    "axis-5": 'name = "bad"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
+              'linear = { n = 4, spacing = 0.1, center = [2.5, 2.0, 1.2], axis = 5 }\n[sources]\npositions = [[1.0, 1.0, 1.5]]\n',
+    "window-big": 'name = "bad"\nwindow = "big"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
+                  'positions = [[1.0, 1.0, 1.0]]\n[sources]\npositions = [[2.0, 2.0, 1.0]]\n',
+    "sources-abc": 'name = "bad"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\npositions = [[1.0, 1.0, 1.0]]\n'
+                   '[sources]\npositions = "abc"\n',
+    "name-absolute": 'name = "/absolute/elsewhere"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
+                     'positions = [[1.0, 1.0, 1.0]]\n[sources]\npositions = [[2.0, 2.0, 1.0]]\n',
+    "name-dotdot": 'name = "../../x"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
+                   'positions = [[1.0, 1.0, 1.0]]\n[sources]\npositions = [[2.0, 2.0, 1.0]]\n',
+}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """The shared workspace with its artefacts."""
+    import torch
+    import xarray as xr
+    from safetensors.torch import save_file
+
+    from xai_loc.models import build_model, save_checkpoint
+    from xai_loc.models.checkpoint import CARD_KEY
+
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "afile").write_text("not a folder\n")
+    (root / "ro").mkdir()
+    (root / "text.pth").write_text("hello, I am not a checkpoint\n")
+    (root / "text.safetensors").write_text("hello, I am not a checkpoint either\n")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model("loccnn"), root / "loccnn.safetensors",
+                           {"condition": {"t60": 0.15, "snr": 25.0}})
+    # NaN weights: saving refuses them, so write the file the way a foreign tool would
+    from safetensors import safe_open
+    with safe_open(str(ckpt), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors["fc2.bias"][0] = float("nan")
+    save_file(tensors, str(root / "nan.safetensors"), metadata={CARD_KEY: meta[CARD_KEY]})
+    results = root / "results"
+    (results / "text").mkdir(parents=True)
+    (results / "text" / "perturbation.nc").write_text("not netCDF\n")
+    xr.Dataset({"mae_mean": ("p", np.arange(4.0))}).to_netcdf(root / "whole.nc", engine="h5netcdf")
+    blob = (root / "whole.nc").read_bytes()
+    (results / "truncated").mkdir()
+    (results / "truncated" / "perturbation.nc").write_bytes(blob[: len(blob) // 2])
+    for name, text in BAD_TOML.items():
+        (root / f"{name}.toml").write_text(text)
+    # a tiny relevance store, for listen
+    runner = CliRunner()
+    out = runner.invoke(main, ["--threads", "1", "explain", "--checkpoint", str(ckpt), "--sources", "1",
+                               "--data", str(root / "data"), "--batch-size", "8", "--option", "first_rule=flat"])
+    assert out.exit_code == 0, out.output
+    (root / "relevance").symlink_to(out.output.strip().splitlines()[-1])
+    return root
+
+
+#: (case id, arguments; ``{ws}`` is the workspace, ``{pre}`` the shipped checkpoints; environment).
+CASES = [
+    # paths below a file, on a read-only file system, or named by the environment
+    ("simulate-data-below-file", ["simulate", "--t60", "0.3", "--snr", "10", "--data", "{ws}/afile/x"], {}),
+    ("simulate-out-alias-ro", ["simulate", "--t60", "0.3", "--snr", "10", "--out", "{ws}/ro/x"], {}),
+    ("simulate-env-below-file", ["simulate", "--t60", "0.3", "--snr", "10"], {"XAI_LOC_DATA": "{ws}/afile/d"}),
+    ("train-data-ro", ["train", "--model", "loccnn", "--t60", "0.3", "--snr", "10", "--data", "{ws}/ro"], {}),
+    ("train-out-below-file", ["train", "--model", "loccnn", "--t60", "0.3", "--snr", "10",
+                              "--out", "{ws}/afile/m.safetensors"], {}),
+    ("explain-data-below-file", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--data", "{ws}/afile/d"], {}),
+    ("explain-out-ro", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--out", "{ws}/ro/r.zarr"], {}),
+    ("perturb-out-below-file", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--out", "{ws}/afile/r"], {}),
+    ("perturb-data-ro", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--data", "{ws}/ro/d"], {}),
+    ("tdoa-out-ro", ["tdoa", "--checkpoint", "{ws}/loccnn.safetensors", "--out", "{ws}/ro/r"], {}),
+    ("listen-out-below-file", ["listen", "{ws}/relevance", "--out", "{ws}/afile/w"], {}),
+    ("figures-below-file", ["figures", "{ws}/afile"], {}),
+    ("reproduce-out-ro", ["reproduce", "--quick", "--out", "{ws}/ro/r"], {}),
+    ("reproduce-data-below-file", ["reproduce", "--quick", "--data", "{ws}/afile/d"], {}),
+    ("import-out-below-file", ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10",
+                               "--out", "{ws}/afile/x.safetensors", "{ws}/text.pth"], {}),
+    ("evaluate-json-ro", ["evaluate", "{ws}/loccnn.safetensors", "--json", "{ws}/ro/e.json"], {}),
+    ("binaural-simulate-data-ro", ["binaural", "simulate", "--data", "{ws}/ro"], {}),
+    ("binaural-train-out-below-file", ["binaural", "train", "--out", "{ws}/afile/c.safetensors"], {}),
+    ("binaural-cues-out-ro", ["binaural", "cues", "--out", "{ws}/ro/c"], {}),
+    ("tfcnn-train-data-below-file", ["binaural", "tfcnn", "train", "--data", "{ws}/afile/d"], {}),
+    ("tfcnn-probe-out-ro", ["binaural", "tfcnn", "probe", "--out", "{ws}/ro/p"], {}),
+    ("cuenet-train-data-ro", ["binaural", "cuenet", "train", "--data", "{ws}/ro"], {}),
+    ("cuenet-probe-out-below-file", ["binaural", "cuenet", "probe", "--out", "{ws}/afile/p"], {}),
+    ("bast-train-out-ro", ["binaural", "bast", "train", "--out", "{ws}/ro/b.safetensors"], {}),
+    ("bast-table-out-below-file", ["binaural", "bast", "table", "--out", "{ws}/afile/t"], {}),
+    ("bast-explain-out-ro", ["binaural", "bast", "explain", "--out", "{ws}/ro/e"], {}),
+    ("binaural-explain-out-ro", ["binaural", "explain", "{pre}/cochcnn_default.safetensors", "{ws}/afile",
+                                 "--out", "{ws}/ro/e"], {}),
+    # devices, seeds, counts, threads
+    ("train-cuda", ["train", "--model", "loccnn", "--t60", "0.3", "--snr", "10", "--device", "cuda"], {}),
+    ("reproduce-cuda", ["reproduce", "--quick", "--device", "cuda"], {}),
+    ("explain-device-word", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--device", "cuda:x"], {}),
+    ("simulate-seed-negative", ["simulate", "--t60", "0.3", "--snr", "10", "--seed", "-1"], {}),
+    ("perturb-seed-negative", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--seed", "-1"], {}),
+    ("binaural-simulate-seed-word", ["binaural", "simulate", "--seed", "one"], {}),
+    ("cues-batch-size-0", ["binaural", "cues", "--batch-size", "0"], {}),
+    ("cuenet-examples-0", ["binaural", "cuenet", "probe", "--examples", "0"], {}),
+    ("bast-heads-0", ["binaural", "bast", "train", "--heads", "0"], {}),
+    ("bast-steps-0", ["binaural", "bast", "explain", "--steps", "0"], {}),
+    ("ig-steps-0", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--method", "integrated_gradients",
+                    "--option", "n_steps=0"], {}),
+    ("threads-huge", ["--threads", "65536", "info"], {}),
+    ("threads-zero", ["--threads", "0", "info"], {}),
+    ("threads-env-word", ["info"], {"XAI_LOC_THREADS": "many"}),
+    ("sources-zero", ["simulate", "--t60", "0.3", "--snr", "10", "--sources", "0"], {}),
+    ("epochs-negative", ["binaural", "tfcnn", "train", "--epochs", "-2"], {}),
+    ("lr-nan", ["train", "--model", "loccnn", "--t60", "0.3", "--snr", "10", "--lr", "nan"], {}),
+    ("max-minutes-inf", ["binaural", "bast", "train", "--max-minutes", "inf"], {}),
+    # conditions
+    ("snr-huge", ["simulate", "--t60", "0.3", "--snr", "1e300"], {}),
+    ("snr-very-negative", ["simulate", "--t60", "0.3", "--snr", "-1000"], {}),
+    ("t60-negative", ["simulate", "--t60", "-1", "--snr", "10"], {}),
+    ("t60-word", ["perturb", "--t60", "long", "--snr", "10"], {}),
+    ("perturb-no-condition", ["perturb"], {}),
+    # lists and choices
+    ("modes-empty", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--modes", ""], {}),
+    ("modes-comma", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--modes", ","], {}),
+    ("modes-twice", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--modes", "random,random"], {}),
+    ("modes-unknown", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--modes", "loudest"], {}),
+    ("percentages-word", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--percentages", "ten"], {}),
+    ("percentages-over-100", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--percentages", "0,120"], {}),
+    ("listen-mic-99", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--mics", "99"], {}),
+    ("listen-mic-negative", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--mics", "-1"], {}),
+    ("listen-source-unknown", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--sources", "9999"], {}),
+    ("composite-of-other-family", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--composite", "cochcnn"], {}),
+    ("audit-composite-of-other-family", ["audit", "{ws}/loccnn.safetensors", "--composite", "tfcnn"], {}),
+    ("option-unknown", ["tdoa", "--checkpoint", "{ws}/loccnn.safetensors", "--option", "colour=red"], {}),
+    ("option-malformed", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--option", "epsilon"], {}),
+    # files that are not what they claim
+    ("import-text-pth", ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10", "{ws}/text.pth",
+                         "--out", "{ws}/x.safetensors"], {}),
+    ("import-missing", ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10", "{ws}/none.pth"], {}),
+    ("evaluate-text-checkpoint", ["evaluate", "{ws}/text.safetensors"], {}),
+    ("evaluate-nan-weights", ["evaluate", "{ws}/nan.safetensors"], {}),
+    ("explain-nan-weights", ["explain", "--checkpoint", "{ws}/nan.safetensors"], {}),
+    ("evaluate-binaural-checkpoint", ["evaluate", "{pre}/cochcnn_default.safetensors"], {}),
+    ("perturb-binaural-checkpoint", ["perturb", "--checkpoint", "{pre}/tfcnn_default.safetensors"], {}),
+    ("binaural-explain-multichannel", ["binaural", "explain", "{ws}/loccnn.safetensors", "{ws}/afile"], {}),
+    ("figures-text-nc", ["figures", "{ws}/results/text"], {}),
+    ("figures-truncated-nc", ["figures", "{ws}/results/truncated"], {}),
+    ("figures-empty-folder", ["figures", "{ws}/ro"], {}),
+    ("listen-not-a-store", ["listen", "{ws}/ro", "--out", "{ws}/w"], {}),
+    ("reproduce-pretrained-missing", ["reproduce", "--quick", "--pretrained", "{ws}/nowhere"], {}),
+    ("models-list-dir-missing", ["models", "list", "--dir", "{ws}/nowhere"], {}),
+    # scenes: malformed fields and names that would leave the data root
+    *[(f"scene-{name}", ["simulate", "--t60", "0.3", "--snr", "10", "--scene", f"{{ws}}/{name}.toml",
+                         "--data", "{ws}/d"], {}) for name in BAD_TOML],
+    ("scene-empty-name", ["simulate", "--t60", "0.3", "--snr", "10", "--scene", "", "--data", "{ws}/d"], {}),
+    ("scene-missing-file", ["simulate", "--t60", "0.3", "--snr", "10", "--scene", "{ws}/no.toml"], {}),
+]
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.mark.parametrize("case, args, env", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(ws, monkeypatch, case, args, env):
+    real_access = os.access
+
+    def access(path, mode, *a, **k):  # imitate a read-only file system below ws/ro
+        if mode & os.W_OK and str(Path(path).absolute()).startswith(str(ws / "ro")):
+            return False
+        return real_access(path, mode, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.chdir(ws)
+    monkeypatch.setenv("XAI_LOC_PRETRAINED", str(PRETRAINED))
+    fill = {"ws": str(ws), "pre": str(PRETRAINED)}
+    args = [a.format(**fill) for a in args]
+    env = {k: v.format(**fill) for k, v in env.items()}
+    before = _snapshot(ws)
+    pinned = args[0] == "--threads" or "XAI_LOC_THREADS" in env
+    result = CliRunner().invoke(main, args if pinned else ["--threads", "1", *args], env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2, (case, result.output, result.exception)
+    assert "Traceback" not in result.output
+    if lines and lines[0].startswith("Usage:"):  # click's own usage error
+        assert len(lines) <= 3 and lines[-1].startswith("Error:"), result.stderr
+    else:
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert _snapshot(ws) == before, f"{case} changed files"
+
+
+def test_the_corpus_covers_every_command():
+    """Every command of the CLI has at least one bad-input case."""
+    import click
+
+    def leaves(group, prefix=()):
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                yield from leaves(cmd, (*prefix, name))
+            else:
+                yield (*prefix, name)
+
+    covered = {tuple(a for a in args if not a.startswith("-") and "{" not in a)[:3] for _, args, _ in CASES}
+    missing = [" ".join(c) for c in leaves(main) if not any(cov[:len(c)] == c for cov in covered)]
+    assert missing == [], missing

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import sys
 
 import click
 
@@ -233,7 +232,7 @@ def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech,
     corpus = SpeechCorpus.from_folder(speech, fs=scn.room.fs) if speech else None
     options = {"mode": mode} if backend == "torch" else {}
     path = simulate_dataset(scn, split, t60, snr, root=out, n_sources=n_sources, corpus=corpus, seed=seed,
-                            backend=backend, device=device, rir_options=options, progress=sys.stderr.isatty())
+                            backend=backend, device=device, rir_options=options, progress=True)
     click.echo(str(path))
 
 
@@ -339,9 +338,9 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, **knobs) 
     config = TrainConfig(**knobs)
     sim_device = config.device if config.device.startswith("cuda") else "cpu"
     stores = {split: simulate_dataset(scn, split, t60, snr, root=root, n_sources=n_sources, device=sim_device,
-                                      progress=sys.stderr.isatty()) for split in ("train", "val")}
+                                      progress=True) for split in ("train", "val")}
     out = Path(out) if out else root / "runs" / scn.name / f"{arch}_{condition_name(t60, snr)}.safetensors"
-    path = train_model(arch, stores["train"], stores["val"], out, config, progress=sys.stderr.isatty(),
+    path = train_model(arch, stores["train"], stores["val"], out, config, progress=True,
                        init_from=init_from)
     click.echo(str(path))
 
@@ -377,9 +376,9 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
     t60, snr = _condition(t60, snr, checkpoint)
     load_model(checkpoint)  # a damaged or foreign checkpoint is refused before any data is simulated
     store = simulate_dataset(load_scene(scene), split, t60, snr, root=data, n_sources=n_sources,
-                             progress=sys.stderr.isatty())
+                             progress=True)
     result = evaluate_checkpoint(checkpoint, store, batch_size=batch_size, device=device,
-                                 progress=sys.stderr.isatty())
+                                 progress=True)
     click.echo(result.to_text())
     if json_out:
         write_text_atomic(json_out, json.dumps(result.to_dict(), indent=2))
@@ -426,9 +425,9 @@ def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options,
     model = _checkpoint(arch, t60, snr, checkpoint)
     _check_explanation([model], method, composite, target, _parse_options(options))
     store = simulate_dataset(load_scene(scene), split, t60, snr, root=data, n_sources=n_sources, device=device,
-                             progress=sys.stderr.isatty())
+                             progress=True)
     path = explain_store(model, store, out, method=method, target=target, composite=composite,
-                         batch_size=batch_size, device=device, progress=sys.stderr.isatty(),
+                         batch_size=batch_size, device=device, progress=True,
                          **_parse_options(options))
     click.echo(str(path))
 
@@ -594,12 +593,12 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
     folder = Path(check_out_dir(out or Path("xai-loc-results") / condition_name(t60, snr), "--out"))
     _check_explanation(models.values(), method, composite, target, _parse_options(options))
     store = simulate_dataset(paper_scene(), "test", t60, snr, root=data, n_sources=n_sources, device=device,
-                             progress=sys.stderr.isatty())
+                             progress=True)
     timing: dict = {}
     result = run_perturbation(models, store, percentages=pcts, modes=modes, timing=timing,
                               method=method, composite=composite, target=target, fill=fill,
                               randomized_baseline=randomized, seed=seed, batch_size=batch_size, device=device,
-                              progress=sys.stderr.isatty(), **_parse_options(options))
+                              progress=True, **_parse_options(options))
     write_dataset_atomic(result, folder / "perturbation.nc")
     write_text_atomic(folder / "perturbation.timing.json", json.dumps(timing, indent=2, sort_keys=True))
     plot_perturbation(result, folder / "perturbation")
@@ -645,11 +644,11 @@ def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, 
     _check_explanation(models.values(), method, composite, target,
                        {**_parse_options(options), **({"first_rule": first_rule} if first_rule else {})})
     store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
-                             progress=sys.stderr.isatty())
+                             progress=True)
     opts = _parse_options(options)
     common = {"method": method, "composite": composite, "target": target, "first_rule": first_rule,
               "randomized_baseline": randomized, "seed": seed, "batch_size": batch_size, "device": device,
-              "progress": sys.stderr.isatty()}
+              "progress": True}
     relevance = explain_models(models, store, **common, **opts)
     result = run_tdoa(models, store, pairs=pairs, relevance=relevance, srp=srp, srp_max_windows=srp_windows,
                       **common, **opts)
@@ -754,7 +753,7 @@ def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_
 
     _setup(ctx)
     spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
-    click.echo(str(simulate_binaural(spec, split, root=data, device=device, progress=sys.stderr.isatty())))
+    click.echo(str(simulate_binaural(spec, split, root=data, device=device, progress=True)))
 
 
 @binaural.command("train")
@@ -791,7 +790,7 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
                               device=device, label_sigma=label_sigma)
     out = Path(out) if out else Path(data or default_root()) / "runs" / f"cochcnn_{spec.name}.safetensors"
     path = train_on_spec(spec, out, root=data, model_config={"layers": layers, "head": head}, config=config,
-                         dtype=dtype, progress=sys.stderr.isatty())
+                         dtype=dtype, progress=True)
     card = read_card(path)
     click.echo(f"{path}: {card['training']['epochs']} epochs, "
                f"{describe_test_metrics((card.get('metrics') or {}).get('test') or {})}")
@@ -826,9 +825,9 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     _setup(ctx)
     model = checkpoint or str(pretrained_dir() / "cochcnn_default.safetensors")
     spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
-    store = simulate_binaural(spec, "test", root=data, device=device, progress=sys.stderr.isatty()) \
+    store = simulate_binaural(spec, "test", root=data, device=device, progress=True) \
         if behaviour else None
-    progress = sys.stderr.isatty()
+    progress = True
     paths = list(run_cue_probe(model, out, relevance=relevance, n_tokens=tokens, response=response,
                                batch_size=batch_size, device=device, seed=seed, progress=progress,
                                **_parse_options(options)).values())
@@ -891,10 +890,10 @@ def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width,
     _setup(ctx)
     spec = _tfcnn_spec(n_train, test_per_azimuth, seed)
     config = TFCNNTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes)
-    paths = render_scenes(spec, data, progress=sys.stderr.isatty())
+    paths = render_scenes(spec, data, progress=True)
     out = Path(out) if out else Path(data or default_root()) / "runs" / f"tfcnn_{spec.name}.safetensors"
     path = train_tfcnn(paths["train"], out, test_scenes=paths["test"], model_config={"width": width, "head": head},
-                       config=config, progress=sys.stderr.isatty())
+                       config=config, progress=True)
     click.echo(str(path))
 
 
@@ -916,7 +915,7 @@ def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint,
 
     _setup(ctx)
     spec = _tfcnn_spec(n_train, test_per_azimuth, seed)
-    scenes = render_scenes(spec, data, progress=sys.stderr.isatty(), splits=("test",))["test"]
+    scenes = render_scenes(spec, data, progress=True, splits=("test",))["test"]
     model = checkpoint or str(pretrained_dir() / "tfcnn_default.safetensors")
     paths = run_ipd_ild_probe(model, scenes, out, snrs=snrs or None, n_examples=examples, seed=seed,
                               **_parse_options(options))
@@ -979,10 +978,10 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
     spec = _cue_spec(train_per_utterance, test_per_utterance, seed)
     config = ClassifierConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes,
                               label_sigma=label_sigma)
-    test = simulate_cue_scenes(spec, "test", root=data, progress=sys.stderr.isatty())
-    train = simulate_cue_scenes(spec, "train", root=data, progress=sys.stderr.isatty())
+    test = simulate_cue_scenes(spec, "test", root=data, progress=True)
+    train = simulate_cue_scenes(spec, "train", root=data, progress=True)
     out = Path(out) if out else Path(data or default_root()) / "runs" / f"{spec.name}_s{seed}.safetensors"
-    click.echo(str(train_cuenet(train, out, test_store=test, config=config, progress=sys.stderr.isatty())))
+    click.echo(str(train_cuenet(train, out, test_store=test, config=config, progress=True)))
 
 
 @binaural_cuenet.command("probe")
@@ -1008,7 +1007,7 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
 
     _setup(ctx)
     test = simulate_cue_scenes(_cue_spec(train_per_utterance, test_per_utterance, seed), "test", root=data,
-                               progress=sys.stderr.isatty())
+                               progress=True)
     model = checkpoint or str(pretrained_dir() / "cuenet_default.safetensors")
     result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, **_parse_options(options))
     for path in result["paths"].values():
@@ -1073,7 +1072,7 @@ def binaural_bast_train(ctx, n_sounds, seed, data, integration, share_weights, l
     path, card = fit_bast(_bast_spec(n_sounds, seed), out, root=data, integration=integration,
                           share_weights=share_weights, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr,
                           dim=dim, depth=depth, heads=heads, seed=seed, max_minutes=max_minutes,
-                          progress=sys.stderr.isatty())
+                          progress=True)
     click.echo(f"{path}: {describe_test_metrics(card['metrics']['test'], 'bast')}")
 
 
@@ -1091,7 +1090,7 @@ def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
 
     _setup(ctx)
     table = run_bast_table(out, spec=_bast_spec(n_sounds, seed), root=data, loss=loss, epochs=epochs, seed=seed,
-                           progress=sys.stderr.isatty())
+                           progress=True)
     click.echo(markdown_table(table))
 
 
@@ -1115,7 +1114,7 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
     from xai_loc.models.zoo import pretrained_dir
 
     _setup(ctx)
-    scenes = load_bast_scenes(_bast_spec(n_sounds, seed), "test", root=data, progress=sys.stderr.isatty())
+    scenes = load_bast_scenes(_bast_spec(n_sounds, seed), "test", root=data, progress=True)
     model = checkpoint or str(pretrained_dir() / "bast_default.safetensors")
     try:
         target = float(target)
@@ -1142,8 +1141,7 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, options, examples,
     file at the model's rate (cut into windows of its input length) or a store with
     waveforms (example, ear, time). Writes one netCDF file of labelled relevance per level
     (waveform, cochleagram, cues or spectrogram) with provenance attrs."""
-    from xai_loc.explain.binaural import explain_ears, read_ear_signals, write_ear_relevance
-    from xai_loc.explain.binaural import EXPLAINERS
+    from xai_loc.explain.binaural import EXPLAINERS, explain_ears, read_ear_signals, write_ear_relevance
     from xai_loc.models import load_model, read_card
 
     _setup(ctx)

@@ -251,13 +251,13 @@ def run_perturbation(
     import json
 
     import xarray as xr
-    from tqdm.auto import tqdm
 
     from xai_loc import __version__
     from xai_loc.data.store import open_signals
     from xai_loc.experiments.baselines import randomized_copy
     from xai_loc.explain import Explainer
     from xai_loc.models.evaluation import localization_errors
+    from xai_loc.progress import tqdm
 
     percentages = check_percentages(percentages)
     ds = open_signals(data)

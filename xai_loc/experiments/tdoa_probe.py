@@ -407,12 +407,12 @@ def run_tdoa(
         data, seed, versions).
     """
     import xarray as xr
-    from tqdm.auto import tqdm
 
     from xai_loc import __version__
     from xai_loc.experiments.baselines import randomized_copy
     from xai_loc.experiments.srp import srp_phat_map
     from xai_loc.explain.attribute import Explainer, dataset_inputs, model_digest, resolve_model
+    from xai_loc.progress import tqdm
     from xai_loc.runtime import software_versions
 
     ds, data_label = _open_data(data)

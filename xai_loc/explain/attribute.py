@@ -395,7 +395,8 @@ def explain(
         ``relevance (window, mic, time)`` with the coords and attrs of the module docs.
     """
     import xarray as xr
-    from tqdm.auto import tqdm
+
+    from xai_loc.progress import tqdm
 
     if isinstance(windows, xr.DataArray) and windows.dims == ("window", "mic", "time"):
         windows = windows.to_dataset(name="signals")

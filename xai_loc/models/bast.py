@@ -507,7 +507,7 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
     dict
         The recipe and ``epochs`` run, ``wall_seconds``, ``cpu_seconds``, ``loss_history`` (mean loss per epoch).
     """
-    from tqdm.auto import tqdm
+    from xai_loc.progress import tqdm
 
     if loss not in LOSSES:
         raise InputError(f"loss={loss!r} is not allowed; use one of {', '.join(LOSSES)}")

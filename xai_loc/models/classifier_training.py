@@ -159,7 +159,7 @@ def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def predict_logits(model: nn.Module, waveforms, batch_size: int = 32, device: str | torch.device = "cpu",
                    progress: bool = False) -> np.ndarray:
     """Logits ``(n, n_classes)`` float32 of waveforms ``(n, 2, T)`` (array, tensor or DataArray)."""
-    from tqdm.auto import tqdm
+    from xai_loc.progress import tqdm
 
     device = device if isinstance(device, torch.device) else resolve_device(str(device))
     if hasattr(waveforms, "dims") and hasattr(waveforms, "values"):
@@ -359,7 +359,7 @@ def feature_cache(features, waveforms, shape: tuple[int, ...], batch_size: int =
     waveforms
         ``(n, 2, T)`` array or DataArray.
     """
-    from tqdm.auto import tqdm
+    from xai_loc.progress import tqdm
 
     n = len(waveforms)  # a (lazy) DataArray is read batch by batch, never whole
     out = np.empty((n, *shape), dtype=np.float16)
@@ -453,13 +453,13 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
         float16 check.
     """
     import xarray as xr
-    from tqdm.auto import tqdm
 
     from xai_loc.data.binaural_store import BinauralSpec, open_binaural
     from xai_loc.models.checkpoint import save_checkpoint
     from xai_loc.models.cochleagram_cnn import labels_for
     from xai_loc.models.registry import build_model
     from xai_loc.models.training import _determinism, _device_name, _seeded, state_path
+    from xai_loc.progress import tqdm
 
     started = time.monotonic()
     config = ClassifierConfig() if config is None else config

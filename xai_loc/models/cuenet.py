@@ -285,12 +285,11 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
         (:data:`~xai_loc.models.classifier_training.FP16_TOLERANCE`), else float32; the card
         holds condition, spec of the data, recipe, history, training minutes and test metrics.
     """
-    from tqdm.auto import tqdm
-
     from xai_loc.data.cue_scenes import CueSceneSpec, open_cue_scenes
     from xai_loc.models.checkpoint import save_checkpoint
     from xai_loc.models.classifier_training import FP16_TOLERANCE, ClassifierConfig, _batches, over_budget, soft_targets
     from xai_loc.models.training import _determinism, _seeded
+    from xai_loc.progress import tqdm
 
     config = ClassifierConfig() if config is None else config
     out = Path(out)

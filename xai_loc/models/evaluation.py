@@ -227,7 +227,7 @@ def predict(model: nn.Module, windows, batch_size: int = 100, device: str | torc
     ``windows`` is a :class:`WindowSet`, a store path or an ``xarray.Dataset``. The model
     is run in eval mode on ``device`` (it is moved there) and left in the mode it was in.
     """
-    from tqdm.auto import tqdm
+    from xai_loc.progress import tqdm
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
@@ -366,7 +366,8 @@ class Evaluation:
         lines.append(f"{'skill vs baseline':22s}{'':24s}" + "".join(
             f"{v:8.3f}" if v is not None else f"{'-':>8s}" for v in (sk["mae"], sk["euclidean"])))
         centre = ", ".join(f"{v:.3f}" for v in s["baseline"]["position"])
-        lines += [f"baseline: every window predicted at ({centre}) m; skill = 1 - model / baseline", ""]
+        lines += [f"baseline: every window predicted at ({centre}) m, the centroid of the {s['n_sources']} sources "
+                  "scored here (fitted on their own labels); skill = 1 - model / baseline", ""]
         table = self.per_source()
         order = np.argsort(-table["euclidean"], kind="stable")
         shown = order if max_sources is None else order[:max_sources]

@@ -156,13 +156,13 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
         ``out``; its card holds the condition, recipe, history, timing and test scores.
     """
     import xarray as xr
-    from tqdm.auto import tqdm
 
     from xai_loc.data.ipd_ild_scenes import open_scenes
     from xai_loc.models.checkpoint import save_checkpoint
     from xai_loc.models.classifier_training import _save_atomic, over_budget
     from xai_loc.models.tfcnn import TFCNN
     from xai_loc.models.training import _determinism, _device_name, _seeded, state_path
+    from xai_loc.progress import tqdm
 
     config = TFCNNTrainConfig() if config is None else config
     out = Path(out)

@@ -336,7 +336,7 @@ class _Run:
         return rng.permutation(order[starts + rng.integers(counts)])
 
     def _train_epoch(self, rng: np.random.Generator, progress: bool) -> float:
-        from tqdm.auto import tqdm
+        from xai_loc.progress import tqdm
 
         picks = self._epoch_picks(rng)
         parts = _train_batches(picks, self.config.batch_size)
@@ -392,7 +392,7 @@ class _Run:
 
     def fit(self, progress: bool, started: float) -> None:
         """Run epochs until a stop rule holds."""
-        from tqdm.auto import tqdm
+        from xai_loc.progress import tqdm
 
         bar = tqdm(total=self.config.max_epochs, initial=self.epoch, disable=not progress,
                    desc=f"train {self.arch}", unit="epoch")

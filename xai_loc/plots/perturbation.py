@@ -66,6 +66,8 @@ def perturbation_table(results) -> str:
             lines.append(f"| {mode} | " + " | ".join(f"{v:.3f}" for v in row)
                          + f" | {float(results['aopc'].sel(model=model, mode=mode)):.4f} |")
         lines.append("")
-    lines.append(f"Constant predictor at the centroid of the sources: {float(results['baseline_mae_mean']):.3f} m "
-                 "per coordinate.")
+    fitted = f"the {int(results.attrs['n_sources'])} sources scored here" if "n_sources" in results.attrs \
+        else "the sources scored here"
+    lines.append(f"Constant predictor at the centroid of {fitted} (fitted on their own labels): "
+                 f"{float(results['baseline_mae_mean']):.3f} m per coordinate.")
     return "\n".join(lines) + "\n"

@@ -231,3 +231,70 @@ def test_the_corpus_covers_every_command():
     covered = {tuple(a for a in args if not a.startswith("-") and "{" not in a)[:3] for _, args, _ in CASES}
     missing = [" ".join(c) for c in leaves(main) if not any(cov[:len(c)] == c for cov in covered)]
     assert missing == [], missing
+
+
+# --------------------------------------------------------------------------------------
+# kill -9 and resume: the store is never read half-written, and the resumed one is byte-identical
+# --------------------------------------------------------------------------------------
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _kill_when(args: list[str], cwd: Path, ready) -> bool:
+    """Run the CLI in a process and SIGKILL it as soon as ``ready()`` holds; whether it was killed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "from xai_loc.cli import main; main()", *args], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    return proc.wait() == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("moment", ["creation", "data"])
+def test_simulate_killed_then_resumed_is_byte_identical(tmp_path, moment):
+    args = ["--threads", "1", "simulate", "--t60", "0.15", "--snr", "20", "--sources", "3"]
+    assert CliRunner().invoke(main, [*args, "--data", str(tmp_path / "ref")]).exit_code == 0
+    reference = next((tmp_path / "ref").rglob("*.zarr"))
+    run = tmp_path / "run"
+    if moment == "creation":  # killed while the partial store is being laid out
+        def ready():
+            return any(run.rglob("*.zarr.partial"))
+    else:  # killed after some windows are safely written
+        def ready():
+            return any('"windows_written": 0' not in p.read_text() for p in run.rglob("*.progress.json")
+                       if p.stat().st_size)
+    assert _kill_when([*args, "--data", str(run)], tmp_path, ready)
+    assert not any(run.rglob("*.zarr"))  # nothing under the final name
+    result = CliRunner().invoke(main, [*args, "--data", str(run)])
+    assert result.exit_code == 0, result.output
+    resumed = next(run.rglob("*.zarr"))
+    assert _tree_bytes(resumed) == _tree_bytes(reference)
+    assert not [p for p in run.rglob("*") if p.name.endswith((".lock", ".partial", ".progress.json"))]
+
+
+def test_explain_killed_then_resumed_is_byte_identical(ws, tmp_path):
+    ckpt = ws / "loccnn.safetensors"
+    args = ["--threads", "1", "explain", "--checkpoint", str(ckpt), "--sources", "2", "--batch-size", "2"]
+    data = tmp_path / "data"
+    ref = CliRunner().invoke(main, [*args, "--data", str(data), "--out", str(tmp_path / "ref.zarr")])
+    assert ref.exit_code == 0, ref.output
+    out = tmp_path / "run.zarr"
+
+    def ready():
+        progress = tmp_path / "run.zarr.progress.json"
+        return progress.exists() and progress.stat().st_size and '"windows_written": 0' not in progress.read_text()
+
+    assert _kill_when([*args, "--data", str(data), "--out", str(out)], tmp_path, ready)
+    assert not out.exists()
+    result = CliRunner().invoke(main, [*args, "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert _tree_bytes(out) == _tree_bytes(tmp_path / "ref.zarr")

@@ -189,18 +189,18 @@ def reliance_table(relevance) -> Any:
     """
     import xarray as xr
 
-    rel = relevance["relevance"]
+    rel = relevance["relevance"].astype(np.float64)  # shares sum to 1 to float64 accuracy
     magnitude = np.abs(rel).sum(("cue", "band"))
     ok = magnitude > 1e-12
     abs_share = (np.abs(rel) / magnitude).where(ok).mean("example")
-    fusion = relevance["fusion_relevance"]
+    fusion = relevance["fusion_relevance"].astype(np.float64)
     fusion_share = (fusion / np.abs(fusion).sum("cue")).where(ok).mean("example")
     winner = abs_share.argmax("cue")
     logit = relevance["logit"]
     to_logit = (rel.sum(("cue", "band")) / logit).where(np.abs(logit) > 1e-12).median("example")
     out = {"share": (rel / magnitude).where(ok).mean("example"), "abs_share": abs_share,
            "cue_abs_share": abs_share.sum("band"), "fusion_share": fusion_share,
-           "attention_mean": relevance["attention"].mean("example"),
+           "attention_mean": relevance["attention"].astype(np.float64).mean("example"),
            "reliance": ("band", abs_share["cue"].values[winner.values]), "map_to_logit": to_logit}
     coords = {"frequency": relevance["frequency"]}
     if "azimuth" in relevance.coords:
@@ -334,9 +334,7 @@ def plot_cue_probe(table, path: str | Path | None = None):
 
     Returns the matplotlib figure; with ``path`` it is written there atomically and closed.
     """
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     by_side = "attention_by_laterality" in table

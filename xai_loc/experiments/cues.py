@@ -294,11 +294,11 @@ def duplex_probe(
         ``itd_weight``, ``ild_weight`` per band.
     """
     import xarray as xr
-    from tqdm.auto import tqdm
 
     from xai_loc.acoustics.binaural import anechoic_rirs, spatialize
     from xai_loc.acoustics.hrtf import load_hrtf
     from xai_loc.data.binaural_store import REFERENCE_RMS
+    from xai_loc.progress import tqdm
     from xai_loc.runtime import resolve_device
 
     head = _head_of(model, head)
@@ -529,12 +529,12 @@ def relevance_view(model, *, bands: Sequence[str] = ("low", "high", "wide"),
         ``lag_slope_r`` the correlation.
     """
     import xarray as xr
-    from tqdm.auto import tqdm
 
     from xai_loc.acoustics.binaural import anechoic_rirs, spatialize
     from xai_loc.acoustics.hrtf import load_hrtf
     from xai_loc.data.binaural_store import REFERENCE_RMS
     from xai_loc.explain.attribute import resolve_model
+    from xai_loc.progress import tqdm
 
     model, _ = resolve_model(model)
     fs, n = _model_rate(model, None, None)
@@ -561,7 +561,9 @@ def relevance_view(model, *, bands: Sequence[str] = ("low", "high", "wide"),
         parts.append(explain_binaural(model, stims[s:s + 32], composite=composite, batch_size=batch_size,
                                       device=device, **options))
     wave = np.concatenate([p["waveform"].values for p in parts])
-    coch = np.concatenate([p["cochleagram"].values for p in parts])
+    # float64 accumulation: relevance is signed and cancels (sum |r| can be tens of times the
+    # total), so a float32 total and float32 partial sums miss "the shares sum to 1" by ~1e-6
+    coch = np.concatenate([p["cochleagram"].values for p in parts]).astype(np.float64)
     total = coch.sum(axis=(1, 2, 3))
     mass = coch.sum(axis=-1) / np.where(total == 0, 1.0, total)[:, None, None]
     band_names = np.array([r[0] for r in rows])

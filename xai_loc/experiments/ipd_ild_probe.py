@@ -282,9 +282,7 @@ def plot_band_profile(profile, ax=None, title: str | None = None):
 
     Returns the matplotlib Figure (Agg-safe; nothing is shown or saved).
     """
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -320,9 +318,7 @@ def run_ipd_ild_probe(model, scenes, out_dir: str | Path, *, snrs: Sequence[floa
     in attrs) and ``band_profile.png`` (one panel per SNR), atomically. ``snrs`` defaults to
     every SNR of the scenes; ``options`` go to the ``'tfcnn'`` composite.
     """
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     import xarray as xr
 

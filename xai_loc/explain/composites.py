@@ -111,8 +111,8 @@ def make_composite(name: str, model: nn.Module, **options: Any) -> tuple[Composi
         For an unknown composite, option or option value.
     """
     factory = _factory(name)
-    arch = getattr(model, "arch_name", type(model).__name__)
-    if name in COMPOSITE_ARCHITECTURES and arch not in COMPOSITE_ARCHITECTURES[name]:
+    arch = getattr(model, "arch_name", "")  # registered localizers; a family's own sub-networks pass
+    if arch and name in COMPOSITE_ARCHITECTURES and arch not in COMPOSITE_ARCHITECTURES[name]:
         usable = [n for n in COMPOSITES if arch in COMPOSITE_ARCHITECTURES.get(n, (arch,))]
         raise InputError(f"composite {name!r} is written for {', '.join(COMPOSITE_ARCHITECTURES[name])}, not {arch}; "
                          f"allowed for {arch}: {', '.join(usable)}")

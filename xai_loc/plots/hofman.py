@@ -68,9 +68,7 @@ def plot_hofman(responses, stats: dict | None = None):
     elevation gain, the azimuth confusion matrix before and after front-back folding, and
     the statistics beside the uniformly guessing baseline.
     """
-    import matplotlib
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from xai_loc.experiments.cues import behaviour_statistics
@@ -144,9 +142,7 @@ def plot_cues(probe, view=None):
     """The duplex probe: response shifts against imposed ITD and ILD per band, the cue weights,
     and (with ``view`` from :func:`~xai_loc.experiments.cues.relevance_view`) the relevance
     mass per frequency and ear and the relevance lag against the stimulus ITD."""
-    import matplotlib
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n_cols = 3 if view is None else 5

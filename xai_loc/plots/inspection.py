@@ -113,11 +113,8 @@ def plot_inspection(
     list of pathlib.Path
         The files written.
     """
-    import matplotlib
-    import xarray as xr
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import xarray as xr
 
     from xai_loc.experiments.gcc import gcc_phat
     from xai_loc.experiments.tdoa import true_tdoa

@@ -29,9 +29,7 @@ def plot_perturbation(results, out_stem: str | Path, metric: str = "mae_mean") -
     list of pathlib.Path
         The files written.
     """
-    import matplotlib
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = list(results["model"].values)

@@ -83,9 +83,7 @@ def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
     list of pathlib.Path
         The files written.
     """
-    import matplotlib
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     datasets = _load(results)
@@ -116,9 +114,7 @@ def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
 
 def plot_srp(results: Any, out_stem: str | Path) -> list[Path]:
     """Mean SRP-PHAT peak error per estimator: Euclidean (bars) with |x| and |y| marks (PNG and PDF)."""
-    import matplotlib
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from xai_loc.errors import InputError

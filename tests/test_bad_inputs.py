@@ -25,9 +25,11 @@ BAD_TOML = {
     "size-abc": 'name = "bad"\n[room]\nsize = "abc"\n[array]\npositions = [[1.0, 1.0, 1.0]]\n'
                 '[sources]\npositions = [[2.0, 2.0, 1.0]]\n',
     "n-four": 'name = "bad"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
-              'linear = { n = "four", spacing = 0.1, center = [2.5, 2.0, 1.2] }\n[sources]\npositions = [[1.0, 1.0, 1.5]]\n',
+              'linear = { n = "four", spacing = 0.1, center = [2.5, 2.0, 1.2] }\n'
+              '[sources]\npositions = [[1.0, 1.0, 1.5]]\n',
     "axis-5": 'name = "bad"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
-              'linear = { n = 4, spacing = 0.1, center = [2.5, 2.0, 1.2], axis = 5 }\n[sources]\npositions = [[1.0, 1.0, 1.5]]\n',
+              'linear = { n = 4, spacing = 0.1, center = [2.5, 2.0, 1.2], axis = 5 }\n'
+              '[sources]\npositions = [[1.0, 1.0, 1.5]]\n',
     "window-big": 'name = "bad"\nwindow = "big"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
                   'positions = [[1.0, 1.0, 1.0]]\n[sources]\npositions = [[2.0, 2.0, 1.0]]\n',
     "sources-abc": 'name = "bad"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\npositions = [[1.0, 1.0, 1.0]]\n'

@@ -278,7 +278,7 @@ def test_binaural_simulate_train_and_cues_end_to_end(tmp_path):
     result = runner.invoke(main, ["binaural", "cues", *TINY_BINAURAL, *data, "--checkpoint", str(out),
                                   "--tokens", "1", "--no-relevance", "--out", str(tmp_path / "res")])
     assert result.exit_code == 0, result.output
-    written = {Path(line).name for line in result.output.split()}
+    written = {Path(line).name for line in result.stdout.split()}
     assert written == {"duplex.nc", "cues.png", "responses.nc", "hofman.png"}
     duplex = xr.open_dataset(tmp_path / "res" / "duplex.nc")
     assert set(duplex["band"].values) == {"low", "high", "wide"}

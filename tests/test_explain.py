@@ -31,6 +31,7 @@ from xai_loc.explain import (
     open_relevance,
     write_wavs,
 )
+from xai_loc.explain.attribute import model_digest
 from xai_loc.models import LocCNN, SampleCNN
 
 N_MICS, N_TIME = 16, 1024
@@ -338,6 +339,8 @@ def test_targets_seed_the_documented_vectors():
 
 def fake_dataset(path, n_sources: int = 3, per_source: int = 2, n_mics: int = 4, n_time: int = 350):
     """A dataset store laid out as xai_loc.data.store writes it (without simulating)."""
+    from xai_loc.data.integrity import seal_store
+
     n = n_sources * per_source
     gen = np.random.default_rng(0)
     sources = gen.uniform([1.0, 4.5, 1.0], [2.5, 6.5, 1.5], (n_sources + 4, 3))
@@ -353,6 +356,7 @@ def fake_dataset(path, n_sources: int = 3, per_source: int = 2, n_mics: int = 4,
         attrs={"config": json.dumps({"fake": 1}), "scene": json.dumps(scene), "t60": 0.6, "snr": 10.0,
                "fs": 16000})
     ds.to_zarr(path, mode="w", zarr_format=2)
+    seal_store(path)  # record its manifest, as xai_loc.data.store does for the stores it writes
     return path, sources
 
 
@@ -406,7 +410,8 @@ def test_store_resumes_and_refuses_to_mix(tmp_path, monkeypatch):
     monkeypatch.setattr(Explainer, "explain_batch", flaky)
     with pytest.raises(KeyboardInterrupt):
         explain_store(model, path, batch_size=2, progress=False)
-    out = tmp_path / "test.relevance" / "loccnn-lrp-paper-truth.zarr"
+    digest = model_digest(model)[:12]
+    out = tmp_path / "test.relevance" / f"loccnn-{digest}-lrp-paper-truth.zarr"  # named by the weights
     assert not out.exists() and out.with_name(out.name + ".partial").exists()
     assert json.loads(out.with_name(out.name + ".progress.json").read_text())["windows_written"] == 2
     assert hooks_left(model) == 0
@@ -427,9 +432,13 @@ def test_store_resumes_and_refuses_to_mix(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="other composite options"):
         explain_store(model, path, out=out, first_rule="flat", progress=False)
     other = explain_store(model, path, method="saliency", target="prediction", progress=False)
-    assert other.name == "loccnn-saliency-prediction.zarr"
+    assert other.name == f"loccnn-{digest}-saliency-prediction.zarr"
     assert explain_store(model, path, first_rule="flat", progress=False).name == \
-        "loccnn-lrp-paper-first_rule=flat-truth.zarr"
+        f"loccnn-{digest}-lrp-paper-first_rule=flat-truth.zarr"
+    # other weights of the same architecture get their own store, never the first one's
+    other_weights = randomized(LocCNN(4, 350), seed=3).float()
+    assert explain_store(other_weights, path, progress=False).name == \
+        f"loccnn-{model_digest(other_weights)[:12]}-lrp-paper-truth.zarr"
 
 
 def test_write_wavs_next_to_microphone_signals(tmp_path):

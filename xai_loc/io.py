@@ -4,104 +4,257 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+from xai_loc.errors import InputError
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux, else by setting and restoring it (the standard library has no getter)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; on success give it a plain file's mode and rename it to ``path``.
+
+    ``tempfile.mkstemp`` creates files with mode 0600; a result written through here ends with
+    the mode a plain ``open(path, "w")`` would give (0666 minus the umask). On any error the
+    temporary file is removed and ``path`` is left as it was. A parent that cannot be created
+    or written is reported in one line (:class:`~xai_loc.errors.InputError`).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
-
-
-def write_dataset_atomic(ds, path: str | Path) -> Path:
-    """Write an ``xarray.Dataset`` to netCDF (h5netcdf) through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    ensure_writable_dir(path.parent, what=f"the folder of {path.name}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
     os.close(fd)
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
-
-
-def save_figure_atomic(fig, path: str | Path, dpi: int = 130, close: bool = True) -> Path:
-    """Save a matplotlib figure to ``path`` (format from the suffix) atomically; close it unless ``close=False``."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def ensure_writable_dir(folder: str | Path, what: str = "output folder") -> Path:
+    """Create ``folder`` (with parents) or fail in one line if it cannot be created or written.
+
+    Checked before any work starts, so that a read-only file system, a path below a file or a
+    folder without write permission ends in one line instead of a traceback or a half-done run.
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        if probe.is_symlink():
+            raise InputError(f"{what} {str(folder)!r} is below a broken link {str(probe)!r}")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{what} {str(folder)!r} is not allowed: {str(probe)!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {str(folder)!r} is not writable ({str(probe)!r} is read-only); choose another path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{what} {str(folder)!r} cannot be created: {err.strerror}") from None
+    return folder
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)
+
+
+def write_dataset_atomic(ds, path: str | Path) -> Path:
+    """Write an ``xarray.Dataset`` to netCDF (h5netcdf) atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+    return Path(path)
+
+
+#: Fixed document metadata, so that the same figure gives the same bytes (PDF and SVG carry
+#: a creation date and the software version by default; PNG carries the software name).
+_FIGURE_METADATA = {
+    ".pdf": {"CreationDate": None, "ModDate": None, "Producer": "xai-loc", "Creator": "xai-loc"},
+    ".svg": {"Date": None, "Creator": "xai-loc"},
+    ".png": {"Software": "xai-loc"},
+}
+
+
+def save_figure_atomic(fig, path: str | Path, dpi: int = 130, close: bool = True) -> Path:
+    """Save a matplotlib figure to ``path`` (format from the suffix) atomically, with fixed metadata
+    (no dates, so the bytes are reproducible); close it unless ``close=False``."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        # SVG element ids are random unless salted
+        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "xai-loc"}):
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=_FIGURE_METADATA.get(path.suffix.lower()))
     finally:
         if close:
             plt.close(fig)
     return path
 
 
+def partial_paths(final: str | Path) -> tuple[Path, Path]:
+    """The unfinished store ``<final>.partial`` and its progress file ``<final>.progress.json``."""
+    final = Path(final)
+    return final.with_name(final.name + ".partial"), final.with_name(final.name + ".progress.json")
+
+
 def read_progress(path: Path, key: str = "windows_written") -> int:
-    """Items safely written so far, from the progress file beside a partial store (0 if none)."""
+    """Items safely written so far, from the progress file beside a partial store (0 if none or unreadable)."""
     try:
-        return int(json.loads(Path(path).read_text())[key])
-    except (FileNotFoundError, KeyError, ValueError):
+        value = json.loads(Path(path).read_text())[key]
+    except (OSError, KeyError, TypeError, ValueError):
         return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def write_progress(path: Path, n: int, key: str = "windows_written") -> None:
     """Record ``n`` items written, atomically (a killed run never leaves a half-written record)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({key: n}))
+    tmp.write_text(json.dumps({key: int(n)}))
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def store_writer_lock(final: str | Path):
-    """Hold an exclusive lock on ``<final>.lock`` while this process creates the store ``final``.
+def discard_partial(final: str | Path, partial: str | Path | None = None) -> None:
+    """Remove the unfinished store of ``final`` (default ``<final>.partial``) and its progress file."""
+    default, progress = partial_paths(final)
+    partial = default if partial is None else Path(partial)
+    if partial.is_dir() and not partial.is_symlink():
+        shutil.rmtree(partial, ignore_errors=True)
+    elif partial.exists() or partial.is_symlink():
+        partial.unlink(missing_ok=True)
+    for path in (progress, progress.with_name(progress.name + ".tmp")):
+        path.unlink(missing_ok=True)
 
-    A second process that wants the same store (two commands on one data root) waits, then
-    finds it complete, instead of writing into the same resumable ``.partial`` store. The
-    lock file is removed once the store exists (any later process then finds the store
-    first); after an interrupted run it stays, beside the partial store it guards.
+
+def _worth_resuming(partial: Path, progress: Path, counted: bool) -> bool:
+    """Whether an unfinished store holds any work: a non-empty folder with (where counted) progress > 0."""
+    if not partial.is_dir() or partial.is_symlink() or not any(partial.iterdir()):
+        return False
+    if not counted:
+        return True
+    try:
+        record = json.loads(progress.read_text())
+    except (OSError, ValueError):
+        return False
+    counts = [v for v in record.values() if isinstance(v, int)] if isinstance(record, dict) else []
+    return bool(counts) and max(counts) > 0
+
+
+def _open_locked(path: Path):
+    """Open ``path`` and hold an exclusive lock on it; retried until the locked file is the one at ``path``.
+
+    A holder removes the lock file before it lets go; a process that waited on the removed
+    file would otherwise hold a lock no newcomer sees, so it opens the path again.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    path = final.with_name(final.name + ".lock")
-    with open(path, "a+b") as handle:
+    while True:
+        try:
+            handle = open(path, "a+b")
+        except FileNotFoundError:  # the folder was removed by a holder that failed; make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
         if os.name == "nt":  # pragma: no cover - POSIX machines run the tests
             import msvcrt
 
             handle.seek(0)
-            lock, unlock = (lambda: msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1),
-                            lambda: msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1))
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+            return handle
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return handle
+        handle.close()  # closing lets go of the lock on the removed file
+
+
+def _unlock(handle) -> None:
+    try:
+        if os.name == "nt":  # pragma: no cover
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
         else:
             import fcntl
 
-            lock, unlock = (lambda: fcntl.flock(handle, fcntl.LOCK_EX), lambda: fcntl.flock(handle, fcntl.LOCK_UN))
-        lock()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def store_writer_lock(final: str | Path, partial: str | Path | None = None, counted: bool | None = None):
+    """Hold an exclusive lock on ``<final>.lock`` while this process creates the store ``final``.
+
+    A second process that wants the same store (two commands on one data root) waits, then
+    finds it complete, instead of writing into the same resumable ``.partial`` store.
+
+    What is left after the block:
+
+    * the store exists: the lock file is removed (any later process finds the store first);
+    * the block failed with an :class:`~xai_loc.errors.InputError` (a user error, which a
+      rerun repeats) or before any item was written (progress 0, an empty folder): the
+      unfinished store, its progress file, the lock file and the folders this call created
+      are removed, so a failed command leaves no new files;
+    * the block was interrupted after items were written: the partial store, its progress
+      file and the lock file stay, and the next run continues. A lock file left by a process
+      that died holds no lock (the kernel releases it); the next run takes it over.
+
+    Parameters
+    ----------
+    final
+        The store's final path.
+    partial
+        Its unfinished form (default ``<final>.partial``).
+    counted
+        Whether ``<final>.progress.json`` counts the items written (default: when ``partial``
+        is the default); otherwise any non-empty partial folder is worth resuming.
+    """
+    final = Path(final)
+    default, progress = partial_paths(final)
+    partial = default if partial is None else Path(partial)
+    counted = (partial == default) if counted is None else counted
+    created = []
+    probe = final.parent
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    ensure_writable_dir(final.parent, what=f"the folder of {final.name}")
+    path = final.with_name(final.name + ".lock")
+    handle = _open_locked(path)
+    try:
         try:
             yield
-            if final.exists():
+        except BaseException as err:
+            if not final.exists() and (isinstance(err, InputError) or not _worth_resuming(partial, progress, counted)):
+                discard_partial(final, partial)
+            raise
+    finally:
+        try:
+            if final.exists() or not (partial.exists() or partial.is_symlink()):
                 with contextlib.suppress(OSError):  # Windows keeps an open file
                     path.unlink()
+                if not final.exists():
+                    for folder in created:  # deepest first; a folder another process uses is not empty
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()
         finally:
-            unlock()
+            _unlock(handle)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xai_loc.data.integrity import check_values, final_store_exists, open_netcdf_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
@@ -123,25 +124,32 @@ def render_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | No
 
     The same spec gives the same bytes; the file appears only when complete (atomic rename).
     """
+    from xai_loc.data.store import default_root
+    from xai_loc.io import store_writer_lock
+
+    if split not in SPLITS:
+        raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
+    path = scene_path(root or default_root(), spec, split)
+    with store_writer_lock(path):  # a second process waits, then finds the file
+        if final_store_exists(path):
+            with open_netcdf_store(path, what="BAST scene file", load=False) as found:
+                same = found.attrs.get("digest") == spec.digest()
+            if not same:
+                raise InputError(f"{path} holds scenes of another spec; remove it or use another name")
+            return path
+        return _render(spec, split, path, progress)
+
+
+def _render(spec: BastSceneSpec, split: str, path: Path, progress: bool) -> Path:
     import xarray as xr
-    from tqdm.auto import tqdm
 
     from xai_loc.acoustics.binaural import anechoic_rirs, diffuse_noise, render_scene, spatialize
     from xai_loc.acoustics.hrtf import load_hrtf
     from xai_loc.acoustics.speech import SpeechCorpus
     from xai_loc.data.binaural_store import REFERENCE_RMS
-    from xai_loc.data.store import default_root
     from xai_loc.io import write_dataset_atomic
+    from xai_loc.progress import tqdm
 
-    if split not in SPLITS:
-        raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
-    path = scene_path(root or default_root(), spec, split)
-    if path.is_file():
-        with xr.open_dataset(path) as found:
-            same = found.attrs.get("digest") == spec.digest()
-        if not same:
-            raise InputError(f"{path} holds scenes of another spec; remove it or use another name")
-        return path
     bspec = spec.binaural_spec()
     sounds, ids = bspec.sounds(), bspec.sound_ids(split)
     hrtf = load_hrtf("kemar", fs=FS)
@@ -170,6 +178,7 @@ def render_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | No
             i += 1
     from xai_loc import __version__
 
+    check_values(waves, path, 0, item="example", what="samples", hint="check the spec's sounds, SNRs and levels")
     ds = xr.Dataset(
         {"waveforms": (("example", "ear", "time"), waves)},
         coords={
@@ -189,8 +198,5 @@ def render_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | No
 
 
 def load_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | None = None, progress: bool = False):
-    """The split as an in-memory ``xarray.Dataset`` (rendered first if missing)."""
-    import xarray as xr
-
-    with xr.open_dataset(render_bast_scenes(spec, split, root=root, progress=progress), engine="h5netcdf") as ds:
-        return ds.load()
+    """The split as an in-memory ``xarray.Dataset`` (rendered first if missing; a damaged file is one line)."""
+    return open_netcdf_store(render_bast_scenes(spec, split, root=root, progress=progress), what="BAST scene file")

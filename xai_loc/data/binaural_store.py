@@ -31,7 +31,9 @@ training and the test split; directions, rooms and SNRs are drawn per rendering.
 ``<split>.zarr.partial`` in chunks of :data:`CHUNK_EXAMPLES`, the number of examples safely
 written is kept in ``<split>.zarr.progress.json``, and the store is renamed to its final
 name only when complete. Every example is drawn from generators seeded by
-``(seed, sound, rendering)``, so the bytes do not depend on interruptions.
+``(seed, sound, rendering)``, so the bytes do not depend on interruptions. Examples holding
+NaN, infinite or only zero samples are refused before they are written; a finished store
+records a manifest of its files, checked whenever it is opened (:mod:`xai_loc.data.integrity`).
 
 **Levels.** Each scene (target plus background) is scaled to a binaural RMS of
 ``REFERENCE_RMS * 10 ** (level_db / 20)`` with ``level_db`` uniform in the spec's range,
@@ -42,7 +44,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +51,10 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.data.integrity import check_values, final_store_exists, open_zarr_dataset, resume_partial, seal_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
-from xai_loc.io import read_progress, store_writer_lock, write_progress
+from xai_loc.io import partial_paths, store_writer_lock, write_progress
 
 #: Examples per zarr chunk (and per resumable block).
 CHUNK_EXAMPLES = 32
@@ -324,7 +326,7 @@ def render_examples(spec: BinauralSpec, sound_ids: Sequence[int], device: str = 
 
     The same numbers as the stores of :func:`simulate_binaural` (for small sets and tests).
     """
-    from tqdm.auto import tqdm
+    from xai_loc.progress import tqdm
 
     renderer = _Renderer(spec, device)
     sounds = spec.sounds()
@@ -416,10 +418,10 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
     """
     import xarray as xr
     import zarr
-    from tqdm.auto import tqdm
 
     from xai_loc import __version__
     from xai_loc.data.store import default_root
+    from xai_loc.progress import tqdm
 
     if not isinstance(spec, BinauralSpec):
         raise InputError(f"spec must be a BinauralSpec (got {type(spec).__name__})")
@@ -429,24 +431,17 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
     config = {"spec": spec.to_dict(), "split": split, "format": "xai-loc-binaural", "version": 1}
     final = binaural_dataset_path(root or default_root(), spec, split)
     with store_writer_lock(final):
-        if final.exists():
-            found = json.loads(xr.open_zarr(final).attrs.get("config", "{}"))
+        if final_store_exists(final):
+            found = json.loads(open_binaural(final).attrs.get("config", "{}"))
             if found != config:
                 raise InputError(f"{final} holds a dataset with a different spec; remove it or use another name")
             return final
-        partial = final.with_name(final.name + ".partial")
-        progress_file = final.with_name(final.name + ".progress.json")
-        if partial.exists():
-            try:
-                found = json.loads(xr.open_zarr(partial, consolidated=False).attrs.get("config", "{}"))
-            except Exception:  # an unreadable leftover: nothing to keep
-                found = None
-            if found != config:
-                shutil.rmtree(partial)
+        partial, progress_file = partial_paths(final)
         coords = _plan_coords(spec, ids)
         n_total = coords["label"][1].size
-        if not partial.exists():
-            partial.parent.mkdir(parents=True, exist_ok=True)
+        done = resume_partial(final, "waveforms", (n_total, 2, spec.n_samples), (CHUNK_EXAMPLES, 2, spec.n_samples),
+                              lambda found: found == config, key="examples_written")
+        if done is None:  # nothing to resume: a fresh store
             attrs = {"config": json.dumps(config), "spec": json.dumps(spec.to_dict()), "spec_digest": spec.digest(),
                      "split": split, "fs": spec.fs, "hrtf": "kemar", "reference_rms": REFERENCE_RMS,
                      "xai_loc_version": __version__,
@@ -457,8 +452,8 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
                 chunks=(CHUNK_EXAMPLES, 2, spec.n_samples), fill_value=np.nan,
                 attributes={"_ARRAY_DIMENSIONS": ["example", "ear", "time"], "units": "pressure (simulation units)"})
             write_progress(progress_file, 0, "examples_written")
+            done = 0
         waveforms = zarr.open_group(partial, mode="a", zarr_format=2)["waveforms"]
-        done = read_progress(progress_file, "examples_written")
         renderer = _Renderer(spec, device)
         sounds = spec.sounds()
         sound_of = coords["sound_id"][1]
@@ -476,30 +471,34 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
                 if info["label"] != coords["label"][1][i]:  # the plan and the renderer draw alike
                     raise RuntimeError("binaural store plan and rendering disagree; this is a bug")
                 block.append(wave)
-            waveforms[start:stop] = np.stack(block)
+            block = np.stack(block)
+            check_values(block, final, start, item="example", what="samples",
+                         hint="check the spec's sounds, levels and rooms")
+            waveforms[start:stop] = block
             write_progress(progress_file, stop, "examples_written")
             bar.update(stop - start)
             start = stop
         bar.close()
         zarr.consolidate_metadata(partial, zarr_format=2)
+        seal_store(partial, complete=("waveforms",), what="binaural store")
         os.replace(partial, final)
         os.remove(progress_file)
         return final
 
 
 def open_binaural(path: str | Path):
-    """Open a complete binaural store as an ``xarray.Dataset`` (lazy)."""
-    import xarray as xr
+    """Open a complete binaural store as an ``xarray.Dataset`` (lazy).
 
+    The store is checked first (:func:`xai_loc.data.integrity.verify_store`) and every chunk
+    again as it is read; a damaged, unfinished or foreign store is an
+    :class:`~xai_loc.errors.InputError` naming it and how to rebuild it.
+    """
     path = Path(path)
     if path.name.endswith(".partial"):
         raise InputError(f"{path} is an unfinished store; run the simulation again to complete it")
     if not path.exists():
         raise InputError(f"binaural dataset {str(path)!r} does not exist; create it with simulate_binaural")
-    try:
-        ds = xr.open_zarr(path)
-    except Exception as err:  # zarr raises many types for foreign folders
-        raise InputError(f"{path} is not a readable binaural store ({type(err).__name__})") from None
+    ds = open_zarr_dataset(path, what="binaural store")
     if "waveforms" not in ds or ds["waveforms"].dims != ("example", "ear", "time"):
         raise InputError(f"{path} has no waveforms (example, ear, time); is it a binaural store?")
     return ds

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.data.integrity import final_store_exists, open_netcdf_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
@@ -261,29 +263,50 @@ def simulate_cue_scenes(spec: CueSceneSpec, split: str, *, root: str | Path | No
     Path
         The split's ``.nc`` file (returned at once if it exists).
     """
-    import xarray as xr
-    from tqdm.auto import tqdm
-
     from xai_loc.data.store import default_root
-    from xai_loc.features.binaural_cues import CUE_UNITS, BinauralCues
-    from xai_loc.io import write_dataset_atomic
+    from xai_loc.features.binaural_cues import BinauralCues
+    from xai_loc.io import store_writer_lock
 
     path = cue_store_path(default_root() if root is None else root, spec, split)
-    if path.exists():
+    if path.is_file():
         return path
     front_end = BinauralCues(**{"fs": spec.fs, **spec.front_end}).eval()
     if front_end.fs != spec.fs:
         raise InputError(f"front-end fs={front_end.fs} does not match the scenes' fs={spec.fs}")
     plan = spec.plan(split)
-    n = plan["azimuth"].size
     parts_dir = path.with_name(f".{split}.parts")
+    with store_writer_lock(path, partial=parts_dir):  # a failure before the first part leaves nothing behind
+        if final_store_exists(path):
+            return path
+        return _write_cue_store(spec, split, path, parts_dir, plan, front_end, batch_size, progress)
+
+
+def _part_readable(part: Path) -> bool:
+    """Whether a part file of an earlier run opens; a damaged one is removed (and rendered again)."""
+    try:
+        open_netcdf_store(part, what="cue-scene part", load=False).close()
+        return True
+    except InputError:
+        part.unlink(missing_ok=True)
+        return False
+
+
+def _write_cue_store(spec: CueSceneSpec, split: str, path: Path, parts_dir: Path, plan: dict[str, np.ndarray],
+                     front_end, batch_size: int, progress: bool) -> Path:
+    import xarray as xr
+
+    from xai_loc.features.binaural_cues import CUE_UNITS
+    from xai_loc.io import write_dataset_atomic
+    from xai_loc.progress import tqdm
+
+    n = plan["azimuth"].size
     renderer = None
     names = []
     for p, start in enumerate(tqdm(range(0, n, PART_EXAMPLES), disable=not progress, desc=f"cue scenes {split}",
                                    unit="part")):
         part = parts_dir / f"part-{p:05d}.nc"
         names.append(part)
-        if part.exists():
+        if part.exists() and _part_readable(part):
             continue
         renderer = renderer or _SceneRenderer(spec)
         ds = _render_part(spec, split, np.arange(start, min(n, start + PART_EXAMPLES)), plan, renderer, front_end,
@@ -301,9 +324,7 @@ def simulate_cue_scenes(spec: CueSceneSpec, split: str, *, root: str | Path | No
                     convention="azimuth counter-clockwise from the front, 90 = left (SOFA); ITD > 0 and "
                                "ILD > 0: left ear leading / louder")
     write_dataset_atomic(ds, path)
-    for p in names:
-        p.unlink(missing_ok=True)
-    parts_dir.rmdir()
+    shutil.rmtree(parts_dir, ignore_errors=True)
     return path
 
 
@@ -313,17 +334,12 @@ def open_cue_scenes(path: str | Path):
     Raises
     ------
     InputError
-        If the file is missing or not a cue-scene store.
+        If the file is missing, damaged or not a cue-scene store.
     """
-    import xarray as xr
-
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"cue-scene store {path} does not exist; render it with simulate_cue_scenes")
-    try:
-        ds = xr.load_dataset(path, engine="h5netcdf")
-    except (OSError, ValueError) as err:
-        raise InputError(f"cue-scene store {path} is unreadable ({type(err).__name__})") from None
+    ds = open_netcdf_store(path, what="cue-scene store")
     if "cues" not in ds or "spec" not in ds.attrs:
         raise InputError(f"{path} is not a cue-scene store (no 'cues' variable or spec)")
     return ds

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.data.integrity import check_values, final_store_exists, open_netcdf_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
@@ -210,10 +211,10 @@ def _plan(spec: SceneSpec, split: str, utterances: np.ndarray) -> list[dict[str,
 def render_split(spec: SceneSpec, split: str, progress: bool = False):
     """Render one split in memory as an ``xarray.Dataset`` (the layout of the module docs)."""
     import xarray as xr
-    from tqdm.auto import tqdm
 
     from xai_loc import __version__
     from xai_loc.models.tfcnn import to_sofa_azimuth
+    from xai_loc.progress import tqdm
 
     if split not in SPLITS:
         raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
@@ -252,7 +253,7 @@ def render_scenes(spec: SceneSpec, root: str | Path | None = None, progress: boo
     A complete file of another spec under the same name is an error.
     """
     from xai_loc.data.store import default_root
-    from xai_loc.io import write_dataset_atomic
+    from xai_loc.io import store_writer_lock, write_dataset_atomic
 
     bad = [sp for sp in splits if sp not in SPLITS]
     if bad or not splits:
@@ -260,28 +261,27 @@ def render_scenes(spec: SceneSpec, root: str | Path | None = None, progress: boo
     paths = {}
     for split in splits:
         path = scene_path(root or default_root(), spec, split)
-        if path.exists():
-            with open_scenes(path) as found:
-                same = found.attrs.get("spec") == json.dumps(spec.to_dict())
-            if not same:
-                raise InputError(f"{path} holds scenes of another spec; remove it or use another name")
-        else:
-            write_dataset_atomic(render_split(spec, split, progress), path)
+        with store_writer_lock(path):  # a second process waits, then finds the file
+            if final_store_exists(path):
+                with open_scenes(path) as found:
+                    same = found.attrs.get("spec") == json.dumps(spec.to_dict())
+                if not same:
+                    raise InputError(f"{path} holds scenes of another spec; remove it or use another name")
+            else:
+                ds = render_split(spec, split, progress)
+                check_values(ds["waveforms"].values, path, 0, item="example", what="samples",
+                             hint="check the spec's SNRs and levels")
+                write_dataset_atomic(ds, path)
         paths[split] = path
     return paths
 
 
 def open_scenes(path: str | Path):
-    """Open a scene file as an ``xarray.Dataset`` (lazy)."""
-    import xarray as xr
-
+    """Open a scene file as an ``xarray.Dataset`` (lazy); a damaged one is one line (InputError)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"scene file {str(path)!r} does not exist; create it with render_scenes")
-    try:
-        ds = xr.open_dataset(path, engine="h5netcdf")
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path} is not a readable scene file ({type(err).__name__})") from None
+    ds = open_netcdf_store(path, what="scene file", load=False)
     if "waveforms" not in ds or ds["waveforms"].dims != ("example", "ear", "time") or "azimuth" not in ds:
         raise InputError(f"{path} has no waveforms (example, ear, time) and azimuths; is it a TF-CNN scene file?")
     return ds

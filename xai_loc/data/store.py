@@ -18,13 +18,16 @@ the store is renamed to its final name only when complete (progress lives in
 ``<split>.zarr.progress.json`` beside it), so a store that exists under its
 final name is always whole. Every source's speech and noise come from generators seeded by
 ``(seed, source id)``, so the bytes do not depend on interruptions or subsets.
+
+Windows holding NaN, infinite or only zero samples are refused before they are written. A
+finished store records a manifest of its files (sizes and CRC-32), checked whenever it is
+opened (:mod:`xai_loc.data.integrity`); a damaged store is reported in one line.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +36,10 @@ import numpy as np
 from xai_loc.acoustics.backends import BACKENDS, option_defaults, simulate_rirs
 from xai_loc.acoustics.render import add_white_noise, cut_windows, reverberant_signals
 from xai_loc.acoustics.room import check_snr, check_t60
+from xai_loc.data.integrity import check_values, final_store_exists, open_zarr_dataset, resume_partial, seal_store
 from xai_loc.data.scene import SPLITS, Scene
 from xai_loc.errors import InputError
-from xai_loc.io import read_progress, store_writer_lock, write_progress
+from xai_loc.io import partial_paths, store_writer_lock, write_progress
 
 #: Windows per zarr chunk: one, so that training can read random windows cheaply
 #: (16 x 5120 float32 = 328 kB before compression).
@@ -170,10 +174,10 @@ def simulate_dataset(
     """
     import xarray as xr
     import zarr
-    from tqdm.auto import tqdm
 
     from xai_loc import __version__
     from xai_loc.acoustics.speech import SpeechCorpus
+    from xai_loc.progress import tqdm
 
     t60 = check_t60(t60, scene.room)
     snr = check_snr(snr)
@@ -196,22 +200,20 @@ def simulate_dataset(
     }
     final = dataset_path(root or default_root(), scene, t60, snr, split, n_sources)
     with store_writer_lock(final):
-        if final.exists():
-            found = json.loads(xr.open_zarr(final).attrs.get("config", "{}"))
+        if final_store_exists(final):
+            found = json.loads(open_signals(final).attrs.get("config", "{}"))
             if not _same_config(found, config):
                 raise InputError(
                     f"{final} holds a dataset with a different configuration; remove it or use another --out"
                 )
             return final
-        partial = final.with_name(final.name + ".partial")
-        progress_file = final.with_name(final.name + ".progress.json")
+        partial, progress_file = partial_paths(final)
         plan = _plan(scene, ids, corpus, seed)
         n_total = int(plan.first_window[-1])
-        if partial.exists() and not _same_config(
-                json.loads(xr.open_zarr(partial, consolidated=False).attrs.get("config", "{}")), config):
-            shutil.rmtree(partial)  # an unfinished store of another configuration: nothing to keep
-        if not partial.exists():
-            partial.parent.mkdir(parents=True, exist_ok=True)
+        n_mics = scene.mics.shape[0]
+        done = resume_partial(final, "signals", (n_total, n_mics, scene.window), (CHUNK_WINDOWS, n_mics, scene.window),
+                              lambda found: _same_config(found, config))
+        if done is None:  # nothing to resume: a fresh store
             attrs = {
                 "config": json.dumps(config), "scene": json.dumps(scene.to_dict()), "t60": t60, "snr": snr,
                 "split": split, "seed": seed, "backend": backend, "fs": scene.room.fs, "c": scene.room.c,
@@ -220,12 +222,12 @@ def simulate_dataset(
             xr.Dataset(coords=_coords(scene, plan, corpus), attrs=attrs).to_zarr(
                 partial, mode="w", consolidated=False, zarr_format=2)
             zarr.open_group(partial, mode="a", zarr_format=2).create_array(
-                "signals", shape=(n_total, scene.mics.shape[0], scene.window), dtype="float32",
-                chunks=(CHUNK_WINDOWS, scene.mics.shape[0], scene.window), fill_value=np.nan,
+                "signals", shape=(n_total, n_mics, scene.window), dtype="float32",
+                chunks=(CHUNK_WINDOWS, n_mics, scene.window), fill_value=np.nan,
                 attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "pressure (simulation units)"})
             write_progress(progress_file, 0)
+            done = 0
         signals = zarr.open_group(partial, mode="a", zarr_format=2)["signals"]
-        done = read_progress(progress_file)
         first = int(np.searchsorted(plan.first_window, done, side="right") - 1)
         block, block_start = [], done
         bar = tqdm(total=len(ids), initial=first, disable=not progress, desc=f"simulate {split}", unit="src")
@@ -233,6 +235,9 @@ def simulate_dataset(
             sid = int(plan.source_ids[k])
             utterance = corpus.load(int(plan.utterances[k]))
             windows = _render_source(scene, sid, utterance, t60, snr, seed, backend, device, rir_options)
+            check_values(windows, final, int(plan.first_window[k]), what="samples",
+                         hint=f"source {sid} got utterance {corpus.ids[int(plan.utterances[k])]!r}; "
+                              "check the speech files and RIR options")
             skip = max(0, block_start - int(plan.first_window[k]))
             block.append(windows[skip:])
             n_block = sum(len(b) for b in block)
@@ -246,21 +251,41 @@ def simulate_dataset(
             bar.update(1)
         bar.close()
         zarr.consolidate_metadata(partial, zarr_format=2)
+        seal_store(partial, complete=("signals",), what="dataset store")
         os.replace(partial, final)
         os.remove(progress_file)
         return final
 
 
-def open_signals(path: str | Path):
-    """Open a complete dataset store as an ``xarray.Dataset`` (lazy)."""
-    import xarray as xr
-
+def _check_path(path: str | Path) -> Path:
     path = Path(path)
     if path.name.endswith(".partial"):
         raise InputError(f"{path} is an unfinished store; run the simulation again to complete it")
     if not path.exists():
         raise InputError(f"dataset {str(path)!r} does not exist; create it with 'xai-loc simulate'")
-    try:
-        return xr.open_zarr(path)
-    except Exception as err:  # zarr raises many types for foreign folders
-        raise InputError(f"{path} is not a readable xai-loc dataset store ({type(err).__name__})") from None
+    return path
+
+
+def open_signals(path: str | Path):
+    """Open a complete dataset store as an ``xarray.Dataset`` (lazy).
+
+    The store is checked first (:func:`xai_loc.data.integrity.verify_store`) and every chunk
+    is checked again as it is read; a damaged, unfinished or foreign store is an
+    :class:`~xai_loc.errors.InputError` naming it and how to rebuild it.
+    """
+    path = _check_path(path)
+    ds = open_zarr_dataset(path, what="dataset store")
+    if "signals" not in ds:
+        raise InputError(f"dataset store {path} has no 'signals' variable; is it an xai-loc dataset store?")
+    return ds
+
+
+def open_signals_array(path: str | Path):
+    """The ``signals`` of a complete dataset store as a read-only zarr array (each chunk checked as it is read)."""
+    from xai_loc.data.integrity import open_zarr_group
+
+    path = _check_path(path)
+    group = open_zarr_group(path, what="dataset store")
+    if "signals" not in group:
+        raise InputError(f"dataset store {path} has no 'signals' variable; is it an xai-loc dataset store?")
+    return group["signals"]

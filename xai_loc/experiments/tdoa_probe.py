@@ -863,10 +863,11 @@ def write_tdoa_results(ds: xr.Dataset, folder: str | os.PathLike) -> dict[str, P
 def open_tdoa_results(path: str | os.PathLike) -> xr.Dataset:
     """Load a result written by :func:`write_tdoa_results` (the folder or the ``.nc`` file) into memory."""
 
-    from xai_loc.io import open_result
+    from xai_loc.data.integrity import open_netcdf_store
 
     path = Path(path)
     if path.is_dir():
         path = path / RESULT_FILES["store"]
-    return open_result(path, "TDOA result", ("delay", "anomalies_percent"), rebuild="'xai-loc tdoa'")
+    return open_netcdf_store(path, "TDOA result", "run 'xai-loc tdoa' to rebuild it",
+                             required=("delay", "anomalies_percent"))
 

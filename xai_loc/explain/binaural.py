@@ -123,13 +123,16 @@ def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.nda
         For a missing file, a wrong channel count, sample rate or length.
     """
     import soundfile as sf
-    import xarray as xr
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"input {path} does not exist")
     if path.suffix in (".zarr", ".nc"):
-        with (xr.open_zarr(path) if path.suffix == ".zarr" else xr.open_dataset(path)) as ds:
+        from xai_loc.data.integrity import open_netcdf_store, open_zarr_dataset
+
+        opened = open_zarr_dataset(path, what="waveform store") if path.suffix == ".zarr" \
+            else open_netcdf_store(path, what="waveform file")
+        with opened as ds:
             if "waveforms" not in ds or ds["waveforms"].shape[1:] != (2, n_samples):
                 raise InputError(f"{path} holds no waveforms (example, 2 ears, {n_samples} samples) for this model")
             if "fs" in ds.attrs and int(ds.attrs["fs"]) != fs:

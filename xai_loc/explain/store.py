@@ -4,7 +4,7 @@ Layout (read it with plain ``xarray.open_zarr``; :func:`open_relevance` returns 
 ``relevance`` DataArray with the store's attrs)::
 
     <data>.zarr                                     microphone windows (xai_loc.data)
-    <data>.relevance/<model>-<method>[-<composite>][-<options>]-<target>.zarr
+    <data>.relevance/<arch>-<weights digest>-<method>[-<composite>][-<options>]-<target>.zarr
         relevance       (window, mic, time) float32, one window per chunk
         coords          window, source_id, window_index, speech_id, source_x/y/z, mic,
                         mic_x/y/z, time (s), prediction_x/y/z, attr_output_x/y/z,
@@ -17,9 +17,12 @@ Layout (read it with plain ``xarray.open_zarr``; :func:`open_relevance` returns 
 
 Writing follows :mod:`xai_loc.data.store`: blocks go to ``<name>.zarr.partial`` with the
 number of windows safely written in ``<name>.zarr.progress.json``; a killed run continues
-from there, and the store gets its final name only when complete. A store (complete or
-partial) of a different model, method, composite, target, options or data is never mixed
-in or overwritten: that is an :class:`~xai_loc.errors.InputError`.
+from there, and the store gets its final name only when complete. A complete store of a
+different model, method, composite, target, options or data is never mixed in or
+overwritten: that is an :class:`~xai_loc.errors.InputError`; an unfinished one of other
+settings (or one that cannot be resumed) is discarded and written afresh. Relevance that
+comes out NaN or infinite is refused before it is written. A finished store records a
+manifest of its files, checked whenever it is opened (:mod:`xai_loc.data.integrity`).
 """
 from __future__ import annotations
 
@@ -33,9 +36,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
+from xai_loc.data.integrity import (
+    check_values,
+    final_store_exists,
+    open_zarr_dataset,
+    open_zarr_group,
+    resume_partial,
+    seal_store,
+)
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import AXES, Explainer, dataset_inputs, input_coords, result_coords, summary_attrs
-from xai_loc.io import read_progress, store_writer_lock, write_progress
+from xai_loc.io import atomic_path, ensure_writable_dir, partial_paths, store_writer_lock, write_progress
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -72,11 +83,17 @@ def _options_tag(explainer: Explainer) -> str:
     return tag
 
 
-def relevance_store_path(data_path: str | os.PathLike, explainer: Explainer, model_name: str) -> Path:
-    """Default store of ``explainer``'s results for the data store ``data_path``."""
+def relevance_store_path(data_path: str | os.PathLike, explainer: Explainer) -> Path:
+    """Default store of ``explainer``'s results for the data store ``data_path``.
+
+    Named by everything that determines its content: architecture and weight digest (so
+    two checkpoints of one architecture, or a model and its randomized copy, never share
+    a store, and ``explain``, ``perturb`` and ``tdoa`` find each other's stores), method,
+    composite, non-default options and target.
+    """
     data_path = Path(data_path)
     stem = data_path.name.removesuffix(".zarr")
-    parts = [model_name, explainer.attrs["method"]]
+    parts = [f"{explainer.attrs['model']}-{explainer.attrs['model_digest'][:12]}", explainer.attrs["method"]]
     if explainer.composite is not None:
         parts.append(explainer.composite_name)
     tag = _options_tag(explainer)
@@ -89,12 +106,11 @@ def relevance_store_path(data_path: str | os.PathLike, explainer: Explainer, mod
 
 
 def _stored_config(path: Path) -> dict[str, Any]:
-    import zarr
-
+    """The ``config`` of a finished relevance store (checked whole first)."""
+    attrs = open_zarr_group(path, what="relevance store").attrs
     try:
-        attrs = zarr.open_group(path, mode="r", zarr_format=2).attrs
         return json.loads(attrs["config"])
-    except Exception:  # zarr raises many types for foreign folders
+    except (KeyError, TypeError, ValueError):
         raise InputError(f"{path} exists but is not an xai-loc relevance store; remove it or use another out") from None
 
 
@@ -141,9 +157,9 @@ def explain_store(
     """
     import xarray as xr
     import zarr
-    from tqdm.auto import tqdm
 
     from xai_loc.data.store import open_signals
+    from xai_loc.progress import tqdm
 
     ds = open_signals(data)
     d = dataset_inputs(ds)
@@ -160,23 +176,20 @@ def explain_store(
                          f"{shape[0]} x {shape[1]}")
     if explainer.target.needs_truth and d["positions"] is None:
         raise InputError(f"{data} has no source positions, which target {target!r} needs")
-    model_name = Path(model).stem if isinstance(model, (str, os.PathLike)) else explainer.attrs["model"]
-    final = Path(out) if out is not None else relevance_store_path(data, explainer, model_name)
+    final = Path(out) if out is not None else relevance_store_path(data, explainer)
     attrs = explainer.attrs
     config = {key: attrs[key] for key in ("model_digest", "method", "method_params", "composite",
                                           "composite_params", "target", "target_params")}
     config["data"] = hashlib.sha256(f"{ds.attrs.get('config', '')}|{n}|{n_mics}|{n_time}".encode()).hexdigest()[:16]
 
     with store_writer_lock(final):
-        if final.exists():
+        if final_store_exists(final):
             _check_same(final, _stored_config(final), config)
             return final
-        partial = final.with_name(final.name + ".partial")
-        progress_file = final.with_name(final.name + ".progress.json")
-        if partial.exists():
-            _check_same(partial, _stored_config(partial), config)
-        else:
-            partial.parent.mkdir(parents=True, exist_ok=True)
+        partial, progress_file = partial_paths(final)
+        done = resume_partial(final, "relevance", (n, n_mics, n_time), (CHUNK_WINDOWS, n_mics, n_time),
+                              lambda found: all(found.get(k) == config.get(k) for k in _CONFIG_WORDS))
+        if done is None:  # nothing to resume (none, unreadable or of other settings): a fresh store
             placeholder = {"prediction": np.full((n, 3), np.nan), "attr_output": np.full((n, 3), np.nan),
                            "relevance_sum": np.full(n, np.nan), "explained": np.full(n, np.nan)}
             coords = {**input_coords(d, d["positions"], d["mics"], d["fs"], n_mics, n_time),
@@ -190,15 +203,17 @@ def explain_store(
                 "relevance", shape=(n, n_mics, n_time), dtype="float32", chunks=(CHUNK_WINDOWS, n_mics, n_time),
                 fill_value=np.nan, attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "relevance"})
             write_progress(progress_file, 0)
+            done = 0
 
         group = zarr.open_group(partial, mode="a", zarr_format=2)
-        done = read_progress(progress_file)
         step = max(CHUNK_WINDOWS, batch_size // CHUNK_WINDOWS * CHUNK_WINDOWS)
         with explainer, tqdm(total=n, initial=done, disable=not progress, desc=f"explain {method}", unit="win") as bar:
             for start in range(done, n, step):
                 stop = min(n, start + step)
                 truth = None if d["positions"] is None else d["positions"][start:stop]
                 result = explainer.explain_batch(signals[start:stop].values, truth, np.arange(start, stop))
+                check_values(result["relevance"], final, start, zeros=True, what="relevance",
+                             hint=f"{method} gives no usable relevance here; try other options or another method")
                 group["relevance"][start:stop] = result["relevance"].astype(np.float32)
                 for name, (_, values) in result_coords(result).items():
                     group[name][start:stop] = values
@@ -211,24 +226,25 @@ def explain_store(
             summary["reference_output"] = explainer.attrs["reference_output"]
         group.attrs.update(summary)
         zarr.consolidate_metadata(partial, zarr_format=2)
+        seal_store(partial, complete=("relevance",), what="relevance store")
         os.replace(partial, final)
         os.remove(progress_file)
         return final
 
 
 def open_relevance(path: str | os.PathLike) -> xr.DataArray:
-    """Open a complete relevance store as its ``relevance`` DataArray (lazy), attrs included."""
-    import xarray as xr
+    """Open a complete relevance store as its ``relevance`` DataArray (lazy), attrs included.
 
+    The store is checked first (:func:`xai_loc.data.integrity.verify_store`) and every chunk
+    again as it is read; a damaged, unfinished or foreign store is an
+    :class:`~xai_loc.errors.InputError` naming it and how to rebuild it.
+    """
     path = Path(path)
     if path.name.endswith(".partial"):
         raise InputError(f"{path} is an unfinished relevance store; run the explanation again to complete it")
     if not path.exists():
         raise InputError(f"relevance store {str(path)!r} does not exist; create it with 'xai-loc explain'")
-    try:
-        ds = xr.open_zarr(path)
-    except Exception:  # zarr raises many types for foreign folders
-        raise InputError(f"{path} is not a readable xai-loc relevance store") from None
+    ds = open_zarr_dataset(path, what="relevance store")
     if "relevance" not in ds:
         raise InputError(f"{path} is not a relevance store (no 'relevance' variable)")
     da = ds["relevance"]
@@ -290,7 +306,8 @@ def write_wavs(
     import xarray as xr
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if mics is not None:
+        relevance.xai.check_mics(mics)
     fs = int(round(fs if fs is not None else relevance.attrs.get("fs", 16000)))
     if isinstance(signals, xr.Dataset):
         signals = signals["signals"]
@@ -301,6 +318,7 @@ def write_wavs(
         picked = range(relevance.sizes["window"]) if sources is None else np.atleast_1d(sources)
         groups = [(f"window-{int(w):05d}", relevance.isel(window=[int(w)])) for w in picked]
     written = []
+    ensure_writable_dir(folder)
     for stem, rel in groups:
         files = [(f"{stem}_relevance.wav", rel)]
         if signals is not None:
@@ -309,8 +327,7 @@ def write_wavs(
         for name, da in files:
             audio = da.xai.as_audio(mics=mics)
             path = folder / name
-            tmp = path.with_name(f".{name}.tmp")
-            sf.write(tmp, audio, fs, subtype=subtype, format="WAV")
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                sf.write(tmp, audio, fs, subtype=subtype, format="WAV")
             written.append(path)
     return written

@@ -126,9 +126,8 @@ class WindowSet:
 
     def __init__(self, store, preload: bool = False) -> None:
         import xarray as xr
-        import zarr
 
-        from xai_loc.data.store import open_signals
+        from xai_loc.data.store import open_signals, open_signals_array
 
         self.path = None if isinstance(store, xr.Dataset) else Path(store)
         ds = store if self.path is None else open_signals(self.path)
@@ -136,8 +135,8 @@ class WindowSet:
         for var, dims in REQUIRED.items():
             if var not in ds.variables or ds[var].dims != dims:
                 raise InputError(f"{name} lacks {var} with dims {dims}; is it an xai-loc dataset store?")
-        # windows of a store on disk are read with zarr directly: faster than through xarray
-        self._array = None if self.path is None else zarr.open_array(self.path / "signals", mode="r")
+        # windows of a store on disk are read with zarr directly (faster than through xarray), each chunk checked
+        self._array = None if self.path is None else open_signals_array(self.path)
         self.name = name
         self.dataset = ds
         self.positions = np.asarray(ds["source_position"].values, dtype=np.float64)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 
 def _perturbation(path: Path):
-    from xai_loc.io import open_result
+    from xai_loc.data.integrity import open_netcdf_store
 
-    return open_result(path, "perturbation result", ("mae_mean",), rebuild="'xai-loc perturb'")
+    return open_netcdf_store(path, "perturbation result", "run 'xai-loc perturb' to rebuild it", required=("mae_mean",))
 
 
 def _draw_perturbation(ds, path: Path) -> list[Path]:

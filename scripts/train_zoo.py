@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="training and evaluation device: cpu, cuda, cuda:N")
     parser.add_argument("--sim-device", default="cpu", help="device of the torch room simulator")
     parser.add_argument("--sources", type=int, default=None,
-                        help="only the first N sources of each split (a quick trial; file names get -firstN)")
+                        help="only N sources of each split, a seeded spread (a quick trial; file names get -nN)")
     parser.add_argument("--preload", action="store_true", help="hold the training and validation sets in RAM")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--data-root", type=Path, default=None, help="default: $XAI_LOC_DATA or ./xai-loc-data")
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                       for split in SPLITS}
             test = WindowSet(stores["test"])
             for arch in args.archs:
-                name = f"{arch}_{condition_name(t60, snr)}" + (f"-first{args.sources}" if args.sources else "")
+                name = f"{arch}_{condition_name(t60, snr)}" + (f"-n{args.sources}" if args.sources else "")
                 init = None if args.init_from is None else args.init_from.replace("{arch}", arch)
                 run = train(arch, stores["train"], stores["val"], runs / f"{name}.safetensors", config, PROGRESS,
                             init_from=init)

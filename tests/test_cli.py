@@ -32,7 +32,7 @@ def test_simulate_end_to_end(tmp_path):
     result = CliRunner().invoke(main, ["--threads", "1", "simulate", "--t60", "0.15", "--snr", "25", "--sources", "2",
                                        "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    path = tmp_path / "paper" / "t60-0.15_snr-25" / "test-first2.zarr"
+    path = tmp_path / "paper" / "t60-0.15_snr-25" / "test-n2.zarr"
     assert result.output.strip().endswith(str(path))
     ds = xr.open_zarr(path)
     assert ds.signals.shape[1:] == (16, 5120) and len(set(ds.source_id.values.tolist())) == 2
@@ -157,7 +157,7 @@ def test_explain_audit_listen_end_to_end(tmp_path, tiny_checkpoint):
     assert result.exit_code == 0, result.output
     store = result.output.strip().splitlines()[-1]
     rel = xr.open_zarr(store)
-    signals = xr.open_zarr(data / "paper" / "t60-0.15_snr-25" / "test-first1.zarr")
+    signals = xr.open_zarr(data / "paper" / "t60-0.15_snr-25" / "test-n1.zarr")
     var = next(iter(rel.data_vars.values()))
     assert var.shape == signals.signals.shape and var.dims == ("window", "mic", "time")
     result = runner.invoke(main, ["listen", store, "--out", str(tmp_path / "wavs"), "--mics", "7,8"])

@@ -59,13 +59,27 @@ def _simulate(root, **kw):
     return store.simulate_dataset(paper_scene(), args.pop("split"), args.pop("t60"), args.pop("snr"), **args)
 
 
+def test_source_subsets_are_a_seeded_spread_that_nests():
+    test = paper_scene().splits["test"]
+    small, large = store.subset_ids(test, 20), store.subset_ids(test, 60)
+    assert np.array_equal(small, store.subset_ids(test, 20)) and np.all(np.diff(small) > 0)
+    assert set(small) <= set(large) and set(small) <= set(test.tolist())
+    # spread over the whole 0.5 x 0.5 m square, not a strip of the grid's first rows
+    xy = paper_scene().sources[small, :2]
+    all_xy = paper_scene().sources[test, :2]
+    for k in range(2):
+        lo, hi = np.quantile(all_xy[:, k], [0.25, 0.75])
+        assert (xy[:, k] < lo).any() and (xy[:, k] > hi).any()
+    assert np.array_equal(store.subset_ids(test, 10_000), test)
+
+
 def test_store_content_noise_level_and_labels(tmp_path, corpus):
     path = _simulate(tmp_path, corpus=corpus)
     ds = store.open_signals(path)
-    assert path.name == "test-first3.zarr" and not path.with_name(path.name + ".partial").exists()
+    assert path.name == "test-n3.zarr" and not path.with_name(path.name + ".partial").exists()
     assert ds.signals.dims == ("window", "mic", "time") and ds.sizes["mic"] == 16 and ds.sizes["time"] == 5120
     scene = paper_scene()
-    ids = scene.splits["test"][:3]
+    ids = store.subset_ids(scene.splits["test"], 3)
     assert set(ds.source_id.values.tolist()) == set(ids.tolist())
     for sid in ids:
         sel = ds.source_id.values == sid
@@ -105,7 +119,7 @@ def test_resume_after_interruption_gives_identical_store(tmp_path, corpus, monke
     assert not final.exists()  # never reads as complete
     assert final.with_name(final.name + ".partial").exists()
     written = json.loads(final.with_name(final.name + ".progress.json").read_text())["windows_written"]
-    first_two = paper_scene().splits["test"][:2]
+    first_two = store.subset_ids(paper_scene().splits["test"], 3)[:2]
     assert written == int(np.isin(ref_ids, first_two).sum())  # both finished sources, nothing more
     with pytest.raises(InputError, match="unfinished"):
         store.open_signals(final.with_name(final.name + ".partial"))

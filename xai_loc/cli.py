@@ -206,7 +206,8 @@ def info(ctx: click.Context) -> None:
 @click.option("--snr", type=SNR, required=True, help="SNR in dB relative to microphone 0.")
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True,
               help="Which sources of the scene to simulate.")
-@click.option("--sources", "n_sources", type=Int(1), default=None, help="Only the first N sources of the split.")
+@click.option("--sources", "n_sources", type=Int(1), default=None,
+              help="Only N sources, a seeded spread over the split.")
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
 @click.option("--data", "--out", "out", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root (--out is an alias) [default: $XAI_LOC_DATA or ./xai-loc-data].")
@@ -295,7 +296,8 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
 @click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root; train/val are simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--sources", "n_sources", type=Int(1), default=None, help="Only the first N sources of each split.")
+@click.option("--sources", "n_sources", type=Int(1), default=None,
+              help="Only N sources of each split, a seeded spread over it.")
 @click.option("--out", type=OutFile(), default=None,
               help="Checkpoint to write [default: <data>/runs/<scene>/<model>_t60-T_snr-S.safetensors].")
 @click.option("--batch-size", type=Int(1), default=100, show_default=True)
@@ -353,7 +355,8 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, **knobs) 
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
 @click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root; the split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--sources", "n_sources", type=Int(1), default=None, help="Only the first N sources of the split.")
+@click.option("--sources", "n_sources", type=Int(1), default=None,
+              help="Only N sources, a seeded spread over the split.")
 @click.option("--json", "json_out", type=OutFile(), default=None,
               help="Also write the report with the per-source table as JSON.")
 @click.option("--batch-size", type=Int(1), default=100, show_default=True)
@@ -399,7 +402,8 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
                    "error: prediction - truth; contrast: prediction - reference prediction.")
 @click.option("--option", "options", multiple=True, help=_OPTION_HELP)
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True)
-@click.option("--sources", "n_sources", type=Int(1), default=None, help="Only the first N sources of the split.")
+@click.option("--sources", "n_sources", type=Int(1), default=None,
+              help="Only N sources, a seeded spread over the split.")
 @click.option("--scene", default="paper", show_default=True)
 @click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root; the split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
@@ -510,7 +514,8 @@ _experiment_options = _with_options(
     click.option("--option", "options", multiple=True, help=_OPTION_HELP),
     click.option("--randomized/--no-randomized", default=True, show_default=True,
                  help="Also score the relevance of a randomized copy of each model (sanity baseline)."),
-    click.option("--sources", "n_sources", type=Int(1), default=None, help="Only the first N test sources."),
+    click.option("--sources", "n_sources", type=Int(1), default=None,
+                 help="Only N test sources, a seeded spread over the split."),
     click.option("--seed", type=SEED, default=0, show_default=True),
     click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
                  help="Data root; the test split is simulated there if absent "

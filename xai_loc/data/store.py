@@ -57,10 +57,31 @@ def condition_name(t60: float, snr: float) -> str:
     return f"t60-{float(t60):g}_snr-{float(snr):g}"
 
 
+#: Seed of source subsets (``--sources N``): fixed, so that every command picks the same sources.
+SUBSET_SEED = 5000
+
+
+def subset_ids(ids: np.ndarray, n_sources: int | None) -> np.ndarray:
+    """A seeded spread of ``n_sources`` of ``ids`` over the whole split, in ascending order.
+
+    The subset is the head of one fixed random permutation of the split (seed
+    :data:`SUBSET_SEED`), so smaller subsets nest in larger ones and every command asking
+    for N sources gets the same N; unlike the first N ids (a narrow strip of the grid), it
+    covers the split's area, so a baseline fitted on it describes the split.
+    """
+    ids = np.asarray(ids)
+    if n_sources is None or n_sources >= ids.size:
+        return ids
+    if n_sources < 1:
+        raise InputError(f"sources={n_sources} is not allowed; use a positive number")
+    order = np.random.default_rng(SUBSET_SEED).permutation(ids.size)
+    return np.sort(ids[order[:n_sources]])
+
+
 def dataset_path(root: str | Path, scene: Scene, t60: float, snr: float, split: str,
                  n_sources: int | None = None) -> Path:
-    """Path of the store for a scene, condition and split (``n_sources``: a leading subset)."""
-    name = split if n_sources is None else f"{split}-first{n_sources}"
+    """Path of the store for a scene, condition and split (``n_sources``: a subset, :func:`subset_ids`)."""
+    name = split if n_sources is None else f"{split}-n{n_sources}"
     return Path(root) / scene.name / condition_name(t60, snr) / f"{name}.zarr"
 
 
@@ -156,7 +177,8 @@ def simulate_dataset(
     root
         Data root (default :func:`default_root`).
     n_sources
-        Only the first ``n_sources`` sources of the split (a separate store).
+        Only a seeded spread of ``n_sources`` sources over the split (:func:`subset_ids`; a
+        separate store).
     corpus
         A :class:`~xai_loc.acoustics.speech.SpeechCorpus` (default: the shipped corpus).
     seed
@@ -187,9 +209,7 @@ def simulate_dataset(
         raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
     ids = scene.source_ids(split)
     if n_sources is not None:
-        if n_sources < 1:
-            raise InputError(f"sources={n_sources} is not allowed; use a positive number")
-        ids = ids[:n_sources]
+        ids = subset_ids(ids, n_sources)
         n_sources = min(n_sources, len(ids))
     corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
     rir_options = dict(rir_options or {})

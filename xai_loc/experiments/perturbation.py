@@ -234,7 +234,7 @@ def run_perturbation(
     batch_size
         Windows per explanation and forward pass.
     n_sources
-        Only the first ``n_sources`` sources of the store.
+        Only a seeded spread of ``n_sources`` of the store's sources (:func:`~xai_loc.data.store.subset_ids`).
     timing
         A dict to fill with the seconds spent per model (wall, forward passes, explanations);
         timings stay out of the result so that it is byte-reproducible.
@@ -253,7 +253,7 @@ def run_perturbation(
     import xarray as xr
 
     from xai_loc import __version__
-    from xai_loc.data.store import open_signals
+    from xai_loc.data.store import open_signals, subset_ids
     from xai_loc.experiments.baselines import randomized_copy
     from xai_loc.explain import Explainer
     from xai_loc.models.evaluation import localization_errors
@@ -262,7 +262,7 @@ def run_perturbation(
     percentages = check_percentages(percentages)
     ds = open_signals(data)
     if n_sources is not None:
-        keep = np.isin(ds["source_id"].values, np.unique(ds["source_id"].values)[:n_sources])
+        keep = np.isin(ds["source_id"].values, subset_ids(np.unique(ds["source_id"].values), n_sources))
         ds = ds.isel(window=np.flatnonzero(keep))
     truth = ds["source_position"].values
     n = truth.shape[0]

@@ -8,8 +8,9 @@ import xarray as xr
 from click.testing import CliRunner
 
 from xai_loc.acoustics.backends import BACKENDS
+from xai_loc.acoustics.conventions import CONVENTIONS
 from xai_loc.acoustics.ism import MODES
-from xai_loc.cli import BACKEND_CHOICES, RIR_MODE_CHOICES, main
+from xai_loc.cli import BACKEND_CHOICES, CONVENTION_CHOICES, RIR_MODE_CHOICES, main
 
 
 def test_help_does_not_import_torch():
@@ -19,6 +20,7 @@ def test_help_does_not_import_torch():
 
 def test_cli_choices_follow_the_registries():
     assert set(BACKEND_CHOICES) == set(BACKENDS)
+    assert set(CONVENTION_CHOICES) == set(CONVENTIONS)
     assert set(RIR_MODE_CHOICES) == set(MODES)
 
 
@@ -241,7 +243,9 @@ def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     summary = (tmp_path / "rep" / "summary.md").read_text()
     row = next(line for line in summary.splitlines() if line.startswith("| 0.15 | 25 | loccnn |"))
-    assert row.split("|")[6].strip() == "0.088"  # the paper's number beside ours
+    assert row.split("|")[4].strip() == "pyroomacoustics"  # a card without a convention: the legacy data
+    assert row.split("|")[7].strip() == "0.088"  # the paper's number beside ours
+    assert "Test data simulated under the gpurir convention." in summary
     assert "No shipped checkpoint for: (0.3 s, 20 dB)" in summary
     cond = tmp_path / "rep" / "t60-0.15_snr-25"
     for name in ("perturbation.nc", "tdoa.nc", "tdoa.md", "inspection_loccnn.png"):

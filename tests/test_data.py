@@ -10,6 +10,7 @@ import pytest
 import xarray as xr
 
 import xai_loc.data.store as store
+from xai_loc.acoustics.conventions import rir_length
 from xai_loc.acoustics.speech import SpeechCorpus
 from xai_loc.data.scene import Scene, load_scene, paper_scene
 from xai_loc.errors import InputError
@@ -85,7 +86,8 @@ def test_store_content_noise_level_and_labels(tmp_path, corpus):
         sel = ds.source_id.values == sid
         np.testing.assert_allclose(ds.source_position.values[sel], np.repeat(scene.sources[[sid]], sel.sum(), 0))
         assert ds.window_index.values[sel].tolist() == list(range(sel.sum()))
-        n_expected = len(corpus.load(str(ds.speech_id.values[sel][0]))) // 5120
+        n_rir = rir_length("gpurir", 0.15, 16000)  # the full convolution: utterance + RIR - 1 samples
+        n_expected = (len(corpus.load(str(ds.speech_id.values[sel][0]))) + n_rir - 1) // 5120
         assert sel.sum() == n_expected
     attrs = json.loads(ds.attrs["config"])
     assert attrs["t60"] == 0.15 and attrs["snr"] == 20.0 and ds.attrs["xai_loc_version"]

@@ -1,4 +1,5 @@
-"""Known-answer physics of the torch image-source simulator, checked against pyroomacoustics."""
+"""Known-answer physics of the torch image-source simulator under the ``pyroomacoustics`` convention,
+checked against pyroomacoustics itself (the ``gpurir`` convention: tests/test_conventions.py)."""
 import math
 
 import numpy as np
@@ -26,9 +27,12 @@ def _pulse_time_and_area(h: np.ndarray, tau: float, search: float = 3.0):
     return float(peak), float(h[centre - 8 : centre + 9].sum())
 
 
+PRA = "pyroomacoustics"
+
+
 def _rir_pair(t60, max_order):
-    ours = simulate_rirs("torch", ROOM, SRC, MICS, t60, max_order=max_order, dtype=torch.float64)[0]
-    ref = simulate_rirs("pyroomacoustics", ROOM, SRC, MICS, t60, max_order=max_order)[0]
+    ours = simulate_rirs("torch", ROOM, SRC, MICS, t60, max_order=max_order, dtype=torch.float64, convention=PRA)[0]
+    ref = simulate_rirs("pyroomacoustics", ROOM, SRC, MICS, t60, max_order=max_order, convention=PRA)[0]
     return ours.astype(np.float64), ref.astype(np.float64)
 
 
@@ -80,33 +84,36 @@ def test_responses_agree_sample_by_sample_with_pyroomacoustics():
     assert np.abs(ours - ref).max() < 0.1 * np.abs(ref).max()
 
 
-def test_hybrid_tail_keeps_the_decay_rate_and_is_seeded():
-    ism = image_source_rirs(ROOM, SRC, MICS, 0.4, dtype=torch.float64)[0].numpy()
-    hyb = image_source_rirs(ROOM, SRC, MICS, 0.4, mode="hybrid", seed=3, dtype=torch.float64)[0].numpy()
-    again = image_source_rirs(ROOM, SRC, MICS, 0.4, mode="hybrid", seed=3, dtype=torch.float64)[0].numpy()
-    other = image_source_rirs(ROOM, SRC, MICS, 0.4, mode="hybrid", seed=4, dtype=torch.float64)[0].numpy()
+@pytest.mark.parametrize("convention, half", [("pyroomacoustics", 8), ("gpurir", 65)])
+def test_hybrid_tail_keeps_the_decay_rate_and_is_seeded(convention, half):
+    def run(**kw):
+        return image_source_rirs(ROOM, SRC, MICS, 0.4, dtype=torch.float64, convention=convention, **kw)[0].numpy()
+
+    ism, hyb = run(), run(mode="hybrid", seed=3)
+    again, other = run(mode="hybrid", seed=3), run(mode="hybrid", seed=4)
     n_diff = int(math.ceil(0.1 * ROOM.fs))
     np.testing.assert_array_equal(hyb, again)
     assert not np.array_equal(hyb[:, n_diff:], other[:, n_diff:])
-    np.testing.assert_allclose(hyb[:, : n_diff - 8], ism[:, : n_diff - 8], atol=1e-12)
+    np.testing.assert_allclose(hyb[:, : n_diff - half], ism[:, : n_diff - half], atol=1e-12)
     # The diffuse tail decays at the nominal T60: 60 dB per 0.4 s.
     tail = hyb[0, n_diff:] ** 2
-    half = tail.size // 2
-    drop_db = 10 * np.log10(tail[:half].mean() / tail[half:].mean())
-    assert drop_db == pytest.approx(60 * (half / ROOM.fs) / 0.4, rel=0.1)
+    n_half = tail.size // 2
+    drop_db = 10 * np.log10(tail[:n_half].mean() / tail[n_half:].mean())
+    assert drop_db == pytest.approx(60 * (n_half / ROOM.fs) / 0.4, rel=0.1)
     # Its level joins the image-source part: equal energy over the 20 ms before t_diff.
-    before = slice(n_diff - 8 - 320, n_diff - 8)
+    before = slice(n_diff - half - 320, n_diff - half)
     fitted = tail[:320].mean() * 10 ** (60 * 160 / ROOM.fs / 0.4 / 10)
     assert fitted == pytest.approx((ism[0, before] ** 2).mean(), rel=0.6)
 
 
-def test_result_does_not_depend_on_thread_count():
+@pytest.mark.parametrize("convention", ["pyroomacoustics", "gpurir"])
+def test_result_does_not_depend_on_thread_count(convention):
     torch.set_num_threads(2)
     try:
-        two = image_source_rirs(ROOM, SRC, MICS, 0.3)
+        two = image_source_rirs(ROOM, SRC, MICS, 0.3, convention=convention)
     finally:
         torch.set_num_threads(1)
-    one = image_source_rirs(ROOM, SRC, MICS, 0.3)
+    one = image_source_rirs(ROOM, SRC, MICS, 0.3, convention=convention)
     assert torch.equal(one, two)
 
 
@@ -127,6 +134,9 @@ def test_sabine_reflection_coefficient_and_bounds():
     ({"sources": np.array([[4.0, 1.0, 1.0]])}, "outside the room"),
     ({"mics": np.array([[1.0, 1.0, -0.1]])}, "outside the room"),
     ({"mode": "fast"}, "allowed: ism, hybrid"),
+    ({"convention": "odeon"}, "allowed: gpurir, pyroomacoustics"),
+    ({"max_order": -1}, "max_order=-1"),
+    ({"t_max": -0.1}, "t_max=-0.1"),
 ])
 def test_bad_simulation_input_is_a_one_line_error(kwargs, match):
     args = {"sources": SRC, "mics": MICS, "t60": 0.3, **kwargs}
@@ -140,3 +150,12 @@ def test_unknown_backend_is_refused():
     with pytest.raises(InputError, match="allowed: torch"):
         simulate_rirs("odeon", ROOM, SRC, MICS, 0.3)
     assert {"torch", "pyroomacoustics", "gpurir"} <= set(BACKENDS)
+
+
+def test_backends_refuse_conventions_they_cannot_follow():
+    # pyroomacoustics keeps +beta: it cannot draw gpuRIR's (-beta)^n
+    with pytest.raises(InputError, match="cannot follow convention 'gpurir'") as err:
+        simulate_rirs("pyroomacoustics", ROOM, SRC, MICS, 0.3)
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="gpuRIR's own convention"):
+        simulate_rirs("gpurir", ROOM, SRC, MICS, 0.3, convention="pyroomacoustics")

@@ -34,6 +34,7 @@ POSITIVE = Number(0, open_low=True)
 #: RIR backends and modes offered on the command line (kept in sync with the registries by a test).
 BACKEND_CHOICES = ("torch", "pyroomacoustics", "gpurir")
 RIR_MODE_CHOICES = ("ism", "hybrid")
+CONVENTION_CHOICES = ("gpurir", "pyroomacoustics")
 SPLIT_CHOICES = ("train", "val", "test", "all")
 MODEL_CHOICES = ("loccnn", "samplecnn")
 METHOD_CHOICES = ("lrp", "saliency", "input_x_gradient", "integrated_gradients", "deeplift", "gradient_shap",
@@ -42,6 +43,13 @@ TARGET_CHOICES = ("truth", "prediction", "x", "y", "z", "error", "contrast")
 FIRST_RULE_CHOICES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
 COMPOSITE_CHOICES = ("paper", "paper-samplecnn-reversed-gate", "epsilon", "epsilon_plus_flat",
                      "epsilon_alpha2_beta1", "epsilon_gamma_box", "cochcnn", "tfcnn", "cuenet")
+
+
+#: The simulation convention of every command that simulates.
+_CONVENTION = click.option(
+    "--convention", type=click.Choice(CONVENTION_CHOICES), default=None,
+    help="Simulation convention of the data: gpurir (gpuRIR's, as the paper) or pyroomacoustics "
+         "[default: the scene's; gpurir for the paper scene].")
 
 
 #: File-system errors that come from the user's paths or machine, not from a bug: reported in
@@ -157,6 +165,17 @@ def _condition(t60: float | None, snr: float | None, checkpoint: str | None) -> 
     return float(t60), float(snr)
 
 
+def _warn_convention(checkpoints, convention: str) -> None:
+    """Warn (stderr) about each checkpoint trained on data of another simulation convention."""
+    from xai_loc.models import read_card
+    from xai_loc.models.zoo import convention_warning
+
+    for path in checkpoints:
+        warning = convention_warning(read_card(path), convention, str(path))
+        if warning:
+            click.echo(warning, err=True)
+
+
 def _check_explanation(models, method: str, composite: str, target: str, options: dict) -> None:
     """Refuse a bad method, composite, target or option before any data is simulated."""
     import numpy as np
@@ -219,8 +238,9 @@ def info(ctx: click.Context) -> None:
               help="Folder of wav/flac/ogg speech to use instead of the shipped corpus.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of speech choice and noise.")
 @click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N (torch backend).")
+@_CONVENTION
 @click.pass_context
-def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech, seed, device) -> None:
+def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech, seed, device, convention) -> None:
     """Simulate microphone windows of a scene into a zarr store (resumable)."""
     from xai_loc.acoustics.speech import SpeechCorpus
     from xai_loc.data.scene import load_scene
@@ -229,7 +249,7 @@ def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech,
 
     _setup(ctx)
     resolve_device(device)
-    scn = load_scene(scene)
+    scn = load_scene(scene, convention=convention)
     corpus = SpeechCorpus.from_folder(speech, fs=scn.room.fs) if speech else None
     options = {"mode": mode} if backend == "torch" else {}
     path = simulate_dataset(scn, split, t60, snr, root=out, n_sources=n_sources, corpus=corpus, seed=seed,
@@ -318,8 +338,9 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 @click.option("--init-from", type=InputFile(), default=None,
               help="Start from this checkpoint's weights (same architecture; fine-tuning) instead of a seeded "
               "initialization.")
+@_CONVENTION
 @click.pass_context
-def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, **knobs) -> None:
+def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, convention, **knobs) -> None:
     """Train a localizer on the simulated train/val splits of one condition (resumable).
 
     The paper's recipe is the default: MSE on metres, one random window per source per
@@ -335,7 +356,7 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, **knobs) 
     from xai_loc.models import train as train_model
 
     _setup(ctx)
-    scn = load_scene(scene)
+    scn = load_scene(scene, convention=convention)
     root = Path(data) if data else default_root()
     config = TrainConfig(**knobs)
     sim_device = config.device if config.device.startswith("cuda") else "cpu"
@@ -361,8 +382,10 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, **knobs) 
               help="Also write the report with the per-source table as JSON.")
 @click.option("--batch-size", type=Int(1), default=100, show_default=True)
 @click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@_CONVENTION
 @click.pass_context
-def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out, batch_size, device) -> None:
+def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out, batch_size, device,
+             convention) -> None:
     """Localization error of CHECKPOINT over every window of a split, beside the constant baseline.
 
     Reports the paper's metric (mean absolute error per coordinate, metres, and its mean),
@@ -378,8 +401,9 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
     _setup(ctx)
     t60, snr = _condition(t60, snr, checkpoint)
     load_model(checkpoint)  # a damaged or foreign checkpoint is refused before any data is simulated
-    store = simulate_dataset(load_scene(scene), split, t60, snr, root=data, n_sources=n_sources,
-                             progress=True)
+    scn = load_scene(scene, convention=convention)
+    _warn_convention([checkpoint], scn.convention)
+    store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, progress=True)
     result = evaluate_checkpoint(checkpoint, store, batch_size=batch_size, device=device,
                                  progress=True)
     click.echo(result.to_text())
@@ -411,9 +435,10 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
               help="Relevance store [default: next to the data, <split>.relevance/<arch>-<digest>-<method>-...zarr].")
 @click.option("--batch-size", type=Int(1), default=32, show_default=True)
 @click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@_CONVENTION
 @click.pass_context
 def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options, split, n_sources, scene, data, out,
-            batch_size, device) -> None:
+            batch_size, device, convention) -> None:
     """Explain every window of a split into a chunked relevance store (resumable).
 
     Relevance has the input's shape (window, mic, time) with source and microphone
@@ -428,8 +453,9 @@ def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options,
     t60, snr = _condition(t60, snr, checkpoint)
     model = _checkpoint(arch, t60, snr, checkpoint)
     _check_explanation([model], method, composite, target, _parse_options(options))
-    store = simulate_dataset(load_scene(scene), split, t60, snr, root=data, n_sources=n_sources, device=device,
-                             progress=True)
+    scn = load_scene(scene, convention=convention)
+    _warn_convention([model], scn.convention)
+    store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, device=device, progress=True)
     path = explain_store(model, store, out, method=method, target=target, composite=composite,
                          batch_size=batch_size, device=device, progress=True,
                          **_parse_options(options))
@@ -524,6 +550,7 @@ _experiment_options = _with_options(
                  help="Results folder [default: xai-loc-results/t60-T_snr-S]."),
     click.option("--batch-size", type=Int(1), default=16, show_default=True),
     click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+    _CONVENTION,
 )
 
 
@@ -565,7 +592,7 @@ def _models_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> di
               help="Value of deleted samples: zero (the paper) or noise at the window's level.")
 @click.pass_context
 def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options, percentages, modes, fill,
-            randomized, n_sources, seed, data, out, batch_size, device) -> None:
+            randomized, n_sources, seed, data, out, batch_size, device, convention) -> None:
     """Deletion curves: zero the top-P % of each window's samples, ranked by relevance,
     amplitude or at random, and report the localization error (the paper's experiment).
 
@@ -597,7 +624,9 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
     models = _models_for(arch, t60, snr, checkpoint)
     folder = Path(check_out_dir(out or Path("xai-loc-results") / condition_name(t60, snr), "--out"))
     _check_explanation(models.values(), method, composite, target, _parse_options(options))
-    store = simulate_dataset(paper_scene(), "test", t60, snr, root=data, n_sources=n_sources, device=device,
+    scene = paper_scene(convention or "gpurir")
+    _warn_convention(models.values(), scene.convention)
+    store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
                              progress=True)
     timing: dict = {}
     result = run_perturbation(models, store, percentages=pcts, modes=modes, timing=timing,
@@ -624,7 +653,7 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
 @click.option("--srp-windows", type=Int(1), default=None, help="Only the first N windows for SRP (it is costly).")
 @click.pass_context
 def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, target, options, randomized, srp,
-         srp_windows, n_sources, seed, data, out, batch_size, device) -> None:
+         srp_windows, n_sources, seed, data, out, batch_size, device, convention) -> None:
     """GCC-PHAT delays from microphone signals vs relevance signals, per microphone pair.
 
     Reports % anomalies (error above half the correlation time) and MAE in samples of the
@@ -641,13 +670,14 @@ def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, 
     from xai_loc.plots.tdoa import plot_srp, plot_tdoa
 
     _setup(ctx)
-    scene = paper_scene()
+    scene = paper_scene(convention or "gpurir")
     parse_pairs(pairs, scene.mics.shape[0])
     t60, snr = _condition(t60, snr, checkpoint)
     models = _models_for(arch, t60, snr, checkpoint)
     folder = Path(check_out_dir(out or Path("xai-loc-results") / condition_name(t60, snr), "--out"))
     _check_explanation(models.values(), method, composite, target,
                        {**_parse_options(options), **({"first_rule": first_rule} if first_rule else {})})
+    _warn_convention(models.values(), scene.convention)
     store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
                              progress=True)
     opts = _parse_options(options)
@@ -684,8 +714,9 @@ def figures(results) -> None:
               help="Checkpoint folder [default: the shipped pretrained/].")
 @click.option("--batch-size", type=Int(1), default=16, show_default=True)
 @click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@_CONVENTION
 @click.pass_context
-def reproduce(ctx, quick, out, data, pretrained, batch_size, device) -> None:
+def reproduce(ctx, quick, out, data, pretrained, batch_size, device, convention) -> None:
     """The whole study for the paper's four conditions and both models: data, localization
     error beside the paper's, relevance, perturbation curves, TDOA table, SRP maps, figures
     and summary.md. Conditions without a shipped checkpoint are listed as missing."""
@@ -693,7 +724,7 @@ def reproduce(ctx, quick, out, data, pretrained, batch_size, device) -> None:
 
     _setup(ctx)
     click.echo(str(run(out, quick=quick, data_root=data, pretrained=pretrained, batch_size=batch_size,
-                       device=device)))
+                       device=device, progress=True, convention=convention or "gpurir")))
 
 
 @main.group()

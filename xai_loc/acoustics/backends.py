@@ -1,17 +1,22 @@
 """Room-impulse-response backends, registered by name.
 
-Every backend returns responses in xai-loc's convention (gpuRIR's): image sources of
-amplitude ``beta**n / (4 pi d)`` arriving at ``d / c`` with no global delay and no high-pass
-filter, ``ceil(t_max * fs)`` samples long, as a float32 array ``(S, M, N)``.
+Every backend takes a simulation ``convention`` (:mod:`xai_loc.acoustics.conventions`;
+default ``"gpurir"``) and returns responses under it: image sources of amplitude
+``(sign beta)**n / (4 pi d)`` arriving at ``d / c`` with no global delay and no high-pass
+filter, ``convention.rir_length(t_max, fs)`` samples long, as a float32 array ``(S, M, N)``.
 
 ``torch``
-    xai-loc's vectorized image-source simulator (:mod:`xai_loc.acoustics.ism`); CPU or CUDA.
+    xai-loc's image-source simulator (:mod:`xai_loc.acoustics.ism`); CPU or CUDA; every
+    convention.
 ``pyroomacoustics``
-    The reference implementation, converted to the convention above (its ``1 / d``
+    The reference implementation, converted to xai-loc's amplitude and timing (its ``1 / d``
     amplitudes divided by ``4 pi``, its 40-sample filter delay removed, its high-pass off).
-    Slow for long T60; used to validate the torch simulator.
+    Its reflections keep their sign (``+beta``), so it serves conventions with
+    ``reflection_sign = +1`` only. Slow for long T60; used to validate the torch simulator.
 ``gpurir``
-    gpuRIR (CUDA only, installed from its source repository), when importable.
+    gpuRIR itself (CUDA only, installed from its source repository), when importable, with the
+    paper's settings (``activateLUT(True)``, ``activateMixedPrecision(False)``); conventions
+    that describe gpuRIR only.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from xai_loc.acoustics.conventions import get_convention
 from xai_loc.acoustics.room import ShoeBox, check_t60
 from xai_loc.errors import InputError
 
@@ -28,7 +34,7 @@ BACKENDS: dict[str, RirBackend] = {}
 
 
 def register_backend(name: str) -> Callable[[RirBackend], RirBackend]:
-    """Register an RIR backend ``f(room, sources, mics, t60, *, t_max, device, **options)``."""
+    """Register an RIR backend ``f(room, sources, mics, t60, *, t_max, device, convention, **options)``."""
 
     def wrap(func: RirBackend) -> RirBackend:
         BACKENDS[name] = func
@@ -38,28 +44,34 @@ def register_backend(name: str) -> Callable[[RirBackend], RirBackend]:
 
 
 @register_backend("torch")
-def torch_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", **options) -> np.ndarray:
+def torch_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", convention=None,
+                  **options) -> np.ndarray:
     """xai-loc's image-source simulator; ``options`` go to :func:`~xai_loc.acoustics.ism.image_source_rirs`."""
     from xai_loc.acoustics.ism import image_source_rirs
 
-    rirs = image_source_rirs(room, sources, mics, t60, t_max=t_max, device=device, **options)
+    rirs = image_source_rirs(room, sources, mics, t60, t_max=t_max, device=device, convention=convention, **options)
     return rirs.cpu().numpy().astype(np.float32, copy=False)
 
 
 @register_backend("pyroomacoustics")
 def pyroomacoustics_backend(
-    room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", max_order: int | None = None
+    room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", convention=None,
+    max_order: int | None = None
 ) -> np.ndarray:
-    """pyroomacoustics' image-source method, in xai-loc's amplitude and timing convention."""
+    """pyroomacoustics' image-source method, in xai-loc's amplitude and timing (``+beta`` conventions only)."""
     import pyroomacoustics as pra
 
+    conv = get_convention(convention)
+    if conv.reflection_sign != 1:
+        raise InputError(f"backend 'pyroomacoustics' keeps the sign of reflections and cannot follow convention "
+                         f"{conv.name!r}; use backend 'torch' or convention 'pyroomacoustics'")
     if device != "cpu":
         raise InputError(f"backend 'pyroomacoustics' runs on the CPU only, not on device {device!r}")
     t60 = check_t60(t60, room)
     src = room.check_inside(sources, "source")
     mic = room.check_inside(mics, "microphone")
     t_max = t60 if t_max is None else float(t_max)
-    n_samples = int(math.ceil(t_max * room.fs))
+    n_samples = conv.rir_length(t_max, room.fs)
     e_absorption, sabine_order = pra.inverse_sabine(t60, list(room.size), c=room.c)
     order = sabine_order if max_order is None else max_order
     out = np.zeros((src.shape[0], mic.shape[0], n_samples), dtype=np.float32)
@@ -83,12 +95,22 @@ def pyroomacoustics_backend(
 
 
 @register_backend("gpurir")
-def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cuda", t_diff=None) -> np.ndarray:
-    """gpuRIR's image-source method (needs CUDA and the gpuRIR package)."""
+def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cuda", convention=None,
+                   t_diff=None) -> np.ndarray:
+    """gpuRIR's image-source method (needs CUDA and the gpuRIR package), as the paper ran it."""
+    conv = get_convention(convention)
+    if (conv.reflection_sign, conv.images, conv.length, conv.sub_sample) != (-1, "t2n", "even", "exact"):
+        raise InputError(f"backend 'gpurir' simulates gpuRIR's own convention, not {conv.name!r}; "
+                         "use backend 'torch' or convention 'gpurir'")
     try:
         import gpuRIR
     except ImportError:
         raise InputError("backend 'gpurir' needs the gpuRIR package (CUDA); install it or use 'torch'") from None
+    for names, value in ((("activateLUT", "activate_lut"), True),
+                         (("activateMixedPrecision", "activate_mixed_precision"), False)):
+        setting = next((getattr(gpuRIR, n) for n in names if hasattr(gpuRIR, n)), None)
+        if setting is not None:
+            setting(value)
     t60 = check_t60(t60, room)
     src = room.check_inside(sources, "source")
     mic = room.check_inside(mics, "microphone")
@@ -97,7 +119,7 @@ def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, devi
     n_img = gpuRIR.t2n(t_max, list(room.size), c=room.c)
     t_diff = t_max if t_diff is None else t_diff
     rirs = gpuRIR.simulateRIR(list(room.size), beta, src, mic, n_img, t_max, room.fs, Tdiff=t_diff, c=room.c)
-    n_samples = int(math.ceil(t_max * room.fs))
+    n_samples = conv.rir_length(t_max, room.fs)
     out = np.zeros((src.shape[0], mic.shape[0], n_samples), dtype=np.float32)
     out[..., : min(n_samples, rirs.shape[-1])] = rirs[..., :n_samples]
     return out
@@ -107,7 +129,7 @@ def option_defaults(backend: str) -> dict[str, object]:
     """Default value of every keyword option of a registered backend (those of the function it forwards to included).
 
     Used to compare option sets by meaning: ``{}`` and ``{'mode': 'ism'}`` ask the torch
-    backend for the same thing.
+    backend for the same thing. ``t_max``, ``device``, ``dtype`` and ``convention`` are not options.
     """
     import inspect
 
@@ -116,11 +138,14 @@ def option_defaults(backend: str) -> dict[str, object]:
     funcs = [BACKENDS[backend]] + ([image_source_rirs] if backend == "torch" else [])
     return {name: param.default for func in funcs for name, param in inspect.signature(func).parameters.items()
             if param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is not inspect.Parameter.empty
-            and name not in ("t_max", "device", "dtype")}
+            and name not in ("t_max", "device", "dtype", "convention")}
 
 
 def simulate_rirs(backend: str, room: ShoeBox, sources, mics, t60: float, **kwargs) -> np.ndarray:
-    """Dispatch to a registered backend by name (see :data:`BACKENDS`)."""
+    """Dispatch to a registered backend by name (see :data:`BACKENDS`).
+
+    ``kwargs``: ``t_max``, ``device``, ``convention`` (default ``"gpurir"``) and the backend's options.
+    """
     if backend not in BACKENDS:
         raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
     return BACKENDS[backend](room, sources, mics, t60, **kwargs)

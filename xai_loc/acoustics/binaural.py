@@ -2,7 +2,8 @@
 
 A binaural room impulse response (BRIR) is the image-source response of
 :mod:`xai_loc.acoustics.ism` with every image filtered by the head-related impulse response
-of its direction of arrival relative to the head. Conventions are the simulator's (gpuRIR's):
+of its direction of arrival relative to the head. Its reflections keep pyroomacoustics' sign
+(the ``pyroomacoustics`` convention of :mod:`xai_loc.acoustics.conventions`, not gpuRIR's):
 an image of order ``n`` at distance ``d`` from the head centre has amplitude
 ``beta**n / (4 pi d)`` and arrives ``d / c`` after emission; the HRIR adds its own delay and
 level as measured (KEMAR: ~1 ms lead-in, measured at 1.4 m). ``max_order=0`` or

@@ -1,20 +1,24 @@
-"""Vectorized image-source room impulse responses in torch (CPU or CUDA).
+"""Image-source room impulse responses (CPU or CUDA), under a named simulation convention.
 
-The simulator follows gpuRIR's conventions (Diaz-Guerra et al., 2021), which the paper's
-models were trained on: every image source contributes ``beta**n / (4 pi d)`` arriving at
-``d / c`` with no global delay and no high-pass filter, and the response ends at ``t_max``.
+The default convention, ``"gpurir"``, is gpuRIR's (Diaz-Guerra et al., 2021), which the
+paper's models were trained on: an image source after ``n`` reflections contributes
+``(-beta)**n / (4 pi d)`` at ``d / c`` with no global delay, drawn as a sinc under an 8 ms
+Hann window, images on gpuRIR's ``t2n`` grid, ``ceil(t_max fs)`` samples rounded up to even.
+:mod:`xai_loc.acoustics.conventions` lists every choice and the ``"pyroomacoustics"``
+convention (xai-loc's earlier simulator, kept byte for byte).
 
-Why our own code: pyroomacoustics needs ~6 s per source for 16 microphones at T60 = 0.6 s
-(half a million image sources per microphone), and gpuRIR needs CUDA and a compiler. Here
-every image source of every microphone is handled in one batch of tensor operations:
+Why our own code: pyroomacoustics needs ~5 s per source for 16 microphones at T60 = 0.6 s
+(half a million image sources per microphone), and gpuRIR needs CUDA and a compiler.
 
-1. images are enumerated per axis (position and number of wall hits of each mirror index)
-   and combined only where they can arrive before ``t_max``;
-2. each arrival is a Hann-windowed sinc (``2 * FD_HALF_WIDTH`` taps). Instead of evaluating
-   the sinc per image, amplitudes are scattered into ``LUT_PHASES + 1`` sub-sample phases
-   (linear interpolation between neighbouring phases, like pyroomacoustics' sinc look-up
-   table), and one convolution with the phase filter bank turns them into the response.
-   The delay error of the interpolation is below 1e-3 of a sample.
+How the ``"exact"`` arrival filter stays cheap with 128 taps. Every image of a microphone
+arrives at ``tau = k + f`` samples (``k`` the nearest integer, ``|f| <= 1/2``) and adds
+``a K(t - tau)`` to the response, ``K`` the Hann-windowed sinc. As a function of ``f`` on
+``[-1/2, 1/2]``, each tap ``K(j - f)`` is smooth enough that 8 Chebyshev polynomials
+reproduce it to about 1e-6 (:data:`CHEB_TERMS`): ``K(j - f) = sum_r B_r[j] T_r(2 f)``. So an
+image costs 8 additions into 8 sequences at its integer sample ``k`` (a compiled loop on the
+CPU, ``index_add_`` on CUDA), and the response is ``sum_r B_r * s_r``: 8 FFT convolutions
+per microphone, whatever the number of images. The work is proportional to the images and
+not to the taps.
 
 Two modes:
 
@@ -30,35 +34,32 @@ Two modes:
 """
 from __future__ import annotations
 
+import functools
 import math
+import threading
 
 import numpy as np
 import torch
 
+from xai_loc.acoustics.conventions import Convention, get_convention
 from xai_loc.acoustics.room import ShoeBox, check_t60
 from xai_loc.errors import InputError
 
-#: Taps on each side of a fractional-delay sinc (16 taps in all).
+#: Taps on each side of the fractional-delay sinc of the ``"lut64"`` filter (16 taps in all).
 FD_HALF_WIDTH = 8
-#: Sub-sample phases of the sinc look-up table.
+#: Sub-sample phases of the ``"lut64"`` sinc look-up table.
 LUT_PHASES = 64
+#: Chebyshev terms of the ``"exact"`` filter (fixed: the compiled loop is unrolled for 8).
+CHEB_TERMS = 8
 #: Image-source modes.
 MODES = ("ism", "hybrid")
 #: Bound on images x microphones processed at once (memory stays below ~0.5 GB).
 _CHUNK = 4_000_000
 
 
-def _filter_bank(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Windowed-sinc look-up table ``(LUT_PHASES, 2 W)``.
-
-    Entry ``[q, j]`` is the tap of an arrival at sub-sample phase ``q / LUT_PHASES`` on the
-    output sample ``j - W + 1`` samples after the arrival's integer sample.
-    """
-    w, p = FD_HALF_WIDTH, LUT_PHASES
-    x = (torch.arange(2 * w, dtype=torch.float64) - w + 1)[None, :] - torch.arange(p, dtype=torch.float64)[:, None] / p
-    taps = torch.sinc(x) * 0.5 * (1.0 + torch.cos(math.pi * x / w))
-    return taps.to(device=device, dtype=dtype)
-
+# ----------------------------------------------------------------------------------------
+# Image enumeration
+# ----------------------------------------------------------------------------------------
 
 def _axis_images(src: float, length: float, lo: float, hi: float, reach: float):
     """Image coordinates, wall-hit counts and distance lower bounds along one axis.
@@ -76,10 +77,40 @@ def _axis_images(src: float, length: float, lo: float, hi: float, reach: float):
     return coords[keep], hits[keep], gap[keep]
 
 
-def _images(room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, max_order: int | None):
+def t2n(t_max: float, size, c: float) -> list[int]:
+    """gpuRIR's ``t2n``: mirror indices per axis, ``ceil(2 t_max c / L)``."""
+    return [int(n) for n in np.ceil(2.0 * t_max / (np.asarray(size, dtype=np.float64) / c))]
+
+
+def _grid_axis(src: float, length: float, n_img: int):
+    """gpuRIR's images along one axis: coordinates and wall-hit counts.
+
+    Thread ``n`` of ``calcAmpTau_kernel`` takes ``k = n - N / 2`` (integer division), cell
+    ``ceil(k / 2)`` and parity ``|k mod 2|``; the image lies at ``2 cell L + (1 - 2 parity) src``
+    after ``|cell - parity| + |cell|`` reflections.
+    """
+    k = np.arange(n_img) - n_img // 2
+    cell = -((-k) // 2)
+    parity = np.abs(k) % 2
+    return cell * 2.0 * length + (1 - 2 * parity) * src, np.abs(cell - parity) + np.abs(cell)
+
+
+def _axes(conv: Convention, room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, t_max: float):
+    """Per-axis image coordinates and hit counts of one source under a convention's image set."""
+    if conv.images == "t2n":
+        counts = t2n(t_max, room.size, room.c)
+        return [_grid_axis(src[a], room.size[a], counts[a]) for a in range(3)]
+    return [_axis_images(src[a], room.size[a], mics[:, a].min(), mics[:, a].max(), reach)[:2] for a in range(3)]
+
+
+def _images(room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, max_order: int | None, axes=None):
     """All image positions ``(K, 3)`` and reflection orders ``(K,)`` that can arrive within ``reach``."""
-    axes = [_axis_images(src[a], room.size[a], mics[:, a].min(), mics[:, a].max(), reach) for a in range(3)]
-    (cx, hx, gx), (cy, hy, gy), (cz, hz, gz) = axes
+    lo, hi = mics.min(axis=0), mics.max(axis=0)
+    if axes is None:
+        axes = [_axis_images(src[a], room.size[a], lo[a], hi[a], reach)[:2] for a in range(3)]
+    (cx, hx), (cy, hy), (cz, hz) = axes
+    gx, gy, gz = (np.maximum(0.0, np.maximum(low - c, c - high))
+                  for c, low, high in zip((cx, cy, cz), lo, hi, strict=True))
     gap2 = gx[:, None, None] ** 2 + gy[None, :, None] ** 2 + gz[None, None, :] ** 2
     order = hx[:, None, None] + hy[None, :, None] + hz[None, None, :]
     keep = gap2 <= reach**2
@@ -88,6 +119,22 @@ def _images(room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, max_
     ix, iy, iz = np.nonzero(keep)
     pos = np.stack([cx[ix], cy[iy], cz[iz]], axis=1)
     return pos, order[ix, iy, iz]
+
+
+# ----------------------------------------------------------------------------------------
+# The "lut64" filter: xai-loc's earlier simulator, unchanged
+# ----------------------------------------------------------------------------------------
+
+def _filter_bank(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Windowed-sinc look-up table ``(LUT_PHASES, 2 W)``.
+
+    Entry ``[q, j]`` is the tap of an arrival at sub-sample phase ``q / LUT_PHASES`` on the
+    output sample ``j - W + 1`` samples after the arrival's integer sample.
+    """
+    w, p = FD_HALF_WIDTH, LUT_PHASES
+    x = (torch.arange(2 * w, dtype=torch.float64) - w + 1)[None, :] - torch.arange(p, dtype=torch.float64)[:, None] / p
+    taps = torch.sinc(x) * 0.5 * (1.0 + torch.cos(math.pi * x / w))
+    return taps.to(device=device, dtype=dtype)
 
 
 def _scatter_ism(
@@ -104,7 +151,7 @@ def _scatter_ism(
 
     Each arrival goes to the nearest of ``LUT_PHASES`` sub-sample slots (delay error at most
     ``1 / (2 LUT_PHASES)`` samples), so a single scatter and one strided convolution with
-    the sinc table replace per-image filter evaluation.
+    the sinc table replace per-image filter evaluation. ``beta`` carries the sign.
     """
     reach = room.c * n_samples / room.fs
     pos, order = _images(room, src, mics.cpu().numpy(), reach, max_order)
@@ -133,14 +180,162 @@ def _scatter_ism(
     return out
 
 
+# ----------------------------------------------------------------------------------------
+# The "exact" filter: Chebyshev expansion of the fractional delay, FFT convolution
+# ----------------------------------------------------------------------------------------
+
+def hann_sinc(x: np.ndarray, taps: int) -> np.ndarray:
+    """gpuRIR's arrival kernel: ``0.5 (1 + cos(2 pi x / Tw)) sinc(x)`` for ``|x| < Tw / 2``, else 0 (``Tw = taps``)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(np.abs(x) < taps / 2.0, 0.5 * (1.0 + np.cos(2.0 * np.pi * x / taps)) * np.sinc(x), 0.0)
+
+
+def _half_width(taps: int) -> int:
+    """Largest ``|j|`` of a tap ``K(j - f)``, ``|f| <= 1/2``, that can be non-zero."""
+    return taps // 2 + 1
+
+
+@functools.lru_cache(maxsize=8)
+def _chebyshev_basis(taps: int) -> np.ndarray:
+    """``B (CHEB_TERMS, 2 W + 1)``: ``K(j - u / 2) = sum_r B[r, j + W] T_r(u)`` for ``u`` in ``[-1, 1]``.
+
+    Interpolation at the Chebyshev nodes (near the best polynomial approximation); for the
+    128-tap kernel the largest error over ``u`` and ``j`` is below 1e-6.
+    """
+    w = _half_width(taps)
+    nodes = np.cos(np.pi * (np.arange(CHEB_TERMS) + 0.5) / CHEB_TERMS)
+    vander = np.polynomial.chebyshev.chebvander(nodes, CHEB_TERMS - 1)
+    j = np.arange(-w, w + 1)
+    return np.linalg.solve(vander, hann_sinc(j[None, :] - nodes[:, None] / 2.0, taps))
+
+
+@functools.lru_cache(maxsize=32)
+def _kernel_spectra(taps: int, n_fft: int, double: bool, transposed: bool = False) -> np.ndarray:
+    """Real FFTs ``(CHEB_TERMS, n_fft // 2 + 1)`` of the basis kernels, zero-padded to ``n_fft`` (or transposed)."""
+    from scipy import fft as sfft
+
+    basis = _chebyshev_basis(taps)
+    padded = np.zeros((CHEB_TERMS, n_fft))
+    padded[:, : basis.shape[1]] = basis
+    spectra = sfft.rfft(padded if double else padded.astype(np.float32), axis=1)
+    return np.ascontiguousarray(spectra.T) if transposed else spectra
+
+
+def _fft_length(n_samples: int, taps: int) -> int:
+    from scipy import fft as sfft
+
+    return sfft.next_fast_len(n_samples + 2 * _half_width(taps), real=True)
+
+
+def _exact_reach(n_samples: int, taps: int, room: ShoeBox) -> tuple[float, int]:
+    """Distance beyond which an image adds nothing to the first ``n_samples``, and the slots it may occupy."""
+    # An arrival at tau touches t in (tau - Tw/2, tau + Tw/2); t <= n_samples - 1.
+    tau_max = n_samples - 1 + taps / 2.0
+    return tau_max * room.c / room.fs, n_samples + _half_width(taps)
+
+
+#: Per-thread work arrays of :func:`_exact_cpu`, kept between calls: zeroing fresh pages of a
+#: few MB per source costs more than the FFTs themselves at T60 = 0.15 s.
+_WORK = threading.local()
+
+
+def _workspace(n_mics: int, n_fft: int, double: bool) -> dict:
+    key = (n_mics, n_fft, double)
+    work = getattr(_WORK, "arrays", None)
+    if work is None or work["key"] != key:
+        work = {"key": key, "buf": np.zeros((n_mics, n_fft, CHEB_TERMS)),
+                "mixed": np.zeros((n_mics, n_fft // 2 + 1), dtype=np.complex128 if double else np.complex64)}
+        if not double:
+            work["buf32"] = np.zeros((n_mics, n_fft, CHEB_TERMS), dtype=np.float32)
+        _WORK.arrays = work
+    return work
+
+
+def _exact_cpu(room, src, mics, signed_beta, n_samples, taps, axes, max_order, dtype):
+    """One source, ``"exact"`` filter, compiled loop + scipy FFTs: ``(M, n_samples)`` tensor."""
+    from scipy import fft as sfft
+
+    from xai_loc.acoustics._ism_kernels import accumulate, mix
+
+    reach, n_k = _exact_reach(n_samples, taps, room)
+    (xc, xh), (yc, yh), (zc, zh) = axes
+    order = np.argsort(zc, kind="stable")
+    zc, zh = zc[order], zh[order]
+    gains = [signed_beta ** h.astype(np.float64) for h in (xh, yh, zh)]
+    n_fft = _fft_length(n_samples, taps)  # >= n_k: the FFT needs no padding copy
+    work = _workspace(mics.shape[0], n_fft, dtype == torch.float64)
+    work["buf"].fill(0.0)
+    accumulate(np.ascontiguousarray(mics, dtype=np.float64), np.ascontiguousarray(xc, dtype=np.float64), gains[0],
+                xh.astype(np.int64), np.ascontiguousarray(yc, dtype=np.float64), gains[1], yh.astype(np.int64),
+                np.ascontiguousarray(zc, dtype=np.float64), gains[2], zh.astype(np.int64), reach * reach,
+                room.fs / room.c, np.iinfo(np.int64).max // 4 if max_order is None else int(max_order), n_k,
+                work["buf"], np.empty((3, max(1, zc.size))))
+    if "buf32" in work:  # float32 output: single-precision FFTs (error ~1e-7 of the peak)
+        buf = work["buf32"]
+        np.copyto(buf, work["buf"])
+    else:
+        buf = work["buf"]
+    spectra = sfft.rfft(buf, axis=1)  # (M, F, R)
+    mix(spectra, _kernel_spectra(taps, n_fft, buf.dtype == np.float64, transposed=True), work["mixed"])
+    w = _half_width(taps)
+    return torch.from_numpy(sfft.irfft(work["mixed"], n=n_fft, axis=1)[:, w : w + n_samples])
+
+
+def _exact_torch(room, src, mics, signed_beta, n_samples, taps, axes, max_order, device, dtype):
+    """The same computation in torch (CUDA, or CPU for cross-checks): ``(M, n_samples)`` tensor.
+
+    Geometry in float64, scattering with ``index_add_`` in ``dtype``.
+    """
+    reach, n_k = _exact_reach(n_samples, taps, room)
+    mics64 = mics.to(torch.float64)
+    pos, order = _images(room, src, mics64.cpu().numpy(), reach, max_order, axes=axes)
+    pos = torch.as_tensor(pos, device=device, dtype=torch.float64)
+    gain = torch.as_tensor(signed_beta ** order.astype(np.float64) / (4.0 * math.pi), device=device,
+                           dtype=torch.float64)
+    n_mics = mics.shape[0]
+    buf = torch.zeros(n_mics * n_k, CHEB_TERMS, device=device, dtype=dtype)
+    scale = room.fs / room.c
+    per_chunk = max(1, _CHUNK // 4 // max(1, pos.shape[0]))  # 8 terms per image: a quarter of the pairs
+    for m0 in range(0, n_mics, per_chunk):
+        mic = mics64[m0 : m0 + per_chunk].to(device)
+        dist = torch.cdist(mic, pos, compute_mode="donot_use_mm_for_euclid_dist")  # (m, K)
+        tau = dist * scale + 0.5
+        kf = torch.floor(tau)
+        u = 2.0 * (tau - kf) - 1.0
+        amp = gain / dist
+        slot = kf.long()
+        keep = slot < n_k
+        slot = (slot + torch.arange(m0, m0 + mic.shape[0], device=device)[:, None] * n_k)[keep]
+        u, amp = u[keep], amp[keep]
+        terms = [amp, amp * u]
+        for _ in range(2, CHEB_TERMS):
+            terms.append(2.0 * u * terms[-1] - terms[-2])
+        buf.index_add_(0, slot, torch.stack(terms, dim=1).to(dtype))
+        del dist, tau, kf, terms
+    n_fft = _fft_length(n_samples, taps)
+    double = dtype == torch.float64
+    spectra = torch.fft.rfft(buf.view(n_mics, n_k, CHEB_TERMS).transpose(1, 2), n=n_fft, dim=2)  # (M, R, F)
+    kernel = torch.as_tensor(_kernel_spectra(taps, n_fft, double), device=device)
+    mixed = (spectra * kernel[None]).sum(dim=1)
+    w = _half_width(taps)
+    return torch.fft.irfft(mixed, n=n_fft, dim=1)[:, w : w + n_samples]
+
+
+# ----------------------------------------------------------------------------------------
+# Diffuse tail and the public entry point
+# ----------------------------------------------------------------------------------------
+
 def _diffuse_tail(
-    rir: torch.Tensor, n_diff: int, t60: float, fs: int, generator: torch.Generator
+    rir: torch.Tensor, n_diff: int, t60: float, fs: int, generator: torch.Generator, guard: int = FD_HALF_WIDTH
 ) -> torch.Tensor:
-    """Replace samples from ``n_diff`` on by noise with a Sabine decay fitted to ``rir[:, :n_diff]``."""
+    """Replace samples from ``n_diff`` on by noise with a Sabine decay fitted to ``rir[:, :n_diff]``.
+
+    ``guard``: samples before ``n_diff`` left out of the fit (the half-width of the arrival filter).
+    """
     n_samples = rir.shape[1]
     t = torch.arange(n_samples, device=rir.device, dtype=rir.dtype)
     envelope = torch.pow(torch.tensor(10.0, device=rir.device, dtype=rir.dtype), -6.0 * t / (t60 * fs))
-    fit = slice(n_diff // 2, max(n_diff // 2 + 1, n_diff - FD_HALF_WIDTH))
+    fit = slice(n_diff // 2, max(n_diff // 2 + 1, n_diff - guard))
     level = (rir[:, fit] ** 2).sum(dim=1, keepdim=True) / envelope[fit].sum()
     noise = torch.randn(rir.shape[0], n_samples - n_diff, generator=generator, dtype=rir.dtype)
     out = rir.clone()
@@ -159,6 +354,7 @@ def image_source_rirs(
     t_diff: float | None = None,
     max_order: int | None = None,
     seed: int = 0,
+    convention: str | Convention | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
@@ -180,43 +376,60 @@ def image_source_rirs(
         Hybrid mode only: end of the image-source part (default: 15 dB of Sabine decay,
         ``t60 / 4``, gpuRIR's usual choice).
     max_order
-        Highest reflection order kept (``None``: all images arriving before ``t_max``).
+        Highest reflection order kept (``None``: all images of the convention's set).
     seed
         Seed of the diffuse tail (hybrid mode).
+    convention
+        Simulation convention, a name from :data:`~xai_loc.acoustics.conventions.CONVENTIONS`
+        or a :class:`~xai_loc.acoustics.conventions.Convention` (default ``"gpurir"``).
     device, dtype
-        Where and in which precision to compute.
+        Where and in which precision to compute. On the CPU the ``"exact"`` filter runs a
+        compiled loop (the first call compiles it, once per installation).
 
     Returns
     -------
     torch.Tensor
-        ``(S, M, ceil(t_max * fs))``; image sources have amplitude ``beta**n / (4 pi d)``
-        and arrive at ``d / c`` seconds.
+        ``(S, M, convention.rir_length(t_max, fs))``; image sources have amplitude
+        ``(sign beta)**n / (4 pi d)`` and arrive at ``d / c`` seconds.
     """
+    conv = get_convention(convention)
     t60 = check_t60(t60, room)
     if mode not in MODES:
         raise InputError(f"RIR mode {mode!r} is unknown; allowed: {', '.join(MODES)}")
     t_max = t60 if t_max is None else float(t_max)
     if not (math.isfinite(t_max) and t_max > 0):
         raise InputError(f"t_max={t_max} s is not allowed; give a positive duration")
-    if max_order is not None and max_order < 0:
+    if max_order is not None and (int(max_order) != max_order or max_order < 0):
         raise InputError(f"max_order={max_order} is not allowed; use a non-negative integer")
     src = room.check_inside(sources, "source")
     mic = room.check_inside(mics, "microphone")
     device = torch.device(device)
-    beta = room.reflection_coefficient(t60)
-    n_samples = int(math.ceil(t_max * room.fs))
+    signed_beta = conv.reflection_sign * conv.reflection_coefficient(room, t60)
+    n_samples = conv.rir_length(t_max, room.fs)
+    exact = conv.sub_sample == "exact"
+    taps = conv.taps(room.fs)
+    half = _half_width(taps) if exact else FD_HALF_WIDTH
     mic_t = torch.as_tensor(mic, device=device, dtype=dtype)
     n_ism = n_samples
     if mode == "hybrid":
         t_diff = t60 / 4.0 if t_diff is None else float(t_diff)
         if not (0 < t_diff <= t_max):
             raise InputError(f"t_diff={t_diff} s is not allowed; give a value in (0, t_max={t_max}]")
-        n_ism = min(n_samples, int(math.ceil(t_diff * room.fs)) + FD_HALF_WIDTH)
+        n_ism = min(n_samples, int(math.ceil(t_diff * room.fs)) + half)
     out = torch.zeros(src.shape[0], mic.shape[0], n_samples, device=device, dtype=dtype)
     for i, s in enumerate(src):
-        rir = _scatter_ism(room, s, mic_t, beta, n_ism, max_order, device, dtype)
+        if not exact:
+            rir = _scatter_ism(room, s, mic_t, signed_beta, n_ism, max_order, device, dtype)
+        else:
+            reach, _ = _exact_reach(n_ism, taps, room)
+            axes = _axes(conv, room, s, mic, reach, t_max)
+            if device.type == "cpu":
+                rir = _exact_cpu(room, s, mic, signed_beta, n_ism, taps, axes, max_order, dtype)
+            else:
+                rir = _exact_torch(room, s, torch.as_tensor(mic, dtype=torch.float64), signed_beta, n_ism, taps,
+                                   axes, max_order, device, dtype)
         out[i, :, :n_ism] = rir
         if mode == "hybrid" and n_ism < n_samples:
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
-            out[i] = _diffuse_tail(out[i], n_ism - FD_HALF_WIDTH, t60, room.fs, gen)
+            out[i] = _diffuse_tail(out[i], n_ism - half, t60, room.fs, gen, guard=half)
     return out

@@ -1,4 +1,16 @@
-"""Microphone signals from dry speech, room impulse responses and sensor noise."""
+"""Microphone signals from dry speech, room impulse responses and sensor noise.
+
+:func:`render_windows` does the whole chain under a simulation convention (see
+:mod:`xai_loc.acoustics.conventions`), and :func:`window_count` says beforehand how many
+windows it will return:
+
+``"full"`` convolution (convention ``"gpurir"``, the paper's ``generate_data.py``)
+    the peak-normalized utterance is convolved over ``len(speech) + len(rir) - 1`` samples,
+    white Gaussian noise of power ``mean(|mic 0|**2) / 10**(SNR / 10)`` is added over that
+    whole signal, and windows are cut from sample 0 (the incomplete tail dropped);
+``"cut"`` convolution (convention ``"pyroomacoustics"``)
+    the convolution is cut to ``len(speech)`` samples before the noise and the windows.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +20,14 @@ from xai_loc.acoustics.room import check_snr
 from xai_loc.errors import InputError
 
 
-def reverberant_signals(speech: np.ndarray, rirs: np.ndarray) -> np.ndarray:
+def _speech(speech: np.ndarray) -> np.ndarray:
+    speech = np.asarray(speech, dtype=np.float64)
+    if speech.ndim != 1 or speech.size == 0 or not np.all(np.isfinite(speech)):
+        raise InputError("speech must be a finite, non-empty 1-D signal")
+    return speech
+
+
+def reverberant_signals(speech: np.ndarray, rirs: np.ndarray, full: bool = False) -> np.ndarray:
     """Convolve a dry signal with each microphone's impulse response.
 
     Parameters
@@ -17,17 +36,22 @@ def reverberant_signals(speech: np.ndarray, rirs: np.ndarray) -> np.ndarray:
         Dry source signal ``(T,)``.
     rirs
         Impulse responses ``(M, N)``.
+    full
+        Return the whole convolution, ``T + N - 1`` samples (convention ``"gpurir"``);
+        otherwise cut it to ``T`` samples, so that window ``k`` of every microphone covers the
+        same stretch of the source.
 
     Returns
     -------
     numpy.ndarray
-        ``(M, T)`` float64: the convolution cut to the length of the dry signal, so that
-        window ``k`` of every microphone covers the same stretch of the source.
+        ``(M, T + N - 1)`` or ``(M, T)`` float64.
     """
-    speech = np.asarray(speech, dtype=np.float64)
-    if speech.ndim != 1 or not np.all(np.isfinite(speech)):
-        raise InputError("speech must be a finite 1-D signal")
-    return fftconvolve(speech[None, :], np.asarray(rirs, dtype=np.float64), axes=1)[:, : speech.size]
+    speech = _speech(speech)
+    rirs = np.asarray(rirs, dtype=np.float64)
+    if rirs.ndim != 2 or rirs.shape[1] == 0 or not np.all(np.isfinite(rirs)):
+        raise InputError(f"rirs of shape {rirs.shape} are not allowed; give finite responses (mics, samples)")
+    out = fftconvolve(speech[None, :], rirs, axes=1)
+    return out if full else out[:, : speech.size]
 
 
 def add_white_noise(signals: np.ndarray, snr: float, rng: np.random.Generator, ref_mic: int = 0) -> np.ndarray:
@@ -43,6 +67,67 @@ def add_white_noise(signals: np.ndarray, snr: float, rng: np.random.Generator, r
 
 
 def cut_windows(signals: np.ndarray, length: int) -> np.ndarray:
-    """Non-overlapping windows ``(W, M, length)`` of ``(M, T)`` signals; the remainder is dropped."""
+    """Non-overlapping windows ``(W, M, length)`` of ``(M, T)`` signals from sample 0; the remainder is dropped."""
     n_win = signals.shape[1] // length
     return signals[:, : n_win * length].reshape(signals.shape[0], n_win, length).transpose(1, 0, 2)
+
+
+def _window(window) -> int:
+    if isinstance(window, bool) or int(window) != window or window < 1:
+        raise InputError(f"window={window!r} is not allowed; use a positive number of samples")
+    return int(window)
+
+
+def window_count(convention, n_speech: int, n_rir: int, window: int) -> int:
+    """Windows :func:`render_windows` returns for an utterance of ``n_speech`` samples and RIRs of ``n_rir``.
+
+    ``"full"`` convolution: ``(n_speech + n_rir - 1) // window``; ``"cut"``: ``n_speech // window``.
+    ``convention``: a name or a :class:`~xai_loc.acoustics.conventions.Convention`. The RIR
+    length of a simulation follows from :func:`~xai_loc.acoustics.conventions.rir_length`.
+    """
+    from xai_loc.acoustics.conventions import get_convention
+
+    conv, window = get_convention(convention), _window(window)
+    if conv.convolution == "full":
+        return (int(n_speech) + int(n_rir) - 1) // window
+    return int(n_speech) // window
+
+
+def render_windows(convention, speech: np.ndarray, rirs: np.ndarray, snr: float, rng: np.random.Generator,
+                   window: int) -> np.ndarray:
+    """Noisy microphone windows of one utterance at one source, under a simulation convention.
+
+    Parameters
+    ----------
+    convention
+        A name (``"gpurir"``, ``"pyroomacoustics"``) or a
+        :class:`~xai_loc.acoustics.conventions.Convention`.
+    speech
+        Dry utterance ``(T,)`` (peak-normalized here if the convention says so).
+    rirs
+        Impulse responses ``(M, N)`` from the source to each microphone.
+    snr
+        Signal-to-noise ratio in dB, relative to the power of microphone 0 over the rendered
+        signal.
+    rng
+        Generator of the noise (``standard_normal`` of the rendered signal's shape).
+    window
+        Window length in samples.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(window_count(convention, T, N, window), M, window)`` float32, windows from sample 0.
+    """
+    from xai_loc.acoustics.conventions import get_convention
+
+    conv, window = get_convention(convention), _window(window)
+    speech = _speech(speech)
+    if conv.peak_normalize:
+        peak = float(np.max(np.abs(speech)))
+        if peak == 0.0:
+            raise InputError("speech is silent (all zeros); it cannot be peak-normalized")
+        speech = speech / peak
+    clean = reverberant_signals(speech, rirs, full=conv.convolution == "full")
+    noisy = add_white_noise(clean, snr, rng)
+    return cut_windows(noisy, window).astype(np.float32)

@@ -2,18 +2,22 @@
 
 The paper's scene (Comanducci, Antonacci & Sarti, EUSIPCO 2024) is built in as
 :func:`paper_scene`; other scenes come from Python objects or a small TOML file
-(:meth:`Scene.from_toml`).
+(:meth:`Scene.from_toml`). A scene also names the simulation convention its data follow
+(:mod:`xai_loc.acoustics.conventions`; ``"gpurir"`` by default).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import math
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import tomllib
 
+from xai_loc.acoustics.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from xai_loc.acoustics.room import ShoeBox, linear_array
 from xai_loc.errors import InputError
 
@@ -23,15 +27,37 @@ SPLITS = ("train", "val", "test", "all")
 #: The paper's (T60 s, SNR dB) conditions, one model per condition.
 PAPER_CONDITIONS = ((0.15, 25.0), (0.3, 20.0), (0.4, 15.0), (0.6, 10.0))
 
+#: Scene names become folder names: letters, digits, '.', '_', '-', not starting with '.'.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+NAME_MAX = 100
+NAME_RULE = (f"use 1 to {NAME_MAX} letters, digits, '.', '_' or '-', not starting with '.' and without '..' "
+             "(it becomes a folder name)")
+
+
+def check_scene_name(name, what: str = "scene name") -> str:
+    """Validate a scene name (it becomes a folder below the data root)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name or len(name) > NAME_MAX:
+        raise InputError(f"{what} {_short(name)} is not allowed; {NAME_RULE}")
+    return name
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
 
 @dataclass(frozen=True, eq=False)
 class Scene:
-    """Room, array, candidate source positions and their train/val/test split.
+    """Room, array, candidate source positions, their train/val/test split and the simulation convention.
 
     Parameters
     ----------
     name
-        Short identifier, used in store paths.
+        Short identifier, used in store paths (letters, digits, '.', '_', '-').
     room
         The shoebox room (size, ``fs``, ``c``).
     mics
@@ -42,6 +68,9 @@ class Scene:
         ``{"train": ids, "val": ids, "test": ids}`` as integer arrays of source ids.
     window
         Window length in samples fed to the localizers.
+    convention
+        Simulation convention of the scene's data (a name in
+        :data:`~xai_loc.acoustics.conventions.CONVENTIONS`); part of :meth:`digest`.
     """
 
     name: str
@@ -50,22 +79,32 @@ class Scene:
     sources: np.ndarray
     splits: dict[str, np.ndarray] = field(default_factory=dict)
     window: int = 5120
+    convention: str = DEFAULT_CONVENTION
 
     def __post_init__(self) -> None:
+        check_scene_name(self.name)
         object.__setattr__(self, "mics", self.room.check_inside(self.mics, "microphone"))
         object.__setattr__(self, "sources", self.room.check_inside(self.sources, "source"))
+        if self.sources.shape[0] == 0 or self.mics.shape[0] == 0:
+            raise InputError("a scene needs at least one microphone and one source")
         n = self.sources.shape[0]
         splits = {}
         for key, ids in self.splits.items():
             if key not in SPLITS[:3]:
                 raise InputError(f"split {key!r} is unknown; allowed: train, val, test")
-            ids = np.asarray(ids, dtype=np.int64)
+            ids = np.asarray(ids)
+            if ids.size and not np.issubdtype(ids.dtype, np.integer):
+                raise InputError(f"split {key!r} holds {_short(ids.tolist())}; give integer source ids")
+            ids = ids.astype(np.int64)
             if ids.size and (ids.min() < 0 or ids.max() >= n):
                 raise InputError(f"split {key!r} names source ids outside 0..{n - 1}")
             splits[key] = ids
         object.__setattr__(self, "splits", splits)
-        if int(self.window) != self.window or self.window < 1:
-            raise InputError(f"window={self.window!r} is not allowed; use a positive number of samples")
+        if not _is_number(self.window) or int(self.window) != self.window or self.window < 1:
+            raise InputError(f"window={_short(self.window)} is not allowed; use a positive number of samples")
+        object.__setattr__(self, "window", int(self.window))
+        if not isinstance(self.convention, str) or self.convention not in CONVENTIONS:
+            raise InputError(f"convention {_short(self.convention)} is unknown; allowed: {', '.join(CONVENTIONS)}")
 
     def source_ids(self, split: str) -> np.ndarray:
         """Source ids of a split (``"all"``: every source)."""
@@ -76,6 +115,10 @@ class Scene:
             raise InputError(f"split {split!r} is unknown for scene {self.name!r}; allowed: {allowed}")
         return self.splits[split]
 
+    def with_convention(self, convention: str) -> Scene:
+        """The same scene under another simulation convention (a new digest)."""
+        return replace(self, convention=convention)
+
     def to_dict(self) -> dict:
         """JSON-serialisable description (stored in dataset attrs)."""
         return {
@@ -85,10 +128,11 @@ class Scene:
             "sources": self.sources.tolist(),
             "splits": {k: v.tolist() for k, v in self.splits.items()},
             "window": self.window,
+            "convention": self.convention,
         }
 
     def digest(self) -> str:
-        """Short sha256 of :meth:`to_dict`, identifying the scene in provenance."""
+        """Short sha256 of :meth:`to_dict` (the convention included), identifying the scene in provenance."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -97,8 +141,9 @@ class Scene:
 
         Example::
 
-            name = "lab"
-            window = 4096
+            name = "lab"             # optional (default: the file name); a folder name
+            window = 4096            # optional (5120)
+            convention = "gpurir"    # optional: "gpurir" (default) or "pyroomacoustics"
             [room]
             size = [5.0, 4.0, 3.0]   # metres; fs and c optional (16000 Hz, 343 m/s)
             [array]
@@ -109,34 +154,163 @@ class Scene:
             [splits]                 # optional: explicit id lists, or fractions with a seed
             fractions = [0.6, 0.2, 0.2]
             seed = 0
+
+        Every malformed or out-of-range field raises :class:`~xai_loc.errors.InputError`
+        with one line naming the field, its value and what is allowed.
         """
         path = Path(path)
+        label = f"scene file {str(path)!r}"
         try:
             cfg = tomllib.loads(path.read_text())
         except FileNotFoundError:
-            raise InputError(f"scene file {str(path)!r} does not exist") from None
+            raise InputError(f"{label} does not exist") from None
+        except IsADirectoryError:
+            raise InputError(f"{label} is a folder; give a .toml file") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"scene file {str(path)!r} is not valid TOML: {err}") from None
-        try:
-            room_cfg = cfg["room"]
-            room = ShoeBox(tuple(room_cfg["size"]), fs=room_cfg.get("fs", 16000), c=room_cfg.get("c", 343.0))
-            arr = cfg["array"]
-            if "linear" in arr:
-                lin = arr["linear"]
-                mics = linear_array(int(lin["n"]), float(lin["spacing"]), tuple(lin["center"]),
-                                    int(lin.get("axis", 0)))
-            else:
-                mics = np.asarray(arr["positions"], dtype=np.float64)
-            sources = np.asarray(cfg["sources"]["positions"], dtype=np.float64)
-        except KeyError as err:
-            raise InputError(
-                f"scene file {str(path)!r} lacks the entry {err.args[0]!r} (see Scene.from_toml)") from None
-        split_cfg = cfg.get("splits", {})
-        if any(k in split_cfg for k in SPLITS[:3]):
-            splits = {k: split_cfg[k] for k in SPLITS[:3] if k in split_cfg}
-        else:
-            splits = random_split(len(sources), split_cfg.get("fractions", [0.8, 0.1, 0.1]), split_cfg.get("seed", 0))
-        return cls(cfg.get("name", path.stem), room, mics, sources, splits, int(cfg.get("window", 5120)))
+            raise InputError(f"{label} is not valid TOML: {str(err).splitlines()[0]}") from None
+        except OSError as err:
+            raise InputError(f"{label} cannot be read ({err.strerror or type(err).__name__})") from None
+        return _scene_from_config(cfg, path, label)
+
+
+class _Fields:
+    """Typed access to a TOML table, every complaint one line naming the field."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def fail(self, key: str, value, allowed: str) -> InputError:
+        return InputError(f"{self.label}: {key} = {_short(value)} is not allowed; {allowed}")
+
+    def table(self, cfg: dict, key: str, allowed_keys: tuple[str, ...], required: bool = True) -> dict:
+        if key not in cfg:
+            if required:
+                raise InputError(f"{self.label} lacks the table [{key}] (see Scene.from_toml)")
+            return {}
+        value = cfg[key]
+        if not isinstance(value, dict):
+            raise self.fail(key, value, "give a table")
+        unknown = sorted(set(value) - set(allowed_keys))
+        if unknown:
+            raise InputError(f"{self.label}: [{key}] has the unknown entry {unknown[0]!r}; "
+                             f"allowed: {', '.join(allowed_keys)}")
+        return value
+
+    def number(self, key: str, value, *, positive: bool = False, integer: bool = False,
+               lo: float | None = None, hi: float | None = None, allowed: str | None = None) -> float:
+        text = allowed or "give " + ("a positive " if positive else "a ") + ("integer" if integer else "number")
+        if not _is_number(value) or not math.isfinite(float(value)):
+            raise self.fail(key, value, text)
+        if integer and float(value) != int(value):
+            raise self.fail(key, value, text)
+        if (positive and value <= 0) or (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise self.fail(key, value, text)
+        return int(value) if integer else float(value)
+
+    def vector(self, key: str, value, *, positive: bool = False) -> tuple[float, float, float]:
+        what = "three positive numbers in metres" if positive else "three numbers in metres"
+        if not isinstance(value, list) or len(value) != 3 or not all(_is_number(v) for v in value):
+            raise self.fail(key, value, f"give {what}")
+        out = tuple(float(v) for v in value)
+        if not all(math.isfinite(v) for v in out) or (positive and min(out) <= 0):
+            raise self.fail(key, value, f"give {what}")
+        return out
+
+    def points(self, key: str, value) -> np.ndarray:
+        what = "a non-empty list of [x, y, z] positions in metres"
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, value, f"give {what}")
+        for point in value:
+            if not isinstance(point, list) or len(point) != 3 or not all(_is_number(v) for v in point) \
+                    or not all(math.isfinite(float(v)) for v in point):
+                raise self.fail(key, point, f"give {what}")
+        return np.asarray(value, dtype=np.float64)
+
+
+def _scene_from_config(cfg: dict, path: Path, label: str) -> Scene:
+    f = _Fields(label)
+    top = ("name", "window", "convention", "room", "array", "sources", "splits")
+    unknown = sorted(set(cfg) - set(top))
+    if unknown:
+        raise InputError(f"{label} has the unknown entry {unknown[0]!r}; allowed: {', '.join(top)}")
+    if "name" in cfg:
+        name = cfg["name"]
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name or len(name) > NAME_MAX:
+            raise f.fail("name", name, NAME_RULE)
+    else:
+        name = path.stem
+        check_scene_name(name, what=f"{label}: the scene name (from the file name)")
+    window = f.number("window", cfg.get("window", 5120), positive=True, integer=True, hi=2**24,
+                      allowed="give a positive integer number of samples")
+    convention = cfg.get("convention", DEFAULT_CONVENTION)
+    if not isinstance(convention, str) or convention not in CONVENTIONS:
+        raise f.fail("convention", convention, f"allowed: {', '.join(CONVENTIONS)}")
+
+    room_cfg = f.table(cfg, "room", ("size", "fs", "c"))
+    if "size" not in room_cfg:
+        raise InputError(f"{label} lacks room.size (see Scene.from_toml)")
+    size = f.vector("room.size", room_cfg["size"], positive=True)
+    fs = f.number("room.fs", room_cfg.get("fs", 16000), positive=True, integer=True, hi=10**6,
+                  allowed="give a positive integer rate in Hz (at most 1000000)")
+    c = f.number("room.c", room_cfg.get("c", 343.0), positive=True, allowed="give a positive speed of sound in m/s")
+    room = ShoeBox(size, fs=fs, c=c)
+
+    arr = f.table(cfg, "array", ("linear", "positions"))
+    if ("linear" in arr) == ("positions" in arr):
+        raise InputError(f"{label}: [array] needs exactly one of 'linear' and 'positions'")
+    if "linear" in arr:
+        lin = arr["linear"]
+        if not isinstance(lin, dict):
+            raise f.fail("array.linear", lin, "give a table {n, spacing, center, axis}")
+        unknown = sorted(set(lin) - {"n", "spacing", "center", "axis"})
+        if unknown:
+            raise InputError(f"{label}: array.linear has the unknown entry {unknown[0]!r}; "
+                             "allowed: n, spacing, center, axis")
+        for key in ("n", "spacing", "center"):
+            if key not in lin:
+                raise InputError(f"{label} lacks array.linear.{key} (see Scene.from_toml)")
+        n = f.number("array.linear.n", lin["n"], positive=True, integer=True, hi=4096,
+                     allowed="give a positive integer number of microphones (at most 4096)")
+        spacing = f.number("array.linear.spacing", lin["spacing"], positive=True,
+                           allowed="give a positive spacing in metres")
+        center = f.vector("array.linear.center", lin["center"])
+        axis = lin.get("axis", 0)
+        if not _is_number(axis) or axis not in (0, 1, 2):
+            raise f.fail("array.linear.axis", axis, "allowed: 0 (x), 1 (y), 2 (z)")
+        mics = linear_array(n, spacing, center, int(axis))
+    else:
+        mics = f.points("array.positions", arr["positions"])
+
+    src_cfg = f.table(cfg, "sources", ("positions",))
+    if "positions" not in src_cfg:
+        raise InputError(f"{label} lacks sources.positions (see Scene.from_toml)")
+    sources = f.points("sources.positions", src_cfg["positions"])
+
+    split_cfg = f.table(cfg, "splits", ("train", "val", "test", "fractions", "seed"), required=False)
+    if any(k in split_cfg for k in SPLITS[:3]):
+        if "fractions" in split_cfg or "seed" in split_cfg:
+            raise InputError(f"{label}: [splits] takes either id lists (train, val, test) or fractions and seed")
+        splits = {}
+        for key in SPLITS[:3]:
+            if key not in split_cfg:
+                continue
+            ids = split_cfg[key]
+            if not isinstance(ids, list) or not all(_is_number(i) and float(i) == int(i) for i in ids) \
+                    or any(not 0 <= i < len(sources) for i in ids):
+                raise f.fail(f"splits.{key}", ids, f"give a list of source ids in 0..{len(sources) - 1}")
+            splits[key] = [int(i) for i in ids]
+    else:
+        fractions = split_cfg.get("fractions", [0.8, 0.1, 0.1])
+        if not isinstance(fractions, list) or len(fractions) != 3 or not all(_is_number(v) for v in fractions) \
+                or any(not 0 <= v <= 1 for v in fractions) or not math.isclose(sum(fractions), 1.0):
+            raise f.fail("splits.fractions", fractions, "give three non-negative numbers summing to 1")
+        seed = f.number("splits.seed", split_cfg.get("seed", 0), integer=True, lo=0,
+                        allowed="give a non-negative integer")
+        splits = random_split(len(sources), fractions, seed)
+    try:
+        return Scene(name, room, mics, sources, splits, window, convention)
+    except InputError as err:  # positions outside the room, ...: say which file
+        raise InputError(f"{label}: {err}") from None
 
 
 def random_split(n: int, fractions, seed: int) -> dict[str, np.ndarray]:
@@ -152,41 +326,72 @@ def random_split(n: int, fractions, seed: int) -> dict[str, np.ndarray]:
             "test": np.sort(perm[n_train + n_val :])}
 
 
-def paper_scene() -> Scene:
-    """The scene of Comanducci et al. (EUSIPCO 2024).
+def train_test_split_ids(ids: np.ndarray, test_size: float, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's ``train_test_split(ids, test_size=..., random_state=...)`` without scikit-learn.
+
+    Its ``ShuffleSplit`` draws ``numpy.random.RandomState(random_state).permutation(n)``; the
+    test part is the first ``ceil(test_size n)`` of it and the train part the next
+    ``n - n_test``. Returns ``(train, test)`` in that drawn order.
+    """
+    ids = np.asarray(ids)
+    n_test = int(math.ceil(test_size * ids.size))
+    perm = np.random.RandomState(random_state).permutation(ids.size)
+    return ids[perm[n_test:]], ids[perm[:n_test]]
+
+
+def paper_scene(convention: str = DEFAULT_CONVENTION) -> Scene:
+    """The scene of Comanducci et al. (EUSIPCO 2024), source ids in the paper's order.
 
     Room 3.6 x 8.2 x 2.4 m, fs 16 kHz, c 343 m/s; 16-microphone linear array along x,
     spacing 0.15 m, centred at (1.7, 7.0, 1.2); a 65 x 65 source grid over
-    x in [min mic x + 0.25, max mic x - 0.25], y in [4.5, 6.5] (grid index ``ix * 65 + iy``),
-    heights uniform in [1, 1.5] (seed 5000). Test: grid points strictly inside
-    x in (1.45, 1.95), y in (5.25, 5.75) (285 sources); the other 3940 split 80/20 into
-    train/val by a permutation with seed 5000 (3152 / 788).
+    x in [min mic x + 0.25, max mic x - 0.25], y in [4.5, 6.5], in the order of the paper's
+    ``params.py`` (``np.meshgrid`` of x and y, raveled: id ``iy * 65 + ix``), heights uniform
+    in [1, 1.5] drawn in that order (``default_rng(5000)``). Test: grid points strictly inside
+    x in (1.45, 1.95), y in (5.25, 5.75) (285 sources); the other 3940, in id order, split by
+    scikit-learn's ``train_test_split(test_size=0.2, random_state=5000)`` into train/val
+    (3152 / 788; :func:`train_test_split_ids`). Split ids are stored sorted.
+
+    Parameters
+    ----------
+    convention
+        Simulation convention of the data (default ``"gpurir"``, as the paper simulated).
     """
     room = ShoeBox((3.6, 8.2, 2.4), fs=16000, c=343.0)
     mics = linear_array(16, 0.15, (1.7, 7.0, 1.2))
     gx = np.linspace(mics[:, 0].min() + 0.25, mics[:, 0].max() - 0.25, 65)
     gy = np.linspace(4.5, 6.5, 65)
-    xx, yy = np.meshgrid(gx, gy, indexing="ij")
-    rng = np.random.default_rng(5000)
-    zz = rng.uniform(1.0, 1.5, xx.size)
+    xx, yy = np.meshgrid(gx, gy)  # 'xy' indexing, as params.py: x varies fastest
+    zz = np.random.default_rng(5000).uniform(1.0, 1.5, xx.size)
     sources = np.stack([xx.ravel(), yy.ravel(), zz], axis=1)
     in_test = (sources[:, 0] > 1.45) & (sources[:, 0] < 1.95) & (sources[:, 1] > 5.25) & (sources[:, 1] < 5.75)
     test = np.flatnonzero(in_test)
-    rest = np.random.default_rng(5000).permutation(np.flatnonzero(~in_test))
-    n_train = int(round(0.8 * rest.size))
-    splits = {"train": np.sort(rest[:n_train]), "val": np.sort(rest[n_train:]), "test": test}
-    return Scene("paper", room, mics, sources, splits, window=5120)
+    train, val = train_test_split_ids(np.flatnonzero(~in_test), test_size=0.2, random_state=5000)
+    splits = {"train": np.sort(train), "val": np.sort(val), "test": test}
+    return Scene("paper", room, mics, sources, splits, window=5120, convention=convention)
 
 
 #: Built-in scenes by name.
 SCENES = {"paper": paper_scene}
 
 
-def load_scene(name_or_path: str | Path = "paper") -> Scene:
-    """A built-in scene by name (see :data:`SCENES`) or a scene TOML file by path."""
-    if str(name_or_path) in SCENES:
-        return SCENES[str(name_or_path)]()
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        return Scene.from_toml(path)
-    raise InputError(f"scene {str(name_or_path)!r} is neither a built-in ({', '.join(SCENES)}) nor a TOML file")
+def load_scene(name_or_path: str | Path = "paper", convention: str | None = None) -> Scene:
+    """A built-in scene by name (see :data:`SCENES`) or a scene TOML file by path.
+
+    ``convention``: replace the scene's simulation convention (``None``: keep it).
+    """
+    text = str(name_or_path)
+    if not text.strip():
+        raise InputError(f"scene {text!r} is empty; give a built-in name ({', '.join(SCENES)}) or a .toml file")
+    if text in SCENES:
+        scene = SCENES[text]()
+    else:
+        path = Path(name_or_path)
+        if path.suffix == ".toml" or path.exists():
+            scene = Scene.from_toml(path)
+        else:
+            raise InputError(f"scene {text!r} is neither a built-in ({', '.join(SCENES)}) nor an existing .toml file")
+    if convention is not None and convention != scene.convention:
+        if convention not in CONVENTIONS:
+            raise InputError(f"convention {convention!r} is unknown; allowed: {', '.join(CONVENTIONS)}")
+        scene = scene.with_convention(convention)
+    return scene

@@ -2,7 +2,7 @@
 
 Layout (read it with plain ``xarray.open_zarr``)::
 
-    <root>/<scene>/t60-<T60>_snr-<SNR>/<split>.zarr
+    <root>/<scene>[-<convention>]/t60-<T60>_snr-<SNR>/<split>[-n<N>].zarr
         signals          (window, mic, time) float32   microphone windows
         source_id        (window)   int64   row of the scene's source list
         window_index     (window)   int64   position of the window within its source's signal
@@ -10,7 +10,12 @@ Layout (read it with plain ``xarray.open_zarr``)::
         source_position  (window, xyz)      metres
         mic_position     (mic, xyz)         metres
         time             (time)             seconds within the window
-        attrs: scene (JSON), scene_digest, t60, snr, split, seed, backend, corpus, ...
+        attrs: scene (JSON), scene_digest, convention (+ its full spec), t60, snr, split, seed,
+               backend, corpus, ...
+
+Each source is rendered under the scene's simulation convention
+(:func:`xai_loc.acoustics.render.render_windows`; ``gpurir`` by default: the utterance
+convolved over its full length, noise over the whole signal, windows from sample 0).
 
 Writing goes to ``<split>.zarr.partial`` in chunk-aligned blocks, with the number of
 windows safely written recorded after every block; a killed run continues from there, and
@@ -34,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from xai_loc.acoustics.backends import BACKENDS, option_defaults, simulate_rirs
-from xai_loc.acoustics.render import add_white_noise, cut_windows, reverberant_signals
+from xai_loc.acoustics.conventions import DEFAULT_CONVENTION, get_convention, rir_length
+from xai_loc.acoustics.render import render_windows, window_count
 from xai_loc.acoustics.room import check_snr, check_t60
 from xai_loc.data.integrity import check_values, final_store_exists, open_zarr_dataset, resume_partial, seal_store
 from xai_loc.data.scene import SPLITS, Scene
@@ -80,9 +86,14 @@ def subset_ids(ids: np.ndarray, n_sources: int | None) -> np.ndarray:
 
 def dataset_path(root: str | Path, scene: Scene, t60: float, snr: float, split: str,
                  n_sources: int | None = None) -> Path:
-    """Path of the store for a scene, condition and split (``n_sources``: a subset, :func:`subset_ids`)."""
+    """Path of the store for a scene, condition and split (``n_sources``: a subset, :func:`subset_ids`).
+
+    Data of a convention other than the default live under ``<scene>-<convention>/``, so
+    stores of two conventions never meet.
+    """
     name = split if n_sources is None else f"{split}-n{n_sources}"
-    return Path(root) / scene.name / condition_name(t60, snr) / f"{name}.zarr"
+    folder = scene.name if scene.convention == DEFAULT_CONVENTION else f"{scene.name}-{scene.convention}"
+    return Path(root) / folder / condition_name(t60, snr) / f"{name}.zarr"
 
 
 @dataclass(frozen=True)
@@ -94,10 +105,11 @@ class _Plan:
     first_window: np.ndarray  # (n_sources + 1,) cumulative window offsets
 
 
-def _plan(scene: Scene, ids: np.ndarray, corpus, seed: int) -> _Plan:
+def _plan(scene: Scene, ids: np.ndarray, corpus, seed: int, n_rir: int) -> _Plan:
     n_utt = len(corpus)
     utt = np.array([np.random.default_rng([seed, int(s), 0]).integers(n_utt) for s in ids], dtype=np.int64)
-    counts = np.array([len(corpus.load(int(u))) // scene.window for u in utt], dtype=np.int64)
+    counts = np.array([window_count(scene.convention, len(corpus.load(int(u))), n_rir, scene.window) for u in utt],
+                      dtype=np.int64)
     if np.any(counts == 0):
         short = corpus.ids[int(utt[np.argmax(counts == 0)])]
         raise InputError(f"utterance {short!r} is shorter than one window of {scene.window} samples; use longer audio")
@@ -107,10 +119,9 @@ def _plan(scene: Scene, ids: np.ndarray, corpus, seed: int) -> _Plan:
 def _render_source(scene: Scene, sid: int, utterance: np.ndarray, t60: float, snr: float, seed: int,
                    backend: str, device: str, rir_options: dict) -> np.ndarray:
     rirs = simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
+                         convention=scene.convention,
                          **({"seed": seed * 1_000_003 + sid} if backend == "torch" else {}), **rir_options)[0]
-    clean = reverberant_signals(utterance, rirs)
-    noisy = add_white_noise(clean, snr, np.random.default_rng([seed, sid, 1]))
-    return cut_windows(noisy, scene.window).astype(np.float32)
+    return render_windows(scene.convention, utterance, rirs, snr, np.random.default_rng([seed, sid, 1]), scene.window)
 
 
 def _coords(scene: Scene, plan: _Plan, corpus) -> dict:
@@ -214,21 +225,25 @@ def simulate_dataset(
     corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
     rir_options = dict(rir_options or {})
     config = {
-        "scene_digest": scene.digest(), "t60": t60, "snr": snr, "split": split, "n_sources": len(ids),
-        "seed": seed, "backend": backend, "rir_options": rir_options, "corpus": corpus.name,
+        "scene_digest": scene.digest(), "convention": scene.convention, "t60": t60, "snr": snr, "split": split,
+        "n_sources": len(ids), "seed": seed, "backend": backend, "rir_options": rir_options, "corpus": corpus.name,
         "corpus_digest": _corpus_digest(corpus),
     }
     final = dataset_path(root or default_root(), scene, t60, snr, split, n_sources)
     with store_writer_lock(final):
         if final_store_exists(final):
             found = json.loads(open_signals(final).attrs.get("config", "{}"))
+            if "convention" not in found:
+                raise InputError(f"{final} was simulated before xai-loc recorded simulation conventions; "
+                                 "delete it and run the command again to rebuild it")
             if not _same_config(found, config):
                 raise InputError(
                     f"{final} holds a dataset with a different configuration; remove it or use another --out"
                 )
             return final
         partial, progress_file = partial_paths(final)
-        plan = _plan(scene, ids, corpus, seed)
+        plan = _plan(scene, ids, corpus, seed, rir_length(scene.convention, t60, scene.room.fs,
+                                                          rir_options.get("t_max")))
         n_total = int(plan.first_window[-1])
         n_mics = scene.mics.shape[0]
         done = resume_partial(final, "signals", (n_total, n_mics, scene.window), (CHUNK_WINDOWS, n_mics, scene.window),
@@ -237,6 +252,8 @@ def simulate_dataset(
             attrs = {
                 "config": json.dumps(config), "scene": json.dumps(scene.to_dict()), "t60": t60, "snr": snr,
                 "split": split, "seed": seed, "backend": backend, "fs": scene.room.fs, "c": scene.room.c,
+                "convention": scene.convention,
+                "convention_spec": json.dumps(get_convention(scene.convention).to_dict()),
                 "xai_loc_version": __version__, "description": "microphone windows, see xai_loc.data.store",
             }
             xr.Dataset(coords=_coords(scene, plan, corpus), attrs=attrs).to_zarr(

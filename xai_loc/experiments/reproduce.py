@@ -30,7 +30,7 @@ def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
 
 def reproduce(out: str | Path, *, quick: bool = False, data_root=None, conditions=None,
               archs=("loccnn", "samplecnn"), pretrained=None, batch_size: int = 16, device: str = "cpu",
-              progress: bool | None = None) -> Path:
+              progress: bool | None = None, convention: str = "gpurir") -> Path:
     """Run the study and write everything below ``out``; returns the path of ``summary.md``.
 
     Parameters
@@ -47,14 +47,18 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         Architectures to include when a checkpoint exists for the condition.
     pretrained
         Checkpoint folder (default: the shipped ``pretrained/``).
+    convention
+        Simulation convention of the test data (:mod:`xai_loc.acoustics.conventions`); each
+        model's row says the convention of its training data.
     """
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
     from xai_loc.data.store import condition_name, open_signals, simulate_dataset
     from xai_loc.experiments.perturbation import run_perturbation
     from xai_loc.experiments.tdoa_probe import explain_models, run_tdoa, tdoa_tables, write_tdoa_results
     from xai_loc.io import write_dataset_atomic, write_text_atomic
+    from xai_loc.models.checkpoint import read_card
     from xai_loc.models.evaluation import evaluate_checkpoint
-    from xai_loc.models.zoo import PAPER_MAE
+    from xai_loc.models.zoo import PAPER_MAE, data_convention
     from xai_loc.plots.inspection import plot_inspection
     from xai_loc.plots.perturbation import perturbation_table, plot_perturbation
     from xai_loc.plots.tdoa import plot_srp, plot_tdoa
@@ -62,7 +66,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     out = Path(out)
     progress = sys.stderr.isatty() if progress is None else progress
     n_sources = QUICK_SOURCES if quick else None
-    scene = paper_scene()
+    scene = paper_scene(convention)
     loc_rows, sections, missing = [], [], []
     for t60, snr in conditions or PAPER_CONDITIONS:
         models = _available(archs, t60, snr, pretrained)
@@ -75,9 +79,9 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         for arch, ckpt in models.items():
             ev = evaluate_checkpoint(ckpt, store, batch_size=batch_size, device=device).summary()
             paper = PAPER_MAE.get(arch, {}).get((float(t60), float(snr)))
-            loc_rows.append(f"| {t60:g} | {snr:g} | {arch} | {ev['metrics']['mae']:.3f} | "
-                            f"{ev['baseline']['metrics']['mae']:.3f} | {paper if paper is not None else '-'} | "
-                            f"{ev['n_windows']} |")
+            loc_rows.append(f"| {t60:g} | {snr:g} | {arch} | {data_convention(read_card(ckpt))} | "
+                            f"{ev['metrics']['mae']:.3f} | {ev['baseline']['metrics']['mae']:.3f} | "
+                            f"{paper if paper is not None else '-'} | {ev['n_windows']} |")
         pert = run_perturbation(models, store, batch_size=batch_size, device=device, progress=progress)
         write_dataset_atomic(pert, folder / "perturbation.nc")
         plot_perturbation(pert, folder / "perturbation")
@@ -95,9 +99,10 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
                      table, "### TDOA", "", tdoa_tables(tdoa)["markdown"], ""]
     lines = ["# xai-loc reproduction of Comanducci, Antonacci & Sarti (EUSIPCO 2024)", "",
              f"{'Quick run: ' + str(QUICK_SOURCES) + ' test sources per condition.' if quick else 'Full test split.'}",
+             f"Test data simulated under the {convention} convention.",
              "", "## Localization error on the test split", "",
-             "| T60 s | SNR dB | model | MAE/coord m | constant predictor m | paper m | windows |",
-             "|---|---|---|---|---|---|---|", *loc_rows, ""]
+             "| T60 s | SNR dB | model | trained on | MAE/coord m | constant predictor m | paper m | windows |",
+             "|---|---|---|---|---|---|---|---|", *loc_rows, ""]
     if missing:
         lines += ["No shipped checkpoint for: " + ", ".join(f"({t:g} s, {s:g} dB)" for t, s in missing)
                   + ". Train them with scripts/train_zoo.py.", ""]

@@ -371,6 +371,7 @@ def import_paper_checkpoint(
     model = load_paper_model(src, arch, n_mics=n_mics, n_samples=n_samples)
     card = {
         "condition": condition,
+        "data_convention": "gpurir",  # the paper simulated its data with gpuRIR
         "source": {"kind": "paper-state-dict", "file": src.name, "sha256": file_digest(src)},
     }
     return save_checkpoint(model, src.with_suffix(".safetensors") if dst is None else dst, card)

@@ -196,10 +196,11 @@ class WindowSet:
         return order, starts, counts
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able provenance: path, config digest, split, condition and sizes."""
+        """JSON-able provenance: path, config digest, split, condition, simulation convention and sizes."""
         return {
             "path": str(self.path) if self.path else None, "digest": self.digest,
             "split": self.dataset.attrs.get("split"), **self.condition,
+            "convention": self.dataset.attrs.get("convention"),
             "n_sources": self.n_sources, "n_windows": self.n_windows,
             "n_mics": self.n_mics, "n_samples": self.n_samples,
         }

@@ -17,6 +17,33 @@ PAPER_MAE = {
 }
 
 
+#: Convention of checkpoints whose cards predate simulation conventions: xai-loc's simulator
+#: then used +beta, 16-tap arrivals and a cut convolution, which the ``pyroomacoustics``
+#: convention reproduces byte for byte.
+LEGACY_CONVENTION = "pyroomacoustics"
+
+
+def data_convention(card: dict) -> str | None:
+    """The simulation convention of the data a checkpoint was trained on (None for binaural families).
+
+    From the card's ``data_convention`` (imported and marked checkpoints) or its training
+    data set's record; multichannel cards without either are :data:`LEGACY_CONVENTION`.
+    """
+    if "condition" not in card or "t60" not in (card.get("condition") or {}):
+        return None
+    train = (card.get("dataset") or {}).get("train") or {}
+    return card.get("data_convention") or train.get("convention") or LEGACY_CONVENTION
+
+
+def convention_warning(card: dict, convention: str, name: str = "the model") -> str | None:
+    """A one-line warning when a model meets data of another simulation convention, else None."""
+    trained = data_convention(card)
+    if trained is None or trained == convention:
+        return None
+    return (f"warning: {name} was trained on {trained}-convention data and runs on {convention}-convention data; "
+            f"its errors and explanations reflect that mismatch (--convention {trained} matches its training)")
+
+
 def pretrained_dir() -> Path:
     """Folder of the shipped checkpoints: ``$XAI_LOC_PRETRAINED`` or ``pretrained/`` of the source tree."""
     return Path(os.environ.get(PRETRAINED_ENV, Path(__file__).resolve().parents[2] / "pretrained"))
@@ -86,13 +113,16 @@ def describe_training(training: dict) -> str:
 
 
 def list_checkpoints(folder: str | Path) -> list[str]:
-    """One line per xai-loc checkpoint in ``folder``: file, architecture, condition, test metrics, training."""
+    """One line per xai-loc checkpoint in ``folder``: file, architecture, condition (and the simulation
+    convention of its data), test metrics, training."""
     rows = []
     for path in sorted(Path(folder).glob("*.safetensors")):
         card = read_card(path)
         test = (card.get("metrics") or {}).get("test") or {}
         training = describe_training(card.get("training") or {})
-        rows.append(f"{path.name:40s} {card['architecture']:10s} {describe_condition(card.get('condition') or {})}, "
+        convention = data_convention(card)
+        condition = describe_condition(card.get("condition") or {}) + (f" ({convention} data)" if convention else "")
+        rows.append(f"{path.name:40s} {card['architecture']:10s} {condition}, "
                     f"{describe_test_metrics(test, card['architecture'])}" + (f"; {training}" if training else ""))
     return rows
 

@@ -69,38 +69,33 @@ class OutFile(click.ParamType):
         return str(path)
 
 
-class InputFile(click.ParamType):
+class _Existing(click.ParamType):
+    """An existing, readable file or folder."""
+
+    def __init__(self, folder: bool):
+        self.folder = folder
+        self.name = "folder" if folder else "file"
+
+    def convert(self, value, param, ctx):
+        what = _name(param, ctx)
+        path = Path(value)
+        if not path.exists():
+            raise InputError(f"{what} {str(path)!r} does not exist")
+        if path.is_dir() != self.folder:
+            raise InputError(f"{what} {str(path)!r} is not a {self.name}")
+        if not os.access(path, os.R_OK | (os.X_OK if self.folder else 0)):
+            raise InputError(f"{what} {str(path)!r} is not readable")
+        return str(path)
+
+
+def InputFile() -> click.ParamType:  # noqa: N802 - reads like the other types
     """An existing, readable file."""
-
-    name = "file"
-
-    def convert(self, value, param, ctx):
-        what = _name(param, ctx)
-        path = Path(value)
-        if not path.exists():
-            raise InputError(f"{what} {str(path)!r} does not exist")
-        if not path.is_file():
-            raise InputError(f"{what} {str(path)!r} is not a file")
-        if not os.access(path, os.R_OK):
-            raise InputError(f"{what} {str(path)!r} is not readable")
-        return str(path)
+    return _Existing(folder=False)
 
 
-class InputDir(click.ParamType):
+def InputDir() -> click.ParamType:  # noqa: N802 - reads like the other types
     """An existing, readable folder."""
-
-    name = "folder"
-
-    def convert(self, value, param, ctx):
-        what = _name(param, ctx)
-        path = Path(value)
-        if not path.exists():
-            raise InputError(f"{what} {str(path)!r} does not exist")
-        if not path.is_dir():
-            raise InputError(f"{what} {str(path)!r} is not a folder")
-        if not os.access(path, os.R_OK | os.X_OK):
-            raise InputError(f"{what} {str(path)!r} is not readable")
-        return str(path)
+    return _Existing(folder=True)
 
 
 class Int(click.ParamType):

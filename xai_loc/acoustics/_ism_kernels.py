@@ -41,24 +41,15 @@ def accumulate(mics, xc, xg, xh, yc, yg, yh, zc, zg, zh, reach2, scale, max_orde
                 lo = np.searchsorted(zc, mz - half)
                 hi = np.searchsorted(zc, mz + half, side="right")
                 n = hi - lo
-                if left >= z_hits_max:
-                    for i in range(n):
-                        dz = zc[lo + i] - mz
-                        d = math.sqrt(dxy2 + dz * dz)
-                        tau = d * scale + 0.5
-                        kf = math.floor(tau)
-                        tmp[0, i] = kf
-                        tmp[1, i] = 2.0 * (tau - kf) - 1.0
-                        tmp[2, i] = gain * zg[lo + i] / d
-                else:
-                    for i in range(n):
-                        dz = zc[lo + i] - mz
-                        d = math.sqrt(dxy2 + dz * dz)
-                        tau = d * scale + 0.5
-                        kf = math.floor(tau)
-                        tmp[0, i] = kf
-                        tmp[1, i] = 2.0 * (tau - kf) - 1.0
-                        tmp[2, i] = gain * zg[lo + i] / d if zh[lo + i] <= left else 0.0
+                every = left >= z_hits_max  # no image of this column exceeds the reflection budget
+                for i in range(n):
+                    dz = zc[lo + i] - mz
+                    d = math.sqrt(dxy2 + dz * dz)
+                    tau = d * scale + 0.5
+                    kf = math.floor(tau)
+                    tmp[0, i] = kf
+                    tmp[1, i] = 2.0 * (tau - kf) - 1.0
+                    tmp[2, i] = gain * zg[lo + i] / d if every or zh[lo + i] <= left else 0.0
                 for i in range(n):
                     k = int(tmp[0, i])
                     if k >= n_k:

@@ -270,7 +270,7 @@ def test_load_model_refuses_foreign_and_corrupt_files(tmp_path):
     cases = [
         (garbage, "is not a safetensors file"),
         (foreign, "has no xai-loc card"),
-        (alien, "names architecture 'resnet'; allowed: bast, cochcnn, cuenet, loccnn, samplecnn, tfcnn"),
+        (alien, "names architecture 'resnet', which is not registered; registered: bast, cochcnn, cuenet, loccnn,"),
         (truncated, "is not a safetensors file"),
         (tmp_path / "missing.safetensors", "does not exist"),
     ]

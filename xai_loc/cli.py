@@ -136,14 +136,19 @@ def _parse_options(items: tuple[str, ...]) -> dict:
 
 
 def _multichannel_card(checkpoint: str) -> dict:
-    """The card of a multichannel checkpoint, or one line saying which family it belongs to."""
-    from xai_loc.models import read_card
+    """The card of a checkpoint of a position localizer (multichannel families and plug-ins), or one line
+    saying what it is instead."""
+    from xai_loc.models import MODELS, read_card
 
     card = read_card(checkpoint)
     arch = card.get("architecture")
-    if arch not in MODEL_CHOICES:
-        raise InputError(f"checkpoint {checkpoint} is a {arch} model; this command takes {', '.join(MODEL_CHOICES)} "
-                         "(binaural models: xai-loc binaural ...)")
+    if arch not in MODELS:
+        raise InputError(f"checkpoint {checkpoint} is a {arch!r} model, which is not registered here "
+                         f"(registered: {', '.join(sorted(MODELS))}; plug-ins join through the entry-point group "
+                         "xai_loc.localizers)")
+    if MODELS[arch].output_kind != "position":
+        raise InputError(f"checkpoint {checkpoint} is a {arch} model ({MODELS[arch].output_kind} output); this "
+                         "command takes localizers of source positions (binaural models: xai-loc binaural ...)")
     return card
 
 

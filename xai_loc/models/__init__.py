@@ -44,10 +44,12 @@ from xai_loc.models.evaluation import (
 )
 from xai_loc.models.layers import Gate, Sum
 from xai_loc.models.loccnn import LocCNN
-from xai_loc.models.registry import MODELS, build_model, register_model
+from xai_loc.models.registry import MODELS, build_model, load_plugins, register_model
 from xai_loc.models.samplecnn import SampleCNN
 from xai_loc.models.tfcnn import TFCNN
 from xai_loc.models.training import DEFAULT_LR, TrainConfig, state_path, train
+
+load_plugins()  # localizers of other packages (entry-point group xai_loc.localizers), after the built-ins
 
 __all__ = [
     "MODELS",
@@ -61,6 +63,7 @@ __all__ = [
     "TFCNN",
     "Sum",
     "build_model",
+    "load_plugins",
     "file_digest",
     "import_paper_checkpoint",
     "load_model",

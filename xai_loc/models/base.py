@@ -15,6 +15,13 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+#: What a localizer's output can be: a source position (x, y, z) in metres, an azimuth in
+#: degrees, (azimuth, elevation) angles, logits of direction classes over a grid, or
+#: ``[cos az, sin az]`` vectors. The multichannel experiments (perturbation in metres, TDOA,
+#: SRP) take position localizers.
+OUTPUT_KINDS = ("position", "azimuth", "azimuth_elevation", "direction_classes", "cos_sin")
+
+
 class Localizer(nn.Module):
     """A network mapping a multichannel window to a source position in metres.
 
@@ -31,6 +38,8 @@ class Localizer(nn.Module):
     """
 
     arch_name: ClassVar[str] = ""
+    #: What the output means, one of :data:`OUTPUT_KINDS` (set by ``register_model(..., output=...)``).
+    output_kind: ClassVar[str] = "position"
 
     def __init__(self, n_mics: int, n_samples: int) -> None:
         super().__init__()

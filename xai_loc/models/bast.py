@@ -264,7 +264,7 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-@register_model("bast")
+@register_model("bast", output="cos_sin")
 class BAST(Localizer):
     """Binaural audio spectrogram transformer regressing ``[cos az, sin az]``; see the module docs.
 

@@ -232,8 +232,9 @@ def read_card(path: PathLike) -> dict[str, Any]:
         )
     if card.get("architecture") not in MODELS:
         raise InputError(
-            f"checkpoint {path} names architecture {card.get('architecture')!r}; "
-            f"allowed: {', '.join(sorted(MODELS))}"
+            f"checkpoint {path} names architecture {card.get('architecture')!r}, which is not registered; "
+            f"registered: {', '.join(sorted(MODELS))} (install the package that provides it: plug-ins join through "
+            "the entry-point group xai_loc.localizers)"
         )
     if not isinstance(card.get("config"), dict):
         raise InputError(f"checkpoint {path} has no constructor config in its card")

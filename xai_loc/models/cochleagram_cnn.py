@@ -131,7 +131,7 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
-@register_model("cochcnn")
+@register_model("cochcnn", output="direction_classes")
 class CochleagramCNN(Localizer):
     """Francl-McDermott cochleagram CNN classifying directions; see the module docs.
 

@@ -119,7 +119,7 @@ class CueClassifier(nn.Module):
         return self.head(self.attention(self.embeddings(cues)))
 
 
-@register_model("cuenet")
+@register_model("cuenet", output="direction_classes")
 class CueNet(Localizer):
     """ITD/ILD/IC cue network classifying 72 azimuths; see the module docs.
 

@@ -90,7 +90,7 @@ def _ints(name: str, values: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
-@register_model("tfcnn")
+@register_model("tfcnn", output="azimuth")
 class TFCNN(Localizer):
     """Pang et al.'s IPD/ILD TF-CNN; see the module docs.
 

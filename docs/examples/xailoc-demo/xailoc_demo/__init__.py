@@ -1,0 +1,1 @@
+"""A plug-in localizer for xai-loc (see xailoc_demo.model)."""

@@ -156,3 +156,29 @@ def test_aopc_and_bad_options():
         deletion_predictions(Sum(), torch.ones(1, 2, 4), (0, 50), ["loudness"])
     with pytest.raises(InputError, match="increasing"):
         deletion_predictions(Sum(), torch.ones(1, 2, 4), (50, 10), ["energy"])
+
+
+def test_perturbation_reuses_the_relevance_stores_tdoa_wrote(tmp_path, monkeypatch):
+    """One key for one content: the model's and its randomized copy's relevance, explained once by
+    the TDOA probe, are read back by the perturbation experiment instead of recomputed."""
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.data.store import simulate_dataset
+    from xai_loc.experiments.perturbation import run_perturbation
+    from xai_loc.experiments.tdoa_probe import explain_models
+    from xai_loc.explain import Explainer
+    from xai_loc.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("loccnn")
+    store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path, n_sources=1, progress=False)
+    fresh = run_perturbation({"loccnn": model}, store, percentages=(0, 50), modes=("relevance",), seed=3,
+                             batch_size=8)  # no store yet: computed
+    explain_models({"loccnn": model}, store, batch_size=8, seed=3)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("relevance recomputed although a matching store exists")
+
+    monkeypatch.setattr(Explainer, "explain_batch", refuse)
+    again = run_perturbation({"loccnn": model}, store, percentages=(0, 50), modes=("relevance",), seed=3,
+                             batch_size=8)
+    np.testing.assert_array_equal(again["mae"].values, fresh["mae"].values)

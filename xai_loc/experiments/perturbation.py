@@ -50,9 +50,6 @@ FILLS: dict[str, FillFn] = {
     * x.std(dim=(1, 2), keepdim=True),
 }
 
-#: Offset of the seed of the randomized model copies (kept apart from weight-init seeds).
-RANDOMIZED_SEED_OFFSET = 10_007
-
 #: The paper's percentages.
 PAPER_PERCENTAGES = (0, 10, 20, 30, 40, 50, 60, 70)
 
@@ -183,13 +180,14 @@ def deletion_predictions(
     return out
 
 
-def _relevance_source(data_path, model_path, explainer_kwargs: dict):
-    """An opened matching relevance store, or None when none exists (then relevance is computed)."""
+def _relevance_source(data_path, model, explainer_kwargs: dict):
+    """An opened matching relevance store (same weights, method, composite, options, target), or
+    None when none exists (then relevance is computed)."""
     from xai_loc.explain import Explainer, open_relevance, relevance_store_path
 
-    if data_path is None or model_path is None:
+    if data_path is None:
         return None
-    probe = Explainer(model_path, **explainer_kwargs)
+    probe = Explainer(model, **explainer_kwargs)
     path = relevance_store_path(data_path, probe)
     return open_relevance(path) if path.exists() else None
 
@@ -276,10 +274,11 @@ def run_perturbation(
     for k, (name, model) in enumerate(models.items()):
         explainer = Explainer(model, **kwargs)
         net = explainer.model
-        stored = _relevance_source(data, model if not isinstance(model, torch.nn.Module) else None, kwargs) \
-            if need_relevance and n_sources is None else None
-        random_explainer = Explainer(randomized_copy(net, RANDOMIZED_SEED_OFFSET + seed), **kwargs) \
-            if randomized_baseline else None
+        stored = _relevance_source(data, model, kwargs) if need_relevance and n_sources is None else None
+        random_model = randomized_copy(net, seed) if randomized_baseline else None
+        random_explainer = Explainer(random_model, **kwargs) if randomized_baseline else None
+        random_stored = _relevance_source(data, random_model, kwargs) \
+            if randomized_baseline and n_sources is None else None
         spent: dict[str, float] = {}
         tic = time.perf_counter()
         with tqdm(total=n, disable=not progress, desc=f"perturb {name}", unit="win") as bar:
@@ -301,8 +300,12 @@ def run_perturbation(
                     batch_size=batch_size, timing=spent)
                 if random_explainer is not None:
                     explain_tic = time.perf_counter()
-                    with random_explainer:
-                        rel_r = torch.as_tensor(random_explainer.explain_batch(x, truth[start:stop])["relevance"])
+                    if random_stored is not None:
+                        rel_r = torch.as_tensor(random_stored.isel(window=slice(start, stop)).values)
+                    else:
+                        with random_explainer:
+                            rel_r = torch.as_tensor(
+                                random_explainer.explain_batch(x, truth[start:stop])["relevance"])
                     spent["explain"] += time.perf_counter() - explain_tic
                     preds[k, len(modes), :, start:stop] = deletion_predictions(
                         net, x, percentages, ["relevance"], relevance=rel_r, fill=fill, seed=seed + start,

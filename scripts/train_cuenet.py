@@ -29,9 +29,10 @@ import json
 import sys
 from pathlib import Path
 
-from xai_loc.data.cue_scenes import CueSceneSpec, simulate_cue_scenes
+from xai_loc.data.cue_scenes import CueSceneSpec
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
+from xai_loc.features.binaural_cues import simulate_cue_scenes
 from xai_loc.models.checkpoint import read_card
 from xai_loc.models.classifier_training import ClassifierConfig
 from xai_loc.models.cuenet import train_cuenet
@@ -71,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: {"model": test[k], "chance": test["chance"][k]} for k in keys}, indent=1))
         if args.probe is not None:
             from xai_loc.experiments.cue_probe import run_cue_probe
+            from xai_loc.plots.redraw import draw
 
             probe = run_cue_probe(args.out, test_store, args.probe)
+            draw(probe["paths"].values())  # cue_probe.png from the stored results
             table, ablation = probe["table"], probe["ablation"]
             print("cue relied on per band (largest |relevance| share):",
                   " ".join(f"{f:.0f}Hz:{c}" for f, c in zip(table["frequency"].values, table["reliance"].values,

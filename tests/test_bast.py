@@ -270,9 +270,9 @@ def test_scenes_split_by_sound_and_carry_the_ild(tmp_path):
     with pytest.raises(InputError, match="another spec"):  # a file of the same name is never reused blindly
         load_bast_scenes(reseeded, "train", root=tmp_path)
 
-    from xai_loc.experiments.bast_table import relevance_view
+    from xai_loc.experiments.bast_table import mirror_relevance
 
-    view = relevance_view(_tiny("ADD", shared=True), train, n_steps=8)
+    view = mirror_relevance(_tiny("ADD", shared=True), train, n_steps=8)
     assert view.mass.shape == (3, 2, 2, 2, 129)  # explainer, pair (one sound per kind), side, ear, frequency
     np.testing.assert_allclose(view.ear_balance.sel(explainer="attention_rollout"), 0.0, atol=1e-12)
     np.testing.assert_allclose(view.pair_azimuth.values, [[90.0, 270.0]] * 2)

@@ -142,6 +142,30 @@ def test_label_round_trip():
         label_to_direction(504)
 
 
+def test_one_direction_grid_type_serves_every_family():
+    from xai_loc.acoustics.directions import AZIMUTH_RING, LATERAL_GRID, STUDY_GRID
+    from xai_loc.models import build_model
+    from xai_loc.models.cochleagram_cnn import head_directions, labels_for
+
+    assert (STUDY_GRID.size, AZIMUTH_RING.size, LATERAL_GRID.n_azimuths, LATERAL_GRID.n_elevations) == (504, 72, 37, 14)
+    # nearest class: azimuths wrap on the full circle, clamp on the lateral half-plane
+    np.testing.assert_array_equal(AZIMUTH_RING.nearest([357.6, 2.4, -5.0, 182.0]), [0, 0, 71, 36])
+    np.testing.assert_array_equal(STUDY_GRID.nearest(359.0, 64.0), 6 * 72)
+    np.testing.assert_array_equal(LATERAL_GRID.nearest([-200.0, 92.0], [0.0, 100.0]), [4 * 37, 13 * 37 + 36])
+    with pytest.raises(InputError, match="has no label"):
+        AZIMUTH_RING.label(357.6)
+    with pytest.raises(InputError, match="give the elevation"):
+        STUDY_GRID.label(0.0)
+    # the families read their classes from the grids
+    np.testing.assert_array_equal(head_directions("azel")[0], STUDY_GRID.directions()[0])
+    np.testing.assert_array_equal(labels_for("azimuth", [0.0, 355.0], [30.0, 0.0]), [0, 71])
+    logits = np.eye(72)[[3, 70]]
+    np.testing.assert_array_equal(build_model("cuenet").directions(logits)[0], [15.0, 350.0])
+    multitask = build_model("tfcnn", head="multitask")
+    az, el = multitask.directions(np.concatenate([np.eye(37)[[0]], np.eye(14)[[13]]], axis=1))
+    assert (az[0], el[0]) == (-90.0, 90.0)
+
+
 def test_sounds_are_deterministic_and_normalized():
     for kind in SOUNDS:
         a = synthesize(kind, 16000, 0.25, seed=3)

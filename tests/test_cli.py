@@ -235,8 +235,8 @@ def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch):
     torch.manual_seed(1)
     save_checkpoint(build_model("loccnn"), zoo / "loccnn_t60-0.15_snr-25.safetensors",
                     {"condition": {"t60": 0.15, "snr": 25.0}})
-    monkeypatch.setattr("xai_loc.experiments.reproduce.QUICK_SOURCES", 1)
-    monkeypatch.setattr("xai_loc.experiments.reproduce.QUICK_SRP_WINDOWS", 2)
+    monkeypatch.setattr("xai_loc.study.QUICK_SOURCES", 1)
+    monkeypatch.setattr("xai_loc.study.QUICK_SRP_WINDOWS", 2)
     runner = CliRunner()
     result = runner.invoke(main, ["--threads", "1", "reproduce", "--quick", "--out", str(tmp_path / "rep"),
                                   "--data", str(tmp_path / "data"), "--pretrained", str(zoo)])
@@ -287,6 +287,11 @@ def test_binaural_simulate_train_and_cues_end_to_end(tmp_path):
     duplex = xr.open_dataset(tmp_path / "res" / "duplex.nc")
     assert set(duplex["band"].values) == {"low", "high", "wide"}
     assert xr.open_dataset(tmp_path / "res" / "responses.nc").sizes["example"] == 4
+    for name in ("cues.png", "hofman.png"):
+        (tmp_path / "res" / name).unlink()
+    result = runner.invoke(main, ["figures", str(tmp_path / "res")])  # the probe's figures come from its files
+    assert result.exit_code == 0, result.output
+    assert {Path(line).name for line in result.stdout.split()} == {"cues.png", "hofman.png"}
 
 
 def test_binaural_bad_room_is_one_line_and_writes_nothing(tmp_path):
@@ -332,6 +337,9 @@ def test_tfcnn_train_and_probe_end_to_end(tmp_path):
     assert profile["share"].dims == ("snr", "channel", "band") and list(profile["channel"].values) == ["ipd", "ild"]
     np.testing.assert_allclose(profile["share"].sum(("channel", "band")), 1.0, rtol=1e-9)
     assert (tmp_path / "res" / "band_profile.png").stat().st_size > 0
+    (tmp_path / "res" / "band_profile.png").unlink()
+    result = runner.invoke(main, ["figures", str(tmp_path / "res")])
+    assert result.exit_code == 0 and (tmp_path / "res" / "band_profile.png").stat().st_size > 0
 
 
 def test_cuenet_probe_of_the_shipped_model(tmp_path):
@@ -349,6 +357,7 @@ def test_cuenet_probe_of_the_shipped_model(tmp_path):
     total = table["attention_mean"].values.astype(np.float64).sum()
     np.testing.assert_allclose(total, 1.0, rtol=0, atol=(60 + 4) * 2.0**-24)
     assert xr.open_dataset(tmp_path / "res" / "cue_relevance.nc").sizes["example"] == 60  # one per held-out utterance
+    assert (tmp_path / "res" / "cue_probe.png").stat().st_size > 0
 
 
 def test_bast_train_and_explain_end_to_end(tmp_path):

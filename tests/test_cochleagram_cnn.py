@@ -199,12 +199,12 @@ def test_fold_batchnorm_forward_is_exact_and_reversible():
 
 
 def test_relevance_reaches_the_waveform_with_labelled_dims():
-    from xai_loc.experiments.cues import explain_binaural
+    from xai_loc.explain.cochcnn import explain_cochcnn
 
     torch.manual_seed(2)
     model = randomized(build_model("cochcnn", layers=TINY, n_samples=4800, dense=32))
     x = torch.randn(2, 2, 4800) * 0.05
-    rel = explain_binaural(model, x)
+    rel = explain_cochcnn(model, x)
     wave, coch = rel["waveform"], rel["cochleagram"]
     assert wave.dims == ("example", "ear", "time") and wave.shape == (2, 2, 4800)
     assert coch.dims == ("example", "ear", "frequency", "time") and coch.shape == (2, 2, 39, 800)
@@ -217,16 +217,16 @@ def test_relevance_reaches_the_waveform_with_labelled_dims():
     scale = np.abs(coch.values).sum(axis=(1, 2, 3))
     assert np.all(np.abs(wave["relevance_sum"].values - coch["relevance_sum"].values) < 1e-2 * scale)
     # other seeds: a given class, the true labels
-    assert explain_binaural(model, x, target=7)["waveform"]["target_class"].values.tolist() == [7, 7]
-    truth = explain_binaural(model, x, target="truth", labels=[3, 400])
+    assert explain_cochcnn(model, x, target=7)["waveform"]["target_class"].values.tolist() == [7, 7]
+    truth = explain_cochcnn(model, x, target="truth", labels=[3, 400])
     assert truth["cochleagram"]["target_class"].values.tolist() == [3, 400]
     with pytest.raises(InputError, match="one label per example"):
-        explain_binaural(model, x, target="truth")
+        explain_cochcnn(model, x, target="truth")
 
 
 def test_lrp_conserves_the_logit_down_to_the_waveform_in_float64():
     """Without biases (and BatchNorm shifts), LRP-epsilon passes the whole logit to the waveform."""
-    from xai_loc.experiments.cues import explain_binaural
+    from xai_loc.explain.cochcnn import explain_cochcnn
 
     torch.manual_seed(3)
     model = randomized(build_model("cochcnn", layers=TINY, n_samples=4800, dense=32))
@@ -238,5 +238,5 @@ def test_lrp_conserves_the_logit_down_to_the_waveform_in_float64():
                 module.running_mean.zero_()
     model = model.double()
     x = torch.randn(2, 2, 4800, dtype=torch.float64) * 0.05
-    rel = explain_binaural(model, x, conv_rule="epsilon", epsilon=1e-12, stabilizer=1e-12)
+    rel = explain_cochcnn(model, x, conv_rule="epsilon", epsilon=1e-12, stabilizer=1e-12)
     np.testing.assert_allclose(rel["waveform"]["relevance_sum"].values, rel["waveform"]["logit"].values, rtol=1e-6)

@@ -13,6 +13,7 @@ import xai_loc.experiments.cue_probe as cue_probe
 import xai_loc.models.cuenet as cuenet
 from xai_loc.data.cue_scenes import CueSceneSpec, render_scene_example
 from xai_loc.errors import InputError
+from xai_loc.explain.cuenet import cue_relevance
 from xai_loc.features.binaural_cues import BinauralCues
 from xai_loc.models.checkpoint import load_model, read_card, save_checkpoint
 from xai_loc.models.classifier_training import ClassifierConfig
@@ -152,7 +153,7 @@ def test_relevance_is_conserved_through_the_fusion_in_float64():
     model = _bias_free_float64_model()
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.uniform(-1, 1, (4, 2, 32, 50)), rng.uniform(0, 1, (4, 1, 32, 50))], axis=1)
-    rel = cue_probe.cue_relevance(model, x, first_rule="epsilon", conv_rule="epsilon", epsilon=1e-12,
+    rel = cue_relevance(model, x, first_rule="epsilon", conv_rule="epsilon", epsilon=1e-12,
                                   stabilizer=1e-12, batch_size=3)
     np.testing.assert_allclose(rel["relevance"].sum(("cue", "band")).values, rel["logit"].values, rtol=1e-8)
     np.testing.assert_allclose(rel["fusion_relevance"].sum("cue").values, rel["logit"].values, rtol=1e-8)
@@ -166,13 +167,13 @@ def test_relevance_is_conserved_through_the_fusion_in_float64():
 def test_default_composite_runs_and_table_names_a_cue_per_band():
     model = _bias_free_float64_model().float()
     x = np.random.default_rng(4).uniform(0, 1, (5, 3, 32, 50)).astype(np.float32)
-    rel = cue_probe.cue_relevance(model, x, azimuth=np.arange(5) * 5.0, target="truth")
+    rel = cue_relevance(model, x, azimuth=np.arange(5) * 5.0, target="truth")
     assert np.isfinite(rel["relevance"]).all()
     assert json.loads(rel.attrs["composite_params"])["first_rule"] == "zbox"
     table = cue_probe.reliance_table(rel)
     assert table["share"].dims == ("cue", "band") and set(table["reliance"].values) <= {"itd", "ild", "ic"}
     with pytest.raises(InputError):
-        cue_probe.cue_relevance(model, x[:, :2])
+        cue_relevance(model, x[:, :2])
 
 
 def test_split_is_clean_and_directions_balanced():

@@ -12,11 +12,11 @@ from xai_loc.experiments.cues import (
     band_noise,
     behaviour_statistics,
     duplex_probe,
+    duplex_relevance,
     impose_ild,
     impose_itd,
     interaural_lag,
     natural_cues,
-    relevance_view,
     run_behaviour,
 )
 
@@ -99,8 +99,8 @@ def _tiny_model(n_samples: int = 4800):
     return model.eval()
 
 
-def test_relevance_view_mass_and_lags():
-    view = relevance_view(_tiny_model(), bands=("low",), azimuths=(0.0, 30.0), itd_offsets=(-300.0, 0.0, 300.0))
+def test_duplex_relevance_mass_and_lags():
+    view = duplex_relevance(_tiny_model(), bands=("low",), azimuths=(0.0, 30.0), itd_offsets=(-300.0, 0.0, 300.0))
     assert view.sizes["stimulus"] == 6 and view["relevance_mass"].dims == ("stimulus", "ear", "frequency")
     # exact claim (share of the total): the library accumulates in float64; signed relevance cancels
     # (sum |share| up to ~30), so 78 float64 terms give at most ~78 * 1.1e-16 * 30 = 3e-13
@@ -141,5 +141,9 @@ def test_run_behaviour_writes_responses_and_figure(tmp_path):
     store = simulate_binaural(spec, "test", root=tmp_path, progress=False)
     paths = run_behaviour(_tiny_model(), store, tmp_path / "out")
     responses = xr.open_dataset(paths["responses"])
-    assert responses.sizes["example"] == 4 and "hofman" in responses.attrs and paths["figure"].exists()
+    assert responses.sizes["example"] == 4 and "hofman" in responses.attrs and set(paths) == {"responses"}
+    from xai_loc.plots.redraw import draw
+
+    assert draw(paths.values()) == [tmp_path / "out" / "hofman.png"]  # drawn from the stored file alone
+    assert (tmp_path / "out" / "hofman.png").stat().st_size > 10_000
     assert set(json.loads(responses.attrs["metrics"])) >= {"accuracy", "azimuth_error", "front_back_rate"}

@@ -9,12 +9,15 @@ import torch
 
 import xai_loc.experiments.ipd_ild_probe as probe
 import xai_loc.models.tfcnn as tfcnn
+from xai_loc.acoustics.directions import from_sofa_azimuth, to_sofa_azimuth
 from xai_loc.data.ipd_ild_scenes import SceneSpec, render_split, utterance_split
 from xai_loc.errors import InputError
 from xai_loc.explain.cue_composites import CueEnergyShare
+from xai_loc.explain.tfcnn import explain_tfcnn
 from xai_loc.features.ipd_ild import IPDILD
 from xai_loc.models.checkpoint import load_model, save_checkpoint
 from xai_loc.models.tfcnn_training import TFCNNTrainConfig, azimuth_scores, train_tfcnn
+from xai_loc.plots.band_profile import plot_band_profile
 
 FS = 16000
 
@@ -135,8 +138,8 @@ def test_front_end_rejects_bad_settings():
 
 
 def test_sofa_mapping():
-    assert np.allclose(tfcnn.to_sofa_azimuth([90, -90, 0, 45]), [270, 90, 0, 315])
-    assert np.allclose(tfcnn.from_sofa_azimuth(tfcnn.to_sofa_azimuth(np.arange(-90, 91, 5))), np.arange(-90, 91, 5))
+    assert np.allclose(to_sofa_azimuth([90, -90, 0, 45]), [270, 90, 0, 315])
+    assert np.allclose(from_sofa_azimuth(to_sofa_azimuth(np.arange(-90, 91, 5))), np.arange(-90, 91, 5))
 
 
 def test_positive_azimuth_is_right_louder_and_right_leading(tiny_scenes):
@@ -162,7 +165,7 @@ def test_scene_sets_hold_out_utterances(tiny_scenes):
     assert set(test["utterance"].values) <= set(split["test"])
     assert train["waveforms"].shape == (6, 2, FS) and test.sizes["example"] == 3
     assert sorted(test["azimuth"].values) == [-90.0, 0.0, 90.0] and np.all(test["snr"].values == 0.0)
-    assert np.allclose(test["sofa_azimuth"].values, tfcnn.to_sofa_azimuth(test["azimuth"].values))
+    assert np.allclose(test["sofa_azimuth"].values, to_sofa_azimuth(test["azimuth"].values))
     again = render_split(spec, "test")
     assert np.array_equal(again["waveforms"].values, test["waveforms"].values)
 
@@ -225,7 +228,7 @@ def test_lrp_conserves_relevance_in_float64():
     torch.manual_seed(0)
     model = _zero_biases_float64(tfcnn.TFCNN(channels=[4, 8, 8], dense=[32, 16]))
     x = np.random.default_rng(1).standard_normal((2, 2, FS)) * 0.05
-    out = probe.explain_tfcnn(model, x, conv_rule="epsilon", epsilon=1e-12, stabilizer=1e-12)
+    out = explain_tfcnn(model, x, conv_rule="epsilon", epsilon=1e-12, stabilizer=1e-12)
     expected = model(torch.as_tensor(x)).detach().numpy()[:, 0]
     assert np.allclose(out["cues"].relevance_sum.values, expected, rtol=1e-6)
     assert np.allclose(out["waveform"].relevance_sum.values, expected, rtol=1e-6)
@@ -256,7 +259,7 @@ def test_probe_profile_sums_to_total_relevance(tiny_scenes):
     assert math.isclose(profile.attrs["ipd_share_below_split"] + profile.attrs["ipd_share_above_split"], 1.0)
     assert profile.attrs["composite"] == "tfcnn" and profile.attrs["model"] == "tfcnn"
     assert sorted(result["waveform"]["azimuth"].values) == [-90.0, 0.0, 90.0]
-    fig = probe.plot_band_profile(profile)
+    fig = plot_band_profile(profile)
     assert len(fig.axes) == 1
     with pytest.raises(InputError):
         probe.ipd_ild_probe(model, test, snr=12.0)

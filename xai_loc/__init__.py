@@ -7,8 +7,9 @@ The package is organised along the data flow, one subpackage per stage::
     xai_loc.features    front ends (cochleagram)
     xai_loc.models      localizers (LocCNN, SampleCNN, cochleagram CNN), checkpoints, training
     xai_loc.explain     LRP (zennit) and captum attributions, relevance stores, audit
-    xai_loc.experiments perturbation curves, TDOA and SRP probes, cue probes, reproduction
+    xai_loc.experiments perturbation curves, TDOA and SRP probes, cue probes
     xai_loc.plots       figures and tables drawn from stored results
+    xai_loc.study       the whole study of the paper (reproduce), across every stage
 
 Subpackages are imported on demand so that ``import xai_loc`` stays cheap.
 """

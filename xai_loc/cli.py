@@ -703,7 +703,8 @@ def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, 
 @main.command()
 @click.argument("results", type=InputDir())
 def figures(results) -> None:
-    """Redraw every figure below RESULTS from the stored results (perturbation.nc, tdoa.nc), no recomputation."""
+    """Redraw every figure below RESULTS from the stored results (perturbation.nc, tdoa.nc and the binaural
+    probes' duplex.nc, responses.nc, band_profile.nc, cue_reliance.nc), no recomputation."""
     from xai_loc.plots.redraw import redraw
 
     for path in redraw(results):
@@ -725,7 +726,7 @@ def reproduce(ctx, quick, out, data, pretrained, batch_size, device, convention)
     """The whole study for the paper's four conditions and both models: data, localization
     error beside the paper's, relevance, perturbation curves, TDOA table, SRP maps, figures
     and summary.md. Conditions without a shipped checkpoint are listed as missing."""
-    from xai_loc.experiments.reproduce import reproduce as run
+    from xai_loc.study import reproduce as run
 
     _setup(ctx)
     click.echo(str(run(out, quick=quick, data_root=data, pretrained=pretrained, batch_size=batch_size,
@@ -860,8 +861,9 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     and its relevance view, plus the Hofman-style behaviour on held-out scenes: writes
     duplex.nc, cue_relevance.nc, cues.png, responses.nc and hofman.png under OUT."""
     from xai_loc.data.binaural_store import simulate_binaural
-    from xai_loc.experiments.cues import run_behaviour, run_cue_probe
+    from xai_loc.experiments.cues import run_behaviour, run_duplex_probe
     from xai_loc.models.zoo import pretrained_dir
+    from xai_loc.plots.redraw import draw
 
     _setup(ctx)
     model = checkpoint or str(pretrained_dir() / "cochcnn_default.safetensors")
@@ -869,11 +871,12 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     store = simulate_binaural(spec, "test", root=data, device=device, progress=True) \
         if behaviour else None
     progress = True
-    paths = list(run_cue_probe(model, out, relevance=relevance, n_tokens=tokens, response=response,
-                               batch_size=batch_size, device=device, seed=seed, progress=progress,
-                               **_parse_options(options)).values())
+    paths = list(run_duplex_probe(model, out, relevance=relevance, n_tokens=tokens, response=response,
+                                  batch_size=batch_size, device=device, seed=seed, progress=progress,
+                                  **_parse_options(options)).values())
     if store is not None:
         paths += run_behaviour(model, store, out, batch_size=batch_size, device=device, progress=progress).values()
+    paths += draw(paths)
     for path in paths:
         click.echo(str(path))
 
@@ -953,14 +956,15 @@ def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint,
     from xai_loc.data.ipd_ild_scenes import render_scenes
     from xai_loc.experiments.ipd_ild_probe import run_ipd_ild_probe
     from xai_loc.models.zoo import pretrained_dir
+    from xai_loc.plots.redraw import draw
 
     _setup(ctx)
     spec = _tfcnn_spec(n_train, test_per_azimuth, seed)
     scenes = render_scenes(spec, data, progress=True, splits=("test",))["test"]
     model = checkpoint or str(pretrained_dir() / "tfcnn_default.safetensors")
-    paths = run_ipd_ild_probe(model, scenes, out, snrs=snrs or None, n_examples=examples, seed=seed,
-                              **_parse_options(options))
-    for path in paths.values():
+    paths = list(run_ipd_ild_probe(model, scenes, out, snrs=snrs or None, n_examples=examples, seed=seed,
+                                   **_parse_options(options)).values())
+    for path in paths + draw(paths):
         click.echo(str(path))
 
 
@@ -1010,8 +1014,8 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
     cue network and score it on held-out utterances (top-1, top-5, azimuth error)."""
     from pathlib import Path
 
-    from xai_loc.data.cue_scenes import simulate_cue_scenes
     from xai_loc.data.store import default_root
+    from xai_loc.features.binaural_cues import simulate_cue_scenes
     from xai_loc.models.classifier_training import ClassifierConfig
     from xai_loc.models.cuenet import train_cuenet
 
@@ -1042,16 +1046,18 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     """LRP relevance per cue (ITD, ILD, IC) and band with the attention weights, and the cue
     ablation, on the held-out scenes; writes cue_relevance.nc, cue_reliance.nc,
     cue_ablation.nc and cue_probe.png."""
-    from xai_loc.data.cue_scenes import simulate_cue_scenes
     from xai_loc.experiments.cue_probe import run_cue_probe
+    from xai_loc.features.binaural_cues import simulate_cue_scenes
     from xai_loc.models.zoo import pretrained_dir
+    from xai_loc.plots.redraw import draw
 
     _setup(ctx)
     test = simulate_cue_scenes(_cue_spec(train_per_utterance, test_per_utterance, seed), "test", root=data,
                                progress=True)
     model = checkpoint or str(pretrained_dir() / "cuenet_default.safetensors")
     result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, **_parse_options(options))
-    for path in result["paths"].values():
+    paths = list(result["paths"].values())
+    for path in paths + draw(paths):
         click.echo(str(path))
 
 
@@ -1150,7 +1156,7 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
     from pathlib import Path
 
     from xai_loc.data.bast_scenes import load_bast_scenes
-    from xai_loc.experiments.bast_table import relevance_view
+    from xai_loc.experiments.bast_table import mirror_relevance
     from xai_loc.io import write_dataset_atomic
     from xai_loc.models.zoo import pretrained_dir
 
@@ -1161,7 +1167,7 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
         target = float(target)
     except ValueError:
         pass
-    view = relevance_view(model, scenes, target=target, n_steps=steps)
+    view = mirror_relevance(model, scenes, target=target, n_steps=steps)
     click.echo(str(write_dataset_atomic(view, Path(out) / "relevance_view.nc")))
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from xai_loc.acoustics.directions import STUDY_GRID
 from xai_loc.acoustics.hrtf import HRTFSet, check_directions, load_hrtf, unit_vectors
 from xai_loc.acoustics.room import ShoeBox, check_snr, check_t60
 from xai_loc.errors import InputError
@@ -41,10 +42,10 @@ C = 343.0
 SOURCE_DISTANCE = 1.4
 #: Ear height of the listener in the room presets, metres.
 LISTENER_HEIGHT = 1.4
-#: Label grid of the cochleagram study: 72 azimuths x 7 elevations = 504 classes.
-AZIMUTHS = np.arange(0, 360, 5, dtype=np.float64)
-ELEVATIONS = np.arange(0, 70, 10, dtype=np.float64)
-N_LABELS = AZIMUTHS.size * ELEVATIONS.size
+#: Label grid of the cochleagram study: 72 azimuths x 7 elevations = 504 classes (:data:`STUDY_GRID`).
+AZIMUTHS = STUDY_GRID.azimuths
+ELEVATIONS = STUDY_GRID.elevations
+N_LABELS = STUDY_GRID.size
 #: Taps on each side of an arrival's fractional-delay sinc (16 in all, as in ism.py).
 FD_HALF_WIDTH = 8
 #: Direction trains convolved with their HRIRs at once (bounds memory to ~100 MB at 1.5 s, 48 kHz).
@@ -57,39 +58,24 @@ _IMG_CHUNK = 200_000
 
 
 def direction_to_label(azimuth, elevation) -> np.ndarray:
-    """Class label ``(elevation / 10) * 72 + azimuth / 5`` of grid directions (degrees).
+    """Class label ``(elevation / 10) * 72 + azimuth / 5`` of grid directions (degrees) on :data:`STUDY_GRID`.
 
     Raises
     ------
     InputError
         If a direction is off the grid (azimuth 0..355 step 5, elevation 0..60 step 10).
     """
-    az, el = np.broadcast_arrays(np.asarray(azimuth, dtype=np.float64), np.asarray(elevation, dtype=np.float64))
-    ia, ie = np.round(az / 5.0), np.round(el / 10.0)
-    bad = ~(np.isfinite(az) & np.isfinite(el) & (np.abs(az - 5.0 * ia) < 1e-6) & (np.abs(el - 10.0 * ie) < 1e-6)
-            & (ia >= 0) & (ia < AZIMUTHS.size) & (ie >= 0) & (ie < ELEVATIONS.size))
-    if bad.any():
-        k = np.argmax(bad.ravel())
-        raise InputError(f"direction (azimuth={az.ravel()[k]}, elevation={el.ravel()[k]}) has no label; "
-                         f"allowed: azimuth 0..355 in steps of 5, elevation 0..60 in steps of 10 degrees")
-    return (ie * AZIMUTHS.size + ia).astype(np.int64)
+    return STUDY_GRID.label(azimuth, elevation)
 
 
 def label_to_direction(label) -> tuple[np.ndarray, np.ndarray]:
-    """Azimuth and elevation in degrees of class labels ``0 .. 503``."""
-    lab = np.asarray(label)
-    if lab.dtype.kind not in "iu" and not (lab.dtype.kind == "f" and np.all(lab == np.round(lab))):
-        raise InputError(f"labels {label!r} are not allowed; give integers in 0..{N_LABELS - 1}")
-    lab = lab.astype(np.int64)
-    if np.any((lab < 0) | (lab >= N_LABELS)):
-        raise InputError(f"label {lab.ravel()[np.argmax((lab.ravel() < 0) | (lab.ravel() >= N_LABELS))]} "
-                         f"is not allowed; give integers in 0..{N_LABELS - 1}")
-    return AZIMUTHS[lab % AZIMUTHS.size], ELEVATIONS[lab // AZIMUTHS.size]
+    """Azimuth and elevation in degrees of class labels ``0 .. 503`` of :data:`STUDY_GRID`."""
+    return STUDY_GRID.directions(label)
 
 
 def study_grid() -> tuple[np.ndarray, np.ndarray]:
     """The 504 (azimuth, elevation) pairs in label order."""
-    return label_to_direction(np.arange(N_LABELS))
+    return STUDY_GRID.directions()
 
 
 # -- listener ------------------------------------------------------------------------------------
@@ -732,7 +718,7 @@ def render_binaural(
 
 __all__ = [
     # labels
-    "AZIMUTHS", "ELEVATIONS", "N_LABELS", "direction_to_label", "label_to_direction", "study_grid",
+    "AZIMUTHS", "ELEVATIONS", "N_LABELS", "STUDY_GRID", "direction_to_label", "label_to_direction", "study_grid",
     # geometry and responses
     "Listener", "binaural_rirs", "anechoic_rirs", "SOURCE_DISTANCE", "LISTENER_HEIGHT", "C",
     # rooms

@@ -18,12 +18,19 @@ time); directions are balanced: every azimuth occurs equally often in a split.
 
 Because the front end (:class:`~xai_loc.features.binaural_cues.BinauralCues`) has no
 trainable parameters, the stores hold the cue maps, not the waveforms
-(:func:`simulate_cue_scenes`): ``<root>/cue_scenes/<name>-<digest>/<split>.nc``, an
+(:func:`write_cue_scenes`): ``<root>/cue_scenes/<name>-<digest>/<split>.nc``, an
 ``xarray.Dataset`` with ``cues (example, cue, band, frame)`` float32 and per-example
 labels. They are written in parts of :data:`PART_EXAMPLES` examples, each atomically, so an
 interrupted run resumes at the first missing part; the parts are then merged into the split
 file (atomic rename) and removed. Any example's waveform is re-rendered exactly by
 :func:`render_scene_example` (same spec, split and index, same samples).
+
+**Who computes the cue maps.** The data stage sits below the features stage, so this module
+does not build the front end: :func:`write_cue_scenes` takes it from its caller and stores
+what it computes; :func:`xai_loc.features.binaural_cues.simulate_cue_scenes` passes the
+spec's ``BinauralCues``. The store (parts, resumption, labels, checks) stays here with the
+other stores, and what a cue map is stays with the front ends; keeping waveforms instead
+would store 9 times more (a 0.5 s clip is 176 kB, its cue map 19 kB).
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
 __all__ = ["CUE_SPLITS", "CueSceneSpec", "PART_EXAMPLES", "cue_store_path", "open_cue_scenes",
-           "render_scene_example", "simulate_cue_scenes"]
+           "render_scene_example", "write_cue_scenes"]
 
 #: Splits of a cue-scene dataset.
 CUE_SPLITS = ("train", "test")
@@ -233,8 +240,6 @@ def _render_part(spec: CueSceneSpec, split: str, indices: np.ndarray, plan: dict
     import torch
     import xarray as xr
 
-    from xai_loc.features.binaural_cues import CUES
-
     waves, drawn = [], []
     for i in indices:
         w, info = renderer.render(str(plan["utterance"][i]), float(plan["azimuth"][i]), _example_rng(spec, split, i))
@@ -248,15 +253,23 @@ def _render_part(spec: CueSceneSpec, split: str, indices: np.ndarray, plan: dict
          "noise_azimuth": (("example", "noise"), np.stack([d["noise_azimuth"] for d in drawn]), {"units": "degree"}),
          "noise_kind": (("example", "noise"), np.stack([d["noise_kind"] for d in drawn])),
          "snr": (("example", "noise"), np.stack([d["snr"] for d in drawn]), {"units": "dB"})},
-        coords={"example": indices, "cue": list(CUES),
+        coords={"example": indices, "cue": list(front_end.cue_names),
                 "azimuth": ("example", plan["azimuth"][indices], {"units": "degree"}),
                 "elevation": ("example", np.zeros(indices.size), {"units": "degree"}),
                 "utterance": ("example", plan["utterance"][indices].astype(str))})
 
 
-def simulate_cue_scenes(spec: CueSceneSpec, split: str, *, root: str | Path | None = None, batch_size: int = 16,
-                        progress: bool = False) -> Path:
+def write_cue_scenes(spec: CueSceneSpec, split: str, front_end, *, root: str | Path | None = None,
+                     batch_size: int = 16, progress: bool = False) -> Path:
     """Render the scenes of ``split`` and store their cue maps (resumable; see the module docs).
+
+    Parameters
+    ----------
+    front_end
+        The module that maps waveforms ``[B, 2, T]`` to cue maps ``[B, cues, bands, frames]``
+        (the spec's :class:`~xai_loc.features.binaural_cues.BinauralCues`), with its
+        ``fs``, ``cue_names``, ``cue_units``, ``n_bands``, ``centre_frequencies``,
+        ``frame_times(n_samples)`` and ``config``, which label the store.
 
     Returns
     -------
@@ -264,13 +277,12 @@ def simulate_cue_scenes(spec: CueSceneSpec, split: str, *, root: str | Path | No
         The split's ``.nc`` file (returned at once if it exists).
     """
     from xai_loc.data.store import default_root
-    from xai_loc.features.binaural_cues import BinauralCues
     from xai_loc.io import store_writer_lock
 
     path = cue_store_path(default_root() if root is None else root, spec, split)
     if path.is_file():
         return path
-    front_end = BinauralCues(**{"fs": spec.fs, **spec.front_end}).eval()
+    front_end.eval()
     if front_end.fs != spec.fs:
         raise InputError(f"front-end fs={front_end.fs} does not match the scenes' fs={spec.fs}")
     plan = spec.plan(split)
@@ -295,7 +307,6 @@ def _write_cue_store(spec: CueSceneSpec, split: str, path: Path, parts_dir: Path
                      front_end, batch_size: int, progress: bool) -> Path:
     import xarray as xr
 
-    from xai_loc.features.binaural_cues import CUE_UNITS
     from xai_loc.io import write_dataset_atomic
     from xai_loc.progress import tqdm
 
@@ -318,7 +329,7 @@ def _write_cue_store(spec: CueSceneSpec, split: str, path: Path, parts_dir: Path
         band=("band", np.arange(front_end.n_bands)),
         frequency=("band", front_end.centre_frequencies, {"units": "Hz"}),
         frame_time=("frame", front_end.frame_times(spec.n_samples), {"units": "s"}),
-        cue_unit=("cue", [CUE_UNITS[c] for c in ds["cue"].values]))
+        cue_unit=("cue", [front_end.cue_units[c] for c in ds["cue"].values]))
     ds.attrs.update(spec=json.dumps(spec.to_dict(), sort_keys=True), spec_digest=spec.digest(), split=split,
                     fs=spec.fs, n_samples=spec.n_samples, front_end=json.dumps(front_end.config, sort_keys=True),
                     convention="azimuth counter-clockwise from the front, 90 = left (SOFA); ITD > 0 and "
@@ -338,7 +349,8 @@ def open_cue_scenes(path: str | Path):
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"cue-scene store {path} does not exist; render it with simulate_cue_scenes")
+        raise InputError(f"cue-scene store {path} does not exist; render it with "
+                         "xai_loc.features.binaural_cues.simulate_cue_scenes")
     ds = open_netcdf_store(path, what="cue-scene store")
     if "cues" not in ds or "spec" not in ds.attrs:
         raise InputError(f"{path} is not a cue-scene store (no 'cues' variable or spec)")

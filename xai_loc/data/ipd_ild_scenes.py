@@ -10,7 +10,7 @@ elevation 0, plus an isotropic pink background
 each of ``test_snrs`` for testing.
 
 **Azimuth convention**: positive = right, as the TF-CNN's
-(:func:`xai_loc.models.tfcnn.to_sofa_azimuth` gives the SOFA angle used for the HRIRs, where
+(:func:`xai_loc.acoustics.directions.to_sofa_azimuth` gives the SOFA angle used for the HRIRs, where
 90 = left). Ear 0 is the left ear.
 
 **Held-out utterances.** The corpus's utterances are split once (seeded): a
@@ -56,7 +56,9 @@ SPLITS = ("train", "test")
 
 
 def _default_azimuths() -> tuple[float, ...]:
-    return tuple(float(a) for a in np.arange(-90.0, 91.0, 5.0))
+    from xai_loc.acoustics.directions import LATERAL_GRID
+
+    return tuple(float(a) for a in LATERAL_GRID.azimuths)
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class _Renderer:
     def hrir(self, azimuth: float) -> np.ndarray:
         """Free-field binaural response ``(2, N)`` of a source at ``azimuth`` (positive = right), elevation 0."""
         from xai_loc.acoustics.binaural import anechoic_rirs
-        from xai_loc.models.tfcnn import to_sofa_azimuth
+        from xai_loc.acoustics.directions import to_sofa_azimuth
 
         if azimuth not in self._hrirs:
             h = anechoic_rirs([float(to_sofa_azimuth(azimuth))], [0.0], hrtf=self.hrtf, fs=self.spec.fs)
@@ -213,7 +215,7 @@ def render_split(spec: SceneSpec, split: str, progress: bool = False):
     import xarray as xr
 
     from xai_loc import __version__
-    from xai_loc.models.tfcnn import to_sofa_azimuth
+    from xai_loc.acoustics.directions import to_sofa_azimuth
     from xai_loc.progress import tqdm
 
     if split not in SPLITS:

@@ -19,7 +19,9 @@ relevance of a swapped input is the swapped relevance, so the pair's per-ear sum
 trade places and their total cannot flip: ``mirror_contrast``, the mean over pairs of
 ``(R_L + R_R)(left source) - (R_L + R_R)(right source)``, stays near 0, and the ears'
 relevance ``ear_balance = (R_L - R_R) / (|R_L| + |R_R|)`` is mirrored between the
-hemifields without changing the answer.
+hemifields without changing the answer. :func:`mirror_relevance` shows the same pairs for one
+trained model through every method of :data:`~xai_loc.explain.attn_lrp.BAST_METHODS`, per ear
+and frequency.
 
 **Budget.** The default recipe (width 32, one block per encoder, 2 heads, MIX loss, 8 epochs
 over 3456 training scenes, batches of 32) trains each combination in 1.4-1.9 CPU minutes on one
@@ -40,8 +42,8 @@ import torch
 from xai_loc import __version__
 from xai_loc.errors import InputError
 
-__all__ = ["DUPLEX_SPLIT_HZ", "PROBE_AZIMUTHS", "TABLE_MODEL", "markdown_table", "mirror_pairs", "relevance_by_ear",
-           "relevance_view", "run_bast_table"]
+__all__ = ["DUPLEX_SPLIT_HZ", "PROBE_AZIMUTHS", "TABLE_MODEL", "markdown_table", "mirror_pairs", "mirror_relevance",
+           "relevance_by_ear", "run_bast_table"]
 
 #: Model options of the table (small: the six trainings fit about 10 CPU minutes).
 TABLE_MODEL: dict[str, Any] = {"dim": 32, "depth": 1, "heads": 2, "dim_head": 16, "mlp_dim": 64}
@@ -128,7 +130,7 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
     import xarray as xr
 
     from xai_loc.data.bast_scenes import BastSceneSpec, load_bast_scenes
-    from xai_loc.explain.attn_lrp import attn_lrp
+    from xai_loc.explain.attn_lrp import explain_bast
     from xai_loc.io import write_dataset_atomic, write_text_atomic
     from xai_loc.models.bast import BAST, evaluate_bast, spectrograms_of, train_bast
 
@@ -157,7 +159,7 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
             scores = evaluate_bast(model, test_x, test_set.azimuth.values)
             for m in METRICS:
                 metrics[m][i, j] = scores[m]
-            lrp = attn_lrp(model, probe, target="sin")["spectrogram"]
+            lrp = explain_bast(model, probe, "attn_lrp", target="sin")["spectrogram"]
             by_ear = relevance_by_ear(lrp)
             rel["left"][i, j] = by_ear["left"].reshape(len(pairs), 2)
             rel["right"][i, j] = by_ear["right"].reshape(len(pairs), 2)
@@ -209,7 +211,7 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
     return ds
 
 
-def relevance_view(model, scenes, *, target: str | float = "sin", sounds_per_kind: int = 1, n_steps: int = 32):
+def mirror_relevance(model, scenes, *, target: str | float = "sin", sounds_per_kind: int = 1, n_steps: int = 32):
     """Where one model's explanations of mirror-pair scenes lie: per ear and frequency, three methods.
 
     Parameters
@@ -233,7 +235,7 @@ def relevance_view(model, scenes, *, target: str | float = "sin", sounds_per_kin
     """
     import xarray as xr
 
-    from xai_loc.explain.attn_lrp import attention_rollout, attn_lrp, integrated_gradients
+    from xai_loc.explain.attn_lrp import explain_bast
     from xai_loc.explain.attribute import resolve_model
 
     model, info = resolve_model(model)
@@ -241,9 +243,10 @@ def relevance_view(model, scenes, *, target: str | float = "sin", sounds_per_kin
                          sound_kind=scenes.sound_kind.values)
     x = scenes.waveforms.values[pairs.reshape(-1)]
     azimuth = scenes.azimuth.values[pairs.reshape(-1)]
-    maps = {"attn_lrp": attn_lrp(model, x, target=target, azimuth=azimuth)["spectrogram"],
-            "integrated_gradients": integrated_gradients(model, x, target=target, azimuth=azimuth, n_steps=n_steps),
-            "attention_rollout": attention_rollout(model, x)["spectrogram"]}
+    options = {"attn_lrp": {"target": target, "azimuth": azimuth},
+               "integrated_gradients": {"target": target, "azimuth": azimuth, "n_steps": n_steps},
+               "attention_rollout": {}}
+    maps = {method: explain_bast(model, x, method, **kwargs)["spectrogram"] for method, kwargs in options.items()}
     shape = (len(pairs), 2, 2, -1)
     mass = np.stack([m.sum("time").values.reshape(shape) for m in maps.values()])
     by_ear = mass.sum(axis=-1)

@@ -14,18 +14,23 @@ near 1) and ILD in high-pass noise (duplex theory). Signs: a positive offset mea
 ear leads (ITD) or is louder (ILD), both pointing to the left, i.e. towards larger lateral
 angles.
 
-**Relevance view.** LRP (:func:`explain_binaural`, composite ``'cochcnn'``) through the CNN
-and the cochleagram front end gives relevance on the cochleagram, dims
-``(example, ear, frequency, time)`` with frequency coords in Hz, and on the waveform,
-``(example, ear, time)``. :func:`relevance_view` reports the relevance mass per band and
-ear, and the interaural lag of the left/right cross-correlation of the waveform relevance
-against the stimulus ITD (slope 1: relevance carries the ITD).
+**Relevance view.** LRP (:func:`~xai_loc.explain.cochcnn.explain_cochcnn`, composite
+``'cochcnn'``) through the CNN and the cochleagram front end gives relevance on the
+cochleagram, dims ``(example, ear, frequency, time)`` with frequency coords in Hz, and on the
+waveform, ``(example, ear, time)``. :func:`duplex_relevance` reports the relevance mass per
+band and ear for the probe's ITD stimuli, and the interaural lag of the left/right
+cross-correlation of the waveform relevance against the stimulus ITD (slope 1: relevance
+carries the ITD).
 
 **Behaviour.** :func:`behaviour_statistics` summarizes responses on a binaural test store
 Hofman-style (Hofman, Van Riswick & Van Opstal, Nat. Neurosci. 1998): elevation gain
 (regression slope of response on target elevation), azimuth and elevation RMSE, response
-variability per target, front-back confusions; :func:`run_behaviour` writes them with the
-figure of :mod:`xai_loc.plots.hofman`.
+variability per target, front-back confusions; :func:`run_behaviour` writes them beside the
+responses.
+
+:func:`run_duplex_probe` and :func:`run_behaviour` write results only (``duplex.nc``,
+``cue_relevance.nc``, ``responses.nc``); :mod:`xai_loc.plots.hofman` draws them
+(``cues.png``, ``hofman.png``), also from the stored files (``xai-loc figures``).
 
 Any module that maps waveforms ``[B, 2, T]`` to logits over a head's classes can be
 probed (``head``: ``'azel'`` 504 classes or ``'azimuth'`` 72, in label order of
@@ -46,8 +51,8 @@ from torch import nn
 from xai_loc.errors import InputError
 
 __all__ = [
-    "BANDS", "band_noise", "behaviour_statistics", "class_logit_seed", "duplex_probe", "explain_binaural", "impose_ild",
-    "impose_itd", "interaural_lag", "natural_cues", "relevance_view", "run_behaviour", "run_cue_probe",
+    "BANDS", "band_noise", "behaviour_statistics", "duplex_probe", "duplex_relevance", "impose_ild", "impose_itd",
+    "interaural_lag", "natural_cues", "run_behaviour", "run_duplex_probe",
 ]
 
 #: Noise bands of the duplex probe, Hz (Macpherson & Middlebrooks 2002).
@@ -391,127 +396,10 @@ def duplex_probe(
 # -- relevance --------------------------------------------------------------------------------------
 
 
-def class_logit_seed(target: str | int, labels: torch.Tensor | None):
-    """LRP output seed: the logit of the predicted (``'prediction'``), true (``'truth'``: ``labels``) or given class."""
-
-    def seed(output: torch.Tensor) -> torch.Tensor:
-        if target == "prediction":
-            cls = output.argmax(dim=1)
-        elif target == "truth":
-            cls = labels.to(output.device)
-        else:
-            cls = torch.full((output.shape[0],), int(target), device=output.device)
-        return nn.functional.one_hot(cls, output.shape[1]).to(output) * output
-    return seed
-
-
-def explain_binaural(model, waveforms, *, target: str | int = "prediction", labels=None, composite: str = "cochcnn",
-                     batch_size: int = 4, device: str = "cpu", example=None, **options: Any) -> dict[str, Any]:
-    """LRP relevance of a cochleagram CNN on the waveform and on the cochleagram.
-
-    Parameters
-    ----------
-    model
-        A :class:`~xai_loc.models.cochleagram_cnn.CochleagramCNN` with its front end, or a
-        checkpoint path.
-    waveforms
-        ``(n, 2, n_samples)`` ear signals (array, tensor or DataArray).
-    target
-        ``'prediction'`` (the arg-max class), ``'truth'`` (``labels``) or a class index:
-        relevance is seeded with that class's logit (the others zero).
-    composite
-        A registered composite (``'cochcnn'``); ``options`` go to it (``conv_rule``,
-        ``gamma``, ``epsilon``, ``maxpool`` ...).
-    example
-        Coordinate values of the example axis (default ``0 .. n-1``).
-
-    Returns
-    -------
-    dict
-        ``'waveform'``: DataArray ``(example, ear, time)``; ``'cochleagram'``: DataArray
-        ``(example, ear, frequency, time)`` with ``frequency`` the band centres in Hz and
-        ``time`` the frame times; per-example coords ``logit`` (the seeded logit),
-        ``target_class``, ``relevance_sum``. The sums agree between the two levels: the
-        front end conserves relevance (bias-free linear maps under LRP-0, elementwise
-        steps under Pass).
-    """
-    import xarray as xr
-    from zennit.attribution import Gradient
-
-    from xai_loc.explain.attribute import resolve_model
-    from xai_loc.explain.composites import make_composite
-    from xai_loc.runtime import resolve_device
-
-    model, info = resolve_model(model)
-    if not getattr(model, "with_front_end", False):
-        raise InputError("explain_binaural needs a cochleagram CNN with its front end (waveform inputs)")
-    if target not in ("prediction", "truth") and not (isinstance(target, int) and 0 <= target < model.n_classes):
-        raise InputError(f"target={target!r} is not allowed; use 'prediction', 'truth' or a class in "
-                         f"0..{model.n_classes - 1}")
-    if hasattr(waveforms, "dims") and hasattr(waveforms, "values"):
-        waveforms = waveforms.values
-    x_all = np.asarray(waveforms.detach().cpu() if isinstance(waveforms, torch.Tensor) else waveforms,
-                       dtype=np.float64)
-    first = next(model.parameters(), None)
-    dtype = first.dtype if first is not None else torch.float32
-    if x_all.ndim != 3 or x_all.shape[1:] != (2, model.n_samples):
-        raise InputError(f"waveforms of shape {x_all.shape} are not allowed; the model takes (n, 2, {model.n_samples})")
-    if not np.isfinite(x_all).all():
-        raise InputError("waveforms hold NaN or infinite samples")
-    if target == "truth":
-        if labels is None or len(labels) != len(x_all):
-            raise InputError("target='truth' needs one label per example")
-        labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    device = resolve_device(device)
-    composite_obj, params = make_composite(composite, model, **options)
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep_output(module, inputs, output):
-        output.register_hook(lambda grad: captured.__setitem__("cochleagram", grad.detach()))
-
-    wave_parts, coch_parts, logit_parts, class_parts = [], [], [], []
-    training = model.training
-    model.to(device).eval()
-    handle = model.front_end.register_forward_hook(keep_output)
-    try:
-        with Gradient(model, composite_obj) as attributor:
-            for s in range(0, len(x_all), batch_size):
-                x = torch.from_numpy(x_all[s:s + batch_size]).to(device, dtype)
-                lab = None if target != "truth" else labels[s:s + batch_size]
-                output, relevance = attributor(x, class_logit_seed(target, lab))
-                cls = output.argmax(1) if target == "prediction" else (
-                    lab.to(device) if target == "truth" else torch.full((len(x),), int(target), device=device))
-                wave_parts.append(relevance.detach().cpu().numpy())
-                coch_parts.append(captured.pop("cochleagram").cpu().numpy())
-                logit_parts.append(output.detach().gather(1, cls[:, None])[:, 0].cpu().numpy())
-                class_parts.append(cls.cpu().numpy())
-    finally:
-        handle.remove()
-        model.train(training)
-    wave, coch = np.concatenate(wave_parts), np.concatenate(coch_parts)
-    n = len(wave)
-    example = np.arange(n) if example is None else np.asarray(example)
-    attrs = {**info, "method": "lrp", "composite": composite, "composite_params": json.dumps(params, sort_keys=True),
-             "target": str(target), "fs": model.fs, "frame_rate": model.frame_rate}
-    common = {"example": ("example", example), "logit": ("example", np.concatenate(logit_parts)),
-              "target_class": ("example", np.concatenate(class_parts).astype(np.int64)),
-              "ear": ("ear", np.array(["left", "right"]))}
-    wave_coords = {**common, "time": ("time", np.arange(wave.shape[-1]) / model.fs, {"units": "s"}),
-                   "relevance_sum": ("example", wave.reshape(n, -1).sum(1))}
-    wave_da = xr.DataArray(wave, dims=("example", "ear", "time"), name="relevance", coords=wave_coords,
-                           attrs={**attrs, "level": "waveform"})
-    coch_da = xr.DataArray(
-        coch, dims=("example", "ear", "frequency", "time"), name="relevance", attrs={**attrs, "level": "cochleagram"},
-        coords={**common, "frequency": ("frequency", model.centre_frequencies, {"units": "Hz"}),
-                "time": ("time", np.arange(coch.shape[-1]) / model.frame_rate, {"units": "s"}),
-                "relevance_sum": ("example", coch.reshape(n, -1).sum(1))})
-    return {"waveform": wave_da, "cochleagram": coch_da}
-
-
-def relevance_view(model, *, bands: Sequence[str] = ("low", "high", "wide"),
-                   azimuths: Sequence[float] = PROBE_AZIMUTHS, itd_offsets: Sequence[float] = ITD_OFFSETS_US,
-                   n_tokens: int = 1, composite: str = "cochcnn", batch_size: int = 4, device: str = "cpu",
-                   seed: int = 0, progress: bool = False, **options: Any):
+def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
+                     azimuths: Sequence[float] = PROBE_AZIMUTHS, itd_offsets: Sequence[float] = ITD_OFFSETS_US,
+                     n_tokens: int = 1, composite: str = "cochcnn", batch_size: int = 4, device: str = "cpu",
+                     seed: int = 0, progress: bool = False, **options: Any):
     """Relevance of ITD-probe stimuli: mass per band and ear, and the interaural lag of the relevance.
 
     The stimuli are those of :func:`duplex_probe` (same seeds: the same tokens) with the ITD
@@ -534,6 +422,7 @@ def relevance_view(model, *, bands: Sequence[str] = ("low", "high", "wide"),
     from xai_loc.acoustics.hrtf import load_hrtf
     from xai_loc.data.binaural_store import REFERENCE_RMS
     from xai_loc.explain.attribute import resolve_model
+    from xai_loc.explain.cochcnn import explain_cochcnn
     from xai_loc.progress import tqdm
 
     model, _ = resolve_model(model)
@@ -558,8 +447,8 @@ def relevance_view(model, *, bands: Sequence[str] = ("low", "high", "wide"),
     stims = np.stack(stims).astype(np.float32)
     parts = []
     for s in tqdm(range(0, len(stims), 32), disable=not progress, desc="relevance", unit="block"):
-        parts.append(explain_binaural(model, stims[s:s + 32], composite=composite, batch_size=batch_size,
-                                      device=device, **options))
+        parts.append(explain_cochcnn(model, stims[s:s + 32], composite=composite, batch_size=batch_size,
+                                     device=device, **options))
     wave = np.concatenate([p["waveform"].values for p in parts])
     # float64 accumulation: relevance is signed and cancels (sum |r| can be tens of times the
     # total), so a float32 total and float32 partial sums miss "the shares sum to 1" by ~1e-6
@@ -684,15 +573,15 @@ def behaviour_statistics(responses, azimuth_bin: float = 30.0) -> dict[str, Any]
 
 def run_behaviour(model, store, out_dir: str | Path, *, batch_size: int = 32, device: str = "cpu",
                   progress: bool = False) -> dict[str, Path]:
-    """Responses of a model on a binaural store, their statistics and the Hofman figure.
+    """Responses of a model on a binaural store and their Hofman statistics.
 
     Writes ``responses.nc`` (responses along ``example`` with the metrics and the Hofman
-    statistics as JSON attrs) and ``hofman.png`` under ``out_dir``, atomically.
+    statistics as JSON attrs) under ``out_dir``, atomically; :func:`xai_loc.plots.hofman.draw_behaviour`
+    draws ``hofman.png`` from it.
     """
     from xai_loc.explain.attribute import resolve_model
-    from xai_loc.io import save_figure_atomic, write_dataset_atomic
+    from xai_loc.io import write_dataset_atomic
     from xai_loc.models.classifier_training import evaluate_directions
-    from xai_loc.plots.hofman import plot_hofman
 
     model, info = resolve_model(model)
     evaluation = evaluate_directions(model, store, batch_size=batch_size, device=device, progress=progress)
@@ -700,26 +589,21 @@ def run_behaviour(model, store, out_dir: str | Path, *, batch_size: int = 32, de
     stats = behaviour_statistics(ds)
     ds.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
     ds.attrs["hofman"] = json.dumps(stats)
-    out_dir = Path(out_dir)
-    paths = {"responses": write_dataset_atomic(ds, out_dir / "responses.nc")}
-    fig = plot_hofman(ds, stats)
-    paths["figure"] = save_figure_atomic(fig, out_dir / "hofman.png")
-    return paths
+    return {"responses": write_dataset_atomic(ds, Path(out_dir) / "responses.nc")}
 
 
-def run_cue_probe(model, out_dir: str | Path, *, relevance: bool = True, n_tokens: int = 4,
-                  response: str = "argmax", batch_size: int = 16, device: str = "cpu", seed: int = 0,
-                  progress: bool = False, **options: Any) -> dict[str, Path]:
-    """The duplex probe (and its relevance view) of a model, written as stores and a figure.
+def run_duplex_probe(model, out_dir: str | Path, *, relevance: bool = True, n_tokens: int = 4,
+                     response: str = "argmax", batch_size: int = 16, device: str = "cpu", seed: int = 0,
+                     progress: bool = False, **options: Any) -> dict[str, Path]:
+    """The duplex probe (and its relevance view) of a model, written as stores.
 
-    Writes ``duplex.nc`` (:func:`duplex_probe`), ``cue_relevance.nc``
-    (:func:`relevance_view`, unless ``relevance=False``) and ``cues.png`` under
-    ``out_dir``, atomically; model provenance goes into the attrs. ``options`` go to the
-    LRP composite.
+    Writes ``duplex.nc`` (:func:`duplex_probe`) and ``cue_relevance.nc``
+    (:func:`duplex_relevance`, unless ``relevance=False``) under ``out_dir``, atomically;
+    model provenance goes into the attrs. ``options`` go to the LRP composite.
+    :func:`xai_loc.plots.hofman.draw_duplex` draws ``cues.png`` from them.
     """
     from xai_loc.explain.attribute import resolve_model
-    from xai_loc.io import save_figure_atomic, write_dataset_atomic
-    from xai_loc.plots.hofman import plot_cues
+    from xai_loc.io import write_dataset_atomic
 
     model, info = resolve_model(model)
     out_dir = Path(out_dir)
@@ -727,10 +611,8 @@ def run_cue_probe(model, out_dir: str | Path, *, relevance: bool = True, n_token
                          seed=seed, progress=progress)
     probe.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
     paths = {"duplex": write_dataset_atomic(probe, out_dir / "duplex.nc")}
-    view = None
     if relevance:
-        view = relevance_view(model, device=device, seed=seed, progress=progress, **options)
+        view = duplex_relevance(model, device=device, seed=seed, progress=progress, **options)
         view.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
         paths["relevance"] = write_dataset_atomic(view, out_dir / "cue_relevance.nc")
-    paths["figure"] = save_figure_atomic(plot_cues(probe, view), out_dir / "cues.png")
     return paths

@@ -6,24 +6,18 @@ range, and level differences above it, where the head shadows. This module measu
 LRP relevance of a TF-CNN (:mod:`xai_loc.models.tfcnn`) lands on its input maps
 ``[2 (IPD, ILD), 321 bins, frames]``:
 
-- :func:`explain_tfcnn`: relevance of the output on the IPD/ILD maps, dims
-  ``(example, channel, frequency, frame)``, and on the ear signals, ``(example, ear, time)``;
+- :func:`~xai_loc.explain.tfcnn.explain_tfcnn`: relevance of the output on the IPD/ILD maps,
+  dims ``(example, channel, frequency, frame)``, and on the ear signals, ``(example, ear, time)``;
 - :func:`band_profile`: relevance per channel and band (octaves by default), dims
   ``(channel, band)``: signed ``relevance``, absolute ``mass`` and ``share`` (mass over the
   total mass of both channels), with the split of each channel's mass at 1.5 kHz in attrs;
 - :func:`ipd_ild_probe`: both on the examples of a scene file, with provenance;
-- :func:`plot_band_profile`: the band profile as a figure.
+- :func:`run_ipd_ild_probe`: the probe at each test SNR, written as ``band_profile.nc``
+  (drawn by :func:`xai_loc.plots.band_profile.draw_band_profile`).
 
-The composite ``'tfcnn'`` (:mod:`xai_loc.explain.cue_composites`) goes from the output to the waveform:
-dense layers Epsilon, convolutions Gamma (or Epsilon), BatchNorms merged into the
-convolution before them (exact), ReLUs Pass; the cue stage
-(:class:`~xai_loc.features.ipd_ild.InterauralCues`) gets :class:`CueEnergyShare`, and the
-STFT (:class:`~xai_loc.features.ipd_ild.SpectralConv`, linear and bias-free) Epsilon.
-The relevance output seed is the model's output: the predicted azimuth in degrees for the
-regression head (so sources on the left, negative azimuths, give negative totals; ``mass``
-is sign-free), the predicted azimuth class's logit for the multitask head. Gamma does not
-conserve relevance (on the shipped model the maps hold 7-13 % of the output, median); with
-``conv_rule='epsilon'`` and zero biases the chain is conservative to the samples.
+The rules (composite ``'tfcnn'``) and the output seed are those of :mod:`xai_loc.explain.tfcnn`;
+``mass`` is sign-free. Gamma does not conserve relevance (on the shipped model the maps hold
+7-13 % of the output, median).
 
 Measured on the shipped model (``pretrained/tfcnn_default.safetensors``, 96 held-out scenes
 per SNR, Gamma): the ILD channel takes about 68 % of the relevance mass at every SNR (62 %
@@ -41,120 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from xai_loc.errors import InputError
+from xai_loc.explain.tfcnn import explain_tfcnn
 
-__all__ = ["OCTAVE_EDGES", "DUPLEX_SPLIT_HZ", "band_profile", "explain_tfcnn", "ipd_ild_probe", "plot_band_profile",
-           "run_ipd_ild_probe"]
+__all__ = ["OCTAVE_EDGES", "DUPLEX_SPLIT_HZ", "band_profile", "ipd_ild_probe", "run_ipd_ild_probe"]
 
 #: Octave band edges in Hz over the 16 kHz STFT's 0-8 kHz (the first band takes DC, the last Nyquist).
 OCTAVE_EDGES = (0.0, 125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
 #: Frequency (Hz) that separates the duplex regimes in the probe's summary.
 DUPLEX_SPLIT_HZ = 1500.0
-
-
-def _seed(model: nn.Module):
-    def seed(output: torch.Tensor) -> torch.Tensor:
-        if model.head_name == "regression":
-            return output
-        from xai_loc.models.tfcnn import AZIMUTH_GRID
-
-        cls = output[:, :AZIMUTH_GRID.size].argmax(dim=1)
-        return nn.functional.one_hot(cls, output.shape[1]).to(output) * output
-    return seed
-
-
-def explain_tfcnn(model, waveforms, *, composite: str = "tfcnn", batch_size: int = 8, example=None,
-                  **options: Any) -> dict[str, Any]:
-    """LRP relevance of a TF-CNN on its IPD/ILD maps and on the ear signals.
-
-    Parameters
-    ----------
-    model
-        A :class:`~xai_loc.models.tfcnn.TFCNN` with its front end, or a checkpoint path.
-    waveforms
-        ``(n, 2, n_samples)`` ear signals (array, tensor or DataArray); ear 0 = left.
-    composite
-        A registered composite (``'tfcnn'``); ``options`` go to it.
-    example
-        Coordinate values of the example axis (default ``0 .. n-1``).
-
-    Returns
-    -------
-    dict
-        ``'cues'``: DataArray ``(example, channel, frequency, frame)``; ``'waveform'``:
-        DataArray ``(example, ear, time)``; both with per-example coords ``output`` (the
-        seeded output value), ``response_azimuth`` (degrees, positive = right) and
-        ``relevance_sum``; attrs: provenance (model, digest, composite and parameters, target).
-    """
-    import xarray as xr
-    from zennit.attribution import Gradient
-
-    from xai_loc import __version__
-    from xai_loc.explain.attribute import resolve_model
-    from xai_loc.explain.composites import make_composite
-    from xai_loc.models.tfcnn import TFCNN
-
-    model, info = resolve_model(model)  # loading a checkpoint needs TFCNN registered (imported above)
-    if not isinstance(model, TFCNN) or not model.with_front_end:
-        raise InputError("explain_tfcnn needs a TF-CNN ('tfcnn') with its front end (waveform inputs)")
-    if hasattr(waveforms, "dims") and hasattr(waveforms, "values"):
-        waveforms = waveforms.values
-    x_all = np.asarray(waveforms.detach().cpu() if isinstance(waveforms, torch.Tensor) else waveforms)
-    if x_all.ndim != 3 or x_all.shape[1:] != (2, model.n_samples):
-        raise InputError(f"waveforms of shape {x_all.shape} are not allowed; the model takes (n, 2, {model.n_samples})")
-    if not np.isfinite(x_all).all():
-        raise InputError("waveforms hold NaN or infinite samples")
-    dtype = next(model.parameters()).dtype
-    composite_obj, params = make_composite(composite, model, **options)
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep_output(module, inputs, output):
-        output.register_hook(lambda grad: captured.__setitem__("cues", grad.detach()))
-
-    wave_parts, cue_parts, out_parts, az_parts = [], [], [], []
-    training = model.training
-    model.eval()
-    handle = model.front_end.register_forward_hook(keep_output)
-    try:
-        with Gradient(model, composite_obj) as attributor:
-            for s in range(0, len(x_all), batch_size):
-                x = torch.as_tensor(x_all[s:s + batch_size], dtype=dtype)
-                output, relevance = attributor(x, _seed(model))
-                seeded = _seed(model)(output.detach()).sum(dim=1)
-                wave_parts.append(relevance.detach().double().numpy())
-                cue_parts.append(captured.pop("cues").double().numpy())
-                out_parts.append(seeded.double().numpy())
-                az_parts.append(model.directions(output.detach())[0])
-    finally:
-        handle.remove()
-        model.train(training)
-    n = len(x_all)
-    example = np.arange(n) if example is None else np.asarray(example)
-    wave, cues = np.concatenate(wave_parts), np.concatenate(cue_parts)
-    per_example = {"output": ("example", np.concatenate(out_parts)),
-                   "response_azimuth": ("example", np.concatenate(az_parts), {"units": "degree",
-                                                                               "convention": "positive = right"})}
-    target = "predicted azimuth (degrees)" if model.head_name == "regression" else \
-        "logit of the predicted azimuth class"
-    attrs = {**info, "method": "lrp", "composite": composite, "composite_params": json.dumps(params, sort_keys=True),
-             "target": target, "xai_loc_version": __version__}
-    cue_da = xr.DataArray(
-        cues, dims=("example", "channel", "frequency", "frame"),
-        coords={"example": example, "channel": ["ipd", "ild"],
-                "frequency": ("frequency", model.frequencies, {"units": "Hz"}),
-                "frame": ("frame", model.frame_times, {"units": "s", "note": "frame centre"}), **per_example,
-                "relevance_sum": ("example", cues.sum(axis=(1, 2, 3)))},
-        name="relevance", attrs={**attrs, "level": "IPD/ILD maps"})
-    wave_da = xr.DataArray(
-        wave, dims=("example", "ear", "time"),
-        coords={"example": example, "ear": ["left", "right"],
-                "time": ("time", np.arange(model.n_samples) / model.fs, {"units": "s"}), **per_example,
-                "relevance_sum": ("example", wave.sum(axis=(1, 2)))},
-        name="relevance", attrs={**attrs, "level": "waveform"})
-    return {"cues": cue_da, "waveform": wave_da}
 
 
 def band_profile(cues, edges: Sequence[float] = OCTAVE_EDGES):
@@ -277,54 +167,21 @@ def ipd_ild_probe(model, scenes, *, n_examples: int | None = 64, snr: float | No
     return {"profile": profile, **out}
 
 
-def plot_band_profile(profile, ax=None, title: str | None = None):
-    """Bars of each channel's relevance share per band, with the duplex split marked.
-
-    Returns the matplotlib Figure (Agg-safe; nothing is shown or saved).
-    """
-
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.0, 3.2))
-    else:
-        fig = ax.figure
-    n = profile.sizes["band"]
-    x = np.arange(n)
-    width = 0.8 / profile.sizes["channel"]
-    for i, channel in enumerate(profile["channel"].values):
-        ax.bar(x + (i - 0.5 * (profile.sizes["channel"] - 1)) * width, profile["share"].sel(channel=channel).values,
-               width, label=str(channel).upper())
-    labels = [f"{lo / 1000:g}-{hi / 1000:g}"
-              for lo, hi in zip(profile["band_low"].values, profile["band_high"].values, strict=True)]
-    ax.set_xticks(x, labels)
-    split = float(profile.attrs.get("duplex_split_hz", DUPLEX_SPLIT_HZ))
-    ax.axvline(np.interp(np.log2(split), np.log2(np.maximum(profile["band_centre"].values, 1.0)), x), color="0.5",
-               linestyle="--", linewidth=1, label=f"{split / 1000:g} kHz")
-    ax.set_xlabel("band (kHz)")
-    ax.set_ylabel("share of |relevance|")
-    ax.set_title(title or f"TF-CNN relevance by cue and band ({profile.attrs.get('n_examples', '?')} examples)")
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    return fig
-
-
 def run_ipd_ild_probe(model, scenes, out_dir: str | Path, *, snrs: Sequence[float] | None = None,
                       n_examples: int | None = 96, seed: int = 0, batch_size: int = 8,
                       **options: Any) -> dict[str, Path]:
     """The duplex probe at each test SNR, written to ``out_dir``.
 
-    Writes ``band_profile.nc`` (:func:`band_profile` per SNR along a ``snr`` dim, provenance
-    in attrs) and ``band_profile.png`` (one panel per SNR), atomically. ``snrs`` defaults to
-    every SNR of the scenes; ``options`` go to the ``'tfcnn'`` composite.
+    Writes ``band_profile.nc`` (:func:`band_profile` per SNR along a ``snr`` dim, with
+    ``n_examples (snr)``; provenance in attrs) atomically; :mod:`xai_loc.plots.band_profile`
+    draws it. ``snrs`` defaults to every SNR of the scenes; ``options`` go to the ``'tfcnn'``
+    composite.
     """
-
-    import matplotlib.pyplot as plt
     import xarray as xr
 
     from xai_loc.data.ipd_ild_scenes import open_scenes
     from xai_loc.explain.attribute import resolve_model
-    from xai_loc.io import save_figure_atomic, write_dataset_atomic
+    from xai_loc.io import write_dataset_atomic
 
     model, info = resolve_model(model)
     ds = scenes if isinstance(scenes, xr.Dataset) else open_scenes(scenes)
@@ -333,11 +190,6 @@ def run_ipd_ild_probe(model, scenes, out_dir: str | Path, *, snrs: Sequence[floa
                               **options)["profile"] for snr in snrs]
     profile = xr.concat(profiles, dim=xr.DataArray(snrs, dims="snr", attrs={"units": "dB"}),
                         combine_attrs="drop_conflicts")
+    profile["n_examples"] = ("snr", [int(part.attrs["n_examples"]) for part in profiles])
     profile.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
-    out_dir = Path(out_dir)
-    paths = {"profile": write_dataset_atomic(profile, out_dir / "band_profile.nc")}
-    fig, axes = plt.subplots(1, len(snrs), figsize=(5.2 * len(snrs), 3.2), squeeze=False)
-    for ax, part, snr in zip(axes[0], profiles, snrs, strict=True):
-        plot_band_profile(part, ax=ax, title=f"SNR {snr:g} dB ({part.attrs.get('n_examples', '?')} examples)")
-    paths["figure"] = save_figure_atomic(fig, out_dir / "band_profile.png")
-    return paths
+    return {"profile": write_dataset_atomic(profile, Path(out_dir) / "band_profile.nc")}

@@ -17,6 +17,10 @@ Methods, composites and targets are registered by name:
 :func:`audit` checks that a composite covers a model; the ``.xai`` accessor
 (:mod:`xai_loc.explain.accessor`) gives per-microphone, per-source and audio views, and
 :func:`write_wavs` writes relevance as wav files.
+
+Binaural localizers: :func:`xai_loc.explain.binaural.explain_ears`, which picks the family's
+explainer, one module each: :mod:`~xai_loc.explain.cochcnn`, :mod:`~xai_loc.explain.tfcnn`,
+:mod:`~xai_loc.explain.cuenet`, :mod:`~xai_loc.explain.attn_lrp` (BAST).
 """
 from xai_loc.explain import (
     accessor,  # noqa: F401  (registers the .xai accessor)

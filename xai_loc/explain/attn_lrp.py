@@ -63,7 +63,7 @@ from xai_loc.errors import InputError
 from xai_loc.features.spectrogram import Decibel, PowerSpectrum, Standardize
 from xai_loc.models.bast import BAST, MatMul, PositionEmbedding, angles_to_targets
 
-__all__ = ["AttnLRP", "METHODS", "RelevanceLedger", "SOFTMAX_RULES", "attention_rollout", "attn_lrp",
+__all__ = ["AttnLRP", "BAST_METHODS", "RelevanceLedger", "SOFTMAX_RULES", "attention_rollout", "attn_lrp",
            "explain_bast", "integrated_gradients", "rollout_matrices", "target_directions"]
 
 #: Softmax treatments: AttnLRP's rule, or constant attention (CP-LRP).
@@ -540,22 +540,35 @@ def attention_rollout(model, inputs, *, batch_size: int = 16, example=None) -> d
     }
 
 
-def _lrp_spectrogram(model, inputs, **options: Any):
-    return attn_lrp(model, inputs, **options)["spectrogram"]
+def _integrated_gradients_levels(model, inputs, **options: Any) -> dict[str, Any]:
+    return {"spectrogram": integrated_gradients(model, inputs, **options)}
 
 
-def _rollout_spectrogram(model, inputs, **options: Any):
-    return attention_rollout(model, inputs, **options)["spectrogram"]
+def _rollout_levels(model, inputs, **options: Any) -> dict[str, Any]:
+    return {"spectrogram": attention_rollout(model, inputs, **options)["spectrogram"]}
 
 
-#: Explanation methods of BAST by name: ``method(model, inputs, **options)`` -> DataArray
-#: ``(example, ear, frequency, time)``.
-METHODS: dict[str, Callable[..., Any]] = {"attn_lrp": _lrp_spectrogram, "integrated_gradients": integrated_gradients,
-                                          "attention_rollout": _rollout_spectrogram}
+#: Explanation methods of BAST by name: ``method(model, inputs, **options)`` -> ``{level: DataArray}``
+#: (``'spectrogram'`` ``(example, ear, frequency, time)``; AttnLRP also ``'waveform'`` with a front end).
+BAST_METHODS: dict[str, Callable[..., dict[str, Any]]] = {
+    "attn_lrp": attn_lrp, "integrated_gradients": _integrated_gradients_levels, "attention_rollout": _rollout_levels}
 
 
-def explain_bast(model, inputs, method: str = "attn_lrp", **options: Any):
-    """Spectrogram-level explanation of a BAST model by a method of :data:`METHODS`."""
-    if method not in METHODS:
-        raise InputError(f"method={method!r} is not allowed; use one of {', '.join(METHODS)}")
-    return METHODS[method](model, inputs, **options)
+def explain_bast(model, inputs, method: str = "attn_lrp", **options: Any) -> dict[str, Any]:
+    """Relevance of a BAST model by a method of :data:`BAST_METHODS`, at every level the method reaches.
+
+    Parameters
+    ----------
+    model
+        A :class:`~xai_loc.models.bast.BAST` or a checkpoint path.
+    inputs
+        ``(n, 2, n_samples)`` ear signals (spectrograms for a model without front end).
+    method
+        ``'attn_lrp'`` (:func:`attn_lrp`: ``'spectrogram'`` and, with the front end,
+        ``'waveform'``), ``'integrated_gradients'`` or ``'attention_rollout'`` (``'spectrogram'``).
+    options
+        Options of the method (``target``, ``azimuth``, ``epsilon``, ``n_steps`` ...).
+    """
+    if method not in BAST_METHODS:
+        raise InputError(f"method={method!r} is not allowed for bast; use one of {', '.join(BAST_METHODS)}")
+    return BAST_METHODS[method](model, inputs, **options)

@@ -2,8 +2,10 @@
 
 Each family explains itself in its own terms (LRP through a cochleagram, IPD/ILD maps or cue
 maps; AttnLRP through a transformer), so :data:`EXPLAINERS` registers one function per
-architecture name; :func:`explain_ears` picks it from the model (or checkpoint card) and
-returns every level it explains, as labelled xarray objects with provenance attrs:
+architecture name (:mod:`~xai_loc.explain.cochcnn`, :mod:`~xai_loc.explain.tfcnn`,
+:mod:`~xai_loc.explain.cuenet`, :func:`~xai_loc.explain.attn_lrp.explain_bast`); :func:`explain_ears`
+picks it from the model (or checkpoint card) and returns every level it explains, as labelled
+xarray objects with provenance attrs:
 
 ``cochcnn``  ``'waveform'`` (example, ear, time), ``'cochleagram'`` (example, ear, frequency, time)
 ``tfcnn``    ``'waveform'`` (example, ear, time), ``'cues'`` (example, channel, frequency, frame)
@@ -26,47 +28,17 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
+from xai_loc.explain.attn_lrp import explain_bast
+from xai_loc.explain.cochcnn import explain_cochcnn
+from xai_loc.explain.cuenet import explain_cuenet
+from xai_loc.explain.tfcnn import explain_tfcnn
 
 __all__ = ["EXPLAINERS", "explain_ears", "read_ear_signals", "write_ear_relevance"]
 
 
-def _cochcnn(model, waveforms: np.ndarray, **options: Any) -> dict[str, Any]:
-    from xai_loc.experiments.cues import explain_binaural
-
-    return explain_binaural(model, waveforms, **options)
-
-
-def _tfcnn(model, waveforms: np.ndarray, **options: Any) -> dict[str, Any]:
-    from xai_loc.experiments.ipd_ild_probe import explain_tfcnn
-
-    return explain_tfcnn(model, waveforms, **options)
-
-
-def _cuenet(model, waveforms: np.ndarray, **options: Any) -> dict[str, Any]:
-    from xai_loc.experiments.cue_probe import cue_relevance
-    from xai_loc.explain.attribute import resolve_model
-
-    module, _ = resolve_model(model)
-    with torch.no_grad():
-        cues = module.cue_map(torch.as_tensor(waveforms, dtype=torch.float32)).numpy()
-    return {"cues": cue_relevance(model, cues, **options)}
-
-
-def _bast(model, waveforms: np.ndarray, method: str = "attn_lrp", **options: Any) -> dict[str, Any]:
-    from xai_loc.explain.attn_lrp import METHODS, attention_rollout, attn_lrp, integrated_gradients
-
-    if method not in METHODS:
-        raise InputError(f"method={method!r} is not allowed for bast; use one of {', '.join(METHODS)}")
-    if method == "attn_lrp":
-        return attn_lrp(model, waveforms, **options)
-    if method == "attention_rollout":
-        return {"spectrogram": attention_rollout(model, waveforms, **options)["spectrogram"]}
-    return {"spectrogram": integrated_gradients(model, waveforms, **options)}
-
-
 #: Explanation of each binaural architecture: ``f(model, waveforms (n, 2, T), **options) -> {level: xarray}``.
-EXPLAINERS: dict[str, Callable[..., dict[str, Any]]] = {"cochcnn": _cochcnn, "tfcnn": _tfcnn, "cuenet": _cuenet,
-                                                         "bast": _bast}
+EXPLAINERS: dict[str, Callable[..., dict[str, Any]]] = {"cochcnn": explain_cochcnn, "tfcnn": explain_tfcnn,
+                                                         "cuenet": explain_cuenet, "bast": explain_bast}
 
 
 def _architecture(model) -> str:

@@ -11,6 +11,9 @@ A localizer outputs a position ``f(x) = (x, y, z)``. Every target defines, per w
   for integrated gradients it is ``w . (f(x) - f(baseline))`` that the attributions sum to.
 
 Targets are registered by name in :data:`TARGETS` (the CLI's choices come from it).
+
+Direction classifiers (the binaural families) are explained through one class's logit:
+:func:`class_logit_seed`.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch
 
 from xai_loc.errors import InputError
 
-__all__ = ["REFERENCES", "TARGETS", "Target", "get_target", "register_target"]
+__all__ = ["REFERENCES", "TARGETS", "Target", "class_logit_seed", "get_target", "register_target"]
 
 #: Named references of the ``'contrast'`` target; a position ``(x, y, z)`` in metres is
 #: allowed too.
@@ -124,3 +127,21 @@ def _contrast(output, truth, reference):
     position ('train-mean') or a given (x, y, z). Explains what the input changes rather than
     the constant a model outputs regardless of its input."""
     return output.detach() - reference.to(output)
+
+
+# -- direction classifiers ------------------------------------------------------------------------------
+
+
+def class_logit_seed(target: str | int, labels: torch.Tensor | None = None):
+    """LRP output seed of a classifier: the logit of the predicted (``'prediction'``), true
+    (``'truth'``: ``labels``) or given class, the other logits zero."""
+
+    def seed(output: torch.Tensor) -> torch.Tensor:
+        if target == "prediction":
+            cls = output.argmax(dim=1)
+        elif target == "truth":
+            cls = labels.to(output.device)
+        else:
+            cls = torch.full((output.shape[0],), int(target), device=output.device)
+        return torch.nn.functional.one_hot(cls, output.shape[1]).to(output) * output
+    return seed

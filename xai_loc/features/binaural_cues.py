@@ -36,13 +36,17 @@ its maximum and ``ILD`` the energy ratio at the maximizing lag, so both have gra
 respect to the waveform (the lag held fixed, as a max-pool's winner is). ``ITD`` is the
 *index* of the maximum: piecewise constant in the waveform, gradient zero everywhere it
 exists. LRP therefore explains a cue network down to the cue map only
-(:mod:`xai_loc.experiments.cue_probe`); no relevance is sent through the arg-max, and none
+(:mod:`xai_loc.explain.cuenet`); no relevance is sent through the arg-max, and none
 through the normalizations or the logarithm, which have no LRP rule.
+
+:func:`simulate_cue_scenes` caches the cue maps of the cue network's scenes
+(:mod:`xai_loc.data.cue_scenes`), computed by this front end.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -52,7 +56,7 @@ from xai_loc.errors import InputError
 from xai_loc.features.cochleagram import _fast_len, erb_to_freq, freq_to_erb
 
 __all__ = ["CUES", "BinauralCues", "GammatoneFilterbank", "RunningCrossCorrelation", "erb_bandwidth",
-           "gammatone_kernels"]
+           "gammatone_kernels", "simulate_cue_scenes"]
 
 #: Cue names in the order of the cue axis of :class:`BinauralCues`' output, and their units.
 CUES: tuple[str, ...] = ("itd", "ild", "ic")
@@ -194,6 +198,10 @@ class BinauralCues(nn.Module):
         ILD clip in dB (7).
     """
 
+    #: Names of the cue axis of the output, and their units.
+    cue_names: ClassVar[tuple[str, ...]] = CUES
+    cue_units: ClassVar[dict[str, str]] = CUE_UNITS
+
     def __init__(self, fs: int = 44100, n_bands: int = 32, f_min: float = 80.0, f_max: float = 8000.0,
                  max_lag_ms: float = 1.0, window_ms: float = 10.0, hop_ms: float = 10.0,
                  ild_limit: float = 7.0) -> None:
@@ -250,3 +258,17 @@ class BinauralCues(nn.Module):
 
     def extra_repr(self) -> str:
         return f"fs={self.fs}, bands={self.n_bands} ({self.f_min:g}-{self.f_max:g} Hz)"
+
+
+def simulate_cue_scenes(spec, split: str, *, root: str | Path | None = None, batch_size: int = 16,
+                        progress: bool = False) -> Path:
+    """Render the scenes of a :class:`~xai_loc.data.cue_scenes.CueSceneSpec` split and cache their cue maps.
+
+    The front end is the spec's (:class:`BinauralCues` with ``spec.front_end`` options at
+    ``spec.fs``); the store is :func:`xai_loc.data.cue_scenes.write_cue_scenes`'s (resumable;
+    returned at once if it exists).
+    """
+    from xai_loc.data.cue_scenes import write_cue_scenes
+
+    front_end = BinauralCues(**{"fs": spec.fs, **spec.front_end})
+    return write_cue_scenes(spec, split, front_end, root=root, batch_size=batch_size, progress=progress)

@@ -316,23 +316,23 @@ def _restore_front_end(module: CochleagramCNN, state_dict: dict, prefix: str, lo
 
 def head_directions(head: str) -> tuple[np.ndarray, np.ndarray]:
     """Azimuth and elevation (degrees) of every class of a head, in label order (NaN elevation for 'azimuth')."""
-    from xai_loc.acoustics.binaural import AZIMUTHS, study_grid
+    from xai_loc.acoustics.directions import AZIMUTH_RING, STUDY_GRID
 
     if head == "azel":
-        return study_grid()
+        return STUDY_GRID.directions()
     if head == "azimuth":
-        return AZIMUTHS.copy(), np.full(AZIMUTHS.size, np.nan)
+        return AZIMUTH_RING.azimuths.copy(), np.full(AZIMUTH_RING.size, np.nan)
     raise InputError(f"head={head!r} is not allowed; use one of {', '.join(HEADS)}")
 
 
 def labels_for(head: str, azimuth, elevation) -> np.ndarray:
     """Class labels of grid directions for a head (``'azimuth'`` ignores the elevation)."""
-    from xai_loc.acoustics.binaural import direction_to_label
+    from xai_loc.acoustics.directions import AZIMUTH_RING, STUDY_GRID
 
     if head == "azimuth":
-        return direction_to_label(azimuth, 0.0)
+        return AZIMUTH_RING.label(azimuth)
     if head == "azel":
-        return direction_to_label(azimuth, elevation)
+        return STUDY_GRID.label(azimuth, elevation)
     raise InputError(f"head={head!r} is not allowed; use one of {', '.join(HEADS)}")
 
 

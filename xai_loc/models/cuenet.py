@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_loc.acoustics.directions import AZIMUTH_RING
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
 from xai_loc.models.layers import Gate, Sum
@@ -45,8 +46,9 @@ from xai_loc.models.registry import register_model
 
 __all__ = ["CueAttention", "CueBranch", "CueClassifier", "CueNet", "cue_metrics", "evaluate_cuenet", "train_cuenet"]
 
-#: Azimuth classes (5 degree steps).
-N_AZIMUTHS = 72
+#: Azimuth classes (72, 5 degree steps, elevation 0; SOFA convention).
+GRID = AZIMUTH_RING
+N_AZIMUTHS = GRID.size
 
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -210,8 +212,7 @@ class CueNet(Localizer):
     def directions(self, logits: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Azimuth (degrees) of the most likely class and elevation 0."""
         logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
-        az = np.arange(N_AZIMUTHS) * 5.0
-        return az[logits.argmax(-1)], np.zeros(len(logits))
+        return GRID.directions(logits.argmax(-1))
 
 
 # -- training and evaluation ------------------------------------------------------------------------
@@ -226,9 +227,9 @@ def cue_metrics(logits: np.ndarray, azimuth: np.ndarray, seed: int = 0) -> dict[
     from xai_loc.models.classifier_training import direction_metrics
 
     logits, azimuth = np.asarray(logits, dtype=np.float64), np.asarray(azimuth, dtype=np.float64)
-    label = np.rint(azimuth / 5.0).astype(np.int64) % N_AZIMUTHS
+    label = GRID.nearest(azimuth)
     top5 = np.argsort(-logits, axis=1)[:, :5]
-    grid = np.arange(N_AZIMUTHS) * 5.0
+    grid = GRID.azimuths
     zeros = np.zeros_like(azimuth)
     model = direction_metrics(grid[top5[:, 0]], zeros, azimuth, zeros)
     guess = np.random.default_rng(seed).integers(N_AZIMUTHS, size=azimuth.size)
@@ -313,7 +314,7 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
             raise InputError(f"{len(overlap)} utterance(s) are in both the training and the test store "
                              f"(e.g. {sorted(overlap)[0]}); use the splits of one CueSceneSpec")
     cues = train_ds["cues"].values.astype(np.float32)
-    labels = torch.as_tensor(np.rint(train_ds["azimuth"].values / 5.0).astype(np.int64) % N_AZIMUTHS)
+    labels = torch.as_tensor(GRID.nearest(train_ds["azimuth"].values))
     targets = soft_targets("azimuth", float(config.label_sigma))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     history: dict[str, list[float]] = {"train_loss": [], "train_top1": [], "seconds": []}

@@ -19,8 +19,8 @@ Network: stages ``conv 3x3, stride 2 (frequency and time), padding 1 -> BatchNor
 
 **Azimuth convention** (Pang et al.'s lateral azimuth): degrees from the front, positive
 to the **right**, -90 (left) .. 90 (right). In SOFA terms (counter-clockwise, 90 = left)
-``sofa = (-azimuth) mod 360`` (:func:`to_sofa_azimuth`); a source at +90 makes the right ear
-louder (positive ILD) and leading (positive IPD at low frequencies).
+``sofa = (-azimuth) mod 360`` (:func:`~xai_loc.acoustics.directions.to_sofa_azimuth`); a source
+at +90 makes the right ear louder (positive ILD) and leading (positive IPD at low frequencies).
 
 Presets of widths (:data:`PRESETS`); for the default 1 s input the four stages leave
 ``21 x 4`` positions:
@@ -47,40 +47,26 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_loc.acoustics.directions import LATERAL_GRID
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
 from xai_loc.models.registry import register_model
 
-__all__ = ["TFCNN", "PRESETS", "HEADS", "AZIMUTH_GRID", "ELEVATION_GRID", "split_logits", "to_sofa_azimuth",
-           "from_sofa_azimuth"]
+__all__ = ["TFCNN", "PRESETS", "HEADS", "split_logits"]
 
 #: Conv channels and dense units of the named widths.
 PRESETS: dict[str, dict[str, tuple[int, ...]]] = {
     "paper": {"channels": (32, 64, 128, 256), "dense": (1024, 512, 256)},
     "small": {"channels": (16, 32, 64, 64), "dense": (256, 128, 64)},
 }
-#: Azimuth classes of the multitask head (degrees, positive = right) and the regression range.
-AZIMUTH_GRID = np.arange(-90.0, 91.0, 5.0)
-#: Elevation classes of the multitask head (degrees; KEMAR's elevations -40..90).
-ELEVATION_GRID = np.arange(-40.0, 91.0, 10.0)
-#: Output heads: number of outputs.
-HEADS: dict[str, int] = {"regression": 1, "multitask": AZIMUTH_GRID.size + ELEVATION_GRID.size}
-
-
-def to_sofa_azimuth(azimuth) -> np.ndarray:
-    """SOFA azimuth (counter-clockwise, 90 = left, in ``[0, 360)``) of TF-CNN azimuths (positive = right)."""
-    return np.mod(-np.asarray(azimuth, dtype=np.float64), 360.0)
-
-
-def from_sofa_azimuth(sofa) -> np.ndarray:
-    """TF-CNN azimuth (positive = right, in ``(-180, 180]``) of SOFA azimuths."""
-    a = -np.mod(np.asarray(sofa, dtype=np.float64) + 180.0, 360.0) + 180.0
-    return np.where(a == -180.0, 180.0, a)
+#: Output heads: number of outputs. The multitask head's classes are the azimuths and the elevations of
+#: :data:`~xai_loc.acoustics.directions.LATERAL_GRID` (degrees, positive = right; KEMAR's elevations -40..90).
+HEADS: dict[str, int] = {"regression": 1, "multitask": LATERAL_GRID.n_azimuths + LATERAL_GRID.n_elevations}
 
 
 def split_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Azimuth logits ``[B, 37]`` and elevation logits ``[B, 14]`` of a multitask output."""
-    return logits[:, :AZIMUTH_GRID.size], logits[:, AZIMUTH_GRID.size:]
+    return logits[:, :LATERAL_GRID.n_azimuths], logits[:, LATERAL_GRID.n_azimuths:]
 
 
 def _ints(name: str, values: Any) -> tuple[int, ...]:
@@ -223,7 +209,7 @@ class TFCNN(Localizer):
         if self.head_name == "regression":
             return out[:, 0].double().numpy(), np.full(len(out), np.nan)
         az, el = split_logits(out)
-        return AZIMUTH_GRID[az.argmax(1).numpy()], ELEVATION_GRID[el.argmax(1).numpy()]
+        return LATERAL_GRID.azimuths[az.argmax(1).numpy()], LATERAL_GRID.elevations[el.argmax(1).numpy()]
 
 
 def _drop_front_end(module: TFCNN, state_dict: dict, prefix: str, local_metadata: dict) -> None:

@@ -116,12 +116,11 @@ def _check_input(model: nn.Module, ds) -> None:
 
 
 def _targets(model: nn.Module, azimuth: np.ndarray, elevation: np.ndarray) -> torch.Tensor:
-    from xai_loc.models.tfcnn import AZIMUTH_GRID, ELEVATION_GRID
+    from xai_loc.acoustics.directions import LATERAL_GRID
 
     if model.head_name == "regression":
         return torch.as_tensor(azimuth / 90.0, dtype=torch.float32)[:, None]
-    az = np.abs(azimuth[:, None] - AZIMUTH_GRID[None, :]).argmin(1)
-    el = np.abs(elevation[:, None] - ELEVATION_GRID[None, :]).argmin(1)
+    el, az = np.divmod(LATERAL_GRID.nearest(azimuth, elevation), LATERAL_GRID.n_azimuths)
     return torch.as_tensor(np.stack([az, el], 1), dtype=torch.long)
 
 

@@ -4,15 +4,18 @@
 for listeners: the target grid and the mean responses drawn as a (deformed) grid, with
 elevation gain, RMSE and variability; beside them response-versus-target plots and the
 azimuth confusion matrix before and after front-back folding. :func:`plot_cues` draws the
-duplex probe of :mod:`xai_loc.experiments.cues`. Both return the matplotlib figure.
+duplex probe of :mod:`xai_loc.experiments.cues`. Both return the matplotlib figure;
+:func:`draw_behaviour` and :func:`draw_duplex` write them from the stored results
+(``responses.nc`` -> ``hofman.png``, ``duplex.nc`` and ``cue_relevance.nc`` -> ``cues.png``).
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_cues", "plot_hofman"]
+__all__ = ["draw_behaviour", "draw_duplex", "plot_cues", "plot_hofman"]
 
 BAND_COLORS = {"low": "tab:blue", "high": "tab:red", "wide": "tab:gray"}
 
@@ -140,7 +143,7 @@ def plot_hofman(responses, stats: dict | None = None):
 
 def plot_cues(probe, view=None):
     """The duplex probe: response shifts against imposed ITD and ILD per band, the cue weights,
-    and (with ``view`` from :func:`~xai_loc.experiments.cues.relevance_view`) the relevance
+    and (with ``view`` from :func:`~xai_loc.experiments.cues.duplex_relevance`) the relevance
     mass per frequency and ear and the relevance lag against the stimulus ITD."""
 
     import matplotlib.pyplot as plt
@@ -198,3 +201,19 @@ def plot_cues(probe, view=None):
     fig.suptitle(f"Duplex probe of {probe.attrs.get('model', 'model')} (response: {probe.attrs.get('response')})")
     fig.tight_layout()
     return fig
+
+
+def draw_behaviour(responses, path: str | Path) -> list[Path]:
+    """:func:`plot_hofman` of stored responses (their Hofman statistics from the attrs, where
+    :func:`~xai_loc.experiments.cues.run_behaviour` put them), written to ``path`` atomically."""
+    from xai_loc.io import save_figure_atomic
+
+    stats = json.loads(responses.attrs["hofman"]) if "hofman" in responses.attrs else None
+    return [save_figure_atomic(plot_hofman(responses, stats), Path(path))]
+
+
+def draw_duplex(probe, path: str | Path, view=None) -> list[Path]:
+    """:func:`plot_cues` of a stored duplex probe (and its relevance view), written to ``path`` atomically."""
+    from xai_loc.io import save_figure_atomic
+
+    return [save_figure_atomic(plot_cues(probe, view), Path(path))]

@@ -4,6 +4,8 @@ For each of the paper's conditions with shipped checkpoints: test data, localiza
 beside the constant predictor and the published numbers, relevance, perturbation curves,
 the TDOA table per pair distance with its baselines, SRP-PHAT maps, the input-inspection
 figure, and a ``summary.md`` gathering the tables.
+
+It runs every stage, from simulated data to figures, so it sits above all of them, below the CLI.
 """
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ def test_models_list_and_import_round_trip(tmp_path):
 def test_every_training_knob_is_a_flag():
     from dataclasses import fields
 
-    from xai_loc.cli import train
+    from xai_loc.cli.multichannel import train
     from xai_loc.models import TrainConfig
 
     flags = {p.name for p in train.params}

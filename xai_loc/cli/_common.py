@@ -1,0 +1,247 @@
+"""Shared pieces of the command line: choices, option sets, one-line user errors and the helpers that
+resolve conditions, checkpoints and options. Light imports only (``--help`` must not import torch)."""
+from __future__ import annotations
+
+import contextlib
+import errno
+
+import click
+
+from xai_loc.cli_params import (
+    SEED,
+    SNR,
+    T60,
+    Device,
+    InputFile,
+    Int,
+    Number,
+    OutDir,
+    data_root_default,
+)
+from xai_loc.errors import InputError
+
+#: A positive finite number (rates, budgets, durations).
+POSITIVE = Number(0, open_low=True)
+
+#: RIR backends and modes offered on the command line (kept in sync with the registries by a test).
+BACKEND_CHOICES = ("torch", "pyroomacoustics", "gpurir")
+RIR_MODE_CHOICES = ("ism", "hybrid")
+CONVENTION_CHOICES = ("gpurir", "pyroomacoustics")
+SPLIT_CHOICES = ("train", "val", "test", "all")
+MODEL_CHOICES = ("loccnn", "samplecnn")
+METHOD_CHOICES = ("lrp", "saliency", "input_x_gradient", "integrated_gradients", "deeplift", "gradient_shap",
+                  "occlusion")
+TARGET_CHOICES = ("truth", "prediction", "x", "y", "z", "error", "contrast")
+FIRST_RULE_CHOICES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
+COMPOSITE_CHOICES = ("paper", "paper-samplecnn-reversed-gate", "epsilon", "epsilon_plus_flat",
+                     "epsilon_alpha2_beta1", "epsilon_gamma_box", "cochcnn", "tfcnn", "cuenet")
+
+
+#: The simulation convention of every command that simulates.
+CONVENTION_OPTION = click.option(
+    "--convention", type=click.Choice(CONVENTION_CHOICES), default=None,
+    help="Simulation convention of the data: gpurir (gpuRIR's, as the paper) or pyroomacoustics "
+         "[default: the scene's; gpurir for the paper scene].")
+
+
+#: File-system errors that come from the user's paths or machine, not from a bug: reported in
+#: one line like an InputError (disk full, permissions, a path below a file, ...).
+USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
+                   errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn user errors (InputError, the file-system errors above) into one line on stderr and exit code 2."""
+    try:
+        yield
+    except InputError as err:
+        message = " ".join(str(err).split())
+    except OSError as err:
+        if err.errno not in USER_OS_ERRORS:
+            raise
+        where = f" {str(err.filename)!r}" if err.filename else ""
+        message = f"cannot use{where}: {err.strerror or err}"
+    else:
+        return
+    click.echo(f"Error: {message}", err=True)
+    raise click.exceptions.Exit(2)
+
+
+class Group(click.Group):
+    """A click group that reports user errors in one line with exit code 2 (its own options included)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with user_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: click.Context):
+        with user_errors():
+            return super().invoke(ctx)
+
+
+def parse_options(items: tuple[str, ...]) -> dict:
+    """``("epsilon=1e-6", "first_rule=flat")`` -> ``{"epsilon": 1e-06, "first_rule": "flat"}``."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"option {item!r} is not allowed; write KEY=VALUE, e.g. epsilon=1e-6")
+        for cast in (int, float):
+            try:
+                out[key] = cast(raw)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = raw
+    return out
+
+
+def position_card(checkpoint: str) -> dict:
+    """The card of a checkpoint of a position localizer (multichannel families and plug-ins), or one line
+    saying what it is instead."""
+    from xai_loc.models import MODELS, read_card
+
+    card = read_card(checkpoint)
+    arch = card.get("architecture")
+    if arch not in MODELS:
+        raise InputError(f"checkpoint {checkpoint} is a {arch!r} model, which is not registered here "
+                         f"(registered: {', '.join(sorted(MODELS))}; plug-ins join through the entry-point group "
+                         "xai_loc.localizers)")
+    if MODELS[arch].output_kind != "position":
+        raise InputError(f"checkpoint {checkpoint} is a {arch} model ({MODELS[arch].output_kind} output); this "
+                         "command takes localizers of source positions (binaural models: xai-loc binaural ...)")
+    return card
+
+
+def resolve_condition(t60: float | None, snr: float | None, checkpoint: str | None) -> tuple[float, float]:
+    """The condition to run: ``--t60``/``--snr``, else the checkpoint card's; warns when they differ."""
+    if checkpoint is None:
+        if t60 is None or snr is None:
+            raise InputError("--t60 and --snr are needed to pick the shipped checkpoint and data "
+                             "(or give --checkpoint, whose card has its condition)")
+        return t60, snr
+    trained = position_card(checkpoint).get("condition") or {}
+    t60 = trained.get("t60") if t60 is None else t60
+    snr = trained.get("snr") if snr is None else snr
+    if t60 is None or snr is None:
+        raise InputError(f"checkpoint {checkpoint} records no condition; give --t60 and --snr")
+    if (trained.get("t60"), trained.get("snr")) != (t60, snr) and "t60" in trained:
+        click.echo(f"warning: {checkpoint} was trained at T60 {trained['t60']:g} s, SNR {trained.get('snr'):g} dB; "
+                   f"running it on T60 {t60:g} s, SNR {snr:g} dB", err=True)
+    return float(t60), float(snr)
+
+
+def warn_convention(checkpoints, convention: str) -> None:
+    """Warn (stderr) about each checkpoint trained on data of another simulation convention."""
+    from xai_loc.models import read_card
+    from xai_loc.models.zoo import convention_warning
+
+    for path in checkpoints:
+        warning = convention_warning(read_card(path), convention, str(path))
+        if warning:
+            click.echo(warning, err=True)
+
+
+def check_explanation(models, method: str, composite: str, target: str, options: dict) -> None:
+    """Refuse a bad method, composite, target or option before any data is simulated."""
+    import numpy as np
+
+    from xai_loc.explain import Explainer
+
+    for model in models:
+        Explainer(model, method=method, composite=composite, target=target, mean_input=np.zeros(1),
+                  train_mean=np.zeros(3), **options)
+
+
+def checkpoint_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> str:
+    """An explicit checkpoint, or the shipped one of the architecture and condition."""
+    from xai_loc.models.zoo import shipped_checkpoint
+
+    return checkpoint if checkpoint else str(shipped_checkpoint(arch, t60, snr))
+
+
+OPTION_HELP = ("Method, composite or target option KEY=VALUE (repeatable), e.g. first_rule=flat, epsilon=1e-6, "
+                "maxpool=smooth, n_steps=32, reference=zero.")
+
+
+def setup(ctx: click.Context) -> int:
+    from xai_loc.runtime import configure_threads
+
+    return configure_threads(ctx.obj["threads"])
+
+
+def with_options(*options):
+    """A decorator applying click ``options`` so that ``--help`` lists them in the given order."""
+    def decorator(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorator
+
+
+#: Options every binaural scene set takes.
+SCENE_SEED = click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the scenes and the training.")
+DATA_ROOT = click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
+                          help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data].")
+
+
+#: The options perturb and tdoa share: condition, models, relevance method, data and output.
+experiment_options = with_options(
+    click.option("--t60", type=T60, default=None,
+                 help="Condition: shipped checkpoints and data [default with --checkpoint: its card's]."),
+    click.option("--snr", type=SNR, default=None,
+                 help="Condition: shipped checkpoints and data [default with --checkpoint: its card's]."),
+    click.option("--model", "arch", type=click.Choice((*MODEL_CHOICES, "all")), default="all",
+                 show_default=True),
+    click.option("--checkpoint", type=InputFile(), default=None,
+                 help="Any xai-loc checkpoint."),
+    click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True),
+    click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True),
+    click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True),
+    click.option("--option", "options", multiple=True, help=OPTION_HELP),
+    click.option("--randomized/--no-randomized", default=True, show_default=True,
+                 help="Also score the relevance of a randomized copy of each model (sanity baseline)."),
+    click.option("--sources", "n_sources", type=Int(1), default=None,
+                 help="Only N test sources, a seeded spread over the split."),
+    click.option("--seed", type=SEED, default=0, show_default=True),
+    click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
+                 help="Data root; the test split is simulated there if absent "
+                      "[default: $XAI_LOC_DATA or ./xai-loc-data]."),
+    click.option("--out", type=OutDir(), default=None,
+                 help="Results folder [default: xai-loc-results/t60-T_snr-S]."),
+    click.option("--batch-size", type=Int(1), default=16, show_default=True),
+    click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+    CONVENTION_OPTION,
+)
+
+
+def csv_list(text: str, cast=str, what: str = "list") -> list:
+    """``"a,b"`` -> ``["a", "b"]``; empty items are skipped, an empty list is an error."""
+    try:
+        values = [cast(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} {text!r} is not a comma-separated list of {cast.__name__} values") from None
+    if not values:
+        raise InputError(f"{what} {text!r} is empty; give at least one comma-separated value")
+    return values
+
+
+def models_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> dict[str, str]:
+    """``{name: checkpoint}`` for --model loccnn|samplecnn|all (shipped ones) or --checkpoint."""
+    from xai_loc.models.zoo import checkpoint_name as checkpoint_file
+
+    if checkpoint:
+        from pathlib import Path
+
+        stem = Path(checkpoint).stem
+        name = position_card(checkpoint)["architecture"]
+        return {stem if stem.startswith(name) else f"{name}-{stem}": checkpoint}
+    if arch != "all":
+        return {arch: checkpoint_for(arch, t60, snr, None)}
+    from xai_loc.models.zoo import pretrained_dir
+
+    found = {a: str(p) for a in MODEL_CHOICES if (p := pretrained_dir() / checkpoint_file(a, t60, snr)).is_file()}
+    return found or {MODEL_CHOICES[0]: checkpoint_for(MODEL_CHOICES[0], t60, snr, None)}  # the latter raises

@@ -1,0 +1,209 @@
+"""The ``binaural`` group: HRTF scenes and the cochleagram CNN (simulate, train, cues) and ``binaural explain`` for
+every binaural family; the other families add their subgroups (tfcnn, cuenet, bast)."""
+from __future__ import annotations
+
+import click
+
+from xai_loc.cli._common import (
+    POSITIVE,
+    parse_options,
+    setup,
+    with_options,
+)
+from xai_loc.cli.root import main
+from xai_loc.cli_params import (
+    SEED,
+    SNR,
+    Device,
+    InputFile,
+    Int,
+    Number,
+    OutDir,
+    OutFile,
+    data_root_default,
+)
+from xai_loc.errors import InputError
+
+
+@main.group()
+def binaural() -> None:
+    """Binaural localizers: HRTF scenes, four model families, their explanations and cue probes.
+
+    \b
+    Cochleagram CNN (Francl & McDermott):
+      Render scenes:        xai-loc binaural simulate --rooms anechoic,office --n-sounds 2200
+      Train a localizer:    xai-loc binaural train --epochs 5
+      Cues and behaviour:   xai-loc binaural cues --out xai-loc-results/binaural
+    Other families, each with its own scenes, training and probe:
+      IPD/ILD TF-CNN:       xai-loc binaural tfcnn train|probe
+      ITD/ILD/IC cue net:   xai-loc binaural cuenet train|probe
+      BAST transformer:     xai-loc binaural bast train|table|explain
+    """
+
+
+#: Options that define a binaural dataset (:class:`~xai_loc.data.binaural_store.BinauralSpec`).
+_binaural_spec_options = with_options(
+    click.option("--rooms", default="anechoic,office", show_default=True,
+                 help="Comma-separated room presets (anechoic, office, ...); each example picks one."),
+    click.option("--kinds", default=None,
+                 help="Comma-separated sound kinds (speech and the synthetic kinds) [default: all of them]."),
+    click.option("--n-sounds", type=Int(1), default=2200, show_default=True, help="Distinct sounds."),
+    click.option("--per-sound", type=Int(1), default=4, show_default=True,
+                 help="Renderings of each sound, each at its own direction, room and SNR."),
+    click.option("--duration", type=POSITIVE, default=0.25, show_default=True, help="Example length (s)."),
+    click.option("--snr", type=SNR, nargs=2, default=(5.0, 40.0), show_default=True,
+                 help="Range (dB) of the diffuse background's SNR."),
+    click.option("--no-noise", is_flag=True, help="No background noise."),
+    click.option("--test-fraction", type=Number(0, 1, open_low=True), default=0.2, show_default=True,
+                 help="Share of the distinct sounds held out for the test split."),
+    click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the split and every rendering."),
+    click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
+                 help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
+)
+
+
+def _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed):
+    from xai_loc.data.binaural_store import BinauralSpec, cochcnn_dataset_name
+
+    rooms = tuple(r.strip() for r in rooms.split(",") if r.strip())
+    extra = {} if kinds is None else {"kinds": tuple(k.strip() for k in kinds.split(",") if k.strip())}
+    return BinauralSpec(name=cochcnn_dataset_name(rooms, n_sounds, per_sound), rooms=rooms, n_sounds=n_sounds,
+                        per_sound=per_sound, duration=duration, snr=None if no_noise else snr,
+                        test_fraction=test_fraction, seed=seed, **extra)
+
+
+@binaural.command("simulate")
+@_binaural_spec_options
+@click.option("--split", type=click.Choice(("train", "test", "all")), default="all", show_default=True,
+              help="train and test hold distinct sounds; all: both in one store.")
+@click.option("--device", type=Device(), default="cpu", show_default=True,
+              help="cpu, cuda or cuda:N (room simulation).")
+@click.pass_context
+def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data,
+                      split, device) -> None:
+    """Render a binaural dataset (KEMAR head in the room presets, natural sounds, diffuse noise)
+    into a resumable zarr store; prints its path."""
+    from xai_loc.data.binaural_store import simulate_binaural
+
+    setup(ctx)
+    spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
+    click.echo(str(simulate_binaural(spec, split, root=data, device=device, progress=True)))
+
+
+@binaural.command("train")
+@_binaural_spec_options
+@click.option("--out", type=OutFile(), default=None,
+              help="Checkpoint [default: <data>/runs/cochcnn_<dataset>.safetensors]; rerun to resume.")
+@click.option("--layers", default="small", show_default=True, help="Layer preset of the cochleagram CNN (small, net1).")
+@click.option("--head", type=click.Choice(("azel", "azimuth")), default="azel", show_default=True,
+              help="504 azimuth x elevation classes or 72 azimuths.")
+@click.option("--epochs", type=Int(1), default=5, show_default=True)
+@click.option("--batch-size", type=Int(1), default=16, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--label-sigma", type=Number(0), default=10.0, show_default=True,
+              help="Spread the cross-entropy target over neighbouring directions (degrees; 0: one-hot, the paper's).")
+@click.option("--max-minutes", type=POSITIVE, default=None, help="Budget of the epochs; rerun to continue.")
+@click.option("--dtype", type=click.Choice(("auto", "float32", "float16")), default="auto", show_default=True,
+              help="Weight storage; auto keeps float16 where the test metrics do not move.")
+@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.pass_context
+def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data, out,
+                   layers, head, epochs, batch_size, lr, label_sigma, max_minutes, dtype, device) -> None:
+    """Train the cochleagram localizer on a binaural dataset (rendered first where absent) and
+    score it on the held-out sounds. The defaults recreate pretrained/cochcnn_default."""
+    from pathlib import Path
+
+    from xai_loc.data.store import default_root
+    from xai_loc.models.checkpoint import read_card
+    from xai_loc.models.classifier_training import ClassifierConfig, train_on_spec
+    from xai_loc.models.zoo import describe_test_metrics
+
+    setup(ctx)
+    spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
+    config = ClassifierConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes,
+                              device=device, label_sigma=label_sigma)
+    out = Path(out) if out else Path(data or default_root()) / "runs" / f"cochcnn_{spec.name}.safetensors"
+    path = train_on_spec(spec, out, root=data, model_config={"layers": layers, "head": head}, config=config,
+                         dtype=dtype, progress=True)
+    card = read_card(path)
+    click.echo(f"{path}: {card['training']['epochs']} epochs, "
+               f"{describe_test_metrics((card.get('metrics') or {}).get('test') or {})}")
+
+
+@binaural.command("cues")
+@_binaural_spec_options
+@click.option("--checkpoint", type=InputFile(), default=None,
+              help="A cochleagram CNN checkpoint [default: the shipped pretrained/cochcnn_default.safetensors].")
+@click.option("--out", type=OutDir(), default="xai-loc-results/binaural", show_default=True)
+@click.option("--relevance/--no-relevance", default=True, show_default=True,
+              help="Also the relevance view: mass per band and ear, left/right relevance lag against the ITD.")
+@click.option("--behaviour/--no-behaviour", default=True, show_default=True,
+              help="Also the Hofman figure and confusion statistics on the dataset's held-out sounds.")
+@click.option("--tokens", type=Int(1), default=4, show_default=True, help="Noise tokens per stimulus condition.")
+@click.option("--response", type=click.Choice(("argmax", "mean")), default="argmax", show_default=True,
+              help="Model answer: the arg-max direction or the probability-weighted mean lateral angle.")
+@click.option("--option", "options", multiple=True,
+              help="LRP composite option KEY=VALUE (repeatable), e.g. conv_rule=epsilon, gamma=0.5.")
+@click.option("--batch-size", type=Int(1), default=16, show_default=True)
+@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.pass_context
+def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data,
+                  checkpoint, out, relevance, behaviour, tokens, response, options, batch_size, device) -> None:
+    """Duplex-theory cue probe (ITD and ILD weights per band, Macpherson & Middlebrooks 2002)
+    and its relevance view, plus the Hofman-style behaviour on held-out scenes: writes
+    duplex.nc, cue_relevance.nc, cues.png, responses.nc and hofman.png under OUT."""
+    from xai_loc.data.binaural_store import simulate_binaural
+    from xai_loc.experiments.cues import run_behaviour, run_duplex_probe
+    from xai_loc.models.zoo import pretrained_dir
+    from xai_loc.plots.redraw import draw
+
+    setup(ctx)
+    model = checkpoint or str(pretrained_dir() / "cochcnn_default.safetensors")
+    spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
+    store = simulate_binaural(spec, "test", root=data, device=device, progress=True) \
+        if behaviour else None
+    progress = True
+    paths = list(run_duplex_probe(model, out, relevance=relevance, n_tokens=tokens, response=response,
+                                  batch_size=batch_size, device=device, seed=seed, progress=progress,
+                                  **parse_options(options)).values())
+    if store is not None:
+        paths += run_behaviour(model, store, out, batch_size=batch_size, device=device, progress=progress).values()
+    paths += draw(paths)
+    for path in paths:
+        click.echo(str(path))
+
+
+@binaural.command("explain")
+@click.argument("checkpoint", type=InputFile())
+@click.argument("inputs", type=click.Path(exists=True))
+@click.option("--method", default=None, help="BAST only: attn_lrp (default), integrated_gradients, attention_rollout.")
+@click.option("--target", default=None,
+              help="Explained output: cochcnn and cuenet: prediction (default) or a class index; bast: prediction, "
+                   "sin, cos or an azimuth in degrees; tfcnn explains its azimuth output (no target).")
+@click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
+@click.option("--examples", type=Int(1), default=None, help="Only the first N examples (windows) of INPUTS.")
+@click.option("--out", type=OutDir(), default="xai-loc-results/binaural-relevance",
+              show_default=True)
+@click.pass_context
+def binaural_explain(ctx, checkpoint, inputs, method, target, options, examples, out) -> None:
+    """Explain any binaural localizer (cochcnn, tfcnn, cuenet, bast) on INPUTS: a stereo sound
+    file at the model's rate (cut into windows of its input length) or a store with
+    waveforms (example, ear, time). Writes one netCDF file of labelled relevance per level
+    (waveform, cochleagram, cues or spectrogram) with provenance attrs."""
+    from xai_loc.explain.binaural import EXPLAINERS, explain_ears, read_ear_signals, write_ear_relevance
+    from xai_loc.models import load_model, read_card
+
+    setup(ctx)
+    arch = read_card(checkpoint).get("architecture")
+    if arch not in EXPLAINERS:
+        raise InputError(f"checkpoint {checkpoint} is a {arch} model; binaural explain takes {', '.join(EXPLAINERS)} "
+                         "(multichannel models: xai-loc explain)")
+    model = load_model(checkpoint)
+    waveforms = read_ear_signals(inputs, model.fs, model.n_samples)[:examples]
+    extra = parse_options(options)
+    if method is not None:
+        extra["method"] = method
+    if target is not None:
+        extra["target"] = parse_options((f"target={target}",))["target"]
+    for path in write_ear_relevance(explain_ears(checkpoint, waveforms, **extra), out):
+        click.echo(str(path))

@@ -1,0 +1,114 @@
+"""``binaural cuenet``: the ITD/ILD/IC cue network (train, probe)."""
+from __future__ import annotations
+
+import click
+
+from xai_loc.cli._common import (
+    DATA_ROOT,
+    POSITIVE,
+    SCENE_SEED,
+    parse_options,
+    setup,
+    with_options,
+)
+from xai_loc.cli.binaural import binaural
+from xai_loc.cli_params import (
+    InputFile,
+    Int,
+    Number,
+    OutDir,
+    OutFile,
+)
+
+
+@binaural.group("cuenet")
+def binaural_cuenet() -> None:
+    """ITD/ILD/IC cue network (per-cue branches fused by attention): train, probe.
+
+    \b
+    Train:   xai-loc --threads 1 binaural cuenet train  (defaults recreate pretrained/cuenet_default)
+    Probe:   xai-loc binaural cuenet probe    (relevance per cue and band, attention, ablation)
+    """
+
+
+#: Options of the cue network's scene set (:class:`~xai_loc.data.cue_scenes.CueSceneSpec`).
+_cue_scene_options = with_options(
+    click.option("--train-per-utterance", type=Int(1), default=18, show_default=True,
+                 help="Training scenes per utterance (240 training utterances)."),
+    click.option("--test-per-utterance", type=Int(1), default=12, show_default=True,
+                 help="Test scenes per utterance (60 held-out utterances)."),
+    SCENE_SEED,
+    DATA_ROOT,
+)
+
+
+def _cue_spec(train_per_utterance, test_per_utterance, seed):
+    from xai_loc.data.cue_scenes import CueSceneSpec
+
+    counts = {"train": train_per_utterance, "test": test_per_utterance}
+    name = "cuenet" if counts == {"train": 18, "test": 12} else f"cuenet-{train_per_utterance}x{test_per_utterance}"
+    return CueSceneSpec(name=name, per_utterance=counts, seed=seed)
+
+
+@binaural_cuenet.command("train")
+@_cue_scene_options
+@click.option("--out", type=OutFile(), default=None,
+              help="Checkpoint [default: <data>/runs/<scenes>_s<seed>.safetensors].")
+@click.option("--epochs", type=Int(1), default=100, show_default=True)
+@click.option("--batch-size", type=Int(1), default=32, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--label-sigma", type=Number(0), default=0.0, show_default=True,
+              help="Spread the cross-entropy target over neighbouring azimuths (degrees; 0: one-hot).")
+@click.option("--max-minutes", type=POSITIVE, default=15.0, show_default=True, help="Budget of the epochs.")
+@click.pass_context
+def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, data, out, epochs, batch_size, lr,
+                          label_sigma, max_minutes) -> None:
+    """Render the speech-plus-two-noises scenes and cache their cue maps (if absent), train the
+    cue network and score it on held-out utterances (top-1, top-5, azimuth error)."""
+    from pathlib import Path
+
+    from xai_loc.data.store import default_root
+    from xai_loc.features.binaural_cues import simulate_cue_scenes
+    from xai_loc.models.classifier_training import ClassifierConfig
+    from xai_loc.models.cuenet import train_cuenet
+
+    setup(ctx)
+    spec = _cue_spec(train_per_utterance, test_per_utterance, seed)
+    config = ClassifierConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes,
+                              label_sigma=label_sigma)
+    test = simulate_cue_scenes(spec, "test", root=data, progress=True)
+    train = simulate_cue_scenes(spec, "train", root=data, progress=True)
+    out = Path(out) if out else Path(data or default_root()) / "runs" / f"{spec.name}_s{seed}.safetensors"
+    click.echo(str(train_cuenet(train, out, test_store=test, config=config, progress=True)))
+
+
+@binaural_cuenet.command("probe")
+@_cue_scene_options
+@click.option("--checkpoint", type=InputFile(), default=None,
+              help="A cue-network checkpoint [default: the shipped pretrained/cuenet_default.safetensors].")
+@click.option("--examples", type=Int(1), default=None,
+              help="Explain only the first N test scenes [default: all]; the ablation always scores all of them.")
+@click.option("--ablation", type=click.Choice(("permute", "mean")), default="permute", show_default=True,
+              help="How the rule-free check destroys one cue: shuffled across scenes, or its mean.")
+@click.option("--option", "options", multiple=True,
+              help="Composite option KEY=VALUE, e.g. first_rule=epsilon, conv_rule=epsilon.")
+@click.option("--out", type=OutDir(), default="xai-loc-results/cuenet", show_default=True)
+@click.pass_context
+def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, data, checkpoint, examples, ablation,
+                          options, out) -> None:
+    """LRP relevance per cue (ITD, ILD, IC) and band with the attention weights, and the cue
+    ablation, on the held-out scenes; writes cue_relevance.nc, cue_reliance.nc,
+    cue_ablation.nc and cue_probe.png."""
+    from xai_loc.experiments.cue_probe import run_cue_probe
+    from xai_loc.features.binaural_cues import simulate_cue_scenes
+    from xai_loc.models.zoo import pretrained_dir
+    from xai_loc.plots.redraw import draw
+
+    setup(ctx)
+    test = simulate_cue_scenes(_cue_spec(train_per_utterance, test_per_utterance, seed), "test", root=data,
+                               progress=True)
+    model = checkpoint or str(pretrained_dir() / "cuenet_default.safetensors")
+    result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, **parse_options(options))
+    paths = list(result["paths"].values())
+    for path in paths + draw(paths):
+        click.echo(str(path))

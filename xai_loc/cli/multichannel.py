@@ -175,6 +175,17 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 @click.option("--eval-batch-size", type=Int(1), default=100, show_default=True)
 @click.option("--preload/--no-preload", default=False, show_default=True, help="Hold train/val in RAM.")
 @click.option("--deterministic/--no-deterministic", default=True, show_default=True)
+@click.option("--draws-per-epoch", type=Int(1), default=1, show_default=True,
+              help="Paper epochs (one random window per source each) between validations; patiences stay in paper "
+                   "epochs (1: the paper's schedule).")
+@click.option("--deadline", type=POSITIVE, default=None,
+              help="Wall-clock end of training as a UNIX time (seconds); for scripts that share one deadline.")
+@click.option("--checkpoint-every-s", type=POSITIVE, default=None,
+              help="Also write the best checkpoint during the run, at most this often (seconds).")
+@click.option("--save-state/--no-save-state", default=True, show_default=True,
+              help="Keep the resumable training state beside the checkpoint.")
+@click.option("--benchmark/--no-benchmark", default=False, show_default=True,
+              help="Let cuDNN pick its fastest kernels (with --no-deterministic).")
 @click.option("--init-from", type=InputFile(), default=None,
               help="Start from this checkpoint's weights (same architecture; fine-tuning) instead of a seeded "
               "initialization.")

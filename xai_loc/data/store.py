@@ -27,14 +27,25 @@ final name is always whole. Every source's speech and noise come from generators
 Windows holding NaN, infinite or only zero samples are refused before they are written. A
 finished store records a manifest of its files (sizes and CRC-32), checked whenever it is
 opened (:mod:`xai_loc.data.integrity`); a damaged store is reported in one line.
+
+:func:`simulate_windows` renders the same split straight into memory (a torch tensor on any
+device, float32 or float16) for training where the data cannot be stored or moved (the GPU
+machine); both paths plan the split with :func:`_job` and render every source with
+:func:`_render_sources`, so the same arguments give the same windows, bit for bit in
+float32 on the same device.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,10 +129,114 @@ def _plan(scene: Scene, ids: np.ndarray, corpus, seed: int, n_rir: int) -> _Plan
 
 def _render_source(scene: Scene, sid: int, utterance: np.ndarray, t60: float, snr: float, seed: int,
                    backend: str, device: str, rir_options: dict) -> np.ndarray:
+    """The windows of one source: its RIRs (on ``device``) and the convention's rendering (NumPy, float64)."""
     rirs = simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
                          convention=scene.convention,
                          **({"seed": seed * 1_000_003 + sid} if backend == "torch" else {}), **rir_options)[0]
     return render_windows(scene.convention, utterance, rirs, snr, np.random.default_rng([seed, sid, 1]), scene.window)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One split of a scene under one condition, validated and planned (shared by the store and memory paths)."""
+
+    scene: Scene
+    split: str
+    t60: float
+    snr: float
+    ids: np.ndarray
+    n_sources: int | None
+    corpus: Any
+    seed: int
+    backend: str
+    rir_options: dict
+    config: dict
+    plan: _Plan | None = field(default=None, compare=False)
+
+    def planned(self) -> _Job:
+        """The job with its plan (utterances read to count windows)."""
+        if self.plan is not None:
+            return self
+        n_rir = rir_length(self.scene.convention, self.t60, self.scene.room.fs, self.rir_options.get("t_max"))
+        plan = _plan(self.scene, self.ids, self.corpus, self.seed, n_rir)
+        return _Job(**{**{k: getattr(self, k) for k in self.__dataclass_fields__}, "plan": plan})
+
+    def attrs(self) -> dict:
+        """Attributes of the split's data (a store's attrs; an in-memory split's too)."""
+        from xai_loc import __version__
+
+        scene = self.scene
+        return {
+            "config": json.dumps(self.config), "scene": json.dumps(scene.to_dict()), "t60": self.t60,
+            "snr": self.snr, "split": self.split, "seed": self.seed, "backend": self.backend, "fs": scene.room.fs,
+            "c": scene.room.c, "convention": scene.convention,
+            "convention_spec": json.dumps(get_convention(scene.convention).to_dict()),
+            "xai_loc_version": __version__, "description": "microphone windows, see xai_loc.data.store",
+        }
+
+
+def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None, corpus, seed: int, backend: str,
+         rir_options: dict | None) -> _Job:
+    """Validate a simulation request and describe it (``config``: what a store records and compares)."""
+    from xai_loc.acoustics.speech import SpeechCorpus
+
+    t60 = check_t60(t60, scene.room)
+    snr = check_snr(snr)
+    if split not in SPLITS:
+        raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
+    if backend not in BACKENDS:
+        raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
+    ids = scene.source_ids(split)
+    if n_sources is not None:
+        ids = subset_ids(ids, n_sources)
+        n_sources = min(n_sources, len(ids))
+    corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
+    rir_options = dict(rir_options or {})
+    config = {
+        "scene_digest": scene.digest(), "convention": scene.convention, "t60": t60, "snr": snr, "split": split,
+        "n_sources": len(ids), "seed": seed, "backend": backend, "rir_options": rir_options, "corpus": corpus.name,
+        "corpus_digest": _corpus_digest(corpus),
+    }
+    return _Job(scene, split, t60, snr, ids, n_sources, corpus, seed, backend, rir_options, config)
+
+
+def _render_sources(job: _Job, device: str, first: int = 0, workers: int = 1,
+                    name: str = "") -> Iterator[tuple[int, np.ndarray]]:
+    """``(k, windows)`` for the k-th source of a planned job, ``k = first, first + 1, ...``, in order.
+
+    Every source goes through :func:`_render_source` (its RIRs on ``device``, the rendering
+    on the CPU) and the check of :func:`~xai_loc.data.integrity.check_values`. ``workers > 1``
+    renders that many sources at once in threads (the image enumeration, the FFTs, the noise
+    generator and torch release the GIL; CPU RIRs use per-thread work arrays), with at most
+    ``2 * workers`` sources in flight; the windows are the same, only sooner.
+    """
+    plan, scene = job.plan, job.scene
+    if workers <= 1:
+        load = job.corpus.load
+    else:  # corpora are not thread-safe: decode every utterance needed here, once
+        decoded = {int(u): job.corpus.load(int(u)) for u in np.unique(plan.utterances[first:])}
+        load = decoded.__getitem__
+
+    def render(k: int) -> np.ndarray:
+        sid, u = int(plan.source_ids[k]), int(plan.utterances[k])
+        windows = _render_source(scene, sid, load(u), job.t60, job.snr, job.seed, job.backend, device,
+                                 job.rir_options)
+        check_values(windows, name, int(plan.first_window[k]), what="samples",
+                     hint=f"source {sid} got utterance {job.corpus.ids[u]!r}; check the speech files and RIR options")
+        return windows
+
+    ks = range(first, len(plan.source_ids))
+    if workers <= 1:
+        for k in ks:
+            yield k, render(k)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: dict[int, Any] = {}
+        ahead = iter(ks)
+        for k in ks:
+            while len(pending) < 2 * workers and (nxt := next(ahead, None)) is not None:
+                pending[nxt] = pool.submit(render, nxt)
+            yield k, pending.pop(k).result()
 
 
 def _coords(scene: Scene, plan: _Plan, corpus) -> dict:
@@ -208,27 +323,10 @@ def simulate_dataset(
     import xarray as xr
     import zarr
 
-    from xai_loc import __version__
-    from xai_loc.acoustics.speech import SpeechCorpus
     from xai_loc.progress import tqdm
 
-    t60 = check_t60(t60, scene.room)
-    snr = check_snr(snr)
-    if split not in SPLITS:
-        raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
-    if backend not in BACKENDS:
-        raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
-    ids = scene.source_ids(split)
-    if n_sources is not None:
-        ids = subset_ids(ids, n_sources)
-        n_sources = min(n_sources, len(ids))
-    corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
-    rir_options = dict(rir_options or {})
-    config = {
-        "scene_digest": scene.digest(), "convention": scene.convention, "t60": t60, "snr": snr, "split": split,
-        "n_sources": len(ids), "seed": seed, "backend": backend, "rir_options": rir_options, "corpus": corpus.name,
-        "corpus_digest": _corpus_digest(corpus),
-    }
+    job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options)
+    t60, snr, ids, n_sources, corpus, config = job.t60, job.snr, job.ids, job.n_sources, job.corpus, job.config
     final = dataset_path(root or default_root(), scene, t60, snr, split, n_sources)
     with store_writer_lock(final):
         if final_store_exists(final):
@@ -242,21 +340,14 @@ def simulate_dataset(
                 )
             return final
         partial, progress_file = partial_paths(final)
-        plan = _plan(scene, ids, corpus, seed, rir_length(scene.convention, t60, scene.room.fs,
-                                                          rir_options.get("t_max")))
+        job = job.planned()
+        plan = job.plan
         n_total = int(plan.first_window[-1])
         n_mics = scene.mics.shape[0]
         done = resume_partial(final, "signals", (n_total, n_mics, scene.window), (CHUNK_WINDOWS, n_mics, scene.window),
                               lambda found: _same_config(found, config))
         if done is None:  # nothing to resume: a fresh store
-            attrs = {
-                "config": json.dumps(config), "scene": json.dumps(scene.to_dict()), "t60": t60, "snr": snr,
-                "split": split, "seed": seed, "backend": backend, "fs": scene.room.fs, "c": scene.room.c,
-                "convention": scene.convention,
-                "convention_spec": json.dumps(get_convention(scene.convention).to_dict()),
-                "xai_loc_version": __version__, "description": "microphone windows, see xai_loc.data.store",
-            }
-            xr.Dataset(coords=_coords(scene, plan, corpus), attrs=attrs).to_zarr(
+            xr.Dataset(coords=_coords(scene, plan, corpus), attrs=job.attrs()).to_zarr(
                 partial, mode="w", consolidated=False, zarr_format=2)
             zarr.open_group(partial, mode="a", zarr_format=2).create_array(
                 "signals", shape=(n_total, n_mics, scene.window), dtype="float32",
@@ -268,13 +359,7 @@ def simulate_dataset(
         first = int(np.searchsorted(plan.first_window, done, side="right") - 1)
         block, block_start = [], done
         bar = tqdm(total=len(ids), initial=first, disable=not progress, desc=f"simulate {split}", unit="src")
-        for k in range(first, len(ids)):
-            sid = int(plan.source_ids[k])
-            utterance = corpus.load(int(plan.utterances[k]))
-            windows = _render_source(scene, sid, utterance, t60, snr, seed, backend, device, rir_options)
-            check_values(windows, final, int(plan.first_window[k]), what="samples",
-                         hint=f"source {sid} got utterance {corpus.ids[int(plan.utterances[k])]!r}; "
-                              "check the speech files and RIR options")
+        for k, windows in _render_sources(job, device, first, name=str(final)):
             skip = max(0, block_start - int(plan.first_window[k]))
             block.append(windows[skip:])
             n_block = sum(len(b) for b in block)
@@ -292,6 +377,163 @@ def simulate_dataset(
         os.replace(partial, final)
         os.remove(progress_file)
         return final
+
+
+def count_windows(scene: Scene, split: str, t60: float, snr: float, *, n_sources: int | None = None, corpus=None,
+                  seed: int = 0, rir_options: dict | None = None) -> int:
+    """Windows a simulation of these arguments holds (the utterances are read, nothing is rendered)."""
+    job = _job(scene, split, t60, snr, n_sources, corpus, seed, "torch", rir_options).planned()
+    return int(job.plan.first_window[-1])
+
+
+def all_finite(signals, block: int = 1024) -> bool:
+    """Whether a tensor holds no NaN or infinity, checked in blocks along axis 0 (no full-size mask;
+    one host synchronisation)."""
+    import torch
+
+    ok = torch.ones((), dtype=torch.bool, device=signals.device)
+    for start in range(0, signals.shape[0], block):
+        ok &= torch.isfinite(signals[start : start + block]).all()
+    return bool(ok)
+
+
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """Full float32 matrix products and convolutions inside the block (TF32 off), restored afterwards.
+
+    The simulators' products must not be rounded to TF32's 10-bit mantissa on Ampere and later GPUs.
+    """
+    import torch
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@dataclass(frozen=True, eq=False)
+class SimulatedSplit:
+    """One split of a scene under one condition, simulated into memory (:func:`simulate_windows`).
+
+    The same data as the store :func:`simulate_dataset` writes for the same arguments (its
+    variables as arrays, its attrs), with the windows as a torch tensor on any device.
+    :class:`xai_loc.models.WindowSet` takes it as it is (``WindowSet(split)``) for training
+    and evaluation on that device.
+
+    Attributes
+    ----------
+    signals
+        ``(window, mic, time)`` tensor, float32 or float16.
+    source_id, window_index, speech_id, source_position, mic_position
+        As the store's variables of these names (NumPy arrays).
+    attrs
+        The store's attrs (``config``, ``scene``, ``t60``, ``snr``, ``split``, ``convention`` ...)
+        plus ``storage_dtype`` (the tensor's dtype) and ``device``.
+    timings
+        Seconds spent: ``plan``, ``render`` (RIRs, rendering, copies) and ``total``.
+    """
+
+    signals: Any
+    source_id: np.ndarray
+    window_index: np.ndarray
+    speech_id: np.ndarray
+    source_position: np.ndarray
+    mic_position: np.ndarray
+    attrs: dict
+    timings: dict
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the configuration (equal to the digest of the store of the same arguments)."""
+        return hashlib.sha256(self.attrs["config"].encode()).hexdigest()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the window tensor."""
+        return self.signals.numel() * self.signals.element_size()
+
+
+def simulate_windows(
+    scene: Scene,
+    split: str,
+    t60: float,
+    snr: float,
+    *,
+    n_sources: int | None = None,
+    corpus=None,
+    seed: int = 0,
+    backend: str = "torch",
+    device: str = "cpu",
+    rir_options: dict | None = None,
+    out_device: str | None = None,
+    dtype: str = "float32",
+    workers: int = 1,
+    progress: bool = True,
+) -> SimulatedSplit:
+    """Simulate one split of a scene under one condition straight into memory.
+
+    Takes the arguments of :func:`simulate_dataset` (without ``root``) and renders every
+    source exactly as it does (:func:`_render_sources`): for the same arguments the windows
+    equal the store's, bit for bit in float32 on the same ``device``. Nothing is written to
+    disk and zarr is not needed.
+
+    Parameters
+    ----------
+    out_device
+        Where the window tensor lives (default: ``device``).
+    dtype
+        ``"float32"`` or ``"float16"`` (half the memory; its rounding, about -66 dB of the
+        signal, lies far below the sensor noise of -10 to -25 dB).
+    workers
+        Sources rendered at once in threads (see :func:`_render_sources`).
+
+    Returns
+    -------
+    SimulatedSplit
+        Windows, labels and the store's attrs.
+    """
+    import torch
+
+    from xai_loc.progress import tqdm
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise InputError(f"dtype {dtype!r} is not allowed; use float32 or float16")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers={workers!r} is not allowed; use a positive integer")
+    from xai_loc.runtime import resolve_device
+
+    resolve_device(str(device))
+    target = resolve_device(str(out_device or device))
+    started = time.monotonic()
+    job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options).planned()
+    plan, planned = job.plan, time.monotonic()
+    n_total, n_mics = int(plan.first_window[-1]), scene.mics.shape[0]
+    name = f"in-memory {split} split ({condition_name(job.t60, job.snr)})"
+    signals = torch.empty((n_total, n_mics, scene.window), dtype=dtypes[dtype], device=target)
+    bar = tqdm(total=len(job.ids), disable=not progress, desc=f"simulate {split}", unit="src")
+    with no_tf32():
+        for k, windows in _render_sources(job, str(device), workers=workers, name=name):
+            a, b = int(plan.first_window[k]), int(plan.first_window[k + 1])
+            signals[a:b].copy_(torch.from_numpy(windows))
+            bar.update(1)
+    bar.close()
+    if target.type == "cuda":
+        torch.cuda.synchronize(target)
+    if dtype == "float16" and not all_finite(signals):
+        raise InputError(f"{name}: samples overflow float16; use dtype float32")
+    coords = _coords(scene, plan, job.corpus)
+    done = time.monotonic()
+    return SimulatedSplit(
+        signals=signals, source_id=coords["source_id"][1], window_index=coords["window_index"][1],
+        speech_id=coords["speech_id"][1], source_position=coords["source_position"][1],
+        mic_position=coords["mic_position"][1],
+        attrs={**job.attrs(), "storage_dtype": dtype, "device": str(target)},
+        timings={"plan": planned - started, "render": done - planned, "total": done - started,
+                 "sources": len(job.ids), "workers": workers},
+    )
 
 
 def _check_path(path: str | Path) -> Path:

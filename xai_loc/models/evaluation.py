@@ -109,22 +109,37 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _is_memory_split(store) -> bool:
+    """Whether ``store`` is an in-memory split (:class:`xai_loc.data.store.SimulatedSplit` or alike)."""
+    return isinstance(getattr(store, "signals", None), torch.Tensor) and isinstance(getattr(store, "attrs", None),
+                                                                                    dict)
+
+
 class WindowSet:
     """The windows of one dataset store and their labels, read by index.
 
     Parameters
     ----------
     store
-        A store written by :func:`xai_loc.data.simulate_dataset` (a path), or an
+        A store written by :func:`xai_loc.data.simulate_dataset` (a path), an
         ``xarray.Dataset`` with the same layout: ``signals (window, mic, time)``,
         ``source_position (window, xyz)``, ``source_id (window)`` and optionally
-        ``window_index (window)``; attrs ``t60``, ``snr``, ``split``, ``config``.
+        ``window_index (window)``; attrs ``t60``, ``snr``, ``split``, ``config``; or an
+        in-memory split (:func:`xai_loc.data.simulate_windows`), whose window tensor stays on
+        its device (:attr:`tensor`): training and prediction then gather batches there
+        (:meth:`take`) without copies through the host.
     preload
         Hold every window in memory (read once, in blocks) instead of reading on demand;
         the paper's train and validation splits take about 9.3 and 2.3 GB.
     """
 
+    #: The window tensor of an in-memory split (float32 or float16, on its device); None for stores.
+    tensor: torch.Tensor | None = None
+
     def __init__(self, store, preload: bool = False) -> None:
+        if _is_memory_split(store):
+            self._init_memory(store)
+            return
         import xarray as xr
 
         from xai_loc.data.store import open_signals, open_signals_array
@@ -139,6 +154,7 @@ class WindowSet:
         self._array = None if self.path is None else open_signals_array(self.path)
         self.name = name
         self.dataset = ds
+        self.attrs = dict(ds.attrs)
         self.positions = np.asarray(ds["source_position"].values, dtype=np.float64)
         self.source_id = np.asarray(ds["source_id"].values, dtype=np.int64)
         n = self.source_id.size
@@ -152,6 +168,45 @@ class WindowSet:
         if preload:
             self._memory = self._read_blocks()
 
+    def _init_memory(self, split) -> None:
+        signals = split.signals
+        self.path, self._array, self._memory, self.dataset = None, None, None, None
+        self.attrs = dict(split.attrs)
+        self.name = f"the in-memory {self.attrs.get('split') or ''} windows".replace("  ", " ")
+        if signals.ndim != 3 or not signals.is_floating_point():
+            raise InputError(f"{self.name} have shape {tuple(signals.shape)} and dtype {signals.dtype}; "
+                             "give float windows (window, mic, time)")
+        self.tensor = signals
+        self.positions = np.asarray(split.source_position, dtype=np.float64)
+        self.source_id = np.asarray(split.source_id, dtype=np.int64)
+        n = self.source_id.size
+        window_index = getattr(split, "window_index", None)
+        self.window_index = (np.zeros(n, dtype=np.int64) if window_index is None
+                             else np.asarray(window_index, dtype=np.int64))
+        if n == 0:
+            raise InputError(f"{self.name} hold no windows")
+        if signals.shape[0] != n or self.positions.shape != (n, 3) or self.window_index.shape != (n,):
+            raise InputError(f"{self.name}: {signals.shape[0]} windows but {n} source ids, positions of shape "
+                             f"{self.positions.shape} and {self.window_index.size} window indices")
+        from xai_loc.data.store import all_finite
+
+        if not all_finite(signals):  # one check (and host sync) for the whole tensor
+            raise InputError(f"{self.name} hold NaN or infinite samples")
+        self.n_windows, self.n_mics, self.n_samples = (int(v) for v in signals.shape)
+        config = self.attrs.get("config")
+        self.digest = hashlib.sha256(config.encode()).hexdigest() if isinstance(config, str) else None
+        self._positions_tensor = torch.as_tensor(self.positions, device=signals.device).float()
+
+    def take(self, idx: torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows (float32) and true positions (float32) ``idx`` of an in-memory split, gathered on its device.
+
+        ``idx``: an int64 tensor on the windows' device; no host synchronisation happens here.
+        """
+        if self.tensor is None:
+            raise InputError(f"{self.name} are not held as a tensor; use read()")
+        x = self.tensor.index_select(0, idx).to(device=device, dtype=torch.float32)
+        return x, self._positions_tensor.index_select(0, idx).to(device)
+
     def _read_blocks(self) -> np.ndarray:
         return np.concatenate(list(prefetched(self.read, batches(self.n_windows, PRELOAD_BLOCK))))
 
@@ -164,6 +219,9 @@ class WindowSet:
             If a window holds NaN or infinite samples.
         """
         idx = np.asarray(idx, dtype=np.int64)
+        if self.tensor is not None:
+            index = torch.as_tensor(idx, device=self.tensor.device)
+            return self.tensor.index_select(0, index).float().cpu().numpy()
         if self._memory is not None:
             out = self._memory[idx]
         elif self._array is not None:
@@ -183,7 +241,7 @@ class WindowSet:
     @property
     def condition(self) -> dict[str, float | None]:
         """``{'t60': s, 'snr': dB}`` from the store's attrs (None where absent)."""
-        return {key: _optional_float(self.dataset.attrs.get(key)) for key in ("t60", "snr")}
+        return {key: _optional_float(self.attrs.get(key)) for key in ("t60", "snr")}
 
     def windows_by_source(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Window indices grouped by source: ``(order, starts, counts)``.
@@ -196,14 +254,19 @@ class WindowSet:
         return order, starts, counts
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able provenance: path, config digest, split, condition, simulation convention and sizes."""
-        return {
+        """JSON-able provenance: path, config digest, split, condition, simulation convention and sizes
+        (in-memory splits add ``in_memory``, ``storage_dtype``, ``device`` and their ``seed``)."""
+        out = {
             "path": str(self.path) if self.path else None, "digest": self.digest,
-            "split": self.dataset.attrs.get("split"), **self.condition,
-            "convention": self.dataset.attrs.get("convention"),
+            "split": self.attrs.get("split"), **self.condition,
+            "convention": self.attrs.get("convention"),
             "n_sources": self.n_sources, "n_windows": self.n_windows,
             "n_mics": self.n_mics, "n_samples": self.n_samples,
         }
+        if self.tensor is not None:
+            out.update(in_memory=True, storage_dtype=str(self.tensor.dtype).removeprefix("torch."),
+                       device=str(self.tensor.device), seed=self.attrs.get("seed"))
+        return out
 
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`InputError` if ``model.input_shape`` (where it has one) differs from the windows."""
@@ -240,9 +303,15 @@ def predict(model: nn.Module, windows, batch_size: int = 100, device: str | torc
     parts = batches(windows.n_windows, batch_size)
     try:
         with torch.inference_mode():
-            for x in tqdm(prefetched(windows.read, parts), total=len(parts), disable=not progress, desc=desc,
-                          unit="batch", leave=False):
-                out.append(model(torch.from_numpy(x).to(device)).float().cpu().numpy())
+            if windows.tensor is not None:  # slices on the windows' device, one copy to the host at the end
+                for idx in tqdm(parts, disable=not progress, desc=desc, unit="batch", leave=False):
+                    x = windows.tensor[int(idx[0]) : int(idx[-1]) + 1].to(device=device, dtype=torch.float32)
+                    out.append(model(x).float())
+                out = [torch.cat(out).cpu().numpy()]
+            else:
+                for x in tqdm(prefetched(windows.read, parts), total=len(parts), disable=not progress, desc=desc,
+                              unit="batch", leave=False):
+                    out.append(model(torch.from_numpy(x).to(device)).float().cpu().numpy())
     finally:
         model.train(was_training)
     pred = np.concatenate(out).astype(np.float64)

@@ -11,7 +11,23 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from zennit.layer import Sum
+
+try:
+    from zennit.layer import Sum
+except ImportError:  # training-only environments (the GPU machine has no zennit): the same module
+    class Sum(nn.Module):
+        """``zennit.layer.Sum``'s forward (sum over ``dim``), for environments without zennit.
+
+        Attribution needs zennit itself (its composites recognise only its own class); training
+        and inference do not, and the two modules have no parameters, so checkpoints are the same.
+        """
+
+        def __init__(self, dim: int = -1) -> None:
+            super().__init__()
+            self.dim = dim
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - zennit's signature
+            return torch.sum(input, dim=self.dim)
 
 __all__ = ["Gate", "Sum"]
 

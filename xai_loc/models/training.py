@@ -16,6 +16,20 @@ same ``out`` continues from there. The random streams of an epoch (window draws,
 order, dropout) are derived from ``(seed, epoch)`` alone, so an interrupted and resumed
 run gives the same weights, bit for bit on the CPU, as an uninterrupted one.
 
+GPU-resident data and long runs (used by ``scripts/gpu_zoo.py``): the training and
+validation sets may be in-memory splits (:func:`xai_loc.data.simulate_windows`) whose window
+tensor lives on the training device; batches are then gathered there with ``index_select``
+and the loss is summed on the device (one host synchronisation per validation, none per
+step). :attr:`TrainConfig.draws_per_epoch` makes an epoch of :func:`train` a "super-epoch"
+of several of the paper's draws (one random window per source each) between validations;
+the plateau and early-stopping patiences and ``max_epochs`` stay in paper epochs (draws)
+and are converted to validations. A hard :attr:`TrainConfig.deadline` ends training at the
+next step once it has passed (the unfinished super-epoch is dropped), and
+:attr:`TrainConfig.checkpoint_every_s` writes the best-validation checkpoint during the run.
+On CUDA Adam runs its fused kernel, and :attr:`TrainConfig.benchmark` lets cuDNN pick its
+fastest convolutions. Cards record the device, paper epochs, validations, steps, wall time,
+the data's convention and storage, and every deviation from the paper's recipe.
+
 A run may start from the weights of another checkpoint of the same architecture and shape
 (``init_from``: fine-tuning to a new condition); those weights are validated first and
 compete for best-val as epoch 0, the card records that checkpoint's file digest, condition
@@ -49,11 +63,15 @@ from xai_loc.runtime import resolve_device
 #: Adam learning rate per architecture when :attr:`TrainConfig.lr` is None (the paper's).
 DEFAULT_LR: dict[str, float] = {"loccnn": 1e-3, "samplecnn": 1e-2}
 #: :class:`TrainConfig` fields that may change when a run resumes; the others must match.
-RUN_FIELDS = frozenset({"max_epochs", "max_minutes", "device", "eval_batch_size", "preload"})
+RUN_FIELDS = frozenset({"max_epochs", "max_minutes", "device", "eval_batch_size", "preload", "deadline",
+                        "checkpoint_every_s", "save_state", "benchmark"})
+#: Recipe fields added after version 1 of the training state, with the value that older states mean;
+#: at that value they are left out of a run's identity, so that older states still resume.
+LATER_RECIPE_FIELDS = {"draws_per_epoch": 1}
 #: ``format`` and ``version`` of the training-state files.
 STATE_FORMAT, STATE_VERSION = "xai-loc-train-state", 1
 #: Per-epoch series kept in the training state.
-HISTORY = ("train_loss", "val_loss", "val_mae", "lr", "seconds")
+HISTORY = ("train_loss", "val_loss", "val_mae", "lr", "seconds", "draws", "steps")
 #: Most epochs listed in a checkpoint card's loss history (the state keeps all).
 CARD_HISTORY_POINTS = 100
 #: Fixed parts of the recipe, recorded in the card.
@@ -89,6 +107,11 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval_batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "preload": (lambda v: isinstance(v, bool), "True or False"),
     "deterministic": (lambda v: isinstance(v, bool), "True or False"),
+    "draws_per_epoch": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "deadline": (lambda v: v is None or (_is_real(v) and v > 0), "None or a time in seconds since the epoch"),
+    "checkpoint_every_s": (lambda v: v is None or (_is_real(v) and v > 0), "None or a positive number of seconds"),
+    "save_state": (lambda v: isinstance(v, bool), "True or False"),
+    "benchmark": (lambda v: isinstance(v, bool), "True or False"),
 }
 
 
@@ -128,9 +151,29 @@ class TrainConfig:
     deterministic
         Use torch's deterministic kernels where it has them (matters on CUDA; CPU
         training is deterministic regardless).
+    draws_per_epoch
+        Paper epochs (draws of one random window per training source) per epoch of
+        :func:`train`, i.e. between validations ("super-epochs"; 1: the paper's schedule).
+        ``lr_patience``, ``early_stop_patience`` and ``max_epochs`` count paper epochs and
+        are converted (``ceil(patience / draws_per_epoch)`` validations; the last super-epoch
+        is cut to ``max_epochs``).
+    deadline
+        Wall-clock time (``time.time()``, seconds since the epoch) by which training ends:
+        no super-epoch starts that would not finish before it, and a running one is dropped at
+        the next step once it has passed (the first epoch of a run without an init checkpoint
+        always completes, so that there is a model to keep). None: no deadline.
+    checkpoint_every_s
+        Also write the best-validation checkpoint during the run, at most this often (seconds),
+        when a better model was found. None: only at the end.
+    save_state
+        Keep the resumable training state beside the checkpoint (``<out>.state.pt``).
+    benchmark
+        Let cuDNN time and pick its fastest convolution algorithms (``cudnn.benchmark``; only
+        when ``deterministic`` is False).
 
-    ``max_epochs``, ``max_minutes``, ``device``, ``eval_batch_size`` and ``preload``
-    (:data:`RUN_FIELDS`) may change when a run is resumed; the other fields may not.
+    ``max_epochs``, ``max_minutes``, ``device``, ``eval_batch_size``, ``preload``, ``deadline``,
+    ``checkpoint_every_s``, ``save_state`` and ``benchmark`` (:data:`RUN_FIELDS`) may change when
+    a run is resumed; the other fields may not.
     """
 
     batch_size: int = 100
@@ -147,6 +190,11 @@ class TrainConfig:
     eval_batch_size: int = 100
     preload: bool = False
     deterministic: bool = True
+    draws_per_epoch: int = 1
+    deadline: float | None = None
+    checkpoint_every_s: float | None = None
+    save_state: bool = True
+    benchmark: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -169,8 +217,14 @@ class TrainConfig:
         return {**asdict(self), "lr": self.learning_rate(arch)}
 
     def recipe(self, arch: str) -> dict[str, Any]:
-        """The fields that decide the result (all but :data:`RUN_FIELDS`), lr resolved."""
-        return {k: v for k, v in self.to_dict(arch).items() if k not in RUN_FIELDS}
+        """The fields that decide the result (all but :data:`RUN_FIELDS`), lr resolved
+        (:data:`LATER_RECIPE_FIELDS` at their old meaning left out)."""
+        return {k: v for k, v in self.to_dict(arch).items()
+                if k not in RUN_FIELDS and not (k in LATER_RECIPE_FIELDS and LATER_RECIPE_FIELDS[k] == v)}
+
+    def validations(self, paper_epochs: int) -> int:
+        """Validations (epochs of :func:`train`) that span ``paper_epochs`` draws: ``ceil(paper_epochs / draws)``."""
+        return math.ceil(paper_epochs / self.draws_per_epoch)
 
 
 def state_path(out: str | Path) -> Path:
@@ -192,8 +246,9 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
-    """Ask for deterministic kernels (warning where torch has none) and restore the settings afterwards."""
+def _determinism(enabled: bool, device: torch.device, benchmark: bool = False) -> Iterator[None]:
+    """Ask for deterministic kernels (warning where torch has none), or else for cuDNN's autotuner
+    (``benchmark``), and restore the settings afterwards."""
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     if enabled:
@@ -201,6 +256,8 @@ def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    elif benchmark:
+        torch.backends.cudnn.benchmark = True
     try:
         yield
     finally:
@@ -247,48 +304,87 @@ def _device_name(device: torch.device) -> str:
     return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
 
 
-def _history_summary(history: dict[str, list[float]], best_epoch: int) -> dict[str, list]:
-    """At most :data:`CARD_HISTORY_POINTS` evenly spread epochs (first, best and last included;
-    a best epoch 0, the init checkpoint of a fine-tuning run, has no training epoch to list)."""
+#: Per-epoch series listed in a checkpoint card's history.
+CARD_SERIES = ("train_loss", "val_loss", "val_mae", "lr")
+
+
+def _history_summary(history: dict[str, list[float]], best_epoch: int,
+                     points: int | None = CARD_HISTORY_POINTS) -> dict[str, list]:
+    """At most ``points`` evenly spread epochs (first, best and last included; a best epoch 0, the
+    init checkpoint of a fine-tuning run, has no training epoch to list); ``paper_epoch`` counts draws."""
     n = len(history["train_loss"])
-    spread = np.linspace(0, n - 1, min(n, CARD_HISTORY_POINTS)).round().astype(int)
+    spread = np.linspace(0, n - 1, n if points is None else min(n, points)).round().astype(int)
     keep = np.unique(np.append(spread, best_epoch - 1) if best_epoch > 0 else spread)
-    return {"epoch": (keep + 1).tolist(), **{k: [history[k][i] for i in keep] for k in HISTORY if k != "seconds"}}
+    paper = np.cumsum(history["draws"]).astype(int)
+    return {"epoch": (keep + 1).tolist(), "paper_epoch": paper[keep].tolist(),
+            **{k: [history[k][i] for i in keep] for k in CARD_SERIES}}
+
+
+class _DeadlineReached(Exception):
+    """Raised between two steps once :attr:`TrainConfig.deadline` has passed."""
+
+
+def _now() -> float:
+    """The clock of :attr:`TrainConfig.deadline` (``time.time()``)."""
+    return time.time()
+
+
+#: The paper's recipe as :class:`TrainConfig` fields (lr per architecture: :data:`DEFAULT_LR`).
+PAPER_RECIPE = {"batch_size": 100, "weight_decay": 0.0, "lr_factor": 0.2, "lr_patience": 100, "min_lr": 0.0,
+                "early_stop_patience": 200, "draws_per_epoch": 1}
 
 
 class _Run:
     """Model, optimizer, scheduler and bookkeeping of one training run."""
 
     def __init__(self, arch: str, train_set: WindowSet, val_set: WindowSet, config: TrainConfig,
-                 device: torch.device, state_file: Path, init_from: Path | None = None) -> None:
+                 device: torch.device, state_file: Path, init_from: Path | None = None,
+                 out: Path | None = None, full_log: bool = False, notes: tuple[str, ...] = ()) -> None:
         self.arch, self.train_set, self.val_set, self.config = arch, train_set, val_set, config
-        self.device, self.state_file = device, state_file
+        self.device, self.state_file, self.out = device, state_file, out
+        self.full_log, self.notes = full_log, tuple(notes)
         with _seeded(config.seed):
             self.model: Localizer = build_model(arch, n_mics=train_set.n_mics, n_samples=train_set.n_samples)
         self.init = None if init_from is None else _initialize(self.model, init_from)
         for windows in (train_set, val_set):
             windows.check_model(self.model)
         self.model.to(device)
+        # the fused kernel (one launch for all parameters) on CUDA; torch's default elsewhere
+        self.fused = device.type == "cuda"
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate(arch),
-                                          weight_decay=config.weight_decay)
+                                          weight_decay=config.weight_decay, **({"fused": True} if self.fused else {}))
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
+            self.optimizer, mode="min", factor=config.lr_factor, patience=config.validations(config.lr_patience),
+            min_lr=config.min_lr)
         self.identity = {"arch": arch, "model_config": self.model.config, "recipe": config.recipe(arch),
                          "datasets": {"train": train_set.digest, "val": val_set.digest},
                          "init": None if self.init is None else self.init["sha256"]}
         self.groups = train_set.windows_by_source()
+        self.batches_per_draw = len(_train_batches(np.arange(len(self.groups[1])), config.batch_size))
         self.epoch, self.best_epoch, self.best_val_loss = 0, 0, math.inf
         self.best_model: dict[str, torch.Tensor] = {}
         self.best_summary: dict[str, Any] = {}
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
         self.seconds = 0.0
         self.stopped: str | None = None
+        self.dropped_steps: int | None = None  # steps of a super-epoch cut short by the deadline (discarded)
+        self.written: tuple[int, float] | None = None  # (best epoch, time) of the last checkpoint written
         if state_file.exists():
             self._load()
         elif self.init is not None:  # the starting weights compete for best-val as epoch 0
             evaluation = self._validate(progress=False)
             self.init["val_loss"] = evaluation.metrics["mse"]
             self._keep_if_best(0, evaluation)
+
+    @property
+    def paper_epochs(self) -> int:
+        """Draws (the paper's epochs) trained so far."""
+        return int(sum(self.history["draws"]))
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps of the completed epochs."""
+        return int(sum(self.history["steps"]))
 
     # -- state ------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -327,6 +423,9 @@ class _Run:
         self.epoch, self.best_epoch, self.best_val_loss = state["epoch"], best["epoch"], best["val_loss"]
         self.best_model, self.best_summary = best["model"], best["summary"]
         self.history, self.seconds = state["history"], state["seconds"]
+        n = len(self.history["train_loss"])  # states written before draws and steps were recorded
+        self.history.setdefault("draws", [1] * n)
+        self.history.setdefault("steps", [self.batches_per_draw] * n)
         self.init = state.get("init_record") or self.init  # keeps the init's epoch-0 validation loss
 
     # -- training ---------------------------------------------------------------------------------
@@ -335,30 +434,54 @@ class _Run:
         order, starts, counts = self.groups
         return rng.permutation(order[starts + rng.integers(counts)])
 
-    def _train_epoch(self, rng: np.random.Generator, progress: bool) -> float:
+    def _batches(self, parts: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(windows, targets)`` of each batch on the training device.
+
+        In-memory windows are gathered on their device (all indices of the epoch copied there
+        once); stores are read in a background thread.
+        """
+        data = self.train_set
+        if data.tensor is not None:
+            flat = torch.from_numpy(np.concatenate(parts)).to(data.tensor.device)
+            ends = np.cumsum([len(p) for p in parts])
+            for start, end in zip(np.concatenate([[0], ends[:-1]]), ends, strict=True):
+                yield data.take(flat[int(start) : int(end)], self.device)
+            return
+        for idx, x in zip(parts, prefetched(data.read, parts), strict=True):
+            yield torch.from_numpy(x).to(self.device), torch.from_numpy(data.positions[idx]).float().to(self.device)
+
+    def _may_stop_early(self) -> bool:
+        """Whether a deadline may cut an epoch short: only once there is a model to keep."""
+        return bool(self.best_model)
+
+    def _train_epoch(self, rng: np.random.Generator, draws: int, progress: bool) -> tuple[float, int]:
+        """``draws`` paper epochs of steps; returns the mean training loss and the number of steps."""
         from xai_loc.progress import tqdm
 
-        picks = self._epoch_picks(rng)
-        parts = _train_batches(picks, self.config.batch_size)
+        parts = [part for _ in range(draws) for part in _train_batches(self._epoch_picks(rng), self.config.batch_size)]
         self.model.train()
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on the device: no sync per step
+        deadline = self.config.deadline if self._may_stop_early() else None
         with _seeded(int(rng.integers(2**63))):  # dropout
-            for idx, x in tqdm(zip(parts, prefetched(self.train_set.read, parts), strict=True), total=len(parts),
-                               disable=not progress, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False):
-                target = torch.from_numpy(self.train_set.positions[idx]).float().to(self.device)
+            for step, (x, target) in enumerate(tqdm(self._batches(parts), total=len(parts), disable=not progress,
+                                                    desc=f"epoch {self.epoch + 1}", unit="batch", leave=False)):
+                if deadline is not None and _now() > deadline:
+                    self.dropped_steps = step
+                    raise _DeadlineReached
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = nn.functional.mse_loss(self.model(torch.from_numpy(x).to(self.device)), target)
+                loss = nn.functional.mse_loss(self.model(x), target)
                 loss.backward()
                 self.optimizer.step()
-                total += loss.item() * len(idx)
-        return total / len(picks)
+                total += loss.detach().double() * x.shape[0]
+        return float(total) / sum(len(p) for p in parts), len(parts)
 
     def run_epoch(self, progress: bool) -> None:
-        """Train one epoch, validate on every window, step the scheduler, keep the best, save the state."""
+        """Train one (super-)epoch, validate on every window, step the scheduler, keep the best, save the state."""
         start = time.monotonic()
         epoch = self.epoch + 1
         lr = self.optimizer.param_groups[0]["lr"]
-        train_loss = self._train_epoch(np.random.default_rng([self.config.seed, epoch]), progress)
+        draws = min(self.config.draws_per_epoch, self.config.max_epochs - self.paper_epochs)
+        train_loss, steps = self._train_epoch(np.random.default_rng([self.config.seed, epoch]), draws, progress)
         evaluation = self._validate(progress)
         metrics = evaluation.metrics
         if not (math.isfinite(train_loss) and math.isfinite(metrics["mse"])):
@@ -368,10 +491,11 @@ class _Run:
         self._keep_if_best(epoch, evaluation)
         self.epoch = epoch
         for key, value in zip(HISTORY, (train_loss, metrics["mse"], metrics["mae"], lr,
-                                        time.monotonic() - start), strict=True):
-            self.history[key].append(float(value))
+                                        time.monotonic() - start, draws, steps), strict=True):
+            self.history[key].append(int(value) if key in ("draws", "steps") else float(value))
         self.seconds += self.history["seconds"][-1]
-        self.save()
+        if self.config.save_state:
+            self.save()
 
     def _validate(self, progress: bool) -> Evaluation:
         """The current model on every validation window."""
@@ -383,41 +507,104 @@ class _Run:
         """Keep the current weights as the best model if their validation loss is the lowest yet."""
         if evaluation.metrics["mse"] < self.best_val_loss:
             self.best_epoch, self.best_val_loss = epoch, evaluation.metrics["mse"]
-            self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            # a copy where the weights are (no transfer to the host during training)
+            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.best_summary = evaluation.summary()
 
     def stop_reason(self, elapsed: float) -> str | None:
         """The first rule of :data:`STOP_RULES` that holds, or None to go on."""
         return next((name for name, rule in STOP_RULES.items() if rule(self, elapsed)), None)
 
+    def _write_due(self) -> bool:
+        every = self.config.checkpoint_every_s
+        if every is None or self.out is None or not self.best_model:
+            return False
+        if self.written is None:
+            return True
+        best, when = self.written
+        return best != self.best_epoch and time.monotonic() - when >= every
+
     def fit(self, progress: bool, started: float) -> None:
-        """Run epochs until a stop rule holds."""
+        """Run epochs until a stop rule holds (or the deadline cuts one short)."""
         from xai_loc.progress import tqdm
 
-        bar = tqdm(total=self.config.max_epochs, initial=self.epoch, disable=not progress,
+        bar = tqdm(total=self.config.validations(self.config.max_epochs), initial=self.epoch, disable=not progress,
                    desc=f"train {self.arch}", unit="epoch")
         while (reason := self.stop_reason(time.monotonic() - started)) is None:
-            self.run_epoch(progress)
+            try:
+                self.run_epoch(progress)
+            except _DeadlineReached:
+                reason = "deadline"
+                break
             bar.update(1)
             bar.set_postfix(train=f"{self.history['train_loss'][-1]:.4g}", val=f"{self.history['val_loss'][-1]:.4g}",
                             mae=f"{self.history['val_mae'][-1]:.4f}", best=self.best_epoch,
                             lr=f"{self.history['lr'][-1]:.2g}")
+            if self._write_due():
+                self.write_checkpoint(self.out)
         bar.close()
         self.stopped = reason
 
     # -- result -----------------------------------------------------------------------------------
-    def card(self) -> dict[str, Any]:
-        """The checkpoint card of the best model."""
+    def deviations(self) -> list[str]:
+        """How this run departs from the paper's recipe (brief, section 2), one sentence each."""
+        c, out = self.config, []
+        paper = {**PAPER_RECIPE, "lr": DEFAULT_LR.get(self.arch)}
+        mine = c.to_dict(self.arch)
+        changed = [f"{k} {mine[k]!r} (paper {v!r})" for k, v in paper.items() if k != "draws_per_epoch"
+                   and v is not None and mine[k] != v]
+        if changed:
+            out.append("recipe: " + ", ".join(changed))
+        if c.draws_per_epoch > 1:
+            out.append(f"validation every {c.draws_per_epoch} paper epochs (super-epochs) instead of every epoch: "
+                       f"plateau patience {c.lr_patience} and early-stopping patience {c.early_stop_patience} paper "
+                       f"epochs counted as {c.validations(c.lr_patience)} and "
+                       f"{c.validations(c.early_stop_patience)} validations, the best model chosen among validated "
+                       "super-epochs")
+        if self.stopped not in (None, "early_stopping"):
+            out.append(f"stopped by {self.stopped} after {self.paper_epochs} paper epochs, before early stopping "
+                       "(not converged in the paper's sense)")
+        for split, data in (("training", self.train_set), ("validation", self.val_set)):
+            if data.tensor is not None and data.tensor.dtype != torch.float32:
+                out.append(f"{split} windows held in {str(data.tensor.dtype).removeprefix('torch.')} on "
+                           f"{data.tensor.device} (rounding about -66 dB of the signal) and computed in float32")
+        if self.init is not None:
+            out.append(f"started from checkpoint {self.init['file']} instead of a seeded initialization")
+        return out
+
+    def implementation(self) -> dict[str, Any]:
+        """Settings that change the rounding, not the recipe."""
+        cuda = self.device.type == "cuda"
+        return {"optimizer": "Adam (fused)" if self.fused else "Adam", "deterministic": self.config.deterministic,
+                "cudnn_benchmark": bool(cuda and self.config.benchmark and not self.config.deterministic),
+                "tf32": {"matmul": bool(cuda and torch.backends.cuda.matmul.allow_tf32),
+                         "cudnn": bool(cuda and torch.backends.cudnn.allow_tf32)},
+                "data": "GPU-resident tensor, batches by index_select" if self.train_set.tensor is not None
+                        and self.train_set.tensor.device.type == "cuda" else
+                        ("in-memory tensor" if self.train_set.tensor is not None else "dataset store")}
+
+    def card(self, full_log: bool = False, notes: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The checkpoint card of the best model (``full_log``: every epoch's losses and seconds too)."""
         h = self.history
+        paper = np.cumsum(h["draws"]).astype(int)
+        best_paper = int(paper[self.best_epoch - 1]) if self.best_epoch > 0 else 0
         training = {
             "config": self.config.to_dict(self.arch), "recipe": RECIPE, "seed": self.config.seed,
-            "epochs": self.epoch, "best_epoch": self.best_epoch, "stopped": self.stopped,
+            "epochs": self.paper_epochs, "best_epoch": best_paper, "validations": self.epoch,
+            "best_validation": self.best_epoch, "draws_per_epoch": self.config.draws_per_epoch,
+            "steps": self.steps, "stopped": self.stopped,
             "converged": self.stopped == "early_stopping", "best_val_loss": self.best_val_loss,
-            "final": {k: h[k][-1] for k in ("train_loss", "val_loss", "lr")},
+            "final": {k: h[k][-1] for k in ("train_loss", "val_loss", "lr")} if h["train_loss"] else None,
             "history": _history_summary(h, self.best_epoch), "wall_seconds": self.seconds,
-            "seconds_per_epoch": float(np.mean(h["seconds"])), "device": _device_name(self.device),
-            "threads": torch.get_num_threads(),
+            "seconds_per_epoch": self.seconds / max(1, self.paper_epochs), "device": _device_name(self.device),
+            "threads": torch.get_num_threads(), "implementation": self.implementation(),
+            "deviations": self.deviations() + list(notes),
         }
+        if self.dropped_steps is not None:
+            training["dropped_steps"] = self.dropped_steps
+        if full_log:
+            training["log"] = {"epoch": list(range(1, self.epoch + 1)), "paper_epoch": paper.tolist(),
+                               **{k: list(h[k]) for k in HISTORY}}
         if self.init is not None:
             training["init_from"] = self.init
         return {"condition": self.train_set.condition, "training": training,
@@ -425,10 +612,12 @@ class _Run:
                 "metrics": {"val": self.best_summary}}
 
     def write_checkpoint(self, out: Path) -> Path:
-        """Save the best model with its card at ``out``."""
+        """Save the best model with its card at ``out`` (with the log and notes given to :func:`train`)."""
         model = build_model(self.arch, **self.model.config)
         model.load_state_dict(self.best_model)
-        return save_checkpoint(model, out, self.card())
+        path = save_checkpoint(model, out, self.card(self.full_log, self.notes))
+        self.written = (self.best_epoch, time.monotonic())
+        return path
 
 
 def _initialize(model: Localizer, path: Path) -> dict[str, Any]:
@@ -452,16 +641,28 @@ def _over_budget(run: _Run, elapsed: float) -> bool:
     return elapsed + float(np.mean(run.history["seconds"])) > 60.0 * run.config.max_minutes
 
 
+def _past_deadline(run: _Run, elapsed: float) -> bool:
+    """Whether the next epoch would end after the deadline (estimated from the last three); never
+    before the first epoch of a run that has no model to keep yet."""
+    if run.config.deadline is None or not run._may_stop_early():
+        return False
+    recent = run.history["seconds"][-3:]
+    return _now() + (float(np.mean(recent)) if recent else 0.0) > run.config.deadline
+
+
 #: Stop rules, checked before every epoch in this order; the name is recorded in the card.
 STOP_RULES: dict[str, Callable[[_Run, float], bool]] = {
-    "early_stopping": lambda run, elapsed: run.epoch - run.best_epoch >= run.config.early_stop_patience,
-    "max_epochs": lambda run, elapsed: run.epoch >= run.config.max_epochs,
+    "early_stopping": lambda run, elapsed: run.epoch - run.best_epoch >= run.config.validations(
+        run.config.early_stop_patience),
+    "max_epochs": lambda run, elapsed: run.paper_epochs >= run.config.max_epochs,
     "time_budget": _over_budget,
+    "deadline": _past_deadline,
 }
 
 
 def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfig | None = None,
-          progress: bool = True, init_from: str | Path | None = None) -> Path:
+          progress: bool = True, init_from: str | Path | None = None, *, notes: tuple[str, ...] | list[str] = (),
+          full_log: bool = False) -> Path:
     """Train a registered localizer on a dataset store; resume if ``out`` has a saved state.
 
     Parameters
@@ -470,12 +671,14 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
         Registered architecture name ('loccnn', 'samplecnn'); built for the stores'
         microphone count and window length.
     train_store, val_store
-        Dataset stores of one condition (paths, ``xarray.Dataset`` or
+        Dataset stores of one condition (paths, ``xarray.Dataset``, in-memory splits from
+        :func:`xai_loc.data.simulate_windows` or
         :class:`~xai_loc.models.evaluation.WindowSet`), e.g. from
-        :func:`xai_loc.data.simulate_dataset`.
+        :func:`xai_loc.data.simulate_dataset`. In-memory splits on the training device are
+        trained on where they are.
     out
         The ``.safetensors`` checkpoint to write; the training state lives beside it in
-        ``<out>.state.pt`` (:func:`state_path`).
+        ``<out>.state.pt`` (:func:`state_path`) unless ``config.save_state`` is False.
     config
         Recipe and run settings (default: the paper's recipe on the CPU).
     progress
@@ -484,13 +687,20 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
         An xai-loc checkpoint of the same architecture and shape whose weights start the run
         instead of a seeded initialization (fine-tuning); recorded in the card. A resumed run
         must give the same file.
+    notes
+        Further departures from the paper's recipe (e.g. of the data) for the card's
+        ``training.deviations``, after those the run knows itself.
+    full_log
+        Also record every epoch's losses, learning rate, seconds, draws and steps in the card
+        (``training.log``; the ``history`` lists at most :data:`CARD_HISTORY_POINTS` epochs).
 
     Returns
     -------
     Path
         ``out``, holding the best-validation model with its card. It is written when a stop
-        rule ends the call (early stopping, ``max_epochs`` or the ``max_minutes`` budget);
-        the card's ``training.stopped`` says which.
+        rule ends the call (early stopping, ``max_epochs``, the ``max_minutes`` budget or the
+        ``deadline``), and during the run if ``config.checkpoint_every_s`` is set; the card's
+        ``training.stopped`` says which (None in a checkpoint written during the run).
 
     Raises
     ------
@@ -510,8 +720,8 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
     device = resolve_device(config.device)
     train_set, val_set = (as_window_set(s, config.preload) for s in (train_store, val_store))
     _check_stores(train_set, val_set)
-    with _determinism(config.deterministic, device):
+    with _determinism(config.deterministic, device, config.benchmark):
         run = _Run(arch, train_set, val_set, config, device, state_path(out),
-                   None if init_from is None else Path(init_from))
+                   None if init_from is None else Path(init_from), out=out, full_log=full_log, notes=tuple(notes))
         run.fit(progress, started)
     return run.write_checkpoint(out)

@@ -51,7 +51,8 @@ _LAZY = {
     # experiments and figures
     "deletion_predictions": "xai_loc.experiments.perturbation", "run_perturbation": "xai_loc.experiments.perturbation",
     "run_tdoa": "xai_loc.experiments.tdoa_probe", "plot_perturbation": "xai_loc.plots.perturbation",
-    "redraw": "xai_loc.plots.redraw",
+    "redraw": "xai_loc.plots.redraw", "ModelSet": "xai_loc.experiments.modelset",
+    "EXPERIMENTS": "xai_loc.experiments.registry", "run_experiment": "xai_loc.study",
 }
 
 __all__ = ["InputError", "__version__", *sorted(_LAZY)]

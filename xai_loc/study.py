@@ -6,15 +6,82 @@ the TDOA table per pair distance with its baselines, SRP-PHAT maps, the input-in
 figure, and a ``summary.md`` gathering the tables.
 
 It runs every stage, from simulated data to figures, so it sits above all of them, below the CLI.
+:func:`run_experiment` is the one path "run -> write -> draw -> tables" of a registered
+experiment (:mod:`xai_loc.experiments.registry`), taken by ``perturb``, ``tdoa`` and
+:func:`reproduce` alike.
 """
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from xai_loc.experiments.base import Experiment
+    from xai_loc.experiments.modelset import ModelSet
 
 #: ``--quick``: sources of the test split and windows for SRP.
 QUICK_SOURCES = 3
 QUICK_SRP_WINDOWS = 8
+
+
+@dataclass
+class ExperimentRun:
+    """What :func:`run_experiment` made: the result, its tables by kind and the files written by kind
+    (``'result'``, the table kinds, ``'timing'``, ``'figures'`` as a list)."""
+
+    result: xr.Dataset
+    tables: dict[str, str]
+    files: dict[str, Any]
+
+
+def run_experiment(experiment: str | Experiment, models: ModelSet | Mapping[str, Any], data: Any,
+                   out: str | os.PathLike, **options: Any) -> ExperimentRun:
+    """Run a registered experiment, write its result file and tables into ``out`` and draw its figures there.
+
+    Parameters
+    ----------
+    experiment
+        A name in :data:`~xai_loc.experiments.registry.EXPERIMENTS` (e.g. ``'perturbation'``,
+        ``'tdoa'``) or an :class:`~xai_loc.experiments.base.Experiment`.
+    models
+        A :class:`~xai_loc.experiments.modelset.ModelSet` (share one between experiments of a
+        run), or ``{name: checkpoint path or module}``.
+    data
+        A dataset store path.
+    out
+        The results folder.
+    **options
+        Options of the experiment's ``run``.
+    """
+    from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.experiments.registry import get_experiment
+    from xai_loc.plots.redraw import draw_result
+
+    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    # seconds spent, written beside the result, never into it (a dict given as ``timing`` is filled)
+    timing = options.setdefault("timing", {}) if exp.timed else None
+    ds = exp.run(ModelSet.of(models), data, **options)
+    tables = exp.tables(ds)
+    files: dict[str, Any] = dict(exp.write(ds, out, tables=tables, timing=timing))
+    files["figures"] = draw_result(exp.name, ds, files["result"])
+    return ExperimentRun(ds, tables, files)
+
+
+def _evaluate(models: ModelSet, name: str, store, batch_size: int, device: str) -> dict:
+    """:func:`~xai_loc.models.evaluation.evaluate` a model of the set; it is back on its device afterwards."""
+    from xai_loc.explain.attribute import placed
+    from xai_loc.models.evaluation import evaluate
+    from xai_loc.runtime import resolve_device
+
+    module = models[name]
+    with placed(module, resolve_device(device)):
+        return evaluate(module, store, batch_size, device).summary()
 
 
 def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
@@ -55,15 +122,11 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     """
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
     from xai_loc.data.store import condition_name, open_signals, simulate_dataset
-    from xai_loc.experiments.perturbation import run_perturbation
-    from xai_loc.experiments.tdoa_probe import explain_models, run_tdoa, tdoa_tables, write_tdoa_results
-    from xai_loc.io import write_dataset_atomic, write_text_atomic
-    from xai_loc.models.checkpoint import read_card
-    from xai_loc.models.evaluation import evaluate_checkpoint
+    from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.experiments.tdoa_probe import explain_models
+    from xai_loc.io import write_text_atomic
     from xai_loc.models.zoo import PAPER_MAE, data_convention
     from xai_loc.plots.inspection import plot_inspection
-    from xai_loc.plots.perturbation import perturbation_table, plot_perturbation
-    from xai_loc.plots.tdoa import plot_srp, plot_tdoa
 
     out = Path(out)
     progress = sys.stderr.isatty() if progress is None else progress
@@ -71,34 +134,29 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     scene = paper_scene(convention)
     loc_rows, sections, missing = [], [], []
     for t60, snr in conditions or PAPER_CONDITIONS:
-        models = _available(archs, t60, snr, pretrained)
-        if not models:
+        checkpoints = _available(archs, t60, snr, pretrained)
+        if not checkpoints:
             missing.append((t60, snr))
             continue
         folder = out / condition_name(t60, snr)
+        models = ModelSet(checkpoints)  # loaded, hashed and randomized once for every stage below
         store = simulate_dataset(scene, "test", t60, snr, root=data_root, n_sources=n_sources, device=device,
                                  progress=progress)
-        for arch, ckpt in models.items():
-            ev = evaluate_checkpoint(ckpt, store, batch_size=batch_size, device=device).summary()
+        for arch in models:
+            ev = _evaluate(models, arch, store, batch_size, device)
             paper = PAPER_MAE.get(arch, {}).get((float(t60), float(snr)))
-            loc_rows.append(f"| {t60:g} | {snr:g} | {arch} | {data_convention(read_card(ckpt))} | "
+            loc_rows.append(f"| {t60:g} | {snr:g} | {arch} | {data_convention(models.card(arch))} | "
                             f"{ev['metrics']['mae']:.3f} | {ev['baseline']['metrics']['mae']:.3f} | "
                             f"{paper if paper is not None else '-'} | {ev['n_windows']} |")
-        pert = run_perturbation(models, store, batch_size=batch_size, device=device, progress=progress)
-        write_dataset_atomic(pert, folder / "perturbation.nc")
-        plot_perturbation(pert, folder / "perturbation")
-        table = perturbation_table(pert)
-        write_text_atomic(folder / "perturbation.md", table)
-        relevance = explain_models(models, store, batch_size=batch_size, device=device, progress=progress)
-        tdoa = run_tdoa(models, store, pairs="spread", relevance=relevance, batch_size=batch_size, device=device,
-                        srp_max_windows=QUICK_SRP_WINDOWS if quick else None, progress=progress)
-        write_tdoa_results(tdoa, folder)
-        plot_tdoa(tdoa, folder / "tdoa")
-        plot_srp(tdoa, folder / "srp")
+        common = {"batch_size": batch_size, "device": device, "progress": progress}
+        pert = run_experiment("perturbation", models, store, folder, **common)
+        tdoa = run_experiment("tdoa", models, store, folder, pairs="spread",
+                              srp_max_windows=QUICK_SRP_WINDOWS if quick else None, **common)
         first = next(iter(models))
+        relevance = explain_models(models.select([first]), store, randomized_baseline=False, **common)  # stored
         plot_inspection(open_signals(store), {first: relevance[first]}, folder / f"inspection_{first}")
         sections += [f"## T60 {t60:g} s, SNR {snr:g} dB", "", "### Perturbation (MAE per coordinate, m)", "",
-                     table, "### TDOA", "", tdoa_tables(tdoa)["markdown"], ""]
+                     pert.tables["markdown"], "### TDOA", "", tdoa.tables["markdown"], ""]
     lines = ["# xai-loc reproduction of Comanducci, Antonacci & Sarti (EUSIPCO 2024)", "",
              f"{'Quick run: ' + str(QUICK_SOURCES) + ' test sources per condition.' if quick else 'Full test split.'}",
              f"Test data simulated under the {convention} convention.",

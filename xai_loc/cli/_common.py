@@ -133,26 +133,39 @@ def resolve_condition(t60: float | None, snr: float | None, checkpoint: str | No
     return float(t60), float(snr)
 
 
-def warn_convention(checkpoints, convention: str) -> None:
-    """Warn (stderr) about each checkpoint trained on data of another simulation convention."""
+def warn_convention(models, convention: str) -> None:
+    """Warn (stderr) about each checkpoint trained on data of another simulation convention.
+
+    ``models``: a :class:`~xai_loc.experiments.modelset.ModelSet` (its cards) or checkpoint paths.
+    """
+    from xai_loc.experiments.modelset import ModelSet
     from xai_loc.models import read_card
     from xai_loc.models.zoo import convention_warning
 
-    for path in checkpoints:
-        warning = convention_warning(read_card(path), convention, str(path))
+    if isinstance(models, ModelSet):
+        cards = [(str(models.path(name)), models.card(name)) for name in models if models.card(name) is not None]
+    else:
+        cards = [(str(path), read_card(path)) for path in models]
+    for where, card in cards:
+        warning = convention_warning(card, convention, where)
         if warning:
             click.echo(warning, err=True)
 
 
 def check_explanation(models, method: str, composite: str, target: str, options: dict) -> None:
-    """Refuse a bad method, composite, target or option before any data is simulated."""
+    """Refuse a bad method, composite, target or option before any data is simulated.
+
+    ``models``: a :class:`~xai_loc.experiments.modelset.ModelSet`, or a mapping or list of checkpoint
+    paths or modules (loaded here).
+    """
     import numpy as np
 
-    from xai_loc.explain import Explainer
+    from xai_loc.experiments.modelset import ModelSet
 
-    for model in models:
-        Explainer(model, method=method, composite=composite, target=target, mean_input=np.zeros(1),
-                  train_mean=np.zeros(3), **options)
+    models = ModelSet.of(models)
+    for name in models:
+        models.explainer(name, method=method, composite=composite, target=target, mean_input=np.zeros(1),
+                         train_mean=np.zeros(3), **options)
 
 
 def checkpoint_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> str:

@@ -298,17 +298,18 @@ def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options,
     """
     from xai_loc.data.scene import load_scene
     from xai_loc.data.store import simulate_dataset
+    from xai_loc.experiments.modelset import ModelSet
     from xai_loc.explain import explain_store
 
     setup(ctx)
     t60, snr = resolve_condition(t60, snr, checkpoint)
-    model = checkpoint_for(arch, t60, snr, checkpoint)
-    check_explanation([model], method, composite, target, parse_options(options))
+    models = ModelSet({arch: checkpoint_for(arch, t60, snr, checkpoint)})
+    check_explanation(models, method, composite, target, parse_options(options))
     scn = load_scene(scene, convention=convention)
-    warn_convention([model], scn.convention)
+    warn_convention(models, scn.convention)
     store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, device=device, progress=True)
-    path = explain_store(model, store, out, method=method, target=target, composite=composite,
-                         batch_size=batch_size, device=device, progress=True,
+    path = explain_store(models[arch], store, out, method=method, target=target, composite=composite,
+                         batch_size=batch_size, device=device, progress=True, provenance=models.provenance(arch),
                          **parse_options(options))
     click.echo(str(path))
 
@@ -359,6 +360,34 @@ def listen(relevance, out, sources, mics) -> None:
     click.echo(f"{len(paths)} files in {out}")
 
 
+def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, method, composite, target, options,
+                       randomized, n_sources, seed, data, out, batch_size, device, convention,
+                       checked: dict | None = None, **run_options) -> None:
+    """The shared part of perturb and tdoa: condition, models (loaded once), explanation options checked,
+    test split simulated, then the registered experiment run, written, drawn and its table printed."""
+    from pathlib import Path
+
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.data.store import condition_name, simulate_dataset
+    from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.study import run_experiment
+
+    t60, snr = resolve_condition(t60, snr, checkpoint)
+    checkpoints = models_for(arch, t60, snr, checkpoint)
+    folder = Path(check_out_dir(out or Path("xai-loc-results") / condition_name(t60, snr), "--out"))
+    models = ModelSet(checkpoints)
+    opts = parse_options(options)
+    check_explanation(models, method, composite, target, {**opts, **(checked or {})})
+    scene = paper_scene(convention or "gpurir")
+    warn_convention(models, scene.convention)
+    store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device, progress=True)
+    run = run_experiment(experiment, models, store, folder, method=method, composite=composite, target=target,
+                         randomized_baseline=randomized, seed=seed, batch_size=batch_size, device=device,
+                         progress=True, **run_options, **opts)
+    click.echo(run.tables["markdown"])
+    click.echo(f"results in {folder}")
+
+
 @main.command()
 @experiment_options
 @click.option("--percentages", default="0,10,20,30,40,50,60,70", show_default=True)
@@ -367,8 +396,7 @@ def listen(relevance, out, sources, mics) -> None:
 @click.option("--fill", type=click.Choice(("zero", "noise")), default="zero", show_default=True,
               help="Value of deleted samples: zero (the paper) or noise at the window's level.")
 @click.pass_context
-def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options, percentages, modes, fill,
-            randomized, n_sources, seed, data, out, batch_size, device, convention) -> None:
+def perturb(ctx, percentages, modes, fill, **common) -> None:
     """Deletion curves: zero the top-P % of each window's samples, ranked by relevance,
     amplitude or at random, and report the localization error (the paper's experiment).
 
@@ -377,14 +405,7 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
     (seconds per model); the constant-predictor error is shown beside them.
     The first run on a machine compiles the deletion kernels (about 20 s, then cached).
     """
-    import json
-    from pathlib import Path
-
-    from xai_loc.data.scene import paper_scene
-    from xai_loc.data.store import condition_name, simulate_dataset
-    from xai_loc.experiments.perturbation import FILLS, MODES, check_percentages, run_perturbation
-    from xai_loc.io import write_dataset_atomic, write_text_atomic
-    from xai_loc.plots.perturbation import perturbation_table, plot_perturbation
+    from xai_loc.experiments.perturbation import FILLS, MODES, check_percentages
 
     setup(ctx)
     pcts = check_percentages(csv_list(percentages, float, "--percentages"))
@@ -396,26 +417,7 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
         raise InputError(f"--modes {','.join(modes)!r} names a mode twice; give each once")
     if fill not in FILLS:
         raise InputError(f"--fill {fill!r} is unknown; allowed: {', '.join(FILLS)}")
-    t60, snr = resolve_condition(t60, snr, checkpoint)
-    models = models_for(arch, t60, snr, checkpoint)
-    folder = Path(check_out_dir(out or Path("xai-loc-results") / condition_name(t60, snr), "--out"))
-    check_explanation(models.values(), method, composite, target, parse_options(options))
-    scene = paper_scene(convention or "gpurir")
-    warn_convention(models.values(), scene.convention)
-    store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
-                             progress=True)
-    timing: dict = {}
-    result = run_perturbation(models, store, percentages=pcts, modes=modes, timing=timing,
-                              method=method, composite=composite, target=target, fill=fill,
-                              randomized_baseline=randomized, seed=seed, batch_size=batch_size, device=device,
-                              progress=True, **parse_options(options))
-    write_dataset_atomic(result, folder / "perturbation.nc")
-    write_text_atomic(folder / "perturbation.timing.json", json.dumps(timing, indent=2, sort_keys=True))
-    plot_perturbation(result, folder / "perturbation")
-    table = perturbation_table(result)
-    write_text_atomic(folder / "perturbation.md", table)
-    click.echo(table)
-    click.echo(f"results in {folder}")
+    _run_on_test_split("perturbation", percentages=pcts, modes=modes, fill=fill, **common)
 
 
 @main.command()
@@ -428,8 +430,7 @@ def perturb(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
               help="Also compare SRP-PHAT maps of signals and relevance over the source plane.")
 @click.option("--srp-windows", type=Int(1), default=None, help="Only the first N windows for SRP (it is costly).")
 @click.pass_context
-def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, target, options, randomized, srp,
-         srp_windows, n_sources, seed, data, out, batch_size, device, convention) -> None:
+def tdoa(ctx, pairs, first_rule, srp, srp_windows, **common) -> None:
     """GCC-PHAT delays from microphone signals vs relevance signals, per microphone pair.
 
     Reports % anomalies (error above half the correlation time) and MAE in samples of the
@@ -437,38 +438,13 @@ def tdoa(ctx, t60, snr, arch, checkpoint, pairs, first_rule, method, composite, 
     the relevance of randomized models; writes tdoa.nc, tables (markdown, CSV, LaTeX) and
     figures, plus the SRP-PHAT map errors of signals vs relevance.
     """
-    from pathlib import Path
-
     from xai_loc.data.scene import paper_scene
-    from xai_loc.data.store import condition_name, simulate_dataset
     from xai_loc.experiments.tdoa import parse_pairs
-    from xai_loc.experiments.tdoa_probe import explain_models, run_tdoa, tdoa_tables, write_tdoa_results
-    from xai_loc.plots.tdoa import plot_srp, plot_tdoa
 
     setup(ctx)
-    scene = paper_scene(convention or "gpurir")
-    parse_pairs(pairs, scene.mics.shape[0])
-    t60, snr = resolve_condition(t60, snr, checkpoint)
-    models = models_for(arch, t60, snr, checkpoint)
-    folder = Path(check_out_dir(out or Path("xai-loc-results") / condition_name(t60, snr), "--out"))
-    check_explanation(models.values(), method, composite, target,
-                       {**parse_options(options), **({"first_rule": first_rule} if first_rule else {})})
-    warn_convention(models.values(), scene.convention)
-    store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
-                             progress=True)
-    opts = parse_options(options)
-    common = {"method": method, "composite": composite, "target": target, "first_rule": first_rule,
-              "randomized_baseline": randomized, "seed": seed, "batch_size": batch_size, "device": device,
-              "progress": True}
-    relevance = explain_models(models, store, **common, **opts)
-    result = run_tdoa(models, store, pairs=pairs, relevance=relevance, srp=srp, srp_max_windows=srp_windows,
-                      **common, **opts)
-    write_tdoa_results(result, folder)
-    plot_tdoa(result, folder / "tdoa")
-    if srp:
-        plot_srp(result, folder / "srp")
-    click.echo(tdoa_tables(result)["markdown"])
-    click.echo(f"results in {folder}")
+    parse_pairs(pairs, paper_scene(common["convention"] or "gpurir").mics.shape[0])
+    _run_on_test_split("tdoa", pairs=pairs, first_rule=first_rule, srp=srp, srp_max_windows=srp_windows,
+                       checked={"first_rule": first_rule} if first_rule else None, **common)
 
 
 @main.command()

@@ -15,13 +15,20 @@ over the window. The experiment is then bound by the model's forward passes
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from xai_loc.errors import InputError
+from xai_loc.experiments.base import Experiment
 from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, random_deletion_steps, zeroed_copy
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from xai_loc.experiments.modelset import ModelSet
 
 OrderFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator, list[int]], np.ndarray]
 FillFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor | None]
@@ -180,20 +187,19 @@ def deletion_predictions(
     return out
 
 
-def _relevance_source(data_path, model, explainer_kwargs: dict):
+def _relevance_source(data_path, explainer):
     """An opened matching relevance store (same weights, method, composite, options, target), or
     None when none exists (then relevance is computed)."""
-    from xai_loc.explain import Explainer, open_relevance, relevance_store_path
+    from xai_loc.explain import open_relevance, relevance_store_path
 
     if data_path is None:
         return None
-    probe = Explainer(model, **explainer_kwargs)
-    path = relevance_store_path(data_path, probe)
+    path = relevance_store_path(data_path, explainer)
     return open_relevance(path) if path.exists() else None
 
 
 def run_perturbation(
-    models: dict,
+    models: ModelSet | Mapping,
     data,
     *,
     percentages=PAPER_PERCENTAGES,
@@ -216,7 +222,8 @@ def run_perturbation(
     Parameters
     ----------
     models
-        ``{name: checkpoint path or localizer}``.
+        A :class:`~xai_loc.experiments.modelset.ModelSet` (or ``{name: checkpoint path or
+        localizer}``, loaded once here); its randomized copies are the baseline's.
     data
         A dataset store path (from :func:`~xai_loc.data.store.simulate_dataset`).
     percentages, modes, fill
@@ -252,11 +259,11 @@ def run_perturbation(
 
     from xai_loc import __version__
     from xai_loc.data.store import open_signals, subset_ids
-    from xai_loc.experiments.baselines import randomized_copy
-    from xai_loc.explain import Explainer
+    from xai_loc.experiments.modelset import ModelSet
     from xai_loc.models.evaluation import localization_errors
     from xai_loc.progress import tqdm
 
+    models = ModelSet.of(models)
     percentages = check_percentages(percentages)
     ds = open_signals(data)
     if n_sources is not None:
@@ -271,13 +278,12 @@ def run_perturbation(
     preds = np.zeros((len(models), len(all_modes), len(percentages), n, 3))
     timings = {} if timing is None else timing
     explained = {}
-    for k, (name, model) in enumerate(models.items()):
-        explainer = Explainer(model, **kwargs)
+    for k, name in enumerate(models):
+        explainer = models.explainer(name, **kwargs)
         net = explainer.model
-        stored = _relevance_source(data, model, kwargs) if need_relevance and n_sources is None else None
-        random_model = randomized_copy(net, seed) if randomized_baseline else None
-        random_explainer = Explainer(random_model, **kwargs) if randomized_baseline else None
-        random_stored = _relevance_source(data, random_model, kwargs) \
+        stored = _relevance_source(data, explainer) if need_relevance and n_sources is None else None
+        random_explainer = models.explainer(name, randomized_seed=seed, **kwargs) if randomized_baseline else None
+        random_stored = _relevance_source(data, random_explainer) \
             if randomized_baseline and n_sources is None else None
         spent: dict[str, float] = {}
         tic = time.perf_counter()
@@ -346,3 +352,41 @@ def run_perturbation(
         },
     )
     return result
+
+
+def perturbation_table(results) -> str:
+    """Markdown: per model, the error (MAE per coordinate, m) per ordering and percentage, and AOPC."""
+    pcts = [f"{p:g} %" for p in results["percentage"].values]
+    lines = []
+    for model in results["model"].values:
+        lines += [f"### {model}", "", "| ordering | " + " | ".join(pcts) + " | AOPC |",
+                  "|---" * (len(pcts) + 2) + "|"]
+        for mode in results["mode"].values:
+            row = results["mae_mean"].sel(model=model, mode=mode).values
+            lines.append(f"| {mode} | " + " | ".join(f"{v:.3f}" for v in row)
+                         + f" | {float(results['aopc'].sel(model=model, mode=mode)):.4f} |")
+        lines.append("")
+    fitted = f"the {int(results.attrs['n_sources'])} sources scored here" if "n_sources" in results.attrs \
+        else "the sources scored here"
+    lines.append(f"Constant predictor at the centroid of {fitted} (fitted on their own labels): "
+                 f"{float(results['baseline_mae_mean']):.3f} m per coordinate.")
+    return "\n".join(lines) + "\n"
+
+
+class PerturbationExperiment(Experiment):
+    """The deletion curves of :func:`run_perturbation`: ``perturbation.nc``, ``perturbation.md``
+    (with AOPC) and ``perturbation.timing.json``; figure ``perturbation.png``/``.pdf``."""
+
+    name = "perturbation"
+    result_file = "perturbation.nc"
+    what = "perturbation result"
+    command = "perturb"
+    required = ("mae_mean",)
+    table_files = {"markdown": "perturbation.md"}
+    timed = True
+
+    def run(self, models: ModelSet | Mapping, data: Any, **options: Any) -> xr.Dataset:
+        return run_perturbation(models, data, **options)
+
+    def tables(self, ds: xr.Dataset) -> dict[str, str]:
+        return {"markdown": perturbation_table(ds)}

@@ -53,14 +53,19 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
+from xai_loc.experiments.base import Experiment
 from xai_loc.experiments.gcc import _next_pow2
 from xai_loc.experiments.tdoa import parse_pairs, score, true_tdoa
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import xarray as xr
     from torch import nn
 
-__all__ = ["ESTIMATOR_SIGNALS", "ESTIMATOR_ZERO", "LAG_MARGIN", "SRP_CONSTANT", "explain_models",
+    from xai_loc.experiments.modelset import ModelSet
+
+__all__ = ["ESTIMATOR_SIGNALS", "ESTIMATOR_ZERO", "LAG_MARGIN", "SRP_CONSTANT", "TdoaExperiment", "explain_models",
            "fast_correlation_time", "fast_tdoa", "open_tdoa_results", "run_tdoa", "srp_grid", "tdoa_tables",
            "write_tdoa_results"]
 
@@ -327,7 +332,7 @@ def _json_default(value: Any) -> Any:
 # --------------------------------------------------------------------------------------
 
 def run_tdoa(
-    models: dict[str, nn.Module | str | os.PathLike] | None,
+    models: ModelSet | Mapping[str, nn.Module | str | os.PathLike] | None,
     data: Any,
     pairs: str | list[tuple[int, int]] = "spread",
     relevance: dict[str, Any] | None = None,
@@ -355,9 +360,11 @@ def run_tdoa(
     Parameters
     ----------
     models
-        Estimator name -> localizer or checkpoint path. Each is explained on the data
-        (unless ``relevance`` holds its relevance) and, with ``randomized_baseline``, so is
-        a randomized copy of it (``'<name>-randomized'``).
+        A :class:`~xai_loc.experiments.modelset.ModelSet` (or estimator name -> localizer or
+        checkpoint path, loaded once here). Each is explained on the data (unless
+        ``relevance`` holds its relevance) and, with ``randomized_baseline``, so is its
+        randomized copy (``'<name>-randomized'``, :meth:`ModelSet.randomized
+        <xai_loc.experiments.modelset.ModelSet.randomized>`).
     data
         A dataset store path or a Dataset from :func:`xai_loc.data.open_signals`
         (a selection of one is fine).
@@ -409,9 +416,9 @@ def run_tdoa(
     import xarray as xr
 
     from xai_loc import __version__
-    from xai_loc.experiments.baselines import randomized_copy
+    from xai_loc.experiments.modelset import ModelSet
     from xai_loc.experiments.srp import srp_phat_map
-    from xai_loc.explain.attribute import Explainer, dataset_inputs, model_digest, resolve_model
+    from xai_loc.explain.attribute import Explainer, dataset_inputs
     from xai_loc.progress import tqdm
     from xai_loc.runtime import software_versions
 
@@ -450,7 +457,7 @@ def run_tdoa(
     max_lag = distance / c * fs + LAG_MARGIN
 
     # ---- estimators
-    models = dict(models or {})
+    models = ModelSet.of(models)
     relevance = dict(relevance or {})
     options = dict(explain_options)
     if first_rule is not None:
@@ -475,32 +482,30 @@ def run_tdoa(
         estimators.append(name)
         kinds[name] = kind
 
-    for name, model in models.items():
+    for name in models:
         if name.endswith("-randomized"):
             raise InputError(f"model name {name!r} is not allowed; '-randomized' names the baselines")
-        module, model_info = resolve_model(model)
-        expected = {"model_digest": model_info["model_digest"], "method": method, "target": target,
+        digest = models.provenance(name)["model_digest"]
+        expected = {"model_digest": digest, "method": method, "target": target,
                     "composite": composite if method == "lrp" else None, "first_rule": first_rule}
         if name in relevance:
             add_given(name, "relevance", expected)
         else:
-            ex = Explainer(module, **explain_kw)
-            ex.attrs.update({k: v for k, v in model_info.items() if k not in ex.attrs})
+            ex = models.explainer(name, **explain_kw)
             explainers[name] = ex
             info[name] = {**_provenance(ex.attrs), "relevance": "explained"}
             estimators.append(name)
             kinds[name] = "relevance"
         rname = f"{name}-randomized"
         if rname in relevance:
-            add_given(rname, "randomized", {"model_digest": model_digest(randomized_copy(module, seed)),
+            add_given(rname, "randomized", {"model_digest": models.randomized_provenance(name, seed)["model_digest"],
                                              "method": method, "target": target, "first_rule": first_rule})
-            info[rname].update(randomized_seed=seed, randomized_from=model_info["model_digest"])
+            info[rname].update(randomized_seed=seed, randomized_from=digest)
         elif randomized_baseline:
-            rmodel = randomized_copy(module, seed)
-            rex = Explainer(rmodel, **explain_kw)
+            rex = models.explainer(name, randomized_seed=seed, **explain_kw)
             explainers[rname] = rex
             info[rname] = {**_provenance(rex.attrs), "relevance": "explained", "randomized_seed": seed,
-                           "randomized_from": model_info["model_digest"]}
+                           "randomized_from": digest}
             estimators.append(rname)
             kinds[rname] = "randomized"
     for name in relevance:
@@ -679,7 +684,7 @@ def run_tdoa(
 
 
 def explain_models(
-    models: dict[str, nn.Module | str | os.PathLike],
+    models: ModelSet | Mapping[str, nn.Module | str | os.PathLike],
     data: str | os.PathLike,
     *,
     method: str = "lrp",
@@ -695,29 +700,27 @@ def explain_models(
 ) -> dict[str, xr.DataArray]:
     """Relevance stores (resumable, reused when they match) of models and their randomized copies.
 
-    Each model ``name`` and its randomized copy (seed ``seed``) are explained with
-    :func:`~xai_loc.explain.explain_store` into :func:`~xai_loc.explain.relevance_store_path`
-    (named by architecture and weight digest). Returns the opened relevance by estimator
-    name (``name`` and ``'<name>-randomized'``), ready for ``run_tdoa(relevance=...)``.
+    Each model ``name`` of ``models`` (a :class:`~xai_loc.experiments.modelset.ModelSet`, or
+    ``{name: localizer or checkpoint path}``) and its randomized copy (seed ``seed``) are
+    explained with :func:`~xai_loc.explain.explain_store` into
+    :func:`~xai_loc.explain.relevance_store_path` (named by architecture and weight digest).
+    Returns the opened relevance by estimator name (``name`` and ``'<name>-randomized'``),
+    ready for ``run_tdoa(relevance=...)``.
     """
-    from xai_loc.experiments.baselines import randomized_copy
-    from xai_loc.explain.attribute import Explainer, resolve_model
-    from xai_loc.explain.store import explain_store, open_relevance, relevance_store_path
+    from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain.store import explain_store, open_relevance
 
+    models = ModelSet.of(models)
     if first_rule is not None:
         options["first_rule"] = first_rule
-    kw = {"method": method, "composite": composite, "target": target, **options}
+    kw = {"method": method, "composite": composite, "target": target, "batch_size": batch_size, "device": device,
+          "progress": progress, **options}
     out: dict[str, xr.DataArray] = {}
-    for name, model in models.items():
-        module, _ = resolve_model(model)
-        jobs = [(name, model, module)]
+    for name in models:
+        out[name] = open_relevance(explain_store(models[name], data, provenance=models.provenance(name), **kw))
         if randomized_baseline:
-            rmodel = randomized_copy(module, seed)
-            jobs.append((f"{name}-randomized", rmodel, rmodel))
-        for key, source, mod in jobs:
-            path = relevance_store_path(data, Explainer(mod, **kw))
-            explain_store(source, data, path, batch_size=batch_size, device=device, progress=progress, **kw)
-            out[key] = open_relevance(path)
+            out[f"{name}-randomized"] = open_relevance(explain_store(
+                models.randomized(name, seed), data, provenance=models.randomized_provenance(name, seed), **kw))
     return out
 
 
@@ -843,31 +846,48 @@ def _range(value: Any) -> str:
     return f"{lo:.2f}..{hi:.2f}"
 
 
+#: Options of :meth:`TdoaExperiment.run` that are the probe's own (the rest say how to explain).
+_PROBE_OPTIONS = ("pairs", "max_windows", "interp", "srp", "srp_step", "srp_pad", "srp_interp", "srp_max_windows")
+
+
+class TdoaExperiment(Experiment):
+    """The TDOA probe and SRP comparison: relevance stores of every model and randomized copy
+    (:func:`explain_models`, for a store path), then :func:`run_tdoa`. Files ``tdoa.nc``, ``tdoa.md``,
+    ``.csv``, ``.tex`` and ``srp.csv``, ``srp.tex``; figures ``tdoa.png``/``.pdf`` and ``srp.png``/``.pdf``."""
+
+    name = "tdoa"
+    result_file = RESULT_FILES["store"]
+    what = "TDOA result"
+    command = "tdoa"
+    required = ("delay", "anomalies_percent")
+    table_files = {kind: file for kind, file in RESULT_FILES.items() if kind != "store"}
+
+    def run(self, models: ModelSet | Mapping, data: Any, **options: Any) -> xr.Dataset:
+        from xai_loc.experiments.modelset import ModelSet
+
+        models = ModelSet.of(models)
+        probe = {key: options.pop(key) for key in _PROBE_OPTIONS if key in options}
+        relevance = explain_models(models, data, **options) if isinstance(data, (str, os.PathLike)) else None
+        return run_tdoa(models, data, relevance=relevance, **probe, **options)
+
+    def tables(self, ds: xr.Dataset) -> dict[str, str]:
+        return tdoa_tables(ds)
+
+    def open(self, path: str | os.PathLike) -> xr.Dataset:
+        """As :meth:`Result.open`; a results folder stands for its ``tdoa.nc``."""
+        path = Path(path)
+        return super().open(path / self.result_file if path.is_dir() else path)
+
+
 def write_tdoa_results(ds: xr.Dataset, folder: str | os.PathLike) -> dict[str, Path]:
     """Write the Dataset (``tdoa.nc``, netCDF) and its tables (``tdoa.md``, ``.csv``, ``.tex``;
-    ``srp.csv``, ``srp.tex``) into ``folder``, each atomically; returns the paths by kind."""
-    from xai_loc.io import write_dataset_atomic, write_text_atomic
-
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{folder} is a file; give a folder for the TDOA results")
-    folder.mkdir(parents=True, exist_ok=True)
-    tables = tdoa_tables(ds)
-    store = folder / RESULT_FILES["store"]
-    paths = {"store": write_dataset_atomic(ds, store)}
-    for key, text in tables.items():
-        paths[key] = write_text_atomic(folder / RESULT_FILES[key], text)
-    return paths
+    ``srp.csv``, ``srp.tex``) into ``folder``, each atomically; returns the paths by kind
+    (``'store'`` for the ``.nc``), as :meth:`TdoaExperiment.write`."""
+    paths = TdoaExperiment().write(ds, folder)
+    return {"store": paths.pop("result"), **paths}
 
 
 def open_tdoa_results(path: str | os.PathLike) -> xr.Dataset:
     """Load a result written by :func:`write_tdoa_results` (the folder or the ``.nc`` file) into memory."""
-
-    from xai_loc.data.integrity import open_netcdf_store
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULT_FILES["store"]
-    return open_netcdf_store(path, "TDOA result", "run 'xai-loc tdoa' to rebuild it",
-                             required=("delay", "anomalies_percent"))
+    return TdoaExperiment().open(path)
 

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +133,7 @@ def explain_store(
     batch_size: int = 32,
     device: str = "cpu",
     progress: bool = True,
+    provenance: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Path:
     """Explain every window of a dataset store into a chunked relevance store (resumable).
@@ -148,6 +150,11 @@ def explain_store(
         As for :func:`~xai_loc.explain.explain`.
     progress
         Show a progress bar.
+    provenance
+        Provenance of a model given as a module that was loaded from a checkpoint (its
+        ``checkpoint``, ``checkpoint_digest`` and ``model_condition``, e.g.
+        :meth:`ModelSet.provenance <xai_loc.experiments.modelset.ModelSet.provenance>`): the
+        store's attrs then read as if the checkpoint path had been given, without loading it again.
 
     Returns
     -------
@@ -170,6 +177,8 @@ def explain_store(
         mean_input = signals.mean("window").values
     explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,
                           device=device, mean_input=mean_input, train_mean=d["train_mean"], **options)
+    if provenance:
+        explainer.attrs = {**provenance, **explainer.attrs}
     shape = getattr(explainer.model, "input_shape", None)
     if shape is not None and tuple(shape) != (n_mics, n_time):
         raise InputError(f"{data} has windows of {n_mics} mics x {n_time} samples; the model takes "

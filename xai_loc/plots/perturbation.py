@@ -52,20 +52,11 @@ def plot_perturbation(results, out_stem: str | Path, metric: str = "mae_mean") -
             for suffix in (".png", ".pdf")]
 
 
-def perturbation_table(results) -> str:
-    """Markdown: per model, the error (MAE per coordinate, m) per ordering and percentage, and AOPC."""
-    pcts = [f"{p:g} %" for p in results["percentage"].values]
-    lines = []
-    for model in results["model"].values:
-        lines += [f"### {model}", "", "| ordering | " + " | ".join(pcts) + " | AOPC |",
-                  "|---" * (len(pcts) + 2) + "|"]
-        for mode in results["mode"].values:
-            row = results["mae_mean"].sel(model=model, mode=mode).values
-            lines.append(f"| {mode} | " + " | ".join(f"{v:.3f}" for v in row)
-                         + f" | {float(results['aopc'].sel(model=model, mode=mode)):.4f} |")
-        lines.append("")
-    fitted = f"the {int(results.attrs['n_sources'])} sources scored here" if "n_sources" in results.attrs \
-        else "the sources scored here"
-    lines.append(f"Constant predictor at the centroid of {fitted} (fitted on their own labels): "
-                 f"{float(results['baseline_mae_mean']):.3f} m per coordinate.")
-    return "\n".join(lines) + "\n"
+def __getattr__(name: str):
+    """``perturbation_table`` moved to its experiment (:mod:`xai_loc.experiments.perturbation`); still
+    importable from here, lazily, so that drawing imports no experiment code."""
+    if name == "perturbation_table":
+        from xai_loc.experiments.perturbation import perturbation_table
+
+        return perturbation_table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

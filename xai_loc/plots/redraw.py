@@ -1,34 +1,23 @@
-"""Redraw every figure of a results folder from the stored results alone.
+"""Draw the figures of registered results, from a run or from a results folder alone.
 
-:data:`DRAWERS` maps each result file name to the function that opens (and checks) it and
-the function that draws its figures next to it. The commands that run an experiment draw
-through the same map (:func:`draw`), so a figure written by a command and one redrawn by
-``xai-loc figures`` are the same figure.
+:data:`DRAWERS` maps each result name of :data:`xai_loc.experiments.registry.RESULTS` to the
+function that draws its figures next to its file; the registry says which file that is and
+how it is opened and checked. The commands that run an experiment draw through the same map
+(:func:`draw_result`), so a figure written by a command and one redrawn by ``xai-loc figures``
+are the same figure.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-
-def _opener(what: str, command: str, required: str):
-    def open_result(path: Path):
-        from xai_loc.data.integrity import open_netcdf_store
-
-        return open_netcdf_store(path, what, f"run 'xai-loc {command}' to rebuild it", required=(required,))
-    return open_result
+__all__ = ["DRAWERS", "draw", "draw_result", "redraw"]
 
 
 def _draw_perturbation(ds, path: Path) -> list[Path]:
     from xai_loc.plots.perturbation import plot_perturbation
 
     return plot_perturbation(ds, path.with_suffix(""))
-
-
-def _tdoa(path: Path):
-    from xai_loc.experiments.tdoa_probe import open_tdoa_results
-
-    return open_tdoa_results(path)
 
 
 def _draw_tdoa(ds, path: Path) -> list[Path]:
@@ -74,43 +63,50 @@ def _draw_band_profile(ds, path: Path) -> list[Path]:
     return draw_band_profile(ds, path.with_suffix(".png"))
 
 
-#: Result file name -> (function opening it, function drawing its figures next to it).
-DRAWERS = {
-    "perturbation.nc": (_opener("perturbation result", "perturb", "mae_mean"), _draw_perturbation),
-    "tdoa.nc": (_tdoa, _draw_tdoa),
-    "duplex.nc": (_opener("duplex probe result", "binaural cues", "itd_weight"), _draw_duplex),
-    "responses.nc": (_opener("binaural responses", "binaural cues", "response_azimuth"), _draw_behaviour),
-    "cue_reliance.nc": (_opener("cue reliance table", "binaural cuenet probe", "abs_share"), _draw_cue_probe),
-    "band_profile.nc": (_opener("band profile", "binaural tfcnn probe", "share"), _draw_band_profile),
+#: Result name (:data:`~xai_loc.experiments.registry.RESULTS`) -> function drawing its figures next to
+#: its file, ``f(dataset, result file path) -> files written``.
+DRAWERS: dict[str, Callable] = {
+    "perturbation": _draw_perturbation,
+    "tdoa": _draw_tdoa,
+    "duplex": _draw_duplex,
+    "responses": _draw_behaviour,
+    "cue_reliance": _draw_cue_probe,
+    "band_profile": _draw_band_profile,
 }
 
 
-def draw(paths: Iterable[str | Path]) -> list[Path]:
-    """Draw the figures of result files (those named in :data:`DRAWERS`; others are skipped).
+def draw_result(name: str, ds, path: str | Path) -> list[Path]:
+    """Draw the figures of result ``name`` (in memory as ``ds``, stored at ``path``) next to ``path``."""
+    return DRAWERS[name](ds, Path(path))
 
-    Returns the figure files written.
+
+def draw(paths: Iterable[str | Path]) -> list[Path]:
+    """Draw the figures of result files (those the registry names; others are skipped).
+
+    Every file is opened and checked first, so a damaged one stops before any figure is
+    written. Returns the figure files written.
     """
-    opened = [(Path(p), *DRAWERS[Path(p).name]) for p in paths if Path(p).name in DRAWERS]
-    opened = [(path, opener(path), drawer) for path, opener, drawer in opened]
+    from xai_loc.experiments.registry import result_for_file
+
+    found = [(Path(p), result_for_file(Path(p).name)) for p in paths]
+    opened = [(path, result.name, result.open(path)) for path, result in found if result is not None]
     written = []
-    for path, ds, drawer in opened:
-        written += drawer(ds, path)
+    for path, name, ds in opened:
+        written += draw_result(name, ds, path)
     return written
 
 
 def redraw(folder: str | Path) -> list[Path]:
-    """Draw the figures of every result file below ``folder``; returns the files written.
-
-    Every result is opened and checked first, so a damaged file stops the command before
-    any figure is written.
-    """
+    """Draw the figures of every registered result file below ``folder``; returns the files written."""
     from xai_loc.errors import InputError
+    from xai_loc.experiments.registry import RESULTS
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"results folder {str(folder)!r} does not exist")
-    found = [path for name in DRAWERS for path in sorted(folder.rglob(name))]
+    files = [result.result_file for result in RESULTS.values()]
+    found = [path for name in files for path in sorted(folder.rglob(name))]
     if not found:
-        raise InputError(f"{folder} holds no results ({', '.join(DRAWERS)}); run an experiment "
+        raise InputError(f"{folder} holds no results ({', '.join(files)}); run an experiment "
                          "(perturb, tdoa, reproduce, binaural cues or a binaural probe) first")
     return draw(found)

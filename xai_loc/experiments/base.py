@@ -1,0 +1,113 @@
+"""Experiments as objects: run on a set of models and a dataset store, give one labelled result, write it.
+
+An :class:`Experiment` turns a :class:`~xai_loc.experiments.modelset.ModelSet` and data into
+one ``xarray.Dataset`` (:meth:`~Experiment.run`), tabulates it (:meth:`~Experiment.tables`)
+and writes both into a results folder (:meth:`~Experiment.write`, each file atomically). Its
+figures are drawn one stage up: :mod:`xai_loc.plots.redraw` registers a drawer under the
+experiment's :attr:`~Result.name`, so experiments never import plots, and ``xai-loc figures``
+finds the result files by :attr:`~Result.result_file`.
+
+A :class:`Result` is the part every stored result has, whether or not it is run through this
+interface (the binaural probes write theirs from their own commands): a file name, and how
+to open and check it. The registry of both is :mod:`xai_loc.experiments.registry`; a new
+experiment is one module with an :class:`Experiment` subclass plus one line there.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xai_loc.errors import InputError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from xai_loc.experiments.modelset import ModelSet
+
+__all__ = ["Experiment", "Result"]
+
+
+class Result:
+    """A kind of stored result: its registry name, file name and how it is opened and checked.
+
+    Parameters override the class attributes (declarations of results written elsewhere).
+    """
+
+    #: Registry key; also the key of the result's drawer in :data:`xai_loc.plots.redraw.DRAWERS`.
+    name: str = ""
+    #: The netCDF file written into a results folder, e.g. ``"perturbation.nc"``.
+    result_file: str = ""
+    #: What it is, in words, for messages.
+    what: str = ""
+    #: The ``xai-loc`` command that writes it (named in the rebuild hint of a damaged file).
+    command: str = ""
+    #: Variables a file must hold to be this result.
+    required: tuple[str, ...] = ()
+
+    def __init__(self, name: str | None = None, result_file: str | None = None, *, what: str | None = None,
+                 command: str | None = None, required: tuple[str, ...] | None = None) -> None:
+        for key, value in (("name", name), ("result_file", result_file), ("what", what), ("command", command),
+                           ("required", required)):
+            if value is not None:
+                setattr(self, key, value)
+
+    def open(self, path: str | os.PathLike) -> xr.Dataset:
+        """Load a stored result into memory, checked whole (one-line error with a rebuild hint)."""
+        from xai_loc.data.integrity import open_netcdf_store
+
+        return open_netcdf_store(Path(path), self.what, f"run 'xai-loc {self.command}' to rebuild it",
+                                 required=self.required)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.result_file!r})"
+
+
+class Experiment(Result):
+    """An experiment on models and data: ``run -> Dataset``, its tables and files.
+
+    Subclasses set the :class:`Result` attributes and :attr:`table_files`, and implement
+    :meth:`run` and :meth:`tables`.
+    """
+
+    #: Table kind (a key of :meth:`tables`) -> file name in the results folder.
+    table_files: Mapping[str, str] = {}
+    #: Whether :meth:`run` takes ``timing={}`` to fill with seconds spent; they are written to
+    #: ``<stem>.timing.json`` beside the result, never into it (results stay byte-reproducible).
+    timed: bool = False
+
+    def run(self, models: ModelSet | Mapping[str, Any], data: Any, **options: Any) -> xr.Dataset:
+        """Run the experiment on ``models`` (a :class:`~xai_loc.experiments.modelset.ModelSet`; a plain
+        ``{name: checkpoint path or module}`` is converted) and ``data`` (a dataset store path)."""
+        raise NotImplementedError
+
+    def tables(self, ds: xr.Dataset) -> dict[str, str]:
+        """The result as text tables by kind: ``'markdown'`` always; CSV and LaTeX where the experiment has them."""
+        raise NotImplementedError
+
+    @property
+    def timing_file(self) -> str:
+        return f"{Path(self.result_file).stem}.timing.json"
+
+    def write(self, ds: xr.Dataset, folder: str | os.PathLike, *, tables: Mapping[str, str] | None = None,
+              timing: Mapping[str, Any] | None = None) -> dict[str, Path]:
+        """Write the result file, its tables (and the timings, if given) into ``folder``, each atomically.
+
+        Returns the paths by kind: ``'result'``, each table kind, and ``'timing'``.
+        """
+        from xai_loc.io import write_dataset_atomic, write_text_atomic
+
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder} is a file; give a folder for the {self.what}")
+        folder.mkdir(parents=True, exist_ok=True)
+        tables = self.tables(ds) if tables is None else tables
+        paths = {"result": write_dataset_atomic(ds, folder / self.result_file)}
+        for kind, text in tables.items():
+            paths[kind] = write_text_atomic(folder / self.table_files[kind], text)
+        if timing is not None:
+            paths["timing"] = write_text_atomic(folder / self.timing_file,
+                                                json.dumps(timing, indent=2, sort_keys=True))
+        return paths

@@ -1,0 +1,49 @@
+"""The registry of experiments and of every stored result that ``xai-loc figures`` can redraw.
+
+:data:`EXPERIMENTS` maps a name to an :class:`~xai_loc.experiments.base.Experiment` (run on a
+:class:`~xai_loc.experiments.modelset.ModelSet`, tables, files); the commands ``perturb`` and
+``tdoa``, ``reproduce`` and ``figures`` all go through it (:func:`xai_loc.study.run_experiment`).
+:data:`RESULTS` adds the results that the binaural probes write from their own commands, as
+:class:`~xai_loc.experiments.base.Result` declarations (file name, what to check, the command
+that rebuilds it). Each name has a drawer of the same name in :data:`xai_loc.plots.redraw.DRAWERS`.
+
+A new experiment is one module with an ``Experiment`` subclass plus one line in :data:`EXPERIMENTS`.
+"""
+from __future__ import annotations
+
+from xai_loc.errors import InputError
+from xai_loc.experiments.base import Experiment, Result
+from xai_loc.experiments.perturbation import PerturbationExperiment
+from xai_loc.experiments.tdoa_probe import TdoaExperiment
+
+__all__ = ["EXPERIMENTS", "RESULTS", "get_experiment", "result_for_file"]
+
+#: Runnable experiments by name.
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    PerturbationExperiment(),
+    TdoaExperiment(),
+)}
+
+#: Every stored result by name: the experiments and the binaural probes' result files.
+RESULTS: dict[str, Result] = {**EXPERIMENTS, **{r.name: r for r in (
+    Result("duplex", "duplex.nc", what="duplex probe result", command="binaural cues", required=("itd_weight",)),
+    Result("responses", "responses.nc", what="binaural responses", command="binaural cues",
+           required=("response_azimuth",)),
+    Result("cue_reliance", "cue_reliance.nc", what="cue reliance table", command="binaural cuenet probe",
+           required=("abs_share",)),
+    Result("band_profile", "band_profile.nc", what="band profile", command="binaural tfcnn probe",
+           required=("share",)),
+)}}
+
+
+def get_experiment(name: str) -> Experiment:
+    """The registered experiment ``name`` (one-line error listing the names otherwise)."""
+    try:
+        return EXPERIMENTS[name]
+    except KeyError:
+        raise InputError(f"experiment {name!r} is unknown; registered: {', '.join(EXPERIMENTS)}") from None
+
+
+def result_for_file(file_name: str) -> Result | None:
+    """The registered result stored under ``file_name`` (a base name such as ``"tdoa.nc"``), or None."""
+    return next((r for r in RESULTS.values() if r.result_file == file_name), None)

@@ -19,6 +19,7 @@ from xai_loc.plots.redraw import DRAWERS, draw
 FAST = {
     "perturbation": {"percentages": (0, 50), "modes": ("relevance", "energy")},
     "tdoa": {"pairs": "7-8,0-15", "srp_max_windows": 2},
+    "faithfulness": {"methods": ("saliency",), "fills": ("zero", "road"), "percentages": (0, 50), "n_boot": 50},
 }
 
 

@@ -201,8 +201,8 @@ DATA_ROOT = click.option("--data", type=OutDir(), default=data_root_default, env
                           help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data].")
 
 
-#: The options perturb and tdoa share: condition, models, relevance method, data and output.
-experiment_options = with_options(
+#: Which models: the condition (shipped checkpoints) or one checkpoint.
+CONDITION_OPTIONS = (
     click.option("--t60", type=T60, default=None,
                  help="Condition: shipped checkpoints and data [default with --checkpoint: its card's]."),
     click.option("--snr", type=SNR, default=None,
@@ -211,12 +211,13 @@ experiment_options = with_options(
                  show_default=True),
     click.option("--checkpoint", type=InputFile(), default=None,
                  help="Any xai-loc checkpoint."),
-    click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True),
-    click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True),
-    click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True),
-    click.option("--option", "options", multiple=True, help=OPTION_HELP),
-    click.option("--randomized/--no-randomized", default=True, show_default=True,
-                 help="Also score the relevance of a randomized copy of each model (sanity baseline)."),
+)
+TARGET_OPTION = click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True)
+RANDOMIZED_OPTION = click.option(
+    "--randomized/--no-randomized", default=True, show_default=True,
+    help="Also score the relevance of a randomized copy of each model (sanity baseline).")
+#: Data, output, seed and device of an experiment on the test split.
+RUN_OPTIONS = (
     click.option("--sources", "n_sources", type=Int(1), default=None,
                  help="Only N test sources, a seeded spread over the split."),
     click.option("--seed", type=SEED, default=0, show_default=True),
@@ -229,6 +230,20 @@ experiment_options = with_options(
     click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
     CONVENTION_OPTION,
 )
+
+#: The options perturb and tdoa share: condition, models, relevance method, data and output.
+experiment_options = with_options(
+    *CONDITION_OPTIONS,
+    click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True),
+    click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True),
+    TARGET_OPTION,
+    click.option("--option", "options", multiple=True, help=OPTION_HELP),
+    RANDOMIZED_OPTION,
+    *RUN_OPTIONS,
+)
+
+#: The options of faithfulness: those of perturb less the one method (it takes --methods).
+faithfulness_options = with_options(*CONDITION_OPTIONS, TARGET_OPTION, RANDOMIZED_OPTION, *RUN_OPTIONS)
 
 
 def csv_list(text: str, cast=str, what: str = "list") -> list:

@@ -1,5 +1,5 @@
 """Commands of the end-to-end multichannel localizers: simulate, models, train, evaluate, explain, audit, listen,
-perturb, tdoa, figures, reproduce, info."""
+perturb, faithfulness, tdoa, figures, reproduce, info."""
 from __future__ import annotations
 
 import click
@@ -20,6 +20,7 @@ from xai_loc.cli._common import (
     checkpoint_for,
     csv_list,
     experiment_options,
+    faithfulness_options,
     models_for,
     parse_options,
     resolve_condition,
@@ -360,11 +361,14 @@ def listen(relevance, out, sources, mics) -> None:
     click.echo(f"{len(paths)} files in {out}")
 
 
-def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, method, composite, target, options,
-                       randomized, n_sources, seed, data, out, batch_size, device, convention,
-                       checked: dict | None = None, **run_options) -> None:
-    """The shared part of perturb and tdoa: condition, models (loaded once), explanation options checked,
-    test split simulated, then the registered experiment run, written, drawn and its table printed."""
+def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, randomized, n_sources, seed, data,
+                       out, batch_size, device, convention, method=None, composite=None, options=(),
+                       checked: dict | None = None, explanations=None, **run_options) -> None:
+    """The shared part of perturb, faithfulness and tdoa: condition, models (loaded once), explanation options
+    checked, test split simulated, then the registered experiment run, written, drawn and its table printed.
+
+    ``explanations``: the (method, composite) pairs to check when the experiment takes several
+    (and no ``method``/``composite`` of its own)."""
     from pathlib import Path
 
     from xai_loc.data.scene import paper_scene
@@ -377,12 +381,15 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, method, c
     folder = Path(check_out_dir(out or Path("xai-loc-results") / condition_name(t60, snr), "--out"))
     models = ModelSet(checkpoints)
     opts = parse_options(options)
-    check_explanation(models, method, composite, target, {**opts, **(checked or {})})
+    for m, c in explanations or [(method, composite)]:
+        check_explanation(models, m, c, target, {**opts, **(checked or {})})
+    if explanations is None:
+        run_options.update(method=method, composite=composite)
     scene = paper_scene(convention or "gpurir")
     warn_convention(models, scene.convention)
     store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device, progress=True)
-    run = run_experiment(experiment, models, store, folder, method=method, composite=composite, target=target,
-                         randomized_baseline=randomized, seed=seed, batch_size=batch_size, device=device,
+    run = run_experiment(experiment, models, store, folder, target=target, randomized_baseline=randomized,
+                         seed=seed, batch_size=batch_size, device=device,
                          progress=True, **run_options, **opts)
     click.echo(run.tables["markdown"])
     click.echo(f"results in {folder}")
@@ -421,6 +428,37 @@ def perturb(ctx, percentages, modes, fill, **common) -> None:
 
 
 @main.command()
+@faithfulness_options
+@click.option("--methods", default="lrp:paper,lrp:epsilon_plus_flat,integrated_gradients,input_x_gradient,saliency,"
+              "occlusion", show_default=True, help="Attribution methods, LRP as lrp:COMPOSITE.")
+@click.option("--fills", default="zero,noise,road", show_default=True,
+              help="Values of deleted samples: zero, noise at the window's level, road (1-D noisy linear "
+                   "imputation from the temporal neighbours, Rong et al. 2022).")
+@click.option("--percentages", default="0,10,20,30,40,50,60,70", show_default=True, help="Starting at 0.")
+@click.pass_context
+def faithfulness(ctx, methods, fills, percentages, **common) -> None:
+    """Faithfulness of attribution methods: MoRF and LeRF deletion and insertion curves per method and fill.
+
+    Reports AOPC, the symmetric relevance gain (area between the LeRF and MoRF curves) and
+    the insertion AUC in metres, beside the relevance of randomized models and a random
+    ordering, with bootstrap 95 % intervals over sources; the completeness residual per
+    method; and how much the method ranking changes between fills (Kendall tau). Writes
+    faithfulness.nc, faithfulness.md and .tex, a figure and faithfulness.timing.json.
+    """
+    from xai_loc.experiments.faithfulness import check_fills, parse_methods
+    from xai_loc.experiments.perturbation import check_percentages
+
+    setup(ctx)
+    specs = parse_methods(csv_list(methods, what="--methods"))
+    fill_names = check_fills(csv_list(fills, what="--fills"))
+    pcts = check_percentages(csv_list(percentages, float, "--percentages"))
+    if pcts[0] != 0:
+        raise InputError(f"--percentages {percentages!r} must start at 0 (the unperturbed window)")
+    _run_on_test_split("faithfulness", methods=[f"{m}:{c}" if c != "none" else m for m, c in specs],
+                       fills=fill_names, percentages=pcts, explanations=specs, **common)
+
+
+@main.command()
 @experiment_options
 @click.option("--pairs", default="spread", show_default=True,
               help="Microphone pairs: spread (one per spacing, 0.15 to 2.25 m), adjacent, all, or I-J,I-J.")
@@ -450,8 +488,8 @@ def tdoa(ctx, pairs, first_rule, srp, srp_windows, **common) -> None:
 @main.command()
 @click.argument("results", type=InputDir())
 def figures(results) -> None:
-    """Redraw every figure below RESULTS from the stored results (perturbation.nc, tdoa.nc and the binaural
-    probes' duplex.nc, responses.nc, band_profile.nc, cue_reliance.nc), no recomputation."""
+    """Redraw every figure below RESULTS from the stored results (perturbation.nc, faithfulness.nc, tdoa.nc and
+    the binaural probes' duplex.nc, responses.nc, band_profile.nc, cue_reliance.nc), no recomputation."""
     from xai_loc.plots.redraw import redraw
 
     for path in redraw(results):

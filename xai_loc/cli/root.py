@@ -22,6 +22,7 @@ def main(ctx: click.Context, threads: int | None) -> None:
     Evaluate a checkpoint:       xai-loc evaluate pretrained/loccnn_t60-0.6_snr-10.safetensors
     Explain the test split:      xai-loc explain --model samplecnn --t60 0.6 --snr 10
     Perturbation curves:         xai-loc perturb --t60 0.6 --snr 10
+    Faithfulness of methods:     xai-loc faithfulness --t60 0.6 --snr 10 --sources 20
     TDOA and SRP probes:         xai-loc tdoa --t60 0.6 --snr 10 --pairs spread
     Redraw figures:              xai-loc figures xai-loc-results
     The whole study:             xai-loc reproduce --quick

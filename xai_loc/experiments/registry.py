@@ -1,8 +1,8 @@
 """The registry of experiments and of every stored result that ``xai-loc figures`` can redraw.
 
 :data:`EXPERIMENTS` maps a name to an :class:`~xai_loc.experiments.base.Experiment` (run on a
-:class:`~xai_loc.experiments.modelset.ModelSet`, tables, files); the commands ``perturb`` and
-``tdoa``, ``reproduce`` and ``figures`` all go through it (:func:`xai_loc.study.run_experiment`).
+:class:`~xai_loc.experiments.modelset.ModelSet`, tables, files); the commands ``perturb``,
+``faithfulness`` and ``tdoa``, ``reproduce`` and ``figures`` all go through it (:func:`xai_loc.study.run_experiment`).
 :data:`RESULTS` adds the results that the binaural probes write from their own commands, as
 :class:`~xai_loc.experiments.base.Result` declarations (file name, what to check, the command
 that rebuilds it). Each name has a drawer of the same name in :data:`xai_loc.plots.redraw.DRAWERS`.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment, Result
+from xai_loc.experiments.faithfulness import FaithfulnessExperiment
 from xai_loc.experiments.perturbation import PerturbationExperiment
 from xai_loc.experiments.tdoa_probe import TdoaExperiment
 
@@ -22,6 +23,7 @@ __all__ = ["EXPERIMENTS", "RESULTS", "get_experiment", "result_for_file"]
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     PerturbationExperiment(),
     TdoaExperiment(),
+    FaithfulnessExperiment(),
 )}
 
 #: Every stored result by name: the experiments and the binaural probes' result files.

@@ -20,6 +20,12 @@ def _draw_perturbation(ds, path: Path) -> list[Path]:
     return plot_perturbation(ds, path.with_suffix(""))
 
 
+def _draw_faithfulness(ds, path: Path) -> list[Path]:
+    from xai_loc.plots.faithfulness import plot_faithfulness
+
+    return plot_faithfulness(ds, path.with_suffix(""))
+
+
 def _draw_tdoa(ds, path: Path) -> list[Path]:
     from xai_loc.plots.tdoa import plot_srp, plot_tdoa
 
@@ -68,6 +74,7 @@ def _draw_band_profile(ds, path: Path) -> list[Path]:
 DRAWERS: dict[str, Callable] = {
     "perturbation": _draw_perturbation,
     "tdoa": _draw_tdoa,
+    "faithfulness": _draw_faithfulness,
     "duplex": _draw_duplex,
     "responses": _draw_behaviour,
     "cue_reliance": _draw_cue_probe,
@@ -108,5 +115,5 @@ def redraw(folder: str | Path) -> list[Path]:
     found = [path for name in files for path in sorted(folder.rglob(name))]
     if not found:
         raise InputError(f"{folder} holds no results ({', '.join(files)}); run an experiment "
-                         "(perturb, tdoa, reproduce, binaural cues or a binaural probe) first")
+                         "(perturb, faithfulness, tdoa, reproduce, binaural cues or a binaural probe) first")
     return draw(found)

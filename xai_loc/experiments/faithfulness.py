@@ -1,0 +1,556 @@
+"""Faithfulness of attributions: deletion and insertion curves in both orders, per method and fill.
+
+For each model and attribution method, relevance is computed once per window (through
+:meth:`~xai_loc.experiments.modelset.ModelSet.explainer`), and the localization error (MAE
+per coordinate against the true position, metres: the model's own units) is measured on
+copies of each window in which the top ``P`` % of its ``M x T`` samples are replaced by a
+fill, for three curves (Samek et al., 2017; Blücher et al., 2024):
+
+``morf``
+    deletion, most relevant first (signed relevance, descending);
+``lerf``
+    deletion, least relevant first (signed relevance, ascending);
+``insertion``
+    start from the fill everywhere and put back the most relevant ``P`` % first.
+
+Metrics (``P_0 = 0`` first, ``e(P)`` the error curve, means over the percentages, so the
+areas are in metres and comparable with :func:`~xai_loc.experiments.perturbation.aopc`):
+
+``aopc``
+    ``mean_P e_morf(P) - e_morf(0)``: how much deleting the most relevant samples hurts.
+    Higher is more faithful.
+``srg``
+    symmetric relevance gain, the area between the LeRF and MoRF deletion curves,
+    ``mean_P e_morf(P) - e_lerf(P)`` (Blücher et al., 2024): positive when the ranking
+    separates samples that matter from samples that do not, whatever the fill does to the
+    input on its own (that effect is common to both curves and cancels). Higher is more faithful.
+``insertion_auc``
+    ``mean_P e_insertion(P)``: the error while the most relevant samples are put back.
+    Lower is more faithful.
+
+Each is reported for the method's relevance (ordering ``relevance``), the relevance of the
+randomized copy of the model (``randomized``, :meth:`ModelSet.randomized` with the run's seed;
+Adebayo et al., 2018) and a seeded random ordering (``random``; the same for every method,
+stored under each), per source (each source weighted once) with bootstrap 95 % intervals
+over sources. Completeness (the per-window residual ``sum(relevance) - explained``, see
+:mod:`xai_loc.explain.methods`) is reported per method, NaN for methods that have no
+completeness property (saliency, occlusion), never left out.
+
+Fills (:data:`FAITHFULNESS_FILLS`): ``zero`` and ``noise`` are
+:data:`~xai_loc.experiments.perturbation.FILLS`; ``road`` is a 1-D per-channel version of
+ROAD's noisy linear imputation (Rong et al., 2022, "A consistent and efficient evaluation
+strategy for attribution methods"), :func:`road_imputation`. Zero fill puts silence into
+speech, which a model may read as a cue of its own; imputation from the undeleted temporal
+neighbours keeps the deleted input close to the data. How much the method ranking (by SRG)
+depends on the fill is reported as Kendall's tau between every pair of fills.
+
+Masks come from the compiled deletion kernels of :mod:`~xai_loc.experiments.deletion_order`
+(each sample gets the step at which it is deleted); nothing loops over samples or windows in Python.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from xai_loc.errors import InputError
+from xai_loc.experiments.base import Experiment
+from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, random_deletion_steps, zeroed_copy
+from xai_loc.experiments.perturbation import FILLS, PAPER_PERCENTAGES, aopc, check_percentages, deletion_counts
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from xai_loc.experiments.modelset import ModelSet
+
+__all__ = ["DEFAULT_METHODS", "FAITHFULNESS_FILLS", "FaithfulnessExperiment", "bootstrap_ci", "check_fills",
+           "completeness_stats", "curve_metrics", "faithfulness_latex", "faithfulness_table", "ordering_curves",
+           "parse_methods", "rank_agreement", "road_imputation", "run_faithfulness"]
+
+#: The suite's default attribution methods: ``method`` or ``lrp:composite`` (names of
+#: :data:`xai_loc.explain.METHODS` and :data:`xai_loc.explain.COMPOSITES`).
+DEFAULT_METHODS = ("lrp:paper", "lrp:epsilon_plus_flat", "integrated_gradients", "input_x_gradient", "saliency",
+                   "occlusion")
+#: Fills of deleted samples.
+FAITHFULNESS_FILLS = ("zero", "noise", "road")
+#: The three curves.
+CURVES = ("morf", "lerf", "insertion")
+#: Whose ranking orders the samples.
+ORDERINGS = ("relevance", "randomized", "random")
+METRICS = ("aopc", "srg", "insertion_auc")
+#: ROAD's noise, as a fraction of the window's standard deviation.
+ROAD_NOISE = 0.01
+
+
+def parse_methods(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """``["lrp:paper", "saliency"]`` -> ``[("lrp", "paper"), ("saliency", "none")]``, checked against the
+    registries (``"lrp"`` alone is ``lrp:paper``); one-line errors for unknown names, repeats and empty lists."""
+    from xai_loc.explain import COMPOSITES, METHODS
+
+    specs = [str(s).strip() for s in specs]
+    if not specs or not all(specs):
+        raise InputError("methods list is empty; give at least one method, e.g. saliency or lrp:paper")
+    out = []
+    for spec in specs:
+        method, _, composite = spec.partition(":")
+        if method not in METHODS:
+            raise InputError(f"method {method!r} is unknown; allowed: {', '.join(METHODS)} (LRP as lrp:COMPOSITE)")
+        uses = METHODS[method].uses_composite
+        if composite and not uses:
+            raise InputError(f"method {method!r} takes no composite; give {method!r} alone")
+        composite = (composite or "paper") if uses else "none"
+        if uses and composite not in COMPOSITES:
+            raise InputError(f"composite {composite!r} is unknown; allowed: {', '.join(COMPOSITES)}")
+        out.append((method, composite))
+    labels = [_label(*m) for m in out]
+    if len(set(labels)) < len(labels):
+        raise InputError(f"methods {','.join(specs)!r} name a method twice; give each once")
+    return out
+
+
+def _label(method: str, composite: str) -> str:
+    return f"{method}:{composite}" if composite != "none" else method
+
+
+def check_fills(fills: Sequence[str]) -> tuple[str, ...]:
+    """Validate fill names (:data:`FAITHFULNESS_FILLS`), each once, at least one."""
+    fills = tuple(str(f).strip() for f in fills)
+    if not fills or not all(fills):
+        raise InputError("fills list is empty; give at least one of " + ", ".join(FAITHFULNESS_FILLS))
+    for fill in fills:
+        if fill not in FAITHFULNESS_FILLS:
+            raise InputError(f"fill {fill!r} is unknown; allowed: {', '.join(FAITHFULNESS_FILLS)}")
+    if len(set(fills)) < len(fills):
+        raise InputError(f"fills {','.join(fills)!r} name a fill twice; give each once")
+    return fills
+
+
+# ---------------------------------------------------------------------------------------------- ROAD imputation
+def road_imputation(x: torch.Tensor, deleted: torch.Tensor) -> torch.Tensor:
+    """Each deleted sample replaced from its undeleted temporal neighbours (per channel, noise-free).
+
+    The 1-D, per-channel form of ROAD's linear imputation (Rong et al., 2022): the deleted
+    samples ``u`` of a channel solve the neighbour-average system ``u_i = mean of its
+    neighbours (i - 1, i + 1 where they exist)`` with the undeleted samples fixed. That
+    discrete Laplace system is solved exactly by linear interpolation across each gap:
+    inside a gap between kept samples at ``a`` and ``b`` the equations say ``u_{i+1} - u_i =
+    u_i - u_{i-1}``, so the values have a constant step and meet both ends, i.e. the straight
+    line; in a gap at a window end the end sample has one neighbour (``u_0 = u_1``) and the
+    constant step is zero, i.e. the nearest kept value (flat extrapolation). The line is
+    the system's unique solution (its matrix is irreducibly diagonally dominant when a
+    channel keeps a sample), so no sparse solve is needed. A channel with every sample
+    deleted has no solution to pin it; it gets zeros.
+
+    Parameters
+    ----------
+    x
+        Windows ``(..., T)``; any float dtype and device.
+    deleted
+        Boolean mask of ``x``'s shape.
+
+    Returns
+    -------
+    torch.Tensor
+        The imputed windows (``x`` where not deleted).
+    """
+    if x.shape != deleted.shape:
+        raise InputError(f"mask shape {tuple(deleted.shape)} differs from the windows' {tuple(x.shape)}")
+    n = x.shape[-1]
+    idx = torch.arange(n, device=x.device).expand(x.shape)
+    kept = ~deleted
+    prev = torch.where(kept, idx, -1).cummax(-1).values  # last kept sample at or before i (-1: none)
+    nxt = torch.where(kept, idx, n).flip(-1).cummin(-1).values.flip(-1)  # first kept at or after i (n: none)
+    has_prev, has_next = prev >= 0, nxt < n
+    left = x.gather(-1, prev.clamp(min=0))
+    right = x.gather(-1, nxt.clamp(max=n - 1))
+    span = (nxt - prev).clamp(min=1).to(x.dtype)
+    inner = left + (right - left) * (idx - prev).to(x.dtype) / span
+    value = torch.where(has_prev & has_next, inner,
+                        torch.where(has_prev, left, torch.where(has_next, right, torch.zeros_like(x))))
+    return torch.where(kept, x, value)
+
+
+# ---------------------------------------------------------------------------------------------- curves
+def _perturbed(x: np.ndarray, steps: np.ndarray, j: int, fill: str, fill_values: np.ndarray | None,
+               road_noise: np.ndarray | None, insert: bool, out: np.ndarray) -> np.ndarray:
+    """``x (W, N)`` with the samples removed at step ``j`` filled: deleted ones (``steps <= j``), or for
+    ``insert`` the ones not yet inserted (``steps > j``)."""
+    if fill == "road":
+        removed = steps > j if insert else steps <= j
+        shape = x.shape[:1] + road_noise.shape[1:]
+        imputed = road_imputation(torch.from_numpy(x).view(shape), torch.from_numpy(removed).view(shape))
+        fill_values = (imputed.numpy() + road_noise).reshape(x.shape)
+    if insert:  # kept where already inserted: the roles of window and fill swap
+        return filled_copy(np.zeros_like(x) if fill_values is None else fill_values, steps, j, x, out)
+    if fill_values is None:
+        return zeroed_copy(x, steps, j, out)
+    return filled_copy(x, steps, j, fill_values, out)
+
+
+def _errors(model: torch.nn.Module, batches, truth: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Per-window MAE per coordinate of ``model`` on each perturbed batch."""
+    errors = []
+    with torch.no_grad():
+        for xp in batches:
+            pred = model(torch.from_numpy(xp).to(device)).double().cpu()
+            errors.append((pred - truth).abs().mean(-1).numpy())
+    return np.stack(errors)
+
+
+def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.Tensor, scores: np.ndarray | None,
+                    percentages: Sequence[float], fill: str, *, seed: int = 0, device: str | torch.device = "cpu",
+                    timing: dict[str, float] | None = None) -> np.ndarray:
+    """Errors ``(curve, percentage, window)`` (curves :data:`CURVES`) for one ordering of one batch.
+
+    ``scores (W, M, T)`` orders the samples (signed, descending for MoRF, ascending for LeRF);
+    None draws a seeded random order (a second draw for LeRF). ``fill`` is a name in
+    :data:`FAITHFULNESS_FILLS`; its noise is seeded by ``seed``.
+    """
+    w = windows.shape[0]
+    x = windows.detach().to(torch.float32).cpu().reshape(w, -1).contiguous().numpy()
+    counts = deletion_counts(percentages, windows)
+    n = x.shape[1]
+    if scores is None:
+        morf = random_deletion_steps(w, n, counts, seed)
+        lerf = random_deletion_steps(w, n, counts, seed + 1_000_003)
+    else:
+        flat = np.ascontiguousarray(np.asarray(scores, dtype=np.float32).reshape(w, -1))
+        morf, lerf = deletion_steps(flat, counts), deletion_steps(-flat, counts)
+    gen = torch.Generator().manual_seed(seed)
+    cpu_windows = torch.from_numpy(x).view(windows.shape)
+    fill_values, road_noise = None, None
+    if fill == "noise":
+        fill_values = FILLS["noise"](cpu_windows, gen).reshape(w, -1).numpy()
+    elif fill == "road":
+        road_noise = ROAD_NOISE * FILLS["noise"](cpu_windows, gen).numpy()
+    out = np.empty_like(x)
+    device = torch.device(device)
+    tic = time.perf_counter()
+
+    def batches(steps, insert):
+        for j in range(len(counts)):
+            yield _perturbed(x, steps, j, fill, fill_values, road_noise, insert, out).reshape(windows.shape)
+
+    result = np.stack([_errors(model, batches(morf, False), truth, device),
+                       _errors(model, batches(lerf, False), truth, device),
+                       _errors(model, batches(morf, True), truth, device)])
+    if timing is not None:
+        timing["forward"] = timing.get("forward", 0.0) + time.perf_counter() - tic
+    return result
+
+
+def curve_metrics(curves: np.ndarray) -> np.ndarray:
+    """Metrics :data:`METRICS` from curves ``(..., curve, percentage)`` (curves :data:`CURVES`, ``P_0 = 0``
+    first): ``(..., metric)``; see the module docs."""
+    curves = np.asarray(curves, dtype=np.float64)
+    morf, lerf, insertion = curves[..., 0, :], curves[..., 1, :], curves[..., 2, :]
+    return np.stack([aopc(morf), (morf - lerf).mean(-1), insertion.mean(-1)], axis=-1)
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> np.ndarray:
+    """Percentile bootstrap interval of the mean over the last axis (sources): ``(..., 2)``.
+
+    Resamples are drawn as multinomial counts (``n_boot x S``), so the means are one matrix product.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    s = values.shape[-1]
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(s, np.full(s, 1.0 / s), size=n_boot).T / s  # (S, n_boot)
+    finite = np.isfinite(values).all(-1, keepdims=True)
+    means = np.where(finite, values, 0.0) @ weights
+    alpha = (1.0 - level) / 2.0
+    ci = np.stack([np.quantile(means, alpha, axis=-1), np.quantile(means, 1.0 - alpha, axis=-1)], axis=-1)
+    return np.where(finite, ci, np.nan)
+
+
+def completeness_stats(residual: np.ndarray, explained: np.ndarray) -> np.ndarray:
+    """Mean absolute and relative completeness residual over the last axis (windows): ``(..., 2)``.
+
+    ``residual = sum(relevance) - explained`` per window (``explain_batch``'s ``relevance_sum``
+    less ``explained``); relative is ``sum |residual| / sum |explained|``. NaN where a window's
+    ``explained`` is NaN (a method without a completeness property): reported so, not dropped.
+    """
+    residual = np.asarray(residual, dtype=np.float64)
+    finite = np.isfinite(residual).all(-1)
+    mean_abs = np.where(finite, np.abs(residual).mean(-1), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        relative = np.where(finite, np.abs(residual).sum(-1) / np.abs(np.asarray(explained)).sum(-1), np.nan)
+    return np.stack([mean_abs, relative], axis=-1)
+
+
+def rank_agreement(srg: np.ndarray) -> np.ndarray:
+    """Kendall's tau of the method ranking by SRG between every pair of fills: ``srg (method, fill)`` ->
+    ``(fill, fill)`` (NaN with fewer than two methods)."""
+    from scipy.stats import kendalltau
+
+    n_methods, n_fills = srg.shape
+    tau = np.full((n_fills, n_fills), np.nan)
+    if n_methods < 2:
+        return tau
+    for a in range(n_fills):
+        for b in range(n_fills):
+            tau[a, b] = kendalltau(srg[:, a], srg[:, b]).statistic
+    return tau
+
+
+# ---------------------------------------------------------------------------------------------- the experiment
+def run_faithfulness(
+    models: ModelSet | Mapping,
+    data,
+    *,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    fills: Sequence[str] = FAITHFULNESS_FILLS,
+    percentages: Sequence[float] = PAPER_PERCENTAGES,
+    target: str = "truth",
+    randomized_baseline: bool = True,
+    seed: int = 0,
+    n_boot: int = 1000,
+    batch_size: int = 16,
+    device: str = "cpu",
+    n_sources: int | None = None,
+    progress: bool = False,
+    timing: dict | None = None,
+) -> xr.Dataset:
+    """The faithfulness suite (module docs) on the windows of a dataset store.
+
+    Parameters
+    ----------
+    models
+        A :class:`~xai_loc.experiments.modelset.ModelSet` (or ``{name: checkpoint or module}``).
+    data
+        A dataset store path.
+    methods
+        ``method`` or ``lrp:composite`` names (:data:`DEFAULT_METHODS`).
+    fills
+        Names in :data:`FAITHFULNESS_FILLS`.
+    percentages
+        Increasing, in [0, 100], starting at 0.
+    target
+        What is explained (:data:`xai_loc.explain.TARGETS`); errors are always against the truth.
+    randomized_baseline
+        Also order by the relevance of each model's randomized copy (seed ``seed``).
+    seed
+        Seeds random orderings, noise, the randomized copies and the bootstrap.
+    n_boot
+        Bootstrap resamples of the sources.
+    n_sources
+        Only a seeded spread of ``n_sources`` of the store's sources.
+    timing
+        A dict to fill with seconds per model (kept out of the result).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``curve`` (model, method, ordering, fill, mode, percentage), ``score`` and ``score_ci``
+        (..., metric[, bound]) with per-source values ``source_score``, ``completeness``
+        (model, method, stat), ``fill_rank_tau`` (model, fill, fill_other), ``unperturbed_mae``
+        (model); provenance attrs, no wall-clock values.
+    """
+    import xarray as xr
+
+    from xai_loc import __version__
+    from xai_loc.data.store import open_signals, subset_ids
+    from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain.attribute import placed
+    from xai_loc.progress import tqdm
+    from xai_loc.runtime import resolve_device
+
+    models = ModelSet.of(models)
+    specs = parse_methods(methods)
+    labels = [_label(*m) for m in specs]
+    fills = check_fills(fills)
+    percentages = check_percentages(percentages)
+    if percentages[0] != 0:
+        raise InputError(f"percentages {list(percentages)} must start at 0 (the unperturbed window)")
+    ds = open_signals(data)
+    if n_sources is not None:
+        keep = np.isin(ds["source_id"].values, subset_ids(np.unique(ds["source_id"].values), n_sources))
+        ds = ds.isel(window=np.flatnonzero(keep))
+    truth_all = ds["source_position"].values.astype(np.float64)
+    sources, source_index = np.unique(ds["source_id"].values, return_inverse=True)
+    n = truth_all.shape[0]
+    per_source = np.zeros((n, sources.size))
+    per_source[np.arange(n), source_index] = 1.0
+    per_source /= per_source.sum(0, keepdims=True)  # window errors -> source means, one product
+    orderings = ORDERINGS if randomized_baseline else ("relevance", "random")
+    n_m, n_o, n_f, n_p = len(specs), len(orderings), len(fills), len(percentages)
+    dev = resolve_device(device)
+    curves = np.zeros((len(models), n_m, n_o, n_f, 3, n_p, sources.size))
+    completeness = np.zeros((len(models), n_m, 2))
+    unperturbed = np.zeros(len(models))
+    timings = {} if timing is None else timing
+    explained_models = {}
+    for k, name in enumerate(models):
+        kw = {"target": target, "batch_size": batch_size, "device": device}
+        explainers = [models.explainer(name, method=m, composite=c, **kw) for m, c in specs]
+        randomized = [models.explainer(name, randomized_seed=seed, method=m, composite=c, **kw)
+                      for m, c in specs] if randomized_baseline else []
+        errors = np.zeros((n_m, n_o, n_f, 3, n_p, n))
+        residual = np.zeros((n_m, n))
+        output = np.zeros((n_m, n))
+        spent: dict[str, float] = {}
+        tic = time.perf_counter()
+        with tqdm(total=n, disable=not progress, desc=f"faithfulness {name}", unit="win") as bar:
+            for start in range(0, n, batch_size):
+                stop = min(n, start + batch_size)
+                x = torch.as_tensor(ds["signals"].isel(window=slice(start, stop)).values)
+                truth = torch.from_numpy(truth_all[start:stop])
+                rel, rel_r = [], []
+                explain_tic = time.perf_counter()
+                for i, explainer in enumerate(explainers):
+                    with explainer:
+                        out = explainer.explain_batch(x, truth_all[start:stop])
+                    rel.append(out["relevance"])
+                    residual[i, start:stop] = out["relevance_sum"] - out["explained"]
+                    output[i, start:stop] = out["explained"]
+                for explainer in randomized:
+                    with explainer:
+                        rel_r.append(explainer.explain_batch(x, truth_all[start:stop])["relevance"])
+                spent["explain"] = spent.get("explain", 0.0) + time.perf_counter() - explain_tic
+                net = models[name]
+                with placed(net, dev):
+                    for f, fill in enumerate(fills):
+                        batch_seed = seed + start
+                        common = {"seed": batch_seed, "device": dev, "timing": spent}
+                        random = ordering_curves(net, x, truth, None, percentages, fill, **common)
+                        for i in range(n_m):
+                            errors[i, 0, f, ..., start:stop] = ordering_curves(
+                                net, x, truth, rel[i], percentages, fill, **common)
+                            if randomized_baseline:
+                                errors[i, 1, f, ..., start:stop] = ordering_curves(
+                                    net, x, truth, rel_r[i], percentages, fill, **common)
+                            errors[i, -1, f, ..., start:stop] = random  # method-independent
+                bar.update(stop - start)
+        curves[k] = errors @ per_source
+        unperturbed[k] = float((errors[0, 0, 0, 0, 0] @ per_source).mean())
+        completeness[k] = completeness_stats(residual, output)
+        timings[name] = {"windows": n, "wall_seconds": time.perf_counter() - tic,
+                         "forward_seconds": spent.get("forward", 0.0), "explain_seconds": spent.get("explain", 0.0)}
+        explained_models[name] = {key: v for key, v in explainers[0].attrs.items()
+                                  if key in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
+
+    source_metric = curve_metrics(np.moveaxis(curves, -1, -3))  # (model, method, ordering, fill, source, metric)
+    source_metric = np.moveaxis(source_metric, -2, -1)  # (..., metric, source)
+    metric = source_metric.mean(-1)
+    ci = bootstrap_ci(source_metric, n_boot=n_boot, seed=seed)
+    tau = np.stack([rank_agreement(metric[k, :, 0, :, METRICS.index("srg")]) for k in range(len(models))])
+    names = list(models)
+    dims = ("model", "method", "ordering", "fill")
+    return xr.Dataset(
+        {
+            "curve": ((*dims, "mode", "percentage"), curves.mean(-1),
+                      {"units": "m", "description": "MAE per coordinate against the true position, mean over "
+                                                    "sources (each source once)"}),
+            "score": ((*dims, "metric"), metric,
+                       {"units": "m", "description": "aopc: mean_P e_morf(P) - e_morf(0) (higher: more faithful); "
+                                                     "srg: mean_P e_morf(P) - e_lerf(P) (higher: more faithful); "
+                                                     "insertion_auc: mean_P e_insertion(P) (lower: more faithful)"}),
+            "score_ci": ((*dims, "metric", "bound"), ci,
+                          {"units": "m", "description": f"bootstrap 95 % interval over sources ({n_boot} resamples)"}),
+            "source_score": ((*dims, "metric", "source"), source_metric, {"units": "m"}),
+            "completeness": (("model", "method", "stat"), completeness,
+                             {"description": "residual sum(relevance) - explained per window: mean absolute (units "
+                                             "of the explained output) and relative (sum |residual| / sum "
+                                             "|explained|); NaN where the method has no completeness property"}),
+            "fill_rank_tau": (("model", "fill", "fill_other"), tau,
+                              {"description": "Kendall tau of the method ranking by SRG (ordering relevance) "
+                                              "between two fills"}),
+            "unperturbed_mae": (("model",), unperturbed, {"units": "m"}),
+        },
+        coords={"model": names, "method": labels, "attribution": ("method", [m for m, _ in specs]),
+                "composite": ("method", [c for _, c in specs]), "ordering": list(orderings), "fill": list(fills),
+                "fill_other": list(fills), "mode": list(CURVES), "percentage": list(percentages),
+                "metric": list(METRICS), "bound": ["low", "high"], "stat": ["mean_abs", "relative"],
+                "source": sources},
+        attrs={
+            "experiment": "faithfulness (MoRF/LeRF deletion and insertion per method and fill)",
+            "target": target, "seed": seed, "n_boot": n_boot, "road_noise": ROAD_NOISE,
+            "t60": float(ds.attrs.get("t60", np.nan)), "snr": float(ds.attrs.get("snr", np.nan)),
+            "n_windows": n, "n_sources": int(sources.size),
+            "models": json.dumps(explained_models, sort_keys=True),
+            "data_config": ds.attrs.get("config", ""), "xai_loc_version": __version__,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tables
+_COLUMNS = (("AOPC m", "relevance", "aopc"), ("SRG m", "relevance", "srg"),
+            ("insertion AUC m", "relevance", "insertion_auc"), ("SRG randomized model m", "randomized", "srg"),
+            ("SRG random order m", "random", "srg"))
+
+
+def _cells(ds, model, fill) -> tuple[list[str], list[list[str]]]:
+    header = ["method"] + [c for c, o, _ in _COLUMNS if o in ds["ordering"].values] + ["completeness |r| (rel.)"]
+    rows = []
+    for method in ds["method"].values:
+        row = [str(method)]
+        for _, ordering, metric in _COLUMNS:
+            if ordering not in ds["ordering"].values:
+                continue
+            sel = {"model": model, "method": method, "ordering": ordering, "fill": fill, "metric": metric}
+            value = float(ds["score"].sel(sel))
+            low, high = ds["score_ci"].sel(sel).values
+            row.append(f"{value:.4f} [{low:.4f}, {high:.4f}]")
+        mean_abs, rel = ds["completeness"].sel({"model": model, "method": method}).values
+        row.append("n/a (no completeness property)" if not np.isfinite(mean_abs) else f"{mean_abs:.3g} ({rel:.3g})")
+        rows.append(row)
+    return header, rows
+
+
+def _tau_line(ds, model) -> str:
+    fills = list(ds["fill"].values)
+    pairs = [f"{a}/{b} {float(ds['fill_rank_tau'].sel(model=model, fill=a, fill_other=b)):.2f}"
+             for i, a in enumerate(fills) for b in fills[i + 1:]]
+    return ("Kendall tau of the method ranking by SRG between fills: " + ", ".join(pairs)) if pairs else ""
+
+
+def faithfulness_table(ds: xr.Dataset) -> str:
+    """Markdown: per model and fill, method x metric with bootstrap 95 % intervals over sources."""
+    lines = [f"Faithfulness over {int(ds.attrs['n_sources'])} sources ({int(ds.attrs['n_windows'])} windows); "
+             "errors are MAE per coordinate in m; AOPC and SRG: higher is more faithful, insertion AUC: lower. "
+             "Intervals: bootstrap 95 % over sources.", ""]
+    for model in ds["model"].values:
+        lines.append(f"### {model} (unperturbed {float(ds['unperturbed_mae'].sel(model=model)):.3f} m)")
+        for fill in ds["fill"].values:
+            header, rows = _cells(ds, model, fill)
+            lines += ["", f"fill: {fill}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
+        tau = _tau_line(ds, model)
+        lines += ["", tau, ""] if tau else [""]
+    return "\n".join(lines) + "\n"
+
+
+def faithfulness_latex(ds: xr.Dataset) -> str:
+    """LaTeX tabulars of :func:`faithfulness_table`, one per model and fill."""
+    parts = []
+    for model in ds["model"].values:
+        for fill in ds["fill"].values:
+            header, rows = _cells(ds, model, fill)
+            esc = [[c.replace("_", r"\_").replace("%", r"\%") for c in r] for r in [header, *rows]]
+            parts += [f"% {model}, fill {fill}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\hline",
+                      " & ".join(esc[0]) + r" \\", r"\hline", *(" & ".join(r) + r" \\" for r in esc[1:]),
+                      r"\hline", r"\end{tabular}", ""]
+    return "\n".join(parts)
+
+
+class FaithfulnessExperiment(Experiment):
+    """:func:`run_faithfulness`: ``faithfulness.nc``, ``faithfulness.md``, ``faithfulness.tex`` and
+    ``faithfulness.timing.json``; figure ``faithfulness.png``/``.pdf``."""
+
+    name = "faithfulness"
+    result_file = "faithfulness.nc"
+    what = "faithfulness result"
+    command = "faithfulness"
+    required = ("score", "curve")
+    table_files = {"markdown": "faithfulness.md", "latex": "faithfulness.tex"}
+    timed = True
+
+    def run(self, models: ModelSet | Mapping, data: Any, **options: Any) -> xr.Dataset:
+        return run_faithfulness(models, data, **options)
+
+    def tables(self, ds: xr.Dataset) -> dict[str, str]:
+        return {"markdown": faithfulness_table(ds), "latex": faithfulness_latex(ds)}

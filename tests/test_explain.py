@@ -11,8 +11,12 @@ import xarray as xr
 from torch import nn
 from zennit.attribution import Gradient
 from zennit.canonizers import SequentialMergeBatchNorm
-from zennit.composites import LayerMapComposite
-from zennit.rules import Gamma, ZBox
+from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite, layer_map_base
+from zennit.core import Hook
+from zennit.layer import Sum
+from zennit.rules import Epsilon, Gamma, Norm, Pass, WSquare, ZBox
+from zennit.types import Convolution, MaxPool
+from zennit.types import Linear as AnyLinear
 
 from xai_loc.errors import InputError
 from xai_loc.explain import (
@@ -32,7 +36,9 @@ from xai_loc.explain import (
     write_wavs,
 )
 from xai_loc.explain.attribute import model_digest
+from xai_loc.explain.rules import FastEpsilon, FastNorm, FastPass, FastWSquare
 from xai_loc.models import LocCNN, SampleCNN
+from xai_loc.models.layers import Gate
 
 N_MICS, N_TIME = 16, 1024
 
@@ -68,8 +74,9 @@ POSITIONS = np.array([[1.7, 5.5, 1.2], [1.5, 5.3, 1.4]])
 
 
 def hooks_left(model: nn.Module) -> int:
+    """Hooks on the model's modules, and forwards replaced by rules (xai_loc.explain.rules.NodeRule)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               + len(m._backward_pre_hooks) for m in model.modules())
+               + len(m._backward_pre_hooks) + ("forward" in m.__dict__) for m in model.modules())
 
 
 # --- registries and options ----------------------------------------------------------------
@@ -103,20 +110,164 @@ def test_registries_and_option_errors():
 
 # --- rules ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layer", [nn.Conv1d(5, 6, 3, padding=1), nn.Conv1d(5, 6, 3, bias=False), nn.Linear(7, 4)])
+def assert_same_relevance(ours, theirs) -> None:
+    """Equal up to rounding: 1e-10 relative, plus 1e-12 of the largest value for entries that cancel to ~0."""
+    ours, theirs = (np.asarray(a.detach() if isinstance(a, torch.Tensor) else a) for a in (ours, theirs))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12 * np.abs(theirs).max())
+
+
+def single_layer_relevance(layer: nn.Module, rule: Hook, x: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    with Gradient(layer, LayerMapComposite([(type(layer), rule)])) as attributor:
+        return attributor(x.clone(), seed)[1]
+
+
+@pytest.mark.parametrize("layer", [nn.Conv1d(5, 6, 3, padding=1), nn.Conv1d(5, 6, 3, bias=False), nn.Linear(7, 4),
+                                   nn.Conv2d(5, 6, 3, stride=2, padding=1)])
 @pytest.mark.parametrize("signed", [True, False])
-def test_fast_gamma_equals_zennit_gamma(layer, signed):
+@pytest.mark.parametrize("seed_sign", ["any", "where z > 0"])
+def test_fast_gamma_equals_zennit_gamma(layer, signed, seed_sign):
+    """Both output signs carrying relevance (stacked terms) and only z > 0 (one term, as after ReLU-Pass)."""
     layer = layer.double()
     gen = torch.Generator().manual_seed(3)
-    shape = (3, 7) if isinstance(layer, nn.Linear) else (3, 5, 12)
+    shape = {nn.Linear: (3, 7), nn.Conv1d: (3, 5, 12), nn.Conv2d: (3, 5, 9, 8)}[type(layer)]
     x = torch.randn(shape, generator=gen, dtype=torch.float64)
     x = x if signed else x.clamp(min=0)
-    seed = torch.randn(layer(x).shape, generator=gen, dtype=torch.float64)
-    results = []
-    for rule in (Gamma(gamma=0.3), FastGamma(gamma=0.3)):
-        with Gradient(layer, LayerMapComposite([(type(layer), rule)])) as attributor:
-            results.append(attributor(x.clone(), seed)[1])
-    torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=1e-14)
+    with torch.no_grad():
+        z = layer(x)
+    seed = torch.randn(z.shape, generator=gen, dtype=torch.float64)
+    seed = seed if seed_sign == "any" else seed * (z > 0)
+    theirs = single_layer_relevance(layer, Gamma(gamma=0.3), x, seed)
+    ours = single_layer_relevance(layer, FastGamma(gamma=0.3), x, seed)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+FAST_RULE_CASES = {
+    "epsilon-linear": (nn.Linear(7, 4), FastEpsilon(1e-6), Epsilon(1e-6), (3, 7)),
+    "epsilon-conv1d": (nn.Conv1d(5, 6, 3, padding=1), FastEpsilon(1e-6), Epsilon(1e-6), (3, 5, 12)),
+    "epsilon-conv2d-strided": (nn.Conv2d(5, 6, 3, stride=2, padding=1), FastEpsilon(0.1), Epsilon(0.1), (3, 5, 9, 8)),
+    "epsilon-conv1d-same": (nn.Conv1d(5, 6, 5, padding="same", dilation=2), FastEpsilon(1e-6), Epsilon(1e-6),
+                            (3, 5, 12)),
+    "epsilon-conv1d-reflect": (nn.Conv1d(5, 6, 3, padding=1, padding_mode="reflect"), FastEpsilon(1e-6),
+                               Epsilon(1e-6), (3, 5, 12)),
+    "wsquare-conv1d": (nn.Conv1d(5, 6, 7, padding=3), FastWSquare(1e-6), WSquare(1e-6), (3, 5, 20)),
+    "wsquare-conv1d-nobias": (nn.Conv1d(5, 6, 3, bias=False), FastWSquare(1e-6), WSquare(1e-6), (3, 5, 12)),
+    "wsquare-linear": (nn.Linear(7, 4), FastWSquare(1e-6), WSquare(1e-6), (3, 7)),
+    "norm-maxpool1d": (nn.MaxPool1d(3), FastNorm(1e-6), Norm(1e-6), (3, 4, 31)),
+    "norm-maxpool1d-overlapping": (nn.MaxPool1d(3, stride=2, padding=1), FastNorm(1e-6), Norm(1e-6), (3, 4, 31)),
+    "norm-maxpool2d": (nn.MaxPool2d(2), FastNorm(1e-6), Norm(1e-6), (3, 4, 8, 6)),
+    "norm-avgpool1d": (nn.AvgPool1d(4), FastNorm(1e-6), Norm(1e-6), (3, 4, 16)),
+    "norm-adaptive-avgpool1d": (nn.AdaptiveAvgPool1d(1), FastNorm(1e-6), Norm(1e-6), (3, 4, 16)),
+    "norm-sum": (Sum(dim=-1), FastNorm(1e-6), Norm(1e-6), (3, 4, 6, 2)),
+    "pass-relu": (nn.ReLU(), FastPass(), Pass(), (3, 4, 16)),
+    "pass-sigmoid": (nn.Sigmoid(), FastPass(), Pass(), (3, 4, 16)),
+    "pass-batchnorm": (nn.BatchNorm1d(4).eval(), FastPass(), Pass(), (3, 4, 16)),
+}
+
+
+@pytest.mark.parametrize("case", list(FAST_RULE_CASES))
+@pytest.mark.parametrize("signed", [True, False])
+def test_fast_rules_equal_zennit_rules(case, signed):
+    """Each rule computed in one autograd node gives zennit's stock rule's relevance (float64)."""
+    layer, fast, stock, shape = FAST_RULE_CASES[case]
+    layer = layer.double()
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    x = x if signed else x.abs()
+    with torch.no_grad():
+        output = layer(x)
+    seed = torch.randn(output.shape, generator=gen, dtype=torch.float64)
+    theirs = single_layer_relevance(layer, stock, x, seed)
+    ours = single_layer_relevance(layer, fast.copy(), x, seed)
+    assert_same_relevance(ours, theirs)
+    assert "forward" not in layer.__dict__  # the rule put the module's own forward back
+
+
+def test_fast_rules_keep_the_output_and_fall_back_where_they_cannot():
+    conv = nn.Conv1d(4, 6, 3, padding=1, groups=2).double()  # grouped: zennit's own Gamma
+    x = torch.rand(2, 4, 10, dtype=torch.float64)
+    seed = torch.randn(2, 6, 10, dtype=torch.float64)
+    assert_same_relevance(single_layer_relevance(conv, FastGamma(0.25), x, seed),
+                          single_layer_relevance(conv, Gamma(0.25), x, seed))
+    pool = nn.MaxPool1d(2, return_indices=True)  # a tuple output: zennit's Norm (which then fails alike)
+    assert not FastNorm().supports(pool)
+    layer = nn.Linear(7, 4).double()
+    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    with LayerMapComposite([(nn.Linear, FastEpsilon())]).context(layer) as modified:
+        assert "forward" in layer.__dict__
+        torch.testing.assert_close(modified(x), nn.functional.linear(x, layer.weight, layer.bias), rtol=0, atol=0)
+        with torch.no_grad():
+            assert modified(x).grad_fn is None
+    assert "forward" not in layer.__dict__
+
+
+class StockGateRule(Hook):
+    """The gate rule as a zennit hook (xai-loc before its rules became single autograd nodes)."""
+
+    def __init__(self, to: str = "signal") -> None:
+        super().__init__()
+        self.to = to
+
+    def copy(self):
+        return type(self)(self.to)
+
+    def backward(self, module, grad_input, grad_output):
+        relevance, s_grad = grad_output[0], grad_input[1]
+        if self.to == "signal":
+            return relevance, None if s_grad is None else torch.zeros_like(s_grad)
+        if s_grad is None:
+            return torch.zeros_like(relevance), None
+        return torch.zeros_like(relevance), relevance.sum(dim=tuple(range(s_grad.dim(), relevance.dim())))
+
+
+def stock_paper_composite(arch: str, gate: str) -> SpecialFirstLayerMapComposite:
+    """The paper composites with zennit's stock rules only (and the gate rule as a zennit hook)."""
+    layer_map = ([(Gate, StockGateRule(gate))] + ([(MaxPool, Norm(1e-6))] if arch == "loccnn" else [])
+                 + layer_map_base(1e-6) + [(Convolution, Gamma(gamma=0.25, stabilizer=1e-6)),
+                                           (nn.Linear, Epsilon(1e-6))])
+    return SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=[(AnyLinear, WSquare(1e-6))],
+                                         canonizers=[MergeBatchNorm()])
+
+
+@pytest.mark.parametrize("arch", [LocCNN, SampleCNN])
+@pytest.mark.parametrize("composite, gate", [("paper", "signal"), ("paper-samplecnn-reversed-gate", "gate")])
+def test_paper_composites_equal_zennit_stock_rules(arch, composite, gate):
+    """The whole fast composite against zennit's rules, float64; the output is the (BatchNorm-merged) model's."""
+    model = randomized(arch(N_MICS, N_TIME), seed=2)
+    x = windows(3, seed=2)
+    with torch.no_grad():
+        plain = model(x)
+    with Explainer(model, target="prediction", composite=composite) as explainer:
+        ours = explainer.explain_batch(x)
+    with Gradient(model, stock_paper_composite(model.arch_name, gate)) as attributor:
+        output, theirs = attributor(x.clone(), lambda out: out.detach())
+    assert_same_relevance(ours["relevance"], theirs)
+    np.testing.assert_array_equal(ours["prediction"], output.detach().numpy())
+    np.testing.assert_allclose(ours["prediction"], plain.numpy(), rtol=1e-12)
+
+
+def test_cached_rule_parameters_follow_the_model_within_one_explainer():
+    model = randomized(LocCNN(N_MICS, N_TIME), seed=3)
+    first, second = windows(2, seed=4), windows(2, seed=5)
+
+    def fresh(x):
+        with Explainer(model, target="prediction") as explainer:
+            return explainer.explain_batch(x)["relevance"]
+
+    with Explainer(model, target="prediction") as explainer:
+        results = [explainer.explain_batch(first)["relevance"], explainer.explain_batch(second)["relevance"]]
+        with torch.no_grad():
+            model.conv1.weight.mul_(1.5)
+            model.conv3.weight.mul_(-0.5)
+            model.conv3.bias.add_(0.1)
+        changed = explainer.explain_batch(second)["relevance"]
+    assert not np.allclose(changed, results[1])
+    assert_same_relevance(changed, fresh(second))
+    with torch.no_grad():
+        model.conv1.weight.div_(1.5)
+        model.conv3.bias.sub_(0.1)
+        model.conv3.weight.div_(-0.5)
+    assert_same_relevance(results[0], fresh(first))
+    assert_same_relevance(results[1], fresh(second))
 
 
 @pytest.mark.parametrize("power", [1.0, 2.0])
@@ -168,20 +319,6 @@ def test_batchnorm_merge_is_exact_and_reversible():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert [m.eps for m in model.modules() if isinstance(m, nn.BatchNorm1d)] == eps
-
-
-def test_fast_gamma_paper_composite_equals_zennit_gamma_on_samplecnn():
-    from xai_loc.explain.composites import _epsilon, _first_rule, _type_composite
-
-    model = randomized(SampleCNN(N_MICS, N_TIME))
-    x = windows(1)
-    ours = explain(model, x, target="prediction").values
-    stock = _type_composite(_first_rule("wsquare", epsilon=1e-6, gamma=0.25, stabilizer=1e-6, low=None, high=None),
-                            Gamma(gamma=0.25), _epsilon(1e-6), gate="signal", maxpool="wta", maxpool_power=1.0,
-                            stabilizer=1e-6)
-    with Gradient(model, stock) as attributor:
-        theirs = attributor(x.clone(), lambda out: out.detach())[1].numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12 * np.abs(theirs).max())
 
 
 def _gate_relevance(composite: str) -> tuple[float, float, float]:

@@ -21,6 +21,10 @@ All composites share the handling the localizers need beyond zennit's type maps:
   SampleCNN (its composite has no max-pool rule).
 - Dropout (eval mode) and Flatten are identities or reshapes: plain gradient.
 
+The rules are zennit's (``WSquare``, ``Gamma``, ``Epsilon``, ``Norm``, ``Pass``) computed as
+one autograd node per module (:class:`~xai_loc.explain.rules.NodeRule`): the same relevance,
+at about the cost of a plain forward and backward pass.
+
 The paper's composites (Comanducci, Antonacci & Sarti, EUSIPCO 2024) are ``'paper'`` (with
 the gate fixed) and ``'paper-samplecnn-reversed-gate'`` (the released code's gate).
 ``'cochcnn'`` is for the cochleagram CNN (:mod:`xai_loc.models.cochleagram_cnn`): its
@@ -41,13 +45,23 @@ from zennit.composites import (
     layer_map_base,
 )
 from zennit.core import Composite, Hook
-from zennit.rules import Epsilon, Flat, Norm, Pass, WSquare, ZBox, ZPlus
-from zennit.types import Convolution, Linear, MaxPool
+from zennit.layer import Sum
+from zennit.rules import Epsilon, Flat, Pass, ZBox, ZPlus
+from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear, MaxPool
 
 from xai_loc.errors import InputError
 from xai_loc.explain._options import check_choice, check_number, option_defaults, resolve
 from xai_loc.explain.canonizers import FoldBatchNormForward, MergeBatchNorm
-from xai_loc.explain.rules import FastGamma, GateRule, SmoothMaxPool, WindowBox
+from xai_loc.explain.rules import (
+    FastEpsilon,
+    FastGamma,
+    FastNorm,
+    FastPass,
+    FastWSquare,
+    GateRule,
+    SmoothMaxPool,
+    WindowBox,
+)
 from xai_loc.models.layers import Gate
 
 __all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "FIRST_RULES", "MAXPOOL_RULES", "composite_defaults",
@@ -155,7 +169,7 @@ def _gamma(gamma: float, stabilizer: float) -> Hook:
 
 
 def _epsilon(epsilon: float) -> Hook:
-    return _label(Epsilon(epsilon=epsilon), f"Epsilon(epsilon={epsilon:g})")
+    return _label(FastEpsilon(epsilon=epsilon), f"Epsilon(epsilon={epsilon:g})")
 
 
 def _first_rule(rule: str, *, epsilon: float, gamma: float, stabilizer: float,
@@ -164,7 +178,7 @@ def _first_rule(rule: str, *, epsilon: float, gamma: float, stabilizer: float,
     if rule != "zbox" and (low is not None or high is not None):
         raise InputError(f"low/high only apply to first_rule='zbox', not {rule!r}")
     if rule == "wsquare":
-        return _label(WSquare(stabilizer=stabilizer), "WSquare")
+        return _label(FastWSquare(stabilizer=stabilizer), "WSquare")
     if rule == "flat":
         return _label(Flat(stabilizer=stabilizer), "Flat")
     if rule == "zplus":
@@ -182,14 +196,21 @@ def _localizer_map(gate: str, maxpool: str, maxpool_power: float, stabilizer: fl
     if maxpool == "smooth":
         entries.append((MaxPool, _label(SmoothMaxPool(power=maxpool_power), f"SmoothMaxPool(power={maxpool_power:g})")))
     elif maxpool == "norm":
-        entries.append((MaxPool, _label(Norm(stabilizer=stabilizer), "Norm")))
+        entries.append((MaxPool, _label(FastNorm(stabilizer=stabilizer), "Norm")))
     return entries
+
+
+def _base_map(stabilizer: float) -> list:
+    """zennit's ``layer_map_base`` (Pass on activations and BatchNorms, Norm on sums and average
+    pools) with the same rules computed in one autograd node per module."""
+    return [(Activation, _label(FastPass(), "Pass")), (Sum, _label(FastNorm(stabilizer=stabilizer), "Norm")),
+            (AvgPool, _label(FastNorm(stabilizer=stabilizer), "Norm")), (BatchNorm, _label(FastPass(), "Pass"))]
 
 
 def _type_composite(first: Hook, conv: Hook, linear: Hook, *, gate: str, maxpool: str, maxpool_power: float,
                     stabilizer: float) -> Composite:
     """First layer ``first``; other convolutions ``conv``; dense layers ``linear``."""
-    layer_map = (_localizer_map(gate, maxpool, maxpool_power, stabilizer) + layer_map_base(stabilizer)
+    layer_map = (_localizer_map(gate, maxpool, maxpool_power, stabilizer) + _base_map(stabilizer)
                  + [(Convolution, conv), (nn.Linear, linear)])
     return SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=[(Linear, first)],
                                          canonizers=[MergeBatchNorm()])

@@ -252,12 +252,12 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
 
     setup(ctx)
     t60, snr = resolve_condition(t60, snr, checkpoint)
-    load_model(checkpoint)  # a damaged or foreign checkpoint is refused before any data is simulated
+    model = load_model(checkpoint)  # a damaged or foreign checkpoint is refused before any data is simulated
     scn = load_scene(scene, convention=convention)
     warn_convention([checkpoint], scn.convention)
     store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, progress=True)
-    result = evaluate_checkpoint(checkpoint, store, batch_size=batch_size, device=device,
-                                 progress=True)
+    result = evaluate_checkpoint(checkpoint, store, batch_size=batch_size, device=device, progress=True,
+                                 model=model)
     click.echo(result.to_text())
     if json_out:
         write_text_atomic(json_out, json.dumps(result.to_dict(), indent=2))

@@ -530,12 +530,15 @@ def evaluate(model: nn.Module, store, batch_size: int = 100, device: str | torch
 
 
 def evaluate_checkpoint(checkpoint: str | Path, store, batch_size: int = 100, device: str = "cpu",
-                        progress: bool = False) -> Evaluation:
-    """:func:`evaluate` an xai-loc checkpoint; its file name, SHA-256 and condition join the provenance."""
+                        progress: bool = False, model: nn.Module | None = None) -> Evaluation:
+    """:func:`evaluate` an xai-loc checkpoint; its file name, SHA-256 and condition join the provenance.
+
+    ``model``: the checkpoint already loaded (it is then not loaded again).
+    """
     from xai_loc.models.checkpoint import file_digest, load_model, read_card
 
     card = read_card(checkpoint)
-    model = load_model(checkpoint, device=device)
+    model = load_model(checkpoint, device=device) if model is None else model.to(device).eval()
     attrs = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_digest(checkpoint),
              "model_condition": card["condition"]}
     return evaluate(model, store, batch_size, device, progress, attrs)

@@ -157,6 +157,8 @@ CASES = [
     ("faithfulness-methods-empty", ["faithfulness", "--checkpoint", "{ws}/loccnn.safetensors", "--methods", ","], {}),
     ("faithfulness-fill-unknown", ["faithfulness", "--checkpoint", "{ws}/loccnn.safetensors", "--fills", "mean"], {}),
     ("faithfulness-fills-empty", ["faithfulness", "--checkpoint", "{ws}/loccnn.safetensors", "--fills", ""], {}),
+    ("sanity-method-unknown", ["sanity", "--checkpoint", "{ws}/loccnn.safetensors", "--methods", "magic"], {}),
+    ("sanity-methods-empty", ["sanity", "--checkpoint", "{ws}/loccnn.safetensors", "--methods", ","], {}),
     ("faithfulness-percentages-no-zero",
      ["faithfulness", "--checkpoint", "{ws}/loccnn.safetensors", "--percentages", "10,20"], {}),
     ("listen-mic-99", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--mics", "99"], {}),

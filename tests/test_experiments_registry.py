@@ -20,6 +20,7 @@ FAST = {
     "perturbation": {"percentages": (0, 50), "modes": ("relevance", "energy")},
     "tdoa": {"pairs": "7-8,0-15", "srp_max_windows": 2},
     "faithfulness": {"methods": ("saliency",), "fills": ("zero", "road"), "percentages": (0, 50), "n_boot": 50},
+    "sanity": {"methods": ("saliency",), "n_boot": 50},
 }
 
 

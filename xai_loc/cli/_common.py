@@ -244,6 +244,8 @@ experiment_options = with_options(
 
 #: The options of faithfulness: those of perturb less the one method (it takes --methods).
 faithfulness_options = with_options(*CONDITION_OPTIONS, TARGET_OPTION, RANDOMIZED_OPTION, *RUN_OPTIONS)
+#: The options of sanity: no --randomized (the randomization is the check itself).
+sanity_options = with_options(*CONDITION_OPTIONS, TARGET_OPTION, *RUN_OPTIONS)
 
 
 def csv_list(text: str, cast=str, what: str = "list") -> list:

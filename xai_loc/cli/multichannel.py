@@ -1,5 +1,5 @@
 """Commands of the end-to-end multichannel localizers: simulate, models, train, evaluate, explain, audit, listen,
-perturb, faithfulness, tdoa, figures, reproduce, info."""
+perturb, faithfulness, sanity, tdoa, figures, reproduce, info."""
 from __future__ import annotations
 
 import click
@@ -24,6 +24,7 @@ from xai_loc.cli._common import (
     models_for,
     parse_options,
     resolve_condition,
+    sanity_options,
     setup,
     warn_convention,
 )
@@ -361,8 +362,8 @@ def listen(relevance, out, sources, mics) -> None:
     click.echo(f"{len(paths)} files in {out}")
 
 
-def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, randomized, n_sources, seed, data,
-                       out, batch_size, device, convention, method=None, composite=None, options=(),
+def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n_sources, seed, data,
+                       out, batch_size, device, convention, randomized=None, method=None, composite=None, options=(),
                        checked: dict | None = None, explanations=None, **run_options) -> None:
     """The shared part of perturb, faithfulness and tdoa: condition, models (loaded once), explanation options
     checked, test split simulated, then the registered experiment run, written, drawn and its table printed.
@@ -388,9 +389,10 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, r
     scene = paper_scene(convention or "gpurir")
     warn_convention(models, scene.convention)
     store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device, progress=True)
-    run = run_experiment(experiment, models, store, folder, target=target, randomized_baseline=randomized,
-                         seed=seed, batch_size=batch_size, device=device,
-                         progress=True, **run_options, **opts)
+    if randomized is not None:  # sanity has no --randomized: randomization is its check
+        run_options["randomized_baseline"] = randomized
+    run = run_experiment(experiment, models, store, folder, target=target, seed=seed, batch_size=batch_size,
+                         device=device, progress=True, **run_options, **opts)
     click.echo(run.tables["markdown"])
     click.echo(f"results in {folder}")
 
@@ -459,6 +461,29 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
 
 
 @main.command()
+@sanity_options
+@click.option("--methods", default="lrp:paper,lrp:epsilon_plus_flat,integrated_gradients,input_x_gradient,saliency",
+              show_default=True, help="Attribution methods, LRP as lrp:COMPOSITE.")
+@click.pass_context
+def sanity(ctx, methods, **common) -> None:
+    """Randomization sanity checks of attribution methods (Adebayo et al. 2018; Hedstroem et al. 2024).
+
+    Re-initializes each model's layers from the top down, one more per stage, and reports
+    the similarity of each stage's relevance to the original (Spearman of |R|, Pearson of R)
+    and its complexity (entropy of |R|/sum|R|); eMPRT (entropy ratio of the fully randomized
+    model's explanation histogram to the original's); and the similarity of the maps for the
+    targets x, y and z; with bootstrap 95 % intervals over sources. Writes sanity.nc,
+    sanity.md and .tex, a figure and sanity.timing.json.
+    """
+    from xai_loc.experiments.faithfulness import parse_methods
+
+    setup(ctx)
+    specs = parse_methods(csv_list(methods, what="--methods"))
+    _run_on_test_split("sanity", methods=[f"{m}:{c}" if c != "none" else m for m, c in specs],
+                       explanations=specs, **common)
+
+
+@main.command()
 @experiment_options
 @click.option("--pairs", default="spread", show_default=True,
               help="Microphone pairs: spread (one per spacing, 0.15 to 2.25 m), adjacent, all, or I-J,I-J.")
@@ -488,8 +513,8 @@ def tdoa(ctx, pairs, first_rule, srp, srp_windows, **common) -> None:
 @main.command()
 @click.argument("results", type=InputDir())
 def figures(results) -> None:
-    """Redraw every figure below RESULTS from the stored results (perturbation.nc, faithfulness.nc, tdoa.nc and
-    the binaural probes' duplex.nc, responses.nc, band_profile.nc, cue_reliance.nc), no recomputation."""
+    """Redraw every figure below RESULTS from the stored results (perturbation.nc, faithfulness.nc, sanity.nc,
+    tdoa.nc and the binaural probes' duplex.nc, responses.nc, band_profile.nc, cue_reliance.nc), no recomputation."""
     from xai_loc.plots.redraw import redraw
 
     for path in redraw(results):

@@ -23,6 +23,7 @@ def main(ctx: click.Context, threads: int | None) -> None:
     Explain the test split:      xai-loc explain --model samplecnn --t60 0.6 --snr 10
     Perturbation curves:         xai-loc perturb --t60 0.6 --snr 10
     Faithfulness of methods:     xai-loc faithfulness --t60 0.6 --snr 10 --sources 20
+    Randomization sanity checks: xai-loc sanity --t60 0.6 --snr 10 --sources 20
     TDOA and SRP probes:         xai-loc tdoa --t60 0.6 --snr 10 --pairs spread
     Redraw figures:              xai-loc figures xai-loc-results
     The whole study:             xai-loc reproduce --quick

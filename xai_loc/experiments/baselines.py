@@ -7,6 +7,7 @@ a constant zero-lag estimator.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch
 
@@ -15,23 +16,63 @@ import torch
 RANDOMIZED_SEED_OFFSET = 10_007
 
 
-def randomized_copy(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """A deep copy of ``model`` with every parameterized layer re-initialized (seeded).
+def reset_modules(modules: Iterable[torch.nn.Module], seed: int = 0) -> None:
+    """Re-initialize ``modules`` in place, in the order given, from one seeded generator.
 
-    Layers are reset with their own ``reset_parameters`` (PyTorch's default initialisation),
-    batch-norm running statistics included; the original model is untouched. The generator
-    is seeded with ``RANDOMIZED_SEED_OFFSET + seed``; every experiment (perturbation, TDOA)
-    makes the same copy for the same seed, so they share its relevance stores.
+    Each is reset with its own ``reset_parameters`` (PyTorch's default initialisation) and
+    ``reset_running_stats`` (batch norm); modules with neither are left alone. The global
+    generator is seeded with ``RANDOMIZED_SEED_OFFSET + seed`` inside a forked RNG state, so
+    the caller's random state is untouched. The one mechanism behind :func:`randomized_copy`
+    and :func:`cascading_copies`.
     """
-    clone = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOMIZED_SEED_OFFSET + seed)
-        for module in clone.modules():
+        for module in modules:
             if hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+
+
+def randomized_copy(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """A deep copy of ``model`` with every parameterized layer re-initialized (seeded).
+
+    Layers are reset with their own ``reset_parameters`` (PyTorch's default initialisation),
+    batch-norm running statistics included (:func:`reset_modules`, in module order); the
+    original model is untouched. The generator is seeded with ``RANDOMIZED_SEED_OFFSET + seed``;
+    every experiment (perturbation, TDOA) makes the same copy for the same seed, so they share
+    its relevance stores.
+    """
+    clone = copy.deepcopy(model)
+    reset_modules(clone.modules(), seed)
     return clone.eval()
+
+
+def parameterized_layers(model: torch.nn.Module) -> list[str]:
+    """Names of the modules :func:`reset_modules` re-initializes (``reset_parameters`` or
+    ``reset_running_stats``), in ``model.named_modules()`` order; the root, if it is one, is ``"model"``."""
+    return [name or "model" for name, module in model.named_modules()
+            if hasattr(module, "reset_parameters") or hasattr(module, "reset_running_stats")]
+
+
+def cascading_copies(model: torch.nn.Module, seed: int = 0) -> list[tuple[str, torch.nn.Module]]:
+    """Cascading model-parameter randomization (Adebayo et al., 2018): one copy per stage.
+
+    The layers of :func:`parameterized_layers` are taken from the top (output) down; copy
+    ``k`` has the top ``k`` layers re-initialized by :func:`reset_modules` (seed ``seed``,
+    top-down order). The generator's stream is the same for every copy, so copy ``k`` extends
+    copy ``k - 1`` (its top ``k - 1`` layers carry the same random weights) and the last copy
+    has every layer re-initialized. Returns ``[(name of the layer added at the stage, copy), ...]``
+    in eval mode; ``model`` is untouched.
+    """
+    layers = parameterized_layers(model)[::-1]
+    out = []
+    for k, name in enumerate(layers, start=1):
+        clone = copy.deepcopy(model)
+        found = {n or "model": m for n, m in clone.named_modules()}
+        reset_modules([found[n] for n in layers[:k]], seed)
+        out.append((name, clone.eval()))
+    return out
 
 
 def zero_lag(n_windows: int) -> torch.Tensor:

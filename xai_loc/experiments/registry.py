@@ -2,7 +2,8 @@
 
 :data:`EXPERIMENTS` maps a name to an :class:`~xai_loc.experiments.base.Experiment` (run on a
 :class:`~xai_loc.experiments.modelset.ModelSet`, tables, files); the commands ``perturb``,
-``faithfulness`` and ``tdoa``, ``reproduce`` and ``figures`` all go through it (:func:`xai_loc.study.run_experiment`).
+``faithfulness``, ``sanity`` and ``tdoa``, ``reproduce`` and ``figures`` all go through it
+(:func:`xai_loc.study.run_experiment`).
 :data:`RESULTS` adds the results that the binaural probes write from their own commands, as
 :class:`~xai_loc.experiments.base.Result` declarations (file name, what to check, the command
 that rebuilds it). Each name has a drawer of the same name in :data:`xai_loc.plots.redraw.DRAWERS`.
@@ -15,6 +16,7 @@ from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment, Result
 from xai_loc.experiments.faithfulness import FaithfulnessExperiment
 from xai_loc.experiments.perturbation import PerturbationExperiment
+from xai_loc.experiments.sanity import SanityExperiment
 from xai_loc.experiments.tdoa_probe import TdoaExperiment
 
 __all__ = ["EXPERIMENTS", "RESULTS", "get_experiment", "result_for_file"]
@@ -24,6 +26,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     PerturbationExperiment(),
     TdoaExperiment(),
     FaithfulnessExperiment(),
+    SanityExperiment(),
 )}
 
 #: Every stored result by name: the experiments and the binaural probes' result files.

@@ -26,6 +26,12 @@ def _draw_faithfulness(ds, path: Path) -> list[Path]:
     return plot_faithfulness(ds, path.with_suffix(""))
 
 
+def _draw_sanity(ds, path: Path) -> list[Path]:
+    from xai_loc.plots.sanity import plot_sanity
+
+    return plot_sanity(ds, path.with_suffix(""))
+
+
 def _draw_tdoa(ds, path: Path) -> list[Path]:
     from xai_loc.plots.tdoa import plot_srp, plot_tdoa
 
@@ -75,6 +81,7 @@ DRAWERS: dict[str, Callable] = {
     "perturbation": _draw_perturbation,
     "tdoa": _draw_tdoa,
     "faithfulness": _draw_faithfulness,
+    "sanity": _draw_sanity,
     "duplex": _draw_duplex,
     "responses": _draw_behaviour,
     "cue_reliance": _draw_cue_probe,
@@ -115,5 +122,5 @@ def redraw(folder: str | Path) -> list[Path]:
     found = [path for name in files for path in sorted(folder.rglob(name))]
     if not found:
         raise InputError(f"{folder} holds no results ({', '.join(files)}); run an experiment "
-                         "(perturb, faithfulness, tdoa, reproduce, binaural cues or a binaural probe) first")
+                         "(perturb, faithfulness, sanity, tdoa, reproduce, binaural cues or a binaural probe) first")
     return draw(found)

@@ -1,0 +1,147 @@
+"""Randomization sanity checks: known answers of the similarity and complexity measures, the cascade's
+order and behaviour on constructed models, and the command end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from click.testing import CliRunner
+from torch import nn
+
+from xai_loc.experiments.baselines import cascading_copies, parameterized_layers, randomized_copy
+from xai_loc.experiments.sanity import (
+    DEFAULT_METHODS,
+    cascade_similarity,
+    emprt,
+    histogram_entropy,
+    pearson,
+    relevance_entropy,
+    spearman,
+)
+
+M, T = 4, 50
+
+
+def _linear() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(M * T, 3, bias=False))
+
+
+def test_rank_correlation_known_answers():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, M, T))
+    np.testing.assert_allclose(spearman(a, a), 1.0)
+    np.testing.assert_allclose(spearman(a, -a), -1.0)  # the reverse ranking
+    np.testing.assert_allclose(spearman(a, np.exp(a)), 1.0)  # ranks only: any increasing map
+    np.testing.assert_allclose(pearson(a, 2 * a + 1), 1.0)
+    np.testing.assert_allclose(pearson(a, -a), -1.0)
+    # vectorized over windows, equal to scipy's per window (no ties in continuous data)
+    from scipy.stats import spearmanr
+
+    b = rng.standard_normal((5, M, T))
+    want = [spearmanr(a[w].ravel(), b[w].ravel()).statistic for w in range(5)]
+    np.testing.assert_allclose(spearman(a, b), want, atol=1e-12)
+
+
+def test_entropy_known_answers():
+    n = M * T
+    one_hot = np.zeros((2, M, T))
+    one_hot[:, 1, 7] = -3.0
+    uniform = np.full((2, M, T), 0.5)
+    np.testing.assert_allclose(relevance_entropy(one_hot), 0.0, atol=1e-12)
+    np.testing.assert_allclose(relevance_entropy(uniform), np.log(n))
+    np.testing.assert_allclose(relevance_entropy(-uniform), np.log(n))
+    assert np.isnan(relevance_entropy(np.zeros((1, M, T)))).all()
+    # eMPRT's histogram entropy: one value -> one bin -> 0; two equally filled bins -> log 2
+    assert histogram_entropy(uniform) == pytest.approx([0.0, 0.0])
+    half = np.ones((1, M, T))
+    half[0, :2] = 0.0
+    assert histogram_entropy(half)[0] == pytest.approx(np.log(2))
+    rng = np.random.default_rng(1)
+    maps = rng.standard_normal((3, M, T))
+    np.testing.assert_allclose(emprt(maps, maps), 1.0)
+    assert np.all(emprt(one_hot[:1] + half * 1e-3, maps[:1]) > 1.0)  # noisier explanation: ratio above 1
+
+
+def test_cascade_visits_layers_top_down_and_shares_the_reset_mechanism():
+    from xai_loc.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("loccnn")
+    layers = parameterized_layers(model)
+    copies = cascading_copies(model, seed=2)
+    assert [name for name, _ in copies] == layers[::-1] and copies[0][0] == "fc2" and copies[-1][0] == "conv1"
+    original = dict(model.named_parameters())
+    first = dict(copies[0][1].named_parameters())
+    assert not torch.equal(first["fc2.weight"], original["fc2.weight"])
+    assert torch.equal(first["fc1.weight"], original["fc1.weight"])  # only the top layer so far
+    second = dict(copies[1][1].named_parameters())
+    assert torch.equal(second["fc2.weight"], first["fc2.weight"])  # cumulative, the same random weights
+    assert not torch.equal(second["fc1.weight"], original["fc1.weight"])
+    assert all(not torch.equal(p, original[n]) for n, p in copies[-1][1].named_parameters() if n.endswith("weight"))
+    # randomized_copy is unchanged by the refactor: seeded, reproducible, the original untouched
+    a, b = randomized_copy(model, 2), randomized_copy(model, 2)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert torch.equal(dict(model.named_parameters())["fc2.weight"], original["fc2.weight"])
+
+
+def test_a_map_that_ignores_the_model_stays_identical_and_input_x_gradient_does_not():
+    from xai_loc.explain import Explainer
+
+    model = _linear()
+    x = 0.5 + torch.rand(6, M, T, generator=torch.Generator().manual_seed(0))
+    names, metrics, ratio = cascade_similarity(model, lambda module: x.numpy() ** 2, seed=0)
+    assert names == ["original", "1"]
+    np.testing.assert_allclose(metrics[:, :2], 1.0)  # spearman and pearson stay 1 at every stage
+    np.testing.assert_allclose(ratio, 1.0)
+
+    def gxi(module):
+        with Explainer(module, method="input_x_gradient", target="x") as explainer:
+            return explainer.explain_batch(x)["relevance"]
+
+    names, metrics, ratio = cascade_similarity(model, gxi, seed=0)
+    np.testing.assert_allclose(metrics[0, :2], 1.0, atol=1e-6)
+    assert np.all(np.abs(metrics[1, 0]) < 0.3) and np.all(np.abs(metrics[1, 1]) < 0.3)  # the only layer: gone
+    assert np.isfinite(metrics[:, 2]).all() and np.isfinite(ratio).all()
+
+
+def test_default_methods_parse():
+    from xai_loc.experiments.faithfulness import parse_methods
+
+    assert [m for m, _ in parse_methods(DEFAULT_METHODS)] == ["lrp", "lrp", "integrated_gradients",
+                                                               "input_x_gradient", "saliency"]
+
+
+def test_sanity_command_end_to_end_and_figures_redraw(tmp_path):
+    from xai_loc.cli import main
+    from xai_loc.models import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model("loccnn"), tmp_path / "loccnn.safetensors",
+                           {"condition": {"t60": 0.15, "snr": 25.0}})
+    out = tmp_path / "res"
+    runner = CliRunner()
+    result = runner.invoke(main, ["--threads", "1", "sanity", "--checkpoint", str(ckpt), "--sources", "2",
+                                  "--methods", "saliency", "--batch-size", "8", "--data", str(tmp_path / "data"),
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "eMPRT" in result.output and "saliency" in result.output
+    ds = xr.open_dataset(out / "sanity.nc")
+    assert ds["similarity"].dims == ("model", "method", "stage", "metric")
+    assert ds["source_similarity"].dims == ("model", "method", "stage", "metric", "source")
+    stages = list(ds["stage"].values)
+    assert stages[:2] == ["original", "fc2"] and stages[-1] == "conv1" and len(stages) == 8
+    original = ds["similarity"].isel(model=0, method=0).sel(stage="original")
+    np.testing.assert_allclose(original.sel(metric=["spearman", "pearson"]).values, 1.0, atol=1e-9)
+    assert list(ds["check"].values) == ["spearman_randomized", "pearson_randomized", "emprt", "spearman_targets",
+                                        "pearson_targets"]
+    assert np.isfinite(ds["score"].values).all() and ds["score_ci"].shape[-1] == 2
+    assert (out / "sanity.timing.json").exists()
+    for name in ("sanity.md", "sanity.tex", "sanity.png", "sanity.pdf"):
+        assert (out / name).stat().st_size > 100
+    ds.close()
+    (out / "sanity.png").unlink()
+    result = runner.invoke(main, ["figures", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "sanity.png").exists()

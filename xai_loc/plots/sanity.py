@@ -1,0 +1,54 @@
+"""The sanity figure: similarity to the original relevance against the cascading randomization stage."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from xai_loc.io import save_figure_atomic
+
+
+def plot_sanity(results, out_stem: str | Path) -> list[Path]:
+    """Draw, per model, Spearman (|R|) and Pearson (R) similarity to the original map against the stage
+    (layers randomized cumulatively from the top), one line per method with its bootstrap band.
+
+    Parameters
+    ----------
+    results
+        A ``sanity.nc`` dataset (``similarity`` over model, method, stage, metric).
+    out_stem
+        Path without suffix; ``.png`` and ``.pdf`` are written.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models, methods = list(results["model"].values), list(results["method"].values)
+    stages = [str(s) for s in results["stage"].values]
+    pos = np.arange(len(stages))
+    fig, axes = plt.subplots(len(models), 2, figsize=(max(6.0, 0.45 * len(stages) + 4.0), 3.2 * len(models)),
+                             squeeze=False, sharey=True)
+    for k, model in enumerate(models):
+        for j, metric in enumerate(("spearman", "pearson")):
+            ax = axes[k][j]
+            for i, method in enumerate(methods):
+                sel = {"model": model, "method": method, "metric": metric}
+                value = results["similarity"].sel(sel).values
+                ci = results["similarity_ci"].sel(sel).values
+                ax.plot(pos, value, marker="o", ms=3, color=f"C{i % 10}", label=method)
+                ax.fill_between(pos, ci[:, 0], ci[:, 1], color=f"C{i % 10}", alpha=0.15, linewidth=0)
+            ax.axhline(0.0, color="0.5", linewidth=0.8)
+            ax.set_xticks(pos)
+            ax.set_xticklabels(stages, rotation=60, ha="right", fontsize=7)
+            ax.set_title(f"{model}: {'Spearman |R|' if metric == 'spearman' else 'Pearson R'} vs original",
+                         fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[k][0].set_ylabel("similarity to original")
+    axes[-1][0].set_xlabel("randomized down to layer (cumulative, top first)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    out_stem = Path(out_stem)
+    return [save_figure_atomic(fig, out_stem.with_suffix(suffix), dpi=150, close=suffix == ".pdf")
+            for suffix in (".png", ".pdf")]

@@ -106,15 +106,6 @@ DATA_NOTES = (
 )
 
 
-def parse_condition(text: str) -> tuple[float, float]:
-    """'T60:SNR' (seconds, dB) -> (t60, snr)."""
-    try:
-        t60, snr = (float(v) for v in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"condition {text!r} is not T60:SNR, e.g. 0.6:10") from None
-    return t60, snr
-
-
 def condition_label(t60: float, snr: float) -> str:
     return f"{t60:g}:{snr:g}"
 
@@ -124,7 +115,7 @@ def say(*parts) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from xai_loc.data.scene import PAPER_CONDITIONS
+    from xai_loc.data.scene import PAPER_CONDITIONS, parse_condition
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,

@@ -28,8 +28,9 @@ if ! "$python" -c "import soundfile" >/dev/null 2>&1; then
         exit 2
     fi
     site="$(mktemp -d "${TMPDIR:-/tmp}/gpu-zoo-site.XXXXXX")"
+    trap 'rm -rf "$site"' EXIT  # the installed wheels live only as long as this run
     "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "${wheels[@]}"
     export PYTHONPATH="$PYTHONPATH:$site"
     "$python" -c "import soundfile; print('gpu_zoo.sh: soundfile', soundfile.__version__, 'libsndfile', soundfile.__libsndfile_version__)"
 fi
-exec "$python" "$root/scripts/gpu_zoo.py" "$@"
+"$python" "$root/scripts/gpu_zoo.py" "$@"  # not exec: the trap above removes the temporary site afterwards

@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from xai_loc.data import PAPER_CONDITIONS, paper_scene, simulate_dataset
+from xai_loc.data.scene import parse_condition
 from xai_loc.data.store import condition_name, default_root
 from xai_loc.errors import InputError
 from xai_loc.models import load_model, read_card, save_checkpoint
@@ -42,15 +43,6 @@ SPLITS = ("train", "val", "test")
 MAE_KEYS = ("mae_x", "mae_y", "mae_z", "mae")
 #: Progress bars only on a terminal.
 PROGRESS = sys.stderr.isatty()
-
-
-def parse_condition(text: str) -> tuple[float, float]:
-    """'T60:SNR' (seconds, dB) -> (t60, snr)."""
-    try:
-        t60, snr = (float(v) for v in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"condition {text!r} is not T60:SNR, e.g. 0.6:10") from None
-    return t60, snr
 
 
 def export(run: Path, test: WindowSet, dst: Path, batch_size: int, device: str) -> Evaluation:

@@ -27,6 +27,15 @@ SPLITS = ("train", "val", "test", "all")
 #: The paper's (T60 s, SNR dB) conditions, one model per condition.
 PAPER_CONDITIONS = ((0.15, 25.0), (0.3, 20.0), (0.4, 15.0), (0.6, 10.0))
 
+
+def parse_condition(text: str) -> tuple[float, float]:
+    """``'T60:SNR'`` (seconds, dB) -> ``(t60, snr)``, e.g. ``'0.6:10'`` -> ``(0.6, 10.0)``."""
+    try:
+        t60, snr = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise InputError(f"condition {text!r} is not T60:SNR, e.g. 0.6:10") from None
+    return t60, snr
+
 #: Scene names become folder names: letters, digits, '.', '_', '-', not starting with '.'.
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 NAME_MAX = 100

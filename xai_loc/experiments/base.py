@@ -14,11 +14,14 @@ experiment is one module with an :class:`Experiment` subclass plus one line ther
 """
 from __future__ import annotations
 
+import abc
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from xai_loc.errors import InputError
 
@@ -28,6 +31,26 @@ if TYPE_CHECKING:
     from xai_loc.experiments.modelset import ModelSet
 
 __all__ = ["Experiment", "Result"]
+
+
+def experiment_windows(data: Any, n_sources: int | None = None) -> tuple[xr.Dataset, np.ndarray, np.ndarray]:
+    """The windows an experiment scores: ``(ds, sources, per_source)``.
+
+    ``ds`` is the dataset store ``data``, restricted to a seeded spread of ``n_sources`` of its
+    sources (:func:`~xai_loc.data.store.subset_ids`); ``sources`` their ids (ascending);
+    ``per_source`` the ``(window, source)`` matrix that turns per-window values into per-source
+    means in one product (each source counted once, however many windows it has).
+    """
+    from xai_loc.data.store import open_signals, subset_ids
+
+    ds = open_signals(data)
+    if n_sources is not None:
+        keep = np.isin(ds["source_id"].values, subset_ids(np.unique(ds["source_id"].values), n_sources))
+        ds = ds.isel(window=np.flatnonzero(keep))
+    sources, source_index = np.unique(ds["source_id"].values, return_inverse=True)
+    per_source = np.zeros((source_index.size, sources.size))
+    per_source[np.arange(source_index.size), source_index] = 1.0
+    return ds, sources, per_source / per_source.sum(0, keepdims=True)
 
 
 class Result:
@@ -65,7 +88,7 @@ class Result:
         return f"{type(self).__name__}({self.name!r}, {self.result_file!r})"
 
 
-class Experiment(Result):
+class Experiment(Result, metaclass=abc.ABCMeta):
     """An experiment on models and data: ``run -> Dataset``, its tables and files.
 
     Subclasses set the :class:`Result` attributes and :attr:`table_files`, and implement
@@ -78,14 +101,14 @@ class Experiment(Result):
     #: ``<stem>.timing.json`` beside the result, never into it (results stay byte-reproducible).
     timed: bool = False
 
+    @abc.abstractmethod
     def run(self, models: ModelSet | Mapping[str, Any], data: Any, **options: Any) -> xr.Dataset:
         """Run the experiment on ``models`` (a :class:`~xai_loc.experiments.modelset.ModelSet`; a plain
         ``{name: checkpoint path or module}`` is converted) and ``data`` (a dataset store path)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def tables(self, ds: xr.Dataset) -> dict[str, str]:
         """The result as text tables by kind: ``'markdown'`` always; CSV and LaTeX where the experiment has them."""
-        raise NotImplementedError
 
     @property
     def timing_file(self) -> str:

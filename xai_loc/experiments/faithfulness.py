@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment
+from xai_loc.experiments.base import Experiment, experiment_windows
 from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, random_deletion_steps, zeroed_copy
 from xai_loc.experiments.perturbation import FILLS, PAPER_PERCENTAGES, aopc, check_percentages, deletion_counts
 
@@ -353,7 +353,6 @@ def run_faithfulness(
     import xarray as xr
 
     from xai_loc import __version__
-    from xai_loc.data.store import open_signals, subset_ids
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.explain.attribute import placed
     from xai_loc.progress import tqdm
@@ -366,16 +365,9 @@ def run_faithfulness(
     percentages = check_percentages(percentages)
     if percentages[0] != 0:
         raise InputError(f"percentages {list(percentages)} must start at 0 (the unperturbed window)")
-    ds = open_signals(data)
-    if n_sources is not None:
-        keep = np.isin(ds["source_id"].values, subset_ids(np.unique(ds["source_id"].values), n_sources))
-        ds = ds.isel(window=np.flatnonzero(keep))
+    ds, sources, per_source = experiment_windows(data, n_sources)
     truth_all = ds["source_position"].values.astype(np.float64)
-    sources, source_index = np.unique(ds["source_id"].values, return_inverse=True)
     n = truth_all.shape[0]
-    per_source = np.zeros((n, sources.size))
-    per_source[np.arange(n), source_index] = 1.0
-    per_source /= per_source.sum(0, keepdims=True)  # window errors -> source means, one product
     orderings = ORDERINGS if randomized_baseline else ("relevance", "random")
     n_m, n_o, n_f, n_p = len(specs), len(orderings), len(fills), len(percentages)
     dev = resolve_device(device)

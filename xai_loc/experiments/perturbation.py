@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment
+from xai_loc.experiments.base import Experiment, experiment_windows
 from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, random_deletion_steps, zeroed_copy
 
 if TYPE_CHECKING:
@@ -258,17 +258,13 @@ def run_perturbation(
     import xarray as xr
 
     from xai_loc import __version__
-    from xai_loc.data.store import open_signals, subset_ids
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.models.evaluation import localization_errors
     from xai_loc.progress import tqdm
 
     models = ModelSet.of(models)
     percentages = check_percentages(percentages)
-    ds = open_signals(data)
-    if n_sources is not None:
-        keep = np.isin(ds["source_id"].values, subset_ids(np.unique(ds["source_id"].values), n_sources))
-        ds = ds.isel(window=np.flatnonzero(keep))
+    ds, _, _ = experiment_windows(data, n_sources)
     truth = ds["source_position"].values
     n = truth.shape[0]
     all_modes = list(modes) + (["relevance-randomized"] if randomized_baseline else [])

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from xai_loc.experiments.base import Experiment
+from xai_loc.experiments.base import Experiment, experiment_windows
 from xai_loc.experiments.baselines import cascading_copies
 from xai_loc.experiments.faithfulness import _label, bootstrap_ci, parse_methods
 
@@ -208,7 +208,6 @@ def run_sanity(
     import xarray as xr
 
     from xai_loc import __version__
-    from xai_loc.data.store import open_signals, subset_ids
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.explain.attribute import Explainer
     from xai_loc.progress import tqdm
@@ -216,16 +215,9 @@ def run_sanity(
     models = ModelSet.of(models)
     specs = parse_methods(methods)
     labels = [_label(*m) for m in specs]
-    ds = open_signals(data)
-    if n_sources is not None:
-        keep = np.isin(ds["source_id"].values, subset_ids(np.unique(ds["source_id"].values), n_sources))
-        ds = ds.isel(window=np.flatnonzero(keep))
+    ds, sources, per_source = experiment_windows(data, n_sources)
     truth_all = ds["source_position"].values.astype(np.float64)
-    sources, source_index = np.unique(ds["source_id"].values, return_inverse=True)
     n = truth_all.shape[0]
-    per_source = np.zeros((n, sources.size))
-    per_source[np.arange(n), source_index] = 1.0
-    per_source /= per_source.sum(0, keepdims=True)
     pairs = [(a, b) for i, a in enumerate(TARGET_AXES) for b in TARGET_AXES[i + 1:]]
     timings = {} if timing is None else timing
     results, layer_lists, explained_models = [], [], {}

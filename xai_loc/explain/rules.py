@@ -25,6 +25,8 @@ the relevance as before.
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -153,7 +155,7 @@ class _RestoreForward:
         self.module = self.wrapper = self.own = None
 
 
-class NodeRule(Hook):
+class NodeRule(Hook, metaclass=abc.ABCMeta):
     """Base of rules computed in one autograd node per module (see the section comment above).
 
     Registered on a module (by a zennit composite), the rule replaces the module's ``forward``
@@ -173,9 +175,9 @@ class NodeRule(Hook):
         """Whether this rule handles ``module`` itself (else zennit's hook does)."""
         return True
 
-    def stock(self) -> Hook:
-        """zennit's equivalent hook, for modules the rule does not handle."""
-        raise NotImplementedError
+    def stock(self) -> Hook | None:
+        """zennit's equivalent hook, for modules the rule does not handle (None: the rule handles every module)."""
+        return None
 
     def compute(self, ctx, module: nn.Module, forward, args: tuple) -> torch.Tensor:
         """Run the module's forward (gradients off) and save what :meth:`relevance` needs."""
@@ -183,9 +185,9 @@ class NodeRule(Hook):
         ctx.save_for_backward(args[0], output)
         return output
 
+    @abc.abstractmethod
     def relevance(self, ctx, module: nn.Module, relevance: torch.Tensor) -> tuple:
         """The relevance of each input (``None`` for inputs without) from the output's."""
-        raise NotImplementedError
 
     def cached(self, module: nn.Module, key: tuple, make):
         """``make()``, computed once per ``key`` while the module's parameters stay the same: the same
@@ -202,6 +204,9 @@ class NodeRule(Hook):
         """Replace ``module.forward`` while registered (zennit's hook for unsupported modules)."""
         if not self.supports(module):
             self.fallback = self.stock()
+            if self.fallback is None:
+                raise TypeError(f"{type(self).__name__} cannot handle {type(module).__name__} "
+                                "and has no zennit equivalent")
             return self.fallback.register(module)
         own = module.__dict__.get("forward")
         original = module.forward

@@ -10,6 +10,10 @@ windows it will return:
     whole signal, and windows are cut from sample 0 (the incomplete tail dropped);
 ``"cut"`` convolution (convention ``"pyroomacoustics"``)
     the convolution is cut to ``len(speech)`` samples before the noise and the windows.
+
+:func:`render_components` renders the same windows as the sum of their :data:`COMPONENTS`
+(direct sound, early reflections, late reverberation, sensor noise), from the same RIRs and
+noise draw, for asking which part of the signal an explanation falls on.
 """
 from __future__ import annotations
 
@@ -93,6 +97,21 @@ def window_count(convention, n_speech: int, n_rir: int, window: int) -> int:
     return int(n_speech) // window
 
 
+def _rendered(conv, speech: np.ndarray, rirs: np.ndarray, snr: float,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(speech, clean, noise)`` of one utterance under a convention: the (peak-normalized) dry
+    signal, its reverberant signals and the noise :func:`add_white_noise` draws for them."""
+    speech = _speech(speech)
+    if conv.peak_normalize:
+        peak = float(np.max(np.abs(speech)))
+        if peak == 0.0:
+            raise InputError("speech is silent (all zeros); it cannot be peak-normalized")
+        speech = speech / peak
+    clean = reverberant_signals(speech, rirs, full=conv.convolution == "full")
+    noise = add_white_noise(clean, snr, rng) - clean
+    return speech, clean, noise
+
+
 def render_windows(convention, speech: np.ndarray, rirs: np.ndarray, snr: float, rng: np.random.Generator,
                    window: int) -> np.ndarray:
     """Noisy microphone windows of one utterance at one source, under a simulation convention.
@@ -122,12 +141,66 @@ def render_windows(convention, speech: np.ndarray, rirs: np.ndarray, snr: float,
     from xai_loc.acoustics.conventions import get_convention
 
     conv, window = get_convention(convention), _window(window)
-    speech = _speech(speech)
-    if conv.peak_normalize:
-        peak = float(np.max(np.abs(speech)))
-        if peak == 0.0:
-            raise InputError("speech is silent (all zeros); it cannot be peak-normalized")
-        speech = speech / peak
-    clean = reverberant_signals(speech, rirs, full=conv.convolution == "full")
-    noisy = add_white_noise(clean, snr, rng)
-    return cut_windows(noisy, window).astype(np.float32)
+    _, clean, noise = _rendered(conv, speech, rirs, snr, rng)
+    return cut_windows(clean + noise, window).astype(np.float32)
+
+
+#: The parts of a rendered window, in the order :func:`render_components` returns them.
+COMPONENTS = ("direct", "early", "late", "noise")
+#: End of the early reflections after each microphone's direct arrival, in seconds: the usual
+#: early/late boundary of room acoustics (ISO 3382-1's clarity C50 and definition D50).
+EARLY_END_S = 0.050
+
+
+def render_components(convention, speech: np.ndarray, rirs: np.ndarray, direct_rirs: np.ndarray,
+                      direct_delays: np.ndarray, snr: float, rng: np.random.Generator, window: int, fs: float,
+                      early_end: float = EARLY_END_S) -> np.ndarray:
+    """The windows of :func:`render_windows` split into direct sound, early reflections, late
+    reverberation and sensor noise (:data:`COMPONENTS`).
+
+    The responses are split and the rendering is linear, so the parts add up to the rendered
+    signal: ``direct`` is the utterance through ``direct_rirs`` (the responses with the direct
+    path only, drawn with the convention's arrival filter); ``early`` through the reflections
+    ``rirs - direct_rirs`` that reach microphone ``m`` up to ``early_end`` seconds after its
+    direct arrival ``direct_delays[m]``; ``late`` is the rest of the reverberant signal;
+    ``noise`` is the sensor noise of the same draw (``rng`` in the state :func:`render_windows`
+    would get), scaled to the full reverberant signal.
+
+    Parameters
+    ----------
+    convention, speech, rirs, snr, rng, window
+        As for :func:`render_windows`.
+    direct_rirs
+        ``(M, N)`` the same responses with the direct path only.
+    direct_delays
+        ``(M,)`` direct-path delay of each microphone in samples (distance / c * fs).
+    fs
+        Sampling rate of the responses in Hz.
+    early_end
+        Seconds after the direct arrival at which the late reverberation starts.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4, W, M, window)`` float64; ``components.sum(0).astype(float32)`` is
+        :func:`render_windows`'s result (to the last bit of the float64 sum).
+    """
+    from xai_loc.acoustics.conventions import get_convention
+
+    conv, window = get_convention(convention), _window(window)
+    rirs = np.asarray(rirs, dtype=np.float64)
+    direct_rirs = np.asarray(direct_rirs, dtype=np.float64)
+    delays = np.asarray(direct_delays, dtype=np.float64)
+    if direct_rirs.shape != rirs.shape or delays.shape != rirs.shape[:1] or not np.all(np.isfinite(delays)):
+        raise InputError(f"direct responses {direct_rirs.shape} and delays {delays.shape} must match the responses "
+                         f"{rirs.shape}: (mics, samples) and (mics,)")
+    if not (np.isfinite(early_end) and early_end >= 0):
+        raise InputError(f"early_end={early_end!r} s is not allowed; give a non-negative duration")
+    speech, clean, noise = _rendered(conv, speech, rirs, snr, rng)
+    full = conv.convolution == "full"
+    gate = np.arange(rirs.shape[1])[None, :] <= delays[:, None] + early_end * fs
+    direct = reverberant_signals(speech, direct_rirs, full=full)
+    early = reverberant_signals(speech, np.where(gate, rirs - direct_rirs, 0.0), full=full)
+    parts = np.stack([direct, early, clean - direct - early, noise])
+    n_win = parts.shape[2] // window
+    return parts[:, :, : n_win * window].reshape(4, parts.shape[1], n_win, window).transpose(0, 2, 1, 3)

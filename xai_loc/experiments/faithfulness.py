@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_METHODS", "FAITHFULNESS_FILLS", "FaithfulnessExperiment", "bootstrap_ci", "check_fills",
            "completeness_stats", "curve_metrics", "faithfulness_latex", "faithfulness_table", "ordering_curves",
-           "parse_methods", "rank_agreement", "road_imputation", "run_faithfulness"]
+           "method_label", "parse_methods", "rank_agreement", "road_imputation", "run_faithfulness"]
 
 #: The suite's default attribution methods: ``method`` or ``lrp:composite`` (names of
 #: :data:`xai_loc.explain.METHODS` and :data:`xai_loc.explain.COMPOSITES`).
@@ -106,13 +106,14 @@ def parse_methods(specs: Sequence[str]) -> list[tuple[str, str]]:
         if uses and composite not in COMPOSITES:
             raise InputError(f"composite {composite!r} is unknown; allowed: {', '.join(COMPOSITES)}")
         out.append((method, composite))
-    labels = [_label(*m) for m in out]
+    labels = [method_label(*m) for m in out]
     if len(set(labels)) < len(labels):
         raise InputError(f"methods {','.join(specs)!r} name a method twice; give each once")
     return out
 
 
-def _label(method: str, composite: str) -> str:
+def method_label(method: str, composite: str) -> str:
+    """``"lrp:paper"`` for LRP with a composite, the bare method name otherwise."""
     return f"{method}:{composite}" if composite != "none" else method
 
 
@@ -360,7 +361,7 @@ def run_faithfulness(
 
     models = ModelSet.of(models)
     specs = parse_methods(methods)
-    labels = [_label(*m) for m in specs]
+    labels = [method_label(*m) for m in specs]
     fills = check_fills(fills)
     percentages = check_percentages(percentages)
     if percentages[0] != 0:

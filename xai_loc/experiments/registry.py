@@ -2,7 +2,7 @@
 
 :data:`EXPERIMENTS` maps a name to an :class:`~xai_loc.experiments.base.Experiment` (run on a
 :class:`~xai_loc.experiments.modelset.ModelSet`, tables, files); the commands ``perturb``,
-``faithfulness``, ``sanity`` and ``tdoa``, ``reproduce`` and ``figures`` all go through it
+``faithfulness``, ``sanity``, ``components`` and ``tdoa``, ``reproduce`` and ``figures`` all go through it
 (:func:`xai_loc.study.run_experiment`).
 :data:`RESULTS` adds the results that the binaural probes write from their own commands, as
 :class:`~xai_loc.experiments.base.Result` declarations (file name, what to check, the command
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment, Result
+from xai_loc.experiments.components import ComponentsExperiment
 from xai_loc.experiments.faithfulness import FaithfulnessExperiment
 from xai_loc.experiments.perturbation import PerturbationExperiment
 from xai_loc.experiments.sanity import SanityExperiment
@@ -27,6 +28,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     TdoaExperiment(),
     FaithfulnessExperiment(),
     SanityExperiment(),
+    ComponentsExperiment(),
 )}
 
 #: Every stored result by name: the experiments and the binaural probes' result files.

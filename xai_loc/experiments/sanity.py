@@ -60,7 +60,7 @@ import torch
 
 from xai_loc.experiments.base import Experiment, experiment_windows
 from xai_loc.experiments.baselines import cascading_copies
-from xai_loc.experiments.faithfulness import _label, bootstrap_ci, parse_methods
+from xai_loc.experiments.faithfulness import bootstrap_ci, method_label, parse_methods
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -214,7 +214,7 @@ def run_sanity(
 
     models = ModelSet.of(models)
     specs = parse_methods(methods)
-    labels = [_label(*m) for m in specs]
+    labels = [method_label(*m) for m in specs]
     ds, sources, per_source = experiment_windows(data, n_sources)
     truth_all = ds["source_position"].values.astype(np.float64)
     n = truth_all.shape[0]

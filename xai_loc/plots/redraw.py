@@ -32,6 +32,12 @@ def _draw_sanity(ds, path: Path) -> list[Path]:
     return plot_sanity(ds, path.with_suffix(""))
 
 
+def _draw_components(ds, path: Path) -> list[Path]:
+    from xai_loc.plots.components import plot_components
+
+    return plot_components(ds, path.with_suffix(""))
+
+
 def _draw_tdoa(ds, path: Path) -> list[Path]:
     from xai_loc.plots.tdoa import plot_srp, plot_tdoa
 
@@ -82,6 +88,7 @@ DRAWERS: dict[str, Callable] = {
     "tdoa": _draw_tdoa,
     "faithfulness": _draw_faithfulness,
     "sanity": _draw_sanity,
+    "components": _draw_components,
     "duplex": _draw_duplex,
     "responses": _draw_behaviour,
     "cue_reliance": _draw_cue_probe,

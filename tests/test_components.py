@@ -1,0 +1,150 @@
+"""Relevance shares on the simulator's components: the rendering adds up, known answers on constructed
+models, the store's windows rendered again, and the command end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from click.testing import CliRunner
+
+from xai_loc.acoustics.backends import simulate_rirs
+from xai_loc.acoustics.render import COMPONENTS, render_components, render_windows
+from xai_loc.acoustics.room import ShoeBox
+from xai_loc.errors import InputError
+from xai_loc.experiments.components import component_shares, energy_shares
+
+ROOM = ShoeBox((8.0, 6.0, 4.0))
+SOURCE = np.array([4.0, 3.0, 2.0])
+MICS = np.array([[4.5, 3.0, 2.0], [4.0, 3.6, 2.0]])
+WINDOW = 512
+
+
+def _responses(convention: str = "gpurir"):
+    full = simulate_rirs("torch", ROOM, SOURCE[None], MICS, 0.3, convention=convention)[0]
+    direct = simulate_rirs("torch", ROOM, SOURCE[None], MICS, 0.3, convention=convention, max_order=0)[0]
+    delays = np.linalg.norm(MICS - SOURCE, axis=1) / ROOM.c * ROOM.fs
+    return full, direct, delays
+
+
+@pytest.mark.parametrize("convention", ["gpurir", "pyroomacoustics"])
+def test_components_add_up_to_the_rendered_windows(convention):
+    full, direct, delays = _responses(convention)
+    speech = np.random.default_rng(0).standard_normal(6000)
+    windows = render_windows(convention, speech, full, 10.0, np.random.default_rng(7), WINDOW)
+    parts = render_components(convention, speech, full, direct, delays, 10.0, np.random.default_rng(7), WINDOW,
+                              ROOM.fs)
+    assert parts.shape == (len(COMPONENTS), *windows.shape) and parts.dtype == np.float64
+    np.testing.assert_array_equal(parts.sum(0).astype(np.float32), windows)
+    # the direct part is the utterance through the direct path alone; the noise has the draw's level
+    only_direct = render_components(convention, speech, direct, direct, delays, 200.0, np.random.default_rng(7),
+                                    WINDOW, ROOM.fs)
+    np.testing.assert_allclose(only_direct[0], parts[0], rtol=0, atol=1e-12)
+    assert np.abs(only_direct[1:3]).max() < 1e-12  # a response without reflections has no early or late part
+
+
+def test_early_part_ends_at_the_gate():
+    full, direct, delays = _responses()
+    click = np.zeros(4 * WINDOW)
+    click[0] = 1.0
+    parts = render_components("gpurir", click, full, direct, delays, 200.0, np.random.default_rng(0), 4 * WINDOW,
+                              ROOM.fs, early_end=0.02)
+    gate = delays + 0.02 * ROOM.fs
+    for m in range(MICS.shape[0]):
+        early, late = parts[1, 0, m], parts[2, 0, m]
+        assert np.abs(early[int(np.ceil(gate[m])) + 1:]).max() < 1e-12  # FFT rounding only
+        assert np.abs(late[: int(np.floor(gate[m]))]).max() < 1e-12
+        assert np.abs(late).max() > 0 and np.abs(early).max() > 0
+
+
+def test_a_model_that_reads_only_the_direct_sound_gets_all_the_share_there():
+    """Known answer: a click, and a linear model reading only the samples where the direct arrival
+    lies (the first reflection comes 10 ms later): gradient x input relevance R = w * x falls on
+    the direct sound, in both splits; reading the samples after it, on the early reflections."""
+    full, direct, delays = _responses()
+    click = np.zeros(3 * WINDOW)
+    click[0] = 1.0
+    parts = render_components("gpurir", click, full, direct, delays, 60.0, np.random.default_rng(0), WINDOW,
+                              ROOM.fs)
+    weight = np.zeros(parts.shape[1:])
+    weight[0, :, :90] = np.random.default_rng(1).uniform(0.5, 1.5, (MICS.shape[0], 90))
+    relevance = weight * parts.sum(0)
+    share, contribution = component_shares(relevance[:1], parts[:, :1])
+    assert share[:, 0, 0].min() > 0.99  # both splits
+    np.testing.assert_allclose(contribution[:, 0].sum(), 1.0, rtol=1e-12)
+    assert contribution[0, 0] > 0.99
+    # the same model reading only the samples after the direct arrival gets none there
+    late_weight = np.zeros_like(weight)
+    late_weight[0, :, 200:] = 1.0
+    share, _ = component_shares((late_weight * parts.sum(0))[:1], parts[:, :1])
+    assert share[:, 0, 0].max() < 0.01 and share[:, 1, 0].min() > 0.9
+
+
+def test_linear_split_gives_each_components_own_output_for_a_linear_model():
+    full, direct, delays = _responses()
+    speech = np.random.default_rng(2).standard_normal(5000)
+    parts = render_components("gpurir", speech, full, direct, delays, 5.0, np.random.default_rng(3), WINDOW, ROOM.fs)
+    weight = np.random.default_rng(4).standard_normal(parts.shape[2:])
+    relevance = weight * parts.sum(0)  # gradient x input of f(x) = <w, x>
+    share, contribution = component_shares(relevance, parts)
+    own = (weight * parts).sum((2, 3))  # f(x_c), window by window
+    np.testing.assert_allclose(contribution, own / own.sum(0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(share.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(energy_shares(parts).sum(0), 1.0, rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.data.store import open_signals, simulate_dataset
+
+    root = tmp_path_factory.mktemp("components-data")
+    return open_signals(simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=root, n_sources=2))
+
+
+def test_store_windows_are_rendered_again_exactly_and_a_foreign_corpus_is_refused(store):
+    from xai_loc.acoustics.speech import SpeechCorpus
+    from xai_loc.data.components import store_components
+
+    sources = np.unique(store["source_id"].values)
+    parts = store_components(store, sources)
+    np.testing.assert_array_equal(parts.sum(0).astype(np.float32), store["signals"].values)
+    other = SpeechCorpus.shipped()
+    other.name = "another corpus"
+    with pytest.raises(InputError, match="another corpus"):
+        store_components(store, sources[:1], corpus=other)
+    tampered = store.copy()
+    tampered.attrs = {**store.attrs, "snr": 3.0}
+    with pytest.raises(InputError, match="differ from the stored"):
+        store_components(tampered, sources[:1])
+
+
+def test_components_command_end_to_end_and_figures_redraw(tmp_path):
+    from xai_loc.cli import main
+    from xai_loc.models import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model("loccnn"), tmp_path / "loccnn.safetensors",
+                           {"condition": {"t60": 0.15, "snr": 25.0}})
+    out = tmp_path / "res"
+    runner = CliRunner()
+    args = ["--threads", "1", "components", "--checkpoint", str(ckpt), "--sources", "1", "--methods",
+            "input_x_gradient,saliency", "--batch-size", "8", "--data", str(tmp_path / "data"), "--out", str(out)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "energy share" in result.output
+    ds = xr.open_dataset(out / "components.nc")
+    assert ds["share"].dims == ("model", "method", "ordering", "split", "component")
+    assert list(ds["component"].values) == list(COMPONENTS)
+    np.testing.assert_allclose(ds["share"].sum("component").values, 1.0, rtol=1e-9)
+    np.testing.assert_allclose(ds["energy_share"].sum().item(), 1.0, rtol=1e-9)
+    for name in ("components.md", "components.tex", "components.png", "components.pdf"):
+        assert (out / name).stat().st_size > 100
+    assert "explain_seconds" in (out / "components.timing.json").read_text()
+    ds.close()
+    (out / "components.png").unlink()
+    result = runner.invoke(main, ["figures", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "components.png").exists()
+    bad = runner.invoke(main, [*args[:-2], "--out", str(tmp_path / "bad"), "--early-end", "-1"])
+    assert bad.exit_code == 2 and "--early-end" in bad.output and not (tmp_path / "bad").exists()

@@ -1,0 +1,117 @@
+"""The windows of a dataset store split into direct sound, early reflections, late reverberation and noise.
+
+A store keeps only the summed microphone windows. Everything that made them is recorded in
+its attributes (scene, condition, seed, RIR backend and options, corpus and the utterance of
+every window), so the parts can be rendered again on demand, source by source, from the same
+responses and the same noise draw (:func:`~xai_loc.acoustics.render.render_components`).
+:func:`store_components` checks that the parts add up to the stored windows before it
+returns them: a store made by another version or with another corpus is refused, never
+explained with parts of different windows.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+
+from xai_loc.acoustics.backends import option_defaults, simulate_rirs
+from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S, render_components
+from xai_loc.acoustics.room import ShoeBox
+from xai_loc.data.scene import Scene
+from xai_loc.errors import InputError
+
+__all__ = ["COMPONENTS", "scene_of", "store_components"]
+
+
+def scene_of(ds) -> Scene:
+    """The scene a dataset store was simulated in, rebuilt from its attributes and checked by digest."""
+    try:
+        spec, config = json.loads(ds.attrs["scene"]), json.loads(ds.attrs["config"])
+        scene = Scene(name=spec["name"], room=ShoeBox(**spec["room"]), mics=np.asarray(spec["mics"]),
+                      sources=np.asarray(spec["sources"]),
+                      splits={k: np.asarray(v, dtype=np.int64) for k, v in spec["splits"].items()},
+                      window=spec["window"], convention=spec["convention"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"the dataset store does not describe its scene ({err}); re-simulate it with "
+                         "'xai-loc simulate'") from None
+    if scene.digest() != config.get("scene_digest"):
+        raise InputError("the dataset store's scene attributes do not match its digest; re-simulate it")
+    return scene
+
+
+def _direct_rirs(backend: str, scene: Scene, sid: int, t60: float, device: str, rir_options: dict) -> np.ndarray:
+    """The responses of the direct path only, ``(M, N)``, drawn like the store's responses.
+
+    Backends without a ``max_order`` option (gpuRIR) get theirs from xai-loc's own simulator in
+    the same convention: the direct arrival is one filtered impulse, the same in both.
+    """
+    options = {k: v for k, v in rir_options.items() if k == "t_max"}
+    if "max_order" not in option_defaults(backend):
+        backend = "torch"
+    if "mode" in option_defaults(backend):
+        options["mode"] = "ism"
+    device = device if backend == "torch" else "cpu"
+    return simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
+                         convention=scene.convention, max_order=0, **options)[0]
+
+
+def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str = "cpu",
+                     early_end: float = EARLY_END_S) -> np.ndarray:
+    """The :data:`COMPONENTS` of the windows of ``source_ids`` in a dataset store, in store order.
+
+    Parameters
+    ----------
+    ds
+        An opened dataset store (:func:`~xai_loc.data.store.open_signals`), possibly a subset of
+        its windows; every window of each source asked for must be present.
+    source_ids
+        Sources to render.
+    corpus
+        The speech corpus of the store (default: the shipped corpus, checked by digest).
+    early_end
+        Early/late boundary after each microphone's direct arrival, in seconds.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4, W, M, T)`` float64 for the ``W`` windows of those sources, in the order they
+        appear in ``ds``; their sum equals the stored windows in float32.
+    """
+    from xai_loc.acoustics.speech import SpeechCorpus
+    from xai_loc.data.store import _corpus_digest
+
+    scene = scene_of(ds)
+    config = json.loads(ds.attrs["config"])
+    corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
+    if _corpus_digest(corpus) != config["corpus_digest"]:
+        raise InputError(f"the dataset store was simulated from corpus {config['corpus']!r}, not from "
+                         f"{corpus.name!r}; give its corpus")
+    t60, snr, seed, backend = float(ds.attrs["t60"]), float(ds.attrs["snr"]), int(config["seed"]), config["backend"]
+    rir_options = dict(config["rir_options"])
+    sid_of_window = ds["source_id"].values
+    parts = []
+    for sid in (int(s) for s in source_ids):
+        rows = np.flatnonzero(sid_of_window == sid)
+        if rows.size == 0:
+            raise InputError(f"source {sid} has no windows in this dataset store")
+        windex = ds["window_index"].values[rows]
+        speech = corpus.load(str(ds["speech_id"].values[rows[0]]))
+        rirs = simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
+                             convention=scene.convention,
+                             **({"seed": seed * 1_000_003 + sid} if backend == "torch" else {}), **rir_options)[0]
+        delays = np.linalg.norm(scene.mics - scene.sources[sid], axis=1) / scene.room.c * scene.room.fs
+        comp = render_components(scene.convention, speech, rirs, _direct_rirs(backend, scene, sid, t60, device,
+                                                                              rir_options),
+                                 delays, snr, np.random.default_rng([seed, sid, 1]), scene.window, scene.room.fs,
+                                 early_end)
+        if windex.max() >= comp.shape[1]:
+            raise InputError(f"source {sid} has {comp.shape[1]} windows when rendered again but the store holds "
+                             f"window {int(windex.max())}; re-simulate the store with this version")
+        parts.append(comp[:, windex])
+    out = np.concatenate(parts, axis=1)
+    stored = np.concatenate([ds["signals"].values[np.flatnonzero(sid_of_window == int(s))] for s in source_ids])
+    if np.any(np.abs(out.sum(0).astype(np.float32) - stored) > np.spacing(np.abs(stored))):
+        raise InputError("the windows rendered again from the dataset store's attributes differ from the stored "
+                         "ones; re-simulate the store with this version of xai-loc")
+    return out

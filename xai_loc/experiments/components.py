@@ -1,0 +1,314 @@
+"""What the relevance falls on: direct sound, early reflections, late reverberation or sensor noise.
+
+The claim that end-to-end localizers "denoise and de-reverberate" is a claim about which part
+of the input their output depends on. The simulator knows each window as the sum of its
+:data:`~xai_loc.acoustics.render.COMPONENTS` ``x = x_direct + x_early + x_late + x_noise``
+(:func:`~xai_loc.data.components.store_components`; early reflections end 50 ms after each
+microphone's direct arrival), so a window's relevance ``R`` (``M x T``, one value per sample)
+can be split over them. Two splits, because attribution methods differ in what a sample's
+relevance is:
+
+``linear``
+    ``R_c = R * x_c / x``. For the methods whose relevance is the input times a (modified)
+    gradient, ``R = x * g`` - gradient x input, integrated gradients from the zero baseline
+    (``g`` the path-averaged gradient), LRP with epsilon or z rules down to the input -
+    this is exactly ``x_c * g``: the first-order contribution of component ``c`` to the
+    explained output, and the four parts add up to ``R``. For other methods (saliency,
+    occlusion, LRP whose first layer uses the flat or w-square rule) ``R / x`` is not a
+    gradient and this split is only a convention; near-cancelling samples (``x ~ 0``) can
+    then inflate it.
+``power``
+    ``R_c = R * x_c**2 / sum_c' x_c'**2``: a sample's relevance is shared in proportion to the
+    components' power at that sample. Defined for every method, with weights in [0, 1]; it
+    says where the relevant samples' energy comes from, not what the model computes from it.
+
+Per window, the **share** of component ``c`` is ``sum |R_c| / sum_c' sum |R_c'|`` (so shares
+are in [0, 1] and add up to 1) and, for the linear split, its **contribution** is
+``sum R_c / sum R`` (the fraction of the summed relevance, which for conservative methods is
+the explained output). Beside them: the components' **energy share**
+``sum x_c**2 / sum_c' sum x_c'**2`` (what a method that ignored the model would get from the
+power split of ``|R| = const``) and the shares of the randomized model's relevance (what the
+input alone produces). A model that listens to the direct sound puts more of its share there
+than the direct sound's energy share, and more than its randomized copy does. All values
+are per-source means (each source once) with bootstrap 95 % intervals over sources.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S
+from xai_loc.experiments.base import Experiment, experiment_windows
+from xai_loc.experiments.faithfulness import bootstrap_ci, method_label, parse_methods
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from xai_loc.experiments.modelset import ModelSet
+
+__all__ = ["COMPONENT_METHODS", "ComponentsExperiment", "SPLITS", "component_shares", "components_table",
+           "energy_shares", "run_components"]
+
+#: Default methods: the paper's composite, a conservative LRP variant and the x * gradient family.
+COMPONENT_METHODS = ("lrp:paper", "lrp:epsilon_plus_flat", "integrated_gradients", "input_x_gradient", "saliency")
+#: How a sample's relevance is split over the components (module docs).
+SPLITS = ("linear", "power")
+
+
+def _weights(components: np.ndarray, split: str) -> np.ndarray:
+    """``(C, W, M, T)`` weights of each component per sample (module docs), summing to 1 over ``C``."""
+    if split == "linear":
+        total = components.sum(0)
+        even = np.full_like(components, 1.0 / components.shape[0])  # x == 0: R is 0 for x * g methods
+        return np.divide(components, total, out=even, where=total != 0)
+    power = components**2
+    total = power.sum(0)
+    even = np.full_like(power, 1.0 / power.shape[0])
+    return np.divide(power, total, out=even, where=total > 0)
+
+
+def component_shares(relevance: np.ndarray, components: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shares of relevance on each component, per split and window.
+
+    Parameters
+    ----------
+    relevance
+        ``(W, M, T)`` relevance of ``W`` windows.
+    components
+        ``(C, W, M, T)`` their components (summing to the windows).
+
+    Returns
+    -------
+    share, contribution
+        ``share`` ``(split, C, W)``: ``sum |R_c| / sum_c sum |R_c|`` for each split of
+        :data:`SPLITS`; ``contribution`` ``(C, W)``: ``sum R_c / sum R`` of the linear split (NaN
+        where ``sum R`` is 0).
+    """
+    rel = np.asarray(relevance, dtype=np.float64)[None]
+    shares = []
+    contribution = None
+    for split in SPLITS:
+        part = rel * _weights(components, split)
+        mass = np.abs(part).sum((2, 3))
+        total = mass.sum(0, keepdims=True)
+        shares.append(np.divide(mass, total, out=np.full_like(mass, np.nan), where=total > 0))
+        if split == "linear":
+            summed, whole = part.sum((2, 3)), rel.sum((2, 3))
+            contribution = np.divide(summed, whole, out=np.full_like(summed, np.nan), where=whole != 0)
+    return np.stack(shares), contribution
+
+
+def energy_shares(components: np.ndarray) -> np.ndarray:
+    """``(C, W)`` energy share ``sum x_c**2 / sum_c sum x_c**2`` of each component per window."""
+    energy = (components**2).sum((2, 3))
+    return energy / energy.sum(0, keepdims=True)
+
+
+def _nan_means(values: np.ndarray, per_source: np.ndarray) -> np.ndarray:
+    """Per-source means over windows (last axis) that skip NaN windows."""
+    ok = np.isfinite(values)
+    weight = ok @ per_source
+    summed = np.where(ok, values, 0.0) @ per_source
+    return np.divide(summed, weight, out=np.full_like(summed, np.nan), where=weight > 0)
+
+
+def run_components(
+    models: ModelSet | Mapping,
+    data,
+    *,
+    methods: Sequence[str] = COMPONENT_METHODS,
+    target: str = "truth",
+    randomized_baseline: bool = True,
+    early_end: float = EARLY_END_S,
+    seed: int = 0,
+    n_boot: int = 1000,
+    batch_size: int = 16,
+    device: str = "cpu",
+    n_sources: int | None = None,
+    progress: bool = False,
+    timing: dict | None = None,
+) -> xr.Dataset:
+    """Relevance shares on the simulator's components (module docs) for the windows of a dataset store.
+
+    Parameters
+    ----------
+    models
+        A :class:`~xai_loc.experiments.modelset.ModelSet` (or ``{name: checkpoint or module}``).
+    data
+        A dataset store path (its windows are rendered again by component and checked to add up).
+    methods
+        ``method`` or ``lrp:composite`` names.
+    target
+        What is explained (:data:`xai_loc.explain.TARGETS`).
+    randomized_baseline
+        Also split the relevance of each model's randomized copy (seed ``seed``).
+    early_end
+        Early/late boundary after the direct arrival, in seconds.
+    seed
+        Seeds the randomized copies and the bootstrap.
+    n_sources
+        Only a seeded spread of ``n_sources`` of the store's sources.
+    timing
+        A dict to fill with seconds per model (kept out of the result).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``share`` and ``share_ci`` (model, method, ordering, split, component[, bound]),
+        ``contribution`` (model, method, ordering, component), ``energy_share`` and its interval
+        (component), per-source values; provenance attrs, no wall-clock values.
+    """
+    import xarray as xr
+
+    from xai_loc import __version__
+    from xai_loc.data.components import store_components
+    from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.progress import tqdm
+
+    models = ModelSet.of(models)
+    specs = parse_methods(methods)
+    ds, sources, per_source = experiment_windows(data, n_sources)
+    truth_all = ds["source_position"].values.astype(np.float64)
+    source_of_window = ds["source_id"].values
+    orderings = ("relevance", "randomized") if randomized_baseline else ("relevance",)
+    n_c, n_s, n_m, n_o = len(COMPONENTS), len(SPLITS), len(specs), len(orderings)
+    energy = np.zeros((n_c, source_of_window.size))
+    timings = {} if timing is None else timing
+    explained_models = {}
+    explainers = {}
+    for name in models:
+        kw = {"target": target, "batch_size": batch_size, "device": device}
+        explainers[name] = [[models.explainer(name, method=m, composite=c, **kw) for m, c in specs]]
+        if randomized_baseline:
+            explainers[name].append([models.explainer(name, randomized_seed=seed, method=m, composite=c, **kw)
+                                     for m, c in specs])
+        explained_models[name] = {key: v for key, v in explainers[name][0][0].attrs.items()
+                                  if key in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
+    per_window_share = np.zeros((len(models), n_m, n_o, n_s, n_c, source_of_window.size))
+    per_window_contrib = np.zeros((len(models), n_m, n_o, n_c, source_of_window.size))
+    spent = dict.fromkeys(models, 0.0)
+    with tqdm(total=sources.size, disable=not progress, desc="components", unit="src") as bar:
+        for sid in sources:  # one source's windows at a time: its components are rendered together
+            rows = np.flatnonzero(source_of_window == sid)
+            comp = store_components(ds.isel(window=rows), [sid], early_end=early_end)
+            energy[:, rows] = energy_shares(comp)
+            x = torch.from_numpy(comp.sum(0).astype(np.float32))
+            for k, name in enumerate(models):
+                tic = time.perf_counter()
+                for o, group in enumerate(explainers[name]):
+                    for i, explainer in enumerate(group):
+                        with explainer:
+                            rel = np.concatenate([
+                                explainer.explain_batch(x[b:b + batch_size], truth_all[rows[b:b + batch_size]])[
+                                    "relevance"] for b in range(0, rows.size, batch_size)])
+                        s, c = component_shares(rel, comp)
+                        per_window_share[k, i, o, ..., rows] = np.moveaxis(s, -1, 0)
+                        per_window_contrib[k, i, o, :, rows] = c.T
+                spent[name] += time.perf_counter() - tic
+            bar.update(1)
+    share = _nan_means(per_window_share, per_source)
+    contribution = _nan_means(per_window_contrib, per_source)
+    energy_source = energy @ per_source
+    for name in models:
+        timings[name] = {"windows": int(source_of_window.size), "explain_seconds": spent[name]}
+    labels = [method_label(*m) for m in specs]
+    dims = ("model", "method", "ordering")
+    return xr.Dataset(
+        {
+            "share": ((*dims, "split", "component"), np.nanmean(share, -1),
+                      {"description": "sum |R_c| / sum_c sum |R_c| per window, mean over sources (each once); "
+                                      "R_c: the split of each sample's relevance over the components "
+                                      "(linear: R x_c / x; power: R x_c^2 / sum x_c'^2)"}),
+            "share_ci": ((*dims, "split", "component", "bound"), bootstrap_ci(share, n_boot=n_boot, seed=seed),
+                         {"description": f"bootstrap 95 % interval over sources ({n_boot} resamples)"}),
+            "source_share": ((*dims, "split", "component", "source"), share),
+            "contribution": ((*dims, "component"), np.nanmean(contribution, -1),
+                             {"description": "sum R_c / sum R of the linear split: the component's fraction of "
+                                             "the summed relevance (exact first-order contribution for x * g "
+                                             "methods)"}),
+            "energy_share": (("component",), energy_source.mean(-1),
+                             {"description": "sum x_c^2 / sum_c sum x_c^2 per window, mean over sources"}),
+            "energy_share_ci": (("component", "bound"), bootstrap_ci(energy_source, n_boot=n_boot, seed=seed)),
+            "source_energy_share": (("component", "source"), energy_source),
+        },
+        coords={"model": list(models), "method": labels, "attribution": ("method", [m for m, _ in specs]),
+                "composite": ("method", [c for _, c in specs]), "ordering": list(orderings),
+                "split": list(SPLITS), "component": list(COMPONENTS), "bound": ["low", "high"],
+                "source": sources},
+        attrs={
+            "experiment": "relevance shares on direct sound, early reflections, late reverberation and noise",
+            "target": target, "seed": seed, "n_boot": n_boot, "early_end_s": float(early_end),
+            "t60": float(ds.attrs.get("t60", np.nan)), "snr": float(ds.attrs.get("snr", np.nan)),
+            "n_windows": int(source_of_window.size), "n_sources": int(sources.size),
+            "models": json.dumps(explained_models, sort_keys=True),
+            "data_config": ds.attrs.get("config", ""), "xai_loc_version": __version__,
+        },
+    )
+
+
+def _rows(ds: xr.Dataset, model: str, split: str) -> list[list[str]]:
+    rows = []
+    for method in ds["method"].values:
+        for ordering in ds["ordering"].values:
+            sel = {"model": model, "method": method, "ordering": ordering, "split": split}
+            value, (low, high) = ds["share"].sel(sel).values, ds["share_ci"].sel(sel).values.T
+            cells = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(value, low, high, strict=True)]
+            label = str(method) if ordering == "relevance" else f"{method} (randomized model)"
+            rows.append([label, *cells])
+    return rows
+
+
+def components_table(ds: xr.Dataset) -> str:
+    """Markdown: per model and split, the share of |relevance| on each component beside the energy shares."""
+    comps = [str(c) for c in ds["component"].values]
+    energy = ["energy share"] + [
+        f"{float(ds['energy_share'].sel(component=c)):.3f} [{ds['energy_share_ci'].sel(component=c).values[0]:.3f}, "
+        f"{ds['energy_share_ci'].sel(component=c).values[1]:.3f}]" for c in comps]
+    lines = [f"Share of |relevance| per component over {int(ds.attrs['n_sources'])} sources "
+             f"({int(ds.attrs['n_windows'])} windows; early reflections end {1000 * ds.attrs['early_end_s']:.0f} ms "
+             "after the direct arrival). Intervals: bootstrap 95 % over sources.", ""]
+    for model in ds["model"].values:
+        for split in ds["split"].values:
+            lines += [f"### {model}, {split} split", "", "| method | " + " | ".join(comps) + " |",
+                      "|---" * (len(comps) + 1) + "|"]
+            lines += ["| " + " | ".join(r) + " |" for r in [*_rows(ds, model, split), energy]]
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def components_latex(ds: xr.Dataset) -> str:
+    """LaTeX tabulars of :func:`components_table`, one per model and split."""
+    comps = [str(c) for c in ds["component"].values]
+    parts = []
+    for model in ds["model"].values:
+        for split in ds["split"].values:
+            rows = [["method", *comps], *_rows(ds, model, split)]
+            esc = [[c.replace("_", r"\_").replace("%", r"\%") for c in r] for r in rows]
+            parts += [f"% {model}, {split} split", r"\begin{tabular}{l" + "r" * len(comps) + "}", r"\hline",
+                      " & ".join(esc[0]) + r" \\", r"\hline", *(" & ".join(r) + r" \\" for r in esc[1:]),
+                      r"\hline", r"\end{tabular}", ""]
+    return "\n".join(parts)
+
+
+class ComponentsExperiment(Experiment):
+    """:func:`run_components`: ``components.nc``, ``components.md``, ``components.tex`` and
+    ``components.timing.json``; figure ``components.png``/``.pdf``."""
+
+    name = "components"
+    result_file = "components.nc"
+    what = "component shares result"
+    command = "components"
+    required = ("share", "energy_share")
+    table_files = {"markdown": "components.md", "latex": "components.tex"}
+    timed = True
+
+    def run(self, models: ModelSet | Mapping, data: Any, **options: Any) -> xr.Dataset:
+        return run_components(models, data, **options)
+
+    def tables(self, ds: xr.Dataset) -> dict[str, str]:
+        return {"markdown": components_table(ds), "latex": components_latex(ds)}

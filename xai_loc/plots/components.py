@@ -1,0 +1,59 @@
+"""The component figure: share of |relevance| on direct sound, early and late reverberation and noise."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from xai_loc.io import save_figure_atomic
+
+
+def plot_components(results, out_stem: str | Path) -> list[Path]:
+    """Draw, per model and split, grouped bars of each method's share of |relevance| per component
+    (hatched: the randomized model's), beside the components' energy shares, with bootstrap intervals.
+
+    Parameters
+    ----------
+    results
+        A ``components.nc`` dataset (``share`` over model, method, ordering, split, component).
+    out_stem
+        Path without suffix; ``.png`` and ``.pdf`` are written.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models, methods = list(results["model"].values), list(results["method"].values)
+    splits, comps = list(results["split"].values), [str(c) for c in results["component"].values]
+    orderings = list(results["ordering"].values)
+    bars = [(m, o) for m in methods for o in orderings]
+    width = 0.8 / (len(bars) + 1)
+    pos = np.arange(len(comps))
+    fig, axes = plt.subplots(len(models), len(splits), figsize=(3.2 + 1.1 * len(comps) * len(splits),
+                                                                3.2 * len(models)), squeeze=False, sharey=True)
+    energy, energy_ci = results["energy_share"].values, results["energy_share_ci"].values
+    for k, model in enumerate(models):
+        for j, split in enumerate(splits):
+            ax = axes[k][j]
+            for b, (method, ordering) in enumerate(bars):
+                sel = {"model": model, "method": method, "ordering": ordering, "split": split}
+                value, ci = results["share"].sel(sel).values, results["share_ci"].sel(sel).values
+                i = methods.index(method)
+                ax.bar(pos + b * width, value, width, yerr=np.abs(ci.T - value), capsize=1.5,
+                       color=f"C{i % 10}", hatch="//" if ordering != "relevance" else None,
+                       alpha=0.5 if ordering != "relevance" else 0.9,
+                       label=method if ordering == "relevance" else f"{method} (randomized)", error_kw={"lw": 0.6})
+            ax.bar(pos + len(bars) * width, energy, width, yerr=np.abs(energy_ci.T - energy), capsize=1.5,
+                   color="0.6", label="energy share", error_kw={"lw": 0.6})
+            ax.set_xticks(pos + 0.4 - width / 2)
+            ax.set_xticklabels(comps)
+            ax.set_title(f"{model}: {split} split", fontsize=9)
+            ax.grid(alpha=0.3, axis="y")
+        axes[k][0].set_ylabel("share of |relevance|")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    out_stem = Path(out_stem)
+    return [save_figure_atomic(fig, out_stem.with_suffix(suffix), dpi=150, close=suffix == ".pdf")
+            for suffix in (".png", ".pdf")]

@@ -210,3 +210,37 @@ def test_faithfulness_command_end_to_end_and_figures_redraw(tmp_path):
     result = runner.invoke(main, ["figures", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "faithfulness.png").exists()
+
+
+@pytest.mark.parametrize("fill", ["zero", "noise", "road"])
+@pytest.mark.parametrize("insert", [False, True])
+def test_device_copies_equal_the_cpu_kernels(fill, insert):
+    """The copies made on the model's device (GPU path, here run with CPU tensors) equal the compiled kernels'."""
+    from xai_loc.experiments.deletion_order import deletion_steps
+    from xai_loc.experiments.faithfulness import ROAD_NOISE, _perturbed, _perturbed_on_device
+    from xai_loc.experiments.perturbation import FILLS
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(3, M, T, generator=gen)
+    steps = deletion_steps(torch.randn(3, M * T, generator=gen).numpy(), [0, 100, 400, 900])
+    noise = FILLS["noise"](x, gen)
+    values = noise if fill == "noise" else None
+    road = ROAD_NOISE * noise if fill == "road" else None
+    for j in range(4):
+        cpu = _perturbed(x.reshape(3, -1).numpy(), steps, j, fill, None if values is None else
+                         values.reshape(3, -1).numpy(), None if road is None else road.numpy(), insert,
+                         np.empty((3, M * T), np.float32))
+        dev = _perturbed_on_device(x, torch.from_numpy(steps).view(x.shape), j, fill, values, road, insert)
+        np.testing.assert_array_equal(dev.reshape(3, -1).numpy(), cpu)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ordering_curves_on_cuda_equal_the_cpu_path(windows):
+    model = SparseLinear()
+    truth = model(windows).detach().double()
+    scores = torch.randn(windows.shape, generator=torch.Generator().manual_seed(2)).numpy()
+    for fill in ("zero", "noise", "road"):
+        cpu = ordering_curves(model, windows, truth, scores, PERCENTAGES, fill, seed=5)
+        gpu = ordering_curves(model.cuda(), windows, truth, scores, PERCENTAGES, fill, seed=5, device="cuda")
+        model.cpu()
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-5)  # float32 matmuls on two devices

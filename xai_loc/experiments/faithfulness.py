@@ -179,7 +179,7 @@ def road_imputation(x: torch.Tensor, deleted: torch.Tensor) -> torch.Tensor:
 def _perturbed(x: np.ndarray, steps: np.ndarray, j: int, fill: str, fill_values: np.ndarray | None,
                road_noise: np.ndarray | None, insert: bool, out: np.ndarray) -> np.ndarray:
     """``x (W, N)`` with the samples removed at step ``j`` filled: deleted ones (``steps <= j``), or for
-    ``insert`` the ones not yet inserted (``steps > j``)."""
+    ``insert`` the ones not yet inserted (``steps > j``). CPU: the compiled copy kernels into ``out``."""
     if fill == "road":
         removed = steps > j if insert else steps <= j
         shape = x.shape[:1] + road_noise.shape[1:]
@@ -192,14 +192,27 @@ def _perturbed(x: np.ndarray, steps: np.ndarray, j: int, fill: str, fill_values:
     return filled_copy(x, steps, j, fill_values, out)
 
 
+def _perturbed_on_device(x: torch.Tensor, steps: torch.Tensor, j: int, fill: str, fill_values: torch.Tensor | None,
+                         road_noise: torch.Tensor | None, insert: bool) -> torch.Tensor:
+    """:func:`_perturbed` with tensors on any device (``x (W, M, T)``, ``steps`` of its shape): the copies
+    are made where the model runs, with no host round trip; the same values as the CPU kernels."""
+    removed = steps > j if insert else steps <= j
+    if fill == "road":
+        fill_values = road_imputation(x, removed) + road_noise
+    if fill_values is None:
+        fill_values = torch.zeros((), dtype=x.dtype, device=x.device)
+    return torch.where(removed, fill_values, x)
+
+
 def _errors(model: torch.nn.Module, batches, truth: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Per-window MAE per coordinate of ``model`` on each perturbed batch."""
+    """Per-window MAE per coordinate of ``model`` on each perturbed batch (one transfer of the errors)."""
+    truth = truth.to(device)
     errors = []
     with torch.no_grad():
         for xp in batches:
-            pred = model(torch.from_numpy(xp).to(device)).double().cpu()
-            errors.append((pred - truth).abs().mean(-1).numpy())
-    return np.stack(errors)
+            pred = model(xp.to(device)).double()
+            errors.append((pred - truth).abs().mean(-1))
+    return torch.stack(errors).cpu().numpy()
 
 
 def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.Tensor, scores: np.ndarray | None,
@@ -209,7 +222,9 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
 
     ``scores (W, M, T)`` orders the samples (signed, descending for MoRF, ascending for LeRF);
     None draws a seeded random order (a second draw for LeRF). ``fill`` is a name in
-    :data:`FAITHFULNESS_FILLS`; its noise is seeded by ``seed``.
+    :data:`FAITHFULNESS_FILLS`; its noise is seeded by ``seed``. On the CPU the copies come
+    from the compiled kernels; on another device they are made there from the deletion steps
+    (sent once per batch), and only the errors come back.
     """
     w = windows.shape[0]
     x = windows.detach().to(torch.float32).cpu().reshape(w, -1).contiguous().numpy()
@@ -225,16 +240,28 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
     cpu_windows = torch.from_numpy(x).view(windows.shape)
     fill_values, road_noise = None, None
     if fill == "noise":
-        fill_values = FILLS["noise"](cpu_windows, gen).reshape(w, -1).numpy()
+        fill_values = FILLS["noise"](cpu_windows, gen)
     elif fill == "road":
-        road_noise = ROAD_NOISE * FILLS["noise"](cpu_windows, gen).numpy()
-    out = np.empty_like(x)
+        road_noise = ROAD_NOISE * FILLS["noise"](cpu_windows, gen)
     device = torch.device(device)
     tic = time.perf_counter()
+    if device.type == "cpu":
+        out = np.empty_like(x)
+        values = None if fill_values is None else fill_values.reshape(w, -1).numpy()
+        noise = None if road_noise is None else road_noise.numpy()
 
-    def batches(steps, insert):
-        for j in range(len(counts)):
-            yield _perturbed(x, steps, j, fill, fill_values, road_noise, insert, out).reshape(windows.shape)
+        def batches(steps, insert):
+            for j in range(len(counts)):
+                yield torch.from_numpy(_perturbed(x, steps, j, fill, values, noise, insert, out).reshape(windows.shape))
+    else:
+        xd = cpu_windows.to(device)
+        values = None if fill_values is None else fill_values.to(device)
+        noise = None if road_noise is None else road_noise.to(device)
+
+        def batches(steps, insert):
+            on_device = torch.from_numpy(steps).to(device).view(windows.shape)
+            for j in range(len(counts)):
+                yield _perturbed_on_device(xd, on_device, j, fill, values, noise, insert)
 
     result = np.stack([_errors(model, batches(morf, False), truth, device),
                        _errors(model, batches(lerf, False), truth, device),

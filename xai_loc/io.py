@@ -112,20 +112,11 @@ def partial_paths(final: str | Path) -> tuple[Path, Path]:
     return final.with_name(final.name + ".partial"), final.with_name(final.name + ".progress.json")
 
 
-def read_progress(path: Path, key: str = "windows_written") -> int:
-    """Items safely written so far, from the progress file beside a partial store (0 if none or unreadable)."""
-    try:
-        value = json.loads(Path(path).read_text())[key]
-    except (OSError, KeyError, TypeError, ValueError):
-        return 0
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def write_progress(path: Path, n: int, key: str = "windows_written") -> None:
-    """Record ``n`` items written, atomically (a killed run never leaves a half-written record)."""
+def write_progress(path: Path, record: dict) -> None:
+    """Write the progress ``record`` of a partial store atomically (a killed run never leaves half a record)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({key: int(n)}))
+    tmp.write_text(json.dumps(record))
     os.replace(tmp, path)
 
 
@@ -142,7 +133,7 @@ def discard_partial(final: str | Path, partial: str | Path | None = None) -> Non
 
 
 def _worth_resuming(partial: Path, progress: Path, counted: bool) -> bool:
-    """Whether an unfinished store holds any work: a non-empty folder with (where counted) progress > 0."""
+    """Whether an unfinished store holds any work: a non-empty folder with (where counted) items recorded."""
     if not partial.is_dir() or partial.is_symlink() or not any(partial.iterdir()):
         return False
     if not counted:
@@ -151,8 +142,8 @@ def _worth_resuming(partial: Path, progress: Path, counted: bool) -> bool:
         record = json.loads(progress.read_text())
     except (OSError, ValueError):
         return False
-    counts = [v for v in record.values() if isinstance(v, int)] if isinstance(record, dict) else []
-    return bool(counts) and max(counts) > 0
+    values = record.values() if isinstance(record, dict) else ()
+    return any(v > 0 if isinstance(v, int) else isinstance(v, list) and bool(v) for v in values)
 
 
 def _open_locked(path: Path):

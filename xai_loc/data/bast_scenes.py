@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from xai_loc.data.integrity import check_values, final_store_exists, open_netcdf_store
+from xai_loc.data.integrity import open_netcdf_store, write_netcdf_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
@@ -125,29 +126,22 @@ def render_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | No
     The same spec gives the same bytes; the file appears only when complete (atomic rename).
     """
     from xai_loc.data.store import default_root
-    from xai_loc.io import store_writer_lock
 
     if split not in SPLITS:
         raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
-    path = scene_path(root or default_root(), spec, split)
-    with store_writer_lock(path):  # a second process waits, then finds the file
-        if final_store_exists(path):
-            with open_netcdf_store(path, what="BAST scene file", load=False) as found:
-                same = found.attrs.get("digest") == spec.digest()
-            if not same:
-                raise InputError(f"{path} holds scenes of another spec; remove it or use another name")
-            return path
-        return _render(spec, split, path, progress)
+    return write_netcdf_store(scene_path(root or default_root(), spec, split), spec,
+                              partial(_render, spec, split, progress), what="BAST scene file",
+                              hint="check the spec's sounds, SNRs and levels")
 
 
-def _render(spec: BastSceneSpec, split: str, path: Path, progress: bool) -> Path:
+def _render(spec: BastSceneSpec, split: str, progress: bool):
+    """The split as an ``xarray.Dataset`` (the layout of the module docs)."""
     import xarray as xr
 
     from xai_loc.acoustics.binaural import anechoic_rirs, diffuse_noise, render_scene, spatialize
     from xai_loc.acoustics.hrtf import load_hrtf
     from xai_loc.acoustics.speech import SpeechCorpus
     from xai_loc.data.binaural_store import REFERENCE_RMS
-    from xai_loc.io import write_dataset_atomic
     from xai_loc.progress import tqdm
 
     bspec = spec.binaural_spec()
@@ -178,8 +172,7 @@ def _render(spec: BastSceneSpec, split: str, path: Path, progress: bool) -> Path
             i += 1
     from xai_loc import __version__
 
-    check_values(waves, path, 0, item="example", what="samples", hint="check the spec's sounds, SNRs and levels")
-    ds = xr.Dataset(
+    return xr.Dataset(
         {"waveforms": (("example", "ear", "time"), waves)},
         coords={
             "example": np.arange(waves.shape[0]), "ear": ["left", "right"],
@@ -194,7 +187,6 @@ def _render(spec: BastSceneSpec, split: str, path: Path, progress: bool) -> Path
         attrs={"spec": json.dumps(spec.to_dict(), sort_keys=True), "digest": spec.digest(), "split": split,
                "fs": FS, "hrtf": hrtf.name, "xai_loc_version": __version__},
     )
-    return write_dataset_atomic(ds, path)
 
 
 def load_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | None = None, progress: bool = False):

@@ -27,13 +27,13 @@ Layout (read it with plain ``xarray.open_zarr``)::
 once from the spec's seed, so no sound (no noise token, no speech utterance) is in both the
 training and the test split; directions, rooms and SNRs are drawn per rendering.
 
-**Resumable and atomic** as :mod:`xai_loc.data.store`: writing goes to
-``<split>.zarr.partial`` in chunks of :data:`CHUNK_EXAMPLES`, the number of examples safely
-written is kept in ``<split>.zarr.progress.json``, and the store is renamed to its final
-name only when complete. Every example is drawn from generators seeded by
-``(seed, sound, rendering)``, so the bytes do not depend on interruptions. Examples holding
-NaN, infinite or only zero samples are refused before they are written; a finished store
-records a manifest of its files, checked whenever it is opened (:mod:`xai_loc.data.integrity`).
+**Resumable and atomic** as every store (:class:`~xai_loc.data.resumable.ResumableStore`,
+blocks of :data:`CHUNK_EXAMPLES`): a killed run continues with the blocks not yet written,
+and the store gets its final name only when complete. Every example is drawn from
+generators seeded by ``(seed, sound, rendering)``, so the bytes do not depend on
+interruptions. Examples holding NaN, infinite or only zero samples are refused before they
+are written; a finished store records a manifest of its files, checked whenever it is
+opened (:mod:`xai_loc.data.integrity`).
 
 **Levels.** Each scene (target plus background) is scaled to a binaural RMS of
 ``REFERENCE_RMS * 10 ** (level_db / 20)`` with ``level_db`` uniform in the spec's range,
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,10 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from xai_loc.data.integrity import check_values, final_store_exists, open_zarr_dataset, resume_partial, seal_store
+from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
-from xai_loc.io import partial_paths, store_writer_lock, write_progress
 
 #: Examples per zarr chunk (and per resumable block).
 CHUNK_EXAMPLES = 32
@@ -69,6 +67,9 @@ ANECHOIC = "anechoic"
 SPEECH = "speech"
 #: Ears, in channel order.
 EARS = ("left", "right")
+#: What a binaural store holds.
+BINAURAL = StoreKind("binaural store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
+                     "simulate_binaural")
 
 
 def _default_kinds() -> tuple[str, ...]:
@@ -416,9 +417,6 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
         The complete store. An existing complete store of the same spec is returned as it is;
         one of another spec is an error.
     """
-    import xarray as xr
-    import zarr
-
     from xai_loc import __version__
     from xai_loc.data.store import default_root
     from xai_loc.progress import tqdm
@@ -430,60 +428,35 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
         raise InputError(f"split {split!r} of dataset {spec.name!r} holds no sounds; raise n_sounds or test_fraction")
     config = {"spec": spec.to_dict(), "split": split, "format": "xai-loc-binaural", "version": 1}
     final = binaural_dataset_path(root or default_root(), spec, split)
-    with store_writer_lock(final):
-        if final_store_exists(final):
-            found = json.loads(open_binaural(final).attrs.get("config", "{}"))
-            if found != config:
-                raise InputError(f"{final} holds a dataset with a different spec; remove it or use another name")
+    with ResumableStore(final, BINAURAL, config, chunk=CHUNK_EXAMPLES) as out:
+        if out.finished("holds a dataset with a different spec; remove it or use another name"):
             return final
-        partial, progress_file = partial_paths(final)
         coords = _plan_coords(spec, ids)
         n_total = coords["label"][1].size
-        done = resume_partial(final, "waveforms", (n_total, 2, spec.n_samples), (CHUNK_EXAMPLES, 2, spec.n_samples),
-                              lambda found: found == config, key="examples_written")
-        if done is None:  # nothing to resume: a fresh store
-            attrs = {"config": json.dumps(config), "spec": json.dumps(spec.to_dict()), "spec_digest": spec.digest(),
-                     "split": split, "fs": spec.fs, "hrtf": "kemar", "reference_rms": REFERENCE_RMS,
-                     "xai_loc_version": __version__,
-                     "description": "binaural scenes (ear signals), see xai_loc.data.binaural_store"}
-            xr.Dataset(coords=coords, attrs=attrs).to_zarr(partial, mode="w", consolidated=False, zarr_format=2)
-            zarr.open_group(partial, mode="a", zarr_format=2).create_array(
-                "waveforms", shape=(n_total, 2, spec.n_samples), dtype="float32",
-                chunks=(CHUNK_EXAMPLES, 2, spec.n_samples), fill_value=np.nan,
-                attributes={"_ARRAY_DIMENSIONS": ["example", "ear", "time"], "units": "pressure (simulation units)"})
-            write_progress(progress_file, 0, "examples_written")
-            done = 0
-        waveforms = zarr.open_group(partial, mode="a", zarr_format=2)["waveforms"]
+        attrs = {"config": json.dumps(config), "spec": json.dumps(spec.to_dict()), "spec_digest": spec.digest(),
+                 "split": split, "fs": spec.fs, "hrtf": "kemar", "reference_rms": REFERENCE_RMS,
+                 "xai_loc_version": __version__,
+                 "description": "binaural scenes (ear signals), see xai_loc.data.binaural_store"}
+        out.open_or_resume((n_total, 2, spec.n_samples), coords, attrs)
         renderer = _Renderer(spec, device)
         sounds = spec.sounds()
-        sound_of = coords["sound_id"][1]
-        rendering = coords["rendering"][1]
-        bar = tqdm(total=n_total, initial=done, disable=not progress, desc=f"render {split}", unit="ex")
-        start = done
-        while start < n_total:
-            stop = min(n_total, start + CHUNK_EXAMPLES)
-            block, cached = [], {}
-            for i in range(start, stop):
-                sid = int(sound_of[i])
-                if sid not in cached:
-                    cached = {sid: renderer.sound(*sounds[sid])}
-                wave, info = renderer.render(cached[sid], sid, int(rendering[i]))
-                if info["label"] != coords["label"][1][i]:  # the plan and the renderer draw alike
-                    raise RuntimeError("binaural store plan and rendering disagree; this is a bug")
-                block.append(wave)
-            block = np.stack(block)
-            check_values(block, final, start, item="example", what="samples",
-                         hint="check the spec's sounds, levels and rooms")
-            waveforms[start:stop] = block
-            write_progress(progress_file, stop, "examples_written")
-            bar.update(stop - start)
-            start = stop
-        bar.close()
-        zarr.consolidate_metadata(partial, zarr_format=2)
-        seal_store(partial, complete=("waveforms",), what="binaural store")
-        os.replace(partial, final)
-        os.remove(progress_file)
-        return final
+        sound_of, rendering, label = coords["sound_id"][1], coords["rendering"][1], coords["label"][1]
+        pending = out.pending()
+        with tqdm(total=n_total, initial=n_total - sum(len(out.items(b)) for b in pending), disable=not progress,
+                  desc=f"render {split}", unit="ex") as bar:
+            for block in pending:
+                waves, cached = [], {}
+                for i in out.items(block):
+                    sid = int(sound_of[i])
+                    if sid not in cached:
+                        cached = {sid: renderer.sound(*sounds[sid])}
+                    wave, info = renderer.render(cached[sid], sid, int(rendering[i]))
+                    if info["label"] != label[i]:  # the plan and the renderer draw alike
+                        raise RuntimeError("binaural store plan and rendering disagree; this is a bug")
+                    waves.append(wave)
+                out.write(block, {"waveforms": np.stack(waves)}, hint="check the spec's sounds, levels and rooms")
+                bar.update(len(waves))
+        return out.finish()
 
 
 def open_binaural(path: str | Path):
@@ -493,15 +466,7 @@ def open_binaural(path: str | Path):
     again as it is read; a damaged, unfinished or foreign store is an
     :class:`~xai_loc.errors.InputError` naming it and how to rebuild it.
     """
-    path = Path(path)
-    if path.name.endswith(".partial"):
-        raise InputError(f"{path} is an unfinished store; run the simulation again to complete it")
-    if not path.exists():
-        raise InputError(f"binaural dataset {str(path)!r} does not exist; create it with simulate_binaural")
-    ds = open_zarr_dataset(path, what="binaural store")
-    if "waveforms" not in ds or ds["waveforms"].dims != ("example", "ear", "time"):
-        raise InputError(f"{path} has no waveforms (example, ear, time); is it a binaural store?")
-    return ds
+    return BINAURAL.open(path)
 
 
 __all__ = [

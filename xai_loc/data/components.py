@@ -19,6 +19,7 @@ from xai_loc.acoustics.backends import option_defaults, simulate_rirs
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S, render_components
 from xai_loc.acoustics.room import ShoeBox
 from xai_loc.data.scene import Scene
+from xai_loc.data.store import corpus_digest, noise_rng, source_rirs
 from xai_loc.errors import InputError
 
 __all__ = ["COMPONENTS", "scene_of", "store_components"]
@@ -79,12 +80,11 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
         appear in ``ds``; their sum equals the stored windows in float32.
     """
     from xai_loc.acoustics.speech import SpeechCorpus
-    from xai_loc.data.store import _corpus_digest
 
     scene = scene_of(ds)
     config = json.loads(ds.attrs["config"])
     corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
-    if _corpus_digest(corpus) != config["corpus_digest"]:
+    if corpus_digest(corpus) != config["corpus_digest"]:
         raise InputError(f"the dataset store was simulated from corpus {config['corpus']!r}, not from "
                          f"{corpus.name!r}; give its corpus")
     t60, snr, seed, backend = float(ds.attrs["t60"]), float(ds.attrs["snr"]), int(config["seed"]), config["backend"]
@@ -97,14 +97,11 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
             raise InputError(f"source {sid} has no windows in this dataset store")
         windex = ds["window_index"].values[rows]
         speech = corpus.load(str(ds["speech_id"].values[rows[0]]))
-        rirs = simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
-                             convention=scene.convention,
-                             **({"seed": seed * 1_000_003 + sid} if backend == "torch" else {}), **rir_options)[0]
+        rirs = source_rirs(scene, sid, t60, seed, backend, device, rir_options)
+        direct = _direct_rirs(backend, scene, sid, t60, device, rir_options)
         delays = np.linalg.norm(scene.mics - scene.sources[sid], axis=1) / scene.room.c * scene.room.fs
-        comp = render_components(scene.convention, speech, rirs, _direct_rirs(backend, scene, sid, t60, device,
-                                                                              rir_options),
-                                 delays, snr, np.random.default_rng([seed, sid, 1]), scene.window, scene.room.fs,
-                                 early_end)
+        comp = render_components(scene.convention, speech, rirs, direct, delays, snr, noise_rng(seed, sid),
+                                 scene.window, scene.room.fs, early_end)
         if windex.max() >= comp.shape[1]:
             raise InputError(f"source {sid} has {comp.shape[1]} windows when rendered again but the store holds "
                              f"window {int(windex.max())}; re-simulate the store with this version")

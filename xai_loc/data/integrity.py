@@ -19,13 +19,11 @@ Every problem is one line (:class:`~xai_loc.errors.InputError`) that names the s
 is wrong and how to rebuild it, e.g. ``dataset store data/test.zarr is damaged: chunk
 signals/17.0.0 is missing; delete it and run the command again to rebuild it``.
 
-Unfinished stores are resumed only when they can be (:func:`resume_partial`, shared by
-every store writer); anything else (missing array, unreadable metadata, another
-configuration, a missing or inconsistent progress file) is deleted and written afresh.
-Writers hold :func:`xai_loc.io.store_writer_lock`, which also clears what a failed run
-leaves that is worth nothing (see there), and refuse non-finite or silent items before they
-are written (:func:`check_values`). Single-file (netCDF) stores are written whole by an
-atomic rename and opened through :func:`open_netcdf_store`.
+Unfinished stores are resumed only when they can be; writing, resuming and finishing are
+:class:`xai_loc.data.resumable.ResumableStore`, shared by every zarr store writer, which
+refuses non-finite or silent items before they are written (:func:`check_values`).
+Single-file (netCDF) stores are written whole by an atomic rename (:func:`write_netcdf_store`)
+and opened through :func:`open_netcdf_store`.
 """
 from __future__ import annotations
 
@@ -40,14 +38,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xai_loc.data.spec import SpecRecord, spec_digest
 from xai_loc.errors import InputError
-from xai_loc.io import discard_partial, partial_paths, write_text_atomic
+from xai_loc.io import partial_paths, store_writer_lock, write_dataset_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["MANIFEST", "REBUILD", "check_values", "final_store_exists", "open_netcdf_store", "open_zarr_dataset",
-           "open_zarr_group", "resume_partial", "seal_store", "verify_store"]
+__all__ = ["MANIFEST", "REBUILD", "check_values", "chunk_keys", "final_store_exists", "open_netcdf_store",
+           "open_zarr_dataset", "open_zarr_group", "seal_store", "verify_store", "write_netcdf_store"]
 
 #: The manifest's file name inside a store.
 MANIFEST = ".xai-loc-manifest.json"
@@ -86,7 +85,7 @@ def _files(path: Path) -> dict[str, Path]:
     return out
 
 
-def _chunk_keys(meta: dict[str, Any]) -> list[str]:
+def chunk_keys(meta: dict[str, Any]) -> list[str]:
     """Every chunk key of a zarr v2 array from its ``.zarray``."""
     import itertools
 
@@ -130,7 +129,7 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
         zarr.consolidate_metadata(path, zarr_format=2)
     for array in complete:
         meta = json.loads((path / array / ".zarray").read_text())
-        for key in _chunk_keys(meta):
+        for key in chunk_keys(meta):
             if not (path / array / key).is_file():
                 raise InputError(f"{what} {path} misses chunk {array}/{key}, which was recorded as written; "
                                  "run the command again to write it afresh")
@@ -412,44 +411,34 @@ def open_netcdf_store(path: str | Path, what: str = "store", hint: str = REBUILD
     return out
 
 
-def resume_partial(final: str | Path, array: str, shape: tuple[int, ...], chunks: tuple[int, ...],
-                   same_config: Callable[[dict[str, Any]], bool], key: str = "windows_written") -> int | None:
-    """Items already written to ``<final>.partial``, or None after deleting one that cannot be resumed.
+def write_netcdf_store(path: str | Path, spec: SpecRecord, render: Callable[[], xr.Dataset], *, what: str,
+                       hint: str, values: str = "waveforms") -> Path:
+    """Reuse the single-file store ``path`` if it holds ``spec``'s data, else render it whole and write it atomically.
 
-    Resumable means: the partial store's metadata reads, its ``config`` attr is one
-    ``same_config`` accepts, its ``array`` has the expected shape and chunks, and the
-    progress file ``<final>.progress.json`` records a count at a chunk boundary (or the end)
-    whose chunks are all present. Anything else (a run killed before the array existed,
-    garbage metadata, another configuration, a lost progress file) is deleted with its
-    progress file, and the caller writes the store afresh.
+    Under the store's writer lock (:func:`xai_loc.io.store_writer_lock`): a finished file is
+    reused when the :func:`~xai_loc.data.spec.spec_digest` of the spec it records (attr
+    ``spec``, JSON) is ``spec``'s; otherwise ``render()`` makes the dataset, whose ``values``
+    are checked (:func:`check_values`, ``hint`` ending the message) before the file is written.
+
+    Raises
+    ------
+    InputError
+        If the file is damaged or holds another spec, or a rendered item is non-finite or silent.
     """
-    import zarr
-
-    partial, progress = partial_paths(final)
-    n_total = shape[0]
-    try:
-        if not partial.is_dir() or partial.is_symlink():
-            raise ValueError
-        done = json.loads(progress.read_text())[key]
-        if isinstance(done, bool) or not isinstance(done, int) or not 0 <= done <= n_total:
-            raise ValueError
-        if done % chunks[0] and done != n_total:
-            raise ValueError
-        group = zarr.open_group(partial, mode="r", zarr_format=2, use_consolidated=False)
-        if not same_config(json.loads(group.attrs["config"])):
-            raise ValueError
-        stored = group[array]
-        if tuple(stored.shape) != tuple(shape) or tuple(stored.chunks) != tuple(chunks):
-            raise ValueError
-        meta = json.loads((partial / array / ".zarray").read_text())
-        keys = _chunk_keys(meta)
-        written = math.ceil(done / chunks[0]) * (len(keys) // max(1, math.ceil(n_total / chunks[0])))
-        if any(not (partial / array / k).is_file() for k in keys[:written]):
-            raise ValueError
-    except Exception:  # noqa: BLE001 - any unreadable or inconsistent leftover is restarted
-        discard_partial(final)
-        return None
-    return done
+    path = Path(path)
+    with store_writer_lock(path):  # a second process waits, then finds the file
+        if final_store_exists(path):
+            with open_netcdf_store(path, what=what, load=False, required=(values,)) as found:
+                try:
+                    same = spec_digest(json.loads(found.attrs["spec"]), spec.DIGEST_CHARS) == spec.digest()
+                except (KeyError, TypeError, ValueError):
+                    same = False
+            if not same:
+                raise InputError(f"{path} holds scenes of another spec; remove it or use another name")
+            return path
+        ds = render()
+        check_values(ds[values].values, path, 0, item=ds[values].dims[0], what="samples", hint=hint)
+        return write_dataset_atomic(ds, path)
 
 
 def check_values(values: np.ndarray, store: str | Path, first: int, item: str = "window",

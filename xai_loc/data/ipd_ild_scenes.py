@@ -40,12 +40,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xai_loc.data.integrity import check_values, final_store_exists, open_netcdf_store
+from xai_loc.data.integrity import open_netcdf_store, write_netcdf_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
@@ -255,27 +256,14 @@ def render_scenes(spec: SceneSpec, root: str | Path | None = None, progress: boo
     A complete file of another spec under the same name is an error.
     """
     from xai_loc.data.store import default_root
-    from xai_loc.io import store_writer_lock, write_dataset_atomic
 
     bad = [sp for sp in splits if sp not in SPLITS]
     if bad or not splits:
         raise InputError(f"split {bad[0] if bad else None!r} is not allowed; use some of {', '.join(SPLITS)}")
-    paths = {}
-    for split in splits:
-        path = scene_path(root or default_root(), spec, split)
-        with store_writer_lock(path):  # a second process waits, then finds the file
-            if final_store_exists(path):
-                with open_scenes(path) as found:
-                    same = found.attrs.get("spec") == json.dumps(spec.to_dict())
-                if not same:
-                    raise InputError(f"{path} holds scenes of another spec; remove it or use another name")
-            else:
-                ds = render_split(spec, split, progress)
-                check_values(ds["waveforms"].values, path, 0, item="example", what="samples",
-                             hint="check the spec's SNRs and levels")
-                write_dataset_atomic(ds, path)
-        paths[split] = path
-    return paths
+    return {split: write_netcdf_store(scene_path(root or default_root(), spec, split), spec,
+                                      partial(render_split, spec, split, progress), what="scene file",
+                                      hint="check the spec's SNRs and levels")
+            for split in splits}
 
 
 def open_scenes(path: str | Path):

@@ -7,8 +7,6 @@ The paper's scene (Comanducci, Antonacci & Sarti, EUSIPCO 2024) is built in as
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -19,6 +17,7 @@ import tomllib
 
 from xai_loc.acoustics.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from xai_loc.acoustics.room import ShoeBox, linear_array
+from xai_loc.data.spec import spec_digest
 from xai_loc.errors import InputError
 
 #: Split names understood everywhere; ``"all"`` is every source in index order.
@@ -142,7 +141,7 @@ class Scene:
 
     def digest(self) -> str:
         """Short sha256 of :meth:`to_dict` (the convention included), identifying the scene in provenance."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return spec_digest(self.to_dict())
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Scene:

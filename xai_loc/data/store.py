@@ -17,11 +17,10 @@ Each source is rendered under the scene's simulation convention
 (:func:`xai_loc.acoustics.render.render_windows`; ``gpurir`` by default: the utterance
 convolved over its full length, noise over the whole signal, windows from sample 0).
 
-Writing goes to ``<split>.zarr.partial`` in chunk-aligned blocks, with the number of
-windows safely written recorded after every block; a killed run continues from there, and
-the store is renamed to its final name only when complete (progress lives in
-``<split>.zarr.progress.json`` beside it), so a store that exists under its
-final name is always whole. Every source's speech and noise come from generators seeded by
+Writing, resuming and opening are those of every store
+(:class:`~xai_loc.data.resumable.ResumableStore`, one window per block): a killed run
+continues with the windows not yet written, and a store under its final name is always
+whole. Every source's speech and noise come from generators seeded by
 ``(seed, source id)``, so the bytes do not depend on interruptions or subsets.
 
 Windows holding NaN, infinite or only zero samples are refused before they are written. A
@@ -41,7 +40,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,15 +52,19 @@ from xai_loc.acoustics.backends import BACKENDS, option_defaults, simulate_rirs
 from xai_loc.acoustics.conventions import DEFAULT_CONVENTION, get_convention, rir_length
 from xai_loc.acoustics.render import render_windows, window_count
 from xai_loc.acoustics.room import check_snr, check_t60
-from xai_loc.data.integrity import check_values, final_store_exists, open_zarr_dataset, resume_partial, seal_store
+from xai_loc.data.integrity import check_values
+from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.scene import SPLITS, Scene
+from xai_loc.data.spec import spec_digest
 from xai_loc.errors import InputError
-from xai_loc.io import partial_paths, store_writer_lock, write_progress
 
 #: Windows per zarr chunk: one, so that training can read random windows cheaply
 #: (16 x 5120 float32 = 328 kB before compression).
 CHUNK_WINDOWS = 1
 DATA_ENV = "XAI_LOC_DATA"
+#: What a dataset store holds.
+DATASET = StoreKind("dataset store", "signals", ("window", "mic", "time"), "pressure (simulation units)",
+                    "'xai-loc simulate'")
 
 
 def default_root() -> Path:
@@ -127,13 +130,24 @@ def _plan(scene: Scene, ids: np.ndarray, corpus, seed: int, n_rir: int) -> _Plan
     return _Plan(ids, utt, np.concatenate([[0], np.cumsum(counts)]))
 
 
+def source_rirs(scene: Scene, sid: int, t60: float, seed: int, backend: str, device: str,
+                rir_options: dict) -> np.ndarray:
+    """The responses ``(M, N)`` of source ``sid`` as a store of ``seed`` simulates them (on ``device``)."""
+    return simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
+                         convention=scene.convention,
+                         **({"seed": seed * 1_000_003 + sid} if backend == "torch" else {}), **rir_options)[0]
+
+
+def noise_rng(seed: int, sid: int) -> np.random.Generator:
+    """The generator of source ``sid``'s sensor noise in a store of ``seed``."""
+    return np.random.default_rng([seed, sid, 1])
+
+
 def _render_source(scene: Scene, sid: int, utterance: np.ndarray, t60: float, snr: float, seed: int,
                    backend: str, device: str, rir_options: dict) -> np.ndarray:
     """The windows of one source: its RIRs (on ``device``) and the convention's rendering (NumPy, float64)."""
-    rirs = simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
-                         convention=scene.convention,
-                         **({"seed": seed * 1_000_003 + sid} if backend == "torch" else {}), **rir_options)[0]
-    return render_windows(scene.convention, utterance, rirs, snr, np.random.default_rng([seed, sid, 1]), scene.window)
+    rirs = source_rirs(scene, sid, t60, seed, backend, device, rir_options)
+    return render_windows(scene.convention, utterance, rirs, snr, noise_rng(seed, sid), scene.window)
 
 
 @dataclass(frozen=True)
@@ -195,17 +209,16 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
     config = {
         "scene_digest": scene.digest(), "convention": scene.convention, "t60": t60, "snr": snr, "split": split,
         "n_sources": len(ids), "seed": seed, "backend": backend, "rir_options": rir_options, "corpus": corpus.name,
-        "corpus_digest": _corpus_digest(corpus),
+        "corpus_digest": corpus_digest(corpus),
     }
     return _Job(scene, split, t60, snr, ids, n_sources, corpus, seed, backend, rir_options, config)
 
 
-def _render_sources(job: _Job, device: str, first: int = 0, workers: int = 1,
-                    name: str = "") -> Iterator[tuple[int, np.ndarray]]:
-    """``(k, windows)`` for the k-th source of a planned job, ``k = first, first + 1, ...``, in order.
+def _render_sources(job: _Job, device: str, ks: Sequence[int], workers: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """``(k, windows)`` for the k-th source of a planned job, for every ``k`` of ``ks`` in that order.
 
     Every source goes through :func:`_render_source` (its RIRs on ``device``, the rendering
-    on the CPU) and the check of :func:`~xai_loc.data.integrity.check_values`. ``workers > 1``
+    on the CPU). ``workers > 1``
     renders that many sources at once in threads (the image enumeration, the FFTs, the noise
     generator and torch release the GIL; CPU RIRs use per-thread work arrays), with at most
     ``2 * workers`` sources in flight; the windows are the same, only sooner.
@@ -214,18 +227,13 @@ def _render_sources(job: _Job, device: str, first: int = 0, workers: int = 1,
     if workers <= 1:
         load = job.corpus.load
     else:  # corpora are not thread-safe: decode every utterance needed here, once
-        decoded = {int(u): job.corpus.load(int(u)) for u in np.unique(plan.utterances[first:])}
+        decoded = {int(u): job.corpus.load(int(u)) for u in np.unique(plan.utterances[list(ks)])}
         load = decoded.__getitem__
 
     def render(k: int) -> np.ndarray:
         sid, u = int(plan.source_ids[k]), int(plan.utterances[k])
-        windows = _render_source(scene, sid, load(u), job.t60, job.snr, job.seed, job.backend, device,
-                                 job.rir_options)
-        check_values(windows, name, int(plan.first_window[k]), what="samples",
-                     hint=f"source {sid} got utterance {job.corpus.ids[u]!r}; check the speech files and RIR options")
-        return windows
+        return _render_source(scene, sid, load(u), job.t60, job.snr, job.seed, job.backend, device, job.rir_options)
 
-    ks = range(first, len(plan.source_ids))
     if workers <= 1:
         for k in ks:
             yield k, render(k)
@@ -256,23 +264,30 @@ def _coords(scene: Scene, plan: _Plan, corpus) -> dict:
     }
 
 
-def _corpus_digest(corpus) -> str:
+def corpus_digest(corpus) -> str:
     """Short sha256 of a corpus' name, rate and utterance ids."""
-    blob = json.dumps([corpus.name, corpus.fs, list(corpus.ids)])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return spec_digest([corpus.name, corpus.fs, list(corpus.ids)])
 
 
+def _hint(job: _Job, k: int) -> str:
+    """What to check when source ``k``'s windows come out NaN, infinite or silent."""
+    utterance = job.corpus.ids[int(job.plan.utterances[k])]
+    return f"source {int(job.plan.source_ids[k])} got utterance {utterance!r}; check the speech files and RIR options"
 
 
-def _same_config(a: dict, b: dict) -> bool:
-    """Whether two store configurations ask for the same data (RIR options at their defaults count as absent)."""
-    def canonical(config: dict) -> dict:
-        backend = config.get("backend")
-        defaults = option_defaults(backend) if backend in BACKENDS else {}
-        options = {k: v for k, v in (config.get("rir_options") or {}).items() if k not in defaults or defaults[k] != v}
-        return {**config, "rir_options": options}
+def _identity(config: dict) -> dict:
+    """What decides whether a store holds the data asked for (RIR options at their defaults count as absent)."""
+    backend = config.get("backend")
+    defaults = option_defaults(backend) if backend in BACKENDS else {}
+    options = {k: v for k, v in (config.get("rir_options") or {}).items() if k not in defaults or defaults[k] != v}
+    return {**config, "rir_options": options}
 
-    return canonical(a) == canonical(b)
+
+def _mismatch(found: dict) -> str:
+    if "convention" not in found:
+        return ("was simulated before xai-loc recorded simulation conventions; delete it and run the command again "
+                "to rebuild it")
+    return "holds a dataset with a different configuration; remove it or use another --out"
 
 
 def simulate_dataset(
@@ -320,63 +335,29 @@ def simulate_dataset(
         The complete store. An existing complete store with the same configuration is
         returned as it is; one with a different configuration is an error.
     """
-    import xarray as xr
-    import zarr
-
     from xai_loc.progress import tqdm
 
     job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options)
-    t60, snr, ids, n_sources, corpus, config = job.t60, job.snr, job.ids, job.n_sources, job.corpus, job.config
-    final = dataset_path(root or default_root(), scene, t60, snr, split, n_sources)
-    with store_writer_lock(final):
-        if final_store_exists(final):
-            found = json.loads(open_signals(final).attrs.get("config", "{}"))
-            if "convention" not in found:
-                raise InputError(f"{final} was simulated before xai-loc recorded simulation conventions; "
-                                 "delete it and run the command again to rebuild it")
-            if not _same_config(found, config):
-                raise InputError(
-                    f"{final} holds a dataset with a different configuration; remove it or use another --out"
-                )
+    final = dataset_path(root or default_root(), scene, job.t60, job.snr, split, job.n_sources)
+    with ResumableStore(final, DATASET, job.config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
+        if out.finished(_mismatch):
             return final
-        partial, progress_file = partial_paths(final)
         job = job.planned()
-        plan = job.plan
-        n_total = int(plan.first_window[-1])
-        n_mics = scene.mics.shape[0]
-        done = resume_partial(final, "signals", (n_total, n_mics, scene.window), (CHUNK_WINDOWS, n_mics, scene.window),
-                              lambda found: _same_config(found, config))
-        if done is None:  # nothing to resume: a fresh store
-            xr.Dataset(coords=_coords(scene, plan, corpus), attrs=job.attrs()).to_zarr(
-                partial, mode="w", consolidated=False, zarr_format=2)
-            zarr.open_group(partial, mode="a", zarr_format=2).create_array(
-                "signals", shape=(n_total, n_mics, scene.window), dtype="float32",
-                chunks=(CHUNK_WINDOWS, n_mics, scene.window), fill_value=np.nan,
-                attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "pressure (simulation units)"})
-            write_progress(progress_file, 0)
-            done = 0
-        signals = zarr.open_group(partial, mode="a", zarr_format=2)["signals"]
-        first = int(np.searchsorted(plan.first_window, done, side="right") - 1)
-        block, block_start = [], done
-        bar = tqdm(total=len(ids), initial=first, disable=not progress, desc=f"simulate {split}", unit="src")
-        for k, windows in _render_sources(job, device, first, name=str(final)):
-            skip = max(0, block_start - int(plan.first_window[k]))
-            block.append(windows[skip:])
-            n_block = sum(len(b) for b in block)
-            end = block_start + n_block
-            if n_block >= CHUNK_WINDOWS or end == n_total:
-                stop = end if end == n_total else block_start + (n_block // CHUNK_WINDOWS) * CHUNK_WINDOWS
-                data = np.concatenate(block)
-                signals[block_start:stop] = data[: stop - block_start]
-                write_progress(progress_file, stop)
-                block, block_start = [data[stop - block_start :]], stop
-            bar.update(1)
-        bar.close()
-        zarr.consolidate_metadata(partial, zarr_format=2)
-        seal_store(partial, complete=("signals",), what="dataset store")
-        os.replace(partial, final)
-        os.remove(progress_file)
-        return final
+        first_window = job.plan.first_window
+        out.open_or_resume((int(first_window[-1]), scene.mics.shape[0], scene.window),
+                           _coords(scene, job.plan, job.corpus), job.attrs())
+        pending = np.array(out.pending(), dtype=np.int64)  # one window per block
+        todo = np.unique(np.searchsorted(first_window, pending, side="right") - 1)
+        with tqdm(total=len(job.ids), initial=len(job.ids) - todo.size, disable=not progress,
+                  desc=f"simulate {split}", unit="src") as bar:
+            for k, windows in _render_sources(job, device, todo):
+                first = int(first_window[k])
+                mine = pending[(pending >= first) & (pending < first_window[k + 1])]
+                for run in np.split(mine, np.flatnonzero(np.diff(mine) > 1) + 1):  # consecutive windows
+                    out.write(int(run[0]), {"signals": windows[run[0] - first : run[-1] + 1 - first]},
+                              hint=_hint(job, k))
+                bar.update(1)
+        return out.finish()
 
 
 def count_windows(scene: Scene, split: str, t60: float, snr: float, *, n_sources: int | None = None, corpus=None,
@@ -515,8 +496,9 @@ def simulate_windows(
     signals = torch.empty((n_total, n_mics, scene.window), dtype=dtypes[dtype], device=target)
     bar = tqdm(total=len(job.ids), disable=not progress, desc=f"simulate {split}", unit="src")
     with no_tf32():
-        for k, windows in _render_sources(job, str(device), workers=workers, name=name):
+        for k, windows in _render_sources(job, str(device), range(len(job.ids)), workers=workers):
             a, b = int(plan.first_window[k]), int(plan.first_window[k + 1])
+            check_values(windows, name, a, what="samples", hint=_hint(job, k))
             signals[a:b].copy_(torch.from_numpy(windows))
             bar.update(1)
     bar.close()
@@ -536,15 +518,6 @@ def simulate_windows(
     )
 
 
-def _check_path(path: str | Path) -> Path:
-    path = Path(path)
-    if path.name.endswith(".partial"):
-        raise InputError(f"{path} is an unfinished store; run the simulation again to complete it")
-    if not path.exists():
-        raise InputError(f"dataset {str(path)!r} does not exist; create it with 'xai-loc simulate'")
-    return path
-
-
 def open_signals(path: str | Path):
     """Open a complete dataset store as an ``xarray.Dataset`` (lazy).
 
@@ -552,19 +525,9 @@ def open_signals(path: str | Path):
     is checked again as it is read; a damaged, unfinished or foreign store is an
     :class:`~xai_loc.errors.InputError` naming it and how to rebuild it.
     """
-    path = _check_path(path)
-    ds = open_zarr_dataset(path, what="dataset store")
-    if "signals" not in ds:
-        raise InputError(f"dataset store {path} has no 'signals' variable; is it an xai-loc dataset store?")
-    return ds
+    return DATASET.open(path)
 
 
 def open_signals_array(path: str | Path):
     """The ``signals`` of a complete dataset store as a read-only zarr array (each chunk checked as it is read)."""
-    from xai_loc.data.integrity import open_zarr_group
-
-    path = _check_path(path)
-    group = open_zarr_group(path, what="dataset store")
-    if "signals" not in group:
-        raise InputError(f"dataset store {path} has no 'signals' variable; is it an xai-loc dataset store?")
-    return group["signals"]
+    return DATASET.open_array(path)

@@ -15,14 +15,15 @@ Layout (read it with plain ``xarray.open_zarr``; :func:`open_relevance` returns 
                         (relevance_fraction, input_dependence, output_zero_input) and
                         ``config`` (JSON), which identifies what the store holds
 
-Writing follows :mod:`xai_loc.data.store`: blocks go to ``<name>.zarr.partial`` with the
-number of windows safely written in ``<name>.zarr.progress.json``; a killed run continues
-from there, and the store gets its final name only when complete. A complete store of a
-different model, method, composite, target, options or data is never mixed in or
-overwritten: that is an :class:`~xai_loc.errors.InputError`; an unfinished one of other
-settings (or one that cannot be resumed) is discarded and written afresh. Relevance that
-comes out NaN or infinite is refused before it is written. A finished store records a
-manifest of its files, checked whenever it is opened (:mod:`xai_loc.data.integrity`).
+Writing, resuming and opening are those of every store
+(:class:`~xai_loc.data.resumable.ResumableStore`, one batch per block): a killed run
+continues with the batches not yet written, and the store gets its final name only when
+complete. A complete store of a different model, method, composite, target, options or
+data is never mixed in or overwritten: that is an :class:`~xai_loc.errors.InputError`; an
+unfinished one of other settings (or one that cannot be resumed) is discarded and written
+afresh. Relevance that comes out NaN or infinite is refused before it is written. A
+finished store records a manifest of its files, checked whenever it is opened
+(:mod:`xai_loc.data.integrity`).
 """
 from __future__ import annotations
 
@@ -37,17 +38,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from xai_loc.data.integrity import (
-    check_values,
-    final_store_exists,
-    open_zarr_dataset,
-    open_zarr_group,
-    resume_partial,
-    seal_store,
-)
+from xai_loc.data.resumable import ResumableStore, StoreKind
+from xai_loc.data.spec import spec_digest
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import AXES, Explainer, dataset_inputs, input_coords, result_coords, summary_attrs
-from xai_loc.io import atomic_path, ensure_writable_dir, partial_paths, store_writer_lock, write_progress
+from xai_loc.io import atomic_path, ensure_writable_dir
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -56,6 +51,9 @@ __all__ = ["explain_store", "open_explained_signals", "open_relevance", "relevan
 
 #: Windows per zarr chunk of the relevance.
 CHUNK_WINDOWS = 1
+#: What a relevance store holds.
+RELEVANCE = StoreKind("relevance store", "relevance", ("window", "mic", "time"), "relevance", "'xai-loc explain'",
+                      values="relevance", zeros=True)
 #: Config keys compared to refuse mixing, with the words used in the message.
 _CONFIG_WORDS = {
     "model_digest": "model weights", "method": "method", "method_params": "method options",
@@ -80,7 +78,7 @@ def _options_tag(explainer: Explainer) -> str:
     tag = ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
     tag = re.sub(r"[^A-Za-z0-9_.,=+-]", "", tag)
     if len(tag) > 40:
-        tag = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        tag = spec_digest(changed, 8)
     return tag
 
 
@@ -106,20 +104,18 @@ def relevance_store_path(data_path: str | os.PathLike, explainer: Explainer) -> 
 
 
 
-def _stored_config(path: Path) -> dict[str, Any]:
-    """The ``config`` of a finished relevance store (checked whole first)."""
-    attrs = open_zarr_group(path, what="relevance store").attrs
-    try:
-        return json.loads(attrs["config"])
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{path} exists but is not an xai-loc relevance store; remove it or use another out") from None
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What decides whether a relevance store holds the relevance asked for."""
+    return {key: config.get(key) for key in _CONFIG_WORDS}
 
 
-def _check_same(path: Path, found: dict[str, Any], config: dict[str, Any]) -> None:
-    for key, words in _CONFIG_WORDS.items():
-        if found.get(key) != config.get(key):
-            raise InputError(f"{path} holds relevance of other {words} ({found.get(key)!r}, not {config.get(key)!r}); "
-                             "results are never mixed: remove it or choose another out")
+def _mismatch(config: dict[str, Any]):
+    """The message about a finished store of other settings: the first of them that differs."""
+    def message(found: dict[str, Any]) -> str:
+        key = next((k for k in _CONFIG_WORDS if spec_digest(found.get(k)) != spec_digest(config.get(k))), "data")
+        return (f"holds relevance of other {_CONFIG_WORDS[key]} ({found.get(key)!r}, not {config.get(key)!r}); "
+                "results are never mixed: remove it or choose another out")
+    return message
 
 
 def explain_store(
@@ -162,8 +158,6 @@ def explain_store(
         The complete store. A complete store with the same configuration is returned as
         it is.
     """
-    import xarray as xr
-    import zarr
 
     from xai_loc.data.store import open_signals
     from xai_loc.progress import tqdm
@@ -191,54 +185,36 @@ def explain_store(
                                           "composite_params", "target", "target_params")}
     config["data"] = hashlib.sha256(f"{ds.attrs.get('config', '')}|{n}|{n_mics}|{n_time}".encode()).hexdigest()[:16]
 
-    with store_writer_lock(final):
-        if final_store_exists(final):
-            _check_same(final, _stored_config(final), config)
+    with ResumableStore(final, RELEVANCE, config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
+        if out.finished(_mismatch(config)):
             return final
-        partial, progress_file = partial_paths(final)
-        done = resume_partial(final, "relevance", (n, n_mics, n_time), (CHUNK_WINDOWS, n_mics, n_time),
-                              lambda found: all(found.get(k) == config.get(k) for k in _CONFIG_WORDS))
-        if done is None:  # nothing to resume (none, unreadable or of other settings): a fresh store
-            placeholder = {"prediction": np.full((n, 3), np.nan), "attr_output": np.full((n, 3), np.nan),
-                           "relevance_sum": np.full(n, np.nan), "explained": np.full(n, np.nan)}
-            coords = {**input_coords(d, d["positions"], d["mics"], d["fs"], n_mics, n_time),
-                      **result_coords(placeholder)}
-            store_attrs = {**attrs, **d["attrs"], "fs": d["fs"],
-                           "data": os.path.relpath(Path(data).resolve(), final.parent.resolve()),
-                           "config": json.dumps(config, sort_keys=True),
-                           "description": "relevance of each input sample, see xai_loc.explain.store"}
-            xr.Dataset(coords=coords, attrs=store_attrs).to_zarr(partial, mode="w", consolidated=False, zarr_format=2)
-            zarr.open_group(partial, mode="a", zarr_format=2).create_array(
-                "relevance", shape=(n, n_mics, n_time), dtype="float32", chunks=(CHUNK_WINDOWS, n_mics, n_time),
-                fill_value=np.nan, attributes={"_ARRAY_DIMENSIONS": ["window", "mic", "time"], "units": "relevance"})
-            write_progress(progress_file, 0)
-            done = 0
-
-        group = zarr.open_group(partial, mode="a", zarr_format=2)
+        placeholder = {"prediction": np.full((n, 3), np.nan), "attr_output": np.full((n, 3), np.nan),
+                       "relevance_sum": np.full(n, np.nan), "explained": np.full(n, np.nan)}
+        coords = {**input_coords(d, d["positions"], d["mics"], d["fs"], n_mics, n_time), **result_coords(placeholder)}
+        store_attrs = {**attrs, **d["attrs"], "fs": d["fs"],
+                       "data": os.path.relpath(Path(data).resolve(), final.parent.resolve()),
+                       "config": json.dumps(config, sort_keys=True),
+                       "description": "relevance of each input sample, see xai_loc.explain.store"}
         step = max(CHUNK_WINDOWS, batch_size // CHUNK_WINDOWS * CHUNK_WINDOWS)
-        with explainer, tqdm(total=n, initial=done, disable=not progress, desc=f"explain {method}", unit="win") as bar:
-            for start in range(done, n, step):
-                stop = min(n, start + step)
-                truth = None if d["positions"] is None else d["positions"][start:stop]
-                result = explainer.explain_batch(signals[start:stop].values, truth, np.arange(start, stop))
-                check_values(result["relevance"], final, start, zeros=True, what="relevance",
-                             hint=f"{method} gives no usable relevance here; try other options or another method")
-                group["relevance"][start:stop] = result["relevance"].astype(np.float32)
-                for name, (_, values) in result_coords(result).items():
-                    group[name][start:stop] = values
-                write_progress(progress_file, stop)
-                bar.update(stop - start)
+        out.open_or_resume((n, n_mics, n_time), coords, store_attrs, block=step)
+        pending = out.pending()
+        with explainer, tqdm(total=n, initial=n - sum(len(out.items(b)) for b in pending), disable=not progress,
+                             desc=f"explain {method}", unit="win") as bar:
+            for block in pending:
+                items = out.items(block)
+                truth = None if d["positions"] is None else d["positions"][items.start:items.stop]
+                result = explainer.explain_batch(signals[items.start:items.stop].values, truth, np.array(items))
+                out.write(block, {"relevance": result["relevance"].astype(np.float32),
+                                  **{name: values for name, (_, values) in result_coords(result).items()}},
+                          hint=f"{method} gives no usable relevance here; try other options or another method")
+                bar.update(len(items))
             zero_output = explainer.zero_output
+        group = out.group
         prediction = np.stack([group[f"prediction_{a}"][:] for a in AXES], axis=-1)
         summary = summary_attrs(prediction, group["relevance_sum"][:], group["explained"][:], zero_output)
         if "reference_output" in explainer.attrs:
             summary["reference_output"] = explainer.attrs["reference_output"]
-        group.attrs.update(summary)
-        zarr.consolidate_metadata(partial, zarr_format=2)
-        seal_store(partial, complete=("relevance",), what="relevance store")
-        os.replace(partial, final)
-        os.remove(progress_file)
-        return final
+        return out.finish(summary)
 
 
 def open_relevance(path: str | os.PathLike) -> xr.DataArray:
@@ -248,14 +224,7 @@ def open_relevance(path: str | os.PathLike) -> xr.DataArray:
     again as it is read; a damaged, unfinished or foreign store is an
     :class:`~xai_loc.errors.InputError` naming it and how to rebuild it.
     """
-    path = Path(path)
-    if path.name.endswith(".partial"):
-        raise InputError(f"{path} is an unfinished relevance store; run the explanation again to complete it")
-    if not path.exists():
-        raise InputError(f"relevance store {str(path)!r} does not exist; create it with 'xai-loc explain'")
-    ds = open_zarr_dataset(path, what="relevance store")
-    if "relevance" not in ds:
-        raise InputError(f"{path} is not a relevance store (no 'relevance' variable)")
+    ds = RELEVANCE.open(path)
     da = ds["relevance"]
     da.attrs = {**ds.attrs, **da.attrs}
     return da

@@ -1,0 +1,365 @@
+"""One resumable zarr store behind every store xai-loc writes block by block.
+
+The dataset (:mod:`xai_loc.data.store`), binaural (:mod:`xai_loc.data.binaural_store`) and
+relevance (:mod:`xai_loc.explain.store`) stores differ only in what they hold, described by a
+:class:`StoreKind`; how they are written, resumed, finished and opened is here, once::
+
+    with ResumableStore(final, DATASET, config, identity=canonical) as store:   # the writer lock
+        if store.finished(mismatch="holds other data"):                       # whole, same digest
+            return final
+        store.open_or_resume(shape, coords, attrs, block=32)
+        for block in store.pending():                                         # any order
+            store.write(block, {"signals": values})                           # checked, recorded
+        return store.finish()                                                 # sealed, renamed
+
+Life of a store:
+
+* it is written as ``<final>.partial`` under :func:`xai_loc.io.store_writer_lock`, which also
+  takes over the lock of a killed process and clears what a failed run leaves that is worth
+  nothing;
+* its main array is cut along axis 0 into blocks of ``block`` items (a multiple of the chunk);
+  :meth:`ResumableStore.write` writes one or more consecutive whole blocks in any order,
+  refusing NaN, infinite or (unless the kind allows it) all-zero items before anything is
+  written, and records the written item ranges in ``<final>.progress.json``
+  (``{"windows_written": <items written from the start>, "written": [[start, stop], ...]}``);
+* a later run resumes the partial store when its configuration has the same
+  :func:`~xai_loc.data.spec.spec_digest`, its array the same shape and chunks and every chunk
+  recorded as written is present, and writes only the :meth:`~ResumableStore.pending` blocks;
+  anything else is deleted and written afresh;
+* :meth:`~ResumableStore.finish` records the manifest (:func:`~xai_loc.data.integrity.seal_store`)
+  and renames the store to its final name, so a store under its final name is always whole;
+* :meth:`StoreKind.open` verifies a finished store against its manifest and opens it lazily,
+  every chunk checked as it is read; every problem is one line
+  (:class:`~xai_loc.errors.InputError`).
+
+Blocks can be computed anywhere (threads, dask workers) and handed to
+:meth:`~ResumableStore.write` from any thread of the writing process, in any order: writes
+are serialized (per-item results may share a chunk), and the progress record is updated
+after the values are on disk.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xai_loc.data.integrity import (
+    check_values,
+    chunk_keys,
+    final_store_exists,
+    open_zarr_dataset,
+    open_zarr_group,
+    seal_store,
+)
+from xai_loc.data.spec import spec_digest
+from xai_loc.errors import InputError
+from xai_loc.io import discard_partial, partial_paths, store_writer_lock, write_progress
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["ResumableStore", "StoreKind"]
+
+
+@dataclass(frozen=True)
+class StoreKind:
+    """What one kind of store holds: its main array and the words of its messages.
+
+    Parameters
+    ----------
+    what
+        The kind's name in messages, e.g. ``"dataset store"``.
+    variable
+        The main array, written block by block (float32, NaN where unwritten).
+    dims
+        Its dimensions; the first one counts the items (``"window"``, ``"example"``).
+    units
+        Its ``units`` attribute.
+    make
+        How a user creates one, e.g. ``"'xai-loc simulate'"``.
+    values
+        What the values are called in the message about a non-finite item.
+    zeros
+        Whether all-zero items are allowed (relevance may be zero; a signal may not).
+    """
+
+    what: str
+    variable: str
+    dims: tuple[str, ...]
+    units: str
+    make: str
+    values: str = "samples"
+    zeros: bool = False
+
+    @property
+    def item(self) -> str:
+        """What one row along the first dimension is called."""
+        return self.dims[0]
+
+    def _checked_path(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        if path.name.endswith(".partial"):
+            raise InputError(f"{path} is an unfinished {self.what}; run {self.make} again to complete it")
+        if not path.exists():
+            raise InputError(f"{self.what} {str(path)!r} does not exist; create it with {self.make}")
+        return path
+
+    def _no_variable(self, path: Path) -> InputError:
+        return InputError(f"{self.what} {path} has no {self.variable!r} variable ({', '.join(self.dims)}); "
+                          f"is it an xai-loc {self.what}?")
+
+    def open(self, path: str | os.PathLike) -> xr.Dataset:
+        """Verify a finished store against its manifest and open it as a lazy ``xarray.Dataset``.
+
+        Raises
+        ------
+        InputError
+            One line for an unfinished, missing, damaged or foreign store.
+        """
+        path = self._checked_path(path)
+        ds = open_zarr_dataset(path, what=self.what)
+        if self.variable not in ds or ds[self.variable].dims != self.dims:
+            raise self._no_variable(path)
+        return ds
+
+    def open_array(self, path: str | os.PathLike):
+        """The main array of a finished store as a read-only zarr array (each chunk checked as it is read)."""
+        path = self._checked_path(path)
+        group = open_zarr_group(path, what=self.what)
+        if self.variable not in group:
+            raise self._no_variable(path)
+        return group[self.variable]
+
+
+def _merged(ranges: list[list[int]]) -> list[list[int]]:
+    """Sorted, non-overlapping ``[start, stop)`` ranges covering the same items."""
+    out: list[list[int]] = []
+    for start, stop in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], stop)
+        else:
+            out.append([start, stop])
+    return out
+
+
+class ResumableStore:
+    """A zarr store written in blocks along its first axis, resumable after any interruption.
+
+    Use it as a context manager (it holds the store's writer lock); see the module docs.
+
+    Parameters
+    ----------
+    path
+        The store's final path (``<name>.zarr``).
+    kind
+        What the store holds.
+    config
+        What the store is asked to hold; recorded by the caller in the ``config`` attr (JSON).
+    identity
+        The part of a configuration that decides whether two stores hold the same data
+        (default: all of it); compared by :func:`~xai_loc.data.spec.spec_digest`.
+    chunk
+        Items per zarr chunk of the main array.
+    """
+
+    def __init__(self, path: str | os.PathLike, kind: StoreKind, config: Mapping[str, Any], *,
+                 identity: Callable[[Mapping[str, Any]], Any] = dict, chunk: int = 1) -> None:
+        self.path, self.kind, self.config = Path(path), kind, dict(config)
+        self.identity, self.chunk = identity, int(chunk)
+        self.partial, self.progress_file = partial_paths(self.path)
+        self.shape: tuple[int, ...] = ()
+        self.block = self.chunk
+        self.group = None
+        self._written: list[list[int]] = []
+        self._lock = store_writer_lock(self.path)
+        self._writing = threading.Lock()
+
+    def __enter__(self) -> ResumableStore:
+        self._lock.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool | None:
+        return self._lock.__exit__(*exc)
+
+    @property
+    def _key(self) -> str:
+        return f"{self.kind.item}s_written"
+
+    def same_data(self, found: Any) -> bool:
+        """Whether a recorded configuration has the digest of this store's configuration."""
+        try:
+            return spec_digest(self.identity(found)) == spec_digest(self.identity(self.config))
+        except (TypeError, ValueError, AttributeError, KeyError):
+            return False
+
+    def finished(self, mismatch: str | Callable[[dict], str]) -> bool:
+        """Whether the store already stands whole under its final name with the same data.
+
+        Parameters
+        ----------
+        mismatch
+            The message (after the path), or a function of the found configuration giving
+            it, when a finished store holds other data.
+
+        Raises
+        ------
+        InputError
+            If the finished store is damaged, not an xai-loc store or holds other data.
+        """
+        if not final_store_exists(self.path):
+            return False
+        attrs = open_zarr_group(self.path, what=self.kind.what).attrs
+        try:
+            found = json.loads(attrs["config"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{self.path} exists but is not an xai-loc {self.kind.what}; remove it or choose "
+                             "another path") from None
+        if not self.same_data(found):
+            raise InputError(f"{self.path} {mismatch if isinstance(mismatch, str) else mismatch(found)}")
+        return True
+
+    def _resumable(self) -> list[list[int]] | None:
+        """The item ranges written to a partial store that can be resumed, else None."""
+        import zarr
+
+        n, variable = self.shape[0], self.kind.variable
+        try:
+            if not self.partial.is_dir() or self.partial.is_symlink():
+                return None
+            record = json.loads(self.progress_file.read_text())
+            done = record[self._key]
+            if isinstance(done, bool) or not isinstance(done, int) or not 0 <= done <= n:
+                return None
+            ranges = record.get("written", [[0, done]] if done else [])
+            if not isinstance(ranges, list) or not all(
+                    isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                for v in r) and 0 <= r[0] < r[1] <= n
+                    and r[0] % self.chunk == 0 and (r[1] % self.chunk == 0 or r[1] == n) for r in ranges):
+                return None
+            ranges = _merged(ranges)
+            if done != (ranges[0][1] if ranges and ranges[0][0] == 0 else 0):
+                return None
+            group = zarr.open_group(self.partial, mode="r", zarr_format=2, use_consolidated=False)
+            if not self.same_data(json.loads(group.attrs["config"])):
+                return None
+            stored = group[variable]
+            if tuple(stored.shape) != self.shape or tuple(stored.chunks) != (self.chunk, *self.shape[1:]):
+                return None
+            meta = json.loads((self.partial / variable / ".zarray").read_text())
+            sep = meta.get("dimension_separator") or "."
+            rows = {r for start, stop in ranges for r in range(start // self.chunk, math.ceil(stop / self.chunk))}
+            if any(int(key.split(sep)[0]) in rows and not (self.partial / variable / key).is_file()
+                   for key in chunk_keys(meta)):
+                return None
+        except Exception:  # noqa: BLE001 - any unreadable or inconsistent leftover is written afresh
+            return None
+        return ranges
+
+    def open_or_resume(self, shape: tuple[int, ...], coords: Mapping[str, Any], attrs: Mapping[str, Any], *,
+                       block: int | None = None) -> ResumableStore:
+        """Resume the partial store if it can be (see the module docs), else create it afresh.
+
+        Parameters
+        ----------
+        shape
+            Shape of the main array (items first).
+        coords, attrs
+            Coordinates (``xarray.Dataset`` coords, the per-item ones filled in by
+            :meth:`write` where they are results) and attrs (``config`` among them) of a new store.
+        block
+            Items per block (default: one chunk); a multiple of the chunk.
+        """
+        import xarray as xr
+        import zarr
+
+        self.shape = tuple(int(s) for s in shape)
+        self.block = self.chunk if block is None else int(block)
+        if self.block < 1 or self.block % self.chunk:
+            raise ValueError(f"block={self.block} must be a positive multiple of the chunk ({self.chunk})")
+        ranges = self._resumable()
+        if ranges is None:
+            discard_partial(self.path)
+            xr.Dataset(coords=dict(coords), attrs=dict(attrs)).to_zarr(self.partial, mode="w", consolidated=False,
+                                                                        zarr_format=2)
+            zarr.open_group(self.partial, mode="a", zarr_format=2).create_array(
+                self.kind.variable, shape=self.shape, dtype="float32", chunks=(self.chunk, *self.shape[1:]),
+                fill_value=np.nan, attributes={"_ARRAY_DIMENSIONS": list(self.kind.dims), "units": self.kind.units})
+            ranges = []
+            self._record(ranges)
+        self._written = ranges
+        self.group = zarr.open_group(self.partial, mode="a", zarr_format=2)
+        return self
+
+    def _record(self, ranges: list[list[int]]) -> None:
+        done = ranges[0][1] if ranges and ranges[0][0] == 0 else 0
+        write_progress(self.progress_file, {self._key: done, "written": ranges})
+
+    def items(self, block: int) -> range:
+        """The items of block ``block``."""
+        return range(block * self.block, min(self.shape[0], (block + 1) * self.block))
+
+    def pending(self) -> list[int]:
+        """Blocks not yet written, ascending."""
+        starts = [r[0] for r in self._written]
+        out = []
+        for block in range(math.ceil(self.shape[0] / self.block)):
+            items = self.items(block)
+            i = int(np.searchsorted(starts, items.start, side="right")) - 1
+            if i < 0 or self._written[i][1] < items.stop:
+                out.append(block)
+        return out
+
+    def write(self, block: int, arrays: Mapping[str, np.ndarray], hint: str = "") -> None:
+        """Write one or more consecutive whole blocks from ``block`` on, in any order and from any thread; record them.
+
+        Parameters
+        ----------
+        block
+            The first block written.
+        arrays
+            Values by variable: the main array (whose length along axis 0 says how many items
+            are written) and any per-item variable of the store (e.g. results kept as coords).
+        hint
+            What to check, ending the message about a non-finite or silent item.
+
+        Raises
+        ------
+        InputError
+            If an item of the main array is NaN, infinite or (unless allowed) all zero; nothing
+            of this call is written then.
+        """
+        main = np.asarray(arrays[self.kind.variable])
+        start = block * self.block
+        stop = start + len(main)
+        if not 0 <= block or not start < stop <= self.shape[0] or (stop % self.block and stop != self.shape[0]):
+            raise ValueError(f"items {start}..{stop} of {self.path} are not whole blocks of {self.block}")
+        check_values(main, self.path, start, item=self.kind.item, zeros=self.kind.zeros, what=self.kind.values,
+                     hint=hint)
+        with self._writing:
+            for name, values in arrays.items():
+                self.group[name][start:stop] = values
+            self._written = _merged([*self._written, [start, stop]])
+            self._record(self._written)
+
+    def finish(self, attrs: Mapping[str, Any] | None = None) -> Path:
+        """Add ``attrs``, seal the complete store with its manifest and give it its final name."""
+        import zarr
+
+        missing = self.pending()
+        if missing:
+            raise ValueError(f"{self.path} cannot be finished: {len(missing)} blocks are not written "
+                             f"(the first is {missing[0]})")
+        if attrs:
+            self.group.attrs.update(dict(attrs))
+        zarr.consolidate_metadata(self.partial, zarr_format=2)
+        seal_store(self.partial, complete=(self.kind.variable,), what=self.kind.what)
+        os.replace(self.partial, self.path)
+        os.remove(self.progress_file)
+        return self.path

@@ -2,7 +2,7 @@
 
 Order, bottom to top: the helpers importable anywhere (``errors``, ``io``, ``runtime``,
 ``progress``, ``cli_params``), then the stages ``acoustics -> data -> features -> models ->
-explain -> experiments -> plots``, then ``study`` (runs every stage) and ``cli``. A module may
+explain -> experiments -> plots -> report``, then ``study`` (runs every stage) and ``cli``. A module may
 import from its own rank or below. The package root (``xai_loc/__init__.py``) is the parent
 of every module, run by Python before any of them, so importing a name from it (``from
 xai_loc import __version__``) adds no dependency; its own imports are the public facade and
@@ -17,7 +17,7 @@ import xai_loc
 
 PACKAGE = Path(xai_loc.__file__).parent
 BOTTOM = ("errors", "io", "runtime", "progress", "cli_params")
-STAGES = ("acoustics", "data", "features", "models", "explain", "experiments", "plots")
+STAGES = ("acoustics", "data", "features", "models", "explain", "experiments", "plots", "report")
 TOP = ("study", "cli")
 RANK = {name: 0 for name in BOTTOM} | {name: 1 + i for i, name in enumerate(STAGES + TOP)}
 

@@ -3,7 +3,8 @@
 For each of the paper's conditions with shipped checkpoints: test data, localization error
 beside the constant predictor and the published numbers, relevance, perturbation curves,
 the TDOA table per pair distance with its baselines, SRP-PHAT maps, the input-inspection
-figure, and a ``summary.md`` gathering the tables.
+figure, a ``summary.md`` gathering the tables and ``report.html``, the whole study as one web page
+(:mod:`xai_loc.report`).
 
 It runs every stage, from simulated data to figures, so it sits above all of them, below the CLI.
 :func:`run_experiment` is the one path "run -> write -> draw -> tables" of a registered
@@ -100,7 +101,8 @@ def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
 def reproduce(out: str | Path, *, quick: bool = False, data_root=None, conditions=None,
               archs=("loccnn", "samplecnn"), pretrained=None, batch_size: int = 16, device: str = "cpu",
               progress: bool | None = None, convention: str = "gpurir") -> Path:
-    """Run the study and write everything below ``out``; returns the path of ``summary.md``.
+    """Run the study and write everything below ``out``, ending with ``report.html``; returns the path of
+    ``summary.md``.
 
     Parameters
     ----------
@@ -127,6 +129,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     from xai_loc.io import write_text_atomic
     from xai_loc.models.zoo import PAPER_MAE, data_convention
     from xai_loc.plots.inspection import plot_inspection
+    from xai_loc.report import write_report
 
     out = Path(out)
     progress = sys.stderr.isatty() if progress is None else progress
@@ -167,5 +170,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         lines += ["No shipped checkpoint for: " + ", ".join(f"({t:g} s, {s:g} dB)" for t, s in missing)
                   + ". Train them with scripts/train_zoo.py.", ""]
     summary = write_text_atomic(out / "summary.md", "\n".join(lines + sections) + "\n")
+    if loc_rows:  # a run without any checkpoint has no results to report
+        write_report(out)
     return summary
 

@@ -25,5 +25,5 @@ __all__ = ["BACKEND_CHOICES", "COMPOSITE_CHOICES", "CONVENTION_CHOICES", "FIRST_
            "MODEL_CHOICES", "RIR_MODE_CHOICES", "SPLIT_CHOICES", "TARGET_CHOICES", "main"]
 
 # every family's module registers its commands on the root group
-from xai_loc.cli import bast, binaural, cuenet, multichannel, tfcnn  # noqa: E402, F401, I001
+from xai_loc.cli import bast, binaural, cuenet, multichannel, report, tfcnn  # noqa: E402, F401, I001
 from xai_loc.cli.root import main  # noqa: E402

@@ -24,9 +24,11 @@ def main(ctx: click.Context, threads: int | None) -> None:
     Perturbation curves:         xai-loc perturb --t60 0.6 --snr 10
     Faithfulness of methods:     xai-loc faithfulness --t60 0.6 --snr 10 --sources 20
     Randomization sanity checks: xai-loc sanity --t60 0.6 --snr 10 --sources 20
+    What relevance falls on:     xai-loc components --t60 0.6 --snr 10 --sources 20
     TDOA and SRP probes:         xai-loc tdoa --t60 0.6 --snr 10 --pairs spread
     Redraw figures:              xai-loc figures xai-loc-results
     The whole study:             xai-loc reproduce --quick
+    The study as a web page:     xai-loc report xai-loc-results/reproduce
     Check a composite's cover:   xai-loc audit pretrained/samplecnn_t60-0.6_snr-10.safetensors
     Relevance as audio:          xai-loc listen RELEVANCE.zarr --out wavs/
     Shipped and known models:    xai-loc models list

@@ -1,0 +1,188 @@
+"""``xai-loc report``: the study as one web page, rendered from a tiny ``reproduce --quick`` run.
+
+The study lives below a path with spaces and non-ASCII characters; the numbers on the page are
+checked against the stored results, the inline audio against the relevance store.
+"""
+import base64
+import hashlib
+import html
+import io
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import xarray as xr
+from click.testing import CliRunner
+
+from xai_loc.cli import main
+
+CONDITION = "t60-0.15_snr-25"
+
+
+def make_study(base: Path) -> Path:
+    """A one-checkpoint, one-source ``reproduce --quick`` below ``base`` (about 20 s on one thread)."""
+    import torch
+
+    from xai_loc.models import build_model, save_checkpoint
+
+    torch.manual_seed(1)
+    zoo = base / "zoo"
+    save_checkpoint(build_model("loccnn"), zoo / "loccnn_t60-0.15_snr-25.safetensors",
+                    {"condition": {"t60": 0.15, "snr": 25.0}})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("xai_loc.study.QUICK_SOURCES", 1)
+        mp.setattr("xai_loc.study.QUICK_SRP_WINDOWS", 2)
+        result = CliRunner().invoke(main, ["--threads", "1", "reproduce", "--quick", "--out", str(base / "rep"),
+                                           "--data", str(base / "data"), "--pretrained", str(zoo)])
+    assert result.exit_code == 0, result.output
+    return base / "rep"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    return make_study(tmp_path_factory.mktemp("report") / "ré sults ünd spaces")
+
+
+class _Page(HTMLParser):
+    """Tables (rows of cell texts), resource URLs and the explorers' JSON of a page."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tables, self.urls, self.json = [], [], []
+        self._cell, self._script = None, None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.urls += [attrs[k] for k in ("src", "href") if k in attrs]
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "script" and attrs.get("type") == "application/json":
+            self._script = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell.strip())
+            self._cell = None
+        elif tag == "script" and self._script is not None:
+            self.json.append(json.loads(self._script))
+            self._script = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        if self._script is not None:
+            self._script += data
+
+
+def _row(page: _Page, first: str) -> list[str]:
+    return next(row for table in page.tables for row in table if row and row[0] == first)
+
+
+def _wav(uri: str) -> tuple[np.ndarray, int]:
+    return sf.read(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+
+
+def test_reproduce_ends_with_a_report_of_the_stored_numbers(study):
+    page = _Page((study / "report.html").read_text())
+    cond = study / CONDITION
+    pert = xr.open_dataset(cond / "perturbation.nc")
+    tdoa = xr.open_dataset(cond / "tdoa.nc")
+    # localization beside its baselines, as stored
+    mae = pert.mae.sel(model="loccnn", mode="relevance", percentage=0.0).values
+    assert _row(page, "loccnn")[1:6] == [f"{v:.3f}" for v in mae] + [f"{mae.mean():.3f}", "0.088"]  # the paper's
+    assert _row(page, "constant (centroid)")[4] == f"{float(pert.baseline_mae_mean):.3f}"
+    srp = tdoa.srp_error.sel(srp_estimator="signals")
+    assert _row(page, "SRP-PHAT signals")[6] == f"{float(srp.sel(srp_metric='euclidean')):.3f}"
+    # the experiments' tables, every baseline included
+    cell = f"{float(tdoa.anomalies_percent.sel(estimator='zero-lag', pair='7-8')):.1f} / " \
+           f"{float(tdoa.mae_samples.sel(estimator='zero-lag', pair='7-8')):.2f}"
+    assert _row(page, "zero-lag")[1] == cell and _row(page, "loccnn-randomized")
+    assert _row(page, "relevance")[1] == f"{float(pert.mae_mean.sel(model='loccnn', mode='relevance')[0]):.3f}"
+    # provenance: the checkpoint's sha256, its composite and target
+    digest = hashlib.sha256((study.parent / "zoo" / "loccnn_t60-0.15_snr-25.safetensors").read_bytes()).hexdigest()
+    assert any(row[:3] == ["loccnn", "loccnn_t60-0.15_snr-25.safetensors", digest]
+               and row[4:] == ["paper", "truth"] for t in page.tables for row in t)
+    # self-contained: every resource inline, no address outside the page
+    assert page.urls and all(re.match(r"data:|#", url) for url in page.urls)
+    text = html.unescape((study / "report.html").read_text())
+    assert "faithfulness.nc (faithfulness result; run 'xai-loc faithfulness')" in text
+
+
+def test_explorer_audio_and_gcc_come_from_the_relevance_store(study):
+    from xai_loc.explain.store import open_explained_signals, open_relevance
+
+    (explorer,) = _Page((study / "report.html").read_text()).json
+    tdoa = xr.open_dataset(study / CONDITION / "tdoa.nc")
+    digest = json.loads(tdoa.attrs["models"])["loccnn"]["model_digest"]  # the trained model, not its randomized copy
+    store = next((study.parent / "data").rglob(f"loccnn-{digest[:12]}-lrp-paper-truth.zarr"))
+    relevance, signals = open_relevance(store), open_explained_signals(store)
+    assert len(explorer["windows"]) == 4 and explorer["pairs"] == [str(p) for p in tdoa.pair.values]
+    assert explorer["duration"] == pytest.approx(5120 / 16000)
+    window = explorer["windows"][-1]  # the last window of the store
+    clip, fs = _wav(window["relevance_audio"][7])
+    expected = relevance.isel(window=-1).sel(mic=7).values.astype(np.float64)
+    assert fs == 16000 and clip.shape == (5120,)
+    np.testing.assert_allclose(clip, 0.99 * expected / np.abs(expected).max(), atol=1.5 / 32767)
+    mic, _ = _wav(window["mic_audio"][8])
+    expected = signals.signals.isel(window=-1).sel(mic=8).values.astype(np.float64)
+    np.testing.assert_allclose(mic, 0.99 * expected / np.abs(expected).max(), atol=1.5 / 32767)
+    # GCC-PHAT of the signals peaks where the TDOA probe found the delay (finer lag grid there)
+    gcc = window["gcc"]["7-8"]
+    w = int(relevance.isel(window=-1)["window"])
+    assert gcc["truth"] == pytest.approx(float(tdoa.truth.sel(pair="7-8", window=w)), abs=1e-3)
+    peak = explorer["lags"]["7-8"][int(np.argmax(gcc["signals"]))]
+    assert peak == pytest.approx(float(tdoa.delay.sel(estimator="signals", pair="7-8", window=w)), abs=0.5)
+
+
+def test_partial_folder_says_what_is_missing(study, tmp_path):
+    folder = tmp_path / "nür perturbation"
+    folder.mkdir()
+    shutil.copy(study / CONDITION / "perturbation.nc", folder)
+    out = tmp_path / "out dir" / "bericht.html"
+    result = CliRunner().invoke(main, ["report", str(folder), "--out", str(out), "--windows", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(out)
+    text = html.unescape(out.read_text())
+    assert "tdoa.nc (TDOA result; run 'xai-loc tdoa')" in text
+    assert "No window explorer: no result of this folder records the path of the dataset it used" in text
+    assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # atomic: no temporary file left
+
+
+def test_bad_inputs_are_one_line_exit_2_and_write_nothing(study, tmp_path):
+    damaged = tmp_path / "dämaged"
+    damaged.mkdir()
+    (damaged / "tdoa.nc").write_bytes((study / CONDITION / "tdoa.nc").read_bytes()[:2000])
+    shutil.copy(study / CONDITION / "perturbation.nc", damaged)
+    (tmp_path / "empty").mkdir()
+    for args, says in [([str(damaged)], "is damaged or not netCDF"),
+                       ([str(tmp_path / "empty")], "holds no results"),
+                       ([str(tmp_path / "nowhere")], "does not exist"),
+                       ([str(damaged), "--windows", "0"], "--windows 0 is not allowed"),
+                       ([str(damaged), "--out", str(tmp_path)], "is a folder")]:
+        result = CliRunner().invoke(main, ["report", *args])
+        assert result.exit_code == 2, result.output
+        assert says in result.output and result.output.count("\n") == 1
+    assert not (damaged / "report.html").exists() and not (tmp_path / "empty" / "report.html").exists()
+
+
+def test_results_without_their_own_tables_show_scalars_and_1d_variables():
+    from xai_loc.report.collect import _dataset_tables
+
+    ds = xr.Dataset({"itd_weight": ("band", [0.25, 0.5]), "ild_weight": ("band", [0.75, 0.125]),
+                     "n_tokens": ((), 3.0), "per_example": ("example", np.arange(41.0))},
+                    coords={"band": ["low", "high"]})
+    # two tables: 41 examples are more rows than a table shows
+    scalars, weights = (_Page(text).tables[0] for text in _dataset_tables(ds))
+    assert scalars[-1] == ["n_tokens", "3"]
+    assert weights[0] == ["", "itd_weight", "ild_weight"] and weights[2:] == [["low", "0.25", "0.75"],
+                                                                               ["high", "0.5", "0.125"]]

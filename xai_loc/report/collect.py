@@ -1,0 +1,198 @@
+"""What a results folder holds, gathered for the report: one section per folder of results.
+
+Every registered result file (:data:`xai_loc.experiments.registry.RESULTS`) below the folder
+is opened and checked whole (a damaged file stops the report in one line), grouped by the
+folder it lies in (one condition of ``reproduce``, or the ``--out`` of one command), and
+given its tables (experiments' own :meth:`~xai_loc.experiments.base.Experiment.tables`), its
+figures (drawn from the stored result by :data:`xai_loc.plots.redraw.DRAWERS`, never
+recomputed) and its provenance (the attrs stored in the file).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xai_loc.errors import InputError
+
+__all__ = ["ResultEntry", "Section", "collect_sections", "localization_rows", "provenance"]
+
+
+@dataclass
+class ResultEntry:
+    """One stored result: its registry name, file, dataset, tables (HTML) and figures (PNG bytes by name)."""
+
+    name: str
+    path: Path
+    ds: Any
+    command: str
+    tables: list[str] = field(default_factory=list)
+    figures: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Section:
+    """The results of one folder: entries by result name, other PNG figures, whether it holds results of
+    the multichannel experiments, and which of those are missing."""
+
+    folder: Path
+    title: str
+    entries: dict[str, ResultEntry]
+    extra_figures: dict[str, bytes]
+    multichannel: bool
+    missing: list[str]
+
+
+def _markdown_to_html(text: str) -> str:
+    """The experiments' markdown (GitHub pipe tables) as HTML."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+
+
+def _dataset_tables(ds, max_rows: int = 40) -> list[str]:
+    """HTML tables of a result without its own tables: its scalars, and its 1-D variables grouped by
+    dimension (e.g. the duplex probe's ITD/ILD weights per band), where a dimension has at most ``max_rows``."""
+    scalars = {name: [_value(da.values[()])] for name, da in ds.data_vars.items() if da.ndim == 0}
+    by_dim: dict[str, list[str]] = {}
+    for name, da in ds.data_vars.items():
+        if da.ndim == 1 and da.size <= max_rows:
+            by_dim.setdefault(da.dims[0], []).append(name)
+    frames = [ds[names].to_dataframe()[names] for names in by_dim.values()]
+    if scalars:
+        import pandas as pd
+
+        frames.insert(0, pd.DataFrame(scalars, index=["value"]).T)
+    return [frame.to_html(float_format=lambda v: f"{v:.4g}", border=0) for frame in frames]
+
+
+def _title(folder: Path, root: Path, entries: dict[str, ResultEntry]) -> str:
+    attrs = next(iter(entries.values())).ds.attrs
+    where = folder.relative_to(root).as_posix() if folder != root else folder.name
+    if "t60" in attrs and "snr" in attrs:
+        return f"T60 {float(attrs['t60']):g} s, SNR {float(attrs['snr']):g} dB ({where})"
+    return where
+
+
+def _figures(name: str, ds, path: Path) -> dict[str, bytes]:
+    """The result's figures, drawn into a scratch folder from the stored dataset (PNG only).
+
+    The folder's other results are linked into the scratch folder, for drawers that read a
+    sibling (the duplex figure adds the relevance view of ``cue_relevance.nc``); the results
+    folder itself is never written.
+    """
+    from xai_loc.plots.redraw import draw_result
+
+    with tempfile.TemporaryDirectory() as scratch:
+        for sibling in path.parent.glob("*.nc"):
+            (Path(scratch) / sibling.name).symlink_to(sibling.resolve())
+        drawn = draw_result(name, ds, Path(scratch) / path.name)
+        return {Path(p).name: Path(p).read_bytes() for p in drawn if Path(p).suffix == ".png"}
+
+
+def collect_sections(root: str | Path) -> list[Section]:
+    """Open every registered result below ``root`` and gather them by folder (sorted by path).
+
+    Raises :class:`~xai_loc.errors.InputError` (one line) where ``root`` is not a folder, holds
+    no results, or a result file is damaged.
+    """
+    from xai_loc.experiments.registry import EXPERIMENTS, RESULTS
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"results folder {str(root)!r} does not exist or is not a folder")
+    found = sorted((path, result) for result in RESULTS.values() for path in root.rglob(result.result_file))
+    if not found:
+        raise InputError(f"{root} holds no results ({', '.join(r.result_file for r in RESULTS.values())}); run "
+                         "an experiment (perturb, faithfulness, sanity, tdoa, reproduce or a binaural probe) first")
+    opened = [(path, result, result.open(path)) for path, result in found]  # all checked before any drawing
+    by_folder: dict[Path, dict[str, ResultEntry]] = {}
+    for path, result, ds in opened:
+        tables = [_markdown_to_html(result.tables(ds)["markdown"])] if result.name in EXPERIMENTS \
+            else _dataset_tables(ds)
+        by_folder.setdefault(path.parent, {})[result.name] = ResultEntry(
+            result.name, path, ds, result.command, tables, _figures(result.name, ds, path))
+    sections = []
+    for folder, entries in sorted(by_folder.items()):
+        drawn = {name for entry in entries.values() for name in entry.figures}
+        extra = {p.name: p.read_bytes() for p in sorted(folder.glob("*.png")) if p.name not in drawn}
+        multichannel = any(name in EXPERIMENTS for name in entries)
+        missing = [f"{e.result_file} ({e.what}; run 'xai-loc {e.command}')" for e in EXPERIMENTS.values()
+                   if multichannel and e.name not in entries]
+        sections.append(Section(folder, _title(folder, root, entries), entries, extra, multichannel, missing))
+    return sections
+
+
+def localization_rows(section: Section) -> list[dict[str, Any]]:
+    """Localization error of each model beside its baselines, read from the section's stored results.
+
+    The models' and the constant predictor's MAE per coordinate come from ``perturbation.nc``
+    (nothing deleted, 0 %); SRP-PHAT's and its constant's from ``tdoa.nc``. Each row:
+    ``{"estimator", "kind", "x", "y", "z", "mean", "source"}`` (NaN where a coordinate is not stored), the
+    models' rows with ``"paper"``, the published MAE per coordinate of their architecture and condition.
+    """
+    from xai_loc.models.zoo import PAPER_MAE
+
+    rows = []
+    pert = section.entries.get("perturbation")
+    if pert is not None:
+        ds = pert.ds
+        unperturbed = ds["mae"].sel(percentage=0.0, mode=ds["mode"].values[0])
+        archs = {name: info.get("model") for name, info in json.loads(ds.attrs.get("models", "{}")).items()}
+        condition = (float(ds.attrs.get("t60", np.nan)), float(ds.attrs.get("snr", np.nan)))
+        for model in ds["model"].values:
+            mae = unperturbed.sel(model=model).values
+            rows.append({"estimator": str(model), "kind": "model", "x": mae[0], "y": mae[1], "z": mae[2],
+                         "mean": float(mae.mean()), "source": "perturbation.nc, 0 %",
+                         "paper": PAPER_MAE.get(archs.get(str(model)), {}).get(condition, np.nan)})
+        base = ds["baseline_mae"].values
+        rows.append({"estimator": "constant (centroid)", "kind": "baseline", "x": base[0], "y": base[1],
+                     "z": base[2], "mean": float(ds["baseline_mae_mean"]), "source": "perturbation.nc"})
+    tdoa = section.entries.get("tdoa")
+    if tdoa is not None and "srp_error" in tdoa.ds:
+        err = tdoa.ds["srp_error"]
+        for name in err["srp_estimator"].values:
+            if str(name) not in ("signals", "constant"):
+                continue
+            row = err.sel(srp_estimator=name)
+            rows.append({"estimator": f"SRP-PHAT {name}" if name == "signals" else "SRP-PHAT constant (grid centre)",
+                         "kind": "baseline", "x": float(row.sel(srp_metric="x")), "y": float(row.sel(srp_metric="y")),
+                         "z": np.nan, "mean": np.nan, "euclidean": float(row.sel(srp_metric="euclidean")),
+                         "source": "tdoa.nc (x-y plane, mean |error|)"})
+    return rows
+
+
+def _value(value: Any) -> Any:
+    """An attr as text, JSON strings parsed and pretty-printed."""
+    if isinstance(value, np.ndarray):
+        return np.array2string(value, separator=", ", precision=6)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.dumps(json.loads(value), indent=1, sort_keys=True)
+        except ValueError:
+            return value
+    return value
+
+
+def provenance(entry: ResultEntry) -> dict[str, Any]:
+    """The provenance of a stored result: its attrs (JSON pretty-printed) and the models it scored.
+
+    ``{"attrs": {key: text}, "models": [{"name", "checkpoint", "checkpoint_digest", "model_digest",
+    "composite", "target"}], "command": ...}``; the command is the one that writes this kind of
+    file (the exact arguments are not stored in results).
+    """
+    attrs = {key: _value(value) for key, value in entry.ds.attrs.items()}
+    try:
+        models = json.loads(entry.ds.attrs.get("models", "{}"))
+    except (TypeError, ValueError):
+        models = {}
+    rows = [{"name": name, **{k: info.get(k, entry.ds.attrs.get(k, "")) for k in
+                              ("checkpoint", "checkpoint_digest", "model_digest", "composite", "target")}}
+            for name, info in (models.items() if isinstance(models, dict) else [])]
+    return {"attrs": attrs, "models": rows, "command": f"xai-loc {entry.command}"}

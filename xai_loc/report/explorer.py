@@ -1,0 +1,181 @@
+"""The window explorer's content: for a few windows of a relevance store, the microphone signals and
+their relevance as a figure, both as audio (the ``listen`` export, per microphone) and GCC-PHAT curves.
+
+Everything is read from stored files: the relevance store that an experiment of the section
+explained (found through the ``data`` path and the model digests its result records, as
+:func:`xai_loc.explain.store.relevance_store_path` names it) and the dataset it explains.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Explorer", "build_explorers", "explorer_data", "find_relevance_stores"]
+
+#: Windows shown per explorer by default (each carries 16 microphones x 2 clips of audio).
+DEFAULT_WINDOWS = 4
+#: Microphone pair of the paper's TDOA experiment, used when no TDOA result names pairs.
+DEFAULT_PAIRS = ("7-8",)
+#: Lag steps per sample of the GCC-PHAT curves (band-limited interpolation).
+GCC_INTERP = 2
+#: Extra lags (samples) around the largest physical delay of a pair in the GCC-PHAT plot.
+LAG_MARGIN = 4.0
+
+
+@dataclass
+class Explorer:
+    """One model's explorer: the relevance store it reads and its page data (JSON-able)."""
+
+    model: str
+    store: Path
+    data: dict[str, Any]
+
+
+def _models(entries) -> dict[str, dict]:
+    """Explained (not randomized) models of the section's results: ``{name: model info}``."""
+    out = {}
+    for entry in entries:
+        try:
+            models = json.loads(entry.ds.attrs.get("models", "{}"))
+        except (TypeError, ValueError):
+            continue
+        for name, info in (models.items() if isinstance(models, dict) else []):
+            if isinstance(info, dict) and "model_digest" in info and "randomized_from" not in info:
+                out.setdefault(name, {**{k: entry.ds.attrs.get(k) for k in ("method", "composite", "target")},
+                                      **info})
+    return out
+
+
+def find_relevance_stores(entries) -> tuple[dict[str, Path], str]:
+    """Relevance stores of the models a section's results explained: ``({model: store}, reason if none)``."""
+    data = next((Path(e.ds.attrs["data"]) for e in entries if isinstance(e.ds.attrs.get("data"), str)), None)
+    if data is None:
+        return {}, "no result of this folder records the path of the dataset it used (tdoa.nc does)"
+    folder = data.with_name(data.name.removesuffix(".zarr") + ".relevance")
+    if not folder.is_dir():
+        return {}, f"the relevance stores of {data} are not at {folder}"
+    found = {}
+    for name, info in _models(entries).items():
+        arch = info.get("model", name)
+        candidates = sorted(folder.glob(f"{arch}-{info['model_digest'][:12]}-*.zarr"))
+        wanted = "-".join(str(info[k]) for k in ("method", "composite") if info.get(k)) + f"-{info.get('target')}"
+        preferred = [c for c in candidates if c.name.endswith(f"{wanted}.zarr")]
+        if preferred or candidates:
+            found[name] = (preferred or candidates)[0]
+    return found, "" if found else f"no relevance store of the explained models in {folder}"
+
+
+def _wav_uri(audio: np.ndarray, fs: int) -> str:
+    """A mono float clip as a 16-bit WAV data URI."""
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, fs, subtype="PCM_16", format="WAV")
+    return "data:audio/wav;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _window_figure(signals: np.ndarray, relevance: np.ndarray, fs: float, title: str) -> str:
+    """Microphone signals, relevance per microphone and the relevance spectrogram, as a PNG data URI."""
+    import matplotlib.pyplot as plt
+    from scipy.signal import spectrogram
+
+    n_mics, n = signals.shape
+    t = np.arange(n) / fs * 1e3
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
+    scale = np.abs(signals).max() or 1.0
+    for m in range(n_mics):
+        axes[0].plot(t, m + 0.45 * signals[m] / scale, lw=0.4, color="k")
+    axes[0].set(title="microphone signals", xlabel="time (ms)", ylabel="microphone", xlim=(t[0], t[-1]))
+    top = np.abs(relevance).max() or 1.0
+    im = axes[1].imshow(relevance, aspect="auto", cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest",
+                        extent=(t[0], t[-1], n_mics - 0.5, -0.5))
+    axes[1].set(title="relevance per microphone", xlabel="time (ms)", ylabel="microphone")
+    fig.colorbar(im, ax=axes[1], shrink=0.8)
+    f, tt, power = spectrogram(relevance.astype(np.float64), fs=fs, nperseg=256, noverlap=192, axis=-1)
+    level = 10 * np.log10(power.sum(0) + 1e-30)
+    im = axes[2].pcolormesh(tt * 1e3, f / 1e3, level, shading="auto", vmin=level.max() - 80, vmax=level.max())
+    axes[2].set(title="relevance spectrogram (all microphones)", xlabel="time (ms)", ylabel="frequency (kHz)")
+    fig.colorbar(im, ax=axes[2], shrink=0.8, label="dB")
+    fig.suptitle(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=72, metadata={"Software": "xai-loc"})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _pairs(entries) -> list[tuple[int, int]]:
+    tdoa = next((e for e in entries if e.name == "tdoa"), None)
+    names = [str(p) for p in tdoa.ds["pair"].values] if tdoa is not None else list(DEFAULT_PAIRS)
+    return [tuple(int(m) for m in name.split("-")) for name in names]
+
+
+def explorer_data(relevance, signals, pairs: list[tuple[int, int]], n_windows: int) -> dict[str, Any]:
+    """The explorer's page data for ``n_windows`` windows spread over a relevance store.
+
+    Per window: a figure, the microphone signal and the relevance of every microphone as WAV
+    (each clip peak-normalized, as :func:`~xai_loc.explain.store.write_wavs` does) and, per
+    pair, the GCC-PHAT of both (:func:`xai_loc.experiments.gcc.gcc_phat`) with the true delay; the lags
+    of each pair's curves once, under ``"lags"``.
+    """
+    from xai_loc.experiments.gcc import gcc_phat
+
+    fs = float(relevance.attrs.get("fs", 16000.0))
+    c = float(relevance.attrs.get("c", 343.0))
+    picks = np.unique(np.linspace(0, relevance.sizes["window"] - 1, min(n_windows, relevance.sizes["window"]))
+                      .round().astype(int))
+    mics = np.stack([relevance[f"mic_{k}"].values for k in "xyz"], -1)
+    pair_info = []
+    for i, j in pairs:
+        distance = float(np.linalg.norm(mics[i] - mics[j]))
+        pair_info.append({"name": f"{i}-{j}", "i": i, "j": j, "distance": distance,
+                          "max_lag": math.ceil(distance / c * fs + LAG_MARGIN)})
+    windows, lags = [], {}
+    for w in picks:
+        rel = relevance.isel(window=int(w))
+        window = int(rel["window"])
+        sig = np.asarray(signals["signals"].sel(window=window).values, dtype=np.float64)
+        r = np.asarray(rel.values, dtype=np.float64)
+        source = np.array([float(rel[f"source_{k}"]) for k in "xyz"])
+        label = f"source {int(rel['source_id'])}, window {int(rel['window_index'])}"
+        gcc = {}
+        for pair in pair_info:
+            i, j = pair["i"], pair["j"]
+            truth = (np.linalg.norm(source - mics[j]) - np.linalg.norm(source - mics[i])) / c * fs
+            lags[pair["name"]], cc_sig = gcc_phat(sig[i], sig[j], max_lag=pair["max_lag"], interp=GCC_INTERP)
+            _, cc_rel = gcc_phat(r[i], r[j], max_lag=pair["max_lag"], interp=GCC_INTERP)
+            gcc[pair["name"]] = {"signals": np.round(cc_sig, 3).tolist(), "relevance": np.round(cc_rel, 3).tolist(),
+                                 "truth": round(float(truth), 3)}
+        windows.append({
+            "label": label, "figure": _window_figure(sig, r, fs, f"{relevance.attrs.get('model', '')}: {label}"),
+            "mic_audio": [_wav_uri(0.99 * s / (np.abs(s).max() or 1.0), int(fs)) for s in sig],
+            "relevance_audio": [_wav_uri(0.99 * s / (np.abs(s).max() or 1.0), int(fs)) for s in r],
+            "gcc": gcc,
+        })
+    return {"fs": fs, "duration": relevance.sizes["time"] / fs, "n_mics": int(relevance.sizes["mic"]),
+            "pairs": [p["name"] for p in pair_info], "lags": {k: v.tolist() for k, v in lags.items()},
+            "windows": windows}
+
+
+def build_explorers(entries, n_windows: int = DEFAULT_WINDOWS) -> tuple[list[Explorer], str]:
+    """Explorers of a section's explained models, and why there are none (empty when there are).
+
+    A relevance store that is present but damaged stops the report (one-line
+    :class:`~xai_loc.errors.InputError` from :func:`~xai_loc.explain.store.open_relevance`).
+    """
+    from xai_loc.explain.store import open_explained_signals, open_relevance
+
+    entries = list(entries)
+    stores, reason = find_relevance_stores(entries)
+    explorers = []
+    for name, store in stores.items():
+        relevance = open_relevance(store)
+        signals = open_explained_signals(store)
+        explorers.append(Explorer(name, store, explorer_data(relevance, signals, _pairs(entries), n_windows)))
+    return explorers, reason

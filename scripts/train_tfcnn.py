@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     test = card["metrics"]["test"]
     print(f"{args.out}: {card['training']['epochs']} epochs, {card['training']['wall_seconds'] / 60:.1f} min, "
           f"stored {card['dtype']}")
-    print(json.dumps({"model": {"all": test["all"], **test["by_snr"]},
-                      "baseline (always 0 degrees)": test["baseline"]["all"]}, indent=1))
+    print(json.dumps({"model": {"all": test["metrics"], **test["by_snr"]},
+                      "baseline (always 0 degrees)": test["baseline"]["metrics"]}, indent=1))
     return 0
 
 

@@ -92,7 +92,7 @@ def test_shared_add_is_swap_invariant_and_sub_antisymmetric():
     add = _tiny("ADD", shared=True)
     torch.testing.assert_close(add(swapped), add(x), rtol=1e-12, atol=1e-12)
     sub = _tiny("SUB", shared=True)
-    spec, spec_swapped = sub.spectrogram(x), sub.spectrogram(swapped)
+    spec, spec_swapped = sub.front_end(x), sub.front_end(swapped)
     joint = sub.integrate(*(sub.encoder_left(t) for t in sub.embed(spec)))
     joint_swapped = sub.integrate(*(sub.encoder_left(t) for t in sub.embed(spec_swapped)))
     torch.testing.assert_close(joint_swapped, -joint, rtol=1e-12, atol=1e-12)
@@ -239,7 +239,7 @@ def test_save_load_round_trip(tmp_path):
 
 def test_training_lowers_the_loss():
     model = _tiny("SUB").float()
-    spec = model.spectrogram(torch.from_numpy(_ears(8, seed=1)).float())
+    spec = model.front_end(torch.from_numpy(_ears(8, seed=1)).float())
     azimuth = np.array([90.0, 270.0] * 4)
     spec[1::2] = spec[1::2].flip(1)  # mirrored scenes: ears swapped
     info = bast.train_bast(model, spec, azimuth, loss="MIX", epochs=15, batch_size=4, lr=3e-3)
@@ -301,7 +301,8 @@ def test_shipped_model_tells_left_from_right():
     path = Path(__file__).resolve().parents[1] / "pretrained" / "bast_default.safetensors"
     card = read_card(path)
     assert card["config"]["integration"] == "SUB" and not card["config"]["share_weights"]
-    assert card["metrics"]["test"]["mean_error"] < 30 and path.stat().st_size < 5e6
+    test = card["metrics"]["test"]  # a card of the earlier layout (flat metrics), upgraded on read
+    assert test["metrics"]["mean_error"] < 30 and test["baseline"] is None and path.stat().st_size < 5e6
     model = load_model(path)
     brirs = anechoic_rirs([60.0, 300.0], [0.0, 0.0], fs=16000).double().numpy()
     dry = synthesize("pink_burst", 16000, 0.5, seed=123).astype(np.float64)

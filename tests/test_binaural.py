@@ -160,10 +160,10 @@ def test_one_direction_grid_type_serves_every_family():
     np.testing.assert_array_equal(head_directions("azel")[0], STUDY_GRID.directions()[0])
     np.testing.assert_array_equal(labels_for("azimuth", [0.0, 355.0], [30.0, 0.0]), [0, 71])
     logits = np.eye(72)[[3, 70]]
-    np.testing.assert_array_equal(build_model("cuenet").directions(logits)[0], [15.0, 350.0])
+    np.testing.assert_array_equal(build_model("cuenet").decode(torch.as_tensor(logits))["azimuth"], [15.0, 350.0])
     multitask = build_model("tfcnn", head="multitask")
-    az, el = multitask.directions(np.concatenate([np.eye(37)[[0]], np.eye(14)[[13]]], axis=1))
-    assert (az[0], el[0]) == (-90.0, 90.0)
+    decoded = multitask.decode(torch.as_tensor(np.concatenate([np.eye(37)[[0]], np.eye(14)[[13]]], axis=1)))
+    assert (float(decoded["azimuth"][0]), float(decoded["elevation"][0])) == (-90.0, 90.0)
 
 
 def test_sounds_are_deterministic_and_normalized():

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from click.testing import CliRunner
 
 from xai_loc.cli import main
@@ -79,3 +80,23 @@ def test_cli_explains_a_sound_file_and_refuses_a_wrong_rate(tmp_path):
     assert not (tmp_path / "bad").exists()
     result = runner.invoke(main, ["binaural", "explain", ckpt, str(tmp_path / "s.wav"), "--examples", "0"])
     assert result.exit_code == 2 and "--examples 0" in result.output
+
+
+def test_family_explainers_take_any_method_and_class_target():
+    from xai_loc.explain.cochcnn import explain_cochcnn
+    from xai_loc.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cochcnn", layers=["c4 1x8", "p1x8", "c8 2x4", "p2x4"], n_samples=4800, dense=16).eval()
+    x = _ears(model)
+    rel = explain_cochcnn(model, x, target="class_probability", method="input_x_gradient")
+    with torch.no_grad():
+        logits = model(torch.as_tensor(x, dtype=torch.float32))
+    chosen = logits.argmax(1)
+    assert rel["cochleagram"]["target_class"].values.tolist() == chosen.tolist()
+    assert rel["waveform"].attrs["method"] == "input_x_gradient" and rel["cochleagram"].shape == (2, 2, 39, 800)
+    assert np.isfinite(rel["waveform"].values).all() and np.abs(rel["waveform"].values).sum(axis=(1, 2)).min() > 0
+    with pytest.raises(InputError, match="target='true_class_probability' needs one label per example"):
+        explain_cochcnn(model, x, target="true_class_probability")
+    with pytest.raises(InputError, match="target='azimuth' is not allowed; use 'prediction', 'truth', a class"):
+        explain_cochcnn(model, x, target="azimuth")

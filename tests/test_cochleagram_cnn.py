@@ -63,8 +63,8 @@ def test_small_default_forward_shapes_and_heads():
     assert isinstance(model.features.pad2, FrequencyPad) and not hasattr(model.features, "pad1")
     az_model = build_model("cochcnn", layers=TINY, head="azimuth", n_samples=4800, front_end=False)
     assert az_model(torch.rand(2, 2, 39, 800)).shape == (2, 72)
-    az, el = az_model.directions(torch.eye(72)[[18, 54]])
-    assert az.tolist() == [90.0, 270.0] and np.isnan(el).all()
+    decoded = az_model.decode(torch.eye(72)[[18, 54]])
+    assert decoded["azimuth"].tolist() == [90.0, 270.0] and decoded["elevation"].tolist() == [0.0, 0.0]
     with pytest.raises(InputError, match="'q8 1x2' is not allowed"):
         build_model("cochcnn", layers=["q8 1x2"])
     with pytest.raises(InputError, match="a pool must follow a convolution"):

@@ -37,7 +37,9 @@ from xai_loc.explain import (
 )
 from xai_loc.explain.attribute import model_digest
 from xai_loc.explain.rules import FastEpsilon, FastNorm, FastPass, FastWSquare
+from xai_loc.explain.targets import targets_for
 from xai_loc.models import LocCNN, SampleCNN
+from xai_loc.models.base import OUTPUT_KINDS
 from xai_loc.models.layers import Gate
 
 N_MICS, N_TIME = 16, 1024
@@ -84,10 +86,10 @@ def hooks_left(model: nn.Module) -> int:
 def test_registries_and_option_errors():
     assert set(COMPOSITES) == {"paper", "paper-samplecnn-reversed-gate", "epsilon", "epsilon_plus_flat",
                                "epsilon_gamma_box", "epsilon_alpha2_beta1", "cochcnn", "tfcnn", "cuenet"}
-    assert set(METHODS) == {"lrp", "integrated_gradients", "saliency", "input_x_gradient", "deeplift",
-                            "gradient_shap", "occlusion"}
-    assert set(TARGETS) == {"truth", "prediction", "x", "y", "z", "error", "contrast"}
-    assert all(t.description for t in TARGETS.values())
+    assert {"lrp", "integrated_gradients", "saliency", "input_x_gradient", "deeplift", "gradient_shap",
+            "occlusion", "attn_lrp"} <= set(METHODS)
+    assert targets_for("position") == ["truth", "prediction", "x", "y", "z", "error", "contrast"]
+    assert all(t.description and set(t.kinds) <= set(OUTPUT_KINDS) for t in TARGETS.values())
     model = LocCNN(4, 175)
     x = torch.zeros(1, 4, 175)
     with pytest.raises(InputError, match="unknown composite 'nope'; allowed: paper"):

@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 from safetensors.torch import load_file
 
-import xai_loc.models.training as training
+import xai_loc.models.trainer as trainer
 from xai_loc.acoustics.room import ShoeBox, linear_array
 from xai_loc.data import Scene, paper_scene, simulate_dataset, simulate_windows
 from xai_loc.errors import InputError
@@ -130,7 +130,7 @@ def test_deadline_cuts_a_super_epoch_short_and_keeps_the_best(tiny, tmp_path, mo
         calls.append(1)
         return 0.0 if len(calls) <= 3 else 1e12
 
-    monkeypatch.setattr(training, "_now", clock)
+    monkeypatch.setattr(trainer, "_now", clock)
     out = tmp_path / "d.safetensors"
     config = TrainConfig(max_epochs=100, draws_per_epoch=2, deadline=1e9, save_state=False, **FAST)
     train("loccnn", memory["train"], memory["val"], out, config, progress=False)
@@ -139,7 +139,7 @@ def test_deadline_cuts_a_super_epoch_short_and_keeps_the_best(tiny, tmp_path, mo
     assert (t["stopped"], t["epochs"], t["validations"], t["steps"], t["dropped_steps"]) == ("deadline", 2, 1, 4, 2)
     assert any(d.startswith("stopped by deadline") for d in t["deviations"])
     # a deadline already past stops a fine-tuning run before its first epoch: the init weights are kept
-    monkeypatch.setattr(training, "_now", lambda: 1e12)
+    monkeypatch.setattr(trainer, "_now", lambda: 1e12)
     kept = train("loccnn", memory["train"], memory["val"], tmp_path / "k.safetensors", config, progress=False,
                  init_from=out)
     t = read_card(kept)["training"]
@@ -198,7 +198,7 @@ def test_gpu_zoo_dry_run_on_the_cpu(tmp_path):
     assert probe.returncode != 0 and "blocked by the test" in probe.stderr  # the blocker is in force
 
     out = tmp_path / "out"
-    cmd = ["bash", str(ROOT / "scripts" / "gpu_zoo.sh"), "--device", "cpu", "--sources", "6", "--deadline-s", "60",
+    cmd = ["bash", str(ROOT / "scripts" / "gpu_zoo.sh"), "--device", "cpu", "--sources", "6", "--deadline-s", "300",
            "--out", str(out), "--max-epochs", "4", "--draws", "2", "--jobs", "2", "--sim-workers", "1",
            "--threads", "1"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)

@@ -223,7 +223,7 @@ def test_own_format_round_trip_float32(tmp_path):
     assert card["config"] == {"n_mics": 4, "n_samples": 1024}
     assert card["condition"] == {"t60": 0.6, "snr": 10.0}
     assert card["training"] == {"seed": 7, "epochs": 3}
-    assert card["metrics"]["test"] == {"mae": 0.3}
+    assert card["metrics"]["test"] == {"metrics": {"mae": 0.3}, "baseline": None}  # a flat entry, upgraded on read
     assert card["dataset"] is None
     assert card["dtype"] == "float32" and "torch" in card["software"] and card["created"]
 

@@ -179,8 +179,9 @@ def test_forward_shapes(head, n_out):
     assert model(torch.randn(2, 2, FS)).shape == (2, n_out)
     bare = tfcnn.TFCNN(head=head, front_end=False).eval()
     assert bare.input_shape == (2, 321, 50) and bare(torch.randn(2, 2, 321, 50)).shape == (2, n_out)
-    az, el = model.directions(torch.zeros(2, n_out))
-    assert az.shape == (2,) and (np.isnan(el).all() if head == "regression" else el[0] == -40.0)
+    decoded = model.decode(torch.zeros(2, n_out))
+    assert decoded["azimuth"].shape == (2,)
+    assert "elevation" not in decoded if head == "regression" else decoded["elevation"][0] == -40.0
 
 
 def test_documented_parameter_counts():

@@ -10,7 +10,7 @@ import xarray as xr
 from safetensors.torch import load_file
 from torch import nn
 
-import xai_loc.models.training as training
+import xai_loc.models.trainer as trainer
 from xai_loc.acoustics.room import ShoeBox, linear_array
 from xai_loc.data import Scene, simulate_dataset
 from xai_loc.errors import InputError
@@ -87,7 +87,7 @@ def test_training_lowers_the_loss_and_card_records_the_run(reference, stores):
 def test_interrupted_run_resumes_to_the_same_weights(reference, stores, tmp_path, monkeypatch):
     out = tmp_path / "loccnn.safetensors"
     config = TrainConfig(max_epochs=6, **FAST)
-    save = training._Run.save
+    save = trainer.Trainer.save
     saved = []
 
     def killed_after_three(run):
@@ -96,7 +96,7 @@ def test_interrupted_run_resumes_to_the_same_weights(reference, stores, tmp_path
         if run.epoch == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training._Run, "save", killed_after_three)
+    monkeypatch.setattr(trainer.Trainer, "save", killed_after_three)
     with pytest.raises(KeyboardInterrupt):
         train("loccnn", stores["train"], stores["val"], out, config, progress=False)
     monkeypatch.undo()

@@ -176,10 +176,13 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
 @binaural.command("explain")
 @click.argument("checkpoint", type=InputFile())
 @click.argument("inputs", type=click.Path(exists=True))
-@click.option("--method", default=None, help="BAST only: attn_lrp (default), integrated_gradients, attention_rollout.")
+@click.option("--method", default=None,
+              help="Attribution method of xai_loc.explain.METHODS (lrp with the family's composite by default; "
+                   "bast: attn_lrp by default, also attention_rollout).")
 @click.option("--target", default=None,
-              help="Explained output: cochcnn and cuenet: prediction (default) or a class index; bast: prediction, "
-                   "sin, cos or an azimuth in degrees; tfcnn explains its azimuth output (no target).")
+              help="Explained output: prediction (default), a class index, or a target of the model's output kind "
+                   "(class_logit, class_probability, class_contrast, azimuth, elevation, ...; "
+                   "xai_loc.explain.targets_for); bast also sin, cos or an azimuth in degrees.")
 @click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
 @click.option("--examples", type=Int(1), default=None, help="Only the first N examples (windows) of INPUTS.")
 @click.option("--out", type=OutDir(), default="xai-loc-results/binaural-relevance",

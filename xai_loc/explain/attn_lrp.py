@@ -60,11 +60,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from xai_loc.errors import InputError
+from xai_loc.explain._options import check_choice, check_number
+from xai_loc.explain.methods import BackwardMethod, register_method
+from xai_loc.explain.targets import bind
 from xai_loc.features.spectrogram import Decibel, PowerSpectrum, Standardize
-from xai_loc.models.bast import BAST, MatMul, PositionEmbedding, angles_to_targets
+from xai_loc.models.bast import BAST, MatMul, PositionEmbedding
 
-__all__ = ["AttnLRP", "BAST_METHODS", "RelevanceLedger", "SOFTMAX_RULES", "attention_rollout", "attn_lrp",
-           "explain_bast", "integrated_gradients", "rollout_matrices", "target_directions"]
+__all__ = ["AttnLRP", "AttnLRPMethod", "BAST_METHODS", "RelevanceLedger", "SOFTMAX_RULES", "attention_rollout",
+           "attn_lrp", "explain_bast", "integrated_gradients", "registry_target", "rollout_matrices",
+           "target_directions"]
 
 #: Softmax treatments: AttnLRP's rule, or constant attention (CP-LRP).
 SOFTMAX_RULES = ("attnlrp", "cp")
@@ -240,34 +244,83 @@ class AttnLRP:
         self._handles.clear()
 
 
+# -- the method -----------------------------------------------------------------------------------------
+
+
+@register_method("attn_lrp")
+class AttnLRPMethod(BackwardMethod):
+    """AttnLRP (Achtibat et al. 2024) through the pipeline: :class:`AttnLRP`'s rules on the model,
+    relevance ``representation x modified gradient`` of the target ``q`` at every level read, the
+    relevance that leaves the network booked per kind (``absorbed``). Modules without a rule
+    pass the plain gradient, so on a family without attention it is input x gradient there."""
+
+    OPTIONS = {"epsilon": 1e-6, "softmax": "attnlrp"}
+
+    @classmethod
+    def check(cls, params):
+        check_number("epsilon", params["epsilon"])
+        check_choice("softmax", params["softmax"], SOFTMAX_RULES)
+
+    def __enter__(self) -> AttnLRPMethod:
+        self.rules = AttnLRP(self.model, epsilon=self.params["epsilon"], softmax=self.params["softmax"]).__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rules.__exit__(*exc)
+
+    def attribute(self, x, weigh, index):
+        self.rules.ledger.clear()
+        return super().attribute(x, weigh, index)
+
+    def backward(self, output, weights, seed, tensors):
+        return torch.autograd.grad(self.objective.scalar(output, weights).sum(), tensors)
+
+    def relevance(self, tensor, grad):
+        return tensor.detach() * grad
+
+    def explained(self, output, weights, seed):
+        """``f . dq/df``: what ``output x gradient`` at the output sums to (``q`` for a linear target)."""
+        out = output.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.objective.scalar(out, weights).sum(), out)
+        return (out.detach() * grad).sum(-1)
+
+    def extras(self):
+        return {"absorbed": dict(self.rules.ledger.absorbed)}
+
+
 # -- targets and inputs -------------------------------------------------------------------------------
 
 #: Named targets: the output component explained.
 NAMED_TARGETS = ("prediction", "truth", "cos", "sin")
 
 
-def target_directions(outputs: torch.Tensor, target: str | float, azimuth=None) -> torch.Tensor:
-    """Unit vectors ``u`` ``[n, 2]`` along which the outputs ``[n, 2]`` are explained.
+def registry_target(target: str | float) -> tuple[str, dict[str, Any]]:
+    """The registered target (:mod:`xai_loc.explain.targets`) and options of a BAST target name.
 
-    ``'prediction'``: the predicted direction (``y . u = |y|``); ``'truth'``: the true azimuth
-    (``azimuth`` in degrees); ``'cos'`` / ``'sin'``: one component (``'sin'``: towards the left);
-    a number: that azimuth in degrees.
+    ``'prediction'``: along the predicted direction; ``'truth'``: along the true azimuth;
+    ``'cos'`` / ``'sin'``: one component (``'sin'``: towards the left); a number: along that
+    azimuth in degrees.
     """
-    n = outputs.shape[0]
     if target == "prediction":
-        return (outputs / outputs.norm(dim=1, keepdim=True).clamp_min(1e-12)).detach()
+        return "direction", {}
     if target == "truth":
-        if azimuth is None or len(np.atleast_1d(azimuth)) != n:
-            raise InputError("target='truth' needs one azimuth (degrees) per example")
-        return angles_to_targets(azimuth).to(outputs)
+        return "true_direction", {}
     if target in ("cos", "sin"):
-        u = torch.zeros(n, 2, dtype=outputs.dtype, device=outputs.device)
-        u[:, 0 if target == "cos" else 1] = 1.0
-        return u
+        return "direction", {"azimuth": 0.0 if target == "cos" else 90.0}
     if isinstance(target, (int, float)) and not isinstance(target, bool) and np.isfinite(target):
-        return angles_to_targets(np.full(n, float(target))).to(outputs)
+        return "direction", {"azimuth": float(target)}
     raise InputError(f"target={target!r} is not allowed; use one of {', '.join(NAMED_TARGETS)} or an azimuth "
                      "in degrees")
+
+
+def target_directions(outputs: torch.Tensor, target: str | float, azimuth=None) -> torch.Tensor:
+    """Unit vectors ``u`` ``[n, 2]`` along which the outputs ``[n, 2]`` are explained (see :func:`registry_target`)."""
+    name, options = registry_target(target)
+    if name == "true_direction" and (azimuth is None or len(np.atleast_1d(azimuth)) != outputs.shape[0]):
+        raise InputError("target='truth' needs one azimuth (degrees) per example")
+    truth = None if azimuth is None else torch.as_tensor(np.asarray(azimuth, dtype=np.float64))
+    return bind(name, "cos_sin", options).weights(outputs, truth)
 
 
 def _inputs(model: BAST, x) -> torch.Tensor:
@@ -298,6 +351,17 @@ def _provenance(model, info: dict[str, Any], method: str, target, params: dict[s
             "variant": model.variant, "fs": model.fs, "xai_loc_version": __version__}
 
 
+def _explain(model, inputs, target, azimuth, levels, batch_size, **settings):
+    from xai_loc.explain.attribute import explain_arrays
+
+    name, options = registry_target(target)
+    if name == "true_direction" and azimuth is None:
+        raise InputError("target='truth' needs one azimuth (degrees) per example")
+    truth = None if azimuth is None or name != "true_direction" else np.asarray(azimuth, dtype=np.float64)
+    return explain_arrays(model, inputs, truth=truth, batch_size=batch_size, target=name, levels=levels,
+                          **options, **settings)
+
+
 # -- methods ------------------------------------------------------------------------------------------
 
 
@@ -312,7 +376,7 @@ def attn_lrp(model, inputs, *, target: str | float = "prediction", azimuth=None,
     inputs
         ``(n, 2, n_samples)`` ear signals (``(n, 2, F, T)`` spectrograms for a model without front end).
     target
-        See :func:`target_directions`; ``azimuth`` (degrees) for ``'truth'``.
+        See :func:`registry_target`; ``azimuth`` (degrees) for ``'truth'``.
     epsilon, softmax
         Rule parameters (:class:`AttnLRP`).
 
@@ -329,53 +393,22 @@ def attn_lrp(model, inputs, *, target: str | float = "prediction", azimuth=None,
     from xai_loc.models.bast import outputs_to_azimuth
 
     model, info = resolve_model(model)
-    x_all = _inputs(model, inputs)
-    n = len(x_all)
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep(module, args, output):
-        captured["spec"] = output
-        output.register_hook(lambda g: captured.__setitem__("spec_grad", g.detach()))
-
-    spec_parts, wave_parts, out_parts, target_parts, absorbed_parts = [], [], [], [], []
-    training = model.training
-    model.eval()
-    handle = model.front_end.register_forward_hook(keep) if model.with_front_end else None
-    try:
-        with AttnLRP(model, epsilon=epsilon, softmax=softmax) as lrp:
-            for s in range(0, n, batch_size):
-                x = x_all[s:s + batch_size].clone().requires_grad_(True)
-                lrp.ledger.clear()
-                y = model(x)
-                u = target_directions(y, target, None if azimuth is None else np.asarray(azimuth)[s:s + batch_size])
-                y.backward(u)
-                spec = captured.pop("spec") if handle else x
-                spec_grad = captured.pop("spec_grad") if handle else x.grad
-                spec_parts.append((spec.detach() * spec_grad).double().cpu().numpy())
-                if handle:
-                    wave_parts.append((x.detach() * x.grad).double().cpu().numpy())
-                out_parts.append(y.detach().double().cpu().numpy())
-                target_parts.append((y.detach() * u).sum(1).double().cpu().numpy())
-                absorbed_parts.append({k: v.cpu().numpy() for k, v in lrp.ledger.absorbed.items()})
-            params = lrp.params
-    finally:
-        if handle:
-            handle.remove()
-        model.train(training)
-    spec = np.concatenate(spec_parts)
-    outputs = np.concatenate(out_parts)
-    kinds = sorted({k for part in absorbed_parts for k in part})
-    absorbed = {f"absorbed_{k}": ("example", np.concatenate([
-        p.get(k, np.zeros(len(o))) for p, o in zip(absorbed_parts, out_parts, strict=True)])) for k in kinds}
-    per_example = {"output": ("example", np.concatenate(target_parts)),
-                   "azimuth_pred": ("example", outputs_to_azimuth(outputs), {"units": "degree"}), **absorbed}
-    attrs = _provenance(model, info, "attn_lrp", target, params)
+    levels = ("waveform", "front_end") if model.with_front_end else ("waveform",)
+    _, out = _explain(model, inputs, target, azimuth, levels, batch_size, method="attn_lrp", epsilon=epsilon,
+                      softmax=softmax)
+    spec = out["levels"][levels[-1]].astype(np.float64)
+    n = len(spec)
+    absorbed = {f"absorbed_{k}": ("example", v) for k, v in out["absorbed"].items()}
+    per_example = {"output": ("example", out["explained"]),
+                   "azimuth_pred": ("example", outputs_to_azimuth(out["prediction"]), {"units": "degree"}),
+                   **absorbed}
+    attrs = _provenance(model, info, "attn_lrp", target, AttnLRP(model, epsilon=epsilon, softmax=softmax).params)
     coords = _coords(model, n, example)
     result = {"spectrogram": xr.DataArray(
         spec, dims=("example", "ear", "frequency", "time"), name="relevance", attrs={**attrs, "level": "spectrogram"},
         coords={**coords, **per_example, "relevance_sum": ("example", spec.reshape(n, -1).sum(1))})}
-    if handle:
-        wave = np.concatenate(wave_parts)
+    if model.with_front_end:
+        wave = out["levels"]["waveform"].astype(np.float64)
         result["waveform"] = xr.DataArray(
             wave, dims=("example", "ear", "time"), name="relevance", attrs={**attrs, "level": "waveform"},
             coords={"example": coords["example"], "ear": coords["ear"], **per_example,
@@ -392,53 +425,30 @@ def integrated_gradients(model, inputs, *, target: str | float = "prediction", a
     -------
     xarray.DataArray
         ``(example, ear, frequency, time)`` with per-example coords ``output`` (``F(x) = y . u``),
-        ``baseline_output`` (``F(0)``), ``attribution_sum`` and ``delta`` (captum's convergence
+        ``baseline_output`` (``F(0)``), ``attribution_sum`` and ``delta`` (the convergence
         delta: ``attribution_sum - (F(x) - F(0))``).
     """
     import xarray as xr
-    from captum.attr import IntegratedGradients
 
     from xai_loc.explain.attribute import resolve_model
 
     model, info = resolve_model(model)
-    x_all = _inputs(model, inputs)
-    training = model.training
-    model.eval()
-    parts, deltas, outs, bases = [], [], [], []
-    try:
-        for s in range(0, len(x_all), batch_size):
-            x = x_all[s:s + batch_size]
-            with torch.no_grad():
-                spec = model.spectrogram(x) if model.with_front_end else x
-                u = target_directions(model.localize(spec), target,
-                                      None if azimuth is None else np.asarray(azimuth)[s:s + batch_size])
-
-            def forward(s_batch: torch.Tensor, u=u) -> torch.Tensor:
-                # captum stacks the path points along the batch: repeat the directions to match
-                return (model.localize(s_batch) * u.repeat(s_batch.shape[0] // u.shape[0], 1)).sum(1)
-
-            ig = IntegratedGradients(forward)
-            baseline = torch.zeros_like(spec)
-            attr, delta = ig.attribute(spec, baselines=baseline, n_steps=n_steps, return_convergence_delta=True,
-                                       internal_batch_size=len(spec) * max(1, 64 // len(spec)))
-            with torch.no_grad():
-                outs.append(forward(spec).double().cpu().numpy())
-                bases.append(forward(baseline).double().cpu().numpy())
-            parts.append(attr.detach().double().cpu().numpy())
-            deltas.append(delta.detach().double().cpu().numpy())
-    finally:
-        model.train(training)
-    attr = np.concatenate(parts)
+    level = "front_end" if model.with_front_end else "waveform"
+    _, out = _explain(model, inputs, target, azimuth, (level,), batch_size, method="integrated_gradients",
+                      n_steps=n_steps)
+    attr = out["relevance"].astype(np.float64)
     n = len(attr)
+    output = out["attr_output"].astype(np.float64).sum(1)  # the seed f * u sums to F(x) = y . u
+    total = attr.reshape(n, -1).sum(1)
     attrs = _provenance(model, info, "integrated_gradients", target,
                         {"n_steps": n_steps, "baseline": "zeros (standardized spectrogram)",
                          "method": "gausslegendre"})
     return xr.DataArray(attr, dims=("example", "ear", "frequency", "time"), name="attribution",
                         attrs={**attrs, "level": "spectrogram"},
-                        coords={**_coords(model, n, example), "output": ("example", np.concatenate(outs)),
-                                "baseline_output": ("example", np.concatenate(bases)),
-                                "attribution_sum": ("example", attr.reshape(n, -1).sum(1)),
-                                "delta": ("example", np.concatenate(deltas))})
+                        coords={**_coords(model, n, example), "output": ("example", output),
+                                "baseline_output": ("example", output - out["explained"]),
+                                "attribution_sum": ("example", total),
+                                "delta": ("example", total - out["explained"])})
 
 
 def rollout_matrices(attention: list[torch.Tensor]) -> torch.Tensor:

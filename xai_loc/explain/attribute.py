@@ -34,14 +34,15 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.explain.composites import make_composite
+from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.methods import get_method
-from xai_loc.explain.targets import REFERENCES, get_target
+from xai_loc.explain.targets import REFERENCES, TRUTHS, bind, get_target
 
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["Explainer", "dataset_inputs", "explain", "input_coords", "model_digest", "placed", "relevance_array",
-           "resolve_model", "result_coords", "summary_attrs"]
+__all__ = ["Explainer", "dataset_inputs", "explain", "explain_arrays", "input_coords", "model_digest", "placed",
+           "relevance_array", "resolve_model", "result_coords", "summary_attrs"]
 
 #: Vector quantities stored as three coords each, and the dim they run along.
 VECTORS = {"source": "window", "mic": "mic", "prediction": "window", "attr_output": "window"}
@@ -111,7 +112,9 @@ class Explainer:
 
     Use as a context manager: inside, the model is in eval mode on ``device`` with the
     method's hooks registered; afterwards it is as it was. :func:`explain` and
-    :func:`~xai_loc.explain.store.explain_store` are built on it.
+    :func:`~xai_loc.explain.store.explain_store` are built on it, and so is every family's
+    explanation (:mod:`xai_loc.explain.binaural`): the same code for every output kind,
+    method and level.
 
     Parameters
     ----------
@@ -119,7 +122,12 @@ class Explainer:
         A localizer or a checkpoint path.
     target, method, composite
         Registered names (:data:`~xai_loc.explain.TARGETS`, :data:`~xai_loc.explain.METHODS`,
-        :data:`~xai_loc.explain.COMPOSITES`); the composite applies to LRP only.
+        :data:`~xai_loc.explain.COMPOSITES`); the composite applies to LRP only. The target
+        must accept the model's output kind (``output_kind``, default ``'position'``).
+    levels
+        Where relevance is read (:class:`~xai_loc.explain.levels.Levels`): level names the
+        model declares (``'waveform'``, ``'front_end'`` ...) or submodule names; default
+        the input only.
     batch_size
         Most windows per forward pass (methods that perturb or interpolate split further).
     device
@@ -131,27 +139,33 @@ class Explainer:
         The training set's mean source position (for ``reference='train-mean'``).
     **options
         Options of the method, the composite and the target (``reference`` of
-        ``'contrast'``: 'zero', 'mean', 'train-mean' or (x, y, z); default 'zero').
+        ``'contrast'``: 'zero', 'mean', 'train-mean' or (x, y, z); default 'zero';
+        ``cls``, ``versus`` of the class targets).
     """
 
     def __init__(self, model: nn.Module | str | os.PathLike, *, target: str = "truth", method: str = "lrp",
                  composite: str = "paper", batch_size: int = 32, device: str = "cpu",
                  mean_input: np.ndarray | torch.Tensor | None = None, train_mean: np.ndarray | None = None,
-                 **options: Any) -> None:
+                 levels: str | tuple[str, ...] | None = None, **options: Any) -> None:
         from xai_loc import __version__
         from xai_loc.explain.composites import composite_defaults
         from xai_loc.runtime import resolve_device, software_versions
 
         self.model, info = resolve_model(model)
         self.target = get_target(target)
+        self.output_kind = getattr(self.model, "output_kind", "position")
         self.method_cls = get_method(method)
+        self.levels = Levels(self.model, levels)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
         self.batch_size = batch_size
         self.device = resolve_device(str(device))
 
         options = dict(options)
-        target_params = {}
+        target_params = {k: options.pop(k) for k in list(options) if k in self.target.options}
+        grid = getattr(self.model, "direction_grid", None)
+        block = grid.n_azimuths if getattr(self.model, "factorized_classes", False) else None
+        self.objective = bind(target, self.output_kind, target_params, block)
         if self.target.needs_reference:
             target_params["reference"] = _reference_param(options.pop("reference", "zero"))
         method_options = {k: options.pop(k) for k in list(options) if k in self.method_cls.OPTIONS}
@@ -164,7 +178,7 @@ class Explainer:
         else:
             self.composite, self.composite_params = None, {}
         if options:
-            allowed = sorted({*self.method_cls.OPTIONS, *self.composite_params,
+            allowed = sorted({*self.method_cls.OPTIONS, *self.composite_params, *self.target.options,
                               *(["reference"] if self.target.needs_reference else [])})
             raise InputError(f"option {sorted(options)[0]!r} is not allowed for method {method!r}"
                              + (f" with composite {composite!r}" if self.composite is not None else "")
@@ -190,6 +204,8 @@ class Explainer:
             "xai_loc_version": __version__,
             "software": json.dumps(software_versions(), sort_keys=True),
         }
+        if self.levels.names != (INPUT,):
+            self.attrs["levels"] = list(self.levels.names)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -205,8 +221,8 @@ class Explainer:
             self.zero_output = self._output_on(torch.zeros(1, *shape) if shape else None)
             self.reference = self._reference()
             mean = None if self.mean_input is None else self.mean_input.to(self.device, self.dtype)
-            method = self.method_cls(self.model, self.method_params, batch_size=self.batch_size,
-                                     composite=self.composite, mean_input=mean)
+            method = self.method_cls(self.model, self.method_params, objective=self.objective, levels=self.levels,
+                                     batch_size=self.batch_size, composite=self.composite, mean_input=mean)
             self._method = self._stack.enter_context(method)
         except BaseException:
             self._stack.close()
@@ -241,12 +257,15 @@ class Explainer:
         return torch.as_tensor(value, dtype=self.dtype, device=self.device)
 
     def explain_batch(self, windows: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor | None = None,
-                      index: np.ndarray | torch.Tensor | None = None) -> dict[str, np.ndarray]:
-        """Explain windows ``[B, mics, samples]`` (true positions ``[B, 3]`` for targets that need them).
+                      index: np.ndarray | torch.Tensor | None = None) -> dict[str, Any]:
+        """Explain windows ``[B, mics, samples]`` (true values for targets that need them: positions
+        ``[B, 3]``, class labels ``[B]`` or directions in degrees, see :mod:`~xai_loc.explain.targets`).
 
         ``index`` is each window's position in the whole set (default ``0..B-1``).
-        Returns numpy arrays: ``relevance`` [B, mics, samples], ``prediction`` and
-        ``attr_output`` [B, 3], ``relevance_sum`` and ``explained`` [B].
+        Returns numpy arrays: ``relevance`` (at the first level; [B, mics, samples] for the
+        waveform), ``prediction`` and ``attr_output`` [B, outputs], ``relevance_sum`` and
+        ``explained`` [B]; ``levels``: level name -> relevance; ``absorbed``: kind -> [B],
+        for methods that book what leaves the network (AttnLRP).
         """
         x = torch.as_tensor(np.asarray(windows) if not isinstance(windows, torch.Tensor) else windows)
         x = x.to(self.device, self.dtype)
@@ -254,23 +273,28 @@ class Explainer:
             raise InputError("windows contain NaN or infinite samples; clean the audio first")
         if self.target.needs_truth:
             if truth is None:
-                raise InputError(f"target {self.target.name!r} needs the true source positions")
-            truth = torch.as_tensor(np.asarray(truth), dtype=self.dtype, device=self.device)
+                raise InputError(f"target {self.target.name!r} needs the true {TRUTHS[self.output_kind]}")
+            dtype = torch.long if self.output_kind == "direction_classes" else self.dtype
+            truth = torch.as_tensor(np.asarray(truth)).to(self.device, dtype)
         index = torch.arange(x.shape[0]) if index is None else torch.as_tensor(np.asarray(index))
         reference = self.reference
 
-        def seed_fn(output: torch.Tensor) -> torch.Tensor:
-            return self.target.seed(output, truth, reference)
+        def weigh(output: torch.Tensor) -> torch.Tensor:
+            return self.objective.weights(output, truth, reference)
 
-        out = self._method.attribute(x, seed_fn, index)
+        out = self._method.attribute(x, weigh, index)
         relevance = out["relevance"]
-        return {
+        result = {
             "relevance": relevance.cpu().numpy(),
             "prediction": out["output"].detach().cpu().numpy(),
             "attr_output": out["seed"].detach().cpu().numpy(),
             "relevance_sum": relevance.flatten(1).double().sum(1).cpu().numpy(),
             "explained": out["explained"].detach().double().cpu().numpy(),
+            "levels": {name: value.cpu().numpy() for name, value in out["levels"].items()},
         }
+        if "absorbed" in out:
+            result["absorbed"] = {kind: value.double().cpu().numpy() for kind, value in out["absorbed"].items()}
+        return result
 
 
 def summary_attrs(prediction: np.ndarray, relevance_sum: np.ndarray, explained: np.ndarray,
@@ -436,11 +460,70 @@ def explain(
             batch = batch.values if isinstance(batch, xr.DataArray) else batch
             truth = None if positions is None else positions[start:stop]
             out = explainer.explain_batch(batch, truth, np.arange(start, stop))
-            for key, value in out.items():
-                parts.setdefault(key, []).append(value)
+            for key in ("relevance", "prediction", "attr_output", "relevance_sum", "explained"):
+                parts.setdefault(key, []).append(out[key])
             bar.update(stop - start)
     result = {key: np.concatenate(value) for key, value in parts.items()}
     return relevance_array(result, explainer, data, positions, mics, fs, n_time)
+
+
+def explain_arrays(model: nn.Module | str | os.PathLike, inputs: Any, *, truth: Any = None, batch_size: int = 32,
+                   what: str = "inputs", **settings: Any) -> tuple[Explainer, dict[str, Any]]:
+    """Explain inputs of any localizer with any method, target and levels; plain arrays back.
+
+    The one path of every family's explanation (:mod:`xai_loc.explain.binaural`): the labelled
+    arrays are the family's business, the numbers come from here.
+
+    Parameters
+    ----------
+    model
+        A localizer or a checkpoint path.
+    inputs
+        ``[n, *model.input_shape]`` (array, tensor or DataArray).
+    truth
+        True values of the targets that need them (see :mod:`~xai_loc.explain.targets`).
+    batch_size
+        Most inputs per batch.
+    what
+        What the inputs are called in error messages.
+    **settings
+        :class:`Explainer` arguments: ``target``, ``method``, ``composite``, ``levels``,
+        ``device`` and the options.
+
+    Returns
+    -------
+    Explainer, dict
+        The explainer (its ``attrs`` are the provenance) and the results of
+        :meth:`Explainer.explain_batch`, concatenated over batches (``absorbed`` kinds missing
+        from a batch count 0 there).
+    """
+    explainer = Explainer(model, batch_size=batch_size, **settings)
+    if hasattr(inputs, "dims") and hasattr(inputs, "values"):
+        inputs = inputs.values
+    x = np.asarray(inputs.detach().cpu() if isinstance(inputs, torch.Tensor) else inputs)
+    shape = tuple(getattr(explainer.model, "input_shape", x.shape[1:]))
+    if x.ndim != 1 + len(shape) or tuple(x.shape[1:]) != shape:
+        raise InputError(f"{what} of shape {x.shape} are not allowed; "
+                         f"the model takes (n, {', '.join(map(str, shape))})")
+    if not np.isfinite(x).all():
+        raise InputError(f"{what} hold NaN or infinite values")
+    truth = None if truth is None else np.asarray(truth)
+    if truth is not None and len(truth) != len(x):
+        raise InputError(f"{len(truth)} true values do not fit {len(x)} {what}; give one per example")
+    n = len(x)
+    batches = []
+    with explainer:
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            batches.append(explainer.explain_batch(x[start:stop], None if truth is None else truth[start:stop],
+                                                   np.arange(start, stop)))
+    result: dict[str, Any] = {key: np.concatenate([b[key] for b in batches]) for key in
+                              ("relevance", "prediction", "attr_output", "relevance_sum", "explained")}
+    result["levels"] = {name: np.concatenate([b["levels"][name] for b in batches]) for name in explainer.levels.names}
+    kinds = sorted({kind for b in batches for kind in b.get("absorbed", {})})
+    result["absorbed"] = {kind: np.concatenate([b.get("absorbed", {}).get(kind, np.zeros(len(b["explained"])))
+                                                for b in batches]) for kind in kinds}
+    return explainer, result
 
 
 def input_coords(data: dict[str, Any], positions: np.ndarray | None, mics: np.ndarray | None, fs: float,

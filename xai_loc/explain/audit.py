@@ -31,7 +31,7 @@ from xai_loc.errors import InputError
 from xai_loc.explain.attribute import placed, resolve_model
 from xai_loc.explain.canonizers import FoldBatchNormForward, MergeBatchNorm
 from xai_loc.explain.composites import make_composite, rule_label
-from xai_loc.explain.targets import get_target
+from xai_loc.explain.targets import bind, get_target
 from xai_loc.models.cochleagram_cnn import FrequencyPad
 
 __all__ = ["AuditReport", "LayerRelevance", "ModuleRule", "audit"]
@@ -309,6 +309,7 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
     """
     model, info = resolve_model(model)
     target_spec = get_target(target)
+    objective = bind(target, getattr(model, "output_kind", "position"))
     shape = getattr(model, "input_shape", None)
     dtype = next(model.parameters()).dtype
     if input is None:
@@ -349,7 +350,7 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
                 seeds = []
 
                 def attr_output(output):
-                    seeds.append(target_spec.seed(output.detach(), truth, reference))
+                    seeds.append(objective.seed(output, objective.weights(output, truth, reference)))
                     return seeds[-1]
 
                 _, relevance = attributor(x, attr_output)

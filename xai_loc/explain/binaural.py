@@ -1,11 +1,12 @@
 """One entry point for the binaural localizers: explain ear signals, whatever the family.
 
-Each family explains itself in its own terms (LRP through a cochleagram, IPD/ILD maps or cue
-maps; AttnLRP through a transformer), so :data:`EXPLAINERS` registers one function per
-architecture name (:mod:`~xai_loc.explain.cochcnn`, :mod:`~xai_loc.explain.tfcnn`,
-:mod:`~xai_loc.explain.cuenet`, :func:`~xai_loc.explain.attn_lrp.explain_bast`); :func:`explain_ears`
-picks it from the model (or checkpoint card) and returns every level it explains, as labelled
-xarray objects with provenance attrs:
+Every family is explained by the one pipeline (:func:`~xai_loc.explain.attribute.explain_arrays`:
+any method, a target of the model's output kind, relevance at the levels the model declares);
+what differs is how the levels are labelled (a cochleagram's bands, IPD/ILD maps' bins, cue
+maps' cues), so :data:`EXPLAINERS` registers one labelling function per architecture name
+(:mod:`~xai_loc.explain.cochcnn`, :mod:`~xai_loc.explain.tfcnn`, :mod:`~xai_loc.explain.cuenet`,
+:func:`~xai_loc.explain.attn_lrp.explain_bast`); :func:`explain_ears` picks it from the model
+(or checkpoint card) and returns every level, as labelled xarray objects with provenance attrs:
 
 ``cochcnn``  ``'waveform'`` (example, ear, time), ``'cochleagram'`` (example, ear, frequency, time)
 ``tfcnn``    ``'waveform'`` (example, ear, time), ``'cues'`` (example, channel, frequency, frame)

@@ -1,11 +1,11 @@
-"""LRP of the cochleagram CNN (Francl & McDermott 2022): relevance on the cochleagram and the waveform.
+"""Relevance of the cochleagram CNN (Francl & McDermott 2022) on the cochleagram and the waveform.
 
-:func:`explain_cochcnn` seeds one class's logit (:func:`~xai_loc.explain.targets.class_logit_seed`)
-and propagates it with the composite ``'cochcnn'`` (:mod:`xai_loc.explain.composites`) through
-the CNN and the cochleagram front end down to the ear signals; the front end's output is
-captured on the way (a hook on its gradient), so one backward pass gives both levels:
-``'cochleagram'`` ``(example, ear, frequency, time)``, frequency the band centres in Hz, and
-``'waveform'`` ``(example, ear, time)``. The probes of :mod:`xai_loc.experiments.cues` read it.
+:func:`explain_cochcnn` labels what the one pipeline (:func:`~xai_loc.explain.attribute.explain_arrays`)
+returns at the model's two levels: one class's logit (target ``class_logit`` or
+``true_class_logit``) propagated with the composite ``'cochcnn'`` (:mod:`xai_loc.explain.composites`)
+through the CNN and the cochleagram front end down to the ear signals, the front end's output read
+on the way: ``'cochleagram'`` ``(example, ear, frequency, time)``, frequency the band centres in
+Hz, and ``'waveform'`` ``(example, ear, time)``. The probes of :mod:`xai_loc.experiments.cues` read it.
 """
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ import json
 from typing import Any
 
 import numpy as np
-import torch
 
 from xai_loc.errors import InputError
-from xai_loc.explain.targets import class_logit_seed
+from xai_loc.explain.targets import TARGETS, class_target
 
 __all__ = ["explain_cochcnn"]
 
 
 def explain_cochcnn(model, waveforms, *, target: str | int = "prediction", labels=None, composite: str = "cochcnn",
-                    batch_size: int = 4, device: str = "cpu", example=None, **options: Any) -> dict[str, Any]:
-    """LRP relevance of a cochleagram CNN on the waveform and on the cochleagram.
+                    method: str = "lrp", batch_size: int = 4, device: str = "cpu", example=None,
+                    **options: Any) -> dict[str, Any]:
+    """Relevance of a cochleagram CNN on the waveform and on the cochleagram.
 
     Parameters
     ----------
@@ -34,10 +34,11 @@ def explain_cochcnn(model, waveforms, *, target: str | int = "prediction", label
         ``(n, 2, n_samples)`` ear signals (array, tensor or DataArray).
     target
         ``'prediction'`` (the arg-max class), ``'truth'`` (``labels``) or a class index:
-        relevance is seeded with that class's logit (the others zero).
-    composite
-        A registered composite (``'cochcnn'``); ``options`` go to it (``conv_rule``,
-        ``gamma``, ``epsilon``, ``maxpool`` ...).
+        relevance is seeded with that class's logit (the others zero); or the name of a
+        class target (``'class_probability'``, ``'class_contrast'`` ...).
+    composite, method
+        A registered composite (``'cochcnn'``) and method (``'lrp'``); ``options`` go to them
+        (``conv_rule``, ``gamma``, ``epsilon``, ``maxpool`` ...).
     example
         Coordinate values of the example axis (default ``0 .. n-1``).
 
@@ -52,65 +53,31 @@ def explain_cochcnn(model, waveforms, *, target: str | int = "prediction", label
         steps under Pass).
     """
     import xarray as xr
-    from zennit.attribution import Gradient
 
-    from xai_loc.explain.attribute import resolve_model
-    from xai_loc.explain.composites import make_composite
-    from xai_loc.runtime import resolve_device
+    from xai_loc.explain.attribute import explain_arrays, resolve_model
 
     model, info = resolve_model(model)
     if not getattr(model, "with_front_end", False):
         raise InputError("explain_cochcnn needs a cochleagram CNN with its front end (waveform inputs)")
-    if target not in ("prediction", "truth") and not (isinstance(target, int) and 0 <= target < model.n_classes):
-        raise InputError(f"target={target!r} is not allowed; use 'prediction', 'truth' or a class in "
-                         f"0..{model.n_classes - 1}")
-    if hasattr(waveforms, "dims") and hasattr(waveforms, "values"):
-        waveforms = waveforms.values
-    x_all = np.asarray(waveforms.detach().cpu() if isinstance(waveforms, torch.Tensor) else waveforms,
-                       dtype=np.float64)
-    first = next(model.parameters(), None)
-    dtype = first.dtype if first is not None else torch.float32
-    if x_all.ndim != 3 or x_all.shape[1:] != (2, model.n_samples):
-        raise InputError(f"waveforms of shape {x_all.shape} are not allowed; the model takes (n, 2, {model.n_samples})")
-    if not np.isfinite(x_all).all():
-        raise InputError("waveforms hold NaN or infinite samples")
-    if target == "truth":
-        if labels is None or len(labels) != len(x_all):
-            raise InputError("target='truth' needs one label per example")
-        labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    device = resolve_device(device)
-    composite_obj, params = make_composite(composite, model, **options)
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep_output(module, inputs, output):
-        output.register_hook(lambda grad: captured.__setitem__("cochleagram", grad.detach()))
-
-    wave_parts, coch_parts, logit_parts, class_parts = [], [], [], []
-    training = model.training
-    model.to(device).eval()
-    handle = model.front_end.register_forward_hook(keep_output)
-    try:
-        with Gradient(model, composite_obj) as attributor:
-            for s in range(0, len(x_all), batch_size):
-                x = torch.from_numpy(x_all[s:s + batch_size]).to(device, dtype)
-                lab = None if target != "truth" else labels[s:s + batch_size]
-                output, relevance = attributor(x, class_logit_seed(target, lab))
-                cls = output.argmax(1) if target == "prediction" else (
-                    lab.to(device) if target == "truth" else torch.full((len(x),), int(target), device=device))
-                wave_parts.append(relevance.detach().cpu().numpy())
-                coch_parts.append(captured.pop("cochleagram").cpu().numpy())
-                logit_parts.append(output.detach().gather(1, cls[:, None])[:, 0].cpu().numpy())
-                class_parts.append(cls.cpu().numpy())
-    finally:
-        handle.remove()
-        model.train(training)
-    wave, coch = np.concatenate(wave_parts), np.concatenate(coch_parts)
+    name, target_options = class_target(target, model.n_classes)
+    needs_labels = TARGETS[name].needs_truth
+    if needs_labels and (labels is None or len(labels) != len(waveforms)):
+        raise InputError(f"target={target!r} needs one label per example")
+    explainer, out = explain_arrays(model, waveforms, truth=labels if needs_labels else None,
+                                    batch_size=batch_size, what="waveforms", target=name, method=method,
+                                    composite=composite, device=device, levels=("waveform", "front_end"),
+                                    **target_options, **options)
+    wave, coch = out["levels"]["waveform"], out["levels"]["front_end"]
     n = len(wave)
     example = np.arange(n) if example is None else np.asarray(example)
-    attrs = {**info, "method": "lrp", "composite": composite, "composite_params": json.dumps(params, sort_keys=True),
+    target_class = np.asarray(labels, dtype=np.int64) if needs_labels else \
+        np.full(n, target_options["cls"]) if "cls" in target_options else out["prediction"].argmax(1)
+    attrs = {**info, "method": method, "composite": explainer.composite_name,
+             "composite_params": json.dumps(explainer.composite_params, sort_keys=True),
              "target": str(target), "fs": model.fs, "frame_rate": model.frame_rate}
-    common = {"example": ("example", example), "logit": ("example", np.concatenate(logit_parts)),
-              "target_class": ("example", np.concatenate(class_parts).astype(np.int64)),
+    logit = np.take_along_axis(out["prediction"], target_class[:, None], axis=1)[:, 0]
+    common = {"example": ("example", example), "logit": ("example", logit),
+              "target_class": ("example", target_class.astype(np.int64)),
               "ear": ("ear", np.array(["left", "right"]))}
     wave_coords = {**common, "time": ("time", np.arange(wave.shape[-1]) / model.fs, {"units": "s"}),
                    "relevance_sum": ("example", wave.reshape(n, -1).sum(1))}

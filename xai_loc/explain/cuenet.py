@@ -27,8 +27,10 @@ For a bias-free network every one of these rules conserves relevance (up to the
 stabilizers); with ``first_rule='epsilon', conv_rule='epsilon'`` and zero biases the
 relevance on the cue map sums to the explained logit (tested in float64).
 
-:func:`cue_relevance` explains cue maps; :func:`explain_cuenet` computes them from ear
-signals with the model's front end first.
+:func:`cue_relevance` explains cue maps through the one pipeline
+(:func:`~xai_loc.explain.attribute.explain_arrays`, target ``class_logit`` or ``true_class_logit``),
+reading the relevance of each cue's embedding as a level on the way (the branch outputs);
+:func:`explain_cuenet` computes the cue maps from ear signals with the model's front end first.
 """
 from __future__ import annotations
 
@@ -40,15 +42,25 @@ import torch
 
 from xai_loc import __version__
 from xai_loc.errors import InputError
-from xai_loc.explain.targets import class_logit_seed
+from xai_loc.explain.targets import TARGETS, class_target
 from xai_loc.models.cuenet import GRID, CueNet
 
 __all__ = ["cue_relevance", "explain_cuenet"]
 
 
+def _on_cue_maps(model: CueNet) -> CueNet:
+    """``model`` taking cue maps: the same classifier without the front end."""
+    if not model.with_front_end:
+        return model
+    first = next(model.parameters())
+    twin = CueNet(**{**model.config, "front_end": False}).to(first.device, first.dtype)
+    twin.classifier.load_state_dict(model.classifier.state_dict())
+    return twin
+
+
 def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction", composite: str = "cuenet",
-                  batch_size: int = 64, example=None, **options: Any):
-    """LRP relevance of a cue network on cue maps, per cue and band, with the attention weights.
+                  method: str = "lrp", batch_size: int = 64, example=None, **options: Any):
+    """Relevance of a cue network on cue maps, per cue and band, with the attention weights.
 
     Parameters
     ----------
@@ -59,9 +71,11 @@ def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction"
     azimuth
         True azimuths (degrees), needed for ``target='truth'`` and recorded when given.
     target
-        ``'prediction'`` (arg-max class), ``'truth'`` or a class index: the seeded logit.
-    composite, options
-        A registered composite (``'cuenet'``) and its options (``first_rule``, ``conv_rule`` ...).
+        ``'prediction'`` (arg-max class), ``'truth'`` or a class index: the seeded logit; or
+        the name of a class target (``'class_probability'`` ...).
+    composite, method, options
+        A registered composite (``'cuenet'``) and method (``'lrp'``) and their options
+        (``first_rule``, ``conv_rule`` ...).
 
     Returns
     -------
@@ -74,89 +88,64 @@ def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction"
         composite and its parameters, target).
     """
     import xarray as xr
-    from zennit.attribution import Gradient
 
-    from xai_loc.explain.attribute import resolve_model
-    from xai_loc.explain.composites import make_composite
+    from xai_loc.explain.attribute import explain_arrays, resolve_model
     from xai_loc.features.binaural_cues import CUES
 
     model, info = resolve_model(model)
     if not isinstance(model, CueNet):
         raise InputError(f"cue_relevance needs a cue network ('cuenet'), not {type(model).__name__}")
-    if hasattr(cues, "dims") and hasattr(cues, "values"):
-        cues = cues.values
-    x_all = np.asarray(cues.detach().cpu() if isinstance(cues, torch.Tensor) else cues)
-    if x_all.ndim != 4 or x_all.shape[1:] != model.cue_shape:
-        raise InputError(f"cue maps of shape {x_all.shape} are not allowed; the model takes (n, {model.cue_shape})")
-    if not np.isfinite(x_all).all():
-        raise InputError("cue maps hold NaN or infinite values")
-    if target not in ("prediction", "truth") and not (isinstance(target, int) and 0 <= target < model.n_classes):
-        raise InputError(f"target={target!r} is not allowed; use 'prediction', 'truth' or a class in "
-                         f"0..{model.n_classes - 1}")
+    name, target_options = class_target(target, model.n_classes)
     labels = None
     if azimuth is not None:
         azimuth = np.asarray(azimuth, dtype=np.float64)
-        if azimuth.shape != (len(x_all),):
-            raise InputError(f"azimuth of shape {azimuth.shape} does not fit {len(x_all)} cue maps")
-        labels = torch.as_tensor(GRID.nearest(azimuth))
-    elif target == "truth":
-        raise InputError("target='truth' needs the true azimuths (azimuth=...)")
-    net = model.classifier
-    first = next(net.parameters())
-    composite_obj, params = make_composite(composite, net, **options)
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep_embedding(cue: str):
-        # a branch's output is the attention's input: its gradient under the composite is the relevance there
-        def hook(module, inputs, output):
-            output.register_hook(lambda grad: captured.__setitem__(cue, grad.detach()))
-        return hook
-
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("map", "fusion", "logit", "cls", "pred")}
-    training = model.training
-    model.eval()
-    with torch.no_grad():
-        attention = np.concatenate([model.attention(torch.from_numpy(x_all[s:s + batch_size]).to(first)).cpu().numpy()
-                                    for s in range(0, len(x_all), batch_size)])
-    handles = [net.branches[c].register_forward_hook(keep_embedding(c)) for c in CUES]
-    try:
-        with Gradient(net, composite_obj) as attributor:
-            for s in range(0, len(x_all), batch_size):
-                x = torch.from_numpy(x_all[s:s + batch_size]).to(first)
-                lab = None if labels is None else labels[s:s + batch_size]
-                output, relevance = attributor(x, class_logit_seed(target, lab))
-                cls = output.argmax(1) if target == "prediction" else (
-                    lab if target == "truth" else torch.full((len(x),), int(target)))
-                parts["map"].append(relevance.detach().cpu().numpy())
-                parts["fusion"].append(torch.stack([captured.pop(c).sum(-1) for c in CUES], 1).cpu().numpy())
-                parts["logit"].append(output.detach().gather(1, cls[:, None].to(output.device))[:, 0].cpu().numpy())
-                parts["cls"].append(cls.cpu().numpy())
-                parts["pred"].append(output.argmax(1).cpu().numpy())
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(training)
-    rmap = np.concatenate(parts["map"])
+        if azimuth.shape != (len(cues),):
+            raise InputError(f"azimuth of shape {azimuth.shape} does not fit {len(cues)} cue maps")
+        labels = GRID.nearest(azimuth)
+    elif TARGETS[name].needs_truth:
+        raise InputError(f"target={target!r} needs the true azimuths (azimuth=...)")
+    net = _on_cue_maps(model)
+    # a branch's output is the attention's input: the relevance there is each cue's share of the fusion
+    branches = tuple(f"classifier.branches.{c}" for c in CUES)
+    explainer, out = explain_arrays(net, cues, truth=labels if TARGETS[name].needs_truth else None,
+                                    batch_size=batch_size,
+                                    what="cue maps", target=name, method=method, composite=composite,
+                                    levels=("waveform", *branches), **target_options, **options)
+    rmap = out["relevance"]
     n = len(rmap)
+    x = torch.as_tensor(np.asarray(getattr(cues, "values", cues)))
+    training = net.training
+    net.eval()
+    with torch.no_grad():
+        first = next(net.parameters())
+        attention = np.concatenate([net.attention(x[s:s + batch_size].to(first)).cpu().numpy()
+                                    for s in range(0, n, batch_size)])
+    net.train(training)
+    predicted = out["prediction"].argmax(1)
+    target_class = labels if TARGETS[name].needs_truth else \
+        np.full(n, target_options["cls"]) if "cls" in target_options else predicted
     example = np.arange(n) if example is None else np.asarray(example)
     coords: dict[str, Any] = {
         "example": example, "cue": list(CUES), "band": np.arange(model.n_bands),
         "frequency": ("band", model.centre_frequencies, {"units": "Hz"}),
         "frame": np.arange(model.n_frames),
-        "target_class": ("example", np.concatenate(parts["cls"]).astype(np.int64)),
-        "predicted_azimuth": ("example", GRID.azimuths[np.concatenate(parts["pred"])], {"units": "degree"})}
+        "target_class": ("example", np.asarray(target_class, dtype=np.int64)),
+        "predicted_azimuth": ("example", GRID.azimuths[predicted], {"units": "degree"})}
     if azimuth is not None:
         coords["azimuth"] = ("example", azimuth, {"units": "degree"})
-    attrs = {**info, "method": "lrp", "composite": composite, "composite_params": json.dumps(params, sort_keys=True),
+    attrs = {**info, "method": method, "composite": explainer.composite_name,
+             "composite_params": json.dumps(explainer.composite_params, sort_keys=True),
              "target": str(target), "level": "cue map", "xai_loc_version": __version__,
              "attention_treatment": "weights held constant (gate); relevance to the cue embeddings only",
              "convention": "azimuth counter-clockwise from the front, 90 = left (SOFA)"}
+    fusion = np.stack([out["levels"][b].sum(-1) for b in branches], axis=1)
+    logit = np.take_along_axis(out["prediction"], np.asarray(target_class)[:, None], axis=1)[:, 0]
     return xr.Dataset(
         {"relevance": (("example", "cue", "band"), rmap.sum(-1)),
          "relevance_map": (("example", "cue", "band", "frame"), rmap.astype(np.float32)),
-         "fusion_relevance": (("example", "cue"), np.concatenate(parts["fusion"])),
+         "fusion_relevance": (("example", "cue"), fusion),
          "attention": (("example", "cue"), attention),
-         "logit": ("example", np.concatenate(parts["logit"]))},
+         "logit": ("example", logit)},
         coords=coords, attrs=attrs)
 
 
@@ -172,5 +161,5 @@ def explain_cuenet(model, waveforms, **options: Any) -> dict[str, Any]:
 
     module, _ = resolve_model(model)
     with torch.no_grad():
-        cues = module.cue_map(torch.as_tensor(np.asarray(waveforms), dtype=torch.float32)).numpy()
+        cues = module.front_end(torch.as_tensor(np.asarray(waveforms), dtype=torch.float32)).numpy()
     return {"cues": cue_relevance(model, cues, **options)}

@@ -1,19 +1,29 @@
 """Attribution methods by name: zennit's LRP and captum's gradient and perturbation methods.
 
-Every method explains a batch of windows for a per-window *seed* ``w`` in output space (see
-:mod:`xai_loc.explain.targets`): LRP starts its backward pass with relevance ``w``; the
-other methods explain the scalar ``w . f(x)`` (captum's ``forward_func`` returns it). Each
-also reports what a complete attribution of its kind would sum to (``explained``):
+Every method explains a batch of windows for a target bound to the model's output kind (an
+:class:`~xai_loc.explain.targets.Objective` with per-window weights ``w``, see
+:mod:`xai_loc.explain.targets`): LRP starts its backward pass with the target's seed; the
+other methods explain the scalar ``q(f(x), w)``, ``w . f(x)`` for the linear targets
+(captum's ``forward_func`` returns it). Each gives the relevance at every level asked for
+(:class:`~xai_loc.explain.levels.Levels`) and reports what a complete attribution of its kind
+would sum to (``explained``):
 
 ========================  =============================================================
 method                    relevance should sum to
 ========================  =============================================================
-lrp                       ``sum(w)`` (less what biases absorb and stabilizers lose)
-input_x_gradient          ``w . f(x)`` (exact for bias-free piecewise-linear models)
-integrated_gradients,     ``w . (f(x) - f(baseline))`` (completeness; for GradientShap
+lrp                       ``sum(seed)`` (less what biases absorb and stabilizers lose)
+input_x_gradient          ``q(f(x))`` (exact for bias-free piecewise-linear models)
+integrated_gradients,     ``q(f(x)) - q(f(baseline))`` (completeness; for GradientShap
 deeplift, gradient_shap   in expectation, with noise-free baselines)
 saliency, occlusion       nothing in particular (reported as NaN)
 ========================  =============================================================
+
+A level above the input is explained by LRP and AttnLRP in the same backward pass as the
+input (its relevance read on the way); the captum methods explain it as their input (the
+level's representation, put in place of the module's output), one call per level. A new
+method is one :class:`Method` subclass registered with :func:`register_method`; it gets the
+levels and the target from the :class:`~xai_loc.explain.attribute.Explainer` and so works for
+every family and output kind.
 
 Captum is imported when a captum method is first used.
 """
@@ -24,17 +34,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
-from zennit.attribution import Gradient
 from zennit.core import Composite
 
 from xai_loc.errors import InputError
 from xai_loc.explain._options import check_choice, check_number, resolve
+from xai_loc.explain.levels import INPUT, Levels
+from xai_loc.explain.targets import Objective
 
-__all__ = ["METHODS", "Method", "get_method", "register_method"]
+__all__ = ["METHODS", "BackwardMethod", "Method", "get_method", "register_method"]
 
-SeedFn = Callable[[torch.Tensor], torch.Tensor]
+#: Per-window weights of the target from the (detached) outputs of a batch.
+WeighFn = Callable[[torch.Tensor], torch.Tensor]
 
 #: name -> :class:`Method` subclass.
 METHODS: dict[str, type[Method]] = {}
@@ -68,6 +81,10 @@ class Method(ABC):
         The localizer (eval mode, on the device of the inputs).
     params
         The method's options (:attr:`OPTIONS` keys), already resolved.
+    objective
+        The target bound to the model's output kind.
+    levels
+        Where relevance is read (default: the input only).
     batch_size
         Most windows (or perturbed copies of windows) per forward pass.
     composite
@@ -82,10 +99,13 @@ class Method(ABC):
     #: Options with their defaults.
     OPTIONS: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, model: nn.Module, params: dict[str, Any], *, batch_size: int = 32,
-                 composite: Composite | None = None, mean_input: torch.Tensor | None = None) -> None:
+    def __init__(self, model: nn.Module, params: dict[str, Any], *, objective: Objective,
+                 levels: Levels | None = None, batch_size: int = 32, composite: Composite | None = None,
+                 mean_input: torch.Tensor | None = None) -> None:
         self.model = model
         self.params = params
+        self.objective = objective
+        self.levels = Levels(model) if levels is None else levels
         self.batch_size = batch_size
         self.composite = composite
         self.mean_input = mean_input
@@ -110,15 +130,15 @@ class Method(ABC):
         return None
 
     @abstractmethod
-    def attribute(self, x: torch.Tensor, seed_fn: SeedFn, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    def attribute(self, x: torch.Tensor, weigh: WeighFn, index: torch.Tensor) -> dict[str, Any]:
         """Explain a batch.
 
         Parameters
         ----------
         x
             Windows ``[B, mics, samples]``.
-        seed_fn
-            Maps the model's output ``[B, 3]`` to the seed ``[B, 3]``.
+        weigh
+            Maps the model's output ``[B, K]`` to the target's weights ``[B, K]``.
         index
             Position of each window in the whole set explained (seeds random methods per
             window, so results do not depend on batching).
@@ -126,50 +146,85 @@ class Method(ABC):
         Returns
         -------
         dict
-            ``output`` [B, 3], ``seed`` [B, 3], ``relevance`` [B, mics, samples] and
-            ``explained`` [B] (NaN where the method has no completeness property).
+            ``output`` [B, K], ``seed`` [B, K] (the target's output relevance), ``levels``
+            (level name -> relevance with that level's shape), ``relevance`` (that of the
+            first level) and ``explained`` [B] (NaN where the method has no completeness
+            property); optionally ``absorbed`` (kind -> [B]), relevance that left the network.
         """
 
 
+class BackwardMethod(Method):
+    """Base of the methods that read every level in one modified backward pass (LRP, AttnLRP)."""
+
+    def attribute(self, x, weigh, index):
+        output, tensors = self.levels.run(x)
+        weights = weigh(output.detach())
+        seed = self.objective.seed(output, weights)
+        grads = self.backward(output, weights, seed, tensors)
+        levels = {name: self.relevance(t, g).detach()
+                  for name, t, g in zip(self.levels.names, tensors, grads, strict=True)}
+        return {"output": output.detach(), "seed": seed, "levels": levels, "relevance": levels[self.levels.input],
+                "explained": self.explained(output.detach(), weights, seed), **self.extras()}
+
+    @abstractmethod
+    def backward(self, output: torch.Tensor, weights: torch.Tensor, seed: torch.Tensor,
+                 tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Gradients of the output with respect to the level tensors."""
+
+    @abstractmethod
+    def relevance(self, tensor: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Relevance at a level from its tensor and gradient."""
+
+    @abstractmethod
+    def explained(self, output: torch.Tensor, weights: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+        """What the relevance should sum to, per window."""
+
+    def extras(self) -> dict[str, Any]:
+        """Further per-window results (none)."""
+        return {}
+
+
 @register_method("lrp")
-class LRP(Method):
-    """Layer-wise relevance propagation: zennit's ``Gradient`` attributor with a composite
-    (Bach et al. 2015; Montavon et al. 2019). Relevance sums to ``sum(seed)`` less what
-    biases absorb."""
+class LRP(BackwardMethod):
+    """Layer-wise relevance propagation: zennit's rules from a composite (Bach et al. 2015;
+    Montavon et al. 2019); the gradient of the seeded output is the relevance, at the input
+    and at every level read. Relevance sums to ``sum(seed)`` less what biases absorb."""
 
     uses_composite = True
 
     def __enter__(self) -> LRP:
         if self.composite is None:
             raise InputError("method 'lrp' needs a composite")
-        self.attributor = Gradient(self.model, self.composite)
-        self.attributor.__enter__()
+        self.composite.register(self.model)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.attributor.__exit__(*exc)
+        self.composite.remove()
 
-    def attribute(self, x, seed_fn, index):
-        seeds = []
+    def backward(self, output, weights, seed, tensors):
+        return torch.autograd.grad((output,), tensors, grad_outputs=(seed,))
 
-        def attr_output(output: torch.Tensor) -> torch.Tensor:
-            seeds.append(seed_fn(output.detach()))
-            return seeds[-1]
+    def relevance(self, tensor, grad):
+        return grad
 
-        output, relevance = self.attributor(x, attr_output)
-        seed = seeds[-1]
-        return {"output": output.detach(), "seed": seed, "relevance": relevance.detach(), "explained": seed.sum(-1)}
+    def explained(self, output, weights, seed):
+        return seed.sum(-1)
 
 
-class _Seeded(nn.Module):
-    """``w . model(x)``: the scalar per window that captum's methods explain."""
+class _Objective(nn.Module):
+    """``q(model(x), w)`` with ``level`` holding the module input: the scalar per window that captum explains."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, levels: Levels, objective: Objective, level: str, x: torch.Tensor) -> None:
         super().__init__()
-        self.model = model
+        self.model = levels.model
+        self.levels, self.objective, self.level, self.x = levels, objective, level, x
 
-    def forward(self, x: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
-        return (self.model(x) * seed).sum(-1)
+    def window(self, i: int) -> _Objective:
+        """The same for window ``i`` of the batch alone."""
+        return _Objective(self.levels, self.objective, self.level, self.x[i:i + 1])
+
+    def forward(self, a: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return self.objective.scalar(self.levels.at(self.level, self.x, a), weights)
 
 
 def _check_baseline(params: dict[str, Any]) -> None:
@@ -181,49 +236,55 @@ def _check_baseline(params: dict[str, Any]) -> None:
 
 
 class _CaptumMethod(Method):
-    """Base of the captum methods: forward once for the seed, then call captum."""
+    """Base of the captum methods: forward once for the weights, then call captum per level."""
 
     #: What the attributions should sum to: 'output', 'baseline' or None.
     completeness: ClassVar[str | None] = None
 
     def __enter__(self) -> _CaptumMethod:
-        self.seeded = _Seeded(self.model)
         self._baseline_output: torch.Tensor | None = None
         return self
 
-    def baseline(self, x: torch.Tensor) -> torch.Tensor:
-        """The baseline windows for ``x``: zero, the mean window or a constant."""
+    def baseline(self, a: torch.Tensor, level: str = INPUT) -> torch.Tensor:
+        """The baseline for ``a`` at ``level``: zero, (the representation of) the mean window or a constant."""
         value = self.params["baseline"]
         if value == "mean":
             if self.mean_input is None:
                 raise InputError("baseline='mean' needs the mean window of the data")
-            return self.mean_input.to(x).expand_as(x).contiguous()
-        return torch.full_like(x, 0.0 if value == "zero" else float(value))
+            mean = self.levels.representation(self.mean_input.to(a)[None], level)
+            return mean.expand_as(a).contiguous()
+        return torch.full_like(a, 0.0 if value == "zero" else float(value))
 
-    def attribute(self, x, seed_fn, index):
+    def attribute(self, x, weigh, index):
         with torch.no_grad():
             output = self.model(x)
-        seed = seed_fn(output)
-        relevance = self.captum(x.detach().requires_grad_(), seed, index).detach()
+        weights = weigh(output)
+        levels = {}
+        for level in self.levels.names:
+            a = self.levels.representation(x, level)
+            seeded = _Objective(self.levels, self.objective, level, x)
+            levels[level] = self.captum(seeded, a.requires_grad_(), weights, index, level).detach()
         if self.completeness == "output":
-            explained = (seed * output).sum(-1)
+            explained = self.objective.scalar(output, weights)
         elif self.completeness == "baseline":
             if self._baseline_output is None:
                 with torch.no_grad():
                     self._baseline_output = self.model(self.baseline(x[:1]))
-            explained = (seed * (output - self._baseline_output)).sum(-1)
+            explained = self.objective.difference(output, self._baseline_output, weights)
         else:
             explained = torch.full(output.shape[:1], float("nan"), dtype=output.dtype, device=output.device)
-        return {"output": output, "seed": seed, "relevance": relevance, "explained": explained}
+        return {"output": output, "seed": self.objective.seed(output, weights), "levels": levels,
+                "relevance": levels[self.levels.input], "explained": explained}
 
     @abstractmethod
-    def captum(self, x: torch.Tensor, seed: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """The captum attribution of ``seed . f(x)``."""
+    def captum(self, seeded: nn.Module, a: torch.Tensor, weights: torch.Tensor, index: torch.Tensor,
+               level: str) -> torch.Tensor:
+        """The captum attribution of ``seeded(a, weights)`` with respect to ``a``, the representation at ``level``."""
 
 
 @register_method("saliency")
 class Saliency(_CaptumMethod):
-    """Gradient of ``w . f(x)`` (Simonyan et al. 2014); its absolute value if ``abs``."""
+    """Gradient of the target ``q`` (Simonyan et al. 2014); its absolute value if ``abs``."""
 
     OPTIONS = {"abs": True}
 
@@ -232,22 +293,22 @@ class Saliency(_CaptumMethod):
         if not isinstance(params["abs"], bool):
             raise InputError(f"abs={params['abs']!r} is not allowed; use True or False")
 
-    def captum(self, x, seed, index):
+    def captum(self, seeded, a, weights, index, level):
         from captum.attr import Saliency as CaptumSaliency
 
-        return CaptumSaliency(self.seeded).attribute(x, additional_forward_args=(seed,), abs=self.params["abs"])
+        return CaptumSaliency(seeded).attribute(a, additional_forward_args=(weights,), abs=self.params["abs"])
 
 
 @register_method("input_x_gradient")
 class InputXGradient(_CaptumMethod):
-    """Input times the gradient of ``w . f(x)`` (Shrikumar et al. 2016)."""
+    """Input times the gradient of the target ``q`` (Shrikumar et al. 2016)."""
 
     completeness = "output"
 
-    def captum(self, x, seed, index):
+    def captum(self, seeded, a, weights, index, level):
         from captum.attr import InputXGradient as CaptumInputXGradient
 
-        return CaptumInputXGradient(self.seeded).attribute(x, additional_forward_args=(seed,))
+        return CaptumInputXGradient(seeded).attribute(a, additional_forward_args=(weights,))
 
 
 @register_method("integrated_gradients")
@@ -264,11 +325,11 @@ class IntegratedGradients(_CaptumMethod):
             raise InputError(f"n_steps={params['n_steps']!r} is not allowed; use a positive integer")
         super().check(params)
 
-    def captum(self, x, seed, index):
+    def captum(self, seeded, a, weights, index, level):
         from captum.attr import IntegratedGradients as CaptumIG
 
-        return CaptumIG(self.seeded).attribute(
-            x, baselines=self.baseline(x), additional_forward_args=(seed,), n_steps=self.params["n_steps"],
+        return CaptumIG(seeded).attribute(
+            a, baselines=self.baseline(a, level), additional_forward_args=(weights,), n_steps=self.params["n_steps"],
             internal_batch_size=self.batch_size)
 
 
@@ -281,20 +342,22 @@ class DeepLift(_CaptumMethod):
     completeness = "baseline"
     OPTIONS = {"baseline": "zero"}
 
-    def captum(self, x, seed, index):
+    def captum(self, seeded, a, weights, index, level):
         from captum.attr import DeepLift as CaptumDeepLift
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
-            return CaptumDeepLift(self.seeded).attribute(x, baselines=self.baseline(x), additional_forward_args=(seed,))
+            return CaptumDeepLift(seeded).attribute(a, baselines=self.baseline(a, level),
+                                                    additional_forward_args=(weights,))
 
 
 @register_method("gradient_shap")
 class GradientShap(_CaptumMethod):
     """GradientShap (Lundberg & Lee 2017): expected gradients x (input - baseline) over
     ``n_samples`` random points between the baseline and the input, with Gaussian noise of
-    standard deviation ``stdevs`` on the input. Each window draws from its own generator
-    seeded by ``(seed, window position)``, so results do not depend on batching."""
+    standard deviation ``stdevs`` on the input. Each window draws from its own generators
+    (torch's and numpy's, which captum uses for the path points) seeded by ``(seed, window
+    position)``, so results repeat and do not depend on batching."""
 
     completeness = "baseline"
     OPTIONS = {"n_samples": 20, "stdevs": 0.0, "baseline": "zero", "seed": 0}
@@ -308,27 +371,34 @@ class GradientShap(_CaptumMethod):
         check_number("stdevs", params["stdevs"])
         super().check(params)
 
-    def captum(self, x, seed, index):
+    def captum(self, seeded, a, weights, index, level):
         from captum.attr import GradientShap as CaptumGradientShap
 
-        shap = CaptumGradientShap(self.seeded)
-        devices = [x.device] if x.device.type == "cuda" else []
+        devices = [a.device] if a.device.type == "cuda" else []
         out = []
-        for i in range(x.shape[0]):
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(self.params["seed"] * 1_000_003 + int(index[i]))
-                out.append(shap.attribute(x[i:i + 1], baselines=self.baseline(x[:1]),
-                                          additional_forward_args=(seed[i:i + 1],),
-                                          n_samples=self.params["n_samples"], stdevs=self.params["stdevs"]))
+        numpy_state = np.random.get_state()  # captum draws the path points from numpy's global generator
+        try:
+            for i in range(a.shape[0]):
+                shap = CaptumGradientShap(seeded.window(i))
+                seed = self.params["seed"] * 1_000_003 + int(index[i])
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(seed)
+                    np.random.seed(seed % 2**32)
+                    out.append(shap.attribute(a[i:i + 1], baselines=self.baseline(a[:1], level),
+                                              additional_forward_args=(weights[i:i + 1],),
+                                              n_samples=self.params["n_samples"], stdevs=self.params["stdevs"]))
+        finally:
+            np.random.set_state(numpy_state)
         return torch.cat(out)
 
 
 @register_method("occlusion")
 class Occlusion(_CaptumMethod):
-    """Occlusion (Zeiler & Fergus 2014): the change of ``w . f(x)`` when ``window`` samples of
-    one microphone are replaced by the baseline, sliding by ``stride`` samples over time and
-    over the microphones; each sample gets the mean change over the patches covering it.
-    At most ``batch_size`` perturbed windows per forward pass."""
+    """Occlusion (Zeiler & Fergus 2014): the change of ``q`` when ``window`` samples of one
+    microphone are replaced by the baseline, sliding by ``stride`` samples over time and over
+    the microphones; each sample gets the mean change over the patches covering it. At
+    another level the patch spans the same share of its last (time) axis and one row of
+    every other axis. At most ``batch_size`` perturbed windows per forward pass."""
 
     OPTIONS = {"window": 256, "stride": 256, "baseline": "zero"}
 
@@ -340,12 +410,16 @@ class Occlusion(_CaptumMethod):
                 raise InputError(f"{name}={value!r} is not allowed; use a positive number of samples")
         super().check(params)
 
-    def captum(self, x, seed, index):
+    def captum(self, seeded, a, weights, index, level):
         from captum.attr import Occlusion as CaptumOcclusion
 
-        if self.params["window"] > x.shape[-1]:
-            raise InputError(f"window={self.params['window']} is not allowed; use at most {x.shape[-1]} samples")
-        return CaptumOcclusion(self.seeded).attribute(
-            x, sliding_window_shapes=(1, self.params["window"]), strides=(1, self.params["stride"]),
-            baselines=self.baseline(x), additional_forward_args=(seed,),
-            perturbations_per_eval=max(1, self.batch_size // x.shape[0]))
+        n_time = seeded.x.shape[-1]
+        if self.params["window"] > n_time:
+            raise InputError(f"window={self.params['window']} is not allowed; use at most {n_time} samples")
+        # another level: the same share of its last (time) axis, one row of every other axis at a time
+        window, stride = (max(1, round(self.params[k] * a.shape[-1] / n_time)) for k in ("window", "stride"))
+        ones = (1,) * (a.ndim - 2)
+        return CaptumOcclusion(seeded).attribute(
+            a, sliding_window_shapes=(*ones, window), strides=(*ones, stride),
+            baselines=self.baseline(a, level), additional_forward_args=(weights,),
+            perturbations_per_eval=max(1, self.batch_size // a.shape[0]))

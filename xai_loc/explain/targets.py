@@ -1,36 +1,87 @@
-"""Attribution targets of a regression localizer: what an explanation is an explanation of.
+"""Attribution targets: what an explanation is an explanation of, for every output kind.
 
-A localizer outputs a position ``f(x) = (x, y, z)``. Every target defines, per window, a
-*seed* ``w`` in output space (zennit's ``attr_output``), used the same way by all methods:
+A localizer's output ``f(x)`` is one of the output kinds of :data:`xai_loc.models.base.OUTPUT_KINDS`
+(a position in metres, azimuth or (azimuth, elevation) in degrees, direction-class logits,
+``[cos az, sin az]``). A target turns it into one scalar ``q`` per window and says how LRP
+seeds the output; every method uses it the same way:
 
-- LRP starts the backward pass with relevance ``w`` at the output: coordinate ``k``
-  carries relevance ``w_k``, and the input relevance sums to ``sum(w)`` less what biases
-  absorb and stabilizers lose.
-- Gradient-based methods (saliency, input x gradient, integrated gradients, DeepLift,
-  GradientShap) and occlusion explain the scalar ``w . f(x)`` with ``w`` held constant;
-  for integrated gradients it is ``w . (f(x) - f(baseline))`` that the attributions sum to.
+- per window, *weights* ``w`` in output space are computed once from the output (the chosen
+  class, the true direction, the position to explain ...) and held constant;
+- gradient-based methods (saliency, input x gradient, integrated gradients, DeepLift,
+  GradientShap, AttnLRP) and occlusion explain ``q = scalar(f(x), w)``, linear ``w . f(x)``
+  unless the target says otherwise (a probability, an angle, an angular error);
+- LRP starts the backward pass with relevance ``seed(f(x), w)`` at the output, which sums
+  to ``q`` (for the position targets, whose seed is ``w`` itself, to ``sum(w)``); relevance
+  at the input sums to that less what biases absorb and stabilizers lose.
 
-Targets are registered by name in :data:`TARGETS` (the CLI's choices come from it).
+Targets are registered by name in :data:`TARGETS` with the output kinds they accept (the
+CLI's choices come from it); :func:`bind` checks a target against a model's output kind.
 
-Direction classifiers (the binaural families) are explained through one class's logit:
-:func:`class_logit_seed`.
+========================  ===================================  ======================================
+target                    output kinds                          ``q``
+========================  ===================================  ======================================
+truth, prediction, x, y,  position                              ``w . f`` (see each target)
+z, error, contrast
+class_logit               direction_classes                     logit of the arg-max (or ``cls``)
+true_class_logit          direction_classes                     logit of the true class
+class_contrast            direction_classes                     ``z_c - z_c'`` (``versus``: runner-up)
+class_probability         direction_classes                     softmax probability of the arg-max
+true_class_probability    direction_classes                     softmax probability of the true class
+direction                 cos_sin                               ``f . u``, ``u`` the predicted (or a
+                                                                given) direction
+true_direction            cos_sin                               ``f . u``, ``u`` the true direction
+azimuth                   azimuth, azimuth_elevation, cos_sin   predicted azimuth (degrees)
+elevation                 azimuth_elevation                     predicted elevation (degrees)
+angular_error             azimuth, azimuth_elevation, cos_sin   angle to the truth (degrees): wrapped
+                                                                azimuth difference, great circle, or
+                                                                the angle between [cos, sin] vectors
+========================  ===================================  ======================================
+
+True values (``truth``): positions ``[B, 3]`` (m), class labels ``[B]``, azimuths ``[B]``
+(degrees; also for ``cos_sin``) or (azimuth, elevation) ``[B, 2]`` (degrees).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 from xai_loc.errors import InputError
+from xai_loc.explain._options import option_defaults, resolve
 
-__all__ = ["REFERENCES", "TARGETS", "Target", "class_logit_seed", "get_target", "register_target"]
+__all__ = ["REFERENCES", "TARGETS", "TRUTHS", "Objective", "Target", "bind", "class_target", "get_target",
+           "register_target", "targets_for"]
+
+#: What the true values are, per output kind (the ``truth`` of targets that need it).
+TRUTHS = {"position": "source positions", "azimuth": "azimuths (degrees)",
+          "azimuth_elevation": "azimuths and elevations (degrees)", "direction_classes": "class labels",
+          "cos_sin": "azimuths (degrees)"}
 
 #: Named references of the ``'contrast'`` target; a position ``(x, y, z)`` in metres is
 #: allowed too.
 REFERENCES = ("zero", "mean", "train-mean")
 
-SeedFunction = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor]
+Tensor = torch.Tensor
+#: ``(output [B, K], truth | None, reference | None, kind, **options) -> w [B, K]``.
+WeightFunction = Callable[..., Tensor]
+#: ``(output [B, K], w [B, K], kind) -> [B]`` or ``-> seed [B, K]``.
+OutputFunction = Callable[[Tensor, Tensor, str], Tensor]
+
+
+def _linear(output: Tensor, w: Tensor, kind: str) -> Tensor:
+    return (output * w).sum(-1)
+
+
+def _weights_seed(output: Tensor, w: Tensor, kind: str) -> Tensor:
+    return w
+
+
+def _output_seed(output: Tensor, w: Tensor, kind: str) -> Tensor:
+    return output * w
 
 
 @dataclass(frozen=True)
@@ -41,37 +92,51 @@ class Target:
     ----------
     name
         Registry name.
+    weights
+        ``(output, truth, reference, kind, **options) -> w [B, K]``, held constant.
+    kinds
+        Output kinds it accepts.
+    needs_truth, needs_reference
+        Whether it needs the true values / a reference output (``'contrast'``).
+    scalar
+        ``(output, w, kind) -> q [B]``; None: linear, ``w . output``.
     seed
-        ``(output [B, 3], truth [B, 3] | None, reference [3] | None) -> seed [B, 3]``.
-    needs_truth
-        Whether it needs the true source positions.
-    needs_reference
-        Whether it needs a reference output (the ``reference`` option of
-        :func:`~xai_loc.explain.explain`).
+        ``(output, w, kind) -> [B, K]``, LRP's relevance at the output.
+    options
+        Keyword options of ``weights`` with their defaults.
     description
-        What the explanation means (the seed function's docstring).
+        What the explanation means (the weight function's docstring).
     """
 
     name: str
-    seed: SeedFunction
+    weights: WeightFunction
+    kinds: tuple[str, ...]
     needs_truth: bool
     needs_reference: bool
-    description: str
+    scalar: OutputFunction | None
+    seed: OutputFunction
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
 
 
 #: name -> :class:`Target`.
 TARGETS: dict[str, Target] = {}
 
 
-def register_target(name: str, *, needs_truth: bool = False,
-                    needs_reference: bool = False) -> Callable[[SeedFunction], SeedFunction]:
-    """Decorator registering a seed function as target ``name``; its docstring says what it means."""
-    def decorator(seed: SeedFunction) -> SeedFunction:
+def register_target(name: str, *, kinds: tuple[str, ...] = ("position",), needs_truth: bool = False,
+                    needs_reference: bool = False, scalar: OutputFunction | None = None,
+                    seed: OutputFunction = _weights_seed) -> Callable[[WeightFunction], WeightFunction]:
+    """Decorator registering a weight function as target ``name``; its docstring says what it means.
+
+    Its keyword-only parameters are the target's options.
+    """
+    def decorator(weights: WeightFunction) -> WeightFunction:
         if name in TARGETS:
             raise ValueError(f"target name {name!r} is already registered")
-        description = " ".join((seed.__doc__ or "").split())
-        TARGETS[name] = Target(name, seed, needs_truth, needs_reference, description)
-        return seed
+        description = " ".join((weights.__doc__ or "").split())
+        TARGETS[name] = Target(name, weights, tuple(kinds), needs_truth, needs_reference, scalar, seed,
+                               option_defaults(weights), description)
+        return weights
 
     return decorator
 
@@ -83,45 +148,116 @@ def get_target(name: str) -> Target:
     return TARGETS[name]
 
 
+def targets_for(kind: str) -> list[str]:
+    """Names of the targets that accept output kind ``kind``."""
+    return [name for name, target in TARGETS.items() if kind in target.kinds]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A target bound to an output kind and its options: what methods call per batch.
+
+    ``block``: for factorized class logits (an azimuth block, then an elevation block), the
+    number of leading outputs the class targets read (the azimuth classes); None: all.
+    """
+
+    target: Target
+    kind: str
+    options: dict[str, Any]
+    block: int | None = None
+
+    @property
+    def linear(self) -> bool:
+        """Whether ``q = w . output``."""
+        return self.target.scalar is None
+
+    def _pad(self, values: Tensor, output: Tensor) -> Tensor:
+        return values if self.block is None else F.pad(values, (0, output.shape[1] - self.block))
+
+    def _cut(self, values: Tensor) -> Tensor:
+        return values if self.block is None else values[:, :self.block]
+
+    def weights(self, output: Tensor, truth: Tensor | None = None, reference: Tensor | None = None) -> Tensor:
+        """``w`` of the (detached) outputs ``[B, K]``."""
+        output = output.detach()
+        return self._pad(self.target.weights(self._cut(output), truth, reference, self.kind, **self.options), output)
+
+    def scalar(self, output: Tensor, w: Tensor) -> Tensor:
+        """``q [B]``, differentiable in ``output``."""
+        if self.target.scalar is None:
+            return (output * w).sum(-1)
+        return self.target.scalar(self._cut(output), self._cut(w), self.kind)
+
+    def difference(self, output: Tensor, baseline_output: Tensor, w: Tensor) -> Tensor:
+        """``q(output) - q(baseline_output)`` (completeness of path methods)."""
+        if self.linear:
+            return (w * (output - baseline_output)).sum(-1)
+        return self.scalar(output, w) - self.scalar(baseline_output.expand_as(output), w)
+
+    def seed(self, output: Tensor, w: Tensor) -> Tensor:
+        """LRP's output relevance ``[B, K]``."""
+        output = output.detach()
+        return self._pad(self.target.seed(self._cut(output), self._cut(w), self.kind), output)
+
+
+def bind(name: str, kind: str, options: dict[str, Any] | None = None, block: int | None = None) -> Objective:
+    """Target ``name`` for outputs of ``kind`` with ``options`` (``block``: see :class:`Objective`).
+
+    Raises
+    ------
+    InputError
+        For an unknown target, a kind the target does not accept (naming the targets that
+        do) or an unknown option.
+    """
+    target = get_target(name)
+    if kind not in target.kinds:
+        raise InputError(f"target {name!r} does not fit a model whose output is {kind!r}; "
+                         f"allowed: {', '.join(targets_for(kind)) or 'none'}")
+    return Objective(target, kind, resolve(target.options, dict(options or {}), f"target {name!r}"), block)
+
+
+# -- positions (x, y, z) in metres ------------------------------------------------------------------
+
+
 @register_target("truth", needs_truth=True)
-def _truth(output, truth, reference):
+def _truth(output, truth, reference, kind):
     """Seed = the true source position (x, y, z) of each window: the paper's choice. LRP
     distributes the true coordinates over the input; gradient methods explain t . f(x)."""
     return truth.to(output)
 
 
 @register_target("prediction")
-def _prediction(output, truth, reference):
+def _prediction(output, truth, reference, kind):
     """Seed = the predicted position: each coordinate explains its own value (standard LRP
     seeding); gradient methods explain f(x) . f(x) with the first factor held constant."""
     return output.detach().clone()
 
 
 def _coordinate(k: int):
-    def seed(output, truth, reference):
+    def weights(output, truth, reference, kind):
         out = torch.zeros_like(output)
         out[:, k] = output[:, k].detach()
         return out
-    return seed
+    return weights
 
 
 for _k, _axis in enumerate("xyz"):
-    _coordinate_seed = _coordinate(_k)
-    _coordinate_seed.__doc__ = (
+    _coordinate_weights = _coordinate(_k)
+    _coordinate_weights.__doc__ = (
         f"Seed = the predicted {_axis} coordinate alone (the other two zero): the explanation of"
         f" that coordinate; gradient methods explain f_{_axis}(x) scaled by its value.")
-    register_target(_axis)(_coordinate_seed)
+    register_target(_axis)(_coordinate_weights)
 
 
 @register_target("error", needs_truth=True)
-def _error(output, truth, reference):
+def _error(output, truth, reference, kind):
     """Seed = prediction - truth per coordinate: what drives the localization error. For
     gradient methods this is the gradient of 1/2 |f(x) - t|^2, the training loss up to scale."""
     return output.detach() - truth.to(output)
 
 
 @register_target("contrast", needs_reference=True)
-def _contrast(output, truth, reference):
+def _contrast(output, truth, reference, kind):
     """Seed = prediction - reference: how the input moves the prediction away from a reference,
     the output on an all-zero ('zero') or mean ('mean') window, the training set's mean source
     position ('train-mean') or a given (x, y, z). Explains what the input changes rather than
@@ -129,19 +265,205 @@ def _contrast(output, truth, reference):
     return output.detach() - reference.to(output)
 
 
-# -- direction classifiers ------------------------------------------------------------------------------
+# -- direction classes ------------------------------------------------------------------------------
+
+CLASSES = ("direction_classes",)
 
 
-def class_logit_seed(target: str | int, labels: torch.Tensor | None = None):
-    """LRP output seed of a classifier: the logit of the predicted (``'prediction'``), true
-    (``'truth'``: ``labels``) or given class, the other logits zero."""
+def _class(output: Tensor, cls: int | None) -> Tensor:
+    if cls is None:
+        return output.argmax(dim=1)
+    if isinstance(cls, bool) or not isinstance(cls, int) or not 0 <= cls < output.shape[1]:
+        raise InputError(f"cls={cls!r} is not allowed; use a class in 0..{output.shape[1] - 1}")
+    return torch.full(output.shape[:1], cls, dtype=torch.long, device=output.device)
 
-    def seed(output: torch.Tensor) -> torch.Tensor:
-        if target == "prediction":
-            cls = output.argmax(dim=1)
-        elif target == "truth":
-            cls = labels.to(output.device)
-        else:
-            cls = torch.full((output.shape[0],), int(target), device=output.device)
-        return torch.nn.functional.one_hot(cls, output.shape[1]).to(output) * output
-    return seed
+
+def _labels(output: Tensor, truth: Tensor) -> Tensor:
+    labels = truth.to(output.device).long().reshape(-1)
+    if labels.shape != output.shape[:1] or labels.min() < 0 or labels.max() >= output.shape[1]:
+        raise InputError(f"true classes {truth.tolist()} are not allowed; use one class in 0..{output.shape[1] - 1} "
+                         "per example")
+    return labels
+
+
+def _one_hot(output: Tensor, cls: Tensor) -> Tensor:
+    return F.one_hot(cls, output.shape[1]).to(output)
+
+
+def _probability(output: Tensor, w: Tensor, kind: str) -> Tensor:
+    return (torch.softmax(output, dim=1) * w).sum(-1)
+
+
+def _probability_seed(output: Tensor, w: Tensor, kind: str) -> Tensor:
+    return _probability(output, w, kind)[:, None] * w
+
+
+def class_target(target: str | int, n_classes: int) -> tuple[str, dict[str, Any]]:
+    """The class target and options of ``'prediction'`` (the arg-max class's logit), ``'truth'`` (the
+    true class's logit), a class index, or the name of a class target."""
+    if target == "prediction":
+        return "class_logit", {}
+    if target == "truth":
+        return "true_class_logit", {}
+    if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < n_classes:
+        return "class_logit", {"cls": target}
+    if isinstance(target, str) and target in targets_for("direction_classes"):
+        return target, {}
+    raise InputError(f"target={target!r} is not allowed; use 'prediction', 'truth', a class in 0..{n_classes - 1} "
+                     f"or one of {', '.join(targets_for('direction_classes'))}")
+
+
+@register_target("class_logit", kinds=CLASSES, seed=_output_seed)
+def _class_logit(output, truth, reference, kind, *, cls=None):
+    """The logit of the arg-max class (or of class ``cls``), the other logits zero: what
+    speaks for the chosen direction."""
+    return _one_hot(output, _class(output, cls))
+
+
+@register_target("true_class_logit", kinds=CLASSES, needs_truth=True, seed=_output_seed)
+def _true_class_logit(output, truth, reference, kind):
+    """The logit of the true class: what speaks for the right direction, chosen or not."""
+    return _one_hot(output, _labels(output, truth))
+
+
+@register_target("class_contrast", kinds=CLASSES, seed=_output_seed)
+def _class_contrast(output, truth, reference, kind, *, versus=None):
+    """Logit of the arg-max class minus the logit of class ``versus`` (default: the runner-up):
+    what makes the model choose its direction over the other (contrastive LRP seeds
+    +z_c on c and -z_c' on c')."""
+    top2 = output.topk(2, dim=1).indices
+    other = top2[:, 1] if versus is None else _class(output, versus)
+    return _one_hot(output, top2[:, 0]) - _one_hot(output, other)
+
+
+@register_target("class_probability", kinds=CLASSES, scalar=_probability, seed=_probability_seed)
+def _class_probability(output, truth, reference, kind, *, cls=None):
+    """The softmax probability of the arg-max class (or of ``cls``); LRP puts it on that logit."""
+    return _one_hot(output, _class(output, cls))
+
+
+@register_target("true_class_probability", kinds=CLASSES, needs_truth=True, scalar=_probability,
+                 seed=_probability_seed)
+def _true_class_probability(output, truth, reference, kind):
+    """The softmax probability of the true class; LRP puts it on that logit."""
+    return _one_hot(output, _labels(output, truth))
+
+
+# -- angles in degrees ------------------------------------------------------------------------------
+
+ANGLES = ("azimuth", "azimuth_elevation", "cos_sin")
+
+
+def _unit(v: Tensor) -> Tensor:
+    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _wrap(degrees: Tensor) -> Tensor:
+    return torch.remainder(degrees + 180.0, 360.0) - 180.0
+
+
+def _vector_angle(a: Tensor, b: Tensor) -> Tensor:
+    """Signed angle from ``a`` to ``b`` (degrees), rows of 2-vectors."""
+    cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return torch.rad2deg(torch.atan2(cross, (a * b).sum(-1)))
+
+
+def _share(q: Tensor, contributions: Tensor) -> Tensor:
+    """``q`` split over the outputs in proportion to ``contributions`` (evenly where they sum to 0)."""
+    total = contributions.sum(-1, keepdim=True)
+    even = torch.full_like(contributions, 1.0 / contributions.shape[1])
+    shares = torch.where(total.abs() > 1e-12, contributions / torch.where(total == 0, 1.0, total), even)
+    return q[:, None] * shares
+
+
+def _azimuth(output: Tensor, w: Tensor, kind: str) -> Tensor:
+    if kind == "cos_sin":  # measured from the predicted direction w: no branch cut near the prediction
+        return torch.rad2deg(torch.atan2(w[:, 1], w[:, 0])) + _vector_angle(w, output)
+    return (output * w).sum(-1)
+
+
+def _azimuth_seed(output: Tensor, w: Tensor, kind: str) -> Tensor:
+    if kind == "cos_sin":  # each component's share of |f| along the predicted direction
+        return _share(_azimuth(output, w, kind), output * w)
+    return output * w
+
+
+def _direction_weights(output: Tensor, degrees: float) -> Tensor:
+    rad = torch.full(output.shape[:1], math.radians(float(degrees)), dtype=output.dtype, device=output.device)
+    return torch.stack([torch.cos(rad), torch.sin(rad)], dim=1)
+
+
+@register_target("direction", kinds=("cos_sin",), seed=_output_seed)
+def _direction(output, truth, reference, kind, *, azimuth=None):
+    """The output along the predicted direction (its length, the model's confidence), or along
+    the direction of ``azimuth`` (degrees: 0 is the cos component, 90 the sin component)."""
+    if azimuth is None:
+        return _unit(output)
+    if isinstance(azimuth, bool) or not isinstance(azimuth, (int, float)) or not math.isfinite(azimuth):
+        raise InputError(f"azimuth={azimuth!r} is not allowed; use a number of degrees or None (the prediction)")
+    return _direction_weights(output, azimuth)
+
+
+@register_target("true_direction", kinds=("cos_sin",), needs_truth=True, seed=_output_seed)
+def _true_direction(output, truth, reference, kind):
+    """The output along the true direction: what speaks for the right azimuth."""
+    rad = truth.to(output).reshape(-1) * (math.pi / 180.0)
+    return torch.stack([torch.cos(rad), torch.sin(rad)], dim=1)
+
+
+@register_target("azimuth", kinds=ANGLES, scalar=_azimuth, seed=_azimuth_seed)
+def _azimuth_weights(output, truth, reference, kind):
+    """The predicted azimuth in degrees; for [cos, sin] outputs atan2(sin, cos), measured from
+    the predicted direction (no branch cut near it), and LRP splits it over cos and sin by
+    their shares of the output's length."""
+    if kind == "cos_sin":
+        return _unit(output)
+    w = torch.zeros_like(output)
+    w[:, 0] = 1.0
+    return w
+
+
+@register_target("elevation", kinds=("azimuth_elevation",), seed=_output_seed)
+def _elevation(output, truth, reference, kind):
+    """The predicted elevation in degrees."""
+    w = torch.zeros_like(output)
+    w[:, 1] = 1.0
+    return w
+
+
+def _angular_error(output: Tensor, w: Tensor, kind: str) -> Tensor:
+    if kind == "azimuth":
+        return _wrap(output[:, 0] - w[:, 0]).abs()
+    if kind == "cos_sin":
+        return _vector_angle(w, output).abs()
+    az, el = torch.deg2rad(output[:, 0] - w[:, 0]), torch.deg2rad(output[:, 1])
+    cos = torch.sin(el) * torch.sin(torch.deg2rad(w[:, 1])) + torch.cos(el) * torch.cos(torch.deg2rad(w[:, 1])) * \
+        torch.cos(az)
+    return torch.rad2deg(torch.arccos(cos.clamp(-1.0 + 1e-12, 1.0 - 1e-12)))
+
+
+def _angular_error_seed(output: Tensor, w: Tensor, kind: str) -> Tensor:
+    """The error split over the outputs by a first-order expansion from the truth: ``dq/df_k (f_k - t_k)``."""
+    out = output.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        q = _angular_error(out, w, kind)
+        (grad,) = torch.autograd.grad(q.sum(), out)
+    step = output - w
+    if kind != "cos_sin":
+        step[:, 0] = _wrap(step[:, 0])
+    return _share(q.detach(), (grad * step).abs())
+
+
+@register_target("angular_error", kinds=ANGLES, needs_truth=True, scalar=_angular_error, seed=_angular_error_seed)
+def _angular_error_weights(output, truth, reference, kind):
+    """The angle between prediction and truth in degrees: the wrapped azimuth difference, the
+    great-circle angle for (azimuth, elevation), the angle between [cos, sin] and the true
+    direction; what drives the error. LRP splits it over the outputs by a first-order
+    expansion from the truth."""
+    truth = truth.to(output).reshape(output.shape[0], -1)
+    if kind == "cos_sin":
+        return _true_direction(output, truth, reference, kind)
+    if truth.shape[1] != output.shape[1]:
+        raise InputError(f"true directions with {truth.shape[1]} value(s) per example are not allowed for "
+                         f"{kind!r} outputs; use {output.shape[1]} (degrees)")
+    return truth

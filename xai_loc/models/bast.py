@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.models.base import Localizer
+from xai_loc.models.base import Chain, Localizer
 from xai_loc.models.registry import register_model
 
 __all__ = [
@@ -268,6 +268,10 @@ def _positive_int(name: str, value: Any) -> int:
 class BAST(Localizer):
     """Binaural audio spectrogram transformer regressing ``[cos az, sin az]``; see the module docs.
 
+    Contract: ``front_end`` the per-ear dB spectrograms (``nn.Identity`` with ``front_end=False``),
+    ``body`` patches .. encoders .. ``head_norm`` (pooled tokens ``[B, width]``), ``head`` the
+    output layer; levels ``waveform`` and ``front_end``.
+
     Parameters
     ----------
     integration
@@ -293,6 +297,7 @@ class BAST(Localizer):
     """
 
     task: ClassVar[str] = "azimuth-regression"
+    levels: ClassVar[tuple[str, ...]] = ("waveform", "front_end")
 
     def __init__(self, integration: str = "SUB", share_weights: bool = False, n_samples: int = 8000,
                  front_end: bool = True, spectrogram: dict[str, Any] | None = None, dim: int = 64, depth: int = 2,
@@ -319,7 +324,7 @@ class BAST(Localizer):
         self.spectrogram_shape = (2, spec.n_bins, spec.n_frames(self.n_samples))
         self.with_front_end = front_end
         if front_end:
-            self.front_end = spec
+            self.set_fixed_front_end(spec)
         self.integration, self.share_weights = integration, share_weights
         self.dim, self.depth, self.heads, self.dim_head, self.mlp_dim = dim, depth, heads, dim_head, mlp_dim
         self.patch_size, self.patch_overlap, self.dropout_p, self.bias = patch_size, patch_overlap, float(dropout), bias
@@ -336,6 +341,7 @@ class BAST(Localizer):
         self.pool = TokenMean()
         self.head_norm = nn.LayerNorm(dim * width, bias=bias)
         self.head = nn.Linear(dim * width, 2, bias=bias)
+        self.expose(body=Chain(self.encode, self.encoder_joint, self.pool, self.head_norm))
 
     # -- description ---------------------------------------------------------------------------------
 
@@ -375,25 +381,14 @@ class BAST(Localizer):
         right = self.positions(self.patches(spectrogram[:, 1:2]))
         return left, right
 
+    def encode(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        """Integrated tokens of both ears' encoders for spectrograms ``[B, 2, F, T]``."""
+        left, right = self.embed(spectrogram)
+        return self.integrate(self.encoder_left(left), self.encoder_right_or_shared(right))
+
     def localize(self, spectrogram: torch.Tensor) -> torch.Tensor:
         """``[cos az, sin az]`` estimates ``[B, 2]`` of spectrograms ``[B, 2, F, T]`` (skips the front end)."""
-        left, right = self.embed(spectrogram)
-        joint = self.integrate(self.encoder_left(left), self.encoder_right_or_shared(right))
-        return self.head(self.head_norm(self.pool(self.encoder_joint(joint))))
-
-    def spectrogram(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """The front end's output for ear signals ``[B, 2, T]`` (built on the fly without a front end)."""
-        if self.with_front_end:
-            return self.front_end(waveforms)
-        from xai_loc.features.spectrogram import BinauralSpectrogram
-
-        return BinauralSpectrogram(**self.spectrogram_options).to(waveforms.device)(waveforms)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[cos az, sin az]`` estimates ``[B, 2]`` of waveforms (spectrograms without front end)."""
-        if self.with_front_end:
-            x = self.front_end(x)
-        return self.localize(x)
+        return self.head(self.body(spectrogram))
 
 
 # -- targets, losses, metrics -------------------------------------------------------------------------
@@ -451,7 +446,7 @@ def spectrograms_of(model: BAST, waveforms, batch_size: int = 256) -> torch.Tens
         raise InputError(f"waveforms of shape {tuple(x.shape)} are not allowed; the model takes "
                          f"(n, 2, {model.n_samples})")
     with torch.inference_mode():
-        return torch.cat([model.spectrogram(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+        return torch.cat([model.front_end(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
 
 
 def _predict(model: BAST, spectrograms: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -498,16 +493,17 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
                progress: bool = False) -> dict[str, Any]:
     """Train a model in place on spectrograms ``[n, 2, F, T]`` (the front end has no parameters).
 
-    Adam with a cosine learning-rate decay over ``epochs``; each epoch visits every example once
-    in an order drawn from ``(seed, epoch)``. ``max_minutes`` (CPU time of this process, so the
-    budget does not depend on other load on the machine) stops after the epoch that crosses it.
+    Adam with a cosine learning-rate decay over the planned steps; each epoch visits every
+    example once in an order drawn from ``(seed, epoch)`` (the shared loop,
+    :func:`xai_loc.models.trainer.fit`). ``max_minutes`` bounds the wall-clock time: no epoch
+    starts that would overrun it.
 
     Returns
     -------
     dict
         The recipe and ``epochs`` run, ``wall_seconds``, ``cpu_seconds``, ``loss_history`` (mean loss per epoch).
     """
-    from xai_loc.progress import tqdm
+    from xai_loc.models.trainer import Hooks, Schedule, cached_batches, fit, shuffled, split_batches
 
     if loss not in LOSSES:
         raise InputError(f"loss={loss!r} is not allowed; use one of {', '.join(LOSSES)}")
@@ -522,31 +518,19 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
     n = len(spectrograms)
     if n == 0 or len(targets) != n:
         raise InputError(f"{n} spectrograms and {len(targets)} azimuths are not allowed; give one azimuth each")
-    torch.manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = epochs * math.ceil(n / batch_size)
+    steps = epochs * len(split_batches(np.arange(n), batch_size))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / steps)))
-    loss_fn, history, start, cpu_start = LOSSES[loss], [], time.monotonic(), time.process_time()
-    model.train()
-    for epoch in tqdm(range(epochs), disable=not progress, desc=f"train {model.variant}", unit="epoch"):
-        order = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
-        total = 0.0
-        for s in range(0, n, batch_size):
-            idx = order[s:s + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            value = loss_fn(model.localize(spectrograms[idx]), targets[idx])
-            value.backward()
-            optimizer.step()
-            schedule.step()
-            total += float(value.detach()) * len(idx)
-        history.append(total / n)
-        if max_minutes is not None and time.process_time() - cpu_start > 60.0 * max_minutes:
-            break
+    device = next(model.parameters()).device
+    hooks = Hooks(picks=shuffled(n), assemble=cached_batches(lambda: spectrograms, targets, device),
+                  forward=model.localize, loss=LOSSES[loss])
+    cpu_start = time.process_time()
+    run = fit(model, optimizer, hooks, Schedule(batch_size, epochs, seed, max_minutes=max_minutes),
+              scheduler=schedule, scheduler_step="step", progress=progress, desc=f"train {model.variant}")
     model.eval()
-    return {"loss": loss, "optimizer": "Adam", "lr": lr, "schedule": "cosine decay to 0 over the epochs",
-            "batch_size": batch_size, "epochs_planned": epochs, "epochs": len(history), "seed": seed,
-            "wall_seconds": time.monotonic() - start, "cpu_seconds": time.process_time() - cpu_start,
-            "loss_history": history, "threads": torch.get_num_threads()}
+    return {"loss": loss, "optimizer": "Adam", "lr": lr, "schedule": "cosine decay to 0 over the steps",
+            "batch_size": batch_size, "epochs_planned": epochs, "cpu_seconds": time.process_time() - cpu_start,
+            **run.record(), "loss_history": run.history["train_loss"]}
 
 
 #: Largest change float16 storage may make to the test metrics of a trained BAST (else float32 is kept).
@@ -577,11 +561,9 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
     pathlib.Path, dict
         ``out`` and its card.
     """
-    import tempfile
-    from pathlib import Path
-
     from xai_loc.data.bast_scenes import load_bast_scenes
-    from xai_loc.models.checkpoint import load_model, save_checkpoint
+    from xai_loc.models.checkpoint import build_card, result_entry, save_checkpoint
+    from xai_loc.models.trainer import float16_check
 
     train_set = load_bast_scenes(spec, "train", root=root, progress=progress)
     test_set = load_bast_scenes(spec, "test", root=root, progress=progress)
@@ -592,18 +574,21 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
     test_x = spectrograms_of(model, test_set.waveforms.values)
     training = train_bast(model, train_x, train_set.azimuth.values, loss=loss, epochs=epochs, batch_size=batch_size,
                           lr=lr, seed=seed, max_minutes=max_minutes, progress=progress)
-    metrics = evaluate_bast(model, test_x, test_set.azimuth.values)
-    card = {"condition": {"rooms": ["anechoic"], "snr": list(spec.snr)},
-            "training": {**training, "cpu_minutes": training["cpu_seconds"] / 60.0, "n_train": len(train_x),
-                         "variant": model.variant},
-            "dataset": {"kind": "bast-scenes", "spec": spec.to_dict(), "digest": spec.digest()},
-            "metrics": {"test": metrics}}
-    with tempfile.TemporaryDirectory() as tmp:
-        half = save_checkpoint(model, Path(tmp) / "half.safetensors", card, dtype="float16")
-        half_metrics = evaluate_bast(load_model(half), test_x, test_set.azimuth.values)
-    fp16_ok = (half_metrics["mean_error"] - metrics["mean_error"] <= FP16_TOLERANCE["mean_error"]
-               and all(metrics[k] - half_metrics[k] <= FP16_TOLERANCE[k] for k in ("accuracy_5", "accuracy_10")))
-    card["storage"] = {"float32": metrics, "float16": half_metrics}
-    card["metrics"] = {"test": half_metrics if fp16_ok else metrics}
-    path = save_checkpoint(model, out, card, dtype="float16" if fp16_ok else "float32")
-    return path, card
+    truth = test_set.azimuth.values
+    baseline = evaluate_bast(_StraightAhead(), test_x, truth)
+    stored, test, storage = float16_check(
+        model, lambda net: result_entry(evaluate_bast(net, test_x, truth), baseline, "always 0 degrees"),
+        FP16_TOLERANCE)
+    card = build_card(condition={"rooms": ["anechoic"], "snr": list(spec.snr)},
+                      training={**training, "cpu_minutes": training["cpu_seconds"] / 60.0, "n_train": len(train_x),
+                                "variant": model.variant, "stored_dtype": stored},
+                      dataset={"kind": "bast-scenes", "spec": spec.to_dict(), "digest": spec.digest()},
+                      test=test, storage=storage)
+    return save_checkpoint(model, out, card, dtype=stored), card
+
+
+class _StraightAhead(nn.Module):
+    """The trivial baseline of the test entry: ``[cos 0, sin 0]`` (0 degrees) for every input."""
+
+    def localize(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        return spectrogram.new_tensor([1.0, 0.0]).expand(len(spectrogram), 2)

@@ -11,7 +11,8 @@ xai-loc's format is one ``.safetensors`` file. Its string metadata holds, under
                                                 # on a mix: {"rooms": [...], "snr": [lo, hi]})
       "training": {...} | null,                 # recipe, seed, epochs, time ...
       "dataset": {...} | null,                  # e.g. {"digest": ...}
-      "metrics": {"val": {...}, "test": {...}},
+      "metrics": {"val": {...}, "test": {...}}, # each {"metrics": {...}, "baseline": {...}, ...}
+      "storage": {...},                         # the float16 check, where one was made
       "source": {...},                          # only for imported files
       "software": {"torch": ..., ...}, "created": "2024-05-01T12:00:00Z",
       "dtype": "float16"                        # dtype of the stored weights
@@ -21,6 +22,12 @@ The paper's released checkpoints (Comanducci et al., EUSIPCO 2024) are plain PyT
 state dicts; :func:`import_paper_checkpoint` converts one into xai-loc's format. They are
 read with ``torch.load(weights_only=True)`` only: a file that needs arbitrary unpickling
 is refused.
+
+Every family writes its card through :func:`build_card`; each result entry (``metrics.val``,
+``metrics.test``) holds the model's numbers under ``metrics`` and a trivial predictor's under
+``baseline`` (:func:`result_entry`). Cards written before that schema (results flat or under
+``all``, the baseline under ``chance``, a ``float16_check`` among the metrics) are upgraded
+when read (:func:`upgrade_card`), so older files load unchanged on disk.
 """
 from __future__ import annotations
 
@@ -137,6 +144,77 @@ def _state_dict_problems(model: Localizer, state: dict[str, Any]) -> str | None:
     return "; ".join(problems) or None
 
 
+def result_entry(metrics: dict[str, Any], baseline: dict[str, Any] | None, kind: str,
+                 **extra: Any) -> dict[str, Any]:
+    """A card's result entry: the model's ``metrics`` beside the ``baseline`` of a trivial predictor.
+
+    Parameters
+    ----------
+    metrics, baseline
+        Flat dicts of numbers (the same keys); the baseline's may be None where none exists.
+    kind
+        What the baseline predicts (e.g. ``'uniform random class'``).
+    extra
+        Further entries (per-SNR tables, sizes, skill).
+    """
+    return {"metrics": metrics, "baseline": None if baseline is None else {"kind": kind, "metrics": baseline},
+            **extra}
+
+
+def build_card(*, condition: dict[str, Any], training: dict[str, Any], dataset: dict[str, Any],
+               val: dict[str, Any] | None = None, test: dict[str, Any] | None = None,
+               storage: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """The card of a trained model, the same keys for every family.
+
+    Parameters
+    ----------
+    condition
+        ``{'t60', 'snr'}`` or ``{'rooms', 'snr'}`` of the training data.
+    training
+        The recipe and the run (:meth:`xai_loc.models.trainer.Trainer.record` and the family's config).
+    dataset
+        Provenance of the training (and validation, test) data.
+    val, test
+        Result entries (:func:`result_entry`), where scored.
+    storage
+        The float16 check (:func:`xai_loc.models.trainer.float16_check`), where made.
+    extra
+        Further top-level records (e.g. ``data_convention``).
+    """
+    metrics = {name: entry for name, entry in (("val", val), ("test", test)) if entry is not None}
+    card = {"condition": condition, "training": training, "dataset": dataset, "metrics": metrics, **extra}
+    if storage is not None:
+        card["storage"] = storage
+    return card
+
+
+def _upgrade_entry(entry: Any) -> Any:
+    """A result entry in the :func:`result_entry` layout (idempotent)."""
+    if not isinstance(entry, dict) or "metrics" in entry:
+        return entry
+    entry = dict(entry)
+    if "all" in entry:  # per-condition tables: {"all", "by_<x>", "baseline": {"kind", "all", ...}}
+        metrics = entry.pop("all")
+        baseline = entry.pop("baseline", None)
+        if isinstance(baseline, dict) and "all" in baseline:
+            baseline = {**{k: v for k, v in baseline.items() if k != "all"}, "metrics": baseline["all"]}
+        return {"metrics": metrics, "baseline": baseline, **entry}
+    chance = entry.pop("chance", None)
+    return {"metrics": entry, "baseline": None if chance is None else {"kind": "chance", "metrics": chance}}
+
+
+def upgrade_card(card: dict[str, Any]) -> dict[str, Any]:
+    """A card in the current schema: result entries as :func:`result_entry` builds them, the float16
+    check under ``storage``. Cards already in it come back equal."""
+    metrics = dict(card.get("metrics") or {})
+    check = metrics.pop("float16_check", None)
+    card = {**card, "metrics": {k: _upgrade_entry(v) for k, v in metrics.items()}}
+    if check is not None and "storage" not in card:
+        card["storage"] = {"dtype": card.get("dtype"),
+                           **{d: {k: v[d] for k, v in check.items()} for d in ("float32", "float16")}}
+    return card
+
+
 def save_checkpoint(
     model: Localizer,
     path: PathLike,
@@ -238,7 +316,7 @@ def read_card(path: PathLike) -> dict[str, Any]:
         )
     if not isinstance(card.get("config"), dict):
         raise InputError(f"checkpoint {path} has no constructor config in its card")
-    return card
+    return upgrade_card(card)
 
 
 def load_model(path: PathLike, device: str | torch.device = "cpu") -> Localizer:

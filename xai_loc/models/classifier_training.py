@@ -10,7 +10,8 @@ every epoch the full state goes atomically to ``<out>.state.pt``; calling
 :func:`train_classifier` again with the same ``out`` continues from there, and the random
 streams of an epoch (order, dropout) come from ``(seed, epoch)`` alone, so an interrupted
 run ends with the same weights as an uninterrupted one. No split is used for model
-selection: the last epoch's model is kept and scored once on the held-out sounds.
+selection: the last epoch's model is kept and scored once on the held-out sounds. The loop,
+the state and the float16 rule are every family's (:mod:`xai_loc.models.trainer`).
 
 Evaluation (:func:`evaluate_directions`, :func:`direction_metrics`) reports, beside a
 uniformly guessing baseline:
@@ -26,10 +27,9 @@ uniformly guessing baseline:
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
-import pickle
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -39,17 +39,14 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.io import atomic_path
 from xai_loc.runtime import resolve_device
 
 __all__ = [
     "ClassifierConfig", "DirectionEvaluation", "azimuth_error", "direction_metrics", "evaluate_directions",
     "front_back_confusions", "lateral_angle", "mirror_front_back", "predict_logits", "score_logits", "soft_targets",
-    "train_classifier", "wrap_degrees", "cochleagram_cache", "feature_cache", "over_budget",
+    "train_classifier", "wrap_degrees", "cochleagram_cache", "feature_cache",
 ]
 
-#: Training-state ``format`` and ``version``.
-STATE_FORMAT, STATE_VERSION = "xai-loc-classifier-state", 1
 #: Fields of :class:`ClassifierConfig` that may change when a run resumes.
 RUN_FIELDS = frozenset({"epochs", "max_minutes", "device", "eval_batch_size"})
 #: Largest drop in test accuracy (absolute) and rise in azimuth error (degrees) that still
@@ -149,10 +146,19 @@ def direction_metrics(pred_az, pred_el, true_az, true_el) -> dict[str, float | i
 # -- prediction and evaluation -------------------------------------------------------------------
 
 
+def _cochleagram(model: nn.Module) -> nn.Module:
+    """The model's cochleagram front end, built from its options when the model has none."""
+    if getattr(model, "with_front_end", True):
+        return model.front_end
+    from xai_loc.features.cochleagram import Cochleagram
+
+    return Cochleagram(**model.cochleagram_options)
+
+
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits of waveforms; models without their front end get the cochleagram first."""
     if getattr(model, "with_front_end", True) is False:
-        x = model.cochleagram(x)
+        x = _cochleagram(model).to(x.device)(x)
     return model(x)
 
 
@@ -374,13 +380,7 @@ def feature_cache(features, waveforms, shape: tuple[int, ...], batch_size: int =
 
 def cochleagram_cache(model: nn.Module, waveforms, batch_size: int = 16, progress: bool = True) -> np.ndarray:
     """The cochleagram of every example, float16 ``(n, 2, bands, frames)``."""
-    return feature_cache(model.cochleagram, waveforms, model.cochleagram_shape, batch_size, progress, "cochleagrams")
-
-
-def over_budget(started: float, epoch_seconds: list[float], max_minutes: float | None) -> bool:
-    """Whether one more epoch (of the mean duration so far) would overrun ``max_minutes`` since ``started``."""
-    return max_minutes is not None and bool(epoch_seconds) and (
-        time.monotonic() - started + float(np.mean(epoch_seconds)) > 60 * max_minutes)
+    return feature_cache(_cochleagram(model), waveforms, model.cochleagram_shape, batch_size, progress, "cochleagrams")
 
 
 def soft_targets(head: str, sigma: float) -> torch.Tensor:
@@ -406,18 +406,6 @@ def _classify_cached(model: nn.Module, cache: np.ndarray, batch_size: int) -> np
     with torch.inference_mode():
         return np.concatenate([model.classify(torch.from_numpy(cache[s:s + batch_size].astype(np.float32))).numpy()
                                for s in range(0, len(cache), batch_size)])
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _batches(order: np.ndarray, size: int) -> list[np.ndarray]:
-    parts = [order[s:s + size] for s in range(0, len(order), size)]
-    if len(parts) > 1 and len(parts[-1]) == 1:  # BatchNorm needs two examples
-        parts[-2:] = [np.concatenate(parts[-2:])]
-    return parts
 
 
 def train_classifier(train_store, out: str | Path, *, model_config: dict[str, Any] | None = None,
@@ -455,128 +443,71 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     import xarray as xr
 
     from xai_loc.data.binaural_store import BinauralSpec, open_binaural
-    from xai_loc.models.checkpoint import save_checkpoint
+    from xai_loc.models.checkpoint import build_card, save_checkpoint
     from xai_loc.models.cochleagram_cnn import labels_for
     from xai_loc.models.registry import build_model
-    from xai_loc.models.training import _determinism, _device_name, _seeded, state_path
-    from xai_loc.progress import tqdm
+    from xai_loc.models.trainer import (
+        STORAGE,
+        Hooks,
+        Schedule,
+        cached_batches,
+        determinism,
+        fit,
+        float16_check,
+        seeded,
+        shuffled,
+        state_path,
+    )
 
-    started = time.monotonic()
     config = ClassifierConfig() if config is None else config
     out = Path(out)
     if out.suffix != ".safetensors":
         raise InputError(f"checkpoint path {out} is not allowed; use a file name ending in .safetensors")
-    if dtype not in ("auto", "float32", "float16"):
+    if dtype not in STORAGE:
         raise InputError(f"dtype={dtype!r} is not allowed; use 'auto', 'float32' or 'float16'")
     device = resolve_device(config.device)
     train_ds = open_binaural(train_store) if not isinstance(train_store, xr.Dataset) else train_store
     test_ds = None if test_store is None else (
         open_binaural(test_store) if not isinstance(test_store, xr.Dataset) else test_store)
     model_config = {"n_samples": int(train_ds.sizes["time"]), **(model_config or {})}
-    with _seeded(config.seed):
+    with seeded(config.seed):
         model = build_model("cochcnn", **model_config)
-    model_config = model.config
     _check_input(model, train_ds)
     labels = labels_for(model.head_name, train_ds["azimuth"].values, train_ds["elevation"].values)
     if labels.size < 2:
         raise InputError(f"the training store holds {labels.size} example(s); training needs at least 2")
     spec = BinauralSpec.from_dict(json.loads(train_ds.attrs["spec"])) if "spec" in train_ds.attrs else None
-    identity = {"arch": "cochcnn", "model_config": model_config, "recipe": config.recipe(),
-                "dataset": train_ds.attrs.get("config")}
-    state_file = state_path(out)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    epoch, history, seconds = 0, {"train_loss": [], "train_accuracy": [], "seconds": []}, 0.0
-    if state_file.exists():
-        try:
-            state = torch.load(state_file, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-            raise InputError(f"training state {state_file} is unreadable ({type(err).__name__}); remove it to "
-                             "start afresh") from None
-        if not isinstance(state, dict) or (state.get("format"), state.get("version")) != (STATE_FORMAT,
-                                                                                           STATE_VERSION):
-            raise InputError(f"{state_file} is not an xai-loc classifier training state")
-        if state.get("identity") != json.loads(json.dumps(identity)):
-            raise InputError(f"{state_file} belongs to another training run (model, recipe or dataset differ); "
-                             "remove it or write to another out")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        epoch, history, seconds = state["epoch"], state["history"], state["seconds"]
-
-    with _determinism(True, device):
-        model.to(device)
-        cache = cochleagram_cache(model.cpu(), train_ds["waveforms"], progress=progress) \
-            if epoch < config.epochs else None
-        model.to(device)
-        started = time.monotonic()  # the budget covers the epochs, not the caching
-        targets = torch.as_tensor(labels)
-        target_rows = soft_targets(model.head_name, float(config.label_sigma)).to(device)
-        stopped = "epochs"
-        while epoch < config.epochs:
-            if over_budget(started, history["seconds"], config.max_minutes):
-                stopped = "time_budget"
-                break
-            t0 = time.monotonic()
-            rng = np.random.default_rng([config.seed, epoch + 1])
-            parts = _batches(rng.permutation(labels.size), config.batch_size)
-            model.train()
-            total, correct = 0.0, 0
-            with _seeded(int(rng.integers(2**63))):
-                for idx in tqdm(parts, disable=not progress, desc=f"epoch {epoch + 1}", unit="batch", leave=False):
-                    x = torch.from_numpy(cache[np.sort(idx)].astype(np.float32)).to(device)
-                    y = targets[np.sort(idx)].to(device)
-                    optimizer.zero_grad(set_to_none=True)
-                    logits = model.classify(x)
-                    loss = nn.functional.cross_entropy(logits, target_rows[y])
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.item() * len(idx)
-                    correct += int((logits.argmax(1) == y).sum())
-            if not math.isfinite(total):
-                raise InputError(f"training diverged in epoch {epoch + 1}; lower the learning rate (lr={config.lr:g})")
-            epoch += 1
-            history["train_loss"].append(total / labels.size)
-            history["train_accuracy"].append(correct / labels.size)
-            history["seconds"].append(time.monotonic() - t0)
-            seconds += history["seconds"][-1]
-            _save_atomic({"format": STATE_FORMAT, "version": STATE_VERSION, "identity": identity, "epoch": epoch,
-                          "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                          "seconds": seconds}, state_file)
-        del cache
-
+    rows = soft_targets(model.head_name, float(config.label_sigma)).to(device)
+    cpu_copy = copy.deepcopy(model)  # the fixed front end runs on the CPU, once
+    hooks = Hooks(picks=shuffled(labels.size), forward=model.classify,
+                  assemble=cached_batches(lambda: cochleagram_cache(cpu_copy, train_ds["waveforms"], progress=progress),
+                                          torch.as_tensor(labels), device),
+                  loss=lambda logits, y: nn.functional.cross_entropy(logits, rows[y]))
+    model.to(device)
+    with determinism(True, device):
+        trainer = fit(model, torch.optim.Adam(model.parameters(), lr=config.lr), hooks,
+                      Schedule(config.batch_size, config.epochs, config.seed, max_minutes=config.max_minutes),
+                      progress=progress, desc="train cochcnn", state_file=state_path(out),
+                      identity={"arch": "cochcnn", "model_config": model.config, "recipe": config.recipe(),
+                                "dataset": train_ds.attrs.get("config")})
     model = model.cpu().eval()
-    card: dict[str, Any] = {
-        "condition": {"rooms": list(spec.rooms) if spec else ["unknown"],
-                      "snr": None if spec is None or spec.snr is None else list(spec.snr)},
-        "training": {"config": asdict(config), "recipe": RECIPE, "seed": config.seed, "epochs": epoch,
-                     "stopped": stopped, "history": history, "wall_seconds": seconds,
-                     "seconds_per_epoch": float(np.mean(history["seconds"])) if history["seconds"] else None,
-                     "device": _device_name(device), "threads": torch.get_num_threads()},
-        "dataset": {"train": {"spec": spec.to_dict() if spec else None, "split": train_ds.attrs.get("split"),
-                              "n_examples": int(labels.size)}},
-        "metrics": {},
-    }
-    store_dtype = "float32" if dtype == "auto" else dtype
+    stored, test, storage = ("float32" if dtype == "auto" else dtype), None, None
     if test_ds is not None:
         _check_input(model, test_ds)
         test_cache = cochleagram_cache(model, test_ds["waveforms"], progress=progress)
-        half = build_model("cochcnn", **model_config)
-        half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v)
-                              for k, v in model.state_dict().items()})
-        scored = {name: score_logits(_classify_cached(net.eval(), test_cache, config.eval_batch_size), test_ds,
-                                     model.head_name, model="cochcnn")
-                  for name, net in (("float32", model), ("float16", half))}
-        m32, m16 = scored["float32"].metrics, scored["float16"].metrics
-        ok = (m32["accuracy"] is None or m32["accuracy"] - m16["accuracy"] <= FP16_TOLERANCE["accuracy"]) and \
-            m16["azimuth_error"] - m32["azimuth_error"] <= FP16_TOLERANCE["azimuth_error"]
-        if dtype == "auto":
-            store_dtype = "float16" if ok else "float32"
-        card["dataset"]["test"] = {"split": test_ds.attrs.get("split"), "n_examples": int(test_ds.sizes["example"]),
-                                   "spec_digest": test_ds.attrs.get("spec_digest")}
-        card["metrics"]["test"] = scored[store_dtype].summary()
-        card["metrics"]["float16_check"] = {k: {"float32": m32[k], "float16": m16[k]} for k in
-                                            ("accuracy", "azimuth_error", "elevation_error", "front_back_rate")}
-    card["training"]["stored_dtype"] = store_dtype
-    return save_checkpoint(model, out, card, dtype=store_dtype)
+        stored, test, storage = float16_check(
+            model, lambda net: score_logits(_classify_cached(net, test_cache, config.eval_batch_size), test_ds,
+                                            model.head_name, model="cochcnn").summary(), FP16_TOLERANCE, dtype)
+    dataset = {"train": {"spec": spec.to_dict() if spec else None, "split": train_ds.attrs.get("split"),
+                         "n_examples": int(labels.size)}}
+    if test_ds is not None:
+        dataset["test"] = {"split": test_ds.attrs.get("split"), "n_examples": int(test_ds.sizes["example"]),
+                           "spec_digest": test_ds.attrs.get("spec_digest")}
+    card = build_card(condition={"rooms": list(spec.rooms) if spec else ["unknown"],
+                                 "snr": None if spec is None or spec.snr is None else list(spec.snr)},
+                      training={**trainer.record(), "config": asdict(config), "recipe": RECIPE, "stored_dtype": stored},
+                      dataset=dataset, test=test, storage=storage)
+    return save_checkpoint(model, out, card, dtype=stored)
 
 
 def train_on_spec(spec, out: str | Path, *, root: str | Path | None = None, model_config: dict[str, Any] | None = None,

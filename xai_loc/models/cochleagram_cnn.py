@@ -48,13 +48,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from xai_loc.acoustics.directions import AZIMUTH_RING, STUDY_GRID, DirectionGrid
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
 from xai_loc.models.registry import register_model
 
 __all__ = [
-    "CochleagramCNN", "FrequencyPad", "HEADS", "LAYER_PRESETS", "PRESET_SAMPLES", "parse_layers",
-    "head_directions", "labels_for", "logits_to_directions",
+    "CochleagramCNN", "FrequencyPad", "HEAD_GRIDS", "HEADS", "LAYER_PRESETS", "PRESET_SAMPLES", "parse_layers",
+    "head_directions", "labels_for",
 ]
 
 #: Published network 1 (Francl & McDermott 2022) and our CPU-sized default.
@@ -65,8 +66,10 @@ LAYER_PRESETS: dict[str, tuple[str, ...]] = {
 }
 #: Input length in samples (48 kHz) that goes with each preset: 1 s and 0.25 s.
 PRESET_SAMPLES: dict[str, int] = {"net1": 48000, "small": 12000}
+#: Output heads: the direction grid of their classes (504 azimuth x elevation classes, 72 azimuths).
+HEAD_GRIDS: dict[str, DirectionGrid] = {"azel": STUDY_GRID, "azimuth": AZIMUTH_RING}
 #: Output heads: number of classes.
-HEADS: dict[str, int] = {"azel": 504, "azimuth": 72}
+HEADS: dict[str, int] = {head: grid.size for head, grid in HEAD_GRIDS.items()}
 
 _CONV = re.compile(r"^c(\d+)\s+(\d+)x(\d+)$")
 _POOL = re.compile(r"^p(\d+)x(\d+)$")
@@ -135,6 +138,10 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
 class CochleagramCNN(Localizer):
     """Francl-McDermott cochleagram CNN classifying directions; see the module docs.
 
+    Contract: ``front_end`` the cochleagram (``nn.Identity`` with ``front_end=False``, whose
+    inputs are cochleagrams), ``body`` the conv stages (``features``), ``head`` flatten .. logits;
+    levels ``waveform`` and ``front_end``; ``direction_grid`` the head's grid (:data:`HEAD_GRIDS`).
+
     Parameters
     ----------
     layers
@@ -159,6 +166,7 @@ class CochleagramCNN(Localizer):
 
     #: What the outputs are (multichannel localizers regress positions instead).
     task: ClassVar[str] = "direction-classification"
+    levels: ClassVar[tuple[str, ...]] = ("waveform", "front_end")
 
     def __init__(self, layers: str | Sequence[str] = "small", head: str = "azel", n_samples: int | None = None,
                  front_end: bool = True, cochleagram: dict[str, Any] | None = None, dense: int = 512,
@@ -182,6 +190,7 @@ class CochleagramCNN(Localizer):
         self.layers = [" ".join(str(t).split()) for t in layers]
         self.stages = parse_layers(self.layers)
         self.head_name, self.n_classes = head, HEADS[head]
+        self.direction_grid = HEAD_GRIDS[head]
         self.dense_units, self.dropout_p = _check_int("dense", dense), float(dropout)
         self.with_front_end = front_end
 
@@ -194,9 +203,7 @@ class CochleagramCNN(Localizer):
         self._centres = coch.centre_frequencies
         self.fs, self.frame_rate = coch.fs, coch.out_fs
         if front_end:
-            self.front_end = coch
-            self.register_state_dict_post_hook(_drop_front_end)
-            self.register_load_state_dict_pre_hook(_restore_front_end)
+            self.set_fixed_front_end(coch)
 
         features: OrderedDict[str, nn.Module] = OrderedDict()
         channels, size = 2, (self.n_bands, self.n_frames)
@@ -227,6 +234,7 @@ class CochleagramCNN(Localizer):
             ("dropout", nn.Dropout(self.dropout_p)),
             ("logits", nn.Linear(self.dense_units, self.n_classes)),
         ]))
+        self.expose(body=self.features)
 
     # -- description ---------------------------------------------------------------------------
 
@@ -277,38 +285,7 @@ class CochleagramCNN(Localizer):
 
     def classify(self, cochleagram: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, n_classes]`` of cochleagrams ``[B, 2, n_bands, n_frames]`` (skips the front end)."""
-        return self.head(self.features(cochleagram))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, n_classes]`` of waveforms ``[B, 2, n_samples]`` (cochleagrams without front end)."""
-        if self.with_front_end:
-            x = self.front_end(x)
-        return self.classify(x)
-
-    def cochleagram(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """The front end's output for waveforms ``[B, 2, T]`` (built on the fly if the model has none)."""
-        if self.with_front_end:
-            return self.front_end(waveforms)
-        from xai_loc.features.cochleagram import Cochleagram
-
-        return Cochleagram(**self.cochleagram_options).to(waveforms.device)(waveforms)
-
-    def directions(self, logits: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Azimuth and elevation (degrees) of the most likely class; elevation NaN for ``'azimuth'``."""
-        return logits_to_directions(logits, self.head_name)
-
-
-def _drop_front_end(module: CochleagramCNN, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    """The front end's tensors are fixed functions of the config: keep them out of state dicts."""
-    for key in [k for k in state_dict if k.startswith(prefix + "front_end.")]:
-        del state_dict[key]
-
-
-def _restore_front_end(module: CochleagramCNN, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
-                       missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
-    """The front end is rebuilt from the config: supply its fixed tensors where a state dict lacks them."""
-    for key, value in module.front_end.state_dict(prefix=prefix + "front_end.").items():
-        state_dict.setdefault(key, value)
+        return self.head(self.body(cochleagram))
 
 
 # -- labels -------------------------------------------------------------------------------------
@@ -316,30 +293,18 @@ def _restore_front_end(module: CochleagramCNN, state_dict: dict, prefix: str, lo
 
 def head_directions(head: str) -> tuple[np.ndarray, np.ndarray]:
     """Azimuth and elevation (degrees) of every class of a head, in label order (NaN elevation for 'azimuth')."""
-    from xai_loc.acoustics.directions import AZIMUTH_RING, STUDY_GRID
-
-    if head == "azel":
-        return STUDY_GRID.directions()
-    if head == "azimuth":
-        return AZIMUTH_RING.azimuths.copy(), np.full(AZIMUTH_RING.size, np.nan)
-    raise InputError(f"head={head!r} is not allowed; use one of {', '.join(HEADS)}")
+    grid = _grid(head)
+    azimuth, elevation = grid.directions()
+    return azimuth, elevation if grid.n_elevations > 1 else np.full(grid.size, np.nan)
 
 
 def labels_for(head: str, azimuth, elevation) -> np.ndarray:
     """Class labels of grid directions for a head (``'azimuth'`` ignores the elevation)."""
-    from xai_loc.acoustics.directions import AZIMUTH_RING, STUDY_GRID
-
-    if head == "azimuth":
-        return AZIMUTH_RING.label(azimuth)
-    if head == "azel":
-        return STUDY_GRID.label(azimuth, elevation)
-    raise InputError(f"head={head!r} is not allowed; use one of {', '.join(HEADS)}")
+    grid = _grid(head)
+    return grid.label(azimuth, elevation if grid.n_elevations > 1 else None)
 
 
-def logits_to_directions(logits: torch.Tensor | np.ndarray, head: str) -> tuple[np.ndarray, np.ndarray]:
-    """Azimuth and elevation (degrees) of the arg-max class of logits ``[B, n_classes]``."""
-    if isinstance(logits, torch.Tensor):
-        logits = logits.detach().cpu().numpy()
-    az, el = head_directions(head)
-    label = np.asarray(logits).argmax(axis=-1)
-    return az[label], el[label]
+def _grid(head: str) -> DirectionGrid:
+    if head not in HEAD_GRIDS:
+        raise InputError(f"head={head!r} is not allowed; use one of {', '.join(HEAD_GRIDS)}")
+    return HEAD_GRIDS[head]

@@ -27,8 +27,6 @@ cached stores of :mod:`xai_loc.data.cue_scenes`.
 from __future__ import annotations
 
 import json
-import math
-import time
 from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
@@ -40,7 +38,7 @@ from torch import nn
 
 from xai_loc.acoustics.directions import AZIMUTH_RING
 from xai_loc.errors import InputError
-from xai_loc.models.base import Localizer
+from xai_loc.models.base import Chain, Localizer
 from xai_loc.models.layers import Gate, Sum
 from xai_loc.models.registry import register_model
 
@@ -125,6 +123,10 @@ class CueClassifier(nn.Module):
 class CueNet(Localizer):
     """ITD/ILD/IC cue network classifying 72 azimuths; see the module docs.
 
+    Contract: ``front_end`` the cue maps (``nn.Identity`` with ``front_end=False``), ``body`` the
+    branches and the attention (fused embedding ``[B, channels]``), ``head`` ``classifier.head``;
+    levels ``waveform`` and ``front_end``; ``direction_grid`` the 72-azimuth ring.
+
     Parameters
     ----------
     n_samples
@@ -146,6 +148,8 @@ class CueNet(Localizer):
     #: Output head (72 azimuths at elevation 0), for code shared with the cochleagram CNN.
     head_name: ClassVar[str] = "azimuth"
     n_classes: ClassVar[int] = N_AZIMUTHS
+    levels: ClassVar[tuple[str, ...]] = ("waveform", "front_end")
+    direction_grid = GRID
 
     def __init__(self, n_samples: int = 22050, front_end: bool = True, cues: dict[str, Any] | None = None,
                  channels: int = 64, kernel: int = 5, hidden: int = 128, dropout: float = 0.3) -> None:
@@ -165,8 +169,9 @@ class CueNet(Localizer):
         self.channels, self.kernel = _check_int("channels", channels), _check_int("kernel", kernel)
         self.hidden, self.dropout_p = _check_int("hidden", hidden), float(dropout)
         if front_end:
-            self.front_end = extractor
+            self.set_fixed_front_end(extractor)
         self.classifier = CueClassifier(self.n_bands, self.channels, self.kernel, self.hidden, self.dropout_p, CUES)
+        self.expose(body=Chain(self.classifier.embeddings, self.classifier.attention), head=self.classifier.head)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -189,30 +194,13 @@ class CueNet(Localizer):
         """Centre frequency of each band in Hz."""
         return self._centres.copy()
 
-    def cue_map(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """The front end's cue maps of waveforms ``[B, 2, T]`` (built on the fly if the model has none)."""
-        if self.with_front_end:
-            return self.front_end(waveforms)
-        from xai_loc.features.binaural_cues import BinauralCues
-
-        return BinauralCues(**self.cue_options).to(waveforms.device)(waveforms)
-
     def classify(self, cues: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, 72]`` of cue maps ``[B, 3, bands, frames]``."""
-        return self.classifier(cues)
+        """Logits ``[B, 72]`` of cue maps ``[B, 3, bands, frames]`` (skips the front end)."""
+        return self.head(self.body(cues))
 
     def attention(self, cues: torch.Tensor) -> torch.Tensor:
         """Attention weights ``[B, 3]`` (itd, ild, ic) of cue maps."""
         return self.classifier.attention.weights(self.classifier.embeddings(cues))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, 72]`` of waveforms (cue maps without the front end)."""
-        return self.classify(self.front_end(x) if self.with_front_end else x)
-
-    def directions(self, logits: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Azimuth (degrees) of the most likely class and elevation 0."""
-        logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
-        return GRID.directions(logits.argmax(-1))
 
 
 # -- training and evaluation ------------------------------------------------------------------------
@@ -276,8 +264,8 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
     cross-entropy against one-hot targets, or Gaussian targets over azimuth distance with
     ``label_sigma`` degrees, every example once per epoch in a seeded order); the last
     epoch's model is kept and scored once on ``test_store``. The random streams of an epoch
-    come from ``(seed, epoch)``, so the same arguments give the same weights (CPU). Runs are
-    minutes long and are not resumable: a stopped run starts again.
+    come from ``(seed, epoch)``, so the same arguments give the same weights (CPU); like every
+    family's run (:mod:`xai_loc.models.trainer`) it resumes from ``<out>.state.pt``.
 
     Returns
     -------
@@ -287,10 +275,19 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
         holds condition, spec of the data, recipe, history, training minutes and test metrics.
     """
     from xai_loc.data.cue_scenes import CueSceneSpec, open_cue_scenes
-    from xai_loc.models.checkpoint import save_checkpoint
-    from xai_loc.models.classifier_training import FP16_TOLERANCE, ClassifierConfig, _batches, over_budget, soft_targets
-    from xai_loc.models.training import _determinism, _seeded
-    from xai_loc.progress import tqdm
+    from xai_loc.models.checkpoint import build_card, result_entry, save_checkpoint
+    from xai_loc.models.classifier_training import FP16_TOLERANCE, ClassifierConfig, soft_targets
+    from xai_loc.models.trainer import (
+        Hooks,
+        Schedule,
+        cached_batches,
+        determinism,
+        fit,
+        float16_check,
+        seeded,
+        shuffled,
+        state_path,
+    )
 
     config = ClassifierConfig() if config is None else config
     out = Path(out)
@@ -304,7 +301,7 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
     spec = CueSceneSpec.from_dict(json.loads(train_ds.attrs["spec"]))
     model_config = {"n_samples": spec.n_samples, "front_end": True, "cues": json.loads(train_ds.attrs["front_end"]),
                     **(model_config or {})}
-    with _seeded(config.seed):
+    with seeded(config.seed):
         model = CueNet(**model_config)
     _check_store(model, train_ds)
     if test_ds is not None:
@@ -313,65 +310,36 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
         if overlap:
             raise InputError(f"{len(overlap)} utterance(s) are in both the training and the test store "
                              f"(e.g. {sorted(overlap)[0]}); use the splits of one CueSceneSpec")
-    cues = train_ds["cues"].values.astype(np.float32)
     labels = torch.as_tensor(GRID.nearest(train_ds["azimuth"].values))
-    targets = soft_targets("azimuth", float(config.label_sigma))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    history: dict[str, list[float]] = {"train_loss": [], "train_top1": [], "seconds": []}
-    started, stopped = time.monotonic(), "epochs"
-    with _determinism(True, torch.device("cpu")):
-        for epoch in range(config.epochs):
-            if over_budget(started, history["seconds"], config.max_minutes):
-                stopped = "time_budget"
-                break
-            t0 = time.monotonic()
-            rng = np.random.default_rng([config.seed, epoch + 1])
-            model.train()
-            total, correct = 0.0, 0
-            with _seeded(int(rng.integers(2**63))):
-                for idx in tqdm(_batches(rng.permutation(labels.numel()), config.batch_size), disable=not progress,
-                                desc=f"epoch {epoch + 1}", unit="batch", leave=False):
-                    idx = np.sort(idx)
-                    optimizer.zero_grad(set_to_none=True)
-                    logits = model.classify(torch.from_numpy(cues[idx]))
-                    loss = nn.functional.cross_entropy(logits, targets[labels[idx]])
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.item() * len(idx)
-                    correct += int((logits.argmax(1) == labels[idx]).sum())
-            if not math.isfinite(total):
-                raise InputError(f"training diverged in epoch {epoch + 1}; lower the learning rate (lr={config.lr:g})")
-            history["train_loss"].append(total / labels.numel())
-            history["train_top1"].append(correct / labels.numel())
-            history["seconds"].append(time.monotonic() - t0)
+    rows = soft_targets("azimuth", float(config.label_sigma))
+    hooks = Hooks(picks=shuffled(labels.numel()), forward=model.classify,
+                  assemble=cached_batches(lambda: train_ds["cues"].values.astype(np.float32), labels,
+                                          torch.device("cpu")),
+                  loss=lambda logits, y: nn.functional.cross_entropy(logits, rows[y]))
+    with determinism(True, torch.device("cpu")):
+        trainer = fit(model, torch.optim.Adam(model.parameters(), lr=config.lr), hooks,
+                      Schedule(config.batch_size, config.epochs, config.seed, max_minutes=config.max_minutes),
+                      progress=progress, desc="train cuenet", state_file=state_path(out),
+                      identity={"arch": "cuenet", "model_config": model.config, "recipe": config.recipe(),
+                                "dataset": spec.to_dict()})
     model.eval()
-    seconds = float(sum(history["seconds"]))
-    card: dict[str, Any] = {
-        "condition": {"rooms": ["anechoic"], "snr": list(spec.snr)},
-        "training": {"config": asdict(config), "seed": config.seed, "epochs": len(history["seconds"]),
-                     "stopped": stopped, "history": history, "wall_seconds": seconds, "minutes": seconds / 60,
-                     "device": "cpu", "threads": torch.get_num_threads(),
-                     "recipe": {"loss": "cross-entropy over 72 azimuths", "optimizer": "Adam",
-                                "inputs": "cue maps cached by xai_loc.data.cue_scenes (front end fixed)",
-                                "kept": "the last epoch's model"}},
-        "dataset": {"spec": spec.to_dict(), "train": {"n_examples": int(labels.numel()),
-                                                      "n_utterances": int(np.unique(train_ds["utterance"]).size)}},
-        "metrics": {},
-    }
-    store_dtype = "float32"
+    stored, test, storage = "float32", None, None
+    dataset = {"spec": spec.to_dict(), "train": {"n_examples": int(labels.numel()),
+                                                 "n_utterances": int(np.unique(train_ds["utterance"]).size)}}
     if test_ds is not None:
-        half = CueNet(**model.config)
-        half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v)
-                              for k, v in model.state_dict().items()})
-        m32, m16 = evaluate_cuenet(model, test_ds), evaluate_cuenet(half.eval(), test_ds)
-        ok = m32["top1"] - m16["top1"] <= FP16_TOLERANCE["accuracy"] and \
-            m16["azimuth_error"] - m32["azimuth_error"] <= FP16_TOLERANCE["azimuth_error"]
-        store_dtype = "float16" if ok else "float32"
-        card["dataset"]["test"] = {"n_examples": int(test_ds.sizes["example"]),
-                                   "n_utterances": int(np.unique(test_ds["utterance"]).size),
-                                   "utterances_shared_with_train": 0}
-        card["metrics"]["test"] = m16 if ok else m32
-        card["metrics"]["float16_check"] = {k: {"float32": m32[k], "float16": m16[k]}
-                                            for k in ("top1", "top5", "azimuth_error", "front_back_rate")}
-    card["training"]["stored_dtype"] = store_dtype
-    return save_checkpoint(model, out, card, dtype=store_dtype)
+        def score(net: nn.Module) -> dict[str, Any]:
+            metrics = evaluate_cuenet(net, test_ds)
+            return result_entry(metrics, metrics.pop("chance"), "uniform random azimuth")
+
+        tolerance = {"top1": FP16_TOLERANCE["accuracy"], "azimuth_error": FP16_TOLERANCE["azimuth_error"]}
+        stored, test, storage = float16_check(model, score, tolerance)
+        dataset["test"] = {"n_examples": int(test_ds.sizes["example"]),
+                           "n_utterances": int(np.unique(test_ds["utterance"]).size), "utterances_shared_with_train": 0}
+    record = trainer.record()
+    training = {**record, "config": asdict(config), "minutes": record["wall_seconds"] / 60, "stored_dtype": stored,
+                "recipe": {"loss": "cross-entropy over 72 azimuths", "optimizer": "Adam",
+                           "inputs": "cue maps cached by xai_loc.data.cue_scenes (front end fixed)",
+                           "kept": "the last epoch's model"}}
+    card = build_card(condition={"rooms": ["anechoic"], "snr": list(spec.snr)}, training=training, dataset=dataset,
+                      test=test, storage=storage)
+    return save_checkpoint(model, out, card, dtype=stored)

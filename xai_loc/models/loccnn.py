@@ -2,11 +2,10 @@
 Comanducci, Antonacci and Sarti (EUSIPCO 2024)."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.models.base import Localizer
+from xai_loc.models.base import Chain, Localizer
 from xai_loc.models.registry import register_model
 
 #: Max-pool sizes after conv1, conv3 and conv4.
@@ -26,6 +25,9 @@ class LocCNN(Localizer):
     applies ``Dropout1d`` to the ``[batch, 500]`` features, which drops whole examples;
     here the dropout that was meant, element-wise :class:`torch.nn.Dropout`, is used. The
     difference only matters in training.
+
+    Contract: no front end (the input is the waveform); ``body`` runs conv1 .. dr1 (500 features),
+    ``head`` is fc2. Maps windows ``[batch, n_mics, n_samples]`` to positions ``[batch, 3]``.
 
     Parameters
     ----------
@@ -62,13 +64,7 @@ class LocCNN(Localizer):
         self.fc1 = nn.Linear(128 * length, 500)
         self.dr1 = nn.Dropout(0.5)
         self.fc2 = nn.Linear(500, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map windows ``[batch, n_mics, n_samples]`` to positions ``[batch, 3]``."""
-        x = self.pool1(self.activation1(self.conv1(x)))
-        x = self.activation2(self.conv2(x))
-        x = self.pool2(self.activation3(self.conv3(x)))
-        x = self.pool3(self.activation4(self.conv4(x)))
-        x = self.activation5(self.conv5(x))
-        x = self.dr1(self.activation6(self.fc1(self.flatten(x))))
-        return self.fc2(x)
+        self.expose(body=Chain(self.conv1, self.activation1, self.pool1, self.conv2, self.activation2, self.conv3,
+                               self.activation3, self.pool2, self.conv4, self.activation4, self.pool3, self.conv5,
+                               self.activation5, self.flatten, self.fc1, self.activation6, self.dr1),
+                    head=self.fc2)

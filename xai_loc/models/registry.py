@@ -4,7 +4,8 @@ Architectures of other packages join through the entry-point group ``xai_loc.loc
 (the Python packaging convention for plug-ins): an entry ``name = package.module:Class``
 pointing at a :class:`~xai_loc.models.base.Localizer` subclass registers ``Class`` under
 ``name`` when :mod:`xai_loc.models` is imported, so checkpoints, ``models list``, ``explain``,
-``audit``, ``perturb`` and ``tdoa`` take it like a built-in family.
+``audit``, ``perturb`` and ``tdoa`` take it like a built-in family. A plug-in that no registered
+family lists joins the generic family of its output kind (:func:`xai_loc.models.families.family_of`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from xai_loc.errors import InputError
-from xai_loc.models.base import OUTPUT_KINDS, Localizer
+from xai_loc.models.base import DECODERS, Localizer
 
 MODELS: dict[str, type[Localizer]] = {}
 #: Entry-point group of plug-in localizers.
@@ -24,10 +25,10 @@ def register_model(name: str, output: str = "position") -> Callable[[type[Locali
     """Class decorator registering a :class:`Localizer` subclass under ``name``.
 
     Sets the class attributes ``arch_name``, which checkpoints record, and ``output_kind``
-    (one of :data:`~xai_loc.models.base.OUTPUT_KINDS`).
+    (a key of :data:`~xai_loc.models.base.DECODERS`).
     """
-    if output not in OUTPUT_KINDS:
-        raise ValueError(f"output kind {output!r} is unknown; allowed: {', '.join(OUTPUT_KINDS)}")
+    if output not in DECODERS:
+        raise ValueError(f"output kind {output!r} is unknown; allowed: {', '.join(DECODERS)}")
 
     def decorator(cls: type[Localizer]) -> type[Localizer]:
         if not (isinstance(cls, type) and issubclass(cls, Localizer)):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.models.base import Localizer
+from xai_loc.models.base import Chain, Localizer
 from xai_loc.models.layers import Gate, Sum
 from xai_loc.models.registry import register_model
 
@@ -97,6 +97,9 @@ class SampleCNN(Localizer):
     ``[batch, channels, time]`` and drops channels, as in the paper. The differences only
     matter in training.
 
+    Contract: no front end; ``body`` runs BasicBlock1 .. dr1 (256 features), ``head`` is
+    output_dense. Maps windows ``[batch, n_mics, n_samples]`` to positions ``[batch, 3]``.
+
     Parameters
     ----------
     n_mics
@@ -129,11 +132,7 @@ class SampleCNN(Localizer):
         self.activation1 = nn.ReLU()
         self.dr1 = nn.Dropout(0.5)
         self.output_dense = nn.Linear(256, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map windows ``[batch, n_mics, n_samples]`` to positions ``[batch, 3]``."""
-        x = self.pool1(self.BasicBlock1(x))
-        x = self.ReSE5(self.ReSE4(self.ReSE3(self.ReSE2(self.ReSE1(x)))))
-        x = self.flatten(self.Avgpool1(x))
-        x = self.dr1(self.activation1(self.bn1(self.dense1(x))))
-        return self.output_dense(x)
+        self.expose(body=Chain(self.BasicBlock1, self.pool1, self.ReSE1, self.ReSE2, self.ReSE3, self.ReSE4,
+                               self.ReSE5, self.Avgpool1, self.flatten, self.dense1, self.bn1, self.activation1,
+                               self.dr1),
+                    head=self.output_dense)

@@ -80,6 +80,12 @@ def _ints(name: str, values: Any) -> tuple[int, ...]:
 class TFCNN(Localizer):
     """Pang et al.'s IPD/ILD TF-CNN; see the module docs.
 
+    Contract: ``front_end`` the IPD/ILD maps (``nn.Identity`` with ``front_end=False``), ``body``
+    the conv stages (``features``), ``head`` flatten .. output; levels ``waveform`` and
+    ``front_end``. Output kind ``azimuth`` (degrees, positive = right) for the regression head;
+    the multitask head is ``direction_classes`` over :data:`~xai_loc.acoustics.directions.LATERAL_GRID`
+    with factorized logits (azimuth block, then elevation block).
+
     Parameters
     ----------
     width
@@ -99,6 +105,7 @@ class TFCNN(Localizer):
     """
 
     task: ClassVar[str] = "azimuth-regression"
+    levels: ClassVar[tuple[str, ...]] = ("waveform", "front_end")
 
     def __init__(self, width: str = "small", head: str = "regression", n_samples: int = 16000, front_end: bool = True,
                  features: dict[str, Any] | None = None, channels: Sequence[int] | None = None,
@@ -115,6 +122,8 @@ class TFCNN(Localizer):
             raise InputError(f"dropout={dropout!r} is not allowed; use a number in [0, 1)")
         super().__init__(2, n_samples)
         self.width, self.head_name, self.dropout_p = width, head, float(dropout)
+        if head == "multitask":
+            self.output_kind, self.direction_grid, self.factorized_classes = "direction_classes", LATERAL_GRID, True
         self.channels = _ints("channels", PRESETS[width]["channels"] if channels is None else channels)
         self.dense_units = _ints("dense", PRESETS[width]["dense"] if dense is None else dense)
         self.with_front_end = front_end
@@ -125,9 +134,7 @@ class TFCNN(Localizer):
         if self.n_frames < 1:
             raise InputError(f"n_samples={n_samples} gives no frame; use at least {fe.hop} samples")
         if front_end:
-            self.front_end = fe
-            self.register_state_dict_post_hook(_drop_front_end)
-            self.register_load_state_dict_pre_hook(_restore_front_end)
+            self.set_fixed_front_end(fe)
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         c_in, size = 2, (self.n_bins, self.n_frames)
@@ -149,6 +156,7 @@ class TFCNN(Localizer):
         head["output"] = nn.Linear(n_in, HEADS[self.head_name])
         self.n_outputs = HEADS[self.head_name]
         self.head = nn.Sequential(head)
+        self.expose(body=self.features)
 
     # -- description ---------------------------------------------------------------------------
 
@@ -187,39 +195,4 @@ class TFCNN(Localizer):
 
     def localize(self, cues: torch.Tensor) -> torch.Tensor:
         """Outputs of IPD/ILD maps ``[B, 2, n_bins, n_frames]`` (skips the front end)."""
-        return self.head(self.features(cues))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Outputs ``[B, 1]`` (azimuth, degrees) or ``[B, 51]`` (logits) of waveforms ``[B, 2, n_samples]``."""
-        if self.with_front_end:
-            x = self.front_end(x)
-        return self.localize(x)
-
-    def cues(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """The front end's output for waveforms ``[B, 2, T]`` (built on the fly if the model has none)."""
-        if self.with_front_end:
-            return self.front_end(waveforms)
-        from xai_loc.features.ipd_ild import IPDILD
-
-        return IPDILD(**self.feature_options).to(waveforms.device, waveforms.dtype)(waveforms)
-
-    def directions(self, outputs: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Azimuth (positive = right) and elevation in degrees; elevation NaN for the regression head."""
-        out = torch.as_tensor(np.asarray(outputs.detach().cpu() if isinstance(outputs, torch.Tensor) else outputs))
-        if self.head_name == "regression":
-            return out[:, 0].double().numpy(), np.full(len(out), np.nan)
-        az, el = split_logits(out)
-        return LATERAL_GRID.azimuths[az.argmax(1).numpy()], LATERAL_GRID.elevations[el.argmax(1).numpy()]
-
-
-def _drop_front_end(module: TFCNN, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    """The front end's STFT kernels are fixed functions of the config: keep them out of state dicts."""
-    for key in [k for k in state_dict if k.startswith(prefix + "front_end.")]:
-        del state_dict[key]
-
-
-def _restore_front_end(module: TFCNN, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
-                       missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
-    """The front end is rebuilt from the config: supply its fixed tensors where a state dict lacks them."""
-    for key, value in module.front_end.state_dict(prefix=prefix + "front_end.").items():
-        state_dict.setdefault(key, value)
+        return self.head(self.body(cues))

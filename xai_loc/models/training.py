@@ -37,11 +37,8 @@ and validation loss, and a resumed run must name the same one.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
-import os
-import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -53,11 +50,11 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.io import atomic_path
 from xai_loc.models.base import Localizer
-from xai_loc.models.checkpoint import file_digest, load_model, read_card, save_checkpoint
+from xai_loc.models.checkpoint import build_card, file_digest, load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, as_window_set, predict, prefetched
 from xai_loc.models.registry import MODELS, build_model
+from xai_loc.models.trainer import Hooks, Schedule, Trainer, Validation, determinism, seeded, state_path
 from xai_loc.runtime import resolve_device
 
 #: Adam learning rate per architecture when :attr:`TrainConfig.lr` is None (the paper's).
@@ -68,8 +65,6 @@ RUN_FIELDS = frozenset({"max_epochs", "max_minutes", "device", "eval_batch_size"
 #: Recipe fields added after version 1 of the training state, with the value that older states mean;
 #: at that value they are left out of a run's identity, so that older states still resume.
 LATER_RECIPE_FIELDS = {"draws_per_epoch": 1}
-#: ``format`` and ``version`` of the training-state files.
-STATE_FORMAT, STATE_VERSION = "xai-loc-train-state", 1
 #: Per-epoch series kept in the training state.
 HISTORY = ("train_loss", "val_loss", "val_mae", "lr", "seconds", "draws", "steps")
 #: Most epochs listed in a checkpoint card's loss history (the state keeps all).
@@ -227,53 +222,6 @@ class TrainConfig:
         return math.ceil(paper_epochs / self.draws_per_epoch)
 
 
-def state_path(out: str | Path) -> Path:
-    """Where :func:`train` keeps the training state of checkpoint ``out``: ``<out>.state.pt``."""
-    out = Path(out)
-    return out.with_name(out.name + ".state.pt")
-
-
-def _cuda_indices() -> list[int]:
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's global generators seeded by ``seed``, restoring them afterwards."""
-    with torch.random.fork_rng(devices=_cuda_indices()):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
-def _determinism(enabled: bool, device: torch.device, benchmark: bool = False) -> Iterator[None]:
-    """Ask for deterministic kernels (warning where torch has none), or else for cuDNN's autotuner
-    (``benchmark``), and restore the settings afterwards."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    if enabled:
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    elif benchmark:
-        torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
-
-
-def _train_batches(picks: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Split the epoch's windows into batches (each sorted, for reading); a last batch of one
-    window joins the one before (BatchNorm needs two)."""
-    parts = [picks[s : s + batch_size] for s in range(0, len(picks), batch_size)]
-    if len(parts) > 1 and len(parts[-1]) == 1:
-        parts[-2:] = [np.concatenate(parts[-2:])]
-    return [np.sort(p) for p in parts]
-
-
 def _check_stores(train_set: WindowSet, val_set: WindowSet) -> None:
     if train_set.n_sources < 2:
         raise InputError(f"{train_set.name} holds {train_set.n_sources} source(s); training needs at least 2")
@@ -286,22 +234,6 @@ def _check_stores(train_set: WindowSet, val_set: WindowSet) -> None:
     if train_set.condition != val_set.condition:
         raise InputError(f"training store {train_set.name} is condition {train_set.condition} but "
                          f"validation store {val_set.name} is {val_set.condition}; use stores of one condition")
-
-
-def _differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
-    """``key: <found> in the state, <expected> now`` for every (nested) value that differs."""
-    out = []
-    for key, value in expected.items():
-        old = found.get(key)
-        if isinstance(value, dict) and isinstance(old, dict):
-            out += [f"{key}.{d}" for d in _differences(value, old)]
-        elif value != old:
-            out.append(f"{key}: {old!r} in the state, {value!r} now")
-    return out
-
-
-def _device_name(device: torch.device) -> str:
-    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
 
 
 #: Per-epoch series listed in a checkpoint card's history.
@@ -320,115 +252,54 @@ def _history_summary(history: dict[str, list[float]], best_epoch: int,
             **{k: [history[k][i] for i in keep] for k in CARD_SERIES}}
 
 
-class _DeadlineReached(Exception):
-    """Raised between two steps once :attr:`TrainConfig.deadline` has passed."""
-
-
-def _now() -> float:
-    """The clock of :attr:`TrainConfig.deadline` (``time.time()``)."""
-    return time.time()
-
-
 #: The paper's recipe as :class:`TrainConfig` fields (lr per architecture: :data:`DEFAULT_LR`).
 PAPER_RECIPE = {"batch_size": 100, "weight_decay": 0.0, "lr_factor": 0.2, "lr_patience": 100, "min_lr": 0.0,
                 "early_stop_patience": 200, "draws_per_epoch": 1}
 
 
 class _Run:
-    """Model, optimizer, scheduler and bookkeeping of one training run."""
+    """The multichannel family's part of a run: hooks (window draws, batches, validation) and the card."""
 
     def __init__(self, arch: str, train_set: WindowSet, val_set: WindowSet, config: TrainConfig,
                  device: torch.device, state_file: Path, init_from: Path | None = None,
                  out: Path | None = None, full_log: bool = False, notes: tuple[str, ...] = ()) -> None:
         self.arch, self.train_set, self.val_set, self.config = arch, train_set, val_set, config
-        self.device, self.state_file, self.out = device, state_file, out
-        self.full_log, self.notes = full_log, tuple(notes)
-        with _seeded(config.seed):
-            self.model: Localizer = build_model(arch, n_mics=train_set.n_mics, n_samples=train_set.n_samples)
-        self.init = None if init_from is None else _initialize(self.model, init_from)
+        self.device, self.out, self.full_log, self.notes = device, out, full_log, tuple(notes)
+        with seeded(config.seed):
+            model: Localizer = build_model(arch, n_mics=train_set.n_mics, n_samples=train_set.n_samples)
+        init = None if init_from is None else _initialize(model, init_from)
         for windows in (train_set, val_set):
-            windows.check_model(self.model)
-        self.model.to(device)
+            windows.check_model(model)
+        model.to(device)
         # the fused kernel (one launch for all parameters) on CUDA; torch's default elsewhere
         self.fused = device.type == "cuda"
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate(arch),
-                                          weight_decay=config.weight_decay, **({"fused": True} if self.fused else {}))
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=config.lr_factor, patience=config.validations(config.lr_patience),
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate(arch),
+                                     weight_decay=config.weight_decay, **({"fused": True} if self.fused else {}))
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.lr_factor, patience=config.validations(config.lr_patience),
             min_lr=config.min_lr)
-        self.identity = {"arch": arch, "model_config": self.model.config, "recipe": config.recipe(arch),
-                         "datasets": {"train": train_set.digest, "val": val_set.digest},
-                         "init": None if self.init is None else self.init["sha256"]}
         self.groups = train_set.windows_by_source()
-        self.batches_per_draw = len(_train_batches(np.arange(len(self.groups[1])), config.batch_size))
-        self.epoch, self.best_epoch, self.best_val_loss = 0, 0, math.inf
-        self.best_model: dict[str, torch.Tensor] = {}
-        self.best_summary: dict[str, Any] = {}
-        self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
-        self.seconds = 0.0
-        self.stopped: str | None = None
-        self.dropped_steps: int | None = None  # steps of a super-epoch cut short by the deadline (discarded)
-        self.written: tuple[int, float] | None = None  # (best epoch, time) of the last checkpoint written
-        if state_file.exists():
-            self._load()
-        elif self.init is not None:  # the starting weights compete for best-val as epoch 0
-            evaluation = self._validate(progress=False)
-            self.init["val_loss"] = evaluation.metrics["mse"]
-            self._keep_if_best(0, evaluation)
+        hooks = Hooks(picks=self._epoch_picks, assemble=self._batches, forward=model,
+                      loss=nn.functional.mse_loss, validate=self._validate, series=("val_loss", "val_mae"))
+        schedule = Schedule(batch_size=config.batch_size, max_epochs=config.max_epochs, seed=config.seed,
+                            draws_per_epoch=config.draws_per_epoch, early_stop_patience=config.early_stop_patience,
+                            max_minutes=config.max_minutes, deadline=config.deadline,
+                            checkpoint_every_s=config.checkpoint_every_s)
+        identity = {"arch": arch, "model_config": model.config, "recipe": config.recipe(arch),
+                    "datasets": {"train": train_set.digest, "val": val_set.digest},
+                    "init": None if init is None else init["sha256"]}
+        self.trainer = Trainer(model, optimizer, hooks, schedule, scheduler=scheduler, identity=identity,
+                               state_file=state_file, save_state=config.save_state, extra={"init_record": init},
+                               writer=None if out is None else lambda: self.write_checkpoint(out))
+        if init is not None and not self.trainer.resumed:  # the starting weights compete as epoch 0
+            init["val_loss"] = self.trainer.keep_start().criterion
 
     @property
-    def paper_epochs(self) -> int:
-        """Draws (the paper's epochs) trained so far."""
-        return int(sum(self.history["draws"]))
+    def init(self) -> dict[str, Any] | None:
+        """Provenance of the init checkpoint (with its epoch-0 validation loss), or None."""
+        return self.trainer.extra["init_record"]
 
-    @property
-    def steps(self) -> int:
-        """Optimizer steps of the completed epochs."""
-        return int(sum(self.history["steps"]))
-
-    # -- state ------------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        return {
-            "format": STATE_FORMAT, "version": STATE_VERSION, **self.identity, "epoch": self.epoch,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "best": {"epoch": self.best_epoch, "val_loss": self.best_val_loss, "model": self.best_model,
-                     "summary": self.best_summary},
-            "history": self.history, "seconds": self.seconds, "init_record": self.init,
-        }
-
-    def save(self) -> None:
-        """Write the state atomically (aside, then rename)."""
-        with atomic_path(self.state_file) as tmp:
-            torch.save(self._state(), tmp)
-
-    def _load(self) -> None:
-        path = self.state_file
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-            raise InputError(f"training state {path} is unreadable ({type(err).__name__}); remove it to start "
-                             "afresh") from None
-        if not isinstance(state, dict) or (state.get("format"), state.get("version")) != (STATE_FORMAT,
-                                                                                           STATE_VERSION):
-            raise InputError(f"{path} is not an xai-loc training state (version {STATE_VERSION})")
-        differences = _differences(self.identity, state)
-        if differences:
-            raise InputError(f"{path} belongs to another training run ({'; '.join(differences)}); "
-                             "remove it or write to another out")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        best = state["best"]
-        self.epoch, self.best_epoch, self.best_val_loss = state["epoch"], best["epoch"], best["val_loss"]
-        self.best_model, self.best_summary = best["model"], best["summary"]
-        self.history, self.seconds = state["history"], state["seconds"]
-        n = len(self.history["train_loss"])  # states written before draws and steps were recorded
-        self.history.setdefault("draws", [1] * n)
-        self.history.setdefault("steps", [self.batches_per_draw] * n)
-        self.init = state.get("init_record") or self.init  # keeps the init's epoch-0 validation loss
-
-    # -- training ---------------------------------------------------------------------------------
+    # -- hooks ------------------------------------------------------------------------------------
     def _epoch_picks(self, rng: np.random.Generator) -> np.ndarray:
         """One random window per training source, in random order."""
         order, starts, counts = self.groups
@@ -450,105 +321,19 @@ class _Run:
         for idx, x in zip(parts, prefetched(data.read, parts), strict=True):
             yield torch.from_numpy(x).to(self.device), torch.from_numpy(data.positions[idx]).float().to(self.device)
 
-    def _may_stop_early(self) -> bool:
-        """Whether a deadline may cut an epoch short: only once there is a model to keep."""
-        return bool(self.best_model)
-
-    def _train_epoch(self, rng: np.random.Generator, draws: int, progress: bool) -> tuple[float, int]:
-        """``draws`` paper epochs of steps; returns the mean training loss and the number of steps."""
-        from xai_loc.progress import tqdm
-
-        parts = [part for _ in range(draws) for part in _train_batches(self._epoch_picks(rng), self.config.batch_size)]
-        self.model.train()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on the device: no sync per step
-        deadline = self.config.deadline if self._may_stop_early() else None
-        with _seeded(int(rng.integers(2**63))):  # dropout
-            for step, (x, target) in enumerate(tqdm(self._batches(parts), total=len(parts), disable=not progress,
-                                                    desc=f"epoch {self.epoch + 1}", unit="batch", leave=False)):
-                if deadline is not None and _now() > deadline:
-                    self.dropped_steps = step
-                    raise _DeadlineReached
-                self.optimizer.zero_grad(set_to_none=True)
-                loss = nn.functional.mse_loss(self.model(x), target)
-                loss.backward()
-                self.optimizer.step()
-                total += loss.detach().double() * x.shape[0]
-        return float(total) / sum(len(p) for p in parts), len(parts)
-
-    def run_epoch(self, progress: bool) -> None:
-        """Train one (super-)epoch, validate on every window, step the scheduler, keep the best, save the state."""
-        start = time.monotonic()
-        epoch = self.epoch + 1
-        lr = self.optimizer.param_groups[0]["lr"]
-        draws = min(self.config.draws_per_epoch, self.config.max_epochs - self.paper_epochs)
-        train_loss, steps = self._train_epoch(np.random.default_rng([self.config.seed, epoch]), draws, progress)
-        evaluation = self._validate(progress)
-        metrics = evaluation.metrics
-        if not (math.isfinite(train_loss) and math.isfinite(metrics["mse"])):
-            raise InputError(f"training diverged in epoch {epoch} (train loss {train_loss}, val loss "
-                             f"{metrics['mse']}); lower the learning rate (lr={lr:g})")
-        self.scheduler.step(metrics["mse"])
-        self._keep_if_best(epoch, evaluation)
-        self.epoch = epoch
-        for key, value in zip(HISTORY, (train_loss, metrics["mse"], metrics["mae"], lr,
-                                        time.monotonic() - start, draws, steps), strict=True):
-            self.history[key].append(int(value) if key in ("draws", "steps") else float(value))
-        self.seconds += self.history["seconds"][-1]
-        if self.config.save_state:
-            self.save()
-
-    def _validate(self, progress: bool) -> Evaluation:
-        """The current model on every validation window."""
+    def _validate(self) -> Validation:
+        """The current model on every validation window; the criterion is the MSE."""
         val = self.val_set
-        pred = predict(self.model, val, self.config.eval_batch_size, self.device, progress, desc="validate")
-        return Evaluation(pred, val.positions, val.source_id, val.window_index)
-
-    def _keep_if_best(self, epoch: int, evaluation: Evaluation) -> None:
-        """Keep the current weights as the best model if their validation loss is the lowest yet."""
-        if evaluation.metrics["mse"] < self.best_val_loss:
-            self.best_epoch, self.best_val_loss = epoch, evaluation.metrics["mse"]
-            # a copy where the weights are (no transfer to the host during training)
-            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.best_summary = evaluation.summary()
-
-    def stop_reason(self, elapsed: float) -> str | None:
-        """The first rule of :data:`STOP_RULES` that holds, or None to go on."""
-        return next((name for name, rule in STOP_RULES.items() if rule(self, elapsed)), None)
-
-    def _write_due(self) -> bool:
-        every = self.config.checkpoint_every_s
-        if every is None or self.out is None or not self.best_model:
-            return False
-        if self.written is None:
-            return True
-        best, when = self.written
-        return best != self.best_epoch and time.monotonic() - when >= every
-
-    def fit(self, progress: bool, started: float) -> None:
-        """Run epochs until a stop rule holds (or the deadline cuts one short)."""
-        from xai_loc.progress import tqdm
-
-        bar = tqdm(total=self.config.validations(self.config.max_epochs), initial=self.epoch, disable=not progress,
-                   desc=f"train {self.arch}", unit="epoch")
-        while (reason := self.stop_reason(time.monotonic() - started)) is None:
-            try:
-                self.run_epoch(progress)
-            except _DeadlineReached:
-                reason = "deadline"
-                break
-            bar.update(1)
-            bar.set_postfix(train=f"{self.history['train_loss'][-1]:.4g}", val=f"{self.history['val_loss'][-1]:.4g}",
-                            mae=f"{self.history['val_mae'][-1]:.4f}", best=self.best_epoch,
-                            lr=f"{self.history['lr'][-1]:.2g}")
-            if self._write_due():
-                self.write_checkpoint(self.out)
-        bar.close()
-        self.stopped = reason
+        pred = predict(self.trainer.model, val, self.config.eval_batch_size, self.device, False, desc="validate")
+        evaluation = Evaluation(pred, val.positions, val.source_id, val.window_index)
+        metrics = evaluation.metrics
+        return Validation(metrics["mse"], {"val_loss": metrics["mse"], "val_mae": metrics["mae"]},
+                          evaluation.summary)
 
     # -- result -----------------------------------------------------------------------------------
     def deviations(self) -> list[str]:
         """How this run departs from the paper's recipe (brief, section 2), one sentence each."""
-        c, out = self.config, []
+        c, run, out = self.config, self.trainer, []
         paper = {**PAPER_RECIPE, "lr": DEFAULT_LR.get(self.arch)}
         mine = c.to_dict(self.arch)
         changed = [f"{k} {mine[k]!r} (paper {v!r})" for k, v in paper.items() if k != "draws_per_epoch"
@@ -561,8 +346,8 @@ class _Run:
                        f"epochs counted as {c.validations(c.lr_patience)} and "
                        f"{c.validations(c.early_stop_patience)} validations, the best model chosen among validated "
                        "super-epochs")
-        if self.stopped not in (None, "early_stopping"):
-            out.append(f"stopped by {self.stopped} after {self.paper_epochs} paper epochs, before early stopping "
+        if run.stopped not in (None, "early_stopping"):
+            out.append(f"stopped by {run.stopped} after {run.paper_epochs} paper epochs, before early stopping "
                        "(not converged in the paper's sense)")
         for split, data in (("training", self.train_set), ("validation", self.val_set)):
             if data.tensor is not None and data.tensor.dtype != torch.float32:
@@ -583,41 +368,36 @@ class _Run:
                         and self.train_set.tensor.device.type == "cuda" else
                         ("in-memory tensor" if self.train_set.tensor is not None else "dataset store")}
 
-    def card(self, full_log: bool = False, notes: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The checkpoint card of the best model (``full_log``: every epoch's losses and seconds too)."""
-        h = self.history
+    def card(self) -> dict[str, Any]:
+        """The checkpoint card of the kept model (``full_log``: every epoch's losses and seconds too)."""
+        run = self.trainer
+        h = run.history
         paper = np.cumsum(h["draws"]).astype(int)
-        best_paper = int(paper[self.best_epoch - 1]) if self.best_epoch > 0 else 0
+        best_paper = int(paper[run.best_epoch - 1]) if run.best_epoch > 0 else 0
         training = {
-            "config": self.config.to_dict(self.arch), "recipe": RECIPE, "seed": self.config.seed,
-            "epochs": self.paper_epochs, "best_epoch": best_paper, "validations": self.epoch,
-            "best_validation": self.best_epoch, "draws_per_epoch": self.config.draws_per_epoch,
-            "steps": self.steps, "stopped": self.stopped,
-            "converged": self.stopped == "early_stopping", "best_val_loss": self.best_val_loss,
+            **run.record(), "config": self.config.to_dict(self.arch), "recipe": RECIPE, "best_epoch": best_paper,
+            "best_validation": run.best_epoch, "draws_per_epoch": self.config.draws_per_epoch,
+            "converged": run.stopped == "early_stopping", "best_val_loss": run.best_val_loss,
             "final": {k: h[k][-1] for k in ("train_loss", "val_loss", "lr")} if h["train_loss"] else None,
-            "history": _history_summary(h, self.best_epoch), "wall_seconds": self.seconds,
-            "seconds_per_epoch": self.seconds / max(1, self.paper_epochs), "device": _device_name(self.device),
-            "threads": torch.get_num_threads(), "implementation": self.implementation(),
-            "deviations": self.deviations() + list(notes),
+            "history": _history_summary(h, run.best_epoch), "implementation": self.implementation(),
+            "deviations": self.deviations() + list(self.notes),
         }
-        if self.dropped_steps is not None:
-            training["dropped_steps"] = self.dropped_steps
-        if full_log:
-            training["log"] = {"epoch": list(range(1, self.epoch + 1)), "paper_epoch": paper.tolist(),
+        if run.dropped_steps is not None:
+            training["dropped_steps"] = run.dropped_steps
+        if self.full_log:
+            training["log"] = {"epoch": list(range(1, run.epoch + 1)), "paper_epoch": paper.tolist(),
                                **{k: list(h[k]) for k in HISTORY}}
         if self.init is not None:
             training["init_from"] = self.init
-        return {"condition": self.train_set.condition, "training": training,
-                "dataset": {"train": self.train_set.describe(), "val": self.val_set.describe()},
-                "metrics": {"val": self.best_summary}}
+        return build_card(condition=self.train_set.condition, training=training,
+                          dataset={"train": self.train_set.describe(), "val": self.val_set.describe()},
+                          val=run.best_summary)
 
     def write_checkpoint(self, out: Path) -> Path:
-        """Save the best model with its card at ``out`` (with the log and notes given to :func:`train`)."""
-        model = build_model(self.arch, **self.model.config)
-        model.load_state_dict(self.best_model)
-        path = save_checkpoint(model, out, self.card(self.full_log, self.notes))
-        self.written = (self.best_epoch, time.monotonic())
-        return path
+        """Save the kept model with its card at ``out``."""
+        model = build_model(self.arch, **self.trainer.model.config)
+        model.load_state_dict(self.trainer.best_model)
+        return save_checkpoint(model, out, self.card())
 
 
 def _initialize(model: Localizer, path: Path) -> dict[str, Any]:
@@ -633,31 +413,6 @@ def _initialize(model: Localizer, path: Path) -> dict[str, Any]:
     card = read_card(path)
     return {"file": Path(path).name, "sha256": file_digest(path), "condition": card.get("condition"),
             "epochs": card.get("training", {}).get("epochs")}
-
-
-def _over_budget(run: _Run, elapsed: float) -> bool:
-    if run.config.max_minutes is None or run.epoch == 0:
-        return False
-    return elapsed + float(np.mean(run.history["seconds"])) > 60.0 * run.config.max_minutes
-
-
-def _past_deadline(run: _Run, elapsed: float) -> bool:
-    """Whether the next epoch would end after the deadline (estimated from the last three); never
-    before the first epoch of a run that has no model to keep yet."""
-    if run.config.deadline is None or not run._may_stop_early():
-        return False
-    recent = run.history["seconds"][-3:]
-    return _now() + (float(np.mean(recent)) if recent else 0.0) > run.config.deadline
-
-
-#: Stop rules, checked before every epoch in this order; the name is recorded in the card.
-STOP_RULES: dict[str, Callable[[_Run, float], bool]] = {
-    "early_stopping": lambda run, elapsed: run.epoch - run.best_epoch >= run.config.validations(
-        run.config.early_stop_patience),
-    "max_epochs": lambda run, elapsed: run.paper_epochs >= run.config.max_epochs,
-    "time_budget": _over_budget,
-    "deadline": _past_deadline,
-}
 
 
 def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfig | None = None,
@@ -720,8 +475,8 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
     device = resolve_device(config.device)
     train_set, val_set = (as_window_set(s, config.preload) for s in (train_store, val_store))
     _check_stores(train_set, val_set)
-    with _determinism(config.deterministic, device, config.benchmark):
+    with determinism(config.deterministic, device, config.benchmark):
         run = _Run(arch, train_set, val_set, config, device, state_path(out),
                    None if init_from is None else Path(init_from), out=out, full_log=full_log, notes=tuple(notes))
-        run.fit(progress, started)
+        run.trainer.fit(progress, started, desc=f"train {arch}")
     return run.write_checkpoint(out)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from xai_loc.errors import InputError
 from xai_loc.models.checkpoint import read_card
+from xai_loc.models.families import family_of
+from xai_loc.models.registry import MODELS
 
 PRETRAINED_ENV = "XAI_LOC_PRETRAINED"
 
@@ -64,8 +66,6 @@ SUMMARY_METRICS: dict[str, tuple[str, str, str]] = {
     "elevation_error": ("elevation error", ".1f", " deg"),
     "front_back_rate": ("front-back", ".1%", ""),
 }
-#: Architectures whose cards use a key of :data:`SUMMARY_METRICS` in another sense.
-ARCH_METRICS: dict[str, dict[str, tuple[str, str, str]]] = {"tfcnn": {"mae": ("azimuth MAE", ".1f", " deg")}}
 
 
 def describe_condition(condition: dict) -> str:
@@ -77,15 +77,16 @@ def describe_condition(condition: dict) -> str:
 
 
 def describe_test_metrics(test: dict, arch: str = "") -> str:
-    """The :data:`SUMMARY_METRICS` a card's test entry records, beside its baseline where there is one.
+    """The :data:`SUMMARY_METRICS` a card's test entry records (in the sense of the architecture's family,
+    :attr:`~xai_loc.models.families.Family.metric_labels`), beside its baseline where there is one.
 
-    Cards keep the metrics under ``'metrics'`` or ``'all'`` (per-condition cards) or flat, and
-    the baseline's under ``'baseline'`` or ``'chance'``.
+    ``test`` is a result entry (:func:`~xai_loc.models.checkpoint.result_entry`; :func:`read_card`
+    upgrades older cards to it): the model's numbers under ``metrics``, the baseline's under
+    ``baseline.metrics``.
     """
-    metrics = test.get("metrics") or test.get("all") or test
-    baseline = test.get("baseline") or {}
-    base = baseline.get("metrics") or baseline.get("all") or test.get("chance") or {}
-    labels = {**SUMMARY_METRICS, **ARCH_METRICS.get(arch, {})}
+    metrics = test.get("metrics") or {}
+    base = (test.get("baseline") or {}).get("metrics") or {}
+    labels = {**SUMMARY_METRICS, **(family_of(arch).metric_labels if arch in MODELS else {})}
     parts = []
     for key, (label, fmt, unit) in labels.items():
         if isinstance(metrics.get(key), (int, float)):

@@ -1,0 +1,188 @@
+"""One explanation pipeline: every (family, method, target) through the same Explainer, at every level."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from xai_loc.errors import InputError
+from xai_loc.explain import METHODS, TARGETS, Explainer
+from xai_loc.explain.methods import BackwardMethod
+from xai_loc.explain.targets import targets_for
+from xai_loc.models import FAMILIES, MODELS, build_model, family_of
+from xai_loc.models.base import OUTPUT_KINDS, Localizer
+
+#: A small configuration of every registered architecture (a new one must add its own).
+TINY = {
+    "loccnn": {"n_mics": 4, "n_samples": 175},
+    "samplecnn": {"n_mics": 4, "n_samples": 729},
+    "cochcnn": {"layers": ["c4 1x8", "p1x8", "c8 2x4", "p2x4"], "n_samples": 4800, "dense": 16},
+    "tfcnn": {"channels": [4, 8], "dense": [16], "n_samples": 1600},
+    "cuenet": {"channels": 8, "hidden": 16, "n_samples": 2205},
+    "bast": {"dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32, "n_samples": 4000},
+}
+#: True values per output kind for a batch of two.
+TRUTH = {"position": [[1.0, 5.0, 1.2], [2.0, 6.0, 1.4]], "azimuth": [10.0, -20.0],
+         "azimuth_elevation": [[10.0, 0.0], [20.0, 10.0]], "direction_classes": [0, 1], "cos_sin": [10.0, 200.0]}
+ARCHS = sorted(MODELS)
+
+
+def tiny(arch: str) -> Localizer:
+    torch.manual_seed(0)
+    model = build_model(arch, **TINY[arch]).eval()
+    with torch.no_grad():  # trained-looking BatchNorm statistics
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.running_var.uniform_(0.5, 2.0)
+                module.running_mean.uniform_(-0.1, 0.1)
+    return model
+
+
+def inputs(model: Localizer) -> torch.Tensor:
+    return 0.05 * torch.randn(2, *model.input_shape, generator=torch.Generator().manual_seed(1))
+
+
+def settings(arch: str, method: str, model: Localizer) -> dict:
+    """Small options: few steps and samples, occlusion patches of a quarter window."""
+    composite = family_of(arch).composite or "epsilon"
+    quarter = model.input_shape[-1] // 4
+    return {"lrp": {"composite": composite}, "integrated_gradients": {"n_steps": 2},
+            "gradient_shap": {"n_samples": 2}, "occlusion": {"window": quarter, "stride": quarter}}.get(method, {})
+
+
+def representations(model: Localizer, x: torch.Tensor) -> dict[str, torch.Size]:
+    shapes = {"waveform": x.shape}
+    handles = [model.level_module(level).register_forward_hook(
+        lambda m, a, out, level=level: shapes.__setitem__(level, out.shape)) for level in model.levels[1:]]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return shapes
+
+
+def test_every_architecture_has_a_tiny_config_and_a_family():
+    assert set(TINY) == set(MODELS)
+    assert {arch for family in FAMILIES.values() for arch in family.models} >= set(MODELS)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_allowed_target_gives_relevance_at_every_level(arch, method):
+    model = tiny(arch)
+    x = inputs(model)
+    shapes = representations(model, x)
+    for target in targets_for(model.output_kind):
+        with Explainer(model, target=target, method=method, levels=model.levels,
+                       **settings(arch, method, model)) as explainer:
+            out = explainer.explain_batch(x, TRUTH[model.output_kind] if TARGETS[target].needs_truth else None)
+        assert tuple(out["levels"]) == model.levels, (target, method)
+        for level, relevance in out["levels"].items():
+            assert relevance.shape == tuple(shapes[level]), (target, method, level)
+            assert np.isfinite(relevance).all(), (target, method, level)
+        assert out["prediction"].shape[0] == 2 and out["attr_output"].shape == out["prediction"].shape
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_targets_of_other_output_kinds_are_refused(arch):
+    model = tiny(arch)
+    allowed = ", ".join(targets_for(model.output_kind))
+    for target in set(TARGETS) - set(targets_for(model.output_kind)):
+        with pytest.raises(InputError, match=f"target {target!r} does not fit a model whose output is "
+                                             f"{model.output_kind!r}; allowed: {allowed}"):
+            Explainer(model, target=target)
+    with pytest.raises(InputError, match="level 'cochleagram' is not allowed"):
+        Explainer(model, target=targets_for(model.output_kind)[0], levels=("waveform", "cochleagram"))
+    assert set(model.output_kind for model in map(tiny, ARCHS)) <= set(OUTPUT_KINDS)
+
+
+class Stages(Localizer):
+    """A bias-free two-stage localizer in float64: conv front end, linear head, two classes."""
+
+    output_kind = "direction_classes"
+    levels = ("waveform", "front_end")
+
+    def __init__(self) -> None:
+        super().__init__(2, 12)
+        self.front_end = nn.Conv1d(2, 3, 5, bias=False)
+        self.body = nn.Flatten()
+        self.head = nn.Linear(24, 2, bias=False)
+
+
+def _stages() -> Stages:
+    torch.manual_seed(4)
+    return Stages().double().eval()
+
+
+def _front_and_grad(model, x, cls):
+    a = model.front_end(x).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.head(model.body(a))[torch.arange(len(x)), cls].sum(), a)
+    return a.detach(), grad
+
+
+def test_levels_read_by_lrp_conserve_and_captum_levels_match_the_analytic_answer():
+    model = _stages()
+    x = torch.randn(2, 2, 12, dtype=torch.float64)
+    cls = model(x).argmax(1)
+    a, grad = _front_and_grad(model, x, cls)
+    with Explainer(model, target="class_logit", method="lrp", composite="epsilon", epsilon=1e-12,
+                   levels=("front_end", "waveform")) as explainer:
+        lrp = explainer.explain_batch(x)
+    logit = model(x)[torch.arange(2), cls].detach().numpy()
+    for level in ("waveform", "front_end"):  # bias-free LRP-0: every level sums to the logit
+        np.testing.assert_allclose(lrp["levels"][level].sum((1, 2)), logit, rtol=1e-9)
+    np.testing.assert_allclose(lrp["levels"]["front_end"], (a * grad).numpy(), rtol=1e-9, atol=1e-14)
+    for method, options in (("input_x_gradient", {}), ("integrated_gradients", {}), ("attn_lrp", {"epsilon": 0.0})):
+        # a linear head: each is a x grad there
+        with Explainer(model, target="class_logit", method=method, levels=model.levels, **options) as explainer:
+            out = explainer.explain_batch(x)
+        np.testing.assert_allclose(out["levels"]["front_end"], (a * grad).numpy(), rtol=1e-9, atol=1e-14)
+    # only the front end asked: it is the method's input, the waveform never differentiated
+    with Explainer(model, target="class_logit", method="occlusion", window=12, stride=12,
+                   levels="front_end") as explainer:
+        whole = explainer.explain_batch(x)
+    # the patch spans all 8 frames of one channel (12 of 12 samples); each frame gets the whole change of its
+    # row, and the rows of a linear head add up to the logit (captum returns float32 here)
+    np.testing.assert_allclose(whole["relevance"].sum((1, 2)) / 8, logit, rtol=1e-5)
+    assert tuple(whole["levels"]) == ("front_end",) and whole["relevance"].shape == (2, 3, 8)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+class InputTimesSign(BackwardMethod):
+    """The representation times the sign of the gradient of the target, at every level."""
+
+    def backward(self, output, weights, seed, tensors):
+        return torch.autograd.grad(self.objective.scalar(output, weights).sum(), tensors)
+
+    def relevance(self, tensor, grad):
+        return tensor.detach() * grad.sign()
+
+    def explained(self, output, weights, seed):
+        return torch.full(output.shape[:1], float("nan"), dtype=output.dtype)
+
+
+@pytest.mark.parametrize("arch", ["loccnn", "tfcnn"])
+def test_a_new_method_is_one_class_and_works_for_every_family(arch, monkeypatch):
+    monkeypatch.setitem(METHODS, "input", InputTimesSign)
+    model = tiny(arch)
+    x = inputs(model)
+    with Explainer(model, target=targets_for(model.output_kind)[1], method="input", levels=model.levels) as ex:
+        out = ex.explain_batch(x, TRUTH[model.output_kind])
+    front = representations(model, x)
+    assert set(out["levels"]) == set(model.levels) and set(front) == set(model.levels)
+    np.testing.assert_array_equal(np.abs(out["relevance"]), np.abs(x.numpy()) * (out["relevance"] != 0))
+    assert (out["relevance"] != 0).mean() > 0.5
+
+
+def test_factorized_class_logits_choose_among_the_azimuth_block():
+    torch.manual_seed(0)
+    model = build_model("tfcnn", head="multitask", **TINY["tfcnn"]).eval()
+    assert model.output_kind == "direction_classes" and model.factorized_classes
+    with Explainer(model, target="class_logit", method="input_x_gradient", levels=model.levels) as explainer:
+        out = explainer.explain_batch(inputs(model))
+    logits, n_azimuths = out["prediction"], model.direction_grid.n_azimuths
+    chosen = logits[:, :n_azimuths].argmax(1)
+    seed = np.zeros_like(logits)
+    seed[[0, 1], chosen] = logits[[0, 1], chosen]
+    np.testing.assert_array_equal(out["attr_output"], seed)  # the elevation block is not a competitor
+    np.testing.assert_allclose(out["explained"], logits[[0, 1], chosen], rtol=1e-6)
+    assert out["levels"]["front_end"].shape == (2, *model.cue_shape)

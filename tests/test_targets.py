@@ -1,0 +1,159 @@
+"""Attribution targets of every output kind: known answers on a linear localizer, kinds checked."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from xai_loc.errors import InputError
+from xai_loc.explain import TARGETS, Explainer
+from xai_loc.explain.targets import bind, targets_for
+from xai_loc.models.base import OUTPUT_KINDS, Localizer
+
+N_IN = 6
+
+
+def linear_localizer(kind: str, weight: np.ndarray) -> Localizer:
+    """A bias-free linear localizer ``f(x) = W x`` on one-channel windows of ``N_IN`` samples, in float64."""
+
+    class Linear(Localizer):
+        output_kind = kind
+
+        def __init__(self) -> None:
+            super().__init__(1, N_IN)
+            self.body = nn.Flatten()
+            self.head = nn.Linear(N_IN, len(weight), bias=False)
+
+    model = Linear().double()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.as_tensor(weight))
+    return model
+
+
+def explain_once(model, x, target, method="input_x_gradient", truth=None, **options):
+    settings = {"composite": "epsilon", "epsilon": 1e-12} if method == "lrp" else {}
+    with Explainer(model, target=target, method=method, **settings, **options) as explainer:
+        return explainer.explain_batch(x, truth)
+
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((2, 1, N_IN))
+W_CLASSES = RNG.standard_normal((4, N_IN))
+
+
+def _logits():
+    return X[:, 0] @ W_CLASSES.T
+
+
+def test_every_target_declares_kinds_and_other_kinds_are_refused():
+    assert set(targets_for("position")) == {"truth", "prediction", "x", "y", "z", "error", "contrast"}
+    for name, target in TARGETS.items():
+        assert target.description and target.kinds and set(target.kinds) <= set(OUTPUT_KINDS)
+        for kind in set(OUTPUT_KINDS) - set(target.kinds):
+            with pytest.raises(InputError, match=f"target {name!r} does not fit a model whose output is {kind!r}; "
+                                                 f"allowed: {targets_for(kind)[0]}"):
+                bind(name, kind)
+    with pytest.raises(InputError, match="target 'class_logit' does not fit .* 'position'; allowed: truth, "):
+        Explainer(linear_localizer("position", np.eye(3, N_IN)), target="class_logit")
+    with pytest.raises(InputError, match="option 'clss' is not allowed for target 'class_logit'; allowed: cls"):
+        bind("class_logit", "direction_classes", {"clss": 1})
+
+
+@pytest.mark.parametrize("method", ["input_x_gradient", "lrp"])
+def test_class_logit_of_a_linear_model_is_its_exact_contributions(method):
+    model = linear_localizer("direction_classes", W_CLASSES)
+    logits = _logits()
+    chosen = logits.argmax(1)
+    out = explain_once(model, X, "class_logit", method)
+    contributions = W_CLASSES[chosen] * X[:, 0]  # z_c = sum_i W_ci x_i, term by term
+    np.testing.assert_allclose(out["relevance"][:, 0], contributions, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["relevance_sum"], logits[np.arange(2), chosen], rtol=1e-9)
+    np.testing.assert_allclose(out["explained"], logits[np.arange(2), chosen], rtol=1e-9)
+    given = explain_once(model, X, "class_logit", method, cls=2)
+    np.testing.assert_allclose(given["relevance"][:, 0], W_CLASSES[2] * X[:, 0], rtol=1e-9, atol=1e-12)
+    true = explain_once(model, X, "true_class_logit", method, truth=[3, 1])
+    np.testing.assert_allclose(true["relevance"][:, 0], W_CLASSES[[3, 1]] * X[:, 0], rtol=1e-9, atol=1e-12)
+    with pytest.raises(InputError, match="true class labels"):
+        explain_once(model, X, "true_class_logit", method)
+
+
+@pytest.mark.parametrize("method", ["input_x_gradient", "lrp"])
+def test_contrastive_class_is_the_difference_of_two_logits(method):
+    model = linear_localizer("direction_classes", W_CLASSES)
+    logits = _logits()
+    order = np.argsort(-logits, axis=1)
+    out = explain_once(model, X, "class_contrast", method)
+    expected = (W_CLASSES[order[:, 0]] - W_CLASSES[order[:, 1]]) * X[:, 0]  # against the runner-up
+    np.testing.assert_allclose(out["relevance"][:, 0], expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["relevance_sum"], logits[[0, 1], order[:, 0]] - logits[[0, 1], order[:, 1]],
+                               rtol=1e-9)
+    versus = explain_once(model, X, "class_contrast", method, versus=0)
+    np.testing.assert_allclose(versus["relevance"][:, 0], (W_CLASSES[order[:, 0]] - W_CLASSES[0]) * X[:, 0],
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_class_probability_gradient_and_lrp_seed():
+    model = linear_localizer("direction_classes", W_CLASSES)
+    logits = _logits()
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    c = logits.argmax(1)
+    pc = p[np.arange(2), c]
+    # d p_c / d x = p_c (W_c - sum_k p_k W_k)
+    grad = pc[:, None] * (W_CLASSES[c] - p @ W_CLASSES)
+    out = explain_once(model, X, "class_probability")
+    np.testing.assert_allclose(out["relevance"][:, 0], X[:, 0] * grad, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(out["explained"], pc, rtol=1e-12)
+    lrp = explain_once(model, X, "class_probability", "lrp")  # seed p_c on logit c, spread like the logit
+    np.testing.assert_allclose(lrp["relevance_sum"], pc, rtol=1e-9)
+    np.testing.assert_allclose(lrp["relevance"][:, 0], W_CLASSES[c] * X[:, 0] * (pc / logits[np.arange(2), c])[:, None],
+                               rtol=1e-9, atol=1e-14)
+    true = explain_once(model, X, "true_class_probability", truth=[1, 1])
+    np.testing.assert_allclose(true["explained"], p[:, 1], rtol=1e-12)
+
+
+def test_angle_targets_of_angle_outputs():
+    w = RNG.standard_normal((2, N_IN))
+    model = linear_localizer("azimuth_elevation", w)
+    f = X[:, 0] @ w.T
+    az = explain_once(model, X, "azimuth")
+    np.testing.assert_allclose(az["relevance"][:, 0], w[0] * X[:, 0], rtol=1e-9, atol=1e-12)
+    el = explain_once(model, X, "elevation", "lrp")
+    np.testing.assert_allclose(el["relevance"][:, 0], w[1] * X[:, 0], rtol=1e-9, atol=1e-12)
+    one = linear_localizer("azimuth", w[:1])
+    truth = f[:, 0] + 370.0  # f - t wraps to -10 degrees
+    err = explain_once(one, X, "angular_error", truth=truth)
+    np.testing.assert_allclose(err["explained"], 10.0, rtol=1e-9)
+    np.testing.assert_allclose(err["relevance"][:, 0], -w[0] * X[:, 0], rtol=1e-9, atol=1e-12)  # d|f - t + 360|/df = -1
+    lrp = explain_once(one, X, "angular_error", "lrp", truth=truth)
+    np.testing.assert_allclose(lrp["attr_output"][:, 0], 10.0, rtol=1e-9)
+
+
+def test_great_circle_and_vector_angle_errors():
+    # outputs set by the weights: f = (90, 0) degrees for x = e_0
+    x = np.zeros((1, 1, N_IN))
+    x[0, 0, 0] = 1.0
+    model = linear_localizer("azimuth_elevation", np.array([[90.0] + [0] * (N_IN - 1), [0.0] * N_IN]))
+    out = explain_once(model, x, "angular_error", "lrp", truth=[[0.0, 90.0]])  # to the zenith: 90 degrees
+    np.testing.assert_allclose(out["explained"], 90.0, rtol=1e-9)
+    cos_sin = linear_localizer("cos_sin", np.array([[2.0] + [0] * (N_IN - 1), [2.0] + [0] * (N_IN - 1)]))
+    err = explain_once(cos_sin, x, "angular_error", truth=[0.0])  # [2, 2] is 45 degrees from azimuth 0
+    np.testing.assert_allclose(err["explained"], 45.0, rtol=1e-9)
+    az = explain_once(cos_sin, x, "azimuth", "lrp")
+    np.testing.assert_allclose(az["attr_output"], [[22.5, 22.5]], rtol=1e-9)
+
+
+def test_azimuth_of_cos_sin_outputs_has_the_analytic_gradient():
+    w = RNG.standard_normal((2, N_IN))
+    model = linear_localizer("cos_sin", w)
+    c, s = (X[:, 0] @ w.T).T
+    out = explain_once(model, X, "azimuth")
+    grad = (180.0 / math.pi) * (-s[:, None] * w[0] + c[:, None] * w[1]) / (c * c + s * s)[:, None]
+    np.testing.assert_allclose(out["relevance"][:, 0], X[:, 0] * grad, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["relevance_sum"], 0.0, atol=1e-9)  # an angle is scale-free (Euler)
+    np.testing.assert_allclose(out["explained"], np.degrees(np.arctan2(s, c)), rtol=1e-9)
+    along = explain_once(model, X, "direction", azimuth=90.0)  # the sin component
+    np.testing.assert_allclose(along["relevance"][:, 0], w[1] * X[:, 0], rtol=1e-9, atol=1e-12)
+    true = explain_once(model, X, "true_direction", "lrp", truth=[0.0, 180.0])
+    np.testing.assert_allclose(true["relevance_sum"], [c[0], -c[1]], rtol=1e-9)

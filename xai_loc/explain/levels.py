@@ -1,0 +1,146 @@
+"""Relevance at every level of a localizer, by one mechanism: forward hooks on the level modules.
+
+A localizer declares where relevance can be read (:attr:`~xai_loc.models.base.Localizer.levels`:
+``"waveform"``, the input, then e.g. ``"front_end"``) and which module outputs each level's
+representation (:meth:`~xai_loc.models.base.Localizer.level_module`). A level may also be the
+qualified name of any submodule (``"classifier.branches.itd"``), as captum's layer methods allow.
+
+:class:`Levels` puts forward hooks on those modules for one forward pass and hands their output
+tensors back, so that one backward pass gives the relevance at each of them:
+
+- *read*: the hook keeps the module's output; ``torch.autograd.grad`` of the output seed with
+  respect to it is LRP's relevance there (zennit's rules pass relevance as the gradient), and
+  ``output x gradient`` that of AttnLRP;
+- *replace*: the lowest level asked for becomes the method's input: the hook returns a tensor
+  the method controls in place of the module's output (the contract's front end is skipped
+  instead: ``forward == head(body(front_end(x)))``). So a method that perturbs or
+  interpolates its input (integrated gradients, occlusion ...) explains any level with the
+  same call, as captum's layer attributions do.
+
+With only ``"waveform"`` asked for there are no hooks at all: the fast path of the multichannel
+models is the plain forward and backward.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from xai_loc.errors import InputError
+
+__all__ = ["INPUT", "Levels"]
+
+#: The input level: what the model is called with.
+INPUT = "waveform"
+
+
+def _module(model: nn.Module, level: str) -> nn.Module:
+    declared = tuple(getattr(model, "levels", (INPUT,)))
+    if level in declared:
+        return model.level_module(level)
+    try:
+        return model.get_submodule(level)
+    except AttributeError:
+        name = getattr(model, "arch_name", "") or type(model).__name__
+        raise InputError(f"level {level!r} is not allowed for {name}; allowed: {', '.join(declared)} "
+                         "or the qualified name of a submodule") from None
+
+
+class Levels:
+    """The levels one explanation reads on one model.
+
+    Parameters
+    ----------
+    model
+        The localizer.
+    names
+        Level names, declared (:attr:`Localizer.levels`) or submodule names; default
+        ``("waveform",)``. They are ordered as the model declares them, submodules last; the
+        first is the method's input.
+    """
+
+    def __init__(self, model: nn.Module, names: str | Sequence[str] | None = None) -> None:
+        names = (INPUT,) if names is None else (names,) if isinstance(names, str) else tuple(names)
+        if not names:
+            raise InputError("levels=() is not allowed; give at least one level, e.g. 'waveform'")
+        declared = tuple(getattr(model, "levels", (INPUT,)))
+        self.modules = {name: _module(model, name) for name in names if name != INPUT}
+        rank = {name: k for k, name in enumerate(declared)}
+        self.names = tuple(sorted(dict.fromkeys(names), key=lambda n: rank.get(n, len(rank))))
+        self.model = model
+
+    @property
+    def input(self) -> str:
+        """The method's input level (the first)."""
+        return self.names[0]
+
+    @property
+    def read(self) -> tuple[str, ...]:
+        """Levels read on the way (the others)."""
+        return self.names[1:]
+
+    def _front_end(self, level: str) -> bool:
+        """Whether ``level`` is the contract's front end: then ``output == head(body(representation))``."""
+        return self.modules[level] is getattr(self.model, "front_end", None) and hasattr(self.model, "body")
+
+    @contextlib.contextmanager
+    def _holding(self, level: str, a: torch.Tensor) -> Iterator[None]:
+        handle = self.modules[level].register_forward_hook(lambda module, args, output: a)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def representation(self, x: torch.Tensor, level: str | None = None) -> torch.Tensor:
+        """The representation of windows ``x`` at ``level`` (default: the input level), detached."""
+        level = self.input if level is None else level
+        if level == INPUT:
+            return x.detach()
+        with torch.no_grad():
+            if self._front_end(level):
+                return self.model.front_end(x).detach()
+            captured: dict[str, torch.Tensor] = {}
+            handle = self.modules[level].register_forward_hook(lambda m, a, o: captured.__setitem__(level, o))
+            try:
+                self.model(x)
+            finally:
+                handle.remove()
+        return captured[level].detach()
+
+    def at(self, level: str, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The model's output for windows ``x`` when ``level`` holds ``a``.
+
+        ``a`` may stack ``k`` copies of ``x``'s batch (captum stacks path points and
+        perturbations that way); the front end (of the contract) is skipped, another module's
+        output is replaced by a hook.
+        """
+        if level == INPUT:
+            return self.model(a)
+        if self._front_end(level):
+            return self.model.head(self.model.body(a))
+        with self._holding(level, a):
+            return self.model(x.repeat(a.shape[0] // x.shape[0], *([1] * (x.ndim - 1))))
+
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One differentiable forward pass: the output and the tensors of every level, in :attr:`names` order.
+
+        The input level's tensor is a leaf; the others are the level modules' outputs, kept by
+        forward hooks for the pass.
+        """
+        inp = self.representation(x).requires_grad_(True)
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep(name: str):
+            def hook(module, args, output):
+                captured[name] = output
+            return hook
+
+        handles = [self.modules[name].register_forward_hook(keep(name)) for name in self.read]
+        try:
+            output = self.at(self.input, x, inp)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return output, [inp, *(captured[name] for name in self.read)]

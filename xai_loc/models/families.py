@@ -1,0 +1,183 @@
+"""Localizer families by name: what belongs to each family, as data.
+
+A family is the set of architectures that share a scene set, a trainer, an LRP composite,
+probes and a command group. :data:`FAMILIES` holds one :class:`Family` per family; the
+architecture section of ``models list`` (:func:`family_rows`) and the tests are generated from
+it, and a family's :attr:`Family.metric_labels` say how its checkpoint metrics read.
+Stages above ``models`` (scene specs in :mod:`xai_loc.data`, composites in
+:mod:`xai_loc.explain`, probes in :mod:`xai_loc.experiments`) are named by dotted path or
+registry name, so this module imports nothing above its stage.
+
+Built-in families: ``multichannel`` (``loccnn``, ``samplecnn``; Comanducci et al. 2024),
+``cochcnn`` (Francl & McDermott 2022), ``tfcnn`` (Pang et al. 2019), ``cuenet`` (ITD/ILD/IC
+cue network) and ``bast`` (Kuang et al. 2022). A plug-in localizer (entry-point group
+``xai_loc.localizers``) that no registered family lists joins the generic family of its
+output kind (``generic-position``, ...; :func:`family_of`); a plug-in package may instead
+register its own family with :func:`register_family`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
+
+from xai_loc.errors import InputError
+from xai_loc.models.registry import MODELS
+
+__all__ = ["FAMILIES", "Family", "family_of", "family_rows", "register_family", "resolve"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """What belongs to one localizer family.
+
+    Parameters
+    ----------
+    name
+        Family name (the key in :data:`FAMILIES`).
+    models
+        Architecture names in :data:`~xai_loc.models.registry.MODELS`.
+    description
+        One line for ``models list``.
+    scene
+        Dotted path (``package.module:Name``) of the scene or data spec the family trains and is
+        probed on, or None.
+    trainer
+        Dotted path of the training function, or None.
+    composite
+        Default LRP composite (a name in :data:`xai_loc.explain.composites.COMPOSITES`), or None
+        for a family explained otherwise (BAST: AttnLRP).
+    probes
+        Names of the experiments and probe results (:data:`xai_loc.experiments.registry.RESULTS`)
+        that read the family.
+    cli_group
+        Command group of the family's commands (``"binaural tfcnn"``; ``""``: the root commands).
+    metric_labels
+        Card metrics the family records in its own sense: key -> (label, format, unit), over
+        the shared labels of :data:`xai_loc.models.zoo.SUMMARY_METRICS`.
+    """
+
+    name: str
+    models: tuple[str, ...]
+    description: str
+    scene: str | None = None
+    trainer: str | None = None
+    composite: str | None = None
+    probes: tuple[str, ...] = ()
+    cli_group: str = ""
+    metric_labels: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+
+    @property
+    def output_kind(self) -> str:
+        """Output kind of the family's default configuration (its first architecture's)."""
+        return MODELS[self.models[0]].output_kind
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """Levels at which the family's relevance can be read (its first architecture's)."""
+        return MODELS[self.models[0]].levels
+
+
+#: Families by name, built-ins first.
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Register ``family`` in :data:`FAMILIES`.
+
+    Raises
+    ------
+    ValueError
+        If the name is taken, no architecture is listed or one already belongs to a family. (The
+        architectures need not be registered yet: the tests check that every listed one is.)
+    """
+    if family.name in FAMILIES:
+        raise ValueError(f"family {family.name!r} is already registered")
+    if not family.models:
+        raise ValueError(f"family {family.name!r} lists no architecture")
+    for arch in family.models:
+        owner = next((f.name for f in FAMILIES.values() if arch in f.models), None)
+        if owner is not None:
+            raise ValueError(f"family {family.name!r}: architecture {arch!r} already belongs to {owner!r}")
+    FAMILIES[family.name] = family
+    return family
+
+
+def resolve(path: str) -> Any:
+    """The object a dotted path ``package.module:name`` names (a family's scene spec or trainer)."""
+    module, _, name = path.partition(":")
+    return getattr(import_module(module), name)
+
+
+#: What a generic family (plug-ins by output kind) shares with a built-in family: position
+#: localizers take the multichannel scene, trainer and probes.
+GENERIC_LIKE: dict[str, str] = {"position": "multichannel"}
+
+
+def family_of(arch: str) -> Family:
+    """The family of a registered architecture: the family that lists it, else (plug-ins) the
+    generic family of its output kind, which it joins.
+
+    Raises
+    ------
+    InputError
+        If ``arch`` is not registered.
+    """
+    if arch not in MODELS:
+        raise InputError(f"unknown model architecture {arch!r}; allowed: {', '.join(sorted(MODELS))}")
+    owner = next((f for f in FAMILIES.values() if arch in f.models), None)
+    if owner is not None:
+        return owner
+    kind = MODELS[arch].output_kind
+    name = f"generic-{kind}"
+    if name in FAMILIES:
+        FAMILIES[name] = dataclasses.replace(FAMILIES[name], models=(*FAMILIES[name].models, arch))
+        return FAMILIES[name]
+    like = FAMILIES.get(GENERIC_LIKE.get(kind, ""))
+    shared = {} if like is None else {"scene": like.scene, "trainer": like.trainer, "probes": like.probes,
+                                      "cli_group": like.cli_group}
+    return register_family(Family(name, (arch,), f"plug-in localizers with {kind} output", composite="epsilon",
+                                  **shared))
+
+
+def family_rows() -> list[str]:
+    """``models list``'s architecture section: per family a title line, then per architecture its
+    parameters, input shape, output kind and levels (default configuration)."""
+    for arch in list(MODELS):
+        family_of(arch)  # plug-ins registered since import join their generic family
+    rows = []
+    for family in FAMILIES.values():
+        group = f"xai-loc {family.cli_group}".rstrip()
+        rows.append(f"{family.name}: {family.description} [{group}; composite {family.composite or 'none'}]")
+        for arch in family.models:
+            model = MODELS[arch]()
+            n_params = sum(p.numel() for p in model.parameters())
+            shape = " x ".join(str(v) for v in model.input_shape)
+            rows.append(f"  {arch:12s} {n_params:>10,d} parameters, input {shape}, {model.output_kind} output, "
+                        f"levels {', '.join(model.levels)}")
+    return rows
+
+
+register_family(Family(
+    "multichannel", ("loccnn", "samplecnn"),
+    "end-to-end localizers of the 16-microphone array regressing (x, y, z) (Comanducci et al. 2024)",
+    scene="xai_loc.data.scene:paper_scene", trainer="xai_loc.models.training:train", composite="paper",
+    probes=("perturbation", "tdoa", "faithfulness", "sanity", "components")))
+register_family(Family(
+    "cochcnn", ("cochcnn",), "cochleagram CNN classifying 504 directions (Francl & McDermott 2022)",
+    scene="xai_loc.data.binaural_store:BinauralSpec", trainer="xai_loc.models.classifier_training:train_classifier",
+    composite="cochcnn", probes=("duplex", "responses"), cli_group="binaural"))
+register_family(Family(
+    "tfcnn", ("tfcnn",), "IPD/ILD time-frequency CNN regressing the lateral azimuth (Pang et al. 2019)",
+    scene="xai_loc.data.ipd_ild_scenes:SceneSpec", trainer="xai_loc.models.tfcnn_training:train_tfcnn",
+    composite="tfcnn", probes=("band_profile",), cli_group="binaural tfcnn",
+    metric_labels={"mae": ("azimuth MAE", ".1f", " deg")}))
+register_family(Family(
+    "cuenet", ("cuenet",), "ITD/ILD/IC cue branches fused by attention, 72 azimuth classes",
+    scene="xai_loc.data.cue_scenes:CueSceneSpec", trainer="xai_loc.models.cuenet:train_cuenet",
+    composite="cuenet", probes=("cue_reliance",), cli_group="binaural cuenet"))
+register_family(Family(
+    "bast", ("bast",), "binaural spectrogram transformer regressing [cos, sin] azimuth (Kuang et al. 2022)",
+    scene="xai_loc.data.bast_scenes:BastSceneSpec", trainer="xai_loc.models.bast:fit_bast",
+    cli_group="binaural bast"))

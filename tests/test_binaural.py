@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from xai_loc.acoustics.binaural import (
     N_LABELS,
@@ -145,7 +146,8 @@ def test_label_round_trip():
 def test_one_direction_grid_type_serves_every_family():
     from xai_loc.acoustics.directions import AZIMUTH_RING, LATERAL_GRID, STUDY_GRID
     from xai_loc.models import build_model
-    from xai_loc.models.cochleagram_cnn import head_directions, labels_for
+    from xai_loc.models.classifier_training import score_logits
+    from xai_loc.models.cochleagram_cnn import HEAD_GRIDS
 
     assert (STUDY_GRID.size, AZIMUTH_RING.size, LATERAL_GRID.n_azimuths, LATERAL_GRID.n_elevations) == (504, 72, 37, 14)
     # nearest class: azimuths wrap on the full circle, clamp on the lateral half-plane
@@ -157,8 +159,14 @@ def test_one_direction_grid_type_serves_every_family():
     with pytest.raises(InputError, match="give the elevation"):
         STUDY_GRID.label(0.0)
     # the families read their classes from the grids
-    np.testing.assert_array_equal(head_directions("azel")[0], STUDY_GRID.directions()[0])
-    np.testing.assert_array_equal(labels_for("azimuth", [0.0, 355.0], [30.0, 0.0]), [0, 71])
+    assert HEAD_GRIDS == {"azel": STUDY_GRID, "azimuth": AZIMUTH_RING}
+    # the azimuth head labels by azimuth alone and answers no elevation, so it is scored on azimuth only
+    truth = xr.Dataset({"azimuth": ("example", [0.0, 355.0]), "elevation": ("example", [30.0, 0.0])},
+                       coords={"example": [0, 1]})
+    scored = score_logits(np.eye(72)[[0, 70]], truth, "azimuth")
+    np.testing.assert_array_equal(scored.responses["label"], [0, 71])
+    assert np.isnan(scored.responses["response_elevation"]).all() and scored.metrics["elevation_error"] is None
+    assert scored.metrics["azimuth_error"] == pytest.approx(2.5)
     logits = np.eye(72)[[3, 70]]
     np.testing.assert_array_equal(build_model("cuenet").decode(torch.as_tensor(logits))["azimuth"], [15.0, 350.0])
     multitask = build_model("tfcnn", head="multitask")

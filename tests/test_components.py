@@ -94,12 +94,19 @@ def test_linear_split_gives_each_components_own_output_for_a_linear_model():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store_path(tmp_path_factory):
     from xai_loc.data.scene import paper_scene
-    from xai_loc.data.store import open_signals, simulate_dataset
+    from xai_loc.data.store import simulate_dataset
 
-    root = tmp_path_factory.mktemp("components-data")
-    return open_signals(simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=root, n_sources=2))
+    return simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path_factory.mktemp("components-data"),
+                            n_sources=2)
+
+
+@pytest.fixture(scope="module")
+def store(store_path):
+    from xai_loc.data.store import open_signals
+
+    return open_signals(store_path)
 
 
 def test_store_windows_are_rendered_again_exactly_and_a_foreign_corpus_is_refused(store):
@@ -132,11 +139,15 @@ def test_components_command_end_to_end_and_figures_redraw(tmp_path):
             "input_x_gradient,saliency", "--batch-size", "8", "--data", str(tmp_path / "data"), "--out", str(out)]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "energy share" in result.output
+    assert "model-free reference" in result.output and "not x * gradient: n/a" in result.output
     ds = xr.open_dataset(out / "components.nc")
     assert ds["share"].dims == ("model", "method", "ordering", "split", "component")
     assert list(ds["component"].values) == list(COMPONENTS)
-    np.testing.assert_allclose(ds["share"].sum("component").values, 1.0, rtol=1e-9)
+    np.testing.assert_allclose(ds["share"].sel(split="power").sum("component").values, 1.0, rtol=1e-9)
+    np.testing.assert_allclose(ds["share"].sel({"split": "linear", "method": "input_x_gradient"}).sum("component"), 1.0,
+                               rtol=1e-9)
+    assert np.isnan(ds["share"].sel({"split": "linear", "method": "saliency"})).all()  # R / x is no gradient there
+    np.testing.assert_allclose(ds["reference_share"].sum("component").values, 1.0, rtol=1e-9)
     np.testing.assert_allclose(ds["energy_share"].sum().item(), 1.0, rtol=1e-9)
     for name in ("components.md", "components.tex", "components.png", "components.pdf"):
         assert (out / name).stat().st_size > 100
@@ -148,3 +159,44 @@ def test_components_command_end_to_end_and_figures_redraw(tmp_path):
     assert (out / "components.png").exists()
     bad = runner.invoke(main, [*args[:-2], "--out", str(tmp_path / "bad"), "--early-end", "-1"])
     assert bad.exit_code == 2 and "--early-end" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_linear_split_is_exact_only_for_input_times_gradient_methods():
+    from xai_loc.experiments.components import linear_split_exact
+
+    assert linear_split_exact("input_x_gradient", "none") and linear_split_exact("integrated_gradients", "none")
+    assert not linear_split_exact("saliency", "none") and not linear_split_exact("occlusion", "none")
+    assert not linear_split_exact("lrp", "paper", {"first_rule": "wsquare"})
+    assert linear_split_exact("lrp", "paper", {"first_rule": "epsilon"})
+    assert not linear_split_exact("lrp", "epsilon_plus_flat", {}) and linear_split_exact("lrp", "epsilon", {})
+
+
+def test_a_diffuse_tail_counts_as_late_reverberation():
+    full, direct, delays = _responses()
+    click = np.zeros(4 * WINDOW)
+    click[0] = 1.0
+    parts = render_components("gpurir", click, full, direct, delays, 200.0, np.random.default_rng(0), 4 * WINDOW,
+                              ROOM.fs, late_start=300.0)
+    assert np.abs(parts[1, 0, :, 302:]).max() < 1e-12 and np.abs(parts[2, 0, :, 302:]).max() > 0
+
+
+def test_contributions_through_the_explainer_equal_each_components_own_output(store, store_path):
+    """Known answer through the whole experiment: for f(x) = <w, x>, gradient x input of the target x
+    splits linearly into <w, x_c>, window by window."""
+    from torch import nn
+
+    from xai_loc.data.components import store_components
+    from xai_loc.experiments.components import run_components
+
+    shape = store["signals"].shape[1:]
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(shape)), 3, bias=False)).double()
+    ds = run_components({"linear": model.float()}, store_path, methods=["input_x_gradient"], target="x",
+                        randomized_baseline=False, n_sources=1, n_boot=50)
+    source = int(ds["source"].values[0])
+    parts = store_components(store.isel(window=np.flatnonzero(store["source_id"].values == source)), [source])
+    weight = model[1].weight.detach().double().numpy()[0].reshape(shape)
+    own = (weight * parts).sum((2, 3))  # (component, window)
+    expected = (own / own.sum(0)).mean(1)
+    found = ds["contribution"].sel({"model": "linear", "method": "input_x_gradient", "ordering": "relevance"})
+    np.testing.assert_allclose(found.values, expected, rtol=1e-3, atol=1e-4)

@@ -17,6 +17,7 @@ from xai_loc.explain.cuenet import cue_relevance
 from xai_loc.features.binaural_cues import BinauralCues
 from xai_loc.models.checkpoint import load_model, read_card, save_checkpoint
 from xai_loc.models.classifier_training import ClassifierConfig
+from xai_loc.models.evaluation import after_front_end
 
 FS = 44100
 N = 22050
@@ -115,7 +116,7 @@ def test_model_forward_attention_and_config(front_end):
     torch.testing.assert_close(weights.sum(1), torch.ones(3))
     seen = {}
     handle = model.classifier.attention.softmax.register_forward_hook(lambda m, i, o: seen.setdefault("w", o))
-    model.classify(cues)
+    after_front_end(model)(cues)
     handle.remove()
     torch.testing.assert_close(seen["w"], weights)
     assert not any(k.startswith("front_end") for k in model.state_dict())
@@ -132,7 +133,7 @@ def test_checkpoint_round_trip(tmp_path):
     loaded = load_model(path)
     assert isinstance(loaded, cuenet.CueNet) and loaded.config == model.config
     cues = torch.rand(2, *model.cue_shape)
-    torch.testing.assert_close(loaded.classify(cues), model.classify(cues))
+    torch.testing.assert_close(after_front_end(loaded)(cues), after_front_end(model)(cues))
 
 
 def _bias_free_float64_model() -> cuenet.CueNet:

@@ -154,7 +154,7 @@ EARLY_END_S = 0.050
 
 def render_components(convention, speech: np.ndarray, rirs: np.ndarray, direct_rirs: np.ndarray,
                       direct_delays: np.ndarray, snr: float, rng: np.random.Generator, window: int, fs: float,
-                      early_end: float = EARLY_END_S) -> np.ndarray:
+                      early_end: float = EARLY_END_S, late_start: float | None = None) -> np.ndarray:
     """The windows of :func:`render_windows` split into direct sound, early reflections, late
     reverberation and sensor noise (:data:`COMPONENTS`).
 
@@ -178,6 +178,9 @@ def render_components(convention, speech: np.ndarray, rirs: np.ndarray, direct_r
         Sampling rate of the responses in Hz.
     early_end
         Seconds after the direct arrival at which the late reverberation starts.
+    late_start
+        A sample after which the responses are late whatever the arrival (the start of a
+        statistical diffuse tail, which has no reflection geometry); None: no such sample.
 
     Returns
     -------
@@ -198,7 +201,10 @@ def render_components(convention, speech: np.ndarray, rirs: np.ndarray, direct_r
         raise InputError(f"early_end={early_end!r} s is not allowed; give a non-negative duration")
     speech, clean, noise = _rendered(conv, speech, rirs, snr, rng)
     full = conv.convolution == "full"
-    gate = np.arange(rirs.shape[1])[None, :] <= delays[:, None] + early_end * fs
+    end = delays[:, None] + early_end * fs
+    if late_start is not None:
+        end = np.minimum(end, late_start)
+    gate = np.arange(rirs.shape[1])[None, :] <= end
     direct = reverberant_signals(speech, direct_rirs, full=full)
     early = reverberant_signals(speech, np.where(gate, rirs - direct_rirs, 0.0), full=full)
     parts = np.stack([direct, early, clean - direct - early, noise])

@@ -132,15 +132,16 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
     from xai_loc.data.bast_scenes import BastSceneSpec, load_bast_scenes
     from xai_loc.explain.attn_lrp import explain_bast
     from xai_loc.io import write_dataset_atomic, write_text_atomic
-    from xai_loc.models.bast import BAST, evaluate_bast, spectrograms_of, train_bast
+    from xai_loc.models.bast import BAST, FRONT_END_BATCH, evaluate_bast, train_bast
+    from xai_loc.models.evaluation import in_batches
 
     spec = spec or BastSceneSpec(name="bast-120", n_sounds=120)
     options = dict(TABLE_MODEL if model_options is None else model_options)
     train_set = load_bast_scenes(spec, "train", root=root, progress=progress)
     test_set = load_bast_scenes(spec, "test", root=root, progress=progress)
     reference = BAST(**options)
-    train_x = spectrograms_of(reference, train_set.waveforms.values)
-    test_x = spectrograms_of(reference, test_set.waveforms.values)
+    train_x = in_batches(reference.front_end, train_set.waveforms.values, FRONT_END_BATCH)
+    test_x = in_batches(reference.front_end, test_set.waveforms.values, FRONT_END_BATCH)
     pairs = mirror_pairs(test_set.azimuth.values, test_set.sound_id.values, sounds_per_kind=sounds_per_kind,
                          sound_kind=test_set.sound_kind.values)
     probe = test_x[torch.from_numpy(pairs.reshape(-1))]

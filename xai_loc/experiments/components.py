@@ -25,12 +25,21 @@ relevance is:
 Per window, the **share** of component ``c`` is ``sum |R_c| / sum_c' sum |R_c'|`` (so shares
 are in [0, 1] and add up to 1) and, for the linear split, its **contribution** is
 ``sum R_c / sum R`` (the fraction of the summed relevance, which for conservative methods is
-the explained output). Beside them: the components' **energy share**
-``sum x_c**2 / sum_c' sum x_c'**2`` (what a method that ignored the model would get from the
-power split of ``|R| = const``) and the shares of the randomized model's relevance (what the
-input alone produces). A model that listens to the direct sound puts more of its share there
-than the direct sound's energy share, and more than its randomized copy does. All values
-are per-source means (each source once) with bootstrap 95 % intervals over sources.
+the explained output). The linear split is reported only for the methods where it is exact
+(:func:`linear_split_exact`); for the others it is NaN, because ``R / x`` blows up where the
+window nearly cancels and a handful of samples would decide the share.
+
+What a share is compared with is the **model-free reference** of the same split: the share a
+relevance that ignores the model gets - ``|R| = const`` for the power split (the mean over
+samples of each component's power fraction), ``R = x`` (a constant gradient) for the linear
+split (``sum |x_c| / sum_c' sum |x_c'|``). The components' **energy share**
+``sum x_c**2 / sum_c' sum x_c'**2`` describes the signal but is not that reference (it weighs
+loud samples more than either split does). The shares of the randomized model's relevance
+say what the input alone produces through an untrained network of the same architecture. A
+model that listens to the direct sound puts more of its share there than the reference and
+than its randomized copy. All values are per-source means (each source once; windows where a
+share is undefined are skipped) with bootstrap 95 % intervals over the sources where it is
+defined.
 """
 from __future__ import annotations
 
@@ -58,6 +67,31 @@ __all__ = ["COMPONENT_METHODS", "ComponentsExperiment", "SPLITS", "component_sha
 COMPONENT_METHODS = ("lrp:paper", "lrp:epsilon_plus_flat", "integrated_gradients", "input_x_gradient", "saliency")
 #: How a sample's relevance is split over the components (module docs).
 SPLITS = ("linear", "power")
+
+
+#: Methods whose relevance is the input times a (modified) gradient from the zero baseline, ``R = x * g``.
+X_TIMES_GRADIENT = ("input_x_gradient", "integrated_gradients", "deeplift")
+#: First-layer LRP rules whose input relevance is not proportional to the input (they ignore x or subtract a box).
+_NOT_PROPORTIONAL_RULES = ("wsquare", "flat", "zbox")
+#: Composites with a fixed first-layer rule that keeps the input relevance proportional to the input
+#: (epsilon and alpha-beta: ``R_i = x_i * w_ij * ...``); others name theirs in the option ``first_rule``.
+_PROPORTIONAL_COMPOSITES = ("epsilon", "epsilon_alpha2_beta1")
+
+
+def linear_split_exact(method: str, composite: str, composite_params: dict[str, Any] | None = None) -> bool:
+    """Whether ``R * x_c / x`` is each component's exact first-order contribution for this method.
+
+    True for :data:`X_TIMES_GRADIENT` and for LRP whose first layer keeps the input relevance
+    proportional to the input (epsilon, z-plus, gamma, alpha-beta); False for saliency,
+    occlusion, gradient SHAP (random baselines) and LRP with a flat, w-square or box first rule
+    (the paper composite and ``epsilon_plus_flat``).
+    """
+    if method in X_TIMES_GRADIENT:
+        return True
+    if method != "lrp":
+        return False
+    rule = (composite_params or {}).get("first_rule")
+    return rule not in _NOT_PROPORTIONAL_RULES if rule is not None else composite in _PROPORTIONAL_COMPOSITES
 
 
 def _weights(components: np.ndarray, split: str) -> np.ndarray:
@@ -103,10 +137,26 @@ def component_shares(relevance: np.ndarray, components: np.ndarray) -> tuple[np.
     return np.stack(shares), contribution
 
 
+def reference_shares(components: np.ndarray) -> np.ndarray:
+    """``(split, C, W)`` model-free shares: what ``|R| = const`` gets from the power split and ``R = x`` from
+    the linear split (:data:`SPLITS` order), per window."""
+    power = _weights(components, "power").mean((2, 3))
+    amplitude = np.abs(components).sum((2, 3))
+    return np.stack([amplitude / amplitude.sum(0, keepdims=True), power])
+
+
 def energy_shares(components: np.ndarray) -> np.ndarray:
     """``(C, W)`` energy share ``sum x_c**2 / sum_c sum x_c**2`` of each component per window."""
     energy = (components**2).sum((2, 3))
     return energy / energy.sum(0, keepdims=True)
+
+
+def _finite_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over the last axis (sources) of the finite values; NaN where there are none."""
+    ok = np.isfinite(values)
+    count = ok.sum(-1)
+    total = np.where(ok, values, 0.0).sum(-1)
+    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
 
 
 def _nan_means(values: np.ndarray, per_source: np.ndarray) -> np.ndarray:
@@ -178,6 +228,7 @@ def run_components(
     orderings = ("relevance", "randomized") if randomized_baseline else ("relevance",)
     n_c, n_s, n_m, n_o = len(COMPONENTS), len(SPLITS), len(specs), len(orderings)
     energy = np.zeros((n_c, source_of_window.size))
+    reference = np.zeros((n_s, n_c, source_of_window.size))
     timings = {} if timing is None else timing
     explained_models = {}
     explainers = {}
@@ -189,6 +240,8 @@ def run_components(
                                      for m, c in specs])
         explained_models[name] = {key: v for key, v in explainers[name][0][0].attrs.items()
                                   if key in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
+    exact = np.array([linear_split_exact(m, c, e.composite_params)
+                      for (m, c), e in zip(specs, explainers[next(iter(models))][0], strict=True)])
     per_window_share = np.zeros((len(models), n_m, n_o, n_s, n_c, source_of_window.size))
     per_window_contrib = np.zeros((len(models), n_m, n_o, n_c, source_of_window.size))
     spent = dict.fromkeys(models, 0.0)
@@ -197,7 +250,8 @@ def run_components(
             rows = np.flatnonzero(source_of_window == sid)
             comp = store_components(ds.isel(window=rows), [sid], early_end=early_end)
             energy[:, rows] = energy_shares(comp)
-            x = torch.from_numpy(comp.sum(0).astype(np.float32))
+            reference[..., rows] = reference_shares(comp)
+            x = torch.as_tensor(ds["signals"].values[rows])
             for k, name in enumerate(models):
                 tic = time.perf_counter()
                 for o, group in enumerate(explainers[name]):
@@ -207,6 +261,8 @@ def run_components(
                                 explainer.explain_batch(x[b:b + batch_size], truth_all[rows[b:b + batch_size]])[
                                     "relevance"] for b in range(0, rows.size, batch_size)])
                         s, c = component_shares(rel, comp)
+                        if not exact[i]:  # R / x is no gradient: the linear split would be decided by x ~ 0
+                            s[0], c = np.nan, np.full_like(c, np.nan)
                         per_window_share[k, i, o, ..., rows] = np.moveaxis(s, -1, 0)
                         per_window_contrib[k, i, o, :, rows] = c.T
                 spent[name] += time.perf_counter() - tic
@@ -214,20 +270,22 @@ def run_components(
     share = _nan_means(per_window_share, per_source)
     contribution = _nan_means(per_window_contrib, per_source)
     energy_source = energy @ per_source
+    reference_source = reference @ per_source
     for name in models:
         timings[name] = {"windows": int(source_of_window.size), "explain_seconds": spent[name]}
     labels = [method_label(*m) for m in specs]
     dims = ("model", "method", "ordering")
     return xr.Dataset(
         {
-            "share": ((*dims, "split", "component"), np.nanmean(share, -1),
+            "share": ((*dims, "split", "component"), _finite_mean(share),
                       {"description": "sum |R_c| / sum_c sum |R_c| per window, mean over sources (each once); "
                                       "R_c: the split of each sample's relevance over the components "
-                                      "(linear: R x_c / x; power: R x_c^2 / sum x_c'^2)"}),
+                                      "(linear: R x_c / x, NaN where the method is not x * gradient; power: "
+                                      "R x_c^2 / sum x_c'^2)"}),
             "share_ci": ((*dims, "split", "component", "bound"), bootstrap_ci(share, n_boot=n_boot, seed=seed),
                          {"description": f"bootstrap 95 % interval over sources ({n_boot} resamples)"}),
             "source_share": ((*dims, "split", "component", "source"), share),
-            "contribution": ((*dims, "component"), np.nanmean(contribution, -1),
+            "contribution": ((*dims, "component"), _finite_mean(contribution),
                              {"description": "sum R_c / sum R of the linear split: the component's fraction of "
                                              "the summed relevance (exact first-order contribution for x * g "
                                              "methods)"}),
@@ -235,6 +293,14 @@ def run_components(
                              {"description": "sum x_c^2 / sum_c sum x_c^2 per window, mean over sources"}),
             "energy_share_ci": (("component", "bound"), bootstrap_ci(energy_source, n_boot=n_boot, seed=seed)),
             "source_energy_share": (("component", "source"), energy_source),
+            "reference_share": (("split", "component"), reference_source.mean(-1),
+                                {"description": "model-free share per split: linear, R = x (sum |x_c| / sum |x|); "
+                                                "power, |R| = const (mean over samples of x_c^2 / sum x_c'^2)"}),
+            "reference_share_ci": (("split", "component", "bound"),
+                                   bootstrap_ci(reference_source, n_boot=n_boot, seed=seed)),
+            "linear_split_exact": (("method",), exact,
+                                   {"description": "whether R x_c / x is the exact first-order contribution "
+                                                   "(x * gradient methods); the linear split is NaN otherwise"}),
         },
         coords={"model": list(models), "method": labels, "attribution": ("method", [m for m, _ in specs]),
                 "composite": ("method", [c for _, c in specs]), "ordering": list(orderings),
@@ -251,32 +317,40 @@ def run_components(
     )
 
 
+def _cells(value, ci) -> list[str]:
+    return [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(v) else "n/a" for v, (lo, hi) in zip(value, ci, strict=True)]
+
+
 def _rows(ds: xr.Dataset, model: str, split: str) -> list[list[str]]:
+    """Per method (and its randomized model), then the model-free reference and the energy shares."""
     rows = []
     for method in ds["method"].values:
         for ordering in ds["ordering"].values:
             sel = {"model": model, "method": method, "ordering": ordering, "split": split}
-            value, (low, high) = ds["share"].sel(sel).values, ds["share_ci"].sel(sel).values.T
-            cells = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(value, low, high, strict=True)]
             label = str(method) if ordering == "relevance" else f"{method} (randomized model)"
-            rows.append([label, *cells])
+            if split == "linear" and not bool(ds["linear_split_exact"].sel({"method": method})):
+                label += " (not x * gradient: n/a)"
+            rows.append([label, *_cells(ds["share"].sel(sel).values, ds["share_ci"].sel(sel).values)])
+    rows.append(["model-free reference", *_cells(ds["reference_share"].sel(split=split).values,
+                                                 ds["reference_share_ci"].sel(split=split).values)])
+    rows.append(["energy share (signal)", *_cells(ds["energy_share"].values, ds["energy_share_ci"].values)])
     return rows
 
 
 def components_table(ds: xr.Dataset) -> str:
-    """Markdown: per model and split, the share of |relevance| on each component beside the energy shares."""
+    """Markdown: per model and split, the share of |relevance| on each component beside the model-free
+    reference of the split and the components' energy shares."""
     comps = [str(c) for c in ds["component"].values]
-    energy = ["energy share"] + [
-        f"{float(ds['energy_share'].sel(component=c)):.3f} [{ds['energy_share_ci'].sel(component=c).values[0]:.3f}, "
-        f"{ds['energy_share_ci'].sel(component=c).values[1]:.3f}]" for c in comps]
     lines = [f"Share of |relevance| per component over {int(ds.attrs['n_sources'])} sources "
              f"({int(ds.attrs['n_windows'])} windows; early reflections end {1000 * ds.attrs['early_end_s']:.0f} ms "
-             "after the direct arrival). Intervals: bootstrap 95 % over sources.", ""]
+             "after the direct arrival). Compare each method with the model-free reference of its split (what a "
+             "relevance that ignores the model gets) and with its randomized model. Intervals: bootstrap 95 % "
+             "over sources.", ""]
     for model in ds["model"].values:
         for split in ds["split"].values:
             lines += [f"### {model}, {split} split", "", "| method | " + " | ".join(comps) + " |",
                       "|---" * (len(comps) + 1) + "|"]
-            lines += ["| " + " | ".join(r) + " |" for r in [*_rows(ds, model, split), energy]]
+            lines += ["| " + " | ".join(r) + " |" for r in _rows(ds, model, split)]
             lines.append("")
     return "\n".join(lines) + "\n"
 

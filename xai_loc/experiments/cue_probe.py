@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from xai_loc import __version__
 from xai_loc.explain._options import check_choice
@@ -127,7 +126,8 @@ def cue_ablation(model, store, *, mode: str = "permute", split_hz: float = 1500.
     from xai_loc.data.cue_scenes import open_cue_scenes
     from xai_loc.explain.attribute import resolve_model
     from xai_loc.features.binaural_cues import CUES
-    from xai_loc.models.cuenet import _logits, cue_metrics
+    from xai_loc.models.cuenet import cue_metrics
+    from xai_loc.models.evaluation import after_front_end, in_batches
 
     check_choice("mode", mode, ABLATIONS)
     model, info = resolve_model(model)
@@ -138,22 +138,22 @@ def cue_ablation(model, store, *, mode: str = "permute", split_hz: float = 1500.
     freq = model.centre_frequencies
     groups = {"all": np.ones(freq.size, bool), "low": freq < split_hz, "high": freq >= split_hz}
     keys = ("top1", "top5", "azimuth_error", "lateral_error", "front_back_rate")
+    classify = after_front_end(model)
     was = model.training
     model.eval()
+
     def mean_attention(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return np.concatenate([model.attention(torch.from_numpy(x[s:s + batch_size])).numpy()
-                                   for s in range(0, len(x), batch_size)]).mean(0)
+        return in_batches(model.attention, x, batch_size).numpy().mean(0)
 
     try:
-        intact = cue_metrics(_logits(model, cues, batch_size), azimuth)
+        intact = cue_metrics(in_batches(classify, cues, batch_size).numpy(), azimuth)
         table = {k: np.zeros((len(CUES), len(BAND_GROUPS))) for k in keys}
         attention = np.zeros((len(CUES), len(BAND_GROUPS), len(CUES)))
         for i, _ in enumerate(CUES):
             for j, group in enumerate(BAND_GROUPS):
                 ablated = cues.copy()
                 ablated[:, i, groups[group]] = replacement[:, i, groups[group]]
-                metrics = cue_metrics(_logits(model, ablated, batch_size), azimuth)
+                metrics = cue_metrics(in_batches(classify, ablated, batch_size).numpy(), azimuth)
                 for k in keys:
                     table[k][i, j] = metrics[k]
                 attention[i, j] = mean_attention(ablated)

@@ -214,10 +214,9 @@ def _responses(model: nn.Module, waveforms: np.ndarray, head: str, response: str
                device: torch.device) -> np.ndarray:
     """Lateral angle (degrees) of the model's response to each waveform ``(n, 2, T)``."""
     from xai_loc.models.classifier_training import _forward, lateral_angle
-    from xai_loc.models.cochleagram_cnn import head_directions
+    from xai_loc.models.cochleagram_cnn import HEAD_GRIDS
 
-    az, el = head_directions(head)
-    lat = lateral_angle(az, np.nan_to_num(el))
+    lat = lateral_angle(*HEAD_GRIDS[head].directions())
     out = []
     was_training = model.training
     model.eval()

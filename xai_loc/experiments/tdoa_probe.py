@@ -207,7 +207,7 @@ def _open_data(data: Any) -> tuple[xr.Dataset, str]:
     from xai_loc.data.store import open_signals
 
     if isinstance(data, (str, os.PathLike)):
-        return open_signals(data), str(data)
+        return open_signals(data), os.path.abspath(data)  # absolute: the report finds the store from anywhere
     if isinstance(data, xr.Dataset):
         if "signals" not in data:
             raise InputError("the dataset has no 'signals' variable; open one with xai_loc.data.open_signals")

@@ -390,17 +390,17 @@ def attn_lrp(model, inputs, *, target: str | float = "prediction", azimuth=None,
     import xarray as xr
 
     from xai_loc.explain.attribute import resolve_model
-    from xai_loc.models.bast import outputs_to_azimuth
 
     model, info = resolve_model(model)
     levels = ("waveform", "front_end") if model.with_front_end else ("waveform",)
     _, out = _explain(model, inputs, target, azimuth, levels, batch_size, method="attn_lrp", epsilon=epsilon,
                       softmax=softmax)
     spec = out["levels"][levels[-1]].astype(np.float64)
+    predicted = model.decode(torch.as_tensor(np.asarray(out["prediction"]), dtype=torch.float64))["azimuth"].numpy()
     n = len(spec)
     absorbed = {f"absorbed_{k}": ("example", v) for k, v in out["absorbed"].items()}
     per_example = {"output": ("example", out["explained"]),
-                   "azimuth_pred": ("example", outputs_to_azimuth(out["prediction"]), {"units": "degree"}),
+                   "azimuth_pred": ("example", predicted, {"units": "degree"}),
                    **absorbed}
     attrs = _provenance(model, info, "attn_lrp", target, AttnLRP(model, epsilon=epsilon, softmax=softmax).params)
     coords = _coords(model, n, example)

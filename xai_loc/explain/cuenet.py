@@ -43,7 +43,7 @@ import torch
 from xai_loc import __version__
 from xai_loc.errors import InputError
 from xai_loc.explain.targets import TARGETS, class_target
-from xai_loc.models.cuenet import GRID, CueNet
+from xai_loc.models.cuenet import CueNet
 
 __all__ = ["cue_relevance", "explain_cuenet"]
 
@@ -101,7 +101,7 @@ def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction"
         azimuth = np.asarray(azimuth, dtype=np.float64)
         if azimuth.shape != (len(cues),):
             raise InputError(f"azimuth of shape {azimuth.shape} does not fit {len(cues)} cue maps")
-        labels = GRID.nearest(azimuth)
+        labels = model.direction_grid.nearest(azimuth)
     elif TARGETS[name].needs_truth:
         raise InputError(f"target={target!r} needs the true azimuths (azimuth=...)")
     net = _on_cue_maps(model)
@@ -130,7 +130,7 @@ def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction"
         "frequency": ("band", model.centre_frequencies, {"units": "Hz"}),
         "frame": np.arange(model.n_frames),
         "target_class": ("example", np.asarray(target_class, dtype=np.int64)),
-        "predicted_azimuth": ("example", GRID.azimuths[predicted], {"units": "degree"})}
+        "predicted_azimuth": ("example", model.direction_grid.azimuths[predicted], {"units": "degree"})}
     if azimuth is not None:
         coords["azimuth"] = ("example", azimuth, {"units": "degree"})
     attrs = {**info, "method": method, "composite": explainer.composite_name,

@@ -55,10 +55,10 @@ from xai_loc.models.base import Chain, Localizer
 from xai_loc.models.registry import register_model
 
 __all__ = [
-    "BAST", "FP16_TOLERANCE", "INTEGRATIONS", "LOSSES", "Attention", "EarConcat", "EarDifference", "EarSum",
-    "Encoder", "EncoderBlock", "MatMul", "PatchEmbedding", "PositionEmbedding", "Residual", "Scale", "TokenMean",
-    "angular_distance", "angles_to_targets", "evaluate_bast", "fit_bast", "outputs_to_azimuth", "patch_grid",
-    "register_integration", "register_loss", "spectrograms_of", "train_bast",
+    "BAST", "FP16_TOLERANCE", "FRONT_END_BATCH", "INTEGRATIONS", "LOSSES", "Attention", "EarConcat", "EarDifference",
+    "EarSum", "Encoder", "EncoderBlock", "MatMul", "PatchEmbedding", "PositionEmbedding", "Residual", "Scale",
+    "TokenMean", "angular_distance", "angles_to_targets", "evaluate_bast", "fit_bast", "patch_grid",
+    "register_integration", "register_loss", "train_bast",
 ]
 
 
@@ -386,10 +386,6 @@ class BAST(Localizer):
         left, right = self.embed(spectrogram)
         return self.integrate(self.encoder_left(left), self.encoder_right_or_shared(right))
 
-    def localize(self, spectrogram: torch.Tensor) -> torch.Tensor:
-        """``[cos az, sin az]`` estimates ``[B, 2]`` of spectrograms ``[B, 2, F, T]`` (skips the front end)."""
-        return self.head(self.body(spectrogram))
-
 
 # -- targets, losses, metrics -------------------------------------------------------------------------
 
@@ -398,12 +394,6 @@ def angles_to_targets(azimuth) -> torch.Tensor:
     """``[cos az, sin az]`` float32 targets ``[n, 2]`` of azimuths in degrees."""
     az = np.deg2rad(np.asarray(azimuth, dtype=np.float64))
     return torch.as_tensor(np.stack([np.cos(az), np.sin(az)], axis=-1), dtype=torch.float32)
-
-
-def outputs_to_azimuth(outputs) -> np.ndarray:
-    """Azimuth in degrees, ``[0, 360)``, of ``[cos, sin]`` outputs ``[n, 2]``."""
-    y = np.asarray(outputs.detach().cpu() if isinstance(outputs, torch.Tensor) else outputs, dtype=np.float64)
-    return np.mod(np.rad2deg(np.arctan2(y[:, 1], y[:, 0])), 360.0)
 
 
 #: Largest cosine the angular distance sees: ``arccos`` has an infinite slope at 1.
@@ -439,24 +429,6 @@ register_loss("AD", angular_distance)
 register_loss("MIX", _mix)
 
 
-def spectrograms_of(model: BAST, waveforms, batch_size: int = 256) -> torch.Tensor:
-    """Front-end outputs ``[n, 2, F, T]`` (float32) of ear signals ``[n, 2, n_samples]``, computed once for training."""
-    x = torch.as_tensor(np.asarray(waveforms), dtype=torch.float32)
-    if x.ndim != 3 or tuple(x.shape[1:]) != (2, model.n_samples):
-        raise InputError(f"waveforms of shape {tuple(x.shape)} are not allowed; the model takes "
-                         f"(n, 2, {model.n_samples})")
-    with torch.inference_mode():
-        return torch.cat([model.front_end(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
-
-
-def _predict(model: BAST, spectrograms: torch.Tensor, batch_size: int) -> torch.Tensor:
-    outs = []
-    with torch.inference_mode():
-        for s in range(0, len(spectrograms), batch_size):
-            outs.append(model.localize(spectrograms[s:s + batch_size]))
-    return torch.cat(outs)
-
-
 def evaluate_bast(model: BAST, spectrograms: torch.Tensor, azimuth, batch_size: int = 64) -> dict[str, float]:
     """Angular error of a model on spectrograms ``[n, 2, F, T]`` with true azimuths (degrees).
 
@@ -466,14 +438,21 @@ def evaluate_bast(model: BAST, spectrograms: torch.Tensor, azimuth, batch_size: 
     confusions among targets off the interaural axis) with ``mean_error_folded`` (the mean error
     once confused answers are mirrored back) and ``n``.
     """
-    from xai_loc.models.classifier_training import azimuth_error, front_back_confusions, mirror_front_back
+    from xai_loc.models.evaluation import after_front_end, in_batches
 
     was_training = model.training
     model.eval()
     try:
-        pred = outputs_to_azimuth(_predict(model, spectrograms, batch_size))
+        outputs = in_batches(after_front_end(model), spectrograms, batch_size)
     finally:
         model.train(was_training)
+    return _azimuth_scores(model.decode(outputs.double())["azimuth"].numpy(), azimuth)
+
+
+def _azimuth_scores(pred: np.ndarray, azimuth) -> dict[str, float]:
+    """:func:`evaluate_bast`'s metrics of predicted azimuths (degrees)."""
+    from xai_loc.models.classifier_training import azimuth_error, front_back_confusions, mirror_front_back
+
     true = np.asarray(azimuth, dtype=np.float64)
     err = azimuth_error(pred, true)
     sin_t, sin_p = np.sin(np.deg2rad(true)), np.sin(np.deg2rad(pred))
@@ -503,6 +482,7 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
     dict
         The recipe and ``epochs`` run, ``wall_seconds``, ``cpu_seconds``, ``loss_history`` (mean loss per epoch).
     """
+    from xai_loc.models.evaluation import after_front_end
     from xai_loc.models.trainer import Hooks, Schedule, cached_batches, fit, shuffled, split_batches
 
     if loss not in LOSSES:
@@ -523,7 +503,7 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / steps)))
     device = next(model.parameters()).device
     hooks = Hooks(picks=shuffled(n), assemble=cached_batches(lambda: spectrograms, targets, device),
-                  forward=model.localize, loss=LOSSES[loss])
+                  forward=after_front_end(model), loss=LOSSES[loss])
     cpu_start = time.process_time()
     run = fit(model, optimizer, hooks, Schedule(batch_size, epochs, seed, max_minutes=max_minutes),
               scheduler=schedule, scheduler_step="step", progress=progress, desc=f"train {model.variant}")
@@ -533,6 +513,8 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
             **run.record(), "loss_history": run.history["train_loss"]}
 
 
+#: Ear signals per batch of the front end (spectrograms are computed once, before training).
+FRONT_END_BATCH = 256
 #: Largest change float16 storage may make to the test metrics of a trained BAST (else float32 is kept).
 FP16_TOLERANCE = {"mean_error": 0.25, "accuracy_5": 0.002, "accuracy_10": 0.002}
 
@@ -563,6 +545,7 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
     """
     from xai_loc.data.bast_scenes import load_bast_scenes
     from xai_loc.models.checkpoint import build_card, result_entry, save_checkpoint
+    from xai_loc.models.evaluation import in_batches
     from xai_loc.models.trainer import float16_check
 
     train_set = load_bast_scenes(spec, "train", root=root, progress=progress)
@@ -570,25 +553,19 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
     torch.manual_seed(seed)
     model = BAST(integration=integration, share_weights=share_weights, dim=dim, depth=depth, heads=heads,
                  dim_head=dim // heads, mlp_dim=2 * dim)
-    train_x = spectrograms_of(model, train_set.waveforms.values)
-    test_x = spectrograms_of(model, test_set.waveforms.values)
+    train_x = in_batches(model.front_end, train_set.waveforms.values, FRONT_END_BATCH)
+    test_x = in_batches(model.front_end, test_set.waveforms.values, FRONT_END_BATCH)
     training = train_bast(model, train_x, train_set.azimuth.values, loss=loss, epochs=epochs, batch_size=batch_size,
                           lr=lr, seed=seed, max_minutes=max_minutes, progress=progress)
     truth = test_set.azimuth.values
-    baseline = evaluate_bast(_StraightAhead(), test_x, truth)
+    baseline = _azimuth_scores(np.zeros(len(truth)), truth)  # always 0 degrees
     stored, test, storage = float16_check(
         model, lambda net: result_entry(evaluate_bast(net, test_x, truth), baseline, "always 0 degrees"),
         FP16_TOLERANCE)
-    card = build_card(condition={"rooms": ["anechoic"], "snr": list(spec.snr)},
+    card = build_card(condition={"rooms": ["anechoic"], "snr": None if spec.snr is None else list(spec.snr)},
                       training={**training, "cpu_minutes": training["cpu_seconds"] / 60.0, "n_train": len(train_x),
                                 "variant": model.variant, "stored_dtype": stored},
                       dataset={"kind": "bast-scenes", "spec": spec.to_dict(), "digest": spec.digest()},
                       test=test, storage=storage)
     return save_checkpoint(model, out, card, dtype=stored), card
 
-
-class _StraightAhead(nn.Module):
-    """The trivial baseline of the test entry: ``[cos 0, sin 0]`` (0 degrees) for every input."""
-
-    def localize(self, spectrogram: torch.Tensor) -> torch.Tensor:
-        return spectrogram.new_tensor([1.0, 0.0]).expand(len(spectrogram), 2)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_loc.acoustics.directions import DirectionGrid
 from xai_loc.errors import InputError
 from xai_loc.runtime import resolve_device
 
@@ -247,16 +248,19 @@ def score_logits(logits: np.ndarray, ds, head: str = "azel", *, seed: int = 0, p
     """:class:`DirectionEvaluation` of logits ``(n, n_classes)`` against the labels of a binaural dataset."""
     import xarray as xr
 
-    from xai_loc.models.cochleagram_cnn import HEADS, head_directions, labels_for
+    from xai_loc.models.cochleagram_cnn import HEAD_GRIDS, HEADS
 
     logits = np.asarray(logits, dtype=np.float64)
     if logits.shape != (ds.sizes["example"], HEADS[head]):
         raise InputError(f"logits of shape {logits.shape} do not fit {ds.sizes['example']} examples and head "
                          f"{head!r} ({HEADS[head]} classes)")
-    grid_az, grid_el = head_directions(head)
+    grid = HEAD_GRIDS[head]
+    grid_az, grid_el = grid.directions()
+    if grid.n_elevations == 1:  # an azimuth-only head answers no elevation: no elevation metrics
+        grid_el = np.full(grid.size, np.nan)
     pred = logits.argmax(axis=1)
     true_az, true_el = ds["azimuth"].values.astype(np.float64), ds["elevation"].values.astype(np.float64)
-    true_label = labels_for(head, true_az, true_el)
+    true_label = _grid_labels(grid, true_az, true_el)
     shifted = logits - logits.max(axis=1, keepdims=True)
     prob = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
     metrics: dict[str, Any] = direction_metrics(grid_az[pred], grid_el[pred], true_az, true_el)
@@ -388,9 +392,9 @@ def soft_targets(head: str, sigma: float) -> torch.Tensor:
     ``exp(-d^2 / (2 sigma^2))`` of the great-circle distance ``d`` (degrees) from class ``c``'s
     direction (azimuth distance for the ``'azimuth'`` head); one-hot for ``sigma = 0``."""
     from xai_loc.acoustics.hrtf import great_circle
-    from xai_loc.models.cochleagram_cnn import head_directions
+    from xai_loc.models.cochleagram_cnn import HEAD_GRIDS
 
-    az, el = head_directions(head)
+    az, el = HEAD_GRIDS[head].directions()
     if sigma == 0:
         return torch.eye(az.size)
     if head == "azimuth":
@@ -401,11 +405,9 @@ def soft_targets(head: str, sigma: float) -> torch.Tensor:
     return torch.as_tensor(w / w.sum(axis=1, keepdims=True), dtype=torch.float32)
 
 
-def _classify_cached(model: nn.Module, cache: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits of cached cochleagrams (the CNN alone)."""
-    with torch.inference_mode():
-        return np.concatenate([model.classify(torch.from_numpy(cache[s:s + batch_size].astype(np.float32))).numpy()
-                               for s in range(0, len(cache), batch_size)])
+def _grid_labels(grid: DirectionGrid, azimuth, elevation) -> np.ndarray:
+    """Class labels of grid directions (degrees); a one-elevation grid (an azimuth head) ignores the elevation."""
+    return grid.label(azimuth, elevation if grid.n_elevations > 1 else None)
 
 
 def train_classifier(train_store, out: str | Path, *, model_config: dict[str, Any] | None = None,
@@ -444,7 +446,7 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
 
     from xai_loc.data.binaural_store import BinauralSpec, open_binaural
     from xai_loc.models.checkpoint import build_card, save_checkpoint
-    from xai_loc.models.cochleagram_cnn import labels_for
+    from xai_loc.models.evaluation import after_front_end, in_batches
     from xai_loc.models.registry import build_model
     from xai_loc.models.trainer import (
         STORAGE,
@@ -473,13 +475,13 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     with seeded(config.seed):
         model = build_model("cochcnn", **model_config)
     _check_input(model, train_ds)
-    labels = labels_for(model.head_name, train_ds["azimuth"].values, train_ds["elevation"].values)
+    labels = _grid_labels(model.direction_grid, train_ds["azimuth"].values, train_ds["elevation"].values)
     if labels.size < 2:
         raise InputError(f"the training store holds {labels.size} example(s); training needs at least 2")
     spec = BinauralSpec.from_dict(json.loads(train_ds.attrs["spec"])) if "spec" in train_ds.attrs else None
     rows = soft_targets(model.head_name, float(config.label_sigma)).to(device)
     cpu_copy = copy.deepcopy(model)  # the fixed front end runs on the CPU, once
-    hooks = Hooks(picks=shuffled(labels.size), forward=model.classify,
+    hooks = Hooks(picks=shuffled(labels.size), forward=after_front_end(model),
                   assemble=cached_batches(lambda: cochleagram_cache(cpu_copy, train_ds["waveforms"], progress=progress),
                                           torch.as_tensor(labels), device),
                   loss=lambda logits, y: nn.functional.cross_entropy(logits, rows[y]))
@@ -495,9 +497,12 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     if test_ds is not None:
         _check_input(model, test_ds)
         test_cache = cochleagram_cache(model, test_ds["waveforms"], progress=progress)
-        stored, test, storage = float16_check(
-            model, lambda net: score_logits(_classify_cached(net, test_cache, config.eval_batch_size), test_ds,
-                                            model.head_name, model="cochcnn").summary(), FP16_TOLERANCE, dtype)
+
+        def score(net: nn.Module) -> dict[str, Any]:
+            logits = in_batches(after_front_end(net), test_cache, config.eval_batch_size).numpy()
+            return score_logits(logits, test_ds, model.head_name, model="cochcnn").summary()
+
+        stored, test, storage = float16_check(model, score, FP16_TOLERANCE, dtype)
     dataset = {"train": {"spec": spec.to_dict() if spec else None, "split": train_ds.attrs.get("split"),
                          "n_examples": int(labels.size)}}
     if test_ds is not None:

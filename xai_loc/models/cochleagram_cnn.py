@@ -55,7 +55,6 @@ from xai_loc.models.registry import register_model
 
 __all__ = [
     "CochleagramCNN", "FrequencyPad", "HEAD_GRIDS", "HEADS", "LAYER_PRESETS", "PRESET_SAMPLES", "parse_layers",
-    "head_directions", "labels_for",
 ]
 
 #: Published network 1 (Francl & McDermott 2022) and our CPU-sized default.
@@ -280,31 +279,3 @@ class CochleagramCNN(Localizer):
         n_flat = self.head.dense.in_features
         lines.append(f"head: flatten {n_flat} -> dense {self.dense_units} -> {self.n_classes} classes")
         return lines
-
-    # -- forward ----------------------------------------------------------------------------------
-
-    def classify(self, cochleagram: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, n_classes]`` of cochleagrams ``[B, 2, n_bands, n_frames]`` (skips the front end)."""
-        return self.head(self.body(cochleagram))
-
-
-# -- labels -------------------------------------------------------------------------------------
-
-
-def head_directions(head: str) -> tuple[np.ndarray, np.ndarray]:
-    """Azimuth and elevation (degrees) of every class of a head, in label order (NaN elevation for 'azimuth')."""
-    grid = _grid(head)
-    azimuth, elevation = grid.directions()
-    return azimuth, elevation if grid.n_elevations > 1 else np.full(grid.size, np.nan)
-
-
-def labels_for(head: str, azimuth, elevation) -> np.ndarray:
-    """Class labels of grid directions for a head (``'azimuth'`` ignores the elevation)."""
-    grid = _grid(head)
-    return grid.label(azimuth, elevation if grid.n_elevations > 1 else None)
-
-
-def _grid(head: str) -> DirectionGrid:
-    if head not in HEAD_GRIDS:
-        raise InputError(f"head={head!r} is not allowed; use one of {', '.join(HEAD_GRIDS)}")
-    return HEAD_GRIDS[head]

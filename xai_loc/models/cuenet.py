@@ -39,14 +39,11 @@ from torch import nn
 from xai_loc.acoustics.directions import AZIMUTH_RING
 from xai_loc.errors import InputError
 from xai_loc.models.base import Chain, Localizer
+from xai_loc.models.evaluation import after_front_end, in_batches
 from xai_loc.models.layers import Gate, Sum
 from xai_loc.models.registry import register_model
 
 __all__ = ["CueAttention", "CueBranch", "CueClassifier", "CueNet", "cue_metrics", "evaluate_cuenet", "train_cuenet"]
-
-#: Azimuth classes (72, 5 degree steps, elevation 0; SOFA convention).
-GRID = AZIMUTH_RING
-N_AZIMUTHS = GRID.size
 
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -109,7 +106,7 @@ class CueClassifier(nn.Module):
         self.attention = CueAttention(channels, hidden)
         self.head = nn.Sequential(OrderedDict([
             ("dense", nn.Linear(channels, hidden)), ("relu", nn.ReLU()), ("dropout", nn.Dropout(dropout)),
-            ("logits", nn.Linear(hidden, N_AZIMUTHS))]))
+            ("logits", nn.Linear(hidden, AZIMUTH_RING.size))]))
 
     def embeddings(self, cues: torch.Tensor) -> torch.Tensor:
         """Branch outputs ``[B, cues, channels]``."""
@@ -147,9 +144,10 @@ class CueNet(Localizer):
     task: ClassVar[str] = "direction-classification"
     #: Output head (72 azimuths at elevation 0), for code shared with the cochleagram CNN.
     head_name: ClassVar[str] = "azimuth"
-    n_classes: ClassVar[int] = N_AZIMUTHS
+    n_classes: ClassVar[int] = AZIMUTH_RING.size
     levels: ClassVar[tuple[str, ...]] = ("waveform", "front_end")
-    direction_grid = GRID
+    #: Azimuth classes (72, 5 degree steps, elevation 0; SOFA convention).
+    direction_grid = AZIMUTH_RING
 
     def __init__(self, n_samples: int = 22050, front_end: bool = True, cues: dict[str, Any] | None = None,
                  channels: int = 64, kernel: int = 5, hidden: int = 128, dropout: float = 0.3) -> None:
@@ -194,10 +192,6 @@ class CueNet(Localizer):
         """Centre frequency of each band in Hz."""
         return self._centres.copy()
 
-    def classify(self, cues: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, 72]`` of cue maps ``[B, 3, bands, frames]`` (skips the front end)."""
-        return self.head(self.body(cues))
-
     def attention(self, cues: torch.Tensor) -> torch.Tensor:
         """Attention weights ``[B, 3]`` (itd, ild, ic) of cue maps."""
         return self.classifier.attention.weights(self.classifier.embeddings(cues))
@@ -215,23 +209,17 @@ def cue_metrics(logits: np.ndarray, azimuth: np.ndarray, seed: int = 0) -> dict[
     from xai_loc.models.classifier_training import direction_metrics
 
     logits, azimuth = np.asarray(logits, dtype=np.float64), np.asarray(azimuth, dtype=np.float64)
-    label = GRID.nearest(azimuth)
+    label = AZIMUTH_RING.nearest(azimuth)
     top5 = np.argsort(-logits, axis=1)[:, :5]
-    grid = GRID.azimuths
+    grid, n_classes = AZIMUTH_RING.azimuths, AZIMUTH_RING.size
     zeros = np.zeros_like(azimuth)
     model = direction_metrics(grid[top5[:, 0]], zeros, azimuth, zeros)
-    guess = np.random.default_rng(seed).integers(N_AZIMUTHS, size=azimuth.size)
+    guess = np.random.default_rng(seed).integers(n_classes, size=azimuth.size)
     chance = direction_metrics(grid[guess], zeros, azimuth, zeros)
     keys = ("n", "azimuth_error", "azimuth_rmse", "front_back_rate", "azimuth_error_folded", "lateral_error")
     return {"top1": float((top5[:, 0] == label).mean()), "top5": float((top5 == label[:, None]).any(1).mean()),
             **{k: model[k] for k in keys},
-            "chance": {"top1": 1 / N_AZIMUTHS, "top5": 5 / N_AZIMUTHS, **{k: chance[k] for k in keys if k != "n"}}}
-
-
-def _logits(model: CueNet, cues: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    with torch.inference_mode():
-        return np.concatenate([model.classify(torch.from_numpy(np.asarray(cues[s:s + batch_size], np.float32))).numpy()
-                               for s in range(0, len(cues), batch_size)])
+            "chance": {"top1": 1 / n_classes, "top5": 5 / n_classes, **{k: chance[k] for k in keys if k != "n"}}}
 
 
 def evaluate_cuenet(model: CueNet, store) -> dict[str, Any]:
@@ -243,7 +231,8 @@ def evaluate_cuenet(model: CueNet, store) -> dict[str, Any]:
     was = model.training
     model.eval()
     try:
-        return cue_metrics(_logits(model, ds["cues"].values), ds["azimuth"].values)
+        logits = in_batches(after_front_end(model), ds["cues"].values, 256).numpy()
+        return cue_metrics(logits, ds["azimuth"].values)
     finally:
         model.train(was)
 
@@ -310,9 +299,9 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
         if overlap:
             raise InputError(f"{len(overlap)} utterance(s) are in both the training and the test store "
                              f"(e.g. {sorted(overlap)[0]}); use the splits of one CueSceneSpec")
-    labels = torch.as_tensor(GRID.nearest(train_ds["azimuth"].values))
+    labels = torch.as_tensor(model.direction_grid.nearest(train_ds["azimuth"].values))
     rows = soft_targets("azimuth", float(config.label_sigma))
-    hooks = Hooks(picks=shuffled(labels.numel()), forward=model.classify,
+    hooks = Hooks(picks=shuffled(labels.numel()), forward=after_front_end(model),
                   assemble=cached_batches(lambda: train_ds["cues"].values.astype(np.float32), labels,
                                           torch.device("cpu")),
                   loss=lambda logits, y: nn.functional.cross_entropy(logits, rows[y]))

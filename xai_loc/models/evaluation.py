@@ -6,6 +6,9 @@ prediction at the centroid of the evaluated split's source positions (each sourc
 once): on the paper's test split, the centre of the 0.5 x 0.5 m test square. A localizer's
 numbers only mean something next to it (brief, section 2), so :class:`Evaluation` always
 carries both, and the model's skill ``1 - error / baseline error``.
+
+:func:`in_batches` and :func:`after_front_end` are the batched passes every family's trainer
+and scorer share: a fixed front end runs once over the examples, the rest of the model on its cache.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
+from xai_loc.models.base import Chain, Localizer
 from xai_loc.runtime import resolve_device
 
 #: Names of the three coordinates, in the order of a model's outputs.
@@ -56,6 +60,22 @@ def prefetched(load: Callable[[T], U], items: Iterable[T]) -> Iterator[U]:
 def batches(n: int, batch_size: int) -> list[np.ndarray]:
     """Consecutive index batches covering ``range(n)``."""
     return [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def in_batches(fn: Callable[[torch.Tensor], torch.Tensor], inputs, batch_size: int) -> torch.Tensor:
+    """``fn`` of ``inputs`` ``[n, ...]`` (array or tensor), batch by batch as float32 without gradient, concatenated.
+
+    The binaural trainers run a fixed front end once this way (``fn = model.front_end``) and
+    score the rest of the model on that cache (``fn = after_front_end(model)``).
+    """
+    with torch.inference_mode():
+        return torch.cat([fn(torch.as_tensor(inputs[s:s + batch_size], dtype=torch.float32))
+                          for s in range(0, len(inputs), batch_size)])
+
+
+def after_front_end(model: Localizer) -> Chain:
+    """The model past its front end, ``head(body(r))``, for representations ``r`` cached once."""
+    return Chain(model.body, model.head)
 
 
 def localization_errors(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:

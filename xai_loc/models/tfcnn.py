@@ -190,9 +190,3 @@ class TFCNN(Localizer):
     def n_parameters(self) -> int:
         """Trainable parameters (the front end has none)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    # -- forward ----------------------------------------------------------------------------------
-
-    def localize(self, cues: torch.Tensor) -> torch.Tensor:
-        """Outputs of IPD/ILD maps ``[B, 2, n_bins, n_frames]`` (skips the front end)."""
-        return self.head(self.body(cues))

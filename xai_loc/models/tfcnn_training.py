@@ -28,6 +28,7 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.models.classifier_training import feature_cache
+from xai_loc.models.evaluation import after_front_end, in_batches
 
 __all__ = ["TFCNNTrainConfig", "azimuth_scores", "cue_cache", "train_tfcnn"]
 
@@ -95,12 +96,6 @@ def azimuth_scores(pred, true, snr) -> dict[str, Any]:
 def cue_cache(model: nn.Module, waveforms, batch_size: int = 32, progress: bool = False) -> np.ndarray:
     """IPD/ILD maps of every example, float16 ``(n, 2, n_bins, n_frames)``."""
     return feature_cache(model.front_end, waveforms, model.cue_shape, batch_size, progress, "IPD/ILD")
-
-
-def _localize_cached(model: nn.Module, cache: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    with torch.inference_mode():
-        return np.concatenate([model.localize(torch.from_numpy(cache[s:s + batch_size].astype(np.float32))).numpy()
-                               for s in range(0, len(cache), batch_size)])
 
 
 def _check_input(model: nn.Module, ds) -> None:
@@ -185,7 +180,8 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     targets = _targets(model, train_ds["azimuth"].values, train_ds["elevation"].values)
     n = len(targets)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    hooks = Hooks(picks=shuffled(n), forward=model.localize, loss=lambda outputs, target: _loss(model, outputs, target),
+    hooks = Hooks(picks=shuffled(n), forward=after_front_end(model),
+                  loss=lambda outputs, target: _loss(model, outputs, target),
                   assemble=cached_batches(lambda: cue_cache(model, train_ds["waveforms"], progress=progress), targets,
                                           torch.device("cpu")))
     with determinism(True, torch.device("cpu")):
@@ -205,7 +201,7 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
         truth, snr = test_ds["azimuth"].values, test_ds["snr"].values
 
         def score(net: nn.Module) -> dict[str, Any]:
-            azimuth = net.decode(torch.from_numpy(_localize_cached(net, test_cache)))["azimuth"].numpy()
+            azimuth = net.decode(in_batches(after_front_end(net), test_cache, 64))["azimuth"].numpy()
             scores = azimuth_scores(azimuth, truth, snr)
             base = scores["baseline"]
             entry = result_entry(scores["all"], base["all"], base["kind"], by_snr=scores["by_snr"])

@@ -8,7 +8,7 @@ from xai_loc.io import save_figure_atomic
 
 def plot_components(results, out_stem: str | Path) -> list[Path]:
     """Draw, per model and split, grouped bars of each method's share of |relevance| per component
-    (hatched: the randomized model's), beside the components' energy shares, with bootstrap intervals.
+    (hatched: the randomized model's), beside the split's model-free reference, with bootstrap intervals.
 
     Parameters
     ----------
@@ -33,7 +33,6 @@ def plot_components(results, out_stem: str | Path) -> list[Path]:
     pos = np.arange(len(comps))
     fig, axes = plt.subplots(len(models), len(splits), figsize=(3.2 + 1.1 * len(comps) * len(splits),
                                                                 3.2 * len(models)), squeeze=False, sharey=True)
-    energy, energy_ci = results["energy_share"].values, results["energy_share_ci"].values
     for k, model in enumerate(models):
         for j, split in enumerate(splits):
             ax = axes[k][j]
@@ -45,8 +44,9 @@ def plot_components(results, out_stem: str | Path) -> list[Path]:
                        color=f"C{i % 10}", hatch="//" if ordering != "relevance" else None,
                        alpha=0.5 if ordering != "relevance" else 0.9,
                        label=method if ordering == "relevance" else f"{method} (randomized)", error_kw={"lw": 0.6})
-            ax.bar(pos + len(bars) * width, energy, width, yerr=np.abs(energy_ci.T - energy), capsize=1.5,
-                   color="0.6", label="energy share", error_kw={"lw": 0.6})
+            ref, ref_ci = (results[v].sel(split=split).values for v in ("reference_share", "reference_share_ci"))
+            ax.bar(pos + len(bars) * width, ref, width, yerr=np.abs(ref_ci.T - ref), capsize=1.5,
+                   color="0.6", label="model-free reference", error_kw={"lw": 0.6})
             ax.set_xticks(pos + 0.4 - width / 2)
             ax.set_xticklabels(comps)
             ax.set_title(f"{model}: {split} split", fontsize=9)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from xai_loc.experiments.modelset import ModelSet
 
-__all__ = ["Experiment", "Result"]
+__all__ = ["Experiment", "Result", "latex_tabular"]
 
 
 def experiment_windows(data: Any, n_sources: int | None = None) -> tuple[xr.Dataset, np.ndarray, np.ndarray]:
@@ -51,6 +51,15 @@ def experiment_windows(data: Any, n_sources: int | None = None) -> tuple[xr.Data
     per_source = np.zeros((source_index.size, sources.size))
     per_source[np.arange(source_index.size), source_index] = 1.0
     return ds, sources, per_source / per_source.sum(0, keepdims=True)
+
+
+def latex_tabular(comment: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of one LaTeX ``tabular`` (first column left, the others right) with ``_`` and ``%`` escaped,
+    after a ``% comment`` line and followed by an empty line."""
+    esc = [[c.replace("_", r"\_").replace("%", r"\%") for c in r] for r in [header, *rows]]
+    return [f"% {comment}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\hline",
+            " & ".join(esc[0]) + r" \\", r"\hline", *(" & ".join(r) + r" \\" for r in esc[1:]), r"\hline",
+            r"\end{tabular}", ""]
 
 
 class Result:

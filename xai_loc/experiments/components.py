@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S
-from xai_loc.experiments.base import Experiment, experiment_windows
+from xai_loc.experiments.base import Experiment, experiment_windows, latex_tabular
 from xai_loc.experiments.faithfulness import bootstrap_ci, method_label, parse_methods
 
 if TYPE_CHECKING:
@@ -361,11 +361,7 @@ def components_latex(ds: xr.Dataset) -> str:
     parts = []
     for model in ds["model"].values:
         for split in ds["split"].values:
-            rows = [["method", *comps], *_rows(ds, model, split)]
-            esc = [[c.replace("_", r"\_").replace("%", r"\%") for c in r] for r in rows]
-            parts += [f"% {model}, {split} split", r"\begin{tabular}{l" + "r" * len(comps) + "}", r"\hline",
-                      " & ".join(esc[0]) + r" \\", r"\hline", *(" & ".join(r) + r" \\" for r in esc[1:]),
-                      r"\hline", r"\end{tabular}", ""]
+            parts += latex_tabular(f"{model}, {split} split", ["method", *comps], _rows(ds, model, split))
     return "\n".join(parts)
 
 

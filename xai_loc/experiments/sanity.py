@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from xai_loc.experiments.base import Experiment, experiment_windows
+from xai_loc.experiments.base import Experiment, experiment_windows, latex_tabular
 from xai_loc.experiments.baselines import cascading_copies
 from xai_loc.experiments.faithfulness import bootstrap_ci, method_label, parse_methods
 
@@ -341,11 +341,7 @@ def sanity_latex(ds: xr.Dataset) -> str:
     """LaTeX tabulars of :func:`sanity_table`, one per model."""
     parts = []
     for model in ds["model"].values:
-        header, rows = _cells(ds, model)
-        esc = [[c.replace("_", r"\_").replace("%", r"\%") for c in r] for r in [header, *rows]]
-        parts += [f"% {model}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\hline",
-                  " & ".join(esc[0]) + r" \\", r"\hline", *(" & ".join(r) + r" \\" for r in esc[1:]),
-                  r"\hline", r"\end{tabular}", ""]
+        parts += latex_tabular(str(model), *_cells(ds, model))
     return "\n".join(parts)
 
 

@@ -75,6 +75,7 @@ def ws(tmp_path_factory):
     (results / "truncated" / "perturbation.nc").write_bytes(blob[: len(blob) // 2])
     for name, text in BAD_TOML.items():
         (root / f"{name}.toml").write_text(text)
+    _damaged_scene_stores(root / "scenes")
     # a tiny relevance store, for listen
     runner = CliRunner()
     out = runner.invoke(main, ["--threads", "1", "explain", "--checkpoint", str(ckpt), "--sources", "1",
@@ -191,12 +192,38 @@ CASES = [
     ("listen-not-a-store", ["listen", "{ws}/ro", "--out", "{ws}/w"], {}),
     ("reproduce-pretrained-missing", ["reproduce", "--quick", "--pretrained", "{ws}/nowhere"], {}),
     ("models-list-dir-missing", ["models", "list", "--dir", "{ws}/nowhere"], {}),
+    # damaged scene stores (a chunk gone) of the binaural families
+    ("tfcnn-probe-damaged-scene-store", ["binaural", "tfcnn", "probe", "--n-train", "1", "--test-per-azimuth", "1",
+                                         "--data", "{ws}/scenes", "--out", "{ws}/res"], {}),
+    ("bast-explain-damaged-scene-store", ["binaural", "bast", "explain", "--n-sounds", "10", "--data", "{ws}/scenes",
+                                          "--out", "{ws}/res"], {}),
+    ("cuenet-probe-damaged-cue-store", ["binaural", "cuenet", "probe", "--train-per-utterance", "1",
+                                        "--test-per-utterance", "1", "--data", "{ws}/scenes", "--out", "{ws}/res"], {}),
     # scenes: malformed fields and names that would leave the data root
     *[(f"scene-{name}", ["simulate", "--t60", "0.3", "--snr", "10", "--scene", f"{{ws}}/{name}.toml",
                          "--data", "{ws}/d"], {}) for name in BAD_TOML],
     ("scene-empty-name", ["simulate", "--t60", "0.3", "--snr", "10", "--scene", "", "--data", "{ws}/d"], {}),
     ("scene-missing-file", ["simulate", "--t60", "0.3", "--snr", "10", "--scene", "{ws}/no.toml"], {}),
 ]
+
+
+def _damaged_scene_stores(root: Path) -> None:
+    """Finished scene stores with a chunk gone, where the binaural commands below look for their test split."""
+    from xai_loc.data import bast_scenes, cue_scenes, ipd_ild_scenes
+    from xai_loc.data.resumable import write_store
+
+    stores = [(ipd_ild_scenes.SCENES, ipd_ild_scenes.scene_path(
+                  root, ipd_ild_scenes.SceneSpec(name="tfcnn-n1-t1-s0", n_train=1, test_per_azimuth=1), "test")),
+              (bast_scenes.BAST_SCENES, bast_scenes.scene_path(root, bast_scenes.BastSceneSpec(name="bast-10"),
+                                                               "test")),
+              (cue_scenes.CUE_SCENES, cue_scenes.cue_store_path(root, cue_scenes.CueSceneSpec(
+                  name="cuenet-1x1", per_utterance={"train": 1, "test": 1}), "test"))]
+    for kind, path in stores:
+        shape = (2, *(1,) * (len(kind.dims) - 1))
+        write_store(path, kind, {"toy": 1}, shape=shape, coords={}, attrs={},
+                    render=lambda items, kind=kind, shape=shape: {kind.variable: np.ones((len(items), *shape[1:]),
+                                                                                         np.float32)})
+        (path / kind.variable / ".".join("0" * len(kind.dims))).unlink()
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:

@@ -332,6 +332,9 @@ def test_tfcnn_train_and_probe_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     test = read_card(out)["metrics"]["test"]
     assert set(test["by_snr"]) == {"-6", "0", "6"} and test["metrics"]["n"] == 3 * 37
+    stores = tmp_path / "data" / "ipd_ild" / "tfcnn-n40-t1-s0"  # finished, sealed zarr stores, nothing else
+    assert sorted(p.name for p in stores.iterdir()) == ["test.zarr", "train.zarr"]
+    assert (stores / "test.zarr" / ".xai-loc-manifest.json").is_file()
     result = runner.invoke(main, ["binaural", "tfcnn", "probe", *scenes, "--checkpoint", str(out), "--snr", "0",
                                   "--examples", "3", "--out", str(tmp_path / "res")])
     assert result.exit_code == 0, result.output
@@ -360,6 +363,8 @@ def test_cuenet_probe_of_the_shipped_model(tmp_path):
     np.testing.assert_allclose(total, 1.0, rtol=0, atol=(60 + 4) * 2.0**-24)
     assert xr.open_dataset(tmp_path / "res" / "cue_relevance.nc").sizes["example"] == 60  # one per held-out utterance
     assert (tmp_path / "res" / "cue_probe.png").stat().st_size > 0
+    (store,) = (tmp_path / "data" / "cue_scenes").iterdir()  # the test split's finished zarr store, nothing else
+    assert sorted(p.name for p in store.iterdir()) == ["test.zarr"]
 
 
 def test_bast_train_and_explain_end_to_end(tmp_path):
@@ -374,7 +379,8 @@ def test_bast_train_and_explain_end_to_end(tmp_path):
                                   "--heads", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     card = read_card(out)
-    assert card["config"]["integration"] == "SUB" and card["metrics"]["test"]["metrics"]["n"] == 2 * 36  # 2 held-out sounds
+    assert card["config"]["integration"] == "SUB"
+    assert card["metrics"]["test"]["metrics"]["n"] == 2 * 36  # 2 held-out sounds
     result = runner.invoke(main, ["binaural", "bast", "explain", *scenes, "--checkpoint", str(out), "--steps", "4",
                                   "--out", str(tmp_path / "res")])
     assert result.exit_code == 0, result.output

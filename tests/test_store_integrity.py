@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -361,21 +360,3 @@ def test_relevance_partial_killed_before_its_array_is_written_afresh(tmp_path):
     assert explain_store(model, data, out, batch_size=2, progress=False) == out
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
     assert _tree(out) == _tree(reference)
-
-
-# --- single-file (netCDF) stores ------------------------------------------------------------------
-
-def test_damaged_netcdf_store_is_one_line(tmp_path):
-    from xai_loc.data.cue_scenes import open_cue_scenes
-    from xai_loc.data.ipd_ild_scenes import open_scenes
-
-    path = tmp_path / "test.nc"
-    xr.Dataset({"waveforms": (("example", "ear", "time"), np.ones((2, 2, 8), np.float32))},
-               coords={"azimuth": ("example", [0.0, 5.0])}).to_netcdf(path, engine="h5netcdf")
-    assert open_scenes(path)["waveforms"].shape == (2, 2, 8)
-    with open(path, "r+b") as f:
-        f.truncate(os.path.getsize(path) // 2)
-    assert _one_line_error(open_scenes, path) == (
-        f"scene file {path} is damaged or not netCDF (OSError); {REBUILD}")
-    path.write_bytes(b"garbage")
-    assert _one_line_error(open_cue_scenes, path).startswith(f"cue-scene store {path} is damaged or not netCDF")

@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -235,35 +233,3 @@ def test_one_digest_for_specs_configs_and_options():
     assert _Spec(**record).digest() == spec_digest(record)
 
 
-@dataclass(frozen=True)
-class _Toy(SpecRecord):
-    name: str = "toy"
-    gains: tuple[float, ...] = (1.0, 2.0)
-
-
-def _toy_scenes(spec: _Toy, calls: list, bad: float = 1.0):
-    import xarray as xr
-
-    calls.append(spec)
-    waves = np.outer(spec.gains, np.arange(1.0, 9.0)).reshape(len(spec.gains), 2, 4) * bad
-    return xr.Dataset({"waveforms": (("example", "ear", "time"), waves.astype(np.float32))},
-                      attrs={"spec": json.dumps(spec.to_dict())})
-
-
-def test_single_file_store_is_written_once_reused_by_digest_and_checked(tmp_path):
-    from xai_loc.data.integrity import open_netcdf_store, write_netcdf_store
-
-    path, calls = tmp_path / "toy" / "train.nc", []
-    write = partial(write_netcdf_store, what="toy file", hint="check the toy")
-    assert write(path, _Toy(), partial(_toy_scenes, _Toy(), calls)) == path
-    assert write(path, _Toy(), partial(_toy_scenes, _Toy(), calls)) == path and len(calls) == 1  # reused
-    np.testing.assert_array_equal(open_netcdf_store(path)["waveforms"].values[1, 1], [10, 12, 14, 16])
-    assert _one_line(write, path, _Toy(gains=(1.0, 3.0)), partial(_toy_scenes, _Toy(), calls)) == (
-        f"{path} holds scenes of another spec; remove it or use another name")
-    other = tmp_path / "other" / "train.nc"
-    message = _one_line(write, other, _Toy(), partial(_toy_scenes, _Toy(), calls, bad=np.nan))
-    assert message == f"{other}: example 0 came out with NaN or infinite samples; nothing was stored; check the toy"
-    assert not (tmp_path / "other").exists()
-    path.write_bytes(b"garbage")
-    assert _one_line(write, path, _Toy(), partial(_toy_scenes, _Toy(), calls)).startswith(
-        f"toy file {path} is damaged or not netCDF")

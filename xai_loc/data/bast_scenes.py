@@ -10,29 +10,35 @@ seed: no sound (noise token, utterance) is in both splits. A diffuse background 
 sound, circularly shifted per azimuth) is mixed at an SNR drawn per example, and every scene is
 scaled to a random level.
 
-One netCDF file per split, written atomically: ``<root>/bast/<name>/<split>.nc`` with
-``waveforms (example, ear, time)`` float32 and per-example ``azimuth``, ``sound_key``,
-``sound_kind``, ``snr``, ``level_db``; the spec as JSON in the attrs.
+One zarr store per split, ``<root>/bast/<name>/<split>.zarr`` with ``waveforms (example,
+ear, time)`` float32 and per-example ``azimuth``, ``sound_key``, ``sound_kind``, ``sound_id``,
+``snr``, ``level_db``; the spec as JSON in the attrs. It is written one sound (all its
+azimuths) per block by :func:`~xai_loc.data.resumable.write_store`: an interrupted run
+resumes, and a finished store is sealed with a manifest and opened verified
+(:data:`BAST_SCENES`).
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from xai_loc.data.integrity import open_netcdf_store, write_netcdf_store
+from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
-__all__ = ["BastSceneSpec", "FS", "N_SAMPLES", "load_bast_scenes", "render_bast_scenes", "scene_path"]
+__all__ = ["BAST_SCENES", "BastSceneSpec", "FS", "N_SAMPLES", "load_bast_scenes", "render_bast_scenes", "scene_path"]
 
 #: Rate and clip length of the seed: 16 kHz, 0.5 s.
 FS, N_SAMPLES = 16000, 8000
 SPLITS = ("train", "test")
+#: What a BAST scene store holds.
+BAST_SCENES = StoreKind("BAST scene store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
+                        "render_bast_scenes (or 'xai-loc binaural bast train')")
 
 
 def _default_kinds() -> tuple[str, ...]:
@@ -99,8 +105,8 @@ class BastSceneSpec(SpecRecord):
 
 
 def scene_path(root: str | Path, spec: BastSceneSpec, split: str) -> Path:
-    """``<root>/bast/<name>/<split>.nc``."""
-    return Path(root) / "bast" / spec.name / f"{split}.nc"
+    """``<root>/bast/<name>/<split>.zarr``."""
+    return Path(root) / "bast" / spec.name / f"{split}.zarr"
 
 
 def _dry_sound(kind: str, seed: int, corpus) -> np.ndarray:
@@ -119,76 +125,100 @@ def _dry_sound(kind: str, seed: int, corpus) -> np.ndarray:
     return y / max(float(np.max(np.abs(y))), 1e-12)
 
 
+class _Renderer:
+    """KEMAR responses of the spec's azimuths and the speech corpus (loaded when first needed)."""
+
+    def __init__(self, spec: BastSceneSpec, split: str) -> None:
+        bspec = spec.binaural_spec()
+        self.spec, self.sounds, self.ids = spec, bspec.sounds(), bspec.sound_ids(split)
+
+    @cached_property
+    def hrtf(self):
+        from xai_loc.acoustics.hrtf import load_hrtf
+
+        return load_hrtf("kemar", fs=FS)
+
+    @cached_property
+    def brirs(self) -> np.ndarray:
+        from xai_loc.acoustics.binaural import anechoic_rirs
+
+        az = np.asarray(self.spec.azimuths)
+        return anechoic_rirs(az, np.zeros_like(az), hrtf=self.hrtf, fs=FS).double().numpy()
+
+    @cached_property
+    def corpus(self):
+        from xai_loc.acoustics.speech import SpeechCorpus
+
+        return SpeechCorpus.shipped(fs=FS, cache_size=0)
+
+    def coords(self) -> dict[str, tuple]:
+        """Per-example coords: every sound of the split at every azimuth (``snr``, ``level_db`` filled in later)."""
+        n_az = len(self.spec.azimuths)
+        kind = np.array([self.sounds[int(s)][0] for s in self.ids], dtype=str)
+        key = np.array([f"{k}:{s}" for k, s in (self.sounds[int(i)] for i in self.ids)], dtype=str)
+        n = self.ids.size * n_az
+        return {
+            "example": np.arange(n), "ear": ["left", "right"],
+            "time": ("time", np.arange(N_SAMPLES) / FS, {"units": "s"}),
+            "azimuth": ("example", np.tile(np.asarray(self.spec.azimuths), self.ids.size),
+                        {"units": "degree", "convention": "SOFA, 90 = left"}),
+            "sound_key": ("example", np.repeat(key, n_az)),
+            "sound_kind": ("example", np.repeat(kind, n_az)),
+            "sound_id": ("example", np.repeat(self.ids.astype(np.int64), n_az)),
+            "snr": ("example", np.full(n, np.nan), {"units": "dB", "note": "NaN: no background"}),
+            "level_db": ("example", np.full(n, np.nan), {"units": "dB re REFERENCE_RMS"}),
+        }
+
+    def render(self, items: range) -> dict[str, np.ndarray]:
+        """Waveforms, SNRs and levels of examples ``items`` (whole sounds: all azimuths of each)."""
+        from xai_loc.acoustics.binaural import diffuse_noise, render_scene, spatialize
+        from xai_loc.data.binaural_store import REFERENCE_RMS
+
+        spec, n_az = self.spec, len(self.spec.azimuths)
+        waves = np.zeros((len(items), 2, N_SAMPLES), dtype=np.float32)
+        snrs, levels = np.full(len(items), np.nan), np.zeros(len(items))
+        i = 0
+        for sid in self.ids[items.start // n_az:items.stop // n_az]:
+            kind, seed = self.sounds[int(sid)]
+            dry = _dry_sound(kind, seed, self.corpus)
+            rng = np.random.default_rng([spec.seed, int(sid), 53])
+            noise = diffuse_noise(N_SAMPLES, self.hrtf, rng) if spec.snr is not None else None
+            for brir in self.brirs:
+                scene = spatialize(dry, brir)
+                if noise is not None:
+                    snrs[i] = float(rng.uniform(*spec.snr))
+                    scene = render_scene(scene, np.roll(noise, int(rng.integers(N_SAMPLES)), axis=-1), snrs[i])
+                levels[i] = float(rng.uniform(*spec.level_db))
+                rms = max(float(np.sqrt(np.mean(scene ** 2))), 1e-20)
+                waves[i] = scene * (REFERENCE_RMS * 10.0 ** (levels[i] / 20.0) / rms)
+                i += 1
+        return {"waveforms": waves, "snr": snrs, "level_db": levels}
+
+
 def render_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | None = None,
                        progress: bool = False) -> Path:
-    """Render one split (if its file is not there yet) and return its path.
+    """Render (or finish, or reuse) one split's store and return its path.
 
-    The same spec gives the same bytes; the file appears only when complete (atomic rename).
+    The same spec gives the same bytes, however often a run is interrupted; a finished store
+    of another spec under the same name is an error.
     """
+    from xai_loc import __version__
     from xai_loc.data.store import default_root
 
     if split not in SPLITS:
         raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
-    return write_netcdf_store(scene_path(root or default_root(), spec, split), spec,
-                              partial(_render, spec, split, progress), what="BAST scene file",
-                              hint="check the spec's sounds, SNRs and levels")
-
-
-def _render(spec: BastSceneSpec, split: str, progress: bool):
-    """The split as an ``xarray.Dataset`` (the layout of the module docs)."""
-    import xarray as xr
-
-    from xai_loc.acoustics.binaural import anechoic_rirs, diffuse_noise, render_scene, spatialize
-    from xai_loc.acoustics.hrtf import load_hrtf
-    from xai_loc.acoustics.speech import SpeechCorpus
-    from xai_loc.data.binaural_store import REFERENCE_RMS
-    from xai_loc.progress import tqdm
-
-    bspec = spec.binaural_spec()
-    sounds, ids = bspec.sounds(), bspec.sound_ids(split)
-    hrtf = load_hrtf("kemar", fs=FS)
-    az = np.asarray(spec.azimuths)
-    brirs = anechoic_rirs(az, np.zeros_like(az), hrtf=hrtf, fs=FS).double().numpy()
-    corpus = SpeechCorpus.shipped(fs=FS, cache_size=0)
-    waves = np.zeros((ids.size * az.size, 2, N_SAMPLES), dtype=np.float32)
-    rows: dict[str, list] = {k: [] for k in ("azimuth", "sound_key", "sound_kind", "sound_id", "snr", "level_db")}
-    i = 0
-    for sid in tqdm(ids, disable=not progress, desc=f"render {split}", unit="sound"):
-        kind, seed = sounds[int(sid)]
-        dry = _dry_sound(kind, seed, corpus)
-        rng = np.random.default_rng([spec.seed, int(sid), 53])
-        noise = diffuse_noise(N_SAMPLES, hrtf, rng) if spec.snr is not None else None
-        for a, brir in zip(az, brirs, strict=True):
-            scene = spatialize(dry, brir)
-            snr = float(rng.uniform(*spec.snr)) if noise is not None else float("nan")
-            if noise is not None:
-                scene = render_scene(scene, np.roll(noise, int(rng.integers(N_SAMPLES)), axis=-1), snr)
-            level = float(rng.uniform(*spec.level_db))
-            scene = scene * (REFERENCE_RMS * 10.0 ** (level / 20.0) / max(float(np.sqrt(np.mean(scene ** 2))), 1e-20))
-            waves[i] = scene
-            for key, value in (("azimuth", float(a)), ("sound_key", f"{kind}:{seed}"), ("sound_kind", kind),
-                               ("sound_id", int(sid)), ("snr", snr), ("level_db", level)):
-                rows[key].append(value)
-            i += 1
-    from xai_loc import __version__
-
-    return xr.Dataset(
-        {"waveforms": (("example", "ear", "time"), waves)},
-        coords={
-            "example": np.arange(waves.shape[0]), "ear": ["left", "right"],
-            "time": ("time", np.arange(N_SAMPLES) / FS, {"units": "s"}),
-            "azimuth": ("example", np.array(rows["azimuth"]), {"units": "degree", "convention": "SOFA, 90 = left"}),
-            "sound_key": ("example", np.array(rows["sound_key"], dtype=str)),
-            "sound_kind": ("example", np.array(rows["sound_kind"], dtype=str)),
-            "sound_id": ("example", np.array(rows["sound_id"], dtype=np.int64)),
-            "snr": ("example", np.array(rows["snr"]), {"units": "dB", "note": "NaN: no background"}),
-            "level_db": ("example", np.array(rows["level_db"]), {"units": "dB re REFERENCE_RMS"}),
-        },
-        attrs={"spec": json.dumps(spec.to_dict(), sort_keys=True), "digest": spec.digest(), "split": split,
-               "fs": FS, "hrtf": hrtf.name, "xai_loc_version": __version__},
-    )
+    renderer = _Renderer(spec, split)
+    n_az = len(spec.azimuths)
+    config = {"spec": spec.to_dict(), "split": split, "format": "xai-loc-bast-scenes", "version": 1}
+    attrs = {"spec": json.dumps(spec.to_dict(), sort_keys=True), "digest": spec.digest(), "split": split, "fs": FS,
+             "hrtf": "kemar", "xai_loc_version": __version__}
+    return write_store(scene_path(root or default_root(), spec, split), BAST_SCENES, config,
+                       shape=(renderer.ids.size * n_az, 2, N_SAMPLES), coords=renderer.coords(), attrs=attrs,
+                       render=renderer.render, chunk=n_az,
+                       mismatch="holds scenes of another spec; remove it or use another name",
+                       hint="check the spec's sounds, SNRs and levels", progress=progress, desc=f"render {split}")
 
 
 def load_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | None = None, progress: bool = False):
-    """The split as an in-memory ``xarray.Dataset`` (rendered first if missing; a damaged file is one line)."""
-    return open_netcdf_store(render_bast_scenes(spec, split, root=root, progress=progress), what="BAST scene file")
+    """The split as an in-memory ``xarray.Dataset`` (rendered first if missing), opened by :data:`BAST_SCENES`."""
+    return BAST_SCENES.open(render_bast_scenes(spec, split, root=root, progress=progress)).load()

@@ -18,17 +18,18 @@ time); directions are balanced: every azimuth occurs equally often in a split.
 
 Because the front end (:class:`~xai_loc.features.binaural_cues.BinauralCues`) has no
 trainable parameters, the stores hold the cue maps, not the waveforms
-(:func:`write_cue_scenes`): ``<root>/cue_scenes/<name>-<digest>/<split>.nc``, an
-``xarray.Dataset`` with ``cues (example, cue, band, frame)`` float32 and per-example
-labels. They are written in parts of :data:`PART_EXAMPLES` examples, each atomically, so an
-interrupted run resumes at the first missing part; the parts are then merged into the split
-file (atomic rename) and removed. Any example's waveform is re-rendered exactly by
+(:func:`write_cue_scenes`): ``<root>/cue_scenes/<name>-<digest>/<split>.zarr``, a zarr
+store with ``cues (example, cue, band, frame)`` float32 and per-example labels and drawn
+noises. It is written in blocks of :data:`BLOCK_EXAMPLES` examples by
+:func:`~xai_loc.data.resumable.write_store`, so an interrupted run resumes with the blocks
+not yet written, and gets its final name, sealed with a manifest, only when complete; it is
+opened verified (:data:`CUE_SCENES`). Any example's waveform is re-rendered exactly by
 :func:`render_scene_example` (same spec, split and index, same samples).
 
 **Who computes the cue maps.** The data stage sits below the features stage, so this module
 does not build the front end: :func:`write_cue_scenes` takes it from its caller and stores
 what it computes; :func:`xai_loc.features.binaural_cues.simulate_cue_scenes` passes the
-spec's ``BinauralCues``. The store (parts, resumption, labels, checks) stays here with the
+spec's ``BinauralCues``. The store (layout, labels) stays here with the
 other stores, and what a cue map is stays with the front ends; keeping waveforms instead
 would store 9 times more (a 0.5 s clip is 176 kB, its cue map 19 kB).
 """
@@ -36,25 +37,31 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xai_loc.data.integrity import final_store_exists, open_netcdf_store
+from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
-__all__ = ["CUE_SPLITS", "CueSceneSpec", "PART_EXAMPLES", "cue_store_path", "open_cue_scenes",
-           "render_scene_example", "write_cue_scenes"]
+__all__ = ["BLOCK_EXAMPLES", "CHUNK_EXAMPLES", "CUE_SCENES", "CUE_SPLITS", "CueSceneSpec", "cue_store_path",
+           "open_cue_scenes", "render_scene_example", "write_cue_scenes"]
 
 #: Splits of a cue-scene dataset.
 CUE_SPLITS = ("train", "test")
-#: Examples per part file while a split is being written.
-PART_EXAMPLES = 256
+#: Examples per zarr chunk (600 kB of default cue maps).
+CHUNK_EXAMPLES = 32
+#: Examples per resumable block (rendered, then their cue maps computed in batches).
+BLOCK_EXAMPLES = 256
+#: What a cue-scene store holds.
+CUE_SCENES = StoreKind("cue-scene store", "cues", ("example", "cue", "band", "frame"), "per cue: see cue_unit",
+                       "xai_loc.features.binaural_cues.simulate_cue_scenes (or 'xai-loc binaural cuenet train')",
+                       values="cue values")
 #: RMS of every rendered mixture.
 SCENE_RMS = 0.05
 #: Default noise kinds (registered synthetic sounds; continuous textures, bursts and harmonic complexes).
@@ -230,33 +237,54 @@ def render_scene_example(spec: CueSceneSpec, split: str, index: int | Sequence[i
 
 
 def cue_store_path(root: str | Path, spec: CueSceneSpec, split: str) -> Path:
-    """``<root>/cue_scenes/<name>-<digest>/<split>.nc``."""
+    """``<root>/cue_scenes/<name>-<digest>/<split>.zarr``."""
     _check_split(split)
-    return Path(root) / "cue_scenes" / f"{spec.name}-{spec.digest()}" / f"{split}.nc"
+    return Path(root) / "cue_scenes" / f"{spec.name}-{spec.digest()}" / f"{split}.zarr"
 
 
-def _render_part(spec: CueSceneSpec, split: str, indices: np.ndarray, plan: dict[str, np.ndarray],
-                 renderer: _SceneRenderer, front_end, batch_size: int):
-    import torch
-    import xarray as xr
+def _coords(spec: CueSceneSpec, plan: dict[str, np.ndarray], front_end) -> dict[str, tuple]:
+    """The store's coords: the plan, the front end's axes and the drawn noises (filled in by rendering)."""
+    n, shape = plan["azimuth"].size, (plan["azimuth"].size, spec.n_noise)
+    width = max(len(k) for k in spec.noise_kinds)
+    return {"example": np.arange(n), "cue": list(front_end.cue_names),
+            "azimuth": ("example", plan["azimuth"], {"units": "degree"}),
+            "elevation": ("example", np.zeros(n), {"units": "degree"}),
+            "utterance": ("example", plan["utterance"].astype(str)),
+            "band": ("band", np.arange(front_end.n_bands)),
+            "frequency": ("band", front_end.centre_frequencies, {"units": "Hz"}),
+            "frame_time": ("frame", front_end.frame_times(spec.n_samples), {"units": "s"}),
+            "cue_unit": ("cue", [front_end.cue_units[c] for c in front_end.cue_names]),
+            "noise_azimuth": (("example", "noise"), np.full(shape, np.nan), {"units": "degree"}),
+            "noise_kind": (("example", "noise"), np.full(shape, "", dtype=f"<U{width}")),
+            "snr": (("example", "noise"), np.full(shape, np.nan), {"units": "dB"})}
 
-    waves, drawn = [], []
-    for i in indices:
-        w, info = renderer.render(str(plan["utterance"][i]), float(plan["azimuth"][i]), _example_rng(spec, split, i))
-        waves.append(w.astype(np.float32))
-        drawn.append(info)
-    with torch.inference_mode():
-        cues = np.concatenate([front_end(torch.from_numpy(np.stack(waves[s:s + batch_size]))).numpy()
-                               for s in range(0, len(waves), batch_size)])
-    return xr.Dataset(
-        {"cues": (("example", "cue", "band", "frame"), cues.astype(np.float32)),
-         "noise_azimuth": (("example", "noise"), np.stack([d["noise_azimuth"] for d in drawn]), {"units": "degree"}),
-         "noise_kind": (("example", "noise"), np.stack([d["noise_kind"] for d in drawn])),
-         "snr": (("example", "noise"), np.stack([d["snr"] for d in drawn]), {"units": "dB"})},
-        coords={"example": indices, "cue": list(front_end.cue_names),
-                "azimuth": ("example", plan["azimuth"][indices], {"units": "degree"}),
-                "elevation": ("example", np.zeros(indices.size), {"units": "degree"}),
-                "utterance": ("example", plan["utterance"][indices].astype(str))})
+
+class _BlockRenderer:
+    """Renders blocks of a split's examples and computes their cue maps in batches of ``batch_size``."""
+
+    def __init__(self, spec: CueSceneSpec, split: str, plan: dict[str, np.ndarray], front_end,
+                 batch_size: int) -> None:
+        self.spec, self.split, self.plan = spec, split, plan
+        self.front_end, self.batch_size = front_end, batch_size
+
+    @cached_property
+    def scenes(self) -> _SceneRenderer:
+        return _SceneRenderer(self.spec)
+
+    def __call__(self, items: range) -> dict[str, np.ndarray]:
+        import torch
+
+        plan, waves, drawn = self.plan, [], []
+        for i in items:
+            w, info = self.scenes.render(str(plan["utterance"][i]), float(plan["azimuth"][i]),
+                                         _example_rng(self.spec, self.split, i))
+            waves.append(w.astype(np.float32))
+            drawn.append(info)
+        with torch.inference_mode():
+            cues = np.concatenate([self.front_end(torch.from_numpy(np.stack(waves[s:s + self.batch_size]))).numpy()
+                                   for s in range(0, len(waves), self.batch_size)])
+        return {"cues": cues, **{key: np.stack([d[key] for d in drawn]) for key in ("noise_azimuth", "noise_kind",
+                                                                                   "snr")}}
 
 
 def write_cue_scenes(spec: CueSceneSpec, split: str, front_end, *, root: str | Path | None = None,
@@ -274,84 +302,36 @@ def write_cue_scenes(spec: CueSceneSpec, split: str, front_end, *, root: str | P
     Returns
     -------
     Path
-        The split's ``.nc`` file (returned at once if it exists).
+        The split's finished store (returned at once if it is there).
     """
     from xai_loc.data.store import default_root
-    from xai_loc.io import store_writer_lock
 
-    path = cue_store_path(default_root() if root is None else root, spec, split)
-    if path.is_file():
-        return path
-    front_end.eval()
     if front_end.fs != spec.fs:
         raise InputError(f"front-end fs={front_end.fs} does not match the scenes' fs={spec.fs}")
+    front_end.eval()
     plan = spec.plan(split)
-    parts_dir = path.with_name(f".{split}.parts")
-    with store_writer_lock(path, partial=parts_dir):  # a failure before the first part leaves nothing behind
-        if final_store_exists(path):
-            return path
-        return _write_cue_store(spec, split, path, parts_dir, plan, front_end, batch_size, progress)
-
-
-def _part_readable(part: Path) -> bool:
-    """Whether a part file of an earlier run opens; a damaged one is removed (and rendered again)."""
-    try:
-        open_netcdf_store(part, what="cue-scene part", load=False).close()
-        return True
-    except InputError:
-        part.unlink(missing_ok=True)
-        return False
-
-
-def _write_cue_store(spec: CueSceneSpec, split: str, path: Path, parts_dir: Path, plan: dict[str, np.ndarray],
-                     front_end, batch_size: int, progress: bool) -> Path:
-    import xarray as xr
-
-    from xai_loc.io import write_dataset_atomic
-    from xai_loc.progress import tqdm
-
-    n = plan["azimuth"].size
-    renderer = None
-    names = []
-    for p, start in enumerate(tqdm(range(0, n, PART_EXAMPLES), disable=not progress, desc=f"cue scenes {split}",
-                                   unit="part")):
-        part = parts_dir / f"part-{p:05d}.nc"
-        names.append(part)
-        if part.exists() and _part_readable(part):
-            continue
-        renderer = renderer or _SceneRenderer(spec)
-        ds = _render_part(spec, split, np.arange(start, min(n, start + PART_EXAMPLES)), plan, renderer, front_end,
-                          batch_size)
-        write_dataset_atomic(ds, part)
-    parts = [xr.load_dataset(p, engine="h5netcdf") for p in names]
-    ds = xr.concat(parts, dim="example")
-    ds = ds.assign_coords(
-        band=("band", np.arange(front_end.n_bands)),
-        frequency=("band", front_end.centre_frequencies, {"units": "Hz"}),
-        frame_time=("frame", front_end.frame_times(spec.n_samples), {"units": "s"}),
-        cue_unit=("cue", [front_end.cue_units[c] for c in ds["cue"].values]))
-    ds.attrs.update(spec=json.dumps(spec.to_dict(), sort_keys=True), spec_digest=spec.digest(), split=split,
-                    fs=spec.fs, n_samples=spec.n_samples, front_end=json.dumps(front_end.config, sort_keys=True),
-                    convention="azimuth counter-clockwise from the front, 90 = left (SOFA); ITD > 0 and "
-                               "ILD > 0: left ear leading / louder")
-    write_dataset_atomic(ds, path)
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return path
+    config = {"spec": spec.to_dict(), "split": split, "front_end": front_end.config, "format": "xai-loc-cue-scenes",
+              "version": 1}
+    attrs = {"spec": json.dumps(spec.to_dict(), sort_keys=True), "spec_digest": spec.digest(), "split": split,
+             "fs": spec.fs, "n_samples": spec.n_samples, "front_end": json.dumps(front_end.config, sort_keys=True),
+             "convention": "azimuth counter-clockwise from the front, 90 = left (SOFA); ITD > 0 and "
+                           "ILD > 0: left ear leading / louder"}
+    n_frames = front_end.frame_times(spec.n_samples).size
+    return write_store(cue_store_path(default_root() if root is None else root, spec, split), CUE_SCENES, config,
+                       shape=(plan["azimuth"].size, len(front_end.cue_names), front_end.n_bands, n_frames),
+                       coords=_coords(spec, plan, front_end), attrs=attrs,
+                       render=_BlockRenderer(spec, split, plan, front_end, batch_size), chunk=CHUNK_EXAMPLES,
+                       block=BLOCK_EXAMPLES, mismatch="holds cue maps of another spec; remove it or use another name",
+                       hint="check the front end and the spec's SNRs", progress=progress,
+                       desc=f"cue scenes {split}")
 
 
 def open_cue_scenes(path: str | Path):
-    """Load a cue-scene store into memory (``xarray.Dataset``).
+    """Load a finished cue-scene store into memory (``xarray.Dataset``), opened by :data:`CUE_SCENES`.
 
     Raises
     ------
     InputError
-        If the file is missing, damaged or not a cue-scene store.
+        One line if the store is missing, unfinished, damaged or not a cue-scene store.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"cue-scene store {path} does not exist; render it with "
-                         "xai_loc.features.binaural_cues.simulate_cue_scenes")
-    ds = open_netcdf_store(path, what="cue-scene store")
-    if "cues" not in ds or "spec" not in ds.attrs:
-        raise InputError(f"{path} is not a cue-scene store (no 'cues' variable or spec)")
-    return ds
+    return CUE_SCENES.open(path).load()

@@ -1,6 +1,6 @@
 """Whole stores: a manifest recorded when a zarr store is finished, checked whenever it is opened.
 
-Every zarr store xai-loc writes (dataset, relevance and binaural stores) is built as
+Every zarr store xai-loc writes (dataset, relevance, binaural and scene stores) is built as
 ``<name>.zarr.partial`` and, just before the rename to its final name, sealed by
 :func:`seal_store`: the file :data:`MANIFEST` inside the store records every file of it
 (metadata and chunks) with its size in bytes and the CRC-32 (:func:`zlib.crc32`) of its
@@ -22,8 +22,8 @@ signals/17.0.0 is missing; delete it and run the command again to rebuild it``.
 Unfinished stores are resumed only when they can be; writing, resuming and finishing are
 :class:`xai_loc.data.resumable.ResumableStore`, shared by every zarr store writer, which
 refuses non-finite or silent items before they are written (:func:`check_values`).
-Single-file (netCDF) stores are written whole by an atomic rename (:func:`write_netcdf_store`)
-and opened through :func:`open_netcdf_store`.
+Single-file (netCDF) results are written whole by an atomic rename
+(:func:`xai_loc.io.write_dataset_atomic`) and opened through :func:`open_netcdf_store`.
 """
 from __future__ import annotations
 
@@ -32,21 +32,20 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xai_loc.data.spec import SpecRecord, spec_digest
 from xai_loc.errors import InputError
-from xai_loc.io import partial_paths, store_writer_lock, write_dataset_atomic, write_text_atomic
+from xai_loc.io import partial_paths, write_text_atomic
 
 if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["MANIFEST", "REBUILD", "check_values", "chunk_keys", "final_store_exists", "open_netcdf_store",
-           "open_zarr_dataset", "open_zarr_group", "seal_store", "verify_store", "write_netcdf_store"]
+           "open_zarr_dataset", "open_zarr_group", "seal_store", "verify_store"]
 
 #: The manifest's file name inside a store.
 MANIFEST = ".xai-loc-manifest.json"
@@ -409,36 +408,6 @@ def open_netcdf_store(path: str | Path, what: str = "store", hint: str = REBUILD
         out.close()
         raise InputError(f"{what} {path} is not what it should be (it has no {missing[0]!r}); {hint}")
     return out
-
-
-def write_netcdf_store(path: str | Path, spec: SpecRecord, render: Callable[[], xr.Dataset], *, what: str,
-                       hint: str, values: str = "waveforms") -> Path:
-    """Reuse the single-file store ``path`` if it holds ``spec``'s data, else render it whole and write it atomically.
-
-    Under the store's writer lock (:func:`xai_loc.io.store_writer_lock`): a finished file is
-    reused when the :func:`~xai_loc.data.spec.spec_digest` of the spec it records (attr
-    ``spec``, JSON) is ``spec``'s; otherwise ``render()`` makes the dataset, whose ``values``
-    are checked (:func:`check_values`, ``hint`` ending the message) before the file is written.
-
-    Raises
-    ------
-    InputError
-        If the file is damaged or holds another spec, or a rendered item is non-finite or silent.
-    """
-    path = Path(path)
-    with store_writer_lock(path):  # a second process waits, then finds the file
-        if final_store_exists(path):
-            with open_netcdf_store(path, what=what, load=False, required=(values,)) as found:
-                try:
-                    same = spec_digest(json.loads(found.attrs["spec"]), spec.DIGEST_CHARS) == spec.digest()
-                except (KeyError, TypeError, ValueError):
-                    same = False
-            if not same:
-                raise InputError(f"{path} holds scenes of another spec; remove it or use another name")
-            return path
-        ds = render()
-        check_values(ds[values].values, path, 0, item=ds[values].dims[0], what="samples", hint=hint)
-        return write_dataset_atomic(ds, path)
 
 
 def check_values(values: np.ndarray, store: str | Path, first: int, item: str = "window",

@@ -17,9 +17,11 @@ each of ``test_snrs`` for testing.
 ``test_fraction`` of them is used only in the test set, the rest only in training; a store
 records its utterance numbers so the disjointness can be checked.
 
-Each split is one netCDF file, written atomically (:func:`xai_loc.io.write_dataset_atomic`)::
+Each split is one zarr store, written block by block (:data:`CHUNK_EXAMPLES` examples) by
+:func:`~xai_loc.data.resumable.write_store`, resumable, sealed with a manifest and opened
+verified (:data:`SCENES`)::
 
-    <root>/ipd_ild/<name>/<split>.nc
+    <root>/ipd_ild/<name>/<split>.zarr
         waveforms     (example, ear, time) float32   ear signals (ear 0 = left)
         azimuth       (example) float64   degrees, positive = right
         sofa_azimuth  (example) float64   degrees, counter-clockwise, 90 = left
@@ -28,32 +30,38 @@ Each split is one netCDF file, written atomically (:func:`xai_loc.io.write_datas
         utterance     (example) int64     shipped-corpus utterance number
         start         (example) int64     first sample of the excerpt in the utterance
         level_db      (example) float64   scene RMS re REFERENCE_RMS
-        attrs: spec (JSON), spec_digest, split, fs, convention, xai_loc_version
+        attrs: config and spec (JSON), spec_digest, split, fs, convention, xai_loc_version
 
 Every example is drawn from a generator seeded by ``(seed, split, example)``: the same spec
-gives the same bytes. A complete file of the same spec is reused; rendering takes about
-40 ms per example on one CPU thread (mostly the 32-direction diffuse background), and a split
-is held in memory before it is written (128 kB per example).
+gives the same bytes, however often a run is interrupted. A finished store of the same spec
+(:func:`~xai_loc.data.spec.spec_digest`) is reused; rendering takes about 40 ms per example
+on one CPU thread (mostly the 32-direction diffuse background).
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xai_loc.data.integrity import open_netcdf_store, write_netcdf_store
+from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
-__all__ = ["SceneSpec", "SPLITS", "render_split", "render_scenes", "scene_path", "open_scenes", "utterance_split"]
+__all__ = ["CHUNK_EXAMPLES", "SCENES", "SceneSpec", "SPLITS", "open_scenes", "render_scenes", "render_split",
+           "scene_path", "utterance_split"]
 
 #: Splits of a scene set.
 SPLITS = ("train", "test")
+#: Examples per zarr chunk (and per resumable block): 4 MB of 1 s clips at 16 kHz.
+CHUNK_EXAMPLES = 32
+#: What a TF-CNN scene store holds.
+SCENES = StoreKind("scene store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
+                   "render_scenes (or 'xai-loc binaural tfcnn train')")
 
 
 def _default_azimuths() -> tuple[float, ...]:
@@ -141,21 +149,26 @@ def utterance_split(spec: SceneSpec, n_utterances: int) -> dict[str, np.ndarray]
 
 
 def scene_path(root: str | Path, spec: SceneSpec, split: str) -> Path:
-    """``<root>/ipd_ild/<name>/<split>.nc``."""
-    return Path(root) / "ipd_ild" / spec.name / f"{split}.nc"
+    """``<root>/ipd_ild/<name>/<split>.zarr``."""
+    return Path(root) / "ipd_ild" / spec.name / f"{split}.zarr"
 
 
 class _Renderer:
     """HRIRs (cached per azimuth), speech excerpts and backgrounds of one spec."""
 
     def __init__(self, spec: SceneSpec) -> None:
-        from xai_loc.acoustics.hrtf import load_hrtf
         from xai_loc.acoustics.speech import SpeechCorpus
 
         self.spec = spec
-        self.hrtf = load_hrtf("kemar", fs=spec.fs)
         self.corpus = SpeechCorpus.shipped(fs=spec.fs, cache_size=0)
         self._hrirs: dict[float, np.ndarray] = {}
+
+    @cached_property
+    def hrtf(self):
+        """KEMAR at the spec's rate (loaded when a scene is first rendered)."""
+        from xai_loc.acoustics.hrtf import load_hrtf
+
+        return load_hrtf("kemar", fs=self.spec.fs)
 
     def hrir(self, azimuth: float) -> np.ndarray:
         """Free-field binaural response ``(2, N)`` of a source at ``azimuth`` (positive = right), elevation 0."""
@@ -211,67 +224,88 @@ def _plan(spec: SceneSpec, split: str, utterances: np.ndarray) -> list[dict[str,
     return rows
 
 
-def render_split(spec: SceneSpec, split: str, progress: bool = False):
-    """Render one split in memory as an ``xarray.Dataset`` (the layout of the module docs)."""
-    import xarray as xr
-
+def _layout(spec: SceneSpec, split: str, renderer: _Renderer) -> tuple[list[dict[str, Any]], dict, dict]:
+    """The plan of a split's examples, the store's coords (``start`` and ``level_db`` filled in by
+    rendering) and its attrs."""
     from xai_loc import __version__
     from xai_loc.acoustics.directions import to_sofa_azimuth
-    from xai_loc.progress import tqdm
 
     if split not in SPLITS:
         raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
-    renderer = _Renderer(spec)
-    utterances = utterance_split(spec, len(renderer.corpus))[split]
-    rows = _plan(spec, split, utterances)
-    waves = np.empty((len(rows), 2, spec.n_samples), dtype=np.float32)
-    starts, levels = np.empty(len(rows), np.int64), np.empty(len(rows))
-    for i, row in enumerate(tqdm(rows, disable=not progress, desc=f"render {split}", unit="ex")):
-        rng = np.random.default_rng([spec.seed, SPLITS.index(split) + 1, i])
-        out = renderer.render(row["utterance"], row["azimuth"], row["snr"], rng)
-        waves[i], starts[i], levels[i] = out["waveform"], out["start"], out["level_db"]
+    rows = _plan(spec, split, utterance_split(spec, len(renderer.corpus))[split])
+    n = len(rows)
     azimuth = np.array([r["azimuth"] for r in rows])
     deg = {"units": "degree"}
-    return xr.Dataset(
-        {"waveforms": (("example", "ear", "time"), waves, {"units": "pressure (simulation units)"})},
-        coords={"example": np.arange(len(rows)), "ear": np.array(["left", "right"]),
-                "time": ("time", np.arange(spec.n_samples) / spec.fs, {"units": "s"}),
-                "azimuth": ("example", azimuth, {**deg, "convention": "positive = right"}),
-                "sofa_azimuth": ("example", to_sofa_azimuth(azimuth), {**deg, "convention": "SOFA, 90 = left"}),
-                "elevation": ("example", np.zeros(len(rows)), deg),
-                "snr": ("example", np.array([r["snr"] for r in rows]), {"units": "dB"}),
-                "utterance": ("example", np.array([r["utterance"] for r in rows], dtype=np.int64)),
-                "start": ("example", starts, {"units": "samples"}),
-                "level_db": ("example", levels, {"units": "dB re REFERENCE_RMS"})},
-        attrs={"spec": json.dumps(spec.to_dict()), "spec_digest": spec.digest(), "split": split, "fs": spec.fs,
-               "hrtf": "kemar", "convention": "azimuth positive = right; ear 0 = left",
-               "xai_loc_version": __version__,
-               "description": "free-field KEMAR speech scenes with diffuse noise, see xai_loc.data.ipd_ild_scenes"})
+    coords = {"example": np.arange(n), "ear": np.array(["left", "right"]),
+              "time": ("time", np.arange(spec.n_samples) / spec.fs, {"units": "s"}),
+              "azimuth": ("example", azimuth, {**deg, "convention": "positive = right"}),
+              "sofa_azimuth": ("example", to_sofa_azimuth(azimuth), {**deg, "convention": "SOFA, 90 = left"}),
+              "elevation": ("example", np.zeros(n), deg),
+              "snr": ("example", np.array([r["snr"] for r in rows]), {"units": "dB"}),
+              "utterance": ("example", np.array([r["utterance"] for r in rows], dtype=np.int64)),
+              "start": ("example", np.zeros(n, np.int64), {"units": "samples"}),
+              "level_db": ("example", np.full(n, np.nan), {"units": "dB re REFERENCE_RMS"})}
+    attrs = {"spec": json.dumps(spec.to_dict()), "spec_digest": spec.digest(), "split": split, "fs": spec.fs,
+             "hrtf": "kemar", "convention": "azimuth positive = right; ear 0 = left", "xai_loc_version": __version__,
+             "description": "free-field KEMAR speech scenes with diffuse noise, see xai_loc.data.ipd_ild_scenes"}
+    return rows, coords, attrs
+
+
+def _render_items(spec: SceneSpec, split: str, rows: list[dict[str, Any]], renderer: _Renderer,
+                  items: range) -> dict[str, np.ndarray]:
+    """Waveforms and the drawn ``start`` and ``level_db`` of examples ``items``."""
+    waves = np.empty((len(items), 2, spec.n_samples), dtype=np.float32)
+    starts, levels = np.empty(len(items), np.int64), np.empty(len(items))
+    for j, i in enumerate(items):
+        rng = np.random.default_rng([spec.seed, SPLITS.index(split) + 1, i])
+        out = renderer.render(rows[i]["utterance"], rows[i]["azimuth"], rows[i]["snr"], rng)
+        waves[j], starts[j], levels[j] = out["waveform"], out["start"], out["level_db"]
+    return {"waveforms": waves, "start": starts, "level_db": levels}
+
+
+def render_split(spec: SceneSpec, split: str):
+    """Render one split in memory as an ``xarray.Dataset``: the numbers of its store (module docs)."""
+    import xarray as xr
+
+    renderer = _Renderer(spec)
+    rows, coords, attrs = _layout(spec, split, renderer)
+    values = _render_items(spec, split, rows, renderer, range(len(rows)))
+    ds = xr.Dataset({"waveforms": (SCENES.dims, values.pop("waveforms"), {"units": SCENES.units})}, coords=coords,
+                    attrs=attrs)
+    return ds.assign_coords({name: ds[name].copy(data=v) for name, v in values.items()})
 
 
 def render_scenes(spec: SceneSpec, root: str | Path | None = None, progress: bool = True,
                   splits: tuple[str, ...] = SPLITS) -> dict[str, Path]:
-    """Render (or reuse) the splits on disk (default: both); returns ``{split: path}``.
+    """Render (or finish, or reuse) the splits' stores (default: both); returns ``{split: path}``.
 
-    A complete file of another spec under the same name is an error.
+    A finished store of another spec under the same name is an error.
     """
     from xai_loc.data.store import default_root
 
     bad = [sp for sp in splits if sp not in SPLITS]
     if bad or not splits:
         raise InputError(f"split {bad[0] if bad else None!r} is not allowed; use some of {', '.join(SPLITS)}")
-    return {split: write_netcdf_store(scene_path(root or default_root(), spec, split), spec,
-                                      partial(render_split, spec, split, progress), what="scene file",
-                                      hint="check the spec's SNRs and levels")
-            for split in splits}
+    paths = {}
+    for split in splits:
+        renderer = _Renderer(spec)
+        rows, coords, attrs = _layout(spec, split, renderer)
+        config = {"spec": spec.to_dict(), "split": split, "format": "xai-loc-ipd-ild-scenes", "version": 1}
+        paths[split] = write_store(
+            scene_path(root or default_root(), spec, split), SCENES, config,
+            shape=(len(rows), 2, spec.n_samples), coords=coords, attrs=attrs,
+            render=partial(_render_items, spec, split, rows, renderer), chunk=CHUNK_EXAMPLES,
+            mismatch="holds scenes of another spec; remove it or use another name",
+            hint="check the spec's SNRs and levels", progress=progress, desc=f"render {split}")
+    return paths
 
 
 def open_scenes(path: str | Path):
-    """Open a scene file as an ``xarray.Dataset`` (lazy); a damaged one is one line (InputError)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"scene file {str(path)!r} does not exist; create it with render_scenes")
-    ds = open_netcdf_store(path, what="scene file", load=False)
-    if "waveforms" not in ds or ds["waveforms"].dims != ("example", "ear", "time") or "azimuth" not in ds:
-        raise InputError(f"{path} has no waveforms (example, ear, time) and azimuths; is it a TF-CNN scene file?")
-    return ds
+    """Open a finished scene store as a lazy ``xarray.Dataset`` (:meth:`SCENES.open <StoreKind.open>`).
+
+    Raises
+    ------
+    InputError
+        One line for a missing, unfinished, damaged or foreign store.
+    """
+    return SCENES.open(path)

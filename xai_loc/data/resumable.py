@@ -1,8 +1,10 @@
 """One resumable zarr store behind every store xai-loc writes block by block.
 
-The dataset (:mod:`xai_loc.data.store`), binaural (:mod:`xai_loc.data.binaural_store`) and
-relevance (:mod:`xai_loc.explain.store`) stores differ only in what they hold, described by a
-:class:`StoreKind`; how they are written, resumed, finished and opened is here, once::
+The dataset (:mod:`xai_loc.data.store`), binaural (:mod:`xai_loc.data.binaural_store`),
+scene (:mod:`xai_loc.data.ipd_ild_scenes`, :mod:`xai_loc.data.bast_scenes`,
+:mod:`xai_loc.data.cue_scenes`) and relevance (:mod:`xai_loc.explain.store`) stores differ
+only in what they hold, described by a :class:`StoreKind`; how they are written, resumed,
+finished and opened is here, once::
 
     with ResumableStore(final, DATASET, config, identity=canonical) as store:   # the writer lock
         if store.finished(mismatch="holds other data"):                       # whole, same digest
@@ -32,6 +34,9 @@ Life of a store:
   every chunk checked as it is read; every problem is one line
   (:class:`~xai_loc.errors.InputError`).
 
+:func:`write_store` is that whole loop for a writer that computes its blocks one after another
+(``render(items) -> {variable: values}``), with a progress bar.
+
 Blocks can be computed anywhere (threads, dask workers) and handed to
 :meth:`~ResumableStore.write` from any thread of the writing process, in any order: writes
 are serialized (per-item results may share a chunk), and the progress record is updated
@@ -57,6 +62,7 @@ from xai_loc.data.integrity import (
     open_zarr_dataset,
     open_zarr_group,
     seal_store,
+    verify_store,
 )
 from xai_loc.data.spec import spec_digest
 from xai_loc.errors import InputError
@@ -65,7 +71,7 @@ from xai_loc.io import discard_partial, partial_paths, store_writer_lock, write_
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["ResumableStore", "StoreKind"]
+__all__ = ["ResumableStore", "StoreKind", "write_store"]
 
 
 @dataclass(frozen=True)
@@ -363,3 +369,47 @@ class ResumableStore:
         os.replace(self.partial, self.path)
         os.remove(self.progress_file)
         return self.path
+
+
+def write_store(path: str | os.PathLike, kind: StoreKind, config: Mapping[str, Any], *, shape: tuple[int, ...],
+                coords: Mapping[str, Any], attrs: Mapping[str, Any],
+                render: Callable[[range], Mapping[str, np.ndarray]], chunk: int = 1, block: int | None = None,
+                mismatch: str = "holds data of another spec; remove it or use another name", hint: str = "",
+                progress: bool = False, desc: str = "render") -> Path:
+    """Write a store whose blocks ``render`` computes: reuse it if finished, else resume or start it, then finish it.
+
+    Parameters
+    ----------
+    path, kind, config, chunk
+        As for :class:`ResumableStore` (``config`` is also recorded in the ``config`` attr).
+    shape, coords, attrs, block
+        As for :meth:`ResumableStore.open_or_resume`.
+    render
+        ``render(items) -> {variable: values}`` for the items (a ``range``) of one block: the
+        main array and any per-item results, as for :meth:`ResumableStore.write`.
+    mismatch, hint
+        The end of the message about a finished store of other data, and about a bad item.
+    progress, desc
+        Show a progress bar (items) labelled ``desc``.
+
+    Returns
+    -------
+    Path
+        The finished store.
+    """
+    from xai_loc.progress import tqdm
+
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()):  # a damaged store is refused before the lock touches its folder
+        verify_store(path, what=kind.what)
+    with ResumableStore(path, kind, config, chunk=chunk) as out:
+        if out.finished(mismatch):
+            return out.path
+        out.open_or_resume(shape, coords, {**attrs, "config": json.dumps(dict(config), sort_keys=True)}, block=block)
+        pending = out.pending()
+        done = shape[0] - sum(len(out.items(b)) for b in pending)
+        with tqdm(total=shape[0], initial=done, disable=not progress, desc=desc, unit=kind.item) as bar:
+            for b in pending:
+                out.write(b, render(out.items(b)), hint=hint)
+                bar.update(len(out.items(b)))
+        return out.finish()

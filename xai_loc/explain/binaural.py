@@ -28,13 +28,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from xai_loc.data.resumable import StoreKind
 from xai_loc.errors import InputError
 from xai_loc.explain.attn_lrp import explain_bast
 from xai_loc.explain.cochcnn import explain_cochcnn
 from xai_loc.explain.cuenet import explain_cuenet
 from xai_loc.explain.tfcnn import explain_tfcnn
 
-__all__ = ["EXPLAINERS", "explain_ears", "read_ear_signals", "write_ear_relevance"]
+__all__ = ["EAR_SIGNALS", "EXPLAINERS", "explain_ears", "read_ear_signals", "write_ear_relevance"]
+
+#: Any store of ear signals (binaural, TF-CNN and BAST scene stores), as :func:`read_ear_signals` opens it.
+EAR_SIGNALS = StoreKind("waveform store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
+                        "'xai-loc binaural simulate'")
 
 
 #: Explanation of each binaural architecture: ``f(model, waveforms (n, 2, T), **options) -> {level: xarray}``.
@@ -83,30 +88,28 @@ def explain_ears(model, waveforms, **options: Any) -> dict[str, Any]:
 
 
 def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.ndarray:
-    """Ear signals ``(n, 2, n_samples)`` from a stereo sound file or an xarray store with ``waveforms``.
+    """Ear signals ``(n, 2, n_samples)`` from a stereo sound file or a finished store with ``waveforms``.
 
     A sound file (anything soundfile reads) must be stereo at ``fs``; it is cut into
-    consecutive ``n_samples`` windows (a shorter tail is dropped). A store (``.zarr``, ``.nc``)
-    must hold ``waveforms (example, ear, time)`` of ``n_samples`` samples (at ``fs`` where its
+    consecutive ``n_samples`` windows (a shorter tail is dropped). A store (``.zarr``: a
+    binaural, TF-CNN or BAST scene store) is opened verified (:data:`EAR_SIGNALS`) and must
+    hold ``waveforms (example, ear, time)`` of ``n_samples`` samples (at ``fs`` where its
     attrs record a rate).
 
     Raises
     ------
     InputError
-        For a missing file, a wrong channel count, sample rate or length.
+        For a missing file, an unfinished, damaged or foreign store, a wrong channel count,
+        sample rate or length.
     """
     import soundfile as sf
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"input {path} does not exist")
-    if path.suffix in (".zarr", ".nc"):
-        from xai_loc.data.integrity import open_netcdf_store, open_zarr_dataset
-
-        opened = open_zarr_dataset(path, what="waveform store") if path.suffix == ".zarr" \
-            else open_netcdf_store(path, what="waveform file")
-        with opened as ds:
-            if "waveforms" not in ds or ds["waveforms"].shape[1:] != (2, n_samples):
+    if path.is_dir() or ".zarr" in path.suffixes:
+        with EAR_SIGNALS.open(path) as ds:
+            if ds["waveforms"].shape[1:] != (2, n_samples):
                 raise InputError(f"{path} holds no waveforms (example, 2 ears, {n_samples} samples) for this model")
             if "fs" in ds.attrs and int(ds.attrs["fs"]) != fs:
                 raise InputError(f"{path} is sampled at {ds.attrs['fs']} Hz; the model needs {fs} Hz")

@@ -132,7 +132,7 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     Parameters
     ----------
     train_scenes, test_scenes
-        Scene files (:func:`xai_loc.data.ipd_ild_scenes.render_scenes`) or opened datasets.
+        Scene stores (:func:`xai_loc.data.ipd_ild_scenes.render_scenes`) or opened datasets.
     out
         The ``.safetensors`` checkpoint; the state lives in ``<out>.state.pt``.
     model_config

@@ -1,0 +1,239 @@
+"""The study's stages on a device against the CPU, on the same data in one process, and the whole study projected.
+
+Each stage of ``xai-loc reproduce`` runs on ``--device`` and then on the CPU: simulate the test
+split of one condition (``--sources`` sources of the paper scene), explain every window with
+LRP (composite ``paper``) into a relevance store, the perturbation experiment, the TDOA probe
+(with SRP), the faithfulness suite (``--methods``, zero fill) and the component shares, for both
+shipped models of the condition. Every stage after the simulation reads the CPU-simulated store,
+so both devices see the same windows. Printed per stage: seconds on the device, on the CPU, the
+ratio CPU / device, and the device's time per source (simulation) or per window (the others).
+
+The projection multiplies those rates by the whole study: the 4 paper conditions x 285 test
+sources x the windows per source measured here, both models. The simulation of other
+conditions is projected at the measured condition's rate (T60 0.6 s, the default, is the
+slowest, so the projection is an upper bound for simulation).
+
+    python benchmarks/bench_study.py --device cuda [--sources 4 --t60 0.6 --snr 10 --threads 16] [--json out.json]
+    python benchmarks/bench_study.py --device cpu --sources 2 --t60 0.15 --snr 25   # dry run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The whole study: the paper's conditions and test sources (both shipped models per condition).
+STUDY_CONDITIONS = 4
+STUDY_SOURCES = 285
+
+
+@dataclass
+class Bench:
+    """What every stage needs: the data, the models and the options of the run (``root``: a fresh folder
+    per stage and pass for what it writes, so that no pass finds the stores of another)."""
+
+    root: Path
+    scene: object
+    t60: float
+    snr: float
+    sources: int
+    store: Path | None
+    models: object
+    batch_size: int
+    methods: tuple[str, ...]
+
+
+def _simulate(b: Bench, device: str) -> None:
+    from xai_loc.data.store import simulate_dataset
+
+    simulate_dataset(b.scene, "test", b.t60, b.snr, root=b.root, n_sources=b.sources,
+                     device=device, progress=False)
+
+
+def _explain(b: Bench, device: str) -> None:
+    from xai_loc.explain.store import explain_store
+
+    for name in b.models:
+        explain_store(b.models[name], b.store, b.root / f"relevance-{name}.zarr", method="lrp",
+                      composite="paper", batch_size=b.batch_size, device=device, progress=False,
+                      provenance=b.models.provenance(name))
+
+
+def _perturb(b: Bench, device: str) -> None:
+    from xai_loc.experiments.perturbation import run_perturbation
+
+    run_perturbation(b.models, b.store, batch_size=b.batch_size, device=device)
+
+
+def _tdoa(b: Bench, device: str) -> None:
+    from xai_loc.experiments.tdoa_probe import run_tdoa
+
+    run_tdoa(b.models, b.store, pairs="spread", batch_size=b.batch_size, device=device)
+
+
+def _faithfulness(b: Bench, device: str) -> None:
+    from xai_loc.experiments.faithfulness import run_faithfulness
+
+    run_faithfulness(b.models, b.store, methods=b.methods, fills=("zero",), n_boot=100, batch_size=b.batch_size,
+                     device=device)
+
+
+def _components(b: Bench, device: str) -> None:
+    from xai_loc.experiments.components import run_components
+
+    run_components(b.models, b.store, methods=b.methods, n_boot=100, batch_size=b.batch_size, device=device)
+
+
+#: The study's stages in order: name -> (run on a device, unit of its rate).
+STAGES: dict[str, tuple[Callable[[Bench, str], None], str]] = {
+    "simulate": (_simulate, "source"),
+    "explain": (_explain, "window"),
+    "perturb": (_perturb, "window"),
+    "tdoa": (_tdoa, "window"),
+    "faithfulness": (_faithfulness, "window"),
+    "components": (_components, "window"),
+}
+
+
+def timed(fn: Callable[[Bench, str], None], b: Bench, device: str) -> float:
+    """Seconds of ``fn(b, device)``, the device's queued work included."""
+    import torch
+
+    start = time.perf_counter()
+    fn(b, device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def warm_up(b: Bench, device: str) -> None:
+    """One forward and backward pass per model on ``device`` (CUDA context, kernels and cuDNN plans)."""
+    import torch
+
+    from xai_loc.explain.attribute import placed
+
+    for name in b.models:
+        model = b.models[name]
+        with placed(model, torch.device(device)):
+            x = torch.zeros(2, *model.input_shape, device=device, requires_grad=True)
+            model(x).sum().backward()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 600 else f"{value / 60:.1f} min"
+
+
+def report(times: dict[str, tuple[float, float]], device: str, n_sources: int, n_windows: int) -> dict:
+    """Print the per-stage table and the projection of the whole study; return both as data.
+
+    ``times``: stage -> (seconds on ``device``, seconds on the CPU).
+    """
+    per_source = n_windows / n_sources
+    study_windows = STUDY_CONDITIONS * STUDY_SOURCES * per_source
+    rows, projected, projected_cpu = [], {}, {}
+    print(f"\n{n_sources} sources, {n_windows} windows ({per_source:.1f} per source), both models; "
+          f"device {device} against cpu\n")
+    print(f"| stage | {device} | cpu | cpu/{device} | {device} per unit | study on {device} | study on cpu baseline |")
+    print("|---|---|---|---|---|---|---|")
+    for stage, (_, unit) in STAGES.items():
+        if stage not in times:
+            continue
+        t_dev, t_cpu = times[stage]
+        count = n_sources if unit == "source" else n_windows
+        whole = STUDY_CONDITIONS * STUDY_SOURCES if unit == "source" else study_windows
+        projected[stage], projected_cpu[stage] = t_dev / count * whole, t_cpu / count * whole
+        print(f"| {stage} | {t_dev:.2f} s | {t_cpu:.2f} s | {t_cpu / t_dev:.2f}x | {t_dev / count * 1e3:.1f} ms/{unit} "
+              f"| {_seconds(projected[stage])} | {_seconds(projected_cpu[stage])} |")
+        rows.append({"stage": stage, "device_seconds": t_dev, "cpu_seconds": t_cpu, "unit": unit,
+                     "device_per_unit": t_dev / count, "projected_study_seconds": projected[stage],
+                     "projected_study_cpu_seconds": projected_cpu[stage]})
+    total, total_cpu = sum(projected.values()), sum(projected_cpu.values())
+    print(f"\nwhole study ({STUDY_CONDITIONS} conditions x {STUDY_SOURCES} sources x {per_source:.1f} windows, "
+          f"both models), projected from the per-unit rates above: {_seconds(total)} on {device}, "
+          f"{_seconds(total_cpu)} on the cpu baseline")
+    return {"device": device, "sources": n_sources, "windows": n_windows, "stages": rows,
+            "projected_study_seconds": total, "projected_study_cpu_seconds": total_cpu}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", help="the device measured against the CPU (cpu, cuda, cuda:N)")
+    parser.add_argument("--sources", type=int, default=4, help="test sources of the condition")
+    parser.add_argument("--t60", type=float, default=0.6)
+    parser.add_argument("--snr", type=float, default=10.0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--methods", default="lrp:paper,input_x_gradient",
+                        help="comma-separated methods of the faithfulness and component stages")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="a new or empty folder for the stores, kept afterwards (default: a temporary one)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.data.store import count_windows, no_tf32, simulate_dataset
+    from xai_loc.errors import InputError
+    from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.models.zoo import shipped_checkpoint
+    from xai_loc.runtime import resolve_device
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    try:
+        if unknown:
+            raise InputError(f"stage {unknown[0]!r} is unknown; allowed: {', '.join(STAGES)}")
+        for option in ("sources", "batch_size", "threads"):
+            if getattr(args, option) < 1:
+                raise InputError(f"--{option.replace('_', '-')} {getattr(args, option)} is not allowed; "
+                                 "use a positive integer")
+        if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+            raise InputError(f"--work {args.work} is not empty; give a new or empty folder (stores found there "
+                             "would be reused and time nothing)")
+        device = str(resolve_device(args.device))
+        torch.set_num_threads(args.threads)
+        scene = paper_scene()
+        checkpoints = {arch: shipped_checkpoint(arch, args.t60, args.snr) for arch in ("loccnn", "samplecnn")}
+    except InputError as err:
+        print(f"bench_study: {err}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp, no_tf32():
+        root = Path(args.work or tmp)
+        n_windows = count_windows(scene, "test", args.t60, args.snr, n_sources=args.sources)
+        bench = Bench(root, scene, args.t60, args.snr, args.sources, None, ModelSet(checkpoints), args.batch_size,
+                      tuple(m.strip() for m in args.methods.split(",")))
+        print(f"torch {torch.__version__}, {device}"
+              + (f" ({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else "")
+              + f", {args.threads} CPU thread(s); T60 {args.t60:g} s, SNR {args.snr:g} dB; TF32 off", flush=True)
+        # the data of every stage after the simulation, for both devices: simulated once on the CPU, untimed
+        bench.store = simulate_dataset(scene, "test", args.t60, args.snr, root=root / "data-cpu",
+                                       n_sources=args.sources, device="cpu", progress=False)
+        for dev in dict.fromkeys((device, "cpu")):
+            warm_up(bench, dev)
+        times: dict[str, tuple[float, float]] = {}
+        for stage in stages:
+            seconds = []
+            for k, dev in enumerate((device, "cpu")):
+                bench.root = root / f"{stage}-{k}"
+                seconds.append(timed(STAGES[stage][0], bench, dev))
+                print(f"{stage} on {dev}: {seconds[-1]:.2f} s", flush=True)
+            times[stage] = (seconds[0], seconds[1])
+        result = report(times, device, args.sources, n_windows)
+    if args.json is not None:
+        from xai_loc.io import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from xai_loc.data.resumable import ResumableStore, StoreKind
+from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
 
@@ -419,7 +419,6 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
     """
     from xai_loc import __version__
     from xai_loc.data.store import default_root
-    from xai_loc.progress import tqdm
 
     if not isinstance(spec, BinauralSpec):
         raise InputError(f"spec must be a BinauralSpec (got {type(spec).__name__})")
@@ -428,35 +427,34 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
         raise InputError(f"split {split!r} of dataset {spec.name!r} holds no sounds; raise n_sounds or test_fraction")
     config = {"spec": spec.to_dict(), "split": split, "format": "xai-loc-binaural", "version": 1}
     final = binaural_dataset_path(root or default_root(), spec, split)
-    with ResumableStore(final, BINAURAL, config, chunk=CHUNK_EXAMPLES) as out:
-        if out.finished("holds a dataset with a different spec; remove it or use another name"):
-            return final
-        coords = _plan_coords(spec, ids)
-        n_total = coords["label"][1].size
-        attrs = {"config": json.dumps(config), "spec": json.dumps(spec.to_dict()), "spec_digest": spec.digest(),
-                 "split": split, "fs": spec.fs, "hrtf": "kemar", "reference_rms": REFERENCE_RMS,
-                 "xai_loc_version": __version__,
-                 "description": "binaural scenes (ear signals), see xai_loc.data.binaural_store"}
-        out.open_or_resume((n_total, 2, spec.n_samples), coords, attrs)
-        renderer = _Renderer(spec, device)
-        sounds = spec.sounds()
-        sound_of, rendering, label = coords["sound_id"][1], coords["rendering"][1], coords["label"][1]
-        pending = out.pending()
-        with tqdm(total=n_total, initial=n_total - sum(len(out.items(b)) for b in pending), disable=not progress,
-                  desc=f"render {split}", unit="ex") as bar:
-            for block in pending:
-                waves, cached = [], {}
-                for i in out.items(block):
-                    sid = int(sound_of[i])
-                    if sid not in cached:
-                        cached = {sid: renderer.sound(*sounds[sid])}
-                    wave, info = renderer.render(cached[sid], sid, int(rendering[i]))
-                    if info["label"] != label[i]:  # the plan and the renderer draw alike
-                        raise RuntimeError("binaural store plan and rendering disagree; this is a bug")
-                    waves.append(wave)
-                out.write(block, {"waveforms": np.stack(waves)}, hint="check the spec's sounds, levels and rooms")
-                bar.update(len(waves))
-        return out.finish()
+    coords = _plan_coords(spec, ids)
+    n_total = coords["label"][1].size
+    attrs = {"spec": json.dumps(spec.to_dict()), "spec_digest": spec.digest(), "split": split, "fs": spec.fs,
+             "hrtf": "kemar", "reference_rms": REFERENCE_RMS, "xai_loc_version": __version__,
+             "description": "binaural scenes (ear signals), see xai_loc.data.binaural_store"}
+    sounds = spec.sounds()
+    sound_of, rendering, label = coords["sound_id"][1], coords["rendering"][1], coords["label"][1]
+    state: dict[str, Any] = {}  # the renderer (HRTFs loaded once, when a block is rendered) and the last sound
+
+    def render(items: range) -> dict[str, np.ndarray]:
+        if "renderer" not in state:
+            state["renderer"] = _Renderer(spec, device)
+        renderer = state["renderer"]
+        waves = []
+        for i in items:
+            sid = int(sound_of[i])
+            if state.get("sid") != sid:
+                state.update(sid=sid, sound=renderer.sound(*sounds[sid]))
+            wave, info = renderer.render(state["sound"], sid, int(rendering[i]))
+            if info["label"] != label[i]:  # the plan and the renderer draw alike
+                raise RuntimeError("binaural store plan and rendering disagree; this is a bug")
+            waves.append(wave)
+        return {"waveforms": np.stack(waves)}
+
+    return write_store(final, BINAURAL, config, shape=(n_total, 2, spec.n_samples), coords=coords, attrs=attrs,
+                       render=render, chunk=CHUNK_EXAMPLES,
+                       mismatch="holds a dataset with a different spec; remove it or use another name",
+                       hint="check the spec's sounds, levels and rooms", progress=progress, desc=f"render {split}")
 
 
 def open_binaural(path: str | Path):

@@ -154,6 +154,38 @@ def test_attn_lrp_exact_without_additive_constants():
     np.testing.assert_allclose(wave.output, np.linalg.norm(_outputs(model), axis=1), rtol=1e-9)
 
 
+@pytest.mark.parametrize("target", ["azimuth", "angular_error"])
+def test_attn_lrp_explains_scale_free_angle_targets(target):
+    """Review 16, item 3: an angle does not change with |f|, so f . dq/df = 0; AttnLRP starts from the seed."""
+    from xai_loc.explain import explain_arrays
+
+    model = _tiny("SUB", bias=False)
+    with torch.no_grad():
+        model.positions.weight.zero_()
+    out = _outputs(model)
+    azimuth = np.degrees(np.arctan2(out[:, 1], out[:, 0]))
+    truth = azimuth - np.array([10.0, -40.0])  # 10 and 40 degrees off
+    _, res = explain_arrays(model, _ears(2), target=target, method="attn_lrp", epsilon=0.0, softmax="cp",
+                            truth=truth if target == "angular_error" else None)
+    expected = azimuth if target == "azimuth" else np.array([10.0, 40.0])
+    np.testing.assert_allclose(res["explained"], expected, rtol=1e-9)
+    np.testing.assert_allclose(res["attr_output"].sum(1), expected, rtol=1e-9)
+    absorbed = sum(res["absorbed"].values())  # biases of the linear layers: none here
+    np.testing.assert_allclose(res["relevance"].reshape(2, -1).sum(1) + absorbed, expected, rtol=1e-6)
+
+
+def test_a_level_that_runs_once_per_ear_is_refused():
+    """Review 16, item 1: the patch embedding runs once per ear; reading or replacing it at one call is wrong."""
+    from xai_loc.explain import explain_arrays
+
+    model = _tiny("SUB", shared=True)
+    for level, runs in (("patches", 2), ("encoder_left", 2)):
+        for method in ("attn_lrp", "integrated_gradients"):
+            with pytest.raises(InputError, match=f"level {level!r} runs {runs} times per forward pass; choose a "
+                                                 "module that runs once"):
+                explain_arrays(model, _ears(1), target="direction", method=method, levels=("waveform", level))
+
+
 def _outputs(model) -> np.ndarray:
     with torch.no_grad():
         return model(torch.from_numpy(_ears(2))).numpy()

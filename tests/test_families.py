@@ -79,6 +79,11 @@ def test_a_plugin_joins_the_generic_family_of_its_output_kind(monkeypatch):
     assert families.FAMILIES["generic-azimuth_elevation"] is family
     assert family.trainer is None and family.levels == ("waveform",)
     assert any(row.startswith("  test_angles ") for row in family_rows())
+    # a plug-in whose constructor needs arguments is listed, not built (review 16, item 14)
+    needs = type("Needs", (Angles,), {"__init__": lambda self, n_mics, n_samples: None})
+    monkeypatch.setitem(MODELS, "test_needs", needs)
+    row = next(row for row in family_rows() if row.startswith("  test_needs "))
+    assert row == "  test_needs   (needs arguments: n_mics, n_samples), azimuth_elevation output, levels waveform"
     # a position plug-in shares the multichannel scene, trainer and probes
     monkeypatch.setitem(MODELS, "test_position", Angles)
     monkeypatch.setattr(Angles, "output_kind", "position")

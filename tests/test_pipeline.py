@@ -6,6 +6,7 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.explain import METHODS, TARGETS, Explainer
+from xai_loc.explain.levels import Levels
 from xai_loc.explain.methods import BackwardMethod
 from xai_loc.explain.targets import targets_for
 from xai_loc.models import FAMILIES, MODELS, build_model, family_of
@@ -72,6 +73,11 @@ def test_every_allowed_target_gives_relevance_at_every_level(arch, method):
     x = inputs(model)
     shapes = representations(model, x)
     for target in targets_for(model.output_kind):
+        if TARGETS[target].lrp_instead and issubclass(METHODS[method], BackwardMethod):
+            with pytest.raises(InputError, match=f"use target {TARGETS[target].lrp_instead!r}"):
+                with Explainer(model, target=target, method=method, **settings(arch, method, model)):
+                    pass
+            continue
         with Explainer(model, target=target, method=method, levels=model.levels,
                        **settings(arch, method, model)) as explainer:
             out = explainer.explain_batch(x, TRUTH[model.output_kind] if TARGETS[target].needs_truth else None)
@@ -186,3 +192,100 @@ def test_factorized_class_logits_choose_among_the_azimuth_block():
     np.testing.assert_array_equal(out["attr_output"], seed)  # the elevation block is not a competitor
     np.testing.assert_allclose(out["explained"], logits[[0, 1], chosen], rtol=1e-6)
     assert out["levels"]["front_end"].shape == (2, *model.cue_shape)
+
+
+class Twice(Localizer):
+    """One linear map applied to each microphone (as BAST's patch embedding runs once per ear), a spare
+    module that never runs, and an in-place ReLU after a linear layer; float64, two classes."""
+
+    output_kind = "direction_classes"
+    levels = ("waveform", "spare")
+
+    def __init__(self) -> None:
+        super().__init__(2, 6)
+        self.shared, self.spare = nn.Linear(6, 6), nn.Linear(6, 6)
+        self.lin1, self.act, self.lin2 = nn.Linear(12, 5), nn.ReLU(inplace=True), nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = torch.cat([self.shared(x[:, 0]), self.shared(x[:, 1])], dim=1)
+        return self.lin2(self.act(self.lin1(h)))
+
+
+def _twice() -> Twice:
+    torch.manual_seed(2)
+    return Twice().double().eval()
+
+
+@pytest.mark.parametrize("method", ["lrp", "integrated_gradients"])
+def test_a_level_must_run_exactly_once_per_forward_pass(method):
+    """Review 16, items 1 and 15: a module run twice (or never) has no one representation."""
+    model = _twice()
+    x = torch.randn(2, 2, 6, dtype=torch.float64)
+    options = {"composite": "epsilon"} if method == "lrp" else {"n_steps": 2}
+    for level, runs in (("shared", "runs 2 times"), ("spare", "does not run")):
+        with pytest.raises(InputError, match=f"level {level!r} {runs} per forward pass; choose a module that runs "
+                                             "once"):
+            with Explainer(model, target="class_logit", method=method, levels=("waveform", level),
+                           **options) as explainer:
+                explainer.explain_batch(x)
+        assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_a_level_followed_by_an_in_place_op_keeps_its_value_and_gradient():
+    """Review 16, item 5: ReLU(inplace=True) after the level must not change what is read there."""
+    model = _twice()
+    x = torch.randn(3, 2, 6, dtype=torch.float64)
+    with torch.no_grad():
+        pre = model.lin1(torch.cat([model.shared(x[:, 0]), model.shared(x[:, 1])], dim=1))
+    assert (pre < 0).any()
+    assert torch.equal(Levels(model, ("waveform", "lin1")).representation(x, "lin1"), pre)  # not ReLU(pre)
+    cls = model(x).argmax(1)
+    grad = (pre > 0) * model.lin2.weight.detach()[cls]  # d z_c / d pre, analytic
+    cases = (("input_x_gradient", {}, 1e-9), ("lrp", {"composite": "epsilon", "epsilon": 1e-12}, 1e-9),
+             ("integrated_gradients", {"n_steps": 3}, 1e-6))  # captum's path points are float32
+    for method, options, rtol in cases:
+        with Explainer(model, target="class_logit", method=method, levels=("waveform", "lin1"), **options) as ex:
+            out = ex.explain_batch(x)
+        # from a zero level the ReLU pattern holds along the whole path, so integrated gradients are pre x grad too
+        np.testing.assert_allclose(out["levels"]["lin1"], (pre * grad).numpy(), rtol=rtol, atol=1e-12)
+
+
+class Offset(Localizer):
+    """A front end with ``f(0) != 0`` (``log(|x| + 0.1)``, as a dB front end) and a linear head; float64."""
+
+    output_kind = "direction_classes"
+    levels = ("waveform", "front_end")
+
+    def __init__(self) -> None:
+        super().__init__(2, 4)
+        self.front_end, self.body, self.head = _Log(), nn.Flatten(), nn.Linear(8, 3)
+
+
+class _Log(nn.Module):
+    def forward(self, x):
+        return torch.log(x.abs() + 0.1)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "deeplift", "gradient_shap"])
+def test_completeness_at_a_level_uses_the_baseline_there(method):
+    """Review 16, item 6: at the front end the baseline is a zero representation, not a zero waveform."""
+    torch.manual_seed(3)
+    model = Offset().double().eval()
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x)
+        cls = out.argmax(1)
+        expected = (out - model.head(torch.zeros(1, 8, dtype=torch.float64)))[torch.arange(3), cls].numpy()
+    with Explainer(model, target="class_logit", method=method, levels="front_end") as explainer:
+        result = explainer.explain_batch(x)
+    np.testing.assert_allclose(result["explained"], expected, rtol=1e-9)
+    np.testing.assert_allclose(result["relevance_sum"], expected, rtol=1e-5)  # a linear head: exact up to float32
+
+
+def test_explain_labels_positions_only():
+    """Review 16, item 7: explain() refuses a class model instead of calling its logits prediction_x/y/z."""
+    from xai_loc.explain import explain
+
+    with pytest.raises(InputError, match="this model outputs 'direction_classes': use "
+                                         "xai_loc.explain.explain_arrays"):
+        explain(_stages(), np.zeros((1, 2, 12)), target="class_logit", method="saliency")

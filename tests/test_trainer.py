@@ -79,6 +79,20 @@ def test_interrupted_fit_resumes_to_the_same_weights(tmp_path, monkeypatch):
                 identity={"arch": "curve"}, state_file=tmp_path / "resumed.pt")
 
 
+def test_every_call_of_a_spent_time_budget_still_runs_one_epoch(tmp_path):
+    """A resumed run whose epochs outlast ``max_minutes`` advances one epoch per call (review 16, item 4)."""
+    import time
+
+    epochs = []
+    for _ in range(3):
+        model = line_model()
+        run = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), line_hooks(model),
+                  Schedule(4, 10, max_minutes=1.0), progress=False, started=time.monotonic() - 3600.0,
+                  state_file=tmp_path / "budget.pt")
+        epochs.append((run.epoch, run.stopped))
+    assert epochs == [(1, "time_budget"), (2, "time_budget"), (3, "time_budget")]
+
+
 def test_validation_keeps_the_best_model_and_stops_early():
     model = line_model()
     # a learning rate so large that SGD diverges slowly: the first epochs are the best
@@ -127,6 +141,9 @@ def test_float16_rule_stores_half_only_within_tolerance():
     stored, entry, record = float16_check(model, gain_score, {"gain": 2.0 ** -13})
     assert (stored, record["within_tolerance"]) == ("float32", False) and entry["metrics"]["gain"] == 1.0 + 2.0 ** -12
     assert record["float16"] == {"gain": 1.0} and record["float32"] == {"gain": 1.0 + 2.0 ** -12}
+    # a tolerance on a metric the entry does not have compares nothing: no evidence, so float32 (review 16, item 11)
+    stored, _, record = float16_check(model, gain_score, {"accuracy": 1.0})
+    assert (stored, record["within_tolerance"], record["change"]) == ("float32", False, {})
     # a forced dtype is stored whatever the scores, and the check is still recorded
     stored, _, record = float16_check(model, gain_score, {"gain": 2.0 ** -13}, dtype="float16")
     assert stored == "float16" and record["dtype"] == "float16" and not record["within_tolerance"]
@@ -171,6 +188,9 @@ def test_old_float16_check_moves_to_storage():
         "top1": {"float32": 0.67, "float16": 0.66}}}})
     assert card["storage"] == {"dtype": "float16", "float32": {"top1": 0.67}, "float16": {"top1": 0.66}}
     assert set(card["metrics"]) == {"test"}
+    # a storage record without its dtype takes the card's (review 16, item 12)
+    card = upgrade_card({"dtype": "float32", "metrics": {}, "storage": {"float32": {"top1": 0.67}}})
+    assert card["storage"] == {"dtype": "float32", "float32": {"top1": 0.67}} and upgrade_card(card) == card
 
 
 @pytest.mark.skipif(not any(PRETRAINED.glob("*.safetensors")), reason="no shipped checkpoints")

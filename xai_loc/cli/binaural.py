@@ -181,8 +181,8 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
                    "bast: attn_lrp by default, also attention_rollout).")
 @click.option("--target", default=None,
               help="Explained output: prediction (default), a class index, or a target of the model's output kind "
-                   "(class_logit, class_probability, class_contrast, azimuth, elevation, ...; "
-                   "xai_loc.explain.targets_for); bast also sin, cos or an azimuth in degrees.")
+                   "(class_logit, class_log_odds, class_probability (not with LRP), class_contrast, azimuth, "
+                   "elevation, ...; xai_loc.explain.targets_for); bast also sin, cos or an azimuth in degrees.")
 @click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
 @click.option("--examples", type=Int(1), default=None, help="Only the first N examples (windows) of INPUTS.")
 @click.option("--out", type=OutDir(), default="xai-loc-results/binaural-relevance",

@@ -15,7 +15,9 @@ Methods, composites and targets are registered by name:
                 'tfcnn', 'cuenet'                                  (xai_loc.explain.cue_composites)
     TARGETS     per output kind (xai_loc.explain.targets): positions 'truth', 'prediction', 'x',
                 'y', 'z', 'error', 'contrast'; classes 'class_logit', 'true_class_logit',
-                'class_contrast', 'class_probability', 'true_class_probability'; angles
+                'class_contrast', 'class_log_odds', 'true_class_log_odds', 'class_probability',
+                'true_class_probability' (the probabilities for gradient and perturbation methods only: LRP
+                takes the log-odds); angles
                 'azimuth', 'elevation', 'angular_error', 'direction', 'true_direction'
 
 Relevance at every level a model declares (``'waveform'``, ``'front_end'`` ...) comes from one

@@ -250,7 +250,9 @@ class AttnLRP:
 @register_method("attn_lrp")
 class AttnLRPMethod(BackwardMethod):
     """AttnLRP (Achtibat et al. 2024) through the pipeline: :class:`AttnLRP`'s rules on the model,
-    relevance ``representation x modified gradient`` of the target ``q`` at every level read, the
+    relevance ``representation x modified gradient`` at every level read, started (as LRP is)
+    from the target's seed: the output's gradient is ``seed / output``, so that ``output x
+    gradient`` there is the seed and relevance sums to ``sum(seed)`` less what is absorbed; the
     relevance that leaves the network booked per kind (``absorbed``). Modules without a rule
     pass the plain gradient, so on a family without attention it is input x gradient there."""
 
@@ -273,17 +275,17 @@ class AttnLRPMethod(BackwardMethod):
         return super().attribute(x, weigh, index)
 
     def backward(self, output, weights, seed, tensors):
-        return torch.autograd.grad(self.objective.scalar(output, weights).sum(), tensors)
+        # output x gradient at the output is the seed: the gradient there is seed / output (0 where the
+        # output is 0), so a target whose value does not change with |f| (an angle) is explained too
+        output_grad = torch.where(output == 0, 0.0, seed / torch.where(output == 0, 1.0, output.detach()))
+        return torch.autograd.grad((output,), tensors, grad_outputs=(output_grad,))
 
     def relevance(self, tensor, grad):
         return tensor.detach() * grad
 
     def explained(self, output, weights, seed):
-        """``f . dq/df``: what ``output x gradient`` at the output sums to (``q`` for a linear target)."""
-        out = output.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(self.objective.scalar(out, weights).sum(), out)
-        return (out.detach() * grad).sum(-1)
+        """``sum(seed)``: what ``output x gradient`` at the output sums to (``q`` for a linear target)."""
+        return seed.sum(-1)
 
     def extras(self):
         return {"absorbed": dict(self.rules.ledger.absorbed)}

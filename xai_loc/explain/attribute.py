@@ -417,6 +417,11 @@ def explain(
     -------
     xarray.DataArray
         ``relevance (window, mic, time)`` with the coords and attrs of the module docs.
+
+    Raises
+    ------
+    InputError
+        For a model whose output is not a position (use :func:`explain_arrays`).
     """
     import xarray as xr
 
@@ -447,6 +452,9 @@ def explain(
                                 else np.asarray(source).mean(axis=0))
     explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,
                           device=device, mean_input=mean_input, train_mean=data["train_mean"], **options)
+    if explainer.output_kind != "position":
+        raise InputError(f"explain() labels positions (prediction_x/y/z); this model outputs "
+                         f"{explainer.output_kind!r}: use xai_loc.explain.explain_arrays for it")
     shape = getattr(explainer.model, "input_shape", None)
     if shape is not None and tuple(shape) != (n_mics, n_time):
         raise InputError(f"windows of {n_mics} mics x {n_time} samples do not fit the model; "

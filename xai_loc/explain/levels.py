@@ -17,13 +17,19 @@ tensors back, so that one backward pass gives the relevance at each of them:
   interpolates its input (integrated gradients, occlusion ...) explains any level with the
   same call, as captum's layer attributions do.
 
+A level's module must run exactly once per forward pass (BAST's patch embedding runs once per
+ear, a shared encoder twice: neither has one representation); the hooks count the calls and
+raise :class:`~xai_loc.errors.InputError` otherwise. What is read is the module's own output,
+and the pass goes on with a copy, so an in-place operation after it (``ReLU(inplace=True)``)
+changes neither the value read nor its gradient.
+
 With only ``"waveform"`` asked for there are no hooks at all: the fast path of the multichannel
 models is the plain forward and backward.
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -86,12 +92,30 @@ class Levels:
         return self.modules[level] is getattr(self.model, "front_end", None) and hasattr(self.model, "body")
 
     @contextlib.contextmanager
-    def _holding(self, level: str, a: torch.Tensor) -> Iterator[None]:
-        handle = self.modules[level].register_forward_hook(lambda module, args, output: a)
+    def _hooked(self, level: str, swap: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """A forward hook on ``level``'s module that puts ``swap(output)`` in place of its output.
+
+        Raises
+        ------
+        InputError
+            After the block, unless the module ran exactly once: a module that runs several
+            times per forward pass (once per ear, a shared encoder) has no one representation.
+        """
+        calls = 0
+
+        def hook(module, args, output):
+            nonlocal calls
+            calls += 1
+            return swap(output)
+
+        handle = self.modules[level].register_forward_hook(hook)
         try:
             yield
         finally:
             handle.remove()
+        if calls != 1:
+            runs = "does not run" if calls == 0 else f"runs {calls} times"
+            raise InputError(f"level {level!r} {runs} per forward pass; choose a module that runs once")
 
     def representation(self, x: torch.Tensor, level: str | None = None) -> torch.Tensor:
         """The representation of windows ``x`` at ``level`` (default: the input level), detached."""
@@ -102,12 +126,14 @@ class Levels:
             if self._front_end(level):
                 return self.model.front_end(x).detach()
             captured: dict[str, torch.Tensor] = {}
-            handle = self.modules[level].register_forward_hook(lambda m, a, o: captured.__setitem__(level, o))
-            try:
+
+            def keep(output: torch.Tensor) -> torch.Tensor:
+                captured[level] = output.clone()  # kept apart from in-place operations after the module
+                return output
+
+            with self._hooked(level, keep):
                 self.model(x)
-            finally:
-                handle.remove()
-        return captured[level].detach()
+        return captured[level]
 
     def at(self, level: str, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The model's output for windows ``x`` when ``level`` holds ``a``.
@@ -120,7 +146,7 @@ class Levels:
             return self.model(a)
         if self._front_end(level):
             return self.model.head(self.model.body(a))
-        with self._holding(level, a):
+        with self._hooked(level, lambda output: a.clone()):  # a clone: in-place ops after it leave a alone
             return self.model(x.repeat(a.shape[0] // x.shape[0], *([1] * (x.ndim - 1))))
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -132,15 +158,14 @@ class Levels:
         inp = self.representation(x).requires_grad_(True)
         captured: dict[str, torch.Tensor] = {}
 
-        def keep(name: str):
-            def hook(module, args, output):
+        def keep(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+            def swap(output: torch.Tensor) -> torch.Tensor:
                 captured[name] = output
-            return hook
+                return output.clone()  # the pass goes on with a copy: an in-place op after it leaves the level intact
+            return swap
 
-        handles = [self.modules[name].register_forward_hook(keep(name)) for name in self.read]
-        try:
+        with contextlib.ExitStack() as stack:
+            for name in self.read:
+                stack.enter_context(self._hooked(name, keep(name)))
             output = self.at(self.input, x, inp)
-        finally:
-            for handle in handles:
-                handle.remove()
         return output, [inp, *(captured[name] for name in self.read)]

@@ -11,8 +11,11 @@ would sum to (``explained``):
 ========================  =============================================================
 method                    relevance should sum to
 ========================  =============================================================
-lrp                       ``sum(seed)`` (less what biases absorb and stabilizers lose)
-input_x_gradient          ``q(f(x))`` (exact for bias-free piecewise-linear models)
+lrp, attn_lrp             ``sum(seed)`` (less what biases absorb and stabilizers lose)
+input_x_gradient          ``f . dq/df`` (exact for bias-free piecewise-linear models: then
+                          ``x . dq/dx == f . dq/df``); this is ``q(f(x))`` for the linear
+                          targets and the log-odds, not for a probability or an angle
+                          (for the [cos, sin] azimuth it is 0: ``q`` does not change with ``|f|``)
 integrated_gradients,     ``q(f(x)) - q(f(baseline))`` (completeness; for GradientShap
 deeplift, gradient_shap   in expectation, with noise-free baselines)
 saliency, occlusion       nothing in particular (reported as NaN)
@@ -44,7 +47,7 @@ from xai_loc.explain._options import check_choice, check_number, resolve
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.targets import Objective
 
-__all__ = ["METHODS", "BackwardMethod", "Method", "get_method", "register_method"]
+__all__ = ["METHODS", "BackwardMethod", "Method", "get_method", "output_times_gradient", "register_method"]
 
 #: Per-window weights of the target from the (detached) outputs of a batch.
 WeighFn = Callable[[torch.Tensor], torch.Tensor]
@@ -154,7 +157,19 @@ class Method(ABC):
 
 
 class BackwardMethod(Method):
-    """Base of the methods that read every level in one modified backward pass (LRP, AttnLRP)."""
+    """Base of the methods that read every level in one modified backward pass (LRP, AttnLRP).
+
+    They start from the target's seed, so they refuse a target whose value is not a sum of output
+    relevances (a probability: :attr:`~xai_loc.explain.targets.Target.lrp_instead` names the target to use).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        target = self.objective.target
+        if target.lrp_instead is not None:
+            raise InputError(f"target {target.name!r} is not allowed for method {self.name!r}: LRP cannot start "
+                             f"from a probability; use target {target.lrp_instead!r} (its log-odds) or a gradient "
+                             "method")
 
     def attribute(self, x, weigh, index):
         output, tensors = self.levels.run(x)
@@ -211,6 +226,14 @@ class LRP(BackwardMethod):
         return seed.sum(-1)
 
 
+def output_times_gradient(objective: Objective, output: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``f . dq/df`` per window: what ``x . dq/dx`` sums to on a bias-free piecewise-linear model (``q`` if linear)."""
+    out = output.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(objective.scalar(out, weights).sum(), out)
+    return (out.detach() * grad).sum(-1)
+
+
 class _Objective(nn.Module):
     """``q(model(x), w)`` with ``level`` holding the module input: the scalar per window that captum explains."""
 
@@ -255,6 +278,22 @@ class _CaptumMethod(Method):
             return mean.expand_as(a).contiguous()
         return torch.full_like(a, 0.0 if value == "zero" else float(value))
 
+    def baseline_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The output when the input level holds its baseline (what path methods start from), for windows ``x``.
+
+        At the waveform it is one output for every window (computed once); at another level
+        the rest of the model still sees ``x`` where it does not go through the level.
+        """
+        level = self.levels.input
+        if level == INPUT and self._baseline_output is not None:
+            return self._baseline_output
+        x = x[:1] if level == INPUT else x
+        with torch.no_grad():
+            output = self.levels.at(level, x, self.baseline(self.levels.representation(x, level), level))
+        if level == INPUT:
+            self._baseline_output = output
+        return output
+
     def attribute(self, x, weigh, index):
         with torch.no_grad():
             output = self.model(x)
@@ -265,12 +304,9 @@ class _CaptumMethod(Method):
             seeded = _Objective(self.levels, self.objective, level, x)
             levels[level] = self.captum(seeded, a.requires_grad_(), weights, index, level).detach()
         if self.completeness == "output":
-            explained = self.objective.scalar(output, weights)
+            explained = output_times_gradient(self.objective, output, weights)
         elif self.completeness == "baseline":
-            if self._baseline_output is None:
-                with torch.no_grad():
-                    self._baseline_output = self.model(self.baseline(x[:1]))
-            explained = self.objective.difference(output, self._baseline_output, weights)
+            explained = self.objective.difference(output, self.baseline_output(x), weights)
         else:
             explained = torch.full(output.shape[:1], float("nan"), dtype=output.dtype, device=output.device)
         return {"output": output, "seed": self.objective.seed(output, weights), "levels": levels,
@@ -301,7 +337,8 @@ class Saliency(_CaptumMethod):
 
 @register_method("input_x_gradient")
 class InputXGradient(_CaptumMethod):
-    """Input times the gradient of the target ``q`` (Shrikumar et al. 2016)."""
+    """Input times the gradient of the target ``q`` (Shrikumar et al. 2016); sums to ``f . dq/df``
+    on a bias-free piecewise-linear model, which is ``q`` only for a linear target."""
 
     completeness = "output"
 

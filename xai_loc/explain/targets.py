@@ -26,11 +26,17 @@ class_logit               direction_classes                     logit of the arg
 true_class_logit          direction_classes                     logit of the true class
 class_contrast            direction_classes                     ``z_c - z_c'`` (``versus``: runner-up)
 class_probability         direction_classes                     softmax probability of the arg-max
+                                                                (not LRP: use class_log_odds)
 true_class_probability    direction_classes                     softmax probability of the true class
+                                                                (not LRP: use true_class_log_odds)
+class_log_odds            direction_classes                     ``log(p_c / (1 - p_c))`` of the arg-max
+true_class_log_odds       direction_classes                     the same of the true class
 direction                 cos_sin                               ``f . u``, ``u`` the predicted (or a
                                                                 given) direction
 true_direction            cos_sin                               ``f . u``, ``u`` the true direction
-azimuth                   azimuth, azimuth_elevation, cos_sin   predicted azimuth (degrees)
+azimuth                   azimuth, azimuth_elevation, cos_sin   predicted azimuth (degrees; for
+                                                                cos_sin in (-180, 180]: 179 and 181
+                                                                explain with opposite signs)
 elevation                 azimuth_elevation                     predicted elevation (degrees)
 angular_error             azimuth, azimuth_elevation, cos_sin   angle to the truth (degrees): wrapped
                                                                 azimuth difference, great circle, or
@@ -104,6 +110,9 @@ class Target:
         ``(output, w, kind) -> [B, K]``, LRP's relevance at the output.
     options
         Keyword options of ``weights`` with their defaults.
+    lrp_instead
+        For a target whose value is not a sum that LRP can start from (a probability): the
+        target to explain with LRP-type methods instead; None: LRP starts from ``seed``.
     description
         What the explanation means (the weight function's docstring).
     """
@@ -117,6 +126,7 @@ class Target:
     seed: OutputFunction
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    lrp_instead: str | None = None
 
 
 #: name -> :class:`Target`.
@@ -125,17 +135,18 @@ TARGETS: dict[str, Target] = {}
 
 def register_target(name: str, *, kinds: tuple[str, ...] = ("position",), needs_truth: bool = False,
                     needs_reference: bool = False, scalar: OutputFunction | None = None,
-                    seed: OutputFunction = _weights_seed) -> Callable[[WeightFunction], WeightFunction]:
+                    seed: OutputFunction = _weights_seed,
+                    lrp_instead: str | None = None) -> Callable[[WeightFunction], WeightFunction]:
     """Decorator registering a weight function as target ``name``; its docstring says what it means.
 
-    Its keyword-only parameters are the target's options.
+    Its keyword-only parameters are the target's options; ``lrp_instead``: see :class:`Target`.
     """
     def decorator(weights: WeightFunction) -> WeightFunction:
         if name in TARGETS:
             raise ValueError(f"target name {name!r} is already registered")
         description = " ".join((weights.__doc__ or "").split())
         TARGETS[name] = Target(name, weights, tuple(kinds), needs_truth, needs_reference, scalar, seed,
-                               option_defaults(weights), description)
+                               option_defaults(weights), description, lrp_instead)
         return weights
 
     return decorator
@@ -298,6 +309,19 @@ def _probability_seed(output: Tensor, w: Tensor, kind: str) -> Tensor:
     return _probability(output, w, kind)[:, None] * w
 
 
+def _log_odds(output: Tensor, w: Tensor, kind: str) -> Tensor:
+    """``z_c - logsumexp_{k != c} z = log(p_c / (1 - p_c))``, ``c`` where ``w`` is positive."""
+    chosen = w > 0
+    others = torch.logsumexp(output.masked_fill(chosen, -math.inf), dim=1)
+    return (output * chosen).sum(-1) - others
+
+
+def _log_odds_weights(output: Tensor, cls: Tensor) -> Tensor:
+    """``e_c - softmax_{k != c}(z)``: the gradient of the log-odds of class ``c``."""
+    chosen = _one_hot(output, cls)
+    return chosen - torch.softmax(output.masked_fill(chosen.bool(), -math.inf), dim=1)
+
+
 def class_target(target: str | int, n_classes: int) -> tuple[str, dict[str, Any]]:
     """The class target and options of ``'prediction'`` (the arg-max class's logit), ``'truth'`` (the
     true class's logit), a class index, or the name of a class target."""
@@ -333,20 +357,44 @@ def _class_contrast(output, truth, reference, kind, *, versus=None):
     +z_c on c and -z_c' on c')."""
     top2 = output.topk(2, dim=1).indices
     other = top2[:, 1] if versus is None else _class(output, versus)
+    if versus is not None and bool((other == top2[:, 0]).any()):
+        windows = torch.nonzero(other == top2[:, 0]).reshape(-1).tolist()
+        raise InputError(f"versus={versus} is not allowed: it is the predicted class of window(s) {windows}; "
+                         "use another class or None (the runner-up)")
     return _one_hot(output, top2[:, 0]) - _one_hot(output, other)
 
 
-@register_target("class_probability", kinds=CLASSES, scalar=_probability, seed=_probability_seed)
+@register_target("class_probability", kinds=CLASSES, scalar=_probability, seed=_probability_seed,
+                 lrp_instead="class_log_odds")
 def _class_probability(output, truth, reference, kind, *, cls=None):
-    """The softmax probability of the arg-max class (or of ``cls``); LRP puts it on that logit."""
+    """The softmax probability of the arg-max class (or of ``cls``), for gradient and
+    perturbation methods; LRP-type methods explain its log-odds ('class_log_odds')."""
     return _one_hot(output, _class(output, cls))
 
 
 @register_target("true_class_probability", kinds=CLASSES, needs_truth=True, scalar=_probability,
-                 seed=_probability_seed)
+                 seed=_probability_seed, lrp_instead="true_class_log_odds")
 def _true_class_probability(output, truth, reference, kind):
-    """The softmax probability of the true class; LRP puts it on that logit."""
+    """The softmax probability of the true class, for gradient and perturbation methods;
+    LRP-type methods explain its log-odds ('true_class_log_odds')."""
     return _one_hot(output, _labels(output, truth))
+
+
+@register_target("class_log_odds", kinds=CLASSES, scalar=_log_odds, seed=_output_seed)
+def _class_log_odds(output, truth, reference, kind, *, cls=None):
+    """The log-odds of the arg-max class (or of ``cls``), log(p_c / (1 - p_c)) = z_c -
+    logsumexp of the other logits: the probability on a scale relevance can add up on. Gradient
+    methods explain it exactly; LRP seeds z * w with w = e_c - softmax of the other logits
+    (their soft minimum, Montavon et al.), z_c on c and -s_k z_k on the others, which sums to
+    z_c - sum_k s_k z_k, the log-odds plus the entropy of s."""
+    return _log_odds_weights(output, _class(output, cls))
+
+
+@register_target("true_class_log_odds", kinds=CLASSES, needs_truth=True, scalar=_log_odds, seed=_output_seed)
+def _true_class_log_odds(output, truth, reference, kind):
+    """The log-odds of the true class, z_t - logsumexp of the other logits; LRP seeds it as
+    'class_log_odds' does."""
+    return _log_odds_weights(output, _labels(output, truth))
 
 
 # -- angles in degrees ------------------------------------------------------------------------------
@@ -413,9 +461,12 @@ def _true_direction(output, truth, reference, kind):
 
 @register_target("azimuth", kinds=ANGLES, scalar=_azimuth, seed=_azimuth_seed)
 def _azimuth_weights(output, truth, reference, kind):
-    """The predicted azimuth in degrees; for [cos, sin] outputs atan2(sin, cos), measured from
-    the predicted direction (no branch cut near it), and LRP splits it over cos and sin by
-    their shares of the output's length."""
+    """The predicted azimuth in degrees, as the model outputs it; for [cos, sin] outputs
+    atan2(sin, cos) in (-180, 180], measured from the predicted direction (no branch cut near
+    it), and LRP splits it over cos and sin by their shares of the output's length. The value
+    explained is the signed angle from azimuth 0 (the cos axis): sources on either side of 180
+    degrees get opposite signs (179 and -179), so their heatmaps flip sign. To explain the
+    distance to a direction, use 'angular_error' (to the truth) or 'direction' (along one)."""
     if kind == "cos_sin":
         return _unit(output)
     w = torch.zeros_like(output)
@@ -436,10 +487,16 @@ def _angular_error(output: Tensor, w: Tensor, kind: str) -> Tensor:
         return _wrap(output[:, 0] - w[:, 0]).abs()
     if kind == "cos_sin":
         return _vector_angle(w, output).abs()
-    az, el = torch.deg2rad(output[:, 0] - w[:, 0]), torch.deg2rad(output[:, 1])
-    cos = torch.sin(el) * torch.sin(torch.deg2rad(w[:, 1])) + torch.cos(el) * torch.cos(torch.deg2rad(w[:, 1])) * \
-        torch.cos(az)
-    return torch.rad2deg(torch.arccos(cos.clamp(-1.0 + 1e-12, 1.0 - 1e-12)))
+    # atan2(|u x v|, u . v), accurate at every angle (arccos of the dot product is not near 0)
+    u = _sphere(output[:, 0] - w[:, 0], output[:, 1])
+    v = _sphere(torch.zeros_like(w[:, 0]), w[:, 1])
+    return torch.rad2deg(torch.atan2(torch.linalg.vector_norm(torch.linalg.cross(u, v), dim=1), (u * v).sum(-1)))
+
+
+def _sphere(azimuth: Tensor, elevation: Tensor) -> Tensor:
+    """Unit vectors ``[B, 3]`` of azimuths and elevations in degrees."""
+    az, el = torch.deg2rad(azimuth), torch.deg2rad(elevation)
+    return torch.stack([torch.cos(el) * torch.cos(az), torch.cos(el) * torch.sin(az), torch.sin(el)], dim=1)
 
 
 def _angular_error_seed(output: Tensor, w: Tensor, kind: str) -> Tensor:

@@ -210,8 +210,10 @@ def upgrade_card(card: dict[str, Any]) -> dict[str, Any]:
     check = metrics.pop("float16_check", None)
     card = {**card, "metrics": {k: _upgrade_entry(v) for k, v in metrics.items()}}
     if check is not None and "storage" not in card:
-        card["storage"] = {"dtype": card.get("dtype"),
-                           **{d: {k: v[d] for k, v in check.items()} for d in ("float32", "float16")}}
+        card["storage"] = {d: {k: v[d] for k, v in check.items()} for d in ("float32", "float16")}
+    storage = card.get("storage")
+    if isinstance(storage, dict) and storage.get("dtype") is None:  # the stored dtype, where the record lacks it
+        card["storage"] = {"dtype": card.get("dtype"), **{k: v for k, v in storage.items() if k != "dtype"}}
     return card
 
 

@@ -18,6 +18,7 @@ register its own family with :func:`register_family`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any
@@ -141,9 +142,16 @@ def family_of(arch: str) -> Family:
                                   **shared))
 
 
+def _required_arguments(cls: type) -> list[str]:
+    """Names of the constructor parameters of ``cls`` without a default."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in inspect.signature(cls).parameters.values() if p.kind in kinds and p.default is p.empty]
+
+
 def family_rows() -> list[str]:
     """``models list``'s architecture section: per family a title line, then per architecture its
-    parameters, input shape, output kind and levels (default configuration)."""
+    parameters, input shape, output kind and levels (default configuration; for a plug-in whose
+    constructor has no defaults, the arguments it needs instead of parameters and shape)."""
     for arch in list(MODELS):
         family_of(arch)  # plug-ins registered since import join their generic family
     rows = []
@@ -151,6 +159,11 @@ def family_rows() -> list[str]:
         group = f"xai-loc {family.cli_group}".rstrip()
         rows.append(f"{family.name}: {family.description} [{group}; composite {family.composite or 'none'}]")
         for arch in family.models:
+            needed = _required_arguments(MODELS[arch])
+            if needed:  # a plug-in without a default configuration
+                rows.append(f"  {arch:12s} (needs arguments: {', '.join(needed)}), {MODELS[arch].output_kind} "
+                            f"output, levels {', '.join(MODELS[arch].levels)}")
+                continue
             model = MODELS[arch]()
             n_params = sum(p.numel() for p in model.parameters())
             shape = " x ".join(str(v) for v in model.input_shape)

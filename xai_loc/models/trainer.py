@@ -265,6 +265,7 @@ class Trainer:
                                                          "steps")}
         self.seconds = 0.0
         self.stopped: str | None = None
+        self.call_start_epoch = 0  # self.epoch when fit() was last called
         self.dropped_steps: int | None = None  # steps of an epoch cut short by the deadline (discarded)
         self.written: tuple[int, float] | None = None  # (best epoch, time) of the last model written
         self.resumed = self.state_file is not None and self.state_file.exists()
@@ -416,6 +417,7 @@ class Trainer:
         from xai_loc.progress import tqdm
 
         started = time.monotonic() if started is None else started
+        self.call_start_epoch = self.epoch  # the first epoch of every call runs, whatever the budget
         bar = tqdm(total=self.schedule.validations(self.schedule.max_epochs), initial=self.epoch,
                    disable=not progress, desc=desc, unit="epoch")
         while (reason := self.stop_reason(time.monotonic() - started)) is None:
@@ -451,7 +453,9 @@ class Trainer:
 
 
 def _over_budget(run: Trainer, elapsed: float) -> bool:
-    if run.schedule.max_minutes is None or run.epoch == 0:
+    """Whether the next epoch would end after ``max_minutes`` of this call (estimated from the
+    mean epoch); never before the first epoch of a call, so that a resumed run always advances."""
+    if run.schedule.max_minutes is None or run.epoch <= run.call_start_epoch:
         return False
     return elapsed + float(np.mean(run.history["seconds"])) > 60.0 * run.schedule.max_minutes
 
@@ -526,7 +530,8 @@ STORAGE = ("auto", "float32", "float16")
 
 def float16_check(model: nn.Module, score: Callable[[nn.Module], dict[str, Any]], tolerance: dict[str, float],
                   dtype: str = "auto") -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Decide whether ``model`` may be stored in float16: no metric of ``tolerance`` may move by more than its value.
+    """Decide whether ``model`` may be stored in float16: no metric of ``tolerance`` may move by more than its value,
+    and at least one of them must have been compared (scored by both models).
 
     Parameters
     ----------
@@ -555,9 +560,10 @@ def float16_check(model: nn.Module, score: Callable[[nn.Module], dict[str, Any]]
     m32, m16 = (entries[k]["metrics"] for k in ("float32", "float16"))
     compared = [k for k in tolerance if isinstance(m32.get(k), (int, float)) and isinstance(m16.get(k), (int, float))]
     change = {k: abs(float(m16[k]) - float(m32[k])) for k in compared}
-    within = all(change[k] <= tolerance[k] for k in compared)
+    within = bool(compared) and all(change[k] <= tolerance[k] for k in compared)  # nothing compared: no evidence
     stored = ("float16" if within else "float32") if dtype == "auto" else dtype
-    record = {"dtype": stored, "rule": "float16 when no metric moves by more than its tolerance",
+    record = {"dtype": stored,
+              "rule": "float16 when no metric moves by more than its tolerance (at least one compared)",
               "tolerance": dict(tolerance), "within_tolerance": within, "change": change,
               **{name: {k: entries[name]["metrics"][k] for k in compared} for name in entries}}
     return stored, entries[stored], record

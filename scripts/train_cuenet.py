@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.out}: {card['training']['epochs']} epochs, {card['training']['minutes']:.1f} min, "
               f"stored {card['dtype']}")
         keys = ("top1", "top5", "azimuth_error", "front_back_rate", "azimuth_error_folded", "lateral_error")
-        print(json.dumps({k: {"model": test["metrics"][k], "chance": test["baseline"]["metrics"][k]} for k in keys}, indent=1))
+        scores = {k: {"model": test["metrics"][k], "chance": test["baseline"]["metrics"][k]} for k in keys}
+        print(json.dumps(scores, indent=1))
         if args.probe is not None:
             from xai_loc.experiments.cue_probe import run_cue_probe
             from xai_loc.plots.redraw import draw

@@ -16,7 +16,7 @@ from pathlib import Path
 import xai_loc
 
 PACKAGE = Path(xai_loc.__file__).parent
-BOTTOM = ("errors", "io", "runtime", "progress", "cli_params")
+BOTTOM = ("errors", "io", "runtime", "progress", "cli_params", "cluster")
 STAGES = ("acoustics", "data", "features", "models", "explain", "experiments", "plots", "report")
 TOP = ("study", "cli")
 RANK = {name: 0 for name in BOTTOM} | {name: 1 + i for i, name in enumerate(STAGES + TOP)}

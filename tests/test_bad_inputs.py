@@ -191,6 +191,8 @@ CASES = [
     ("figures-empty-folder", ["figures", "{ws}/ro"], {}),
     ("listen-not-a-store", ["listen", "{ws}/ro", "--out", "{ws}/w"], {}),
     ("reproduce-pretrained-missing", ["reproduce", "--quick", "--pretrained", "{ws}/nowhere"], {}),
+    ("reproduce-skip-unknown", ["reproduce", "--quick", "--skip", "perturbation,nope"], {}),
+    ("reproduce-skip-twice", ["reproduce", "--quick", "--skip", "sanity,sanity"], {}),
     ("models-list-dir-missing", ["models", "list", "--dir", "{ws}/nowhere"], {}),
     # damaged scene stores (a chunk gone) of the binaural families
     ("tfcnn-probe-damaged-scene-store", ["binaural", "tfcnn", "probe", "--n-train", "1", "--test-per-azimuth", "1",

@@ -231,7 +231,9 @@ def test_tdoa_end_to_end(tmp_path, tiny_checkpoint):
 def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch):
     import torch
 
+    import xai_loc.models.checkpoint
     from xai_loc.models import build_model, save_checkpoint
+    from xai_loc.study import STUDY_EXPERIMENTS
 
     zoo = tmp_path / "zoo"
     torch.manual_seed(1)
@@ -239,22 +241,51 @@ def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch):
                     {"condition": {"t60": 0.15, "snr": 25.0}})
     monkeypatch.setattr("xai_loc.study.QUICK_SOURCES", 1)
     monkeypatch.setattr("xai_loc.study.QUICK_SRP_WINDOWS", 2)
+    # the explanation-quality suite as small as it gets: one method, one fill, two percentages
+    monkeypatch.setattr("xai_loc.study.QUICK_METHODS", ("input_x_gradient",))
+    monkeypatch.setattr("xai_loc.study.QUICK_FILLS", ("zero",))
+    monkeypatch.setattr("xai_loc.study.QUICK_PERCENTAGES", (0.0, 50.0))
+    loads, real_load = [], xai_loc.models.checkpoint.load_model
+
+    def counting_load(path, *args, **kwargs):
+        loads.append(path)
+        return real_load(path, *args, **kwargs)
+
+    for module in (xai_loc.models.checkpoint, xai_loc.models):  # through the module and the package name alike
+        monkeypatch.setattr(module, "load_model", counting_load)
     runner = CliRunner()
     result = runner.invoke(main, ["--threads", "1", "reproduce", "--quick", "--out", str(tmp_path / "rep"),
                                   "--data", str(tmp_path / "data"), "--pretrained", str(zoo)])
     assert result.exit_code == 0, result.output
+    assert len(loads) == 1  # one ModelSet for evaluation, the five experiments and the inspection
     summary = (tmp_path / "rep" / "summary.md").read_text()
     row = next(line for line in summary.splitlines() if line.startswith("| 0.15 | 25 | loccnn |"))
     assert row.split("|")[4].strip() == "pyroomacoustics"  # a card without a convention: the legacy data
     assert row.split("|")[7].strip() == "0.088"  # the paper's number beside ours
     assert "Test data simulated under the gpurir convention." in summary
     assert "No shipped checkpoint for: (0.3 s, 20 dB)" in summary
+    assert "faithfulness, sanity, components on 1 of them with input_x_gradient and 200 bootstrap" in summary
     cond = tmp_path / "rep" / "t60-0.15_snr-25"
-    for name in ("perturbation.nc", "tdoa.nc", "tdoa.md", "inspection_loccnn.png"):
+    for name in ("perturbation.nc", "tdoa.nc", "tdoa.md", "inspection_loccnn.png", "faithfulness.png", "sanity.png",
+                 "components.png"):
         assert (cond / name).exists()
-    (cond / "perturbation.png").unlink()
+    # the suite ran with the quick settings on the same model and windows, each table a section of summary.md
+    faith = xr.open_dataset(cond / "faithfulness.nc")
+    assert faith["method"].values.tolist() == ["input_x_gradient"] and faith["fill"].values.tolist() == ["zero"]
+    np.testing.assert_array_equal(faith["percentage"].values, [0.0, 50.0])
+    pert = xr.open_dataset(cond / "perturbation.nc")
+    np.testing.assert_allclose(float(faith["unperturbed_mae"].sel(model="loccnn")),
+                               float(pert["mae"].sel(model="loccnn", mode="random", percentage=0.0).mean()), rtol=1e-5)
+    for name in ("faithfulness", "sanity", "components"):
+        ds = xr.open_dataset(cond / f"{name}.nc")
+        assert ds["method"].values.tolist() == ["input_x_gradient"] and ds.attrs["n_boot"] == 200
+        assert ds.attrs["models"] == pert.attrs["models"]  # the shared ModelSet: same checkpoint, same digest
+        assert f"### {STUDY_EXPERIMENTS[name]}\n\n{(cond / f'{name}.md').read_text()}" in summary
+    for name in ("perturbation.png", "faithfulness.png"):
+        (cond / name).unlink()
     result = runner.invoke(main, ["figures", str(tmp_path / "rep")])
-    assert result.exit_code == 0 and (cond / "perturbation.png").exists() and (cond / "tdoa.png").exists()
+    assert result.exit_code == 0 and (cond / "tdoa.png").exists()
+    assert (cond / "perturbation.png").exists() and (cond / "faithfulness.png").exists()
     result = runner.invoke(main, ["figures", str(tmp_path / "nothing")])
     assert result.exit_code == 2
 

@@ -156,10 +156,12 @@ def test_completeness_residual_is_zero_for_input_x_gradient_of_a_bias_free_linea
 
 
 def test_bootstrap_and_rank_agreement():
-    values = np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 2.0], [np.nan, 1.0, 2.0]])
+    values = np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 2.0], [np.nan, 1.0, 2.0], [np.nan, np.nan, np.nan]])
     ci = bootstrap_ci(values, n_boot=500, seed=0)
     np.testing.assert_allclose(ci[0], [1.0, 1.0])
-    assert 0.0 <= ci[1, 0] < 1.0 < ci[1, 1] <= 2.0 and np.isnan(ci[2]).all()
+    assert 0.0 <= ci[1, 0] < 1.0 < ci[1, 1] <= 2.0
+    assert 1.0 <= ci[2, 0] < 1.5 < ci[2, 1] <= 2.0  # an undefined source is left out, not the whole cell
+    assert np.isnan(ci[3]).all()
     np.testing.assert_array_equal(ci, bootstrap_ci(values, n_boot=500, seed=0))
     srg = np.array([[0.3, 0.1, -0.3], [0.2, 0.2, -0.2], [0.1, 0.3, -0.1]])  # method x fill
     tau = rank_agreement(srg)

@@ -37,6 +37,9 @@ def make_study(base: Path) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("xai_loc.study.QUICK_SOURCES", 1)
         mp.setattr("xai_loc.study.QUICK_SRP_WINDOWS", 2)
+        mp.setattr("xai_loc.study.QUICK_METHODS", ("input_x_gradient",))  # the suite as small as it gets
+        mp.setattr("xai_loc.study.QUICK_FILLS", ("zero",))
+        mp.setattr("xai_loc.study.QUICK_PERCENTAGES", (0.0, 50.0))
         result = CliRunner().invoke(main, ["--threads", "1", "reproduce", "--quick", "--out", str(base / "rep"),
                                            "--data", str(base / "data"), "--pretrained", str(zoo)])
     assert result.exit_code == 0, result.output
@@ -115,7 +118,12 @@ def test_reproduce_ends_with_a_report_of_the_stored_numbers(study):
     # self-contained: every resource inline, no address outside the page
     assert page.urls and all(re.match(r"data:|#", url) for url in page.urls)
     text = html.unescape((study / "report.html").read_text())
-    assert "faithfulness.nc (faithfulness result; run 'xai-loc faithfulness')" in text
+    assert "run 'xai-loc" not in text  # reproduce wrote every registered experiment: none is listed as missing
+    faith = xr.open_dataset(cond / "faithfulness.nc")
+    aopc = faith.score.sel({"model": "loccnn", "method": "input_x_gradient", "fill": "zero", "ordering": "relevance",
+                            "metric": "aopc"})
+    assert any(row[0] == "input_x_gradient" and row[1].startswith(f"{float(aopc):.4f} [")  # faithfulness, as stored
+               for table in page.tables for row in table if row)
 
 
 def test_explorer_audio_and_gcc_come_from_the_relevance_store(study):

@@ -1,10 +1,13 @@
 """The whole study of Comanducci et al. (EUSIPCO 2024) for every condition and model.
 
 For each of the paper's conditions with shipped checkpoints: test data, localization error
-beside the constant predictor and the published numbers, relevance, perturbation curves,
-the TDOA table per pair distance with its baselines, SRP-PHAT maps, the input-inspection
-figure, a ``summary.md`` gathering the tables and ``report.html``, the whole study as one web page
-(:mod:`xai_loc.report`).
+beside the constant predictor and the published numbers, relevance, the experiments of
+:data:`STUDY_EXPERIMENTS` (perturbation curves, the TDOA table per pair distance with its
+baselines and SRP-PHAT maps, then the explanation-quality suite: faithfulness, sanity checks
+and relevance shares on the simulator's components), the input-inspection figure, a
+``summary.md`` gathering the tables and ``report.html``, the whole study as one web page
+(:mod:`xai_loc.report`). A ``--quick`` run runs the suite on fewer sources, methods, fills and
+percentages (:func:`study_options`); ``skip`` leaves experiments out.
 
 It runs every stage, from simulated data to figures, so it sits above all of them, below the CLI.
 :func:`run_experiment` is the one path "run -> write -> draw -> tables" of a registered
@@ -15,10 +18,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from xai_loc.errors import InputError
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -29,6 +34,25 @@ if TYPE_CHECKING:
 #: ``--quick``: sources of the test split and windows for SRP.
 QUICK_SOURCES = 3
 QUICK_SRP_WINDOWS = 8
+#: ``--quick``: the suite (faithfulness, sanity, components) on this many of those sources, with these
+#: methods, bootstrap resamples, and the faithfulness fills and percentages.
+QUICK_SUITE_SOURCES = 2
+QUICK_METHODS = ("lrp:paper", "input_x_gradient", "saliency")
+QUICK_N_BOOT = 200
+QUICK_FILLS = ("zero", "road")
+QUICK_PERCENTAGES = (0.0, 30.0, 60.0)
+
+#: The experiments of the study (names in :data:`~xai_loc.experiments.registry.EXPERIMENTS`), in the
+#: order they run, with the title of their section in ``summary.md``.
+STUDY_EXPERIMENTS = {
+    "perturbation": "Perturbation (MAE per coordinate, m)",
+    "tdoa": "TDOA",
+    "faithfulness": "Faithfulness (deletion and insertion, m)",
+    "sanity": "Sanity checks (randomized layers and targets)",
+    "components": "Relevance on the simulator's components",
+}
+#: The explanation-quality suite among them: what ``--quick`` runs small.
+SUITE = ("faithfulness", "sanity", "components")
 
 
 @dataclass
@@ -74,6 +98,46 @@ def run_experiment(experiment: str | Experiment, models: ModelSet | Mapping[str,
     return ExperimentRun(ds, tables, files)
 
 
+def study_options(quick: bool) -> dict[str, dict[str, Any]]:
+    """Options of each experiment of :data:`STUDY_EXPERIMENTS` in a quick or a full run.
+
+    A full run takes each experiment's defaults (TDOA on a spread of pair distances); a quick one
+    the ``QUICK_*`` settings of this module, read when called.
+    """
+    options = {"perturbation": {}, "tdoa": {"pairs": "spread", "srp_max_windows": QUICK_SRP_WINDOWS if quick else None},
+               **{name: {} for name in SUITE}}
+    if quick:
+        for name in SUITE:
+            options[name].update(methods=QUICK_METHODS, n_sources=QUICK_SUITE_SOURCES, n_boot=QUICK_N_BOOT)
+        options["faithfulness"].update(fills=QUICK_FILLS, percentages=QUICK_PERCENTAGES)
+    return options
+
+
+def check_skip(skip: Sequence[str]) -> tuple[str, ...]:
+    """Validate the names of experiments to leave out of the study (:data:`STUDY_EXPERIMENTS`), each once."""
+    names = tuple(str(name).strip() for name in skip)
+    for name in names:
+        if name not in STUDY_EXPERIMENTS:
+            raise InputError(f"skip {name!r} is not an experiment of the study; allowed: "
+                             f"{', '.join(STUDY_EXPERIMENTS)}")
+    if len(set(names)) < len(names):
+        raise InputError(f"skip {','.join(names)!r} names an experiment twice; give each once")
+    return names
+
+
+def _quick_note(skip: Sequence[str]) -> str:
+    """The line of ``summary.md`` that says what a quick run left small."""
+    note = f"Quick run: {QUICK_SOURCES} test sources per condition"
+    suite = [name for name in SUITE if name not in skip]
+    if suite:
+        note += (f"; {', '.join(suite)} on {min(QUICK_SUITE_SOURCES, QUICK_SOURCES)} of them with "
+                 f"{', '.join(QUICK_METHODS)} and {QUICK_N_BOOT} bootstrap resamples")
+    if "faithfulness" in suite:
+        note += (f"; faithfulness fills {', '.join(QUICK_FILLS)} at "
+                 f"{', '.join(f'{p:g}' for p in QUICK_PERCENTAGES)} %")
+    return note + "."
+
+
 def _evaluate(models: ModelSet, name: str, store, batch_size: int, device: str) -> dict:
     """:func:`~xai_loc.models.evaluation.evaluate` a model of the set; it is back on its device afterwards."""
     from xai_loc.explain.attribute import placed
@@ -100,16 +164,17 @@ def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
 
 def reproduce(out: str | Path, *, quick: bool = False, data_root=None, conditions=None,
               archs=("loccnn", "samplecnn"), pretrained=None, batch_size: int = 16, device: str = "cpu",
-              progress: bool | None = None, convention: str = "gpurir") -> Path:
-    """Run the study and write everything below ``out``, ending with ``report.html``; returns the path of
-    ``summary.md``.
+              progress: bool | None = None, convention: str = "gpurir", skip: Sequence[str] = ()) -> Path:
+    """Run the study and write everything below ``out``, ending with ``report.html`` (when an experiment
+    ran); returns the path of ``summary.md``.
 
     Parameters
     ----------
     out
         Results folder (one sub-folder per condition).
     quick
-        A handful of test sources (:data:`QUICK_SOURCES`) so that it runs in minutes.
+        A handful of test sources (:data:`QUICK_SOURCES`) and a small suite (:func:`study_options`)
+        so that it runs in minutes.
     data_root
         Where test data is simulated (default: ``$XAI_LOC_DATA`` or ``./xai-loc-data``).
     conditions
@@ -121,7 +186,10 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     convention
         Simulation convention of the test data (:mod:`xai_loc.acoustics.conventions`); each
         model's row says the convention of its training data.
+    skip
+        Names in :data:`STUDY_EXPERIMENTS` to leave out (checked before any work starts).
     """
+    skip = check_skip(skip)
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
     from xai_loc.data.store import condition_name, open_signals, simulate_dataset
     from xai_loc.experiments.modelset import ModelSet
@@ -152,16 +220,16 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
                             f"{ev['metrics']['mae']:.3f} | {ev['baseline']['metrics']['mae']:.3f} | "
                             f"{paper if paper is not None else '-'} | {ev['n_windows']} |")
         common = {"batch_size": batch_size, "device": device, "progress": progress}
-        pert = run_experiment("perturbation", models, store, folder, **common)
-        tdoa = run_experiment("tdoa", models, store, folder, pairs="spread",
-                              srp_max_windows=QUICK_SRP_WINDOWS if quick else None, **common)
+        sections += [f"## T60 {t60:g} s, SNR {snr:g} dB", ""]
+        for name, options in study_options(quick).items():
+            if name not in skip:
+                run = run_experiment(name, models, store, folder, **options, **common)
+                sections += [f"### {STUDY_EXPERIMENTS[name]}", "", run.tables["markdown"], ""]
         first = next(iter(models))
         relevance = explain_models(models.select([first]), store, randomized_baseline=False, **common)  # stored
         plot_inspection(open_signals(store), {first: relevance[first]}, folder / f"inspection_{first}")
-        sections += [f"## T60 {t60:g} s, SNR {snr:g} dB", "", "### Perturbation (MAE per coordinate, m)", "",
-                     pert.tables["markdown"], "### TDOA", "", tdoa.tables["markdown"], ""]
     lines = ["# xai-loc reproduction of Comanducci, Antonacci & Sarti (EUSIPCO 2024)", "",
-             f"{'Quick run: ' + str(QUICK_SOURCES) + ' test sources per condition.' if quick else 'Full test split.'}",
+             _quick_note(skip) if quick else "Full test split.",
              f"Test data simulated under the {convention} convention.",
              "", "## Localization error on the test split", "",
              "| T60 s | SNR dB | model | trained on | MAE/coord m | constant predictor m | paper m | windows |",
@@ -170,7 +238,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         lines += ["No shipped checkpoint for: " + ", ".join(f"({t:g} s, {s:g} dB)" for t, s in missing)
                   + ". Train them with scripts/train_zoo.py.", ""]
     summary = write_text_atomic(out / "summary.md", "\n".join(lines + sections) + "\n")
-    if loc_rows:  # a run without any checkpoint has no results to report
+    if loc_rows and len(skip) < len(STUDY_EXPERIMENTS):  # no checkpoint or every experiment skipped: no results
         write_report(out)
     return summary
 

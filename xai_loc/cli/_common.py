@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import sys
 
 import click
 
@@ -50,9 +51,29 @@ USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ED
                    errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
 
 
+#: Where a command records its ``--batch-size`` for the message about a GPU out of memory (click's ``ctx.meta``
+#: is shared by a command's context and its group's).
+BATCH_SIZE_KEY = "xai_loc.batch_size"
+
+
+def out_of_memory_message(batch_size: int | None) -> str:
+    """What to do about a GPU out of memory at ``batch_size`` (None: the command has no batch size)."""
+    if batch_size is None:
+        return "GPU out of memory; free GPU memory (other processes?) or use --device cpu"
+    if batch_size <= 1:
+        return "GPU out of memory at --batch-size 1; use a GPU with more free memory or --device cpu"
+    return f"GPU out of memory at --batch-size {batch_size}; lower it (e.g. --batch-size {batch_size // 2})"
+
+
+def _gpu_out_of_memory(err: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # not imported: not a torch error (and --help stays light)
+    return torch is not None and isinstance(err, torch.cuda.OutOfMemoryError)
+
+
 @contextlib.contextmanager
-def user_errors():
-    """Turn user errors (InputError, the file-system errors above) into one line on stderr and exit code 2."""
+def user_errors(meta: dict | None = None):
+    """Turn user errors (InputError, the file-system errors above, a GPU out of memory, here or on a dask worker)
+    into one line on stderr and exit code 2; ``meta`` is the click context's, holding the batch size."""
     try:
         yield
     except InputError as err:
@@ -62,6 +83,10 @@ def user_errors():
             raise
         where = f" {str(err.filename)!r}" if err.filename else ""
         message = f"cannot use{where}: {err.strerror or err}"
+    except RuntimeError as err:
+        if not _gpu_out_of_memory(err):
+            raise
+        message = out_of_memory_message((meta or {}).get(BATCH_SIZE_KEY))
     else:
         return
     click.echo(f"Error: {message}", err=True)
@@ -76,7 +101,7 @@ class Group(click.Group):
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context):
-        with user_errors():
+        with user_errors(ctx.meta):
             return super().invoke(ctx)
 
 
@@ -180,8 +205,10 @@ OPTION_HELP = ("Method, composite or target option KEY=VALUE (repeatable), e.g. 
 
 
 def setup(ctx: click.Context) -> int:
+    """Configure torch's threads; record the command's --batch-size for the message about a GPU out of memory."""
     from xai_loc.runtime import configure_threads
 
+    ctx.meta[BATCH_SIZE_KEY] = ctx.params.get("batch_size")
     return configure_threads(ctx.obj["threads"])
 
 

@@ -27,6 +27,7 @@ from xai_loc.cli._common import (
     sanity_options,
     setup,
     warn_convention,
+    with_options,
 )
 from xai_loc.cli.root import main
 from xai_loc.cli_params import (
@@ -43,7 +44,31 @@ from xai_loc.cli_params import (
     check_out_dir,
     data_root_default,
 )
+from xai_loc.cluster import MAX_WORKERS
 from xai_loc.errors import InputError
+
+
+class SchedulerAddress(click.ParamType):
+    """A dask scheduler address ``SCHEME://HOST:PORT`` (:func:`xai_loc.cluster.check_scheduler`)."""
+
+    name = "address"
+
+    def convert(self, value, param, ctx):
+        from xai_loc.cluster import check_scheduler
+
+        return check_scheduler(value, param.opts[0] if param is not None else "scheduler")
+
+
+#: Where the work of simulate, explain, perturb and faithfulness runs: here, on a running dask scheduler, or on a
+#: local dask cluster (:mod:`xai_loc.cluster`).
+cluster_options = with_options(
+    click.option("--scheduler", type=SchedulerAddress(), default=None,
+                 help="Spread the work over the workers of this running dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                      "(they must see the same paths); the result is that of one process.", metavar="ADDRESS"),
+    click.option("--workers", type=Int(1, MAX_WORKERS), default=None,
+                 help="Spread the work over a local dask cluster of N worker processes (one thread each).",
+                 metavar="N"),
+)
 
 
 @main.command()
@@ -81,10 +106,14 @@ def info(ctx: click.Context) -> None:
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of speech choice and noise.")
 @click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N (torch backend).")
 @CONVENTION_OPTION
+@cluster_options
 @click.pass_context
-def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech, seed, device, convention) -> None:
-    """Simulate microphone windows of a scene into a zarr store (resumable)."""
+def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech, seed, device, convention, scheduler,
+             workers) -> None:
+    """Simulate microphone windows of a scene into a zarr store (resumable; sources spread over a dask cluster
+    with --scheduler or --workers)."""
     from xai_loc.acoustics.speech import SpeechCorpus
+    from xai_loc.cluster import cluster
     from xai_loc.data.scene import load_scene
     from xai_loc.data.store import simulate_dataset
     from xai_loc.runtime import resolve_device
@@ -94,8 +123,9 @@ def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech,
     scn = load_scene(scene, convention=convention)
     corpus = SpeechCorpus.from_folder(speech, fs=scn.room.fs) if speech else None
     options = {"mode": mode} if backend == "torch" else {}
-    path = simulate_dataset(scn, split, t60, snr, root=out, n_sources=n_sources, corpus=corpus, seed=seed,
-                            backend=backend, device=device, rir_options=options, progress=True)
+    with cluster(scheduler, workers) as client:
+        path = simulate_dataset(scn, split, t60, snr, root=out, n_sources=n_sources, corpus=corpus, seed=seed,
+                                backend=backend, device=device, rir_options=options, progress=True, client=client)
     click.echo(str(path))
 
 
@@ -108,16 +138,14 @@ def models() -> None:
 @click.option("--dir", "directory", type=InputDir(), default=None,
               help="Folder of checkpoints [default: $XAI_LOC_PRETRAINED or the shipped pretrained/].")
 def models_list(directory: str | None) -> None:
-    """Show the registered architectures and the checkpoints with their conditions and test errors."""
-    from xai_loc.models import MODELS, build_model
+    """Show the localizer families with their architectures, and the checkpoints with their conditions
+    and test errors."""
+    from xai_loc.models.families import family_rows
     from xai_loc.models.zoo import list_checkpoints, pretrained_dir
 
-    click.echo("architectures:")
-    for name in sorted(MODELS):
-        model = build_model(name)
-        n_params = sum(p.numel() for p in model.parameters())
-        shape = " x ".join(str(v) for v in model.input_shape)
-        click.echo(f"  {name:12s} {n_params:>10,d} parameters, input {shape} (default configuration)")
+    click.echo("architectures by family (default configurations):")
+    for row in family_rows():
+        click.echo("  " + row)
     folder = pretrained_dir() if directory is None else directory
     rows = list_checkpoints(folder)
     click.echo(f"checkpoints in {folder}:" if rows else f"checkpoints in {folder}: none")
@@ -289,15 +317,18 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
 @click.option("--batch-size", type=Int(1), default=32, show_default=True)
 @click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @CONVENTION_OPTION
+@cluster_options
 @click.pass_context
 def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options, split, n_sources, scene, data, out,
-            batch_size, device, convention) -> None:
+            batch_size, device, convention, scheduler, workers) -> None:
     """Explain every window of a split into a chunked relevance store (resumable).
 
     Relevance has the input's shape (window, mic, time) with source and microphone
     coordinates and provenance attrs; read it back with xarray.open_zarr. A store only ever
-    holds one model, method, composite, target and option set.
+    holds one model, method, composite, target and option set. --scheduler or --workers
+    spread the blocks over a dask cluster; this process writes them (the same bytes).
     """
+    from xai_loc.cluster import cluster
     from xai_loc.data.scene import load_scene
     from xai_loc.data.store import simulate_dataset
     from xai_loc.experiments.modelset import ModelSet
@@ -309,10 +340,12 @@ def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options,
     check_explanation(models, method, composite, target, parse_options(options))
     scn = load_scene(scene, convention=convention)
     warn_convention(models, scn.convention)
-    store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, device=device, progress=True)
-    path = explain_store(models[arch], store, out, method=method, target=target, composite=composite,
-                         batch_size=batch_size, device=device, progress=True, provenance=models.provenance(arch),
-                         **parse_options(options))
+    with cluster(scheduler, workers) as client:
+        store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, device=device, progress=True,
+                                 client=client)
+        path = explain_store(models[arch], store, out, method=method, target=target, composite=composite,
+                             batch_size=batch_size, device=device, progress=True, provenance=models.provenance(arch),
+                             client=client, **parse_options(options))
     click.echo(str(path))
 
 
@@ -364,14 +397,17 @@ def listen(relevance, out, sources, mics) -> None:
 
 def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n_sources, seed, data,
                        out, batch_size, device, convention, randomized=None, method=None, composite=None, options=(),
-                       checked: dict | None = None, explanations=None, **run_options) -> None:
+                       checked: dict | None = None, explanations=None, scheduler=None, workers=None,
+                       **run_options) -> None:
     """The shared part of perturb, faithfulness and tdoa: condition, models (loaded once), explanation options
     checked, test split simulated, then the registered experiment run, written, drawn and its table printed.
 
     ``explanations``: the (method, composite) pairs to check when the experiment takes several
-    (and no ``method``/``composite`` of its own)."""
+    (and no ``method``/``composite`` of its own). ``scheduler``/``workers``: the dask cluster that simulates
+    and runs the experiment (:func:`xai_loc.cluster.cluster`), reached before anything is written."""
     from pathlib import Path
 
+    from xai_loc.cluster import cluster
     from xai_loc.data.scene import paper_scene
     from xai_loc.data.store import condition_name, simulate_dataset
     from xai_loc.experiments.modelset import ModelSet
@@ -388,17 +424,22 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
         run_options.update(method=method, composite=composite)
     scene = paper_scene(convention or "gpurir")
     warn_convention(models, scene.convention)
-    store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device, progress=True)
     if randomized is not None:  # sanity has no --randomized: randomization is its check
         run_options["randomized_baseline"] = randomized
-    run = run_experiment(experiment, models, store, folder, target=target, seed=seed, batch_size=batch_size,
-                         device=device, progress=True, **run_options, **opts)
+    with cluster(scheduler, workers) as client:
+        store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
+                                 progress=True, client=client)
+        if client is not None:  # only the experiments with --scheduler/--workers take a client
+            run_options["client"] = client
+        run = run_experiment(experiment, models, store, folder, target=target, seed=seed, batch_size=batch_size,
+                             device=device, progress=True, **run_options, **opts)
     click.echo(run.tables["markdown"])
     click.echo(f"results in {folder}")
 
 
 @main.command()
 @experiment_options
+@cluster_options
 @click.option("--percentages", default="0,10,20,30,40,50,60,70", show_default=True)
 @click.option("--modes", default="relevance,energy,random", show_default=True,
               help="Deletion orderings: relevance (signed, descending), energy (|x|), random (seeded).")
@@ -413,6 +454,7 @@ def perturb(ctx, percentages, modes, fill, **common) -> None:
     a paper-style figure (PNG, PDF), a markdown table with AOPC and perturbation.timing.json
     (seconds per model); the constant-predictor error is shown beside them.
     The first run on a machine compiles the deletion kernels (about 20 s, then cached).
+    --scheduler or --workers spread the window batches over a dask cluster (the same bytes).
     """
     from xai_loc.experiments.perturbation import FILLS, MODES, check_percentages
 
@@ -431,6 +473,7 @@ def perturb(ctx, percentages, modes, fill, **common) -> None:
 
 @main.command()
 @faithfulness_options
+@cluster_options
 @click.option("--methods", default="lrp:paper,lrp:epsilon_plus_flat,integrated_gradients,input_x_gradient,saliency,"
               "occlusion", show_default=True, help="Attribution methods, LRP as lrp:COMPOSITE.")
 @click.option("--fills", default="zero,noise,road", show_default=True,
@@ -446,6 +489,7 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
     ordering, with bootstrap 95 % intervals over sources; the completeness residual per
     method; and how much the method ranking changes between fills (Kendall tau). Writes
     faithfulness.nc, faithfulness.md and .tex, a figure and faithfulness.timing.json.
+    --scheduler or --workers spread the window batches over a dask cluster (the same bytes).
     """
     from xai_loc.experiments.faithfulness import check_fills, parse_methods
     from xai_loc.experiments.perturbation import check_percentages
@@ -548,7 +592,9 @@ def figures(results) -> None:
 
 
 @main.command()
-@click.option("--quick", is_flag=True, help="A handful of test sources per condition (minutes, not hours).")
+@click.option("--quick", is_flag=True,
+              help="A handful of test sources per condition and a small faithfulness/sanity/components suite "
+                   "(about 20 CPU minutes for the four conditions; minutes with --skip sanity).")
 @click.option("--out", type=OutDir(), default="xai-loc-results/reproduce", show_default=True)
 @click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data].")
@@ -556,14 +602,18 @@ def figures(results) -> None:
               help="Checkpoint folder [default: the shipped pretrained/].")
 @click.option("--batch-size", type=Int(1), default=16, show_default=True)
 @click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--skip", default="", metavar="NAMES",
+              help="Experiments to leave out, comma-separated: perturbation, tdoa, faithfulness, sanity, components.")
 @CONVENTION_OPTION
 @click.pass_context
-def reproduce(ctx, quick, out, data, pretrained, batch_size, device, convention) -> None:
+def reproduce(ctx, quick, out, data, pretrained, batch_size, device, skip, convention) -> None:
     """The whole study for the paper's four conditions and both models: data, localization
-    error beside the paper's, relevance, perturbation curves, TDOA table, SRP maps, figures
-    and summary.md. Conditions without a shipped checkpoint are listed as missing."""
+    error beside the paper's, relevance, perturbation curves, TDOA table, SRP maps, the
+    faithfulness suite, the sanity checks, the relevance shares on the simulator's components,
+    figures, summary.md and report.html. Conditions without a shipped checkpoint are listed as missing."""
     from xai_loc.study import reproduce as run
 
     setup(ctx)
     click.echo(str(run(out, quick=quick, data_root=data, pretrained=pretrained, batch_size=batch_size,
-                       device=device, progress=True, convention=convention or "gpurir")))
+                       device=device, progress=True, convention=convention or "gpurir",
+                       skip=csv_list(skip, what="--skip") if skip else ())))

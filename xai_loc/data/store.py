@@ -21,7 +21,9 @@ Writing, resuming and opening are those of every store
 (:class:`~xai_loc.data.resumable.ResumableStore`, one window per block): a killed run
 continues with the windows not yet written, and a store under its final name is always
 whole. Every source's speech and noise come from generators seeded by
-``(seed, source id)``, so the bytes do not depend on interruptions or subsets.
+``(seed, source id)``, so the bytes do not depend on interruptions or subsets, nor on
+where a source is rendered: given a dask client, sources are rendered on its workers and
+written by this process (:func:`xai_loc.cluster.map_blocks`).
 
 Windows holding NaN, infinite or only zero samples are refused before they are written. A
 finished store records a manifest of its files (sizes and CRC-32), checked whenever it is
@@ -44,7 +46,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +59,9 @@ from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.scene import SPLITS, Scene
 from xai_loc.data.spec import spec_digest
 from xai_loc.errors import InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 #: Windows per zarr chunk: one, so that training can read random windows cheaply
 #: (16 x 5120 float32 = 328 kB before compression).
@@ -214,6 +219,16 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
     return _Job(scene, split, t60, snr, ids, n_sources, corpus, seed, backend, rir_options, config)
 
 
+def _source_windows(k: int, work: tuple[_Job, str], utterance: np.ndarray | None = None) -> np.ndarray:
+    """The windows of the k-th source of a planned job ``work = (job, device)`` (:func:`_render_source`; the
+    utterance read from the job's corpus unless given). A work item of :func:`simulate_dataset`, on a dask
+    worker or here."""
+    job, device = work
+    sid, u = int(job.plan.source_ids[k]), int(job.plan.utterances[k])
+    utterance = job.corpus.load(u) if utterance is None else utterance
+    return _render_source(job.scene, sid, utterance, job.t60, job.snr, job.seed, job.backend, device, job.rir_options)
+
+
 def _render_sources(job: _Job, device: str, ks: Sequence[int], workers: int = 1) -> Iterator[tuple[int, np.ndarray]]:
     """``(k, windows)`` for the k-th source of a planned job, for every ``k`` of ``ks`` in that order.
 
@@ -223,21 +238,17 @@ def _render_sources(job: _Job, device: str, ks: Sequence[int], workers: int = 1)
     generator and torch release the GIL; CPU RIRs use per-thread work arrays), with at most
     ``2 * workers`` sources in flight; the windows are the same, only sooner.
     """
-    plan, scene = job.plan, job.scene
-    if workers <= 1:
-        load = job.corpus.load
-    else:  # corpora are not thread-safe: decode every utterance needed here, once
-        decoded = {int(u): job.corpus.load(int(u)) for u in np.unique(plan.utterances[list(ks)])}
-        load = decoded.__getitem__
-
-    def render(k: int) -> np.ndarray:
-        sid, u = int(plan.source_ids[k]), int(plan.utterances[k])
-        return _render_source(scene, sid, load(u), job.t60, job.snr, job.seed, job.backend, device, job.rir_options)
-
     if workers <= 1:
         for k in ks:
-            yield k, render(k)
+            yield k, _source_windows(k, (job, device))
         return
+    plan = job.plan
+    # corpora are not thread-safe: decode every utterance needed here, once
+    decoded = {int(u): job.corpus.load(int(u)) for u in np.unique(plan.utterances[list(ks)])}
+
+    def render(k: int) -> np.ndarray:
+        return _source_windows(k, (job, device), decoded[int(plan.utterances[k])])
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: dict[int, Any] = {}
         ahead = iter(ks)
@@ -304,6 +315,7 @@ def simulate_dataset(
     device: str = "cpu",
     rir_options: dict | None = None,
     progress: bool = True,
+    client: Client | None = None,
 ) -> Path:
     """Simulate (or finish simulating) one split of a scene under one condition.
 
@@ -328,6 +340,9 @@ def simulate_dataset(
         RIR backend name, torch device and extra backend options (e.g. ``{"mode": "hybrid"}``).
     progress
         Show a progress bar.
+    client
+        A ``distributed.Client`` (:func:`xai_loc.cluster.cluster`): sources are rendered on its
+        workers and written here, the same bytes (:func:`~xai_loc.cluster.map_blocks`).
 
     Returns
     -------
@@ -335,7 +350,7 @@ def simulate_dataset(
         The complete store. An existing complete store with the same configuration is
         returned as it is; one with a different configuration is an error.
     """
-    from xai_loc.progress import tqdm
+    from xai_loc.cluster import map_blocks
 
     job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options)
     final = dataset_path(root or default_root(), scene, job.t60, job.snr, split, job.n_sources)
@@ -348,15 +363,16 @@ def simulate_dataset(
                            _coords(scene, job.plan, job.corpus), job.attrs())
         pending = np.array(out.pending(), dtype=np.int64)  # one window per block
         todo = np.unique(np.searchsorted(first_window, pending, side="right") - 1)
-        with tqdm(total=len(job.ids), initial=len(job.ids) - todo.size, disable=not progress,
-                  desc=f"simulate {split}", unit="src") as bar:
-            for k, windows in _render_sources(job, device, todo):
-                first = int(first_window[k])
-                mine = pending[(pending >= first) & (pending < first_window[k + 1])]
-                for run in np.split(mine, np.flatnonzero(np.diff(mine) > 1) + 1):  # consecutive windows
-                    out.write(int(run[0]), {"signals": windows[run[0] - first : run[-1] + 1 - first]},
-                              hint=_hint(job, k))
-                bar.update(1)
+
+        def write(k: int, windows: np.ndarray) -> None:
+            first = int(first_window[k])
+            mine = pending[(pending >= first) & (pending < first_window[k + 1])]
+            for run in np.split(mine, np.flatnonzero(np.diff(mine) > 1) + 1):  # consecutive windows
+                out.write(int(run[0]), {"signals": windows[run[0] - first : run[-1] + 1 - first]}, hint=_hint(job, k))
+
+        map_blocks(_source_windows, [int(k) for k in todo], write, shared=(job, device), client=client,
+                   total=len(job.ids), initial=len(job.ids) - todo.size, progress=progress, desc=f"simulate {split}",
+                   unit="src")
         return out.finish()
 
 

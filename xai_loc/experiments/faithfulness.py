@@ -51,25 +51,39 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, experiment_windows
+from xai_loc.experiments.base import Experiment
 from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, random_deletion_steps, zeroed_copy
-from xai_loc.experiments.perturbation import FILLS, PAPER_PERCENTAGES, aopc, check_percentages, deletion_counts
+from xai_loc.experiments.perturbation import (
+    FILLS,
+    PAPER_PERCENTAGES,
+    Rows,
+    aopc,
+    check_percentages,
+    deletion_counts,
+    scored_windows,
+    window_batches,
+)
 
 if TYPE_CHECKING:
     import xarray as xr
+    from distributed import Client
 
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain.attribute import Explainer
 
-__all__ = ["DEFAULT_METHODS", "FAITHFULNESS_FILLS", "FaithfulnessExperiment", "bootstrap_ci", "check_fills",
-           "completeness_stats", "curve_metrics", "faithfulness_latex", "faithfulness_table", "ordering_curves",
-           "method_label", "parse_methods", "rank_agreement", "road_imputation", "run_faithfulness"]
+__all__ = ["DEFAULT_METHODS", "FAITHFULNESS_FILLS", "FaithfulnessExperiment", "FaithfulnessWork", "bootstrap_ci",
+           "check_fills", "completeness_stats", "curve_metrics", "faithfulness_batch", "faithfulness_latex",
+           "faithfulness_table", "ordering_curves", "method_label", "parse_methods", "rank_agreement",
+           "road_imputation", "run_faithfulness"]
 
 #: The suite's default attribution methods: ``method`` or ``lrp:composite`` (names of
 #: :data:`xai_loc.explain.METHODS` and :data:`xai_loc.explain.COMPOSITES`).
@@ -282,17 +296,23 @@ def curve_metrics(curves: np.ndarray) -> np.ndarray:
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> np.ndarray:
     """Percentile bootstrap interval of the mean over the last axis (sources): ``(..., 2)``.
 
-    Resamples are drawn as multinomial counts (``n_boot x S``), so the means are one matrix product.
+    Resamples are drawn as multinomial counts (``n_boot x S``), so the means are one matrix
+    product. Sources whose value is NaN (undefined there) are left out of each resample's mean;
+    a cell with no finite source gets NaN.
     """
     values = np.asarray(values, dtype=np.float64)
     s = values.shape[-1]
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(s, np.full(s, 1.0 / s), size=n_boot).T / s  # (S, n_boot)
-    finite = np.isfinite(values).all(-1, keepdims=True)
-    means = np.where(finite, values, 0.0) @ weights
+    finite = np.isfinite(values)
+    counted = finite @ weights
+    means = np.divide(np.where(finite, values, 0.0) @ weights, counted, out=np.full(counted.shape, np.nan),
+                      where=counted > 0)
     alpha = (1.0 - level) / 2.0
-    ci = np.stack([np.quantile(means, alpha, axis=-1), np.quantile(means, 1.0 - alpha, axis=-1)], axis=-1)
-    return np.where(finite, ci, np.nan)
+    with warnings.catch_warnings():  # a cell without any finite source: NaN, as documented
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = np.stack([np.nanquantile(means, alpha, axis=-1), np.nanquantile(means, 1.0 - alpha, axis=-1)], axis=-1)
+    return np.where(finite.any(-1, keepdims=True), ci, np.nan)
 
 
 def completeness_stats(residual: np.ndarray, explained: np.ndarray) -> np.ndarray:
@@ -326,6 +346,68 @@ def rank_agreement(srg: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- the experiment
+@dataclass(frozen=True)
+class FaithfulnessWork:
+    """What every batch of :func:`run_faithfulness` needs (sent once to a cluster's workers)."""
+
+    windows: Rows
+    truth: np.ndarray
+    explainers: dict[str, list[Explainer]]
+    randomized: dict[str, list[Explainer]]
+    fills: tuple[str, ...]
+    percentages: tuple[float, ...]
+    seed: int
+    device: str
+
+
+def faithfulness_batch(batch: tuple[str, int, int], work: FaithfulnessWork):
+    """Curves of one model on one window batch: ``(errors, residual, explained, seconds)``.
+
+    ``batch`` is ``(model name, start, stop)``. ``errors`` is ``(method, ordering, fill, curve,
+    percentage, window)`` (orderings ``relevance``, [``randomized``,] ``random``), ``residual``
+    and ``explained`` are ``(method, window)`` (the completeness residual and the explained
+    output); seeds are ``seed + start``, so a batch gives the same numbers wherever it runs.
+    """
+    from xai_loc.explain.attribute import placed
+    from xai_loc.runtime import resolve_device
+
+    name, start, stop = batch
+    tic = time.perf_counter()
+    spent: dict[str, float] = {}
+    x = work.windows.batch(start, stop)
+    truth_np = work.truth[start:stop]
+    truth = torch.from_numpy(truth_np)
+    explainers, randomized = work.explainers[name], work.randomized.get(name, [])
+    n_o = 3 if randomized else 2
+    errors = np.zeros((len(explainers), n_o, len(work.fills), 3, len(work.percentages), stop - start))
+    residual = np.zeros((len(explainers), stop - start))
+    output = np.zeros((len(explainers), stop - start))
+    rel, rel_r = [], []
+    explain_tic = time.perf_counter()
+    for i, explainer in enumerate(explainers):
+        with explainer:
+            out = explainer.explain_batch(x, truth_np)
+        rel.append(out["relevance"])
+        residual[i] = out["relevance_sum"] - out["explained"]
+        output[i] = out["explained"]
+    for explainer in randomized:
+        with explainer:
+            rel_r.append(explainer.explain_batch(x, truth_np)["relevance"])
+    spent["explain"] = time.perf_counter() - explain_tic
+    net, dev = explainers[0].model, resolve_device(work.device)
+    with placed(net, dev):
+        for f, fill in enumerate(work.fills):
+            common = {"seed": work.seed + start, "device": dev, "timing": spent}
+            random = ordering_curves(net, x, truth, None, work.percentages, fill, **common)
+            for i in range(len(explainers)):
+                errors[i, 0, f] = ordering_curves(net, x, truth, rel[i], work.percentages, fill, **common)
+                if randomized:
+                    errors[i, 1, f] = ordering_curves(net, x, truth, rel_r[i], work.percentages, fill, **common)
+                errors[i, -1, f] = random  # method-independent
+    spent["wall"] = time.perf_counter() - tic
+    return errors, residual, output, spent
+
+
 def run_faithfulness(
     models: ModelSet | Mapping,
     data,
@@ -342,6 +424,7 @@ def run_faithfulness(
     n_sources: int | None = None,
     progress: bool = False,
     timing: dict | None = None,
+    client: Client | None = None,
 ) -> xr.Dataset:
     """The faithfulness suite (module docs) on the windows of a dataset store.
 
@@ -369,6 +452,9 @@ def run_faithfulness(
         Only a seeded spread of ``n_sources`` of the store's sources.
     timing
         A dict to fill with seconds per model (kept out of the result).
+    client
+        A ``distributed.Client`` (:func:`xai_loc.cluster.cluster`): the window batches of every
+        model are computed on its workers (:func:`faithfulness_batch`), the result is the same.
 
     Returns
     -------
@@ -381,10 +467,8 @@ def run_faithfulness(
     import xarray as xr
 
     from xai_loc import __version__
+    from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain.attribute import placed
-    from xai_loc.progress import tqdm
-    from xai_loc.runtime import resolve_device
 
     models = ModelSet.of(models)
     specs = parse_methods(methods)
@@ -393,64 +477,41 @@ def run_faithfulness(
     percentages = check_percentages(percentages)
     if percentages[0] != 0:
         raise InputError(f"percentages {list(percentages)} must start at 0 (the unperturbed window)")
-    ds, sources, per_source = experiment_windows(data, n_sources)
+    ds, sources, per_source, windows = scored_windows(data, n_sources)
     truth_all = ds["source_position"].values.astype(np.float64)
     n = truth_all.shape[0]
     orderings = ORDERINGS if randomized_baseline else ("relevance", "random")
     n_m, n_o, n_f, n_p = len(specs), len(orderings), len(fills), len(percentages)
-    dev = resolve_device(device)
-    curves = np.zeros((len(models), n_m, n_o, n_f, 3, n_p, sources.size))
-    completeness = np.zeros((len(models), n_m, 2))
-    unperturbed = np.zeros(len(models))
+    names = list(models)
+    kw = {"target": target, "batch_size": batch_size, "device": device}
+    explainers = {name: [models.explainer(name, method=m, composite=c, **kw) for m, c in specs] for name in names}
+    randomized = {name: [models.explainer(name, randomized_seed=seed, method=m, composite=c, **kw)
+                         for m, c in specs] for name in names} if randomized_baseline else {}
+    work = FaithfulnessWork(windows, truth_all, explainers, randomized, fills, percentages, seed, device)
+    errors = np.zeros((len(models), n_m, n_o, n_f, 3, n_p, n))
+    residual = np.zeros((len(models), n_m, n))
+    output = np.zeros((len(models), n_m, n))
+    spent = {name: {} for name in names}
+
+    def write(batch, result) -> None:
+        name, start, stop = batch
+        k = names.index(name)
+        errors[k, ..., start:stop], residual[k, :, start:stop], output[k, :, start:stop] = result[:3]
+        for key, seconds in result[3].items():
+            spent[name][key] = spent[name].get(key, 0.0) + seconds
+
+    map_blocks(faithfulness_batch, window_batches(names, n, batch_size), write, shared=work, client=client,
+               size=lambda batch: batch[2] - batch[1], progress=progress, desc="faithfulness", unit="win")
+    curves = errors @ per_source
+    unperturbed = np.array([float((errors[k, 0, 0, 0, 0, 0] @ per_source).mean()) for k in range(len(names))])
+    completeness = completeness_stats(residual, output)
     timings = {} if timing is None else timing
     explained_models = {}
-    for k, name in enumerate(models):
-        kw = {"target": target, "batch_size": batch_size, "device": device}
-        explainers = [models.explainer(name, method=m, composite=c, **kw) for m, c in specs]
-        randomized = [models.explainer(name, randomized_seed=seed, method=m, composite=c, **kw)
-                      for m, c in specs] if randomized_baseline else []
-        errors = np.zeros((n_m, n_o, n_f, 3, n_p, n))
-        residual = np.zeros((n_m, n))
-        output = np.zeros((n_m, n))
-        spent: dict[str, float] = {}
-        tic = time.perf_counter()
-        with tqdm(total=n, disable=not progress, desc=f"faithfulness {name}", unit="win") as bar:
-            for start in range(0, n, batch_size):
-                stop = min(n, start + batch_size)
-                x = torch.as_tensor(ds["signals"].isel(window=slice(start, stop)).values)
-                truth = torch.from_numpy(truth_all[start:stop])
-                rel, rel_r = [], []
-                explain_tic = time.perf_counter()
-                for i, explainer in enumerate(explainers):
-                    with explainer:
-                        out = explainer.explain_batch(x, truth_all[start:stop])
-                    rel.append(out["relevance"])
-                    residual[i, start:stop] = out["relevance_sum"] - out["explained"]
-                    output[i, start:stop] = out["explained"]
-                for explainer in randomized:
-                    with explainer:
-                        rel_r.append(explainer.explain_batch(x, truth_all[start:stop])["relevance"])
-                spent["explain"] = spent.get("explain", 0.0) + time.perf_counter() - explain_tic
-                net = models[name]
-                with placed(net, dev):
-                    for f, fill in enumerate(fills):
-                        batch_seed = seed + start
-                        common = {"seed": batch_seed, "device": dev, "timing": spent}
-                        random = ordering_curves(net, x, truth, None, percentages, fill, **common)
-                        for i in range(n_m):
-                            errors[i, 0, f, ..., start:stop] = ordering_curves(
-                                net, x, truth, rel[i], percentages, fill, **common)
-                            if randomized_baseline:
-                                errors[i, 1, f, ..., start:stop] = ordering_curves(
-                                    net, x, truth, rel_r[i], percentages, fill, **common)
-                            errors[i, -1, f, ..., start:stop] = random  # method-independent
-                bar.update(stop - start)
-        curves[k] = errors @ per_source
-        unperturbed[k] = float((errors[0, 0, 0, 0, 0] @ per_source).mean())
-        completeness[k] = completeness_stats(residual, output)
-        timings[name] = {"windows": n, "wall_seconds": time.perf_counter() - tic,
-                         "forward_seconds": spent.get("forward", 0.0), "explain_seconds": spent.get("explain", 0.0)}
-        explained_models[name] = {key: v for key, v in explainers[0].attrs.items()
+    for name in names:
+        timings[name] = {"windows": n, "wall_seconds": spent[name].get("wall", 0.0),
+                         "forward_seconds": spent[name].get("forward", 0.0),
+                         "explain_seconds": spent[name].get("explain", 0.0)}
+        explained_models[name] = {key: v for key, v in explainers[name][0].attrs.items()
                                   if key in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
 
     source_metric = curve_metrics(np.moveaxis(curves, -1, -3))  # (model, method, ordering, fill, source, metric)
@@ -458,7 +519,6 @@ def run_faithfulness(
     metric = source_metric.mean(-1)
     ci = bootstrap_ci(source_metric, n_boot=n_boot, seed=seed)
     tau = np.stack([rank_agreement(metric[k, :, 0, :, METRICS.index("srg")]) for k in range(len(models))])
-    names = list(models)
     dims = ("model", "method", "ordering", "fill")
     return xr.Dataset(
         {
@@ -504,7 +564,7 @@ _COLUMNS = (("AOPC m", "relevance", "aopc"), ("SRG m", "relevance", "srg"),
 
 
 def _cells(ds, model, fill) -> tuple[list[str], list[list[str]]]:
-    header = ["method"] + [c for c, o, _ in _COLUMNS if o in ds["ordering"].values] + ["completeness |r| (rel.)"]
+    header = ["method"] + [c for c, o, _ in _COLUMNS if o in ds["ordering"].values] + ["completeness \\|r\\| (rel.)"]
     rows = []
     for method in ds["method"].values:
         row = [str(method)]

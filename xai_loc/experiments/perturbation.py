@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,8 +28,10 @@ from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, rand
 
 if TYPE_CHECKING:
     import xarray as xr
+    from distributed import Client
 
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain.attribute import Explainer
 
 OrderFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator, list[int]], np.ndarray]
 FillFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor | None]
@@ -187,15 +190,111 @@ def deletion_predictions(
     return out
 
 
-def _relevance_source(data_path, explainer):
-    """An opened matching relevance store (same weights, method, composite, options, target), or
-    None when none exists (then relevance is computed)."""
-    from xai_loc.explain import open_relevance, relevance_store_path
+@dataclass(frozen=True)
+class Rows:
+    """Rows of a stored array picked by an index, read a batch at a time (picklable: for cluster workers).
+
+    ``array`` is a zarr array of a finished store (window first), ``index`` the store rows of
+    the windows an experiment scores (:func:`~xai_loc.experiments.base.experiment_windows`).
+    """
+
+    array: Any
+    index: np.ndarray
+
+    def batch(self, start: int, stop: int) -> torch.Tensor:
+        """Windows ``start:stop`` of the index as a tensor."""
+        rows = self.index[start:stop]
+        if rows.size and np.array_equal(rows, np.arange(rows[0], rows[0] + rows.size)):
+            return torch.as_tensor(self.array[int(rows[0]) : int(rows[0]) + rows.size])
+        return torch.as_tensor(self.array.oindex[rows])
+
+
+def scored_windows(data, n_sources: int | None = None):
+    """:func:`~xai_loc.experiments.base.experiment_windows` plus its windows as :class:`Rows` of the store."""
+    from xai_loc.data.store import open_signals_array
+
+    ds, sources, per_source = experiment_windows(data, n_sources)
+    return ds, sources, per_source, Rows(open_signals_array(data), ds["window"].values.astype(np.int64))
+
+
+def window_batches(models, n: int, batch_size: int) -> list[tuple[str, int, int]]:
+    """The work items of an experiment over windows: ``(model name, start, stop)`` per batch of each model."""
+    return [(name, start, min(n, start + batch_size)) for name in models for start in range(0, n, batch_size)]
+
+
+def _relevance_source(data_path, explainer) -> Rows | None:
+    """The relevance of a matching store (same weights, method, composite, options, target) as
+    :class:`Rows`, or None when none exists (then relevance is computed)."""
+    from xai_loc.explain import relevance_store_path
+    from xai_loc.explain.store import RELEVANCE
 
     if data_path is None:
         return None
     path = relevance_store_path(data_path, explainer)
-    return open_relevance(path) if path.exists() else None
+    if not path.exists():
+        return None
+    array = RELEVANCE.open_array(path)
+    return Rows(array, np.arange(array.shape[0]))
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """Relevance of a model's window batches: read from a matching store, else computed by ``explainer``."""
+
+    explainer: Explainer
+    stored: Rows | None = None
+
+    def batch(self, x: torch.Tensor, truth: np.ndarray, start: int, stop: int, spent: dict[str, float]) -> torch.Tensor:
+        """Relevance of windows ``x`` (``start:stop`` of the experiment), the seconds added to ``spent["explain"]``."""
+        tic = time.perf_counter()
+        if self.stored is not None:
+            rel = self.stored.batch(start, stop)
+        else:
+            with self.explainer:
+                rel = torch.as_tensor(self.explainer.explain_batch(x, truth)["relevance"])
+        spent["explain"] = spent.get("explain", 0.0) + time.perf_counter() - tic
+        return rel
+
+
+@dataclass(frozen=True)
+class PerturbationWork:
+    """What every batch of :func:`run_perturbation` needs (sent once to a cluster's workers)."""
+
+    windows: Rows
+    truth: np.ndarray
+    relevance: dict[str, Relevance]
+    randomized: dict[str, Relevance]
+    percentages: tuple[float, ...]
+    modes: tuple[str, ...]
+    fill: str
+    seed: int
+    batch_size: int
+
+
+def perturbation_batch(batch: tuple[str, int, int], work: PerturbationWork) -> tuple[np.ndarray, dict[str, float]]:
+    """Predictions ``(mode, percentage, window, 3)`` of one model on deleted copies of one window batch.
+
+    ``batch`` is ``(model name, start, stop)`` (:func:`window_batches`). The modes are
+    ``work.modes`` then, with a randomized model, ``relevance-randomized``. Random orders and
+    noise are seeded by ``seed + start``, so a batch gives the same numbers wherever it runs.
+    Also returns the seconds spent (``forward``, ``explain``, ``wall``).
+    """
+    name, start, stop = batch
+    tic = time.perf_counter()
+    spent: dict[str, float] = {}
+    x = work.windows.batch(start, stop)
+    truth = work.truth[start:stop]
+    relevance = work.relevance[name]
+    net = relevance.explainer.model
+    rel = relevance.batch(x, truth, start, stop, spent) if "relevance" in work.modes else None
+    net.eval()
+    options = {"fill": work.fill, "seed": work.seed + start, "batch_size": work.batch_size, "timing": spent}
+    preds = [deletion_predictions(net, x, work.percentages, work.modes, relevance=rel, **options)]
+    if name in work.randomized:
+        rel_r = work.randomized[name].batch(x, truth, start, stop, spent)
+        preds.append(deletion_predictions(net, x, work.percentages, ["relevance"], relevance=rel_r, **options))
+    spent["wall"] = time.perf_counter() - tic
+    return np.concatenate(preds), spent
 
 
 def run_perturbation(
@@ -215,6 +314,7 @@ def run_perturbation(
     n_sources: int | None = None,
     progress: bool = False,
     timing: dict | None = None,
+    client: Client | None = None,
     **explain_options,
 ):
     """The paper's input-manipulation experiment, with the randomized-model baseline.
@@ -243,6 +343,9 @@ def run_perturbation(
     timing
         A dict to fill with the seconds spent per model (wall, forward passes, explanations);
         timings stay out of the result so that it is byte-reproducible.
+    client
+        A ``distributed.Client`` (:func:`xai_loc.cluster.cluster`): the window batches of every
+        model are computed on its workers (:func:`perturbation_batch`), the result is the same.
 
     Returns
     -------
@@ -258,64 +361,48 @@ def run_perturbation(
     import xarray as xr
 
     from xai_loc import __version__
+    from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.models.evaluation import localization_errors
-    from xai_loc.progress import tqdm
 
     models = ModelSet.of(models)
     percentages = check_percentages(percentages)
-    ds, _, _ = experiment_windows(data, n_sources)
+    ds, _, _, windows = scored_windows(data, n_sources)
     truth = ds["source_position"].values
     n = truth.shape[0]
     all_modes = list(modes) + (["relevance-randomized"] if randomized_baseline else [])
     need_relevance = "relevance" in modes
     kwargs = {"target": target, "method": method, "composite": composite, "batch_size": batch_size,
               "device": device, **explain_options}
+    relevance, randomized = {}, {}
+    for name in models:
+        explainer = models.explainer(name, **kwargs)
+        stored = _relevance_source(data, explainer) if need_relevance and n_sources is None else None
+        relevance[name] = Relevance(explainer, stored)
+        if randomized_baseline:
+            random_explainer = models.explainer(name, randomized_seed=seed, **kwargs)
+            randomized[name] = Relevance(random_explainer,
+                                         _relevance_source(data, random_explainer) if n_sources is None else None)
+    work = PerturbationWork(windows, truth, relevance, randomized, percentages, tuple(modes), fill, seed, batch_size)
     preds = np.zeros((len(models), len(all_modes), len(percentages), n, 3))
+    names = list(models)
+    spent = {name: {} for name in names}
+
+    def write(batch, result) -> None:
+        name, start, stop = batch
+        preds[names.index(name), :, :, start:stop] = result[0]
+        for key, seconds in result[1].items():
+            spent[name][key] = spent[name].get(key, 0.0) + seconds
+
+    map_blocks(perturbation_batch, window_batches(names, n, batch_size), write, shared=work, client=client,
+               size=lambda batch: batch[2] - batch[1], progress=progress, desc="perturb", unit="win")
     timings = {} if timing is None else timing
     explained = {}
-    for k, name in enumerate(models):
-        explainer = models.explainer(name, **kwargs)
-        net = explainer.model
-        stored = _relevance_source(data, explainer) if need_relevance and n_sources is None else None
-        random_explainer = models.explainer(name, randomized_seed=seed, **kwargs) if randomized_baseline else None
-        random_stored = _relevance_source(data, random_explainer) \
-            if randomized_baseline and n_sources is None else None
-        spent: dict[str, float] = {}
-        tic = time.perf_counter()
-        with tqdm(total=n, disable=not progress, desc=f"perturb {name}", unit="win") as bar:
-            for start in range(0, n, batch_size):
-                stop = min(n, start + batch_size)
-                x = torch.as_tensor(ds["signals"].isel(window=slice(start, stop)).values)
-                rel = None
-                explain_tic = time.perf_counter()
-                if need_relevance:
-                    if stored is not None:
-                        rel = torch.as_tensor(stored.isel(window=slice(start, stop)).values)
-                    else:
-                        with explainer:
-                            rel = torch.as_tensor(explainer.explain_batch(x, truth[start:stop])["relevance"])
-                spent["explain"] = spent.get("explain", 0.0) + time.perf_counter() - explain_tic
-                net.eval()
-                preds[k, : len(modes), :, start:stop] = deletion_predictions(
-                    net, x, percentages, modes, relevance=rel, fill=fill, seed=seed + start,
-                    batch_size=batch_size, timing=spent)
-                if random_explainer is not None:
-                    explain_tic = time.perf_counter()
-                    if random_stored is not None:
-                        rel_r = torch.as_tensor(random_stored.isel(window=slice(start, stop)).values)
-                    else:
-                        with random_explainer:
-                            rel_r = torch.as_tensor(
-                                random_explainer.explain_batch(x, truth[start:stop])["relevance"])
-                    spent["explain"] += time.perf_counter() - explain_tic
-                    preds[k, len(modes), :, start:stop] = deletion_predictions(
-                        net, x, percentages, ["relevance"], relevance=rel_r, fill=fill, seed=seed + start,
-                        batch_size=batch_size, timing=spent)[0]
-                bar.update(stop - start)
-        timings[name] = {"windows": n, "wall_seconds": time.perf_counter() - tic,
-                         "forward_seconds": spent.get("forward", 0.0), "explain_seconds": spent.get("explain", 0.0)}
-        explained[name] = {k2: v for k2, v in explainer.attrs.items()
+    for name in names:
+        timings[name] = {"windows": n, "wall_seconds": spent[name].get("wall", 0.0),
+                         "forward_seconds": spent[name].get("forward", 0.0),
+                         "explain_seconds": spent[name].get("explain", 0.0)}
+        explained[name] = {k2: v for k2, v in relevance[name].explainer.attrs.items()
                            if k2 in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
 
     err = np.abs(preds - truth)  # (model, mode, percentage, window, xyz)
@@ -323,7 +410,6 @@ def run_perturbation(
     euclid = np.sqrt(((preds - truth) ** 2).sum(-1)).mean(axis=3)
     _, first = np.unique(ds["source_id"].values, return_index=True)
     base = localization_errors(truth[first].mean(axis=0), truth)  # each source counted once, as in evaluate
-    names = list(models)
     result = xr.Dataset(
         {
             "mae": (("model", "mode", "percentage", "xyz"), mae, {"units": "m"}),

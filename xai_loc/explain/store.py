@@ -18,11 +18,13 @@ Layout (read it with plain ``xarray.open_zarr``; :func:`open_relevance` returns 
 Writing, resuming and opening are those of every store
 (:class:`~xai_loc.data.resumable.ResumableStore`, one batch per block): a killed run
 continues with the batches not yet written, and the store gets its final name only when
-complete. A complete store of a different model, method, composite, target, options or
-data is never mixed in or overwritten: that is an :class:`~xai_loc.errors.InputError`; an
-unfinished one of other settings (or one that cannot be resumed) is discarded and written
-afresh. Relevance that comes out NaN or infinite is refused before it is written. A
-finished store records a manifest of its files, checked whenever it is opened
+complete. Given a dask client, the blocks are explained on its workers and written by this
+process (:func:`xai_loc.cluster.map_blocks`), the same bytes. A complete store of a
+different model, method, composite, target, options or data is never mixed in or
+overwritten: that is an :class:`~xai_loc.errors.InputError`; an unfinished one of other
+settings (or one that cannot be resumed) is discarded and written afresh. Relevance that
+comes out NaN or infinite is refused before it is written. A finished store records a
+manifest of its files, checked whenever it is opened
 (:mod:`xai_loc.data.integrity`).
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +49,7 @@ from xai_loc.io import atomic_path, ensure_writable_dir
 
 if TYPE_CHECKING:
     import xarray as xr
+    from distributed import Client
 
 __all__ = ["explain_store", "open_explained_signals", "open_relevance", "relevance_store_path", "write_wavs"]
 
@@ -118,6 +122,25 @@ def _mismatch(config: dict[str, Any]):
     return message
 
 
+@dataclass(frozen=True)
+class _Blocks:
+    """What every block of :func:`explain_store` needs (sent once to a cluster's workers)."""
+
+    explainer: Explainer
+    signals: Any  # the dataset's windows, a zarr array
+    positions: np.ndarray | None
+    step: int
+    n: int
+
+
+def _explain_block(block: int, work: _Blocks) -> dict[str, Any]:
+    """:meth:`Explainer.explain_batch` of the windows of one block (a work item, on a dask worker or here)."""
+    start, stop = block * work.step, min(work.n, (block + 1) * work.step)
+    truth = None if work.positions is None else work.positions[start:stop]
+    with work.explainer:
+        return work.explainer.explain_batch(work.signals[start:stop], truth, np.arange(start, stop))
+
+
 def explain_store(
     model: nn.Module | str | os.PathLike,
     data: str | os.PathLike,
@@ -130,6 +153,7 @@ def explain_store(
     device: str = "cpu",
     progress: bool = True,
     provenance: Mapping[str, Any] | None = None,
+    client: Client | None = None,
     **options: Any,
 ) -> Path:
     """Explain every window of a dataset store into a chunked relevance store (resumable).
@@ -151,6 +175,9 @@ def explain_store(
         ``checkpoint``, ``checkpoint_digest`` and ``model_condition``, e.g.
         :meth:`ModelSet.provenance <xai_loc.experiments.modelset.ModelSet.provenance>`): the
         store's attrs then read as if the checkpoint path had been given, without loading it again.
+    client
+        A ``distributed.Client`` (:func:`xai_loc.cluster.cluster`): the blocks are explained on its
+        workers and written here, the same bytes (:func:`~xai_loc.cluster.map_blocks`).
 
     Returns
     -------
@@ -158,9 +185,8 @@ def explain_store(
         The complete store. A complete store with the same configuration is returned as
         it is.
     """
-
-    from xai_loc.data.store import open_signals
-    from xai_loc.progress import tqdm
+    from xai_loc.cluster import map_blocks
+    from xai_loc.data.store import open_signals, open_signals_array
 
     ds = open_signals(data)
     d = dataset_inputs(ds)
@@ -198,16 +224,17 @@ def explain_store(
         step = max(CHUNK_WINDOWS, batch_size // CHUNK_WINDOWS * CHUNK_WINDOWS)
         out.open_or_resume((n, n_mics, n_time), coords, store_attrs, block=step)
         pending = out.pending()
-        with explainer, tqdm(total=n, initial=n - sum(len(out.items(b)) for b in pending), disable=not progress,
-                             desc=f"explain {method}", unit="win") as bar:
-            for block in pending:
-                items = out.items(block)
-                truth = None if d["positions"] is None else d["positions"][items.start:items.stop]
-                result = explainer.explain_batch(signals[items.start:items.stop].values, truth, np.array(items))
-                out.write(block, {"relevance": result["relevance"].astype(np.float32),
-                                  **{name: values for name, (_, values) in result_coords(result).items()}},
-                          hint=f"{method} gives no usable relevance here; try other options or another method")
-                bar.update(len(items))
+
+        def write(block: int, result: dict[str, Any]) -> None:
+            out.write(block, {"relevance": result["relevance"].astype(np.float32),
+                              **{name: values for name, (_, values) in result_coords(result).items()}},
+                      hint=f"{method} gives no usable relevance here; try other options or another method")
+
+        work = _Blocks(explainer, open_signals_array(data), d["positions"], step, n)
+        map_blocks(_explain_block, pending, write, shared=work, client=client, size=lambda b: len(out.items(b)),
+                   total=n, initial=n - sum(len(out.items(b)) for b in pending), progress=progress,
+                   desc=f"explain {method}", unit="win")
+        with explainer:
             zero_output = explainer.zero_output
         group = out.group
         prediction = np.stack([group[f"prediction_{a}"][:] for a in AXES], axis=-1)

@@ -1,0 +1,189 @@
+"""Work on a dask cluster: the same bytes as one process, an unreachable scheduler, a worker that dies, a GPU
+out of memory.
+
+One local cluster of two worker processes (one thread each) serves the module; ``simulate`` also
+starts its own with ``--workers 2``. Data are tiny: two test sources at T60 0.15 s (21 windows),
+an untrained LocCNN, saliency, two percentages.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from xai_loc.cli import main
+from xai_loc.cluster import map_blocks
+
+distributed = pytest.importorskip("distributed")
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+
+CONDITION = ["--t60", "0.15", "--snr", "25"]
+EXPERIMENT = ["--sources", "2", "--batch-size", "8", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  silence_logs=40) as local, distributed.Client(local, set_as_default=False) as c:
+        yield c
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _invoke(*args: str) -> str:
+    result = CliRunner().invoke(main, ["--threads", "1", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, client):
+    """simulate, explain, perturb and faithfulness in one process and on the cluster, each in its own folder."""
+    from xai_loc.models import build_model, save_checkpoint
+
+    root = tmp_path_factory.mktemp("cluster")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model("loccnn"), root / "loccnn.safetensors",
+                           {"condition": {"t60": 0.15, "snr": 25.0}})
+    address = client.scheduler.address
+    out = {}
+    for where, simulate_on, work_on in (("single", [], []), ("cluster", ["--workers", "2"], ["--scheduler", address])):
+        data, results = root / where / "data", root / where / "results"
+        store = Path(_invoke("simulate", *CONDITION, "--split", "test", "--sources", "2", "--data", str(data),
+                             *simulate_on).strip().splitlines()[-1])
+        relevance = Path(_invoke("explain", "--checkpoint", str(ckpt), "--method", "saliency", "--sources", "2",
+                                 "--batch-size", "8", "--data", str(data), *work_on).strip().splitlines()[-1])
+        _invoke("perturb", "--checkpoint", str(ckpt), "--method", "saliency", "--modes", "relevance,random",
+                "--percentages", "0,50", *EXPERIMENT, "--data", str(data), "--out", str(results), *work_on)
+        _invoke("faithfulness", "--checkpoint", str(ckpt), "--methods", "saliency", "--fills", "zero,noise",
+                "--percentages", "0,50", *EXPERIMENT, "--data", str(data), "--out", str(results), *work_on)
+        out[where] = {"store": store, "relevance": relevance, "results": results}
+    out["checkpoint"] = ckpt
+    return out
+
+
+@pytest.mark.parametrize("kind", ["store", "relevance"])
+def test_cluster_stores_are_the_bytes_of_one_process(runs, kind):
+    single, spread = _files(runs["single"][kind]), _files(runs["cluster"][kind])
+    assert len(single) > 20 and single.keys() == spread.keys()
+    assert [name for name in single if single[name] != spread[name]] == []
+
+
+@pytest.mark.parametrize("name", ["perturbation.nc", "faithfulness.nc"])
+def test_cluster_results_are_the_bytes_of_one_process(runs, name):
+    import xarray as xr
+
+    single = runs["single"]["results"] / name
+    assert single.read_bytes() == (runs["cluster"]["results"] / name).read_bytes()
+    with xr.open_dataset(single) as ds:  # real numbers, not an empty result
+        values = ds["mae_mean" if name == "perturbation.nc" else "curve"].values
+        assert np.isfinite(values).all() and (values > 0).all()
+
+
+def _square(item: int, shared: int) -> np.ndarray:
+    return np.arange(item, dtype=np.float64) ** 2 + shared
+
+
+def test_map_blocks_writes_every_item_once(client):
+    here, there = {}, []
+    map_blocks(_square, range(7), here.__setitem__, shared=0.5)
+    map_blocks(_square, range(7), lambda item, result: there.append((item, result)), shared=0.5, client=client)
+    assert sorted(item for item, _ in there) == list(range(7))  # each item once, whatever the order
+    for item, result in there:
+        np.testing.assert_array_equal(result, here[item])
+
+
+class Kill(distributed.WorkerPlugin):
+    """Ends the worker process that starts a mapped task: once (the first time, then a flag file exists) or always."""
+
+    name = "kill"
+
+    def __init__(self, flag: str | None = None) -> None:
+        self.flag = flag
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish == "executing" and str(key).startswith("_run") and not (self.flag and os.path.exists(self.flag)):
+            if self.flag:
+                Path(self.flag).touch()
+            os._exit(1)
+
+
+def test_a_worker_dying_mid_run_loses_and_doubles_nothing(runs, client, tmp_path):
+    """distributed computes the killed worker's task again elsewhere; the store is still the one-process store."""
+    import xarray as xr
+
+    from xai_loc.explain import explain_store
+    from xai_loc.models import load_model
+
+    flag = tmp_path / "killed"
+    client.register_plugin(Kill(str(flag)))
+    try:
+        path = explain_store(load_model(runs["checkpoint"]), runs["single"]["store"], tmp_path / "relevance.zarr",
+                             method="saliency", batch_size=8, progress=False, client=client)
+    finally:
+        client.unregister_worker_plugin(Kill.name)
+    assert flag.exists()  # a worker was killed
+    reference, again = xr.open_zarr(runs["single"]["relevance"]), xr.open_zarr(path)
+    for name in ("relevance", "prediction_x", "explained"):
+        np.testing.assert_array_equal(again[name].values, reference[name].values)
+
+
+def test_an_item_that_keeps_killing_workers_is_one_line(client):
+    from xai_loc.errors import InputError
+
+    def allow(dask_scheduler, failures):
+        previous, dask_scheduler.allowed_failures = dask_scheduler.allowed_failures, failures
+        return previous
+
+    previous = client.run_on_scheduler(allow, failures=0)
+    client.register_plugin(Kill())
+    try:
+        with pytest.raises(InputError, match=r"work item 0 ended the worker computing it 1 time\(s\) \(out of memory"):
+            map_blocks(_square, [0], lambda item, result: None, shared=0.0, client=client)
+    finally:
+        client.unregister_worker_plugin(Kill.name)
+        client.run_on_scheduler(allow, failures=previous)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr("xai_loc.cluster.CONNECT_TIMEOUT", 1.0)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    result = CliRunner().invoke(main, ["simulate", *CONDITION, "--sources", "1", "--data", str(tmp_path / "data"),
+                                       "--scheduler", address])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and address in result.output and "cannot be reached" in result.output
+    assert not (tmp_path / "data").exists()
+
+
+def _out_of_memory(*args, **kwargs):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_gpu_out_of_memory_names_the_batch_size_to_lower(runs, client, monkeypatch):
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # a worker's error comes back as itself
+        map_blocks(_out_of_memory, [0], lambda item, result: None, client=client)
+    monkeypatch.setattr("xai_loc.experiments.perturbation.deletion_predictions", _out_of_memory)
+    result = CliRunner().invoke(main, ["--threads", "1", "perturb", "--checkpoint", str(runs["checkpoint"]),
+                                       "--method", "saliency", "--sources", "2", "--batch-size", "8",
+                                       "--data", str(runs["single"]["store"].parents[2]),
+                                       "--out", str(runs["single"]["results"].parent / "oom")])
+    assert result.exit_code == 2  # one line, after the warnings and the progress bar on stderr
+    last = result.output.splitlines()[-1]
+    assert last == "Error: GPU out of memory at --batch-size 8; lower it (e.g. --batch-size 4)"
+    assert result.output.count("Error") == 1

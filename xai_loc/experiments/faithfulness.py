@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment
+from xai_loc.experiments.base import Experiment, latex_tabular
 from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, random_deletion_steps, zeroed_copy
 from xai_loc.experiments.perturbation import (
     FILLS,
@@ -609,11 +609,7 @@ def faithfulness_latex(ds: xr.Dataset) -> str:
     parts = []
     for model in ds["model"].values:
         for fill in ds["fill"].values:
-            header, rows = _cells(ds, model, fill)
-            esc = [[c.replace("_", r"\_").replace("%", r"\%") for c in r] for r in [header, *rows]]
-            parts += [f"% {model}, fill {fill}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\hline",
-                      " & ".join(esc[0]) + r" \\", r"\hline", *(" & ".join(r) + r" \\" for r in esc[1:]),
-                      r"\hline", r"\end{tabular}", ""]
+            parts += latex_tabular(f"{model}, fill {fill}", *_cells(ds, model, fill))
     return "\n".join(parts)
 
 

@@ -274,7 +274,7 @@ def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch):
     assert faith["method"].values.tolist() == ["input_x_gradient"] and faith["fill"].values.tolist() == ["zero"]
     np.testing.assert_array_equal(faith["percentage"].values, [0.0, 50.0])
     pert = xr.open_dataset(cond / "perturbation.nc")
-    np.testing.assert_allclose(float(faith["unperturbed_mae"].sel(model="loccnn")),
+    np.testing.assert_allclose(float(faith["unperturbed_error"].sel(model="loccnn")),
                                float(pert["mae"].sel(model="loccnn", mode="random", percentage=0.0).mean()), rtol=1e-5)
     for name in ("faithfulness", "sanity", "components"):
         ds = xr.open_dataset(cond / f"{name}.nc")

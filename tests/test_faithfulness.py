@@ -203,7 +203,7 @@ def test_faithfulness_command_end_to_end_and_figures_redraw(tmp_path):
     curve = ds["curve"].isel(model=0, method=0, fill=0)
     # nothing deleted at 0 %: both deletion curves start at the unperturbed error
     np.testing.assert_allclose(curve.sel(mode=["morf", "lerf"], percentage=0.0).values,
-                               float(ds["unperturbed_mae"][0]))
+                               float(ds["unperturbed_error"][0]))
     assert "wall" not in " ".join(ds.attrs) and (out / "faithfulness.timing.json").exists()
     for name in ("faithfulness.md", "faithfulness.tex", "faithfulness.png", "faithfulness.pdf"):
         assert (out / name).stat().st_size > 100

@@ -57,6 +57,20 @@ def resolve_device(device: str = "cpu"):
     raise InputError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N")
 
 
+def full_float32(device: str) -> None:
+    """Turn TF32 off process-wide when ``device`` is a CUDA device (``cuda``, ``cuda:N``); else do nothing.
+
+    Matrix products and cuDNN convolutions then keep float32's 23-bit mantissa instead of
+    TF32's 10 bits (cuDNN's default on Ampere and later GPUs), so that a run on the GPU matches
+    the CPU's within the documented tolerances. Setting the flags again changes nothing.
+    """
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
 def software_versions() -> dict[str, str]:
     """Versions of xai-loc and its main dependencies, for provenance attrs and cards."""
     from importlib.metadata import PackageNotFoundError, version

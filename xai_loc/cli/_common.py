@@ -13,6 +13,7 @@ from xai_loc.cli_params import (
     SNR,
     T60,
     Device,
+    InputDir,
     InputFile,
     Int,
     Number,
@@ -33,6 +34,10 @@ MODEL_CHOICES = ("loccnn", "samplecnn")
 METHOD_CHOICES = ("lrp", "saliency", "input_x_gradient", "integrated_gradients", "deeplift", "gradient_shap",
                   "occlusion")
 TARGET_CHOICES = ("truth", "prediction", "x", "y", "z", "error", "contrast")
+#: Every registered target (the commands that score any family's store), by output kind.
+ANY_TARGET_CHOICES = (*TARGET_CHOICES, "class_logit", "true_class_logit", "class_contrast", "class_probability",
+                      "true_class_probability", "class_log_odds", "true_class_log_odds", "direction", "true_direction",
+                      "azimuth", "elevation", "angular_error")
 FIRST_RULE_CHOICES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
 COMPOSITE_CHOICES = ("paper", "paper-samplecnn-reversed-gate", "epsilon", "epsilon_plus_flat",
                      "epsilon_alpha2_beta1", "epsilon_gamma_box", "cochcnn", "tfcnn", "cuenet")
@@ -177,20 +182,22 @@ def warn_convention(models, convention: str) -> None:
             click.echo(warning, err=True)
 
 
-def check_explanation(models, method: str, composite: str, target: str, options: dict) -> None:
+def check_explanation(models, method: str, composite: str, target: str | None, options: dict) -> None:
     """Refuse a bad method, composite, target or option before any data is simulated.
 
     ``models``: a :class:`~xai_loc.experiments.modelset.ModelSet`, or a mapping or list of checkpoint
-    paths or modules (loaded here).
+    paths or modules (loaded here). ``target`` None: each model's default
+    (:data:`~xai_loc.experiments.scored.EXPLAINED`).
     """
     import numpy as np
 
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.experiments.scored import default_target
 
     models = ModelSet.of(models)
     for name in models:
-        models.explainer(name, method=method, composite=composite, target=target, mean_input=np.zeros(1),
-                         train_mean=np.zeros(3), **options)
+        models.explainer(name, method=method, composite=composite, target=target or default_target(models[name]),
+                         mean_input=np.zeros(1), train_mean=np.zeros(3), **options)
 
 
 def checkpoint_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> str:
@@ -204,11 +211,18 @@ OPTION_HELP = ("Method, composite or target option KEY=VALUE (repeatable), e.g. 
                 "maxpool=smooth, n_steps=32, reference=zero.")
 
 
+#: Commands that keep TF32 on cuda: training trades the last bits for speed and records the setting in its card.
+TF32_COMMANDS = frozenset({"train"})
+
+
 def setup(ctx: click.Context) -> int:
-    """Configure torch's threads; record the command's --batch-size for the message about a GPU out of memory."""
-    from xai_loc.runtime import configure_threads
+    """Configure torch's threads; record the command's --batch-size for the message about a GPU out of memory;
+    turn TF32 off for a command on cuda other than :data:`TF32_COMMANDS`."""
+    from xai_loc.runtime import configure_threads, full_float32
 
     ctx.meta[BATCH_SIZE_KEY] = ctx.params.get("batch_size")
+    if ctx.command.name not in TF32_COMMANDS:  # so that cuda results match the CPU's within the documented tolerances
+        full_float32(str(ctx.params.get("device") or "cpu"))
     return configure_threads(ctx.obj["threads"])
 
 
@@ -269,10 +283,23 @@ experiment_options = with_options(
     *RUN_OPTIONS,
 )
 
-#: The options of faithfulness: those of perturb less the one method (it takes --methods).
-faithfulness_options = with_options(*CONDITION_OPTIONS, TARGET_OPTION, RANDOMIZED_OPTION, *RUN_OPTIONS)
+#: Any family's test store, scored instead of the simulated paper scene (faithfulness, sanity).
+STORE_OPTIONS = (
+    click.option("--store", type=InputDir(), default=None,
+                 help="Score this finished test store instead of simulating the paper scene's test split: any "
+                      "family's (dataset, binaural, TF-CNN, BAST or cue-scene store), with a --checkpoint of that "
+                      "family."),
+    click.option("--target", type=click.Choice(ANY_TARGET_CHOICES), default=None,
+                 help="What is explained [default: what speaks for the right answer: truth (positions), "
+                      "true_class_log_odds (classes), true_direction ([cos, sin]), angular_error (azimuths, read "
+                      "with the opposite sign)]."),
+)
+#: The options of components: those of perturb less the one method (it takes --methods).
+components_options = with_options(*CONDITION_OPTIONS, TARGET_OPTION, RANDOMIZED_OPTION, *RUN_OPTIONS)
+#: The options of the faithfulness suite: any family's store, --methods instead of one method.
+suite_options = with_options(*CONDITION_OPTIONS, *STORE_OPTIONS, RANDOMIZED_OPTION, *RUN_OPTIONS)
 #: The options of sanity: no --randomized (the randomization is the check itself).
-sanity_options = with_options(*CONDITION_OPTIONS, TARGET_OPTION, *RUN_OPTIONS)
+sanity_options = with_options(*CONDITION_OPTIONS, *STORE_OPTIONS, *RUN_OPTIONS)
 
 
 def csv_list(text: str, cast=str, what: str = "list") -> list:

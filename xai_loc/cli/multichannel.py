@@ -18,14 +18,15 @@ from xai_loc.cli._common import (
     TARGET_CHOICES,
     check_explanation,
     checkpoint_for,
+    components_options,
     csv_list,
     experiment_options,
-    faithfulness_options,
     models_for,
     parse_options,
     resolve_condition,
     sanity_options,
     setup,
+    suite_options,
     warn_convention,
     with_options,
 )
@@ -395,40 +396,70 @@ def listen(relevance, out, sources, mics) -> None:
     click.echo(f"{len(paths)} files in {out}")
 
 
+def _store_models(arch, t60, snr, checkpoint) -> dict[str, str]:
+    """The models scored on a given test store: ``--checkpoint`` of any family, else the shipped multichannel
+    ones of the condition."""
+    if checkpoint is None:
+        return models_for(arch, *resolve_condition(t60, snr, None), None)
+    from pathlib import Path
+
+    from xai_loc.models import read_card
+
+    name = read_card(checkpoint)["architecture"]
+    stem = Path(checkpoint).stem
+    return {stem if stem.startswith(name) else f"{name}-{stem}": checkpoint}
+
+
 def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n_sources, seed, data,
                        out, batch_size, device, convention, randomized=None, method=None, composite=None, options=(),
-                       checked: dict | None = None, explanations=None, scheduler=None, workers=None,
+                       checked: dict | None = None, explanations=None, scheduler=None, workers=None, store=None,
                        **run_options) -> None:
     """The shared part of perturb, faithfulness and tdoa: condition, models (loaded once), explanation options
     checked, test split simulated, then the registered experiment run, written, drawn and its table printed.
 
     ``explanations``: the (method, composite) pairs to check when the experiment takes several
-    (and no ``method``/``composite`` of its own). ``scheduler``/``workers``: the dask cluster that simulates
-    and runs the experiment (:func:`xai_loc.cluster.cluster`), reached before anything is written."""
+    (and no ``method``/``composite`` of its own); an empty list: the family's defaults
+    (:func:`~xai_loc.experiments.faithfulness.family_methods`). ``scheduler``/``workers``: the dask
+    cluster that simulates and runs the experiment (:func:`xai_loc.cluster.cluster`), reached before
+    anything is written. ``store``: a finished test store of any family, scored instead of the
+    simulated paper scene (``--checkpoint`` names the model)."""
     from pathlib import Path
 
     from xai_loc.cluster import cluster
     from xai_loc.data.scene import paper_scene
     from xai_loc.data.store import condition_name, simulate_dataset
+    from xai_loc.experiments.faithfulness import family_methods, method_label
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.study import run_experiment
 
-    t60, snr = resolve_condition(t60, snr, checkpoint)
-    checkpoints = models_for(arch, t60, snr, checkpoint)
-    folder = Path(check_out_dir(out or Path("xai-loc-results") / condition_name(t60, snr), "--out"))
+    if store is None:
+        t60, snr = resolve_condition(t60, snr, checkpoint)
+        checkpoints = models_for(arch, t60, snr, checkpoint)
+        default_out = Path("xai-loc-results") / condition_name(t60, snr)
+    else:  # a given store is cut to --sources by the experiment (a simulated one has that many)
+        checkpoints = _store_models(arch, t60, snr, checkpoint)
+        default_out = Path("xai-loc-results") / next(iter(checkpoints))
+        run_options["n_sources"] = n_sources
+    folder = Path(check_out_dir(out or default_out, "--out"))
     models = ModelSet(checkpoints)
     opts = parse_options(options)
+    if explanations == []:
+        explanations = family_methods(models, run_options.pop("methods"))
     for m, c in explanations or [(method, composite)]:
         check_explanation(models, m, c, target, {**opts, **(checked or {})})
     if explanations is None:
         run_options.update(method=method, composite=composite)
-    scene = paper_scene(convention or "gpurir")
-    warn_convention(models, scene.convention)
+    else:
+        run_options["methods"] = [method_label(m, c) for m, c in explanations]
     if randomized is not None:  # sanity has no --randomized: randomization is its check
         run_options["randomized_baseline"] = randomized
+    if store is None:
+        scene = paper_scene(convention or "gpurir")
+        warn_convention(models, scene.convention)
     with cluster(scheduler, workers) as client:
-        store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
-                                 progress=True, client=client)
+        if store is None:
+            store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
+                                     progress=True, client=client)
         if client is not None:  # only the experiments with --scheduler/--workers take a client
             run_options["client"] = client
         run = run_experiment(experiment, models, store, folder, target=target, seed=seed, batch_size=batch_size,
@@ -471,11 +502,16 @@ def perturb(ctx, percentages, modes, fill, **common) -> None:
     _run_on_test_split("perturbation", percentages=pcts, modes=modes, fill=fill, **common)
 
 
+#: What --methods of faithfulness and sanity default to, in words (the list depends on the model's family).
+FAMILY_METHODS_HELP = ("Attribution methods, LRP as lrp:COMPOSITE [default: lrp:COMPOSITE of the model's family "
+                       "(paper for the multichannel models; attn_lrp for BAST), lrp:epsilon_plus_flat, "
+                       "integrated_gradients, input_x_gradient, saliency")
+
+
 @main.command()
-@faithfulness_options
+@suite_options
 @cluster_options
-@click.option("--methods", default="lrp:paper,lrp:epsilon_plus_flat,integrated_gradients,input_x_gradient,saliency,"
-              "occlusion", show_default=True, help="Attribution methods, LRP as lrp:COMPOSITE.")
+@click.option("--methods", default=None, help=FAMILY_METHODS_HELP + ", occlusion].")
 @click.option("--fills", default="zero,noise,road", show_default=True,
               help="Values of deleted samples: zero, noise at the window's level, road (1-D noisy linear "
                    "imputation from the temporal neighbours, Rong et al. 2022).")
@@ -485,50 +521,61 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
     """Faithfulness of attribution methods: MoRF and LeRF deletion and insertion curves per method and fill.
 
     Reports AOPC, the symmetric relevance gain (area between the LeRF and MoRF curves) and
-    the insertion AUC in metres, beside the relevance of randomized models and a random
-    ordering, with bootstrap 95 % intervals over sources; the completeness residual per
-    method; and how much the method ranking changes between fills (Kendall tau). Writes
-    faithfulness.nc, faithfulness.md and .tex, a figure and faithfulness.timing.json.
-    --scheduler or --workers spread the window batches over a dask cluster (the same bytes).
+    the insertion AUC in the model's own units (metres; degrees for azimuth models; the
+    probability of the true direction class lost for classifiers), beside the relevance of
+    randomized models and a random ordering, with bootstrap 95 % intervals over sources; the
+    completeness residual per method; and how much the method ranking changes between fills
+    (Kendall tau). Writes faithfulness.nc, faithfulness.md and .tex, a figure and
+    faithfulness.timing.json. --store with a --checkpoint scores any family's test store
+    (binaural models included). --scheduler or --workers spread the window batches over a
+    dask cluster (the same bytes).
     """
-    from xai_loc.experiments.faithfulness import check_fills, parse_methods
+    from xai_loc.experiments.faithfulness import DEFAULT_METHODS, check_fills
     from xai_loc.experiments.perturbation import check_percentages
 
     setup(ctx)
-    specs = parse_methods(csv_list(methods, what="--methods"))
+    specs = _method_specs(methods, DEFAULT_METHODS)
     fill_names = check_fills(csv_list(fills, what="--fills"))
     pcts = check_percentages(csv_list(percentages, float, "--percentages"))
     if pcts[0] != 0:
         raise InputError(f"--percentages {percentages!r} must start at 0 (the unperturbed window)")
-    _run_on_test_split("faithfulness", methods=[f"{m}:{c}" if c != "none" else m for m, c in specs],
-                       fills=fill_names, percentages=pcts, explanations=specs, **common)
+    _run_on_test_split("faithfulness", fills=fill_names, percentages=pcts, **specs, **common)
+
+
+def _method_specs(methods: str | None, defaults) -> dict:
+    """``--methods`` parsed: ``explanations`` (method, composite) pairs, or an empty list with the
+    ``methods`` to adapt to the model's family (:func:`~xai_loc.experiments.faithfulness.family_methods`)."""
+    from xai_loc.experiments.faithfulness import parse_methods
+
+    if methods is None:
+        return {"explanations": [], "methods": defaults}
+    return {"explanations": parse_methods(csv_list(methods, what="--methods"))}
 
 
 @main.command()
 @sanity_options
-@click.option("--methods", default="lrp:paper,lrp:epsilon_plus_flat,integrated_gradients,input_x_gradient,saliency",
-              show_default=True, help="Attribution methods, LRP as lrp:COMPOSITE.")
+@click.option("--methods", default=None, help=FAMILY_METHODS_HELP + "].")
 @click.pass_context
 def sanity(ctx, methods, **common) -> None:
     """Randomization sanity checks of attribution methods (Adebayo et al. 2018; Hedstroem et al. 2024).
 
     Re-initializes each model's layers from the top down, one more per stage, and reports
     the similarity of each stage's relevance to the original (Spearman of |R|, Pearson of R)
-    and its complexity (entropy of |R|/sum|R|); eMPRT (entropy ratio of the fully randomized
-    model's explanation histogram to the original's); and the similarity of the maps for the
-    targets x, y and z; with bootstrap 95 % intervals over sources. Writes sanity.nc,
-    sanity.md and .tex, a figure and sanity.timing.json.
+    and its complexity (entropy of |R|/sum|R|); eMPRT (the relative rise in explanation
+    complexity from the original to the fully randomized model, as Quantus computes it);
+    and the similarity of the maps for other targets (x, y and z for positions; the truth
+    and another true direction for direction models); with bootstrap 95 % intervals over
+    sources. Writes sanity.nc, sanity.md and .tex, a figure and sanity.timing.json.
+    --store with a --checkpoint checks any family's test store (binaural models included).
     """
-    from xai_loc.experiments.faithfulness import parse_methods
+    from xai_loc.experiments.sanity import DEFAULT_METHODS
 
     setup(ctx)
-    specs = parse_methods(csv_list(methods, what="--methods"))
-    _run_on_test_split("sanity", methods=[f"{m}:{c}" if c != "none" else m for m, c in specs],
-                       explanations=specs, **common)
+    _run_on_test_split("sanity", **_method_specs(methods, DEFAULT_METHODS), **common)
 
 
 @main.command()
-@faithfulness_options
+@components_options
 @click.option("--methods", default="lrp:paper,lrp:epsilon_plus_flat,integrated_gradients,input_x_gradient,saliency",
               show_default=True, help="Attribution methods, LRP as lrp:COMPOSITE.")
 @click.option("--early-end", type=Number(0.0, 1.0), default=0.05, show_default=True,
@@ -549,8 +596,7 @@ def components(ctx, methods, early_end, **common) -> None:
 
     setup(ctx)
     specs = parse_methods(csv_list(methods, what="--methods"))
-    _run_on_test_split("components", methods=[f"{m}:{c}" if c != "none" else m for m, c in specs],
-                       early_end=early_end, explanations=specs, **common)
+    _run_on_test_split("components", early_end=early_end, explanations=specs, **common)
 
 
 @main.command()

@@ -19,7 +19,7 @@ from xai_loc.acoustics.backends import option_defaults, simulate_rirs
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S, render_components
 from xai_loc.acoustics.room import ShoeBox
 from xai_loc.data.scene import Scene
-from xai_loc.data.store import corpus_digest, noise_rng, source_rirs
+from xai_loc.data.store import corpus_digest, no_tf32, noise_rng, source_rirs
 from xai_loc.errors import InputError
 
 __all__ = ["COMPONENTS", "scene_of", "store_components"]
@@ -67,7 +67,6 @@ def _direct_rirs(backend: str, scene: Scene, sid: int, t60: float, device: str, 
         backend = "torch"
     if "mode" in option_defaults(backend):
         options["mode"] = "ism"
-    device = device if backend == "torch" else "cpu"
     return simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
                          convention=scene.convention, max_order=0, **options)[0]
 
@@ -85,6 +84,9 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
         Sources to render.
     corpus
         The speech corpus of the store (default: the shipped corpus, checked by digest).
+    device
+        Where the torch backend makes the responses, in full float32 (the other backends choose
+        their own; the rendering runs in NumPy).
     early_end
         Early/late boundary after each microphone's direct arrival, in seconds.
 
@@ -106,6 +108,7 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
                          f"{corpus.name!r}; give its corpus")
     t60, snr, seed, backend = float(ds.attrs["t60"]), float(ds.attrs["snr"]), int(config["seed"]), config["backend"]
     rir_options = dict(config["rir_options"])
+    device = device if backend == "torch" else "cpu"  # pyroomacoustics runs on the CPU only, gpuRIR on CUDA
     sid_of_window = ds["source_id"].values
     parts = []
     for sid in (int(s) for s in source_ids):
@@ -114,8 +117,9 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
             raise InputError(f"source {sid} has no windows in this dataset store")
         windex = ds["window_index"].values[rows]
         speech = corpus.load(str(ds["speech_id"].values[rows[0]]))
-        rirs = source_rirs(scene, sid, t60, seed, backend, device, rir_options)
-        direct = _direct_rirs(backend, scene, sid, t60, device, rir_options)
+        with no_tf32():  # responses made on a GPU must match the store's within RENDER_TOLERANCE
+            rirs = source_rirs(scene, sid, t60, seed, backend, device, rir_options)
+            direct = _direct_rirs(backend, scene, sid, t60, device, rir_options)
         delays = np.linalg.norm(scene.mics - scene.sources[sid], axis=1) / scene.room.c * scene.room.fs
         comp = render_components(scene.convention, speech, rirs, direct, delays, snr, noise_rng(seed, sid),
                                  scene.window, scene.room.fs, early_end,

@@ -43,6 +43,7 @@ defined.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -201,6 +202,9 @@ def run_components(
         Early/late boundary after the direct arrival, in seconds.
     seed
         Seeds the randomized copies and the bootstrap.
+    device
+        Where the models explain (each placed there once for the run) and the components'
+        responses are made (:func:`~xai_loc.data.components.store_components`).
     n_sources
         Only a seeded spread of ``n_sources`` of the store's sources.
     timing
@@ -218,7 +222,9 @@ def run_components(
     from xai_loc import __version__
     from xai_loc.data.components import store_components
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain.attribute import placed
     from xai_loc.progress import tqdm
+    from xai_loc.runtime import resolve_device
 
     models = ModelSet.of(models)
     specs = parse_methods(methods)
@@ -245,13 +251,18 @@ def run_components(
     per_window_share = np.zeros((len(models), n_m, n_o, n_s, n_c, source_of_window.size))
     per_window_contrib = np.zeros((len(models), n_m, n_o, n_c, source_of_window.size))
     spent = dict.fromkeys(models, 0.0)
-    with tqdm(total=sources.size, disable=not progress, desc="components", unit="src") as bar:
+    dev = resolve_device(device)
+    with contextlib.ExitStack() as stack, tqdm(total=sources.size, disable=not progress, desc="components",
+                                               unit="src") as bar:
+        for name in models:  # each model and its randomized copy on the device once for the run
+            for group in explainers[name]:
+                stack.enter_context(placed(group[0].model, dev))
         for sid in sources:  # one source's windows at a time: its components are rendered together
             rows = np.flatnonzero(source_of_window == sid)
-            comp = store_components(ds.isel(window=rows), [sid], early_end=early_end)
+            comp = store_components(ds.isel(window=rows), [sid], device=device, early_end=early_end)
             energy[:, rows] = energy_shares(comp)
             reference[..., rows] = reference_shares(comp)
-            x = torch.as_tensor(ds["signals"].values[rows])
+            x = torch.as_tensor(ds["signals"].values[rows]).to(dev)  # sent once for every explainer
             for k, name in enumerate(models):
                 tic = time.perf_counter()
                 for o, group in enumerate(explainers[name]):

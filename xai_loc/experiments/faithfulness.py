@@ -1,20 +1,30 @@
 """Faithfulness of attributions: deletion and insertion curves in both orders, per method and fill.
 
-For each model and attribution method, relevance is computed once per window (through
-:meth:`~xai_loc.experiments.modelset.ModelSet.explainer`), and the localization error (MAE
-per coordinate against the true position, metres: the model's own units) is measured on
-copies of each window in which the top ``P`` % of its ``M x T`` samples are replaced by a
-fill, for three curves (Samek et al., 2017; Blücher et al., 2024):
+For each model and attribution method, relevance is computed once per input (through
+:meth:`~xai_loc.experiments.modelset.ModelSet.explainer`), and the localization error in the
+model's own units (:data:`~xai_loc.experiments.scored.ERRORS`: MAE per coordinate in metres for
+positions, the angle to the truth in degrees for azimuths and [cos, sin] outputs, the
+probability of the true direction class lost, ``1 - p``, for classifiers) is measured on
+copies of each input in which the top ``P`` % of its samples (``M x T`` samples of a window,
+every value of a cue map) are replaced by a fill, for three curves (Samek et al., 2017;
+Blücher et al., 2024):
 
 ``morf``
-    deletion, most relevant first (signed relevance, descending);
+    deletion, most relevant first (signed relevance times the target's
+    :attr:`~xai_loc.explain.targets.Target.sense`, descending: what speaks most for the right
+    answer first);
 ``lerf``
-    deletion, least relevant first (signed relevance, ascending);
+    deletion, least relevant first (ascending);
 ``insertion``
     start from the fill everywhere and put back the most relevant ``P`` % first.
 
+Any family's test store is scored (:func:`~xai_loc.experiments.scored.scored_set`); each model is
+explained for :data:`~xai_loc.experiments.scored.EXPLAINED` of its output kind unless a target is
+given. For classifiers, AOPC on ``1 - p`` is the AOPC of Samek et al. on the true class's
+probability.
+
 Metrics (``P_0 = 0`` first, ``e(P)`` the error curve, means over the percentages, so the
-areas are in metres and comparable with :func:`~xai_loc.experiments.perturbation.aopc`):
+areas are in the error's units and comparable with :func:`~xai_loc.experiments.perturbation.aopc`):
 
 ``aopc``
     ``mean_P e_morf(P) - e_morf(0)``: how much deleting the most relevant samples hurts.
@@ -32,7 +42,8 @@ Each is reported for the method's relevance (ordering ``relevance``), the releva
 randomized copy of the model (``randomized``, :meth:`ModelSet.randomized` with the run's seed;
 Adebayo et al., 2018) and a seeded random ordering (``random``; the same for every method,
 stored under each), per source (each source weighted once) with bootstrap 95 % intervals
-over sources. Completeness (the per-window residual ``sum(relevance) - explained``, see
+over sources (sounds or utterances for the binaural stores). Completeness (the per-input
+residual ``sum(relevance) - explained``, see
 :mod:`xai_loc.explain.methods`) is reported per method, NaN for methods that have no
 completeness property (saliency, occlusion), never left out.
 
@@ -69,9 +80,9 @@ from xai_loc.experiments.perturbation import (
     aopc,
     check_percentages,
     deletion_counts,
-    scored_windows,
     window_batches,
 )
+from xai_loc.experiments.scored import ERRORS, default_target, localization_error, scored_set
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -82,6 +93,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_METHODS", "FAITHFULNESS_FILLS", "FaithfulnessExperiment", "FaithfulnessWork", "bootstrap_ci",
            "check_fills", "completeness_stats", "curve_metrics", "faithfulness_batch", "faithfulness_latex",
+           "family_methods", "target_label",
            "faithfulness_table", "ordering_curves", "method_label", "parse_methods", "rank_agreement",
            "road_imputation", "run_faithfulness"]
 
@@ -123,6 +135,27 @@ def parse_methods(specs: Sequence[str]) -> list[tuple[str, str]]:
     labels = [method_label(*m) for m in out]
     if len(set(labels)) < len(labels):
         raise InputError(f"methods {','.join(specs)!r} name a method twice; give each once")
+    return out
+
+
+def family_methods(models: ModelSet, methods: Sequence[str] = DEFAULT_METHODS) -> list[tuple[str, str]]:
+    """``methods`` parsed (:func:`parse_methods`), LRP with the ``paper`` composite given the composite of the
+    models' family instead (:data:`~xai_loc.models.families.FAMILIES`; AttnLRP for a family without one,
+    BAST). Models of families with different composites need their methods named."""
+    from xai_loc.models.families import family_of
+    from xai_loc.models.registry import MODELS
+
+    archs = {getattr(models[name], "arch_name", "") for name in models}
+    composites = {family_of(arch).composite for arch in archs if arch in MODELS} or {"paper"}
+    if len(composites) > 1:
+        raise InputError(f"models of families with different LRP composites ({', '.join(map(str, composites))}) "
+                         "need their methods named; give --methods")
+    composite = composites.pop()
+    out = []
+    for method, given in parse_methods(methods):
+        if method == "lrp" and given == "paper":
+            method, given = ("lrp", composite) if composite else ("attn_lrp", "none")
+        out.append((method, given))
     return out
 
 
@@ -219,13 +252,13 @@ def _perturbed_on_device(x: torch.Tensor, steps: torch.Tensor, j: int, fill: str
 
 
 def _errors(model: torch.nn.Module, batches, truth: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Per-window MAE per coordinate of ``model`` on each perturbed batch (one transfer of the errors)."""
+    """Per-input localization error of ``model`` on each perturbed batch, in its own units
+    (:func:`~xai_loc.experiments.scored.localization_error`; one transfer of the errors)."""
     truth = truth.to(device)
     errors = []
     with torch.no_grad():
         for xp in batches:
-            pred = model(xp.to(device)).double()
-            errors.append((pred - truth).abs().mean(-1))
+            errors.append(localization_error(model, model(xp.to(device)), truth))
     return torch.stack(errors).cpu().numpy()
 
 
@@ -234,7 +267,9 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
                     timing: dict[str, float] | None = None) -> np.ndarray:
     """Errors ``(curve, percentage, window)`` (curves :data:`CURVES`) for one ordering of one batch.
 
-    ``scores (W, M, T)`` orders the samples (signed, descending for MoRF, ascending for LeRF);
+    ``truth`` is what :meth:`~xai_loc.experiments.scored.ScoredSet.truth` gives (positions, labels,
+    degrees). ``scores (W, ...)`` of the windows' shape orders the samples (descending for MoRF,
+    ascending for LeRF);
     None draws a seeded random order (a second draw for LeRF). ``fill`` is a name in
     :data:`FAITHFULNESS_FILLS`; its noise is seeded by ``seed``. On the CPU the copies come
     from the compiled kernels; on another device they are made there from the deletion steps
@@ -351,7 +386,7 @@ class FaithfulnessWork:
     """What every batch of :func:`run_faithfulness` needs (sent once to a cluster's workers)."""
 
     windows: Rows
-    truth: np.ndarray
+    truth: dict[str, np.ndarray]
     explainers: dict[str, list[Explainer]]
     randomized: dict[str, list[Explainer]]
     fills: tuple[str, ...]
@@ -367,6 +402,7 @@ def faithfulness_batch(batch: tuple[str, int, int], work: FaithfulnessWork):
     percentage, window)`` (orderings ``relevance``, [``randomized``,] ``random``), ``residual``
     and ``explained`` are ``(method, window)`` (the completeness residual and the explained
     output); seeds are ``seed + start``, so a batch gives the same numbers wherever it runs.
+    The model stays on the device for the whole batch (explanations and deletion passes).
     """
     from xai_loc.explain.attribute import placed
     from xai_loc.runtime import resolve_device
@@ -375,7 +411,7 @@ def faithfulness_batch(batch: tuple[str, int, int], work: FaithfulnessWork):
     tic = time.perf_counter()
     spent: dict[str, float] = {}
     x = work.windows.batch(start, stop)
-    truth_np = work.truth[start:stop]
+    truth_np = work.truth[name][start:stop]
     truth = torch.from_numpy(truth_np)
     explainers, randomized = work.explainers[name], work.randomized.get(name, [])
     n_o = 3 if randomized else 2
@@ -383,19 +419,19 @@ def faithfulness_batch(batch: tuple[str, int, int], work: FaithfulnessWork):
     residual = np.zeros((len(explainers), stop - start))
     output = np.zeros((len(explainers), stop - start))
     rel, rel_r = [], []
-    explain_tic = time.perf_counter()
-    for i, explainer in enumerate(explainers):
-        with explainer:
-            out = explainer.explain_batch(x, truth_np)
-        rel.append(out["relevance"])
-        residual[i] = out["relevance_sum"] - out["explained"]
-        output[i] = out["explained"]
-    for explainer in randomized:
-        with explainer:
-            rel_r.append(explainer.explain_batch(x, truth_np)["relevance"])
-    spent["explain"] = time.perf_counter() - explain_tic
     net, dev = explainers[0].model, resolve_device(work.device)
     with placed(net, dev):
+        explain_tic = time.perf_counter()
+        for i, explainer in enumerate(explainers):
+            with explainer:
+                out = explainer.explain_batch(x, truth_np)
+            rel.append(out["relevance"] * explainer.target.sense)
+            residual[i] = out["relevance_sum"] - out["explained"]
+            output[i] = out["explained"]
+        for explainer in randomized:
+            with explainer:
+                rel_r.append(explainer.explain_batch(x, truth_np)["relevance"] * explainer.target.sense)
+        spent["explain"] = time.perf_counter() - explain_tic
         for f, fill in enumerate(work.fills):
             common = {"seed": work.seed + start, "device": dev, "timing": spent}
             random = ordering_curves(net, x, truth, None, work.percentages, fill, **common)
@@ -408,14 +444,29 @@ def faithfulness_batch(batch: tuple[str, int, int], work: FaithfulnessWork):
     return errors, residual, output, spent
 
 
+def _one_error(models: ModelSet):
+    """The :data:`~xai_loc.experiments.scored.ERRORS` entry all ``models`` share (one unit per result)."""
+    kinds = {getattr(models[name], "output_kind", "position") for name in models}
+    if len(kinds) > 1:
+        raise InputError(f"models of output kinds {', '.join(sorted(kinds))} cannot be scored in one run (errors "
+                         "in different units); run each kind on its own store")
+    return ERRORS[kinds.pop() if kinds else "position"]
+
+
+def target_label(targets: Mapping[str, str]) -> str:
+    """The explained target: its name when every model shares it, else JSON ``{model: target}``."""
+    names = set(targets.values())
+    return names.pop() if len(names) == 1 else json.dumps(dict(targets), sort_keys=True)
+
+
 def run_faithfulness(
     models: ModelSet | Mapping,
     data,
     *,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] | None = None,
     fills: Sequence[str] = FAITHFULNESS_FILLS,
     percentages: Sequence[float] = PAPER_PERCENTAGES,
-    target: str = "truth",
+    target: str | None = None,
     randomized_baseline: bool = True,
     seed: int = 0,
     n_boot: int = 1000,
@@ -426,22 +477,25 @@ def run_faithfulness(
     timing: dict | None = None,
     client: Client | None = None,
 ) -> xr.Dataset:
-    """The faithfulness suite (module docs) on the windows of a dataset store.
+    """The faithfulness suite (module docs) on the inputs of a test store.
 
     Parameters
     ----------
     models
-        A :class:`~xai_loc.experiments.modelset.ModelSet` (or ``{name: checkpoint or module}``).
+        A :class:`~xai_loc.experiments.modelset.ModelSet` (or ``{name: checkpoint or module}``), all of
+        one output kind (one error unit).
     data
-        A dataset store path.
+        A test store path of the models' family (:func:`~xai_loc.experiments.scored.scored_set`).
     methods
-        ``method`` or ``lrp:composite`` names (:data:`DEFAULT_METHODS`).
+        ``method`` or ``lrp:composite`` names; None: :data:`DEFAULT_METHODS` for the models' family
+        (:func:`family_methods`).
     fills
         Names in :data:`FAITHFULNESS_FILLS`.
     percentages
         Increasing, in [0, 100], starting at 0.
     target
-        What is explained (:data:`xai_loc.explain.TARGETS`); errors are always against the truth.
+        What is explained (:data:`xai_loc.explain.TARGETS`); None: each model's
+        :data:`~xai_loc.experiments.scored.EXPLAINED`. Errors are always against the truth.
     randomized_baseline
         Also order by the relevance of each model's randomized copy (seed ``seed``).
     seed
@@ -461,8 +515,9 @@ def run_faithfulness(
     xarray.Dataset
         ``curve`` (model, method, ordering, fill, mode, percentage), ``score`` and ``score_ci``
         (..., metric[, bound]) with per-source values ``source_score``, ``completeness``
-        (model, method, stat), ``fill_rank_tau`` (model, fill, fill_other), ``unperturbed_mae``
-        (model); provenance attrs, no wall-clock values.
+        (model, method, stat), ``fill_rank_tau`` (model, fill, fill_other), ``unperturbed_error``
+        (model); the error's units and name in attrs ``units`` and ``error``; provenance attrs,
+        no wall-clock values.
     """
     import xarray as xr
 
@@ -470,24 +525,28 @@ def run_faithfulness(
     from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
 
-    models = ModelSet.of(models)
-    specs = parse_methods(methods)
+    scored = scored_set(data, n_sources)
+    models = scored.models(ModelSet.of(models))
+    error = _one_error(models)
+    specs = family_methods(models) if methods is None else parse_methods(methods)
     labels = [method_label(*m) for m in specs]
     fills = check_fills(fills)
     percentages = check_percentages(percentages)
     if percentages[0] != 0:
         raise InputError(f"percentages {list(percentages)} must start at 0 (the unperturbed window)")
-    ds, sources, per_source, windows = scored_windows(data, n_sources)
-    truth_all = ds["source_position"].values.astype(np.float64)
-    n = truth_all.shape[0]
+    sources, per_source = scored.sources, scored.per_source
+    n = len(scored)
     orderings = ORDERINGS if randomized_baseline else ("relevance", "random")
     n_m, n_o, n_f, n_p = len(specs), len(orderings), len(fills), len(percentages)
     names = list(models)
-    kw = {"target": target, "batch_size": batch_size, "device": device}
-    explainers = {name: [models.explainer(name, method=m, composite=c, **kw) for m, c in specs] for name in names}
-    randomized = {name: [models.explainer(name, randomized_seed=seed, method=m, composite=c, **kw)
-                         for m, c in specs] for name in names} if randomized_baseline else {}
-    work = FaithfulnessWork(windows, truth_all, explainers, randomized, fills, percentages, seed, device)
+    targets = {name: target or default_target(models[name]) for name in names}
+    truth = {name: scored.truth(models[name]) for name in names}
+    kw = {"batch_size": batch_size, "device": device}
+    explainers = {name: [models.explainer(name, method=m, composite=c, target=targets[name], **kw)
+                         for m, c in specs] for name in names}
+    randomized = {name: [models.explainer(name, randomized_seed=seed, method=m, composite=c, target=targets[name],
+                                          **kw) for m, c in specs] for name in names} if randomized_baseline else {}
+    work = FaithfulnessWork(scored.rows, truth, explainers, randomized, fills, percentages, seed, device)
     errors = np.zeros((len(models), n_m, n_o, n_f, 3, n_p, n))
     residual = np.zeros((len(models), n_m, n))
     output = np.zeros((len(models), n_m, n))
@@ -520,18 +579,20 @@ def run_faithfulness(
     ci = bootstrap_ci(source_metric, n_boot=n_boot, seed=seed)
     tau = np.stack([rank_agreement(metric[k, :, 0, :, METRICS.index("srg")]) for k in range(len(models))])
     dims = ("model", "method", "ordering", "fill")
+    units = error.units
     return xr.Dataset(
         {
             "curve": ((*dims, "mode", "percentage"), curves.mean(-1),
-                      {"units": "m", "description": "MAE per coordinate against the true position, mean over "
-                                                    "sources (each source once)"}),
+                      {"units": units, "description": f"{error.label} against the truth, mean over sources (each "
+                                                      "source once)"}),
             "score": ((*dims, "metric"), metric,
-                       {"units": "m", "description": "aopc: mean_P e_morf(P) - e_morf(0) (higher: more faithful); "
-                                                     "srg: mean_P e_morf(P) - e_lerf(P) (higher: more faithful); "
-                                                     "insertion_auc: mean_P e_insertion(P) (lower: more faithful)"}),
+                       {"units": units, "description": "aopc: mean_P e_morf(P) - e_morf(0) (higher: more faithful); "
+                                                       "srg: mean_P e_morf(P) - e_lerf(P) (higher: more faithful); "
+                                                       "insertion_auc: mean_P e_insertion(P) (lower: more faithful)"}),
             "score_ci": ((*dims, "metric", "bound"), ci,
-                          {"units": "m", "description": f"bootstrap 95 % interval over sources ({n_boot} resamples)"}),
-            "source_score": ((*dims, "metric", "source"), source_metric, {"units": "m"}),
+                          {"units": units,
+                           "description": f"bootstrap 95 % interval over sources ({n_boot} resamples)"}),
+            "source_score": ((*dims, "metric", "source"), source_metric, {"units": units}),
             "completeness": (("model", "method", "stat"), completeness,
                              {"description": "residual sum(relevance) - explained per window: mean absolute (units "
                                              "of the explained output) and relative (sum |residual| / sum "
@@ -539,7 +600,7 @@ def run_faithfulness(
             "fill_rank_tau": (("model", "fill", "fill_other"), tau,
                               {"description": "Kendall tau of the method ranking by SRG (ordering relevance) "
                                               "between two fills"}),
-            "unperturbed_mae": (("model",), unperturbed, {"units": "m"}),
+            "unperturbed_error": (("model",), unperturbed, {"units": units}),
         },
         coords={"model": names, "method": labels, "attribution": ("method", [m for m, _ in specs]),
                 "composite": ("method", [c for _, c in specs]), "ordering": list(orderings), "fill": list(fills),
@@ -548,23 +609,28 @@ def run_faithfulness(
                 "source": sources},
         attrs={
             "experiment": "faithfulness (MoRF/LeRF deletion and insertion per method and fill)",
-            "target": target, "seed": seed, "n_boot": n_boot, "road_noise": ROAD_NOISE,
-            "t60": float(ds.attrs.get("t60", np.nan)), "snr": float(ds.attrs.get("snr", np.nan)),
-            "n_windows": n, "n_sources": int(sources.size),
+            "target": target_label(targets), "error": error.label, "units": units, "seed": seed, "n_boot": n_boot,
+            "road_noise": ROAD_NOISE, **scored.conditions, "n_windows": n, "n_sources": int(sources.size),
             "models": json.dumps(explained_models, sort_keys=True),
-            "data_config": ds.attrs.get("config", ""), "xai_loc_version": __version__,
+            "data_config": scored.ds.attrs.get("config", ""), "xai_loc_version": __version__,
         },
     )
 
 
 # ---------------------------------------------------------------------------------------------- tables
-_COLUMNS = (("AOPC m", "relevance", "aopc"), ("SRG m", "relevance", "srg"),
-            ("insertion AUC m", "relevance", "insertion_auc"), ("SRG randomized model m", "randomized", "srg"),
-            ("SRG random order m", "random", "srg"))
+_COLUMNS = (("AOPC", "relevance", "aopc"), ("SRG", "relevance", "srg"), ("insertion AUC", "relevance", "insertion_auc"),
+            ("SRG randomized model", "randomized", "srg"), ("SRG random order", "random", "srg"))
+
+
+def _units(ds) -> str:
+    """The error's units (results written before binaural families were scored are in metres)."""
+    return str(ds.attrs.get("units", "m"))
 
 
 def _cells(ds, model, fill) -> tuple[list[str], list[list[str]]]:
-    header = ["method"] + [c for c, o, _ in _COLUMNS if o in ds["ordering"].values] + ["completeness \\|r\\| (rel.)"]
+    units = _units(ds)
+    header = (["method"] + [f"{c} {units}" for c, o, _ in _COLUMNS if o in ds["ordering"].values]
+              + ["completeness \\|r\\| (rel.)"])
     rows = []
     for method in ds["method"].values:
         row = [str(method)]
@@ -590,11 +656,13 @@ def _tau_line(ds, model) -> str:
 
 def faithfulness_table(ds: xr.Dataset) -> str:
     """Markdown: per model and fill, method x metric with bootstrap 95 % intervals over sources."""
-    lines = [f"Faithfulness over {int(ds.attrs['n_sources'])} sources ({int(ds.attrs['n_windows'])} windows); "
-             "errors are MAE per coordinate in m; AOPC and SRG: higher is more faithful, insertion AUC: lower. "
-             "Intervals: bootstrap 95 % over sources.", ""]
+    units = _units(ds)
+    unperturbed = ds["unperturbed_error"] if "unperturbed_error" in ds else ds["unperturbed_mae"]
+    lines = [f"Faithfulness over {int(ds.attrs['n_sources'])} sources ({int(ds.attrs['n_windows'])} inputs); "
+             f"errors are {ds.attrs.get('error', 'MAE per coordinate')} in {units}; AOPC and SRG: higher is more "
+             "faithful, insertion AUC: lower. Intervals: bootstrap 95 % over sources.", ""]
     for model in ds["model"].values:
-        lines.append(f"### {model} (unperturbed {float(ds['unperturbed_mae'].sel(model=model)):.3f} m)")
+        lines.append(f"### {model} (unperturbed {float(unperturbed.sel(model=model)):.3f} {units})")
         for fill in ds["fill"].values:
             header, rows = _cells(ds, model, fill)
             lines += ["", f"fill: {fill}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +83,14 @@ class ModelSet(Mapping[str, "nn.Module"]):
         if models is not None and not isinstance(models, Mapping):
             models = {str(i): model for i, model in enumerate(models)}
         return cls(models)
+
+    def adapted(self, adapt: Callable[[nn.Module], nn.Module]) -> ModelSet:
+        """The same models as ``adapt`` makes them take another input (a cue-scene store's cue maps), with
+        their provenance; randomized copies are made from the adapted modules."""
+        out = ModelSet()
+        out._entries = {name: _Entry(adapt(entry.module), entry.provenance, entry.card, entry.path)
+                        for name, entry in self._entries.items()}
+        return out
 
     def select(self, names: Iterable[str]) -> ModelSet:
         """The named models only, sharing their loaded modules and randomized copies."""

@@ -10,10 +10,14 @@ The masking has no Python loop over samples or windows and needs no sort: compil
 (:mod:`xai_loc.experiments.deletion_order`) give every sample the step at which it is first
 deleted, in about three linear passes per window, and each deleted copy is one fused pass
 over the window. The experiment is then bound by the model's forward passes
-(``benchmarks/bench_perturbation.py``).
+(``benchmarks/bench_perturbation.py``). With the model on a GPU the deletion steps are sent
+there once per batch and ordering, each copy is made there (:func:`deleted_copy`) and only
+the predictions come back.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,11 +57,12 @@ MODES: dict[str, OrderFn] = {
     ),
 }
 
-#: Values written where samples are deleted: ``f(windows, generator) -> fill`` (same shape; None: zero).
+#: Values written where samples are deleted: ``f(windows, generator) -> fill`` (same shape; None: zero); noise at
+#: the level of each whole input (every axis but the first).
 FILLS: dict[str, FillFn] = {
     "zero": lambda x, gen: None,
     "noise": lambda x, gen: torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x)
-    * x.std(dim=(1, 2), keepdim=True),
+    * x.std(dim=tuple(range(1, x.ndim)), keepdim=True),
 }
 
 #: The paper's percentages.
@@ -88,6 +93,16 @@ def deletion_counts(percentages, windows: torch.Tensor) -> list[int]:
     return [n_deleted(p, windows[0].numel()) for p in percentages]
 
 
+def deleted_copy(x: torch.Tensor, steps: torch.Tensor, j: int, fill: torch.Tensor) -> torch.Tensor:
+    """``x`` with the samples that step ``j`` or an earlier one deletes replaced by ``fill``, on their device.
+
+    ``steps`` (shaped like ``x``) come from a :data:`MODES` order; ``fill`` is shaped like ``x``
+    or a scalar tensor. The values of the CPU path's compiled kernels (whose ``x * 0`` may leave
+    a zero's sign negative), made wherever the tensors are, with no host round trip.
+    """
+    return torch.where(steps <= j, fill, x)
+
+
 def perturbed_batches(windows: torch.Tensor, steps: np.ndarray, percentages, fill: torch.Tensor | None = None):
     """Yield ``(percentage, perturbed windows)``: the samples deleted by each step replaced by ``fill``.
 
@@ -95,7 +110,8 @@ def perturbed_batches(windows: torch.Tensor, steps: np.ndarray, percentages, fil
     percentages. ``fill`` is a tensor shaped like ``windows``, or None for zeros. A step
     that deletes nothing yields ``windows`` itself, and on the CPU one buffer is reused from
     step to step (clone a yielded tensor to keep it); do not modify what is yielded.
-    ``windows`` is never modified.
+    ``windows`` is never modified. On another device the steps are sent there once and the
+    copies made there (:func:`deleted_copy`).
     """
     w = windows.shape[0]
     counts = deletion_counts(percentages, windows)
@@ -115,7 +131,7 @@ def perturbed_batches(windows: torch.Tensor, steps: np.ndarray, percentages, fil
         steps_on_device = torch.from_numpy(steps).to(windows.device)
 
         def deleted(j: int) -> torch.Tensor:
-            return torch.where(steps_on_device > j, x, f)
+            return deleted_copy(x, steps_on_device, j, f)
 
     for j, (p, k) in enumerate(zip(percentages, counts, strict=True)):
         yield p, (windows if k == 0 else deleted(j).view(windows.shape))  # k == 0: nothing deleted
@@ -147,9 +163,11 @@ def deletion_predictions(
     Parameters
     ----------
     model
-        A localizer in eval mode.
+        A localizer in eval mode. On a device other than the CPU, the deleted copies are made
+        there (:func:`perturbed_batches`) and each batch's predictions come back once.
     windows
-        Input windows ``(W, M, T)`` on the model's device.
+        Input windows ``(W, M, T)`` on any device: ranked by the host kernels, sent to the
+        model's device once per batch.
     percentages
         Deletion percentages.
     modes
@@ -164,7 +182,8 @@ def deletion_predictions(
     batch_size
         Windows per forward pass.
     timing
-        If given, ``timing["forward"]`` accumulates the seconds spent in the model.
+        If given, ``timing["forward"]`` accumulates the seconds spent in the model (on a GPU,
+        until its predictions are back on the host).
     """
     percentages = check_percentages(percentages)
     for mode in modes:
@@ -174,20 +193,34 @@ def deletion_predictions(
         raise InputError(f"fill {fill!r} is unknown; allowed: {', '.join(FILLS)}")
     out = np.zeros((len(modes), len(percentages), windows.shape[0], 3), dtype=np.float64)
     gen = torch.Generator().manual_seed(seed)
+    device = _device_of(model, windows)
+    seconds = 0.0
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch_size):
             x = windows[start : start + batch_size]
             rel = None if relevance is None else relevance[start : start + batch_size].to(x)
             fill_values = FILLS[fill](x, gen)
-            for i, mode in enumerate(modes):
+            x_model = x.to(device)
+            fill_model = None if fill_values is None else fill_values.to(device)
+            preds = []
+            for mode in modes:
                 steps = MODES[mode](x, rel, gen, deletion_counts(percentages, x))
-                for j, (_, xp) in enumerate(perturbed_batches(x, steps, percentages, fill_values)):
+                for _, xp in perturbed_batches(x_model, steps, percentages, fill_model):
                     tic = time.perf_counter()
-                    pred = model(xp)
-                    if timing is not None:
-                        timing["forward"] = timing.get("forward", 0.0) + time.perf_counter() - tic
-                    out[i, j, start : start + x.shape[0]] = pred.double().cpu().numpy()
+                    preds.append(model(xp).double())
+                    seconds += time.perf_counter() - tic
+            tic = time.perf_counter()
+            out[:, :, start : start + x.shape[0]] = torch.stack(preds).cpu().numpy().reshape(out.shape[:2] + (-1, 3))
+            seconds += time.perf_counter() - tic
+    if timing is not None:
+        timing["forward"] = timing.get("forward", 0.0) + seconds
     return out
+
+
+def _device_of(model: torch.nn.Module, windows: torch.Tensor) -> torch.device:
+    """Where ``model`` computes: its first parameter's or buffer's device (the windows' for a model without)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return windows.device if first is None else first.device
 
 
 @dataclass(frozen=True)
@@ -269,6 +302,7 @@ class PerturbationWork:
     fill: str
     seed: int
     batch_size: int
+    device: str
 
 
 def perturbation_batch(batch: tuple[str, int, int], work: PerturbationWork) -> tuple[np.ndarray, dict[str, float]]:
@@ -277,22 +311,26 @@ def perturbation_batch(batch: tuple[str, int, int], work: PerturbationWork) -> t
     ``batch`` is ``(model name, start, stop)`` (:func:`window_batches`). The modes are
     ``work.modes`` then, with a randomized model, ``relevance-randomized``. Random orders and
     noise are seeded by ``seed + start``, so a batch gives the same numbers wherever it runs.
-    Also returns the seconds spent (``forward``, ``explain``, ``wall``).
+    The model stays on ``work.device`` for the whole batch (explanations and deletions); only
+    the relevance (for ranking) and the predictions come back to the host. Also returns the
+    seconds spent (``forward``, ``explain``, ``wall``).
     """
+    from xai_loc.explain.attribute import placed
+    from xai_loc.runtime import resolve_device
+
     name, start, stop = batch
     tic = time.perf_counter()
     spent: dict[str, float] = {}
     x = work.windows.batch(start, stop)
     truth = work.truth[start:stop]
     relevance = work.relevance[name]
-    net = relevance.explainer.model
-    rel = relevance.batch(x, truth, start, stop, spent) if "relevance" in work.modes else None
-    net.eval()
     options = {"fill": work.fill, "seed": work.seed + start, "batch_size": work.batch_size, "timing": spent}
-    preds = [deletion_predictions(net, x, work.percentages, work.modes, relevance=rel, **options)]
-    if name in work.randomized:
-        rel_r = work.randomized[name].batch(x, truth, start, stop, spent)
-        preds.append(deletion_predictions(net, x, work.percentages, ["relevance"], relevance=rel_r, **options))
+    with placed(relevance.explainer.model, resolve_device(work.device)) as net:
+        rel = relevance.batch(x, truth, start, stop, spent) if "relevance" in work.modes else None
+        preds = [deletion_predictions(net, x, work.percentages, work.modes, relevance=rel, **options)]
+        if name in work.randomized:
+            rel_r = work.randomized[name].batch(x, truth, start, stop, spent)
+            preds.append(deletion_predictions(net, x, work.percentages, ["relevance"], relevance=rel_r, **options))
     spent["wall"] = time.perf_counter() - tic
     return np.concatenate(preds), spent
 
@@ -338,6 +376,10 @@ def run_perturbation(
         Seeds random orderings, noise fill and the randomized copies.
     batch_size
         Windows per explanation and forward pass.
+    device
+        Where the models explain and predict (``cpu``, ``cuda``, ``cuda:N``): each model goes
+        there once for the run (once per batch on a cluster's workers), and per batch only the
+        relevance (ranked on the host) and the predictions come back.
     n_sources
         Only a seeded spread of ``n_sources`` of the store's sources (:func:`~xai_loc.data.store.subset_ids`).
     timing
@@ -363,7 +405,9 @@ def run_perturbation(
     from xai_loc import __version__
     from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain.attribute import placed
     from xai_loc.models.evaluation import localization_errors
+    from xai_loc.runtime import resolve_device
 
     models = ModelSet.of(models)
     percentages = check_percentages(percentages)
@@ -383,7 +427,8 @@ def run_perturbation(
             random_explainer = models.explainer(name, randomized_seed=seed, **kwargs)
             randomized[name] = Relevance(random_explainer,
                                          _relevance_source(data, random_explainer) if n_sources is None else None)
-    work = PerturbationWork(windows, truth, relevance, randomized, percentages, tuple(modes), fill, seed, batch_size)
+    work = PerturbationWork(windows, truth, relevance, randomized, percentages, tuple(modes), fill, seed, batch_size,
+                            device)
     preds = np.zeros((len(models), len(all_modes), len(percentages), n, 3))
     names = list(models)
     spent = {name: {} for name in names}
@@ -394,8 +439,13 @@ def run_perturbation(
         for key, seconds in result[1].items():
             spent[name][key] = spent[name].get(key, 0.0) + seconds
 
-    map_blocks(perturbation_batch, window_batches(names, n, batch_size), write, shared=work, client=client,
-               size=lambda batch: batch[2] - batch[1], progress=progress, desc="perturb", unit="win")
+    with contextlib.ExitStack() as stack:
+        if client is None:  # computed here: each model on the device once for the run, not once per batch
+            dev = resolve_device(device)
+            for r in [*relevance.values(), *randomized.values()]:
+                stack.enter_context(placed(r.explainer.model, dev))
+        map_blocks(perturbation_batch, window_batches(names, n, batch_size), write, shared=work, client=client,
+                   size=lambda batch: batch[2] - batch[1], progress=progress, desc="perturb", unit="win")
     timings = {} if timing is None else timing
     explained = {}
     for name in names:

@@ -27,26 +27,32 @@ Cascading randomization (Adebayo et al., 2018, "Sanity checks for saliency maps"
 
     A method passes when the similarity falls as layers are randomized.
 
-eMPRT (Hedström et al., 2024)
-    From "Sanity checks revisited: an exploration to repair the model parameter randomisation test" (TMLR 2024):
-    ``eMPRT = H_hist(e_randomized) / H_hist(e_original)``: the ratio of the complexity of the
-    fully randomized model's explanation to that of the original model's, where the
-    complexity ``H_hist`` is the discrete Shannon entropy of the histogram of the explanation
-    (Quantus ``discrete_entropy``): here the window's ``|R| / max |R|`` in
-    :data:`EMPRT_BINS` equal bins over ``[0, 1]``, ``H_hist = -sum_b q_b log q_b`` with ``q_b``
-    the fraction of samples in bin ``b`` (:func:`histogram_entropy`). Above 1: randomizing the
-    model makes the explanation more complex (noisier), as a faithful method's should.
-    Computed per window, averaged per source.
+eMPRT (Hedström et al., 2024, "Sanity checks revisited", TMLR)
+    The relative rise in explanation complexity from the original model to the fully
+    randomized one, ``eMPRT = (H(e_randomized) - H(e_original)) / H(e_original)``, as Quantus's
+    ``EfficientMPRT`` computes it with its defaults: the complexity ``H`` is ``discrete_entropy``,
+    the Shannon entropy (nats) of the histogram of the explanation's signed values in
+    :data:`EMPRT_BINS` equal bins over their own range ``[min, max]`` (``numpy.histogram``;
+    no absolute value, no normalization; a constant map fills one bin, ``H = 0``)
+    (:func:`histogram_entropy`). Above 0: randomizing the model makes the explanation more
+    complex (noisier), as a faithful method's should. Computed per window (NaN where the
+    original map has ``H = 0``), averaged per source.
 
 Random-target check
-    The original model explained for the coordinate targets ``x``, ``y`` and ``z``
-    (:data:`TARGET_AXES`, registered in :mod:`xai_loc.explain.targets`); ``spearman`` and
-    ``pearson`` between the maps of every pair of targets. A target-sensitive method gives
+    Position models: the original model explained for the coordinate targets ``x``, ``y`` and
+    ``z`` (registered in :mod:`xai_loc.explain.targets`). Direction models: explained for the
+    truth and for another true direction, drawn per input uniformly from the store's other
+    distinct true values (class labels, azimuths; seeded), with the kind's truth target
+    (:data:`~xai_loc.experiments.scored.EXPLAINED`). ``spearman`` and ``pearson`` between the
+    maps of every pair of targets (:data:`RANDOM_TARGETS`). A target-sensitive method gives
     different maps (low similarity).
 
-Every number is per window, averaged per source (each source weighted once), with bootstrap
-95 % intervals over sources (:func:`~xai_loc.experiments.faithfulness.bootstrap_ci`). All
-metrics are vectorized over windows (no Python loop over windows or samples).
+Any family's test store is checked (:func:`~xai_loc.experiments.scored.scored_set`); the cascade
+explains each model's :data:`~xai_loc.experiments.scored.EXPLAINED` target unless one is given.
+Every number is per input, averaged per source (each source, sound or utterance weighted
+once), with bootstrap 95 % intervals over sources
+(:func:`~xai_loc.experiments.faithfulness.bootstrap_ci`). All metrics are vectorized over
+inputs (no Python loop over inputs or samples).
 """
 from __future__ import annotations
 
@@ -58,17 +64,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from xai_loc.experiments.base import Experiment, experiment_windows, latex_tabular
+from xai_loc.errors import InputError
+from xai_loc.experiments.base import Experiment, latex_tabular
 from xai_loc.experiments.baselines import cascading_copies
-from xai_loc.experiments.faithfulness import bootstrap_ci, method_label, parse_methods
+from xai_loc.experiments.faithfulness import bootstrap_ci, family_methods, method_label, parse_methods, target_label
+from xai_loc.experiments.scored import EXPLAINED, default_target, scored_set
 
 if TYPE_CHECKING:
     import xarray as xr
 
     from xai_loc.experiments.modelset import ModelSet
 
-__all__ = ["DEFAULT_METHODS", "EMPRT_BINS", "SanityExperiment", "cascade_similarity", "emprt", "histogram_entropy",
-           "pearson", "relevance_entropy", "run_sanity", "sanity_latex", "sanity_table", "spearman"]
+__all__ = ["DEFAULT_METHODS", "EMPRT_BINS", "RANDOM_TARGETS", "SanityExperiment", "cascade_similarity", "emprt",
+           "histogram_entropy", "other_truth", "pearson", "relevance_entropy", "run_sanity", "sanity_latex",
+           "sanity_table", "spearman"]
 
 #: The default attribution methods of the sanity checks.
 DEFAULT_METHODS = ("lrp:paper", "lrp:epsilon_plus_flat", "integrated_gradients", "input_x_gradient", "saliency")
@@ -76,8 +85,6 @@ DEFAULT_METHODS = ("lrp:paper", "lrp:epsilon_plus_flat", "integrated_gradients",
 METRICS = ("spearman", "pearson", "entropy")
 #: Bins of eMPRT's explanation histogram (Quantus's default).
 EMPRT_BINS = 100
-#: The coordinate targets of the random-target check.
-TARGET_AXES = ("x", "y", "z")
 #: Summary scores of the table.
 SCORES = ("spearman_randomized", "pearson_randomized", "emprt", "spearman_targets", "pearson_targets")
 
@@ -119,24 +126,54 @@ def relevance_entropy(relevance) -> np.ndarray:
 
 
 def histogram_entropy(relevance, n_bins: int = EMPRT_BINS) -> np.ndarray:
-    """eMPRT's complexity per window: entropy (nats) of the histogram of ``|R| / max |R|`` in ``n_bins``
-    equal bins over [0, 1] (the maximum goes into the last bin): ``(W,)``; NaN for an all-zero map."""
-    a = np.abs(_flat(relevance))
+    """eMPRT's complexity per window: entropy (nats) of the histogram of the signed values in ``n_bins``
+    equal bins over ``[min, max]`` (the maximum in the last bin, as ``numpy.histogram``): ``(W,)``; 0 for
+    a constant map. Vectorized over windows (one ``bincount``)."""
+    a = _flat(relevance)
     w, n = a.shape
-    peak = a.max(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scaled = np.where(peak > 0, a / np.where(peak > 0, peak, 1.0), 0.0)
-    bins = np.minimum((scaled * n_bins).astype(np.int64), n_bins - 1)
+    low, high = a.min(-1, keepdims=True), a.max(-1, keepdims=True)
+    span = np.where(high > low, high - low, 1.0)
+    bins = np.clip(((a - low) * (n_bins / span)).astype(np.int64), 0, n_bins - 1)  # numpy.histogram's arithmetic
     counts = np.bincount((bins + n_bins * np.arange(w)[:, None]).ravel(), minlength=w * n_bins)
     q = counts.reshape(w, n_bins) / n
-    h = -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(-1)
-    return np.where(peak[:, 0] > 0, h, np.nan)
+    return -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(-1)
 
 
 def emprt(original, randomized, n_bins: int = EMPRT_BINS) -> np.ndarray:
-    """eMPRT per window: ``histogram_entropy(randomized) / histogram_entropy(original)`` (module docs)."""
+    """eMPRT per window: ``(H(randomized) - H(original)) / H(original)`` of :func:`histogram_entropy`
+    (module docs); NaN where ``H(original)`` is 0."""
+    h_original = histogram_entropy(original, n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return histogram_entropy(randomized, n_bins) / histogram_entropy(original, n_bins)
+        return np.where(h_original > 0, (histogram_entropy(randomized, n_bins) - h_original) / h_original, np.nan)
+
+
+# ---------------------------------------------------------------------------------------------- random targets
+def other_truth(truth: np.ndarray, seed: int) -> np.ndarray:
+    """Per input, another true value: drawn uniformly from the distinct values of ``truth`` (rows for
+    2-D truth) other than its own, seeded. With one distinct value there is no other; an InputError."""
+    truth = np.asarray(truth)
+    values, own = np.unique(truth, axis=0, return_inverse=True)
+    own = own.reshape(-1)
+    if values.shape[0] < 2:
+        raise InputError("the random-target check needs inputs of at least two true directions; give more sources")
+    pick = np.random.default_rng(seed).integers(0, values.shape[0] - 1, size=own.size)
+    return values[pick + (pick >= own)]
+
+
+def _coordinates(model, target: str, truth: np.ndarray, seed: int) -> list[tuple[str, str, np.ndarray]]:
+    return [(axis, axis, truth) for axis in "xyz"]
+
+
+def _true_and_other(model, target: str, truth: np.ndarray, seed: int) -> list[tuple[str, str, np.ndarray]]:
+    explained = EXPLAINED[model.output_kind]
+    return [("truth", explained, truth), ("other", explained, other_truth(truth, seed))]
+
+
+#: The targets of the random-target check, by output kind: ``f(model, target, truth, seed) -> [(label,
+#: target name, truth)]``; every pair of them is compared (module docs).
+RANDOM_TARGETS: dict[str, Callable[..., list[tuple[str, str, np.ndarray]]]] = {
+    "position": _coordinates, "azimuth": _true_and_other, "azimuth_elevation": _true_and_other,
+    "cos_sin": _true_and_other, "direction_classes": _true_and_other}
 
 
 def _stage_metrics(original: np.ndarray, stage: np.ndarray) -> np.ndarray:
@@ -162,12 +199,21 @@ def cascade_similarity(model: torch.nn.Module, explain: Callable[[torch.nn.Modul
 
 
 # ---------------------------------------------------------------------------------------------- the experiment
+def _finite_mean(values: np.ndarray, per_source: np.ndarray) -> np.ndarray:
+    """Per-source means ``(..., source)`` of per-input ``values (..., input)`` over the finite inputs only
+    (NaN for a source without any)."""
+    finite = np.isfinite(values)
+    weight = finite @ (per_source > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight > 0, np.where(finite, values, 0.0) @ (per_source > 0) / weight, np.nan)
+
+
 def run_sanity(
     models: ModelSet | Mapping,
     data,
     *,
-    methods: Sequence[str] = DEFAULT_METHODS,
-    target: str = "truth",
+    methods: Sequence[str] | None = None,
+    target: str | None = None,
     seed: int = 0,
     n_boot: int = 1000,
     batch_size: int = 16,
@@ -176,19 +222,21 @@ def run_sanity(
     progress: bool = False,
     timing: dict | None = None,
 ) -> xr.Dataset:
-    """The sanity checks (module docs) on the windows of a dataset store.
+    """The sanity checks (module docs) on the inputs of a test store.
 
     Parameters
     ----------
     models
         A :class:`~xai_loc.experiments.modelset.ModelSet` (or ``{name: checkpoint or module}``).
     data
-        A dataset store path.
+        A test store path of the models' family (:func:`~xai_loc.experiments.scored.scored_set`).
     methods
-        ``method`` or ``lrp:composite`` names (:data:`DEFAULT_METHODS`).
+        ``method`` or ``lrp:composite`` names; None: :data:`DEFAULT_METHODS` for the models' family
+        (:func:`~xai_loc.experiments.faithfulness.family_methods`).
     target
-        What the cascade explains (:data:`xai_loc.explain.TARGETS`); the random-target check
-        always compares :data:`TARGET_AXES`.
+        What the cascade explains (:data:`xai_loc.explain.TARGETS`); None: each model's
+        :data:`~xai_loc.experiments.scored.EXPLAINED`. The random-target check compares
+        :data:`RANDOM_TARGETS` of the model's output kind.
     seed
         Seeds the randomized layers and the bootstrap.
     n_sources
@@ -212,17 +260,20 @@ def run_sanity(
     from xai_loc.explain.attribute import Explainer
     from xai_loc.progress import tqdm
 
-    models = ModelSet.of(models)
-    specs = parse_methods(methods)
+    scored = scored_set(data, n_sources)
+    models = scored.models(ModelSet.of(models))
+    specs = family_methods(models, DEFAULT_METHODS) if methods is None else parse_methods(methods)
     labels = [method_label(*m) for m in specs]
-    ds, sources, per_source = experiment_windows(data, n_sources)
-    truth_all = ds["source_position"].values.astype(np.float64)
-    n = truth_all.shape[0]
-    pairs = [(a, b) for i, a in enumerate(TARGET_AXES) for b in TARGET_AXES[i + 1:]]
+    sources, per_source, n = scored.sources, scored.per_source, len(scored)
     timings = {} if timing is None else timing
-    results, layer_lists, explained_models = [], [], {}
+    results, layer_lists, explained_models, targets, random_targets = [], [], {}, {}, {}
     for name in models:
         module = models[name]
+        targets[name] = target or default_target(module)
+        truth_all = scored.truth(module)
+        variants = RANDOM_TARGETS[module.output_kind](module, targets[name], truth_all, seed)
+        random_targets[name] = [label for label, _, _ in variants]
+        pairs = [(a, b) for a in range(len(variants)) for b in range(a + 1, len(variants))]
         kw = {"batch_size": batch_size, "device": device}
         stages = [("original", module), *cascading_copies(module, seed)]
         layer_lists.append([s for s, _ in stages[1:]])
@@ -231,29 +282,29 @@ def run_sanity(
         ratio = np.zeros((len(specs), n))
         tsim = np.zeros((len(specs), len(pairs), 2, n))
         tic = time.perf_counter()
-        with tqdm(total=n, disable=not progress, desc=f"sanity {name}", unit="win") as bar:
+        with tqdm(total=n, disable=not progress, desc=f"sanity {name}", unit="input") as bar:
             for start in range(0, n, batch_size):
                 stop = min(n, start + batch_size)
-                x = torch.as_tensor(ds["signals"].isel(window=slice(start, stop)).values)
+                x = scored.rows.batch(start, stop)
                 truth = truth_all[start:stop]
                 for i, (m, c) in enumerate(specs):
                     maps = []
                     for _, net in stages:
-                        with Explainer(net, method=m, composite=c, target=target, **kw) as explainer:
+                        with Explainer(net, method=m, composite=c, target=targets[name], **kw) as explainer:
                             maps.append(explainer.explain_batch(x, truth)["relevance"])
                     sim[i, ..., start:stop] = np.stack([_stage_metrics(maps[0], r) for r in maps])
                     ratio[i, start:stop] = emprt(maps[0], maps[-1])
-                    by_axis = {}
-                    for axis in TARGET_AXES:
-                        with models.explainer(name, method=m, composite=c, target=axis, **kw) as explainer:
-                            by_axis[axis] = explainer.explain_batch(x, truth)["relevance"]
+                    by_target = []
+                    for _, variant, variant_truth in variants:
+                        with models.explainer(name, method=m, composite=c, target=variant, **kw) as explainer:
+                            by_target.append(explainer.explain_batch(x, variant_truth[start:stop])["relevance"])
                     for p, (a, b) in enumerate(pairs):
-                        tsim[i, p, 0, start:stop] = spearman(np.abs(by_axis[a]), np.abs(by_axis[b]))
-                        tsim[i, p, 1, start:stop] = pearson(by_axis[a], by_axis[b])
+                        tsim[i, p, 0, start:stop] = spearman(np.abs(by_target[a]), np.abs(by_target[b]))
+                        tsim[i, p, 1, start:stop] = pearson(by_target[a], by_target[b])
                 bar.update(stop - start)
         with np.errstate(invalid="ignore"):
             source_sim = sim @ per_source  # (method, stage, metric, source)
-            source_scores = np.stack([source_sim[:, -1, 0], source_sim[:, -1, 1], ratio @ per_source,
+            source_scores = np.stack([source_sim[:, -1, 0], source_sim[:, -1, 1], _finite_mean(ratio, per_source),
                                       tsim[:, :, 0].mean(1) @ per_source, tsim[:, :, 1].mean(1) @ per_source], 1)
         results.append((source_sim, source_scores))
         timings[name] = {"windows": n, "stages": n_s, "wall_seconds": time.perf_counter() - tic}
@@ -283,10 +334,11 @@ def run_sanity(
             "source_similarity": (("model", "method", "stage", "metric", "source"), source_sim),
             "score": (("model", "method", "check"), source_score.mean(-1),
                       {"description": "spearman/pearson_randomized: similarity to the original at full "
-                                      "randomization (lower passes); emprt: H_hist(randomized)/H_hist(original) "
-                                      f"({EMPRT_BINS}-bin histogram of |R|/max|R|; above 1 passes); "
-                                      "spearman/pearson_targets: similarity between the maps for targets x, y, z "
-                                      "(mean over pairs; lower: target-sensitive)"}),
+                                      "randomization (lower passes); emprt: (H(randomized) - H(original)) / "
+                                      f"H(original), H the entropy of the {EMPRT_BINS}-bin histogram of R over its "
+                                      "range (Quantus EfficientMPRT; above 0 passes); spearman/pearson_targets: "
+                                      "similarity between the maps for the random_targets (mean over pairs; lower: "
+                                      "target-sensitive)"}),
             "score_ci": (("model", "method", "check", "bound"), bootstrap_ci(source_score, n_boot=n_boot, seed=seed),
                          {"description": f"bootstrap 95 % interval over sources ({n_boot} resamples)"}),
             "source_score": (("model", "method", "check", "source"), source_score),
@@ -297,18 +349,18 @@ def run_sanity(
                 "bound": ["low", "high"], "source": sources},
         attrs={
             "experiment": "sanity (cascading model randomization, eMPRT, random target)",
-            "target": target, "target_axes": ",".join(TARGET_AXES), "seed": seed, "n_boot": n_boot,
-            "emprt_bins": EMPRT_BINS, "t60": float(ds.attrs.get("t60", np.nan)),
-            "snr": float(ds.attrs.get("snr", np.nan)), "n_windows": n, "n_sources": int(sources.size),
-            "models": json.dumps(explained_models, sort_keys=True),
-            "data_config": ds.attrs.get("config", ""), "xai_loc_version": __version__,
+            "target": target_label(targets), "random_targets": json.dumps(random_targets, sort_keys=True),
+            "seed": seed, "n_boot": n_boot, "emprt_bins": EMPRT_BINS, **scored.conditions, "n_windows": n,
+            "n_sources": int(sources.size), "models": json.dumps(explained_models, sort_keys=True),
+            "data_config": scored.ds.attrs.get("config", ""), "xai_loc_version": __version__,
         },
     )
 
 
 # ---------------------------------------------------------------------------------------------- tables
 _COLUMNS = (("Spearman abs(R) randomized", "spearman_randomized"), ("Pearson R randomized", "pearson_randomized"),
-            ("eMPRT", "emprt"), ("Spearman abs(R) x/y/z", "spearman_targets"), ("Pearson R x/y/z", "pearson_targets"))
+            ("eMPRT", "emprt"), ("Spearman abs(R) other target", "spearman_targets"),
+            ("Pearson R other target", "pearson_targets"))
 
 
 def _cells(ds, model) -> tuple[list[str], list[list[str]]]:
@@ -328,8 +380,10 @@ def sanity_table(ds: xr.Dataset) -> str:
     """Markdown: per model, method x score with bootstrap 95 % intervals over sources."""
     lines = [f"Sanity checks over {int(ds.attrs['n_sources'])} sources ({int(ds.attrs['n_windows'])} windows). "
              "Similarity to the original relevance with every layer randomized (lower passes), eMPRT "
-             "(entropy ratio randomized/original, above 1 passes), and similarity between the maps for "
-             "targets x, y, z (lower: target-sensitive). Intervals: bootstrap 95 % over sources.", ""]
+             "(relative rise in explanation complexity from the original to the randomized model, above 0 "
+             "passes), and similarity between the maps for other targets (x, y, z for positions; the truth and "
+             "another true direction for direction models; lower: target-sensitive). Intervals: bootstrap 95 % "
+             "over sources.", ""]
     for model in ds["model"].values:
         header, rows = _cells(ds, model)
         lines += [f"### {model}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]

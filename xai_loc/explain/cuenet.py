@@ -45,10 +45,10 @@ from xai_loc.errors import InputError
 from xai_loc.explain.targets import TARGETS, class_target
 from xai_loc.models.cuenet import CueNet
 
-__all__ = ["cue_relevance", "explain_cuenet"]
+__all__ = ["cue_relevance", "explain_cuenet", "on_cue_maps"]
 
 
-def _on_cue_maps(model: CueNet) -> CueNet:
+def on_cue_maps(model: CueNet) -> CueNet:
     """``model`` taking cue maps: the same classifier without the front end."""
     if not model.with_front_end:
         return model
@@ -104,7 +104,7 @@ def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction"
         labels = model.direction_grid.nearest(azimuth)
     elif TARGETS[name].needs_truth:
         raise InputError(f"target={target!r} needs the true azimuths (azimuth=...)")
-    net = _on_cue_maps(model)
+    net = on_cue_maps(model)
     # a branch's output is the attention's input: the relevance there is each cue's share of the fusion
     branches = tuple(f"classifier.branches.{c}" for c in CUES)
     explainer, out = explain_arrays(net, cues, truth=labels if TARGETS[name].needs_truth else None,

@@ -435,26 +435,32 @@ class Occlusion(_CaptumMethod):
     microphone are replaced by the baseline, sliding by ``stride`` samples over time and over
     the microphones; each sample gets the mean change over the patches covering it. At
     another level the patch spans the same share of its last (time) axis and one row of
-    every other axis. At most ``batch_size`` perturbed windows per forward pass."""
+    every other axis. At most ``batch_size`` perturbed windows per forward pass. ``window``
+    None (default): 256 samples, at most a tenth of the input's last axis (a cue map of 50
+    frames gets 5); ``stride`` None: the window."""
 
-    OPTIONS = {"window": 256, "stride": 256, "baseline": "zero"}
+    OPTIONS = {"window": None, "stride": None, "baseline": "zero"}
+    #: The default patch length in samples, and the largest share of the input's last axis it may span.
+    WINDOW, WINDOW_SHARE = 256, 10
 
     @classmethod
     def check(cls, params):
         for name in ("window", "stride"):
             value = params[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name}={value!r} is not allowed; use a positive number of samples")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{name}={value!r} is not allowed; use a positive number of samples or None")
         super().check(params)
 
     def captum(self, seeded, a, weights, index, level):
         from captum.attr import Occlusion as CaptumOcclusion
 
         n_time = seeded.x.shape[-1]
-        if self.params["window"] > n_time:
-            raise InputError(f"window={self.params['window']} is not allowed; use at most {n_time} samples")
+        patch = self.params["window"] or min(self.WINDOW, max(1, n_time // self.WINDOW_SHARE))
+        if patch > n_time:
+            raise InputError(f"window={patch} is not allowed; use at most {n_time} samples")
+        step = self.params["stride"] or patch
         # another level: the same share of its last (time) axis, one row of every other axis at a time
-        window, stride = (max(1, round(self.params[k] * a.shape[-1] / n_time)) for k in ("window", "stride"))
+        window, stride = (max(1, round(v * a.shape[-1] / n_time)) for v in (patch, step))
         ones = (1,) * (a.ndim - 2)
         return CaptumOcclusion(seeded).attribute(
             a, sliding_window_shapes=(*ones, window), strides=(*ones, stride),

@@ -115,6 +115,10 @@ class Target:
         target to explain with LRP-type methods instead; None: LRP starts from ``seed``.
     description
         What the explanation means (the weight function's docstring).
+    sense
+        +1 when ``q`` grows with the evidence for the explained output, -1 when it grows with the
+        localization error ('error', 'angular_error'): relevance times ``sense`` ranks what speaks
+        for the answer (the faithfulness orderings).
     """
 
     name: str
@@ -127,6 +131,7 @@ class Target:
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     lrp_instead: str | None = None
+    sense: int = 1
 
 
 #: name -> :class:`Target`.
@@ -135,18 +140,18 @@ TARGETS: dict[str, Target] = {}
 
 def register_target(name: str, *, kinds: tuple[str, ...] = ("position",), needs_truth: bool = False,
                     needs_reference: bool = False, scalar: OutputFunction | None = None,
-                    seed: OutputFunction = _weights_seed,
-                    lrp_instead: str | None = None) -> Callable[[WeightFunction], WeightFunction]:
+                    seed: OutputFunction = _weights_seed, lrp_instead: str | None = None,
+                    sense: int = 1) -> Callable[[WeightFunction], WeightFunction]:
     """Decorator registering a weight function as target ``name``; its docstring says what it means.
 
-    Its keyword-only parameters are the target's options; ``lrp_instead``: see :class:`Target`.
+    Its keyword-only parameters are the target's options; ``lrp_instead`` and ``sense``: see :class:`Target`.
     """
     def decorator(weights: WeightFunction) -> WeightFunction:
         if name in TARGETS:
             raise ValueError(f"target name {name!r} is already registered")
         description = " ".join((weights.__doc__ or "").split())
         TARGETS[name] = Target(name, weights, tuple(kinds), needs_truth, needs_reference, scalar, seed,
-                               option_defaults(weights), description, lrp_instead)
+                               option_defaults(weights), description, lrp_instead, sense)
         return weights
 
     return decorator
@@ -260,7 +265,7 @@ for _k, _axis in enumerate("xyz"):
     register_target(_axis)(_coordinate_weights)
 
 
-@register_target("error", needs_truth=True)
+@register_target("error", needs_truth=True, sense=-1)
 def _error(output, truth, reference, kind):
     """Seed = prediction - truth per coordinate: what drives the localization error. For
     gradient methods this is the gradient of 1/2 |f(x) - t|^2, the training loss up to scale."""
@@ -511,7 +516,8 @@ def _angular_error_seed(output: Tensor, w: Tensor, kind: str) -> Tensor:
     return _share(q.detach(), (grad * step).abs())
 
 
-@register_target("angular_error", kinds=ANGLES, needs_truth=True, scalar=_angular_error, seed=_angular_error_seed)
+@register_target("angular_error", kinds=ANGLES, needs_truth=True, scalar=_angular_error, seed=_angular_error_seed,
+                 sense=-1)
 def _angular_error_weights(output, truth, reference, kind):
     """The angle between prediction and truth in degrees: the wrapped azimuth difference, the
     great-circle angle for (azimuth, elevation), the angle between [cos, sin] and the true

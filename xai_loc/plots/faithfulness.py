@@ -29,6 +29,7 @@ def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
     methods = list(results["method"].values)
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     pct = results["percentage"].values
+    label = f"{results.attrs.get('error', 'MAE per coordinate')} [{results.attrs.get('units', 'm')}]"
     fig, axes = plt.subplots(2 * len(models), len(fills), figsize=(4.0 * len(fills), 3.0 * 2 * len(models)),
                              squeeze=False, sharex=True)
     for k, model in enumerate(models):
@@ -48,8 +49,8 @@ def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
             for ax in (deletion, insertion):
                 ax.grid(alpha=0.3)
             insertion.set_xlabel("deleted / inserted samples [%]")
-        axes[2 * k][0].set_ylabel("MAE per coordinate [m]")
-        axes[2 * k + 1][0].set_ylabel("MAE per coordinate [m]")
+        for row in (2 * k, 2 * k + 1):
+            axes[row][0].set_ylabel(label)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     out_stem = Path(out_stem)

@@ -138,6 +138,10 @@ def test_explain_choices_follow_the_registries():
     # the multichannel commands take every method but AttnLRP, which explains transformers (binaural explain)
     assert set(METHOD_CHOICES) == set(METHODS) - {"attn_lrp"}
     assert set(TARGET_CHOICES) == set(targets_for("position"))
+    from xai_loc.cli._common import ANY_TARGET_CHOICES
+    from xai_loc.explain.targets import TARGETS
+
+    assert set(ANY_TARGET_CHOICES) == set(TARGETS)  # faithfulness and sanity take any family's targets
     assert set(COMPOSITE_CHOICES) == set(COMPOSITES)
 
 

@@ -3,7 +3,7 @@ out of memory.
 
 One local cluster of two worker processes (one thread each) serves the module; ``simulate`` also
 starts its own with ``--workers 2``. Data are tiny: two test sources at T60 0.15 s (21 windows),
-an untrained LocCNN, saliency, two percentages.
+an untrained LocCNN, saliency, two percentages; sanity and components with saliency alone.
 """
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers canno
 
 CONDITION = ["--t60", "0.15", "--snr", "25"]
 EXPERIMENT = ["--sources", "2", "--batch-size", "8", "--seed", "3"]
+#: Per result file, a variable (and selection) whose numbers must all be finite and positive: a real result.
+POSITIVE = {"perturbation.nc": ("mae_mean", {}), "faithfulness.nc": ("curve", {}),
+            "sanity.nc": ("similarity", {"metric": "entropy"}), "components.nc": ("share", {"split": "power"})}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,8 @@ def _invoke(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, client):
-    """simulate, explain, perturb and faithfulness in one process and on the cluster, each in its own folder."""
+    """simulate, explain, perturb, faithfulness, sanity and components in one process and on the cluster, each in
+    its own folder."""
     from xai_loc.models import build_model, save_checkpoint
 
     root = tmp_path_factory.mktemp("cluster")
@@ -67,6 +71,9 @@ def runs(tmp_path_factory, client):
                 "--percentages", "0,50", *EXPERIMENT, "--data", str(data), "--out", str(results), *work_on)
         _invoke("faithfulness", "--checkpoint", str(ckpt), "--methods", "saliency", "--fills", "zero,noise",
                 "--percentages", "0,50", *EXPERIMENT, "--data", str(data), "--out", str(results), *work_on)
+        for command in ("sanity", "components"):
+            _invoke(command, "--checkpoint", str(ckpt), "--methods", "saliency", *EXPERIMENT, "--data", str(data),
+                    "--out", str(results), *work_on)
         out[where] = {"store": store, "relevance": relevance, "results": results}
     out["checkpoint"] = ckpt
     return out
@@ -79,15 +86,23 @@ def test_cluster_stores_are_the_bytes_of_one_process(runs, kind):
     assert [name for name in single if single[name] != spread[name]] == []
 
 
-@pytest.mark.parametrize("name", ["perturbation.nc", "faithfulness.nc"])
+@pytest.mark.parametrize("name", list(POSITIVE))
 def test_cluster_results_are_the_bytes_of_one_process(runs, name):
     import xarray as xr
 
     single = runs["single"]["results"] / name
     assert single.read_bytes() == (runs["cluster"]["results"] / name).read_bytes()
+    variable, selection = POSITIVE[name]
     with xr.open_dataset(single) as ds:  # real numbers, not an empty result
-        values = ds["mae_mean" if name == "perturbation.nc" else "curve"].values
+        values = ds[variable].sel(selection).values
         assert np.isfinite(values).all() and (values > 0).all()
+
+
+def test_workers_read_the_data_themselves(runs, client):
+    """Only the mapped items and their shared bytes reach the scheduler: a worker reads the store itself
+    (components renders from an xarray store), never through nested tasks that would queue behind the items."""
+    prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert prefixes == ["bytes", "run"]
 
 
 def _square(item: int, shared: int) -> np.ndarray:

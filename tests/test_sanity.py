@@ -74,6 +74,11 @@ def test_histogram_entropy_is_quantus_discrete_entropy():
                            np.round(rng.standard_normal((1, M, T)), 1)])
     want = [entropy(np.histogram(m, bins=100)[0]) for m in maps]
     np.testing.assert_allclose(histogram_entropy(maps), want, rtol=1e-12)
+    # values on the bin edges go where numpy puts them; a constant map has +0 complexity
+    edges = np.stack([np.linspace(0.0, 1.0, 1001), np.linspace(-3.0, 7.0, 1001) ** 3])
+    np.testing.assert_allclose(histogram_entropy(edges), [entropy(np.histogram(m, bins=100)[0]) for m in edges],
+                               rtol=1e-12)
+    assert np.signbit(histogram_entropy(np.full((1, 9), 2.5))).tolist() == [False]
     h_o, h_r = histogram_entropy(maps[:3]), histogram_entropy(maps[3:6])
     np.testing.assert_allclose(emprt(maps[:3], maps[3:6]), (h_r - h_o) / h_o, rtol=1e-12)
 

@@ -22,6 +22,9 @@ READ = [(0, 3), (1, 100), (0, 17), (1, 499), (0, 250)]  # the only samples the c
 PERCENTAGES = (0, 10, 20, 30, 40, 50, 60, 70)
 
 
+TINY_TFCNN = {"name": "tiny", "n_train": 2, "test_per_azimuth": 1, "test_snrs": (6.0,)}
+
+
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """Tiny finished test stores: TF-CNN scenes (ear signals, one per azimuth) and cue scenes (cue maps)."""
@@ -30,10 +33,27 @@ def stores(tmp_path_factory):
     from xai_loc.features.binaural_cues import simulate_cue_scenes
 
     root = tmp_path_factory.mktemp("scored")
-    tfcnn = render_scenes(SceneSpec(name="tiny", n_train=2, test_per_azimuth=1, test_snrs=(6.0,)), root,
-                          progress=False, splits=("test",))["test"]
+    tfcnn = render_scenes(SceneSpec(**TINY_TFCNN), root, progress=False, splits=("test",))["test"]
     cues = simulate_cue_scenes(CueSceneSpec(name="tiny", per_utterance={"train": 1, "test": 1}), "test", root=root)
-    return {"tfcnn": tfcnn, "cuenet": cues}
+    return {"tfcnn": tfcnn, "cuenet": cues, "root": root}
+
+
+def test_a_binaural_checkpoint_names_its_own_test_split(stores, tmp_path):
+    from xai_loc.data.ipd_ild_scenes import SceneSpec
+    from xai_loc.experiments.scored import family_test_store
+    from xai_loc.models import build_model, save_checkpoint
+    from xai_loc.models.zoo import shipped_checkpoint
+
+    spec = SceneSpec(**TINY_TFCNN).to_dict()
+    condition = {"condition": {"rooms": ["anechoic"], "snr": [-10.0, 30.0]}}
+    ckpt = save_checkpoint(build_model("tfcnn"), tmp_path / "tfcnn.safetensors",
+                           {**condition, "dataset": {"train": {"spec": spec}}})
+    assert family_test_store(ckpt, stores["root"]) == stores["tfcnn"]  # the card's spec: the same store, reused
+    bare = save_checkpoint(build_model("tfcnn"), tmp_path / "bare.safetensors", condition)
+    with pytest.raises(InputError, match="records no data spec"):
+        family_test_store(bare, stores["root"])
+    with pytest.raises(InputError, match="simulated paper scene; give --t60 and --snr"):
+        family_test_store(shipped_checkpoint("loccnn", 0.6, 10.0), stores["root"])
 
 
 def test_readers_give_inputs_truth_and_units_of_each_store(stores):
@@ -178,8 +198,10 @@ def test_an_error_target_is_read_with_the_opposite_sign():
     truth = (model(x).detach()[:, 0] - 10.0).double()  # 10 degrees below the prediction: error 10
     with Explainer(model, method="input_x_gradient", target="angular_error") as explainer:
         out = explainer.explain_batch(x, truth.numpy())
-        sense = explainer.target.sense
+        sense = explainer.sense
     assert sense == -1
+    with Explainer(model, method="saliency", target="angular_error") as explainer:
+        assert explainer.sense == 1  # |gradient| has no sign to flip
     relevance = out["relevance"]
     # d|f - t|/dx = w where f > t: every read sample adds error (relevance w x > 0, summing to f)
     assert np.all(relevance >= 0)
@@ -196,6 +218,34 @@ def test_an_error_target_is_read_with_the_opposite_sign():
     assert srg_unsigned == pytest.approx(-srg, rel=1e-6)
 
 
+@pytest.mark.parametrize("method", ["lrp", "input_x_gradient"])
+def test_toward_truth_flips_with_the_side_of_the_truth(method):
+    """The default target of azimuth models: relevance speaks for the truth on either side of the prediction
+    (LRP included: its angular-error seed is positive on both sides, this one is not)."""
+    from xai_loc.explain import Explainer
+
+    model = SparseAzimuth()
+    x = 1.0 + 0.2 * torch.rand(4, M, T, generator=torch.Generator().manual_seed(3))
+    f = model(x).detach()[:, 0].double()
+    maps = {}
+    for side in (-10.0, 10.0):
+        with Explainer(model, method=method, composite="epsilon", target="toward_truth") as explainer:
+            out = explainer.explain_batch(x, (f + side).numpy())
+        maps[side] = out["relevance"].reshape(4, -1)
+        np.testing.assert_allclose(out["explained"], np.sign(side) * f.numpy(), rtol=1e-6)  # q = sign(t - f) f
+    np.testing.assert_allclose(maps[10.0], -maps[-10.0], rtol=1e-6)
+    assert np.all(maps[10.0].sum(1) > 0)  # the read samples move the azimuth up, toward a truth above it
+
+
+def test_a_model_of_another_family_is_refused_by_the_store(stores):
+    from xai_loc.experiments.faithfulness import run_faithfulness
+    from xai_loc.models.zoo import pretrained_dir
+
+    with pytest.raises(InputError, match=r"takes inputs of shape \(2, 22050\), but the store holds \(2, 16000\)"):
+        run_faithfulness({"cuenet": str(pretrained_dir() / "cuenet_default.safetensors")}, stores["tfcnn"],
+                         methods=["saliency"], n_sources=1)
+
+
 def test_family_methods_take_the_family_composite():
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.models import build_model
@@ -206,8 +256,11 @@ def test_family_methods_take_the_family_composite():
     assert labels("loccnn") == ["lrp:paper", "saliency:none"]
     assert labels("tfcnn") == ["lrp:tfcnn", "saliency:none"]
     assert labels("bast") == ["attn_lrp:none", "saliency:none"]
-    with pytest.raises(InputError, match="need their methods named"):
-        family_methods(ModelSet({"a": build_model("tfcnn"), "b": build_model("cuenet")}))
+    both = ModelSet({"bast": build_model("bast")})
+    assert family_methods(both, ["lrp:paper", "lrp:epsilon_plus_flat", "saliency"]) == [
+        ("attn_lrp", "none"), ("saliency", "none")]  # no LRP composite through a transformer
+    mixed = ModelSet({"a": build_model("tfcnn"), "b": build_model("cuenet")})
+    assert family_methods(mixed, ["lrp:paper"]) == [("lrp", "paper")]  # families disagree: as given
 
 
 def test_faithfulness_and_sanity_commands_score_binaural_stores(stores, tmp_path):
@@ -223,7 +276,7 @@ def test_faithfulness_and_sanity_commands_score_binaural_stores(stores, tmp_path
     assert result.exit_code == 0, result.output
     assert "angular error in deg" in result.output and "AOPC deg" in result.output
     ds = xr.open_dataset(out / "faithfulness.nc")
-    assert ds.attrs["units"] == "deg" and ds.attrs["target"] == "angular_error" and ds.sizes["source"] == 3
+    assert ds.attrs["units"] == "deg" and ds.attrs["target"] == "toward_truth" and ds.sizes["source"] == 3
     assert np.isfinite(ds["score"].values).all() and 0 <= float(ds["unperturbed_error"][0]) <= 180
     out = tmp_path / "sanity"
     result = runner.invoke(main, ["--threads", "1", "sanity", "--store", str(stores["cuenet"]),

@@ -1,6 +1,6 @@
 """Work spread over a dask.distributed cluster, written by the one process that asked for it.
 
-Long commands (``simulate``, ``explain``, ``perturb``, ``faithfulness``) cut their work into
+Long commands (``simulate``, ``explain``, ``perturb``, ``faithfulness``, ``sanity``, ``components``) cut their work into
 independent items (source blocks, window batches) and hand them to :func:`map_blocks`. On a
 cluster each item is computed on a worker; every result comes back to the calling process,
 which alone writes the store or result, region by region, in completion order. So a store

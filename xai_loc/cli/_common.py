@@ -37,7 +37,7 @@ TARGET_CHOICES = ("truth", "prediction", "x", "y", "z", "error", "contrast")
 #: Every registered target (the commands that score any family's store), by output kind.
 ANY_TARGET_CHOICES = (*TARGET_CHOICES, "class_logit", "true_class_logit", "class_contrast", "class_probability",
                       "true_class_probability", "class_log_odds", "true_class_log_odds", "direction", "true_direction",
-                      "azimuth", "elevation", "angular_error")
+                      "azimuth", "elevation", "toward_truth", "angular_error")
 FIRST_RULE_CHOICES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
 COMPOSITE_CHOICES = ("paper", "paper-samplecnn-reversed-gate", "epsilon", "epsilon_plus_flat",
                      "epsilon_alpha2_beta1", "epsilon_gamma_box", "cochcnn", "tfcnn", "cuenet")
@@ -288,11 +288,11 @@ STORE_OPTIONS = (
     click.option("--store", type=InputDir(), default=None,
                  help="Score this finished test store instead of simulating the paper scene's test split: any "
                       "family's (dataset, binaural, TF-CNN, BAST or cue-scene store), with a --checkpoint of that "
-                      "family."),
+                      "family; --t60, --snr and --convention do not apply [default with a binaural --checkpoint: "
+                      "its own held-out test split, rendered under --data from the spec its card records]."),
     click.option("--target", type=click.Choice(ANY_TARGET_CHOICES), default=None,
                  help="What is explained [default: what speaks for the right answer: truth (positions), "
-                      "true_class_log_odds (classes), true_direction ([cos, sin]), angular_error (azimuths, read "
-                      "with the opposite sign)]."),
+                      "true_class_log_odds (classes), true_direction ([cos, sin]), toward_truth (azimuths)]."),
 )
 #: The options of components: those of perturb less the one method (it takes --methods).
 components_options = with_options(*CONDITION_OPTIONS, TARGET_OPTION, RANDOMIZED_OPTION, *RUN_OPTIONS)
@@ -313,16 +313,20 @@ def csv_list(text: str, cast=str, what: str = "list") -> list:
     return values
 
 
+def named_checkpoint(checkpoint: str, card: dict) -> dict[str, str]:
+    """``{name: checkpoint}``: the file's stem, prefixed with the card's architecture unless it starts with it."""
+    from pathlib import Path
+
+    stem, arch = Path(checkpoint).stem, card["architecture"]
+    return {stem if stem.startswith(arch) else f"{arch}-{stem}": checkpoint}
+
+
 def models_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> dict[str, str]:
     """``{name: checkpoint}`` for --model loccnn|samplecnn|all (shipped ones) or --checkpoint."""
     from xai_loc.models.zoo import checkpoint_name as checkpoint_file
 
     if checkpoint:
-        from pathlib import Path
-
-        stem = Path(checkpoint).stem
-        name = position_card(checkpoint)["architecture"]
-        return {stem if stem.startswith(name) else f"{name}-{stem}": checkpoint}
+        return named_checkpoint(checkpoint, position_card(checkpoint))
     if arch != "all":
         return {arch: checkpoint_for(arch, t60, snr, None)}
     from xai_loc.models.zoo import pretrained_dir

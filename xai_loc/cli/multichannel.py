@@ -22,6 +22,7 @@ from xai_loc.cli._common import (
     csv_list,
     experiment_options,
     models_for,
+    named_checkpoint,
     parse_options,
     resolve_condition,
     sanity_options,
@@ -60,8 +61,8 @@ class SchedulerAddress(click.ParamType):
         return check_scheduler(value, param.opts[0] if param is not None else "scheduler")
 
 
-#: Where the work of simulate, explain, perturb and faithfulness runs: here, on a running dask scheduler, or on a
-#: local dask cluster (:mod:`xai_loc.cluster`).
+#: Where the work of simulate, explain, perturb, faithfulness, sanity and components runs: here, on a running dask
+#: scheduler, or on a local dask cluster (:mod:`xai_loc.cluster`).
 cluster_options = with_options(
     click.option("--scheduler", type=SchedulerAddress(), default=None,
                  help="Spread the work over the workers of this running dask scheduler, e.g. tcp://10.0.0.5:8786 "
@@ -401,13 +402,9 @@ def _store_models(arch, t60, snr, checkpoint) -> dict[str, str]:
     ones of the condition."""
     if checkpoint is None:
         return models_for(arch, *resolve_condition(t60, snr, None), None)
-    from pathlib import Path
-
     from xai_loc.models import read_card
 
-    name = read_card(checkpoint)["architecture"]
-    stem = Path(checkpoint).stem
-    return {stem if stem.startswith(name) else f"{name}-{stem}": checkpoint}
+    return named_checkpoint(checkpoint, read_card(checkpoint))
 
 
 def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n_sources, seed, data,
@@ -438,7 +435,8 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
         default_out = Path("xai-loc-results") / condition_name(t60, snr)
     else:  # a given store is cut to --sources by the experiment (a simulated one has that many)
         checkpoints = _store_models(arch, t60, snr, checkpoint)
-        default_out = Path("xai-loc-results") / next(iter(checkpoints))
+        store_name = f"{Path(store).parent.name}-{Path(store).stem}"
+        default_out = Path("xai-loc-results") / next(iter(checkpoints)) / store_name
         run_options["n_sources"] = n_sources
     folder = Path(check_out_dir(out or default_out, "--out"))
     models = ModelSet(checkpoints)
@@ -539,7 +537,23 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
     pcts = check_percentages(csv_list(percentages, float, "--percentages"))
     if pcts[0] != 0:
         raise InputError(f"--percentages {percentages!r} must start at 0 (the unperturbed window)")
+    common["store"] = _test_store(common["store"], common["checkpoint"], common["data"])
     _run_on_test_split("faithfulness", fills=fill_names, percentages=pcts, **specs, **common)
+
+
+def _test_store(store, checkpoint, data):
+    """``--store``; else a binaural ``--checkpoint``'s own held-out test split, rendered under ``--data`` from
+    the spec its card records (:func:`~xai_loc.experiments.scored.family_test_store`); else None (the paper
+    scene of the condition)."""
+    if store is not None or checkpoint is None:
+        return store
+    from xai_loc.experiments.scored import family_test_store
+    from xai_loc.models import MODELS, read_card
+
+    arch = read_card(checkpoint).get("architecture")
+    if arch not in MODELS or MODELS[arch].output_kind == "position":
+        return None
+    return family_test_store(checkpoint, data, progress=True)
 
 
 def _method_specs(methods: str | None, defaults) -> dict:
@@ -554,6 +568,7 @@ def _method_specs(methods: str | None, defaults) -> dict:
 
 @main.command()
 @sanity_options
+@cluster_options
 @click.option("--methods", default=None, help=FAMILY_METHODS_HELP + "].")
 @click.pass_context
 def sanity(ctx, methods, **common) -> None:
@@ -567,15 +582,19 @@ def sanity(ctx, methods, **common) -> None:
     and another true direction for direction models); with bootstrap 95 % intervals over
     sources. Writes sanity.nc, sanity.md and .tex, a figure and sanity.timing.json.
     --store with a --checkpoint checks any family's test store (binaural models included).
+    --scheduler or --workers spread the input batches over a dask cluster (the same bytes).
     """
     from xai_loc.experiments.sanity import DEFAULT_METHODS
 
     setup(ctx)
-    _run_on_test_split("sanity", **_method_specs(methods, DEFAULT_METHODS), **common)
+    specs = _method_specs(methods, DEFAULT_METHODS)
+    common["store"] = _test_store(common["store"], common["checkpoint"], common["data"])
+    _run_on_test_split("sanity", **specs, **common)
 
 
 @main.command()
 @components_options
+@cluster_options
 @click.option("--methods", default="lrp:paper,lrp:epsilon_plus_flat,integrated_gradients,input_x_gradient,saliency",
               show_default=True, help="Attribution methods, LRP as lrp:COMPOSITE.")
 @click.option("--early-end", type=Number(0.0, 1.0), default=0.05, show_default=True,
@@ -590,7 +609,8 @@ def components(ctx, methods, early_end, **common) -> None:
     and by power (R x_c^2 / sum x_c'^2). Reports each method's share of |relevance| per
     component beside the components' energy shares and the randomized model's shares, with
     bootstrap 95 % intervals over sources. Writes components.nc, .md, .tex, a figure and
-    components.timing.json.
+    components.timing.json. --scheduler or --workers spread the sources over a dask cluster
+    (the same bytes).
     """
     from xai_loc.experiments.faithfulness import parse_methods
 

@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from xai_loc.errors import InputError
 
 if TYPE_CHECKING:
@@ -31,26 +29,6 @@ if TYPE_CHECKING:
     from xai_loc.experiments.modelset import ModelSet
 
 __all__ = ["Experiment", "Result", "latex_tabular"]
-
-
-def experiment_windows(data: Any, n_sources: int | None = None) -> tuple[xr.Dataset, np.ndarray, np.ndarray]:
-    """The windows an experiment scores: ``(ds, sources, per_source)``.
-
-    ``ds`` is the dataset store ``data``, restricted to a seeded spread of ``n_sources`` of its
-    sources (:func:`~xai_loc.data.store.subset_ids`); ``sources`` their ids (ascending);
-    ``per_source`` the ``(window, source)`` matrix that turns per-window values into per-source
-    means in one product (each source counted once, however many windows it has).
-    """
-    from xai_loc.data.store import open_signals, subset_ids
-
-    ds = open_signals(data)
-    if n_sources is not None:
-        keep = np.isin(ds["source_id"].values, subset_ids(np.unique(ds["source_id"].values), n_sources))
-        ds = ds.isel(window=np.flatnonzero(keep))
-    sources, source_index = np.unique(ds["source_id"].values, return_inverse=True)
-    per_source = np.zeros((source_index.size, sources.size))
-    per_source[np.arange(source_index.size), source_index] = 1.0
-    return ds, sources, per_source / per_source.sum(0, keepdims=True)
 
 
 def latex_tabular(comment: str, header: list[str], rows: list[list[str]]) -> list[str]:

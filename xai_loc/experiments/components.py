@@ -47,22 +47,26 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S
-from xai_loc.experiments.base import Experiment, experiment_windows, latex_tabular
-from xai_loc.experiments.faithfulness import bootstrap_ci, method_label, parse_methods
+from xai_loc.experiments.base import Experiment, latex_tabular
+from xai_loc.experiments.faithfulness import bootstrap_ci, finite_mean, method_label, parse_methods, source_means
+from xai_loc.experiments.scored import scored_set
 
 if TYPE_CHECKING:
     import xarray as xr
+    from distributed import Client
 
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain.attribute import Explainer
 
-__all__ = ["COMPONENT_METHODS", "ComponentsExperiment", "SPLITS", "component_shares", "components_table",
-           "energy_shares", "run_components"]
+__all__ = ["COMPONENT_METHODS", "ComponentsExperiment", "ComponentsWork", "SPLITS", "component_shares",
+           "components_source", "components_table", "energy_shares", "run_components"]
 
 #: Default methods: the paper's composite, a conservative LRP variant and the x * gradient family.
 COMPONENT_METHODS = ("lrp:paper", "lrp:epsilon_plus_flat", "integrated_gradients", "input_x_gradient", "saliency")
@@ -152,20 +156,66 @@ def energy_shares(components: np.ndarray) -> np.ndarray:
     return energy / energy.sum(0, keepdims=True)
 
 
-def _finite_mean(values: np.ndarray) -> np.ndarray:
-    """Mean over the last axis (sources) of the finite values; NaN where there are none."""
-    ok = np.isfinite(values)
-    count = ok.sum(-1)
-    total = np.where(ok, values, 0.0).sum(-1)
-    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+@dataclass(frozen=True)
+class ComponentsWork:
+    """What every source of :func:`run_components` needs (sent once to a cluster's workers).
+
+    ``explainers`` are per model name, ``(ordering, method)``: the model's, then its randomized
+    copy's; ``exact`` says per method whether its linear split is kept (:func:`linear_split_exact`).
+    """
+
+    ds: xr.Dataset
+    truth: np.ndarray
+    explainers: dict[str, list[list[Explainer]]]
+    exact: np.ndarray
+    batch_size: int
+    device: str
+    early_end: float
 
 
-def _nan_means(values: np.ndarray, per_source: np.ndarray) -> np.ndarray:
-    """Per-source means over windows (last axis) that skip NaN windows."""
-    ok = np.isfinite(values)
-    weight = ok @ per_source
-    summed = np.where(ok, values, 0.0) @ per_source
-    return np.divide(summed, weight, out=np.full_like(summed, np.nan), where=weight > 0)
+def components_source(sid: int, work: ComponentsWork):
+    """One source's windows rendered by component and every model's relevance split over them.
+
+    Returns ``(energy, reference, share, contribution, seconds)`` for the source's ``W``
+    windows (store order): :func:`energy_shares` ``(C, W)``, :func:`reference_shares` ``(split,
+    C, W)``, ``share`` ``(model, method, ordering, split, C, W)``, ``contribution`` ``(model,
+    method, ordering, C, W)`` (linear split; NaN where it is not exact) and the explanation
+    seconds per model. The models sit on the device for the whole source.
+    """
+    import dask
+
+    from xai_loc.data.components import store_components
+    from xai_loc.explain.attribute import placed
+    from xai_loc.runtime import resolve_device
+
+    with dask.config.set(scheduler="synchronous"):  # read here: on a worker, not through the cluster's scheduler
+        rows = np.flatnonzero(work.ds["source_id"].values == sid)
+        windows = work.ds.isel(window=rows).compute()
+    comp = store_components(windows, [sid], device=work.device, early_end=work.early_end)
+    dev = resolve_device(work.device)
+    first = next(iter(work.explainers.values()))  # (ordering, method)
+    share = np.zeros((len(work.explainers), len(first[0]), len(first), len(SPLITS), len(COMPONENTS), rows.size))
+    contribution = np.zeros(share.shape[:3] + share.shape[4:])
+    seconds = []
+    with contextlib.ExitStack() as stack:
+        for groups in work.explainers.values():  # each model and its randomized copy on the device once
+            for group in groups:
+                stack.enter_context(placed(group[0].model, dev))
+        x = torch.as_tensor(windows["signals"].values).to(dev)  # sent once for every explainer
+        truth = work.truth[rows]
+        for k, groups in enumerate(work.explainers.values()):
+            tic = time.perf_counter()
+            for o, group in enumerate(groups):
+                for i, explainer in enumerate(group):
+                    with explainer:
+                        rel = np.concatenate([explainer.explain_batch(x[b:b + work.batch_size],
+                                                                      truth[b:b + work.batch_size])["relevance"]
+                                              for b in range(0, rows.size, work.batch_size)])
+                    share[k, i, o], contribution[k, i, o] = component_shares(rel, comp)
+                    if not work.exact[i]:  # R / x is no gradient: the linear split would be decided by x ~ 0
+                        share[k, i, o, 0], contribution[k, i, o] = np.nan, np.nan
+            seconds.append(time.perf_counter() - tic)
+    return energy_shares(comp), reference_shares(comp), share, contribution, seconds
 
 
 def run_components(
@@ -183,6 +233,7 @@ def run_components(
     n_sources: int | None = None,
     progress: bool = False,
     timing: dict | None = None,
+    client: Client | None = None,
 ) -> xr.Dataset:
     """Relevance shares on the simulator's components (module docs) for the windows of a dataset store.
 
@@ -203,12 +254,15 @@ def run_components(
     seed
         Seeds the randomized copies and the bootstrap.
     device
-        Where the models explain (each placed there once for the run) and the components'
+        Where the models explain (each placed there once per source) and the components'
         responses are made (:func:`~xai_loc.data.components.store_components`).
     n_sources
         Only a seeded spread of ``n_sources`` of the store's sources.
     timing
         A dict to fill with seconds per model (kept out of the result).
+    client
+        A ``distributed.Client`` (:func:`xai_loc.cluster.cluster`): the sources are rendered and
+        split on its workers (:func:`components_source`), the result is the same.
 
     Returns
     -------
@@ -220,16 +274,13 @@ def run_components(
     import xarray as xr
 
     from xai_loc import __version__
-    from xai_loc.data.components import store_components
+    from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain.attribute import placed
-    from xai_loc.progress import tqdm
-    from xai_loc.runtime import resolve_device
 
     models = ModelSet.of(models)
     specs = parse_methods(methods)
-    ds, sources, per_source = experiment_windows(data, n_sources)
-    truth_all = ds["source_position"].values.astype(np.float64)
+    scored = scored_set(data, n_sources)
+    ds, sources, per_source = scored.ds, scored.sources, scored.per_source
     source_of_window = ds["source_id"].values
     orderings = ("relevance", "randomized") if randomized_baseline else ("relevance",)
     n_c, n_s, n_m, n_o = len(COMPONENTS), len(SPLITS), len(specs), len(orderings)
@@ -248,38 +299,22 @@ def run_components(
                                   if key in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
     exact = np.array([linear_split_exact(m, c, e.composite_params)
                       for (m, c), e in zip(specs, explainers[next(iter(models))][0], strict=True)])
+    work = ComponentsWork(ds, scored.positions().astype(np.float64), explainers, exact, batch_size, device,
+                          early_end)
     per_window_share = np.zeros((len(models), n_m, n_o, n_s, n_c, source_of_window.size))
     per_window_contrib = np.zeros((len(models), n_m, n_o, n_c, source_of_window.size))
     spent = dict.fromkeys(models, 0.0)
-    dev = resolve_device(device)
-    with contextlib.ExitStack() as stack, tqdm(total=sources.size, disable=not progress, desc="components",
-                                               unit="src") as bar:
-        for name in models:  # each model and its randomized copy on the device once for the run
-            for group in explainers[name]:
-                stack.enter_context(placed(group[0].model, dev))
-        for sid in sources:  # one source's windows at a time: its components are rendered together
-            rows = np.flatnonzero(source_of_window == sid)
-            comp = store_components(ds.isel(window=rows), [sid], device=device, early_end=early_end)
-            energy[:, rows] = energy_shares(comp)
-            reference[..., rows] = reference_shares(comp)
-            x = torch.as_tensor(ds["signals"].values[rows]).to(dev)  # sent once for every explainer
-            for k, name in enumerate(models):
-                tic = time.perf_counter()
-                for o, group in enumerate(explainers[name]):
-                    for i, explainer in enumerate(group):
-                        with explainer:
-                            rel = np.concatenate([
-                                explainer.explain_batch(x[b:b + batch_size], truth_all[rows[b:b + batch_size]])[
-                                    "relevance"] for b in range(0, rows.size, batch_size)])
-                        s, c = component_shares(rel, comp)
-                        if not exact[i]:  # R / x is no gradient: the linear split would be decided by x ~ 0
-                            s[0], c = np.nan, np.full_like(c, np.nan)
-                        per_window_share[k, i, o, ..., rows] = np.moveaxis(s, -1, 0)
-                        per_window_contrib[k, i, o, :, rows] = c.T
-                spent[name] += time.perf_counter() - tic
-            bar.update(1)
-    share = _nan_means(per_window_share, per_source)
-    contribution = _nan_means(per_window_contrib, per_source)
+
+    def write(sid, result) -> None:
+        rows = np.flatnonzero(source_of_window == sid)
+        energy[:, rows], reference[..., rows], per_window_share[..., rows], per_window_contrib[..., rows] = result[:4]
+        for name, seconds in zip(models, result[4], strict=True):
+            spent[name] += seconds
+
+    map_blocks(components_source, [int(sid) for sid in sources], write, shared=work, client=client,
+               progress=progress, desc="components", unit="src")
+    share = source_means(per_window_share, per_source)
+    contribution = source_means(per_window_contrib, per_source)
     energy_source = energy @ per_source
     reference_source = reference @ per_source
     for name in models:
@@ -288,7 +323,7 @@ def run_components(
     dims = ("model", "method", "ordering")
     return xr.Dataset(
         {
-            "share": ((*dims, "split", "component"), _finite_mean(share),
+            "share": ((*dims, "split", "component"), finite_mean(share),
                       {"description": "sum |R_c| / sum_c sum |R_c| per window, mean over sources (each once); "
                                       "R_c: the split of each sample's relevance over the components "
                                       "(linear: R x_c / x, NaN where the method is not x * gradient; power: "
@@ -296,7 +331,7 @@ def run_components(
             "share_ci": ((*dims, "split", "component", "bound"), bootstrap_ci(share, n_boot=n_boot, seed=seed),
                          {"description": f"bootstrap 95 % interval over sources ({n_boot} resamples)"}),
             "source_share": ((*dims, "split", "component", "source"), share),
-            "contribution": ((*dims, "component"), _finite_mean(contribution),
+            "contribution": ((*dims, "component"), finite_mean(contribution),
                              {"description": "sum R_c / sum R of the linear split: the component's fraction of "
                                              "the summed relevance (exact first-order contribution for x * g "
                                              "methods)"}),

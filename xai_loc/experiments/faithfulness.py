@@ -10,9 +10,9 @@ every value of a cue map) are replaced by a fill, for three curves (Samek et al.
 Blücher et al., 2024):
 
 ``morf``
-    deletion, most relevant first (signed relevance times the target's
-    :attr:`~xai_loc.explain.targets.Target.sense`, descending: what speaks most for the right
-    answer first);
+    deletion, most relevant first (relevance times the explainer's
+    :attr:`~xai_loc.explain.attribute.Explainer.sense`, descending: what speaks most for the
+    right answer first);
 ``lerf``
     deletion, least relevant first (ascending);
 ``insertion``
@@ -93,9 +93,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_METHODS", "FAITHFULNESS_FILLS", "FaithfulnessExperiment", "FaithfulnessWork", "bootstrap_ci",
            "check_fills", "completeness_stats", "curve_metrics", "faithfulness_batch", "faithfulness_latex",
-           "family_methods", "target_label",
-           "faithfulness_table", "ordering_curves", "method_label", "parse_methods", "rank_agreement",
-           "road_imputation", "run_faithfulness"]
+           "faithfulness_table", "family_methods", "finite_mean", "method_label", "ordering_curves", "parse_methods",
+           "rank_agreement", "road_imputation", "run_faithfulness", "source_means", "target_label"]
 
 #: The suite's default attribution methods: ``method`` or ``lrp:composite`` (names of
 #: :data:`xai_loc.explain.METHODS` and :data:`xai_loc.explain.COMPOSITES`).
@@ -140,23 +139,22 @@ def parse_methods(specs: Sequence[str]) -> list[tuple[str, str]]:
 
 def family_methods(models: ModelSet, methods: Sequence[str] = DEFAULT_METHODS) -> list[tuple[str, str]]:
     """``methods`` parsed (:func:`parse_methods`), LRP with the ``paper`` composite given the composite of the
-    models' family instead (:data:`~xai_loc.models.families.FAMILIES`; AttnLRP for a family without one,
-    BAST). Models of families with different composites need their methods named."""
+    models' family instead (:data:`~xai_loc.models.families.FAMILIES`). A family without a composite (BAST,
+    a transformer) gets AttnLRP for it and no other LRP composite. Models of families with different
+    composites keep ``methods`` as given."""
     from xai_loc.models.families import family_of
     from xai_loc.models.registry import MODELS
 
     archs = {getattr(models[name], "arch_name", "") for name in models}
     composites = {family_of(arch).composite for arch in archs if arch in MODELS} or {"paper"}
+    specs = parse_methods(methods)
     if len(composites) > 1:
-        raise InputError(f"models of families with different LRP composites ({', '.join(map(str, composites))}) "
-                         "need their methods named; give --methods")
+        return specs
     composite = composites.pop()
-    out = []
-    for method, given in parse_methods(methods):
-        if method == "lrp" and given == "paper":
-            method, given = ("lrp", composite) if composite else ("attn_lrp", "none")
-        out.append((method, given))
-    return out
+    if composite is None:
+        return [("attn_lrp", "none") if spec == ("lrp", "paper") else spec for spec in specs
+                if spec[0] != "lrp" or spec == ("lrp", "paper")]
+    return [("lrp", composite) if spec == ("lrp", "paper") else spec for spec in specs]
 
 
 def method_label(method: str, composite: str) -> str:
@@ -350,6 +348,24 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: f
     return np.where(finite.any(-1, keepdims=True), ci, np.nan)
 
 
+def finite_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over the last axis (sources) of the finite values, as :func:`bootstrap_ci` counts them; NaN
+    where there are none."""
+    ok = np.isfinite(values)
+    count = ok.sum(-1)
+    total = np.where(ok, values, 0.0).sum(-1)
+    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+
+
+def source_means(values: np.ndarray, per_source: np.ndarray) -> np.ndarray:
+    """Per-source means ``(..., source)`` of per-input ``values (..., input)`` that skip NaN inputs
+    (``per_source``: the ``(input, source)`` averaging matrix); NaN for a source without a finite input."""
+    ok = np.isfinite(values)
+    weight = ok @ per_source
+    summed = np.where(ok, values, 0.0) @ per_source
+    return np.divide(summed, weight, out=np.full_like(summed, np.nan), where=weight > 0)
+
+
 def completeness_stats(residual: np.ndarray, explained: np.ndarray) -> np.ndarray:
     """Mean absolute and relative completeness residual over the last axis (windows): ``(..., 2)``.
 
@@ -425,12 +441,12 @@ def faithfulness_batch(batch: tuple[str, int, int], work: FaithfulnessWork):
         for i, explainer in enumerate(explainers):
             with explainer:
                 out = explainer.explain_batch(x, truth_np)
-            rel.append(out["relevance"] * explainer.target.sense)
+            rel.append(out["relevance"] * explainer.sense)
             residual[i] = out["relevance_sum"] - out["explained"]
             output[i] = out["explained"]
         for explainer in randomized:
             with explainer:
-                rel_r.append(explainer.explain_batch(x, truth_np)["relevance"] * explainer.target.sense)
+                rel_r.append(explainer.explain_batch(x, truth_np)["relevance"] * explainer.sense)
         spent["explain"] = time.perf_counter() - explain_tic
         for f, fill in enumerate(work.fills):
             common = {"seed": work.seed + start, "device": dev, "timing": spent}
@@ -527,6 +543,7 @@ def run_faithfulness(
 
     scored = scored_set(data, n_sources)
     models = scored.models(ModelSet.of(models))
+    scored.check(models)
     error = _one_error(models)
     specs = family_methods(models) if methods is None else parse_methods(methods)
     labels = [method_label(*m) for m in specs]
@@ -575,7 +592,7 @@ def run_faithfulness(
 
     source_metric = curve_metrics(np.moveaxis(curves, -1, -3))  # (model, method, ordering, fill, source, metric)
     source_metric = np.moveaxis(source_metric, -2, -1)  # (..., metric, source)
-    metric = source_metric.mean(-1)
+    metric = finite_mean(source_metric)
     ci = bootstrap_ci(source_metric, n_boot=n_boot, seed=seed)
     tau = np.stack([rank_agreement(metric[k, :, 0, :, METRICS.index("srg")]) for k in range(len(models))])
     dims = ("model", "method", "ordering", "fill")

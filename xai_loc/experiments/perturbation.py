@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, experiment_windows
+from xai_loc.experiments.base import Experiment
 from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, random_deletion_steps, zeroed_copy
+from xai_loc.experiments.scored import Rows, scored_set
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -223,33 +224,6 @@ def _device_of(model: torch.nn.Module, windows: torch.Tensor) -> torch.device:
     return windows.device if first is None else first.device
 
 
-@dataclass(frozen=True)
-class Rows:
-    """Rows of a stored array picked by an index, read a batch at a time (picklable: for cluster workers).
-
-    ``array`` is a zarr array of a finished store (window first), ``index`` the store rows of
-    the windows an experiment scores (:func:`~xai_loc.experiments.base.experiment_windows`).
-    """
-
-    array: Any
-    index: np.ndarray
-
-    def batch(self, start: int, stop: int) -> torch.Tensor:
-        """Windows ``start:stop`` of the index as a tensor."""
-        rows = self.index[start:stop]
-        if rows.size and np.array_equal(rows, np.arange(rows[0], rows[0] + rows.size)):
-            return torch.as_tensor(self.array[int(rows[0]) : int(rows[0]) + rows.size])
-        return torch.as_tensor(self.array.oindex[rows])
-
-
-def scored_windows(data, n_sources: int | None = None):
-    """:func:`~xai_loc.experiments.base.experiment_windows` plus its windows as :class:`Rows` of the store."""
-    from xai_loc.data.store import open_signals_array
-
-    ds, sources, per_source = experiment_windows(data, n_sources)
-    return ds, sources, per_source, Rows(open_signals_array(data), ds["window"].values.astype(np.int64))
-
-
 def window_batches(models, n: int, batch_size: int) -> list[tuple[str, int, int]]:
     """The work items of an experiment over windows: ``(model name, start, stop)`` per batch of each model."""
     return [(name, start, min(n, start + batch_size)) for name in models for start in range(0, n, batch_size)]
@@ -411,8 +385,8 @@ def run_perturbation(
 
     models = ModelSet.of(models)
     percentages = check_percentages(percentages)
-    ds, _, _, windows = scored_windows(data, n_sources)
-    truth = ds["source_position"].values
+    scored = scored_set(data, n_sources)
+    ds, windows, truth = scored.ds, scored.rows, scored.positions()
     n = truth.shape[0]
     all_modes = list(modes) + (["relevance-randomized"] if randomized_baseline else [])
     need_relevance = "relevance" in modes

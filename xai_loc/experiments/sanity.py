@@ -43,7 +43,8 @@ Random-target check
     ``z`` (registered in :mod:`xai_loc.explain.targets`). Direction models: explained for the
     truth and for another true direction, drawn per input uniformly from the store's other
     distinct true values (class labels, azimuths; seeded), with the kind's truth target
-    (:data:`~xai_loc.experiments.scored.EXPLAINED`). ``spearman`` and ``pearson`` between the
+    (:data:`~xai_loc.experiments.scored.EXPLAINED`). A one-output azimuth model has no other
+    target (every map is the same up to sign and scale): NaN. ``spearman`` and ``pearson`` between the
     maps of every pair of targets (:data:`RANDOM_TARGETS`). A target-sensitive method gives
     different maps (low similarity).
 
@@ -59,6 +60,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,17 +69,28 @@ import torch
 from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment, latex_tabular
 from xai_loc.experiments.baselines import cascading_copies
-from xai_loc.experiments.faithfulness import bootstrap_ci, family_methods, method_label, parse_methods, target_label
-from xai_loc.experiments.scored import EXPLAINED, default_target, scored_set
+from xai_loc.experiments.faithfulness import (
+    bootstrap_ci,
+    family_methods,
+    finite_mean,
+    method_label,
+    parse_methods,
+    source_means,
+    target_label,
+)
+from xai_loc.experiments.perturbation import window_batches
+from xai_loc.experiments.scored import EXPLAINED, Rows, default_target, scored_set
 
 if TYPE_CHECKING:
     import xarray as xr
+    from distributed import Client
 
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain.attribute import Explainer
 
-__all__ = ["DEFAULT_METHODS", "EMPRT_BINS", "RANDOM_TARGETS", "SanityExperiment", "cascade_similarity", "emprt",
-           "histogram_entropy", "other_truth", "pearson", "relevance_entropy", "run_sanity", "sanity_latex",
-           "sanity_table", "spearman"]
+__all__ = ["DEFAULT_METHODS", "EMPRT_BINS", "RANDOM_TARGETS", "SanityExperiment", "SanityWork", "cascade_similarity",
+           "emprt", "histogram_entropy", "other_truth", "pearson", "relevance_entropy", "run_sanity", "sanity_batch",
+           "sanity_latex", "sanity_table", "spearman"]
 
 #: The default attribution methods of the sanity checks.
 DEFAULT_METHODS = ("lrp:paper", "lrp:epsilon_plus_flat", "integrated_gradients", "input_x_gradient", "saliency")
@@ -96,8 +109,12 @@ def _flat(a) -> np.ndarray:
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:
-    """Ordinal ranks along the last axis: a stable argsort applied twice."""
-    return np.argsort(np.argsort(a, axis=-1, kind="stable"), axis=-1, kind="stable").astype(np.float64)
+    """Ordinal ranks along the last axis: the inverse permutation of a stable argsort (the ranks of a stable
+    argsort applied twice, with one sort)."""
+    order = np.argsort(a, axis=-1, kind="stable")
+    ranks = np.empty(order.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(a.shape[-1], dtype=np.float64), order.shape), axis=-1)
+    return ranks
 
 
 def pearson(a, b) -> np.ndarray:
@@ -127,16 +144,22 @@ def relevance_entropy(relevance) -> np.ndarray:
 
 def histogram_entropy(relevance, n_bins: int = EMPRT_BINS) -> np.ndarray:
     """eMPRT's complexity per window: entropy (nats) of the histogram of the signed values in ``n_bins``
-    equal bins over ``[min, max]`` (the maximum in the last bin, as ``numpy.histogram``): ``(W,)``; 0 for
-    a constant map. Vectorized over windows (one ``bincount``)."""
+    equal bins over ``[min, max]``: ``(W,)``, the bins exactly ``numpy.histogram``'s (its index arithmetic
+    and its correction against the ``linspace`` edges; the maximum in the last bin); 0 for a constant map.
+    Vectorized over windows (one ``bincount``)."""
     a = _flat(relevance)
     w, n = a.shape
     low, high = a.min(-1, keepdims=True), a.max(-1, keepdims=True)
-    span = np.where(high > low, high - low, 1.0)
-    bins = np.clip(((a - low) * (n_bins / span)).astype(np.int64), 0, n_bins - 1)  # numpy.histogram's arithmetic
+    constant = high == low
+    low, high = np.where(constant, low - 0.5, low), np.where(constant, high + 0.5, high)  # numpy's range
+    edges = np.linspace(low[:, 0], high[:, 0], n_bins + 1, axis=-1)
+    bins = ((a - low) * (n_bins / (high - low))).astype(np.int64)
+    bins[bins == n_bins] -= 1
+    bins -= a < np.take_along_axis(edges, bins, -1)
+    bins += (a >= np.take_along_axis(edges, bins + 1, -1)) & (bins != n_bins - 1)
     counts = np.bincount((bins + n_bins * np.arange(w)[:, None]).ravel(), minlength=w * n_bins)
     q = counts.reshape(w, n_bins) / n
-    return -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(-1)
+    return 0.0 - np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(-1)
 
 
 def emprt(original, randomized, n_bins: int = EMPRT_BINS) -> np.ndarray:
@@ -160,19 +183,25 @@ def other_truth(truth: np.ndarray, seed: int) -> np.ndarray:
     return values[pick + (pick >= own)]
 
 
-def _coordinates(model, target: str, truth: np.ndarray, seed: int) -> list[tuple[str, str, np.ndarray]]:
+def _coordinates(model, truth: np.ndarray, seed: int) -> list[tuple[str, str, np.ndarray]]:
     return [(axis, axis, truth) for axis in "xyz"]
 
 
-def _true_and_other(model, target: str, truth: np.ndarray, seed: int) -> list[tuple[str, str, np.ndarray]]:
+def _true_and_other(model, truth: np.ndarray, seed: int) -> list[tuple[str, str, np.ndarray]]:
     explained = EXPLAINED[model.output_kind]
     return [("truth", explained, truth), ("other", explained, other_truth(truth, seed))]
 
 
-#: The targets of the random-target check, by output kind: ``f(model, target, truth, seed) -> [(label,
-#: target name, truth)]``; every pair of them is compared (module docs).
+def _one_output(model, truth: np.ndarray, seed: int) -> list[tuple[str, str, np.ndarray]]:
+    return []
+
+
+#: The targets of the random-target check, by output kind: ``f(model, truth, seed) -> [(label, target name,
+#: truth)]``; every pair of them is compared (module docs). A one-output model (an azimuth) has no other
+#: target: any target is a multiple of its one output, so every map is the same up to sign and scale and
+#: the check is reported as NaN.
 RANDOM_TARGETS: dict[str, Callable[..., list[tuple[str, str, np.ndarray]]]] = {
-    "position": _coordinates, "azimuth": _true_and_other, "azimuth_elevation": _true_and_other,
+    "position": _coordinates, "azimuth": _one_output, "azimuth_elevation": _true_and_other,
     "cos_sin": _true_and_other, "direction_classes": _true_and_other}
 
 
@@ -199,13 +228,56 @@ def cascade_similarity(model: torch.nn.Module, explain: Callable[[torch.nn.Modul
 
 
 # ---------------------------------------------------------------------------------------------- the experiment
-def _finite_mean(values: np.ndarray, per_source: np.ndarray) -> np.ndarray:
-    """Per-source means ``(..., source)`` of per-input ``values (..., input)`` over the finite inputs only
-    (NaN for a source without any)."""
-    finite = np.isfinite(values)
-    weight = finite @ (per_source > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(weight > 0, np.where(finite, values, 0.0) @ (per_source > 0) / weight, np.nan)
+@dataclass(frozen=True)
+class SanityWork:
+    """What every batch of :func:`run_sanity` needs (sent once to a cluster's workers).
+
+    Per model name: ``truth`` of every input, ``cascade`` explainers (method, stage: the
+    original model, then :func:`~xai_loc.experiments.baselines.cascading_copies`), and the
+    random-target check's explainers ``by_target`` (method, target) with their truths
+    ``target_truth`` (:data:`RANDOM_TARGETS`).
+    """
+
+    rows: Rows
+    truth: dict[str, np.ndarray]
+    cascade: dict[str, list[list[Explainer]]]
+    by_target: dict[str, list[list[Explainer]]]
+    target_truth: dict[str, list[np.ndarray]]
+
+
+def sanity_batch(batch: tuple[str, int, int], work: SanityWork):
+    """The checks of one model on one batch of inputs: ``(similarity, emprt, target similarity, seconds)``.
+
+    ``batch`` is ``(model name, start, stop)``. ``similarity`` is ``(method, stage, metric, input)``
+    (:data:`METRICS` against the original's map), ``emprt`` ``(method, input)`` and ``target
+    similarity`` ``(method, pair, [spearman, pearson], input)`` for every pair of the random
+    targets. Nothing is drawn here, so a batch gives the same numbers wherever it runs.
+    """
+    name, start, stop = batch
+    tic = time.perf_counter()
+    x = work.rows.batch(start, stop)
+    truth = work.truth[name][start:stop]
+    cascade, by_target = work.cascade[name], work.by_target[name]
+    n_t = len(work.target_truth[name])
+    pairs = [(a, b) for a in range(n_t) for b in range(a + 1, n_t)]
+    sim = np.zeros((len(cascade), len(cascade[0]), len(METRICS), stop - start))
+    ratio = np.zeros((len(cascade), stop - start))
+    tsim = np.zeros((len(cascade), len(pairs), 2, stop - start))
+    for i, (stages, targets) in enumerate(zip(cascade, by_target, strict=True)):
+        maps = []
+        for explainer in stages:
+            with explainer:
+                maps.append(explainer.explain_batch(x, truth)["relevance"])
+        sim[i] = np.stack([_stage_metrics(maps[0], r) for r in maps])
+        ratio[i] = emprt(maps[0], maps[-1])
+        maps = []
+        for explainer, target_truth in zip(targets, work.target_truth[name], strict=True):
+            with explainer:
+                maps.append(explainer.explain_batch(x, target_truth[start:stop])["relevance"])
+        for p, (a, b) in enumerate(pairs):
+            tsim[i, p, 0] = spearman(np.abs(maps[a]), np.abs(maps[b]))
+            tsim[i, p, 1] = pearson(maps[a], maps[b])
+    return sim, ratio, tsim, time.perf_counter() - tic
 
 
 def run_sanity(
@@ -221,6 +293,7 @@ def run_sanity(
     n_sources: int | None = None,
     progress: bool = False,
     timing: dict | None = None,
+    client: Client | None = None,
 ) -> xr.Dataset:
     """The sanity checks (module docs) on the inputs of a test store.
 
@@ -243,6 +316,9 @@ def run_sanity(
         Only a seeded spread of ``n_sources`` of the store's sources.
     timing
         A dict to fill with seconds per model (kept out of the result).
+    client
+        A ``distributed.Client`` (:func:`xai_loc.cluster.cluster`): the input batches of every
+        model are checked on its workers (:func:`sanity_batch`), the result is the same.
 
     Returns
     -------
@@ -256,58 +332,57 @@ def run_sanity(
     import xarray as xr
 
     from xai_loc import __version__
+    from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.explain.attribute import Explainer
-    from xai_loc.progress import tqdm
 
     scored = scored_set(data, n_sources)
     models = scored.models(ModelSet.of(models))
+    scored.check(models)
     specs = family_methods(models, DEFAULT_METHODS) if methods is None else parse_methods(methods)
     labels = [method_label(*m) for m in specs]
     sources, per_source, n = scored.sources, scored.per_source, len(scored)
-    timings = {} if timing is None else timing
-    results, layer_lists, explained_models, targets, random_targets = [], [], {}, {}, {}
-    for name in models:
+    names = list(models)
+    kw = {"batch_size": batch_size, "device": device}
+    targets, truth, layer_lists, cascade, by_target, target_truth, random_targets = {}, {}, [], {}, {}, {}, {}
+    for name in names:
         module = models[name]
         targets[name] = target or default_target(module)
-        truth_all = scored.truth(module)
-        variants = RANDOM_TARGETS[module.output_kind](module, targets[name], truth_all, seed)
+        truth[name] = scored.truth(module)
+        variants = RANDOM_TARGETS[module.output_kind](module, truth[name], seed)
         random_targets[name] = [label for label, _, _ in variants]
-        pairs = [(a, b) for a in range(len(variants)) for b in range(a + 1, len(variants))]
-        kw = {"batch_size": batch_size, "device": device}
+        target_truth[name] = [variant_truth for _, _, variant_truth in variants]
         stages = [("original", module), *cascading_copies(module, seed)]
         layer_lists.append([s for s, _ in stages[1:]])
-        n_s = len(stages)
-        sim = np.zeros((len(specs), n_s, len(METRICS), n))
-        ratio = np.zeros((len(specs), n))
-        tsim = np.zeros((len(specs), len(pairs), 2, n))
-        tic = time.perf_counter()
-        with tqdm(total=n, disable=not progress, desc=f"sanity {name}", unit="input") as bar:
-            for start in range(0, n, batch_size):
-                stop = min(n, start + batch_size)
-                x = scored.rows.batch(start, stop)
-                truth = truth_all[start:stop]
-                for i, (m, c) in enumerate(specs):
-                    maps = []
-                    for _, net in stages:
-                        with Explainer(net, method=m, composite=c, target=targets[name], **kw) as explainer:
-                            maps.append(explainer.explain_batch(x, truth)["relevance"])
-                    sim[i, ..., start:stop] = np.stack([_stage_metrics(maps[0], r) for r in maps])
-                    ratio[i, start:stop] = emprt(maps[0], maps[-1])
-                    by_target = []
-                    for _, variant, variant_truth in variants:
-                        with models.explainer(name, method=m, composite=c, target=variant, **kw) as explainer:
-                            by_target.append(explainer.explain_batch(x, variant_truth[start:stop])["relevance"])
-                    for p, (a, b) in enumerate(pairs):
-                        tsim[i, p, 0, start:stop] = spearman(np.abs(by_target[a]), np.abs(by_target[b]))
-                        tsim[i, p, 1, start:stop] = pearson(by_target[a], by_target[b])
-                bar.update(stop - start)
-        with np.errstate(invalid="ignore"):
-            source_sim = sim @ per_source  # (method, stage, metric, source)
-            source_scores = np.stack([source_sim[:, -1, 0], source_sim[:, -1, 1], _finite_mean(ratio, per_source),
-                                      tsim[:, :, 0].mean(1) @ per_source, tsim[:, :, 1].mean(1) @ per_source], 1)
+        cascade[name] = [[Explainer(net, method=m, composite=c, target=targets[name], **kw) for _, net in stages]
+                         for m, c in specs]
+        by_target[name] = [[models.explainer(name, method=m, composite=c, target=variant, **kw)
+                            for _, variant, _ in variants] for m, c in specs]
+    work = SanityWork(scored.rows, truth, cascade, by_target, target_truth)
+    n_pairs = {name: len(t) * (len(t) - 1) // 2 for name, t in target_truth.items()}
+    sim = {name: np.zeros((len(specs), 1 + len(layers), len(METRICS), n))
+           for name, layers in zip(names, layer_lists, strict=True)}
+    ratio = {name: np.zeros((len(specs), n)) for name in names}
+    tsim = {name: np.zeros((len(specs), n_pairs[name], 2, n)) for name in names}
+    spent = dict.fromkeys(names, 0.0)
+
+    def write(batch, result) -> None:
+        name, start, stop = batch
+        sim[name][..., start:stop], ratio[name][:, start:stop], tsim[name][..., start:stop] = result[:3]
+        spent[name] += result[3]
+
+    map_blocks(sanity_batch, window_batches(names, n, batch_size), write, shared=work, client=client,
+               size=lambda batch: batch[2] - batch[1], progress=progress, desc="sanity", unit="input")
+    timings = {} if timing is None else timing
+    results, explained_models = [], {}
+    for name in names:
+        source_sim = source_means(sim[name], per_source)  # (method, stage, metric, source)
+        pairs = source_means(tsim[name], per_source).mean(1) if tsim[name].shape[1] else \
+            np.full((len(specs), 2, sources.size), np.nan)  # (method, spearman | pearson, source)
+        source_scores = np.stack([source_sim[:, -1, 0], source_sim[:, -1, 1], source_means(ratio[name], per_source),
+                                  pairs[:, 0], pairs[:, 1]], 1)
         results.append((source_sim, source_scores))
-        timings[name] = {"windows": n, "stages": n_s, "wall_seconds": time.perf_counter() - tic}
+        timings[name] = {"windows": n, "stages": sim[name].shape[1], "wall_seconds": spent[name]}
         explained_models[name] = {k: v for k, v in models.provenance(name).items()
                                   if k in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
 
@@ -320,10 +395,9 @@ def run_sanity(
     for k, (s, _) in enumerate(results):
         source_sim[k, :, : s.shape[1]] = s
     source_score = np.stack([r[1] for r in results])  # (model, method, score, source)
-    names = list(models)
     return xr.Dataset(
         {
-            "similarity": (("model", "method", "stage", "metric"), source_sim.mean(-1),
+            "similarity": (("model", "method", "stage", "metric"), finite_mean(source_sim),
                            {"description": "spearman: rank correlation of |R| with the original's; pearson: "
                                            "correlation of the signed R with the original's; entropy: Shannon "
                                            "entropy (nats) of |R|/sum|R| of the stage's own map. Layers "
@@ -332,7 +406,7 @@ def run_sanity(
                               bootstrap_ci(source_sim, n_boot=n_boot, seed=seed),
                               {"description": f"bootstrap 95 % interval over sources ({n_boot} resamples)"}),
             "source_similarity": (("model", "method", "stage", "metric", "source"), source_sim),
-            "score": (("model", "method", "check"), source_score.mean(-1),
+            "score": (("model", "method", "check"), finite_mean(source_score),
                       {"description": "spearman/pearson_randomized: similarity to the original at full "
                                       "randomization (lower passes); emprt: (H(randomized) - H(original)) / "
                                       f"H(original), H the entropy of the {EMPRT_BINS}-bin histogram of R over its "

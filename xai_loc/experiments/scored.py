@@ -18,6 +18,9 @@ its main variable:
     cue-scene stores (:mod:`xai_loc.data.cue_scenes`): cue maps, scored by the model without
     its front end; one unit per utterance.
 
+A binaural checkpoint's own held-out test split is rendered from the data spec its card
+records (:func:`family_test_store`, :data:`TEST_SPLITS`), so a checkpoint alone names its test data.
+
 The truth a model needs is made from them by its output kind (:data:`TRUTHS`: positions,
 grid class labels, azimuths), and its error by :data:`ERRORS`, in the model's own units:
 
@@ -28,13 +31,18 @@ position            m            mean absolute error per coordinate
 azimuth, ...        degrees      the angle to the truth (target ``angular_error``: wrapped
                                  azimuth difference, great circle, [cos, sin] angle)
 direction_classes   probability  ``1 - p``, ``p`` the softmax probability of the true class
-                                 (target ``true_class_probability``)
+                                 (target ``true_class_probability``; for factorized logits,
+                                 of the true azimuth)
 ==================  ===========  ==========================================================
 
 :data:`EXPLAINED` is the target each kind is explained for by default: what speaks for the
 right answer (``truth`` for positions, the paper's seed; the true class's log-odds; the output
-along the true direction; the angular error, whose relevance is read with the opposite sign,
-:attr:`~xai_loc.explain.targets.Target.sense`).
+along the true direction; the angles signed toward the truth, ``toward_truth``). A target
+whose value grows with the error (``error``, ``angular_error``) is read with the opposite sign
+(:attr:`~xai_loc.explain.attribute.Explainer.sense`).
+
+A model must take the store's inputs as they are: :meth:`ScoredSet.check` refuses a model
+whose input shape differs from the stored inputs' (another family's store, another rate).
 """
 from __future__ import annotations
 
@@ -48,7 +56,6 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.perturbation import Rows
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -57,8 +64,27 @@ if TYPE_CHECKING:
     from xai_loc.data.resumable import StoreKind
     from xai_loc.experiments.modelset import ModelSet
 
-__all__ = ["ERRORS", "EXPLAINED", "READERS", "Reader", "ScoredSet", "default_target", "localization_error",
-           "scored_set"]
+__all__ = ["ERRORS", "EXPLAINED", "READERS", "TEST_SPLITS", "Reader", "Rows", "ScoredSet", "TestSplit",
+           "default_target", "family_test_store", "localization_error", "scored_set"]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows of a stored array picked by an index, read a batch at a time (picklable: for cluster workers).
+
+    ``array`` is the main zarr array of a finished store (inputs first), ``index`` the store rows of
+    the inputs an experiment scores (:func:`scored_set`).
+    """
+
+    array: Any
+    index: np.ndarray
+
+    def batch(self, start: int, stop: int) -> torch.Tensor:
+        """Inputs ``start:stop`` of the index as a tensor."""
+        rows = self.index[start:stop]
+        if rows.size and np.array_equal(rows, np.arange(rows[0], rows[0] + rows.size)):
+            return torch.as_tensor(self.array[int(rows[0]) : int(rows[0]) + rows.size])
+        return torch.as_tensor(self.array.oindex[rows])
 
 
 # ---------------------------------------------------------------------------------------------- readers
@@ -159,6 +185,20 @@ class ScoredSet:
         """``models`` as they take the stored inputs (:meth:`ModelSet.adapted` by the reader)."""
         return models if self.reader.adapt is None else models.adapted(self.reader.adapt)
 
+    def check(self, models: ModelSet) -> None:
+        """Refuse (one line) a model whose input shape is not that of the stored inputs."""
+        shape = tuple(self.rows.array.shape[1:])
+        for name in models:
+            wanted = getattr(models[name], "input_shape", None)
+            if wanted is not None and tuple(wanted) != shape:
+                raise InputError(f"model {name} takes inputs of shape {tuple(wanted)}, but the store holds "
+                                 f"{shape}; give the test store of its own family and rate")
+
+    def positions(self) -> np.ndarray:
+        """The true source positions ``(n, 3)`` in metres (the multichannel experiments); a store of
+        directions is refused in one line."""
+        return _positions(None, self.directions)
+
     def truth(self, model: nn.Module) -> np.ndarray:
         """The true values of every input as ``model``'s targets take them (:data:`TRUTHS`)."""
         kind = getattr(model, "output_kind", "position")
@@ -206,6 +246,86 @@ def scored_set(data: str | os.PathLike, n_sources: int | None = None) -> ScoredS
     return ScoredSet(ds, rows, sources, per_source / per_source.sum(0, keepdims=True), directions, reader)
 
 
+# ---------------------------------------------------------------------------------------------- a family's test split
+def _recorded(card: dict, keys: tuple[str, ...]) -> dict:
+    """``card[keys[0]][keys[1]]...``; KeyError where the card records none."""
+    value: Any = card
+    for key in keys:
+        if not isinstance(value, dict) or not isinstance(value.get(key), dict):
+            raise KeyError(key)
+        value = value[key]
+    return value
+
+
+def _cochcnn_test(spec: dict, root, progress: bool) -> Path:
+    from xai_loc.data.binaural_store import BinauralSpec, simulate_binaural
+
+    return simulate_binaural(BinauralSpec.from_dict(spec), "test", root=root, progress=progress)
+
+
+def _tfcnn_test(spec: dict, root, progress: bool) -> Path:
+    from xai_loc.data.ipd_ild_scenes import SceneSpec, render_scenes
+
+    return render_scenes(SceneSpec.from_dict(spec), root, progress=progress, splits=("test",))["test"]
+
+
+def _cuenet_test(spec: dict, root, progress: bool) -> Path:
+    from xai_loc.data.cue_scenes import CueSceneSpec
+    from xai_loc.features.binaural_cues import simulate_cue_scenes
+
+    return simulate_cue_scenes(CueSceneSpec.from_dict(spec), "test", root=root, progress=progress)
+
+
+def _bast_test(spec: dict, root, progress: bool) -> Path:
+    from xai_loc.data.bast_scenes import BastSceneSpec, render_bast_scenes
+
+    return render_bast_scenes(BastSceneSpec.from_dict(spec), "test", root=root, progress=progress)
+
+
+@dataclass(frozen=True)
+class TestSplit:
+    """Where a family's checkpoint card records its data spec, and how the spec's test split is rendered
+    (``render(spec dict, root, progress) -> store path``; once under ``root``, then reused)."""
+
+    spec_keys: tuple[str, ...]
+    render: Callable[[dict, Any, bool], Path]
+
+
+#: The held-out test split of each binaural family, from the data spec its checkpoint card records.
+TEST_SPLITS: dict[str, TestSplit] = {
+    "cochcnn": TestSplit(("dataset", "train", "spec"), _cochcnn_test),
+    "tfcnn": TestSplit(("dataset", "train", "spec"), _tfcnn_test),
+    "cuenet": TestSplit(("dataset", "spec"), _cuenet_test),
+    "bast": TestSplit(("dataset", "spec"), _bast_test),
+}
+
+
+def family_test_store(checkpoint: str | os.PathLike, root=None, progress: bool = False) -> Path:
+    """The held-out test split of a binaural checkpoint's own data (:data:`TEST_SPLITS`), rendered under
+    ``root`` if absent.
+
+    Raises
+    ------
+    InputError
+        For a checkpoint of a family without a registered test split (the multichannel families are
+        simulated per condition instead), or a card that records no data spec.
+    """
+    from xai_loc.models import read_card
+    from xai_loc.models.families import family_of
+
+    card = read_card(checkpoint)
+    family = family_of(card["architecture"]).name
+    if family not in TEST_SPLITS:
+        raise InputError(f"checkpoint {checkpoint} is a {card['architecture']} model, whose test data is the "
+                         "simulated paper scene; give --t60 and --snr, or a test store with --store")
+    split = TEST_SPLITS[family]
+    try:
+        spec = _recorded(card, split.spec_keys)
+    except KeyError:
+        raise InputError(f"checkpoint {checkpoint} records no data spec; give its test store with --store") from None
+    return split.render(spec, root, progress)
+
+
 # ---------------------------------------------------------------------------------------------- truth and error
 def _positions(model, directions):
     if "position" not in directions:
@@ -226,9 +346,12 @@ def _angles(name: str):
 
 
 def _labels(model, directions):
+    """Grid labels; a one-elevation grid ignores the elevation (as training does), and factorized logits
+    (an azimuth block, then an elevation block) take the azimuth index, the block the class targets read."""
     grid = model.direction_grid
     azimuth = _angles("direction classes")(model, directions)
-    return grid.label(azimuth, directions["elevation"]).astype(np.int64)
+    labels = grid.label(azimuth, directions["elevation"] if grid.n_elevations > 1 else None).astype(np.int64)
+    return labels % grid.n_azimuths if getattr(model, "factorized_classes", False) else labels
 
 
 #: The true values of a model's targets, by output kind: ``f(model, directions) -> array``.
@@ -284,7 +407,7 @@ ERRORS: dict[str, Error] = {
 }
 
 #: The target each output kind is explained for by default (module docs).
-EXPLAINED: dict[str, str] = {"position": "truth", "azimuth": "angular_error", "azimuth_elevation": "angular_error",
+EXPLAINED: dict[str, str] = {"position": "truth", "azimuth": "toward_truth", "azimuth_elevation": "toward_truth",
                              "cos_sin": "true_direction", "direction_classes": "true_class_log_odds"}
 
 

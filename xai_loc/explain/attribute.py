@@ -208,6 +208,12 @@ class Explainer:
             self.attrs["levels"] = list(self.levels.names)
 
     @property
+    def sense(self) -> int:
+        """+1 or -1: relevance times this ranks first what speaks for the explained answer (the target's
+        :attr:`~xai_loc.explain.targets.Target.sense`; +1 for unsigned relevance, saliency's ``abs``)."""
+        return 1 if self.method_params.get("abs", False) else self.target.sense
+
+    @property
     def dtype(self) -> torch.dtype:
         """The dtype the model computes in (inputs are cast to it)."""
         first = next(self.model.parameters(), None)

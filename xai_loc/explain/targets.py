@@ -38,6 +38,8 @@ azimuth                   azimuth, azimuth_elevation, cos_sin   predicted azimut
                                                                 cos_sin in (-180, 180]: 179 and 181
                                                                 explain with opposite signs)
 elevation                 azimuth_elevation                     predicted elevation (degrees)
+toward_truth              azimuth, azimuth_elevation            ``w . f``, ``w = sign(t - f)``: the
+                                                                angles signed toward the truth
 angular_error             azimuth, azimuth_elevation, cos_sin   angle to the truth (degrees): wrapped
                                                                 azimuth difference, great circle, or
                                                                 the angle between [cos, sin] vectors
@@ -477,6 +479,21 @@ def _azimuth_weights(output, truth, reference, kind):
     w = torch.zeros_like(output)
     w[:, 0] = 1.0
     return w
+
+
+@register_target("toward_truth", kinds=("azimuth", "azimuth_elevation"), needs_truth=True, seed=_output_seed)
+def _toward_truth(output, truth, reference, kind):
+    """Each angle signed by the side the truth lies on, ``w = sign(t - f)`` (azimuth wrapped): ``q = w . f``
+    grows as the prediction moves toward the truth, so positive relevance speaks for the right answer
+    on either side of it (what ``angular_error`` relevance says with the opposite sign, but also for
+    LRP, whose angular-error seed is positive on both sides). An exact prediction has nothing to explain."""
+    truth = truth.to(output).reshape(output.shape[0], -1)
+    if truth.shape[1] != output.shape[1]:
+        raise InputError(f"true directions with {truth.shape[1]} value(s) per example are not allowed for "
+                         f"{kind!r} outputs; use {output.shape[1]} (degrees)")
+    step = truth - output
+    step[:, 0] = _wrap(step[:, 0])
+    return torch.sign(step)
 
 
 @register_target("elevation", kinds=("azimuth_elevation",), seed=_output_seed)

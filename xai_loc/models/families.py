@@ -180,17 +180,17 @@ register_family(Family(
 register_family(Family(
     "cochcnn", ("cochcnn",), "cochleagram CNN classifying 504 directions (Francl & McDermott 2022)",
     scene="xai_loc.data.binaural_store:BinauralSpec", trainer="xai_loc.models.classifier_training:train_classifier",
-    composite="cochcnn", probes=("duplex", "responses"), cli_group="binaural"))
+    composite="cochcnn", probes=("duplex", "responses", "faithfulness", "sanity"), cli_group="binaural"))
 register_family(Family(
     "tfcnn", ("tfcnn",), "IPD/ILD time-frequency CNN regressing the lateral azimuth (Pang et al. 2019)",
     scene="xai_loc.data.ipd_ild_scenes:SceneSpec", trainer="xai_loc.models.tfcnn_training:train_tfcnn",
-    composite="tfcnn", probes=("band_profile",), cli_group="binaural tfcnn",
+    composite="tfcnn", probes=("band_profile", "faithfulness", "sanity"), cli_group="binaural tfcnn",
     metric_labels={"mae": ("azimuth MAE", ".1f", " deg")}))
 register_family(Family(
     "cuenet", ("cuenet",), "ITD/ILD/IC cue branches fused by attention, 72 azimuth classes",
     scene="xai_loc.data.cue_scenes:CueSceneSpec", trainer="xai_loc.models.cuenet:train_cuenet",
-    composite="cuenet", probes=("cue_reliance",), cli_group="binaural cuenet"))
+    composite="cuenet", probes=("cue_reliance", "faithfulness", "sanity"), cli_group="binaural cuenet"))
 register_family(Family(
     "bast", ("bast",), "binaural spectrogram transformer regressing [cos, sin] azimuth (Kuang et al. 2022)",
     scene="xai_loc.data.bast_scenes:BastSceneSpec", trainer="xai_loc.models.bast:fit_bast",
-    cli_group="binaural bast"))
+    probes=("faithfulness", "sanity"), cli_group="binaural bast"))

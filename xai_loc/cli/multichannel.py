@@ -524,9 +524,10 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
     randomized models and a random ordering, with bootstrap 95 % intervals over sources; the
     completeness residual per method; and how much the method ranking changes between fills
     (Kendall tau). Writes faithfulness.nc, faithfulness.md and .tex, a figure and
-    faithfulness.timing.json. --store with a --checkpoint scores any family's test store
-    (binaural models included). --scheduler or --workers spread the window batches over a
-    dask cluster (the same bytes).
+    faithfulness.timing.json. A binaural --checkpoint alone scores its own held-out test
+    split (rendered under --data from its card's spec); --store scores any finished store of
+    the model's family. --scheduler or --workers spread the window batches over a dask
+    cluster (the same bytes).
     """
     from xai_loc.experiments.faithfulness import DEFAULT_METHODS, check_fills
     from xai_loc.experiments.perturbation import check_percentages
@@ -581,7 +582,8 @@ def sanity(ctx, methods, **common) -> None:
     and the similarity of the maps for other targets (x, y and z for positions; the truth
     and another true direction for direction models); with bootstrap 95 % intervals over
     sources. Writes sanity.nc, sanity.md and .tex, a figure and sanity.timing.json.
-    --store with a --checkpoint checks any family's test store (binaural models included).
+    A binaural --checkpoint alone is checked on its own held-out test split; --store checks
+    any finished store of the model's family.
     --scheduler or --workers spread the input batches over a dask cluster (the same bytes).
     """
     from xai_loc.experiments.sanity import DEFAULT_METHODS

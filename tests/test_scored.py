@@ -272,8 +272,9 @@ def test_faithfulness_and_sanity_commands_score_binaural_stores(stores, tmp_path
     result = runner.invoke(main, ["--threads", "1", "faithfulness", "--store", str(stores["tfcnn"]),
                                   "--checkpoint", str(pretrained_dir() / "tfcnn_default.safetensors"),
                                   "--sources", "3", "--methods", "saliency,lrp:tfcnn", "--fills", "zero",
-                                  "--percentages", "0,40", "--no-randomized", "--out", str(out)])
+                                  "--percentages", "0,40", "--no-randomized", "--t60", "0.6", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert "they do not apply to the store" in result.stderr  # --t60 chooses the paper scene's split only
     assert "angular error in deg" in result.output and "AOPC deg" in result.output
     ds = xr.open_dataset(out / "faithfulness.nc")
     assert ds.attrs["units"] == "deg" and ds.attrs["target"] == "toward_truth" and ds.sizes["source"] == 3

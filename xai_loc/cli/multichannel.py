@@ -434,6 +434,9 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
         checkpoints = models_for(arch, t60, snr, checkpoint)
         default_out = Path("xai-loc-results") / condition_name(t60, snr)
     else:  # a given store is cut to --sources by the experiment (a simulated one has that many)
+        if checkpoint is not None and any(v is not None for v in (t60, snr, convention)):
+            click.echo("warning: --t60, --snr and --convention choose the paper scene's test split; they do not "
+                       f"apply to the store {store}", err=True)
         checkpoints = _store_models(arch, t60, snr, checkpoint)
         store_name = f"{Path(store).parent.name}-{Path(store).stem}"
         default_out = Path("xai-loc-results") / next(iter(checkpoints)) / store_name

@@ -3,7 +3,9 @@
 Every backend takes a simulation ``convention`` (:mod:`xai_loc.acoustics.conventions`;
 default ``"gpurir"``) and returns responses under it: image sources of amplitude
 ``(sign beta)**n / (4 pi d)`` arriving at ``d / c`` with no global delay and no high-pass
-filter, ``convention.rir_length(t_max, fs)`` samples long, as a float32 array ``(S, M, N)``.
+filter, ``convention.rir_length(t_max, fs)`` samples long, as a float32 array ``(S, M, N)``
+(:func:`simulate_rirs`; with ``as_tensor`` a tensor on the device, where the torch backend
+leaves it: a GPU rendering never sees the responses on the host).
 
 ``torch``
     xai-loc's image-source simulator (:mod:`xai_loc.acoustics.ism`); CPU or CUDA; every
@@ -24,17 +26,19 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from xai_loc.acoustics.conventions import get_convention
 from xai_loc.acoustics.room import ShoeBox, check_t60
 from xai_loc.errors import InputError
 
-RirBackend = Callable[..., np.ndarray]
+RirBackend = Callable[..., "np.ndarray | torch.Tensor"]
 BACKENDS: dict[str, RirBackend] = {}
 
 
 def register_backend(name: str) -> Callable[[RirBackend], RirBackend]:
-    """Register an RIR backend ``f(room, sources, mics, t60, *, t_max, device, convention, **options)``."""
+    """Register an RIR backend ``f(room, sources, mics, t60, *, t_max, device, convention, **options)``
+    returning the responses as an array or a tensor (see :func:`simulate_rirs`)."""
 
     def wrap(func: RirBackend) -> RirBackend:
         BACKENDS[name] = func
@@ -45,12 +49,11 @@ def register_backend(name: str) -> Callable[[RirBackend], RirBackend]:
 
 @register_backend("torch")
 def torch_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", convention=None,
-                  **options) -> np.ndarray:
+                  **options) -> torch.Tensor:
     """xai-loc's image-source simulator; ``options`` go to :func:`~xai_loc.acoustics.ism.image_source_rirs`."""
     from xai_loc.acoustics.ism import image_source_rirs
 
-    rirs = image_source_rirs(room, sources, mics, t60, t_max=t_max, device=device, convention=convention, **options)
-    return rirs.cpu().numpy().astype(np.float32, copy=False)
+    return image_source_rirs(room, sources, mics, t60, t_max=t_max, device=device, convention=convention, **options)
 
 
 @register_backend("pyroomacoustics")
@@ -141,11 +144,19 @@ def option_defaults(backend: str) -> dict[str, object]:
             and name not in ("t_max", "device", "dtype", "convention")}
 
 
-def simulate_rirs(backend: str, room: ShoeBox, sources, mics, t60: float, **kwargs) -> np.ndarray:
+def simulate_rirs(backend: str, room: ShoeBox, sources, mics, t60: float, *, as_tensor: bool = False,
+                  **kwargs) -> np.ndarray | torch.Tensor:
     """Dispatch to a registered backend by name (see :data:`BACKENDS`).
 
-    ``kwargs``: ``t_max``, ``device``, ``convention`` (default ``"gpurir"``) and the backend's options.
+    ``kwargs``: ``t_max``, ``device``, ``convention`` (default ``"gpurir"``) and the backend's
+    options. Returns a float32 array ``(S, M, N)``; with ``as_tensor``, a float32 tensor on
+    ``device`` (no copy through the host where the backend made it there).
     """
     if backend not in BACKENDS:
         raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
-    return BACKENDS[backend](room, sources, mics, t60, **kwargs)
+    rirs = BACKENDS[backend](room, sources, mics, t60, **kwargs)
+    if as_tensor:
+        return torch.as_tensor(rirs, dtype=torch.float32, device=kwargs.get("device", "cpu"))
+    if isinstance(rirs, torch.Tensor):
+        return rirs.cpu().numpy().astype(np.float32, copy=False)
+    return rirs

@@ -14,6 +14,12 @@ windows it will return:
 :func:`render_components` renders the same windows as the sum of their :data:`COMPONENTS`
 (direct sound, early reflections, late reverberation, sensor noise), from the same RIRs and
 noise draw, for asking which part of the signal an explanation falls on.
+
+:func:`render_windows_batch` renders several sources at once on the device of their
+responses (torch, float64), for simulating on a GPU without bringing the responses to the
+host: the same windows up to float64 rounding (the noise is drawn by the same NumPy
+generators and sent along). On the CPU :func:`render_windows` stays the path: SciPy's
+convolution is as fast there and keeps stores byte for byte as earlier versions wrote them.
 """
 from __future__ import annotations
 
@@ -97,16 +103,21 @@ def window_count(convention, n_speech: int, n_rir: int, window: int) -> int:
     return int(n_speech) // window
 
 
+def _peak_normalized(conv, speech: np.ndarray) -> np.ndarray:
+    """The dry signal as the convention renders it (divided by its peak if the convention says so)."""
+    if not conv.peak_normalize:
+        return speech
+    peak = float(np.max(np.abs(speech)))
+    if peak == 0.0:
+        raise InputError("speech is silent (all zeros); it cannot be peak-normalized")
+    return speech / peak
+
+
 def _rendered(conv, speech: np.ndarray, rirs: np.ndarray, snr: float,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(speech, clean, noise)`` of one utterance under a convention: the (peak-normalized) dry
     signal, its reverberant signals and the noise :func:`add_white_noise` draws for them."""
-    speech = _speech(speech)
-    if conv.peak_normalize:
-        peak = float(np.max(np.abs(speech)))
-        if peak == 0.0:
-            raise InputError("speech is silent (all zeros); it cannot be peak-normalized")
-        speech = speech / peak
+    speech = _peak_normalized(conv, _speech(speech))
     clean = reverberant_signals(speech, rirs, full=conv.convolution == "full")
     noise = add_white_noise(clean, snr, rng) - clean
     return speech, clean, noise
@@ -143,6 +154,64 @@ def render_windows(convention, speech: np.ndarray, rirs: np.ndarray, snr: float,
     conv, window = get_convention(convention), _window(window)
     _, clean, noise = _rendered(conv, speech, rirs, snr, rng)
     return cut_windows(clean + noise, window).astype(np.float32)
+
+
+def render_windows_batch(convention, speeches, rirs, snr: float, rngs, window: int) -> list:
+    """:func:`render_windows` of several sources at once, on the device of their responses.
+
+    Parameters
+    ----------
+    convention, snr, window
+        As for :func:`render_windows`.
+    speeches
+        One dry utterance ``(T_b,)`` per source (NumPy; lengths may differ).
+    rirs
+        ``torch.Tensor`` ``(B, M, N)``: each source's responses, on the device to render on.
+    rngs
+        One noise generator per source, each drawing what :func:`render_windows` would draw.
+
+    Returns
+    -------
+    list of torch.Tensor
+        Per source, ``(W_b, M, window)`` float32 on the device of ``rirs``; equal to
+        :func:`render_windows`'s windows up to the rounding of float64 FFTs.
+    """
+    import torch
+    from scipy.fft import next_fast_len
+
+    from xai_loc.acoustics.conventions import get_convention
+
+    conv, window = get_convention(convention), _window(window)
+    snr = check_snr(snr)
+    if not isinstance(rirs, torch.Tensor) or rirs.ndim != 3 or rirs.shape[2] == 0 or rirs.shape[0] != len(speeches):
+        raise InputError(f"rirs must be a (sources, mics, samples) tensor with one source per utterance, not "
+                         f"{tuple(getattr(rirs, 'shape', ()))} for {len(speeches)} utterances")
+    if len(rngs) != len(speeches):
+        raise InputError(f"{len(rngs)} noise generators for {len(speeches)} utterances; give one per utterance")
+    if not bool(torch.isfinite(rirs).all()):
+        raise InputError("rirs hold NaN or infinite values; give finite responses")
+    device, (n_src, n_mic, n_rir) = rirs.device, rirs.shape
+    dry = [_peak_normalized(conv, _speech(s)) for s in speeches]
+    full = conv.convolution == "full"
+    lengths = [d.size + n_rir - 1 if full else d.size for d in dry]
+    n_fft = next_fast_len(max(d.size for d in dry) + n_rir - 1, real=True)
+    padded = np.zeros((n_src, max(d.size for d in dry)))
+    noise = np.zeros((n_src, n_mic, max(lengths)))
+    for b, (d, rng, n) in enumerate(zip(dry, rngs, lengths, strict=True)):
+        padded[b, : d.size] = d
+        noise[b, :, :n] = rng.standard_normal((n_mic, n))  # add_white_noise's draw
+    spectra = torch.fft.rfft(torch.from_numpy(padded).to(device), n_fft)[:, None] * torch.fft.rfft(
+        rirs.to(torch.float64), n_fft)
+    clean = torch.fft.irfft(spectra, n_fft)[..., : max(lengths)]
+    noise = torch.from_numpy(noise).to(device)
+    out = []
+    for b, n in enumerate(lengths):
+        signals = clean[b, :, :n]
+        sigma = torch.sqrt(torch.mean(signals[0] ** 2) / 10.0 ** (snr / 10.0))
+        noisy = signals + sigma * noise[b, :, :n]
+        n_win = n // window
+        out.append(noisy[:, : n_win * window].reshape(n_mic, n_win, window).transpose(0, 1).to(torch.float32))
+    return out
 
 
 #: The parts of a rendered window, in the order :func:`render_components` returns them.

@@ -410,21 +410,34 @@ def open_netcdf_store(path: str | Path, what: str = "store", hint: str = REBUILD
     return out
 
 
-def check_values(values: np.ndarray, store: str | Path, first: int, item: str = "window",
-                 zeros: bool = False, what: str = "values", hint: str = "") -> None:
-    """Refuse to store items (along axis 0) holding NaN or infinite values, or (unless ``zeros``) only zeros.
+def value_flags(values) -> tuple[Any, Any]:
+    """Per item (along axis 0) of a NumPy array or torch tensor: ``(holds NaN or infinity, all zero)``,
+    computed where the values are (a tensor's flags stay on its device until :func:`check_flags`)."""
+    flat = values.reshape(len(values), -1)
+    if isinstance(values, np.ndarray):
+        return ~np.isfinite(flat).all(axis=1), ~flat.any(axis=1)
+    return ~flat.isfinite().all(dim=1), ~flat.any(dim=1)
 
-    ``first`` is the index of ``values[0]`` in the store; the message names the store, the
+
+def check_flags(bad, silent, store: str | Path, first: int, item: str = "window", zeros: bool = False,
+                what: str = "values", hint: str = "") -> None:
+    """Refuse items flagged by :func:`value_flags`: NaN or infinite values, or (unless ``zeros``) only zeros.
+
+    ``first`` is the index of the first flag's item in the store; the message names the store, the
     first bad item and ``hint``.
     """
-    flat = np.asarray(values).reshape(len(values), -1)
-    bad = ~np.isfinite(flat).all(axis=1)
+    bad, silent = np.asarray(bad), np.asarray(silent)
     tail = f"; {hint}" if hint else ""
     if bad.any():
         raise InputError(f"{store}: {item} {first + int(np.argmax(bad))} came out with NaN or infinite {what}; "
                          f"nothing was stored{tail}")
-    if not zeros:
-        silent = ~flat.any(axis=1)
-        if silent.any():
-            raise InputError(f"{store}: {item} {first + int(np.argmax(silent))} came out all zero (silent); "
-                             f"nothing was stored{tail}")
+    if not zeros and silent.any():
+        raise InputError(f"{store}: {item} {first + int(np.argmax(silent))} came out all zero (silent); "
+                         f"nothing was stored{tail}")
+
+
+def check_values(values: np.ndarray, store: str | Path, first: int, item: str = "window",
+                 zeros: bool = False, what: str = "values", hint: str = "") -> None:
+    """Refuse to store items (along axis 0) holding NaN or infinite values, or (unless ``zeros``) only zeros
+    (:func:`check_flags` of :func:`value_flags`)."""
+    check_flags(*value_flags(np.asarray(values)), store, first, item=item, zeros=zeros, what=what, hint=hint)

@@ -52,9 +52,9 @@ import numpy as np
 
 from xai_loc.acoustics.backends import BACKENDS, option_defaults, simulate_rirs
 from xai_loc.acoustics.conventions import DEFAULT_CONVENTION, get_convention, rir_length
-from xai_loc.acoustics.render import render_windows, window_count
+from xai_loc.acoustics.render import render_windows, render_windows_batch, window_count
 from xai_loc.acoustics.room import check_snr, check_t60
-from xai_loc.data.integrity import check_values
+from xai_loc.data.integrity import check_flags, check_values, value_flags
 from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.scene import SPLITS, Scene
 from xai_loc.data.spec import spec_digest
@@ -136,10 +136,11 @@ def _plan(scene: Scene, ids: np.ndarray, corpus, seed: int, n_rir: int) -> _Plan
 
 
 def source_rirs(scene: Scene, sid: int, t60: float, seed: int, backend: str, device: str,
-                rir_options: dict) -> np.ndarray:
-    """The responses ``(M, N)`` of source ``sid`` as a store of ``seed`` simulates them (on ``device``)."""
+                rir_options: dict, as_tensor: bool = False):
+    """The responses ``(M, N)`` of source ``sid`` as a store of ``seed`` simulates them (on ``device``; a
+    tensor there with ``as_tensor``, else a NumPy array)."""
     return simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
-                         convention=scene.convention,
+                         convention=scene.convention, as_tensor=as_tensor,
                          **({"seed": seed * 1_000_003 + sid} if backend == "torch" else {}), **rir_options)[0]
 
 
@@ -155,6 +156,21 @@ def _render_source(scene: Scene, sid: int, utterance: np.ndarray, t60: float, sn
     return render_windows(scene.convention, utterance, rirs, snr, noise_rng(seed, sid), scene.window)
 
 
+#: Sources rendered together off the CPU (:func:`_block_size`): a few hundred MB of float64 spectra for
+#: 16 microphones and 10 s utterances, and one launch of each FFT for all of them.
+DEVICE_SOURCES = 16
+
+
+def _on_host(device: str) -> bool:
+    """Whether sources are rendered one by one in NumPy (on the CPU) rather than in blocks on ``device``."""
+    import torch
+
+    return torch.device(device).type == "cpu"
+
+
+def _block_size(device: str) -> int:
+    """Sources per work item: one on the CPU (finest resume, threads overlap), :data:`DEVICE_SOURCES` elsewhere."""
+    return 1 if _on_host(device) else DEVICE_SOURCES
 @dataclass(frozen=True)
 class _Job:
     """One split of a scene under one condition, validated and planned (shared by the store and memory paths)."""
@@ -219,43 +235,66 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
     return _Job(scene, split, t60, snr, ids, n_sources, corpus, seed, backend, rir_options, config)
 
 
-def _source_windows(k: int, work: tuple[_Job, str], utterance: np.ndarray | None = None) -> np.ndarray:
-    """The windows of the k-th source of a planned job ``work = (job, device)`` (:func:`_render_source`; the
-    utterance read from the job's corpus unless given). A work item of :func:`simulate_dataset`, on a dask
+def _rendered_block(job: _Job, device: str, ks: Sequence[int], utterances: dict | None = None) -> list:
+    """The windows of the k-th sources of a planned job, for every ``k`` of ``ks``: NumPy arrays of
+    :func:`_render_source` on the CPU; elsewhere float32 tensors on ``device``, the block's responses made and
+    rendered there (:func:`~xai_loc.acoustics.render.render_windows_batch`) without passing through the host.
+    ``utterances``: decoded utterances by index (read from the job's corpus where missing)."""
+    plan, utterances = job.plan, utterances or {}
+    sids = [int(plan.source_ids[k]) for k in ks]
+    speech = [utterances.get(int(plan.utterances[k])) for k in ks]
+    speech = [job.corpus.load(int(plan.utterances[k])) if u is None else u for k, u in zip(ks, speech, strict=True)]
+    if _on_host(device):
+        return [_render_source(job.scene, sid, u, job.t60, job.snr, job.seed, job.backend, device, job.rir_options)
+                for sid, u in zip(sids, speech, strict=True)]
+    import torch
+
+    rirs = torch.stack([source_rirs(job.scene, sid, job.t60, job.seed, job.backend, device, job.rir_options,
+                                    as_tensor=True) for sid in sids])
+    return render_windows_batch(job.scene.convention, speech, rirs, job.snr,
+                                [noise_rng(job.seed, sid) for sid in sids], job.scene.window)
+
+
+def _block_windows(ks: tuple[int, ...], work: tuple[_Job, str]) -> list[np.ndarray]:
+    """The windows of the k-th sources of a planned job ``work = (job, device)`` as NumPy arrays (a block
+    rendered on a device comes to the host in one copy). A work item of :func:`simulate_dataset`, on a dask
     worker or here."""
     job, device = work
-    sid, u = int(job.plan.source_ids[k]), int(job.plan.utterances[k])
-    utterance = job.corpus.load(u) if utterance is None else utterance
-    return _render_source(job.scene, sid, utterance, job.t60, job.snr, job.seed, job.backend, device, job.rir_options)
+    windows = _rendered_block(job, device, ks)
+    if _on_host(device):
+        return windows
+    import torch
+
+    host = torch.cat(windows).cpu().numpy()
+    return np.split(host, np.cumsum([len(w) for w in windows])[:-1])
 
 
-def _render_sources(job: _Job, device: str, ks: Sequence[int], workers: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+def _render_sources(job: _Job, device: str, ks: Sequence[int], workers: int = 1) -> Iterator[tuple[int, Any]]:
     """``(k, windows)`` for the k-th source of a planned job, for every ``k`` of ``ks`` in that order.
 
-    Every source goes through :func:`_render_source` (its RIRs on ``device``, the rendering
-    on the CPU). ``workers > 1``
-    renders that many sources at once in threads (the image enumeration, the FFTs, the noise
-    generator and torch release the GIL; CPU RIRs use per-thread work arrays), with at most
-    ``2 * workers`` sources in flight; the windows are the same, only sooner.
+    Sources go in blocks (:func:`_block_size`) through :func:`_rendered_block`: one by one in NumPy on
+    the CPU (arrays), in blocks on ``device`` otherwise (tensors there). ``workers > 1`` renders that
+    many blocks at once in threads (the image enumeration, the FFTs, the noise generator and torch
+    release the GIL; CPU RIRs use per-thread work arrays), with at most ``2 * workers`` blocks in flight;
+    the windows are the same, only sooner.
     """
+    ks = list(ks)
+    size = _block_size(device)
+    blocks = [ks[i : i + size] for i in range(0, len(ks), size)]
     if workers <= 1:
-        for k in ks:
-            yield k, _source_windows(k, (job, device))
+        for block in blocks:
+            yield from zip(block, _rendered_block(job, device, block), strict=True)
         return
     plan = job.plan
     # corpora are not thread-safe: decode every utterance needed here, once
-    decoded = {int(u): job.corpus.load(int(u)) for u in np.unique(plan.utterances[list(ks)])}
-
-    def render(k: int) -> np.ndarray:
-        return _source_windows(k, (job, device), decoded[int(plan.utterances[k])])
-
+    decoded = {int(u): job.corpus.load(int(u)) for u in np.unique(plan.utterances[ks])} if ks else {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: dict[int, Any] = {}
-        ahead = iter(ks)
-        for k in ks:
+        ahead = iter(range(len(blocks)))
+        for i, block in enumerate(blocks):
             while len(pending) < 2 * workers and (nxt := next(ahead, None)) is not None:
-                pending[nxt] = pool.submit(render, nxt)
-            yield k, pending.pop(k).result()
+                pending[nxt] = pool.submit(_rendered_block, job, device, blocks[nxt], decoded)
+            yield from zip(block, pending.pop(i).result(), strict=True)
 
 
 def _coords(scene: Scene, plan: _Plan, corpus) -> dict:
@@ -362,17 +401,20 @@ def simulate_dataset(
         out.open_or_resume((int(first_window[-1]), scene.mics.shape[0], scene.window),
                            _coords(scene, job.plan, job.corpus), job.attrs())
         pending = np.array(out.pending(), dtype=np.int64)  # one window per block
-        todo = np.unique(np.searchsorted(first_window, pending, side="right") - 1)
+        todo = [int(k) for k in np.unique(np.searchsorted(first_window, pending, side="right") - 1)]
+        size = _block_size(device)
 
-        def write(k: int, windows: np.ndarray) -> None:
-            first = int(first_window[k])
-            mine = pending[(pending >= first) & (pending < first_window[k + 1])]
-            for run in np.split(mine, np.flatnonzero(np.diff(mine) > 1) + 1):  # consecutive windows
-                out.write(int(run[0]), {"signals": windows[run[0] - first : run[-1] + 1 - first]}, hint=_hint(job, k))
+        def write(ks: tuple[int, ...], block: list[np.ndarray]) -> None:
+            for k, windows in zip(ks, block, strict=True):
+                first = int(first_window[k])
+                mine = pending[(pending >= first) & (pending < first_window[k + 1])]
+                for run in np.split(mine, np.flatnonzero(np.diff(mine) > 1) + 1):  # consecutive windows
+                    out.write(int(run[0]), {"signals": windows[run[0] - first : run[-1] + 1 - first]},
+                              hint=_hint(job, k))
 
-        map_blocks(_source_windows, [int(k) for k in todo], write, shared=(job, device), client=client,
-                   total=len(job.ids), initial=len(job.ids) - todo.size, progress=progress, desc=f"simulate {split}",
-                   unit="src")
+        map_blocks(_block_windows, [tuple(todo[i : i + size]) for i in range(0, len(todo), size)], write,
+                   shared=(job, device), client=client, size=len, total=len(job.ids),
+                   initial=len(job.ids) - len(todo), progress=progress, desc=f"simulate {split}", unit="src")
         return out.finish()
 
 
@@ -511,13 +553,24 @@ def simulate_windows(
     name = f"in-memory {split} split ({condition_name(job.t60, job.snr)})"
     signals = torch.empty((n_total, n_mics, scene.window), dtype=dtypes[dtype], device=target)
     bar = tqdm(total=len(job.ids), disable=not progress, desc=f"simulate {split}", unit="src")
+    flags = []  # of windows rendered on a device: checked at the end, with one copy to the host
     with no_tf32():
         for k, windows in _render_sources(job, str(device), range(len(job.ids)), workers=workers):
             a, b = int(plan.first_window[k]), int(plan.first_window[k + 1])
-            check_values(windows, name, a, what="samples", hint=_hint(job, k))
-            signals[a:b].copy_(torch.from_numpy(windows))
+            if isinstance(windows, np.ndarray):
+                check_values(windows, name, a, what="samples", hint=_hint(job, k))
+                windows = torch.from_numpy(windows)
+            else:
+                flags.append(value_flags(windows))
+            signals[a:b].copy_(windows)
             bar.update(1)
     bar.close()
+    if flags:
+        bad, silent = (torch.cat(f).cpu().numpy() for f in zip(*flags, strict=True))
+        flagged = np.flatnonzero(bad) if bad.any() else np.flatnonzero(silent)
+        if flagged.size:
+            k = int(np.searchsorted(plan.first_window, flagged[0], side="right") - 1)
+            check_flags(bad, silent, name, 0, what="samples", hint=_hint(job, k))
     if target.type == "cuda":
         torch.cuda.synchronize(target)
     if dtype == "float16" and not all_finite(signals):

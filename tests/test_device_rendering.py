@@ -1,0 +1,130 @@
+"""Simulation in blocks of sources on a device (issue 18): the torch rendering against NumPy's.
+
+Off the CPU, ``simulate`` makes a block of sources' responses on the device and renders them
+there (:func:`~xai_loc.acoustics.render.render_windows_batch`); on the CPU it renders source by
+source in NumPy. The block path runs on CPU tensors too, so these tests force it on the CPU
+(``store._on_host`` patched) and compare it with the NumPy path on the same responses: the
+windows agree to the rounding of float64 FFTs, far below float32's resolution.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import xai_loc.data.store as store
+from xai_loc.acoustics.render import render_windows, render_windows_batch
+from xai_loc.acoustics.speech import SpeechCorpus
+from xai_loc.data.scene import paper_scene
+from xai_loc.errors import InputError
+
+T60, SNR = 0.15, 20.0
+
+
+def _close(got: np.ndarray, ref: np.ndarray) -> None:
+    """Equal up to a few float32 roundings of each window's peak (FFT libraries differ between CPUs)."""
+    assert got.shape == ref.shape and got.dtype == ref.dtype == np.float32
+    peak = np.abs(ref).max(axis=tuple(range(1, ref.ndim)), keepdims=True)
+    assert np.all(np.abs(got - ref) <= 4e-7 * peak)
+
+
+@pytest.mark.parametrize("convention", ["gpurir", "pyroomacoustics"])
+def test_batch_rendering_equals_the_numpy_rendering(convention):
+    rng = np.random.default_rng(3)
+    speeches = [rng.standard_normal(n) for n in (5000, 3700, 6100)]  # lengths differ within a block
+    rirs = (rng.standard_normal((3, 4, 800)) * np.exp(-np.arange(800) / 100.0)).astype(np.float32)
+    got = render_windows_batch(convention, speeches, torch.from_numpy(rirs), SNR,
+                               [np.random.default_rng([0, b, 1]) for b in range(3)], 512)
+    for b, (speech, h) in enumerate(zip(speeches, rirs, strict=True)):
+        ref = render_windows(convention, speech, h, SNR, np.random.default_rng([0, b, 1]), 512)
+        assert isinstance(got[b], torch.Tensor) and got[b].dtype == torch.float32
+        _close(got[b].numpy(), ref)
+
+
+def test_batch_rendering_refuses_bad_inputs():
+    speech, rirs = [np.ones(600)], torch.ones(1, 2, 50)
+    with pytest.raises(InputError, match="one source per utterance"):
+        render_windows_batch("gpurir", speech * 2, rirs, SNR, [np.random.default_rng(0)] * 2, 128)
+    with pytest.raises(InputError, match="one per utterance"):
+        render_windows_batch("gpurir", speech, rirs, SNR, [], 128)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        render_windows_batch("gpurir", speech, torch.full((1, 2, 50), float("nan")), SNR,
+                             [np.random.default_rng(0)], 128)
+    with pytest.raises(InputError, match="silent"):
+        render_windows_batch("gpurir", [np.zeros(600)], rirs, SNR, [np.random.default_rng(0)], 128)
+    with pytest.raises(InputError, match="SNR=nan"):
+        render_windows_batch("gpurir", speech, rirs, float("nan"), [np.random.default_rng(0)], 128)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return SpeechCorpus.shipped()
+
+
+@pytest.fixture(scope="module")
+def host_store(tmp_path_factory, corpus):
+    return store.simulate_dataset(paper_scene(), "test", T60, SNR, root=tmp_path_factory.mktemp("host"),
+                                  n_sources=3, corpus=corpus, progress=False)
+
+
+@pytest.fixture
+def blocks(monkeypatch):
+    """The block path on the CPU, two sources a block (three sources: a full block and a short one)."""
+    monkeypatch.setattr(store, "_on_host", lambda device: False)
+    monkeypatch.setattr(store, "DEVICE_SOURCES", 2)
+
+
+def test_block_store_equals_the_source_by_source_store(host_store, tmp_path, corpus, blocks):
+    path = store.simulate_dataset(paper_scene(), "test", T60, SNR, root=tmp_path, n_sources=3, corpus=corpus,
+                                  progress=False)
+    host, block = store.open_signals(host_store), store.open_signals(path)
+    for name in ("source_id", "window_index", "speech_id", "source_position"):
+        np.testing.assert_array_equal(block[name].values, host[name].values)
+    assert len(np.unique(host["source_id"].values)) == 3
+    _close(block["signals"].values, host["signals"].values)
+
+    split = store.simulate_windows(paper_scene(), "test", T60, SNR, n_sources=3, corpus=corpus, progress=False,
+                                   workers=2)
+    np.testing.assert_array_equal(split.signals.numpy(), block["signals"].values)  # the same path, bit for bit
+
+
+def test_block_store_resumes_after_a_kill_without_loss_or_doubling(host_store, tmp_path, corpus, blocks,
+                                                                   monkeypatch):
+    real = store.render_windows_batch
+    calls = []
+
+    def dying(*args, **kwargs):
+        calls.append(len(args[1]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the second block: the first block's windows are on disk
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "render_windows_batch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        store.simulate_dataset(paper_scene(), "test", T60, SNR, root=tmp_path, n_sources=3, corpus=corpus,
+                               progress=False)
+    path = store.simulate_dataset(paper_scene(), "test", T60, SNR, root=tmp_path, n_sources=3, corpus=corpus,
+                                  progress=False)
+    assert calls == [2, 1, 1]  # the finished block is not rendered again
+    _close(store.open_signals(path)["signals"].values, store.open_signals(host_store)["signals"].values)
+
+
+def test_block_windows_with_nan_or_silence_are_refused_naming_window_and_source(corpus, blocks, monkeypatch):
+    real = store.render_windows_batch
+
+    def spoiled(value):
+        def render(*args, **kwargs):
+            out = real(*args, **kwargs)
+            out[-1][1] = value  # the second window of the block's last source
+            return out
+        return render
+
+    first = store._job(paper_scene(), "test", T60, SNR, 3, corpus, 0, "torch", None).planned().plan.first_window
+    for value, what in ((float("nan"), "came out with NaN or infinite samples"), (0.0, "came out all zero")):
+        monkeypatch.setattr(store, "render_windows_batch", spoiled(value))
+        with pytest.raises(InputError) as err:
+            store.simulate_windows(paper_scene(), "test", T60, SNR, n_sources=3, corpus=corpus, progress=False)
+        bad = int(first[1]) + 1  # blocks of two: the first block's last source is the second
+        sid = int(store.subset_ids(paper_scene().splits["test"], 3)[1])
+        assert str(err.value).startswith(f"in-memory test split (t60-{T60:g}_snr-{SNR:g}): window {bad} {what}")
+        assert f"source {sid} got utterance" in str(err.value)

@@ -103,22 +103,30 @@ def _axes(conv: Convention, room: ShoeBox, src: np.ndarray, mics: np.ndarray, re
     return [_axis_images(src[a], room.size[a], mics[:, a].min(), mics[:, a].max(), reach)[:2] for a in range(3)]
 
 
-def _images(room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, max_order: int | None, axes=None):
-    """All image positions ``(K, 3)`` and reflection orders ``(K,)`` that can arrive within ``reach``."""
+def _images(room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, max_order: int | None, axes=None,
+            device: torch.device | None = None):
+    """All image positions ``(K, 3)`` and reflection orders ``(K,)`` that can arrive within ``reach``.
+
+    NumPy arrays; with ``device``, tensors made there (the per-axis lists go over, the ``K``
+    images never pass through the host). The grid is reduced in torch either way: the same
+    float64 operations as NumPy's, in the same order, so the images are the same bits.
+    """
     lo, hi = mics.min(axis=0), mics.max(axis=0)
     if axes is None:
         axes = [_axis_images(src[a], room.size[a], lo[a], hi[a], reach)[:2] for a in range(3)]
-    (cx, hx), (cy, hy), (cz, hz) = axes
-    gx, gy, gz = (np.maximum(0.0, np.maximum(low - c, c - high))
-                  for c, low, high in zip((cx, cy, cz), lo, hi, strict=True))
+    on = torch.device("cpu") if device is None else device
+    (cx, hx), (cy, hy), (cz, hz) = ((torch.as_tensor(c, dtype=torch.float64, device=on),
+                                     torch.as_tensor(h, dtype=torch.int64, device=on)) for c, h in axes)
+    gx, gy, gz = ((torch.maximum(low - c, c - high)).clamp(min=0.0)
+                  for c, low, high in zip((cx, cy, cz), lo.tolist(), hi.tolist(), strict=True))
     gap2 = gx[:, None, None] ** 2 + gy[None, :, None] ** 2 + gz[None, None, :] ** 2
     order = hx[:, None, None] + hy[None, :, None] + hz[None, None, :]
     keep = gap2 <= reach**2
     if max_order is not None:
         keep &= order <= max_order
-    ix, iy, iz = np.nonzero(keep)
-    pos = np.stack([cx[ix], cy[iy], cz[iz]], axis=1)
-    return pos, order[ix, iy, iz]
+    ix, iy, iz = torch.nonzero(keep, as_tuple=True)
+    pos, order = torch.stack([cx[ix], cy[iy], cz[iz]], dim=1), order[ix, iy, iz]
+    return (pos.numpy(), order.numpy()) if device is None else (pos, order)
 
 
 # ----------------------------------------------------------------------------------------
@@ -288,10 +296,8 @@ def _exact_torch(room, src, mics, signed_beta, n_samples, taps, axes, max_order,
     """
     reach, n_k = _exact_reach(n_samples, taps, room)
     mics64 = mics.to(torch.float64)
-    pos, order = _images(room, src, mics64.cpu().numpy(), reach, max_order, axes=axes)
-    pos = torch.as_tensor(pos, device=device, dtype=torch.float64)
-    gain = torch.as_tensor(signed_beta ** order.astype(np.float64) / (4.0 * math.pi), device=device,
-                           dtype=torch.float64)
+    pos, order = _images(room, src, mics64.cpu().numpy(), reach, max_order, axes=axes, device=device)
+    gain = torch.as_tensor(signed_beta, dtype=torch.float64, device=device) ** order / (4.0 * math.pi)
     n_mics = mics.shape[0]
     buf = torch.zeros(n_mics * n_k, CHEB_TERMS, device=device, dtype=dtype)
     scale = room.fs / room.c

@@ -55,8 +55,9 @@ speech, which a model may read as a cue of its own; imputation from the undelete
 neighbours keeps the deleted input close to the data. How much the method ranking (by SRG)
 depends on the fill is reported as Kendall's tau between every pair of fills.
 
-Masks come from the compiled deletion kernels of :mod:`~xai_loc.experiments.deletion_order`
-(each sample gets the step at which it is deleted); nothing loops over samples or windows in Python.
+Masks come from the deletion steps of :mod:`~xai_loc.experiments.deletion_order` (each sample
+gets the step at which it is deleted), made where the model runs: by the compiled kernels on the
+CPU, with torch on another device (the same bytes); nothing loops over samples or windows in Python.
 """
 from __future__ import annotations
 
@@ -72,7 +73,12 @@ import torch
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment, latex_tabular
-from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, random_deletion_steps, zeroed_copy
+from xai_loc.experiments.deletion_order import (
+    deletion_steps_on,
+    filled_copy,
+    random_deletion_steps_on,
+    zeroed_copy,
+)
 from xai_loc.experiments.perturbation import (
     FILLS,
     PAPER_PERCENTAGES,
@@ -260,7 +266,8 @@ def _errors(model: torch.nn.Module, batches, truth: torch.Tensor, device: torch.
     return torch.stack(errors).cpu().numpy()
 
 
-def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.Tensor, scores: np.ndarray | None,
+def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.Tensor,
+                    scores: np.ndarray | torch.Tensor | None,
                     percentages: Sequence[float], fill: str, *, seed: int = 0, device: str | torch.device = "cpu",
                     timing: dict[str, float] | None = None) -> np.ndarray:
     """Errors ``(curve, percentage, window)`` (curves :data:`CURVES`) for one ordering of one batch.
@@ -269,20 +276,23 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
     degrees). ``scores (W, ...)`` of the windows' shape orders the samples (descending for MoRF,
     ascending for LeRF);
     None draws a seeded random order (a second draw for LeRF). ``fill`` is a name in
-    :data:`FAITHFULNESS_FILLS`; its noise is seeded by ``seed``. On the CPU the copies come
-    from the compiled kernels; on another device they are made there from the deletion steps
-    (sent once per batch), and only the errors come back.
+    :data:`FAITHFULNESS_FILLS`; its noise is seeded by ``seed``. On the CPU the steps and copies
+    come from the compiled kernels; on another device the scores (float32) go there once per
+    batch, are ranked there and the copies made there, and only the errors come back.
     """
     w = windows.shape[0]
     x = windows.detach().to(torch.float32).cpu().reshape(w, -1).contiguous().numpy()
     counts = deletion_counts(percentages, windows)
     n = x.shape[1]
+    device = torch.device(device)
     if scores is None:
-        morf = random_deletion_steps(w, n, counts, seed)
-        lerf = random_deletion_steps(w, n, counts, seed + 1_000_003)
-    else:
-        flat = np.ascontiguousarray(np.asarray(scores, dtype=np.float32).reshape(w, -1))
-        morf, lerf = deletion_steps(flat, counts), deletion_steps(-flat, counts)
+        morf = random_deletion_steps_on(device, w, n, counts, seed)
+        lerf = random_deletion_steps_on(device, w, n, counts, seed + 1_000_003)
+    else:  # rounded to float32 where the scores are, then ranked where the model runs
+        if not isinstance(scores, torch.Tensor):  # a read-only store chunk is copied: torch wants writable memory
+            scores = torch.from_numpy(np.require(scores, requirements="W"))
+        flat = scores.detach().to(torch.float32).reshape(w, -1).to(device)
+        morf, lerf = deletion_steps_on(flat, counts), deletion_steps_on(-flat, counts)
     gen = torch.Generator().manual_seed(seed)
     cpu_windows = torch.from_numpy(x).view(windows.shape)
     fill_values, road_noise = None, None
@@ -290,7 +300,6 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
         fill_values = FILLS["noise"](cpu_windows, gen)
     elif fill == "road":
         road_noise = ROAD_NOISE * FILLS["noise"](cpu_windows, gen)
-    device = torch.device(device)
     tic = time.perf_counter()
     if device.type == "cpu":
         out = np.empty_like(x)
@@ -306,7 +315,7 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
         noise = None if road_noise is None else road_noise.to(device)
 
         def batches(steps, insert):
-            on_device = torch.from_numpy(steps).to(device).view(windows.shape)
+            on_device = steps.view(windows.shape)
             for j in range(len(counts)):
                 yield _perturbed_on_device(xd, on_device, j, fill, values, noise, insert)
 
@@ -439,14 +448,14 @@ def faithfulness_batch(batch: tuple[str, int, int], work: FaithfulnessWork):
     with placed(net, dev):
         explain_tic = time.perf_counter()
         for i, explainer in enumerate(explainers):
-            with explainer:
-                out = explainer.explain_batch(x, truth_np)
+            with explainer:  # the relevance stays on the device, to be ranked there
+                out = explainer.explain_batch(x, truth_np, to_host=False)
             rel.append(out["relevance"] * explainer.sense)
-            residual[i] = out["relevance_sum"] - out["explained"]
-            output[i] = out["explained"]
+            residual[i] = (out["relevance_sum"] - out["explained"]).cpu().numpy()
+            output[i] = out["explained"].cpu().numpy()
         for explainer in randomized:
             with explainer:
-                rel_r.append(explainer.explain_batch(x, truth_np)["relevance"] * explainer.sense)
+                rel_r.append(explainer.explain_batch(x, truth_np, to_host=False)["relevance"] * explainer.sense)
         spent["explain"] = time.perf_counter() - explain_tic
         for f, fill in enumerate(work.fills):
             common = {"seed": work.seed + start, "device": dev, "timing": spent}

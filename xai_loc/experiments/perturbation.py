@@ -10,9 +10,10 @@ The masking has no Python loop over samples or windows and needs no sort: compil
 (:mod:`xai_loc.experiments.deletion_order`) give every sample the step at which it is first
 deleted, in about three linear passes per window, and each deleted copy is one fused pass
 over the window. The experiment is then bound by the model's forward passes
-(``benchmarks/bench_perturbation.py``). With the model on a GPU the deletion steps are sent
-there once per batch and ordering, each copy is made there (:func:`deleted_copy`) and only
-the predictions come back.
+(``benchmarks/bench_perturbation.py``). With the model on a GPU the windows and relevance are
+sent there once per batch, ranked there (the same steps, made with torch:
+:func:`~xai_loc.experiments.deletion_order.deletion_steps_on`), each copy is made there
+(:func:`deleted_copy`) and only the predictions come back.
 """
 from __future__ import annotations
 
@@ -28,7 +29,12 @@ import torch
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment
-from xai_loc.experiments.deletion_order import deletion_steps, filled_copy, random_deletion_steps, zeroed_copy
+from xai_loc.experiments.deletion_order import (
+    deletion_steps_on,
+    filled_copy,
+    random_deletion_steps_on,
+    zeroed_copy,
+)
 from xai_loc.experiments.scored import Rows, scored_set
 
 if TYPE_CHECKING:
@@ -38,23 +44,25 @@ if TYPE_CHECKING:
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.explain.attribute import Explainer
 
-OrderFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator, list[int]], np.ndarray]
+OrderFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator, list[int]], np.ndarray | torch.Tensor]
 FillFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor | None]
 
 
-def _flat(t: torch.Tensor) -> np.ndarray:
-    return t.detach().reshape(t.shape[0], -1).cpu().numpy()
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().reshape(t.shape[0], -1)
 
 
 #: Deletion orders, by name: ``f(windows, relevance, generator, counts) -> steps (W, M * T)``,
 #: the step at which each sample is first deleted when step ``j`` deletes the ``counts[j]``
 #: samples with the highest scores (:mod:`~xai_loc.experiments.deletion_order`): signed
-#: relevance, absolute amplitude, or seeded uniform random keys.
+#: relevance, absolute amplitude, or seeded uniform random keys. Ranked on the windows' device
+#: (:func:`~xai_loc.experiments.deletion_order.deletion_steps_on`): a numpy array for CPU
+#: windows, a uint8 tensor on theirs otherwise; the same bytes either way.
 MODES: dict[str, OrderFn] = {
-    "relevance": lambda x, rel, gen, counts: deletion_steps(_flat(_need(rel)), counts),
-    "energy": lambda x, rel, gen, counts: deletion_steps(_flat(x), counts, magnitude=True),
-    "random": lambda x, rel, gen, counts: random_deletion_steps(
-        x.shape[0], x[0].numel(), counts, int(torch.randint(0, 2**62, (1,), generator=gen))
+    "relevance": lambda x, rel, gen, counts: deletion_steps_on(_rows(_need(rel).to(x.device)), counts),
+    "energy": lambda x, rel, gen, counts: deletion_steps_on(_rows(x), counts, magnitude=True),
+    "random": lambda x, rel, gen, counts: random_deletion_steps_on(
+        x.device, x.shape[0], x[0].numel(), counts, int(torch.randint(0, 2**62, (1,), generator=gen))
     ),
 }
 
@@ -104,19 +112,21 @@ def deleted_copy(x: torch.Tensor, steps: torch.Tensor, j: int, fill: torch.Tenso
     return torch.where(steps <= j, fill, x)
 
 
-def perturbed_batches(windows: torch.Tensor, steps: np.ndarray, percentages, fill: torch.Tensor | None = None):
+def perturbed_batches(windows: torch.Tensor, steps: np.ndarray | torch.Tensor, percentages,
+                      fill: torch.Tensor | None = None):
     """Yield ``(percentage, perturbed windows)``: the samples deleted by each step replaced by ``fill``.
 
     ``steps`` come from a :data:`MODES` order with :func:`deletion_counts` of the same
     percentages. ``fill`` is a tensor shaped like ``windows``, or None for zeros. A step
     that deletes nothing yields ``windows`` itself, and on the CPU one buffer is reused from
     step to step (clone a yielded tensor to keep it); do not modify what is yielded.
-    ``windows`` is never modified. On another device the steps are sent there once and the
-    copies made there (:func:`deleted_copy`).
+    ``windows`` is never modified. On another device the copies are made there
+    (:func:`deleted_copy`), from steps sent there once unless they are there already.
     """
     w = windows.shape[0]
     counts = deletion_counts(percentages, windows)
     if windows.device.type == "cpu":  # compiled kernels into one reused buffer
+        steps = np.asarray(steps)
         x = windows.detach().reshape(w, -1).numpy()
         f = None if fill is None else fill.detach().reshape(w, -1).numpy()
         out = np.empty_like(x)
@@ -129,7 +139,7 @@ def perturbed_batches(windows: torch.Tensor, steps: np.ndarray, percentages, fil
     else:
         x = windows.reshape(w, -1)
         f = torch.zeros((), dtype=x.dtype, device=x.device) if fill is None else fill.reshape(w, -1)
-        steps_on_device = torch.from_numpy(steps).to(windows.device)
+        steps_on_device = torch.as_tensor(steps, device=windows.device)
 
         def deleted(j: int) -> torch.Tensor:
             return deleted_copy(x, steps_on_device, j, f)
@@ -164,11 +174,12 @@ def deletion_predictions(
     Parameters
     ----------
     model
-        A localizer in eval mode. On a device other than the CPU, the deleted copies are made
-        there (:func:`perturbed_batches`) and each batch's predictions come back once.
+        A localizer in eval mode. On a device other than the CPU, the windows are ranked
+        (:data:`MODES`) and the deleted copies made there (:func:`perturbed_batches`), and each
+        batch's predictions come back once.
     windows
-        Input windows ``(W, M, T)`` on any device: ranked by the host kernels, sent to the
-        model's device once per batch.
+        Input windows ``(W, M, T)`` on any device, sent to the model's device once per batch
+        (with the batch's relevance).
     percentages
         Deletion percentages.
     modes
@@ -204,8 +215,8 @@ def deletion_predictions(
             x_model = x.to(device)
             fill_model = None if fill_values is None else fill_values.to(device)
             preds = []
-            for mode in modes:
-                steps = MODES[mode](x, rel, gen, deletion_counts(percentages, x))
+            for mode in modes:  # ranked on the model's device (the relevance mode moves rel there)
+                steps = MODES[mode](x_model, rel, gen, deletion_counts(percentages, x))
                 for _, xp in perturbed_batches(x_model, steps, percentages, fill_model):
                     tic = time.perf_counter()
                     preds.append(model(xp).double())
@@ -258,7 +269,7 @@ class Relevance:
             rel = self.stored.batch(start, stop)
         else:
             with self.explainer:
-                rel = torch.as_tensor(self.explainer.explain_batch(x, truth)["relevance"])
+                rel = self.explainer.explain_batch(x, truth, to_host=False)["relevance"]  # stays on the device
         spent["explain"] = spent.get("explain", 0.0) + time.perf_counter() - tic
         return rel
 
@@ -285,9 +296,10 @@ def perturbation_batch(batch: tuple[str, int, int], work: PerturbationWork) -> t
     ``batch`` is ``(model name, start, stop)`` (:func:`window_batches`). The modes are
     ``work.modes`` then, with a randomized model, ``relevance-randomized``. Random orders and
     noise are seeded by ``seed + start``, so a batch gives the same numbers wherever it runs.
-    The model stays on ``work.device`` for the whole batch (explanations and deletions); only
-    the relevance (for ranking) and the predictions come back to the host. Also returns the
-    seconds spent (``forward``, ``explain``, ``wall``).
+    The model stays on ``work.device`` for the whole batch (explanations, ranking and
+    deletions); the relevance stays there from the explainer (a store's goes there once) to be
+    ranked there, and the predictions come back once. Also returns the seconds spent
+    (``forward``, ``explain``, ``wall``).
     """
     from xai_loc.explain.attribute import placed
     from xai_loc.runtime import resolve_device
@@ -352,8 +364,9 @@ def run_perturbation(
         Windows per explanation and forward pass.
     device
         Where the models explain and predict (``cpu``, ``cuda``, ``cuda:N``): each model goes
-        there once for the run (once per batch on a cluster's workers), and per batch only the
-        relevance (ranked on the host) and the predictions come back.
+        there once for the run (once per batch on a cluster's workers); per batch the windows (and
+        a store's relevance) go there once, the relevance is made, ranked and deleted there, and
+        only the predictions come back.
     n_sources
         Only a seeded spread of ``n_sources`` of the store's sources (:func:`~xai_loc.data.store.subset_ids`).
     timing

@@ -263,7 +263,7 @@ class Explainer:
         return torch.as_tensor(value, dtype=self.dtype, device=self.device)
 
     def explain_batch(self, windows: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor | None = None,
-                      index: np.ndarray | torch.Tensor | None = None) -> dict[str, Any]:
+                      index: np.ndarray | torch.Tensor | None = None, to_host: bool = True) -> dict[str, Any]:
         """Explain windows ``[B, mics, samples]`` (true values for targets that need them: positions
         ``[B, 3]``, class labels ``[B]`` or directions in degrees, see :mod:`~xai_loc.explain.targets`).
 
@@ -271,35 +271,41 @@ class Explainer:
         Returns numpy arrays: ``relevance`` (at the first level; [B, mics, samples] for the
         waveform), ``prediction`` and ``attr_output`` [B, outputs], ``relevance_sum`` and
         ``explained`` [B]; ``levels``: level name -> relevance; ``absorbed``: kind -> [B],
-        for methods that book what leaves the network (AttnLRP).
+        for methods that book what leaves the network (AttnLRP). ``to_host=False``: the same
+        as tensors on the explainer's device (for probes that go on computing there).
         """
         x = torch.as_tensor(np.asarray(windows) if not isinstance(windows, torch.Tensor) else windows)
-        x = x.to(self.device, self.dtype)
+        x = x.detach().to(self.device, self.dtype)  # detached: the methods make their own leaves, never the caller's
         if not torch.isfinite(x).all():
             raise InputError("windows contain NaN or infinite samples; clean the audio first")
         if self.target.needs_truth:
             if truth is None:
                 raise InputError(f"target {self.target.name!r} needs the true {TRUTHS[self.output_kind]}")
             dtype = torch.long if self.output_kind == "direction_classes" else self.dtype
-            truth = torch.as_tensor(np.asarray(truth)).to(self.device, dtype)
+            truth = torch.as_tensor(np.asarray(truth) if not isinstance(truth, torch.Tensor) else truth)
+            truth = truth.to(self.device, dtype)
         index = torch.arange(x.shape[0]) if index is None else torch.as_tensor(np.asarray(index))
         reference = self.reference
 
         def weigh(output: torch.Tensor) -> torch.Tensor:
             return self.objective.weights(output, truth, reference)
 
+        def give(value: torch.Tensor) -> np.ndarray | torch.Tensor:
+            value = value.detach()
+            return value.cpu().numpy() if to_host else value
+
         out = self._method.attribute(x, weigh, index)
         relevance = out["relevance"]
         result = {
-            "relevance": relevance.cpu().numpy(),
-            "prediction": out["output"].detach().cpu().numpy(),
-            "attr_output": out["seed"].detach().cpu().numpy(),
-            "relevance_sum": relevance.flatten(1).double().sum(1).cpu().numpy(),
-            "explained": out["explained"].detach().double().cpu().numpy(),
-            "levels": {name: value.cpu().numpy() for name, value in out["levels"].items()},
+            "relevance": give(relevance),
+            "prediction": give(out["output"]),
+            "attr_output": give(out["seed"]),
+            "relevance_sum": give(relevance.flatten(1).double().sum(1)),
+            "explained": give(out["explained"].double()),
+            "levels": {name: give(value) for name, value in out["levels"].items()},
         }
         if "absorbed" in out:
-            result["absorbed"] = {kind: value.double().cpu().numpy() for kind, value in out["absorbed"].items()}
+            result["absorbed"] = {kind: give(value.double()) for kind, value in out["absorbed"].items()}
         return result
 
 

@@ -3,24 +3,138 @@
 Lags are on a centred axis: lag 0 is the middle sample of the (interpolated) correlation,
 so a delay of ``D`` samples is reported as ``D`` exactly (the paper's released code reports
 every delay half a sample off).
+
+Every estimator takes NumPy arrays (computed in float64 on the host: the reference) or torch
+tensors (computed in float64 on the tensor's device, results left there, so that a GPU
+pipeline brings back only the small answers; issue 18). The two differ only in the few
+operations of :func:`array_ops`; the formulas are written once.
 """
 from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    #: What the estimators take and return: a NumPy array or a torch tensor.
+    Array = np.ndarray | torch.Tensor
 
 
 def _next_pow2(n: int) -> int:
     return 1 << (int(n) - 1).bit_length()
 
 
-def gcc_phat(x1: np.ndarray, x2: np.ndarray, max_lag: float | None = None, interp: int = 16,
-             eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+class _NumpyOps:
+    """The array operations of the estimators on NumPy arrays, in float64."""
+
+    rfft = staticmethod(np.fft.rfft)
+    irfft = staticmethod(np.fft.irfft)
+    maximum = staticmethod(np.maximum)
+    where = staticmethod(np.where)
+    zeros = staticmethod(np.zeros)
+
+    @staticmethod
+    def asarray(x: Any) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64)
+
+    @staticmethod
+    def index(x: Any) -> np.ndarray:
+        return np.asarray(x, dtype=np.int64)
+
+    @staticmethod
+    def arange(m: int) -> np.ndarray:
+        return np.arange(m)
+
+    @staticmethod
+    def fftshift(x: np.ndarray) -> np.ndarray:
+        return np.fft.fftshift(x, axes=-1)
+
+    @staticmethod
+    def argmax(x: np.ndarray) -> np.ndarray:
+        return np.argmax(x, axis=-1)
+
+    @staticmethod
+    def amax(x: np.ndarray) -> np.ndarray:
+        return np.max(x, axis=-1)
+
+    @staticmethod
+    def take(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(x, idx, axis=-1)
+
+    @staticmethod
+    def floor_int(x: np.ndarray) -> np.ndarray:
+        return np.floor(x).astype(np.int64)
+
+    @staticmethod
+    def host(x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+
+class _TorchOps:
+    """The array operations of the estimators on torch tensors, in float64 on ``device``."""
+
+    def __init__(self, torch: Any, device: Any) -> None:
+        self.torch, self.device = torch, device
+        self.rfft, self.irfft, self.where = torch.fft.rfft, torch.fft.irfft, torch.where
+
+    def asarray(self, x: Any) -> Any:
+        return self.torch.as_tensor(x, dtype=self.torch.float64, device=self.device)
+
+    def index(self, x: Any) -> Any:
+        return self.torch.as_tensor(x, dtype=self.torch.int64, device=self.device)
+
+    def zeros(self, shape: tuple[int, ...]) -> Any:
+        return self.torch.zeros(shape, dtype=self.torch.float64, device=self.device)
+
+    def arange(self, m: int) -> Any:
+        return self.torch.arange(m, dtype=self.torch.float64, device=self.device)
+
+    def fftshift(self, x: Any) -> Any:
+        return self.torch.fft.fftshift(x, dim=-1)
+
+    def maximum(self, x: Any, floor: float) -> Any:
+        return x.clamp(min=floor)
+
+    def argmax(self, x: Any) -> Any:
+        return (x.to(self.torch.uint8) if x.dtype == self.torch.bool else x).argmax(dim=-1)
+
+    def amax(self, x: Any) -> Any:
+        return x.amax(dim=-1)
+
+    def take(self, x: Any, idx: Any) -> Any:
+        return self.torch.take_along_dim(x, idx, dim=-1)
+
+    def floor_int(self, x: Any) -> Any:
+        return x.floor().to(self.torch.int64)
+
+    def host(self, x: Any) -> np.ndarray:
+        return x.cpu().numpy()
+
+
+def array_ops(x: Any) -> _NumpyOps | _TorchOps:
+    """The operations for ``x``: torch's on its device for a tensor, else NumPy's.
+
+    The one place that tells the two apart; torch is not imported for it (no tensor can exist
+    before it is).
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return _TorchOps(torch, x.device)
+    return _NumpyOps()
+
+
+def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 16,
+             eps: float = 1e-12) -> tuple[Array, Array]:
     """Generalized cross-correlation with phase transform (Knapp & Carter, 1976).
 
     Parameters
     ----------
     x1, x2
-        Signals ``(..., T)``; leading dimensions are batched.
+        Signals ``(..., T)``; leading dimensions are batched. NumPy arrays, or torch tensors
+        (computed on their device, see the module notes).
     max_lag
         Largest absolute lag returned, in samples (default: all).
     interp
@@ -33,44 +147,48 @@ def gcc_phat(x1: np.ndarray, x2: np.ndarray, max_lag: float | None = None, inter
     lags, cc
         Lags in samples ``(L,)`` (centred: 0 in the middle) and the correlation
         ``(..., L)``; its peak is at ``tau2 - tau1``, positive when ``x2`` lags ``x1``.
+        Float64, of the kind (and device) of ``x1``.
     """
-    x1 = np.asarray(x1, dtype=np.float64)
-    x2 = np.asarray(x2, dtype=np.float64)
+    xp = array_ops(x1)
+    x1 = xp.asarray(x1)
+    x2 = xp.asarray(x2)
     n = _next_pow2(x1.shape[-1] + x2.shape[-1])
-    cross = np.fft.rfft(x2, n) * np.conj(np.fft.rfft(x1, n))
-    cross /= np.maximum(np.abs(cross), eps)
+    cross = xp.rfft(x2, n) * xp.rfft(x1, n).conj()
+    cross /= xp.maximum(abs(cross), eps)
     m = n * interp
-    cc = np.fft.fftshift(np.fft.irfft(cross, m), axes=-1)
-    lags = (np.arange(m) - m // 2) / interp
+    cc = xp.fftshift(xp.irfft(cross, m))
+    lags = (xp.arange(m) - m // 2) / interp
     if max_lag is not None:
-        keep = np.abs(lags) <= max_lag
+        keep = abs(lags) <= max_lag
         lags, cc = lags[keep], cc[..., keep]
     return lags, cc
 
 
-def tdoa(x1: np.ndarray, x2: np.ndarray, max_lag: float | None = None, interp: int = 16) -> np.ndarray:
-    """GCC-PHAT delay of ``x2`` relative to ``x1`` in samples, ``(...)``."""
+def tdoa(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 16) -> Array:
+    """GCC-PHAT delay of ``x2`` relative to ``x1`` in samples, ``(...)`` (of the kind of ``x1``)."""
     lags, cc = gcc_phat(x1, x2, max_lag=max_lag, interp=interp)
-    return lags[np.argmax(cc, axis=-1)]
+    return lags[array_ops(cc).argmax(cc)]
 
 
-def correlation_time(x: np.ndarray, interp: int = 16) -> np.ndarray:
+def correlation_time(x: Array, interp: int = 16) -> Array:
     """Width of the autocorrelation main lobe at ``1/sqrt(2)`` of its peak, in samples.
 
     The definition of Champagne, Bedard & Stephenne (IEEE TSAP 1996); half of it is the
     threshold above which a delay error counts as an anomaly. Sub-sample resolution by
-    band-limited interpolation of the autocorrelation; ``x`` is ``(..., T)``.
+    band-limited interpolation of the autocorrelation; ``x`` is ``(..., T)`` (NumPy, or a
+    torch tensor computed on its device).
     """
-    x = np.asarray(x, dtype=np.float64)
+    xp = array_ops(x)
+    x = xp.asarray(x)
     n = _next_pow2(2 * x.shape[-1])
-    power = np.abs(np.fft.rfft(x, n)) ** 2
-    r = np.fft.irfft(power, n * interp)[..., : n * interp // 2]
-    r = r / np.maximum(r[..., :1], 1e-300)
+    power = abs(xp.rfft(x, n)) ** 2
+    r = xp.irfft(power, n * interp)[..., : n * interp // 2]
+    r = r / xp.maximum(r[..., :1], 1e-300)
     below = r < 1.0 / np.sqrt(2.0)
-    first = np.where(below.any(axis=-1), np.argmax(below, axis=-1), r.shape[-1])
+    first = xp.where(below.any(axis=-1), xp.argmax(below), r.shape[-1])
     # linear interpolation between the last sample above and the first below the level
-    idx = np.clip(first, 1, r.shape[-1] - 1)
-    r_hi = np.take_along_axis(r, (idx - 1)[..., None], -1)[..., 0]
-    r_lo = np.take_along_axis(r, idx[..., None], -1)[..., 0]
-    frac = (r_hi - 1.0 / np.sqrt(2.0)) / np.maximum(r_hi - r_lo, 1e-300)
+    idx = first.clip(1, r.shape[-1] - 1)
+    r_hi = xp.take(r, (idx - 1)[..., None])[..., 0]
+    r_lo = xp.take(r, idx[..., None])[..., 0]
+    frac = (r_hi - 1.0 / np.sqrt(2.0)) / xp.maximum(r_hi - r_lo, 1e-300)
     return 2.0 * (idx - 1 + frac) / interp

@@ -8,10 +8,14 @@ keeps the spatial information of the signals.
 from __future__ import annotations
 
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xai_loc.experiments.gcc import gcc_phat
+from xai_loc.experiments.gcc import array_ops, gcc_phat
+
+if TYPE_CHECKING:
+    from xai_loc.experiments.gcc import Array
 
 
 def plane_grid(x_range: tuple[float, float], y_range: tuple[float, float], z: float, step: float) -> np.ndarray:
@@ -22,31 +26,35 @@ def plane_grid(x_range: tuple[float, float], y_range: tuple[float, float], z: fl
     return np.stack([xx.ravel(), yy.ravel(), np.full(xx.size, z)], axis=1)
 
 
-def srp_phat_map(signals: np.ndarray, mics: np.ndarray, grid: np.ndarray, fs: float, c: float,
-                 interp: int = 8, batch: int = 2) -> np.ndarray:
+def srp_phat_map(signals: Array, mics: np.ndarray, grid: np.ndarray, fs: float, c: float,
+                 interp: int = 8, batch: int = 2) -> Array:
     """SRP-PHAT power ``(W, G)`` of windows ``(W, M, T)`` at candidate points ``(G, 3)``.
 
     All microphone pairs are used; correlations are read at the exact (fractional) pair
-    delays by linear interpolation of a ``interp``-times upsampled GCC-PHAT.
+    delays by linear interpolation of a ``interp``-times upsampled GCC-PHAT. Windows in a
+    torch tensor give the map as a float64 tensor on their device (the geometry stays NumPy).
     """
+    xp = array_ops(signals)
     pairs = np.array(list(combinations(range(mics.shape[0]), 2)))
     dist = np.linalg.norm(grid[None, :, :] - mics[:, None, :], axis=-1)  # (M, G)
     delays = (dist[pairs[:, 1]] - dist[pairs[:, 0]]) / c * fs  # (P, G)
     max_lag = float(np.ceil(np.abs(delays).max())) + 1.0
-    out = np.zeros((signals.shape[0], grid.shape[0]))
+    first, second, delays = xp.index(pairs[:, 0]), xp.index(pairs[:, 1]), xp.asarray(delays)
+    out = xp.zeros((signals.shape[0], grid.shape[0]))
     for start in range(0, signals.shape[0], batch):
-        x = np.asarray(signals[start : start + batch], dtype=np.float64)
-        lags, cc = gcc_phat(x[:, pairs[:, 0]], x[:, pairs[:, 1]], max_lag=max_lag, interp=interp)  # (B, P, L)
+        x = xp.asarray(signals[start : start + batch])
+        lags, cc = gcc_phat(x[:, first], x[:, second], max_lag=max_lag, interp=interp)  # (B, P, L)
         pos = (delays - lags[0]) * interp
-        lo = np.floor(pos).astype(np.int64)
+        lo = xp.floor_int(pos)
         frac = pos - lo
-        lo_vals = np.take_along_axis(cc, np.broadcast_to(lo, (x.shape[0], *lo.shape)), axis=-1)
-        hi_vals = np.take_along_axis(cc, np.broadcast_to(lo + 1, (x.shape[0], *lo.shape)), axis=-1)
+        lo_vals = xp.take(cc, lo[None])
+        hi_vals = xp.take(cc, lo[None] + 1)
         out[start : start + x.shape[0]] = ((1 - frac) * lo_vals + frac * hi_vals).sum(axis=1)
     return out
 
 
-def srp_localize(signals: np.ndarray, mics: np.ndarray, grid: np.ndarray, fs: float, c: float,
+def srp_localize(signals: Array, mics: np.ndarray, grid: np.ndarray, fs: float, c: float,
                  **kwargs) -> np.ndarray:
-    """Position ``(W, 3)`` of each window's SRP-PHAT map peak."""
-    return grid[np.argmax(srp_phat_map(signals, mics, grid, fs, c, **kwargs), axis=1)]
+    """Position ``(W, 3)`` of each window's SRP-PHAT map peak (found on the device of ``signals``)."""
+    maps = srp_phat_map(signals, mics, grid, fs, c, **kwargs)
+    return grid[array_ops(maps).host(maps.argmax(axis=1))]

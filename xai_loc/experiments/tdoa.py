@@ -10,11 +10,15 @@ delays are within a couple of samples and can hide under the anomaly threshold.
 from __future__ import annotations
 
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.gcc import correlation_time, tdoa
+
+if TYPE_CHECKING:
+    from xai_loc.experiments.gcc import Array
 
 
 def _adjacent(n: int) -> list[tuple[int, int]]:
@@ -55,8 +59,8 @@ def true_tdoa(sources: np.ndarray, mics: np.ndarray, pair: tuple[int, int], fs: 
     return (d_j - d_i) / c * fs
 
 
-def pair_delays(signals: np.ndarray, pair: tuple[int, int], max_lag: float, interp: int = 16) -> np.ndarray:
-    """GCC-PHAT delays ``(W,)`` of a pair in windows ``(W, M, T)``."""
+def pair_delays(signals: Array, pair: tuple[int, int], max_lag: float, interp: int = 16) -> Array:
+    """GCC-PHAT delays ``(W,)`` of a pair in windows ``(W, M, T)`` (a tensor: on its device)."""
     i, j = pair
     return tdoa(signals[:, i], signals[:, j], max_lag=max_lag, interp=interp)
 
@@ -70,6 +74,7 @@ def score(estimates: np.ndarray, truth: np.ndarray, threshold: np.ndarray) -> di
             "mae_samples": float(good.mean()) if good.size else float("nan")}
 
 
-def anomaly_threshold(signals: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
-    """Half the correlation time of the pair's first microphone signal, per window (samples)."""
+def anomaly_threshold(signals: Array, pair: tuple[int, int]) -> Array:
+    """Half the correlation time of the pair's first microphone signal, per window (samples; a
+    tensor: on its device)."""
     return 0.5 * correlation_time(signals[:, pair[0]])

@@ -35,9 +35,11 @@ evaluated coarse-to-fine: a 2x-interpolated correlation locates the peak (and th
 crossing), and the band-limited interpolation of
 :func:`~xai_loc.experiments.gcc.gcc_phat` / :func:`~xai_loc.experiments.gcc.correlation_time`
 is evaluated exactly on the fine grid around it, which gives their answers at a tenth of
-the cost. Every window is scaled to unit peak before GCC-PHAT, so the spectral floor is
-relative (PHAT itself ignores scale): relevance a million times smaller than the signals
-is treated alike.
+the cost. That is on the CPU; with another ``device`` the delays, correlation times and SRP maps
+are computed there in float64 with the full reference routines (their torch path), and only the
+delays, thresholds and SRP peaks come back to the host. Every window is scaled to unit peak
+before GCC-PHAT, so the spectral floor is relative (PHAT itself ignores scale): relevance a
+million times smaller than the signals is treated alike.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ import torch
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment
-from xai_loc.experiments.gcc import _next_pow2
+from xai_loc.experiments.gcc import _next_pow2, array_ops
 from xai_loc.experiments.tdoa import parse_pairs, score, true_tdoa
 
 if TYPE_CHECKING:
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     import xarray as xr
     from torch import nn
 
+    from xai_loc.experiments.gcc import Array
     from xai_loc.experiments.modelset import ModelSet
 
 __all__ = ["ESTIMATOR_SIGNALS", "ESTIMATOR_ZERO", "LAG_MARGIN", "SRP_CONSTANT", "TdoaExperiment", "explain_models",
@@ -95,11 +98,14 @@ def _weights(k: int) -> np.ndarray:
     return w
 
 
-def _unit_peak(x: np.ndarray) -> np.ndarray:
-    """Windows ``(W, ..., T)`` scaled to a peak magnitude of 1 (all-zero windows stay zero)."""
-    x = np.asarray(x, dtype=np.float64)
-    peak = np.abs(x.reshape(x.shape[0], -1)).max(axis=1) if x.size else np.zeros(x.shape[0])
-    peak = np.where(peak > 0, peak, 1.0)
+def _unit_peak(x: Array) -> Array:
+    """Windows ``(W, ..., T)`` scaled to a peak magnitude of 1 (all-zero windows stay zero), in
+    float64: NumPy on the host, a torch tensor on its device."""
+    xp = array_ops(x)
+    x = xp.asarray(x)
+    flat = abs(x.reshape(x.shape[0], -1))
+    peak = xp.amax(flat) if flat.shape[1] else xp.zeros(x.shape[0])
+    peak = xp.where(peak > 0, peak, 1.0)
     return x / peak.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
@@ -195,6 +201,109 @@ def fast_correlation_time(x: np.ndarray, interp: int = 16) -> np.ndarray:
         frac = (hi - level) / np.maximum(hi - lo, 1e-300)
         out[ok] = 2.0 * (lags[rows, first] - 1 + frac) / interp
     return out
+
+
+# --------------------------------------------------------------------------------------
+# the estimators on a block of windows: NumPy on the host, torch on a device
+# --------------------------------------------------------------------------------------
+
+#: Windows per SRP-PHAT map batch on a device (120 pairs of 16 mics at srp_interp 4: ~0.2 GB a window).
+_SRP_DEVICE_BATCH = 8
+
+
+def _estimation_device(device: str | torch.device) -> torch.device | None:
+    """Where :func:`run_tdoa` estimates delays and SRP maps: ``None`` (NumPy, on the host) for the CPU.
+
+    On CPU cores the coarse-to-fine NumPy search (:func:`fast_tdoa`, :func:`fast_correlation_time`)
+    is faster than the full interpolated correlation in torch (2.4 times for 8 windows x 15 pairs
+    on one thread); on an accelerator the full correlation of :mod:`~xai_loc.experiments.gcc` is
+    cheap, and the relevance need not come back to the host (issue 18).
+    """
+    device = torch.device(device)
+    return None if device.type == "cpu" else device
+
+
+def _on(values: Any, device: torch.device) -> torch.Tensor:
+    """``values`` (NumPy from a store or an explainer, or a tensor) as a tensor on ``device``."""
+    if isinstance(values, torch.Tensor):
+        return values.to(device)
+    values = np.asarray(values)
+    return torch.from_numpy(values if values.flags.writeable else values.copy()).to(device)
+
+
+class _BlockEstimates:
+    """Thresholds ``(P, B)``, delays ``(E, P, B)`` and SRP peak grid indices of a block of windows.
+
+    ``device`` ``None`` computes in NumPy (coarse-to-fine); a torch device computes there with
+    the reference routines of :mod:`~xai_loc.experiments.gcc` and :mod:`~xai_loc.experiments.srp`
+    and brings back only these small results. Both give the same numbers up to float rounding.
+    """
+
+    def __init__(self, pairs: list[tuple[int, int]], max_lag: np.ndarray, interp: int, n_time: int,
+                 device: torch.device | None, srp_names: list[str], mics: np.ndarray, grid: np.ndarray | None,
+                 fs: float, c: float, srp_interp: int) -> None:
+        self.pairs, self.max_lag, self.interp, self.device = pairs, max_lag, interp, device
+        self.pair_i = np.array([i for i, _ in pairs])
+        self.first_mics = np.unique(self.pair_i)
+        self.used_mics = np.unique([m for pair in pairs for m in pair])
+        self.nfft = _next_pow2(2 * n_time)
+        self.srp_names, self.mics, self.grid, self.fs, self.c, self.srp_interp = \
+            srp_names, mics, grid, fs, c, srp_interp
+
+    def __call__(self, sets: dict[str, Any], names: list[str], rows: np.ndarray,
+                 where: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Estimates of the ``names`` in ``sets`` (``'signals'`` among them), SRP on windows ``rows``."""
+        if self.device is None:
+            return self._host(sets, names, rows, where)
+        return self._on_device(sets, names, rows, where)
+
+    def _host(self, sets: dict[str, Any], names: list[str], rows: np.ndarray,
+              where: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        from xai_loc.experiments.srp import srp_phat_map
+
+        x = sets[ESTIMATOR_SIGNALS]
+        # threshold: half the correlation time of each pair's first microphone signal
+        ct = {int(m): fast_correlation_time(x[:, m], interp=self.interp) for m in self.first_mics}
+        threshold = 0.5 * np.stack([ct[int(i)] for i in self.pair_i])
+        delay = np.zeros((len(names), len(self.pairs), x.shape[0]))
+        peaks = {}
+        for e, name in enumerate(names):
+            values = sets[name]
+            if not np.isfinite(values).all():
+                raise InputError(f"relevance {name!r} has NaN or infinite values in windows {where}")
+            scaled = _unit_peak(values)
+            spectra = {int(m): _phat_spectra(scaled[:, m], self.nfft) for m in self.used_mics}
+            for p, (i, j) in enumerate(self.pairs):
+                delay[e, p] = _peak_lags(spectra[i], spectra[j], self.nfft, float(self.max_lag[p]), self.interp)
+            if name in self.srp_names and rows.any():
+                maps = srp_phat_map(scaled[rows], self.mics, self.grid, self.fs, self.c, interp=self.srp_interp,
+                                    batch=2)
+                peaks[name] = np.argmax(maps, axis=1)
+        return threshold, delay, peaks
+
+    def _on_device(self, sets: dict[str, Any], names: list[str], rows: np.ndarray,
+                   where: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        from xai_loc.experiments.gcc import correlation_time, tdoa
+        from xai_loc.experiments.srp import srp_phat_map
+
+        x = _on(sets[ESTIMATOR_SIGNALS], self.device)
+        ct = correlation_time(x[:, _on(self.first_mics, self.device)], interp=self.interp)  # (B, first mics)
+        threshold = 0.5 * ct[:, _on(np.searchsorted(self.first_mics, self.pair_i), self.device)].T
+        rows_on = _on(rows, self.device)
+        delay, peaks = [], {}
+        for name in names:
+            values = x if name == ESTIMATOR_SIGNALS else _on(sets[name], self.device)
+            if not bool(torch.isfinite(values).all()):
+                raise InputError(f"relevance {name!r} has NaN or infinite values in windows {where}")
+            scaled = _unit_peak(values)
+            delay.append(torch.stack([tdoa(scaled[:, i], scaled[:, j], max_lag=float(self.max_lag[p]),
+                                           interp=self.interp) for p, (i, j) in enumerate(self.pairs)]))
+            if name in self.srp_names and rows.any():
+                maps = srp_phat_map(scaled[rows_on], self.mics, self.grid, self.fs, self.c, interp=self.srp_interp,
+                                    batch=_SRP_DEVICE_BATCH)
+                peaks[name] = maps.argmax(dim=1)
+        return (threshold.cpu().numpy(), torch.stack(delay).cpu().numpy(),
+                {name: index.cpu().numpy() for name, index in peaks.items()})
 
 
 # --------------------------------------------------------------------------------------
@@ -385,7 +494,8 @@ def run_tdoa(
     seed
         Seed of the randomized copies.
     batch_size, device, progress
-        Windows per block and forward pass; torch device; progress bar.
+        Windows per block and forward pass; torch device of the explanations and, when not
+        the CPU, of the delay, correlation-time and SRP estimation too; progress bar.
     max_windows
         Only the first ``max_windows`` windows of ``data``.
     interp
@@ -417,7 +527,6 @@ def run_tdoa(
 
     from xai_loc import __version__
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.experiments.srp import srp_phat_map
     from xai_loc.explain.attribute import Explainer, dataset_inputs
     from xai_loc.progress import tqdm
     from xai_loc.runtime import software_versions
@@ -541,9 +650,11 @@ def run_tdoa(
     truth = np.stack([true_tdoa(positions, mics, p, fs, c) for p in pair_list])  # (P, W)
     delay = np.zeros((len(estimators), len(pair_list), n))
     threshold = np.zeros((len(pair_list), n))
-    first_mics = np.unique(pair_i)
-    used_mics = np.unique(np.concatenate([pair_i, pair_j]))
-    nfft = _next_pow2(2 * n_time)
+    names = [e for e in estimators if e != ESTIMATOR_ZERO]
+    on_device = _estimation_device(device)
+    block_estimates = _BlockEstimates(pair_list, max_lag, interp, n_time, on_device,
+                                      srp_names if srp else [], mics, plane["grid"] if srp else None, fs, c,
+                                      srp_interp)
     summaries: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in explainers}
 
     with contextlib.ExitStack() as stack:
@@ -555,33 +666,23 @@ def run_tdoa(
             x = np.asarray(signals[start:stop].values)
             if not np.isfinite(x).all():
                 raise InputError(f"windows {start}..{stop - 1} contain NaN or infinite samples; clean the data first")
-            sets: dict[str, np.ndarray] = {ESTIMATOR_SIGNALS: x}
+            if on_device is not None:  # once, for the explainers and the estimators
+                x = torch.from_numpy(x).to(on_device)
+            sets: dict[str, Any] = {ESTIMATOR_SIGNALS: x}
             for name, ex in explainers.items():
-                out = ex.explain_batch(x, positions[start:stop], np.arange(start, stop))
+                # on a device the relevance stays there for the estimators; the summaries come back
+                out = ex.explain_batch(x, positions[start:stop], np.arange(start, stop), to_host=on_device is None)
                 sets[name] = out["relevance"]
                 for key in ("prediction", "relevance_sum", "explained"):
-                    summaries[name].setdefault(key, []).append(out[key])
+                    summaries[name].setdefault(key, []).append(torch.as_tensor(out[key]).cpu().numpy())
             for name, g in given.items():
                 sets[name] = g.block(start, stop)
-            # threshold: half the correlation time of each pair's first microphone signal
-            ct = {int(m): fast_correlation_time(x[:, m], interp=interp) for m in first_mics}
-            threshold[:, start:stop] = 0.5 * np.stack([ct[int(i)] for i in pair_i])
-            for e, name in enumerate(estimators):
-                if name == ESTIMATOR_ZERO:
-                    continue
-                values = sets[name]
-                if not np.isfinite(values).all():
-                    raise InputError(f"relevance {name!r} has NaN or infinite values in windows {start}..{stop - 1}")
-                scaled = _unit_peak(values)
-                spectra = {int(m): _phat_spectra(scaled[:, m], nfft) for m in used_mics}
-                for p, (i, j) in enumerate(pair_list):
-                    delay[e, p, start:stop] = _peak_lags(spectra[i], spectra[j], nfft, float(max_lag[p]), interp)
-                if srp and name in srp_names:
-                    rows = srp_rows[start:stop]
-                    if rows.any():
-                        maps = srp_phat_map(scaled[rows], mics, plane["grid"], fs, c, interp=srp_interp, batch=2)
-                        peaks = plane["grid"][np.argmax(maps, axis=1), :2]
-                        srp_peak[srp_names.index(name), np.arange(start, stop)[rows]] = peaks
+            rows = srp_rows[start:stop] if srp else np.zeros(stop - start, dtype=bool)
+            block_threshold, block_delay, peaks = block_estimates(sets, names, rows, f"{start}..{stop - 1}")
+            threshold[:, start:stop] = block_threshold
+            delay[[estimators.index(name) for name in names], :, start:stop] = block_delay
+            for name, index in peaks.items():
+                srp_peak[srp_names.index(name), np.arange(start, stop)[rows]] = plane["grid"][index, :2]
             bar.update(stop - start)
         zero_outputs = {name: ex.zero_output for name, ex in explainers.items()}
 

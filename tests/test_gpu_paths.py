@@ -9,28 +9,28 @@ can swap samples of nearly equal relevance at a deletion threshold, which moves 
 far less than a millimetre, and those comparisons allow 1 mm. The last test, a CPU dry run of
 ``benchmarks/bench_study.py``, runs everywhere.
 
-Host round trips of the CUDA paths (from reading the stages; ``benchmarks/bench_study.py``
-measures what they cost). Every ``--device cuda`` command but ``train`` runs with TF32 off
+What the CUDA paths send to the host (from reading the stages; ``benchmarks/bench_study.py``
+measures the cost). Every ``--device cuda`` command except ``train`` runs with TF32 off
 (:func:`~xai_loc.runtime.full_float32`, from the CLI's ``setup``), as these tests do.
 
-- simulate: per source, the RIRs are computed on the device and copied to the host, where the
-  convolution, noise and windowing run in NumPy (``_render_source``); ``simulate_windows``
-  copies each source's windows back to the device.
-- explain: per batch, the relevance, prediction and sums come back as NumPy arrays
+- simulate: blocks of sources (``DEVICE_SOURCES``). Images, responses and the rendering stay on
+  the device (``render_windows_batch``); the NumPy-drawn noise goes there. Each block's windows
+  come back once to be written; ``simulate_windows`` keeps them there and brings back one flag
+  per window, once.
+- explain: per batch, the relevance, prediction and sums come back to be written
   (``Explainer.explain_batch``); entering an explainer brings its zero-input output back.
 - perturb: the models (and randomized copies) go to the device once per run (once per batch on
-  a cluster's workers) and the whole batch runs there (``perturbation_batch``). Per batch, the
-  windows go to the device, the relevance comes back from the explainer to be ranked on the
-  host (compiled kernels), each ordering's deletion steps (one byte per sample) and the noise
-  fill go to the device once, the deleted copies are made there (``deleted_copy``) and the
-  batch's predictions come back once (``deletion_predictions``).
-- tdoa: per batch, the relevance comes back; GCC-PHAT, the correlation times and SRP run in NumPy.
-- faithfulness: per batch, the relevance comes back, is ranked on the host and the steps go
-  back; the model is on the device for the whole batch, placed once per batch.
-- components: the models (and randomized copies) go to the device once per run; per source,
-  the responses are made on the device and copied to the host, where the components are
-  rendered in NumPy (``store_components``), the windows go to the device once, and each
-  explainer's relevance comes back to be split over the components on the host.
+  a cluster's workers). Per batch the windows go there, and the relevance stays there
+  (``explain_batch(to_host=False)``; a store's relevance goes there). Ranking
+  (``torch_deletion_steps``), deleted copies and predictions happen there, and the predictions
+  come back once.
+- tdoa: per batch the windows go to the device and the relevance stays there. GCC-PHAT, the
+  correlation times and SRP run there; delays, thresholds and SRP peaks come back.
+- faithfulness: as perturb. The model is placed once per batch, and the errors come back per
+  ordering.
+- components: the models go to the device once per run. Per source, the responses are copied to
+  the host, where the components are rendered in NumPy (``store_components``). The windows go to
+  the device once, and each explainer's relevance comes back to be split over the components.
 """
 from __future__ import annotations
 

@@ -15,7 +15,11 @@ Layout (read it with plain ``xarray.open_zarr``)::
 
 Each source is rendered under the scene's simulation convention
 (:func:`xai_loc.acoustics.render.render_windows`; ``gpurir`` by default: the utterance
-convolved over its full length, noise over the whole signal, windows from sample 0).
+convolved over its full length, noise over the whole signal, windows from sample 0). On the CPU
+sources are rendered one by one in NumPy; on another device (a GPU) in blocks of
+:data:`DEVICE_SOURCES`, their responses made and rendered there
+(:func:`~xai_loc.acoustics.render.render_windows_batch`) and each block's windows copied to the
+host once.
 
 Writing, resuming and opening are those of every store
 (:class:`~xai_loc.data.resumable.ResumableStore`, one window per block): a killed run

@@ -48,10 +48,11 @@ learning rate it last had.
 Sizes and estimates (windows counted with :func:`xai_loc.data.store.count_windows`): the paper
 scene holds 39,784 / 42,016 / 43,261 / 46,023 windows per condition (train + val + test;
 T60 0.15 / 0.3 / 0.4 / 0.6 s), 16 x 5120 samples each: 6.5 / 6.9 / 7.1 / 7.5 GB in float16,
-28.0 GB (26.1 GiB) for the four, plus about 3 GB per process. Simulation costs per source
-about 12 ms of image enumeration (NumPy) at T60 0.6 s, 17 ms of rendering (FFT convolution
-and noise, NumPy) and a few ms on the GPU: 4225 sources in about 40-60 s with 4 threads per
-process. With the brief's 0.1-0.2 s per paper epoch on an H200 for one model (32 steps of
+28.0 GB (26.1 GiB) for the four, plus about 3 GB per process. Simulation runs on the GPU in
+blocks of 16 sources (image enumeration, responses, FFT convolution, windows); the host draws
+each source's noise with NumPy (about 9 ms for 16 microphones x 3.6 s here) and decodes its
+utterance, so 4225 sources take roughly 10-20 s of host time per process over its threads
+(not yet measured on the GPU machine). With the brief's 0.1-0.2 s per paper epoch on an H200 for one model (32 steps of
 100 windows: 3-6 ms per step, against 1.95 s for LocCNN and 4.4 s for SampleCNN on one CPU
 thread here), a validation costing about 0.8-0.9 of an epoch (7,400-8,500 windows forward
 only; a forward pass is 0.35 of a step), four processes time-sharing the GPU and the two models of a

@@ -3,7 +3,7 @@
 Off the CPU, ``simulate`` makes a block of sources' responses on the device and renders them
 there (:func:`~xai_loc.acoustics.render.render_windows_batch`); on the CPU it renders source by
 source in NumPy. The block path runs on CPU tensors too, so these tests force it on the CPU
-(``store._on_host`` patched) and compare it with the NumPy path on the same responses: the
+(``store.renders_on_host`` patched) and compare it with the NumPy path on the same responses: the
 windows agree to the rounding of float64 FFTs, far below float32's resolution.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def host_store(tmp_path_factory, corpus):
 @pytest.fixture
 def blocks(monkeypatch):
     """The block path on the CPU, two sources a block (three sources: a full block and a short one)."""
-    monkeypatch.setattr(store, "_on_host", lambda device: False)
+    monkeypatch.setattr(store, "renders_on_host", lambda device: False)
     monkeypatch.setattr(store, "DEVICE_SOURCES", 2)
 
 
@@ -128,3 +128,32 @@ def test_block_windows_with_nan_or_silence_are_refused_naming_window_and_source(
         sid = int(store.subset_ids(paper_scene().splits["test"], 3)[1])
         assert str(err.value).startswith(f"in-memory test split (t60-{T60:g}_snr-{SNR:g}): window {bad} {what}")
         assert f"source {sid} got utterance" in str(err.value)
+
+
+def test_components_on_the_device_path_equal_the_numpy_ones(host_store, monkeypatch):
+    """``store_components`` and the components experiment, rendered and shared out with torch (forced
+    on the CPU), against NumPy: the parts to float64 rounding, the shares to 1e-12."""
+    from torch import nn
+
+    from xai_loc.data import components as data_components
+    from xai_loc.data.components import store_components
+    from xai_loc.experiments.components import run_components
+
+    ds = store.open_signals(host_store)
+    sid = int(ds["source_id"].values[0])
+    windows = ds.isel(window=np.flatnonzero(ds["source_id"].values == sid)).compute()
+    shape = ds["signals"].shape[1:]
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(shape)), 3, bias=False))
+    options = {"methods": ["input_x_gradient"], "target": "x", "n_sources": 1, "n_boot": 20, "batch_size": 4}
+    ref_parts = store_components(windows, [sid])
+    ref = run_components({"linear": model}, host_store, **options)
+
+    monkeypatch.setattr(data_components, "renders_on_host", lambda device: False)
+    parts = store_components(windows, [sid])
+    assert isinstance(parts, torch.Tensor) and parts.dtype == torch.float64
+    np.testing.assert_allclose(parts.numpy(), ref_parts, rtol=0, atol=1e-12 * np.abs(ref_parts).max())
+    got = run_components({"linear": model}, host_store, **options)
+    assert np.isfinite(ref["share"]).any()
+    for name in ("share", "contribution", "energy_share", "reference_share"):
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-12, atol=1e-12)

@@ -28,9 +28,9 @@ measures the cost). Every ``--device cuda`` command except ``train`` runs with T
   correlation times and SRP run there; delays, thresholds and SRP peaks come back.
 - faithfulness: as perturb. The model is placed once per batch, and the errors come back per
   ordering.
-- components: the models go to the device once per run. Per source, the responses are copied to
-  the host, where the components are rendered in NumPy (``store_components``). The windows go to
-  the device once, and each explainer's relevance comes back to be split over the components.
+- components: the models go to the device once per run. Per source, the stored windows go there;
+  responses, components (``render_components_batch``), relevance and the shares stay there, and
+  the shares come back.
 """
 from __future__ import annotations
 

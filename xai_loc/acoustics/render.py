@@ -156,6 +156,56 @@ def render_windows(convention, speech: np.ndarray, rirs: np.ndarray, snr: float,
     return cut_windows(clean + noise, window).astype(np.float32)
 
 
+def _checked_batch(speeches, rirs, rngs, what: str = "rirs") -> None:
+    import torch
+
+    if not isinstance(rirs, torch.Tensor) or rirs.ndim != 3 or rirs.shape[2] == 0 or rirs.shape[0] != len(speeches):
+        raise InputError(f"{what} must be a (sources, mics, samples) tensor with one source per utterance, not "
+                         f"{tuple(getattr(rirs, 'shape', ()))} for {len(speeches)} utterances")
+    if len(rngs) != len(speeches):
+        raise InputError(f"{len(rngs)} noise generators for {len(speeches)} utterances; give one per utterance")
+    if not bool(torch.isfinite(rirs).all()):
+        raise InputError(f"{what} hold NaN or infinite values; give finite responses")
+
+
+def _rendered_batch(conv, speeches, responses, snr: float, rngs, n_mic: int):
+    """``(signals, noise, lengths)`` of several utterances, in torch float64 on the responses' device.
+
+    ``responses (B, K, N)``: per source, the microphones' responses first (``n_mic`` of them, the
+    ones the noise is scaled to), then any others convolved alike. ``signals (B, K, L)`` are the
+    convolutions, ``noise (B, n_mic, L)`` the noise :func:`add_white_noise` adds to the first
+    ``n_mic`` (drawn by each source's NumPy generator and sent along); source ``b`` is valid up to
+    ``lengths[b]`` samples.
+    """
+    import torch
+    from scipy.fft import next_fast_len
+
+    snr = check_snr(snr)
+    device, n_resp = responses.device, responses.shape[2]
+    dry = [_peak_normalized(conv, _speech(s)) for s in speeches]
+    full = conv.convolution == "full"
+    lengths = [d.size + n_resp - 1 if full else d.size for d in dry]
+    n_fft = next_fast_len(max(d.size for d in dry) + n_resp - 1, real=True)
+    padded = np.zeros((len(dry), max(d.size for d in dry)))
+    draws = np.zeros((len(dry), n_mic, max(lengths)))
+    for b, (d, rng, n) in enumerate(zip(dry, rngs, lengths, strict=True)):
+        padded[b, : d.size] = d
+        draws[b, :, :n] = rng.standard_normal((n_mic, n))  # add_white_noise's draw
+    spectra = torch.fft.rfft(torch.from_numpy(padded).to(device), n_fft)[:, None] * torch.fft.rfft(
+        responses.to(torch.float64), n_fft)
+    signals = torch.fft.irfft(spectra, n_fft)[..., : max(lengths)]
+    noise = torch.from_numpy(draws).to(device)
+    for b, n in enumerate(lengths):  # sigma from mic 0 over the source's own length
+        noise[b] *= torch.sqrt(torch.mean(signals[b, 0, :n] ** 2) / 10.0 ** (snr / 10.0))
+    return signals, noise, lengths
+
+
+def _cut(signals, n: int, window: int):
+    """Windows ``(W, ..., window)`` of tensor ``signals (..., L)`` up to sample ``n``, from sample 0."""
+    n_win = n // window
+    return signals[..., : n_win * window].unflatten(-1, (n_win, window)).movedim(-2, 0)
+
+
 def render_windows_batch(convention, speeches, rirs, snr: float, rngs, window: int) -> list:
     """:func:`render_windows` of several sources at once, on the device of their responses.
 
@@ -177,41 +227,13 @@ def render_windows_batch(convention, speeches, rirs, snr: float, rngs, window: i
         :func:`render_windows`'s windows up to the rounding of float64 FFTs.
     """
     import torch
-    from scipy.fft import next_fast_len
 
     from xai_loc.acoustics.conventions import get_convention
 
     conv, window = get_convention(convention), _window(window)
-    snr = check_snr(snr)
-    if not isinstance(rirs, torch.Tensor) or rirs.ndim != 3 or rirs.shape[2] == 0 or rirs.shape[0] != len(speeches):
-        raise InputError(f"rirs must be a (sources, mics, samples) tensor with one source per utterance, not "
-                         f"{tuple(getattr(rirs, 'shape', ()))} for {len(speeches)} utterances")
-    if len(rngs) != len(speeches):
-        raise InputError(f"{len(rngs)} noise generators for {len(speeches)} utterances; give one per utterance")
-    if not bool(torch.isfinite(rirs).all()):
-        raise InputError("rirs hold NaN or infinite values; give finite responses")
-    device, (n_src, n_mic, n_rir) = rirs.device, rirs.shape
-    dry = [_peak_normalized(conv, _speech(s)) for s in speeches]
-    full = conv.convolution == "full"
-    lengths = [d.size + n_rir - 1 if full else d.size for d in dry]
-    n_fft = next_fast_len(max(d.size for d in dry) + n_rir - 1, real=True)
-    padded = np.zeros((n_src, max(d.size for d in dry)))
-    noise = np.zeros((n_src, n_mic, max(lengths)))
-    for b, (d, rng, n) in enumerate(zip(dry, rngs, lengths, strict=True)):
-        padded[b, : d.size] = d
-        noise[b, :, :n] = rng.standard_normal((n_mic, n))  # add_white_noise's draw
-    spectra = torch.fft.rfft(torch.from_numpy(padded).to(device), n_fft)[:, None] * torch.fft.rfft(
-        rirs.to(torch.float64), n_fft)
-    clean = torch.fft.irfft(spectra, n_fft)[..., : max(lengths)]
-    noise = torch.from_numpy(noise).to(device)
-    out = []
-    for b, n in enumerate(lengths):
-        signals = clean[b, :, :n]
-        sigma = torch.sqrt(torch.mean(signals[0] ** 2) / 10.0 ** (snr / 10.0))
-        noisy = signals + sigma * noise[b, :, :n]
-        n_win = n // window
-        out.append(noisy[:, : n_win * window].reshape(n_mic, n_win, window).transpose(0, 1).to(torch.float32))
-    return out
+    _checked_batch(speeches, rirs, rngs)
+    clean, noise, lengths = _rendered_batch(conv, speeches, rirs, snr, rngs, rirs.shape[1])
+    return [_cut(clean[b, :, :n] + noise[b, :, :n], n, window).to(torch.float32) for b, n in enumerate(lengths)]
 
 
 #: The parts of a rendered window, in the order :func:`render_components` returns them.
@@ -262,20 +284,68 @@ def render_components(convention, speech: np.ndarray, rirs: np.ndarray, direct_r
     conv, window = get_convention(convention), _window(window)
     rirs = np.asarray(rirs, dtype=np.float64)
     direct_rirs = np.asarray(direct_rirs, dtype=np.float64)
-    delays = np.asarray(direct_delays, dtype=np.float64)
-    if direct_rirs.shape != rirs.shape or delays.shape != rirs.shape[:1] or not np.all(np.isfinite(delays)):
-        raise InputError(f"direct responses {direct_rirs.shape} and delays {delays.shape} must match the responses "
-                         f"{rirs.shape}: (mics, samples) and (mics,)")
-    if not (np.isfinite(early_end) and early_end >= 0):
-        raise InputError(f"early_end={early_end!r} s is not allowed; give a non-negative duration")
+    end = _early_end(rirs.shape, direct_rirs.shape, direct_delays, early_end, fs, late_start)
     speech, clean, noise = _rendered(conv, speech, rirs, snr, rng)
     full = conv.convolution == "full"
-    end = delays[:, None] + early_end * fs
-    if late_start is not None:
-        end = np.minimum(end, late_start)
-    gate = np.arange(rirs.shape[1])[None, :] <= end
+    gate = np.arange(rirs.shape[1]) <= end
     direct = reverberant_signals(speech, direct_rirs, full=full)
     early = reverberant_signals(speech, np.where(gate, rirs - direct_rirs, 0.0), full=full)
     parts = np.stack([direct, early, clean - direct - early, noise])
     n_win = parts.shape[2] // window
     return parts[:, :, : n_win * window].reshape(4, parts.shape[1], n_win, window).transpose(0, 2, 1, 3)
+
+
+def _early_end(shape: tuple, direct_shape: tuple, direct_delays, early_end: float, fs: float,
+               late_start: float | None) -> np.ndarray:
+    """The last early-reflection sample of every response ``(..., M, 1)`` (checked arguments of
+    :func:`render_components`; ``shape``: the responses' ``(..., M, N)``)."""
+    delays = np.asarray(direct_delays, dtype=np.float64)
+    if direct_shape != shape or delays.shape != shape[:-1] or not np.all(np.isfinite(delays)):
+        raise InputError(f"direct responses {direct_shape} and delays {delays.shape} must match the responses "
+                         f"{shape}: (mics, samples) and (mics,)")
+    if not (np.isfinite(early_end) and early_end >= 0):
+        raise InputError(f"early_end={early_end!r} s is not allowed; give a non-negative duration")
+    end = delays[..., None] + early_end * fs
+    return end if late_start is None else np.minimum(end, late_start)
+
+
+def render_components_batch(convention, speeches, rirs, direct_rirs, direct_delays, snr: float, rngs,
+                            window: int, fs: float, early_end: float = EARLY_END_S,
+                            late_start: float | None = None) -> list:
+    """:func:`render_components` of several sources at once, on the device of their responses.
+
+    Parameters
+    ----------
+    convention, snr, window, fs, early_end, late_start
+        As for :func:`render_components`.
+    speeches, rngs
+        As for :func:`render_windows_batch`.
+    rirs, direct_rirs
+        ``torch.Tensor`` ``(B, M, N)`` each: the responses and their direct paths, on one device.
+    direct_delays
+        ``(B, M)`` direct-path delays in samples.
+
+    Returns
+    -------
+    list of torch.Tensor
+        Per source, ``(4, W_b, M, window)`` float64 on the device of ``rirs``: the parts of
+        :func:`render_windows_batch`'s windows, equal to :func:`render_components`'s up to the
+        rounding of float64 FFTs.
+    """
+    import torch
+
+    from xai_loc.acoustics.conventions import get_convention
+
+    conv, window = get_convention(convention), _window(window)
+    _checked_batch(speeches, rirs, rngs)
+    _checked_batch(speeches, direct_rirs, rngs, "direct responses")
+    end = _early_end(tuple(rirs.shape), tuple(direct_rirs.shape), direct_delays, early_end, fs, late_start)
+    full64, direct64 = rirs.to(torch.float64), direct_rirs.to(direct_rirs.device, torch.float64)
+    gate = torch.arange(rirs.shape[2], device=rirs.device) <= torch.from_numpy(end).to(rirs.device)
+    early64 = torch.where(gate, full64 - direct64, 0.0)
+    n_mic = rirs.shape[1]
+    signals, noise, lengths = _rendered_batch(conv, speeches, torch.cat([full64, direct64, early64], dim=1), snr,
+                                              rngs, n_mic)
+    clean, direct, early = signals.split(n_mic, dim=1)
+    parts = torch.stack([direct, early, clean - direct - early, noise], dim=1)  # (B, 4, M, L)
+    return [_cut(parts[b, ..., :n], n, window).transpose(0, 1) for b, n in enumerate(lengths)]

@@ -3,7 +3,8 @@
 A store keeps only the summed microphone windows. Everything that made them is recorded in
 its attributes (scene, condition, seed, RIR backend and options, corpus and the utterance of
 every window), so the parts can be rendered again on demand, source by source, from the same
-responses and the same noise draw (:func:`~xai_loc.acoustics.render.render_components`).
+responses and the same noise draw (:func:`~xai_loc.acoustics.render.render_components`; on a GPU
+:func:`~xai_loc.acoustics.render.render_components_batch`, there).
 :func:`store_components` checks that the parts add up to the stored windows before it
 returns them: a store made by another version or with another corpus is refused, never
 explained with parts of different windows.
@@ -14,12 +15,13 @@ import json
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from xai_loc.acoustics.backends import option_defaults, simulate_rirs
-from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S, render_components
+from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S, render_components, render_components_batch
 from xai_loc.acoustics.room import ShoeBox
 from xai_loc.data.scene import Scene
-from xai_loc.data.store import corpus_digest, no_tf32, noise_rng, source_rirs
+from xai_loc.data.store import corpus_digest, no_tf32, noise_rng, renders_on_host, source_rirs
 from xai_loc.errors import InputError
 
 __all__ = ["COMPONENTS", "scene_of", "store_components"]
@@ -56,8 +58,10 @@ def _diffuse_start(backend: str, rir_options: dict, t60: float, fs: int) -> floa
     return None
 
 
-def _direct_rirs(backend: str, scene: Scene, sid: int, t60: float, device: str, rir_options: dict) -> np.ndarray:
-    """The responses of the direct path only, ``(M, N)``, drawn like the store's responses.
+def _direct_rirs(backend: str, scene: Scene, sid: int, t60: float, device: str, rir_options: dict,
+                 as_tensor: bool = False):
+    """The responses of the direct path only, ``(M, N)``, drawn like the store's responses (a tensor on
+    ``device`` with ``as_tensor``).
 
     Backends without a ``max_order`` option (gpuRIR) get theirs from xai-loc's own simulator in
     the same convention: the direct arrival is one filtered impulse, the same in both.
@@ -68,7 +72,7 @@ def _direct_rirs(backend: str, scene: Scene, sid: int, t60: float, device: str, 
     if "mode" in option_defaults(backend):
         options["mode"] = "ism"
     return simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
-                         convention=scene.convention, max_order=0, **options)[0]
+                         convention=scene.convention, max_order=0, as_tensor=as_tensor, **options)[0]
 
 
 def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str = "cpu",
@@ -85,18 +89,22 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
     corpus
         The speech corpus of the store (default: the shipped corpus, checked by digest).
     device
-        Where the torch backend makes the responses, in full float32 (the other backends choose
-        their own; the rendering runs in NumPy).
+        Where the torch backend makes the responses, in full float32, and renders the parts: on
+        the CPU in NumPy; on another device there, with torch
+        (:func:`~xai_loc.acoustics.render.render_components_batch`), so that nothing of a source
+        but its stored windows crosses over. The other backends choose their own device and
+        render in NumPy.
     early_end
         Early/late boundary after each microphone's direct arrival, in seconds.
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or torch.Tensor
         ``(4, W, M, T)`` float64 for the ``W`` windows of those sources, in the order they
-        appear in ``ds``, adding up to the stored windows: the rounding between the
-        store's rendering and this one (below 1e-5 of each window's peak, e.g. responses made
-        on a GPU) is put into ``late``; a larger difference is refused.
+        appear in ``ds`` (a tensor on ``device`` where it rendered them), adding up to the
+        stored windows: the rounding between the store's rendering and this one (below 1e-5 of
+        each window's peak, e.g. responses made on a GPU) is put into ``late``; a larger
+        difference is refused.
     """
     from xai_loc.acoustics.speech import SpeechCorpus
 
@@ -109,6 +117,8 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
     t60, snr, seed, backend = float(ds.attrs["t60"]), float(ds.attrs["snr"]), int(config["seed"]), config["backend"]
     rir_options = dict(config["rir_options"])
     device = device if backend == "torch" else "cpu"  # pyroomacoustics runs on the CPU only, gpuRIR on CUDA
+    on_host = renders_on_host(device)
+    late_start = _diffuse_start(backend, rir_options, t60, scene.room.fs)
     sid_of_window = ds["source_id"].values
     parts = []
     for sid in (int(s) for s in source_ids):
@@ -118,21 +128,31 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
         windex = ds["window_index"].values[rows]
         speech = corpus.load(str(ds["speech_id"].values[rows[0]]))
         with no_tf32():  # responses made on a GPU must match the store's within RENDER_TOLERANCE
-            rirs = source_rirs(scene, sid, t60, seed, backend, device, rir_options)
-            direct = _direct_rirs(backend, scene, sid, t60, device, rir_options)
+            rirs = source_rirs(scene, sid, t60, seed, backend, device, rir_options, as_tensor=not on_host)
+            direct = _direct_rirs(backend, scene, sid, t60, device, rir_options, as_tensor=not on_host)
         delays = np.linalg.norm(scene.mics - scene.sources[sid], axis=1) / scene.room.c * scene.room.fs
-        comp = render_components(scene.convention, speech, rirs, direct, delays, snr, noise_rng(seed, sid),
-                                 scene.window, scene.room.fs, early_end,
-                                 late_start=_diffuse_start(backend, rir_options, t60, scene.room.fs))
+        if on_host:
+            comp = render_components(scene.convention, speech, rirs, direct, delays, snr, noise_rng(seed, sid),
+                                     scene.window, scene.room.fs, early_end, late_start=late_start)
+        else:
+            comp = render_components_batch(scene.convention, [speech], rirs[None], direct[None], delays[None], snr,
+                                           [noise_rng(seed, sid)], scene.window, scene.room.fs, early_end,
+                                           late_start=late_start)[0]
         if windex.max() >= comp.shape[1]:
             raise InputError(f"source {sid} has {comp.shape[1]} windows when rendered again but the store holds "
                              f"window {int(windex.max())}; re-simulate the store with this version")
-        parts.append(comp[:, windex])
-    out = np.concatenate(parts, axis=1)
+        parts.append(comp[:, windex] if on_host else comp[:, torch.from_numpy(windex).to(comp.device)])
     stored = np.concatenate([ds["signals"].values[np.flatnonzero(sid_of_window == int(s))] for s in source_ids])
-    residual = stored.astype(np.float64) - out.sum(0)
-    peak = np.abs(stored).max(axis=(1, 2), keepdims=True)
-    if np.any(np.abs(residual) > RENDER_TOLERANCE * peak):
+    if on_host:
+        out = np.concatenate(parts, axis=1)
+        residual = stored.astype(np.float64) - out.sum(0)
+        too_far = np.any(np.abs(residual) > RENDER_TOLERANCE * np.abs(stored).max(axis=(1, 2), keepdims=True))
+    else:
+        out = torch.cat(parts, dim=1)
+        stored = torch.from_numpy(stored).to(out.device, torch.float64)
+        residual = stored - out.sum(0)
+        too_far = bool((residual.abs() > RENDER_TOLERANCE * stored.abs().amax(dim=(1, 2), keepdim=True)).any())
+    if too_far:
         raise InputError("the windows rendered again from the dataset store's attributes differ from the stored "
                          "ones; re-simulate the store with this version of xai-loc")
     out[2] += residual

@@ -165,8 +165,9 @@ def _render_source(scene: Scene, sid: int, utterance: np.ndarray, t60: float, sn
 DEVICE_SOURCES = 16
 
 
-def _on_host(device: str) -> bool:
-    """Whether sources are rendered one by one in NumPy (on the CPU) rather than in blocks on ``device``."""
+def renders_on_host(device: str) -> bool:
+    """Whether sources are rendered in NumPy (on the CPU) rather than with torch on ``device`` (in blocks,
+    :data:`DEVICE_SOURCES` at a time, for a store)."""
     import torch
 
     return torch.device(device).type == "cpu"
@@ -174,7 +175,7 @@ def _on_host(device: str) -> bool:
 
 def _block_size(device: str) -> int:
     """Sources per work item: one on the CPU (finest resume, threads overlap), :data:`DEVICE_SOURCES` elsewhere."""
-    return 1 if _on_host(device) else DEVICE_SOURCES
+    return 1 if renders_on_host(device) else DEVICE_SOURCES
 @dataclass(frozen=True)
 class _Job:
     """One split of a scene under one condition, validated and planned (shared by the store and memory paths)."""
@@ -248,7 +249,7 @@ def _rendered_block(job: _Job, device: str, ks: Sequence[int], utterances: dict 
     sids = [int(plan.source_ids[k]) for k in ks]
     speech = [utterances.get(int(plan.utterances[k])) for k in ks]
     speech = [job.corpus.load(int(plan.utterances[k])) if u is None else u for k, u in zip(ks, speech, strict=True)]
-    if _on_host(device):
+    if renders_on_host(device):
         return [_render_source(job.scene, sid, u, job.t60, job.snr, job.seed, job.backend, device, job.rir_options)
                 for sid, u in zip(sids, speech, strict=True)]
     import torch
@@ -265,7 +266,7 @@ def _block_windows(ks: tuple[int, ...], work: tuple[_Job, str]) -> list[np.ndarr
     worker or here."""
     job, device = work
     windows = _rendered_block(job, device, ks)
-    if _on_host(device):
+    if renders_on_host(device):
         return windows
     import torch
 

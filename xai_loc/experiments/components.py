@@ -99,19 +99,30 @@ def linear_split_exact(method: str, composite: str, composite_params: dict[str, 
     return rule not in _NOT_PROPORTIONAL_RULES if rule is not None else composite in _PROPORTIONAL_COMPOSITES
 
 
-def _weights(components: np.ndarray, split: str) -> np.ndarray:
+def _xp(array):
+    """The array library of ``array``: the shares are computed where the components are (NumPy, or torch on
+    their device), with the same float64 operations."""
+    return torch if isinstance(array, torch.Tensor) else np
+
+
+def _ratio(num, den, fill: float, where):
+    """``num / den`` where ``where`` holds, else ``fill`` (no division where it does not)."""
+    xp = _xp(num)
+    return xp.where(where, num / xp.where(where, den, 1.0), fill)
+
+
+def _weights(components, split: str):
     """``(C, W, M, T)`` weights of each component per sample (module docs), summing to 1 over ``C``."""
+    even = 1.0 / components.shape[0]  # x == 0: R is 0 for x * g methods
     if split == "linear":
         total = components.sum(0)
-        even = np.full_like(components, 1.0 / components.shape[0])  # x == 0: R is 0 for x * g methods
-        return np.divide(components, total, out=even, where=total != 0)
+        return _ratio(components, total, even, total != 0)
     power = components**2
     total = power.sum(0)
-    even = np.full_like(power, 1.0 / power.shape[0])
-    return np.divide(power, total, out=even, where=total > 0)
+    return _ratio(power, total, even, total > 0)
 
 
-def component_shares(relevance: np.ndarray, components: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def component_shares(relevance, components):
     """Shares of relevance on each component, per split and window.
 
     Parameters
@@ -119,7 +130,8 @@ def component_shares(relevance: np.ndarray, components: np.ndarray) -> tuple[np.
     relevance
         ``(W, M, T)`` relevance of ``W`` windows.
     components
-        ``(C, W, M, T)`` their components (summing to the windows).
+        ``(C, W, M, T)`` their components (summing to the windows); NumPy, or a tensor (then
+        ``relevance`` is one on its device, and so are the results).
 
     Returns
     -------
@@ -128,32 +140,33 @@ def component_shares(relevance: np.ndarray, components: np.ndarray) -> tuple[np.
         :data:`SPLITS`; ``contribution`` ``(C, W)``: ``sum R_c / sum R`` of the linear split (NaN
         where ``sum R`` is 0).
     """
-    rel = np.asarray(relevance, dtype=np.float64)[None]
+    xp = _xp(components)
+    rel = (relevance.to(torch.float64) if xp is torch else np.asarray(relevance, dtype=np.float64))[None]
     shares = []
     contribution = None
     for split in SPLITS:
         part = rel * _weights(components, split)
-        mass = np.abs(part).sum((2, 3))
-        total = mass.sum(0, keepdims=True)
-        shares.append(np.divide(mass, total, out=np.full_like(mass, np.nan), where=total > 0))
+        mass = xp.abs(part).sum((2, 3))
+        total = mass.sum(0)[None]
+        shares.append(_ratio(mass, total, np.nan, total > 0))
         if split == "linear":
             summed, whole = part.sum((2, 3)), rel.sum((2, 3))
-            contribution = np.divide(summed, whole, out=np.full_like(summed, np.nan), where=whole != 0)
-    return np.stack(shares), contribution
+            contribution = _ratio(summed, whole, np.nan, whole != 0)
+    return xp.stack(shares), contribution
 
 
-def reference_shares(components: np.ndarray) -> np.ndarray:
+def reference_shares(components):
     """``(split, C, W)`` model-free shares: what ``|R| = const`` gets from the power split and ``R = x`` from
     the linear split (:data:`SPLITS` order), per window."""
     power = _weights(components, "power").mean((2, 3))
-    amplitude = np.abs(components).sum((2, 3))
-    return np.stack([amplitude / amplitude.sum(0, keepdims=True), power])
+    amplitude = _xp(components).abs(components).sum((2, 3))
+    return _xp(components).stack([amplitude / amplitude.sum(0)[None], power])
 
 
-def energy_shares(components: np.ndarray) -> np.ndarray:
+def energy_shares(components):
     """``(C, W)`` energy share ``sum x_c**2 / sum_c sum x_c**2`` of each component per window."""
     energy = (components**2).sum((2, 3))
-    return energy / energy.sum(0, keepdims=True)
+    return energy / energy.sum(0)[None]
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,7 @@ def components_source(sid: int, work: ComponentsWork):
         rows = np.flatnonzero(work.ds["source_id"].values == sid)
         windows = work.ds.isel(window=rows).compute()
     comp = store_components(windows, [sid], device=work.device, early_end=work.early_end)
+    on_host = isinstance(comp, np.ndarray)
     dev = resolve_device(work.device)
     first = next(iter(work.explainers.values()))  # (ordering, method)
     share = np.zeros((len(work.explainers), len(first[0]), len(first), len(SPLITS), len(COMPONENTS), rows.size))
@@ -207,15 +221,20 @@ def components_source(sid: int, work: ComponentsWork):
             tic = time.perf_counter()
             for o, group in enumerate(groups):
                 for i, explainer in enumerate(group):
-                    with explainer:
-                        rel = np.concatenate([explainer.explain_batch(x[b:b + work.batch_size],
-                                                                      truth[b:b + work.batch_size])["relevance"]
-                                              for b in range(0, rows.size, work.batch_size)])
-                    share[k, i, o], contribution[k, i, o] = component_shares(rel, comp)
+                    with explainer:  # the relevance stays where the components are
+                        rel = [explainer.explain_batch(x[b:b + work.batch_size], truth[b:b + work.batch_size],
+                                                       to_host=on_host)["relevance"]
+                               for b in range(0, rows.size, work.batch_size)]
+                    shares = component_shares(np.concatenate(rel) if on_host else torch.cat(rel), comp)
+                    share[k, i, o], contribution[k, i, o] = (_host(v) for v in shares)
                     if not work.exact[i]:  # R / x is no gradient: the linear split would be decided by x ~ 0
                         share[k, i, o, 0], contribution[k, i, o] = np.nan, np.nan
             seconds.append(time.perf_counter() - tic)
-    return energy_shares(comp), reference_shares(comp), share, contribution, seconds
+    return _host(energy_shares(comp)), _host(reference_shares(comp)), share, contribution, seconds
+
+
+def _host(values) -> np.ndarray:
+    return values.cpu().numpy() if isinstance(values, torch.Tensor) else values
 
 
 def run_components(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the study's GPU checks from this source tree on the GPU machine (its own python3 and torch, never
-# `pip install -e .` there): first tests/test_gpu_paths.py (every stage on cuda against the CPU), then
+# `pip install -e .` there): first tests/test_gpu_paths.py (every stage on cuda against the CPU) with the
+# CUDA tests of the device ranking and TDOA estimators (tests/test_device_ranking.py, test_device_tdoa.py), then
 # benchmarks/bench_study.py (each stage's seconds on cuda and on the CPU, and the whole study projected).
 # Everything it prints goes to OUT/gpu_study.log as well; the benchmark's numbers to OUT/bench_study.json
 # and the tests' report to OUT/test_gpu_paths.xml.
@@ -76,7 +77,8 @@ EOF
     if [ "$tests" = 1 ]; then
         # the cuda tests only (the benchmark runs next); a failed test does not stop it, the exit status says so
         "$python" -m pytest -q -p no:cacheprovider -rs -k "not dry_run" --junitxml="$out/test_gpu_paths.xml" \
-            "$root/tests/test_gpu_paths.py" || status=$?
+            "$root/tests/test_gpu_paths.py" "$root/tests/test_device_ranking.py" "$root/tests/test_device_tdoa.py" \
+            || status=$?
     fi
     "$python" "$root/benchmarks/bench_study.py" --device cuda --threads "$(nproc)" --json "$out/bench_study.json" \
         "${bench_args[@]}" || status=$?

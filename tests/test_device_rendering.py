@@ -39,6 +39,21 @@ def test_batch_rendering_equals_the_numpy_rendering(convention):
         ref = render_windows(convention, speech, h, SNR, np.random.default_rng([0, b, 1]), 512)
         assert isinstance(got[b], torch.Tensor) and got[b].dtype == torch.float32
         _close(got[b].numpy(), ref)
+    alone = render_windows_batch(convention, speeches[1:2], torch.from_numpy(rirs[1:2]), SNR,
+                                 [np.random.default_rng([0, 1, 1])], 512)
+    assert torch.equal(alone[0], got[1])  # a source's windows do not depend on the sources rendered with it
+
+
+def test_scatters_off_the_cpu_run_in_torchs_deterministic_mode_and_restore_it():
+    from xai_loc.acoustics.ism import _in_fixed_order
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    with _in_fixed_order(torch.device("meta")):  # any device but the CPU
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) \
+        == before
+    with _in_fixed_order(torch.device("cpu")):  # the CPU's scatter is sequential: nothing switched
+        assert torch.are_deterministic_algorithms_enabled() == before[0]
 
 
 def test_batch_rendering_refuses_bad_inputs():

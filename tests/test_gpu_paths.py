@@ -15,7 +15,7 @@ measures the cost). Every ``--device cuda`` command except ``train`` runs with T
 
 - simulate: blocks of sources (``DEVICE_SOURCES``). Images, responses and the rendering stay on
   the device (``render_windows_batch``); the NumPy-drawn noise goes there. Each block's windows
-  come back once to be written; ``simulate_windows`` keeps them there and brings back one flag
+  come back once to be written; ``simulate_windows`` keeps them there and brings back two flags
   per window, once.
 - explain: per batch, the relevance, prediction and sums come back to be written
   (``Explainer.explain_batch``); entering an explainer brings its zero-input output back.

@@ -34,6 +34,7 @@ Two modes:
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
@@ -129,6 +130,32 @@ def _images(room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, max_
     return (pos.numpy(), order.numpy()) if device is None else (pos, order)
 
 
+#: Held while torch's deterministic mode is switched on for a scatter (the mode is global to the process).
+_FIXED_ORDER = threading.Lock()
+
+
+@contextlib.contextmanager
+def _in_fixed_order(device: torch.device):
+    """``index_add_`` on ``device`` in a fixed order inside the block, so that a response is the same bits
+    from run to run.
+
+    On CUDA ``index_add_`` sums with atomic adds whose order changes between runs (images of one
+    microphone share slots); torch's deterministic mode sorts the indices first. The mode is
+    global, so it is switched on under a lock and restored afterwards, ``warn_only`` so that an
+    operation of another thread meanwhile only warns. The CPU's scatter is sequential already.
+    """
+    if device.type == "cpu":
+        yield
+        return
+    with _FIXED_ORDER:
+        saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+
+
 # ----------------------------------------------------------------------------------------
 # The "lut64" filter: xai-loc's earlier simulator, unchanged
 # ----------------------------------------------------------------------------------------
@@ -162,9 +189,9 @@ def _scatter_ism(
     the sinc table replace per-image filter evaluation. ``beta`` carries the sign.
     """
     reach = room.c * n_samples / room.fs
-    pos, order = _images(room, src, mics.cpu().numpy(), reach, max_order)
-    pos = torch.as_tensor(pos, device=device, dtype=dtype)
-    gain = torch.pow(torch.tensor(beta, device=device, dtype=dtype), torch.as_tensor(order, device=device, dtype=dtype))
+    pos, order = _images(room, src, mics.cpu().numpy(), reach, max_order, device=device)
+    pos = pos.to(dtype)
+    gain = torch.pow(torch.tensor(beta, device=device, dtype=dtype), order.to(dtype))
     gain /= 4.0 * math.pi
     n_mics, p, w = mics.shape[0], LUT_PHASES, FD_HALF_WIDTH
     width = (n_samples + 2 * w) * p
@@ -172,13 +199,14 @@ def _scatter_ism(
     buf = torch.zeros(n_mics * width, device=device, dtype=dtype)
     scale = room.fs * p / room.c
     per_chunk = max(1, _CHUNK // max(1, pos.shape[0]))
-    for m0 in range(0, n_mics, per_chunk):
-        mic = mics[m0 : m0 + per_chunk]
-        dist = torch.cdist(mic, pos, compute_mode="donot_use_mm_for_euclid_dist")  # (m, K)
-        slot = torch.mul(dist, scale).add_(0.5).long()
-        amp = torch.div(gain, dist).masked_fill_(slot >= limit, 0.0)
-        offset = torch.arange(m0, m0 + mic.shape[0], device=device)[:, None] * width + w * p
-        buf.index_add_(0, slot.clamp_(max=limit).add_(offset).view(-1), amp.view(-1))
+    with _in_fixed_order(device):
+        for m0 in range(0, n_mics, per_chunk):
+            mic = mics[m0 : m0 + per_chunk]
+            dist = torch.cdist(mic, pos, compute_mode="donot_use_mm_for_euclid_dist")  # (m, K)
+            slot = torch.mul(dist, scale).add_(0.5).long()
+            amp = torch.div(gain, dist).masked_fill_(slot >= limit, 0.0)
+            offset = torch.arange(m0, m0 + mic.shape[0], device=device)[:, None] * width + w * p
+            buf.index_add_(0, slot.clamp_(max=limit).add_(offset).view(-1), amp.view(-1))
     # Sinc filtering as one matrix product (slot phases x taps), then a sum along the
     # diagonals: arrival slot u contributes tap j to output sample u - 2 W + 1 + j.
     taps = buf.view(n_mics, n_samples + 2 * w, p) @ _filter_bank(device, dtype)
@@ -302,22 +330,23 @@ def _exact_torch(room, src, mics, signed_beta, n_samples, taps, axes, max_order,
     buf = torch.zeros(n_mics * n_k, CHEB_TERMS, device=device, dtype=dtype)
     scale = room.fs / room.c
     per_chunk = max(1, _CHUNK // 4 // max(1, pos.shape[0]))  # 8 terms per image: a quarter of the pairs
-    for m0 in range(0, n_mics, per_chunk):
-        mic = mics64[m0 : m0 + per_chunk].to(device)
-        dist = torch.cdist(mic, pos, compute_mode="donot_use_mm_for_euclid_dist")  # (m, K)
-        tau = dist * scale + 0.5
-        kf = torch.floor(tau)
-        u = 2.0 * (tau - kf) - 1.0
-        amp = gain / dist
-        slot = kf.long()
-        keep = slot < n_k
-        slot = (slot + torch.arange(m0, m0 + mic.shape[0], device=device)[:, None] * n_k)[keep]
-        u, amp = u[keep], amp[keep]
-        terms = [amp, amp * u]
-        for _ in range(2, CHEB_TERMS):
-            terms.append(2.0 * u * terms[-1] - terms[-2])
-        buf.index_add_(0, slot, torch.stack(terms, dim=1).to(dtype))
-        del dist, tau, kf, terms
+    with _in_fixed_order(device):
+        for m0 in range(0, n_mics, per_chunk):
+            mic = mics64[m0 : m0 + per_chunk].to(device)
+            dist = torch.cdist(mic, pos, compute_mode="donot_use_mm_for_euclid_dist")  # (m, K)
+            tau = dist * scale + 0.5
+            kf = torch.floor(tau)
+            u = 2.0 * (tau - kf) - 1.0
+            amp = gain / dist
+            slot = kf.long()
+            keep = slot < n_k
+            slot = (slot + torch.arange(m0, m0 + mic.shape[0], device=device)[:, None] * n_k)[keep]
+            u, amp = u[keep], amp[keep]
+            terms = [amp, amp * u]
+            for _ in range(2, CHEB_TERMS):
+                terms.append(2.0 * u * terms[-1] - terms[-2])
+            buf.index_add_(0, slot, torch.stack(terms, dim=1).to(dtype))
+            del dist, tau, kf, terms
     n_fft = _fft_length(n_samples, taps)
     double = dtype == torch.float64
     spectra = torch.fft.rfft(buf.view(n_mics, n_k, CHEB_TERMS).transpose(1, 2), n=n_fft, dim=2)  # (M, R, F)

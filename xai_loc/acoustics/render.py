@@ -168,14 +168,15 @@ def _checked_batch(speeches, rirs, rngs, what: str = "rirs") -> None:
         raise InputError(f"{what} hold NaN or infinite values; give finite responses")
 
 
-def _rendered_batch(conv, speeches, responses, snr: float, rngs, n_mic: int):
-    """``(signals, noise, lengths)`` of several utterances, in torch float64 on the responses' device.
+def _rendered_batch(conv, speeches, responses, snr: float, rngs, n_mic: int) -> list:
+    """``(signals, noise)`` per utterance, in torch float64 on the responses' device.
 
     ``responses (B, K, N)``: per source, the microphones' responses first (``n_mic`` of them, the
-    ones the noise is scaled to), then any others convolved alike. ``signals (B, K, L)`` are the
-    convolutions, ``noise (B, n_mic, L)`` the noise :func:`add_white_noise` adds to the first
-    ``n_mic`` (drawn by each source's NumPy generator and sent along); source ``b`` is valid up to
-    ``lengths[b]`` samples.
+    ones the noise is scaled to), then any others convolved alike. ``signals (K, L_b)`` are the
+    convolutions, ``noise (n_mic, L_b)`` the noise :func:`add_white_noise` adds to the first
+    ``n_mic``: drawn by each source's NumPy generator on the host, all of them sent over in one
+    copy. Each source is convolved at its own FFT length, so its windows do not depend on the
+    sources rendered with it.
     """
     import torch
     from scipy.fft import next_fast_len
@@ -183,26 +184,24 @@ def _rendered_batch(conv, speeches, responses, snr: float, rngs, n_mic: int):
     snr = check_snr(snr)
     device, n_resp = responses.device, responses.shape[2]
     dry = [_peak_normalized(conv, _speech(s)) for s in speeches]
-    full = conv.convolution == "full"
-    lengths = [d.size + n_resp - 1 if full else d.size for d in dry]
-    n_fft = next_fast_len(max(d.size for d in dry) + n_resp - 1, real=True)
-    padded = np.zeros((len(dry), max(d.size for d in dry)))
-    draws = np.zeros((len(dry), n_mic, max(lengths)))
-    for b, (d, rng, n) in enumerate(zip(dry, rngs, lengths, strict=True)):
-        padded[b, : d.size] = d
-        draws[b, :, :n] = rng.standard_normal((n_mic, n))  # add_white_noise's draw
-    spectra = torch.fft.rfft(torch.from_numpy(padded).to(device), n_fft)[:, None] * torch.fft.rfft(
-        responses.to(torch.float64), n_fft)
-    signals = torch.fft.irfft(spectra, n_fft)[..., : max(lengths)]
-    noise = torch.from_numpy(draws).to(device)
-    for b, n in enumerate(lengths):  # sigma from mic 0 over the source's own length
-        noise[b] *= torch.sqrt(torch.mean(signals[b, 0, :n] ** 2) / 10.0 ** (snr / 10.0))
-    return signals, noise, lengths
+    lengths = [d.size + n_resp - 1 if conv.convolution == "full" else d.size for d in dry]
+    draws = [rng.standard_normal((n_mic, n)) for rng, n in zip(rngs, lengths, strict=True)]  # add_white_noise's
+    flat = torch.from_numpy(np.concatenate([d.ravel() for d in dry] + [z.ravel() for z in draws])).to(device)
+    sizes = [d.size for d in dry] + [z.size for z in draws]
+    pieces = flat.split(sizes)
+    out = []
+    for b, (d, n) in enumerate(zip(dry, lengths, strict=True)):
+        n_fft = next_fast_len(d.size + n_resp - 1, real=True)
+        spectrum = torch.fft.rfft(pieces[b], n_fft) * torch.fft.rfft(responses[b].to(torch.float64), n_fft)
+        signals = torch.fft.irfft(spectrum, n_fft)[:, :n]
+        sigma = torch.sqrt(torch.mean(signals[0] ** 2) / 10.0 ** (snr / 10.0))  # mic 0 over the whole signal
+        out.append((signals, pieces[len(dry) + b].view(n_mic, n) * sigma))
+    return out
 
 
-def _cut(signals, n: int, window: int):
-    """Windows ``(W, ..., window)`` of tensor ``signals (..., L)`` up to sample ``n``, from sample 0."""
-    n_win = n // window
+def _cut(signals, window: int):
+    """Windows ``(W, ..., window)`` of tensor ``signals (..., L)`` from sample 0 (the remainder dropped)."""
+    n_win = signals.shape[-1] // window
     return signals[..., : n_win * window].unflatten(-1, (n_win, window)).movedim(-2, 0)
 
 
@@ -232,8 +231,8 @@ def render_windows_batch(convention, speeches, rirs, snr: float, rngs, window: i
 
     conv, window = get_convention(convention), _window(window)
     _checked_batch(speeches, rirs, rngs)
-    clean, noise, lengths = _rendered_batch(conv, speeches, rirs, snr, rngs, rirs.shape[1])
-    return [_cut(clean[b, :, :n] + noise[b, :, :n], n, window).to(torch.float32) for b, n in enumerate(lengths)]
+    return [_cut(clean + noise, window).to(torch.float32)
+            for clean, noise in _rendered_batch(conv, speeches, rirs, snr, rngs, rirs.shape[1])]
 
 
 #: The parts of a rendered window, in the order :func:`render_components` returns them.
@@ -344,8 +343,9 @@ def render_components_batch(convention, speeches, rirs, direct_rirs, direct_dela
     gate = torch.arange(rirs.shape[2], device=rirs.device) <= torch.from_numpy(end).to(rirs.device)
     early64 = torch.where(gate, full64 - direct64, 0.0)
     n_mic = rirs.shape[1]
-    signals, noise, lengths = _rendered_batch(conv, speeches, torch.cat([full64, direct64, early64], dim=1), snr,
-                                              rngs, n_mic)
-    clean, direct, early = signals.split(n_mic, dim=1)
-    parts = torch.stack([direct, early, clean - direct - early, noise], dim=1)  # (B, 4, M, L)
-    return [_cut(parts[b, ..., :n], n, window).transpose(0, 1) for b, n in enumerate(lengths)]
+    out = []
+    for signals, noise in _rendered_batch(conv, speeches, torch.cat([full64, direct64, early64], dim=1), snr, rngs,
+                                          n_mic):
+        clean, direct, early = signals.split(n_mic)
+        out.append(_cut(torch.stack([direct, early, clean - direct - early, noise]), window).transpose(0, 1))
+    return out

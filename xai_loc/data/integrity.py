@@ -412,7 +412,7 @@ def open_netcdf_store(path: str | Path, what: str = "store", hint: str = REBUILD
 
 def value_flags(values) -> tuple[Any, Any]:
     """Per item (along axis 0) of a NumPy array or torch tensor: ``(holds NaN or infinity, all zero)``,
-    computed where the values are (a tensor's flags stay on its device until :func:`check_flags`)."""
+    computed where the values are (a tensor's flags stay on its device until :func:`check_flags` reads them)."""
     flat = values.reshape(len(values), -1)
     if isinstance(values, np.ndarray):
         return ~np.isfinite(flat).all(axis=1), ~flat.any(axis=1)
@@ -426,7 +426,7 @@ def check_flags(bad, silent, store: str | Path, first: int, item: str = "window"
     ``first`` is the index of the first flag's item in the store; the message names the store, the
     first bad item and ``hint``.
     """
-    bad, silent = np.asarray(bad), np.asarray(silent)
+    bad, silent = (np.asarray(f.cpu() if hasattr(f, "cpu") else f) for f in (bad, silent))  # tensors: one copy
     tail = f"; {hint}" if hint else ""
     if bad.any():
         raise InputError(f"{store}: {item} {first + int(np.argmax(bad))} came out with NaN or infinite {what}; "

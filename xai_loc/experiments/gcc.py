@@ -114,16 +114,15 @@ class _TorchOps:
         return x.cpu().numpy()
 
 
-def array_ops(x: Any) -> _NumpyOps | _TorchOps:
-    """The operations for ``x``: torch's on its device for a tensor, else NumPy's.
+def array_ops(*arrays: Any) -> _NumpyOps | _TorchOps:
+    """The operations for ``arrays``: torch's on the device of the first tensor among them, else NumPy's.
 
     The one place that tells the two apart; torch is not imported for it (no tensor can exist
     before it is).
     """
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
-        return _TorchOps(torch, x.device)
-    return _NumpyOps()
+    tensor = next((x for x in arrays if torch is not None and isinstance(x, torch.Tensor)), None)
+    return _NumpyOps() if tensor is None else _TorchOps(torch, tensor.device)
 
 
 def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 16,
@@ -147,9 +146,9 @@ def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 1
     lags, cc
         Lags in samples ``(L,)`` (centred: 0 in the middle) and the correlation
         ``(..., L)``; its peak is at ``tau2 - tau1``, positive when ``x2`` lags ``x1``.
-        Float64, of the kind (and device) of ``x1``.
+        Float64, tensors (on the device of the first tensor input) if either input is one.
     """
-    xp = array_ops(x1)
+    xp = array_ops(x1, x2)
     x1 = xp.asarray(x1)
     x2 = xp.asarray(x2)
     n = _next_pow2(x1.shape[-1] + x2.shape[-1])

@@ -210,7 +210,7 @@ def deletion_predictions(
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch_size):
             x = windows[start : start + batch_size]
-            rel = None if relevance is None else relevance[start : start + batch_size].to(x)
+            rel = None if relevance is None else relevance[start : start + batch_size].to(device, x.dtype)
             fill_values = FILLS[fill](x, gen)
             x_model = x.to(device)
             fill_model = None if fill_values is None else fill_values.to(device)

@@ -103,7 +103,7 @@ def _unit_peak(x: Array) -> Array:
     float64: NumPy on the host, a torch tensor on its device."""
     xp = array_ops(x)
     x = xp.asarray(x)
-    flat = abs(x.reshape(x.shape[0], -1))
+    flat = abs(x.reshape(x.shape[0], int(np.prod(x.shape[1:]))))  # an explicit size: W may be 0
     peak = xp.amax(flat) if flat.shape[1] else xp.zeros(x.shape[0])
     peak = xp.where(peak > 0, peak, 1.0)
     return x / peak.reshape((-1,) + (1,) * (x.ndim - 1))
@@ -287,8 +287,9 @@ class _BlockEstimates:
         from xai_loc.experiments.srp import srp_phat_map
 
         x = _on(sets[ESTIMATOR_SIGNALS], self.device)
-        ct = correlation_time(x[:, _on(self.first_mics, self.device)], interp=self.interp)  # (B, first mics)
-        threshold = 0.5 * ct[:, _on(np.searchsorted(self.first_mics, self.pair_i), self.device)].T
+        # one microphone at a time: a correlation at full interpolation is B x 16 x 2 T float64 values
+        ct = torch.stack([correlation_time(x[:, int(m)], interp=self.interp) for m in self.first_mics])
+        threshold = 0.5 * ct[_on(np.searchsorted(self.first_mics, self.pair_i), self.device)]
         rows_on = _on(rows, self.device)
         delay, peaks = [], {}
         for name in names:

@@ -15,11 +15,12 @@ windows it will return:
 (direct sound, early reflections, late reverberation, sensor noise), from the same RIRs and
 noise draw, for asking which part of the signal an explanation falls on.
 
-:func:`render_windows_batch` renders several sources at once on the device of their
-responses (torch, float64), for simulating on a GPU without bringing the responses to the
-host: the same windows up to float64 rounding (the noise is drawn by the same NumPy
-generators and sent along). On the CPU :func:`render_windows` stays the path: SciPy's
-convolution is as fast there and keeps stores byte for byte as earlier versions wrote them.
+:func:`render_windows_batch` and :func:`render_components_batch` render several sources at
+once on the device of their responses (torch, float64, each source at its own FFT length),
+for simulating on a GPU without bringing the responses to the host: the same windows and
+parts up to float64 rounding (the noise is drawn by the same NumPy generators and sent
+along). On the CPU :func:`render_windows` stays the path: SciPy's convolution is as fast there
+and keeps stores byte for byte as earlier versions wrote them.
 """
 from __future__ import annotations
 

@@ -164,3 +164,43 @@ def test_sanity_command_end_to_end_and_figures_redraw(tmp_path):
     result = runner.invoke(main, ["figures", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "sanity.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "float32", "constant", "zeros"])
+def test_metrics_on_tensors_equal_the_numpy_ones(kind):
+    """The device path's arithmetic (torch, float64, here on CPU tensors) against NumPy's: the same bins and
+    ranks, sums to float64 rounding."""
+    rng = np.random.default_rng(4)
+    a = {"normal": rng.standard_normal((5, M, T)), "ties": rng.integers(-3, 4, (5, M, T)).astype(float),
+         "float32": rng.standard_normal((5, M, T)).astype(np.float32), "constant": np.full((5, M, T), 2.5),
+         "zeros": np.zeros((5, M, T))}[kind]
+    a[0, 0, :3] = 0.0
+    b = rng.standard_normal(a.shape)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    for f in (histogram_entropy, relevance_entropy):
+        got = f(ta)
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_allclose(got.numpy(), f(a), rtol=0, atol=1e-13)
+    for f in (pearson, spearman, emprt):
+        np.testing.assert_allclose(f(ta, tb).numpy(), f(a, b), rtol=0, atol=1e-13)
+
+
+def test_sanity_on_the_device_path_equals_the_host_path(tmp_path, monkeypatch):
+    """run_sanity with the maps kept as tensors and compared by torch (forced on the CPU) against NumPy."""
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.data.store import simulate_dataset
+    from xai_loc.experiments import sanity
+    from xai_loc.models import build_model
+
+    store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path, n_sources=2, progress=False)
+    torch.manual_seed(0)
+    models = {"loccnn": build_model("loccnn").eval()}
+    options = {"methods": ["saliency", "input_x_gradient"], "n_boot": 20, "batch_size": 8}
+    host = sanity.run_sanity(models, store, **options)
+    asked = []
+    monkeypatch.setattr(sanity, "_on_host", lambda explainer: asked.append(explainer) or False)
+    device = sanity.run_sanity(models, store, **options)
+    assert asked and np.isfinite(host["similarity"].values).any()
+    for name in host.data_vars:
+        if host[name].dtype.kind == "f":
+            np.testing.assert_allclose(device[name].values, host[name].values, rtol=1e-9, atol=1e-12)

@@ -53,7 +53,9 @@ explains each model's :data:`~xai_loc.experiments.scored.EXPLAINED` target unles
 Every number is per input, averaged per source (each source, sound or utterance weighted
 once), with bootstrap 95 % intervals over sources
 (:func:`~xai_loc.experiments.faithfulness.bootstrap_ci`). All metrics are vectorized over
-inputs (no Python loop over inputs or samples).
+inputs (no Python loop over inputs or samples) and take NumPy arrays or torch tensors: with the
+models on a GPU the maps stay there and are compared there, and only the per-input numbers come
+back.
 """
 from __future__ import annotations
 
@@ -103,71 +105,115 @@ SCORES = ("spearman_randomized", "pearson_randomized", "emprt", "spearman_target
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-def _flat(a) -> np.ndarray:
-    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+# Every metric takes NumPy arrays (computed on the host) or torch tensors (computed in float64 on their device,
+# so that a GPU run brings back only the per-input numbers; issue 18), with the same float64 operations.
+def _xp(a):
+    return torch if isinstance(a, torch.Tensor) else np
+
+
+def _flat(a):
+    """``(W, N)`` float64 maps: a tensor stays on its device, anything else becomes a NumPy array."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().reshape(a.shape[0], -1).to(torch.float64)
+    a = np.asarray(a)
     return a.reshape(a.shape[0], -1).astype(np.float64)
 
 
-def _ranks(a: np.ndarray) -> np.ndarray:
+def _ranks(a):
     """Ordinal ranks along the last axis: the inverse permutation of a stable argsort (the ranks of a stable
     argsort applied twice, with one sort)."""
+    if isinstance(a, torch.Tensor):
+        order = torch.sort(a, dim=-1, stable=True).indices
+        ordinal = torch.arange(a.shape[-1], dtype=torch.float64, device=a.device).expand(order.shape)
+        return torch.empty_like(a, dtype=torch.float64).scatter_(-1, order, ordinal)
     order = np.argsort(a, axis=-1, kind="stable")
     ranks = np.empty(order.shape, dtype=np.float64)
     np.put_along_axis(ranks, order, np.broadcast_to(np.arange(a.shape[-1], dtype=np.float64), order.shape), axis=-1)
     return ranks
 
 
-def pearson(a, b) -> np.ndarray:
+def pearson(a, b):
     """Pearson correlation of each window's map in ``a`` with its map in ``b`` (``(W, ...)`` each): ``(W,)``;
     NaN where a map is constant."""
     a, b = _flat(a), _flat(b)
-    a = a - a.mean(-1, keepdims=True)
-    b = b - b.mean(-1, keepdims=True)
+    a = a - a.mean(-1)[:, None]
+    b = b - b.mean(-1)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+        return (a * b).sum(-1) / _xp(a).sqrt((a * a).sum(-1) * (b * b).sum(-1))
 
 
-def spearman(a, b) -> np.ndarray:
+def spearman(a, b):
     """Spearman rank correlation per window of ``a`` and ``b`` (``(W, ...)``, ranked as given; pass
     ``|R|`` for the cascade): ``(W,)``. Ties get ordinal ranks (stable argsort twice)."""
     return pearson(_ranks(_flat(a)), _ranks(_flat(b)))
 
 
-def relevance_entropy(relevance) -> np.ndarray:
+def _entropy(p):
+    """``-sum p log p`` along the last axis (``0 log 0 = 0``), as ``0.0 - ...`` so that no entropy is -0.0."""
+    xp = _xp(p)
+    return 0.0 - xp.where(p > 0, p * xp.log(xp.where(p > 0, p, 1.0)), 0.0).sum(-1)
+
+
+def relevance_entropy(relevance):
     """Complexity per window: Shannon entropy (nats) of ``p = |R| / sum |R|``: ``(W,)``; 0 for one non-zero
     sample, ``log N`` for a uniform map, NaN for an all-zero map."""
-    a = np.abs(_flat(relevance))
+    a = abs(_flat(relevance))
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = a / a.sum(-1, keepdims=True)
-        return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(-1) + 0.0 * p.sum(-1)
+        p = a / a.sum(-1)[:, None]
+        return _entropy(p) + 0.0 * p.sum(-1)
 
 
-def histogram_entropy(relevance, n_bins: int = EMPRT_BINS) -> np.ndarray:
+def _take(a, index):
+    return torch.gather(a, -1, index) if isinstance(a, torch.Tensor) else np.take_along_axis(a, index, -1)
+
+
+def _count(mask):
+    """A boolean mask as int64 (torch does not subtract booleans)."""
+    return mask.to(torch.int64) if isinstance(mask, torch.Tensor) else mask.astype(np.int64)
+
+
+def _linspace(low, high, num: int):
+    """``numpy.linspace(low[:, 0], high[:, 0], num, axis=-1)`` for ``(W, 1)`` bounds, in the same float64
+    operations (its step, its special case of a step that underflows to 0, its last value the stop)."""
+    xp = _xp(low)
+    i = xp.arange(num, dtype=xp.float64) if xp is np else torch.arange(num, dtype=torch.float64, device=low.device)
+    delta, div = high - low, num - 1
+    step = delta / div
+    edges = (i[None] / div * delta if bool((step == 0).any()) else i[None] * step) + low
+    edges[:, -1] = high[:, 0]
+    return edges
+
+
+def histogram_entropy(relevance, n_bins: int = EMPRT_BINS):
     """eMPRT's complexity per window: entropy (nats) of the histogram of the signed values in ``n_bins``
     equal bins over ``[min, max]``: ``(W,)``, the bins exactly ``numpy.histogram``'s (its index arithmetic
     and its correction against the ``linspace`` edges; the maximum in the last bin); 0 for a constant map.
     Vectorized over windows (one ``bincount``)."""
     a = _flat(relevance)
+    xp = _xp(a)
     w, n = a.shape
-    low, high = a.min(-1, keepdims=True), a.max(-1, keepdims=True)
+    low, high = xp.amin(a, -1)[:, None], xp.amax(a, -1)[:, None]
     constant = high == low
-    low, high = np.where(constant, low - 0.5, low), np.where(constant, high + 0.5, high)  # numpy's range
-    edges = np.linspace(low[:, 0], high[:, 0], n_bins + 1, axis=-1)
-    bins = ((a - low) * (n_bins / (high - low))).astype(np.int64)
-    bins[bins == n_bins] -= 1
-    bins -= a < np.take_along_axis(edges, bins, -1)
-    bins += (a >= np.take_along_axis(edges, bins + 1, -1)) & (bins != n_bins - 1)
-    counts = np.bincount((bins + n_bins * np.arange(w)[:, None]).ravel(), minlength=w * n_bins)
-    q = counts.reshape(w, n_bins) / n
-    return 0.0 - np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(-1)
+    low, high = xp.where(constant, low - 0.5, low), xp.where(constant, high + 0.5, high)  # numpy's range
+    edges = _linspace(low, high, n_bins + 1)
+    bins = (a - low) * (n_bins / (high - low))
+    bins = bins.to(torch.int64) if xp is torch else bins.astype(np.int64)
+    bins = bins - _count(bins == n_bins)
+    bins = bins - _count(a < _take(edges, bins))
+    bins = bins + _count((a >= _take(edges, bins + 1)) & (bins != n_bins - 1))
+    rows = xp.arange(w) if xp is np else torch.arange(w, device=a.device)
+    counts = xp.bincount((bins + n_bins * rows[:, None]).reshape(-1), minlength=w * n_bins)
+    counts = counts.to(torch.float64) if xp is torch else counts  # torch divides integers into float32
+    return _entropy(counts.reshape(w, n_bins) / n)
 
 
-def emprt(original, randomized, n_bins: int = EMPRT_BINS) -> np.ndarray:
+def emprt(original, randomized, n_bins: int = EMPRT_BINS):
     """eMPRT per window: ``(H(randomized) - H(original)) / H(original)`` of :func:`histogram_entropy`
     (module docs); NaN where ``H(original)`` is 0."""
     h_original = histogram_entropy(original, n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(h_original > 0, (histogram_entropy(randomized, n_bins) - h_original) / h_original, np.nan)
+        return _xp(h_original).where(h_original > 0, (histogram_entropy(randomized, n_bins) - h_original) / h_original,
+                                     float("nan"))
 
 
 # ---------------------------------------------------------------------------------------------- random targets
@@ -205,9 +251,9 @@ RANDOM_TARGETS: dict[str, Callable[..., list[tuple[str, str, np.ndarray]]]] = {
     "cos_sin": _true_and_other, "direction_classes": _true_and_other}
 
 
-def _stage_metrics(original: np.ndarray, stage: np.ndarray) -> np.ndarray:
-    """``(metric, W)`` of :data:`METRICS` for one stage's maps against the original's."""
-    return np.stack([spearman(np.abs(original), np.abs(stage)), pearson(original, stage), relevance_entropy(stage)])
+def _stage_metrics(original, stage):
+    """``(metric, W)`` of :data:`METRICS` for one stage's maps against the original's (arrays or tensors)."""
+    return _xp(stage).stack([spearman(abs(original), abs(stage)), pearson(original, stage), relevance_entropy(stage)])
 
 
 def cascade_similarity(model: torch.nn.Module, explain: Callable[[torch.nn.Module], np.ndarray], *,
@@ -264,20 +310,31 @@ def sanity_batch(batch: tuple[str, int, int], work: SanityWork):
     ratio = np.zeros((len(cascade), stop - start))
     tsim = np.zeros((len(cascade), len(pairs), 2, stop - start))
     for i, (stages, targets) in enumerate(zip(cascade, by_target, strict=True)):
+        to_host = _on_host(stages[0])
         maps = []
         for explainer in stages:
             with explainer:
-                maps.append(explainer.explain_batch(x, truth)["relevance"])
-        sim[i] = np.stack([_stage_metrics(maps[0], r) for r in maps])
-        ratio[i] = emprt(maps[0], maps[-1])
+                maps.append(explainer.explain_batch(x, truth, to_host=to_host)["relevance"])
+        sim[i] = _host(_xp(maps[0]).stack([_stage_metrics(maps[0], r) for r in maps]))
+        ratio[i] = _host(emprt(maps[0], maps[-1]))
         maps = []
         for explainer, target_truth in zip(targets, work.target_truth[name], strict=True):
             with explainer:
-                maps.append(explainer.explain_batch(x, target_truth[start:stop])["relevance"])
+                maps.append(explainer.explain_batch(x, target_truth[start:stop], to_host=to_host)["relevance"])
         for p, (a, b) in enumerate(pairs):
-            tsim[i, p, 0] = spearman(np.abs(maps[a]), np.abs(maps[b]))
-            tsim[i, p, 1] = pearson(maps[a], maps[b])
+            tsim[i, p, 0] = _host(spearman(abs(maps[a]), abs(maps[b])))
+            tsim[i, p, 1] = _host(pearson(maps[a], maps[b]))
     return sim, ratio, tsim, time.perf_counter() - tic
+
+
+def _on_host(explainer: Explainer) -> bool:
+    """Whether the maps are compared in NumPy (an explainer on the CPU) or stay on the explainer's device, where
+    torch compares them and only the per-input numbers come back (issue 18)."""
+    return explainer.device.type == "cpu"
+
+
+def _host(values) -> np.ndarray:
+    return values.cpu().numpy() if isinstance(values, torch.Tensor) else values
 
 
 def run_sanity(

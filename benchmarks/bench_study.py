@@ -3,7 +3,8 @@
 Each stage of ``xai-loc reproduce`` runs on ``--device`` and then on the CPU: simulate the test
 split of one condition (``--sources`` sources of the paper scene), explain every window with
 LRP (composite ``paper``) into a relevance store, the perturbation experiment, the TDOA probe
-(with SRP), the faithfulness suite (``--methods``, zero fill) and the component shares, for both
+(with SRP), the faithfulness suite (``--methods``, zero fill), the sanity checks (``--methods``) and
+the component shares, for both
 shipped models of the condition. Every stage after the simulation reads the CPU-simulated store,
 so both devices see the same windows. Printed per stage: seconds on the device, on the CPU, the
 ratio CPU / device, and the device's time per source (simulation) or per window (the others).
@@ -83,6 +84,12 @@ def _faithfulness(b: Bench, device: str) -> None:
                      device=device)
 
 
+def _sanity(b: Bench, device: str) -> None:
+    from xai_loc.experiments.sanity import run_sanity
+
+    run_sanity(b.models, b.store, methods=b.methods, n_boot=100, batch_size=b.batch_size, device=device)
+
+
 def _components(b: Bench, device: str) -> None:
     from xai_loc.experiments.components import run_components
 
@@ -96,6 +103,7 @@ STAGES: dict[str, tuple[Callable[[Bench, str], None], str]] = {
     "perturb": (_perturb, "window"),
     "tdoa": (_tdoa, "window"),
     "faithfulness": (_faithfulness, "window"),
+    "sanity": (_sanity, "window"),
     "components": (_components, "window"),
 }
 
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snr", type=float, default=10.0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--methods", default="lrp:paper,input_x_gradient",
-                        help="comma-separated methods of the faithfulness and component stages")
+                        help="comma-separated methods of the faithfulness, sanity and component stages")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--work", type=Path, default=None,

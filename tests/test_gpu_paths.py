@@ -260,4 +260,4 @@ def test_bench_study_dry_run_on_the_cpu_projects_the_study_from_its_rates(tmp_pa
                          text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["bench_study: stage 'train' is unknown; allowed: simulate, explain, "
-                                               "perturb, tdoa, faithfulness, components"]
+                                               "perturb, tdoa, faithfulness, sanity, components"]

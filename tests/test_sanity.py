@@ -192,7 +192,7 @@ def test_sanity_on_the_device_path_equals_the_host_path(tmp_path, monkeypatch):
     from xai_loc.experiments import sanity
     from xai_loc.models import build_model
 
-    store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path, n_sources=2, progress=False)
+    store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path, n_sources=1, progress=False)
     torch.manual_seed(0)
     models = {"loccnn": build_model("loccnn").eval()}
     options = {"methods": ["saliency", "input_x_gradient"], "n_boot": 20, "batch_size": 8}

@@ -156,11 +156,12 @@ def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 1
     cross /= xp.maximum(abs(cross), eps)
     m = n * interp
     cc = xp.fftshift(xp.irfft(cross, m))
-    lags = (xp.arange(m) - m // 2) / interp
+    lags = (np.arange(m) - m // 2) / interp  # data-independent: chosen on the host, a slice costs a GPU no sync
     if max_lag is not None:
-        keep = abs(lags) <= max_lag
-        lags, cc = lags[keep], cc[..., keep]
-    return lags, cc
+        kept = np.flatnonzero(np.abs(lags) <= max_lag)  # one run around lag 0
+        window = slice(int(kept[0]), int(kept[-1]) + 1) if kept.size else slice(0, 0)
+        lags, cc = lags[window], cc[..., window]
+    return xp.asarray(lags), cc
 
 
 def tdoa(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 16) -> Array:

@@ -47,28 +47,50 @@ def test_batch_rendering_equals_the_numpy_rendering(convention):
 def test_scatters_off_the_cpu_run_in_torchs_deterministic_mode_and_restore_it():
     from xai_loc.acoustics.ism import _in_fixed_order
 
-    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
     with _in_fixed_order(torch.device("meta")):  # any device but the CPU
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-    assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) \
-        == before
+    assert not torch.are_deterministic_algorithms_enabled()
     with _in_fixed_order(torch.device("cpu")):  # the CPU's scatter is sequential: nothing switched
-        assert torch.are_deterministic_algorithms_enabled() == before[0]
+        assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_batch_rendering_refuses_bad_inputs():
-    speech, rirs = [np.ones(600)], torch.ones(1, 2, 50)
-    with pytest.raises(InputError, match="one source per utterance"):
-        render_windows_batch("gpurir", speech * 2, rirs, SNR, [np.random.default_rng(0)] * 2, 128)
-    with pytest.raises(InputError, match="one per utterance"):
-        render_windows_batch("gpurir", speech, rirs, SNR, [], 128)
-    with pytest.raises(InputError, match="NaN or infinite"):
-        render_windows_batch("gpurir", speech, torch.full((1, 2, 50), float("nan")), SNR,
-                             [np.random.default_rng(0)], 128)
-    with pytest.raises(InputError, match="silent"):
-        render_windows_batch("gpurir", [np.zeros(600)], rirs, SNR, [np.random.default_rng(0)], 128)
-    with pytest.raises(InputError, match="SNR=nan"):
-        render_windows_batch("gpurir", speech, rirs, float("nan"), [np.random.default_rng(0)], 128)
+def test_deterministic_mode_holds_while_any_thread_asks_and_is_restored_after_the_last():
+    """Two threads' blocks overlap (A enters, B enters, A leaves, B leaves): the mode stays on until B leaves,
+    then goes back to what it was; a mode that was on already is left alone."""
+    import threading
+
+    from xai_loc.runtime import deterministic_algorithms
+
+    entered, a_left, seen = threading.Event(), threading.Event(), []
+
+    def a():
+        with deterministic_algorithms():
+            entered.set()
+            b_inside.wait()
+        a_left.set()
+
+    def b():
+        entered.wait()
+        with deterministic_algorithms():
+            b_inside.set()
+            a_left.wait()
+            seen.append(torch.are_deterministic_algorithms_enabled())  # A has left, B is inside
+
+    b_inside = threading.Event()
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # strict, set by the user
+    try:
+        with deterministic_algorithms():
+            assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +187,9 @@ def test_components_on_the_device_path_equal_the_numpy_ones(host_store, monkeypa
     ref = run_components({"linear": model}, host_store, **options)
 
     monkeypatch.setattr(data_components, "renders_on_host", lambda device: False)
-    parts = store_components(windows, [sid])
+    parts = store_components(windows, [sid], to_host=False)
     assert isinstance(parts, torch.Tensor) and parts.dtype == torch.float64
+    np.testing.assert_array_equal(store_components(windows, [sid]), parts.numpy())  # to_host: NumPy
     np.testing.assert_allclose(parts.numpy(), ref_parts, rtol=0, atol=1e-12 * np.abs(ref_parts).max())
     got = run_components({"linear": model}, host_store, **options)
     assert np.isfinite(ref["share"]).any()

@@ -204,3 +204,15 @@ def test_sanity_on_the_device_path_equals_the_host_path(tmp_path, monkeypatch):
     for name in host.data_vars:
         if host[name].dtype.kind == "f":
             np.testing.assert_allclose(device[name].values, host[name].values, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_maps_that_cannot_be_binned_are_refused_in_one_line(bad):
+    """A non-finite map would index outside the histogram (on a GPU, an assert that ends the process's CUDA)."""
+    from xai_loc.errors import InputError
+
+    maps = np.random.default_rng(0).standard_normal((3, 40))
+    maps[1, 7] = bad
+    for given in (maps, torch.from_numpy(maps)):
+        with pytest.raises(InputError, match="NaN or infinite values"):
+            emprt(given, given)

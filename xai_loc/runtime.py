@@ -1,8 +1,11 @@
-"""Run-time settings shared by the CLI and scripts: threads, devices, provenance."""
+"""Run-time settings shared by the CLI and scripts: threads, devices, deterministic kernels, provenance."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import threading
+from collections.abc import Iterator
 
 from xai_loc.errors import InputError
 
@@ -69,6 +72,39 @@ def full_float32(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+
+
+class _DeterministicMode:
+    """Who asks for torch's deterministic mode now (the mode is one setting for the whole process)."""
+
+    lock = threading.Lock()
+    users = 0
+    switched = False  # whether the first of them switched it on (and the last must switch it off)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """torch's deterministic kernels inside the block (``warn_only``: an operation without one warns).
+
+    The mode is global to the process, so every thread sees it while any block of any thread
+    is inside; blocks of several threads may overlap. The first to enter switches it on unless
+    it is on already, and the last to leave switches it off again if the first switched it on.
+    """
+    import torch
+
+    with _DeterministicMode.lock:
+        if _DeterministicMode.users == 0:
+            _DeterministicMode.switched = not torch.are_deterministic_algorithms_enabled()
+            if _DeterministicMode.switched:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+        _DeterministicMode.users += 1
+    try:
+        yield
+    finally:
+        with _DeterministicMode.lock:
+            _DeterministicMode.users -= 1
+            if _DeterministicMode.users == 0 and _DeterministicMode.switched:
+                torch.use_deterministic_algorithms(False)
 
 
 def software_versions() -> dict[str, str]:

@@ -45,6 +45,7 @@ import torch
 from xai_loc.acoustics.conventions import Convention, get_convention
 from xai_loc.acoustics.room import ShoeBox, check_t60
 from xai_loc.errors import InputError
+from xai_loc.runtime import deterministic_algorithms
 
 #: Taps on each side of the fractional-delay sinc of the ``"lut64"`` filter (16 taps in all).
 FD_HALF_WIDTH = 8
@@ -130,30 +131,21 @@ def _images(room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, max_
     return (pos.numpy(), order.numpy()) if device is None else (pos, order)
 
 
-#: Held while torch's deterministic mode is switched on for a scatter (the mode is global to the process).
-_FIXED_ORDER = threading.Lock()
-
-
 @contextlib.contextmanager
 def _in_fixed_order(device: torch.device):
     """``index_add_`` on ``device`` in a fixed order inside the block, so that a response is the same bits
     from run to run.
 
     On CUDA ``index_add_`` sums with atomic adds whose order changes between runs (images of one
-    microphone share slots); torch's deterministic mode sorts the indices first. The mode is
-    global, so it is switched on under a lock and restored afterwards, ``warn_only`` so that an
-    operation of another thread meanwhile only warns. The CPU's scatter is sequential already.
+    microphone share slots); torch's deterministic mode sorts the indices first
+    (:func:`~xai_loc.runtime.deterministic_algorithms`, shared with training). The CPU's scatter
+    is sequential already.
     """
     if device.type == "cpu":
         yield
         return
-    with _FIXED_ORDER:
-        saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    with deterministic_algorithms():
+        yield
 
 
 # ----------------------------------------------------------------------------------------

@@ -186,10 +186,14 @@ def _rendered_batch(conv, speeches, responses, snr: float, rngs, n_mic: int) -> 
     device, n_resp = responses.device, responses.shape[2]
     dry = [_peak_normalized(conv, _speech(s)) for s in speeches]
     lengths = [d.size + n_resp - 1 if conv.convolution == "full" else d.size for d in dry]
-    draws = [rng.standard_normal((n_mic, n)) for rng, n in zip(rngs, lengths, strict=True)]  # add_white_noise's
-    flat = torch.from_numpy(np.concatenate([d.ravel() for d in dry] + [z.ravel() for z in draws])).to(device)
-    sizes = [d.size for d in dry] + [z.size for z in draws]
-    pieces = flat.split(sizes)
+    sizes = [d.size for d in dry] + [n_mic * n for n in lengths]
+    host = np.empty(sum(sizes))  # the block's dry signals and noise, one buffer, one copy to the device
+    views = np.split(host, np.cumsum(sizes)[:-1])
+    for d, view in zip(dry, views, strict=False):
+        view[:] = d
+    for rng, n, view in zip(rngs, lengths, views[len(dry):], strict=True):
+        rng.standard_normal(out=view.reshape(n_mic, n))  # add_white_noise's draw, in place
+    pieces = torch.from_numpy(host).to(device).split(sizes)
     out = []
     for b, (d, n) in enumerate(zip(dry, lengths, strict=True)):
         n_fft = next_fast_len(d.size + n_resp - 1, real=True)
@@ -302,7 +306,7 @@ def _early_end(shape: tuple, direct_shape: tuple, direct_delays, early_end: floa
     delays = np.asarray(direct_delays, dtype=np.float64)
     if direct_shape != shape or delays.shape != shape[:-1] or not np.all(np.isfinite(delays)):
         raise InputError(f"direct responses {direct_shape} and delays {delays.shape} must match the responses "
-                         f"{shape}: (mics, samples) and (mics,)")
+                         f"{shape}: ([sources,] mics, samples) and ([sources,] mics)")
     if not (np.isfinite(early_end) and early_end >= 0):
         raise InputError(f"early_end={early_end!r} s is not allowed; give a non-negative duration")
     end = delays[..., None] + early_end * fs
@@ -339,8 +343,13 @@ def render_components_batch(convention, speeches, rirs, direct_rirs, direct_dela
     conv, window = get_convention(convention), _window(window)
     _checked_batch(speeches, rirs, rngs)
     _checked_batch(speeches, direct_rirs, rngs, "direct responses")
+    if direct_rirs.device != rirs.device:
+        raise InputError(f"direct responses on {direct_rirs.device} and responses on {rirs.device}; give both on "
+                         "one device")
+    if isinstance(direct_delays, torch.Tensor):
+        direct_delays = direct_delays.detach().cpu().numpy()
     end = _early_end(tuple(rirs.shape), tuple(direct_rirs.shape), direct_delays, early_end, fs, late_start)
-    full64, direct64 = rirs.to(torch.float64), direct_rirs.to(direct_rirs.device, torch.float64)
+    full64, direct64 = rirs.to(torch.float64), direct_rirs.to(torch.float64)
     gate = torch.arange(rirs.shape[2], device=rirs.device) <= torch.from_numpy(end).to(rirs.device)
     early64 = torch.where(gate, full64 - direct64, 0.0)
     n_mic = rirs.shape[1]

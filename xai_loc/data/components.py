@@ -76,7 +76,7 @@ def _direct_rirs(backend: str, scene: Scene, sid: int, t60: float, device: str, 
 
 
 def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str = "cpu",
-                     early_end: float = EARLY_END_S) -> np.ndarray:
+                     early_end: float = EARLY_END_S, to_host: bool = True):
     """The :data:`COMPONENTS` of the windows of ``source_ids`` in a dataset store, in store order.
 
     Parameters
@@ -96,15 +96,17 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
         render in NumPy.
     early_end
         Early/late boundary after each microphone's direct arrival, in seconds.
+    to_host
+        Return a NumPy array; False: a tensor on ``device`` where the parts were rendered there
+        (for computing on with them there), else still NumPy.
 
     Returns
     -------
     numpy.ndarray or torch.Tensor
         ``(4, W, M, T)`` float64 for the ``W`` windows of those sources, in the order they
-        appear in ``ds`` (a tensor on ``device`` where it rendered them), adding up to the
-        stored windows: the rounding between the store's rendering and this one (below 1e-5 of
-        each window's peak, e.g. responses made on a GPU) is put into ``late``; a larger
-        difference is refused.
+        appear in ``ds``, adding up to the stored windows: the rounding between the store's
+        rendering and this one (below 1e-5 of each window's peak, e.g. responses made on a GPU)
+        is put into ``late``; a larger difference is refused.
     """
     from xai_loc.acoustics.speech import SpeechCorpus
 
@@ -156,4 +158,4 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
         raise InputError("the windows rendered again from the dataset store's attributes differ from the stored "
                          "ones; re-simulate the store with this version of xai-loc")
     out[2] += residual
-    return out
+    return out.cpu().numpy() if to_host and not on_host else out

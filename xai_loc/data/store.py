@@ -573,7 +573,7 @@ def simulate_windows(
             bar.update(1)
     bar.close()
     if flags:
-        bad, silent = (torch.cat(f).cpu().numpy() for f in zip(*flags, strict=True))  # both, in one pass
+        bad, silent = (torch.cat(f).cpu().numpy() for f in zip(*flags, strict=True))
         flagged = np.flatnonzero(bad) if bad.any() else np.flatnonzero(silent)
         if flagged.size:
             k = int(np.searchsorted(plan.first_window, flagged[0], side="right") - 1)

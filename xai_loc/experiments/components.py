@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S
+from xai_loc.experiments.arrays import namespace, to_host
 from xai_loc.experiments.base import Experiment, latex_tabular
 from xai_loc.experiments.faithfulness import bootstrap_ci, finite_mean, method_label, parse_methods, source_means
 from xai_loc.experiments.scored import scored_set
@@ -99,15 +100,9 @@ def linear_split_exact(method: str, composite: str, composite_params: dict[str, 
     return rule not in _NOT_PROPORTIONAL_RULES if rule is not None else composite in _PROPORTIONAL_COMPOSITES
 
 
-def _xp(array):
-    """The array library of ``array``: the shares are computed where the components are (NumPy, or torch on
-    their device), with the same float64 operations."""
-    return torch if isinstance(array, torch.Tensor) else np
-
-
 def _ratio(num, den, fill: float, where):
     """``num / den`` where ``where`` holds, else ``fill`` (no division where it does not)."""
-    xp = _xp(num)
+    xp = namespace(num)
     return xp.where(where, num / xp.where(where, den, 1.0), fill)
 
 
@@ -140,7 +135,7 @@ def component_shares(relevance, components):
         :data:`SPLITS`; ``contribution`` ``(C, W)``: ``sum R_c / sum R`` of the linear split (NaN
         where ``sum R`` is 0).
     """
-    xp = _xp(components)
+    xp = namespace(components)
     rel = (relevance.to(torch.float64) if xp is torch else np.asarray(relevance, dtype=np.float64))[None]
     shares = []
     contribution = None
@@ -159,8 +154,8 @@ def reference_shares(components):
     """``(split, C, W)`` model-free shares: what ``|R| = const`` gets from the power split and ``R = x`` from
     the linear split (:data:`SPLITS` order), per window."""
     power = _weights(components, "power").mean((2, 3))
-    amplitude = _xp(components).abs(components).sum((2, 3))
-    return _xp(components).stack([amplitude / amplitude.sum(0)[None], power])
+    amplitude = namespace(components).abs(components).sum((2, 3))
+    return namespace(components).stack([amplitude / amplitude.sum(0)[None], power])
 
 
 def energy_shares(components):
@@ -204,7 +199,7 @@ def components_source(sid: int, work: ComponentsWork):
     with dask.config.set(scheduler="synchronous"):  # read here: on a worker, not through the cluster's scheduler
         rows = np.flatnonzero(work.ds["source_id"].values == sid)
         windows = work.ds.isel(window=rows).compute()
-    comp = store_components(windows, [sid], device=work.device, early_end=work.early_end)
+    comp = store_components(windows, [sid], device=work.device, early_end=work.early_end, to_host=False)
     on_host = isinstance(comp, np.ndarray)
     dev = resolve_device(work.device)
     first = next(iter(work.explainers.values()))  # (ordering, method)
@@ -226,15 +221,12 @@ def components_source(sid: int, work: ComponentsWork):
                                                        to_host=on_host)["relevance"]
                                for b in range(0, rows.size, work.batch_size)]
                     shares = component_shares(np.concatenate(rel) if on_host else torch.cat(rel), comp)
-                    share[k, i, o], contribution[k, i, o] = (_host(v) for v in shares)
+                    share[k, i, o], contribution[k, i, o] = (to_host(v) for v in shares)
                     if not work.exact[i]:  # R / x is no gradient: the linear split would be decided by x ~ 0
                         share[k, i, o, 0], contribution[k, i, o] = np.nan, np.nan
             seconds.append(time.perf_counter() - tic)
-    return _host(energy_shares(comp)), _host(reference_shares(comp)), share, contribution, seconds
+    return to_host(energy_shares(comp)), to_host(reference_shares(comp)), share, contribution, seconds
 
-
-def _host(values) -> np.ndarray:
-    return values.cpu().numpy() if isinstance(values, torch.Tensor) else values
 
 
 def run_components(

@@ -117,8 +117,9 @@ class _TorchOps:
 def array_ops(*arrays: Any) -> _NumpyOps | _TorchOps:
     """The operations for ``arrays``: torch's on the device of the first tensor among them, else NumPy's.
 
-    The one place that tells the two apart; torch is not imported for it (no tensor can exist
-    before it is).
+    The estimators' one place that tells the two apart (the other experiments use
+    :mod:`xai_loc.experiments.arrays`); torch is not imported for it (no tensor can exist before
+    it is).
     """
     torch = sys.modules.get("torch")
     tensor = next((x for x in arrays if torch is not None and isinstance(x, torch.Tensor)), None)

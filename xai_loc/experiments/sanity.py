@@ -69,6 +69,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
+from xai_loc.experiments.arrays import namespace, to_host
 from xai_loc.experiments.base import Experiment, latex_tabular
 from xai_loc.experiments.baselines import cascading_copies
 from xai_loc.experiments.faithfulness import (
@@ -105,18 +106,17 @@ SCORES = ("spearman_randomized", "pearson_randomized", "emprt", "spearman_target
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-# Every metric takes NumPy arrays (computed on the host) or torch tensors (computed in float64 on their device,
-# so that a GPU run brings back only the per-input numbers; issue 18), with the same float64 operations.
-def _xp(a):
-    return torch if isinstance(a, torch.Tensor) else np
-
-
-def _flat(a):
-    """``(W, N)`` float64 maps: a tensor stays on its device, anything else becomes a NumPy array."""
-    if isinstance(a, torch.Tensor):
-        return a.detach().reshape(a.shape[0], -1).to(torch.float64)
-    a = np.asarray(a)
-    return a.reshape(a.shape[0], -1).astype(np.float64)
+# Every metric takes NumPy arrays (computed on the host, NumPy results) or torch tensors (computed in float64
+# on their device, tensor results there, so that a GPU run brings back only the per-input numbers; issue 18)
+# with the same float64 operations (:mod:`xai_loc.experiments.arrays`). Given both kinds, the arrays join the
+# tensors' device.
+def _flats(*maps) -> tuple:
+    """``(W, N)`` float64 maps of one kind: tensors on the first tensor's device if any is one, else NumPy."""
+    tensor = next((m for m in maps if isinstance(m, torch.Tensor)), None)
+    if tensor is None:
+        return tuple(np.asarray(m).reshape(len(m), -1).astype(np.float64) for m in maps)
+    return tuple(torch.as_tensor(m, device=tensor.device).detach().reshape(len(m), -1).to(torch.float64)
+                 for m in maps)
 
 
 def _ranks(a):
@@ -135,29 +135,29 @@ def _ranks(a):
 def pearson(a, b):
     """Pearson correlation of each window's map in ``a`` with its map in ``b`` (``(W, ...)`` each): ``(W,)``;
     NaN where a map is constant."""
-    a, b = _flat(a), _flat(b)
+    a, b = _flats(a, b)
     a = a - a.mean(-1)[:, None]
     b = b - b.mean(-1)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(-1) / _xp(a).sqrt((a * a).sum(-1) * (b * b).sum(-1))
+        return (a * b).sum(-1) / namespace(a).sqrt((a * a).sum(-1) * (b * b).sum(-1))
 
 
 def spearman(a, b):
     """Spearman rank correlation per window of ``a`` and ``b`` (``(W, ...)``, ranked as given; pass
     ``|R|`` for the cascade): ``(W,)``. Ties get ordinal ranks (stable argsort twice)."""
-    return pearson(_ranks(_flat(a)), _ranks(_flat(b)))
+    return pearson(*(_ranks(m) for m in _flats(a, b)))
 
 
 def _entropy(p):
     """``-sum p log p`` along the last axis (``0 log 0 = 0``), as ``0.0 - ...`` so that no entropy is -0.0."""
-    xp = _xp(p)
+    xp = namespace(p)
     return 0.0 - xp.where(p > 0, p * xp.log(xp.where(p > 0, p, 1.0)), 0.0).sum(-1)
 
 
 def relevance_entropy(relevance):
     """Complexity per window: Shannon entropy (nats) of ``p = |R| / sum |R|``: ``(W,)``; 0 for one non-zero
     sample, ``log N`` for a uniform map, NaN for an all-zero map."""
-    a = abs(_flat(relevance))
+    a = abs(_flats(relevance)[0])
     with np.errstate(invalid="ignore", divide="ignore"):
         p = a / a.sum(-1)[:, None]
         return _entropy(p) + 0.0 * p.sum(-1)
@@ -175,7 +175,7 @@ def _count(mask):
 def _linspace(low, high, num: int):
     """``numpy.linspace(low[:, 0], high[:, 0], num, axis=-1)`` for ``(W, 1)`` bounds, in the same float64
     operations (its step, its special case of a step that underflows to 0, its last value the stop)."""
-    xp = _xp(low)
+    xp = namespace(low)
     i = xp.arange(num, dtype=xp.float64) if xp is np else torch.arange(num, dtype=torch.float64, device=low.device)
     delta, div = high - low, num - 1
     step = delta / div
@@ -189,14 +189,19 @@ def histogram_entropy(relevance, n_bins: int = EMPRT_BINS):
     equal bins over ``[min, max]``: ``(W,)``, the bins exactly ``numpy.histogram``'s (its index arithmetic
     and its correction against the ``linspace`` edges; the maximum in the last bin); 0 for a constant map.
     Vectorized over windows (one ``bincount``)."""
-    a = _flat(relevance)
-    xp = _xp(a)
+    a = _flats(relevance)[0]
+    xp = namespace(a)
     w, n = a.shape
     low, high = xp.amin(a, -1)[:, None], xp.amax(a, -1)[:, None]
     constant = high == low
     low, high = xp.where(constant, low - 0.5, low), xp.where(constant, high + 0.5, high)  # numpy's range
+    with np.errstate(over="ignore"):
+        scale = n_bins / (high - low)
+    if not bool(xp.isfinite(scale).all() & xp.isfinite(a).all()):  # else bin indices out of range (a GPU assert)
+        raise InputError("relevance maps hold NaN or infinite values, or span less than 1e-306; eMPRT's "
+                         "histogram cannot bin them")
     edges = _linspace(low, high, n_bins + 1)
-    bins = (a - low) * (n_bins / (high - low))
+    bins = (a - low) * scale
     bins = bins.to(torch.int64) if xp is torch else bins.astype(np.int64)
     bins = bins - _count(bins == n_bins)
     bins = bins - _count(a < _take(edges, bins))
@@ -212,8 +217,8 @@ def emprt(original, randomized, n_bins: int = EMPRT_BINS):
     (module docs); NaN where ``H(original)`` is 0."""
     h_original = histogram_entropy(original, n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return _xp(h_original).where(h_original > 0, (histogram_entropy(randomized, n_bins) - h_original) / h_original,
-                                     float("nan"))
+        rise = (histogram_entropy(randomized, n_bins) - h_original) / h_original
+        return namespace(h_original).where(h_original > 0, rise, float("nan"))
 
 
 # ---------------------------------------------------------------------------------------------- random targets
@@ -253,7 +258,8 @@ RANDOM_TARGETS: dict[str, Callable[..., list[tuple[str, str, np.ndarray]]]] = {
 
 def _stage_metrics(original, stage):
     """``(metric, W)`` of :data:`METRICS` for one stage's maps against the original's (arrays or tensors)."""
-    return _xp(stage).stack([spearman(abs(original), abs(stage)), pearson(original, stage), relevance_entropy(stage)])
+    return namespace(stage).stack([spearman(abs(original), abs(stage)), pearson(original, stage),
+                                   relevance_entropy(stage)])
 
 
 def cascade_similarity(model: torch.nn.Module, explain: Callable[[torch.nn.Module], np.ndarray], *,
@@ -310,20 +316,20 @@ def sanity_batch(batch: tuple[str, int, int], work: SanityWork):
     ratio = np.zeros((len(cascade), stop - start))
     tsim = np.zeros((len(cascade), len(pairs), 2, stop - start))
     for i, (stages, targets) in enumerate(zip(cascade, by_target, strict=True)):
-        to_host = _on_host(stages[0])
+        on_host = _on_host(stages[0])
         maps = []
         for explainer in stages:
             with explainer:
-                maps.append(explainer.explain_batch(x, truth, to_host=to_host)["relevance"])
-        sim[i] = _host(_xp(maps[0]).stack([_stage_metrics(maps[0], r) for r in maps]))
-        ratio[i] = _host(emprt(maps[0], maps[-1]))
+                maps.append(explainer.explain_batch(x, truth, to_host=on_host)["relevance"])
+        sim[i] = to_host(namespace(maps[0]).stack([_stage_metrics(maps[0], r) for r in maps]))
+        ratio[i] = to_host(emprt(maps[0], maps[-1]))
         maps = []
         for explainer, target_truth in zip(targets, work.target_truth[name], strict=True):
             with explainer:
-                maps.append(explainer.explain_batch(x, target_truth[start:stop], to_host=to_host)["relevance"])
+                maps.append(explainer.explain_batch(x, target_truth[start:stop], to_host=on_host)["relevance"])
         for p, (a, b) in enumerate(pairs):
-            tsim[i, p, 0] = _host(spearman(abs(maps[a]), abs(maps[b])))
-            tsim[i, p, 1] = _host(pearson(maps[a], maps[b]))
+            tsim[i, p, 0] = to_host(spearman(abs(maps[a]), abs(maps[b])))
+            tsim[i, p, 1] = to_host(pearson(maps[a], maps[b]))
     return sim, ratio, tsim, time.perf_counter() - tic
 
 
@@ -332,9 +338,6 @@ def _on_host(explainer: Explainer) -> bool:
     torch compares them and only the per-input numbers come back (issue 18)."""
     return explainer.device.type == "cpu"
 
-
-def _host(values) -> np.ndarray:
-    return values.cpu().numpy() if isinstance(values, torch.Tensor) else values
 
 
 def run_sanity(

@@ -44,6 +44,7 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
+from xai_loc.runtime import deterministic_algorithms
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "STOP_RULES", "Hooks", "Schedule", "Trainer", "Validation",
            "cached_batches", "determinism", "device_name", "fit", "float16_check", "seeded", "shuffled",
@@ -77,20 +78,19 @@ def seeded(seed: int) -> Iterator[None]:
 def determinism(enabled: bool, device: torch.device, benchmark: bool = False) -> Iterator[None]:
     """Ask for deterministic kernels (warning where torch has none), or else for cuDNN's autotuner
     (``benchmark``), and restore the settings afterwards."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    if enabled:
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    elif benchmark:
-        torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    with contextlib.ExitStack() as stack:
+        if enabled:
+            if device.type == "cuda":
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+            stack.enter_context(deterministic_algorithms())  # shared with the simulator's scatters
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        elif benchmark:
+            torch.backends.cudnn.benchmark = True
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
 def device_name(device: torch.device) -> str:

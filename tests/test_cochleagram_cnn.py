@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.explain.canonizers import FoldBatchNormForward
+from xai_loc.explain.canonizers import IDENTITY_EPS, FoldBatchNormForward
 from xai_loc.models import CochleagramCNN, build_model, load_model, read_card, save_checkpoint
 from xai_loc.models.classifier_training import (
     ClassifierConfig,
@@ -187,7 +187,7 @@ def test_fold_batchnorm_forward_is_exact_and_reversible():
         assert len(instances) == 5  # four stages and the head
         folded = model(x)
         bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        assert all(torch.all(m.weight == 1) and m.eps == 0 for m in bns)
+        assert all(torch.all(m.weight == 1) and m.eps == IDENTITY_EPS for m in bns)
         assert model.features.pad2.fill is not None
         for instance in instances[::-1]:
             instance.remove()

@@ -36,6 +36,7 @@ from xai_loc.explain import (
     write_wavs,
 )
 from xai_loc.explain.attribute import model_digest
+from xai_loc.explain.canonizers import IDENTITY_EPS
 from xai_loc.explain.rules import FastEpsilon, FastNorm, FastPass, FastWSquare
 from xai_loc.explain.targets import targets_for
 from xai_loc.models import LocCNN, SampleCNN
@@ -299,6 +300,16 @@ def test_window_box_is_zbox_with_each_windows_range():
 
 
 # --- canonizers and the gate ---------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_a_merged_batchnorm_is_the_exact_identity_with_a_positive_eps(dtype):
+    # torch 2.11 refuses eps <= 0 in F.batch_norm; IDENTITY_EPS is positive and vanishes in 1 + eps
+    x = torch.randn(3, 4, 50, dtype=torch.float64).mul(1e3).to(dtype)
+    ones, zeros = torch.ones(4, dtype=dtype), torch.zeros(4, dtype=dtype)
+    assert IDENTITY_EPS > 0
+    out = torch.nn.functional.batch_norm(x, zeros, ones, ones, zeros, training=False, eps=IDENTITY_EPS)
+    assert torch.equal(out, x)
+
 
 def test_batchnorm_merge_is_exact_and_reversible():
     model = randomized(SampleCNN(N_MICS, N_TIME))

@@ -14,7 +14,12 @@ from torch import nn
 from zennit.canonizers import Canonizer, SequentialMergeBatchNorm
 from zennit.core import collect_leaves
 
-__all__ = ["FoldBatchNormForward", "MergeBatchNorm"]
+__all__ = ["IDENTITY_EPS", "FoldBatchNormForward", "MergeBatchNorm"]
+
+#: ``eps`` of a BatchNorm while it is merged into the identity: ``1 + 2**-60`` rounds to exactly 1
+#: in float64, float32, float16 and bfloat16, so ``x / sqrt(1 + eps)`` is ``x``. Not 0: torch 2.11
+#: (the GPU machine's) refuses ``eps <= 0`` in ``F.batch_norm``.
+IDENTITY_EPS = 2.0 ** -60
 
 
 class MergeBatchNorm(SequentialMergeBatchNorm):
@@ -23,8 +28,8 @@ class MergeBatchNorm(SequentialMergeBatchNorm):
     zennit's :class:`~zennit.canonizers.SequentialMergeBatchNorm` folds the statistics
     into the linear layer and resets the BatchNorm to the identity, but leaves its ``eps``
     in place, so the merged model is off by a factor ``1 / sqrt(1 + eps)`` per BatchNorm
-    (zennit 0.5.1). This canonizer also sets ``eps`` to 0 while merged and restores it on
-    removal. Adjacency follows the order in which modules are registered, which for the
+    (zennit 0.5.1). This canonizer also sets ``eps`` to :data:`IDENTITY_EPS` while merged
+    and restores it on removal. Adjacency follows the order in which modules are registered, which for the
     localizers is the order of the forward pass.
     """
 
@@ -32,7 +37,7 @@ class MergeBatchNorm(SequentialMergeBatchNorm):
         """Merge ``batch_norm`` into ``linears`` and make it an exact identity."""
         super().register(linears, batch_norm)
         self.batch_norm_eps = batch_norm.eps
-        batch_norm.eps = 0.0
+        batch_norm.eps = IDENTITY_EPS
 
     def remove(self) -> None:
         """Restore the original parameters and ``eps``."""
@@ -49,7 +54,7 @@ class FoldBatchNormForward(Canonizer):
     ``b = beta - mean a`` has a shift outside the ReLU. It is an affine map per channel,
     and the next layer is linear, so ``W (a x + b) + c = (W a) x + (W b + c)``: the scale
     goes into the next layer's weights (per input channel) and the shift into its bias;
-    the BatchNorm becomes the exact identity (``eps`` set to 0 while folded) and gets
+    the BatchNorm becomes the exact identity (``eps`` set to :data:`IDENTITY_EPS` while folded) and gets
     zennit's ``Pass``.
 
     Between the BatchNorm and the next ``Linear``/``Conv`` there may be dropout (eval
@@ -159,7 +164,7 @@ class FoldBatchNormForward(Canonizer):
             bn.weight.data = torch.ones_like(bn.weight)
         if bn.bias is not None:
             bn.bias.data = torch.zeros_like(bn.bias)
-        bn.eps = 0.0
+        bn.eps = IDENTITY_EPS
 
     def remove(self) -> None:
         """Restore the original parameters, ``eps`` and pad fills."""

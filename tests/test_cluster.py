@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 
 from xai_loc.cli import main
-from xai_loc.cluster import map_blocks
+from xai_loc.cluster import load_here, map_blocks
 
 distributed = pytest.importorskip("distributed")
 
@@ -103,6 +103,16 @@ def test_workers_read_the_data_themselves(runs, client):
     (components renders from an xarray store), never through nested tasks that would queue behind the items."""
     prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert prefixes == ["bytes", "run"]
+
+
+def test_load_here_reads_lazy_data_synchronously_and_plain_data_without_dask(monkeypatch):
+    xr = pytest.importorskip("xarray")
+    ds = xr.Dataset({"signals": (("window", "time"), np.arange(12.0).reshape(3, 4))})
+    lazy = load_here(ds.chunk({"window": 1}))
+    assert not lazy.chunks and np.array_equal(lazy["signals"].values, ds["signals"].values)
+    monkeypatch.setitem(sys.modules, "dask", None)  # the GPU machine has no dask: plain data must not need it
+    plain = load_here(ds.isel(window=[0, 2]))
+    assert np.array_equal(plain["signals"].values, [[0, 1, 2, 3], [8, 9, 10, 11]])
 
 
 def _square(item: int, shared: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from xai_loc.errors import InputError
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["CONNECT_TIMEOUT", "MAX_WORKERS", "check_scheduler", "check_workers", "cluster", "map_blocks"]
+__all__ = ["CONNECT_TIMEOUT", "MAX_WORKERS", "check_scheduler", "check_workers", "cluster", "load_here", "map_blocks"]
 
 #: Seconds to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = 10.0
@@ -113,6 +113,23 @@ def cluster(scheduler: str | None = None, workers: int | None = None, *,
                                  "--workers N for a local cluster") from None
             stack.enter_context(client)
         yield client
+
+
+def load_here(data: Any) -> Any:
+    """``data`` (an xarray object) loaded into memory by this process.
+
+    Lazily dask-backed data is computed with dask's synchronous scheduler: on a worker, a
+    work item reads its own inputs rather than through the cluster's scheduler. Data that
+    is not dask-backed is loaded without importing dask, which may be absent (the GPU
+    machine has none).
+    """
+    variables = data.variables.values() if hasattr(data, "data_vars") else [data.variable]
+    if not any(v.chunks for v in variables):  # not Dataset.chunks: it refuses variables chunked differently
+        return data.load()
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return data.compute()
 
 
 @functools.lru_cache(maxsize=1)

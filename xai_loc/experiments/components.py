@@ -190,15 +190,13 @@ def components_source(sid: int, work: ComponentsWork):
     method, ordering, C, W)`` (linear split; NaN where it is not exact) and the explanation
     seconds per model. The models sit on the device for the whole source.
     """
-    import dask
-
+    from xai_loc.cluster import load_here
     from xai_loc.data.components import store_components
     from xai_loc.explain.attribute import placed
     from xai_loc.runtime import resolve_device
 
-    with dask.config.set(scheduler="synchronous"):  # read here: on a worker, not through the cluster's scheduler
-        rows = np.flatnonzero(work.ds["source_id"].values == sid)
-        windows = work.ds.isel(window=rows).compute()
+    rows = np.flatnonzero(load_here(work.ds["source_id"]).values == sid)
+    windows = load_here(work.ds.isel(window=rows))
     comp = store_components(windows, [sid], device=work.device, early_end=work.early_end, to_host=False)
     on_host = isinstance(comp, np.ndarray)
     dev = resolve_device(work.device)

@@ -19,6 +19,7 @@ from xai_loc.experiments.deletion_order import (
     deletion_steps_on,
     random_deletion_steps,
     random_deletion_steps_on,
+    stable_ranks,
     torch_deletion_steps,
     torch_random_deletion_steps,
 )
@@ -258,3 +259,32 @@ def test_ordering_curves_on_cuda_delete_what_the_cpu_deletes(ordering, fill):
         else:
             np.testing.assert_array_equal(seen_gpu.numpy(), seen_cpu.numpy())
     assert len(gpu_model.seen) == len(cpu_model.seen) == 3 * len(percentages)
+
+
+# --- whole-row ranks (the sanity checks' Spearman correlations) ---------------------------------------------
+def _argsort_ranks(a: np.ndarray) -> np.ndarray:
+    """The reference: numpy's stable argsort, inverted (other dtypes than float32/64 as float64 values)."""
+    a = a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
+    order = np.argsort(a, axis=-1, kind="stable")
+    ranks = np.empty(a.shape)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(a.shape[-1], dtype=np.float64), a.shape), axis=-1)
+    return ranks
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stable_ranks_are_those_of_numpys_stable_argsort(kind):
+    scores = _scores(kind)
+    assert np.array_equal(stable_ranks(scores), _argsort_ranks(scores))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stable_ranks_put_nan_of_either_sign_last_and_signed_zeros_by_position(dtype):
+    row = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1.0, 1.0, -1.0, 0.0, np.nan, -0.0], dtype)
+    assert np.signbit(row[3]) and np.isnan(row[3])
+    ranks = stable_ranks(row[None])
+    assert ranks.tolist() == [[2, 3, 9, 10, 8, 0, 6, 7, 1, 4, 11, 5]]
+    assert np.array_equal(ranks, _argsort_ranks(row[None]))
+    rng = np.random.default_rng(1)  # NaN scattered among ties, in a 3-d array ranked along its last axis
+    cube = rng.choice(np.array([np.nan, -np.nan, 0.0, -0.0, 2.0, -2.0], dtype), (3, 4, 500))
+    assert np.array_equal(stable_ranks(cube), _argsort_ranks(cube))
+    assert stable_ranks(np.zeros((0, 7), dtype)).shape == (0, 7) and stable_ranks(np.zeros((2, 0))).shape == (2, 0)

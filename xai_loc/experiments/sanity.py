@@ -72,6 +72,7 @@ from xai_loc.errors import InputError
 from xai_loc.experiments.arrays import namespace, to_host
 from xai_loc.experiments.base import Experiment, latex_tabular
 from xai_loc.experiments.baselines import cascading_copies
+from xai_loc.experiments.deletion_order import stable_ranks
 from xai_loc.experiments.faithfulness import (
     bootstrap_ci,
     family_methods,
@@ -119,17 +120,12 @@ def _flats(*maps) -> tuple:
                  for m in maps)
 
 
-def _ranks(a):
-    """Ordinal ranks along the last axis: the inverse permutation of a stable argsort (the ranks of a stable
-    argsort applied twice, with one sort)."""
-    if isinstance(a, torch.Tensor):
-        order = torch.sort(a, dim=-1, stable=True).indices
-        ordinal = torch.arange(a.shape[-1], dtype=torch.float64, device=a.device).expand(order.shape)
-        return torch.empty_like(a, dtype=torch.float64).scatter_(-1, order, ordinal)
-    order = np.argsort(a, axis=-1, kind="stable")
-    ranks = np.empty(order.shape, dtype=np.float64)
-    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(a.shape[-1], dtype=np.float64), order.shape), axis=-1)
-    return ranks
+def _ranks(a: torch.Tensor) -> torch.Tensor:
+    """Ordinal ranks along the last axis, on the tensor's device: the inverse permutation of a stable sort
+    (the NumPy path ranks with :func:`~xai_loc.experiments.deletion_order.stable_ranks`, the same numbers)."""
+    order = torch.sort(a, dim=-1, stable=True).indices
+    ordinal = torch.arange(a.shape[-1], dtype=torch.float64, device=a.device).expand(order.shape)
+    return torch.empty_like(a, dtype=torch.float64).scatter_(-1, order, ordinal)
 
 
 def pearson(a, b):
@@ -145,6 +141,8 @@ def pearson(a, b):
 def spearman(a, b):
     """Spearman rank correlation per window of ``a`` and ``b`` (``(W, ...)``, ranked as given; pass
     ``|R|`` for the cascade): ``(W,)``. Ties get ordinal ranks (stable argsort twice)."""
+    if not any(isinstance(m, torch.Tensor) for m in (a, b)):  # ranked in their own dtype: float32 sorts faster
+        return pearson(*(stable_ranks(np.asarray(m).reshape(len(m), -1)) for m in (a, b)))
     return pearson(*(_ranks(m) for m in _flats(a, b)))
 
 

@@ -20,6 +20,20 @@ def test_white_noise_delay_comes_back(delay):
     assert est == pytest.approx(delay, abs=1 / 16)
 
 
+@pytest.mark.parametrize("max_lag", [0.0, 0.3, 10.0, 37.5, 1e9, -1.0])
+def test_kept_lags_are_the_slice_of_the_whole_shifted_correlation(max_lag):
+    """The lags within max_lag are gathered from the unshifted correlation; the same numbers as shifting all of
+    them (the full output, max_lag None) and slicing, for windows of any length and any interpolation."""
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((2, 3, 2, 700))
+    for interp in (1, 4, 16):
+        all_lags, whole = gcc_phat(x, y, interp=interp)
+        lags, cc = gcc_phat(x, y, max_lag=max_lag, interp=interp)
+        kept = np.abs(all_lags) <= max_lag
+        assert np.array_equal(lags, all_lags[kept]) and np.array_equal(cc, whole[..., kept])
+        assert np.all(np.diff(lags) == 1 / interp) and (lags.size > 0) == (max_lag >= 0)
+
+
 def test_batched_and_centred_lag_axis():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 4096))

@@ -1,0 +1,63 @@
+"""SRP-PHAT maps on the CPU: the kept lags read from the unshifted correlation, against shifting it whole.
+
+:func:`xai_loc.experiments.srp.srp_phat_map` reads each of the 120 microphone pairs'
+GCC-PHAT correlation (16 384 x ``interp`` lags) at a few hundred lags around 0.
+:func:`xai_loc.experiments.gcc.gcc_phat` gathers those lags from the inverse FFT's output;
+the baseline (the earlier code) applied ``fftshift`` to all lags first and then sliced, a
+copy of the whole correlation. In one process, on the same windows of the paper's array, this
+script times one SRP map per window with each and checks that the maps are equal.
+
+    python benchmarks/bench_srp.py [--windows 11] [--interp 4] [--threads 1]
+"""
+import argparse
+import time
+from unittest import mock
+
+import numpy as np
+import torch
+
+from xai_loc.data.scene import paper_scene
+from xai_loc.experiments import gcc, srp
+from xai_loc.experiments.tdoa_probe import srp_grid
+
+
+def shifted_gcc_phat(x1, x2, max_lag=None, interp=16, eps=1e-12):
+    """The baseline, NumPy only: the whole correlation shifted, then the kept lags sliced."""
+    n = gcc._next_pow2(x1.shape[-1] + x2.shape[-1])
+    cross = np.fft.rfft(x2, n) * np.fft.rfft(x1, n).conj()
+    cross /= np.maximum(abs(cross), eps)
+    m = n * interp
+    cc = np.fft.fftshift(np.fft.irfft(cross, m), axes=-1)
+    lags = (np.arange(m) - m // 2) / interp
+    kept = np.flatnonzero(np.abs(lags) <= max_lag)
+    return lags[kept], cc[..., kept[0] : kept[-1] + 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=11)
+    parser.add_argument("--interp", type=int, default=4, help="lag interpolation (the tdoa experiment's default)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    scene = paper_scene()
+    windows = np.random.default_rng(0).standard_normal((args.windows, scene.mics.shape[0], 5120))
+    grid = srp_grid(scene.sources[scene.splits["test"]])["grid"]  # the tdoa experiment's search plane
+    fs, c = 16000.0, 343.0
+
+    def timed() -> tuple[float, np.ndarray]:
+        tic = time.perf_counter()
+        out = srp.srp_phat_map(windows, scene.mics, grid, fs, c, interp=args.interp)
+        return time.perf_counter() - tic, out
+
+    timed()  # warm-up
+    fast, maps = timed()
+    with mock.patch.object(srp, "gcc_phat", shifted_gcc_phat):
+        slow, reference = timed()
+    print(f"SRP-PHAT, {args.windows} windows x {scene.mics.shape[0]} microphones, {grid.shape[0]} points: "
+          f"{fast:6.2f} s gathered, {slow:6.2f} s shifted whole, ratio {slow / fast:4.2f}x; "
+          f"maps equal: {np.array_equal(maps, reference)}")
+
+
+if __name__ == "__main__":
+    main()

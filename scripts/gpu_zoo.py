@@ -41,6 +41,8 @@ command of at most 10 minutes)::
     # the device tool's run, with carry [".whl"] and timeout_s 600:
     bash scripts/gpu_zoo.sh --out "$OUT" --device cuda --deadline-s 540
 
+Back on the CPU machine, ``python scripts/adopt_zoo.py RESULTS`` scores what came back on the
+full test splits, beside the constant predictor and SRP-PHAT, and writes it to ``pretrained/``.
 A later run continues from these checkpoints (put them in a folder of the working tree, e.g.
 ``pretrained/``) with ``--init-from pretrained``: each model starts from its checkpoint at the
 learning rate it last had.

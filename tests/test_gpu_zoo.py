@@ -230,6 +230,38 @@ def test_gpu_zoo_dry_run_on_the_cpu(tmp_path):
         assert set(run_record["simulation"]) == {"train", "val", "test"}
         json.dumps(card)  # JSON-able throughout
 
+    # adopted here: scored on a CPU-simulated test split, beside the constant predictor and SRP-PHAT
+    adopted = tmp_path / "pretrained"
+    adopt = [sys.executable, str(ROOT / "scripts" / "adopt_zoo.py"), str(out), "--out", str(adopted), "--data-root",
+             str(tmp_path / "data"), "--sources", "2", "--srp-windows", "2", "--threads", "1"]
+    run = subprocess.run(adopt, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert [p.name for p in sorted(adopted.iterdir())] == expected
+    for path in sorted(adopted.iterdir()):
+        card = read_card(path)
+        test = card["metrics"]["test"]
+        assert test["n_sources"] == 2 and card["dataset"]["test"]["n_sources"] == 2
+        assert card["storage"]["dtype"] in ("float16", "float32") and card["training"]["device"] == "cpu"
+        row = next(line for line in run.stdout.splitlines()
+                   if line.startswith(f"| {card['architecture']} ({card['condition']['t60']:g} s"))
+        assert f"| {test['metrics']['mae']:.3f}" in row and f"| {test['baseline']['metrics']['mae']:.3f} |" in row
+    assert "SRP-PHAT: Euclidean error of the map peak" in run.stdout
+
+
+def test_adopt_zoo_refuses_checkpoints_of_other_data_before_any_work(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "loccnn_t60-0.6_snr-10.safetensors").write_bytes(
+        (ROOT / "pretrained" / "loccnn_t60-0.6_snr-10.safetensors").read_bytes())  # pyroomacoustics-convention data
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "adopt_zoo.py"), str(results), "--out",
+                          str(tmp_path / "out"), "--data-root", str(tmp_path / "data")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        "Error: loccnn_t60-0.6_snr-10.safetensors: trained on 'pyroomacoustics'-convention data; the zoo is trained "
+        "on 'gpurir'"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
+
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the answer on a machine without CUDA")
 def test_gpu_zoo_fails_fast_in_preflight(tmp_path):

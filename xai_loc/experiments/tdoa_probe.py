@@ -508,7 +508,7 @@ def run_tdoa(
         its first few sources; else the data's own); ``srp_interp`` is the correlation
         interpolation of :func:`~xai_loc.experiments.srp.srp_phat_map`.
     srp_max_windows
-        SRP on at most this many windows, evenly spaced (the SRP maps cost about 0.15 s
+        SRP on at most this many windows, evenly spaced (the SRP maps cost about 0.08 s
         per window and estimator on one CPU core); others get NaN peaks.
 
     Returns

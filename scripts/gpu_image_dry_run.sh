@@ -22,25 +22,36 @@ if [ ${#wheels[@]} -eq 0 ]; then
     echo "gpu_image_dry_run.sh: $root/.whl holds no wheels; fetch them (scripts/gpu_study.sh says how)" >&2
     exit 2
 fi
-if [ ! -x "$env_dir/bin/python" ]; then
+if [ ! -e "$env_dir/.built" ]; then  # the marker is written only after every package installed
     py=""
     candidates=("${PYTHON312:-}" python3.12)
     if command -v pyenv >/dev/null; then
-        candidates+=("$(pyenv root)/versions/$(pyenv versions --bare | awk '/^3\.12/ && !f {print; f = 1}')/bin/python")
+        version="$(pyenv versions --bare 2>/dev/null | awk '/^3\.12/ && !f {print; f = 1}' || true)"
+        [ -z "$version" ] || candidates+=("$(pyenv root 2>/dev/null || true)/versions/$version/bin/python")
     fi
     for candidate in "${candidates[@]}"; do  # the first that runs and is 3.12 (a pyenv shim may do neither)
         if [ -n "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null
         then py="$candidate"; break; fi
     done
     if [ -z "$py" ]; then
-        echo "gpu_image_dry_run.sh: no Python 3.12 found; set PYTHON312" >&2
+        echo "gpu_image_dry_run.sh: no Python 3.12 found (PYTHON312='${PYTHON312:-}', python3.12, pyenv);" \
+             "set PYTHON312 to a Python 3.12 interpreter" >&2
         exit 2
+    fi
+    if [ -e "$env_dir" ]; then  # half built by an earlier run: made again; anything else is left alone
+        if [ ! -f "$env_dir/pyvenv.cfg" ]; then
+            echo "gpu_image_dry_run.sh: $env_dir exists and is not a virtual environment; name another folder" >&2
+            exit 2
+        fi
+        rm -rf "$env_dir"
     fi
     "$py" -m venv "$env_dir"
     # the image's versions where KINDS.md gives them; the newest release of the others
     "$env_dir/bin/python" -m pip install -q torch==2.11.0 torchvision==0.26.0 numpy==2.5.2 safetensors==0.8.0 \
         scipy xarray numba h5py pillow click tqdm matplotlib jinja2 markdown-it-py pyyaml packaging pytest
+    touch "$env_dir/.built"
 fi
+trap 'echo "gpu_image_dry_run.sh: failed; the launchers wrote into $out" >&2' ERR
 "$env_dir/bin/python" -c "import sys, torch, numpy; print('environment: python', sys.version.split()[0], \
 'torch', torch.__version__, 'numpy', numpy.__version__)"
 export PYTHON="$env_dir/bin/python"

@@ -105,14 +105,26 @@ def test_workers_read_the_data_themselves(runs, client):
     assert prefixes == ["bytes", "run"]
 
 
-def test_load_here_reads_lazy_data_synchronously_and_plain_data_without_dask(monkeypatch):
-    xr = pytest.importorskip("xarray")
-    ds = xr.Dataset({"signals": (("window", "time"), np.arange(12.0).reshape(3, 4))})
-    lazy = load_here(ds.chunk({"window": 1}))
-    assert not lazy.chunks and np.array_equal(lazy["signals"].values, ds["signals"].values)
-    monkeypatch.setitem(sys.modules, "dask", None)  # the GPU machine has no dask: plain data must not need it
-    plain = load_here(ds.isel(window=[0, 2]))
-    assert np.array_equal(plain["signals"].values, [[0, 1, 2, 3], [8, 9, 10, 11]])
+def test_load_here_reads_lazy_data_here_not_through_a_client():
+    import threading
+
+    import dask.array as da
+    import xarray as xr
+
+    here, seen = threading.current_thread().name, []
+
+    def mark(block):
+        seen.append(threading.current_thread().name)
+        return block
+
+    lazy = da.from_array(np.arange(12.0).reshape(3, 4), chunks=(1, 4)).map_blocks(mark, dtype=float)
+    array = xr.DataArray(np.zeros((3, 4)), dims=("window", "time"), coords={"source_id": ("window", lazy[:, 0])})
+    data = xr.Dataset({"signals": (("window", "time"), lazy)})
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0"):
+        loaded, coord = load_here(data), load_here(array)  # the client is the default scheduler here
+    assert np.array_equal(loaded["signals"].values, np.arange(12.0).reshape(3, 4))
+    assert coord["source_id"].chunks is None and np.array_equal(coord["source_id"].values, [0, 4, 8])
+    assert seen.count(here) >= 6 and set(seen) == {here}  # every block computed in this thread
 
 
 def _square(item: int, shared: int) -> np.ndarray:

@@ -2,6 +2,9 @@
 models, the store's windows rendered again, and the command end to end."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -200,3 +203,15 @@ def test_contributions_through_the_explainer_equal_each_components_own_output(st
     expected = (own / own.sum(0)).mean(1)
     found = ds["contribution"].sel({"model": "linear", "method": "input_x_gradient", "ordering": "relevance"})
     np.testing.assert_allclose(found.values, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_a_plain_store_is_read_without_dask():
+    """The GPU machine has no dask: components reads a store's rows without it (xai_loc.cluster.load_here)."""
+    code = ("import sys; sys.modules['dask'] = None  # import dask fails from here on\n"
+            "import numpy as np, xarray as xr\n"
+            "from xai_loc.cluster import load_here\n"
+            "ds = xr.Dataset({'s': (('w', 't'), np.arange(6.0).reshape(2, 3))}, coords={'source_id': ('w', [1, 2])})\n"
+            "print(load_here(ds.isel(w=[1]))['s'].values.tolist(), load_here(ds['source_id']).values.tolist())")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[[3.0, 4.0, 5.0]] [1, 2]"

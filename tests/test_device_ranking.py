@@ -271,14 +271,21 @@ def _argsort_ranks(a: np.ndarray) -> np.ndarray:
     return ranks
 
 
+@pytest.fixture(params=["radix", "argsort"])
+def ranking(request, monkeypatch):
+    """Both ways of stable_ranks, whatever the row length: the radix passes and numpy's argsort."""
+    monkeypatch.setattr(deletion_order, "RADIX_MIN_LENGTH", 0 if request.param == "radix" else 2**62)
+    return request.param
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_stable_ranks_are_those_of_numpys_stable_argsort(kind):
+def test_stable_ranks_are_those_of_numpys_stable_argsort(kind, ranking):
     scores = _scores(kind)
     assert np.array_equal(stable_ranks(scores), _argsort_ranks(scores))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_stable_ranks_put_nan_of_either_sign_last_and_signed_zeros_by_position(dtype):
+def test_stable_ranks_put_nan_of_either_sign_last_and_signed_zeros_by_position(dtype, ranking):
     row = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1.0, 1.0, -1.0, 0.0, np.nan, -0.0], dtype)
     assert np.signbit(row[3]) and np.isnan(row[3])
     ranks = stable_ranks(row[None])
@@ -288,3 +295,19 @@ def test_stable_ranks_put_nan_of_either_sign_last_and_signed_zeros_by_position(d
     cube = rng.choice(np.array([np.nan, -np.nan, 0.0, -0.0, 2.0, -2.0], dtype), (3, 4, 500))
     assert np.array_equal(stable_ranks(cube), _argsort_ranks(cube))
     assert stable_ranks(np.zeros((0, 7), dtype)).shape == (0, 7) and stable_ranks(np.zeros((2, 0))).shape == (2, 0)
+
+
+def test_long_rows_take_the_radix_passes_and_short_ones_the_argsort(monkeypatch):
+    radix, calls = deletion_order._radix_ranks, []
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return radix(*args)
+
+    monkeypatch.setattr(deletion_order, "_radix_ranks", counted)
+    rng = np.random.default_rng(5)
+    for n in (deletion_order.RADIX_MIN_LENGTH - 1, deletion_order.RADIX_MIN_LENGTH):
+        rows = np.abs(rng.standard_normal((3, n))).astype(np.float32)
+        rows[:, ::7] = rows[:, :1]  # ties
+        assert np.array_equal(stable_ranks(rows), _argsort_ranks(rows))
+    assert calls == [(3, deletion_order.RADIX_MIN_LENGTH)]

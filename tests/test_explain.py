@@ -301,7 +301,7 @@ def test_window_box_is_zbox_with_each_windows_range():
 
 # --- canonizers and the gate ---------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 def test_a_merged_batchnorm_is_the_exact_identity_with_a_positive_eps(dtype):
     # torch 2.11 refuses eps <= 0 in F.batch_norm; IDENTITY_EPS is positive and vanishes in 1 + eps
     x = torch.randn(3, 4, 50, dtype=torch.float64).mul(1e3).to(dtype)

@@ -123,7 +123,7 @@ def load_here(data: Any) -> Any:
     is not dask-backed is loaded without importing dask, which may be absent (the GPU
     machine has none).
     """
-    variables = data.variables.values() if hasattr(data, "data_vars") else [data.variable]
+    variables = data.variables.values() if hasattr(data, "data_vars") else [data.variable, *data.coords.variables.values()]
     if not any(v.chunks for v in variables):  # not Dataset.chunks: it refuses variables chunked differently
         return data.load()
     import dask

@@ -195,7 +195,7 @@ def components_source(sid: int, work: ComponentsWork):
     from xai_loc.explain.attribute import placed
     from xai_loc.runtime import resolve_device
 
-    rows = np.flatnonzero(load_here(work.ds["source_id"]).values == sid)
+    rows = np.flatnonzero(load_here(work.ds["source_id"].reset_coords(drop=True)).values == sid)
     windows = load_here(work.ds.isel(window=rows))
     comp = store_components(windows, [sid], device=work.device, early_end=work.early_end, to_host=False)
     on_host = isinstance(comp, np.ndarray)

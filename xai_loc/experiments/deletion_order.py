@@ -23,7 +23,10 @@ passes (16 windows of 81 920 float32 samples on a 2-core machine: 170 ms against
 
 :func:`stable_ranks` ranks whole rows (the Spearman correlations of the sanity checks) with
 the same keys: a least-significant-digit radix sort, 16 bits per pass, gives the ranks of
-numpy's stable argsort, which sorts floats by comparison (timsort) at about 8 times the cost.
+numpy's stable argsort, which sorts floats by comparison (timsort): for rows of 81 920 samples
+about 11 times the cost in float32 and 5 times in float64. Rows shorter than
+:data:`RADIX_MIN_LENGTH` are ranked by that argsort, as each pass's 65 536 bins would cost more
+than they save.
 """
 from __future__ import annotations
 
@@ -38,6 +41,10 @@ BIN_BITS = 16
 _N_BINS = 1 << BIN_BITS
 _BLOCK = 256
 _N_BLOCKS = _N_BINS // _BLOCK
+
+#: Rows at least this long are ranked by radix passes in :func:`stable_ranks`, shorter ones by numpy's stable
+#: argsort (2-core machine: the radix ranks are 3.7x (float32) and 1.9x (float64) faster at 4096, slower at 1024).
+RADIX_MIN_LENGTH = 4096
 
 #: The most deletion steps one call handles (steps are stored as uint8; 255 means "never").
 MAX_STEPS = 255
@@ -295,7 +302,8 @@ def stable_ranks(a: np.ndarray) -> np.ndarray:
 
     The same numbers as inverting ``np.argsort(a, axis=-1, kind="stable")``: ties (and -0.0
     against +0.0) go by position, NaN (of either sign) last. Float32 keys take two radix
-    passes; other dtypes are ranked as their float64 values, in four.
+    passes; other dtypes are ranked as their float64 values, in four. Rows shorter than
+    :data:`RADIX_MIN_LENGTH` are ranked by that argsort.
 
     Returns
     -------
@@ -306,13 +314,17 @@ def stable_ranks(a: np.ndarray) -> np.ndarray:
     if a.dtype not in _FLOAT_BITS:
         a = a.astype(np.float64)
     rows = np.ascontiguousarray(a.reshape(int(np.prod(a.shape[:-1])), a.shape[-1]) if a.ndim else a.reshape(1, 1))
+    ranks = np.empty(rows.shape, np.float64)
+    if rows.shape[1] < RADIX_MIN_LENGTH:
+        order = np.argsort(rows, axis=-1, kind="stable")
+        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(rows.shape[1], dtype=np.float64), rows.shape), -1)
+        return ranks.reshape(a.shape)
     unsigned, sign, _ = _FLOAT_BITS[rows.dtype]
     ones = unsigned(np.iinfo(unsigned).max)
     keys = np.empty(rows.shape, unsigned)
     _order_keys(rows.view(unsigned).reshape(-1), (sign, ones, unsigned(8 * rows.itemsize - 1), ones),
                 keys.reshape(-1))
     keys[np.isnan(rows)] = ones  # one key above +inf's for every NaN: numpy sorts them last, by position
-    ranks = np.empty(rows.shape, np.float64)
     _radix_ranks(keys, np.arange(0, 8 * rows.itemsize, 16).astype(unsigned), unsigned(0xFFFF), ranks)
     return ranks.reshape(a.shape)
 

@@ -53,6 +53,10 @@ class _NumpyOps:
         return np.fft.fftshift(x, axes=-1)
 
     @staticmethod
+    def concat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts, axis=-1)
+
+    @staticmethod
     def argmax(x: np.ndarray) -> np.ndarray:
         return np.argmax(x, axis=-1)
 
@@ -94,6 +98,9 @@ class _TorchOps:
 
     def fftshift(self, x: Any) -> Any:
         return self.torch.fft.fftshift(x, dim=-1)
+
+    def concat(self, parts: list[Any]) -> Any:
+        return self.torch.cat(parts, dim=-1)
 
     def maximum(self, x: Any, floor: float) -> Any:
         return x.clamp(min=floor)
@@ -161,9 +168,13 @@ def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 1
     if max_lag is None:
         return xp.asarray(lags), xp.fftshift(cc)
     kept = np.flatnonzero(np.abs(lags) <= max_lag)  # one run around lag 0
-    # read the kept lags straight from the unshifted correlation: shifting all m lags first copies the whole
-    # array, most of an SRP map's time on the CPU (16 384 x interp lags per pair, a few hundred kept)
-    return xp.asarray(lags[kept]), cc[..., xp.index((kept - m // 2) % m)]
+    if not kept.size:
+        return xp.asarray(lags[kept]), cc[..., :0]
+    # the kept lags read straight from the unshifted correlation, negative ones from its end, by two slices (no
+    # index array to send to a GPU): shifting all m lags first copies the whole array, most of an SRP map's time
+    # on the CPU (16 384 x interp lags per pair, a few hundred kept)
+    first, last = int(kept[0]) - m // 2, int(kept[-1]) - m // 2  # first <= 0 <= last
+    return xp.asarray(lags[kept]), xp.concat([cc[..., m + first :], cc[..., : last + 1]])
 
 
 def tdoa(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 16) -> Array:

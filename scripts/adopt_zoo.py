@@ -80,23 +80,23 @@ def main(argv: list[str] | None = None) -> int:
             store = simulate_dataset(paper_scene(), "test", t60, snr, root=root, n_sources=args.sources,
                                      progress=PROGRESS)
             arch = card["architecture"]
-            result = export(path, WindowSet(store), args.out / checkpoint_name(arch, t60, snr), args.batch_size, "cpu")
+            dst = args.out / checkpoint_name(arch, t60, snr)
+            result = export(path, WindowSet(store), dst, args.batch_size, "cpu")
             if (t60, snr) not in srp:
                 srp[(t60, snr)] = srp_errors(store, args.srp_windows or None)
-            t = card["training"]
-            rows.append((arch, t60, snr, result, read_card(args.out / checkpoint_name(arch, t60, snr)), t))
+            rows.append((arch, t60, snr, result, read_card(dst)["storage"]["dtype"], card["training"]))
     except InputError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 2
     print("| checkpoint | test MAE/coord (m) | test Euclidean (m) | constant (m) | paper (m) | SRP-PHAT, "
           "signals (m) | storage | paper epochs | stopped | device s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for arch, t60, snr, result, adopted, t in rows:
+    for arch, t60, snr, result, storage, t in rows:
         mae, base = result.metrics["mae"], result.baseline_metrics["mae"]
         mark = "" if mae < base else " (no better than constant)"
         print(f"| {arch} ({t60:g} s, {snr:g} dB) | {mae:.3f}{mark} | {result.metrics['euclidean']:.3f} | "
               f"{base:.3f} | {PAPER_MAE[arch][(t60, snr)]:.3f} | {srp[(t60, snr)]['signals']:.3f} | "
-              f"{adopted['storage']['dtype']} | {t['epochs']} | {t['stopped']} | {t['wall_seconds']:.0f} |")
+              f"{storage} | {t['epochs']} | {t['stopped']} | {t['wall_seconds']:.0f} |")
     print("\nSRP-PHAT: Euclidean error of the map peak on the sources' plane (x, y); constant guess on that plane: "
           + ", ".join(f"{v['constant']:.3f} m at ({t:g} s, {s:g} dB)" for (t, s), v in srp.items()))
     return 0

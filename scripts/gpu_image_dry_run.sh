@@ -15,7 +15,12 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 env_dir="${1:-/tmp/gpu-image-env}"
-out="${2:-$(mktemp -d "${TMPDIR:-/tmp}/gpu-image-dry-run.XXXXXX")}"
+if [ $# -ge 2 ]; then
+    out="$2"
+else  # a new folder, kept afterwards, readable like the launchers' outputs (mktemp makes it private)
+    out="$(mktemp -d "${TMPDIR:-/tmp}/gpu-image-dry-run.XXXXXX")"
+    chmod 755 "$out"
+fi
 shopt -s nullglob
 wheels=("$root"/.whl/*.whl)
 if [ ${#wheels[@]} -eq 0 ]; then

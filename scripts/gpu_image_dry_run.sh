@@ -15,12 +15,6 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 env_dir="${1:-/tmp/gpu-image-env}"
-if [ $# -ge 2 ]; then
-    out="$2"
-else  # a new folder, kept afterwards, readable like the launchers' outputs (mktemp makes it private)
-    out="$(mktemp -d "${TMPDIR:-/tmp}/gpu-image-dry-run.XXXXXX")"
-    chmod 755 "$out"
-fi
 shopt -s nullglob
 wheels=("$root"/.whl/*.whl)
 if [ ${#wheels[@]} -eq 0 ]; then
@@ -55,6 +49,12 @@ if [ ! -e "$env_dir/.built" ]; then  # the marker is written only after every pa
     "$env_dir/bin/python" -m pip install -q torch==2.11.0 torchvision==0.26.0 numpy==2.5.2 safetensors==0.8.0 \
         scipy xarray numba h5py pillow click tqdm matplotlib jinja2 markdown-it-py pyyaml packaging pytest
     touch "$env_dir/.built"
+fi
+if [ $# -ge 2 ]; then
+    out="$2"
+else  # a new folder, made only once the environment is ready, kept afterwards, readable like the launchers' outputs (mktemp makes it private)
+    out="$(mktemp -d "${TMPDIR:-/tmp}/gpu-image-dry-run.XXXXXX")"
+    chmod 755 "$out"
 fi
 trap 'echo "gpu_image_dry_run.sh: failed; the launchers wrote into $out" >&2' ERR
 "$env_dir/bin/python" -c "import sys, torch, numpy; print('environment: python', sys.version.split()[0], \

@@ -32,7 +32,7 @@ from xai_loc.errors import InputError
 from xai_loc.experiments.tdoa_probe import SRP_CONSTANT, run_tdoa
 from xai_loc.models import WindowSet, read_card
 from xai_loc.models.zoo import PAPER_MAE, checkpoint_name, data_convention
-from xai_loc.runtime import configure_threads
+from xai_loc.runtime import configure_cpu
 
 
 def checked_card(path: Path) -> dict:
@@ -51,7 +51,8 @@ def srp_errors(store: Path, windows: int | None) -> dict[str, float]:
     """Euclidean error (m) on the sources' plane of SRP-PHAT on the microphone signals and of the constant guess."""
     ds = run_tdoa(None, store, pairs="adjacent", srp_max_windows=windows)
     error = ds["srp_error"].sel(srp_metric="euclidean")
-    return {"signals": float(error.sel(srp_estimator="signals")), "constant": float(error.sel(srp_estimator=SRP_CONSTANT))}
+    return {"signals": float(error.sel(srp_estimator="signals")),
+            "constant": float(error.sel(srp_estimator=SRP_CONSTANT))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     try:
-        configure_threads(args.threads)
+        configure_cpu(args.threads)
         if args.srp_windows < 0:
             raise InputError(f"--srp-windows {args.srp_windows} is not allowed; use 0 (all) or more")
         paths = sorted(args.results.glob("*.safetensors")) if args.results.is_dir() else []

@@ -321,12 +321,12 @@ def worker(args) -> int:
     from xai_loc.models.evaluation import WindowSet, evaluate
     from xai_loc.models.training import TrainConfig, train
     from xai_loc.models.zoo import PAPER_MAE, checkpoint_name
-    from xai_loc.runtime import configure_threads, resolve_device
+    from xai_loc.runtime import configure_cpu, resolve_device
 
     t60, snr = args.worker
     tag = f"[{condition_label(t60, snr)}]"
     _, sim_workers, threads = default_parallelism(args)
-    configure_threads(threads)
+    configure_cpu(threads)
     device = resolve_device(args.device)
     deadline = args.deadline_at
     record = json.loads(args.record.read_text()) if args.record else {}
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     from xai_loc.data import paper_scene
     from xai_loc.errors import InputError
     from xai_loc.models.zoo import checkpoint_name
-    from xai_loc.runtime import configure_threads, resolve_device
+    from xai_loc.runtime import configure_cpu, resolve_device
 
     deadline = started + args.deadline_s
     args.out.mkdir(parents=True, exist_ok=True)
@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     if others:
         raise SystemExit(f"{args.out} holds other files ({', '.join(others[:5])}); give an empty folder")
     try:
-        configure_threads(default_parallelism(args)[2])
+        configure_cpu(default_parallelism(args)[2])
         device = resolve_device(args.device)
         scene = paper_scene()
         corpus = SpeechCorpus.shipped(fs=scene.room.fs)

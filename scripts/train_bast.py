@@ -31,7 +31,7 @@ from xai_loc.data.bast_scenes import BastSceneSpec
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.models.bast import INTEGRATIONS, LOSSES, fit_bast
-from xai_loc.runtime import configure_threads
+from xai_loc.runtime import configure_cpu
 
 PROGRESS = sys.stderr.isatty()
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("pretrained/bast_default.safetensors"))
     args = parser.parse_args(argv)
     try:
-        configure_threads(args.threads)
+        configure_cpu(args.threads)
         spec = BastSceneSpec(name=f"bast-{args.n_sounds}", n_sounds=args.n_sounds, seed=args.seed)
         path, card = fit_bast(spec, args.out, root=args.data_root or default_root(), integration=args.integration,
                               share_weights=args.share_weights, loss=args.loss, epochs=args.epochs,

@@ -35,7 +35,7 @@ from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.models.checkpoint import read_card
 from xai_loc.models.classifier_training import ClassifierConfig, train_on_spec
-from xai_loc.runtime import configure_threads
+from xai_loc.runtime import configure_cpu
 
 PROGRESS = sys.stderr.isatty()
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("pretrained/cochcnn_default.safetensors"))
     args = parser.parse_args(argv)
     try:
-        configure_threads(args.threads)
+        configure_cpu(args.threads)
         root = args.data_root or default_root()
         name = cochcnn_dataset_name(args.rooms, args.n_sounds, args.per_sound)
         spec = BinauralSpec(name=name, rooms=tuple(args.rooms), n_sounds=args.n_sounds, per_sound=args.per_sound,

@@ -36,7 +36,7 @@ from xai_loc.features.binaural_cues import simulate_cue_scenes
 from xai_loc.models.checkpoint import read_card
 from xai_loc.models.classifier_training import ClassifierConfig
 from xai_loc.models.cuenet import train_cuenet
-from xai_loc.runtime import configure_threads
+from xai_loc.runtime import configure_cpu
 
 PROGRESS = sys.stderr.isatty()
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", type=Path, default=None, help="Folder for the cue probe's results and figure.")
     args = parser.parse_args(argv)
     try:
-        configure_threads(args.threads)
+        configure_cpu(args.threads)
         root = args.data_root or default_root()
         spec = CueSceneSpec(name="cuenet", seed=args.seed)
         test_store = simulate_cue_scenes(spec, "test", root=root, progress=PROGRESS)

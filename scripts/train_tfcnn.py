@@ -33,7 +33,7 @@ from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.models.checkpoint import read_card
 from xai_loc.models.tfcnn_training import TFCNNTrainConfig, train_tfcnn
-from xai_loc.runtime import configure_threads
+from xai_loc.runtime import configure_cpu
 
 PROGRESS = sys.stderr.isatty()
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("pretrained/tfcnn_default.safetensors"))
     args = parser.parse_args(argv)
     try:
-        configure_threads(args.threads)
+        configure_cpu(args.threads)
         root = args.data_root or default_root()
         name = f"tfcnn-n{args.n_train}-t{args.test_per_azimuth}-s{args.seed}"
         spec = SceneSpec(name=name, n_train=args.n_train, test_per_azimuth=args.test_per_azimuth, seed=args.seed)

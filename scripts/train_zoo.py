@@ -35,7 +35,7 @@ from xai_loc.models import load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, evaluate
 from xai_loc.models.training import TrainConfig, train
 from xai_loc.models.zoo import PAPER_MAE
-from xai_loc.runtime import configure_threads
+from xai_loc.runtime import configure_cpu
 
 #: Largest change of a test MAE (metres) that float16 storage may cause.
 FP16_TOLERANCE = 1e-3
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        configure_threads(args.threads)
+        configure_cpu(args.threads)
         config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.max_epochs,
                              max_minutes=args.max_minutes,
                              seed=args.seed, device=args.device, eval_batch_size=args.eval_batch_size,

@@ -134,6 +134,7 @@ CASES = [
     ("threads-huge", ["--threads", "65536", "info"], {}),
     ("threads-zero", ["--threads", "0", "info"], {}),
     ("threads-env-word", ["info"], {"XAI_LOC_THREADS": "many"}),
+    ("keep-memory-env-word", ["info"], {"XAI_LOC_KEEP_MEMORY": "yes"}),
     ("sources-zero", ["simulate", "--t60", "0.3", "--snr", "10", "--sources", "0"], {}),
     ("epochs-negative", ["binaural", "tfcnn", "train", "--epochs", "-2"], {}),
     ("lr-nan", ["train", "--model", "loccnn", "--t60", "0.3", "--snr", "10", "--lr", "nan"], {}),

@@ -123,7 +123,8 @@ def load_here(data: Any) -> Any:
     is not dask-backed is loaded without importing dask, which may be absent (the GPU
     machine has none).
     """
-    variables = data.variables.values() if hasattr(data, "data_vars") else [data.variable, *data.coords.variables.values()]
+    variables = (data.variables.values() if hasattr(data, "data_vars")
+                 else [data.variable, *data.coords.variables.values()])
     if not any(v.chunks for v in variables):  # not Dataset.chunks: it refuses variables chunked differently
         return data.load()
     import dask
@@ -139,12 +140,21 @@ def _unpickled(payload: bytes) -> Any:
     return pickle.loads(payload)
 
 
+@functools.lru_cache(maxsize=1)
+def _keep_memory() -> bool:
+    """Freed memory kept for reuse, once per worker process, as in a command's own process."""
+    from xai_loc.runtime import keep_freed_memory
+
+    return keep_freed_memory()
+
+
 def _run(fn: Callable[[Any, Any], Any], item: Any, payload: bytes) -> Any:
-    """One item on a worker, computed with one torch thread."""
+    """One item on a worker, computed with one torch thread and freed memory kept for reuse."""
     import torch
 
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+    _keep_memory()
     return fn(item, _unpickled(payload))
 
 

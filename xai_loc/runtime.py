@@ -43,6 +43,71 @@ def configure_threads(threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
+#: glibc ``mallopt`` parameters (malloc.h) and the defaults that :func:`keep_freed_memory` restores: glibc's as
+#: they stand once a process has freed large blocks (its dynamic mmap threshold stops at 32 MiB, the trim
+#: threshold at twice that).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_GLIBC_DEFAULTS = {_M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 64 << 20, _M_MMAP_MAX: 65536}
+_KEEP = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: 2**31 - 1}  # mallopt takes a C int
+KEEP_MEMORY_ENV = "XAI_LOC_KEEP_MEMORY"
+
+
+def keep_freed_memory(enabled: bool | None = None) -> bool:
+    """Serve large CPU buffers from memory the process has freed before, not from fresh pages (glibc only).
+
+    glibc gives every allocation above 32 MiB pages of its own (``mmap``) and hands them back to
+    the kernel when it is freed, so each batch allocates its activations anew and the kernel
+    faults in and zeroes every page again (LocCNN's first layer alone is 197 MB at batch 100).
+    Keeping freed memory for reuse (``mallopt``: no ``mmap`` for blocks, no trimming) removes
+    that work: ``benchmarks/bench_allocator.py`` measures training steps and forward passes
+    faster by the ratios README gives, with the same numbers. The cost: the process holds its
+    peak memory until it exits. No library does this for us (jemalloc or tcmalloc would, through
+    ``LD_PRELOAD`` before the interpreter starts, which a command or a notebook cannot do).
+
+    Parameters
+    ----------
+    enabled
+        True keeps freed memory, False restores glibc's defaults and hands the kept memory back;
+        None reads ``XAI_LOC_KEEP_MEMORY`` (``1``, the default, or ``0``).
+
+    Returns
+    -------
+    bool
+        Whether freed memory is now kept (False where the C library is not glibc).
+    """
+    if enabled is None:
+        raw = os.environ.get(KEEP_MEMORY_ENV, "1").strip()
+        if raw not in ("0", "1"):
+            raise InputError(f"{KEEP_MEMORY_ENV}={raw!r} is not allowed; use 1 (keep freed memory) or 0 (glibc's "
+                             "defaults)")
+        enabled = raw == "1"
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None)  # the interpreter's own C library
+    for param, value in (_KEEP if enabled else _GLIBC_DEFAULTS).items():
+        if not libc.mallopt(param, value):
+            raise OSError(f"mallopt({param}, {value}) failed")
+    if not enabled:
+        libc.malloc_trim(0)  # hand back what was kept
+    return enabled
+
+
+def configure_cpu(threads: int | None = None) -> int:
+    """Set up a command's or script's process for CPU work: torch's threads (:func:`configure_threads`) and
+    freed memory kept for reuse (:func:`keep_freed_memory`, unless ``XAI_LOC_KEEP_MEMORY=0``).
+
+    Returns
+    -------
+    int
+        The thread count in force.
+    """
+    threads = configure_threads(threads)
+    keep_freed_memory()
+    return threads
+
+
 def resolve_device(device: str = "cpu"):
     """Return a ``torch.device`` for ``'cpu'``, ``'cuda'`` or ``'cuda:N'``, checking availability."""
     import torch

@@ -216,14 +216,15 @@ TF32_COMMANDS = frozenset({"train"})
 
 
 def setup(ctx: click.Context) -> int:
-    """Configure torch's threads; record the command's --batch-size for the message about a GPU out of memory;
+    """Set up the process for CPU work (torch's threads, freed memory kept: :func:`~xai_loc.runtime.configure_cpu`);
+    record the command's --batch-size for the message about a GPU out of memory;
     turn TF32 off for a command on cuda other than :data:`TF32_COMMANDS`."""
-    from xai_loc.runtime import configure_threads, full_float32
+    from xai_loc.runtime import configure_cpu, full_float32
 
     ctx.meta[BATCH_SIZE_KEY] = ctx.params.get("batch_size")
     if ctx.command.name not in TF32_COMMANDS:  # so that cuda results match the CPU's within the documented tolerances
         full_float32(str(ctx.params.get("device") or "cpu"))
-    return configure_threads(ctx.obj["threads"])
+    return configure_cpu(ctx.obj["threads"])
 
 
 def with_options(*options):

@@ -76,15 +76,17 @@ cluster_options = with_options(
 @main.command()
 @click.pass_context
 def info(ctx: click.Context) -> None:
-    """Print versions, torch threads and the available devices."""
+    """Print versions, torch threads, whether freed memory is kept for reuse and the available devices."""
     import torch
 
-    from xai_loc.runtime import software_versions
+    from xai_loc.runtime import keep_freed_memory, software_versions
 
     threads = setup(ctx)
     for name, ver in software_versions().items():
         click.echo(f"{name:16s} {ver}")
     click.echo(f"{'threads':16s} {threads}")
+    kept = "kept for reuse" if keep_freed_memory() else "returned to the system (XAI_LOC_KEEP_MEMORY=0 or not glibc)"
+    click.echo(f"{'freed memory':16s} {kept}")
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available"
     click.echo(f"{'device':16s} cpu; cuda: {cuda}")
 

@@ -1,0 +1,78 @@
+"""Process set-up for CPU work: freed memory kept for reuse (glibc), and its switch."""
+import ctypes
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from xai_loc.cli import main
+from xai_loc.errors import InputError
+from xai_loc.runtime import KEEP_MEMORY_ENV, keep_freed_memory
+
+GLIBC = platform.libc_ver()[0] == "glibc"
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mmapped_blocks() -> int:
+    """How many blocks glibc serves with pages of their own (``mallinfo2().hblks``)."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _Mallinfo2
+    return libc.mallinfo2().hblks
+
+
+@pytest.fixture
+def restore_keep():
+    yield
+    keep_freed_memory(True)  # as the CLI leaves the suite's process
+
+
+@pytest.mark.skipif(not GLIBC or not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc >= 2.33")
+def test_kept_memory_serves_large_blocks_from_the_heap_and_the_defaults_from_pages_of_their_own(restore_keep):
+    size = 100 << 20  # above glibc's largest mmap threshold (32 MiB)
+    assert keep_freed_memory(False) is False
+    before = _mmapped_blocks()
+    block = np.ones(size, dtype=np.uint8)
+    assert _mmapped_blocks() == before + 1
+    del block
+    assert _mmapped_blocks() == before
+
+    assert keep_freed_memory(True) is True
+    block = np.ones(size, dtype=np.uint8)
+    assert _mmapped_blocks() == before and int(block.sum()) == size
+    del block
+    again = np.zeros(size, dtype=np.uint8)  # the freed block is reused, still no pages of its own
+    assert _mmapped_blocks() == before and not again.any()
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_the_environment_switch(monkeypatch, restore_keep):
+    monkeypatch.setenv(KEEP_MEMORY_ENV, "0")
+    assert keep_freed_memory() is False
+    monkeypatch.setenv(KEEP_MEMORY_ENV, "1")
+    assert keep_freed_memory() is True
+    monkeypatch.setenv(KEEP_MEMORY_ENV, "yes")
+    with pytest.raises(InputError, match=r"^XAI_LOC_KEEP_MEMORY='yes' is not allowed; use 1 \(keep freed memory\) "
+                                         r"or 0 \(glibc's defaults\)$"):
+        keep_freed_memory()
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_info_says_whether_freed_memory_is_kept(restore_keep):
+    kept = CliRunner().invoke(main, ["--threads", "1", "info"], env={KEEP_MEMORY_ENV: "1"})
+    assert kept.exit_code == 0 and "freed memory     kept for reuse" in kept.output
+    returned = CliRunner().invoke(main, ["--threads", "1", "info"], env={KEEP_MEMORY_ENV: "0"})
+    assert returned.exit_code == 0 and "freed memory     returned to the system" in returned.output
+
+
+def test_off_glibc_nothing_changes():
+    code = ("import platform; platform.libc_ver = lambda *a, **k: ('', ''); "
+            "from xai_loc.runtime import keep_freed_memory; print(keep_freed_memory(True))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr

@@ -47,6 +47,15 @@ A later run continues from these checkpoints (put them in a folder of the workin
 ``pretrained/``) with ``--init-from pretrained``: each model starts from its checkpoint at the
 learning rate it last had.
 
+Without a GPU the same script trains on the CPU at full size, one condition and one model at a
+time (its windows, 7.5 GB at T60 0.6 s, stay in RAM), and is the fastest way to do so here:
+validation every ``--draws`` paper epochs instead of every epoch, no store to read. On the
+2-core development machine, with both threads and freed memory kept for reuse, LocCNN takes
+about 24 s per paper epoch (validation included, draws 5)::
+
+    python scripts/gpu_zoo.py --device cpu --conditions 0.6:10 --archs loccnn --jobs 1 \
+        --sim-workers 2 --threads 2 --draws 5 --reserve-s 150 --deadline-s 5400 --out DIR [--init-from DIR0]
+
 Sizes and estimates (windows counted with :func:`xai_loc.data.store.count_windows`): the paper
 scene holds 39,784 / 42,016 / 43,261 / 46,023 windows per condition (train + val + test;
 T60 0.15 / 0.3 / 0.4 / 0.6 s), 16 x 5120 samples each: 6.5 / 6.9 / 7.1 / 7.5 GB in float16,
@@ -55,8 +64,8 @@ blocks of 16 sources (image enumeration, responses, FFT convolution, windows); t
 each source's noise with NumPy (about 9 ms for 16 microphones x 3.6 s here) and decodes its
 utterance, so 4225 sources take roughly 10-20 s of host time per process over its threads
 (not yet measured on the GPU machine). With the brief's 0.1-0.2 s per paper epoch on an H200 for one model (32 steps of
-100 windows: 3-6 ms per step, against 1.95 s for LocCNN and 4.4 s for SampleCNN on one CPU
-thread here), a validation costing about 0.8-0.9 of an epoch (7,400-8,500 windows forward
+100 windows: 3-6 ms per step, against 1.25 s for LocCNN and 2.55 s for SampleCNN on one CPU
+thread here with freed memory kept, 1.95 s and 4.4 s without), a validation costing about 0.8-0.9 of an epoch (7,400-8,500 windows forward
 only; a forward pass is 0.35 of a step), four processes time-sharing the GPU and the two models of a
 process one after the other, a 540 s deadline leaves each model about 200 s of wall time
 (about 50 s of the GPU): roughly 25-50 super-epochs of 10 draws, i.e. 250-500 paper epochs

@@ -252,8 +252,11 @@ def test_gpu_zoo_dry_run_on_the_cpu(tmp_path):
 def test_adopt_zoo_refuses_checkpoints_of_other_data_before_any_work(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    (results / "loccnn_t60-0.6_snr-10.safetensors").write_bytes(
-        (ROOT / "pretrained" / "loccnn_t60-0.6_snr-10.safetensors").read_bytes())  # pyroomacoustics-convention data
+    from xai_loc.models import build_model, save_checkpoint
+
+    # a card that names no convention: trained before conventions existed, on pyroomacoustics-convention data
+    save_checkpoint(build_model("loccnn"), results / "loccnn_t60-0.6_snr-10.safetensors",
+                    {"condition": {"t60": 0.6, "snr": 10.0}})
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "adopt_zoo.py"), str(results), "--out",
                           str(tmp_path / "out"), "--data-root", str(tmp_path / "data")],
                          capture_output=True, text=True, timeout=300)

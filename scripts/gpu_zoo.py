@@ -63,10 +63,11 @@ T60 0.15 / 0.3 / 0.4 / 0.6 s), 16 x 5120 samples each: 6.5 / 6.9 / 7.1 / 7.5 GB 
 blocks of 16 sources (image enumeration, responses, FFT convolution, windows); the host draws
 each source's noise with NumPy (about 9 ms for 16 microphones x 3.6 s here) and decodes its
 utterance, so 4225 sources take roughly 10-20 s of host time per process over its threads
-(not yet measured on the GPU machine). With the brief's 0.1-0.2 s per paper epoch on an H200 for one model (32 steps of
-100 windows: 3-6 ms per step, against 1.25 s for LocCNN and 2.55 s for SampleCNN on one CPU
-thread here with freed memory kept, 1.95 s and 4.4 s without), a validation costing about 0.8-0.9 of an epoch (7,400-8,500 windows forward
-only; a forward pass is 0.35 of a step), four processes time-sharing the GPU and the two models of a
+(not yet measured on the GPU machine). With the brief's 0.1-0.2 s per paper epoch on an H200
+for one model (32 steps of 100 windows: 3-6 ms per step, against 1.25 s for LocCNN and 2.55 s
+for SampleCNN on one CPU thread here with freed memory kept, 1.95 s and 4.4 s without), a
+validation costing about 0.8-0.9 of an epoch (7,400-8,500 windows forward only; a forward
+pass is 0.35 of a step), four processes time-sharing the GPU and the two models of a
 process one after the other, a 540 s deadline leaves each model about 200 s of wall time
 (about 50 s of the GPU): roughly 25-50 super-epochs of 10 draws, i.e. 250-500 paper epochs
 (the paper's early stopping waits 200 epochs without improvement, so expect ``stopped:

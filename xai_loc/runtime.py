@@ -48,7 +48,7 @@ def configure_threads(threads: int | None = None) -> int:
 #: threshold at twice that).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _GLIBC_DEFAULTS = {_M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 64 << 20, _M_MMAP_MAX: 65536}
-_KEEP = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: 2**31 - 1}  # mallopt takes a C int
+_KEEP = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: 2**31 - 1}  # a C int: trim only a free top past 2 GiB
 KEEP_MEMORY_ENV = "XAI_LOC_KEEP_MEMORY"
 
 

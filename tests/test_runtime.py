@@ -76,3 +76,14 @@ def test_off_glibc_nothing_changes():
             "from xai_loc.runtime import keep_freed_memory; print(keep_freed_memory(True))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_a_refused_mallopt_is_an_error_not_a_false_claim(monkeypatch):
+    class Refusing:
+        def mallopt(self, param, value):
+            return 0  # glibc's answer to a parameter it does not take
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Refusing())
+    with pytest.raises(OSError, match=r"^mallopt\(-4, 0\) failed$"):
+        keep_freed_memory(True)

@@ -1,10 +1,11 @@
 """Process set-up for CPU work: freed memory kept for reuse (glibc), and its switch."""
+import ast
 import ctypes
 import platform
 import subprocess
 import sys
+import textwrap
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -15,18 +16,6 @@ from xai_loc.runtime import KEEP_MEMORY_ENV, keep_freed_memory
 GLIBC = platform.libc_ver()[0] == "glibc"
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def _mmapped_blocks() -> int:
-    """How many blocks glibc serves with pages of their own (``mallinfo2().hblks``)."""
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = _Mallinfo2
-    return libc.mallinfo2().hblks
-
-
 @pytest.fixture
 def restore_keep():
     yield
@@ -34,21 +23,39 @@ def restore_keep():
 
 
 @pytest.mark.skipif(not GLIBC or not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc >= 2.33")
-def test_kept_memory_serves_large_blocks_from_the_heap_and_the_defaults_from_pages_of_their_own(restore_keep):
-    size = 100 << 20  # above glibc's largest mmap threshold (32 MiB)
-    assert keep_freed_memory(False) is False
-    before = _mmapped_blocks()
-    block = np.ones(size, dtype=np.uint8)
-    assert _mmapped_blocks() == before + 1
-    del block
-    assert _mmapped_blocks() == before
+def test_kept_memory_serves_large_blocks_from_the_heap_and_the_defaults_from_pages_of_their_own():
+    # a fresh process: in this one, blocks kept earlier would serve a large request from the heap whatever the setting
+    code = textwrap.dedent("""
+        import ctypes
+        import numpy as np
+        from xai_loc.runtime import keep_freed_memory
 
-    assert keep_freed_memory(True) is True
-    block = np.ones(size, dtype=np.uint8)
-    assert _mmapped_blocks() == before and int(block.sum()) == size
-    del block
-    again = np.zeros(size, dtype=np.uint8)  # the freed block is reused, still no pages of its own
-    assert _mmapped_blocks() == before and not again.any()
+        class Mallinfo2(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = Mallinfo2
+        mapped = lambda: libc.mallinfo2().hblks  # blocks served with pages of their own
+        size = 100 << 20  # above glibc's largest mmap threshold (32 MiB)
+        out = [keep_freed_memory(False), mapped()]
+        block = np.ones(size, dtype=np.uint8)
+        out.append(mapped())
+        del block
+        out += [mapped(), keep_freed_memory(True)]
+        block = np.ones(size, dtype=np.uint8)
+        out += [mapped(), int(block.sum()) == size]
+        del block
+        again = np.zeros(size, dtype=np.uint8)  # the freed block is reused, still no pages of its own
+        out += [mapped(), not again.any()]
+        print(out)
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    off, before, with_block, after, on, kept, filled, reused, zeroed = ast.literal_eval(run.stdout)
+    assert (off, on, filled, zeroed) == (False, True, True, True)
+    assert (with_block, after) == (before + 1, before)  # glibc's defaults: a mapping of its own, returned at free
+    assert (kept, reused) == (before, before)  # kept: from the heap, and reused
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")

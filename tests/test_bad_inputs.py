@@ -152,6 +152,7 @@ CASES = [
     ("modes-unknown", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--modes", "loudest"], {}),
     ("percentages-word", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--percentages", "ten"], {}),
     ("percentages-over-100", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--percentages", "0,120"], {}),
+    ("percentages-no-zero", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--percentages", "10,20"], {}),
     ("faithfulness-method-unknown",
      ["faithfulness", "--checkpoint", "{ws}/loccnn.safetensors", "--methods", "magic"], {}),
     ("faithfulness-composite-unknown",

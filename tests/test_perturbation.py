@@ -182,3 +182,57 @@ def test_perturbation_reuses_the_relevance_stores_tdoa_wrote(tmp_path, monkeypat
     again = run_perturbation({"loccnn": model}, store, percentages=(0, 50), modes=("relevance",), seed=3,
                              batch_size=8)
     np.testing.assert_array_equal(again["mae"].values, fresh["mae"].values)
+
+
+def test_perturbation_ignores_a_relevance_store_of_other_data_under_the_same_name(tmp_path, monkeypatch):
+    """A store is matched by what it records, not by its name: relevance of other windows (the data
+    simulated again with other settings) is computed afresh, never read in their place."""
+    import shutil
+
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.data.store import simulate_dataset
+    from xai_loc.experiments.perturbation import run_perturbation
+    from xai_loc.experiments.tdoa_probe import explain_models
+    from xai_loc.explain import Explainer
+    from xai_loc.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("loccnn")
+    other = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path / "a", n_sources=1, progress=False)
+    store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path / "b", n_sources=1, progress=False,
+                             seed=1)
+    fresh = run_perturbation({"loccnn": model}, store, percentages=(0, 50), modes=("relevance",), seed=3,
+                             batch_size=8, randomized_baseline=False)
+    explain_models({"loccnn": model}, other, batch_size=8, seed=3)
+    stores = other.with_name(other.name.removesuffix(".zarr") + ".relevance")
+    shutil.copytree(stores, store.with_name(stores.name))
+    calls, explain_batch = [], Explainer.explain_batch
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return explain_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Explainer, "explain_batch", counted)
+    again = run_perturbation({"loccnn": model}, store, percentages=(0, 50), modes=("relevance",), seed=3,
+                             batch_size=8, randomized_baseline=False)
+    assert calls  # computed, not read from the other data's store
+    np.testing.assert_array_equal(again["mae"].values, fresh["mae"].values)
+
+
+def test_relevance_ordering_follows_the_targets_sense():
+    """As in the faithfulness suite, an error target's relevance is ranked with the opposite sign:
+    what lowers the error (speaks for the answer) is deleted first."""
+    from xai_loc.experiments.perturbation import Relevance
+    from xai_loc.explain import Explainer
+    from xai_loc.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("loccnn")
+    x, truth = 0.01 * torch.randn(2, 16, 5120), np.array([[1.6, 5.4, 1.2], [1.8, 5.6, 1.3]])
+    for target, sense in (("truth", 1), ("error", -1)):
+        explainer = Explainer(model, target=target)
+        with explainer:
+            raw = explainer.explain_batch(x, truth, to_host=False)["relevance"]
+        ranked = Relevance(explainer).batch(x, truth, 0, 2, {})
+        assert explainer.sense == sense and bool(raw.abs().sum() > 0)
+        torch.testing.assert_close(ranked, sense * raw, rtol=0, atol=0)

@@ -17,3 +17,13 @@ def test_srp_peak_at_the_source():
     est = srp_localize(x, scene.mics, grid, scene.room.fs, scene.room.c)
     np.testing.assert_allclose(est[:, 0], src[:, 0], atol=0.05)  # bearing along the array: sharp
     np.testing.assert_allclose(est[:, 1], src[:, 1], atol=0.15)  # range from a linear array: coarser
+
+
+def test_plane_grid_spans_its_ranges_evenly():
+    grid = plane_grid((1.2, 2.2), (5.0, 5.97), 1.25, 0.05)
+    gx, gy = np.unique(grid[:, 0]), np.unique(grid[:, 1])
+    assert (gx[0], gx[-1], gy[0], gy[-1]) == (1.2, 2.2, 5.0, 5.97)  # no point past the ends
+    assert gx.size == 21 and gy.size == 21  # 0.97 m needs 20 steps of at most 0.05
+    assert np.all(np.diff(gx) <= 0.05 + 1e-12) and np.all(np.diff(gy) <= 0.05 + 1e-12)
+    np.testing.assert_allclose(np.diff(gy), 0.97 / 20)
+    np.testing.assert_allclose(grid.mean(axis=0), [1.7, 5.485, 1.25])  # symmetric about the centre

@@ -474,9 +474,11 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
 @main.command()
 @experiment_options
 @cluster_options
-@click.option("--percentages", default="0,10,20,30,40,50,60,70", show_default=True)
+@click.option("--percentages", default="0,10,20,30,40,50,60,70", show_default=True,
+              help="Percent of each window deleted, increasing, starting at 0 (the unperturbed window).")
 @click.option("--modes", default="relevance,energy,random", show_default=True,
-              help="Deletion orderings: relevance (signed, descending), energy (|x|), random (seeded).")
+              help="Deletion orderings: relevance (signed, descending; for an error target, what lowers the "
+                   "error first), energy (|x|), random (seeded).")
 @click.option("--fill", type=click.Choice(("zero", "noise")), default="zero", show_default=True,
               help="Value of deleted samples: zero (the paper) or noise at the window's level.")
 @click.pass_context
@@ -493,7 +495,7 @@ def perturb(ctx, percentages, modes, fill, **common) -> None:
     from xai_loc.experiments.perturbation import FILLS, MODES, check_percentages
 
     setup(ctx)
-    pcts = check_percentages(csv_list(percentages, float, "--percentages"))
+    pcts = check_percentages(csv_list(percentages, float, "--percentages"), from_zero=True)
     modes = csv_list(modes, what="--modes")
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -540,9 +542,7 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
     setup(ctx)
     specs = _method_specs(methods, DEFAULT_METHODS)
     fill_names = check_fills(csv_list(fills, what="--fills"))
-    pcts = check_percentages(csv_list(percentages, float, "--percentages"))
-    if pcts[0] != 0:
-        raise InputError(f"--percentages {percentages!r} must start at 0 (the unperturbed window)")
+    pcts = check_percentages(csv_list(percentages, float, "--percentages"), from_zero=True)
     common["store"] = _test_store(common["store"], common["checkpoint"], common["data"])
     _run_on_test_split("faithfulness", fills=fill_names, percentages=pcts, **specs, **common)
 

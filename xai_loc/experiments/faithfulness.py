@@ -557,9 +557,7 @@ def run_faithfulness(
     specs = family_methods(models) if methods is None else parse_methods(methods)
     labels = [method_label(*m) for m in specs]
     fills = check_fills(fills)
-    percentages = check_percentages(percentages)
-    if percentages[0] != 0:
-        raise InputError(f"percentages {list(percentages)} must start at 0 (the unperturbed window)")
+    percentages = check_percentages(percentages, from_zero=True)
     sources, per_source = scored.sources, scored.per_source
     n = len(scored)
     orderings = ORDERINGS if randomized_baseline else ("relevance", "random")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,7 +56,8 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 #: Deletion orders, by name: ``f(windows, relevance, generator, counts) -> steps (W, M * T)``,
 #: the step at which each sample is first deleted when step ``j`` deletes the ``counts[j]``
 #: samples with the highest scores (:mod:`~xai_loc.experiments.deletion_order`): signed
-#: relevance, absolute amplitude, or seeded uniform random keys. Ranked on the windows' device
+#: relevance (times the target's sense, :meth:`Relevance.batch`), absolute amplitude, or seeded
+#: uniform random keys. Ranked on the windows' device
 #: (:func:`~xai_loc.experiments.deletion_order.deletion_steps_on`): a numpy array for CPU
 #: windows, a uint8 tensor on theirs otherwise; the same bytes either way.
 MODES: dict[str, OrderFn] = {
@@ -89,11 +91,15 @@ def n_deleted(percentage: float, n_samples: int) -> int:
     return int(round(percentage / 100.0 * n_samples))
 
 
-def check_percentages(percentages) -> tuple[float, ...]:
-    """Validate deletion percentages (each in [0, 100], increasing)."""
+def check_percentages(percentages, *, from_zero: bool = False) -> tuple[float, ...]:
+    """Validate deletion percentages (each in [0, 100], increasing; with ``from_zero`` the first 0,
+    the unperturbed window that a curve's AOPC is measured from)."""
     values = tuple(float(p) for p in percentages)
     if not values or any(not 0 <= p <= 100 for p in values) or list(values) != sorted(set(values)):
         raise InputError(f"percentages {list(values)} are not allowed; give increasing values in [0, 100]")
+    if from_zero and values[0] != 0:
+        raise InputError(f"percentages {list(values)} are not allowed; they must start at 0 (the unperturbed "
+                         "window, which AOPC is measured from)")
     return values
 
 
@@ -241,18 +247,12 @@ def window_batches(models, n: int, batch_size: int) -> list[tuple[str, int, int]
 
 
 def _relevance_source(data_path, explainer) -> Rows | None:
-    """The relevance of a matching store (same weights, method, composite, options, target) as
-    :class:`Rows`, or None when none exists (then relevance is computed)."""
-    from xai_loc.explain import relevance_store_path
-    from xai_loc.explain.store import RELEVANCE
+    """The relevance of a matching store (same weights, method, composite, options, target and data)
+    as :class:`Rows`, or None when none matches (then relevance is computed)."""
+    from xai_loc.explain.store import stored_relevance
 
-    if data_path is None:
-        return None
-    path = relevance_store_path(data_path, explainer)
-    if not path.exists():
-        return None
-    array = RELEVANCE.open_array(path)
-    return Rows(array, np.arange(array.shape[0]))
+    array = stored_relevance(data_path, explainer) if isinstance(data_path, (str, os.PathLike)) else None
+    return None if array is None else Rows(array, np.arange(array.shape[0]))
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,9 @@ class Relevance:
     stored: Rows | None = None
 
     def batch(self, x: torch.Tensor, truth: np.ndarray, start: int, stop: int, spent: dict[str, float]) -> torch.Tensor:
-        """Relevance of windows ``x`` (``start:stop`` of the experiment), the seconds added to ``spent["explain"]``."""
+        """Relevance of windows ``x`` (``start:stop`` of the experiment) times the explainer's
+        :attr:`~xai_loc.explain.attribute.Explainer.sense` (so that the highest speaks most for the
+        model's answer, as in the faithfulness suite), the seconds added to ``spent["explain"]``."""
         tic = time.perf_counter()
         if self.stored is not None:
             rel = self.stored.batch(start, stop)
@@ -271,7 +273,7 @@ class Relevance:
             with self.explainer:
                 rel = self.explainer.explain_batch(x, truth, to_host=False)["relevance"]  # stays on the device
         spent["explain"] = spent.get("explain", 0.0) + time.perf_counter() - tic
-        return rel
+        return rel if self.explainer.sense == 1 else rel * self.explainer.sense
 
 
 @dataclass(frozen=True)
@@ -397,7 +399,7 @@ def run_perturbation(
     from xai_loc.runtime import resolve_device
 
     models = ModelSet.of(models)
-    percentages = check_percentages(percentages)
+    percentages = check_percentages(percentages, from_zero=True)
     scored = scored_set(data, n_sources)
     ds, windows, truth = scored.ds, scored.rows, scored.positions()
     n = truth.shape[0]

@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 
 
 def plane_grid(x_range: tuple[float, float], y_range: tuple[float, float], z: float, step: float) -> np.ndarray:
-    """Candidate points ``(G, 3)`` on a horizontal plane, ``step`` metres apart."""
-    gx = np.arange(x_range[0], x_range[1] + step / 2, step)
-    gy = np.arange(y_range[0], y_range[1] + step / 2, step)
+    """Candidate points ``(G, 3)`` on a horizontal plane, at most ``step`` metres apart.
+
+    Each axis runs evenly from the first end of its range to the last, both included, so the
+    grid is symmetric about the range's centre.
+    """
+    gx, gy = (np.linspace(lo, hi, int(np.ceil((hi - lo) / step - 1e-9)) + 1) for lo, hi in (x_range, y_range))
     xx, yy = np.meshgrid(gx, gy, indexing="ij")
     return np.stack([xx.ravel(), yy.ravel(), np.full(xx.size, z)], axis=1)
 

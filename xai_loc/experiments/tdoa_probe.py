@@ -340,7 +340,7 @@ def srp_grid(positions: np.ndarray, step: float = 0.05, pad: float = 0.25) -> di
     hi = positions[:, :2].max(axis=0) + pad
     z = float(positions[:, 2].mean())
     grid = plane_grid((lo[0], hi[0]), (lo[1], hi[1]), z, step)
-    centre = grid[:, :2].min(axis=0) / 2 + grid[:, :2].max(axis=0) / 2
+    centre = lo / 2 + hi / 2
     return {"grid": grid, "x_range": [float(lo[0]), float(hi[0])], "y_range": [float(lo[1]), float(hi[1])],
             "z": z, "step": float(step), "centre": centre}
 

@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     import xarray as xr
     from distributed import Client
 
-__all__ = ["explain_store", "open_explained_signals", "open_relevance", "relevance_store_path", "write_wavs"]
+__all__ = ["explain_store", "open_explained_signals", "open_relevance", "relevance_store_path", "stored_relevance",
+           "write_wavs"]
 
 #: Windows per zarr chunk of the relevance.
 CHUNK_WINDOWS = 1
@@ -106,6 +107,40 @@ def relevance_store_path(data_path: str | os.PathLike, explainer: Explainer) -> 
     return data_path.with_name(f"{stem}.relevance") / ("-".join(parts) + ".zarr")
 
 
+
+
+def _store_config(explainer: Explainer, ds: xr.Dataset, shape: tuple[int, int, int]) -> dict[str, Any]:
+    """What a relevance store of ``explainer``'s results for the windows ``shape`` of ``ds`` records as ``config``."""
+    config = {key: explainer.attrs[key] for key in ("model_digest", "method", "method_params", "composite",
+                                                    "composite_params", "target", "target_params")}
+    n, n_mics, n_time = shape
+    config["data"] = hashlib.sha256(f"{ds.attrs.get('config', '')}|{n}|{n_mics}|{n_time}".encode()).hexdigest()[:16]
+    return config
+
+
+def stored_relevance(data: str | os.PathLike, explainer: Explainer):
+    """The relevance array (read-only zarr) of the finished default store of ``explainer`` for the
+    dataset store ``data``, or None when there is none or it holds anything else.
+
+    The store is matched by its recorded configuration (weights, method, composite, target, their
+    options and the data it explains), not by its name alone: the data store may have been
+    simulated again with other settings under the same name.
+    """
+    from xai_loc.data.integrity import final_store_exists, open_zarr_group
+    from xai_loc.data.store import open_signals
+
+    path = relevance_store_path(data, explainer)
+    if not final_store_exists(path):
+        return None
+    try:
+        found = json.loads(open_zarr_group(path, what=RELEVANCE.what).attrs["config"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    ds = open_signals(data)
+    wanted = _store_config(explainer, ds, tuple(ds["signals"].shape))
+    if spec_digest(_identity(found)) != spec_digest(_identity(wanted)):
+        return None
+    return RELEVANCE.open_array(path)
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -207,9 +242,7 @@ def explain_store(
         raise InputError(f"{data} has no source positions, which target {target!r} needs")
     final = Path(out) if out is not None else relevance_store_path(data, explainer)
     attrs = explainer.attrs
-    config = {key: attrs[key] for key in ("model_digest", "method", "method_params", "composite",
-                                          "composite_params", "target", "target_params")}
-    config["data"] = hashlib.sha256(f"{ds.attrs.get('config', '')}|{n}|{n_mics}|{n_time}".encode()).hexdigest()[:16]
+    config = _store_config(explainer, ds, (n, n_mics, n_time))
 
     with ResumableStore(final, RELEVANCE, config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
         if out.finished(_mismatch(config)):

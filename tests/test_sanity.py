@@ -42,6 +42,13 @@ def test_rank_correlation_known_answers():
     b = rng.standard_normal((5, M, T))
     want = [spearmanr(a[w].ravel(), b[w].ravel()).statistic for w in range(5)]
     np.testing.assert_allclose(spearman(a, b), want, atol=1e-12)
+    # a constant map (all-zero relevance) has no ranking: NaN (as scipy's and pearson), on either path
+    c = b.copy()
+    c[1] = 0.0
+    for x, y in ((a, c), (c, a), (torch.as_tensor(a), torch.as_tensor(c))):
+        rho = np.asarray(spearman(x, y))
+        assert np.isnan(rho[1])
+        np.testing.assert_allclose(np.delete(rho, 1), np.delete(want, 1), atol=1e-12)
 
 
 def test_entropy_known_answers():
@@ -216,3 +223,27 @@ def test_maps_that_cannot_be_binned_are_refused_in_one_line(bad):
     for given in (maps, torch.from_numpy(maps)):
         with pytest.raises(InputError, match="NaN or infinite values"):
             emprt(given, given)
+
+
+def _families() -> list[str]:
+    from xai_loc.models import MODELS  # importing the package registers every family
+
+    return sorted(MODELS)
+
+
+@pytest.mark.parametrize("arch", _families())
+def test_every_weight_of_every_family_is_randomized(arch):
+    """The randomized copy and the cascade's last stage leave no trained weight behind (a module
+    without ``reset_parameters``, such as BAST's position embedding once was, would keep its own)."""
+    from xai_loc.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(arch)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.123)  # off any initialization's values
+    original = {n: p.clone() for n, p in model.named_parameters()}
+    for copy_ in (randomized_copy(model, 1), cascading_copies(model, 1)[-1][1]):
+        kept = [n for n, p in copy_.named_parameters() if torch.equal(p, original[n])]
+        assert kept == []
+    assert all(torch.equal(p, original[n]) for n, p in model.named_parameters())  # the original untouched

@@ -16,7 +16,7 @@ Cascading randomization (Adebayo et al., 2018, "Sanity checks for saliency maps"
     ``spearman``
         Spearman rank correlation of ``|R|`` with the original ``|R|`` over the window's
         ``M x T`` samples (ranks by a stable argsort applied twice, so ties get distinct
-        ordinal ranks in sample order; :func:`spearman`);
+        ordinal ranks in sample order; NaN where a map is constant; :func:`spearman`);
     ``pearson``
         Pearson correlation of the signed relevance with the original's (:func:`pearson`);
     ``entropy``
@@ -140,10 +140,16 @@ def pearson(a, b):
 
 def spearman(a, b):
     """Spearman rank correlation per window of ``a`` and ``b`` (``(W, ...)``, ranked as given; pass
-    ``|R|`` for the cascade): ``(W,)``. Ties get ordinal ranks (stable argsort twice)."""
+    ``|R|`` for the cascade): ``(W,)``. Ties get ordinal ranks (stable argsort twice); NaN where a map
+    is constant (an all-zero relevance has no ranking, not the ramp of its positions)."""
     if not any(isinstance(m, torch.Tensor) for m in (a, b)):  # ranked in their own dtype: float32 sorts faster
-        return pearson(*(stable_ranks(np.asarray(m).reshape(len(m), -1)) for m in (a, b)))
-    return pearson(*(_ranks(m) for m in _flats(a, b)))
+        a, b = (np.asarray(m).reshape(len(m), -1) for m in (a, b))
+        rho = pearson(stable_ranks(a), stable_ranks(b))
+    else:
+        a, b = _flats(a, b)
+        rho = pearson(_ranks(a), _ranks(b))
+    constant = ((a == a[:, :1]).all(-1)) | ((b == b[:, :1]).all(-1))
+    return namespace(rho).where(constant, float("nan"), rho)
 
 
 def _entropy(p):

@@ -183,7 +183,13 @@ class PositionEmbedding(nn.Module):
 
     def __init__(self, n_tokens: int, dim: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(1, n_tokens, dim) * 0.02)
+        self.weight = nn.Parameter(torch.empty(1, n_tokens, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal draws of standard deviation 0.02 (the initialization, and what a randomized copy gets)."""
+        with torch.no_grad():
+            self.weight.normal_(0.0, 0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.weight

@@ -96,6 +96,15 @@ def test_linear_split_gives_each_components_own_output_for_a_linear_model():
     np.testing.assert_allclose(energy_shares(parts).sum(0), 1.0, rtol=1e-12)
 
 
+def test_relevance_that_cancels_has_no_contribution_ratio():
+    parts = np.ones((2, 2, 1, 8))
+    relevance = np.array([[[1.0, -1.0] * 4], [[1.0, -(1.0 - 1e-9)] * 4]])  # sums to 0 and to 4e-9 of 8
+    _, contribution = component_shares(relevance, parts)
+    assert np.isnan(contribution).all()  # no window's ratio is read from rounding noise
+    _, contribution = component_shares(np.abs(relevance), parts)
+    np.testing.assert_allclose(contribution, 0.5)  # each of two equal components: half
+
+
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
     from xai_loc.data.scene import paper_scene

@@ -256,8 +256,11 @@ def render_components(convention, speech: np.ndarray, rirs: np.ndarray, direct_r
     The responses are split and the rendering is linear, so the parts add up to the rendered
     signal: ``direct`` is the utterance through ``direct_rirs`` (the responses with the direct
     path only, drawn with the convention's arrival filter); ``early`` through the reflections
-    ``rirs - direct_rirs`` that reach microphone ``m`` up to ``early_end`` seconds after its
-    direct arrival ``direct_delays[m]``; ``late`` is the rest of the reverberant signal;
+    ``rirs - direct_rirs`` up to ``early_end`` seconds after microphone ``m``'s direct arrival
+    ``direct_delays[m]``; ``late`` is the rest of the reverberant signal. The cut is by sample:
+    a reflection that arrives within the arrival filter's half-width (4 ms in the ``gpurir``
+    convention) of it has its filtered impulse split between ``early`` and ``late`` (a few 1e-4
+    of the early energy in a small room; the parts still add up exactly);
     ``noise`` is the sensor noise of the same draw (``rng`` in the state :func:`render_windows`
     would get), scaled to the full reverberant signal.
 
@@ -274,8 +277,8 @@ def render_components(convention, speech: np.ndarray, rirs: np.ndarray, direct_r
     early_end
         Seconds after the direct arrival at which the late reverberation starts.
     late_start
-        A sample after which the responses are late whatever the arrival (the start of a
-        statistical diffuse tail, which has no reflection geometry); None: no such sample.
+        Where a statistical diffuse tail starts (it has no reflection geometry, so it is late
+        whatever the arrival): samples from ``ceil(late_start)`` on; None: no tail.
 
     Returns
     -------
@@ -310,7 +313,7 @@ def _early_end(shape: tuple, direct_shape: tuple, direct_delays, early_end: floa
     if not (np.isfinite(early_end) and early_end >= 0):
         raise InputError(f"early_end={early_end!r} s is not allowed; give a non-negative duration")
     end = delays[..., None] + early_end * fs
-    return end if late_start is None else np.minimum(end, late_start)
+    return end if late_start is None else np.minimum(end, np.ceil(late_start) - 1)  # the tail's first sample: late
 
 
 def render_components_batch(convention, speeches, rirs, direct_rirs, direct_delays, snr: float, rngs,

@@ -614,7 +614,8 @@ def components(ctx, methods, early_end, **common) -> None:
     responses and noise draw, checked to add up to the stored window) and splits each sample's
     relevance over them: linearly (R x_c / x, the exact contribution for x * gradient methods)
     and by power (R x_c^2 / sum x_c'^2). Reports each method's share of |relevance| per
-    component beside the components' energy shares and the randomized model's shares, with
+    component beside the model-free reference of the same split (R = x, |R| = const) and the
+    randomized model's shares (the components' energy shares are stored too), with
     bootstrap 95 % intervals over sources. Writes components.nc, .md, .tex, a figure and
     components.timing.json. --scheduler or --workers spread the sources over a dask cluster
     (the same bytes).

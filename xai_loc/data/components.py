@@ -77,7 +77,7 @@ def _direct_rirs(backend: str, scene: Scene, sid: int, t60: float, device: str, 
 
 def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str = "cpu",
                      early_end: float = EARLY_END_S, to_host: bool = True):
-    """The :data:`COMPONENTS` of the windows of ``source_ids`` in a dataset store, in store order.
+    """The :data:`COMPONENTS` of the windows of ``source_ids`` in a dataset store.
 
     Parameters
     ----------
@@ -103,8 +103,8 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
     Returns
     -------
     numpy.ndarray or torch.Tensor
-        ``(4, W, M, T)`` float64 for the ``W`` windows of those sources, in the order they
-        appear in ``ds``, adding up to the stored windows: the rounding between the store's
+        ``(4, W, M, T)`` float64 for the ``W`` windows of those sources, source by source in
+        the order of ``source_ids`` (each source's windows in store order), adding up to the stored windows: the rounding between the store's
         rendering and this one (below 1e-5 of each window's peak, e.g. responses made on a GPU)
         is put into ``late``; a larger difference is refused.
     """

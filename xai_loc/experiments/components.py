@@ -25,9 +25,11 @@ relevance is:
 Per window, the **share** of component ``c`` is ``sum |R_c| / sum_c' sum |R_c'|`` (so shares
 are in [0, 1] and add up to 1) and, for the linear split, its **contribution** is
 ``sum R_c / sum R`` (the fraction of the summed relevance, which for conservative methods is
-the explained output). The linear split is reported only for the methods where it is exact
-(:func:`linear_split_exact`); for the others it is NaN, because ``R / x`` blows up where the
-window nearly cancels and a handful of samples would decide the share.
+the explained output; NaN where ``|sum R|`` is below :data:`CANCELLED` of ``sum |R|``, since
+a window whose relevance cancels to rounding would give any ratio). The linear split is
+reported only for the methods where it is exact (:func:`linear_split_exact`); for the others
+it is NaN, because ``R / x`` blows up where the window nearly cancels and a handful of samples
+would decide the share.
 
 What a share is compared with is the **model-free reference** of the same split: the share a
 relevance that ignores the model gets - ``|R| = const`` for the power split (the mean over
@@ -73,6 +75,9 @@ __all__ = ["COMPONENT_METHODS", "ComponentsExperiment", "ComponentsWork", "SPLIT
 COMPONENT_METHODS = ("lrp:paper", "lrp:epsilon_plus_flat", "integrated_gradients", "input_x_gradient", "saliency")
 #: How a sample's relevance is split over the components (module docs).
 SPLITS = ("linear", "power")
+#: Summed relevance below this fraction of the summed |relevance| counts as cancelled (to about the rounding of
+#: float32 relevance summed over a window): no contribution ratio.
+CANCELLED = 1e-6
 
 
 #: Methods whose relevance is the input times a (modified) gradient from the zero baseline, ``R = x * g``.
@@ -133,7 +138,7 @@ def component_shares(relevance, components):
     share, contribution
         ``share`` ``(split, C, W)``: ``sum |R_c| / sum_c sum |R_c|`` for each split of
         :data:`SPLITS`; ``contribution`` ``(C, W)``: ``sum R_c / sum R`` of the linear split (NaN
-        where ``sum R`` is 0).
+        where ``|sum R|`` is at most :data:`CANCELLED` of ``sum |R|``, 0 included).
     """
     xp = namespace(components)
     rel = (relevance.to(torch.float64) if xp is torch else np.asarray(relevance, dtype=np.float64))[None]
@@ -146,7 +151,7 @@ def component_shares(relevance, components):
         shares.append(_ratio(mass, total, np.nan, total > 0))
         if split == "linear":
             summed, whole = part.sum((2, 3)), rel.sum((2, 3))
-            contribution = _ratio(summed, whole, np.nan, whole != 0)
+            contribution = _ratio(summed, whole, np.nan, abs(whole) > CANCELLED * xp.abs(rel).sum((2, 3)))
     return xp.stack(shares), contribution
 
 

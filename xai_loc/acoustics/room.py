@@ -80,8 +80,9 @@ class ShoeBox:
         """Pressure reflection coefficient of every wall for a target ``t60`` (Sabine).
 
         ``alpha = 24 ln(10) V / (c S T60)`` and ``beta = sqrt(1 - alpha)``, as in
-        gpuRIR's ``beta_SabineEstimation`` with uniform absorption and pyroomacoustics'
-        ``inverse_sabine``.
+        pyroomacoustics' ``inverse_sabine``. gpuRIR's ``beta_SabineEstimation`` uses the rounded
+        constant 0.161 for ``24 ln(10) / c``: the ``gpurir`` convention's
+        :meth:`~xai_loc.acoustics.conventions.Convention.reflection_coefficient` does that.
         """
         t60 = check_t60(t60, self)
         alpha = self.min_t60() / t60

@@ -697,3 +697,29 @@ def test_audit_flags_what_hooks_cannot_see():
     assert "__add__ called in the model.forward()" in problems or "add called" in problems
     assert "does not conserve relevance" in problems  # the Double module's gradient doubles it
     assert "INVISIBLE TO HOOKS" in report.render()
+
+
+def test_a_merge_that_fails_part_way_leaves_the_model_as_it_was():
+    """A BatchNorm without affine parameters cannot be merged; the ones merged before it are unmerged
+    again (zennit keeps no handle to them), so the model's weights, eps and digest are unchanged."""
+
+    class TwoBatchNorms(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.b1, self.r = nn.Conv1d(2, 3, 3, padding=1), nn.BatchNorm1d(3), nn.ReLU()
+            self.c2, self.b2 = nn.Conv1d(3, 3, 3, padding=1), nn.BatchNorm1d(3, affine=False)
+            self.f, self.out = nn.Flatten(), nn.Linear(3 * 8, 3)
+
+        def forward(self, x):
+            return self.out(self.f(self.b2(self.c2(self.r(self.b1(self.c1(x)))))))
+
+    torch.manual_seed(0)
+    model = TwoBatchNorms().double().eval()
+    with torch.no_grad():
+        model.b1.running_mean.normal_()
+        model.b1.running_var.uniform_(0.5, 2.0)
+    before, digest = {k: v.clone() for k, v in model.state_dict().items()}, model_digest(model)
+    with pytest.raises(AttributeError), Explainer(model, target="prediction") as explainer:
+        explainer.explain_batch(torch.randn(2, 2, 8, dtype=torch.float64))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.b1.eps == 1e-5 and model_digest(model) == digest

@@ -104,9 +104,10 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
     -------
     numpy.ndarray or torch.Tensor
         ``(4, W, M, T)`` float64 for the ``W`` windows of those sources, source by source in
-        the order of ``source_ids`` (each source's windows in store order), adding up to the stored windows: the rounding between the store's
-        rendering and this one (below 1e-5 of each window's peak, e.g. responses made on a GPU)
-        is put into ``late``; a larger difference is refused.
+        the order of ``source_ids`` (each source's windows in store order), adding up to the
+        stored windows: the rounding between the store's rendering and this one (below 1e-5 of
+        each window's peak, e.g. responses made on a GPU) is put into ``late``; a larger
+        difference is refused.
     """
     from xai_loc.acoustics.speech import SpeechCorpus
 

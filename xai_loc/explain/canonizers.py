@@ -33,6 +33,25 @@ class MergeBatchNorm(SequentialMergeBatchNorm):
     localizers is the order of the forward pass.
     """
 
+    def apply(self, root_module: nn.Module) -> list[MergeBatchNorm]:
+        """zennit's ``apply`` (one merged instance per linear layer followed by a BatchNorm), undone
+        in full when a BatchNorm cannot be merged (one without affine parameters): zennit's loses
+        the instances it already merged, which then stay merged in the model."""
+        instances: list[MergeBatchNorm] = []
+        last_leaf = None
+        try:
+            for leaf in collect_leaves(root_module):
+                if isinstance(last_leaf, self.linear_type) and isinstance(leaf, self.batch_norm_type):
+                    instance = self.copy()
+                    instance.register((last_leaf,), leaf)
+                    instances.append(instance)
+                last_leaf = leaf
+        except BaseException:
+            for instance in reversed(instances):
+                instance.remove()
+            raise
+        return instances
+
     def register(self, linears: list[nn.Module], batch_norm: nn.Module) -> None:
         """Merge ``batch_norm`` into ``linears`` and make it an exact identity."""
         super().register(linears, batch_norm)

@@ -210,7 +210,11 @@ class LRP(BackwardMethod):
     def __enter__(self) -> LRP:
         if self.composite is None:
             raise InputError("method 'lrp' needs a composite")
-        self.composite.register(self.model)
+        try:
+            self.composite.register(self.model)
+        except BaseException:
+            self.composite.remove()  # a registration that failed part way: unmerge and unhook what it did
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

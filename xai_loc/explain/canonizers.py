@@ -30,7 +30,9 @@ class MergeBatchNorm(SequentialMergeBatchNorm):
     in place, so the merged model is off by a factor ``1 / sqrt(1 + eps)`` per BatchNorm
     (zennit 0.5.1). This canonizer also sets ``eps`` to :data:`IDENTITY_EPS` while merged
     and restores it on removal. Adjacency follows the order in which modules are registered, which for the
-    localizers is the order of the forward pass.
+    localizers is the order of the forward pass. Removal puts the saved tensors back, so a change made to a
+    merged layer while merged (inside an :class:`~xai_loc.explain.Explainer`) is discarded: change a
+    model's weights outside one.
     """
 
     def apply(self, root_module: nn.Module) -> list[MergeBatchNorm]:

@@ -267,7 +267,9 @@ def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch):
     assert row.split("|")[4].strip() == "pyroomacoustics"  # a card without a convention: the legacy data
     assert row.split("|")[7].strip() == "0.088"  # the paper's number beside ours
     assert "Test data simulated under the gpurir convention." in summary
-    assert "No shipped checkpoint for: (0.3 s, 20 dB)" in summary
+    missing = next(line for line in summary.splitlines() if line.startswith("No shipped checkpoint for: "))
+    assert "samplecnn (0.15 s, 25 dB)" in missing and "loccnn (0.3 s, 20 dB)" in missing  # one architecture too
+    assert "loccnn (0.15 s, 25 dB)" not in missing
     assert "faithfulness, sanity, components on 1 of them with input_x_gradient and 200 bootstrap" in summary
     cond = tmp_path / "rep" / "t60-0.15_snr-25"
     for name in ("perturbation.nc", "tdoa.nc", "tdoa.md", "inspection_loccnn.png", "faithfulness.png", "sanity.png",

@@ -246,3 +246,13 @@ def test_ordering_curves_on_cuda_equal_the_cpu_path(windows):
         gpu = ordering_curves(model.cuda(), windows, truth, scores, PERCENTAGES, fill, seed=5, device="cuda")
         model.cpu()
         np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-5)  # float32 matmuls on two devices
+
+
+def test_latex_tables_escape_every_cell():
+    """The markdown header's escaped bar and any LaTeX special character reach a .tex file as text."""
+    from xai_loc.experiments.base import latex_tabular
+
+    lines = latex_tabular("lrp_x, 50 %", ["method", "completeness \\|r\\| (rel.)"], [["lrp:paper_x", "5 % & $ #"]])
+    assert lines[0] == "% lrp_x, 50 %"
+    assert lines[3] == r"method & completeness \textbar{}r\textbar{} (rel.) \\"
+    assert lines[5] == r"lrp:paper\_x & 5 \% \& \$ \# \\"

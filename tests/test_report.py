@@ -194,3 +194,20 @@ def test_results_without_their_own_tables_show_scalars_and_1d_variables():
     assert scalars[-1] == ["n_tokens", "3"]
     assert weights[0] == ["", "itd_weight", "ild_weight"] and weights[2:] == [["low", "0.25", "0.75"],
                                                                                ["high", "0.5", "0.125"]]
+
+
+def test_the_paper_number_is_that_of_the_models_own_condition():
+    """A checkpoint trained at (0.15 s, 25 dB) run on (0.6 s, 10 dB) data is set beside the paper's
+    0.088, not 0.110; conditions match to 1e-6, so float sums and float32 values find theirs."""
+    import numpy as np
+
+    from xai_loc.models.zoo import paper_mae
+    from xai_loc.report.collect import _trained_condition
+
+    data = {"t60": 0.6, "snr": 10.0}
+    trained = {"model": "loccnn", "model_condition": json.dumps({"t60": 0.15, "snr": 25.0})}
+    assert paper_mae(*_trained_condition(trained, data)) == 0.088
+    assert paper_mae(*_trained_condition({"model": "loccnn", "model_condition": "null"}, data)) == 0.110
+    assert paper_mae(*_trained_condition({"model": "samplecnn"}, data)) == 0.111
+    assert paper_mae("loccnn", 0.1 + 0.2, 20) == 0.103 and paper_mae("samplecnn", np.float32(0.3), 20.0) == 0.097
+    assert paper_mae("loccnn", 0.5, 10.0) is None and paper_mae(None, 0.6, 10.0) is None

@@ -195,7 +195,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.experiments.tdoa_probe import explain_models
     from xai_loc.io import write_text_atomic
-    from xai_loc.models.zoo import PAPER_MAE, data_convention
+    from xai_loc.models.zoo import data_convention, paper_mae
     from xai_loc.plots.inspection import plot_inspection
     from xai_loc.report import write_report
 
@@ -206,8 +206,8 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     loc_rows, sections, missing = [], [], []
     for t60, snr in conditions or PAPER_CONDITIONS:
         checkpoints = _available(archs, t60, snr, pretrained)
+        missing += [(arch, t60, snr) for arch in archs if arch not in checkpoints]
         if not checkpoints:
-            missing.append((t60, snr))
             continue
         folder = out / condition_name(t60, snr)
         models = ModelSet(checkpoints)  # loaded, hashed and randomized once for every stage below
@@ -215,10 +215,10 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
                                  progress=progress)
         for arch in models:
             ev = _evaluate(models, arch, store, batch_size, device)
-            paper = PAPER_MAE.get(arch, {}).get((float(t60), float(snr)))
+            paper = paper_mae(arch, t60, snr)
             loc_rows.append(f"| {t60:g} | {snr:g} | {arch} | {data_convention(models.card(arch))} | "
                             f"{ev['metrics']['mae']:.3f} | {ev['baseline']['metrics']['mae']:.3f} | "
-                            f"{paper if paper is not None else '-'} | {ev['n_windows']} |")
+                            f"{'-' if paper is None else f'{paper:.3f}'} | {ev['n_windows']} |")
         common = {"batch_size": batch_size, "device": device, "progress": progress}
         sections += [f"## T60 {t60:g} s, SNR {snr:g} dB", ""]
         for name, options in study_options(quick).items():
@@ -235,7 +235,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
              "| T60 s | SNR dB | model | trained on | MAE/coord m | constant predictor m | paper m | windows |",
              "|---|---|---|---|---|---|---|---|", *loc_rows, ""]
     if missing:
-        lines += ["No shipped checkpoint for: " + ", ".join(f"({t:g} s, {s:g} dB)" for t, s in missing)
+        lines += ["No shipped checkpoint for: " + ", ".join(f"{a} ({t:g} s, {s:g} dB)" for a, t, s in missing)
                   + ". Train them with scripts/train_zoo.py.", ""]
     summary = write_text_atomic(out / "summary.md", "\n".join(lines + sections) + "\n")
     if loc_rows and len(skip) < len(STUDY_EXPERIMENTS):  # no checkpoint or every experiment skipped: no results

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from xai_loc.errors import InputError
 
 if TYPE_CHECKING:
@@ -28,13 +30,29 @@ if TYPE_CHECKING:
 
     from xai_loc.experiments.modelset import ModelSet
 
-__all__ = ["Experiment", "Result", "latex_tabular"]
+__all__ = ["Experiment", "Result", "interval_cell", "latex_escape", "latex_tabular"]
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}"}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` as LaTeX text: its special characters escaped (a markdown cell's escaped ``\\|`` is a bar)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text.replace("\\|", "|"))
+
+
+def interval_cell(value: float, low: float, high: float, digits: int = 3) -> str:
+    """A table cell ``value [low, high]``, or ``n/a`` where the value is undefined (NaN)."""
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def latex_tabular(comment: str, header: list[str], rows: list[list[str]]) -> list[str]:
-    """Lines of one LaTeX ``tabular`` (first column left, the others right) with ``_`` and ``%`` escaped,
-    after a ``% comment`` line and followed by an empty line."""
-    esc = [[c.replace("_", r"\_").replace("%", r"\%") for c in r] for r in [header, *rows]]
+    """Lines of one LaTeX ``tabular`` (first column left, the others right) with every cell escaped
+    (:func:`latex_escape`), after a ``% comment`` line and followed by an empty line."""
+    esc = [[latex_escape(c) for c in r] for r in [header, *rows]]
     return [f"% {comment}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\hline",
             " & ".join(esc[0]) + r" \\", r"\hline", *(" & ".join(r) + r" \\" for r in esc[1:]), r"\hline",
             r"\end{tabular}", ""]

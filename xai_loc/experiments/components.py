@@ -57,7 +57,7 @@ import torch
 
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S
 from xai_loc.experiments.arrays import namespace, to_host
-from xai_loc.experiments.base import Experiment, latex_tabular
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular
 from xai_loc.experiments.faithfulness import bootstrap_ci, finite_mean, method_label, parse_methods, source_means
 from xai_loc.experiments.scored import scored_set
 
@@ -378,7 +378,7 @@ def run_components(
 
 
 def _cells(value, ci) -> list[str]:
-    return [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(v) else "n/a" for v, (lo, hi) in zip(value, ci, strict=True)]
+    return [interval_cell(v, lo, hi) for v, (lo, hi) in zip(value, ci, strict=True)]
 
 
 def _rows(ds: xr.Dataset, model: str, split: str) -> list[list[str]]:

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, latex_tabular
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular
 from xai_loc.experiments.deletion_order import (
     deletion_steps_on,
     filled_copy,
@@ -664,7 +664,7 @@ def _cells(ds, model, fill) -> tuple[list[str], list[list[str]]]:
             sel = {"model": model, "method": method, "ordering": ordering, "fill": fill, "metric": metric}
             value = float(ds["score"].sel(sel))
             low, high = ds["score_ci"].sel(sel).values
-            row.append(f"{value:.4f} [{low:.4f}, {high:.4f}]")
+            row.append(interval_cell(value, low, high, 4))
         mean_abs, rel = ds["completeness"].sel({"model": model, "method": method}).values
         row.append("n/a (no completeness property)" if not np.isfinite(mean_abs) else f"{mean_abs:.3g} ({rel:.3g})")
         rows.append(row)

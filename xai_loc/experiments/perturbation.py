@@ -442,7 +442,7 @@ def run_perturbation(
                          "forward_seconds": spent[name].get("forward", 0.0),
                          "explain_seconds": spent[name].get("explain", 0.0)}
         explained[name] = {k2: v for k2, v in relevance[name].explainer.attrs.items()
-                           if k2 in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
+                           if k2 in ("model", "checkpoint", "checkpoint_digest", "model_digest", "model_condition")}
 
     err = np.abs(preds - truth)  # (model, mode, percentage, window, xyz)
     mae = err.mean(axis=3)

@@ -70,7 +70,7 @@ import torch
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.arrays import namespace, to_host
-from xai_loc.experiments.base import Experiment, latex_tabular
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular
 from xai_loc.experiments.baselines import cascading_copies
 from xai_loc.experiments.deletion_order import stable_ranks
 from xai_loc.experiments.faithfulness import (
@@ -509,7 +509,7 @@ def _cells(ds, model) -> tuple[list[str], list[list[str]]]:
         for _, score in _COLUMNS:
             sel = {"model": model, "method": method, "check": score}
             low, high = ds["score_ci"].sel(sel).values
-            row.append(f"{float(ds['score'].sel(sel)):.3f} [{low:.3f}, {high:.3f}]")
+            row.append(interval_cell(float(ds["score"].sel(sel)), low, high))
         rows.append(row)
     return header, rows
 

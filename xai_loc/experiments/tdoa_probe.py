@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment
+from xai_loc.experiments.base import Experiment, latex_escape
 from xai_loc.experiments.gcc import _next_pow2, array_ops
 from xai_loc.experiments.tdoa import parse_pairs, score, true_tdoa
 
@@ -838,14 +838,6 @@ def _pair_headers(ds: xr.Dataset) -> list[str]:
     return [f"{p} ({float(dist):.2f} m)" for p, dist in zip(ds["pair"].values, ds["pair_distance"].values, strict=True)]
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-
-
 def _condition_line(ds: xr.Dataset) -> str:
     parts = []
     if "t60" in ds.attrs:
@@ -899,12 +891,12 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
                                   for v in (_fmt(anomalies[e, p], 3), _fmt(mae[e, p], 4))])
 
     col = "l" + "r" * len(headers)
-    tex = [f"% TDOA probe: {_latex_escape(_condition_line(ds))}",
+    tex = [f"% TDOA probe: {latex_escape(_condition_line(ds))}",
            "% cells: % anomalies / MAE in samples over the non-anomalous windows",
            rf"\begin{{tabular}}{{{col}}}", r"\toprule",
-           "estimator & " + " & ".join(_latex_escape(h.replace("-", "--", 1)) for h in headers) + r" \\",
+           "estimator & " + " & ".join(latex_escape(h.replace("-", "--", 1)) for h in headers) + r" \\",
            r"\midrule"]
-    tex += [_latex_escape(name) + " & " + " & ".join(c.replace("–", "--") for c in row) + r" \\"
+    tex += [latex_escape(name) + " & " + " & ".join(c.replace("–", "--") for c in row) + r" \\"
             for name, row in zip(estimators, cells, strict=True)]
     tex += [r"\midrule",
             r"threshold (median) & " + " & ".join(_fmt(v, 2) for v in thr) + r" \\",
@@ -933,7 +925,7 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
         tables["srp_csv"] = buf.getvalue()
         tex = ["% SRP-PHAT map peak error on the source plane (metres)", r"\begin{tabular}{lrrr}", r"\toprule",
                r"estimator & $|\Delta x|$ & $|\Delta y|$ & Euclidean \\", r"\midrule"]
-        tex += [_latex_escape(name) + " & " + " & ".join(_fmt(v, 3) for v in row) + r" \\"
+        tex += [latex_escape(name) + " & " + " & ".join(_fmt(v, 3) for v in row) + r" \\"
                 for name, row in zip(names, err, strict=True)]
         tex += [r"\bottomrule", r"\end{tabular}"]
         tables["srp_latex"] = "\n".join(tex) + "\n"

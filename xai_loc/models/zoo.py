@@ -19,6 +19,15 @@ PAPER_MAE = {
 }
 
 
+def paper_mae(arch: str | None, t60: float, snr: float) -> float | None:
+    """The paper's test MAE per coordinate for ``arch`` in condition (``t60``, ``snr``), matched to
+    1e-6 (so that ``0.1 + 0.2`` or a float32 0.3 finds 0.3), or None where the paper has none."""
+    for (paper_t60, paper_snr), mae in PAPER_MAE.get(arch or "", {}).items():
+        if abs(float(t60) - paper_t60) < 1e-6 and abs(float(snr) - paper_snr) < 1e-6:
+            return mae
+    return None
+
+
 #: Convention of checkpoints whose cards predate simulation conventions: xai-loc's simulator
 #: then used +beta, 16-tap arrivals and a cut convolution, which the ``pyroomacoustics``
 #: convention reproduces byte for byte.

@@ -9,8 +9,10 @@ recomputed) and its provenance (the attrs stored in the file).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,20 +138,20 @@ def localization_rows(section: Section) -> list[dict[str, Any]]:
     ``{"estimator", "kind", "x", "y", "z", "mean", "source"}`` (NaN where a coordinate is not stored), the
     models' rows with ``"paper"``, the published MAE per coordinate of their architecture and condition.
     """
-    from xai_loc.models.zoo import PAPER_MAE
+    from xai_loc.models.zoo import paper_mae
 
     rows = []
     pert = section.entries.get("perturbation")
     if pert is not None and 0.0 in pert.ds["percentage"].values:  # the models' own error: nothing deleted
         ds = pert.ds
         unperturbed = ds["mae"].sel(percentage=0.0, mode=ds["mode"].values[0])
-        archs = {name: info.get("model") for name, info in json.loads(ds.attrs.get("models", "{}")).items()}
-        condition = (float(ds.attrs.get("t60", np.nan)), float(ds.attrs.get("snr", np.nan)))
+        models = json.loads(ds.attrs.get("models", "{}"))
         for model in ds["model"].values:
             mae = unperturbed.sel(model=model).values
+            paper = paper_mae(*_trained_condition(models.get(str(model), {}), ds.attrs))
             rows.append({"estimator": str(model), "kind": "model", "x": mae[0], "y": mae[1], "z": mae[2],
                          "mean": float(mae.mean()), "source": "perturbation.nc, 0 %",
-                         "paper": PAPER_MAE.get(archs.get(str(model)), {}).get(condition, np.nan)})
+                         "paper": np.nan if paper is None else paper})
         base = ds["baseline_mae"].values
         rows.append({"estimator": "constant (centroid)", "kind": "baseline", "x": base[0], "y": base[1],
                      "z": base[2], "mean": float(ds["baseline_mae_mean"]), "source": "perturbation.nc"})
@@ -165,6 +167,15 @@ def localization_rows(section: Section) -> list[dict[str, Any]]:
                          "z": np.nan, "mean": np.nan, "euclidean": float(row.sel(srp_metric="euclidean")),
                          "source": "tdoa.nc (x-y plane, mean |error|)"})
     return rows
+
+
+def _trained_condition(info: dict[str, Any], attrs: Mapping[str, Any]) -> tuple[str | None, float, float]:
+    """Architecture and the condition a model was trained in (its card's, recorded as ``model_condition``),
+    else the data's: the paper's number to set beside it is the one of its own condition."""
+    with contextlib.suppress(TypeError, ValueError, KeyError):
+        condition = json.loads(info["model_condition"])
+        return info.get("model"), float(condition["t60"]), float(condition["snr"])
+    return info.get("model"), float(attrs.get("t60", np.nan)), float(attrs.get("snr", np.nan))
 
 
 def _value(value: Any) -> Any:

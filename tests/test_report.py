@@ -104,6 +104,7 @@ def test_reproduce_ends_with_a_report_of_the_stored_numbers(study):
     mae = pert.mae.sel(model="loccnn", mode="relevance", percentage=0.0).values
     assert _row(page, "loccnn")[1:6] == [f"{v:.3f}" for v in mae] + [f"{mae.mean():.3f}", "0.088"]  # the paper's
     assert _row(page, "constant (centroid)")[4] == f"{float(pert.baseline_mae_mean):.3f}"
+    assert _row(page, "loccnn")[-1] == f"perturbation.nc, 0 %, {pert.n_windows} windows of {pert.n_sources} sources"
     srp = tdoa.srp_error.sel(srp_estimator="signals")
     assert _row(page, "SRP-PHAT signals")[6] == f"{float(srp.sel(srp_metric='euclidean')):.3f}"
     # the experiments' tables, every baseline included

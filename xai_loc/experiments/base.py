@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from xai_loc.experiments.modelset import ModelSet
 
-__all__ = ["Experiment", "Result", "interval_cell", "latex_escape", "latex_tabular"]
+__all__ = ["PROVENANCE_KEYS", "Experiment", "Result", "interval_cell", "latex_escape", "latex_tabular",
+           "model_record"]
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
@@ -40,6 +41,16 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&",
 def latex_escape(text: str) -> str:
     """``text`` as LaTeX text: its special characters escaped (a markdown cell's escaped ``\\|`` is a bar)."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text.replace("\\|", "|"))
+
+
+#: What a result records of each model it explains (``models`` attr): architecture, checkpoint, digests and the
+#: condition it was trained in (so that a report sets the paper's number of that condition beside it).
+PROVENANCE_KEYS = ("model", "checkpoint", "checkpoint_digest", "model_digest", "model_condition")
+
+
+def model_record(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`PROVENANCE_KEYS` of an explainer's or a model set's provenance ``attrs``."""
+    return {key: value for key, value in attrs.items() if key in PROVENANCE_KEYS}
 
 
 def interval_cell(value: float, low: float, high: float, digits: int = 3) -> str:

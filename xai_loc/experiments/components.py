@@ -57,7 +57,7 @@ import torch
 
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S
 from xai_loc.experiments.arrays import namespace, to_host
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, model_record
 from xai_loc.experiments.faithfulness import bootstrap_ci, finite_mean, method_label, parse_methods, source_means
 from xai_loc.experiments.scored import scored_set
 
@@ -309,8 +309,7 @@ def run_components(
         if randomized_baseline:
             explainers[name].append([models.explainer(name, randomized_seed=seed, method=m, composite=c, **kw)
                                      for m, c in specs])
-        explained_models[name] = {key: v for key, v in explainers[name][0][0].attrs.items()
-                                  if key in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
+        explained_models[name] = model_record(explainers[name][0][0].attrs)
     exact = np.array([linear_split_exact(m, c, e.composite_params)
                       for (m, c), e in zip(specs, explainers[next(iter(models))][0], strict=True)])
     work = ComponentsWork(ds, scored.positions().astype(np.float64), explainers, exact, batch_size, device,

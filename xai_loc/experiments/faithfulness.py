@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, model_record
 from xai_loc.experiments.deletion_order import (
     deletion_steps_on,
     filled_copy,
@@ -594,8 +594,7 @@ def run_faithfulness(
         timings[name] = {"windows": n, "wall_seconds": spent[name].get("wall", 0.0),
                          "forward_seconds": spent[name].get("forward", 0.0),
                          "explain_seconds": spent[name].get("explain", 0.0)}
-        explained_models[name] = {key: v for key, v in explainers[name][0].attrs.items()
-                                  if key in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
+        explained_models[name] = model_record(explainers[name][0].attrs)
 
     source_metric = curve_metrics(np.moveaxis(curves, -1, -3))  # (model, method, ordering, fill, source, metric)
     source_metric = np.moveaxis(source_metric, -2, -1)  # (..., metric, source)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment
+from xai_loc.experiments.base import Experiment, model_record
 from xai_loc.experiments.deletion_order import (
     deletion_steps_on,
     filled_copy,
@@ -441,8 +441,7 @@ def run_perturbation(
         timings[name] = {"windows": n, "wall_seconds": spent[name].get("wall", 0.0),
                          "forward_seconds": spent[name].get("forward", 0.0),
                          "explain_seconds": spent[name].get("explain", 0.0)}
-        explained[name] = {k2: v for k2, v in relevance[name].explainer.attrs.items()
-                           if k2 in ("model", "checkpoint", "checkpoint_digest", "model_digest", "model_condition")}
+        explained[name] = model_record(relevance[name].explainer.attrs)
 
     err = np.abs(preds - truth)  # (model, mode, percentage, window, xyz)
     mae = err.mean(axis=3)

@@ -70,7 +70,7 @@ import torch
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.arrays import namespace, to_host
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, model_record
 from xai_loc.experiments.baselines import cascading_copies
 from xai_loc.experiments.deletion_order import stable_ranks
 from xai_loc.experiments.faithfulness import (
@@ -447,8 +447,7 @@ def run_sanity(
                                   pairs[:, 0], pairs[:, 1]], 1)
         results.append((source_sim, source_scores))
         timings[name] = {"windows": n, "stages": sim[name].shape[1], "wall_seconds": spent[name]}
-        explained_models[name] = {k: v for k, v in models.provenance(name).items()
-                                  if k in ("model", "checkpoint", "checkpoint_digest", "model_digest")}
+        explained_models[name] = model_record(models.provenance(name))
 
     n_stage = 1 + max(len(layers) for layers in layer_lists)
     same = all(layers == layer_lists[0] for layers in layer_lists)

@@ -150,11 +150,12 @@ def localization_rows(section: Section) -> list[dict[str, Any]]:
             mae = unperturbed.sel(model=model).values
             paper = paper_mae(*_trained_condition(models.get(str(model), {}), ds.attrs))
             rows.append({"estimator": str(model), "kind": "model", "x": mae[0], "y": mae[1], "z": mae[2],
-                         "mean": float(mae.mean()), "source": "perturbation.nc, 0 %",
+                         "mean": float(mae.mean()), "source": f"perturbation.nc, 0 %, {_counted(ds.attrs)}",
                          "paper": np.nan if paper is None else paper})
         base = ds["baseline_mae"].values
         rows.append({"estimator": "constant (centroid)", "kind": "baseline", "x": base[0], "y": base[1],
-                     "z": base[2], "mean": float(ds["baseline_mae_mean"]), "source": "perturbation.nc"})
+                     "z": base[2], "mean": float(ds["baseline_mae_mean"]),
+                     "source": f"perturbation.nc, {_counted(ds.attrs)}"})
     tdoa = section.entries.get("tdoa")
     if tdoa is not None and "srp_error" in tdoa.ds:
         err = tdoa.ds["srp_error"]
@@ -165,8 +166,14 @@ def localization_rows(section: Section) -> list[dict[str, Any]]:
             rows.append({"estimator": f"SRP-PHAT {name}" if name == "signals" else "SRP-PHAT constant (grid centre)",
                          "kind": "baseline", "x": float(row.sel(srp_metric="x")), "y": float(row.sel(srp_metric="y")),
                          "z": np.nan, "mean": np.nan, "euclidean": float(row.sel(srp_metric="euclidean")),
-                         "source": "tdoa.nc (x-y plane, mean |error|)"})
+                         "source": f"tdoa.nc (x-y plane, mean |error|), {int(tdoa.ds.attrs.get('srp_windows', 0))} "
+                                   "windows"})
     return rows
+
+
+def _counted(attrs: Mapping[str, Any]) -> str:
+    """How many windows and sources a stored number is from (a quick run's few are then plain to see)."""
+    return f"{int(attrs.get('n_windows', 0))} windows of {int(attrs.get('n_sources', 0))} sources"
 
 
 def _trained_condition(info: dict[str, Any], attrs: Mapping[str, Any]) -> tuple[str | None, float, float]:

@@ -166,14 +166,16 @@ def localization_rows(section: Section) -> list[dict[str, Any]]:
             rows.append({"estimator": f"SRP-PHAT {name}" if name == "signals" else "SRP-PHAT constant (grid centre)",
                          "kind": "baseline", "x": float(row.sel(srp_metric="x")), "y": float(row.sel(srp_metric="y")),
                          "z": np.nan, "mean": np.nan, "euclidean": float(row.sel(srp_metric="euclidean")),
-                         "source": f"tdoa.nc (x-y plane, mean |error|), {int(tdoa.ds.attrs.get('srp_windows', 0))} "
-                                   "windows"})
+                         "source": f"tdoa.nc (x-y plane, mean |error|), {int(tdoa.ds.attrs['srp_windows'])} windows"})
     return rows
 
 
 def _counted(attrs: Mapping[str, Any]) -> str:
-    """How many windows and sources a stored number is from (a quick run's few are then plain to see)."""
-    return f"{int(attrs.get('n_windows', 0))} windows of {int(attrs.get('n_sources', 0))} sources"
+    """How many windows and sources a stored number is from (a quick run's few are then plain to see);
+    ``counts not recorded`` for a result written before they were."""
+    if "n_windows" not in attrs or "n_sources" not in attrs:
+        return "counts not recorded"
+    return f"{int(attrs['n_windows'])} windows of {int(attrs['n_sources'])} sources"
 
 
 def _trained_condition(info: dict[str, Any], attrs: Mapping[str, Any]) -> tuple[str | None, float, float]:

@@ -360,9 +360,14 @@ def worker(args) -> int:
         init = None if args.init_from is None else args.init_from / name
         lr, notes = args.lr, list(DATA_NOTES)
         if init is not None and lr is None:
-            lr = ((read_card(init).get("training") or {}).get("final") or {}).get("lr")
+            parent = read_card(init)
+            lr = ((parent.get("training") or {}).get("final") or {}).get("lr")
             if lr is not None:
                 notes.append(f"continued from {init.name} at its last learning rate {lr:g}")
+            cond = parent.get("condition") or {}
+            if (cond.get("t60"), cond.get("snr")) != (t60, snr):
+                notes.append(f"fine-tuned from a model trained on T60 {cond.get('t60')} s, SNR {cond.get('snr')} dB "
+                             f"(the paper trains each condition from a seeded initialization)")
         config = TrainConfig(batch_size=args.batch_size, lr=lr, max_epochs=args.max_epochs, seed=args.seed,
                              device=str(device), eval_batch_size=args.eval_batch_size,
                              deterministic=device.type != "cuda", benchmark=device.type == "cuda",

@@ -117,7 +117,11 @@ def describe_training(training: dict) -> str:
     if training.get("converged") is False:
         parts.append("not converged")
     if training.get("init_from"):
-        parts.append(f"fine-tuned from {training['init_from']['file']}"
+        init = training["init_from"]
+        parent = init.get("condition") or {}
+        trained_on = (f" (trained on T60 {parent['t60']:g} s, SNR {parent['snr']:g} dB)"
+                      if {"t60", "snr"} <= parent.keys() else "")
+        parts.append(f"fine-tuned from {init['file']}{trained_on}"
                      + (" (no epoch beat it: its weights are kept)" if training.get("best_epoch") == 0 else ""))
     return ", ".join(parts)
 

@@ -24,16 +24,18 @@ from xai_loc.cli import main
 CONDITION = "t60-0.15_snr-25"
 
 
-def make_study(base: Path) -> Path:
-    """A one-checkpoint, one-source ``reproduce --quick`` below ``base`` (about 20 s on one thread)."""
+def make_study(base: Path, *args: str) -> Path:
+    """A one-checkpoint, one-source ``reproduce --quick`` below ``base`` (about 20 s on one thread); ``args``
+    are more options of ``reproduce``. The checkpoint is made once."""
     import torch
 
     from xai_loc.models import build_model, save_checkpoint
 
     torch.manual_seed(1)
     zoo = base / "zoo"
-    save_checkpoint(build_model("loccnn"), zoo / "loccnn_t60-0.15_snr-25.safetensors",
-                    {"condition": {"t60": 0.15, "snr": 25.0}})
+    if not zoo.exists():
+        save_checkpoint(build_model("loccnn"), zoo / "loccnn_t60-0.15_snr-25.safetensors",
+                        {"condition": {"t60": 0.15, "snr": 25.0}})
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("xai_loc.study.QUICK_SOURCES", 1)
         mp.setattr("xai_loc.study.QUICK_SRP_WINDOWS", 2)
@@ -41,7 +43,7 @@ def make_study(base: Path) -> Path:
         mp.setattr("xai_loc.study.QUICK_FILLS", ("zero",))
         mp.setattr("xai_loc.study.QUICK_PERCENTAGES", (0.0, 50.0))
         result = CliRunner().invoke(main, ["--threads", "1", "reproduce", "--quick", "--out", str(base / "rep"),
-                                           "--data", str(base / "data"), "--pretrained", str(zoo)])
+                                           "--data", str(base / "data"), "--pretrained", str(zoo), *args])
     assert result.exit_code == 0, result.output
     return base / "rep"
 
@@ -165,6 +167,50 @@ def test_partial_folder_says_what_is_missing(study, tmp_path):
     assert "tdoa.nc (TDOA result; run 'xai-loc tdoa')" in text
     assert "No window explorer: no result of this folder records the path of the dataset it used" in text
     assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # atomic: no temporary file left
+
+
+def test_report_marks_what_the_last_reproduce_run_did_not_write(study, tmp_path):
+    from xai_loc.io import write_dataset_atomic
+
+    base = tmp_path / "again"
+    shutil.copytree(study.parent, base)
+    rep = base / "rep"
+    earlier = json.loads((rep / "study.json").read_text())
+    assert earlier["finished"] and f"{CONDITION}/faithfulness.nc" in earlier["files"]
+    # a second run that skips the suite leaves the first run's suite results in the folder
+    make_study(base, "--skip", "faithfulness,sanity,components")
+    record = json.loads((rep / "study.json").read_text())
+    assert record["finished"] and record["settings"]["skipped"] == ["faithfulness", "sanity", "components"]
+    assert {f"{CONDITION}/perturbation.nc", f"{CONDITION}/tdoa.nc", "summary.md"} <= set(record["files"])
+    assert not any(name.endswith(("faithfulness.nc", "sanity.nc", "components.nc")) for name in record["files"])
+    page = (rep / "report.html").read_text()
+    text = html.unescape(page)
+    assert "full test split" not in text and "quick run; conditions t60-0.15_snr-25; skipped faithfulness" in text
+    marked = {name for name in ("perturbation", "tdoa", "faithfulness", "sanity", "components")
+              if f"{name}.nc: not written by the last reproduce run" in text}
+    assert marked == {"faithfulness", "sanity", "components"}
+    assert "It did not finish" not in text and "class=\"stale\"" not in page.split("<section")[0]
+    # a result replaced after the run, by another command, is marked as such, in its localization rows too
+    with xr.open_dataset(rep / CONDITION / "tdoa.nc") as ds:
+        replaced = ds.load()
+    write_dataset_atomic(replaced.assign_attrs(note="rewritten"), rep / CONDITION / "tdoa.nc")
+    result = CliRunner().invoke(main, ["report", str(rep)])
+    assert result.exit_code == 0, result.output
+    page = _Page((rep / "report.html").read_text())
+    assert _row(page, "SRP-PHAT signals")[-1].endswith("written after the last reproduce run of this folder "
+                                                       "(replaced since by another command)")
+    assert _row(page, "loccnn")[-1].startswith("perturbation.nc") and "reproduce" not in _row(page, "loccnn")[-1]
+    # a run that stopped part way says so at the top
+    (rep / "study.json").write_text(json.dumps({**record, "finished": False}))
+    CliRunner().invoke(main, ["report", str(rep)])
+    assert "It did not finish" in html.unescape((rep / "report.html").read_text())
+    # a damaged record: one line, exit 2, the earlier page kept
+    before = (rep / "report.html").read_bytes()
+    for damage in ("{", json.dumps({**record, "files": {"x": 1}}), json.dumps({**record, "format": "other"})):
+        (rep / "study.json").write_text(damage)
+        result = CliRunner().invoke(main, ["report", str(rep)])
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and "study.json is damaged" in result.output
+    assert (rep / "report.html").read_bytes() == before
 
 
 def test_bad_inputs_are_one_line_exit_2_and_write_nothing(study, tmp_path):

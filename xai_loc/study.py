@@ -198,15 +198,20 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     from xai_loc.models.zoo import data_convention, paper_mae
     from xai_loc.plots.inspection import plot_inspection
     from xai_loc.report import write_report
+    from xai_loc.report.study_run import StudyRun
 
     out = Path(out)
     progress = sys.stderr.isatty() if progress is None else progress
     n_sources = QUICK_SOURCES if quick else None
     scene = paper_scene(convention)
-    loc_rows, sections, missing = [], [], []
-    for t60, snr in conditions or PAPER_CONDITIONS:
-        checkpoints = _available(archs, t60, snr, pretrained)
-        missing += [(arch, t60, snr) for arch in archs if arch not in checkpoints]
+    plan = [(t60, snr, _available(archs, t60, snr, pretrained)) for t60, snr in conditions or PAPER_CONDITIONS]
+    missing = [(arch, t60, snr) for t60, snr, found in plan for arch in archs if arch not in found]
+    # what this run writes, so that the report can mark what an earlier run left in the folder
+    record = StudyRun(out, {"quick": quick, "skipped": list(skip), "convention": convention, "archs": list(archs),
+                            "conditions": [condition_name(t60, snr) for t60, snr, found in plan if found],
+                            "missing_checkpoints": [f"{a} ({t:g} s, {s:g} dB)" for a, t, s in missing]})
+    loc_rows, sections = [], []
+    for t60, snr, checkpoints in plan:
         if not checkpoints:
             continue
         folder = out / condition_name(t60, snr)
@@ -224,10 +229,11 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         for name, options in study_options(quick).items():
             if name not in skip:
                 run = run_experiment(name, models, store, folder, **options, **common)
+                record.add(run.files)
                 sections += [f"### {STUDY_EXPERIMENTS[name]}", "", run.tables["markdown"], ""]
         first = next(iter(models))
         relevance = explain_models(models.select([first]), store, randomized_baseline=False, **common)  # stored
-        plot_inspection(open_signals(store), {first: relevance[first]}, folder / f"inspection_{first}")
+        record.add(plot_inspection(open_signals(store), {first: relevance[first]}, folder / f"inspection_{first}"))
     lines = ["# xai-loc reproduction of Comanducci, Antonacci & Sarti (EUSIPCO 2024)", "",
              _quick_note(skip) if quick else "Full test split.",
              f"Test data simulated under the {convention} convention.",
@@ -238,6 +244,8 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         lines += ["No shipped checkpoint for: " + ", ".join(f"{a} ({t:g} s, {s:g} dB)" for a, t, s in missing)
                   + ". Train them with scripts/train_zoo.py.", ""]
     summary = write_text_atomic(out / "summary.md", "\n".join(lines + sections) + "\n")
+    record.add(summary)
+    record.finish()
     if loc_rows and len(skip) < len(STUDY_EXPERIMENTS):  # no checkpoint or every experiment skipped: no results
         write_report(out)
     return summary

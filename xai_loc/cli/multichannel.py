@@ -684,7 +684,8 @@ def reproduce(ctx, quick, out, data, pretrained, batch_size, device, skip, conve
     """The whole study for the paper's four conditions and both models: data, localization
     error beside the paper's, relevance, perturbation curves, TDOA table, SRP maps, the
     faithfulness suite, the sanity checks, the relevance shares on the simulator's components,
-    figures, summary.md and report.html. Conditions without a shipped checkpoint are listed as missing."""
+    figures, summary.md and report.html. Conditions without a shipped checkpoint are listed as missing.
+    study.json records what the run wrote: the report marks what an earlier run left in OUT."""
     from xai_loc.study import reproduce as run
 
     setup(ctx)

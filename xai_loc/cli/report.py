@@ -15,7 +15,8 @@ from xai_loc.cli_params import InputDir, Int, OutFile
 def report(results, out, windows) -> None:
     """Write RESULTS as one web page: localization error beside its baselines, perturbation,
     faithfulness, sanity and TDOA tables and figures, binaural probes, provenance, and a window
-    explorer to see and hear relevance. Read from the stored results; nothing is recomputed."""
+    explorer to see and hear relevance. Read from the stored results; nothing is recomputed. In a
+    reproduce folder, what its last run (study.json) did not write is marked."""
     from xai_loc.report import write_report
 
     click.echo(str(write_report(results, out, n_windows=windows)))

@@ -21,7 +21,7 @@ import numpy as np
 
 from xai_loc.errors import InputError
 
-__all__ = ["ResultEntry", "Section", "collect_sections", "localization_rows", "provenance"]
+__all__ = ["ResultEntry", "Section", "collect_sections", "describe_study_run", "localization_rows", "provenance"]
 
 
 @dataclass
@@ -34,12 +34,15 @@ class ResultEntry:
     command: str
     tables: list[str] = field(default_factory=list)
     figures: dict[str, bytes] = field(default_factory=dict)
+    #: Whether the last ``reproduce`` run of the folder wrote it (:func:`~xai_loc.report.study_run.file_status`).
+    status: str | None = None
 
 
 @dataclass
 class Section:
     """The results of one folder: entries by result name, other PNG figures, whether it holds results of
-    the multichannel experiments, and which of those are missing."""
+    the multichannel experiments, which of those are missing, and the other figures the last
+    ``reproduce`` run of the folder did not draw."""
 
     folder: Path
     title: str
@@ -47,6 +50,7 @@ class Section:
     extra_figures: dict[str, bytes]
     multichannel: bool
     missing: list[str]
+    earlier_figures: list[str] = field(default_factory=list)
 
 
 def _markdown_to_html(text: str) -> str:
@@ -100,10 +104,14 @@ def _figures(name: str, ds, path: Path) -> dict[str, bytes]:
 def collect_sections(root: str | Path) -> list[Section]:
     """Open every registered result below ``root`` and gather them by folder (sorted by path).
 
+    Where ``root`` holds the record of a ``reproduce`` run (:mod:`xai_loc.report.study_run`),
+    each result and figure says whether that run wrote it.
+
     Raises :class:`~xai_loc.errors.InputError` (one line) where ``root`` is not a folder, holds
-    no results, or a result file is damaged.
+    no results, a result file or the run's record is damaged.
     """
     from xai_loc.experiments.registry import EXPERIMENTS, RESULTS
+    from xai_loc.report.study_run import file_status, read_study_run
 
     root = Path(root)
     if not root.is_dir():
@@ -112,22 +120,47 @@ def collect_sections(root: str | Path) -> list[Section]:
     if not found:
         raise InputError(f"{root} holds no results ({', '.join(r.result_file for r in RESULTS.values())}); run "
                          "an experiment (perturb, faithfulness, sanity, tdoa, reproduce or a binaural probe) first")
+    record = read_study_run(root)
     opened = [(path, result, result.open(path)) for path, result in found]  # all checked before any drawing
     by_folder: dict[Path, dict[str, ResultEntry]] = {}
     for path, result, ds in opened:
         tables = [_markdown_to_html(result.tables(ds)["markdown"])] if result.name in EXPERIMENTS \
             else _dataset_tables(ds)
         by_folder.setdefault(path.parent, {})[result.name] = ResultEntry(
-            result.name, path, ds, result.command, tables, _figures(result.name, ds, path))
+            result.name, path, ds, result.command, tables, _figures(result.name, ds, path),
+            file_status(record, root, path))
     sections = []
     for folder, entries in sorted(by_folder.items()):
         drawn = {name for entry in entries.values() for name in entry.figures}
-        extra = {p.name: p.read_bytes() for p in sorted(folder.glob("*.png")) if p.name not in drawn}
+        others = [p for p in sorted(folder.glob("*.png")) if p.name not in drawn]
+        extra = {p.name: p.read_bytes() for p in others}
+        earlier = [p.name for p in others if file_status(record, root, p) == "earlier"]
         multichannel = any(name in EXPERIMENTS for name in entries)
         missing = [f"{e.result_file} ({e.what}; run 'xai-loc {e.command}')" for e in EXPERIMENTS.values()
                    if multichannel and e.name not in entries]
-        sections.append(Section(folder, _title(folder, root, entries), entries, extra, multichannel, missing))
+        sections.append(Section(folder, _title(folder, root, entries), entries, extra, multichannel, missing,
+                                earlier))
     return sections
+
+
+def describe_study_run(root: str | Path) -> dict[str, Any] | None:
+    """What the report says of the last ``reproduce`` run in ``root``: ``{"text", "finished"}``, or ``None``
+    where the folder holds no record of one."""
+    from xai_loc.report.study_run import read_study_run
+
+    record = read_study_run(root)
+    if record is None:
+        return None
+    settings = record["settings"]
+    parts = ["quick run" if settings.get("quick") else "full test split"]
+    if settings.get("conditions"):
+        parts.append("conditions " + ", ".join(settings["conditions"]))
+    if settings.get("skipped"):
+        parts.append("skipped " + ", ".join(settings["skipped"]))
+    if settings.get("missing_checkpoints"):
+        parts.append("no checkpoint for " + ", ".join(settings["missing_checkpoints"]))
+    parts.append(f"{len(record['files'])} files written")
+    return {"text": "; ".join(parts), "finished": record["finished"]}
 
 
 def localization_rows(section: Section) -> list[dict[str, Any]]:
@@ -135,8 +168,9 @@ def localization_rows(section: Section) -> list[dict[str, Any]]:
 
     The models' and the constant predictor's MAE per coordinate come from ``perturbation.nc``
     (nothing deleted, 0 %); SRP-PHAT's and its constant's from ``tdoa.nc``. Each row:
-    ``{"estimator", "kind", "x", "y", "z", "mean", "source"}`` (NaN where a coordinate is not stored), the
-    models' rows with ``"paper"``, the published MAE per coordinate of their architecture and condition.
+    ``{"estimator", "kind", "x", "y", "z", "mean", "source", "status"}`` (NaN where a coordinate is not
+    stored; ``status`` that of the result file read), the models' rows with ``"paper"``, the published
+    MAE per coordinate of their architecture and condition.
     """
     from xai_loc.models.zoo import paper_mae
 
@@ -151,11 +185,11 @@ def localization_rows(section: Section) -> list[dict[str, Any]]:
             paper = paper_mae(*_trained_condition(models.get(str(model), {}), ds.attrs))
             rows.append({"estimator": str(model), "kind": "model", "x": mae[0], "y": mae[1], "z": mae[2],
                          "mean": float(mae.mean()), "source": f"perturbation.nc, 0 %, {_counted(ds.attrs)}",
-                         "paper": np.nan if paper is None else paper})
+                         "paper": np.nan if paper is None else paper, "status": pert.status})
         base = ds["baseline_mae"].values
         rows.append({"estimator": "constant (centroid)", "kind": "baseline", "x": base[0], "y": base[1],
                      "z": base[2], "mean": float(ds["baseline_mae_mean"]),
-                     "source": f"perturbation.nc, {_counted(ds.attrs)}"})
+                     "source": f"perturbation.nc, {_counted(ds.attrs)}", "status": pert.status})
     tdoa = section.entries.get("tdoa")
     if tdoa is not None and "srp_error" in tdoa.ds:
         err = tdoa.ds["srp_error"]
@@ -166,7 +200,8 @@ def localization_rows(section: Section) -> list[dict[str, Any]]:
             rows.append({"estimator": f"SRP-PHAT {name}" if name == "signals" else "SRP-PHAT constant (grid centre)",
                          "kind": "baseline", "x": float(row.sel(srp_metric="x")), "y": float(row.sel(srp_metric="y")),
                          "z": np.nan, "mean": np.nan, "euclidean": float(row.sel(srp_metric="euclidean")),
-                         "source": f"tdoa.nc (x-y plane, mean |error|), {int(tdoa.ds.attrs['srp_windows'])} windows"})
+                         "source": f"tdoa.nc (x-y plane, mean |error|), {int(tdoa.ds.attrs['srp_windows'])} windows",
+                         "status": tdoa.status})
     return rows
 
 

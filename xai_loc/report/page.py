@@ -13,8 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from xai_loc.report.collect import collect_sections, localization_rows, provenance
+from xai_loc.report.collect import collect_sections, describe_study_run, localization_rows, provenance
 from xai_loc.report.explorer import DEFAULT_WINDOWS, build_explorers
+from xai_loc.report.study_run import STATUS_TEXT
 
 __all__ = ["render_report", "write_report"]
 
@@ -65,12 +66,15 @@ def render_report(results: str | Path, n_windows: int = DEFAULT_WINDOWS) -> str:
             "title": section.title, "folder": str(section.folder), "missing": section.missing,
             "localization": localization_rows(section), "extra_figures": section.extra_figures,
             "entries": [{"name": e.name, "file": e.path.name, "tables": e.tables, "figures": e.figures,
-                         "provenance": provenance(e)} for e in section.entries.values()],
+                         "provenance": provenance(e), "status": STATUS_TEXT.get(e.status, "")}
+                        for e in section.entries.values()],
+            "earlier_figures": section.earlier_figures,
             "explorers": [{"model": x.model, "store": str(x.store), "data": x.data} for x in explorers],
             "multichannel": section.multichannel, "no_explorer": no_explorer,
         })
     return _environment().get_template("report.html.j2").render(
-        root=str(root.resolve()), sections=sections, version=__version__)
+        root=str(root.resolve()), sections=sections, version=__version__, study_run=describe_study_run(root),
+        status_text=STATUS_TEXT)
 
 
 def write_report(results: str | Path, out: str | Path | None = None, n_windows: int = DEFAULT_WINDOWS) -> Path:

@@ -1,0 +1,111 @@
+"""The record of the last ``reproduce`` run in a results folder: ``study.json``.
+
+``reproduce`` into a folder that holds an earlier run's results rewrites only what it runs
+this time; an experiment it skips, or a condition whose checkpoint is gone, keeps the
+earlier run's files. The record lets the report tell them apart. It is written when the run
+starts (no files yet, ``finished`` false), again after each experiment, and at the end, so
+a run that stops part way is seen as such. It holds the run's settings and the SHA-256 of
+every file the run wrote, by its path relative to the folder.
+
+The report (:mod:`xai_loc.report.collect`) sorts each file of the folder it shows by
+:func:`file_status`: written by the last run (``'current'``), written there after it
+(``'rewritten'``: the run wrote that file, something replaced it since) or not written by
+it (``'earlier'``: an earlier run's, or another command's).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from xai_loc.errors import InputError
+
+__all__ = ["STATUS_TEXT", "STUDY_RECORD", "StudyRun", "file_status", "read_study_run"]
+
+#: The record's file name in a ``reproduce`` results folder.
+STUDY_RECORD = "study.json"
+_FORMAT, _VERSION = "xai-loc-study-run", 1
+#: What each status says on the report page.
+STATUS_TEXT = {
+    "rewritten": "written after the last reproduce run of this folder (replaced since by another command)",
+    "earlier": "not written by the last reproduce run of this folder: an earlier run's or another command's",
+}
+
+
+class StudyRun:
+    """The record of one ``reproduce`` run, rewritten atomically as it goes.
+
+    Parameters
+    ----------
+    root
+        The run's results folder.
+    settings
+        What the run was asked (``quick``, ``skip``, ``conditions``, ``convention``, ...): JSON values.
+    """
+
+    def __init__(self, root: str | Path, settings: dict[str, Any]):
+        self.root = Path(root)
+        self.settings = dict(settings)
+        self.files: dict[str, str] = {}
+        self._write(finished=False)
+
+    def add(self, paths) -> None:
+        """Record files the run wrote (those below the folder; dicts and lists are flattened); rewrite the record."""
+        from xai_loc.models.checkpoint import file_digest
+
+        stack = [paths]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                stack.extend(item)
+            elif item is not None and Path(item).resolve().is_relative_to(self.root.resolve()):
+                path = Path(item)  # below the folder: what the report shows (stores elsewhere are not its)
+                self.files[path.resolve().relative_to(self.root.resolve()).as_posix()] = file_digest(path)
+        self._write(finished=False)
+
+    def finish(self) -> Path:
+        """Mark the run finished; returns the record's path."""
+        return self._write(finished=True)
+
+    def _write(self, finished: bool) -> Path:
+        from xai_loc.io import write_text_atomic
+
+        record = {"format": _FORMAT, "version": _VERSION, "finished": finished, "settings": self.settings,
+                  "files": dict(sorted(self.files.items()))}
+        return write_text_atomic(self.root / STUDY_RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def read_study_run(root: str | Path) -> dict[str, Any] | None:
+    """The record of the last ``reproduce`` run in ``root`` (``None`` where there is none).
+
+    Raises :class:`~xai_loc.errors.InputError` (one line) where the record is damaged.
+    """
+    path = Path(root) / STUDY_RECORD
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        ok = (record["format"], record["version"]) == (_FORMAT, _VERSION) and isinstance(record["finished"], bool) \
+            and isinstance(record["settings"], dict) and isinstance(record["files"], dict) \
+            and all(isinstance(v, str) for v in record["files"].values())
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise InputError(f"{path} is damaged (not an xai-loc study record of format {_FORMAT!r} version {_VERSION}); "
+                         f"run 'xai-loc reproduce' again, or remove it to report the folder without it")
+    return record
+
+
+def file_status(record: dict[str, Any] | None, root: str | Path, path: str | Path) -> str | None:
+    """``'current'``, ``'rewritten'`` or ``'earlier'`` for a file below ``root`` (see the module); ``None``
+    without a record."""
+    from xai_loc.models.checkpoint import file_digest
+
+    if record is None:
+        return None
+    key = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    if key not in record["files"]:
+        return "earlier"
+    return "current" if file_digest(path) == record["files"][key] else "rewritten"

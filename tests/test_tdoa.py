@@ -38,3 +38,11 @@ def test_anechoic_simulated_delay_comes_back_from_the_signals():
 def test_score_counts_anomalies_and_mae_of_the_rest():
     out = score(np.array([0.0, 1.0, 5.0, -0.5]), np.zeros(4), np.full(4, 2.0))
     assert out == {"anomalies_percent": 25.0, "mae_samples": pytest.approx(0.5)}
+
+
+def test_score_counts_a_missing_estimate_as_an_anomaly_and_leaves_out_unscored_windows():
+    # window 2 has no estimate (a silent relevance), window 3 no threshold (a silent microphone signal)
+    out = score(np.array([0.0, 1.0, np.nan, 9.0]), np.zeros(4), np.array([2.0, 2.0, 2.0, np.nan]))
+    assert out == {"anomalies_percent": pytest.approx(100 / 3), "mae_samples": pytest.approx(0.5)}
+    out = score(np.zeros(2), np.zeros(2), np.full(2, np.nan))
+    assert np.isnan(out["anomalies_percent"]) and np.isnan(out["mae_samples"])

@@ -73,6 +73,35 @@ def test_result_dims_coords_and_provenance(result, model):
     assert "relevance_fraction" in models["loccnn"]
 
 
+def test_a_silent_signal_gives_no_delay_and_no_correlation_time():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 2, 700))
+    x[1, 1] = 0.0  # the second signal of window 1 is silent
+    x[2] = 0.0  # window 2 is silent on both
+    ref = tdoa(x[:, 0], x[:, 1], max_lag=20.0)
+    assert np.isfinite(ref[0]) and np.isnan(ref[1:]).all()
+    np.testing.assert_array_equal(fast_tdoa(x[:, 0], x[:, 1], 20.0), ref)
+    np.testing.assert_array_equal(tdoa(torch.from_numpy(x[:, 0]), torch.from_numpy(x[:, 1]), max_lag=20.0).numpy(),
+                                  ref)
+    ct = correlation_time(x[:, 1])
+    assert np.isfinite(ct[0]) and ct[0] > 0 and np.isnan(ct[1:]).all()
+    np.testing.assert_allclose(fast_correlation_time(x[:, 1]), ct, rtol=1e-9)
+    np.testing.assert_allclose(correlation_time(torch.from_numpy(x[:, 1])).numpy(), ct, rtol=1e-9)
+
+
+def test_relevance_silent_on_a_microphone_counts_as_anomalies_there(store, model):
+    ds = open_signals(store)
+    silent = ds["signals"].copy(data=np.array(ds["signals"].values))
+    silent.values[:2, 8] = 0.0  # no relevance on microphone 8 in the first two windows
+    out = run_tdoa({"loccnn": model}, store, relevance={"mic-copy": silent}, max_windows=4, batch_size=4,
+                   pairs="7-8,6-9", randomized_baseline=False, srp=False)
+    delay = out["delay"].sel(estimator="mic-copy")
+    assert np.isnan(delay.sel(pair="7-8").values[:2]).all() and np.isfinite(delay.sel(pair="7-8").values[2:]).all()
+    np.testing.assert_array_equal(delay.sel(pair="6-9").values, out["delay"].sel(estimator="signals", pair="6-9"))
+    signals = out["anomalies_percent"].sel(estimator="signals", pair="7-8").item()
+    assert signals == 0.0 and out["anomalies_percent"].sel(estimator="mic-copy", pair="7-8").item() == 50.0
+
+
 def test_zero_lag_scores_the_true_delay_as_its_error(result):
     zero = result["delay"].sel(estimator="zero-lag").values
     assert (zero == 0).all()

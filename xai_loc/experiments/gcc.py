@@ -178,9 +178,14 @@ def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 1
 
 
 def tdoa(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 16) -> Array:
-    """GCC-PHAT delay of ``x2`` relative to ``x1`` in samples, ``(...)`` (of the kind of ``x1``)."""
+    """GCC-PHAT delay of ``x2`` relative to ``x1`` in samples, ``(...)`` (of the kind of ``x1``).
+
+    NaN where either signal is all zero: its correlation is flat, and its peak (the first lag) is no estimate.
+    """
     lags, cc = gcc_phat(x1, x2, max_lag=max_lag, interp=interp)
-    return lags[array_ops(cc).argmax(cc)]
+    xp = array_ops(cc)
+    silent = (xp.amax(abs(xp.asarray(x1))) == 0) | (xp.amax(abs(xp.asarray(x2))) == 0)
+    return xp.where(silent, np.nan, lags[xp.argmax(cc)])
 
 
 def correlation_time(x: Array, interp: int = 16) -> Array:
@@ -189,7 +194,7 @@ def correlation_time(x: Array, interp: int = 16) -> Array:
     The definition of Champagne, Bedard & Stephenne (IEEE TSAP 1996); half of it is the
     threshold above which a delay error counts as an anomaly. Sub-sample resolution by
     band-limited interpolation of the autocorrelation; ``x`` is ``(..., T)`` (NumPy, or a
-    torch tensor computed on its device).
+    torch tensor computed on its device). NaN for an all-zero signal (it has no main lobe).
     """
     xp = array_ops(x)
     x = xp.asarray(x)
@@ -204,4 +209,4 @@ def correlation_time(x: Array, interp: int = 16) -> Array:
     r_hi = xp.take(r, (idx - 1)[..., None])[..., 0]
     r_lo = xp.take(r, idx[..., None])[..., 0]
     frac = (r_hi - 1.0 / np.sqrt(2.0)) / xp.maximum(r_hi - r_lo, 1e-300)
-    return 2.0 * (idx - 1 + frac) / interp
+    return xp.where(r[..., 0] > 0, 2.0 * (idx - 1 + frac) / interp, np.nan)

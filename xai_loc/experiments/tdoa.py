@@ -66,11 +66,18 @@ def pair_delays(signals: Array, pair: tuple[int, int], max_lag: float, interp: i
 
 
 def score(estimates: np.ndarray, truth: np.ndarray, threshold: np.ndarray) -> dict[str, float]:
-    """Percentage of anomalies (``|error| > threshold``) and MAE in samples of the others."""
-    err = np.abs(np.asarray(estimates) - np.asarray(truth))
-    anomalous = err > threshold
-    good = err[~anomalous]
-    return {"anomalies_percent": 100.0 * float(anomalous.mean()),
+    """Percentage of anomalies (``|error| > threshold``) and MAE in samples of the others.
+
+    A window without an estimate (NaN: the estimator's signal is silent there) is an anomaly; a
+    window without a threshold (NaN: the microphone signal is silent) is not scored. NaN where
+    no window is scored.
+    """
+    err = np.abs(np.asarray(estimates, dtype=float) - np.asarray(truth, dtype=float))
+    err, threshold = np.broadcast_arrays(err, np.asarray(threshold, dtype=float))
+    scored = np.isfinite(threshold)
+    anomalous = ~(err[scored] <= threshold[scored])
+    good = err[scored][~anomalous]
+    return {"anomalies_percent": 100.0 * float(anomalous.mean()) if anomalous.size else float("nan"),
             "mae_samples": float(good.mean()) if good.size else float("nan")}
 
 

@@ -114,7 +114,14 @@ def _phat_spectra(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def _peak_lags(f1: np.ndarray, f2: np.ndarray, n: int, max_lag: float, interp: int, eps: float = 1e-12) -> np.ndarray:
-    """GCC-PHAT delay of the signals with spectra ``f2`` vs ``f1`` ``(B, K)``: as :func:`gcc.tdoa`."""
+    """GCC-PHAT delay of the signals with spectra ``f2`` vs ``f1`` ``(B, K)``: as :func:`gcc.tdoa` (NaN where a
+    signal is all zero)."""
+    silent = ~(f1.any(axis=1) & f2.any(axis=1))
+    return np.where(silent, np.nan, _peaks(f1, f2, n, max_lag, interp, eps))
+
+
+def _peaks(f1: np.ndarray, f2: np.ndarray, n: int, max_lag: float, interp: int, eps: float) -> np.ndarray:
+    """The peak lags of :func:`_peak_lags`, silent signals included."""
     cross = f2 * np.conj(f1)
     cross /= np.maximum(np.abs(cross), eps)
     coarse = _COARSE if interp % _COARSE == 0 else 1
@@ -720,12 +727,15 @@ def run_tdoa(
             coords[name] = ("window", np.asarray(ds[name].values[:n]))
     data_vars: dict[str, Any] = {
         "delay": (("estimator", "pair", "window"), delay,
-                  {"units": "samples", "description": "GCC-PHAT delay of mic_j relative to mic_i"}),
+                  {"units": "samples", "description": "GCC-PHAT delay of mic_j relative to mic_i (NaN: no "
+                                                      "estimate, a signal of the pair is all zero; an anomaly)"}),
         "truth": (("pair", "window"), truth, {"units": "samples", "description": "geometric delay"}),
         "threshold": (("pair", "window"), threshold,
-                      {"units": "samples", "description": "half the correlation time of the mic_i signal"}),
+                      {"units": "samples", "description": "half the correlation time of the mic_i signal "
+                                                          "(NaN: it is silent; the window is not scored)"}),
         "anomalies_percent": (("estimator", "pair"), anomalies,
-                              {"units": "%", "description": "windows with |delay - truth| > threshold"}),
+                              {"units": "%", "description": "scored windows with |delay - truth| > threshold "
+                                                            "or no delay"}),
         "mae_samples": (("estimator", "pair"), mae,
                         {"units": "samples", "description": "mean |delay - truth| over the other windows"}),
     }
@@ -870,7 +880,7 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
     mae = ds["mae_samples"].values
     cells = [[f"{_fmt(anomalies[e, p], 1)} / {_fmt(mae[e, p], 2, '–')}" for p in range(len(headers))]
              for e in range(len(estimators))]
-    thr = np.median(ds["threshold"].values, axis=1)
+    thr = np.nanmedian(ds["threshold"].values, axis=1)  # NaN: a silent window, not scored
     mean_truth = np.abs(ds["truth"].values).mean(axis=1)
 
     md = [f"**TDOA probe** — {_condition_line(ds)}.", "",

@@ -98,7 +98,7 @@ def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
         for name in names:
             row[0].plot(dist, ds["anomalies_percent"].sel(estimator=name).values[order], label=name, **styles[name])
             row[1].plot(dist, ds["mae_samples"].sel(estimator=name).values[order], label=name, **styles[name])
-        threshold = np.median(ds["threshold"].values, axis=1)[order]
+        threshold = np.nanmedian(ds["threshold"].values, axis=1)[order]  # NaN: a silent window, not scored
         row[1].plot(dist, threshold, color="0.6", linewidth=0.8, linestyle="-.", label="anomaly threshold (median)")
         row[0].set_ylabel("anomalies [%]")
         row[0].set_ylim(-3, 103)

@@ -31,7 +31,7 @@ from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.experiments.tdoa_probe import SRP_CONSTANT, run_tdoa
 from xai_loc.models import WindowSet, read_card
-from xai_loc.models.zoo import PAPER_MAE, checkpoint_name, data_convention
+from xai_loc.models.zoo import PAPER_MAE, checkpoint_name, data_convention, paper_mae
 from xai_loc.runtime import configure_cpu
 
 
@@ -90,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {err}", file=sys.stderr)
         return 2
     print("| checkpoint | test MAE/coord (m) | test Euclidean (m) | constant (m) | paper (m) | SRP-PHAT, "
-          "signals (m) | storage | paper epochs | stopped | device s |")
+          "signals (m) | storage | paper epochs (this run) | stopped | device s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for arch, t60, snr, result, storage, t in rows:
         mae, base = result.metrics["mae"], result.baseline_metrics["mae"]
         mark = "" if mae < base else " (no better than constant)"
+        paper = paper_mae(arch, t60, snr)  # None: a condition the paper did not train
         print(f"| {arch} ({t60:g} s, {snr:g} dB) | {mae:.3f}{mark} | {result.metrics['euclidean']:.3f} | "
-              f"{base:.3f} | {PAPER_MAE[arch][(t60, snr)]:.3f} | {srp[(t60, snr)]['signals']:.3f} | "
+              f"{base:.3f} | {'-' if paper is None else f'{paper:.3f}'} | {srp[(t60, snr)]['signals']:.3f} | "
               f"{storage} | {t['epochs']} | {t['stopped']} | {t['wall_seconds']:.0f} |")
     print("\nSRP-PHAT: Euclidean error of the map peak on the sources' plane (x, y); constant guess on that plane: "
           + ", ".join(f"{v['constant']:.3f} m at ({t:g} s, {s:g} dB)" for (t, s), v in srp.items()))

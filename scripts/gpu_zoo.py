@@ -361,7 +361,8 @@ def worker(args) -> int:
         lr, notes = args.lr, list(DATA_NOTES)
         if init is not None and lr is None:
             parent = read_card(init)
-            lr = ((parent.get("training") or {}).get("final") or {}).get("lr")
+            final = (parent.get("training") or {}).get("final") or {}
+            lr = final.get("next_lr", final.get("lr"))  # after the parent's last scheduler step (older cards: before)
             if lr is not None:
                 notes.append(f"continued from {init.name} at its last learning rate {lr:g}")
             cond = parent.get("condition") or {}

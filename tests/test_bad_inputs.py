@@ -10,6 +10,7 @@ on CI machines, where permission bits do not stop writes).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -38,6 +39,17 @@ BAD_TOML = {
                      'positions = [[1.0, 1.0, 1.0]]\n[sources]\npositions = [[2.0, 2.0, 1.0]]\n',
     "name-dotdot": 'name = "../../x"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
                    'positions = [[1.0, 1.0, 1.0]]\n[sources]\npositions = [[2.0, 2.0, 1.0]]\n',
+    **{f"splits-{case}": 'name = "bad"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\npositions = [[1.0, 1.0, 1.0]]\n'
+                         f'[sources]\npositions = [[2.0, 2.0, 1.0], [3.0, 2.0, 1.0]]\n[splits]\n{text}\n'
+       for case, text in {"shared": "train = [0, 1]\ntest = [1]", "repeated": "train = [0, 0]\ntest = [1]",
+                          "inf": "test = [inf]", "nan": "test = [nan]", "empty-test": "train = [0, 1]\ntest = []"
+                          }.items()},
+    "window-huge": 'name = "bad"\nwindow = 1' + "0" * 400 + '\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
+                   'positions = [[1.0, 1.0, 1.0]]\n[sources]\npositions = [[2.0, 2.0, 1.0]]\n',
+    "c-huge": 'name = "bad"\n[room]\nsize = [5.0, 4.0, 3.0]\nc = 1e12\n[array]\n'
+              'positions = [[1.0, 1.0, 1.0]]\n[sources]\npositions = [[2.0, 2.0, 1.0]]\n',
+    "source-at-mic": 'name = "bad"\n[room]\nsize = [5.0, 4.0, 3.0]\n[array]\n'
+                     'positions = [[1.0, 1.0, 1.0]]\n[sources]\npositions = [[1.0, 1.0, 1.0]]\n',
 }
 
 
@@ -66,6 +78,16 @@ def ws(tmp_path_factory):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     tensors["fc2.bias"][0] = float("nan")
     save_file(tensors, str(root / "nan.safetensors"), metadata={CARD_KEY: meta[CARD_KEY]})
+    # a card without its condition (written by another tool), and a model of other windows than the paper's
+    card = json.loads(meta[CARD_KEY])
+    del card["condition"]
+    (root / "nocond").mkdir()
+    save_file({k: v for k, v in tensors.items()}, str(root / "nocond" / "x.safetensors"),
+              metadata={CARD_KEY: json.dumps(card)})
+    save_checkpoint(build_model("loccnn", n_mics=2, n_samples=1024), root / "small.safetensors",
+                    {"condition": {"t60": 0.15, "snr": 25.0}})
+    import soundfile as sf
+    sf.write(root / "ears.wav", np.random.default_rng(0).standard_normal((8000, 2)) * 0.1, 16000)
     results = root / "results"
     (results / "text").mkdir(parents=True)
     (results / "text" / "perturbation.nc").write_text("not netCDF\n")
@@ -177,6 +199,8 @@ CASES = [
     ("composite-of-other-family", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--composite", "cochcnn"], {}),
     ("audit-composite-of-other-family", ["audit", "{ws}/loccnn.safetensors", "--composite", "tfcnn"], {}),
     ("option-unknown", ["tdoa", "--checkpoint", "{ws}/loccnn.safetensors", "--option", "colour=red"], {}),
+    ("occlusion-window-too-long", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--method", "occlusion",
+                                   "--option", "window=100000", "--sources", "1", "--data", "{ws}/d"], {}),
     ("option-malformed", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--option", "epsilon"], {}),
     # files that are not what they claim
     ("import-text-pth", ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10", "{ws}/text.pth",
@@ -196,6 +220,21 @@ CASES = [
     ("reproduce-skip-unknown", ["reproduce", "--quick", "--skip", "perturbation,nope"], {}),
     ("reproduce-skip-twice", ["reproduce", "--quick", "--skip", "sanity,sanity"], {}),
     ("models-list-dir-missing", ["models", "list", "--dir", "{ws}/nowhere"], {}),
+    ("models-list-card-without-condition", ["models", "list", "--dir", "{ws}/nocond"], {}),
+    ("bast-explain-option-unknown", ["binaural", "explain", "{pre}/bast_default.safetensors", "{ws}/ears.wav",
+                                     "--option", "foo=1", "--out", "{ws}/e"], {}),
+    ("bast-rollout-target", ["binaural", "explain", "{pre}/bast_default.safetensors", "{ws}/ears.wav",
+                             "--method", "attention_rollout", "--target", "cos", "--out", "{ws}/e"], {}),
+    # refused before any data is simulated or rendered
+    ("train-out-suffix", ["train", "--model", "loccnn", "--t60", "0.3", "--snr", "10", "--sources", "1",
+                          "--data", "{ws}/d", "--out", "{ws}/m.pt"], {}),
+    ("train-init-other-shape", ["train", "--model", "loccnn", "--t60", "0.3", "--snr", "10", "--sources", "1",
+                                "--data", "{ws}/d", "--init-from", "{ws}/small.safetensors"], {}),
+    ("evaluate-other-shape", ["evaluate", "{ws}/small.safetensors", "--sources", "1", "--data", "{ws}/d"], {}),
+    ("bast-train-out-suffix", ["binaural", "bast", "train", "--n-sounds", "10", "--data", "{ws}/d",
+                               "--out", "{ws}/b.pt"], {}),
+    ("bast-train-empty-split", ["binaural", "bast", "train", "--n-sounds", "2", "--epochs", "1",
+                                "--data", "{ws}/d"], {}),
     # damaged scene stores (a chunk gone) of the binaural families
     ("tfcnn-probe-damaged-scene-store", ["binaural", "tfcnn", "probe", "--n-train", "1", "--test-per-azimuth", "1",
                                          "--data", "{ws}/scenes", "--out", "{ws}/res"], {}),

@@ -1,4 +1,5 @@
 """The command line end to end: help speed-path, info, simulate, and one-line errors with exit code 2."""
+import shutil
 import subprocess
 import sys
 
@@ -174,6 +175,17 @@ def test_explain_audit_listen_end_to_end(tmp_path, tiny_checkpoint):
     result = runner.invoke(main, ["--threads", "1", "audit", str(tiny_checkpoint)])
     assert result.exit_code == 0, result.output
     assert "ReSE1.gate" in result.output and "problems: none" in result.output
+    # the data simulated again under the same name (here: another condition's store put there): listen refuses it
+    other = runner.invoke(main, ["--threads", "1", "simulate", "--t60", "0.3", "--snr", "20", "--split", "test",
+                                 "--sources", "1", "--data", str(data)])
+    assert other.exit_code == 0, other.output
+    explained = data / "paper" / "t60-0.15_snr-25" / "test-n1.zarr"
+    shutil.rmtree(explained)
+    shutil.copytree(other.output.strip().splitlines()[-1], explained)
+    result = runner.invoke(main, ["listen", store, "--out", str(tmp_path / "wavs2"), "--mics", "7"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "is not the one" in result.output and "explain it again" in result.output
+    assert not (tmp_path / "wavs2").exists()
 
 
 def test_explain_without_a_shipped_checkpoint_is_a_one_line_error(tmp_path, monkeypatch):
@@ -428,3 +440,18 @@ def test_bast_train_and_explain_end_to_end(tmp_path):
     assert list(view["explainer"].values) == ["attn_lrp", "integrated_gradients", "attention_rollout"]
     assert view["mass"].dims == ("explainer", "pair", "side", "ear", "frequency")
     np.testing.assert_allclose(view["ear_balance"].sel(explainer="attention_rollout"), 0.0, atol=1e-6)  # by design
+
+
+def test_options_read_booleans_and_points_the_methods_and_targets_take():
+    from xai_loc.cli._common import parse_options
+    from xai_loc.explain import Explainer
+    from xai_loc.models import build_model
+
+    options = parse_options(("abs=False", "n_steps=8", "epsilon=1e-6", "reference=(1.5, 2, 1)", "first_rule=flat",
+                             "fill=a,b"))
+    assert options == {"abs": False, "n_steps": 8, "epsilon": 1e-6, "reference": (1.5, 2.0, 1.0),
+                       "first_rule": "flat", "fill": "a,b"}
+    model = build_model("loccnn")
+    assert Explainer(model, method="saliency", abs=parse_options(("abs=true",))["abs"]).attrs["method"] == "saliency"
+    contrast = Explainer(model, target="contrast", method="saliency", **parse_options(("reference=1.5,2,1",)))
+    assert "1.5" in contrast.attrs["target_params"]

@@ -195,9 +195,14 @@ def test_fold_batchnorm_forward_is_exact_and_reversible():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(m.fill is None for m in model.modules() if isinstance(m, FrequencyPad))
-    model.features.bn1.weight.data[0] = 0.0
-    with pytest.raises(ValueError, match="zero scale"):
+    model.features.bn3.weight.data[0] = 0.0  # the third BatchNorm fails: the two folded before it are restored
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(InputError, match="zero scale"):
         FoldBatchNormForward().apply(model)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(m.fill is None for m in model.modules() if isinstance(m, FrequencyPad))
+    assert all(m.eps != IDENTITY_EPS for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
 
 
 def test_relevance_reaches_the_waveform_with_labelled_dims():

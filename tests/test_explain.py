@@ -459,6 +459,16 @@ def test_relevance_only_inside_the_window_the_output_depends_on(method, options)
     assert np.count_nonzero(rel[inside]) > 0.5 * inside.sum()
 
 
+def test_gradient_shap_of_a_window_does_not_depend_on_the_selection_it_is_explained_in():
+    model = randomized(LocCNN(4, 350))
+    ds = xr.Dataset({"signals": (("window", "mic", "time"), windows(6, 4, 350).numpy())},
+                    coords={"window": np.arange(6)})
+    settings = {"target": "prediction", "method": "gradient_shap", "n_samples": 3, "batch_size": 4}
+    whole = explain(model, ds, **settings)
+    part = explain(model, ds.isel(window=[4, 5]), **settings)
+    np.testing.assert_allclose(part.values, whole.values[4:], rtol=1e-6, atol=1e-6 * np.abs(whole.values).max())
+
+
 # --- targets -------------------------------------------------------------------------------
 
 def test_targets_seed_the_documented_vectors():
@@ -669,6 +679,17 @@ def test_audit_of_samplecnn_finds_no_problem():
     assert layers["ReSE2.SEBlock.dense1"].relevance_out == 0
     text = report.render()
     assert "problems: none" in text and "ReSE5.gate" in text
+
+
+def test_audit_explains_the_models_own_output_by_default():
+    from xai_loc.models import build_model
+
+    assert audit(randomized(SampleCNN(N_MICS, N_TIME))).target == "prediction"
+    tfcnn = randomized(build_model("tfcnn"))  # an azimuth regressor: no position, and no truth for the probe
+    report = audit(tfcnn, composite="tfcnn")
+    assert report.target == "azimuth" and report.problems == []
+    with pytest.raises(InputError, match="target 'prediction' does not fit a model whose output is 'azimuth'"):
+        audit(tfcnn, composite="tfcnn", target="prediction")
 
 
 class Careless(nn.Module):

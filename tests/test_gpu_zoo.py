@@ -148,6 +148,28 @@ def test_deadline_cuts_a_super_epoch_short_and_keeps_the_best(tiny, tmp_path, mo
     assert all(torch.equal(ref[k], got[k]) for k in ref)
 
 
+def test_the_card_records_the_rate_after_the_last_scheduler_step(tiny, tmp_path):
+    _, memory = tiny
+    out = tmp_path / "lr.safetensors"
+    # a rate so small that the validation never improves: patience 0 halves it after the second validation
+    config = TrainConfig(max_epochs=2, lr=1e-7, lr_patience=0, lr_factor=0.5, save_state=False, **FAST)
+    train("loccnn", memory["train"], memory["val"], out, config, progress=False)
+    final = read_card(out)["training"]["final"]
+    assert (final["lr"], final["next_lr"]) == (1e-7, 5e-8)  # where a continued run (gpu_zoo --init-from) starts
+
+
+def test_extending_a_run_past_a_short_super_epoch_is_recorded(tiny, tmp_path):
+    _, memory = tiny
+    for first, short in ((4, False), (3, True)):  # draws 2: 3 paper epochs end in a super-epoch of 1
+        out = tmp_path / f"x{first}.safetensors"
+        for max_epochs in (first, 6):
+            train("loccnn", memory["train"], memory["val"], out,
+                  TrainConfig(max_epochs=max_epochs, draws_per_epoch=2, **FAST), progress=False)
+        t = read_card(out)["training"]
+        assert t["epochs"] == 6
+        assert any(d.startswith("super-epoch 2 drew fewer than 2") for d in t["deviations"]) == short
+
+
 def test_new_config_fields_are_checked_and_old_states_resume(tiny, tmp_path):
     for bad in ({"draws_per_epoch": 0}, {"deadline": -1.0}, {"checkpoint_every_s": 0}, {"save_state": 1},
                 {"benchmark": "yes"}):

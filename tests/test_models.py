@@ -265,6 +265,11 @@ def test_load_model_refuses_foreign_and_corrupt_files(tmp_path):
     save_file(LocCNN(2, 175).state_dict(), str(alien), metadata={"xai_loc_card": json.dumps(
         {"format": "xai-loc-checkpoint", "format_version": 1, "architecture": "resnet", "config": {}})})
     good = save_checkpoint(LocCNN(2, 175), tmp_path / "good.safetensors", CARD)
+    nocond = tmp_path / "nocond.safetensors"  # a card another tool wrote without the condition every reader shows
+    save_file(LocCNN(2, 175).state_dict(), str(nocond), metadata={"xai_loc_card": json.dumps(
+        {"format": "xai-loc-checkpoint", "format_version": 1, "architecture": "loccnn", "config": {"n_mics": 2,
+                                                                                                  "n_samples": 175},
+         "condition": {"t60": "0.6", "snr": 10}})})
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(good.read_bytes()[:-1000])
     cases = [
@@ -272,6 +277,7 @@ def test_load_model_refuses_foreign_and_corrupt_files(tmp_path):
         (foreign, "has no xai-loc card"),
         (alien, "names architecture 'resnet', which is not registered; registered: bast, cochcnn, cuenet, loccnn,"),
         (truncated, "is not a safetensors file"),
+        (nocond, "has a card whose t60='0.6' is not allowed; use a positive number of seconds"),
         (tmp_path / "missing.safetensors", "does not exist"),
     ]
     for path, message in cases:
@@ -283,7 +289,7 @@ def test_load_model_refuses_foreign_and_corrupt_files(tmp_path):
 def test_load_model_refuses_weights_that_do_not_match_the_card(tmp_path):
     path = tmp_path / "m.safetensors"
     card = {"format": "xai-loc-checkpoint", "format_version": 1, "architecture": "samplecnn",
-            "config": {"n_mics": 16, "n_samples": 5120}}
+            "config": {"n_mics": 16, "n_samples": 5120}, "condition": {"t60": 0.6, "snr": 10.0}}
     save_file(LocCNN().state_dict(), str(path), metadata={"xai_loc_card": json.dumps(card)})
     with pytest.raises(InputError, match="does not match samplecnn: missing 106.*unexpected 14"):
         load_model(path)

@@ -164,3 +164,13 @@ def test_load_scene_refuses_empty_missing_and_foreign_paths(tmp_path):
     with pytest.raises(InputError, match="is not valid TOML") as err:
         load_scene(tmp_path / "bad.toml")
     assert "\n" not in str(err.value)
+
+
+def test_random_split_cuts_at_the_cumulative_shares():
+    from xai_loc.data.scene import random_split
+
+    for n, fractions, sizes in [(5, [0.5, 0.5, 0.0], (2, 3, 0)), (10, [0.8, 0.1, 0.1], (8, 1, 1)),
+                                (7, [0.0, 0.0, 1.0], (0, 0, 7)), (3, [1 / 3, 1 / 3, 1 / 3], (1, 1, 1))]:
+        split = random_split(n, fractions, seed=4)
+        assert tuple(split[k].size for k in ("train", "val", "test")) == sizes
+        assert sorted(np.concatenate(list(split.values())).tolist()) == list(range(n))  # each id once

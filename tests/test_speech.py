@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,6 +115,20 @@ def test_folder_resamples_sine_to_16k(tmp_path, fs_in: int, f0: float) -> None:
     mid = slice(2000, len(x) - 2000)
     assert np.max(np.abs(x[mid] - ideal[mid])) < 0.01
     assert corpus.text(0) is None
+
+
+def test_a_folder_is_identified_by_its_files_not_its_path(tmp_path, monkeypatch) -> None:
+    import os
+
+    from xai_loc.data.store import corpus_digest
+
+    sf.write(tmp_path / "a.wav", _sine(440.0, 16000, 0.5), 16000)
+    first = corpus_digest(SpeechCorpus.from_folder(tmp_path))
+    monkeypatch.chdir(tmp_path.parent)
+    assert corpus_digest(SpeechCorpus.from_folder(Path(tmp_path.name))) == first  # relative or absolute
+    sf.write(tmp_path / "a.wav", _sine(880.0, 16000, 0.5), 16000)  # same name, other audio
+    os.utime(tmp_path / "a.wav", ns=(1, 1))  # even with an odd clock, the size or the time differs
+    assert corpus_digest(SpeechCorpus.from_folder(tmp_path)) != first
 
 
 def test_folder_recursive_sorted_mixed_formats_first_channel(tmp_path) -> None:

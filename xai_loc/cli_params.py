@@ -56,13 +56,19 @@ class OutDir(click.ParamType):
 
 
 class OutFile(click.ParamType):
-    """A file to write: not an existing folder, and its folder writable or creatable."""
+    """A file to write: not an existing folder, its folder writable or creatable, its name ending in
+    ``suffix`` where one is given (checked before any work, e.g. a checkpoint's ``.safetensors``)."""
 
     name = "file"
+
+    def __init__(self, suffix: str | None = None):
+        self.suffix = suffix
 
     def convert(self, value, param, ctx):
         what = _name(param, ctx)
         path = Path(value)
+        if self.suffix is not None and path.suffix != self.suffix:
+            raise InputError(f"{what} {str(path)!r} is not allowed; use a file name ending in {self.suffix}")
         if path.is_dir():
             raise InputError(f"{what} {str(path)!r} is a folder; give a file name")
         check_out_dir(path.parent, what + " folder")

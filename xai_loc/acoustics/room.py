@@ -14,6 +14,9 @@ from xai_loc.errors import InputError
 
 #: Largest T60 accepted anywhere, in seconds; beyond it the request is almost surely a typo.
 MAX_T60 = 10.0
+#: Speeds of sound accepted, in m/s: air at any temperature, up to water; far outside, the image grid
+#: (every image within T60 * c) would not fit in memory.
+SPEED_OF_SOUND_RANGE = (100.0, 2000.0)
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,9 @@ class ShoeBox:
         object.__setattr__(self, "size", size)
         if int(self.fs) != self.fs or self.fs <= 0:
             raise InputError(f"fs={self.fs!r} is not allowed; use a positive integer rate in Hz")
-        if not (math.isfinite(self.c) and self.c > 0):
-            raise InputError(f"c={self.c!r} is not allowed; use a positive speed of sound in m/s")
+        if not (math.isfinite(self.c) and SPEED_OF_SOUND_RANGE[0] <= self.c <= SPEED_OF_SOUND_RANGE[1]):
+            raise InputError(f"c={self.c!r} is not allowed; use a speed of sound in m/s from "
+                             f"{SPEED_OF_SOUND_RANGE[0]:g} to {SPEED_OF_SOUND_RANGE[1]:g}")
 
     @property
     def volume(self) -> float:

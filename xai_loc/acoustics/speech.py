@@ -15,6 +15,7 @@ each file (readable, finite, not silent, a rate that can be resampled) when it i
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import OrderedDict
@@ -173,6 +174,9 @@ class SpeechCorpus:
         Transcripts by id, where known.
     name
         Short name shown in ``repr``.
+    fingerprint
+        What identifies the audio itself where the name does not (a folder's files by path, size
+        and modification time); dataset stores record it instead of the name.
     cache_size
         How many decoded utterances to keep in memory (least recently used are dropped);
         ``None`` keeps all, ``0`` none.
@@ -191,6 +195,7 @@ class SpeechCorpus:
         texts: Mapping[str, str] | None = None,
         name: str = "custom",
         cache_size: int | None = 0,
+        fingerprint: str | None = None,
     ) -> None:
         self._ids = tuple(str(i) for i in ids)
         self._index = {uid: k for k, uid in enumerate(self._ids)}
@@ -200,7 +205,7 @@ class SpeechCorpus:
         self._loader = loader
         self.fs = check_fs(fs)
         self._texts = dict(texts or {})
-        self.name = name
+        self.name, self.fingerprint = name, fingerprint
         if cache_size is not None and (isinstance(cache_size, bool) or int(cache_size) != cache_size
                                        or cache_size < 0):
             raise InputError(f"cache_size={cache_size!r} is not allowed; use None (all), 0 (off) or a positive int")
@@ -258,7 +263,12 @@ class SpeechCorpus:
             raise InputError(
                 f"speech folder {str(root)!r} holds no audio files; allowed suffixes: {', '.join(AUDIO_SUFFIXES)}")
         paths = {p.relative_to(root).as_posix(): p for p in files}
-        return cls(list(paths), _SoundFileLoader(paths), fs=fs, name=f"folder:{root}", cache_size=cache_size)
+        # the files, not the folder's path, identify the audio: an edited file changes it, the same folder
+        # named by another path does not (stat only: hashing every byte would read a whole corpus each run)
+        stats = [(key, p.stat().st_size, p.stat().st_mtime_ns) for key, p in paths.items()]
+        fingerprint = "folder:" + hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+        return cls(list(paths), _SoundFileLoader(paths), fs=fs, name=f"folder:{root}", cache_size=cache_size,
+                   fingerprint=fingerprint)
 
     @classmethod
     def cmu_arctic(

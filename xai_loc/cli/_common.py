@@ -111,21 +111,34 @@ class Group(click.Group):
 
 
 def parse_options(items: tuple[str, ...]) -> dict:
-    """``("epsilon=1e-6", "first_rule=flat")`` -> ``{"epsilon": 1e-06, "first_rule": "flat"}``."""
+    """``("epsilon=1e-6", "first_rule=flat", "abs=false", "reference=1.5,2,1")`` ->
+    ``{"epsilon": 1e-06, "first_rule": "flat", "abs": False, "reference": (1.5, 2.0, 1.0)}``: numbers,
+    ``true``/``false`` (any case) as booleans, comma-separated numbers as a tuple, anything else as text."""
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise InputError(f"option {item!r} is not allowed; write KEY=VALUE, e.g. epsilon=1e-6")
-        for cast in (int, float):
-            try:
-                out[key] = cast(raw)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = raw
+        out[key] = _option_value(raw)
     return out
+
+
+def _option_value(raw: str):
+    """One ``--option`` value as :func:`parse_options` reads it."""
+    if raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            continue
+    parts = raw.strip("()[] ").split(",")
+    if len(parts) > 1:
+        try:
+            return tuple(float(part) for part in parts)
+        except ValueError:
+            pass
+    return raw
 
 
 def position_card(checkpoint: str) -> dict:
@@ -208,7 +221,7 @@ def checkpoint_for(arch: str, t60: float, snr: float, checkpoint: str | None) ->
 
 
 OPTION_HELP = ("Method, composite or target option KEY=VALUE (repeatable), e.g. first_rule=flat, epsilon=1e-6, "
-                "maxpool=smooth, n_steps=32, reference=zero.")
+                "maxpool=smooth, n_steps=32, abs=false, reference=zero or reference=1.5,5.5,1.2 (x, y, z).")
 
 
 #: Commands that keep TF32 on cuda: training trades the last bits for speed and records the setting in its card.

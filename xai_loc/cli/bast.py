@@ -58,7 +58,7 @@ def _bast_spec(n_sounds, seed):
 @click.option("--depth", type=Int(1), default=2, show_default=True, help="Blocks per encoder.")
 @click.option("--heads", type=Int(1), default=4, show_default=True)
 @click.option("--max-minutes", type=POSITIVE, default=15.0, show_default=True, help="CPU-time budget of the epochs.")
-@click.option("--out", type=OutFile(), default=None,
+@click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint [default: <data>/runs/bast_<variant>.safetensors].")
 @click.pass_context
 def binaural_bast_train(ctx, n_sounds, seed, data, integration, share_weights, loss, epochs, batch_size, lr, dim, depth,

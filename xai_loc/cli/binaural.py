@@ -92,7 +92,7 @@ def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_
 
 @binaural.command("train")
 @_binaural_spec_options
-@click.option("--out", type=OutFile(), default=None,
+@click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint [default: <data>/runs/cochcnn_<dataset>.safetensors]; rerun to resume.")
 @click.option("--layers", default="small", show_default=True, help="Layer preset of the cochleagram CNN (small, net1).")
 @click.option("--head", type=click.Choice(("azel", "azimuth")), default="azel", show_default=True,

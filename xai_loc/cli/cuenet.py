@@ -52,7 +52,7 @@ def _cue_spec(train_per_utterance, test_per_utterance, seed):
 
 @binaural_cuenet.command("train")
 @_cue_scene_options
-@click.option("--out", type=OutFile(), default=None,
+@click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint [default: <data>/runs/<scenes>_s<seed>.safetensors].")
 @click.option("--epochs", type=Int(1), default=100, show_default=True)
 @click.option("--batch-size", type=Int(1), default=32, show_default=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from xai_loc.cli._common import (
+    ANY_TARGET_CHOICES,
     BACKEND_CHOICES,
     COMPOSITE_CHOICES,
     CONVENTION_OPTION,
@@ -161,7 +162,7 @@ def models_list(directory: str | None) -> None:
 @click.option("--arch", type=click.Choice(MODEL_CHOICES), required=True, help="Architecture of the file.")
 @click.option("--t60", type=T60, required=True, help="T60 (s) the model was trained for.")
 @click.option("--snr", type=SNR, required=True, help="SNR (dB) the model was trained for.")
-@click.option("--out", type=OutFile(), default=None,
+@click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Output checkpoint [default: FILE with suffix .safetensors].")
 @click.argument("file", type=InputFile())
 def models_import(arch: str, t60: float, snr: float, out: str | None, file: str) -> None:
@@ -192,7 +193,7 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
               help="Data root; train/val are simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
 @click.option("--sources", "n_sources", type=Int(1), default=None,
               help="Only N sources of each split, a seeded spread over it.")
-@click.option("--out", type=OutFile(), default=None,
+@click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint to write [default: <data>/runs/<scene>/<model>_t60-T_snr-S.safetensors].")
 @click.option("--batch-size", type=Int(1), default=100, show_default=True)
 @click.option("--lr", type=POSITIVE, default=None, help="Adam learning rate [default: 1e-3 LocCNN, 1e-2 SampleCNN].")
@@ -237,17 +238,18 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
 
     from xai_loc.data.scene import load_scene
     from xai_loc.data.store import condition_name, default_root, simulate_dataset
-    from xai_loc.models import TrainConfig
+    from xai_loc.models import TrainConfig, check_training
     from xai_loc.models import train as train_model
 
     setup(ctx)
     scn = load_scene(scene, convention=convention)
     root = Path(data) if data else default_root()
     config = TrainConfig(**knobs)
+    out = Path(out) if out else root / "runs" / scn.name / f"{arch}_{condition_name(t60, snr)}.safetensors"
+    check_training(arch, out, (len(scn.mics), scn.window), init_from)  # before hours of simulation
     sim_device = config.device if config.device.startswith("cuda") else "cpu"
     stores = {split: simulate_dataset(scn, split, t60, snr, root=root, n_sources=n_sources, device=sim_device,
                                       progress=True) for split in ("train", "val")}
-    out = Path(out) if out else root / "runs" / scn.name / f"{arch}_{condition_name(t60, snr)}.safetensors"
     path = train_model(arch, stores["train"], stores["val"], out, config, progress=True,
                        init_from=init_from)
     click.echo(str(path))
@@ -287,6 +289,10 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
     t60, snr = resolve_condition(t60, snr, checkpoint)
     model = load_model(checkpoint)  # a damaged or foreign checkpoint is refused before any data is simulated
     scn = load_scene(scene, convention=convention)
+    shape = getattr(model, "input_shape", None)
+    if shape is not None and tuple(shape) != (len(scn.mics), scn.window):
+        raise InputError(f"{checkpoint} expects windows of {shape[0]} mics x {shape[1]} samples but scene "
+                         f"{scn.name!r} has {len(scn.mics)} mics x {scn.window} samples")
     warn_convention([checkpoint], scn.convention)
     store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, progress=True)
     result = evaluate_checkpoint(checkpoint, store, batch_size=batch_size, device=device, progress=True,
@@ -358,8 +364,11 @@ def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options,
 @click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True)
 @click.option("--option", "options", multiple=True, help=OPTION_HELP)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random probe input.")
+@click.option("--target", type=click.Choice(ANY_TARGET_CHOICES), default=None,
+              help="What is explained [default: the model's own output: prediction (positions), class_logit "
+                   "(classes), direction ([cos, sin]), azimuth (azimuths)]; targets that need the truth do not apply.")
 @click.pass_context
-def audit(ctx, model, composite, options, seed) -> None:
+def audit(ctx, model, composite, options, seed, target) -> None:
     """List each module of MODEL with its LRP rule, functional operations that hooks cannot see,
     and per-layer relevance conservation for one input.
 
@@ -372,8 +381,8 @@ def audit(ctx, model, composite, options, seed) -> None:
     from xai_loc.models import build_model
 
     setup(ctx)
-    target = model if Path(model).exists() else build_model(model)
-    report = run_audit(target, composite, seed=seed, **parse_options(options))
+    subject = model if Path(model).exists() else build_model(model)
+    report = run_audit(subject, composite, target=target, seed=seed, **parse_options(options))
     click.echo(report.render())
     if report.problems:
         ctx.exit(1)

@@ -51,7 +51,7 @@ def _tfcnn_spec(n_train, test_per_azimuth, seed):
 
 @binaural_tfcnn.command("train")
 @_tfcnn_scene_options
-@click.option("--out", type=OutFile(), default=None,
+@click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint [default: <data>/runs/tfcnn_<scenes>.safetensors]; rerun to resume.")
 @click.option("--width", type=click.Choice(("small", "paper")), default="small", show_default=True)
 @click.option("--head", type=click.Choice(("regression", "multitask")), default="regression", show_default=True,

@@ -102,6 +102,14 @@ class BastSceneSpec(SpecRecord):
                             per_sound=1, test_fraction=self.test_fraction, duration=N_SAMPLES / FS, fs=FS,
                             snr=self.snr, level_db=self.level_db, seed=self.seed)
 
+    def sound_ids(self, split: str) -> np.ndarray:
+        """The sounds of ``split``, refused (one line) where it holds none (too few sounds for its share)."""
+        ids = self.binaural_spec().sound_ids(split)
+        if ids.size == 0:
+            raise InputError(f"split {split!r} of {self.name!r} holds no sounds (n_sounds={self.n_sounds}, "
+                             f"test_fraction={self.test_fraction:g}); raise n_sounds")
+        return ids
+
 
 
 def scene_path(root: str | Path, spec: BastSceneSpec, split: str) -> Path:
@@ -130,7 +138,7 @@ class _Renderer:
 
     def __init__(self, spec: BastSceneSpec, split: str) -> None:
         bspec = spec.binaural_spec()
-        self.spec, self.sounds, self.ids = spec, bspec.sounds(), bspec.sound_ids(split)
+        self.spec, self.sounds, self.ids = spec, bspec.sounds(), spec.sound_ids(split)
 
     @cached_property
     def hrtf(self):

@@ -14,7 +14,8 @@ utterances to ``test`` and the rest to ``train``, so no utterance (sentence) is 
 (:meth:`CueSceneSpec.utterances`). The seed's published numbers came from a split that
 shared source sentences between training and evaluation; this one does not. Each utterance
 is rendered ``per_utterance[split]`` times (new excerpt, direction, noises and SNRs each
-time); directions are balanced: every azimuth occurs equally often in a split.
+time); directions come from whole copies of the 72 azimuths, so every azimuth occurs equally
+often in a split whose size is a multiple of 72; otherwise the counts vary (in a split of 240: 1 to 4).
 
 Because the front end (:class:`~xai_loc.features.binaural_cues.BinauralCues`) has no
 trainable parameters, the stores hold the cue maps, not the waveforms
@@ -151,7 +152,8 @@ class CueSceneSpec(SpecRecord):
         return tuple(uid for i, uid in enumerate(ids) if (i in test) == (split == "test"))
 
     def plan(self, split: str) -> dict[str, np.ndarray]:
-        """Per example of ``split``: ``utterance`` id and target ``azimuth`` (balanced over the 72 azimuths)."""
+        """Per example of ``split``: ``utterance`` id and target ``azimuth``, drawn without replacement from
+        ``ceil(n / 72)`` copies of the 72 azimuths (each equally often only where ``n`` is a multiple of 72)."""
         from xai_loc.acoustics.binaural import AZIMUTHS
 
         utts = np.array(self.utterances(split))

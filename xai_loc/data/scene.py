@@ -58,6 +58,18 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
+def _finite(value) -> bool:
+    """A number that is finite as a float (an integer of hundreds of digits is not)."""
+    try:
+        return _is_number(value) and math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+#: Closest a source may be to a microphone, in metres.
+MIN_SOURCE_MIC_DISTANCE = 1e-3
+
+
 @dataclass(frozen=True, eq=False)
 class Scene:
     """Room, array, candidate source positions, their train/val/test split and the simulation convention.
@@ -106,8 +118,23 @@ class Scene:
             ids = ids.astype(np.int64)
             if ids.size and (ids.min() < 0 or ids.max() >= n):
                 raise InputError(f"split {key!r} names source ids outside 0..{n - 1}")
+            values, counts = np.unique(ids, return_counts=True)
+            if (counts > 1).any():
+                raise InputError(f"split {key!r} names source {int(values[counts > 1][0])} more than once; "
+                                 "give each id once")
+            for other, seen in splits.items():  # a test source in training would leak its windows
+                shared = np.intersect1d(ids, seen)
+                if shared.size:
+                    raise InputError(f"splits {other!r} and {key!r} share source {int(shared[0])}; "
+                                     "give each source to one split")
             splits[key] = ids
         object.__setattr__(self, "splits", splits)
+        gap = np.linalg.norm(self.sources[:, None, :] - self.mics[None, :, :], axis=-1)
+        if gap.min() < MIN_SOURCE_MIC_DISTANCE:  # the direct path's 1/r gain is not finite there
+            k, m = np.unravel_index(int(np.argmin(gap)), gap.shape)
+            raise InputError(f"source {k} at {self.sources[k].tolist()} is {gap[k, m]:.2g} m from microphone {m} at "
+                             f"{self.mics[m].tolist()}; keep sources at least {MIN_SOURCE_MIC_DISTANCE:g} m "
+                             "from every microphone")
         if not _is_number(self.window) or int(self.window) != self.window or self.window < 1:
             raise InputError(f"window={_short(self.window)} is not allowed; use a positive number of samples")
         object.__setattr__(self, "window", int(self.window))
@@ -207,7 +234,7 @@ class _Fields:
     def number(self, key: str, value, *, positive: bool = False, integer: bool = False,
                lo: float | None = None, hi: float | None = None, allowed: str | None = None) -> float:
         text = allowed or "give " + ("a positive " if positive else "a ") + ("integer" if integer else "number")
-        if not _is_number(value) or not math.isfinite(float(value)):
+        if not _finite(value):
             raise self.fail(key, value, text)
         if integer and float(value) != int(value):
             raise self.fail(key, value, text)
@@ -217,10 +244,10 @@ class _Fields:
 
     def vector(self, key: str, value, *, positive: bool = False) -> tuple[float, float, float]:
         what = "three positive numbers in metres" if positive else "three numbers in metres"
-        if not isinstance(value, list) or len(value) != 3 or not all(_is_number(v) for v in value):
+        if not isinstance(value, list) or len(value) != 3 or not all(_finite(v) for v in value):
             raise self.fail(key, value, f"give {what}")
         out = tuple(float(v) for v in value)
-        if not all(math.isfinite(v) for v in out) or (positive and min(out) <= 0):
+        if positive and min(out) <= 0:
             raise self.fail(key, value, f"give {what}")
         return out
 
@@ -229,8 +256,7 @@ class _Fields:
         if not isinstance(value, list) or not value:
             raise self.fail(key, value, f"give {what}")
         for point in value:
-            if not isinstance(point, list) or len(point) != 3 or not all(_is_number(v) for v in point) \
-                    or not all(math.isfinite(float(v)) for v in point):
+            if not isinstance(point, list) or len(point) != 3 or not all(_finite(v) for v in point):
                 raise self.fail(key, point, f"give {what}")
         return np.asarray(value, dtype=np.float64)
 
@@ -303,7 +329,7 @@ def _scene_from_config(cfg: dict, path: Path, label: str) -> Scene:
             if key not in split_cfg:
                 continue
             ids = split_cfg[key]
-            if not isinstance(ids, list) or not all(_is_number(i) and float(i) == int(i) for i in ids) \
+            if not isinstance(ids, list) or not all(_finite(i) and float(i) == int(i) for i in ids) \
                     or any(not 0 <= i < len(sources) for i in ids):
                 raise f.fail(f"splits.{key}", ids, f"give a list of source ids in 0..{len(sources) - 1}")
             splits[key] = [int(i) for i in ids]
@@ -328,10 +354,9 @@ def random_split(n: int, fractions, seed: int) -> dict[str, np.ndarray]:
         raise InputError(
             f"split fractions {fractions.tolist()} are not allowed; give three non-negative numbers summing to 1")
     perm = np.random.default_rng(seed).permutation(n)
-    n_train = int(round(fractions[0] * n))
-    n_val = int(round(fractions[1] * n))
-    return {"train": np.sort(perm[:n_train]), "val": np.sort(perm[n_train : n_train + n_val]),
-            "test": np.sort(perm[n_train + n_val :])}
+    # cut where the cumulative shares fall: a share of 0 gets no id, and the three sizes add up to n
+    n_train, cut = (int(v) for v in np.round(np.cumsum(fractions[:2]) * n))
+    return {"train": np.sort(perm[:n_train]), "val": np.sort(perm[n_train:cut]), "test": np.sort(perm[cut:])}
 
 
 def train_test_split_ids(ids: np.ndarray, test_size: float, random_state: int) -> tuple[np.ndarray, np.ndarray]:

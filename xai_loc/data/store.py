@@ -229,6 +229,9 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
     if backend not in BACKENDS:
         raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
     ids = scene.source_ids(split)
+    if ids.size == 0:
+        raise InputError(f"split {split!r} of scene {scene.name!r} holds no sources; give it source ids (or a "
+                         "larger fraction) in the scene's [splits]")
     if n_sources is not None:
         ids = subset_ids(ids, n_sources)
         n_sources = min(n_sources, len(ids))
@@ -322,8 +325,8 @@ def _coords(scene: Scene, plan: _Plan, corpus) -> dict:
 
 
 def corpus_digest(corpus) -> str:
-    """Short sha256 of a corpus' name, rate and utterance ids."""
-    return spec_digest([corpus.name, corpus.fs, list(corpus.ids)])
+    """Short sha256 of a corpus' name (its fingerprint, where it has one), rate and utterance ids."""
+    return spec_digest([getattr(corpus, "fingerprint", None) or corpus.name, corpus.fs, list(corpus.ids)])
 
 
 def _hint(job: _Job, k: int) -> str:

@@ -50,6 +50,7 @@ frequency, time)`` (Hz, seconds), and provenance attrs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -60,7 +61,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from xai_loc.errors import InputError
-from xai_loc.explain._options import check_choice, check_number
+from xai_loc.explain._options import check_choice, check_number, option_defaults, resolve
 from xai_loc.explain.methods import BackwardMethod, register_method
 from xai_loc.explain.targets import bind
 from xai_loc.features.spectrogram import Decibel, PowerSpectrum, Standardize
@@ -552,10 +553,13 @@ def attention_rollout(model, inputs, *, batch_size: int = 16, example=None) -> d
     }
 
 
+# the level wrappers keep their method's signature (functools.wraps): explain_bast checks options against it
+@functools.wraps(integrated_gradients)
 def _integrated_gradients_levels(model, inputs, **options: Any) -> dict[str, Any]:
     return {"spectrogram": integrated_gradients(model, inputs, **options)}
 
 
+@functools.wraps(attention_rollout)
 def _rollout_levels(model, inputs, **options: Any) -> dict[str, Any]:
     return {"spectrogram": attention_rollout(model, inputs, **options)["spectrogram"]}
 
@@ -583,4 +587,5 @@ def explain_bast(model, inputs, method: str = "attn_lrp", **options: Any) -> dic
     """
     if method not in BAST_METHODS:
         raise InputError(f"method={method!r} is not allowed for bast; use one of {', '.join(BAST_METHODS)}")
+    resolve(option_defaults(BAST_METHODS[method]), options, f"bast method {method!r}")  # unknown names: one line
     return BAST_METHODS[method](model, inputs, **options)

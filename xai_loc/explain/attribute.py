@@ -170,6 +170,8 @@ class Explainer:
             target_params["reference"] = _reference_param(options.pop("reference", "zero"))
         method_options = {k: options.pop(k) for k in list(options) if k in self.method_cls.OPTIONS}
         self.method_params = self.method_cls.resolve(method_options)
+        if getattr(self.model, "input_shape", None) is not None:
+            self.method_cls.check_shape(self.method_params, tuple(self.model.input_shape))
         self.composite_name = composite if self.method_cls.uses_composite else "none"
         if self.method_cls.uses_composite:
             allowed = composite_defaults(composite)
@@ -472,6 +474,10 @@ def explain(
         raise InputError(f"windows of {n_mics} mics x {n_time} samples do not fit the model; "
                          f"it takes {shape[0]} x {shape[1]}")
 
+    # a window's random draws (gradient_shap) are seeded by its label, as in a relevance store: the same
+    # window gives the same relevance in whatever selection it is explained
+    labels = np.asarray(data["coords"]["window"][1])
+    labels = labels.astype(np.int64) if np.issubdtype(labels.dtype, np.integer) else np.arange(n)
     parts: dict[str, list[np.ndarray]] = {}
     with explainer, tqdm(total=n, disable=not progress, desc=f"explain {method}", unit="win") as bar:
         for start in range(0, n, batch_size):
@@ -479,7 +485,7 @@ def explain(
             batch = source[start:stop]
             batch = batch.values if isinstance(batch, xr.DataArray) else batch
             truth = None if positions is None else positions[start:stop]
-            out = explainer.explain_batch(batch, truth, np.arange(start, stop))
+            out = explainer.explain_batch(batch, truth, labels[start:stop])
             for key in ("relevance", "prediction", "attr_output", "relevance_sum", "explained"):
                 parts.setdefault(key, []).append(out[key])
             bar.update(stop - start)

@@ -31,7 +31,7 @@ from xai_loc.errors import InputError
 from xai_loc.explain.attribute import placed, resolve_model
 from xai_loc.explain.canonizers import FoldBatchNormForward, MergeBatchNorm
 from xai_loc.explain.composites import make_composite, rule_label
-from xai_loc.explain.targets import bind, get_target
+from xai_loc.explain.targets import bind, get_target, targets_for
 from xai_loc.models.cochleagram_cnn import FrequencyPad
 
 __all__ = ["AuditReport", "LayerRelevance", "ModuleRule", "audit"]
@@ -281,7 +281,7 @@ def _module_rules(model: nn.Module, composite) -> tuple[list[ModuleRule], dict[s
 
 
 def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input: Any = None,
-          target: str = "prediction", positions: Any = None, seed: int = 0, **options: Any) -> AuditReport:
+          target: str | None = None, positions: Any = None, seed: int = 0, **options: Any) -> AuditReport:
     """Audit ``model`` against ``composite`` (see the module docs).
 
     Parameters
@@ -294,8 +294,10 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
         One window ``[mic, time]`` (or ``[1, mic, time]``); default Gaussian noise of
         standard deviation 0.01 (the level of gpuRIR-scale speech) seeded by ``seed``.
     target
-        A target name; 'truth' and 'error' need ``positions`` (one (x, y, z)); 'contrast'
-        uses the output on an all-zero window as its reference.
+        A target name (default: the model's own output, the first target of its output kind that
+        needs no truth: 'prediction', 'class_logit', 'azimuth' or 'direction'); 'truth' and
+        'error' need ``positions`` (one (x, y, z)); 'contrast' uses the output on an all-zero
+        window as its reference.
     positions
         The true source position, for targets that need it.
     seed
@@ -308,6 +310,9 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
     AuditReport
     """
     model, info = resolve_model(model)
+    if target is None:  # the probe input has no truth
+        kind = getattr(model, "output_kind", "position")
+        target = next(name for name in targets_for(kind) if not get_target(name).needs_truth)
     target_spec = get_target(target)
     objective = bind(target, getattr(model, "output_kind", "position"))
     shape = getattr(model, "input_shape", None)

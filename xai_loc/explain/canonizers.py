@@ -14,6 +14,8 @@ from torch import nn
 from zennit.canonizers import Canonizer, SequentialMergeBatchNorm
 from zennit.core import collect_leaves
 
+from xai_loc.errors import InputError
+
 __all__ = ["IDENTITY_EPS", "FoldBatchNormForward", "MergeBatchNorm"]
 
 #: ``eps`` of a BatchNorm while it is merged into the identity: ``1 + 2**-60`` rounds to exactly 1
@@ -85,7 +87,8 @@ class FoldBatchNormForward(Canonizer):
     it. While folded, the pad module therefore fills its rows with ``-b / a`` per channel,
     which keeps the model's output unchanged at the borders too; for the epsilon rule this
     is the same as a position-dependent bias (padded rows lose the relevance a bias would
-    absorb). A channel with ``a = 0`` before a pad cannot be folded this way (ValueError).
+    absorb). A channel with ``a = 0`` before a pad cannot be folded this way (InputError; the
+    BatchNorms folded before it are restored).
 
     Adjacency follows the order in which leaf modules are registered, which must be the
     order of the forward pass (as in ``nn.Sequential``); any other module in between (a
@@ -114,28 +117,33 @@ class FoldBatchNormForward(Canonizer):
         from xai_loc.models.cochleagram_cnn import FrequencyPad
 
         instances, pending = [], None
-        for leaf in collect_leaves(root_module):
-            if isinstance(leaf, nn.modules.batchnorm._BatchNorm):
-                pending = (leaf, [])
-            elif pending is None:
-                continue
-            elif isinstance(leaf, FrequencyPad):
-                pending[1].append(leaf)
-            elif isinstance(leaf, (nn.Dropout, nn.Flatten, nn.Identity)):
-                continue
-            elif self._is_target(leaf):
-                instance = self.copy()
-                instance.register(pending[0], pending[1], leaf)
-                instances.append(instance)
-                pending = None
-            else:
-                pending = None
+        try:  # a BatchNorm that cannot be folded: the ones folded before it are restored
+            for leaf in collect_leaves(root_module):
+                if isinstance(leaf, nn.modules.batchnorm._BatchNorm):
+                    pending = (leaf, [])
+                elif pending is None:
+                    continue
+                elif isinstance(leaf, FrequencyPad):
+                    pending[1].append(leaf)
+                elif isinstance(leaf, (nn.Dropout, nn.Flatten, nn.Identity)):
+                    continue
+                elif self._is_target(leaf):
+                    instance = self.copy()
+                    instance.register(pending[0], pending[1], leaf)
+                    instances.append(instance)
+                    pending = None
+                else:
+                    pending = None
+        except BaseException:
+            for instance in reversed(instances):
+                instance.remove()
+            raise
         return instances
 
     def register(self, batch_norm: nn.Module, pads: list[nn.Module], linear: nn.Module) -> None:
         """Fold ``batch_norm`` into ``linear`` (and set the fill of ``pads``)."""
         if batch_norm.training:
-            raise ValueError("FoldBatchNormForward needs the model in eval mode (BatchNorm running statistics)")
+            raise InputError("FoldBatchNormForward needs the model in eval mode (BatchNorm running statistics)")
         self.batch_norm, self.pads, self.linear, self.linears = batch_norm, list(pads), linear, (linear,)
         bn = batch_norm
         self.saved = {
@@ -155,7 +163,7 @@ class FoldBatchNormForward(Canonizer):
         channels = scale.numel()
         if isinstance(linear, nn.Linear):
             if linear.in_features % channels:
-                raise ValueError(f"cannot fold a BatchNorm of {channels} channels into a Linear layer of "
+                raise InputError(f"cannot fold a BatchNorm of {channels} channels into a Linear layer of "
                                  f"{linear.in_features} inputs")
             repeat = linear.in_features // channels
             scale_in, shift_in = scale.repeat_interleave(repeat), shift.repeat_interleave(repeat)
@@ -163,15 +171,15 @@ class FoldBatchNormForward(Canonizer):
             offset = weight @ shift_in
         else:
             if weight.shape[1] != channels:
-                raise ValueError(f"cannot fold a BatchNorm of {channels} channels into a convolution with "
+                raise InputError(f"cannot fold a BatchNorm of {channels} channels into a convolution with "
                                  f"{weight.shape[1]} input channels")
             index = (None, slice(None), *((None,) * (weight.dim() - 2)))
             new_weight = weight * scale[index]
             offset = (weight * shift[index]).sum(dim=tuple(range(1, weight.dim())))
         if self.pads:
             if bool((scale == 0).any()):
-                raise ValueError("a BatchNorm channel with zero scale precedes a padded convolution; "
-                                 "it cannot be folded exactly")
+                raise InputError("a BatchNorm channel with zero scale precedes a padded convolution; "
+                                 "it cannot be folded exactly (explain without LRP, or with an unfolded model)")
             for pad in self.pads:
                 pad.fill = (-shift / scale).detach()
         linear.weight.data = new_weight

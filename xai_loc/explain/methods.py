@@ -126,6 +126,13 @@ class Method(ABC):
         if "baseline" in params:
             _check_baseline(params)
 
+    @classmethod
+    def check_shape(cls, params: dict[str, Any], input_shape: tuple[int, ...]) -> None:
+        """Raise :class:`InputError` for an option value that inputs of ``input_shape`` (one example's)
+        cannot take; called where the model declares its input shape, before any data is read. Every
+        shape fits by default."""
+        return None
+
     def __enter__(self) -> Method:
         return self
 
@@ -454,6 +461,11 @@ class Occlusion(_CaptumMethod):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InputError(f"{name}={value!r} is not allowed; use a positive number of samples or None")
         super().check(params)
+
+    @classmethod
+    def check_shape(cls, params, input_shape):
+        if params["window"] is not None and params["window"] > input_shape[-1]:
+            raise InputError(f"window={params['window']} is not allowed; use at most {input_shape[-1]} samples")
 
     def captum(self, seeded, a, weights, index, level):
         from captum.attr import Occlusion as CaptumOcclusion

@@ -113,9 +113,14 @@ def _store_config(explainer: Explainer, ds: xr.Dataset, shape: tuple[int, int, i
     """What a relevance store of ``explainer``'s results for the windows ``shape`` of ``ds`` records as ``config``."""
     config = {key: explainer.attrs[key] for key in ("model_digest", "method", "method_params", "composite",
                                                     "composite_params", "target", "target_params")}
-    n, n_mics, n_time = shape
-    config["data"] = hashlib.sha256(f"{ds.attrs.get('config', '')}|{n}|{n_mics}|{n_time}".encode()).hexdigest()[:16]
+    config["data"] = _data_digest(ds, shape)
     return config
+
+
+def _data_digest(ds: xr.Dataset, shape: tuple[int, int, int]) -> str:
+    """The identity of a dataset store's windows ``shape``: its simulation config and size."""
+    n, n_mics, n_time = shape
+    return hashlib.sha256(f"{ds.attrs.get('config', '')}|{n}|{n_mics}|{n_time}".encode()).hexdigest()[:16]
 
 
 def stored_relevance(data: str | os.PathLike, explainer: Explainer):
@@ -291,13 +296,26 @@ def open_relevance(path: str | os.PathLike) -> xr.DataArray:
 
 
 def open_explained_signals(path: str | os.PathLike) -> xr.Dataset:
-    """The dataset (``open_signals``) that the relevance store ``path`` explains."""
+    """The dataset (``open_signals``) that the relevance store ``path`` explains.
+
+    Refused (one line) where the dataset at the recorded path is no longer the one explained
+    (simulated again with other settings or another size under the same name).
+    """
     from xai_loc.data.store import open_signals
 
     relevance = open_relevance(path)
     if "data" not in relevance.attrs:
         raise InputError(f"{path} does not record the dataset it explains")
-    return open_signals(Path(path).parent / relevance.attrs["data"])
+    data = Path(path).parent / relevance.attrs["data"]
+    ds = open_signals(data)
+    try:
+        recorded = json.loads(relevance.attrs["config"])["data"]
+    except (KeyError, TypeError, ValueError):
+        recorded = None  # a store of another writer: nothing to compare against
+    if recorded is not None and recorded != _data_digest(ds, tuple(ds["signals"].shape)):
+        raise InputError(f"dataset {data} is not the one {path} explains: it was simulated again since (other "
+                         "settings or size under the same name); explain it again")
+    return ds
 
 
 def write_wavs(

@@ -55,7 +55,7 @@ from xai_loc.models.registry import MODELS, build_model, load_plugins, register_
 from xai_loc.models.samplecnn import SampleCNN
 from xai_loc.models.tfcnn import TFCNN
 from xai_loc.models.trainer import Hooks, Schedule, Trainer, Validation, fit, float16_check
-from xai_loc.models.training import DEFAULT_LR, TrainConfig, state_path, train
+from xai_loc.models.training import DEFAULT_LR, TrainConfig, check_training, state_path, train
 
 load_plugins()  # localizers of other packages (entry-point group xai_loc.localizers), after the built-ins
 
@@ -96,6 +96,7 @@ __all__ = [
     "evaluate_checkpoint",
     "localization_errors",
     "predict",
+    "check_training",
     "state_path",
     "train",
     "Hooks",

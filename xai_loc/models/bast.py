@@ -554,6 +554,8 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
     from xai_loc.models.evaluation import in_batches
     from xai_loc.models.trainer import float16_check
 
+    for split in ("train", "test"):  # both hold sounds, before either is rendered
+        spec.sound_ids(split)
     train_set = load_bast_scenes(spec, "train", root=root, progress=progress)
     test_set = load_bast_scenes(spec, "test", root=root, progress=progress)
     torch.manual_seed(seed)

@@ -278,6 +278,14 @@ def save_checkpoint(
     return path
 
 
+def checkpoint_path(out: PathLike) -> Path:
+    """``out`` as a path, refused (one line) unless it names a ``.safetensors`` file."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"checkpoint path {out} is not allowed; use a file name ending in .safetensors")
+    return out
+
+
 def read_card(path: PathLike) -> dict[str, Any]:
     """Return the card of an xai-loc checkpoint.
 
@@ -318,6 +326,10 @@ def read_card(path: PathLike) -> dict[str, Any]:
         )
     if not isinstance(card.get("config"), dict):
         raise InputError(f"checkpoint {path} has no constructor config in its card")
+    try:  # as save_checkpoint wrote it: every reader (models list, the study, the report) formats it
+        _check_condition(card.get("condition"))
+    except InputError as err:
+        raise InputError(f"checkpoint {path} has a card whose {err}") from None
     return upgrade_card(card)
 
 

@@ -462,9 +462,9 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     )
 
     config = ClassifierConfig() if config is None else config
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise InputError(f"checkpoint path {out} is not allowed; use a file name ending in .safetensors")
+    from xai_loc.models.checkpoint import checkpoint_path
+
+    out = checkpoint_path(out)
     if dtype not in STORAGE:
         raise InputError(f"dtype={dtype!r} is not allowed; use 'auto', 'float32' or 'float16'")
     device = resolve_device(config.device)

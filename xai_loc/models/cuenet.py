@@ -279,9 +279,9 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
     )
 
     config = ClassifierConfig() if config is None else config
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise InputError(f"checkpoint path {out} is not allowed; use a file name ending in .safetensors")
+    from xai_loc.models.checkpoint import checkpoint_path
+
+    out = checkpoint_path(out)
     train_ds = open_cue_scenes(train_store) if not hasattr(train_store, "data_vars") else train_store
     test_ds = None if test_store is None else (
         open_cue_scenes(test_store) if not hasattr(test_store, "data_vars") else test_store)

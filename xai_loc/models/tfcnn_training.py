@@ -165,9 +165,9 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     )
 
     config = TFCNNTrainConfig() if config is None else config
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise InputError(f"checkpoint path {out} is not allowed; use a file name ending in .safetensors")
+    from xai_loc.models.checkpoint import checkpoint_path
+
+    out = checkpoint_path(out)
     if dtype not in STORAGE:
         raise InputError(f"dtype={dtype!r} is not allowed; use 'auto', 'float32' or 'float16'")
     train_ds = train_scenes if isinstance(train_scenes, xr.Dataset) else open_scenes(train_scenes)

@@ -51,7 +51,7 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
-from xai_loc.models.checkpoint import build_card, file_digest, load_model, read_card, save_checkpoint
+from xai_loc.models.checkpoint import build_card, checkpoint_path, file_digest, load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, as_window_set, predict, prefetched
 from xai_loc.models.registry import MODELS, build_model
 from xai_loc.models.trainer import Hooks, Schedule, Trainer, Validation, determinism, seeded, state_path
@@ -346,6 +346,11 @@ class _Run:
                        f"epochs counted as {c.validations(c.lr_patience)} and "
                        f"{c.validations(c.early_stop_patience)} validations, the best model chosen among validated "
                        "super-epochs")
+        short = [i + 1 for i, d in enumerate(run.history["draws"][:-1]) if d < c.draws_per_epoch]
+        if short:  # resumable runs match an uninterrupted one only where every boundary lines up
+            out.append(f"super-epoch {', '.join(map(str, short))} drew fewer than {c.draws_per_epoch} paper epochs "
+                       "(an earlier call's max_epochs cut it short and the run was then extended): validations "
+                       "fall at other paper epochs than in one uninterrupted run")
         if run.stopped not in (None, "early_stopping"):
             out.append(f"stopped by {run.stopped} after {run.paper_epochs} paper epochs, before early stopping "
                        "(not converged in the paper's sense)")
@@ -378,7 +383,9 @@ class _Run:
             **run.record(), "config": self.config.to_dict(self.arch), "recipe": RECIPE, "best_epoch": best_paper,
             "best_validation": run.best_epoch, "draws_per_epoch": self.config.draws_per_epoch,
             "converged": run.stopped == "early_stopping", "best_val_loss": run.best_val_loss,
-            "final": {k: h[k][-1] for k in ("train_loss", "val_loss", "lr")} if h["train_loss"] else None,
+            # ``lr``: the last epoch's rate; ``next_lr``: after the scheduler's last step (where a run continues)
+            "final": {**{k: h[k][-1] for k in ("train_loss", "val_loss", "lr")},
+                      "next_lr": run.optimizer.param_groups[0]["lr"]} if h["train_loss"] else None,
             "history": _history_summary(h, run.best_epoch), "implementation": self.implementation(),
             "deviations": self.deviations() + list(self.notes),
         }
@@ -400,19 +407,48 @@ class _Run:
         return save_checkpoint(model, out, self.card())
 
 
+def check_training(arch: str, out: str | Path, shape: tuple[int, int] | None = None,
+                   init_from: str | Path | None = None) -> None:
+    """What :func:`train` refuses about its arguments, checked before any data is read: the CLI
+    calls it with the scene's window ``shape`` (microphones, samples) before simulating the data
+    (hours at the paper's size).
+
+    Raises :class:`~xai_loc.errors.InputError` for an ``out`` not ending in ``.safetensors``, an
+    unregistered architecture, windows it cannot take, or an ``init_from`` checkpoint of another
+    architecture or shape.
+    """
+    checkpoint_path(out)
+    if arch not in MODELS:
+        raise InputError(f"unknown model architecture {arch!r}; allowed: {', '.join(sorted(MODELS))}")
+    if shape is not None:
+        model = build_model(arch, n_mics=shape[0], n_samples=shape[1])
+        if init_from is not None:
+            _init_source(model, Path(init_from))
+
+
+def _init_source(model: Localizer, path: Path) -> Localizer:
+    """The model of checkpoint ``path``, refused unless it is ``model``'s architecture with its arguments."""
+    source = load_model(path)
+    if (source.arch_name, source.config) != (model.arch_name, model.config):
+        raise InputError(f"init checkpoint {path} holds {source.arch_name} {source.config}; this run trains "
+                         f"{model.arch_name} {model.config}")
+    return source
+
+
 def _initialize(model: Localizer, path: Path) -> dict[str, Any]:
     """Copy the weights of checkpoint ``path`` into ``model``; return its provenance for the card.
 
     The checkpoint must hold the same architecture with the same constructor arguments.
     """
-    source = load_model(path)
-    if (source.arch_name, source.config) != (model.arch_name, model.config):
-        raise InputError(f"init checkpoint {path} holds {source.arch_name} {source.config}; this run trains "
-                         f"{model.arch_name} {model.config}")
+    source = _init_source(model, path)
     model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
     card = read_card(path)
-    return {"file": Path(path).name, "sha256": file_digest(path), "condition": card.get("condition"),
-            "epochs": card.get("training", {}).get("epochs")}
+    training = card.get("training") or {}
+    record = {"file": Path(path).name, "sha256": file_digest(path), "condition": card.get("condition"),
+              "epochs": training.get("epochs")}
+    if training.get("init_from"):
+        record["init_from"] = training["init_from"]  # the parent's own parent, and so on: the whole lineage
+    return record
 
 
 def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfig | None = None,
@@ -467,10 +503,7 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
     started = time.monotonic()
     config = TrainConfig() if config is None else config
     out = Path(out)
-    if out.suffix != ".safetensors":
-        raise InputError(f"checkpoint path {out} is not allowed; use a file name ending in .safetensors")
-    if arch not in MODELS:
-        raise InputError(f"unknown model architecture {arch!r}; allowed: {', '.join(sorted(MODELS))}")
+    check_training(arch, out)  # the init checkpoint is checked against the data's shape once it is open
     config.learning_rate(arch)  # an architecture without a default lr fails before any reading
     device = resolve_device(config.device)
     train_set, val_set = (as_window_set(s, config.preload) for s in (train_store, val_store))

@@ -51,7 +51,7 @@ def test_barycentric_weights_reproduce_the_direction(kemar):
     rng = np.random.default_rng(1)
     az = rng.uniform(0, 360, 2000)
     el = rng.uniform(-40, 90, 2000)
-    idx, w = kemar.weights(az, el)
+    idx, w = kemar.weights(az, el, method="barycentric")
     assert idx.shape == w.shape == (2000, 3)
     assert np.all(w >= 0)
     np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
@@ -63,8 +63,36 @@ def test_barycentric_weights_reproduce_the_direction(kemar):
     # every triangle is local: its vertices lie within 15 degrees of the query
     assert great_circle(az[:, None], el[:, None], kemar.azimuth[idx], kemar.elevation[idx]).max() < 15
     # halfway between two horizontal neighbours: their mean
-    mid = kemar.interpolate(2.5, 0.0)
+    mid = kemar.interpolate(2.5, 0.0, method="barycentric")
     np.testing.assert_allclose(mid, 0.5 * (kemar.nearest(0.0, 0.0) + kemar.nearest(5.0, 0.0)), atol=1e-6)
+
+
+def test_bilinear_is_local_exact_and_mirror_symmetric(kemar):
+    rng = np.random.default_rng(2)
+    az, el = rng.uniform(0, 360, 3000), rng.uniform(-90, 90, 3000)
+    idx, w = kemar.weights(az, el)  # the default
+    assert idx.shape == w.shape == (3000, 4) and np.all(w >= 0)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    # the two rings around the elevation (the lowest for a floor reflection below -40), neighbours on each
+    clamped = np.clip(el, -40, 90)
+    used = w > 0
+    assert np.all(np.abs(kemar.elevation[idx] - clamped[:, None])[used] <= 10 + 1e-9)
+    assert great_circle(az[:, None], clamped[:, None], kemar.azimuth[idx], kemar.elevation[idx])[used].max() < 15
+    # KEMAR's set is left-right symmetric: the left ear at az is the right ear at -az, also off the grid and
+    # below it (the barycentric cap triangles mix azimuths up to 200 degrees apart there)
+    left, right = kemar.interpolate(az, el), kemar.interpolate(-az, el)
+    np.testing.assert_allclose(left[:, 0], right[:, 1], rtol=0, atol=1e-12 * np.abs(left).max())
+    floor = kemar.interpolate(0.0, -63.4)  # a floor reflection straight ahead: no interaural difference
+    np.testing.assert_allclose(floor[0], floor[1], rtol=0, atol=1e-12)
+    below = kemar.interpolate(90.0, -63.4)
+    np.testing.assert_array_equal(below, kemar.nearest(90.0, -40.0))
+    # linear in azimuth on a ring, then in elevation between rings
+    np.testing.assert_allclose(kemar.interpolate(2.5, 0.0), 0.5 * (kemar.nearest(0.0, 0.0) + kemar.nearest(5.0, 0.0)),
+                               atol=1e-12)
+    quarter = 0.75 * kemar.nearest(0.0, 0.0) + 0.25 * kemar.nearest(0.0, 10.0)
+    np.testing.assert_allclose(kemar.interpolate(0.0, 2.5), quarter, atol=1e-12)
+    # the pole ring of one direction: every azimuth at 85 degrees mixes the 80 degree ring with the pole
+    assert kemar.elevation[kemar.weights(123.0, 85.0)[0]][2] == 90
 
 
 def test_itd_and_ild_signs(kemar):

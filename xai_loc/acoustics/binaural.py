@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from xai_loc.acoustics.directions import STUDY_GRID
-from xai_loc.acoustics.hrtf import HRTFSet, check_directions, load_hrtf, unit_vectors
+from xai_loc.acoustics.hrtf import DEFAULT_INTERPOLATION, HRTFSet, check_directions, load_hrtf, unit_vectors
 from xai_loc.acoustics.room import ShoeBox, check_snr, check_t60
 from xai_loc.errors import InputError
 
@@ -154,7 +154,7 @@ def _render_arrivals(
     """Binaural response ``(2, n_samples)`` of point arrivals at head coordinates ``rel`` ``(K, 3)``.
 
     Arrival ``k`` has amplitude ``amp[k]`` and delay ``|rel[k]| / c``; it is filtered by the
-    HRIR of its direction (nearest measured one, or a barycentric mix of three).
+    HRIR of its direction (nearest measured one, or a mix of measured ones: :meth:`HRTFSet.weights`).
 
     Convolving every image with its own HRIR would cost ``K`` convolutions (``K`` is 10^4 to
     10^6). Instead, arrivals are grouped by the HRIR direction they use: each used direction
@@ -231,7 +231,7 @@ def binaural_rirs(
     t_max: float | None = None,
     max_order: int | None = None,
     t_diff: float | None = None,
-    interp: str = "barycentric",
+    interp: str = DEFAULT_INTERPOLATION,
     seed: int = 0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -261,8 +261,10 @@ def binaural_rirs(
         hybrid idea, :func:`xai_loc.acoustics.ism._diffuse_tail`): its interaural coherence is
         zero, lower than a real diffuse field's at low frequencies.
     interp
-        ``"barycentric"`` (default: every image direction gets its own interpolated HRIR,
-        exact at measured directions) or ``"nearest"`` (the nearest measured HRIR).
+        A name in :data:`~xai_loc.acoustics.hrtf.INTERPOLATIONS`: ``"bilinear"`` (default:
+        every image direction gets its own interpolated HRIR, exact at measured directions;
+        :meth:`~xai_loc.acoustics.hrtf.HRTFSet.weights`), ``"barycentric"`` or ``"nearest"``
+        (the nearest measured HRIR).
     seed
         Seed of the diffuse tail.
     device, dtype
@@ -320,7 +322,7 @@ def anechoic_rirs(
     fs: int = 48000,
     c: float = C,
     n_samples: int | None = None,
-    interp: str = "barycentric",
+    interp: str = DEFAULT_INTERPOLATION,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:

@@ -33,7 +33,9 @@ HRTF_DIR = Path(__file__).resolve().parent / "hrtf_data"
 #: The shipped KEMAR file (normal pinna, 710 directions).
 KEMAR_FILE = HRTF_DIR / "mit_kemar_normal_pinna.sofa"
 #: Interpolation methods of :meth:`HRTFSet.weights`.
-INTERPOLATIONS = ("nearest", "barycentric")
+INTERPOLATIONS = ("nearest", "bilinear", "barycentric")
+#: The default: bilinear over elevation rings (KEMAR's grid), else barycentric.
+DEFAULT_INTERPOLATION = "bilinear"
 #: Barycentric weights below this are dropped (so that grid points are reproduced exactly).
 _TINY = 1e-12
 #: Queries processed at once in brute-force searches (bounds memory to a few tens of MB).
@@ -273,6 +275,24 @@ class HRTFSet:
         inv = np.linalg.inv(verts[faces])  # w = q @ inv[f] solves q = w @ vertices[f]
         return faces, inv, (hull.equations[:, :3] / offset[:, None]).T
 
+    @cached_property
+    def _rings(self) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None:
+        """Elevation rings ``(R,)`` (ascending) with each ring's direction indices and azimuths in
+        ``[0, 360)``, both sorted by azimuth; ``None`` where the set is not a grid of rings (fewer
+        than 2 rings, or fewer than 4 directions per ring on average)."""
+        rounded = np.round(self.elevation, 6)
+        levels = np.unique(rounded)
+        if levels.size < 2 or self.n_directions < 4 * levels.size:
+            return None
+        index, azimuth = [], []
+        for level in levels:
+            members = np.flatnonzero(rounded == level)
+            az = np.mod(self.azimuth[members], 360.0)
+            order = np.argsort(az, kind="stable")
+            index.append(members[order])
+            azimuth.append(az[order])
+        return levels, index, azimuth
+
     # -- lookup ---------------------------------------------------------------------------------
 
     def nearest_index(self, azimuth, elevation) -> np.ndarray:
@@ -292,24 +312,34 @@ class HRTFSet:
         """HRIRs ``(..., 2, N)`` of the nearest measured directions."""
         return self.hrirs[self.nearest_index(azimuth, elevation)]
 
-    def weights(self, azimuth, elevation, method: str = "barycentric") -> tuple[np.ndarray, np.ndarray]:
+    def weights(self, azimuth, elevation, method: str = DEFAULT_INTERPOLATION) -> tuple[np.ndarray, np.ndarray]:
         """Measured directions and weights that make up each query direction.
 
-        ``"nearest"``: one direction, weight 1. ``"barycentric"``: the triangle of the
+        ``"nearest"``: one direction, weight 1. ``"bilinear"`` (default): for a set measured
+        on elevation rings (KEMAR: 14 rings from -40 to 90 degrees), linear in azimuth between
+        the two neighbours on each of the two rings that bracket the elevation, then linear in
+        elevation between the rings; elevations beyond the outer rings take the outer ring
+        (a floor reflection below KEMAR's -40 degrees gets the -40 degree ring at its
+        azimuth). It is exact at measured directions, continuous, and mirror-symmetric where
+        the set is (left ear at ``az`` = right ear at ``-az``); sets that are not ring grids
+        use ``"barycentric"``. ``"barycentric"``: the triangle of the
         convex hull of the measured unit vectors that the query ray passes through (a
         spherical Delaunay triangulation for well-spread sets) and the barycentric weights of
         the ray's crossing point, normalized to sum to 1 (as in vector-base amplitude
         panning, Pulkki 1997). Weights are linear within a triangle, continuous across
-        edges, and exactly ``(1, 0, 0)`` at a measured direction. Queries outside the
-        measured range fall in the hull's large cap triangles and mix the ring around the
-        gap. Sets that do not enclose the listener (a single ring) use inverse-angle
-        weights of the 3 nearest directions instead.
+        edges, and exactly ``(1, 0, 0)`` at a measured direction. On a ring grid the
+        triangulation of its flat cells is arbitrary (a mirror-image direction can get the
+        other diagonal), and a query outside the measured range falls in a cap triangle whose
+        corners can be far apart in azimuth (below KEMAR's -40 degrees, up to 200 degrees:
+        wrong interaural cues); kept to reproduce data rendered with it. Sets that do not
+        enclose the listener (a single ring) use inverse-angle weights of the 3 nearest
+        directions instead.
 
         Returns
         -------
         index, weight
-            ``(..., K)`` int and float64 arrays, ``K = 1`` (nearest) or 3; unused slots
-            have weight 0.
+            ``(..., K)`` int and float64 arrays, ``K = 1`` (nearest), 4 (bilinear) or 3;
+            unused slots have weight 0.
         """
         if method not in INTERPOLATIONS:
             raise InputError(f"HRIR interpolation {method!r} is unknown; allowed: {', '.join(INTERPOLATIONS)}")
@@ -317,15 +347,39 @@ class HRTFSet:
         if method == "nearest":
             idx = self.nearest_index(az, el)[..., None]
             return idx, np.ones(idx.shape)
-        q = unit_vectors(az, el).reshape(-1, 3)
-        hull = self._hull
-        if hull is None:
-            idx, w = self._inverse_angle_weights(q)
+        if method == "bilinear" and self._rings is not None:
+            idx, w = self._bilinear(az.ravel(), el.ravel(), *self._rings)
         else:
-            idx, w = self._barycentric(q, *hull)
+            q = unit_vectors(az, el).reshape(-1, 3)
+            hull = self._hull
+            idx, w = self._inverse_angle_weights(q) if hull is None else self._barycentric(q, *hull)
         w[w < _TINY] = 0.0
         w /= w.sum(axis=1, keepdims=True)
-        return idx.reshape(*az.shape, 3), w.reshape(*az.shape, 3)
+        return idx.reshape(*az.shape, idx.shape[-1]), w.reshape(*az.shape, w.shape[-1])
+
+    @staticmethod
+    def _bilinear(az: np.ndarray, el: np.ndarray, levels: np.ndarray, index: list[np.ndarray],
+                  azimuth: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`weights`' ``"bilinear"``: ``(Q, 4)`` indices and weights (lower ring's two, then upper's)."""
+        el = np.clip(el, levels[0], levels[-1])
+        lo = np.clip(np.searchsorted(levels, el, side="right") - 1, 0, levels.size - 2)
+        t = np.clip((el - levels[lo]) / (levels[lo + 1] - levels[lo]), 0.0, 1.0)
+        az = np.mod(az, 360.0)
+        idx, w = np.zeros((az.size, 4), dtype=np.int64), np.zeros((az.size, 4))
+        for slot, ring_of, share in ((0, lo, 1.0 - t), (2, lo + 1, t)):
+            for r in np.unique(ring_of):
+                sel = np.flatnonzero(ring_of == r)
+                ring_az, ring_idx = azimuth[r], index[r]
+                if ring_az.size == 1:  # a pole
+                    idx[sel, slot], w[sel, slot] = ring_idx[0], share[sel]
+                    continue
+                k = np.searchsorted(ring_az, az[sel], side="right") - 1  # -1: below the first, wraps to the last
+                a0 = ring_az[k]
+                gap = np.mod(ring_az[(k + 1) % ring_az.size] - a0, 360.0)
+                u = np.mod(az[sel] - a0, 360.0) / gap
+                idx[sel, slot], idx[sel, slot + 1] = ring_idx[k], ring_idx[(k + 1) % ring_az.size]
+                w[sel, slot], w[sel, slot + 1] = share[sel] * (1.0 - u), share[sel] * u
+        return idx, w
 
     def _barycentric(self, q: np.ndarray, faces, inv, normals) -> tuple[np.ndarray, np.ndarray]:
         # The ray t q (t > 0) leaves the convex hull through the face whose plane it meets
@@ -358,7 +412,7 @@ class HRTFSet:
             w = np.pad(w, ((0, 0), (0, 3 - k)))
         return idx, w
 
-    def interpolate(self, azimuth, elevation, method: str = "barycentric") -> np.ndarray:
+    def interpolate(self, azimuth, elevation, method: str = DEFAULT_INTERPOLATION) -> np.ndarray:
         """HRIRs ``(..., 2, N)`` at arbitrary directions: a weighted sum of measured HRIRs.
 
         See :meth:`weights` for the methods. Time-domain mixing of neighbouring HRIRs (a few
@@ -491,5 +545,5 @@ def great_circle(az1, el1, az2, el2) -> np.ndarray:
 
 __all__ = [
     "HRTFSet", "HRTF_SETS", "load_hrtf", "unit_vectors", "check_directions", "great_circle",
-    "INTERPOLATIONS", "KEMAR_FILE",
+    "DEFAULT_INTERPOLATION", "INTERPOLATIONS", "KEMAR_FILE",
 ]

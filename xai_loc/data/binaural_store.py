@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.acoustics.hrtf import INTERPOLATIONS
 from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord
 from xai_loc.errors import InputError
@@ -110,7 +111,9 @@ class BinauralSpec(SpecRecord):
         Image sources up to ``t_diff`` seconds, then a diffuse tail (see
         :func:`~xai_loc.acoustics.binaural.binaural_rirs`); None: image sources up to T60.
     interp
-        HRIR interpolation of the image sources (``'barycentric'`` or ``'nearest'``).
+        HRIR interpolation of the image sources, a name in
+        :data:`~xai_loc.acoustics.hrtf.INTERPOLATIONS` (``'bilinear'``; ``'barycentric'``
+        reproduces data rendered before it, e.g. the shipped cochleagram CNN's).
     seed
         Seeds the split, the sounds' excerpts and every rendering.
     """
@@ -126,7 +129,7 @@ class BinauralSpec(SpecRecord):
     snr: tuple[float, float] | None = (5.0, 40.0)
     level_db: tuple[float, float] = (-10.0, 10.0)
     t_diff: float | None = 0.05
-    interp: str = "barycentric"
+    interp: str = "bilinear"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -169,8 +172,8 @@ class BinauralSpec(SpecRecord):
             object.__setattr__(self, name, (low, high))
         if self.t_diff is not None and not (isinstance(self.t_diff, (int, float)) and self.t_diff > 0):
             raise InputError(f"t_diff={self.t_diff!r} is not allowed; use a positive number of seconds or None")
-        if self.interp not in ("barycentric", "nearest"):
-            raise InputError(f"interp={self.interp!r} is not allowed; use 'barycentric' or 'nearest'")
+        if self.interp not in INTERPOLATIONS:
+            raise InputError(f"interp={self.interp!r} is not allowed; use one of {', '.join(INTERPOLATIONS)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InputError(f"seed={self.seed!r} is not allowed; use an integer >= 0")
 

@@ -284,15 +284,13 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
     from xai_loc.data.store import simulate_dataset
     from xai_loc.io import write_text_atomic
     from xai_loc.models import evaluate_checkpoint, load_model
+    from xai_loc.models.evaluation import check_window_shape
 
     setup(ctx)
     t60, snr = resolve_condition(t60, snr, checkpoint)
     model = load_model(checkpoint)  # a damaged or foreign checkpoint is refused before any data is simulated
     scn = load_scene(scene, convention=convention)
-    shape = getattr(model, "input_shape", None)
-    if shape is not None and tuple(shape) != (len(scn.mics), scn.window):
-        raise InputError(f"{checkpoint} expects windows of {shape[0]} mics x {shape[1]} samples but scene "
-                         f"{scn.name!r} has {len(scn.mics)} mics x {scn.window} samples")
+    check_window_shape(model, (len(scn.mics), scn.window), f"scene {scn.name!r}")  # before any simulation
     warn_convention([checkpoint], scn.convention)
     store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, progress=True)
     result = evaluate_checkpoint(checkpoint, store, batch_size=batch_size, device=device, progress=True,

@@ -9,6 +9,8 @@ BatchNorm follows a ReLU as in the cochleagram CNN, into the layer after it
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from zennit.canonizers import Canonizer, SequentialMergeBatchNorm
@@ -22,6 +24,18 @@ __all__ = ["IDENTITY_EPS", "FoldBatchNormForward", "MergeBatchNorm"]
 #: in float64, float32, float16 and bfloat16, so ``x / sqrt(1 + eps)`` is ``x``. Not 0: torch 2.11
 #: (the GPU machine's) refuses ``eps <= 0`` in ``F.batch_norm``.
 IDENTITY_EPS = 2.0 ** -60
+
+
+@contextlib.contextmanager
+def _removed_on_failure(instances: list[Canonizer]):
+    """Remove the canonizer ``instances`` applied so far (last first) when the block raises: zennit's own
+    ``apply`` drops them, and they would stay applied in the user's model."""
+    try:
+        yield
+    except BaseException:
+        for instance in reversed(instances):
+            instance.remove()
+        raise
 
 
 class MergeBatchNorm(SequentialMergeBatchNorm):
@@ -43,17 +57,13 @@ class MergeBatchNorm(SequentialMergeBatchNorm):
         the instances it already merged, which then stay merged in the model."""
         instances: list[MergeBatchNorm] = []
         last_leaf = None
-        try:
+        with _removed_on_failure(instances):
             for leaf in collect_leaves(root_module):
                 if isinstance(last_leaf, self.linear_type) and isinstance(leaf, self.batch_norm_type):
                     instance = self.copy()
                     instance.register((last_leaf,), leaf)
                     instances.append(instance)
                 last_leaf = leaf
-        except BaseException:
-            for instance in reversed(instances):
-                instance.remove()
-            raise
         return instances
 
     def register(self, linears: list[nn.Module], batch_norm: nn.Module) -> None:
@@ -117,7 +127,7 @@ class FoldBatchNormForward(Canonizer):
         from xai_loc.models.cochleagram_cnn import FrequencyPad
 
         instances, pending = [], None
-        try:  # a BatchNorm that cannot be folded: the ones folded before it are restored
+        with _removed_on_failure(instances):  # a BatchNorm that cannot be folded: the earlier ones restored
             for leaf in collect_leaves(root_module):
                 if isinstance(leaf, nn.modules.batchnorm._BatchNorm):
                     pending = (leaf, [])
@@ -134,10 +144,6 @@ class FoldBatchNormForward(Canonizer):
                     pending = None
                 else:
                     pending = None
-        except BaseException:
-            for instance in reversed(instances):
-                instance.remove()
-            raise
         return instances
 
     def register(self, batch_norm: nn.Module, pads: list[nn.Module], linear: nn.Module) -> None:

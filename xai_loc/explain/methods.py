@@ -471,9 +471,8 @@ class Occlusion(_CaptumMethod):
         from captum.attr import Occlusion as CaptumOcclusion
 
         n_time = seeded.x.shape[-1]
+        self.check_shape(self.params, seeded.x.shape[1:])  # a model without input_shape: checked here
         patch = self.params["window"] or min(self.WINDOW, max(1, n_time // self.WINDOW_SHARE))
-        if patch > n_time:
-            raise InputError(f"window={patch} is not allowed; use at most {n_time} samples")
         step = self.params["stride"] or patch
         # another level: the same share of its last (time) axis, one row of every other axis at a time
         window, stride = (max(1, round(v * a.shape[-1] / n_time)) for v in (patch, step))

@@ -290,12 +290,18 @@ class WindowSet:
 
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`InputError` if ``model.input_shape`` (where it has one) differs from the windows."""
-        expected = getattr(model, "input_shape", None)
-        if expected is not None and tuple(expected) != (self.n_mics, self.n_samples):
-            raise InputError(
-                f"{getattr(model, 'arch_name', '') or type(model).__name__} expects windows of {expected[0]} mics x "
-                f"{expected[1]} samples but {self.name} has {self.n_mics} mics x {self.n_samples} samples"
-            )
+        check_window_shape(model, (self.n_mics, self.n_samples), str(self.name))
+
+
+def check_window_shape(model: nn.Module, shape: tuple[int, int], where: str) -> None:
+    """Raise :class:`InputError` if ``model.input_shape`` (where it has one) differs from the windows
+    ``shape`` (microphones, samples) of ``where`` (a store, a scene: named in the message)."""
+    expected = getattr(model, "input_shape", None)
+    if expected is not None and tuple(expected) != tuple(shape):
+        raise InputError(
+            f"{getattr(model, 'arch_name', '') or type(model).__name__} expects windows of {expected[0]} mics x "
+            f"{expected[1]} samples but {where} has {shape[0]} mics x {shape[1]} samples"
+        )
 
 
 def as_window_set(store, preload: bool = False) -> WindowSet:

@@ -53,16 +53,17 @@ class StudyRun:
         """Record files the run wrote (those below the folder; dicts and lists are flattened); rewrite the record."""
         from xai_loc.models.checkpoint import file_digest
 
-        stack = [paths]
+        root, stack = self.root.resolve(), [paths]
         while stack:
             item = stack.pop()
             if isinstance(item, dict):
                 stack.extend(item.values())
             elif isinstance(item, (list, tuple)):
                 stack.extend(item)
-            elif item is not None and Path(item).resolve().is_relative_to(self.root.resolve()):
-                path = Path(item)  # below the folder: what the report shows (stores elsewhere are not its)
-                self.files[path.resolve().relative_to(self.root.resolve()).as_posix()] = file_digest(path)
+            elif item is not None:
+                path = Path(item).resolve()
+                if path.is_relative_to(root):  # what the report shows (stores elsewhere are not its)
+                    self.files[path.relative_to(root).as_posix()] = file_digest(path)
         self._write(finished=False)
 
     def finish(self) -> Path:

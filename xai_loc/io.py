@@ -106,6 +106,22 @@ def save_figure_atomic(fig, path: str | Path, dpi: int = 130, close: bool = True
     return path
 
 
+def save_figure_pair(fig, out_stem: str | Path, dpi: int = 150) -> list[Path]:
+    """Save ``fig`` as ``<out_stem>.png`` and ``<out_stem>.pdf``, each atomically, and close it.
+
+    The suffixes are appended, never substituted: a stem such as ``perturbation_t60-0.6_snr-10`` keeps its
+    dots (``Path.with_suffix`` would cut it to ``perturbation_t60-0`` and let conditions overwrite each other).
+    """
+    import matplotlib.pyplot as plt
+
+    out_stem = Path(out_stem)
+    try:
+        return [save_figure_atomic(fig, out_stem.with_name(out_stem.name + suffix), dpi=dpi, close=False)
+                for suffix in (".png", ".pdf")]
+    finally:
+        plt.close(fig)
+
+
 def partial_paths(final: str | Path) -> tuple[Path, Path]:
     """The unfinished store ``<final>.partial`` and its progress file ``<final>.progress.json``."""
     final = Path(final)

@@ -432,7 +432,7 @@ class ComponentsExperiment(Experiment):
     result_file = "components.nc"
     what = "component shares result"
     command = "components"
-    required = ("share", "energy_share")
+    required = ("share", "share_ci", "energy_share", "reference_share", "reference_share_ci")
     table_files = {"markdown": "components.md", "latex": "components.tex"}
     timed = True
 

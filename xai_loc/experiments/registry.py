@@ -33,9 +33,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 
 #: Every stored result by name: the experiments and the binaural probes' result files.
 RESULTS: dict[str, Result] = {**EXPERIMENTS, **{r.name: r for r in (
-    Result("duplex", "duplex.nc", what="duplex probe result", command="binaural cues", required=("itd_weight",)),
+    Result("duplex", "duplex.nc", what="duplex probe result", command="binaural cues",
+           required=("itd_weight", "ild_weight")),
     Result("responses", "responses.nc", what="binaural responses", command="binaural cues",
-           required=("response_azimuth",)),
+           required=("response_azimuth", "response_elevation", "target_azimuth", "target_elevation")),
     Result("cue_reliance", "cue_reliance.nc", what="cue reliance table", command="binaural cuenet probe",
            required=("abs_share",)),
     Result("band_profile", "band_profile.nc", what="band profile", command="binaural tfcnn probe",

@@ -544,7 +544,7 @@ class SanityExperiment(Experiment):
     result_file = "sanity.nc"
     what = "sanity-check result"
     command = "sanity"
-    required = ("similarity", "score")
+    required = ("similarity", "similarity_ci", "score")
     table_files = {"markdown": "sanity.md", "latex": "sanity.tex"}
     timed = True
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xai_loc.io import save_figure_atomic
+from xai_loc.io import save_figure_pair
 
 
 def plot_components(results, out_stem: str | Path) -> list[Path]:
@@ -54,6 +54,4 @@ def plot_components(results, out_stem: str | Path) -> list[Path]:
         axes[k][0].set_ylabel("share of |relevance|")
     axes[0][-1].legend(fontsize=6)
     fig.tight_layout()
-    out_stem = Path(out_stem)
-    return [save_figure_atomic(fig, out_stem.with_suffix(suffix), dpi=150, close=suffix == ".pdf")
-            for suffix in (".png", ".pdf")]
+    return save_figure_pair(fig, out_stem)

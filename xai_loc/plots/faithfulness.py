@@ -1,9 +1,10 @@
-"""The faithfulness figure: deletion (MoRF solid, LeRF dashed) and insertion curves per method and fill."""
+"""The faithfulness figure: deletion (MoRF solid, LeRF dashed) and insertion curves per method and fill, beside the
+randomized model's MoRF and insertion (dash-dot) and a random order (dotted)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from xai_loc.io import save_figure_atomic
+from xai_loc.io import save_figure_pair
 
 
 def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
@@ -26,7 +27,7 @@ def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
     # dict selections throughout: DataArray.sel(method=...) is the fill method of inexact matches
 
     models, fills = list(results["model"].values), list(results["fill"].values)
-    methods = list(results["method"].values)
+    methods, orderings = list(results["method"].values), list(results["ordering"].values)
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     pct = results["percentage"].values
     label = f"{results.attrs.get('error', 'MAE per coordinate')} [{results.attrs.get('units', 'm')}]"
@@ -41,9 +42,16 @@ def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
                 deletion.plot(pct, c.sel(mode="morf").values, color=colors[method], marker="o", ms=3, label=method)
                 deletion.plot(pct, c.sel(mode="lerf").values, color=colors[method], linestyle="--")
                 insertion.plot(pct, c.sel(mode="insertion").values, color=colors[method], marker="o", ms=3)
-            rnd = curve.sel({"method": methods[0], "ordering": "random"})
-            deletion.plot(pct, rnd.sel(mode="morf").values, color="0.5", linestyle=":", label="random order")
-            insertion.plot(pct, rnd.sel(mode="insertion").values, color="0.5", linestyle=":")
+                if "randomized" in orderings:  # the same method on the model with randomized weights
+                    r = curve.sel({"method": method, "ordering": "randomized"})
+                    deletion.plot(pct, r.sel(mode="morf").values, color=colors[method], linestyle="-.", alpha=0.6,
+                                  label=f"{method}, randomized model")
+                    insertion.plot(pct, r.sel(mode="insertion").values, color=colors[method], linestyle="-.",
+                                   alpha=0.6)
+            if "random" in orderings:  # the same for every method
+                rnd = curve.sel({"method": methods[0], "ordering": "random"})
+                deletion.plot(pct, rnd.sel(mode="morf").values, color="0.5", linestyle=":", label="random order")
+                insertion.plot(pct, rnd.sel(mode="insertion").values, color="0.5", linestyle=":")
             deletion.set_title(f"{model}, {fill} fill: deletion (MoRF -, LeRF --)", fontsize=9)
             insertion.set_title(f"{model}, {fill} fill: insertion", fontsize=9)
             for ax in (deletion, insertion):
@@ -53,6 +61,4 @@ def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
             axes[row][0].set_ylabel(label)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    out_stem = Path(out_stem)
-    return [save_figure_atomic(fig, out_stem.with_suffix(suffix), dpi=150, close=suffix == ".pdf")
-            for suffix in (".png", ".pdf")]
+    return save_figure_pair(fig, out_stem)

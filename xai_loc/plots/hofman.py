@@ -40,7 +40,8 @@ def _grid_panel(ax, stats: dict, front: bool) -> None:
         s = _signed(az)
         return s if front else np.where(s >= 0, 180.0 - s, -180.0 - s)  # rear: signed distance from the back
 
-    y_resp = m_el if np.all(np.isfinite(m_el)) else t_el
+    has_elevation = bool(np.all(np.isfinite(m_el)))
+    y_resp = m_el if has_elevation else t_el  # an azimuth-only model: responses shown at the targets' elevation
     for (x, y), style in (((x_of(t_az), t_el), {"color": "0.75", "lw": 0.8, "marker": "o", "ms": 3, "zorder": 1}),
                           ((x_of(m_az), y_resp), {"color": "k", "lw": 1.0, "marker": ".", "ms": 4, "zorder": 2})):
         for value, along in ((levels, x_of(bins)), (signed_bin, levels)):
@@ -51,7 +52,15 @@ def _grid_panel(ax, stats: dict, front: bool) -> None:
     ax.set_xlim(-100, 100)
     ax.set_xlabel("azimuth (deg, + left)" if front else "azimuth from the back (deg, + left)")
     ax.set_ylabel("elevation (deg)")
-    ax.set_title(f"{'front' if front else 'rear'} targets (pooled in {g['bin_width']:g} deg bins)")
+    ax.set_title(f"{'front' if front else 'rear'} targets (pooled in {g['bin_width']:g} deg bins)"
+                 + ("" if has_elevation else "\nno elevation output: responses drawn at the target elevation"),
+                 fontsize=10 if has_elevation else 9)
+
+
+def _accuracy_line(metrics: dict, baseline: dict, fmt) -> str:
+    """Class accuracy, or azimuth accuracy for a model without elevation classes, beside chance."""
+    key = "accuracy" if metrics.get("accuracy") is not None else "azimuth_accuracy"
+    return f"{key.replace('_', ' ')} {fmt(metrics.get(key))} (chance {fmt(baseline.get(key))})"
 
 
 def plot_hofman(responses, stats: dict | None = None):
@@ -94,6 +103,8 @@ def plot_hofman(responses, stats: dict | None = None):
                 label=f"gain {stats['elevation_gain']:.2f}")
         ax.plot([levels.min(), levels.max()], [levels.min(), levels.max()], ls=":", color="0.5")
         ax.legend(loc="upper left", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "the model gives no elevation", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("target elevation (deg)")
     ax.set_ylabel("response elevation (deg)")
     ax.set_title("elevation")
@@ -124,7 +135,7 @@ def plot_hofman(responses, stats: dict | None = None):
         return "n/a" if v is None else f"{v:.3g}{unit}"
 
     lines = [f"n = {stats['n']} responses",
-             f"accuracy {fmt(metrics.get('accuracy'))} (chance {fmt(baseline.get('accuracy'))})",
+             _accuracy_line(metrics, baseline, fmt),
              f"azimuth RMSE {fmt(stats['azimuth_rmse'], ' deg')} (folded {fmt(stats['azimuth_rmse_folded'], ' deg')})",
              f"elevation RMSE {fmt(stats['elevation_rmse'], ' deg')}",
              f"elevation gain {fmt(stats['elevation_gain'])}, bias {fmt(stats['elevation_bias'], ' deg')}",

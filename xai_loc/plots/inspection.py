@@ -119,7 +119,7 @@ def plot_inspection(
     from xai_loc.experiments.gcc import gcc_phat
     from xai_loc.experiments.tdoa import true_tdoa
     from xai_loc.experiments.tdoa_probe import LAG_MARGIN, _unit_peak
-    from xai_loc.plots.tdoa import _save
+    from xai_loc.io import save_figure_pair
 
     ds, sig = _signals_array(signals)
     rels = relevance if isinstance(relevance, dict) else {str(relevance.name or "relevance"): relevance}
@@ -133,15 +133,23 @@ def plot_inspection(
     i, j = (int(v) for v in pair)
     if not (0 <= i < n_mics and 0 <= j < n_mics and i != j):
         raise InputError(f"pair {i}-{j} is not allowed; microphones are 0..{n_mics - 1} and must differ")
-    fs = float(ds.attrs.get("fs", first.attrs.get("fs", 16000.0)))
+    fs = ds.attrs.get("fs", sig.attrs.get("fs", first.attrs.get("fs")))
+    if fs is None:
+        raise InputError("neither the signals nor the relevance record their sampling rate (attr 'fs'); "
+                         "give data opened from a store")
+    fs = float(fs)
     c = float(ds.attrs.get("c", 343.0))
     mics = _vector(ds, "mic_position", "mic")
     if mics is None:
         mics = _vector(first, "mic", "mic")
-    positions = _vector(ds, "source_position", "window")
-    if mics is None or positions is None:
-        raise InputError("the data needs source_position and mic_position to give true delays")
     labels = np.asarray(sig["window"].values)
+    positions = _vector(ds, "source_position", "window")
+    if positions is not None:
+        position_of = dict(zip(labels.tolist(), positions, strict=True))
+    elif (rel_sources := _vector(first, "source", "window")) is not None:  # e.g. a bare signals DataArray
+        position_of = dict(zip(np.asarray(first["window"].values).tolist(), rel_sources, strict=True))
+    if mics is None or (positions is None and rel_sources is None):
+        raise InputError("the data needs source positions and mic positions to give true delays")
     if windows is None:
         rel_positions = _vector(first, "source", "window")
         windows, errors = localization_error_windows(first, predictions, rel_positions)
@@ -157,17 +165,25 @@ def plot_inspection(
     missing = [w for w in windows if w not in set(labels.tolist())]
     if missing:
         raise InputError(f"window {missing[0]!r} is not in the data; windows are {labels[0]}..{labels[-1]}")
+    for name, rel in rels.items():
+        held = set(np.asarray(rel["window"].values).tolist()) if "window" in rel.coords else set(labels.tolist())
+        missing = [w for w in windows if w not in held or w not in position_of]
+        if missing:
+            raise InputError(f"window {missing[0]!r} is not in relevance {name!r} (or has no source position)")
     if max_lag is None:
         max_lag = float(np.linalg.norm(mics[j] - mics[i]) / c * fs + LAG_MARGIN)
 
     time = np.asarray(sig["time"].values) if "time" in sig.coords else np.arange(sig.sizes["time"]) / fs
     shown = slice(None) if time_range is None else (time >= time_range[0]) & (time <= time_range[1])
+    if time_range is not None and not shown.any():
+        raise InputError(f"time_range {tuple(time_range)} s selects no sample; the windows span "
+                         f"{time[0]:g}..{time[-1]:g} s")
     n_cols = 2 + len(rels)
     fig, axes = plt.subplots(len(windows), n_cols, figsize=(3.6 * n_cols, 2.9 * len(windows)), squeeze=False)
     for row, label, tag in zip(axes, windows, names, strict=True):
         k = int(np.nonzero(labels == label)[0][0])
         x = np.asarray(sig.isel(window=k).values, dtype=np.float64)
-        truth = float(true_tdoa(positions[k][None], mics, (i, j), fs, c)[0])
+        truth = float(true_tdoa(position_of[label][None], mics, (i, j), fs, c)[0])
         ax = row[0]
         ax.plot(time[shown] * 1e3, x[i][shown], color="tab:blue", linewidth=0.6, label=f"mic {i}")
         ax.plot(time[shown] * 1e3, x[j][shown], color="tab:orange", linewidth=0.6, alpha=0.8, label=f"mic {j}")
@@ -206,4 +222,4 @@ def plot_inspection(
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
     fig.tight_layout()
-    return _save(fig, out_stem)
+    return save_figure_pair(fig, out_stem)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xai_loc.io import save_figure_atomic
+from xai_loc.io import save_figure_pair
+from xai_loc.plots.labels import run_title
 
 #: Line style per deletion ordering; orderings not listed get matplotlib's defaults.
 STYLES = {
@@ -44,12 +45,13 @@ def plot_perturbation(results, out_stem: str | Path, metric: str = "mae_mean") -
         ax.set_title(str(model))
         ax.set_xlabel("deleted samples [%]")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("MAE per coordinate [m]" if metric == "mae_mean" else metric)
+    units = results[metric].attrs.get("units")
+    axes[0][0].set_ylabel("MAE per coordinate [m]" if metric == "mae_mean" else
+                          f"{metric} [{units}]" if units else metric)
+    fig.suptitle(run_title(results), fontsize=9)
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    out_stem = Path(out_stem)
-    return [save_figure_atomic(fig, out_stem.with_suffix(suffix), dpi=150, close=suffix == ".pdf")
-            for suffix in (".png", ".pdf")]
+    return save_figure_pair(fig, out_stem)
 
 
 def __getattr__(name: str):

@@ -97,8 +97,21 @@ DRAWERS: dict[str, Callable] = {
 
 
 def draw_result(name: str, ds, path: str | Path) -> list[Path]:
-    """Draw the figures of result ``name`` (in memory as ``ds``, stored at ``path``) next to ``path``."""
-    return DRAWERS[name](ds, Path(path))
+    """Draw the figures of result ``name`` (in memory as ``ds``, stored at ``path``) next to ``path``.
+
+    A file that passed its registry check but lacks a label the figure needs (e.g. a ``random``
+    ordering) is a one-line :class:`~xai_loc.errors.InputError`; a figure is only saved once drawn whole.
+    """
+    from xai_loc.errors import InputError
+    from xai_loc.experiments.registry import RESULTS
+
+    try:
+        return DRAWERS[name](ds, Path(path))
+    except KeyError as err:
+        result = RESULTS[name]
+        missing = str(err.args[0] if err.args else err).splitlines()[0][:120]
+        raise InputError(f"{result.what} {path} cannot be drawn (missing: {missing}); "
+                         f"run 'xai-loc {result.command}' to rebuild it") from None
 
 
 def draw(paths: Iterable[str | Path]) -> list[Path]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xai_loc.io import save_figure_atomic
+from xai_loc.io import save_figure_pair
 
 
 def plot_sanity(results, out_stem: str | Path) -> list[Path]:
@@ -49,6 +49,4 @@ def plot_sanity(results, out_stem: str | Path) -> list[Path]:
     axes[-1][0].set_xlabel("randomized down to layer (cumulative, top first)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    out_stem = Path(out_stem)
-    return [save_figure_atomic(fig, out_stem.with_suffix(suffix), dpi=150, close=suffix == ".pdf")
-            for suffix in (".png", ".pdf")]
+    return save_figure_pair(fig, out_stem)

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.io import save_figure_pair
+from xai_loc.plots.labels import run_title
+
 #: Line style per estimator kind (coord ``estimator_kind``); colours cycle over estimators.
 KIND_STYLES = {
     "signals": {"color": "k", "marker": "o", "linestyle": "-", "linewidth": 1.8},
@@ -31,19 +34,6 @@ def _load(results: Any) -> list:
     return [open_tdoa_results(item) if isinstance(item, (str, os.PathLike)) else item for item in items]
 
 
-def _title(ds) -> str:
-    parts = []
-    if "t60" in ds.attrs:
-        parts.append(f"T60 {float(ds.attrs['t60']):g} s")
-    if "snr" in ds.attrs:
-        parts.append(f"SNR {float(ds.attrs['snr']):g} dB")
-    rule = ds.attrs.get("first_rule")
-    if rule and rule != "default":
-        parts.append(f"first rule {rule}")
-    parts.append(f"{ds.sizes['window']} windows")
-    return ", ".join(parts)
-
-
 def _styles(names: list[str], kinds: list[str]) -> dict[str, dict[str, Any]]:
     """A style per estimator: a model and its randomized copy share a colour."""
     colours: dict[str, str] = {}
@@ -58,13 +48,15 @@ def _styles(names: list[str], kinds: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _save(fig, out_stem: str | Path) -> list[Path]:
-    """``<out_stem>.png`` and ``.pdf``, each written atomically."""
-    from xai_loc.io import save_figure_atomic
-
-    out_stem = Path(out_stem)
-    return [save_figure_atomic(fig, out_stem.with_name(out_stem.name + suffix), dpi=150, close=suffix == ".pdf")
-            for suffix in (".png", ".pdf")]
+def _by_distance(distance: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Per-pair ``values`` as one point per distinct pair distance, ascending: the mean over the pairs at
+    that distance (e.g. every adjacent pair of a uniform array), NaN where none has a value; and
+    whether any distance held several pairs."""
+    dist, group = np.unique(np.round(distance, 9), return_inverse=True)
+    sums = np.bincount(group, weights=np.nan_to_num(values), minlength=len(dist))
+    counts = np.bincount(group, weights=np.isfinite(values), minlength=len(dist))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dist, np.where(counts > 0, sums / counts, np.nan), len(dist) < len(distance)
 
 
 def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
@@ -93,23 +85,25 @@ def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
         kinds = ([str(k) for k in ds["estimator_kind"].values] if "estimator_kind" in ds.coords
                  else ["relevance"] * len(names))
         styles = _styles(names, kinds)
-        order = np.argsort(ds["pair_distance"].values, kind="stable")
-        dist = ds["pair_distance"].values[order]
+        distance = ds["pair_distance"].values
         for name in names:
-            row[0].plot(dist, ds["anomalies_percent"].sel(estimator=name).values[order], label=name, **styles[name])
-            row[1].plot(dist, ds["mae_samples"].sel(estimator=name).values[order], label=name, **styles[name])
-        threshold = np.nanmedian(ds["threshold"].values, axis=1)[order]  # NaN: a silent window, not scored
-        row[1].plot(dist, threshold, color="0.6", linewidth=0.8, linestyle="-.", label="anomaly threshold (median)")
+            dist, anomalies, pooled = _by_distance(distance, ds["anomalies_percent"].sel(estimator=name).values)
+            row[0].plot(dist, anomalies, label=name, **styles[name])
+            row[1].plot(dist, _by_distance(distance, ds["mae_samples"].sel(estimator=name).values)[1], label=name,
+                        **styles[name])
+        threshold = np.nanmedian(ds["threshold"].values, axis=1)  # NaN: a silent window, not scored
+        row[1].plot(dist, _by_distance(distance, threshold)[1], color="0.6", linewidth=0.8, linestyle="-.",
+                    label="anomaly threshold (median)")
         row[0].set_ylabel("anomalies [%]")
         row[0].set_ylim(-3, 103)
         row[1].set_ylabel("MAE of the others [samples]")
         for ax in row:
-            ax.set_xlabel("microphone pair distance [m]")
+            ax.set_xlabel("microphone pair distance [m]" + (" (mean over the pairs at each)" if pooled else ""))
             ax.grid(alpha=0.3)
-            ax.set_title(_title(ds), fontsize=9)
+            ax.set_title(run_title(ds), fontsize=9)
     axes[0][1].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    return _save(fig, out_stem)
+    return save_figure_pair(fig, out_stem)
 
 
 def plot_srp(results: Any, out_stem: str | Path) -> list[Path]:
@@ -136,8 +130,8 @@ def plot_srp(results: Any, out_stem: str | Path) -> list[Path]:
         ax.plot(pos, err.sel(srp_metric="y").values, "k.", markersize=8, label="|y| error")
         ax.set_xticks(pos, names, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("SRP peak error [m]")
-        ax.set_title(_title(ds), fontsize=9)
+        ax.set_title(run_title(ds), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out_stem)
+    return save_figure_pair(fig, out_stem)

@@ -92,7 +92,9 @@ def _window_figure(signals: np.ndarray, relevance: np.ndarray, fs: float, title:
     scale = np.abs(signals).max() or 1.0
     for m in range(n_mics):
         axes[0].plot(t, m + 0.45 * signals[m] / scale, lw=0.4, color="k")
-    axes[0].set(title="microphone signals", xlabel="time (ms)", ylabel="microphone", xlim=(t[0], t[-1]))
+    # microphone 0 on top, as in the relevance image beside it
+    axes[0].set(title="microphone signals", xlabel="time (ms)", ylabel="microphone", xlim=(t[0], t[-1]),
+                ylim=(n_mics - 0.5, -0.5))
     top = np.abs(relevance).max() or 1.0
     im = axes[1].imshow(relevance, aspect="auto", cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest",
                         extent=(t[0], t[-1], n_mics - 0.5, -0.5))

@@ -224,3 +224,51 @@ def test_gpu_out_of_memory_names_the_batch_size_to_lower(runs, client, monkeypat
     last = result.output.splitlines()[-1]
     assert last == "Error: GPU out of memory at --batch-size 8; lower it (e.g. --batch-size 4)"
     assert result.output.count("Error") == 1
+
+
+@pytest.mark.parametrize("address, problem", [("tls://127.0.0.1:1", "needs TLS"), ("ucx://127.0.0.1:1", "needs UCX")])
+def test_transport_not_set_up_here_is_one_line(tmp_path, address, problem):
+    result = CliRunner().invoke(main, ["simulate", *CONDITION, "--sources", "1", "--data", str(tmp_path / "data"),
+                                       "--scheduler", address])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and problem in result.output
+    assert not (tmp_path / "data").exists()
+
+
+def test_scheduler_without_workers_is_one_line_not_a_hang():
+    from xai_loc.cluster import cluster
+    from xai_loc.errors import InputError
+
+    with distributed.LocalCluster(n_workers=0, dashboard_address=":0", silence_logs=40) as empty:
+        with pytest.raises(InputError, match="has no worker after 1 s; start workers with 'dask worker"):
+            with cluster(empty.scheduler_address, timeout=1.0):
+                pass
+
+
+def _stay(item, folder):
+    import time
+
+    start = time.monotonic()
+    time.sleep(0.3)
+    return start, time.monotonic()
+
+
+def test_a_worker_with_several_threads_runs_one_item_at_a_time():
+    """The shared objects are one copy per worker process, so its threads must not use them side by side."""
+    spans = {}
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=3, processes=True, dashboard_address=":0",
+                                  silence_logs=40) as local, distributed.Client(local, set_as_default=False) as c:
+        map_blocks(_stay, range(4), spans.__setitem__, shared=None, client=c)
+    ordered = sorted(spans.values())
+    assert len(ordered) == 4
+    assert all(later[0] >= earlier[1] for earlier, later in zip(ordered[:-1], ordered[1:], strict=True))
+
+
+def test_workers_of_a_scheduler_resolve_relative_paths_here(client):
+    """A worker started in another folder works in the command's folder."""
+    from xai_loc.cluster import cluster
+
+    address = client.scheduler.address
+    client.run(os.chdir, "/")
+    with cluster(address) as there:
+        assert set(there.run(os.getcwd).values()) == {os.getcwd()}
+    client.run(os.chdir, os.getcwd())

@@ -184,6 +184,34 @@ def test_perturbation_reuses_the_relevance_stores_tdoa_wrote(tmp_path, monkeypat
     np.testing.assert_array_equal(again["mae"].values, fresh["mae"].values)
 
 
+def test_sampled_relevance_does_not_depend_on_the_batch_size(tmp_path, monkeypatch):
+    """gradient SHAP draws its baselines per window from the window's place in the set, not in its batch."""
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.data.store import simulate_dataset
+    from xai_loc.experiments.perturbation import run_perturbation
+    from xai_loc.explain import Explainer
+    from xai_loc.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("loccnn")
+    store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path, n_sources=1, progress=False)
+    real, relevance = Explainer.explain_batch, []
+
+    def kept(self, windows, truth=None, index=None, **kwargs):
+        out = real(self, windows, truth, index, **kwargs)
+        relevance.append(out["relevance"].cpu().numpy())
+        return out
+
+    monkeypatch.setattr(Explainer, "explain_batch", kept)
+    maps = []
+    for b in (3, 8):
+        relevance.clear()
+        run_perturbation({"loccnn": model}, store, percentages=(0, 20), modes=("relevance",),
+                         method="gradient_shap", randomized_baseline=False, n_samples=2, batch_size=b)
+        maps.append(np.concatenate(relevance))
+    np.testing.assert_allclose(maps[0], maps[1], rtol=1e-4, atol=1e-6 * np.abs(maps[0]).max())
+
+
 def test_perturbation_ignores_a_relevance_store_of_other_data_under_the_same_name(tmp_path, monkeypatch):
     """A store is matched by what it records, not by its name: relevance of other windows (the data
     simulated again with other settings) is computed afresh, never read in their place."""

@@ -95,6 +95,32 @@ def test_interrupted_store_keeps_its_partial_and_lock_then_resumes(tmp_path, cor
     verify_store(final, deep=True)
 
 
+@pytest.mark.parametrize("lost", [True, False])
+def test_lost_workers_keep_the_written_work_and_a_user_error_does_not(tmp_path, corpus, monkeypatch, lost):
+    """A cluster whose workers keep dying (WorkLost) is not a user error: the rerun resumes."""
+    from xai_loc.errors import WorkLost
+
+    real = store._render_source
+
+    def failing(*args, **kwargs):
+        if args[1] != store.subset_ids(paper_scene().splits["test"], 2)[0]:
+            raise (WorkLost if lost else InputError)("work item 1 ended the worker computing it")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_render_source", failing)
+    with pytest.raises(InputError, match="ended the worker"):
+        _simulate(tmp_path, corpus, n_sources=2)
+    final = store.dataset_path(tmp_path, paper_scene(), 0.15, 20.0, "test", 2)
+    if lost:
+        assert sorted(p.name for p in final.parent.iterdir()) == [final.name + s for s in (".lock", ".partial",
+                                                                                          ".progress.json")]
+        monkeypatch.setattr(store, "_render_source", real)
+        assert _simulate(tmp_path, corpus, n_sources=2) == final
+        verify_store(final, deep=True)
+    else:
+        assert not final.parent.exists() or not any(final.parent.iterdir())
+
+
 # --- damaged finished stores ------------------------------------------------------------------
 
 def test_deleted_chunk_is_reported_on_open_and_by_simulate(reference, tmp_path, corpus):

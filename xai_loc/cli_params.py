@@ -75,6 +75,25 @@ class OutFile(click.ParamType):
         return str(path)
 
 
+class StoreOut(click.ParamType):
+    """A zarr store to write: a named path that is new, an empty folder, or a store already (resumed or
+    checked); never an unrelated folder of the user's, which the store's failure handling could remove."""
+
+    name = "store"
+
+    def convert(self, value, param, ctx):
+        what = _name(param, ctx)
+        path = Path(value)
+        if path.name in ("", ".", ".."):
+            raise InputError(f"{what} {str(value)!r} is not allowed; name a new store, e.g. relevance.zarr")
+        if path.is_file() or (path.is_dir() and any(path.iterdir()) and not any(
+                (path / marker).exists() for marker in ("zarr.json", ".zgroup"))):
+            raise InputError(f"{what} {str(path)!r} exists and is not a zarr store; choose a new path, e.g. "
+                             f"{str(path / 'relevance.zarr')!r}")
+        check_out_dir(path.parent, what + " folder")
+        return str(path)
+
+
 class _Existing(click.ParamType):
     """An existing, readable file or folder."""
 

@@ -19,9 +19,12 @@ same items in a loop.
   per worker process.
 * A killed client leaves the store's progress record; the same command resumes from it.
 
-Workers compute with one torch thread each, which also makes their float results those of
-a single-process run with ``--threads 1``. The workers must see the paths the command gets
-(a shared file system on a cluster) and run the same xai-loc version.
+Workers compute one item at a time per process (a worker started with several threads runs
+their items in turn), with one torch thread and TF32 off, which also makes their float results
+those of a single-process run with ``--threads 1``. A scheduler that has no worker within the
+connection timeout, or a TLS or UCX address whose transport is not set up, is one line. The
+workers must see the paths the command gets (a shared file system on a cluster) and run the
+same xai-loc version.
 """
 from __future__ import annotations
 
@@ -30,10 +33,11 @@ import functools
 import logging
 import pickle
 import re
+import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from xai_loc.errors import InputError
+from xai_loc.errors import InputError, WorkLost
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -66,6 +70,42 @@ def check_workers(workers: int) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
         raise InputError(f"workers={workers!r} is not allowed; use an integer in [1, {MAX_WORKERS}]")
     return workers
+
+
+def _enter(folder: str) -> str:
+    """Make ``folder`` a worker's working folder (a relative path then means there what it means here)."""
+    import os
+
+    os.chdir(folder)
+    return folder
+
+
+def _same_folder(client: Client, address: str) -> None:
+    """Every worker of a running scheduler works in this process's folder, so that relative paths (the default
+    ``--data``, a pickled store's path) name the same files there; one line where a worker cannot see it."""
+    import os
+
+    folder = os.getcwd()
+    try:
+        client.run(_enter, folder)
+    except OSError as err:
+        raise InputError(f"a worker of scheduler {address} cannot see this folder {folder!r} ({type(err).__name__}); "
+                         "the workers must see the same paths (a shared file system)") from None
+
+
+def _check_transport(address: str) -> None:
+    """One line, before connecting, where the address's transport is not set up here: TLS without dask's
+    TLS settings, UCX without its package (a half-made ``Client`` otherwise hangs on its way out)."""
+    import importlib.util
+
+    import dask
+
+    scheme = address.split("://", 1)[0]
+    if scheme in ("tls", "wss") and not dask.config.get("distributed.comm.tls.ca-file", None):
+        raise InputError(f"scheduler {address} needs TLS, and dask's TLS settings (distributed.comm.tls.ca-file, "
+                         "client cert and key) are not configured here")
+    if scheme == "ucx" and not any(importlib.util.find_spec(m) for m in ("distributed_ucxx", "ucp")):
+        raise InputError(f"scheduler {address} needs UCX, and neither distributed-ucxx nor ucx-py is installed")
 
 
 @contextlib.contextmanager
@@ -105,13 +145,24 @@ def cluster(scheduler: str | None = None, workers: int | None = None, *,
             client = stack.enter_context(Client(local, set_as_default=False))
         else:
             address = check_scheduler(scheduler)
+            _check_transport(address)
             try:
                 client = Client(address, timeout=timeout, set_as_default=False)
             except (OSError, TimeoutError):
                 raise InputError(f"scheduler {address} cannot be reached within {timeout:g} s; start it (dask "
                                  "scheduler, then dask worker ADDRESS on each machine), check the address, or use "
                                  "--workers N for a local cluster") from None
+            except (TypeError, ValueError, ImportError) as err:  # e.g. tls:// without dask's security settings
+                raise InputError(f"scheduler {address} cannot be used ({type(err).__name__}: "
+                                 f"{str(err).splitlines()[0][:100] if str(err) else 'no detail'}); a tls:// or ucx:// "
+                                 "scheduler needs dask's security or ucx settings configured") from None
             stack.enter_context(client)
+            try:
+                client.wait_for_workers(1, timeout=timeout)
+            except (OSError, TimeoutError):
+                raise InputError(f"scheduler {address} has no worker after {timeout:g} s; start workers with "
+                                 f"'dask worker {address}'") from None
+            _same_folder(client, address)
         yield client
 
 
@@ -141,21 +192,30 @@ def _unpickled(payload: bytes) -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def _keep_memory() -> bool:
-    """Freed memory kept for reuse, once per worker process, as in a command's own process."""
-    from xai_loc.runtime import keep_freed_memory
+def _worker_setup() -> bool:
+    """Once per worker process, as in a command's own process: freed memory kept for reuse, and TF32 off
+    (a no-op without CUDA; the command's device is not known here, and TF32 would change a GPU's numbers)."""
+    from xai_loc.runtime import full_float32, keep_freed_memory
 
+    full_float32("cuda")
     return keep_freed_memory()
 
 
+#: One item at a time per worker process: the shared objects are one copy per process (an explainer
+#: registers its hooks while entered; gradient SHAP seeds NumPy's global generator), so the threads of
+#: a worker started with several (``dask worker``'s default) must not run items side by side.
+_ONE_ITEM = threading.Lock()
+
+
 def _run(fn: Callable[[Any, Any], Any], item: Any, payload: bytes) -> Any:
-    """One item on a worker, computed with one torch thread and freed memory kept for reuse."""
+    """One item on a worker, computed with one torch thread, alone in its process."""
     import torch
 
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-    _keep_memory()
-    return fn(item, _unpickled(payload))
+    with _ONE_ITEM:
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+        _worker_setup()
+        return fn(item, _unpickled(payload))
 
 
 def map_blocks(fn: Callable[[Item, Any], Any], items: Iterable[Item], write: Callable[[Item, Any], None], *,
@@ -213,8 +273,9 @@ def map_blocks(fn: Callable[[Item, Any], Any], items: Iterable[Item], write: Cal
                 future.release()
                 bar.update(size(item))
         except KilledWorker as err:
-            raise InputError(f"work item {of.get(err.task, err.task)!r} ended the worker computing it "
-                             f"{err.allowed_failures + 1} time(s) (out of memory?); lower --batch-size or give the "
-                             "workers more memory") from None
+            raise WorkLost(f"work item {of.get(err.task, err.task)!r} ended the worker computing it "
+                           f"{err.allowed_failures + 1} time(s) (out of memory?); give the workers more memory (or "
+                           "lower --batch-size where the command has one), then run the same command again: it "
+                           "resumes from what was written") from None
         finally:
             client.cancel([*futures, context])

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from xai_loc.errors import InputError
+from xai_loc.errors import InputError, WorkLost
 
 
 def _umask() -> int:
@@ -221,8 +221,9 @@ def store_writer_lock(final: str | Path, partial: str | Path | None = None, coun
       rerun repeats) or before any item was written (progress 0, an empty folder): the
       unfinished store, its progress file, the lock file and the folders this call created
       are removed, so a failed command leaves no new files;
-    * the block was interrupted after items were written: the partial store, its progress
-      file and the lock file stay, and the next run continues. A lock file left by a process
+    * the block was interrupted after items were written, or lost its workers
+      (:class:`~xai_loc.errors.WorkLost`): the partial store, its progress file and the lock
+      file stay, and the next run continues. A lock file left by a process
       that died holds no lock (the kernel releases it); the next run takes it over.
 
     Parameters
@@ -251,7 +252,8 @@ def store_writer_lock(final: str | Path, partial: str | Path | None = None, coun
         try:
             yield
         except BaseException as err:
-            if not final.exists() and (isinstance(err, InputError) or not _worth_resuming(partial, progress, counted)):
+            repeats = isinstance(err, InputError) and not isinstance(err, WorkLost)  # a rerun would fail again
+            if not final.exists() and (repeats or not _worth_resuming(partial, progress, counted)):
                 discard_partial(final, partial)
             raise
     finally:

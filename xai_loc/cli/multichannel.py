@@ -44,6 +44,7 @@ from xai_loc.cli_params import (
     Number,
     OutDir,
     OutFile,
+    StoreOut,
     check_out_dir,
     data_root_default,
 )
@@ -67,7 +68,8 @@ class SchedulerAddress(click.ParamType):
 cluster_options = with_options(
     click.option("--scheduler", type=SchedulerAddress(), default=None,
                  help="Spread the work over the workers of this running dask scheduler, e.g. tcp://10.0.0.5:8786 "
-                      "(they must see the same paths); the result is that of one process.", metavar="ADDRESS"),
+                      "(they must see the same paths); the result is that of one process run with --threads 1.",
+                 metavar="ADDRESS"),
     click.option("--workers", type=Int(1, MAX_WORKERS), default=None,
                  help="Spread the work over a local dask cluster of N worker processes (one thread each).",
                  metavar="N"),
@@ -320,7 +322,7 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
 @click.option("--scene", default="paper", show_default=True)
 @click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root; the split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--out", type=OutDir(), default=None,
+@click.option("--out", type=StoreOut(), default=None,
               help="Relevance store [default: next to the data, <split>.relevance/<arch>-<digest>-<method>-...zarr].")
 @click.option("--batch-size", type=Int(1), default=32, show_default=True)
 @click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
@@ -334,7 +336,7 @@ def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options,
     Relevance has the input's shape (window, mic, time) with source and microphone
     coordinates and provenance attrs; read it back with xarray.open_zarr. A store only ever
     holds one model, method, composite, target and option set. --scheduler or --workers
-    spread the blocks over a dask cluster; this process writes them (the same bytes).
+    spread the blocks over a dask cluster; this process writes them (the bytes of a --threads 1 run).
     """
     from xai_loc.cluster import cluster
     from xai_loc.data.scene import load_scene
@@ -497,7 +499,7 @@ def perturb(ctx, percentages, modes, fill, **common) -> None:
     a paper-style figure (PNG, PDF), a markdown table with AOPC and perturbation.timing.json
     (seconds per model); the constant-predictor error is shown beside them.
     The first run on a machine compiles the deletion kernels (about 20 s, then cached).
-    --scheduler or --workers spread the window batches over a dask cluster (the same bytes).
+    --scheduler or --workers spread the window batches over a dask cluster (the bytes of a --threads 1 run).
     """
     from xai_loc.experiments.perturbation import FILLS, MODES, check_percentages
 
@@ -541,7 +543,7 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
     faithfulness.timing.json. A binaural --checkpoint alone scores its own held-out test
     split (rendered under --data from its card's spec); --store scores any finished store of
     the model's family. --scheduler or --workers spread the window batches over a dask
-    cluster (the same bytes).
+    cluster (the bytes of a --threads 1 run).
     """
     from xai_loc.experiments.faithfulness import DEFAULT_METHODS, check_fills
     from xai_loc.experiments.perturbation import check_percentages
@@ -596,7 +598,7 @@ def sanity(ctx, methods, **common) -> None:
     sources. Writes sanity.nc, sanity.md and .tex, a figure and sanity.timing.json.
     A binaural --checkpoint alone is checked on its own held-out test split; --store checks
     any finished store of the model's family.
-    --scheduler or --workers spread the input batches over a dask cluster (the same bytes).
+    --scheduler or --workers spread the input batches over a dask cluster (the bytes of a --threads 1 run).
     """
     from xai_loc.experiments.sanity import DEFAULT_METHODS
 
@@ -625,7 +627,7 @@ def components(ctx, methods, early_end, **common) -> None:
     randomized model's shares (the components' energy shares are stored too), with
     bootstrap 95 % intervals over sources. Writes components.nc, .md, .tex, a figure and
     components.timing.json. --scheduler or --workers spread the sources over a dask cluster
-    (the same bytes).
+    (the bytes of a --threads 1 run).
     """
     from xai_loc.experiments.faithfulness import parse_methods
 

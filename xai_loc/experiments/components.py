@@ -221,7 +221,7 @@ def components_source(sid: int, work: ComponentsWork):
                 for i, explainer in enumerate(group):
                     with explainer:  # the relevance stays where the components are
                         rel = [explainer.explain_batch(x[b:b + work.batch_size], truth[b:b + work.batch_size],
-                                                       to_host=on_host)["relevance"]
+                                                       rows[b:b + work.batch_size], to_host=on_host)["relevance"]
                                for b in range(0, rows.size, work.batch_size)]
                     shares = component_shares(np.concatenate(rel) if on_host else torch.cat(rel), comp)
                     share[k, i, o], contribution[k, i, o] = (to_host(v) for v in shares)

@@ -444,18 +444,19 @@ def faithfulness_batch(batch: tuple[str, int, int], work: FaithfulnessWork):
     residual = np.zeros((len(explainers), stop - start))
     output = np.zeros((len(explainers), stop - start))
     rel, rel_r = [], []
+    index = np.arange(start, stop)  # seeds a sampling method by each window's place in the set, not in the batch
     net, dev = explainers[0].model, resolve_device(work.device)
     with placed(net, dev):
         explain_tic = time.perf_counter()
         for i, explainer in enumerate(explainers):
             with explainer:  # the relevance stays on the device, to be ranked there
-                out = explainer.explain_batch(x, truth_np, to_host=False)
+                out = explainer.explain_batch(x, truth_np, index, to_host=False)
             rel.append(out["relevance"] * explainer.sense)
             residual[i] = (out["relevance_sum"] - out["explained"]).cpu().numpy()
             output[i] = out["explained"].cpu().numpy()
         for explainer in randomized:
             with explainer:
-                rel_r.append(explainer.explain_batch(x, truth_np, to_host=False)["relevance"] * explainer.sense)
+                rel_r.append(explainer.explain_batch(x, truth_np, index, to_host=False)["relevance"] * explainer.sense)
         spent["explain"] = time.perf_counter() - explain_tic
         for f, fill in enumerate(work.fills):
             common = {"seed": work.seed + start, "device": dev, "timing": spent}

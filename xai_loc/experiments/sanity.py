@@ -319,18 +319,19 @@ def sanity_batch(batch: tuple[str, int, int], work: SanityWork):
     sim = np.zeros((len(cascade), len(cascade[0]), len(METRICS), stop - start))
     ratio = np.zeros((len(cascade), stop - start))
     tsim = np.zeros((len(cascade), len(pairs), 2, stop - start))
+    index = np.arange(start, stop)  # seeds a sampling method by each window's place in the set, not in the batch
     for i, (stages, targets) in enumerate(zip(cascade, by_target, strict=True)):
         on_host = _on_host(stages[0])
         maps = []
         for explainer in stages:
             with explainer:
-                maps.append(explainer.explain_batch(x, truth, to_host=on_host)["relevance"])
+                maps.append(explainer.explain_batch(x, truth, index, to_host=on_host)["relevance"])
         sim[i] = to_host(namespace(maps[0]).stack([_stage_metrics(maps[0], r) for r in maps]))
         ratio[i] = to_host(emprt(maps[0], maps[-1]))
         maps = []
         for explainer, target_truth in zip(targets, work.target_truth[name], strict=True):
             with explainer:
-                maps.append(explainer.explain_batch(x, target_truth[start:stop], to_host=on_host)["relevance"])
+                maps.append(explainer.explain_batch(x, target_truth[start:stop], index, to_host=on_host)["relevance"])
         for p, (a, b) in enumerate(pairs):
             tsim[i, p, 0] = to_host(spearman(abs(maps[a]), abs(maps[b])))
             tsim[i, p, 1] = to_host(pearson(maps[a], maps[b]))

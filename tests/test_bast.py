@@ -352,3 +352,13 @@ def test_bad_training_values_are_one_line_errors(bad):
     x = torch.zeros(4, 2, 129, 61)
     with pytest.raises(InputError, match=next(iter(bad))):
         bast.train_bast(model, x, np.zeros(4), **bad)
+
+
+def test_rates_without_a_qualifying_target_are_undefined_not_zero():
+    from xai_loc.models.bast import _azimuth_scores
+
+    midline = _azimuth_scores(np.array([0.0, 180.0]), np.array([0.0, 180.0]))  # no lateral target
+    assert np.isnan(midline["lateral_sign_error"]) and midline["front_back_rate"] == 0.0
+    axis = _azimuth_scores(np.array([90.0, 270.0]), np.array([90.0, 270.0]))  # none can be front-back confused
+    assert np.isnan(axis["front_back_rate"]) and axis["lateral_sign_error"] == 0.0
+    assert midline["mean_error"] == axis["mean_error"] == 0.0

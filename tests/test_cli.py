@@ -393,6 +393,8 @@ def test_tfcnn_train_and_probe_end_to_end(tmp_path):
     profile = xr.open_dataset(tmp_path / "res" / "band_profile.nc")
     assert profile["share"].dims == ("snr", "channel", "band") and list(profile["channel"].values) == ["ipd", "ild"]
     np.testing.assert_allclose(profile["share"].sum(("channel", "band")), 1.0, rtol=1e-9)
+    assert profile["share_below_split"].dims == ("snr", "channel")  # kept per SNR, not dropped as attrs
+    assert ((profile["share_below_split"] > 0) & (profile["share_below_split"] < 1)).all()
     assert (tmp_path / "res" / "band_profile.png").stat().st_size > 0
     (tmp_path / "res" / "band_profile.png").unlink()
     result = runner.invoke(main, ["figures", str(tmp_path / "res")])

@@ -257,7 +257,11 @@ def test_probe_profile_sums_to_total_relevance(tiny_scenes):
     assert np.isclose(profile["relevance"].sum(), cues.sum(), rtol=1e-9)
     assert np.isclose(profile["mass"].sum(), abs(cues).sum(), rtol=1e-9)
     assert np.isclose(profile["share"].sum(), 1.0)
-    assert math.isclose(profile.attrs["ipd_share_below_split"] + profile.attrs["ipd_share_above_split"], 1.0)
+    below = abs(cues).where(cues["frequency"] < probe.DUPLEX_SPLIT_HZ, 0.0)
+    others = [d for d in cues.dims if d != "channel"]
+    np.testing.assert_allclose(profile["share_below_split"].values,
+                               (below.sum(others) / abs(cues).sum(others)).values, rtol=1e-9)
+    assert math.isclose(float(profile["total_mass"]), float(abs(cues).sum()), rel_tol=1e-9)
     assert profile.attrs["composite"] == "tfcnn" and profile.attrs["model"] == "tfcnn"
     assert sorted(result["waveform"]["azimuth"].values) == [-90.0, 0.0, 90.0]
     fig = plot_band_profile(profile)

@@ -158,6 +158,20 @@ def position_card(checkpoint: str) -> dict:
     return card
 
 
+def family_checkpoint(checkpoint: str | None, arch: str) -> str:
+    """``checkpoint``, or the shipped ``<arch>_default`` one, checked to hold an ``arch`` model before any
+    scene is rendered (one line naming what it holds instead)."""
+    from xai_loc.models import read_card
+    from xai_loc.models.zoo import pretrained_dir
+
+    if checkpoint is None:
+        return str(pretrained_dir() / f"{arch}_default.safetensors")
+    held = read_card(checkpoint).get("architecture")
+    if held != arch:
+        raise InputError(f"checkpoint {checkpoint} is a {held!r} model; this command takes a {arch!r} checkpoint")
+    return checkpoint
+
+
 def resolve_condition(t60: float | None, snr: float | None, checkpoint: str | None) -> tuple[float, float]:
     """The condition to run: ``--t60``/``--snr``, else the checkpoint card's; warns when they differ."""
     if checkpoint is None:

@@ -7,6 +7,7 @@ from xai_loc.cli._common import (
     DATA_ROOT,
     POSITIVE,
     SCENE_SEED,
+    family_checkpoint,
     setup,
     with_options,
 )
@@ -116,11 +117,10 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
     from xai_loc.data.bast_scenes import load_bast_scenes
     from xai_loc.experiments.bast_table import mirror_relevance
     from xai_loc.io import write_dataset_atomic
-    from xai_loc.models.zoo import pretrained_dir
 
     setup(ctx)
+    model = family_checkpoint(checkpoint, "bast")  # before rendering
     scenes = load_bast_scenes(_bast_spec(n_sounds, seed), "test", root=data, progress=True)
-    model = checkpoint or str(pretrained_dir() / "bast_default.safetensors")
     try:
         target = float(target)
     except ValueError:

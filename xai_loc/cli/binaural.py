@@ -6,6 +6,7 @@ import click
 
 from xai_loc.cli._common import (
     POSITIVE,
+    family_checkpoint,
     parse_options,
     setup,
     with_options,
@@ -154,11 +155,10 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     duplex.nc, cue_relevance.nc, cues.png, responses.nc and hofman.png under OUT."""
     from xai_loc.data.binaural_store import simulate_binaural
     from xai_loc.experiments.cues import run_behaviour, run_duplex_probe
-    from xai_loc.models.zoo import pretrained_dir
     from xai_loc.plots.redraw import draw
 
     setup(ctx)
-    model = checkpoint or str(pretrained_dir() / "cochcnn_default.safetensors")
+    model = family_checkpoint(checkpoint, "cochcnn")  # before rendering
     spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
     store = simulate_binaural(spec, "test", root=data, device=device, progress=True) \
         if behaviour else None

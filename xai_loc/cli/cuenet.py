@@ -7,6 +7,7 @@ from xai_loc.cli._common import (
     DATA_ROOT,
     POSITIVE,
     SCENE_SEED,
+    family_checkpoint,
     parse_options,
     setup,
     with_options,
@@ -101,13 +102,12 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     cue_ablation.nc and cue_probe.png."""
     from xai_loc.experiments.cue_probe import run_cue_probe
     from xai_loc.features.binaural_cues import simulate_cue_scenes
-    from xai_loc.models.zoo import pretrained_dir
     from xai_loc.plots.redraw import draw
 
     setup(ctx)
+    model = family_checkpoint(checkpoint, "cuenet")  # before rendering
     test = simulate_cue_scenes(_cue_spec(train_per_utterance, test_per_utterance, seed), "test", root=data,
                                progress=True)
-    model = checkpoint or str(pretrained_dir() / "cuenet_default.safetensors")
     result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, **parse_options(options))
     paths = list(result["paths"].values())
     for path in paths + draw(paths):

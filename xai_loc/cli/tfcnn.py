@@ -7,6 +7,7 @@ from xai_loc.cli._common import (
     DATA_ROOT,
     POSITIVE,
     SCENE_SEED,
+    family_checkpoint,
     parse_options,
     setup,
     with_options,
@@ -95,13 +96,12 @@ def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint,
     IPD below ~1.5 kHz, ILD above); writes band_profile.nc and band_profile.png."""
     from xai_loc.data.ipd_ild_scenes import render_scenes
     from xai_loc.experiments.ipd_ild_probe import run_ipd_ild_probe
-    from xai_loc.models.zoo import pretrained_dir
     from xai_loc.plots.redraw import draw
 
     setup(ctx)
+    model = family_checkpoint(checkpoint, "tfcnn")  # before rendering
     spec = _tfcnn_spec(n_train, test_per_azimuth, seed)
     scenes = render_scenes(spec, data, progress=True, splits=("test",))["test"]
-    model = checkpoint or str(pretrained_dir() / "tfcnn_default.safetensors")
     paths = list(run_ipd_ild_probe(model, scenes, out, snrs=snrs or None, n_examples=examples, seed=seed,
                                    **parse_options(options)).values())
     for path in paths + draw(paths):

@@ -41,6 +41,7 @@ import torch
 
 from xai_loc import __version__
 from xai_loc.errors import InputError
+from xai_loc.experiments.cues import DUPLEX_SPLIT_HZ
 
 __all__ = ["DUPLEX_SPLIT_HZ", "PROBE_AZIMUTHS", "TABLE_MODEL", "markdown_table", "mirror_pairs", "mirror_relevance",
            "relevance_by_ear", "run_bast_table"]
@@ -49,8 +50,6 @@ __all__ = ["DUPLEX_SPLIT_HZ", "PROBE_AZIMUTHS", "TABLE_MODEL", "markdown_table",
 TABLE_MODEL: dict[str, Any] = {"dim": 32, "depth": 1, "heads": 2, "dim_head": 16, "mlp_dim": 64}
 #: Left-hemifield azimuths of the relevance view (their mirrors ``360 - a`` are on the right).
 PROBE_AZIMUTHS = (30.0, 60.0, 90.0, 120.0, 150.0)
-#: Frequency (Hz) below which interaural phase (ITD) cues dominate human lateralization (duplex theory).
-DUPLEX_SPLIT_HZ = 1500.0
 SHARING = ("SP", "NSP")
 INTEGRATION_ORDER = ("ADD", "SUB", "CONCAT")
 METRICS = ("mean_error", "median_error", "accuracy_5", "accuracy_10", "lateral_sign_error", "front_back_rate",

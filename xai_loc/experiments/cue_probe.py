@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from xai_loc import __version__
+from xai_loc.experiments.cues import DUPLEX_SPLIT_HZ
 from xai_loc.explain._options import check_choice
 from xai_loc.explain.cuenet import cue_relevance
 
@@ -100,7 +101,7 @@ BAND_GROUPS = ("all", "low", "high")
 ABLATIONS = ("permute", "mean")
 
 
-def cue_ablation(model, store, *, mode: str = "permute", split_hz: float = 1500.0, seed: int = 0,
+def cue_ablation(model, store, *, mode: str = "permute", split_hz: float = DUPLEX_SPLIT_HZ, seed: int = 0,
                  batch_size: int = 256):
     """Which cue the model needs: destroy one cue's information in one band group, re-score.
 

@@ -51,10 +51,13 @@ from torch import nn
 from xai_loc.errors import InputError
 
 __all__ = [
-    "BANDS", "band_noise", "behaviour_statistics", "duplex_probe", "duplex_relevance", "impose_ild", "impose_itd",
-    "interaural_lag", "natural_cues", "run_behaviour", "run_duplex_probe",
+    "BANDS", "DUPLEX_SPLIT_HZ", "band_noise", "behaviour_statistics", "duplex_probe", "duplex_relevance",
+    "impose_ild", "impose_itd", "interaural_lag", "natural_cues", "run_behaviour", "run_duplex_probe",
 ]
 
+#: Frequency (Hz) below which interaural phase (ITD) cues dominate human lateralization and above
+#: which level (ILD) cues do (duplex theory): the split of every duplex summary in xai-loc.
+DUPLEX_SPLIT_HZ = 1500.0
 #: Noise bands of the duplex probe, Hz (Macpherson & Middlebrooks 2002).
 BANDS: dict[str, tuple[float, float]] = {"low": (500.0, 2000.0), "high": (4000.0, 16000.0),
                                          "wide": (500.0, 16000.0)}
@@ -243,6 +246,49 @@ def _model_rate(model: nn.Module, fs: int | None, n_samples: int | None) -> tupl
     return fs, int(n)
 
 
+def _checked_offsets(name: str, values) -> np.ndarray:
+    """Imposed cue offsets: at least two, finite, 0 (the reference) among them."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.size < 2 or not np.isfinite(values).all() or 0.0 not in values:
+        raise InputError(f"{name}={values.tolist()} is not allowed; give at least two finite offsets including 0")
+    return values
+
+
+def _checked_probe(bands: Sequence[str], azimuths, itd_offsets, n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """The probe's bands, azimuths (lateral angles), ITD offsets and token count, checked; as arrays."""
+    bad = [b for b in bands if b not in BANDS]
+    if bad or not bands:
+        raise InputError(f"band {bad[0] if bad else None!r} is not allowed; use some of {', '.join(BANDS)}")
+    azimuths = np.asarray(azimuths, dtype=np.float64)
+    if azimuths.ndim != 1 or azimuths.size == 0 or not np.all(np.abs(azimuths) <= 90):
+        raise InputError(f"azimuths={azimuths.tolist()} are not allowed; give lateral angles in [-90, 90] degrees")
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
+        raise InputError(f"n_tokens={n_tokens!r} is not allowed; use a positive integer")
+    return azimuths, _checked_offsets("itd_offsets", itd_offsets)
+
+
+def _lateral_brirs(azimuths: np.ndarray, hrtf, fs: int) -> np.ndarray:
+    """Anechoic HRIRs of the probe's directions in the horizontal plane, float64 ``(azimuth, 2, taps)``."""
+    from xai_loc.acoustics.binaural import anechoic_rirs
+
+    return anechoic_rirs(np.mod(azimuths, 360.0), np.zeros_like(azimuths), hrtf=hrtf, fs=fs).double().numpy()
+
+
+def _token_stimuli(band: str, token: int, seed: int, brirs: np.ndarray, n: int, fs: int,
+                   level_db: float) -> np.ndarray:
+    """One noise token of ``band`` at every probe direction, ``(azimuth, 2, n)`` at ``level_db`` re
+    :data:`~xai_loc.data.binaural_store.REFERENCE_RMS`. The token is seeded by the band's name (its
+    place in :data:`BANDS`), so the probe and its relevance view, and any subset of bands, hear the
+    same tokens."""
+    from xai_loc.acoustics.binaural import spatialize
+    from xai_loc.data.binaural_store import REFERENCE_RMS
+
+    dry = band_noise(band, n, fs, np.random.default_rng([seed, list(BANDS).index(band), token, 41]))
+    base = np.stack([spatialize(dry, h) for h in brirs])
+    return base * (REFERENCE_RMS * 10.0 ** (level_db / 20.0) / np.sqrt(np.mean(base ** 2, axis=(1, 2),
+                                                                                keepdims=True)))
+
+
 def duplex_probe(
     model: nn.Module,
     *,
@@ -299,32 +345,19 @@ def duplex_probe(
     """
     import xarray as xr
 
-    from xai_loc.acoustics.binaural import anechoic_rirs, spatialize
     from xai_loc.acoustics.hrtf import load_hrtf
-    from xai_loc.data.binaural_store import REFERENCE_RMS
     from xai_loc.progress import tqdm
     from xai_loc.runtime import resolve_device
 
     head = _head_of(model, head)
     if response not in RESPONSES:
         raise InputError(f"response={response!r} is not allowed; use one of {', '.join(RESPONSES)}")
-    bad = [b for b in bands if b not in BANDS]
-    if bad or not bands:
-        raise InputError(f"band {bad[0] if bad else None!r} is not allowed; use some of {', '.join(BANDS)}")
-    itd_offsets, ild_offsets = (np.asarray(v, dtype=np.float64) for v in (itd_offsets, ild_offsets))
-    for name, values in (("itd_offsets", itd_offsets), ("ild_offsets", ild_offsets)):
-        if values.size < 2 or not np.isfinite(values).all() or 0.0 not in values:
-            raise InputError(f"{name}={values.tolist()} is not allowed; give at least two finite offsets including 0")
-    azimuths = np.asarray(azimuths, dtype=np.float64)
-    if azimuths.size == 0 or np.any(np.abs(azimuths) > 90):
-        raise InputError(f"azimuths={azimuths.tolist()} are not allowed; give lateral angles in [-90, 90] degrees")
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
-        raise InputError(f"n_tokens={n_tokens!r} is not allowed; use a positive integer")
+    azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens)
+    ild_offsets = _checked_offsets("ild_offsets", ild_offsets)
     fs, n = _model_rate(model, fs, n_samples)
     device = resolve_device(device)
     hrtf = load_hrtf("kemar", fs=fs) if hrtf is None else hrtf.resample(fs)
-    brirs = anechoic_rirs(np.mod(azimuths, 360.0), np.zeros_like(azimuths), hrtf=hrtf, fs=fs).double().numpy()
-    level = REFERENCE_RMS * 10.0 ** (level_db / 20.0)
+    brirs = _lateral_brirs(azimuths, hrtf, fs)
 
     shape = (len(bands), azimuths.size, n_tokens)
     resp_itd = np.empty((*shape[:2], itd_offsets.size, n_tokens))
@@ -332,10 +365,7 @@ def duplex_probe(
     bar = tqdm(total=len(bands) * n_tokens, disable=not progress, desc="duplex probe", unit="token")
     for b, band in enumerate(bands):
         for t in range(n_tokens):
-            rng = np.random.default_rng([seed, b, t, 41])
-            dry = band_noise(band, n, fs, rng)
-            base = np.stack([spatialize(dry, h) for h in brirs])  # (azimuth, 2, T)
-            base *= level / np.sqrt(np.mean(base ** 2, axis=(1, 2), keepdims=True))
+            base = _token_stimuli(band, t, seed, brirs, n, fs, level_db)  # (azimuth, 2, T)
             itd = impose_itd(base[:, None], itd_offsets[None, :], fs)  # (az, offset, 2, T)
             ild = impose_ild(base[:, None], ild_offsets[None, :])
             stim = np.concatenate([itd, ild], axis=1).reshape(-1, 2, n)
@@ -397,8 +427,8 @@ def duplex_probe(
 
 def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
                      azimuths: Sequence[float] = PROBE_AZIMUTHS, itd_offsets: Sequence[float] = ITD_OFFSETS_US,
-                     n_tokens: int = 1, composite: str = "cochcnn", batch_size: int = 4, device: str = "cpu",
-                     seed: int = 0, progress: bool = False, **options: Any):
+                     n_tokens: int = 1, level_db: float = 0.0, composite: str = "cochcnn", batch_size: int = 4,
+                     device: str = "cpu", seed: int = 0, progress: bool = False, **options: Any):
     """Relevance of ITD-probe stimuli: mass per band and ear, and the interaural lag of the relevance.
 
     The stimuli are those of :func:`duplex_probe` (same seeds: the same tokens) with the ITD
@@ -409,35 +439,28 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
     xarray.Dataset
         Along ``stimulus`` (band, azimuth, ITD offset, token): ``stimulus_itd`` (measured on
         the ear signals, us), ``relevance_lag`` (lag of the left/right relevance
-        cross-correlation, us), ``relevance_total``; ``relevance_mass (stimulus, ear,
-        frequency)`` (time-summed cochleagram relevance over the stimulus's total) and its
-        mean ``band_mass (band, ear, frequency)``; ``lag_slope (band)``: regression slope
+        cross-correlation, us; both on the envelope in the high band), ``relevance_total``
+        (signed); ``relevance_mass (stimulus, ear, frequency)`` (time-summed |cochleagram
+        relevance| over the stimulus's sum of |relevance|) and its mean ``band_mass (band,
+        ear, frequency)``; ``lag_slope (band)``: regression slope
         of relevance lag on stimulus ITD (1: the relevance carries the ITD), with
         ``lag_slope_r`` the correlation.
     """
     import xarray as xr
 
-    from xai_loc.acoustics.binaural import anechoic_rirs, spatialize
     from xai_loc.acoustics.hrtf import load_hrtf
-    from xai_loc.data.binaural_store import REFERENCE_RMS
     from xai_loc.explain.attribute import resolve_model
     from xai_loc.explain.cochcnn import explain_cochcnn
     from xai_loc.progress import tqdm
 
     model, _ = resolve_model(model)
+    azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens)
     fs, n = _model_rate(model, None, None)
-    hrtf = load_hrtf("kemar", fs=fs)
-    azimuths = np.asarray(azimuths, dtype=np.float64)
-    itd_offsets = np.asarray(itd_offsets, dtype=np.float64)
-    brirs = anechoic_rirs(np.mod(azimuths, 360.0), np.zeros_like(azimuths), hrtf=hrtf, fs=fs).double().numpy()
+    brirs = _lateral_brirs(azimuths, load_hrtf("kemar", fs=fs), fs)
     rows, stims = [], []
-    for b, band in enumerate(bands):
-        if band not in BANDS:
-            raise InputError(f"band {band!r} is not allowed; use some of {', '.join(BANDS)}")
+    for band in bands:
         for t in range(n_tokens):
-            dry = band_noise(band, n, fs, np.random.default_rng([seed, b, t, 41]))
-            base = np.stack([spatialize(dry, h) for h in brirs])
-            base *= REFERENCE_RMS / np.sqrt(np.mean(base ** 2, axis=(1, 2), keepdims=True))
+            base = _token_stimuli(band, t, seed, brirs, n, fs, level_db)
             stim = impose_itd(base[:, None], itd_offsets[None, :], fs)
             for a, az in enumerate(azimuths):
                 for o, off in enumerate(itd_offsets):
@@ -449,17 +472,22 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
         parts.append(explain_cochcnn(model, stims[s:s + 32], composite=composite, batch_size=batch_size,
                                      device=device, **options))
     wave = np.concatenate([p["waveform"].values for p in parts])
-    # float64 accumulation: relevance is signed and cancels (sum |r| can be tens of times the
-    # total), so a float32 total and float32 partial sums miss "the shares sum to 1" by ~1e-6
+    # shares of |relevance|: relevance is signed and cancels (sum |r| can be tens of times the
+    # total, which can be negative or near 0), so a share of the signed total can flip sign and
+    # blow up one stimulus's map; float64 so that the shares sum to 1 to the last digit
     coch = np.concatenate([p["cochleagram"].values for p in parts]).astype(np.float64)
     total = coch.sum(axis=(1, 2, 3))
-    mass = coch.sum(axis=-1) / np.where(total == 0, 1.0, total)[:, None, None]
+    coch = np.abs(coch)
+    absolute = coch.sum(axis=(1, 2, 3))
+    mass = coch.sum(axis=-1) / np.where(absolute == 0, 1.0, absolute)[:, None, None]
     band_names = np.array([r[0] for r in rows])
-    stimulus_itd = interaural_lag(stims, fs, envelope=False)
+    # above ~1.5 kHz interaural delays are carried by the envelope (fine structure is ambiguous
+    # within a cycle): both the stimulus's ITD and the relevance's lag are measured on it there
     high = np.array([BANDS[b][0] >= 3000.0 for b in band_names])
+    stimulus_itd, rel_lag = interaural_lag(stims, fs), interaural_lag(wave, fs)
     if high.any():
         stimulus_itd[high] = interaural_lag(stims[high], fs, envelope=True)
-    rel_lag = interaural_lag(wave, fs)
+        rel_lag[high] = interaural_lag(wave[high], fs, envelope=True)
     slope, corr = [], []
     for band in bands:
         sel = band_names == band
@@ -478,8 +506,8 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
             "stimulus_itd": ("stimulus", stimulus_itd, {"units": "us", "description": "positive: left leads"}),
             "relevance_lag": ("stimulus", rel_lag, {"units": "us", "description": "positive: left relevance leads"}),
             "relevance_total": ("stimulus", total),
-            "relevance_mass": (("stimulus", "ear", "frequency"), mass, {"units": "share of the total"}),
-            "band_mass": (("band", "ear", "frequency"), band_mass, {"units": "share of the total"}),
+            "relevance_mass": (("stimulus", "ear", "frequency"), mass, {"units": "share of |relevance|"}),
+            "band_mass": (("band", "ear", "frequency"), band_mass, {"units": "share of |relevance|"}),
             "lag_slope": ("band", np.array(slope), {"units": "us/us"}),
             "lag_slope_r": ("band", np.array(corr)),
         },
@@ -594,7 +622,7 @@ def run_behaviour(model, store, out_dir: str | Path, *, batch_size: int = 32, de
 def run_duplex_probe(model, out_dir: str | Path, *, relevance: bool = True, n_tokens: int = 4,
                      response: str = "argmax", batch_size: int = 16, device: str = "cpu", seed: int = 0,
                      progress: bool = False, **options: Any) -> dict[str, Path]:
-    """The duplex probe (and its relevance view) of a model, written as stores.
+    """The duplex probe (and its relevance view, with as many tokens) of a model, written as stores.
 
     Writes ``duplex.nc`` (:func:`duplex_probe`) and ``cue_relevance.nc``
     (:func:`duplex_relevance`, unless ``relevance=False``) under ``out_dir``, atomically;
@@ -606,12 +634,20 @@ def run_duplex_probe(model, out_dir: str | Path, *, relevance: bool = True, n_to
 
     model, info = resolve_model(model)
     out_dir = Path(out_dir)
-    probe = duplex_probe(model, n_tokens=n_tokens, response=response, batch_size=batch_size, device=device,
-                         seed=seed, progress=progress)
-    probe.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
-    paths = {"duplex": write_dataset_atomic(probe, out_dir / "duplex.nc")}
-    if relevance:
-        view = duplex_relevance(model, device=device, seed=seed, progress=progress, **options)
-        view.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
-        paths["relevance"] = write_dataset_atomic(view, out_dir / "cue_relevance.nc")
+    if options and not relevance:
+        raise InputError(f"composite option {next(iter(options))!r} only applies to the relevance view; "
+                         "drop it, or compute the view")
+    results = {}
+    if relevance:  # first: a bad composite option fails before any file is written
+        results["relevance"] = ("cue_relevance.nc", duplex_relevance(
+            model, n_tokens=n_tokens, batch_size=batch_size, device=device, seed=seed, progress=progress, **options))
+    results["duplex"] = ("duplex.nc", duplex_probe(model, n_tokens=n_tokens, response=response,
+                                                   batch_size=batch_size, device=device, seed=seed,
+                                                   progress=progress))
+    paths = {}
+    for key in ("duplex", "relevance"):
+        if key in results:
+            name, ds = results[key]
+            ds.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
+            paths[key] = write_dataset_atomic(ds, out_dir / name)
     return paths

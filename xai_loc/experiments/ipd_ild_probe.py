@@ -10,7 +10,7 @@ LRP relevance of a TF-CNN (:mod:`xai_loc.models.tfcnn`) lands on its input maps
   dims ``(example, channel, frequency, frame)``, and on the ear signals, ``(example, ear, time)``;
 - :func:`band_profile`: relevance per channel and band (octaves by default), dims
   ``(channel, band)``: signed ``relevance``, absolute ``mass`` and ``share`` (mass over the
-  total mass of both channels), with the split of each channel's mass at 1.5 kHz in attrs;
+  total mass of both channels), with the share of each channel's mass below 1.5 kHz (``share_below_split``);
 - :func:`ipd_ild_probe`: both on the examples of a scene file, with provenance;
 - :func:`run_ipd_ild_probe`: the probe at each test SNR, written as ``band_profile.nc``
   (drawn by :func:`xai_loc.plots.band_profile.draw_band_profile`).
@@ -37,14 +37,13 @@ from typing import Any
 import numpy as np
 
 from xai_loc.errors import InputError
+from xai_loc.experiments.cues import DUPLEX_SPLIT_HZ
 from xai_loc.explain.tfcnn import explain_tfcnn
 
-__all__ = ["OCTAVE_EDGES", "DUPLEX_SPLIT_HZ", "band_profile", "ipd_ild_probe", "run_ipd_ild_probe"]
+__all__ = ["OCTAVE_EDGES", "band_profile", "ipd_ild_probe", "run_ipd_ild_probe"]
 
 #: Octave band edges in Hz over the 16 kHz STFT's 0-8 kHz (the first band takes DC, the last Nyquist).
 OCTAVE_EDGES = (0.0, 125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
-#: Frequency (Hz) that separates the duplex regimes in the probe's summary.
-DUPLEX_SPLIT_HZ = 1500.0
 
 
 def band_profile(cues, edges: Sequence[float] = OCTAVE_EDGES):
@@ -67,9 +66,10 @@ def band_profile(cues, edges: Sequence[float] = OCTAVE_EDGES):
         (along ``band``: IPD mass over IPD + ILD mass); coords ``band_low``, ``band_high``,
         ``band_centre`` (geometric; arithmetic for a band from 0 Hz) and ``n_bins`` (STFT bins
         in the band: octaves hold more bins as they rise, so ``mass / n_bins`` compares
-        densities). attrs: the input's
-        provenance, the ``edges``, ``total_relevance``, ``total_mass`` and, for each channel,
-        the share of its mass below and above :data:`DUPLEX_SPLIT_HZ`.
+        densities); ``share_below_split`` (along ``channel``: the share of the channel's mass
+        below :data:`DUPLEX_SPLIT_HZ`, which falls inside an octave band), ``total_relevance``
+        and ``total_mass``: variables, so that they survive stacking profiles along ``snr``.
+        attrs: the input's provenance and the ``edges``.
     """
     import xarray as xr
 
@@ -91,24 +91,22 @@ def band_profile(cues, edges: Sequence[float] = OCTAVE_EDGES):
     centre = np.where(low > 0, np.sqrt(np.maximum(low, 1e-300) * high), (low + high) / 2)
     channels = [str(c) for c in cues["channel"].values]
     below = freq < DUPLEX_SPLIT_HZ
-    split = {}
-    for i, c in enumerate(channels):
-        m = float(absolute.values[i].sum())
-        split[f"{c}_mass_below_{DUPLEX_SPLIT_HZ:g}Hz"] = float(absolute.values[i, below].sum()) / m if m else 0.0
-    share_below = {c: split[f"{c}_mass_below_{DUPLEX_SPLIT_HZ:g}Hz"] for c in channels}
+    channel_mass = absolute.values.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share_below = np.where(channel_mass > 0, absolute.values[:, below].sum(axis=1) / channel_mass, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         ipd_fraction = mass[channels.index("ipd")] / mass.sum(axis=0)
     attrs = {k: v for k, v in cues.attrs.items() if k != "level"}
     attrs.update(level="IPD/ILD maps, summed over examples and frames", edges_hz=json.dumps(edges.tolist()),
-                 total_relevance=float(relevance.sum()), total_mass=total_mass,
-                 n_examples=int(cues.sizes.get("example", 1)), duplex_split_hz=DUPLEX_SPLIT_HZ,
-                 **{f"{c}_share_below_split": v for c, v in share_below.items()},
-                 **{f"{c}_share_above_split": 1.0 - v for c, v in share_below.items()})
+                 n_examples=int(cues.sizes.get("example", 1)), duplex_split_hz=DUPLEX_SPLIT_HZ)
     return xr.Dataset(
         {"relevance": (("channel", "band"), relevance),
          "mass": (("channel", "band"), mass),
          "share": (("channel", "band"), mass / total_mass if total_mass else np.zeros_like(mass)),
-         "ipd_fraction": ("band", ipd_fraction)},
+         "ipd_fraction": ("band", ipd_fraction),
+         "share_below_split": ("channel", share_below, {"units": "share of the channel's |relevance|",
+                                                        "split_hz": DUPLEX_SPLIT_HZ}),
+         "total_relevance": ((), float(relevance.sum())), "total_mass": ((), total_mass)},
         coords={"channel": channels, "band": np.arange(n_bands),
                 "n_bins": ("band", np.bincount(band, minlength=n_bands)), "band_low": ("band", low, {"units": "Hz"}),
                 "band_high": ("band", high, {"units": "Hz"}), "band_centre": ("band", centre, {"units": "Hz"})},

@@ -16,7 +16,7 @@ def plot_band_profile(profile, ax=None, title: str | None = None):
     """
     import matplotlib.pyplot as plt
 
-    from xai_loc.experiments.ipd_ild_probe import DUPLEX_SPLIT_HZ
+    from xai_loc.experiments.cues import DUPLEX_SPLIT_HZ
 
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.0, 3.2))

@@ -192,7 +192,7 @@ def plot_cues(probe, view=None):
                         color=BAND_COLORS.get(band), label=f"{band} {ear}")
         ax.set_xscale("log")
         ax.set_xlabel("band centre frequency (Hz)")
-        ax.set_ylabel("share of relevance")
+        ax.set_ylabel("share of |relevance|")
         ax.set_title("relevance per band and ear")
         ax.legend(fontsize=7)
         ax = axes[4]

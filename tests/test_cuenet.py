@@ -278,6 +278,10 @@ def test_probe_finds_the_only_informative_cue(tmp_path):
         cue_probe.cue_ablation(out, store, mode="zero")
     _, table = cue_probe.probe_cues(out, store)
     assert table["cue_abs_share"].sel(cue="ild") == table["cue_abs_share"].max()
+    drawn, _ = cue_probe.probe_cues(out, store, max_examples=4, seed=1)  # a seeded draw, not the first four
+    again, _ = cue_probe.probe_cues(out, store, max_examples=4, seed=1)
+    assert drawn.sizes["example"] == 4 and list(drawn["example"].values) == list(again["example"].values)
+    assert list(drawn["example"].values) != list(store["example"].values[:4])
     # abs_share is float32 (reliance_table normalizes the float32 relevance in float32): each
     # example's denominator is a float32 sum of 96 (cue, band) terms and the mean over the examples
     # a float32 sum along the example axis, so, summed in float64, the shares total 1 within

@@ -88,7 +88,8 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
 @click.option("--checkpoint", type=InputFile(), default=None,
               help="A cue-network checkpoint [default: the shipped pretrained/cuenet_default.safetensors].")
 @click.option("--examples", type=Int(1), default=None,
-              help="Explain only the first N test scenes [default: all]; the ablation always scores all of them.")
+              help="Explain only N test scenes, a draw seeded by --seed [default: all]; the ablation always scores "
+                   "all of them.")
 @click.option("--ablation", type=click.Choice(("permute", "mean")), default="permute", show_default=True,
               help="How the rule-free check destroys one cue: shuffled across scenes, or its mean.")
 @click.option("--option", "options", multiple=True,
@@ -108,7 +109,8 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     model = family_checkpoint(checkpoint, "cuenet")  # before rendering
     test = simulate_cue_scenes(_cue_spec(train_per_utterance, test_per_utterance, seed), "test", root=data,
                                progress=True)
-    result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, **parse_options(options))
+    result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, seed=seed,
+                           **parse_options(options))
     paths = list(result["paths"].values())
     for path in paths + draw(paths):
         click.echo(str(path))

@@ -173,8 +173,9 @@ def cue_ablation(model, store, *, mode: str = "permute", split_hz: float = DUPLE
 
 
 def probe_cues(model, store, *, max_examples: int | None = None, target: str | int = "prediction",
-               batch_size: int = 64, **options: Any):
-    """:func:`~xai_loc.explain.cuenet.cue_relevance` on (the first ``max_examples`` of) a cue-scene store, plus
+               batch_size: int = 64, seed: int = 0, **options: Any):
+    """:func:`~xai_loc.explain.cuenet.cue_relevance` on a cue-scene store (or ``max_examples`` of it, a
+    seeded draw: the store is ordered by utterance, so its first examples would cover few), plus
     :func:`reliance_table`.
 
     Returns
@@ -186,20 +187,22 @@ def probe_cues(model, store, *, max_examples: int | None = None, target: str | i
     from xai_loc.data.cue_scenes import open_cue_scenes
 
     ds = store if hasattr(store, "data_vars") else open_cue_scenes(store)
-    if max_examples is not None:
-        ds = ds.isel(example=slice(0, int(max_examples)))
+    index = np.arange(ds.sizes["example"])  # each example's row in the store
+    if max_examples is not None and max_examples < index.size:
+        index = np.sort(np.random.default_rng(seed).choice(index.size, size=int(max_examples), replace=False))
+        ds = ds.isel(example=index)
     rel = cue_relevance(model, ds["cues"].values, azimuth=ds["azimuth"].values, target=target,
-                        batch_size=batch_size, example=ds["example"].values, **options)
+                        batch_size=batch_size, example=index, **options)
     rel.attrs.update(store_spec_digest=ds.attrs.get("spec_digest", ""), store_split=ds.attrs.get("split", ""))
     return rel, reliance_table(rel)
 
 
 def run_cue_probe(model, store, out_dir: str | Path, *, max_examples: int | None = None, ablation: str = "permute",
-                  **options: Any) -> dict[str, Any]:
+                  seed: int = 0, **options: Any) -> dict[str, Any]:
     """The whole probe on a cue-scene store, written to ``out_dir`` (each file atomically).
 
     ``options`` go to the composite (``first_rule``, ``conv_rule`` ...); ``ablation`` is the
-    :func:`cue_ablation` mode.
+    :func:`cue_ablation` mode; ``seed`` draws the ``max_examples`` and the ablation's permutation.
 
     Writes ``cue_relevance.nc`` (per example, cue and band, attention weights; the
     per-frame maps are left out), ``cue_reliance.nc`` (:func:`reliance_table`, drawn as
@@ -214,8 +217,8 @@ def run_cue_probe(model, store, out_dir: str | Path, *, max_examples: int | None
     from xai_loc.io import write_dataset_atomic
 
     out_dir = Path(out_dir)
-    relevance, table = probe_cues(model, store, max_examples=max_examples, **options)
-    ablated = cue_ablation(model, store, mode=ablation)
+    relevance, table = probe_cues(model, store, max_examples=max_examples, seed=seed, **options)
+    ablated = cue_ablation(model, store, mode=ablation, seed=seed)
     paths = {"relevance": write_dataset_atomic(relevance.drop_vars("relevance_map"), out_dir / "cue_relevance.nc"),
              "table": write_dataset_atomic(table, out_dir / "cue_reliance.nc"),
              "ablation": write_dataset_atomic(ablated, out_dir / "cue_ablation.nc")}

@@ -79,12 +79,17 @@ def mirror_pairs(azimuth, sound_id, azimuths=PROBE_AZIMUTHS, sounds_per_kind: in
     return np.asarray(pairs, dtype=np.int64)
 
 
+def ear_balance(left, right) -> np.ndarray:
+    """``(L - R) / (|L| + |R|)`` of left- and right-ear relevance: +1 all left, -1 all right (0 where both are 0)."""
+    left, right = np.asarray(left), np.asarray(right)
+    return (left - right) / np.maximum(np.abs(left) + np.abs(right), 1e-30)
+
+
 def relevance_by_ear(relevance) -> dict[str, np.ndarray]:
-    """Per-example relevance sums of the left and right ear, and their balance ``(L - R) / (|L| + |R|)``."""
+    """Per-example relevance sums of the left and right ear, and their :func:`ear_balance`."""
     left = relevance.sel(ear="left").sum(("frequency", "time")).values
     right = relevance.sel(ear="right").sum(("frequency", "time")).values
-    return {"left": left, "right": right,
-            "balance": (left - right) / np.maximum(np.abs(left) + np.abs(right), 1e-30)}
+    return {"left": left, "right": right, "balance": ear_balance(left, right)}
 
 
 def markdown_table(ds, metric: str = "mean_error") -> str:
@@ -166,7 +171,7 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
             rel["output"][i, j] = lrp.output.values.reshape(len(pairs), 2)
 
     total = rel["left"] + rel["right"]
-    balance = (rel["left"] - rel["right"]) / np.maximum(np.abs(rel["left"]) + np.abs(rel["right"]), 1e-30)
+    balance = ear_balance(rel["left"], rel["right"])
     dims, pdims = ("sharing", "integration"), ("sharing", "integration", "pair", "side")
     ds = xr.Dataset(
         {
@@ -250,7 +255,7 @@ def mirror_relevance(model, scenes, *, target: str | float = "sin", sounds_per_k
     shape = (len(pairs), 2, 2, -1)
     mass = np.stack([m.sum("time").values.reshape(shape) for m in maps.values()])
     by_ear = mass.sum(axis=-1)
-    balance = (by_ear[..., 0] - by_ear[..., 1]) / np.maximum(np.abs(by_ear).sum(axis=-1), 1e-30)
+    balance = ear_balance(by_ear[..., 0], by_ear[..., 1])
     freq = maps["attn_lrp"].frequency.values
     low = np.abs(mass[..., freq < DUPLEX_SPLIT_HZ]).sum(axis=(1, 2, 3, 4)) / np.abs(mass).sum(axis=(1, 2, 3, 4))
     return xr.Dataset(

@@ -529,9 +529,12 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
 # -- behaviour ----------------------------------------------------------------------------------
 
 
-def _circular_mean(deg: np.ndarray) -> float:
+def _circular(deg: np.ndarray) -> tuple[float, float]:
+    """Circular mean (degrees in [0, 360)) and circular standard deviation ``sqrt(-2 ln R)`` (degrees)."""
     ang = np.deg2rad(deg)
-    return float(np.mod(np.rad2deg(np.arctan2(np.sin(ang).mean(), np.cos(ang).mean())), 360.0))
+    c, s = np.cos(ang).mean(), np.sin(ang).mean()
+    return (float(np.mod(np.rad2deg(np.arctan2(s, c)), 360.0)),
+            float(np.rad2deg(np.sqrt(max(0.0, -2.0 * np.log(max(np.hypot(c, s), 1e-12)))))))
 
 
 def behaviour_statistics(responses, azimuth_bin: float = 30.0) -> dict[str, Any]:
@@ -563,10 +566,9 @@ def behaviour_statistics(responses, azimuth_bin: float = 30.0) -> dict[str, Any]
     mean_az, mean_el, sd_az, sd_el, counts = [], [], [], [], []
     for a, e in targets:
         sel = (t_az == a) & (t_el == e)
-        ang = np.deg2rad(folded[sel])
-        c, s = np.cos(ang).mean(), np.sin(ang).mean()
-        mean_az.append(float(np.mod(np.rad2deg(np.arctan2(s, c)), 360.0)))
-        sd_az.append(float(np.rad2deg(np.sqrt(max(0.0, -2.0 * np.log(max(np.hypot(c, s), 1e-12)))))))
+        mean, sd = _circular(folded[sel])
+        mean_az.append(mean)
+        sd_az.append(sd)
         mean_el.append(float(r_el[sel].mean()) if has_el else float("nan"))
         sd_el.append(float(r_el[sel].std()) if has_el else float("nan"))
         counts.append(int(sel.sum()))
@@ -589,9 +591,9 @@ def behaviour_statistics(responses, azimuth_bin: float = 30.0) -> dict[str, Any]
         sel = (centre == c) & (t_el == e)
         grid["azimuth_bin"].append(c)
         grid["elevation"].append(e)
-        grid["target_azimuth"].append(_circular_mean(t_az[sel]))
+        grid["target_azimuth"].append(_circular(t_az[sel])[0])
         grid["target_elevation"].append(float(t_el[sel].mean()))
-        grid["mean_azimuth_folded"].append(_circular_mean(folded[sel]))
+        grid["mean_azimuth_folded"].append(_circular(folded[sel])[0])
         grid["mean_elevation"].append(float(r_el[sel].mean()) if has_el else float("nan"))
         grid["count"].append(int(sel.sum()))
     out["grid"] = {**grid, "bin_width": float(azimuth_bin)}

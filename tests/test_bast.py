@@ -358,7 +358,7 @@ def test_rates_without_a_qualifying_target_are_undefined_not_zero():
     from xai_loc.models.bast import _azimuth_scores
 
     midline = _azimuth_scores(np.array([0.0, 180.0]), np.array([0.0, 180.0]))  # no lateral target
-    assert np.isnan(midline["lateral_sign_error"]) and midline["front_back_rate"] == 0.0
+    assert midline["lateral_sign_error"] is None and midline["front_back_rate"] == 0.0
     axis = _azimuth_scores(np.array([90.0, 270.0]), np.array([90.0, 270.0]))  # none can be front-back confused
-    assert np.isnan(axis["front_back_rate"]) and axis["lateral_sign_error"] == 0.0
+    assert axis["front_back_rate"] is None and axis["lateral_sign_error"] == 0.0
     assert midline["mean_error"] == axis["mean_error"] == 0.0

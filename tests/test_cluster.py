@@ -240,7 +240,7 @@ def test_scheduler_without_workers_is_one_line_not_a_hang():
 
     with distributed.LocalCluster(n_workers=0, dashboard_address=":0", silence_logs=40) as empty:
         with pytest.raises(InputError, match="has no worker after 1 s; start workers with 'dask worker"):
-            with cluster(empty.scheduler_address, timeout=1.0):
+            with cluster(empty.scheduler_address, worker_timeout=1.0):
                 pass
 
 
@@ -263,12 +263,15 @@ def test_a_worker_with_several_threads_runs_one_item_at_a_time():
     assert all(later[0] >= earlier[1] for earlier, later in zip(ordered[:-1], ordered[1:], strict=True))
 
 
-def test_workers_of_a_scheduler_resolve_relative_paths_here(client):
-    """A worker started in another folder works in the command's folder."""
-    from xai_loc.cluster import cluster
+def _folder(item, shared):
+    return os.getcwd()
 
-    address = client.scheduler.address
+
+def test_items_run_in_the_commands_folder_on_any_worker(client):
+    """A worker started, or restarted, in another folder computes each item in the command's folder, so that
+    relative paths (the default --data) name the same files."""
     client.run(os.chdir, "/")
-    with cluster(address) as there:
-        assert set(there.run(os.getcwd).values()) == {os.getcwd()}
+    seen = {}
+    map_blocks(_folder, range(4), seen.__setitem__, client=client)
+    assert set(seen.values()) == {os.getcwd()}
     client.run(os.chdir, os.getcwd())

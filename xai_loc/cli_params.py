@@ -89,7 +89,7 @@ class StoreOut(click.ParamType):
         if path.is_file() or (path.is_dir() and any(path.iterdir()) and not any(
                 (path / marker).exists() for marker in ("zarr.json", ".zgroup"))):
             raise InputError(f"{what} {str(path)!r} exists and is not a zarr store; choose a new path, e.g. "
-                             f"{str(path / 'relevance.zarr')!r}")
+                             f"{str((path.parent if path.is_file() else path) / 'relevance.zarr')!r}")
         check_out_dir(path.parent, what + " folder")
         return str(path)
 

@@ -21,18 +21,21 @@ same items in a loop.
 
 Workers compute one item at a time per process (a worker started with several threads runs
 their items in turn), with one torch thread and TF32 off, which also makes their float results
-those of a single-process run with ``--threads 1``. A scheduler that has no worker within the
-connection timeout, or a TLS or UCX address whose transport is not set up, is one line. The
-workers must see the paths the command gets (a shared file system on a cluster) and run the
-same xai-loc version.
+those of a single-process run with ``--threads 1``. Each item runs in the command's folder, so
+relative paths mean the same there. A scheduler that has no worker within
+:data:`WORKER_TIMEOUT`, or a TLS or UCX address whose transport is not set up, is one line.
+The workers must see the paths the command gets (a shared file system on a cluster) and run
+the same xai-loc version.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import logging
+import os
 import pickle
 import re
+import sys
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,10 +45,13 @@ from xai_loc.errors import InputError, WorkLost
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["CONNECT_TIMEOUT", "MAX_WORKERS", "check_scheduler", "check_workers", "cluster", "load_here", "map_blocks"]
+__all__ = ["CONNECT_TIMEOUT", "MAX_WORKERS", "WORKER_TIMEOUT", "check_scheduler", "check_workers", "cluster",
+           "load_here", "map_blocks"]
 
 #: Seconds to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = 10.0
+#: Seconds to wait for a scheduler's first worker (workers of a batch system may sit in its queue).
+WORKER_TIMEOUT = 600.0
 #: Most worker processes of a local cluster.
 MAX_WORKERS = 256
 #: Address schemes of a dask scheduler.
@@ -72,27 +78,6 @@ def check_workers(workers: int) -> int:
     return workers
 
 
-def _enter(folder: str) -> str:
-    """Make ``folder`` a worker's working folder (a relative path then means there what it means here)."""
-    import os
-
-    os.chdir(folder)
-    return folder
-
-
-def _same_folder(client: Client, address: str) -> None:
-    """Every worker of a running scheduler works in this process's folder, so that relative paths (the default
-    ``--data``, a pickled store's path) name the same files there; one line where a worker cannot see it."""
-    import os
-
-    folder = os.getcwd()
-    try:
-        client.run(_enter, folder)
-    except OSError as err:
-        raise InputError(f"a worker of scheduler {address} cannot see this folder {folder!r} ({type(err).__name__}); "
-                         "the workers must see the same paths (a shared file system)") from None
-
-
 def _check_transport(address: str) -> None:
     """One line, before connecting, where the address's transport is not set up here: TLS without dask's
     TLS settings, UCX without its package (a half-made ``Client`` otherwise hangs on its way out)."""
@@ -110,7 +95,7 @@ def _check_transport(address: str) -> None:
 
 @contextlib.contextmanager
 def cluster(scheduler: str | None = None, workers: int | None = None, *,
-            timeout: float | None = None) -> Iterator[Client | None]:
+            timeout: float | None = None, worker_timeout: float | None = None) -> Iterator[Client | None]:
     """A ``distributed.Client`` for the work of one command, or None to run in this process.
 
     Parameters
@@ -122,6 +107,9 @@ def cluster(scheduler: str | None = None, workers: int | None = None, *,
         Start a local cluster of this many worker processes (one thread each) instead.
     timeout
         Seconds to wait for the scheduler (default :data:`CONNECT_TIMEOUT`).
+    worker_timeout
+        Seconds to wait for a scheduler's first worker, e.g. a batch job still queued (default
+        :data:`WORKER_TIMEOUT`).
 
     Raises
     ------
@@ -137,6 +125,7 @@ def cluster(scheduler: str | None = None, workers: int | None = None, *,
     from distributed import Client, LocalCluster
 
     timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    worker_timeout = WORKER_TIMEOUT if worker_timeout is None else worker_timeout
     with contextlib.ExitStack() as stack:
         if workers is not None:
             local = stack.enter_context(LocalCluster(
@@ -157,12 +146,13 @@ def cluster(scheduler: str | None = None, workers: int | None = None, *,
                                  f"{str(err).splitlines()[0][:100] if str(err) else 'no detail'}); a tls:// or ucx:// "
                                  "scheduler needs dask's security or ucx settings configured") from None
             stack.enter_context(client)
-            try:
-                client.wait_for_workers(1, timeout=timeout)
-            except (OSError, TimeoutError):
-                raise InputError(f"scheduler {address} has no worker after {timeout:g} s; start workers with "
-                                 f"'dask worker {address}'") from None
-            _same_folder(client, address)
+            if not client.scheduler_info().get("workers"):
+                print(f"waiting up to {worker_timeout:g} s for a worker of {address}", file=sys.stderr, flush=True)
+                try:
+                    client.wait_for_workers(1, timeout=worker_timeout)
+                except (OSError, TimeoutError):
+                    raise InputError(f"scheduler {address} has no worker after {worker_timeout:g} s; start workers "
+                                     f"with 'dask worker {address}' (or a batch job that runs it)") from None
         yield client
 
 
@@ -207,11 +197,20 @@ def _worker_setup() -> bool:
 _ONE_ITEM = threading.Lock()
 
 
-def _run(fn: Callable[[Any, Any], Any], item: Any, payload: bytes) -> Any:
-    """One item on a worker, computed with one torch thread, alone in its process."""
+def _run(fn: Callable[[Any, Any], Any], item: Any, payload: bytes, folder: str) -> Any:
+    """One item on a worker, computed with one torch thread, alone in its process, in the calling
+    process's ``folder`` (so that a relative path, e.g. the default ``--data``, names the same files
+    on a worker started elsewhere, restarted or joined late)."""
+    import os
+
     import torch
 
     with _ONE_ITEM:
+        try:
+            os.chdir(folder)
+        except OSError as err:
+            raise InputError(f"a worker cannot see the command's folder {folder!r} ({type(err).__name__}); the "
+                             "workers must see the same paths (a shared file system)") from None
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)
         _worker_setup()
@@ -264,7 +263,7 @@ def map_blocks(fn: Callable[[Item, Any], Any], items: Iterable[Item], write: Cal
         payload = cloudpickle.dumps(shared)  # here, so that what cannot be sent fails here, at once
         with dask.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
             context = client.submit(bytes, payload, pure=False)  # in the graph once: recomputed if lost
-        futures = client.map(_run, [fn] * len(items), items, payload=context, pure=False)
+        futures = client.map(_run, [fn] * len(items), items, payload=context, folder=os.getcwd(), pure=False)
         of = {future.key: item for future, item in zip(futures, items, strict=True)}
         try:
             for future, result in as_completed(futures, loop=client.loop, with_results=True):
@@ -275,7 +274,7 @@ def map_blocks(fn: Callable[[Item, Any], Any], items: Iterable[Item], write: Cal
         except KilledWorker as err:
             raise WorkLost(f"work item {of.get(err.task, err.task)!r} ended the worker computing it "
                            f"{err.allowed_failures + 1} time(s) (out of memory?); give the workers more memory (or "
-                           "lower --batch-size where the command has one), then run the same command again: it "
-                           "resumes from what was written") from None
+                           "lower --batch-size where the command has one) and run the command again (simulate and "
+                           "explain resume from what they wrote)") from None
         finally:
             client.cancel([*futures, context])

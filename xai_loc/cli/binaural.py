@@ -160,13 +160,13 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     setup(ctx)
     model = family_checkpoint(checkpoint, "cochcnn")  # before rendering
     spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
-    store = simulate_binaural(spec, "test", root=data, device=device, progress=True) \
-        if behaviour else None
     progress = True
+    # the probe first: it checks the composite options before the behaviour's scenes are rendered
     paths = list(run_duplex_probe(model, out, relevance=relevance, n_tokens=tokens, response=response,
                                   batch_size=batch_size, device=device, seed=seed, progress=progress,
                                   **parse_options(options)).values())
-    if store is not None:
+    if behaviour:
+        store = simulate_binaural(spec, "test", root=data, device=device, progress=True)
         paths += run_behaviour(model, store, out, batch_size=batch_size, device=device, progress=progress).values()
     paths += draw(paths)
     for path in paths:

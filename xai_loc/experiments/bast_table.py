@@ -163,7 +163,7 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
             minutes[i, j] = info["cpu_seconds"] / 60.0
             scores = evaluate_bast(model, test_x, test_set.azimuth.values)
             for m in METRICS:
-                metrics[m][i, j] = scores[m]
+                metrics[m][i, j] = np.nan if scores[m] is None else scores[m]
             lrp = explain_bast(model, probe, "attn_lrp", target="sin")["spectrogram"]
             by_ear = relevance_by_ear(lrp)
             rel["left"][i, j] = by_ear["left"].reshape(len(pairs), 2)

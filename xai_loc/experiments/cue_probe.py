@@ -187,12 +187,12 @@ def probe_cues(model, store, *, max_examples: int | None = None, target: str | i
     from xai_loc.data.cue_scenes import open_cue_scenes
 
     ds = store if hasattr(store, "data_vars") else open_cue_scenes(store)
-    index = np.arange(ds.sizes["example"])  # each example's row in the store
-    if max_examples is not None and max_examples < index.size:
-        index = np.sort(np.random.default_rng(seed).choice(index.size, size=int(max_examples), replace=False))
-        ds = ds.isel(example=index)
+    labels = ds["example"].values if "example" in ds.coords else np.arange(ds.sizes["example"])
+    if max_examples is not None and max_examples < labels.size:
+        index = np.sort(np.random.default_rng(seed).choice(labels.size, size=int(max_examples), replace=False))
+        ds, labels = ds.isel(example=index), labels[index]
     rel = cue_relevance(model, ds["cues"].values, azimuth=ds["azimuth"].values, target=target,
-                        batch_size=batch_size, example=index, **options)
+                        batch_size=batch_size, example=labels, **options)
     rel.attrs.update(store_spec_digest=ds.attrs.get("spec_digest", ""), store_split=ds.attrs.get("split", ""))
     return rel, reliance_table(rel)
 

@@ -466,12 +466,11 @@ def _azimuth_scores(pred: np.ndarray, azimuth) -> dict[str, float]:
     confused, eligible = front_back_confusions(pred, true)
     folded = azimuth_error(np.where(confused, mirror_front_back(pred), pred), true)
     return {"mean_error": float(err.mean()), "median_error": float(np.median(err)),
-            # NaN where no target qualifies: undefined, not a perfect 0
-            "front_back_rate": float(confused[eligible].mean()) if eligible.any() else float("nan"),
+            # None where no target qualifies: undefined, not a perfect 0 (as in direction_metrics)
+            "front_back_rate": float(confused[eligible].mean()) if eligible.any() else None,
             "mean_error_folded": float(folded.mean()),
             "accuracy_5": float(np.mean(err <= 5.0)), "accuracy_10": float(np.mean(err <= 10.0)),
-            "lateral_sign_error": (float(np.mean(sin_t[lateral] * sin_p[lateral] < 0)) if lateral.any()
-                                   else float("nan")),
+            "lateral_sign_error": float(np.mean(sin_t[lateral] * sin_p[lateral] < 0)) if lateral.any() else None,
             "n": int(true.size)}
 
 

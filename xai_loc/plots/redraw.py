@@ -105,10 +105,10 @@ def draw_result(name: str, ds, path: str | Path) -> list[Path]:
     from xai_loc.errors import InputError
     from xai_loc.experiments.registry import RESULTS
 
+    result, drawer = RESULTS[name], DRAWERS[name]
     try:
-        return DRAWERS[name](ds, Path(path))
+        return drawer(ds, Path(path))
     except KeyError as err:
-        result = RESULTS[name]
         missing = str(err.args[0] if err.args else err).splitlines()[0][:120]
         raise InputError(f"{result.what} {path} cannot be drawn (missing: {missing}); "
                          f"run 'xai-loc {result.command}' to rebuild it") from None

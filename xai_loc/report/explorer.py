@@ -91,7 +91,7 @@ def _window_figure(signals: np.ndarray, relevance: np.ndarray, fs: float, title:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
     scale = np.abs(signals).max() or 1.0
     for m in range(n_mics):
-        axes[0].plot(t, m + 0.45 * signals[m] / scale, lw=0.4, color="k")
+        axes[0].plot(t, m - 0.45 * signals[m] / scale, lw=0.4, color="k")  # the axis runs down: + is up
     # microphone 0 on top, as in the relevance image beside it
     axes[0].set(title="microphone signals", xlabel="time (ms)", ylabel="microphone", xlim=(t[0], t[-1]),
                 ylim=(n_mics - 0.5, -0.5))

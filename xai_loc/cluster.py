@@ -201,8 +201,6 @@ def _run(fn: Callable[[Any, Any], Any], item: Any, payload: bytes, folder: str) 
     """One item on a worker, computed with one torch thread, alone in its process, in the calling
     process's ``folder`` (so that a relative path, e.g. the default ``--data``, names the same files
     on a worker started elsewhere, restarted or joined late)."""
-    import os
-
     import torch
 
     with _ONE_ITEM:

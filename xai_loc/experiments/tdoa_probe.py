@@ -963,7 +963,7 @@ class TdoaExperiment(Experiment):
     result_file = RESULT_FILES["store"]
     what = "TDOA result"
     command = "tdoa"
-    required = ("delay", "anomalies_percent", "mae_samples", "threshold", "pair_distance")
+    required = ("delay", "anomalies_percent", "mae_samples", "threshold")
     table_files = {kind: file for kind, file in RESULT_FILES.items() if kind != "store"}
 
     def run(self, models: ModelSet | Mapping, data: Any, **options: Any) -> xr.Dataset:

@@ -483,11 +483,16 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
     band_names = np.array([r[0] for r in rows])
     # above ~1.5 kHz interaural delays are carried by the envelope (fine structure is ambiguous
     # within a cycle): both the stimulus's ITD and the relevance's lag are measured on it there
-    high = np.array([BANDS[b][0] >= 3000.0 for b in band_names])
-    stimulus_itd, rel_lag = interaural_lag(stims, fs), interaural_lag(wave, fs)
-    if high.any():
-        stimulus_itd[high] = interaural_lag(stims[high], fs, envelope=True)
-        rel_lag[high] = interaural_lag(wave[high], fs, envelope=True)
+    high = np.array([BANDS[b][0] >= DUPLEX_SPLIT_HZ for b in band_names])
+
+    def lags(x: np.ndarray) -> np.ndarray:  # each stimulus measured once, on fine structure or envelope
+        out = np.empty(len(x))
+        for envelope in (False, True):
+            if (sel := high == envelope).any():
+                out[sel] = interaural_lag(x[sel], fs, envelope=envelope)
+        return out
+
+    stimulus_itd, rel_lag = lags(stims), lags(wave)
     slope, corr = [], []
     for band in bands:
         sel = band_names == band

@@ -143,13 +143,12 @@ def plot_inspection(
     if mics is None:
         mics = _vector(first, "mic", "mic")
     labels = np.asarray(sig["window"].values)
-    positions = _vector(ds, "source_position", "window")
-    if positions is not None:
-        position_of = dict(zip(labels.tolist(), positions, strict=True))
-    elif (rel_sources := _vector(first, "source", "window")) is not None:  # e.g. a bare signals DataArray
-        position_of = dict(zip(np.asarray(first["window"].values).tolist(), rel_sources, strict=True))
-    if mics is None or (positions is None and rel_sources is None):
+    positions, source_labels = _vector(ds, "source_position", "window"), labels
+    if positions is None:  # e.g. a bare signals DataArray: the relevance's source coords
+        positions, source_labels = _vector(first, "source", "window"), np.asarray(first["window"].values)
+    if mics is None or positions is None:
         raise InputError("the data needs source positions and mic positions to give true delays")
+    position_of = dict(zip(source_labels.tolist(), positions, strict=True))
     if windows is None:
         rel_positions = _vector(first, "source", "window")
         windows, errors = localization_error_windows(first, predictions, rel_positions)

@@ -29,6 +29,32 @@ def test_figure_names_keep_the_conditions_dots(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in first + second)
 
 
+def test_a_figure_pair_is_replaced_together_or_not_at_all(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from xai_loc.io import save_figure_pair
+
+    stem = tmp_path / "perturbation_t60-0.6_snr-10"
+    for suffix in (".png", ".pdf"):
+        stem.with_name(stem.name + suffix).write_bytes(b"old " + suffix.encode())
+    fig = plt.figure()
+    render = fig.savefig
+
+    def pdf_fails(path, **kwargs):
+        if str(path).endswith(".pdf"):
+            raise OSError("no space left on device")
+        render(path, **kwargs)
+
+    fig.savefig = pdf_fails
+    with pytest.raises(OSError):
+        save_figure_pair(fig, stem)
+    assert sorted(p.read_bytes() for p in tmp_path.iterdir()) == [b"old .pdf", b"old .png"]
+    assert not plt.fignum_exists(fig.number)
+    written = save_figure_pair(plt.figure(), stem)
+    assert [p.read_bytes()[:4] for p in written] == [b"\x89PNG", b"%PDF"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+
+
 def test_run_title_names_condition_method_and_fill():
     from xai_loc.plots.labels import run_title
 
@@ -54,6 +80,10 @@ def test_a_result_lacking_what_its_figure_needs_is_refused_before_any_figure(tmp
     with pytest.raises(InputError, match="perturbation result .* cannot be drawn .*run 'xai-loc perturb'"):
         draw_result("perturbation", _perturbation(0.6), tmp_path / "odd" / "perturbation.nc")
     assert not (tmp_path / "odd").exists()
+    # a KeyError of the drawing code itself is a bug and surfaces as one, not as a damaged file
+    monkeypatch.setitem(redraw.DRAWERS, "perturbation", lambda ds, path: {}["colour"])
+    with pytest.raises(KeyError, match="colour"):
+        draw_result("perturbation", _perturbation(0.6), tmp_path / "odd" / "perturbation.nc")
 
 
 def test_tdoa_pairs_at_one_distance_are_pooled():

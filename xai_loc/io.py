@@ -92,34 +92,40 @@ _FIGURE_METADATA = {
 def save_figure_atomic(fig, path: str | Path, dpi: int = 130, close: bool = True) -> Path:
     """Save a matplotlib figure to ``path`` (format from the suffix) atomically, with fixed metadata
     (no dates, so the bytes are reproducible); close it unless ``close=False``."""
+    return save_figure_set(fig, [path], dpi=dpi, close=close)[0]
+
+
+def save_figure_set(fig, paths, dpi: int = 130, close: bool = True) -> list[Path]:
+    """Render ``fig`` to every path (format from each suffix) and rename them into place together.
+
+    All renderings go to temporary files first, so a failure in any format (a PDF font error, a
+    full disk) leaves every path as it was: never a new PNG beside a stale PDF. Fixed metadata (no
+    dates) keeps the bytes reproducible. The figure is closed unless ``close=False``.
+    """
     import matplotlib
     import matplotlib.pyplot as plt
 
-    path = Path(path)
+    paths = [Path(p) for p in paths]
     try:
         # SVG element ids are random unless salted
-        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "xai-loc"}):
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=_FIGURE_METADATA.get(path.suffix.lower()))
+        with contextlib.ExitStack() as stack, matplotlib.rc_context({"svg.hashsalt": "xai-loc"}):
+            for path in paths:
+                tmp = stack.enter_context(atomic_path(path))
+                fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=_FIGURE_METADATA.get(path.suffix.lower()))
     finally:
         if close:
             plt.close(fig)
-    return path
+    return paths
 
 
 def save_figure_pair(fig, out_stem: str | Path, dpi: int = 150) -> list[Path]:
-    """Save ``fig`` as ``<out_stem>.png`` and ``<out_stem>.pdf``, each atomically, and close it.
+    """Save ``fig`` as ``<out_stem>.png`` and ``<out_stem>.pdf`` together (see :func:`save_figure_set`) and close it.
 
     The suffixes are appended, never substituted: a stem such as ``perturbation_t60-0.6_snr-10`` keeps its
     dots (``Path.with_suffix`` would cut it to ``perturbation_t60-0`` and let conditions overwrite each other).
     """
-    import matplotlib.pyplot as plt
-
     out_stem = Path(out_stem)
-    try:
-        return [save_figure_atomic(fig, out_stem.with_name(out_stem.name + suffix), dpi=dpi, close=False)
-                for suffix in (".png", ".pdf")]
-    finally:
-        plt.close(fig)
+    return save_figure_set(fig, [out_stem.with_name(out_stem.name + suffix) for suffix in (".png", ".pdf")], dpi=dpi)
 
 
 def partial_paths(final: str | Path) -> tuple[Path, Path]:

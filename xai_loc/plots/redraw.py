@@ -96,6 +96,15 @@ DRAWERS: dict[str, Callable] = {
 }
 
 
+def _raised_by_a_label_lookup(err: KeyError) -> bool:
+    """Whether ``err`` was raised inside xarray or pandas (a label or variable the file lacks)."""
+    tb = err.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    parts = Path(tb.tb_frame.f_code.co_filename).parts
+    return "xarray" in parts or "pandas" in parts
+
+
 def draw_result(name: str, ds, path: str | Path) -> list[Path]:
     """Draw the figures of result ``name`` (in memory as ``ds``, stored at ``path``) next to ``path``.
 
@@ -109,6 +118,8 @@ def draw_result(name: str, ds, path: str | Path) -> list[Path]:
     try:
         return drawer(ds, Path(path))
     except KeyError as err:
+        if not _raised_by_a_label_lookup(err):
+            raise  # a KeyError of our own drawing code is a bug, not a damaged file
         missing = str(err.args[0] if err.args else err).splitlines()[0][:120]
         raise InputError(f"{result.what} {path} cannot be drawn (missing: {missing}); "
                          f"run 'xai-loc {result.command}' to rebuild it") from None

@@ -156,3 +156,21 @@ def test_inspection_refuses_what_it_cannot_draw(tmp_path):
     with pytest.raises(InputError, match="sampling rate"):
         plot_inspection(signals, relevance, tmp_path / "c", windows=[4], pair=(0, 1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.pdf", "ok.png"]
+
+
+def test_a_deep_cascade_keeps_a_readable_sanity_figure(tmp_path, monkeypatch):
+    from xai_loc.plots import sanity
+
+    stages = ["original", *[f"blocks.{k}.attn" for k in range(52)]]
+    sim = np.linspace(1.0, 0.0, len(stages))[None, None, :, None] * np.ones((1, 1, 1, 2))
+    ds = xr.Dataset({"similarity": (("model", "method", "stage", "metric"), sim),
+                     "similarity_ci": (("model", "method", "stage", "metric", "bound"),
+                                       np.stack([sim - 0.1, sim + 0.1], axis=-1))},
+                    coords={"model": ["bast"], "method": ["lrp"], "stage": stages, "metric": ["spearman", "pearson"]})
+    drawn = {}
+    monkeypatch.setattr(sanity, "save_figure_pair", lambda fig, stem: drawn.setdefault("fig", fig))
+    sanity.plot_sanity(ds, tmp_path / "sanity")
+    fig = drawn["fig"]
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(labels) <= sanity._MAX_TICKS + 1 and labels[0] == "original" and labels[-1] == "blocks.51.attn"
+    assert fig.get_size_inches()[0] <= 0.45 * sanity._MAX_TICKS + 4.0

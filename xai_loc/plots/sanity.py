@@ -5,6 +5,9 @@ from pathlib import Path
 
 from xai_loc.io import save_figure_pair
 
+#: Most stage labels on one axis; deeper cascades label every k-th stage (and the last).
+_MAX_TICKS = 24
+
 
 def plot_sanity(results, out_stem: str | Path) -> list[Path]:
     """Draw, per model, Spearman (|R|) and Pearson (R) similarity to the original map against the stage
@@ -28,8 +31,11 @@ def plot_sanity(results, out_stem: str | Path) -> list[Path]:
     models, methods = list(results["model"].values), list(results["method"].values)
     stages = [str(s) for s in results["stage"].values]
     pos = np.arange(len(stages))
-    fig, axes = plt.subplots(len(models), 2, figsize=(max(6.0, 0.45 * len(stages) + 4.0), 3.2 * len(models)),
-                             squeeze=False, sharey=True)
+    # a deep model (BAST: 52 stages) keeps a readable width: at most _MAX_TICKS labels, the last stage always
+    step = -(-len(stages) // _MAX_TICKS)
+    ticks = sorted({*range(0, len(stages), step), len(stages) - 1})
+    fig, axes = plt.subplots(len(models), 2, figsize=(max(6.0, 0.45 * min(len(stages), _MAX_TICKS) + 4.0),
+                                                      3.2 * len(models)), squeeze=False, sharey=True)
     for k, model in enumerate(models):
         for j, metric in enumerate(("spearman", "pearson")):
             ax = axes[k][j]
@@ -40,8 +46,8 @@ def plot_sanity(results, out_stem: str | Path) -> list[Path]:
                 ax.plot(pos, value, marker="o", ms=3, color=f"C{i % 10}", label=method)
                 ax.fill_between(pos, ci[:, 0], ci[:, 1], color=f"C{i % 10}", alpha=0.15, linewidth=0)
             ax.axhline(0.0, color="0.5", linewidth=0.8)
-            ax.set_xticks(pos)
-            ax.set_xticklabels(stages, rotation=60, ha="right", fontsize=7)
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([stages[t] for t in ticks], rotation=60, ha="right", fontsize=7)
             ax.set_title(f"{model}: {'Spearman |R|' if metric == 'spearman' else 'Pearson R'} vs original",
                          fontsize=9)
             ax.grid(alpha=0.3)

@@ -20,10 +20,11 @@ import copy
 import time
 
 import torch
+from _args import count
 
 from xai_loc.explain import Explainer
 from xai_loc.models import build_model
-from xai_loc.runtime import keep_freed_memory
+from xai_loc.runtime import configure_threads, keep_freed_memory
 
 
 def workloads(arch: str):
@@ -64,10 +65,10 @@ def workloads(arch: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["loccnn", "samplecnn"], choices=("loccnn", "samplecnn"))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=count, default=3)
+    parser.add_argument("--threads", type=count, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    configure_threads(args.threads)  # freed memory is what this script switches
     print(f"{args.threads} torch thread(s); best of {args.rounds} interleaved rounds")
     for arch in args.models:
         for name, run in workloads(arch):

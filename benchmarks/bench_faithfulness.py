@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from _args import count, device_name, set_up
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import open_signals, simulate_dataset
@@ -55,14 +56,14 @@ def bare_passes(models: ModelSet, name: str, windows: torch.Tensor, truth: np.nd
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="loccnn", choices=("loccnn", "samplecnn"))
-    parser.add_argument("--sources", type=int, default=2, help="test sources (about 10 windows each)")
+    parser.add_argument("--sources", type=count, default=2, help="test sources (about 10 windows each)")
     parser.add_argument("--methods", default="lrp:paper,input_x_gradient,saliency")
     parser.add_argument("--fills", default="zero,noise,road")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=count, default=16)
+    parser.add_argument("--threads", type=count, default=1)
+    parser.add_argument("--device", default="cpu", type=device_name)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_up(args.threads)
     torch.manual_seed(0)
     specs = parse_methods(args.methods.split(","))
     fills = tuple(args.fills.split(","))

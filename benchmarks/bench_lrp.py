@@ -19,6 +19,7 @@ import statistics
 import time
 
 import torch
+from _args import count, device_name, set_up
 from torch import nn
 from zennit.attribution import Gradient
 from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
@@ -95,13 +96,13 @@ def bench(arch: str, batch: int, repeats: int, rounds: int, device: torch.device
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=count, default=16)
+    parser.add_argument("--repeats", type=count, default=3)
+    parser.add_argument("--rounds", type=count, default=1)
+    parser.add_argument("--threads", type=count, default=1)
+    parser.add_argument("--device", default="cpu", type=device_name)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_up(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     print(f"batch {args.batch} windows of 16 x 5120, device {device}, torch threads {torch.get_num_threads()}, "

@@ -15,7 +15,7 @@ import argparse
 import time
 
 import numpy as np
-import torch
+from _args import count, set_up
 
 from xai_loc.acoustics.backends import simulate_rirs
 from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
@@ -32,11 +32,11 @@ def best_time(func, repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--sources", type=int, default=10, help="test-split sources timed at T60 = 0.6 s")
+    parser.add_argument("--threads", type=count, default=1)
+    parser.add_argument("--repeat", type=count, default=5)
+    parser.add_argument("--sources", type=count, default=10, help="test-split sources timed at T60 = 0.6 s")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_up(args.threads)
     scene = paper_scene()
     src = scene.sources[scene.splits["test"][:1]]
 

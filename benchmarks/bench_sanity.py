@@ -21,6 +21,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+from _args import count, set_up
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import simulate_dataset
@@ -42,12 +43,12 @@ def argsort_ranks(a: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="loccnn", choices=("loccnn", "samplecnn"))
-    parser.add_argument("--sources", type=int, default=1, help="test sources (about 10 windows each)")
+    parser.add_argument("--sources", type=count, default=1, help="test sources (about 10 windows each)")
     parser.add_argument("--methods", default="lrp:paper,input_x_gradient")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=count, default=16)
+    parser.add_argument("--threads", type=count, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_up(args.threads)
     torch.manual_seed(0)
 
     maps = np.abs(np.random.default_rng(0).standard_normal((16, 16 * 5120)).astype(np.float32))

@@ -14,7 +14,7 @@ import time
 from unittest import mock
 
 import numpy as np
-import torch
+from _args import count, set_up
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.experiments import gcc, srp
@@ -35,11 +35,11 @@ def shifted_gcc_phat(x1, x2, max_lag=None, interp=16, eps=1e-12):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=11)
-    parser.add_argument("--interp", type=int, default=4, help="lag interpolation (the tdoa experiment's default)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--windows", type=count, default=11)
+    parser.add_argument("--interp", type=count, default=4, help="lag interpolation (the tdoa experiment's default)")
+    parser.add_argument("--threads", type=count, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_up(args.threads)
     scene = paper_scene()
     windows = np.random.default_rng(0).standard_normal((args.windows, scene.mics.shape[0], 5120))
     grid = srp_grid(scene.sources[scene.splits["test"]])["grid"]  # the tdoa experiment's search plane

@@ -8,6 +8,9 @@ the component shares, for both
 shipped models of the condition. Every stage after the simulation reads the CPU-simulated store,
 so both devices see the same windows. Printed per stage: seconds on the device, on the CPU, the
 ratio CPU / device, and the device's time per source (simulation) or per window (the others).
+Before any timing, every selected stage runs once on a one-source store on each device (untimed), so
+that neither pass pays a first use (CUDA context, compiled kernels, cached randomized copies) that
+the other does not; the process is set up as a command's (threads, freed memory kept for reuse).
 
 The projection multiplies those rates by the whole study: the 4 paper conditions x 285 test
 sources x the windows per source measured here, both models. The simulation of other
@@ -20,6 +23,7 @@ slowest, so the projection is an upper bound for simulation).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -119,19 +123,23 @@ def timed(fn: Callable[[Bench, str], None], b: Bench, device: str) -> float:
     return time.perf_counter() - start
 
 
-def warm_up(b: Bench, device: str) -> None:
-    """One forward and backward pass per model on ``device`` (CUDA context, kernels and cuDNN plans)."""
+def warm_up(b: Bench, devices, stages) -> None:
+    """Run every stage once, untimed, on a store of one source, on each device (CPU included): the CUDA
+    context, kernels and cuDNN plans, numba's deletion kernels (compiled on a fresh install), the cached
+    randomized copies and the simulation paths, so that no timed pass pays a first use the other does not."""
     import torch
 
-    from xai_loc.explain.attribute import placed
+    from xai_loc.data.store import simulate_dataset
 
-    for name in b.models:
-        model = b.models[name]
-        with placed(model, torch.device(device)):
-            x = torch.zeros(2, *model.input_shape, device=device, requires_grad=True)
-            model(x).sum().backward()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
+    warm = dataclasses.replace(b, sources=1)
+    warm.store = simulate_dataset(b.scene, "test", b.t60, b.snr, root=b.root / "warm-up" / "data", n_sources=1,
+                                  device="cpu", progress=False)
+    for device in devices:
+        for stage in stages:
+            warm.root = b.root / "warm-up" / f"{stage}-{device}"
+            STAGES[stage][0](warm, device)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
 
 
 def _seconds(value: float) -> str:
@@ -191,9 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     from xai_loc.data.scene import paper_scene
     from xai_loc.data.store import count_windows, no_tf32, simulate_dataset
     from xai_loc.errors import InputError
+    from xai_loc.experiments.faithfulness import parse_methods
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.models.zoo import shipped_checkpoint
-    from xai_loc.runtime import resolve_device
+    from xai_loc.runtime import configure_cpu, resolve_device
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -208,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--work {args.work} is not empty; give a new or empty folder (stores found there "
                              "would be reused and time nothing)")
         device = str(resolve_device(args.device))
-        torch.set_num_threads(args.threads)
+        methods = tuple(m.strip() for m in args.methods.split(","))
+        parse_methods(methods)  # a typo ends here, not after the stages before the faithfulness suite
+        configure_cpu(args.threads)  # as every xai-loc command: threads, freed memory kept for reuse
         scene = paper_scene()
         checkpoints = {arch: shipped_checkpoint(arch, args.t60, args.snr) for arch in ("loccnn", "samplecnn")}
     except InputError as err:
@@ -218,15 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(args.work or tmp)
         n_windows = count_windows(scene, "test", args.t60, args.snr, n_sources=args.sources)
         bench = Bench(root, scene, args.t60, args.snr, args.sources, None, ModelSet(checkpoints), args.batch_size,
-                      tuple(m.strip() for m in args.methods.split(",")))
+                      methods)
         print(f"torch {torch.__version__}, {device}"
               + (f" ({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else "")
               + f", {args.threads} CPU thread(s); T60 {args.t60:g} s, SNR {args.snr:g} dB; TF32 off", flush=True)
         # the data of every stage after the simulation, for both devices: simulated once on the CPU, untimed
         bench.store = simulate_dataset(scene, "test", args.t60, args.snr, root=root / "data-cpu",
                                        n_sources=args.sources, device="cpu", progress=False)
-        for dev in dict.fromkeys((device, "cpu")):
-            warm_up(bench, dev)
+        warm_up(bench, dict.fromkeys((device, "cpu")), stages)
         times: dict[str, tuple[float, float]] = {}
         for stage in stages:
             seconds = []

@@ -47,6 +47,20 @@ def checked_card(path: Path) -> dict:
     return card
 
 
+def check_full_size(cards: dict[Path, dict], sources: int | None) -> None:
+    """Refuse to replace the shipped checkpoints with a trial: one scored on a few test sources, or trained
+    on fewer than the paper's training sources (a ``--sources`` GPU run); such runs need their own ``--out``."""
+    if sources is not None:
+        raise InputError(f"--sources {sources} scores on a part of the test split; give --out (pretrained/ takes "
+                         "only checkpoints scored on the full split)")
+    full = len(paper_scene().source_ids("train"))
+    for path, card in cards.items():
+        n = ((card.get("dataset") or {}).get("train") or {}).get("n_sources")
+        if n != full:
+            raise InputError(f"{path.name}: trained on {n} sources, not the paper's {full}; give --out "
+                             "(pretrained/ takes only full-size runs)")
+
+
 def srp_errors(store: Path, windows: int | None) -> dict[str, float]:
     """Euclidean error (m) on the sources' plane of SRP-PHAT on the microphone signals and of the constant guess."""
     ds = run_tdoa(None, store, pairs="adjacent", srp_max_windows=windows)
@@ -58,7 +72,9 @@ def srp_errors(store: Path, windows: int | None) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="the folder of checkpoints a GPU zoo run brought back")
-    parser.add_argument("--out", type=Path, default=Path("pretrained"), help="where the adopted checkpoints go")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the adopted checkpoints go (default: pretrained, only for full-size results "
+                             "scored on the full test split)")
     parser.add_argument("--data-root", type=Path, default=None, help="default: $XAI_LOC_DATA or ./xai-loc-data")
     parser.add_argument("--sources", type=int, default=None, help="only N test sources (a quick trial)")
     parser.add_argument("--srp-windows", type=int, default=200, help="SRP-PHAT windows per condition (0: all)")
@@ -73,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         if not paths:
             raise InputError(f"{args.results} holds no .safetensors checkpoints")
         cards = {path: checked_card(path) for path in paths}  # every card checked before any work
+        if args.out is None:
+            check_full_size(cards, args.sources)
+            args.out = Path("pretrained")
         root = args.data_root or default_root()
         args.out.mkdir(parents=True, exist_ok=True)
         rows, srp = [], {}

@@ -21,7 +21,8 @@
 # Usage (arguments other than --out and --no-tests go to benchmarks/bench_study.py; see its docstring):
 #   bash scripts/gpu_study.sh --out "$OUT" [--no-tests] [--sources 4 --t60 0.6 --snr 10 ...]
 # On the GPU machine, carrying .whl, with a 540 s timeout (not yet measured there: the tests should take about
-# two minutes, the benchmark of 4 sources at T60 0.6 s a few, most of it the CPU baseline):
+# two minutes and are stopped after TESTS_TIMEOUT_S, 240 s by default; the benchmark of 4 sources at T60 0.6 s
+# a few, most of it the CPU baseline; everything printed is in OUT/gpu_study.log even if the command is cut):
 #   bash scripts/gpu_study.sh --out "$OUT" --sources 4 --t60 0.6 --snr 10
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,8 +76,9 @@ print("gpu_study.sh: cuda", torch.version.cuda, "available", torch.cuda.is_avail
 EOF
     status=0
     if [ "$tests" = 1 ]; then
-        # the cuda tests only (the benchmark runs next); a failed test does not stop it, the exit status says so
-        "$python" -m pytest -q -p no:cacheprovider -rs -k "not dry_run" --junitxml="$out/test_gpu_paths.xml" \
+        # the cuda tests only (the benchmark runs next); a failed test does not stop it, the exit status says so.
+        # They get at most TESTS_TIMEOUT_S (default 240 s), so the benchmark always keeps its share of the command.
+        timeout "${TESTS_TIMEOUT_S:-240}" "$python" -m pytest -q -p no:cacheprovider -rs -k "not dry_run" --junitxml="$out/test_gpu_paths.xml" \
             "$root/tests/test_gpu_paths.py" "$root/tests/test_device_ranking.py" "$root/tests/test_device_tdoa.py" \
             || status=$?
     fi

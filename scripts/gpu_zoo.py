@@ -108,6 +108,10 @@ CORPUS_SHA256 = "07fc1387acbbde62d98e6db76893a34c8198dcfd7db2fcef851bcabb752963f
 RIR_TOLERANCE = 1e-5
 #: GPU memory a condition's process needs beside its windows (context, activations, cuDNN workspaces).
 PROCESS_OVERHEAD_BYTES = 3 << 30
+#: Seconds a condition's process may run past its deadline before it is killed: a 540 s deadline,
+#: the launcher's wheel install and interpreter start (~20 s) and this grace stay inside the
+#: device tool's 600 s limit, so the summary table is printed and nothing is cut mid-write.
+KILL_GRACE_S = 15.0
 #: Files the device machine brings back, and their largest size.
 MAX_FILES, MAX_FILE_BYTES = 8, 16 << 20
 #: Departures of the data from the paper's (the trainer adds those of the recipe itself).
@@ -436,9 +440,9 @@ def run_workers(args, deadline: float, record_file: Path) -> tuple[list[dict], l
             procs.append((proc, relay, condition_label(t60, snr)))
         for proc, relay, tag in procs:
             try:
-                proc.wait(timeout=max(1.0, wave_end - time.time() + 60.0))
+                proc.wait(timeout=max(1.0, wave_end - time.time() + KILL_GRACE_S))
             except subprocess.TimeoutExpired:
-                proc.kill()  # our own child, past its deadline by a minute
+                proc.kill()  # our own child, past its deadline
                 proc.wait()
                 failures.append(f"{tag}: killed past its deadline")
             relay.join(timeout=5)

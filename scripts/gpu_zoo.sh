@@ -22,7 +22,9 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 if ! "$python" -c "import soundfile" >/dev/null 2>&1; then
     shopt -s nullglob
-    wheels=("$root"/.whl/*.whl)
+    # only these three: .whl/ may also hold gpu_study.sh's wheels, and zennit (which imports torchvision
+    # at import time) has no place on the training path
+    wheels=("$root"/.whl/{soundfile,cffi,pycparser}-*.whl)
     if [ ${#wheels[@]} -eq 0 ]; then
         echo "gpu_zoo.sh: soundfile is not importable and $root/.whl holds no wheels; fetch them (see this file)" >&2
         exit 2

@@ -220,7 +220,7 @@ def test_gpu_zoo_dry_run_on_the_cpu(tmp_path):
     assert probe.returncode != 0 and "blocked by the test" in probe.stderr  # the blocker is in force
 
     out = tmp_path / "out"
-    cmd = ["bash", str(ROOT / "scripts" / "gpu_zoo.sh"), "--device", "cpu", "--sources", "6", "--deadline-s", "300",
+    cmd = ["bash", str(ROOT / "scripts" / "gpu_zoo.sh"), "--device", "cpu", "--sources", "6", "--deadline-s", "450",
            "--out", str(out), "--max-epochs", "4", "--draws", "2", "--jobs", "2", "--sim-workers", "1",
            "--threads", "1"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
@@ -269,6 +269,16 @@ def test_gpu_zoo_dry_run_on_the_cpu(tmp_path):
                    if line.startswith(f"| {card['architecture']} ({card['condition']['t60']:g} s"))
         assert f"| {test['metrics']['mae']:.3f}" in row and f"| {test['baseline']['metrics']['mae']:.3f} |" in row
     assert "SRP-PHAT: Euclidean error of the map peak" in run.stdout
+    # without --out, a trial never lands in pretrained/: refused in one line before any work
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for extra, message in ((["--sources", "2"], "Error: --sources 2 scores on a part of the test split; give --out"),
+                           ([], f"Error: {expected[0]}: trained on 6 sources, not the paper's 3152; give --out")):
+        refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "adopt_zoo.py"), str(out), *extra],
+                                 capture_output=True, text=True, cwd=elsewhere, timeout=300)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1 and lines[0].startswith(message)
+        assert not any(elsewhere.iterdir())
 
 
 def test_adopt_zoo_refuses_checkpoints_of_other_data_before_any_work(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -103,6 +104,24 @@ def test_validation_keeps_the_best_model_and_stops_early():
     assert run.best_val_loss == min(losses) == losses[run.best_epoch - 1]
     with torch.no_grad():  # the kept model is the best one, loaded back
         assert float(nn.functional.mse_loss(model(X), Y)) == pytest.approx(run.best_val_loss, rel=1e-6)
+
+
+def test_a_run_that_diverges_keeps_its_best_model_and_says_why():
+    model = line_model()
+    # SGD at lr 40 on this line explodes to inf within a few epochs; the first validation is finite
+    run = fit(model, torch.optim.SGD(model.parameters(), lr=40.0), line_hooks(model, validate=True),
+              Schedule(16, 100), progress=False)
+    assert run.stopped == "diverged" and run.diverged.startswith(f"training diverged in epoch {run.epoch + 1} ")
+    assert all(np.isfinite(run.history["val_loss"])) and len(run.history["val_loss"]) == run.epoch
+    assert run.best_val_loss == min(run.history["val_loss"])
+    with torch.no_grad():  # the kept model is the best finite one, loaded back
+        assert float(nn.functional.mse_loss(model(X), Y)) == pytest.approx(run.best_val_loss, rel=1e-6)
+    # with nothing to keep yet (a first epoch that is not finite), divergence is an error naming the learning rate
+    model = line_model()
+    with torch.no_grad():
+        model.weight.fill_(float("inf"))
+    with pytest.raises(InputError, match=r"training diverged in epoch 1 .*lower the learning rate \(lr=0.1\)"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), line_hooks(model), Schedule(16, 100), progress=False)
 
 
 def test_scheduler_steps_where_asked():

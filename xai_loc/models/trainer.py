@@ -13,7 +13,8 @@ else is shared by :class:`Trainer`:
   every epoch in one format (:data:`STATE_FORMAT`), and a run resumes only with the same
   identity (architecture, recipe, data);
 - the stop rules (:data:`STOP_RULES`): early stopping on the validation criterion, the
-  planned epochs, a wall-clock budget per call and a hard deadline;
+  planned epochs, a wall-clock budget per call and a hard deadline; a loss that is no longer
+  finite stops the run as ``"diverged"`` once there is a model to keep (an error before);
 - with a validation, the model of the lowest criterion is kept; without, the last one.
 
 Why a module of its own: :mod:`xai_loc.models.training` is the multichannel family's
@@ -210,6 +211,10 @@ class _DeadlineReached(Exception):
     """Raised between two steps once :attr:`Schedule.deadline` has passed."""
 
 
+class _Diverged(Exception):
+    """Raised by an epoch whose loss is not finite once there is an earlier model to keep."""
+
+
 def _now() -> float:
     """The clock of :attr:`Schedule.deadline` (``time.time()``)."""
     return time.time()
@@ -265,6 +270,7 @@ class Trainer:
                                                          "steps")}
         self.seconds = 0.0
         self.stopped: str | None = None
+        self.diverged: str | None = None  # the message of the epoch that diverged (its weights are not kept)
         self.call_start_epoch = 0  # self.epoch when fit() was last called
         self.dropped_steps: int | None = None  # steps of an epoch cut short by the deadline (discarded)
         self.written: tuple[int, float] | None = None  # (best epoch, time) of the last model written
@@ -371,8 +377,10 @@ class Trainer:
         validation = None if self.hooks.validate is None else self.hooks.validate()
         criterion = 0.0 if validation is None else validation.criterion
         if not (math.isfinite(train_loss) and math.isfinite(criterion)):
-            raise InputError(f"training diverged in epoch {epoch} (train loss {train_loss}, validation "
-                             f"{criterion}); lower the learning rate (lr={lr:g})")
+            message = (f"training diverged in epoch {epoch} (train loss {train_loss}, validation {criterion}); "
+                       f"lower the learning rate (lr={lr:g})")
+            # with a model to keep, the run stops and keeps it (its card says why); else nothing is worth writing
+            raise (_Diverged if self.best_model else InputError)(message)
         if self.scheduler is not None and self.scheduler_step == "validation":
             self.scheduler.step(criterion)
         elif self.scheduler is not None and self.scheduler_step == "epoch":
@@ -425,6 +433,9 @@ class Trainer:
                 self.run_epoch(progress)
             except _DeadlineReached:
                 reason = "deadline"
+                break
+            except _Diverged as err:
+                reason, self.diverged = "diverged", str(err)
                 break
             bar.update(1)
             bar.set_postfix(train=f"{self.history['train_loss'][-1]:.4g}", best=self.best_epoch,

@@ -351,6 +351,8 @@ class _Run:
             out.append(f"super-epoch {', '.join(map(str, short))} drew fewer than {c.draws_per_epoch} paper epochs "
                        "(an earlier call's max_epochs cut it short and the run was then extended): validations "
                        "fall at other paper epochs than in one uninterrupted run")
+        if run.diverged is not None:
+            out.append(f"{run.diverged}: stopped there, the best model validated before it is kept")
         if run.stopped not in (None, "early_stopping"):
             out.append(f"stopped by {run.stopped} after {run.paper_epochs} paper epochs, before early stopping "
                        "(not converged in the paper's sense)")

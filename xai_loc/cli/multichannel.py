@@ -667,7 +667,8 @@ def tdoa(ctx, pairs, first_rule, srp, srp_windows, **common) -> None:
 @click.argument("results", type=InputDir())
 def figures(results) -> None:
     """Redraw every figure below RESULTS from the stored results (perturbation.nc, faithfulness.nc, sanity.nc,
-    tdoa.nc and the binaural probes' duplex.nc, responses.nc, band_profile.nc, cue_reliance.nc), no recomputation."""
+    components.nc, tdoa.nc and the binaural probes' duplex.nc, responses.nc, band_profile.nc, cue_reliance.nc), no
+    recomputation."""
     from xai_loc.plots.redraw import redraw
 
     for path in redraw(results):

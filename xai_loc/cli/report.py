@@ -14,7 +14,7 @@ from xai_loc.cli_params import InputDir, Int, OutFile
               help="Windows per model in the window explorer (each carries its audio inline).")
 def report(results, out, windows) -> None:
     """Write RESULTS as one web page: localization error beside its baselines, perturbation,
-    faithfulness, sanity and TDOA tables and figures, binaural probes, provenance, and a window
+    faithfulness, sanity, component and TDOA tables and figures, binaural probes, provenance, and a window
     explorer to see and hear relevance. Read from the stored results; nothing is recomputed. In a
     reproduce folder, what its last run (study.json) did not write is marked."""
     from xai_loc.report import write_report

@@ -127,6 +127,7 @@ def explorer_data(relevance, signals, pairs: list[tuple[int, int]], n_windows: i
     of each pair's curves once, under ``"lags"``.
     """
     from xai_loc.experiments.gcc import gcc_phat
+    from xai_loc.experiments.tdoa import true_tdoa
 
     fs = float(relevance.attrs.get("fs", 16000.0))
     c = float(relevance.attrs.get("c", 343.0))
@@ -149,11 +150,11 @@ def explorer_data(relevance, signals, pairs: list[tuple[int, int]], n_windows: i
         gcc = {}
         for pair in pair_info:
             i, j = pair["i"], pair["j"]
-            truth = (np.linalg.norm(source - mics[j]) - np.linalg.norm(source - mics[i])) / c * fs
+            truth = float(true_tdoa(source[None], mics, (i, j), fs, c)[0])
             lags[pair["name"]], cc_sig = gcc_phat(sig[i], sig[j], max_lag=pair["max_lag"], interp=GCC_INTERP)
             _, cc_rel = gcc_phat(r[i], r[j], max_lag=pair["max_lag"], interp=GCC_INTERP)
             gcc[pair["name"]] = {"signals": np.round(cc_sig, 3).tolist(), "relevance": np.round(cc_rel, 3).tolist(),
-                                 "truth": round(float(truth), 3)}
+                                 "truth": round(truth, 3)}
         windows.append({
             "label": label, "figure": _window_figure(sig, r, fs, f"{relevance.attrs.get('model', '')}: {label}"),
             "mic_audio": [_wav_uri(0.99 * s / (np.abs(s).max() or 1.0), int(fs)) for s in sig],

@@ -271,7 +271,9 @@ def test_items_run_in_the_commands_folder_on_any_worker(client):
     """A worker started, or restarted, in another folder computes each item in the command's folder, so that
     relative paths (the default --data) name the same files."""
     client.run(os.chdir, "/")
-    seen = {}
-    map_blocks(_folder, range(4), seen.__setitem__, client=client)
-    assert set(seen.values()) == {os.getcwd()}
-    client.run(os.chdir, os.getcwd())
+    try:
+        seen = {}
+        map_blocks(_folder, range(4), seen.__setitem__, client=client)
+        assert set(seen.values()) == {os.getcwd()}
+    finally:  # the module's client is shared: its workers go back whatever happened
+        client.run(os.chdir, os.getcwd())

@@ -220,7 +220,7 @@ def test_gpu_zoo_dry_run_on_the_cpu(tmp_path):
     assert probe.returncode != 0 and "blocked by the test" in probe.stderr  # the blocker is in force
 
     out = tmp_path / "out"
-    cmd = ["bash", str(ROOT / "scripts" / "gpu_zoo.sh"), "--device", "cpu", "--sources", "6", "--deadline-s", "450",
+    cmd = ["bash", str(ROOT / "scripts" / "gpu_zoo.sh"), "--device", "cpu", "--sources", "6", "--deadline-s", "3600",
            "--out", str(out), "--max-epochs", "4", "--draws", "2", "--jobs", "2", "--sim-workers", "1",
            "--threads", "1"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)

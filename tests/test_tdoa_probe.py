@@ -232,7 +232,7 @@ def test_user_errors(store, model):
 def test_stored_relevance_gives_the_same_result(result, store, model):
     from xai_loc.experiments.tdoa_probe import explain_models
 
-    stored = explain_models({"loccnn": model}, store, batch_size=10)
+    stored = explain_models({"loccnn": model}, store, batch_size=4)  # the batches of the run it is compared with
     assert set(stored) == {"loccnn", "loccnn-randomized"}
     n_windows = open_signals(store).sizes["window"]
     assert all(da.sizes["window"] == n_windows for da in stored.values())  # the whole store, resumable, reusable
@@ -243,7 +243,7 @@ def test_stored_relevance_gives_the_same_result(result, store, model):
     names = {f"loccnn-{model_digest(m)[:12]}-lrp-paper-truth.zarr" for m in (model, randomized_copy(model, 0))}
     assert {p.name for p in folder.iterdir()} == names  # named by weight digest: model and randomized copy
     stamps = {p.name: (p / ".zattrs").stat().st_mtime_ns for p in folder.iterdir()}
-    explain_models({"loccnn": model}, store, batch_size=10)  # found and reused, not recomputed
+    explain_models({"loccnn": model}, store, batch_size=4)  # found and reused, not recomputed
     assert stamps == {p.name: (p / ".zattrs").stat().st_mtime_ns for p in folder.iterdir()}
     out = run_tdoa({"loccnn": model}, store, relevance=stored, max_windows=N_WINDOWS, batch_size=4, srp=False)
     models = json.loads(out.attrs["models"])

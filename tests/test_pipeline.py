@@ -85,6 +85,9 @@ def test_every_allowed_target_gives_relevance_at_every_level(arch, method):
         for level, relevance in out["levels"].items():
             assert relevance.shape == tuple(shapes[level]), (target, method, level)
             assert np.isfinite(relevance).all(), (target, method, level)
+            # every example gets relevance somewhere at every level: never an all-zero map passed off as one
+            mass = np.abs(np.asarray(relevance, dtype=np.float64)).reshape(relevance.shape[0], -1).sum(1)
+            assert (mass > 0).all(), (target, method, level, mass)
         assert out["prediction"].shape[0] == 2 and out["attr_output"].shape == out["prediction"].shape
 
 

@@ -347,7 +347,7 @@ def _kill_when(args: list[str], cwd: Path, ready) -> bool:
 
     proc = subprocess.Popen([sys.executable, "-c", "from xai_loc.cli import main; main()", *args], cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a guard against a hang, not a speed limit
     while proc.poll() is None and time.monotonic() < deadline:
         if ready():
             proc.send_signal(signal.SIGKILL)

@@ -262,7 +262,7 @@ def test_lock_file_of_a_killed_process_neither_blocks_nor_stays(reference, tmp_p
         raise TimeoutError("waited on the lock of a dead process")
 
     previous = signal.signal(signal.SIGALRM, blocked)
-    signal.alarm(120)
+    signal.alarm(600)  # a guard against waiting forever, not a speed limit
     try:
         path = _simulate(tmp_path, corpus)
     finally:

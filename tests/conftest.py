@@ -1,7 +1,16 @@
-"""Shared test set-up: torch runs single-threaded (faster and steadier on small machines)."""
+"""Shared test set-up: torch runs single-threaded (faster and steadier on small machines), and every
+test starts from the same global random state, so a test's inputs do not depend on which tests ran first."""
+import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(1)
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_rngs():
+    """Seed torch's and numpy's global generators before each test (tests that need a stream seed their own)."""
+    torch.manual_seed(0)
+    np.random.seed(0)

@@ -1,10 +1,10 @@
-"""Argument types and process set-up shared by the benchmark scripts (run as ``python benchmarks/NAME.py``)."""
+"""Argument types shared by the benchmark scripts (run as ``python benchmarks/NAME.py``)."""
 from __future__ import annotations
 
 import argparse
 
 from xai_loc.errors import InputError
-from xai_loc.runtime import configure_cpu, resolve_device
+from xai_loc.runtime import resolve_device
 
 
 def count(text: str) -> int:
@@ -25,8 +25,3 @@ def device_name(text: str) -> str:
     except InputError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
-
-def set_up(threads: int) -> int:
-    """Set up the process as every xai-loc command does (:func:`~xai_loc.runtime.configure_cpu`: the thread
-    count and freed memory kept for reuse), so that the numbers describe what a command runs."""
-    return configure_cpu(threads)

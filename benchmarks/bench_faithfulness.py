@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import torch
-from _args import count, device_name, set_up
+from _args import count, device_name
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import open_signals, simulate_dataset
@@ -26,7 +26,7 @@ from xai_loc.experiments.faithfulness import ORDERINGS, parse_methods, run_faith
 from xai_loc.experiments.modelset import ModelSet
 from xai_loc.experiments.perturbation import PAPER_PERCENTAGES
 from xai_loc.models import build_model
-from xai_loc.runtime import resolve_device
+from xai_loc.runtime import configure_cpu, resolve_device
 
 
 def bare_passes(models: ModelSet, name: str, windows: torch.Tensor, truth: np.ndarray, specs, fills, n_p: int,
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--threads", type=count, default=1)
     parser.add_argument("--device", default="cpu", type=device_name)
     args = parser.parse_args()
-    set_up(args.threads)
+    configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     torch.manual_seed(0)
     specs = parse_methods(args.methods.split(","))
     fills = tuple(args.fills.split(","))

@@ -19,7 +19,7 @@ import statistics
 import time
 
 import torch
-from _args import count, device_name, set_up
+from _args import count, device_name
 from torch import nn
 from zennit.attribution import Gradient
 from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
@@ -29,6 +29,7 @@ from zennit.types import Convolution, Linear, MaxPool
 from xai_loc.explain import Explainer, GateRule, MergeBatchNorm
 from xai_loc.models import build_model
 from xai_loc.models.layers import Gate
+from xai_loc.runtime import configure_cpu
 
 
 def _timed(fn, repeats: int, sync) -> float:
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("--threads", type=count, default=1)
     parser.add_argument("--device", default="cpu", type=device_name)
     args = parser.parse_args()
-    set_up(args.threads)
+    configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     print(f"batch {args.batch} windows of 16 x 5120, device {device}, torch threads {torch.get_num_threads()}, "

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import torch
-from _args import count, set_up
+from _args import count
 
 from xai_loc.experiments.perturbation import (
     MODES,
@@ -28,6 +28,7 @@ from xai_loc.experiments.perturbation import (
     perturbed_batches,
 )
 from xai_loc.models import build_model
+from xai_loc.runtime import configure_cpu
 
 
 def paper_perturb(window: np.ndarray, percentage: float, mode: str, relevance: np.ndarray | None = None):
@@ -70,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.loop_windows > args.windows:
         parser.error(f"--loop-windows {args.loop_windows} is not allowed; use at most --windows ({args.windows})")
-    set_up(args.threads)
+    configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.standard_normal((args.windows, 16, 5120)), dtype=torch.float32)
     rel = torch.tensor(rng.standard_normal(x.shape), dtype=torch.float32)

@@ -15,10 +15,11 @@ import argparse
 import time
 
 import numpy as np
-from _args import count, set_up
+from _args import count
 
 from xai_loc.acoustics.backends import simulate_rirs
 from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
+from xai_loc.runtime import configure_cpu
 
 
 def best_time(func, repeat: int) -> float:
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=count, default=5)
     parser.add_argument("--sources", type=count, default=10, help="test-split sources timed at T60 = 0.6 s")
     args = parser.parse_args()
-    set_up(args.threads)
+    configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     scene = paper_scene()
     src = scene.sources[scene.splits["test"][:1]]
 

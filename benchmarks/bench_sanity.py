@@ -21,7 +21,7 @@ from unittest import mock
 
 import numpy as np
 import torch
-from _args import count, set_up
+from _args import count
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import simulate_dataset
@@ -29,6 +29,7 @@ from xai_loc.experiments import sanity
 from xai_loc.experiments.deletion_order import stable_ranks
 from xai_loc.experiments.modelset import ModelSet
 from xai_loc.models import build_model
+from xai_loc.runtime import configure_cpu
 
 
 def argsort_ranks(a: np.ndarray) -> np.ndarray:
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=count, default=16)
     parser.add_argument("--threads", type=count, default=1)
     args = parser.parse_args()
-    set_up(args.threads)
+    configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     torch.manual_seed(0)
 
     maps = np.abs(np.random.default_rng(0).standard_normal((16, 16 * 5120)).astype(np.float32))

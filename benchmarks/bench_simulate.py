@@ -13,11 +13,12 @@ import argparse
 import tempfile
 import time
 
-from _args import count, set_up
+from _args import count
 
 from xai_loc.acoustics.speech import SpeechCorpus
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import open_signals, simulate_dataset
+from xai_loc.runtime import configure_cpu
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--threads", type=count, default=2)
     parser.add_argument("--baseline-sources", type=count, default=3)
     args = parser.parse_args()
-    set_up(args.threads)
+    configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     corpus = SpeechCorpus.shipped()
     same_work = {"n_sources": args.baseline_sources, "corpus": corpus, "progress": False}
     with tempfile.TemporaryDirectory() as root:

@@ -14,11 +14,12 @@ import time
 from unittest import mock
 
 import numpy as np
-from _args import count, set_up
+from _args import count
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.experiments import gcc, srp
 from xai_loc.experiments.tdoa_probe import srp_grid
+from xai_loc.runtime import configure_cpu
 
 
 def shifted_gcc_phat(x1, x2, max_lag=None, interp=16, eps=1e-12):
@@ -39,7 +40,7 @@ def main() -> None:
     parser.add_argument("--interp", type=count, default=4, help="lag interpolation (the tdoa experiment's default)")
     parser.add_argument("--threads", type=count, default=1)
     args = parser.parse_args()
-    set_up(args.threads)
+    configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     scene = paper_scene()
     windows = np.random.default_rng(0).standard_normal((args.windows, scene.mics.shape[0], 5120))
     grid = srp_grid(scene.sources[scene.splits["test"]])["grid"]  # the tdoa experiment's search plane

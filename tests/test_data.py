@@ -91,6 +91,7 @@ def test_store_content_noise_level_and_labels(tmp_path, corpus):
         assert sel.sum() == n_expected
     attrs = json.loads(ds.attrs["config"])
     assert attrs["t60"] == 0.15 and attrs["snr"] == 20.0 and ds.attrs["xai_loc_version"]
+    assert json.loads(ds.attrs["rendered_on"]) == ["cpu"]
     np.testing.assert_allclose(ds.mic_position.values, scene.mics)
 
 
@@ -131,6 +132,33 @@ def test_resume_after_interruption_gives_identical_store(tmp_path, corpus, monke
     resumed = store.open_signals(_simulate(tmp_path / "run", corpus=corpus)).signals.values
     assert np.array_equal(resumed, reference)
     assert len(rendered) < 3  # finished sources were not redone
+
+
+def test_a_store_resumed_on_another_device_says_so(tmp_path, corpus, monkeypatch):
+    import xai_loc.runtime
+
+    real = store._render_source
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_render_source", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _simulate(tmp_path, corpus=corpus)
+    monkeypatch.setattr(store, "_render_source", real)
+    # the resumed part is rendered on the CPU still; only the device's name is another
+    monkeypatch.setattr(xai_loc.runtime, "device_name", lambda device, index=True: "cuda (Test GPU)")
+    with pytest.warns(UserWarning, match=r"begun on cpu with cuda \(Test GPU\).*not bit for bit"):
+        path = _simulate(tmp_path, corpus=corpus)
+    ds = store.open_signals(path)
+    assert json.loads(ds.attrs["rendered_on"]) == ["cpu", "cuda (Test GPU)"]
+    from xai_loc.models.evaluation import WindowSet
+
+    assert WindowSet(path).describe()["rendered_on"] == ["cpu", "cuda (Test GPU)"]
 
 
 def test_existing_store_with_other_config_is_refused(tmp_path, corpus):

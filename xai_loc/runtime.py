@@ -125,6 +125,16 @@ def resolve_device(device: str = "cpu"):
     raise InputError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N")
 
 
+def device_name(device, *, index: bool = True) -> str:
+    """``'cpu'`` or ``'cuda:0 (<GPU name>)'`` (``'cuda (<GPU name>)'`` without ``index``) for cards and stores."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type
+    return f"{device if index else 'cuda'} ({torch.cuda.get_device_name(device)})"
+
+
 def full_float32(device: str) -> None:
     """Turn TF32 off process-wide when ``device`` is a CUDA device (``cuda``, ``cuda:N``); else do nothing.
 

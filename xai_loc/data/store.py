@@ -11,7 +11,7 @@ Layout (read it with plain ``xarray.open_zarr``)::
         mic_position     (mic, xyz)         metres
         time             (time)             seconds within the window
         attrs: scene (JSON), scene_digest, convention (+ its full spec), t60, snr, split, seed,
-               backend, corpus, ...
+               backend, corpus, rendered_on (devices that rendered it, JSON), ...
 
 Each source is rendered under the scene's simulation convention
 (:func:`xai_loc.acoustics.render.render_windows`; ``gpurir`` by default: the utterance
@@ -46,6 +46,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -350,6 +351,23 @@ def _mismatch(found: dict) -> str:
     return "holds a dataset with a different configuration; remove it or use another --out"
 
 
+def _record_device(out: ResumableStore, device: str) -> None:
+    """Add ``device`` (its kind and GPU model) to the store's ``rendered_on`` attr (JSON list); warn when a
+    resumed store was begun on another: its windows then agree with a one-device store to float32
+    rounding (about 1e-5 of a response), not bit for bit."""
+    from xai_loc.runtime import device_name
+
+    here = device_name(device, index=False)
+    before = json.loads(out.group.attrs.get("rendered_on", "[]"))
+    if here in before:
+        return
+    if before:
+        warnings.warn(f"{out.path}: resuming a store begun on {', '.join(before)} with {here}; its windows will "
+                      "agree with a one-device store to float32 rounding, not bit for bit (its attr 'rendered_on' "
+                      "lists both)", stacklevel=3)
+    out.group.attrs["rendered_on"] = json.dumps([*before, here])
+
+
 def simulate_dataset(
     scene: Scene,
     split: str,
@@ -410,6 +428,7 @@ def simulate_dataset(
         first_window = job.plan.first_window
         out.open_or_resume((int(first_window[-1]), scene.mics.shape[0], scene.window),
                            _coords(scene, job.plan, job.corpus), job.attrs())
+        _record_device(out, device)
         pending = np.array(out.pending(), dtype=np.int64)  # one window per block
         todo = [int(k) for k in np.unique(np.searchsorted(first_window, pending, side="right") - 1)]
         size = _block_size(device)
@@ -552,7 +571,7 @@ def simulate_windows(
         raise InputError(f"dtype {dtype!r} is not allowed; use float32 or float16")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"workers={workers!r} is not allowed; use a positive integer")
-    from xai_loc.runtime import resolve_device
+    from xai_loc.runtime import device_name, resolve_device
 
     resolve_device(str(device))
     target = resolve_device(str(out_device or device))
@@ -591,7 +610,8 @@ def simulate_windows(
         signals=signals, source_id=coords["source_id"][1], window_index=coords["window_index"][1],
         speech_id=coords["speech_id"][1], source_position=coords["source_position"][1],
         mic_position=coords["mic_position"][1],
-        attrs={**job.attrs(), "storage_dtype": dtype, "device": str(target)},
+        attrs={**job.attrs(), "storage_dtype": dtype, "device": str(target),
+               "rendered_on": json.dumps([device_name(device, index=False)])},
         timings={"plan": planned - started, "render": done - planned, "total": done - started,
                  "sources": len(job.ids), "workers": workers},
     )

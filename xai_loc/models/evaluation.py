@@ -274,12 +274,15 @@ class WindowSet:
         return order, starts, counts
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able provenance: path, config digest, split, condition, simulation convention and sizes
-        (in-memory splits add ``in_memory``, ``storage_dtype``, ``device`` and their ``seed``)."""
+        """JSON-able provenance: path, config digest, split, condition, simulation convention, the devices
+        that rendered it (None for stores older than that record) and sizes (in-memory splits add
+        ``in_memory``, ``storage_dtype``, ``device`` and their ``seed``)."""
+        rendered_on = self.attrs.get("rendered_on")
         out = {
             "path": str(self.path) if self.path else None, "digest": self.digest,
             "split": self.attrs.get("split"), **self.condition,
             "convention": self.attrs.get("convention"),
+            "rendered_on": None if rendered_on is None else json.loads(rendered_on),
             "n_sources": self.n_sources, "n_windows": self.n_windows,
             "n_mics": self.n_mics, "n_samples": self.n_samples,
         }

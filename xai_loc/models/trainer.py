@@ -45,10 +45,10 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
-from xai_loc.runtime import deterministic_algorithms
+from xai_loc.runtime import deterministic_algorithms, device_name
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "STOP_RULES", "Hooks", "Schedule", "Trainer", "Validation",
-           "cached_batches", "determinism", "device_name", "fit", "float16_check", "seeded", "shuffled",
+           "cached_batches", "determinism", "fit", "float16_check", "seeded", "shuffled",
            "split_batches", "state_path"]
 
 #: ``format`` and ``version`` of the training-state files of every family.
@@ -92,11 +92,6 @@ def determinism(enabled: bool, device: torch.device, benchmark: bool = False) ->
             yield
         finally:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
-
-
-def device_name(device: torch.device) -> str:
-    """``'cpu'`` or ``'cuda:0 (<GPU name>)'`` for cards."""
-    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
 
 
 def split_batches(picks: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -103,21 +103,28 @@ def test_same_seed_same_bytes_other_seed_other_noise(tmp_path, corpus):
     assert a.shape != c.shape or not np.array_equal(a, c)
 
 
-def test_resume_after_interruption_gives_identical_store(tmp_path, corpus, monkeypatch):
-    ref_ds = store.open_signals(_simulate(tmp_path / "ref", corpus=corpus))
-    reference, ref_ids = ref_ds.signals.values, ref_ds.source_id.values
+def _interrupted(root, corpus, at: int, monkeypatch):
+    """Simulate the 3-source test split into ``root``, interrupted as source number ``at`` is rendered;
+    return the real renderer (the patched one stays in place)."""
     real = store._render_source
     calls = {"n": 0}
 
     def dying(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == at:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(store, "_render_source", dying)
     with pytest.raises(KeyboardInterrupt):
-        _simulate(tmp_path / "run", corpus=corpus)
+        _simulate(root, corpus=corpus)
+    return real
+
+
+def test_resume_after_interruption_gives_identical_store(tmp_path, corpus, monkeypatch):
+    ref_ds = store.open_signals(_simulate(tmp_path / "ref", corpus=corpus))
+    reference, ref_ids = ref_ds.signals.values, ref_ds.source_id.values
+    real = _interrupted(tmp_path / "run", corpus, 3, monkeypatch)
     final = store.dataset_path(tmp_path / "run", paper_scene(), 0.15, 20.0, "test", 3)
     assert not final.exists()  # never reads as complete
     assert final.with_name(final.name + ".partial").exists()
@@ -137,19 +144,7 @@ def test_resume_after_interruption_gives_identical_store(tmp_path, corpus, monke
 def test_a_store_resumed_on_another_device_says_so(tmp_path, corpus, monkeypatch):
     import xai_loc.runtime
 
-    real = store._render_source
-    calls = {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(store, "_render_source", dying)
-    with pytest.raises(KeyboardInterrupt):
-        _simulate(tmp_path, corpus=corpus)
-    monkeypatch.setattr(store, "_render_source", real)
+    monkeypatch.setattr(store, "_render_source", _interrupted(tmp_path, corpus, 2, monkeypatch))
     # the resumed part is rendered on the CPU still; only the device's name is another
     monkeypatch.setattr(xai_loc.runtime, "device_name", lambda device, index=True: "cuda (Test GPU)")
     with pytest.warns(UserWarning, match=r"begun on cpu with cuda \(Test GPU\).*not bit for bit"):

@@ -119,6 +119,7 @@ def test_folder_resamples_sine_to_16k(tmp_path, fs_in: int, f0: float) -> None:
 
 def test_a_folder_is_identified_by_its_files_not_its_path(tmp_path, monkeypatch) -> None:
     import os
+    import shutil
 
     from xai_loc.data.store import corpus_digest
 
@@ -126,8 +127,16 @@ def test_a_folder_is_identified_by_its_files_not_its_path(tmp_path, monkeypatch)
     first = corpus_digest(SpeechCorpus.from_folder(tmp_path))
     monkeypatch.chdir(tmp_path.parent)
     assert corpus_digest(SpeechCorpus.from_folder(Path(tmp_path.name))) == first  # relative or absolute
-    sf.write(tmp_path / "a.wav", _sine(880.0, 16000, 0.5), 16000)  # same name, other audio
-    os.utime(tmp_path / "a.wav", ns=(1, 1))  # even with an odd clock, the size or the time differs
+    os.utime(tmp_path / "a.wav", ns=(1, 1))  # touched or copied without its time: the same audio
+    assert corpus_digest(SpeechCorpus.from_folder(tmp_path)) == first
+    shutil.copytree(tmp_path, tmp_path.parent / f"{tmp_path.name}-copy")
+    assert corpus_digest(SpeechCorpus.from_folder(tmp_path.parent / f"{tmp_path.name}-copy")) == first
+    data, fs = sf.read(tmp_path / "a.wav", dtype="int16")
+    data[100] += 1  # one sample, same size and time
+    stat = (tmp_path / "a.wav").stat()
+    sf.write(tmp_path / "a.wav", data, fs, subtype="PCM_16")
+    os.utime(tmp_path / "a.wav", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (tmp_path / "a.wav").stat().st_size == stat.st_size
     assert corpus_digest(SpeechCorpus.from_folder(tmp_path)) != first
 
 

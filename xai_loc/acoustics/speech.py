@@ -175,8 +175,8 @@ class SpeechCorpus:
     name
         Short name shown in ``repr``.
     fingerprint
-        What identifies the audio itself where the name does not (a folder's files by path, size
-        and modification time); dataset stores record it instead of the name.
+        What identifies the audio itself where the name does not (a folder's files by relative path
+        and content); dataset stores record it instead of the name.
     cache_size
         How many decoded utterances to keep in memory (least recently used are dropped);
         ``None`` keeps all, ``0`` none.
@@ -263,10 +263,14 @@ class SpeechCorpus:
             raise InputError(
                 f"speech folder {str(root)!r} holds no audio files; allowed suffixes: {', '.join(AUDIO_SUFFIXES)}")
         paths = {p.relative_to(root).as_posix(): p for p in files}
-        # the files, not the folder's path, identify the audio: an edited file changes it, the same folder
-        # named by another path does not (stat only: hashing every byte would read a whole corpus each run)
-        stats = [(key, p.stat().st_size, p.stat().st_mtime_ns) for key, p in paths.items()]
-        fingerprint = "folder:" + hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+        # the files' names and bytes, not the folder's path or the files' times, identify the audio: an edited
+        # file changes it; the same folder named by another path, or copied to another machine, does not
+        # (hashing reads the corpus once per command: about a second per GB, next to minutes of simulation)
+        digest = hashlib.sha256()
+        for key, p in paths.items():
+            with open(p, "rb") as f:
+                digest.update(json.dumps([key, hashlib.file_digest(f, "sha256").hexdigest()]).encode())
+        fingerprint = "folder:" + digest.hexdigest()[:16]
         return cls(list(paths), _SoundFileLoader(paths), fs=fs, name=f"folder:{root}", cache_size=cache_size,
                    fingerprint=fingerprint)
 

@@ -362,3 +362,22 @@ def test_rates_without_a_qualifying_target_are_undefined_not_zero():
     axis = _azimuth_scores(np.array([90.0, 270.0]), np.array([90.0, 270.0]))  # none can be front-back confused
     assert axis["front_back_rate"] is None and axis["lateral_sign_error"] == 0.0
     assert midline["mean_error"] == axis["mean_error"] == 0.0
+
+
+def test_fit_bast_stores_a_scored_checkpoint_with_its_card(tmp_path):
+    from xai_loc.data.bast_scenes import BastSceneSpec
+    from xai_loc.models import load_model, read_card
+
+    spec = BastSceneSpec(name="tiny", azimuths=(90.0, 270.0), kinds=("white_burst", "speech"), n_sounds=4,
+                         test_fraction=0.5, snr=None)
+    path, card = bast.fit_bast(spec, tmp_path / "b.safetensors", root=tmp_path, epochs=1, batch_size=4, dim=16,
+                               depth=1, heads=2, max_minutes=None)
+    assert path == tmp_path / "b.safetensors" and card == read_card(path)
+    stored = card["training"]["stored_dtype"]
+    assert stored in ("float16", "float32") and card["storage"]["dtype"] == stored
+    assert set(card["storage"]["change"]) == set(bast.FP16_TOLERANCE)  # every metric compared
+    test = card["metrics"]["test"]
+    assert test["baseline"]["kind"] == "always 0 degrees" and 0.0 <= test["metrics"]["accuracy_5"] <= 1.0
+    model = load_model(path)
+    x = torch.randn(1, *model.input_shape)
+    assert torch.isfinite(model(x)).all()

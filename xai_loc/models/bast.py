@@ -551,9 +551,9 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
         ``out`` and its card.
     """
     from xai_loc.data.bast_scenes import load_bast_scenes
-    from xai_loc.models.checkpoint import build_card, result_entry, save_checkpoint
+    from xai_loc.models.checkpoint import read_card, result_entry
     from xai_loc.models.evaluation import in_batches
-    from xai_loc.models.trainer import float16_check
+    from xai_loc.models.trainer import save_trained
 
     for split in ("train", "test"):  # both hold sounds, before either is rendered
         spec.sound_ids(split)
@@ -568,13 +568,12 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
                           lr=lr, seed=seed, max_minutes=max_minutes, progress=progress)
     truth = test_set.azimuth.values
     baseline = _azimuth_scores(np.zeros(len(truth)), truth)  # always 0 degrees
-    stored, test, storage = float16_check(
-        model, lambda net: result_entry(evaluate_bast(net, test_x, truth), baseline, "always 0 degrees"),
-        FP16_TOLERANCE)
-    card = build_card(condition={"rooms": ["anechoic"], "snr": None if spec.snr is None else list(spec.snr)},
-                      training={**training, "cpu_minutes": training["cpu_seconds"] / 60.0, "n_train": len(train_x),
-                                "variant": model.variant, "stored_dtype": stored},
-                      dataset={"kind": "bast-scenes", "spec": spec.to_dict(), "digest": spec.digest()},
-                      test=test, storage=storage)
-    return save_checkpoint(model, out, card, dtype=stored), card
+    out = save_trained(
+        model, out, condition={"rooms": ["anechoic"], "snr": None if spec.snr is None else list(spec.snr)},
+        training={**training, "cpu_minutes": training["cpu_seconds"] / 60.0, "n_train": len(train_x),
+                  "variant": model.variant},
+        dataset={"kind": "bast-scenes", "spec": spec.to_dict(), "digest": spec.digest()},
+        score=lambda net: result_entry(evaluate_bast(net, test_x, truth), baseline, "always 0 degrees"),
+        tolerance=FP16_TOLERANCE)
+    return out, read_card(out)
 

@@ -445,7 +445,7 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     import xarray as xr
 
     from xai_loc.data.binaural_store import BinauralSpec, open_binaural
-    from xai_loc.models.checkpoint import build_card, save_checkpoint
+    from xai_loc.models.checkpoint import checkpoint_path
     from xai_loc.models.evaluation import after_front_end, in_batches
     from xai_loc.models.registry import build_model
     from xai_loc.models.trainer import (
@@ -455,15 +455,13 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
         cached_batches,
         determinism,
         fit,
-        float16_check,
+        save_trained,
         seeded,
         shuffled,
         state_path,
     )
 
     config = ClassifierConfig() if config is None else config
-    from xai_loc.models.checkpoint import checkpoint_path
-
     out = checkpoint_path(out)
     if dtype not in STORAGE:
         raise InputError(f"dtype={dtype!r} is not allowed; use 'auto', 'float32' or 'float16'")
@@ -493,7 +491,9 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
                       identity={"arch": "cochcnn", "model_config": model.config, "recipe": config.recipe(),
                                 "dataset": train_ds.attrs.get("config")})
     model = model.cpu().eval()
-    stored, test, storage = ("float32" if dtype == "auto" else dtype), None, None
+    score = None
+    dataset = {"train": {"spec": spec.to_dict() if spec else None, "split": train_ds.attrs.get("split"),
+                         "n_examples": int(labels.size)}}
     if test_ds is not None:
         _check_input(model, test_ds)
         test_cache = cochleagram_cache(model, test_ds["waveforms"], progress=progress)
@@ -502,17 +502,12 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
             logits = in_batches(after_front_end(net), test_cache, config.eval_batch_size).numpy()
             return score_logits(logits, test_ds, model.head_name, model="cochcnn").summary()
 
-        stored, test, storage = float16_check(model, score, FP16_TOLERANCE, dtype)
-    dataset = {"train": {"spec": spec.to_dict() if spec else None, "split": train_ds.attrs.get("split"),
-                         "n_examples": int(labels.size)}}
-    if test_ds is not None:
         dataset["test"] = {"split": test_ds.attrs.get("split"), "n_examples": int(test_ds.sizes["example"]),
                            "spec_digest": test_ds.attrs.get("spec_digest")}
-    card = build_card(condition={"rooms": list(spec.rooms) if spec else ["unknown"],
-                                 "snr": None if spec is None or spec.snr is None else list(spec.snr)},
-                      training={**trainer.record(), "config": asdict(config), "recipe": RECIPE, "stored_dtype": stored},
-                      dataset=dataset, test=test, storage=storage)
-    return save_checkpoint(model, out, card, dtype=stored)
+    return save_trained(model, out, condition={"rooms": list(spec.rooms) if spec else ["unknown"],
+                                               "snr": None if spec is None or spec.snr is None else list(spec.snr)},
+                        training={**trainer.record(), "config": asdict(config), "recipe": RECIPE},
+                        dataset=dataset, score=score, tolerance=FP16_TOLERANCE, dtype=dtype)
 
 
 def train_on_spec(spec, out: str | Path, *, root: str | Path | None = None, model_config: dict[str, Any] | None = None,

@@ -264,7 +264,7 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
         holds condition, spec of the data, recipe, history, training minutes and test metrics.
     """
     from xai_loc.data.cue_scenes import CueSceneSpec, open_cue_scenes
-    from xai_loc.models.checkpoint import build_card, result_entry, save_checkpoint
+    from xai_loc.models.checkpoint import checkpoint_path, result_entry
     from xai_loc.models.classifier_training import FP16_TOLERANCE, ClassifierConfig, soft_targets
     from xai_loc.models.trainer import (
         Hooks,
@@ -272,15 +272,13 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
         cached_batches,
         determinism,
         fit,
-        float16_check,
+        save_trained,
         seeded,
         shuffled,
         state_path,
     )
 
     config = ClassifierConfig() if config is None else config
-    from xai_loc.models.checkpoint import checkpoint_path
-
     out = checkpoint_path(out)
     train_ds = open_cue_scenes(train_store) if not hasattr(train_store, "data_vars") else train_store
     test_ds = None if test_store is None else (
@@ -312,7 +310,7 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
                       identity={"arch": "cuenet", "model_config": model.config, "recipe": config.recipe(),
                                 "dataset": spec.to_dict()})
     model.eval()
-    stored, test, storage = "float32", None, None
+    score = None
     dataset = {"spec": spec.to_dict(), "train": {"n_examples": int(labels.numel()),
                                                  "n_utterances": int(np.unique(train_ds["utterance"]).size)}}
     if test_ds is not None:
@@ -320,15 +318,13 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
             metrics = evaluate_cuenet(net, test_ds)
             return result_entry(metrics, metrics.pop("chance"), "uniform random azimuth")
 
-        tolerance = {"top1": FP16_TOLERANCE["accuracy"], "azimuth_error": FP16_TOLERANCE["azimuth_error"]}
-        stored, test, storage = float16_check(model, score, tolerance)
         dataset["test"] = {"n_examples": int(test_ds.sizes["example"]),
                            "n_utterances": int(np.unique(test_ds["utterance"]).size), "utterances_shared_with_train": 0}
     record = trainer.record()
-    training = {**record, "config": asdict(config), "minutes": record["wall_seconds"] / 60, "stored_dtype": stored,
+    training = {**record, "config": asdict(config), "minutes": record["wall_seconds"] / 60,
                 "recipe": {"loss": "cross-entropy over 72 azimuths", "optimizer": "Adam",
                            "inputs": "cue maps cached by xai_loc.data.cue_scenes (front end fixed)",
                            "kept": "the last epoch's model"}}
-    card = build_card(condition={"rooms": ["anechoic"], "snr": list(spec.snr)}, training=training, dataset=dataset,
-                      test=test, storage=storage)
-    return save_checkpoint(model, out, card, dtype=stored)
+    tolerance = {"top1": FP16_TOLERANCE["accuracy"], "azimuth_error": FP16_TOLERANCE["azimuth_error"]}
+    return save_trained(model, out, condition={"rooms": ["anechoic"], "snr": list(spec.snr)}, training=training,
+                        dataset=dataset, score=score, tolerance=tolerance)

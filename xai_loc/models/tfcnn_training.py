@@ -149,7 +149,7 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     import xarray as xr
 
     from xai_loc.data.ipd_ild_scenes import open_scenes
-    from xai_loc.models.checkpoint import build_card, result_entry, save_checkpoint
+    from xai_loc.models.checkpoint import checkpoint_path, result_entry
     from xai_loc.models.tfcnn import TFCNN
     from xai_loc.models.trainer import (
         STORAGE,
@@ -158,15 +158,13 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
         cached_batches,
         determinism,
         fit,
-        float16_check,
+        save_trained,
         seeded,
         shuffled,
         state_path,
     )
 
     config = TFCNNTrainConfig() if config is None else config
-    from xai_loc.models.checkpoint import checkpoint_path
-
     out = checkpoint_path(out)
     if dtype not in STORAGE:
         raise InputError(f"dtype={dtype!r} is not allowed; use 'auto', 'float32' or 'float16'")
@@ -193,7 +191,7 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
                                 "recipe": asdict(config) | {"max_minutes": None},
                                 "dataset": train_ds.attrs.get("spec_digest")})
     model.eval()
-    stored, test, storage = ("float32" if dtype == "auto" else dtype), None, None
+    score = None
     dataset = {"train": {"spec": spec, "spec_digest": train_ds.attrs.get("spec_digest"), "n_examples": n}}
     if test_ds is not None:
         _check_input(model, test_ds)
@@ -208,11 +206,9 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
             entry["baseline"]["by_snr"] = base["by_snr"]
             return entry
 
-        stored, test, storage = float16_check(model, score, FP16_TOLERANCE, dtype)
         dataset["test"] = {"spec_digest": test_ds.attrs.get("spec_digest"), "n_examples": int(test_ds.sizes["example"]),
                            "utterances_disjoint": not set(np.unique(test_ds["utterance"].values))
                            & set(np.unique(train_ds["utterance"].values))}
-    card = build_card(condition={"rooms": ["anechoic"], "snr": list(spec["train_snr"])},
-                      training={**trainer.record(), "config": asdict(config), "recipe": RECIPE, "stored_dtype": stored},
-                      dataset=dataset, test=test, storage=storage)
-    return save_checkpoint(model, out, card, dtype=stored)
+    return save_trained(model, out, condition={"rooms": ["anechoic"], "snr": list(spec["train_snr"])},
+                        training={**trainer.record(), "config": asdict(config), "recipe": RECIPE},
+                        dataset=dataset, score=score, tolerance=FP16_TOLERANCE, dtype=dtype)

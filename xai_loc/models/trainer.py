@@ -48,7 +48,7 @@ from xai_loc.io import atomic_path
 from xai_loc.runtime import deterministic_algorithms, device_name
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "STOP_RULES", "Hooks", "Schedule", "Trainer", "Validation",
-           "cached_batches", "determinism", "fit", "float16_check", "seeded", "shuffled",
+           "cached_batches", "determinism", "fit", "float16_check", "save_trained", "seeded", "shuffled",
            "split_batches", "state_path"]
 
 #: ``format`` and ``version`` of the training-state files of every family.
@@ -573,3 +573,38 @@ def float16_check(model: nn.Module, score: Callable[[nn.Module], dict[str, Any]]
               "tolerance": dict(tolerance), "within_tolerance": within, "change": change,
               **{name: {k: entries[name]["metrics"][k] for k in compared} for name in entries}}
     return stored, entries[stored], record
+
+
+def save_trained(model: nn.Module, out: str | Path, *, condition: dict[str, Any], training: dict[str, Any],
+                 dataset: dict[str, Any], score: Callable[[nn.Module], dict[str, Any]] | None = None,
+                 tolerance: dict[str, float] | None = None, dtype: str = "auto") -> Path:
+    """Store a trained model of any family with its card: scored and stored by :func:`float16_check` where
+    there is a ``score``, else in ``dtype`` (float32 for ``'auto'``: no evidence for float16).
+
+    Parameters
+    ----------
+    model
+        The trained model (float32, in eval mode).
+    out
+        The checkpoint's path.
+    condition, training, dataset
+        The card's entries (:func:`~xai_loc.models.checkpoint.build_card`); ``training`` gets
+        ``stored_dtype``.
+    score, tolerance, dtype
+        As for :func:`float16_check`.
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    from xai_loc.models.checkpoint import build_card, save_checkpoint
+
+    if dtype not in STORAGE:
+        raise InputError(f"dtype={dtype!r} is not allowed; use {', '.join(repr(s) for s in STORAGE)}")
+    stored, test, storage = ("float32" if dtype == "auto" else dtype), None, None
+    if score is not None:
+        stored, test, storage = float16_check(model, score, tolerance, dtype)
+    card = build_card(condition=condition, training={**training, "stored_dtype": stored}, dataset=dataset,
+                      test=test, storage=storage)
+    return save_checkpoint(model, out, card, dtype=stored)

@@ -101,6 +101,8 @@ def test_simulate_on_cuda_equals_the_cpu_store(store, tmp_path):
     gpu_store = simulate_dataset(paper_scene(), "test", T60, SNR, root=tmp_path, n_sources=2, device=DEVICE,
                                  progress=False)
     cpu, gpu = open_signals(store), open_signals(gpu_store)
+    assert json.loads(cpu.attrs["rendered_on"]) == ["cpu"]
+    assert json.loads(gpu.attrs["rendered_on"]) == [f"cuda ({torch.cuda.get_device_name(0)})"]
     for name in ("source_id", "window_index", "speech_id", "source_position"):
         np.testing.assert_array_equal(gpu[name].values, cpu[name].values)
     x_cpu, x_gpu = cpu["signals"].values, gpu["signals"].values

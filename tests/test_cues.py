@@ -152,6 +152,32 @@ def test_duplex_relevance_mass_and_lags():
     assert np.isfinite(view["relevance_lag"].values).all() and np.isfinite(view["lag_slope"].values).all()
 
 
+@pytest.mark.parametrize("swap, slope", [(False, 1.0), (True, -1.0)])
+def test_duplex_view_measures_the_lag_the_relevance_carries(monkeypatch, swap, slope):
+    """A stand-in explainer whose waveform relevance is the stimulus itself (or its ears swapped): the
+    relevance lag must follow the imposed ITD with slope 1 (or -1), on fine structure in the low band
+    and on the envelope in the high band."""
+    import xai_loc.explain.cochcnn
+
+    model = _tiny_model()
+    n_freq = len(model.centre_frequencies)
+
+    def relevance_is_the_input(net, waveforms, **_):
+        wave = np.asarray(waveforms, dtype=np.float64)[:, ::-1] if swap else np.asarray(waveforms, np.float64)
+        coch = np.ones((len(wave), 2, n_freq, 4))
+        return {"waveform": xr.DataArray(wave, dims=("example", "ear", "time"), attrs={"model": "stand-in"}),
+                "cochleagram": xr.DataArray(coch, dims=("example", "ear", "frequency", "frame"))}
+
+    monkeypatch.setattr(xai_loc.explain.cochcnn, "explain_cochcnn", relevance_is_the_input)
+    view = duplex_relevance(model, bands=("low", "high"), azimuths=(0.0, 30.0),
+                            itd_offsets=(-300.0, -150.0, 0.0, 150.0, 300.0))
+    np.testing.assert_allclose(view["lag_slope"].values, [slope, slope], atol=0.05)
+    np.testing.assert_allclose(view["lag_slope_r"].values, [slope, slope], atol=0.01)
+    lag, itd = view["relevance_lag"].values, view["stimulus_itd"].values
+    np.testing.assert_allclose(lag, -itd if swap else itd, atol=25.0)  # about one sample at 48 kHz
+    assert view.attrs["model"] == "stand-in" and np.all(view["relevance_mass"].values == 1 / (2 * n_freq))
+
+
 def test_probe_tokens_follow_the_band_not_its_place_in_the_list():
     from xai_loc.experiments.cues import duplex_probe
 

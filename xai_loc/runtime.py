@@ -126,12 +126,13 @@ def resolve_device(device: str = "cpu"):
 
 
 def device_name(device, *, index: bool = True) -> str:
-    """``'cpu'`` or ``'cuda:0 (<GPU name>)'`` (``'cuda (<GPU name>)'`` without ``index``) for cards and stores."""
+    """``'cpu'`` or ``'cuda:0 (<GPU name>)'`` (``'cuda (<GPU name>)'`` without ``index``) for cards and stores;
+    the bare device where this process sees no such GPU (work sent to dask workers)."""
     import torch
 
     device = torch.device(device)
-    if device.type != "cuda":
-        return device.type
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return str(device) if index else device.type
     return f"{device if index else 'cuda'} ({torch.cuda.get_device_name(device)})"
 
 

@@ -203,6 +203,7 @@ CASES = [
     ("listen-mic-99", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--mics", "99"], {}),
     ("listen-mic-negative", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--mics", "-1"], {}),
     ("listen-source-unknown", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--sources", "9999"], {}),
+    ("listen-mic-twice", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--mics", "0,0"], {}),
     ("composite-of-other-family", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--composite", "cochcnn"], {}),
     ("audit-composite-of-other-family", ["audit", "{ws}/loccnn.safetensors", "--composite", "tfcnn"], {}),
     ("option-unknown", ["tdoa", "--checkpoint", "{ws}/loccnn.safetensors", "--option", "colour=red"], {}),

@@ -614,6 +614,29 @@ def test_write_wavs_next_to_microphone_signals(tmp_path):
     mic, _ = sf.read(files[1])
     expected = ds["signals"].values[0:2, 1].reshape(-1)
     np.testing.assert_allclose(mic, expected / np.abs(expected).max() * 0.99, atol=1e-4)
+    with pytest.raises(InputError, match="^source 0002 is asked for twice; give each once$"):
+        write_wavs(rel, ds, tmp_path / "twice", sources=[2, 2])
+    with pytest.raises(InputError, match="^microphone 1 is asked for twice; give each once$"):
+        write_wavs(rel, ds, tmp_path / "twice", mics=[1, 0, 1])
+    assert not (tmp_path / "twice").exists()
+
+
+def test_write_wavs_leaves_nothing_when_a_chunk_is_damaged_halfway(tmp_path):
+    path, _ = fake_dataset(tmp_path / "test.zarr")
+    store = explain_store(randomized(LocCNN(4, 350)).float(), path, progress=False)
+    last = max((store / "relevance").glob("[0-9]*"), key=lambda p: int(p.name.split(".")[0]))  # the last source's
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only its checksum tells, when it is read
+    last.write_bytes(bytes(data))
+    rel, ds = open_relevance(store), open_explained_signals(store)
+    with pytest.raises(InputError, match="does not match its checksum"):
+        write_wavs(rel, ds, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "mine.txt").write_text("kept")
+    with pytest.raises(InputError, match="does not match its checksum"):
+        write_wavs(rel, ds, tmp_path / "old")
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["mine.txt"]
 
 
 # --- the real models, and leaving them as they were -----------------------------------------

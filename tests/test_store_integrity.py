@@ -144,18 +144,39 @@ def test_truncated_chunk_is_reported_with_its_sizes(reference, tmp_path):
     assert _one_line_error(store.open_signals_array, path) == message
 
 
-def test_same_size_damage_is_caught_when_read_and_by_a_deep_check(reference, tmp_path):
-    path = _copy(reference, tmp_path)
-    chunk = path / "signals" / "1.0.0"
+def _flip_a_byte(chunk: Path) -> None:
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
+
+
+def test_same_size_damage_is_caught_when_read_and_by_a_deep_check(reference, tmp_path, corpus):
+    path = _copy(reference, tmp_path)
+    _flip_a_byte(path / "signals" / "1.0.0")
     ds = store.open_signals(path)  # presence and sizes only: cheap
     expected = f"dataset store {path} is damaged: chunk signals/1.0.0 does not match its checksum; {REBUILD}"
     assert ds.signals.isel(window=0).values.shape == (16, 5120)  # undamaged chunks read as ever
     assert _one_line_error(lambda: ds.signals.values) == expected  # not decoded into wrong numbers
     assert _one_line_error(lambda: store.open_signals_array(path)[1]) == expected
     assert _one_line_error(verify_store, path, deep=True, what="dataset store") == expected
+    assert _one_line_error(_simulate, tmp_path, corpus) == expected  # a reused store is checked in full
+
+
+def test_damaged_chunk_ends_the_cli_in_one_line(tmp_path, corpus):
+    """zarr's other reads of the batch are let finish: no pending-task tracebacks at exit."""
+    path = _simulate(tmp_path, corpus, n_sources=2)  # enough chunks for reads still in flight at the error
+    _flip_a_byte(path / "signals" / "3.0.0")
+    code = ("import sys; from xai_loc.cli import main; from xai_loc.models import LocCNN; "
+            "from xai_loc.models.checkpoint import save_checkpoint; "
+            "save_checkpoint(LocCNN(), sys.argv[1], {'condition': {'t60': 0.15, 'snr': 20.0}}); "
+            "main(['--threads', '1', 'sanity', '--checkpoint', sys.argv[1], '--store', sys.argv[2], "
+            "'--methods', 'saliency', '--out', sys.argv[3]])")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.safetensors"), str(path),
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    expected = f"dataset store {path} is damaged: chunk signals/3.0.0 does not match its checksum; {REBUILD}"
+    assert (result.returncode, result.stderr.strip().splitlines()[-1:]) == (2, [f"Error: {expected}"])
+    assert "Traceback" not in result.stderr and "pending" not in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("key, problem", [
@@ -349,6 +370,11 @@ def test_relevance_store_damage_and_nan_relevance(tmp_path, monkeypatch):
         f"relevance store {path} is damaged: chunk relevance/3.0.0 is missing; {REBUILD}")
     assert _one_line_error(explain_store, model, data, out, batch_size=2, progress=False) == \
         _one_line_error(open_relevance, path)
+    shutil.rmtree(path)
+    path = explain_store(model, data, out, batch_size=2, progress=False)
+    _flip_a_byte(path / "relevance" / "1.0.0")  # same size: only the checksums tell
+    assert _one_line_error(explain_store, model, data, out, batch_size=2, progress=False) == (
+        f"relevance store {path} is damaged: chunk relevance/1.0.0 does not match its checksum; {REBUILD}")
 
     original = Explainer.explain_batch
 

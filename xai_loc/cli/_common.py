@@ -94,6 +94,10 @@ def user_errors(meta: dict | None = None):
         message = out_of_memory_message((meta or {}).get(BATCH_SIZE_KEY))
     else:
         return
+    if "zarr" in sys.modules:  # a damaged chunk may have stopped a batch of reads midway
+        from xai_loc.data.integrity import settle_reads
+
+        settle_reads()
     click.echo(f"Error: {message}", err=True)
     raise click.exceptions.Exit(2)
 

@@ -27,10 +27,12 @@ Single-file (netCDF) results are written whole by an atomic rename
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import sys
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["MANIFEST", "REBUILD", "check_values", "chunk_keys", "final_store_exists", "open_netcdf_store",
-           "open_zarr_dataset", "open_zarr_group", "seal_store", "verify_store"]
+           "open_zarr_dataset", "open_zarr_group", "seal_store", "settle_reads", "verify_store"]
 
 #: The manifest's file name inside a store.
 MANIFEST = ".xai-loc-manifest.json"
@@ -357,6 +359,31 @@ def open_zarr_dataset(path: str | Path, what: str = "store", hint: str = REBUILD
         raise
     except Exception as err:  # noqa: BLE001 - zarr raises many types for foreign layouts
         raise InputError(f"{what} {path} is not a readable zarr store ({type(err).__name__}); {hint}") from None
+
+
+def settle_reads(timeout: float = 10.0) -> None:
+    """Let the reads still in flight on zarr's IO loop finish (at most ``timeout`` seconds).
+
+    A damaged chunk raises its :class:`~xai_loc.errors.InputError` from one read of a batch
+    while zarr's other reads of it are pending; exiting then makes the interpreter close the
+    loop under them, and zarr prints screens of "Task was destroyed but it is pending!" and
+    "Event loop is closed" tracebacks after the one-line error. The CLI calls this before it
+    exits with an error. Nothing happens where zarr has not started its loop.
+    """
+    import asyncio
+
+    sync = sys.modules.get("zarr.core.sync")
+    loop = getattr(sync, "loop", [None])[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def drain() -> None:
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if others:
+            await asyncio.wait(others, timeout=timeout)
+
+    with contextlib.suppress(Exception):  # best effort: the error being reported matters more
+        asyncio.run_coroutine_threadsafe(drain(), loop).result(timeout + 1)
 
 
 def final_store_exists(final: str | Path) -> bool:

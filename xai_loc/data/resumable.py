@@ -208,6 +208,10 @@ class ResumableStore:
     def finished(self, mismatch: str | Callable[[dict], str]) -> bool:
         """Whether the store already stands whole under its final name with the same data.
 
+        A finished store that is reused is checked in full (every chunk read and checksummed,
+        :func:`~xai_loc.data.integrity.verify_store` ``deep=True``; ~1 s a GB): the command
+        that would rebuild it must not report it good while a chunk is damaged.
+
         Parameters
         ----------
         mismatch
@@ -229,6 +233,7 @@ class ResumableStore:
                              "another path") from None
         if not self.same_data(found):
             raise InputError(f"{self.path} {mismatch if isinstance(mismatch, str) else mismatch(found)}")
+        verify_store(self.path, deep=True, what=self.kind.what)
         return True
 
     def _resumable(self) -> list[list[int]] | None:

@@ -93,6 +93,9 @@ class RelevanceAccessor:
         bad = [int(m) for m in picked if not 0 <= m < n] if picked.dtype.kind in "iu" else list(picked)
         if bad:
             raise InputError(f"microphone {bad[0]} does not exist; give indices in [0, {n - 1}]")
+        twice = next((int(m) for i, m in enumerate(picked) if m in picked[:i]), None)
+        if twice is not None:
+            raise InputError(f"microphone {twice} is asked for twice; give each once")
         return picked
 
     def as_audio(self, mics=None, peak: float = 0.99) -> np.ndarray:

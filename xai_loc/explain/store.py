@@ -29,10 +29,13 @@ manifest of its files, checked whenever it is opened
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +48,7 @@ from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.spec import spec_digest
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import AXES, Explainer, dataset_inputs, input_coords, result_coords, summary_attrs
-from xai_loc.io import atomic_path, ensure_writable_dir
+from xai_loc.io import ensure_writable_dir
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -373,17 +376,31 @@ def write_wavs(
     else:
         picked = range(relevance.sizes["window"]) if sources is None else np.atleast_1d(sources)
         groups = [(f"window-{int(w):05d}", relevance.isel(window=[int(w)])) for w in picked]
-    written = []
+    stems = [stem for stem, _ in groups]
+    twice = next((stem for i, stem in enumerate(stems) if stem in stems[:i]), None)
+    if twice is not None:
+        raise InputError(f"{twice.replace('-', ' ')} is asked for twice; give each once")
+    made = not folder.exists()
     ensure_writable_dir(folder)
-    for stem, rel in groups:
-        files = [(f"{stem}_relevance.wav", rel)]
-        if signals is not None:
-            sig = signals.sel(window=rel["window"].values)
-            files.append((f"{stem}_microphones.wav", sig))
-        for name, da in files:
-            audio = da.xai.as_audio(mics=mics)
-            path = folder / name
-            with atomic_path(path) as tmp:
-                sf.write(tmp, audio, fs, subtype=subtype, format="WAV")
-            written.append(path)
-    return written
+    # Every file is written into a hidden staging folder first and moved in only when all are
+    # written: a chunk found damaged halfway (or any other error) leaves the folder as it was.
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".wavs-", suffix=".partial"))
+    try:
+        names = []
+        for stem, rel in groups:
+            files = [(f"{stem}_relevance.wav", rel)]
+            if signals is not None:
+                files.append((f"{stem}_microphones.wav", signals.sel(window=rel["window"].values)))
+            for name, da in files:
+                sf.write(staging / name, da.xai.as_audio(mics=mics), fs, subtype=subtype, format="WAV")
+                names.append(name)
+        for name in names:
+            os.replace(staging / name, folder / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    staging.rmdir()
+    return [folder / name for name in names]

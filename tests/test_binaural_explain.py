@@ -48,6 +48,22 @@ def test_shipped_models_explain_with_labelled_levels(arch, tmp_path):
     assert sorted(p.name for p in written) == sorted(f"{level}.nc" for level in LEVELS[arch])
 
 
+def test_levels_of_another_explanation_are_never_mixed(tmp_path):
+    import xarray as xr
+
+    from xai_loc.explain.binaural import LEVELS as ALL_LEVELS
+
+    assert set(ALL_LEVELS) == {level for levels in LEVELS.values() for level in levels}
+    rel = xr.DataArray(np.ones((1, 2, 4)), dims=("example", "ear", "time"), name="relevance")
+    write_ear_relevance({"waveform": rel, "cochleagram": rel}, tmp_path)
+    write_ear_relevance({"waveform": 2 * rel, "cochleagram": rel}, tmp_path)  # the same levels: replaced
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(InputError, match=r"^\S+ holds cochleagram.nc of another explanation, which this one would "
+                                         r"not replace; results are never mixed: remove it or choose another --out$"):
+        write_ear_relevance({"waveform": rel, "cues": rel}, tmp_path)  # a TF-CNN's into a cochleagram CNN's
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_sound_files_are_cut_into_windows_and_checked(tmp_path):
     x = np.random.default_rng(0).standard_normal((2500, 2)) * 0.1
     sf.write(tmp_path / "s.wav", x, 16000, subtype="FLOAT")

@@ -7,6 +7,7 @@ import errno
 import sys
 
 import click
+from click.core import ParameterSource
 
 from xai_loc.cli_params import (
     SEED,
@@ -253,6 +254,14 @@ def setup(ctx: click.Context) -> int:
     from xai_loc.runtime import configure_cpu, full_float32
 
     ctx.meta[BATCH_SIZE_KEY] = ctx.params.get("batch_size")
+    arch, checkpoint = ctx.params.get("arch"), ctx.params.get("checkpoint")
+    if checkpoint and arch not in (None, "all") and ctx.get_parameter_source("arch") is not ParameterSource.DEFAULT:
+        from xai_loc.models import read_card
+
+        held = read_card(checkpoint).get("architecture")
+        if held != arch:
+            raise InputError(f"--model {arch} does not match --checkpoint {checkpoint}, a {held!r} model; "
+                             "leave --model out with --checkpoint")
     if ctx.command.name not in TF32_COMMANDS:  # so that cuda results match the CPU's within the documented tolerances
         full_float32(str(ctx.params.get("device") or "cpu"))
     return configure_cpu(ctx.obj["threads"])

@@ -35,7 +35,7 @@ from xai_loc.explain.cochcnn import explain_cochcnn
 from xai_loc.explain.cuenet import explain_cuenet
 from xai_loc.explain.tfcnn import explain_tfcnn
 
-__all__ = ["EAR_SIGNALS", "EXPLAINERS", "explain_ears", "read_ear_signals", "write_ear_relevance"]
+__all__ = ["EAR_SIGNALS", "EXPLAINERS", "LEVELS", "explain_ears", "read_ear_signals", "write_ear_relevance"]
 
 #: Any store of ear signals (binaural, TF-CNN and BAST scene stores), as :func:`read_ear_signals` opens it.
 EAR_SIGNALS = StoreKind("waveform store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
@@ -128,12 +128,26 @@ def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.nda
     return audio[: n * n_samples].reshape(n, n_samples, 2).transpose(0, 2, 1).copy()
 
 
+#: Every level an explainer of :data:`EXPLAINERS` returns (the module docs), i.e. the file names
+#: :func:`write_ear_relevance` may find in a folder from an earlier explanation.
+LEVELS = ("waveform", "cochleagram", "cues", "spectrogram")
+
+
 def write_ear_relevance(result: dict[str, Any], folder: str | os.PathLike) -> list[Path]:
-    """Write each level of :func:`explain_ears` to ``folder/<level>.nc`` (atomically); returns the paths."""
+    """Write each level of :func:`explain_ears` to ``folder/<level>.nc`` (atomically); returns the paths.
+
+    A folder holding levels of an earlier explanation that this one would not replace (another
+    family's) is refused before anything is written: results are never mixed.
+    """
     import xarray as xr
 
     from xai_loc.io import write_dataset_atomic
 
+    folder = Path(folder)
+    stale = [f"{level}.nc" for level in LEVELS if level not in result and (folder / f"{level}.nc").exists()]
+    if stale:
+        raise InputError(f"{folder} holds {', '.join(stale)} of another explanation, which this one would not "
+                         "replace; results are never mixed: remove it or choose another --out")
     paths = []
     for level, data in result.items():
         ds = data.to_dataset(name=data.name or "relevance") if isinstance(data, xr.DataArray) else data

@@ -66,6 +66,7 @@ def ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     (root / "afile").write_text("not a folder\n")
     (root / "ro").mkdir()
+    (root / "emptydir").mkdir()
     (root / "text.pth").write_text("hello, I am not a checkpoint\n")
     (root / "text.safetensors").write_text("hello, I am not a checkpoint either\n")
     torch.manual_seed(0)
@@ -198,6 +199,9 @@ CASES = [
     ("report-damaged-nc", ["report", "{ws}/results/truncated", "--out", "{ws}/page.html"], {}),
     ("report-out-is-folder", ["report", "{ws}/results/text", "--out", "{ws}/ro"], {}),
     ("report-empty-folder", ["report", "{ws}/ro"], {}),
+    ("percentages-zero-alone", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--percentages", "0"], {}),
+    ("faithfulness-percentages-zero-alone",
+     ["faithfulness", "--checkpoint", "{ws}/loccnn.safetensors", "--percentages", "0"], {}),
     ("faithfulness-percentages-no-zero",
      ["faithfulness", "--checkpoint", "{ws}/loccnn.safetensors", "--percentages", "10,20"], {}),
     ("listen-mic-99", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--mics", "99"], {}),
@@ -206,6 +210,10 @@ CASES = [
     ("model-not-the-checkpoints", ["explain", "--model", "samplecnn", "--checkpoint", "{ws}/loccnn.safetensors"], {}),
     ("perturb-model-not-the-checkpoints",
      ["perturb", "--model", "samplecnn", "--checkpoint", "{ws}/loccnn.safetensors"], {}),
+    ("composite-without-lrp", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--method", "saliency",
+                               "--composite", "epsilon"], {}),
+    ("option-twice", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--option", "epsilon=1e-6",
+                      "--option", "epsilon=1e-3"], {}),
     ("listen-mic-twice", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--mics", "0,0"], {}),
     ("composite-of-other-family", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--composite", "cochcnn"], {}),
     ("audit-composite-of-other-family", ["audit", "{ws}/loccnn.safetensors", "--composite", "tfcnn"], {}),
@@ -228,9 +236,11 @@ CASES = [
     ("figures-empty-folder", ["figures", "{ws}/ro"], {}),
     ("listen-not-a-store", ["listen", "{ws}/ro", "--out", "{ws}/w"], {}),
     ("reproduce-pretrained-missing", ["reproduce", "--quick", "--pretrained", "{ws}/nowhere"], {}),
+    ("reproduce-pretrained-empty", ["reproduce", "--quick", "--pretrained", "{ws}/emptydir"], {}),
     ("reproduce-skip-unknown", ["reproduce", "--quick", "--skip", "perturbation,nope"], {}),
     ("reproduce-skip-twice", ["reproduce", "--quick", "--skip", "sanity,sanity"], {}),
     ("models-list-dir-missing", ["models", "list", "--dir", "{ws}/nowhere"], {}),
+    ("models-list-env-missing", ["models", "list"], {"XAI_LOC_PRETRAINED": "{ws}/nowhere"}),
     ("models-list-card-without-condition", ["models", "list", "--dir", "{ws}/nocond"], {}),
     ("bast-explain-option-unknown", ["binaural", "explain", "{pre}/bast_default.safetensors", "{ws}/ears.wav",
                                      "--option", "foo=1", "--out", "{ws}/e"], {}),

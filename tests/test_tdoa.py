@@ -18,6 +18,8 @@ def test_pair_sets():
         parse_pairs("7-16", 16)
     with pytest.raises(InputError, match="use I-J"):
         parse_pairs("seven", 16)
+    with pytest.raises(InputError, match="^pair '8-7' is asked for twice"):
+        parse_pairs("7-8,0-15,8-7", 16)
 
 
 def test_anechoic_simulated_delay_comes_back_from_the_signals():

@@ -150,7 +150,6 @@ def _evaluate(models: ModelSet, name: str, store, batch_size: int, device: str) 
 
 
 def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
-    from xai_loc.errors import InputError
     from xai_loc.models.zoo import shipped_checkpoint
 
     found = {}
@@ -206,6 +205,12 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     scene = paper_scene(convention)
     plan = [(t60, snr, _available(archs, t60, snr, pretrained)) for t60, snr in conditions or PAPER_CONDITIONS]
     missing = [(arch, t60, snr) for t60, snr, found in plan for arch in archs if arch not in found]
+    if not any(found for _, _, found in plan):
+        from xai_loc.models.zoo import pretrained_dir
+
+        raise InputError(f"no checkpoint of {', '.join(archs)} for the study's conditions in "
+                         f"{pretrained or pretrained_dir()}; give --pretrained a folder holding them under the shipped "
+                         "names (e.g. loccnn_t60-0.6_snr-10.safetensors)")
     # what this run writes, so that the report can mark what an earlier run left in the folder
     record = StudyRun(out, {"quick": quick, "skipped": list(skip), "convention": convention, "archs": list(archs),
                             "conditions": [condition_name(t60, snr) for t60, snr, found in plan if found],

@@ -124,6 +124,8 @@ def parse_options(items: tuple[str, ...]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise InputError(f"option {item!r} is not allowed; write KEY=VALUE, e.g. epsilon=1e-6")
+        if key in out:
+            raise InputError(f"option {key!r} is given twice; give each --option once")
         out[key] = _option_value(raw)
     return out
 
@@ -262,6 +264,11 @@ def setup(ctx: click.Context) -> int:
         if held != arch:
             raise InputError(f"--model {arch} does not match --checkpoint {checkpoint}, a {held!r} model; "
                              "leave --model out with --checkpoint")
+    method = ctx.params.get("method")
+    if method not in (None, "lrp") and "composite" in ctx.params and \
+            ctx.get_parameter_source("composite") is not ParameterSource.DEFAULT:
+        raise InputError(f"--composite {ctx.params['composite']} is not allowed with --method {method}; "
+                         "composites are LRP's (--method lrp)")
     if ctx.command.name not in TF32_COMMANDS:  # so that cuda results match the CPU's within the documented tolerances
         full_float32(str(ctx.params.get("device") or "cpu"))
     return configure_cpu(ctx.obj["threads"])

@@ -142,7 +142,7 @@ def models() -> None:
 
 
 @models.command("list")
-@click.option("--dir", "directory", type=InputDir(), default=None,
+@click.option("--dir", "directory", type=InputDir(), default=None, envvar="XAI_LOC_PRETRAINED",
               help="Folder of checkpoints [default: $XAI_LOC_PRETRAINED or the shipped pretrained/].")
 def models_list(directory: str | None) -> None:
     """Show the localizer families with their architectures, and the checkpoints with their conditions

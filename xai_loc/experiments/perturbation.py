@@ -100,6 +100,9 @@ def check_percentages(percentages, *, from_zero: bool = False) -> tuple[float, .
     if from_zero and values[0] != 0:
         raise InputError(f"percentages {list(values)} are not allowed; they must start at 0 (the unperturbed "
                          "window, which AOPC is measured from)")
+    if from_zero and len(values) < 2:
+        raise InputError(f"percentages {list(values)} are not allowed; give 0 and at least one more (a curve "
+                         "with the unperturbed point alone has no area)")
     return values
 
 

@@ -47,6 +47,8 @@ def parse_pairs(spec: str, n_mics: int) -> list[tuple[int, int]]:
             raise InputError(f"pair {item!r} is not allowed; use I-J, or one of {', '.join(PAIR_SETS)}") from None
         if not (0 <= i < n_mics and 0 <= j < n_mics and i != j):
             raise InputError(f"pair {item!r} is not allowed; microphones are 0..{n_mics - 1} and must differ")
+        if (i, j) in pairs or (j, i) in pairs:
+            raise InputError(f"pair {item!r} is asked for twice (I-J and J-I are one pair); give each once")
         pairs.append((i, j))
     return pairs
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 import torch
@@ -293,6 +294,31 @@ def test_load_model_refuses_weights_that_do_not_match_the_card(tmp_path):
     save_file(LocCNN().state_dict(), str(path), metadata={"xai_loc_card": json.dumps(card)})
     with pytest.raises(InputError, match="does not match samplecnn: missing 106.*unexpected 14"):
         load_model(path)
+
+
+def test_flipped_weight_bytes_and_integer_weights_are_refused(tmp_path):
+    path = save_checkpoint(LocCNN(2, 175), tmp_path / "m.safetensors", {"condition": {"t60": 0.6, "snr": 10}})
+    card = read_card(path)
+    header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    assert card["weights_sha256"] == hashlib.sha256(path.read_bytes()[header:]).hexdigest()
+    state = randomized(LocCNN(2, 175), seed=1).state_dict()
+    other = save_checkpoint(randomized(LocCNN(2, 175), seed=1), tmp_path / "other.safetensors", card)
+    assert read_card(other)["weights_sha256"] not in ("", card["weights_sha256"])  # a card's old digest is replaced
+    load_model(other)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01  # one bit of the last tensor: still a valid float, only the digest tells
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=rf"^checkpoint {re.escape(str(path))} is damaged: its weights do not match "
+                                         r"the sha256 its card records; copy it again \(or retrain it\)$"):
+        load_model(path)
+    old = tmp_path / "old.safetensors"  # a card from before the digest: loaded unchecked
+    save_file(state, str(old), metadata={"xai_loc_card": json.dumps({k: v for k, v in card.items()
+                                                                      if k != "weights_sha256"})})
+    load_model(old)
+    save_file({**state, "conv1.bias": state["conv1.bias"].to(torch.int32)}, str(old),
+              metadata={"xai_loc_card": json.dumps({k: v for k, v in card.items() if k != "weights_sha256"})})
+    with pytest.raises(InputError, match=r"mis-typed 1: conv1.bias int32 \(expected float32\)"):
+        load_model(old)
 
 
 def test_file_digest(tmp_path):

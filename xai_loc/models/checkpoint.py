@@ -32,19 +32,21 @@ when read (:func:`upgrade_card`), so older files load unchanged on disk.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import numbers
 import os
 import pickle
 import re
+import struct
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
@@ -135,10 +137,15 @@ def _state_dict_problems(model: Localizer, state: dict[str, Any]) -> str | None:
         for k, v in expected.items()
         if isinstance(state.get(k), torch.Tensor) and state[k].shape != v.shape
     ]
+    mistyped = [  # float weights stored as integers (or counters as floats) would be converted silently
+        f"{k} {str(state[k].dtype).removeprefix('torch.')} (expected {str(v.dtype).removeprefix('torch.')})"
+        for k, v in expected.items()
+        if isinstance(state.get(k), torch.Tensor) and state[k].is_floating_point() != v.is_floating_point()
+    ]
     problems = [
         f"{label} {len(keys)}: {_abbreviate(keys)}"
         for label, keys in (("missing", missing), ("unexpected", unexpected),
-                            ("not tensors", not_tensors), ("mis-shaped", misshaped))
+                            ("not tensors", not_tensors), ("mis-shaped", misshaped), ("mis-typed", mistyped))
         if keys
     ]
     return "; ".join(problems) or None
@@ -272,10 +279,44 @@ def save_checkpoint(
                 raise InputError(f"weight {key} does not fit {name} (overflow or NaN); save as float32")
         tensors[key] = value.contiguous()
 
+    # The tensors' bytes do not depend on the metadata (safetensors pads its header, not the data),
+    # so their digest is taken from a first serialization and recorded in the card.
+    full["weights_sha256"] = _data_digest(io.BytesIO(save(tensors, metadata=metadata)))
+    metadata = {CARD_KEY: json.dumps(full, sort_keys=True)}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as handle:
+            if _data_digest(handle) != full["weights_sha256"]:
+                raise RuntimeError("safetensors wrote other tensor bytes than it serialized")  # a format change
     return path
+
+
+def _data_digest(handle: BinaryIO) -> str:
+    """sha256 of a safetensors file's data section: every tensor's bytes, after the header."""
+    head = handle.read(8)
+    if len(head) < 8:
+        return ""
+    handle.seek(8 + struct.unpack("<Q", head)[0])
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def check_weights(path: PathLike, card: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose tensor bytes differ from the digest its card records (``weights_sha256``).
+
+    Cards written before the digest existed record none and are not checked.
+    """
+    recorded = card.get("weights_sha256")
+    if recorded is None:
+        return
+    with open(path, "rb") as handle:
+        found = _data_digest(handle)
+    if found != recorded:
+        raise InputError(f"checkpoint {path} is damaged: its weights do not match the sha256 its card records; "
+                         "copy it again (or retrain it)")
 
 
 def checkpoint_path(out: PathLike) -> Path:
@@ -356,6 +397,7 @@ def load_model(path: PathLike, device: str | torch.device = "cpu") -> Localizer:
         raise InputError(f"checkpoint {path} has a config that does not fit {card['architecture']} ({err})") from None
     except InputError as err:
         raise InputError(f"checkpoint {path}: {err}") from None
+    check_weights(path, card)
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as err:

@@ -412,3 +412,23 @@ def test_relevance_partial_killed_before_its_array_is_written_afresh(tmp_path):
     assert explain_store(model, data, out, batch_size=2, progress=False) == out
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
     assert _tree(out) == _tree(reference)
+
+
+def test_changed_numbers_in_a_netcdf_result_fail_when_read(tmp_path):
+    import h5py
+
+    from xai_loc.data.integrity import open_netcdf_store
+    from xai_loc.io import write_dataset_atomic
+
+    ds = xr.Dataset({"mae": (("mode", "percentage"), np.arange(12.0).reshape(3, 4)), "n": ((), 7)},
+                    coords={"mode": ["relevance", "energy", "random"], "percentage": [0.0, 10.0, 20.0, 30.0]})
+    path = write_dataset_atomic(ds, tmp_path / "perturbation.nc")
+    xr.testing.assert_identical(open_netcdf_store(path, "results file"), ds)
+    with h5py.File(path) as f:
+        assert f["mae"].fletcher32 and f["percentage"].fletcher32
+        where = f["mae"].id.get_chunk_info(0).byte_offset
+    data = bytearray(path.read_bytes())
+    data[where + 8] ^= 0x40  # 8.0 becomes another valid float64: only the checksum tells
+    path.write_bytes(bytes(data))
+    assert _one_line_error(open_netcdf_store, path, "results file") == (
+        f"results file {path} is damaged or not netCDF (OSError); {REBUILD}")

@@ -74,9 +74,16 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def write_dataset_atomic(ds, path: str | Path) -> Path:
-    """Write an ``xarray.Dataset`` to netCDF (h5netcdf) atomically (see :func:`atomic_path`)."""
+    """Write an ``xarray.Dataset`` to netCDF (h5netcdf) atomically (see :func:`atomic_path`).
+
+    Every numeric array (not scalars or strings, which HDF5 cannot filter) is stored with HDF5's
+    Fletcher-32 checksum filter, so a changed byte in a result's numbers fails when it is read
+    (:func:`xai_loc.data.integrity.open_netcdf_store`) instead of being drawn or reported.
+    """
+    encoding = {name: {"fletcher32": True} for name, var in ds.variables.items()
+                if var.ndim and var.dtype.kind in "biufc"}
     with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
     return Path(path)
 
 

@@ -155,6 +155,8 @@ CASES = [
     ("simulate-seed-negative", ["simulate", "--t60", "0.3", "--snr", "10", "--seed", "-1"], {}),
     ("perturb-seed-negative", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--seed", "-1"], {}),
     ("binaural-simulate-seed-word", ["binaural", "simulate", "--seed", "one"], {}),
+    ("binaural-simulate-test-fraction-1", ["binaural", "simulate", "--test-fraction", "1"], {}),
+    ("binaural-simulate-no-room", ["binaural", "simulate", "--rooms", ","], {}),
     ("cues-batch-size-0", ["binaural", "cues", "--batch-size", "0"], {}),
     ("cuenet-examples-0", ["binaural", "cuenet", "probe", "--examples", "0"], {}),
     ("bast-heads-0", ["binaural", "bast", "train", "--heads", "0"], {}),

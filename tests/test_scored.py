@@ -293,3 +293,20 @@ def test_faithfulness_and_sanity_commands_score_binaural_stores(stores, tmp_path
     assert result.exit_code == 2 and "only cuenet models take" in result.output
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
     assert math.isfinite(float(ds["score"].sel({"check": "emprt"}).mean()))
+
+
+def test_a_dataset_store_alone_is_scored_by_the_shipped_models_of_its_condition(stores, tmp_path):
+    from xai_loc.cli import main
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.data.store import simulate_dataset
+
+    store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path, n_sources=1, progress=False)
+    runner = CliRunner()
+    result = runner.invoke(main, ["--threads", "1", "sanity", "--store", str(store), "--model", "loccnn",
+                                  "--methods", "saliency", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    ds = xr.open_dataset(tmp_path / "s" / "sanity.nc")
+    assert list(ds["model"].values) == ["loccnn"] and np.isfinite(ds["score"].values).all()
+    result = runner.invoke(main, ["sanity", "--store", str(stores["cuenet"]), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "records no T60 and SNR (not a dataset store); give the --checkpoint" in \
+        result.output

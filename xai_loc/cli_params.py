@@ -150,16 +150,17 @@ class Int(click.ParamType):
 
 
 class Number(click.ParamType):
-    """A finite number in a range; ``open_low`` excludes the lower bound (e.g. a positive rate)."""
+    """A finite number in a range; ``open_low``/``open_high`` exclude a bound (e.g. a positive rate)."""
 
     name = "number"
 
-    def __init__(self, low: float | None = None, high: float | None = None, open_low: bool = False):
-        self.low, self.high, self.open_low = low, high, open_low
+    def __init__(self, low: float | None = None, high: float | None = None, open_low: bool = False,
+                 open_high: bool = False):
+        self.low, self.high, self.open_low, self.open_high = low, high, open_low, open_high
 
     def _allowed(self) -> str:
         low = "" if self.low is None else f"{'>' if self.open_low else '>='} {self.low:g}"
-        high = "" if self.high is None else f"<= {self.high:g}"
+        high = "" if self.high is None else f"{'<' if self.open_high else '<='} {self.high:g}"
         return "a finite number " + " and ".join(b for b in (low, high) if b) if (low or high) else "a finite number"
 
     def convert(self, value, param, ctx):
@@ -168,7 +169,8 @@ class Number(click.ParamType):
         except (TypeError, ValueError, OverflowError):
             raise InputError(f"{_name(param, ctx)} {value!r} is not a number; use {self._allowed()}") from None
         low_bad = self.low is not None and (number <= self.low if self.open_low else number < self.low)
-        if not math.isfinite(number) or low_bad or (self.high is not None and number > self.high):
+        high_bad = self.high is not None and (number >= self.high if self.open_high else number > self.high)
+        if not math.isfinite(number) or low_bad or high_bad:
             raise InputError(f"{_name(param, ctx)} {value} is not allowed; use {self._allowed()}")
         return number
 

@@ -336,7 +336,8 @@ STORE_OPTIONS = (
     click.option("--store", type=InputDir(), default=None,
                  help="Score this finished test store instead of simulating the paper scene's test split: any "
                       "family's (dataset, binaural, TF-CNN, BAST or cue-scene store), with a --checkpoint of that "
-                      "family; --t60, --snr and --convention do not apply [default with a binaural --checkpoint: "
+                      "family (a dataset store alone: the shipped models of the condition it records); --convention "
+                      "does not apply [default with a binaural --checkpoint: "
                       "its own held-out test split, rendered under --data from the spec its card records]."),
     click.option("--target", type=click.Choice(ANY_TARGET_CHOICES), default=None,
                  help="What is explained [default: what speaks for the right answer: truth (positions), "

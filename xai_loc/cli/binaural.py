@@ -55,7 +55,7 @@ _binaural_spec_options = with_options(
     click.option("--snr", type=SNR, nargs=2, default=(5.0, 40.0), show_default=True,
                  help="Range (dB) of the diffuse background's SNR."),
     click.option("--no-noise", is_flag=True, help="No background noise."),
-    click.option("--test-fraction", type=Number(0, 1, open_low=True), default=0.2, show_default=True,
+    click.option("--test-fraction", type=Number(0, 1, open_low=True, open_high=True), default=0.2, show_default=True,
                  help="Share of the distinct sounds held out for the test split."),
     click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the split and every rendering."),
     click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",

@@ -408,10 +408,18 @@ def listen(relevance, out, sources, mics) -> None:
     click.echo(f"{len(paths)} files in {out}")
 
 
-def _store_models(arch, t60, snr, checkpoint) -> dict[str, str]:
+def _store_models(arch, t60, snr, checkpoint, store) -> dict[str, str]:
     """The models scored on a given test store: ``--checkpoint`` of any family, else the shipped multichannel
-    ones of the condition."""
+    ones of the condition (``--t60``/``--snr``, else the one the dataset store records)."""
     if checkpoint is None:
+        if t60 is None and snr is None:
+            from xai_loc.data.integrity import open_zarr_group
+
+            attrs = open_zarr_group(store, what="test store").attrs
+            t60, snr = attrs.get("t60"), attrs.get("snr")
+            if t60 is None or snr is None:
+                raise InputError(f"store {store} records no T60 and SNR (not a dataset store); give the --checkpoint "
+                                 "of the model to score on it")
         return models_for(arch, *resolve_condition(t60, snr, None), None)
     from xai_loc.models import read_card
 
@@ -448,7 +456,7 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
         if checkpoint is not None and any(v is not None for v in (t60, snr, convention)):
             click.echo("warning: --t60, --snr and --convention choose the paper scene's test split; they do not "
                        f"apply to the store {store}", err=True)
-        checkpoints = _store_models(arch, t60, snr, checkpoint)
+        checkpoints = _store_models(arch, t60, snr, checkpoint, store)
         store_name = f"{Path(store).parent.name}-{Path(store).stem}"
         default_out = Path("xai-loc-results") / next(iter(checkpoints)) / store_name
         run_options["n_sources"] = n_sources

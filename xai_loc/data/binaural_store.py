@@ -143,7 +143,8 @@ class BinauralSpec(SpecRecord):
         allowed_rooms = (ANECHOIC, *ROOMS)
         bad = [r for r in self.rooms if r not in allowed_rooms]
         if not self.rooms or bad:
-            raise InputError(f"room {bad[0] if bad else None!r} is not allowed; use some of {', '.join(allowed_rooms)}")
+            raise InputError(f"room {bad[0]!r} is not allowed; use some of {', '.join(allowed_rooms)}" if bad else
+                             f"no room given; use some of {', '.join(allowed_rooms)}")
         allowed_kinds = (*SOUNDS, SPEECH)
         bad = [k for k in self.kinds if k not in allowed_kinds]
         if not self.kinds or bad or len(set(self.kinds)) != len(self.kinds):

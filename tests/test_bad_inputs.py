@@ -218,6 +218,8 @@ CASES = [
                       "--option", "epsilon=1e-3"], {}),
     ("listen-mic-twice", ["listen", "{ws}/relevance", "--out", "{ws}/w", "--mics", "0,0"], {}),
     ("composite-of-other-family", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--composite", "cochcnn"], {}),
+    ("audit-target-needs-truth", ["audit", "loccnn", "--target", "truth"], {}),
+    ("audit-folder", ["audit", "{ws}/ro"], {}),
     ("audit-composite-of-other-family", ["audit", "{ws}/loccnn.safetensors", "--composite", "tfcnn"], {}),
     ("option-unknown", ["tdoa", "--checkpoint", "{ws}/loccnn.safetensors", "--option", "colour=red"], {}),
     ("occlusion-window-too-long", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--method", "occlusion",

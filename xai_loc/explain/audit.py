@@ -310,10 +310,15 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
     AuditReport
     """
     model, info = resolve_model(model)
+    kind = getattr(model, "output_kind", "position")
+    free = [name for name in targets_for(kind) if not get_target(name).needs_truth]
     if target is None:  # the probe input has no truth
-        kind = getattr(model, "output_kind", "position")
-        target = next(name for name in targets_for(kind) if not get_target(name).needs_truth)
+        target = free[0]
     target_spec = get_target(target)
+    if target_spec.needs_truth and positions is None and target in targets_for(kind):
+        raise InputError(f"target {target!r} needs the truth (a true position or class), which the random probe input "
+                         "lacks; "
+                         f"use one of {', '.join(free)}")
     objective = bind(target, getattr(model, "output_kind", "position"))
     shape = getattr(model, "input_shape", None)
     dtype = next(model.parameters()).dtype

@@ -335,7 +335,11 @@ def read_card(path: PathLike) -> dict[str, Any]:
     InputError
         If the file is missing, not safetensors, or carries no valid xai-loc card.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"checkpoint {path!r} is not allowed; give the path of a .safetensors file")
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"checkpoint {path} is a folder; give the path of a .safetensors file")
     if not path.is_file():
         raise InputError(f"checkpoint {path} does not exist")
     try:

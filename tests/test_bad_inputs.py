@@ -228,6 +228,8 @@ CASES = [
     # files that are not what they claim
     ("import-text-pth", ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10", "{ws}/text.pth",
                          "--out", "{ws}/x.safetensors"], {}),
+    ("import-xai-loc-checkpoint", ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10",
+                                   "{ws}/loccnn.safetensors", "--out", "{ws}/x.safetensors"], {}),
     ("import-missing", ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10", "{ws}/none.pth"], {}),
     ("evaluate-text-checkpoint", ["evaluate", "{ws}/text.safetensors"], {}),
     ("evaluate-nan-weights", ["evaluate", "{ws}/nan.safetensors"], {}),

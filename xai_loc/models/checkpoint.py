@@ -424,6 +424,14 @@ def _check_finite(state: dict[str, torch.Tensor], path: PathLike) -> None:
 def _read_paper_state_dict(src: Path) -> dict[str, Any]:
     if not src.is_file():
         raise InputError(f"checkpoint {src} does not exist")
+    try:  # an xai-loc checkpoint would be taken for a state dict and lose its card
+        with safe_open(str(src), framework="pt") as f:
+            carded = CARD_KEY in (f.metadata() or {})
+    except (SafetensorError, OSError):
+        carded = False
+    if carded:
+        raise InputError(f"{src} is already an xai-loc checkpoint (it has a card); use it as it is, not through "
+                         "import")
     try:
         state = torch.load(src, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -16,7 +16,6 @@ import torch
 import xarray as xr
 
 from xai_loc.data import bast_scenes, cue_scenes, ipd_ild_scenes
-from xai_loc.data.integrity import REBUILD
 from xai_loc.errors import InputError
 
 
@@ -120,7 +119,7 @@ def test_damaged_unfinished_and_foreign_scene_stores_are_one_line(tmp_path, kind
     chunk = ".".join(["1"] + ["0"] * (len(kind.dims) - 1))
     (path / kind.variable / chunk).unlink()
     assert _one_line(kind.open, path) == (f"{kind.what} {path} is damaged: chunk {kind.variable}/{chunk} "
-                                          f"is missing; {REBUILD}")
+                                          f"is missing; {kind.rebuild}")
     partial = path.with_name("test.zarr.partial")
     shutil.move(path, partial)
     assert _one_line(kind.open, partial) == (f"{partial} is an unfinished {kind.what}; run {kind.make} again "

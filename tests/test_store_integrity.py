@@ -20,7 +20,8 @@ from xai_loc.errors import InputError
 from xai_loc.explain import Explainer, explain_store, open_relevance
 from xai_loc.models import LocCNN
 
-REBUILD = "delete it and run the command again to rebuild it"
+REBUILD = "delete it and run 'xai-loc simulate' again to rebuild it"
+REBUILD_RELEVANCE = "delete it and run 'xai-loc explain' again to rebuild it"
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +159,7 @@ def test_same_size_damage_is_caught_when_read_and_by_a_deep_check(reference, tmp
     assert ds.signals.isel(window=0).values.shape == (16, 5120)  # undamaged chunks read as ever
     assert _one_line_error(lambda: ds.signals.values) == expected  # not decoded into wrong numbers
     assert _one_line_error(lambda: store.open_signals_array(path)[1]) == expected
-    assert _one_line_error(verify_store, path, deep=True, what="dataset store") == expected
+    assert _one_line_error(verify_store, path, deep=True, what="dataset store", hint=REBUILD) == expected
     assert _one_line_error(_simulate, tmp_path, corpus) == expected  # a reused store is checked in full
 
 
@@ -367,14 +368,14 @@ def test_relevance_store_damage_and_nan_relevance(tmp_path, monkeypatch):
     verify_store(path, deep=True)
     (path / "relevance" / "3.0.0").unlink()
     assert _one_line_error(open_relevance, path) == (
-        f"relevance store {path} is damaged: chunk relevance/3.0.0 is missing; {REBUILD}")
+        f"relevance store {path} is damaged: chunk relevance/3.0.0 is missing; {REBUILD_RELEVANCE}")
     assert _one_line_error(explain_store, model, data, out, batch_size=2, progress=False) == \
         _one_line_error(open_relevance, path)
     shutil.rmtree(path)
     path = explain_store(model, data, out, batch_size=2, progress=False)
     _flip_a_byte(path / "relevance" / "1.0.0")  # same size: only the checksums tell
     assert _one_line_error(explain_store, model, data, out, batch_size=2, progress=False) == (
-        f"relevance store {path} is damaged: chunk relevance/1.0.0 does not match its checksum; {REBUILD}")
+        f"relevance store {path} is damaged: chunk relevance/1.0.0 does not match its checksum; {REBUILD_RELEVANCE}")
 
     original = Explainer.explain_batch
 
@@ -431,4 +432,4 @@ def test_changed_numbers_in_a_netcdf_result_fail_when_read(tmp_path):
     data[where + 8] ^= 0x40  # 8.0 becomes another valid float64: only the checksum tells
     path.write_bytes(bytes(data))
     assert _one_line_error(open_netcdf_store, path, "results file") == (
-        f"results file {path} is damaged or not netCDF (OSError); {REBUILD}")
+        f"results file {path} is damaged or not netCDF (OSError); delete it and run the command again to rebuild it")

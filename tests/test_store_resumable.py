@@ -172,7 +172,7 @@ def test_finished_store_is_reused_refused_or_reported(reference, tmp_path):
     (copy / "values" / "2.0").unlink()
     with ResumableStore(copy, KIND, CONFIG) as store:
         assert _one_line(store.finished, "x") == (f"toy store {copy} is damaged: chunk values/2.0 is missing; "
-                                                  "delete it and run the command again to rebuild it")
+                                                  "delete it and run make_toy again to rebuild it")
 
 
 def test_open_refuses_unfinished_missing_and_foreign_stores(reference, tmp_path):

@@ -17,7 +17,9 @@ manifest (written before this check existed, or by other software) is refused.
 
 Every problem is one line (:class:`~xai_loc.errors.InputError`) that names the store, what
 is wrong and how to rebuild it, e.g. ``dataset store data/test.zarr is damaged: chunk
-signals/17.0.0 is missing; delete it and run the command again to rebuild it``.
+signals/17.0.0 is missing; delete it and run 'xai-loc simulate' again to rebuild it`` (each
+:class:`~xai_loc.data.resumable.StoreKind` names the command that makes it; :data:`REBUILD`
+otherwise).
 
 Unfinished stores are resumed only when they can be; writing, resuming and finishing are
 :class:`xai_loc.data.resumable.ResumableStore`, shared by every zarr store writer, which

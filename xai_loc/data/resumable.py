@@ -109,6 +109,11 @@ class StoreKind:
         """What one row along the first dimension is called."""
         return self.dims[0]
 
+    @property
+    def rebuild(self) -> str:
+        """How to rebuild a damaged store of this kind (the end of every message about one)."""
+        return f"delete it and run {self.make} again to rebuild it"
+
     def _checked_path(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         if path.name.endswith(".partial"):
@@ -130,7 +135,7 @@ class StoreKind:
             One line for an unfinished, missing, damaged or foreign store.
         """
         path = self._checked_path(path)
-        ds = open_zarr_dataset(path, what=self.what)
+        ds = open_zarr_dataset(path, what=self.what, hint=self.rebuild)
         if self.variable not in ds or ds[self.variable].dims != self.dims:
             raise self._no_variable(path)
         return ds
@@ -138,7 +143,7 @@ class StoreKind:
     def open_array(self, path: str | os.PathLike):
         """The main array of a finished store as a read-only zarr array (each chunk checked as it is read)."""
         path = self._checked_path(path)
-        group = open_zarr_group(path, what=self.what)
+        group = open_zarr_group(path, what=self.what, hint=self.rebuild)
         if self.variable not in group:
             raise self._no_variable(path)
         return group[self.variable]
@@ -225,7 +230,7 @@ class ResumableStore:
         """
         if not final_store_exists(self.path):
             return False
-        attrs = open_zarr_group(self.path, what=self.kind.what).attrs
+        attrs = open_zarr_group(self.path, what=self.kind.what, hint=self.kind.rebuild).attrs
         try:
             found = json.loads(attrs["config"])
         except (KeyError, TypeError, ValueError):
@@ -233,7 +238,7 @@ class ResumableStore:
                              "another path") from None
         if not self.same_data(found):
             raise InputError(f"{self.path} {mismatch if isinstance(mismatch, str) else mismatch(found)}")
-        verify_store(self.path, deep=True, what=self.kind.what)
+        verify_store(self.path, deep=True, what=self.kind.what, hint=self.kind.rebuild)
         return True
 
     def _resumable(self) -> list[list[int]] | None:
@@ -406,7 +411,7 @@ def write_store(path: str | os.PathLike, kind: StoreKind, config: Mapping[str, A
 
     path = Path(path)
     if path.is_dir() and any(path.iterdir()):  # a damaged store is refused before the lock touches its folder
-        verify_store(path, what=kind.what)
+        verify_store(path, what=kind.what, hint=kind.rebuild)
     with ResumableStore(path, kind, config, chunk=chunk) as out:
         if out.finished(mismatch):
             return out.path

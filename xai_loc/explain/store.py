@@ -141,7 +141,7 @@ def stored_relevance(data: str | os.PathLike, explainer: Explainer):
     if not final_store_exists(path):
         return None
     try:
-        found = json.loads(open_zarr_group(path, what=RELEVANCE.what).attrs["config"])
+        found = json.loads(open_zarr_group(path, what=RELEVANCE.what, hint=RELEVANCE.rebuild).attrs["config"])
     except (KeyError, TypeError, ValueError):
         return None
     ds = open_signals(data)

@@ -316,9 +316,8 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
         target = free[0]
     target_spec = get_target(target)
     if target_spec.needs_truth and positions is None and target in targets_for(kind):
-        raise InputError(f"target {target!r} needs the truth (a true position or class), which the random probe input "
-                         "lacks; "
-                         f"use one of {', '.join(free)}")
+        raise InputError(f"target {target!r} needs the truth (a true position or class), which the random probe "
+                         f"input lacks; use one of {', '.join(free)}")
     objective = bind(target, getattr(model, "output_kind", "position"))
     shape = getattr(model, "input_shape", None)
     dtype = next(model.parameters()).dtype

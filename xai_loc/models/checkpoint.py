@@ -15,7 +15,8 @@ xai-loc's format is one ``.safetensors`` file. Its string metadata holds, under
       "storage": {...},                         # the float16 check, where one was made
       "source": {...},                          # only for imported files
       "software": {"torch": ..., ...}, "created": "2024-05-01T12:00:00Z",
-      "dtype": "float16"                        # dtype of the stored weights
+      "dtype": "float16",                       # dtype of the stored weights
+      "weights_sha256": "9f2c..."               # of the tensors' bytes; checked by load_model
     }
 
 The paper's released checkpoints (Comanducci et al., EUSIPCO 2024) are plain PyTorch

@@ -31,7 +31,7 @@ from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.experiments.tdoa_probe import SRP_CONSTANT, run_tdoa
 from xai_loc.models import WindowSet, read_card
-from xai_loc.models.zoo import PAPER_MAE, checkpoint_name, data_convention, paper_mae
+from xai_loc.models.zoo import PAPER_MAE, checkpoint_name, data_convention, paper_mae, pretrained_dir
 from xai_loc.runtime import configure_cpu
 
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         cards = {path: checked_card(path) for path in paths}  # every card checked before any work
         if args.out is None:
             check_full_size(cards, args.sources)
-            args.out = Path("pretrained")
+            args.out = pretrained_dir()  # the shipped folder wherever this runs from, not ./pretrained
         root = args.data_root or default_root()
         args.out.mkdir(parents=True, exist_ok=True)
         rows, srp = [], {}

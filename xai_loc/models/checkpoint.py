@@ -47,7 +47,7 @@ from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save, save_file
+from safetensors.torch import load_file, save
 
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
@@ -281,15 +281,12 @@ def save_checkpoint(
         tensors[key] = value.contiguous()
 
     # The tensors' bytes do not depend on the metadata (safetensors pads its header, not the data),
-    # so their digest is taken from a first serialization and recorded in the card.
+    # so their digest is taken from a first serialization (in memory) and recorded in the card.
     full["weights_sha256"] = _data_digest(io.BytesIO(save(tensors, metadata=metadata)))
-    metadata = {CARD_KEY: json.dumps(full, sort_keys=True)}
+    blob = save(tensors, metadata={CARD_KEY: json.dumps(full, sort_keys=True)})
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as handle:
-            if _data_digest(handle) != full["weights_sha256"]:
-                raise RuntimeError("safetensors wrote other tensor bytes than it serialized")  # a format change
+        Path(tmp).write_bytes(blob)
     return path
 
 

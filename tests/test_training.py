@@ -198,6 +198,32 @@ def test_samplecnn_default_lr_checkpoint_and_evaluation(stores, tmp_path):
     assert result.attrs["checkpoint"] == out.name and len(result.attrs["checkpoint_sha256"]) == 64
 
 
+def test_bfloat16_autocast_trains_in_mixed_precision_and_is_recorded(reference, stores, tmp_path):
+    out = train("loccnn", stores["train"], stores["val"], tmp_path / "bf16.safetensors",
+                TrainConfig(max_epochs=6, autocast="bfloat16", **FAST), progress=False)
+    t, ref = read_card(out)["training"], read_card(reference)["training"]
+    assert t["config"]["autocast"] == "bfloat16" and ref["config"]["autocast"] is None
+    assert any("bfloat16 mixed precision" in d for d in t["deviations"])
+    assert not any("mixed precision" in d for d in ref["deviations"])
+    # the same seeded start and draws: the first epoch's loss matches float32 to bfloat16's rounding, and it learns
+    assert t["history"]["train_loss"][0] == pytest.approx(ref["history"]["train_loss"][0], rel=0.05)
+    assert min(t["history"]["val_loss"]) < 0.5 * t["history"]["val_loss"][0]
+    assert all(v.dtype == torch.float32 for v in weights(out).values())  # the weights stay float32
+    # the forward pass of a step runs in bfloat16 and hands float32 to the loss
+    model = load_model(out)
+    seen = []
+    model.conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    x = torch.randn(2, 4, 1024)
+    y = trainer.autocast_forward(model, "bfloat16", torch.device("cpu"))(x)
+    assert seen == [torch.bfloat16] and y.dtype == torch.float32
+    # a run resumes only with the same precision
+    with pytest.raises(InputError, match=r"recipe\.autocast"):
+        train("loccnn", stores["train"], stores["val"], reference, TrainConfig(max_epochs=6, autocast="bfloat16",
+                                                                                **FAST))
+    with pytest.raises(InputError, match=r"autocast='float16' is not allowed; use None or 'bfloat16'"):
+        TrainConfig(autocast="float16")
+
+
 def test_resume_refuses_another_recipe_or_dataset(reference, stores):
     with pytest.raises(InputError, match=r"recipe\.lr: 0\.001 in the state, 0\.002 now"):
         train("loccnn", stores["train"], stores["val"], reference, TrainConfig(lr=2e-3, max_epochs=6, **FAST))

@@ -94,6 +94,20 @@ def determinism(enabled: bool, device: torch.device, benchmark: bool = False) ->
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
+#: Mixed-precision dtypes of the training forward pass (``autocast`` of a recipe).
+AUTOCAST = {"bfloat16": torch.bfloat16}
+
+
+def autocast_forward(model: nn.Module, dtype: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model``'s forward pass under ``torch.autocast`` in ``dtype`` (a key of :data:`AUTOCAST`),
+    returning float32 so that the loss and its gradient start in float32; the weights stay float32."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=AUTOCAST[dtype]):
+            out = model(x)
+        return out.float()
+    return forward
+
+
 def split_batches(picks: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Split one draw's examples into batches (each sorted, for reading); a last batch of one
     example joins the one before (BatchNorm needs two)."""

@@ -54,6 +54,24 @@ def test_scene_from_toml(tmp_path):
         load_scene("nowhere")
 
 
+def test_asking_for_at_least_the_whole_split_is_the_split(tmp_path, corpus):
+    path = tmp_path / "lab.toml"
+    path.write_text(
+        'name = "lab"\nwindow = 1024\n[room]\nsize = [5.0, 4.0, 3.0]\n'
+        '[array]\nlinear = { n = 2, spacing = 0.1, center = [2.5, 3.5, 1.2], axis = 0 }\n'
+        '[sources]\npositions = [[1.0, 1.0, 1.5], [2.0, 1.5, 1.5], [3.0, 1.0, 1.5]]\n'
+        '[splits]\ntest = [0, 1]\ntrain = [2]\nval = []\n')
+    scene = load_scene(path)
+    sim = {"root": tmp_path / "d", "corpus": corpus, "progress": False}
+    one = store.simulate_dataset(scene, "test", 0.15, 25.0, n_sources=1, **sim)
+    whole = store.simulate_dataset(scene, "test", 0.15, 25.0, n_sources=5, **sim)
+    assert one.name == "test-n1.zarr" and whole.name == "test.zarr"  # not test-n2 nor test-n5
+    assert store.simulate_dataset(scene, "test", 0.15, 25.0, n_sources=2, **sim) == whole
+    assert store.simulate_dataset(scene, "test", 0.15, 25.0, **sim) == whole
+    assert set(store.open_signals(whole).source_id.values.tolist()) == {0, 1}
+    assert sorted(p.name for p in whole.parent.iterdir()) == ["test-n1.zarr", "test.zarr"]
+
+
 def _simulate(root, **kw):
     args = {"split": "test", "t60": 0.15, "snr": 20.0, "root": root, "n_sources": 3, "progress": False}
     args.update(kw)

@@ -235,7 +235,8 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
                          "larger fraction) in the scene's [splits]")
     if n_sources is not None:
         ids = subset_ids(ids, n_sources)
-        n_sources = min(n_sources, len(ids))
+        # asking for at least the whole split is the split: its own store, not a second copy named by the count
+        n_sources = None if n_sources >= scene.source_ids(split).size else n_sources
     corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
     rir_options = dict(rir_options or {})
     config = {
@@ -398,7 +399,7 @@ def simulate_dataset(
         Data root (default :func:`default_root`).
     n_sources
         Only a seeded spread of ``n_sources`` sources over the split (:func:`subset_ids`; a
-        separate store).
+        separate store); at least the split's size means the whole split (its store).
     corpus
         A :class:`~xai_loc.acoustics.speech.SpeechCorpus` (default: the shipped corpus).
     seed

@@ -119,6 +119,9 @@ CASES = [
                               "--out", "{ws}/afile/m.safetensors"], {}),
     ("explain-data-below-file", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--data", "{ws}/afile/d"], {}),
     ("explain-out-ro", ["explain", "--checkpoint", "{ws}/loccnn.safetensors", "--out", "{ws}/ro/r.zarr"], {}),
+    # a pseudo file system where permission bits allow writing (as root) but nothing can be created
+    ("simulate-data-proc", ["simulate", "--t60", "0.3", "--snr", "10", "--sources", "1", "--data", "/proc/d"], {}),
+    ("perturb-out-sys", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--out", "/sys/xai-loc-r"], {}),
     ("tfcnn-probe-other-family", ["binaural", "tfcnn", "probe", "--checkpoint", "{pre}/bast_default.safetensors",
                                   "--data", "{ws}/tf"], {}),
     ("cuenet-probe-other-family", ["binaural", "cuenet", "probe", "--checkpoint", "{pre}/tfcnn_default.safetensors",

@@ -7,8 +7,10 @@ ends before anything is written. Only light imports here (``xai-loc --help`` sta
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import click
@@ -30,7 +32,8 @@ def _name(param: click.Parameter | None, ctx: click.Context | None) -> str:
 
 
 def check_out_dir(path: str | os.PathLike, what: str) -> Path:
-    """Check that folder ``path`` exists or can be created and written, without creating it."""
+    """Check that folder ``path`` exists or can be created and written, without creating it (an empty
+    folder is made and removed in its nearest existing ancestor)."""
     path = Path(path)
     probe = path
     while not probe.exists():
@@ -43,6 +46,16 @@ def check_out_dir(path: str | os.PathLike, what: str) -> Path:
         raise InputError(f"{what} {str(path)!r} is not allowed: {str(probe)!r} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{what} {str(path)!r} is not writable: {str(probe)!r} is read-only; choose another folder")
+    # permission bits do not tell everything (root passes os.access; /proc or a full or special file system
+    # refuses new entries): make and remove an empty folder there, and give the folder back its times
+    times = probe.stat()
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".xai-loc-probe-", dir=probe))
+    except OSError as err:
+        raise InputError(f"{what} {str(path)!r} is not writable: nothing can be created in {str(probe)!r} "
+                         f"({err.strerror}); choose another folder") from None
+    with contextlib.suppress(OSError):  # only the owner may set the times; others see a new mtime
+        os.utime(probe, ns=(times.st_atime_ns, times.st_mtime_ns))
     return path
 
 

@@ -424,7 +424,7 @@ def test_changed_numbers_in_a_netcdf_result_fail_when_read(tmp_path):
     ds = xr.Dataset({"mae": (("mode", "percentage"), np.arange(12.0).reshape(3, 4)), "n": ((), 7)},
                     coords={"mode": ["relevance", "energy", "random"], "percentage": [0.0, 10.0, 20.0, 30.0]})
     path = write_dataset_atomic(ds, tmp_path / "perturbation.nc")
-    xr.testing.assert_identical(open_netcdf_store(path, "results file"), ds)
+    xr.testing.assert_identical(open_netcdf_store(path, "results file").drop_attrs(deep=False), ds)
     with h5py.File(path) as f:
         assert f["mae"].fletcher32 and f["percentage"].fletcher32
         where = f["mae"].id.get_chunk_info(0).byte_offset
@@ -433,3 +433,38 @@ def test_changed_numbers_in_a_netcdf_result_fail_when_read(tmp_path):
     path.write_bytes(bytes(data))
     assert _one_line_error(open_netcdf_store, path, "results file") == (
         f"results file {path} is damaged or not netCDF (OSError); delete it and run the command again to rebuild it")
+
+
+def test_changed_labels_scalars_or_attributes_in_a_netcdf_result_fail_when_read(tmp_path):
+    """What Fletcher-32 cannot cover (strings, scalars, attributes) is covered by the file's digest."""
+    import h5py
+
+    from xai_loc.data.integrity import open_netcdf_store
+    from xai_loc.io import NETCDF_DIGEST, write_dataset_atomic
+
+    ds = xr.Dataset({"mae": (("mode",), [0.1, 0.2, 0.3]), "n": ((), 7)},
+                    coords={"mode": ["relevance", "energy", "random"]}, attrs={"model": "loccnn", "t60": 0.6})
+    ds["mae"].attrs["units"] = "m"
+    hint = "delete it and run the command again to rebuild it"
+    damaged = f"is damaged (its labels, scalars or attributes do not match their checksum); {hint}"
+
+    def changed(name, edit):
+        path = write_dataset_atomic(ds, tmp_path / f"{name}.nc")
+        assert open_netcdf_store(path, "results file").attrs[NETCDF_DIGEST]
+        with h5py.File(path, "a") as f:
+            edit(f)
+        return path
+
+    def relabel(f):  # two labels swapped: every value is still a valid one
+        f["mode"][0], f["mode"][2] = b"random", b"relevance"
+
+    for name, edit in (("labels", relabel), ("scalar", lambda f: f["n"].write_direct(np.array(8))),
+                       ("attribute", lambda f: f.attrs.modify("t60", 0.4)),
+                       ("units", lambda f: f["mae"].attrs.modify("units", "cm"))):
+        path = changed(name, edit)
+        assert _one_line_error(open_netcdf_store, path, "results file") == f"results file {path} {damaged}"
+        assert _one_line_error(open_netcdf_store, path, "results file", load=False) == \
+            f"results file {path} {damaged}"
+    # a file written before the digest existed opens as before
+    path = changed("older", lambda f: f.attrs.__delitem__(NETCDF_DIGEST))
+    xr.testing.assert_identical(open_netcdf_store(path, "results file"), ds)

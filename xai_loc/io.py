@@ -73,17 +73,59 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+#: Root attribute of a netCDF result: :func:`netcdf_digest` of what Fletcher-32 does not cover.
+NETCDF_DIGEST = "xai_loc_sha256"
+
+
+def _plain(value):
+    """JSON-able form of an attribute or value as netCDF gives it back (arrays as lists, NumPy scalars as numbers)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def netcdf_digest(ds) -> str:
+    """SHA-256 of what HDF5's Fletcher-32 filter leaves unchecked in a dataset read from netCDF: the values of
+    string and scalar variables, and every attribute (the dataset's but this digest's, and each variable's)."""
+    import hashlib
+
+    parts = {"attrs": _plain({k: v for k, v in ds.attrs.items() if k != NETCDF_DIGEST}), "variables": {}}
+    for name in sorted(ds.variables, key=str):
+        var = ds.variables[name]
+        entry = {"attrs": _plain(dict(var.attrs)), "dims": list(var.dims)}
+        if not (var.ndim and var.dtype.kind in "biufc"):
+            entry["values"] = _plain(var.values)
+        parts["variables"][str(name)] = entry
+    text = json.dumps(parts, sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write_dataset_atomic(ds, path: str | Path) -> Path:
     """Write an ``xarray.Dataset`` to netCDF (h5netcdf) atomically (see :func:`atomic_path`).
 
-    Every numeric array (not scalars or strings, which HDF5 cannot filter) is stored with HDF5's
-    Fletcher-32 checksum filter, so a changed byte in a result's numbers fails when it is read
-    (:func:`xai_loc.data.integrity.open_netcdf_store`) instead of being drawn or reported.
+    Every numeric array is stored with HDF5's Fletcher-32 checksum filter; the rest (strings,
+    scalars, attributes: HDF5 cannot filter them) is covered by :func:`netcdf_digest` of the file
+    as read back, in the root attribute :data:`NETCDF_DIGEST`. A changed byte anywhere fails when
+    the file is read (:func:`xai_loc.data.integrity.open_netcdf_store`) instead of being drawn or
+    reported.
     """
+    import h5netcdf
+    import xarray as xr
+
     encoding = {name: {"fletcher32": True} for name, var in ds.variables.items()
                 if var.ndim and var.dtype.kind in "biufc"}
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
+        with xr.open_dataset(tmp, engine="h5netcdf") as back:  # the digest of what a reader will see
+            digest = netcdf_digest(back)
+        with h5netcdf.File(tmp, "a") as f:
+            f.attrs[NETCDF_DIGEST] = digest
     return Path(path)
 
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xai_loc.errors import InputError
-from xai_loc.io import partial_paths, write_text_atomic
+from xai_loc.io import NETCDF_DIGEST, netcdf_digest, partial_paths, write_text_atomic
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -413,9 +413,10 @@ def open_netcdf_store(path: str | Path, what: str = "store", hint: str = REBUILD
     """Open a single-file (netCDF) store or result, in memory (``load``) or lazily; one line if it is damaged.
 
     These files are written whole by an atomic rename, so damage comes from outside: a
-    truncated or overwritten file fails here (HDF5 checks its own structure on open) as an
-    :class:`~xai_loc.errors.InputError` naming the file and ``hint``; so does one that
-    lacks a ``required`` variable.
+    truncated or overwritten file fails here (HDF5 checks its own structure on open), and so
+    does a changed number (Fletcher-32, when it is read) or label, scalar or attribute
+    (:func:`~xai_loc.io.netcdf_digest`), as an :class:`~xai_loc.errors.InputError` naming the
+    file and ``hint``; so does one that lacks a ``required`` variable.
     """
     import xarray as xr
 
@@ -432,6 +433,11 @@ def open_netcdf_store(path: str | Path, what: str = "store", hint: str = REBUILD
             out = xr.open_dataset(path, engine="h5netcdf")
     except Exception as err:  # noqa: BLE001 - h5py and xarray raise many types for damaged files
         raise InputError(f"{what} {path} is damaged or not netCDF ({type(err).__name__}); {hint}") from None
+    expected = out.attrs.get(NETCDF_DIGEST)  # files written before the digest have none
+    if expected is not None and netcdf_digest(out) != expected:
+        out.close()
+        raise InputError(f"{what} {path} is damaged (its labels, scalars or attributes do not match their "
+                         f"checksum); {hint}")
     missing = [name for name in required if name not in out]
     if missing:
         out.close()

@@ -50,7 +50,7 @@ def checked_card(path: Path) -> dict:
 def check_full_size(cards: dict[Path, dict], sources: int | None) -> None:
     """Refuse to replace the shipped checkpoints with a trial: one scored on a few test sources, or trained
     on fewer than the paper's training sources (a ``--sources`` GPU run); such runs need their own ``--out``."""
-    if sources is not None:
+    if sources is not None and sources < len(paper_scene().source_ids("test")):
         raise InputError(f"--sources {sources} scores on a part of the test split; give --out (pretrained/ takes "
                          "only checkpoints scored on the full split)")
     full = len(paper_scene().source_ids("train"))

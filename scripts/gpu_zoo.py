@@ -147,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--conditions", nargs="+", type=parse_condition, default=list(PAPER_CONDITIONS),
                    metavar="T60:SNR", help="default: the paper's four")
     p.add_argument("--autocast", choices=["bfloat16"], default=None,
-                   help="mixed-precision training steps (about 2x on CPUs with AVX512-BF16 or AMX)")
+                   help="mixed-precision training steps (2x measured on an AVX512-BF16 CPU)")
     p.add_argument("--draws", type=int, default=10, help="paper epochs per super-epoch (between validations)")
     p.add_argument("--max-epochs", type=int, default=5000, help="paper epochs at most")
     p.add_argument("--batch-size", type=int, default=100)

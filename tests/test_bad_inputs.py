@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from xai_loc.cli import main
+from xai_loc.errors import InputError
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 
@@ -299,13 +300,16 @@ def _damaged_scene_stores(root: Path) -> None:
         (path / kind.variable / ".".join("0" * len(kind.dims))).unlink()
 
 
-def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+def _snapshot(root: Path) -> dict[str, tuple[int, int] | None]:
+    """Every entry below ``root``: files by size and modification time, folders by presence (the
+    output-folder check makes and removes an empty folder in them)."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = path.lstat()
-            out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+        for name in dirnames:
+            out[str((Path(dirpath) / name).relative_to(root))] = None
+        for name in filenames:
+            st = (Path(dirpath) / name).lstat()
+            out[str((Path(dirpath) / name).relative_to(root))] = (st.st_size, st.st_mtime_ns)
     return out
 
 
@@ -418,3 +422,23 @@ def test_explain_killed_then_resumed_is_byte_identical(ws, tmp_path):
     result = CliRunner().invoke(main, [*args, "--data", str(data), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert _tree_bytes(out) == _tree_bytes(tmp_path / "ref.zarr")
+
+
+def test_output_folder_check_makes_and_removes_an_entry(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from xai_loc.cli_params import check_out_dir
+
+    (tmp_path / "kept").mkdir()
+    assert check_out_dir(tmp_path / "kept" / "new" / "deeper", "--out") == tmp_path / "kept" / "new" / "deeper"
+    assert list((tmp_path / "kept").iterdir()) == []  # the probe is gone, nothing made
+
+    def refuse(*args, **kwargs):  # what /proc or a read-only mount answers, whoever the user is
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(InputError) as err:
+        check_out_dir(tmp_path / "kept" / "new", "--out")
+    assert str(err.value) == (f"--out {str(tmp_path / 'kept' / 'new')!r} is not writable: nothing can be created "
+                              f"in {str(tmp_path / 'kept')!r} ({os.strerror(errno.EROFS)}); choose another folder")

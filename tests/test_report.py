@@ -118,9 +118,10 @@ def test_reproduce_ends_with_a_report_of_the_stored_numbers(study):
     digest = hashlib.sha256((study.parent / "zoo" / "loccnn_t60-0.15_snr-25.safetensors").read_bytes()).hexdigest()
     assert any(row[:3] == ["loccnn", "loccnn_t60-0.15_snr-25.safetensors", digest]
                and row[4:] == ["paper", "truth"] for t in page.tables for row in t)
+    text = html.unescape((study / "report.html").read_text())
+    assert "xai_loc_sha256" in pert.attrs and "xai_loc_sha256" not in text  # the file's own digest is not provenance
     # self-contained: every resource inline, no address outside the page
     assert page.urls and all(re.match(r"data:|#", url) for url in page.urls)
-    text = html.unescape((study / "report.html").read_text())
     assert "run 'xai-loc" not in text  # reproduce wrote every registered experiment: none is listed as missing
     faith = xr.open_dataset(cond / "faithfulness.nc")
     aopc = faith.score.sel({"model": "loccnn", "method": "input_x_gradient", "fill": "zero", "ordering": "relevance",

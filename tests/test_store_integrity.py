@@ -424,7 +424,9 @@ def test_changed_numbers_in_a_netcdf_result_fail_when_read(tmp_path):
     ds = xr.Dataset({"mae": (("mode", "percentage"), np.arange(12.0).reshape(3, 4)), "n": ((), 7)},
                     coords={"mode": ["relevance", "energy", "random"], "percentage": [0.0, 10.0, 20.0, 30.0]})
     path = write_dataset_atomic(ds, tmp_path / "perturbation.nc")
-    xr.testing.assert_identical(open_netcdf_store(path, "results file").drop_attrs(deep=False), ds)
+    loaded = open_netcdf_store(path, "results file")
+    assert len(loaded.attrs.pop("xai_loc_sha256")) == 64
+    xr.testing.assert_identical(loaded, ds)
     with h5py.File(path) as f:
         assert f["mae"].fletcher32 and f["percentage"].fletcher32
         where = f["mae"].id.get_chunk_info(0).byte_offset
@@ -460,7 +462,10 @@ def test_changed_labels_scalars_or_attributes_in_a_netcdf_result_fail_when_read(
 
     for name, edit in (("labels", relabel), ("scalar", lambda f: f["n"].write_direct(np.array(8))),
                        ("attribute", lambda f: f.attrs.modify("t60", 0.4)),
-                       ("units", lambda f: f["mae"].attrs.modify("units", "cm"))):
+                       ("units", lambda f: f["mae"].attrs.modify("units", "cm")),
+                       # attributes xarray's decoding consumes: they change the numbers without touching them
+                       ("scale", lambda f: f["mae"].attrs.create("scale_factor", 10.0)),
+                       ("fill", lambda f: f["mae"].attrs.modify("_FillValue", 0.2))):
         path = changed(name, edit)
         assert _one_line_error(open_netcdf_store, path, "results file") == f"results file {path} {damaged}"
         assert _one_line_error(open_netcdf_store, path, "results file", load=False) == \

@@ -198,24 +198,39 @@ def test_samplecnn_default_lr_checkpoint_and_evaluation(stores, tmp_path):
     assert result.attrs["checkpoint"] == out.name and len(result.attrs["checkpoint_sha256"]) == 64
 
 
-def test_bfloat16_autocast_trains_in_mixed_precision_and_is_recorded(reference, stores, tmp_path):
+def test_bfloat16_autocast_trains_in_mixed_precision_and_is_recorded(reference, stores, tmp_path, monkeypatch):
+    import xai_loc.models.training as training
+
+    seen = {"conv": [], "loss_input": [], "weights": []}
+
+    def spied(model, dtype, device):  # the training steps' forward pass, watched
+        model.conv1.register_forward_hook(lambda m, i, o: seen["conv"].append((m.training, o.dtype)))
+        forward = trainer.autocast_forward(model, dtype, device)
+
+        def run(x):
+            out = forward(x)
+            seen["loss_input"].append(out.dtype)
+            seen["weights"].append(model.conv1.weight.dtype)
+            return out
+        return run
+
+    monkeypatch.setattr(training, "autocast_forward", spied)
     out = train("loccnn", stores["train"], stores["val"], tmp_path / "bf16.safetensors",
                 TrainConfig(max_epochs=6, autocast="bfloat16", **FAST), progress=False)
+    steps = read_card(out)["training"]["steps"]
+    # every training step ran its convolutions in bfloat16 on float32 weights and gave the loss float32;
+    # validation (the model in eval mode) ran in float32
+    assert [dtype for training_mode, dtype in seen["conv"] if training_mode] == [torch.bfloat16] * steps
+    assert {dtype for training_mode, dtype in seen["conv"] if not training_mode} == {torch.float32}
+    assert set(seen["loss_input"]) == set(seen["weights"]) == {torch.float32} and len(seen["weights"]) == steps
     t, ref = read_card(out)["training"], read_card(reference)["training"]
     assert t["config"]["autocast"] == "bfloat16" and ref["config"]["autocast"] is None
     assert any("bfloat16 mixed precision" in d for d in t["deviations"])
     assert not any("mixed precision" in d for d in ref["deviations"])
-    # the same seeded start and draws: the first epoch's loss matches float32 to bfloat16's rounding, and it learns
+    # the same seeded start and draws: the first epoch's loss is float32's but for bfloat16's rounding, and it learns
+    assert t["history"]["train_loss"][0] != ref["history"]["train_loss"][0]
     assert t["history"]["train_loss"][0] == pytest.approx(ref["history"]["train_loss"][0], rel=0.05)
     assert min(t["history"]["val_loss"]) < 0.5 * t["history"]["val_loss"][0]
-    assert all(v.dtype == torch.float32 for v in weights(out).values())  # the weights stay float32
-    # the forward pass of a step runs in bfloat16 and hands float32 to the loss
-    model = load_model(out)
-    seen = []
-    model.conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    x = torch.randn(2, 4, 1024)
-    y = trainer.autocast_forward(model, "bfloat16", torch.device("cpu"))(x)
-    assert seen == [torch.bfloat16] and y.dtype == torch.float32
     # a run resumes only with the same precision
     with pytest.raises(InputError, match=r"recipe\.autocast"):
         train("loccnn", stores["train"], stores["val"], reference, TrainConfig(max_epochs=6, autocast="bfloat16",

@@ -33,7 +33,7 @@ def _name(param: click.Parameter | None, ctx: click.Context | None) -> str:
 
 def check_out_dir(path: str | os.PathLike, what: str) -> Path:
     """Check that folder ``path`` exists or can be created and written, without creating it (an empty
-    folder is made and removed in its nearest existing ancestor)."""
+    folder is made and removed in its nearest existing ancestor, whose modification time changes)."""
     path = Path(path)
     probe = path
     while not probe.exists():
@@ -47,15 +47,14 @@ def check_out_dir(path: str | os.PathLike, what: str) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{what} {str(path)!r} is not writable: {str(probe)!r} is read-only; choose another folder")
     # permission bits do not tell everything (root passes os.access; /proc or a full or special file system
-    # refuses new entries): make and remove an empty folder there, and give the folder back its times
-    times = probe.stat()
+    # refuses new entries): make and remove an empty folder there
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".xai-loc-probe-", dir=probe))
+        made = tempfile.mkdtemp(prefix=".xai-loc-probe-", dir=probe)
     except OSError as err:
         raise InputError(f"{what} {str(path)!r} is not writable: nothing can be created in {str(probe)!r} "
                          f"({err.strerror}); choose another folder") from None
-    with contextlib.suppress(OSError):  # only the owner may set the times; others see a new mtime
-        os.utime(probe, ns=(times.st_atime_ns, times.st_mtime_ns))
+    with contextlib.suppress(OSError):  # an append-only folder keeps it: nothing else can be done
+        os.rmdir(made)
     return path
 
 

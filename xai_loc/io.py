@@ -90,40 +90,53 @@ def _plain(value):
     return value
 
 
-def netcdf_digest(ds) -> str:
-    """SHA-256 of what HDF5's Fletcher-32 filter leaves unchecked in a dataset read from netCDF: the values of
-    string and scalar variables, and every attribute (the dataset's but this digest's, and each variable's)."""
+def netcdf_digest(path: str | Path) -> str:
+    """SHA-256 of a netCDF file as stored (not as xarray decodes it): its dimensions, every variable's
+    dimensions, dtype, shape and attributes (``_FillValue``, ``scale_factor`` ... included), the
+    values of each variable without HDF5's Fletcher-32 checksum (strings, scalars), and the root
+    attributes but :data:`NETCDF_DIGEST`."""
     import hashlib
 
-    parts = {"attrs": _plain({k: v for k, v in ds.attrs.items() if k != NETCDF_DIGEST}), "variables": {}}
-    for name in sorted(ds.variables, key=str):
-        var = ds.variables[name]
-        entry = {"attrs": _plain(dict(var.attrs)), "dims": list(var.dims)}
-        if not (var.ndim and var.dtype.kind in "biufc"):
-            entry["values"] = _plain(var.values)
-        parts["variables"][str(name)] = entry
+    import h5netcdf
+
+    with h5netcdf.File(path, "r") as f:
+        parts = {"dimensions": {name: dim.size for name, dim in f.dimensions.items()},
+                 "attrs": _plain({k: v for k, v in f.attrs.items() if k != NETCDF_DIGEST}), "variables": {}}
+        for name, var in sorted(f.variables.items()):
+            entry = {"dims": list(var.dimensions), "dtype": str(var.dtype), "shape": list(var.shape),
+                     "attrs": _plain(dict(var.attrs))}
+            if not var.fletcher32:
+                entry["values"] = _plain(var[...])
+            parts["variables"][name] = entry
     text = json.dumps(parts, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def netcdf_digest_matches(path: str | Path) -> bool | None:
+    """Whether a netCDF file's :data:`NETCDF_DIGEST` matches its content; None when it has none (older files)."""
+    import h5netcdf
+
+    with h5netcdf.File(path, "r") as f:
+        expected = f.attrs.get(NETCDF_DIGEST)
+    return None if expected is None else _plain(expected) == netcdf_digest(path)
 
 
 def write_dataset_atomic(ds, path: str | Path) -> Path:
     """Write an ``xarray.Dataset`` to netCDF (h5netcdf) atomically (see :func:`atomic_path`).
 
     Every numeric array is stored with HDF5's Fletcher-32 checksum filter; the rest (strings,
-    scalars, attributes: HDF5 cannot filter them) is covered by :func:`netcdf_digest` of the file
-    as read back, in the root attribute :data:`NETCDF_DIGEST`. A changed byte anywhere fails when
-    the file is read (:func:`xai_loc.data.integrity.open_netcdf_store`) instead of being drawn or
+    scalars, dtypes, attributes: HDF5 cannot filter them) is covered by :func:`netcdf_digest`, in
+    the root attribute :data:`NETCDF_DIGEST`. A changed number, label or attribute fails when the
+    file is read (:func:`xai_loc.data.integrity.open_netcdf_store`) instead of being drawn or
     reported.
     """
     import h5netcdf
-    import xarray as xr
 
     encoding = {name: {"fletcher32": True} for name, var in ds.variables.items()
                 if var.ndim and var.dtype.kind in "biufc"}
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
-        with xr.open_dataset(tmp, engine="h5netcdf") as back:  # the digest of what a reader will see
-            digest = netcdf_digest(back)
+        digest = netcdf_digest(tmp)
         with h5netcdf.File(tmp, "a") as f:
             f.attrs[NETCDF_DIGEST] = digest
     return Path(path)

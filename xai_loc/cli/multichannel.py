@@ -100,7 +100,7 @@ def info(ctx: click.Context) -> None:
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True,
               help="Which sources of the scene to simulate.")
 @click.option("--sources", "n_sources", type=Int(1), default=None,
-              help="Only N sources, a seeded spread over the split.")
+              help="Only N sources, a seeded spread over the split (N >= its size: all).")
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
 @click.option("--data", "--out", "out", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root (--out is an alias) [default: $XAI_LOC_DATA or ./xai-loc-data].")
@@ -194,7 +194,7 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 @click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root; train/val are simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
 @click.option("--sources", "n_sources", type=Int(1), default=None,
-              help="Only N sources of each split, a seeded spread over it.")
+              help="Only N sources of each split, a seeded spread over it (N >= its size: all).")
 @click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint to write [default: <data>/runs/<scene>/<model>_t60-T_snr-S.safetensors].")
 @click.option("--batch-size", type=Int(1), default=100, show_default=True)
@@ -224,8 +224,8 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 @click.option("--benchmark/--no-benchmark", default=False, show_default=True,
               help="Let cuDNN pick its fastest kernels (with --no-deterministic).")
 @click.option("--autocast", type=click.Choice(["bfloat16"]), default=None,
-              help="Mixed-precision training steps (float32 weights, loss and validation); about 2x on CPUs with "
-                   "AVX512-BF16 or AMX and on GPUs [default: float32, the paper's].")
+              help="Mixed-precision training steps (float32 weights, loss and validation); 2x measured on an "
+                   "AVX512-BF16 CPU, slower without bfloat16 units [default: float32, the paper's].")
 @click.option("--init-from", type=InputFile(), default=None,
               help="Start from this checkpoint's weights (same architecture; fine-tuning) instead of a seeded "
               "initialization.")
@@ -269,7 +269,7 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
 @click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root; the split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
 @click.option("--sources", "n_sources", type=Int(1), default=None,
-              help="Only N sources, a seeded spread over the split.")
+              help="Only N sources, a seeded spread over the split (N >= its size: all).")
 @click.option("--json", "json_out", type=OutFile(), default=None,
               help="Also write the report with the per-source table as JSON.")
 @click.option("--batch-size", type=Int(1), default=100, show_default=True)
@@ -321,7 +321,7 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
 @click.option("--option", "options", multiple=True, help=OPTION_HELP)
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True)
 @click.option("--sources", "n_sources", type=Int(1), default=None,
-              help="Only N sources, a seeded spread over the split.")
+              help="Only N sources, a seeded spread over the split (N >= its size: all).")
 @click.option("--scene", default="paper", show_default=True)
 @click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
               help="Data root; the split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")

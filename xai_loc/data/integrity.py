@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xai_loc.errors import InputError
-from xai_loc.io import NETCDF_DIGEST, netcdf_digest, partial_paths, write_text_atomic
+from xai_loc.io import netcdf_digest_matches, partial_paths, write_text_atomic
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -426,18 +426,19 @@ def open_netcdf_store(path: str | Path, what: str = "store", hint: str = REBUILD
     if not path.is_file():
         raise InputError(f"{what} {path} is not a file; {hint}")
     try:
+        intact = netcdf_digest_matches(path)  # None: written before the digest
+        if intact is False:
+            raise InputError(f"{what} {path} is damaged (its labels, scalars or attributes do not match their "
+                             f"checksum); {hint}")
         if load:
             with xr.open_dataset(path, engine="h5netcdf") as ds:
                 out = ds.load()
         else:
             out = xr.open_dataset(path, engine="h5netcdf")
+    except InputError:
+        raise
     except Exception as err:  # noqa: BLE001 - h5py and xarray raise many types for damaged files
         raise InputError(f"{what} {path} is damaged or not netCDF ({type(err).__name__}); {hint}") from None
-    expected = out.attrs.get(NETCDF_DIGEST)  # files written before the digest have none
-    if expected is not None and netcdf_digest(out) != expected:
-        out.close()
-        raise InputError(f"{what} {path} is damaged (its labels, scalars or attributes do not match their "
-                         f"checksum); {hint}")
     missing = [name for name in required if name not in out]
     if missing:
         out.close()

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from xai_loc.errors import InputError
+from xai_loc.io import NETCDF_DIGEST
 
 __all__ = ["ResultEntry", "Section", "collect_sections", "describe_study_run", "localization_rows", "provenance"]
 
@@ -243,7 +244,7 @@ def provenance(entry: ResultEntry) -> dict[str, Any]:
     "composite", "target"}], "command": ...}``; the command is the one that writes this kind of
     file (the exact arguments are not stored in results).
     """
-    attrs = {key: _value(value) for key, value in entry.ds.attrs.items()}
+    attrs = {key: _value(value) for key, value in entry.ds.attrs.items() if key != NETCDF_DIGEST}
     try:
         models = json.loads(entry.ds.attrs.get("models", "{}"))
     except (TypeError, ValueError):

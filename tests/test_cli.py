@@ -390,6 +390,8 @@ def test_models_list_describes_room_mixtures():
     parent = {"file": "loccnn_t60-0.15_snr-25.safetensors", "condition": {"t60": 0.6, "snr": 10.0}}
     assert describe_training({**training, "init_from": parent}).endswith(
         "fine-tuned from loccnn_t60-0.15_snr-25.safetensors (trained on T60 0.6 s, SNR 10 dB)")
+    assert describe_training({**training, "config": {"autocast": "bfloat16"}}).startswith(
+        "16 epochs in 43 min on cpu (bfloat16 mixed precision), not converged")
     assert describe_training({"note": "imported"}) == ""
     assert describe_training({**training, "best_epoch": 0}).endswith("(no epoch beat it: its weights are kept)")
 

@@ -107,13 +107,17 @@ def describe_test_metrics(test: dict, arch: str = "") -> str:
 
 
 def describe_training(training: dict) -> str:
-    """``'16 epochs in 43 min on cpu, not converged, fine-tuned from X'`` from a card's training entry."""
+    """``'16 epochs in 43 min on cpu (bfloat16 mixed precision), not converged, fine-tuned from X'`` from a
+    card's training entry."""
     if not isinstance(training.get("epochs"), int):
         return ""
     parts = [f"{training['epochs']} epochs"]
     if isinstance(training.get("wall_seconds"), (int, float)):
         parts[0] += f" in {training['wall_seconds'] / 60:.0f} min" + (f" on {training['device']}"
                                                                       if training.get("device") else "")
+    autocast = (training.get("config") or {}).get("autocast")
+    if autocast:
+        parts[0] += f" ({autocast} mixed precision)"
     if training.get("converged") is False:
         parts.append("not converged")
     if training.get("init_from"):

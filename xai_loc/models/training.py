@@ -179,8 +179,8 @@ class TrainConfig:
     autocast
         Mixed precision of the training steps: 'bfloat16' runs the forward pass under
         ``torch.autocast`` (float32 weights, optimizer and loss; validation stays float32).
-        About 2x per step on CPUs with AVX512-BF16 or AMX, and on GPUs. None: float32
-        throughout (the paper's).
+        2x per step measured on an AVX512-BF16 CPU; slower where the CPU or GPU has no
+        bfloat16 units. None: float32 throughout (the paper's).
 
     ``max_epochs``, ``max_minutes``, ``device``, ``eval_batch_size``, ``preload``, ``deadline``,
     ``checkpoint_every_s``, ``save_state`` and ``benchmark`` (:data:`RUN_FIELDS`) may change when
@@ -376,8 +376,9 @@ class _Run:
                        "(not converged in the paper's sense)")
         for split, data in (("training", self.train_set), ("validation", self.val_set)):
             if data.tensor is not None and data.tensor.dtype != torch.float32:
+                computed = "float32" if c.autocast is None or split == "validation" else c.autocast
                 out.append(f"{split} windows held in {str(data.tensor.dtype).removeprefix('torch.')} on "
-                           f"{data.tensor.device} (rounding about -66 dB of the signal)")
+                           f"{data.tensor.device} (rounding about -66 dB of the signal) and computed in {computed}")
         if c.autocast is not None:
             out.append(f"training steps in {c.autocast} mixed precision (torch.autocast: convolutions and matrix "
                        "products rounded to it; weights, optimizer, loss and validation in float32)")

@@ -90,35 +90,40 @@ def _plain(value):
     return value
 
 
+def _digest_of(f) -> str:
+    """:func:`netcdf_digest` of an open ``h5netcdf.File``."""
+    import hashlib
+
+    parts = {"dimensions": {name: dim.size for name, dim in f.dimensions.items()},
+             "attrs": _plain({k: v for k, v in f.attrs.items() if k != NETCDF_DIGEST}), "variables": {}}
+    for name, var in sorted(f.variables.items()):
+        entry = {"dims": list(var.dimensions), "dtype": str(var.dtype), "shape": list(var.shape),
+                 "attrs": _plain(dict(var.attrs))}
+        if not var.fletcher32:
+            entry["values"] = _plain(var[...])
+        parts["variables"][name] = entry
+    text = json.dumps(parts, sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def netcdf_digest(path: str | Path) -> str:
     """SHA-256 of a netCDF file as stored (not as xarray decodes it): its dimensions, every variable's
     dimensions, dtype, shape and attributes (``_FillValue``, ``scale_factor`` ... included), the
     values of each variable without HDF5's Fletcher-32 checksum (strings, scalars), and the root
     attributes but :data:`NETCDF_DIGEST`."""
-    import hashlib
-
     import h5netcdf
 
     with h5netcdf.File(path, "r") as f:
-        parts = {"dimensions": {name: dim.size for name, dim in f.dimensions.items()},
-                 "attrs": _plain({k: v for k, v in f.attrs.items() if k != NETCDF_DIGEST}), "variables": {}}
-        for name, var in sorted(f.variables.items()):
-            entry = {"dims": list(var.dimensions), "dtype": str(var.dtype), "shape": list(var.shape),
-                     "attrs": _plain(dict(var.attrs))}
-            if not var.fletcher32:
-                entry["values"] = _plain(var[...])
-            parts["variables"][name] = entry
-    text = json.dumps(parts, sort_keys=True, default=str, allow_nan=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+        return _digest_of(f)
 
 
 def netcdf_digest_matches(path: str | Path) -> bool | None:
     """Whether a netCDF file's :data:`NETCDF_DIGEST` matches its content; None when it has none (older files)."""
     import h5netcdf
 
-    with h5netcdf.File(path, "r") as f:
+    with h5netcdf.File(path, "r") as f:  # one open for the stored digest and the content
         expected = f.attrs.get(NETCDF_DIGEST)
-    return None if expected is None else _plain(expected) == netcdf_digest(path)
+        return None if expected is None else _plain(expected) == _digest_of(f)
 
 
 def write_dataset_atomic(ds, path: str | Path) -> Path:

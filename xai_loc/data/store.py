@@ -234,9 +234,9 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
         raise InputError(f"split {split!r} of scene {scene.name!r} holds no sources; give it source ids (or a "
                          "larger fraction) in the scene's [splits]")
     if n_sources is not None:
-        ids = subset_ids(ids, n_sources)
         # asking for at least the whole split is the split: its own store, not a second copy named by the count
-        n_sources = None if n_sources >= scene.source_ids(split).size else n_sources
+        n_sources = None if n_sources >= ids.size else n_sources
+        ids = subset_ids(ids, n_sources)
     corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
     rir_options = dict(rir_options or {})
     config = {

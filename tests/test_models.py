@@ -321,6 +321,16 @@ def test_flipped_weight_bytes_and_integer_weights_are_refused(tmp_path):
         load_model(old)
 
 
+def test_every_shipped_checkpoint_records_and_matches_its_weights_digest():
+    from xai_loc.models.zoo import pretrained_dir
+    paths = sorted(pretrained_dir().glob("*.safetensors"))
+    assert len(paths) >= 12
+    for path in paths:
+        card = read_card(path)
+        header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+        assert card["weights_sha256"] == hashlib.sha256(path.read_bytes()[header:]).hexdigest(), path.name
+
+
 def test_file_digest(tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(b"xai-loc" * 1000)

@@ -152,6 +152,34 @@ def test_duplex_relevance_mass_and_lags():
     assert np.isfinite(view["relevance_lag"].values).all() and np.isfinite(view["lag_slope"].values).all()
 
 
+@pytest.mark.parametrize("deaf", [0, 1])
+def test_duplex_view_through_lrp_of_a_network_deaf_in_one_ear(deaf):
+    """Known answer through the real pipeline (front end, cochleagram CNN, LRP): with the first
+    convolution's weights of one ear zeroed, that ear's cochleagram and waveform get no relevance
+    at all, the other ear all of it, and no interaural lag of the relevance exists (NaN, not the
+    window's edge that an all-zero correlation's arg-max would give)."""
+    model = _tiny_model()
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    with torch.no_grad():
+        first.weight[:, deaf] = 0.0
+    view = duplex_relevance(model, bands=("low", "high"), azimuths=(0.0, 30.0), itd_offsets=(-300.0, 0.0, 300.0))
+    by_ear = view["relevance_mass"].sum("frequency").values
+    np.testing.assert_array_equal(by_ear[:, deaf], 0.0)
+    np.testing.assert_allclose(by_ear[:, 1 - deaf], 1.0, rtol=0, atol=1e-13)
+    assert np.isnan(view["relevance_lag"].values).all() and np.isnan(view["lag_slope"].values).all()
+    assert np.isfinite(view["stimulus_itd"].values).all()
+
+
+def test_interaural_lag_of_a_silent_ear_is_nan():
+    rng = np.random.default_rng(0)
+    x = impose_itd(np.stack([rng.standard_normal(4800)] * 2), np.array([200.0, 0.0, 0.0]), FS)
+    x[1, 0] = 0.0
+    x[2] = 0.0
+    assert interaural_lag(x[0], FS) == pytest.approx(200.0, abs=2.0)
+    for envelope in (False, True):
+        assert np.isnan(interaural_lag(x[1:], FS, envelope=envelope)).all()
+
+
 @pytest.mark.parametrize("swap, slope", [(False, 1.0), (True, -1.0)])
 def test_duplex_view_measures_the_lag_the_relevance_carries(monkeypatch, swap, slope):
     """A stand-in explainer whose waveform relevance is the stimulus itself (or its ears swapped): the

@@ -133,7 +133,8 @@ def interaural_lag(x, fs: float, max_lag: float = 1e-3, upsample: int = 8, envel
 
     Positive when the left ear leads. The correlation is evaluated at ``1 / (upsample fs)``
     steps (zero-padded spectrum) and refined by a parabola through the peak. ``envelope``
-    correlates Hilbert envelopes instead (for high-frequency carriers).
+    correlates Hilbert envelopes instead (for high-frequency carriers). NaN where an ear is
+    all zeros (or, with ``envelope``, has a constant envelope): no lag is measurable there.
     """
     from scipy.signal import hilbert
 
@@ -158,7 +159,10 @@ def interaural_lag(x, fs: float, max_lag: float = 1e-3, upsample: int = 8, envel
     frac = np.where((np.abs(denom) > 1e-30) & (lo < i) & (i < hi), 0.5 * (y0 - y2) / np.where(denom == 0, 1, denom),
                     0.0)
     lag = (i - k + frac) / (fs * upsample)
-    return lag * 1e6
+    # an all-zero ear makes the correlation zero at every lag, and its arg-max would be the
+    # window's first lag (-max_lag): a number that looks measured
+    silent = ~(np.abs(x) > 0).any(axis=-1).all(axis=-1)
+    return np.where(silent, np.nan, lag * 1e6)
 
 
 def _band_filter(x: np.ndarray, band: tuple[float, float], fs: int) -> np.ndarray:
@@ -439,12 +443,13 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
     xarray.Dataset
         Along ``stimulus`` (band, azimuth, ITD offset, token): ``stimulus_itd`` (measured on
         the ear signals, us), ``relevance_lag`` (lag of the left/right relevance
-        cross-correlation, us; both on the envelope in the high band), ``relevance_total``
+        cross-correlation, us; both on the envelope in the high band; NaN where an ear gets no
+        relevance), ``relevance_total``
         (signed); ``relevance_mass (stimulus, ear, frequency)`` (time-summed |cochleagram
         relevance| over the stimulus's sum of |relevance|) and its mean ``band_mass (band,
         ear, frequency)``; ``lag_slope (band)``: regression slope
-        of relevance lag on stimulus ITD (1: the relevance carries the ITD), with
-        ``lag_slope_r`` the correlation.
+        of relevance lag on stimulus ITD over the stimuli with a lag (1: the relevance carries
+        the ITD; NaN with fewer than two ITDs), with ``lag_slope_r`` the correlation.
     """
     import xarray as xr
 
@@ -496,8 +501,9 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
     slope, corr = [], []
     for band in bands:
         sel = band_names == band
-        x, y = stimulus_itd[sel], rel_lag[sel]
-        if np.ptp(x) > 0:
+        ok = np.isfinite(rel_lag[sel])  # a stimulus whose relevance leaves one ear empty has no lag
+        x, y = stimulus_itd[sel][ok], rel_lag[sel][ok]
+        if len(x) > 1 and np.ptp(x) > 0:
             slope.append(float(np.polyfit(x, y, 1)[0]))
             corr.append(float(np.corrcoef(x, y)[0, 1]) if np.ptp(y) > 0 else float("nan"))
         else:

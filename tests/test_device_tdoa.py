@@ -154,16 +154,21 @@ def test_run_tdoa_device_path_gives_the_host_result(store, monkeypatch):
     model = build_model("loccnn")
     signals = open_signals(store)["signals"].values
     relevance = {"scaled-copy": signals * np.linspace(0.2, 3.0, signals.shape[-1], dtype=signals.dtype)}
+    relevance["scaled-copy"][[0, 4]] = 0.0  # all-zero windows: no delay, a flat SRP map
     kw = {"pairs": "7-8,6-9,0-15,3-2", "relevance": relevance, "randomized_baseline": False, "max_windows": 5,
           "batch_size": 3, "srp_max_windows": 2, "srp_step": 0.1}
     ref = run_tdoa({"loccnn": model}, store, **kw)
     assert np.isfinite(ref["srp_peak"].values).any() and np.isnan(ref["srp_peak"].values).any()
+    assert ref["srp_scored"].sel(srp_estimator="scaled-copy") < ref["srp_scored"].sel(srp_estimator="signals")
     moved = _on_cpu_tensors(monkeypatch)
     got = run_tdoa({"loccnn": model}, store, **kw)
     # per block: the signals, the model's and the given relevance (and small index arrays)
     assert sorted(shape for shape in moved if len(shape) == 3) == [(2, 16, 5120)] * 3 + [(3, 16, 5120)] * 3
     _assert_same_result(got, ref)
-    assert (np.abs(got["delay"].values) <= got["max_lag"].values[None, :, None] + 1e-9).all()
+    delay = got["delay"].values
+    assert np.isnan(delay[list(got["estimator"].values).index("scaled-copy")][:, [0, 4]]).all()
+    assert (np.abs(delay[np.isfinite(delay)]) <= np.broadcast_to(got["max_lag"].values[None, :, None],
+                                                                   delay.shape)[np.isfinite(delay)] + 1e-9).all()
 
 
 def test_run_tdoa_device_path_rejects_nonfinite_relevance(store, monkeypatch):

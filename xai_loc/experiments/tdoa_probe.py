@@ -285,7 +285,7 @@ class _BlockEstimates:
             if name in self.srp_names and rows.any():
                 maps = srp_phat_map(scaled[rows], self.mics, self.grid, self.fs, self.c, interp=self.srp_interp,
                                     batch=2)
-                peaks[name] = np.argmax(maps, axis=1)
+                peaks[name] = np.where(np.ptp(maps, axis=1) > 0, np.argmax(maps, axis=1), -1)
         return threshold, delay, peaks
 
     def _on_device(self, sets: dict[str, Any], names: list[str], rows: np.ndarray,
@@ -309,7 +309,7 @@ class _BlockEstimates:
             if name in self.srp_names and rows.any():
                 maps = srp_phat_map(scaled[rows_on], self.mics, self.grid, self.fs, self.c, interp=self.srp_interp,
                                     batch=_SRP_DEVICE_BATCH)
-                peaks[name] = maps.argmax(dim=1)
+                peaks[name] = torch.where(maps.amax(dim=1) > maps.amin(dim=1), maps.argmax(dim=1), -1)
         return (threshold.cpu().numpy(), torch.stack(delay).cpu().numpy(),
                 {name: index.cpu().numpy() for name, index in peaks.items()})
 
@@ -524,8 +524,9 @@ def run_tdoa(
         Dims ``estimator``, ``pair``, ``window`` (and ``srp_estimator``, ``srp_metric``,
         ``plane`` with ``srp``). Variables: ``delay`` (estimator, pair, window) and
         ``truth`` and ``threshold`` (pair, window) in samples; ``anomalies_percent`` and
-        ``mae_samples`` (estimator, pair); ``srp_peak`` (srp_estimator, window, plane) and
-        ``srp_error`` (srp_estimator, srp_metric: 'x', 'y', 'euclidean'; metres). Coords
+        ``mae_samples`` (estimator, pair); ``srp_peak`` (srp_estimator, window, plane; NaN for a flat map),
+        ``srp_error`` (srp_estimator, srp_metric: 'x', 'y', 'euclidean'; metres) and
+        ``srp_scored`` (srp_estimator: the windows with a peak it averages over). Coords
         ``estimator_kind``, ``mic_i``, ``mic_j``, ``pair_distance`` (m), ``max_lag``
         (samples), per-window ``source_id``, ``window_index``, ``source_x/y/z``. Attrs:
         provenance (models and digests, method, composite, first rule, target, T60, SNR,
@@ -690,7 +691,9 @@ def run_tdoa(
             threshold[:, start:stop] = block_threshold
             delay[[estimators.index(name) for name in names], :, start:stop] = block_delay
             for name, index in peaks.items():
-                srp_peak[srp_names.index(name), np.arange(start, stop)[rows]] = plane["grid"][index, :2]
+                # a flat map (an all-zero window) has no peak: its arg-max, the grid's first point, is no estimate
+                srp_peak[srp_names.index(name), np.arange(start, stop)[rows]] = np.where(
+                    (index >= 0)[:, None], plane["grid"][np.maximum(index, 0), :2], np.nan)
             bar.update(stop - start)
         zero_outputs = {name: ex.zero_output for name, ex in explainers.items()}
 
@@ -751,7 +754,10 @@ def run_tdoa(
             srp_error = np.stack([np.nanmean(err[..., 0], axis=1), np.nanmean(err[..., 1], axis=1),
                                   np.nanmean(np.hypot(err[..., 0], err[..., 1]), axis=1)], axis=1)
         data_vars["srp_peak"] = (("srp_estimator", "window", "plane"), srp_peak,
-                                 {"units": "m", "description": "SRP-PHAT map peak on the plane (NaN: not computed)"})
+                                 {"units": "m", "description": "SRP-PHAT map peak on the plane (NaN: not computed, "
+                                                               "or a flat map of an all-zero window)"})
+        data_vars["srp_scored"] = (("srp_estimator",), np.isfinite(srp_peak[..., 0]).sum(axis=1),
+                                   {"description": "windows with a map peak, over which srp_error is averaged"})
         data_vars["srp_error"] = (("srp_estimator", "srp_metric"), srp_error,
                                   {"units": "m", "description": "mean absolute x, y and Euclidean error of the "
                                                                 "map peak on the plane"})
@@ -926,6 +932,12 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
                   "|---|---:|---:|---:|"]
         md_srp += [f"| {name} | " + " | ".join(_fmt(v, 3) for v in row) + " |"
                    for name, row in zip(names, err, strict=True)]
+        if "srp_scored" in ds:  # results written before the count have none
+            short = [f"`{name}` {int(k)}" for name, k in zip(names, ds["srp_scored"].values, strict=True)
+                     if k < int(ds.attrs.get("srp_windows", 0))]
+            if short:
+                md_srp += ["", "Windows with a map peak (the others were all zero, their map flat; left out of the "
+                               "means): " + ", ".join(short) + "."]
         tables["markdown"] += "\n".join(md_srp) + "\n"
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

@@ -167,7 +167,7 @@ def test_duplex_view_through_lrp_of_a_network_deaf_in_one_ear(deaf):
     np.testing.assert_array_equal(by_ear[:, deaf], 0.0)
     np.testing.assert_allclose(by_ear[:, 1 - deaf], 1.0, rtol=0, atol=1e-13)
     assert np.isnan(view["relevance_lag"].values).all() and np.isnan(view["lag_slope"].values).all()
-    assert np.isfinite(view["stimulus_itd"].values).all()
+    assert np.isfinite(view["stimulus_itd"].values).all() and (view["lag_slope_n"].values == 0).all()
 
 
 def test_interaural_lag_of_a_silent_ear_is_nan():
@@ -180,18 +180,21 @@ def test_interaural_lag_of_a_silent_ear_is_nan():
         assert np.isnan(interaural_lag(x[1:], FS, envelope=envelope)).all()
 
 
-@pytest.mark.parametrize("swap, slope", [(False, 1.0), (True, -1.0)])
-def test_duplex_view_measures_the_lag_the_relevance_carries(monkeypatch, swap, slope):
+@pytest.mark.parametrize("swap, slope, one_eared", [(False, 1.0, False), (True, -1.0, False), (False, 1.0, True)])
+def test_duplex_view_measures_the_lag_the_relevance_carries(monkeypatch, swap, slope, one_eared):
     """A stand-in explainer whose waveform relevance is the stimulus itself (or its ears swapped): the
     relevance lag must follow the imposed ITD with slope 1 (or -1), on fine structure in the low band
-    and on the envelope in the high band."""
+    and on the envelope in the high band; with the right ear's relevance zeroed for every other
+    stimulus, those have no lag and the slope is fitted over the rest."""
     import xai_loc.explain.cochcnn
 
     model = _tiny_model()
     n_freq = len(model.centre_frequencies)
 
     def relevance_is_the_input(net, waveforms, **_):
-        wave = np.asarray(waveforms, dtype=np.float64)[:, ::-1] if swap else np.asarray(waveforms, np.float64)
+        wave = np.asarray(waveforms, dtype=np.float64)[:, ::-1] if swap else np.array(waveforms, np.float64)
+        if one_eared:
+            wave[1::2, 1] = 0.0
         coch = np.ones((len(wave), 2, n_freq, 4))
         return {"waveform": xr.DataArray(wave, dims=("example", "ear", "time"), attrs={"model": "stand-in"}),
                 "cochleagram": xr.DataArray(coch, dims=("example", "ear", "frequency", "frame"))}
@@ -202,7 +205,9 @@ def test_duplex_view_measures_the_lag_the_relevance_carries(monkeypatch, swap, s
     np.testing.assert_allclose(view["lag_slope"].values, [slope, slope], atol=0.05)
     np.testing.assert_allclose(view["lag_slope_r"].values, [slope, slope], atol=0.01)
     lag, itd = view["relevance_lag"].values, view["stimulus_itd"].values
-    np.testing.assert_allclose(lag, -itd if swap else itd, atol=25.0)  # about one sample at 48 kHz
+    kept = np.arange(len(lag)) % 2 == 0 if one_eared else np.ones(len(lag), bool)
+    assert np.isnan(lag[~kept]).all() and list(view["lag_slope_n"].values) == [kept[:10].sum(), kept[10:].sum()]
+    np.testing.assert_allclose(lag[kept], (-itd if swap else itd)[kept], atol=25.0)  # about one sample at 48 kHz
     assert view.attrs["model"] == "stand-in" and np.all(view["relevance_mass"].values == 1 / (2 * n_freq))
 
 

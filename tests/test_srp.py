@@ -17,6 +17,9 @@ def test_srp_peak_at_the_source():
     est = srp_localize(x, scene.mics, grid, scene.room.fs, scene.room.c)
     np.testing.assert_allclose(est[:, 0], src[:, 0], atol=0.05)  # bearing along the array: sharp
     np.testing.assert_allclose(est[:, 1], src[:, 1], atol=0.15)  # range from a linear array: coarser
+    x[0, 1:] = 0.0  # signal on one microphone only: no pair correlates, the map is flat and has no peak
+    est = srp_localize(x, scene.mics, grid, scene.room.fs, scene.room.c)
+    assert np.isnan(est[0]).all() and np.isfinite(est[1]).all()
 
 
 def test_plane_grid_spans_its_ranges_evenly():

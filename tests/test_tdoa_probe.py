@@ -102,7 +102,7 @@ def test_relevance_silent_on_a_microphone_counts_as_anomalies_there(store, model
     assert signals == 0.0 and out["anomalies_percent"].sel(estimator="mic-copy", pair="7-8").item() == 50.0
 
 
-def test_an_all_zero_window_has_no_srp_peak_and_is_left_out_of_the_srp_error(store, model):
+def test_an_all_zero_window_has_no_srp_peak_and_is_scored_at_the_constant_guess(store, model):
     ds = open_signals(store)
     silent = ds["signals"].copy(data=np.array(ds["signals"].values))
     silent.values[:2] = 0.0  # no relevance at all in the first two windows: a flat SRP map
@@ -110,13 +110,16 @@ def test_an_all_zero_window_has_no_srp_peak_and_is_left_out_of_the_srp_error(sto
                    pairs="7-8", randomized_baseline=False, srp_max_windows=4)
     peak = out["srp_peak"].sel(srp_estimator="mic-copy").values
     signals = out["srp_peak"].sel(srp_estimator="signals").values
+    constant = out["srp_peak"].sel(srp_estimator="constant").values
     assert np.isnan(peak[:2]).all() and np.array_equal(peak[2:], signals[2:])  # not the grid's first point
-    assert out["srp_scored"].sel(srp_estimator="mic-copy").item() == 2
-    assert out["srp_scored"].sel(srp_estimator="signals").item() == 4
-    err = np.hypot(*np.abs(signals[2:] - np.stack([out["source_x"], out["source_y"]], axis=1)[2:]).T).mean()
+    assert out["srp_flat"].sel(srp_estimator="mic-copy").item() == 2
+    assert out["srp_flat"].sel(srp_estimator="signals").item() == 0
+    # the mean covers the same four windows as every other estimator's, the flat two at the constant guess
+    scored = np.concatenate([constant[:2], signals[2:]])
+    source = np.stack([out["source_x"], out["source_y"]], axis=1)
     mean = out["srp_error"].sel(srp_estimator="mic-copy", srp_metric="euclidean").item()
-    assert mean == pytest.approx(err, rel=1e-12)
-    assert "all zero, their map flat; left out of the means): `mic-copy` 2." in tdoa_tables(out)["markdown"]
+    assert mean == pytest.approx(np.hypot(*np.abs(scored - source).T).mean(), rel=1e-12)
+    assert "scored at the constant guess): `mic-copy` 2." in tdoa_tables(out)["markdown"]
 
 
 def test_zero_lag_scores_the_true_delay_as_its_error(result):
@@ -153,13 +156,13 @@ def test_srp_comparison_shape_and_subset(result):
     assert list(result["srp_metric"].values) == ["x", "y", "euclidean"]
     computed = np.isfinite(result["srp_peak"].values[..., 0])
     assert (computed.sum(axis=1) == 4).all() and result.attrs["srp_windows"] == 4
-    assert (result["srp_scored"].values == 4).all()
+    assert (result["srp_flat"].values == 0).all()
     assert np.isfinite(result["srp_error"].values).all()
 
 
 def test_tables_list_every_estimator_and_pair(result):
     tables = tdoa_tables(result)
-    assert "left out of the means" not in tables["markdown"]  # every SRP window had a peak
+    assert "map was flat" not in tables["markdown"]  # every SRP window had a peak
     assert {"markdown", "csv", "latex", "srp_csv", "srp_latex"} <= set(tables)
     for name in result["estimator"].values:
         assert f"| {name} |" in tables["markdown"]

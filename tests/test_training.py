@@ -135,6 +135,7 @@ def test_init_from_starts_at_the_checkpoint_and_is_recorded(reference, stores, t
     init = read_card(untrained)["training"]["init_from"]
     assert init["file"] == reference.name and init["epochs"] == 6
     assert init["condition"] == {"t60": 0.15, "snr": 25.0} and len(init["sha256"]) == 64
+    assert init["weights_sha256"] == read_card(reference)["weights_sha256"]  # survives a change of the card alone
     # the init weights are validated first (epoch 0): the reference's best validation loss
     assert init["val_loss"] == pytest.approx(read_card(reference)["training"]["best_val_loss"], rel=1e-12)
     # a run that never beats its init keeps the init weights

@@ -133,14 +133,17 @@ def interaural_lag(x, fs: float, max_lag: float = 1e-3, upsample: int = 8, envel
 
     Positive when the left ear leads. The correlation is evaluated at ``1 / (upsample fs)``
     steps (zero-padded spectrum) and refined by a parabola through the peak. ``envelope``
-    correlates Hilbert envelopes instead (for high-frequency carriers). NaN where an ear is
-    all zeros (or, with ``envelope``, has a constant envelope): no lag is measurable there.
+    correlates Hilbert envelopes instead (for high-frequency carriers). NaN where no lag is
+    measurable: an ear without signal (all zero, 200 dB below the other ear, or with
+    ``envelope`` a flat envelope) or ears with nothing in common (a correlation peak below
+    1e-9 of its Cauchy-Schwarz bound, i.e. rounding).
     """
     from scipy.signal import hilbert
 
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 2 or x.shape[-2] != 2:
         raise InputError(f"signals of shape {x.shape} are not allowed; give (..., 2 ears, samples)")
+    loudest = (x**2).sum(axis=-1).max(axis=-1)
     if envelope:
         x = np.abs(hilbert(x, axis=-1))
         x = x - x.mean(axis=-1, keepdims=True)
@@ -159,10 +162,13 @@ def interaural_lag(x, fs: float, max_lag: float = 1e-3, upsample: int = 8, envel
     frac = np.where((np.abs(denom) > 1e-30) & (lo < i) & (i < hi), 0.5 * (y0 - y2) / np.where(denom == 0, 1, denom),
                     0.0)
     lag = (i - k + frac) / (fs * upsample)
-    # an all-zero ear makes the correlation zero at every lag, and its arg-max would be the
-    # window's first lag (-max_lag): a number that looks measured
-    silent = ~(np.abs(x) > 0).any(axis=-1).all(axis=-1)
-    return np.where(silent, np.nan, lag * 1e6)
+    # a silent ear makes the correlation zero (or rounding) at every lag, and its arg-max would be
+    # anywhere, e.g. the window's first lag (-max_lag): a number that looks measured
+    energy = (x**2).sum(axis=-1)
+    silent = (energy <= 1e-20 * loudest[..., None]).any(axis=-1)
+    bound = np.sqrt(energy[..., 0] * energy[..., 1]) / upsample  # irfft at m * upsample points scales by 1/upsample
+    unrelated = np.abs(window).max(axis=-1) <= 1e-9 * bound
+    return np.where(silent | unrelated, np.nan, lag * 1e6)[()]
 
 
 def _band_filter(x: np.ndarray, band: tuple[float, float], fs: int) -> np.ndarray:
@@ -449,7 +455,8 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
         relevance| over the stimulus's sum of |relevance|) and its mean ``band_mass (band,
         ear, frequency)``; ``lag_slope (band)``: regression slope
         of relevance lag on stimulus ITD over the stimuli with a lag (1: the relevance carries
-        the ITD; NaN with fewer than two ITDs), with ``lag_slope_r`` the correlation.
+        the ITD; NaN with fewer than two ITDs), with ``lag_slope_r`` the correlation and
+        ``lag_slope_n`` the number of those stimuli.
     """
     import xarray as xr
 
@@ -498,11 +505,12 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
         return out
 
     stimulus_itd, rel_lag = lags(stims), lags(wave)
-    slope, corr = [], []
+    slope, corr, fitted = [], [], []
     for band in bands:
         sel = band_names == band
-        ok = np.isfinite(rel_lag[sel])  # a stimulus whose relevance leaves one ear empty has no lag
+        ok = np.isfinite(rel_lag[sel]) & np.isfinite(stimulus_itd[sel])  # e.g. relevance that leaves an ear empty
         x, y = stimulus_itd[sel][ok], rel_lag[sel][ok]
+        fitted.append(int(ok.sum()))
         if len(x) > 1 and np.ptp(x) > 0:
             slope.append(float(np.polyfit(x, y, 1)[0]))
             corr.append(float(np.corrcoef(x, y)[0, 1]) if np.ptp(y) > 0 else float("nan"))
@@ -515,12 +523,14 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
     return xr.Dataset(
         {
             "stimulus_itd": ("stimulus", stimulus_itd, {"units": "us", "description": "positive: left leads"}),
-            "relevance_lag": ("stimulus", rel_lag, {"units": "us", "description": "positive: left relevance leads"}),
+            "relevance_lag": ("stimulus", rel_lag, {
+                "units": "us", "description": "positive: left relevance leads; NaN: an ear without relevance"}),
             "relevance_total": ("stimulus", total),
             "relevance_mass": (("stimulus", "ear", "frequency"), mass, {"units": "share of |relevance|"}),
             "band_mass": (("band", "ear", "frequency"), band_mass, {"units": "share of |relevance|"}),
             "lag_slope": ("band", np.array(slope), {"units": "us/us"}),
             "lag_slope_r": ("band", np.array(corr)),
+            "lag_slope_n": ("band", np.array(fitted), {"description": "stimuli with a lag, the slope's points"}),
         },
         coords={
             "stimulus": ("stimulus", np.arange(len(rows))),

@@ -58,6 +58,13 @@ def srp_phat_map(signals: Array, mics: np.ndarray, grid: np.ndarray, fs: float, 
 
 def srp_localize(signals: Array, mics: np.ndarray, grid: np.ndarray, fs: float, c: float,
                  **kwargs) -> np.ndarray:
-    """Position ``(W, 3)`` of each window's SRP-PHAT map peak (found on the device of ``signals``)."""
+    """Position ``(W, 3)`` of each window's SRP-PHAT map peak (found on the device of ``signals``).
+
+    NaN for a flat map (signal on fewer than two microphones): it has no peak, and its arg-max,
+    the grid's first point, would look like an estimate.
+    """
     maps = srp_phat_map(signals, mics, grid, fs, c, **kwargs)
-    return grid[array_ops(maps).host(maps.argmax(axis=1))]
+    xp = array_ops(maps)
+    peak = xp.host(maps.argmax(axis=1))
+    flat = xp.host(xp.amax(maps) <= -xp.amax(-maps))
+    return np.where(flat[:, None], np.nan, grid[peak])

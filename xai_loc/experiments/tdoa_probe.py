@@ -48,6 +48,7 @@ import csv
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -239,7 +240,7 @@ def _on(values: Any, device: torch.device) -> torch.Tensor:
 
 
 class _BlockEstimates:
-    """Thresholds ``(P, B)``, delays ``(E, P, B)`` and SRP peak grid indices of a block of windows.
+    """Thresholds ``(P, B)``, delays ``(E, P, B)`` and SRP peak grid indices (-1: a flat map) of a block of windows.
 
     ``device`` ``None`` computes in NumPy (coarse-to-fine); a torch device computes there with
     the reference routines of :mod:`~xai_loc.experiments.gcc` and :mod:`~xai_loc.experiments.srp`
@@ -525,8 +526,8 @@ def run_tdoa(
         ``plane`` with ``srp``). Variables: ``delay`` (estimator, pair, window) and
         ``truth`` and ``threshold`` (pair, window) in samples; ``anomalies_percent`` and
         ``mae_samples`` (estimator, pair); ``srp_peak`` (srp_estimator, window, plane; NaN for a flat map),
-        ``srp_error`` (srp_estimator, srp_metric: 'x', 'y', 'euclidean'; metres) and
-        ``srp_scored`` (srp_estimator: the windows with a peak it averages over). Coords
+        ``srp_error`` (srp_estimator, srp_metric: 'x', 'y', 'euclidean'; metres; a flat map
+        scored at the constant guess) and ``srp_flat`` (srp_estimator: how many maps were flat). Coords
         ``estimator_kind``, ``mic_i``, ``mic_j``, ``pair_distance`` (m), ``max_lag``
         (samples), per-window ``source_id``, ``window_index``, ``source_x/y/z``. Attrs:
         provenance (models and digests, method, composite, first rule, target, T60, SNR,
@@ -691,7 +692,8 @@ def run_tdoa(
             threshold[:, start:stop] = block_threshold
             delay[[estimators.index(name) for name in names], :, start:stop] = block_delay
             for name, index in peaks.items():
-                # a flat map (an all-zero window) has no peak: its arg-max, the grid's first point, is no estimate
+                # a flat map (relevance on fewer than two mics) has no peak: its arg-max, the grid's first point,
+                # is no estimate
                 srp_peak[srp_names.index(name), np.arange(start, stop)[rows]] = np.where(
                     (index >= 0)[:, None], plane["grid"][np.maximum(index, 0), :2], np.nan)
             bar.update(stop - start)
@@ -749,18 +751,25 @@ def run_tdoa(
         coords["srp_estimator_kind"] = ("srp_estimator", np.array([kinds.get(e, "constant") for e in names], dtype=str))
         coords["srp_metric"] = ("srp_metric", np.array(["x", "y", "euclidean"], dtype=str))
         coords["plane"] = ("plane", np.array(["x", "y"], dtype=str))
-        err = np.abs(srp_peak - positions[None, :, :2])
-        with np.errstate(invalid="ignore"):
+        # a flat map (relevance on fewer than two microphones) gives no estimate: it is scored at the
+        # constant guess, so that every estimator's mean covers the same windows and abstaining is not rewarded
+        flat = np.isnan(srp_peak[..., 0]) & srp_rows[None, :]
+        scored_at = np.where(flat[..., None], plane["centre"], srp_peak)
+        err = np.abs(scored_at - positions[None, :, :2])
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no SRP windows: NaN means, said by srp_windows = 0
             srp_error = np.stack([np.nanmean(err[..., 0], axis=1), np.nanmean(err[..., 1], axis=1),
                                   np.nanmean(np.hypot(err[..., 0], err[..., 1]), axis=1)], axis=1)
         data_vars["srp_peak"] = (("srp_estimator", "window", "plane"), srp_peak,
                                  {"units": "m", "description": "SRP-PHAT map peak on the plane (NaN: not computed, "
-                                                               "or a flat map of an all-zero window)"})
-        data_vars["srp_scored"] = (("srp_estimator",), np.isfinite(srp_peak[..., 0]).sum(axis=1),
-                                   {"description": "windows with a map peak, over which srp_error is averaged"})
+                                                               "or a flat map: relevance on fewer than two mics)"})
+        data_vars["srp_flat"] = (("srp_estimator",), flat.sum(axis=1),
+                                 {"description": "SRP windows whose map was flat (no peak), scored at the constant "
+                                                 "guess in srp_error"})
         data_vars["srp_error"] = (("srp_estimator", "srp_metric"), srp_error,
                                   {"units": "m", "description": "mean absolute x, y and Euclidean error of the "
-                                                                "map peak on the plane"})
+                                                                "map peak on the plane over the SRP windows (a flat "
+                                                                "map scored at the constant guess)"})
         attrs.update(srp_x_range=plane["x_range"], srp_y_range=plane["y_range"], srp_z=plane["z"],
                      srp_step=plane["step"], srp_pad=float(srp_pad), srp_interp=int(srp_interp),
                      srp_windows=int(srp_rows.sum()), srp_grid_points=int(plane["grid"].shape[0]),
@@ -932,12 +941,11 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
                   "|---|---:|---:|---:|"]
         md_srp += [f"| {name} | " + " | ".join(_fmt(v, 3) for v in row) + " |"
                    for name, row in zip(names, err, strict=True)]
-        if "srp_scored" in ds:  # results written before the count have none
-            short = [f"`{name}` {int(k)}" for name, k in zip(names, ds["srp_scored"].values, strict=True)
-                     if k < int(ds.attrs.get("srp_windows", 0))]
-            if short:
-                md_srp += ["", "Windows with a map peak (the others were all zero, their map flat; left out of the "
-                               "means): " + ", ".join(short) + "."]
+        if "srp_flat" in ds:  # results written before the count have none
+            flat = [f"`{name}` {int(k)}" for name, k in zip(names, ds["srp_flat"].values, strict=True) if k]
+            if flat:
+                md_srp += ["", "Windows whose map was flat (relevance on fewer than two microphones; no peak, scored "
+                               "at the constant guess): " + ", ".join(flat) + "."]
         tables["markdown"] += "\n".join(md_srp) + "\n"
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

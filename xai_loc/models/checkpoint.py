@@ -290,6 +290,13 @@ def save_checkpoint(
     return path
 
 
+def weights_digest(path: PathLike) -> str:
+    """SHA-256 of a checkpoint's tensor bytes, the ``weights_sha256`` of its card: unlike
+    :func:`file_digest` it does not change when only the card does."""
+    with open(path, "rb") as handle:
+        return _data_digest(handle)
+
+
 def _data_digest(handle: BinaryIO) -> str:
     """sha256 of a safetensors file's data section: every tensor's bytes, after the header."""
     head = handle.read(8)
@@ -310,9 +317,7 @@ def check_weights(path: PathLike, card: dict[str, Any]) -> None:
     recorded = card.get("weights_sha256")
     if recorded is None:
         return
-    with open(path, "rb") as handle:
-        found = _data_digest(handle)
-    if found != recorded:
+    if weights_digest(path) != recorded:
         raise InputError(f"checkpoint {path} is damaged: its weights do not match the sha256 its card records; "
                          "copy it again (or retrain it)")
 

@@ -51,7 +51,15 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
-from xai_loc.models.checkpoint import build_card, checkpoint_path, file_digest, load_model, read_card, save_checkpoint
+from xai_loc.models.checkpoint import (
+    build_card,
+    checkpoint_path,
+    file_digest,
+    load_model,
+    read_card,
+    save_checkpoint,
+    weights_digest,
+)
 from xai_loc.models.evaluation import Evaluation, WindowSet, as_window_set, predict, prefetched
 from xai_loc.models.registry import MODELS, build_model
 from xai_loc.models.trainer import (
@@ -468,8 +476,9 @@ def _initialize(model: Localizer, path: Path) -> dict[str, Any]:
     model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
     card = read_card(path)
     training = card.get("training") or {}
-    record = {"file": Path(path).name, "sha256": file_digest(path), "condition": card.get("condition"),
-              "epochs": training.get("epochs")}
+    # the file's digest changes with its card; the weights' digest names the parent's weights for good
+    record = {"file": Path(path).name, "sha256": file_digest(path), "weights_sha256": weights_digest(path),
+              "condition": card.get("condition"), "epochs": training.get("epochs")}
     if training.get("init_from"):
         record["init_from"] = training["init_from"]  # the parent's own parent, and so on: the whole lineage
     return record

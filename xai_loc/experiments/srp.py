@@ -63,8 +63,12 @@ def srp_localize(signals: Array, mics: np.ndarray, grid: np.ndarray, fs: float, 
     NaN for a flat map (signal on fewer than two microphones): it has no peak, and its arg-max,
     the grid's first point, would look like an estimate.
     """
-    maps = srp_phat_map(signals, mics, grid, fs, c, **kwargs)
+    peak = array_ops(signals).host(peak_index(srp_phat_map(signals, mics, grid, fs, c, **kwargs)))
+    return np.where(peak[:, None] < 0, np.nan, grid[np.maximum(peak, 0)])
+
+
+def peak_index(maps: Array) -> Array:
+    """Grid index ``(W,)`` of each map's peak, -1 for a flat map (signal on fewer than two microphones),
+    whose arg-max, the grid's first point, is no estimate; NumPy, or torch on the maps' device."""
     xp = array_ops(maps)
-    peak = xp.host(maps.argmax(axis=1))
-    flat = xp.host(xp.amax(maps) <= -xp.amax(-maps))
-    return np.where(flat[:, None], np.nan, grid[peak])
+    return xp.where(xp.amax(maps) <= -xp.amax(-maps), -1, xp.argmax(maps))

@@ -267,7 +267,7 @@ class _BlockEstimates:
 
     def _host(self, sets: dict[str, Any], names: list[str], rows: np.ndarray,
               where: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        from xai_loc.experiments.srp import srp_phat_map
+        from xai_loc.experiments.srp import peak_index, srp_phat_map
 
         x = sets[ESTIMATOR_SIGNALS]
         # threshold: half the correlation time of each pair's first microphone signal
@@ -286,13 +286,13 @@ class _BlockEstimates:
             if name in self.srp_names and rows.any():
                 maps = srp_phat_map(scaled[rows], self.mics, self.grid, self.fs, self.c, interp=self.srp_interp,
                                     batch=2)
-                peaks[name] = np.where(np.ptp(maps, axis=1) > 0, np.argmax(maps, axis=1), -1)
+                peaks[name] = peak_index(maps)
         return threshold, delay, peaks
 
     def _on_device(self, sets: dict[str, Any], names: list[str], rows: np.ndarray,
                    where: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         from xai_loc.experiments.gcc import correlation_time, tdoa
-        from xai_loc.experiments.srp import srp_phat_map
+        from xai_loc.experiments.srp import peak_index, srp_phat_map
 
         x = _on(sets[ESTIMATOR_SIGNALS], self.device)
         # one microphone at a time: a correlation at full interpolation is B x 16 x 2 T float64 values
@@ -310,7 +310,7 @@ class _BlockEstimates:
             if name in self.srp_names and rows.any():
                 maps = srp_phat_map(scaled[rows_on], self.mics, self.grid, self.fs, self.c, interp=self.srp_interp,
                                     batch=_SRP_DEVICE_BATCH)
-                peaks[name] = torch.where(maps.amax(dim=1) > maps.amin(dim=1), maps.argmax(dim=1), -1)
+                peaks[name] = peak_index(maps)
         return (threshold.cpu().numpy(), torch.stack(delay).cpu().numpy(),
                 {name: index.cpu().numpy() for name, index in peaks.items()})
 

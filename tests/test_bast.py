@@ -144,6 +144,20 @@ def test_attn_lrp_conserves_relevance(integration, shared, epsilon, softmax):
     assert spec.dims == ("example", "ear", "frequency", "time") and spec.frequency[-1] == 8000.0
 
 
+def test_attn_lrp_keeps_the_prediction_on_digital_silence():
+    """Review: the identity rule on ``Decibel`` replaced the -140 dB floor of silent frames by 0, so
+    AttnLRP explained (and reported) a different prediction; the floor now absorbs its share like a bias."""
+    model = _tiny("SUB", bias=False)
+    ears = _ears(2)
+    ears[..., :4000] = 0.0  # the first half is digital silence
+    out = _outputs(model, ears)
+    wave = attn.attn_lrp(model, ears, epsilon=0.0, softmax="cp")["waveform"]
+    np.testing.assert_allclose(wave.output, np.linalg.norm(out, axis=1), rtol=1e-9)
+    np.testing.assert_allclose(wave.azimuth_pred, np.degrees(np.arctan2(out[:, 1], out[:, 0])) % 360, atol=1e-7)
+    assert float(np.abs(wave.absorbed_bias).min()) > 0  # the floor's share left the network
+    np.testing.assert_allclose(wave.relevance_sum + wave.absorbed_bias, wave.output, rtol=1e-6)
+
+
 def test_attn_lrp_exact_without_additive_constants():
     model = _tiny("SUB", bias=False)
     with torch.no_grad():
@@ -186,9 +200,9 @@ def test_a_level_that_runs_once_per_ear_is_refused():
                 explain_arrays(model, _ears(1), target="direction", method=method, levels=("waveform", level))
 
 
-def _outputs(model) -> np.ndarray:
+def _outputs(model, ears=None) -> np.ndarray:
     with torch.no_grad():
-        return model(torch.from_numpy(_ears(2))).numpy()
+        return model(torch.from_numpy(_ears(2) if ears is None else ears)).numpy()
 
 
 def test_softmax_and_matmul_rules_match_their_formulas():

@@ -19,7 +19,9 @@ module                            rule
                                   the attention constant (CP-LRP, Ali et al. ICML 2022)
 ``MatMul`` (``q k^T``, ``A v``)   uniform rule (Prop. 3.3): half of the relevance to each factor (all to
                                   the other factor when one is constant)
-``nn.GELU``, ``Decibel``          identity rule (Eq. 9): ``R_in = R_out``
+``nn.GELU``, ``Decibel``          identity rule (Eq. 9): ``R_in = R_out``; a constant output where the
+                                  input is zero (the decibel floor of digital silence) absorbs its share
+                                  like a bias
 ``PowerSpectrum``                 uniform rule on ``re * re`` and ``im * im``
 ``PositionEmbedding``             an additive constant: absorbs its share like a bias
 linear steps (STFT, padding,      gradient (LRP-0, exact: no bias)
@@ -28,7 +30,8 @@ residuals, integration, pooling)
 
 Relevance is seeded with the output along a unit direction ``u`` (the regression output
 ``y = [cos, sin]``): ``R_out = y . u``. Every place where relevance leaves the network is
-booked per example in a :class:`RelevanceLedger` (``bias``: biases and position embeddings,
+booked per example in a :class:`RelevanceLedger` (``bias``: biases, position embeddings and the
+decibel floor,
 ``softmax``: the softmax rule's bias term, ``epsilon``: the stabilizers), so that
 ``sum(R_input) + sum(absorbed) == y . u`` holds to rounding; the tests check it in float64.
 
@@ -185,12 +188,20 @@ class AttnLRP:
         centred = x - x.mean(dim=dims, keepdim=True)
         return centred / centred.square().mean(dim=dims, keepdim=True).add(module.eps).sqrt().detach()
 
-    @staticmethod
-    def _identity(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    def _identity(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        # The output keeps its exact value; only the part proportional to the input carries relevance.
+        # Where the input is zero (or the ratio overflows) the output is a constant (the decibel floor
+        # 10 log10(amin) of digital silence): it leaves the network like a bias and is booked as one.
         x = inputs[0]
-        nonzero = x != 0
-        ratio = torch.where(nonzero, output / torch.where(nonzero, x, torch.ones_like(x)), torch.zeros_like(x))
-        return x * ratio.detach()
+        with torch.no_grad():
+            ratio = output / torch.where(x != 0, x, torch.ones_like(x))
+            ratio = torch.where((x != 0) & torch.isfinite(ratio), ratio, torch.zeros_like(ratio))
+        lin = x * ratio
+        rest = (output - lin).detach()
+        out = lin + rest
+        if out.requires_grad and bool((rest != 0).any()):
+            out.register_hook(lambda g: self.ledger.add("bias", _per_example(g * rest)))
+        return out
 
     def _softmax(self, module: nn.Softmax, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         if self.softmax == "cp":

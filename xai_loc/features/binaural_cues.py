@@ -25,7 +25,9 @@ Waveforms ``[B, 2 ears (left, right), T]`` at 44.1 kHz become cue maps
      windows at that lag, clipped to +-7 dB; positive when the left ear is louder;
    - ``IC`` = that maximum, clipped to [0, 1].
 
-   Silent frames (no energy in a window) give ITD 0 (the lag range's centre), ILD 0, IC 0.
+   A window is silent when its energy is 100 dB or more below the example's loudest window (or
+   below 1e-20). Both ears silent give ITD 0 (the lag range's centre), ILD 0, IC 0; one silent
+   ear gives ITD 0, IC 0 and the clipped ILD toward the ear with sound (+-7 dB).
 
 Frames: ``frames = (T - window) // hop + 1``; frame ``f`` covers samples
 ``[f hop, f hop + window)``, i.e. it is centred at ``(f hop + window / 2) / fs`` seconds
@@ -65,8 +67,9 @@ CUE_UNITS: dict[str, str] = {"itd": "ms", "ild": "dB", "ic": "1"}
 GAMMATONE_ORDER, GAMMATONE_B = 4, 1.019
 #: Level (relative to the envelope peak) at which a gammatone kernel is cut.
 KERNEL_FLOOR_DB = -60.0
-#: Energy below which a window counts as silent (absolute, squared waveform units).
-_SILENT = 1e-20
+#: Energy below which a window counts as silent: 100 dB below the example's loudest window (any
+#: ear, band, frame or lag), and at least 1e-20 (absolute, squared waveform units).
+_SILENT_RELATIVE, _SILENT = 1e-10, 1e-20
 
 
 def erb_bandwidth(freq) -> np.ndarray:
@@ -160,15 +163,24 @@ class RunningCrossCorrelation(nn.Module):
 
     def forward(self, bands: torch.Tensor) -> torch.Tensor:
         cross, e_left, e_right = self.correlation(bands)
-        silent = (e_left <= _SILENT) | (e_right <= _SILENT)
-        ncc = torch.where(silent, torch.zeros_like(cross), cross / torch.sqrt((e_left * e_right).clamp_min(_SILENT)))
+        # Silence is relative: the FFT filterbank leaves rounding noise (about 1e-14 of the signal's
+        # energy in float32) where the sound is digitally silent, which an absolute floor reads as sound.
+        loudest = torch.maximum(e_left.flatten(1).amax(1), e_right.flatten(1).amax(1)).detach()
+        floor = (loudest * _SILENT_RELATIVE).clamp_min(_SILENT).view(-1, 1, 1, 1)
+        silent = (e_left <= floor) | (e_right <= floor)
+        ncc = torch.where(silent, torch.zeros_like(cross),
+                          cross / torch.sqrt(torch.where(silent, torch.ones_like(cross), e_left * e_right)))
         ic, k = ncc.max(dim=-1, keepdim=True)
         itd = (k.to(bands.dtype) - self.max_lag) * (1000.0 / self.fs)
         e_r = e_right.gather(-1, k)
-        quiet = (e_left <= _SILENT) | (e_r <= _SILENT)
-        ratio = torch.where(quiet, torch.ones_like(e_r), e_left.clamp_min(_SILENT) / e_r.clamp_min(_SILENT))
-        ild = (10.0 * torch.log10(ratio)).clamp(-self.ild_limit, self.ild_limit)
-        itd = torch.where(quiet, torch.zeros_like(itd), itd)
+        left_quiet, right_quiet = e_left <= floor, e_r <= floor
+        ild = (10.0 * torch.log10(e_left.clamp_min(floor) / e_r.clamp_min(floor))).clamp(-self.ild_limit,
+                                                                                          self.ild_limit)
+        # one silent ear: the largest level difference there is, toward the ear with sound; both: none
+        limit = torch.full_like(ild, self.ild_limit)
+        ild = torch.where(right_quiet, limit, torch.where(left_quiet, -limit, ild))
+        ild = torch.where(left_quiet & right_quiet, torch.zeros_like(ild), ild)
+        itd = torch.where(left_quiet | right_quiet, torch.zeros_like(itd), itd)
         return torch.stack([itd[..., 0], ild[..., 0], ic[..., 0].clamp(0.0, 1.0)], dim=1)
 
     def extra_repr(self) -> str:

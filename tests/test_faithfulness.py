@@ -61,6 +61,14 @@ def _metrics(model, x, scores, fill="zero"):
     return curves, curve_metrics(curves.mean(-1))
 
 
+def test_scores_of_another_size_are_refused(windows):
+    """Review: scores smaller than the windows were read past their end by the compiled copies."""
+    model, x = SparseLinear(), windows[:2]
+    for shape in [(2, M, T // 2), (2, 2 * M * T), (1, M, T)]:
+        with pytest.raises(InputError, match=r"scores of shape .* do not fit windows of shape \(2, 4, 250\)"):
+            ordering_curves(model, x, model(x).detach().double(), np.ones(shape, np.float32), PERCENTAGES, "zero")
+
+
 @pytest.mark.parametrize("fill", ["zero", "road"])
 def test_relevance_on_the_read_samples_gives_the_largest_aopc_and_srg(windows, fill):
     model = SparseLinear()

@@ -148,6 +148,24 @@ def test_predictions_follow_the_deleted_mass():
     assert np.all(pred[1, 2, :, 0] > 0)  # random deletion hits mic 1 too
 
 
+def test_relevance_or_steps_of_another_shape_are_refused():
+    """Review: the compiled copies indexed the steps by the window's position unchecked, so a smaller
+    relevance map read memory past its end and deleted arbitrary fractions."""
+    from xai_loc.experiments.deletion_order import filled_copy, zeroed_copy
+
+    x = torch.ones(2, 2, 50)
+    with pytest.raises(InputError, match=r"relevance of shape \(2, 2, 25\) does not fit windows of shape \(2, 2, 50\)"):
+        deletion_predictions(Sum(), x, (0, 10, 50), ["relevance"], relevance=torch.ones(2, 2, 25))
+    short = np.zeros((2, 50), dtype=np.uint8)
+    with pytest.raises(InputError, match="deletion steps of shape"):
+        list(perturbed_batches(x, short, (0, 50)))
+    flat, out = x.reshape(2, -1).numpy(), np.empty((2, 200), dtype=np.float32)
+    with pytest.raises(InputError, match="one size each"):
+        zeroed_copy(flat, short, 0, out)
+    with pytest.raises(InputError, match="one size each"):
+        filled_copy(flat, np.zeros((2, 200), dtype=np.uint8), 0, np.zeros(10, dtype=np.float32), out)
+
+
 def test_aopc_and_bad_options():
     assert aopc(np.array([0.1, 0.2, 0.4])) == pytest.approx((0 + 0.1 + 0.3) / 3)
     with pytest.raises(InputError, match="needs relevance"):

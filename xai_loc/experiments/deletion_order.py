@@ -361,14 +361,23 @@ def random_keys(shape, seed: int) -> np.ndarray:
     return keys
 
 
+def _same_size(**arrays: np.ndarray) -> None:
+    # the compiled copies index every array by the window's position, unchecked
+    sizes = {name: a.size for name, a in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        raise InputError(f"deletion steps, windows and fills must have one size each; got {sizes}")
+
+
 def zeroed_copy(x: np.ndarray, steps: np.ndarray, step: int, out: np.ndarray) -> np.ndarray:
     """``x`` with the samples deleted by step ``step`` set to zero, written to C-contiguous ``out``."""
+    _same_size(windows=x, steps=steps, out=out)
     _zeroed_copy(x.reshape(-1), steps.reshape(-1), step, out.reshape(-1))
     return out
 
 
 def filled_copy(x: np.ndarray, steps: np.ndarray, step: int, fill: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``x`` with the samples deleted by step ``step`` taken from ``fill``, written to C-contiguous ``out``."""
+    _same_size(windows=x, steps=steps, fill=fill, out=out)
     _filled_copy(x.reshape(-1), steps.reshape(-1), step, fill.reshape(-1), out.reshape(-1))
     return out
 

@@ -291,6 +291,9 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
     else:  # rounded to float32 where the scores are, then ranked where the model runs
         if not isinstance(scores, torch.Tensor):  # a read-only store chunk is copied: torch wants writable memory
             scores = torch.from_numpy(np.require(scores, requirements="W"))
+        if scores.shape[0] != w or scores.numel() != windows.numel():
+            raise InputError(f"scores of shape {tuple(scores.shape)} do not fit windows of shape "
+                             f"{tuple(windows.shape)}; give one score per sample")
         flat = scores.detach().to(torch.float32).reshape(w, -1).to(device)
         morf, lerf = deletion_steps_on(flat, counts), deletion_steps_on(-flat, counts)
     gen = torch.Generator().manual_seed(seed)

@@ -61,7 +61,7 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 #: (:func:`~xai_loc.experiments.deletion_order.deletion_steps_on`): a numpy array for CPU
 #: windows, a uint8 tensor on theirs otherwise; the same bytes either way.
 MODES: dict[str, OrderFn] = {
-    "relevance": lambda x, rel, gen, counts: deletion_steps_on(_rows(_need(rel).to(x.device)), counts),
+    "relevance": lambda x, rel, gen, counts: deletion_steps_on(_rows(_need(rel, x).to(x.device)), counts),
     "energy": lambda x, rel, gen, counts: deletion_steps_on(_rows(x), counts, magnitude=True),
     "random": lambda x, rel, gen, counts: random_deletion_steps_on(
         x.device, x.shape[0], x[0].numel(), counts, int(torch.randint(0, 2**62, (1,), generator=gen))
@@ -80,9 +80,12 @@ FILLS: dict[str, FillFn] = {
 PAPER_PERCENTAGES = (0, 10, 20, 30, 40, 50, 60, 70)
 
 
-def _need(relevance: torch.Tensor | None) -> torch.Tensor:
+def _need(relevance: torch.Tensor | None, windows: torch.Tensor) -> torch.Tensor:
     if relevance is None:
         raise InputError("deletion mode 'relevance' needs relevance maps; explain the windows first")
+    if tuple(relevance.shape) != tuple(windows.shape):
+        raise InputError(f"relevance of shape {tuple(relevance.shape)} does not fit windows of shape "
+                         f"{tuple(windows.shape)}; give one relevance value per sample")
     return relevance
 
 
@@ -134,6 +137,9 @@ def perturbed_batches(windows: torch.Tensor, steps: np.ndarray | torch.Tensor, p
     """
     w = windows.shape[0]
     counts = deletion_counts(percentages, windows)
+    if (steps.numel() if isinstance(steps, torch.Tensor) else np.size(steps)) != windows.numel():
+        raise InputError(f"deletion steps of shape {tuple(steps.shape)} do not fit windows of shape "
+                         f"{tuple(windows.shape)}; rank one score per sample")
     if windows.device.type == "cpu":  # compiled kernels into one reused buffer
         steps = np.asarray(steps)
         x = windows.detach().reshape(w, -1).numpy()

@@ -637,6 +637,7 @@ def run_faithfulness(
         attrs={
             "experiment": "faithfulness (MoRF/LeRF deletion and insertion per method and fill)",
             "target": target_label(targets), "error": error.label, "units": units, "seed": seed, "n_boot": n_boot,
+            "batch_size": batch_size,  # random orders and noise fills are seeded per batch
             "road_noise": ROAD_NOISE, **scored.conditions, "n_windows": n, "n_sources": int(sources.size),
             "models": json.dumps(explained_models, sort_keys=True),
             "data_config": scored.ds.attrs.get("config", ""), "xai_loc_version": __version__,

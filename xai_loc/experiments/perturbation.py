@@ -473,7 +473,8 @@ def run_perturbation(
         coords={"model": names, "mode": all_modes, "percentage": list(percentages), "xyz": ["x", "y", "z"]},
         attrs={
             "experiment": "perturbation (deletion of the top-P % samples per window)",
-            "method": method, "composite": composite, "target": target, "fill": fill, "seed": seed,
+            "method": method, "composite": relevance[names[0]].explainer.composite_name, "target": target,
+            "fill": fill, "seed": seed, "batch_size": batch_size,  # random orders and noise are seeded per batch
             "explain_options": json.dumps(explain_options, sort_keys=True, default=str),
             "t60": float(ds.attrs.get("t60", np.nan)), "snr": float(ds.attrs.get("snr", np.nan)),
             "n_windows": n, "n_sources": int(np.unique(ds["source_id"].values).size),

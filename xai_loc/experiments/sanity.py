@@ -128,6 +128,37 @@ def _ranks(a: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(a, dtype=torch.float64).scatter_(-1, order, ordinal)
 
 
+def _tie_averaged(a, ranks):
+    """Average ranks of ``a (W, N)`` from its ordinal ranks: each run of equal values gets the mean of its
+    ordinal ranks (scipy's ``rankdata(method="average")`` less one). Ordinal ranks alone put a ramp of
+    positions into every tie, which correlates two sparse maps through their zeros."""
+    n = a.shape[-1]
+    if isinstance(a, torch.Tensor):
+        idx = ranks.long()
+        pos = torch.arange(n, dtype=torch.float64, device=a.device).expand(idx.shape)
+        order = torch.empty_like(idx).scatter_(-1, idx, pos.long())
+        s = a.gather(-1, order)
+        new = torch.ones_like(s, dtype=torch.bool)
+        new[:, 1:] = s[:, 1:] != s[:, :-1]
+        end = torch.ones_like(new)
+        end[:, :-1] = new[:, 1:]
+        first = torch.cummax(torch.where(new, pos, 0.0), -1).values
+        last = torch.cummin(torch.where(end, pos, float(n)).flip(-1), -1).values.flip(-1)
+        return ((first + last) / 2).gather(-1, idx)
+    idx = ranks.astype(np.int64)
+    pos = np.broadcast_to(np.arange(n, dtype=np.float64), idx.shape)
+    order = np.empty_like(idx)
+    np.put_along_axis(order, idx, pos.astype(np.int64), -1)
+    s = np.take_along_axis(a, order, -1)
+    new = np.ones(s.shape, bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    end = np.ones(s.shape, bool)
+    end[:, :-1] = new[:, 1:]
+    first = np.maximum.accumulate(np.where(new, pos, 0.0), -1)
+    last = np.minimum.accumulate(np.where(end, pos, float(n))[:, ::-1], -1)[:, ::-1]
+    return np.take_along_axis((first + last) / 2, idx, -1)
+
+
 def pearson(a, b):
     """Pearson correlation of each window's map in ``a`` with its map in ``b`` (``(W, ...)`` each): ``(W,)``;
     NaN where a map is constant."""
@@ -140,14 +171,14 @@ def pearson(a, b):
 
 def spearman(a, b):
     """Spearman rank correlation per window of ``a`` and ``b`` (``(W, ...)``, ranked as given; pass
-    ``|R|`` for the cascade): ``(W,)``. Ties get ordinal ranks (stable argsort twice); NaN where a map
-    is constant (an all-zero relevance has no ranking, not the ramp of its positions)."""
+    ``|R|`` for the cascade): ``(W,)``. Ties get their average rank (as scipy's ``spearmanr``); NaN where
+    a map is constant (an all-zero relevance has no ranking)."""
     if not any(isinstance(m, torch.Tensor) for m in (a, b)):  # ranked in their own dtype: float32 sorts faster
         a, b = (np.asarray(m).reshape(len(m), -1) for m in (a, b))
-        rho = pearson(stable_ranks(a), stable_ranks(b))
+        rho = pearson(_tie_averaged(a, stable_ranks(a)), _tie_averaged(b, stable_ranks(b)))
     else:
         a, b = _flats(a, b)
-        rho = pearson(_ranks(a), _ranks(b))
+        rho = pearson(_tie_averaged(a, _ranks(a)), _tie_averaged(b, _ranks(b)))
     constant = ((a == a[:, :1]).all(-1)) | ((b == b[:, :1]).all(-1))
     return namespace(rho).where(constant, float("nan"), rho)
 

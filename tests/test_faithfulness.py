@@ -61,6 +61,17 @@ def _metrics(model, x, scores, fill="zero"):
     return curves, curve_metrics(curves.mean(-1))
 
 
+def test_a_constant_map_orders_nothing_its_curves_are_nan(windows):
+    """Review: an all-zero map was deleted front to back for MoRF and LeRF alike (SRG exactly 0), a plausible
+    number for an explanation that gives no order."""
+    model, x = SparseLinear(), windows[:3]
+    scores = np.broadcast_to(_indicator(), x.shape).copy()
+    scores[1] = 0.0
+    curves = ordering_curves(model, x, model(x).detach().double(), scores, PERCENTAGES, "zero", seed=3)
+    assert np.isnan(curves[..., 1]).all() and np.isfinite(np.delete(curves, 1, axis=-1)).all()
+    assert np.isfinite(ordering_curves(model, x, model(x).detach().double(), None, PERCENTAGES, "zero")).all()
+
+
 def test_scores_of_another_size_are_refused(windows):
     """Review: scores smaller than the windows were read past their end by the compiled copies."""
     model, x = SparseLinear(), windows[:2]
@@ -161,6 +172,8 @@ def test_completeness_residual_is_zero_for_input_x_gradient_of_a_bias_free_linea
     assert mean_abs < 1e-12 and relative < 1e-14
     # saliency has no completeness property: NaN, reported as such
     assert np.isnan(completeness_stats(np.full(4, np.nan), np.full(4, np.nan))).all()
+    # one undefined window among defined ones is left out, not taken for a method without the property
+    np.testing.assert_allclose(completeness_stats([0.1, np.nan, -0.3], [1.0, np.nan, 1.0]), [0.2, 0.2])
 
 
 def test_bootstrap_and_rank_agreement():
@@ -171,6 +184,8 @@ def test_bootstrap_and_rank_agreement():
     assert 1.0 <= ci[2, 0] < 1.5 < ci[2, 1] <= 2.0  # an undefined source is left out, not the whole cell
     assert np.isnan(ci[3]).all()
     np.testing.assert_array_equal(ci, bootstrap_ci(values, n_boot=500, seed=0))
+    assert np.isnan(bootstrap_ci(np.array([[0.37]]))).all()  # one source has no spread to resample
+    assert np.isnan(bootstrap_ci(np.array([[np.nan, 0.2, np.nan]]))).all()
     srg = np.array([[0.3, 0.1, -0.3], [0.2, 0.2, -0.2], [0.1, 0.3, -0.1]])  # method x fill
     tau = rank_agreement(srg)
     assert tau[0, 0] == pytest.approx(1.0) and tau[0, 1] == pytest.approx(-1.0) and tau[0, 2] == pytest.approx(-1.0)
@@ -264,3 +279,14 @@ def test_latex_tables_escape_every_cell():
     assert lines[0] == "% lrp_x, 50 %"
     assert lines[3] == r"method & completeness \textbar{}r\textbar{} (rel.) \\"
     assert lines[5] == r"lrp:paper\_x & 5 \% \& \$ \# \\"
+
+
+def test_the_table_names_the_windows_without_an_order():
+    from xai_loc.experiments.faithfulness import _unordered_line
+
+    counts = np.array([[[[0, 0], [2, 3]], [[0, 0], [0, 0]]]])  # (model, method, ordering, fill)
+    ds = xr.Dataset({"unordered_windows": (("model", "method", "ordering", "fill"), counts)},
+                    coords={"model": ["a"], "method": ["lrp", "saliency"], "ordering": ["relevance", "random"],
+                            "fill": ["zero", "road"]})
+    assert _unordered_line(ds, "a").endswith(": lrp (random) 3")
+    assert _unordered_line(ds.drop_vars("unordered_windows"), "a") == ""

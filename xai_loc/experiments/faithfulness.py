@@ -274,7 +274,7 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
 
     ``truth`` is what :meth:`~xai_loc.experiments.scored.ScoredSet.truth` gives (positions, labels,
     degrees). ``scores (W, ...)`` of the windows' shape orders the samples (descending for MoRF,
-    ascending for LeRF);
+    ascending for LeRF; a window whose scores are all equal gets NaN curves: it has no order);
     None draws a seeded random order (a second draw for LeRF). ``fill`` is a name in
     :data:`FAITHFULNESS_FILLS`; its noise is seeded by ``seed``. On the CPU the steps and copies
     come from the compiled kernels; on another device the scores (float32) go there once per
@@ -285,6 +285,7 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
     counts = deletion_counts(percentages, windows)
     n = x.shape[1]
     device = torch.device(device)
+    unordered = np.zeros(w, bool)
     if scores is None:
         morf = random_deletion_steps_on(device, w, n, counts, seed)
         lerf = random_deletion_steps_on(device, w, n, counts, seed + 1_000_003)
@@ -296,6 +297,7 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
                              f"{tuple(windows.shape)}; give one score per sample")
         flat = scores.detach().to(torch.float32).reshape(w, -1).to(device)
         morf, lerf = deletion_steps_on(flat, counts), deletion_steps_on(-flat, counts)
+        unordered = (flat == flat[:, :1]).all(-1).cpu().numpy()
     gen = torch.Generator().manual_seed(seed)
     cpu_windows = torch.from_numpy(x).view(windows.shape)
     fill_values, road_noise = None, None
@@ -327,6 +329,7 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
                        _errors(model, batches(morf, True), truth, device)])
     if timing is not None:
         timing["forward"] = timing.get("forward", 0.0) + time.perf_counter() - tic
+    result[..., unordered] = np.nan  # a constant map orders nothing: its curves are undefined, not by position
     return result
 
 
@@ -343,7 +346,7 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: f
 
     Resamples are drawn as multinomial counts (``n_boot x S``), so the means are one matrix
     product. Sources whose value is NaN (undefined there) are left out of each resample's mean;
-    a cell with no finite source gets NaN.
+    a cell with fewer than two finite sources gets NaN (one source has no spread to resample).
     """
     values = np.asarray(values, dtype=np.float64)
     s = values.shape[-1]
@@ -357,7 +360,7 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: f
     with warnings.catch_warnings():  # a cell without any finite source: NaN, as documented
         warnings.simplefilter("ignore", RuntimeWarning)
         ci = np.stack([np.nanquantile(means, alpha, axis=-1), np.nanquantile(means, 1.0 - alpha, axis=-1)], axis=-1)
-    return np.where(finite.any(-1, keepdims=True), ci, np.nan)
+    return np.where(finite.sum(-1, keepdims=True) >= 2, ci, np.nan)
 
 
 def finite_mean(values: np.ndarray) -> np.ndarray:
@@ -382,15 +385,18 @@ def completeness_stats(residual: np.ndarray, explained: np.ndarray) -> np.ndarra
     """Mean absolute and relative completeness residual over the last axis (windows): ``(..., 2)``.
 
     ``residual = sum(relevance) - explained`` per window (``explain_batch``'s ``relevance_sum``
-    less ``explained``); relative is ``sum |residual| / sum |explained|``. NaN where a window's
-    ``explained`` is NaN (a method without a completeness property): reported so, not dropped.
+    less ``explained``); relative is ``sum |residual| / sum |explained|``, both over the windows with
+    a finite residual. NaN where no window has one (a method without a completeness property,
+    whose ``explained`` is NaN).
     """
     residual = np.asarray(residual, dtype=np.float64)
-    finite = np.isfinite(residual).all(-1)
-    mean_abs = np.where(finite, np.abs(residual).mean(-1), np.nan)
+    finite = np.isfinite(residual)
+    count = finite.sum(-1)
+    size = np.abs(np.where(finite, residual, 0.0))
+    mean_abs = np.divide(size.sum(-1), count, out=np.full(count.shape, np.nan), where=count > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        relative = np.where(finite, np.abs(residual).sum(-1) / np.abs(np.asarray(explained)).sum(-1), np.nan)
-    return np.stack([mean_abs, relative], axis=-1)
+        relative = size.sum(-1) / np.abs(np.where(finite, np.asarray(explained, dtype=np.float64), 0.0)).sum(-1)
+    return np.stack([mean_abs, np.where(count > 0, relative, np.nan)], axis=-1)
 
 
 def rank_agreement(srg: np.ndarray) -> np.ndarray:
@@ -589,8 +595,10 @@ def run_faithfulness(
 
     map_blocks(faithfulness_batch, window_batches(names, n, batch_size), write, shared=work, client=client,
                size=lambda batch: batch[2] - batch[1], progress=progress, desc="faithfulness", unit="win")
-    curves = errors @ per_source
-    unperturbed = np.array([float((errors[k, 0, 0, 0, 0, 0] @ per_source).mean()) for k in range(len(names))])
+    curves = source_means(errors, per_source)  # a window without an order (NaN) is left out of its source
+    undefined = np.isnan(errors[..., 0, 0, :]).sum(-1)  # (model, method, ordering, fill)
+    # the unperturbed error is the same for every ordering; the random one is always defined
+    unperturbed = np.array([float((errors[k, 0, -1, 0, 0, 0] @ per_source).mean()) for k in range(len(names))])
     completeness = completeness_stats(residual, output)
     timings = {} if timing is None else timing
     explained_models = {}
@@ -609,7 +617,7 @@ def run_faithfulness(
     units = error.units
     return xr.Dataset(
         {
-            "curve": ((*dims, "mode", "percentage"), curves.mean(-1),
+            "curve": ((*dims, "mode", "percentage"), finite_mean(curves),
                       {"units": units, "description": f"{error.label} against the truth, mean over sources (each "
                                                       "source once)"}),
             "score": ((*dims, "metric"), metric,
@@ -628,6 +636,9 @@ def run_faithfulness(
                               {"description": "Kendall tau of the method ranking by SRG (ordering relevance) "
                                               "between two fills"}),
             "unperturbed_error": (("model",), unperturbed, {"units": units}),
+            "unordered_windows": (dims, undefined,
+                                  {"description": "windows whose map is constant (e.g. all-zero relevance): no "
+                                                  "order, left out of the curves and scores"}),
         },
         coords={"model": names, "method": labels, "attribution": ("method", [m for m, _ in specs]),
                 "composite": ("method", [c for _, c in specs]), "ordering": list(orderings), "fill": list(fills),
@@ -697,7 +708,23 @@ def faithfulness_table(ds: xr.Dataset) -> str:
             lines += ["| " + " | ".join(r) + " |" for r in rows]
         tau = _tau_line(ds, model)
         lines += ["", tau, ""] if tau else [""]
+        unordered = _unordered_line(ds, model)
+        lines += [unordered, ""] if unordered else []
     return "\n".join(lines) + "\n"
+
+
+def _unordered_line(ds, model) -> str:
+    if "unordered_windows" not in ds:
+        return ""
+    counts = ds["unordered_windows"].sel(model=model).max("fill")
+    found = []
+    for m in ds["method"].values:
+        for o in ds["ordering"].values:
+            count = int(counts.sel({"method": m, "ordering": o}))
+            if count:
+                found.append(f"{m} ({o}) {count}")
+    return ("Windows with a constant map (no order; left out of curves and scores): " + ", ".join(found)) \
+        if found else ""
 
 
 def faithfulness_latex(ds: xr.Dataset) -> str:

@@ -70,6 +70,9 @@ def test_a_constant_map_orders_nothing_its_curves_are_nan(windows):
     curves = ordering_curves(model, x, model(x).detach().double(), scores, PERCENTAGES, "zero", seed=3)
     assert np.isnan(curves[..., 1]).all() and np.isfinite(np.delete(curves, 1, axis=-1)).all()
     assert np.isfinite(ordering_curves(model, x, model(x).detach().double(), None, PERCENTAGES, "zero")).all()
+    wide = SparseLinear().double()  # a float64 model gets the float32 copies in its own dtype
+    again = ordering_curves(wide, x, wide(x.double()).detach(), scores, PERCENTAGES, "zero", seed=3)
+    np.testing.assert_allclose(again, curves, rtol=1e-5, atol=1e-6)
 
 
 def test_scores_of_another_size_are_refused(windows):

@@ -259,10 +259,12 @@ def _errors(model: torch.nn.Module, batches, truth: torch.Tensor, device: torch.
     """Per-input localization error of ``model`` on each perturbed batch, in its own units
     (:func:`~xai_loc.experiments.scored.localization_error`; one transfer of the errors)."""
     truth = truth.to(device)
+    first = next(model.parameters(), None)  # the copies are float32; a float64 model gets float64 inputs
+    dtype = torch.float32 if first is None or not first.is_floating_point() else first.dtype
     errors = []
     with torch.no_grad():
         for xp in batches:
-            errors.append(localization_error(model, model(xp.to(device)), truth))
+            errors.append(localization_error(model, model(xp.to(device, dtype)), truth))
     return torch.stack(errors).cpu().numpy()
 
 

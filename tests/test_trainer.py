@@ -222,3 +222,22 @@ def test_shipped_cards_read_in_the_current_schema_without_rewriting():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     text = describe_test_metrics(read_card(PRETRAINED / "cuenet_default.safetensors")["metrics"]["test"], "cuenet")
     assert text.startswith("top-1 ") and "(baseline 1.4%)" in text  # 1/72 guessed at random
+
+
+def test_a_front_end_cache_is_built_before_the_clock_starts(monkeypatch):
+    """Review: the cache was built in the first epoch, so max_minutes and the epoch times counted it."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: clock["now"])
+    n, x, y = 40, torch.randn(40, 8), torch.randint(0, 3, (40,))
+
+    def features():
+        clock["now"] += 300.0  # five minutes of caching
+        return x.numpy().astype(np.float16)
+
+    model = nn.Linear(8, 3)
+    hooks = trainer.Hooks(picks=trainer.shuffled(n), assemble=trainer.cached_batches(features, y, torch.device("cpu")),
+                          forward=model, loss=nn.functional.cross_entropy)
+    run = trainer.fit(model, torch.optim.Adam(model.parameters()), hooks,
+                      trainer.Schedule(16, 5, 0, max_minutes=1.0), progress=False)
+    assert run.epoch == 5 and run.stopped == "max_epochs"  # the budget was not spent on the cache
+    assert run.history["seconds"] == [0.0] * 5 and run.seconds == 0.0

@@ -158,7 +158,9 @@ class Hooks:
         ``picks(rng) -> indices``: the examples of one draw (a paper epoch), in random order.
     assemble
         ``assemble(batches) -> iterator of (inputs, targets)`` on the training device, one per
-        batch of indices (reads a store, gathers a cache).
+        batch of indices (reads a store, gathers a cache). It may carry a ``warm()`` attribute:
+        one-off work (:func:`cached_batches`' cache) that :meth:`Trainer.fit` runs before its
+        clock starts, when an epoch is left, so that no time budget or epoch time counts it.
     forward
         The model's training pass from assembled inputs to outputs.
     loss
@@ -433,7 +435,11 @@ class Trainer:
         """
         from xai_loc.progress import tqdm
 
-        started = time.monotonic() if started is None else started
+        warm = getattr(self.hooks.assemble, "warm", None)
+        tic = time.monotonic()
+        if warm is not None and self.stop_reason(0.0) is None:
+            warm()
+        started = time.monotonic() if started is None else started + time.monotonic() - tic
         self.call_start_epoch = self.epoch  # the first epoch of every call runs, whatever the budget
         bar = tqdm(total=self.schedule.validations(self.schedule.max_epochs), initial=self.epoch,
                    disable=not progress, desc=desc, unit="epoch")
@@ -523,7 +529,8 @@ def cached_batches(features: Callable[[], np.ndarray | torch.Tensor], targets: t
     """An :attr:`Hooks.assemble` over a fixed front end's outputs and the examples' targets.
 
     ``features()`` returns every example's front-end output (a float16 array or a tensor); it
-    is called once, at the first batch, so a resumed run with no epoch left computes nothing.
+    is called once, by :meth:`Trainer.fit` before its clock starts (``assemble.warm``) or else at
+    the first batch, so a resumed run with no epoch left computes nothing.
     """
     cache = functools.cache(features)
 
@@ -534,6 +541,7 @@ def cached_batches(features: Callable[[], np.ndarray | torch.Tensor], targets: t
                 torch.from_numpy(data[idx].astype(np.float32))
             yield x.to(device), targets[torch.as_tensor(idx)].to(device)
 
+    assemble.warm = cache
     return assemble
 
 

@@ -119,7 +119,8 @@ def test_interrupted_out_of_order_run_resumes_to_the_same_bytes(reference, tmp_p
     assert _tree(path) == _tree(reference)
 
 
-@pytest.mark.parametrize("damage", ["lost chunk", "other config", "bad range", "gap-free count too high"])
+@pytest.mark.parametrize("damage", ["lost chunk", "emptied chunk", "other config", "bad range",
+                                    "gap-free count too high"])
 def test_unresumable_partial_is_written_afresh(reference, tmp_path, damage):
     path = tmp_path / "toy.zarr"
     with pytest.raises(KeyboardInterrupt), ResumableStore(path, KIND, CONFIG) as store:
@@ -128,6 +129,8 @@ def test_unresumable_partial_is_written_afresh(reference, tmp_path, damage):
     partial, progress = path.with_name("toy.zarr.partial"), path.with_name("toy.zarr.progress.json")
     if damage == "lost chunk":
         (partial / "values" / "7.0").unlink()
+    elif damage == "emptied chunk":  # what a power loss leaves of a write the disk never got
+        (partial / "values" / "7.0").write_bytes(b"")
     elif damage == "other config":
         attrs = json.loads((partial / ".zattrs").read_text())
         (partial / ".zattrs").write_text(json.dumps({**attrs, "config": json.dumps({**CONFIG, "seed": 2})}))

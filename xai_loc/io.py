@@ -37,10 +37,24 @@ def atomic_path(path: str | Path):
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk, so that a rename or a progress record
+    made after it never points at data a power loss would take back."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system without fsync on folders (some network mounts): nothing more to do
+        pass
+    finally:
+        os.close(fd)
 
 
 def ensure_writable_dir(folder: str | Path, what: str = "output folder") -> Path:
@@ -206,7 +220,9 @@ def write_progress(path: Path, record: dict) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record))
+    fsync_path(tmp)
     os.replace(tmp, path)
+    fsync_path(path.parent)
 
 
 def discard_partial(final: str | Path, partial: str | Path | None = None) -> None:

@@ -66,7 +66,7 @@ from xai_loc.data.integrity import (
 )
 from xai_loc.data.spec import spec_digest
 from xai_loc.errors import InputError
-from xai_loc.io import discard_partial, partial_paths, store_writer_lock, write_progress
+from xai_loc.io import discard_partial, fsync_path, partial_paths, store_writer_lock, write_progress
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -147,6 +147,10 @@ class StoreKind:
         if self.variable not in group:
             raise self._no_variable(path)
         return group[self.variable]
+
+
+def _has_bytes(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
 
 
 def _merged(ranges: list[list[int]]) -> list[list[int]]:
@@ -271,7 +275,8 @@ class ResumableStore:
             meta = json.loads((self.partial / variable / ".zarray").read_text())
             sep = meta.get("dimension_separator") or "."
             rows = {r for start, stop in ranges for r in range(start // self.chunk, math.ceil(stop / self.chunk))}
-            if any(int(key.split(sep)[0]) in rows and not (self.partial / variable / key).is_file()
+            # a chunk file of no bytes is a write a power loss took back (a compressed chunk never is empty)
+            if any(int(key.split(sep)[0]) in rows and not _has_bytes(self.partial / variable / key)
                    for key in chunk_keys(meta)):
                 return None
         except Exception:  # noqa: BLE001 - any unreadable or inconsistent leftover is written afresh
@@ -312,6 +317,18 @@ class ResumableStore:
         self._written = ranges
         self.group = zarr.open_group(self.partial, mode="a", zarr_format=2)
         return self
+
+    def _sync(self, name: str, start: int, stop: int) -> None:
+        """Flush the chunk files of items ``start..stop`` of ``name`` to the disk before the progress file
+        records them."""
+        array = self.group[name]
+        meta = {"shape": list(array.shape), "chunks": list(array.chunks),
+                "dimension_separator": getattr(array.metadata, "dimension_separator", ".")}
+        rows = range(start // array.chunks[0], math.ceil(stop / array.chunks[0]))
+        sep = meta["dimension_separator"] or "."
+        for key in chunk_keys(meta):
+            if int(key.split(sep)[0]) in rows and (self.partial / name / key).is_file():
+                fsync_path(self.partial / name / key)
 
     def _record(self, ranges: list[list[int]]) -> None:
         done = ranges[0][1] if ranges and ranges[0][0] == 0 else 0
@@ -361,6 +378,7 @@ class ResumableStore:
         with self._writing:
             for name, values in arrays.items():
                 self.group[name][start:stop] = values
+                self._sync(name, start, stop)
             self._written = _merged([*self._written, [start, stop]])
             self._record(self._written)
 

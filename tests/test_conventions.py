@@ -119,6 +119,13 @@ def test_gpurir_sabine_uses_its_constant():
     beta = get_convention("gpurir").reflection_coefficient(PAPER, 0.4)
     assert beta == pytest.approx(ref.sabine_beta(PAPER.size, 0.4), rel=1e-12)
     assert get_convention("pyroomacoustics").reflection_coefficient(PAPER, 0.4) == PAPER.reflection_coefficient(0.4)
+    # the constant is gpuRIR's for c = 343 m/s: under water (c = 1480) it scales, so the room still has
+    # the asked T60 (0.161 V / S T60 alone gave beta 0.914, a 0.14 s room, for 0.6 s), and a short T60
+    # the room allows is not clamped to an anechoic room
+    water = ShoeBox(PAPER.size, fs=16000, c=1480.0)
+    for t60 in (0.6, 0.05):
+        alpha = 1.0 - get_convention("gpurir").reflection_coefficient(water, t60) ** 2
+        assert water.min_t60() / alpha == pytest.approx(t60, rel=1e-3)
 
 
 def test_gpurir_image_grid_is_t2n():

@@ -473,3 +473,10 @@ def test_changed_labels_scalars_or_attributes_in_a_netcdf_result_fail_when_read(
     # a file written before the digest existed opens as before
     path = changed("older", lambda f: f.attrs.__delitem__(NETCDF_DIGEST))
     xr.testing.assert_identical(open_netcdf_store(path, "results file"), ds)
+
+
+def test_a_corpus_at_another_sample_rate_is_refused_before_anything_is_written(tmp_path):
+    """Review: a 16 kHz corpus in a 48 kHz scene was accepted and its speech played 3x too fast."""
+    with pytest.raises(InputError, match=r"is at 48000 Hz, scene .* at 16000 Hz; load the corpus with fs=16000"):
+        _simulate(tmp_path, SpeechCorpus.shipped(fs=48000))
+    assert not any(tmp_path.iterdir())

@@ -46,9 +46,9 @@ from dataclasses import asdict, dataclass
 
 from xai_loc.errors import InputError
 
-#: Sabine's constant of gpuRIR's ``beta_SabineEstimation`` (s/m); ``None`` in a convention
-#: means ``24 ln(10) / c``.
-GPURIR_SABINE = 0.161
+#: Sabine's constant of gpuRIR's ``beta_SabineEstimation`` (s/m), ``24 ln(10) / c`` rounded for
+#: gpuRIR's speed of sound :data:`GPURIR_C`; ``None`` in a convention means ``24 ln(10) / c``.
+GPURIR_SABINE, GPURIR_C = 0.161, 343.0
 #: Choices of each enumerated field.
 IMAGE_SETS = ("t2n", "reach")
 LENGTH_RULES = ("even", "ceil")
@@ -82,7 +82,8 @@ class Convention:
     length
         RIR length rule: ``"even"`` (``ceil(t_max fs)`` rounded up to even) or ``"ceil"``.
     sabine_constant
-        ``alpha = sabine_constant * V / (S T60)``; ``None`` means ``24 ln(10) / c``.
+        ``alpha = sabine_constant * (343 / c) * V / (S T60)`` (the constant is the one for c = 343
+        m/s); ``None`` means ``24 ln(10) / c``.
     convolution
         ``"full"``: speech convolved over ``len(speech) + len(rir) - 1`` samples, noise and
         windows over all of it; ``"cut"``: the convolution cut to ``len(speech)``.
@@ -142,8 +143,10 @@ class Convention:
         t60 = check_t60(t60, room)
         if self.sabine_constant is None:
             return room.reflection_coefficient(t60)
-        alpha = self.sabine_constant * room.volume / (room.surface * t60)
-        return math.sqrt(max(0.0, 1.0 - alpha))
+        # the rounded constant holds for gpuRIR's speed of sound; another c (a room of other air, or
+        # water) scales it, which keeps alpha < 1 wherever check_t60 allows the T60
+        alpha = self.sabine_constant * (GPURIR_C / room.c) * room.volume / (room.surface * t60)
+        return math.sqrt(1.0 - alpha)
 
     def to_dict(self) -> dict:
         """Every field, JSON-able (for store attrs and provenance)."""

@@ -238,6 +238,9 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
         n_sources = None if n_sources >= ids.size else n_sources
         ids = subset_ids(ids, n_sources)
     corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
+    if corpus.fs != scene.room.fs:  # its speech would play at the wrong speed through the responses
+        raise InputError(f"corpus {corpus.name!r} is at {corpus.fs} Hz, scene {scene.name!r} at {scene.room.fs} Hz; "
+                         f"load the corpus with fs={scene.room.fs}")
     rir_options = dict(rir_options or {})
     config = {
         "scene_digest": scene.digest(), "convention": scene.convention, "t60": t60, "snr": snr, "split": split,

@@ -127,7 +127,10 @@ def _peaks(f1: np.ndarray, f2: np.ndarray, n: int, max_lag: float, interp: int, 
     cross /= np.maximum(np.abs(cross), eps)
     coarse = _COARSE if interp % _COARSE == 0 else 1
     m_c = n * coarse
-    half = min(int(np.floor(max_lag * coarse + 1e-9)), m_c // 2 - 1)
+    half = int(np.floor(max_lag * coarse + 1e-9))
+    if coarse != interp:  # one coarse sample past the range, so that a peak between the last one inside
+        half += 1         # and max_lag is refined too (the fine mask drops lags beyond max_lag)
+    half = min(half, m_c // 2 - 1)
     cc = np.fft.irfft(cross, m_c)
     window = np.concatenate([cc[:, m_c - half:], cc[:, : half + 1]], axis=1) if half else cc[:, :1]
     if coarse == interp:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
 import math
 import os
 import pickle
@@ -49,10 +50,10 @@ from xai_loc.runtime import deterministic_algorithms, device_name
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "STOP_RULES", "Hooks", "Schedule", "Trainer", "Validation",
            "cached_batches", "determinism", "fit", "float16_check", "save_trained", "seeded", "shuffled",
-           "split_batches", "state_path"]
+           "split_batches", "state_digest", "state_path"]
 
 #: ``format`` and ``version`` of the training-state files of every family.
-STATE_FORMAT, STATE_VERSION = "xai-loc-train-state", 1
+STATE_FORMAT, STATE_VERSION = "xai-loc-train-state", 2
 #: Where a scheduler steps: after each validation (on the criterion), each epoch or each optimizer step.
 SCHEDULER_STEPS = ("validation", "epoch", "step")
 
@@ -231,6 +232,34 @@ def _now() -> float:
     return time.time()
 
 
+def state_digest(state: Any) -> str:
+    """SHA-256 of a training state's contents (tensor bytes, dtypes and shapes, keys, plain values), in an
+    order that does not depend on how the dicts were built."""
+    digest = hashlib.sha256()
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            digest.update(b"{")
+            for key in sorted(obj, key=repr):
+                digest.update(repr(key).encode())
+                walk(obj[key])
+            digest.update(b"}")
+        elif isinstance(obj, (list, tuple)):
+            digest.update(b"[")
+            for value in obj:
+                walk(value)
+            digest.update(b"]")
+        else:
+            digest.update(repr(obj).encode())
+
+    walk(state)
+    return digest.hexdigest()
+
+
 @dataclass
 class Trainer:
     """Model, optimizer, scheduler and bookkeeping of one training run (any family).
@@ -311,9 +340,11 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Write the state atomically (aside, then rename)."""
+        """Write the state atomically (aside, then rename), with the digest of its contents."""
+        state = self._state()
+        state["sha256"] = state_digest(state)
         with atomic_path(self.state_file) as tmp:
-            torch.save(self._state(), tmp)
+            torch.save(state, tmp)
 
     def _load(self) -> None:
         path = self.state_file
@@ -325,6 +356,9 @@ class Trainer:
         if not isinstance(state, dict) or (state.get("format"), state.get("version")) != (STATE_FORMAT,
                                                                                            STATE_VERSION):
             raise InputError(f"{path} is not an xai-loc training state (version {STATE_VERSION})")
+        if state.pop("sha256", None) != state_digest(state):  # torch.load checks no CRC: a changed byte loads
+            raise InputError(f"training state {path} is damaged (its contents do not match their digest); remove "
+                             "it to start afresh")
         found = differences(self.identity, state)
         if found:
             raise InputError(f"{path} belongs to another training run ({'; '.join(found)}); "

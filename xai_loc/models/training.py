@@ -297,9 +297,9 @@ class _Run:
             windows.check_model(model)
         model.to(device)
         # the fused kernel (one launch for all parameters) on CUDA; torch's default elsewhere
-        self.fused = device.type == "cuda"
+        fused = {"fused": True} if device.type == "cuda" else {}
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate(arch),
-                                     weight_decay=config.weight_decay, **({"fused": True} if self.fused else {}))
+                                     weight_decay=config.weight_decay, **fused)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=config.lr_factor, patience=config.validations(config.lr_patience),
             min_lr=config.min_lr)
@@ -397,7 +397,9 @@ class _Run:
     def implementation(self) -> dict[str, Any]:
         """Settings that change the rounding, not the recipe."""
         cuda = self.device.type == "cuda"
-        return {"optimizer": "Adam (fused)" if self.fused else "Adam", "deterministic": self.config.deterministic,
+        # what the optimizer holds: a resumed state brings its own param groups (a CPU state is not fused)
+        fused = bool(self.trainer.optimizer.param_groups[0].get("fused"))
+        return {"optimizer": "Adam (fused)" if fused else "Adam", "deterministic": self.config.deterministic,
                 "cudnn_benchmark": bool(cuda and self.config.benchmark and not self.config.deterministic),
                 "tf32": {"matmul": bool(cuda and torch.backends.cuda.matmul.allow_tf32),
                          "cudnn": bool(cuda and torch.backends.cudnn.allow_tf32)},

@@ -142,8 +142,8 @@ class TrainConfig:
     weight_decay
         Adam's L2 penalty.
     lr_factor, lr_patience
-        ReduceLROnPlateau on the validation loss (torch's, with its defaults, as Keras' in the
-        paper): multiply the learning rate by ``lr_factor`` when more than ``lr_patience`` epochs
+        ReduceLROnPlateau on the validation loss (torch's, with its default threshold; the brief
+        names no other): multiply the learning rate by ``lr_factor`` when more than ``lr_patience`` epochs
         passed without an improvement of more than 1e-4 of the best loss (relative); early
         stopping and the kept model count any lower loss as an improvement.
     min_lr

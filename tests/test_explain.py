@@ -767,3 +767,23 @@ def test_a_merge_that_fails_part_way_leaves_the_model_as_it_was():
         explainer.explain_batch(torch.randn(2, 2, 8, dtype=torch.float64))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.b1.eps == 1e-5 and model_digest(model) == digest
+
+
+@pytest.mark.parametrize("composite", ["epsilon", "paper"])
+def test_a_model_with_in_place_activations_is_explained_as_without(composite):
+    """Review: the rules save a layer's output for the backward pass, which a following ReLU(inplace=True)
+    overwrote (every composite failed); the activations compute out of place while explaining."""
+    from xai_loc.explain.attribute import Explainer
+    from xai_loc.explain.audit import audit
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(32, 3)).double().eval()
+    x = torch.randn(2, 2, 10, dtype=torch.float64)
+    sums = []
+    for inplace in (False, True):
+        model[1].inplace = inplace
+        with Explainer(model, target="prediction", method="lrp", composite=composite) as explainer:
+            sums.append(explainer.explain_batch(x)["relevance"])
+        assert model[1].inplace is inplace  # restored
+    np.testing.assert_array_equal(sums[0], sums[1])
+    assert "ReLU" in audit(model, composite=composite, input=x[0].numpy()).render()

@@ -41,8 +41,8 @@ from xai_loc.explain.targets import REFERENCES, TRUTHS, bind, get_target
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["Explainer", "dataset_inputs", "explain", "explain_arrays", "input_coords", "model_digest", "placed",
-           "relevance_array", "resolve_model", "result_coords", "summary_attrs"]
+__all__ = ["Explainer", "dataset_inputs", "explain", "explain_arrays", "input_coords", "model_digest", "out_of_place",
+           "placed", "relevance_array", "resolve_model", "result_coords", "summary_attrs"]
 
 #: Vector quantities stored as three coords each, and the dim they run along.
 VECTORS = {"source": "window", "mic": "mic", "prediction": "window", "attr_output": "window"}
@@ -91,6 +91,20 @@ def placed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
         yield model.to(device).eval()
     finally:
         model.to(original).train(training)
+
+
+@contextlib.contextmanager
+def out_of_place(model: nn.Module) -> Iterator[nn.Module]:
+    """In-place activations (``nn.ReLU(inplace=True)`` and the like) computing out of place for the block:
+    the same outputs, but the tensors a rule saves for its backward pass are not overwritten."""
+    switched = [m for m in model.modules() if getattr(m, "inplace", False) is True]
+    try:
+        for module in switched:
+            module.inplace = False
+        yield model
+    finally:
+        for module in switched:
+            module.inplace = True
 
 
 def _reference_param(value: Any) -> str | list[float]:
@@ -225,6 +239,7 @@ class Explainer:
         self._stack = contextlib.ExitStack()
         try:
             self._stack.enter_context(placed(self.model, self.device))
+            self._stack.enter_context(out_of_place(self.model))
             shape = getattr(self.model, "input_shape", None)
             self.zero_output = self._output_on(torch.zeros(1, *shape) if shape else None)
             self.reference = self._reference()

@@ -28,7 +28,7 @@ from zennit.attribution import Gradient
 from zennit.types import BatchNorm, MaxPool
 
 from xai_loc.errors import InputError
-from xai_loc.explain.attribute import placed, resolve_model
+from xai_loc.explain.attribute import out_of_place, placed, resolve_model
 from xai_loc.explain.canonizers import FoldBatchNormForward, MergeBatchNorm
 from xai_loc.explain.composites import make_composite, rule_label
 from xai_loc.explain.targets import bind, get_target, targets_for
@@ -341,7 +341,7 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
     n_params = sum(p.numel() for p in model.parameters())
     report = AuditReport(f"{info['model']} ({type(model).__name__}, {n_params:,} parameters)", composite, params,
                          target)
-    with placed(model, torch.device("cpu")):
+    with placed(model, torch.device("cpu")), out_of_place(model):
         recorder = _Recorder(model)
         try:
             with torch.no_grad(), recorder:

@@ -178,6 +178,9 @@ def test_relevance_is_conserved_through_the_fusion_in_float64():
                                rtol=1e-7, atol=1e-12)
     # attention weights held constant: the fusion relevance of cue c is a_c e_c . dz/dfused, not the gradient
     np.testing.assert_allclose(rel["attention"].sum("cue").values, 1.0)
+    # review: a NaN azimuth was read as the grid's first direction (the logit of 0 degrees explained as the truth)
+    with pytest.raises(InputError, match="^azimuth holds NaN"):
+        cue_relevance(model, x, target="truth", azimuth=[np.nan, 10.0, 20.0, 30.0])
 
 
 def test_default_composite_runs_and_table_names_a_cue_per_band():

@@ -35,7 +35,7 @@ from xai_loc.explain import (
     open_relevance,
     write_wavs,
 )
-from xai_loc.explain.attribute import model_digest
+from xai_loc.explain.attribute import explain_arrays, model_digest
 from xai_loc.explain.canonizers import IDENTITY_EPS
 from xai_loc.explain.rules import FastEpsilon, FastNorm, FastPass, FastWSquare
 from xai_loc.explain.targets import targets_for
@@ -109,6 +109,17 @@ def test_registries_and_option_errors():
         explain(model, torch.zeros(1, 3, 175), target="prediction")
     with pytest.raises(InputError, match="reference="):
         explain(model, x, target="contrast", reference="median")
+    # review: these gave NaN relevance silently, a KeyError and captum's AssertionError
+    with pytest.raises(InputError, match="^positions hold NaN or infinite values"):
+        explain(model, x, positions=[[1.0, float("nan"), 1.0]])
+    with pytest.raises(InputError, match="^no windows to explain"):
+        explain(model, x[:0], positions=np.zeros((0, 3)))
+    with pytest.raises(InputError, match="^no inputs to explain"):
+        explain_arrays(model, x[:0].numpy(), target="prediction")
+    with pytest.raises(InputError, match="^the true values hold NaN"):
+        explain_arrays(model, x.numpy(), target="truth", truth=[[1.0, 2.0, float("inf")]])
+    with pytest.raises(InputError, match="^stride=100 is not allowed with an occlusion window of 50 samples"):
+        explain(model, x, method="occlusion", target="prediction", window=50, stride=100)
 
 
 # --- rules ---------------------------------------------------------------------------------

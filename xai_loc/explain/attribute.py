@@ -467,9 +467,13 @@ def explain(
         n, n_mics, n_time = source.shape
         data = {"positions": None, "mics": None, "coords": {"window": ("window", np.arange(n))}, "attrs": {},
                 "fs": DEFAULT_FS, "time": None, "train_mean": None}
+    if n == 0:
+        raise InputError("no windows to explain; give at least one")
     positions = data["positions"] if positions is None else np.asarray(positions, dtype=np.float64)
     if positions is not None and positions.shape != (n, 3):
         raise InputError(f"positions of shape {positions.shape} are not allowed; use [{n}, 3] (x, y, z in metres)")
+    if positions is not None and not np.isfinite(positions).all():  # the truth's targets would be NaN
+        raise InputError("positions hold NaN or infinite values; give x, y, z in metres for every window")
     mics = data["mics"] if mic_positions is None else np.asarray(mic_positions, dtype=np.float64)
     if mics is not None and mics.shape != (n_mics, 3):
         raise InputError(f"mic_positions of shape {mics.shape} are not allowed; use [{n_mics}, 3]")
@@ -548,9 +552,13 @@ def explain_arrays(model: nn.Module | str | os.PathLike, inputs: Any, *, truth: 
                          f"the model takes (n, {', '.join(map(str, shape))})")
     if not np.isfinite(x).all():
         raise InputError(f"{what} hold NaN or infinite values")
+    if len(x) == 0:
+        raise InputError(f"no {what} to explain; give at least one")
     truth = None if truth is None else np.asarray(truth)
     if truth is not None and len(truth) != len(x):
         raise InputError(f"{len(truth)} true values do not fit {len(x)} {what}; give one per example")
+    if truth is not None and truth.dtype.kind in "fc" and not np.isfinite(truth).all():
+        raise InputError("the true values hold NaN or infinite values; give one finite value per example")
     n = len(x)
     batches = []
     with explainer:

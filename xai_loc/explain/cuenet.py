@@ -101,6 +101,8 @@ def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction"
         azimuth = np.asarray(azimuth, dtype=np.float64)
         if azimuth.shape != (len(cues),):
             raise InputError(f"azimuth of shape {azimuth.shape} does not fit {len(cues)} cue maps")
+        if not np.isfinite(azimuth).all():  # the nearest direction of NaN would be the grid's first
+            raise InputError("azimuth holds NaN or infinite values; give degrees for every cue map")
         labels = model.direction_grid.nearest(azimuth)
     elif TARGETS[name].needs_truth:
         raise InputError(f"target={target!r} needs the true azimuths (azimuth=...)")

@@ -474,6 +474,9 @@ class Occlusion(_CaptumMethod):
         self.check_shape(self.params, seeded.x.shape[1:])  # a model without input_shape: checked here
         patch = self.params["window"] or min(self.WINDOW, max(1, n_time // self.WINDOW_SHARE))
         step = self.params["stride"] or patch
+        if step > patch:  # captum refuses it: samples between the windows would never be occluded
+            raise InputError(f"stride={step} is not allowed with an occlusion window of {patch} samples; use a "
+                             f"stride of at most {patch}")
         # another level: the same share of its last (time) axis, one row of every other axis at a time
         window, stride = (max(1, round(v * a.shape[-1] / n_time)) for v in (patch, step))
         ones = (1,) * (a.ndim - 2)

@@ -305,3 +305,17 @@ def test_probe_finds_the_only_informative_cue(tmp_path):
     # a float32 sum along the example axis, so, summed in float64, the shares total 1 within
     # (96 + n_examples + 2) float32 roundings of 2**-24 (~3e-5 worst case; typically ~1e-6)
     assert abs(table["abs_share"].values.astype(np.float64).sum() - 1.0) <= (96 + az.size + 2) * 2.0**-24
+
+
+def test_explain_cuenet_computes_the_cue_maps_in_the_models_dtype(noise):
+    """Review: the cue maps were always computed from float32 waveforms (1e-6 off for a float64 model)."""
+    from xai_loc.explain.cuenet import explain_cuenet
+
+    torch.manual_seed(0)
+    model = cuenet.CueNet(channels=8, hidden=16).double().eval()
+    ears = np.stack([np.stack([noise[:N], 0.5 * noise[3:N + 3]])] * 2)
+    with torch.no_grad():
+        cues = model.front_end(torch.from_numpy(ears)).numpy()
+    got = explain_cuenet(model, ears, target="prediction")["cues"]
+    want = cue_relevance(model, cues, target="prediction")
+    np.testing.assert_array_equal(got["relevance"].values, want["relevance"].values)

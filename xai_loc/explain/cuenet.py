@@ -162,6 +162,7 @@ def explain_cuenet(model, waveforms, **options: Any) -> dict[str, Any]:
     from xai_loc.explain.attribute import resolve_model
 
     module, _ = resolve_model(model)
+    first = next(module.parameters())  # the front end runs in the model's dtype, where the model is
     with torch.no_grad():
-        cues = module.front_end(torch.as_tensor(np.asarray(waveforms), dtype=torch.float32)).numpy()
-    return {"cues": cue_relevance(model, cues, **options)}
+        cues = module.front_end(torch.as_tensor(np.asarray(waveforms), dtype=first.dtype, device=first.device))
+    return {"cues": cue_relevance(model, cues.cpu().numpy(), **options)}

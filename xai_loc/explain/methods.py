@@ -448,7 +448,9 @@ class Occlusion(_CaptumMethod):
     another level the patch spans the same share of its last (time) axis and one row of
     every other axis. At most ``batch_size`` perturbed windows per forward pass. ``window``
     None (default): 256 samples, at most a tenth of the input's last axis (a cue map of 50
-    frames gets 5); ``stride`` None: the window."""
+    frames gets 5); ``stride`` None: the window, and never more (samples between windows would
+    never be occluded). captum averages the patches in float32, so the relevance of a float64
+    model carries float32 rounding (about 1e-7 relative)."""
 
     OPTIONS = {"window": None, "stride": None, "baseline": "zero"}
     #: The default patch length in samples, and the largest share of the input's last axis it may span.

@@ -259,5 +259,22 @@ def test_every_weight_of_every_family_is_randomized(arch):
     original = {n: p.clone() for n, p in model.named_parameters()}
     for copy_ in (randomized_copy(model, 1), cascading_copies(model, 1)[-1][1]):
         kept = [n for n, p in copy_.named_parameters() if torch.equal(p, original[n])]
-        assert kept == []
+        assert kept == [n for n, p in model.named_parameters() if not p.requires_grad]  # frozen: fixed DSP
     assert all(torch.equal(p, original[n]) for n, p in model.named_parameters())  # the original untouched
+
+
+def test_a_frozen_front_end_is_not_randomized():
+    """Review: the cochleagram's fixed sinc decimator (a frozen Conv1d) was re-initialized with the
+    learned layers, so the randomized model heard another front end, not just other weights."""
+    from xai_loc.models.cochleagram_cnn import CochleagramCNN
+
+    model = CochleagramCNN(layers=["c4 3x3"], head="azimuth", n_samples=400, dense=8,
+                           cochleagram=dict(n_filters=6, fs=8000, out_fs=2000, f_min=50.0, f_max=3000.0,
+                                            n_taps=31)).eval()
+    frozen = model.front_end.downsample.weight
+    assert not frozen.requires_grad
+    learned = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for copy_ in (randomized_copy(model, 0), cascading_copies(model, 0)[-1][1]):
+        assert torch.equal(copy_.front_end.downsample.weight, frozen)
+        assert not any(torch.equal(p, learned[n]) for n, p in copy_.named_parameters() if n in learned)
+    assert "front_end.downsample" not in parameterized_layers(model)

@@ -16,18 +16,27 @@ import torch
 RANDOMIZED_SEED_OFFSET = 10_007
 
 
+def _learned(module: torch.nn.Module) -> bool:
+    """Whether ``module`` holds learned state: batch-norm statistics, or own parameters of which one
+    is trainable (a frozen signal-processing layer, e.g. the cochleagram's sinc decimator, is not)."""
+    own = list(module.parameters(recurse=False))
+    return hasattr(module, "reset_running_stats") or (
+        hasattr(module, "reset_parameters") and (not own or any(p.requires_grad for p in own)))
+
+
 def reset_modules(modules: Iterable[torch.nn.Module], seed: int = 0) -> None:
     """Re-initialize ``modules`` in place, in the order given, from one seeded generator.
 
     Each is reset with its own ``reset_parameters`` (PyTorch's default initialisation) and
-    ``reset_running_stats`` (batch norm); modules with neither are left alone. The global
+    ``reset_running_stats`` (batch norm); modules with neither, and frozen ones (no trainable
+    parameter of their own: fixed signal processing), are left alone. The global
     generator is seeded with ``RANDOMIZED_SEED_OFFSET + seed`` inside a forked RNG state, so
     the caller's random state is untouched. The one mechanism behind :func:`randomized_copy`
     and :func:`cascading_copies`.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOMIZED_SEED_OFFSET + seed)
-        for module in modules:
+        for module in filter(_learned, modules):
             if hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
             if hasattr(module, "reset_parameters"):
@@ -50,9 +59,8 @@ def randomized_copy(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def parameterized_layers(model: torch.nn.Module) -> list[str]:
     """Names of the modules :func:`reset_modules` re-initializes (``reset_parameters`` or
-    ``reset_running_stats``), in ``model.named_modules()`` order; the root, if it is one, is ``"model"``."""
-    return [name or "model" for name, module in model.named_modules()
-            if hasattr(module, "reset_parameters") or hasattr(module, "reset_running_stats")]
+    ``reset_running_stats``, not frozen), in ``model.named_modules()`` order; the root, if it is one, is ``"model"``."""
+    return [name or "model" for name, module in model.named_modules() if _learned(module)]
 
 
 def cascading_copies(model: torch.nn.Module, seed: int = 0) -> list[tuple[str, torch.nn.Module]]:

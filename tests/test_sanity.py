@@ -273,6 +273,10 @@ def test_a_frozen_front_end_is_not_randomized():
                                             n_taps=31)).eval()
     frozen = model.front_end.downsample.weight
     assert not frozen.requires_grad
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.123)  # off any initialization's values
     learned = {n: p for n, p in model.named_parameters() if p.requires_grad}
     for copy_ in (randomized_copy(model, 0), cascading_copies(model, 0)[-1][1]):
         assert torch.equal(copy_.front_end.downsample.weight, frozen)

@@ -208,6 +208,42 @@ def test_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path, monkeypa
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"])
+def test_a_listener_that_is_not_a_scheduler_is_one_line_in_time(tmp_path, monkeypatch, answer):
+    """Review: a port that accepts and never answers hung the client without end; an HTTP server's answer
+    ended in a traceback from dask's message decoder."""
+    import threading
+
+    monkeypatch.setattr("xai_loc.cluster.CONNECT_TIMEOUT", 1.0)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if answer:
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        result = CliRunner().invoke(main, ["simulate", *CONDITION, "--sources", "1", "--data",
+                                           str(tmp_path / "data"), "--scheduler", address])
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and address in result.output
+    assert ("cannot be reached within 1 s" if answer is None else "did not answer as a dask scheduler") in result.output
+    assert not (tmp_path / "data").exists()
+
+
 def _out_of_memory(*args, **kwargs):
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 

@@ -93,6 +93,42 @@ def _check_transport(address: str) -> None:
         raise InputError(f"scheduler {address} needs UCX, and neither distributed-ucxx nor ucx-py is installed")
 
 
+def _probe_scheduler(address: str, timeout: float) -> None:
+    """Ask ``address`` who it is (dask's ``identity`` message) within ``timeout`` seconds in all, else one line.
+
+    ``Client`` alone waits without end on a listener that accepts and never answers (a wrong port), and
+    fails deep in its message decoder on one that answers something else (an HTTP server)."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    async def ask():
+        comm = await connect(address, timeout=timeout, **Security().get_connection_args("client"))
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded():
+        return await asyncio.wait_for(ask(), timeout)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # its own event loop, also under Jupyter's
+        try:
+            reply = pool.submit(asyncio.run, bounded()).result()
+        except (OSError, TimeoutError):
+            raise InputError(f"scheduler {address} cannot be reached within {timeout:g} s; start it (dask "
+                             "scheduler, then dask worker ADDRESS on each machine), check the address, or use "
+                             "--workers N for a local cluster") from None
+        except Exception:  # noqa: BLE001 - whatever answered, it was not a scheduler's message
+            reply = None
+    if not (isinstance(reply, dict) and reply.get("type") == "Scheduler"):
+        raise InputError(f"{address} did not answer as a dask scheduler; check the address and port (dask's "
+                         "default is 8786)")
+
+
 @contextlib.contextmanager
 def cluster(scheduler: str | None = None, workers: int | None = None, *,
             timeout: float | None = None, worker_timeout: float | None = None) -> Iterator[Client | None]:
@@ -135,6 +171,7 @@ def cluster(scheduler: str | None = None, workers: int | None = None, *,
         else:
             address = check_scheduler(scheduler)
             _check_transport(address)
+            _probe_scheduler(address, timeout)
             try:
                 client = Client(address, timeout=timeout, set_as_default=False)
             except (OSError, TimeoutError):

@@ -50,3 +50,17 @@ def test_skipping_every_experiment_leaves_localization_and_inspection(tmp_path, 
     cond = tmp_path / "rep" / "t60-0.15_snr-25"
     assert sorted(p.name for p in cond.iterdir()) == ["inspection_loccnn.pdf", "inspection_loccnn.png"]
     assert not (tmp_path / "rep" / "report.html").exists()  # no result to report
+
+
+def test_a_damaged_checkpoint_is_one_line_and_leaves_an_earlier_record(tmp_path):
+    """Review: the run's record (study.json) was written before the checkpoints were loaded, so a damaged one
+    left a record behind, or replaced an earlier finished run's with an empty one."""
+    zoo, out = tmp_path / "zoo", tmp_path / "rep"
+    zoo.mkdir()
+    (zoo / "loccnn_t60-0.6_snr-10.safetensors").write_bytes(b"garbage")
+    out.mkdir()
+    (out / "study.json").write_text('{"finished": true}')
+    with pytest.raises(InputError) as err:
+        reproduce(out, quick=True, data_root=tmp_path / "data", pretrained=zoo, conditions=[(0.6, 10.0)])
+    assert "loccnn_t60-0.6_snr-10.safetensors" in str(err.value) and "\n" not in str(err.value)
+    assert (out / "study.json").read_text() == '{"finished": true}' and not (tmp_path / "data").exists()

@@ -211,16 +211,16 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         raise InputError(f"no checkpoint of {', '.join(archs)} for the study's conditions in "
                          f"{pretrained or pretrained_dir()}; give --pretrained a folder holding them under the shipped "
                          "names (e.g. loccnn_t60-0.6_snr-10.safetensors)")
+    # every checkpoint loaded (hashed, randomized) before anything is written: a damaged one is one line and
+    # leaves an earlier run's record as it was
+    loaded = [(t60, snr, ModelSet(checkpoints)) for t60, snr, checkpoints in plan if checkpoints]
     # what this run writes, so that the report can mark what an earlier run left in the folder
     record = StudyRun(out, {"quick": quick, "skipped": list(skip), "convention": convention, "archs": list(archs),
                             "conditions": [condition_name(t60, snr) for t60, snr, found in plan if found],
                             "missing_checkpoints": [f"{a} ({t:g} s, {s:g} dB)" for a, t, s in missing]})
     loc_rows, sections = [], []
-    for t60, snr, checkpoints in plan:
-        if not checkpoints:
-            continue
+    for t60, snr, models in loaded:  # each model loaded, hashed and randomized once for every stage below
         folder = out / condition_name(t60, snr)
-        models = ModelSet(checkpoints)  # loaded, hashed and randomized once for every stage below
         store = simulate_dataset(scene, "test", t60, snr, root=data_root, n_sources=n_sources, device=device,
                                  progress=progress)
         for arch in models:

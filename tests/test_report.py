@@ -220,7 +220,16 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(study, tmp_path):
     (damaged / "tdoa.nc").write_bytes((study / CONDITION / "tdoa.nc").read_bytes()[:2000])
     shutil.copy(study / CONDITION / "perturbation.nc", damaged)
     (tmp_path / "empty").mkdir()
+    from xai_loc.io import write_dataset_atomic
+
+    mixed = tmp_path / "mixed"  # review: merged under the first file's condition in one section
+    mixed.mkdir()
+    shutil.copy(study / CONDITION / "perturbation.nc", mixed)
+    with xr.open_dataset(study / CONDITION / "tdoa.nc") as ds:
+        write_dataset_atomic(ds.load().assign_attrs(t60=0.6, snr=10.0), mixed / "tdoa.nc")
     for args, says in [([str(damaged)], "is damaged or not netCDF"),
+                       ([str(mixed)], "holds results of different conditions: perturbation.nc (T60 0.15 s, SNR 25 "
+                                      "dB), tdoa.nc (T60 0.6 s, SNR 10 dB); keep one condition per folder"),
                        ([str(tmp_path / "empty")], "holds no results"),
                        ([str(tmp_path / "nowhere")], "does not exist"),
                        ([str(damaged), "--windows", "0"], "--windows 0 is not allowed"),
@@ -229,6 +238,7 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(study, tmp_path):
         assert result.exit_code == 2, result.output
         assert says in result.output and result.output.count("\n") == 1
     assert not (damaged / "report.html").exists() and not (tmp_path / "empty" / "report.html").exists()
+    assert not (mixed / "report.html").exists()
 
 
 def test_results_without_their_own_tables_show_scalars_and_1d_variables():

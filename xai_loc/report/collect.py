@@ -102,6 +102,20 @@ def _figures(name: str, ds, path: Path) -> dict[str, bytes]:
         return {Path(p).name: Path(p).read_bytes() for p in drawn if Path(p).suffix == ".png"}
 
 
+def _one_condition_per_folder(opened) -> None:
+    """One line where a folder holds results of different conditions: a section has one title."""
+    conditions: dict[Path, dict[tuple[float, float], str]] = {}
+    for path, _, ds in opened:
+        if "t60" in ds.attrs and "snr" in ds.attrs:
+            key = (float(ds.attrs["t60"]), float(ds.attrs["snr"]))
+            conditions.setdefault(path.parent, {}).setdefault(key, path.name)
+    for folder, found in sorted(conditions.items()):
+        if len(found) > 1:
+            listed = ", ".join(f"{name} (T60 {t:g} s, SNR {s:g} dB)" for (t, s), name in sorted(found.items()))
+            raise InputError(f"{folder} holds results of different conditions: {listed}; keep one condition per "
+                             "folder")
+
+
 def collect_sections(root: str | Path) -> list[Section]:
     """Open every registered result below ``root`` and gather them by folder (sorted by path).
 
@@ -109,7 +123,7 @@ def collect_sections(root: str | Path) -> list[Section]:
     each result and figure says whether that run wrote it.
 
     Raises :class:`~xai_loc.errors.InputError` (one line) where ``root`` is not a folder, holds
-    no results, a result file or the run's record is damaged.
+    no results, a result file or the run's record is damaged, or a folder mixes conditions.
     """
     from xai_loc.experiments.registry import EXPERIMENTS, RESULTS
     from xai_loc.report.study_run import file_status, read_study_run
@@ -123,6 +137,7 @@ def collect_sections(root: str | Path) -> list[Section]:
                          "an experiment (perturb, faithfulness, sanity, tdoa, reproduce or a binaural probe) first")
     record = read_study_run(root)
     opened = [(path, result, result.open(path)) for path, result in found]  # all checked before any drawing
+    _one_condition_per_folder(opened)
     by_folder: dict[Path, dict[str, ResultEntry]] = {}
     for path, result, ds in opened:
         tables = [_markdown_to_html(result.tables(ds)["markdown"])] if result.name in EXPERIMENTS \

@@ -59,6 +59,8 @@ def test_simulate_end_to_end(tmp_path):
     (["--t60", "0.6", "--snr", "10", "--scene", "nowhere"], "neither a built-in"),
     (["--t60", "0.6", "--snr", "10", "--speech", "MISSING"], "does not exist"),
     (["--t60", "0.6", "--snr", "10", "--sources", "-3"], "--sources -3 is not allowed"),
+    (["--t60", "0.6", "--snr", "10", "--backend", "pyroomacoustics", "--mode", "hybrid"],  # was dropped silently
+     "--mode hybrid is not allowed with --backend pyroomacoustics"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, match):
     result = CliRunner().invoke(main, ["simulate", *args, "--out", str(tmp_path / "out")])

@@ -3,6 +3,7 @@ perturb, faithfulness, sanity, tdoa, figures, reproduce, info."""
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from xai_loc.cli._common import (
     ANY_TARGET_CHOICES,
@@ -129,6 +130,9 @@ def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech,
     resolve_device(device)
     scn = load_scene(scene, convention=convention)
     corpus = SpeechCorpus.from_folder(speech, fs=scn.room.fs) if speech else None
+    if backend != "torch" and ctx.get_parameter_source("mode") is not ParameterSource.DEFAULT:
+        raise InputError(f"--mode {mode} is not allowed with --backend {backend}; it chooses the torch backend's "
+                         "response model (use --backend torch, or leave --mode out)")
     options = {"mode": mode} if backend == "torch" else {}
     with cluster(scheduler, workers) as client:
         path = simulate_dataset(scn, split, t60, snr, root=out, n_sources=n_sources, corpus=corpus, seed=seed,

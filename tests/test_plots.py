@@ -1,5 +1,7 @@
 """Figures: file names that keep a condition's dots, damaged results refused before drawing, TDOA pairs
 pooled per distance, and the inspection figure's input checks."""
+import shutil
+
 import matplotlib
 import numpy as np
 import pytest
@@ -76,10 +78,25 @@ def test_a_result_lacking_what_its_figure_needs_is_refused_before_any_figure(tmp
     # a file that passes the check but lacks a label its figure selects: one line, no figure
     from xai_loc.plots import redraw
 
+    original, calls = redraw.DRAWERS["perturbation"], []
     monkeypatch.setitem(redraw.DRAWERS, "perturbation", lambda ds, path: ds.sel(mode="morf"))
     with pytest.raises(InputError, match="perturbation result .* cannot be drawn .*run 'xai-loc perturb'"):
         draw_result("perturbation", _perturbation(0.6), tmp_path / "odd" / "perturbation.nc")
     assert not (tmp_path / "odd").exists()
+    # review: one result that cannot be drawn left the figures of the results drawn before it
+    def first_draws_then_fails(ds, path):
+        calls.append(path)
+        return original(ds, path) if len(calls) == 1 else ds.sel(mode="morf")
+
+    shutil.copy(good, bad)
+    monkeypatch.setitem(redraw.DRAWERS, "perturbation", first_draws_then_fails)
+    with pytest.raises(InputError, match="cannot be drawn"):
+        draw([good, bad])
+    assert len(calls) == 2
+    assert sorted(p.name for p in tmp_path.rglob("*.p*")) == [] and not list(tmp_path.rglob(".figures-*"))
+    monkeypatch.setitem(redraw.DRAWERS, "perturbation", original)
+    written = draw([good])
+    assert written and all(p.parent == good.parent and p.is_file() for p in written)
     # a KeyError of the drawing code itself is a bug and surfaces as one, not as a damaged file
     monkeypatch.setitem(redraw.DRAWERS, "perturbation", lambda ds, path: {}["colour"])
     with pytest.raises(KeyError, match="colour"):

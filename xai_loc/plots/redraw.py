@@ -8,6 +8,9 @@ are the same figure.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -135,10 +138,19 @@ def draw(paths: Iterable[str | Path]) -> list[Path]:
 
     found = [(Path(p), result_for_file(Path(p).name)) for p in paths]
     opened = [(path, result.name, result.open(path)) for path, result in found if result is not None]
-    written = []
-    for path, name, ds in opened:
-        written += draw_result(name, ds, path)
-    return written
+    staged: list[tuple[Path, Path]] = []  # (drawn in a staging folder, where it goes)
+    with contextlib.ExitStack() as stack:
+        # every figure is drawn before any is put in place: a result that cannot be drawn leaves none behind
+        for path, name, ds in opened:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=path.parent, prefix=".figures-")))
+            for sibling in path.parent.glob("*.nc"):  # drawers that read a sibling result find it
+                (scratch / sibling.name).symlink_to(sibling.resolve())
+            for drawn in draw_result(name, ds, scratch / path.name):
+                staged.append((Path(drawn), path.parent / Path(drawn).relative_to(scratch)))
+        for drawn, final in staged:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(drawn, final)
+    return [final for _, final in staged]
 
 
 def redraw(folder: str | Path) -> list[Path]:

@@ -370,9 +370,10 @@ def test_binaural_simulate_train_and_cues_end_to_end(tmp_path):
     assert {Path(line).name for line in result.stdout.split()} == {"cues.png", "hofman.png"}
 
 
-def test_binaural_bad_room_is_one_line_and_writes_nothing(tmp_path):
-    result = CliRunner().invoke(main, ["binaural", "simulate", "--rooms", "mars", "--data", str(tmp_path / "d")])
-    assert result.exit_code == 2 and result.output.count("\n") == 1 and "'mars'" in result.output
+@pytest.mark.parametrize("rooms, says", [("mars", "'mars'"), ("anechoic,anechoic", "room 'anechoic' is given twice")])
+def test_binaural_bad_room_is_one_line_and_writes_nothing(tmp_path, rooms, says):
+    result = CliRunner().invoke(main, ["binaural", "simulate", "--rooms", rooms, "--data", str(tmp_path / "d")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and says in result.output
     assert not (tmp_path / "d").exists()
 
 

@@ -145,6 +145,9 @@ class BinauralSpec(SpecRecord):
         if not self.rooms or bad:
             raise InputError(f"room {bad[0]!r} is not allowed; use some of {', '.join(allowed_rooms)}" if bad else
                              f"no room given; use some of {', '.join(allowed_rooms)}")
+        twice = sorted({r for r in self.rooms if self.rooms.count(r) > 1})
+        if twice:
+            raise InputError(f"room {twice[0]!r} is given twice; give each room once")
         allowed_kinds = (*SOUNDS, SPEECH)
         bad = [k for k in self.kinds if k not in allowed_kinds]
         if not self.kinds or bad or len(set(self.kinds)) != len(self.kinds):

@@ -303,8 +303,10 @@ def test_a_dataset_store_alone_is_scored_by_the_shipped_models_of_its_condition(
     store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path, n_sources=1, progress=False)
     runner = CliRunner()
     result = runner.invoke(main, ["--threads", "1", "sanity", "--store", str(store), "--model", "loccnn",
-                                  "--methods", "saliency", "--out", str(tmp_path / "s")])
+                                  "--methods", "saliency", "--convention", "pyroomacoustics", "--out",
+                                  str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
+    assert "--convention chooses how the paper scene's test split is simulated; it does not apply" in result.stderr
     ds = xr.open_dataset(tmp_path / "s" / "sanity.nc")
     assert list(ds["model"].values) == ["loccnn"] and np.isfinite(ds["score"].values).all()
     result = runner.invoke(main, ["sanity", "--store", str(stores["cuenet"]), "--out", str(tmp_path / "x")])

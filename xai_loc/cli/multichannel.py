@@ -463,6 +463,9 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
         if checkpoint is not None and any(v is not None for v in (t60, snr, convention)):
             click.echo("warning: --t60, --snr and --convention choose the paper scene's test split; they do not "
                        f"apply to the store {store}", err=True)
+        elif convention is not None:  # without --checkpoint, --t60 and --snr choose the shipped models
+            click.echo(f"warning: --convention chooses how the paper scene's test split is simulated; it does not "
+                       f"apply to the store {store}", err=True)
         checkpoints = _store_models(arch, t60, snr, checkpoint, store)
         store_name = f"{Path(store).parent.name}-{Path(store).stem}"
         default_out = Path("xai-loc-results") / next(iter(checkpoints)) / store_name

@@ -251,6 +251,8 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
     from xai_loc.models import train as train_model
 
     setup(ctx)
+    if knobs.get("benchmark") and knobs.get("deterministic"):  # determinism would turn it off without a word
+        raise InputError("--benchmark is not allowed with --deterministic (the default); add --no-deterministic")
     scn = load_scene(scene, convention=convention)
     root = Path(data) if data else default_root()
     config = TrainConfig(**knobs)
@@ -676,6 +678,8 @@ def tdoa(ctx, pairs, first_rule, srp, srp_windows, **common) -> None:
     from xai_loc.experiments.tdoa import parse_pairs
 
     setup(ctx)
+    if srp_windows is not None and not srp:
+        raise InputError(f"--srp-windows {srp_windows} is not allowed with --no-srp; drop one of them")
     parse_pairs(pairs, paper_scene(common["convention"] or "gpurir").mics.shape[0])
     _run_on_test_split("tdoa", pairs=pairs, first_rule=first_rule, srp=srp, srp_max_windows=srp_windows,
                        checked={"first_rule": first_rule} if first_rule else None, **common)

@@ -342,6 +342,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(ws, monkeypatch, case,
         assert len(lines) <= 3 and lines[-1].startswith("Error:"), result.stderr
     else:
         assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    if case.endswith(("-env-below-file", "-env-word")):  # the variable the user set is named, not the option
+        assert lines[0].startswith(f"Error: {next(iter(env))}"), result.stderr
     assert _snapshot(ws) == before, f"{case} changed files"
 
 

@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,13 +22,18 @@ __all__ = ["SEED", "SNR", "T60", "Device", "InputDir", "InputFile", "Int", "Numb
            "check_out_dir", "data_root_default"]
 
 
-def _name(param: click.Parameter | None, ctx: click.Context | None) -> str:
-    """How the user gave the value: ``--out`` or ``XAI_LOC_DATA``."""
+def _name(param: click.Parameter | None, ctx: click.Context | None, value: Any = None) -> str:
+    """How the user gave ``value``: ``--out`` or ``XAI_LOC_DATA``.
+
+    Newer click records where a value came from only after converting it: while converting, a value
+    equal to the option's environment variable is named by the variable."""
     if param is None:
         return "value"
-    if ctx is not None and param.name and param.envvar and \
-            ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT:
-        return str(param.envvar)
+    if ctx is not None and param.name and isinstance(param.envvar, str):
+        source = ctx.get_parameter_source(param.name)
+        if source == click.core.ParameterSource.ENVIRONMENT or (
+                source is None and value is not None and os.environ.get(param.envvar) == str(value)):
+            return param.envvar
     return param.opts[0] if param.opts else str(param.name)
 
 
@@ -64,7 +70,7 @@ class OutDir(click.ParamType):
     name = "folder"
 
     def convert(self, value, param, ctx):
-        return str(check_out_dir(value, _name(param, ctx)))
+        return str(check_out_dir(value, _name(param, ctx, value)))
 
 
 class OutFile(click.ParamType):
@@ -77,7 +83,7 @@ class OutFile(click.ParamType):
         self.suffix = suffix
 
     def convert(self, value, param, ctx):
-        what = _name(param, ctx)
+        what = _name(param, ctx, value)
         path = Path(value)
         if self.suffix is not None and path.suffix != self.suffix:
             raise InputError(f"{what} {str(path)!r} is not allowed; use a file name ending in {self.suffix}")
@@ -94,7 +100,7 @@ class StoreOut(click.ParamType):
     name = "store"
 
     def convert(self, value, param, ctx):
-        what = _name(param, ctx)
+        what = _name(param, ctx, value)
         path = Path(value)
         if path.name in ("", ".", ".."):
             raise InputError(f"{what} {str(value)!r} is not allowed; name a new store, e.g. relevance.zarr")
@@ -114,7 +120,7 @@ class _Existing(click.ParamType):
         self.name = "folder" if folder else "file"
 
     def convert(self, value, param, ctx):
-        what = _name(param, ctx)
+        what = _name(param, ctx, value)
         path = Path(value)
         if not path.exists():
             raise InputError(f"{what} {str(path)!r} does not exist")
@@ -155,9 +161,10 @@ class Int(click.ParamType):
             try:
                 number = int(str(value).strip())
             except ValueError:
-                raise InputError(f"{_name(param, ctx)} {value!r} is not an integer; use {self._allowed()}") from None
+                raise InputError(f"{_name(param, ctx, value)} {value!r} is not an integer; "
+                                 f"use {self._allowed()}") from None
         if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
-            raise InputError(f"{_name(param, ctx)} {number} is not allowed; use {self._allowed()}")
+            raise InputError(f"{_name(param, ctx, value)} {number} is not allowed; use {self._allowed()}")
         return number
 
 
@@ -179,11 +186,11 @@ class Number(click.ParamType):
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise InputError(f"{_name(param, ctx)} {value!r} is not a number; use {self._allowed()}") from None
+            raise InputError(f"{_name(param, ctx, value)} {value!r} is not a number; use {self._allowed()}") from None
         low_bad = self.low is not None and (number <= self.low if self.open_low else number < self.low)
         high_bad = self.high is not None and (number >= self.high if self.open_high else number > self.high)
         if not math.isfinite(number) or low_bad or high_bad:
-            raise InputError(f"{_name(param, ctx)} {value} is not allowed; use {self._allowed()}")
+            raise InputError(f"{_name(param, ctx, value)} {value} is not allowed; use {self._allowed()}")
         return number
 
 

@@ -239,6 +239,12 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(study, tmp_path):
         assert says in result.output and result.output.count("\n") == 1
     assert not (damaged / "report.html").exists() and not (tmp_path / "empty" / "report.html").exists()
     assert not (mixed / "report.html").exists()
+    # results of a binaural store record no condition (NaN): not a mix
+    for name in ("perturbation.nc", "tdoa.nc"):
+        with xr.open_dataset(study / CONDITION / name) as ds:
+            write_dataset_atomic(ds.load().assign_attrs(t60=float("nan"), snr=float("nan")), mixed / name)
+    result = CliRunner().invoke(main, ["report", str(mixed), "--windows", "1"])
+    assert result.exit_code == 0, result.output
 
 
 def test_results_without_their_own_tables_show_scalars_and_1d_variables():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,8 +107,8 @@ def _one_condition_per_folder(opened) -> None:
     """One line where a folder holds results of different conditions: a section has one title."""
     conditions: dict[Path, dict[tuple[float, float], str]] = {}
     for path, _, ds in opened:
-        if "t60" in ds.attrs and "snr" in ds.attrs:
-            key = (float(ds.attrs["t60"]), float(ds.attrs["snr"]))
+        key = (float(ds.attrs.get("t60", math.nan)), float(ds.attrs.get("snr", math.nan)))
+        if all(math.isfinite(v) for v in key):  # a binaural store's results record no condition (NaN)
             conditions.setdefault(path.parent, {}).setdefault(key, path.name)
     for folder, found in sorted(conditions.items()):
         if len(found) > 1:

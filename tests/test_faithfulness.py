@@ -193,6 +193,12 @@ def test_bootstrap_and_rank_agreement():
     tau = rank_agreement(srg)
     assert tau[0, 0] == pytest.approx(1.0) and tau[0, 1] == pytest.approx(-1.0) and tau[0, 2] == pytest.approx(-1.0)
     assert np.isnan(rank_agreement(srg[:1])).all()
+    undefined = np.vstack([srg, np.full(3, np.nan)])  # a method whose every map is constant: left out
+    np.testing.assert_array_equal(rank_agreement(undefined), tau)
+    from xai_loc.experiments.base import interval_cell
+
+    assert interval_cell(0.1234, np.nan, np.nan, 4) == "0.1234"  # one source: the value, no [nan, nan]
+    assert interval_cell(np.nan, 0.1, 0.2) == "n/a" and interval_cell(0.5, 0.25, 0.75, 2) == "0.50 [0.25, 0.75]"
 
 
 def test_method_and_fill_names_are_checked():

@@ -54,9 +54,12 @@ def model_record(attrs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def interval_cell(value: float, low: float, high: float, digits: int = 3) -> str:
-    """A table cell ``value [low, high]``, or ``n/a`` where the value is undefined (NaN)."""
+    """A table cell ``value [low, high]``, ``n/a`` where the value is undefined (NaN), the value alone where
+    its interval is (one source)."""
     if not np.isfinite(value):
         return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{value:.{digits}f}"
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 

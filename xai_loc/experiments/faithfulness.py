@@ -403,9 +403,10 @@ def completeness_stats(residual: np.ndarray, explained: np.ndarray) -> np.ndarra
 
 def rank_agreement(srg: np.ndarray) -> np.ndarray:
     """Kendall's tau of the method ranking by SRG between every pair of fills: ``srg (method, fill)`` ->
-    ``(fill, fill)`` (NaN with fewer than two methods)."""
+    ``(fill, fill)``, over the methods with an SRG in every fill (NaN with fewer than two)."""
     from scipy.stats import kendalltau
 
+    srg = srg[np.isfinite(srg).all(axis=1)]  # a method without ordered windows has no rank
     n_methods, n_fills = srg.shape
     tau = np.full((n_fills, n_fills), np.nan)
     if n_methods < 2:

@@ -322,13 +322,15 @@ class ResumableStore:
         """Flush the chunk files of items ``start..stop`` of ``name`` to the disk before the progress file
         records them."""
         array = self.group[name]
-        meta = {"shape": list(array.shape), "chunks": list(array.chunks),
-                "dimension_separator": getattr(array.metadata, "dimension_separator", ".")}
-        rows = range(start // array.chunks[0], math.ceil(stop / array.chunks[0]))
-        sep = meta["dimension_separator"] or "."
-        for key in chunk_keys(meta):
-            if int(key.split(sep)[0]) in rows and (self.partial / name / key).is_file():
-                fsync_path(self.partial / name / key)
+        sep = getattr(array.metadata, "dimension_separator", None) or "."
+        # the keys of these rows only (every key of the array per write grows with the store's square)
+        rest = chunk_keys({"shape": list(array.shape[1:]), "chunks": list(array.chunks[1:]),
+                           "dimension_separator": sep}) if array.ndim > 1 else []
+        for row in range(start // array.chunks[0], math.ceil(stop / array.chunks[0])):
+            for key in [sep.join((str(row), r)) for r in rest] or [str(row)]:
+                if (self.partial / name / key).is_file():
+                    fsync_path(self.partial / name / key)
+        fsync_path(self.partial / name)  # zarr renames each chunk into place: the folder's entries too
 
     def _record(self, ranges: list[list[int]]) -> None:
         done = ranges[0][1] if ranges and ranges[0][0] == 0 else 0

@@ -97,6 +97,11 @@ def test_a_result_lacking_what_its_figure_needs_is_refused_before_any_figure(tmp
     monkeypatch.setitem(redraw.DRAWERS, "perturbation", original)
     written = draw([good])
     assert written and all(p.parent == good.parent and p.is_file() for p in written)
+    # a staging folder a killed run left behind (links to results) holds no results of its own
+    leftover = good.parent / ".figures-x"
+    leftover.mkdir()
+    (leftover / "perturbation.nc").symlink_to(good)
+    assert redraw.result_files(tmp_path, "perturbation.nc") == [bad, good]
     # a KeyError of the drawing code itself is a bug and surfaces as one, not as a damaged file
     monkeypatch.setitem(redraw.DRAWERS, "perturbation", lambda ds, path: {}["colour"])
     with pytest.raises(KeyError, match="colour"):

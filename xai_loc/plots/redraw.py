@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["DRAWERS", "draw", "draw_result", "redraw"]
+__all__ = ["DRAWERS", "draw", "draw_result", "link_siblings", "redraw", "result_files"]
 
 
 def _draw_perturbation(ds, path: Path) -> list[Path]:
@@ -128,6 +128,25 @@ def draw_result(name: str, ds, path: str | Path) -> list[Path]:
                          f"run 'xai-loc {result.command}' to rebuild it") from None
 
 
+def link_siblings(folder: Path, scratch: Path) -> None:
+    """The results of ``folder`` linked (copied where links cannot be made) into a scratch folder, for
+    drawers that read a sibling result (the duplex figure adds ``cue_relevance.nc``)."""
+    import shutil
+
+    for sibling in folder.glob("*.nc"):
+        try:
+            (scratch / sibling.name).symlink_to(sibling.resolve())
+        except OSError:  # a file system without symbolic links
+            shutil.copy2(sibling, scratch / sibling.name)
+
+
+def result_files(folder: Path, name: str) -> list[Path]:
+    """Result files ``name`` below ``folder``, sorted; none inside a hidden folder (a staging folder of
+    ``figures`` that a killed run left behind holds links to results)."""
+    return sorted(p for p in folder.rglob(name) if not any(part.startswith(".") for part in
+                                                           p.relative_to(folder).parts[:-1]))
+
+
 def draw(paths: Iterable[str | Path]) -> list[Path]:
     """Draw the figures of result files (those the registry names; others are skipped).
 
@@ -143,8 +162,7 @@ def draw(paths: Iterable[str | Path]) -> list[Path]:
         # every figure is drawn before any is put in place: a result that cannot be drawn leaves none behind
         for path, name, ds in opened:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=path.parent, prefix=".figures-")))
-            for sibling in path.parent.glob("*.nc"):  # drawers that read a sibling result find it
-                (scratch / sibling.name).symlink_to(sibling.resolve())
+            link_siblings(path.parent, scratch)
             for drawn in draw_result(name, ds, scratch / path.name):
                 staged.append((Path(drawn), path.parent / Path(drawn).relative_to(scratch)))
         for drawn, final in staged:
@@ -162,7 +180,7 @@ def redraw(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"results folder {str(folder)!r} does not exist")
     files = [result.result_file for result in RESULTS.values()]
-    found = [path for name in files for path in sorted(folder.rglob(name))]
+    found = [path for name in files for path in result_files(folder, name)]
     if not found:
         raise InputError(f"{folder} holds no results ({', '.join(files)}); run an experiment "
                          "(perturb, faithfulness, sanity, tdoa, reproduce, binaural cues or a binaural probe) first")

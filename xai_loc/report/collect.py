@@ -94,11 +94,10 @@ def _figures(name: str, ds, path: Path) -> dict[str, bytes]:
     sibling (the duplex figure adds the relevance view of ``cue_relevance.nc``); the results
     folder itself is never written.
     """
-    from xai_loc.plots.redraw import draw_result
+    from xai_loc.plots.redraw import draw_result, link_siblings
 
     with tempfile.TemporaryDirectory() as scratch:
-        for sibling in path.parent.glob("*.nc"):
-            (Path(scratch) / sibling.name).symlink_to(sibling.resolve())
+        link_siblings(path.parent, Path(scratch))
         drawn = draw_result(name, ds, Path(scratch) / path.name)
         return {Path(p).name: Path(p).read_bytes() for p in drawn if Path(p).suffix == ".png"}
 
@@ -127,12 +126,13 @@ def collect_sections(root: str | Path) -> list[Section]:
     no results, a result file or the run's record is damaged, or a folder mixes conditions.
     """
     from xai_loc.experiments.registry import EXPERIMENTS, RESULTS
+    from xai_loc.plots.redraw import result_files
     from xai_loc.report.study_run import file_status, read_study_run
 
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"results folder {str(root)!r} does not exist or is not a folder")
-    found = sorted((path, result) for result in RESULTS.values() for path in root.rglob(result.result_file))
+    found = sorted((path, result) for result in RESULTS.values() for path in result_files(root, result.result_file))
     if not found:
         raise InputError(f"{root} holds no results ({', '.join(r.result_file for r in RESULTS.values())}); run "
                          "an experiment (perturb, faithfulness, sanity, tdoa, reproduce or a binaural probe) first")

@@ -186,6 +186,9 @@ def test_registry_and_its_errors():
         Convention("x", 0, 8e-3, None, "exact", "t2n", "even", 0.161, "full", True)
     with pytest.raises(InputError, match="exactly one"):
         Convention("x", 1, 8e-3, 16, "exact", "t2n", "even", 0.161, "full", True)
+    for bad in (0.0, 0.2):  # a constant above 24 ln(10) / 343 would ask walls for alpha > 1
+        with pytest.raises(InputError, match=rf"sabine_constant={bad}; allowed: \(0, 0.16111\]"):
+            Convention("x", 1, 8e-3, None, "exact", "t2n", "even", bad, "full", True)
 
 
 # ----------------------------------------------------------------------------------------

@@ -115,6 +115,10 @@ class Convention:
                                       ("convolution", self.convolution, CONVOLUTIONS)):
             if value not in allowed:
                 raise InputError(f"convention {self.name!r}: {field}={value!r}; allowed: {', '.join(allowed)}")
+        exact = 24.0 * math.log(10.0) / GPURIR_C  # a larger constant would ask walls for alpha > 1
+        if self.sabine_constant is not None and not 0.0 < self.sabine_constant <= exact:
+            raise InputError(f"convention {self.name!r}: sabine_constant={self.sabine_constant!r}; allowed: "
+                             f"(0, {exact:.5f}] (24 ln(10) / 343 m/s at most)")
 
     def taps(self, fs: int) -> int:
         """Width of the arrival filter's Hann window in samples (gpuRIR: ``round(0.008 fs)``)."""

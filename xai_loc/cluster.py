@@ -99,7 +99,7 @@ def _probe_scheduler(address: str, timeout: float) -> None:
     ``Client`` alone waits without end on a listener that accepts and never answers (a wrong port), and
     fails deep in its message decoder on one that answers something else (an HTTP server)."""
     import asyncio
-    import concurrent.futures
+    import threading
 
     from distributed.comm import connect
     from distributed.security import Security
@@ -115,15 +115,25 @@ def _probe_scheduler(address: str, timeout: float) -> None:
     async def bounded():
         return await asyncio.wait_for(ask(), timeout)
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # its own event loop, also under Jupyter's
+    # its own event loop (also under Jupyter's) in a daemon thread: a name lookup that stalls outlives
+    # asyncio's bound, so the wait is bounded here too, and a stalled thread never holds the process open
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
         try:
-            reply = pool.submit(asyncio.run, bounded()).result()
-        except (OSError, TimeoutError):
-            raise InputError(f"scheduler {address} cannot be reached within {timeout:g} s; start it (dask "
-                             "scheduler, then dask worker ADDRESS on each machine), check the address, or use "
-                             "--workers N for a local cluster") from None
-        except Exception:  # noqa: BLE001 - whatever answered, it was not a scheduler's message
-            reply = None
+            outcome["reply"] = asyncio.run(bounded())
+        except BaseException as err:  # noqa: BLE001 - judged below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True, name="xai-loc scheduler probe")
+    thread.start()
+    thread.join(timeout + 1.0)
+    error = outcome.get("error", None if "reply" in outcome else TimeoutError())
+    if isinstance(error, (OSError, TimeoutError)):
+        raise InputError(f"scheduler {address} cannot be reached within {timeout:g} s; start it (dask "
+                         "scheduler, then dask worker ADDRESS on each machine), check the address, or use "
+                         "--workers N for a local cluster")
+    reply = outcome.get("reply")  # anything else: whatever answered, it was not a scheduler's message
     if not (isinstance(reply, dict) and reply.get("type") == "Scheduler"):
         raise InputError(f"{address} did not answer as a dask scheduler; check the address and port (dask's "
                          "default is 8786)")

@@ -353,9 +353,11 @@ class Trainer:
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
             raise InputError(f"training state {path} is unreadable ({type(err).__name__}); remove it to start "
                              "afresh") from None
-        if not isinstance(state, dict) or (state.get("format"), state.get("version")) != (STATE_FORMAT,
-                                                                                           STATE_VERSION):
-            raise InputError(f"{path} is not an xai-loc training state (version {STATE_VERSION})")
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise InputError(f"{path} is not an xai-loc training state; remove it or write to another out")
+        if state.get("version") != STATE_VERSION:
+            raise InputError(f"training state {path} is of version {state.get('version')!r}, this xai-loc reads "
+                             f"version {STATE_VERSION}; remove it to start afresh")
         if state.pop("sha256", None) != state_digest(state):  # torch.load checks no CRC: a changed byte loads
             raise InputError(f"training state {path} is damaged (its contents do not match their digest); remove "
                              "it to start afresh")

@@ -57,7 +57,9 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 #: the step at which each sample is first deleted when step ``j`` deletes the ``counts[j]``
 #: samples with the highest scores (:mod:`~xai_loc.experiments.deletion_order`): signed
 #: relevance (times the target's sense, :meth:`Relevance.batch`), absolute amplitude, or seeded
-#: uniform random keys. Ranked on the windows' device
+#: uniform random keys. Ties go by position, as the paper's deletion loop takes them (so a constant
+#: map deletes front to back; the faithfulness suite instead leaves such windows out as unordered).
+#: Ranked on the windows' device
 #: (:func:`~xai_loc.experiments.deletion_order.deletion_steps_on`): a numpy array for CPU
 #: windows, a uint8 tensor on theirs otherwise; the same bytes either way.
 MODES: dict[str, OrderFn] = {

@@ -182,9 +182,10 @@ def test_new_config_fields_are_checked_and_old_states_resume(tiny, tmp_path):
     out = tmp_path / "old.safetensors"
     train("loccnn", memory["train"], memory["val"], out, TrainConfig(max_epochs=1, **FAST), progress=False)
     state = torch.load(state_path(out), weights_only=True)
-    for key in ("draws", "steps"):  # a state of the earlier layout
+    for key in ("draws", "steps"):  # a state of the earlier layout (version 1, written before the digest)
         del state["history"][key]
-    torch.save(state, state_path(out))
+    del state["sha256"]
+    torch.save({**state, "version": 1}, state_path(out))
     train("loccnn", memory["train"], memory["val"], out, TrainConfig(max_epochs=2, **FAST), progress=False)
     t = read_card(out)["training"]
     assert (t["epochs"], t["validations"], t["steps"]) == (2, 2, 4)

@@ -52,7 +52,8 @@ __all__ = ["STATE_FORMAT", "STATE_VERSION", "STOP_RULES", "Hooks", "Schedule", "
            "cached_batches", "determinism", "fit", "float16_check", "save_trained", "seeded", "shuffled",
            "split_batches", "state_digest", "state_path"]
 
-#: ``format`` and ``version`` of the training-state files of every family.
+#: ``format`` and ``version`` of the training-state files of every family (version 2 adds the digest;
+#: version 1 still resumes).
 STATE_FORMAT, STATE_VERSION = "xai-loc-train-state", 2
 #: Where a scheduler steps: after each validation (on the criterion), each epoch or each optimizer step.
 SCHEDULER_STEPS = ("validation", "epoch", "step")
@@ -355,10 +356,12 @@ class Trainer:
                              "afresh") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise InputError(f"{path} is not an xai-loc training state; remove it or write to another out")
-        if state.get("version") != STATE_VERSION:
+        if state.get("version") not in (1, STATE_VERSION):
             raise InputError(f"training state {path} is of version {state.get('version')!r}, this xai-loc reads "
-                             f"version {STATE_VERSION}; remove it to start afresh")
-        if state.pop("sha256", None) != state_digest(state):  # torch.load checks no CRC: a changed byte loads
+                             f"versions 1 and {STATE_VERSION}; remove it to start afresh")
+        # torch.load checks no CRC, so a changed byte would load: version 2 carries a digest (version 1,
+        # written before it, resumes unchecked)
+        if state["version"] == STATE_VERSION and state.pop("sha256", None) != state_digest(state):
             raise InputError(f"training state {path} is damaged (its contents do not match their digest); remove "
                              "it to start afresh")
         found = differences(self.identity, state)

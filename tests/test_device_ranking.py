@@ -95,6 +95,8 @@ def test_torch_random_steps_are_the_kernels_bytes(n_rows, n, device):
         steps = torch_random_deletion_steps(n_rows, n, counts, seed, device)
         assert steps.dtype == torch.uint8 and steps.device.type == device
         np.testing.assert_array_equal(steps.cpu().numpy(), expected)
+        later = torch_random_deletion_steps(n_rows, n, counts, seed, device, first_row=5)
+        np.testing.assert_array_equal(later.cpu().numpy(), random_deletion_steps(n_rows, n, counts, seed, 5))
 
 
 def _message(fn, *args) -> str:

@@ -75,6 +75,25 @@ def test_a_constant_map_orders_nothing_its_curves_are_nan(windows):
     np.testing.assert_allclose(again, curves, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fill", ["noise", "road"])
+def test_random_orders_and_noise_of_a_window_depend_on_its_index_not_on_the_batch(windows, fill):
+    model = SparseLinear(torch.float64)  # float64: another batch size rounds nothing visibly
+    x = windows[:10].double()
+    truth = model(x).detach()
+    whole = ordering_curves(model, x, truth, None, PERCENTAGES, fill, seed=3)
+    relevance = torch.from_numpy(np.broadcast_to(_indicator(), x.shape).copy())
+    relevance = relevance + torch.rand(x.shape, dtype=torch.float64)
+    ordered = ordering_curves(model, x, truth, relevance, PERCENTAGES, fill, seed=3)
+    for first, stop in ((0, 4), (4, 10)):
+        part = slice(first, stop)
+        np.testing.assert_allclose(ordering_curves(model, x[part], truth[part], None, PERCENTAGES, fill, seed=3,
+                                                   first=first), whole[..., part], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ordering_curves(model, x[part], truth[part], relevance[part], PERCENTAGES, fill,
+                                                   seed=3, first=first), ordered[..., part], rtol=1e-12, atol=1e-12)
+    shifted = ordering_curves(model, x[4:], truth[4:], None, PERCENTAGES, fill, seed=3)  # at another index
+    assert not np.allclose(shifted, whole[..., 4:])
+
+
 def test_scores_of_another_size_are_refused(windows):
     """Review: scores smaller than the windows were read past their end by the compiled copies."""
     model, x = SparseLinear(), windows[:2]
@@ -257,7 +276,7 @@ def test_device_copies_equal_the_cpu_kernels(fill, insert):
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(3, M, T, generator=gen)
     steps = deletion_steps(torch.randn(3, M * T, generator=gen).numpy(), [0, 100, 400, 900])
-    noise = FILLS["noise"](x, gen)
+    noise = FILLS["noise"](x, 4, 0)
     values = noise if fill == "noise" else None
     road = ROAD_NOISE * noise if fill == "road" else None
     for j in range(4):

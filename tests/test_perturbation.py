@@ -86,6 +86,9 @@ def test_random_order_is_exact_seeded_and_uniform():
         assert np.all((steps <= j).sum(axis=1) == k)  # exactly k per row
     assert np.array_equal(steps, random_deletion_steps(4_000, 64, counts, seed=7))
     assert not np.array_equal(steps, random_deletion_steps(4_000, 64, counts, seed=8))
+    tail = random_deletion_steps(1_000, 64, counts, seed=7, first_row=3_000)  # rows by their index in the set
+    assert np.array_equal(tail, steps[3_000:])
+    assert np.array_equal(random_keys((5,), 7, start=3), random_keys((8,), 7)[3:])
     # each position is deleted at step 1 with probability 10/64: 625 of 4000 rows, binomial sd 23
     hits = (steps <= 1).sum(axis=0)
     assert np.all(np.abs(hits - 625) < 6 * 23)
@@ -99,7 +102,7 @@ def test_zero_fill_copies_are_the_paper_loop_result():
     scores = torch.tensor(rng.integers(0, 6, (3, 4, 250)), dtype=torch.float32)  # heavy ties
     order = torch.sort(scores.reshape(3, -1), dim=1, descending=True, stable=True).indices
     percentages = (0, 10, 35, 70, 100)
-    steps = MODES["relevance"](x, scores, None, deletion_counts(percentages, x))
+    steps = MODES["relevance"](x, scores, deletion_counts(percentages, x), 0, 0)
     for p, xp in perturbed_batches(x, steps, percentages):
         expected = x.reshape(3, -1).clone()
         for w in range(3):
@@ -114,7 +117,7 @@ def test_top_p_percent_are_replaced_and_nothing_else():
     original = x.clone()
     fill = torch.full_like(x, 99.0)
     percentages = (0, 10, 30, 30.5, 100)
-    steps = MODES["energy"](x, None, None, deletion_counts(percentages, x))
+    steps = MODES["energy"](x, None, deletion_counts(percentages, x), 0, 0)
     for p, xp in perturbed_batches(x, steps, percentages, fill):
         k = n_deleted(p, 100)
         deleted = xp == 99.0

@@ -121,12 +121,12 @@ def _splitmix64(seed, start, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _steps(bits, form, seed, randomize, finite_bins, counts, shift, steps):
+def _steps(bits, form, seed, first_row, randomize, finite_bins, counts, shift, steps):
     """Fill ``steps (W, N)`` from the scores' bit patterns and nondecreasing ``counts (m,)``.
 
     Each row's keys are made in a buffer that stays in cache: from ``bits`` (W, N) with
     :func:`_order_keys` and ``form``, or, if ``randomize``, as SplitMix64 of ``seed`` (row
-    ``w`` continuing at output ``w * N``; ``bits`` unused). Finite values have keys in the
+    ``w`` continuing at output ``(first_row + w) * N``; ``bits`` unused). Finite values have keys in the
     radix bins ``finite_bins[0]`` to ``finite_bins[1]``; returns False, leaving ``steps``
     undefined, if a key falls outside them (infinite or NaN).
     """
@@ -147,7 +147,7 @@ def _steps(bits, form, seed, randomize, finite_bins, counts, shift, steps):
     row = np.empty(n, bits.dtype)
     for w in range(n_rows):
         if randomize:
-            _splitmix64(seed, w * n, row)
+            _splitmix64(seed, (first_row + w) * n, row)
         else:
             _order_keys(bits[w], form, row)
         out = steps[w]
@@ -294,7 +294,7 @@ def deletion_steps(scores: np.ndarray, counts, magnitude: bool = False) -> np.nd
     unsigned = bits.dtype.type
     ones = unsigned(np.iinfo(bits.dtype).max)
     form = (sign, ones, unsigned(8 * bits.itemsize - 1), ones ^ sign if magnitude else ones)
-    return _run(bits, form, 0, False, finite_bins, counts, np.empty(bits.shape, np.uint8))
+    return _run(bits, form, 0, 0, False, finite_bins, counts, np.empty(bits.shape, np.uint8))
 
 
 def stable_ranks(a: np.ndarray) -> np.ndarray:
@@ -329,35 +329,39 @@ def stable_ranks(a: np.ndarray) -> np.ndarray:
     return ranks.reshape(a.shape)
 
 
-def random_deletion_steps(n_rows: int, n: int, counts, seed: int) -> np.ndarray:
+def random_deletion_steps(n_rows: int, n: int, counts, seed: int, first_row: int = 0) -> np.ndarray:
     """Deletion steps of a seeded uniform random order: each step deletes a uniform ``k``-subset.
 
-    Equal to :func:`deletion_steps` of :func:`random_keys` ``((n_rows, n), seed)``, without
-    storing the keys.
+    Equal to rows ``first_row`` to ``first_row + n_rows`` of :func:`deletion_steps` of
+    :func:`random_keys` ``((first_row + n_rows, n), seed)``, without storing the keys: a row's
+    order depends on its index in the whole set alone, not on how the set is split into batches.
     """
     counts = _checked_counts(counts, n)
     no_scores = np.empty((0, 0), np.uint64)  # the kernel makes the keys
     ones = np.uint64(2**64 - 1)
     form = (np.uint64(0), ones, np.uint64(63), ones)
-    return _run(no_scores, form, seed, True, (0, _N_BINS - 1), counts, np.empty((n_rows, n), np.uint8))
+    if first_row < 0:
+        raise InputError(f"first_row {first_row} is not allowed; give an index >= 0")
+    return _run(no_scores, form, seed, first_row, True, (0, _N_BINS - 1), counts, np.empty((n_rows, n), np.uint8))
 
 
-def _run(bits, form, seed: int, randomize: bool, finite_bins, counts, steps) -> np.ndarray:
+def _run(bits, form, seed: int, first_row: int, randomize: bool, finite_bins, counts, steps) -> np.ndarray:
     shift = bits.dtype.type(8 * bits.itemsize - BIN_BITS)
-    if not _steps(bits, form, np.uint64(seed % 2**64), randomize, finite_bins, counts, shift, steps):
+    if not _steps(bits, form, np.uint64(seed % 2**64), first_row, randomize, finite_bins, counts, shift, steps):
         raise InputError("deletion scores hold NaN or infinite values")
     return steps
 
 
-def random_keys(shape, seed: int) -> np.ndarray:
-    """Uniform 64-bit keys (uint64) from ``seed``: the top ``k`` of a row are a uniform ``k``-subset.
+def random_keys(shape, seed: int, start: int = 0) -> np.ndarray:
+    """Uniform 64-bit keys (uint64) from ``seed``, SplitMix64 outputs ``start + 1`` on: the top ``k``
+    of a row are a uniform ``k``-subset.
 
     SplitMix64 (counter-based, passes BigCrush; one vectorized pass): numpy's generators
     take about 3.5 ns per 64-bit value here, the largest single cost of a random deletion.
     Ties, which go by position, have a chance of about 1e-10 per row of 81920.
     """
     keys = np.empty(shape, dtype=np.uint64)
-    _splitmix64(np.uint64(seed % 2**64), 0, keys.reshape(-1))
+    _splitmix64(np.uint64(seed % 2**64), start, keys.reshape(-1))
     return keys
 
 
@@ -445,13 +449,16 @@ def torch_deletion_steps(scores: torch.Tensor, counts, magnitude: bool = False) 
 
 
 def torch_random_deletion_steps(n_rows: int, n: int, counts, seed: int,
-                                device: str | torch.device = "cpu") -> torch.Tensor:
+                                device: str | torch.device = "cpu", first_row: int = 0) -> torch.Tensor:
     """:func:`random_deletion_steps` with torch, on ``device``: the same bytes, as a uint8 tensor.
 
     SplitMix64 in int64, whose wrapping sums and products have the bits of the uint64 ones.
     """
     counts = _checked_counts(counts, n)
-    z = torch.arange(1, n_rows * n + 1, dtype=torch.int64, device=device) * _signed64(int(_GOLDEN))
+    if first_row < 0:
+        raise InputError(f"first_row {first_row} is not allowed; give an index >= 0")
+    z = torch.arange(first_row * n + 1, (first_row + n_rows) * n + 1, dtype=torch.int64, device=device)
+    z = z * _signed64(int(_GOLDEN))
     z = z + _signed64(seed)
     z = (z ^ _shr(z, 30)) * _signed64(int(_MIX[0]))
     z = (z ^ _shr(z, 27)) * _signed64(int(_MIX[1]))
@@ -472,8 +479,8 @@ def deletion_steps_on(scores: torch.Tensor, counts, magnitude: bool = False) -> 
 
 
 def random_deletion_steps_on(device: str | torch.device, n_rows: int, n: int, counts,
-                             seed: int) -> np.ndarray | torch.Tensor:
+                             seed: int, first_row: int = 0) -> np.ndarray | torch.Tensor:
     """:func:`random_deletion_steps` where the copies are made, as :func:`deletion_steps_on` chooses."""
     if torch.device(device).type == "cpu":
-        return random_deletion_steps(n_rows, n, counts, seed)
-    return torch_random_deletion_steps(n_rows, n, counts, seed, device)
+        return random_deletion_steps(n_rows, n, counts, seed, first_row)
+    return torch_random_deletion_steps(n_rows, n, counts, seed, device, first_row)

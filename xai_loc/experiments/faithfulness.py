@@ -270,17 +270,18 @@ def _errors(model: torch.nn.Module, batches, truth: torch.Tensor, device: torch.
 
 def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.Tensor,
                     scores: np.ndarray | torch.Tensor | None,
-                    percentages: Sequence[float], fill: str, *, seed: int = 0, device: str | torch.device = "cpu",
-                    timing: dict[str, float] | None = None) -> np.ndarray:
+                    percentages: Sequence[float], fill: str, *, seed: int = 0, first: int = 0,
+                    device: str | torch.device = "cpu", timing: dict[str, float] | None = None) -> np.ndarray:
     """Errors ``(curve, percentage, window)`` (curves :data:`CURVES`) for one ordering of one batch.
 
     ``truth`` is what :meth:`~xai_loc.experiments.scored.ScoredSet.truth` gives (positions, labels,
     degrees). ``scores (W, ...)`` of the windows' shape orders the samples (descending for MoRF,
     ascending for LeRF; a window whose scores are all equal gets NaN curves: it has no order);
     None draws a seeded random order (a second draw for LeRF). ``fill`` is a name in
-    :data:`FAITHFULNESS_FILLS`; its noise is seeded by ``seed``. On the CPU the steps and copies
-    come from the compiled kernels; on another device the scores (float32) go there once per
-    batch, are ranked there and the copies made there, and only the errors come back.
+    :data:`FAITHFULNESS_FILLS`. The random orders and the noise are seeded per window, by ``seed`` and the
+    window's index ``first + w`` in the whole set (so they do not depend on the batches). On the CPU the
+    steps and copies come from the compiled kernels; on another device the scores (float32) go there once
+    per batch, are ranked there and the copies made there, and only the errors come back.
     """
     w = windows.shape[0]
     x = windows.detach().to(torch.float32).cpu().reshape(w, -1).contiguous().numpy()
@@ -289,8 +290,8 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
     device = torch.device(device)
     unordered = np.zeros(w, bool)
     if scores is None:
-        morf = random_deletion_steps_on(device, w, n, counts, seed)
-        lerf = random_deletion_steps_on(device, w, n, counts, seed + 1_000_003)
+        morf = random_deletion_steps_on(device, w, n, counts, seed, first)
+        lerf = random_deletion_steps_on(device, w, n, counts, seed + 1_000_003, first)
     else:  # rounded to float32 where the scores are, then ranked where the model runs
         if not isinstance(scores, torch.Tensor):  # a read-only store chunk is copied: torch wants writable memory
             scores = torch.from_numpy(np.require(scores, requirements="W"))
@@ -300,13 +301,12 @@ def ordering_curves(model: torch.nn.Module, windows: torch.Tensor, truth: torch.
         flat = scores.detach().to(torch.float32).reshape(w, -1).to(device)
         morf, lerf = deletion_steps_on(flat, counts), deletion_steps_on(-flat, counts)
         unordered = (flat == flat[:, :1]).all(-1).cpu().numpy()
-    gen = torch.Generator().manual_seed(seed)
     cpu_windows = torch.from_numpy(x).view(windows.shape)
     fill_values, road_noise = None, None
     if fill == "noise":
-        fill_values = FILLS["noise"](cpu_windows, gen)
+        fill_values = FILLS["noise"](cpu_windows, seed, first)
     elif fill == "road":
-        road_noise = ROAD_NOISE * FILLS["noise"](cpu_windows, gen)
+        road_noise = ROAD_NOISE * FILLS["noise"](cpu_windows, seed, first)
     tic = time.perf_counter()
     if device.type == "cpu":
         out = np.empty_like(x)
@@ -438,7 +438,8 @@ def faithfulness_batch(batch: tuple[str, int, int], work: FaithfulnessWork):
     ``batch`` is ``(model name, start, stop)``. ``errors`` is ``(method, ordering, fill, curve,
     percentage, window)`` (orderings ``relevance``, [``randomized``,] ``random``), ``residual``
     and ``explained`` are ``(method, window)`` (the completeness residual and the explained
-    output); seeds are ``seed + start``, so a batch gives the same numbers wherever it runs.
+    output); random draws are seeded per window (``seed`` and its index), so a batch gives the same numbers
+    wherever it runs and however the windows are batched.
     The model stays on the device for the whole batch (explanations and deletion passes).
     """
     from xai_loc.explain.attribute import placed
@@ -471,7 +472,7 @@ def faithfulness_batch(batch: tuple[str, int, int], work: FaithfulnessWork):
                 rel_r.append(explainer.explain_batch(x, truth_np, index, to_host=False)["relevance"] * explainer.sense)
         spent["explain"] = time.perf_counter() - explain_tic
         for f, fill in enumerate(work.fills):
-            common = {"seed": work.seed + start, "device": dev, "timing": spent}
+            common = {"seed": work.seed, "first": start, "device": dev, "timing": spent}
             random = ordering_curves(net, x, truth, None, work.percentages, fill, **common)
             for i in range(len(explainers)):
                 errors[i, 0, f] = ordering_curves(net, x, truth, rel[i], work.percentages, fill, **common)
@@ -651,7 +652,7 @@ def run_faithfulness(
         attrs={
             "experiment": "faithfulness (MoRF/LeRF deletion and insertion per method and fill)",
             "target": target_label(targets), "error": error.label, "units": units, "seed": seed, "n_boot": n_boot,
-            "batch_size": batch_size,  # random orders and noise fills are seeded per batch
+            "batch_size": batch_size,
             "road_noise": ROAD_NOISE, **scored.conditions, "n_windows": n, "n_sources": int(sources.size),
             "models": json.dumps(explained_models, sort_keys=True),
             "data_config": scored.ds.attrs.get("config", ""), "xai_loc_version": __version__,

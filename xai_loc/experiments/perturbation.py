@@ -34,6 +34,7 @@ from xai_loc.experiments.deletion_order import (
     deletion_steps_on,
     filled_copy,
     random_deletion_steps_on,
+    random_keys,
     zeroed_copy,
 )
 from xai_loc.experiments.scored import Rows, scored_set
@@ -45,36 +46,56 @@ if TYPE_CHECKING:
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.explain.attribute import Explainer
 
-OrderFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator, list[int]], np.ndarray | torch.Tensor]
-FillFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor | None]
+OrderFn = Callable[[torch.Tensor, torch.Tensor | None, list[int], int, int], np.ndarray | torch.Tensor]
+FillFn = Callable[[torch.Tensor, int, int], torch.Tensor | None]
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.detach().reshape(t.shape[0], -1)
 
 
-#: Deletion orders, by name: ``f(windows, relevance, generator, counts) -> steps (W, M * T)``,
+#: Deletion orders, by name: ``f(windows, relevance, counts, seed, first) -> steps (W, M * T)``,
 #: the step at which each sample is first deleted when step ``j`` deletes the ``counts[j]``
 #: samples with the highest scores (:mod:`~xai_loc.experiments.deletion_order`): signed
 #: relevance (times the target's sense, :meth:`Relevance.batch`), absolute amplitude, or seeded
-#: uniform random keys. Ties go by position, as the paper's deletion loop takes them (so a constant
-#: map deletes front to back; the faithfulness suite instead leaves such windows out as unordered).
-#: Ranked on the windows' device
+#: uniform random keys (a window's from ``seed`` and its index ``first + w`` in the whole set, so they
+#: do not depend on the batches: :func:`~xai_loc.experiments.deletion_order.random_deletion_steps`).
+#: Ties go by position, as the paper's deletion loop takes them (so a constant map deletes front to
+#: back; the faithfulness suite instead leaves such windows out as unordered). Ranked on the windows' device
 #: (:func:`~xai_loc.experiments.deletion_order.deletion_steps_on`): a numpy array for CPU
 #: windows, a uint8 tensor on theirs otherwise; the same bytes either way.
 MODES: dict[str, OrderFn] = {
-    "relevance": lambda x, rel, gen, counts: deletion_steps_on(_rows(_need(rel, x).to(x.device)), counts),
-    "energy": lambda x, rel, gen, counts: deletion_steps_on(_rows(x), counts, magnitude=True),
-    "random": lambda x, rel, gen, counts: random_deletion_steps_on(
-        x.device, x.shape[0], x[0].numel(), counts, int(torch.randint(0, 2**62, (1,), generator=gen))
+    "relevance": lambda x, rel, counts, seed, first: deletion_steps_on(_rows(_need(rel, x).to(x.device)), counts),
+    "energy": lambda x, rel, counts, seed, first: deletion_steps_on(_rows(x), counts, magnitude=True),
+    "random": lambda x, rel, counts, seed, first: random_deletion_steps_on(
+        x.device, x.shape[0], x[0].numel(), counts, seed, first
     ),
 }
 
-#: Values written where samples are deleted: ``f(windows, generator) -> fill`` (same shape; None: zero); noise at
-#: the level of each whole input (every axis but the first).
+#: Where the noise fills' generator seeds are drawn, relative to the run's seed: a SplitMix64 stream of its
+#: own, apart from the random orders' keys.
+_NOISE_STREAM = 0x6A09E667F3BCC909
+
+
+def window_noise(shape, seed: int, first: int) -> torch.Tensor:
+    """Standard normal float32 noise ``shape = (W, ...)`` on the host, window ``w`` from a generator of its own.
+
+    The generator of window ``w`` is seeded by SplitMix64 output ``first + w + 1`` of a stream of ``seed``
+    (:func:`~xai_loc.experiments.deletion_order.random_keys`), so a window's noise depends on its index
+    ``first + w`` in the whole set alone, never on how the set is split into batches or where a batch runs.
+    """
+    out = torch.empty(shape, dtype=torch.float32)
+    gen = torch.Generator()
+    for w, window_seed in enumerate(random_keys((shape[0],), seed + _NOISE_STREAM, start=first).tolist()):
+        torch.randn(shape[1:], generator=gen.manual_seed(window_seed), out=out[w])
+    return out
+
+
+#: Values written where samples are deleted: ``f(windows, seed, first) -> fill`` (same shape; None: zero); noise
+#: (:func:`window_noise`) at the level of each whole input (every axis but the first).
 FILLS: dict[str, FillFn] = {
-    "zero": lambda x, gen: None,
-    "noise": lambda x, gen: torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x)
+    "zero": lambda x, seed, first: None,
+    "noise": lambda x, seed, first: window_noise(tuple(x.shape), seed, first).to(x)
     * x.std(dim=tuple(range(1, x.ndim)), keepdim=True),
 }
 
@@ -185,6 +206,7 @@ def deletion_predictions(
     seed: int = 0,
     batch_size: int = 32,
     timing: dict[str, float] | None = None,
+    first: int = 0,
 ) -> np.ndarray:
     """Predictions ``(mode, percentage, window, 3)`` of ``model`` on deleted copies of ``windows``.
 
@@ -206,13 +228,15 @@ def deletion_predictions(
     fill
         A name in :data:`FILLS`.
     seed
-        Seeds the random ranking and noise fill (per batch, so results do not depend on
-        how windows are batched only when ``batch_size`` is kept fixed).
+        Seeds the random ranking and noise fill, per window (so the results do not depend on
+        how the windows are batched).
     batch_size
         Windows per forward pass.
     timing
         If given, ``timing["forward"]`` accumulates the seconds spent in the model (on a GPU,
         until its predictions are back on the host).
+    first
+        The index of ``windows[0]`` in the whole set, whose windows' random draws these are.
     """
     percentages = check_percentages(percentages)
     for mode in modes:
@@ -221,19 +245,18 @@ def deletion_predictions(
     if fill not in FILLS:
         raise InputError(f"fill {fill!r} is unknown; allowed: {', '.join(FILLS)}")
     out = np.zeros((len(modes), len(percentages), windows.shape[0], 3), dtype=np.float64)
-    gen = torch.Generator().manual_seed(seed)
     device = _device_of(model, windows)
     seconds = 0.0
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch_size):
             x = windows[start : start + batch_size]
             rel = None if relevance is None else relevance[start : start + batch_size].to(device, x.dtype)
-            fill_values = FILLS[fill](x, gen)
+            fill_values = FILLS[fill](x, seed, first + start)
             x_model = x.to(device)
             fill_model = None if fill_values is None else fill_values.to(device)
             preds = []
             for mode in modes:  # ranked on the model's device (the relevance mode moves rel there)
-                steps = MODES[mode](x_model, rel, gen, deletion_counts(percentages, x))
+                steps = MODES[mode](x_model, rel, deletion_counts(percentages, x), seed, first + start)
                 for _, xp in perturbed_batches(x_model, steps, percentages, fill_model):
                     tic = time.perf_counter()
                     preds.append(model(xp).double())
@@ -309,7 +332,8 @@ def perturbation_batch(batch: tuple[str, int, int], work: PerturbationWork) -> t
 
     ``batch`` is ``(model name, start, stop)`` (:func:`window_batches`). The modes are
     ``work.modes`` then, with a randomized model, ``relevance-randomized``. Random orders and
-    noise are seeded by ``seed + start``, so a batch gives the same numbers wherever it runs.
+    noise are seeded per window (``seed`` and its index), so a batch gives the same numbers wherever it runs
+    and however the windows are batched.
     The model stays on ``work.device`` for the whole batch (explanations, ranking and
     deletions); the relevance stays there from the explainer (a store's goes there once) to be
     ranked there, and the predictions come back once. Also returns the seconds spent
@@ -324,7 +348,7 @@ def perturbation_batch(batch: tuple[str, int, int], work: PerturbationWork) -> t
     x = work.windows.batch(start, stop)
     truth = work.truth[start:stop]
     relevance = work.relevance[name]
-    options = {"fill": work.fill, "seed": work.seed + start, "batch_size": work.batch_size, "timing": spent}
+    options = {"fill": work.fill, "seed": work.seed, "first": start, "batch_size": work.batch_size, "timing": spent}
     with placed(relevance.explainer.model, resolve_device(work.device)) as net:
         rel = relevance.batch(x, truth, start, stop, spent) if "relevance" in work.modes else None
         preds = [deletion_predictions(net, x, work.percentages, work.modes, relevance=rel, **options)]
@@ -476,7 +500,7 @@ def run_perturbation(
         attrs={
             "experiment": "perturbation (deletion of the top-P % samples per window)",
             "method": method, "composite": relevance[names[0]].explainer.composite_name, "target": target,
-            "fill": fill, "seed": seed, "batch_size": batch_size,  # random orders and noise are seeded per batch
+            "fill": fill, "seed": seed, "batch_size": batch_size,
             "explain_options": json.dumps(explain_options, sort_keys=True, default=str),
             "t60": float(ds.attrs.get("t60", np.nan)), "snr": float(ds.attrs.get("snr", np.nan)),
             "n_windows": n, "n_sources": int(np.unique(ds["source_id"].values).size),

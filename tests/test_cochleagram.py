@@ -122,3 +122,51 @@ def test_double_precision_and_bad_parameters():
         Cochleagram(n_filters=0)
     with pytest.raises(InputError, match="unknown front end"):
         build_front_end("gammatone")
+
+
+def test_float64_input_through_the_conv_downsampler():
+    # float32 module, float64 input: the frozen low-pass is cast to the input (the FFT path already was)
+    x = torch.randn(1, 2, 4800, generator=torch.Generator().manual_seed(5)) * 0.1
+    for method in ("conv", "fft"):
+        coch = Cochleagram(signal_length=4800, downsample=method)
+        out = coch(x.double())
+        assert out.dtype == torch.float64 and out.shape == (1, 2, 39, 800)
+        # compared as envelopes (undoing the ** 0.3, which magnifies rounding near 0): they peak at ~0.04,
+        # float32 rounding is ~1e-7 of that
+        envelope64, envelope32 = out ** (1 / 0.3), coch(x).double() ** (1 / 0.3)
+        torch.testing.assert_close(envelope64, envelope32, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"pad": -600}, r"pad=-600 is not allowed; give a whole number of samples >= 0"),
+    ({"pad": 2.5}, r"pad=2.5 is not allowed"),
+    ({"cutoff": 0.0}, r"cutoff=0.0 Hz is not allowed; give 0 < cutoff <= out_fs / 2 = 4000 Hz"),
+    ({"cutoff": 4000.5}, r"cutoff=4000.5 Hz is not allowed"),
+    ({"cutoff": float("nan")}, r"cutoff=nan Hz is not allowed"),
+    ({"beta": float("nan")}, r"beta=nan is not allowed; give the Kaiser window's shape, a finite number >= 0"),
+    ({"beta": -1.0}, r"beta=-1.0 is not allowed"),
+])
+def test_bad_filter_settings_raise(options, message):
+    with pytest.raises(InputError, match=message):
+        Cochleagram(signal_length=4800, **options)
+
+
+def test_filter_settings_at_their_limits():
+    x = torch.randn(1, 4800, generator=torch.Generator().manual_seed(6))
+    # pad 0 and 600 give the same 800 frames; cutoff at out_fs / 2 and a rectangular window (beta 0) are allowed
+    assert Cochleagram(signal_length=4800, pad=600)(x).shape == Cochleagram(signal_length=4800)(x).shape == (1, 39, 800)
+    edge = Cochleagram(signal_length=4800, cutoff=4000.0, beta=0.0)
+    assert edge.downsample.cutoff == 4000.0 and edge.downsample.beta == 0.0
+    np.testing.assert_allclose(edge.downsample.weight.numpy().ravel(), kaiser_lowpass(4000.0, 48000, 4097, 0.0),
+                               rtol=1e-6, atol=1e-12)
+
+
+def test_cochleagram_cnn_rejects_unknown_cochleagram_options():
+    from xai_loc.models.cochleagram_cnn import CochleagramCNN
+
+    with pytest.raises(InputError, match=r"cochleagram option 'foo' is unknown; allowed: n_filters, f_min, .*, eps$"):
+        CochleagramCNN(cochleagram={"foo": 1})
+    with pytest.raises(InputError, match=r"cochleagram=\['pad'\] is not allowed; give a dict of Cochleagram options"):
+        CochleagramCNN(cochleagram=["pad"])
+    with pytest.raises(InputError, match="pad=-100 is not allowed"):
+        CochleagramCNN(cochleagram={"pad": -100})

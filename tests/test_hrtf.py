@@ -1,4 +1,6 @@
 """HRTF sets: the shipped KEMAR file, SOFA reading, direction lookup, interpolation, resampling."""
+import re
+
 import numpy as np
 import pytest
 
@@ -195,3 +197,81 @@ def test_h5py_reader_matches_sofar(kemar, monkeypatch):
     np.testing.assert_array_equal(plain.hrirs, kemar.hrirs)
     np.testing.assert_array_equal(plain.directions, kemar.directions)
     assert plain.fs == kemar.fs and plain.attrs["license"] == kemar.attrs["license"]
+
+
+def test_bilinear_counts_a_direction_listed_twice_once():
+    # three rings of 8 and the pole listed twice (az 0 and az 360, as some SOFA files do): the pole ring
+    # holds one direction, not two with a gap of 0 degrees between them (0 / 0 gave NaN weights)
+    dirs = [(a, e, 1.0) for e in (-40, 0, 40) for a in range(0, 360, 45)] + [(0, 90, 1.0), (360, 90, 1.0)]
+    hrtf = HRTFSet(np.random.default_rng(0).standard_normal((len(dirs), 2, 16)), np.array(dirs, float), 48000)
+    idx, w = hrtf.weights(10.0, 60.0)
+    assert np.all(np.isfinite(w)) and w.sum() == pytest.approx(1.0)
+    # 60 degrees: 0.6 of the 40 degree ring (az 0 and 45, linear in azimuth), 0.4 of the pole (its first listing)
+    ring = (35 / 45) * hrtf.hrirs[16] + (10 / 45) * hrtf.hrirs[17]
+    np.testing.assert_allclose(hrtf.interpolate(10.0, 60.0), 0.6 * ring + 0.4 * hrtf.hrirs[24], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(hrtf.interpolate(123.0, 90.0), hrtf.hrirs[24])
+    assert hrtf.nearest_index(123.0, 90.0) == 24
+
+
+def _write_sofa(path, ir, receivers=None, receiver_type="cartesian", delay=None):
+    """A small SimpleFreeFieldHRIR file: 4 horizontal directions, 32 kHz; ``receivers`` ``(2, 3)``."""
+    import sofar
+
+    sofa = sofar.Sofa("SimpleFreeFieldHRIR")
+    sofa.Data_IR = ir
+    sofa.Data_SamplingRate = 32000
+    sofa.SourcePosition = np.array([[az, 0.0, 1.5] for az in (0.0, 90.0, 180.0, 270.0)])
+    if receivers is not None:
+        sofa.ReceiverPosition = np.asarray(receivers, dtype=float)[:, :, None]
+        sofa.ReceiverPosition_Type = receiver_type
+        sofa.ReceiverPosition_Units = "metre" if receiver_type == "cartesian" else "degree, degree, metre"
+    if delay is not None:
+        sofa.Data_Delay = delay
+    sofar.write_sofa(str(path), sofa)
+    return path
+
+
+@pytest.mark.parametrize("reader", ["sofar", "h5py"])
+def test_sofa_ears_follow_receiver_positions(tmp_path, monkeypatch, reader):
+    import sys
+
+    ir = np.random.default_rng(3).standard_normal((4, 2, 16))
+    # written before sofar is hidden: the h5py reader must read the same files
+    left_first = _write_sofa(tmp_path / "left_first.sofa", ir, [[0, 0.0875, 0], [0, -0.0875, 0]])
+    # receiver 0 is the right ear (y < 0; SOFA's y points left), with the 2-sample delay of that ear
+    right_first = _write_sofa(tmp_path / "right_first.sofa", ir, [[0, -0.0875, 0], [0, 0.0875, 0]],
+                              delay=np.array([[2.0, 0.0]]))
+    spherical = _write_sofa(tmp_path / "spherical.sofa", ir, [[270, 0, 0.0875], [90, 0, 0.0875]], "spherical")
+    on_axis = _write_sofa(tmp_path / "on_axis.sofa", ir, [[0, 0, 0], [0, 0, 0]])
+    same_side = _write_sofa(tmp_path / "same_side.sofa", ir, [[0, 0.0875, 0], [0.01, 0.0875, 0]])
+    if reader == "h5py":
+        monkeypatch.setitem(sys.modules, "sofar", None)
+    np.testing.assert_array_equal(load_hrtf("sofa", left_first).hrirs, ir)
+    np.testing.assert_array_equal(load_hrtf("sofa", on_axis).hrirs, ir)  # no sides given: receiver 0 is left
+    np.testing.assert_array_equal(load_hrtf("sofa", spherical).hrirs, ir[:, ::-1])
+    swapped = load_hrtf("sofa", right_first)
+    assert swapped.n_taps == 18
+    np.testing.assert_array_equal(swapped.hrirs[:, 0, :16], ir[:, 1])
+    np.testing.assert_array_equal(swapped.hrirs[:, 1, 2:], ir[:, 0])  # the delay moved with its ear
+    np.testing.assert_array_equal(swapped.hrirs[:, 1, :2], 0.0)
+    with pytest.raises(InputError, match=r"receivers at y = 0.0875 and 0.0875 m; expected one left \(y > 0\)"):
+        load_hrtf("sofa", same_side)
+
+
+def test_sofa_delay_must_fit_the_measurements(tmp_path):
+    import h5py
+
+    ir = np.random.default_rng(4).standard_normal((4, 2, 16))
+    delay = np.array([[0, 1], [2, 3], [0, 0], [1, 0]])
+    hrtf = load_hrtf("sofa", _write_sofa(tmp_path / "per_measurement.sofa", ir, delay=delay))
+    assert hrtf.n_taps == 19
+    np.testing.assert_array_equal(hrtf.hrirs[1, 0, 2:18], ir[1, 0])
+    np.testing.assert_array_equal(hrtf.hrirs[1, 1, 3:], ir[1, 1])
+    for shape in [(3, 2), (1, 3), (4, 2, 1)]:
+        path = _write_sofa(tmp_path / f"delay_{len(shape)}_{shape[0]}.sofa", ir)
+        with h5py.File(path, "r+") as f:  # sofar refuses to write these: overwrite the variable
+            del f["Data.Delay"]
+            f.create_dataset("Data.Delay", data=np.ones(shape))
+        allowed = r"allowed: \(1, 2\), \(4, 2\) or one value"
+        with pytest.raises(InputError, match=rf"Data.Delay of shape {re.escape(str(shape))} .*; {allowed}"):
+            load_hrtf("sofa", path)

@@ -139,8 +139,10 @@ class HRTFSet:
         """Read HRIRs from a SOFA file (``SimpleFreeFieldHRIR`` or any FIR convention with 2 receivers).
 
         Cartesian source positions are converted to spherical ones; a non-zero
-        ``Data.Delay`` is applied as a whole-sample lead-in. The listener is assumed to look
-        along +x (``ListenerView`` is not applied).
+        ``Data.Delay`` is applied as a whole-sample lead-in. The ears follow ``ReceiverPosition``
+        (SOFA's y axis points left): receivers stored right ear first are swapped; without
+        positions, or with both on the y = 0 plane, receiver 0 is the left ear. The listener is
+        assumed to look along +x (``ListenerView`` is not applied).
 
         Parameters
         ----------
@@ -154,7 +156,8 @@ class HRTFSet:
         ------
         InputError
             If the file is missing, not a SOFA file, not time-domain data with 2 receivers,
-            or has an unusable sample rate or positions.
+            or has an unusable sample rate, delay or positions (also receivers that are not one
+            left and one right ear).
         """
         path = Path(path)
         if not path.is_file():
@@ -177,6 +180,16 @@ class HRTFSet:
             ir = ir[None]
         if ir.ndim != 3 or ir.shape[1] != 2:
             raise InputError(f"{where} has Data.IR of shape {ir.shape}; expected (measurements, 2 receivers, taps)")
+        n = ir.shape[0]
+        if delay.size <= 1:
+            delay = np.full((1, 2), delay.ravel()[0] if delay.size else 0.0)
+        elif delay.shape in ((2,), (1, 2), (n, 2)):
+            delay = delay.reshape(-1, 2)
+        else:
+            raise InputError(f"{where} has Data.Delay of shape {delay.shape} for {n} measurements of 2 receivers; "
+                             f"allowed: (1, 2), ({n}, 2) or one value")
+        if _receivers_swapped(fields["ReceiverPosition"], fields["ReceiverPosition_Type"], where):
+            ir, delay = ir[:, ::-1], delay[:, ::-1]
         if fs.size != 1 or not np.isfinite(fs[0]) or fs[0] <= 0 or fs[0] != round(fs[0]):
             raise InputError(f"{where} has sampling rate {fs.tolist()}; expected one positive integer rate in Hz")
         if pos.shape[0] == 1 and ir.shape[0] > 1:
@@ -202,11 +215,11 @@ class HRTFSet:
             if not keep.any():
                 raise InputError(f"{where} has no measurements at distance {distance} m; "
                                  f"available: {', '.join(f'{r:g}' for r in radii)}")
-            ir, pos, delay = ir[keep], pos[keep], (delay[keep] if delay.ndim == 2 and delay.shape[0] > 1 else delay)
+            ir, pos, delay = ir[keep], pos[keep], (delay[keep] if delay.shape[0] > 1 else delay)
         elif radii.size > 1:
             raise InputError(f"{where} holds several distances ({', '.join(f'{r:g}' for r in radii)} m); "
                              f"choose one with distance=")
-        delay = np.broadcast_to(np.round(delay).astype(np.int64), (ir.shape[0], 2)) if delay.size else 0
+        delay = np.broadcast_to(np.round(delay).astype(np.int64), (ir.shape[0], 2))
         if np.any(delay):
             if np.any(delay < 0):
                 raise InputError(f"{where} has negative Data.Delay values; they cannot be applied")
@@ -278,7 +291,8 @@ class HRTFSet:
     @cached_property
     def _rings(self) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None:
         """Elevation rings ``(R,)`` (ascending) with each ring's direction indices and azimuths in
-        ``[0, 360)``, both sorted by azimuth; ``None`` where the set is not a grid of rings (fewer
+        ``[0, 360)``, both sorted by azimuth, a direction listed twice on a ring taken once (its first
+        listing, as in :meth:`nearest_index`); ``None`` where the set is not a grid of rings (fewer
         than 2 rings, or fewer than 4 directions per ring on average)."""
         rounded = np.round(self.elevation, 6)
         levels = np.unique(rounded)
@@ -287,10 +301,10 @@ class HRTFSet:
         index, azimuth = [], []
         for level in levels:
             members = np.flatnonzero(rounded == level)
-            az = np.mod(self.azimuth[members], 360.0)
-            order = np.argsort(az, kind="stable")
-            index.append(members[order])
-            azimuth.append(az[order])
+            # a direction listed twice on a ring (a pole as az 0 and 360) counts once: its first listing
+            az, first = np.unique(self.azimuth[members], return_index=True)
+            index.append(members[first])
+            azimuth.append(az)
         return levels, index, azimuth
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -459,6 +473,42 @@ class HRTFSet:
 _GLOBALS = ("DataType", "Title", "DatabaseName", "ListenerShortName", "License", "References")
 
 
+def _receivers_swapped(receivers: np.ndarray | None, pos_type: str, where: str) -> bool:
+    """Whether receiver 0 of a SOFA file is the right ear, from its ``ReceiverPosition`` ``(2, 3[, I or M])``.
+
+    SOFA's y axis points left: (y > 0, y < 0) is (left, right), (y < 0, y > 0) swapped. No
+    positions, or both receivers within a nanometre of y = 0, keep receiver 0 as the left ear.
+
+    Raises
+    ------
+    InputError
+        If the positions are not two receivers, not cartesian or spherical, or not one left and
+        one right ear in every measurement.
+    """
+    if receivers is None or receivers.size == 0:
+        return False
+    pos = receivers[..., None] if receivers.ndim == 2 else receivers
+    if pos.ndim != 3 or pos.shape[:2] != (2, 3):
+        raise InputError(f"{where} has ReceiverPosition of shape {receivers.shape}; expected (2 receivers, 3)")
+    if pos_type == "cartesian":
+        y = pos[:, 1]
+    elif pos_type == "spherical":
+        y = pos[:, 2] * np.cos(np.deg2rad(pos[:, 1])) * np.sin(np.deg2rad(pos[:, 0]))
+    else:
+        raise InputError(f"{where} has receiver positions of type {pos_type!r}; expected cartesian or spherical")
+    side = np.where(np.abs(y) <= 1e-9, 0.0, np.sign(y))  # (2 receivers, I or M)
+    if np.any(side != side[:, :1]):
+        raise InputError(f"{where} has receivers that change sides between measurements; expected the same ears "
+                         f"throughout")
+    left, right = side[:, 0]
+    if left == right == 0 or (left, right) == (1, -1):
+        return False
+    if (left, right) == (-1, 1):
+        return True
+    raise InputError(f"{where} has receivers at y = {y[0, 0]:g} and {y[1, 0]:g} m; expected one left (y > 0) "
+                     f"and one right ear (y < 0), SOFA's y axis pointing left")
+
+
 def _read_sofa(path: Path) -> dict:
     """The fields of a SOFA file that :meth:`HRTFSet.from_sofa` uses, as plain arrays and strings.
 
@@ -478,6 +528,9 @@ def _read_sofa(path: Path) -> dict:
             "SourcePosition_Type": str(getattr(sofa, "SourcePosition_Type", "spherical")).lower(),
             "SourcePosition_Units": str(getattr(sofa, "SourcePosition_Units", "degree, degree, metre")).lower(),
             "Delay": np.asarray(getattr(sofa, "Data_Delay", 0.0), dtype=np.float64),
+            "ReceiverPosition": (None if getattr(sofa, "ReceiverPosition", None) is None
+                                 else np.asarray(sofa.ReceiverPosition, dtype=np.float64)),
+            "ReceiverPosition_Type": str(getattr(sofa, "ReceiverPosition_Type", "cartesian")).lower(),
         }
     except (AttributeError, TypeError, ValueError) as err:
         raise InputError(f"HRTF file {str(path)!r} lacks HRIR data or source positions ({err})") from None
@@ -506,7 +559,11 @@ def _read_sofa_h5py(path: Path) -> dict:
             "SourcePosition_Type": text(src.attrs.get("Type"), "spherical").lower(),
             "SourcePosition_Units": text(src.attrs.get("Units"), "degree, degree, metre").lower(),
             "Delay": np.asarray(f["Data.Delay"][()], dtype=np.float64) if "Data.Delay" in f else np.zeros(1),
+            "ReceiverPosition": None, "ReceiverPosition_Type": "cartesian",
         }
+        if "ReceiverPosition" in f:
+            fields["ReceiverPosition"] = np.asarray(f["ReceiverPosition"][()], dtype=np.float64)
+            fields["ReceiverPosition_Type"] = text(f["ReceiverPosition"].attrs.get("Type"), "cartesian").lower()
         for key in _GLOBALS:
             fields[key] = text(f.attrs.get(key), "FIR" if key == "DataType" else "")
     return fields

@@ -26,6 +26,7 @@ by the subbands, ``B x 2 x 39 x 48000`` floats (15 MB per example).
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -91,6 +92,9 @@ class ERBFilterbank(nn.Module):
     def __init__(self, n_filters: int = 39, f_min: float = 30.0, f_max: float = 20000.0, fs: int = 48000,
                  signal_length: int = 48000, pad: int = 0) -> None:
         super().__init__()
+        if isinstance(pad, bool) or not isinstance(pad, numbers.Real) or not math.isfinite(pad) or pad != int(pad) \
+                or pad < 0:
+            raise InputError(f"pad={pad!r} is not allowed; give a whole number of samples >= 0")
         self.n_filters, self.f_min, self.f_max, self.fs = int(n_filters), float(f_min), float(f_max), int(fs)
         self.signal_length, self.pad = int(signal_length), int(pad)
         filters, centres = erb_cosine_filters(self.signal_length + self.pad, fs, n_filters, f_min, f_max)
@@ -121,7 +125,14 @@ class SincDownsample(nn.Conv1d):
     each side, so output sample ``m`` is centred on input sample ``m * factor``). With
     ``method="fft"`` the forward pass evaluates the same convolution by FFT (one rfft of
     the padded signal, one of the kernel, one irfft, then every ``factor``-th sample):
-    O(T log T) instead of O(T x taps / factor). Any leading dims are folded into the batch.
+    O(T log T) instead of O(T x taps / factor). Either way the kernel is cast to the input's
+    dtype. Any leading dims are folded into the batch.
+
+    Raises
+    ------
+    InputError
+        For a rate ratio that is not an integer, an even ``n_taps``, an unknown ``method``, a
+        ``cutoff`` outside ``(0, out_fs / 2]`` or a Kaiser ``beta`` that is not a finite number >= 0.
     """
 
     def __init__(self, fs: int = 48000, out_fs: int = 8000, cutoff: float | None = None, n_taps: int = 4097,
@@ -132,9 +143,15 @@ class SincDownsample(nn.Conv1d):
             raise InputError(f"n_taps={n_taps} is not allowed; give an odd positive number (linear phase, centred)")
         if method not in DOWNSAMPLE_METHODS:
             raise InputError(f"downsampling method {method!r} is unknown; allowed: {', '.join(DOWNSAMPLE_METHODS)}")
+        cutoff = out_fs / 2.0 if cutoff is None else cutoff
+        if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Real) or not 0 < cutoff <= out_fs / 2:
+            raise InputError(f"cutoff={cutoff!r} Hz is not allowed; give 0 < cutoff <= out_fs / 2 = {out_fs / 2:g} Hz")
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not (math.isfinite(beta) and beta >= 0):
+            raise InputError(f"beta={beta!r} is not allowed; give the Kaiser window's shape, a finite number >= 0 "
+                             f"(0: rectangular; default 5)")
         factor = fs // out_fs
         super().__init__(1, 1, n_taps, stride=factor, padding=(n_taps - 1) // 2, bias=False)
-        cutoff = out_fs / 2.0 if cutoff is None else float(cutoff)
+        cutoff = float(cutoff)
         self.cutoff, self.beta, self.method, self.factor = cutoff, float(beta), method, factor
         kernel = torch.as_tensor(kaiser_lowpass(cutoff, fs, n_taps, beta), dtype=torch.float32)
         with torch.no_grad():
@@ -145,7 +162,7 @@ class SincDownsample(nn.Conv1d):
         lead = x.shape[:-1]
         flat = x.reshape(-1, 1, x.shape[-1])
         if self.method == "conv":
-            out = F.conv1d(flat, self.weight, None, self.stride, self.padding)
+            out = F.conv1d(flat, self.weight.to(x.dtype), None, self.stride, self.padding)
         else:
             out = _fft_conv_strided(flat, self.weight, self.padding[0], self.factor)
         return out.reshape(*lead, out.shape[-1])
@@ -228,11 +245,12 @@ class Cochleagram(nn.Module):
     exponent
         Power compression (0.3); ``1`` turns compression off.
     cutoff, n_taps, beta
-        The anti-aliasing low-pass (default cutoff ``out_fs / 2``, 4097 taps, Kaiser beta 5).
+        The anti-aliasing low-pass: cutoff in ``(0, out_fs / 2]`` Hz (default ``out_fs / 2``), 4097
+        taps, Kaiser window shape ``beta >= 0`` (5; 0 is a rectangular window).
     signal_length
         Length the filterbank is precomputed for (others work, slightly slower).
     pad
-        Zero padding of the FFT filtering (see :class:`ERBFilterbank`).
+        Zero padding of the FFT filtering in samples, ``>= 0`` (see :class:`ERBFilterbank`).
     downsample
         ``"fft"`` (fast) or ``"conv"`` (direct strided convolution, same numbers).
     eps
@@ -252,15 +270,15 @@ class Cochleagram(nn.Module):
             raise InputError(f"band edges f_min={f_min!r}, f_max={f_max!r} Hz are not allowed; "
                              f"need 0 < f_min < f_max <= fs / 2 = {fs / 2:g}")
         self.fs, self.out_fs = int(fs), int(out_fs)
-        self.config = dict(n_filters=int(n_filters), f_min=float(f_min), f_max=float(f_max), fs=int(fs),
-                           out_fs=int(out_fs), exponent=float(exponent), cutoff=cutoff, n_taps=int(n_taps),
-                           beta=float(beta), signal_length=int(signal_length), pad=int(pad),
-                           downsample=downsample, eps=float(eps))
         self.filterbank = ERBFilterbank(n_filters, f_min, f_max, fs, signal_length, pad)
         self.rectify = nn.ReLU()
         self.downsample = SincDownsample(self.fs, self.out_fs, cutoff, n_taps, beta, downsample)
         self.rectify_envelope = nn.ReLU()
         self.compress = PowerCompression(exponent, eps)
+        self.config = dict(n_filters=int(n_filters), f_min=float(f_min), f_max=float(f_max), fs=int(fs),
+                           out_fs=int(out_fs), exponent=float(exponent), cutoff=cutoff, n_taps=int(n_taps),
+                           beta=float(beta), signal_length=int(signal_length), pad=int(pad),
+                           downsample=downsample, eps=float(eps))
 
     @property
     def centre_frequencies(self) -> np.ndarray:

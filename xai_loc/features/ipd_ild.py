@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from xai_loc.errors import InputError
 
@@ -60,13 +61,18 @@ DEFAULTS: dict[str, Any] = {"fs": 16000, "n_fft": 640, "hop": 320, "power_floor"
 
 
 class SafeAngle(torch.autograd.Function):
-    """``atan2(imag, real)`` whose gradient uses ``real^2 + imag^2 + floor`` as denominator."""
+    """``atan2(imag, real)`` in ``(-pi, pi]`` whose gradient uses ``real^2 + imag^2 + floor`` as denominator.
+
+    ``atan2`` gives ``-pi`` for a negative ``real`` and an ``imag`` of ``-0.0`` (in float32 also for an
+    ``imag`` less than about ``3e-8 |real|`` below zero); that value is returned as ``+pi``.
+    """
 
     @staticmethod
     def forward(ctx, imag: torch.Tensor, real: torch.Tensor, floor: float) -> torch.Tensor:
         ctx.save_for_backward(imag, real)
         ctx.floor = floor
-        return torch.atan2(imag, real)
+        angle = torch.atan2(imag, real)
+        return torch.where(angle <= -math.pi, angle + 2 * math.pi, angle)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -79,6 +85,7 @@ class SpectralConv(nn.Conv1d):
     """A bias-free ``Conv1d`` whose fixed kernels are the windowed DFT (cos, then -sin rows).
 
     Its own type so that composites can give it a rule of its own; the weights are not trained.
+    They are cast to the input's dtype at each call (a float64 input gets the float32 kernels in float64).
     """
 
     def __init__(self, n_fft: int, hop: int) -> None:
@@ -92,6 +99,9 @@ class SpectralConv(nn.Conv1d):
         self.weight.requires_grad_(False)
         with torch.no_grad():
             self.weight.copy_(kernels[:, None, :].to(self.weight.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(x, self.weight.to(x.dtype), None, self.stride, self.padding)
 
 
 class STFT(nn.Module):

@@ -38,9 +38,10 @@ from the config and kept out of state dicts and checkpoints.
 """
 from __future__ import annotations
 
+import inspect
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -193,6 +194,12 @@ class CochleagramCNN(Localizer):
         self.dense_units, self.dropout_p = _check_int("dense", dense), float(dropout)
         self.with_front_end = front_end
 
+        allowed = list(inspect.signature(Cochleagram).parameters)
+        if cochleagram is not None and not isinstance(cochleagram, Mapping):
+            raise InputError(f"cochleagram={cochleagram!r} is not allowed; give a dict of Cochleagram options")
+        unknown = [key for key in cochleagram or {} if key not in allowed]
+        if unknown:
+            raise InputError(f"cochleagram option {unknown[0]!r} is unknown; allowed: {', '.join(allowed)}")
         options = dict(cochleagram or {})
         options["signal_length"] = self.n_samples
         coch = Cochleagram(**options)

@@ -266,3 +266,83 @@ def test_run_behaviour_writes_responses_and_figure(tmp_path):
     assert draw(paths.values()) == [tmp_path / "out" / "hofman.png"]  # drawn from the stored file alone
     assert (tmp_path / "out" / "hofman.png").stat().st_size > 10_000
     assert set(json.loads(responses.attrs["metrics"])) >= {"accuracy", "azimuth_error", "front_back_rate"}
+
+
+def test_mirror_targets_share_a_laterality_group():
+    """Review: asin(sin 340 deg) is 19.999999999999993, so 340 deg was grouped near the median plane and its
+    mirror 20 deg as intermediate; over the 72 cue-scene azimuths every group holds as many left as right."""
+    from xai_loc.experiments.cue_probe import reliance_table
+
+    az = np.arange(0.0, 360.0, 5.0)
+    side = np.sign(np.round(np.sin(np.deg2rad(az)), 9))  # +1 left, -1 right, 0 on the median plane
+    n = az.size
+    relevance = xr.Dataset({"relevance": (("example", "cue", "band"), np.ones((n, 3, 2))),
+                            "fusion_relevance": (("example", "cue"), np.ones((n, 3))),
+                            "attention": (("example", "cue"), np.stack([side > 0, side < 0, side == 0], 1) * 1.0),
+                            "logit": ("example", np.full(n, 6.0))},
+                           coords={"azimuth": ("example", az), "cue": ["itd", "ild", "ic"],
+                                   "frequency": ("band", [500.0, 4000.0])})
+    table = reliance_table(relevance)
+    # |lateral| 0-15 (0 and 180 once each), 20-45, 50-90 (90 and 270 once each)
+    assert table["n_by_laterality"].values.tolist() == [2 + 3 * 4, 6 * 4, 8 * 4 + 2]
+    left, right, median = table["attention_by_laterality"].values.T  # the share of each side in the group
+    np.testing.assert_array_equal(left, right)
+    np.testing.assert_allclose(median, [2 / 14, 0.0, 0.0])
+
+
+def test_hofman_bins_take_half_open_ranges():
+    """Review: np.round (half to even) gave the 30-degree bins of a 5-degree target grid 7, 5, 7, 5 ... targets."""
+    az = np.arange(0.0, 360.0, 5.0)
+    zeros = np.zeros_like(az)
+    ds = xr.Dataset({"response_azimuth": ("example", az), "response_elevation": ("example", zeros)},
+                    coords={"target_azimuth": ("example", az), "target_elevation": ("example", zeros)})
+    grid = behaviour_statistics(ds)["grid"]
+    assert grid["azimuth_bin"] == np.arange(0.0, 360.0, 30.0).tolist() and grid["count"] == [6] * 12
+    # [c - 15, c + 15): 345 .. 10 around 0 (wrapped from 360), 15 .. 40 around 30
+    assert grid["target_azimuth"][:2] == [pytest.approx(357.5), pytest.approx(27.5)]
+
+
+def test_interaural_lag_needs_a_window_of_at_least_one_lag_step():
+    """Review: a window under half a lag step (or negative) searched the whole correlation: max_lag=1e-6 gave
+    200.5 us, -1e-3 gave 341534 us."""
+    rng = np.random.default_rng(0)
+    x = impose_itd(np.stack([rng.standard_normal(4800)] * 2), 200.0, FS)
+    step = 1e6 / (8 * FS)  # microseconds
+    for bad in (1e-6, 0.5 * step * 1e-6, 0.0, -1e-3, float("nan")):
+        with pytest.raises(InputError, match=rf"^max_lag={bad!r} is not allowed; use more than 1.302e-06 s "):
+            interaural_lag(x, FS, max_lag=bad)
+    assert abs(interaural_lag(x, FS, max_lag=0.6 * step * 1e-6)) <= step  # lags -1 .. 1 step only
+    assert interaural_lag(x, FS, max_lag=300e-6) == pytest.approx(200.0, abs=2.0)
+
+
+def test_ipd_ild_probe_refuses_an_snr_given_twice(tmp_path):
+    from xai_loc.experiments.ipd_ild_probe import run_ipd_ild_probe
+    from xai_loc.models import build_model
+
+    model = build_model("tfcnn")
+    waveforms = np.random.default_rng(0).standard_normal((4, 2, model.n_samples)).astype(np.float32)
+    scenes = xr.Dataset({"waveforms": (("example", "ear", "time"), waveforms)},
+                        coords={"azimuth": ("example", [0.0, 30.0, 0.0, 30.0]),
+                                "snr": ("example", [0.0, 0.0, 10.0, 10.0])})
+    for snrs, says in (([0, 0], r"\[0.0, 0.0\] is not allowed: 0 dB"),  # 10 + 1e-12 selects the same examples
+                       ([10, 0, 10 + 1e-12], r"\[10.0, 0.0, 10.000000000001\] is not allowed: 10 dB")):
+        with pytest.raises(InputError, match=f"^snrs={says} is in it twice; give each SNR once$"):
+            run_ipd_ild_probe(model, scenes, tmp_path / "out", snrs=snrs)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bands, frames", [(16, 50), (32, 7)])
+def test_cue_ablation_refuses_maps_the_model_does_not_take(bands, frames):
+    """Review: 16 bands raised a torch RuntimeError and 7 frames were scored, where cue_relevance refuses both."""
+    from xai_loc.experiments.cue_probe import cue_ablation
+    from xai_loc.features.binaural_cues import BinauralCues
+    from xai_loc.models import build_model
+
+    model = build_model("cuenet", channels=4, hidden=8)
+    assert model.cue_shape == (3, 32, 50)
+    store = xr.Dataset({"cues": (("example", "cue", "band", "frame"), np.ones((4, 3, bands, frames), np.float32))},
+                       coords={"azimuth": ("example", [0.0, 90.0, 180.0, 270.0])},
+                       attrs={"front_end": json.dumps(BinauralCues().config)})
+    with pytest.raises(InputError, match=rf"^the store's cue maps are \(3, {bands}, {frames}\) but the model takes "
+                                         r"\(3, 32, 50\)"):
+        cue_ablation(model, store)

@@ -276,3 +276,41 @@ def test_the_paper_number_is_that_of_the_models_own_condition():
     assert paper_mae(*_trained_condition({"model": "samplecnn"}, data)) == 0.111
     assert paper_mae("loccnn", 0.1 + 0.2, 20) == 0.103 and paper_mae("samplecnn", np.float32(0.3), 20.0) == 0.097
     assert paper_mae("loccnn", 0.5, 10.0) is None and paper_mae(None, 0.6, 10.0) is None
+
+
+def test_the_explorer_reads_the_store_its_results_explained_or_none(tmp_path):
+    """Review: the explorer took the first result's model entry (components.nc, no method), never matched a
+    method without composite ('none') or an option tag, and otherwise took the alphabetically first store."""
+    import types
+
+    from xai_loc.report.explorer import find_relevance_stores
+
+    data = tmp_path / "test-n2.zarr"
+    digest = "10e2b5bf084bcd57"
+    for name in ("integrated_gradients-truth", "lrp-paper-truth", "lrp-paper-first_rule=flat-truth", "saliency-truth"):
+        (tmp_path / "test-n2.relevance" / f"loccnn-{digest[:12]}-{name}.zarr").mkdir(parents=True)
+    models = json.dumps({"loccnn": {"model": "loccnn", "model_digest": digest},
+                         "loccnn-randomized": {"model": "loccnn", "model_digest": "f" * 16, "randomized_from": "x"}})
+
+    def entry(name, **attrs):
+        return types.SimpleNamespace(name=name, ds=types.SimpleNamespace(attrs={"models": models, **attrs}))
+
+    components = entry("components", target="truth")
+
+    def tdoa(**attrs):
+        return entry("tdoa", data=str(data), **{"method": "lrp", "composite": "paper", "target": "truth", **attrs})
+
+    def found(*entries):
+        stores, reason = find_relevance_stores(entries)
+        return {k: v.name for k, v in stores.items()}, reason
+
+    assert found(components, tdoa()) == ({"loccnn": f"loccnn-{digest[:12]}-lrp-paper-truth.zarr"}, "")
+    assert found(components, tdoa(explain_options=json.dumps({"first_rule": "flat"}))) == \
+        ({"loccnn": f"loccnn-{digest[:12]}-lrp-paper-first_rule=flat-truth.zarr"}, "")
+    assert found(tdoa(method="saliency", composite="none")) == \
+        ({"loccnn": f"loccnn-{digest[:12]}-saliency-truth.zarr"}, "")
+    assert found(components, tdoa(target="prediction")) == \
+        ({}, f"no matching relevance store in {tmp_path / 'test-n2.relevance'} for loccnn "
+             f"(loccnn-{digest[:12]}-lrp-paper-prediction.zarr)")
+    assert found(components, entry("tdoa", data=str(data))) == \
+        ({}, "no result of this folder records the method of its relevance (tdoa.nc does)")

@@ -432,7 +432,7 @@ class ComponentsExperiment(Experiment):
     result_file = "components.nc"
     what = "component shares result"
     command = "components"
-    required = ("share", "share_ci", "energy_share", "reference_share", "reference_share_ci")
+    required = ("share", "share_ci", "energy_share", "reference_share", "reference_share_ci", "linear_split_exact")
     table_files = {"markdown": "components.md", "latex": "components.tex"}
     timed = True
 

@@ -70,7 +70,8 @@ def reliance_table(relevance) -> Any:
     if "azimuth" in relevance.coords:
         from xai_loc.models.classifier_training import lateral_angle
 
-        lateral = np.abs(lateral_angle(relevance["azimuth"].values))
+        # rounded: asin(sin 340 deg) is 19.999999999999993, and mirror targets must share a group
+        lateral = np.round(np.abs(lateral_angle(relevance["azimuth"].values)), 6)
         edges = [edge for _, (edge, _) in LATERALITY_BINS.items()] + [90.0 + 1e-9]
         group = np.digitize(lateral, edges[1:-1])
         per_cue = (np.abs(rel) / magnitude).sum("band").where(ok).values
@@ -127,12 +128,13 @@ def cue_ablation(model, store, *, mode: str = "permute", split_hz: float = DUPLE
     from xai_loc.data.cue_scenes import open_cue_scenes
     from xai_loc.explain.attribute import resolve_model
     from xai_loc.features.binaural_cues import CUES
-    from xai_loc.models.cuenet import cue_metrics
+    from xai_loc.models.cuenet import _check_store, cue_metrics
     from xai_loc.models.evaluation import after_front_end, in_batches
 
     check_choice("mode", mode, ABLATIONS)
     model, info = resolve_model(model)
     ds = store if hasattr(store, "data_vars") else open_cue_scenes(store)
+    _check_store(model, ds)  # the check of evaluate_cuenet: the model's cue-map shape and front end
     cues, azimuth = ds["cues"].values.astype(np.float32), ds["azimuth"].values
     replacement = (cues[np.random.default_rng(seed).permutation(len(cues))] if mode == "permute"
                    else np.broadcast_to(cues.mean(axis=(0, 3), keepdims=True), cues.shape))

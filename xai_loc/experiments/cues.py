@@ -143,6 +143,10 @@ def interaural_lag(x, fs: float, max_lag: float = 1e-3, upsample: int = 8, envel
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 2 or x.shape[-2] != 2:
         raise InputError(f"signals of shape {x.shape} are not allowed; give (..., 2 ears, samples)")
+    half_width = max_lag * fs * upsample  # in lag steps of 1 / (upsample fs); none would search every lag
+    if not (math.isfinite(half_width) and round(half_width) >= 1):
+        raise InputError(f"max_lag={max_lag!r} is not allowed; use more than {0.5 / (fs * upsample):.4g} s "
+                         "(half a lag step, 1 / (upsample fs))")
     loudest = (x**2).sum(axis=-1).max(axis=-1)
     if envelope:
         x = np.abs(hilbert(x, axis=-1))
@@ -151,7 +155,7 @@ def interaural_lag(x, fs: float, max_lag: float = 1e-3, upsample: int = 8, envel
     m = 1 << int(math.ceil(math.log2(2 * n)))
     spec = np.conj(np.fft.rfft(x[..., 0, :], m)) * np.fft.rfft(x[..., 1, :], m)
     cc = np.fft.irfft(spec, m * upsample, axis=-1)
-    k = int(round(max_lag * fs * upsample))
+    k = int(round(half_width))
     window = np.concatenate([cc[..., -k:], cc[..., :k + 1]], axis=-1)  # lags -k .. k
     i = np.argmax(window, axis=-1)
     lo, hi = np.clip(i - 1, 0, 2 * k), np.clip(i + 1, 0, 2 * k)
@@ -566,8 +570,8 @@ def behaviour_statistics(responses, azimuth_bin: float = 30.0) -> dict[str, Any]
     variability (mean over targets of the circular SD of response azimuth and the SD of
     response elevation), the front-back rate, per-target mean responses (circular mean
     azimuth after front-back folding, mean elevation) under ``targets``, and under ``grid``
-    the same for targets pooled into azimuth bins of ``azimuth_bin`` degrees (centred on
-    its multiples) per elevation: the grid of the Hofman plot, which needs several
+    the same for targets pooled into azimuth bins of ``azimuth_bin`` degrees (``[c - bin/2, c + bin/2)``
+    around its multiples ``c``) per elevation: the grid of the Hofman plot, which needs several
     responses per node.
     """
     from xai_loc.models.classifier_training import azimuth_error, front_back_confusions, mirror_front_back
@@ -605,7 +609,7 @@ def behaviour_statistics(responses, azimuth_bin: float = 30.0) -> dict[str, Any]
         out.update(elevation_gain=None, elevation_bias=None, elevation_rmse=None, elevation_variability=None)
     out["targets"] = {"azimuth": [t[0] for t in targets], "elevation": [t[1] for t in targets],
                       "mean_azimuth_folded": mean_az, "mean_elevation": mean_el, "count": counts.tolist()}
-    centre = np.mod(np.round(t_az / azimuth_bin) * azimuth_bin, 360.0)
+    centre = np.mod(np.floor(t_az / azimuth_bin + 0.5) * azimuth_bin, 360.0)  # half-open: np.round is half to even
     grid: dict[str, list] = {k: [] for k in ("azimuth_bin", "elevation", "target_azimuth", "target_elevation",
                                              "mean_azimuth_folded", "mean_elevation", "count")}
     for c, e in sorted(set(zip(centre.tolist(), t_el.tolist(), strict=True))):

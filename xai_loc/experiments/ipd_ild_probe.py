@@ -184,6 +184,9 @@ def run_ipd_ild_probe(model, scenes, out_dir: str | Path, *, snrs: Sequence[floa
     model, info = resolve_model(model)
     ds = scenes if isinstance(scenes, xr.Dataset) else open_scenes(scenes)
     snrs = [float(v) for v in (np.unique(ds["snr"].values) if snrs is None else snrs)]
+    twice = next((v for i, v in enumerate(snrs) if np.isclose(snrs[:i], v).any()), None)  # close: the same examples
+    if twice is not None:
+        raise InputError(f"snrs={snrs} is not allowed: {twice:g} dB is in it twice; give each SNR once")
     profiles = [ipd_ild_probe(model, ds, n_examples=n_examples, snr=snr, seed=seed, batch_size=batch_size,
                               **options)["profile"] for snr in snrs]
     profile = xr.concat(profiles, dim=xr.DataArray(snrs, dims="snr", attrs={"units": "dB"}),

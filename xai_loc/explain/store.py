@@ -309,7 +309,11 @@ def open_explained_signals(path: str | os.PathLike) -> xr.Dataset:
     relevance = open_relevance(path)
     if "data" not in relevance.attrs:
         raise InputError(f"{path} does not record the dataset it explains")
-    data = Path(path).parent / relevance.attrs["data"]
+    # the recorded path is relative to the store's real folder (explain_store), not to a link's
+    data = (Path(path).resolve().parent / relevance.attrs["data"]).resolve()
+    if not data.exists():
+        raise InputError(f"dataset {data}, which relevance store {path} explains, does not exist; put it back "
+                         "there or explain the moved dataset again")
     ds = open_signals(data)
     try:
         recorded = json.loads(relevance.attrs["config"])["data"]

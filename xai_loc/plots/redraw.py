@@ -9,12 +9,15 @@ are the same figure.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["DRAWERS", "draw", "draw_result", "link_siblings", "redraw", "result_files"]
+__all__ = ["DRAWERS", "draw", "draw_result", "link_siblings", "redraw", "recorded_condition", "result_files",
+           "unusable_result"]
 
 
 def _draw_perturbation(ds, path: Path) -> list[Path]:
@@ -108,24 +111,56 @@ def _raised_by_a_label_lookup(err: KeyError) -> bool:
     return "xarray" in parts or "pandas" in parts
 
 
-def draw_result(name: str, ds, path: str | Path) -> list[Path]:
-    """Draw the figures of result ``name`` (in memory as ``ds``, stored at ``path``) next to ``path``.
-
-    A file that passed its registry check but lacks a label the figure needs (e.g. a ``random``
-    ordering) is a one-line :class:`~xai_loc.errors.InputError`; a figure is only saved once drawn whole.
-    """
+@contextlib.contextmanager
+def unusable_result(name: str, ds, path: str | Path, doing: str) -> Iterator[None]:
+    """What the block raises because result ``name`` (``ds``, the file ``path``) lacks a label or variable
+    (a KeyError inside xarray or pandas) or holds an attribute that is not JSON, as a one-line
+    :class:`~xai_loc.errors.InputError`: ``<what> <path> <doing> (<why>); run ... to rebuild it``."""
     from xai_loc.errors import InputError
     from xai_loc.experiments.registry import RESULTS
 
-    result, drawer = RESULTS[name], DRAWERS[name]
     try:
-        return drawer(ds, Path(path))
+        yield
     except KeyError as err:
         if not _raised_by_a_label_lookup(err):
-            raise  # a KeyError of our own drawing code is a bug, not a damaged file
-        missing = str(err.args[0] if err.args else err).splitlines()[0][:120]
-        raise InputError(f"{result.what} {path} cannot be drawn (missing: {missing}); "
-                         f"run 'xai-loc {result.command}' to rebuild it") from None
+            raise  # a KeyError of our own code is a bug, not a damaged file
+        why = "missing: " + str(err.args[0] if err.args else err).splitlines()[0][:120]
+    except json.JSONDecodeError as err:  # only stored attributes are parsed while drawing or tabulating
+        key = next((k for k, v in ds.attrs.items() if isinstance(v, str) and v == err.doc), None)
+        why = f"attribute {key!r} is not JSON" if key is not None else f"an attribute is not JSON: {err.doc[:40]!r}"
+    else:
+        return
+    result = RESULTS[name]
+    raise InputError(f"{result.what} {path} {doing} ({why}); run 'xai-loc {result.command}' to rebuild it") from None
+
+
+def recorded_condition(name: str, ds, path: str | Path) -> tuple[float, float]:
+    """The ``(t60, snr)`` that result ``name`` (``ds``, the file ``path``) records, NaN where it records none;
+    a one-line :class:`~xai_loc.errors.InputError` where one is not a number."""
+    from xai_loc.errors import InputError
+    from xai_loc.experiments.registry import RESULTS
+
+    condition = []
+    for key in ("t60", "snr"):
+        try:
+            condition.append(float(ds.attrs.get(key, math.nan)))
+        except (TypeError, ValueError):
+            result = RESULTS[name]
+            raise InputError(f"{result.what} {path} records {key}={ds.attrs[key]!r}, not a number; run "
+                             f"'xai-loc {result.command}' to rebuild it") from None
+    return condition[0], condition[1]
+
+
+def draw_result(name: str, ds, path: str | Path, source: str | Path | None = None) -> list[Path]:
+    """Draw the figures of result ``name`` (in memory as ``ds``, stored at ``path``) next to ``path``.
+
+    A file that passed its registry check but lacks a label the figure needs (e.g. a ``random``
+    ordering) or holds a damaged JSON attribute is a one-line :class:`~xai_loc.errors.InputError`
+    naming ``source`` (default ``path``: where ``path`` is a scratch copy, the user's file); a figure
+    is only saved once drawn whole.
+    """
+    with unusable_result(name, ds, path if source is None else source, "cannot be drawn"):
+        return DRAWERS[name](ds, Path(path))
 
 
 def link_siblings(folder: Path, scratch: Path) -> None:
@@ -157,13 +192,15 @@ def draw(paths: Iterable[str | Path]) -> list[Path]:
 
     found = [(Path(p), result_for_file(Path(p).name)) for p in paths]
     opened = [(path, result.name, result.open(path)) for path, result in found if result is not None]
+    for path, name, ds in opened:  # titles print the condition
+        recorded_condition(name, ds, path)
     staged: list[tuple[Path, Path]] = []  # (drawn in a staging folder, where it goes)
     with contextlib.ExitStack() as stack:
         # every figure is drawn before any is put in place: a result that cannot be drawn leaves none behind
         for path, name, ds in opened:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=path.parent, prefix=".figures-")))
             link_siblings(path.parent, scratch)
-            for drawn in draw_result(name, ds, scratch / path.name):
+            for drawn in draw_result(name, ds, scratch / path.name, source=path):
                 staged.append((Path(drawn), path.parent / Path(drawn).relative_to(scratch)))
         for drawn, final in staged:
             final.parent.mkdir(parents=True, exist_ok=True)

@@ -98,15 +98,18 @@ def _figures(name: str, ds, path: Path) -> dict[str, bytes]:
 
     with tempfile.TemporaryDirectory() as scratch:
         link_siblings(path.parent, Path(scratch))
-        drawn = draw_result(name, ds, Path(scratch) / path.name)
+        drawn = draw_result(name, ds, Path(scratch) / path.name, source=path)
         return {Path(p).name: Path(p).read_bytes() for p in drawn if Path(p).suffix == ".png"}
 
 
 def _one_condition_per_folder(opened) -> None:
-    """One line where a folder holds results of different conditions: a section has one title."""
+    """One line where a folder holds results of different conditions (a section has one title), or a
+    condition that is not a number."""
+    from xai_loc.plots.redraw import recorded_condition
+
     conditions: dict[Path, dict[tuple[float, float], str]] = {}
-    for path, _, ds in opened:
-        key = (float(ds.attrs.get("t60", math.nan)), float(ds.attrs.get("snr", math.nan)))
+    for path, result, ds in opened:
+        key = recorded_condition(result.name, ds, path)
         if all(math.isfinite(v) for v in key):  # a binaural store's results record no condition (NaN)
             conditions.setdefault(path.parent, {}).setdefault(key, path.name)
     for folder, found in sorted(conditions.items()):
@@ -122,11 +125,12 @@ def collect_sections(root: str | Path) -> list[Section]:
     Where ``root`` holds the record of a ``reproduce`` run (:mod:`xai_loc.report.study_run`),
     each result and figure says whether that run wrote it.
 
-    Raises :class:`~xai_loc.errors.InputError` (one line) where ``root`` is not a folder, holds
-    no results, a result file or the run's record is damaged, or a folder mixes conditions.
+    Raises :class:`~xai_loc.errors.InputError` (one line, naming the file) where ``root`` is not a
+    folder, holds no results, a result file or the run's record is damaged, a result lacks what its
+    tables or figures read, or a folder mixes conditions.
     """
     from xai_loc.experiments.registry import EXPERIMENTS, RESULTS
-    from xai_loc.plots.redraw import result_files
+    from xai_loc.plots.redraw import result_files, unusable_result
     from xai_loc.report.study_run import file_status, read_study_run
 
     root = Path(root)
@@ -141,8 +145,9 @@ def collect_sections(root: str | Path) -> list[Section]:
     _one_condition_per_folder(opened)
     by_folder: dict[Path, dict[str, ResultEntry]] = {}
     for path, result, ds in opened:
-        tables = [_markdown_to_html(result.tables(ds)["markdown"])] if result.name in EXPERIMENTS \
-            else _dataset_tables(ds)
+        with unusable_result(result.name, ds, path, "cannot be tabulated"):
+            tables = [_markdown_to_html(result.tables(ds)["markdown"])] if result.name in EXPERIMENTS \
+                else _dataset_tables(ds)
         by_folder.setdefault(path.parent, {})[result.name] = ResultEntry(
             result.name, path, ds, result.command, tables, _figures(result.name, ds, path),
             file_status(record, root, path))

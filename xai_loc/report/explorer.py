@@ -2,8 +2,8 @@
 their relevance as a figure, both as audio (the ``listen`` export, per microphone) and GCC-PHAT curves.
 
 Everything is read from stored files: the relevance store that an experiment of the section
-explained (found through the ``data`` path and the model digests its result records, as
-:func:`xai_loc.explain.store.relevance_store_path` names it) and the dataset it explains.
+explained (the one :func:`xai_loc.explain.store.relevance_store_path` names for the ``data`` path,
+model digests, method, composite, options and target its result records) and the dataset it explains.
 """
 from __future__ import annotations
 
@@ -38,38 +38,80 @@ class Explorer:
     data: dict[str, Any]
 
 
-def _models(entries) -> dict[str, dict]:
-    """Explained (not randomized) models of the section's results: ``{name: model info}``."""
+def _explained(entries) -> dict[str, dict]:
+    """Explained (not randomized) models of the results that record how they explained them (``method``):
+    ``{name: model info with the first such result's method, composite, target and options}``."""
     out = {}
     for entry in entries:
+        attrs = entry.ds.attrs
+        if not isinstance(attrs.get("method"), str):  # components, sanity ...: several methods, none stored
+            continue
         try:
-            models = json.loads(entry.ds.attrs.get("models", "{}"))
+            models = json.loads(attrs.get("models", "{}"))
+            options = json.loads(attrs.get("explain_options", "{}"))
         except (TypeError, ValueError):
+            continue
+        if not isinstance(options, dict):
             continue
         for name, info in (models.items() if isinstance(models, dict) else []):
             if isinstance(info, dict) and "model_digest" in info and "randomized_from" not in info:
-                out.setdefault(name, {**{k: entry.ds.attrs.get(k) for k in ("method", "composite", "target")},
-                                      **info})
+                out.setdefault(name, {"model": name, **info, "method": attrs["method"],
+                                      "composite": attrs.get("composite", "none"), "target": attrs.get("target"),
+                                      "options": options})
     return out
 
 
+def _expected_store(data: Path, info: dict[str, Any]) -> Path:
+    """The relevance store :func:`~xai_loc.explain.store.relevance_store_path` names for a model's recorded
+    explanation of ``data``.
+
+    An untrained model of the recorded architecture stands in for the checkpoint: the name takes the
+    recorded weight digest, the model only resolves the options of the method and composite (defaults included).
+    """
+    import torch
+
+    from xai_loc.explain.attribute import Explainer
+    from xai_loc.explain.store import relevance_store_path
+    from xai_loc.models import build_model
+
+    with torch.random.fork_rng(devices=[]):  # its random weights leave the global random state as it was
+        model = build_model(info["model"])
+    stand_in = torch.zeros(model.input_shape)  # a 'mean' reference or baseline needs one; the name does not
+    explainer = Explainer(model, method=info["method"], composite=info["composite"], target=info["target"],
+                          mean_input=stand_in, train_mean=np.zeros(3), **info["options"])
+    explainer.attrs.update(model=info["model"], model_digest=info["model_digest"])
+    return relevance_store_path(data, explainer)
+
+
 def find_relevance_stores(entries) -> tuple[dict[str, Path], str]:
-    """Relevance stores of the models a section's results explained: ``({model: store}, reason if none)``."""
+    """Relevance stores of the models a section's results explained: ``({model: store}, reason if none)``.
+
+    A model's store is the one its result's method, composite, options and target name; a model
+    without that store is left out, never shown with another store.
+    """
+    from xai_loc.errors import InputError
+
     data = next((Path(e.ds.attrs["data"]) for e in entries if isinstance(e.ds.attrs.get("data"), str)), None)
     if data is None:
         return {}, "no result of this folder records the path of the dataset it used (tdoa.nc does)"
     folder = data.with_name(data.name.removesuffix(".zarr") + ".relevance")
     if not folder.is_dir():
         return {}, f"the relevance stores of {data} are not at {folder}"
-    found = {}
-    for name, info in _models(entries).items():
-        arch = info.get("model", name)
-        candidates = sorted(folder.glob(f"{arch}-{info['model_digest'][:12]}-*.zarr"))
-        wanted = "-".join(str(info[k]) for k in ("method", "composite") if info.get(k)) + f"-{info.get('target')}"
-        preferred = [c for c in candidates if c.name.endswith(f"{wanted}.zarr")]
-        if preferred or candidates:
-            found[name] = (preferred or candidates)[0]
-    return found, "" if found else f"no relevance store of the explained models in {folder}"
+    explained = _explained(entries)
+    if not explained:
+        return {}, "no result of this folder records the method of its relevance (tdoa.nc does)"
+    found, missing = {}, []
+    for name, info in explained.items():
+        try:
+            store = _expected_store(data, info)
+        except InputError as err:  # an architecture or option this installation does not know
+            missing.append(f"{name} ({err})")
+            continue
+        if store.is_dir():
+            found[name] = store
+        else:
+            missing.append(f"{name} ({store.name})")
+    return found, "" if found else f"no matching relevance store in {folder} for {', '.join(missing)}"
 
 
 def _wav_uri(audio: np.ndarray, fs: int) -> str:

@@ -30,7 +30,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from xai_loc.data.binaural_store import BinauralSpec, cochcnn_dataset_name
+from xai_loc.data.binaural_store import cochcnn_spec
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.models.checkpoint import read_card
@@ -61,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         configure_cpu(args.threads)
         root = args.data_root or default_root()
-        name = cochcnn_dataset_name(args.rooms, args.n_sounds, args.per_sound)
-        spec = BinauralSpec(name=name, rooms=tuple(args.rooms), n_sounds=args.n_sounds, per_sound=args.per_sound,
-                            seed=args.seed)
+        spec = cochcnn_spec(rooms=tuple(args.rooms), n_sounds=args.n_sounds, per_sound=args.per_sound, seed=args.seed)
         runs = args.runs or Path(root) / "runs"
         run = runs / f"cochcnn_{args.layers}_{args.head}_s{args.label_sigma:g}_{spec.digest()}.safetensors"
         config = ClassifierConfig(epochs=args.epochs, max_minutes=args.max_minutes, seed=args.seed,

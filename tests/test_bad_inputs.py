@@ -273,8 +273,8 @@ CASES = [
     # damaged scene stores (a chunk gone) of the binaural families
     ("tfcnn-probe-damaged-scene-store", ["binaural", "tfcnn", "probe", "--n-train", "1", "--test-per-azimuth", "1",
                                          "--data", "{ws}/scenes", "--out", "{ws}/res"], {}),
-    ("bast-explain-damaged-scene-store", ["binaural", "bast", "explain", "--n-sounds", "10", "--data", "{ws}/scenes",
-                                          "--out", "{ws}/res"], {}),
+    ("bast-explain-damaged-scene-store", ["binaural", "bast", "explain", "--data", "{ws}/scenes", "--out", "{ws}/res"],
+     {}),
     ("cuenet-probe-damaged-cue-store", ["binaural", "cuenet", "probe", "--train-per-utterance", "1",
                                         "--test-per-utterance", "1", "--data", "{ws}/scenes", "--out", "{ws}/res"], {}),
     # scenes: malformed fields and names that would leave the data root
@@ -292,8 +292,8 @@ def _damaged_scene_stores(root: Path) -> None:
 
     stores = [(ipd_ild_scenes.SCENES, ipd_ild_scenes.scene_path(
                   root, ipd_ild_scenes.SceneSpec(name="tfcnn-n1-t1-s0", n_train=1, test_per_azimuth=1), "test")),
-              (bast_scenes.BAST_SCENES, bast_scenes.scene_path(root, bast_scenes.BastSceneSpec(name="bast-10"),
-                                                               "test")),
+              (bast_scenes.BAST_SCENES, bast_scenes.scene_path(root, bast_scenes.BastSceneSpec(name="bast-120"),
+                                                               "test")),  # the shipped model's data
               (cue_scenes.CUE_SCENES, cue_scenes.cue_store_path(root, cue_scenes.CueSceneSpec(
                   name="cuenet-1x1", per_utterance={"train": 1, "test": 1}), "test"))]
     for kind, path in stores:

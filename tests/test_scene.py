@@ -115,12 +115,23 @@ def test_convention_is_part_of_the_scene_and_its_digest(tmp_path):
     ({"room": "[room]\nsize = [5.0, 4.0, 3.0]\nheight = 2\n"}, r"\[room\] has the unknown entry 'height'"),
     ({"room": ""}, r"lacks the table \[room\]"),
     ({"room": "room = 5\n"}, r"room = 5 is not allowed; give a table"),
+    ({"room": "[room]\nsize = [5.0, 4.0, 3.0]\nc = 1e12\n"}, r"c=1000000000000.0 is not allowed; use a speed of sound"),
 ])
 def test_malformed_scene_file_is_one_line_naming_the_field(tmp_path, change, match):
     path = _toml(tmp_path, **change)
     with pytest.raises(InputError, match=match) as err:
         load_scene(path)
     assert "\n" not in str(err.value) and "lab.toml" in str(err.value)
+
+
+@pytest.mark.parametrize("seed", [2**53 + 1, 2**63 - 1])
+def test_a_split_seed_beyond_the_floats_integers_is_taken_as_it_is(tmp_path, seed):
+    from xai_loc.data.scene import random_split
+
+    path = _toml(tmp_path, splits=f"[splits]\nfractions = [0.5, 0.25, 0.25]\nseed = {seed}\n")
+    splits = load_scene(path).splits
+    expected = random_split(4, [0.5, 0.25, 0.25], seed)
+    assert all(np.array_equal(splits[k], expected[k]) for k in ("train", "val", "test"))
 
 
 def test_unknown_top_level_entry_is_refused(tmp_path):

@@ -11,7 +11,7 @@ from xai_loc.cli._common import (
     setup,
     with_options,
 )
-from xai_loc.cli.binaural import binaural
+from xai_loc.cli.binaural import SceneOptions, binaural, given_only
 from xai_loc.cli_params import (
     InputFile,
     Int,
@@ -40,11 +40,17 @@ _bast_scene_options = with_options(
 )
 
 
-def _bast_spec(n_sounds, seed):
+def _bast_spec(base=None, *, n_sounds=None, seed=None):
+    from dataclasses import replace
+
     from xai_loc.data.bast_scenes import BastSceneSpec
 
-    return BastSceneSpec(name=f"bast-{n_sounds}" if seed == 0 else f"bast-{n_sounds}-s{seed}", n_sounds=n_sounds,
-                         seed=seed)
+    spec = replace(base or BastSceneSpec(), **given_only(n_sounds=n_sounds, seed=seed))
+    return replace(spec, name=f"bast-{spec.n_sounds}" if spec.seed == 0 else f"bast-{spec.n_sounds}-s{spec.seed}")
+
+
+#: BAST's scene options: the sounds and the seed pick the held-out sounds.
+BAST_OPTIONS = SceneOptions("bast", _bast_spec, ("n_sounds", "seed"))
 
 
 @binaural_bast.command("train")
@@ -75,7 +81,7 @@ def binaural_bast_train(ctx, n_sounds, seed, data, integration, share_weights, l
     setup(ctx)
     variant = f"{'SP' if share_weights else 'NSP'}-{integration}-{loss}"
     out = Path(out) if out else Path(data or default_root()) / "runs" / f"bast_{variant}_s{seed}.safetensors"
-    path, card = fit_bast(_bast_spec(n_sounds, seed), out, root=data, integration=integration,
+    path, card = fit_bast(BAST_OPTIONS.of(ctx), out, root=data, integration=integration,
                           share_weights=share_weights, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr,
                           dim=dim, depth=depth, heads=heads, seed=seed, max_minutes=max_minutes,
                           progress=True)
@@ -95,7 +101,7 @@ def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
     from xai_loc.experiments.bast_table import markdown_table, run_bast_table
 
     setup(ctx)
-    table = run_bast_table(out, spec=_bast_spec(n_sounds, seed), root=data, loss=loss, epochs=epochs, seed=seed,
+    table = run_bast_table(out, spec=BAST_OPTIONS.of(ctx), root=data, loss=loss, epochs=epochs, seed=seed,
                            progress=True)
     click.echo(markdown_table(table))
 
@@ -111,7 +117,9 @@ def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
 @click.pass_context
 def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, out) -> None:
     """Relevance of mirror-image test scenes (a sound at a and at 360 - a) by AttnLRP, Integrated
-    Gradients and attention rollout, per ear and frequency; writes relevance_view.nc."""
+    Gradients and attention rollout, per ear and frequency; writes relevance_view.nc. The scenes
+    are the test split of the data the checkpoint's card records (--n-sounds and --seed may not
+    differ from the card's)."""
     from pathlib import Path
 
     from xai_loc.data.bast_scenes import load_bast_scenes
@@ -120,7 +128,7 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "bast")  # before rendering
-    scenes = load_bast_scenes(_bast_spec(n_sounds, seed), "test", root=data, progress=True)
+    scenes = load_bast_scenes(BAST_OPTIONS.held_out(ctx, model), "test", root=data, progress=True)
     try:
         target = float(target)
     except ValueError:

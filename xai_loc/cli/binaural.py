@@ -2,7 +2,13 @@
 every binaural family; the other families add their subgroups (tfcnn, cuenet, bast)."""
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import click
+from click.core import ParameterSource
 
 from xai_loc.cli._common import (
     POSITIVE,
@@ -42,6 +48,85 @@ def binaural() -> None:
     """
 
 
+@dataclass(frozen=True)
+class SceneOptions:
+    """A family's scene options: how they make its data spec, and which of them pick its held-out data.
+
+    Parameters
+    ----------
+    family
+        The family (:data:`~xai_loc.experiments.scored.TEST_SPLITS`) whose checkpoints record the spec.
+    build
+        ``build(base=None, **options) -> spec``: ``base`` (default: the family's default data) with
+        the options that are not None applied, named as the family names its data.
+    split
+        The options (each also a field of the spec) that decide which sounds or utterances are
+        held out for the test split.
+    """
+
+    family: str
+    build: Callable[..., Any]
+    split: tuple[str, ...]
+
+    def names(self) -> list[str]:
+        """The options ``build`` takes."""
+        return [name for name in inspect.signature(self.build).parameters if name != "base"]
+
+    def of(self, ctx: click.Context) -> Any:
+        """The spec of the command's scene options (their defaults included)."""
+        return self.build(**{name: ctx.params[name] for name in self.names()})
+
+    def held_out(self, ctx: click.Context, checkpoint: str) -> Any:
+        """The spec whose test split the command runs ``checkpoint`` on.
+
+        Where the checkpoint's card records its data spec, that spec with the scene options given
+        on the command line applied (the card's spec itself where they change nothing); else
+        :meth:`of`.
+
+        Raises
+        ------
+        InputError
+            For an option of :attr:`split` given with another value than the card's: the test
+            split of other data would overlap the checkpoint's training data.
+        """
+        from xai_loc.experiments.scored import TEST_SPLITS
+        from xai_loc.models import read_card
+
+        recorded: Any = read_card(checkpoint)
+        for key in TEST_SPLITS[self.family].spec_keys:
+            recorded = recorded.get(key) if isinstance(recorded, dict) else None
+        if recorded is None:
+            return self.of(ctx)
+        base = type(self.build()).from_dict(recorded)
+        given = {name: ctx.params[name] for name in self.names()
+                 if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+        flags = {param.name: param.opts[0] for param in ctx.command.params}
+        for name in self.split:
+            if name in given and _fields(self.build(base, **{name: given[name]})) != _fields(base):
+                raise InputError(f"{flags[name]} {_shown(given[name])} differs from the checkpoint's training "
+                                 f"{flags[name].lstrip('-')} {_shown(getattr(base, name))}: its test split would "
+                                 "overlap the training data; leave it out")
+        spec = self.build(base, **given)
+        return base if _fields(spec) == _fields(base) else spec
+
+
+def _fields(spec) -> dict[str, Any]:
+    """A spec's fields but its name (what its data is, not where it is kept)."""
+    return {k: v for k, v in spec.to_dict().items() if k != "name"}
+
+
+def _shown(value) -> str:
+    """An option's value as a user types it."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(_shown(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def given_only(**options) -> dict[str, Any]:
+    """The options that are not None."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 #: Options that define a binaural dataset (:class:`~xai_loc.data.binaural_store.BinauralSpec`).
 _binaural_spec_options = with_options(
     click.option("--rooms", default="anechoic,office", show_default=True,
@@ -57,20 +142,32 @@ _binaural_spec_options = with_options(
     click.option("--no-noise", is_flag=True, help="No background noise."),
     click.option("--test-fraction", type=Number(0, 1, open_low=True, open_high=True), default=0.2, show_default=True,
                  help="Share of the distinct sounds held out for the test split."),
+    click.option("--interp", default="barycentric", show_default=True,
+                 help="HRIR interpolation of the image sources (nearest, bilinear or barycentric, the shipped "
+                      "model's)."),
     click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the split and every rendering."),
     click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
                  help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
 )
 
 
-def _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed):
-    from xai_loc.data.binaural_store import BinauralSpec, cochcnn_dataset_name
+def _listed(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(t.strip() for t in text.split(",") if t.strip())
 
-    rooms = tuple(r.strip() for r in rooms.split(",") if r.strip())
-    extra = {} if kinds is None else {"kinds": tuple(k.strip() for k in kinds.split(",") if k.strip())}
-    return BinauralSpec(name=cochcnn_dataset_name(rooms, n_sounds, per_sound), rooms=rooms, n_sounds=n_sounds,
-                        per_sound=per_sound, duration=duration, snr=None if no_noise else snr,
-                        test_fraction=test_fraction, seed=seed, **extra)
+
+def _binaural_spec(base=None, *, rooms=None, kinds=None, n_sounds=None, per_sound=None, duration=None, snr=None,
+                   no_noise=False, test_fraction=None, interp=None, seed=None):
+    from xai_loc.data.binaural_store import cochcnn_spec
+
+    changes = given_only(rooms=_listed(rooms), kinds=_listed(kinds), n_sounds=n_sounds, per_sound=per_sound,
+                         duration=duration, snr=snr, test_fraction=test_fraction, interp=interp, seed=seed)
+    if no_noise:
+        changes["snr"] = None
+    return cochcnn_spec(base, **changes)
+
+
+#: The cochleagram CNN's scene options.
+COCHCNN_OPTIONS = SceneOptions("cochcnn", _binaural_spec, ("kinds", "n_sounds", "test_fraction", "seed"))
 
 
 @binaural.command("simulate")
@@ -80,14 +177,15 @@ def _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, t
 @click.option("--device", type=Device(), default="cpu", show_default=True,
               help="cpu, cuda or cuda:N (room simulation).")
 @click.pass_context
-def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data,
-                      split, device) -> None:
+def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, interp, seed,
+                      data, split, device) -> None:
     """Render a binaural dataset (KEMAR head in the room presets, natural sounds, diffuse noise)
-    into a resumable zarr store; prints its path."""
+    into a resumable zarr store under <data>/binaural/cochcnn-<rooms>-<n-sounds>x<per-sound>[-<digest of
+    the other options where they are not the defaults>]; prints its path."""
     from xai_loc.data.binaural_store import simulate_binaural
 
     setup(ctx)
-    spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
+    spec = COCHCNN_OPTIONS.of(ctx)
     click.echo(str(simulate_binaural(spec, split, root=data, device=device, progress=True)))
 
 
@@ -108,8 +206,8 @@ def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_
               help="Weight storage; auto keeps float16 where the test metrics do not move.")
 @click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.pass_context
-def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data, out,
-                   layers, head, epochs, batch_size, lr, label_sigma, max_minutes, dtype, device) -> None:
+def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, interp, seed, data,
+                   out, layers, head, epochs, batch_size, lr, label_sigma, max_minutes, dtype, device) -> None:
     """Train the cochleagram localizer on a binaural dataset (rendered first where absent) and
     score it on the held-out sounds. The defaults recreate pretrained/cochcnn_default."""
     from pathlib import Path
@@ -120,7 +218,7 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
     from xai_loc.models.zoo import describe_test_metrics
 
     setup(ctx)
-    spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
+    spec = COCHCNN_OPTIONS.of(ctx)
     config = ClassifierConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes,
                               device=device, label_sigma=label_sigma)
     out = Path(out) if out else Path(data or default_root()) / "runs" / f"cochcnn_{spec.name}.safetensors"
@@ -148,18 +246,23 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
 @click.option("--batch-size", type=Int(1), default=16, show_default=True)
 @click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.pass_context
-def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed, data,
+def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, interp, seed, data,
                   checkpoint, out, relevance, behaviour, tokens, response, options, batch_size, device) -> None:
     """Duplex-theory cue probe (ITD and ILD weights per band, Macpherson & Middlebrooks 2002)
     and its relevance view, plus the Hofman-style behaviour on held-out scenes: writes
-    duplex.nc, cue_relevance.nc, cues.png, responses.nc and hofman.png under OUT."""
+    duplex.nc, cue_relevance.nc, cues.png, responses.nc and hofman.png under OUT. The held-out
+    scenes are the test split of the data the checkpoint's card records (the other dataset
+    options change how they are rendered; --kinds, --n-sounds, --test-fraction and --seed may
+    not differ from the card's: another split would overlap the training data)."""
     from xai_loc.data.binaural_store import simulate_binaural
     from xai_loc.experiments.cues import run_behaviour, run_duplex_probe
     from xai_loc.plots.redraw import draw
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "cochcnn")  # before rendering
-    spec = _binaural_spec(rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, seed)
+    if behaviour:
+        spec = COCHCNN_OPTIONS.held_out(ctx, model)
+        spec.sound_ids("test")  # refuses an empty split before the probe
     progress = True
     # the probe first: it checks the composite options before the behaviour's scenes are rendered
     paths = list(run_duplex_probe(model, out, relevance=relevance, n_tokens=tokens, response=response,

@@ -12,7 +12,7 @@ from xai_loc.cli._common import (
     setup,
     with_options,
 )
-from xai_loc.cli.binaural import binaural
+from xai_loc.cli.binaural import SceneOptions, binaural, given_only
 from xai_loc.cli_params import (
     InputFile,
     Int,
@@ -43,12 +43,19 @@ _cue_scene_options = with_options(
 )
 
 
-def _cue_spec(train_per_utterance, test_per_utterance, seed):
+def _cue_spec(base=None, *, train_per_utterance=None, test_per_utterance=None, seed=None):
+    from dataclasses import replace
+
     from xai_loc.data.cue_scenes import CueSceneSpec
 
-    counts = {"train": train_per_utterance, "test": test_per_utterance}
-    name = "cuenet" if counts == {"train": 18, "test": 12} else f"cuenet-{train_per_utterance}x{test_per_utterance}"
-    return CueSceneSpec(name=name, per_utterance=counts, seed=seed)
+    base = base or CueSceneSpec()
+    counts = {**base.per_utterance, **given_only(train=train_per_utterance, test=test_per_utterance)}
+    name = "cuenet" if counts == CueSceneSpec().per_utterance else f"cuenet-{counts['train']}x{counts['test']}"
+    return replace(base, name=name, per_utterance=counts, **given_only(seed=seed))
+
+
+#: The cue network's scene options: the seed picks the held-out utterances.
+CUENET_OPTIONS = SceneOptions("cuenet", _cue_spec, ("seed",))
 
 
 @binaural_cuenet.command("train")
@@ -74,7 +81,7 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
     from xai_loc.models.cuenet import train_cuenet
 
     setup(ctx)
-    spec = _cue_spec(train_per_utterance, test_per_utterance, seed)
+    spec = CUENET_OPTIONS.of(ctx)
     config = ClassifierConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes,
                               label_sigma=label_sigma)
     test = simulate_cue_scenes(spec, "test", root=data, progress=True)
@@ -99,7 +106,8 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
 def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, data, checkpoint, examples, ablation,
                           options, out) -> None:
     """LRP relevance per cue (ITD, ILD, IC) and band with the attention weights, and the cue
-    ablation, on the held-out scenes; writes cue_relevance.nc, cue_reliance.nc,
+    ablation, on the held-out scenes (the test split of the data the checkpoint's card records;
+    --seed may not differ from the card's); writes cue_relevance.nc, cue_reliance.nc,
     cue_ablation.nc and cue_probe.png."""
     from xai_loc.experiments.cue_probe import run_cue_probe
     from xai_loc.features.binaural_cues import simulate_cue_scenes
@@ -107,8 +115,7 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "cuenet")  # before rendering
-    test = simulate_cue_scenes(_cue_spec(train_per_utterance, test_per_utterance, seed), "test", root=data,
-                               progress=True)
+    test = simulate_cue_scenes(CUENET_OPTIONS.held_out(ctx, model), "test", root=data, progress=True)
     result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, seed=seed,
                            **parse_options(options))
     paths = list(result["paths"].values())

@@ -12,7 +12,7 @@ from xai_loc.cli._common import (
     setup,
     with_options,
 )
-from xai_loc.cli.binaural import binaural
+from xai_loc.cli.binaural import SceneOptions, binaural, given_only
 from xai_loc.cli_params import (
     SNR,
     InputFile,
@@ -20,6 +20,7 @@ from xai_loc.cli_params import (
     OutDir,
     OutFile,
 )
+from xai_loc.errors import InputError
 
 
 @binaural.group("tfcnn")
@@ -32,22 +33,32 @@ def binaural_tfcnn() -> None:
     """
 
 
+#: Most training scenes and test scenes per azimuth and SNR: 12.8 GB and 14 GB of default 1 s scenes (128 kB each).
+MAX_TRAIN, MAX_TEST_PER_AZIMUTH = 100_000, 1000
+
 #: Options of the TF-CNN's scene set (:class:`~xai_loc.data.ipd_ild_scenes.SceneSpec`).
 _tfcnn_scene_options = with_options(
-    click.option("--n-train", type=Int(1), default=8000, show_default=True,
-                 help="Training scenes (SNR uniform in -10..30 dB)."),
-    click.option("--test-per-azimuth", type=Int(1), default=10, show_default=True,
-                 help="Test scenes per azimuth at each test SNR (-6, 0, 6 dB), held-out utterances."),
+    click.option("--n-train", type=Int(1, MAX_TRAIN), default=8000, show_default=True,
+                 help=f"Training scenes (SNR uniform in -10..30 dB), at most {MAX_TRAIN} (128 kB each on disk)."),
+    click.option("--test-per-azimuth", type=Int(1, MAX_TEST_PER_AZIMUTH), default=10, show_default=True,
+                 help="Test scenes per azimuth at each test SNR (-6, 0, 6 dB), held-out utterances; at most "
+                      f"{MAX_TEST_PER_AZIMUTH} (each one is 37 x 3 scenes of 128 kB)."),
     SCENE_SEED,
     DATA_ROOT,
 )
 
 
-def _tfcnn_spec(n_train, test_per_azimuth, seed):
+def _tfcnn_spec(base=None, *, n_train=None, test_per_azimuth=None, seed=None):
+    from dataclasses import replace
+
     from xai_loc.data.ipd_ild_scenes import SceneSpec
 
-    return SceneSpec(name=f"tfcnn-n{n_train}-t{test_per_azimuth}-s{seed}", n_train=n_train,
-                     test_per_azimuth=test_per_azimuth, seed=seed)
+    spec = replace(base or SceneSpec(), **given_only(n_train=n_train, test_per_azimuth=test_per_azimuth, seed=seed))
+    return replace(spec, name=f"tfcnn-n{spec.n_train}-t{spec.test_per_azimuth}-s{spec.seed}")
+
+
+#: The TF-CNN's scene options: the seed picks the held-out utterances.
+TFCNN_OPTIONS = SceneOptions("tfcnn", _tfcnn_spec, ("seed",))
 
 
 @binaural_tfcnn.command("train")
@@ -73,7 +84,7 @@ def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width,
     from xai_loc.models.tfcnn_training import TFCNNTrainConfig, train_tfcnn
 
     setup(ctx)
-    spec = _tfcnn_spec(n_train, test_per_azimuth, seed)
+    spec = TFCNN_OPTIONS.of(ctx)
     config = TFCNNTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes)
     paths = render_scenes(spec, data, progress=True)
     out = Path(out) if out else Path(data or default_root()) / "runs" / f"tfcnn_{spec.name}.safetensors"
@@ -93,16 +104,28 @@ def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width,
 @click.pass_context
 def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint, snrs, examples, options, out) -> None:
     """Relevance on the IPD vs the ILD channel per octave band at each test SNR (duplex theory:
-    IPD below ~1.5 kHz, ILD above); writes band_profile.nc and band_profile.png."""
+    IPD below ~1.5 kHz, ILD above); writes band_profile.nc and band_profile.png. The scenes are
+    the test split of the data the checkpoint's card records (--seed may not differ from the card's)."""
+    import numpy as np
+
     from xai_loc.data.ipd_ild_scenes import render_scenes
     from xai_loc.experiments.ipd_ild_probe import run_ipd_ild_probe
+    from xai_loc.explain.tfcnn import explain_tfcnn
     from xai_loc.plots.redraw import draw
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "tfcnn")  # before rendering
-    spec = _tfcnn_spec(n_train, test_per_azimuth, seed)
+    spec = TFCNN_OPTIONS.held_out(ctx, model)
+    for i, snr in enumerate(snrs):
+        if not np.isclose(spec.test_snrs, snr).any() or np.isclose(snrs[:i], snr).any():
+            raise InputError(f"--snr {snr:g} is not allowed; give each once, some of the test SNRs "
+                             f"{', '.join(f'{v:g}' for v in spec.test_snrs)} dB")
+    options = parse_options(options)
+    # one noise example with the options: a bad one fails before the scenes are rendered
+    explain_tfcnn(model, np.random.default_rng(0).standard_normal((1, 2, spec.n_samples)).astype(np.float32) * 0.05,
+                  **options)
     scenes = render_scenes(spec, data, progress=True, splits=("test",))["test"]
     paths = list(run_ipd_ild_probe(model, scenes, out, snrs=snrs or None, n_examples=examples, seed=seed,
-                                   **parse_options(options)).values())
+                                   **options).values())
     for path in paths + draw(paths):
         click.echo(str(path))

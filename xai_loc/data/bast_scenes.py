@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 
 from xai_loc.data.resumable import StoreKind, write_store
-from xai_loc.data.spec import SpecRecord
+from xai_loc.data.spec import SpecRecord, numbers
 from xai_loc.errors import InputError
 
 __all__ = ["BAST_SCENES", "BastSceneSpec", "FS", "N_SAMPLES", "load_bast_scenes", "render_bast_scenes", "scene_path"]
@@ -38,7 +38,7 @@ FS, N_SAMPLES = 16000, 8000
 SPLITS = ("train", "test")
 #: What a BAST scene store holds.
 BAST_SCENES = StoreKind("BAST scene store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
-                        "render_bast_scenes (or 'xai-loc binaural bast train')")
+                        "render_bast_scenes (or 'xai-loc binaural bast train')", format="xai-loc-bast-scenes")
 
 
 def _default_kinds() -> tuple[str, ...]:
@@ -82,17 +82,16 @@ class BastSceneSpec(SpecRecord):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "azimuths", tuple(float(a) for a in self.azimuths))
+        self._convert("azimuths", numbers, "give distinct degrees in [0, 360)")
         if not self.azimuths or not all(0.0 <= a < 360.0 for a in self.azimuths) \
                 or len(set(self.azimuths)) != len(self.azimuths):
             raise InputError(f"azimuths={list(self.azimuths)} are not allowed; give distinct degrees in [0, 360)")
         if self.snr is not None:
-            low, high = (float(v) for v in self.snr)
+            low, high = self._convert("snr", partial(numbers, length=2), "use (low, high) dB with low <= high, or None")
             if not (math.isfinite(low) and math.isfinite(high) and low <= high):
                 raise InputError(f"snr={self.snr!r} is not allowed; use (low, high) dB with low <= high, or None")
-            object.__setattr__(self, "snr", (low, high))
-        object.__setattr__(self, "level_db", tuple(float(v) for v in self.level_db))
-        self.binaural_spec()  # validates name, kinds, n_sounds, test_fraction and seed
+        self._convert("level_db", partial(numbers, length=2), "use (low, high) dB with low <= high")
+        self.binaural_spec()  # validates name, kinds, n_sounds, test_fraction, level_db and seed
 
     def binaural_spec(self):
         """The :class:`~xai_loc.data.binaural_store.BinauralSpec` that numbers and splits the sounds."""
@@ -104,12 +103,7 @@ class BastSceneSpec(SpecRecord):
 
     def sound_ids(self, split: str) -> np.ndarray:
         """The sounds of ``split``, refused (one line) where it holds none (too few sounds for its share)."""
-        ids = self.binaural_spec().sound_ids(split)
-        if ids.size == 0:
-            raise InputError(f"split {split!r} of {self.name!r} holds no sounds (n_sounds={self.n_sounds}, "
-                             f"test_fraction={self.test_fraction:g}); raise n_sounds")
-        return ids
-
+        return self.binaural_spec().sound_ids(split)
 
 
 def scene_path(root: str | Path, spec: BastSceneSpec, split: str) -> Path:
@@ -217,7 +211,7 @@ def render_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | No
         raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
     renderer = _Renderer(spec, split)
     n_az = len(spec.azimuths)
-    config = {"spec": spec.to_dict(), "split": split, "format": "xai-loc-bast-scenes", "version": 1}
+    config = {"spec": spec.to_dict(), "split": split, "version": 1}
     attrs = {"spec": json.dumps(spec.to_dict(), sort_keys=True), "digest": spec.digest(), "split": split, "fs": FS,
              "hrtf": "kemar", "xai_loc_version": __version__}
     return write_store(scene_path(root or default_root(), spec, split), BAST_SCENES, config,

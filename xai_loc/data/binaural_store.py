@@ -44,7 +44,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ import numpy as np
 
 from xai_loc.acoustics.hrtf import INTERPOLATIONS
 from xai_loc.data.resumable import StoreKind, write_store
-from xai_loc.data.spec import SpecRecord
+from xai_loc.data.spec import SpecRecord, check_name, is_number, numbers, spec_digest, words
 from xai_loc.errors import InputError
 
 #: Examples per zarr chunk (and per resumable block).
@@ -70,7 +71,7 @@ SPEECH = "speech"
 EARS = ("left", "right")
 #: What a binaural store holds.
 BINAURAL = StoreKind("binaural store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
-                     "simulate_binaural")
+                     "simulate_binaural (or 'xai-loc binaural simulate')", format="xai-loc-binaural")
 
 
 def _default_kinds() -> tuple[str, ...]:
@@ -136,11 +137,9 @@ class BinauralSpec(SpecRecord):
         from xai_loc.acoustics.binaural import ROOMS, SOUNDS
         from xai_loc.acoustics.speech import check_fs
 
-        object.__setattr__(self, "rooms", tuple(self.rooms))
-        object.__setattr__(self, "kinds", tuple(self.kinds))
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise InputError(f"dataset name {self.name!r} is not allowed; use a plain folder name")
+        check_name(self.name, "dataset name")
         allowed_rooms = (ANECHOIC, *ROOMS)
+        self._convert("rooms", words, f"give room names, some of {', '.join(allowed_rooms)}")
         bad = [r for r in self.rooms if r not in allowed_rooms]
         if not self.rooms or bad:
             raise InputError(f"room {bad[0]!r} is not allowed; use some of {', '.join(allowed_rooms)}" if bad else
@@ -149,6 +148,7 @@ class BinauralSpec(SpecRecord):
         if twice:
             raise InputError(f"room {twice[0]!r} is given twice; give each room once")
         allowed_kinds = (*SOUNDS, SPEECH)
+        self._convert("kinds", words, f"give sound kinds, some of {', '.join(allowed_kinds)}")
         bad = [k for k in self.kinds if k not in allowed_kinds]
         if not self.kinds or bad or len(set(self.kinds)) != len(self.kinds):
             raise InputError(f"sound kinds {list(self.kinds)} are not allowed; use distinct ones of "
@@ -157,26 +157,21 @@ class BinauralSpec(SpecRecord):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}={value!r} is not allowed; use a positive integer")
-        if not (isinstance(self.test_fraction, (int, float)) and 0 <= self.test_fraction < 1):
+        if not (is_number(self.test_fraction) and 0 <= self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in [0, 1)")
         object.__setattr__(self, "fs", check_fs(self.fs))
-        if not (isinstance(self.duration, (int, float)) and math.isfinite(self.duration)
-                and 0.01 <= self.duration <= 10):
+        if not (is_number(self.duration) and math.isfinite(self.duration) and 0.01 <= self.duration <= 10):
             raise InputError(f"duration={self.duration!r} s is not allowed; use 0.01 to 10 seconds")
+        if self.snr is not None:
+            self._convert("snr", partial(numbers, length=2), "use (low, high) in dB, or None for no background")
+        self._convert("level_db", partial(numbers, length=2), "use (low, high) in dB")
         for name in ("snr", "level_db"):
             value = getattr(self, name)
-            if value is None and name == "snr":
-                continue
-            try:
-                low, high = (float(v) for v in value)
-            except (TypeError, ValueError):
-                raise InputError(f"{name}={value!r} is not allowed; use (low, high) in dB") from None
-            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            if value is not None and not (math.isfinite(value[0]) and math.isfinite(value[1]) and value[0] <= value[1]):
                 raise InputError(f"{name}={value!r} is not allowed; use finite (low, high) dB with low <= high")
-            object.__setattr__(self, name, (low, high))
-        if self.t_diff is not None and not (isinstance(self.t_diff, (int, float)) and self.t_diff > 0):
+        if self.t_diff is not None and not (is_number(self.t_diff) and self.t_diff > 0):
             raise InputError(f"t_diff={self.t_diff!r} is not allowed; use a positive number of seconds or None")
-        if self.interp not in INTERPOLATIONS:
+        if not isinstance(self.interp, str) or self.interp not in INTERPOLATIONS:
             raise InputError(f"interp={self.interp!r} is not allowed; use one of {', '.join(INTERPOLATIONS)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InputError(f"seed={self.seed!r} is not allowed; use an integer >= 0")
@@ -209,21 +204,44 @@ class BinauralSpec(SpecRecord):
         return {k: ("test" if k in test else "train") for k in keys}
 
     def sound_ids(self, split: str) -> np.ndarray:
-        """Sound numbers in ``split`` (``'all'``: every sound), ascending."""
+        """Sound numbers in ``split`` (``'all'``: every sound), ascending.
+
+        Raises
+        ------
+        InputError
+            For an unknown split, or one that holds no sound (too few sounds for the test share).
+        """
         if split not in BINAURAL_SPLITS:
             raise InputError(f"split {split!r} is unknown; allowed: {', '.join(BINAURAL_SPLITS)}")
         which = self.split_of_keys()
-        return np.array([i for i, (k, s) in enumerate(self.sounds())
-                         if split == "all" or which[f"{k}:{s}"] == split], dtype=np.int64)
+        ids = np.array([i for i, (k, s) in enumerate(self.sounds()) if split == "all" or which[f"{k}:{s}"] == split],
+                       dtype=np.int64)
+        if ids.size == 0:
+            raise InputError(f"split {split!r} of {self.name!r} holds no sounds (n_sounds={self.n_sounds}, "
+                             f"test_fraction={self.test_fraction:g}); raise n_sounds or change test_fraction")
+        return ids
 
 
-def cochcnn_dataset_name(rooms: Sequence[str], n_sounds: int, per_sound: int) -> str:
-    """Folder name of the datasets the cochleagram runs render, e.g. ``cochcnn-anechoic-office-2200x4``.
+#: The data of the shipped cochleagram CNN (``pretrained/cochcnn_default``), which ``xai-loc binaural`` renders
+#: by default (:func:`cochcnn_spec`); the other fields are :class:`BinauralSpec`'s defaults.
+COCHCNN_DATA = {"rooms": (ANECHOIC, "office"), "n_sounds": 2200, "per_sound": 4, "interp": "barycentric"}
 
-    ``xai-loc binaural simulate|train|cues`` and ``scripts/train_cochcnn.py`` name their data
-    alike, so they find each other's stores.
+
+def cochcnn_spec(base: BinauralSpec | None = None, **changes: Any) -> BinauralSpec:
+    """The dataset of the cochleagram runs: ``base`` (default :data:`COCHCNN_DATA`) with ``changes``, named
+    ``cochcnn-<rooms>-<n_sounds>x<per_sound>``, e.g. ``cochcnn-anechoic-office-2200x4``.
+
+    Where a field other than these three differs from :data:`COCHCNN_DATA`, the name ends in
+    ``-<digest>`` (10 hex digits of the other fields), so datasets of other seeds, durations,
+    noise or sounds get their own folders. ``xai-loc binaural simulate|train|cues`` and
+    ``scripts/train_cochcnn.py`` name their data alike, so they find each other's stores.
     """
-    return f"cochcnn-{'-'.join(rooms)}-{n_sounds}x{per_sound}"
+    spec = replace(base or BinauralSpec(**COCHCNN_DATA), **changes)
+    shown = ("name", "rooms", "n_sounds", "per_sound")
+    other = {k: v for k, v in spec.to_dict().items() if k not in shown}
+    default = {k: v for k, v in BinauralSpec(**COCHCNN_DATA).to_dict().items() if k not in shown}
+    name = f"cochcnn-{'-'.join(spec.rooms)}-{spec.n_sounds}x{spec.per_sound}"
+    return replace(spec, name=name if other == default else f"{name}-{spec_digest(other, 10)}")
 
 
 def _n_utterances() -> int:
@@ -354,8 +372,6 @@ def render_examples(spec: BinauralSpec, sound_ids: Sequence[int], device: str = 
 # -- stores ----------------------------------------------------------------------------------------
 
 
-
-
 def _plan_coords(spec: BinauralSpec, sound_ids: np.ndarray) -> dict[str, tuple]:
     """Per-example labels of a split, drawn without rendering (the same draws as :class:`_Renderer`)."""
     from xai_loc.acoustics.binaural import N_LABELS, ROOMS, label_to_direction
@@ -430,9 +446,7 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
     if not isinstance(spec, BinauralSpec):
         raise InputError(f"spec must be a BinauralSpec (got {type(spec).__name__})")
     ids = spec.sound_ids(split)
-    if ids.size == 0:
-        raise InputError(f"split {split!r} of dataset {spec.name!r} holds no sounds; raise n_sounds or test_fraction")
-    config = {"spec": spec.to_dict(), "split": split, "format": "xai-loc-binaural", "version": 1}
+    config = {"spec": spec.to_dict(), "split": split, "version": 1}
     final = binaural_dataset_path(root or default_root(), spec, split)
     coords = _plan_coords(spec, ids)
     n_total = coords["label"][1].size
@@ -475,6 +489,7 @@ def open_binaural(path: str | Path):
 
 
 __all__ = [
-    "BINAURAL_SPLITS", "BinauralSpec", "CHUNK_EXAMPLES", "EARS", "REFERENCE_RMS", "ANECHOIC", "SPEECH",
-    "binaural_dataset_path", "cochcnn_dataset_name", "open_binaural", "render_examples", "simulate_binaural",
+    "BINAURAL_SPLITS", "BinauralSpec", "CHUNK_EXAMPLES", "COCHCNN_DATA", "EARS", "REFERENCE_RMS", "ANECHOIC", "SPEECH",
+    "binaural_dataset_path", "cochcnn_spec", "open_binaural", "render_examples",
+    "simulate_binaural",
 ]

@@ -38,16 +38,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from xai_loc.data.resumable import StoreKind, write_store
-from xai_loc.data.spec import SpecRecord
+from xai_loc.data.spec import SpecRecord, check_name, is_number, numbers, words
 from xai_loc.errors import InputError
 
 __all__ = ["BLOCK_EXAMPLES", "CHUNK_EXAMPLES", "CUE_SCENES", "CUE_SPLITS", "CueSceneSpec", "cue_store_path",
@@ -62,7 +62,7 @@ BLOCK_EXAMPLES = 256
 #: What a cue-scene store holds.
 CUE_SCENES = StoreKind("cue-scene store", "cues", ("example", "cue", "band", "frame"), "per cue: see cue_unit",
                        "xai_loc.features.binaural_cues.simulate_cue_scenes (or 'xai-loc binaural cuenet train')",
-                       values="cue values")
+                       values="cue values", format="xai-loc-cue-scenes")
 #: RMS of every rendered mixture.
 SCENE_RMS = 0.05
 #: Default noise kinds (registered synthetic sounds; continuous textures, bursts and harmonic complexes).
@@ -113,28 +113,35 @@ class CueSceneSpec(SpecRecord):
 
     def __post_init__(self) -> None:
         from xai_loc.acoustics.binaural import SOUNDS
+        from xai_loc.acoustics.speech import SpeechCorpus, check_fs
 
-        if set(self.per_utterance) != set(CUE_SPLITS) or not all(
+        check_name(self.name, "scene set name")
+        if not isinstance(self.per_utterance, Mapping) or set(self.per_utterance) != set(CUE_SPLITS) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in self.per_utterance.values()):
             raise InputError(f"per_utterance={self.per_utterance!r} is not allowed; give {{'train': n, 'test': n}} "
                              "with positive integers")
-        if not 0 < self.test_fraction < 1:
+        if not (is_number(self.test_fraction) and 0 < self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in (0, 1)")
-        if not (math.isfinite(self.duration) and 0.02 <= self.duration <= 10):
+        n = len(SpeechCorpus.shipped())
+        if not 0 < _n_test(self.test_fraction, n) < n:
+            raise InputError(f"test_fraction={self.test_fraction!r} leaves a split without utterances; use a share "
+                             f"that gives each split at least one of the shipped corpus's {n}")
+        if not (is_number(self.duration) and math.isfinite(self.duration) and 0.02 <= self.duration <= 10):
             raise InputError(f"duration={self.duration!r} s is not allowed; use 0.02-10 s")
-        low, high = (float(v) for v in self.snr)
+        check_fs(self.fs)
+        low, high = self._convert("snr", partial(numbers, length=2), "give (low, high) dB with low <= high")
         if not (math.isfinite(low) and math.isfinite(high) and low <= high):
             raise InputError(f"snr={self.snr!r} is not allowed; give (low, high) dB with low <= high")
         if isinstance(self.n_noise, bool) or not isinstance(self.n_noise, int) or not 0 <= self.n_noise <= 10:
             raise InputError(f"n_noise={self.n_noise!r} is not allowed; use an integer in 0..10")
-        unknown = [k for k in self.noise_kinds if k not in SOUNDS]
-        if unknown or not self.noise_kinds:
-            raise InputError(f"noise kinds {unknown or list(self.noise_kinds)} are not allowed; use some of "
-                             f"{', '.join(SOUNDS)}")
+        kinds = self._convert("noise_kinds", words, f"use some of {', '.join(SOUNDS)}")
+        unknown = [k for k in kinds if k not in SOUNDS]
+        if unknown or not kinds:
+            raise InputError(f"noise kinds {unknown or list(kinds)} are not allowed; use some of {', '.join(SOUNDS)}")
+        if not isinstance(self.front_end, Mapping) or not all(isinstance(k, str) for k in self.front_end):
+            raise InputError(f"front_end={self.front_end!r} is not allowed; give the front end's options by name")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InputError(f"seed={self.seed!r} is not allowed; use an integer >= 0")
-        object.__setattr__(self, "snr", (low, high))
-        object.__setattr__(self, "noise_kinds", tuple(self.noise_kinds))
 
     @property
     def n_samples(self) -> int:
@@ -148,7 +155,7 @@ class CueSceneSpec(SpecRecord):
         _check_split(split)
         ids = SpeechCorpus.shipped().ids
         order = np.random.default_rng([self.seed, 17]).permutation(len(ids))
-        test = set(order[:int(round(self.test_fraction * len(ids)))].tolist())
+        test = set(order[:_n_test(self.test_fraction, len(ids))].tolist())
         return tuple(uid for i, uid in enumerate(ids) if (i in test) == (split == "test"))
 
     def plan(self, split: str) -> dict[str, np.ndarray]:
@@ -161,6 +168,11 @@ class CueSceneSpec(SpecRecord):
         rng = np.random.default_rng([self.seed, CUE_SPLITS.index(split), 29])
         azimuth = rng.permutation(np.tile(AZIMUTHS, -(-n // AZIMUTHS.size)))[:n]
         return {"utterance": np.repeat(utts, self.per_utterance[split]), "azimuth": azimuth}
+
+
+def _n_test(test_fraction: float, n_utterances: int) -> int:
+    """Utterances held out for the test split: ``test_fraction`` of them, rounded."""
+    return int(round(test_fraction * n_utterances))
 
 
 def _check_split(split: str) -> None:
@@ -312,8 +324,7 @@ def write_cue_scenes(spec: CueSceneSpec, split: str, front_end, *, root: str | P
         raise InputError(f"front-end fs={front_end.fs} does not match the scenes' fs={spec.fs}")
     front_end.eval()
     plan = spec.plan(split)
-    config = {"spec": spec.to_dict(), "split": split, "front_end": front_end.config, "format": "xai-loc-cue-scenes",
-              "version": 1}
+    config = {"spec": spec.to_dict(), "split": split, "front_end": front_end.config, "version": 1}
     attrs = {"spec": json.dumps(spec.to_dict(), sort_keys=True), "spec_digest": spec.digest(), "split": split,
              "fs": spec.fs, "n_samples": spec.n_samples, "front_end": json.dumps(front_end.config, sort_keys=True),
              "convention": "azimuth counter-clockwise from the front, 90 = left (SOFA); ITD > 0 and "

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from xai_loc.data.resumable import StoreKind, write_store
-from xai_loc.data.spec import SpecRecord
+from xai_loc.data.spec import SpecRecord, check_name, is_number, numbers
 from xai_loc.errors import InputError
 
 __all__ = ["CHUNK_EXAMPLES", "SCENES", "SceneSpec", "SPLITS", "open_scenes", "render_scenes", "render_split",
@@ -61,7 +61,7 @@ SPLITS = ("train", "test")
 CHUNK_EXAMPLES = 32
 #: What a TF-CNN scene store holds.
 SCENES = StoreKind("scene store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
-                   "render_scenes (or 'xai-loc binaural tfcnn train')")
+                   "render_scenes (or 'xai-loc binaural tfcnn train')", format="xai-loc-ipd-ild-scenes")
 
 
 def _default_azimuths() -> tuple[float, ...]:
@@ -114,25 +114,31 @@ class SceneSpec(SpecRecord):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        az = np.asarray(self.azimuths, dtype=np.float64)
-        if az.ndim != 1 or az.size < 2 or not np.all(np.isfinite(az)) or np.abs(az).max() > 90:
+        from xai_loc.acoustics.speech import SpeechCorpus
+
+        check_name(self.name, "scene set name")
+        az = self._convert("azimuths", numbers, "give at least two degrees in [-90, 90]")
+        if len(az) < 2 or not all(math.isfinite(a) and abs(a) <= 90 for a in az):
             raise InputError(f"azimuths={self.azimuths!r} are not allowed; give at least two degrees in [-90, 90]")
         for name in ("n_train", "test_per_azimuth", "fs", "seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
                 raise InputError(f"{name}={v!r} is not allowed; use a positive integer")
         for name in ("train_snr", "level_db"):
-            lo, hi = getattr(self, name)
+            lo, hi = self._convert(name, partial(numbers, length=2), "use (low, high) with low <= high")
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                 raise InputError(f"{name}={getattr(self, name)!r} is not allowed; use (low, high) with low <= high")
-        if not self.test_snrs or not all(math.isfinite(s) for s in self.test_snrs):
+        snrs = self._convert("test_snrs", numbers, "give finite dB values")
+        if not snrs or not all(math.isfinite(v) for v in snrs):
             raise InputError(f"test_snrs={self.test_snrs!r} is not allowed; give finite dB values")
-        if not 0 < self.test_fraction < 1:
+        if not (is_number(self.test_fraction) and 0 < self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in (0, 1)")
-        if not (math.isfinite(self.duration) and self.duration * self.fs >= 16):
+        n = len(SpeechCorpus.shipped())
+        if _n_test(self.test_fraction, n) >= n:
+            raise InputError(f"test_fraction={self.test_fraction!r} leaves the training split without utterances "
+                             f"(the shipped corpus holds {n}); use a smaller share")
+        if not (is_number(self.duration) and math.isfinite(self.duration) and self.duration * self.fs >= 16):
             raise InputError(f"duration={self.duration!r} s is not allowed; give at least 16 samples' worth")
-        for name in ("azimuths", "train_snr", "test_snrs", "level_db"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
 
     @property
     def n_samples(self) -> int:
@@ -140,11 +146,15 @@ class SceneSpec(SpecRecord):
         return int(round(self.duration * self.fs))
 
 
+def _n_test(test_fraction: float, n_utterances: int) -> int:
+    """Utterances held out for the test split: ``test_fraction`` of them, at least one."""
+    return max(1, int(round(test_fraction * n_utterances)))
+
 
 def utterance_split(spec: SceneSpec, n_utterances: int) -> dict[str, np.ndarray]:
     """Utterance numbers of each split (disjoint, ascending), drawn once from the spec's seed."""
     order = np.random.default_rng([spec.seed, 101]).permutation(n_utterances)
-    n_test = max(1, int(round(spec.test_fraction * n_utterances)))
+    n_test = _n_test(spec.test_fraction, n_utterances)
     return {"test": np.sort(order[:n_test]), "train": np.sort(order[n_test:])}
 
 
@@ -290,7 +300,7 @@ def render_scenes(spec: SceneSpec, root: str | Path | None = None, progress: boo
     for split in splits:
         renderer = _Renderer(spec)
         rows, coords, attrs = _layout(spec, split, renderer)
-        config = {"spec": spec.to_dict(), "split": split, "format": "xai-loc-ipd-ild-scenes", "version": 1}
+        config = {"spec": spec.to_dict(), "split": split, "version": 1}
         paths[split] = write_store(
             scene_path(root or default_root(), spec, split), SCENES, config,
             shape=(len(rows), 2, spec.n_samples), coords=coords, attrs=attrs,

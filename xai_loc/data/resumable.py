@@ -31,8 +31,8 @@ Life of a store:
 * :meth:`~ResumableStore.finish` records the manifest (:func:`~xai_loc.data.integrity.seal_store`)
   and renames the store to its final name, so a store under its final name is always whole;
 * :meth:`StoreKind.open` verifies a finished store against its manifest and opens it lazily,
-  every chunk checked as it is read; every problem is one line
-  (:class:`~xai_loc.errors.InputError`).
+  every chunk checked as it is read, and refuses a store whose ``config`` records another kind's
+  :attr:`~StoreKind.format`; every problem is one line (:class:`~xai_loc.errors.InputError`).
 
 :func:`write_store` is that whole loop for a writer that computes its blocks one after another
 (``render(items) -> {variable: values}``), with a progress bar.
@@ -94,6 +94,11 @@ class StoreKind:
         What the values are called in the message about a non-finite item.
     zeros
         Whether all-zero items are allowed (relevance may be zero; a signal may not).
+    format
+        The tag :func:`write_store` records as ``format`` in a store's ``config`` attr, and
+        :meth:`open` and :meth:`open_array` require there: kinds holding the same array (the
+        binaural families' ear signals) refuse each other's stores. None: no tag (any store
+        holding the array, e.g. every store of ear signals); a store recording no tag is taken.
     """
 
     what: str
@@ -103,6 +108,7 @@ class StoreKind:
     make: str
     values: str = "samples"
     zeros: bool = False
+    format: str | None = None
 
     @property
     def item(self) -> str:
@@ -126,6 +132,18 @@ class StoreKind:
         return InputError(f"{self.what} {path} has no {self.variable!r} variable ({', '.join(self.dims)}); "
                           f"is it an xai-loc {self.what}?")
 
+    def _check_format(self, path: Path, attrs: Mapping[str, Any]) -> None:
+        """Refuse a store whose ``config`` attr records another kind's :attr:`format`."""
+        if self.format is None:
+            return
+        try:
+            found = json.loads(attrs["config"]).get("format")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return
+        if found is not None and found != self.format:
+            raise InputError(f"{path} is a {found!r} store, not a {self.what} ({self.format!r}); give a {self.what}, "
+                             f"made by {self.make}")
+
     def open(self, path: str | os.PathLike) -> xr.Dataset:
         """Verify a finished store against its manifest and open it as a lazy ``xarray.Dataset``.
 
@@ -138,6 +156,7 @@ class StoreKind:
         ds = open_zarr_dataset(path, what=self.what, hint=self.rebuild)
         if self.variable not in ds or ds[self.variable].dims != self.dims:
             raise self._no_variable(path)
+        self._check_format(path, ds.attrs)
         return ds
 
     def open_array(self, path: str | os.PathLike):
@@ -146,6 +165,7 @@ class StoreKind:
         group = open_zarr_group(path, what=self.what, hint=self.rebuild)
         if self.variable not in group:
             raise self._no_variable(path)
+        self._check_format(path, group.attrs)
         return group[self.variable]
 
 
@@ -411,7 +431,8 @@ def write_store(path: str | os.PathLike, kind: StoreKind, config: Mapping[str, A
     Parameters
     ----------
     path, kind, config, chunk
-        As for :class:`ResumableStore` (``config`` is also recorded in the ``config`` attr).
+        As for :class:`ResumableStore` (``config`` is also recorded in the ``config`` attr, with the
+        kind's :attr:`~StoreKind.format` as ``format``).
     shape, coords, attrs, block
         As for :meth:`ResumableStore.open_or_resume`.
     render
@@ -430,12 +451,13 @@ def write_store(path: str | os.PathLike, kind: StoreKind, config: Mapping[str, A
     from xai_loc.progress import tqdm
 
     path = Path(path)
+    config = {**config, "format": kind.format} if kind.format else dict(config)
     if path.is_dir() and any(path.iterdir()):  # a damaged store is refused before the lock touches its folder
         verify_store(path, what=kind.what, hint=kind.rebuild)
     with ResumableStore(path, kind, config, chunk=chunk) as out:
         if out.finished(mismatch):
             return out.path
-        out.open_or_resume(shape, coords, {**attrs, "config": json.dumps(dict(config), sort_keys=True)}, block=block)
+        out.open_or_resume(shape, coords, {**attrs, "config": json.dumps(config, sort_keys=True)}, block=block)
         pending = out.pending()
         done = shape[0] - sum(len(out.items(b)) for b in pending)
         with tqdm(total=shape[0], initial=done, disable=not progress, desc=desc, unit=kind.item) as bar:

@@ -8,7 +8,6 @@ The paper's scene (Comanducci, Antonacci & Sarti, EUSIPCO 2024) is built in as
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import tomllib
 
 from xai_loc.acoustics.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from xai_loc.acoustics.room import ShoeBox, linear_array
-from xai_loc.data.spec import spec_digest
+from xai_loc.data.spec import check_name, is_number, short_repr, spec_digest
 from xai_loc.errors import InputError
 
 #: Split names understood everywhere; ``"all"`` is every source in index order.
@@ -35,33 +34,10 @@ def parse_condition(text: str) -> tuple[float, float]:
         raise InputError(f"condition {text!r} is not T60:SNR, e.g. 0.6:10") from None
     return t60, snr
 
-#: Scene names become folder names: letters, digits, '.', '_', '-', not starting with '.'.
-_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-NAME_MAX = 100
-NAME_RULE = (f"use 1 to {NAME_MAX} letters, digits, '.', '_' or '-', not starting with '.' and without '..' "
-             "(it becomes a folder name)")
-
-
-def check_scene_name(name, what: str = "scene name") -> str:
-    """Validate a scene name (it becomes a folder below the data root)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name or len(name) > NAME_MAX:
-        raise InputError(f"{what} {_short(name)} is not allowed; {NAME_RULE}")
-    return name
-
-
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
 def _finite(value) -> bool:
     """A number that is finite as a float (an integer of hundreds of digits is not)."""
     try:
-        return _is_number(value) and math.isfinite(float(value))
+        return is_number(value) and math.isfinite(float(value))
     except OverflowError:
         return False
 
@@ -102,7 +78,7 @@ class Scene:
     convention: str = DEFAULT_CONVENTION
 
     def __post_init__(self) -> None:
-        check_scene_name(self.name)
+        check_name(self.name, "scene name")
         object.__setattr__(self, "mics", self.room.check_inside(self.mics, "microphone"))
         object.__setattr__(self, "sources", self.room.check_inside(self.sources, "source"))
         if self.sources.shape[0] == 0 or self.mics.shape[0] == 0:
@@ -114,7 +90,7 @@ class Scene:
                 raise InputError(f"split {key!r} is unknown; allowed: train, val, test")
             ids = np.asarray(ids)
             if ids.size and not np.issubdtype(ids.dtype, np.integer):
-                raise InputError(f"split {key!r} holds {_short(ids.tolist())}; give integer source ids")
+                raise InputError(f"split {key!r} holds {short_repr(ids.tolist())}; give integer source ids")
             ids = ids.astype(np.int64)
             if ids.size and (ids.min() < 0 or ids.max() >= n):
                 raise InputError(f"split {key!r} names source ids outside 0..{n - 1}")
@@ -135,11 +111,11 @@ class Scene:
             raise InputError(f"source {k} at {self.sources[k].tolist()} is {gap[k, m]:.2g} m from microphone {m} at "
                              f"{self.mics[m].tolist()}; keep sources at least {MIN_SOURCE_MIC_DISTANCE:g} m "
                              "from every microphone")
-        if not _is_number(self.window) or int(self.window) != self.window or self.window < 1:
-            raise InputError(f"window={_short(self.window)} is not allowed; use a positive number of samples")
+        if not is_number(self.window) or int(self.window) != self.window or self.window < 1:
+            raise InputError(f"window={short_repr(self.window)} is not allowed; use a positive number of samples")
         object.__setattr__(self, "window", int(self.window))
         if not isinstance(self.convention, str) or self.convention not in CONVENTIONS:
-            raise InputError(f"convention {_short(self.convention)} is unknown; allowed: {', '.join(CONVENTIONS)}")
+            raise InputError(f"convention {short_repr(self.convention)} is unknown; allowed: {', '.join(CONVENTIONS)}")
 
     def source_ids(self, split: str) -> np.ndarray:
         """Source ids of a split (``"all"``: every source)."""
@@ -215,7 +191,7 @@ class _Fields:
         self.label = label
 
     def fail(self, key: str, value, allowed: str) -> InputError:
-        return InputError(f"{self.label}: {key} = {_short(value)} is not allowed; {allowed}")
+        return InputError(f"{self.label}: {key} = {short_repr(value)} is not allowed; {allowed}")
 
     def table(self, cfg: dict, key: str, allowed_keys: tuple[str, ...], required: bool = True) -> dict:
         if key not in cfg:
@@ -236,7 +212,7 @@ class _Fields:
         text = allowed or "give " + ("a positive " if positive else "a ") + ("integer" if integer else "number")
         if not _finite(value):
             raise self.fail(key, value, text)
-        if integer and float(value) != int(value):
+        if integer and not isinstance(value, (int, np.integer)) and float(value) != int(value):
             raise self.fail(key, value, text)
         if (positive and value <= 0) or (lo is not None and value < lo) or (hi is not None and value > hi):
             raise self.fail(key, value, text)
@@ -267,13 +243,8 @@ def _scene_from_config(cfg: dict, path: Path, label: str) -> Scene:
     unknown = sorted(set(cfg) - set(top))
     if unknown:
         raise InputError(f"{label} has the unknown entry {unknown[0]!r}; allowed: {', '.join(top)}")
-    if "name" in cfg:
-        name = cfg["name"]
-        if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name or len(name) > NAME_MAX:
-            raise f.fail("name", name, NAME_RULE)
-    else:
-        name = path.stem
-        check_scene_name(name, what=f"{label}: the scene name (from the file name)")
+    name = check_name(cfg.get("name", path.stem),
+                      what=f"{label}: " + ("name" if "name" in cfg else "the scene name (from the file name)"))
     window = f.number("window", cfg.get("window", 5120), positive=True, integer=True, hi=2**24,
                       allowed="give a positive integer number of samples")
     convention = cfg.get("convention", DEFAULT_CONVENTION)
@@ -287,7 +258,6 @@ def _scene_from_config(cfg: dict, path: Path, label: str) -> Scene:
     fs = f.number("room.fs", room_cfg.get("fs", 16000), positive=True, integer=True, hi=10**6,
                   allowed="give a positive integer rate in Hz (at most 1000000)")
     c = f.number("room.c", room_cfg.get("c", 343.0), positive=True, allowed="give a positive speed of sound in m/s")
-    room = ShoeBox(size, fs=fs, c=c)
 
     arr = f.table(cfg, "array", ("linear", "positions"))
     if ("linear" in arr) == ("positions" in arr):
@@ -309,7 +279,7 @@ def _scene_from_config(cfg: dict, path: Path, label: str) -> Scene:
                            allowed="give a positive spacing in metres")
         center = f.vector("array.linear.center", lin["center"])
         axis = lin.get("axis", 0)
-        if not _is_number(axis) or axis not in (0, 1, 2):
+        if not is_number(axis) or axis not in (0, 1, 2):
             raise f.fail("array.linear.axis", axis, "allowed: 0 (x), 1 (y), 2 (z)")
         mics = linear_array(n, spacing, center, int(axis))
     else:
@@ -335,15 +305,15 @@ def _scene_from_config(cfg: dict, path: Path, label: str) -> Scene:
             splits[key] = [int(i) for i in ids]
     else:
         fractions = split_cfg.get("fractions", [0.8, 0.1, 0.1])
-        if not isinstance(fractions, list) or len(fractions) != 3 or not all(_is_number(v) for v in fractions) \
+        if not isinstance(fractions, list) or len(fractions) != 3 or not all(is_number(v) for v in fractions) \
                 or any(not 0 <= v <= 1 for v in fractions) or not math.isclose(sum(fractions), 1.0):
             raise f.fail("splits.fractions", fractions, "give three non-negative numbers summing to 1")
         seed = f.number("splits.seed", split_cfg.get("seed", 0), integer=True, lo=0,
                         allowed="give a non-negative integer")
         splits = random_split(len(sources), fractions, seed)
     try:
-        return Scene(name, room, mics, sources, splits, window, convention)
-    except InputError as err:  # positions outside the room, ...: say which file
+        return Scene(name, ShoeBox(size, fs=fs, c=c), mics, sources, splits, window, convention)
+    except InputError as err:  # a room it cannot simulate, positions outside the room, ...: say which file
         raise InputError(f"{label}: {err}") from None
 
 

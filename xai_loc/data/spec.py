@@ -3,8 +3,61 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, fields
 from typing import Any, ClassVar
+
+import numpy as np
+
+from xai_loc.errors import InputError
+
+#: Names that become folders below the data root: letters, digits, '.', '_', '-', not starting with '.'.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+NAME_MAX = 100
+NAME_RULE = (f"use 1 to {NAME_MAX} letters, digits, '.', '_' or '-', not starting with '.' and without '..' "
+             "(it becomes a folder name)")
+
+
+def short_repr(value, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_name(name, what: str = "name") -> str:
+    """``name`` if it may name a folder below the data root (:data:`NAME_RULE`), else one line naming it."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name or len(name) > NAME_MAX:
+        raise InputError(f"{what} {short_repr(name)} is not allowed; {NAME_RULE}")
+    return name
+
+
+def is_number(value) -> bool:
+    """A real number (Python or numpy), not a boolean."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def numbers(value, length: int | None = None) -> tuple[float, ...]:
+    """``value`` (a sequence of numbers, ``length`` of them where given) as a tuple of floats.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a string, a mapping, a non-number item or another length.
+    """
+    if isinstance(value, (str, bytes, Mapping)) or not all(is_number(v) for v in value):
+        raise TypeError(f"{value!r} is not a sequence of numbers")
+    out = tuple(float(v) for v in value)
+    if length is not None and len(out) != length:
+        raise ValueError(f"{value!r} does not hold {length} numbers")
+    return out
+
+
+def words(value) -> tuple[str, ...]:
+    """``value`` (a sequence of strings, not one string) as a tuple; TypeError for anything else."""
+    if isinstance(value, (str, bytes, Mapping)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{value!r} is not a sequence of strings")
+    return tuple(value)
 
 
 def spec_digest(record: Any, chars: int = 16) -> str:
@@ -22,7 +75,9 @@ class SpecRecord:
 
     Stores record :meth:`to_dict` as JSON in their attrs, :meth:`from_dict` rebuilds the spec,
     and :meth:`digest` (:func:`spec_digest` of that dict, :attr:`DIGEST_CHARS` hex digits)
-    names or checks a store.
+    names or checks a store. A spec validates its fields in ``__post_init__`` (every bad value
+    one :class:`~xai_loc.errors.InputError` naming the field; :meth:`_convert` for the fields it
+    converts), so a spec a file records is checked as one given in code.
     """
 
     DIGEST_CHARS: ClassVar[int] = 16
@@ -33,9 +88,32 @@ class SpecRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        """The spec :meth:`to_dict` recorded (lists back to tuples)."""
+        """The spec :meth:`to_dict` recorded (lists back to tuples).
+
+        Raises
+        ------
+        InputError
+            For a record that is not a mapping, holds a field the spec does not have, or a bad value.
+        """
+        allowed = [f.name for f in fields(cls)]
+        if not isinstance(data, Mapping):
+            raise InputError(f"a {cls.__name__} record must be a mapping of its fields, not {short_repr(data)}")
+        unknown = sorted(set(data) - set(allowed), key=str)
+        if unknown:
+            raise InputError(f"a {cls.__name__} has no field {unknown[0]!r}; allowed: {', '.join(allowed)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def digest(self) -> str:
         """Short sha256 of every field (:func:`spec_digest`)."""
         return spec_digest(self.to_dict(), self.DIGEST_CHARS)
+
+    def _convert(self, name: str, convert: Callable[[Any], Any], allowed: str) -> Any:
+        """Field ``name`` as ``convert`` makes it, stored back; a value it refuses (TypeError, ValueError) is
+        one line naming the field and ``allowed``."""
+        value = getattr(self, name)
+        try:
+            out = convert(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{name}={short_repr(value)} is not allowed; {allowed}") from None
+        object.__setattr__(self, name, out)
+        return out

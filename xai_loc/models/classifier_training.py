@@ -528,12 +528,25 @@ def train_on_spec(spec, out: str | Path, *, root: str | Path | None = None, mode
     -------
     Path
         ``out``.
+
+    Raises
+    ------
+    InputError
+        Before anything is rendered: for a model configuration that is not allowed or does not
+        fit the spec's duration, or a split that holds no sounds.
     """
     from xai_loc.data.binaural_store import simulate_binaural
+    from xai_loc.models.registry import build_model
+    from xai_loc.models.trainer import seeded
 
     config = ClassifierConfig() if config is None else config
+    with seeded(config.seed):  # the global generators are left as they were
+        build_model("cochcnn", **{"n_samples": spec.n_samples, **(model_config or {})})
+    splits = ("train", "test") if spec.test_fraction > 0 else ("train",)
+    for split in splits:
+        spec.sound_ids(split)
     train_store = simulate_binaural(spec, "train", root=root, device=config.device, progress=progress)
     test_store = (simulate_binaural(spec, "test", root=root, device=config.device, progress=progress)
-                  if spec.test_fraction > 0 else None)
+                  if "test" in splits else None)
     return train_classifier(train_store, out, model_config=model_config, config=config, test_store=test_store,
                             dtype=dtype, progress=progress)

@@ -360,12 +360,45 @@ def test_shipped_model_tells_left_from_right():
     assert sin[0] > 0.3 and sin[1] < -0.3
 
 
-@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"max_minutes": 0}])
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"max_minutes": 0}, {"seed": -1},
+                                 {"seed": 1.5}, {"seed": "0"}, {"lr": True}])
 def test_bad_training_values_are_one_line_errors(bad):
     model = _tiny("SUB", shared=False)
     x = torch.zeros(4, 2, 129, 61)
-    with pytest.raises(InputError, match=next(iter(bad))):
+    with pytest.raises(InputError, match=f"^{next(iter(bad))}="):
         bast.train_bast(model, x, np.zeros(4), **bad)
+
+
+def test_fit_bast_refuses_a_bad_recipe_before_rendering(tmp_path):
+    from xai_loc.data.bast_scenes import BastSceneSpec
+
+    spec = BastSceneSpec(name="tiny", azimuths=(90.0, 270.0), kinds=("white_burst",), n_sounds=2, test_fraction=0.5,
+                         snr=None)
+    with pytest.raises(InputError, match="^seed=-1 is not allowed; use an integer >= 0$"):
+        bast.fit_bast(spec, tmp_path / "m.safetensors", root=tmp_path / "data", seed=-1)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_time_budget_is_called_wall_clock():
+    from xai_loc.cli.bast import binaural_bast_train
+
+    text = next(p.help for p in binaural_bast_train.params if p.name == "max_minutes")
+    assert text.startswith("Wall-clock budget") and "CPU" not in text
+
+
+@pytest.mark.parametrize("where", ["azimuths", "spectrograms"])
+def test_non_finite_training_inputs_are_refused_before_training(where):
+    model = _tiny("SUB", shared=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, azimuth = torch.zeros(4, 2, 129, 61), np.zeros(4)
+    if where == "azimuths":
+        azimuth[2] = np.nan
+    else:
+        x[1, 0, 5, 5] = np.inf
+    with pytest.raises(InputError, match=rf"^{where} of 1 example\(s\) hold NaN or infinite values \(the first: "
+                                         rf"example {2 if where == 'azimuths' else 1}\)"):
+        bast.train_bast(model, x, azimuth, epochs=1)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_rates_without_a_qualifying_target_are_undefined_not_zero():

@@ -64,7 +64,8 @@ BAST_OPTIONS = SceneOptions("bast", _bast_spec, ("n_sounds", "seed"))
 @click.option("--dim", type=Int(1), default=64, show_default=True, help="Token width.")
 @click.option("--depth", type=Int(1), default=2, show_default=True, help="Blocks per encoder.")
 @click.option("--heads", type=Int(1), default=4, show_default=True)
-@click.option("--max-minutes", type=POSITIVE, default=15.0, show_default=True, help="CPU-time budget of the epochs.")
+@click.option("--max-minutes", type=POSITIVE, default=15.0, show_default=True,
+              help="Wall-clock budget of the epochs (minutes): no epoch starts that would overrun it.")
 @click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint [default: <data>/runs/bast_<variant>.safetensors].")
 @click.pass_context

@@ -474,6 +474,16 @@ def _azimuth_scores(pred: np.ndarray, azimuth) -> dict[str, float]:
             "n": int(true.size)}
 
 
+def _check_recipe(loss: str, epochs: int, batch_size: int, lr: float, seed: int, max_minutes: float | None) -> None:
+    """Refuse (one line) a training setting of :func:`train_bast` that is not allowed."""
+    from xai_loc.models.classifier_training import check_settings
+
+    if loss not in LOSSES:
+        raise InputError(f"loss={loss!r} is not allowed; use one of {', '.join(LOSSES)}")
+    _positive_int("batch_size", batch_size)  # no BatchNorm: a batch of one is allowed
+    check_settings(epochs=epochs, lr=lr, seed=seed, max_minutes=max_minutes)
+
+
 def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = "MIX", epochs: int = 10,
                batch_size: int = 32, lr: float = 1e-3, seed: int = 0, max_minutes: float | None = None,
                progress: bool = False) -> dict[str, Any]:
@@ -482,29 +492,24 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
     Adam with a cosine learning-rate decay over the planned steps; each epoch visits every
     example once in an order drawn from ``(seed, epoch)`` (the shared loop,
     :func:`xai_loc.models.trainer.fit`). ``max_minutes`` bounds the wall-clock time: no epoch
-    starts that would overrun it.
+    starts that would overrun it. Spectrograms and azimuths holding NaN or infinity are refused.
 
     Returns
     -------
     dict
         The recipe and ``epochs`` run, ``wall_seconds``, ``cpu_seconds``, ``loss_history`` (mean loss per epoch).
     """
+    from xai_loc.models.classifier_training import check_finite
     from xai_loc.models.evaluation import after_front_end
     from xai_loc.models.trainer import Hooks, Schedule, cached_batches, fit, shuffled, split_batches
 
-    if loss not in LOSSES:
-        raise InputError(f"loss={loss!r} is not allowed; use one of {', '.join(LOSSES)}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        _positive_int(name, value)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-        raise InputError(f"lr={lr!r} is not allowed; use a positive number")
-    if max_minutes is not None and (isinstance(max_minutes, bool) or not isinstance(max_minutes, (int, float))
-                                    or not max_minutes > 0):
-        raise InputError(f"max_minutes={max_minutes!r} is not allowed; use None or a positive number of minutes")
+    _check_recipe(loss, epochs, batch_size, lr, seed, max_minutes)
     targets = angles_to_targets(azimuth).to(spectrograms.device, spectrograms.dtype)
     n = len(spectrograms)
     if n == 0 or len(targets) != n:
         raise InputError(f"{n} spectrograms and {len(targets)} azimuths are not allowed; give one azimuth each")
+    check_finite("azimuths", targets)
+    check_finite("spectrograms", spectrograms)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * len(split_batches(np.arange(n), batch_size))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / steps)))
@@ -555,6 +560,7 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
     from xai_loc.models.evaluation import in_batches
     from xai_loc.models.trainer import save_trained
 
+    _check_recipe(loss, epochs, batch_size, lr, seed, max_minutes)  # before anything is rendered
     for split in ("train", "test"):  # both hold sounds, before either is rendered
         spec.sound_ids(split)
     train_set = load_bast_scenes(spec, "train", root=root, progress=progress)

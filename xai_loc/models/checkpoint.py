@@ -42,6 +42,7 @@ import pickle
 import re
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -218,7 +219,7 @@ def upgrade_card(card: dict[str, Any]) -> dict[str, Any]:
     check = metrics.pop("float16_check", None)
     card = {**card, "metrics": {k: _upgrade_entry(v) for k, v in metrics.items()}}
     if check is not None and "storage" not in card:
-        card["storage"] = {d: {k: v[d] for k, v in check.items()} for d in ("float32", "float16")}
+        card["storage"] = {d: {k: v.get(d) for k, v in check.items()} for d in ("float32", "float16")}
     storage = card.get("storage")
     if isinstance(storage, dict) and storage.get("dtype") is None:  # the stored dtype, where the record lacks it
         card["storage"] = {"dtype": card.get("dtype"), **{k: v for k, v in storage.items() if k != "dtype"}}
@@ -378,7 +379,50 @@ def read_card(path: PathLike) -> dict[str, Any]:
         _check_condition(card.get("condition"))
     except InputError as err:
         raise InputError(f"checkpoint {path} has a card whose {err}") from None
+    for field, value in _card_records(card):
+        if value is not None and not isinstance(value, dict):
+            raise InputError(f"checkpoint {path} has a card whose {field} is {type(value).__name__} "
+                             f"{_shorten(value)}; a mapping (or none) is allowed")
     return upgrade_card(card)
+
+
+def _shorten(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _card_records(card: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(field, value)`` of the card records that readers take for mappings (in either layout of
+    :func:`upgrade_card`), each yielded before its contents are read: a caller that stops at a value
+    that is not a mapping never reads into it."""
+    for key in ("training", "dataset", "metrics", "storage"):
+        yield key, card.get(key)
+    yield "training.config", (card.get("training") or {}).get("config")
+    for name, entry in (card.get("metrics") or {}).items():
+        yield f"metrics.{name}", entry
+        for key, value in (entry or {}).items():
+            if name == "float16_check" or key in ("metrics", "baseline", "all", "chance"):
+                yield f"metrics.{name}.{key}", value
+            if key == "baseline":
+                for inner in ("metrics", "all"):
+                    yield f"metrics.{name}.baseline.{inner}", (value or {}).get(inner)
+
+
+def build_configured(arch: str, config: dict[str, Any], source: str = "model_config") -> Localizer:
+    """Build the registered architecture ``arch`` from constructor arguments ``config`` (named ``source``).
+
+    Raises
+    ------
+    InputError
+        One line naming ``source``: ``'<source> does not fit <arch> (...)'`` for an argument
+        the constructor does not take (or lacks), ``'<source>: <error>'`` for a value it refuses.
+    """
+    try:
+        return build_model(arch, **config)
+    except TypeError as err:
+        raise InputError(f"{source} does not fit {arch} ({_first_line(err)})") from None
+    except InputError as err:
+        raise InputError(f"{source}: {err}") from None
 
 
 def load_model(path: PathLike, device: str | torch.device = "cpu") -> Localizer:
@@ -398,12 +442,7 @@ def load_model(path: PathLike, device: str | torch.device = "cpu") -> Localizer:
     """
     device = resolve_device(str(device))
     card = read_card(path)
-    try:
-        model = build_model(card["architecture"], **card["config"])
-    except TypeError as err:
-        raise InputError(f"checkpoint {path} has a config that does not fit {card['architecture']} ({err})") from None
-    except InputError as err:
-        raise InputError(f"checkpoint {path}: {err}") from None
+    model = build_configured(card["architecture"], card["config"], f"checkpoint {path}")
     check_weights(path, card)
     try:
         state = load_file(str(path), device="cpu")

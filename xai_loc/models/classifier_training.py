@@ -43,16 +43,16 @@ from xai_loc.errors import InputError
 from xai_loc.runtime import resolve_device
 
 __all__ = [
-    "ClassifierConfig", "DirectionEvaluation", "azimuth_error", "direction_metrics", "evaluate_directions",
-    "front_back_confusions", "lateral_angle", "mirror_front_back", "predict_logits", "score_logits", "soft_targets",
-    "train_classifier", "wrap_degrees", "cochleagram_cache", "feature_cache",
+    "ClassifierConfig", "DirectionEvaluation", "azimuth_error", "check_finite", "check_settings", "direction_metrics",
+    "evaluate_directions", "front_back_confusions", "lateral_angle", "mirror_front_back", "predict_logits",
+    "score_logits", "soft_targets", "train_classifier", "wrap_degrees", "cochleagram_cache", "feature_cache",
 ]
 
 #: Fields of :class:`ClassifierConfig` that may change when a run resumes.
 RUN_FIELDS = frozenset({"epochs", "max_minutes", "device", "eval_batch_size"})
-#: Largest drop in test accuracy (absolute) and rise in azimuth error (degrees) that still
-#: lets ``dtype='auto'`` store float16 weights.
-FP16_TOLERANCE = {"accuracy": 0.002, "azimuth_error": 0.25}
+#: Largest change of a test metric (either way: accuracies as shares, errors in degrees) that still lets
+#: ``dtype='auto'`` store float16 weights; metrics a head does not answer (None) are not compared.
+FP16_TOLERANCE = {"accuracy": 0.002, "azimuth_accuracy": 0.002, "azimuth_error": 0.25, "elevation_error": 0.25}
 RECIPE = {"loss": "cross-entropy over direction classes", "optimizer": "Adam",
           "sampling": "every training example once per epoch, shuffled", "kept": "the last epoch's model",
           "inputs": "cochleagrams computed once by the model's front end, cached as float16",
@@ -105,21 +105,39 @@ def front_back_confusions(pred_az, true_az) -> tuple[np.ndarray, np.ndarray]:
     return eligible & opposite & closer, eligible
 
 
+def check_finite(name: str, values, allowed: str = "give finite numbers") -> None:
+    """Refuse (one line naming ``name`` and ``allowed``) an array or tensor holding NaN or infinity; the message
+    counts the examples (along the first axis) that do."""
+    bad = ~torch.isfinite(values) if isinstance(values, torch.Tensor) else ~np.isfinite(values)
+    if bad.any():
+        rows = bad.reshape(len(bad), -1).any(1)
+        rows = np.flatnonzero(rows.cpu().numpy() if isinstance(rows, torch.Tensor) else rows)
+        raise InputError(f"{name} of {rows.size} example(s) hold NaN or infinite values (the first: example "
+                         f"{rows[0]}); {allowed}")
+
+
 def direction_metrics(pred_az, pred_el, true_az, true_el) -> dict[str, float | int | None]:
     """Localization metrics of direction responses (degrees; see the module docs).
 
-    ``pred_el`` may be NaN (an azimuth-only head): elevation and exact-class metrics are
-    then None.
+    ``pred_el`` may be all NaN (an azimuth-only head): elevation and exact-class metrics are
+    then None. Elevations may be one number for all examples; any other NaN or infinity is refused.
     """
-    pred_az, true_az = np.asarray(pred_az, dtype=np.float64), np.asarray(true_az, dtype=np.float64)
-    pred_el, true_el = (np.broadcast_to(np.asarray(v, dtype=np.float64), pred_az.shape) for v in (pred_el, true_el))
-    if pred_az.shape != true_az.shape or pred_az.ndim != 1 or pred_az.size == 0:
-        raise InputError(f"responses {pred_az.shape} and targets {true_az.shape} are not allowed; give equal "
-                         "1-D arrays of degrees")
+    pred_az, pred_el, true_az, true_el = (np.asarray(v, dtype=np.float64) for v in (pred_az, pred_el, true_az, true_el))
+    if (pred_az.shape != true_az.shape or pred_az.ndim != 1 or pred_az.size == 0
+            or any(v.ndim and v.shape != pred_az.shape for v in (pred_el, true_el))):
+        raise InputError(f"responses {pred_az.shape} (elevations {pred_el.shape}) and targets {true_az.shape} "
+                         f"(elevations {true_el.shape}) are not allowed; give equal non-empty 1-D arrays of degrees "
+                         "(elevations may be one number)")
+    pred_el, true_el = (np.broadcast_to(v, pred_az.shape) for v in (pred_el, true_el))
+    for name, values in (("response azimuths", pred_az), ("target azimuths", true_az),
+                         ("target elevations", true_el)):
+        check_finite(name, values)
+    has_el = not np.isnan(pred_el).all()  # all NaN: an azimuth-only head
+    if has_el:
+        check_finite("response elevations", pred_el, "give finite numbers (or all NaN for an azimuth-only head)")
     az_err = azimuth_error(pred_az, true_az)
     confused, eligible = front_back_confusions(pred_az, true_az)
     folded = np.where(confused, mirror_front_back(pred_az), pred_az)
-    has_el = bool(np.all(np.isfinite(pred_el)))
     el_for_lat = pred_el if has_el else np.zeros_like(pred_az)
     lat_err = np.abs(lateral_angle(pred_az, el_for_lat) - lateral_angle(true_az, true_el if has_el else 0.0))
     az_right = az_err < 1e-6
@@ -306,6 +324,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+#: Training settings by name: (test, what is allowed), checked by :func:`check_settings` for every binaural family.
 _CHECKS = {
     "epochs": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "batch_size": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
@@ -321,6 +340,14 @@ _CHECKS = {
 }
 
 
+def check_settings(**settings: Any) -> None:
+    """Refuse (one line) the first training setting that :data:`_CHECKS` does not allow (types first, no bools)."""
+    for name, value in settings.items():
+        test, allowed = _CHECKS[name]
+        if not test(value):
+            raise InputError(f"{name}={value!r} is not allowed; use {allowed}")
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     """Recipe (Francl & McDermott 2022: Adam 1e-3, batches of 16) and run settings.
@@ -331,12 +358,12 @@ class ClassifierConfig:
     over neighbouring directions tells a model trained on few examples per class (our CPU
     default: about ten) that nearby directions are alike.
 
-    ``epochs``, ``max_minutes``, ``device`` and ``eval_batch_size`` may change when a run
-    resumes; the other fields may not. ``max_minutes`` is the budget of the epochs of one
-    call (cochleagram caching and the final evaluation are not counted): it stops at the
-    epoch boundary before an epoch that would overrun it (the state is kept, so a later
-    call with a larger ``epochs`` or budget continues). For reproducible results fix
-    ``epochs`` and use the budget as a safety net only.
+    ``epochs`` (never below the epochs already trained), ``max_minutes``, ``device`` and
+    ``eval_batch_size`` may change when a run resumes; the other fields may not.
+    ``max_minutes`` is the budget of the epochs of one call (cochleagram caching and the
+    final evaluation are not counted): it stops at the epoch boundary before an epoch that
+    would overrun it (the state is kept, so a later call with a larger ``epochs`` or budget
+    continues). For reproducible results fix ``epochs`` and use the budget as a safety net only.
     """
 
     epochs: int = 10
@@ -349,10 +376,7 @@ class ClassifierConfig:
     label_sigma: float = 0.0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            test, allowed = _CHECKS[f.name]
-            if not test(getattr(self, f.name)):
-                raise InputError(f"{f.name}={getattr(self, f.name)!r} is not allowed; use {allowed}")
+        check_settings(**{f.name: getattr(self, f.name) for f in fields(self)})
 
     def recipe(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in RUN_FIELDS}
@@ -430,8 +454,8 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
         Held-out store (other sounds); its metrics go into the card.
     dtype
         Storage of the weights: ``'float32'``, ``'float16'`` or ``'auto'`` (float16 if it
-        changes the test accuracy by at most 0.2 points and the azimuth error by at most
-        0.25 degrees, see :data:`FP16_TOLERANCE`; float32 without a test store).
+        changes the test accuracies by at most 0.2 points and the azimuth and elevation errors
+        by at most 0.25 degrees, see :data:`FP16_TOLERANCE`; float32 without a test store).
     progress
         Show progress bars.
 
@@ -445,9 +469,8 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     import xarray as xr
 
     from xai_loc.data.binaural_store import BinauralSpec, open_binaural
-    from xai_loc.models.checkpoint import checkpoint_path
+    from xai_loc.models.checkpoint import build_configured, checkpoint_path
     from xai_loc.models.evaluation import after_front_end, in_batches
-    from xai_loc.models.registry import build_model
     from xai_loc.models.trainer import (
         STORAGE,
         Hooks,
@@ -471,9 +494,12 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
         open_binaural(test_store) if not isinstance(test_store, xr.Dataset) else test_store)
     model_config = {"n_samples": int(train_ds.sizes["time"]), **(model_config or {})}
     with seeded(config.seed):
-        model = build_model("cochcnn", **model_config)
+        model = build_configured("cochcnn", model_config)
     _check_input(model, train_ds)
     labels = _grid_labels(model.direction_grid, train_ds["azimuth"].values, train_ds["elevation"].values)
+    if test_ds is not None:  # before training, not after it: the test store fits the model and its targets the grid
+        _check_input(model, test_ds)
+        _grid_labels(model.direction_grid, test_ds["azimuth"].values, test_ds["elevation"].values)
     if labels.size < 2:
         raise InputError(f"the training store holds {labels.size} example(s); training needs at least 2")
     spec = BinauralSpec.from_dict(json.loads(train_ds.attrs["spec"])) if "spec" in train_ds.attrs else None
@@ -495,7 +521,6 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     dataset = {"train": {"spec": spec.to_dict() if spec else None, "split": train_ds.attrs.get("split"),
                          "n_examples": int(labels.size)}}
     if test_ds is not None:
-        _check_input(model, test_ds)
         test_cache = cochleagram_cache(model, test_ds["waveforms"], progress=progress)
 
         def score(net: nn.Module) -> dict[str, Any]:
@@ -536,12 +561,12 @@ def train_on_spec(spec, out: str | Path, *, root: str | Path | None = None, mode
         fit the spec's duration, or a split that holds no sounds.
     """
     from xai_loc.data.binaural_store import simulate_binaural
-    from xai_loc.models.registry import build_model
+    from xai_loc.models.checkpoint import build_configured
     from xai_loc.models.trainer import seeded
 
     config = ClassifierConfig() if config is None else config
     with seeded(config.seed):  # the global generators are left as they were
-        build_model("cochcnn", **{"n_samples": spec.n_samples, **(model_config or {})})
+        build_configured("cochcnn", {"n_samples": spec.n_samples, **(model_config or {})})
     splits = ("train", "test") if spec.test_fraction > 0 else ("train",)
     for split in splits:
         spec.sound_ids(split)

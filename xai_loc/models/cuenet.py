@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -158,6 +159,8 @@ class CueNet(Localizer):
             raise InputError(f"front_end={front_end!r} is not allowed; use True or False")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise InputError(f"dropout={dropout!r} is not allowed; use a number in [0, 1)")
+        if cues is not None and not isinstance(cues, Mapping):
+            raise InputError(f"cues={cues!r} is not allowed; give a dict of BinauralCues options")
         extractor = BinauralCues(**dict(cues or {}))
         self.cue_options = extractor.config
         self.fs, self.n_bands = extractor.fs, extractor.n_bands
@@ -206,14 +209,17 @@ def cue_metrics(logits: np.ndarray, azimuth: np.ndarray, seed: int = 0) -> dict[
     Uses :func:`~xai_loc.models.classifier_training.direction_metrics` (azimuth error wrapped
     to [0, 180] degrees; front-back rate among targets off the interaural axis).
     """
-    from xai_loc.models.classifier_training import direction_metrics
+    from xai_loc.models.classifier_training import check_finite, direction_metrics
 
     logits, azimuth = np.asarray(logits, dtype=np.float64), np.asarray(azimuth, dtype=np.float64)
-    label = AZIMUTH_RING.nearest(azimuth)
+    if logits.ndim != 2 or logits.shape[1] != AZIMUTH_RING.size:
+        raise InputError(f"logits of shape {logits.shape} are not allowed; give (examples, {AZIMUTH_RING.size})")
+    check_finite("logits", logits)
     top5 = np.argsort(-logits, axis=1)[:, :5]
     grid, n_classes = AZIMUTH_RING.azimuths, AZIMUTH_RING.size
     zeros = np.zeros_like(azimuth)
-    model = direction_metrics(grid[top5[:, 0]], zeros, azimuth, zeros)
+    model = direction_metrics(grid[top5[:, 0]], zeros, azimuth, zeros)  # refuses targets that are not finite
+    label = AZIMUTH_RING.nearest(azimuth)
     guess = np.random.default_rng(seed).integers(n_classes, size=azimuth.size)
     chance = direction_metrics(grid[guess], zeros, azimuth, zeros)
     keys = ("n", "azimuth_error", "azimuth_rmse", "front_back_rate", "azimuth_error_folded", "lateral_error")
@@ -238,6 +244,9 @@ def evaluate_cuenet(model: CueNet, store) -> dict[str, Any]:
 
 
 def _check_store(model: CueNet, ds) -> None:
+    from xai_loc.models.classifier_training import check_finite
+
+    check_finite("the store's azimuths", ds["azimuth"].values)
     if tuple(ds["cues"].shape[1:]) != model.cue_shape:
         raise InputError(f"the store's cue maps are {tuple(ds['cues'].shape[1:])} but the model takes "
                          f"{model.cue_shape}; render the store with the model's front end and duration")
@@ -264,7 +273,7 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
         holds condition, spec of the data, recipe, history, training minutes and test metrics.
     """
     from xai_loc.data.cue_scenes import CueSceneSpec, open_cue_scenes
-    from xai_loc.models.checkpoint import checkpoint_path, result_entry
+    from xai_loc.models.checkpoint import build_configured, checkpoint_path, result_entry
     from xai_loc.models.classifier_training import FP16_TOLERANCE, ClassifierConfig, soft_targets
     from xai_loc.models.trainer import (
         Hooks,
@@ -289,7 +298,7 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
     model_config = {"n_samples": spec.n_samples, "front_end": True, "cues": json.loads(train_ds.attrs["front_end"]),
                     **(model_config or {})}
     with seeded(config.seed):
-        model = CueNet(**model_config)
+        model = build_configured("cuenet", model_config)
     _check_store(model, train_ds)
     if test_ds is not None:
         _check_store(model, test_ds)

@@ -17,8 +17,7 @@ regression output within 5 degrees as correct), ``mae`` (mean absolute error, de
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.models.classifier_training import feature_cache
+from xai_loc.models.classifier_training import check_finite, check_settings, feature_cache
 from xai_loc.models.evaluation import after_front_end, in_batches
 
 __all__ = ["TFCNNTrainConfig", "azimuth_scores", "cue_cache", "train_tfcnn"]
@@ -51,16 +50,7 @@ class TFCNNTrainConfig:
     max_minutes: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
-                raise InputError(f"{name}={v!r} is not allowed; use a positive integer")
-        if self.batch_size < 2:
-            raise InputError(f"batch_size={self.batch_size!r} is not allowed; use at least 2 (BatchNorm)")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise InputError(f"lr={self.lr!r} is not allowed; use a positive number")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise InputError(f"max_minutes={self.max_minutes!r} is not allowed; use None or a positive number")
+        check_settings(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 # -- scores ---------------------------------------------------------------------------------------
@@ -82,6 +72,8 @@ def azimuth_scores(pred, true, snr) -> dict[str, Any]:
     if pred.shape != true.shape or pred.shape != snr.shape or pred.ndim != 1 or pred.size == 0:
         raise InputError(f"responses {pred.shape}, targets {true.shape} and SNRs {snr.shape} are not allowed; "
                          "give equal non-empty 1-D arrays")
+    for name, values in (("responses", pred), ("targets", true), ("SNRs", snr)):
+        check_finite(name, values)
 
     def table(p: np.ndarray) -> dict[str, Any]:
         return {"all": _scores(p, true), "by_snr": {f"{s:g}": _scores(p[snr == s], true[snr == s])
@@ -102,6 +94,8 @@ def _check_input(model: nn.Module, ds) -> None:
     if int(ds.sizes["time"]) != model.n_samples or int(ds.attrs.get("fs", model.fs)) != model.fs:
         raise InputError(f"the scenes hold {ds.sizes['time']} samples at {ds.attrs.get('fs')} Hz but the model "
                          f"takes {model.n_samples} at {model.fs} Hz")
+    for name in ("azimuth", "elevation", "snr"):
+        check_finite(f"the scenes' {name} values", ds[name].values)
 
 
 # -- training -----------------------------------------------------------------------------------------
@@ -149,8 +143,7 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     import xarray as xr
 
     from xai_loc.data.ipd_ild_scenes import open_scenes
-    from xai_loc.models.checkpoint import checkpoint_path, result_entry
-    from xai_loc.models.tfcnn import TFCNN
+    from xai_loc.models.checkpoint import build_configured, checkpoint_path, result_entry
     from xai_loc.models.trainer import (
         STORAGE,
         Hooks,
@@ -172,8 +165,10 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     test_ds = None if test_scenes is None else (
         test_scenes if isinstance(test_scenes, xr.Dataset) else open_scenes(test_scenes))
     with seeded(config.seed):
-        model = TFCNN(**(model_config or {}))
+        model = build_configured("tfcnn", model_config or {})
     _check_input(model, train_ds)
+    if test_ds is not None:  # before training, not after it
+        _check_input(model, test_ds)
     spec = json.loads(train_ds.attrs["spec"])
     targets = _targets(model, train_ds["azimuth"].values, train_ds["elevation"].values)
     n = len(targets)
@@ -194,7 +189,6 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     score = None
     dataset = {"train": {"spec": spec, "spec_digest": train_ds.attrs.get("spec_digest"), "n_examples": n}}
     if test_ds is not None:
-        _check_input(model, test_ds)
         test_cache = cue_cache(model, test_ds["waveforms"], progress=progress)
         truth, snr = test_ds["azimuth"].values, test_ds["snr"].values
 

@@ -11,7 +11,7 @@ else is shared by :class:`Trainer`:
 - the state (model, optimizer, scheduler, best model, history; tensors and plain
   containers, readable with ``torch.load(weights_only=True)``) is written atomically after
   every epoch in one format (:data:`STATE_FORMAT`), and a run resumes only with the same
-  identity (architecture, recipe, data);
+  identity (architecture, recipe, data) and never with fewer epochs than it has trained;
 - the stop rules (:data:`STOP_RULES`): early stopping on the validation criterion, the
   planned epochs, a wall-clock budget per call and a hard deadline; a loss that is no longer
   finite stops the run as ``"diverged"`` once there is a model to keep (an error before);
@@ -368,6 +368,15 @@ class Trainer:
         if found:
             raise InputError(f"{path} belongs to another training run ({'; '.join(found)}); "
                              "remove it or write to another out")
+        history = state["history"]
+        n = len(history["train_loss"])  # states written before draws and steps were recorded
+        history.setdefault("draws", [1] * n)
+        history.setdefault("steps", [self.batches_per_draw] * n)
+        trained = int(sum(history["draws"]))
+        if trained > self.schedule.max_epochs:  # else the card would plan fewer epochs than it records
+            raise InputError(f"{self.schedule.max_epochs} planned epochs are fewer than the {trained} epochs already "
+                             f"trained in {path}; plan at least {trained} (epochs, or max_epochs of the multichannel "
+                             "recipe)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -375,10 +384,7 @@ class Trainer:
         best = state["best"]
         self.epoch, self.best_epoch, self.best_val_loss = state["epoch"], best["epoch"], best["val_loss"]
         self.best_model, self.best_summary = best["model"], best["summary"]
-        self.history, self.seconds = state["history"], state["seconds"]
-        n = len(self.history["train_loss"])  # states written before draws and steps were recorded
-        self.history.setdefault("draws", [1] * n)
-        self.history.setdefault("steps", [self.batches_per_draw] * n)
+        self.history, self.seconds = history, state["seconds"]
         self.extra = {k: state.get(k) or v for k, v in self.extra.items()}
 
     # -- training ---------------------------------------------------------------------------------

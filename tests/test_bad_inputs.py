@@ -136,6 +136,7 @@ CASES = [
     ("listen-out-below-file", ["listen", "{ws}/relevance", "--out", "{ws}/afile/w"], {}),
     ("figures-below-file", ["figures", "{ws}/afile"], {}),
     ("reproduce-out-ro", ["reproduce", "--quick", "--out", "{ws}/ro/r"], {}),
+    ("reproduce-out-in-store", ["reproduce", "--quick", "--out", "{ws}/relevance/r"], {}),
     ("reproduce-data-below-file", ["reproduce", "--quick", "--data", "{ws}/afile/d"], {}),
     ("import-out-below-file", ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10",
                                "--out", "{ws}/afile/x.safetensors", "{ws}/text.pth"], {}),
@@ -170,6 +171,7 @@ CASES = [
     ("threads-huge", ["--threads", "65536", "info"], {}),
     ("threads-zero", ["--threads", "0", "info"], {}),
     ("threads-env-word", ["info"], {"XAI_LOC_THREADS": "many"}),
+    ("threads-underscore-env-word", ["info"], {"XAI_LOC_THREADS": "1_6"}),
     ("keep-memory-env-word", ["info"], {"XAI_LOC_KEEP_MEMORY": "yes"}),
     ("sources-zero", ["simulate", "--t60", "0.3", "--snr", "10", "--sources", "0"], {}),
     ("epochs-negative", ["binaural", "tfcnn", "train", "--epochs", "-2"], {}),
@@ -204,6 +206,7 @@ CASES = [
      ["components", "--checkpoint", "{ws}/loccnn.safetensors", "--early-end", "-0.01"], {}),
     ("report-damaged-nc", ["report", "{ws}/results/truncated", "--out", "{ws}/page.html"], {}),
     ("report-out-is-folder", ["report", "{ws}/results/text", "--out", "{ws}/ro"], {}),
+    ("report-out-study-json", ["report", "{ws}/results/text", "--out", "{ws}/results/text/study.json"], {}),
     ("report-empty-folder", ["report", "{ws}/ro"], {}),
     ("percentages-zero-alone", ["perturb", "--checkpoint", "{ws}/loccnn.safetensors", "--percentages", "0"], {}),
     ("faithfulness-percentages-zero-alone",
@@ -448,3 +451,15 @@ def test_output_folder_check_makes_and_removes_an_entry(tmp_path, monkeypatch):
         check_out_dir(tmp_path / "kept" / "new", "--out")
     assert str(err.value) == (f"--out {str(tmp_path / 'kept' / 'new')!r} is not writable: nothing can be created "
                               f"in {str(tmp_path / 'kept')!r} ({os.strerror(errno.EROFS)}); choose another folder")
+
+
+def test_an_atomic_write_onto_a_folder_is_one_line_naming_it(tmp_path):
+    """Review: a summary.md or report.html that was a folder failed late, naming a temporary file."""
+    from xai_loc.io import write_text_atomic
+
+    (tmp_path / "summary.md").mkdir()
+    with pytest.raises(InputError) as err:
+        write_text_atomic(tmp_path / "summary.md", "text")
+    assert str(err.value) == (f"cannot write the file {str(tmp_path / 'summary.md')!r}: it is a folder; remove it "
+                              "or choose another path")
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.md"] and not any((tmp_path / "summary.md").iterdir())

@@ -30,6 +30,53 @@ def test_help_does_not_import_torch():
     assert "Usage: " in run.stdout and "--fill" in run.stdout  # the help texts were printed, perturb's among them
 
 
+def test_a_terminated_command_removes_the_file_it_was_writing(tmp_path):
+    """Review: SIGTERM killed a command at once, leaving the temporary file of an atomic write (which the report
+    then showed as a figure); it now ends the command as an error does (exit code 143)."""
+    code = ("import os, signal, sys, time\n"
+            "import xai_loc.io\n"
+            "from xai_loc.cli import main\n"
+            "def killed(path):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(60)\n"
+            "@main.command('write')\n"
+            "def write():\n"
+            "    xai_loc.io.fsync_path = killed\n"
+            "    xai_loc.io.write_text_atomic(sys.argv[1] + '/figure.png', 'half')\n"
+            "main(['write'])\n")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 143, run.stderr[-2000:]
+    assert not any(tmp_path.iterdir())
+
+
+def test_report_out_is_an_html_file(tmp_path):
+    """Review: report --out study.json (or a result file's name) overwrote what the report reads."""
+    for name in ("study.json", "perturbation.nc", "page"):
+        result = CliRunner().invoke(main, ["report", str(tmp_path), "--out", str(tmp_path / name)])
+        assert result.exit_code == 2 and result.output == (f"Error: --out {str(tmp_path / name)!r} is not allowed; "
+                                                           "use a file name ending in .html\n"), result.output
+
+
+@pytest.mark.parametrize("store", ["test-n1.zarr", "test-n1.relevance", "test-n1.zarr.0123.partial"])
+def test_an_out_folder_inside_a_store_is_refused(tmp_path, store):
+    """Review: reproduce --out inside a data store was accepted."""
+    (tmp_path / store).mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / store)
+    for out in (tmp_path / store, tmp_path / store / "results", tmp_path / "link" / "results"):
+        result = CliRunner().invoke(main, ["reproduce", "--quick", "--out", str(out), "--pretrained", str(tmp_path)])
+        assert result.exit_code == 2 and result.output.startswith(
+            f"Error: --out {str(out)!r} is not allowed: it is inside the store folder {str(tmp_path / store)!r}"), \
+            result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", store] and not any((tmp_path / store).iterdir())
+
+
+def test_reproduce_names_its_skip_option(tmp_path):
+    result = CliRunner().invoke(main, ["reproduce", "--quick", "--skip", "bogus", "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 2 and result.output.startswith("Error: --skip 'bogus' is not an experiment of the "
+                                                              "study; allowed: perturbation, tdoa"), result.output
+    assert not any(tmp_path.iterdir())
+
+
 def test_cli_choices_follow_the_registries():
     assert set(BACKEND_CHOICES) == set(BACKENDS)
     assert set(CONVENTION_CHOICES) == set(CONVENTIONS)
@@ -305,7 +352,7 @@ def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch):
     assert row.split("|")[4].strip() == "pyroomacoustics"  # a card without a convention: the legacy data
     assert row.split("|")[7].strip() == "0.088"  # the paper's number beside ours
     assert "Test data simulated under the gpurir convention." in summary
-    missing = next(line for line in summary.splitlines() if line.startswith("No shipped checkpoint for: "))
+    missing = next(line for line in summary.splitlines() if line.startswith(f"No checkpoint in {zoo} for: "))
     assert "samplecnn (0.15 s, 25 dB)" in missing and "loccnn (0.3 s, 20 dB)" in missing  # one architecture too
     assert "loccnn (0.15 s, 25 dB)" not in missing
     assert "faithfulness, sanity, components on 1 of them with input_x_gradient and 200 bootstrap" in summary

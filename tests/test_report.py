@@ -215,12 +215,30 @@ def test_report_marks_what_the_last_reproduce_run_did_not_write(study, tmp_path)
     assert (rep / "report.html").read_bytes() == before
 
 
+def test_a_run_that_writes_no_result_still_leaves_a_page_of_the_folder(study, tmp_path):
+    """Review: a second run that skipped every experiment left the first run's report.html beside its newer
+    study.json; and the temporary file of a killed write (a dot-file) was shown on the page as a figure."""
+    base = tmp_path / "again"
+    shutil.copytree(study.parent, base)
+    rep = base / "rep"
+    (rep / CONDITION / ".tdoa.png.k1ll3d.tmp.png").write_bytes((rep / CONDITION / "tdoa.png").read_bytes())
+    make_study(base, "--skip", "perturbation,tdoa,faithfulness,sanity,components")
+    text = html.unescape((rep / "report.html").read_text())
+    assert "quick run; conditions t60-0.15_snr-25; skipped perturbation, tdoa, faithfulness, sanity, components" \
+        in text
+    marked = {name for name in ("perturbation", "tdoa", "faithfulness", "sanity", "components")
+              if f"{name}.nc: not written by the last reproduce run" in text}
+    assert marked == {"perturbation", "tdoa", "faithfulness", "sanity", "components"}
+    assert ".tdoa.png" not in text and "k1ll3d" not in text
+
+
 def test_bad_inputs_are_one_line_exit_2_and_write_nothing(study, tmp_path):
     damaged = tmp_path / "dämaged"
     damaged.mkdir()
     (damaged / "tdoa.nc").write_bytes((study / CONDITION / "tdoa.nc").read_bytes()[:2000])
     shutil.copy(study / CONDITION / "perturbation.nc", damaged)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "folder.html").mkdir()
     from xai_loc.io import write_dataset_atomic
 
     mixed = tmp_path / "mixed"  # review: merged under the first file's condition in one section
@@ -234,7 +252,7 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(study, tmp_path):
                        ([str(tmp_path / "empty")], "holds no results"),
                        ([str(tmp_path / "nowhere")], "does not exist"),
                        ([str(damaged), "--windows", "0"], "--windows 0 is not allowed"),
-                       ([str(damaged), "--out", str(tmp_path)], "is a folder")]:
+                       ([str(damaged), "--out", str(tmp_path / "folder.html")], "is a folder")]:
         result = CliRunner().invoke(main, ["report", *args])
         assert result.exit_code == 2, result.output
         assert says in result.output and result.output.count("\n") == 1

@@ -1,4 +1,5 @@
-"""Process set-up for CPU work: freed memory kept for reuse (glibc), and its switch."""
+"""Process set-up for CPU work: freed memory kept for reuse (glibc), and its switch; torch's threads, set for
+every command; integers and environment variables read alike everywhere."""
 import ast
 import ctypes
 import platform
@@ -94,3 +95,64 @@ def test_a_refused_mallopt_is_an_error_not_a_false_claim(monkeypatch):
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Refusing())
     with pytest.raises(OSError, match=r"^mallopt\(-4, 0\) failed$"):
         keep_freed_memory(True)
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_an_empty_variable_counts_as_unset(monkeypatch, restore_keep):
+    """Review: an empty XAI_LOC_KEEP_MEMORY was refused while an empty XAI_LOC_THREADS counted as unset, and an
+    empty XAI_LOC_DATA put data into the working directory."""
+    from pathlib import Path
+
+    from xai_loc.cli_params import data_root_default
+    from xai_loc.data.store import default_root
+
+    monkeypatch.setenv(KEEP_MEMORY_ENV, "")
+    assert keep_freed_memory() is True
+    monkeypatch.setenv("XAI_LOC_DATA", "")
+    assert data_root_default() == "xai-loc-data" and default_root() == Path("xai-loc-data")
+    from xai_loc.models.zoo import PRETRAINED_ENV, pretrained_dir
+
+    monkeypatch.setenv(PRETRAINED_ENV, "")
+    assert pretrained_dir() == Path(__file__).resolve().parents[1] / "pretrained"
+    result = CliRunner().invoke(main, ["info"], env={"XAI_LOC_THREADS": "", KEEP_MEMORY_ENV: ""})
+    assert result.exit_code == 0 and "freed memory     kept for reuse" in result.output, result.output
+
+
+@pytest.mark.parametrize("text", ["1_6", "\u0661\u0666", "１６", "16.0", "0x10", ""],
+                         ids=["underscore", "arabic-indic", "fullwidth", "float", "hex", "empty"])
+def test_integers_are_ascii_digits_only(monkeypatch, text):
+    """Review: XAI_LOC_THREADS=1_6 was read as 16 (int() takes underscores and other scripts' digits)."""
+    from xai_loc.cli_params import Int
+    from xai_loc.runtime import MAX_THREADS, THREADS_ENV, configure_threads, parse_int
+
+    with pytest.raises(ValueError):
+        parse_int(text)
+    with pytest.raises(InputError, match=f"^value {text!r} is not an integer; use an integer >= 1$"):
+        Int(1).convert(text, None, None)
+    if text:  # empty: unset
+        monkeypatch.setenv(THREADS_ENV, text)
+        with pytest.raises(InputError, match=rf"^XAI_LOC_THREADS={text!r} is not an integer; use an integer in "
+                                             rf"\[1, {MAX_THREADS}\]$"):
+            configure_threads()
+        result = CliRunner().invoke(main, ["info"], env={THREADS_ENV: text})
+        assert result.exit_code == 2 and result.output == f"Error: XAI_LOC_THREADS {text!r} is not an integer; use " \
+            f"an integer in [1, {MAX_THREADS}]\n", result.output
+    assert [parse_int(t) for t in (" 16 ", "+16", "-3", "007")] == [16, 16, -3, 7]
+
+
+def test_the_thread_setting_holds_for_every_command(tmp_path):
+    """Review: --threads and XAI_LOC_THREADS were applied only by the commands that set up CPU work, not by
+    report, figures, listen or models."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        for args, env in ((["--threads", "1", "models", "list", "--dir", str(tmp_path)], {}),
+                          (["models", "list", "--dir", str(tmp_path)], {"XAI_LOC_THREADS": "2"}),
+                          (["--threads", "1", "figures", str(tmp_path)], {})):  # an error after the setting
+            torch.set_num_threads(3)
+            result = CliRunner().invoke(main, args, env=env)
+            assert result.exit_code == (2 if "figures" in args else 0), result.output
+            assert torch.get_num_threads() == (2 if env else 1)
+    finally:
+        torch.set_num_threads(before)

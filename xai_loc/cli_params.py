@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from xai_loc.errors import InputError
+from xai_loc.runtime import parse_int
 
 __all__ = ["SEED", "SNR", "T60", "Device", "InputDir", "InputFile", "Int", "Number", "OutDir", "OutFile",
            "check_out_dir", "data_root_default"]
@@ -64,13 +65,24 @@ def check_out_dir(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+#: Folders of stores (zarr stores, relevance folders, stores being written): no place for a command's other output.
+STORE_SUFFIXES = (".zarr", ".relevance", ".partial")
+
+
 class OutDir(click.ParamType):
-    """A folder to write into: it exists as a writable folder or can be created."""
+    """A folder to write into: it exists as a writable folder or can be created, and is not at or below a
+    store's folder (:data:`STORE_SUFFIXES`, where links lead)."""
 
     name = "folder"
 
     def convert(self, value, param, ctx):
-        return str(check_out_dir(value, _name(param, ctx, value)))
+        what = _name(param, ctx, value)
+        resolved = Path(value).resolve()
+        store = next((p for p in (resolved, *resolved.parents) if p.name.endswith(STORE_SUFFIXES)), None)
+        if store is not None:
+            raise InputError(f"{what} {str(value)!r} is not allowed: it is inside the store folder {str(store)!r}; "
+                             f"choose a folder outside any {', '.join(f'*{s}' for s in STORE_SUFFIXES)} folder")
+        return str(check_out_dir(value, what))
 
 
 class OutFile(click.ParamType):
@@ -159,7 +171,7 @@ class Int(click.ParamType):
             number = value
         else:
             try:
-                number = int(str(value).strip())
+                number = parse_int(str(value))
             except ValueError:
                 raise InputError(f"{_name(param, ctx, value)} {value!r} is not an integer; "
                                  f"use {self._allowed()}") from None
@@ -229,5 +241,5 @@ SEED = Int(0, 2**63 - 1)
 
 
 def data_root_default() -> str:
-    """The data root when ``--data`` is not given: ``$XAI_LOC_DATA`` or ``./xai-loc-data``."""
-    return os.environ.get("XAI_LOC_DATA", "xai-loc-data")
+    """The data root when ``--data`` is not given: ``$XAI_LOC_DATA`` (unset or empty: ``./xai-loc-data``)."""
+    return os.environ.get("XAI_LOC_DATA") or "xai-loc-data"

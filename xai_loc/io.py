@@ -27,10 +27,10 @@ def atomic_path(path: str | Path):
 
     ``tempfile.mkstemp`` creates files with mode 0600; a result written through here ends with
     the mode a plain ``open(path, "w")`` would give (0666 minus the umask). On any error the
-    temporary file is removed and ``path`` is left as it was. A parent that cannot be created
-    or written is reported in one line (:class:`~xai_loc.errors.InputError`).
+    temporary file is removed and ``path`` is left as it was. A ``path`` that is a folder, or a
+    parent that cannot be created or written, is reported in one line (:class:`~xai_loc.errors.InputError`).
     """
-    path = Path(path)
+    path = check_file_path(path)
     ensure_writable_dir(path.parent, what=f"the folder of {path.name}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
     os.close(fd)
@@ -43,6 +43,15 @@ def atomic_path(path: str | Path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_file_path(path: str | Path) -> Path:
+    """``path`` as a ``Path``; one line (:class:`~xai_loc.errors.InputError`) where it is a folder, which a file
+    written there cannot replace."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write the file {str(path)!r}: it is a folder; remove it or choose another path")
+    return path
 
 
 def fsync_path(path: str | Path) -> None:

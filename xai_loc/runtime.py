@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import threading
 from collections.abc import Iterator
 
@@ -12,6 +13,18 @@ from xai_loc.errors import InputError
 THREADS_ENV = "XAI_LOC_THREADS"
 #: Upper bound of the thread count (torch crashes when asked for tens of thousands).
 MAX_THREADS = 256
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(text: str) -> int:
+    """An integer written as ASCII digits with an optional sign (surrounding spaces allowed).
+
+    Raises ``ValueError`` for anything else: unlike :func:`int`, underscores (``1_6``) and other
+    scripts' digits are refused. Every integer option and ``XAI_LOC_THREADS`` are read with it.
+    """
+    if not _INTEGER.fullmatch(text.strip()):
+        raise ValueError(f"{text!r} is not an integer")
+    return int(text)
 
 
 def configure_threads(threads: int | None = None) -> int:
@@ -33,9 +46,9 @@ def configure_threads(threads: int | None = None) -> int:
     if threads is None and os.environ.get(THREADS_ENV):
         raw = os.environ[THREADS_ENV]
         try:
-            threads = int(raw)
+            threads = parse_int(raw)
         except ValueError:
-            raise InputError(f"{THREADS_ENV}={raw!r} is not an integer; use a positive integer") from None
+            raise InputError(f"{THREADS_ENV}={raw!r} is not an integer; use an integer in [1, {MAX_THREADS}]") from None
     if threads is not None:
         if not 1 <= threads <= MAX_THREADS:
             raise InputError(f"threads={threads} is not allowed; use an integer in [1, {MAX_THREADS}]")
@@ -68,7 +81,7 @@ def keep_freed_memory(enabled: bool | None = None) -> bool:
     ----------
     enabled
         True keeps freed memory, False restores glibc's defaults and hands the kept memory back;
-        None reads ``XAI_LOC_KEEP_MEMORY`` (``1``, the default, or ``0``).
+        None reads ``XAI_LOC_KEEP_MEMORY`` (``1``, the default when unset or empty, or ``0``).
 
     Returns
     -------
@@ -76,7 +89,7 @@ def keep_freed_memory(enabled: bool | None = None) -> bool:
         Whether freed memory is now kept (False where the C library is not glibc).
     """
     if enabled is None:
-        raw = os.environ.get(KEEP_MEMORY_ENV, "1").strip()
+        raw = (os.environ.get(KEEP_MEMORY_ENV) or "1").strip()
         if raw not in ("0", "1"):
             raise InputError(f"{KEEP_MEMORY_ENV}={raw!r} is not allowed; use 1 (keep freed memory) or 0 (glibc's "
                              "defaults)")

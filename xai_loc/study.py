@@ -16,6 +16,7 @@ experiment (:mod:`xai_loc.experiments.registry`), taken by ``perturb``, ``tdoa``
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -53,6 +54,8 @@ STUDY_EXPERIMENTS = {
 }
 #: The explanation-quality suite among them: what ``--quick`` runs small.
 SUITE = ("faithfulness", "sanity", "components")
+#: The files of the study's folder besides its record and the conditions' folders.
+SUMMARY, REPORT = "summary.md", "report.html"
 
 
 @dataclass
@@ -113,15 +116,16 @@ def study_options(quick: bool) -> dict[str, dict[str, Any]]:
     return options
 
 
-def check_skip(skip: Sequence[str]) -> tuple[str, ...]:
-    """Validate the names of experiments to leave out of the study (:data:`STUDY_EXPERIMENTS`), each once."""
+def check_skip(skip: Sequence[str], what: str = "skip") -> tuple[str, ...]:
+    """Validate the names of experiments to leave out of the study (:data:`STUDY_EXPERIMENTS`), each once;
+    ``what`` names them in the error (``--skip`` on the command line)."""
     names = tuple(str(name).strip() for name in skip)
     for name in names:
         if name not in STUDY_EXPERIMENTS:
-            raise InputError(f"skip {name!r} is not an experiment of the study; allowed: "
+            raise InputError(f"{what} {name!r} is not an experiment of the study; allowed: "
                              f"{', '.join(STUDY_EXPERIMENTS)}")
     if len(set(names)) < len(names):
-        raise InputError(f"skip {','.join(names)!r} names an experiment twice; give each once")
+        raise InputError(f"{what} {','.join(names)!r} names an experiment twice; give each once")
     return names
 
 
@@ -150,22 +154,54 @@ def _evaluate(models: ModelSet, name: str, store, batch_size: int, device: str) 
 
 
 def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
+    """The checkpoints of ``archs`` for (``t60``, ``snr``) in ``folder`` (None: the shipped ones), found by their
+    names; one line where a card holds another architecture or condition than its file's name says."""
+    from xai_loc.data.store import condition_name
+    from xai_loc.models.checkpoint import read_card
     from xai_loc.models.zoo import shipped_checkpoint
 
     found = {}
     for arch in archs:
         try:
-            found[arch] = shipped_checkpoint(arch, t60, snr, folder)
+            path = shipped_checkpoint(arch, t60, snr, folder)
         except InputError:
             continue
+        card = read_card(path)
+        condition = card.get("condition") if isinstance(card.get("condition"), dict) else {}
+        held_t60, held_snr = condition.get("t60"), condition.get("snr")
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (held_t60, held_snr))
+        same = numbers and condition_name(held_t60, held_snr) == condition_name(t60, snr)  # as the name is written
+        if card["architecture"] != arch or not same:
+            held = f"T60 {held_t60:g} s, SNR {held_snr:g} dB" if numbers else \
+                f"no single T60 and SNR (condition {json.dumps(condition)})"
+            raise InputError(f"checkpoint {path} is named for {arch}, T60 {t60:g} s, SNR {snr:g} dB, but its card "
+                             f"holds {card['architecture']}, {held}; give each checkpoint the name of what it holds")
+        found[arch] = path
     return found
+
+
+def _check_out(out: Path, conditions: Sequence[str]) -> None:
+    """One line, before any work, where a file of ``out`` the run writes is a folder, or a condition's folder
+    is a link (the report does not follow links), a file, or cannot be written."""
+    from xai_loc.cli_params import check_out_dir
+    from xai_loc.io import check_file_path
+    from xai_loc.report.study_run import STUDY_RECORD
+
+    for name in (STUDY_RECORD, SUMMARY, REPORT):
+        check_file_path(out / name)
+    for name in conditions:
+        if (out / name).is_symlink():
+            raise InputError(f"condition folder {str(out / name)!r} is a link, which the report does not follow; "
+                             "remove the link or choose another output folder")
+        check_out_dir(out / name, "condition folder")
 
 
 def reproduce(out: str | Path, *, quick: bool = False, data_root=None, conditions=None,
               archs=("loccnn", "samplecnn"), pretrained=None, batch_size: int = 16, device: str = "cpu",
               progress: bool | None = None, convention: str = "gpurir", skip: Sequence[str] = ()) -> Path:
-    """Run the study and write everything below ``out``, ending with ``report.html`` (when an experiment
-    ran); returns the path of ``summary.md``.
+    """Run the study and write everything below ``out``, ending with ``report.html`` (when the folder holds
+    results, this run's or an earlier one's; an earlier page is removed when the run starts); returns the path
+    of ``summary.md``.
 
     Parameters
     ----------
@@ -181,12 +217,19 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     archs
         Architectures to include when a checkpoint exists for the condition.
     pretrained
-        Checkpoint folder (default: the shipped ``pretrained/``).
+        Checkpoint folder (default: the shipped ``pretrained/``), checkpoints under the shipped names, each
+        card holding the architecture and condition its name says (checked before any work starts).
     convention
         Simulation convention of the test data (:mod:`xai_loc.acoustics.conventions`); each
         model's row says the convention of its training data.
     skip
         Names in :data:`STUDY_EXPERIMENTS` to leave out (checked before any work starts).
+
+    Raises
+    ------
+    InputError
+        One line, before any work: a bad ``skip``, no checkpoint, a checkpoint whose card disagrees with its
+        name, or an output that cannot be used (:func:`_check_out`).
     """
     skip = check_skip(skip)
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
@@ -197,6 +240,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     from xai_loc.models.zoo import data_convention, paper_mae
     from xai_loc.plots.inspection import plot_inspection
     from xai_loc.report import write_report
+    from xai_loc.report.collect import result_paths
     from xai_loc.report.study_run import StudyRun
 
     out = Path(out)
@@ -211,6 +255,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         raise InputError(f"no checkpoint of {', '.join(archs)} for the study's conditions in "
                          f"{pretrained or pretrained_dir()}; give --pretrained a folder holding them under the shipped "
                          "names (e.g. loccnn_t60-0.6_snr-10.safetensors)")
+    _check_out(out, [condition_name(t60, snr) for t60, snr, found in plan if found])
     # every checkpoint loaded (hashed, randomized) before anything is written: a damaged one is one line and
     # leaves an earlier run's record as it was
     loaded = [(t60, snr, ModelSet(checkpoints)) for t60, snr, checkpoints in plan if checkpoints]
@@ -218,6 +263,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     record = StudyRun(out, {"quick": quick, "skipped": list(skip), "convention": convention, "archs": list(archs),
                             "conditions": [condition_name(t60, snr) for t60, snr, found in plan if found],
                             "missing_checkpoints": [f"{a} ({t:g} s, {s:g} dB)" for a, t, s in missing]})
+    (out / REPORT).unlink(missing_ok=True)  # an earlier run's page: regenerated at the end, never left stale
     loc_rows, sections = [], []
     for t60, snr, models in loaded:  # each model loaded, hashed and randomized once for every stage below
         folder = out / condition_name(t60, snr)
@@ -246,12 +292,13 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
              "| T60 s | SNR dB | model | trained on | MAE/coord m | constant predictor m | paper m | windows |",
              "|---|---|---|---|---|---|---|---|", *loc_rows, ""]
     if missing:
-        lines += ["No shipped checkpoint for: " + ", ".join(f"{a} ({t:g} s, {s:g} dB)" for a, t, s in missing)
+        lines += [("No shipped checkpoint" if pretrained is None else f"No checkpoint in {pretrained}") + " for: "
+                  + ", ".join(f"{a} ({t:g} s, {s:g} dB)" for a, t, s in missing)
                   + ". Train them with scripts/train_zoo.py.", ""]
-    summary = write_text_atomic(out / "summary.md", "\n".join(lines + sections) + "\n")
+    summary = write_text_atomic(out / SUMMARY, "\n".join(lines + sections) + "\n")
     record.add(summary)
     record.finish()
-    if loc_rows and len(skip) < len(STUDY_EXPERIMENTS):  # no checkpoint or every experiment skipped: no results
+    if result_paths(out):  # this run's results or an earlier run's (every experiment skipped: maybe none)
         write_report(out)
     return summary
 

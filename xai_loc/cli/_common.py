@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import signal
 import sys
+import threading
 
 import click
 from click.core import ParameterSource
@@ -103,8 +105,41 @@ def user_errors(meta: dict | None = None):
     raise click.exceptions.Exit(2)
 
 
+class Command(click.Command):
+    """A command that sets the process up for CPU work (:func:`~xai_loc.runtime.configure_cpu`: the root's
+    ``--threads`` or ``XAI_LOC_THREADS``, freed memory kept) once its own options are read, so that every
+    command runs with them and ``--help`` imports no torch."""
+
+    def invoke(self, ctx: click.Context):
+        from xai_loc.runtime import configure_cpu
+
+        configure_cpu(ctx.find_root().params.get("threads"))
+        return super().invoke(ctx)
+
+
+def _terminated(signum, frame):
+    """SIGTERM's handler in the command line: end as ``sys.exit`` would, with the shell's code for it."""
+    raise SystemExit(128 + signum)
+
+
 class Group(click.Group):
-    """A click group that reports user errors in one line with exit code 2 (its own options included)."""
+    """A click group that reports user errors in one line with exit code 2 (its own options included); its
+    commands are :class:`Command`, its sub-groups of this class."""
+
+    command_class = Command
+    group_class = type
+
+    def main(self, *args, **kwargs):
+        """Run the command line; SIGTERM raises ``SystemExit`` (exit code 143) in it, so that what a killed
+        command was writing is cleaned up as after an error (temporary files of atomic writes removed)."""
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            return super().main(*args, **kwargs)
+        previous = signal.signal(signal.SIGTERM, _terminated)
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            if previous is not None:  # None: a handler not set from Python, which cannot be restored
+                signal.signal(signal.SIGTERM, previous)
 
     def make_context(self, info_name, args, parent=None, **extra):
         with user_errors():
@@ -249,11 +284,11 @@ OPTION_HELP = ("Method, composite or target option KEY=VALUE (repeatable), e.g. 
 TF32_COMMANDS = frozenset({"train"})
 
 
-def setup(ctx: click.Context) -> int:
-    """Set up the process for CPU work (torch's threads, freed memory kept: :func:`~xai_loc.runtime.configure_cpu`);
-    record the command's --batch-size for the message about a GPU out of memory;
-    turn TF32 off for a command on cuda other than :data:`TF32_COMMANDS`."""
-    from xai_loc.runtime import configure_cpu, full_float32
+def setup(ctx: click.Context) -> None:
+    """Record the command's --batch-size for the message about a GPU out of memory; check --model against
+    --checkpoint and --composite against --method; turn TF32 off for a command on cuda other than
+    :data:`TF32_COMMANDS`. (Threads and memory are set for every command by :class:`Command`.)"""
+    from xai_loc.runtime import full_float32
 
     ctx.meta[BATCH_SIZE_KEY] = ctx.params.get("batch_size")
     arch, checkpoint = ctx.params.get("arch"), ctx.params.get("checkpoint")
@@ -271,7 +306,6 @@ def setup(ctx: click.Context) -> int:
                          "composites are LRP's (--method lrp)")
     if ctx.command.name not in TF32_COMMANDS:  # so that cuda results match the CPU's within the documented tolerances
         full_float32(str(ctx.params.get("device") or "cpu"))
-    return configure_cpu(ctx.obj["threads"])
 
 
 def with_options(*options):

@@ -85,10 +85,10 @@ def info(ctx: click.Context) -> None:
 
     from xai_loc.runtime import keep_freed_memory, software_versions
 
-    threads = setup(ctx)
+    setup(ctx)
     for name, ver in software_versions().items():
         click.echo(f"{name:16s} {ver}")
-    click.echo(f"{'threads':16s} {threads}")
+    click.echo(f"{'threads':16s} {torch.get_num_threads()}")
     kept = "kept for reuse" if keep_freed_memory() else "returned to the system (XAI_LOC_KEEP_MEMORY=0 or not glibc)"
     click.echo(f"{'freed memory':16s} {kept}")
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available"
@@ -718,9 +718,10 @@ def reproduce(ctx, quick, out, data, pretrained, batch_size, device, skip, conve
     faithfulness suite, the sanity checks, the relevance shares on the simulator's components,
     figures, summary.md and report.html. Conditions without a shipped checkpoint are listed as missing.
     study.json records what the run wrote: the report marks what an earlier run left in OUT."""
+    from xai_loc.study import check_skip
     from xai_loc.study import reproduce as run
 
     setup(ctx)
+    skip = check_skip(csv_list(skip, what="--skip"), what="--skip") if skip else ()
     click.echo(str(run(out, quick=quick, data_root=data, pretrained=pretrained, batch_size=batch_size,
-                       device=device, progress=True, convention=convention or "gpurir",
-                       skip=csv_list(skip, what="--skip") if skip else ())))
+                       device=device, progress=True, convention=convention or "gpurir", skip=skip)))

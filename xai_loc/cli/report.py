@@ -9,7 +9,8 @@ from xai_loc.cli_params import InputDir, Int, OutFile
 
 @main.command()
 @click.argument("results", type=InputDir())
-@click.option("--out", type=OutFile(), default=None, help="The HTML file [default: RESULTS/report.html].")
+@click.option("--out", type=OutFile(".html"), default=None,
+              help="The HTML file, named *.html [default: RESULTS/report.html].")
 @click.option("--windows", type=Int(1, 64), default=4, show_default=True,
               help="Windows per model in the window explorer (each carries its audio inline).")
 def report(results, out, windows) -> None:

@@ -12,8 +12,7 @@ from xai_loc.runtime import MAX_THREADS
 @click.version_option(package_name="xai-loc")
 @click.option("--threads", type=Int(1, MAX_THREADS), default=None, envvar="XAI_LOC_THREADS", show_envvar=True,
               help="torch CPU threads (default: torch's choice; 1 is often fastest on small shared machines).")
-@click.pass_context
-def main(ctx: click.Context, threads: int | None) -> None:
+def main(threads: int | None) -> None:
     """Explain what neural sound-source localizers listen to.
 
     \b
@@ -38,4 +37,3 @@ def main(ctx: click.Context, threads: int | None) -> None:
     Explain a binaural model:    xai-loc binaural explain CHECKPOINT recording.wav
     Versions and devices:        xai-loc info
     """
-    ctx.obj = {"threads": threads}

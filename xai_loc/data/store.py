@@ -78,8 +78,8 @@ DATASET = StoreKind("dataset store", "signals", ("window", "mic", "time"), "pres
 
 
 def default_root() -> Path:
-    """Data root: ``$XAI_LOC_DATA`` if set, else ``./xai-loc-data``."""
-    return Path(os.environ.get(DATA_ENV, "xai-loc-data"))
+    """Data root: ``$XAI_LOC_DATA`` (unset or empty: ``./xai-loc-data``)."""
+    return Path(os.environ.get(DATA_ENV) or "xai-loc-data")
 
 
 def condition_name(t60: float, snr: float) -> str:

@@ -56,8 +56,9 @@ def convention_warning(card: dict, convention: str, name: str = "the model") -> 
 
 
 def pretrained_dir() -> Path:
-    """Folder of the shipped checkpoints: ``$XAI_LOC_PRETRAINED`` or ``pretrained/`` of the source tree."""
-    return Path(os.environ.get(PRETRAINED_ENV, Path(__file__).resolve().parents[2] / "pretrained"))
+    """Folder of the shipped checkpoints: ``$XAI_LOC_PRETRAINED`` (an empty one counts as unset) or
+    ``pretrained/`` of the source tree."""
+    return Path(os.environ.get(PRETRAINED_ENV) or Path(__file__).resolve().parents[2] / "pretrained")
 
 
 #: Test metrics shown by :func:`list_checkpoints`, in this order when a card records them:

@@ -23,7 +23,8 @@ import numpy as np
 from xai_loc.errors import InputError
 from xai_loc.io import NETCDF_DIGEST
 
-__all__ = ["ResultEntry", "Section", "collect_sections", "describe_study_run", "localization_rows", "provenance"]
+__all__ = ["ResultEntry", "Section", "collect_sections", "describe_study_run", "localization_rows", "provenance",
+           "result_paths"]
 
 
 @dataclass
@@ -119,6 +120,15 @@ def _one_condition_per_folder(opened) -> None:
                              "folder")
 
 
+def result_paths(root: str | Path) -> list[tuple[Path, Any]]:
+    """``(path, registered result)`` of every registered result file below ``root``, sorted."""
+    from xai_loc.experiments.registry import RESULTS
+    from xai_loc.plots.redraw import result_files
+
+    return sorted((path, result) for result in RESULTS.values() for path in result_files(Path(root),
+                                                                                         result.result_file))
+
+
 def collect_sections(root: str | Path) -> list[Section]:
     """Open every registered result below ``root`` and gather them by folder (sorted by path).
 
@@ -130,13 +140,13 @@ def collect_sections(root: str | Path) -> list[Section]:
     tables or figures read, or a folder mixes conditions.
     """
     from xai_loc.experiments.registry import EXPERIMENTS, RESULTS
-    from xai_loc.plots.redraw import result_files, unusable_result
+    from xai_loc.plots.redraw import unusable_result
     from xai_loc.report.study_run import file_status, read_study_run
 
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"results folder {str(root)!r} does not exist or is not a folder")
-    found = sorted((path, result) for result in RESULTS.values() for path in result_files(root, result.result_file))
+    found = result_paths(root)
     if not found:
         raise InputError(f"{root} holds no results ({', '.join(r.result_file for r in RESULTS.values())}); run "
                          "an experiment (perturb, faithfulness, sanity, tdoa, reproduce or a binaural probe) first")
@@ -154,7 +164,8 @@ def collect_sections(root: str | Path) -> list[Section]:
     sections = []
     for folder, entries in sorted(by_folder.items()):
         drawn = {name for entry in entries.values() for name in entry.figures}
-        others = [p for p in sorted(folder.glob("*.png")) if p.name not in drawn]
+        # a name with a leading dot: a temporary file of a killed write (xai_loc.io.atomic_path), or hidden
+        others = [p for p in sorted(folder.glob("*.png")) if p.name not in drawn and not p.name.startswith(".")]
         extra = {p.name: p.read_bytes() for p in others}
         earlier = [p.name for p in others if file_status(record, root, p) == "earlier"]
         multichannel = any(name in EXPERIMENTS for name in entries)

@@ -53,7 +53,7 @@ class StudyRun:
         """Record files the run wrote (those below the folder; dicts and lists are flattened); rewrite the record."""
         from xai_loc.models.checkpoint import file_digest
 
-        root, stack = self.root.resolve(), [paths]
+        stack = [paths]
         while stack:
             item = stack.pop()
             if isinstance(item, dict):
@@ -61,9 +61,9 @@ class StudyRun:
             elif isinstance(item, (list, tuple)):
                 stack.extend(item)
             elif item is not None:
-                path = Path(item).resolve()
-                if path.is_relative_to(root):  # what the report shows (stores elsewhere are not its)
-                    self.files[path.relative_to(root).as_posix()] = file_digest(path)
+                key = _key(self.root, item)
+                if key is not None:  # what the report shows (stores elsewhere are not its)
+                    self.files[key] = file_digest(item)
         self._write(finished=False)
 
     def finish(self) -> Path:
@@ -78,6 +78,18 @@ class StudyRun:
         return write_text_atomic(self.root / STUDY_RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
+def _key(root: str | Path, path: str | Path) -> str | None:
+    """The record's name of ``path``: relative to ``root``, links not followed (a result linked from elsewhere is
+    named where it lies); None where it is not below ``root``."""
+    path, root = Path(path).absolute(), Path(root).absolute()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else None
+
+
+def _texts(value: Any) -> bool:
+    """Whether ``value`` is a list of strings."""
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 def read_study_run(root: str | Path) -> dict[str, Any] | None:
     """The record of the last ``reproduce`` run in ``root`` (``None`` where there is none).
 
@@ -90,7 +102,9 @@ def read_study_run(root: str | Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
         ok = (record["format"], record["version"]) == (_FORMAT, _VERSION) and isinstance(record["finished"], bool) \
             and isinstance(record["settings"], dict) and isinstance(record["files"], dict) \
-            and all(isinstance(v, str) for v in record["files"].values())
+            and all(isinstance(v, str) for v in record["files"].values()) \
+            and isinstance(record["settings"]["quick"], bool) \
+            and all(_texts(record["settings"][key]) for key in ("conditions", "skipped", "missing_checkpoints"))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:
@@ -106,7 +120,7 @@ def file_status(record: dict[str, Any] | None, root: str | Path, path: str | Pat
 
     if record is None:
         return None
-    key = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    key = _key(root, path)
     if key not in record["files"]:
         return "earlier"
     return "current" if file_digest(path) == record["files"][key] else "rewritten"

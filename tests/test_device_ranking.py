@@ -158,9 +158,9 @@ def _rank_with_torch(monkeypatch) -> list[str]:
         calls.append("scores")
         return torch_deletion_steps(torch.from_numpy(scores), counts, magnitude).numpy()
 
-    def random_steps(n_rows, n, counts, seed):
+    def random_steps(n_rows, n, counts, seed, first_row=0):
         calls.append("random")
-        return torch_random_deletion_steps(n_rows, n, counts, seed).numpy()
+        return torch_random_deletion_steps(n_rows, n, counts, seed, first_row=first_row).numpy()
 
     monkeypatch.setattr(deletion_order, "deletion_steps", steps)
     monkeypatch.setattr(deletion_order, "random_deletion_steps", random_steps)

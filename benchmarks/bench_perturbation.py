@@ -77,7 +77,6 @@ def main() -> None:
     rel = torch.tensor(rng.standard_normal(x.shape), dtype=torch.float32)
 
     modes = ["relevance", "energy", "random"]
-    gen = torch.Generator().manual_seed(0)
 
     def paper_loop():
         for w in range(args.loop_windows):
@@ -89,7 +88,7 @@ def main() -> None:
         for b in range(0, args.windows, args.batch_size):
             xb, rb = x[b : b + args.batch_size], rel[b : b + args.batch_size]
             for mode in modes:
-                steps = MODES[mode](xb, rb, gen, deletion_counts(PAPER_PERCENTAGES, xb))
+                steps = MODES[mode](xb, rb, deletion_counts(PAPER_PERCENTAGES, xb), 0, b)
                 for _, xp in perturbed_batches(xb, steps, PAPER_PERCENTAGES):
                     xp.sum()
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Recreate the shipped cochleagram localizer ``pretrained/cochcnn_default.safetensors``.
 
-Renders the binaural dataset of :class:`xai_loc.data.binaural_store.BinauralSpec` (defaults:
+Renders the binaural dataset of :func:`xai_loc.data.binaural_store.cochcnn_spec` (the shipped model's data:
 anechoic + office rooms, KEMAR, 6 sound kinds incl. shipped speech, 2200 distinct sounds x 4
 renderings, 0.25 s at 48 kHz, diffuse background at 5-40 dB SNR, 20 % of the sounds held
 out), trains the small cochleagram CNN (:mod:`xai_loc.models.cochleagram_cnn`, preset

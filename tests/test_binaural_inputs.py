@@ -259,3 +259,14 @@ def test_the_extreme_test_shares_that_leave_each_split_an_utterance_pass():
     assert len(cue_scenes.CueSceneSpec(test_fraction=0.002).utterances("test")) == 1  # 0.6 of the 300, rounded
     assert len(cue_scenes.CueSceneSpec(test_fraction=0.998).utterances("train")) == 1
     assert ipd_ild_scenes.utterance_split(ipd_ild_scenes.SceneSpec(test_fraction=0.998), 300)["train"].size == 1
+
+
+def test_tfcnn_scene_sets_of_other_fields_get_their_own_folder():
+    """Review: a card's spec with another duration and the defaults, each with --test-per-azimuth 2, shared a name."""
+    from xai_loc.cli.tfcnn import _tfcnn_spec
+    from xai_loc.data.ipd_ild_scenes import SceneSpec
+
+    assert _tfcnn_spec().name == "tfcnn-n8000-t10-s0"  # the shipped model's data keep their folder
+    assert _tfcnn_spec(test_per_azimuth=2).name == "tfcnn-n8000-t2-s0"
+    other = _tfcnn_spec(SceneSpec(name="mine", duration=0.5, test_snrs=(0.0,)), test_per_azimuth=2)
+    assert other.name.startswith("tfcnn-n8000-t2-s0-") and len(other.name) == len("tfcnn-n8000-t2-s0-") + 10

@@ -324,9 +324,9 @@ def test_ipd_ild_probe_refuses_an_snr_given_twice(tmp_path):
     scenes = xr.Dataset({"waveforms": (("example", "ear", "time"), waveforms)},
                         coords={"azimuth": ("example", [0.0, 30.0, 0.0, 30.0]),
                                 "snr": ("example", [0.0, 0.0, 10.0, 10.0])})
-    for snrs, says in (([0, 0], r"\[0.0, 0.0\] is not allowed: 0 dB"),  # 10 + 1e-12 selects the same examples
-                       ([10, 0, 10 + 1e-12], r"\[10.0, 0.0, 10.000000000001\] is not allowed: 10 dB")):
-        with pytest.raises(InputError, match=f"^snrs={says} is in it twice; give each SNR once$"):
+    for snrs, says in (([0, 0], "0"), ([10, 0, 10 + 1e-12], "10"), ([5], "5")):  # 10 + 1e-12: the same examples
+        with pytest.raises(InputError, match=f"^snrs {says} is not allowed; give each once, some of the test SNRs "
+                                             "0, 10 dB$"):
             run_ipd_ild_probe(model, scenes, tmp_path / "out", snrs=snrs)
     assert not (tmp_path / "out").exists()
 

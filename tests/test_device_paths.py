@@ -129,3 +129,16 @@ def test_cli_setup_turns_tf32_off_on_cuda_except_for_training(command, device, t
     ctx.params = {"batch_size": 8} if device is None else {"batch_size": 8, "device": device}
     setup(ctx)
     assert _tf32() == (tf32, tf32)
+
+
+def test_noise_streams_of_windows_are_distinct_beyond_32_bits():
+    """Review: torch's CPU generator keeps 32 bits of a seed, so windows 130387 and 156376 of seed 0 (their 64-bit
+    seeds share the low half) got the same noise."""
+    from xai_loc.errors import InputError
+    from xai_loc.experiments.perturbation import window_noise
+
+    assert not torch.equal(window_noise((1, 64), 0, 130387), window_noise((1, 64), 0, 156376))
+    assert not torch.equal(window_noise((1, 64), 0, 0), window_noise((1, 64), 2**32, 0))
+    np.testing.assert_array_equal(window_noise((3, 64), 7, 10)[1:], window_noise((2, 64), 7, 11))
+    with pytest.raises(InputError, match="first window index -1 is not allowed"):
+        window_noise((1, 4), 0, -1)

@@ -20,7 +20,8 @@ def parse_int(text: str) -> int:
     """An integer written as ASCII digits with an optional sign (surrounding spaces allowed).
 
     Raises ``ValueError`` for anything else: unlike :func:`int`, underscores (``1_6``) and other
-    scripts' digits are refused. Every integer option and ``XAI_LOC_THREADS`` are read with it.
+    scripts' digits are refused. Every integer option, ``listen``'s lists and ``XAI_LOC_THREADS`` are read
+    with it (``--option`` values are the methods' own).
     """
     if not _INTEGER.fullmatch(text.strip()):
         raise ValueError(f"{text!r} is not an integer")

@@ -89,13 +89,12 @@ class SceneOptions:
             For an option of :attr:`split` given with another value than the card's: the test
             split of other data would overlap the checkpoint's training data.
         """
-        from xai_loc.experiments.scored import TEST_SPLITS
+        from xai_loc.experiments.scored import TEST_SPLITS, recorded_spec
         from xai_loc.models import read_card
 
-        recorded: Any = read_card(checkpoint)
-        for key in TEST_SPLITS[self.family].spec_keys:
-            recorded = recorded.get(key) if isinstance(recorded, dict) else None
-        if recorded is None:
+        try:
+            recorded = recorded_spec(read_card(checkpoint), TEST_SPLITS[self.family].spec_keys)
+        except KeyError:  # a card without its data spec
             return self.of(ctx)
         base = type(self.build()).from_dict(recorded)
         given = {name: ctx.params[name] for name in self.names()

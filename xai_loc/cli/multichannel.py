@@ -405,10 +405,11 @@ def audit(ctx, model, composite, options, seed, target) -> None:
 def listen(relevance, out, sources, mics) -> None:
     """Write relevance signals as wav files next to the microphone signals, normalized per file."""
     from xai_loc.explain import open_explained_signals, open_relevance, write_wavs
+    from xai_loc.runtime import parse_int
 
     def ids(text):
         try:
-            return None if text is None else [int(v) for v in text.split(",")]
+            return None if text is None else [parse_int(v) for v in text.split(",")]
         except ValueError:
             raise InputError(f"{text!r} is not a comma-separated list of integers") from None
 

@@ -20,7 +20,6 @@ from xai_loc.cli_params import (
     OutDir,
     OutFile,
 )
-from xai_loc.errors import InputError
 
 
 @binaural.group("tfcnn")
@@ -52,9 +51,14 @@ def _tfcnn_spec(base=None, *, n_train=None, test_per_azimuth=None, seed=None):
     from dataclasses import replace
 
     from xai_loc.data.ipd_ild_scenes import SceneSpec
+    from xai_loc.data.spec import spec_digest
 
     spec = replace(base or SceneSpec(), **given_only(n_train=n_train, test_per_azimuth=test_per_azimuth, seed=seed))
-    return replace(spec, name=f"tfcnn-n{spec.n_train}-t{spec.test_per_azimuth}-s{spec.seed}")
+    name = f"tfcnn-n{spec.n_train}-t{spec.test_per_azimuth}-s{spec.seed}"
+    shown = ("name", "n_train", "test_per_azimuth", "seed")  # the other fields of a card's spec get a digest
+    other = {k: v for k, v in spec.to_dict().items() if k not in shown}
+    default = {k: v for k, v in SceneSpec().to_dict().items() if k not in shown}
+    return replace(spec, name=name if other == default else f"{name}-{spec_digest(other, 10)}")
 
 
 #: The TF-CNN's scene options: the seed picks the held-out utterances.
@@ -109,17 +113,14 @@ def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint,
     import numpy as np
 
     from xai_loc.data.ipd_ild_scenes import render_scenes
-    from xai_loc.experiments.ipd_ild_probe import run_ipd_ild_probe
+    from xai_loc.experiments.ipd_ild_probe import check_snrs, run_ipd_ild_probe
     from xai_loc.explain.tfcnn import explain_tfcnn
     from xai_loc.plots.redraw import draw
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "tfcnn")  # before rendering
     spec = TFCNN_OPTIONS.held_out(ctx, model)
-    for i, snr in enumerate(snrs):
-        if not np.isclose(spec.test_snrs, snr).any() or np.isclose(snrs[:i], snr).any():
-            raise InputError(f"--snr {snr:g} is not allowed; give each once, some of the test SNRs "
-                             f"{', '.join(f'{v:g}' for v in spec.test_snrs)} dB")
+    check_snrs(snrs, spec.test_snrs, "--snr")  # before the scenes are rendered
     options = parse_options(options)
     # one noise example with the options: a bad one fails before the scenes are rendered
     explain_tfcnn(model, np.random.default_rng(0).standard_normal((1, 2, spec.n_samples)).astype(np.float32) * 0.05,

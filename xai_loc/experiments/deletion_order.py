@@ -360,6 +360,8 @@ def random_keys(shape, seed: int, start: int = 0) -> np.ndarray:
     take about 3.5 ns per 64-bit value here, the largest single cost of a random deletion.
     Ties, which go by position, have a chance of about 1e-10 per row of 81920.
     """
+    if start < 0:
+        raise InputError(f"start {start} is not allowed; give an output index >= 0")
     keys = np.empty(shape, dtype=np.uint64)
     _splitmix64(np.uint64(seed % 2**64), start, keys.reshape(-1))
     return keys

@@ -40,7 +40,7 @@ from xai_loc.errors import InputError
 from xai_loc.experiments.cues import DUPLEX_SPLIT_HZ
 from xai_loc.explain.tfcnn import explain_tfcnn
 
-__all__ = ["OCTAVE_EDGES", "band_profile", "ipd_ild_probe", "run_ipd_ild_probe"]
+__all__ = ["OCTAVE_EDGES", "band_profile", "check_snrs", "ipd_ild_probe", "run_ipd_ild_probe"]
 
 #: Octave band edges in Hz over the 16 kHz STFT's 0-8 kHz (the first band takes DC, the last Nyquist).
 OCTAVE_EDGES = (0.0, 125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
@@ -113,6 +113,18 @@ def band_profile(cues, edges: Sequence[float] = OCTAVE_EDGES):
         attrs=attrs)
 
 
+def check_snrs(snrs: Sequence[float], available: Sequence[float], flag: str = "snrs") -> list[float]:
+    """``snrs`` as floats, each once and each one of the scenes' ``available`` SNRs (compared as
+    :func:`ipd_ild_probe` picks examples, ``np.isclose``); a one-line :class:`InputError` naming ``flag``
+    otherwise."""
+    values = [float(v) for v in snrs]
+    for i, snr in enumerate(values):
+        if not np.isclose(available, snr).any() or np.isclose(values[:i], snr).any():
+            raise InputError(f"{flag} {snr:g} is not allowed; give each once, some of the test SNRs "
+                             f"{', '.join(f'{v:g}' for v in available)} dB")
+    return values
+
+
 def ipd_ild_probe(model, scenes, *, n_examples: int | None = 64, snr: float | None = None, seed: int = 0,
                   edges: Sequence[float] = OCTAVE_EDGES, batch_size: int = 8, **options: Any) -> dict[str, Any]:
     """Duplex probe of a TF-CNN on the examples of a scene file.
@@ -183,10 +195,8 @@ def run_ipd_ild_probe(model, scenes, out_dir: str | Path, *, snrs: Sequence[floa
 
     model, info = resolve_model(model)
     ds = scenes if isinstance(scenes, xr.Dataset) else open_scenes(scenes)
-    snrs = [float(v) for v in (np.unique(ds["snr"].values) if snrs is None else snrs)]
-    twice = next((v for i, v in enumerate(snrs) if np.isclose(snrs[:i], v).any()), None)  # close: the same examples
-    if twice is not None:
-        raise InputError(f"snrs={snrs} is not allowed: {twice:g} dB is in it twice; give each SNR once")
+    available = np.unique(ds["snr"].values)
+    snrs = check_snrs(available if snrs is None else snrs, available)
     profiles = [ipd_ild_probe(model, ds, n_examples=n_examples, snr=snr, seed=seed, batch_size=batch_size,
                               **options)["profile"] for snr in snrs]
     profile = xr.concat(profiles, dim=xr.DataArray(snrs, dims="snr", attrs={"units": "dB"}),

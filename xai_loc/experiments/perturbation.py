@@ -34,7 +34,6 @@ from xai_loc.experiments.deletion_order import (
     deletion_steps_on,
     filled_copy,
     random_deletion_steps_on,
-    random_keys,
     zeroed_copy,
 )
 from xai_loc.experiments.scored import Rows, scored_set
@@ -72,23 +71,25 @@ MODES: dict[str, OrderFn] = {
     ),
 }
 
-#: Where the noise fills' generator seeds are drawn, relative to the run's seed: a SplitMix64 stream of its
-#: own, apart from the random orders' keys.
+#: Marks the noise fills' seeds (``[seed, _NOISE_STREAM, window index]``), apart from any other use of the seed.
 _NOISE_STREAM = 0x6A09E667F3BCC909
 
 
 def window_noise(shape, seed: int, first: int) -> torch.Tensor:
     """Standard normal float32 noise ``shape = (W, ...)`` on the host, window ``w`` from a generator of its own.
 
-    The generator of window ``w`` is seeded by SplitMix64 output ``first + w + 1`` of a stream of ``seed``
-    (:func:`~xai_loc.experiments.deletion_order.random_keys`), so a window's noise depends on its index
-    ``first + w`` in the whole set alone, never on how the set is split into batches or where a batch runs.
+    Window ``w``'s generator is numpy's PCG64 seeded by the whole of ``(seed, index first + w)`` (a
+    ``SeedSequence``; torch's CPU generator keeps only 32 bits of a seed, so windows of a large set would
+    share streams), so a window's noise depends on its index in the whole set alone, never on how the set
+    is split into batches or where a batch runs.
     """
-    out = torch.empty(shape, dtype=torch.float32)
-    gen = torch.Generator()
-    for w, window_seed in enumerate(random_keys((shape[0],), seed + _NOISE_STREAM, start=first).tolist()):
-        torch.randn(shape[1:], generator=gen.manual_seed(window_seed), out=out[w])
-    return out
+    if first < 0:
+        raise InputError(f"first window index {first} is not allowed; give an index >= 0")
+    out = np.empty(shape, dtype=np.float32)
+    for w in range(shape[0]):
+        np.random.default_rng([seed % 2**64, _NOISE_STREAM, first + w]).standard_normal(
+            shape[1:], dtype=np.float32, out=out[w])
+    return torch.from_numpy(out)
 
 
 #: Values written where samples are deleted: ``f(windows, seed, first) -> fill`` (same shape; None: zero); noise

@@ -247,8 +247,9 @@ def scored_set(data: str | os.PathLike, n_sources: int | None = None) -> ScoredS
 
 
 # ---------------------------------------------------------------------------------------------- a family's test split
-def _recorded(card: dict, keys: tuple[str, ...]) -> dict:
-    """``card[keys[0]][keys[1]]...``; KeyError where the card records none."""
+def recorded_spec(card: dict, keys: tuple[str, ...]) -> dict:
+    """The data spec a checkpoint card records: ``card[keys[0]][keys[1]]...`` (a family's
+    :attr:`TestSplit.spec_keys`); KeyError where the card records none."""
     value: Any = card
     for key in keys:
         if not isinstance(value, dict) or not isinstance(value.get(key), dict):
@@ -320,7 +321,7 @@ def family_test_store(checkpoint: str | os.PathLike, root=None, progress: bool =
                          "simulated paper scene; give --t60 and --snr, or a test store with --store")
     split = TEST_SPLITS[family]
     try:
-        spec = _recorded(card, split.spec_keys)
+        spec = recorded_spec(card, split.spec_keys)
     except KeyError:
         raise InputError(f"checkpoint {checkpoint} records no data spec; give its test store with --store") from None
     return split.render(spec, root, progress)

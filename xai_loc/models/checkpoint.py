@@ -50,6 +50,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from xai_loc.data.spec import short_repr
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
 from xai_loc.models.base import Localizer
@@ -382,13 +383,8 @@ def read_card(path: PathLike) -> dict[str, Any]:
     for field, value in _card_records(card):
         if value is not None and not isinstance(value, dict):
             raise InputError(f"checkpoint {path} has a card whose {field} is {type(value).__name__} "
-                             f"{_shorten(value)}; a mapping (or none) is allowed")
+                             f"{short_repr(value, 40)}; a mapping (or none) is allowed")
     return upgrade_card(card)
-
-
-def _shorten(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _card_records(card: dict[str, Any]) -> Iterator[tuple[str, Any]]:

@@ -194,7 +194,8 @@ class CochleagramCNN(Localizer):
         self.dense_units, self.dropout_p = _check_int("dense", dense), float(dropout)
         self.with_front_end = front_end
 
-        allowed = list(inspect.signature(Cochleagram).parameters)
+        allowed = list(inspect.signature(Cochleagram).parameters)  # signal_length too (saved configs record
+        # it), though n_samples always sets it below
         if cochleagram is not None and not isinstance(cochleagram, Mapping):
             raise InputError(f"cochleagram={cochleagram!r} is not allowed; give a dict of Cochleagram options")
         unknown = [key for key in cochleagram or {} if key not in allowed]

@@ -30,6 +30,13 @@ def _nothing_written(folder: Path, name: str) -> None:
     assert [p.name for p in folder.iterdir()] == [name]  # no figure, no report, no staging folder
 
 
+def _refused_by_report_and_figures(result: Path) -> list[str]:
+    """The lines ``report`` and ``figures`` refuse the folder of ``result`` with; neither writes anything."""
+    says = [_refused([command, str(result.parent)]) for command in ("report", "figures")]
+    _nothing_written(result.parent, result.name)
+    return says
+
+
 def test_a_components_result_lacking_what_its_tables_read_is_one_line(tmp_path):
     """Review: a file with the required variables only, or without ``linear_split_exact``, crashed the report."""
     shares = {k: (("x",), [1.0]) for k in ("share", "share_ci", "energy_share", "reference_share",
@@ -40,10 +47,8 @@ def test_a_components_result_lacking_what_its_tables_read_is_one_line(tmp_path):
     assert says.rstrip().endswith("run 'xai-loc components' to rebuild it")
     _nothing_written(foreign.parent, "components.nc")
     older = _result(tmp_path / "older", "components.nc", xr.Dataset(shares).drop_vars("linear_split_exact"))
-    for command in ("report", "figures"):
-        says = _refused([command, str(older.parent)])
+    for says in _refused_by_report_and_figures(older):
         assert f"{older} is not what it should be (it has no 'linear_split_exact')" in says
-    _nothing_written(older.parent, "components.nc")
 
 
 @pytest.mark.parametrize("attrs, says", [({"t60": "abc", "snr": 10.0}, "t60='abc'"),
@@ -51,11 +56,9 @@ def test_a_components_result_lacking_what_its_tables_read_is_one_line(tmp_path):
 def test_a_condition_that_is_not_a_number_is_one_line(tmp_path, attrs, says):
     duplex = _result(tmp_path / "d", "duplex.nc",
                      xr.Dataset({"itd_weight": ("band", [1.0]), "ild_weight": ("band", [1.0])}, attrs=attrs))
-    for command in ("report", "figures"):
-        assert _refused([command, str(duplex.parent)]) == \
-            f"Error: duplex probe result {duplex} records {says}, not a number; run 'xai-loc binaural cues' to " \
-            "rebuild it\n"
-    _nothing_written(duplex.parent, "duplex.nc")
+    assert _refused_by_report_and_figures(duplex) == 2 * [
+        f"Error: duplex probe result {duplex} records {says}, not a number; run 'xai-loc binaural cues' to "
+        "rebuild it\n"]
 
 
 def test_a_damaged_hofman_attribute_is_one_line(tmp_path):
@@ -63,21 +66,18 @@ def test_a_damaged_hofman_attribute_is_one_line(tmp_path):
     responses = _result(tmp_path / "r", "responses.nc", xr.Dataset(
         {k: ("example", az) for k in ("response_azimuth", "response_elevation", "target_azimuth", "target_elevation")},
         attrs={"hofman": "{not json"}))
-    for command in ("report", "figures"):
-        assert _refused([command, str(responses.parent)]) == \
-            f"Error: binaural responses {responses} cannot be drawn (attribute 'hofman' is not JSON); run " \
-            "'xai-loc binaural cues' to rebuild it\n"
-    _nothing_written(responses.parent, "responses.nc")
+    assert _refused_by_report_and_figures(responses) == 2 * [
+        f"Error: binaural responses {responses} cannot be drawn (attribute 'hofman' is not JSON); run "
+        "'xai-loc binaural cues' to rebuild it\n"]
 
 
 def test_a_result_that_cannot_be_drawn_is_named_as_the_user_knows_it(tmp_path):
-    """Review: the message named the scratch copy (/tmp/tmpXXXX/duplex.nc, .figures-XXXX/duplex.nc)."""
+    """Review: the message named the temporary copy that report and figures draw from, not the user's file."""
     duplex = _result(tmp_path / "d", "duplex.nc",
                      xr.Dataset({"itd_weight": ("band", [1.0]), "ild_weight": ("band", [1.0])}))
-    for command in ("report", "figures"):
-        assert _refused([command, str(duplex.parent)]).startswith(
-            f"Error: duplex probe result {duplex} cannot be drawn (missing: No variable named 'itd_offset'")
-    _nothing_written(duplex.parent, "duplex.nc")
+    for says in _refused_by_report_and_figures(duplex):
+        assert says.startswith(f"Error: duplex probe result {duplex} cannot be drawn (missing: No variable named "
+                               "'itd_offset'")
 
 
 def test_a_relevance_store_is_read_through_a_link(tmp_path):

@@ -341,6 +341,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(ws, monkeypatch, case,
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2, (case, result.output, result.exception)
     assert "Traceback" not in result.output
+    assert result.stdout == "", (case, result.stdout)  # refused before any output, not after half of it
     if lines and lines[0].startswith("Usage:"):  # click's own usage error
         assert len(lines) <= 3 and lines[-1].startswith("Error:"), result.stderr
     else:

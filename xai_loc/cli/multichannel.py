@@ -154,11 +154,11 @@ def models_list(directory: str | None) -> None:
     from xai_loc.models.families import family_rows
     from xai_loc.models.zoo import list_checkpoints, pretrained_dir
 
+    folder = pretrained_dir() if directory is None else directory
+    rows = list_checkpoints(folder)  # first, so that a bad card stops the command before anything is printed
     click.echo("architectures by family (default configurations):")
     for row in family_rows():
         click.echo("  " + row)
-    folder = pretrained_dir() if directory is None else directory
-    rows = list_checkpoints(folder)
     click.echo(f"checkpoints in {folder}:" if rows else f"checkpoints in {folder}: none")
     for row in rows:
         click.echo("  " + row)

@@ -68,7 +68,11 @@ def pyroomacoustics_backend(
     if conv.reflection_sign != 1:
         raise InputError(f"backend 'pyroomacoustics' keeps the sign of reflections and cannot follow convention "
                          f"{conv.name!r}; use backend 'torch' or convention 'pyroomacoustics'")
-    if device != "cpu":
+    try:
+        on_cpu = torch.device(device).type == "cpu"
+    except (RuntimeError, TypeError):
+        on_cpu = False
+    if not on_cpu:
         raise InputError(f"backend 'pyroomacoustics' runs on the CPU only, not on device {device!r}")
     t60 = check_t60(t60, room)
     src = room.check_inside(sources, "source")
@@ -128,6 +132,19 @@ def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, devi
     return out
 
 
+def _keywords(backend: str) -> tuple[list, bool]:
+    """The keyword-only parameters of a registered backend and of the function it forwards its options to, and
+    whether it takes other keywords still (a plug-in's ``**options`` that go elsewhere)."""
+    import inspect
+
+    from xai_loc.acoustics.ism import image_source_rirs
+
+    funcs = [BACKENDS[backend]] + ([image_source_rirs] if backend == "torch" else [])
+    params = [param for func in funcs for param in inspect.signature(func).parameters.values()]
+    keywords = [param for param in params if param.kind is inspect.Parameter.KEYWORD_ONLY]
+    return keywords, backend != "torch" and any(param.kind is inspect.Parameter.VAR_KEYWORD for param in params)
+
+
 def option_defaults(backend: str) -> dict[str, object]:
     """Default value of every keyword option of a registered backend (those of the function it forwards to included).
 
@@ -136,12 +153,8 @@ def option_defaults(backend: str) -> dict[str, object]:
     """
     import inspect
 
-    from xai_loc.acoustics.ism import image_source_rirs
-
-    funcs = [BACKENDS[backend]] + ([image_source_rirs] if backend == "torch" else [])
-    return {name: param.default for func in funcs for name, param in inspect.signature(func).parameters.items()
-            if param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is not inspect.Parameter.empty
-            and name not in ("t_max", "device", "dtype", "convention")}
+    return {param.name: param.default for param in _keywords(backend)[0] if param.default is not inspect.Parameter.empty
+            and param.name not in ("t_max", "device", "dtype", "convention")}
 
 
 def simulate_rirs(backend: str, room: ShoeBox, sources, mics, t60: float, *, as_tensor: bool = False,
@@ -154,6 +167,11 @@ def simulate_rirs(backend: str, room: ShoeBox, sources, mics, t60: float, *, as_
     """
     if backend not in BACKENDS:
         raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
+    keywords, open_ended = _keywords(backend)
+    allowed = list(dict.fromkeys(param.name for param in keywords))
+    unknown = [name for name in kwargs if name not in allowed]
+    if unknown and not open_ended:
+        raise InputError(f"RIR backend {backend!r} has no option {unknown[0]!r}; allowed: {', '.join(allowed)}")
     rirs = BACKENDS[backend](room, sources, mics, t60, **kwargs)
     if as_tensor:
         return torch.as_tensor(rirs, dtype=torch.float32, device=kwargs.get("device", "cpu"))

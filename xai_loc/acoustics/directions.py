@@ -108,11 +108,11 @@ class DirectionGrid:
         lab = np.arange(self.size) if labels is None else np.asarray(labels)
         if lab.dtype.kind not in "iu" and not (lab.dtype.kind == "f" and np.all(lab == np.round(lab))):
             raise InputError(f"labels {labels!r} are not allowed; give integers in 0..{self.size - 1}")
-        lab = lab.astype(np.int64)
-        outside = (lab < 0) | (lab >= self.size)
+        outside = (lab < 0) | (lab >= self.size)  # before the cast: 1e20 or inf would wrap round
         if np.any(outside):
             raise InputError(f"label {lab.ravel()[np.argmax(outside.ravel())]} is not allowed; "
                              f"give integers in 0..{self.size - 1}")
+        lab = lab.astype(np.int64)
         return self.azimuths[lab % self.n_azimuths], self.elevations[lab // self.n_azimuths]
 
     def _indices(self, azimuth, elevation) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -153,8 +153,21 @@ class DirectionGrid:
 
     def nearest(self, azimuth, elevation=None) -> np.ndarray:
         """Label of the class nearest to each direction (azimuth and elevation each to its nearest
-        grid value; azimuths wrap on circular grids; ``elevation`` None: the first elevation)."""
-        i_az, i_el, _, _ = self._indices(azimuth, elevation)
+        grid value; azimuths wrap on circular grids; ``elevation`` None: elevation 0).
+
+        Raises
+        ------
+        InputError
+            For a direction that is not finite (it has no nearest class).
+        """
+        az, el = np.broadcast_arrays(np.asarray(azimuth, dtype=np.float64),
+                                     np.asarray(0.0 if elevation is None else elevation, dtype=np.float64))
+        bad = ~(np.isfinite(az) & np.isfinite(el))
+        if bad.any():
+            k = np.argmax(bad.ravel())
+            raise InputError(f"direction (azimuth={az.ravel()[k]}, elevation={el.ravel()[k]}) is not finite; "
+                             "give finite degrees")
+        i_az, i_el, _, _ = self._indices(az, el)
         return (i_el * self.n_azimuths + i_az).astype(np.int64)
 
     def __repr__(self) -> str:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from xai_loc.acoustics.conventions import Convention, get_convention
-from xai_loc.acoustics.room import ShoeBox, check_t60
+from xai_loc.acoustics.room import ShoeBox, check_t60, is_real, source_mic_distances
 from xai_loc.errors import InputError
 from xai_loc.runtime import deterministic_algorithms
 
@@ -57,6 +57,11 @@ CHEB_TERMS = 8
 MODES = ("ism", "hybrid")
 #: Bound on images x microphones processed at once (memory stays below ~0.5 GB).
 _CHUNK = 4_000_000
+#: Most images one source may list (every path but the compiled CPU loop holds them all: ~90 bytes each on
+#: the CPU, so ~4.5 GB); the ``"reach"`` set of the paper room reaches it near T60 = 2.7 s.
+MAX_IMAGES = 50_000_000
+#: Precisions of the responses.
+DTYPES = (torch.float32, torch.float64)
 
 
 # ----------------------------------------------------------------------------------------
@@ -110,8 +115,10 @@ def _images(room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, max_
     """All image positions ``(K, 3)`` and reflection orders ``(K,)`` that can arrive within ``reach``.
 
     NumPy arrays; with ``device``, tensors made there (the per-axis lists go over, the ``K``
-    images never pass through the host). The grid is reduced in torch either way: the same
-    float64 operations as NumPy's, in the same order, so the images are the same bits.
+    images never pass through the host). The grid of per-axis candidates is reduced in torch
+    either way, in slabs along x of at most ``_CHUNK`` cells (the whole grid can be far larger
+    than the images kept): the same float64 operations as NumPy's, in the same order, so the
+    images are the same bits.
     """
     lo, hi = mics.min(axis=0), mics.max(axis=0)
     if axes is None:
@@ -121,14 +128,31 @@ def _images(room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, max_
                                      torch.as_tensor(h, dtype=torch.int64, device=on)) for c, h in axes)
     gx, gy, gz = ((torch.maximum(low - c, c - high)).clamp(min=0.0)
                   for c, low, high in zip((cx, cy, cz), lo.tolist(), hi.tolist(), strict=True))
-    gap2 = gx[:, None, None] ** 2 + gy[None, :, None] ** 2 + gz[None, None, :] ** 2
-    order = hx[:, None, None] + hy[None, :, None] + hz[None, None, :]
-    keep = gap2 <= reach**2
-    if max_order is not None:
-        keep &= order <= max_order
-    ix, iy, iz = torch.nonzero(keep, as_tuple=True)
-    pos, order = torch.stack([cx[ix], cy[iy], cz[iz]], dim=1), order[ix, iy, iz]
+    rows = max(1, _CHUNK // max(1, cy.numel() * cz.numel()))
+    found = []
+    for x0 in range(0, cx.numel(), rows):
+        gap2 = gx[x0 : x0 + rows, None, None] ** 2 + gy[None, :, None] ** 2 + gz[None, None, :] ** 2
+        keep = gap2 <= reach**2
+        if max_order is not None:
+            keep &= hx[x0 : x0 + rows, None, None] + hy[None, :, None] + hz[None, None, :] <= max_order
+        ix, iy, iz = torch.nonzero(keep, as_tuple=True)
+        ix += x0
+        found.append((torch.stack([cx[ix], cy[iy], cz[iz]], dim=1), hx[ix] + hy[iy] + hz[iz]))
+    pos, order = (torch.cat(parts) for parts in zip(*found, strict=True))
     return (pos.numpy(), order.numpy()) if device is None else (pos, order)
+
+
+def _image_count(room: ShoeBox, mics: np.ndarray, reach: float, max_order: int | None) -> float:
+    """About how many images :func:`_images` lists: one per room volume in the microphones' bounding box
+    grown by ``reach`` (Steiner's formula), and no more than the images of at most ``max_order``
+    reflections (two per hit count and axis: the lattice points of an octahedron)."""
+    a, b, c = mics.max(axis=0) - mics.min(axis=0)
+    grown = (a * b * c + 2.0 * (a * b + b * c + c * a) * reach + math.pi * (a + b + c) * reach**2
+             + 4.0 / 3.0 * math.pi * reach**3)
+    count = grown / room.volume
+    if max_order is not None:
+        count = min(count, (2 * max_order + 1) * (2 * max_order**2 + 2 * max_order + 3) / 3)
+    return count
 
 
 @contextlib.contextmanager
@@ -405,44 +429,81 @@ def image_source_rirs(
     max_order
         Highest reflection order kept (``None``: all images of the convention's set).
     seed
-        Seed of the diffuse tail (hybrid mode).
+        Seed of the diffuse tail (hybrid mode), a non-negative integer. Source ``i`` of the call
+        draws its tail from ``SeedSequence([seed, i])``: the same source at another index in
+        ``sources`` gets another tail.
     convention
         Simulation convention, a name from :data:`~xai_loc.acoustics.conventions.CONVENTIONS`
         or a :class:`~xai_loc.acoustics.conventions.Convention` (default ``"gpurir"``).
     device, dtype
-        Where and in which precision to compute. On the CPU the ``"exact"`` filter runs a
-        compiled loop (the first call compiles it, once per installation).
+        Where and in which precision (:data:`DTYPES`) to compute. On the CPU the ``"exact"``
+        filter runs a compiled loop (the first call compiles it, once per installation).
 
     Returns
     -------
     torch.Tensor
         ``(S, M, convention.rir_length(t_max, fs))``; image sources have amplitude
         ``(sign beta)**n / (4 pi d)`` and arrive at ``d / c`` seconds.
+
+    Raises
+    ------
+    InputError
+        For a bad argument; a source within :data:`~xai_loc.acoustics.room.MIN_SOURCE_MIC_DISTANCE`
+        of a microphone; a direct path that arrives at or after ``t_max``; a ``t_diff`` whose tail
+        would replace a direct arrival; more than :data:`MAX_IMAGES` images to list per source.
     """
     conv = get_convention(convention)
     t60 = check_t60(t60, room)
     if mode not in MODES:
         raise InputError(f"RIR mode {mode!r} is unknown; allowed: {', '.join(MODES)}")
+    if t_max is not None and not (is_real(t_max) and t_max > 0):
+        raise InputError(f"t_max={t_max!r} s is not allowed; give a positive duration")
     t_max = t60 if t_max is None else float(t_max)
-    if not (math.isfinite(t_max) and t_max > 0):
-        raise InputError(f"t_max={t_max} s is not allowed; give a positive duration")
-    if max_order is not None and (int(max_order) != max_order or max_order < 0):
-        raise InputError(f"max_order={max_order} is not allowed; use a non-negative integer")
+    if max_order is not None and not (is_real(max_order) and int(max_order) == max_order and max_order >= 0):
+        raise InputError(f"max_order={max_order!r} is not allowed; use a non-negative integer")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
+    if dtype not in DTYPES:
+        raise InputError(f"dtype={dtype!r} is not allowed; allowed: {', '.join(map(str, DTYPES))}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r} is unknown; allowed: cpu, cuda, cuda:N") from None
     src = room.check_inside(sources, "source")
     mic = room.check_inside(mics, "microphone")
-    device = torch.device(device)
+    if mic.shape[0] == 0:
+        raise InputError("microphone positions of shape (0, 3) are not allowed; give at least one microphone")
+    gap = source_mic_distances(src, mic)
+    far = float(gap.max()) if gap.size else 0.0
+    if far / room.c >= t_max:
+        k, m = np.unravel_index(int(np.argmax(gap)), gap.shape)
+        raise InputError(f"source {k} is {far:.4g} m from microphone {m}: its direct sound arrives at "
+                         f"{far / room.c:.6g} s, not before t_max={t_max} s; give t_max (default: T60) of at least "
+                         f"{math.ceil(far / room.c * 1e4) / 1e4:g} s")
     signed_beta = conv.reflection_sign * conv.reflection_coefficient(room, t60)
     n_samples = conv.rir_length(t_max, room.fs)
     exact = conv.sub_sample == "exact"
     taps = conv.taps(room.fs)
     half = _half_width(taps) if exact else FD_HALF_WIDTH
-    mic_t = torch.as_tensor(mic, device=device, dtype=dtype)
     n_ism = n_samples
     if mode == "hybrid":
-        t_diff = t60 / 4.0 if t_diff is None else float(t_diff)
-        if not (0 < t_diff <= t_max):
-            raise InputError(f"t_diff={t_diff} s is not allowed; give a value in (0, t_max={t_max}]")
-        n_ism = min(n_samples, int(math.ceil(t_diff * room.fs)) + half)
+        t_diff = t60 / 4.0 if t_diff is None else t_diff
+        if not (is_real(t_diff) and 0 < t_diff <= t_max):
+            raise InputError(f"t_diff={t_diff!r} s is not allowed; give a value in (0, t_max={t_max}]")
+        n_diff = int(math.ceil(float(t_diff) * room.fs))
+        n_ism = min(n_samples, n_diff + half)
+        last = far / room.c * room.fs  # the latest direct arrival, in samples; its filter reaches half further
+        if n_ism < n_samples and n_diff - half <= last:
+            raise InputError(f"t_diff={t_diff} s starts the diffuse tail before the direct sound {far:.4g} m away "
+                             f"has passed; give t_diff >= {(math.floor(last + half) + 1) / room.fs} s")
+    if not (exact and device.type == "cpu"):  # every other path lists the images of a source at once
+        reach = _exact_reach(n_ism, taps, room)[0] if exact else room.c * n_ism / room.fs
+        count = _image_count(room, mic, reach, max_order)
+        if count > MAX_IMAGES:
+            raise InputError(f"T60={t60} s with t_max={t_max} s needs about {count:.2g} image sources per source "
+                             f"in convention {conv.name!r}; at most {MAX_IMAGES:.0e} fit in memory: give a "
+                             "shorter t_max, a max_order, mode 'hybrid' or (on the CPU) convention 'gpurir'")
+    mic_t = torch.as_tensor(mic, device=device, dtype=dtype)
     out = torch.zeros(src.shape[0], mic.shape[0], n_samples, device=device, dtype=dtype)
     for i, s in enumerate(src):
         if not exact:

@@ -24,17 +24,29 @@ and keeps stores byte for byte as earlier versions wrote them.
 """
 from __future__ import annotations
 
+import reprlib
+
 import numpy as np
 from scipy.signal import fftconvolve
 
-from xai_loc.acoustics.room import check_snr
+from xai_loc.acoustics.room import check_snr, is_real
 from xai_loc.errors import InputError
 
 
+def _float64(value, what: str) -> np.ndarray:
+    """``value`` as a float64 array, or one line naming it."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} {reprlib.repr(value)} is not an array of numbers") from None
+
+
 def _speech(speech: np.ndarray) -> np.ndarray:
-    speech = np.asarray(speech, dtype=np.float64)
-    if speech.ndim != 1 or speech.size == 0 or not np.all(np.isfinite(speech)):
-        raise InputError("speech must be a finite, non-empty 1-D signal")
+    speech = _float64(speech, "speech")
+    if speech.ndim != 1 or speech.size == 0:
+        raise InputError(f"speech of shape {speech.shape} is not allowed; give a non-empty 1-D signal (samples,)")
+    if not np.all(np.isfinite(speech)):
+        raise InputError(f"speech of shape {speech.shape} holds NaN or infinite values; give a finite signal")
     return speech
 
 
@@ -58,8 +70,8 @@ def reverberant_signals(speech: np.ndarray, rirs: np.ndarray, full: bool = False
         ``(M, T + N - 1)`` or ``(M, T)`` float64.
     """
     speech = _speech(speech)
-    rirs = np.asarray(rirs, dtype=np.float64)
-    if rirs.ndim != 2 or rirs.shape[1] == 0 or not np.all(np.isfinite(rirs)):
+    rirs = _float64(rirs, "rirs")
+    if rirs.ndim != 2 or 0 in rirs.shape or not np.all(np.isfinite(rirs)):
         raise InputError(f"rirs of shape {rirs.shape} are not allowed; give finite responses (mics, samples)")
     out = fftconvolve(speech[None, :], rirs, axes=1)
     return out if full else out[:, : speech.size]
@@ -72,6 +84,9 @@ def add_white_noise(signals: np.ndarray, snr: float, rng: np.random.Generator, r
     ``noise_power = mean(signals[ref_mic] ** 2) / 10 ** (snr / 10)``.
     """
     snr = check_snr(snr)
+    n_mics = len(signals)
+    if isinstance(ref_mic, bool) or not isinstance(ref_mic, (int, np.integer)) or not 0 <= ref_mic < n_mics:
+        raise InputError(f"ref_mic={ref_mic!r} is not allowed; give a microphone index in 0..{n_mics - 1}")
     power = float(np.mean(signals[ref_mic] ** 2))
     sigma = np.sqrt(power / 10.0 ** (snr / 10.0))
     return signals + sigma * rng.standard_normal(signals.shape)
@@ -84,7 +99,7 @@ def cut_windows(signals: np.ndarray, length: int) -> np.ndarray:
 
 
 def _window(window) -> int:
-    if isinstance(window, bool) or int(window) != window or window < 1:
+    if not (is_real(window) and int(window) == window and window >= 1):
         raise InputError(f"window={window!r} is not allowed; use a positive number of samples")
     return int(window)
 
@@ -306,12 +321,18 @@ def _early_end(shape: tuple, direct_shape: tuple, direct_delays, early_end: floa
                late_start: float | None) -> np.ndarray:
     """The last early-reflection sample of every response ``(..., M, 1)`` (checked arguments of
     :func:`render_components`; ``shape``: the responses' ``(..., M, N)``)."""
-    delays = np.asarray(direct_delays, dtype=np.float64)
-    if direct_shape != shape or delays.shape != shape[:-1] or not np.all(np.isfinite(delays)):
+    delays = _float64(direct_delays, "direct_delays")
+    if direct_shape != shape or delays.shape != shape[:-1]:
         raise InputError(f"direct responses {direct_shape} and delays {delays.shape} must match the responses "
                          f"{shape}: ([sources,] mics, samples) and ([sources,] mics)")
-    if not (np.isfinite(early_end) and early_end >= 0):
+    if not np.all(np.isfinite(delays)):
+        raise InputError(f"direct_delays {reprlib.repr(delays)} hold NaN or infinite values; give finite samples")
+    if not (is_real(early_end) and early_end >= 0):
         raise InputError(f"early_end={early_end!r} s is not allowed; give a non-negative duration")
+    if not (is_real(fs) and fs > 0):
+        raise InputError(f"fs={fs!r} is not allowed; give the responses' sampling rate in Hz")
+    if late_start is not None and not (is_real(late_start) and late_start >= 0):
+        raise InputError(f"late_start={late_start!r} is not allowed; give a sample index >= 0, or None")
     end = delays[..., None] + early_end * fs
     return end if late_start is None else np.minimum(end, np.ceil(late_start) - 1)  # the tail's first sample: late
 

@@ -6,6 +6,8 @@ one point per row (``(n, 3)`` arrays), ``T60`` in seconds.
 from __future__ import annotations
 
 import math
+import numbers
+import reprlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +19,18 @@ MAX_T60 = 10.0
 #: Speeds of sound accepted, in m/s: air at any temperature, up to water; far outside, the image grid
 #: (every image within T60 * c) would not fit in memory.
 SPEED_OF_SOUND_RANGE = (100.0, 2000.0)
+#: Closest a source may be to a microphone, in metres: the direct path's ``1 / r`` gain is not finite there.
+MIN_SOURCE_MIC_DISTANCE = 1e-3
+
+
+def is_real(value) -> bool:
+    """Whether ``value`` is a finite real number (Python or NumPy), not a boolean."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 @dataclass(frozen=True)
@@ -28,9 +42,9 @@ class ShoeBox:
     size
         ``(Lx, Ly, Lz)`` in metres.
     fs
-        Sampling rate in Hz.
+        Sampling rate in Hz, an integer (kept as ``int``).
     c
-        Speed of sound in m/s.
+        Speed of sound in m/s (kept as ``float``).
     """
 
     size: tuple[float, float, float]
@@ -38,15 +52,19 @@ class ShoeBox:
     c: float = 343.0
 
     def __post_init__(self) -> None:
-        size = tuple(float(v) for v in self.size)
-        if len(size) != 3 or not all(math.isfinite(v) and v > 0 for v in size):
-            raise InputError(f"room size {self.size!r} is not allowed; give three positive lengths in metres")
-        object.__setattr__(self, "size", size)
-        if int(self.fs) != self.fs or self.fs <= 0:
-            raise InputError(f"fs={self.fs!r} is not allowed; use a positive integer rate in Hz")
-        if not (math.isfinite(self.c) and SPEED_OF_SOUND_RANGE[0] <= self.c <= SPEED_OF_SOUND_RANGE[1]):
-            raise InputError(f"c={self.c!r} is not allowed; use a speed of sound in m/s from "
+        size = tuple(self.size) if isinstance(self.size, (tuple, list, np.ndarray)) else ()
+        if len(size) != 3 or not all(is_real(v) and v > 0 for v in size):
+            raise InputError(f"room size {reprlib.repr(self.size)} is not allowed; give three positive lengths in "
+                             "metres")
+        object.__setattr__(self, "size", tuple(float(v) for v in size))
+        if not (is_real(self.fs) and self.fs > 0 and int(self.fs) == self.fs):
+            raise InputError(f"fs={reprlib.repr(self.fs)} is not allowed; use a positive integer rate in Hz")
+        if not (is_real(self.c) and SPEED_OF_SOUND_RANGE[0] <= self.c <= SPEED_OF_SOUND_RANGE[1]):
+            raise InputError(f"c={reprlib.repr(self.c)} is not allowed; use a speed of sound in m/s from "
                              f"{SPEED_OF_SOUND_RANGE[0]:g} to {SPEED_OF_SOUND_RANGE[1]:g}")
+        # one type each, so that equal rooms describe (and digest) alike: 16000, 16000.0 and np.int64(16000)
+        object.__setattr__(self, "fs", int(self.fs))
+        object.__setattr__(self, "c", float(self.c))
 
     @property
     def volume(self) -> float:
@@ -60,7 +78,11 @@ class ShoeBox:
 
     def check_inside(self, points: np.ndarray, what: str = "point") -> np.ndarray:
         """Return ``points`` as a float64 ``(n, 3)`` array, or raise if any lies outside."""
-        pts = np.asarray(points, dtype=np.float64)
+        try:
+            pts = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{what} positions {reprlib.repr(points)} are not an (n, 3) array of numbers in "
+                             "metres") from None
         if pts.ndim == 1:
             pts = pts[None, :]
         if pts.ndim != 2 or pts.shape[1] != 3:
@@ -91,6 +113,23 @@ class ShoeBox:
         t60 = check_t60(t60, self)
         alpha = self.min_t60() / t60
         return math.sqrt(1.0 - alpha)
+
+
+def source_mic_distances(sources: np.ndarray, mics: np.ndarray) -> np.ndarray:
+    """Distance ``(S, M)`` in metres from each source to each microphone (positions ``(n, 3)``).
+
+    Raises
+    ------
+    InputError
+        If a source lies closer than :data:`MIN_SOURCE_MIC_DISTANCE` to a microphone.
+    """
+    gap = np.linalg.norm(sources[:, None, :] - mics[None, :, :], axis=-1)
+    if gap.size and gap.min() < MIN_SOURCE_MIC_DISTANCE:
+        k, m = np.unravel_index(int(np.argmin(gap)), gap.shape)
+        raise InputError(f"source {k} at {sources[k].tolist()} is {gap[k, m]:.2g} m from microphone {m} at "
+                         f"{mics[m].tolist()}; keep sources at least {MIN_SOURCE_MIC_DISTANCE:g} m from every "
+                         "microphone")
+    return gap
 
 
 def check_t60(t60: float, room: ShoeBox | None = None) -> float:
@@ -139,8 +178,15 @@ def linear_array(n_mics: int, spacing: float, center: tuple[float, float, float]
     axis
         Axis the array lies along (0 = x, 1 = y, 2 = z).
     """
-    if n_mics < 1 or spacing <= 0:
-        raise InputError(f"linear array with n_mics={n_mics}, spacing={spacing} is not allowed; both must be positive")
-    pos = np.tile(np.asarray(center, dtype=np.float64), (n_mics, 1))
-    pos[:, axis] += (np.arange(n_mics) - (n_mics - 1) / 2.0) * spacing
+    if not (is_real(n_mics) and n_mics >= 1 and int(n_mics) == n_mics and is_real(spacing) and spacing > 0):
+        raise InputError(f"linear array with n_mics={n_mics!r}, spacing={spacing!r} is not allowed; give a positive "
+                         "integer count and a positive spacing in metres")
+    if not (is_real(axis) and axis in (0, 1, 2)):
+        raise InputError(f"axis={axis!r} is not allowed; allowed: 0 (x), 1 (y), 2 (z)")
+    centre = np.array(center, dtype=object)
+    if centre.shape != (3,) or not all(is_real(v) for v in centre):
+        raise InputError(f"array centre {center!r} is not allowed; give (x, y, z) in metres")
+    n_mics = int(n_mics)
+    pos = np.tile(centre.astype(np.float64), (n_mics, 1))
+    pos[:, int(axis)] += (np.arange(n_mics) - (n_mics - 1) / 2.0) * spacing
     return pos

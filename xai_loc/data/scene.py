@@ -15,7 +15,7 @@ import numpy as np
 import tomllib
 
 from xai_loc.acoustics.conventions import CONVENTIONS, DEFAULT_CONVENTION
-from xai_loc.acoustics.room import ShoeBox, linear_array
+from xai_loc.acoustics.room import ShoeBox, is_real, linear_array, source_mic_distances
 from xai_loc.data.spec import check_name, is_number, short_repr, spec_digest
 from xai_loc.errors import InputError
 
@@ -33,17 +33,6 @@ def parse_condition(text: str) -> tuple[float, float]:
     except ValueError:
         raise InputError(f"condition {text!r} is not T60:SNR, e.g. 0.6:10") from None
     return t60, snr
-
-def _finite(value) -> bool:
-    """A number that is finite as a float (an integer of hundreds of digits is not)."""
-    try:
-        return is_number(value) and math.isfinite(float(value))
-    except OverflowError:
-        return False
-
-
-#: Closest a source may be to a microphone, in metres.
-MIN_SOURCE_MIC_DISTANCE = 1e-3
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,12 +94,7 @@ class Scene:
                                      "give each source to one split")
             splits[key] = ids
         object.__setattr__(self, "splits", splits)
-        gap = np.linalg.norm(self.sources[:, None, :] - self.mics[None, :, :], axis=-1)
-        if gap.min() < MIN_SOURCE_MIC_DISTANCE:  # the direct path's 1/r gain is not finite there
-            k, m = np.unravel_index(int(np.argmin(gap)), gap.shape)
-            raise InputError(f"source {k} at {self.sources[k].tolist()} is {gap[k, m]:.2g} m from microphone {m} at "
-                             f"{self.mics[m].tolist()}; keep sources at least {MIN_SOURCE_MIC_DISTANCE:g} m "
-                             "from every microphone")
+        source_mic_distances(self.sources, self.mics)
         if not is_number(self.window) or int(self.window) != self.window or self.window < 1:
             raise InputError(f"window={short_repr(self.window)} is not allowed; use a positive number of samples")
         object.__setattr__(self, "window", int(self.window))
@@ -210,7 +194,7 @@ class _Fields:
     def number(self, key: str, value, *, positive: bool = False, integer: bool = False,
                lo: float | None = None, hi: float | None = None, allowed: str | None = None) -> float:
         text = allowed or "give " + ("a positive " if positive else "a ") + ("integer" if integer else "number")
-        if not _finite(value):
+        if not is_real(value):
             raise self.fail(key, value, text)
         if integer and not isinstance(value, (int, np.integer)) and float(value) != int(value):
             raise self.fail(key, value, text)
@@ -220,7 +204,7 @@ class _Fields:
 
     def vector(self, key: str, value, *, positive: bool = False) -> tuple[float, float, float]:
         what = "three positive numbers in metres" if positive else "three numbers in metres"
-        if not isinstance(value, list) or len(value) != 3 or not all(_finite(v) for v in value):
+        if not isinstance(value, list) or len(value) != 3 or not all(is_real(v) for v in value):
             raise self.fail(key, value, f"give {what}")
         out = tuple(float(v) for v in value)
         if positive and min(out) <= 0:
@@ -232,7 +216,7 @@ class _Fields:
         if not isinstance(value, list) or not value:
             raise self.fail(key, value, f"give {what}")
         for point in value:
-            if not isinstance(point, list) or len(point) != 3 or not all(_finite(v) for v in point):
+            if not isinstance(point, list) or len(point) != 3 or not all(is_real(v) for v in point):
                 raise self.fail(key, point, f"give {what}")
         return np.asarray(value, dtype=np.float64)
 
@@ -299,7 +283,7 @@ def _scene_from_config(cfg: dict, path: Path, label: str) -> Scene:
             if key not in split_cfg:
                 continue
             ids = split_cfg[key]
-            if not isinstance(ids, list) or not all(_finite(i) and float(i) == int(i) for i in ids) \
+            if not isinstance(ids, list) or not all(is_real(i) and float(i) == int(i) for i in ids) \
                     or any(not 0 <= i < len(sources) for i in ids):
                 raise f.fail(f"splits.{key}", ids, f"give a list of source ids in 0..{len(sources) - 1}")
             splits[key] = [int(i) for i in ids]

@@ -665,7 +665,7 @@ def components(ctx, methods, early_end, **common) -> None:
               help="LRP rule of the first layer [default: the composite's, WSquare for 'paper'].")
 @click.option("--srp/--no-srp", default=True, show_default=True,
               help="Also compare SRP-PHAT maps of signals and relevance over the source plane.")
-@click.option("--srp-windows", type=Int(1), default=None, help="Only the first N windows for SRP (it is costly).")
+@click.option("--srp-windows", type=Int(1), default=None, help="SRP on N windows only, evenly spaced (it is costly).")
 @click.pass_context
 def tdoa(ctx, pairs, first_rule, srp, srp_windows, **common) -> None:
     """GCC-PHAT delays from microphone signals vs relevance signals, per microphone pair.

@@ -15,10 +15,11 @@ Cascading randomization (Adebayo et al., 2018, "Sanity checks for saliency maps"
 
     ``spearman``
         Spearman rank correlation of ``|R|`` with the original ``|R|`` over the window's
-        ``M x T`` samples (ranks by a stable argsort applied twice, so ties get distinct
-        ordinal ranks in sample order; NaN where a map is constant; :func:`spearman`);
+        ``M x T`` samples (tied values get their average rank, as scipy's ``spearmanr``; NaN
+        where a map is constant; :func:`spearman`);
     ``pearson``
-        Pearson correlation of the signed relevance with the original's (:func:`pearson`);
+        Pearson correlation of the signed relevance with the original's (NaN where a map is
+        constant; :func:`pearson`);
     ``entropy``
         the complexity of the stage's own map, the Shannon entropy of the normalized absolute
         relevance ``p_i = |R_i| / sum_j |R_j|``, ``H = -sum_i p_i log p_i`` (nats; Bhatt et al.,
@@ -163,24 +164,25 @@ def pearson(a, b):
     """Pearson correlation of each window's map in ``a`` with its map in ``b`` (``(W, ...)`` each): ``(W,)``;
     NaN where a map is constant."""
     a, b = _flats(a, b)
+    # a constant map centres to rounding residue (~1e-17 for 0.1), not to zero: masked, not divided
+    constant = (a == a[:, :1]).all(-1) | (b == b[:, :1]).all(-1)
     a = a - a.mean(-1)[:, None]
     b = b - b.mean(-1)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(-1) / namespace(a).sqrt((a * a).sum(-1) * (b * b).sum(-1))
+        rho = (a * b).sum(-1) / namespace(a).sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    return namespace(rho).where(constant, float("nan"), rho)
 
 
 def spearman(a, b):
     """Spearman rank correlation per window of ``a`` and ``b`` (``(W, ...)``, ranked as given; pass
     ``|R|`` for the cascade): ``(W,)``. Ties get their average rank (as scipy's ``spearmanr``); NaN where
     a map is constant (an all-zero relevance has no ranking)."""
+    # a constant map has constant ranks: NaN from pearson
     if not any(isinstance(m, torch.Tensor) for m in (a, b)):  # ranked in their own dtype: float32 sorts faster
         a, b = (np.asarray(m).reshape(len(m), -1) for m in (a, b))
-        rho = pearson(_tie_averaged(a, stable_ranks(a)), _tie_averaged(b, stable_ranks(b)))
-    else:
-        a, b = _flats(a, b)
-        rho = pearson(_tie_averaged(a, _ranks(a)), _tie_averaged(b, _ranks(b)))
-    constant = ((a == a[:, :1]).all(-1)) | ((b == b[:, :1]).all(-1))
-    return namespace(rho).where(constant, float("nan"), rho)
+        return pearson(_tie_averaged(a, stable_ranks(a)), _tie_averaged(b, stable_ranks(b)))
+    a, b = _flats(a, b)
+    return pearson(_tie_averaged(a, _ranks(a)), _tie_averaged(b, _ranks(b)))
 
 
 def _entropy(p):

@@ -205,9 +205,12 @@ def plot_inspection(
             peak = np.max(np.abs(cc))
             cc = cc / peak if peak > 0 else cc
             colour = "k" if name == "signals" else _REL_COLOURS[(n - 1) % len(_REL_COLOURS)]
-            best = lags[np.argmax(cc)]
-            ax.plot(lags, cc, color=colour, linewidth=1.0, label=f"{name} (peak {best:+.2f})")
-            ax.plot([best], [cc.max()], "o", color=colour, markersize=4)
+            if scaled[i].any() and scaled[j].any():
+                best = lags[np.argmax(cc)]
+                ax.plot(lags, cc, color=colour, linewidth=1.0, label=f"{name} (peak {best:+.2f})")
+                ax.plot([best], [cc.max()], "o", color=colour, markersize=4)
+            else:  # a silent signal: the correlation is flat, its first lag no peak (NaN in gcc.tdoa)
+                ax.plot(lags, cc, color=colour, linewidth=1.0, label=f"{name} (no peak)")
         ax.axvline(truth, color="tab:green", linestyle="--", linewidth=1.0, label=f"true {truth:+.2f}")
         ax.set_title(f"GCC-PHAT, mics {i}-{j}", fontsize=9)
         ax.set_xlabel("lag [samples]")

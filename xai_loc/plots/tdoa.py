@@ -106,8 +106,19 @@ def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
     return save_figure_pair(fig, out_stem)
 
 
+def _srp_title(ds: Any) -> str:
+    """The run title with the SRP windows in place of all windows, e.g. ``"T60 0.15 s, SNR 25 dB, lrp, SRP on 2
+    of 11 windows"``."""
+    import xarray as xr
+
+    head = run_title(xr.Dataset(attrs={k: v for k, v in ds.attrs.items() if k != "n_windows"}))
+    srp = f"SRP on {int(ds.attrs['srp_windows'])} of {ds.sizes['window']} windows"
+    return f"{head}, {srp}" if head else srp
+
+
 def plot_srp(results: Any, out_stem: str | Path) -> list[Path]:
-    """Mean SRP-PHAT peak error per estimator: Euclidean (bars) with |x| and |y| marks (PNG and PDF)."""
+    """Mean SRP-PHAT peak error per estimator: Euclidean (bars) with |x| and |y| marks (PNG and PDF), titled
+    with the windows the SRP comparison ran on."""
 
     import matplotlib.pyplot as plt
 
@@ -130,7 +141,7 @@ def plot_srp(results: Any, out_stem: str | Path) -> list[Path]:
         ax.plot(pos, err.sel(srp_metric="y").values, "k.", markersize=8, label="|y| error")
         ax.set_xticks(pos, names, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("SRP peak error [m]")
-        ax.set_title(run_title(ds), fontsize=9)
+        ax.set_title(_srp_title(ds), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

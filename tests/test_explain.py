@@ -774,7 +774,8 @@ def test_a_merge_that_fails_part_way_leaves_the_model_as_it_was():
         model.b1.running_mean.normal_()
         model.b1.running_var.uniform_(0.5, 2.0)
     before, digest = {k: v.clone() for k, v in model.state_dict().items()}, model_digest(model)
-    with pytest.raises(AttributeError), Explainer(model, target="prediction") as explainer:
+    with pytest.raises(InputError, match="BatchNorm 'b2' without affine parameters"), \
+            Explainer(model, target="prediction") as explainer:
         explainer.explain_batch(torch.randn(2, 2, 8, dtype=torch.float64))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.b1.eps == 1e-5 and model_digest(model) == digest

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from xai_loc.errors import InputError
+from xai_loc.explain._options import check_number
 
 __all__ = ["RelevanceAccessor"]
 
@@ -106,9 +107,10 @@ class RelevanceAccessor:
         mics
             Microphones to keep (default all).
         peak
-            Absolute peak after normalization (the file's maximum; sign kept); 0 keeps
-            the raw values.
+            Absolute peak after normalization, in [0, 1] (the file's maximum; sign kept); 0
+            keeps the raw values.
         """
+        peak = check_number("peak", peak, maximum=1.0)
         da = self._da if mics is None else self._da.isel(mic=self.check_mics(mics))
         audio = np.asarray(da.transpose("window", "time", "mic").values, dtype=np.float64)
         audio = audio.reshape(-1, audio.shape[-1])

@@ -133,9 +133,7 @@ class AttnLRP:
     def __init__(self, model: nn.Module, *, epsilon: float = 1e-6, softmax: str = "attnlrp") -> None:
         if softmax not in SOFTMAX_RULES:
             raise InputError(f"softmax={softmax!r} is not allowed; use one of {', '.join(SOFTMAX_RULES)}")
-        if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
-            raise InputError(f"epsilon={epsilon!r} is not allowed; use a number >= 0")
-        self.model, self.epsilon, self.softmax = model, float(epsilon), softmax
+        self.model, self.epsilon, self.softmax = model, check_number("epsilon", epsilon), softmax
         self.ledger = RelevanceLedger()
         self._handles: list[Any] = []
 
@@ -290,7 +288,7 @@ class AttnLRPMethod(BackwardMethod):
         # output x gradient at the output is the seed: the gradient there is seed / output (0 where the
         # output is 0), so a target whose value does not change with |f| (an angle) is explained too
         output_grad = torch.where(output == 0, 0.0, seed / torch.where(output == 0, 1.0, output.detach()))
-        return torch.autograd.grad((output,), tensors, grad_outputs=(output_grad,))
+        return torch.autograd.grad((output,), tensors, grad_outputs=(output_grad,), allow_unused=True)
 
     def relevance(self, tensor, grad):
         return tensor.detach() * grad

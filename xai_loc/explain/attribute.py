@@ -33,10 +33,11 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
+from xai_loc.explain._options import check_integer, check_number
 from xai_loc.explain.composites import make_composite
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.methods import get_method
-from xai_loc.explain.targets import REFERENCES, TRUTHS, bind, get_target
+from xai_loc.explain.targets import REFERENCES, TRUTHS, bind, check_truth, get_target
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -48,6 +49,9 @@ __all__ = ["Explainer", "dataset_inputs", "explain", "explain_arrays", "input_co
 VECTORS = {"source": "window", "mic": "mic", "prediction": "window", "attr_output": "window"}
 AXES = ("x", "y", "z")
 DEFAULT_FS = 16000.0
+#: Architectures whose front end no LRP rule covers (the cue network's ITD is an arg-max lag, see
+#: :mod:`~xai_loc.explain.cuenet`): LRP explains them from the front end's output up, never at the waveform.
+LRP_FROM_FRONT_END = ("cuenet",)
 
 
 def model_digest(model: nn.Module) -> str:
@@ -170,9 +174,7 @@ class Explainer:
         self.output_kind = getattr(self.model, "output_kind", "position")
         self.method_cls = get_method(method)
         self.levels = Levels(self.model, levels)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
-        self.batch_size = batch_size
+        self.batch_size = check_integer("batch_size", batch_size, minimum=1)
         self.device = resolve_device(str(device))
 
         options = dict(options)
@@ -199,6 +201,11 @@ class Explainer:
             raise InputError(f"option {sorted(options)[0]!r} is not allowed for method {method!r}"
                              + (f" with composite {composite!r}" if self.composite is not None else "")
                              + f" and target {target!r}; allowed: {', '.join(allowed) or 'none'}")
+        name = info["model"]
+        if self.method_cls.uses_composite and self.levels.input == INPUT and name in LRP_FROM_FRONT_END \
+                and not isinstance(getattr(self.model, "front_end", None), nn.Identity):
+            raise InputError(f"level {INPUT!r} is not allowed for method {method!r} on {name}: no LRP rule covers its "
+                             "front end; allowed: 'front_end' first, or a submodule after it")
         self.target_params = target_params
         reference = target_params.get("reference")
         if reference == "train-mean" and train_mean is None:
@@ -222,6 +229,7 @@ class Explainer:
         }
         if self.levels.names != (INPUT,):
             self.attrs["levels"] = list(self.levels.names)
+        self._active = False
 
     @property
     def sense(self) -> int:
@@ -250,9 +258,11 @@ class Explainer:
         except BaseException:
             self._stack.close()
             raise
+        self._active = True
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._active = False
         self._stack.close()
 
     def _output_on(self, window: torch.Tensor | None) -> np.ndarray | None:
@@ -291,7 +301,19 @@ class Explainer:
         for methods that book what leaves the network (AttnLRP). ``to_host=False``: the same
         as tensors on the explainer's device (for probes that go on computing there).
         """
+        if not self._active:
+            raise InputError("Explainer.explain_batch outside its with block is not allowed (the model is not set "
+                             "up for the method); use Explainer inside a with block")
+        if torch.is_inference_mode_enabled():
+            raise InputError("explaining inside torch.inference_mode() is not allowed (it turns autograd off); "
+                             "call it outside (torch.no_grad() is fine)")
         x = torch.as_tensor(np.asarray(windows) if not isinstance(windows, torch.Tensor) else windows)
+        if x.is_complex() or x.dtype == torch.bool:
+            raise InputError(f"windows of dtype {x.dtype} are not allowed; use real numbers")
+        shape = getattr(self.model, "input_shape", None)
+        if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+            raise InputError(f"windows of shape {tuple(x.shape)} are not allowed; the model takes (n, "
+                             f"{', '.join(map(str, shape))})")
         x = x.detach().to(self.device, self.dtype)  # detached: the methods make their own leaves, never the caller's
         if not torch.isfinite(x).all():
             raise InputError("windows contain NaN or infinite samples; clean the audio first")
@@ -299,8 +321,7 @@ class Explainer:
             if truth is None:
                 raise InputError(f"target {self.target.name!r} needs the true {TRUTHS[self.output_kind]}")
             dtype = torch.long if self.output_kind == "direction_classes" else self.dtype
-            truth = torch.as_tensor(np.asarray(truth) if not isinstance(truth, torch.Tensor) else truth)
-            truth = truth.to(self.device, dtype)
+            truth = check_truth(truth, self.output_kind, x.shape[0]).to(self.device, dtype)
         index = torch.arange(x.shape[0]) if index is None else torch.as_tensor(np.asarray(index))
         reference = self.reference
 
@@ -350,19 +371,37 @@ def _split_vector(name: str, values: np.ndarray | None) -> dict[str, tuple]:
 def _as_windows(windows: Any) -> np.ndarray | torch.Tensor:
     if isinstance(windows, torch.Tensor):
         array = windows.detach()
+        if array.is_complex() or array.dtype == torch.bool:
+            raise InputError(f"windows of dtype {array.dtype} are not allowed; use real numbers")
     else:
         try:
             array = np.asarray(windows)
         except (TypeError, ValueError):
             raise InputError(f"windows of type {type(windows).__name__} are not allowed; "
                              "use a tensor, an array [window, mic, time] or a dataset from open_signals") from None
-        if not np.issubdtype(array.dtype, np.number):
-            raise InputError(f"windows of dtype {array.dtype} are not allowed; use numbers")
+        if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+            raise InputError(f"windows of dtype {array.dtype} are not allowed; use real numbers")
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
         raise InputError(f"windows of shape {tuple(array.shape)} are not allowed; use [window, mic, time]")
     return array
+
+
+def _numbers(name: str, value: Any, shape: tuple[int, int]) -> np.ndarray:
+    """``value`` as a float64 array of ``shape``, or one line naming it."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} of type {type(value).__name__} that are not an array of numbers are not allowed; "
+                         f"use [{shape[0]}, {shape[1]}] numbers") from None
+    if array.shape != shape:
+        raise InputError(f"{name} of shape {array.shape} are not allowed; use [{shape[0]}, {shape[1]}]")
+    return array
+
+
+def _wants_mean(options: dict[str, Any]) -> bool:
+    return any(isinstance(options.get(k), str) and options[k] == "mean" for k in ("reference", "baseline"))
 
 
 def dataset_inputs(ds) -> dict[str, Any]:
@@ -404,6 +443,7 @@ def explain(
     *,
     fs: float | None = None,
     mic_positions: Any = None,
+    mean_input: Any = None,
     **options: Any,
 ) -> xr.DataArray:
     """Explain windows with one method, composite and target; relevance as a labelled array.
@@ -434,13 +474,17 @@ def explain(
     progress
         Show a progress bar.
     fs
-        Sample rate for the time coord (default: the dataset's, else 16 kHz).
+        Sample rate in Hz for the time coord (default: the dataset's, else 16 kHz).
     mic_positions
         Microphone positions ``[mic, 3]`` for tensor input.
+    mean_input
+        The window ``[mic, time]`` that ``baseline='mean'`` and ``reference='mean'`` use. Default:
+        the mean of the windows passed here, so the result depends on them, and it needs at
+        least 2 (:func:`~xai_loc.explain.store.explain_store` uses the mean of its store's windows).
     **options
         Options of the method (e.g. ``n_steps``, ``window``), the composite (e.g.
         ``first_rule``, ``epsilon``, ``gamma``, ``maxpool``) and the target
-        (``reference``).
+        (``reference``); ``levels`` must start with ``'waveform'`` (the array labelled here).
 
     Returns
     -------
@@ -469,18 +513,20 @@ def explain(
                 "fs": DEFAULT_FS, "time": None, "train_mean": None}
     if n == 0:
         raise InputError("no windows to explain; give at least one")
-    positions = data["positions"] if positions is None else np.asarray(positions, dtype=np.float64)
-    if positions is not None and positions.shape != (n, 3):
-        raise InputError(f"positions of shape {positions.shape} are not allowed; use [{n}, 3] (x, y, z in metres)")
+    positions = data["positions"] if positions is None else _numbers("positions", positions, (n, 3))
     if positions is not None and not np.isfinite(positions).all():  # the truth's targets would be NaN
         raise InputError("positions hold NaN or infinite values; give x, y, z in metres for every window")
-    mics = data["mics"] if mic_positions is None else np.asarray(mic_positions, dtype=np.float64)
-    if mics is not None and mics.shape != (n_mics, 3):
-        raise InputError(f"mic_positions of shape {mics.shape} are not allowed; use [{n_mics}, 3]")
-    fs = float(data["fs"] if fs is None else fs)
+    mics = data["mics"] if mic_positions is None else _numbers("mic_positions", mic_positions, (n_mics, 3))
+    fs = check_number("fs", data["fs"] if fs is None else fs, strict=True)
 
-    mean_input = None
-    if "mean" in (options.get("reference"), options.get("baseline")):
+    if mean_input is not None:
+        mean_input = _numbers("mean_input", mean_input, (n_mics, n_time))
+        if not np.isfinite(mean_input).all():
+            raise InputError("mean_input holds NaN or infinite values; give the mean window [mic, time]")
+    elif _wants_mean(options):
+        if n < 2:  # the mean of one window is that window: nothing between it and the baseline
+            raise InputError("a 'mean' baseline or reference of 1 window is not allowed (it is that window); "
+                             "give at least 2 windows or mean_input=[mic, time]")
         mean_input = np.asarray(source.mean("window").values if isinstance(windows, xr.Dataset)
                                 else np.asarray(source).mean(axis=0))
     explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,
@@ -488,6 +534,9 @@ def explain(
     if explainer.output_kind != "position":
         raise InputError(f"explain() labels positions (prediction_x/y/z); this model outputs "
                          f"{explainer.output_kind!r}: use xai_loc.explain.explain_arrays for it")
+    if explainer.levels.input != INPUT:
+        raise InputError(f"levels={explainer.levels.names!r} are not allowed in explain(), which labels waveform "
+                         "relevance (window, mic, time); put 'waveform' first, or use explain_arrays")
     shape = getattr(explainer.model, "input_shape", None)
     if shape is not None and tuple(shape) != (n_mics, n_time):
         raise InputError(f"windows of {n_mics} mics x {n_time} samples do not fit the model; "

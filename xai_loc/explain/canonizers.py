@@ -26,6 +26,18 @@ __all__ = ["IDENTITY_EPS", "FoldBatchNormForward", "MergeBatchNorm"]
 IDENTITY_EPS = 2.0 ** -60
 
 
+def _check_batch_norm(batch_norm: nn.Module, names: dict[nn.Module, str], affine: bool = True) -> None:
+    """Raise :class:`InputError` for a BatchNorm that is not a fixed affine map with (``affine``) parameters."""
+    name = names.get(batch_norm, type(batch_norm).__name__)
+    if batch_norm.running_mean is None:
+        raise InputError(f"BatchNorm {name!r} without running statistics (track_running_stats=False) is not allowed "
+                         "for LRP: it normalizes each batch by itself; use one with running statistics or a gradient "
+                         "method")
+    if affine and batch_norm.weight is None:
+        raise InputError(f"BatchNorm {name!r} without affine parameters (affine=False) is not allowed for LRP's "
+                         "BatchNorm merge; use affine=True or a gradient method")
+
+
 @contextlib.contextmanager
 def _removed_on_failure(instances: list[Canonizer]):
     """Remove the canonizer ``instances`` applied so far (last first) when the block raises: zennit's own
@@ -53,13 +65,16 @@ class MergeBatchNorm(SequentialMergeBatchNorm):
 
     def apply(self, root_module: nn.Module) -> list[MergeBatchNorm]:
         """zennit's ``apply`` (one merged instance per linear layer followed by a BatchNorm), undone
-        in full when a BatchNorm cannot be merged (one without affine parameters): zennit's loses
-        the instances it already merged, which then stay merged in the model."""
+        in full when a BatchNorm cannot be merged: zennit's loses the instances it already merged,
+        which then stay merged in the model. A BatchNorm without affine parameters or running
+        statistics raises :class:`InputError` naming it."""
         instances: list[MergeBatchNorm] = []
         last_leaf = None
+        names = {module: name for name, module in root_module.named_modules()}
         with _removed_on_failure(instances):
             for leaf in collect_leaves(root_module):
                 if isinstance(last_leaf, self.linear_type) and isinstance(leaf, self.batch_norm_type):
+                    _check_batch_norm(leaf, names)
                     instance = self.copy()
                     instance.register((last_leaf,), leaf)
                     instances.append(instance)
@@ -127,6 +142,7 @@ class FoldBatchNormForward(Canonizer):
         from xai_loc.models.cochleagram_cnn import FrequencyPad
 
         instances, pending = [], None
+        names = {module: name for name, module in root_module.named_modules()}
         with _removed_on_failure(instances):  # a BatchNorm that cannot be folded: the earlier ones restored
             for leaf in collect_leaves(root_module):
                 if isinstance(leaf, nn.modules.batchnorm._BatchNorm):
@@ -138,6 +154,7 @@ class FoldBatchNormForward(Canonizer):
                 elif isinstance(leaf, (nn.Dropout, nn.Flatten, nn.Identity)):
                     continue
                 elif self._is_target(leaf):
+                    _check_batch_norm(pending[0], names, affine=False)
                     instance = self.copy()
                     instance.register(pending[0], pending[1], leaf)
                     instances.append(instance)

@@ -61,6 +61,7 @@ from xai_loc.explain.rules import (
     GateRule,
     SmoothMaxPool,
     WindowBox,
+    epsilon_stabilizer,
 )
 from xai_loc.models.layers import Gate
 
@@ -275,7 +276,7 @@ def epsilon_plus_flat(model: nn.Module, *, epsilon: float = 1e-6, stabilizer: fl
     """zennit's EpsilonPlusFlat: Flat on the first layer, ZPlus on convolutions, Epsilon on
     dense layers (Kohlbrenner et al. 2020), plus the localizer handling above."""
     _check_common(epsilon, stabilizer, maxpool, maxpool_power)
-    return EpsilonPlusFlat(epsilon=epsilon, stabilizer=stabilizer,
+    return EpsilonPlusFlat(epsilon=epsilon_stabilizer(epsilon), stabilizer=stabilizer,
                            layer_map=_localizer_map("signal", maxpool, maxpool_power, stabilizer),
                            canonizers=[MergeBatchNorm()])
 
@@ -286,7 +287,7 @@ def epsilon_alpha2_beta1(model: nn.Module, *, epsilon: float = 1e-6, stabilizer:
     """zennit's EpsilonAlpha2Beta1: AlphaBeta (2, 1) on all convolutions, Epsilon on dense
     layers, plus the localizer handling above."""
     _check_common(epsilon, stabilizer, maxpool, maxpool_power)
-    return EpsilonAlpha2Beta1(epsilon=epsilon, stabilizer=stabilizer,
+    return EpsilonAlpha2Beta1(epsilon=epsilon_stabilizer(epsilon), stabilizer=stabilizer,
                               layer_map=_localizer_map("signal", maxpool, maxpool_power, stabilizer),
                               canonizers=[MergeBatchNorm()])
 
@@ -322,8 +323,9 @@ def cochcnn(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6
     (:class:`~xai_loc.explain.canonizers.FoldBatchNormForward`) and then Pass.
     Front end: the power compression ``x ** 0.3`` is elementwise, so it passes relevance
     unchanged (Pass); the rectifiers too; the sinc low-pass (a ``Conv1d``) and the ERB
-    filterbank are linear and bias-free and get the Epsilon rule (LRP-0 with a stabilizer),
-    which conserves relevance down to the waveform.
+    filterbank are linear and bias-free and get the Epsilon rule (LRP-0 with a stabilizer;
+    ``epsilon=0``: LRP-0, with ``R / z = 0`` where ``z = 0``, e.g. in digital silence), which
+    conserves relevance down to the waveform.
     """
     from xai_loc.features.cochleagram import ERBFilterbank, PowerCompression, SincDownsample
 
@@ -335,7 +337,7 @@ def cochcnn(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6
         conv = _epsilon(epsilon)
     else:
         conv = _label(ZPlus(stabilizer=stabilizer), "ZPlus")
-    front = _label(Epsilon(epsilon=epsilon), f"Epsilon(epsilon={epsilon:g})")
+    front = _label(Epsilon(epsilon=epsilon_stabilizer(epsilon)), f"Epsilon(epsilon={epsilon:g})")
     layer_map = ([(ERBFilterbank, front), (SincDownsample, front), (PowerCompression, _label(Pass(), "Pass"))]
                  + _localizer_map("signal", maxpool, maxpool_power, stabilizer) + layer_map_base(stabilizer)
                  + [(Convolution, conv), (nn.Linear, _epsilon(epsilon))])

@@ -149,6 +149,19 @@ class Levels:
         with self._hooked(level, lambda output: a.clone()):  # a clone: in-place ops after it leave a alone
             return self.model(x.repeat(a.shape[0] // x.shape[0], *([1] * (x.ndim - 1))))
 
+    def order(self, x: torch.Tensor) -> tuple[str, ...]:
+        """The levels in the order the model runs their modules on windows ``x`` (the waveform first)."""
+        ran: list[str] = []
+        handles = [module.register_forward_hook(lambda *_, name=name: ran.append(name))
+                   for name, module in self.modules.items()]
+        try:
+            with torch.no_grad():
+                self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return tuple(dict.fromkeys([INPUT, *ran] if INPUT in self.names else ran))
+
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One differentiable forward pass: the output and the tensors of every level, in :attr:`names` order.
 

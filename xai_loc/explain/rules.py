@@ -26,6 +26,7 @@ the relevance as before.
 from __future__ import annotations
 
 import abc
+import functools
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ from zennit.layer import Sum
 from zennit.rules import ClampMod, Epsilon, Gamma, NoMod, Norm, Pass, WSquare
 
 __all__ = ["FastEpsilon", "FastGamma", "FastNorm", "FastPass", "FastWSquare", "GateRule", "NodeRule",
-           "SmoothMaxPool", "WindowBox", "GATE_ROUTES"]
+           "SmoothMaxPool", "WindowBox", "GATE_ROUTES", "epsilon_stabilizer"]
 
 #: Where :class:`GateRule` sends the relevance of ``x * s``: to the signal ``x`` (the gate
 #: held constant) or to the gate ``s`` (the paper's released code).
@@ -57,10 +58,19 @@ GATE_ROUTES = ("signal", "gate")
 def _stabilize(x: torch.Tensor, epsilon: float) -> torch.Tensor:
     """zennit's ``Stabilizer(epsilon)``: ``x + epsilon * sign(x)`` with ``sign(0) = +1``, bit for bit
     (float32 and float64), in fewer and vectorized passes (``torch.where`` and boolean masks are
-    slow on the CPU)."""
+    slow on the CPU). For ``epsilon = 0`` (LRP-0) zeros become infinite instead, so that ``R / x``
+    is 0 where ``x = 0`` (zennit's gives 0/0 there)."""
+    if not epsilon:
+        return x.masked_fill(x == 0, torch.inf)
     sign = torch.ge(x, 0, out=torch.empty_like(x))
     sign.mul_(2).sub_(1)
     return torch.add(x, sign, alpha=epsilon)
+
+
+def epsilon_stabilizer(epsilon: float):
+    """The ``epsilon`` argument of zennit's ``Epsilon`` rule (and composites): ``epsilon``, or for
+    LRP-0 (``epsilon = 0``) a stabilizer that makes ``R / z`` 0 where ``z = 0``, not 0/0."""
+    return epsilon if epsilon else functools.partial(_stabilize, epsilon=0.0)
 
 
 def _mask(z: torch.Tensor, positive: bool) -> torch.Tensor:
@@ -307,7 +317,8 @@ class FastEpsilon(NodeRule):
     Parameters
     ----------
     epsilon
-        Added to the denominators with their sign (zennit's ``Stabilizer``).
+        Added to the denominators with their sign (zennit's ``Stabilizer``); 0 is LRP-0, with
+        ``R_j / z_j = 0`` where ``z_j = 0``.
     """
 
     def __init__(self, epsilon: float = 1e-6) -> None:
@@ -320,7 +331,7 @@ class FastEpsilon(NodeRule):
 
     def stock(self) -> Hook:
         """zennit's ``Epsilon``."""
-        return Epsilon(epsilon=self.epsilon)
+        return Epsilon(epsilon=epsilon_stabilizer(self.epsilon))
 
     def supports(self, module: nn.Module) -> bool:
         """Linear layers and standard convolutions."""
@@ -552,8 +563,8 @@ class SmoothMaxPool(Hook):
     whose effect depends on each layer's activation scale) and conservative: every window
     with a positive input passes on all its relevance. Windows without a positive input
     pass on nothing; after a ReLU they receive no relevance from the rules used here.
-    For ``MaxPool1d/2d/3d`` without dilation; use powers up to about 8 (``x**p`` must not
-    underflow).
+    For ``MaxPool1d/2d/3d`` without dilation. For ``p != 1`` each window's weights are
+    computed as ``(x_i / max_k x_k) ** p``, which cannot overflow at any power.
 
     Parameters
     ----------
@@ -580,15 +591,44 @@ class SmoothMaxPool(Hook):
         x = self.stored_tensors["input"][0].detach()
         if module.dilation not in (1, (1,) * (x.dim() - 2)):
             raise ValueError("SmoothMaxPool does not support dilated max-pools")
-        pool = _AVG_POOLS[x.dim() - 2]
-        with torch.enable_grad():
-            weight = (x.clamp(min=0) ** self.power).requires_grad_()
-            pooled = pool(weight, module.kernel_size, module.stride, module.padding, module.ceil_mode,
-                          count_include_pad=True)
-        safe = torch.where(pooled > 0, pooled.detach(), torch.ones_like(pooled))
-        grad, = torch.autograd.grad(pooled, weight, grad_output[0] / safe)
-        result = weight.detach() * grad
+        if self.power == 1:  # x**1 cannot overflow: the weights are the inputs, pooled as a sum
+            pool = _AVG_POOLS[x.dim() - 2]
+            with torch.enable_grad():
+                weight = x.clamp(min=0).requires_grad_()
+                pooled = pool(weight, module.kernel_size, module.stride, module.padding, module.ceil_mode,
+                              count_include_pad=True)
+            safe = torch.where(pooled > 0, pooled.detach(), torch.ones_like(pooled))
+            grad, = torch.autograd.grad(pooled, weight, grad_output[0] / safe)
+            result = weight.detach() * grad
+        else:
+            result = self._scaled(module, x.clamp(min=0), grad_output[0])
         return tuple(result if original.shape == result.shape else None for original in grad_input)
+
+    def _scaled(self, module: nn.Module, x: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+        """The rule with each window's weights ``(x_i / window max) ** p`` (in [0, 1], the maximum's 1): the
+        windows as views of ``x`` (zero-padded: pads weigh 0), their shares summed back by autograd."""
+        n = x.dim() - 2
+        kernel, stride, padding = (tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+                                   for v in (module.kernel_size, module.stride or module.kernel_size, module.padding))
+        out = relevance.shape[2:]
+        pads = []
+        for d in reversed(range(n)):  # F.pad lists the last axis first; ceil_mode's last window may need more
+            extra = max(0, (out[d] - 1) * stride[d] + kernel[d] - x.shape[2 + d] - 2 * padding[d])
+            pads += [padding[d], padding[d] + extra]
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_()
+            windows = F.pad(leaf, pads)
+            for d in range(n):
+                windows = windows.unfold(2 + d, kernel[d], stride[d])
+            windows = windows[(slice(None), slice(None), *(slice(0, o) for o in out))]
+        axes = tuple(range(-n, 0))
+        values = windows.detach()
+        top = values.amax(dim=axes, keepdim=True)
+        weight = (values / torch.where(top > 0, top, torch.ones_like(top))) ** self.power
+        total = weight.sum(dim=axes, keepdim=True)  # >= 1 where the window has a positive input, else 0
+        share = weight * (relevance.reshape(total.shape) / torch.where(total > 0, total, torch.ones_like(total)))
+        grad, = torch.autograd.grad(windows, leaf, share)
+        return grad
 
 
 def _window_bound(reduce):

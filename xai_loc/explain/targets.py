@@ -55,19 +55,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from xai_loc.errors import InputError
 from xai_loc.explain._options import option_defaults, resolve
 
-__all__ = ["REFERENCES", "TARGETS", "TRUTHS", "Objective", "Target", "bind", "class_target", "get_target",
-           "register_target", "targets_for"]
+__all__ = ["REFERENCES", "TARGETS", "TRUTHS", "TRUTH_SHAPES", "Objective", "Target", "bind", "check_truth",
+           "class_target", "get_target", "register_target", "targets_for"]
 
 #: What the true values are, per output kind (the ``truth`` of targets that need it).
 TRUTHS = {"position": "source positions", "azimuth": "azimuths (degrees)",
           "azimuth_elevation": "azimuths and elevations (degrees)", "direction_classes": "class labels",
           "cos_sin": "azimuths (degrees)"}
+
+#: The shapes one example's true values may have, per output kind.
+TRUTH_SHAPES = {"position": ((3,),), "azimuth": ((), (1,)), "azimuth_elevation": ((2,),),
+                "direction_classes": ((), (1,)), "cos_sin": ((), (1,))}
 
 #: Named references of the ``'contrast'`` target; a position ``(x, y, z)`` in metres is
 #: allowed too.
@@ -232,6 +237,34 @@ def bind(name: str, kind: str, options: dict[str, Any] | None = None, block: int
         raise InputError(f"target {name!r} does not fit a model whose output is {kind!r}; "
                          f"allowed: {', '.join(targets_for(kind)) or 'none'}")
     return Objective(target, kind, resolve(target.options, dict(options or {}), f"target {name!r}"), block)
+
+
+def check_truth(truth: Any, kind: str, n: int) -> Tensor:
+    """``truth`` as a tensor if it holds the true values of ``n`` examples of output kind ``kind``
+    (:data:`TRUTHS`, shaped as :data:`TRUTH_SHAPES`; finite, class labels integral); else :class:`InputError`."""
+    what = f"true {TRUTHS[kind]}"
+    if isinstance(truth, Tensor):
+        value = truth.detach()
+    else:
+        try:
+            array = np.asarray(truth)
+        except ValueError:
+            raise InputError(f"{what} of unequal lengths are not allowed; use an array, one row per example") from None
+        if array.dtype.kind not in "iuf":
+            raise InputError(f"{what} of dtype {array.dtype} are not allowed; use numbers")
+        value = torch.as_tensor(array)
+    if value.dtype == torch.bool or value.is_complex():
+        raise InputError(f"{what} of dtype {value.dtype} are not allowed; use real numbers")
+    shapes = [(n, *tail) for tail in TRUTH_SHAPES[kind]]
+    if tuple(value.shape) not in shapes:
+        raise InputError(f"{what} of shape {tuple(value.shape)} are not allowed; use "
+                         + " or ".join(str(list(shape)) for shape in shapes))
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise InputError(f"the {what} hold NaN or infinite values; give finite values for every example")
+    if kind == "direction_classes" and value.is_floating_point() and not bool((value == value.round()).all()):
+        label = value[value != value.round()][0].item()
+        raise InputError(f"true class {label!r} is not allowed; use integer class labels")
+    return value
 
 
 # -- positions (x, y, z) in metres ------------------------------------------------------------------

@@ -522,18 +522,12 @@ def perturb(ctx, percentages, modes, fill, **common) -> None:
     The first run on a machine compiles the deletion kernels (about 20 s, then cached).
     --scheduler or --workers spread the window batches over a dask cluster (the bytes of a --threads 1 run).
     """
-    from xai_loc.experiments.perturbation import FILLS, MODES, check_percentages
+    from xai_loc.experiments.perturbation import check_fill, check_modes, check_percentages
 
     setup(ctx)
-    pcts = check_percentages(csv_list(percentages, float, "--percentages"), from_zero=True)
-    modes = csv_list(modes, what="--modes")
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        raise InputError(f"--modes {unknown[0]!r} is unknown; allowed: {', '.join(MODES)}")
-    if len(set(modes)) < len(modes):
-        raise InputError(f"--modes {','.join(modes)!r} names a mode twice; give each once")
-    if fill not in FILLS:
-        raise InputError(f"--fill {fill!r} is unknown; allowed: {', '.join(FILLS)}")
+    pcts = check_percentages(csv_list(percentages, float, "--percentages"), from_zero=True, what="--percentages")
+    modes = check_modes(csv_list(modes, what="--modes"), "--modes")
+    check_fill(fill, "--fill")
     _run_on_test_split("perturbation", percentages=pcts, modes=modes, fill=fill, **common)
 
 
@@ -572,7 +566,7 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
     setup(ctx)
     specs = _method_specs(methods, DEFAULT_METHODS)
     fill_names = check_fills(csv_list(fills, what="--fills"))
-    pcts = check_percentages(csv_list(percentages, float, "--percentages"), from_zero=True)
+    pcts = check_percentages(csv_list(percentages, float, "--percentages"), from_zero=True, what="--percentages")
     common["store"] = _test_store(common["store"], common["checkpoint"], common["data"])
     _run_on_test_split("faithfulness", fills=fill_names, percentages=pcts, **specs, **common)
 

@@ -248,10 +248,15 @@ def _filled_copy(x, steps, step, fill, out):
         out[i] = x[i] * keep + fill[i] * (1 - keep)
 
 
+def check_step_count(n_steps: int, what: str = "deletion counts") -> None:
+    """Refuse more than :data:`MAX_STEPS` deletion steps; ``what`` names the values that give them."""
+    if n_steps > MAX_STEPS:
+        raise InputError(f"{what}: {n_steps} deletion steps asked for; at most {MAX_STEPS} are allowed")
+
+
 def _checked_counts(counts, n: int) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.int64)
-    if counts.size > MAX_STEPS:
-        raise InputError(f"{counts.size} deletion steps asked for; at most {MAX_STEPS} are allowed")
+    check_step_count(counts.size)
     if np.any(np.diff(counts) < 0) or np.any(counts < 0) or np.any(counts > n):
         raise InputError(f"deletion counts {counts.tolist()} must be nondecreasing within [0, {n}]")
     return counts

@@ -86,6 +86,7 @@ from xai_loc.experiments.perturbation import (
     aopc,
     check_percentages,
     deletion_counts,
+    input_dtype,
     window_batches,
 )
 from xai_loc.experiments.scored import ERRORS, default_target, localization_error, scored_set
@@ -169,8 +170,8 @@ def method_label(method: str, composite: str) -> str:
 
 
 def check_fills(fills: Sequence[str]) -> tuple[str, ...]:
-    """Validate fill names (:data:`FAITHFULNESS_FILLS`), each once, at least one."""
-    fills = tuple(str(f).strip() for f in fills)
+    """Validate fill names (:data:`FAITHFULNESS_FILLS`; one name or a sequence), each once, at least one."""
+    fills = tuple(str(f).strip() for f in ([fills] if isinstance(fills, str) else fills))
     if not fills or not all(fills):
         raise InputError("fills list is empty; give at least one of " + ", ".join(FAITHFULNESS_FILLS))
     for fill in fills:
@@ -259,8 +260,7 @@ def _errors(model: torch.nn.Module, batches, truth: torch.Tensor, device: torch.
     """Per-input localization error of ``model`` on each perturbed batch, in its own units
     (:func:`~xai_loc.experiments.scored.localization_error`; one transfer of the errors)."""
     truth = truth.to(device)
-    first = next(model.parameters(), None)  # the copies are float32; a float64 model gets float64 inputs
-    dtype = torch.float32 if first is None or not first.is_floating_point() else first.dtype
+    dtype = input_dtype(model, torch.float32)  # the copies are float32; a float64 model gets float64 inputs
     errors = []
     with torch.no_grad():
         for xp in batches:
@@ -538,7 +538,7 @@ def run_faithfulness(
     randomized_baseline
         Also order by the relevance of each model's randomized copy (seed ``seed``).
     seed
-        Seeds random orderings, noise, the randomized copies and the bootstrap.
+        An integer >= 0; seeds random orderings, noise, the randomized copies and the bootstrap.
     n_boot
         Bootstrap resamples of the sources.
     n_sources
@@ -563,15 +563,18 @@ def run_faithfulness(
     from xai_loc import __version__
     from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain._options import check_integer
 
+    fills = check_fills(fills)
+    percentages = check_percentages(percentages, from_zero=True)
+    check_integer("seed", seed)
+    check_integer("n_boot", n_boot, minimum=1)
     scored = scored_set(data, n_sources)
     models = scored.models(ModelSet.of(models))
     scored.check(models)
     error = _one_error(models)
     specs = family_methods(models) if methods is None else parse_methods(methods)
     labels = [method_label(*m) for m in specs]
-    fills = check_fills(fills)
-    percentages = check_percentages(percentages, from_zero=True)
     sources, per_source = scored.sources, scored.per_source
     n = len(scored)
     orderings = ORDERINGS if randomized_baseline else ("relevance", "random")

@@ -31,6 +31,7 @@ import torch
 from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment, model_record
 from xai_loc.experiments.deletion_order import (
+    check_step_count,
     deletion_steps_on,
     filled_copy,
     random_deletion_steps_on,
@@ -118,19 +119,42 @@ def n_deleted(percentage: float, n_samples: int) -> int:
     return int(round(percentage / 100.0 * n_samples))
 
 
-def check_percentages(percentages, *, from_zero: bool = False) -> tuple[float, ...]:
-    """Validate deletion percentages (each in [0, 100], increasing; with ``from_zero`` the first 0,
-    the unperturbed window that a curve's AOPC is measured from)."""
+def check_percentages(percentages, *, from_zero: bool = False, what: str = "percentages") -> tuple[float, ...]:
+    """Validate deletion percentages: each in [0, 100], increasing, at most
+    :data:`~xai_loc.experiments.deletion_order.MAX_STEPS` of them; with ``from_zero`` the first 0,
+    the unperturbed window that a curve's AOPC is measured from. ``what`` names them in errors."""
     values = tuple(float(p) for p in percentages)
     if not values or any(not 0 <= p <= 100 for p in values) or list(values) != sorted(set(values)):
-        raise InputError(f"percentages {list(values)} are not allowed; give increasing values in [0, 100]")
+        raise InputError(f"{what} {list(values)} are not allowed; give increasing values in [0, 100]")
+    check_step_count(len(values), what)
     if from_zero and values[0] != 0:
-        raise InputError(f"percentages {list(values)} are not allowed; they must start at 0 (the unperturbed "
+        raise InputError(f"{what} {list(values)} are not allowed; they must start at 0 (the unperturbed "
                          "window, which AOPC is measured from)")
     if from_zero and len(values) < 2:
-        raise InputError(f"percentages {list(values)} are not allowed; give 0 and at least one more (a curve "
+        raise InputError(f"{what} {list(values)} are not allowed; give 0 and at least one more (a curve "
                          "with the unperturbed point alone has no area)")
     return values
+
+
+def check_modes(modes, what: str = "modes") -> tuple[str, ...]:
+    """Validate deletion orderings: names in :data:`MODES` (one name or a sequence), each once, at least one.
+    ``what`` names them in errors."""
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
+    if not modes:
+        raise InputError(f"{what} list is empty; give at least one of {', '.join(MODES)}")
+    for mode in modes:
+        if mode not in MODES:
+            raise InputError(f"{what} {mode!r} is unknown; allowed: {', '.join(MODES)}")
+    if len(set(modes)) < len(modes):
+        raise InputError(f"{what} {','.join(modes)!r} names a mode twice; give each once")
+    return modes
+
+
+def check_fill(fill: str, what: str = "fill") -> str:
+    """Validate the fill of deleted samples (:data:`FILLS`); ``what`` names it in errors."""
+    if fill not in FILLS:
+        raise InputError(f"{what} {fill!r} is unknown; allowed: {', '.join(FILLS)}")
+    return fill
 
 
 def deletion_counts(percentages, windows: torch.Tensor) -> list[int]:
@@ -240,13 +264,10 @@ def deletion_predictions(
         The index of ``windows[0]`` in the whole set, whose windows' random draws these are.
     """
     percentages = check_percentages(percentages)
-    for mode in modes:
-        if mode not in MODES:
-            raise InputError(f"deletion mode {mode!r} is unknown; allowed: {', '.join(MODES)}")
-    if fill not in FILLS:
-        raise InputError(f"fill {fill!r} is unknown; allowed: {', '.join(FILLS)}")
+    modes = check_modes(modes)
+    check_fill(fill)
     out = np.zeros((len(modes), len(percentages), windows.shape[0], 3), dtype=np.float64)
-    device = _device_of(model, windows)
+    device, dtype = _device_of(model, windows), input_dtype(model, windows.dtype)
     seconds = 0.0
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch_size):
@@ -260,7 +281,7 @@ def deletion_predictions(
                 steps = MODES[mode](x_model, rel, deletion_counts(percentages, x), seed, first + start)
                 for _, xp in perturbed_batches(x_model, steps, percentages, fill_model):
                     tic = time.perf_counter()
-                    preds.append(model(xp).double())
+                    preds.append(model(xp.to(dtype)).double())
                     seconds += time.perf_counter() - tic
             tic = time.perf_counter()
             out[:, :, start : start + x.shape[0]] = torch.stack(preds).cpu().numpy().reshape(out.shape[:2] + (-1, 3))
@@ -274,6 +295,12 @@ def _device_of(model: torch.nn.Module, windows: torch.Tensor) -> torch.device:
     """Where ``model`` computes: its first parameter's or buffer's device (the windows' for a model without)."""
     first = next(itertools.chain(model.parameters(), model.buffers()), None)
     return windows.device if first is None else first.device
+
+
+def input_dtype(model: torch.nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype ``model`` takes its inputs in: its first parameter's if that is a float, else ``default``."""
+    first = next(model.parameters(), None)
+    return default if first is None or not first.is_floating_point() else first.dtype
 
 
 def window_batches(models, n: int, batch_size: int) -> list[tuple[str, int, int]]:
@@ -398,7 +425,7 @@ def run_perturbation(
         Also delete in the order of the relevance of a randomized copy of each model
         (mode ``"relevance-randomized"``; Adebayo et al., 2018).
     seed
-        Seeds random orderings, noise fill and the randomized copies.
+        An integer >= 0; seeds random orderings, noise fill and the randomized copies.
     batch_size
         Windows per explanation and forward pass.
     device
@@ -431,12 +458,16 @@ def run_perturbation(
     from xai_loc import __version__
     from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain._options import check_integer
     from xai_loc.explain.attribute import placed
     from xai_loc.models.evaluation import localization_errors
     from xai_loc.runtime import resolve_device
 
-    models = ModelSet.of(models)
     percentages = check_percentages(percentages, from_zero=True)
+    modes = check_modes(modes)
+    check_fill(fill)
+    check_integer("seed", seed)
+    models = ModelSet.of(models)
     scored = scored_set(data, n_sources)
     ds, windows, truth = scored.ds, scored.rows, scored.positions()
     n = truth.shape[0]
@@ -453,7 +484,7 @@ def run_perturbation(
             random_explainer = models.explainer(name, randomized_seed=seed, **kwargs)
             randomized[name] = Relevance(random_explainer,
                                          _relevance_source(data, random_explainer) if n_sources is None else None)
-    work = PerturbationWork(windows, truth, relevance, randomized, percentages, tuple(modes), fill, seed, batch_size,
+    work = PerturbationWork(windows, truth, relevance, randomized, percentages, modes, fill, seed, batch_size,
                             device)
     preds = np.zeros((len(models), len(all_modes), len(percentages), n, 3))
     names = list(models)

@@ -111,6 +111,6 @@ def test_fill_n_boot_and_single_names_are_checked_first(untouched_store):
     # one name is one name, not a sequence of letters
     with pytest.raises(InputError, match="modes 'loudest' is unknown"):
         run_perturbation(model, untouched_store, percentages=(0, 10), modes="loudest")
-    with pytest.raises(InputError, match="fill 'zeros' is unknown"):
+    with pytest.raises(InputError, match="fills 'zeros' is unknown"):
         faithfulness.run_faithfulness(model, untouched_store, methods=["saliency"], fills="zeros")
     assert faithfulness.check_fills("road") == ("road",)

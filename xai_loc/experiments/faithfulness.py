@@ -84,6 +84,7 @@ from xai_loc.experiments.perturbation import (
     PAPER_PERCENTAGES,
     Rows,
     aopc,
+    check_names,
     check_percentages,
     deletion_counts,
     input_dtype,
@@ -169,17 +170,9 @@ def method_label(method: str, composite: str) -> str:
     return f"{method}:{composite}" if composite != "none" else method
 
 
-def check_fills(fills: Sequence[str]) -> tuple[str, ...]:
+def check_fills(fills: Sequence[str] | str) -> tuple[str, ...]:
     """Validate fill names (:data:`FAITHFULNESS_FILLS`; one name or a sequence), each once, at least one."""
-    fills = tuple(str(f).strip() for f in ([fills] if isinstance(fills, str) else fills))
-    if not fills or not all(fills):
-        raise InputError("fills list is empty; give at least one of " + ", ".join(FAITHFULNESS_FILLS))
-    for fill in fills:
-        if fill not in FAITHFULNESS_FILLS:
-            raise InputError(f"fill {fill!r} is unknown; allowed: {', '.join(FAITHFULNESS_FILLS)}")
-    if len(set(fills)) < len(fills):
-        raise InputError(f"fills {','.join(fills)!r} name a fill twice; give each once")
-    return fills
+    return check_names(fills, FAITHFULNESS_FILLS, "fills", "fill")
 
 
 # ---------------------------------------------------------------------------------------------- ROAD imputation

@@ -136,18 +136,24 @@ def check_percentages(percentages, *, from_zero: bool = False, what: str = "perc
     return values
 
 
+def check_names(names, allowed, what: str, one: str) -> tuple[str, ...]:
+    """Validate a list of names (or one name) from ``allowed``: each once, at least one; ``what`` names the
+    list in errors and ``one`` a single entry of it."""
+    names = tuple(str(n).strip() for n in ([names] if isinstance(names, str) else names))
+    if not names or not all(names):
+        raise InputError(f"{what} list is empty; give at least one of {', '.join(allowed)}")
+    for name in names:
+        if name not in allowed:
+            raise InputError(f"{what} {name!r} is unknown; allowed: {', '.join(allowed)}")
+    if len(set(names)) < len(names):
+        raise InputError(f"{what} {','.join(names)!r} names a {one} twice; give each once")
+    return names
+
+
 def check_modes(modes, what: str = "modes") -> tuple[str, ...]:
     """Validate deletion orderings: names in :data:`MODES` (one name or a sequence), each once, at least one.
     ``what`` names them in errors."""
-    modes = (modes,) if isinstance(modes, str) else tuple(modes)
-    if not modes:
-        raise InputError(f"{what} list is empty; give at least one of {', '.join(MODES)}")
-    for mode in modes:
-        if mode not in MODES:
-            raise InputError(f"{what} {mode!r} is unknown; allowed: {', '.join(MODES)}")
-    if len(set(modes)) < len(modes):
-        raise InputError(f"{what} {','.join(modes)!r} names a mode twice; give each once")
-    return modes
+    return check_names(modes, MODES, what, "mode")
 
 
 def check_fill(fill: str, what: str = "fill") -> str:

@@ -21,34 +21,89 @@ def _umask() -> int:
     return mask
 
 
+#: Characters ``tempfile.mkstemp`` puts between its prefix and suffix.
+_RANDOM_CHARS = 8
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system of ``folder`` (of its nearest existing parent where
+    it does not exist yet) takes; 255 where unknown."""
+    while not os.path.exists(folder) and folder != folder.parent:
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no such limit
+        return 255
+    return limit if limit > 0 else 255
+
+
+def _temp_affixes(name: str, suffix: str, name_max: int) -> tuple[str, str]:
+    """Prefix and suffix of the temporary file of ``name``: ``.<name>.`` and ``.tmp<suffix>``, the name cut
+    (and, were it alone too long, the suffix dropped) so that the temporary name fits ``name_max`` bytes."""
+    tail = ".tmp" + suffix
+    if len(os.fsencode(tail)) + _RANDOM_CHARS + 2 > name_max:
+        tail = ".tmp"
+    room = name_max - len(os.fsencode(tail)) - _RANDOM_CHARS - 2
+    while name and len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return f".{name}.", tail
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; on success give it a plain file's mode and rename it to ``path``.
+    """Yield a temporary path beside ``path``; on success give it its mode and rename it to ``path``.
 
-    ``tempfile.mkstemp`` creates files with mode 0600; a result written through here ends with
-    the mode a plain ``open(path, "w")`` would give (0666 minus the umask). On any error the
-    temporary file is removed and ``path`` is left as it was. A ``path`` that is a folder, or a
-    parent that cannot be created or written, is reported in one line (:class:`~xai_loc.errors.InputError`).
+    The mode is that of the file being replaced, else the one a plain ``open(path, "w")`` gives a
+    new file (0666 minus the umask; ``tempfile.mkstemp`` would leave 0600). The temporary file is
+    ``.<name>.XXXXXXXX.tmp<suffix>``, with ``<name>`` shortened where that would pass the file
+    system's limit, so any name the file system takes works. On any error the temporary file and
+    the folders created for ``path`` are removed and ``path`` is left as it was. A ``path`` that is
+    a folder, whose name is too long, or whose parent cannot be created or written is reported in
+    one line (:class:`~xai_loc.errors.InputError`).
     """
     path = check_file_path(path)
-    ensure_writable_dir(path.parent, what=f"the folder of {path.name}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
+    created = _missing_folders(path.parent)
+    prefix, suffix = _temp_affixes(path.name, path.suffix, _name_max(path.parent))
+    tmp = None
     try:
+        ensure_writable_dir(path.parent, what=f"the folder of {path.name}")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+        os.close(fd)
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except OSError:  # a new file
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         fsync_path(tmp)
         os.replace(tmp, path)
         fsync_path(path.parent)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        for folder in created:  # deepest first; a folder that holds anything stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
 
 
 def check_file_path(path: str | Path) -> Path:
     """``path`` as a ``Path``; one line (:class:`~xai_loc.errors.InputError`) where it is a folder, which a file
-    written there cannot replace."""
+    written there cannot replace, or where its name is longer than the file system allows."""
     path = Path(path)
+    name_max, size = _name_max(path.parent), len(os.fsencode(path.name))
+    if size > name_max:
+        raise InputError(f"cannot write the file {str(path)!r}: its name is {size} bytes long; this file system "
+                         f"allows at most {name_max}")
     if path.is_dir():
         raise InputError(f"cannot write the file {str(path)!r}: it is a folder; remove it or choose another path")
     return path
@@ -338,11 +393,7 @@ def store_writer_lock(final: str | Path, partial: str | Path | None = None, coun
     default, progress = partial_paths(final)
     partial = default if partial is None else Path(partial)
     counted = (partial == default) if counted is None else counted
-    created = []
-    probe = final.parent
-    while not probe.exists() and probe != probe.parent:
-        created.append(probe)
-        probe = probe.parent
+    created = _missing_folders(final.parent)
     ensure_writable_dir(final.parent, what=f"the folder of {final.name}")
     path = final.with_name(final.name + ".lock")
     handle = _open_locked(path)

@@ -31,12 +31,13 @@ class _Lines:
 
 
 def tqdm(*args, **kwargs):
-    """``tqdm.auto.tqdm`` on a terminal; off it, a bar that writes a line every :data:`LOG_INTERVAL` s."""
+    """``tqdm.auto.tqdm`` on a terminal; off it, a bar that writes a line every :data:`LOG_INTERVAL` s and one
+    at the end (also for ``leave=False``, which on a terminal only clears the bar)."""
     from tqdm.auto import tqdm as bar
 
     stream = kwargs.get("file") or sys.stderr
     if kwargs.get("disable") or getattr(stream, "isatty", lambda: False)():
         return bar(*args, **kwargs)
     kwargs.update(file=_Lines(stream), mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL, ascii=True,
-                  dynamic_ncols=False, ncols=80)
+                  dynamic_ncols=False, ncols=80, leave=True)
     return bar(*args, **kwargs)

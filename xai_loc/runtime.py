@@ -123,16 +123,20 @@ def configure_cpu(threads: int | None = None) -> int:
 
 
 def resolve_device(device: str = "cpu"):
-    """Return a ``torch.device`` for ``'cpu'``, ``'cuda'`` or ``'cuda:N'``, checking availability."""
+    """Return a ``torch.device`` for ``'cpu'``, ``'cuda'`` or ``'cuda:N'``, checking availability.
+
+    ``N`` is written as torch takes it: ASCII digits without leading zeros (``'cuda:²'`` or ``'cuda:01'``
+    are refused in one line, as any other unknown device).
+    """
     import torch
 
     if device == "cpu":
         return torch.device("cpu")
-    index = device.removeprefix("cuda").removeprefix(":")
-    if device.startswith("cuda") and (device == "cuda" or (device[4] == ":" and index.isdigit())):
+    match = re.fullmatch(r"cuda(?::(0|[1-9][0-9]*))?", device)
+    if match:
         if not torch.cuda.is_available():
             raise InputError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
-        if index and int(index) >= torch.cuda.device_count():
+        if match[1] is not None and int(match[1]) >= torch.cuda.device_count():
             raise InputError(f"device {device!r} does not exist; this machine has cuda:0 to "
                              f"cuda:{torch.cuda.device_count() - 1}")
         return torch.device(device)

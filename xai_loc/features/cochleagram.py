@@ -39,6 +39,16 @@ from xai_loc.errors import InputError
 DOWNSAMPLE_METHODS = ("fft", "conv")
 
 
+def _finite(value) -> bool:
+    """Whether ``value`` is a finite real number (not a bool, a string, NaN or infinite)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def _whole(value) -> bool:
+    """Whether ``value`` is a finite whole number (``48000`` or ``48000.0``), safe to pass to ``int``."""
+    return _finite(value) and value == int(value)
+
+
 def freq_to_erb(freq):
     """ERB number (Cams) of frequencies in Hz: ``9.265 ln(1 + f / (24.7 * 9.265))``."""
     return 9.265 * np.log1p(np.asarray(freq, dtype=np.float64) / (24.7 * 9.265))
@@ -92,8 +102,10 @@ class ERBFilterbank(nn.Module):
     def __init__(self, n_filters: int = 39, f_min: float = 30.0, f_max: float = 20000.0, fs: int = 48000,
                  signal_length: int = 48000, pad: int = 0) -> None:
         super().__init__()
-        if isinstance(pad, bool) or not isinstance(pad, numbers.Real) or not math.isfinite(pad) or pad != int(pad) \
-                or pad < 0:
+        if not _whole(signal_length) or signal_length < 1:
+            raise InputError(f"signal_length={signal_length!r} is not allowed; give a whole number of samples >= 1 "
+                             f"such as 48000")
+        if not _whole(pad) or pad < 0:
             raise InputError(f"pad={pad!r} is not allowed; give a whole number of samples >= 0")
         self.n_filters, self.f_min, self.f_max, self.fs = int(n_filters), float(f_min), float(f_max), int(fs)
         self.signal_length, self.pad = int(signal_length), int(pad)
@@ -139,7 +151,7 @@ class SincDownsample(nn.Conv1d):
                  beta: float = 5.0, method: str = "fft") -> None:
         if fs % out_fs:
             raise InputError(f"out_fs={out_fs} Hz is not allowed for fs={fs} Hz; the ratio must be an integer")
-        if n_taps % 2 != 1 or n_taps < 1:
+        if not _whole(n_taps) or n_taps % 2 != 1 or n_taps < 1:
             raise InputError(f"n_taps={n_taps} is not allowed; give an odd positive number (linear phase, centred)")
         if method not in DOWNSAMPLE_METHODS:
             raise InputError(f"downsampling method {method!r} is unknown; allowed: {', '.join(DOWNSAMPLE_METHODS)}")
@@ -150,6 +162,7 @@ class SincDownsample(nn.Conv1d):
             raise InputError(f"beta={beta!r} is not allowed; give the Kaiser window's shape, a finite number >= 0 "
                              f"(0: rectangular; default 5)")
         factor = fs // out_fs
+        n_taps = int(n_taps)
         super().__init__(1, 1, n_taps, stride=factor, padding=(n_taps - 1) // 2, bias=False)
         cutoff = float(cutoff)
         self.cutoff, self.beta, self.method, self.factor = cutoff, float(beta), method, factor
@@ -214,13 +227,17 @@ class PowerCompression(nn.Module):
     ``p x ** (p - 1)`` is infinite at 0, which turns into NaN wherever it meets a zero
     (ReLU masks, LRP's ``x * grad``); here it is evaluated at ``max(x, eps)``, so it is at
     most ``p * eps ** (p - 1)`` (about 2.4e4 for ``p = 0.3``, ``eps = 1e-7``) and exact for
-    ``x >= eps``.
+    ``x >= eps``. Both ``exponent`` and ``eps`` must be finite and positive (``eps = 0`` would bring
+    back the infinite gradient).
     """
 
     def __init__(self, exponent: float = 0.3, eps: float = 1e-7) -> None:
         super().__init__()
-        if not (math.isfinite(exponent) and exponent > 0):
+        if not (_finite(exponent) and exponent > 0):
             raise InputError(f"compression exponent {exponent!r} is not allowed; give a positive number such as 0.3")
+        if not (_finite(eps) and eps > 0):
+            raise InputError(f"eps={eps!r} is not allowed; give the gradient guard, a small positive number such as "
+                             f"1e-7")
         self.exponent, self.eps = float(exponent), float(eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -262,11 +279,11 @@ class Cochleagram(nn.Module):
                  beta: float = 5.0, signal_length: int = 48000, pad: int = 0, downsample: str = "fft",
                  eps: float = 1e-7) -> None:
         super().__init__()
-        if int(n_filters) != n_filters or n_filters < 1:
+        if not _whole(n_filters) or n_filters < 1:
             raise InputError(f"n_filters={n_filters!r} is not allowed; give a positive integer such as 39")
-        if int(fs) != fs or int(out_fs) != out_fs or fs <= 0 or out_fs <= 0:
+        if not (_whole(fs) and _whole(out_fs)) or fs <= 0 or out_fs <= 0:
             raise InputError(f"fs={fs!r}, out_fs={out_fs!r} are not allowed; give positive integer rates in Hz")
-        if not (0 < f_min < f_max <= fs / 2):
+        if not (_finite(f_min) and _finite(f_max) and 0 < f_min < f_max <= fs / 2):
             raise InputError(f"band edges f_min={f_min!r}, f_max={f_max!r} Hz are not allowed; "
                              f"need 0 < f_min < f_max <= fs / 2 = {fs / 2:g}")
         self.fs, self.out_fs = int(fs), int(out_fs)
@@ -286,6 +303,9 @@ class Cochleagram(nn.Module):
         return self.filterbank.centres.detach().cpu().numpy().astype(np.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 0 or x.shape[-1] < 1:
+            raise InputError(f"waveforms of shape {tuple(x.shape)} are not allowed; give [..., samples] with at least "
+                             f"one sample")
         x = self.filterbank(x)
         x = self.rectify(x)
         x = self.downsample(x)

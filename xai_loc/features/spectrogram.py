@@ -38,7 +38,6 @@ at each call (float64 inputs get float64 accuracy): the front end adds nothing t
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -47,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from xai_loc.errors import InputError
+from xai_loc.features.cochleagram import _finite, _whole
 
 __all__ = ["BinauralSpectrogram", "Decibel", "FrameSTFT", "PowerSpectrum", "Standardize", "SEED_FS",
            "SEED_SAMPLES", "stft_kernel"]
@@ -175,13 +175,13 @@ class BinauralSpectrogram(nn.Module):
                  window: str | list | tuple = ("tukey", 0.25), detrend: bool = True, amin: float = 1e-14,
                  standardize: bool = True) -> None:
         super().__init__()
-        if isinstance(fs, bool) or int(fs) != fs or fs <= 0:
+        if not _whole(fs) or fs <= 0:
             raise InputError(f"fs={fs!r} is not allowed; give a positive integer rate in Hz such as 16000")
-        if isinstance(n_fft, bool) or int(n_fft) != n_fft or n_fft < 2:
+        if not _whole(n_fft) or n_fft < 2:
             raise InputError(f"n_fft={n_fft!r} is not allowed; give an integer >= 2 such as 256")
-        if isinstance(hop, bool) or int(hop) != hop or not 0 < hop <= n_fft:
+        if not _whole(hop) or not 0 < hop <= n_fft:
             raise InputError(f"hop={hop!r} is not allowed; give an integer in 1..n_fft={n_fft}")
-        if not (math.isfinite(amin) and amin > 0):
+        if not (_finite(amin) and amin > 0):
             raise InputError(f"amin={amin!r} is not allowed; give a small positive power floor such as 1e-14")
         window = tuple(window) if isinstance(window, list) else window
         self.config: dict[str, Any] = {"fs": int(fs), "n_fft": int(n_fft), "hop": int(hop),
@@ -214,4 +214,8 @@ class BinauralSpectrogram(nn.Module):
         return (np.arange(self.n_frames(n_samples)) * self.hop + self.n_fft / 2) / self.fs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[1] != 2:
+            raise InputError(f"ear signals of shape {tuple(x.shape)} are not allowed; give [batch, 2 ears, samples]")
+        if x.shape[-1] < self.n_fft:
+            raise InputError(f"{x.shape[-1]} samples are too few; give at least n_fft={self.n_fft}")
         return self.standardize(self.decibel(self.power(self.stft(x))))

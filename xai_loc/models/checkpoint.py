@@ -411,7 +411,9 @@ def build_configured(arch: str, config: dict[str, Any], source: str = "model_con
     ------
     InputError
         One line naming ``source``: ``'<source> does not fit <arch> (...)'`` for an argument
-        the constructor does not take (or lacks), ``'<source>: <error>'`` for a value it refuses.
+        the constructor does not take (or lacks), ``'<source>: <error>'`` for a value it refuses,
+        ``'<source> holds a value <arch> cannot use (...)'`` for one that fails in a conversion
+        (``int(nan)``, ``int(inf)``).
     """
     try:
         return build_model(arch, **config)
@@ -419,6 +421,8 @@ def build_configured(arch: str, config: dict[str, Any], source: str = "model_con
         raise InputError(f"{source} does not fit {arch} ({_first_line(err)})") from None
     except InputError as err:
         raise InputError(f"{source}: {err}") from None
+    except (ValueError, OverflowError) as err:
+        raise InputError(f"{source} holds a value {arch} cannot use ({_first_line(err)})") from None
 
 
 def load_model(path: PathLike, device: str | torch.device = "cpu") -> Localizer:

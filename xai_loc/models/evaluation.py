@@ -129,6 +129,15 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _check_positions(name: str, positions: np.ndarray) -> None:
+    """One line naming the first window of ``positions (window, xyz)`` whose source position is not finite."""
+    bad = ~np.isfinite(positions).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(f"{name}: window {i} has the source position {positions[i].tolist()}; "
+                         "positions must be finite (metres)")
+
+
 def _is_memory_split(store) -> bool:
     """Whether ``store`` is an in-memory split (:class:`xai_loc.data.store.SimulatedSplit` or alike)."""
     return isinstance(getattr(store, "signals", None), torch.Tensor) and isinstance(getattr(store, "attrs", None),
@@ -182,6 +191,7 @@ class WindowSet:
                              else np.zeros(n, dtype=np.int64))
         if n == 0:
             raise InputError(f"{name} holds no windows")
+        _check_positions(name, self.positions)
         self.n_windows, self.n_mics, self.n_samples = (int(v) for v in ds["signals"].shape)
         self.digest = _config_digest(ds)
         self._memory: np.ndarray | None = None
@@ -208,6 +218,7 @@ class WindowSet:
         if signals.shape[0] != n or self.positions.shape != (n, 3) or self.window_index.shape != (n,):
             raise InputError(f"{self.name}: {signals.shape[0]} windows but {n} source ids, positions of shape "
                              f"{self.positions.shape} and {self.window_index.size} window indices")
+        _check_positions(self.name, self.positions)
         from xai_loc.data.store import all_finite
 
         if not all_finite(signals):  # one check (and host sync) for the whole tensor
@@ -449,7 +460,9 @@ class Evaluation:
             How many sources (largest Euclidean error first) the table lists; None: all.
         """
         a, s = self.attrs, self.summary()
-        cond = "" if a.get("t60") is None else f" (T60 {a['t60']:g} s, SNR {a['snr']:g} dB)"
+        cond = ", ".join(f"{label} {a[key]:g} {unit}" for key, label, unit in
+                         (("t60", "T60", "s"), ("snr", "SNR", "dB")) if a.get(key) is not None)
+        cond = f" ({cond})" if cond else ""
         lines = [
             f"Localization on {a.get('split') or 'the dataset'}{cond}: {s['n_sources']} sources, "
             f"{s['n_windows']} windows",

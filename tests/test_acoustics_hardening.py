@@ -237,3 +237,12 @@ def test_pyroomacoustics_backend_accepts_a_cpu_device_object():
                               max_order=0)
     np.testing.assert_array_equal(on_object, simulate_rirs("pyroomacoustics", *args, convention="pyroomacoustics",
                                                            max_order=0))
+
+
+def test_linear_array_takes_a_row_centre_and_names_bad_ones_in_one_line():
+    np.testing.assert_array_equal(linear_array(2, 0.1, np.array([[1.0, 2.0, 1.0]])),
+                                  [[0.95, 2.0, 1.0], [1.05, 2.0, 1.0]])
+    for centre in (np.arange(30.0), np.zeros((2, 3))):
+        with pytest.raises(InputError, match="array centre array") as err:
+            linear_array(4, 0.1, centre)
+        assert "\n" not in str(err.value)

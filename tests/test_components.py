@@ -139,6 +139,28 @@ def test_store_windows_are_rendered_again_exactly_and_a_foreign_corpus_is_refuse
         store_components(tampered, sources[:1])
 
 
+def test_scene_of_checks_the_stored_description_against_its_recorded_digest(store):
+    """A store written before rooms kept one type for fs and c (``c=343`` digested as an int) stays readable;
+    a description changed after the store was written is refused."""
+    import json
+
+    from xai_loc.data.components import scene_of
+    from xai_loc.data.spec import spec_digest
+
+    spec, config = json.loads(store.attrs["scene"]), json.loads(store.attrs["config"])
+    assert scene_of(store).digest() == config["scene_digest"]
+    old = store.copy()
+    spec_old = {**spec, "room": {**spec["room"], "c": 343}}  # as the earlier version wrote c=343
+    old.attrs = {**store.attrs, "scene": json.dumps(spec_old),
+                 "config": json.dumps({**config, "scene_digest": spec_digest(spec_old)})}
+    assert spec_digest(spec_old) != config["scene_digest"]
+    assert scene_of(old).room.c == 343.0
+    tampered = store.copy()
+    tampered.attrs = {**store.attrs, "scene": json.dumps({**spec, "room": {**spec["room"], "c": 340.0}})}
+    with pytest.raises(InputError, match="scene attributes do not match its digest"):
+        scene_of(tampered)
+
+
 def test_components_command_end_to_end_and_figures_redraw(tmp_path):
     from xai_loc.cli import main
     from xai_loc.models import build_model, save_checkpoint

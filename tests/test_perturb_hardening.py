@@ -114,3 +114,12 @@ def test_fill_n_boot_and_single_names_are_checked_first(untouched_store):
     with pytest.raises(InputError, match="fills 'zeros' is unknown"):
         faithfulness.run_faithfulness(model, untouched_store, methods=["saliency"], fills="zeros")
     assert faithfulness.check_fills("road") == ("road",)
+
+
+def test_a_blank_name_is_named_not_called_an_empty_list():
+    from xai_loc.experiments.perturbation import check_modes
+
+    with pytest.raises(InputError, match="modes '' is unknown; allowed: relevance"):
+        check_modes(["relevance", ""])
+    with pytest.raises(InputError, match="fills '' is unknown"):
+        faithfulness.check_fills(["zero", " "])

@@ -328,11 +328,11 @@ def _early_end(shape: tuple, direct_shape: tuple, direct_delays, early_end: floa
     if not np.all(np.isfinite(delays)):
         raise InputError(f"direct_delays {reprlib.repr(delays)} hold NaN or infinite values; give finite samples")
     if not (is_real(early_end) and early_end >= 0):
-        raise InputError(f"early_end={early_end!r} s is not allowed; give a non-negative duration")
+        raise InputError(f"early_end={reprlib.repr(early_end)} s is not allowed; give a non-negative duration")
     if not (is_real(fs) and fs > 0):
-        raise InputError(f"fs={fs!r} is not allowed; give the responses' sampling rate in Hz")
+        raise InputError(f"fs={reprlib.repr(fs)} is not allowed; give the responses' sampling rate in Hz")
     if late_start is not None and not (is_real(late_start) and late_start >= 0):
-        raise InputError(f"late_start={late_start!r} is not allowed; give a sample index >= 0, or None")
+        raise InputError(f"late_start={reprlib.repr(late_start)} is not allowed; give a sample index >= 0, or None")
     end = delays[..., None] + early_end * fs
     return end if late_start is None else np.minimum(end, np.ceil(late_start) - 1)  # the tail's first sample: late
 

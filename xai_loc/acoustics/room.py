@@ -179,13 +179,13 @@ def linear_array(n_mics: int, spacing: float, center: tuple[float, float, float]
         Axis the array lies along (0 = x, 1 = y, 2 = z).
     """
     if not (is_real(n_mics) and n_mics >= 1 and int(n_mics) == n_mics and is_real(spacing) and spacing > 0):
-        raise InputError(f"linear array with n_mics={n_mics!r}, spacing={spacing!r} is not allowed; give a positive "
-                         "integer count and a positive spacing in metres")
+        raise InputError(f"linear array with n_mics={reprlib.repr(n_mics)}, spacing={reprlib.repr(spacing)} is not "
+                         "allowed; give a positive integer count and a positive spacing in metres")
     if not (is_real(axis) and axis in (0, 1, 2)):
-        raise InputError(f"axis={axis!r} is not allowed; allowed: 0 (x), 1 (y), 2 (z)")
-    centre = np.array(center, dtype=object)
+        raise InputError(f"axis={reprlib.repr(axis)} is not allowed; allowed: 0 (x), 1 (y), 2 (z)")
+    centre = np.array(center, dtype=object).reshape(-1)  # (3,) or (1, 3)
     if centre.shape != (3,) or not all(is_real(v) for v in centre):
-        raise InputError(f"array centre {center!r} is not allowed; give (x, y, z) in metres")
+        raise InputError(f"array centre {reprlib.repr(center)} is not allowed; give (x, y, z) in metres")
     n_mics = int(n_mics)
     pos = np.tile(centre.astype(np.float64), (n_mics, 1))
     pos[:, int(axis)] += (np.arange(n_mics) - (n_mics - 1) / 2.0) * spacing

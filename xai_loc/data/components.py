@@ -21,6 +21,7 @@ from xai_loc.acoustics.backends import option_defaults, simulate_rirs
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S, render_components, render_components_batch
 from xai_loc.acoustics.room import ShoeBox
 from xai_loc.data.scene import Scene
+from xai_loc.data.spec import spec_digest
 from xai_loc.data.store import corpus_digest, no_tf32, noise_rng, renders_on_host, source_rirs
 from xai_loc.errors import InputError
 
@@ -28,7 +29,9 @@ __all__ = ["COMPONENTS", "scene_of", "store_components"]
 
 
 def scene_of(ds) -> Scene:
-    """The scene a dataset store was simulated in, rebuilt from its attributes and checked by digest."""
+    """The scene a dataset store was simulated in, rebuilt from its attributes, which are checked against the
+    digest the store recorded for them (the stored description, not the rebuilt room: a store of a room given
+    as ``c=343`` or ``fs=16000.0`` before rooms kept one type for each stays readable)."""
     try:
         spec, config = json.loads(ds.attrs["scene"]), json.loads(ds.attrs["config"])
         scene = Scene(name=spec["name"], room=ShoeBox(**spec["room"]), mics=np.asarray(spec["mics"]),
@@ -38,7 +41,7 @@ def scene_of(ds) -> Scene:
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(f"the dataset store does not describe its scene ({err}); re-simulate it with "
                          "'xai-loc simulate'") from None
-    if scene.digest() != config.get("scene_digest"):
+    if spec_digest(spec) != config.get("scene_digest"):
         raise InputError("the dataset store's scene attributes do not match its digest; re-simulate it")
     return scene
 

@@ -140,7 +140,7 @@ def check_names(names, allowed, what: str, one: str) -> tuple[str, ...]:
     """Validate a list of names (or one name) from ``allowed``: each once, at least one; ``what`` names the
     list in errors and ``one`` a single entry of it."""
     names = tuple(str(n).strip() for n in ([names] if isinstance(names, str) else names))
-    if not names or not all(names):
+    if not names:
         raise InputError(f"{what} list is empty; give at least one of {', '.join(allowed)}")
     for name in names:
         if name not in allowed:

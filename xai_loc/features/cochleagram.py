@@ -33,20 +33,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xai_loc.acoustics.room import is_real
 from xai_loc.errors import InputError
 
 #: Downsampling implementations of :class:`SincDownsample` (same numbers up to rounding).
 DOWNSAMPLE_METHODS = ("fft", "conv")
 
 
-def _finite(value) -> bool:
-    """Whether ``value`` is a finite real number (not a bool, a string, NaN or infinite)."""
-    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-
-
 def _whole(value) -> bool:
     """Whether ``value`` is a finite whole number (``48000`` or ``48000.0``), safe to pass to ``int``."""
-    return _finite(value) and value == int(value)
+    return is_real(value) and value == int(value)
 
 
 def freq_to_erb(freq):
@@ -233,9 +229,9 @@ class PowerCompression(nn.Module):
 
     def __init__(self, exponent: float = 0.3, eps: float = 1e-7) -> None:
         super().__init__()
-        if not (_finite(exponent) and exponent > 0):
+        if not (is_real(exponent) and exponent > 0):
             raise InputError(f"compression exponent {exponent!r} is not allowed; give a positive number such as 0.3")
-        if not (_finite(eps) and eps > 0):
+        if not (is_real(eps) and eps > 0):
             raise InputError(f"eps={eps!r} is not allowed; give the gradient guard, a small positive number such as "
                              f"1e-7")
         self.exponent, self.eps = float(exponent), float(eps)
@@ -283,7 +279,7 @@ class Cochleagram(nn.Module):
             raise InputError(f"n_filters={n_filters!r} is not allowed; give a positive integer such as 39")
         if not (_whole(fs) and _whole(out_fs)) or fs <= 0 or out_fs <= 0:
             raise InputError(f"fs={fs!r}, out_fs={out_fs!r} are not allowed; give positive integer rates in Hz")
-        if not (_finite(f_min) and _finite(f_max) and 0 < f_min < f_max <= fs / 2):
+        if not (is_real(f_min) and is_real(f_max) and 0 < f_min < f_max <= fs / 2):
             raise InputError(f"band edges f_min={f_min!r}, f_max={f_max!r} Hz are not allowed; "
                              f"need 0 < f_min < f_max <= fs / 2 = {fs / 2:g}")
         self.fs, self.out_fs = int(fs), int(out_fs)

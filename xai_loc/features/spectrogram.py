@@ -45,8 +45,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from xai_loc.acoustics.room import is_real
 from xai_loc.errors import InputError
-from xai_loc.features.cochleagram import _finite, _whole
+from xai_loc.features.cochleagram import _whole
 
 __all__ = ["BinauralSpectrogram", "Decibel", "FrameSTFT", "PowerSpectrum", "Standardize", "SEED_FS",
            "SEED_SAMPLES", "stft_kernel"]
@@ -181,7 +182,7 @@ class BinauralSpectrogram(nn.Module):
             raise InputError(f"n_fft={n_fft!r} is not allowed; give an integer >= 2 such as 256")
         if not _whole(hop) or not 0 < hop <= n_fft:
             raise InputError(f"hop={hop!r} is not allowed; give an integer in 1..n_fft={n_fft}")
-        if not (_finite(amin) and amin > 0):
+        if not (is_real(amin) and amin > 0):
             raise InputError(f"amin={amin!r} is not allowed; give a small positive power floor such as 1e-14")
         window = tuple(window) if isinstance(window, list) else window
         self.config: dict[str, Any] = {"fs": int(fs), "n_fft": int(n_fft), "hop": int(hop),

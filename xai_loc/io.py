@@ -34,6 +34,14 @@ def _missing_folders(folder: Path) -> list[Path]:
     return missing
 
 
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first, as :func:`_missing_folders` lists them) where they are empty; a folder
+    that holds anything (another process's files) stays."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def _name_max(folder: Path) -> int:
     """The longest file name, in bytes, that the file system of ``folder`` (of its nearest existing parent where
     it does not exist yet) takes; 255 where unknown."""
@@ -64,7 +72,7 @@ def atomic_path(path: str | Path):
 
     The mode is that of the file being replaced, else the one a plain ``open(path, "w")`` gives a
     new file (0666 minus the umask; ``tempfile.mkstemp`` would leave 0600). The temporary file is
-    ``.<name>.XXXXXXXX.tmp<suffix>``, with ``<name>`` shortened where that would pass the file
+    ``.<name>.<8 random characters>.tmp<suffix>``, with ``<name>`` shortened where that would pass the file
     system's limit, so any name the file system takes works. On any error the temporary file and
     the folders created for ``path`` are removed and ``path`` is left as it was. A ``path`` that is
     a folder, whose name is too long, or whose parent cannot be created or written is reported in
@@ -90,9 +98,7 @@ def atomic_path(path: str | Path):
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        for folder in created:  # deepest first; a folder that holds anything stays
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        _remove_empty(created)
         raise
 
 
@@ -411,8 +417,6 @@ def store_writer_lock(final: str | Path, partial: str | Path | None = None, coun
                 with contextlib.suppress(OSError):  # Windows keeps an open file
                     path.unlink()
                 if not final.exists():
-                    for folder in created:  # deepest first; a folder another process uses is not empty
-                        with contextlib.suppress(OSError):
-                            folder.rmdir()
+                    _remove_empty(created)
         finally:
             _unlock(handle)

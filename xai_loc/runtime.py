@@ -143,6 +143,13 @@ def resolve_device(device: str = "cpu"):
     raise InputError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N")
 
 
+def input_dtype(model, default):
+    """The dtype ``model`` (a ``torch.nn.Module``) takes its inputs in: its first parameter's if that is a
+    float, else ``default``."""
+    first = next(model.parameters(), None)
+    return default if first is None or not first.is_floating_point() else first.dtype
+
+
 def device_name(device, *, index: bool = True) -> str:
     """``'cpu'`` or ``'cuda:0 (<GPU name>)'`` (``'cuda (<GPU name>)'`` without ``index``) for cards and stores;
     the bare device where this process sees no such GPU (work sent to dask workers)."""

@@ -87,10 +87,10 @@ from xai_loc.experiments.perturbation import (
     check_names,
     check_percentages,
     deletion_counts,
-    input_dtype,
     window_batches,
 )
 from xai_loc.experiments.scored import ERRORS, default_target, localization_error, scored_set
+from xai_loc.runtime import input_dtype
 
 if TYPE_CHECKING:
     import xarray as xr

@@ -38,6 +38,7 @@ from xai_loc.experiments.deletion_order import (
     zeroed_copy,
 )
 from xai_loc.experiments.scored import Rows, scored_set
+from xai_loc.runtime import input_dtype
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -301,12 +302,6 @@ def _device_of(model: torch.nn.Module, windows: torch.Tensor) -> torch.device:
     """Where ``model`` computes: its first parameter's or buffer's device (the windows' for a model without)."""
     first = next(itertools.chain(model.parameters(), model.buffers()), None)
     return windows.device if first is None else first.device
-
-
-def input_dtype(model: torch.nn.Module, default: torch.dtype) -> torch.dtype:
-    """The dtype ``model`` takes its inputs in: its first parameter's if that is a float, else ``default``."""
-    first = next(model.parameters(), None)
-    return default if first is None or not first.is_floating_point() else first.dtype
 
 
 def window_batches(models, n: int, batch_size: int) -> list[tuple[str, int, int]]:

@@ -38,6 +38,7 @@ from xai_loc.explain.composites import make_composite
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.methods import get_method
 from xai_loc.explain.targets import REFERENCES, TRUTHS, bind, check_truth, get_target
+from xai_loc.runtime import input_dtype
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -240,8 +241,7 @@ class Explainer:
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the model computes in (inputs are cast to it)."""
-        first = next(self.model.parameters(), None)
-        return first.dtype if first is not None else torch.get_default_dtype()
+        return input_dtype(self.model, torch.get_default_dtype())
 
     def __enter__(self) -> Explainer:
         self._stack = contextlib.ExitStack()

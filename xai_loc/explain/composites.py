@@ -173,6 +173,12 @@ def _epsilon(epsilon: float) -> Hook:
     return _label(FastEpsilon(epsilon=epsilon), f"Epsilon(epsilon={epsilon:g})")
 
 
+def _stock_epsilon(epsilon: float) -> Hook:
+    """zennit's own Epsilon rule, labelled (for modules the fast rule does not take; ``epsilon=0``: LRP-0,
+    nothing through an output of exactly 0)."""
+    return _label(Epsilon(epsilon=epsilon_stabilizer(epsilon)), f"Epsilon(epsilon={epsilon:g})")
+
+
 def _first_rule(rule: str, *, epsilon: float, gamma: float, stabilizer: float,
                 low: float | None, high: float | None) -> Hook:
     check_choice("first_rule", rule, FIRST_RULES)
@@ -337,7 +343,7 @@ def cochcnn(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6
         conv = _epsilon(epsilon)
     else:
         conv = _label(ZPlus(stabilizer=stabilizer), "ZPlus")
-    front = _label(Epsilon(epsilon=epsilon_stabilizer(epsilon)), f"Epsilon(epsilon={epsilon:g})")
+    front = _stock_epsilon(epsilon)
     layer_map = ([(ERBFilterbank, front), (SincDownsample, front), (PowerCompression, _label(Pass(), "Pass"))]
                  + _localizer_map("signal", maxpool, maxpool_power, stabilizer) + layer_map_base(stabilizer)
                  + [(Convolution, conv), (nn.Linear, _epsilon(epsilon))])

@@ -25,13 +25,13 @@ import torch
 from torch import nn
 from zennit.composites import LayerMapComposite, NameLayerMapComposite, layer_map_base
 from zennit.core import Composite, Hook
-from zennit.rules import Epsilon, Flat, ZBox
+from zennit.rules import Flat, ZBox
 from zennit.types import Convolution
 
 from xai_loc.explain._options import check_choice, check_number
 from xai_loc.explain.canonizers import MergeBatchNorm
-from xai_loc.explain.composites import _label, register_composite
-from xai_loc.explain.rules import FastGamma, GateRule, epsilon_stabilizer
+from xai_loc.explain.composites import _label, _stock_epsilon, register_composite
+from xai_loc.explain.rules import FastGamma, GateRule
 from xai_loc.models.layers import Gate
 
 __all__ = ["CUENET_CONV_RULES", "CUENET_FIRST_RULES", "CueEnergyShare", "TFCNN_CONV_RULES", "cue_bounds",
@@ -42,11 +42,6 @@ TFCNN_CONV_RULES = ("gamma", "epsilon")
 #: Rules selectable for the first convolution of each cue branch of the cue network, and for the others.
 CUENET_FIRST_RULES = ("zbox", "epsilon", "flat")
 CUENET_CONV_RULES = ("gamma", "epsilon")
-
-
-def _epsilon(epsilon: float) -> Hook:
-    """zennit's Epsilon rule (``epsilon=0``: LRP-0, nothing through an output of exactly 0), labelled."""
-    return _label(Epsilon(epsilon=epsilon_stabilizer(epsilon)), f"Epsilon(epsilon={epsilon:g})")
 
 
 class CueEnergyShare(Hook):
@@ -92,7 +87,7 @@ def tfcnn_composite(model: nn.Module, *, conv_rule: str = "gamma", epsilon: floa
     check_choice("conv_rule", conv_rule, TFCNN_CONV_RULES)
     check_number("epsilon", epsilon)
     check_number("stabilizer", stabilizer, strict=True)
-    eps = _epsilon(epsilon)
+    eps = _stock_epsilon(epsilon)
     conv = _label(FastGamma(gamma=check_number("gamma", gamma), stabilizer=stabilizer), f"Gamma(gamma={gamma:g})") \
         if conv_rule == "gamma" else eps
     layer_map = ([(SpectralConv, eps), (InterauralCues, _label(CueEnergyShare(), "CueEnergyShare"))]
@@ -133,11 +128,11 @@ def cuenet_composite(model: nn.Module, *, first_rule: str = "zbox", conv_rule: s
             elif first_rule == "flat":
                 rule = _label(Flat(stabilizer=stabilizer), "Flat")
             else:
-                rule = _epsilon(epsilon)
+                rule = _stock_epsilon(epsilon)
             name_map.append(([f"{name}.conv1"], rule))
-    dense = _epsilon(epsilon)
+    dense = _stock_epsilon(epsilon)
     conv = (_label(FastGamma(gamma=gamma, stabilizer=stabilizer), f"Gamma(gamma={gamma:g})")
-            if conv_rule == "gamma" else _epsilon(epsilon))
+            if conv_rule == "gamma" else _stock_epsilon(epsilon))
     layer_map = ([(Gate, _label(GateRule(to="signal"), "GateRule(to=signal)"))] + layer_map_base(stabilizer)
                  + [(Convolution, conv), (nn.Linear, dense)])
     return NameLayerMapComposite(name_map=name_map, layer_map=layer_map, canonizers=[MergeBatchNorm()])

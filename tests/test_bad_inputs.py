@@ -11,6 +11,7 @@ on CI machines, where permission bits do not stop writes).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -464,3 +465,16 @@ def test_an_atomic_write_onto_a_folder_is_one_line_naming_it(tmp_path):
     assert str(err.value) == (f"cannot write the file {str(tmp_path / 'summary.md')!r}: it is a folder; remove it "
                               "or choose another path")
     assert [p.name for p in tmp_path.iterdir()] == ["summary.md"] and not any((tmp_path / "summary.md").iterdir())
+
+
+def test_one_number_test_for_the_whole_package():
+    """``checks`` decides for every input check which values are numbers: no bools, no NaN/inf, no overflow."""
+    from fractions import Fraction
+
+    from xai_loc.checks import is_integer, is_real
+    numbers = [3, np.int64(3), 2.5, np.float32(2.5), Fraction(1, 3)]
+    not_numbers = [True, np.bool_(True), float("nan"), -math.inf, np.float32("inf"), 10 ** 400, "3", None, [1]]
+    assert [is_real(v) for v in numbers] == [True] * 5
+    assert [is_real(v) for v in not_numbers] == [False] * len(not_numbers)
+    assert [is_integer(v) for v in (3, np.int64(3), np.uint8(0), 10 ** 400)] == [True] * 4
+    assert [is_integer(v) for v in (True, np.bool_(False), 3.0, np.float64(3), "3")] == [False] * 5

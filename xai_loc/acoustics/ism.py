@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 from xai_loc.acoustics.conventions import Convention, get_convention
-from xai_loc.acoustics.room import ShoeBox, check_t60, is_real, source_mic_distances
+from xai_loc.acoustics.room import ShoeBox, check_t60, source_mic_distances
+from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 from xai_loc.runtime import deterministic_algorithms
 
@@ -461,7 +462,7 @@ def image_source_rirs(
     t_max = t60 if t_max is None else float(t_max)
     if max_order is not None and not (is_real(max_order) and int(max_order) == max_order and max_order >= 0):
         raise InputError(f"max_order={max_order!r} is not allowed; use a non-negative integer")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_integer(seed) or seed < 0:
         raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
     if dtype not in DTYPES:
         raise InputError(f"dtype={dtype!r} is not allowed; allowed: {', '.join(map(str, DTYPES))}")

@@ -29,7 +29,8 @@ import reprlib
 import numpy as np
 from scipy.signal import fftconvolve
 
-from xai_loc.acoustics.room import check_snr, is_real
+from xai_loc.acoustics.room import check_snr
+from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 
 
@@ -85,7 +86,7 @@ def add_white_noise(signals: np.ndarray, snr: float, rng: np.random.Generator, r
     """
     snr = check_snr(snr)
     n_mics = len(signals)
-    if isinstance(ref_mic, bool) or not isinstance(ref_mic, (int, np.integer)) or not 0 <= ref_mic < n_mics:
+    if not is_integer(ref_mic) or not 0 <= ref_mic < n_mics:
         raise InputError(f"ref_mic={ref_mic!r} is not allowed; give a microphone index in 0..{n_mics - 1}")
     power = float(np.mean(signals[ref_mic] ** 2))
     sigma = np.sqrt(power / 10.0 ** (snr / 10.0))

@@ -6,12 +6,12 @@ one point per row (``(n, 3)`` arrays), ``T60`` in seconds.
 from __future__ import annotations
 
 import math
-import numbers
 import reprlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from xai_loc.checks import is_real
 from xai_loc.errors import InputError
 
 #: Largest T60 accepted anywhere, in seconds; beyond it the request is almost surely a typo.
@@ -22,15 +22,6 @@ SPEED_OF_SOUND_RANGE = (100.0, 2000.0)
 #: Closest a source may be to a microphone, in metres: the direct path's ``1 / r`` gain is not finite there.
 MIN_SOURCE_MIC_DISTANCE = 1e-3
 
-
-def is_real(value) -> bool:
-    """Whether ``value`` is a finite real number (Python or NumPy), not a boolean."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer too large for a float
-        return False
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 
 #: File suffixes (lower case) that :meth:`SpeechCorpus.from_folder` picks up.
@@ -360,7 +361,7 @@ class SpeechCorpus:
                     f"utterance {i_or_id!r} is not in corpus {self.name!r} of {len(self)} utterances; "
                     f"use one of its ids (e.g. {self._ids[0]!r}) or an index")
             return i_or_id
-        if isinstance(i_or_id, (int, np.integer)) and not isinstance(i_or_id, bool):
+        if is_integer(i_or_id):
             n = len(self)
             if not -n <= i_or_id < n:
                 raise InputError(f"utterance index {i_or_id} is out of range; allowed: 0..{n - 1}")

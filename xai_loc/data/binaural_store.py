@@ -52,8 +52,9 @@ from typing import Any
 import numpy as np
 
 from xai_loc.acoustics.hrtf import INTERPOLATIONS
+from xai_loc.checks import is_real
 from xai_loc.data.resumable import StoreKind, write_store
-from xai_loc.data.spec import SpecRecord, check_name, is_number, numbers, spec_digest, words
+from xai_loc.data.spec import SpecRecord, check_name, numbers, spec_digest, words
 from xai_loc.errors import InputError
 
 #: Examples per zarr chunk (and per resumable block).
@@ -157,10 +158,10 @@ class BinauralSpec(SpecRecord):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}={value!r} is not allowed; use a positive integer")
-        if not (is_number(self.test_fraction) and 0 <= self.test_fraction < 1):
+        if not (is_real(self.test_fraction) and 0 <= self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in [0, 1)")
         object.__setattr__(self, "fs", check_fs(self.fs))
-        if not (is_number(self.duration) and math.isfinite(self.duration) and 0.01 <= self.duration <= 10):
+        if not (is_real(self.duration) and 0.01 <= self.duration <= 10):
             raise InputError(f"duration={self.duration!r} s is not allowed; use 0.01 to 10 seconds")
         if self.snr is not None:
             self._convert("snr", partial(numbers, length=2), "use (low, high) in dB, or None for no background")
@@ -169,7 +170,7 @@ class BinauralSpec(SpecRecord):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value[0]) and math.isfinite(value[1]) and value[0] <= value[1]):
                 raise InputError(f"{name}={value!r} is not allowed; use finite (low, high) dB with low <= high")
-        if self.t_diff is not None and not (is_number(self.t_diff) and self.t_diff > 0):
+        if self.t_diff is not None and not (is_real(self.t_diff) and self.t_diff > 0):
             raise InputError(f"t_diff={self.t_diff!r} is not allowed; use a positive number of seconds or None")
         if not isinstance(self.interp, str) or self.interp not in INTERPOLATIONS:
             raise InputError(f"interp={self.interp!r} is not allowed; use one of {', '.join(INTERPOLATIONS)}")

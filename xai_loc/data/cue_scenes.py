@@ -46,8 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.checks import is_real
 from xai_loc.data.resumable import StoreKind, write_store
-from xai_loc.data.spec import SpecRecord, check_name, is_number, numbers, words
+from xai_loc.data.spec import SpecRecord, check_name, numbers, words
 from xai_loc.errors import InputError
 
 __all__ = ["BLOCK_EXAMPLES", "CHUNK_EXAMPLES", "CUE_SCENES", "CUE_SPLITS", "CueSceneSpec", "cue_store_path",
@@ -120,13 +121,13 @@ class CueSceneSpec(SpecRecord):
                 isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in self.per_utterance.values()):
             raise InputError(f"per_utterance={self.per_utterance!r} is not allowed; give {{'train': n, 'test': n}} "
                              "with positive integers")
-        if not (is_number(self.test_fraction) and 0 < self.test_fraction < 1):
+        if not (is_real(self.test_fraction) and 0 < self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in (0, 1)")
         n = len(SpeechCorpus.shipped())
         if not 0 < _n_test(self.test_fraction, n) < n:
             raise InputError(f"test_fraction={self.test_fraction!r} leaves a split without utterances; use a share "
                              f"that gives each split at least one of the shipped corpus's {n}")
-        if not (is_number(self.duration) and math.isfinite(self.duration) and 0.02 <= self.duration <= 10):
+        if not (is_real(self.duration) and 0.02 <= self.duration <= 10):
             raise InputError(f"duration={self.duration!r} s is not allowed; use 0.02-10 s")
         check_fs(self.fs)
         low, high = self._convert("snr", partial(numbers, length=2), "give (low, high) dB with low <= high")

@@ -48,8 +48,9 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.checks import is_real
 from xai_loc.data.resumable import StoreKind, write_store
-from xai_loc.data.spec import SpecRecord, check_name, is_number, numbers
+from xai_loc.data.spec import SpecRecord, check_name, numbers
 from xai_loc.errors import InputError
 
 __all__ = ["CHUNK_EXAMPLES", "SCENES", "SceneSpec", "SPLITS", "open_scenes", "render_scenes", "render_split",
@@ -131,13 +132,13 @@ class SceneSpec(SpecRecord):
         snrs = self._convert("test_snrs", numbers, "give finite dB values")
         if not snrs or not all(math.isfinite(v) for v in snrs):
             raise InputError(f"test_snrs={self.test_snrs!r} is not allowed; give finite dB values")
-        if not (is_number(self.test_fraction) and 0 < self.test_fraction < 1):
+        if not (is_real(self.test_fraction) and 0 < self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in (0, 1)")
         n = len(SpeechCorpus.shipped())
         if _n_test(self.test_fraction, n) >= n:
             raise InputError(f"test_fraction={self.test_fraction!r} leaves the training split without utterances "
                              f"(the shipped corpus holds {n}); use a smaller share")
-        if not (is_number(self.duration) and math.isfinite(self.duration) and self.duration * self.fs >= 16):
+        if not (is_real(self.duration) and self.duration * self.fs >= 16):
             raise InputError(f"duration={self.duration!r} s is not allowed; give at least 16 samples' worth")
 
     @property

@@ -15,8 +15,9 @@ import numpy as np
 import tomllib
 
 from xai_loc.acoustics.conventions import CONVENTIONS, DEFAULT_CONVENTION
-from xai_loc.acoustics.room import ShoeBox, is_real, linear_array, source_mic_distances
-from xai_loc.data.spec import check_name, is_number, short_repr, spec_digest
+from xai_loc.acoustics.room import ShoeBox, linear_array, source_mic_distances
+from xai_loc.checks import is_real
+from xai_loc.data.spec import check_name, short_repr, spec_digest
 from xai_loc.errors import InputError
 
 #: Split names understood everywhere; ``"all"`` is every source in index order.
@@ -95,7 +96,7 @@ class Scene:
             splits[key] = ids
         object.__setattr__(self, "splits", splits)
         source_mic_distances(self.sources, self.mics)
-        if not is_number(self.window) or int(self.window) != self.window or self.window < 1:
+        if not is_real(self.window) or int(self.window) != self.window or self.window < 1:
             raise InputError(f"window={short_repr(self.window)} is not allowed; use a positive number of samples")
         object.__setattr__(self, "window", int(self.window))
         if not isinstance(self.convention, str) or self.convention not in CONVENTIONS:
@@ -263,7 +264,7 @@ def _scene_from_config(cfg: dict, path: Path, label: str) -> Scene:
                            allowed="give a positive spacing in metres")
         center = f.vector("array.linear.center", lin["center"])
         axis = lin.get("axis", 0)
-        if not is_number(axis) or axis not in (0, 1, 2):
+        if not is_real(axis) or axis not in (0, 1, 2):
             raise f.fail("array.linear.axis", axis, "allowed: 0 (x), 1 (y), 2 (z)")
         mics = linear_array(n, spacing, center, int(axis))
     else:
@@ -289,7 +290,7 @@ def _scene_from_config(cfg: dict, path: Path, label: str) -> Scene:
             splits[key] = [int(i) for i in ids]
     else:
         fractions = split_cfg.get("fractions", [0.8, 0.1, 0.1])
-        if not isinstance(fractions, list) or len(fractions) != 3 or not all(is_number(v) for v in fractions) \
+        if not isinstance(fractions, list) or len(fractions) != 3 or not all(is_real(v) for v in fractions) \
                 or any(not 0 <= v <= 1 for v in fractions) or not math.isclose(sum(fractions), 1.0):
             raise f.fail("splits.fractions", fractions, "give three non-negative numbers summing to 1")
         seed = f.number("splits.seed", split_cfg.get("seed", 0), integer=True, lo=0,

@@ -8,8 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields
 from typing import Any, ClassVar
 
-import numpy as np
-
+from xai_loc.checks import is_real
 from xai_loc.errors import InputError
 
 #: Names that become folders below the data root: letters, digits, '.', '_', '-', not starting with '.'.
@@ -32,11 +31,6 @@ def check_name(name, what: str = "name") -> str:
     return name
 
 
-def is_number(value) -> bool:
-    """A real number (Python or numpy), not a boolean."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
 def numbers(value, length: int | None = None) -> tuple[float, ...]:
     """``value`` (a sequence of numbers, ``length`` of them where given) as a tuple of floats.
 
@@ -45,7 +39,7 @@ def numbers(value, length: int | None = None) -> tuple[float, ...]:
     TypeError, ValueError
         For a string, a mapping, a non-number item or another length.
     """
-    if isinstance(value, (str, bytes, Mapping)) or not all(is_number(v) for v in value):
+    if isinstance(value, (str, bytes, Mapping)) or not all(is_real(v) for v in value):
         raise TypeError(f"{value!r} is not a sequence of numbers")
     out = tuple(float(v) for v in value)
     if length is not None and len(out) != length:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 
 
@@ -30,17 +30,13 @@ def resolve(defaults: dict[str, Any], options: dict[str, Any], what: str) -> dic
     return {**defaults, **{k: v.item() if isinstance(v, np.generic) else v for k, v in options.items()}}
 
 
-def _is_number(value: Any, kind: type) -> bool:
-    return isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
-
-
 def check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False,
                  maximum: float = math.inf) -> float:
     """Return ``value`` as a float if it is a finite real number >= (or >) ``minimum`` and <= ``maximum``."""
     bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
     if maximum < math.inf:
         bound += f" and <= {maximum:g}"
-    if not _is_number(value, numbers.Real) or not math.isfinite(value) or value < minimum \
+    if not is_real(value) or value < minimum \
             or (strict and value == minimum) or value > maximum:
         raise InputError(f"{name}={value!r} is not allowed; use a number {bound}")
     return float(value)
@@ -48,7 +44,7 @@ def check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = 
 
 def check_integer(name: str, value: Any, *, minimum: int = 0) -> int:
     """Return ``value`` as an int if it is an integer (not a bool) >= ``minimum``."""
-    if not _is_number(value, numbers.Integral) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise InputError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
     return int(value)
 

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 from xai_loc.features.cochleagram import _fast_len, erb_to_freq, freq_to_erb
 
@@ -218,9 +219,9 @@ class BinauralCues(nn.Module):
                  max_lag_ms: float = 1.0, window_ms: float = 10.0, hop_ms: float = 10.0,
                  ild_limit: float = 7.0) -> None:
         super().__init__()
-        if isinstance(fs, bool) or not isinstance(fs, (int, np.integer)) or fs < 1000:
+        if not is_integer(fs) or fs < 1000:
             raise InputError(f"fs={fs!r} is not allowed; use an integer sample rate >= 1000 Hz")
-        if isinstance(n_bands, bool) or not isinstance(n_bands, (int, np.integer)) or n_bands < 1:
+        if not is_integer(n_bands) or n_bands < 1:
             raise InputError(f"n_bands={n_bands!r} is not allowed; use a positive integer")
         f_min, f_max = _positive("f_min", f_min), _positive("f_max", f_max)
         if not f_min < f_max < fs / 2:

@@ -25,15 +25,12 @@ by the subbands, ``B x 2 x 39 x 48000`` floats (15 MB per example).
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_loc.acoustics.room import is_real
+from xai_loc.checks import is_real
 from xai_loc.errors import InputError
 
 #: Downsampling implementations of :class:`SincDownsample` (same numbers up to rounding).
@@ -152,9 +149,9 @@ class SincDownsample(nn.Conv1d):
         if method not in DOWNSAMPLE_METHODS:
             raise InputError(f"downsampling method {method!r} is unknown; allowed: {', '.join(DOWNSAMPLE_METHODS)}")
         cutoff = out_fs / 2.0 if cutoff is None else cutoff
-        if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Real) or not 0 < cutoff <= out_fs / 2:
+        if not is_real(cutoff) or not 0 < cutoff <= out_fs / 2:
             raise InputError(f"cutoff={cutoff!r} Hz is not allowed; give 0 < cutoff <= out_fs / 2 = {out_fs / 2:g} Hz")
-        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not (math.isfinite(beta) and beta >= 0):
+        if not is_real(beta) or beta < 0:
             raise InputError(f"beta={beta!r} is not allowed; give the Kaiser window's shape, a finite number >= 0 "
                              f"(0: rectangular; default 5)")
         factor = fs // out_fs

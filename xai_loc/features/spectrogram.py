@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xai_loc.acoustics.room import is_real
+from xai_loc.checks import is_real
 from xai_loc.errors import InputError
 from xai_loc.features.cochleagram import _whole
 

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 from xai_loc.models.base import Chain, Localizer
 from xai_loc.models.registry import register_model
@@ -265,7 +266,7 @@ class Encoder(nn.Module):
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_integer(value) or value < 1:
         raise InputError(f"{name}={value!r} is not allowed; use a positive integer")
     return int(value)
 

@@ -35,8 +35,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
-import numbers
 import os
 import pickle
 import re
@@ -50,6 +48,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from xai_loc.checks import is_real
 from xai_loc.data.spec import short_repr
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
@@ -87,10 +86,6 @@ def _dtype_name(dtype: torch.dtype | str) -> str:
     return name
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _check_mixture(condition: dict[str, Any]) -> dict[str, Any]:
     """A condition of models trained on a mix of rooms: ``{'rooms': [names], 'snr': [low, high] dB or None}``."""
     rooms, snr = condition.get("rooms"), condition.get("snr")
@@ -99,7 +94,7 @@ def _check_mixture(condition: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"card condition {condition!r} is not allowed; use {{'rooms': [room names], "
                          "'snr': [low, high] dB or None}")
     if snr is not None and (not isinstance(snr, list) or len(snr) != 2
-                            or not all(_is_number(v) and math.isfinite(v) for v in snr) or snr[0] > snr[1]):
+                            or not all(is_real(v) for v in snr) or snr[0] > snr[1]):
         raise InputError(f"card condition snr={snr!r} is not allowed; use [low, high] dB or None (no background)")
     return {"rooms": list(rooms), "snr": None if snr is None else [float(v) for v in snr]}
 
@@ -111,9 +106,9 @@ def _check_condition(condition: Any) -> dict[str, Any]:
         raise InputError(f"card condition {condition!r} is not allowed; use {{'t60': seconds, 'snr': dB}} "
                          "(or {'rooms': [names], 'snr': [low, high]} for a mix of rooms)")
     t60, snr = condition["t60"], condition["snr"]
-    if not _is_number(t60) or not (math.isfinite(t60) and t60 > 0):
+    if not is_real(t60) or t60 <= 0:
         raise InputError(f"t60={t60!r} is not allowed; use a positive number of seconds")
-    if not _is_number(snr) or not math.isfinite(snr):
+    if not is_real(snr):
         raise InputError(f"snr={snr!r} is not allowed; use a finite number of dB")
     return {"t60": float(t60), "snr": float(snr)}
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from xai_loc.acoustics.directions import DirectionGrid
+from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 from xai_loc.runtime import resolve_device
 
@@ -320,22 +320,18 @@ def _check_input(model: nn.Module, ds) -> None:
 # -- training ---------------------------------------------------------------------------------------
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 #: Training settings by name: (test, what is allowed), checked by :func:`check_settings` for every binaural family.
 _CHECKS = {
-    "epochs": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "batch_size": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
-    "lr": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+    "epochs": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
+    "batch_size": (lambda v: is_integer(v) and v >= 2, "an integer >= 2"),
+    "lr": (lambda v: is_real(v) and v > 0,
            "a positive number"),
-    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "max_minutes": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0),
+    "seed": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
+    "max_minutes": (lambda v: v is None or (is_real(v) and v > 0),
                     "None or a positive number of minutes"),
     "device": (lambda v: isinstance(v, str), "'cpu', 'cuda' or 'cuda:N'"),
-    "eval_batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "label_sigma": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 90,
+    "eval_batch_size": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
+    "label_sigma": (lambda v: is_real(v) and 0 <= v <= 90,
                     "a number of degrees in [0, 90]"),
 }
 

@@ -50,6 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from xai_loc.acoustics.directions import AZIMUTH_RING, STUDY_GRID, DirectionGrid
+from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
 from xai_loc.models.registry import register_model
@@ -129,7 +130,7 @@ class FrequencyPad(nn.Module):
 
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise InputError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
     return int(value)
 

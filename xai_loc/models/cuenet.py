@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from xai_loc.acoustics.directions import AZIMUTH_RING
+from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 from xai_loc.models.base import Chain, Localizer
 from xai_loc.models.evaluation import after_front_end, in_batches
@@ -48,7 +49,7 @@ __all__ = ["CueAttention", "CueBranch", "CueClassifier", "CueNet", "cue_metrics"
 
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise InputError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
     return int(value)
 

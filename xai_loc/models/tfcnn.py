@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from xai_loc.acoustics.directions import LATERAL_GRID
+from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
 from xai_loc.models.registry import register_model
@@ -71,7 +72,7 @@ def split_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _ints(name: str, values: Any) -> tuple[int, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values):
+            is_integer(v) and v >= 1 for v in values):
         raise InputError(f"{name}={values!r} is not allowed; give a non-empty list of positive integers")
     return tuple(int(v) for v in values)
 

@@ -38,7 +38,6 @@ and validation loss, and a resumed run must name the same one.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
 from xai_loc.models.checkpoint import (
@@ -96,33 +96,25 @@ RECIPE = {
 }
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 #: Field -> (test, what is allowed), applied by :class:`TrainConfig`.
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "batch_size": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
-    "lr": (lambda v: v is None or (_is_real(v) and v > 0), "None or a positive number"),
-    "weight_decay": (lambda v: _is_real(v) and v >= 0, "a number >= 0"),
-    "lr_factor": (lambda v: _is_real(v) and 0 < v < 1, "a number in (0, 1)"),
-    "lr_patience": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "min_lr": (lambda v: _is_real(v) and v >= 0, "a number >= 0"),
-    "early_stop_patience": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "max_epochs": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "max_minutes": (lambda v: v is None or (_is_real(v) and v > 0), "None or a positive number of minutes"),
-    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "batch_size": (lambda v: is_integer(v) and v >= 2, "an integer >= 2"),
+    "lr": (lambda v: v is None or (is_real(v) and v > 0), "None or a positive number"),
+    "weight_decay": (lambda v: is_real(v) and v >= 0, "a number >= 0"),
+    "lr_factor": (lambda v: is_real(v) and 0 < v < 1, "a number in (0, 1)"),
+    "lr_patience": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
+    "min_lr": (lambda v: is_real(v) and v >= 0, "a number >= 0"),
+    "early_stop_patience": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
+    "max_epochs": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
+    "max_minutes": (lambda v: v is None or (is_real(v) and v > 0), "None or a positive number of minutes"),
+    "seed": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     "device": (lambda v: isinstance(v, str), "'cpu', 'cuda' or 'cuda:N'"),
-    "eval_batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "eval_batch_size": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
     "preload": (lambda v: isinstance(v, bool), "True or False"),
     "deterministic": (lambda v: isinstance(v, bool), "True or False"),
-    "draws_per_epoch": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "deadline": (lambda v: v is None or (_is_real(v) and v > 0), "None or a time in seconds since the epoch"),
-    "checkpoint_every_s": (lambda v: v is None or (_is_real(v) and v > 0), "None or a positive number of seconds"),
+    "draws_per_epoch": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
+    "deadline": (lambda v: v is None or (is_real(v) and v > 0), "None or a time in seconds since the epoch"),
+    "checkpoint_every_s": (lambda v: v is None or (is_real(v) and v > 0), "None or a positive number of seconds"),
     "save_state": (lambda v: isinstance(v, bool), "True or False"),
     "benchmark": (lambda v: isinstance(v, bool), "True or False"),
     "autocast": (lambda v: v is None or v in AUTOCAST, f"None or {' or '.join(map(repr, AUTOCAST))}"),

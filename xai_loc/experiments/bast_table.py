@@ -119,7 +119,8 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
     model_options
         BAST options shared by the six models (default :data:`TABLE_MODEL`).
     loss, epochs, batch_size, lr, seed
-        The training recipe (:func:`xai_loc.models.bast.train_bast`).
+        The training recipe (:func:`xai_loc.models.bast.train_bast`); it, ``model_options`` and both
+        splits of ``spec`` are checked before anything is rendered (:func:`~xai_loc.models.bast.prepare_bast`).
     sounds_per_kind
         Sounds of each kind in the relevance view's mirror pairs.
 
@@ -133,19 +134,17 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
     """
     import xarray as xr
 
-    from xai_loc.data.bast_scenes import BastSceneSpec, load_bast_scenes
+    from xai_loc.data.bast_scenes import BastSceneSpec
     from xai_loc.explain.attn_lrp import explain_bast
     from xai_loc.io import write_dataset_atomic, write_text_atomic
-    from xai_loc.models.bast import BAST, FRONT_END_BATCH, evaluate_bast, train_bast
-    from xai_loc.models.evaluation import in_batches
+    from xai_loc.models.bast import BAST, evaluate_bast, prepare_bast, train_bast
+    from xai_loc.models.trainer import seeded
 
     spec = spec or BastSceneSpec(name="bast-120", n_sounds=120)
     options = dict(TABLE_MODEL if model_options is None else model_options)
-    train_set = load_bast_scenes(spec, "train", root=root, progress=progress)
-    test_set = load_bast_scenes(spec, "test", root=root, progress=progress)
-    reference = BAST(**options)
-    train_x = in_batches(reference.front_end, train_set.waveforms.values, FRONT_END_BATCH)
-    test_x = in_batches(reference.front_end, test_set.waveforms.values, FRONT_END_BATCH)
+    _, train_set, test_set, train_x, test_x = prepare_bast(spec, options, loss=loss, epochs=epochs,
+                                                           batch_size=batch_size, lr=lr, seed=seed, root=root,
+                                                           progress=progress)
     pairs = mirror_pairs(test_set.azimuth.values, test_set.sound_id.values, sounds_per_kind=sounds_per_kind,
                          sound_kind=test_set.sound_kind.values)
     probe = test_x[torch.from_numpy(pairs.reshape(-1))]
@@ -156,8 +155,8 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
     rel = {k: np.full((*shape, len(pairs), 2), np.nan) for k in ("left", "right", "output")}
     for i, sharing in enumerate(SHARING):
         for j, integration in enumerate(INTEGRATION_ORDER):
-            torch.manual_seed(seed)
-            model = BAST(integration=integration, share_weights=sharing == "SP", front_end=False, **options)
+            with seeded(seed):
+                model = BAST(integration=integration, share_weights=sharing == "SP", front_end=False, **options)
             info = train_bast(model, train_x, train_set.azimuth.values, loss=loss, epochs=epochs,
                               batch_size=batch_size, lr=lr, seed=seed, progress=progress)
             minutes[i, j] = info["cpu_seconds"] / 60.0

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,11 +35,13 @@ if TYPE_CHECKING:
 __all__ = ["DECODERS", "OUTPUT_KINDS", "Chain", "Localizer", "check_positive_int", "register_decoder"]
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is a positive integer, else raise :class:`InputError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name}={value!r} is not allowed; use a positive integer")
-    return value
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer (Python or NumPy, not a bool) of at least ``minimum``, else
+    one line (:class:`InputError`) naming ``name`` and what is allowed; the one integer check of the models."""
+    if not is_integer(value) or value < minimum:
+        allowed = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise InputError(f"{name}={value!r} is not allowed; use {allowed}")
+    return int(value)
 
 
 # -- output kinds and their decoders ----------------------------------------------------------------

@@ -44,21 +44,21 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
-from xai_loc.models.base import Chain, Localizer
+from xai_loc.models.base import Chain, Localizer, check_positive_int
 from xai_loc.models.registry import register_model
 
 __all__ = [
     "BAST", "FP16_TOLERANCE", "FRONT_END_BATCH", "INTEGRATIONS", "LOSSES", "Attention", "EarConcat", "EarDifference",
     "EarSum", "Encoder", "EncoderBlock", "MatMul", "PatchEmbedding", "PositionEmbedding", "Residual", "Scale",
-    "TokenMean", "angular_distance", "angles_to_targets", "evaluate_bast", "fit_bast", "patch_grid",
+    "TokenMean", "angular_distance", "angles_to_targets", "evaluate_bast", "fit_bast", "patch_grid", "prepare_bast",
     "register_integration", "register_loss", "train_bast",
 ]
 
@@ -265,12 +265,6 @@ class Encoder(nn.Module):
 # -- the model ----------------------------------------------------------------------------------------
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if not is_integer(value) or value < 1:
-        raise InputError(f"{name}={value!r} is not allowed; use a positive integer")
-    return int(value)
-
-
 @register_model("bast", output="cos_sin")
 class BAST(Localizer):
     """Binaural audio spectrogram transformer regressing ``[cos az, sin az]``; see the module docs.
@@ -312,7 +306,7 @@ class BAST(Localizer):
                  patch_overlap: int = 10, dropout: float = 0.0, bias: bool = True) -> None:
         from xai_loc.features.spectrogram import BinauralSpectrogram
 
-        super().__init__(2, _positive_int("n_samples", n_samples))
+        super().__init__(2, check_positive_int("n_samples", n_samples))
         if integration not in INTEGRATIONS:
             raise InputError(f"integration={integration!r} is not allowed; use one of {', '.join(INTEGRATIONS)}")
         for name, value in (("share_weights", share_weights), ("front_end", front_end), ("bias", bias)):
@@ -320,9 +314,11 @@ class BAST(Localizer):
                 raise InputError(f"{name}={value!r} is not allowed; use True or False")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise InputError(f"dropout={dropout!r} is not allowed; use a number in [0, 1)")
-        dim, depth, heads = _positive_int("dim", dim), _positive_int("depth", depth), _positive_int("heads", heads)
-        dim_head, mlp_dim = _positive_int("dim_head", dim_head), _positive_int("mlp_dim", mlp_dim)
-        patch_size, patch_overlap = _positive_int("patch_size", patch_size), int(patch_overlap)
+        dim, depth, heads, dim_head, mlp_dim, patch_size = (
+            check_positive_int(name, value) for name, value in (("dim", dim), ("depth", depth), ("heads", heads),
+                                                                ("dim_head", dim_head), ("mlp_dim", mlp_dim),
+                                                                ("patch_size", patch_size)))
+        patch_overlap = int(patch_overlap)
 
         spec = BinauralSpectrogram(**(spectrogram or {}))
         self.spectrogram_options = dict(spec.config)
@@ -440,7 +436,8 @@ def evaluate_bast(model: BAST, spectrograms: torch.Tensor, azimuth, batch_size: 
     """Angular error of a model on spectrograms ``[n, 2, F, T]`` with true azimuths (degrees).
 
     Returns ``mean_error`` (degrees, wrapped to [0, 180]), ``median_error``, ``accuracy_5`` and
-    ``accuracy_10`` (share within 5 and 10 degrees), ``lateral_sign_error`` (share of off-axis
+    ``accuracy_10`` (share within 5 and 10 degrees, inclusive up to float rounding:
+    :func:`~xai_loc.models.classifier_training.share_within`), ``lateral_sign_error`` (share of off-axis
     targets answered in the wrong left/right hemifield), ``front_back_rate`` (front-back
     confusions among targets off the interaural axis) with ``mean_error_folded`` (the mean error
     once confused answers are mirrored back) and ``n``.
@@ -458,7 +455,12 @@ def evaluate_bast(model: BAST, spectrograms: torch.Tensor, azimuth, batch_size: 
 
 def _azimuth_scores(pred: np.ndarray, azimuth) -> dict[str, float]:
     """:func:`evaluate_bast`'s metrics of predicted azimuths (degrees)."""
-    from xai_loc.models.classifier_training import azimuth_error, front_back_confusions, mirror_front_back
+    from xai_loc.models.classifier_training import (
+        azimuth_error,
+        front_back_confusions,
+        mirror_front_back,
+        share_within,
+    )
 
     true = np.asarray(azimuth, dtype=np.float64)
     err = azimuth_error(pred, true)
@@ -470,7 +472,7 @@ def _azimuth_scores(pred: np.ndarray, azimuth) -> dict[str, float]:
             # None where no target qualifies: undefined, not a perfect 0 (as in direction_metrics)
             "front_back_rate": float(confused[eligible].mean()) if eligible.any() else None,
             "mean_error_folded": float(folded.mean()),
-            "accuracy_5": float(np.mean(err <= 5.0)), "accuracy_10": float(np.mean(err <= 10.0)),
+            "accuracy_5": share_within(err, 5.0), "accuracy_10": share_within(err, 10.0),
             "lateral_sign_error": float(np.mean(sin_t[lateral] * sin_p[lateral] < 0)) if lateral.any() else None,
             "n": int(true.size)}
 
@@ -481,24 +483,27 @@ def _check_recipe(loss: str, epochs: int, batch_size: int, lr: float, seed: int,
 
     if loss not in LOSSES:
         raise InputError(f"loss={loss!r} is not allowed; use one of {', '.join(LOSSES)}")
-    _positive_int("batch_size", batch_size)  # no BatchNorm: a batch of one is allowed
+    check_positive_int("batch_size", batch_size)  # no BatchNorm: a batch of one is allowed
     check_settings(epochs=epochs, lr=lr, seed=seed, max_minutes=max_minutes)
 
 
 def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = "MIX", epochs: int = 10,
                batch_size: int = 32, lr: float = 1e-3, seed: int = 0, max_minutes: float | None = None,
-               progress: bool = False) -> dict[str, Any]:
+               progress: bool = False, state_file: Path | None = None, dataset: Any = None) -> dict[str, Any]:
     """Train a model in place on spectrograms ``[n, 2, F, T]`` (the front end has no parameters).
 
     Adam with a cosine learning-rate decay over the planned steps; each epoch visits every
     example once in an order drawn from ``(seed, epoch)`` (the shared loop,
     :func:`xai_loc.models.trainer.fit`). ``max_minutes`` bounds the wall-clock time: no epoch
     starts that would overrun it. Spectrograms and azimuths holding NaN or infinity are refused.
+    With a ``state_file`` the run saves its state there after every epoch and resumes from it, refused
+    unless the model, the recipe and ``dataset`` (what pins the data, e.g. the scene spec's digest) match.
 
     Returns
     -------
     dict
-        The recipe and ``epochs`` run, ``wall_seconds``, ``cpu_seconds``, ``loss_history`` (mean loss per epoch).
+        The recipe and ``epochs`` run, ``wall_seconds`` (of every call of a resumed run), ``cpu_seconds`` (of
+        this call), ``loss_history`` (mean loss per epoch).
     """
     from xai_loc.models.classifier_training import check_finite
     from xai_loc.models.evaluation import after_front_end
@@ -518,8 +523,11 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
     hooks = Hooks(picks=shuffled(n), assemble=cached_batches(lambda: spectrograms, targets, device),
                   forward=after_front_end(model), loss=LOSSES[loss])
     cpu_start = time.process_time()
+    recipe = {"loss": loss, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
     run = fit(model, optimizer, hooks, Schedule(batch_size, epochs, seed, max_minutes=max_minutes),
-              scheduler=schedule, scheduler_step="step", progress=progress, desc=f"train {model.variant}")
+              scheduler=schedule, scheduler_step="step", progress=progress, desc=f"train {model.variant}",
+              state_file=state_file, identity={"arch": "bast", "model_config": model.config, "recipe": recipe,
+                                               "dataset": dataset})
     model.eval()
     return {"loss": loss, "optimizer": "Adam", "lr": lr, "schedule": "cosine decay to 0 over the steps",
             "batch_size": batch_size, "epochs_planned": epochs, "cpu_seconds": time.process_time() - cpu_start,
@@ -532,10 +540,41 @@ FRONT_END_BATCH = 256
 FP16_TOLERANCE = {"mean_error": 0.25, "accuracy_5": 0.002, "accuracy_10": 0.002}
 
 
+def prepare_bast(spec, options: dict[str, Any], *, loss: str, epochs: int, batch_size: int, lr: float, seed: int,
+                 max_minutes: float | None = None, root=None, progress: bool = False):
+    """Check a BAST run, then render (or reuse) its scenes and compute their spectrograms.
+
+    The recipe (:func:`train_bast`'s settings), the model ``options`` (by building the model, seeded
+    by ``seed``) and both splits of ``spec`` (each must hold sounds) are checked before anything is
+    rendered.
+
+    Returns
+    -------
+    model, train_set, test_set, train_x, test_x
+        The model (with its front end), both splits and their spectrograms ``[n, 2, F, T]``.
+    """
+    from xai_loc.data.bast_scenes import SPLITS, load_bast_scenes
+    from xai_loc.models.evaluation import in_batches
+    from xai_loc.models.trainer import seeded
+
+    _check_recipe(loss, epochs, batch_size, lr, seed, max_minutes)
+    with seeded(seed):
+        model = BAST(**options)
+    for split in SPLITS:  # both hold sounds, before either is rendered
+        spec.sound_ids(split)
+    train_set, test_set = (load_bast_scenes(spec, split, root=root, progress=progress) for split in SPLITS)
+    spectrograms = [in_batches(model.front_end, s.waveforms.values, FRONT_END_BATCH) for s in (train_set, test_set)]
+    return model, train_set, test_set, *spectrograms
+
+
 def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: bool = False, loss: str = "MIX",
              epochs: int = 18, batch_size: int = 32, lr: float = 1e-3, dim: int = 64, depth: int = 2, heads: int = 4,
              seed: int = 0, max_minutes: float | None = 15.0, progress: bool = False):
     """Render (or reuse) a scene set, train one BAST variant on it, score it on the held-out sounds, save it.
+
+    Every argument, ``out`` and both splits are checked before anything is rendered
+    (:func:`prepare_bast`). The state goes to ``<out>.state.pt`` after every epoch; calling again with
+    the same arguments continues from there (e.g. after the ``max_minutes`` budget stopped a call).
 
     Parameters
     ----------
@@ -543,11 +582,12 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
         A :class:`~xai_loc.data.bast_scenes.BastSceneSpec`.
     out
         The ``.safetensors`` checkpoint; float16 when that moves no test metric by more than
-        :data:`FP16_TOLERANCE`, else float32. The card holds the recipe, CPU minutes and metrics.
+        :data:`FP16_TOLERANCE`, else float32. The card holds the recipe, CPU minutes (of the last
+        call) and metrics.
     root
         Data root of the scenes.
     integration, share_weights, dim, depth, heads
-        The variant (``mlp_dim = 2 dim``, ``dim_head = dim / heads``).
+        The variant (``mlp_dim = 2 dim``, ``dim_head = dim / heads``: ``dim`` a multiple of ``heads``).
     loss, epochs, batch_size, lr, seed, max_minutes
         The recipe of :func:`train_bast`.
 
@@ -556,23 +596,22 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
     pathlib.Path, dict
         ``out`` and its card.
     """
-    from xai_loc.data.bast_scenes import load_bast_scenes
     from xai_loc.models.checkpoint import read_card, result_entry
-    from xai_loc.models.evaluation import in_batches
-    from xai_loc.models.trainer import save_trained
+    from xai_loc.models.trainer import check_output, save_trained, state_path
 
-    _check_recipe(loss, epochs, batch_size, lr, seed, max_minutes)  # before anything is rendered
-    for split in ("train", "test"):  # both hold sounds, before either is rendered
-        spec.sound_ids(split)
-    train_set = load_bast_scenes(spec, "train", root=root, progress=progress)
-    test_set = load_bast_scenes(spec, "test", root=root, progress=progress)
-    torch.manual_seed(seed)
-    model = BAST(integration=integration, share_weights=share_weights, dim=dim, depth=depth, heads=heads,
-                 dim_head=dim // heads, mlp_dim=2 * dim)
-    train_x = in_batches(model.front_end, train_set.waveforms.values, FRONT_END_BATCH)
-    test_x = in_batches(model.front_end, test_set.waveforms.values, FRONT_END_BATCH)
+    out = check_output(out)
+    dim, heads = check_positive_int("dim", dim), check_positive_int("heads", heads)
+    if dim % heads:
+        raise InputError(f"dim={dim} and heads={heads} are not allowed; use a dim that is a multiple of heads "
+                         "(each head is dim / heads wide)")
+    options = {"integration": integration, "share_weights": share_weights, "dim": dim, "depth": depth,
+               "heads": heads, "dim_head": dim // heads, "mlp_dim": 2 * dim}
+    model, train_set, test_set, train_x, test_x = prepare_bast(
+        spec, options, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes,
+        root=root, progress=progress)
     training = train_bast(model, train_x, train_set.azimuth.values, loss=loss, epochs=epochs, batch_size=batch_size,
-                          lr=lr, seed=seed, max_minutes=max_minutes, progress=progress)
+                          lr=lr, seed=seed, max_minutes=max_minutes, progress=progress, state_file=state_path(out),
+                          dataset=spec.digest())
     truth = test_set.azimuth.values
     baseline = _azimuth_scores(np.zeros(len(truth)), truth)  # always 0 degrees
     out = save_trained(
@@ -583,4 +622,3 @@ def fit_bast(spec, out, *, root=None, integration: str = "SUB", share_weights: b
         score=lambda net: result_entry(evaluate_bast(net, test_x, truth), baseline, "always 0 degrees"),
         tolerance=FP16_TOLERANCE)
     return out, read_card(out)
-

@@ -45,7 +45,8 @@ from xai_loc.runtime import resolve_device
 __all__ = [
     "ClassifierConfig", "DirectionEvaluation", "azimuth_error", "check_finite", "check_settings", "direction_metrics",
     "evaluate_directions", "front_back_confusions", "lateral_angle", "mirror_front_back", "predict_logits",
-    "score_logits", "soft_targets", "train_classifier", "wrap_degrees", "cochleagram_cache", "feature_cache",
+    "score_logits", "share_within", "soft_targets", "train_classifier", "wrap_degrees", "cochleagram_cache",
+    "feature_cache",
 ]
 
 #: Fields of :class:`ClassifierConfig` that may change when a run resumes.
@@ -70,6 +71,16 @@ def wrap_degrees(x) -> np.ndarray:
 def azimuth_error(pred, true) -> np.ndarray:
     """Absolute azimuth difference in degrees, wrapped to ``[0, 180]``."""
     return np.abs(wrap_degrees(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64)))
+
+
+#: Slack of the accuracies within N degrees (``accuracy_5``, ``accuracy_10`` of the TF-CNN and BAST): an error of
+#: N degrees computed in floating point (``|256.1 - 251.1|`` is 5.000000000000028) counts as within.
+WITHIN_SLACK = 1e-9
+
+
+def share_within(err, degrees: float) -> float:
+    """Share of absolute errors ``err`` (degrees) within ``degrees``, inclusive up to :data:`WITHIN_SLACK`."""
+    return float(np.mean(np.asarray(err, dtype=np.float64) <= degrees + WITHIN_SLACK))
 
 
 def mirror_front_back(azimuth) -> np.ndarray:
@@ -438,7 +449,8 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     Parameters
     ----------
     train_store
-        A binaural store path (or opened dataset) of the training split.
+        A binaural store path (or opened dataset) of the training split (``'train'`` or ``'all'``
+        where it records its split).
     out
         The ``.safetensors`` checkpoint to write; the state lives in ``<out>.state.pt``.
     model_config
@@ -447,7 +459,8 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     config
         Recipe and run settings.
     test_store
-        Held-out store (other sounds); its metrics go into the card.
+        Held-out store (other sounds; ``'test'`` or ``'all'`` where it records its split); its metrics
+        go into the card.
     dtype
         Storage of the weights: ``'float32'``, ``'float16'`` or ``'auto'`` (float16 if it
         changes the test accuracies by at most 0.2 points and the azimuth and elevation errors
@@ -465,13 +478,16 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     import xarray as xr
 
     from xai_loc.data.binaural_store import BinauralSpec, open_binaural
-    from xai_loc.models.checkpoint import build_configured, checkpoint_path
+    from xai_loc.models.checkpoint import build_configured
     from xai_loc.models.evaluation import after_front_end, in_batches
     from xai_loc.models.trainer import (
-        STORAGE,
         Hooks,
         Schedule,
         cached_batches,
+        check_output,
+        check_split,
+        check_storage,
+        content_digest,
         determinism,
         fit,
         save_trained,
@@ -481,13 +497,15 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     )
 
     config = ClassifierConfig() if config is None else config
-    out = checkpoint_path(out)
-    if dtype not in STORAGE:
-        raise InputError(f"dtype={dtype!r} is not allowed; use 'auto', 'float32' or 'float16'")
+    out = check_output(out)
+    check_storage(dtype)
     device = resolve_device(config.device)
     train_ds = open_binaural(train_store) if not isinstance(train_store, xr.Dataset) else train_store
     test_ds = None if test_store is None else (
         open_binaural(test_store) if not isinstance(test_store, xr.Dataset) else test_store)
+    check_split(train_ds.attrs, ("train", "all"), "the training store")
+    if test_ds is not None:
+        check_split(test_ds.attrs, ("test", "all"), "the test store")
     model_config = {"n_samples": int(train_ds.sizes["time"]), **(model_config or {})}
     with seeded(config.seed):
         model = build_configured("cochcnn", model_config)
@@ -500,6 +518,10 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
         raise InputError(f"the training store holds {labels.size} example(s); training needs at least 2")
     spec = BinauralSpec.from_dict(json.loads(train_ds.attrs["spec"])) if "spec" in train_ds.attrs else None
     rows = soft_targets(model.head_name, float(config.label_sigma)).to(device)
+    # the store's config (split included) pins it; without one, its labels and shape
+    data = train_ds.attrs.get("config") or content_digest(
+        train_ds["waveforms"].shape, azimuth=train_ds["azimuth"].values, elevation=train_ds["elevation"].values,
+        split=str(train_ds.attrs.get("split")))
     cpu_copy = copy.deepcopy(model)  # the fixed front end runs on the CPU, once
     hooks = Hooks(picks=shuffled(labels.size), forward=after_front_end(model),
                   assemble=cached_batches(lambda: cochleagram_cache(cpu_copy, train_ds["waveforms"], progress=progress),
@@ -511,7 +533,7 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
                       Schedule(config.batch_size, config.epochs, config.seed, max_minutes=config.max_minutes),
                       progress=progress, desc="train cochcnn", state_file=state_path(out),
                       identity={"arch": "cochcnn", "model_config": model.config, "recipe": config.recipe(),
-                                "dataset": train_ds.attrs.get("config")})
+                                "dataset": data})
     model = model.cpu().eval()
     score = None
     dataset = {"train": {"spec": spec.to_dict() if spec else None, "split": train_ds.attrs.get("split"),
@@ -553,14 +575,17 @@ def train_on_spec(spec, out: str | Path, *, root: str | Path | None = None, mode
     Raises
     ------
     InputError
-        Before anything is rendered: for a model configuration that is not allowed or does not
-        fit the spec's duration, or a split that holds no sounds.
+        Before anything is rendered: for an ``out`` or ``dtype`` that is not allowed, a model
+        configuration that is not allowed or does not fit the spec's duration, or a split that holds
+        no sounds.
     """
     from xai_loc.data.binaural_store import simulate_binaural
     from xai_loc.models.checkpoint import build_configured
-    from xai_loc.models.trainer import seeded
+    from xai_loc.models.trainer import check_output, check_storage, seeded
 
     config = ClassifierConfig() if config is None else config
+    out = check_output(out)
+    check_storage(dtype)
     with seeded(config.seed):  # the global generators are left as they were
         build_configured("cochcnn", {"n_samples": spec.n_samples, **(model_config or {})})
     splits = ("train", "test") if spec.test_fraction > 0 else ("train",)

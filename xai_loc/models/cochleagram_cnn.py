@@ -50,9 +50,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from xai_loc.acoustics.directions import AZIMUTH_RING, STUDY_GRID, DirectionGrid
-from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
-from xai_loc.models.base import Localizer
+from xai_loc.models.base import Localizer, check_positive_int
 from xai_loc.models.registry import register_model
 
 __all__ = [
@@ -129,12 +128,6 @@ class FrequencyPad(nn.Module):
         return f"top={self.top}, bottom={self.bottom}"
 
 
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not is_integer(value) or value < minimum:
-        raise InputError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
-    return int(value)
-
-
 @register_model("cochcnn", output="direction_classes")
 class CochleagramCNN(Localizer):
     """Francl-McDermott cochleagram CNN classifying directions; see the module docs.
@@ -181,7 +174,7 @@ class CochleagramCNN(Localizer):
             layers = LAYER_PRESETS[preset]
         if n_samples is None:
             n_samples = PRESET_SAMPLES.get(preset or "", 12000)
-        super().__init__(2, _check_int("n_samples", n_samples, 16))
+        super().__init__(2, check_positive_int("n_samples", n_samples, 16))
         if head not in HEADS:
             raise InputError(f"head={head!r} is not allowed; use one of {', '.join(HEADS)}")
         if not isinstance(front_end, bool):
@@ -192,7 +185,7 @@ class CochleagramCNN(Localizer):
         self.stages = parse_layers(self.layers)
         self.head_name, self.n_classes = head, HEADS[head]
         self.direction_grid = HEAD_GRIDS[head]
-        self.dense_units, self.dropout_p = _check_int("dense", dense), float(dropout)
+        self.dense_units, self.dropout_p = check_positive_int("dense", dense), float(dropout)
         self.with_front_end = front_end
 
         allowed = list(inspect.signature(Cochleagram).parameters)  # signal_length too (saved configs record

@@ -38,20 +38,13 @@ import torch
 from torch import nn
 
 from xai_loc.acoustics.directions import AZIMUTH_RING
-from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
-from xai_loc.models.base import Chain, Localizer
+from xai_loc.models.base import Chain, Localizer, check_positive_int
 from xai_loc.models.evaluation import after_front_end, in_batches
 from xai_loc.models.layers import Gate, Sum
 from xai_loc.models.registry import register_model
 
 __all__ = ["CueAttention", "CueBranch", "CueClassifier", "CueNet", "cue_metrics", "evaluate_cuenet", "train_cuenet"]
-
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not is_integer(value) or value < minimum:
-        raise InputError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
-    return int(value)
 
 
 class CueBranch(nn.Sequential):
@@ -155,7 +148,7 @@ class CueNet(Localizer):
                  channels: int = 64, kernel: int = 5, hidden: int = 128, dropout: float = 0.3) -> None:
         from xai_loc.features.binaural_cues import CUES, BinauralCues
 
-        super().__init__(2, _check_int("n_samples", n_samples, 16))
+        super().__init__(2, check_positive_int("n_samples", n_samples, 16))
         if not isinstance(front_end, bool):
             raise InputError(f"front_end={front_end!r} is not allowed; use True or False")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -168,8 +161,8 @@ class CueNet(Localizer):
         self.n_frames = extractor.n_frames(self.n_samples)
         self._centres = extractor.centre_frequencies
         self.with_front_end = front_end
-        self.channels, self.kernel = _check_int("channels", channels), _check_int("kernel", kernel)
-        self.hidden, self.dropout_p = _check_int("hidden", hidden), float(dropout)
+        self.channels, self.kernel = check_positive_int("channels", channels), check_positive_int("kernel", kernel)
+        self.hidden, self.dropout_p = check_positive_int("hidden", hidden), float(dropout)
         if front_end:
             self.set_fixed_front_end(extractor)
         self.classifier = CueClassifier(self.n_bands, self.channels, self.kernel, self.hidden, self.dropout_p, CUES)
@@ -264,7 +257,8 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
     ``label_sigma`` degrees, every example once per epoch in a seeded order); the last
     epoch's model is kept and scored once on ``test_store``. The random streams of an epoch
     come from ``(seed, epoch)``, so the same arguments give the same weights (CPU); like every
-    family's run (:mod:`xai_loc.models.trainer`) it resumes from ``<out>.state.pt``.
+    family's run (:mod:`xai_loc.models.trainer`) it resumes from ``<out>.state.pt``. The stores must be
+    the ``'train'`` and ``'test'`` split where they record one; ``out`` is checked before anything is read.
 
     Returns
     -------
@@ -274,12 +268,15 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
         holds condition, spec of the data, recipe, history, training minutes and test metrics.
     """
     from xai_loc.data.cue_scenes import CueSceneSpec, open_cue_scenes
-    from xai_loc.models.checkpoint import build_configured, checkpoint_path, result_entry
+    from xai_loc.models.checkpoint import build_configured, result_entry
     from xai_loc.models.classifier_training import FP16_TOLERANCE, ClassifierConfig, soft_targets
     from xai_loc.models.trainer import (
         Hooks,
         Schedule,
         cached_batches,
+        check_output,
+        check_split,
+        content_digest,
         determinism,
         fit,
         save_trained,
@@ -289,10 +286,13 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
     )
 
     config = ClassifierConfig() if config is None else config
-    out = checkpoint_path(out)
+    out = check_output(out)
     train_ds = open_cue_scenes(train_store) if not hasattr(train_store, "data_vars") else train_store
     test_ds = None if test_store is None else (
         open_cue_scenes(test_store) if not hasattr(test_store, "data_vars") else test_store)
+    check_split(train_ds.attrs, ("train",), "the training store")
+    if test_ds is not None:
+        check_split(test_ds.attrs, ("test",), "the test store")
     if config.device != "cpu":  # minutes on one CPU thread: no device code path to keep
         raise InputError(f"device={config.device!r} is not allowed for the cue network; it trains on 'cpu'")
     spec = CueSceneSpec.from_dict(json.loads(train_ds.attrs["spec"]))
@@ -308,6 +308,9 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
             raise InputError(f"{len(overlap)} utterance(s) are in both the training and the test store "
                              f"(e.g. {sorted(overlap)[0]}); use the splits of one CueSceneSpec")
     labels = torch.as_tensor(model.direction_grid.nearest(train_ds["azimuth"].values))
+    # a rendered store is its spec's split; a store without a config is pinned by its labels and shape
+    data = spec.to_dict() if "config" in train_ds.attrs else content_digest(
+        train_ds["cues"].shape, azimuth=train_ds["azimuth"].values, utterance=train_ds["utterance"].values)
     rows = soft_targets("azimuth", float(config.label_sigma))
     hooks = Hooks(picks=shuffled(labels.numel()), forward=after_front_end(model),
                   assemble=cached_batches(lambda: train_ds["cues"].values.astype(np.float32), labels,
@@ -318,7 +321,8 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
                       Schedule(config.batch_size, config.epochs, config.seed, max_minutes=config.max_minutes),
                       progress=progress, desc="train cuenet", state_file=state_path(out),
                       identity={"arch": "cuenet", "model_config": model.config, "recipe": config.recipe(),
-                                "dataset": spec.to_dict()})
+                                "dataset": data, "split": train_ds.attrs.get("split")},
+                      defaults={"split": "train"})  # states written before the split was recorded
     model.eval()
     score = None
     dataset = {"spec": spec.to_dict(), "train": {"n_examples": int(labels.numel()),

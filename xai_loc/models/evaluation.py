@@ -224,8 +224,7 @@ class WindowSet:
         if not all_finite(signals):  # one check (and host sync) for the whole tensor
             raise InputError(f"{self.name} hold NaN or infinite samples")
         self.n_windows, self.n_mics, self.n_samples = (int(v) for v in signals.shape)
-        config = self.attrs.get("config")
-        self.digest = hashlib.sha256(config.encode()).hexdigest() if isinstance(config, str) else None
+        self.digest = _config_digest(split)
         self._positions_tensor = torch.as_tensor(self.positions, device=signals.device).float()
 
     def take(self, idx: torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,6 +262,19 @@ class WindowSet:
         if bad.any():
             raise InputError(f"{self.name}: window {int(idx[np.argmax(bad)])} holds NaN or infinite samples")
         return out
+
+    @property
+    def identity(self) -> str:
+        """What pins these windows in a training run's identity: :attr:`digest`, or for windows without a
+        config, ``content:`` and the SHA-256 of their shape, positions, source ids, window indices and
+        t60/snr/split attrs (:func:`~xai_loc.models.trainer.content_digest`; the signals are not read)."""
+        from xai_loc.models.trainer import content_digest
+
+        if self.digest is not None:
+            return self.digest
+        return content_digest((self.n_windows, self.n_mics, self.n_samples), positions=self.positions,
+                              source_id=self.source_id, window_index=self.window_index,
+                              **{key: str(self.attrs.get(key)) for key in ("t60", "snr", "split")})
 
     @property
     def n_sources(self) -> int:

@@ -10,7 +10,8 @@ After each epoch the state goes atomically to ``<out>.state.pt``; calling
 (the shared loop, state and float16 rule of :mod:`xai_loc.models.trainer`).
 
 Scores (:func:`azimuth_scores`) per test SNR and overall: ``accuracy_5`` and ``accuracy_10``
-(share of responses within 5 and 10 degrees, inclusive: the seed implementation counts a
+(share of responses within 5 and 10 degrees, inclusive up to float rounding,
+:func:`~xai_loc.models.classifier_training.share_within`: the seed implementation counts a
 regression output within 5 degrees as correct), ``mae`` (mean absolute error, degrees) and
 ``rmse``, beside the constant baseline that always answers 0 degrees (straight ahead).
 """
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.models.classifier_training import check_finite, check_settings, feature_cache
+from xai_loc.models.classifier_training import check_finite, check_settings, feature_cache, share_within
 from xai_loc.models.evaluation import after_front_end, in_batches
 
 __all__ = ["TFCNNTrainConfig", "azimuth_scores", "cue_cache", "train_tfcnn"]
@@ -58,8 +59,8 @@ class TFCNNTrainConfig:
 
 def _scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     err = np.abs(pred - true)
-    return {"n": int(err.size), "accuracy_5": float(np.mean(err <= 5.0 + 1e-9)),
-            "accuracy_10": float(np.mean(err <= 10.0 + 1e-9)), "mae": float(err.mean()),
+    return {"n": int(err.size), "accuracy_5": share_within(err, 5.0), "accuracy_10": share_within(err, 10.0),
+            "mae": float(err.mean()),
             "rmse": float(np.sqrt(np.mean(err ** 2)))}
 
 
@@ -85,9 +86,19 @@ def azimuth_scores(pred, true, snr) -> dict[str, Any]:
 # -- prediction -------------------------------------------------------------------------------------
 
 
+def _front_end(model: nn.Module) -> nn.Module:
+    """The model's IPD/ILD front end, built from its options when the model has none (``front_end=False``)."""
+    if model.with_front_end:
+        return model.front_end
+    from xai_loc.features.ipd_ild import IPDILD
+
+    return IPDILD(**model.feature_options)
+
+
 def cue_cache(model: nn.Module, waveforms, batch_size: int = 32, progress: bool = False) -> np.ndarray:
-    """IPD/ILD maps of every example, float16 ``(n, 2, n_bins, n_frames)``."""
-    return feature_cache(model.front_end, waveforms, model.cue_shape, batch_size, progress, "IPD/ILD")
+    """IPD/ILD maps of every example, float16 ``(n, 2, n_bins, n_frames)`` (by the model's front end, or one
+    built from its options for a model without it)."""
+    return feature_cache(_front_end(model), waveforms, model.cue_shape, batch_size, progress, "IPD/ILD")
 
 
 def _check_input(model: nn.Module, ds) -> None:
@@ -110,6 +121,15 @@ def _targets(model: nn.Module, azimuth: np.ndarray, elevation: np.ndarray) -> to
     return torch.as_tensor(np.stack([az, el], 1), dtype=torch.long)
 
 
+def _identity(ds) -> dict[str, Any]:
+    """What pins a scene store in a run's identity: its spec digest (else the content of its labels) and split."""
+    from xai_loc.models.trainer import content_digest
+
+    labels = {v: ds[v].values for v in ("azimuth", "elevation", "snr", "utterance") if v in ds.variables}
+    return {"dataset": ds.attrs.get("spec_digest") or content_digest(ds["waveforms"].shape, **labels),
+            "split": ds.attrs.get("split")}
+
+
 def _loss(model: nn.Module, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     from xai_loc.models.tfcnn import split_logits
 
@@ -126,11 +146,13 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     Parameters
     ----------
     train_scenes, test_scenes
-        Scene stores (:func:`xai_loc.data.ipd_ild_scenes.render_scenes`) or opened datasets.
+        Scene stores (:func:`xai_loc.data.ipd_ild_scenes.render_scenes`) or opened datasets: the
+        ``'train'`` and the ``'test'`` split where they record one (others are refused).
     out
         The ``.safetensors`` checkpoint; the state lives in ``<out>.state.pt``.
     model_config
-        Constructor arguments of ``'tfcnn'`` (default: small width, regression head).
+        Constructor arguments of ``'tfcnn'`` (default: small width, regression head); with
+        ``front_end=False`` the IPD/ILD maps come from a front end built from its ``features``.
     dtype
         ``'float32'``, ``'float16'`` or ``'auto'`` (float16 when it changes the test scores by
         at most :data:`FP16_TOLERANCE`; float32 without a test set).
@@ -143,12 +165,14 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     import xarray as xr
 
     from xai_loc.data.ipd_ild_scenes import open_scenes
-    from xai_loc.models.checkpoint import build_configured, checkpoint_path, result_entry
+    from xai_loc.models.checkpoint import build_configured, result_entry
     from xai_loc.models.trainer import (
-        STORAGE,
         Hooks,
         Schedule,
         cached_batches,
+        check_output,
+        check_split,
+        check_storage,
         determinism,
         fit,
         save_trained,
@@ -158,12 +182,14 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     )
 
     config = TFCNNTrainConfig() if config is None else config
-    out = checkpoint_path(out)
-    if dtype not in STORAGE:
-        raise InputError(f"dtype={dtype!r} is not allowed; use 'auto', 'float32' or 'float16'")
+    out = check_output(out)
+    check_storage(dtype)
     train_ds = train_scenes if isinstance(train_scenes, xr.Dataset) else open_scenes(train_scenes)
     test_ds = None if test_scenes is None else (
         test_scenes if isinstance(test_scenes, xr.Dataset) else open_scenes(test_scenes))
+    check_split(train_ds.attrs, ("train",), "the training scene store")
+    if test_ds is not None:
+        check_split(test_ds.attrs, ("test",), "the test scene store")
     with seeded(config.seed):
         model = build_configured("tfcnn", model_config or {})
     _check_input(model, train_ds)
@@ -183,8 +209,8 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
                       scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs),
                       scheduler_step="epoch", progress=progress, desc="train tfcnn", state_file=state_path(out),
                       identity={"arch": "tfcnn", "model_config": model.config,
-                                "recipe": asdict(config) | {"max_minutes": None},
-                                "dataset": train_ds.attrs.get("spec_digest")})
+                                "recipe": asdict(config) | {"max_minutes": None}, **_identity(train_ds)},
+                      defaults={"split": "train"})  # states written before the split was recorded
     model.eval()
     score = None
     dataset = {"train": {"spec": spec, "spec_digest": train_ds.attrs.get("spec_digest"), "n_examples": n}}

@@ -45,12 +45,12 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.io import atomic_path
+from xai_loc.io import atomic_path, check_file_path
 from xai_loc.runtime import deterministic_algorithms, device_name
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "STOP_RULES", "Hooks", "Schedule", "Trainer", "Validation",
-           "cached_batches", "determinism", "fit", "float16_check", "save_trained", "seeded", "shuffled",
-           "split_batches", "state_digest", "state_path"]
+           "cached_batches", "check_output", "check_split", "check_storage", "content_digest", "determinism", "fit",
+           "float16_check", "save_trained", "seeded", "shuffled", "split_batches", "state_digest", "state_path"]
 
 #: ``format`` and ``version`` of the training-state files of every family (version 2 adds the digest;
 #: version 1 still resumes).
@@ -119,16 +119,67 @@ def split_batches(picks: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [np.sort(p) for p in parts]
 
 
-def differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
-    """``key: <found> in the state, <expected> now`` for every (nested) value that differs."""
+def differences(expected: dict[str, Any], found: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
+    """``key: <found> in the state, <expected> now`` for every (nested) value that differs.
+
+    ``found`` (a state) is compared on the keys of ``expected`` and ``defaults``, nested dicts on the keys of
+    both sides (a value the state records and this run leaves out differs too). ``defaults``, nested like
+    ``expected``, is what a missing key stands for: the value of a field added later, that states written
+    before it and runs leaving it out at that value mean.
+    """
+    return _differences(expected, found, defaults or {}, [*expected, *(defaults or {})])
+
+
+def _differences(expected: dict[str, Any], found: dict[str, Any], defaults: dict[str, Any],
+                 keys: list[str]) -> list[str]:
     out = []
-    for key, value in expected.items():
-        old = found.get(key)
+    for key in dict.fromkeys(keys):
+        default = defaults.get(key)
+        value, old = expected.get(key, default), found.get(key, default)
         if isinstance(value, dict) and isinstance(old, dict):
-            out += [f"{key}.{d}" for d in differences(value, old)]
+            inner = default if isinstance(default, dict) else {}
+            out += [f"{key}.{d}" for d in _differences(value, old, inner, [*value, *old])]
         elif value != old:
             out.append(f"{key}: {old!r} in the state, {value!r} now")
     return out
+
+
+def check_output(out: str | Path) -> Path:
+    """``out`` as the path of a checkpoint to write, refused in one line before any work where its name does not
+    end in ``.safetensors``, it is a folder, or its folder cannot be created or written (nothing is created)."""
+    from xai_loc.models.checkpoint import checkpoint_path
+
+    out = check_file_path(checkpoint_path(out))
+    folder = out.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write the checkpoint {str(out)!r}: {str(folder)!r} is not a folder (a file or a "
+                         "broken link); choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the checkpoint {str(out)!r}: the folder {str(folder)!r} is read-only; choose "
+                         "another path")
+    return out
+
+
+def check_split(attrs: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
+    """Refuse (one line) data whose ``split`` attr, where it has one, is not one of ``allowed`` (e.g. the test
+    split given as the training data); ``what`` names the data in the message."""
+    split = attrs.get("split")
+    if split is not None and split not in allowed:
+        raise InputError(f"{what} records split={split!r}; use the {' or '.join(map(repr, allowed))} split")
+
+
+def content_digest(shape: Iterable[int], **labels: Any) -> str:
+    """``'content:'`` and the SHA-256 of data's shape and labels (each by name, with its dtype and shape): what
+    pins data that records no configuration in a run's identity, without reading its signals."""
+    digest = hashlib.sha256(repr(tuple(int(v) for v in shape)).encode())
+    for name in sorted(labels):
+        values = np.asarray(labels[name])
+        values = np.ascontiguousarray(values.astype(str) if values.dtype == object else values)
+        digest.update(f"{name}{values.dtype.str}{values.shape}".encode())
+        digest.update(values.tobytes())
+    return "content:" + digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -275,6 +326,9 @@ class Trainer:
         Optional learning-rate scheduler and when it steps (:data:`SCHEDULER_STEPS`).
     identity
         What a resumed run must match (architecture, recipe, data digests); stored in the state.
+    defaults
+        What identity keys that a state lacks stand for (nested like :attr:`identity`; :func:`differences`):
+        fields added after states were written, or left out of the identity at their usual value.
     state_file
         The resumable state (read if it exists); None: no state.
     save_state
@@ -292,6 +346,7 @@ class Trainer:
     scheduler: Any = None
     scheduler_step: str = "validation"
     identity: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
     state_file: Path | None = None
     save_state: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -302,8 +357,10 @@ class Trainer:
             raise InputError(f"scheduler_step={self.scheduler_step!r} is not allowed; use one of "
                              f"{', '.join(SCHEDULER_STEPS)}")
         self.device = next(self.model.parameters()).device
-        self.batches_per_draw = len(split_batches(self.hooks.picks(np.random.default_rng(0)),
-                                                  self.schedule.batch_size))
+        picks = self.hooks.picks(np.random.default_rng(0))
+        if len(picks) == 0:
+            raise InputError("the training data hold 0 examples; training needs at least 1")
+        self.batches_per_draw = len(split_batches(picks, self.schedule.batch_size))
         self.epoch, self.best_epoch, self.best_val_loss = 0, 0, math.inf
         self.best_model: dict[str, torch.Tensor] = {}
         self.best_summary: dict[str, Any] = {}
@@ -364,7 +421,7 @@ class Trainer:
         if state["version"] == STATE_VERSION and state.pop("sha256", None) != state_digest(state):
             raise InputError(f"training state {path} is damaged (its contents do not match their digest); remove "
                              "it to start afresh")
-        found = differences(self.identity, state)
+        found = differences(self.identity, state, self.defaults)
         if found:
             raise InputError(f"{path} belongs to another training run ({'; '.join(found)}); "
                              "remove it or write to another out")
@@ -601,6 +658,14 @@ def shuffled(n: int) -> Callable[[np.random.Generator], np.ndarray]:
 STORAGE = ("auto", "float32", "float16")
 
 
+def check_storage(dtype: str) -> str:
+    """``dtype`` if it is one of :data:`STORAGE`, else one line naming it and the allowed ones."""
+    if dtype not in STORAGE:
+        raise InputError(f"dtype={dtype!r} is not allowed; use {', '.join(map(repr, STORAGE[:-1]))} or "
+                         f"{STORAGE[-1]!r}")
+    return dtype
+
+
 def float16_check(model: nn.Module, score: Callable[[nn.Module], dict[str, Any]], tolerance: dict[str, float],
                   dtype: str = "auto") -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Decide whether ``model`` may be stored in float16: no metric of ``tolerance`` may move by more than its value,
@@ -624,8 +689,7 @@ def float16_check(model: nn.Module, score: Callable[[nn.Module], dict[str, Any]]
         The storage dtype, the entry of the model as stored, and the card's ``storage`` record
         (both scores of the compared metrics, their changes, the tolerance, the verdict).
     """
-    if dtype not in STORAGE:
-        raise InputError(f"dtype={dtype!r} is not allowed; use {', '.join(repr(s) for s in STORAGE)}")
+    check_storage(dtype)
     half = copy.deepcopy(model)
     half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v)
                           for k, v in model.state_dict().items()})
@@ -667,8 +731,7 @@ def save_trained(model: nn.Module, out: str | Path, *, condition: dict[str, Any]
     """
     from xai_loc.models.checkpoint import build_card, save_checkpoint
 
-    if dtype not in STORAGE:
-        raise InputError(f"dtype={dtype!r} is not allowed; use {', '.join(repr(s) for s in STORAGE)}")
+    check_storage(dtype)
     stored, test, storage = ("float32" if dtype == "auto" else dtype), None, None
     if score is not None:
         stored, test, storage = float16_check(model, score, tolerance, dtype)

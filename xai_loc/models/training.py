@@ -53,7 +53,6 @@ from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
 from xai_loc.models.checkpoint import (
     build_card,
-    checkpoint_path,
     file_digest,
     load_model,
     read_card,
@@ -69,6 +68,7 @@ from xai_loc.models.trainer import (
     Trainer,
     Validation,
     autocast_forward,
+    check_output,
     determinism,
     seeded,
     state_path,
@@ -80,8 +80,9 @@ DEFAULT_LR: dict[str, float] = {"loccnn": 1e-3, "samplecnn": 1e-2}
 #: :class:`TrainConfig` fields that may change when a run resumes; the others must match.
 RUN_FIELDS = frozenset({"max_epochs", "max_minutes", "device", "eval_batch_size", "preload", "deadline",
                         "checkpoint_every_s", "save_state", "benchmark"})
-#: Recipe fields added after version 1 of the training state, with the value that older states mean;
-#: at that value they are left out of a run's identity, so that older states still resume.
+#: Recipe fields added after version 1 of the training state, with the value that older states mean; at that
+#: value they are left out of a run's identity, so that older states still resume, and a state or run that
+#: leaves one out is compared as having it (:func:`~xai_loc.models.trainer.differences`).
 LATER_RECIPE_FIELDS = {"draws_per_epoch": 1, "autocast": None}
 #: Per-epoch series kept in the training state.
 HISTORY = ("train_loss", "val_loss", "val_mae", "lr", "seconds", "draws", "steps")
@@ -306,10 +307,11 @@ class _Run:
                             max_minutes=config.max_minutes, deadline=config.deadline,
                             checkpoint_every_s=config.checkpoint_every_s)
         identity = {"arch": arch, "model_config": model.config, "recipe": config.recipe(arch),
-                    "datasets": {"train": train_set.digest, "val": val_set.digest},
+                    "datasets": {"train": train_set.identity, "val": val_set.identity},
                     "init": None if init is None else init["sha256"]}
         self.trainer = Trainer(model, optimizer, hooks, schedule, scheduler=scheduler, identity=identity,
-                               state_file=state_file, save_state=config.save_state, extra={"init_record": init},
+                               defaults={"recipe": LATER_RECIPE_FIELDS}, state_file=state_file,
+                               save_state=config.save_state, extra={"init_record": init},
                                writer=None if out is None else lambda: self.write_checkpoint(out))
         if init is not None and not self.trainer.resumed:  # the starting weights compete as epoch 0
             init["val_loss"] = self.trainer.keep_start().criterion
@@ -441,11 +443,15 @@ def check_training(arch: str, out: str | Path, shape: tuple[int, int] | None = N
     calls it with the scene's window ``shape`` (microphones, samples) before simulating the data
     (hours at the paper's size).
 
-    Raises :class:`~xai_loc.errors.InputError` for an ``out`` not ending in ``.safetensors``, an
-    unregistered architecture, windows it cannot take, or an ``init_from`` checkpoint of another
-    architecture or shape.
+    Raises :class:`~xai_loc.errors.InputError` for an ``out`` not ending in ``.safetensors`` or whose
+    folder cannot be written (:func:`~xai_loc.models.trainer.check_output`), an unregistered
+    architecture, windows it cannot take, or an ``init_from`` checkpoint that is ``out`` itself (the run
+    would overwrite its own parent) or of another architecture or shape.
     """
-    checkpoint_path(out)
+    check_output(out)
+    if init_from is not None and Path(init_from).resolve() == Path(out).resolve():
+        raise InputError(f"init_from {init_from} is the checkpoint this run writes (out); fine-tune from a copy or "
+                         "write to another out")
     if arch not in MODELS:
         raise InputError(f"unknown model architecture {arch!r}; allowed: {', '.join(sorted(MODELS))}")
     if shape is not None:
@@ -525,14 +531,16 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
     Raises
     ------
     InputError
-        Bad configuration or stores (shapes that differ, too few sources), a saved state of
-        another architecture, recipe, dataset or init checkpoint, an init checkpoint of another
-        architecture or shape, or a diverging loss.
+        Bad configuration or stores (shapes that differ, too few sources), an ``out`` whose folder
+        cannot be written or an ``init_from`` that is ``out`` (both before any data is read), a saved
+        state of another architecture, recipe (:data:`LATER_RECIPE_FIELDS` included), dataset (a store
+        without a config is told by its labels: :attr:`WindowSet.identity`) or init checkpoint, an
+        init checkpoint of another architecture or shape, or a diverging loss.
     """
     started = time.monotonic()
     config = TrainConfig() if config is None else config
     out = Path(out)
-    check_training(arch, out)  # the init checkpoint is checked against the data's shape once it is open
+    check_training(arch, out, init_from=init_from)  # the init checkpoint's shape is checked once the data is open
     config.learning_rate(arch)  # an architecture without a default lr fails before any reading
     device = resolve_device(config.device)
     train_set, val_set = (as_window_set(s, config.preload) for s in (train_store, val_store))

@@ -34,6 +34,7 @@ import torch
 from xai_loc.acoustics.directions import STUDY_GRID
 from xai_loc.acoustics.hrtf import DEFAULT_INTERPOLATION, HRTFSet, check_directions, load_hrtf, unit_vectors
 from xai_loc.acoustics.room import ShoeBox, check_snr, check_t60
+from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 
 #: Speed of sound in m/s used by the presets and :func:`anechoic_rirs`.
@@ -52,6 +53,14 @@ FD_HALF_WIDTH = 8
 _DIR_CHUNK = 64
 #: Images processed at once when building the trains.
 _IMG_CHUNK = 200_000
+#: Binaural RMS of a scene at ``level_db = 0`` (about the level of a peak-normalized sound
+#: through KEMAR HRIRs at 1.4 m in free field): the reference of every scene level.
+REFERENCE_RMS = 0.05
+#: Largest scene level magnitude in dB re :data:`REFERENCE_RMS`. +-100 dB spans any level a
+#: localizer meets (the reference is arbitrary), while float32 samples and their squares
+#: (energies, cochleagram powers) stay far from overflow (1e38) and from the subnormals (1e-38)
+#: that +-800 dB would reach (infinite or all-zero waveforms, refused only after rendering).
+MAX_LEVEL_DB = 100.0
 
 
 # -- labels --------------------------------------------------------------------------------------
@@ -221,6 +230,13 @@ def _hrtf_at(hrtf: HRTFSet | None, fs: int) -> HRTFSet:
     return hrtf.resample(fs)
 
 
+def min_t_diff(distance: float, fs: int, c: float = C) -> float:
+    """Smallest ``t_diff`` (seconds) of :func:`binaural_rirs` for sources up to ``distance`` metres away:
+    the diffuse tail starts only after the latest direct sound and its arrival filter have passed (as
+    :func:`xai_loc.acoustics.ism.image_source_rirs` asks; an earlier start leaves no image to fit it to)."""
+    return (math.floor(distance / c * fs + FD_HALF_WIDTH) + 1) / fs
+
+
 def binaural_rirs(
     room: ShoeBox,
     listener: Listener,
@@ -259,7 +275,8 @@ def binaural_rirs(
         When given, image sources only up to ``t_diff`` seconds, then an exponentially
         decaying Gaussian tail fitted to the image part, independently per ear (gpuRIR's
         hybrid idea, :func:`xai_loc.acoustics.ism._diffuse_tail`): its interaural coherence is
-        zero, lower than a real diffuse field's at low frequencies.
+        zero, lower than a real diffuse field's at low frequencies. At least :func:`min_t_diff`
+        of the farthest source, at most ``t_max``.
     interp
         A name in :data:`~xai_loc.acoustics.hrtf.INTERPOLATIONS`: ``"bilinear"`` (default:
         every image direction gets its own interpolated HRIR, exact at measured directions;
@@ -287,7 +304,8 @@ def binaural_rirs(
         raise InputError(f"listener must be a Listener (got {type(listener).__name__})")
     head = room.check_inside(listener.position, "listener")
     src = room.check_inside(sources, "source")
-    if np.any(np.linalg.norm(src - head, axis=1) <= 0):
+    distance = np.linalg.norm(src - head, axis=1)
+    if np.any(distance <= 0):
         raise InputError("a source lies at the listener's head centre; move it away from the head")
     hrtf = _hrtf_at(hrtf, room.fs)
     device = torch.device(device)
@@ -299,6 +317,10 @@ def binaural_rirs(
         if not (0 < t_diff <= t_max):
             raise InputError(f"t_diff={t_diff} s is not allowed; give a value in (0, t_max={t_max}]")
         n_ism = min(n_samples, int(math.ceil(t_diff * room.fs)) + FD_HALF_WIDTH)
+        smallest = min_t_diff(float(distance.max()), room.fs, room.c)
+        if n_ism < n_samples and t_diff < smallest:
+            raise InputError(f"t_diff={t_diff} s starts the diffuse tail before the direct sound "
+                             f"{distance.max():.4g} m away has passed; give t_diff >= {smallest} s")
     reach = room.c * n_ism / room.fs
     out = torch.zeros(src.shape[0], 2, n_samples, device=device, dtype=dtype)
     for i, s in enumerate(src):
@@ -568,6 +590,31 @@ def sound_set(fs: int = 48000, duration: float = 1.0, per_kind: int = 4, seed: i
 # -- rendering -------------------------------------------------------------------------------------
 
 
+def check_level(level_db, name: str = "level_db") -> float:
+    """A scene level in dB re :data:`REFERENCE_RMS` as a float; a one-line :class:`InputError` unless it
+    is finite and within +-:data:`MAX_LEVEL_DB`."""
+    if not (is_real(level_db) and abs(level_db) <= MAX_LEVEL_DB):
+        raise InputError(f"{name}={level_db!r} is not allowed; give finite dB re the reference level within "
+                         f"+-{MAX_LEVEL_DB:g}")
+    return float(level_db)
+
+
+def scale_to_level(x: np.ndarray, level_db: float) -> np.ndarray:
+    """Ear signals ``(..., 2, T)`` scaled so that each scene's RMS (over its ears and samples) is
+    ``REFERENCE_RMS * 10 ** (level_db / 20)``.
+
+    Raises
+    ------
+    InputError
+        If a scene is silent (or not finite): it has no level to scale.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    rms = np.sqrt(np.mean(x ** 2, axis=(-2, -1), keepdims=True))
+    if not np.all((rms > 0) & np.isfinite(rms)):
+        raise InputError("a scene of zero (or non-finite) RMS cannot be scaled to a level; give a sound with signal")
+    return x * (REFERENCE_RMS * 10.0 ** (level_db / 20.0) / rms)
+
+
 def spatialize(sound: np.ndarray, brir) -> np.ndarray:
     """Ear signals ``(2, T)``: the dry sound ``(T,)`` convolved with a BRIR ``(2, N)``, cut to ``T``."""
     from xai_loc.acoustics.render import reverberant_signals
@@ -591,10 +638,12 @@ def diffuse_noise(n_samples: int, hrtf: HRTFSet, rng: np.random.Generator, *, n_
                   kind: str = "pink") -> np.ndarray:
     """Approximately isotropic background ``(2, n_samples)`` at the HRTF set's rate.
 
-    ``n_directions`` independent noises (``"white"``, ``"pink"`` or a registered sound
-    kind) through the HRIRs of a Fibonacci lattice of directions covering the set's
+    ``n_directions`` (at least 1) independent noises (``"white"``, ``"pink"`` or a registered
+    sound kind) through the HRIRs of a Fibonacci lattice of directions covering the set's
     elevation range, summed. Anechoic: the room is not simulated.
     """
+    if not (is_integer(n_directions) and n_directions >= 1):
+        raise InputError(f"n_directions={n_directions!r} is not allowed; use an integer >= 1")
     az, el = _fibonacci_directions(int(n_directions), float(hrtf.elevation.min()))
     hrirs = hrtf.interpolate(az, el)
     out = np.zeros((2, n_samples))
@@ -687,13 +736,23 @@ def render_binaural(
     background
         ``"diffuse"``: an isotropic field of 32 anechoic pink noises (:func:`diffuse_noise`);
         ``"spatialized"``: ``n_noise`` independent ``noise_kind`` sounds at random grid
-        directions other than the target's, through the same room (Francl & McDermott's
-        spatialized textures).
+        directions other than the target's (1 to their number, 503 for a grid target), through
+        the same room (Francl & McDermott's spatialized textures).
     seed
         Seeds the background; same arguments and seed give the same signals.
     brir_options
         Passed to :func:`binaural_rirs` (``t_max``, ``max_order``, ``interp``, ...).
     """
+    # every argument checked before the room is simulated
+    if background not in BACKGROUNDS:
+        raise InputError(f"background {background!r} is unknown; allowed: {', '.join(BACKGROUNDS)}")
+    snr = None if snr is None else check_snr(snr)
+    grid_az, grid_el = study_grid()
+    far = np.flatnonzero(np.not_equal(grid_az, check_directions(azimuth, elevation)[0])
+                         | np.not_equal(grid_el, elevation))
+    if background == "spatialized" and not (is_integer(n_noise) and 1 <= n_noise <= far.size):
+        raise InputError(f"n_noise={n_noise!r} is not allowed; use an integer from 1 to {far.size} (the grid "
+                         "directions other than the target's)")
     hrtf = _hrtf_at(hrtf, fs)
     preset = load_room(room) if isinstance(room, str) else room
 
@@ -705,15 +764,11 @@ def render_binaural(
     target = spatialize(sound, brirs([azimuth], [elevation])[0])
     if snr is None:
         return target
-    if background not in BACKGROUNDS:
-        raise InputError(f"background {background!r} is unknown; allowed: {', '.join(BACKGROUNDS)}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
     if background == "diffuse":
         noise = diffuse_noise(target.shape[1], hrtf, rng)
     else:
-        grid_az, grid_el = study_grid()
-        far = (grid_az != azimuth % 360) | (grid_el != elevation)
-        pick = rng.choice(np.flatnonzero(far), size=int(n_noise), replace=False)
+        pick = rng.choice(far, size=int(n_noise), replace=False)
         noise = spatialized_noise(target.shape[1], brirs(grid_az[pick], grid_el[pick]), rng, fs, kind=noise_kind)
     return render_scene(target, noise, snr)
 
@@ -722,10 +777,12 @@ __all__ = [
     # labels
     "AZIMUTHS", "ELEVATIONS", "N_LABELS", "STUDY_GRID", "direction_to_label", "label_to_direction", "study_grid",
     # geometry and responses
-    "Listener", "binaural_rirs", "anechoic_rirs", "SOURCE_DISTANCE", "LISTENER_HEIGHT", "C",
+    "Listener", "binaural_rirs", "anechoic_rirs", "min_t_diff", "SOURCE_DISTANCE", "LISTENER_HEIGHT", "C",
     # rooms
     "RoomPreset", "ROOMS", "load_room",
     # sounds and rendering
     "SOUNDS", "register_sound", "synthesize", "sound_set",
     "spatialize", "diffuse_noise", "spatialized_noise", "render_scene", "render_binaural", "BACKGROUNDS",
+    # levels
+    "REFERENCE_RMS", "MAX_LEVEL_DB", "check_level", "scale_to_level",
 ]

@@ -125,14 +125,16 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
 
     from xai_loc.data.bast_scenes import load_bast_scenes
     from xai_loc.experiments.bast_table import mirror_relevance
+    from xai_loc.explain.attn_lrp import registry_target
     from xai_loc.io import write_dataset_atomic
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "bast")  # before rendering
-    scenes = load_bast_scenes(BAST_OPTIONS.held_out(ctx, model), "test", root=data, progress=True)
     try:
         target = float(target)
     except ValueError:
         pass
+    registry_target(target)  # a bad target fails before the scenes are rendered
+    scenes = load_bast_scenes(BAST_OPTIONS.held_out(ctx, model), "test", root=data, progress=True)
     view = mirror_relevance(model, scenes, target=target, n_steps=steps)
     click.echo(str(write_dataset_atomic(view, Path(out) / "relevance_view.nc")))

@@ -109,15 +109,23 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     ablation, on the held-out scenes (the test split of the data the checkpoint's card records;
     --seed may not differ from the card's); writes cue_relevance.nc, cue_reliance.nc,
     cue_ablation.nc and cue_probe.png."""
+    import numpy as np
+
     from xai_loc.experiments.cue_probe import run_cue_probe
+    from xai_loc.explain.attribute import resolve_model
+    from xai_loc.explain.cuenet import cue_relevance
     from xai_loc.features.binaural_cues import simulate_cue_scenes
     from xai_loc.plots.redraw import draw
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "cuenet")  # before rendering
-    test = simulate_cue_scenes(CUENET_OPTIONS.held_out(ctx, model), "test", root=data, progress=True)
-    result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, seed=seed,
-                           **parse_options(options))
+    spec = CUENET_OPTIONS.held_out(ctx, model)
+    options = parse_options(options)
+    # one all-zero cue map with the options: a bad one fails before the scenes are rendered
+    net = resolve_model(model)[0]
+    cue_relevance(net, np.zeros((1, *net.cue_shape), np.float32), **options)
+    test = simulate_cue_scenes(spec, "test", root=data, progress=True)
+    result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, seed=seed, **options)
     paths = list(result["paths"].values())
     for path in paths + draw(paths):
         click.echo(str(path))

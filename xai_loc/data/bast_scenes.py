@@ -67,7 +67,7 @@ class BastSceneSpec(SpecRecord):
     snr
         ``(low, high)`` dB of the diffuse background, uniform per example; None: no background.
     level_db
-        ``(low, high)`` scene level in dB re :data:`xai_loc.data.binaural_store.REFERENCE_RMS`.
+        ``(low, high)`` scene level in dB re :data:`xai_loc.acoustics.binaural.REFERENCE_RMS`.
     seed
         Seeds the split, the sounds and every draw.
     """
@@ -173,8 +173,7 @@ class _Renderer:
 
     def render(self, items: range) -> dict[str, np.ndarray]:
         """Waveforms, SNRs and levels of examples ``items`` (whole sounds: all azimuths of each)."""
-        from xai_loc.acoustics.binaural import diffuse_noise, render_scene, spatialize
-        from xai_loc.data.binaural_store import REFERENCE_RMS
+        from xai_loc.acoustics.binaural import diffuse_noise, render_scene, scale_to_level, spatialize
 
         spec, n_az = self.spec, len(self.spec.azimuths)
         waves = np.zeros((len(items), 2, N_SAMPLES), dtype=np.float32)
@@ -191,8 +190,7 @@ class _Renderer:
                     snrs[i] = float(rng.uniform(*spec.snr))
                     scene = render_scene(scene, np.roll(noise, int(rng.integers(N_SAMPLES)), axis=-1), snrs[i])
                 levels[i] = float(rng.uniform(*spec.level_db))
-                rms = max(float(np.sqrt(np.mean(scene ** 2))), 1e-20)
-                waves[i] = scene * (REFERENCE_RMS * 10.0 ** (levels[i] / 20.0) / rms)
+                waves[i] = scale_to_level(scene, levels[i])
                 i += 1
         return {"waveforms": waves, "snr": snrs, "level_db": levels}
 

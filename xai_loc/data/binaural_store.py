@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.acoustics.binaural import MAX_LEVEL_DB, REFERENCE_RMS
 from xai_loc.acoustics.hrtf import INTERPOLATIONS
 from xai_loc.checks import is_real
 from xai_loc.data.resumable import StoreKind, write_store
@@ -59,9 +60,6 @@ from xai_loc.errors import InputError
 
 #: Examples per zarr chunk (and per resumable block).
 CHUNK_EXAMPLES = 32
-#: Binaural RMS of a scene at ``level_db = 0`` (about the level of a peak-normalized sound
-#: through KEMAR HRIRs at 1.4 m in free field).
-REFERENCE_RMS = 0.05
 #: Splits of a binaural dataset.
 BINAURAL_SPLITS = ("train", "test", "all")
 #: Pseudo-room of free-field scenes.
@@ -107,11 +105,15 @@ class BinauralSpec(SpecRecord):
         Sample rate in Hz.
     snr
         ``(low, high)`` dB: the diffuse background's SNR is uniform in it; None: no background.
+        Within :data:`~xai_loc.acoustics.room.SNR_RANGE`.
     level_db
-        ``(low, high)``: scene level in dB re :data:`REFERENCE_RMS`, uniform.
+        ``(low, high)``: scene level in dB re :data:`REFERENCE_RMS`, uniform; within
+        +-:data:`~xai_loc.acoustics.binaural.MAX_LEVEL_DB`.
     t_diff
         Image sources up to ``t_diff`` seconds, then a diffuse tail (see
-        :func:`~xai_loc.acoustics.binaural.binaural_rirs`); None: image sources up to T60.
+        :func:`~xai_loc.acoustics.binaural.binaural_rirs`); None: image sources up to T60. From
+        :func:`~xai_loc.acoustics.binaural.min_t_diff` (the direct sound has passed) to the
+        shortest T60 of the rooms.
     interp
         HRIR interpolation of the image sources, a name in
         :data:`~xai_loc.acoustics.hrtf.INTERPOLATIONS` (``'bilinear'``; ``'barycentric'``
@@ -135,7 +137,8 @@ class BinauralSpec(SpecRecord):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from xai_loc.acoustics.binaural import ROOMS, SOUNDS
+        from xai_loc.acoustics.binaural import ROOMS, SOUNDS, SOURCE_DISTANCE, min_t_diff
+        from xai_loc.acoustics.room import SNR_RANGE
         from xai_loc.acoustics.speech import check_fs
 
         check_name(self.name, "dataset name")
@@ -166,12 +169,19 @@ class BinauralSpec(SpecRecord):
         if self.snr is not None:
             self._convert("snr", partial(numbers, length=2), "use (low, high) in dB, or None for no background")
         self._convert("level_db", partial(numbers, length=2), "use (low, high) in dB")
-        for name in ("snr", "level_db"):
+        for name, (least, most) in (("snr", SNR_RANGE), ("level_db", (-MAX_LEVEL_DB, MAX_LEVEL_DB))):
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value[0]) and math.isfinite(value[1]) and value[0] <= value[1]):
-                raise InputError(f"{name}={value!r} is not allowed; use finite (low, high) dB with low <= high")
-        if self.t_diff is not None and not (is_real(self.t_diff) and self.t_diff > 0):
-            raise InputError(f"t_diff={self.t_diff!r} is not allowed; use a positive number of seconds or None")
+            if value is not None and not least <= value[0] <= value[1] <= most:  # NaN fails every comparison
+                raise InputError(f"{name}={value!r} is not allowed; use (low, high) dB with "
+                                 f"{least:g} <= low <= high <= {most:g}")
+        if self.t_diff is not None:
+            # the tail starts once the direct sound has passed and at the latest at the end of the BRIR (T60)
+            least = min_t_diff(SOURCE_DISTANCE, self.fs)
+            most = min((ROOMS[r].t60 for r in self.rooms if r != ANECHOIC), default=math.inf)
+            if not (is_real(self.t_diff) and least <= self.t_diff <= most):
+                upto = f" to {most:g} (the shortest T60 of the rooms)" if math.isfinite(most) else " up"
+                raise InputError(f"t_diff={self.t_diff!r} is not allowed; use seconds from {least:g} (the direct "
+                                 f"sound has passed){upto}, or None")
         if not isinstance(self.interp, str) or self.interp not in INTERPOLATIONS:
             raise InputError(f"interp={self.interp!r} is not allowed; use one of {', '.join(INTERPOLATIONS)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -318,33 +328,36 @@ class _Renderer:
     def render(self, sound: np.ndarray, sound_id: int, k: int) -> tuple[np.ndarray, dict[str, Any]]:
         """Rendering ``k`` of sound ``sound_id``: ear signals ``(2, T)`` and their labels."""
         from xai_loc.acoustics.binaural import (
-            N_LABELS,
             ROOMS,
             diffuse_noise,
             label_to_direction,
             render_scene,
+            scale_to_level,
             spatialize,
         )
 
-        spec = self.spec
-        rng = np.random.default_rng([spec.seed, int(sound_id), int(k), 31])
-        label = int(rng.integers(N_LABELS))
-        room = spec.rooms[int(rng.integers(len(spec.rooms)))]
-        snr = float(rng.uniform(*spec.snr)) if spec.snr is not None else float("nan")
-        level = float(rng.uniform(*spec.level_db))
-        target = spatialize(sound, self.brir(room, label))
-        if spec.snr is not None:
-            noise = diffuse_noise(target.shape[1], self.hrtf, rng)
-            scene = render_scene(target, noise, snr)
-        else:
-            scene = target
-        rms = float(np.sqrt(np.mean(scene ** 2)))
-        if rms > 0:
-            scene = scene * (REFERENCE_RMS * 10.0 ** (level / 20.0) / rms)
+        drawn, rng = _draw(self.spec, sound_id, k)
+        label, room = drawn["label"], drawn["room"]
+        scene = spatialize(sound, self.brir(room, label))
+        if self.spec.snr is not None:  # the background continues the draws' generator
+            scene = render_scene(scene, diffuse_noise(scene.shape[1], self.hrtf, rng), drawn["snr"])
         az, el = label_to_direction(label)
-        info = {"label": label, "azimuth": float(az), "elevation": float(el), "room": room,
-                "t60": 0.0 if room == ANECHOIC else float(ROOMS[room].t60), "snr": snr, "level_db": level}
-        return scene.astype(np.float32), info
+        info = {**drawn, "azimuth": float(az), "elevation": float(el),
+                "t60": 0.0 if room == ANECHOIC else float(ROOMS[room].t60)}
+        return scale_to_level(scene, drawn["level_db"]).astype(np.float32), info
+
+
+def _draw(spec: BinauralSpec, sound_id: int, k: int) -> tuple[dict[str, Any], np.random.Generator]:
+    """What rendering ``k`` of sound ``sound_id`` draws (``label``, ``room``, ``snr``, ``level_db``), and
+    the generator after these draws (the background continues it): the one source of the store's
+    planned coordinates and of its waveforms."""
+    from xai_loc.acoustics.binaural import N_LABELS
+
+    rng = np.random.default_rng([spec.seed, int(sound_id), int(k), 31])
+    label = int(rng.integers(N_LABELS))
+    room = spec.rooms[int(rng.integers(len(spec.rooms)))]
+    snr = float(rng.uniform(*spec.snr)) if spec.snr is not None else float("nan")
+    return {"label": label, "room": room, "snr": snr, "level_db": float(rng.uniform(*spec.level_db))}, rng
 
 
 def render_examples(spec: BinauralSpec, sound_ids: Sequence[int], device: str = "cpu",
@@ -374,8 +387,8 @@ def render_examples(spec: BinauralSpec, sound_ids: Sequence[int], device: str = 
 
 
 def _plan_coords(spec: BinauralSpec, sound_ids: np.ndarray) -> dict[str, tuple]:
-    """Per-example labels of a split, drawn without rendering (the same draws as :class:`_Renderer`)."""
-    from xai_loc.acoustics.binaural import N_LABELS, ROOMS, label_to_direction
+    """Per-example labels of a split, drawn without rendering (:func:`_draw`, as :class:`_Renderer` does)."""
+    from xai_loc.acoustics.binaural import ROOMS, label_to_direction
 
     sounds = spec.sounds()
     cols: dict[str, list] = {k: [] for k in ("label", "room", "snr", "level_db", "sound_kind", "sound_seed",
@@ -383,11 +396,8 @@ def _plan_coords(spec: BinauralSpec, sound_ids: np.ndarray) -> dict[str, tuple]:
     for sid in sound_ids:
         kind, seed = sounds[int(sid)]
         for k in range(spec.per_sound):
-            rng = np.random.default_rng([spec.seed, int(sid), int(k), 31])
-            cols["label"].append(int(rng.integers(N_LABELS)))
-            cols["room"].append(spec.rooms[int(rng.integers(len(spec.rooms)))])
-            cols["snr"].append(float(rng.uniform(*spec.snr)) if spec.snr is not None else float("nan"))
-            cols["level_db"].append(float(rng.uniform(*spec.level_db)))
+            for name, value in _draw(spec, sid, k)[0].items():
+                cols[name].append(value)
             cols["sound_kind"].append(kind)
             cols["sound_seed"].append(seed)
             cols["sound_id"].append(int(sid))
@@ -455,7 +465,7 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
              "hrtf": "kemar", "reference_rms": REFERENCE_RMS, "xai_loc_version": __version__,
              "description": "binaural scenes (ear signals), see xai_loc.data.binaural_store"}
     sounds = spec.sounds()
-    sound_of, rendering, label = coords["sound_id"][1], coords["rendering"][1], coords["label"][1]
+    sound_of, rendering = coords["sound_id"][1], coords["rendering"][1]
     state: dict[str, Any] = {}  # the renderer (HRTFs loaded once, when a block is rendered) and the last sound
 
     def render(items: range) -> dict[str, np.ndarray]:
@@ -467,10 +477,7 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
             sid = int(sound_of[i])
             if state.get("sid") != sid:
                 state.update(sid=sid, sound=renderer.sound(*sounds[sid]))
-            wave, info = renderer.render(state["sound"], sid, int(rendering[i]))
-            if info["label"] != label[i]:  # the plan and the renderer draw alike
-                raise RuntimeError("binaural store plan and rendering disagree; this is a bug")
-            waves.append(wave)
+            waves.append(renderer.render(state["sound"], sid, int(rendering[i]))[0])
         return {"waveforms": np.stack(waves)}
 
     return write_store(final, BINAURAL, config, shape=(n_total, 2, spec.n_samples), coords=coords, attrs=attrs,

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from xai_loc.checks import is_real
+from xai_loc.data.ipd_ild_scenes import _n_test
 from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord, check_name, numbers, words
 from xai_loc.errors import InputError
@@ -169,11 +170,6 @@ class CueSceneSpec(SpecRecord):
         rng = np.random.default_rng([self.seed, CUE_SPLITS.index(split), 29])
         azimuth = rng.permutation(np.tile(AZIMUTHS, -(-n // AZIMUTHS.size)))[:n]
         return {"utterance": np.repeat(utts, self.per_utterance[split]), "azimuth": azimuth}
-
-
-def _n_test(test_fraction: float, n_utterances: int) -> int:
-    """Utterances held out for the test split: ``test_fraction`` of them, rounded."""
-    return int(round(test_fraction * n_utterances))
 
 
 def _check_split(split: str) -> None:

@@ -86,7 +86,7 @@ class SceneSpec(SpecRecord):
     test_per_azimuth
         Test examples per azimuth and test SNR.
     train_snr
-        ``(low, high)`` dB.
+        ``(low, high)`` dB, within :data:`~xai_loc.acoustics.room.SNR_RANGE`.
     test_snrs
         Test SNRs in dB.
     test_fraction
@@ -97,7 +97,8 @@ class SceneSpec(SpecRecord):
         Sample rate in Hz.
     level_db
         ``(low, high)``: scene level in dB re
-        :data:`~xai_loc.data.binaural_store.REFERENCE_RMS`, uniform (level is no cue).
+        :data:`~xai_loc.acoustics.binaural.REFERENCE_RMS`, uniform (level is no cue); within
+        +-:data:`~xai_loc.acoustics.binaural.MAX_LEVEL_DB`.
     seed
         Seeds the utterance split and every example.
     """
@@ -115,6 +116,8 @@ class SceneSpec(SpecRecord):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from xai_loc.acoustics.binaural import MAX_LEVEL_DB
+        from xai_loc.acoustics.room import SNR_RANGE
         from xai_loc.acoustics.speech import SpeechCorpus
 
         check_name(self.name, "scene set name")
@@ -125,19 +128,22 @@ class SceneSpec(SpecRecord):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
                 raise InputError(f"{name}={v!r} is not allowed; use a positive integer")
-        for name in ("train_snr", "level_db"):
+        for name, (least, most) in (("train_snr", SNR_RANGE), ("level_db", (-MAX_LEVEL_DB, MAX_LEVEL_DB))):
             lo, hi = self._convert(name, partial(numbers, length=2), "use (low, high) with low <= high")
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-                raise InputError(f"{name}={getattr(self, name)!r} is not allowed; use (low, high) with low <= high")
+            if not least <= lo <= hi <= most:  # NaN fails every comparison
+                raise InputError(f"{name}={getattr(self, name)!r} is not allowed; use (low, high) dB with "
+                                 f"{least:g} <= low <= high <= {most:g}")
         snrs = self._convert("test_snrs", numbers, "give finite dB values")
         if not snrs or not all(math.isfinite(v) for v in snrs):
             raise InputError(f"test_snrs={self.test_snrs!r} is not allowed; give finite dB values")
         if not (is_real(self.test_fraction) and 0 < self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in (0, 1)")
         n = len(SpeechCorpus.shipped())
-        if _n_test(self.test_fraction, n) >= n:
-            raise InputError(f"test_fraction={self.test_fraction!r} leaves the training split without utterances "
-                             f"(the shipped corpus holds {n}); use a smaller share")
+        n_test = _n_test(self.test_fraction, n)
+        if not 0 < n_test < n:
+            emptied, change = ("test", "larger") if n_test == 0 else ("training", "smaller")
+            raise InputError(f"test_fraction={self.test_fraction!r} leaves the {emptied} split without utterances "
+                             f"(the shipped corpus holds {n}); use a {change} share")
         if not (is_real(self.duration) and self.duration * self.fs >= 16):
             raise InputError(f"duration={self.duration!r} s is not allowed; give at least 16 samples' worth")
 
@@ -148,8 +154,9 @@ class SceneSpec(SpecRecord):
 
 
 def _n_test(test_fraction: float, n_utterances: int) -> int:
-    """Utterances held out for the test split: ``test_fraction`` of them, at least one."""
-    return max(1, int(round(test_fraction * n_utterances)))
+    """Utterances held out for the test split (here and in :mod:`xai_loc.data.cue_scenes`): ``test_fraction``
+    of them, rounded; a share that rounds to none (or to all) is refused by the specs."""
+    return int(round(test_fraction * n_utterances))
 
 
 def utterance_split(spec: SceneSpec, n_utterances: int) -> dict[str, np.ndarray]:
@@ -205,15 +212,13 @@ class _Renderer:
 
     def render(self, utterance: int, azimuth: float, snr: float, rng: np.random.Generator) -> dict[str, Any]:
         """One scene: ear signals ``(2, n_samples)`` and its labels."""
-        from xai_loc.acoustics.binaural import diffuse_noise, render_scene, spatialize
-        from xai_loc.data.binaural_store import REFERENCE_RMS
+        from xai_loc.acoustics.binaural import diffuse_noise, render_scene, scale_to_level, spatialize
 
         dry, start = self.excerpt(utterance, rng)
         target = spatialize(dry, self.hrir(azimuth))
         scene = render_scene(target, diffuse_noise(target.shape[1], self.hrtf, rng), snr)
         level = float(rng.uniform(*self.spec.level_db))
-        scene = scene * (REFERENCE_RMS * 10.0 ** (level / 20.0) / np.sqrt(np.mean(scene ** 2)))
-        return {"waveform": scene.astype(np.float32), "start": start, "level_db": level}
+        return {"waveform": scale_to_level(scene, level).astype(np.float32), "start": start, "level_db": level}
 
 
 def _plan(spec: SceneSpec, split: str, utterances: np.ndarray) -> list[dict[str, Any]]:

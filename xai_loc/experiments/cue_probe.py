@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from xai_loc import __version__
+from xai_loc.checks import is_integer, is_real
+from xai_loc.errors import InputError
 from xai_loc.experiments.cues import DUPLEX_SPLIT_HZ
 from xai_loc.explain._options import check_choice
 from xai_loc.explain.cuenet import cue_relevance
@@ -49,7 +51,12 @@ def reliance_table(relevance) -> Any:
       (below 1: relevance absorbed by biases, or not conserved by ZBox/Gamma);
     - with true azimuths: ``attention_by_laterality`` and ``cue_abs_share_by_laterality``
       ``(laterality, cue)``, the same means within groups of the target's lateral angle
-      (:data:`LATERALITY_BINS`: near the median plane, intermediate, lateral).
+      (:data:`LATERALITY_BINS`: near the median plane, intermediate, lateral), and
+      ``n_by_laterality``: the examples of each group that the shares average.
+
+    The shares average the examples with relevance (total absolute relevance above 1e-12),
+    counted in the attrs' ``n_examples`` (and, per group, in ``n_by_laterality``, which sums
+    to it); the attention means take every example.
     """
     import xarray as xr
 
@@ -72,8 +79,7 @@ def reliance_table(relevance) -> Any:
 
         # rounded: asin(sin 340 deg) is 19.999999999999993, and mirror targets must share a group
         lateral = np.round(np.abs(lateral_angle(relevance["azimuth"].values)), 6)
-        edges = [edge for _, (edge, _) in LATERALITY_BINS.items()] + [90.0 + 1e-9]
-        group = np.digitize(lateral, edges[1:-1])
+        group = np.digitize(lateral, [low for low, _ in LATERALITY_BINS.values()][1:])
         per_cue = (np.abs(rel) / magnitude).sum("band").where(ok).values
 
         def group_mean(values: np.ndarray) -> np.ndarray:
@@ -87,7 +93,7 @@ def reliance_table(relevance) -> Any:
 
         out["attention_by_laterality"] = (("laterality", "cue"), group_mean(relevance["attention"].values))
         out["cue_abs_share_by_laterality"] = (("laterality", "cue"), group_mean(per_cue))
-        out["n_by_laterality"] = ("laterality", np.bincount(group, minlength=len(LATERALITY_BINS)))
+        out["n_by_laterality"] = ("laterality", np.bincount(group[ok.values], minlength=len(LATERALITY_BINS)))
         coords["laterality"] = list(LATERALITY_BINS)
     return xr.Dataset(out, coords=coords,
                       attrs={**relevance.attrs, "n_examples": int(ok.sum()),
@@ -113,6 +119,8 @@ def cue_ablation(model, store, *, mode: str = "permute", split_hz: float = DUPLE
     gone: permutation importance), or ``mode='mean'``: by the cue's mean over the store
     (per band, over examples and frames; a map that never occurs).
     :func:`~xai_loc.models.cuenet.cue_metrics` of the result are compared with the intact maps.
+    ``split_hz`` lies strictly between the lowest and the highest band's centre frequency, so
+    that both band groups hold bands.
 
     Returns
     -------
@@ -133,12 +141,15 @@ def cue_ablation(model, store, *, mode: str = "permute", split_hz: float = DUPLE
 
     check_choice("mode", mode, ABLATIONS)
     model, info = resolve_model(model)
+    freq = model.centre_frequencies
+    if not (is_real(split_hz) and freq.min() < split_hz < freq.max()):
+        raise InputError(f"split_hz={split_hz!r} is not allowed; give Hz strictly between the lowest and highest "
+                         f"band centre ({freq.min():.6g} and {freq.max():.6g} Hz), so both band groups hold bands")
     ds = store if hasattr(store, "data_vars") else open_cue_scenes(store)
     _check_store(model, ds)  # the check of evaluate_cuenet: the model's cue-map shape and front end
     cues, azimuth = ds["cues"].values.astype(np.float32), ds["azimuth"].values
     replacement = (cues[np.random.default_rng(seed).permutation(len(cues))] if mode == "permute"
                    else np.broadcast_to(cues.mean(axis=(0, 3), keepdims=True), cues.shape))
-    freq = model.centre_frequencies
     groups = {"all": np.ones(freq.size, bool), "low": freq < split_hz, "high": freq >= split_hz}
     keys = ("top1", "top5", "azimuth_error", "lateral_error", "front_back_rate")
     classify = after_front_end(model)
@@ -188,6 +199,8 @@ def probe_cues(model, store, *, max_examples: int | None = None, target: str | i
     """
     from xai_loc.data.cue_scenes import open_cue_scenes
 
+    if max_examples is not None and not (is_integer(max_examples) and max_examples >= 1):
+        raise InputError(f"max_examples={max_examples!r} is not allowed; use an integer >= 1, or None for all")
     ds = store if hasattr(store, "data_vars") else open_cue_scenes(store)
     labels = ds["example"].values if "example" in ds.coords else np.arange(ds.sizes["example"])
     if max_examples is not None and max_examples < labels.size:
@@ -216,9 +229,12 @@ def run_cue_probe(model, store, out_dir: str | Path, *, max_examples: int | None
     dict
         ``'relevance'``, ``'table'``, ``'ablation'`` (the Datasets) and ``'paths'``.
     """
+    from xai_loc.data.cue_scenes import open_cue_scenes
     from xai_loc.io import write_dataset_atomic
 
+    check_choice("ablation", ablation, ABLATIONS)  # before the relevance is computed
     out_dir = Path(out_dir)
+    store = store if hasattr(store, "data_vars") else open_cue_scenes(store)  # opened (and verified) once
     relevance, table = probe_cues(model, store, max_examples=max_examples, seed=seed, **options)
     ablated = cue_ablation(model, store, mode=ablation, seed=seed)
     paths = {"relevance": write_dataset_atomic(relevance.drop_vars("relevance_map"), out_dir / "cue_relevance.nc"),

@@ -29,7 +29,7 @@ variability per target, front-back confusions; :func:`run_behaviour` writes them
 responses.
 
 :func:`run_duplex_probe` and :func:`run_behaviour` write results only (``duplex.nc``,
-``cue_relevance.nc``, ``responses.nc``); :mod:`xai_loc.plots.hofman` draws them
+``duplex_relevance.nc``, ``responses.nc``); :mod:`xai_loc.plots.hofman` draws them
 (``cues.png``, ``hofman.png``), also from the stored files (``xai-loc figures``).
 
 Any module that maps waveforms ``[B, 2, T]`` to logits over a head's classes can be
@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 
 __all__ = [
@@ -56,7 +57,9 @@ __all__ = [
 ]
 
 #: Frequency (Hz) below which interaural phase (ITD) cues dominate human lateralization and above
-#: which level (ILD) cues do (duplex theory): the split of every duplex summary in xai-loc.
+#: which level (ILD) cues do (duplex theory): the split of every duplex summary in xai-loc, and the
+#: lowest band edge from which interaural delays are measured on the Hilbert envelope (the fine
+#: structure is ambiguous within a cycle up there; :func:`natural_cues`, :func:`duplex_relevance`).
 DUPLEX_SPLIT_HZ = 1500.0
 #: Noise bands of the duplex probe, Hz (Macpherson & Middlebrooks 2002).
 BANDS: dict[str, tuple[float, float]] = {"low": (500.0, 2000.0), "high": (4000.0, 16000.0),
@@ -72,11 +75,20 @@ RESPONSES = ("argmax", "mean")
 # -- signals ----------------------------------------------------------------------------------------
 
 
+def _band_edges(band: str | tuple[float, float]) -> tuple[float, float]:
+    """``(low, high)`` Hz of a band: a name in :data:`BANDS`, or the pair itself."""
+    if not isinstance(band, str):
+        return tuple(band)
+    if band not in BANDS:
+        raise InputError(f"band {band!r} is not allowed; use one of {', '.join(BANDS)} or (low, high) Hz")
+    return BANDS[band]
+
+
 def band_noise(band: str | tuple[float, float], n: int, fs: int, rng: np.random.Generator,
                ramp_ms: float = 10.0) -> np.ndarray:
-    """Gaussian noise ``(n,)`` with a flat spectrum inside the band (Hz) and nothing outside,
-    raised-cosine ramps of ``ramp_ms``, unit RMS."""
-    low, high = BANDS[band] if isinstance(band, str) else band
+    """Gaussian noise ``(n,)`` with a flat spectrum inside the band (a name in :data:`BANDS` or
+    ``(low, high)`` Hz) and nothing outside, raised-cosine ramps of ``ramp_ms``, unit RMS."""
+    low, high = _band_edges(band)
     if not 0 <= low < high <= fs / 2:
         raise InputError(f"band ({low}, {high}) Hz is not allowed at fs={fs} Hz; need 0 <= low < high <= fs/2")
     spec = np.fft.rfft(rng.standard_normal(n))
@@ -135,8 +147,9 @@ def interaural_lag(x, fs: float, max_lag: float = 1e-3, upsample: int = 8, envel
     steps (zero-padded spectrum) and refined by a parabola through the peak. ``envelope``
     correlates Hilbert envelopes instead (for high-frequency carriers). NaN where no lag is
     measurable: an ear without signal (all zero, 200 dB below the other ear, or with
-    ``envelope`` a flat envelope) or ears with nothing in common (a correlation peak below
-    1e-9 of its Cauchy-Schwarz bound, i.e. rounding).
+    ``envelope`` a flat envelope), ears with nothing in common (a correlation peak below
+    1e-9 of its Cauchy-Schwarz bound, i.e. rounding), or a maximum on the window's edge
+    (``+-max_lag``: the correlation still rises beyond it, so the true lag lies outside).
     """
     from scipy.signal import hilbert
 
@@ -172,7 +185,8 @@ def interaural_lag(x, fs: float, max_lag: float = 1e-3, upsample: int = 8, envel
     silent = (energy <= 1e-20 * loudest[..., None]).any(axis=-1)
     bound = np.sqrt(energy[..., 0] * energy[..., 1]) / upsample  # irfft at m * upsample points scales by 1/upsample
     unrelated = np.abs(window).max(axis=-1) <= 1e-9 * bound
-    return np.where(silent | unrelated, np.nan, lag * 1e6)[()]
+    edge = (i == 0) | (i == 2 * k)
+    return np.where(silent | unrelated | edge, np.nan, lag * 1e6)[()]
 
 
 def _band_filter(x: np.ndarray, band: tuple[float, float], fs: int) -> np.ndarray:
@@ -191,16 +205,17 @@ def natural_cues(band: str | tuple[float, float], lateral=None, hrtf=None,
     Directions are lateral angles in the front (azimuth ``lateral mod 360``, elevation 0;
     default -90..90 in steps of 5 degrees).
     The ITD is the lag of the HRIRs' cross-correlation (:func:`interaural_lag`; Hilbert
-    envelopes for bands starting at or above 3 kHz, where the fine structure is ambiguous),
-    the ILD the ratio of the band energies; both positive to the left.
+    envelopes for bands starting at or above :data:`DUPLEX_SPLIT_HZ`, where the fine structure
+    is ambiguous), the ILD the ratio of the band energies; both positive to the left.
+    ``hrtf``: an :class:`~xai_loc.acoustics.hrtf.HRTFSet` (default KEMAR).
     """
-    from xai_loc.acoustics.hrtf import load_hrtf
+    from xai_loc.acoustics.binaural import _hrtf_at
 
-    low_high = BANDS[band] if isinstance(band, str) else tuple(band)
-    hrtf = load_hrtf("kemar", fs=fs) if hrtf is None else hrtf.resample(fs)
+    low_high = _band_edges(band)
+    hrtf = _hrtf_at(hrtf, fs)
     lateral = np.arange(-90.0, 91.0, 5.0) if lateral is None else np.asarray(lateral, dtype=np.float64)
     h = _band_filter(hrtf.interpolate(np.mod(lateral, 360.0), np.zeros_like(lateral)), low_high, fs)
-    itd = interaural_lag(h, fs, envelope=low_high[0] >= 3000.0)
+    itd = interaural_lag(h, fs, envelope=low_high[0] >= DUPLEX_SPLIT_HZ)
     energy = np.sum(h ** 2, axis=-1)
     ild = 10.0 * np.log10(np.maximum(energy[:, 0], 1e-30) / np.maximum(energy[:, 1], 1e-30))
     return {"lateral": lateral, "itd": itd, "ild": ild}
@@ -253,11 +268,20 @@ def _responses(model: nn.Module, waveforms: np.ndarray, head: str, response: str
 
 
 def _model_rate(model: nn.Module, fs: int | None, n_samples: int | None) -> tuple[int, int]:
-    fs = int(fs or getattr(model, "fs", 48000))
-    n = n_samples or getattr(model, "n_samples", None)
-    if n is None:
+    """The stimuli's rate and length: the model's (its ``fs`` and ``n_samples``), which the given
+    values may repeat but not change; the given ones for a model without them (rate default 48 kHz)."""
+    out = {}
+    for name, given in (("fs", fs), ("n_samples", n_samples)):
+        own = getattr(model, name, None)
+        if given is not None and not (is_integer(given) and given >= 1):
+            raise InputError(f"{name}={given!r} is not allowed; use a positive integer")
+        if given is not None and own is not None and given != own:
+            raise InputError(f"{name}={given!r} does not match the model's {name}={own}; leave it out or give "
+                             "the model's")
+        out[name] = given if own is None else own
+    if out["n_samples"] is None:
         raise InputError("the model has no n_samples; give n_samples (waveform length) for the stimuli")
-    return fs, int(n)
+    return int(out["fs"] or 48000), int(out["n_samples"])
 
 
 def _checked_offsets(name: str, values) -> np.ndarray:
@@ -268,17 +292,22 @@ def _checked_offsets(name: str, values) -> np.ndarray:
     return values
 
 
-def _checked_probe(bands: Sequence[str], azimuths, itd_offsets, n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """The probe's bands, azimuths (lateral angles), ITD offsets and token count, checked; as arrays."""
-    bad = [b for b in bands if b not in BANDS]
-    if bad or not bands:
-        raise InputError(f"band {bad[0] if bad else None!r} is not allowed; use some of {', '.join(BANDS)}")
+def _checked_probe(bands: str | Sequence[str], azimuths, itd_offsets, n_tokens: int,
+                   level_db: float) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The probe's bands (a name or names), azimuths (lateral angles), ITD offsets, token count and
+    level, checked; the bands as a tuple, azimuths and offsets as arrays."""
+    from xai_loc.acoustics.binaural import check_level
+
+    names = (bands,) if isinstance(bands, str) else tuple(bands) if isinstance(bands, list | tuple) else ()
+    if not names or any(not isinstance(b, str) or b not in BANDS for b in names):
+        raise InputError(f"bands={bands!r} is not allowed; give one or some of {', '.join(BANDS)}")
+    check_level(level_db)
     azimuths = np.asarray(azimuths, dtype=np.float64)
     if azimuths.ndim != 1 or azimuths.size == 0 or not np.all(np.abs(azimuths) <= 90):
         raise InputError(f"azimuths={azimuths.tolist()} are not allowed; give lateral angles in [-90, 90] degrees")
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
         raise InputError(f"n_tokens={n_tokens!r} is not allowed; use a positive integer")
-    return azimuths, _checked_offsets("itd_offsets", itd_offsets)
+    return names, azimuths, _checked_offsets("itd_offsets", itd_offsets)
 
 
 def _lateral_brirs(azimuths: np.ndarray, hrtf, fs: int) -> np.ndarray:
@@ -291,16 +320,13 @@ def _lateral_brirs(azimuths: np.ndarray, hrtf, fs: int) -> np.ndarray:
 def _token_stimuli(band: str, token: int, seed: int, brirs: np.ndarray, n: int, fs: int,
                    level_db: float) -> np.ndarray:
     """One noise token of ``band`` at every probe direction, ``(azimuth, 2, n)`` at ``level_db`` re
-    :data:`~xai_loc.data.binaural_store.REFERENCE_RMS`. The token is seeded by the band's name (its
+    :data:`~xai_loc.acoustics.binaural.REFERENCE_RMS`. The token is seeded by the band's name (its
     place in :data:`BANDS`), so the probe and its relevance view, and any subset of bands, hear the
     same tokens."""
-    from xai_loc.acoustics.binaural import spatialize
-    from xai_loc.data.binaural_store import REFERENCE_RMS
+    from xai_loc.acoustics.binaural import scale_to_level, spatialize
 
     dry = band_noise(band, n, fs, np.random.default_rng([seed, list(BANDS).index(band), token, 41]))
-    base = np.stack([spatialize(dry, h) for h in brirs])
-    return base * (REFERENCE_RMS * 10.0 ** (level_db / 20.0) / np.sqrt(np.mean(base ** 2, axis=(1, 2),
-                                                                                keepdims=True)))
+    return scale_to_level(np.stack([spatialize(dry, h) for h in brirs]), level_db)
 
 
 def duplex_probe(
@@ -331,7 +357,7 @@ def duplex_probe(
     head
         ``'azel'`` or ``'azimuth'`` (default: ``model.head_name``).
     bands
-        Names in :data:`BANDS`.
+        A name or names in :data:`BANDS`.
     azimuths
         Target directions as lateral angles in the front, degrees (90 = left).
     itd_offsets, ild_offsets
@@ -342,9 +368,13 @@ def duplex_probe(
         ``'argmax'`` (the most likely class, a listener's answer) or ``'mean'`` (posterior
         mean lateral angle, smoother).
     level_db
-        Stimulus level in dB re :data:`xai_loc.data.binaural_store.REFERENCE_RMS`.
+        Stimulus level in dB re :data:`xai_loc.acoustics.binaural.REFERENCE_RMS` (within
+        +-:data:`~xai_loc.acoustics.binaural.MAX_LEVEL_DB`).
     fs, n_samples
-        Stimulus rate and length (default: the model's).
+        Stimulus rate and length: the model's (``model.fs``, ``model.n_samples``; give them only
+        for a model without them, or equal to them).
+    hrtf
+        An :class:`~xai_loc.acoustics.hrtf.HRTFSet` (default KEMAR).
 
     Returns
     -------
@@ -359,18 +389,18 @@ def duplex_probe(
     """
     import xarray as xr
 
-    from xai_loc.acoustics.hrtf import load_hrtf
+    from xai_loc.acoustics.binaural import _hrtf_at
     from xai_loc.progress import tqdm
     from xai_loc.runtime import resolve_device
 
     head = _head_of(model, head)
     if response not in RESPONSES:
         raise InputError(f"response={response!r} is not allowed; use one of {', '.join(RESPONSES)}")
-    azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens)
+    bands, azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens, level_db)
     ild_offsets = _checked_offsets("ild_offsets", ild_offsets)
     fs, n = _model_rate(model, fs, n_samples)
     device = resolve_device(device)
-    hrtf = load_hrtf("kemar", fs=fs) if hrtf is None else hrtf.resample(fs)
+    hrtf = _hrtf_at(hrtf, fs)
     brirs = _lateral_brirs(azimuths, hrtf, fs)
 
     shape = (len(bands), azimuths.size, n_tokens)
@@ -439,7 +469,7 @@ def duplex_probe(
 # -- relevance --------------------------------------------------------------------------------------
 
 
-def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
+def duplex_relevance(model, *, bands: str | Sequence[str] = ("low", "high", "wide"),
                      azimuths: Sequence[float] = PROBE_AZIMUTHS, itd_offsets: Sequence[float] = ITD_OFFSETS_US,
                      n_tokens: int = 1, level_db: float = 0.0, composite: str = "cochcnn", batch_size: int = 4,
                      device: str = "cpu", seed: int = 0, progress: bool = False, **options: Any):
@@ -454,25 +484,25 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
         Along ``stimulus`` (band, azimuth, ITD offset, token): ``stimulus_itd`` (measured on
         the ear signals, us), ``relevance_lag`` (lag of the left/right relevance
         cross-correlation, us; both on the envelope in the high band; NaN where an ear gets no
-        relevance), ``relevance_total``
+        relevance or the lag lies beyond +-1 ms, :func:`interaural_lag`), ``relevance_total``
         (signed); ``relevance_mass (stimulus, ear, frequency)`` (time-summed |cochleagram
         relevance| over the stimulus's sum of |relevance|) and its mean ``band_mass (band,
         ear, frequency)``; ``lag_slope (band)``: regression slope
-        of relevance lag on stimulus ITD over the stimuli with a lag (1: the relevance carries
+        of relevance lag on stimulus ITD over the stimuli with both lags (1: the relevance carries
         the ITD; NaN with fewer than two ITDs), with ``lag_slope_r`` the correlation and
         ``lag_slope_n`` the number of those stimuli.
     """
     import xarray as xr
 
-    from xai_loc.acoustics.hrtf import load_hrtf
+    from xai_loc.acoustics.binaural import _hrtf_at
     from xai_loc.explain.attribute import resolve_model
     from xai_loc.explain.cochcnn import explain_cochcnn
     from xai_loc.progress import tqdm
 
     model, _ = resolve_model(model)
-    azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens)
+    bands, azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens, level_db)
     fs, n = _model_rate(model, None, None)
-    brirs = _lateral_brirs(azimuths, load_hrtf("kemar", fs=fs), fs)
+    brirs = _lateral_brirs(azimuths, _hrtf_at(None, fs), fs)
     rows, stims = [], []
     for band in bands:
         for t in range(n_tokens):
@@ -497,8 +527,9 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
     absolute = coch.sum(axis=(1, 2, 3))
     mass = coch.sum(axis=-1) / np.where(absolute == 0, 1.0, absolute)[:, None, None]
     band_names = np.array([r[0] for r in rows])
-    # above ~1.5 kHz interaural delays are carried by the envelope (fine structure is ambiguous
-    # within a cycle): both the stimulus's ITD and the relevance's lag are measured on it there
+    # above the duplex split interaural delays are carried by the envelope (fine structure is ambiguous
+    # within a cycle): both the stimulus's ITD and the relevance's lag are measured on it there, as the
+    # natural ITDs of natural_cues
     high = np.array([BANDS[b][0] >= DUPLEX_SPLIT_HZ for b in band_names])
 
     def lags(x: np.ndarray) -> np.ndarray:  # each stimulus measured once, on fine structure or envelope
@@ -528,7 +559,8 @@ def duplex_relevance(model, *, bands: Sequence[str] = ("low", "high", "wide"),
         {
             "stimulus_itd": ("stimulus", stimulus_itd, {"units": "us", "description": "positive: left leads"}),
             "relevance_lag": ("stimulus", rel_lag, {
-                "units": "us", "description": "positive: left relevance leads; NaN: an ear without relevance"}),
+                "units": "us", "description": "positive: left relevance leads; NaN: an ear without relevance, "
+                                              "or a lag beyond +-1 ms"}),
             "relevance_total": ("stimulus", total),
             "relevance_mass": (("stimulus", "ear", "frequency"), mass, {"units": "share of |relevance|"}),
             "band_mass": (("band", "ear", "frequency"), band_mass, {"units": "share of |relevance|"}),
@@ -571,10 +603,13 @@ def behaviour_statistics(responses, azimuth_bin: float = 30.0) -> dict[str, Any]
     response elevation), the front-back rate, per-target mean responses (circular mean
     azimuth after front-back folding, mean elevation) under ``targets``, and under ``grid``
     the same for targets pooled into azimuth bins of ``azimuth_bin`` degrees (``[c - bin/2, c + bin/2)``
-    around its multiples ``c``) per elevation: the grid of the Hofman plot, which needs several
-    responses per node.
+    around its multiples ``c``; more than 0, at most 180: a wider bin would pool front and back)
+    per elevation: the grid of the Hofman plot, which needs several responses per node.
     """
     from xai_loc.models.classifier_training import azimuth_error, front_back_confusions, mirror_front_back
+
+    if not (is_real(azimuth_bin) and 0 < azimuth_bin <= 180):
+        raise InputError(f"azimuth_bin={azimuth_bin!r} is not allowed; give degrees in (0, 180]")
 
     t_az, t_el = responses["target_azimuth"].values, responses["target_elevation"].values
     r_az, r_el = responses["response_azimuth"].values, responses["response_elevation"].values
@@ -651,7 +686,7 @@ def run_duplex_probe(model, out_dir: str | Path, *, relevance: bool = True, n_to
                      progress: bool = False, **options: Any) -> dict[str, Path]:
     """The duplex probe (and its relevance view, with as many tokens) of a model, written as stores.
 
-    Writes ``duplex.nc`` (:func:`duplex_probe`) and ``cue_relevance.nc``
+    Writes ``duplex.nc`` (:func:`duplex_probe`) and ``duplex_relevance.nc``
     (:func:`duplex_relevance`, unless ``relevance=False``) under ``out_dir``, atomically;
     model provenance goes into the attrs. ``options`` go to the LRP composite.
     :func:`xai_loc.plots.hofman.draw_duplex` draws ``cues.png`` from them.
@@ -666,7 +701,7 @@ def run_duplex_probe(model, out_dir: str | Path, *, relevance: bool = True, n_to
                          "drop it, or compute the view")
     results = {}
     if relevance:  # first: a bad composite option fails before any file is written
-        results["relevance"] = ("cue_relevance.nc", duplex_relevance(
+        results["relevance"] = ("duplex_relevance.nc", duplex_relevance(
             model, n_tokens=n_tokens, batch_size=batch_size, device=device, seed=seed, progress=progress, **options))
     results["duplex"] = ("duplex.nc", duplex_probe(model, n_tokens=n_tokens, response=response,
                                                    batch_size=batch_size, device=device, seed=seed,

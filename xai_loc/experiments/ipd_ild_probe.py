@@ -184,8 +184,8 @@ def run_ipd_ild_probe(model, scenes, out_dir: str | Path, *, snrs: Sequence[floa
 
     Writes ``band_profile.nc`` (:func:`band_profile` per SNR along a ``snr`` dim, with
     ``n_examples (snr)``; provenance in attrs) atomically; :mod:`xai_loc.plots.band_profile`
-    draws it. ``snrs`` defaults to every SNR of the scenes; ``options`` go to the ``'tfcnn'``
-    composite.
+    draws it. ``snrs`` (at least one) defaults to every SNR of the scenes; ``options`` go to the
+    ``'tfcnn'`` composite.
     """
     import xarray as xr
 
@@ -193,6 +193,8 @@ def run_ipd_ild_probe(model, scenes, out_dir: str | Path, *, snrs: Sequence[floa
     from xai_loc.explain.attribute import resolve_model
     from xai_loc.io import write_dataset_atomic
 
+    if snrs is not None and len(snrs) == 0:
+        raise InputError("snrs=[] is not allowed; give at least one test SNR, or None for all")
     model, info = resolve_model(model)
     ds = scenes if isinstance(scenes, xr.Dataset) else open_scenes(scenes)
     available = np.unique(ds["snr"].values)

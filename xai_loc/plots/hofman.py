@@ -6,7 +6,7 @@ elevation gain, RMSE and variability; beside them response-versus-target plots a
 azimuth confusion matrix before and after front-back folding. :func:`plot_cues` draws the
 duplex probe of :mod:`xai_loc.experiments.cues`. Both return the matplotlib figure;
 :func:`draw_behaviour` and :func:`draw_duplex` write them from the stored results
-(``responses.nc`` -> ``hofman.png``, ``duplex.nc`` and ``cue_relevance.nc`` -> ``cues.png``).
+(``responses.nc`` -> ``hofman.png``, ``duplex.nc`` and ``duplex_relevance.nc`` -> ``cues.png``).
 """
 from __future__ import annotations
 

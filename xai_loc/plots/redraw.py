@@ -54,17 +54,19 @@ def _draw_tdoa(ds, path: Path) -> list[Path]:
 
 
 def _draw_duplex(ds, path: Path) -> list[Path]:
-    """``cues.png``, with the relevance view of the same model and seed where ``cue_relevance.nc`` holds one
-    (the cue network's probe writes a file of that name too, with other contents)."""
+    """``cues.png``, with the relevance view of the same model and seed where ``duplex_relevance.nc`` holds one
+    (or, in a folder written before that name, ``cue_relevance.nc``, a name the cue network's probe also writes,
+    with other contents)."""
     from xai_loc.data.integrity import open_netcdf_store
     from xai_loc.plots.hofman import draw_duplex
 
     view = None
-    sibling = path.parent / "cue_relevance.nc"
-    if sibling.is_file():
-        candidate = open_netcdf_store(sibling, "duplex relevance view", "run 'xai-loc binaural cues' to rebuild it")
-        same_run = all(candidate.attrs.get(k) == ds.attrs.get(k) for k in ("model_digest", "seed"))
-        view = candidate if "lag_slope" in candidate and same_run else None
+    for name in ("duplex_relevance.nc", "cue_relevance.nc"):
+        sibling = path.parent / name
+        if view is None and sibling.is_file():
+            candidate = open_netcdf_store(sibling, "duplex relevance view", "run 'xai-loc binaural cues' to rebuild it")
+            same_run = all(candidate.attrs.get(k) == ds.attrs.get(k) for k in ("model_digest", "seed"))
+            view = candidate if "lag_slope" in candidate and same_run else None
     return draw_duplex(ds, path.parent / "cues.png", view)
 
 
@@ -165,7 +167,7 @@ def draw_result(name: str, ds, path: str | Path, source: str | Path | None = Non
 
 def link_siblings(folder: Path, scratch: Path) -> None:
     """The results of ``folder`` linked (copied where links cannot be made) into a scratch folder, for
-    drawers that read a sibling result (the duplex figure adds ``cue_relevance.nc``)."""
+    drawers that read a sibling result (the duplex figure adds ``duplex_relevance.nc``)."""
     import shutil
 
     for sibling in folder.glob("*.nc"):

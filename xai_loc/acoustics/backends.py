@@ -19,11 +19,16 @@ leaves it: a GPU rendering never sees the responses on the host).
     gpuRIR itself (CUDA only, installed from its source repository), when importable, with the
     paper's settings (``activateLUT(True)``, ``activateMixedPrecision(False)``); conventions
     that describe gpuRIR only.
+
+Each backend declares what its callers need to know of it (:class:`BackendTraits`, in
+:data:`TRAITS`): whether it takes a seed, where its diffuse tail starts and which devices it
+makes its responses on, so that stores and the component split never test a backend's name.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,18 +41,58 @@ RirBackend = Callable[..., "np.ndarray | torch.Tensor"]
 BACKENDS: dict[str, RirBackend] = {}
 
 
-def register_backend(name: str) -> Callable[[RirBackend], RirBackend]:
+def _no_tail(options: Mapping, t60: float) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class BackendTraits:
+    """What callers of a backend need to know of it beyond its options.
+
+    Attributes
+    ----------
+    seeded
+        It takes a ``seed`` (of a diffuse tail): a store passes one per source.
+    devices
+        Torch device types it makes its responses on when asked through ``device``; empty: it
+        chooses its own (gpuRIR: CUDA) and hands them back on the host.
+    diffuse_start
+        ``diffuse_start(options, t60)``: seconds at which the diffuse (statistical) tail of its
+        responses starts under ``options``; None without one.
+    """
+
+    seeded: bool = False
+    devices: tuple[str, ...] = ("cpu",)
+    diffuse_start: Callable[[Mapping, float], float | None] = _no_tail
+
+
+#: Traits of every registered backend, by name.
+TRAITS: dict[str, BackendTraits] = {}
+
+
+def register_backend(name: str, traits: BackendTraits | None = None) -> Callable[[RirBackend], RirBackend]:
     """Register an RIR backend ``f(room, sources, mics, t60, *, t_max, device, convention, **options)``
-    returning the responses as an array or a tensor (see :func:`simulate_rirs`)."""
+    returning the responses as an array or a tensor (see :func:`simulate_rirs`), with its ``traits``
+    (default: no seed, no diffuse tail, the CPU only)."""
 
     def wrap(func: RirBackend) -> RirBackend:
-        BACKENDS[name] = func
+        BACKENDS[name], TRAITS[name] = func, traits or BackendTraits()
         return func
 
     return wrap
 
 
-@register_backend("torch")
+def _ism_tail(options: Mapping, t60: float) -> float | None:
+    from xai_loc.acoustics.ism import diffuse_start
+
+    return diffuse_start(t60, options.get("mode", "ism"), options.get("t_diff"))
+
+
+def _gpurir_tail(options: Mapping, t60: float) -> float | None:
+    return None if options.get("t_diff") is None else float(options["t_diff"])
+
+
+@register_backend("torch", BackendTraits(seeded=True, devices=("cpu", "cuda"), diffuse_start=_ism_tail))
 def torch_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", convention=None,
                   **options) -> torch.Tensor:
     """xai-loc's image-source simulator; ``options`` go to :func:`~xai_loc.acoustics.ism.image_source_rirs`."""
@@ -56,7 +101,7 @@ def torch_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, devic
     return image_source_rirs(room, sources, mics, t60, t_max=t_max, device=device, convention=convention, **options)
 
 
-@register_backend("pyroomacoustics")
+@register_backend("pyroomacoustics", BackendTraits(devices=("cpu",)))
 def pyroomacoustics_backend(
     room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", convention=None,
     max_order: int | None = None
@@ -101,7 +146,7 @@ def pyroomacoustics_backend(
     return out
 
 
-@register_backend("gpurir")
+@register_backend("gpurir", BackendTraits(devices=(), diffuse_start=_gpurir_tail))
 def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cuda", convention=None,
                    t_diff=None) -> np.ndarray:
     """gpuRIR's image-source method (needs CUDA and the gpuRIR package), as the paper ran it."""
@@ -157,6 +202,18 @@ def option_defaults(backend: str) -> dict[str, object]:
             and param.name not in ("t_max", "device", "dtype", "convention")}
 
 
+def check_options(backend: str, names, taken: tuple[str, ...] = ()) -> None:
+    """Refuse an unknown backend, or an option name it does not take, in one line naming what is allowed
+    (less ``taken``: the names a caller sets itself)."""
+    if backend not in BACKENDS:
+        raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
+    keywords, open_ended = _keywords(backend)
+    allowed = [name for name in dict.fromkeys(param.name for param in keywords) if name not in taken]
+    unknown = [name for name in names if name not in allowed]
+    if unknown and not open_ended:
+        raise InputError(f"RIR backend {backend!r} has no option {unknown[0]!r}; allowed: {', '.join(allowed)}")
+
+
 def simulate_rirs(backend: str, room: ShoeBox, sources, mics, t60: float, *, as_tensor: bool = False,
                   **kwargs) -> np.ndarray | torch.Tensor:
     """Dispatch to a registered backend by name (see :data:`BACKENDS`).
@@ -165,13 +222,7 @@ def simulate_rirs(backend: str, room: ShoeBox, sources, mics, t60: float, *, as_
     options. Returns a float32 array ``(S, M, N)``; with ``as_tensor``, a float32 tensor on
     ``device`` (no copy through the host where the backend made it there).
     """
-    if backend not in BACKENDS:
-        raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
-    keywords, open_ended = _keywords(backend)
-    allowed = list(dict.fromkeys(param.name for param in keywords))
-    unknown = [name for name in kwargs if name not in allowed]
-    if unknown and not open_ended:
-        raise InputError(f"RIR backend {backend!r} has no option {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    check_options(backend, kwargs)
     rirs = BACKENDS[backend](room, sources, mics, t60, **kwargs)
     if as_tensor:
         return torch.as_tensor(rirs, dtype=torch.float32, device=kwargs.get("device", "cpu"))

@@ -139,6 +139,10 @@ def _images(room: ShoeBox, src: np.ndarray, mics: np.ndarray, reach: float, max_
         ix, iy, iz = torch.nonzero(keep, as_tuple=True)
         ix += x0
         found.append((torch.stack([cx[ix], cy[iy], cz[iz]], dim=1), hx[ix] + hy[iy] + hz[iz]))
+    if not any(orders.numel() for _, orders in found):  # not even the direct sound arrives within reach
+        nearest = float(np.linalg.norm(mics - src, axis=1).min())
+        raise InputError(f"a response of {reach / room.c:.6g} s holds no arrival: the direct sound takes "
+                         f"{nearest / room.c:.6g} s; give t_max (and t_diff) of at least that")
     pos, order = (torch.cat(parts) for parts in zip(*found, strict=True))
     return (pos.numpy(), order.numpy()) if device is None else (pos, order)
 
@@ -395,6 +399,14 @@ def _diffuse_tail(
     return out
 
 
+def diffuse_start(t60: float, mode: str = "ism", t_diff: float | None = None) -> float | None:
+    """Seconds at which the responses of ``mode`` turn into a diffuse tail: ``t_diff`` in ``"hybrid"`` mode
+    (default ``t60 / 4``, 15 dB of Sabine decay, gpuRIR's usual choice); None (no tail) in ``"ism"`` mode."""
+    if mode != "hybrid":
+        return None
+    return t60 / 4.0 if t_diff is None else t_diff
+
+
 def image_source_rirs(
     room: ShoeBox,
     sources: np.ndarray,
@@ -488,7 +500,7 @@ def image_source_rirs(
     half = _half_width(taps) if exact else FD_HALF_WIDTH
     n_ism = n_samples
     if mode == "hybrid":
-        t_diff = t60 / 4.0 if t_diff is None else t_diff
+        t_diff = diffuse_start(t60, mode, t_diff)
         if not (is_real(t_diff) and 0 < t_diff <= t_max):
             raise InputError(f"t_diff={t_diff!r} s is not allowed; give a value in (0, t_max={t_max}]")
         n_diff = int(math.ceil(float(t_diff) * room.fs))

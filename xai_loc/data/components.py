@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from xai_loc.acoustics.backends import option_defaults, simulate_rirs
+from xai_loc.acoustics.backends import BACKENDS, TRAITS, option_defaults, simulate_rirs
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S, render_components, render_components_batch
 from xai_loc.acoustics.room import ShoeBox
 from xai_loc.data.scene import Scene
@@ -25,7 +25,7 @@ from xai_loc.data.spec import spec_digest
 from xai_loc.data.store import corpus_digest, no_tf32, noise_rng, renders_on_host, source_rirs
 from xai_loc.errors import InputError
 
-__all__ = ["COMPONENTS", "scene_of", "store_components"]
+__all__ = ["COMPONENTS", "scene_of", "store_components", "store_corpus"]
 
 
 def scene_of(ds) -> Scene:
@@ -46,19 +46,22 @@ def scene_of(ds) -> Scene:
     return scene
 
 
+def store_corpus(ds, corpus=None):
+    """The speech corpus a dataset store was simulated from: ``corpus`` (default: the shipped corpus), refused
+    in one line unless its digest is the one the store recorded."""
+    from xai_loc.acoustics.speech import SpeechCorpus
+
+    config = json.loads(ds.attrs["config"])
+    corpus = SpeechCorpus.shipped(fs=scene_of(ds).room.fs) if corpus is None else corpus
+    if corpus_digest(corpus) != config["corpus_digest"]:
+        raise InputError(f"the dataset store was simulated from corpus {config['corpus']!r}, not from "
+                         f"{corpus.name!r}; give its corpus")
+    return corpus
+
+
 #: Largest difference, relative to a window's peak, between a stored window and its components rendered again:
 #: responses made on a GPU differ from the CPU's by about 1e-7 (summation order), a changed rendering by far more.
 RENDER_TOLERANCE = 1e-5
-
-
-def _diffuse_start(backend: str, rir_options: dict, t60: float, fs: int) -> float | None:
-    """Sample at which a response's diffuse (statistical) tail starts, or None without one: the tail has no
-    reflection geometry, so it counts as late reverberation however early it starts."""
-    if backend == "torch" and rir_options.get("mode") == "hybrid":
-        return (rir_options.get("t_diff") or t60 / 4.0) * fs  # image_source_rirs' default
-    if backend == "gpurir" and rir_options.get("t_diff") is not None:
-        return float(rir_options["t_diff"]) * fs
-    return None
 
 
 def _direct_rirs(backend: str, scene: Scene, sid: int, t60: float, device: str, rir_options: dict,
@@ -90,13 +93,14 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
     source_ids
         Sources to render.
     corpus
-        The speech corpus of the store (default: the shipped corpus, checked by digest).
+        The speech corpus of the store (default: the shipped corpus; :func:`store_corpus`).
     device
-        Where the torch backend makes the responses, in full float32, and renders the parts: on
-        the CPU in NumPy; on another device there, with torch
-        (:func:`~xai_loc.acoustics.render.render_components_batch`), so that nothing of a source
-        but its stored windows crosses over. The other backends choose their own device and
-        render in NumPy.
+        Where a backend that makes its responses on a device of this type
+        (:attr:`~xai_loc.acoustics.backends.BackendTraits.devices`; the torch backend) makes
+        them, in full float32, and renders the parts: on the CPU in NumPy; on another device
+        there, with torch (:func:`~xai_loc.acoustics.render.render_components_batch`), so that
+        nothing of a source but its stored windows crosses over. The parts of the other
+        backends' responses are rendered in NumPy.
     early_end
         Early/late boundary after each microphone's direct arrival, in seconds.
     to_host
@@ -110,29 +114,34 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
         the order of ``source_ids`` (each source's windows in store order), adding up to the
         stored windows: the rounding between the store's rendering and this one (below 1e-5 of
         each window's peak, e.g. responses made on a GPU) is put into ``late``; a larger
-        difference is refused.
+        difference is refused. Only the stored windows of those sources are read.
     """
-    from xai_loc.acoustics.speech import SpeechCorpus
+    from xai_loc.runtime import resolve_device
 
+    kind = resolve_device(str(device)).type
     scene = scene_of(ds)
     config = json.loads(ds.attrs["config"])
-    corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
-    if corpus_digest(corpus) != config["corpus_digest"]:
-        raise InputError(f"the dataset store was simulated from corpus {config['corpus']!r}, not from "
-                         f"{corpus.name!r}; give its corpus")
     t60, snr, seed, backend = float(ds.attrs["t60"]), float(ds.attrs["snr"]), int(config["seed"]), config["backend"]
+    if backend not in BACKENDS:
+        raise InputError(f"the dataset store was simulated with RIR backend {backend!r}, which is not registered "
+                         f"here; allowed: {', '.join(BACKENDS)}")
+    corpus = store_corpus(ds, corpus)
     rir_options = dict(config["rir_options"])
-    device = device if backend == "torch" else "cpu"  # pyroomacoustics runs on the CPU only, gpuRIR on CUDA
+    traits = TRAITS[backend]
+    device = device if kind in traits.devices else "cpu"  # a backend that picks its own device: parts in NumPy
     on_host = renders_on_host(device)
-    late_start = _diffuse_start(backend, rir_options, t60, scene.room.fs)
-    sid_of_window = ds["source_id"].values
+    tail = traits.diffuse_start(rir_options, t60)  # no reflection geometry: late reverberation however early
+    late_start = None if tail is None else tail * scene.room.fs
+    sid_of_window, window_index, speech_id = (ds[k].values for k in ("source_id", "window_index", "speech_id"))
+    rows_of = [np.flatnonzero(sid_of_window == int(sid)) for sid in source_ids]
+    if not rows_of:
+        raise InputError("source_ids is empty; give at least one source of the dataset store")
     parts = []
-    for sid in (int(s) for s in source_ids):
-        rows = np.flatnonzero(sid_of_window == sid)
+    for sid, rows in zip((int(s) for s in source_ids), rows_of, strict=True):
         if rows.size == 0:
             raise InputError(f"source {sid} has no windows in this dataset store")
-        windex = ds["window_index"].values[rows]
-        speech = corpus.load(str(ds["speech_id"].values[rows[0]]))
+        windex = window_index[rows]
+        speech = corpus.load(str(speech_id[rows[0]]))
         with no_tf32():  # responses made on a GPU must match the store's within RENDER_TOLERANCE
             rirs = source_rirs(scene, sid, t60, seed, backend, device, rir_options, as_tensor=not on_host)
             direct = _direct_rirs(backend, scene, sid, t60, device, rir_options, as_tensor=not on_host)
@@ -148,7 +157,7 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
             raise InputError(f"source {sid} has {comp.shape[1]} windows when rendered again but the store holds "
                              f"window {int(windex.max())}; re-simulate the store with this version")
         parts.append(comp[:, windex] if on_host else comp[:, torch.from_numpy(windex).to(comp.device)])
-    stored = np.concatenate([ds["signals"].values[np.flatnonzero(sid_of_window == int(s))] for s in source_ids])
+    stored = ds["signals"].isel(window=np.concatenate(rows_of)).values  # those windows only
     if on_host:
         out = np.concatenate(parts, axis=1)
         residual = stored.astype(np.float64) - out.sum(0)
@@ -161,5 +170,5 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
     if too_far:
         raise InputError("the windows rendered again from the dataset store's attributes differ from the stored "
                          "ones; re-simulate the store with this version of xai-loc")
-    out[2] += residual
+    out[COMPONENTS.index("late")] += residual
     return out.cpu().numpy() if to_host and not on_host else out

@@ -48,8 +48,8 @@ from xai_loc.io import netcdf_digest_matches, partial_paths, write_text_atomic
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["MANIFEST", "REBUILD", "check_values", "chunk_keys", "final_store_exists", "open_netcdf_store",
-           "open_zarr_dataset", "open_zarr_group", "seal_store", "settle_reads", "verify_store"]
+__all__ = ["MANIFEST", "REBUILD", "check_values", "chunk_keys", "empty_files", "final_store_exists",
+           "open_netcdf_store", "open_zarr_dataset", "open_zarr_group", "seal_store", "settle_reads", "verify_store"]
 
 #: The manifest's file name inside a store.
 MANIFEST = ".xai-loc-manifest.json"
@@ -97,6 +97,16 @@ def chunk_keys(meta: dict[str, Any]) -> list[str]:
     return [sep.join(str(i) for i in index) for index in itertools.product(*grid)] if grid else ["0"]
 
 
+def empty_files(path: str | Path, skip_chunks: str | None = None) -> list[str]:
+    """Keys of the files of no bytes in a zarr store: writes a power loss took back (JSON metadata and
+    compressed chunks are never empty). Temporary files of a killed write are left out, and so are the
+    chunks (not the metadata) of the array ``skip_chunks``."""
+    path = Path(path)
+    return [key for key, full in _files(path).items()
+            if not _ZARR_TEMP.search(full.name)
+            and (key.rpartition("/")[0] != skip_chunks or _is_metadata(key)) and full.stat().st_size == 0]
+
+
 def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "store") -> Path:
     """Record the manifest of a finished zarr store (call it just before the rename to its final name).
 
@@ -119,7 +129,8 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
     Raises
     ------
     InputError
-        If a chunk of a ``complete`` array is missing (the store is then not sealed).
+        If a chunk of a ``complete`` array is missing, or a file has no bytes (a write a power loss
+        took back); the store is then not sealed.
     """
     import zarr
 
@@ -140,6 +151,9 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
     for key, full in _files(path).items():
         folder, _, name = key.rpartition("/")
         data = full.read_bytes()
+        if not data:
+            raise InputError(f"{what} {path} holds an empty file {key} (a write lost to a power loss); run the "
+                             "command again to write it afresh")
         files.setdefault(folder, {})[name] = [len(data), _crc(data)]
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "checksum": "crc32", "files": files}
     return write_text_atomic(path / MANIFEST, json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n")

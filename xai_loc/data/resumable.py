@@ -19,17 +19,20 @@ Life of a store:
 * it is written as ``<final>.partial`` under :func:`xai_loc.io.store_writer_lock`, which also
   takes over the lock of a killed process and clears what a failed run leaves that is worth
   nothing;
+* every file of a new partial store is flushed to the disk before its first progress record;
 * its main array is cut along axis 0 into blocks of ``block`` items (a multiple of the chunk);
   :meth:`ResumableStore.write` writes one or more consecutive whole blocks in any order,
-  refusing NaN, infinite or (unless the kind allows it) all-zero items before anything is
-  written, and records the written item ranges in ``<final>.progress.json``
+  refusing NaN, infinite or (unless the kind allows it) all-zero items (as stored, in float32)
+  before anything is written, and records the written item ranges in ``<final>.progress.json``
   (``{"windows_written": <items written from the start>, "written": [[start, stop], ...]}``);
 * a later run resumes the partial store when its configuration has the same
-  :func:`~xai_loc.data.spec.spec_digest`, its array the same shape and chunks and every chunk
-  recorded as written is present, and writes only the :meth:`~ResumableStore.pending` blocks;
-  anything else is deleted and written afresh;
-* :meth:`~ResumableStore.finish` records the manifest (:func:`~xai_loc.data.integrity.seal_store`)
-  and renames the store to its final name, so a store under its final name is always whole;
+  :func:`~xai_loc.data.spec.spec_digest`, its array the same shape and chunks, every chunk
+  recorded as written is present, no other file is empty and every coordinate has its metadata,
+  and writes only the :meth:`~ResumableStore.pending` blocks; anything else is deleted and
+  written afresh;
+* :meth:`~ResumableStore.finish` records the manifest (:func:`~xai_loc.data.integrity.seal_store`,
+  which refuses an empty file) and renames the store to its final name, both flushed to the disk,
+  so a store under its final name is always whole;
 * :meth:`StoreKind.open` verifies a finished store against its manifest and opens it lazily,
   every chunk checked as it is read, and refuses a store whose ``config`` records another kind's
   :attr:`~StoreKind.format`; every problem is one line (:class:`~xai_loc.errors.InputError`).
@@ -48,7 +51,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +61,7 @@ import numpy as np
 from xai_loc.data.integrity import (
     check_values,
     chunk_keys,
+    empty_files,
     final_store_exists,
     open_zarr_dataset,
     open_zarr_group,
@@ -73,6 +77,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ResumableStore", "StoreKind", "write_store"]
 
+#: The dtype of every store's main array.
+DTYPE = np.dtype("float32")
+
 
 @dataclass(frozen=True)
 class StoreKind:
@@ -83,7 +90,7 @@ class StoreKind:
     what
         The kind's name in messages, e.g. ``"dataset store"``.
     variable
-        The main array, written block by block (float32, NaN where unwritten).
+        The main array, written block by block (:data:`DTYPE`, NaN where unwritten).
     dims
         Its dimensions; the first one counts the items (``"window"``, ``"example"``).
     units
@@ -171,6 +178,15 @@ class StoreKind:
 
 def _has_bytes(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
+
+
+def _sync_tree(folder: Path) -> None:
+    """Flush every file under ``folder``, every folder's entries and ``folder``'s own entry to the disk."""
+    for where, _, names in os.walk(folder):
+        for name in names:
+            fsync_path(os.path.join(where, name))
+        fsync_path(where)
+    fsync_path(folder.parent)
 
 
 def _merged(ranges: list[list[int]]) -> list[list[int]]:
@@ -265,8 +281,8 @@ class ResumableStore:
         verify_store(self.path, deep=True, what=self.kind.what, hint=self.kind.rebuild)
         return True
 
-    def _resumable(self) -> list[list[int]] | None:
-        """The item ranges written to a partial store that can be resumed, else None."""
+    def _resumable(self, names: Iterable[str]) -> list[list[int]] | None:
+        """The item ranges written to a partial store that can be resumed, else None (``names``: its coordinates)."""
         import zarr
 
         n, variable = self.shape[0], self.kind.variable
@@ -299,6 +315,11 @@ class ResumableStore:
             if any(int(key.split(sep)[0]) in rows and not _has_bytes(self.partial / variable / key)
                    for key in chunk_keys(meta)):
                 return None
+            # nor any other file (a write before the first record that a power loss took back)
+            if empty_files(self.partial, skip_chunks=variable) or not all(
+                    _has_bytes(self.partial / name / meta) for name in (*names, variable)
+                    for meta in (".zarray", ".zattrs")):
+                return None
         except Exception:  # noqa: BLE001 - any unreadable or inconsistent leftover is written afresh
             return None
         return ranges
@@ -324,14 +345,15 @@ class ResumableStore:
         self.block = self.chunk if block is None else int(block)
         if self.block < 1 or self.block % self.chunk:
             raise ValueError(f"block={self.block} must be a positive multiple of the chunk ({self.chunk})")
-        ranges = self._resumable()
+        ranges = self._resumable(coords)
         if ranges is None:
             discard_partial(self.path)
             xr.Dataset(coords=dict(coords), attrs=dict(attrs)).to_zarr(self.partial, mode="w", consolidated=False,
                                                                         zarr_format=2)
             zarr.open_group(self.partial, mode="a", zarr_format=2).create_array(
-                self.kind.variable, shape=self.shape, dtype="float32", chunks=(self.chunk, *self.shape[1:]),
+                self.kind.variable, shape=self.shape, dtype=DTYPE, chunks=(self.chunk, *self.shape[1:]),
                 fill_value=np.nan, attributes={"_ARRAY_DIMENSIONS": list(self.kind.dims), "units": self.kind.units})
+            _sync_tree(self.partial)  # on the disk before a progress record can vouch for it
             ranges = []
             self._record(ranges)
         self._written = ranges
@@ -387,16 +409,18 @@ class ResumableStore:
         Raises
         ------
         InputError
-            If an item of the main array is NaN, infinite or (unless allowed) all zero; nothing
-            of this call is written then.
+            If an item of the main array, as stored (:data:`DTYPE`: 1e39 is infinite there, 1e-46
+            zero), is NaN, infinite or (unless allowed) all zero; nothing of this call is written then.
         """
-        main = np.asarray(arrays[self.kind.variable])
+        with np.errstate(over="ignore"):  # an overflow is refused below, as the infinity it is stored as
+            main = np.asarray(arrays[self.kind.variable]).astype(DTYPE, copy=False)
         start = block * self.block
         stop = start + len(main)
         if not 0 <= block or not start < stop <= self.shape[0] or (stop % self.block and stop != self.shape[0]):
             raise ValueError(f"items {start}..{stop} of {self.path} are not whole blocks of {self.block}")
         check_values(main, self.path, start, item=self.kind.item, zeros=self.kind.zeros, what=self.kind.values,
                      hint=hint)
+        arrays = {**arrays, self.kind.variable: main}
         with self._writing:
             for name, values in arrays.items():
                 self.group[name][start:stop] = values
@@ -415,8 +439,12 @@ class ResumableStore:
         if attrs:
             self.group.attrs.update(dict(attrs))
         zarr.consolidate_metadata(self.partial, zarr_format=2)
+        for name in (".zattrs", ".zmetadata"):  # what the manifest records, on the disk before it
+            fsync_path(self.partial / name)
         seal_store(self.partial, complete=(self.kind.variable,), what=self.kind.what)
+        fsync_path(self.partial)
         os.replace(self.partial, self.path)
+        fsync_path(self.path.parent)  # the new name survives a power loss
         os.remove(self.progress_file)
         return self.path
 

@@ -17,7 +17,7 @@ Each source is rendered under the scene's simulation convention
 (:func:`xai_loc.acoustics.render.render_windows`; ``gpurir`` by default: the utterance
 convolved over its full length, noise over the whole signal, windows from sample 0). On the CPU
 sources are rendered one by one in NumPy; on another device (a GPU) in blocks of
-:data:`DEVICE_SOURCES`, their responses made and rendered there
+:data:`DEVICE_SOURCES` (:func:`_blocks`), their responses made and rendered there
 (:func:`~xai_loc.acoustics.render.render_windows_batch`) and each block's windows copied to the
 host once.
 
@@ -35,9 +35,11 @@ opened (:mod:`xai_loc.data.integrity`); a damaged store is reported in one line.
 
 :func:`simulate_windows` renders the same split straight into memory (a torch tensor on any
 device, float32 or float16) for training where the data cannot be stored or moved (the GPU
-machine); both paths plan the split with :func:`_job` and render every source with
-:func:`_render_sources`, so the same arguments give the same windows, bit for bit in
-float32 on the same device.
+machine). Both paths plan the split with :func:`_job`, cut its sources into the same blocks
+(:func:`_blocks`) and render each block with :func:`_rendered_block` (the store through
+:func:`~xai_loc.cluster.map_blocks` and :func:`_block_windows`, memory through
+:func:`_render_sources`), so the same arguments give the same windows, bit for bit in float32
+on the same device.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,10 +57,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xai_loc.acoustics.backends import BACKENDS, option_defaults, simulate_rirs
+from xai_loc.acoustics.backends import BACKENDS, TRAITS, check_options, option_defaults, simulate_rirs
 from xai_loc.acoustics.conventions import DEFAULT_CONVENTION, get_convention, rir_length
 from xai_loc.acoustics.render import render_windows, render_windows_batch, window_count
 from xai_loc.acoustics.room import check_snr, check_t60
+from xai_loc.checks import is_integer, is_real
 from xai_loc.data.integrity import check_flags, check_values, value_flags
 from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.scene import SPLITS, Scene
@@ -82,9 +85,17 @@ def default_root() -> Path:
     return Path(os.environ.get(DATA_ENV) or "xai-loc-data")
 
 
+def _number_name(value: float) -> str:
+    """``value`` as ``:g`` writes it where that reads back as the same float, else its exact ``repr``."""
+    value = float(value)
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 def condition_name(t60: float, snr: float) -> str:
-    """Folder name of a condition, e.g. ``t60-0.6_snr-10``."""
-    return f"t60-{float(t60):g}_snr-{float(snr):g}"
+    """Folder name of a condition, e.g. ``t60-0.6_snr-10``; two different values never share one
+    (``0.2000001`` is written in full, not as ``0.2``)."""
+    return f"t60-{_number_name(t60)}_snr-{_number_name(snr)}"
 
 
 #: Seed of source subsets (``--sources N``): fixed, so that every command picks the same sources.
@@ -144,9 +155,9 @@ def source_rirs(scene: Scene, sid: int, t60: float, seed: int, backend: str, dev
                 rir_options: dict, as_tensor: bool = False):
     """The responses ``(M, N)`` of source ``sid`` as a store of ``seed`` simulates them (on ``device``; a
     tensor there with ``as_tensor``, else a NumPy array)."""
+    seeded = {"seed": seed * 1_000_003 + sid} if TRAITS[backend].seeded else {}
     return simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
-                         convention=scene.convention, as_tensor=as_tensor,
-                         **({"seed": seed * 1_000_003 + sid} if backend == "torch" else {}), **rir_options)[0]
+                         convention=scene.convention, as_tensor=as_tensor, **seeded, **rir_options)[0]
 
 
 def noise_rng(seed: int, sid: int) -> np.random.Generator:
@@ -161,7 +172,7 @@ def _render_source(scene: Scene, sid: int, utterance: np.ndarray, t60: float, sn
     return render_windows(scene.convention, utterance, rirs, snr, noise_rng(seed, sid), scene.window)
 
 
-#: Sources rendered together off the CPU (:func:`_block_size`): their noise goes over in one copy and their
+#: Sources rendered together off the CPU (:func:`_blocks`): their noise goes over in one copy and their
 #: windows come back in one (about 0.1 GB of float64 noise for 16 microphones and 3.6 s utterances).
 DEVICE_SOURCES = 16
 
@@ -174,9 +185,11 @@ def renders_on_host(device: str) -> bool:
     return torch.device(device).type == "cpu"
 
 
-def _block_size(device: str) -> int:
-    """Sources per work item: one on the CPU (finest resume, threads overlap), :data:`DEVICE_SOURCES` elsewhere."""
-    return 1 if renders_on_host(device) else DEVICE_SOURCES
+def _blocks(ks: Sequence[int], device: str) -> list[tuple[int, ...]]:
+    """``ks`` cut into work items rendered together: one source each on the CPU (finest resume, threads
+    overlap), :data:`DEVICE_SOURCES` elsewhere."""
+    size = 1 if renders_on_host(device) else DEVICE_SOURCES
+    return [tuple(ks[i : i + size]) for i in range(0, len(ks), size)]
 
 
 @dataclass(frozen=True)
@@ -218,8 +231,42 @@ class _Job:
         }
 
 
+#: Backend arguments a simulation sets itself (each source's seed from its own, its device, the scene's convention,
+#: float32 responses), never RIR options.
+_RESERVED_OPTIONS = ("seed", "device", "convention", "dtype", "as_tensor")
+
+
+def _checked_options(backend: str, rir_options: Mapping | None) -> dict:
+    """RIR options as a store records them, checked before anything is planned or written.
+
+    A mapping of option names ``backend`` takes (none of :data:`_RESERVED_OPTIONS`), ``t_max`` a
+    positive number of seconds, every value JSON; NumPy scalars become the Python numbers they hold.
+    """
+    if rir_options is None:
+        return {}
+    if not isinstance(rir_options, Mapping):
+        raise InputError(f"rir_options={rir_options!r} is not allowed; give a dict of backend options, "
+                         "e.g. {'mode': 'hybrid'}")
+    options = {k: v.item() if isinstance(v, np.generic) else v for k, v in rir_options.items()}
+    for key in options:
+        if not isinstance(key, str) or key in _RESERVED_OPTIONS:
+            raise InputError(f"RIR option {key!r} is not allowed: a simulation sets {', '.join(_RESERVED_OPTIONS)} "
+                             "itself (seed and device are its own arguments, the convention is the scene's)")
+    check_options(backend, options, taken=_RESERVED_OPTIONS)
+    t_max = options.get("t_max")
+    if t_max is not None and not (is_real(t_max) and t_max > 0):
+        raise InputError(f"RIR option t_max={t_max!r} is not allowed; give a positive number of seconds")
+    for key, value in options.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise InputError(f"RIR option {key}={value!r} is not allowed; give a finite number, a string, a bool, "
+                             "None or a list of them") from None
+    return options
+
+
 def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None, corpus, seed: int, backend: str,
-         rir_options: dict | None) -> _Job:
+         rir_options: Mapping | None) -> _Job:
     """Validate a simulation request and describe it (``config``: what a store records and compares)."""
     from xai_loc.acoustics.speech import SpeechCorpus
 
@@ -229,19 +276,24 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
         raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
     if backend not in BACKENDS:
         raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
+    if n_sources is not None and not (is_integer(n_sources) and n_sources >= 1):
+        raise InputError(f"n_sources={n_sources!r} is not allowed; use an integer >= 1 (None: the whole split)")
+    if not (is_integer(seed) and seed >= 0):
+        raise InputError(f"seed={seed!r} is not allowed; use an integer >= 0")
+    seed = int(seed)
+    rir_options = _checked_options(backend, rir_options)
     ids = scene.source_ids(split)
     if ids.size == 0:
         raise InputError(f"split {split!r} of scene {scene.name!r} holds no sources; give it source ids (or a "
                          "larger fraction) in the scene's [splits]")
     if n_sources is not None:
         # asking for at least the whole split is the split: its own store, not a second copy named by the count
-        n_sources = None if n_sources >= ids.size else n_sources
+        n_sources = None if n_sources >= ids.size else int(n_sources)
         ids = subset_ids(ids, n_sources)
     corpus = SpeechCorpus.shipped(fs=scene.room.fs) if corpus is None else corpus
     if corpus.fs != scene.room.fs:  # its speech would play at the wrong speed through the responses
         raise InputError(f"corpus {corpus.name!r} is at {corpus.fs} Hz, scene {scene.name!r} at {scene.room.fs} Hz; "
                          f"load the corpus with fs={scene.room.fs}")
-    rir_options = dict(rir_options or {})
     config = {
         "scene_digest": scene.digest(), "convention": scene.convention, "t60": t60, "snr": snr, "split": split,
         "n_sources": len(ids), "seed": seed, "backend": backend, "rir_options": rir_options, "corpus": corpus.name,
@@ -287,15 +339,14 @@ def _block_windows(ks: tuple[int, ...], work: tuple[_Job, str]) -> list[np.ndarr
 def _render_sources(job: _Job, device: str, ks: Sequence[int], workers: int = 1) -> Iterator[tuple[int, Any]]:
     """``(k, windows)`` for the k-th source of a planned job, for every ``k`` of ``ks`` in that order.
 
-    Sources go in blocks (:func:`_block_size`) through :func:`_rendered_block`: one by one in NumPy on
+    Sources go in blocks (:func:`_blocks`) through :func:`_rendered_block`: one by one in NumPy on
     the CPU (arrays), in blocks on ``device`` otherwise (tensors there). ``workers > 1`` renders that
     many blocks at once in threads (the image enumeration, the FFTs, the noise generator and torch
     release the GIL; CPU RIRs use per-thread work arrays), with at most ``2 * workers`` blocks in flight;
     the windows are the same, only sooner.
     """
     ks = list(ks)
-    size = _block_size(device)
-    blocks = [ks[i : i + size] for i in range(0, len(ks), size)]
+    blocks = _blocks(ks, device)
     if workers <= 1:
         for block in blocks:
             yield from zip(block, _rendered_block(job, device, block), strict=True)
@@ -422,7 +473,9 @@ def simulate_dataset(
         returned as it is; one with a different configuration is an error.
     """
     from xai_loc.cluster import map_blocks
+    from xai_loc.runtime import resolve_device
 
+    resolve_device(str(device))
     job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options)
     final = dataset_path(root or default_root(), scene, job.t60, job.snr, split, job.n_sources)
     with ResumableStore(final, DATASET, job.config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
@@ -435,7 +488,6 @@ def simulate_dataset(
         _record_device(out, device)
         pending = np.array(out.pending(), dtype=np.int64)  # one window per block
         todo = [int(k) for k in np.unique(np.searchsorted(first_window, pending, side="right") - 1)]
-        size = _block_size(device)
 
         def write(ks: tuple[int, ...], block: list[np.ndarray]) -> None:
             for k, windows in zip(ks, block, strict=True):
@@ -445,7 +497,7 @@ def simulate_dataset(
                     out.write(int(run[0]), {"signals": windows[run[0] - first : run[-1] + 1 - first]},
                               hint=_hint(job, k))
 
-        map_blocks(_block_windows, [tuple(todo[i : i + size]) for i in range(0, len(todo), size)], write,
+        map_blocks(_block_windows, _blocks(todo, device), write,
                    shared=(job, device), client=client, size=len, total=len(job.ids),
                    initial=len(job.ids) - len(todo), progress=progress, desc=f"simulate {split}", unit="src")
         return out.finish()
@@ -547,7 +599,7 @@ def simulate_windows(
     """Simulate one split of a scene under one condition straight into memory.
 
     Takes the arguments of :func:`simulate_dataset` (without ``root``) and renders every
-    source exactly as it does (:func:`_render_sources`): for the same arguments the windows
+    block of sources exactly as it does (:func:`_rendered_block`): for the same arguments the windows
     equal the store's, bit for bit in float32 on the same ``device``. Nothing is written to
     disk and zarr is not needed.
 

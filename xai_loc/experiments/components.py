@@ -174,7 +174,8 @@ class ComponentsWork:
     """What every source of :func:`run_components` needs (sent once to a cluster's workers).
 
     ``explainers`` are per model name, ``(ordering, method)``: the model's, then its randomized
-    copy's; ``exact`` says per method whether its linear split is kept (:func:`linear_split_exact`).
+    copy's; ``exact`` says per method whether its linear split is kept (:func:`linear_split_exact`);
+    ``corpus`` is the store's speech corpus (None: the shipped one).
     """
 
     ds: xr.Dataset
@@ -184,6 +185,7 @@ class ComponentsWork:
     batch_size: int
     device: str
     early_end: float
+    corpus: Any = None
 
 
 def components_source(sid: int, work: ComponentsWork):
@@ -202,7 +204,8 @@ def components_source(sid: int, work: ComponentsWork):
 
     rows = np.flatnonzero(load_here(work.ds["source_id"].reset_coords(drop=True)).values == sid)
     windows = load_here(work.ds.isel(window=rows))
-    comp = store_components(windows, [sid], device=work.device, early_end=work.early_end, to_host=False)
+    comp = store_components(windows, [sid], work.corpus, device=work.device, early_end=work.early_end,
+                            to_host=False)
     on_host = isinstance(comp, np.ndarray)
     dev = resolve_device(work.device)
     first = next(iter(work.explainers.values()))  # (ordering, method)
@@ -245,6 +248,7 @@ def run_components(
     batch_size: int = 16,
     device: str = "cpu",
     n_sources: int | None = None,
+    corpus=None,
     progress: bool = False,
     timing: dict | None = None,
     client: Client | None = None,
@@ -272,6 +276,9 @@ def run_components(
         responses are made (:func:`~xai_loc.data.components.store_components`).
     n_sources
         Only a seeded spread of ``n_sources`` of the store's sources.
+    corpus
+        The :class:`~xai_loc.acoustics.speech.SpeechCorpus` the store was simulated from (default:
+        the shipped corpus; a store of another corpus is refused without it).
     timing
         A dict to fill with seconds per model (kept out of the result).
     client
@@ -289,12 +296,14 @@ def run_components(
 
     from xai_loc import __version__
     from xai_loc.cluster import map_blocks
+    from xai_loc.data.components import store_corpus
     from xai_loc.experiments.modelset import ModelSet
 
     models = ModelSet.of(models)
     specs = parse_methods(methods)
     scored = scored_set(data, n_sources)
     ds, sources, per_source = scored.ds, scored.sources, scored.per_source
+    store_corpus(ds, corpus)  # a store of another corpus is refused before any model is explained
     source_of_window = ds["source_id"].values
     orderings = ("relevance", "randomized") if randomized_baseline else ("relevance",)
     n_c, n_s, n_m, n_o = len(COMPONENTS), len(SPLITS), len(specs), len(orderings)
@@ -313,7 +322,7 @@ def run_components(
     exact = np.array([linear_split_exact(m, c, e.composite_params)
                       for (m, c), e in zip(specs, explainers[next(iter(models))][0], strict=True)])
     work = ComponentsWork(ds, scored.positions().astype(np.float64), explainers, exact, batch_size, device,
-                          early_end)
+                          early_end, corpus)
     per_window_share = np.zeros((len(models), n_m, n_o, n_s, n_c, source_of_window.size))
     per_window_contrib = np.zeros((len(models), n_m, n_o, n_c, source_of_window.size))
     spent = dict.fromkeys(models, 0.0)

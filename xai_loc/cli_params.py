@@ -20,10 +20,10 @@ from xai_loc.errors import InputError
 from xai_loc.runtime import parse_int
 
 __all__ = ["SEED", "SNR", "T60", "Device", "InputDir", "InputFile", "Int", "Number", "OutDir", "OutFile",
-           "check_out_dir", "data_root_default"]
+           "check_out_dir", "data_root_default", "naming", "option_name"]
 
 
-def _name(param: click.Parameter | None, ctx: click.Context | None, value: Any = None) -> str:
+def option_name(param: click.Parameter | None, ctx: click.Context | None, value: Any = None) -> str:
     """How the user gave ``value``: ``--out`` or ``XAI_LOC_DATA``.
 
     Newer click records where a value came from only after converting it: while converting, a value
@@ -36,6 +36,15 @@ def _name(param: click.Parameter | None, ctx: click.Context | None, value: Any =
                 source is None and value is not None and os.environ.get(param.envvar) == str(value)):
             return param.envvar
     return param.opts[0] if param.opts else str(param.name)
+
+
+@contextlib.contextmanager
+def naming(what: str):
+    """Put the option ``what`` (e.g. ``--t60``) before the one-line error of a library check in the block."""
+    try:
+        yield
+    except InputError as err:
+        raise InputError(f"{what}: {err}") from None
 
 
 def check_out_dir(path: str | os.PathLike, what: str) -> Path:
@@ -76,7 +85,7 @@ class OutDir(click.ParamType):
     name = "folder"
 
     def convert(self, value, param, ctx):
-        what = _name(param, ctx, value)
+        what = option_name(param, ctx, value)
         resolved = Path(value).resolve()
         store = next((p for p in (resolved, *resolved.parents) if p.name.endswith(STORE_SUFFIXES)), None)
         if store is not None:
@@ -95,7 +104,7 @@ class OutFile(click.ParamType):
         self.suffix = suffix
 
     def convert(self, value, param, ctx):
-        what = _name(param, ctx, value)
+        what = option_name(param, ctx, value)
         path = Path(value)
         if self.suffix is not None and path.suffix != self.suffix:
             raise InputError(f"{what} {str(path)!r} is not allowed; use a file name ending in {self.suffix}")
@@ -112,7 +121,7 @@ class StoreOut(click.ParamType):
     name = "store"
 
     def convert(self, value, param, ctx):
-        what = _name(param, ctx, value)
+        what = option_name(param, ctx, value)
         path = Path(value)
         if path.name in ("", ".", ".."):
             raise InputError(f"{what} {str(value)!r} is not allowed; name a new store, e.g. relevance.zarr")
@@ -132,7 +141,7 @@ class _Existing(click.ParamType):
         self.name = "folder" if folder else "file"
 
     def convert(self, value, param, ctx):
-        what = _name(param, ctx, value)
+        what = option_name(param, ctx, value)
         path = Path(value)
         if not path.exists():
             raise InputError(f"{what} {str(path)!r} does not exist")
@@ -173,10 +182,10 @@ class Int(click.ParamType):
             try:
                 number = parse_int(str(value))
             except ValueError:
-                raise InputError(f"{_name(param, ctx, value)} {value!r} is not an integer; "
+                raise InputError(f"{option_name(param, ctx, value)} {value!r} is not an integer; "
                                  f"use {self._allowed()}") from None
         if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
-            raise InputError(f"{_name(param, ctx, value)} {number} is not allowed; use {self._allowed()}")
+            raise InputError(f"{option_name(param, ctx, value)} {number} is not allowed; use {self._allowed()}")
         return number
 
 
@@ -198,11 +207,12 @@ class Number(click.ParamType):
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise InputError(f"{_name(param, ctx, value)} {value!r} is not a number; use {self._allowed()}") from None
+            raise InputError(f"{option_name(param, ctx, value)} {value!r} is not a number; "
+                             f"use {self._allowed()}") from None
         low_bad = self.low is not None and (number <= self.low if self.open_low else number < self.low)
         high_bad = self.high is not None and (number >= self.high if self.open_high else number > self.high)
         if not math.isfinite(number) or low_bad or high_bad:
-            raise InputError(f"{_name(param, ctx, value)} {value} is not allowed; use {self._allowed()}")
+            raise InputError(f"{option_name(param, ctx, value)} {value} is not allowed; use {self._allowed()}")
         return number
 
 
@@ -229,7 +239,8 @@ class _Checked(click.ParamType):
     def convert(self, value, param, ctx):
         import importlib
 
-        return getattr(importlib.import_module(self.module), self.function)(value)
+        with naming(option_name(param, ctx, value)):
+            return getattr(importlib.import_module(self.module), self.function)(value)
 
 
 #: Reverberation time (s) and SNR (dB), checked as the simulator checks them.

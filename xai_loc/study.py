@@ -56,6 +56,8 @@ STUDY_EXPERIMENTS = {
 SUITE = ("faithfulness", "sanity", "components")
 #: The files of the study's folder besides its record and the conditions' folders.
 SUMMARY, REPORT = "summary.md", "report.html"
+#: The input-inspection figure of a condition's folder (no result file goes with it), by model.
+INSPECTION = "inspection_{}"
 
 
 @dataclass
@@ -142,7 +144,7 @@ def _quick_note(skip: Sequence[str]) -> str:
     return note + "."
 
 
-def _evaluate(models: ModelSet, name: str, store, batch_size: int, device: str) -> dict:
+def _evaluate(models: ModelSet, name: str, store, batch_size: int, device: str, progress: bool) -> dict:
     """:func:`~xai_loc.models.evaluation.evaluate` a model of the set; it is back on its device afterwards."""
     from xai_loc.explain.attribute import placed
     from xai_loc.models.evaluation import evaluate
@@ -150,7 +152,7 @@ def _evaluate(models: ModelSet, name: str, store, batch_size: int, device: str) 
 
     module = models[name]
     with placed(module, resolve_device(device)):
-        return evaluate(module, store, batch_size, device).summary()
+        return evaluate(module, store, batch_size, device, progress).summary()
 
 
 def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
@@ -196,6 +198,27 @@ def _check_out(out: Path, conditions: Sequence[str]) -> None:
         check_out_dir(out / name, "condition folder")
 
 
+def _check_stores(scene, conditions, root, n_sources: int | None) -> None:
+    """One line, before anything is written, where the test store a condition reuses under ``root`` holds data
+    of another configuration (read only; :func:`~xai_loc.data.store.simulate_dataset` checks it the same way)."""
+    from xai_loc.data.integrity import open_zarr_group
+    from xai_loc.data.resumable import ResumableStore
+    from xai_loc.data.store import DATASET, _identity, _job, _mismatch, dataset_path, default_root
+
+    for t60, snr in conditions:
+        job = _job(scene, "test", t60, snr, n_sources, None, 0, "torch", None)
+        path = dataset_path(root or default_root(), scene, job.t60, job.snr, "test", job.n_sources)
+        if not path.is_dir() or not any(path.iterdir()):
+            continue  # simulated by the run (an empty folder is no store)
+        try:
+            found = json.loads(open_zarr_group(path, what=DATASET.what, hint=DATASET.rebuild).attrs["config"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path} exists but is not an xai-loc {DATASET.what}; remove it or choose another "
+                             "data root") from None
+        if not ResumableStore(path, DATASET, job.config, identity=_identity).same_data(found):
+            raise InputError(f"{path} {_mismatch(found)}")
+
+
 def reproduce(out: str | Path, *, quick: bool = False, data_root=None, conditions=None,
               archs=("loccnn", "samplecnn"), pretrained=None, batch_size: int = 16, device: str = "cpu",
               progress: bool | None = None, convention: str = "gpurir", skip: Sequence[str] = ()) -> Path:
@@ -229,7 +252,8 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     ------
     InputError
         One line, before any work: a bad ``skip``, no checkpoint, a checkpoint whose card disagrees with its
-        name, or an output that cannot be used (:func:`_check_out`).
+        name, an output that cannot be used (:func:`_check_out`) or a test store under ``data_root`` that
+        holds other data (:func:`_check_stores`).
     """
     skip = check_skip(skip)
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
@@ -256,6 +280,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
                          f"{pretrained or pretrained_dir()}; give --pretrained a folder holding them under the shipped "
                          "names (e.g. loccnn_t60-0.6_snr-10.safetensors)")
     _check_out(out, [condition_name(t60, snr) for t60, snr, found in plan if found])
+    _check_stores(scene, [(t60, snr) for t60, snr, found in plan if found], data_root, n_sources)
     # every checkpoint loaded (hashed, randomized) before anything is written: a damaged one is one line and
     # leaves an earlier run's record as it was
     loaded = [(t60, snr, ModelSet(checkpoints)) for t60, snr, checkpoints in plan if checkpoints]
@@ -270,7 +295,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         store = simulate_dataset(scene, "test", t60, snr, root=data_root, n_sources=n_sources, device=device,
                                  progress=progress)
         for arch in models:
-            ev = _evaluate(models, arch, store, batch_size, device)
+            ev = _evaluate(models, arch, store, batch_size, device, progress)
             paper = paper_mae(arch, t60, snr)
             loc_rows.append(f"| {t60:g} | {snr:g} | {arch} | {data_convention(models.card(arch))} | "
                             f"{ev['metrics']['mae']:.3f} | {ev['baseline']['metrics']['mae']:.3f} | "
@@ -284,7 +309,8 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
                 sections += [f"### {STUDY_EXPERIMENTS[name]}", "", run.tables["markdown"], ""]
         first = next(iter(models))
         relevance = explain_models(models.select([first]), store, randomized_baseline=False, **common)  # stored
-        record.add(plot_inspection(open_signals(store), {first: relevance[first]}, folder / f"inspection_{first}"))
+        inspection = folder / INSPECTION.format(first)
+        record.add(plot_inspection(open_signals(store), {first: relevance[first]}, inspection))
     lines = ["# xai-loc reproduction of Comanducci, Antonacci & Sarti (EUSIPCO 2024)", "",
              _quick_note(skip) if quick else "Full test split.",
              f"Test data simulated under the {convention} convention.",

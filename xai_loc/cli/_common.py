@@ -7,6 +7,7 @@ import errno
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import click
 from click.core import ParameterSource
@@ -22,7 +23,9 @@ from xai_loc.cli_params import (
     Number,
     OutDir,
     data_root_default,
+    option_name,
 )
+from xai_loc.cluster import MAX_WORKERS
 from xai_loc.errors import InputError
 
 #: A positive finite number (rates, budgets, durations).
@@ -33,6 +36,8 @@ BACKEND_CHOICES = ("torch", "pyroomacoustics", "gpurir")
 RIR_MODE_CHOICES = ("ism", "hybrid")
 CONVENTION_CHOICES = ("gpurir", "pyroomacoustics")
 SPLIT_CHOICES = ("train", "val", "test", "all")
+#: The built-in names that ``--help`` lists for the registries (a test keeps them in sync); a value is checked
+#: against the registry itself (:class:`RegistryChoice`), so plug-ins are taken too.
 MODEL_CHOICES = ("loccnn", "samplecnn")
 METHOD_CHOICES = ("lrp", "saliency", "input_x_gradient", "integrated_gradients", "deeplift", "gradient_shap",
                   "occlusion")
@@ -44,6 +49,91 @@ ANY_TARGET_CHOICES = (*TARGET_CHOICES, "class_logit", "true_class_logit", "class
 FIRST_RULE_CHOICES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
 COMPOSITE_CHOICES = ("paper", "paper-samplecnn-reversed-gate", "epsilon", "epsilon_plus_flat",
                      "epsilon_alpha2_beta1", "epsilon_gamma_box", "cochcnn", "tfcnn", "cuenet")
+
+
+class RegistryChoice(click.Choice):
+    """A choice of registered names: ``--help`` lists ``shown`` (the built-in names, without importing the
+    registry, so that help stays light); a value is checked against ``registered()``, imported on use, so that
+    plug-ins registered through entry points are taken too. ``extra``: names beside the registry's (``all``)."""
+
+    def __init__(self, shown: Sequence[str], registered: Callable[[], Iterable[str]], extra: Sequence[str] = ()):
+        super().__init__((*shown, *extra))
+        self.registered, self.extra = registered, tuple(extra)
+
+    def convert(self, value, param, ctx):
+        allowed = (*self.registered(), *self.extra)
+        if value in allowed:
+            return value
+        raise InputError(f"{option_name(param, ctx, value)} {value!r} is not allowed; use one of {', '.join(allowed)}")
+
+
+def position_models() -> list[str]:
+    """Registered localizers of source positions (the multichannel families and position plug-ins)."""
+    from xai_loc.models import MODELS
+
+    return [name for name, cls in MODELS.items() if cls.output_kind == "position"]
+
+
+def _multichannel_methods() -> list[str]:
+    from xai_loc.explain import METHODS
+
+    return [name for name in METHODS if name != "attn_lrp"]  # AttnLRP explains transformers: binaural explain
+
+
+def _composites() -> list[str]:
+    from xai_loc.explain import COMPOSITES
+
+    return list(COMPOSITES)
+
+
+def _position_targets() -> list[str]:
+    from xai_loc.explain.targets import targets_for
+
+    return targets_for("position")
+
+
+def _any_targets() -> list[str]:
+    from xai_loc.explain.targets import TARGETS
+
+    return list(TARGETS)
+
+
+MODEL = RegistryChoice(MODEL_CHOICES, position_models)
+METHOD = RegistryChoice(METHOD_CHOICES, _multichannel_methods)
+COMPOSITE = RegistryChoice(COMPOSITE_CHOICES, _composites)
+POSITION_TARGET = RegistryChoice(TARGET_CHOICES, _position_targets)
+ANY_TARGET = RegistryChoice(ANY_TARGET_CHOICES, _any_targets)
+
+
+def device_option(purpose: str = ""):
+    """``--device`` (cpu, cuda or cuda:N, checked against the machine); ``purpose`` adds what runs there."""
+    return click.option("--device", type=Device(), default="cpu", show_default=True,
+                        help=f"cpu, cuda or cuda:N{f' ({purpose})' if purpose else ''}.")
+
+
+def data_option(purpose: str = "", *aliases: str):
+    """``--data`` (and ``aliases``): the data root, ``$XAI_LOC_DATA`` or ``./xai-loc-data``; ``purpose`` says what
+    is kept there."""
+    said = f"; {purpose}" if purpose else ""
+    return click.option("--data", *aliases, "data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
+                        help=f"Data root{said} [default: $XAI_LOC_DATA or ./xai-loc-data].")
+
+
+def sources_option(of: str = "the split"):
+    """``--sources N``: a seeded spread of ``N`` sources over ``of``."""
+    return click.option("--sources", "n_sources", type=Int(1), default=None,
+                        help=f"Only N sources, a seeded spread over {of} (N >= its size: all).")
+
+
+#: The variable naming the folder of the shipped checkpoints (:data:`xai_loc.models.zoo.PRETRAINED_ENV`, which
+#: imports torch; a test keeps them equal).
+PRETRAINED_ENV = "XAI_LOC_PRETRAINED"
+
+
+def pretrained_option(*names: str, help: str = "Checkpoint folder"):  # noqa: A002 - click's word
+    """A checkpoint folder option (``names``), ``$XAI_LOC_PRETRAINED`` or the shipped ``pretrained/``."""
+    return click.option(*names, type=InputDir(), default=None, envvar=PRETRAINED_ENV, show_envvar=True,
+                        help=f"{help} [default: ${PRETRAINED_ENV} or the shipped pretrained/].")
 
 
 #: The simulation convention of every command that simulates.
@@ -150,19 +240,40 @@ class Group(click.Group):
             return super().invoke(ctx)
 
 
-def parse_options(items: tuple[str, ...]) -> dict:
+#: Arguments that commands pass to the library beside the ``--option`` values (never an option of a method,
+#: composite or target): an ``--option`` of one of these names is refused in one line.
+SET_BY_COMMAND = ("model", "models", "data", "out_dir", "mean_input", "train_mean", "progress", "client", "timing",
+                  "provenance", "relevance", "randomized_baseline", "randomized_seed", "n_tokens", "n_examples")
+ITSELF = "the command itself"
+
+
+def parse_options(items: tuple[str, ...], reserved: Mapping[str, str] | None = None) -> dict:
     """``("epsilon=1e-6", "first_rule=flat", "abs=false", "reference=1.5,2,1")`` ->
     ``{"epsilon": 1e-06, "first_rule": "flat", "abs": False, "reference": (1.5, 2.0, 1.0)}``: numbers,
-    ``true``/``false`` (any case) as booleans, comma-separated numbers as a tuple, anything else as text."""
+    ``true``/``false`` (any case) as booleans, comma-separated numbers as a tuple, anything else as text.
+    ``reserved``: keys the command sets itself -> how (its flag), refused in one line."""
+    reserved = reserved or {}
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise InputError(f"option {item!r} is not allowed; write KEY=VALUE, e.g. epsilon=1e-6")
+        if key in reserved:
+            how = reserved[key]
+            raise InputError(f"option {key!r} is set by {how}; {'leave it out' if how == ITSELF else 'use that'}")
         if key in out:
             raise InputError(f"option {key!r} is given twice; give each --option once")
         out[key] = _option_value(raw)
     return out
+
+
+def command_options(ctx: click.Context, allow: Sequence[str] = ()) -> dict:
+    """The command's ``--option`` values (:func:`parse_options`), refusing the names of its own parameters (set
+    by their flag) and :data:`SET_BY_COMMAND` but those in ``allow``."""
+    reserved = dict.fromkeys(SET_BY_COMMAND, ITSELF)
+    reserved.update({param.name: param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+                     for param in ctx.command.params if param.name != "options"})
+    return parse_options(ctx.params["options"], {k: v for k, v in reserved.items() if k not in allow})
 
 
 def _option_value(raw: str):
@@ -226,10 +337,15 @@ def resolve_condition(t60: float | None, snr: float | None, checkpoint: str | No
     snr = trained.get("snr") if snr is None else snr
     if t60 is None or snr is None:
         raise InputError(f"checkpoint {checkpoint} records no condition; give --t60 and --snr")
-    if (trained.get("t60"), trained.get("snr")) != (t60, snr) and "t60" in trained:
+    warn_condition(checkpoint, trained, t60, snr)
+    return float(t60), float(snr)
+
+
+def warn_condition(checkpoint: str, trained: dict, t60: float, snr: float) -> None:
+    """Warn (stderr) where ``checkpoint``, trained in the card's ``trained`` condition, runs on another one."""
+    if "t60" in trained and (trained.get("t60"), trained.get("snr")) != (t60, snr):
         click.echo(f"warning: {checkpoint} was trained at T60 {trained['t60']:g} s, SNR {trained.get('snr'):g} dB; "
                    f"running it on T60 {t60:g} s, SNR {snr:g} dB", err=True)
-    return float(t60), float(snr)
 
 
 def warn_convention(models, convention: str) -> None:
@@ -320,50 +436,80 @@ def with_options(*options):
 
 #: Options every binaural scene set takes.
 SCENE_SEED = click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the scenes and the training.")
-DATA_ROOT = click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
-                          help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data].")
+DATA_ROOT = data_option()
 
 
-#: Which models: the condition (shipped checkpoints) or one checkpoint.
-CONDITION_OPTIONS = (
-    click.option("--t60", type=T60, default=None,
-                 help="Condition: shipped checkpoints and data [default with --checkpoint: its card's]."),
-    click.option("--snr", type=SNR, default=None,
-                 help="Condition: shipped checkpoints and data [default with --checkpoint: its card's]."),
-    click.option("--model", "arch", type=click.Choice((*MODEL_CHOICES, "all")), default="all",
-                 show_default=True),
-    click.option("--checkpoint", type=InputFile(), default=None,
-                 help="Any xai-loc checkpoint."),
+class SchedulerAddress(click.ParamType):
+    """A dask scheduler address ``SCHEME://HOST:PORT`` (:func:`xai_loc.cluster.check_scheduler`)."""
+
+    name = "address"
+
+    def convert(self, value, param, ctx):
+        from xai_loc.cluster import check_scheduler
+
+        return check_scheduler(value, param.opts[0] if param is not None else "scheduler")
+
+
+#: Where the work of simulate, explain, perturb, faithfulness, sanity and components runs: here, on a running dask
+#: scheduler, or on a local dask cluster (:mod:`xai_loc.cluster`).
+cluster_options = with_options(
+    click.option("--scheduler", type=SchedulerAddress(), default=None,
+                 help="Spread the work over the workers of this running dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                      "(they must see the same paths); the result is that of one process run with --threads 1.",
+                 metavar="ADDRESS"),
+    click.option("--workers", type=Int(1, MAX_WORKERS), default=None,
+                 help="Spread the work over a local dask cluster of N worker processes (one thread each).",
+                 metavar="N"),
 )
-TARGET_OPTION = click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True)
+
+
+def condition_options(every: bool = True) -> tuple:
+    """Which models: the condition (shipped checkpoints) or one checkpoint; ``--model all`` (the default) where
+    ``every``, else one architecture (SampleCNN by default)."""
+    condition = "Condition: shipped checkpoints and data [default with --checkpoint: its card's]."
+    plugins = "registered plug-in localizers too"
+    model = click.option("--model", "arch", type=RegistryChoice(MODEL_CHOICES, position_models, ("all",)),
+                         default="all", show_default=True,
+                         help=f"Architecture ({plugins}); all: each one with a shipped checkpoint of the condition.") \
+        if every else click.option("--model", "arch", type=MODEL, default="samplecnn", show_default=True,
+                                   help=f"Architecture ({plugins}).")
+    return (click.option("--t60", type=T60, default=None, help=condition),
+            click.option("--snr", type=SNR, default=None, help=condition),
+            model,
+            click.option("--checkpoint", type=InputFile(), default=None, help="Any xai-loc checkpoint."))
+
+
+CONDITION_OPTIONS = condition_options()
+TARGET_OPTION = click.option(
+    "--target", type=POSITION_TARGET, default="truth", show_default=True,
+    help="truth: seed = true (x, y, z), the paper's choice; prediction; x|y|z: one coordinate; error: prediction - "
+         "truth; contrast: prediction - reference prediction.")
 RANDOMIZED_OPTION = click.option(
     "--randomized/--no-randomized", default=True, show_default=True,
     help="Also score the relevance of a randomized copy of each model (sanity baseline).")
+#: How relevance is computed: one method, its composite and options.
+EXPLANATION_OPTIONS = (
+    click.option("--method", type=METHOD, default="lrp", show_default=True),
+    click.option("--composite", type=COMPOSITE, default="paper", show_default=True,
+                 help="LRP composite (method lrp only)."),
+    TARGET_OPTION,
+    click.option("--option", "options", multiple=True, help=OPTION_HELP),
+)
 #: Data, output, seed and device of an experiment on the test split.
 RUN_OPTIONS = (
-    click.option("--sources", "n_sources", type=Int(1), default=None,
-                 help="Only N test sources, a seeded spread over the split."),
+    sources_option("the test split"),
     click.option("--seed", type=SEED, default=0, show_default=True),
-    click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
-                 help="Data root; the test split is simulated there if absent "
-                      "[default: $XAI_LOC_DATA or ./xai-loc-data]."),
+    data_option("the test split is simulated there if absent"),
     click.option("--out", type=OutDir(), default=None,
-                 help="Results folder [default: xai-loc-results/t60-T_snr-S]."),
+                 help="Results folder [default: xai-loc-results/t60-T_snr-S; with --checkpoint "
+                      "xai-loc-results/MODEL/t60-T_snr-S, MODEL its name]."),
     click.option("--batch-size", type=Int(1), default=16, show_default=True),
-    click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+    device_option(),
     CONVENTION_OPTION,
 )
 
 #: The options perturb and tdoa share: condition, models, relevance method, data and output.
-experiment_options = with_options(
-    *CONDITION_OPTIONS,
-    click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True),
-    click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True),
-    TARGET_OPTION,
-    click.option("--option", "options", multiple=True, help=OPTION_HELP),
-    RANDOMIZED_OPTION,
-    *RUN_OPTIONS,
-)
+experiment_options = with_options(*CONDITION_OPTIONS, *EXPLANATION_OPTIONS, RANDOMIZED_OPTION, *RUN_OPTIONS)
 
 #: Any family's test store, scored instead of the simulated paper scene (faithfulness, sanity).
 STORE_OPTIONS = (
@@ -371,9 +517,10 @@ STORE_OPTIONS = (
                  help="Score this finished test store instead of simulating the paper scene's test split: any "
                       "family's (dataset, binaural, TF-CNN, BAST or cue-scene store), with a --checkpoint of that "
                       "family (a dataset store alone: the shipped models of the condition it records); --convention "
-                      "does not apply [default with a binaural --checkpoint: "
-                      "its own held-out test split, rendered under --data from the spec its card records]."),
-    click.option("--target", type=click.Choice(ANY_TARGET_CHOICES), default=None,
+                      "does not apply; results in xai-loc-results/MODEL/STORE unless --out is given [default with "
+                      "a binaural --checkpoint: its own held-out test split, rendered whole under --data from the "
+                      "spec its card records]."),
+    click.option("--target", type=ANY_TARGET, default=None,
                  help="What is explained [default: what speaks for the right answer: truth (positions), "
                       "true_class_log_odds (classes), true_direction ([cos, sin]), toward_truth (azimuths)]."),
 )
@@ -414,5 +561,6 @@ def models_for(arch: str, t60: float, snr: float, checkpoint: str | None) -> dic
         return {arch: checkpoint_for(arch, t60, snr, None)}
     from xai_loc.models.zoo import pretrained_dir
 
-    found = {a: str(p) for a in MODEL_CHOICES if (p := pretrained_dir() / checkpoint_file(a, t60, snr)).is_file()}
-    return found or {MODEL_CHOICES[0]: checkpoint_for(MODEL_CHOICES[0], t60, snr, None)}  # the latter raises
+    archs = position_models()
+    found = {a: str(p) for a in archs if (p := pretrained_dir() / checkpoint_file(a, t60, snr)).is_file()}
+    return found or {archs[0]: checkpoint_for(archs[0], t60, snr, None)}  # the latter raises

@@ -11,7 +11,10 @@ import click
 from click.core import ParameterSource
 
 from xai_loc.cli._common import (
+    DATA_ROOT,
     POSITIVE,
+    command_options,
+    device_option,
     family_checkpoint,
     parse_options,
     setup,
@@ -21,13 +24,11 @@ from xai_loc.cli.root import main
 from xai_loc.cli_params import (
     SEED,
     SNR,
-    Device,
     InputFile,
     Int,
     Number,
     OutDir,
     OutFile,
-    data_root_default,
 )
 from xai_loc.errors import InputError
 
@@ -145,8 +146,7 @@ _binaural_spec_options = with_options(
                  help="HRIR interpolation of the image sources (nearest, bilinear or barycentric, the shipped "
                       "model's)."),
     click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the split and every rendering."),
-    click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
-                 help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data]."),
+    DATA_ROOT,
 )
 
 
@@ -173,8 +173,7 @@ COCHCNN_OPTIONS = SceneOptions("cochcnn", _binaural_spec, ("kinds", "n_sounds", 
 @_binaural_spec_options
 @click.option("--split", type=click.Choice(("train", "test", "all")), default="all", show_default=True,
               help="train and test hold distinct sounds; all: both in one store.")
-@click.option("--device", type=Device(), default="cpu", show_default=True,
-              help="cpu, cuda or cuda:N (room simulation).")
+@device_option("room simulation")
 @click.pass_context
 def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, interp, seed,
                       data, split, device) -> None:
@@ -203,7 +202,7 @@ def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_
 @click.option("--max-minutes", type=POSITIVE, default=None, help="Budget of the epochs; rerun to continue.")
 @click.option("--dtype", type=click.Choice(("auto", "float32", "float16")), default="auto", show_default=True,
               help="Weight storage; auto keeps float16 where the test metrics do not move.")
-@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option()
 @click.pass_context
 def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, interp, seed, data,
                    out, layers, head, epochs, batch_size, lr, label_sigma, max_minutes, dtype, device) -> None:
@@ -211,7 +210,6 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
     score it on the held-out sounds. The defaults recreate pretrained/cochcnn_default."""
     from pathlib import Path
 
-    from xai_loc.data.store import default_root
     from xai_loc.models.checkpoint import read_card
     from xai_loc.models.classifier_training import ClassifierConfig, train_on_spec
     from xai_loc.models.zoo import describe_test_metrics
@@ -220,7 +218,7 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
     spec = COCHCNN_OPTIONS.of(ctx)
     config = ClassifierConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes,
                               device=device, label_sigma=label_sigma)
-    out = Path(out) if out else Path(data or default_root()) / "runs" / f"cochcnn_{spec.name}.safetensors"
+    out = Path(out) if out else Path(data) / "runs" / f"cochcnn_{spec.name}.safetensors"
     path = train_on_spec(spec, out, root=data, model_config={"layers": layers, "head": head}, config=config,
                          dtype=dtype, progress=True)
     card = read_card(path)
@@ -243,7 +241,7 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
 @click.option("--option", "options", multiple=True,
               help="LRP composite option KEY=VALUE (repeatable), e.g. conv_rule=epsilon, gamma=0.5.")
 @click.option("--batch-size", type=Int(1), default=16, show_default=True)
-@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option()
 @click.pass_context
 def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, interp, seed, data,
                   checkpoint, out, relevance, behaviour, tokens, response, options, batch_size, device) -> None:
@@ -259,6 +257,7 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "cochcnn")  # before rendering
+    options = command_options(ctx)
     if behaviour:
         spec = COCHCNN_OPTIONS.held_out(ctx, model)
         spec.sound_ids("test")  # refuses an empty split before the probe
@@ -266,7 +265,7 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     # the probe first: it checks the composite options before the behaviour's scenes are rendered
     paths = list(run_duplex_probe(model, out, relevance=relevance, n_tokens=tokens, response=response,
                                   batch_size=batch_size, device=device, seed=seed, progress=progress,
-                                  **parse_options(options)).values())
+                                  **options).values())
     if behaviour:
         store = simulate_binaural(spec, "test", root=data, device=device, progress=True)
         paths += run_behaviour(model, store, out, batch_size=batch_size, device=device, progress=progress).values()
@@ -305,7 +304,7 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, options, examples,
                          "(multichannel models: xai-loc explain)")
     model = load_model(checkpoint)
     waveforms = read_ear_signals(inputs, model.fs, model.n_samples)[:examples]
-    extra = parse_options(options)
+    extra = command_options(ctx)
     if method is not None:
         extra["method"] = method
     if target is not None:

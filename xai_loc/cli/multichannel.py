@@ -6,30 +6,36 @@ import click
 from click.core import ParameterSource
 
 from xai_loc.cli._common import (
-    ANY_TARGET_CHOICES,
+    ANY_TARGET,
     BACKEND_CHOICES,
-    COMPOSITE_CHOICES,
+    COMPOSITE,
     CONVENTION_OPTION,
+    EXPLANATION_OPTIONS,
     FIRST_RULE_CHOICES,
-    METHOD_CHOICES,
-    MODEL_CHOICES,
+    MODEL,
     OPTION_HELP,
     POSITIVE,
     RIR_MODE_CHOICES,
     SPLIT_CHOICES,
-    TARGET_CHOICES,
     check_explanation,
     checkpoint_for,
+    cluster_options,
+    command_options,
     components_options,
+    condition_options,
     csv_list,
+    data_option,
+    device_option,
     experiment_options,
     models_for,
     named_checkpoint,
-    parse_options,
+    pretrained_option,
     resolve_condition,
     sanity_options,
     setup,
+    sources_option,
     suite_options,
+    warn_condition,
     warn_convention,
     with_options,
 )
@@ -38,7 +44,6 @@ from xai_loc.cli_params import (
     SEED,
     SNR,
     T60,
-    Device,
     InputDir,
     InputFile,
     Int,
@@ -47,34 +52,9 @@ from xai_loc.cli_params import (
     OutFile,
     StoreOut,
     check_out_dir,
-    data_root_default,
+    naming,
 )
-from xai_loc.cluster import MAX_WORKERS
 from xai_loc.errors import InputError
-
-
-class SchedulerAddress(click.ParamType):
-    """A dask scheduler address ``SCHEME://HOST:PORT`` (:func:`xai_loc.cluster.check_scheduler`)."""
-
-    name = "address"
-
-    def convert(self, value, param, ctx):
-        from xai_loc.cluster import check_scheduler
-
-        return check_scheduler(value, param.opts[0] if param is not None else "scheduler")
-
-
-#: Where the work of simulate, explain, perturb, faithfulness, sanity and components runs: here, on a running dask
-#: scheduler, or on a local dask cluster (:mod:`xai_loc.cluster`).
-cluster_options = with_options(
-    click.option("--scheduler", type=SchedulerAddress(), default=None,
-                 help="Spread the work over the workers of this running dask scheduler, e.g. tcp://10.0.0.5:8786 "
-                      "(they must see the same paths); the result is that of one process run with --threads 1.",
-                 metavar="ADDRESS"),
-    click.option("--workers", type=Int(1, MAX_WORKERS), default=None,
-                 help="Spread the work over a local dask cluster of N worker processes (one thread each).",
-                 metavar="N"),
-)
 
 
 @main.command()
@@ -100,11 +80,9 @@ def info(ctx: click.Context) -> None:
 @click.option("--snr", type=SNR, required=True, help="SNR in dB relative to microphone 0.")
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True,
               help="Which sources of the scene to simulate.")
-@click.option("--sources", "n_sources", type=Int(1), default=None,
-              help="Only N sources, a seeded spread over the split (N >= its size: all).")
+@sources_option()
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
-@click.option("--data", "--out", "out", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
-              help="Data root (--out is an alias) [default: $XAI_LOC_DATA or ./xai-loc-data].")
+@data_option("--out is an alias", "--out")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="torch", show_default=True,
               help="RIR backend.")
 @click.option("--mode", type=click.Choice(RIR_MODE_CHOICES), default="ism", show_default=True,
@@ -112,11 +90,11 @@ def info(ctx: click.Context) -> None:
 @click.option("--speech", default=None, type=InputDir(),
               help="Folder of wav/flac/ogg speech to use instead of the shipped corpus.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of speech choice and noise.")
-@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N (torch backend).")
+@device_option("torch backend")
 @CONVENTION_OPTION
 @cluster_options
 @click.pass_context
-def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech, seed, device, convention, scheduler,
+def simulate(ctx, t60, snr, split, n_sources, scene, data, backend, mode, speech, seed, device, convention, scheduler,
              workers) -> None:
     """Simulate microphone windows of a scene into a zarr store (resumable; sources spread over a dask cluster
     with --scheduler or --workers; with --device cuda, 16 sources at a time are rendered on the GPU)."""
@@ -135,7 +113,7 @@ def simulate(ctx, t60, snr, split, n_sources, scene, out, backend, mode, speech,
                          "response model (use --backend torch, or leave --mode out)")
     options = {"mode": mode} if backend == "torch" else {}
     with cluster(scheduler, workers) as client:
-        path = simulate_dataset(scn, split, t60, snr, root=out, n_sources=n_sources, corpus=corpus, seed=seed,
+        path = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, corpus=corpus, seed=seed,
                                 backend=backend, device=device, rir_options=options, progress=True, client=client)
     click.echo(str(path))
 
@@ -146,8 +124,7 @@ def models() -> None:
 
 
 @models.command("list")
-@click.option("--dir", "directory", type=InputDir(), default=None, envvar="XAI_LOC_PRETRAINED",
-              help="Folder of checkpoints [default: $XAI_LOC_PRETRAINED or the shipped pretrained/].")
+@pretrained_option("--dir", "directory", help="Folder of checkpoints")
 def models_list(directory: str | None) -> None:
     """Show the localizer families with their architectures, and the checkpoints with their conditions
     and test errors."""
@@ -165,7 +142,7 @@ def models_list(directory: str | None) -> None:
 
 
 @models.command("import")
-@click.option("--arch", type=click.Choice(MODEL_CHOICES), required=True, help="Architecture of the file.")
+@click.option("--arch", type=MODEL, required=True, help="Architecture of the file.")
 @click.option("--t60", type=T60, required=True, help="T60 (s) the model was trained for.")
 @click.option("--snr", type=SNR, required=True, help="SNR (dB) the model was trained for.")
 @click.option("--out", type=OutFile(".safetensors"), default=None,
@@ -191,14 +168,12 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 
 
 @main.command()
-@click.option("--model", "arch", type=click.Choice(MODEL_CHOICES), required=True, help="Architecture.")
+@click.option("--model", "arch", type=MODEL, required=True, help="Architecture.")
 @click.option("--t60", type=T60, required=True, help="Reverberation time (s) of the training condition.")
 @click.option("--snr", type=SNR, required=True, help="SNR (dB) of the training condition.")
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
-@click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
-              help="Data root; train/val are simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--sources", "n_sources", type=Int(1), default=None,
-              help="Only N sources of each split, a seeded spread over it (N >= its size: all).")
+@data_option("train/val are simulated there if absent")
+@sources_option("each split")
 @click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint to write [default: <data>/runs/<scene>/<model>_t60-T_snr-S.safetensors].")
 @click.option("--batch-size", type=Int(1), default=100, show_default=True)
@@ -212,7 +187,7 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 @click.option("--max-epochs", type=Int(1), default=5000, show_default=True)
 @click.option("--max-minutes", type=POSITIVE, default=None, help="Wall-clock budget; rerun to continue.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds weights, window draws and dropout.")
-@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--eval-batch-size", type=Int(1), default=100, show_default=True)
 @click.option("--preload/--no-preload", default=False, show_default=True, help="Hold train/val in RAM.")
 @click.option("--deterministic/--no-deterministic", default=True, show_default=True)
@@ -246,15 +221,21 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
     from pathlib import Path
 
     from xai_loc.data.scene import load_scene
-    from xai_loc.data.store import condition_name, default_root, simulate_dataset
+    from xai_loc.data.store import condition_name, simulate_dataset
     from xai_loc.models import TrainConfig, check_training
     from xai_loc.models import train as train_model
+    from xai_loc.models.training import CHECKS
 
     setup(ctx)
     if knobs.get("benchmark") and knobs.get("deterministic"):  # determinism would turn it off without a word
         raise InputError("--benchmark is not allowed with --deterministic (the default); add --no-deterministic")
+    flags = {param.name: param.opts[0] for param in ctx.command.params}
+    for name, value in knobs.items():  # TrainConfig's checks, named by the flag
+        test, allowed = CHECKS[name]
+        if not test(value):
+            raise InputError(f"{flags[name]} {value} is not allowed; use {allowed}")
     scn = load_scene(scene, convention=convention)
-    root = Path(data) if data else default_root()
+    root = Path(data)
     config = TrainConfig(**knobs)
     out = Path(out) if out else root / "runs" / scn.name / f"{arch}_{condition_name(t60, snr)}.safetensors"
     check_training(arch, out, (len(scn.mics), scn.window), init_from)  # before hours of simulation
@@ -272,14 +253,12 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
 @click.option("--t60", type=T60, default=None, help="Condition to evaluate on [default: the checkpoint's].")
 @click.option("--snr", type=SNR, default=None, help="Condition to evaluate on [default: the checkpoint's].")
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
-@click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
-              help="Data root; the split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--sources", "n_sources", type=Int(1), default=None,
-              help="Only N sources, a seeded spread over the split (N >= its size: all).")
+@data_option("the split is simulated there if absent")
+@sources_option()
 @click.option("--json", "json_out", type=OutFile(), default=None,
               help="Also write the report with the per-source table as JSON.")
 @click.option("--batch-size", type=Int(1), default=100, show_default=True)
-@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option()
 @CONVENTION_OPTION
 @click.pass_context
 def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out, batch_size, device,
@@ -312,33 +291,19 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
 
 
 @main.command()
-@click.option("--model", "arch", type=click.Choice(MODEL_CHOICES), default="samplecnn", show_default=True)
-@click.option("--t60", type=T60, default=None,
-              help="Condition: selects the shipped checkpoint and the data [default with --checkpoint: its card's].")
-@click.option("--snr", type=SNR, default=None,
-              help="Condition: selects the shipped checkpoint and the data [default with --checkpoint: its card's].")
-@click.option("--checkpoint", type=InputFile(), default=None, help="Any xai-loc checkpoint.")
-@click.option("--method", type=click.Choice(METHOD_CHOICES), default="lrp", show_default=True)
-@click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True,
-              help="LRP composite (method lrp only).")
-@click.option("--target", type=click.Choice(TARGET_CHOICES), default="truth", show_default=True,
-              help="truth: seed = true (x, y, z), the paper's choice; prediction; x|y|z: one coordinate; "
-                   "error: prediction - truth; contrast: prediction - reference prediction.")
-@click.option("--option", "options", multiple=True, help=OPTION_HELP)
+@with_options(*condition_options(every=False), *EXPLANATION_OPTIONS)
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True)
-@click.option("--sources", "n_sources", type=Int(1), default=None,
-              help="Only N sources, a seeded spread over the split (N >= its size: all).")
-@click.option("--scene", default="paper", show_default=True)
-@click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
-              help="Data root; the split is simulated there if absent [default: $XAI_LOC_DATA or ./xai-loc-data].")
+@sources_option()
+@click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
+@data_option("the split is simulated there if absent")
 @click.option("--out", type=StoreOut(), default=None,
               help="Relevance store [default: next to the data, <split>.relevance/<arch>-<digest>-<method>-...zarr].")
 @click.option("--batch-size", type=Int(1), default=32, show_default=True)
-@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option()
 @CONVENTION_OPTION
 @cluster_options
 @click.pass_context
-def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options, split, n_sources, scene, data, out,
+def explain(ctx, t60, snr, arch, checkpoint, method, composite, target, options, split, n_sources, scene, data, out,
             batch_size, device, convention, scheduler, workers) -> None:
     """Explain every window of a split into a chunked relevance store (resumable).
 
@@ -356,7 +321,10 @@ def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options,
     setup(ctx)
     t60, snr = resolve_condition(t60, snr, checkpoint)
     models = ModelSet({arch: checkpoint_for(arch, t60, snr, checkpoint)})
-    check_explanation(models, method, composite, target, parse_options(options))
+    opts = command_options(ctx)
+    check_explanation(models, method, composite, target, opts)
+    if out is not None:
+        _check_relevance_out(out, models, arch, method=method, composite=composite, target=target, **opts)
     scn = load_scene(scene, convention=convention)
     warn_convention(models, scn.convention)
     with cluster(scheduler, workers) as client:
@@ -364,16 +332,41 @@ def explain(ctx, arch, t60, snr, checkpoint, method, composite, target, options,
                                  client=client)
         path = explain_store(models[arch], store, out, method=method, target=target, composite=composite,
                              batch_size=batch_size, device=device, progress=True, provenance=models.provenance(arch),
-                             client=client, **parse_options(options))
+                             client=client, **opts)
     click.echo(str(path))
+
+
+def _check_relevance_out(out, models, name: str, **explanation) -> None:
+    """Refuse ``--out``, a finished relevance store of another model, method, composite, target or options, before
+    any data is simulated (the data it explains is compared once simulated, by
+    :func:`~xai_loc.explain.store.explain_store`)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from xai_loc.data.integrity import open_zarr_group
+    from xai_loc.data.spec import spec_digest
+    from xai_loc.explain.store import _CONFIG_WORDS, RELEVANCE, _mismatch
+
+    if not Path(out).is_dir() or not any(Path(out).iterdir()):
+        return  # a new store (an empty folder is none)
+    try:
+        found = json.loads(open_zarr_group(out, what=RELEVANCE.what, hint=RELEVANCE.rebuild).attrs["config"])
+    except (KeyError, TypeError, ValueError):
+        return  # not a relevance store: explain_store says so
+    attrs = models.explainer(name, mean_input=np.zeros(1), train_mean=np.zeros(3), **explanation).attrs
+    wanted = {key: attrs.get(key) for key in _CONFIG_WORDS if key != "data"}
+    if spec_digest({key: found.get(key) for key in wanted}) != spec_digest(wanted):
+        raise InputError(f"--out {out} {_mismatch(wanted)(found)}")
 
 
 @main.command()
 @click.argument("model")
-@click.option("--composite", type=click.Choice(COMPOSITE_CHOICES), default="paper", show_default=True)
+@click.option("--composite", type=COMPOSITE, default="paper", show_default=True)
 @click.option("--option", "options", multiple=True, help=OPTION_HELP)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random probe input.")
-@click.option("--target", type=click.Choice(ANY_TARGET_CHOICES), default=None,
+@click.option("--target", type=ANY_TARGET, default=None,
               help="What is explained [default: the model's own output: prediction (positions), class_logit "
                    "(classes), direction ([cos, sin]), azimuth (azimuths)]; targets that need the truth do not apply.")
 @click.pass_context
@@ -391,7 +384,7 @@ def audit(ctx, model, composite, options, seed, target) -> None:
 
     setup(ctx)
     subject = model if Path(model).exists() else build_model(model)
-    report = run_audit(subject, composite, target=target, seed=seed, **parse_options(options))
+    report = run_audit(subject, composite, target=target, seed=seed, **command_options(ctx))
     click.echo(report.render())
     if report.problems:
         ctx.exit(1)
@@ -407,48 +400,76 @@ def listen(relevance, out, sources, mics) -> None:
     from xai_loc.explain import open_explained_signals, open_relevance, write_wavs
     from xai_loc.runtime import parse_int
 
-    def ids(text):
+    def ids(text, what):
         try:
             return None if text is None else [parse_int(v) for v in text.split(",")]
         except ValueError:
-            raise InputError(f"{text!r} is not a comma-separated list of integers") from None
+            raise InputError(f"{what} {text!r} is not allowed; give a comma-separated list of integers") from None
 
+    chosen = {"sources": ids(sources, "--sources"), "mics": ids(mics, "--mics")}
     rel = open_relevance(relevance)
-    paths = write_wavs(rel, open_explained_signals(relevance), out, sources=ids(sources), mics=ids(mics))
+    paths = write_wavs(rel, open_explained_signals(relevance), out, **chosen)
     click.echo(f"{len(paths)} files in {out}")
 
 
 def _store_models(arch, t60, snr, checkpoint, store) -> dict[str, str]:
     """The models scored on a given test store: ``--checkpoint`` of any family, else the shipped multichannel
-    ones of the condition (``--t60``/``--snr``, else the one the dataset store records)."""
-    if checkpoint is None:
-        if t60 is None and snr is None:
-            from xai_loc.data.integrity import open_zarr_group
-
-            attrs = open_zarr_group(store, what="test store").attrs
-            t60, snr = attrs.get("t60"), attrs.get("snr")
-            if t60 is None or snr is None:
-                raise InputError(f"store {store} records no T60 and SNR (not a dataset store); give the --checkpoint "
-                                 "of the model to score on it")
-        return models_for(arch, *resolve_condition(t60, snr, None), None)
+    ones of the condition (``--t60``/``--snr``, else the one the dataset store records; each trained in another
+    condition than the store's is warned about, as evaluate and explain do)."""
     from xai_loc.models import read_card
 
-    return named_checkpoint(checkpoint, read_card(checkpoint))
+    if checkpoint is not None:
+        return named_checkpoint(checkpoint, read_card(checkpoint))
+    from xai_loc.data.integrity import open_zarr_group
+
+    attrs = open_zarr_group(store, what="test store").attrs
+    held = attrs.get("t60"), attrs.get("snr")
+    if t60 is None and snr is None:
+        t60, snr = held
+        if t60 is None or snr is None:
+            raise InputError(f"store {store} records no T60 and SNR (not a dataset store); give the --checkpoint "
+                             "of the model to score on it")
+    checkpoints = models_for(arch, *resolve_condition(t60, snr, None), None)
+    if None not in held:
+        for path in checkpoints.values():
+            warn_condition(path, read_card(path).get("condition") or {}, float(held[0]), float(held[1]))
+    return checkpoints
+
+
+def _own_test_split(checkpoint) -> bool:
+    """Whether ``--checkpoint`` (without ``--store``) is scored on its own held-out test split: a localizer of
+    another output than positions (a binaural family, :func:`~xai_loc.experiments.scored.family_test_store`)."""
+    if checkpoint is None:
+        return False
+    from xai_loc.models import MODELS, read_card
+
+    arch = read_card(checkpoint).get("architecture")
+    return arch in MODELS and MODELS[arch].output_kind != "position"
+
+
+def _store_name(store) -> str:
+    """The results folder's name for a given test store: its folder's name and its own."""
+    from pathlib import Path
+
+    return f"{Path(store).parent.name}-{Path(store).stem}"
 
 
 def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n_sources, seed, data,
-                       out, batch_size, device, convention, randomized=None, method=None, composite=None, options=(),
-                       checked: dict | None = None, explanations=None, scheduler=None, workers=None, store=None,
+                       out, batch_size, device, convention, randomized=None, method=None, composite=None,
+                       options: dict | None = None, explanations=None, scheduler=None, workers=None, store=None,
                        **run_options) -> None:
-    """The shared part of perturb, faithfulness and tdoa: condition, models (loaded once), explanation options
-    checked, test split simulated, then the registered experiment run, written, drawn and its table printed.
+    """The shared part of perturb, faithfulness, sanity, components and tdoa: condition, models (loaded once),
+    explanation options checked, output and cluster checked, test split simulated (or rendered), then the
+    registered experiment run, written, drawn and its table printed.
 
-    ``explanations``: the (method, composite) pairs to check when the experiment takes several
-    (and no ``method``/``composite`` of its own); an empty list: the family's defaults
-    (:func:`~xai_loc.experiments.faithfulness.family_methods`). ``scheduler``/``workers``: the dask
+    ``options``: the parsed ``--option`` values. ``explanations``: the (method, composite) pairs to check when
+    the experiment takes several (and no ``method``/``composite`` of its own); an empty list: the family's
+    defaults (:func:`~xai_loc.experiments.faithfulness.family_methods`). ``scheduler``/``workers``: the dask
     cluster that simulates and runs the experiment (:func:`xai_loc.cluster.cluster`), reached before
     anything is written. ``store``: a finished test store of any family, scored instead of the
-    simulated paper scene (``--checkpoint`` names the model)."""
+    simulated paper scene (``--checkpoint`` names the model); without one, a binaural ``--checkpoint`` is
+    scored on its own held-out test split, rendered whole under ``--data`` once everything else is checked
+    (the experiment then takes ``--sources`` of it)."""
     from pathlib import Path
 
     from xai_loc.cluster import cluster
@@ -458,39 +479,47 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.study import run_experiment
 
-    if store is None:
+    own = store is None and _own_test_split(checkpoint)
+    if store is None and not own:
         t60, snr = resolve_condition(t60, snr, checkpoint)
         checkpoints = models_for(arch, t60, snr, checkpoint)
-        default_out = Path("xai-loc-results") / condition_name(t60, snr)
+        default_out = Path("xai-loc-results", *([next(iter(checkpoints))] if checkpoint else []),
+                           condition_name(t60, snr))
     else:  # a given store is cut to --sources by the experiment (a simulated one has that many)
+        where = store or f"the held-out test split of {checkpoint}"
         if checkpoint is not None and any(v is not None for v in (t60, snr, convention)):
             click.echo("warning: --t60, --snr and --convention choose the paper scene's test split; they do not "
-                       f"apply to the store {store}", err=True)
+                       f"apply to {where}", err=True)
         elif convention is not None:  # without --checkpoint, --t60 and --snr choose the shipped models
             click.echo(f"warning: --convention chooses how the paper scene's test split is simulated; it does not "
-                       f"apply to the store {store}", err=True)
+                       f"apply to {where}", err=True)
         checkpoints = _store_models(arch, t60, snr, checkpoint, store)
-        store_name = f"{Path(store).parent.name}-{Path(store).stem}"
-        default_out = Path("xai-loc-results") / next(iter(checkpoints)) / store_name
+        default_out = Path("xai-loc-results", next(iter(checkpoints)), *([_store_name(store)] if store else []))
         run_options["n_sources"] = n_sources
-    folder = Path(check_out_dir(out or default_out, "--out"))
+    folder = Path(check_out_dir(out or default_out, "--out"))  # an own split's name is added once it is rendered
     models = ModelSet(checkpoints)
-    opts = parse_options(options)
+    opts = options or {}
     if explanations == []:
         explanations = family_methods(models, run_options.pop("methods"))
     for m, c in explanations or [(method, composite)]:
-        check_explanation(models, m, c, target, {**opts, **(checked or {})})
+        check_explanation(models, m, c, target, opts)
     if explanations is None:
         run_options.update(method=method, composite=composite)
     else:
         run_options["methods"] = [method_label(m, c) for m, c in explanations]
     if randomized is not None:  # sanity has no --randomized: randomization is its check
         run_options["randomized_baseline"] = randomized
-    if store is None:
+    if store is None and not own:
         scene = paper_scene(convention or "gpurir")
         warn_convention(models, scene.convention)
     with cluster(scheduler, workers) as client:
-        if store is None:
+        if own:
+            from xai_loc.experiments.scored import family_test_store
+
+            store = family_test_store(checkpoint, data, progress=True)
+            if out is None:
+                folder = Path(check_out_dir(folder / _store_name(store), "--out"))
+        elif store is None:
             store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
                                      progress=True, client=client)
         if client is not None:  # only the experiments with --scheduler/--workers take a client
@@ -509,7 +538,7 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
 @click.option("--modes", default="relevance,energy,random", show_default=True,
               help="Deletion orderings: relevance (signed, descending; for an error target, what lowers the "
                    "error first), energy (|x|), random (seeded).")
-@click.option("--fill", type=click.Choice(("zero", "noise")), default="zero", show_default=True,
+@click.option("--fill", default="zero", show_default=True, metavar="NAME",
               help="Value of deleted samples: zero (the paper) or noise at the window's level.")
 @click.pass_context
 def perturb(ctx, percentages, modes, fill, **common) -> None:
@@ -527,8 +556,8 @@ def perturb(ctx, percentages, modes, fill, **common) -> None:
     setup(ctx)
     pcts = check_percentages(csv_list(percentages, float, "--percentages"), from_zero=True, what="--percentages")
     modes = check_modes(csv_list(modes, what="--modes"), "--modes")
-    check_fill(fill, "--fill")
-    _run_on_test_split("perturbation", percentages=pcts, modes=modes, fill=fill, **common)
+    common["options"] = command_options(ctx)
+    _run_on_test_split("perturbation", percentages=pcts, modes=modes, fill=check_fill(fill, "--fill"), **common)
 
 
 #: What --methods of faithfulness and sanity default to, in words (the list depends on the model's family).
@@ -556,7 +585,8 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
     completeness residual per method; and how much the method ranking changes between fills
     (Kendall tau). Writes faithfulness.nc, faithfulness.md and .tex, a figure and
     faithfulness.timing.json. A binaural --checkpoint alone scores its own held-out test
-    split (rendered under --data from its card's spec); --store scores any finished store of
+    split (rendered whole under --data from its card's spec, once every option is checked;
+    --sources then takes that many of its examples); --store scores any finished store of
     the model's family. --scheduler or --workers spread the window batches over a dask
     cluster (the bytes of a --threads 1 run).
     """
@@ -565,25 +595,10 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
 
     setup(ctx)
     specs = _method_specs(methods, DEFAULT_METHODS)
-    fill_names = check_fills(csv_list(fills, what="--fills"))
+    with naming("--fills"):
+        fill_names = check_fills(csv_list(fills, what="--fills"))
     pcts = check_percentages(csv_list(percentages, float, "--percentages"), from_zero=True, what="--percentages")
-    common["store"] = _test_store(common["store"], common["checkpoint"], common["data"])
     _run_on_test_split("faithfulness", fills=fill_names, percentages=pcts, **specs, **common)
-
-
-def _test_store(store, checkpoint, data):
-    """``--store``; else a binaural ``--checkpoint``'s own held-out test split, rendered under ``--data`` from
-    the spec its card records (:func:`~xai_loc.experiments.scored.family_test_store`); else None (the paper
-    scene of the condition)."""
-    if store is not None or checkpoint is None:
-        return store
-    from xai_loc.experiments.scored import family_test_store
-    from xai_loc.models import MODELS, read_card
-
-    arch = read_card(checkpoint).get("architecture")
-    if arch not in MODELS or MODELS[arch].output_kind == "position":
-        return None
-    return family_test_store(checkpoint, data, progress=True)
 
 
 def _method_specs(methods: str | None, defaults) -> dict:
@@ -593,7 +608,8 @@ def _method_specs(methods: str | None, defaults) -> dict:
 
     if methods is None:
         return {"explanations": [], "methods": defaults}
-    return {"explanations": parse_methods(csv_list(methods, what="--methods"))}
+    with naming("--methods"):
+        return {"explanations": parse_methods(csv_list(methods, what="--methods"))}
 
 
 @main.command()
@@ -611,16 +627,15 @@ def sanity(ctx, methods, **common) -> None:
     and the similarity of the maps for other targets (x, y and z for positions; the truth
     and another true direction for direction models); with bootstrap 95 % intervals over
     sources. Writes sanity.nc, sanity.md and .tex, a figure and sanity.timing.json.
-    A binaural --checkpoint alone is checked on its own held-out test split; --store checks
+    A binaural --checkpoint alone is checked on its own held-out test split (rendered whole,
+    once every option is checked; --sources then takes that many of its examples); --store checks
     any finished store of the model's family.
     --scheduler or --workers spread the input batches over a dask cluster (the bytes of a --threads 1 run).
     """
     from xai_loc.experiments.sanity import DEFAULT_METHODS
 
     setup(ctx)
-    specs = _method_specs(methods, DEFAULT_METHODS)
-    common["store"] = _test_store(common["store"], common["checkpoint"], common["data"])
-    _run_on_test_split("sanity", **specs, **common)
+    _run_on_test_split("sanity", **_method_specs(methods, DEFAULT_METHODS), **common)
 
 
 @main.command()
@@ -644,11 +659,8 @@ def components(ctx, methods, early_end, **common) -> None:
     components.timing.json. --scheduler or --workers spread the sources over a dask cluster
     (the bytes of a --threads 1 run).
     """
-    from xai_loc.experiments.faithfulness import parse_methods
-
     setup(ctx)
-    specs = parse_methods(csv_list(methods, what="--methods"))
-    _run_on_test_split("components", early_end=early_end, explanations=specs, **common)
+    _run_on_test_split("components", early_end=early_end, **_method_specs(methods, None), **common)
 
 
 @main.command()
@@ -656,7 +668,8 @@ def components(ctx, methods, early_end, **common) -> None:
 @click.option("--pairs", default="spread", show_default=True,
               help="Microphone pairs: spread (one per spacing, 0.15 to 2.25 m), adjacent, all, or I-J,I-J.")
 @click.option("--first-rule", type=click.Choice(FIRST_RULE_CHOICES), default=None,
-              help="LRP rule of the first layer [default: the composite's, WSquare for 'paper'].")
+              help="LRP rule of the first layer, as --option first_rule=RULE [default: the composite's, WSquare "
+                   "for 'paper'].")
 @click.option("--srp/--no-srp", default=True, show_default=True,
               help="Also compare SRP-PHAT maps of signals and relevance over the source plane.")
 @click.option("--srp-windows", type=Int(1), default=None, help="SRP on N windows only, evenly spaced (it is costly).")
@@ -667,7 +680,8 @@ def tdoa(ctx, pairs, first_rule, srp, srp_windows, **common) -> None:
     Reports % anomalies (error above half the correlation time) and MAE in samples of the
     rest, per estimator and pair distance, always beside a constant zero-lag estimator and
     the relevance of randomized models; writes tdoa.nc, tables (markdown, CSV, LaTeX) and
-    figures, plus the SRP-PHAT map errors of signals vs relevance.
+    figures, plus the SRP-PHAT map errors of signals vs relevance (without SRP, the srp.* files
+    of an earlier run in the folder are removed).
     """
     from xai_loc.data.scene import paper_scene
     from xai_loc.experiments.tdoa import parse_pairs
@@ -676,8 +690,13 @@ def tdoa(ctx, pairs, first_rule, srp, srp_windows, **common) -> None:
     if srp_windows is not None and not srp:
         raise InputError(f"--srp-windows {srp_windows} is not allowed with --no-srp; drop one of them")
     parse_pairs(pairs, paper_scene(common["convention"] or "gpurir").mics.shape[0])
-    _run_on_test_split("tdoa", pairs=pairs, first_rule=first_rule, srp=srp, srp_max_windows=srp_windows,
-                       checked={"first_rule": first_rule} if first_rule else None, **common)
+    options = command_options(ctx, allow=("first_rule",))
+    if first_rule is not None:
+        if options.setdefault("first_rule", first_rule) != first_rule:
+            raise InputError(f"--first-rule {first_rule} and --option first_rule={options['first_rule']} differ; "
+                             "give one of them")
+    common["options"] = options
+    _run_on_test_split("tdoa", pairs=pairs, srp=srp, srp_max_windows=srp_windows, **common)
 
 
 @main.command()
@@ -697,12 +716,10 @@ def figures(results) -> None:
               help="A handful of test sources per condition and a small faithfulness/sanity/components suite "
                    "(about 20 CPU minutes for the four conditions; minutes with --skip sanity).")
 @click.option("--out", type=OutDir(), default="xai-loc-results/reproduce", show_default=True)
-@click.option("--data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
-              help="Data root [default: $XAI_LOC_DATA or ./xai-loc-data].")
-@click.option("--pretrained", type=InputDir(), default=None,
-              help="Checkpoint folder [default: the shipped pretrained/].")
+@data_option("the test data is simulated there if absent")
+@pretrained_option("--pretrained", help="Checkpoint folder, the checkpoints under the shipped names")
 @click.option("--batch-size", type=Int(1), default=16, show_default=True)
-@click.option("--device", type=Device(), default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--skip", default="", metavar="NAMES",
               help="Experiments to leave out, comma-separated: perturbation, tdoa, faithfulness, sanity, components.")
 @CONVENTION_OPTION

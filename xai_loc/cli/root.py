@@ -36,4 +36,11 @@ def main(threads: int | None) -> None:
     Other binaural families:     xai-loc binaural tfcnn|cuenet|bast ...
     Explain a binaural model:    xai-loc binaural explain CHECKPOINT recording.wav
     Versions and devices:        xai-loc info
+
+    \b
+    Environment:
+      XAI_LOC_DATA          data root of every --data [default: ./xai-loc-data]
+      XAI_LOC_PRETRAINED    folder of the shipped checkpoints that --t60/--snr pick [default: pretrained/]
+      XAI_LOC_THREADS       --threads
+      XAI_LOC_KEEP_MEMORY   0: return freed memory to the system
     """

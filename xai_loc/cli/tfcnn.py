@@ -7,8 +7,8 @@ from xai_loc.cli._common import (
     DATA_ROOT,
     POSITIVE,
     SCENE_SEED,
+    command_options,
     family_checkpoint,
-    parse_options,
     setup,
     with_options,
 )
@@ -84,14 +84,13 @@ def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width,
     from pathlib import Path
 
     from xai_loc.data.ipd_ild_scenes import render_scenes
-    from xai_loc.data.store import default_root
     from xai_loc.models.tfcnn_training import TFCNNTrainConfig, train_tfcnn
 
     setup(ctx)
     spec = TFCNN_OPTIONS.of(ctx)
     config = TFCNNTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_minutes=max_minutes)
     paths = render_scenes(spec, data, progress=True)
-    out = Path(out) if out else Path(data or default_root()) / "runs" / f"tfcnn_{spec.name}.safetensors"
+    out = Path(out) if out else Path(data) / "runs" / f"tfcnn_{spec.name}.safetensors"
     path = train_tfcnn(paths["train"], out, test_scenes=paths["test"], model_config={"width": width, "head": head},
                        config=config, progress=True)
     click.echo(str(path))
@@ -121,7 +120,7 @@ def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint,
     model = family_checkpoint(checkpoint, "tfcnn")  # before rendering
     spec = TFCNN_OPTIONS.held_out(ctx, model)
     check_snrs(snrs, spec.test_snrs, "--snr")  # before the scenes are rendered
-    options = parse_options(options)
+    options = command_options(ctx)
     # one noise example with the options: a bad one fails before the scenes are rendered
     explain_tfcnn(model, np.random.default_rng(0).standard_normal((1, 2, spec.n_samples)).astype(np.float32) * 0.05,
                   **options)

@@ -88,6 +88,9 @@ _CANDIDATES = 4
 #: File names written by :func:`write_tdoa_results`.
 RESULT_FILES = {"store": "tdoa.nc", "markdown": "tdoa.md", "csv": "tdoa.csv", "latex": "tdoa.tex",
                 "srp_csv": "srp.csv", "srp_latex": "srp.tex"}
+#: The files of the SRP comparison: its tables and its figure (``srp.png``/``.pdf``, drawn by
+#: :mod:`xai_loc.plots.redraw`).
+SRP_FILES = (RESULT_FILES["srp_csv"], RESULT_FILES["srp_latex"], "srp.png", "srp.pdf")
 
 
 # --------------------------------------------------------------------------------------
@@ -1043,6 +1046,16 @@ class TdoaExperiment(Experiment):
 
     def tables(self, ds: xr.Dataset) -> dict[str, str]:
         return tdoa_tables(ds)
+
+    def write(self, ds: xr.Dataset, folder: str | os.PathLike, *, tables: Mapping[str, str] | None = None,
+              timing: Mapping[str, Any] | None = None) -> dict[str, Path]:
+        """As :meth:`Experiment.write`; a result without SRP removes the :data:`SRP_FILES` an earlier run left in
+        ``folder``, so that they are never read beside it."""
+        paths = super().write(ds, folder, tables=tables, timing=timing)
+        if "srp_error" not in ds:
+            for name in SRP_FILES:
+                (Path(folder) / name).unlink(missing_ok=True)
+        return paths
 
     def open(self, path: str | os.PathLike) -> xr.Dataset:
         """As :meth:`Result.open`; a results folder stands for its ``tdoa.nc``."""

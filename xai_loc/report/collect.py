@@ -22,6 +22,7 @@ import numpy as np
 
 from xai_loc.errors import InputError
 from xai_loc.io import NETCDF_DIGEST
+from xai_loc.study import INSPECTION
 
 __all__ = ["ResultEntry", "Section", "collect_sections", "describe_study_run", "localization_rows", "provenance",
            "result_paths"]
@@ -43,9 +44,9 @@ class ResultEntry:
 
 @dataclass
 class Section:
-    """The results of one folder: entries by result name, other PNG figures, whether it holds results of
-    the multichannel experiments, which of those are missing, and the other figures the last
-    ``reproduce`` run of the folder did not draw."""
+    """The results of one folder: entries by result name, the PNG figures that come with no result
+    (:data:`~xai_loc.study.INSPECTION`), whether it holds results of the multichannel experiments, which of
+    those are missing, and the figures of the former the last ``reproduce`` run of the folder did not draw."""
 
     folder: Path
     title: str
@@ -163,9 +164,10 @@ def collect_sections(root: str | Path) -> list[Section]:
             file_status(record, root, path))
     sections = []
     for folder, entries in sorted(by_folder.items()):
-        drawn = {name for entry in entries.values() for name in entry.figures}
-        # a name with a leading dot: a temporary file of a killed write (xai_loc.io.atomic_path), or hidden
-        others = [p for p in sorted(folder.glob("*.png")) if p.name not in drawn and not p.name.startswith(".")]
+        # the figures that come with no result file (reproduce's input inspection); any other PNG is a result's,
+        # drawn above from the stored result when it is there, and never shown beside a result that did not draw
+        # it (e.g. the srp.png of an earlier tdoa run beside a tdoa.nc without SRP)
+        others = sorted(folder.glob(INSPECTION.format("*") + ".png"))
         extra = {p.name: p.read_bytes() for p in others}
         earlier = [p.name for p in others if file_status(record, root, p) == "earlier"]
         multichannel = any(name in EXPERIMENTS for name in entries)

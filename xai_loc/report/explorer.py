@@ -38,27 +38,23 @@ class Explorer:
     data: dict[str, Any]
 
 
-def _explained(entries) -> dict[str, dict]:
-    """Explained (not randomized) models of the results that record how they explained them (``method``):
-    ``{name: model info with the first such result's method, composite, target and options}``."""
-    out = {}
-    for entry in entries:
-        attrs = entry.ds.attrs
-        if not isinstance(attrs.get("method"), str):  # components, sanity ...: several methods, none stored
-            continue
-        try:
-            models = json.loads(attrs.get("models", "{}"))
-            options = json.loads(attrs.get("explain_options", "{}"))
-        except (TypeError, ValueError):
-            continue
-        if not isinstance(options, dict):
-            continue
-        for name, info in (models.items() if isinstance(models, dict) else []):
-            if isinstance(info, dict) and "model_digest" in info and "randomized_from" not in info:
-                out.setdefault(name, {"model": name, **info, "method": attrs["method"],
-                                      "composite": attrs.get("composite", "none"), "target": attrs.get("target"),
-                                      "options": options})
-    return out
+def _explained(entry) -> dict[str, dict]:
+    """Explained (not randomized) models of a result that records how it explained them (``method``):
+    ``{name: model info with the result's method, composite, target and options}`` (empty for one that does not)."""
+    attrs = entry.ds.attrs
+    if not isinstance(attrs.get("method"), str):  # components, sanity ...: several methods, none stored
+        return {}
+    try:
+        models = json.loads(attrs.get("models", "{}"))
+        options = json.loads(attrs.get("explain_options", "{}"))
+    except (TypeError, ValueError):
+        return {}
+    if not isinstance(options, dict) or not isinstance(models, dict):
+        return {}
+    return {name: {"model": name, **info, "method": attrs["method"], "composite": attrs.get("composite", "none"),
+                   "target": attrs.get("target"), "options": options}
+            for name, info in models.items()
+            if isinstance(info, dict) and "model_digest" in info and "randomized_from" not in info}
 
 
 def _expected_store(data: Path, info: dict[str, Any]) -> Path:
@@ -86,32 +82,39 @@ def _expected_store(data: Path, info: dict[str, Any]) -> Path:
 def find_relevance_stores(entries) -> tuple[dict[str, Path], str]:
     """Relevance stores of the models a section's results explained: ``({model: store}, reason if none)``.
 
-    A model's store is the one its result's method, composite, options and target name; a model
-    without that store is left out, never shown with another store.
+    A model's store is the one named by the data path, method, composite, options and target that one and the
+    same result records (tdoa.nc does); a model without that store is left out, never shown with another store.
     """
     from xai_loc.errors import InputError
 
-    data = next((Path(e.ds.attrs["data"]) for e in entries if isinstance(e.ds.attrs.get("data"), str)), None)
-    if data is None:
+    recorded = [e for e in entries if isinstance(e.ds.attrs.get("data"), str)]
+    if not recorded:
         return {}, "no result of this folder records the path of the dataset it used (tdoa.nc does)"
-    folder = data.with_name(data.name.removesuffix(".zarr") + ".relevance")
-    if not folder.is_dir():
-        return {}, f"the relevance stores of {data} are not at {folder}"
-    explained = _explained(entries)
+    explained = [(Path(e.ds.attrs["data"]), models) for e in recorded if (models := _explained(e))]
     if not explained:
         return {}, "no result of this folder records the method of its relevance (tdoa.nc does)"
-    found, missing = {}, []
-    for name, info in explained.items():
-        try:
-            store = _expected_store(data, info)
-        except InputError as err:  # an architecture or option this installation does not know
-            missing.append(f"{name} ({err})")
+    found, reasons = {}, []
+    for data, models in explained:
+        folder = data.with_name(data.name.removesuffix(".zarr") + ".relevance")
+        if not folder.is_dir():
+            reasons.append(f"the relevance stores of {data} are not at {folder}")
             continue
-        if store.is_dir():
-            found[name] = store
-        else:
-            missing.append(f"{name} ({store.name})")
-    return found, "" if found else f"no matching relevance store in {folder} for {', '.join(missing)}"
+        missing = []
+        for name, info in models.items():
+            if name in found:
+                continue
+            try:
+                store = _expected_store(data, info)
+            except InputError as err:  # an architecture or option this installation does not know
+                missing.append(f"{name} ({err})")
+                continue
+            if store.is_dir():
+                found[name] = store
+            else:
+                missing.append(f"{name} ({store.name})")
+        if missing:
+            reasons.append(f"no matching relevance store in {folder} for {', '.join(missing)}")
+    return found, "" if found else "; ".join(reasons)
 
 
 def _wav_uri(audio: np.ndarray, fs: int) -> str:

@@ -341,3 +341,31 @@ def test_the_default_results_folder_of_a_checkpoint_is_its_own(tiny, tmp_path, m
         result = _run(["perturb", *args, *data])
         assert result.exit_code == 0, (result.output, result.exception)
     assert stub_run == [Path("xai-loc-results", "loccnn-mine", CONDITION), Path("xai-loc-results", CONDITION)]
+
+
+def test_components_renders_a_split_of_your_own_speech_from_its_folder(tiny, tmp_path, monkeypatch):
+    """--speech reaches both the simulation of the test split and the components' rendering (a store simulated
+    from a speech folder could not be split into components from the CLI)."""
+    import numpy as np
+    import soundfile as sf
+
+    speech = tmp_path / "speech"
+    speech.mkdir()
+    for i in range(2):
+        sf.write(speech / f"u{i}.wav", 0.1 * np.sin(np.arange(16000) * (0.1 + 0.05 * i)).astype(np.float32), 16000)
+    seen = {}
+
+    def simulate(*args, corpus=None, **kwargs):
+        seen["simulated"] = corpus
+        return tiny.store
+
+    def run(experiment, models, store, folder, **options):
+        seen["rendered"] = options.get("corpus")
+        return types.SimpleNamespace(tables={"markdown": "stub"})
+
+    monkeypatch.setattr("xai_loc.data.store.simulate_dataset", simulate)
+    monkeypatch.setattr("xai_loc.study.run_experiment", run)
+    result = _run(["components", "--t60", "0.15", "--snr", "25", "--model", "loccnn", "--sources", "1",
+                   "--speech", str(speech), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert seen["simulated"] is seen["rendered"] and list(seen["rendered"].ids) == ["u0.wav", "u1.wav"]

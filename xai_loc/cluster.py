@@ -45,8 +45,8 @@ from xai_loc.errors import InputError, WorkLost
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["CONNECT_TIMEOUT", "MAX_WORKERS", "WORKER_TIMEOUT", "check_scheduler", "check_workers", "cluster",
-           "load_here", "map_blocks"]
+__all__ = ["CONNECT_TIMEOUT", "MAX_WORKERS", "WORKER_TIMEOUT", "check_cluster", "check_scheduler", "check_workers",
+           "cluster", "load_here", "map_blocks"]
 
 #: Seconds to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = 10.0
@@ -76,6 +76,22 @@ def check_workers(workers: int) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
         raise InputError(f"workers={workers!r} is not allowed; use an integer in [1, {MAX_WORKERS}]")
     return workers
+
+
+def check_cluster(scheduler: str | None, workers: int | None) -> None:
+    """Refuse (one line, without connecting) both a scheduler and a local cluster, or either one malformed."""
+    if scheduler is not None and workers is not None:
+        raise InputError(f"a scheduler ({scheduler}) and a local cluster ({workers} workers) are both asked for; "
+                         "give one of --scheduler and --workers")
+    if scheduler is not None:
+        check_scheduler(scheduler)
+    if workers is not None:
+        check_workers(workers)
+
+
+def _unreachable(address: str, timeout: float) -> str:
+    return (f"scheduler {address} cannot be reached within {timeout:g} s; start it (dask scheduler, then dask worker "
+            "ADDRESS on each machine), check the address, or use --workers N for a local cluster")
 
 
 def _check_transport(address: str) -> None:
@@ -130,9 +146,7 @@ def _probe_scheduler(address: str, timeout: float) -> None:
     thread.join(timeout + 1.0)
     error = outcome.get("error", None if "reply" in outcome else TimeoutError())
     if isinstance(error, (OSError, TimeoutError)):
-        raise InputError(f"scheduler {address} cannot be reached within {timeout:g} s; start it (dask "
-                         "scheduler, then dask worker ADDRESS on each machine), check the address, or use "
-                         "--workers N for a local cluster")
+        raise InputError(_unreachable(address, timeout))
     reply = outcome.get("reply")  # anything else: whatever answered, it was not a scheduler's message
     if not (isinstance(reply, dict) and reply.get("type") == "Scheduler"):
         raise InputError(f"{address} did not answer as a dask scheduler; check the address and port (dask's "
@@ -162,9 +176,7 @@ def cluster(scheduler: str | None = None, workers: int | None = None, *,
     InputError
         Both or neither valid, or the scheduler cannot be reached in time.
     """
-    if scheduler is not None and workers is not None:
-        raise InputError(f"a scheduler ({scheduler}) and a local cluster ({workers} workers) are both asked for; "
-                         "give one of --scheduler and --workers")
+    check_cluster(scheduler, workers)
     if scheduler is None and workers is None:
         yield None
         return
@@ -175,19 +187,17 @@ def cluster(scheduler: str | None = None, workers: int | None = None, *,
     with contextlib.ExitStack() as stack:
         if workers is not None:
             local = stack.enter_context(LocalCluster(
-                n_workers=check_workers(workers), threads_per_worker=1, processes=True, dashboard_address=":0",
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                 silence_logs=logging.ERROR))
             client = stack.enter_context(Client(local, set_as_default=False))
         else:
-            address = check_scheduler(scheduler)
+            address = check_scheduler(scheduler)  # stripped
             _check_transport(address)
             _probe_scheduler(address, timeout)
             try:
                 client = Client(address, timeout=timeout, set_as_default=False)
             except (OSError, TimeoutError):
-                raise InputError(f"scheduler {address} cannot be reached within {timeout:g} s; start it (dask "
-                                 "scheduler, then dask worker ADDRESS on each machine), check the address, or use "
-                                 "--workers N for a local cluster") from None
+                raise InputError(_unreachable(address, timeout)) from None
             except (TypeError, ValueError, ImportError) as err:  # e.g. tls:// without dask's security settings
                 raise InputError(f"scheduler {address} cannot be used ({type(err).__name__}: "
                                  f"{str(err).splitlines()[0][:100] if str(err) else 'no detail'}); a tls:// or ucx:// "

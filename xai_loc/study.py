@@ -200,23 +200,11 @@ def _check_out(out: Path, conditions: Sequence[str]) -> None:
 
 def _check_stores(scene, conditions, root, n_sources: int | None) -> None:
     """One line, before anything is written, where the test store a condition reuses under ``root`` holds data
-    of another configuration (read only; :func:`~xai_loc.data.store.simulate_dataset` checks it the same way)."""
-    from xai_loc.data.integrity import open_zarr_group
-    from xai_loc.data.resumable import ResumableStore
-    from xai_loc.data.store import DATASET, _identity, _job, _mismatch, dataset_path, default_root
+    of another configuration (read only: :func:`~xai_loc.data.store.check_dataset`)."""
+    from xai_loc.data.store import check_dataset
 
     for t60, snr in conditions:
-        job = _job(scene, "test", t60, snr, n_sources, None, 0, "torch", None)
-        path = dataset_path(root or default_root(), scene, job.t60, job.snr, "test", job.n_sources)
-        if not path.is_dir() or not any(path.iterdir()):
-            continue  # simulated by the run (an empty folder is no store)
-        try:
-            found = json.loads(open_zarr_group(path, what=DATASET.what, hint=DATASET.rebuild).attrs["config"])
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path} exists but is not an xai-loc {DATASET.what}; remove it or choose another "
-                             "data root") from None
-        if not ResumableStore(path, DATASET, job.config, identity=_identity).same_data(found):
-            raise InputError(f"{path} {_mismatch(found)}")
+        check_dataset(scene, "test", t60, snr, root=root, n_sources=n_sources)
 
 
 def reproduce(out: str | Path, *, quick: bool = False, data_root=None, conditions=None,

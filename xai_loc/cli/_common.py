@@ -243,7 +243,8 @@ class Group(click.Group):
 #: Arguments that commands pass to the library beside the ``--option`` values (never an option of a method,
 #: composite or target): an ``--option`` of one of these names is refused in one line.
 SET_BY_COMMAND = ("model", "models", "data", "out_dir", "mean_input", "train_mean", "progress", "client", "timing",
-                  "provenance", "relevance", "randomized_baseline", "randomized_seed", "n_tokens", "n_examples")
+                  "provenance", "relevance", "randomized_baseline", "randomized_seed", "n_tokens", "n_examples",
+                  "max_examples")
 ITSELF = "the command itself"
 
 

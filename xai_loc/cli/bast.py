@@ -75,13 +75,12 @@ def binaural_bast_train(ctx, n_sounds, seed, data, integration, share_weights, l
     (mean angular error, within 5 and 10 degrees, front-back confusions)."""
     from pathlib import Path
 
-    from xai_loc.data.store import default_root
     from xai_loc.models.bast import fit_bast
     from xai_loc.models.zoo import describe_test_metrics
 
     setup(ctx)
     variant = f"{'SP' if share_weights else 'NSP'}-{integration}-{loss}"
-    out = Path(out) if out else Path(data or default_root()) / "runs" / f"bast_{variant}_s{seed}.safetensors"
+    out = Path(out) if out else Path(data) / "runs" / f"bast_{variant}_s{seed}.safetensors"
     path, card = fit_bast(BAST_OPTIONS.of(ctx), out, root=data, integration=integration,
                           share_weights=share_weights, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr,
                           dim=dim, depth=depth, heads=heads, seed=seed, max_minutes=max_minutes,

@@ -247,7 +247,7 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
                   checkpoint, out, relevance, behaviour, tokens, response, options, batch_size, device) -> None:
     """Duplex-theory cue probe (ITD and ILD weights per band, Macpherson & Middlebrooks 2002)
     and its relevance view, plus the Hofman-style behaviour on held-out scenes: writes
-    duplex.nc, cue_relevance.nc, cues.png, responses.nc and hofman.png under OUT. The held-out
+    duplex.nc, duplex_relevance.nc, cues.png, responses.nc and hofman.png under OUT. The held-out
     scenes are the test split of the data the checkpoint's card records (the other dataset
     options change how they are rendered; --kinds, --n-sounds, --test-fraction and --seed may
     not differ from the card's: another split would overlap the training data)."""

@@ -7,8 +7,8 @@ from xai_loc.cli._common import (
     DATA_ROOT,
     POSITIVE,
     SCENE_SEED,
+    command_options,
     family_checkpoint,
-    parse_options,
     setup,
     with_options,
 )
@@ -75,7 +75,6 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
     cue network and score it on held-out utterances (top-1, top-5, azimuth error)."""
     from pathlib import Path
 
-    from xai_loc.data.store import default_root
     from xai_loc.features.binaural_cues import simulate_cue_scenes
     from xai_loc.models.classifier_training import ClassifierConfig
     from xai_loc.models.cuenet import train_cuenet
@@ -86,7 +85,7 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
                               label_sigma=label_sigma)
     test = simulate_cue_scenes(spec, "test", root=data, progress=True)
     train = simulate_cue_scenes(spec, "train", root=data, progress=True)
-    out = Path(out) if out else Path(data or default_root()) / "runs" / f"{spec.name}_s{seed}.safetensors"
+    out = Path(out) if out else Path(data) / "runs" / f"{spec.name}_s{seed}.safetensors"
     click.echo(str(train_cuenet(train, out, test_store=test, config=config, progress=True)))
 
 
@@ -120,7 +119,7 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     setup(ctx)
     model = family_checkpoint(checkpoint, "cuenet")  # before rendering
     spec = CUENET_OPTIONS.held_out(ctx, model)
-    options = parse_options(options)
+    options = command_options(ctx)
     # one all-zero cue map with the options: a bad one fails before the scenes are rendered
     net = resolve_model(model)[0]
     cue_relevance(net, np.zeros((1, *net.cue_shape), np.float32), **options)

@@ -337,28 +337,17 @@ def explain(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
 
 
 def _check_relevance_out(out, models, name: str, **explanation) -> None:
-    """Refuse ``--out``, a finished relevance store of another model, method, composite, target or options, before
-    any data is simulated (the data it explains is compared once simulated, by
-    :func:`~xai_loc.explain.store.explain_store`)."""
-    import json
-    from pathlib import Path
-
+    """Refuse ``--out``, a finished relevance store of another model or explanation, before any data is simulated
+    (:func:`~xai_loc.explain.store.check_relevance_out`)."""
     import numpy as np
 
-    from xai_loc.data.integrity import open_zarr_group
-    from xai_loc.data.spec import spec_digest
-    from xai_loc.explain.store import _CONFIG_WORDS, RELEVANCE, _mismatch
+    from xai_loc.explain.store import check_relevance_out
 
-    if not Path(out).is_dir() or not any(Path(out).iterdir()):
-        return  # a new store (an empty folder is none)
-    try:
-        found = json.loads(open_zarr_group(out, what=RELEVANCE.what, hint=RELEVANCE.rebuild).attrs["config"])
-    except (KeyError, TypeError, ValueError):
-        return  # not a relevance store: explain_store says so
     attrs = models.explainer(name, mean_input=np.zeros(1), train_mean=np.zeros(3), **explanation).attrs
-    wanted = {key: attrs.get(key) for key in _CONFIG_WORDS if key != "data"}
-    if spec_digest({key: found.get(key) for key in wanted}) != spec_digest(wanted):
-        raise InputError(f"--out {out} {_mismatch(wanted)(found)}")
+    try:
+        check_relevance_out(out, attrs)
+    except InputError as err:
+        raise InputError(f"--out {err}") from None
 
 
 @main.command()
@@ -457,7 +446,7 @@ def _store_name(store) -> str:
 def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n_sources, seed, data,
                        out, batch_size, device, convention, randomized=None, method=None, composite=None,
                        options: dict | None = None, explanations=None, scheduler=None, workers=None, store=None,
-                       **run_options) -> None:
+                       corpus=None, **run_options) -> None:
     """The shared part of perturb, faithfulness, sanity, components and tdoa: condition, models (loaded once),
     explanation options checked, output and cluster checked, test split simulated (or rendered), then the
     registered experiment run, written, drawn and its table printed.
@@ -469,7 +458,8 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
     anything is written. ``store``: a finished test store of any family, scored instead of the
     simulated paper scene (``--checkpoint`` names the model); without one, a binaural ``--checkpoint`` is
     scored on its own held-out test split, rendered whole under ``--data`` once everything else is checked
-    (the experiment then takes ``--sources`` of it)."""
+    (the experiment then takes ``--sources`` of it). ``corpus``: the speech the test split is simulated from
+    (default: the shipped corpus), passed on to the experiment (components renders it again)."""
     from pathlib import Path
 
     from xai_loc.cluster import cluster
@@ -521,7 +511,9 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
                 folder = Path(check_out_dir(folder / _store_name(store), "--out"))
         elif store is None:
             store = simulate_dataset(scene, "test", t60, snr, root=data, n_sources=n_sources, device=device,
-                                     progress=True, client=client)
+                                     corpus=corpus, progress=True, client=client)
+        if corpus is not None:
+            run_options["corpus"] = corpus
         if client is not None:  # only the experiments with --scheduler/--workers take a client
             run_options["client"] = client
         run = run_experiment(experiment, models, store, folder, target=target, seed=seed, batch_size=batch_size,
@@ -645,8 +637,11 @@ def sanity(ctx, methods, **common) -> None:
               show_default=True, help="Attribution methods, LRP as lrp:COMPOSITE.")
 @click.option("--early-end", type=Number(0.0, 1.0), default=0.05, show_default=True,
               help="End of the early reflections after each microphone's direct arrival, in seconds.")
+@click.option("--speech", default=None, type=InputDir(),
+              help="Folder of wav/flac/ogg speech the test split is (or was) simulated from, as given to 'xai-loc "
+                   "simulate --speech' [default: the shipped corpus].")
 @click.pass_context
-def components(ctx, methods, early_end, **common) -> None:
+def components(ctx, methods, early_end, speech, **common) -> None:
     """What the relevance falls on: direct sound, early reflections, late reverberation or sensor noise.
 
     Renders every test window again as the sum of its four components (from the store's own
@@ -657,10 +652,15 @@ def components(ctx, methods, early_end, **common) -> None:
     randomized model's shares (the components' energy shares are stored too), with
     bootstrap 95 % intervals over sources. Writes components.nc, .md, .tex, a figure and
     components.timing.json. --scheduler or --workers spread the sources over a dask cluster
-    (the bytes of a --threads 1 run).
+    (the bytes of a --threads 1 run). A test split simulated from your own speech (--speech) is rendered
+    again from that folder.
     """
+    from xai_loc.acoustics.speech import SpeechCorpus
+    from xai_loc.data.scene import paper_scene
+
     setup(ctx)
-    _run_on_test_split("components", early_end=early_end, **_method_specs(methods, None), **common)
+    corpus = SpeechCorpus.from_folder(speech, fs=paper_scene().room.fs) if speech else None
+    _run_on_test_split("components", early_end=early_end, corpus=corpus, **_method_specs(methods, None), **common)
 
 
 @main.command()

@@ -62,7 +62,7 @@ from xai_loc.acoustics.conventions import DEFAULT_CONVENTION, get_convention, ri
 from xai_loc.acoustics.render import render_windows, render_windows_batch, window_count
 from xai_loc.acoustics.room import check_snr, check_t60
 from xai_loc.checks import is_integer, is_real
-from xai_loc.data.integrity import check_flags, check_values, value_flags
+from xai_loc.data.integrity import check_flags, check_values, open_zarr_group, value_flags
 from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.scene import SPLITS, Scene
 from xai_loc.data.spec import spec_digest
@@ -403,7 +403,31 @@ def _mismatch(found: dict) -> str:
     if "convention" not in found:
         return ("was simulated before xai-loc recorded simulation conventions; delete it and run the command again "
                 "to rebuild it")
-    return "holds a dataset with a different configuration; remove it or use another --out"
+    return "holds a dataset with a different configuration; remove it or use another data root (--data)"
+
+
+def check_dataset(scene: Scene, split: str, t60: float, snr: float, *, root: str | Path | None = None,
+                  n_sources: int | None = None, seed: int = 0, backend: str = "torch") -> Path:
+    """The path :func:`simulate_dataset` would write, refused in one line (read only, nothing written) where a
+    store there holds data of another configuration; a missing or empty folder passes (it would be simulated).
+
+    Raises
+    ------
+    InputError
+        If the store there was simulated with other settings or is not a dataset store.
+    """
+    job = _job(scene, split, t60, snr, n_sources, None, seed, backend, None)
+    path = dataset_path(root or default_root(), scene, job.t60, job.snr, split, job.n_sources)
+    if not path.is_dir() or not any(path.iterdir()):
+        return path
+    try:
+        found = json.loads(open_zarr_group(path, what=DATASET.what, hint=DATASET.rebuild).attrs["config"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{path} exists but is not an xai-loc {DATASET.what}; remove it or choose another "
+                         "data root") from None
+    if not ResumableStore(path, DATASET, job.config, identity=_identity).same_data(found):
+        raise InputError(f"{path} {_mismatch(found)}")
+    return path
 
 
 def _record_device(out: ResumableStore, device: str) -> None:

@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     import xarray as xr
     from distributed import Client
 
-__all__ = ["explain_store", "open_explained_signals", "open_relevance", "relevance_store_path", "stored_relevance",
-           "write_wavs"]
+__all__ = ["check_relevance_out", "explain_store", "open_explained_signals", "open_relevance", "relevance_store_path",
+           "stored_relevance", "write_wavs"]
 
 #: Windows per zarr chunk of the relevance.
 CHUNK_WINDOWS = 1
@@ -163,6 +163,26 @@ def _mismatch(config: dict[str, Any]):
         return (f"holds relevance of other {_CONFIG_WORDS[key]} ({found.get(key)!r}, not {config.get(key)!r}); "
                 "results are never mixed: remove it or choose another out")
     return message
+
+
+def check_relevance_out(out: str | Path, attrs: dict[str, Any]) -> None:
+    """Refuse ``out``, a finished relevance store of another model, method, composite, target or options than an
+    explainer's ``attrs`` (:attr:`~xai_loc.explain.Explainer.attrs`), read only and before any data exists; the
+    data it explains is compared by :func:`explain_store` once simulated. A missing or empty folder passes, and
+    so does a folder that is no relevance store (:func:`explain_store` says so)."""
+    import json
+
+    from xai_loc.data.integrity import open_zarr_group
+
+    if not Path(out).is_dir() or not any(Path(out).iterdir()):
+        return
+    try:
+        found = json.loads(open_zarr_group(out, what=RELEVANCE.what, hint=RELEVANCE.rebuild).attrs["config"])
+    except (KeyError, TypeError, ValueError):
+        return
+    wanted = {key: attrs.get(key) for key in _CONFIG_WORDS if key != "data"}
+    if spec_digest({key: found.get(key) for key in wanted}) != spec_digest(wanted):
+        raise InputError(f"{out} {_mismatch(wanted)(found)}")
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def _figures(name: str, ds, path: Path) -> dict[str, bytes]:
     """The result's figures, drawn into a scratch folder from the stored dataset (PNG only).
 
     The folder's other results are linked into the scratch folder, for drawers that read a
-    sibling (the duplex figure adds the relevance view of ``cue_relevance.nc``); the results
+    sibling (the duplex figure adds the relevance view of ``duplex_relevance.nc``); the results
     folder itself is never written.
     """
     from xai_loc.plots.redraw import draw_result, link_siblings

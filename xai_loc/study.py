@@ -56,8 +56,6 @@ STUDY_EXPERIMENTS = {
 SUITE = ("faithfulness", "sanity", "components")
 #: The files of the study's folder besides its record and the conditions' folders.
 SUMMARY, REPORT = "summary.md", "report.html"
-#: The input-inspection figure of a condition's folder (no result file goes with it), by model.
-INSPECTION = "inspection_{}"
 
 
 @dataclass
@@ -250,7 +248,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     from xai_loc.experiments.tdoa_probe import explain_models
     from xai_loc.io import write_text_atomic
     from xai_loc.models.zoo import data_convention, paper_mae
-    from xai_loc.plots.inspection import plot_inspection
+    from xai_loc.plots.inspection import INSPECTION, plot_inspection
     from xai_loc.report import write_report
     from xai_loc.report.collect import result_paths
     from xai_loc.report.study_run import StudyRun

@@ -17,6 +17,9 @@ import numpy as np
 
 from xai_loc.errors import InputError
 
+#: The stem of the input-inspection figure in a condition's folder, by model (no result file goes with it).
+INSPECTION = "inspection_{}"
+
 _REL_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:brown")
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from xai_loc.errors import InputError
 from xai_loc.io import NETCDF_DIGEST
-from xai_loc.study import INSPECTION
+from xai_loc.plots.inspection import INSPECTION
 
 __all__ = ["ResultEntry", "Section", "collect_sections", "describe_study_run", "localization_rows", "provenance",
            "result_paths"]
@@ -45,7 +45,7 @@ class ResultEntry:
 @dataclass
 class Section:
     """The results of one folder: entries by result name, the PNG figures that come with no result
-    (:data:`~xai_loc.study.INSPECTION`), whether it holds results of the multichannel experiments, which of
+    (:data:`~xai_loc.plots.inspection.INSPECTION`), whether it holds results of the multichannel experiments, which of
     those are missing, and the figures of the former the last ``reproduce`` run of the folder did not draw."""
 
     folder: Path

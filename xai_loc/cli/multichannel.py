@@ -476,7 +476,7 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
         default_out = Path("xai-loc-results", *([next(iter(checkpoints))] if checkpoint else []),
                            condition_name(t60, snr))
     else:  # a given store is cut to --sources by the experiment (a simulated one has that many)
-        where = store or f"the held-out test split of {checkpoint}"
+        where = f"the store {store}" if store else f"the held-out test split of {checkpoint}"
         if checkpoint is not None and any(v is not None for v in (t60, snr, convention)):
             click.echo("warning: --t60, --snr and --convention choose the paper scene's test split; they do not "
                        f"apply to {where}", err=True)

@@ -20,7 +20,7 @@ import copy
 import time
 
 import torch
-from _args import count
+from _args import count, run_main
 
 from xai_loc.explain import Explainer
 from xai_loc.models import build_model
@@ -87,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -17,7 +17,7 @@ import copy
 import time
 
 import torch
-from _args import count, device_name
+from _args import count, device_name, run_main
 
 from xai_loc.models import build_model
 from xai_loc.models.trainer import autocast_forward
@@ -45,7 +45,7 @@ def step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: str | 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["loccnn", "samplecnn"])
+    p.add_argument("--models", nargs="+", default=["loccnn", "samplecnn"], choices=("loccnn", "samplecnn"))
     p.add_argument("--rounds", type=count, default=3)
     p.add_argument("--threads", type=count, default=2)
     p.add_argument("--device", type=device_name, default="cpu")
@@ -77,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 import torch
-from _args import count, device_name
+from _args import count, device_name, run_main
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import open_signals, simulate_dataset
-from xai_loc.experiments.faithfulness import ORDERINGS, parse_methods, run_faithfulness
+from xai_loc.experiments.faithfulness import ORDERINGS, check_fills, parse_methods, run_faithfulness
 from xai_loc.experiments.modelset import ModelSet
 from xai_loc.experiments.perturbation import PAPER_PERCENTAGES
 from xai_loc.models import build_model
@@ -63,10 +63,10 @@ def main() -> None:
     parser.add_argument("--threads", type=count, default=1)
     parser.add_argument("--device", default="cpu", type=device_name)
     args = parser.parse_args()
+    specs = parse_methods(args.methods.split(","))  # a bad name ends here, in one line, before any work
+    fills = check_fills(args.fills.split(","))
     configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     torch.manual_seed(0)
-    specs = parse_methods(args.methods.split(","))
-    fills = tuple(args.fills.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         store = simulate_dataset(paper_scene(), "test", 0.6, 10.0, root=tmp, n_sources=args.sources)
         ds = open_signals(store)
@@ -89,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -12,6 +12,12 @@ Each round times every row (median of ``--repeats`` calls after a warm-up) one a
 other, so a round's ratios share the machine's load; with ``--rounds`` above 1 the printed
 ratios are the medians over rounds.
 
+The two implementations of the same rules are checked to give the same numbers on the timed
+batch ("same numbers: ..."): xai-loc's LRP 'paper' against zennit's stock hooks, the largest
+difference of the relevance over its largest magnitude within :data:`TOLERANCE` (float32; the
+two sum in different orders), else the run ends with exit status 1. The other rows compute other
+things by design (parameter gradients, the input gradient, another gate rule): timing references.
+
     python benchmarks/bench_lrp.py [--batch 16] [--repeats 3] [--rounds 1] [--threads 1] [--device cpu]
 """
 import argparse
@@ -19,7 +25,7 @@ import statistics
 import time
 
 import torch
-from _args import count, device_name
+from _args import count, device_name, run_main
 from torch import nn
 from zennit.attribution import Gradient
 from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
@@ -30,6 +36,10 @@ from xai_loc.explain import Explainer, GateRule, MergeBatchNorm
 from xai_loc.models import build_model
 from xai_loc.models.layers import Gate
 from xai_loc.runtime import configure_cpu
+
+#: Largest difference allowed between xai-loc's LRP 'paper' relevance and zennit's stock hooks', relative to the
+#: largest magnitude of the relevance (float32).
+TOLERANCE = 1e-5
 
 
 def _timed(fn, repeats: int, sync) -> float:
@@ -54,9 +64,22 @@ def stock_paper(arch: str) -> SpecialFirstLayerMapComposite:
                                          canonizers=[MergeBatchNorm()])
 
 
+def same_relevance(model: nn.Module, arch: str, x: torch.Tensor, device: torch.device) -> float:
+    """Largest difference of xai-loc's LRP 'paper' relevance from zennit's stock hooks' on ``x``, relative to
+    the largest magnitude of the stock relevance."""
+    with Explainer(model, target="prediction", composite="paper", batch_size=x.shape[0],
+                   device=str(device)) as explainer:
+        ours = torch.as_tensor(explainer.explain_batch(x)["relevance"]).double()
+    with Gradient(model, stock_paper(arch)) as attributor:
+        _, stock = attributor(x, lambda out: out.detach())
+    stock = stock.detach().cpu().double().reshape(ours.shape)
+    return float((ours - stock).abs().max() / stock.abs().max())
+
+
 def bench(arch: str, batch: int, repeats: int, rounds: int, device: torch.device,
-          sync) -> list[tuple[str, float, float]]:
-    """(label, median seconds per batch, median ratio to the first row) for one architecture."""
+          sync) -> tuple[list[tuple[str, float, float]], float]:
+    """(label, median seconds per batch, median ratio to the first row) for one architecture, and the largest
+    relative difference of LRP 'paper' from zennit's stock hooks on the timed batch."""
     model = build_model(arch).eval().to(device)
     x = 0.01 * torch.randn(batch, 16, 5120, generator=torch.Generator().manual_seed(0)).to(device)
 
@@ -92,7 +115,8 @@ def bench(arch: str, batch: int, repeats: int, rounds: int, device: torch.device
         for label, value in times:
             seconds[label].append(value)
             ratios[label].append(value / base)
-    return [(label, statistics.median(seconds[label]), statistics.median(ratios[label])) for label, _ in rows]
+    return ([(label, statistics.median(seconds[label]), statistics.median(ratios[label])) for label, _ in rows],
+            same_relevance(model, arch, x, device))
 
 
 def main() -> None:
@@ -108,12 +132,20 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     print(f"batch {args.batch} windows of 16 x 5120, device {device}, torch threads {torch.get_num_threads()}, "
           f"{args.rounds} round(s) of {args.repeats} repeats")
+    differ = []
     for arch in ("loccnn", "samplecnn"):
-        rows = bench(arch, args.batch, args.repeats, args.rounds, device, sync)
+        rows, diff = bench(arch, args.batch, args.repeats, args.rounds, device, sync)
         print(f"\n{arch}")
         for label, seconds, ratio in rows:
             print(f"  {label:40s} {args.batch / seconds:8.1f} windows/s  {ratio:5.2f}x forward+backward")
+        print(f"  same numbers: LRP 'paper' against zennit's stock hooks on the timed batch: "
+              f"{'yes' if diff <= TOLERANCE else 'NO'}, largest difference {diff:.2g} of the largest |R| "
+              f"(tolerance {TOLERANCE:g})")
+        if diff > TOLERANCE:
+            differ.append(arch)
+    if differ:
+        raise SystemExit(f"LRP 'paper' and zennit's stock hooks gave different relevance for {', '.join(differ)}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

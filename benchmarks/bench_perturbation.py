@@ -10,6 +10,12 @@ process, and every copy is read once (as a forward pass would); the script print
 The experiment and the bare forward passes it needs are timed interleaved after a warm-up,
 the fastest of ``--repeats`` each.
 
+Both sides are checked to give the same numbers ("same numbers: ..."): the deleted copies of the
+loop windows in the relevance and energy orders equal the paper loop's (``array_equal``; the
+random order draws other samples by design, so only its count of deleted samples is compared),
+and the experiment's predictions at 0 % (every mode) equal the bare forward passes' on the same
+batches (``array_equal``). A difference ends the run with exit status 1.
+
     python benchmarks/bench_perturbation.py [--windows 64] [--loop-windows 4] [--batch-size 16] [--model loccnn]
 """
 import argparse
@@ -17,7 +23,7 @@ import time
 
 import numpy as np
 import torch
-from _args import count
+from _args import count, run_main
 
 from xai_loc.experiments.perturbation import (
     MODES,
@@ -48,16 +54,32 @@ def paper_perturb(window: np.ndarray, percentage: float, mode: str, relevance: n
     return out.reshape(window.shape)
 
 
-def best_of(repeats: int, *fns) -> list[float]:
+def best_of(repeats: int, *fns) -> tuple[list[float], list]:
     """The fastest of ``repeats`` runs of each of ``fns``, in seconds, the runs interleaved so
-    that both see the same machine (as ``timeit`` advises, the slower runs measure the machine)."""
-    times = [[] for _ in fns]
+    that both see the same machine (as ``timeit`` advises, the slower runs measure the machine),
+    and what each returned on its last run."""
+    times, results = [[] for _ in fns], [None for _ in fns]
     for _ in range(repeats):
-        for fn, t in zip(fns, times, strict=True):
+        for k, (fn, t) in enumerate(zip(fns, times, strict=True)):
             start = time.perf_counter()
-            fn()
+            results[k] = fn()
             t.append(time.perf_counter() - start)
-    return [min(t) for t in times]
+    return [min(t) for t in times], results
+
+
+def same_copies(x: torch.Tensor, rel: torch.Tensor, windows: int, modes) -> dict[str, bool]:
+    """Per mode: the vectorized deleted copies of the first ``windows`` windows equal the paper loop's
+    (relevance and energy: every value; random: other draws by design, the count of deleted samples)."""
+    xb, rb = x[:windows], rel[:windows]
+    same = {}
+    for mode in modes:
+        steps = MODES[mode](xb, rb, deletion_counts(PAPER_PERCENTAGES, xb), 0, 0)
+        ours = np.stack([xp.numpy().copy() for _, xp in perturbed_batches(xb, steps, PAPER_PERCENTAGES)])
+        paper = np.stack([np.stack([paper_perturb(xb[w].numpy(), p, mode, rb[w].numpy()) for w in range(windows)])
+                          for p in PAPER_PERCENTAGES])
+        same[mode] = (np.array_equal((ours == 0).sum(axis=(2, 3)), (paper == 0).sum(axis=(2, 3))) if mode == "random"
+                      else np.array_equal(ours, paper))
+    return same
 
 
 def main() -> None:
@@ -93,28 +115,38 @@ def main() -> None:
                     xp.sum()
 
     vectorized()  # compile (or load) the kernels
-    loop, vec = best_of(args.repeats, paper_loop, vectorized)
+    (loop, vec), _ = best_of(args.repeats, paper_loop, vectorized)
     loop, vec = loop / args.loop_windows, vec / args.windows
     print(f"deleted copies, 3 modes x 8 percentages per window: paper loop {loop * 1e3:.1f} ms/window, "
           f"vectorized {vec * 1e3:.2f} ms/window -> {loop / vec:.0f}x")
+    copies = same_copies(x, rel, args.loop_windows, modes)
+    print(f"same numbers: deleted copies of the {args.loop_windows} loop windows, vectorized against the paper loop "
+          f"(array_equal): relevance {copies['relevance']}, energy {copies['energy']}; random (other draws by "
+          f"design): the same count deleted {copies['random']}")
 
     model = build_model(args.model).eval()
 
     def experiment():
-        deletion_predictions(model, x, PAPER_PERCENTAGES, modes, relevance=rel, batch_size=args.batch_size)
+        return deletion_predictions(model, x, PAPER_PERCENTAGES, modes, relevance=rel, batch_size=args.batch_size)
 
     def forward():
+        """As many forward passes as the experiment makes, on the undeleted batches; the outputs of one round."""
         with torch.no_grad():
             for _ in range(len(modes) * len(PAPER_PERCENTAGES)):
-                for b in range(0, args.windows, args.batch_size):
-                    model(x[b : b + args.batch_size])
+                out = [model(x[b : b + args.batch_size]) for b in range(0, args.windows, args.batch_size)]
+        return torch.cat(out).numpy()
 
     with torch.no_grad():
         model(x[: args.batch_size])  # warm-up: both runs below find the model's buffers and kernels ready
-    whole, bare = best_of(args.repeats, experiment, forward)
+    (whole, bare), (predictions, outputs) = best_of(args.repeats, experiment, forward)
     print(f"{args.model}, {args.windows} windows x {len(modes)} modes x {len(PAPER_PERCENTAGES)} percentages: "
           f"experiment {whole:.1f} s, its forward passes alone {bare:.1f} s -> {whole / bare:.2f}x")
+    at_zero = all(np.array_equal(predictions[m, PAPER_PERCENTAGES.index(0)], outputs) for m in range(len(modes)))
+    print(f"same numbers: the experiment's predictions at 0 % (every mode) against the bare forward passes "
+          f"(array_equal): {at_zero}")
+    if not (at_zero and all(copies.values())):
+        raise SystemExit("the vectorized path and its baseline gave different numbers")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

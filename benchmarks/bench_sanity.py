@@ -21,12 +21,13 @@ from unittest import mock
 
 import numpy as np
 import torch
-from _args import count
+from _args import count, run_main
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import simulate_dataset
 from xai_loc.experiments import sanity
 from xai_loc.experiments.deletion_order import stable_ranks
+from xai_loc.experiments.faithfulness import parse_methods
 from xai_loc.experiments.modelset import ModelSet
 from xai_loc.models import build_model
 from xai_loc.runtime import configure_cpu
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=count, default=16)
     parser.add_argument("--threads", type=count, default=1)
     args = parser.parse_args()
+    parse_methods(args.methods.split(","))  # a bad name ends here, in one line, before any work
     configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     torch.manual_seed(0)
 
@@ -78,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

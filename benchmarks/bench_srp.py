@@ -14,7 +14,7 @@ import time
 from unittest import mock
 
 import numpy as np
-from _args import count
+from _args import count, run_main
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.experiments import gcc, srp
@@ -61,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -4,6 +4,12 @@
 One command, sized for one lease of the H200 machine (issue 15). Everything stays in GPU
 memory: nothing but the eight checkpoints comes back.
 
+0. **Arguments**, refused in one line (``gpu_zoo.py: error: ...``, exit status 2) before anything is
+   made: a count below 1, a ``--deadline-s`` or ``--checkpoint-every-s`` not above 0, a
+   ``--reserve-s`` outside [0, ``--deadline-s``), a recipe value the trainer refuses (``--lr``), a
+   condition or architecture given twice (two workers would write one file), no ``--out``, an
+   ``--out`` holding other files, ``--init-from`` checkpoints missing or of another architecture.
+
 1. **Preflight** (about 30 s, fails fast): imports (zennit, captum, zarr and pyroomacoustics
    are not needed, soundfile comes from carried wheels), the decoded speech corpus against
    its digest on the reference machine, a GPU RIR against the CPU RIR at the longest T60
@@ -132,37 +138,39 @@ def say(*parts) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from xai_loc.data.scene import PAPER_CONDITIONS, parse_condition
+    from _args import Parser, condition, count, seconds  # scripts/ is this script's folder, first on the path
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from xai_loc.data.scene import PAPER_CONDITIONS
+
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
                    help="folder of the checkpoints (default: $OUT)")
     p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (a dry run)")
-    p.add_argument("--deadline-s", type=float, default=540.0,
+    p.add_argument("--deadline-s", type=seconds, default=540.0,
                    help="wall-clock seconds from the start to the last file written")
-    p.add_argument("--sources", type=int, default=None, help="only N sources of each split (a tiny run)")
+    p.add_argument("--sources", type=count, default=None, help="only N sources of each split (a tiny run)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="folder of checkpoints under the shipped names to continue from (at their last lr)")
     p.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
-    p.add_argument("--conditions", nargs="+", type=parse_condition, default=list(PAPER_CONDITIONS),
+    p.add_argument("--conditions", nargs="+", type=condition, default=list(PAPER_CONDITIONS),
                    metavar="T60:SNR", help="default: the paper's four")
     p.add_argument("--autocast", choices=["bfloat16"], default=None,
                    help="mixed-precision training steps (2x measured on an AVX512-BF16 CPU)")
-    p.add_argument("--draws", type=int, default=10, help="paper epochs per super-epoch (between validations)")
-    p.add_argument("--max-epochs", type=int, default=5000, help="paper epochs at most")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--eval-batch-size", type=int, default=500)
+    p.add_argument("--draws", type=count, default=10, help="paper epochs per super-epoch (between validations)")
+    p.add_argument("--max-epochs", type=count, default=5000, help="paper epochs at most")
+    p.add_argument("--batch-size", type=count, default=100)
+    p.add_argument("--eval-batch-size", type=count, default=500)
     p.add_argument("--lr", type=float, default=None, help="default: the paper's (or the init checkpoint's last)")
     p.add_argument("--seed", type=int, default=0, help="seeds the data (speech, noise) and the training")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage of the windows")
-    p.add_argument("--jobs", type=int, default=None, help="condition processes at a time (default: all)")
-    p.add_argument("--sim-workers", type=int, default=None, help="simulation threads per process")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-    p.add_argument("--checkpoint-every-s", type=float, default=90.0)
+    p.add_argument("--jobs", type=count, default=None, help="condition processes at a time (default: all)")
+    p.add_argument("--sim-workers", type=count, default=None, help="simulation threads per process")
+    p.add_argument("--threads", type=count, default=None, help="torch CPU threads per process")
+    p.add_argument("--checkpoint-every-s", type=seconds, default=90.0)
     p.add_argument("--reserve-s", type=float, default=None,
-                   help="seconds kept at the end of each process for test scoring and the last writes "
-                        "(default: 5 %% of --deadline-s, at most 20)")
-    p.add_argument("--worker", type=parse_condition, default=None, help=argparse.SUPPRESS)
+                   help="seconds kept at the end of each process for test scoring and the last writes, "
+                        "0 or more and less than --deadline-s (default: 5 %% of --deadline-s, at most 20)")
+    p.add_argument("--worker", type=condition, default=None, help=argparse.SUPPRESS)
     p.add_argument("--deadline-at", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--record", type=Path, default=None, help=argparse.SUPPRESS)
     return p
@@ -203,7 +211,6 @@ def preflight(args, device, corpus, scene) -> dict:
 
     from xai_loc.acoustics.backends import simulate_rirs
     from xai_loc.data.store import count_windows, no_tf32, simulate_windows
-    from xai_loc.errors import InputError
     from xai_loc.models import load_model, read_card
     from xai_loc.models.training import TrainConfig, train
     from xai_loc.models.zoo import checkpoint_name
@@ -216,15 +223,6 @@ def preflight(args, device, corpus, scene) -> dict:
         free, total = torch.cuda.mem_get_info(device)
         report.update(gpu=props.name, gpu_memory_gb=round(total / 1e9, 1), gpu_free_gb=round(free / 1e9, 1))
     say(f"preflight: {report.get('gpu', device)}; torch {torch.__version__}, python {report['python']}")
-
-    # init checkpoints exist and hold their architecture
-    if args.init_from is not None:
-        for arch in args.archs:
-            for t, snr in args.conditions:
-                card = read_card(args.init_from / checkpoint_name(arch, t, snr))
-                if card["architecture"] != arch:
-                    raise InputError(f"{args.init_from / checkpoint_name(arch, t, snr)} holds "
-                                     f"{card['architecture']}, not {arch}")
 
     # the corpus decodes to the reference machine's samples
     sha = hashlib.sha256()
@@ -322,8 +320,11 @@ def estimate(args, record: dict, scene, left: float) -> str:
     for arch, v in record["steps"].items():
         epoch = v["seconds_per_step"] * math.ceil(sources["train"] / args.batch_size)  # one draw, GPU to itself
         paper_epochs = max(0.0, per_model) / (jobs * epoch * (1.0 + 0.9 / args.draws))  # validation ~0.9 epoch
+        capped = paper_epochs > args.max_epochs
+        paper_epochs = min(paper_epochs, args.max_epochs)
         lines.append(f"  {arch}: {v['seconds_per_step'] * 1e3:.1f} ms per step alone, {epoch:.3f} s per paper "
-                     f"epoch: about {paper_epochs:.0f} paper epochs ({paper_epochs / args.draws:.0f} super-epochs)")
+                     f"epoch: about {paper_epochs:.0f} paper epochs ({math.ceil(paper_epochs / args.draws)} "
+                     "super-epochs)" + (" as --max-epochs allows" if capped else ""))
     return "\n".join(lines)
 
 
@@ -359,7 +360,7 @@ def worker(args) -> int:
         say(f"{tag} simulated {split}: {sim.timings['sources']} sources, {sim.signals.shape[0]} windows, "
             f"{sim.nbytes / 1e9:.2f} GB {args.dtype} in {sim.timings['total']:.1f} s")
 
-    results, status = [], 0
+    status = 0
     for i, arch in enumerate(args.archs):
         name = checkpoint_name(arch, t60, snr)
         out = args.out / name
@@ -406,7 +407,6 @@ def worker(args) -> int:
                "epochs": t["epochs"], "validations": t["validations"], "steps": t["steps"],
                "best_epoch": t["best_epoch"], "stopped": t["stopped"], "wall_s": t["wall_seconds"],
                "sim_s": sum(s["total"] for s in sims.values()), "bytes": out.stat().st_size}
-        results.append(row)
         say("RESULT " + json.dumps(row))
     return status
 
@@ -490,32 +490,73 @@ def check_output(out: Path, expected: set[str]) -> list[str]:
     return problems
 
 
+def check_args(args) -> set[str]:
+    """Refuse, in one line, what the run cannot do, before anything is made; return the checkpoints' file names."""
+    from xai_loc.errors import InputError
+    from xai_loc.models import read_card
+    from xai_loc.models.training import TrainConfig
+    from xai_loc.models.zoo import checkpoint_name
+
+    if args.out is None:
+        raise InputError("give --out (or set OUT)")
+    if not 0 <= args.reserve_s < args.deadline_s:
+        raise InputError(f"--reserve-s {args.reserve_s:g} is not allowed; use 0 or more and less than --deadline-s "
+                         f"({args.deadline_s:g})")
+    for arch in args.archs:
+        if args.archs.count(arch) > 1:
+            raise InputError(f"--archs {arch} is given twice; give each architecture once")
+    names = [checkpoint_name(args.archs[0], t, s) for t, s in args.conditions]
+    for (t, s), name in zip(args.conditions, names, strict=True):
+        if names.count(name) > 1:  # two workers would write one file
+            raise InputError(f"--conditions names {condition_label(t, s)} twice (two workers would write "
+                             f"{name}); give each condition once")
+    # the recipe's values, checked as the workers' training will check them (e.g. --lr)
+    TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.max_epochs, seed=args.seed,
+                eval_batch_size=args.eval_batch_size, draws_per_epoch=args.draws,
+                checkpoint_every_s=args.checkpoint_every_s, autocast=args.autocast)
+    expected = {checkpoint_name(a, t, s) for a in args.archs for t, s in args.conditions}
+    if len(expected) > MAX_FILES:
+        raise InputError(f"{len(expected)} checkpoints would not come back (at most {MAX_FILES} files); "
+                         "give fewer --archs or --conditions")
+    others = sorted(p.name for p in args.out.iterdir() if p.name not in expected) if args.out.is_dir() else []
+    if others:
+        raise InputError(f"--out {args.out} holds other files ({', '.join(others[:5])}); give a new or empty folder")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file; give a new or empty folder")
+    if args.init_from is not None:  # init checkpoints exist and hold their architecture
+        for arch in args.archs:
+            for t, snr in args.conditions:
+                card = read_card(args.init_from / checkpoint_name(arch, t, snr))
+                if card["architecture"] != arch:
+                    raise InputError(f"--init-from {args.init_from / checkpoint_name(arch, t, snr)} holds "
+                                     f"{card['architecture']}, not {arch}")
+    return expected
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if args.reserve_s is None:
         args.reserve_s = min(20.0, 0.05 * args.deadline_s)
-    if args.out is None:
-        raise SystemExit("give --out (or set OUT)")
     if args.worker is not None:
-        return worker(args)
+        return worker(args)  # its values come checked from the orchestrating process
+
+    from xai_loc.errors import InputError
+
+    try:
+        expected = check_args(args)
+    except InputError as err:
+        p.error(str(err))
 
     import torch
 
     from xai_loc.acoustics.speech import SpeechCorpus
     from xai_loc.data import paper_scene
-    from xai_loc.errors import InputError
-    from xai_loc.models.zoo import checkpoint_name
     from xai_loc.runtime import configure_cpu, resolve_device
 
     deadline = started + args.deadline_s
     args.out.mkdir(parents=True, exist_ok=True)
-    expected = {checkpoint_name(a, t, s) for a in args.archs for t, s in args.conditions}
-    if len(expected) > MAX_FILES:
-        raise SystemExit(f"{len(expected)} checkpoints would not come back (at most {MAX_FILES} files)")
-    others = sorted(p.name for p in args.out.iterdir() if p.name not in expected)
-    if others:
-        raise SystemExit(f"{args.out} holds other files ({', '.join(others[:5])}); give an empty folder")
     try:
         configure_cpu(default_parallelism(args)[2])
         device = resolve_device(args.device)

@@ -6,8 +6,10 @@ For every condition the paper scene's train/val/test splits are simulated if abs
 recipe (:func:`xai_loc.models.training.train`, resumable: rerunning the script continues
 where a run stopped), scored on every test window beside the centroid baseline, and
 exported to ``<out>/<arch>_t60-<T60>_snr-<SNR>.safetensors`` with the test metrics in its
-card. Weights are stored as float16 when that moves no test MAE (per coordinate and mean)
-by 1 mm or more, else as float32; the card's ``storage`` entry records both errors.
+card. Weights are stored by the library's rule (:func:`xai_loc.models.trainer.float16_check`):
+float16 when that moves no test MAE (per coordinate and mean) by more than 1 mm, else float32;
+the card's ``storage`` entry is that rule's record (both scores, their changes, the tolerance,
+the verdict).
 A table of test errors next to the paper's ends the run.
 
 Usage::
@@ -22,16 +24,15 @@ only the exported checkpoints go to ``--out``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
+from _args import Parser, condition  # scripts/ is this script's folder, first on the path
+
 from xai_loc.data import PAPER_CONDITIONS, paper_scene, simulate_dataset
-from xai_loc.data.scene import parse_condition
 from xai_loc.data.store import condition_name, default_root
 from xai_loc.errors import InputError
-from xai_loc.models import load_model, read_card, save_checkpoint
+from xai_loc.models import build_card, float16_check, load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, evaluate
 from xai_loc.models.training import TrainConfig, train
 from xai_loc.models.zoo import PAPER_MAE
@@ -48,37 +49,31 @@ PROGRESS = sys.stderr.isatty()
 def export(run: Path, test: WindowSet, dst: Path, batch_size: int, device: str) -> Evaluation:
     """Score a trained checkpoint on the test windows and write it to ``dst`` with the test metrics.
 
-    Float16 weights are kept when no test MAE moves by :data:`FP16_TOLERANCE` or more.
+    Stored by the library's float16 rule (:func:`xai_loc.models.trainer.float16_check`): float16 when no
+    test MAE (per coordinate and mean) moves by more than :data:`FP16_TOLERANCE`; the card's ``storage``
+    is that rule's record. Returns the evaluation of the model as stored.
     """
     card = read_card(run)
     model = load_model(run, device=device)
-    results = {"float32": evaluate(model, test, batch_size, device, progress=PROGRESS)}
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            half = save_checkpoint(model, Path(tmp) / "half.safetensors", {"condition": card["condition"]},
-                                   dtype="float16")
-            results["float16"] = evaluate(load_model(half, device=device), test, batch_size, device,
-                                          progress=PROGRESS)
-        except InputError as err:  # a weight overflows float16
-            print(f"{dst.name}: float16 refused ({err})", file=sys.stderr)
-    mae = {dtype: {k: r.metrics[k] for k in MAE_KEYS} for dtype, r in results.items()}
-    delta = max(abs(mae["float16"][k] - mae["float32"][k]) for k in MAE_KEYS) if "float16" in mae else None
-    dtype = "float16" if delta is not None and delta < FP16_TOLERANCE else "float32"
-    chosen = results[dtype]
-    save_checkpoint(model, dst, {
-        "condition": card["condition"], "training": card["training"],
-        "dataset": {**card["dataset"], "test": test.describe()},
-        "metrics": {"val": card["metrics"]["val"], "test": chosen.summary()},
-        "storage": {"dtype": dtype, "test_mae": mae, "max_test_mae_change_m": delta,
-                    "tolerance_m": FP16_TOLERANCE},
-    }, dtype=dtype)
-    return chosen
+    scored = []  # (card entry, evaluation) of each model float16_check scores
+
+    def score(net) -> dict:
+        evaluation = evaluate(net, test, batch_size, device, progress=PROGRESS)
+        scored.append((evaluation.summary(), evaluation))
+        return scored[-1][0]
+
+    dtype, entry, storage = float16_check(model, score, dict.fromkeys(MAE_KEYS, FP16_TOLERANCE))
+    save_checkpoint(model, dst, build_card(
+        condition=card["condition"], training=card["training"],
+        dataset={**card["dataset"], "test": test.describe()},
+        val=card["metrics"]["val"], test=entry, storage=storage), dtype=dtype)
+    return next(evaluation for summary, evaluation in scored if summary is entry)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", choices=sorted(PAPER_MAE), default=sorted(PAPER_MAE))
-    parser.add_argument("--conditions", nargs="+", type=parse_condition, default=list(PAPER_CONDITIONS),
+    parser.add_argument("--conditions", nargs="+", type=condition, default=list(PAPER_CONDITIONS),
                         metavar="T60:SNR", help="default: the paper's four")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="wall-clock budget per model and call; rerun to continue")

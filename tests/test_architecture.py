@@ -1,6 +1,6 @@
 """Imports run down the data flow and never in a circle (read from the source with ``ast``, lazy imports included).
 
-Order, bottom to top: the helpers importable anywhere (``errors``, ``checks``, ``io``, ``runtime``,
+Order, bottom to top: the helpers importable anywhere (``errors``, ``checks``, ``script_args``, ``io``, ``runtime``,
 ``progress``, ``cli_params``), then the stages ``acoustics -> data -> features -> models ->
 explain -> experiments -> plots -> report``, then ``study`` (runs every stage) and ``cli``. A module may
 import from its own rank or below. The package root (``xai_loc/__init__.py``) is the parent
@@ -16,7 +16,7 @@ from pathlib import Path
 import xai_loc
 
 PACKAGE = Path(xai_loc.__file__).parent
-BOTTOM = ("errors", "checks", "io", "runtime", "progress", "cli_params", "cluster")
+BOTTOM = ("errors", "checks", "script_args", "io", "runtime", "progress", "cli_params", "cluster")
 STAGES = ("acoustics", "data", "features", "models", "explain", "experiments", "plots", "report")
 TOP = ("study", "cli")
 RANK = {name: 0 for name in BOTTOM} | {name: 1 + i for i, name in enumerate(STAGES + TOP)}

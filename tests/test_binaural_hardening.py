@@ -288,10 +288,9 @@ def test_every_scene_renderer_sets_levels_through_the_one_helper(monkeypatch, tm
     assert calls
 
 
-def test_both_utterance_splits_count_the_test_share_alike():
-    from xai_loc.data import cue_scenes, ipd_ild_scenes
+def test_a_test_share_that_leaves_no_utterance_is_refused():
+    from xai_loc.data import ipd_ild_scenes
 
-    assert cue_scenes._n_test is ipd_ild_scenes._n_test
     # 0.3 of the 300 utterances: was rounded up to one test utterance here, refused for the cue network
     _one_line(ipd_ild_scenes.SceneSpec, test_fraction=0.001,
               match="test_fraction=0.001 leaves the test split without utterances")
@@ -355,3 +354,15 @@ def test_the_cue_probe_opens_its_store_once(monkeypatch, tmp_path, cuenet_and_ma
     monkeypatch.setattr(cue_scenes, "open_cue_scenes", lambda path: opened.append(path) or ds)
     run_cue_probe(model, tmp_path / "store.zarr", tmp_path / "out", max_examples=4)
     assert opened == [tmp_path / "store.zarr"]  # was: opened and verified twice
+
+
+def test_every_scene_spec_checks_its_snrs_against_one_range():
+    """Review: the IPD/ILD test SNRs and the cue scenes' SNR range were only checked for finiteness, then failed
+    while rendering."""
+    from xai_loc.data.cue_scenes import CueSceneSpec
+    from xai_loc.data.ipd_ild_scenes import SceneSpec
+
+    with pytest.raises(InputError, match=r"^snr=\(-100\.0, 0\.0\) is not allowed; .* in \[-60, 200\]$"):
+        CueSceneSpec(snr=(-100, 0))
+    with pytest.raises(InputError, match=r"^test_snrs=\(-100\.0,\) is not allowed; give dB values in \[-60, 200\]$"):
+        SceneSpec(test_snrs=(-100.0,))

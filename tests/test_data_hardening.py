@@ -130,13 +130,15 @@ def test_names_of_round_tripping_values_are_unchanged(t60, snr, name):
 
 
 def test_close_conditions_get_their_own_folders(tiny, tmp_path):
-    values = [0.2, 0.2000001, np.float32(0.2)]
+    """Two conditions never share a folder; a value within float32 rounding of its 6-digit form is that
+    condition (``np.float32(0.2)``, ``0.1 + 0.2``: the names of the shipped checkpoints), in name and config."""
+    values = [0.2, 0.2000001, np.float32(0.2), 0.1 + 0.1]
     names = [store.condition_name(t, 20) for t in values]
-    assert len(set(names)) == 3
-    assert [float(n.split("_")[0][len("t60-"):]) for n in names] == [float(v) for v in values]
+    assert names == ["t60-0.2_snr-20", "t60-0.2000001_snr-20", "t60-0.2_snr-20", "t60-0.2_snr-20"]
+    assert store.condition_name(0.1 + 0.2, np.float32(20)) == "t60-0.3_snr-20"
     paths = [store.simulate_dataset(tiny, "test", t, 20.0, root=tmp_path, n_sources=1, progress=False)
-             for t in values[:2]]
-    assert paths[0] != paths[1] and all(p.is_dir() for p in paths)
+             for t in values]
+    assert paths[0] != paths[1] and paths[0] == paths[2] == paths[3] and all(p.is_dir() for p in paths)
 
 
 # --- 3. simulation arguments are checked before anything is written ----------------------------
@@ -245,7 +247,6 @@ def test_a_plugin_backend_gets_a_seed_when_it_declares_one(tiny, monkeypatch, se
 def test_both_paths_cut_sources_into_the_same_blocks():
     assert store._blocks(range(3), "cpu") == [(0,), (1,), (2,)]
     assert store._blocks(list(range(20)), "cuda") == [tuple(range(16)), (16, 17, 18, 19)]
-    assert ":func:`_rendered_block`" in store.__doc__ and ":func:`_blocks`" in store.__doc__
 
 
 # --- 9. the components experiment on a store of another corpus ---------------------------------

@@ -185,7 +185,7 @@ def test_fit_bast_refuses_a_dim_that_heads_do_not_divide_before_rendering(tmp_pa
 
 
 @pytest.mark.parametrize("name, message", [("b.pt", "use a file name ending in .safetensors"),
-                                           ("file/b.safetensors", r"'.*file' is not a folder")])
+                                           ("file/b.safetensors", r"'.*file' is a file, not a folder")])
 def test_fit_bast_checks_out_before_rendering(tmp_path, name, message):
     from xai_loc.models.bast import fit_bast
 
@@ -274,7 +274,7 @@ def test_every_trainer_checks_the_output_folder_before_training(tmp_path, monkey
     monkeypatch.setattr(trainer.Trainer, "run_epoch", no_training)
     (tmp_path / "file").write_text("")
     out = tmp_path / "file" / "m.safetensors"
-    message = rf"^cannot write the checkpoint '{re.escape(str(out))}': '{re.escape(str(tmp_path / 'file'))}' is not a"
+    message = rf"^checkpoint folder '{re.escape(str(tmp_path / 'file'))}' is not allowed: .* is a file, not a folder"
     calls = [lambda: train("loccnn", windows(10, 0), windows(4, 1), out, TrainConfig(**FAST), progress=False),
              lambda: train_tfcnn(scenes(3, "train"), out, model_config=TINY_TFCNN, progress=False),
              lambda: train_cuenet(cue_store(8), out, model_config=SMALL_CUENET),
@@ -321,3 +321,17 @@ def test_one_storage_dtype_check(tmp_path):
         train_tfcnn(scenes(3, "train"), tmp_path / "t.safetensors", model_config=TINY_TFCNN, dtype="bf16",
                     progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_numpy_settings_are_stored_as_python_numbers():
+    """Review: np.int64 epochs passed the number check and then failed after training, in the JSON card."""
+    from xai_loc.models.bast import _check_recipe
+    from xai_loc.models.classifier_training import ClassifierConfig
+    from xai_loc.models.training import TrainConfig
+
+    config = ClassifierConfig(epochs=np.int64(2), lr=np.float32(0.5), seed=np.uint8(3))
+    assert (type(config.epochs), type(config.lr), type(config.seed)) == (int, float, int)
+    assert json.loads(json.dumps(config.recipe()))["lr"] == 0.5
+    assert type(TrainConfig(batch_size=np.int64(4)).batch_size) is int
+    assert [type(v) for v in _check_recipe("MIX", np.int64(1), np.int64(2), np.float64(1e-3), np.int8(0), None)] \
+        == [int, int, float, int, type(None)]

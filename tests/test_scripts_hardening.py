@@ -1,21 +1,33 @@
 """The zoo scripts and the benchmarks, run as their users run them: bad inputs end in one line with exit status 2
 before any work and with nothing created; adopt_zoo never silently replaces a better checkpoint.
 
-Every bad-input run is a subprocess, started together at the first test (a few at a time) so that the module
-stays fast. ``XAI_LOC_SCRIPTS_ROOT`` points the runs at another copy of ``scripts/`` and ``benchmarks/`` (for
-example an untouched checkout, to see these tests fail there); default: this repository.
+Each run executes the script as ``python SCRIPT ARGS`` would (its ``__main__`` entry, its folder first on the
+path, ``sys.argv`` set, the working folder and the environment as a subprocess gets them; see :func:`run_here`),
+but in this process, which has torch and xai_loc imported already: a subprocess would spend seconds on its
+imports alone. A few of the bad inputs also run as real subprocesses (:data:`AS_USERS_RUN_THEM`, started at the
+first test, while the others run), to see the exit status and the stderr a user sees.
+
+``XAI_LOC_SCRIPTS_ROOT`` points the runs at another copy of ``scripts/`` and ``benchmarks/`` (for example an
+untouched checkout, to see these tests fail there); default: this repository. The in-process runs use this
+process's ``xai_loc`` wherever the scripts come from.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import os
 import re
+import runpy
 import subprocess
 import sys
+import traceback
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -28,11 +40,70 @@ TREE = Path(os.environ.get("XAI_LOC_SCRIPTS_ROOT") or Path(__file__).resolve().p
 NAME = checkpoint_name("loccnn", 0.15, 25.0)
 SHIPPED = pretrained_dir() / NAME
 ENV = {**{k: v for k, v in os.environ.items() if k != "OUT"}, "OMP_NUM_THREADS": "1"}
+#: Modules a script imports from its own folder (``scripts/_args.py`` and ``benchmarks/_args.py`` share a name).
+SIBLINGS = ("_args", "train_zoo")
 
 
 def run(script: str, *argv, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGV`` in a subprocess."""
     return subprocess.run([sys.executable, str(TREE / script), *map(str, argv)], capture_output=True, text=True,
                           env=ENV, cwd=cwd, timeout=timeout)
+
+
+@contextlib.contextmanager
+def _as_script(path: Path, argv: list[str], cwd: Path | None):
+    """This process set up as ``python PATH ARGV`` in ``cwd`` sees it, and put back afterwards: ``sys.argv``, the
+    script's folder first on ``sys.path`` with none of its sibling modules cached, the environment of
+    :data:`ENV`'s runs (no ``OUT``), the working folder and torch's thread count."""
+    saved_path, saved_argv, saved_cwd, threads = sys.path[:], sys.argv[:], os.getcwd(), torch.get_num_threads()
+    saved_modules = {name: sys.modules.pop(name) for name in SIBLINGS if name in sys.modules}
+    before = set(sys.modules)
+    sys.path.insert(0, str(path.parent))
+    sys.argv = [str(path), *argv]
+    try:
+        with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}):
+            os.environ.pop("OUT", None)
+            if cwd is not None:
+                os.chdir(cwd)
+            yield
+    finally:
+        os.chdir(saved_cwd)
+        sys.path[:], sys.argv = saved_path, saved_argv
+        torch.set_num_threads(threads)
+        for name in set(sys.modules) - before:  # the script's own modules, loaded from its folder
+            file = getattr(sys.modules[name], "__file__", None)
+            if name in SIBLINGS or (file is not None and Path(file).parent == path.parent):
+                del sys.modules[name]
+        sys.modules.update(saved_modules)
+
+
+def run_here(script: str, *argv, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGV`` run in this process: its ``__main__`` entry, ``SystemExit`` as the exit status, an
+    uncaught exception as the traceback on stderr with exit status 1, and the warnings an interpreter shows by
+    default written to stderr, as a subprocess would see them (:func:`_as_script` sets the process up)."""
+    path, argv = TREE / script, [str(a) for a in argv]
+    out, err = io.StringIO(), io.StringIO()
+    with (_as_script(path, argv, cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err),
+          warnings.catch_warnings(record=True) as shown):
+        warnings.resetwarnings()  # the interpreter's default filters (no -W options): these are hidden
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+            code = 0
+        except SystemExit as exit_:
+            if exit_.code is None or isinstance(exit_.code, int):
+                code = exit_.code or 0
+            else:  # sys.exit("message"): the message on stderr, exit status 1
+                print(exit_.code, file=sys.stderr)
+                code = 1
+        except Exception:  # uncaught: what the interpreter prints, exit status 1
+            traceback.print_exc()
+            code = 1
+        for w in shown:
+            err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
+    return subprocess.CompletedProcess([sys.executable, str(path), *argv], code, out.getvalue(), err.getvalue())
 
 
 def zoo_card(**training) -> dict:
@@ -120,15 +191,6 @@ def _cases(tmp: Path) -> dict[str, Case]:
     }
 
 
-@pytest.fixture(scope="module")
-def refused(tmp_path_factory):
-    """Every bad-input run, started at once (three at a time): name -> (case, future of its CompletedProcess)."""
-    tmp = tmp_path_factory.mktemp("refused")
-    cases = _cases(tmp)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        yield {name: (case, pool.submit(run, case.script, *case.argv, cwd=tmp)) for name, case in cases.items()}
-
-
 #: The names of :func:`_cases` (its folders are made per run, so the names are listed here for parametrize).
 CASES = ("gpu_zoo draws 0", "gpu_zoo deadline 0", "gpu_zoo jobs -1", "gpu_zoo reserve -100",
          "gpu_zoo checkpoint every 0", "gpu_zoo condition twice", "gpu_zoo arch twice", "gpu_zoo condition text",
@@ -136,12 +198,31 @@ CASES = ("gpu_zoo draws 0", "gpu_zoo deadline 0", "gpu_zoo jobs -1", "gpu_zoo re
          "adopt other architecture", "adopt imported", "adopt killed worker", "adopt two for one", "adopt sources 0",
          "bench_autocast models", "bench_faithfulness methods", "bench_faithfulness fills", "bench_sanity methods",
          "bench_simulate t60", "bench_study condition")
+#: Cases also run as real subprocesses, one of each kind of script: gpu_zoo (its own preflight and folders),
+#: adopt_zoo (scripts/_args and train_zoo imported from its folder) and a benchmark (benchmarks/_args, run_main).
+AS_USERS_RUN_THEM = ("gpu_zoo other files", "adopt killed worker", "bench_simulate t60")
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_bad_inputs_end_in_one_line_before_any_work(refused, name):
-    case, future = refused[name]
-    done = future.result()
+@pytest.fixture(scope="module")
+def as_users_run_them(tmp_path_factory):
+    """The cases of :data:`AS_USERS_RUN_THEM` as subprocesses, started at once in folders of their own (they run
+    while the other tests do): name -> (case, future of its CompletedProcess)."""
+    tmp = tmp_path_factory.mktemp("subprocess")
+    cases = _cases(tmp)
+    with ThreadPoolExecutor(max_workers=len(AS_USERS_RUN_THEM)) as pool:
+        yield {name: (cases[name], pool.submit(run, cases[name].script, *cases[name].argv, cwd=tmp))
+               for name in AS_USERS_RUN_THEM}
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> tuple[Path, dict[str, Case]]:
+    tmp = tmp_path_factory.mktemp("refused")
+    return tmp, _cases(tmp)
+
+
+def check_refused(case: Case, done: subprocess.CompletedProcess) -> None:
+    """Exit status 2, one line on stderr (an argparse usage block before it, where ``case`` allows), nothing on
+    stdout, no traceback, and ``case.left``'s folders as they were."""
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not done.stdout.strip()
@@ -150,8 +231,15 @@ def test_bad_inputs_end_in_one_line_before_any_work(refused, name):
         assert (sorted(p.name for p in folder.iterdir()) if folder.exists() else None) == names, folder
 
 
-def test_every_case_is_run(refused):
-    assert sorted(CASES) == sorted(refused)
+def test_every_case_is_run(as_users_run_them, cases):  # first: it starts the subprocesses
+    assert sorted(CASES) == sorted(cases[1]) and set(as_users_run_them) <= set(CASES)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_inputs_end_in_one_line_before_any_work(cases, name):
+    tmp, by_name = cases
+    case = by_name[name]
+    check_refused(case, run_here(case.script, *case.argv, cwd=tmp))
 
 
 # -- adopt_zoo keeps a better checkpoint --------------------------------------------------------------------------
@@ -174,7 +262,7 @@ def zoo_results(tmp_path_factory):
 
 
 def _adopt(tmp: Path, results: Path, out: Path, *extra) -> subprocess.CompletedProcess:
-    return run("scripts/adopt_zoo.py", results, "--out", out, "--data-root", tmp / "data", "--sources", 1,
+    return run_here("scripts/adopt_zoo.py", results, "--out", out, "--data-root", tmp / "data", "--sources", 1,
                "--srp-windows", 1, "--threads", 1, *extra, cwd=tmp)
 
 
@@ -231,3 +319,11 @@ def test_gpu_zoo_plans_no_more_epochs_than_max_epochs():
     record = {"sim_seconds_per_source": 1e-3, "steps": {"loccnn": {"seconds_per_step": 1e-3}}}
     plan = gpu_zoo.estimate(args, record, paper_scene(), 540.0)
     assert "about 2 paper epochs (1 super-epochs) as --max-epochs allows" in plan
+
+
+# -- as users run them -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", AS_USERS_RUN_THEM)
+def test_bad_inputs_as_users_run_them(as_users_run_them, name):
+    case, future = as_users_run_them[name]
+    check_refused(case, future.result())

@@ -24,3 +24,8 @@ def is_real(value) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an integer too large for a float
         return False
+
+
+def plain(value):
+    """A NumPy scalar as the Python number it holds (checked values go into JSON cards); anything else as it is."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -222,7 +222,8 @@ def _next_fast_len(n: int) -> int:
     return int(next_fast_len(int(n), real=True))
 
 
-def _hrtf_at(hrtf: HRTFSet | None, fs: int) -> HRTFSet:
+def hrtf_at(hrtf: HRTFSet | None, fs: int) -> HRTFSet:
+    """``hrtf`` (None: KEMAR) at ``fs`` Hz; anything but an :class:`HRTFSet` is refused in one line."""
     if hrtf is None:
         return load_hrtf("kemar", fs=fs)
     if not isinstance(hrtf, HRTFSet):
@@ -307,7 +308,7 @@ def binaural_rirs(
     distance = np.linalg.norm(src - head, axis=1)
     if np.any(distance <= 0):
         raise InputError("a source lies at the listener's head centre; move it away from the head")
-    hrtf = _hrtf_at(hrtf, room.fs)
+    hrtf = hrtf_at(hrtf, room.fs)
     device = torch.device(device)
     beta = room.reflection_coefficient(t60)
     n_samples = int(math.ceil(t_max * room.fs))
@@ -364,7 +365,7 @@ def anechoic_rirs(
     dist = np.broadcast_to(np.asarray(distance, dtype=np.float64), az.shape)
     if not np.all(np.isfinite(dist) & (dist > 0)):
         raise InputError(f"source distance {distance!r} is not allowed; give positive metres")
-    hrtf = _hrtf_at(hrtf, fs)
+    hrtf = hrtf_at(hrtf, fs)
     if n_samples is None:
         n_samples = int(math.ceil(dist.max() / c * fs)) + FD_HALF_WIDTH + hrtf.n_taps
     elif int(n_samples) != n_samples or n_samples < 1:
@@ -753,7 +754,7 @@ def render_binaural(
     if background == "spatialized" and not (is_integer(n_noise) and 1 <= n_noise <= far.size):
         raise InputError(f"n_noise={n_noise!r} is not allowed; use an integer from 1 to {far.size} (the grid "
                          "directions other than the target's)")
-    hrtf = _hrtf_at(hrtf, fs)
+    hrtf = hrtf_at(hrtf, fs)
     preset = load_room(room) if isinstance(room, str) else room
 
     def brirs(az, el) -> np.ndarray:
@@ -778,6 +779,7 @@ __all__ = [
     "AZIMUTHS", "ELEVATIONS", "N_LABELS", "STUDY_GRID", "direction_to_label", "label_to_direction", "study_grid",
     # geometry and responses
     "Listener", "binaural_rirs", "anechoic_rirs", "min_t_diff", "SOURCE_DISTANCE", "LISTENER_HEIGHT", "C",
+    "hrtf_at",
     # rooms
     "RoomPreset", "ROOMS", "load_room",
     # sounds and rendering

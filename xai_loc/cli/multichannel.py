@@ -425,6 +425,11 @@ def _store_models(arch, t60, snr, checkpoint, store) -> dict[str, str]:
     return checkpoints
 
 
+#: The experiments that score any family's test store (``--store``) and a binaural ``--checkpoint`` on its own
+#: held-out split; the others take localizers of source positions only.
+STORE_EXPERIMENTS = ("faithfulness", "sanity")
+
+
 def _own_test_split(checkpoint) -> bool:
     """Whether ``--checkpoint`` (without ``--store``) is scored on its own held-out test split: a localizer of
     another output than positions (a binaural family, :func:`~xai_loc.experiments.scored.family_test_store`)."""
@@ -469,7 +474,7 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.study import run_experiment
 
-    own = store is None and _own_test_split(checkpoint)
+    own = store is None and experiment in STORE_EXPERIMENTS and _own_test_split(checkpoint)
     if store is None and not own:
         t60, snr = resolve_condition(t60, snr, checkpoint)
         checkpoints = models_for(arch, t60, snr, checkpoint)

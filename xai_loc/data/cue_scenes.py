@@ -46,8 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.acoustics.room import SNR_RANGE
 from xai_loc.checks import is_real
-from xai_loc.data.ipd_ild_scenes import _n_test
+from xai_loc.data.ipd_ild_scenes import n_test_items
 from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord, check_name, numbers, words
 from xai_loc.errors import InputError
@@ -125,15 +126,16 @@ class CueSceneSpec(SpecRecord):
         if not (is_real(self.test_fraction) and 0 < self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in (0, 1)")
         n = len(SpeechCorpus.shipped())
-        if not 0 < _n_test(self.test_fraction, n) < n:
+        if not 0 < n_test_items(self.test_fraction, n) < n:
             raise InputError(f"test_fraction={self.test_fraction!r} leaves a split without utterances; use a share "
                              f"that gives each split at least one of the shipped corpus's {n}")
         if not (is_real(self.duration) and 0.02 <= self.duration <= 10):
             raise InputError(f"duration={self.duration!r} s is not allowed; use 0.02-10 s")
         check_fs(self.fs)
         low, high = self._convert("snr", partial(numbers, length=2), "give (low, high) dB with low <= high")
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-            raise InputError(f"snr={self.snr!r} is not allowed; give (low, high) dB with low <= high")
+        if not SNR_RANGE[0] <= low <= high <= SNR_RANGE[1]:
+            raise InputError(f"snr={self.snr!r} is not allowed; give (low, high) dB with low <= high, both in "
+                             f"[{SNR_RANGE[0]:g}, {SNR_RANGE[1]:g}]")
         if isinstance(self.n_noise, bool) or not isinstance(self.n_noise, int) or not 0 <= self.n_noise <= 10:
             raise InputError(f"n_noise={self.n_noise!r} is not allowed; use an integer in 0..10")
         kinds = self._convert("noise_kinds", words, f"use some of {', '.join(SOUNDS)}")
@@ -157,7 +159,7 @@ class CueSceneSpec(SpecRecord):
         _check_split(split)
         ids = SpeechCorpus.shipped().ids
         order = np.random.default_rng([self.seed, 17]).permutation(len(ids))
-        test = set(order[:_n_test(self.test_fraction, len(ids))].tolist())
+        test = set(order[:n_test_items(self.test_fraction, len(ids))].tolist())
         return tuple(uid for i, uid in enumerate(ids) if (i in test) == (split == "test"))
 
     def plan(self, split: str) -> dict[str, np.ndarray]:

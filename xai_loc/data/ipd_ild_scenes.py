@@ -134,12 +134,13 @@ class SceneSpec(SpecRecord):
                 raise InputError(f"{name}={getattr(self, name)!r} is not allowed; use (low, high) dB with "
                                  f"{least:g} <= low <= high <= {most:g}")
         snrs = self._convert("test_snrs", numbers, "give finite dB values")
-        if not snrs or not all(math.isfinite(v) for v in snrs):
-            raise InputError(f"test_snrs={self.test_snrs!r} is not allowed; give finite dB values")
+        if not snrs or not all(SNR_RANGE[0] <= v <= SNR_RANGE[1] for v in snrs):
+            raise InputError(f"test_snrs={self.test_snrs!r} is not allowed; give dB values in "
+                             f"[{SNR_RANGE[0]:g}, {SNR_RANGE[1]:g}]")
         if not (is_real(self.test_fraction) and 0 < self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in (0, 1)")
         n = len(SpeechCorpus.shipped())
-        n_test = _n_test(self.test_fraction, n)
+        n_test = n_test_items(self.test_fraction, n)
         if not 0 < n_test < n:
             emptied, change = ("test", "larger") if n_test == 0 else ("training", "smaller")
             raise InputError(f"test_fraction={self.test_fraction!r} leaves the {emptied} split without utterances "
@@ -153,7 +154,7 @@ class SceneSpec(SpecRecord):
         return int(round(self.duration * self.fs))
 
 
-def _n_test(test_fraction: float, n_utterances: int) -> int:
+def n_test_items(test_fraction: float, n_utterances: int) -> int:
     """Utterances held out for the test split (here and in :mod:`xai_loc.data.cue_scenes`): ``test_fraction``
     of them, rounded; a share that rounds to none (or to all) is refused by the specs."""
     return int(round(test_fraction * n_utterances))
@@ -162,7 +163,7 @@ def _n_test(test_fraction: float, n_utterances: int) -> int:
 def utterance_split(spec: SceneSpec, n_utterances: int) -> dict[str, np.ndarray]:
     """Utterance numbers of each split (disjoint, ascending), drawn once from the spec's seed."""
     order = np.random.default_rng([spec.seed, 101]).permutation(n_utterances)
-    n_test = _n_test(spec.test_fraction, n_utterances)
+    n_test = n_test_items(spec.test_fraction, n_utterances)
     return {"test": np.sort(order[:n_test]), "train": np.sort(order[n_test:])}
 
 

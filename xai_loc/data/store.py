@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 import warnings
@@ -85,16 +86,25 @@ def default_root() -> Path:
     return Path(os.environ.get(DATA_ENV) or "xai-loc-data")
 
 
-def _number_name(value: float) -> str:
-    """``value`` as ``:g`` writes it where that reads back as the same float, else its exact ``repr``."""
+def condition_value(value: float) -> float:
+    """``value`` as the condition it names: its 6-digit ``:g`` form where that is within float32 rounding of it
+    (``np.float32(0.6)``, ``0.1 + 0.2``: the conditions 0.6 and 0.3 of the shipped checkpoints), else itself
+    (``0.2000001`` stays a condition of its own)."""
     value = float(value)
+    short = float(f"{value:g}")
+    return short if math.isclose(short, value, rel_tol=1e-7, abs_tol=1e-12) else value
+
+
+def _number_name(value: float) -> str:
+    """:func:`condition_value` as ``:g`` writes it where that reads back as the same float, else its ``repr``."""
+    value = condition_value(value)
     short = f"{value:g}"
     return short if float(short) == value else repr(value)
 
 
 def condition_name(t60: float, snr: float) -> str:
-    """Folder name of a condition, e.g. ``t60-0.6_snr-10``; two different values never share one
-    (``0.2000001`` is written in full, not as ``0.2``)."""
+    """Folder name of a condition, e.g. ``t60-0.6_snr-10``; two different conditions (:func:`condition_value`)
+    never share one (``0.2000001`` is written in full, not as ``0.2``)."""
     return f"t60-{_number_name(t60)}_snr-{_number_name(snr)}"
 
 
@@ -270,8 +280,8 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
     """Validate a simulation request and describe it (``config``: what a store records and compares)."""
     from xai_loc.acoustics.speech import SpeechCorpus
 
-    t60 = check_t60(t60, scene.room)
-    snr = check_snr(snr)
+    t60 = condition_value(check_t60(t60, scene.room))
+    snr = condition_value(check_snr(snr))
     if split not in SPLITS:
         raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
     if backend not in BACKENDS:

@@ -209,10 +209,10 @@ def natural_cues(band: str | tuple[float, float], lateral=None, hrtf=None,
     is ambiguous), the ILD the ratio of the band energies; both positive to the left.
     ``hrtf``: an :class:`~xai_loc.acoustics.hrtf.HRTFSet` (default KEMAR).
     """
-    from xai_loc.acoustics.binaural import _hrtf_at
+    from xai_loc.acoustics.binaural import hrtf_at
 
     low_high = _band_edges(band)
-    hrtf = _hrtf_at(hrtf, fs)
+    hrtf = hrtf_at(hrtf, fs)
     lateral = np.arange(-90.0, 91.0, 5.0) if lateral is None else np.asarray(lateral, dtype=np.float64)
     h = _band_filter(hrtf.interpolate(np.mod(lateral, 360.0), np.zeros_like(lateral)), low_high, fs)
     itd = interaural_lag(h, fs, envelope=low_high[0] >= DUPLEX_SPLIT_HZ)
@@ -389,7 +389,7 @@ def duplex_probe(
     """
     import xarray as xr
 
-    from xai_loc.acoustics.binaural import _hrtf_at
+    from xai_loc.acoustics.binaural import hrtf_at
     from xai_loc.progress import tqdm
     from xai_loc.runtime import resolve_device
 
@@ -400,7 +400,7 @@ def duplex_probe(
     ild_offsets = _checked_offsets("ild_offsets", ild_offsets)
     fs, n = _model_rate(model, fs, n_samples)
     device = resolve_device(device)
-    hrtf = _hrtf_at(hrtf, fs)
+    hrtf = hrtf_at(hrtf, fs)
     brirs = _lateral_brirs(azimuths, hrtf, fs)
 
     shape = (len(bands), azimuths.size, n_tokens)
@@ -494,7 +494,7 @@ def duplex_relevance(model, *, bands: str | Sequence[str] = ("low", "high", "wid
     """
     import xarray as xr
 
-    from xai_loc.acoustics.binaural import _hrtf_at
+    from xai_loc.acoustics.binaural import hrtf_at
     from xai_loc.explain.attribute import resolve_model
     from xai_loc.explain.cochcnn import explain_cochcnn
     from xai_loc.progress import tqdm
@@ -502,7 +502,7 @@ def duplex_relevance(model, *, bands: str | Sequence[str] = ("low", "high", "wid
     model, _ = resolve_model(model)
     bands, azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens, level_db)
     fs, n = _model_rate(model, None, None)
-    brirs = _lateral_brirs(azimuths, _hrtf_at(None, fs), fs)
+    brirs = _lateral_brirs(azimuths, hrtf_at(None, fs), fs)
     rows, stims = [], []
     for band in bands:
         for t in range(n_tokens):

@@ -477,14 +477,17 @@ def _azimuth_scores(pred: np.ndarray, azimuth) -> dict[str, float]:
             "n": int(true.size)}
 
 
-def _check_recipe(loss: str, epochs: int, batch_size: int, lr: float, seed: int, max_minutes: float | None) -> None:
-    """Refuse (one line) a training setting of :func:`train_bast` that is not allowed."""
+def _check_recipe(loss: str, epochs: int, batch_size: int, lr: float, seed: int,
+                  max_minutes: float | None) -> tuple[int, int, float, int, float | None]:
+    """Refuse (one line) a training setting of :func:`train_bast` that is not allowed; return ``epochs``,
+    ``batch_size``, ``lr``, ``seed`` and ``max_minutes`` as Python numbers (they go into JSON cards)."""
     from xai_loc.models.classifier_training import check_settings
 
     if loss not in LOSSES:
         raise InputError(f"loss={loss!r} is not allowed; use one of {', '.join(LOSSES)}")
-    check_positive_int("batch_size", batch_size)  # no BatchNorm: a batch of one is allowed
-    check_settings(epochs=epochs, lr=lr, seed=seed, max_minutes=max_minutes)
+    batch_size = check_positive_int("batch_size", batch_size)  # no BatchNorm: a batch of one is allowed
+    checked = check_settings(epochs=epochs, lr=lr, seed=seed, max_minutes=max_minutes)
+    return checked["epochs"], batch_size, checked["lr"], checked["seed"], checked["max_minutes"]
 
 
 def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = "MIX", epochs: int = 10,
@@ -509,7 +512,7 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
     from xai_loc.models.evaluation import after_front_end
     from xai_loc.models.trainer import Hooks, Schedule, cached_batches, fit, shuffled, split_batches
 
-    _check_recipe(loss, epochs, batch_size, lr, seed, max_minutes)
+    epochs, batch_size, lr, seed, max_minutes = _check_recipe(loss, epochs, batch_size, lr, seed, max_minutes)
     targets = angles_to_targets(azimuth).to(spectrograms.device, spectrograms.dtype)
     n = len(spectrograms)
     if n == 0 or len(targets) != n:
@@ -557,7 +560,7 @@ def prepare_bast(spec, options: dict[str, Any], *, loss: str, epochs: int, batch
     from xai_loc.models.evaluation import in_batches
     from xai_loc.models.trainer import seeded
 
-    _check_recipe(loss, epochs, batch_size, lr, seed, max_minutes)
+    epochs, batch_size, lr, seed, max_minutes = _check_recipe(loss, epochs, batch_size, lr, seed, max_minutes)
     with seeded(seed):
         model = BAST(**options)
     for split in SPLITS:  # both hold sounds, before either is rendered

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from xai_loc.acoustics.directions import DirectionGrid
-from xai_loc.checks import is_integer, is_real
+from xai_loc.checks import is_integer, is_real, plain
 from xai_loc.errors import InputError
 from xai_loc.runtime import resolve_device
 
@@ -347,12 +347,20 @@ _CHECKS = {
 }
 
 
-def check_settings(**settings: Any) -> None:
-    """Refuse (one line) the first training setting that :data:`_CHECKS` does not allow (types first, no bools)."""
+def check_settings(**settings: Any) -> dict[str, Any]:
+    """Refuse (one line) the first training setting that :data:`_CHECKS` does not allow (types first, no bools);
+    return the settings with NumPy numbers as the Python numbers they hold (cards and states are JSON)."""
     for name, value in settings.items():
         test, allowed = _CHECKS[name]
         if not test(value):
             raise InputError(f"{name}={value!r} is not allowed; use {allowed}")
+    return {name: plain(value) for name, value in settings.items()}
+
+
+def set_checked(config: Any) -> None:
+    """Check every field of a frozen dataclass ``config`` (:func:`check_settings`) and store the plain values."""
+    for name, value in check_settings(**{f.name: getattr(config, f.name) for f in fields(config)}).items():
+        object.__setattr__(config, name, value)
 
 
 @dataclass(frozen=True)
@@ -383,7 +391,7 @@ class ClassifierConfig:
     label_sigma: float = 0.0
 
     def __post_init__(self) -> None:
-        check_settings(**{f.name: getattr(self, f.name) for f in fields(self)})
+        set_checked(self)
 
     def recipe(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in RUN_FIELDS}

@@ -18,7 +18,7 @@ regression output within 5 degrees as correct), ``mae`` (mean absolute error, de
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.models.classifier_training import check_finite, check_settings, feature_cache, share_within
+from xai_loc.models.classifier_training import check_finite, feature_cache, set_checked, share_within
 from xai_loc.models.evaluation import after_front_end, in_batches
 
 __all__ = ["TFCNNTrainConfig", "azimuth_scores", "cue_cache", "train_tfcnn"]
@@ -51,7 +51,7 @@ class TFCNNTrainConfig:
     max_minutes: float | None = None
 
     def __post_init__(self) -> None:
-        check_settings(**{f.name: getattr(self, f.name) for f in fields(self)})
+        set_checked(self)
 
 
 # -- scores ---------------------------------------------------------------------------------------

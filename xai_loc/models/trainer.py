@@ -146,19 +146,13 @@ def _differences(expected: dict[str, Any], found: dict[str, Any], defaults: dict
 
 def check_output(out: str | Path) -> Path:
     """``out`` as the path of a checkpoint to write, refused in one line before any work where its name does not
-    end in ``.safetensors``, it is a folder, or its folder cannot be created or written (nothing is created)."""
+    end in ``.safetensors``, it is a folder, or its folder cannot be created or written
+    (:func:`~xai_loc.cli_params.check_out_dir`: nothing is created)."""
+    from xai_loc.cli_params import check_out_dir
     from xai_loc.models.checkpoint import checkpoint_path
 
     out = check_file_path(checkpoint_path(out))
-    folder = out.parent
-    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise InputError(f"cannot write the checkpoint {str(out)!r}: {str(folder)!r} is not a folder (a file or a "
-                         "broken link); choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write the checkpoint {str(out)!r}: the folder {str(folder)!r} is read-only; choose "
-                         "another path")
+    check_out_dir(out.parent, "checkpoint folder")
     return out
 
 

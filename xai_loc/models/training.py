@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xai_loc.checks import is_integer, is_real
+from xai_loc.checks import is_integer, is_real, plain
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
 from xai_loc.models.checkpoint import (
@@ -217,6 +217,7 @@ class TrainConfig:
             value = getattr(self, f.name)
             if not test(value):
                 raise InputError(f"{f.name}={value!r} is not allowed; use {allowed}")
+            object.__setattr__(self, f.name, plain(value))  # NumPy numbers as Python ones: cards are JSON
 
     def learning_rate(self, arch: str) -> float:
         """The Adam learning rate for ``arch``: :attr:`lr`, or the architecture's default."""

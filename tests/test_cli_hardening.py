@@ -66,13 +66,13 @@ def no_work(monkeypatch):
 
 
 @pytest.fixture
-def stub_run(monkeypatch):
+def recorded_run(monkeypatch):
     """The experiment is not run: the folder it would write into is recorded."""
     folders = []
 
     def run(experiment, models, store, folder, **options):
         folders.append(Path(folder))
-        return types.SimpleNamespace(tables={"markdown": "stub"})
+        return types.SimpleNamespace(tables={"markdown": "(not run)"})
 
     monkeypatch.setattr("xai_loc.study.run_experiment", run)
     return folders
@@ -225,7 +225,7 @@ def test_the_explorer_reads_the_method_of_the_result_that_records_the_data(tmp_p
 
 
 # --------------------------------------------------------------------------- 7: models of another condition
-def test_shipped_models_scored_on_a_store_of_another_condition_are_warned_about(tiny, tmp_path, stub_run):
+def test_shipped_models_scored_on_a_store_of_another_condition_are_warned_about(tiny, tmp_path, recorded_run):
     """Review: --store with --t60/--snr and no --checkpoint scored other-condition models without the warning that
     evaluate and explain print."""
     result = _run(["faithfulness", "--store", str(tiny.store), "--t60", "0.6", "--snr", "10", "--model", "loccnn",
@@ -321,14 +321,14 @@ def test_a_plugin_localizer_can_be_chosen_with_model(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ 12: default results folder
-def test_the_default_results_folder_of_a_checkpoint_is_its_own(tiny, tmp_path, monkeypatch, stub_run):
+def test_the_default_results_folder_of_a_checkpoint_is_its_own(tiny, tmp_path, monkeypatch, recorded_run):
     """Review: perturb --checkpoint wrote into xai-loc-results/<condition>, over the shipped models' results."""
     monkeypatch.chdir(tmp_path)
     data = ["--sources", "1", "--data", str(tiny.root)]
     for args in (["--checkpoint", tiny.checkpoint], ["--t60", "0.15", "--snr", "25", "--model", "loccnn"]):
         result = _run(["perturb", *args, *data])
         assert result.exit_code == 0, (result.output, result.exception)
-    assert stub_run == [Path("xai-loc-results", "loccnn-mine", CONDITION), Path("xai-loc-results", CONDITION)]
+    assert recorded_run == [Path("xai-loc-results", "loccnn-mine", CONDITION), Path("xai-loc-results", CONDITION)]
 
 
 def test_components_renders_a_split_of_your_own_speech_from_its_folder(tiny, tmp_path, monkeypatch):
@@ -349,7 +349,7 @@ def test_components_renders_a_split_of_your_own_speech_from_its_folder(tiny, tmp
 
     def run(experiment, models, store, folder, **options):
         seen["rendered"] = options.get("corpus")
-        return types.SimpleNamespace(tables={"markdown": "stub"})
+        return types.SimpleNamespace(tables={"markdown": "(not run)"})
 
     monkeypatch.setattr("xai_loc.data.store.simulate_dataset", simulate)
     monkeypatch.setattr("xai_loc.study.run_experiment", run)

@@ -335,3 +335,13 @@ def test_numpy_settings_are_stored_as_python_numbers():
     assert type(TrainConfig(batch_size=np.int64(4)).batch_size) is int
     assert [type(v) for v in _check_recipe("MIX", np.int64(1), np.int64(2), np.float64(1e-3), np.int8(0), None)] \
         == [int, int, float, int, type(None)]
+
+
+def test_bast_table_checks_its_output_folder_before_rendering(tmp_path):
+    """Review: run_bast_table checked its output folder only when writing, after rendering and training."""
+    from xai_loc.experiments.bast_table import run_bast_table
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match=r"^output folder '.*file/out' is not allowed: .* is a file, not a folder$"):
+        run_bast_table(tmp_path / "file" / "out", root=tmp_path / "data")
+    assert not (tmp_path / "data").exists()

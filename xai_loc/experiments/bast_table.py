@@ -134,12 +134,14 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
     """
     import xarray as xr
 
+    from xai_loc.cli_params import check_out_dir
     from xai_loc.data.bast_scenes import BastSceneSpec
     from xai_loc.explain.attn_lrp import explain_bast
     from xai_loc.io import write_dataset_atomic, write_text_atomic
     from xai_loc.models.bast import BAST, evaluate_bast, prepare_bast, train_bast
     from xai_loc.models.trainer import seeded
 
+    out_dir = check_out_dir(out_dir, "output folder")  # before hours of rendering and training
     spec = spec or BastSceneSpec(name="bast-120", n_sounds=120)
     options = dict(TABLE_MODEL if model_options is None else model_options)
     _, train_set, test_set, train_x, test_x = prepare_bast(spec, options, loss=loss, epochs=epochs,
@@ -199,7 +201,6 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
                "threads": torch.get_num_threads(), "explanation": "AttnLRP (epsilon 1e-6), target sin az",
                "xai_loc_version": __version__},
     )
-    out_dir = Path(out_dir)
     write_dataset_atomic(ds, out_dir / "bast_table.nc")
     text = ["# BAST: integration x weight sharing", "",
             f"{len(train_x)} training scenes, {len(test_x)} test scenes of held-out sounds; loss {loss}, {epochs} "

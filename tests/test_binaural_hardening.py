@@ -73,27 +73,21 @@ def _never_rendered(*args, **kwargs):
     raise AssertionError("the scenes were rendered before the bad input was refused")
 
 
-def test_bast_explain_refuses_a_bad_target_before_rendering(monkeypatch, tmp_path):
-    import xai_loc.data.bast_scenes
+@pytest.mark.parametrize("renderer, args, says", [
+    ("xai_loc.data.bast_scenes.load_bast_scenes", ["bast", "explain", "--target", "foo"],
+     "target='foo' is not allowed"),
+    ("xai_loc.features.binaural_cues.simulate_cue_scenes", ["cuenet", "probe", "--option", "bogus=1"],
+     "option 'bogus' is not allowed"),
+])
+def test_a_bad_target_or_option_is_refused_before_rendering(monkeypatch, tmp_path, renderer, args, says):
+    """bast explain (target) and cuenet probe (options) rendered their whole test split before refusing."""
     from xai_loc.cli import main
 
-    monkeypatch.setattr(xai_loc.data.bast_scenes, "load_bast_scenes", _never_rendered)
-    result = CliRunner().invoke(main, ["binaural", "bast", "explain", "--target", "foo", "--data", str(tmp_path),
-                                       "--checkpoint", PRETRAINED.format("bast"),
-                                       "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "target='foo' is not allowed" in result.output
-    assert not (tmp_path / "out").exists()
-
-
-def test_cuenet_probe_refuses_a_bad_option_before_rendering(monkeypatch, tmp_path):
-    import xai_loc.features.binaural_cues
-    from xai_loc.cli import main
-
-    monkeypatch.setattr(xai_loc.features.binaural_cues, "simulate_cue_scenes", _never_rendered)
-    result = CliRunner().invoke(main, ["binaural", "cuenet", "probe", "--option", "bogus=1", "--data", str(tmp_path),
-                                       "--checkpoint", PRETRAINED.format("cuenet"),
-                                       "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "option 'bogus' is not allowed" in result.output
+    monkeypatch.setattr(renderer, _never_rendered)
+    family = args[0]
+    result = CliRunner().invoke(main, ["binaural", *args, "--data", str(tmp_path),
+                                       "--checkpoint", PRETRAINED.format(family), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and says in result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -483,8 +483,6 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
         recipe, history, timing, test metrics beside the guessing baseline, and the
         float16 check.
     """
-    import xarray as xr
-
     from xai_loc.data.binaural_store import BinauralSpec, open_binaural
     from xai_loc.models.checkpoint import build_configured
     from xai_loc.models.evaluation import after_front_end, in_batches
@@ -493,11 +491,11 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
         Schedule,
         cached_batches,
         check_output,
-        check_split,
         check_storage,
         content_digest,
         determinism,
         fit,
+        open_splits,
         save_trained,
         seeded,
         shuffled,
@@ -508,12 +506,7 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     out = check_output(out)
     check_storage(dtype)
     device = resolve_device(config.device)
-    train_ds = open_binaural(train_store) if not isinstance(train_store, xr.Dataset) else train_store
-    test_ds = None if test_store is None else (
-        open_binaural(test_store) if not isinstance(test_store, xr.Dataset) else test_store)
-    check_split(train_ds.attrs, ("train", "all"), "the training store")
-    if test_ds is not None:
-        check_split(test_ds.attrs, ("test", "all"), "the test store")
+    train_ds, test_ds = open_splits(open_binaural, train_store, test_store, ("train", "all"), ("test", "all"))
     model_config = {"n_samples": int(train_ds.sizes["time"]), **(model_config or {})}
     with seeded(config.seed):
         model = build_configured("cochcnn", model_config)

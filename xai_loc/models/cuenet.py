@@ -275,10 +275,10 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
         Schedule,
         cached_batches,
         check_output,
-        check_split,
         content_digest,
         determinism,
         fit,
+        open_splits,
         save_trained,
         seeded,
         shuffled,
@@ -287,12 +287,7 @@ def train_cuenet(train_store, out: str | Path, *, test_store=None, model_config:
 
     config = ClassifierConfig() if config is None else config
     out = check_output(out)
-    train_ds = open_cue_scenes(train_store) if not hasattr(train_store, "data_vars") else train_store
-    test_ds = None if test_store is None else (
-        open_cue_scenes(test_store) if not hasattr(test_store, "data_vars") else test_store)
-    check_split(train_ds.attrs, ("train",), "the training store")
-    if test_ds is not None:
-        check_split(test_ds.attrs, ("test",), "the test store")
+    train_ds, test_ds = open_splits(open_cue_scenes, train_store, test_store, ("train",), ("test",))
     if config.device != "cpu":  # minutes on one CPU thread: no device code path to keep
         raise InputError(f"device={config.device!r} is not allowed for the cue network; it trains on 'cpu'")
     spec = CueSceneSpec.from_dict(json.loads(train_ds.attrs["spec"]))

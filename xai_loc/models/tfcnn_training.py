@@ -162,8 +162,6 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     Path
         ``out``; its card holds the condition, recipe, history, timing and test scores.
     """
-    import xarray as xr
-
     from xai_loc.data.ipd_ild_scenes import open_scenes
     from xai_loc.models.checkpoint import build_configured, result_entry
     from xai_loc.models.trainer import (
@@ -171,10 +169,10 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
         Schedule,
         cached_batches,
         check_output,
-        check_split,
         check_storage,
         determinism,
         fit,
+        open_splits,
         save_trained,
         seeded,
         shuffled,
@@ -184,12 +182,7 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     config = TFCNNTrainConfig() if config is None else config
     out = check_output(out)
     check_storage(dtype)
-    train_ds = train_scenes if isinstance(train_scenes, xr.Dataset) else open_scenes(train_scenes)
-    test_ds = None if test_scenes is None else (
-        test_scenes if isinstance(test_scenes, xr.Dataset) else open_scenes(test_scenes))
-    check_split(train_ds.attrs, ("train",), "the training scene store")
-    if test_ds is not None:
-        check_split(test_ds.attrs, ("test",), "the test scene store")
+    train_ds, test_ds = open_splits(open_scenes, train_scenes, test_scenes, ("train",), ("test",), "scene store")
     with seeded(config.seed):
         model = build_configured("tfcnn", model_config or {})
     _check_input(model, train_ds)

@@ -164,6 +164,17 @@ def check_split(attrs: dict[str, Any], allowed: tuple[str, ...], what: str) -> N
         raise InputError(f"{what} records split={split!r}; use the {' or '.join(map(repr, allowed))} split")
 
 
+def open_splits(opener: Callable[[Any], Any], train: Any, test: Any, train_splits: tuple[str, ...],
+                test_splits: tuple[str, ...], what: str = "store") -> tuple[Any, Any]:
+    """The training and the held-out data (paths opened by ``opener``, opened datasets as they are; ``test`` may
+    be None), each refused (:func:`check_split`) unless it records one of its allowed splits or none."""
+    train_ds, test_ds = (d if d is None or hasattr(d, "data_vars") else opener(d) for d in (train, test))
+    check_split(train_ds.attrs, train_splits, f"the training {what}")
+    if test_ds is not None:
+        check_split(test_ds.attrs, test_splits, f"the test {what}")
+    return train_ds, test_ds
+
+
 def content_digest(shape: Iterable[int], **labels: Any) -> str:
     """``'content:'`` and the SHA-256 of data's shape and labels (each by name, with its dtype and shape): what
     pins data that records no configuration in a run's identity, without reading its signals."""

@@ -2,6 +2,6 @@
 those of :mod:`xai_loc.script_args`."""
 from __future__ import annotations
 
-from xai_loc.script_args import count, device_name, run_main
+from xai_loc.script_args import Parser, count, device_name, run_main
 
-__all__ = ["count", "device_name", "run_main"]
+__all__ = ["Parser", "count", "device_name", "run_main"]

@@ -15,12 +15,11 @@ kept, in interleaved rounds (the best of each), and checks that both give the sa
 
     python benchmarks/bench_allocator.py [--models loccnn samplecnn] [--rounds 3] [--threads 1]
 """
-import argparse
 import copy
 import time
 
 import torch
-from _args import count, run_main
+from _args import Parser, count, run_main
 
 from xai_loc.explain import Explainer
 from xai_loc.models import build_model
@@ -63,7 +62,7 @@ def workloads(arch: str):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["loccnn", "samplecnn"], choices=("loccnn", "samplecnn"))
     parser.add_argument("--rounds", type=count, default=3)
     parser.add_argument("--threads", type=count, default=1)

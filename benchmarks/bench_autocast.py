@@ -12,12 +12,11 @@ AVX512-BF16 or AMX (or a GPU with bfloat16 units); without them bfloat16 may be 
 
     python benchmarks/bench_autocast.py [--models loccnn samplecnn] [--rounds 3] [--threads 2] [--device cpu]
 """
-import argparse
 import copy
 import time
 
 import torch
-from _args import count, device_name, run_main
+from _args import Parser, count, device_name, run_main
 
 from xai_loc.models import build_model
 from xai_loc.models.trainer import autocast_forward
@@ -44,7 +43,7 @@ def step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: str | 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["loccnn", "samplecnn"], choices=("loccnn", "samplecnn"))
     p.add_argument("--rounds", type=count, default=3)
     p.add_argument("--threads", type=count, default=2)

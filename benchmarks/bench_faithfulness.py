@@ -12,13 +12,12 @@ batches of the same shapes as the suite evaluates. It prints both times and thei
 
     python benchmarks/bench_faithfulness.py [--model loccnn] [--sources 2] [--batch-size 16] [--device cpu]
 """
-import argparse
 import tempfile
 import time
 
 import numpy as np
 import torch
-from _args import count, device_name, run_main
+from _args import Parser, count, device_name, run_main
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import open_signals, simulate_dataset
@@ -54,7 +53,7 @@ def bare_passes(models: ModelSet, name: str, windows: torch.Tensor, truth: np.nd
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="loccnn", choices=("loccnn", "samplecnn"))
     parser.add_argument("--sources", type=count, default=2, help="test sources (about 10 windows each)")
     parser.add_argument("--methods", default="lrp:paper,input_x_gradient,saliency")

@@ -25,7 +25,7 @@ import statistics
 import time
 
 import torch
-from _args import count, device_name, run_main
+from _args import Parser, count, device_name, run_main
 from torch import nn
 from zennit.attribution import Gradient
 from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
@@ -120,7 +120,7 @@ def bench(arch: str, batch: int, repeats: int, rounds: int, device: torch.device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=count, default=16)
     parser.add_argument("--repeats", type=count, default=3)
     parser.add_argument("--rounds", type=count, default=1)

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 import torch
-from _args import count, run_main
+from _args import Parser, count, run_main
 
 from xai_loc.experiments.perturbation import (
     MODES,
@@ -83,7 +83,7 @@ def same_copies(x: torch.Tensor, rel: torch.Tensor, windows: int, modes) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", type=count, default=64)
     parser.add_argument("--loop-windows", type=count, default=4, help="windows timed with the Python loop")
     parser.add_argument("--batch-size", type=count, default=16, help="windows per batch (the experiment's default)")

@@ -13,7 +13,6 @@ sort of order-preserving integer keys. In one process, on the same data, this sc
 
     python benchmarks/bench_sanity.py [--model loccnn] [--sources 1] [--methods lrp:paper,input_x_gradient]
 """
-import argparse
 import tempfile
 import time
 import timeit
@@ -21,7 +20,7 @@ from unittest import mock
 
 import numpy as np
 import torch
-from _args import count, run_main
+from _args import Parser, count, run_main
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import simulate_dataset
@@ -43,7 +42,7 @@ def argsort_ranks(a: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="loccnn", choices=("loccnn", "samplecnn"))
     parser.add_argument("--sources", type=count, default=1, help="test sources (about 10 windows each)")
     parser.add_argument("--methods", default="lrp:paper,input_x_gradient")

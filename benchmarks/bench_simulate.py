@@ -15,7 +15,7 @@ import tempfile
 import time
 
 import numpy as np
-from _args import count, run_main
+from _args import Parser, count, run_main
 
 from xai_loc.acoustics.room import check_snr, check_t60
 from xai_loc.acoustics.speech import SpeechCorpus
@@ -25,7 +25,7 @@ from xai_loc.runtime import configure_cpu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--t60", type=float, default=0.6)
     parser.add_argument("--snr", type=float, default=10.0)
     parser.add_argument("--threads", type=count, default=2)

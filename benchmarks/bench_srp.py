@@ -9,12 +9,11 @@ script times one SRP map per window with each and checks that the maps are equal
 
     python benchmarks/bench_srp.py [--windows 11] [--interp 4] [--threads 1]
 """
-import argparse
 import time
 from unittest import mock
 
 import numpy as np
-from _args import count, run_main
+from _args import Parser, count, run_main
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.experiments import gcc, srp
@@ -35,7 +34,7 @@ def shifted_gcc_phat(x1, x2, max_lag=None, interp=16, eps=1e-12):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=count, default=11)
     parser.add_argument("--interp", type=count, default=4, help="lag interpolation (the tdoa experiment's default)")
     parser.add_argument("--threads", type=count, default=1)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from _args import run_main
+from _args import Parser, run_main
 
 #: The whole study: the paper's conditions and test sources (both shipped models per condition).
 STUDY_CONDITIONS = 4
@@ -230,7 +230,7 @@ def report(times: dict[str, tuple[float, float]], same: dict[str, tuple[float, s
 def main(argv: list[str] | None = None) -> int:
     from xai_loc.errors import InputError
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="the device measured against the CPU (cpu, cuda, cuda:N)")
     parser.add_argument("--sources", type=int, default=4, help="test sources of the condition")
     parser.add_argument("--t60", type=float, default=0.6)

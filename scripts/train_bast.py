@@ -22,7 +22,6 @@ Same arguments and thread count, same numbers (CPU), as long as the CPU-time saf
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -32,12 +31,13 @@ from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.models.bast import INTEGRATIONS, LOSSES, fit_bast
 from xai_loc.runtime import configure_cpu
+from xai_loc.script_args import Parser
 
 PROGRESS = sys.stderr.isatty()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--integration", choices=sorted(INTEGRATIONS), default="SUB")
     parser.add_argument("--share-weights", action="store_true", help="One encoder for both ears (SP).")
     parser.add_argument("--loss", choices=sorted(LOSSES), default="MIX")

@@ -23,7 +23,6 @@ cochleagrams of the training set a few more; ``--max-minutes`` bounds the epochs
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -36,12 +35,13 @@ from xai_loc.errors import InputError
 from xai_loc.models.checkpoint import read_card
 from xai_loc.models.classifier_training import ClassifierConfig, train_on_spec
 from xai_loc.runtime import configure_cpu
+from xai_loc.script_args import Parser
 
 PROGRESS = sys.stderr.isatty()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--max-minutes", type=float, default=None, help="Budget of the epochs (safety net).")
     parser.add_argument("--threads", type=int, default=1)

@@ -24,7 +24,6 @@ Same arguments and thread count, same numbers (CPU). Rendering and caching take 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -37,12 +36,13 @@ from xai_loc.models.checkpoint import read_card
 from xai_loc.models.classifier_training import ClassifierConfig
 from xai_loc.models.cuenet import train_cuenet
 from xai_loc.runtime import configure_cpu
+from xai_loc.script_args import Parser
 
 PROGRESS = sys.stderr.isatty()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -121,7 +121,6 @@ class Case:
     argv: list
     says: str
     left: dict[Path, list[str] | None] = field(default_factory=dict)  # folder -> its file names (None: absent)
-    one_line: bool = True  # False: an argparse error of a benchmark (its usage block, then the error line)
 
 
 def _cases(tmp: Path) -> dict[str, Case]:
@@ -180,8 +179,10 @@ def _cases(tmp: Path) -> dict[str, Case]:
         "adopt sources 0": Case("scripts/adopt_zoo.py", [twice, *adopt, "--sources", "0"],
                                 "--sources: '0' is not allowed", untouched),
         # benchmarks: one line, no traceback
-        "bench_autocast models": Case("benchmarks/bench_autocast.py", ["--models", "foo"], "invalid choice: 'foo'",
-                                      one_line=False),
+        "bench_autocast models": Case("benchmarks/bench_autocast.py", ["--models", "foo"], "invalid choice: 'foo'"),
+        "bench_rir repeat 0": Case("benchmarks/bench_rir.py", ["--repeat", "0"], "--repeat: '0' is not allowed"),
+        "train_bast loss": Case("scripts/train_bast.py", ["--loss", "foo", "--out", out / "b.safetensors"],
+                                "--loss: invalid choice: 'foo'", untouched),
         "bench_faithfulness methods": Case("benchmarks/bench_faithfulness.py", ["--methods", "foo"], "'foo'"),
         "bench_faithfulness fills": Case("benchmarks/bench_faithfulness.py", ["--fills", "foo"], "'foo'"),
         "bench_sanity methods": Case("benchmarks/bench_sanity.py", ["--methods", "foo"], "'foo'"),
@@ -196,7 +197,7 @@ CASES = ("gpu_zoo draws 0", "gpu_zoo deadline 0", "gpu_zoo jobs -1", "gpu_zoo re
          "gpu_zoo checkpoint every 0", "gpu_zoo condition twice", "gpu_zoo arch twice", "gpu_zoo condition text",
          "gpu_zoo no out", "gpu_zoo other files", "train_zoo condition text", "adopt missing folder",
          "adopt other architecture", "adopt imported", "adopt killed worker", "adopt two for one", "adopt sources 0",
-         "bench_autocast models", "bench_faithfulness methods", "bench_faithfulness fills", "bench_sanity methods",
+         "bench_autocast models", "bench_rir repeat 0", "train_bast loss", "bench_faithfulness methods", "bench_faithfulness fills", "bench_sanity methods",
          "bench_simulate t60", "bench_study condition")
 #: Cases also run as real subprocesses, one of each kind of script: gpu_zoo (its own preflight and folders),
 #: adopt_zoo (scripts/_args and train_zoo imported from its folder) and a benchmark (benchmarks/_args, run_main).
@@ -221,12 +222,12 @@ def cases(tmp_path_factory) -> tuple[Path, dict[str, Case]]:
 
 
 def check_refused(case: Case, done: subprocess.CompletedProcess) -> None:
-    """Exit status 2, one line on stderr (an argparse usage block before it, where ``case`` allows), nothing on
-    stdout, no traceback, and ``case.left``'s folders as they were."""
+    """Exit status 2, one line on stderr (no argparse usage block), nothing on stdout, no traceback, and
+    ``case.left``'s folders as they were."""
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not done.stdout.strip()
-    assert (len(lines) == 1 if case.one_line else len(lines) >= 1) and case.says in lines[-1], done.stderr
+    assert len(lines) == 1 and case.says in lines[0], done.stderr
     for folder, names in case.left.items():
         assert (sorted(p.name for p in folder.iterdir()) if folder.exists() else None) == names, folder
 

@@ -23,7 +23,6 @@ SPEED_OF_SOUND_RANGE = (100.0, 2000.0)
 MIN_SOURCE_MIC_DISTANCE = 1e-3
 
 
-
 @dataclass(frozen=True)
 class ShoeBox:
     """A rectangular room with one corner at the origin.

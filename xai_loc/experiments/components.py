@@ -234,7 +234,6 @@ def components_source(sid: int, work: ComponentsWork):
     return to_host(energy_shares(comp)), to_host(reference_shares(comp)), share, contribution, seconds
 
 
-
 def run_components(
     models: ModelSet | Mapping,
     data,

@@ -377,7 +377,6 @@ def _on_host(explainer: Explainer) -> bool:
     return explainer.device.type == "cpu"
 
 
-
 def run_sanity(
     models: ModelSet | Mapping,
     data,

@@ -313,7 +313,6 @@ def epsilon_gamma_box(model: nn.Module, *, epsilon: float = 1e-6, gamma: float =
                            gate="signal", maxpool=maxpool, maxpool_power=maxpool_power, stabilizer=stabilizer)
 
 
-
 #: Rules selectable for the convolutions of the cochleagram CNN.
 COCHCNN_CONV_RULES = ("gamma", "epsilon", "zplus")
 

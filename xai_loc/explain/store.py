@@ -110,8 +110,6 @@ def relevance_store_path(data_path: str | os.PathLike, explainer: Explainer) -> 
     return data_path.with_name(f"{stem}.relevance") / ("-".join(parts) + ".zarr")
 
 
-
-
 def _store_config(explainer: Explainer, ds: xr.Dataset, shape: tuple[int, int, int]) -> dict[str, Any]:
     """What a relevance store of ``explainer``'s results for the windows ``shape`` of ``ds`` records as ``config``."""
     config = {key: explainer.attrs[key] for key in ("model_digest", "method", "method_params", "composite",
@@ -170,8 +168,6 @@ def check_relevance_out(out: str | Path, attrs: dict[str, Any]) -> None:
     explainer's ``attrs`` (:attr:`~xai_loc.explain.Explainer.attrs`), read only and before any data exists; the
     data it explains is compared by :func:`explain_store` once simulated. A missing or empty folder passes, and
     so does a folder that is no relevance store (:func:`explain_store` says so)."""
-    import json
-
     from xai_loc.data.integrity import open_zarr_group
 
     if not Path(out).is_dir() or not any(Path(out).iterdir()):

@@ -197,7 +197,8 @@ CASES = ("gpu_zoo draws 0", "gpu_zoo deadline 0", "gpu_zoo jobs -1", "gpu_zoo re
          "gpu_zoo checkpoint every 0", "gpu_zoo condition twice", "gpu_zoo arch twice", "gpu_zoo condition text",
          "gpu_zoo no out", "gpu_zoo other files", "train_zoo condition text", "adopt missing folder",
          "adopt other architecture", "adopt imported", "adopt killed worker", "adopt two for one", "adopt sources 0",
-         "bench_autocast models", "bench_rir repeat 0", "train_bast loss", "bench_faithfulness methods", "bench_faithfulness fills", "bench_sanity methods",
+         "bench_autocast models", "bench_rir repeat 0", "train_bast loss", "bench_faithfulness methods",
+         "bench_faithfulness fills", "bench_sanity methods",
          "bench_simulate t60", "bench_study condition")
 #: Cases also run as real subprocesses, one of each kind of script: gpu_zoo (its own preflight and folders),
 #: adopt_zoo (scripts/_args and train_zoo imported from its folder) and a benchmark (benchmarks/_args, run_main).

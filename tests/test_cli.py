@@ -266,6 +266,7 @@ def test_explain_without_a_shipped_checkpoint_is_a_one_line_error(tmp_path, monk
     result = CliRunner().invoke(main, ["explain", "--t60", "0.3", "--snr", "20", "--data", str(tmp_path / "d")])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "samplecnn_t60-0.3_snr-20.safetensors" in result.output
+    assert f"XAI_LOC_PRETRAINED={tmp_path}" in result.output  # the message names the variable that chose the folder
     assert not (tmp_path / "d").exists()
 
 

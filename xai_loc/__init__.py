@@ -4,8 +4,9 @@ The package is organised along the data flow, one subpackage per stage::
 
     xai_loc.acoustics   rooms, arrays, image-source RIRs, HRTFs, speech, scene rendering
     xai_loc.data        presets (the paper's room/array/grid/splits) and dataset stores
-    xai_loc.features    front ends (cochleagram)
-    xai_loc.models      localizers (LocCNN, SampleCNN, cochleagram CNN), checkpoints, training
+    xai_loc.features    front ends (cochleagram, IPD/ILD, binaural cue maps, spectrogram)
+    xai_loc.models      localizers (LocCNN, SampleCNN, cochleagram CNN, TF-CNN, cue network, BAST),
+                        checkpoints, training
     xai_loc.explain     LRP (zennit) and captum attributions, relevance stores, audit
     xai_loc.experiments perturbation curves, TDOA and SRP probes, cue probes
     xai_loc.plots       figures and tables drawn from stored results

@@ -8,11 +8,11 @@ The paper's scene (Comanducci, Antonacci & Sarti, EUSIPCO 2024) is built in as
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import tomllib
 
 from xai_loc.acoustics.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from xai_loc.acoustics.room import ShoeBox, linear_array, source_mic_distances

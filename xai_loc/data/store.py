@@ -632,7 +632,8 @@ def simulate_windows(
 ) -> SimulatedSplit:
     """Simulate one split of a scene under one condition straight into memory.
 
-    Takes the arguments of :func:`simulate_dataset` (without ``root``) and renders every
+    Takes the arguments of :func:`simulate_dataset` (without ``root`` and ``client``; with
+    ``out_device``, ``dtype`` and ``workers``) and renders every
     block of sources exactly as it does (:func:`_rendered_block`): for the same arguments the windows
     equal the store's, bit for bit in float32 on the same ``device``. Nothing is written to
     disk and zarr is not needed.

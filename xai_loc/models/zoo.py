@@ -153,10 +153,11 @@ def checkpoint_name(arch: str, t60: float, snr: float) -> str:
 
 def shipped_checkpoint(arch: str, t60: float, snr: float, folder: str | Path | None = None) -> Path:
     """The shipped checkpoint of an architecture and condition, or a one-line error listing what exists."""
-    folder = Path(folder) if folder is not None else pretrained_dir()
+    folder_given, folder = folder, Path(folder) if folder is not None else pretrained_dir()
     path = folder / checkpoint_name(arch, t60, snr)
     if not path.is_file():
         have = ", ".join(sorted(p.stem for p in folder.glob("*.safetensors"))) or "none"
-        raise InputError(f"no shipped checkpoint {path.name} in {folder} (available: {have}); "
+        where = f"{PRETRAINED_ENV}={folder}" if folder_given is None and os.environ.get(PRETRAINED_ENV) else folder
+        raise InputError(f"no shipped checkpoint {path.name} in {where} (available: {have}); "
                          "pass --checkpoint or train one with 'xai-loc train'")
     return path

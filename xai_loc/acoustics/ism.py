@@ -7,7 +7,7 @@ Hann window, images on gpuRIR's ``t2n`` grid, ``ceil(t_max fs)`` samples rounded
 :mod:`xai_loc.acoustics.conventions` lists every choice and the ``"pyroomacoustics"``
 convention (xai-loc's earlier simulator, kept byte for byte).
 
-Why our own code: pyroomacoustics needs ~5 s per source for 16 microphones at T60 = 0.6 s
+Why our own code: pyroomacoustics needs ~6 s per source for 16 microphones at T60 = 0.6 s
 (half a million image sources per microphone), and gpuRIR needs CUDA and a compiler.
 
 How the ``"exact"`` arrival filter stays cheap with 128 taps. Every image of a microphone

@@ -14,3 +14,20 @@ def _seeded_global_rngs():
     """Seed torch's and numpy's global generators before each test (tests that need a stream seed their own)."""
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture
+def captured_figure(monkeypatch):
+    """``capture(module) -> dict``: the next figure ``module`` would save (through its ``save_figure_pair``) is
+    kept open in the returned dict under ``'fig'`` instead of being written."""
+    def capture(module) -> dict:
+        drawn: dict = {}
+
+        def keep(fig, stem):
+            drawn["fig"] = fig
+            return []
+
+        monkeypatch.setattr(module, "save_figure_pair", keep)
+        return drawn
+
+    return capture

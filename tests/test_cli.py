@@ -408,7 +408,7 @@ def test_binaural_simulate_train_and_cues_end_to_end(tmp_path):
                                   "--tokens", "1", "--no-relevance", "--out", str(tmp_path / "res")])
     assert result.exit_code == 0, result.output
     written = {Path(line).name for line in result.stdout.split()}
-    assert written == {"duplex.nc", "cues.png", "responses.nc", "hofman.png"}
+    assert written == {"duplex.nc", "cues.png", "cues.pdf", "responses.nc", "hofman.png", "hofman.pdf"}
     duplex = xr.open_dataset(tmp_path / "res" / "duplex.nc")
     assert set(duplex["band"].values) == {"low", "high", "wide"}
     assert xr.open_dataset(tmp_path / "res" / "responses.nc").sizes["example"] == 4
@@ -416,7 +416,7 @@ def test_binaural_simulate_train_and_cues_end_to_end(tmp_path):
         (tmp_path / "res" / name).unlink()
     result = runner.invoke(main, ["figures", str(tmp_path / "res")])  # the probe's figures come from its files
     assert result.exit_code == 0, result.output
-    assert {Path(line).name for line in result.stdout.split()} == {"cues.png", "hofman.png"}
+    assert {Path(line).name for line in result.stdout.split()} == {"cues.png", "cues.pdf", "hofman.png", "hofman.pdf"}
 
 
 @pytest.mark.parametrize("rooms, says", [("mars", "'mars'"), ("anechoic,anechoic", "room 'anechoic' is given twice")])

@@ -263,7 +263,8 @@ def test_run_behaviour_writes_responses_and_figure(tmp_path):
     assert responses.sizes["example"] == 4 and "hofman" in responses.attrs and set(paths) == {"responses"}
     from xai_loc.plots.redraw import draw
 
-    assert draw(paths.values()) == [tmp_path / "out" / "hofman.png"]  # drawn from the stored file alone
+    # drawn from the stored file alone
+    assert draw(paths.values()) == [tmp_path / "out" / "hofman.png", tmp_path / "out" / "hofman.pdf"]
     assert (tmp_path / "out" / "hofman.png").stat().st_size > 10_000
     assert set(json.loads(responses.attrs["metrics"])) >= {"accuracy", "azimuth_error", "front_back_rate"}
 

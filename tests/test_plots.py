@@ -16,8 +16,10 @@ def _perturbation(t60: float) -> xr.Dataset:
     pct = [0.0, 10.0, 50.0]
     curve = np.array([[[0.1, 0.2, 0.3], [0.1, 0.15, 0.2]]])
     return xr.Dataset({"mae_mean": (("model", "mode", "percentage"), curve + t60, {"units": "m"}),
-                       "baseline_mae_mean": ((), 0.13)},
-                      coords={"model": ["loccnn"], "mode": ["relevance", "energy"], "percentage": pct},
+                       "mae": (("model", "mode", "percentage", "xyz"), np.repeat((curve + t60)[..., None], 3, -1)),
+                       "baseline_mae": ("xyz", [0.12, 0.14, 0.13]), "baseline_mae_mean": ((), 0.13)},
+                      coords={"model": ["loccnn"], "mode": ["relevance", "energy"], "percentage": pct,
+                              "xyz": ["x", "y", "z"]},
                       attrs={"t60": t60, "snr": 10.0, "method": "lrp", "fill": "noise", "n_windows": 7})
 
 
@@ -79,7 +81,11 @@ def test_a_result_lacking_what_its_figure_needs_is_refused_before_any_figure(tmp
     from xai_loc.plots import redraw
 
     original, calls = redraw.DRAWERS["perturbation"], []
-    monkeypatch.setitem(redraw.DRAWERS, "perturbation", lambda ds, path: ds.sel(mode="morf"))
+
+    def drawer(draw):
+        return redraw.Drawer(lambda ds, path, stem: draw(ds, path), original.stems)
+
+    monkeypatch.setitem(redraw.DRAWERS, "perturbation", drawer(lambda ds, path: ds.sel(mode="morf")))
     with pytest.raises(InputError, match="perturbation result .* cannot be drawn .*run 'xai-loc perturb'"):
         draw_result("perturbation", _perturbation(0.6), tmp_path / "odd" / "perturbation.nc")
     assert not (tmp_path / "odd").exists()
@@ -89,7 +95,7 @@ def test_a_result_lacking_what_its_figure_needs_is_refused_before_any_figure(tmp
         return original(ds, path) if len(calls) == 1 else ds.sel(mode="morf")
 
     shutil.copy(good, bad)
-    monkeypatch.setitem(redraw.DRAWERS, "perturbation", first_draws_then_fails)
+    monkeypatch.setitem(redraw.DRAWERS, "perturbation", drawer(first_draws_then_fails))
     with pytest.raises(InputError, match="cannot be drawn"):
         draw([good, bad])
     assert len(calls) == 2
@@ -103,7 +109,7 @@ def test_a_result_lacking_what_its_figure_needs_is_refused_before_any_figure(tmp
     (leftover / "perturbation.nc").symlink_to(good)
     assert redraw.result_files(tmp_path, "perturbation.nc") == [bad, good]
     # a KeyError of the drawing code itself is a bug and surfaces as one, not as a damaged file
-    monkeypatch.setitem(redraw.DRAWERS, "perturbation", lambda ds, path: {}["colour"])
+    monkeypatch.setitem(redraw.DRAWERS, "perturbation", drawer(lambda ds, path: {}["colour"]))
     with pytest.raises(KeyError, match="colour"):
         draw_result("perturbation", _perturbation(0.6), tmp_path / "odd" / "perturbation.nc")
 

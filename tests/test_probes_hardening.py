@@ -30,25 +30,15 @@ def _dataset(n: int = 6) -> xr.Dataset:
                       attrs={"fs": FS, "c": C, "t60": 0.15, "snr": 25.0})
 
 
-def _captured(monkeypatch, module) -> dict:
-    """The figure ``module`` would save, kept open in the returned dict under ``'fig'``."""
-    drawn: dict = {}
-
-    def keep(fig, stem):
-        drawn["fig"] = fig
-        return []
-
-    monkeypatch.setattr(module, "save_figure_pair", keep)
-    return drawn
 
 
 # 1 -------------------------------------------------------------------------------------------------------------
-def test_the_srp_figure_names_the_srp_windows_not_all_windows(monkeypatch, tmp_path):
+def test_the_srp_figure_names_the_srp_windows_not_all_windows(captured_figure, tmp_path):
     from xai_loc.plots import tdoa as plots
 
     out = run_tdoa({}, _dataset(), pairs="7-8", srp_max_windows=2, srp_step=0.1)
     assert out.attrs["srp_windows"] == 2 and out.sizes["window"] == 6
-    drawn = _captured(monkeypatch, plots)
+    drawn = captured_figure(plots)
     plots.plot_srp(out, tmp_path / "srp")
     title = drawn["fig"].axes[0].get_title()
     assert title == "T60 0.15 s, SNR 25 dB, lrp, SRP on 2 of 6 windows"
@@ -100,7 +90,7 @@ def test_unlabelled_relevance_must_hold_every_window_of_the_data(n_windows):
 
 
 # 5 -------------------------------------------------------------------------------------------------------------
-def test_inspection_legend_gives_no_peak_for_relevance_silent_on_a_microphone(monkeypatch, tmp_path):
+def test_inspection_legend_gives_no_peak_for_relevance_silent_on_a_microphone(captured_figure, tmp_path):
     import xai_loc.io
     from xai_loc.plots.inspection import plot_inspection
 
@@ -114,7 +104,7 @@ def test_inspection_legend_gives_no_peak_for_relevance_silent_on_a_microphone(mo
     relevance = signals.copy(data=rng.standard_normal((2, 2, 64)))
     relevance.values[1, 1] = 0.0  # window 4: no relevance on microphone 1
     assert np.isnan(tdoa(relevance.values[1, 0], relevance.values[1, 1], max_lag=10.0))
-    drawn = _captured(monkeypatch, xai_loc.io)
+    drawn = captured_figure(xai_loc.io)
     plot_inspection(signals, {"r": relevance}, tmp_path / "insp", windows=[3, 4], pair=(0, 1))
     gcc_axes = [row[-1] for row in np.reshape(drawn["fig"].axes, (2, 3))]
     legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in gcc_axes]

@@ -87,19 +87,27 @@ def atomic_path(path: str | Path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
         os.close(fd)
         yield tmp
-        try:
-            mode = os.stat(path).st_mode & 0o777
-        except OSError:  # a new file
-            mode = 0o666 & ~_umask()
-        os.chmod(tmp, mode)
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_path(path.parent)
+        replace_keeping_mode(tmp, path)
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         _remove_empty(created)
         raise
+
+
+def replace_keeping_mode(tmp: str | Path, path: str | Path) -> Path:
+    """Rename the finished file ``tmp`` to ``path``, durably, giving it the mode of the file it replaces (a new
+    file: 0666 minus the umask, as a plain ``open(path, "w")`` gives)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:  # a new file
+        mode = 0o666 & ~_umask()
+    os.chmod(tmp, mode)
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+    return path
 
 
 def check_file_path(path: str | Path) -> Path:
@@ -240,13 +248,19 @@ _FIGURE_METADATA = {
 }
 
 
-def save_figure_atomic(fig, path: str | Path, dpi: int = 130, close: bool = True) -> Path:
-    """Save a matplotlib figure to ``path`` (format from the suffix) atomically, with fixed metadata
-    (no dates, so the bytes are reproducible); close it unless ``close=False``."""
-    return save_figure_set(fig, [path], dpi=dpi, close=close)[0]
+#: The formats every figure is saved in, and the resolution of its raster one.
+FIGURE_SUFFIXES = (".png", ".pdf")
+FIGURE_DPI = 150
 
 
-def save_figure_set(fig, paths, dpi: int = 130, close: bool = True) -> list[Path]:
+def figure_files(out_stem: str | Path) -> list[Path]:
+    """The files of the figure ``out_stem``: one per :data:`FIGURE_SUFFIXES`, appended (never substituted: a stem
+    such as ``perturbation_t60-0.6_snr-10`` keeps its dots)."""
+    out_stem = Path(out_stem)
+    return [out_stem.with_name(out_stem.name + suffix) for suffix in FIGURE_SUFFIXES]
+
+
+def save_figure_set(fig, paths, dpi: int = FIGURE_DPI, close: bool = True) -> list[Path]:
     """Render ``fig`` to every path (format from each suffix) and rename them into place together.
 
     All renderings go to temporary files first, so a failure in any format (a PDF font error, a
@@ -269,14 +283,10 @@ def save_figure_set(fig, paths, dpi: int = 130, close: bool = True) -> list[Path
     return paths
 
 
-def save_figure_pair(fig, out_stem: str | Path, dpi: int = 150) -> list[Path]:
-    """Save ``fig`` as ``<out_stem>.png`` and ``<out_stem>.pdf`` together (see :func:`save_figure_set`) and close it.
-
-    The suffixes are appended, never substituted: a stem such as ``perturbation_t60-0.6_snr-10`` keeps its
-    dots (``Path.with_suffix`` would cut it to ``perturbation_t60-0`` and let conditions overwrite each other).
-    """
-    out_stem = Path(out_stem)
-    return save_figure_set(fig, [out_stem.with_name(out_stem.name + suffix) for suffix in (".png", ".pdf")], dpi=dpi)
+def save_figure_pair(fig, out_stem: str | Path, dpi: int = FIGURE_DPI) -> list[Path]:
+    """Save ``fig`` as :func:`figure_files` of ``out_stem`` (PNG and PDF) together (see :func:`save_figure_set`) and
+    close it: the one way every figure of xai-loc is saved."""
+    return save_figure_set(fig, figure_files(out_stem), dpi=dpi)
 
 
 def partial_paths(final: str | Path) -> tuple[Path, Path]:

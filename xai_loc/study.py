@@ -72,6 +72,10 @@ def run_experiment(experiment: str | Experiment, models: ModelSet | Mapping[str,
                    out: str | os.PathLike, **options: Any) -> ExperimentRun:
     """Run a registered experiment, write its result file and tables into ``out`` and draw its figures there.
 
+    Every file it writes (:meth:`~xai_loc.experiments.base.Experiment.files` and the figures of its
+    :class:`~xai_loc.plots.redraw.Drawer`) is checked before the run: a folder in the way of one is one line
+    (:class:`~xai_loc.errors.InputError`) and nothing is written.
+
     Parameters
     ----------
     experiment
@@ -89,9 +93,12 @@ def run_experiment(experiment: str | Experiment, models: ModelSet | Mapping[str,
     """
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.experiments.registry import get_experiment
-    from xai_loc.plots.redraw import draw_result
+    from xai_loc.io import check_file_path
+    from xai_loc.plots.redraw import DRAWERS, draw_result
 
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    for path in [*exp.files(out), *DRAWERS[exp.name].files(out)]:  # every output, before the run
+        check_file_path(path)
     # seconds spent, written beside the result, never into it (a dict given as ``timing`` is filled)
     timing = options.setdefault("timing", {}) if exp.timed else None
     ds = exp.run(ModelSet.of(models), data, **options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -247,13 +248,15 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
                   checkpoint, out, relevance, behaviour, tokens, response, options, batch_size, device) -> None:
     """Duplex-theory cue probe (ITD and ILD weights per band, Macpherson & Middlebrooks 2002)
     and its relevance view, plus the Hofman-style behaviour on held-out scenes: writes
-    duplex.nc, duplex_relevance.nc, cues.png, responses.nc and hofman.png under OUT. The held-out
+    duplex.nc, duplex_relevance.nc, cues.png/.pdf, responses.nc and hofman.png/.pdf under OUT (what
+    --no-relevance or --no-behaviour leaves out, an earlier run's file of it is removed). The held-out
     scenes are the test split of the data the checkpoint's card records (the other dataset
     options change how they are rendered; --kinds, --n-sounds, --test-fraction and --seed may
     not differ from the card's: another split would overlap the training data)."""
     from xai_loc.data.binaural_store import simulate_binaural
     from xai_loc.experiments.cues import run_behaviour, run_duplex_probe
-    from xai_loc.plots.redraw import draw
+    from xai_loc.experiments.registry import RESULTS
+    from xai_loc.plots.redraw import DRAWERS, draw
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "cochcnn")  # before rendering
@@ -269,6 +272,9 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     if behaviour:
         store = simulate_binaural(spec, "test", root=data, device=device, progress=True)
         paths += run_behaviour(model, store, out, batch_size=batch_size, device=device, progress=progress).values()
+    else:  # an earlier run's responses and figure would be drawn and reported beside this probe
+        for stale in (Path(out) / RESULTS["responses"].result_file, *DRAWERS["responses"].files(out)):
+            stale.unlink(missing_ok=True)
     paths += draw(paths)
     for path in paths:
         click.echo(str(path))

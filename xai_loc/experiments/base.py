@@ -88,6 +88,8 @@ class Result:
     command: str = ""
     #: Variables a file must hold to be this result.
     required: tuple[str, ...] = ()
+    #: Dimensions a file may not hold empty (one without labels leaves its figure and tables nothing to show).
+    nonempty: tuple[str, ...] = ()
 
     def __init__(self, name: str | None = None, result_file: str | None = None, *, what: str | None = None,
                  command: str | None = None, required: tuple[str, ...] | None = None) -> None:
@@ -97,11 +99,17 @@ class Result:
                 setattr(self, key, value)
 
     def open(self, path: str | os.PathLike) -> xr.Dataset:
-        """Load a stored result into memory, checked whole (one-line error with a rebuild hint)."""
+        """Load a stored result into memory, checked whole: its checksums, :attr:`required` variables and
+        :attr:`nonempty` dimensions (one-line error with a rebuild hint)."""
         from xai_loc.data.integrity import open_netcdf_store
 
-        return open_netcdf_store(Path(path), self.what, f"run 'xai-loc {self.command}' to rebuild it",
-                                 required=self.required)
+        hint = f"run 'xai-loc {self.command}' to rebuild it"
+        ds = open_netcdf_store(Path(path), self.what, hint, required=self.required)
+        empty = next((dim for dim in self.nonempty if ds.sizes.get(dim) == 0), None)
+        if empty is not None:
+            raise InputError(f"{self.what} {path} is not what it should be (its {empty!r} dimension is empty; it "
+                             f"needs at least one label); {hint}")
+        return ds
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.result_file!r})"
@@ -132,6 +140,12 @@ class Experiment(Result, metaclass=abc.ABCMeta):
     @property
     def timing_file(self) -> str:
         return f"{Path(self.result_file).stem}.timing.json"
+
+    def files(self, folder: str | os.PathLike) -> list[Path]:
+        """Every file :meth:`write` may write into ``folder``: the result, the tables and (when :attr:`timed`) the
+        timings."""
+        names = [self.result_file, *self.table_files.values(), *([self.timing_file] if self.timed else [])]
+        return [Path(folder) / name for name in names]
 
     def write(self, ds: xr.Dataset, folder: str | os.PathLike, *, tables: Mapping[str, str] | None = None,
               timing: Mapping[str, Any] | None = None) -> dict[str, Path]:

@@ -441,6 +441,7 @@ class ComponentsExperiment(Experiment):
     what = "component shares result"
     command = "components"
     required = ("share", "share_ci", "energy_share", "reference_share", "reference_share_ci", "linear_split_exact")
+    nonempty = ("model", "method", "ordering", "split", "component")
     table_files = {"markdown": "components.md", "latex": "components.tex"}
     timed = True
 

@@ -687,7 +687,8 @@ def run_duplex_probe(model, out_dir: str | Path, *, relevance: bool = True, n_to
     """The duplex probe (and its relevance view, with as many tokens) of a model, written as stores.
 
     Writes ``duplex.nc`` (:func:`duplex_probe`) and ``duplex_relevance.nc``
-    (:func:`duplex_relevance`, unless ``relevance=False``) under ``out_dir``, atomically;
+    (:func:`duplex_relevance`, unless ``relevance=False``: then an earlier run's ``duplex_relevance.nc`` is
+    removed, never drawn beside this probe) under ``out_dir``, atomically;
     model provenance goes into the attrs. ``options`` go to the LRP composite.
     :func:`xai_loc.plots.hofman.draw_duplex` draws ``cues.png`` from them.
     """
@@ -712,4 +713,6 @@ def run_duplex_probe(model, out_dir: str | Path, *, relevance: bool = True, n_to
             name, ds = results[key]
             ds.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
             paths[key] = write_dataset_atomic(ds, out_dir / name)
+    if not relevance:
+        (out_dir / "duplex_relevance.nc").unlink(missing_ok=True)
     return paths

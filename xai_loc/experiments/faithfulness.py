@@ -745,6 +745,7 @@ class FaithfulnessExperiment(Experiment):
     what = "faithfulness result"
     command = "faithfulness"
     required = ("score", "curve")
+    nonempty = ("model", "method", "ordering", "fill", "percentage")
     table_files = {"markdown": "faithfulness.md", "latex": "faithfulness.tex"}
     timed = True
 

@@ -571,7 +571,8 @@ class PerturbationExperiment(Experiment):
     result_file = "perturbation.nc"
     what = "perturbation result"
     command = "perturb"
-    required = ("mae_mean",)
+    required = ("mae", "mae_mean", "baseline_mae")
+    nonempty = ("model", "mode", "percentage")
     table_files = {"markdown": "perturbation.md"}
     timed = True
 

@@ -578,6 +578,7 @@ class SanityExperiment(Experiment):
     what = "sanity-check result"
     command = "sanity"
     required = ("similarity", "similarity_ci", "score")
+    nonempty = ("model", "method", "stage")
     table_files = {"markdown": "sanity.md", "latex": "sanity.tex"}
     timed = True
 

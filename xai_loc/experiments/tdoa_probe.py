@@ -19,7 +19,9 @@ Bedard & Stephenne, 1996); the MAE in samples is over the other windows. The bas
 there because a closely spaced pair cannot tell a real delay from a zero one: on pair
 (7, 8) of the paper's array the true delays lie within +-2 samples while the threshold is
 2-4 samples, so a relevance map that carries no delay at all still scores 0 % anomalies.
-Report pairs of every spacing (``pairs='spread'``: 0.15 m ... 2.25 m).
+Report pairs of every spacing (``pairs='spread'``: 0.15 m ... 2.25 m). The paper's released
+script differs (pair (6, 9), the dry utterance's correlation time at 0.5 of its peak, true
+delays truncated to whole samples), so its TDOA table is not directly comparable with these.
 
 The SRP comparison uses all microphones at once: the steered-response power (SRP-PHAT,
 :func:`~xai_loc.experiments.srp.srp_phat_map`, all 120 pairs) over a horizontal grid
@@ -1034,6 +1036,7 @@ class TdoaExperiment(Experiment):
     what = "TDOA result"
     command = "tdoa"
     required = ("delay", "anomalies_percent", "mae_samples", "threshold")
+    nonempty = ("estimator", "pair")
     table_files = {kind: file for kind, file in RESULT_FILES.items() if kind != "store"}
 
     def run(self, models: ModelSet | Mapping, data: Any, **options: Any) -> xr.Dataset:

@@ -42,15 +42,16 @@ def plot_band_profile(profile, ax=None, title: str | None = None):
     return fig
 
 
-def draw_band_profile(profile, path: str | Path) -> list[Path]:
-    """One panel per SNR of a stored probe (``band_profile.nc``, dim ``snr``), written to ``path`` atomically."""
+def draw_band_profile(profile, out_stem: str | Path) -> list[Path]:
+    """One panel per SNR of a stored probe (``band_profile.nc``, dim ``snr``), saved as ``<out_stem>.png`` and
+    ``.pdf``."""
     import matplotlib.pyplot as plt
 
-    from xai_loc.io import save_figure_atomic
+    from xai_loc.io import save_figure_pair
 
     snrs = [float(v) for v in profile["snr"].values]
     fig, axes = plt.subplots(1, len(snrs), figsize=(5.2 * len(snrs), 3.2), squeeze=False)
     for i, (ax, snr) in enumerate(zip(axes[0], snrs, strict=True)):
         n = int(profile["n_examples"].values[i]) if "n_examples" in profile else profile.attrs.get("n_examples", "?")
         plot_band_profile(profile.isel(snr=i), ax=ax, title=f"SNR {snr:g} dB ({n} examples)")
-    return [save_figure_atomic(fig, Path(path))]
+    return save_figure_pair(fig, out_stem)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
+from xai_loc.plots.labels import run_title
 
 
 def plot_components(results, out_stem: str | Path) -> list[Path]:
@@ -38,14 +39,16 @@ def plot_components(results, out_stem: str | Path) -> list[Path]:
             ax = axes[k][j]
             for b, (method, ordering) in enumerate(bars):
                 sel = {"model": model, "method": method, "ordering": ordering, "split": split}
-                value, ci = results["share"].sel(sel).values, results["share_ci"].sel(sel).values
+                value = results["share"].sel(sel).transpose("component").values
+                ci = results["share_ci"].sel(sel).transpose("bound", "component").values
                 i = methods.index(method)
-                ax.bar(pos + b * width, value, width, yerr=np.abs(ci.T - value), capsize=1.5,
+                ax.bar(pos + b * width, value, width, yerr=np.abs(ci - value), capsize=1.5,
                        color=f"C{i % 10}", hatch="//" if ordering != "relevance" else None,
                        alpha=0.5 if ordering != "relevance" else 0.9,
                        label=method if ordering == "relevance" else f"{method} (randomized)", error_kw={"lw": 0.6})
-            ref, ref_ci = (results[v].sel(split=split).values for v in ("reference_share", "reference_share_ci"))
-            ax.bar(pos + len(bars) * width, ref, width, yerr=np.abs(ref_ci.T - ref), capsize=1.5,
+            ref = results["reference_share"].sel(split=split).transpose("component").values
+            ref_ci = results["reference_share_ci"].sel(split=split).transpose("bound", "component").values
+            ax.bar(pos + len(bars) * width, ref, width, yerr=np.abs(ref_ci - ref), capsize=1.5,
                    color="0.6", label="model-free reference", error_kw={"lw": 0.6})
             ax.set_xticks(pos + 0.4 - width / 2)
             ax.set_xticklabels(comps)
@@ -53,5 +56,6 @@ def plot_components(results, out_stem: str | Path) -> list[Path]:
             ax.grid(alpha=0.3, axis="y")
         axes[k][0].set_ylabel("share of |relevance|")
     axes[0][-1].legend(fontsize=6)
+    fig.suptitle(run_title(results), fontsize=9)
     fig.tight_layout()
     return save_figure_pair(fig, out_stem)

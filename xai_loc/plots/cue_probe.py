@@ -5,14 +5,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_cue_probe"]
+__all__ = ["draw_cue_probe", "plot_cue_probe"]
 
 
-def plot_cue_probe(table, path: str | Path | None = None):
+def plot_cue_probe(table):
     """Figure of a :func:`~xai_loc.experiments.cue_probe.reliance_table` (``cue_reliance.nc``): relevance
     magnitude per cue and band, and per cue the attention weight, the relevance after the fusion and on the map.
 
-    Returns the matplotlib figure; with ``path`` it is written there atomically and closed.
+    Returns the matplotlib figure (nothing is shown or saved).
     """
     import matplotlib.pyplot as plt
 
@@ -47,8 +47,11 @@ def plot_cue_probe(table, path: str | Path | None = None):
         ax_side.title.set_fontsize(8)
         ax_side.legend(frameon=False, fontsize=7)
     fig.tight_layout()
-    if path is not None:
-        from xai_loc.io import save_figure_atomic
-
-        save_figure_atomic(fig, Path(path))
     return fig
+
+
+def draw_cue_probe(table, out_stem: str | Path) -> list[Path]:
+    """:func:`plot_cue_probe` of a stored table, saved as ``<out_stem>.png`` and ``.pdf``."""
+    from xai_loc.io import save_figure_pair
+
+    return save_figure_pair(plot_cue_probe(table), out_stem)

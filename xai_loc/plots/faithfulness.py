@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
+from xai_loc.plots.labels import run_title
 
 
 def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
@@ -60,5 +61,6 @@ def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
         for row in (2 * k, 2 * k + 1):
             axes[row][0].set_ylabel(label)
     axes[0][-1].legend(fontsize=7)
+    fig.suptitle(run_title(results), fontsize=9)
     fig.tight_layout()
     return save_figure_pair(fig, out_stem)

@@ -6,7 +6,7 @@ elevation gain, RMSE and variability; beside them response-versus-target plots a
 azimuth confusion matrix before and after front-back folding. :func:`plot_cues` draws the
 duplex probe of :mod:`xai_loc.experiments.cues`. Both return the matplotlib figure;
 :func:`draw_behaviour` and :func:`draw_duplex` write them from the stored results
-(``responses.nc`` -> ``hofman.png``, ``duplex.nc`` and ``duplex_relevance.nc`` -> ``cues.png``).
+(``responses.nc`` -> ``hofman.png``/``.pdf``, ``duplex.nc`` and ``duplex_relevance.nc`` -> ``cues.png``/``.pdf``).
 """
 from __future__ import annotations
 
@@ -214,17 +214,17 @@ def plot_cues(probe, view=None):
     return fig
 
 
-def draw_behaviour(responses, path: str | Path) -> list[Path]:
+def draw_behaviour(responses, out_stem: str | Path) -> list[Path]:
     """:func:`plot_hofman` of stored responses (their Hofman statistics from the attrs, where
-    :func:`~xai_loc.experiments.cues.run_behaviour` put them), written to ``path`` atomically."""
-    from xai_loc.io import save_figure_atomic
+    :func:`~xai_loc.experiments.cues.run_behaviour` put them), saved as ``<out_stem>.png`` and ``.pdf``."""
+    from xai_loc.io import save_figure_pair
 
     stats = json.loads(responses.attrs["hofman"]) if "hofman" in responses.attrs else None
-    return [save_figure_atomic(plot_hofman(responses, stats), Path(path))]
+    return save_figure_pair(plot_hofman(responses, stats), out_stem)
 
 
-def draw_duplex(probe, path: str | Path, view=None) -> list[Path]:
-    """:func:`plot_cues` of a stored duplex probe (and its relevance view), written to ``path`` atomically."""
-    from xai_loc.io import save_figure_atomic
+def draw_duplex(probe, out_stem: str | Path, view=None) -> list[Path]:
+    """:func:`plot_cues` of a stored duplex probe (and its relevance view), saved as ``<out_stem>.png`` and ``.pdf``."""
+    from xai_loc.io import save_figure_pair
 
-    return [save_figure_atomic(plot_cues(probe, view), Path(path))]
+    return save_figure_pair(plot_cues(probe, view), out_stem)

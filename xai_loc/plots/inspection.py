@@ -50,6 +50,19 @@ def _vector(obj, name: str, dim: str) -> np.ndarray | None:
     return None
 
 
+def gcc_curve(x: np.ndarray, pair: tuple[int, int], max_lag: float, interp: int) -> tuple[np.ndarray, np.ndarray]:
+    """GCC-PHAT of the rows ``pair`` of ``x`` (mic, time), each scaled to a unit peak as the TDOA probe scales
+    them, on lags up to ``max_lag`` samples in ``1 / interp`` steps; the curve scaled to a unit peak (a silent
+    row leaves it flat). Returns ``(lags, curve)``."""
+    from xai_loc.experiments.gcc import gcc_phat
+    from xai_loc.experiments.tdoa_probe import _unit_peak
+
+    scaled = _unit_peak(np.asarray(x, dtype=np.float64)[None])[0]
+    lags, cc = gcc_phat(scaled[pair[0]], scaled[pair[1]], max_lag=max_lag, interp=interp)
+    peak = np.max(np.abs(cc))
+    return lags, cc / peak if peak > 0 else cc
+
+
 def localization_error_windows(relevance, predictions: Any = None, positions: np.ndarray | None = None,
                                labels: np.ndarray | None = None) -> tuple[list, np.ndarray]:
     """Window labels of the best and worst Euclidean localization error, and all errors.
@@ -119,7 +132,6 @@ def plot_inspection(
     import matplotlib.pyplot as plt
     import xarray as xr
 
-    from xai_loc.experiments.gcc import gcc_phat
     from xai_loc.experiments.tdoa import true_tdoa
     from xai_loc.experiments.tdoa_probe import LAG_MARGIN, _unit_peak
     from xai_loc.io import save_figure_pair
@@ -204,9 +216,7 @@ def plot_inspection(
         ax = row[-1]
         for n, (name, values) in enumerate(curves.items()):
             scaled = _unit_peak(values[None])[0]
-            lags, cc = gcc_phat(scaled[i], scaled[j], max_lag=max_lag, interp=interp)
-            peak = np.max(np.abs(cc))
-            cc = cc / peak if peak > 0 else cc
+            lags, cc = gcc_curve(values, (i, j), max_lag, interp)
             colour = "k" if name == "signals" else _REL_COLOURS[(n - 1) % len(_REL_COLOURS)]
             if scaled[i].any() and scaled[j].any():
                 best = lags[np.argmax(cc)]

@@ -1,106 +1,133 @@
 """Draw the figures of registered results, from a run or from a results folder alone.
 
 :data:`DRAWERS` maps each result name of :data:`xai_loc.experiments.registry.RESULTS` to the
-function that draws its figures next to its file; the registry says which file that is and
-how it is opened and checked. The commands that run an experiment draw through the same map
-(:func:`draw_result`), so a figure written by a command and one redrawn by ``xai-loc figures``
-are the same figure.
+:class:`Drawer` of its figures: the function that draws them next to its file and their names, known
+before anything is drawn (every figure is saved as PNG and PDF by :func:`~xai_loc.io.save_figure_pair`);
+the registry says which file the result is and how it is opened and checked. The commands that run an
+experiment draw through the same map (:func:`draw_result`), so a figure written by a command and one
+redrawn by ``xai-loc figures`` are the same figure.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DRAWERS", "draw", "draw_result", "link_siblings", "redraw", "recorded_condition", "result_files",
-           "unusable_result"]
+__all__ = ["DRAWERS", "Drawer", "draw", "draw_result", "link_siblings", "no_results_hint", "redraw",
+           "recorded_condition", "result_files", "unusable_result"]
 
 
-def _draw_perturbation(ds, path: Path) -> list[Path]:
+@dataclass(frozen=True)
+class Drawer:
+    """How the figures of one kind of result are drawn: ``draw(dataset, result file path, *stems)`` saves one
+    figure per stem (:func:`~xai_loc.io.save_figure_pair`: PNG and PDF) and returns the files written; ``stems``
+    are the figures' names beside the result file, known before anything is drawn."""
+
+    draw: Callable[..., list[Path]]
+    stems: tuple[str, ...]
+
+    def files(self, folder: str | Path) -> list[Path]:
+        """Every figure file the drawer may write into ``folder``."""
+        from xai_loc.io import figure_files
+
+        return [f for stem in self.stems for f in figure_files(Path(folder) / stem)]
+
+    def __call__(self, ds, path: str | Path) -> list[Path]:
+        path = Path(path)
+        return self.draw(ds, path, *(path.parent / stem for stem in self.stems))
+
+
+def _draw_perturbation(ds, path: Path, stem: Path) -> list[Path]:
     from xai_loc.plots.perturbation import plot_perturbation
 
-    return plot_perturbation(ds, path.with_suffix(""))
+    return plot_perturbation(ds, stem)
 
 
-def _draw_faithfulness(ds, path: Path) -> list[Path]:
+def _draw_faithfulness(ds, path: Path, stem: Path) -> list[Path]:
     from xai_loc.plots.faithfulness import plot_faithfulness
 
-    return plot_faithfulness(ds, path.with_suffix(""))
+    return plot_faithfulness(ds, stem)
 
 
-def _draw_sanity(ds, path: Path) -> list[Path]:
+def _draw_sanity(ds, path: Path, stem: Path) -> list[Path]:
     from xai_loc.plots.sanity import plot_sanity
 
-    return plot_sanity(ds, path.with_suffix(""))
+    return plot_sanity(ds, stem)
 
 
-def _draw_components(ds, path: Path) -> list[Path]:
+def _draw_components(ds, path: Path, stem: Path) -> list[Path]:
     from xai_loc.plots.components import plot_components
 
-    return plot_components(ds, path.with_suffix(""))
+    return plot_components(ds, stem)
 
 
-def _draw_tdoa(ds, path: Path) -> list[Path]:
+def _draw_tdoa(ds, path: Path, stem: Path, srp_stem: Path) -> list[Path]:
     from xai_loc.plots.tdoa import plot_srp, plot_tdoa
 
-    paths = plot_tdoa(ds, path.with_suffix(""))
+    paths = plot_tdoa(ds, stem)
     if "srp_error" in ds:
-        paths += plot_srp(ds, path.parent / "srp")
+        paths += plot_srp(ds, srp_stem)
     return paths
 
 
-def _draw_duplex(ds, path: Path) -> list[Path]:
-    """``cues.png``, with the relevance view of the same model and seed where ``duplex_relevance.nc`` holds one
-    (or, in a folder written before that name, ``cue_relevance.nc``, a name the cue network's probe also writes,
-    with other contents)."""
+def _duplex_settings(ds, view: bool) -> tuple:
+    """What a duplex probe and its relevance view must share to be drawn together: the model, the seed, the
+    bands and the tokens per stimulus condition (a probe's ``token`` dimension, a view's ``token`` labels)."""
+    tokens = (len(set(ds["token"].values.tolist())) if view else ds.sizes["token"]) if "token" in ds.coords else None
+    bands = [str(b) for b in ds["band"].values] if "band" in ds.coords else None
+    return ds.attrs.get("model_digest"), ds.attrs.get("seed"), bands, tokens
+
+
+def _draw_duplex(ds, path: Path, stem: Path) -> list[Path]:
+    """``cues.png``, with the relevance view of ``duplex_relevance.nc`` where it was computed with the same model
+    and probe settings (:func:`_duplex_settings`; in a folder written before that name, ``cue_relevance.nc``, a
+    name the cue network's probe also writes, with other contents)."""
     from xai_loc.data.integrity import open_netcdf_store
-    from xai_loc.plots.hofman import draw_duplex
+    from xai_loc.plots import hofman
 
     view = None
     for name in ("duplex_relevance.nc", "cue_relevance.nc"):
         sibling = path.parent / name
         if view is None and sibling.is_file():
             candidate = open_netcdf_store(sibling, "duplex relevance view", "run 'xai-loc binaural cues' to rebuild it")
-            same_run = all(candidate.attrs.get(k) == ds.attrs.get(k) for k in ("model_digest", "seed"))
-            view = candidate if "lag_slope" in candidate and same_run else None
-    return draw_duplex(ds, path.parent / "cues.png", view)
+            same_run = "lag_slope" in candidate and _duplex_settings(candidate, True) == _duplex_settings(ds, False)
+            view = candidate if same_run else None
+    return hofman.draw_duplex(ds, stem, view)
 
 
-def _draw_behaviour(ds, path: Path) -> list[Path]:
+def _draw_behaviour(ds, path: Path, stem: Path) -> list[Path]:
     from xai_loc.plots.hofman import draw_behaviour
 
-    return draw_behaviour(ds, path.parent / "hofman.png")
+    return draw_behaviour(ds, stem)
 
 
-def _draw_cue_probe(ds, path: Path) -> list[Path]:
-    from xai_loc.plots.cue_probe import plot_cue_probe
+def _draw_cue_probe(ds, path: Path, stem: Path) -> list[Path]:
+    from xai_loc.plots.cue_probe import draw_cue_probe
 
-    plot_cue_probe(ds, path.parent / "cue_probe.png")
-    return [path.parent / "cue_probe.png"]
+    return draw_cue_probe(ds, stem)
 
 
-def _draw_band_profile(ds, path: Path) -> list[Path]:
+def _draw_band_profile(ds, path: Path, stem: Path) -> list[Path]:
     from xai_loc.plots.band_profile import draw_band_profile
 
-    return draw_band_profile(ds, path.with_suffix(".png"))
+    return draw_band_profile(ds, stem)
 
 
-#: Result name (:data:`~xai_loc.experiments.registry.RESULTS`) -> function drawing its figures next to
-#: its file, ``f(dataset, result file path) -> files written``.
-DRAWERS: dict[str, Callable] = {
-    "perturbation": _draw_perturbation,
-    "tdoa": _draw_tdoa,
-    "faithfulness": _draw_faithfulness,
-    "sanity": _draw_sanity,
-    "components": _draw_components,
-    "duplex": _draw_duplex,
-    "responses": _draw_behaviour,
-    "cue_reliance": _draw_cue_probe,
-    "band_profile": _draw_band_profile,
+#: Result name (:data:`~xai_loc.experiments.registry.RESULTS`) -> the :class:`Drawer` of its figures.
+DRAWERS: dict[str, Drawer] = {
+    "perturbation": Drawer(_draw_perturbation, ("perturbation",)),
+    "tdoa": Drawer(_draw_tdoa, ("tdoa", "srp")),
+    "faithfulness": Drawer(_draw_faithfulness, ("faithfulness",)),
+    "sanity": Drawer(_draw_sanity, ("sanity",)),
+    "components": Drawer(_draw_components, ("components",)),
+    "duplex": Drawer(_draw_duplex, ("cues",)),
+    "responses": Drawer(_draw_behaviour, ("hofman",)),
+    "cue_reliance": Drawer(_draw_cue_probe, ("cue_probe",)),
+    "band_profile": Drawer(_draw_band_profile, ("band_profile",)),
 }
 
 
@@ -116,15 +143,17 @@ def _raised_by_a_label_lookup(err: KeyError) -> bool:
 @contextlib.contextmanager
 def unusable_result(name: str, ds, path: str | Path, doing: str) -> Iterator[None]:
     """What the block raises because result ``name`` (``ds``, the file ``path``) lacks a label or variable
-    (a KeyError inside xarray or pandas) or holds an attribute that is not JSON, as a one-line
+    (a KeyError inside xarray or pandas, or a :class:`~xai_loc.plots.labels.MissingAttribute`) or holds an
+    attribute that is not JSON, as a one-line
     :class:`~xai_loc.errors.InputError`: ``<what> <path> <doing> (<why>); run ... to rebuild it``."""
     from xai_loc.errors import InputError
     from xai_loc.experiments.registry import RESULTS
+    from xai_loc.plots.labels import MissingAttribute
 
     try:
         yield
     except KeyError as err:
-        if not _raised_by_a_label_lookup(err):
+        if not (isinstance(err, MissingAttribute) or _raised_by_a_label_lookup(err)):
             raise  # a KeyError of our own code is a bug, not a damaged file
         why = "missing: " + str(err.args[0] if err.args else err).splitlines()[0][:120]
     except json.JSONDecodeError as err:  # only stored attributes are parsed while drawing or tabulating
@@ -185,29 +214,41 @@ def result_files(folder: Path, name: str) -> list[Path]:
 
 
 def draw(paths: Iterable[str | Path]) -> list[Path]:
-    """Draw the figures of result files (those the registry names; others are skipped).
+    """Draw the figures of result files (those the registry names; others are skipped), all or none.
 
-    Every file is opened and checked first, so a damaged one stops before any figure is
-    written. Returns the figure files written.
+    Every file is opened and checked, and every figure file its drawer declares checked as a path a file can
+    take (:func:`~xai_loc.io.check_file_path`), before any figure is drawn; every figure is drawn in a scratch
+    folder before any is put in place, each keeping the mode of the file it replaces. Returns the figure files
+    written.
     """
     from xai_loc.experiments.registry import result_for_file
+    from xai_loc.io import check_file_path, replace_keeping_mode
 
     found = [(Path(p), result_for_file(Path(p).name)) for p in paths]
     opened = [(path, result.name, result.open(path)) for path, result in found if result is not None]
     for path, name, ds in opened:  # titles print the condition
         recorded_condition(name, ds, path)
+        for figure in DRAWERS[name].files(path.parent):
+            check_file_path(figure)
     staged: list[tuple[Path, Path]] = []  # (drawn in a staging folder, where it goes)
     with contextlib.ExitStack() as stack:
-        # every figure is drawn before any is put in place: a result that cannot be drawn leaves none behind
         for path, name, ds in opened:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=path.parent, prefix=".figures-")))
             link_siblings(path.parent, scratch)
             for drawn in draw_result(name, ds, scratch / path.name, source=path):
                 staged.append((Path(drawn), path.parent / Path(drawn).relative_to(scratch)))
         for drawn, final in staged:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(drawn, final)
+            replace_keeping_mode(drawn, final)
     return [final for _, final in staged]
+
+
+def no_results_hint(folder: str | Path) -> str:
+    """The one line for a folder without registered results: the files looked for and the commands writing them."""
+    from xai_loc.experiments.registry import RESULTS
+
+    files = ", ".join(r.result_file for r in RESULTS.values())
+    commands = ", ".join(dict.fromkeys(r.command for r in RESULTS.values()))
+    return f"{folder} holds no results ({files}); run an experiment ({commands}, or reproduce) first"
 
 
 def redraw(folder: str | Path) -> list[Path]:
@@ -218,9 +259,7 @@ def redraw(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"results folder {str(folder)!r} does not exist")
-    files = [result.result_file for result in RESULTS.values()]
-    found = [path for name in files for path in result_files(folder, name)]
+    found = [path for result in RESULTS.values() for path in result_files(folder, result.result_file)]
     if not found:
-        raise InputError(f"{folder} holds no results ({', '.join(files)}); run an experiment "
-                         "(perturb, faithfulness, sanity, tdoa, reproduce, binaural cues or a binaural probe) first")
+        raise InputError(no_results_hint(folder))
     return draw(found)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
+from xai_loc.plots.labels import run_title
 
 #: Most stage labels on one axis; deeper cascades label every k-th stage (and the last).
 _MAX_TICKS = 24
@@ -42,7 +43,7 @@ def plot_sanity(results, out_stem: str | Path) -> list[Path]:
             for i, method in enumerate(methods):
                 sel = {"model": model, "method": method, "metric": metric}
                 value = results["similarity"].sel(sel).values
-                ci = results["similarity_ci"].sel(sel).values
+                ci = results["similarity_ci"].sel(sel).transpose("stage", "bound").values
                 ax.plot(pos, value, marker="o", ms=3, color=f"C{i % 10}", label=method)
                 ax.fill_between(pos, ci[:, 0], ci[:, 1], color=f"C{i % 10}", alpha=0.15, linewidth=0)
             ax.axhline(0.0, color="0.5", linewidth=0.8)
@@ -54,5 +55,6 @@ def plot_sanity(results, out_stem: str | Path) -> list[Path]:
         axes[k][0].set_ylabel("similarity to original")
     axes[-1][0].set_xlabel("randomized down to layer (cumulative, top first)")
     axes[0][-1].legend(fontsize=7)
+    fig.suptitle(run_title(results), fontsize=9)
     fig.tight_layout()
     return save_figure_pair(fig, out_stem)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from xai_loc.io import save_figure_pair
-from xai_loc.plots.labels import run_title
+from xai_loc.plots.labels import run_title, stored_attr
 
 #: Line style per estimator kind (coord ``estimator_kind``); colours cycle over estimators.
 KIND_STYLES = {
@@ -91,7 +91,7 @@ def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
             row[0].plot(dist, anomalies, label=name, **styles[name])
             row[1].plot(dist, _by_distance(distance, ds["mae_samples"].sel(estimator=name).values)[1], label=name,
                         **styles[name])
-        threshold = np.nanmedian(ds["threshold"].values, axis=1)  # NaN: a silent window, not scored
+        threshold = ds["threshold"].median("window").values  # per pair, NaN (a silent window) left out
         row[1].plot(dist, _by_distance(distance, threshold)[1], color="0.6", linewidth=0.8, linestyle="-.",
                     label="anomaly threshold (median)")
         row[0].set_ylabel("anomalies [%]")
@@ -107,12 +107,13 @@ def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
 
 
 def _srp_title(ds: Any) -> str:
-    """The run title with the SRP windows in place of all windows, e.g. ``"T60 0.15 s, SNR 25 dB, lrp, SRP on 2
-    of 11 windows"``."""
+    """The condition and method with the SRP windows in place of all windows, e.g. ``"T60 0.15 s, SNR 25 dB, lrp,
+    SRP on 2 of 11 windows"`` (the figure's title, :func:`~xai_loc.plots.labels.run_title`, says the rest)."""
     import xarray as xr
 
-    head = run_title(xr.Dataset(attrs={k: v for k, v in ds.attrs.items() if k != "n_windows"}))
-    srp = f"SRP on {int(ds.attrs['srp_windows'])} of {ds.sizes['window']} windows"
+    head = run_title(xr.Dataset(attrs={k: v for k, v in ds.attrs.items() if k in ("t60", "snr", "method",
+                                                                                   "first_rule")}))
+    srp = f"SRP on {int(stored_attr(ds, 'srp_windows'))} of {ds.sizes['window']} windows"
     return f"{head}, {srp}" if head else srp
 
 
@@ -144,5 +145,7 @@ def plot_srp(results: Any, out_stem: str | Path) -> list[Path]:
         ax.set_title(_srp_title(ds), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].legend(fontsize=7)
+    if len(datasets) == 1:
+        fig.suptitle(run_title(datasets[0]), fontsize=9)
     fig.tight_layout()
     return save_figure_pair(fig, out_stem)

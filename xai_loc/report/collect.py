@@ -82,11 +82,13 @@ def _dataset_tables(ds, max_rows: int = 40) -> list[str]:
 
 
 def _title(folder: Path, root: Path, entries: dict[str, ResultEntry]) -> str:
-    attrs = next(iter(entries.values())).ds.attrs
+    """The condition the folder's results record (:func:`~xai_loc.plots.labels.condition_title`, from the first that
+    records a finite one) and where it lies; the folder's name alone where none does (a binaural or user store)."""
+    from xai_loc.plots.labels import condition_title
+
     where = folder.relative_to(root).as_posix() if folder != root else folder.name
-    if "t60" in attrs and "snr" in attrs:
-        return f"T60 {float(attrs['t60']):g} s, SNR {float(attrs['snr']):g} dB ({where})"
-    return where
+    condition = next((title for e in entries.values() if (title := condition_title(e.ds.attrs))), "")
+    return f"{condition} ({where})" if condition else where
 
 
 def _figures(name: str, ds, path: Path) -> dict[str, bytes]:
@@ -133,25 +135,24 @@ def result_paths(root: str | Path) -> list[tuple[Path, Any]]:
 def collect_sections(root: str | Path) -> list[Section]:
     """Open every registered result below ``root`` and gather them by folder (sorted by path).
 
-    Where ``root`` holds the record of a ``reproduce`` run (:mod:`xai_loc.report.study_run`),
-    each result and figure says whether that run wrote it.
+    Where ``root`` or a folder above it holds the record of a ``reproduce`` run (:mod:`xai_loc.report.study_run`;
+    e.g. ``root`` is one condition of the run), each result and figure says whether that run wrote it.
 
     Raises :class:`~xai_loc.errors.InputError` (one line, naming the file) where ``root`` is not a
     folder, holds no results, a result file or the run's record is damaged, a result lacks what its
     tables or figures read, or a folder mixes conditions.
     """
-    from xai_loc.experiments.registry import EXPERIMENTS, RESULTS
-    from xai_loc.plots.redraw import unusable_result
-    from xai_loc.report.study_run import file_status, read_study_run
+    from xai_loc.experiments.registry import EXPERIMENTS
+    from xai_loc.plots.redraw import no_results_hint, unusable_result
+    from xai_loc.report.study_run import file_status, find_study_run
 
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"results folder {str(root)!r} does not exist or is not a folder")
     found = result_paths(root)
     if not found:
-        raise InputError(f"{root} holds no results ({', '.join(r.result_file for r in RESULTS.values())}); run "
-                         "an experiment (perturb, faithfulness, sanity, tdoa, reproduce or a binaural probe) first")
-    record = read_study_run(root)
+        raise InputError(no_results_hint(root))
+    record_root, record = find_study_run(root)
     opened = [(path, result, result.open(path)) for path, result in found]  # all checked before any drawing
     _one_condition_per_folder(opened)
     by_folder: dict[Path, dict[str, ResultEntry]] = {}
@@ -161,7 +162,7 @@ def collect_sections(root: str | Path) -> list[Section]:
                 else _dataset_tables(ds)
         by_folder.setdefault(path.parent, {})[result.name] = ResultEntry(
             result.name, path, ds, result.command, tables, _figures(result.name, ds, path),
-            file_status(record, root, path))
+            file_status(record, record_root, path))
     sections = []
     for folder, entries in sorted(by_folder.items()):
         # the figures that come with no result file (reproduce's input inspection); any other PNG is a result's,
@@ -169,7 +170,7 @@ def collect_sections(root: str | Path) -> list[Section]:
         # it (e.g. the srp.png of an earlier tdoa run beside a tdoa.nc without SRP)
         others = sorted(folder.glob(INSPECTION.format("*") + ".png"))
         extra = {p.name: p.read_bytes() for p in others}
-        earlier = [p.name for p in others if file_status(record, root, p) == "earlier"]
+        earlier = [p.name for p in others if file_status(record, record_root, p) == "earlier"]
         multichannel = any(name in EXPERIMENTS for name in entries)
         missing = [f"{e.result_file} ({e.what}; run 'xai-loc {e.command}')" for e in EXPERIMENTS.values()
                    if multichannel and e.name not in entries]
@@ -179,11 +180,11 @@ def collect_sections(root: str | Path) -> list[Section]:
 
 
 def describe_study_run(root: str | Path) -> dict[str, Any] | None:
-    """What the report says of the last ``reproduce`` run in ``root``: ``{"text", "finished"}``, or ``None``
-    where the folder holds no record of one."""
-    from xai_loc.report.study_run import read_study_run
+    """What the report says of the last ``reproduce`` run of ``root`` (its record in ``root`` or a folder above):
+    ``{"text", "finished"}``, or ``None`` where there is no record of one."""
+    from xai_loc.report.study_run import find_study_run
 
-    record = read_study_run(root)
+    record = find_study_run(root)[1]
     if record is None:
         return None
     settings = record["settings"]
@@ -205,29 +206,50 @@ def localization_rows(section: Section) -> list[dict[str, Any]]:
     (nothing deleted, 0 %); SRP-PHAT's and its constant's from ``tdoa.nc``. Each row:
     ``{"estimator", "kind", "x", "y", "z", "mean", "source", "status"}`` (NaN where a coordinate is not
     stored; ``status`` that of the result file read), the models' rows with ``"paper"``, the published
-    MAE per coordinate of their architecture and condition.
+    MAE per coordinate of their architecture and condition. A result lacking what a row reads (or whose ``models``
+    attribute is not JSON) is a one-line :class:`~xai_loc.errors.InputError`
+    (:func:`~xai_loc.plots.redraw.unusable_result`).
     """
+    from xai_loc.plots.redraw import unusable_result
+
+    rows = []
+    for name, reader in (("perturbation", _perturbation_rows), ("tdoa", _srp_rows)):
+        entry = section.entries.get(name)
+        if entry is not None:
+            with unusable_result(name, entry.ds, entry.path, "cannot be tabulated"):
+                rows += reader(entry)
+    return rows
+
+
+def _perturbation_rows(pert: ResultEntry) -> list[dict[str, Any]]:
+    """The models' rows and the constant predictor's of :func:`localization_rows`, from ``perturbation.nc``."""
     from xai_loc.models.zoo import paper_mae
 
     rows = []
-    pert = section.entries.get("perturbation")
-    if pert is not None and 0.0 in pert.ds["percentage"].values:  # the models' own error: nothing deleted
+    if 0.0 in pert.ds["percentage"].values:  # the models' own error: nothing deleted
         ds = pert.ds
         unperturbed = ds["mae"].sel(percentage=0.0, mode=ds["mode"].values[0])
         models = json.loads(ds.attrs.get("models", "{}"))
         for model in ds["model"].values:
-            mae = unperturbed.sel(model=model).values
+            mae = unperturbed.sel(model=model, xyz=list("xyz")).values
             paper = paper_mae(*_trained_condition(models.get(str(model), {}), ds.attrs))
             rows.append({"estimator": str(model), "kind": "model", "x": mae[0], "y": mae[1], "z": mae[2],
                          "mean": float(mae.mean()), "source": f"perturbation.nc, 0 %, {_counted(ds.attrs)}",
                          "paper": np.nan if paper is None else paper, "status": pert.status})
-        base = ds["baseline_mae"].values
+        base = ds["baseline_mae"].sel(xyz=list("xyz")).values
         rows.append({"estimator": "constant (centroid)", "kind": "baseline", "x": base[0], "y": base[1],
                      "z": base[2], "mean": float(ds["baseline_mae_mean"]),
                      "source": f"perturbation.nc, {_counted(ds.attrs)}", "status": pert.status})
-    tdoa = section.entries.get("tdoa")
-    if tdoa is not None and "srp_error" in tdoa.ds:
-        err = tdoa.ds["srp_error"]
+    return rows
+
+
+def _srp_rows(tdoa: ResultEntry) -> list[dict[str, Any]]:
+    """SRP-PHAT's rows and its constant's of :func:`localization_rows`, from ``tdoa.nc``."""
+    from xai_loc.plots.labels import stored_attr
+
+    rows = []
+    if "srp_error" in tdoa.ds:
+        err, windows = tdoa.ds["srp_error"], int(stored_attr(tdoa.ds, "srp_windows"))
         for name in err["srp_estimator"].values:
             if str(name) not in ("signals", "constant"):
                 continue
@@ -235,7 +257,7 @@ def localization_rows(section: Section) -> list[dict[str, Any]]:
             rows.append({"estimator": f"SRP-PHAT {name}" if name == "signals" else "SRP-PHAT constant (grid centre)",
                          "kind": "baseline", "x": float(row.sel(srp_metric="x")), "y": float(row.sel(srp_metric="y")),
                          "z": np.nan, "mean": np.nan, "euclidean": float(row.sel(srp_metric="euclidean")),
-                         "source": f"tdoa.nc (x-y plane, mean |error|), {int(tdoa.ds.attrs['srp_windows'])} windows",
+                         "source": f"tdoa.nc (x-y plane, mean |error|), {windows} windows",
                          "status": tdoa.status})
     return rows
 

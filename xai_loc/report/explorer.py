@@ -1,5 +1,7 @@
 """The window explorer's content: for a few windows of a relevance store, the microphone signals and
-their relevance as a figure, both as audio (the ``listen`` export, per microphone) and GCC-PHAT curves.
+their relevance as a figure, both as audio (the ``listen`` export, per microphone) and GCC-PHAT curves
+computed as the section's ``tdoa.nc`` computed them (its pairs, ``fs``, ``c``, ``interp`` and lag range), captioned
+with the delays it stored.
 
 Everything is read from stored files: the relevance store that an experiment of the section
 explained (the one :func:`xai_loc.explain.store.relevance_store_path` names for the ``data`` path,
@@ -17,16 +19,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Explorer", "build_explorers", "explorer_data", "find_relevance_stores"]
+__all__ = ["Explorer", "GccSettings", "build_explorers", "explorer_data", "find_relevance_stores"]
 
 #: Windows shown per explorer by default (each carries 16 microphones x 2 clips of audio).
 DEFAULT_WINDOWS = 4
-#: Microphone pair of the paper's TDOA experiment, used when no TDOA result names pairs.
-DEFAULT_PAIRS = ("7-8",)
-#: Lag steps per sample of the GCC-PHAT curves (band-limited interpolation).
-GCC_INTERP = 2
-#: Extra lags (samples) around the largest physical delay of a pair in the GCC-PHAT plot.
-LAG_MARGIN = 4.0
 
 
 @dataclass
@@ -157,33 +153,52 @@ def _window_figure(signals: np.ndarray, relevance: np.ndarray, fs: float, title:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _pairs(entries) -> list[tuple[int, int]]:
-    tdoa = next((e for e in entries if e.name == "tdoa"), None)
-    names = [str(p) for p in tdoa.ds["pair"].values] if tdoa is not None else list(DEFAULT_PAIRS)
-    return [tuple(int(m) for m in name.split("-")) for name in names]
+@dataclass
+class GccSettings:
+    """How the section's ``tdoa.nc`` computed GCC-PHAT: ``fs``, ``c``, ``interp``, the lag range of each pair
+    (``{name: max_lag}``) and its stored ``delay`` (estimator, pair, window)."""
+
+    fs: float
+    c: float
+    interp: int
+    max_lag: dict[str, float]
+    delay: Any
+
+    @classmethod
+    def of(cls, tdoa) -> GccSettings:
+        """The settings of a ``tdoa.nc`` dataset; a :class:`~xai_loc.plots.labels.MissingAttribute` (or an
+        xarray KeyError) where it lacks one."""
+        from xai_loc.plots.labels import stored_attr
+
+        return cls(float(stored_attr(tdoa, "fs")), float(stored_attr(tdoa, "c")), int(stored_attr(tdoa, "interp")),
+                   {str(p): float(tdoa["max_lag"].sel(pair=p)) for p in tdoa["pair"].values}, tdoa["delay"])
+
+    def stored_delay(self, estimator: str, pair: str, window) -> float | None:
+        """The delay ``tdoa.nc`` estimated (samples, 3 decimals); None where it holds none for that window."""
+        labels = self.delay.indexes
+        if estimator not in labels["estimator"] or window not in labels["window"]:
+            return None
+        value = float(self.delay.sel(estimator=estimator, pair=pair, window=window))
+        return round(value, 3) if math.isfinite(value) else None
 
 
-def explorer_data(relevance, signals, pairs: list[tuple[int, int]], n_windows: int) -> dict[str, Any]:
-    """The explorer's page data for ``n_windows`` windows spread over a relevance store.
+def explorer_data(relevance, signals, settings: GccSettings, model: str, n_windows: int) -> dict[str, Any]:
+    """The explorer's page data for ``n_windows`` windows spread over a relevance store of ``model``.
 
     Per window: a figure, the microphone signal and the relevance of every microphone as WAV
     (each clip peak-normalized, as :func:`~xai_loc.explain.store.write_wavs` does) and, per
-    pair, the GCC-PHAT of both (:func:`xai_loc.experiments.gcc.gcc_phat`) with the true delay; the lags
-    of each pair's curves once, under ``"lags"``.
+    pair of ``settings``, the GCC-PHAT curves of both (:func:`~xai_loc.plots.inspection.gcc_curve`) with the true
+    delay and the delays ``tdoa.nc`` stored for the signals and the model; the lags of each pair's curves once,
+    under ``"lags"``.
     """
-    from xai_loc.experiments.gcc import gcc_phat
     from xai_loc.experiments.tdoa import true_tdoa
+    from xai_loc.plots.inspection import gcc_curve
 
-    fs = float(relevance.attrs.get("fs", 16000.0))
-    c = float(relevance.attrs.get("c", 343.0))
+    fs, c = settings.fs, settings.c
     picks = np.unique(np.linspace(0, relevance.sizes["window"] - 1, min(n_windows, relevance.sizes["window"]))
                       .round().astype(int))
     mics = np.stack([relevance[f"mic_{k}"].values for k in "xyz"], -1)
-    pair_info = []
-    for i, j in pairs:
-        distance = float(np.linalg.norm(mics[i] - mics[j]))
-        pair_info.append({"name": f"{i}-{j}", "i": i, "j": j, "distance": distance,
-                          "max_lag": math.ceil(distance / c * fs + LAG_MARGIN)})
+    pairs = {name: tuple(int(m) for m in name.split("-")) for name in settings.max_lag}
     windows, lags = [], {}
     for w in picks:
         rel = relevance.isel(window=int(w))
@@ -193,13 +208,14 @@ def explorer_data(relevance, signals, pairs: list[tuple[int, int]], n_windows: i
         source = np.array([float(rel[f"source_{k}"]) for k in "xyz"])
         label = f"source {int(rel['source_id'])}, window {int(rel['window_index'])}"
         gcc = {}
-        for pair in pair_info:
-            i, j = pair["i"], pair["j"]
-            truth = float(true_tdoa(source[None], mics, (i, j), fs, c)[0])
-            lags[pair["name"]], cc_sig = gcc_phat(sig[i], sig[j], max_lag=pair["max_lag"], interp=GCC_INTERP)
-            _, cc_rel = gcc_phat(r[i], r[j], max_lag=pair["max_lag"], interp=GCC_INTERP)
-            gcc[pair["name"]] = {"signals": np.round(cc_sig, 3).tolist(), "relevance": np.round(cc_rel, 3).tolist(),
-                                 "truth": round(truth, 3)}
+        for name, pair in pairs.items():
+            truth = float(true_tdoa(source[None], mics, pair, fs, c)[0])
+            lags[name], cc_sig = gcc_curve(sig, pair, settings.max_lag[name], settings.interp)
+            _, cc_rel = gcc_curve(r, pair, settings.max_lag[name], settings.interp)
+            gcc[name] = {"signals": np.round(cc_sig, 3).tolist(), "relevance": np.round(cc_rel, 3).tolist(),
+                         "truth": round(truth, 3),
+                         "delay": {"signals": settings.stored_delay("signals", name, window),
+                                   "relevance": settings.stored_delay(model, name, window)}}
         windows.append({
             "label": label, "figure": _window_figure(sig, r, fs, f"{relevance.attrs.get('model', '')}: {label}"),
             "mic_audio": [_wav_uri(0.99 * s / (np.abs(s).max() or 1.0), int(fs)) for s in sig],
@@ -207,23 +223,29 @@ def explorer_data(relevance, signals, pairs: list[tuple[int, int]], n_windows: i
             "gcc": gcc,
         })
     return {"fs": fs, "duration": relevance.sizes["time"] / fs, "n_mics": int(relevance.sizes["mic"]),
-            "pairs": [p["name"] for p in pair_info], "lags": {k: v.tolist() for k, v in lags.items()},
-            "windows": windows}
+            "pairs": list(pairs), "lags": {k: v.tolist() for k, v in lags.items()}, "windows": windows}
 
 
 def build_explorers(entries, n_windows: int = DEFAULT_WINDOWS) -> tuple[list[Explorer], str]:
     """Explorers of a section's explained models, and why there are none (empty when there are).
 
     A relevance store that is present but damaged stops the report (one-line
-    :class:`~xai_loc.errors.InputError` from :func:`~xai_loc.explain.store.open_relevance`).
+    :class:`~xai_loc.errors.InputError` from :func:`~xai_loc.explain.store.open_relevance`), and so does a
+    ``tdoa.nc`` lacking the GCC-PHAT settings the curves take (:class:`GccSettings`).
     """
     from xai_loc.explain.store import open_explained_signals, open_relevance
+    from xai_loc.plots.redraw import unusable_result
 
     entries = list(entries)
     stores, reason = find_relevance_stores(entries)
+    tdoa = next((e for e in entries if e.name == "tdoa"), None)
+    if stores and tdoa is None:
+        return [], "no tdoa.nc in this folder records the GCC-PHAT settings of the curves"
     explorers = []
     for name, store in stores.items():
+        with unusable_result("tdoa", tdoa.ds, tdoa.path, "cannot be explored"):
+            settings = GccSettings.of(tdoa.ds)
         relevance = open_relevance(store)
         signals = open_explained_signals(store)
-        explorers.append(Explorer(name, store, explorer_data(relevance, signals, _pairs(entries), n_windows)))
+        explorers.append(Explorer(name, store, explorer_data(relevance, signals, settings, name, n_windows)))
     return explorers, reason

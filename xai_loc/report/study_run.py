@@ -20,7 +20,7 @@ from typing import Any
 
 from xai_loc.errors import InputError
 
-__all__ = ["STATUS_TEXT", "STUDY_RECORD", "StudyRun", "file_status", "read_study_run"]
+__all__ = ["STATUS_TEXT", "STUDY_RECORD", "StudyRun", "file_status", "find_study_run", "read_study_run"]
 
 #: The record's file name in a ``reproduce`` results folder.
 STUDY_RECORD = "study.json"
@@ -111,6 +111,17 @@ def read_study_run(root: str | Path) -> dict[str, Any] | None:
         raise InputError(f"{path} is damaged (not an xai-loc study record of format {_FORMAT!r} version {_VERSION}); "
                          f"run 'xai-loc reproduce' again, or remove it to report the folder without it")
     return record
+
+
+def find_study_run(folder: str | Path) -> tuple[Path, dict[str, Any] | None]:
+    """The record of the ``reproduce`` run that ``folder`` belongs to: ``(its root, record)`` from the nearest of
+    ``folder`` and the folders above it that holds :data:`STUDY_RECORD` (one condition of a run is reported with
+    its run's record, each file keyed relative to the run's root); ``(folder, None)`` where none does."""
+    folder = Path(folder).absolute()
+    for root in (folder, *folder.parents):
+        if (root / STUDY_RECORD).exists():
+            return root, read_study_run(root)
+    return folder, None
 
 
 def file_status(record: dict[str, Any] | None, root: str | Path, path: str | Path) -> str | None:

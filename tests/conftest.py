@@ -10,10 +10,15 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 
 
 @pytest.fixture(autouse=True)
-def _seeded_global_rngs():
-    """Seed torch's and numpy's global generators before each test (tests that need a stream seed their own)."""
+def _seeded_global_rngs(monkeypatch):
+    """Seed torch's and numpy's global generators before each test (tests that need a stream seed their own), and
+    keep every test on one torch thread: a user's ``XAI_LOC_THREADS`` is not read by the commands a test runs, and
+    a test that sets another count leaves it to no later test."""
+    monkeypatch.delenv("XAI_LOC_THREADS", raising=False)
     torch.manual_seed(0)
     np.random.seed(0)
+    yield
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

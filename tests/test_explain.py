@@ -466,7 +466,9 @@ def test_relevance_only_inside_the_window_the_output_depends_on(method, options)
     rel = explain(model, x, target="prediction", method=method, **options).values
     inside = np.zeros_like(rel, dtype=bool)
     inside[:, 1, 64:128] = True
-    assert np.all(rel[~inside] == 0)
+    # zero outside, up to a few float64 roundings of the output for occlusion (f(x) - f(x occluded): the two forward
+    # passes run in batches of other sizes, which some BLAS code paths round differently: -4.4e-16 seen)
+    assert np.abs(rel[~inside]).max() <= 1e-12 * np.abs(rel).max()
     assert np.count_nonzero(rel[inside]) > 0.5 * inside.sum()
 
 

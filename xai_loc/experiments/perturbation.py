@@ -361,8 +361,9 @@ def perturbation_batch(batch: tuple[str, int, int], work: PerturbationWork) -> t
 
     ``batch`` is ``(model name, start, stop)`` (:func:`window_batches`). The modes are
     ``work.modes`` then, with a randomized model, ``relevance-randomized``. Random orders and
-    noise are seeded per window (``seed`` and its index), so a batch gives the same numbers wherever it runs
-    and however the windows are batched.
+    noise are seeded per window (``seed`` and its index), so a batch draws the same deletions wherever it runs
+    and however the windows are batched (the predictions agree to float rounding, bit for bit only with the same
+    thread count and CPU code path).
     The model stays on ``work.device`` for the whole batch (explanations, ranking and
     deletions); the relevance stays there from the explainer (a store's goes there once) to be
     ranked there, and the predictions come back once. Also returns the seconds spent

@@ -261,3 +261,25 @@ def test_transposed_results_draw_as_the_original(captured_figure, tmp_path):
             lines.append([np.asarray(line.get_ydata(), float).tolist() for line in ax.lines]
                          + [[patch.get_height() for patch in ax.patches]])
         assert lines[0] == lines[1], module.__name__
+
+
+def test_tables_of_transposed_results_equal_the_originals():
+    """The TDOA and component tables read labelled arrays by name, not by the order the file stores them in."""
+    from xai_loc.experiments.components import components_latex, components_table
+    from xai_loc.experiments.tdoa_probe import tdoa_tables
+
+    comps = _components()
+    rng = np.random.default_rng(1)
+    share = rng.uniform(0, 0.5, comps["share"].shape)
+    comps["share"] = comps["share"].copy(data=share)
+    comps["share_ci"] = comps["share_ci"].copy(data=np.stack([share - 0.05, share + 0.1], -1))
+    comps["energy_share"] = ("component", [0.4, 0.3, 0.2, 0.1])
+    comps["energy_share_ci"] = (("component", "bound"), [[0.3, 0.5], [0.2, 0.4], [0.1, 0.3], [0.0, 0.2]])
+    comps["linear_split_exact"] = ("method", [True])
+    comps.attrs.update(n_sources=2, n_windows=7, early_end_s=0.05)
+    for ds, tables in ((_tdoa(), lambda d: tdoa_tables(d)),
+                       (comps, lambda d: {"markdown": components_table(d), "latex": components_latex(d)})):
+        flipped = ds.copy()
+        for name in ds.data_vars:
+            flipped[name] = ds[name].transpose(*ds[name].dims[::-1])
+        assert tables(flipped) == tables(ds)

@@ -385,7 +385,10 @@ def run_components(
 
 
 def _cells(value, ci) -> list[str]:
-    return [interval_cell(v, lo, hi) for v, (lo, hi) in zip(value, ci, strict=True)]
+    """One cell per component: ``value`` (component) with its interval ``ci`` (component, bound), in labelled order
+    (a file written with its dimensions transposed tabulates alike)."""
+    ci = ci.transpose("component", "bound").values
+    return [interval_cell(v, lo, hi) for v, (lo, hi) in zip(value.values, ci, strict=True)]
 
 
 def _rows(ds: xr.Dataset, model: str, split: str) -> list[list[str]]:
@@ -397,10 +400,10 @@ def _rows(ds: xr.Dataset, model: str, split: str) -> list[list[str]]:
             label = str(method) if ordering == "relevance" else f"{method} (randomized model)"
             if split == "linear" and not bool(ds["linear_split_exact"].sel({"method": method})):
                 label += " (not x * gradient: n/a)"
-            rows.append([label, *_cells(ds["share"].sel(sel).values, ds["share_ci"].sel(sel).values)])
-    rows.append(["model-free reference", *_cells(ds["reference_share"].sel(split=split).values,
-                                                 ds["reference_share_ci"].sel(split=split).values)])
-    rows.append(["energy share (signal)", *_cells(ds["energy_share"].values, ds["energy_share_ci"].values)])
+            rows.append([label, *_cells(ds["share"].sel(sel), ds["share_ci"].sel(sel))])
+    rows.append(["model-free reference", *_cells(ds["reference_share"].sel(split=split),
+                                                 ds["reference_share_ci"].sel(split=split))])
+    rows.append(["energy share (signal)", *_cells(ds["energy_share"], ds["energy_share_ci"])])
     return rows
 
 

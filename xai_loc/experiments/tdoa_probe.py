@@ -943,12 +943,13 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
     """
     estimators = [str(e) for e in ds["estimator"].values]
     headers = _pair_headers(ds)
-    anomalies = ds["anomalies_percent"].values
-    mae = ds["mae_samples"].values
+    # labelled order, not the stored one: a file written with its dimensions transposed tabulates alike
+    anomalies = ds["anomalies_percent"].transpose("estimator", "pair").values
+    mae = ds["mae_samples"].transpose("estimator", "pair").values
     cells = [[f"{_fmt(anomalies[e, p], 1)} / {_fmt(mae[e, p], 2, '–')}" for p in range(len(headers))]
              for e in range(len(estimators))]
-    thr = np.nanmedian(ds["threshold"].values, axis=1)  # NaN: a silent window, not scored
-    mean_truth = np.abs(ds["truth"].values).mean(axis=1)
+    thr = np.nanmedian(ds["threshold"].transpose("pair", "window").values, axis=1)  # NaN: a silent window
+    mean_truth = np.abs(ds["truth"].transpose("pair", "window").values).mean(axis=1)
 
     md = [f"**TDOA probe** — {_condition_line(ds)}.", "",
           "Cells: % anomalies / MAE in samples over the non-anomalous windows (anomaly: |error| > half the "
@@ -983,7 +984,7 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
 
     if "srp_error" in ds:
         names = [str(e) for e in ds["srp_estimator"].values]
-        err = ds["srp_error"].values
+        err = ds["srp_error"].transpose("srp_estimator", "srp_metric").sel(srp_metric=["x", "y", "euclidean"]).values
         md_srp = ["", f"**SRP-PHAT map peak** — {int(ds.attrs.get('srp_windows', 0))} windows, "
                       f"{float(ds.attrs.get('srp_step', float('nan'))):g} m grid over x "
                       f"{_range(ds.attrs.get('srp_x_range'))}, y {_range(ds.attrs.get('srp_y_range'))} m at "

@@ -179,6 +179,22 @@ def test_log_bar_ends_with_a_final_line_even_when_not_left():
     assert "3/3" in lines[1]
 
 
+def test_log_of_nested_bars_is_the_outer_bars_lines_only():
+    """A training-like loop (an outer epoch bar with a postfix, a passing batch bar per epoch) writes the outer
+    bar's start and end lines to a log, no line per epoch and no cursor-movement codes."""
+    log = io.StringIO()
+    outer = tqdm(total=50, desc="train", file=log)
+    for epoch in range(50):
+        for _ in tqdm(range(4), desc=f"epoch {epoch}", file=log, leave=False):
+            pass
+        outer.set_postfix(loss=f"{1 / (epoch + 1):.3g}", refresh=False)
+        outer.update(1)
+    outer.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("train:   0%") and lines[1].startswith("train: 100%"), lines
+    assert "\x1b" not in log.getvalue()
+
+
 def test_predict_logs_its_end(capsys):
     model = load_model(PRETRAINED / "loccnn_t60-0.15_snr-25.safetensors")
     ds = _dataset(np.array([[1.7, 5.5, 1.2], [1.8, 5.4, 1.3]]))

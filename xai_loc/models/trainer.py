@@ -559,10 +559,11 @@ class Trainer:
             except _Diverged as err:
                 reason, self.diverged = "diverged", str(err)
                 break
-            bar.update(1)
+            # shown with the update, which keeps the bar's interval (a refresh here would write a log line per epoch)
             bar.set_postfix(train=f"{self.history['train_loss'][-1]:.4g}", best=self.best_epoch,
-                            lr=f"{self.history['lr'][-1]:.2g}",
+                            lr=f"{self.history['lr'][-1]:.2g}", refresh=False,
                             **{k: f"{self.history[k][-1]:.4g}" for k in self.hooks.series})
+            bar.update(1)
             if self._write_due():
                 self.write()
         bar.close()

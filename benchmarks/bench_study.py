@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     from xai_loc.data.store import count_windows, no_tf32, simulate_dataset
     from xai_loc.experiments.faithfulness import parse_methods
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.io import check_file_path
     from xai_loc.models.zoo import checkpoint_name, pretrained_dir, shipped_checkpoint
     from xai_loc.runtime import configure_cpu, resolve_device
 
@@ -262,9 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, option) < 1:
             raise InputError(f"--{option.replace('_', '-')} {getattr(args, option)} is not allowed; "
                              "use a positive integer")
+    if args.work is not None and args.work.exists() and not args.work.is_dir():
+        raise InputError(f"--work {args.work} is a file; give a new or empty folder")
     if args.work is not None and args.work.exists() and any(args.work.iterdir()):
         raise InputError(f"--work {args.work} is not empty; give a new or empty folder (stores found there "
                          "would be reused and time nothing)")
+    if args.json is not None:
+        check_file_path(args.json)  # before the stages, not after them
     device = str(resolve_device(args.device))
     methods = tuple(m.strip() for m in args.methods.split(","))
     parse_methods(methods)  # a typo ends here, not after the stages before the faithfulness suite

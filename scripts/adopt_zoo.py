@@ -32,7 +32,6 @@ checkpoints for one destination.
 """
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -44,6 +43,7 @@ from xai_loc.data import paper_scene, simulate_dataset
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.experiments.tdoa_probe import SRP_CONSTANT, run_tdoa
+from xai_loc.io import replace_keeping_mode
 from xai_loc.models import WindowSet, read_card
 from xai_loc.models.zoo import PAPER_MAE, checkpoint_name, data_convention, paper_mae, pretrained_dir
 from xai_loc.runtime import configure_cpu
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 reason = None if old is None or args.even_if_worse else keep_existing(old, written)
                 was = None if old is None else recorded_test(old)[0]
                 if reason is None:
-                    os.replace(candidate, dst)
+                    replace_keeping_mode(candidate, dst)  # durable, with the replaced file's mode
                 else:
                     kept.append(f"{dst}: kept (test MAE {'-' if was is None else f'{was:.4f}'} m) over the new "
                                 f"{path.name} ({result.metrics['mae']:.4f} m): {reason}; pass --even-if-worse "

@@ -24,10 +24,12 @@ distance 1.4 m; receiver 0 is the left ear.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+
+from xai_loc.io import atomic_path
+from xai_loc.script_args import Parser
 
 OUT = Path(__file__).resolve().parents[1] / "xai_loc" / "acoustics" / "hrtf_data" / "mit_kemar_normal_pinna.sofa"
 
@@ -62,7 +64,7 @@ def kemar_from_slab() -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
@@ -96,14 +98,11 @@ def main() -> None:
     sofa.SourcePosition = pos
     sofa.ReceiverPosition = np.array([[0.0, 0.09, 0.0], [0.0, -0.09, 0.0]])[:, :, None]
     sofa.verify()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".part.sofa")
-    sofar.write_sofa(str(tmp), sofa, compression=9)
-    tmp.replace(args.out)
-
-    back = sofar.read_sofa(str(args.out), verbose=False)
-    np.testing.assert_array_equal(np.asarray(back.Data_IR, dtype=np.float64), hrirs)
-    np.testing.assert_array_equal(back.SourcePosition, pos)
+    with atomic_path(args.out) as tmp:  # read back before it is put in place; a failure leaves nothing
+        sofar.write_sofa(str(tmp), sofa, compression=9)
+        back = sofar.read_sofa(str(tmp), verbose=False)
+        np.testing.assert_array_equal(np.asarray(back.Data_IR, dtype=np.float64), hrirs)
+        np.testing.assert_array_equal(back.SourcePosition, pos)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -17,8 +17,8 @@ Usage::
 """
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
+
+from xai_loc.script_args import Parser, count
 
 FS = 16000
 ESPEAK_FS = 22050
@@ -302,68 +304,93 @@ the GPL.
 """
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Build the corpus into ``--out``."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    """Build the corpus into ``--out``: every file is made in a staging folder beside it, and ``--out`` is
+    replaced only once all of them are written (a failed espeak call or Ctrl-C leaves it as it was)."""
+    ap = Parser(description=__doc__.split("\n")[0])
     default_out = Path(__file__).resolve().parents[1] / "xai_loc" / "acoustics" / "corpus"
     ap.add_argument("--out", type=Path, default=default_out)
-    ap.add_argument("--n", type=int, default=300, help="number of utterances")
+    ap.add_argument("--n", type=count, default=300, help="number of utterances")
     ap.add_argument("--seed", type=int, default=SEED)
     args = ap.parse_args(argv)
 
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        ap.error(f"argument --out: {str(out)!r} is a file, not a folder")
+    if out.is_dir() and any(p.name not in ("index.json", "README.md") and not p.name.startswith("esp")
+                            for p in out.iterdir()):
+        ap.error(f"argument --out: {str(out)!r} holds files of no corpus; give an empty folder or a corpus")
     version = espeak_version()
     rng = random.Random(args.seed)
     texts = list(SENTENCES[: args.n])
     texts += compose_sentences(args.n - len(texts), rng, set(texts))
     assert len(set(texts)) == len(texts) == args.n
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("esp*.ogg"):
-        old.unlink()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-", suffix=".partial"))
+    try:
+        entries = []
+        with tempfile.TemporaryDirectory() as tmpdir:
+            tmp = Path(tmpdir)
+            for i, text in enumerate(texts):
+                voice = VOICES[i % len(VOICES)]
+                variant = rng.choice(VARIANTS)
+                full_voice = f"{voice}+{variant}" if variant else voice
+                speed = rng.randint(135, 185)
+                pitch = rng.randint(*PITCH_RANGE)
+                y, speed = render(text, full_voice, speed, pitch, tmp)
+                y = PEAK * y / np.max(np.abs(y))
+                uid = f"esp{i:03d}"
+                fname = f"{uid}.ogg"
+                sf.write(staging / fname, y.astype(np.float32), FS, format="OGG", subtype="VORBIS",
+                         compression_level=VORBIS_COMPRESSION)
+                decoded = sf.info(staging / fname)
+                entries.append({
+                    "id": uid, "text": text, "voice": full_voice, "speed": speed, "pitch": pitch,
+                    "n_samples": int(decoded.frames), "fs": FS, "file": fname,
+                })
+                print(f"{uid} {len(y) / FS:4.2f} s  {full_voice:22s} s={speed} p={pitch}  {text}")
 
-    entries = []
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        for i, text in enumerate(texts):
-            voice = VOICES[i % len(VOICES)]
-            variant = rng.choice(VARIANTS)
-            full_voice = f"{voice}+{variant}" if variant else voice
-            speed = rng.randint(135, 185)
-            pitch = rng.randint(*PITCH_RANGE)
-            y, speed = render(text, full_voice, speed, pitch, tmp)
-            y = PEAK * y / np.max(np.abs(y))
-            uid = f"esp{i:03d}"
-            fname = f"{uid}.ogg"
-            sf.write(out / fname, y.astype(np.float32), FS, format="OGG", subtype="VORBIS",
-                     compression_level=VORBIS_COMPRESSION)
-            decoded = sf.info(out / fname)
-            entries.append({
-                "id": uid, "text": text, "voice": full_voice, "speed": speed, "pitch": pitch,
-                "n_samples": int(decoded.frames), "fs": FS, "file": fname,
-            })
-            print(f"{uid} {len(y) / FS:4.2f} s  {full_voice:22s} s={speed} p={pitch}  {text}")
-
-    index = {
-        "name": "xai-loc default speech corpus",
-        "generator": f"scripts/make_speech_corpus.py, {version}",
-        "seed": args.seed,
-        "fs": FS,
-        "format": "OGG/VORBIS",
-        "utterances": entries,
-    }
-    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
-    total_s = sum(e["n_samples"] for e in entries) / FS
-    (out / "README.md").write_text(README.format(
-        n=len(entries), minutes=total_s / 60, seed=args.seed, version=version,
-        n_hand=min(len(SENTENCES), args.n), n_voices=len(VOICES),
-        smin=min(e["speed"] for e in entries), smax=max(e["speed"] for e in entries),
-        pmin=min(e["pitch"] for e in entries), pmax=max(e["pitch"] for e in entries),
-        comp=VORBIS_COMPRESSION,
-    ))
+        index = {
+            "name": "xai-loc default speech corpus",
+            "generator": f"scripts/make_speech_corpus.py, {version}",
+            "seed": args.seed,
+            "fs": FS,
+            "format": "OGG/VORBIS",
+            "utterances": entries,
+        }
+        (staging / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        total_s = sum(e["n_samples"] for e in entries) / FS
+        (staging / "README.md").write_text(README.format(
+            n=len(entries), minutes=total_s / 60, seed=args.seed, version=version,
+            n_hand=min(len(SENTENCES), args.n), n_voices=len(VOICES),
+            smin=min(e["speed"] for e in entries), smax=max(e["speed"] for e in entries),
+            pmin=min(e["pitch"] for e in entries), pmax=max(e["pitch"] for e in entries),
+            comp=VORBIS_COMPRESSION,
+        ))
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; a package folder is readable
+        for path in staging.iterdir():
+            os.chmod(path, 0o666 & ~_umask())
+        old = out.with_name(f".{out.name}.old") if out.exists() else None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(staging, out)  # the new corpus appears whole
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     durs = [e["n_samples"] / FS for e in entries]
     print(f"{len(entries)} utterances, {total_s:.0f} s, duration {min(durs):.2f}-{max(durs):.2f} s")
+    return 0
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

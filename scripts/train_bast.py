@@ -33,7 +33,8 @@ from xai_loc.models.bast import INTEGRATIONS, LOSSES, fit_bast
 from xai_loc.runtime import configure_cpu
 from xai_loc.script_args import Parser
 
-PROGRESS = sys.stderr.isatty()
+#: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
+PROGRESS = True
 
 
 def main(argv: list[str] | None = None) -> int:

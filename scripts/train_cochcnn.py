@@ -24,7 +24,6 @@ cochleagrams of the training set a few more; ``--max-minutes`` bounds the epochs
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -32,12 +31,15 @@ from pathlib import Path
 from xai_loc.data.binaural_store import cochcnn_spec
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
+from xai_loc.io import atomic_path
 from xai_loc.models.checkpoint import read_card
 from xai_loc.models.classifier_training import ClassifierConfig, train_on_spec
+from xai_loc.models.trainer import check_output
 from xai_loc.runtime import configure_cpu
 from xai_loc.script_args import Parser
 
-PROGRESS = sys.stderr.isatty()
+#: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
+PROGRESS = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("pretrained/cochcnn_default.safetensors"))
     args = parser.parse_args(argv)
     try:
+        check_output(args.out)  # before any work
         configure_cpu(args.threads)
         root = args.data_root or default_root()
         spec = cochcnn_spec(rooms=tuple(args.rooms), n_sounds=args.n_sounds, per_sound=args.per_sound, seed=args.seed)
@@ -71,10 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    aside = args.out.with_name(f".{args.out.name}.tmp")
-    shutil.copyfile(run, aside)
-    os.replace(aside, args.out)  # atomic: a reader never sees half a checkpoint
+    with atomic_path(args.out) as tmp:  # a reader never sees half a checkpoint
+        shutil.copyfile(run, tmp)
     card = read_card(args.out)
     test = card["metrics"]["test"]
     keys = ("accuracy", "azimuth_error", "elevation_error", "front_back_rate", "azimuth_error_folded",

@@ -35,10 +35,12 @@ from xai_loc.features.binaural_cues import simulate_cue_scenes
 from xai_loc.models.checkpoint import read_card
 from xai_loc.models.classifier_training import ClassifierConfig
 from xai_loc.models.cuenet import train_cuenet
+from xai_loc.models.trainer import check_output
 from xai_loc.runtime import configure_cpu
 from xai_loc.script_args import Parser
 
-PROGRESS = sys.stderr.isatty()
+#: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
+PROGRESS = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", type=Path, default=None, help="Folder for the cue probe's results and figure.")
     args = parser.parse_args(argv)
     try:
+        check_output(args.out)  # before any work
         configure_cpu(args.threads)
         root = args.data_root or default_root()
         spec = CueSceneSpec(name="cuenet", seed=args.seed)

@@ -22,7 +22,6 @@ Same arguments and thread count, same numbers (CPU). Rendering takes about 6 min
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -30,12 +29,15 @@ from pathlib import Path
 from xai_loc.data.ipd_ild_scenes import SceneSpec, render_scenes
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
+from xai_loc.io import atomic_path
 from xai_loc.models.checkpoint import read_card
 from xai_loc.models.tfcnn_training import TFCNNTrainConfig, train_tfcnn
+from xai_loc.models.trainer import check_output
 from xai_loc.runtime import configure_cpu
 from xai_loc.script_args import Parser
 
-PROGRESS = sys.stderr.isatty()
+#: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
+PROGRESS = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("pretrained/tfcnn_default.safetensors"))
     args = parser.parse_args(argv)
     try:
+        check_output(args.out)  # before any work
         configure_cpu(args.threads)
         root = args.data_root or default_root()
         name = f"tfcnn-n{args.n_train}-t{args.test_per_azimuth}-s{args.seed}"
@@ -67,10 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    aside = args.out.with_name(f".{args.out.name}.tmp")
-    shutil.copyfile(run, aside)
-    os.replace(aside, args.out)  # atomic: a reader never sees half a checkpoint
+    with atomic_path(args.out) as tmp:  # a reader never sees half a checkpoint
+        shutil.copyfile(run, tmp)
     card = read_card(args.out)
     test = card["metrics"]["test"]
     print(f"{args.out}: {card['training']['epochs']} epochs, {card['training']['wall_seconds'] / 60:.1f} min, "

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from _args import Parser, condition  # scripts/ is this script's folder, first on the path
 
+from xai_loc.cli_params import check_out_dir
 from xai_loc.data import PAPER_CONDITIONS, paper_scene, simulate_dataset
 from xai_loc.data.store import condition_name, default_root
 from xai_loc.errors import InputError
@@ -43,7 +44,8 @@ FP16_TOLERANCE = 1e-3
 SPLITS = ("train", "val", "test")
 MAE_KEYS = ("mae_x", "mae_y", "mae_z", "mae")
 #: Progress bars only on a terminal.
-PROGRESS = sys.stderr.isatty()
+#: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
+PROGRESS = True
 
 
 def export(run: Path, test: WindowSet, dst: Path, batch_size: int, device: str) -> Evaluation:
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
+        check_out_dir(args.out, "--out")  # before any work: a file there fails only at the first export
         configure_cpu(args.threads)
         config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.max_epochs,
                              max_minutes=args.max_minutes,

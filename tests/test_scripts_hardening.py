@@ -129,6 +129,7 @@ def _cases(tmp: Path) -> dict[str, Case]:
     full = tmp / "full"
     full.mkdir()
     (full / "notes.txt").write_text("x")
+    (tmp / "dir.safetensors").mkdir()
 
     def results(name: str, *cards: tuple[str, dict]) -> Path:
         folder = tmp / name
@@ -167,6 +168,18 @@ def _cases(tmp: Path) -> dict[str, Case]:
                                     "holds other files (notes.txt)", {full: ["notes.txt"]}),
         "train_zoo condition text": Case("scripts/train_zoo.py", ["--conditions", "0.6-10"],
                                          "condition '0.6-10' is not T60:SNR"),
+        # training scripts: --out checked before anything is rendered or trained (nothing made under data)
+        "train_zoo out file": Case("scripts/train_zoo.py", ["--out", full / "notes.txt", "--data-root", data],
+                                   "is a file, not a folder", untouched),
+        "train_tfcnn out folder": Case("scripts/train_tfcnn.py", ["--out", full, "--data-root", data],
+                                       "use a file name ending in .safetensors", untouched),
+        "train_cuenet out folder": Case("scripts/train_cuenet.py", ["--out", tmp / "dir.safetensors",
+                                                                    "--data-root", data],
+                                        "it is a folder", {data: None}),
+        "make_speech_corpus n 0": Case("scripts/make_speech_corpus.py", ["--n", "0", "--out", out],
+                                       "--n: '0' is not allowed", untouched),
+        "bench_study json folder": Case("benchmarks/bench_study.py", ["--device", "cpu", "--json", full],
+                                        "it is a folder"),
         # adopt_zoo: every checkpoint checked before any work, nothing made
         "adopt missing folder": Case("scripts/adopt_zoo.py", [tmp / "missing", *adopt], "missing does not exist",
                                      untouched),
@@ -195,7 +208,9 @@ def _cases(tmp: Path) -> dict[str, Case]:
 #: The names of :func:`_cases` (its folders are made per run, so the names are listed here for parametrize).
 CASES = ("gpu_zoo draws 0", "gpu_zoo deadline 0", "gpu_zoo jobs -1", "gpu_zoo reserve -100",
          "gpu_zoo checkpoint every 0", "gpu_zoo condition twice", "gpu_zoo arch twice", "gpu_zoo condition text",
-         "gpu_zoo no out", "gpu_zoo other files", "train_zoo condition text", "adopt missing folder",
+         "gpu_zoo no out", "gpu_zoo other files", "train_zoo condition text", "train_zoo out file",
+         "train_tfcnn out folder", "train_cuenet out folder", "make_speech_corpus n 0", "bench_study json folder",
+         "adopt missing folder",
          "adopt other architecture", "adopt imported", "adopt killed worker", "adopt two for one", "adopt sources 0",
          "bench_autocast models", "bench_rir repeat 0", "train_bast loss", "bench_faithfulness methods",
          "bench_faithfulness fills", "bench_sanity methods",

@@ -285,7 +285,7 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
 @click.argument("inputs", type=click.Path(exists=True))
 @click.option("--method", default=None,
               help="Attribution method of xai_loc.explain.METHODS (lrp with the family's composite by default; "
-                   "bast: attn_lrp by default, also attention_rollout).")
+                   "bast: attn_lrp by default, also attention_rollout and the gradient and perturbation methods).")
 @click.option("--target", default=None,
               help="Explained output: prediction (default), a class index, or a target of the model's output kind "
                    "(class_logit, class_log_odds, class_probability (not with LRP), class_contrast, azimuth, "

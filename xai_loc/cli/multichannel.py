@@ -559,8 +559,9 @@ def perturb(ctx, percentages, modes, fill, **common) -> None:
 
 #: What --methods of faithfulness and sanity default to, in words (the list depends on the model's family).
 FAMILY_METHODS_HELP = ("Attribution methods, LRP as lrp:COMPOSITE [default: lrp:COMPOSITE of the model's family "
-                       "(paper for the multichannel models; attn_lrp for BAST), lrp:epsilon_plus_flat, "
-                       "integrated_gradients, input_x_gradient, saliency")
+                       "(paper for the multichannel models; attn_lrp for BAST), lrp:epsilon_plus_flat where it "
+                       "gives every module a rule (not on the binaural families), integrated_gradients, "
+                       "input_x_gradient, saliency")
 
 
 @main.command()

@@ -147,9 +147,11 @@ def parse_methods(specs: Sequence[str]) -> list[tuple[str, str]]:
 
 def family_methods(models: ModelSet, methods: Sequence[str] = DEFAULT_METHODS) -> list[tuple[str, str]]:
     """``methods`` parsed (:func:`parse_methods`), LRP with the ``paper`` composite given the composite of the
-    models' family instead (:data:`~xai_loc.models.families.FAMILIES`). A family without a composite (BAST,
-    a transformer) gets AttnLRP for it and no other LRP composite. Models of families with different
-    composites keep ``methods`` as given."""
+    models' family instead (:data:`~xai_loc.models.families.FAMILIES`), and other LRP composites kept only where
+    they give every module relevance crosses a rule on every model (:func:`_covers`; e.g. ``epsilon_plus_flat``
+    leaves the cochleagram CNN's filterbank without one). A family without a composite (BAST, a transformer) gets
+    AttnLRP for it and no other LRP composite. Models of families with different composites keep ``methods`` as
+    given."""
     from xai_loc.models.families import family_of
     from xai_loc.models.registry import MODELS
 
@@ -162,7 +164,22 @@ def family_methods(models: ModelSet, methods: Sequence[str] = DEFAULT_METHODS) -
     if composite is None:
         return [("attn_lrp", "none") if spec == ("lrp", "paper") else spec for spec in specs
                 if spec[0] != "lrp" or spec == ("lrp", "paper")]
-    return [("lrp", composite) if spec == ("lrp", "paper") else spec for spec in specs]
+    return [("lrp", composite) if spec == ("lrp", "paper") else spec for spec in specs
+            if spec[0] != "lrp" or spec == ("lrp", "paper") or all(_covers(spec[1], models[n]) for n in models)]
+
+
+def _covers(composite: str, model) -> bool:
+    """Whether LRP with ``composite`` (default options) gives a rule to every module of ``model`` its relevance
+    crosses (:func:`~xai_loc.explain.composites.check_coverage`, from where the family's LRP starts)."""
+    from xai_loc.explain.attribute import lrp_start
+    from xai_loc.explain.composites import check_coverage, make_composite
+
+    try:
+        built, _ = make_composite(composite, model)
+        check_coverage(composite, model, built, skip=lrp_start(model))
+    except InputError:
+        return False
+    return True
 
 
 def method_label(method: str, composite: str) -> str:

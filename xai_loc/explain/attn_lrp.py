@@ -71,7 +71,7 @@ from xai_loc.features.spectrogram import Decibel, PowerSpectrum, Standardize
 from xai_loc.models.bast import BAST, MatMul, PositionEmbedding
 
 __all__ = ["AttnLRP", "AttnLRPMethod", "BAST_METHODS", "RelevanceLedger", "SOFTMAX_RULES", "attention_rollout",
-           "attn_lrp", "explain_bast", "integrated_gradients", "registry_target", "rollout_matrices",
+           "attn_lrp", "explain_bast", "integrated_gradients", "method_levels", "registry_target", "rollout_matrices",
            "target_directions"]
 
 #: Softmax treatments: AttnLRP's rule, or constant attention (CP-LRP).
@@ -356,11 +356,10 @@ def _coords(model: BAST, n: int, example=None) -> dict[str, Any]:
             "time": ("time", model.frame_times, {"units": "s"})}
 
 
-def _provenance(model, info: dict[str, Any], method: str, target, params: dict[str, Any]) -> dict[str, Any]:
-    from xai_loc import __version__
-
-    return {**info, "method": method, "rule_params": json.dumps(params, sort_keys=True), "target": str(target),
-            "variant": model.variant, "fs": model.fs, "xai_loc_version": __version__}
+def _provenance(model, base: dict[str, Any], target, params: dict[str, Any]) -> dict[str, Any]:
+    """``base`` (an explainer's :meth:`~xai_loc.explain.Explainer.provenance`) with BAST's own attrs."""
+    return {**base, "rule_params": json.dumps(params, sort_keys=True), "target": str(target),
+            "variant": model.variant, "fs": model.fs}
 
 
 def _explain(model, inputs, target, azimuth, levels, batch_size, **settings):
@@ -375,6 +374,32 @@ def _explain(model, inputs, target, azimuth, levels, batch_size, **settings):
 
 
 # -- methods ------------------------------------------------------------------------------------------
+
+
+def _ear_levels(model: BAST, out: dict[str, Any], levels: tuple[str, ...], attrs: dict[str, Any],
+                per_example: dict[str, Any], example=None) -> dict[str, Any]:
+    """Label relevance of :func:`~xai_loc.explain.attribute.explain_arrays` at ``levels`` (the waveform and,
+    with a front end, the spectrogram): ``'spectrogram'`` and ``'waveform'`` DataArrays."""
+    import xarray as xr
+
+    spec = out["levels"][levels[-1]].astype(np.float64)
+    n = len(spec)
+    coords = _coords(model, n, example)
+    result = {"spectrogram": xr.DataArray(
+        spec, dims=("example", "ear", "frequency", "time"), name="relevance", attrs={**attrs, "level": "spectrogram"},
+        coords={**coords, **per_example, "relevance_sum": ("example", spec.reshape(n, -1).sum(1))})}
+    if model.with_front_end:
+        wave = out["levels"]["waveform"].astype(np.float64)
+        result["waveform"] = xr.DataArray(
+            wave, dims=("example", "ear", "time"), name="relevance", attrs={**attrs, "level": "waveform"},
+            coords={"example": coords["example"], "ear": coords["ear"], **per_example,
+                    "time": ("time", np.arange(model.n_samples) / model.fs, {"units": "s"}),
+                    "relevance_sum": ("example", wave.reshape(n, -1).sum(1))})
+    return result
+
+
+def _predicted(model: BAST, out: dict[str, Any]) -> np.ndarray:
+    return model.decode(torch.as_tensor(np.asarray(out["prediction"]), dtype=torch.float64))["azimuth"].numpy()
 
 
 def attn_lrp(model, inputs, *, target: str | float = "prediction", azimuth=None, epsilon: float = 1e-6,
@@ -399,34 +424,50 @@ def attn_lrp(model, inputs, *, target: str | float = "prediction", azimuth=None,
         ``(example, ear, time)`` when the model has its front end. Per-example coords: ``output``
         (the explained value ``y . u``), ``azimuth_pred``, ``relevance_sum``, ``absorbed_<kind>``.
     """
-    import xarray as xr
-
     from xai_loc.explain.attribute import resolve_model
 
     model, info = resolve_model(model)
     levels = ("waveform", "front_end") if model.with_front_end else ("waveform",)
-    _, out = _explain(model, inputs, target, azimuth, levels, batch_size, method="attn_lrp", epsilon=epsilon,
-                      softmax=softmax)
-    spec = out["levels"][levels[-1]].astype(np.float64)
-    predicted = model.decode(torch.as_tensor(np.asarray(out["prediction"]), dtype=torch.float64))["azimuth"].numpy()
-    n = len(spec)
+    explainer, out = _explain(model, inputs, target, azimuth, levels, batch_size, method="attn_lrp",
+                              epsilon=epsilon, softmax=softmax)
     absorbed = {f"absorbed_{k}": ("example", v) for k, v in out["absorbed"].items()}
     per_example = {"output": ("example", out["explained"]),
-                   "azimuth_pred": ("example", predicted, {"units": "degree"}),
+                   "azimuth_pred": ("example", _predicted(model, out), {"units": "degree"}),
                    **absorbed}
-    attrs = _provenance(model, info, "attn_lrp", target, AttnLRP(model, epsilon=epsilon, softmax=softmax).params)
-    coords = _coords(model, n, example)
-    result = {"spectrogram": xr.DataArray(
-        spec, dims=("example", "ear", "frequency", "time"), name="relevance", attrs={**attrs, "level": "spectrogram"},
-        coords={**coords, **per_example, "relevance_sum": ("example", spec.reshape(n, -1).sum(1))})}
-    if model.with_front_end:
-        wave = out["levels"]["waveform"].astype(np.float64)
-        result["waveform"] = xr.DataArray(
-            wave, dims=("example", "ear", "time"), name="relevance", attrs={**attrs, "level": "waveform"},
-            coords={"example": coords["example"], "ear": coords["ear"], **per_example,
-                    "time": ("time", np.arange(model.n_samples) / model.fs, {"units": "s"}),
-                    "relevance_sum": ("example", wave.reshape(n, -1).sum(1))})
-    return result
+    attrs = _provenance(model, explainer.provenance(**info), target,
+                        AttnLRP(model, epsilon=epsilon, softmax=softmax).params)
+    return _ear_levels(model, out, levels, attrs, per_example, example)
+
+
+def method_levels(model, inputs, *, method: str, target: str | float = "prediction", azimuth=None,
+                  batch_size: int = 16, example=None, **options: Any) -> dict[str, Any]:
+    """Relevance of a BAST model by any registered method (:data:`~xai_loc.explain.METHODS`: saliency, input x
+    gradient, DeepLift, GradientShap, occlusion ...) at the waveform and, with a front end, the spectrogram.
+
+    Parameters
+    ----------
+    model, inputs, target, azimuth
+        As for :func:`attn_lrp`.
+    method
+        A registered method name; ``options`` are its options.
+
+    Returns
+    -------
+    dict
+        ``'spectrogram'`` and (with the front end) ``'waveform'`` as :func:`attn_lrp` gives them; per-example
+        coords ``output`` (the explained value ``y . u``), ``explained`` (what the method's relevance should
+        sum to, NaN where nothing in particular), ``azimuth_pred``, ``relevance_sum``.
+    """
+    from xai_loc.explain.attribute import resolve_model
+
+    model, info = resolve_model(model)
+    levels = ("waveform", "front_end") if model.with_front_end else ("waveform",)
+    explainer, out = _explain(model, inputs, target, azimuth, levels, batch_size, method=method, **options)
+    per_example = {"output": ("example", out["attr_output"].astype(np.float64).sum(1)),
+                   "explained": ("example", out["explained"]),
+                   "azimuth_pred": ("example", _predicted(model, out), {"units": "degree"})}
+    attrs = _provenance(model, explainer.provenance(**info), target, explainer.method_params)
+    return _ear_levels(model, out, levels, attrs, per_example, example)
 
 
 def integrated_gradients(model, inputs, *, target: str | float = "prediction", azimuth=None, n_steps: int = 64,
@@ -446,13 +487,13 @@ def integrated_gradients(model, inputs, *, target: str | float = "prediction", a
 
     model, info = resolve_model(model)
     level = "front_end" if model.with_front_end else "waveform"
-    _, out = _explain(model, inputs, target, azimuth, (level,), batch_size, method="integrated_gradients",
-                      n_steps=n_steps)
+    explainer, out = _explain(model, inputs, target, azimuth, (level,), batch_size,
+                              method="integrated_gradients", n_steps=n_steps)
     attr = out["relevance"].astype(np.float64)
     n = len(attr)
     output = out["attr_output"].astype(np.float64).sum(1)  # the seed f * u sums to F(x) = y . u
     total = attr.reshape(n, -1).sum(1)
-    attrs = _provenance(model, info, "integrated_gradients", target,
+    attrs = _provenance(model, explainer.provenance(**info), target,
                         {"n_steps": n_steps, "baseline": "zeros (standardized spectrogram)",
                          "method": "gausslegendre"})
     return xr.DataArray(attr, dims=("example", "ear", "frequency", "time"), name="attribution",
@@ -545,8 +586,10 @@ def attention_rollout(model, inputs, *, batch_size: int = 16, example=None) -> d
         model.train(training)
     spec = torch.cat(maps).double().cpu().numpy()
     n = len(spec)
-    attrs = _provenance(model, info, "attention_rollout", "none", {"residual": 0.5, "heads": "mean",
-                                                                   "integration": "half to each ear"})
+    from xai_loc import __version__
+
+    attrs = _provenance(model, {**info, "method": "attention_rollout", "xai_loc_version": __version__}, "none",
+                        {"residual": 0.5, "heads": "mean", "integration": "half to each ear"})
     coords = _coords(model, n, example)
     return {
         "spectrogram": xr.DataArray(spec, dims=("example", "ear", "frequency", "time"), name="rollout",
@@ -580,7 +623,8 @@ BAST_METHODS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def explain_bast(model, inputs, method: str = "attn_lrp", **options: Any) -> dict[str, Any]:
-    """Relevance of a BAST model by a method of :data:`BAST_METHODS`, at every level the method reaches.
+    """Relevance of a BAST model by a method of :data:`BAST_METHODS` or any other registered method
+    (:func:`method_levels`), at every level the method reaches.
 
     Parameters
     ----------
@@ -590,11 +634,17 @@ def explain_bast(model, inputs, method: str = "attn_lrp", **options: Any) -> dic
         ``(n, 2, n_samples)`` ear signals (spectrograms for a model without front end).
     method
         ``'attn_lrp'`` (:func:`attn_lrp`: ``'spectrogram'`` and, with the front end,
-        ``'waveform'``), ``'integrated_gradients'`` or ``'attention_rollout'`` (``'spectrogram'``).
+        ``'waveform'``), ``'integrated_gradients'`` or ``'attention_rollout'`` (``'spectrogram'``);
+        another registered method (``'saliency'``, ``'occlusion'`` ...): both levels, by :func:`method_levels`.
     options
         Options of the method (``target``, ``azimuth``, ``epsilon``, ``n_steps`` ...).
     """
-    if method not in BAST_METHODS:
-        raise InputError(f"method={method!r} is not allowed for bast; use one of {', '.join(BAST_METHODS)}")
-    resolve(option_defaults(BAST_METHODS[method]), options, f"bast method {method!r}")  # unknown names: one line
-    return BAST_METHODS[method](model, inputs, **options)
+    from xai_loc.explain.methods import METHODS
+
+    if isinstance(method, str) and method in BAST_METHODS:
+        resolve(option_defaults(BAST_METHODS[method]), options, f"bast method {method!r}")  # unknown names: one line
+        return BAST_METHODS[method](model, inputs, **options)
+    if isinstance(method, str) and method in METHODS:
+        return method_levels(model, inputs, method=method, **options)
+    raise InputError(f"method={method!r} is not allowed for bast; use one of "
+                     f"{', '.join(dict.fromkeys([*BAST_METHODS, *METHODS]))}")

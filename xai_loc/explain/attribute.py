@@ -6,7 +6,9 @@ The relevance has the input's shape, dims ``(window, mic, time)``, and carries:
   the true position ``source_x/y/z`` (m), the prediction ``prediction_x/y/z``, the seed
   ``attr_output_x/y/z`` (see :mod:`~xai_loc.explain.targets`), the relevance total
   ``relevance_sum`` and ``explained``, what a complete attribution would sum to (see
-  :mod:`~xai_loc.explain.methods`); along ``mic``: ``mic_x/y/z`` (m); ``time`` in seconds;
+  :mod:`~xai_loc.explain.methods`; for the ``'contrast'`` target it differs by method family:
+  ``sum_k (f_k - r_k)`` for LRP, ``(f - r) . (f - f(baseline))`` for path methods); along
+  ``mic``: ``mic_x/y/z`` (m); ``time`` in seconds;
 - attrs: model, model and checkpoint digests, method, composite and their parameters,
   target, T60, SNR, fs, software versions, and how much of the output the input accounts
   for: ``output_zero_input`` (the model's output on an all-zero window),
@@ -34,17 +36,18 @@ from torch import nn
 
 from xai_loc.errors import InputError
 from xai_loc.explain._options import check_integer, check_number
-from xai_loc.explain.composites import make_composite
+from xai_loc.explain.composites import check_coverage, make_composite
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.methods import get_method
-from xai_loc.explain.targets import REFERENCES, TRUTHS, bind, check_truth, get_target
+from xai_loc.explain.targets import REFERENCES, TRUTHS, Objective, bind, check_truth, get_target
 from xai_loc.runtime import input_dtype
 
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["Explainer", "dataset_inputs", "explain", "explain_arrays", "input_coords", "model_digest", "out_of_place",
-           "placed", "relevance_array", "resolve_model", "result_coords", "summary_attrs"]
+__all__ = ["Explainer", "bind_target", "dataset_inputs", "explain", "explain_arrays", "input_coords", "lrp_start",
+           "model_digest", "out_of_place", "placed", "relevance_array", "resolve_model", "result_coords",
+           "summary_attrs"]
 
 #: Vector quantities stored as three coords each, and the dim they run along.
 VECTORS = {"source": "window", "mic": "mic", "prediction": "window", "attr_output": "window"}
@@ -53,6 +56,22 @@ DEFAULT_FS = 16000.0
 #: Architectures whose front end no LRP rule covers (the cue network's ITD is an arg-max lag, see
 #: :mod:`~xai_loc.explain.cuenet`): LRP explains them from the front end's output up, never at the waveform.
 LRP_FROM_FRONT_END = ("cuenet",)
+
+
+def lrp_start(model: nn.Module) -> str:
+    """``'front_end'`` for a model whose LRP starts at its front end's output (:data:`LRP_FROM_FRONT_END`,
+    with a front end), else ``''`` (the waveform)."""
+    name = getattr(model, "arch_name", "") or type(model).__name__
+    front = getattr(model, "front_end", None)
+    return "front_end" if name in LRP_FROM_FRONT_END and isinstance(front, nn.Module) \
+        and not isinstance(front, nn.Identity) else ""
+
+
+def bind_target(model: nn.Module, target: str, options: dict[str, Any] | None = None) -> Objective:
+    """Target ``target`` bound to ``model``'s output kind (factorized class logits: the azimuth block)."""
+    grid = getattr(model, "direction_grid", None)
+    block = grid.n_azimuths if getattr(model, "factorized_classes", False) else None
+    return bind(target, getattr(model, "output_kind", "position"), options, block)
 
 
 def model_digest(model: nn.Module) -> str:
@@ -153,7 +172,7 @@ class Explainer:
         'cpu', 'cuda' or 'cuda:N'.
     mean_input
         The mean window ``[mics, samples]`` of the data (for ``'mean'`` references and
-        baselines).
+        baselines), or an array that broadcasts to the model's ``input_shape`` (a constant).
     train_mean
         The training set's mean source position (for ``reference='train-mean'``).
     **options
@@ -180,9 +199,7 @@ class Explainer:
 
         options = dict(options)
         target_params = {k: options.pop(k) for k in list(options) if k in self.target.options}
-        grid = getattr(self.model, "direction_grid", None)
-        block = grid.n_azimuths if getattr(self.model, "factorized_classes", False) else None
-        self.objective = bind(target, self.output_kind, target_params, block)
+        self.objective = bind_target(self.model, target, target_params)
         if self.target.needs_reference:
             target_params["reference"] = _reference_param(options.pop("reference", "zero"))
         method_options = {k: options.pop(k) for k in list(options) if k in self.method_cls.OPTIONS}
@@ -203,10 +220,13 @@ class Explainer:
                              + (f" with composite {composite!r}" if self.composite is not None else "")
                              + f" and target {target!r}; allowed: {', '.join(allowed) or 'none'}")
         name = info["model"]
-        if self.method_cls.uses_composite and self.levels.input == INPUT and name in LRP_FROM_FRONT_END \
-                and not isinstance(getattr(self.model, "front_end", None), nn.Identity):
+        if self.method_cls.uses_composite and self.levels.input == INPUT and lrp_start(self.model):
             raise InputError(f"level {INPUT!r} is not allowed for method {method!r} on {name}: no LRP rule covers its "
                              "front end; allowed: 'front_end' first, or a submodule after it")
+        if self.composite is not None:  # modules below the first level read are never crossed
+            first = self.levels.modules.get(self.levels.input)
+            check_coverage(composite, self.model, self.composite,
+                           skip=next((n for n, m in self.model.named_modules() if m is first), ""))
         self.target_params = target_params
         reference = target_params.get("reference")
         if reference == "train-mean" and train_mean is None:
@@ -214,8 +234,10 @@ class Explainer:
                              "give the position as reference=(x, y, z)")
         if "mean" in (reference, self.method_params.get("baseline")) and mean_input is None:
             raise InputError("a 'mean' reference or baseline needs the mean window of the data")
-        self.mean_input = None if mean_input is None else torch.as_tensor(np.asarray(mean_input))
-        self.train_mean = None if train_mean is None else np.asarray(train_mean, dtype=np.float64)
+        shape = getattr(self.model, "input_shape", None)
+        self.mean_input = None if mean_input is None else torch.as_tensor(
+            _numbers("mean_input", mean_input, None if shape is None else tuple(shape), finite=True, broadcast=True))
+        self.train_mean = None if train_mean is None else _numbers("train_mean", train_mean, (3,), finite=True)
         self.attrs: dict[str, Any] = {
             **info,
             "method": method,
@@ -231,6 +253,15 @@ class Explainer:
         if self.levels.names != (INPUT,):
             self.attrs["levels"] = list(self.levels.names)
         self._active = False
+
+    def provenance(self, **extras: Any) -> dict[str, Any]:
+        """Attrs of a family's labelled relevance: :attr:`attrs` (model, method, composite and target with their
+        parameters, versions) with the family's ``extras``; the level names as JSON (netCDF takes no lists of
+        strings)."""
+        attrs = {**self.attrs, **extras}
+        if "levels" in attrs:
+            attrs["levels"] = json.dumps(list(attrs["levels"]))
+        return attrs
 
     @property
     def sense(self) -> int:
@@ -388,15 +419,34 @@ def _as_windows(windows: Any) -> np.ndarray | torch.Tensor:
     return array
 
 
-def _numbers(name: str, value: Any, shape: tuple[int, int]) -> np.ndarray:
-    """``value`` as a float64 array of ``shape``, or one line naming it."""
+def _array(what: str, value: Any) -> np.ndarray:
+    """``value`` as a NumPy array, or one line naming it (ragged nesting, objects numpy cannot hold)."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} of type {type(value).__name__} that are not an array are not allowed; use an "
+                         "array with one row per example") from None
+
+
+def _numbers(name: str, value: Any, shape: tuple[int, ...] | None, finite: bool = False,
+             broadcast: bool = False) -> np.ndarray:
+    """``value`` as a float64 array of ``shape`` (None: any; ``broadcast``: any shape that broadcasts to it,
+    broadcast), all finite if ``finite``, or one line naming it."""
+    want = "an array of numbers" if shape is None else f"[{', '.join(map(str, shape))}]"
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError(f"{name} of type {type(value).__name__} that are not an array of numbers are not allowed; "
-                         f"use [{shape[0]}, {shape[1]}] numbers") from None
-    if array.shape != shape:
-        raise InputError(f"{name} of shape {array.shape} are not allowed; use [{shape[0]}, {shape[1]}]")
+                         f"use {want} numbers") from None
+    if shape is not None and broadcast and array.shape != shape:
+        try:
+            array = np.broadcast_to(array, shape).copy()
+        except ValueError:
+            pass
+    if shape is not None and array.shape != shape:
+        raise InputError(f"{name} of shape {array.shape} are not allowed; use {want}")
+    if finite and not np.isfinite(array).all():
+        raise InputError(f"{name} holds NaN or infinite values; use {want} finite numbers")
     return array
 
 
@@ -495,6 +545,12 @@ def explain(
     ------
     InputError
         For a model whose output is not a position (use :func:`explain_arrays`).
+
+    Notes
+    -----
+    Random draws (``gradient_shap``) are seeded by each window's label: a dataset's (or
+    DataArray's) ``window`` coord, or for a plain array its position ``0 .. n-1``, so a window
+    of a plain array draws differently alone than at another position in a batch.
     """
     import xarray as xr
 
@@ -520,9 +576,7 @@ def explain(
     fs = check_number("fs", data["fs"] if fs is None else fs, strict=True)
 
     if mean_input is not None:
-        mean_input = _numbers("mean_input", mean_input, (n_mics, n_time))
-        if not np.isfinite(mean_input).all():
-            raise InputError("mean_input holds NaN or infinite values; give the mean window [mic, time]")
+        mean_input = _numbers("mean_input", mean_input, (n_mics, n_time), finite=True)
     elif _wants_mean(options):
         if n < 2:  # the mean of one window is that window: nothing between it and the baseline
             raise InputError("a 'mean' baseline or reference of 1 window is not allowed (it is that window); "
@@ -594,7 +648,9 @@ def explain_arrays(model: nn.Module | str | os.PathLike, inputs: Any, *, truth: 
     explainer = Explainer(model, batch_size=batch_size, **settings)
     if hasattr(inputs, "dims") and hasattr(inputs, "values"):
         inputs = inputs.values
-    x = np.asarray(inputs.detach().cpu() if isinstance(inputs, torch.Tensor) else inputs)
+    x = _array(what, inputs.detach().cpu() if isinstance(inputs, torch.Tensor) else inputs)
+    if x.dtype.kind not in "iuf":
+        raise InputError(f"{what} of dtype {x.dtype} are not allowed; use real numbers")
     shape = tuple(getattr(explainer.model, "input_shape", x.shape[1:]))
     if x.ndim != 1 + len(shape) or tuple(x.shape[1:]) != shape:
         raise InputError(f"{what} of shape {x.shape} are not allowed; "
@@ -603,9 +659,10 @@ def explain_arrays(model: nn.Module | str | os.PathLike, inputs: Any, *, truth: 
         raise InputError(f"{what} hold NaN or infinite values")
     if len(x) == 0:
         raise InputError(f"no {what} to explain; give at least one")
-    truth = None if truth is None else np.asarray(truth)
-    if truth is not None and len(truth) != len(x):
-        raise InputError(f"{len(truth)} true values do not fit {len(x)} {what}; give one per example")
+    truth = None if truth is None else _array("true values", truth)
+    if truth is not None and (truth.ndim == 0 or len(truth) != len(x)):
+        given = f"{len(truth)} true values" if truth.ndim else f"one true value {truth.item()!r}"
+        raise InputError(f"{given} do not fit {len(x)} {what}; give one per example")
     if truth is not None and truth.dtype.kind in "fc" and not np.isfinite(truth).all():
         raise InputError("the true values hold NaN or infinite values; give one finite value per example")
     n = len(x)

@@ -16,6 +16,7 @@ wrong (empty when the composite covers the model).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,15 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from zennit.attribution import Gradient
-from zennit.types import BatchNorm, MaxPool
 
 from xai_loc.errors import InputError
-from xai_loc.explain.attribute import out_of_place, placed, resolve_model
-from xai_loc.explain.canonizers import FoldBatchNormForward, MergeBatchNorm
-from xai_loc.explain.composites import make_composite, rule_label
-from xai_loc.explain.targets import bind, get_target, targets_for
-from xai_loc.models.cochleagram_cnn import FrequencyPad
+from xai_loc.explain.attribute import bind_target, lrp_start, out_of_place, placed, resolve_model
+from xai_loc.explain.composites import ModuleRule, make_composite, module_rules
+from xai_loc.explain.targets import get_target, targets_for
 
 __all__ = ["AuditReport", "LayerRelevance", "ModuleRule", "audit"]
 
@@ -42,21 +39,8 @@ DATA_MOVEMENT = frozenset({
     "permute", "transpose", "contiguous", "split", "chunk", "unbind", "expand", "expand_as", "__getitem__",
     "size", "dim", "__get__", "narrow", "select", "clone", "detach", "to", "type_as", "float", "double",
 })
-#: Parameter-free modules whose plain gradient is already the right relevance map.
-GRADIENT_OK = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-               nn.AlphaDropout, FrequencyPad)
 #: Relative tolerance for relevance conservation of parameter-free layers.
 LEAK_TOLERANCE = 1e-3
-
-
-@dataclass(frozen=True)
-class ModuleRule:
-    """A module, the rule it gets and whether that is a problem."""
-
-    name: str
-    kind: str
-    rule: str
-    problem: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,7 +55,9 @@ class LayerRelevance:
 
     @property
     def leaks(self) -> bool:
-        """A parameter-free layer that does not conserve relevance."""
+        """A layer whose relevance is not finite, or a parameter-free layer that does not conserve it."""
+        if not (math.isfinite(self.relevance_in) and math.isfinite(self.relevance_out)):
+            return True
         scale = max(abs(self.relevance_out), 1e-12)
         return not self.has_parameters and abs(self.relevance_in - self.relevance_out) > LEAK_TOLERANCE * scale
 
@@ -88,6 +74,7 @@ class AuditReport:
     functional: list[tuple[str, str]] = field(default_factory=list)
     layers: list[LayerRelevance] = field(default_factory=list)
     input_module: str = ""
+    start: str = ""
     seed_sum: float = 0.0
     input_sum: float = 0.0
 
@@ -104,6 +91,8 @@ class AuditReport:
                 "hooks cannot see it" for where, op in self.flagged_functional]
         out += [f"{layer.name} ({layer.rule}) does not conserve relevance: receives {layer.relevance_out:.6g}, "
                 f"passes on {layer.relevance_in:.6g}" for layer in self.layers if layer.leaks]
+        if not (math.isfinite(self.seed_sum) and math.isfinite(self.input_sum)):
+            out.append(f"relevance is not finite: seeded {self.seed_sum:.6g}, reaching the input {self.input_sum:.6g}")
         return out
 
     def render(self) -> str:
@@ -116,6 +105,8 @@ class AuditReport:
             lines.append(f"  {m.name:<{width}}  {m.kind:<{kinds}}  {m.rule}{'   <-- problem' if m.problem else ''}")
         if self.input_module:
             lines.append(f"  the input enters at: {self.input_module}")
+        if self.start:
+            lines.append(f"  {self.start}")
         lines += ["", "torch operations in forward() outside modules:"]
         if not self.functional:
             lines.append("  none")
@@ -246,40 +237,6 @@ class _Taps:
             handle.remove()
 
 
-def _module_rules(model: nn.Module, composite) -> tuple[list[ModuleRule], dict[str, str]]:
-    """Rules of every leaf module (and any module with a rule), with problems marked."""
-    merged = {}
-    names = {module: name for name, module in model.named_modules()}
-    for handle in composite.handles:
-        if isinstance(handle, (MergeBatchNorm, FoldBatchNormForward)):
-            merged[handle.batch_norm] = ", ".join(names[linear] for linear in handle.linears)
-    rows, labels = [], {}
-    ctx: dict = {}
-    for name, module in model.named_modules():
-        template = composite.module_map(ctx, name, module)
-        leaf = not list(module.children())
-        if not leaf and template is None:
-            continue
-        kind = type(module).__name__
-        problem = False
-        if isinstance(module, BatchNorm):
-            if module in merged:
-                rule = f"{rule_label(template) if template else 'gradient'} (merged into {merged[module]})"
-            else:
-                rule, problem = "NO RULE: BatchNorm not merged into a preceding linear layer", True
-        elif template is not None:
-            rule = rule_label(template)
-        elif isinstance(module, MaxPool):
-            rule = "winner-take-all (gradient)"
-        elif isinstance(module, GRADIENT_OK):
-            rule = "identity or reshape (gradient)"
-        else:
-            rule, problem = "NO RULE", True
-        labels[name] = rule
-        rows.append(ModuleRule(name, kind, rule, problem))
-    return rows, labels
-
-
 def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input: Any = None,
           target: str | None = None, positions: Any = None, seed: int = 0, **options: Any) -> AuditReport:
     """Audit ``model`` against ``composite`` (see the module docs).
@@ -318,20 +275,9 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
     if target_spec.needs_truth and positions is None and target in targets_for(kind):
         raise InputError(f"target {target!r} needs the truth (a true position or class), which the random probe "
                          f"input lacks; use one of {', '.join(free)}")
-    objective = bind(target, getattr(model, "output_kind", "position"))
-    shape = getattr(model, "input_shape", None)
+    objective = bind_target(model, target)
     dtype = next(model.parameters()).dtype
-    if input is None:
-        if shape is None:
-            raise InputError("give an input window: the model has no input_shape")
-        gen = torch.Generator().manual_seed(seed)
-        x = 0.01 * torch.randn(1, *shape, generator=gen, dtype=torch.float64)
-    else:
-        x = torch.as_tensor(np.asarray(input))
-        x = x[None] if x.dim() == 2 else x
-        if x.dim() != 3 or x.shape[0] != 1:
-            raise InputError(f"input of shape {tuple(x.shape)} is not allowed; use one window [mic, time]")
-    x = x.to(dtype)
+    x = _probe(model, input, seed).to(dtype)
     truth = None
     if target_spec.needs_truth:
         if positions is None:
@@ -341,12 +287,19 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
     n_params = sum(p.numel() for p in model.parameters())
     report = AuditReport(f"{info['model']} ({type(model).__name__}, {n_params:,} parameters)", composite, params,
                          target)
+    start = lrp_start(model)  # where Explainer starts LRP: the waveform, or a front end no rule covers
     with placed(model, torch.device("cpu")), out_of_place(model):
+        with torch.no_grad():
+            reference = model(torch.zeros_like(x)) if target_spec.needs_reference else None
+            if start:
+                x = model.front_end(x)
+                report.start = (f"LRP on {info['model']} starts at the output of its {start} (no rule covers it), "
+                                "as Explainer does: audited from there")
+        forward = (lambda a: model.head(model.body(a))) if start else model
         recorder = _Recorder(model)
         try:
             with torch.no_grad(), recorder:
-                model(x)
-                reference = model(torch.zeros_like(x)) if target_spec.needs_reference else None
+                forward(x)
         finally:
             recorder.remove()
         report.functional = recorder.calls
@@ -354,15 +307,11 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
         x = x.clone().requires_grad_()
         taps = _Taps(model, x)
         try:
-            with Gradient(model, built) as attributor:
-                report.modules, labels = _module_rules(model, built)
-                seeds = []
-
-                def attr_output(output):
-                    seeds.append(objective.seed(output, objective.weights(output, truth, reference)))
-                    return seeds[-1]
-
-                _, relevance = attributor(x, attr_output)
+            with built.context(model):
+                report.modules, labels = module_rules(model, built, skip=start)
+                output = forward(x)
+                seed_relevance = objective.seed(output, objective.weights(output, truth, reference))
+                relevance, = torch.autograd.grad(output, x, seed_relevance)
         finally:
             taps.remove()
     modules = dict(model.named_modules())
@@ -372,6 +321,35 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
         for name in taps.order
     ]
     report.input_module = f"{taps.input_module} ({labels.get(taps.input_module, '')})" if taps.input_module else ""
-    report.seed_sum = float(seeds[-1].double().sum())
+    report.seed_sum = float(seed_relevance.double().sum())
     report.input_sum = float(relevance.double().sum())
     return report
+
+
+def _probe(model: nn.Module, input: Any, seed: int) -> torch.Tensor:
+    """The audited window ``[1, *input_shape]``: ``input`` checked, or noise seeded by ``seed``."""
+    shape = getattr(model, "input_shape", None)
+    if input is None:
+        if shape is None:
+            raise InputError("give an input window: the model has no input_shape")
+        gen = torch.Generator().manual_seed(seed)
+        return 0.01 * torch.randn(1, *shape, generator=gen, dtype=torch.float64)
+    try:
+        array = np.asarray(input.detach().cpu() if isinstance(input, torch.Tensor) else input)
+    except (TypeError, ValueError):
+        array = np.asarray(None)
+    want = "one window [mic, time]" if shape is None else f"one window of shape {tuple(shape)}"
+    if array.dtype.kind not in "iuf":
+        raise InputError(f"input of type {type(input).__name__} is not allowed; use {want} of real numbers")
+    x = torch.as_tensor(array)
+    if shape is not None:
+        x = x[None] if tuple(x.shape) == tuple(shape) else x
+        if tuple(x.shape) != (1, *shape):
+            raise InputError(f"input of shape {tuple(array.shape)} is not allowed; use {want}")
+    else:
+        x = x[None] if x.dim() == 2 else x
+        if x.dim() != 3 or x.shape[0] != 1:
+            raise InputError(f"input of shape {tuple(array.shape)} is not allowed; use {want}")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("input holds NaN or infinite values; use a window of finite samples")
+    return x

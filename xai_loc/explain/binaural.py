@@ -13,8 +13,8 @@ maps' cues), so :data:`EXPLAINERS` registers one labelling function per architec
 ``cuenet``   ``'cues'``: Dataset of relevance per (example, cue, band), the per-frame maps and
              the attention weights (the ITD is an arg-max: relevance stops at the cue map)
 ``bast``     ``'waveform'`` (example, ear, time), ``'spectrogram'`` (example, ear, frequency, time)
-             by ``method`` ``'attn_lrp'`` (default); ``'integrated_gradients'`` and
-             ``'attention_rollout'`` give ``'spectrogram'`` only
+             by ``method`` ``'attn_lrp'`` (default) or another registered gradient or perturbation
+             method; ``'integrated_gradients'`` and ``'attention_rollout'`` give ``'spectrogram'`` only
 
 :func:`write_ear_relevance` stores them, one netCDF file per level, atomically.
 """

@@ -9,10 +9,10 @@ Hz, and ``'waveform'`` ``(example, ear, time)``. The probes of :mod:`xai_loc.exp
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
+import torch
 
 from xai_loc.errors import InputError
 from xai_loc.explain.targets import TARGETS, class_target
@@ -70,11 +70,9 @@ def explain_cochcnn(model, waveforms, *, target: str | int = "prediction", label
     wave, coch = out["levels"]["waveform"], out["levels"]["front_end"]
     n = len(wave)
     example = np.arange(n) if example is None else np.asarray(example)
-    target_class = np.asarray(labels, dtype=np.int64) if needs_labels else \
-        np.full(n, target_options["cls"]) if "cls" in target_options else out["prediction"].argmax(1)
-    attrs = {**info, "method": method, "composite": explainer.composite_name,
-             "composite_params": json.dumps(explainer.composite_params, sort_keys=True),
-             "target": str(target), "fs": model.fs, "frame_rate": model.frame_rate}
+    truth = torch.as_tensor(np.asarray(labels)) if needs_labels else None
+    target_class = explainer.objective.chosen_class(torch.as_tensor(out["prediction"]), truth).numpy()
+    attrs = explainer.provenance(**info, target=str(target), fs=model.fs, frame_rate=model.frame_rate)
     logit = np.take_along_axis(out["prediction"], target_class[:, None], axis=1)[:, 0]
     common = {"example": ("example", example), "logit": ("example", logit),
               "target_class": ("example", target_class.astype(np.int64)),

@@ -34,6 +34,7 @@ through the cochleagram front end to the waveform.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -63,10 +64,12 @@ from xai_loc.explain.rules import (
     WindowBox,
     epsilon_stabilizer,
 )
+from xai_loc.models.cochleagram_cnn import FrequencyPad
 from xai_loc.models.layers import Gate
 
-__all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "FIRST_RULES", "MAXPOOL_RULES", "composite_defaults",
-           "make_composite", "register_composite", "rule_label"]
+__all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "FIRST_RULES", "GRADIENT_OK", "MAXPOOL_RULES", "ModuleRule",
+           "check_coverage", "composite_defaults", "make_composite", "module_rules", "register_composite",
+           "rule_label", "unused_option"]
 
 CompositeFactory = Callable[..., Composite]
 
@@ -101,7 +104,7 @@ def register_composite(name: str, architectures: tuple[str, ...] | None = None
 
 
 def _factory(name: str) -> CompositeFactory:
-    if name not in COMPOSITES:
+    if not isinstance(name, str) or name not in COMPOSITES:
         raise InputError(f"unknown composite {name!r}; allowed: {', '.join(COMPOSITES)}")
     return COMPOSITES[name]
 
@@ -146,12 +149,107 @@ def rule_label(hook: Hook) -> str:
     return getattr(hook, "label", type(hook).__name__)
 
 
+#: Parameter-free modules whose plain gradient is already the right relevance map.
+GRADIENT_OK = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+               nn.AlphaDropout, FrequencyPad)
+
+
+@dataclass(frozen=True)
+class ModuleRule:
+    """A module, the rule it gets and whether that is a problem."""
+
+    name: str
+    kind: str
+    rule: str
+    problem: bool = False
+
+
+def _in_subtree(name: str, root: str) -> bool:
+    return bool(root) and (name == root or name.startswith(root + "."))
+
+
+def module_rules(model: nn.Module, composite: Composite, skip: str = "") -> tuple[list[ModuleRule], dict[str, str]]:
+    """The rule of every leaf module of ``model`` (and of any module with a rule), problems marked.
+
+    ``composite`` must be registered on ``model`` (its canonizers say which BatchNorms are merged). A
+    problem is a module that transforms the signal but gets no rule: a BatchNorm not merged, or a
+    module that is neither a max-pool nor a reshape (:data:`GRADIENT_OK`). ``skip``: the qualified name
+    of a module whose subtree relevance never crosses (the front end below the first level read).
+    """
+    merged = {}
+    names = {module: name for name, module in model.named_modules()}
+    for handle in composite.handles:
+        if isinstance(handle, (MergeBatchNorm, FoldBatchNormForward)):
+            merged[handle.batch_norm] = ", ".join(names[linear] for linear in handle.linears)
+    rows, labels = [], {}
+    ctx: dict = {}
+    for name, module in model.named_modules():
+        template = composite.module_map(ctx, name, module)
+        leaf = not list(module.children())
+        if (not leaf and template is None) or _in_subtree(name, skip):
+            continue
+        kind = type(module).__name__
+        problem = False
+        if isinstance(module, BatchNorm):
+            if module in merged:
+                rule = f"{rule_label(template) if template else 'gradient'} (merged into {merged[module]})"
+            else:
+                rule, problem = "NO RULE: BatchNorm not merged into a preceding linear layer", True
+        elif template is not None:
+            rule = rule_label(template)
+        elif isinstance(module, MaxPool):
+            rule = "winner-take-all (gradient)"
+        elif isinstance(module, GRADIENT_OK):
+            rule = "identity or reshape (gradient)"
+        else:
+            rule, problem = "NO RULE", True
+        labels[name] = rule
+        rows.append(ModuleRule(name, kind, rule, problem))
+    return rows, labels
+
+
+def check_coverage(name: str, model: nn.Module, composite: Composite, skip: str = "") -> None:
+    """Refuse composite ``name`` on ``model`` if a module relevance crosses gets no rule (:func:`module_rules`,
+    what ``xai-loc audit`` flags): its relevance would be silently wrong. The composite is registered for
+    the check and removed again.
+
+    Raises
+    ------
+    InputError
+        Naming the first uncovered module and the composites written for the model's architecture.
+    """
+    try:
+        composite.register(model)
+        rows, _ = module_rules(model, composite, skip)
+    finally:
+        composite.remove()
+    problems = [row for row in rows if row.problem]
+    if problems:
+        arch = getattr(model, "arch_name", "") or type(model).__name__
+        own = [n for n, archs in COMPOSITE_ARCHITECTURES.items() if arch in archs]
+        first = problems[0]
+        raise InputError(f"composite {name!r} is not allowed for {arch}: {len(problems)} module(s) would get no "
+                         f"LRP rule ({first.name} ({first.kind}): {first.rule}); use "
+                         + (f"composite {', '.join(map(repr, own))}" if own else "a composite that covers it")
+                         + " (xai-loc audit lists every module's rule)")
+
+
+def unused_option(name: str, value: Any, default: Any, setting: str, needs: str) -> None:
+    """Refuse ``name=value`` other than its ``default`` when ``setting`` turns off the rule that uses it (it would
+    change nothing but the name of the store)."""
+    if value != default:
+        raise InputError(f"{name}={value!r} is not allowed with {setting}: no rule uses it; use {needs} "
+                         "or leave it out")
+
+
 def _check_common(epsilon: float, stabilizer: float, maxpool: str, maxpool_power: float,
                   paper: bool = False) -> None:
     check_number("epsilon", epsilon)
     check_number("stabilizer", stabilizer, strict=True)
     check_choice("maxpool", maxpool, MAXPOOL_RULES if paper else MAXPOOL_RULES[1:])
     check_number("maxpool_power", maxpool_power, strict=True)
+    if maxpool != "smooth":
+        unused_option("maxpool_power", maxpool_power, 1.0, f"maxpool={maxpool!r}", "maxpool='smooth'")
 
 
 def _box(low: float | None, high: float | None, stabilizer: float) -> Hook:
@@ -336,6 +434,8 @@ def cochcnn(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6
 
     _check_common(epsilon, stabilizer, maxpool, maxpool_power)
     check_choice("conv_rule", conv_rule, COCHCNN_CONV_RULES)
+    if conv_rule != "gamma":
+        unused_option("gamma", gamma, 0.25, f"conv_rule={conv_rule!r}", "conv_rule='gamma'")
     if conv_rule == "gamma":
         conv = _gamma(gamma, stabilizer)
     elif conv_rule == "epsilon":

@@ -25,12 +25,12 @@ import torch
 from torch import nn
 from zennit.composites import LayerMapComposite, NameLayerMapComposite, layer_map_base
 from zennit.core import Composite, Hook
-from zennit.rules import Flat, ZBox
+from zennit.rules import Flat, Pass, ZBox
 from zennit.types import Convolution
 
 from xai_loc.explain._options import check_choice, check_number
 from xai_loc.explain.canonizers import MergeBatchNorm
-from xai_loc.explain.composites import _label, _stock_epsilon, register_composite
+from xai_loc.explain.composites import _label, _stock_epsilon, register_composite, unused_option
 from xai_loc.explain.rules import FastGamma, GateRule
 from xai_loc.models.layers import Gate
 
@@ -85,6 +85,8 @@ def tfcnn_composite(model: nn.Module, *, conv_rule: str = "gamma", epsilon: floa
     from xai_loc.features.ipd_ild import InterauralCues, SpectralConv
 
     check_choice("conv_rule", conv_rule, TFCNN_CONV_RULES)
+    if conv_rule != "gamma":
+        unused_option("gamma", gamma, 0.25, f"conv_rule={conv_rule!r}", "conv_rule='gamma'")
     check_number("epsilon", epsilon)
     check_number("stabilizer", stabilizer, strict=True)
     eps = _stock_epsilon(epsilon)
@@ -113,6 +115,8 @@ def cuenet_composite(model: nn.Module, *, first_rule: str = "zbox", conv_rule: s
 
     check_choice("first_rule", first_rule, CUENET_FIRST_RULES)
     check_choice("conv_rule", conv_rule, CUENET_CONV_RULES)
+    if conv_rule != "gamma":
+        unused_option("gamma", gamma, 0.25, f"conv_rule={conv_rule!r}", "conv_rule='gamma'")
     check_number("epsilon", epsilon)
     check_number("gamma", gamma)
     check_number("stabilizer", stabilizer, strict=True)
@@ -133,6 +137,8 @@ def cuenet_composite(model: nn.Module, *, first_rule: str = "zbox", conv_rule: s
     dense = _stock_epsilon(epsilon)
     conv = (_label(FastGamma(gamma=gamma, stabilizer=stabilizer), f"Gamma(gamma={gamma:g})")
             if conv_rule == "gamma" else _stock_epsilon(epsilon))
-    layer_map = ([(Gate, _label(GateRule(to="signal"), "GateRule(to=signal)"))] + layer_map_base(stabilizer)
+    held = _label(Pass(), "Pass (attention held constant: no relevance reaches it)")
+    layer_map = ([(Gate, _label(GateRule(to="signal"), "GateRule(to=signal)")), (nn.Softmax, held)]
+                 + layer_map_base(stabilizer)
                  + [(Convolution, conv), (nn.Linear, dense)])
     return NameLayerMapComposite(name_map=name_map, layer_map=layer_map, canonizers=[MergeBatchNorm()])

@@ -34,13 +34,11 @@ reading the relevance of each cue's embedding as a level on the way (the branch 
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import torch
 
-from xai_loc import __version__
 from xai_loc.errors import InputError
 from xai_loc.explain.targets import TARGETS, class_target
 from xai_loc.models.cuenet import CueNet
@@ -87,12 +85,22 @@ def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction"
         ``predicted_azimuth``; attrs carry the provenance (model, checkpoint digest,
         composite and its parameters, target).
     """
-    import xarray as xr
-
-    from xai_loc.explain.attribute import explain_arrays, resolve_model
-    from xai_loc.features.binaural_cues import CUES
+    from xai_loc.explain.attribute import resolve_model
 
     model, info = resolve_model(model)
+    return _cue_relevance(model, info, cues, azimuth=azimuth, target=target, composite=composite, method=method,
+                          batch_size=batch_size, example=example, **options)
+
+
+def _cue_relevance(model, info: dict[str, Any], cues, *, azimuth=None, target: str | int = "prediction",
+                   composite: str = "cuenet", method: str = "lrp", batch_size: int = 64, example=None,
+                   **options: Any):
+    """:func:`cue_relevance` of a resolved model with its provenance ``info``."""
+    import xarray as xr
+
+    from xai_loc.explain.attribute import explain_arrays
+    from xai_loc.features.binaural_cues import CUES
+
     if not isinstance(model, CueNet):
         raise InputError(f"cue_relevance needs a cue network ('cuenet'), not {type(model).__name__}")
     name, target_options = class_target(target, model.n_classes)
@@ -124,8 +132,8 @@ def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction"
                                     for s in range(0, n, batch_size)])
     net.train(training)
     predicted = out["prediction"].argmax(1)
-    target_class = labels if TARGETS[name].needs_truth else \
-        np.full(n, target_options["cls"]) if "cls" in target_options else predicted
+    truth = torch.as_tensor(labels) if TARGETS[name].needs_truth else None
+    target_class = explainer.objective.chosen_class(torch.as_tensor(out["prediction"]), truth).numpy()
     example = np.arange(n) if example is None else np.asarray(example)
     coords: dict[str, Any] = {
         "example": example, "cue": list(CUES), "band": np.arange(model.n_bands),
@@ -135,11 +143,10 @@ def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction"
         "predicted_azimuth": ("example", model.direction_grid.azimuths[predicted], {"units": "degree"})}
     if azimuth is not None:
         coords["azimuth"] = ("example", azimuth, {"units": "degree"})
-    attrs = {**info, "method": method, "composite": explainer.composite_name,
-             "composite_params": json.dumps(explainer.composite_params, sort_keys=True),
-             "target": str(target), "level": "cue map", "xai_loc_version": __version__,
-             "attention_treatment": "weights held constant (gate); relevance to the cue embeddings only",
-             "convention": "azimuth counter-clockwise from the front, 90 = left (SOFA)"}
+    attrs = explainer.provenance(
+        **info, target=str(target), level="cue map",
+        attention_treatment="weights held constant (gate); relevance to the cue embeddings only",
+        convention="azimuth counter-clockwise from the front, 90 = left (SOFA)")
     fusion = np.stack([out["levels"][b].sum(-1) for b in branches], axis=1)
     logit = np.take_along_axis(out["prediction"], np.asarray(target_class)[:, None], axis=1)[:, 0]
     return xr.Dataset(
@@ -159,10 +166,17 @@ def explain_cuenet(model, waveforms, **options: Any) -> dict[str, Any]:
     dict
         ``'cues'``: the Dataset of :func:`cue_relevance`.
     """
-    from xai_loc.explain.attribute import resolve_model
+    from xai_loc.explain._options import check_integer
+    from xai_loc.explain.attribute import placed, resolve_model
+    from xai_loc.runtime import resolve_device
 
-    module, _ = resolve_model(model)
-    first = next(module.parameters())  # the front end runs in the model's dtype, where the model is
-    with torch.no_grad():
-        cues = module.front_end(torch.as_tensor(np.asarray(waveforms), dtype=first.dtype, device=first.device))
-    return {"cues": cue_relevance(model, cues.cpu().numpy(), **options)}
+    module, info = resolve_model(model)  # loaded once
+    if not isinstance(module, CueNet) or not module.with_front_end:
+        raise InputError("explain_cuenet needs a cue network ('cuenet') with its front end (waveform inputs)")
+    device = resolve_device(str(options.get("device", "cpu")))
+    size = check_integer("batch_size", options.get("batch_size", 64), minimum=1)
+    x = torch.as_tensor(np.asarray(waveforms))
+    dtype = next(module.parameters()).dtype  # the front end runs in the model's dtype, in eval mode, on device
+    with placed(module, device), torch.no_grad():
+        cues = torch.cat([module.front_end(x[s:s + size].to(device, dtype)).cpu() for s in range(0, len(x), size)])
+    return {"cues": _cue_relevance(module, info, cues.numpy(), **options)}

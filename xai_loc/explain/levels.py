@@ -68,7 +68,11 @@ class Levels:
     """
 
     def __init__(self, model: nn.Module, names: str | Sequence[str] | None = None) -> None:
-        names = (INPUT,) if names is None else (names,) if isinstance(names, str) else tuple(names)
+        names = (INPUT,) if names is None else (names,) if isinstance(names, str) else names
+        if not isinstance(names, Sequence) or not all(isinstance(name, str) for name in names):
+            raise InputError(f"levels={names!r} is not allowed; use a level name or a sequence of them, e.g. "
+                             "('waveform', 'front_end')")
+        names = tuple(names)
         if not names:
             raise InputError("levels=() is not allowed; give at least one level, e.g. 'waveform'")
         declared = tuple(getattr(model, "levels", (INPUT,)))

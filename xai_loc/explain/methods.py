@@ -21,6 +21,11 @@ deeplift, gradient_shap   in expectation, with noise-free baselines)
 saliency, occlusion       nothing in particular (reported as NaN)
 ========================  =============================================================
 
+For the ``'contrast'`` target (``w = f(x) - r``) LRP's ``explained`` is ``sum_k (f_k - r_k)`` and
+its relevance the prediction's heatmap rescaled per coordinate; the path methods' is
+``(f(x) - r) . (f(x) - f(baseline))``, ``|f(x) - r|^2`` when the baseline's output is the
+reference (see :mod:`~xai_loc.explain.targets`).
+
 A level above the input is explained by LRP and AttnLRP in the same backward pass as the
 input (its relevance read on the way); the captum methods explain it as their input (the
 level's representation, put in place of the module's output), one call per level. A new
@@ -70,7 +75,7 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
 
 def get_method(name: str) -> type[Method]:
     """The registered method class ``name``; :class:`InputError` if unknown."""
-    if name not in METHODS:
+    if not isinstance(name, str) or name not in METHODS:
         raise InputError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
     return METHODS[name]
 
@@ -413,7 +418,11 @@ class GradientShap(_CaptumMethod):
     ``n_samples`` random points between the baseline and the input, with Gaussian noise of
     standard deviation ``stdevs`` on the input. Each window draws from its own generators
     (torch's and numpy's, which captum uses for the path points) seeded by ``(seed, window
-    position)``, so results repeat and do not depend on batching."""
+    label)``, so results repeat and do not depend on batching. The label is the dataset's
+    ``window`` coord in :func:`~xai_loc.explain.explain` and in stores (a window's relevance is the
+    same alone or in any selection); plain arrays, and :func:`~xai_loc.explain.explain_arrays`, are
+    labelled by position ``0 .. n-1``, so there a window draws differently at another position:
+    pass a DataArray or Dataset with ``window`` labels for draws that follow the window."""
 
     completeness = "baseline"
     OPTIONS = {"n_samples": 20, "stdevs": 0.0, "baseline": "zero", "seed": 0}
@@ -471,20 +480,26 @@ class Occlusion(_CaptumMethod):
         super().check(params)
 
     @classmethod
+    def patch(cls, params: dict[str, Any], n_time: int) -> tuple[int, int]:
+        """The occlusion window and stride in samples for inputs of ``n_time`` samples (defaults resolved)."""
+        window = params["window"] or min(cls.WINDOW, max(1, n_time // cls.WINDOW_SHARE))
+        return window, params["stride"] or window
+
+    @classmethod
     def check_shape(cls, params, input_shape):
         if params["window"] is not None and params["window"] > input_shape[-1]:
             raise InputError(f"window={params['window']} is not allowed; use at most {input_shape[-1]} samples")
+        patch, step = cls.patch(params, input_shape[-1])
+        if step > patch:  # captum refuses it: samples between the windows would never be occluded
+            raise InputError(f"stride={step} is not allowed with an occlusion window of {patch} samples; use a "
+                             f"stride of at most {patch}")
 
     def captum(self, seeded, a, weights, index, level):
         from captum.attr import Occlusion as CaptumOcclusion
 
         n_time = seeded.x.shape[-1]
         self.check_shape(self.params, seeded.x.shape[1:])  # a model without input_shape: checked here
-        patch = self.params["window"] or min(self.WINDOW, max(1, n_time // self.WINDOW_SHARE))
-        step = self.params["stride"] or patch
-        if step > patch:  # captum refuses it: samples between the windows would never be occluded
-            raise InputError(f"stride={step} is not allowed with an occlusion window of {patch} samples; use a "
-                             f"stride of at most {patch}")
+        patch, step = self.patch(self.params, n_time)
         # another level: the same share of its last (time) axis, one row of every other axis at a time
         window, stride = (max(1, round(v * a.shape[-1] / n_time)) for v in (patch, step))
         ones = (1,) * (a.ndim - 2)

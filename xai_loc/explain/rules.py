@@ -79,9 +79,15 @@ def _mask(z: torch.Tensor, positive: bool) -> torch.Tensor:
     return (torch.gt if positive else torch.lt)(z, 0, out=torch.empty_like(z))
 
 
+#: The affine modules the fast rules compute themselves, with their stock ``forward``.
+_AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 def _is_affine(module: nn.Module) -> bool:
-    """A linear layer or a standard (not transposed) convolution."""
-    return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    """A linear layer or a standard (not transposed) convolution running torch's own ``forward``: a
+    subclass with its own ``forward`` (a front end's filter reshaping its input) gets zennit's rule,
+    which calls that ``forward``."""
+    return any(isinstance(module, cls) and type(module).forward is cls.forward for cls in _AFFINE)
 
 
 def _param_key(module: nn.Module) -> tuple:

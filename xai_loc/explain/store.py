@@ -48,7 +48,7 @@ from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.spec import spec_digest
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import AXES, Explainer, dataset_inputs, input_coords, result_coords, summary_attrs
-from xai_loc.io import ensure_writable_dir
+from xai_loc.io import ensure_writable_dir, replace_keeping_mode, write_text_atomic
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -341,6 +341,37 @@ def open_explained_signals(path: str | os.PathLike) -> xr.Dataset:
     return ds
 
 
+#: The file in a folder of :func:`write_wavs` that records which relevance its wav files come from.
+WAV_MANIFEST = "listen.json"
+#: Names of the wav files :func:`write_wavs` writes.
+_WAV_NAME = re.compile(r"^(source-\d+|window-\d+)_(relevance|microphones)\.wav$")
+#: Attrs that identify relevance without a store ``config``: model, method, composite, target and data.
+_IDENTITY = ("model_digest", "method", "method_params", "composite", "composite_params", "target", "target_params",
+             "data", "t60", "snr")
+
+
+def _relevance_digest(relevance: xr.DataArray) -> str:
+    """Digest of what a relevance array explains: its store's ``config``, else its identifying attrs."""
+    attrs = relevance.attrs
+    identity = attrs["config"] if "config" in attrs else json.dumps({k: attrs.get(k) for k in _IDENTITY},
+                                                                     sort_keys=True, default=str)
+    return hashlib.sha256(str(identity).encode()).hexdigest()[:16]
+
+
+def _check_wav_folder(folder: Path, digest: str) -> None:
+    """Refuse a folder holding wav files of :func:`write_wavs` from other relevance (or of unknown origin)."""
+    if not folder.is_dir():
+        return
+    ours = sorted(p.name for p in folder.iterdir() if _WAV_NAME.match(p.name))
+    try:
+        recorded = json.loads((folder / WAV_MANIFEST).read_text()).get("relevance")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if ours and recorded != digest:
+        raise InputError(f"{folder} holds wav files ({ours[0]} ...) of other relevance than this one; wav files of "
+                         "different stores are never mixed: remove them or choose another folder")
+
+
 def write_wavs(
     relevance: xr.DataArray,
     signals: xr.Dataset | xr.DataArray | None,
@@ -357,6 +388,9 @@ def write_wavs(
     ``source-<id>_relevance.wav`` and ``source-<id>_microphones.wav`` (one channel per
     microphone), each normalized to a peak of 0.99 on its own, as on the paper's companion
     page. Without ``source_id`` coords every window is its own file (``window-<n>_...``).
+    ``listen.json`` (:data:`WAV_MANIFEST`) records which relevance the files come from: a folder
+    holding such files of other relevance is refused before anything is written (the same
+    relevance again overwrites its own files).
 
     Parameters
     ----------
@@ -400,6 +434,8 @@ def write_wavs(
     twice = next((stem for i, stem in enumerate(stems) if stem in stems[:i]), None)
     if twice is not None:
         raise InputError(f"{twice.replace('-', ' ')} is asked for twice; give each once")
+    digest = _relevance_digest(relevance)
+    _check_wav_folder(folder, digest)
     made = not folder.exists()
     ensure_writable_dir(folder)
     # Every file is written into a hidden staging folder first and moved in only when all are
@@ -414,8 +450,9 @@ def write_wavs(
             for name, da in files:
                 sf.write(staging / name, da.xai.as_audio(mics=mics), fs, subtype=subtype, format="WAV")
                 names.append(name)
+        write_text_atomic(folder / WAV_MANIFEST, json.dumps({"relevance": digest}) + "\n")
         for name in names:
-            os.replace(staging / name, folder / name)
+            replace_keeping_mode(staging / name, folder / name)  # a replaced wav keeps its mode
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if made:

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 from xai_loc.explain._options import option_defaults, resolve
 
@@ -166,7 +167,7 @@ def register_target(name: str, *, kinds: tuple[str, ...] = ("position",), needs_
 
 def get_target(name: str) -> Target:
     """The registered target ``name``; :class:`InputError` if unknown."""
-    if name not in TARGETS:
+    if not isinstance(name, str) or name not in TARGETS:
         raise InputError(f"unknown target {name!r}; allowed: {', '.join(TARGETS)}")
     return TARGETS[name]
 
@@ -216,6 +217,11 @@ class Objective:
         if self.linear:
             return (w * (output - baseline_output)).sum(-1)
         return self.scalar(output, w) - self.scalar(baseline_output.expand_as(output), w)
+
+    def chosen_class(self, output: Tensor, truth: Tensor | None = None) -> Tensor:
+        """The class each example's class target explains ``[B]``: the one of largest weight (the arg-max,
+        ``cls``, the true class; for ``class_contrast`` the class weighed against ``versus``)."""
+        return self._cut(self.weights(output, truth)).argmax(dim=1)
 
     def seed(self, output: Tensor, w: Tensor) -> Tensor:
         """LRP's output relevance ``[B, K]``."""
@@ -309,10 +315,14 @@ def _error(output, truth, reference, kind):
 
 @register_target("contrast", needs_reference=True)
 def _contrast(output, truth, reference, kind):
-    """Seed = prediction - reference: how the input moves the prediction away from a reference,
-    the output on an all-zero ('zero') or mean ('mean') window, the training set's mean source
-    position ('train-mean') or a given (x, y, z). Explains what the input changes rather than
-    the constant a model outputs regardless of its input."""
+    """Seed = prediction - reference, w = f(x) - r, with r the output on an all-zero ('zero') or mean
+    ('mean') window, the training set's mean source position ('train-mean') or a given (x, y, z). What
+    each method family then explains: LRP is linear in its seed, so its relevance is the 'prediction'
+    heatmap of each coordinate rescaled by (f_k - r_k) / f_k (where relevance lies does not change, only
+    how the coordinates are weighed), and 'explained' is sum_k (f_k - r_k). Gradient methods explain
+    q = w . f(x) with w held constant; path methods (integrated gradients, DeepLift, GradientShap)
+    explain q(f(x)) - q(f(baseline)) = w . (f(x) - f(baseline)), which is |f(x) - r|^2 when the
+    baseline's output is the reference (baseline and reference both 'zero' or both 'mean')."""
     return output.detach() - reference.to(output)
 
 
@@ -324,7 +334,7 @@ CLASSES = ("direction_classes",)
 def _class(output: Tensor, cls: int | None) -> Tensor:
     if cls is None:
         return output.argmax(dim=1)
-    if isinstance(cls, bool) or not isinstance(cls, int) or not 0 <= cls < output.shape[1]:
+    if not is_integer(cls) or not 0 <= cls < output.shape[1]:
         raise InputError(f"cls={cls!r} is not allowed; use a class in 0..{output.shape[1] - 1}")
     return torch.full(output.shape[:1], cls, dtype=torch.long, device=output.device)
 
@@ -369,8 +379,8 @@ def class_target(target: str | int, n_classes: int) -> tuple[str, dict[str, Any]
         return "class_logit", {}
     if target == "truth":
         return "true_class_logit", {}
-    if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < n_classes:
-        return "class_logit", {"cls": target}
+    if is_integer(target) and 0 <= target < n_classes:
+        return "class_logit", {"cls": int(target)}
     if isinstance(target, str) and target in targets_for("direction_classes"):
         return target, {}
     raise InputError(f"target={target!r} is not allowed; use 'prediction', 'truth', a class in 0..{n_classes - 1} "

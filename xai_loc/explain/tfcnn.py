@@ -17,7 +17,6 @@ read on the way); the duplex probe of :mod:`xai_loc.experiments.ipd_ild_probe` r
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -57,7 +56,6 @@ def explain_tfcnn(model, waveforms, *, target: str | None = None, composite: str
     """
     import xarray as xr
 
-    from xai_loc import __version__
     from xai_loc.explain.attribute import explain_arrays, resolve_model
     from xai_loc.models.tfcnn import TFCNN
 
@@ -77,9 +75,7 @@ def explain_tfcnn(model, waveforms, *, target: str | None = None, composite: str
                    "response_azimuth": ("example", azimuth, {"units": "degree", "convention": "positive = right"})}
     if target is None:
         target = "predicted azimuth (degrees)" if regression else "logit of the predicted azimuth class"
-    attrs = {**info, "method": method, "composite": explainer.composite_name,
-             "composite_params": json.dumps(explainer.composite_params, sort_keys=True),
-             "target": target, "xai_loc_version": __version__}
+    attrs = explainer.provenance(**info, target=target)
     cue_da = xr.DataArray(
         cues, dims=("example", "channel", "frequency", "frame"),
         coords={"example": example, "channel": ["ipd", "ild"],

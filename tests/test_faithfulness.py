@@ -318,3 +318,16 @@ def test_the_table_names_the_windows_without_an_order():
                             "fill": ["zero", "road"]})
     assert _unordered_line(ds, "a").endswith(": lrp (random) 3")
     assert _unordered_line(ds.drop_vars("unordered_windows"), "a") == ""
+
+
+def test_default_methods_leave_out_lrp_composites_that_do_not_cover_the_model():
+    """epsilon_plus_flat gives the cochleagram CNN's filterbank no rule (its waveform relevance came out near zero):
+    the defaults drop it there and keep it for the multichannel models, which it covers."""
+    from xai_loc.experiments.faithfulness import DEFAULT_METHODS, family_methods
+    from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.models.zoo import pretrained_dir
+
+    coch = family_methods(ModelSet({"c": pretrained_dir() / "cochcnn_default.safetensors"}), DEFAULT_METHODS)
+    loc = family_methods(ModelSet({"l": pretrained_dir() / "loccnn_t60-0.6_snr-10.safetensors"}), DEFAULT_METHODS)
+    assert ("lrp", "cochcnn") in coch and not any(c == "epsilon_plus_flat" for _, c in coch)
+    assert ("lrp", "paper") in loc and ("lrp", "epsilon_plus_flat") in loc

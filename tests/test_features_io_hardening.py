@@ -276,3 +276,31 @@ def test_compression_gradient_at_zero_is_bounded():
     x = torch.tensor([0.0, 1.0], requires_grad=True)
     PowerCompression(0.3, 1e-7)(x).sum().backward()
     assert x.grad.tolist() == pytest.approx([0.3 * 1e-7 ** -0.7, 0.3], rel=1e-5)
+
+
+def test_an_experiments_files_are_written_all_or_none(tmp_path, monkeypatch):
+    """A failure writing any of a result's files (here the timings) leaves the earlier run's files as they were,
+    and a folder the write made is removed again."""
+    from xai_loc.experiments.registry import EXPERIMENTS
+
+    exp = EXPERIMENTS["perturbation"]
+    ds = xr.Dataset({"mae_mean": (("model", "mode", "percentage"), np.zeros((1, 1, 2)))},
+                    coords={"model": ["m"], "mode": ["relevance"], "percentage": [0.0, 10.0]})
+    tables = {kind: f"{kind} table" for kind in exp.table_files}
+    before = exp.write(ds, tmp_path / "res", tables=tables, timing={"s": 1})
+    saved = {p: p.read_bytes() for p in before.values()}
+    real = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        if "timing" in self.name:
+            raise OSError(28, "No space left on device")
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError):
+        exp.write(ds.assign(mae_mean=ds["mae_mean"] + 1), tmp_path / "res", tables=tables, timing={"s": 2})
+    assert {p: p.read_bytes() for p in before.values()} == saved
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == sorted(p.name for p in before.values())
+    with pytest.raises(OSError):
+        exp.write(ds, tmp_path / "new" / "res", tables=tables, timing={"s": 2})
+    assert not (tmp_path / "new").exists()

@@ -97,7 +97,7 @@ def test_a_relevance_store_is_read_through_a_link(tmp_path):
     assert signals["signals"].shape == (6, 4, 350)
     result = CliRunner().invoke(main, ["listen", str(link), "--out", str(tmp_path / "wav"), "--sources", "2"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "wav").iterdir()) == ["source-0002_microphones.wav",
+    assert sorted(p.name for p in (tmp_path / "wav").iterdir()) == ["listen.json", "source-0002_microphones.wav",
                                                                     "source-0002_relevance.wav"]
     data.rename(tmp_path / "data" / "moved.zarr")
     with pytest.raises(InputError, match=re.escape(f"dataset {data}, which relevance store {link} explains, does not "

@@ -6,7 +6,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from xai_loc.errors import InputError, WorkLost
 
@@ -218,8 +220,9 @@ def netcdf_digest_matches(path: str | Path) -> bool | None:
         return None if expected is None else _plain(expected) == _digest_of(f)
 
 
-def write_dataset_atomic(ds, path: str | Path) -> Path:
-    """Write an ``xarray.Dataset`` to netCDF (h5netcdf) atomically (see :func:`atomic_path`).
+def write_netcdf(ds, path: str | Path) -> None:
+    """Write an ``xarray.Dataset`` to the netCDF (h5netcdf) file ``path``, checksummed (not atomic by itself: see
+    :func:`write_dataset_atomic` and :func:`write_files_atomic`).
 
     Every numeric array is stored with HDF5's Fletcher-32 checksum filter; the rest (strings,
     scalars, dtypes, attributes: HDF5 cannot filter them) is covered by :func:`netcdf_digest`, in
@@ -231,12 +234,44 @@ def write_dataset_atomic(ds, path: str | Path) -> Path:
 
     encoding = {name: {"fletcher32": True} for name, var in ds.variables.items()
                 if var.ndim and var.dtype.kind in "biufc"}
+    ds.to_netcdf(path, engine="h5netcdf", encoding=encoding)
+    digest = netcdf_digest(path)
+    with h5netcdf.File(path, "a") as f:
+        f.attrs[NETCDF_DIGEST] = digest
+
+
+def write_dataset_atomic(ds, path: str | Path) -> Path:
+    """Write an ``xarray.Dataset`` to netCDF atomically (:func:`write_netcdf` into :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
-        digest = netcdf_digest(tmp)
-        with h5netcdf.File(tmp, "a") as f:
-            f.attrs[NETCDF_DIGEST] = digest
+        write_netcdf(ds, tmp)
     return Path(path)
+
+
+def write_files_atomic(files: dict[Path, Callable[[str], None] | str | Any]) -> list[Path]:
+    """Write several files as one: each is written to its temporary file (:func:`atomic_path`), and only when all
+    are written are they renamed into place, so a failure in any leaves every file (and folder) as it was.
+
+    Parameters
+    ----------
+    files
+        Path -> what goes there: text (``str``), an ``xarray.Dataset`` (:func:`write_netcdf`) or a function
+        that writes the temporary path it is given.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The paths, in the order given.
+    """
+    with contextlib.ExitStack() as stack:
+        for path, content in files.items():
+            tmp = stack.enter_context(atomic_path(path))
+            if isinstance(content, str):
+                Path(tmp).write_text(content)
+            elif callable(content):
+                content(tmp)
+            else:
+                write_netcdf(content, tmp)
+    return [Path(path) for path in files]
 
 
 #: Fixed document metadata, so that the same figure gives the same bytes (PDF and SVG carry

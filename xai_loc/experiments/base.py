@@ -149,21 +149,22 @@ class Experiment(Result, metaclass=abc.ABCMeta):
 
     def write(self, ds: xr.Dataset, folder: str | os.PathLike, *, tables: Mapping[str, str] | None = None,
               timing: Mapping[str, Any] | None = None) -> dict[str, Path]:
-        """Write the result file, its tables (and the timings, if given) into ``folder``, each atomically.
+        """Write the result file, its tables (and the timings, if given) into ``folder``, all or none
+        (:func:`~xai_loc.io.write_files_atomic`).
 
         Returns the paths by kind: ``'result'``, each table kind, and ``'timing'``.
         """
-        from xai_loc.io import write_dataset_atomic, write_text_atomic
+        from xai_loc.io import write_files_atomic
 
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{folder} is a file; give a folder for the {self.what}")
-        folder.mkdir(parents=True, exist_ok=True)
         tables = self.tables(ds) if tables is None else tables
-        paths = {"result": write_dataset_atomic(ds, folder / self.result_file)}
-        for kind, text in tables.items():
-            paths[kind] = write_text_atomic(folder / self.table_files[kind], text)
+        paths = {"result": folder / self.result_file,
+                 **{kind: folder / self.table_files[kind] for kind in tables}}
+        contents = {paths["result"]: ds, **{paths[kind]: text for kind, text in tables.items()}}
         if timing is not None:
-            paths["timing"] = write_text_atomic(folder / self.timing_file,
-                                                json.dumps(timing, indent=2, sort_keys=True))
+            paths["timing"] = folder / self.timing_file
+            contents[paths["timing"]] = json.dumps(timing, indent=2, sort_keys=True)
+        write_files_atomic(contents)
         return paths

@@ -137,7 +137,7 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
     from xai_loc.cli_params import check_out_dir
     from xai_loc.data.bast_scenes import BastSceneSpec
     from xai_loc.explain.attn_lrp import explain_bast
-    from xai_loc.io import write_dataset_atomic, write_text_atomic
+    from xai_loc.io import write_files_atomic
     from xai_loc.models.bast import BAST, evaluate_bast, prepare_bast, train_bast
     from xai_loc.models.trainer import seeded
 
@@ -201,7 +201,6 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
                "threads": torch.get_num_threads(), "explanation": "AttnLRP (epsilon 1e-6), target sin az",
                "xai_loc_version": __version__},
     )
-    write_dataset_atomic(ds, out_dir / "bast_table.nc")
     text = ["# BAST: integration x weight sharing", "",
             f"{len(train_x)} training scenes, {len(test_x)} test scenes of held-out sounds; loss {loss}, {epochs} "
             f"epochs; model {options}.", "", "Mean angular error (degrees):", "", markdown_table(ds), "",
@@ -212,7 +211,7 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
             markdown_table(ds, "mirror_contrast"), "", "Training CPU minutes:", "",
             markdown_table(ds, "train_cpu_minutes"),
             ""]
-    write_text_atomic(out_dir / "bast_table.md", "\n".join(text))
+    write_files_atomic({out_dir / "bast_table.nc": ds, out_dir / "bast_table.md": "\n".join(text)})
     return ds
 
 

@@ -230,14 +230,15 @@ def run_cue_probe(model, store, out_dir: str | Path, *, max_examples: int | None
         ``'relevance'``, ``'table'``, ``'ablation'`` (the Datasets) and ``'paths'``.
     """
     from xai_loc.data.cue_scenes import open_cue_scenes
-    from xai_loc.io import write_dataset_atomic
+    from xai_loc.io import write_files_atomic
 
     check_choice("ablation", ablation, ABLATIONS)  # before the relevance is computed
     out_dir = Path(out_dir)
     store = store if hasattr(store, "data_vars") else open_cue_scenes(store)  # opened (and verified) once
     relevance, table = probe_cues(model, store, max_examples=max_examples, seed=seed, **options)
     ablated = cue_ablation(model, store, mode=ablation, seed=seed)
-    paths = {"relevance": write_dataset_atomic(relevance.drop_vars("relevance_map"), out_dir / "cue_relevance.nc"),
-             "table": write_dataset_atomic(table, out_dir / "cue_reliance.nc"),
-             "ablation": write_dataset_atomic(ablated, out_dir / "cue_ablation.nc")}
+    paths = {"relevance": out_dir / "cue_relevance.nc", "table": out_dir / "cue_reliance.nc",
+             "ablation": out_dir / "cue_ablation.nc"}  # written together: all or none
+    write_files_atomic({paths["relevance"]: relevance.drop_vars("relevance_map"), paths["table"]: table,
+                        paths["ablation"]: ablated})
     return {"relevance": relevance, "table": table, "ablation": ablated, "paths": paths}

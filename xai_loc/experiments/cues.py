@@ -693,7 +693,7 @@ def run_duplex_probe(model, out_dir: str | Path, *, relevance: bool = True, n_to
     :func:`xai_loc.plots.hofman.draw_duplex` draws ``cues.png`` from them.
     """
     from xai_loc.explain.attribute import resolve_model
-    from xai_loc.io import write_dataset_atomic
+    from xai_loc.io import write_files_atomic
 
     model, info = resolve_model(model)
     out_dir = Path(out_dir)
@@ -712,7 +712,8 @@ def run_duplex_probe(model, out_dir: str | Path, *, relevance: bool = True, n_to
         if key in results:
             name, ds = results[key]
             ds.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
-            paths[key] = write_dataset_atomic(ds, out_dir / name)
+            paths[key] = out_dir / name
+    write_files_atomic({paths[key]: results[key][1] for key in paths})  # the probe and its view: all or none
     if not relevance:
         (out_dir / "duplex_relevance.nc").unlink(missing_ok=True)
     return paths

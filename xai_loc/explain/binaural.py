@@ -141,15 +141,13 @@ def write_ear_relevance(result: dict[str, Any], folder: str | os.PathLike) -> li
     """
     import xarray as xr
 
-    from xai_loc.io import write_dataset_atomic
+    from xai_loc.io import write_files_atomic
 
     folder = Path(folder)
     stale = [f"{level}.nc" for level in LEVELS if level not in result and (folder / f"{level}.nc").exists()]
     if stale:
         raise InputError(f"{folder} holds {', '.join(stale)} of another explanation, which this one would not "
                          "replace; results are never mixed: remove it or choose another --out")
-    paths = []
-    for level, data in result.items():
-        ds = data.to_dataset(name=data.name or "relevance") if isinstance(data, xr.DataArray) else data
-        paths.append(write_dataset_atomic(ds, Path(folder) / f"{level}.nc"))
-    return paths
+    return write_files_atomic({  # every level or none
+        folder / f"{level}.nc": data.to_dataset(name=data.name or "relevance") if isinstance(data, xr.DataArray)
+        else data for level, data in result.items()})

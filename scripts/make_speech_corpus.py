@@ -30,6 +30,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from xai_loc.io import umask
 from xai_loc.script_args import Parser, count
 
 FS = 16000
@@ -368,14 +369,19 @@ def main(argv: list[str] | None = None) -> int:
             pmin=min(e["pitch"] for e in entries), pmax=max(e["pitch"] for e in entries),
             comp=VORBIS_COMPRESSION,
         ))
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; a package folder is readable
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes it 0700; a package folder is readable
         for path in staging.iterdir():
-            os.chmod(path, 0o666 & ~_umask())
+            os.chmod(path, 0o666 & ~umask())
         old = out.with_name(f".{out.name}.old") if out.exists() else None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
             os.replace(out, old)
-        os.replace(staging, out)  # the new corpus appears whole
+        try:
+            os.replace(staging, out)  # the new corpus appears whole
+        except BaseException:
+            if old is not None:
+                os.replace(old, out)  # the old one back where it was
+            raise
         if old is not None:
             shutil.rmtree(old)
     except BaseException:
@@ -384,12 +390,6 @@ def main(argv: list[str] | None = None) -> int:
     durs = [e["n_samples"] / FS for e in entries]
     print(f"{len(entries)} utterances, {total_s:.0f} s, duration {min(durs):.2f}-{max(durs):.2f} s")
     return 0
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 if __name__ == "__main__":

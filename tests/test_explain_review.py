@@ -165,6 +165,9 @@ def test_wavs_of_other_relevance_are_refused_and_the_same_relevance_overwrites(l
     with pytest.raises(InputError, match="holds wav files .* of other relevance than this one"):
         write_wavs(saliency, None, folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    (folder / "listen.json").unlink()  # a folder an older xai-loc wrote: its origin is unknown, not "other"
+    with pytest.raises(InputError, match="holds wav files .* of unknown relevance"):
+        write_wavs(lrp, None, folder)
 
 
 # -- 9, 11: the Explainer's data and type checks ------------------------------------------------------
@@ -226,3 +229,11 @@ def test_explain_cuenet_loads_its_checkpoint_once(tmp_path, monkeypatch):
     twin = cue_relevance(on_cue_maps(model), model.front_end(torch.as_tensor(ears(model), dtype=torch.float32))
                          .detach().numpy(), target="prediction")
     np.testing.assert_allclose(got.relevance.values, twin.relevance.values, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("pad", [nn.ZeroPad1d(2), nn.ConstantPad1d(2, 0.0), nn.ReflectionPad1d(2)])
+def test_padding_needs_no_rule_of_its_own(pad):
+    """Padding moves samples (its gradient is the relevance map): a user model with it is not refused."""
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), pad, nn.Flatten(), nn.Linear(2 * 22, 3))
+    rel = explain(model.eval(), torch.randn(2, 1, 20), target="prediction", method="lrp", composite="epsilon")
+    assert rel.shape == (2, 1, 20) and np.isfinite(rel.values).all()

@@ -63,8 +63,6 @@ def _components() -> xr.Dataset:
                       attrs={"t60": 0.6, "snr": 10.0})
 
 
-
-
 # 1 -------------------------------------------------------------------------------------------------------------
 def test_an_experiment_with_a_folder_in_place_of_its_figure_stops_before_the_run(monkeypatch, tmp_path):
     from xai_loc.experiments.registry import EXPERIMENTS
@@ -179,6 +177,24 @@ def test_a_condition_folder_is_reported_with_its_runs_record(monkeypatch, tmp_pa
     write_dataset_atomic(responses, tmp_path / "c" / "responses.nc")  # another command's
     entries = collect_sections(tmp_path / "c")[0].entries
     assert (entries["perturbation"].status, entries["responses"].status) == ("current", "earlier")
+
+
+def test_a_folder_is_not_reported_with_an_unrelated_or_damaged_record_above_it(monkeypatch, tmp_path):
+    from xai_loc.report import collect
+    from xai_loc.report.collect import collect_sections
+    from xai_loc.report.study_run import StudyRun, find_study_run
+
+    monkeypatch.setattr(collect, "_figures", lambda name, ds, path: {})
+    record = StudyRun(tmp_path / "run", {"quick": True, "conditions": ["c"], "skipped": [],
+                                         "missing_checkpoints": []})
+    record.add(write_dataset_atomic(_perturbation(), tmp_path / "run" / "c" / "perturbation.nc"))
+    record.finish()
+    write_dataset_atomic(_perturbation(), tmp_path / "run" / "mine" / "perturbation.nc")  # not of that run
+    assert find_study_run(tmp_path / "run" / "mine") == ((tmp_path / "run" / "mine").absolute(), None)
+    assert collect_sections(tmp_path / "run" / "mine")[0].entries["perturbation"].status is None
+    write_dataset_atomic(_perturbation(), tmp_path / "other" / "sub" / "perturbation.nc")
+    (tmp_path / "other" / "study.json").write_text("{broken")
+    assert find_study_run(tmp_path / "other" / "sub")[1] is None  # not this folder's record to refuse
 
 
 # 7 -------------------------------------------------------------------------------------------------------------

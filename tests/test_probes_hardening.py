@@ -40,8 +40,8 @@ def test_the_srp_figure_names_the_srp_windows_not_all_windows(captured_figure, t
     assert out.attrs["srp_windows"] == 2 and out.sizes["window"] == 6
     drawn = captured_figure(plots)
     plots.plot_srp(out, tmp_path / "srp")
-    title = drawn["fig"].axes[0].get_title()
-    assert title == "T60 0.15 s, SNR 25 dB, lrp, SRP on 2 of 6 windows"
+    assert drawn["fig"].axes[0].get_title() == "SRP on 2 of 6 windows"
+    assert drawn["fig"]._suptitle.get_text().startswith("T60 0.15 s, SNR 25 dB, lrp")
 
 
 # 2 -------------------------------------------------------------------------------------------------------------

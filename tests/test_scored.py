@@ -151,13 +151,15 @@ class SparseAzimuth(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1, M * T))
+        self.flatten = nn.Flatten()
+        self.read = nn.Linear(M * T, 1, bias=False)  # a layer LRP has a rule for
         with torch.no_grad():
+            self.read.weight.zero_()
             for m, t in READ:
-                self.weight[0, m * T + t] = 3.0
+                self.read.weight[0, m * T + t] = 3.0
 
     def forward(self, x):
-        return x.flatten(1) @ self.weight.T
+        return self.read(self.flatten(x))
 
 
 def _read_indicator() -> np.ndarray:

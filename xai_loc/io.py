@@ -13,7 +13,7 @@ from typing import Any
 from xai_loc.errors import InputError, WorkLost
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask: from /proc on Linux, else by setting and restoring it (the standard library has no getter)."""
     with contextlib.suppress(OSError, ValueError, StopIteration):
         with open("/proc/self/status") as status:
@@ -104,7 +104,7 @@ def replace_keeping_mode(tmp: str | Path, path: str | Path) -> Path:
     try:
         mode = os.stat(path).st_mode & 0o777
     except OSError:  # a new file
-        mode = 0o666 & ~_umask()
+        mode = 0o666 & ~umask()
     os.chmod(tmp, mode)
     fsync_path(tmp)
     os.replace(tmp, path)

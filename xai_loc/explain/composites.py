@@ -149,9 +149,13 @@ def rule_label(hook: Hook) -> str:
     return getattr(hook, "label", type(hook).__name__)
 
 
-#: Parameter-free modules whose plain gradient is already the right relevance map.
+#: Parameter-free modules whose plain gradient is already the right relevance map: reshapes, dropout (identity in
+#: eval mode) and padding (data movement: relevance goes back to the samples it came from, summed where a sample
+#: is repeated; constant padding takes none, like a bias).
 GRADIENT_OK = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-               nn.AlphaDropout, FrequencyPad)
+               nn.AlphaDropout, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d,
+               nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d,
+               nn.ReplicationPad2d, nn.ReplicationPad3d, FrequencyPad)
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,8 @@ def check_coverage(name: str, model: nn.Module, composite: Composite, skip: str 
         first = problems[0]
         raise InputError(f"composite {name!r} is not allowed for {arch}: {len(problems)} module(s) would get no "
                          f"LRP rule ({first.name} ({first.kind}): {first.rule}); use "
-                         + (f"composite {', '.join(map(repr, own))}" if own else "a composite that covers it")
+                         + (f"composite {', '.join(map(repr, own))}" if own else
+                            "a composite that gives it a rule (xai_loc.explain.register_composite)")
                          + " (xai-loc audit lists every module's rule)")
 
 

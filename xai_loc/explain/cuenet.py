@@ -144,7 +144,7 @@ def _cue_relevance(model, info: dict[str, Any], cues, *, azimuth=None, target: s
     if azimuth is not None:
         coords["azimuth"] = ("example", azimuth, {"units": "degree"})
     attrs = explainer.provenance(
-        **info, target=str(target), level="cue map",
+        **info, target=str(target), level="cue map", levels=["cue map", *branches],  # its input is the cue map
         attention_treatment="weights held constant (gate); relevance to the cue embeddings only",
         convention="azimuth counter-clockwise from the front, 90 = left (SOFA)")
     fusion = np.stack([out["levels"][b].sum(-1) for b in branches], axis=1)

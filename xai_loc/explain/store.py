@@ -367,6 +367,10 @@ def _check_wav_folder(folder: Path, digest: str) -> None:
         recorded = json.loads((folder / WAV_MANIFEST).read_text()).get("relevance")
     except (OSError, ValueError, AttributeError):
         recorded = None
+    if ours and recorded is None:
+        raise InputError(f"{folder} holds wav files ({ours[0]} ...) of unknown relevance (no readable {WAV_MANIFEST}; "
+                         "written by an older xai-loc?); wav files of different stores are never mixed: remove them "
+                         "or choose another folder")
     if ours and recorded != digest:
         raise InputError(f"{folder} holds wav files ({ours[0]} ...) of other relevance than this one; wav files of "
                          "different stores are never mixed: remove them or choose another folder")

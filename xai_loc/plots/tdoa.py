@@ -100,21 +100,22 @@ def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
         for ax in row:
             ax.set_xlabel("microphone pair distance [m]" + (" (mean over the pairs at each)" if pooled else ""))
             ax.grid(alpha=0.3)
-            ax.set_title(run_title(ds), fontsize=9)
+        row[0].set_title(run_title(ds), fontsize=9, loc="left")  # once per row, over both panels
     axes[0][1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return save_figure_pair(fig, out_stem)
 
 
-def _srp_title(ds: Any) -> str:
-    """The condition and method with the SRP windows in place of all windows, e.g. ``"T60 0.15 s, SNR 25 dB, lrp,
-    SRP on 2 of 11 windows"`` (the figure's title, :func:`~xai_loc.plots.labels.run_title`, says the rest)."""
+def _srp_title(ds: Any, alone: bool = False) -> str:
+    """The SRP windows, e.g. ``"SRP on 2 of 11 windows"``; unless ``alone`` (one result, whose
+    :func:`~xai_loc.plots.labels.run_title` is the figure's title) after the condition and method, e.g.
+    ``"T60 0.15 s, SNR 25 dB, lrp, SRP on 2 of 11 windows"``."""
     import xarray as xr
 
     head = run_title(xr.Dataset(attrs={k: v for k, v in ds.attrs.items() if k in ("t60", "snr", "method",
                                                                                    "first_rule")}))
     srp = f"SRP on {int(stored_attr(ds, 'srp_windows'))} of {ds.sizes['window']} windows"
-    return f"{head}, {srp}" if head else srp
+    return f"{head}, {srp}" if head and not alone else srp
 
 
 def plot_srp(results: Any, out_stem: str | Path) -> list[Path]:
@@ -142,7 +143,7 @@ def plot_srp(results: Any, out_stem: str | Path) -> list[Path]:
         ax.plot(pos, err.sel(srp_metric="y").values, "k.", markersize=8, label="|y| error")
         ax.set_xticks(pos, names, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("SRP peak error [m]")
-        ax.set_title(_srp_title(ds), fontsize=9)
+        ax.set_title(_srp_title(ds, alone=len(datasets) == 1), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].legend(fontsize=7)
     if len(datasets) == 1:

@@ -1,7 +1,8 @@
 """The window explorer's content: for a few windows of a relevance store, the microphone signals and
 their relevance as a figure, both as audio (the ``listen`` export, per microphone) and GCC-PHAT curves
-computed as the section's ``tdoa.nc`` computed them (its pairs, ``fs``, ``c``, ``interp`` and lag range), captioned
-with the delays it stored.
+computed as the section's ``tdoa.nc`` computed them (its pairs, ``fs``, ``c`` and lag range; drawn at
+:data:`DISPLAY_INTERP` points per sample at most, the resolution a page shows), captioned with the delays it
+stored (at its own interpolation).
 
 Everything is read from stored files: the relevance store that an experiment of the section
 explained (the one :func:`xai_loc.explain.store.relevance_store_path` names for the ``data`` path,
@@ -153,6 +154,12 @@ def _window_figure(signals: np.ndarray, relevance: np.ndarray, fs: float, title:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+#: Points per sample of the explorer's GCC-PHAT curves at most: tdoa.nc's 16 would make the page 1.6x larger
+#: (3455 lags per curve of the widest pair instead of 437) for curves no screen resolves; the captions give the
+#: delays tdoa.nc estimated at its own resolution.
+DISPLAY_INTERP = 2
+
+
 @dataclass
 class GccSettings:
     """How the section's ``tdoa.nc`` computed GCC-PHAT: ``fs``, ``c``, ``interp``, the lag range of each pair
@@ -195,6 +202,7 @@ def explorer_data(relevance, signals, settings: GccSettings, model: str, n_windo
     from xai_loc.plots.inspection import gcc_curve
 
     fs, c = settings.fs, settings.c
+    interp = min(settings.interp, DISPLAY_INTERP)
     picks = np.unique(np.linspace(0, relevance.sizes["window"] - 1, min(n_windows, relevance.sizes["window"]))
                       .round().astype(int))
     mics = np.stack([relevance[f"mic_{k}"].values for k in "xyz"], -1)
@@ -210,8 +218,8 @@ def explorer_data(relevance, signals, settings: GccSettings, model: str, n_windo
         gcc = {}
         for name, pair in pairs.items():
             truth = float(true_tdoa(source[None], mics, pair, fs, c)[0])
-            lags[name], cc_sig = gcc_curve(sig, pair, settings.max_lag[name], settings.interp)
-            _, cc_rel = gcc_curve(r, pair, settings.max_lag[name], settings.interp)
+            lags[name], cc_sig = gcc_curve(sig, pair, settings.max_lag[name], interp)
+            _, cc_rel = gcc_curve(r, pair, settings.max_lag[name], interp)
             gcc[name] = {"signals": np.round(cc_sig, 3).tolist(), "relevance": np.round(cc_rel, 3).tolist(),
                          "truth": round(truth, 3),
                          "delay": {"signals": settings.stored_delay("signals", name, window),

@@ -114,13 +114,21 @@ def read_study_run(root: str | Path) -> dict[str, Any] | None:
 
 
 def find_study_run(folder: str | Path) -> tuple[Path, dict[str, Any] | None]:
-    """The record of the ``reproduce`` run that ``folder`` belongs to: ``(its root, record)`` from the nearest of
-    ``folder`` and the folders above it that holds :data:`STUDY_RECORD` (one condition of a run is reported with
-    its run's record, each file keyed relative to the run's root); ``(folder, None)`` where none does."""
+    """The record of the ``reproduce`` run that ``folder`` belongs to: ``(its root, record)``. That is
+    :data:`STUDY_RECORD` in ``folder`` itself, else the one in its parent folder where that run wrote files in
+    ``folder`` (one condition of a run is reported with its run's record, each file keyed relative to the run's
+    root); ``(folder, None)`` otherwise, a damaged or unrelated record above included."""
     folder = Path(folder).absolute()
-    for root in (folder, *folder.parents):
-        if (root / STUDY_RECORD).exists():
-            return root, read_study_run(root)
+    if (folder / STUDY_RECORD).exists():
+        return folder, read_study_run(folder)
+    parent = folder.parent
+    if (parent / STUDY_RECORD).exists():
+        try:
+            record = read_study_run(parent)
+        except InputError:  # the record of the folder above is not this folder's to refuse
+            return folder, None
+        if any(Path(key).parts[:1] == (folder.name,) for key in record["files"]):
+            return parent, record
     return folder, None
 
 

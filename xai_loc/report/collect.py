@@ -135,8 +135,9 @@ def result_paths(root: str | Path) -> list[tuple[Path, Any]]:
 def collect_sections(root: str | Path) -> list[Section]:
     """Open every registered result below ``root`` and gather them by folder (sorted by path).
 
-    Where ``root`` or a folder above it holds the record of a ``reproduce`` run (:mod:`xai_loc.report.study_run`;
-    e.g. ``root`` is one condition of the run), each result and figure says whether that run wrote it.
+    Where ``root`` holds the record of a ``reproduce`` run (:mod:`xai_loc.report.study_run`), or its parent
+    holds that of a run that wrote into ``root`` (one condition of the run), each result and figure says whether
+    that run wrote it.
 
     Raises :class:`~xai_loc.errors.InputError` (one line, naming the file) where ``root`` is not a
     folder, holds no results, a result file or the run's record is damaged, a result lacks what its
@@ -180,7 +181,8 @@ def collect_sections(root: str | Path) -> list[Section]:
 
 
 def describe_study_run(root: str | Path) -> dict[str, Any] | None:
-    """What the report says of the last ``reproduce`` run of ``root`` (its record in ``root`` or a folder above):
+    """What the report says of the last ``reproduce`` run of ``root`` (its record in ``root``, or in its parent
+    for one condition of that run, :func:`~xai_loc.report.study_run.find_study_run`):
     ``{"text", "finished"}``, or ``None`` where there is no record of one."""
     from xai_loc.report.study_run import find_study_run
 

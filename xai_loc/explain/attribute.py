@@ -430,8 +430,8 @@ def _array(what: str, value: Any) -> np.ndarray:
 
 def _numbers(name: str, value: Any, shape: tuple[int, ...] | None, finite: bool = False,
              broadcast: bool = False) -> np.ndarray:
-    """``value`` as a float64 array of ``shape`` (None: any; ``broadcast``: any shape that broadcasts to it,
-    broadcast), all finite if ``finite``, or one line naming it."""
+    """``value`` as a float64 array of ``shape`` (None: any shape; with ``broadcast``, a value that broadcasts to
+    ``shape`` is expanded to it), all finite if ``finite``, or one line naming it."""
     want = "an array of numbers" if shape is None else f"[{', '.join(map(str, shape))}]"
     try:
         array = np.asarray(value, dtype=np.float64)

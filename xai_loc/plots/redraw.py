@@ -10,6 +10,7 @@ redrawn by ``xai-loc figures`` are the same figure.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import tempfile
@@ -41,28 +42,15 @@ class Drawer:
         return self.draw(ds, path, *(path.parent / stem for stem in self.stems))
 
 
-def _draw_perturbation(ds, path: Path, stem: Path) -> list[Path]:
-    from xai_loc.plots.perturbation import plot_perturbation
+def _one_figure(target: str) -> Callable[..., list[Path]]:
+    """The draw function of a result with one figure: ``module:function(dataset, stem)``, imported when first
+    drawn (matplotlib loads with the plot modules)."""
+    module, function = target.split(":")
 
-    return plot_perturbation(ds, stem)
+    def draw(ds, path: Path, stem: Path) -> list[Path]:
+        return getattr(importlib.import_module(module), function)(ds, stem)
 
-
-def _draw_faithfulness(ds, path: Path, stem: Path) -> list[Path]:
-    from xai_loc.plots.faithfulness import plot_faithfulness
-
-    return plot_faithfulness(ds, stem)
-
-
-def _draw_sanity(ds, path: Path, stem: Path) -> list[Path]:
-    from xai_loc.plots.sanity import plot_sanity
-
-    return plot_sanity(ds, stem)
-
-
-def _draw_components(ds, path: Path, stem: Path) -> list[Path]:
-    from xai_loc.plots.components import plot_components
-
-    return plot_components(ds, stem)
+    return draw
 
 
 def _draw_tdoa(ds, path: Path, stem: Path, srp_stem: Path) -> list[Path]:
@@ -99,35 +87,17 @@ def _draw_duplex(ds, path: Path, stem: Path) -> list[Path]:
     return hofman.draw_duplex(ds, stem, view)
 
 
-def _draw_behaviour(ds, path: Path, stem: Path) -> list[Path]:
-    from xai_loc.plots.hofman import draw_behaviour
-
-    return draw_behaviour(ds, stem)
-
-
-def _draw_cue_probe(ds, path: Path, stem: Path) -> list[Path]:
-    from xai_loc.plots.cue_probe import draw_cue_probe
-
-    return draw_cue_probe(ds, stem)
-
-
-def _draw_band_profile(ds, path: Path, stem: Path) -> list[Path]:
-    from xai_loc.plots.band_profile import draw_band_profile
-
-    return draw_band_profile(ds, stem)
-
-
 #: Result name (:data:`~xai_loc.experiments.registry.RESULTS`) -> the :class:`Drawer` of its figures.
 DRAWERS: dict[str, Drawer] = {
-    "perturbation": Drawer(_draw_perturbation, ("perturbation",)),
+    "perturbation": Drawer(_one_figure("xai_loc.plots.perturbation:plot_perturbation"), ("perturbation",)),
     "tdoa": Drawer(_draw_tdoa, ("tdoa", "srp")),
-    "faithfulness": Drawer(_draw_faithfulness, ("faithfulness",)),
-    "sanity": Drawer(_draw_sanity, ("sanity",)),
-    "components": Drawer(_draw_components, ("components",)),
+    "faithfulness": Drawer(_one_figure("xai_loc.plots.faithfulness:plot_faithfulness"), ("faithfulness",)),
+    "sanity": Drawer(_one_figure("xai_loc.plots.sanity:plot_sanity"), ("sanity",)),
+    "components": Drawer(_one_figure("xai_loc.plots.components:plot_components"), ("components",)),
     "duplex": Drawer(_draw_duplex, ("cues",)),
-    "responses": Drawer(_draw_behaviour, ("hofman",)),
-    "cue_reliance": Drawer(_draw_cue_probe, ("cue_probe",)),
-    "band_profile": Drawer(_draw_band_profile, ("band_profile",)),
+    "responses": Drawer(_one_figure("xai_loc.plots.hofman:draw_behaviour"), ("hofman",)),
+    "cue_reliance": Drawer(_one_figure("xai_loc.plots.cue_probe:draw_cue_probe"), ("cue_probe",)),
+    "band_profile": Drawer(_one_figure("xai_loc.plots.band_profile:draw_band_profile"), ("band_profile",)),
 }
 
 

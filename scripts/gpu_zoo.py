@@ -523,6 +523,9 @@ def check_args(args) -> set[str]:
         raise InputError(f"--out {args.out} holds other files ({', '.join(others[:5])}); give a new or empty folder")
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} is a file; give a new or empty folder")
+    above = next(p for p in args.out.absolute().parents if p.exists())  # made only after the preflight
+    if not args.out.exists() and not (above.is_dir() and os.access(above, os.W_OK | os.X_OK)):
+        raise InputError(f"--out {args.out} cannot be made: {above} is not a writable folder")
     if args.init_from is not None:  # init checkpoints exist and hold their architecture
         for arch in args.archs:
             for t, snr in args.conditions:
@@ -556,7 +559,6 @@ def main(argv: list[str] | None = None) -> int:
     from xai_loc.runtime import configure_cpu, resolve_device
 
     deadline = started + args.deadline_s
-    args.out.mkdir(parents=True, exist_ok=True)
     try:
         configure_cpu(default_parallelism(args)[2])
         device = resolve_device(args.device)
@@ -566,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         say(f"preflight failed: {err}")
         return 2
+    args.out.mkdir(parents=True, exist_ok=True)  # after the preflight: a failed one leaves no folder behind
     if device.type == "cuda":
         torch.cuda.empty_cache()
     say(estimate(args, record, scene, deadline - time.time()))

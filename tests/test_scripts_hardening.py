@@ -164,6 +164,8 @@ def _cases(tmp: Path) -> dict[str, Case]:
         "gpu_zoo condition text": Case("scripts/gpu_zoo.py", [*zoo, "--conditions", "0.6-10"],
                                        "condition '0.6-10' is not T60:SNR", untouched),
         "gpu_zoo no out": Case("scripts/gpu_zoo.py", ["--device", "cuda"], "give --out (or set OUT)"),
+        "gpu_zoo out under a file": Case("scripts/gpu_zoo.py", ["--out", full / "notes.txt" / "zoo", *zoo[2:]],
+                                         "cannot be made:", {full: ["notes.txt"]}),
         "gpu_zoo other files": Case("scripts/gpu_zoo.py", ["--out", full, "--device", "cuda"],
                                     "holds other files (notes.txt)", {full: ["notes.txt"]}),
         "train_zoo condition text": Case("scripts/train_zoo.py", ["--conditions", "0.6-10"],

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.features import build_front_end
 from xai_loc.features.cochleagram import (
     Cochleagram,
     SincDownsample,
@@ -70,8 +69,7 @@ def test_output_shape_and_modules(coch):
     assert list(names) == ["filterbank", "rectify", "downsample", "rectify_envelope", "compress"]
     assert isinstance(names["downsample"], nn.Conv1d) and isinstance(names["rectify"], nn.ReLU)
     assert not any(p.requires_grad for p in coch.parameters())
-    small = build_front_end("cochleagram", n_filters=20, f_max=7000.0, fs=16000, out_fs=4000,
-                            signal_length=16000, n_taps=1025)
+    small = Cochleagram(n_filters=20, f_max=7000.0, fs=16000, out_fs=4000, signal_length=16000, n_taps=1025)
     assert small(torch.randn(3, 8000)).shape == (3, 20, 2000)
 
 
@@ -120,8 +118,6 @@ def test_double_precision_and_bad_parameters():
         Cochleagram(f_max=30000.0)
     with pytest.raises(InputError, match="n_filters"):
         Cochleagram(n_filters=0)
-    with pytest.raises(InputError, match="unknown front end"):
-        build_front_end("gammatone")
 
 
 def test_float64_input_through_the_conv_downsampler():

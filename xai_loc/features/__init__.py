@@ -1,51 +1,35 @@
 """Front ends: from waveforms to the inputs of the localizers.
 
 Modules are imported on demand (``from xai_loc.features.cochleagram import Cochleagram``) so
-that importing the package stays cheap. Registered front ends: :data:`FRONT_ENDS`.
+that importing the package stays cheap. :func:`check_waveforms` is the input check they share.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+from xai_loc.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
-def _cochleagram(**kwargs: Any):
-    from xai_loc.features.cochleagram import Cochleagram
+def check_waveforms(x: torch.Tensor, ears: bool = True) -> None:
+    """Refuse waveforms a front end would turn into wrong numbers: integer samples or, with ``ears``, a shape
+    other than ``[batch, 2 ears, samples]``.
 
-    return Cochleagram(**kwargs)
+    The front ends cast their fixed kernels to the input's dtype, so integer samples (int16 PCM) would meet
+    kernels rounded to integers.
 
-
-def _ipd_ild(**kwargs: Any):
-    from xai_loc.features.ipd_ild import IPDILD
-
-    return IPDILD(**kwargs)
-
-
-def _binaural_cues(**kwargs: Any):
-    from xai_loc.features.binaural_cues import BinauralCues
-
-    return BinauralCues(**kwargs)
-
-
-def _binaural_spectrogram(**kwargs: Any):
-    from xai_loc.features.spectrogram import BinauralSpectrogram
-
-    return BinauralSpectrogram(**kwargs)
+    Raises
+    ------
+    InputError
+        For a dtype that is not floating point, or (``ears``) a shape other than ``[batch, 2, samples]``.
+    """
+    if not x.is_floating_point():
+        raise InputError(f"waveforms of dtype {x.dtype} are not allowed; give floating-point samples such as "
+                         f"float32 or float64")
+    if ears and (x.dim() != 3 or x.shape[1] != 2):
+        raise InputError(f"ear signals of shape {tuple(x.shape)} are not allowed; give [batch, 2 ears, samples]")
 
 
-#: Front-end constructors by name (``torch.nn.Module`` factories taking keyword arguments).
-FRONT_ENDS: dict[str, Callable[..., Any]] = {"cochleagram": _cochleagram, "ipd_ild": _ipd_ild,
-                                             "binaural_cues": _binaural_cues,
-                                             "binaural_spectrogram": _binaural_spectrogram}
-
-
-def build_front_end(name: str, **kwargs: Any):
-    """Build the registered front end ``name`` with its keyword arguments."""
-    from xai_loc.errors import InputError
-
-    if name not in FRONT_ENDS:
-        raise InputError(f"unknown front end {name!r}; allowed: {', '.join(FRONT_ENDS)}")
-    return FRONT_ENDS[name](**kwargs)
-
-
-__all__ = ["FRONT_ENDS", "build_front_end"]
+__all__ = ["check_waveforms"]

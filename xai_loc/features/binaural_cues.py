@@ -56,6 +56,7 @@ from torch import nn
 
 from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
+from xai_loc.features import check_waveforms
 from xai_loc.features.cochleagram import _fast_len, erb_to_freq, freq_to_erb
 
 __all__ = ["CUES", "BinauralCues", "GammatoneFilterbank", "RunningCrossCorrelation", "erb_bandwidth",
@@ -106,13 +107,14 @@ def gammatone_kernels(centres, fs: float, floor_db: float = KERNEL_FLOOR_DB) -> 
 class GammatoneFilterbank(nn.Module):
     """FIR gammatone filterbank by FFT convolution: ``[..., T] -> [..., bands, T]`` ('same', zero-phase-aligned).
 
-    Linear and bias-free; the kernels are a fixed buffer (not saved in state dicts).
+    Linear and bias-free; the kernels are a fixed float64 buffer (not saved in state dicts), cast to the
+    input's dtype at each call (float64 inputs get float64 accuracy).
     """
 
     def __init__(self, fs: float, centres) -> None:
         super().__init__()
         self.fs = float(fs)
-        self.register_buffer("kernels", torch.as_tensor(gammatone_kernels(centres, fs), dtype=torch.float32),
+        self.register_buffer("kernels", torch.as_tensor(gammatone_kernels(centres, fs), dtype=torch.float64),
                              persistent=False)
 
     @property
@@ -264,9 +266,10 @@ class BinauralCues(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Cue maps ``[B, 3 (itd ms, ild dB, ic), bands, frames]`` of waveforms ``[B, 2 (left, right), T]``."""
-        if x.dim() != 3 or x.shape[1] != 2:
-            raise InputError(f"waveforms of shape {tuple(x.shape)} are not allowed; give [batch, 2 ears, samples]")
-        self.n_frames(x.shape[-1])
+        check_waveforms(x)
+        n_frames = self.n_frames(x.shape[-1])
+        if x.shape[0] == 0:  # an empty batch: the FFTs refuse empty inputs
+            return x.new_zeros(0, len(CUES), self.n_bands, n_frames)
         return self.correlator(self.filterbank(x))
 
     def extra_repr(self) -> str:

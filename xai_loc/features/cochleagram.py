@@ -15,7 +15,9 @@ Waveforms ``[..., T]`` at 48 kHz become ``[..., 39 bands, 8000]`` per second:
 Every stage is a registered submodule, so hooks (zennit, captum) see each one, and the
 whole chain is differentiable from the output back to the waveform. The filterbank and the
 low-pass are linear and bias-free; the downsampler *is* an ``nn.Conv1d`` (its FFT evaluation
-is an implementation detail), so LRP rules for convolutions apply to it directly.
+is an implementation detail), so LRP rules for convolutions apply to it directly. Both keep
+their float64 design and cast it to the input's dtype at each call: float32 inputs get the
+float32-rounded filters, float64 inputs float64 accuracy.
 
 Cost (one CPU thread of the 2-core reference machine while a training job held the other
 core, float32, input ``[1, 2, 48000]``, forward): filterbank 0.02 s; downsampling by FFT
@@ -32,6 +34,7 @@ from torch import nn
 
 from xai_loc.checks import is_real
 from xai_loc.errors import InputError
+from xai_loc.features import check_waveforms
 
 #: Downsampling implementations of :class:`SincDownsample` (same numbers up to rounding).
 DOWNSAMPLE_METHODS = ("fft", "conv")
@@ -87,9 +90,10 @@ def kaiser_lowpass(cutoff: float, fs: float, n_taps: int = 4097, beta: float = 5
 class ERBFilterbank(nn.Module):
     """Zero-phase ERB half-cosine filterbank applied by FFT: ``[..., T] -> [..., n_filters, T]``.
 
-    The filters are stored for ``signal_length`` samples (a buffer); other lengths get
-    filters built on the fly. Filtering is circular over the rfft length ``T + pad``; give
-    ``pad`` samples of zero padding to keep the end of a clip from ringing into its start.
+    The filters are stored for ``signal_length`` samples (a float64 buffer, cast to the input's
+    dtype at each call); other lengths get filters built on the fly. Filtering is circular over
+    the rfft length ``T + pad``; give ``pad`` samples of zero padding to keep the end of a clip
+    from ringing into its start.
     """
 
     def __init__(self, n_filters: int = 39, f_min: float = 30.0, f_max: float = 20000.0, fs: int = 48000,
@@ -103,7 +107,7 @@ class ERBFilterbank(nn.Module):
         self.n_filters, self.f_min, self.f_max, self.fs = int(n_filters), float(f_min), float(f_max), int(fs)
         self.signal_length, self.pad = int(signal_length), int(pad)
         filters, centres = erb_cosine_filters(self.signal_length + self.pad, fs, n_filters, f_min, f_max)
-        self.register_buffer("filters", torch.as_tensor(filters, dtype=torch.float32), persistent=False)
+        self.register_buffer("filters", torch.as_tensor(filters, dtype=torch.float64), persistent=False)
         self.register_buffer("centres", torch.as_tensor(centres, dtype=torch.float32), persistent=False)
 
     def response(self, length: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -130,8 +134,10 @@ class SincDownsample(nn.Conv1d):
     each side, so output sample ``m`` is centred on input sample ``m * factor``). With
     ``method="fft"`` the forward pass evaluates the same convolution by FFT (one rfft of
     the padded signal, one of the kernel, one irfft, then every ``factor``-th sample):
-    O(T log T) instead of O(T x taps / factor). Either way the kernel is cast to the input's
-    dtype. Any leading dims are folded into the batch.
+    O(T log T) instead of O(T x taps / factor). Any leading dims are folded into the batch.
+
+    The weight holds the float32 rounding of the Kaiser design, which is kept in float64 as well
+    (the ``design`` buffer): see :meth:`kernel` for which one a call uses.
 
     Raises
     ------
@@ -159,18 +165,27 @@ class SincDownsample(nn.Conv1d):
         super().__init__(1, 1, n_taps, stride=factor, padding=(n_taps - 1) // 2, bias=False)
         cutoff = float(cutoff)
         self.cutoff, self.beta, self.method, self.factor = cutoff, float(beta), method, factor
-        kernel = torch.as_tensor(kaiser_lowpass(cutoff, fs, n_taps, beta), dtype=torch.float32)
+        design = torch.as_tensor(kaiser_lowpass(cutoff, fs, n_taps, beta), dtype=torch.float64).view(1, 1, -1)
+        self.register_buffer("design", design, persistent=False)
         with torch.no_grad():
-            self.weight.copy_(kernel.view(1, 1, -1))
+            self.weight.copy_(design.float())
         self.weight.requires_grad_(False)
+
+    def kernel(self, dtype: torch.dtype) -> torch.Tensor:
+        """The kernel in ``dtype``: the float64 design for float64 while the weight still holds its
+        rounding, else the weight (as loaded, or as an LRP rule modified it) cast to ``dtype``."""
+        if dtype == torch.float64 and torch.equal(self.weight, self.design.float().to(self.weight.dtype)):
+            return self.design.to(dtype)
+        return self.weight.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         flat = x.reshape(-1, 1, x.shape[-1])
+        kernel = self.kernel(x.dtype)
         if self.method == "conv":
-            out = F.conv1d(flat, self.weight.to(x.dtype), None, self.stride, self.padding)
+            out = F.conv1d(flat, kernel, None, self.stride, self.padding)
         else:
-            out = _fft_conv_strided(flat, self.weight, self.padding[0], self.factor)
+            out = _fft_conv_strided(flat, kernel, self.padding[0], self.factor)
         return out.reshape(*lead, out.shape[-1])
 
     def extra_repr(self) -> str:
@@ -185,7 +200,7 @@ def _fft_conv_strided(x: torch.Tensor, weight: torch.Tensor, padding: int, strid
     n_fft = _fast_len(n_in + k - 1)
     # Cross-correlation = convolution with the reversed kernel; full output index j is the
     # correlation at lag j - (k - 1), i.e. the padded conv output at j - (k - 1) + padding.
-    spec = torch.fft.rfft(x, n=n_fft) * torch.fft.rfft(weight.flip(-1).to(x.dtype), n=n_fft)
+    spec = torch.fft.rfft(x, n=n_fft) * torch.fft.rfft(weight.flip(-1), n=n_fft)
     full = torch.fft.irfft(spec, n=n_fft)
     start = k - 1 - padding
     return full[..., start: start + (n_out - 1) * stride + 1: stride]
@@ -244,7 +259,8 @@ class Cochleagram(nn.Module):
     """Waveforms ``[..., T]`` -> cochleagram ``[..., n_filters, ceil(T * out_fs / fs)]``.
 
     With the defaults, a binaural batch ``[B, 2, 48000]`` (1 s at 48 kHz) becomes
-    ``[B, 2, 39, 8000]`` (Francl & McDermott, Nature Human Behaviour 2022).
+    ``[B, 2, 39, 8000]`` (Francl & McDermott, Nature Human Behaviour 2022). Samples must be
+    floating point; float64 inputs get float64 accuracy (see :class:`ERBFilterbank`).
 
     Parameters
     ----------
@@ -296,9 +312,12 @@ class Cochleagram(nn.Module):
         return self.filterbank.centres.detach().cpu().numpy().astype(np.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_waveforms(x, ears=False)
         if x.dim() == 0 or x.shape[-1] < 1:
             raise InputError(f"waveforms of shape {tuple(x.shape)} are not allowed; give [..., samples] with at least "
                              f"one sample")
+        if x.numel() == 0:  # no waveforms (an empty batch): the FFTs refuse empty inputs
+            return x.new_zeros(*x.shape[:-1], self.filterbank.n_filters, -(-x.shape[-1] // self.downsample.factor))
         x = self.filterbank(x)
         x = self.rectify(x)
         x = self.downsample(x)

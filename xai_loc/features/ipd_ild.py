@@ -51,6 +51,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from xai_loc.errors import InputError
+from xai_loc.features import check_waveforms
 
 __all__ = ["IPDILD", "STFT", "SpectralConv", "InterauralCues", "SafeAngle", "CHANNELS", "DEFAULTS"]
 
@@ -214,8 +215,7 @@ class IPDILD(nn.Module):
         return self.stft(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[1] != 2:
-            raise InputError(f"ear signals of shape {tuple(x.shape)} are not allowed; give [batch, 2 ears, samples]")
+        check_waveforms(x)
         if x.shape[-1] < self.hop:
             raise InputError(f"{x.shape[-1]} samples are too few; give at least hop={self.hop}")
         return self.cues(self.stft(x))

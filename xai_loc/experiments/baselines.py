@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 #: Offset of the seed of randomized copies, so that the copy of a model trained with seed
@@ -83,6 +84,6 @@ def cascading_copies(model: torch.nn.Module, seed: int = 0) -> list[tuple[str, t
     return out
 
 
-def zero_lag(n_windows: int) -> torch.Tensor:
-    """The constant zero-lag delay estimator: 0 samples for every window."""
-    return torch.zeros(n_windows)
+def zero_lag(n_windows: int) -> np.ndarray:
+    """The constant zero-lag delay estimator: 0 samples for every window, ``(n_windows,)``."""
+    return np.zeros(n_windows)

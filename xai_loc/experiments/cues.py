@@ -75,22 +75,24 @@ RESPONSES = ("argmax", "mean")
 # -- signals ----------------------------------------------------------------------------------------
 
 
-def _band_edges(band: str | tuple[float, float]) -> tuple[float, float]:
-    """``(low, high)`` Hz of a band: a name in :data:`BANDS`, or the pair itself."""
-    if not isinstance(band, str):
-        return tuple(band)
-    if band not in BANDS:
-        raise InputError(f"band {band!r} is not allowed; use one of {', '.join(BANDS)} or (low, high) Hz")
-    return BANDS[band]
+def _band_edges(band: str | tuple[float, float], fs: float) -> tuple[float, float]:
+    """``(low, high)`` Hz of a band: a name in :data:`BANDS`, or the pair itself; one line (:class:`InputError`)
+    unless ``0 <= low < high <= fs/2``."""
+    if isinstance(band, str):
+        if band not in BANDS:
+            raise InputError(f"band {band!r} is not allowed; use one of {', '.join(BANDS)} or (low, high) Hz")
+        band = BANDS[band]
+    edges = tuple(np.ravel(band).tolist())
+    if len(edges) != 2 or not (is_real(edges[0]) and is_real(edges[1]) and 0 <= edges[0] < edges[1] <= fs / 2):
+        raise InputError(f"band {edges} Hz is not allowed at fs={fs} Hz; need 0 <= low < high <= fs/2")
+    return float(edges[0]), float(edges[1])
 
 
 def band_noise(band: str | tuple[float, float], n: int, fs: int, rng: np.random.Generator,
                ramp_ms: float = 10.0) -> np.ndarray:
     """Gaussian noise ``(n,)`` with a flat spectrum inside the band (a name in :data:`BANDS` or
     ``(low, high)`` Hz) and nothing outside, raised-cosine ramps of ``ramp_ms``, unit RMS."""
-    low, high = _band_edges(band)
-    if not 0 <= low < high <= fs / 2:
-        raise InputError(f"band ({low}, {high}) Hz is not allowed at fs={fs} Hz; need 0 <= low < high <= fs/2")
+    low, high = _band_edges(band, fs)
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1.0 / fs)
     spec[(f < low) | (f > high)] = 0.0
@@ -200,7 +202,8 @@ def _band_filter(x: np.ndarray, band: tuple[float, float], fs: int) -> np.ndarra
 
 def natural_cues(band: str | tuple[float, float], lateral=None, hrtf=None,
                  fs: int = 48000) -> dict[str, np.ndarray]:
-    """ITD (microseconds) and ILD (dB) of the HRIRs on the horizontal plane, in a band.
+    """ITD (microseconds) and ILD (dB) of the HRIRs on the horizontal plane, in a band (a name in :data:`BANDS`
+    or ``(low, high)`` Hz, ``0 <= low < high <= fs/2``).
 
     Directions are lateral angles in the front (azimuth ``lateral mod 360``, elevation 0;
     default -90..90 in steps of 5 degrees).
@@ -211,7 +214,7 @@ def natural_cues(band: str | tuple[float, float], lateral=None, hrtf=None,
     """
     from xai_loc.acoustics.binaural import hrtf_at
 
-    low_high = _band_edges(band)
+    low_high = _band_edges(band, fs)
     hrtf = hrtf_at(hrtf, fs)
     lateral = np.arange(-90.0, 91.0, 5.0) if lateral is None else np.asarray(lateral, dtype=np.float64)
     h = _band_filter(hrtf.interpolate(np.mod(lateral, 360.0), np.zeros_like(lateral)), low_high, fs)
@@ -292,10 +295,10 @@ def _checked_offsets(name: str, values) -> np.ndarray:
     return values
 
 
-def _checked_probe(bands: str | Sequence[str], azimuths, itd_offsets, n_tokens: int,
-                   level_db: float) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """The probe's bands (a name or names), azimuths (lateral angles), ITD offsets, token count and
-    level, checked; the bands as a tuple, azimuths and offsets as arrays."""
+def _checked_probe(bands: str | Sequence[str], azimuths, itd_offsets, n_tokens: int, level_db: float,
+                   batch_size: int, seed: int) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The probe's bands (a name or names), azimuths (lateral angles), ITD offsets, token count, level,
+    batch size and seed, checked; the bands as a tuple, azimuths and offsets as arrays."""
     from xai_loc.acoustics.binaural import check_level
 
     names = (bands,) if isinstance(bands, str) else tuple(bands) if isinstance(bands, list | tuple) else ()
@@ -305,8 +308,9 @@ def _checked_probe(bands: str | Sequence[str], azimuths, itd_offsets, n_tokens: 
     azimuths = np.asarray(azimuths, dtype=np.float64)
     if azimuths.ndim != 1 or azimuths.size == 0 or not np.all(np.abs(azimuths) <= 90):
         raise InputError(f"azimuths={azimuths.tolist()} are not allowed; give lateral angles in [-90, 90] degrees")
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
-        raise InputError(f"n_tokens={n_tokens!r} is not allowed; use a positive integer")
+    for name, value, least in (("n_tokens", n_tokens, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if not is_integer(value) or value < least:
+            raise InputError(f"{name}={value!r} is not allowed; use an integer >= {least}")
     return names, azimuths, _checked_offsets("itd_offsets", itd_offsets)
 
 
@@ -396,7 +400,7 @@ def duplex_probe(
     head = _head_of(model, head)
     if response not in RESPONSES:
         raise InputError(f"response={response!r} is not allowed; use one of {', '.join(RESPONSES)}")
-    bands, azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens, level_db)
+    bands, azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens, level_db, batch_size, seed)
     ild_offsets = _checked_offsets("ild_offsets", ild_offsets)
     fs, n = _model_rate(model, fs, n_samples)
     device = resolve_device(device)
@@ -500,7 +504,7 @@ def duplex_relevance(model, *, bands: str | Sequence[str] = ("low", "high", "wid
     from xai_loc.progress import tqdm
 
     model, _ = resolve_model(model)
-    bands, azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens, level_db)
+    bands, azimuths, itd_offsets = _checked_probe(bands, azimuths, itd_offsets, n_tokens, level_db, batch_size, seed)
     fs, n = _model_rate(model, None, None)
     brirs = _lateral_brirs(azimuths, hrtf_at(None, fs), fs)
     rows, stims = [], []

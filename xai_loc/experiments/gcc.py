@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xai_loc.checks import is_integer, is_real
+from xai_loc.errors import InputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -133,6 +136,19 @@ def array_ops(*arrays: Any) -> _NumpyOps | _TorchOps:
     return _NumpyOps() if tensor is None else _TorchOps(torch, tensor.device)
 
 
+def check_max_lag(max_lag: float) -> None:
+    """Refuse (one line) a lag window of a delay estimate that holds no lag: ``max_lag`` must be a finite number
+    of samples >= 0."""
+    if not (is_real(max_lag) and max_lag >= 0):
+        raise InputError(f"max_lag={max_lag!r} is not allowed; use a finite number of samples >= 0")
+
+
+def check_interp(interp: int) -> None:
+    """Refuse (one line) an interpolation factor of the lag axis that is not an integer >= 1."""
+    if not is_integer(interp) or interp < 1:
+        raise InputError(f"interp={interp!r} is not allowed; use an integer >= 1")
+
+
 def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 16,
              eps: float = 1e-12) -> tuple[Array, Array]:
     """Generalized cross-correlation with phase transform (Knapp & Carter, 1976).
@@ -143,9 +159,9 @@ def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 1
         Signals ``(..., T)``; leading dimensions are batched. NumPy arrays, or torch tensors
         (computed on their device, see the module notes).
     max_lag
-        Largest absolute lag returned, in samples (default: all).
+        Largest absolute lag returned, a finite number of samples (default: all; a negative one keeps none).
     interp
-        Interpolation factor of the lag axis (band-limited, by zero-padding the spectrum).
+        Interpolation factor of the lag axis, an integer >= 1 (band-limited, by zero-padding the spectrum).
     eps
         Floor of the spectral magnitude in the PHAT weighting.
 
@@ -156,6 +172,9 @@ def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 1
         ``(..., L)``; its peak is at ``tau2 - tau1``, positive when ``x2`` lags ``x1``.
         Float64, tensors (on the device of the first tensor input) if either input is one.
     """
+    if max_lag is not None and not is_real(max_lag):
+        raise InputError(f"max_lag={max_lag!r} is not allowed; use a finite number of samples (None: every lag)")
+    check_interp(interp)
     xp = array_ops(x1, x2)
     x1 = xp.asarray(x1)
     x2 = xp.asarray(x2)
@@ -181,7 +200,10 @@ def tdoa(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 16) -
     """GCC-PHAT delay of ``x2`` relative to ``x1`` in samples, ``(...)`` (of the kind of ``x1``).
 
     NaN where either signal is all zero: its correlation is flat, and its peak (the first lag) is no estimate.
+    ``max_lag``: a finite number of samples >= 0 (default: every lag).
     """
+    if max_lag is not None:
+        check_max_lag(max_lag)
     lags, cc = gcc_phat(x1, x2, max_lag=max_lag, interp=interp)
     xp = array_ops(cc)
     silent = (xp.amax(abs(xp.asarray(x1))) == 0) | (xp.amax(abs(xp.asarray(x2))) == 0)
@@ -196,6 +218,7 @@ def correlation_time(x: Array, interp: int = 16) -> Array:
     band-limited interpolation of the autocorrelation; ``x`` is ``(..., T)`` (NumPy, or a
     torch tensor computed on its device). NaN for an all-zero signal (it has no main lobe).
     """
+    check_interp(interp)
     xp = array_ops(x)
     x = xp.asarray(x)
     n = _next_pow2(2 * x.shape[-1])

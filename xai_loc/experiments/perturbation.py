@@ -471,6 +471,7 @@ def run_perturbation(
     check_integer("seed", seed)
     models = ModelSet.of(models)
     scored = scored_set(data, n_sources)
+    scored.check(models)
     ds, windows, truth = scored.ds, scored.rows, scored.positions()
     n = truth.shape[0]
     all_modes = list(modes) + (["relevance-randomized"] if randomized_baseline else [])

@@ -408,7 +408,9 @@ def run_sanity(
         :data:`~xai_loc.experiments.scored.EXPLAINED`. The random-target check compares
         :data:`RANDOM_TARGETS` of the model's output kind.
     seed
-        Seeds the randomized layers and the bootstrap.
+        An integer >= 0; seeds the randomized layers and the bootstrap.
+    n_boot
+        Bootstrap resamples of the sources.
     n_sources
         Only a seeded spread of ``n_sources`` of the store's sources.
     timing
@@ -431,8 +433,11 @@ def run_sanity(
     from xai_loc import __version__
     from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain._options import check_integer
     from xai_loc.explain.attribute import Explainer
 
+    check_integer("seed", seed)
+    check_integer("n_boot", n_boot, minimum=1)
     scored = scored_set(data, n_sources)
     models = scored.models(ModelSet.of(models))
     scored.check(models)

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 
 if TYPE_CHECKING:
@@ -186,7 +187,9 @@ class ScoredSet:
         return models if self.reader.adapt is None else models.adapted(self.reader.adapt)
 
     def check(self, models: ModelSet) -> None:
-        """Refuse (one line) a model whose input shape is not that of the stored inputs."""
+        """Refuse (one line) an empty model set, or a model whose input shape is not that of the stored inputs."""
+        if not models:
+            raise InputError("models list is empty; give at least one model (a checkpoint path or module)")
         shape = tuple(self.rows.array.shape[1:])
         for name in models:
             wanted = getattr(models[name], "input_shape", None)
@@ -217,10 +220,12 @@ def scored_set(data: str | os.PathLike, n_sources: int | None = None) -> ScoredS
     Raises
     ------
     InputError
-        For a path that holds no readable store, a damaged store, or ``n_sources`` below 1.
+        For a path that holds no readable store, a damaged store, or ``n_sources`` not an integer >= 1.
     """
     from xai_loc.data.store import subset_ids
 
+    if n_sources is not None and not (is_integer(n_sources) and n_sources >= 1):
+        raise InputError(f"n_sources={n_sources!r} is not allowed; use an integer >= 1 (None: every source)")
     path = Path(data)
     variable, reader = _reader_of(path)
     kind = reader.kind()

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xai_loc.checks import is_real
+from xai_loc.errors import InputError
 from xai_loc.experiments.gcc import array_ops, gcc_phat
 
 if TYPE_CHECKING:
@@ -19,11 +21,13 @@ if TYPE_CHECKING:
 
 
 def plane_grid(x_range: tuple[float, float], y_range: tuple[float, float], z: float, step: float) -> np.ndarray:
-    """Candidate points ``(G, 3)`` on a horizontal plane, at most ``step`` metres apart.
+    """Candidate points ``(G, 3)`` on a horizontal plane, at most ``step`` metres (finite, > 0) apart.
 
     Each axis runs evenly from the first end of its range to the last, both included, so the
     grid is symmetric about the range's centre.
     """
+    if not (is_real(step) and step > 0):
+        raise InputError(f"step={step!r} is not allowed; use a finite number of metres > 0")
     gx, gy = (np.linspace(lo, hi, int(np.ceil((hi - lo) / step - 1e-9)) + 1) for lo, hi in (x_range, y_range))
     xx, yy = np.meshgrid(gx, gy, indexing="ij")
     return np.stack([xx.ravel(), yy.ravel(), np.full(xx.size, z)], axis=1)

@@ -61,7 +61,8 @@ import torch
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment, latex_escape
-from xai_loc.experiments.gcc import _next_pow2, array_ops
+from xai_loc.experiments.baselines import zero_lag
+from xai_loc.experiments.gcc import _next_pow2, array_ops, check_interp, check_max_lag
 from xai_loc.experiments.tdoa import PAIR_SETS, parse_pairs, score, true_tdoa
 
 if TYPE_CHECKING:
@@ -195,6 +196,8 @@ def fast_tdoa(x1: np.ndarray, x2: np.ndarray, max_lag: float, interp: int = 16) 
     local maxima of a correlation interpolated by :func:`_peak_coarse` (4x for ``interp`` 16),
     then the fine grid within one coarse step of each.
     """
+    check_max_lag(max_lag)
+    check_interp(interp)
     x1 = np.atleast_2d(np.asarray(x1, dtype=np.float64))
     x2 = np.atleast_2d(np.asarray(x2, dtype=np.float64))
     n = _next_pow2(x1.shape[-1] + x2.shape[-1])
@@ -209,6 +212,7 @@ def fast_correlation_time(x: np.ndarray, interp: int = 16) -> np.ndarray:
     """
     from xai_loc.experiments.gcc import correlation_time
 
+    check_interp(interp)
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
     n = _next_pow2(2 * x.shape[-1])
     power = np.abs(np.fft.rfft(x, n)) ** 2
@@ -554,7 +558,7 @@ def run_tdoa(
     randomized_baseline
         Also score the relevance of a randomized copy of each model.
     seed
-        Seed of the randomized copies.
+        An integer >= 0; seeds the randomized copies.
     batch_size, device, progress
         Windows per block and forward pass; torch device of the explanations and, when not
         the CPU, of the delay, correlation-time and SRP estimation too; progress bar.
@@ -590,6 +594,7 @@ def run_tdoa(
 
     from xai_loc import __version__
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.explain._options import check_integer
     from xai_loc.explain.attribute import Explainer, dataset_inputs
     from xai_loc.progress import tqdm
     from xai_loc.runtime import software_versions
@@ -608,6 +613,9 @@ def run_tdoa(
     for key, value in (("interp", interp), ("srp_interp", srp_interp)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{key}={value!r} is not allowed; use a positive integer")
+    if srp_max_windows is not None:
+        check_integer("srp_max_windows", srp_max_windows, minimum=1)
+    check_integer("seed", seed)
     n = n_total if max_windows is None else min(max_windows, n_total)
     if n == 0:
         raise InputError("the data holds no windows")
@@ -701,8 +709,6 @@ def run_tdoa(
         if srp_max_windows is None or srp_max_windows >= n:
             srp_rows = np.ones(n, dtype=bool)
         else:
-            if srp_max_windows < 1:
-                raise InputError(f"srp_max_windows={srp_max_windows!r} is not allowed; use a positive integer")
             srp_rows = np.zeros(n, dtype=bool)
             srp_rows[np.unique(np.linspace(0, n - 1, srp_max_windows).round().astype(int))] = True
         srp_peak = np.full((len(srp_names) + 1, n, 2), np.nan)
@@ -710,7 +716,8 @@ def run_tdoa(
 
     # ---- the pass over windows
     truth = np.stack([true_tdoa(positions, mics, p, fs, c) for p in pair_list])  # (P, W)
-    delay = np.zeros((len(estimators), len(pair_list), n))
+    delay = np.full((len(estimators), len(pair_list), n), np.nan)
+    delay[estimators.index(ESTIMATOR_ZERO)] = zero_lag(n)  # the constant baseline; the others come per block
     threshold = np.zeros((len(pair_list), n))
     names = [e for e in estimators if e != ESTIMATOR_ZERO]
     on_device = _estimation_device(device)

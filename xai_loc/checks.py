@@ -1,4 +1,4 @@
-"""Type tests shared by every input check: which values count as a number.
+"""Type tests shared by every input check: which values count as a number, and the one-line checks built on them.
 
 One definition for the whole package, so that ``True``, ``np.bool_``, ``nan`` or an integer too large for a
 float are refused the same way everywhere; each check still names its own bounds in its message.
@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import numpy as np
+
+from xai_loc.errors import InputError
 
 
 def is_integer(value) -> bool:
@@ -29,3 +32,29 @@ def is_real(value) -> bool:
 def plain(value):
     """A NumPy scalar as the Python number it holds (checked values go into JSON cards); anything else as it is."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False,
+                 maximum: float = math.inf) -> float:
+    """Return ``value`` as a float if it is a finite real number >= (or >) ``minimum`` and <= ``maximum``."""
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    if maximum < math.inf:
+        bound += f" and <= {maximum:g}"
+    if not is_real(value) or value < minimum \
+            or (strict and value == minimum) or value > maximum:
+        raise InputError(f"{name}={value!r} is not allowed; use a number {bound}")
+    return float(value)
+
+
+def check_integer(name: str, value: Any, *, minimum: int = 0) -> int:
+    """Return ``value`` as an int if it is an integer (not a bool) >= ``minimum``."""
+    if not is_integer(value) or value < minimum:
+        raise InputError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
+    return int(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``."""
+    if value not in choices:
+        raise InputError(f"{name}={value!r} is not allowed; use one of {', '.join(choices)}")
+    return value

@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 
 from xai_loc import __version__
-from xai_loc.checks import is_integer, is_real
+from xai_loc.checks import check_choice, is_integer, is_real
 from xai_loc.errors import InputError
 from xai_loc.experiments.cues import DUPLEX_SPLIT_HZ
-from xai_loc.explain._options import check_choice
 from xai_loc.explain.cuenet import cue_relevance
 
 __all__ = ["ABLATIONS", "BAND_GROUPS", "LATERALITY_BINS", "cue_ablation", "probe_cues", "reliance_table",

@@ -571,9 +571,9 @@ def run_faithfulness(
     import xarray as xr
 
     from xai_loc import __version__
+    from xai_loc.checks import check_integer
     from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain._options import check_integer
 
     fills = check_fills(fills)
     percentages = check_percentages(percentages, from_zero=True)

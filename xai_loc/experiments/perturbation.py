@@ -458,9 +458,9 @@ def run_perturbation(
     import xarray as xr
 
     from xai_loc import __version__
+    from xai_loc.checks import check_integer
     from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain._options import check_integer
     from xai_loc.explain.attribute import placed
     from xai_loc.models.evaluation import localization_errors
     from xai_loc.runtime import resolve_device

@@ -431,9 +431,9 @@ def run_sanity(
     import xarray as xr
 
     from xai_loc import __version__
+    from xai_loc.checks import check_integer
     from xai_loc.cluster import map_blocks
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain._options import check_integer
     from xai_loc.explain.attribute import Explainer
 
     check_integer("seed", seed)

@@ -378,8 +378,8 @@ def srp_grid(positions: np.ndarray, step: float = 0.05, pad: float = 0.25) -> di
     Returns a dict with ``grid`` ``(G, 3)``, ``x_range``, ``y_range``, ``z``, ``step`` and
     ``centre`` (x, y of the grid centre: the constant estimator's answer).
     """
+    from xai_loc.checks import check_number
     from xai_loc.experiments.srp import plane_grid
-    from xai_loc.explain._options import check_number
 
     step = check_number("srp_step", step, strict=True)
     pad = check_number("srp_pad", pad)
@@ -593,8 +593,8 @@ def run_tdoa(
     import xarray as xr
 
     from xai_loc import __version__
+    from xai_loc.checks import check_integer
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain._options import check_integer
     from xai_loc.explain.attribute import Explainer, dataset_inputs
     from xai_loc.progress import tqdm
     from xai_loc.runtime import software_versions

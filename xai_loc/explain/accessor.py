@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from xai_loc.checks import check_number
 from xai_loc.errors import InputError
-from xai_loc.explain._options import check_number
 
 __all__ = ["RelevanceAccessor"]
 

@@ -63,8 +63,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from xai_loc.checks import check_choice, check_number
 from xai_loc.errors import InputError
-from xai_loc.explain._options import check_choice, check_number, option_defaults, resolve
+from xai_loc.explain._options import option_defaults, resolve
 from xai_loc.explain.methods import BackwardMethod, register_method
 from xai_loc.explain.targets import bind
 from xai_loc.features.spectrogram import Decibel, PowerSpectrum, Standardize

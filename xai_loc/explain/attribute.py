@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_loc.checks import check_integer, check_number
 from xai_loc.errors import InputError
-from xai_loc.explain._options import check_integer, check_number
 from xai_loc.explain.composites import check_coverage, make_composite
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.methods import get_method

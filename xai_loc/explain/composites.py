@@ -50,8 +50,9 @@ from zennit.layer import Sum
 from zennit.rules import Epsilon, Flat, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear, MaxPool
 
+from xai_loc.checks import check_choice, check_number
 from xai_loc.errors import InputError
-from xai_loc.explain._options import check_choice, check_number, option_defaults, resolve
+from xai_loc.explain._options import option_defaults, resolve
 from xai_loc.explain.canonizers import FoldBatchNormForward, MergeBatchNorm
 from xai_loc.explain.rules import (
     FastEpsilon,

@@ -28,7 +28,7 @@ from zennit.core import Composite, Hook
 from zennit.rules import Flat, Pass, ZBox
 from zennit.types import Convolution
 
-from xai_loc.explain._options import check_choice, check_number
+from xai_loc.checks import check_choice, check_number
 from xai_loc.explain.canonizers import MergeBatchNorm
 from xai_loc.explain.composites import _label, _stock_epsilon, register_composite, unused_option
 from xai_loc.explain.rules import FastGamma, GateRule

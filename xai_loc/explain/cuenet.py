@@ -166,7 +166,7 @@ def explain_cuenet(model, waveforms, **options: Any) -> dict[str, Any]:
     dict
         ``'cues'``: the Dataset of :func:`cue_relevance`.
     """
-    from xai_loc.explain._options import check_integer
+    from xai_loc.checks import check_integer
     from xai_loc.explain.attribute import placed, resolve_model
     from xai_loc.runtime import resolve_device
 

@@ -47,8 +47,9 @@ import torch
 from torch import nn
 from zennit.core import Composite
 
+from xai_loc.checks import check_choice, check_integer, check_number
 from xai_loc.errors import InputError
-from xai_loc.explain._options import check_choice, check_integer, check_number, resolve
+from xai_loc.explain._options import resolve
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.targets import Objective
 

@@ -217,7 +217,8 @@ def test_empty_folder_or_file_under_the_store_name(reference, tmp_path, corpus):
     assert _tree(_simulate(tmp_path, corpus)) == _tree(reference)  # an empty folder holds nothing: replaced
     shutil.rmtree(path)
     path.write_text("not a store")
-    assert _one_line_error(store.open_signals, path) == f"dataset store {path} is a file, not a zarr store; {REBUILD}"
+    assert _one_line_error(store.open_signals, path) == (
+        f"dataset store {path} is a file, not a zarr store; give a dataset store folder")
 
 
 # --- unfinished stores: resumed when they can be, else written afresh ---------------------------

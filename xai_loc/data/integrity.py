@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["MANIFEST", "REBUILD", "check_values", "chunk_keys", "empty_files", "final_store_exists",
-           "open_netcdf_store", "open_zarr_dataset", "open_zarr_group", "seal_store", "settle_reads", "verify_store"]
+           "holds_zarr_metadata", "open_netcdf_store", "open_zarr_dataset", "open_zarr_group", "seal_store",
+           "settle_reads", "verify_store"]
 
 #: The manifest's file name inside a store.
 MANIFEST = ".xai-loc-manifest.json"
@@ -159,13 +160,21 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
     return write_text_atomic(path / MANIFEST, json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n")
 
 
+def holds_zarr_metadata(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding zarr (v2) metadata, i.e. looks like a zarr store: only such a store is
+    ever to be deleted and rebuilt (a data root given by mistake holds the stores themselves)."""
+    return any((Path(path) / name).is_file() for name in _METADATA)
+
+
 def _read_manifest(path: Path, what: str, hint: str) -> dict[str, dict[str, list[int]]]:
     if not path.exists():
         raise InputError(f"{what} {str(path)!r} does not exist")
     if not path.is_dir():
-        raise InputError(f"{what} {path} is a file, not a zarr store; {hint}")
+        raise InputError(f"{what} {path} is a file, not a zarr store; give a {what} folder")
     if not any(path.iterdir()):
         raise InputError(f"{what} {path} is an empty folder, not a store; {hint}")
+    if not holds_zarr_metadata(path):  # a data root, or any other folder: never to be deleted
+        raise InputError(f"{what} {path} is not a {what} (no zarr metadata); give the path of a {what}")
     try:
         text = (path / MANIFEST).read_bytes()
     except FileNotFoundError:
@@ -261,11 +270,41 @@ def verify_store(path: str | Path, deep: bool = False, what: str = "store", hint
     return entries
 
 
+def _codecs(meta: dict[str, Any]) -> tuple[Any, list, int | None]:
+    """The compressor, filters and decoded chunk size in bytes (None: not fixed) of the zarr v2 array ``meta``
+    (its ``.zarray``)."""
+    import numcodecs
+
+    compressor = numcodecs.get_codec(meta["compressor"]) if meta.get("compressor") else None
+    filters = [numcodecs.get_codec(f) for f in meta.get("filters") or ()]
+    dtype = np.dtype(meta["dtype"]) if isinstance(meta.get("dtype"), str) else None
+    size = None if dtype is None or dtype.hasobject or filters else math.prod(meta["chunks"]) * dtype.itemsize
+    return compressor, filters, size
+
+
+def _decode(codecs: tuple[Any, list, int | None], data) -> None:
+    """Decode one chunk with its array's :func:`_codecs`; raise where they fail or give other than one whole chunk.
+
+    A blosc frame is first checked to be as long as its header says: blosc decodes a cut frame stored
+    uncompressed without an error, reading past its end.
+    """
+    compressor, filters, size = codecs
+    if compressor is not None:
+        if compressor.codec_id == "blosc" and int.from_bytes(bytes(data[12:16]), "little") != len(data):
+            raise ValueError("the blosc frame is not as long as its header says")
+        data = compressor.decode(data)
+    for f in reversed(filters):
+        data = f.decode(data)
+    if size is not None and memoryview(data).nbytes != size:
+        raise ValueError(f"it decodes to {memoryview(data).nbytes} bytes, not {size}")
+
+
 class _Checks:
     """The manifest entries of one store and how to word a problem with it."""
 
     def __init__(self, path: Path, entries: dict[str, list], what: str, hint: str) -> None:
         self.path, self.entries, self.what, self.hint = path, entries, what, hint
+        self.codecs: dict[str, tuple] = {}  # by array folder (:func:`_codecs`), read with its first chunk
 
     def fail(self, problem: str) -> InputError:
         return InputError(f"{self.what} {self.path} is damaged: {problem}; {self.hint}")
@@ -277,11 +316,26 @@ class _Checks:
                 raise self.fail(f"{_describe(key)} is not part of the store as recorded")
             return
         if byte_range is None:
-            problem = _problem(key, None if buf is None else buf.as_numpy_array(), *entry)
+            data = None if buf is None else buf.as_numpy_array()
+            problem = _problem(key, data, *entry)
             if problem:
                 raise self.fail(problem)
+            if not _is_metadata(key):
+                self.decodes(key, data)
         elif buf is None:
             raise self.fail(f"{_describe(key)} is missing")
+
+    def decodes(self, key: str, data) -> None:
+        """Refuse a chunk that matches the manifest but that its array's codecs cannot decode (damaged before
+        the store was sealed): here, in one line, rather than as a codec's error where the values are used."""
+        folder = key.rpartition("/")[0]
+        try:
+            if folder not in self.codecs:
+                self.codecs[folder] = _codecs(json.loads((self.path / folder / ".zarray").read_bytes()))
+            _decode(self.codecs[folder], data)
+        except Exception as err:  # noqa: BLE001 - codecs raise many types for damaged bytes
+            raise self.fail(f"{_describe(key)} cannot be decoded ({' '.join(str(err).split()) or type(err).__name__})"
+                            ) from None
 
     def unreadable(self, key: str, err: OSError) -> InputError:
         return InputError(f"{self.what} {self.path}: {_describe(key)} cannot be read ({err.strerror}); {self.hint}")

@@ -6,8 +6,8 @@ scene (:mod:`xai_loc.data.ipd_ild_scenes`, :mod:`xai_loc.data.bast_scenes`,
 only in what they hold, described by a :class:`StoreKind`; how they are written, resumed,
 finished and opened is here, once::
 
-    with ResumableStore(final, DATASET, config, identity=canonical) as store:   # the writer lock
-        if store.finished(mismatch="holds other data"):                       # whole, same digest
+    with ResumableStore(final, DATASET, config, identity=canonical) as store:
+        if store.finished(mismatch="holds other data"):    # whole, same digest; else the writer lock is taken
             return final
         store.open_or_resume(shape, coords, attrs, block=32)
         for block in store.pending():                                         # any order
@@ -16,7 +16,9 @@ finished and opened is here, once::
 
 Life of a store:
 
-* it is written as ``<final>.partial`` under :func:`xai_loc.io.store_writer_lock`, which also
+* a finished store with the same data is reused without the writer lock (it never changes once
+  renamed into place), so one on a read-only data root can be read; otherwise the store is
+  written as ``<final>.partial`` under :func:`xai_loc.io.store_writer_lock`, which also
   takes over the lock of a killed process and clears what a failed run leaves that is worth
   nothing;
 * every file of a new partial store is flushed to the disk before its first progress record;
@@ -63,6 +65,7 @@ from xai_loc.data.integrity import (
     chunk_keys,
     empty_files,
     final_store_exists,
+    holds_zarr_metadata,
     open_zarr_dataset,
     open_zarr_group,
     seal_store,
@@ -176,6 +179,14 @@ class StoreKind:
         return group[self.variable]
 
 
+def _stands(final: Path) -> bool:
+    """Whether something stands under a store's final name, looked at without changing anything (an empty
+    folder is no store; :func:`~xai_loc.data.integrity.final_store_exists` removes it under the lock)."""
+    if final.is_dir() and not final.is_symlink():
+        return any(final.iterdir())
+    return final.exists() or final.is_symlink()
+
+
 def _has_bytes(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
@@ -203,7 +214,8 @@ def _merged(ranges: list[list[int]]) -> list[list[int]]:
 class ResumableStore:
     """A zarr store written in blocks along its first axis, resumable after any interruption.
 
-    Use it as a context manager (it holds the store's writer lock); see the module docs.
+    Use it as a context manager: it holds the store's writer lock from the moment :meth:`finished` finds no
+    finished store (or :meth:`open_or_resume` is called) until the block ends; see the module docs.
 
     Parameters
     ----------
@@ -230,14 +242,20 @@ class ResumableStore:
         self.group = None
         self._written: list[list[int]] = []
         self._lock = store_writer_lock(self.path)
+        self._locked = False
         self._writing = threading.Lock()
 
     def __enter__(self) -> ResumableStore:
-        self._lock.__enter__()
         return self
 
     def __exit__(self, *exc) -> bool | None:
-        return self._lock.__exit__(*exc)
+        return self._lock.__exit__(*exc) if self._locked else None
+
+    def _take_lock(self) -> None:
+        """Take the store's writer lock (waiting for another writer of it) unless this store holds it."""
+        if not self._locked:
+            self._lock.__enter__()
+            self._locked = True
 
     @property
     def _key(self) -> str:
@@ -255,7 +273,10 @@ class ResumableStore:
 
         A finished store that is reused is checked in full (every chunk read and checksummed,
         :func:`~xai_loc.data.integrity.verify_store` ``deep=True``; ~1 s a GB): the command
-        that would rebuild it must not report it good while a chunk is damaged.
+        that would rebuild it must not report it good while a chunk is damaged. It is looked for
+        first without the writer lock and reused without it, needing no write access; where none
+        stands there, the lock is taken (waiting for another writer of the store) and it is looked
+        for again.
 
         Parameters
         ----------
@@ -268,14 +289,24 @@ class ResumableStore:
         InputError
             If the finished store is damaged, not an xai-loc store or holds other data.
         """
-        if not final_store_exists(self.path):
-            return False
+        if not self._locked:
+            if _stands(self.path):
+                return self._reusable(mismatch)
+            self._take_lock()
+        return final_store_exists(self.path) and self._reusable(mismatch)
+
+    def _reusable(self, mismatch: str | Callable[[dict], str]) -> bool:
+        """True for the finished store under the final name if it holds the same data and is whole (see
+        :meth:`finished`), else one line."""
+        foreign = InputError(f"{self.path} exists but is not an xai-loc {self.kind.what}; remove it or choose "
+                             "another path")
+        if not holds_zarr_metadata(self.path):
+            raise foreign
         attrs = open_zarr_group(self.path, what=self.kind.what, hint=self.kind.rebuild).attrs
         try:
             found = json.loads(attrs["config"])
         except (KeyError, TypeError, ValueError):
-            raise InputError(f"{self.path} exists but is not an xai-loc {self.kind.what}; remove it or choose "
-                             "another path") from None
+            raise foreign from None
         if not self.same_data(found):
             raise InputError(f"{self.path} {mismatch if isinstance(mismatch, str) else mismatch(found)}")
         verify_store(self.path, deep=True, what=self.kind.what, hint=self.kind.rebuild)
@@ -345,6 +376,7 @@ class ResumableStore:
         self.block = self.chunk if block is None else int(block)
         if self.block < 1 or self.block % self.chunk:
             raise ValueError(f"block={self.block} must be a positive multiple of the chunk ({self.chunk})")
+        self._take_lock()
         ranges = self._resumable(coords)
         if ranges is None:
             discard_partial(self.path)
@@ -480,8 +512,6 @@ def write_store(path: str | os.PathLike, kind: StoreKind, config: Mapping[str, A
 
     path = Path(path)
     config = {**config, "format": kind.format} if kind.format else dict(config)
-    if path.is_dir() and any(path.iterdir()):  # a damaged store is refused before the lock touches its folder
-        verify_store(path, what=kind.what, hint=kind.rebuild)
     with ResumableStore(path, kind, config, chunk=chunk) as out:
         if out.finished(mismatch):
             return out.path

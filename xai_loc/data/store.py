@@ -10,8 +10,9 @@ Layout (read it with plain ``xarray.open_zarr``)::
         source_position  (window, xyz)      metres
         mic_position     (mic, xyz)         metres
         time             (time)             seconds within the window
-        attrs: scene (JSON), scene_digest, convention (+ its full spec), t60, snr, split, seed,
-               backend, corpus, rendered_on (devices that rendered it, JSON), ...
+        attrs: config (JSON: what was asked for, scene_digest, corpus and corpus_digest among it),
+               scene (JSON), convention (+ its full spec), t60, snr, split, seed, backend, fs, c,
+               rendered_on (devices that rendered it, JSON), ...
 
 Each source is rendered under the scene's simulation convention
 (:func:`xai_loc.acoustics.render.render_windows`; ``gpurir`` by default: the utterance
@@ -48,6 +49,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -136,6 +138,8 @@ def dataset_path(root: str | Path, scene: Scene, t60: float, snr: float, split: 
     Data of a convention other than the default live under ``<scene>-<convention>/``, so
     stores of two conventions never meet.
     """
+    if not isinstance(root, (str, os.PathLike)):
+        raise InputError(f"root={root!r} is not allowed; give the path of a data root folder")
     name = split if n_sources is None else f"{split}-n{n_sources}"
     folder = scene.name if scene.convention == DEFAULT_CONVENTION else f"{scene.name}-{scene.convention}"
     return Path(root) / folder / condition_name(t60, snr) / f"{name}.zarr"
@@ -280,6 +284,11 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
     """Validate a simulation request and describe it (``config``: what a store records and compares)."""
     from xai_loc.acoustics.speech import SpeechCorpus
 
+    if not isinstance(scene, Scene):
+        raise InputError(f"scene={scene!r} is not allowed; give a Scene, e.g. paper_scene() or load_scene(path)")
+    if corpus is not None and not isinstance(corpus, SpeechCorpus):
+        raise InputError(f"corpus={corpus!r} is not allowed; give a SpeechCorpus, e.g. SpeechCorpus.from_folder(path) "
+                         "(None: the shipped corpus)")
     t60 = condition_value(check_t60(t60, scene.room))
     snr = condition_value(check_snr(snr))
     if split not in SPLITS:
@@ -321,15 +330,16 @@ def _rendered_block(job: _Job, device: str, ks: Sequence[int], utterances: dict 
     sids = [int(plan.source_ids[k]) for k in ks]
     speech = [utterances.get(int(plan.utterances[k])) for k in ks]
     speech = [job.corpus.load(int(plan.utterances[k])) if u is None else u for k, u in zip(ks, speech, strict=True)]
-    if renders_on_host(device):
-        return [_render_source(job.scene, sid, u, job.t60, job.snr, job.seed, job.backend, device, job.rir_options)
-                for sid, u in zip(sids, speech, strict=True)]
-    import torch
+    with no_tf32():  # every path (store, memory, dask worker) renders here
+        if renders_on_host(device):
+            return [_render_source(job.scene, sid, u, job.t60, job.snr, job.seed, job.backend, device,
+                                   job.rir_options) for sid, u in zip(sids, speech, strict=True)]
+        import torch
 
-    rirs = torch.stack([source_rirs(job.scene, sid, job.t60, job.seed, job.backend, device, job.rir_options,
-                                    as_tensor=True) for sid in sids])
-    return render_windows_batch(job.scene.convention, speech, rirs, job.snr,
-                                [noise_rng(job.seed, sid) for sid in sids], job.scene.window)
+        rirs = torch.stack([source_rirs(job.scene, sid, job.t60, job.seed, job.backend, device, job.rir_options,
+                                        as_tensor=True) for sid in sids])
+        return render_windows_batch(job.scene.convention, speech, rirs, job.snr,
+                                    [noise_rng(job.seed, sid) for sid in sids], job.scene.window)
 
 
 def _block_windows(ks: tuple[int, ...], work: tuple[_Job, str]) -> list[np.ndarray]:
@@ -402,11 +412,14 @@ def _hint(job: _Job, k: int) -> str:
 
 
 def _identity(config: dict) -> dict:
-    """What decides whether a store holds the data asked for (RIR options at their defaults count as absent)."""
+    """What decides whether a store holds the data asked for: RIR options at their defaults count as absent, and
+    so does the corpus' name where its :func:`corpus_digest` is recorded (the digest identifies the audio; a
+    folder's name is the path it was given by, which another spelling of the same folder changes)."""
     backend = config.get("backend")
     defaults = option_defaults(backend) if backend in BACKENDS else {}
     options = {k: v for k, v in (config.get("rir_options") or {}).items() if k not in defaults or defaults[k] != v}
-    return {**config, "rir_options": options}
+    named = {k: v for k, v in config.items() if k != "corpus" or "corpus_digest" not in config}
+    return {**named, "rir_options": options}
 
 
 def _mismatch(found: dict) -> str:
@@ -555,20 +568,34 @@ def all_finite(signals, block: int = 1024) -> bool:
     return bool(ok)
 
 
+#: Threads inside :func:`no_tf32` and the flags the last one out restores (the flags are global to the process).
+_TF32_GUARD = {"lock": threading.Lock(), "inside": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def no_tf32() -> Iterator[None]:
     """Full float32 matrix products and convolutions inside the block (TF32 off), restored afterwards.
 
     The simulators' products must not be rounded to TF32's 10-bit mantissa on Ampere and later GPUs.
+    Blocks rendered at once in threads share torch's flags: they stay off until the last block ends.
     """
     import torch
 
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    with _TF32_GUARD["lock"]:
+        if not _TF32_GUARD["inside"]:
+            _TF32_GUARD["saved"] = tuple(f.allow_tf32 for f in flags)
+            for f in flags:
+                f.allow_tf32 = False
+        _TF32_GUARD["inside"] += 1
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        with _TF32_GUARD["lock"]:
+            _TF32_GUARD["inside"] -= 1
+            if not _TF32_GUARD["inside"]:
+                for f, saved in zip(flags, _TF32_GUARD["saved"], strict=True):
+                    f.allow_tf32 = saved
 
 
 @dataclass(frozen=True, eq=False)
@@ -674,16 +701,15 @@ def simulate_windows(
     signals = torch.empty((n_total, n_mics, scene.window), dtype=dtypes[dtype], device=target)
     bar = tqdm(total=len(job.ids), disable=not progress, desc=f"simulate {split}", unit="src")
     flags = []  # of windows rendered on a device: checked at the end, with one copy to the host
-    with no_tf32():
-        for k, windows in _render_sources(job, str(device), range(len(job.ids)), workers=workers):
-            a, b = int(plan.first_window[k]), int(plan.first_window[k + 1])
-            if isinstance(windows, np.ndarray):
-                check_values(windows, name, a, what="samples", hint=_hint(job, k))
-                windows = torch.from_numpy(windows)
-            else:
-                flags.append(value_flags(windows))
-            signals[a:b].copy_(windows)
-            bar.update(1)
+    for k, windows in _render_sources(job, str(device), range(len(job.ids)), workers=workers):
+        a, b = int(plan.first_window[k]), int(plan.first_window[k + 1])
+        if isinstance(windows, np.ndarray):
+            check_values(windows, name, a, what="samples", hint=_hint(job, k))
+            windows = torch.from_numpy(windows)
+        else:
+            flags.append(value_flags(windows))
+        signals[a:b].copy_(windows)
+        bar.update(1)
     bar.close()
     if flags:
         bad, silent = (torch.cat(f).cpu().numpy() for f in zip(*flags, strict=True))

@@ -33,11 +33,12 @@ from xai_loc.explain.targets import get_target, targets_for
 
 __all__ = ["AuditReport", "LayerRelevance", "ModuleRule", "audit"]
 
-#: Torch operations that only move or reshape data: harmless outside modules.
+#: Torch operations that only move, reshape or describe data: harmless outside modules.
 DATA_MOVEMENT = frozenset({
     "stack", "cat", "concat", "reshape", "view", "view_as", "flatten", "unflatten", "squeeze", "unsqueeze",
     "permute", "transpose", "contiguous", "split", "chunk", "unbind", "expand", "expand_as", "__getitem__",
     "size", "dim", "__get__", "narrow", "select", "clone", "detach", "to", "type_as", "float", "double",
+    "numel", "is_floating_point",
 })
 #: Relative tolerance for relevance conservation of parameter-free layers.
 LEAK_TOLERANCE = 1e-3

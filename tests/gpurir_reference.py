@@ -11,7 +11,8 @@ of the speed-ups of :mod:`xai_loc.acoustics.ism`:
   (``beta[0] = -beta_x1``), so the amplitude is ``prod_d (-beta)**(|cell - parity| + |cell|)
   / (4 pi dist)`` and the delay ``tau = dist / c * fs`` samples;
 - ``image_sample``: sample ``t`` gets ``amp * 0.5 (1 + cos(2 pi (t - tau) / Tw)) * sinc(t - tau)``
-  where ``|t - tau| < Tw / 2``, ``Tw = round(8 ms * fs)``;
+  where ``|t - tau| < Tw / 2``, ``Tw = 8 ms * fs`` samples, not rounded (``cuda_rirGenerator``:
+  ``Tw = 8e-3f * Fs``);
 - ``nSamples = ceil(Tmax fs)``, plus one if odd.
 """
 import math
@@ -60,7 +61,7 @@ def rirs(size, src, mics, t60, fs=16000, c=343.0, t_max=None, max_order=None):
     t_max = t60 if t_max is None else t_max
     beta = sabine_beta(size, t60)
     n = n_samples(t_max, fs)
-    tw = round(8e-3 * fs)
+    tw = 8e-3 * fs
     positions, gains = image_sources(size, src, t_max, c, beta, max_order)
     out = np.zeros((len(mics), n))
     for m, mic in enumerate(mics):
@@ -70,7 +71,8 @@ def rirs(size, src, mics, t60, fs=16000, c=343.0, t_max=None, max_order=None):
         near = tau < n - 1 + tw / 2  # later arrivals touch no sample of the response
         amp, tau = amp[near], tau[near]
         # every sample t within Tw / 2 of an arrival, one row per image
-        t = np.floor(tau)[:, None] + np.arange(-(tw // 2) - 1, tw // 2 + 2)[None, :]
+        reach = math.floor(tw / 2) + 1
+        t = np.floor(tau)[:, None] + np.arange(-reach, reach + 1)[None, :]
         x = t - tau[:, None]
         inside = (np.abs(x) < tw / 2) & (t >= 0) & (t < n)
         value = amp[:, None] * 0.5 * (1 + np.cos(2 * math.pi * x / tw)) * np.sinc(x)

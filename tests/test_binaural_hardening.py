@@ -196,7 +196,7 @@ def test_natural_cues_and_the_relevance_view_switch_to_the_envelope_at_the_same_
 
 
 @pytest.mark.parametrize("change, says", [
-    ({"t_diff": 1e-4}, r"t_diff=0.0001 is not allowed; use seconds from 0.00425 \(the direct sound has passed\) "
+    ({"t_diff": 1e-4}, r"t_diff=0.0001 is not allowed; use seconds from 0.0261 \(the direct sound has passed\) "
                        r"to 0.4 \(the shortest T60"),  # was: a ValueError deep in the image sources
     ({"t_diff": 5.0}, "t_diff=5.0 is not allowed"),  # was: refused only when the first BRIR was rendered
     ({"snr": (300.0, 300.0)}, r"snr=\(300.0, 300.0\) is not allowed; use \(low, high\) dB with -60 <= low"),

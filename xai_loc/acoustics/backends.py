@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from xai_loc.acoustics.conventions import get_convention
-from xai_loc.acoustics.room import ShoeBox, check_t60
+from xai_loc.acoustics.room import ShoeBox
 from xai_loc.errors import InputError
 
 RirBackend = Callable[..., "np.ndarray | torch.Tensor"]
@@ -109,6 +109,8 @@ def pyroomacoustics_backend(
     """pyroomacoustics' image-source method, in xai-loc's amplitude and timing (``+beta`` conventions only)."""
     import pyroomacoustics as pra
 
+    from xai_loc.acoustics.ism import check_geometry, check_response
+
     conv = get_convention(convention)
     if conv.reflection_sign != 1:
         raise InputError(f"backend 'pyroomacoustics' keeps the sign of reflections and cannot follow convention "
@@ -119,10 +121,8 @@ def pyroomacoustics_backend(
         on_cpu = False
     if not on_cpu:
         raise InputError(f"backend 'pyroomacoustics' runs on the CPU only, not on device {device!r}")
-    t60 = check_t60(t60, room)
-    src = room.check_inside(sources, "source")
-    mic = room.check_inside(mics, "microphone")
-    t_max = t60 if t_max is None else float(t_max)
+    t60, t_max, max_order = check_response(room, t60, t_max, max_order)
+    src, mic, _ = check_geometry(room, sources, mics, t_max)
     n_samples = conv.rir_length(t_max, room.fs)
     e_absorption, sabine_order = pra.inverse_sabine(t60, list(room.size), c=room.c)
     order = sabine_order if max_order is None else max_order
@@ -150,6 +150,8 @@ def pyroomacoustics_backend(
 def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cuda", convention=None,
                    t_diff=None) -> np.ndarray:
     """gpuRIR's image-source method (needs CUDA and the gpuRIR package), as the paper ran it."""
+    from xai_loc.acoustics.ism import check_geometry, check_response
+
     conv = get_convention(convention)
     if (conv.reflection_sign, conv.images, conv.length, conv.sub_sample) != (-1, "t2n", "even", "exact"):
         raise InputError(f"backend 'gpurir' simulates gpuRIR's own convention, not {conv.name!r}; "
@@ -163,10 +165,8 @@ def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, devi
         setting = next((getattr(gpuRIR, n) for n in names if hasattr(gpuRIR, n)), None)
         if setting is not None:
             setting(value)
-    t60 = check_t60(t60, room)
-    src = room.check_inside(sources, "source")
-    mic = room.check_inside(mics, "microphone")
-    t_max = t60 if t_max is None else float(t_max)
+    t60, t_max, _ = check_response(room, t60, t_max)
+    src, mic, _ = check_geometry(room, sources, mics, t_max)
     beta = gpuRIR.beta_SabineEstimation(list(room.size), t60)
     n_img = gpuRIR.t2n(t_max, list(room.size), c=room.c)
     t_diff = t_max if t_diff is None else t_diff

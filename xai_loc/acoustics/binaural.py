@@ -33,7 +33,7 @@ import torch
 
 from xai_loc.acoustics.directions import STUDY_GRID
 from xai_loc.acoustics.hrtf import DEFAULT_INTERPOLATION, HRTFSet, check_directions, load_hrtf, unit_vectors
-from xai_loc.acoustics.room import ShoeBox, check_snr, check_t60
+from xai_loc.acoustics.room import ShoeBox, check_snr
 from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 
@@ -49,6 +49,9 @@ ELEVATIONS = STUDY_GRID.elevations
 N_LABELS = STUDY_GRID.size
 #: Taps on each side of an arrival's fractional-delay sinc (16 in all, as in ism.py).
 FD_HALF_WIDTH = 8
+#: Shortest stretch of reflections, in seconds, a hybrid BRIR's diffuse tail is fitted to (gpuRIR fits
+#: its tail to the last 10 ms before Tdiff).
+TAIL_FIT_S = 0.01
 #: Direction trains convolved with their HRIRs at once (bounds memory to ~100 MB at 1.5 s, 48 kHz).
 _DIR_CHUNK = 64
 #: Images processed at once when building the trains.
@@ -102,10 +105,13 @@ class Listener:
     yaw: float = 0.0
 
     def __post_init__(self) -> None:
-        pos = tuple(float(v) for v in np.asarray(self.position, dtype=np.float64).ravel())
+        try:
+            pos = tuple(float(v) for v in np.asarray(self.position, dtype=np.float64).ravel())
+        except (TypeError, ValueError):
+            pos = ()
         if len(pos) != 3 or not all(math.isfinite(v) for v in pos):
             raise InputError(f"listener position {self.position!r} is not allowed; give three finite metres")
-        if not math.isfinite(float(self.yaw)):
+        if not is_real(self.yaw):
             raise InputError(f"listener yaw={self.yaw!r} is not allowed; give finite degrees")
         object.__setattr__(self, "position", pos)
         object.__setattr__(self, "yaw", float(self.yaw))
@@ -231,11 +237,26 @@ def hrtf_at(hrtf: HRTFSet | None, fs: int) -> HRTFSet:
     return hrtf.resample(fs)
 
 
-def min_t_diff(distance: float, fs: int, c: float = C) -> float:
-    """Smallest ``t_diff`` (seconds) of :func:`binaural_rirs` for sources up to ``distance`` metres away:
-    the diffuse tail starts only after the latest direct sound and its arrival filter have passed (as
-    :func:`xai_loc.acoustics.ism.image_source_rirs` asks; an earlier start leaves no image to fit it to)."""
-    return (math.floor(distance / c * fs + FD_HALF_WIDTH) + 1) / fs
+def _direct_passed(distance: float, fs: int, c: float, n_taps: int) -> int:
+    """First sample after the direct sound of a source ``distance`` metres away: its arrival filter
+    (:data:`FD_HALF_WIDTH` taps after the arrival) convolved with an ``n_taps`` HRIR."""
+    return math.floor(distance / c * fs) + FD_HALF_WIDTH + n_taps
+
+
+def min_t_diff(distance: float, fs: int, c: float = C, hrtf: HRTFSet | None = None) -> float:
+    """Smallest ``t_diff`` (seconds) of :func:`binaural_rirs` for sources up to ``distance`` metres away.
+
+    The diffuse tail's level is fitted to the reflections between the direct sound and ``t_diff``
+    (:func:`xai_loc.acoustics.ism._diffuse_tail`); they start once the latest direct sound, its arrival
+    filter and its HRIR (of ``hrtf`` at ``fs``, default KEMAR: 558 taps at 48 kHz) have passed, and the
+    fit needs :data:`TAIL_FIT_S` of them (and :data:`FD_HALF_WIDTH` samples it leaves out). Rounded up
+    to 0.1 ms: 0.0262 s for KEMAR at 1.4 m, 48 kHz. An earlier tail would replace the direct sound or
+    be fitted to it, or to a few samples of reflections.
+    """
+    if not (is_real(distance) and distance > 0 and is_real(c) and c > 0):
+        raise InputError(f"distance={distance!r} m and c={c!r} m/s are not allowed; give positive numbers")
+    passed = _direct_passed(distance, fs, c, hrtf_at(hrtf, fs).n_taps)
+    return math.ceil((passed + FD_HALF_WIDTH) / fs * 1e4 + TAIL_FIT_S * 1e4) / 1e4
 
 
 def binaural_rirs(
@@ -274,10 +295,11 @@ def binaural_rirs(
         Highest reflection order kept (``0``: direct path only, i.e. anechoic).
     t_diff
         When given, image sources only up to ``t_diff`` seconds, then an exponentially
-        decaying Gaussian tail fitted to the image part, independently per ear (gpuRIR's
-        hybrid idea, :func:`xai_loc.acoustics.ism._diffuse_tail`): its interaural coherence is
-        zero, lower than a real diffuse field's at low frequencies. At least :func:`min_t_diff`
-        of the farthest source, at most ``t_max``.
+        decaying Gaussian tail fitted to the image part's reflections (after each source's
+        direct sound), independently per ear (gpuRIR's hybrid idea,
+        :func:`xai_loc.acoustics.ism._diffuse_tail`): its interaural coherence is zero, lower
+        than a real diffuse field's at low frequencies. At least :func:`min_t_diff` of the
+        farthest source (its HRIR included), at most ``t_max``.
     interp
         A name in :data:`~xai_loc.acoustics.hrtf.INTERPOLATIONS`: ``"bilinear"`` (default:
         every image direction gets its own interpolated HRIR, exact at measured directions;
@@ -293,14 +315,14 @@ def binaural_rirs(
     torch.Tensor
         ``(S, 2, ceil(t_max * fs))``, ear 0 = left.
     """
-    from xai_loc.acoustics.ism import _diffuse_tail, _images
+    from xai_loc.acoustics.ism import DTYPES, _diffuse_tail, _images, check_device, check_response
 
-    t60 = check_t60(t60, room)
-    t_max = t60 if t_max is None else float(t_max)
-    if not (math.isfinite(t_max) and t_max > 0):
-        raise InputError(f"t_max={t_max} s is not allowed; give a positive duration")
-    if max_order is not None and (int(max_order) != max_order or max_order < 0):
-        raise InputError(f"max_order={max_order} is not allowed; use a non-negative integer")
+    t60, t_max, max_order = check_response(room, t60, t_max, max_order)
+    if not (is_integer(seed) and seed >= 0):
+        raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
+    if dtype not in DTYPES:
+        raise InputError(f"dtype={dtype!r} is not allowed; allowed: {', '.join(map(str, DTYPES))}")
+    device = check_device(device)
     if not isinstance(listener, Listener):
         raise InputError(f"listener must be a Listener (got {type(listener).__name__})")
     head = room.check_inside(listener.position, "listener")
@@ -309,19 +331,19 @@ def binaural_rirs(
     if np.any(distance <= 0):
         raise InputError("a source lies at the listener's head centre; move it away from the head")
     hrtf = hrtf_at(hrtf, room.fs)
-    device = torch.device(device)
     beta = room.reflection_coefficient(t60)
     n_samples = int(math.ceil(t_max * room.fs))
     n_ism = n_samples
     if t_diff is not None:
+        if not (is_real(t_diff) and 0 < t_diff <= t_max):
+            raise InputError(f"t_diff={t_diff!r} s is not allowed; give a value in (0, t_max={t_max}]")
         t_diff = float(t_diff)
-        if not (0 < t_diff <= t_max):
-            raise InputError(f"t_diff={t_diff} s is not allowed; give a value in (0, t_max={t_max}]")
         n_ism = min(n_samples, int(math.ceil(t_diff * room.fs)) + FD_HALF_WIDTH)
-        smallest = min_t_diff(float(distance.max()), room.fs, room.c)
+        smallest = min_t_diff(float(distance.max()), room.fs, room.c, hrtf)
         if n_ism < n_samples and t_diff < smallest:
-            raise InputError(f"t_diff={t_diff} s starts the diffuse tail before the direct sound "
-                             f"{distance.max():.4g} m away has passed; give t_diff >= {smallest} s")
+            raise InputError(f"t_diff={t_diff} s starts the diffuse tail too early: it is fitted to "
+                             f"{TAIL_FIT_S * 1e3:g} ms of reflections after the direct sound {distance.max():.4g} m "
+                             f"away (its {hrtf.n_taps}-tap HRIR included); give t_diff >= {smallest:g} s")
     reach = room.c * n_ism / room.fs
     out = torch.zeros(src.shape[0], 2, n_samples, device=device, dtype=dtype)
     for i, s in enumerate(src):
@@ -332,7 +354,8 @@ def binaural_rirs(
         out[i, :, :n_ism] = brir
         if t_diff is not None and n_ism < n_samples:
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
-            out[i] = _diffuse_tail(out[i], n_ism - FD_HALF_WIDTH, t60, room.fs, gen)
+            out[i] = _diffuse_tail(out[i], n_ism - FD_HALF_WIDTH, t60, room.fs, gen,
+                                   start=_direct_passed(distance[i], room.fs, room.c, hrtf.n_taps))
     return out
 
 
@@ -355,10 +378,11 @@ def anechoic_rirs(
     fractional-delay sinc), as the direct path of :func:`binaural_rirs`. ``N`` defaults to
     the last arrival plus the HRIR length.
     """
+    from xai_loc.acoustics.ism import check_device
     from xai_loc.acoustics.speech import check_fs
 
     fs = check_fs(fs)
-    if not (math.isfinite(c) and c > 0):
+    if not (is_real(c) and c > 0):
         raise InputError(f"c={c!r} is not allowed; use a positive speed of sound in m/s")
     az, el = check_directions(azimuth, elevation)
     az, el = az.ravel(), el.ravel()
@@ -368,9 +392,9 @@ def anechoic_rirs(
     hrtf = hrtf_at(hrtf, fs)
     if n_samples is None:
         n_samples = int(math.ceil(dist.max() / c * fs)) + FD_HALF_WIDTH + hrtf.n_taps
-    elif int(n_samples) != n_samples or n_samples < 1:
+    elif not (is_real(n_samples) and int(n_samples) == n_samples and n_samples >= 1):
         raise InputError(f"n_samples={n_samples!r} is not allowed; give a positive integer")
-    device = torch.device(device)
+    device = check_device(device)
     out = torch.zeros(az.size, 2, int(n_samples), device=device, dtype=dtype)
     for i in range(az.size):
         rel = unit_vectors(az[i], el[i])[None, :] * dist[i]
@@ -571,9 +595,11 @@ def synthesize(kind: str, fs: int = 48000, duration: float = 1.0, seed: int = 0)
     if kind not in SOUNDS:
         raise InputError(f"unknown sound kind {kind!r}; allowed: {', '.join(SOUNDS)}")
     fs = check_fs(fs)
-    n = int(round(float(duration) * fs))
-    if not (math.isfinite(duration) and n >= 16):
+    if not (is_real(duration) and math.isfinite(duration * fs) and round(duration * fs) >= 16):
         raise InputError(f"duration={duration!r} s is not allowed; give at least 16 samples' worth")
+    if not (is_integer(seed) and seed >= 0):
+        raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
+    n = int(round(float(duration) * fs))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), sorted(SOUNDS).index(kind)]))
     x = SOUNDS[kind](rng, fs, n)
     peak = np.max(np.abs(x))
@@ -643,6 +669,7 @@ def diffuse_noise(n_samples: int, hrtf: HRTFSet, rng: np.random.Generator, *, n_
     sound kind) through the HRIRs of a Fibonacci lattice of directions covering the set's
     elevation range, summed. Anechoic: the room is not simulated.
     """
+    _check_length(n_samples)
     if not (is_integer(n_directions) and n_directions >= 1):
         raise InputError(f"n_directions={n_directions!r} is not allowed; use an integer >= 1")
     az, el = _fibonacci_directions(int(n_directions), float(hrtf.elevation.min()))
@@ -656,6 +683,7 @@ def diffuse_noise(n_samples: int, hrtf: HRTFSet, rng: np.random.Generator, *, n_
 def spatialized_noise(n_samples: int, brirs, rng: np.random.Generator, fs: int, *,
                       kind: str = "am_noise") -> np.ndarray:
     """Background ``(2, n_samples)``: an independent noise of ``kind`` through each BRIR ``(k, 2, N)``, summed."""
+    _check_length(n_samples)
     brirs = brirs.detach().cpu().numpy() if isinstance(brirs, torch.Tensor) else np.asarray(brirs)
     if brirs.ndim != 3 or brirs.shape[1] != 2:
         raise InputError(f"noise BRIRs of shape {brirs.shape} are not allowed; give (sources, 2 ears, taps)")
@@ -663,6 +691,12 @@ def spatialized_noise(n_samples: int, brirs, rng: np.random.Generator, fs: int, 
     for b in brirs:
         out += spatialize(_noise(kind, rng, fs, n_samples), b)
     return out
+
+
+def _check_length(n_samples) -> None:
+    """A one-line :class:`InputError` unless ``n_samples`` (of a background) is a positive integer."""
+    if not (is_integer(n_samples) and n_samples >= 1):
+        raise InputError(f"n_samples={n_samples!r} is not allowed; give a positive integer")
 
 
 def _noise(kind: str, rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
@@ -704,6 +738,22 @@ def render_scene(target: np.ndarray, noise: np.ndarray | None = None, snr: float
 BACKGROUNDS = ("diffuse", "spatialized")
 
 
+def _check_brir_options(options: dict, preset: RoomPreset | None) -> None:
+    """Refuse, in one line, an option of :func:`render_binaural` that its responses do not take: the keywords
+    of :func:`anechoic_rirs` in free field (``preset`` None), else of :func:`binaural_rirs`, less its own."""
+    import inspect
+
+    own = inspect.signature(render_binaural).parameters
+    maker = anechoic_rirs if preset is None else binaural_rirs
+    allowed = [name for name, param in inspect.signature(maker).parameters.items()
+               if param.kind is inspect.Parameter.KEYWORD_ONLY and name not in own]
+    unknown = [name for name in options if name not in allowed]
+    if unknown:
+        where = "in free field (room=None)" if preset is None else f"in room {preset.name!r}"
+        raise InputError(f"option {unknown[0]}={options[unknown[0]]!r} is not allowed {where}; allowed: "
+                         f"{', '.join(allowed)}")
+
+
 def render_binaural(
     sound: np.ndarray,
     azimuth: float,
@@ -742,7 +792,8 @@ def render_binaural(
     seed
         Seeds the background; same arguments and seed give the same signals.
     brir_options
-        Passed to :func:`binaural_rirs` (``t_max``, ``max_order``, ``interp``, ...).
+        Passed to :func:`binaural_rirs` in a room (``t_max``, ``max_order``, ``t_diff``, ``interp``, ...), to
+        :func:`anechoic_rirs` in free field (``c``, ``n_samples``, ``interp``, ...); any other is refused.
     """
     # every argument checked before the room is simulated
     if background not in BACKGROUNDS:
@@ -754,8 +805,14 @@ def render_binaural(
     if background == "spatialized" and not (is_integer(n_noise) and 1 <= n_noise <= far.size):
         raise InputError(f"n_noise={n_noise!r} is not allowed; use an integer from 1 to {far.size} (the grid "
                          "directions other than the target's)")
-    hrtf = hrtf_at(hrtf, fs)
+    if not (is_integer(seed) and seed >= 0):
+        raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
+    if not (room is None or isinstance(room, (str, RoomPreset))):
+        raise InputError(f"room={room!r} is not allowed; give a preset name ({', '.join(ROOMS)}), a RoomPreset or "
+                         "None for free field")
     preset = load_room(room) if isinstance(room, str) else room
+    _check_brir_options(brir_options, preset)
+    hrtf = hrtf_at(hrtf, fs)
 
     def brirs(az, el) -> np.ndarray:
         if preset is None:
@@ -778,7 +835,7 @@ __all__ = [
     # labels
     "AZIMUTHS", "ELEVATIONS", "N_LABELS", "STUDY_GRID", "direction_to_label", "label_to_direction", "study_grid",
     # geometry and responses
-    "Listener", "binaural_rirs", "anechoic_rirs", "min_t_diff", "SOURCE_DISTANCE", "LISTENER_HEIGHT", "C",
+    "Listener", "binaural_rirs", "anechoic_rirs", "min_t_diff", "TAIL_FIT_S", "SOURCE_DISTANCE", "LISTENER_HEIGHT", "C",
     "hrtf_at",
     # rooms
     "RoomPreset", "ROOMS", "load_room",

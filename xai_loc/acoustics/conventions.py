@@ -17,8 +17,8 @@ every choice is named here and recorded with the data.
       ``(-beta)**n / (4 pi d)``;
     - it arrives at ``d / c`` with no global offset, drawn as ``sinc(t - tau)`` under a Hann
       window ``0.5 (1 + cos(2 pi (t - tau) / Tw))`` for ``|t - tau| < Tw / 2``, ``Tw = 8 ms``
-      (``round(0.008 fs)`` = 128 taps at 16 kHz). gpuRIR's look-up table samples this
-      kernel every 1/16 sample and interpolates linearly (up to ~0.2 % of an arrival); we
+      (``0.008 fs`` samples, not rounded: 128 at 16 kHz, 176.4 at 22.05 kHz). gpuRIR's look-up
+      table samples this kernel every 1/16 sample and interpolates linearly (up to ~0.2 % of an arrival); we
       evaluate the kernel itself (within 1e-6 of an arrival);
     - the images are gpuRIR's grid: ``ceil(2 Tmax c / L)`` per axis (``t2n``), mirror index
       ``k = n - N // 2`` giving cell ``ceil(k / 2)`` and parity ``|k mod 2|``;
@@ -68,8 +68,8 @@ class Convention:
         ``-1``: an image after ``n`` reflections has amplitude ``(-beta)**n / (4 pi d)``
         (gpuRIR); ``+1``: ``beta**n / (4 pi d)`` (pyroomacoustics).
     window_s
-        Total width in seconds of the Hann window under each arrival's sinc; the filter has
-        ``round(window_s * fs)`` taps. Give this or ``window_taps``.
+        Total width in seconds of the Hann window under each arrival's sinc, ``window_s * fs``
+        samples (not rounded, as in gpuRIR). Give this or ``window_taps``.
     window_taps
         The same width as a fixed number of samples, whatever ``fs``.
     sub_sample
@@ -120,11 +120,12 @@ class Convention:
             raise InputError(f"convention {self.name!r}: sabine_constant={self.sabine_constant!r}; allowed: "
                              f"(0, {exact:.5f}] (24 ln(10) / 343 m/s at most)")
 
-    def taps(self, fs: int) -> int:
-        """Width of the arrival filter's Hann window in samples (gpuRIR: ``round(0.008 fs)``)."""
-        taps = self.window_taps if self.window_taps is not None else int(round(self.window_s * fs))
+    def taps(self, fs: int) -> float:
+        """Width of the arrival filter's Hann window in samples: ``window_taps``, or ``window_s * fs`` not rounded
+        (gpuRIR: ``Tw = 8e-3 * Fs``, 176.4 at 22.05 kHz)."""
+        taps = self.window_taps if self.window_taps is not None else self.window_s * fs
         if taps < 2:
-            raise InputError(f"convention {self.name!r} gives a {taps}-tap arrival filter at fs={fs}; need >= 2")
+            raise InputError(f"convention {self.name!r} gives a {taps:g}-tap arrival filter at fs={fs}; need >= 2")
         return taps
 
     def rir_length(self, t_max: float, fs: int) -> int:

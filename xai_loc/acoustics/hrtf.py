@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xai_loc.checks import is_real
 from xai_loc.errors import InputError
 
 #: Folder of the shipped HRTF sets.
@@ -211,6 +212,9 @@ class HRTFSet:
             raise InputError(f"{where}: {err}") from None
         radii = np.unique(np.round(pos[:, 2], 2))
         if distance is not None:
+            if not (is_real(distance) and distance > 0):
+                raise InputError(f"distance={distance!r} is not allowed; give positive metres (available: "
+                                 f"{', '.join(f'{r:g}' for r in radii)})")
             keep = np.abs(pos[:, 2] - float(distance)) <= 0.01
             if not keep.any():
                 raise InputError(f"{where} has no measurements at distance {distance} m; "
@@ -576,20 +580,25 @@ HRTF_SETS: dict[str, Callable[..., HRTFSet]] = {
 }
 
 
-def load_hrtf(name: str = "kemar", path: str | Path | None = None, fs: int | None = None) -> HRTFSet:
+def load_hrtf(name: str = "kemar", path: str | Path | None = None, fs: int | None = None,
+              distance: float | None = None) -> HRTFSet:
     """Build the registered HRTF set ``name`` (see :data:`HRTF_SETS`), optionally resampled to ``fs``.
 
-    ``"kemar"`` takes no ``path``; ``"sofa"`` needs one.
+    ``"kemar"`` takes no ``path`` and no ``distance`` (it is measured at 1.4 m only); ``"sofa"`` needs a
+    ``path``, and a ``distance`` in metres where the file holds several (:meth:`HRTFSet.from_sofa`).
     """
     if name not in HRTF_SETS:
         raise InputError(f"unknown HRTF set {name!r}; allowed: {', '.join(HRTF_SETS)}")
     if name == "sofa":
         if path is None:
             raise InputError("HRTF set 'sofa' needs a path; give a .sofa file")
-        hrtf = HRTF_SETS[name](path)
+        hrtf = HRTF_SETS[name](path, distance=distance)
     else:
         if path is not None:
             raise InputError(f"HRTF set {name!r} takes no path (got {str(path)!r}); use 'sofa' for your own file")
+        if distance is not None:
+            raise InputError(f"HRTF set {name!r} takes no distance (got {distance!r}); it holds one, use 'sofa' "
+                             "for a file of several")
         hrtf = HRTF_SETS[name]()
     return hrtf if fs is None else hrtf.resample(fs)
 

@@ -66,6 +66,53 @@ DTYPES = (torch.float32, torch.float64)
 
 
 # ----------------------------------------------------------------------------------------
+# Argument checks shared by the backends
+# ----------------------------------------------------------------------------------------
+
+def check_device(device) -> torch.device:
+    """``device`` as a :class:`torch.device`; a one-line :class:`InputError` for one torch does not know."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r} is unknown; allowed: cpu, cuda, cuda:N") from None
+
+
+def check_response(room: ShoeBox, t60, t_max=None, max_order=None) -> tuple[float, float, int | None]:
+    """Checked ``(t60, t_max, max_order)`` of a response in ``room``: ``t_max`` (default ``t60``) a positive
+    duration in seconds, ``max_order`` None or a non-negative integer; a one-line :class:`InputError` otherwise."""
+    t60 = check_t60(t60, room)
+    if t_max is not None and not (is_real(t_max) and t_max > 0):
+        raise InputError(f"t_max={t_max!r} s is not allowed; give a positive duration")
+    if max_order is not None and not (is_real(max_order) and int(max_order) == max_order and max_order >= 0):
+        raise InputError(f"max_order={max_order!r} is not allowed; use a non-negative integer")
+    return t60, t60 if t_max is None else float(t_max), None if max_order is None else int(max_order)
+
+
+def check_geometry(room: ShoeBox, sources, mics, t_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked source and microphone positions ``(S, 3)``, ``(M, 3)`` and their distances ``(S, M)`` in metres.
+
+    Raises
+    ------
+    InputError
+        If a position lies outside the room, there is no microphone, a source lies within
+        :data:`~xai_loc.acoustics.room.MIN_SOURCE_MIC_DISTANCE` of a microphone, or a direct sound
+        arrives at or after ``t_max`` (the response would hold none of it).
+    """
+    src = room.check_inside(sources, "source")
+    mic = room.check_inside(mics, "microphone")
+    if mic.shape[0] == 0:
+        raise InputError("microphone positions of shape (0, 3) are not allowed; give at least one microphone")
+    gap = source_mic_distances(src, mic)
+    far = float(gap.max()) if gap.size else 0.0
+    if far / room.c >= t_max:
+        k, m = np.unravel_index(int(np.argmax(gap)), gap.shape)
+        raise InputError(f"source {k} is {far:.4g} m from microphone {m}: its direct sound arrives at "
+                         f"{far / room.c:.6g} s, not before t_max={t_max} s; give t_max, or the T60 it defaults to, "
+                         f"of at least {math.ceil(far / room.c * 1e4) / 1e4:g} s, or move the source closer")
+    return src, mic, gap
+
+
+# ----------------------------------------------------------------------------------------
 # Image enumeration
 # ----------------------------------------------------------------------------------------
 
@@ -241,19 +288,20 @@ def _scatter_ism(
 # The "exact" filter: Chebyshev expansion of the fractional delay, FFT convolution
 # ----------------------------------------------------------------------------------------
 
-def hann_sinc(x: np.ndarray, taps: int) -> np.ndarray:
-    """gpuRIR's arrival kernel: ``0.5 (1 + cos(2 pi x / Tw)) sinc(x)`` for ``|x| < Tw / 2``, else 0 (``Tw = taps``)."""
+def hann_sinc(x: np.ndarray, taps: float) -> np.ndarray:
+    """gpuRIR's arrival kernel: ``0.5 (1 + cos(2 pi x / Tw)) sinc(x)`` for ``|x| < Tw / 2``, else 0 (``Tw = taps``,
+    the window width in samples, not necessarily whole)."""
     x = np.asarray(x, dtype=np.float64)
     return np.where(np.abs(x) < taps / 2.0, 0.5 * (1.0 + np.cos(2.0 * np.pi * x / taps)) * np.sinc(x), 0.0)
 
 
-def _half_width(taps: int) -> int:
-    """Largest ``|j|`` of a tap ``K(j - f)``, ``|f| <= 1/2``, that can be non-zero."""
-    return taps // 2 + 1
+def _half_width(taps: float) -> int:
+    """Largest ``|j|`` of a tap ``K(j - f)``, ``|f| <= 1/2``, that can be non-zero (``taps``: the window width)."""
+    return math.floor(taps / 2) + 1
 
 
 @functools.lru_cache(maxsize=8)
-def _chebyshev_basis(taps: int) -> np.ndarray:
+def _chebyshev_basis(taps: float) -> np.ndarray:
     """``B (CHEB_TERMS, 2 W + 1)``: ``K(j - u / 2) = sum_r B[r, j + W] T_r(u)`` for ``u`` in ``[-1, 1]``.
 
     Interpolation at the Chebyshev nodes (near the best polynomial approximation); for the
@@ -267,7 +315,7 @@ def _chebyshev_basis(taps: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _kernel_spectra(taps: int, n_fft: int, double: bool, transposed: bool = False) -> np.ndarray:
+def _kernel_spectra(taps: float, n_fft: int, double: bool, transposed: bool = False) -> np.ndarray:
     """Real FFTs ``(CHEB_TERMS, n_fft // 2 + 1)`` of the basis kernels, zero-padded to ``n_fft`` (or transposed)."""
     from scipy import fft as sfft
 
@@ -278,13 +326,13 @@ def _kernel_spectra(taps: int, n_fft: int, double: bool, transposed: bool = Fals
     return np.ascontiguousarray(spectra.T) if transposed else spectra
 
 
-def _fft_length(n_samples: int, taps: int) -> int:
+def _fft_length(n_samples: int, taps: float) -> int:
     from scipy import fft as sfft
 
     return sfft.next_fast_len(n_samples + 2 * _half_width(taps), real=True)
 
 
-def _exact_reach(n_samples: int, taps: int, room: ShoeBox) -> tuple[float, int]:
+def _exact_reach(n_samples: int, taps: float, room: ShoeBox) -> tuple[float, int]:
     """Distance beyond which an image adds nothing to the first ``n_samples``, and the slots it may occupy."""
     # An arrival at tau touches t in (tau - Tw/2, tau + Tw/2); t <= n_samples - 1.
     tau_max = n_samples - 1 + taps / 2.0
@@ -382,16 +430,19 @@ def _exact_torch(room, src, mics, signed_beta, n_samples, taps, axes, max_order,
 # ----------------------------------------------------------------------------------------
 
 def _diffuse_tail(
-    rir: torch.Tensor, n_diff: int, t60: float, fs: int, generator: torch.Generator, guard: int = FD_HALF_WIDTH
+    rir: torch.Tensor, n_diff: int, t60: float, fs: int, generator: torch.Generator, guard: int = FD_HALF_WIDTH,
+    start: int = 0,
 ) -> torch.Tensor:
     """Replace samples from ``n_diff`` on by noise with a Sabine decay fitted to ``rir[:, :n_diff]``.
 
-    ``guard``: samples before ``n_diff`` left out of the fit (the half-width of the arrival filter).
+    The fit takes the second half of ``rir[:, :n_diff]``, from ``start`` on at the earliest (where the
+    direct sound has passed), less ``guard`` samples before ``n_diff`` (the half-width of the arrival filter).
     """
     n_samples = rir.shape[1]
     t = torch.arange(n_samples, device=rir.device, dtype=rir.dtype)
     envelope = torch.pow(torch.tensor(10.0, device=rir.device, dtype=rir.dtype), -6.0 * t / (t60 * fs))
-    fit = slice(n_diff // 2, max(n_diff // 2 + 1, n_diff - guard))
+    first = max(n_diff // 2, start)
+    fit = slice(first, max(first + 1, n_diff - guard))
     level = (rir[:, fit] ** 2).sum(dim=1, keepdim=True) / envelope[fit].sum()
     noise = torch.randn(rir.shape[0], n_samples - n_diff, generator=generator, dtype=rir.dtype)
     out = rir.clone()
@@ -466,33 +517,16 @@ def image_source_rirs(
         would replace a direct arrival; more than :data:`MAX_IMAGES` images to list per source.
     """
     conv = get_convention(convention)
-    t60 = check_t60(t60, room)
+    t60, t_max, max_order = check_response(room, t60, t_max, max_order)
     if mode not in MODES:
         raise InputError(f"RIR mode {mode!r} is unknown; allowed: {', '.join(MODES)}")
-    if t_max is not None and not (is_real(t_max) and t_max > 0):
-        raise InputError(f"t_max={t_max!r} s is not allowed; give a positive duration")
-    t_max = t60 if t_max is None else float(t_max)
-    if max_order is not None and not (is_real(max_order) and int(max_order) == max_order and max_order >= 0):
-        raise InputError(f"max_order={max_order!r} is not allowed; use a non-negative integer")
     if not is_integer(seed) or seed < 0:
         raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
     if dtype not in DTYPES:
         raise InputError(f"dtype={dtype!r} is not allowed; allowed: {', '.join(map(str, DTYPES))}")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device {device!r} is unknown; allowed: cpu, cuda, cuda:N") from None
-    src = room.check_inside(sources, "source")
-    mic = room.check_inside(mics, "microphone")
-    if mic.shape[0] == 0:
-        raise InputError("microphone positions of shape (0, 3) are not allowed; give at least one microphone")
-    gap = source_mic_distances(src, mic)
+    device = check_device(device)
+    src, mic, gap = check_geometry(room, sources, mics, t_max)
     far = float(gap.max()) if gap.size else 0.0
-    if far / room.c >= t_max:
-        k, m = np.unravel_index(int(np.argmax(gap)), gap.shape)
-        raise InputError(f"source {k} is {far:.4g} m from microphone {m}: its direct sound arrives at "
-                         f"{far / room.c:.6g} s, not before t_max={t_max} s; give t_max (default: T60) of at least "
-                         f"{math.ceil(far / room.c * 1e4) / 1e4:g} s")
     signed_beta = conv.reflection_sign * conv.reflection_coefficient(room, t60)
     n_samples = conv.rir_length(t_max, room.fs)
     exact = conv.sub_sample == "exact"

@@ -94,6 +94,18 @@ class OutDir(click.ParamType):
         return str(check_out_dir(value, what))
 
 
+class DataRoot(OutDir):
+    """A data root that stores are read from and, where absent, written to: an existing folder needs no write
+    access (finished stores are read without it; one that must be written is refused by the store in one line,
+    before any work), a new one must be creatable; never at or below a store's folder."""
+
+    def convert(self, value, param, ctx):
+        resolved = Path(value).resolve()
+        if resolved.is_dir() and not any(p.name.endswith(STORE_SUFFIXES) for p in (resolved, *resolved.parents)):
+            return str(value)
+        return super().convert(value, param, ctx)
+
+
 class OutFile(click.ParamType):
     """A file to write: not an existing folder, its folder writable or creatable, its name ending in
     ``suffix`` where one is given (checked before any work, e.g. a checkpoint's ``.safetensors``)."""

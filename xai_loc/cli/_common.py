@@ -16,6 +16,7 @@ from xai_loc.cli_params import (
     SEED,
     SNR,
     T60,
+    DataRoot,
     Device,
     InputDir,
     InputFile,
@@ -111,11 +112,12 @@ def device_option(purpose: str = ""):
                         help=f"cpu, cuda or cuda:N{f' ({purpose})' if purpose else ''}.")
 
 
-def data_option(purpose: str = "", *aliases: str):
+def data_option(purpose: str = "", *aliases: str, read_only: bool = False):
     """``--data`` (and ``aliases``): the data root, ``$XAI_LOC_DATA`` or ``./xai-loc-data``; ``purpose`` says what
-    is kept there."""
+    is kept there; ``read_only``: an existing root needs no write access (:class:`DataRoot`)."""
     said = f"; {purpose}" if purpose else ""
-    return click.option("--data", *aliases, "data", type=OutDir(), default=data_root_default, envvar="XAI_LOC_DATA",
+    return click.option("--data", *aliases, "data", type=DataRoot() if read_only else OutDir(),
+                        default=data_root_default, envvar="XAI_LOC_DATA",
                         help=f"Data root{said} [default: $XAI_LOC_DATA or ./xai-loc-data].")
 
 
@@ -500,7 +502,7 @@ EXPLANATION_OPTIONS = (
 RUN_OPTIONS = (
     sources_option("the test split"),
     click.option("--seed", type=SEED, default=0, show_default=True),
-    data_option("the test split is simulated there if absent"),
+    data_option("the test split is simulated there if absent", read_only=True),
     click.option("--out", type=OutDir(), default=None,
                  help="Results folder [default: xai-loc-results/t60-T_snr-S; with --checkpoint "
                       "xai-loc-results/MODEL/t60-T_snr-S, MODEL its name]."),

@@ -162,6 +162,11 @@ def _binaural_spec(base=None, *, rooms=None, kinds=None, n_sounds=None, per_soun
     changes = given_only(rooms=_listed(rooms), kinds=_listed(kinds), n_sounds=n_sounds, per_sound=per_sound,
                          duration=duration, snr=snr, test_fraction=test_fraction, interp=interp, seed=seed)
     if no_noise:
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None and ctx.get_parameter_source("snr") not in (None, ParameterSource.DEFAULT,
+                                                                        ParameterSource.DEFAULT_MAP):
+            raise InputError(f"--snr {_shown(snr)} is not allowed with --no-noise (no background to set the level "
+                             "of); give one of them")
         changes["snr"] = None
     return cochcnn_spec(base, **changes)
 

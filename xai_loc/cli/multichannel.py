@@ -253,7 +253,7 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
 @click.option("--t60", type=T60, default=None, help="Condition to evaluate on [default: the checkpoint's].")
 @click.option("--snr", type=SNR, default=None, help="Condition to evaluate on [default: the checkpoint's].")
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
-@data_option("the split is simulated there if absent")
+@data_option("the split is simulated there if absent", read_only=True)
 @sources_option()
 @click.option("--json", "json_out", type=OutFile(), default=None,
               help="Also write the report with the per-source table as JSON.")
@@ -295,7 +295,7 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True)
 @sources_option()
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
-@data_option("the split is simulated there if absent")
+@data_option("the split is simulated there if absent", read_only=True)
 @click.option("--out", type=StoreOut(), default=None,
               help="Relevance store [default: next to the data, <split>.relevance/<arch>-<digest>-<method>-...zarr].")
 @click.option("--batch-size", type=Int(1), default=32, show_default=True)
@@ -411,7 +411,8 @@ def _store_models(arch, t60, snr, checkpoint, store) -> dict[str, str]:
         return named_checkpoint(checkpoint, read_card(checkpoint))
     from xai_loc.data.integrity import open_zarr_group
 
-    attrs = open_zarr_group(store, what="test store").attrs
+    attrs = open_zarr_group(store, what="test store", hint="rebuild it with the command that wrote it "
+                            "('xai-loc simulate', ...)").attrs
     held = attrs.get("t60"), attrs.get("snr")
     if t60 is None and snr is None:
         t60, snr = held
@@ -722,7 +723,7 @@ def figures(results) -> None:
               help="A handful of test sources per condition and a small faithfulness/sanity/components suite "
                    "(about 20 CPU minutes for the four conditions; minutes with --skip sanity).")
 @click.option("--out", type=OutDir(), default="xai-loc-results/reproduce", show_default=True)
-@data_option("the test data is simulated there if absent")
+@data_option("the test data is simulated there if absent", read_only=True)
 @pretrained_option("--pretrained", help="Checkpoint folder, the checkpoints under the shipped names")
 @click.option("--batch-size", type=Int(1), default=16, show_default=True)
 @device_option()

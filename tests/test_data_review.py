@@ -167,9 +167,15 @@ def test_a_data_root_or_a_file_given_as_a_store_is_not_to_be_deleted(reference, 
 # --- 4. TF32 is off wherever sources are rendered ---------------------------------------------------------------
 
 @pytest.fixture
-def tf32_on(monkeypatch):
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+def tf32_on():
+    """TF32 allowed for the test, the flags put back afterwards (torch answers them through ``__getattr__``, which
+    monkeypatch's undo does not restore in every order of tests)."""
+    saved = _flags()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _flags() -> tuple[bool, bool]:

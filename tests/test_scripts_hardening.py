@@ -210,7 +210,8 @@ def _cases(tmp: Path) -> dict[str, Case]:
 #: The names of :func:`_cases` (its folders are made per run, so the names are listed here for parametrize).
 CASES = ("gpu_zoo draws 0", "gpu_zoo deadline 0", "gpu_zoo jobs -1", "gpu_zoo reserve -100",
          "gpu_zoo checkpoint every 0", "gpu_zoo condition twice", "gpu_zoo arch twice", "gpu_zoo condition text",
-         "gpu_zoo no out", "gpu_zoo other files", "train_zoo condition text", "train_zoo out file",
+         "gpu_zoo no out", "gpu_zoo out under a file", "gpu_zoo other files", "train_zoo condition text",
+         "train_zoo out file",
          "train_tfcnn out folder", "train_cuenet out folder", "make_speech_corpus n 0", "bench_study json folder",
          "adopt missing folder",
          "adopt other architecture", "adopt imported", "adopt killed worker", "adopt two for one", "adopt sources 0",

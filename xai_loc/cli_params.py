@@ -20,7 +20,7 @@ from xai_loc.errors import InputError
 from xai_loc.runtime import parse_int
 
 __all__ = ["SEED", "SNR", "T60", "Device", "InputDir", "InputFile", "Int", "Number", "OutDir", "OutFile",
-           "check_out_dir", "data_root_default", "naming", "option_name"]
+           "check_out_dir", "check_outside_stores", "data_root_default", "naming", "option_name"]
 
 
 def option_name(param: click.Parameter | None, ctx: click.Context | None, value: Any = None) -> str:
@@ -76,21 +76,29 @@ def check_out_dir(path: str | os.PathLike, what: str) -> Path:
 
 #: Folders of stores (zarr stores, relevance folders, stores being written): no place for a command's other output.
 STORE_SUFFIXES = (".zarr", ".relevance", ".partial")
+#: The folder of relevance stores (``<split>.relevance``), where a relevance store (:class:`StoreOut`) belongs.
+RELEVANCE_SUFFIX = ".relevance"
+
+
+def check_outside_stores(folder: str | os.PathLike, what: str, value: Any) -> None:
+    """Refuse ``value`` of option ``what`` in one line where ``folder`` (where it writes) is at or below a store's
+    folder (:data:`STORE_SUFFIXES`, where links lead)."""
+    resolved = Path(folder).resolve()
+    store = next((p for p in (resolved, *resolved.parents) if p.name.endswith(STORE_SUFFIXES)), None)
+    if store is not None:
+        raise InputError(f"{what} {str(value)!r} is not allowed: it is inside the store folder {str(store)!r}; "
+                         f"choose a path outside any {', '.join(f'*{s}' for s in STORE_SUFFIXES)} folder")
 
 
 class OutDir(click.ParamType):
     """A folder to write into: it exists as a writable folder or can be created, and is not at or below a
-    store's folder (:data:`STORE_SUFFIXES`, where links lead)."""
+    store's folder (:func:`check_outside_stores`)."""
 
     name = "folder"
 
     def convert(self, value, param, ctx):
         what = option_name(param, ctx, value)
-        resolved = Path(value).resolve()
-        store = next((p for p in (resolved, *resolved.parents) if p.name.endswith(STORE_SUFFIXES)), None)
-        if store is not None:
-            raise InputError(f"{what} {str(value)!r} is not allowed: it is inside the store folder {str(store)!r}; "
-                             f"choose a folder outside any {', '.join(f'*{s}' for s in STORE_SUFFIXES)} folder")
+        check_outside_stores(value, what, value)
         return str(check_out_dir(value, what))
 
 
@@ -100,8 +108,8 @@ class DataRoot(OutDir):
     before any work), a new one must be creatable; never at or below a store's folder."""
 
     def convert(self, value, param, ctx):
-        resolved = Path(value).resolve()
-        if resolved.is_dir() and not any(p.name.endswith(STORE_SUFFIXES) for p in (resolved, *resolved.parents)):
+        check_outside_stores(value, option_name(param, ctx, value), value)
+        if Path(value).resolve().is_dir():
             return str(value)
         return super().convert(value, param, ctx)
 
@@ -122,6 +130,7 @@ class OutFile(click.ParamType):
             raise InputError(f"{what} {str(path)!r} is not allowed; use a file name ending in {self.suffix}")
         if path.is_dir():
             raise InputError(f"{what} {str(path)!r} is a folder; give a file name")
+        check_outside_stores(path.parent, what, value)
         check_out_dir(path.parent, what + " folder")
         return str(path)
 
@@ -141,6 +150,8 @@ class StoreOut(click.ParamType):
                 (path / marker).exists() for marker in ("zarr.json", ".zgroup"))):
             raise InputError(f"{what} {str(path)!r} exists and is not a zarr store; choose a new path, e.g. "
                              f"{str((path.parent if path.is_file() else path) / 'relevance.zarr')!r}")
+        folder = path.resolve().parent
+        check_outside_stores(folder.parent if folder.name.endswith(RELEVANCE_SUFFIX) else folder, what, value)
         check_out_dir(path.parent, what + " folder")
         return str(path)
 

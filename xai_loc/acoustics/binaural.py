@@ -552,13 +552,17 @@ def tone_complex(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
 
 @register_sound("click_train")
 def click_train(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
-    """Clicks (0.1 ms rectangular) at 4-40 per second with 0-20 % timing jitter."""
+    """Clicks (0.1 ms rectangular) at 4-40 per second with 0-20 % timing jitter; at least one (a clip shorter
+    than a period whose first onset falls after its end gets one, anywhere in it)."""
     rate = rng.uniform(4.0, 40.0)
     jitter = rng.uniform(0.0, 0.2)
     period = fs / rate
-    onsets = np.arange(rng.uniform(0.0, period), n, period)
-    onsets = onsets + rng.uniform(-jitter, jitter, onsets.size) * period
     width = max(1, int(round(1e-4 * fs)))
+    first = rng.uniform(0.0, period)
+    if first >= n:  # drawn again only here, so that every train that had a click keeps its samples
+        first = rng.uniform(0.0, n - width)
+    onsets = np.arange(first, n, period)
+    onsets = onsets + rng.uniform(-jitter, jitter, onsets.size) * period
     x = np.zeros(n)
     for o in np.clip(onsets.astype(np.int64), 0, n - width):
         x[o:o + width] = 1.0

@@ -121,9 +121,9 @@ def data_option(purpose: str = "", *aliases: str, read_only: bool = False):
                         help=f"Data root{said} [default: $XAI_LOC_DATA or ./xai-loc-data].")
 
 
-def sources_option(of: str = "the split"):
-    """``--sources N``: a seeded spread of ``N`` sources over ``of``."""
-    return click.option("--sources", "n_sources", type=Int(1), default=None,
+def sources_option(of: str = "the split", minimum: int = 1):
+    """``--sources N``: a seeded spread of ``N`` sources over ``of``, ``N >= minimum`` (what the command needs)."""
+    return click.option("--sources", "n_sources", type=Int(minimum), default=None,
                         help=f"Only N sources, a seeded spread over {of} (N >= its size: all).")
 
 
@@ -270,13 +270,45 @@ def parse_options(items: tuple[str, ...], reserved: Mapping[str, str] | None = N
     return out
 
 
-def command_options(ctx: click.Context, allow: Sequence[str] = ()) -> dict:
+def option_names(method: str | None, composite: str | None = None, targets: Sequence[str] = ()) -> list[str] | None:
+    """The options ``method`` (with ``composite``, where it uses one) and ``targets`` take, as
+    :class:`~xai_loc.explain.attribute.Explainer` reads them; None for a method outside
+    :data:`~xai_loc.explain.METHODS` (BAST's own methods check their options themselves)."""
+    from xai_loc.explain import METHODS
+    from xai_loc.explain.composites import composite_defaults
+    from xai_loc.explain.targets import get_target
+
+    if method not in METHODS:
+        return None
+    names = set(METHODS[method].OPTIONS)
+    if METHODS[method].uses_composite and composite is not None:
+        names.update(composite_defaults(composite))
+    for target in targets:
+        names.update(get_target(target).options)
+        names.update(["reference"] if get_target(target).needs_reference else [])
+    return sorted(names)
+
+
+def command_options(ctx: click.Context, method: str | None = "lrp", composite: str | None = None,
+                    targets: Sequence[str] = (), allow: Sequence[str] = ()) -> dict:
     """The command's ``--option`` values (:func:`parse_options`), refusing the names of its own parameters (set
-    by their flag) and :data:`SET_BY_COMMAND` but those in ``allow``."""
+    by their flag) and :data:`SET_BY_COMMAND` but those in ``allow``, and every name that ``method``,
+    ``composite`` and ``targets`` do not take (:func:`option_names`), before the library is called: a name
+    that the library passes itself (``levels``, ``truth`` ...) would collide there."""
     reserved = dict.fromkeys(SET_BY_COMMAND, ITSELF)
     reserved.update({param.name: param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
                      for param in ctx.command.params if param.name != "options"})
-    return parse_options(ctx.params["options"], {k: v for k, v in reserved.items() if k not in allow})
+    options = parse_options(ctx.params["options"], {k: v for k, v in reserved.items() if k not in allow})
+    allowed = option_names(method, composite, targets)
+    unknown = sorted(set(options) - set(options if allowed is None else allowed))
+    if unknown:
+        from xai_loc.explain import METHODS
+
+        used = f" with composite {composite!r}" if composite is not None and METHODS[method].uses_composite else ""
+        said = f" and target {targets[0]!r}" if len(targets) == 1 else " and the model's targets" if targets else ""
+        raise InputError(f"option {unknown[0]!r} is not allowed for method {method!r}{used}{said}; "
+                         f"allowed: {', '.join(allowed) or 'none'}")
+    return options
 
 
 def _option_value(raw: str):
@@ -312,6 +344,13 @@ def position_card(checkpoint: str) -> dict:
         raise InputError(f"checkpoint {checkpoint} is a {arch} model ({MODELS[arch].output_kind} output); this "
                          "command takes localizers of source positions (binaural models: xai-loc binaural ...)")
     return card
+
+
+def family_composite(arch: str) -> str | None:
+    """The LRP composite registered for the family of architecture ``arch`` (None: the family has none)."""
+    from xai_loc.models.families import family_of
+
+    return family_of(arch).composite
 
 
 def family_checkpoint(checkpoint: str | None, arch: str) -> str:

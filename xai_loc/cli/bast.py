@@ -67,7 +67,7 @@ BAST_OPTIONS = SceneOptions("bast", _bast_spec, ("n_sounds", "seed"))
 @click.option("--max-minutes", type=POSITIVE, default=15.0, show_default=True,
               help="Wall-clock budget of the epochs (minutes): no epoch starts that would overrun it.")
 @click.option("--out", type=OutFile(".safetensors"), default=None,
-              help="Checkpoint [default: <data>/runs/bast_<variant>.safetensors].")
+              help="Checkpoint [default: <data>/runs/bast_<variant>_s<seed>.safetensors].")
 @click.pass_context
 def binaural_bast_train(ctx, n_sounds, seed, data, integration, share_weights, loss, epochs, batch_size, lr, dim, depth,
                         heads, max_minutes, out) -> None:

@@ -12,11 +12,13 @@ import click
 from click.core import ParameterSource
 
 from xai_loc.cli._common import (
+    COMPOSITE,
     DATA_ROOT,
     POSITIVE,
     command_options,
     device_option,
     family_checkpoint,
+    family_composite,
     parse_options,
     setup,
     with_options,
@@ -89,26 +91,46 @@ class SceneOptions:
         ------
         InputError
             For an option of :attr:`split` given with another value than the card's: the test
-            split of other data would overlap the checkpoint's training data.
+            split of other data would overlap the checkpoint's training data; for a spec whose
+            examples are not the checkpoint's input (samples per ear and rate, e.g. another
+            ``--duration``): nothing could be run on them.
         """
         from xai_loc.experiments.scored import TEST_SPLITS, recorded_spec
         from xai_loc.models import read_card
 
+        flags = {param.name: param.opts[0] for param in ctx.command.params}
         try:
             recorded = recorded_spec(read_card(checkpoint), TEST_SPLITS[self.family].spec_keys)
         except KeyError:  # a card without its data spec
-            return self.of(ctx)
+            return _fitting(self.of(ctx), checkpoint, flags)
         base = type(self.build()).from_dict(recorded)
         given = {name: ctx.params[name] for name in self.names()
                  if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
-        flags = {param.name: param.opts[0] for param in ctx.command.params}
         for name in self.split:
             if name in given and _fields(self.build(base, **{name: given[name]})) != _fields(base):
                 raise InputError(f"{flags[name]} {_shown(given[name])} differs from the checkpoint's training "
                                  f"{flags[name].lstrip('-')} {_shown(getattr(base, name))}: its test split would "
                                  "overlap the training data; leave it out")
         spec = self.build(base, **given)
-        return base if _fields(spec) == _fields(base) else spec
+        return _fitting(base if _fields(spec) == _fields(base) else spec, checkpoint, flags)
+
+
+def _fitting(spec, checkpoint: str, flags: dict[str, str]):
+    """``spec``, refused in one line where its examples are not the input of the model of ``checkpoint`` (samples
+    per ear and rate); ``flags``: the command's flags by parameter name, for the hint."""
+    from xai_loc.models import load_model
+
+    if getattr(spec, "n_samples", None) is None:  # a spec of spectrogram scenes (BAST) fixes its length itself
+        return spec
+    model = load_model(checkpoint)
+    takes = getattr(model, "n_samples", None), getattr(model, "fs", None)
+    if None not in takes and (spec.n_samples, spec.fs) != takes:
+        hint = f"; give {flags['duration']} {model.n_samples / model.fs:g} or leave it out" if "duration" in flags \
+            else ""
+        raise InputError(f"the data hold {spec.n_samples} samples per ear at {spec.fs} Hz "
+                         f"({spec.n_samples / spec.fs:g} s), but checkpoint {checkpoint} takes {model.n_samples} at "
+                         f"{model.fs} Hz{hint}")
+    return spec
 
 
 def _fields(spec) -> dict[str, Any]:
@@ -258,28 +280,38 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     scenes are the test split of the data the checkpoint's card records (the other dataset
     options change how they are rendered; --kinds, --n-sounds, --test-fraction and --seed may
     not differ from the card's: another split would overlap the training data)."""
+    import shutil
+    import tempfile
+    from functools import partial
+
     from xai_loc.data.binaural_store import simulate_binaural
     from xai_loc.experiments.cues import run_behaviour, run_duplex_probe
     from xai_loc.experiments.registry import RESULTS
+    from xai_loc.io import write_files_atomic
     from xai_loc.plots.redraw import DRAWERS, draw
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "cochcnn")  # before rendering
-    options = command_options(ctx)
+    options = command_options(ctx, composite=family_composite("cochcnn"))
     if behaviour:
-        spec = COCHCNN_OPTIONS.held_out(ctx, model)
+        spec = COCHCNN_OPTIONS.held_out(ctx, model)  # refuses examples the model does not take
         spec.sound_ids("test")  # refuses an empty split before the probe
-    progress = True
-    # the probe first: it checks the composite options before the behaviour's scenes are rendered
-    paths = list(run_duplex_probe(model, out, relevance=relevance, n_tokens=tokens, response=response,
-                                  batch_size=batch_size, device=device, seed=seed, progress=progress,
-                                  **options).values())
-    if behaviour:
-        store = simulate_binaural(spec, "test", root=data, device=device, progress=True)
-        paths += run_behaviour(model, store, out, batch_size=batch_size, device=device, progress=progress).values()
-    else:  # an earlier run's responses and figure would be drawn and reported beside this probe
-        for stale in (Path(out) / RESULTS["responses"].result_file, *DRAWERS["responses"].files(out)):
-            stale.unlink(missing_ok=True)
+    # each part writes into a staging folder; OUT gets every file or none
+    with tempfile.TemporaryDirectory(prefix="xai-loc-cues-") as staging:
+        # the probe first: it checks the composite options' values before the behaviour's scenes are rendered
+        staged = list(run_duplex_probe(model, staging, relevance=relevance, n_tokens=tokens, response=response,
+                                       batch_size=batch_size, device=device, seed=seed, progress=True,
+                                       **options).values())
+        if behaviour:
+            store = simulate_binaural(spec, "test", root=data, device=device, progress=True)
+            staged += run_behaviour(model, store, staging, batch_size=batch_size, device=device,
+                                    progress=True).values()
+        paths = write_files_atomic({Path(out) / path.name: partial(shutil.copyfile, path) for path in staged})
+    stale = [] if relevance else [Path(out) / "duplex_relevance.nc"]
+    if not behaviour:  # an earlier run's responses and figure would be drawn and reported beside this probe
+        stale += [Path(out) / RESULTS["responses"].result_file, *DRAWERS["responses"].files(out)]
+    for path in stale:
+        path.unlink(missing_ok=True)
     paths += draw(paths)
     for path in paths:
         click.echo(str(path))
@@ -295,17 +327,26 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
               help="Explained output: prediction (default), a class index, or a target of the model's output kind "
                    "(class_logit, class_log_odds, class_probability (not with LRP), class_contrast, azimuth, "
                    "elevation, ...; xai_loc.explain.targets_for); bast also sin, cos or an azimuth in degrees.")
-@click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
+@click.option("--composite", type=COMPOSITE, default=None,
+              help="LRP composite (method lrp) [default: the family's: cochcnn, tfcnn or cuenet].")
+@click.option("--option", "options", multiple=True,
+              help="Method, composite or target option KEY=VALUE (repeatable), e.g. conv_rule=epsilon, n_steps=32, "
+                   "cls=12.")
 @click.option("--examples", type=Int(1), default=None, help="Only the first N examples (windows) of INPUTS.")
+@click.option("--batch-size", type=Int(1), default=None,
+              help="Most examples per pass [default: the family explainer's].")
+@device_option("bast's attn_lrp, integrated_gradients and attention_rollout run on the CPU")
 @click.option("--out", type=OutDir(), default="xai-loc-results/binaural-relevance",
               show_default=True)
 @click.pass_context
-def binaural_explain(ctx, checkpoint, inputs, method, target, options, examples, out) -> None:
+def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options, examples, batch_size, device,
+                     out) -> None:
     """Explain any binaural localizer (cochcnn, tfcnn, cuenet, bast) on INPUTS: a stereo sound
     file at the model's rate (cut into windows of its input length) or a store with
     waveforms (example, ear, time). Writes one netCDF file of labelled relevance per level
     (waveform, cochleagram, cues or spectrogram) with provenance attrs."""
     from xai_loc.explain.binaural import EXPLAINERS, explain_ears, read_ear_signals, write_ear_relevance
+    from xai_loc.explain.targets import targets_for
     from xai_loc.models import load_model, read_card
 
     setup(ctx)
@@ -314,10 +355,18 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, options, examples,
         raise InputError(f"checkpoint {checkpoint} is a {arch} model; binaural explain takes {', '.join(EXPLAINERS)} "
                          "(multichannel models: xai-loc explain)")
     model = load_model(checkpoint)
+    own = family_composite(arch)
+    # without --method, a family with no composite (bast) gets its own default method, which checks its options
+    extra = command_options(ctx, method or ("lrp" if own else None), composite or own, targets_for(model.output_kind))
     waveforms = read_ear_signals(inputs, model.fs, model.n_samples)[:examples]
-    extra = command_options(ctx)
     if method is not None:
         extra["method"] = method
+    if composite is not None:
+        extra["composite"] = composite
+    if batch_size is not None:
+        extra["batch_size"] = batch_size
+    if device != "cpu":  # every explainer's default; BAST's own methods take no other (one line if asked)
+        extra["device"] = device
     if target is not None:
         extra["target"] = parse_options((f"target={target}",))["target"]
     for path in write_ear_relevance(explain_ears(checkpoint, waveforms, **extra), out):

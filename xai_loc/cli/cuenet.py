@@ -9,6 +9,7 @@ from xai_loc.cli._common import (
     SCENE_SEED,
     command_options,
     family_checkpoint,
+    family_composite,
     setup,
     with_options,
 )
@@ -119,7 +120,7 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     setup(ctx)
     model = family_checkpoint(checkpoint, "cuenet")  # before rendering
     spec = CUENET_OPTIONS.held_out(ctx, model)
-    options = command_options(ctx)
+    options = command_options(ctx, composite=family_composite("cuenet"))
     # one all-zero cue map with the options: a bad one fails before the scenes are rendered
     net = resolve_model(model)[0]
     cue_relevance(net, np.zeros((1, *net.cue_shape), np.float32), **options)

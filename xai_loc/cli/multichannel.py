@@ -13,7 +13,6 @@ from xai_loc.cli._common import (
     EXPLANATION_OPTIONS,
     FIRST_RULE_CHOICES,
     MODEL,
-    OPTION_HELP,
     POSITIVE,
     RIR_MODE_CHOICES,
     SPLIT_CHOICES,
@@ -146,7 +145,7 @@ def models_list(directory: str | None) -> None:
 @click.option("--t60", type=T60, required=True, help="T60 (s) the model was trained for.")
 @click.option("--snr", type=SNR, required=True, help="SNR (dB) the model was trained for.")
 @click.option("--out", type=OutFile(".safetensors"), default=None,
-              help="Output checkpoint [default: FILE with suffix .safetensors].")
+              help="Output checkpoint, never FILE itself [default: FILE with suffix .safetensors].")
 @click.argument("file", type=InputFile())
 def models_import(arch: str, t60: float, snr: float, out: str | None, file: str) -> None:
     """Convert one of the paper's released state dicts (FILE.pth) into an xai-loc checkpoint.
@@ -154,10 +153,15 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
     Keys and shapes are checked strictly; files that need arbitrary unpickling are refused.
     Prints the tensor count, the condition and a sanity forward pass on one noise window.
     """
+    from pathlib import Path
+
     import torch
 
     from xai_loc.models import import_paper_checkpoint, load_model
 
+    written = Path(out) if out else Path(file).with_suffix(".safetensors")
+    if written.exists() and written.samefile(file):
+        raise InputError(f"--out {str(written)!r} would overwrite FILE {file!r}; give another --out")
     path = import_paper_checkpoint(file, arch, t60, snr, out)
     model = load_model(path)
     window = 0.01 * torch.randn(1, *model.input_shape, generator=torch.Generator().manual_seed(0))
@@ -173,7 +177,7 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 @click.option("--snr", type=SNR, required=True, help="SNR (dB) of the training condition.")
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
 @data_option("train/val are simulated there if absent")
-@sources_option("each split")
+@sources_option("each split", minimum=2)  # training needs two sources: refused before anything is simulated
 @click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint to write [default: <data>/runs/<scene>/<model>_t60-T_snr-S.safetensors].")
 @click.option("--batch-size", type=Int(1), default=100, show_default=True)
@@ -321,7 +325,7 @@ def explain(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
     setup(ctx)
     t60, snr = resolve_condition(t60, snr, checkpoint)
     models = ModelSet({arch: checkpoint_for(arch, t60, snr, checkpoint)})
-    opts = command_options(ctx)
+    opts = command_options(ctx, method, composite, (target,))
     check_explanation(models, method, composite, target, opts)
     if out is not None:
         _check_relevance_out(out, models, arch, method=method, composite=composite, target=target, **opts)
@@ -352,8 +356,11 @@ def _check_relevance_out(out, models, name: str, **explanation) -> None:
 
 @main.command()
 @click.argument("model")
-@click.option("--composite", type=COMPOSITE, default="paper", show_default=True)
-@click.option("--option", "options", multiple=True, help=OPTION_HELP)
+@click.option("--composite", type=COMPOSITE, default=None,
+              help="LRP composite [default: the one registered for MODEL's family, as 'xai-loc models list' shows "
+                   "it: paper (loccnn, samplecnn), cochcnn, tfcnn, cuenet; a family without one (bast) needs it].")
+@click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE (repeatable), e.g. "
+              "first_rule=flat, epsilon=1e-6, maxpool=smooth.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random probe input.")
 @click.option("--target", type=ANY_TARGET, default=None,
               help="What is explained [default: the model's own output: prediction (positions), class_logit "
@@ -364,16 +371,28 @@ def audit(ctx, model, composite, options, seed, target) -> None:
     and per-layer relevance conservation for one input.
 
     MODEL is a checkpoint file or an architecture name (untrained weights). Exits with 1
-    when the composite leaves a layer uncovered or forward() uses hidden operations.
+    when the composite leaves a layer uncovered, forward() uses hidden operations or a
+    parameter-free layer loses more than 0.1 % of its relevance (padded rows that a folded
+    BatchNorm fills absorb it like a bias: no problem; an epsilon stabilizer can lose that
+    much of an untrained model's tiny relevance: try --option epsilon=1e-9).
     """
     from pathlib import Path
 
     from xai_loc.explain import audit as run_audit
-    from xai_loc.models import build_model
+    from xai_loc.models import build_model, read_card
+    from xai_loc.models.families import family_of
 
     setup(ctx)
-    subject = model if Path(model).exists() else build_model(model)
-    report = run_audit(subject, composite, target=target, seed=seed, **command_options(ctx))
+    path = Path(model)
+    checkpoint = path.exists() or path.suffix == ".safetensors" or path.name != model
+    arch = read_card(path)["architecture"] if checkpoint else model  # a missing file: one line saying so
+    family = family_of(arch)
+    if composite is None and family.composite is None:
+        raise InputError(f"MODEL {model} is a {arch!r} model, whose family {family.name!r} registers no LRP composite "
+                         "(xai-loc models list); give --composite to audit one on it")
+    composite = composite or family.composite
+    subject = model if checkpoint else build_model(model)
+    report = run_audit(subject, composite, target=target, seed=seed, **command_options(ctx, composite=composite))
     click.echo(report.render())
     if report.problems:
         ctx.exit(1)
@@ -554,7 +573,7 @@ def perturb(ctx, percentages, modes, fill, **common) -> None:
     setup(ctx)
     pcts = check_percentages(csv_list(percentages, float, "--percentages"), from_zero=True, what="--percentages")
     modes = check_modes(csv_list(modes, what="--modes"), "--modes")
-    common["options"] = command_options(ctx)
+    common["options"] = command_options(ctx, common["method"], common["composite"], (common["target"],))
     _run_on_test_split("perturbation", percentages=pcts, modes=modes, fill=check_fill(fill, "--fill"), **common)
 
 
@@ -617,7 +636,7 @@ def _method_specs(methods: str | None, defaults) -> dict:
 @click.option("--methods", default=None, help=FAMILY_METHODS_HELP + "].")
 @click.pass_context
 def sanity(ctx, methods, **common) -> None:
-    """Randomization sanity checks of attribution methods (Adebayo et al. 2018; Hedstroem et al. 2024).
+    """Randomization sanity checks of attribution methods (Adebayo et al., 2018; Hedstroem et al., 2024).
 
     Re-initializes each model's layers from the top down, one more per stage, and reports
     the similarity of each stage's relevance to the original (Spearman of |R|, Pearson of R)
@@ -697,7 +716,7 @@ def tdoa(ctx, pairs, first_rule, srp, srp_windows, **common) -> None:
     if srp_windows is not None and not srp:
         raise InputError(f"--srp-windows {srp_windows} is not allowed with --no-srp; drop one of them")
     parse_pairs(pairs, paper_scene(common["convention"] or "gpurir").mics.shape[0])
-    options = command_options(ctx, allow=("first_rule",))
+    options = command_options(ctx, common["method"], common["composite"], (common["target"],), allow=("first_rule",))
     if first_rule is not None:
         if options.setdefault("first_rule", first_rule) != first_rule:
             raise InputError(f"--first-rule {first_rule} and --option first_rule={options['first_rule']} differ; "

@@ -9,6 +9,7 @@ from xai_loc.cli._common import (
     SCENE_SEED,
     command_options,
     family_checkpoint,
+    family_composite,
     setup,
     with_options,
 )
@@ -24,7 +25,7 @@ from xai_loc.cli_params import (
 
 @binaural.group("tfcnn")
 def binaural_tfcnn() -> None:
-    """IPD/ILD time-frequency CNN (Pang et al. 2019): train, probe.
+    """IPD/ILD time-frequency CNN (Pang et al., 2019): train, probe.
 
     \b
     Train:   xai-loc --threads 1 binaural tfcnn train   (defaults recreate pretrained/tfcnn_default)
@@ -120,7 +121,7 @@ def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint,
     model = family_checkpoint(checkpoint, "tfcnn")  # before rendering
     spec = TFCNN_OPTIONS.held_out(ctx, model)
     check_snrs(snrs, spec.test_snrs, "--snr")  # before the scenes are rendered
-    options = command_options(ctx)
+    options = command_options(ctx, composite=family_composite("tfcnn"))
     # one noise example with the options: a bad one fails before the scenes are rendered
     explain_tfcnn(model, np.random.default_rng(0).standard_normal((1, 2, spec.n_samples)).astype(np.float32) * 0.05,
                   **options)

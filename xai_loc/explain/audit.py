@@ -9,7 +9,9 @@
   such as ``stack`` or ``reshape`` is listed but not flagged;
 - relevance conservation layer by layer for one input: the relevance arriving at each
   module's output and leaving at its input. Layers with parameters may lose relevance to
-  their biases; parameter-free layers must not lose any.
+  their biases, and so may pads whose rows a folded BatchNorm fills with its shift
+  (:class:`~xai_loc.explain.canonizers.FoldBatchNormForward`: constant rows, like a bias);
+  other parameter-free layers must not lose any.
 
 ``report.render()`` is the text of ``xai-loc audit``; ``report.problems`` lists what is
 wrong (empty when the composite covers the model).
@@ -28,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import bind_target, lrp_start, out_of_place, placed, resolve_model
+from xai_loc.explain.canonizers import FoldBatchNormForward
 from xai_loc.explain.composites import ModuleRule, make_composite, module_rules
 from xai_loc.explain.targets import get_target, targets_for
 
@@ -42,6 +45,8 @@ DATA_MOVEMENT = frozenset({
 })
 #: Relative tolerance for relevance conservation of parameter-free layers.
 LEAK_TOLERANCE = 1e-3
+#: How the audit labels a pad whose rows a folded BatchNorm fills.
+FILLED = "; rows filled by a folded BatchNorm (absorb like a bias)"
 
 
 @dataclass(frozen=True)
@@ -53,14 +58,17 @@ class LayerRelevance:
     relevance_out: float
     relevance_in: float
     has_parameters: bool
+    bias_like: bool = False  #: a pad filled by a folded BatchNorm: its constant rows absorb relevance like a bias
 
     @property
     def leaks(self) -> bool:
-        """A layer whose relevance is not finite, or a parameter-free layer that does not conserve it."""
+        """A layer whose relevance is not finite, or one without parameters or bias-like rows that does not
+        conserve it."""
         if not (math.isfinite(self.relevance_in) and math.isfinite(self.relevance_out)):
             return True
         scale = max(abs(self.relevance_out), 1e-12)
-        return not self.has_parameters and abs(self.relevance_in - self.relevance_out) > LEAK_TOLERANCE * scale
+        absorbs = self.has_parameters or self.bias_like
+        return not absorbs and abs(self.relevance_in - self.relevance_out) > LEAK_TOLERANCE * scale
 
 
 @dataclass
@@ -310,6 +318,8 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
         try:
             with built.context(model):
                 report.modules, labels = module_rules(model, built, skip=start)
+                filled = {pad for handle in built.handles if isinstance(handle, FoldBatchNormForward)
+                          for pad in handle.pads}
                 output = forward(x)
                 seed_relevance = objective.seed(output, objective.weights(output, truth, reference))
                 relevance, = torch.autograd.grad(output, x, seed_relevance)
@@ -317,8 +327,9 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
             taps.remove()
     modules = dict(model.named_modules())
     report.layers = [
-        LayerRelevance(name, labels.get(name, ""), taps.out.get(name, 0.0), taps.into.get(name, 0.0),
-                       any(True for _ in modules[name].parameters(recurse=False)))
+        LayerRelevance(name, labels.get(name, "") + (FILLED if modules[name] in filled else ""),
+                       taps.out.get(name, 0.0), taps.into.get(name, 0.0),
+                       any(True for _ in modules[name].parameters(recurse=False)), modules[name] in filled)
         for name in taps.order
     ]
     report.input_module = f"{taps.input_module} ({labels.get(taps.input_module, '')})" if taps.input_module else ""

@@ -117,7 +117,7 @@ def test_binaural_rirs_refuse_bad_options_in_one_line(kwargs, match, kemar16):
     (lambda h: binaural.render_binaural(np.ones(800), 90.0, 0.0, room=None, hrtf=h, fs=16000, t_diff=0.05),
      r"option t_diff=0\.05 is not allowed in free field \(room=None\); allowed: c, n_samples, interp"),
     (lambda h: binaural.render_binaural(np.ones(800), 90.0, 0.0, room="booth", hrtf=h, fs=16000, c=340.0),
-     r"option c=340\.0 is not allowed in room 'booth'; allowed: t_max, max_order, t_diff"),
+     r"option c=340\.0 is not allowed in room 'booth'; allowed: distance, t_max, max_order, t_diff"),
 ])
 def test_binaural_functions_refuse_bad_arguments_in_one_line(call, match, kemar16):
     _one_line(call, kemar16, match=match)
@@ -184,3 +184,11 @@ def test_direct_sound_after_t_max_names_the_t60_and_the_distance():
     _one_line(image_source_rirs, CORRIDOR, FAR_SRC, FAR_MIC, 0.1,
               match=r"not before t_max=0\.1 s; give t_max, or the T60 it defaults to, of at least 0\.1458 s, "
                     r"or move the source closer")
+
+
+def test_render_binaural_in_a_room_takes_the_source_distance():
+    """Final review: the options check refused ``distance``, which a room's BRIRs take (it moves the sources)."""
+    sound = binaural.synthesize("click_train", 16000, 0.05, seed=1)
+    near = binaural.render_binaural(sound, 90.0, 0.0, room="booth", fs=16000)
+    far = binaural.render_binaural(sound, 90.0, 0.0, room="booth", fs=16000, distance=2.0)
+    assert far.shape == near.shape and np.abs(far).max() < 0.9 * np.abs(near).max()  # farther: quieter

@@ -292,3 +292,31 @@ def test_a_second_writer_waits_for_the_first_and_reuses_its_store(tmp_path):
                         block=2)
     assert _tree(got["first"]) == _tree(alone)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.zarr", "toy.zarr"]  # no lock, partial or progress
+
+
+# --- final review: chunks under '/' separators; what a killed run left beside a finished store --------------------
+
+def test_chunks_of_an_array_with_nested_keys_decode(tmp_path):
+    """The decode check looked for ``x/0/.zarray`` for chunk ``x/0/0`` of a '/'-separated array."""
+    import zarr
+
+    path = tmp_path / "nested.zarr"
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    array = group.create_array("x", shape=(4, 6), chunks=(2, 3), dtype="float64", chunk_key_encoding={
+        "name": "v2", "separator": "/"})
+    array[:] = np.arange(24.0).reshape(4, 6)
+    zarr.consolidate_metadata(path, zarr_format=2)
+    assert (path / "x" / "1" / "1").is_file()
+    seal_store(path)
+    np.testing.assert_array_equal(open_zarr_group(path)["x"][:], np.arange(24.0).reshape(4, 6))
+
+
+def test_a_reused_store_clears_the_progress_record_a_killed_run_left(tmp_path):
+    kind = StoreKind("toy store", "values", ("item", "channel"), "volts", "make_toy")
+    toy = dict(shape=(2, 3), coords={"item": ("item", np.arange(2))}, attrs={},
+               render=lambda items: {"values": np.ones((len(items), 3))})
+    made = write_store(tmp_path / "toy.zarr", kind, {"seed": 1}, **toy)
+    stale = tmp_path / "toy.zarr.progress.json"
+    stale.write_text("{}")  # killed between the rename and the cleanup
+    assert write_store(made, kind, {"seed": 1}, **toy) == made
+    assert not stale.exists()

@@ -24,6 +24,7 @@ McDermott, Nature Human Behaviour 2022) are ``(elevation / 10) * 72 + azimuth / 
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -237,6 +238,12 @@ def hrtf_at(hrtf: HRTFSet | None, fs: int) -> HRTFSet:
     return hrtf.resample(fs)
 
 
+@functools.lru_cache(maxsize=8)
+def _kemar_taps(fs: int) -> int:
+    """KEMAR's HRIR length at ``fs`` (every binaural spec checks its ``t_diff`` with it: loaded once per rate)."""
+    return hrtf_at(None, fs).n_taps
+
+
 def _direct_passed(distance: float, fs: int, c: float, n_taps: int) -> int:
     """First sample after the direct sound of a source ``distance`` metres away: its arrival filter
     (:data:`FD_HALF_WIDTH` taps after the arrival) convolved with an ``n_taps`` HRIR."""
@@ -250,12 +257,12 @@ def min_t_diff(distance: float, fs: int, c: float = C, hrtf: HRTFSet | None = No
     (:func:`xai_loc.acoustics.ism._diffuse_tail`); they start once the latest direct sound, its arrival
     filter and its HRIR (of ``hrtf`` at ``fs``, default KEMAR: 558 taps at 48 kHz) have passed, and the
     fit needs :data:`TAIL_FIT_S` of them (and :data:`FD_HALF_WIDTH` samples it leaves out). Rounded up
-    to 0.1 ms: 0.0262 s for KEMAR at 1.4 m, 48 kHz. An earlier tail would replace the direct sound or
+    to 0.1 ms: 0.0261 s for KEMAR at 1.4 m, 48 kHz. An earlier tail would replace the direct sound or
     be fitted to it, or to a few samples of reflections.
     """
     if not (is_real(distance) and distance > 0 and is_real(c) and c > 0):
         raise InputError(f"distance={distance!r} m and c={c!r} m/s are not allowed; give positive numbers")
-    passed = _direct_passed(distance, fs, c, hrtf_at(hrtf, fs).n_taps)
+    passed = _direct_passed(distance, fs, c, _kemar_taps(fs) if hrtf is None else hrtf_at(hrtf, fs).n_taps)
     return math.ceil((passed + FD_HALF_WIDTH) / fs * 1e4 + TAIL_FIT_S * 1e4) / 1e4
 
 
@@ -744,12 +751,13 @@ BACKGROUNDS = ("diffuse", "spatialized")
 
 def _check_brir_options(options: dict, preset: RoomPreset | None) -> None:
     """Refuse, in one line, an option of :func:`render_binaural` that its responses do not take: the keywords
-    of :func:`anechoic_rirs` in free field (``preset`` None), else of :func:`binaural_rirs`, less its own."""
+    of :func:`anechoic_rirs` in free field (``preset`` None), else of :meth:`RoomPreset.brirs` (``distance``)
+    and :func:`binaural_rirs`, less its own."""
     import inspect
 
     own = inspect.signature(render_binaural).parameters
-    maker = anechoic_rirs if preset is None else binaural_rirs
-    allowed = [name for name, param in inspect.signature(maker).parameters.items()
+    makers = (anechoic_rirs,) if preset is None else (RoomPreset.brirs, binaural_rirs)
+    allowed = [name for maker in makers for name, param in inspect.signature(maker).parameters.items()
                if param.kind is inspect.Parameter.KEYWORD_ONLY and name not in own]
     unknown = [name for name in options if name not in allowed]
     if unknown:
@@ -796,7 +804,8 @@ def render_binaural(
     seed
         Seeds the background; same arguments and seed give the same signals.
     brir_options
-        Passed to :func:`binaural_rirs` in a room (``t_max``, ``max_order``, ``t_diff``, ``interp``, ...), to
+        Passed to :meth:`RoomPreset.brirs` in a room (``distance``, and :func:`binaural_rirs`' ``t_max``,
+        ``max_order``, ``t_diff``, ``interp``, ...), to
         :func:`anechoic_rirs` in free field (``c``, ``n_samples``, ``interp``, ...); any other is refused.
     """
     # every argument checked before the room is simulated

@@ -271,22 +271,13 @@ def parse_options(items: tuple[str, ...], reserved: Mapping[str, str] | None = N
 
 
 def option_names(method: str | None, composite: str | None = None, targets: Sequence[str] = ()) -> list[str] | None:
-    """The options ``method`` (with ``composite``, where it uses one) and ``targets`` take, as
-    :class:`~xai_loc.explain.attribute.Explainer` reads them; None for a method outside
+    """The options ``method`` (with ``composite``, where it uses one) and ``targets`` take
+    (:func:`~xai_loc.explain.attribute.allowed_options`); None for a method outside
     :data:`~xai_loc.explain.METHODS` (BAST's own methods check their options themselves)."""
     from xai_loc.explain import METHODS
-    from xai_loc.explain.composites import composite_defaults
-    from xai_loc.explain.targets import get_target
+    from xai_loc.explain.attribute import allowed_options
 
-    if method not in METHODS:
-        return None
-    names = set(METHODS[method].OPTIONS)
-    if METHODS[method].uses_composite and composite is not None:
-        names.update(composite_defaults(composite))
-    for target in targets:
-        names.update(get_target(target).options)
-        names.update(["reference"] if get_target(target).needs_reference else [])
-    return sorted(names)
+    return allowed_options(method, composite, targets) if method in METHODS else None
 
 
 def command_options(ctx: click.Context, method: str | None = "lrp", composite: str | None = None,

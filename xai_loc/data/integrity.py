@@ -304,7 +304,7 @@ class _Checks:
 
     def __init__(self, path: Path, entries: dict[str, list], what: str, hint: str) -> None:
         self.path, self.entries, self.what, self.hint = path, entries, what, hint
-        self.codecs: dict[str, tuple] = {}  # by array folder (:func:`_codecs`), read with its first chunk
+        self.codecs: dict[str, tuple] = {}  # by chunk folder (:func:`_codecs`), read with its first chunk
 
     def fail(self, problem: str) -> InputError:
         return InputError(f"{self.what} {self.path} is damaged: {problem}; {self.hint}")
@@ -328,11 +328,14 @@ class _Checks:
     def decodes(self, key: str, data) -> None:
         """Refuse a chunk that matches the manifest but that its array's codecs cannot decode (damaged before
         the store was sealed): here, in one line, rather than as a codec's error where the values are used."""
-        folder = key.rpartition("/")[0]
+        parent = key.rpartition("/")[0]
         try:
-            if folder not in self.codecs:
-                self.codecs[folder] = _codecs(json.loads((self.path / folder / ".zarray").read_bytes()))
-            _decode(self.codecs[folder], data)
+            if parent not in self.codecs:  # the array's folder: the parent, or above it ('/' dimension separator)
+                folder = parent
+                while folder and not (self.path / folder / ".zarray").is_file():
+                    folder = folder.rpartition("/")[0]
+                self.codecs[parent] = _codecs(json.loads((self.path / folder / ".zarray").read_bytes()))
+            _decode(self.codecs[parent], data)
         except Exception as err:  # noqa: BLE001 - codecs raise many types for damaged bytes
             raise self.fail(f"{_describe(key)} cannot be decoded ({' '.join(str(err).split()) or type(err).__name__})"
                             ) from None

@@ -49,6 +49,7 @@ after the values are on disk.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -291,7 +292,11 @@ class ResumableStore:
         """
         if not self._locked:
             if _stands(self.path):
-                return self._reusable(mismatch)
+                reusable = self._reusable(mismatch)
+                # what a run killed between the rename and its cleanup left: best effort (a read-only root keeps it)
+                with contextlib.suppress(OSError):
+                    self.progress_file.unlink(missing_ok=True)
+                return reusable
             self._take_lock()
         return final_store_exists(self.path) and self._reusable(mismatch)
 

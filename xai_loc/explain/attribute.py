@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ from torch import nn
 
 from xai_loc.checks import check_integer, check_number
 from xai_loc.errors import InputError
-from xai_loc.explain.composites import check_coverage, make_composite
+from xai_loc.explain.composites import check_coverage, composite_defaults, make_composite
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.methods import get_method
 from xai_loc.explain.targets import REFERENCES, TRUTHS, Objective, bind, check_truth, get_target
@@ -131,6 +131,20 @@ def out_of_place(model: nn.Module) -> Iterator[nn.Module]:
             module.inplace = True
 
 
+def allowed_options(method: str, composite: str | None, targets: Sequence[str]) -> list[str]:
+    """The option names that ``method`` (with ``composite``, where the method uses one) and ``targets`` take, as
+    :class:`Explainer` reads them; the command line checks ``--option`` against the same list."""
+    method_cls = get_method(method)
+    names = set(method_cls.OPTIONS)
+    if method_cls.uses_composite and composite is not None:
+        names.update(composite_defaults(composite))
+    for name in targets:
+        target = get_target(name)
+        names.update(target.options)
+        names.update(["reference"] if target.needs_reference else [])
+    return sorted(names)
+
+
 def _reference_param(value: Any) -> str | list[float]:
     if isinstance(value, str):
         if value not in REFERENCES:
@@ -186,7 +200,6 @@ class Explainer:
                  mean_input: np.ndarray | torch.Tensor | None = None, train_mean: np.ndarray | None = None,
                  levels: str | tuple[str, ...] | None = None, **options: Any) -> None:
         from xai_loc import __version__
-        from xai_loc.explain.composites import composite_defaults
         from xai_loc.runtime import resolve_device, software_versions
 
         self.model, info = resolve_model(model)
@@ -214,8 +227,7 @@ class Explainer:
         else:
             self.composite, self.composite_params = None, {}
         if options:
-            allowed = sorted({*self.method_cls.OPTIONS, *self.composite_params, *self.target.options,
-                              *(["reference"] if self.target.needs_reference else [])})
+            allowed = allowed_options(method, composite, [target])
             raise InputError(f"option {sorted(options)[0]!r} is not allowed for method {method!r}"
                              + (f" with composite {composite!r}" if self.composite is not None else "")
                              + f" and target {target!r}; allowed: {', '.join(allowed) or 'none'}")

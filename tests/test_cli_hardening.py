@@ -6,7 +6,7 @@ import types
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import refused, run_cli
 
 from xai_loc.cli import main
 from xai_loc.errors import InputError
@@ -42,17 +42,10 @@ def _shipped(monkeypatch):
     monkeypatch.setenv("XAI_LOC_PRETRAINED", str(PRETRAINED))
 
 
-def _run(args, **kwargs):
-    return CliRunner().invoke(main, ["--threads", "1", *args], **kwargs)
 
 
-def _refused(result, *says):
-    """Exit code 2 with one line on stderr holding every one of ``says``."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert result.stderr.count("\n") == 1, result.stderr
-    for text in says:
-        assert text in result.stderr, result.stderr
-    return result.stderr
+
+
 
 
 @pytest.fixture
@@ -100,7 +93,7 @@ def test_an_option_that_a_flag_sets_is_one_line_before_any_work(tiny, tmp_path, 
         args = [*args, "--checkpoint", tiny.checkpoint, "--data", str(tmp_path / "data")]
     if args[0] in ("perturb", "tdoa", "binaural"):
         args = [*args, "--out", str(tmp_path / "out")]
-    _refused(_run(args), says)
+    refused(run_cli(args), says)
     assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
 
 
@@ -115,7 +108,7 @@ def test_tdoa_takes_first_rule_as_an_option_and_leaves_no_stale_srp_file(tiny, t
     out.mkdir()
     for name in ("srp.csv", "srp.tex", "srp.png", "srp.pdf"):
         (out / name).write_bytes(b"an earlier run's")
-    result = _run(["tdoa", "--checkpoint", tiny.checkpoint, "--sources", "1", "--data", str(tiny.root), "--out",
+    result = run_cli(["tdoa", "--checkpoint", tiny.checkpoint, "--sources", "1", "--data", str(tiny.root), "--out",
                    str(out), "--no-srp", "--no-randomized", "--pairs", "7-8", "--option", "first_rule=flat"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert (out / "tdoa.nc").is_file() and (out / "tdoa.png").is_file()
@@ -184,7 +177,7 @@ def test_reproduce_shows_the_progress_of_its_evaluation(tiny, tmp_path, monkeypa
 def test_a_binaural_checkpoint_is_checked_before_its_test_split_is_rendered(tmp_path, command, args, says):
     """Review: faithfulness and sanity rendered the whole held-out split (1760 examples) before checking --target
     and the --workers/--scheduler conflict."""
-    _refused(_run([command, "--checkpoint", COCHCNN, *args, "--data", str(tmp_path / "data")]), says)
+    refused(run_cli([command, "--checkpoint", COCHCNN, *args, "--data", str(tmp_path / "data")]), says)
     assert not (tmp_path / "data").exists()
 
 
@@ -196,11 +189,11 @@ def test_explain_refuses_an_out_store_of_another_method_before_simulating(tiny, 
     out = tmp_path / "rel.zarr"
     explain_store(tiny.checkpoint, tiny.store, out, method="saliency", progress=False)
     args = ["explain", "--checkpoint", tiny.checkpoint, "--sources", "1", "--data", str(tiny.root), "--out", str(out)]
-    result = _run([*args, "--method", "saliency"])  # the same settings: the store is the answer
+    result = run_cli([*args, "--method", "saliency"])  # the same settings: the store is the answer
     assert result.exit_code == 0 and result.stdout.strip() == str(out), (result.output, result.exception)
     monkeypatch.setattr("xai_loc.data.store.simulate_dataset", lambda *a, **k: pytest.fail("simulated first"))
-    _refused(_run([*args, "--method", "lrp"]), f"--out {out} holds relevance of other method ('saliency', not 'lrp')")
-    _refused(_run([*args, "--method", "saliency", "--target", "x"]), "holds relevance of other target")
+    refused(run_cli([*args, "--method", "lrp"]), f"--out {out} holds relevance of other method ('saliency', not 'lrp')")
+    refused(run_cli([*args, "--method", "saliency", "--target", "x"]), "holds relevance of other target")
 
 
 # ------------------------------------------------------------------------------------------ 6: the explorer
@@ -228,11 +221,11 @@ def test_the_explorer_reads_the_method_of_the_result_that_records_the_data(tmp_p
 def test_shipped_models_scored_on_a_store_of_another_condition_are_warned_about(tiny, tmp_path, recorded_run):
     """Review: --store with --t60/--snr and no --checkpoint scored other-condition models without the warning that
     evaluate and explain print."""
-    result = _run(["faithfulness", "--store", str(tiny.store), "--t60", "0.6", "--snr", "10", "--model", "loccnn",
+    result = run_cli(["faithfulness", "--store", str(tiny.store), "--t60", "0.6", "--snr", "10", "--model", "loccnn",
                    "--out", str(tmp_path / "res")])
     assert result.exit_code == 0, (result.output, result.exception)
     assert "was trained at T60 0.6 s, SNR 10 dB; running it on T60 0.15 s, SNR 25 dB" in result.stderr
-    result = _run(["faithfulness", "--store", str(tiny.store), "--model", "loccnn", "--out", str(tmp_path / "res")])
+    result = run_cli(["faithfulness", "--store", str(tiny.store), "--model", "loccnn", "--out", str(tmp_path / "res")])
     assert result.exit_code == 0 and "warning" not in result.stderr  # the store's own condition
 
 
@@ -240,10 +233,10 @@ def test_shipped_models_scored_on_a_store_of_another_condition_are_warned_about(
 def test_the_checkpoint_folder_variable_is_documented_and_named(tmp_path, monkeypatch):
     """Review: XAI_LOC_PRETRAINED was in no --help, reproduce --pretrained said the shipped folder was its default
     even with the variable set, and a bad value did not name the variable."""
-    assert "XAI_LOC_PRETRAINED" in _run(["--help"]).stdout
-    assert "$XAI_LOC_PRETRAINED" in _run(["reproduce", "--help"], terminal_width=200).stdout
+    assert "XAI_LOC_PRETRAINED" in run_cli(["--help"]).stdout
+    assert "$XAI_LOC_PRETRAINED" in run_cli(["reproduce", "--help"], terminal_width=200).stdout
     monkeypatch.setenv("XAI_LOC_PRETRAINED", str(tmp_path / "missing"))
-    _refused(_run(["reproduce", "--quick", "--out", str(tmp_path / "rep")]), "XAI_LOC_PRETRAINED",
+    refused(run_cli(["reproduce", "--quick", "--out", str(tmp_path / "rep")]), "XAI_LOC_PRETRAINED",
              str(tmp_path / "missing"))
     assert not (tmp_path / "rep").exists()
 
@@ -266,13 +259,13 @@ def test_a_bad_value_is_named_by_its_option(tmp_path, args, says):
     """Review: the --t60/--snr, --fills and --methods messages did not name the option; --fill was checked twice
     (a click choice beside the registry); train took --batch-size 1 and --early-stop-patience 0, then refused
     batch_size=1."""
-    _refused(_run([*args, "--data", str(tmp_path / "data")]), says)
+    refused(run_cli([*args, "--data", str(tmp_path / "data")]), says)
     assert not (tmp_path / "data").exists()
 
 
 def test_listen_names_the_option_of_a_bad_list(tmp_path):
     (tmp_path / "rel").mkdir()
-    _refused(_run(["listen", str(tmp_path / "rel"), "--out", str(tmp_path / "wav"), "--mics", "0,a"]),
+    refused(run_cli(["listen", str(tmp_path / "rel"), "--out", str(tmp_path / "wav"), "--mics", "0,a"]),
              "--mics '0,a' is not allowed")
 
 
@@ -315,9 +308,9 @@ def test_a_plugin_localizer_can_be_chosen_with_model(monkeypatch, tmp_path):
 
     plugin = type("PlugIn", (LocCNN,), {"arch_name": "hardening_plugin", "output_kind": "position"})
     monkeypatch.setitem(MODELS, "hardening_plugin", plugin)
-    _refused(_run(["explain", "--model", "hardening_plugin", "--t60", "0.15", "--snr", "25",
+    refused(run_cli(["explain", "--model", "hardening_plugin", "--t60", "0.15", "--snr", "25",
                    "--data", str(tmp_path / "data")]), "no shipped checkpoint hardening_plugin_t60-0.15_snr-25")
-    assert "hardening_plugin" in _run(["explain", "--model", "nope"]).stderr  # the registry's names are listed
+    assert "hardening_plugin" in run_cli(["explain", "--model", "nope"]).stderr  # the registry's names are listed
 
 
 # ------------------------------------------------------------------------------------ 12: default results folder
@@ -326,7 +319,7 @@ def test_the_default_results_folder_of_a_checkpoint_is_its_own(tiny, tmp_path, m
     monkeypatch.chdir(tmp_path)
     data = ["--sources", "1", "--data", str(tiny.root)]
     for args in (["--checkpoint", tiny.checkpoint], ["--t60", "0.15", "--snr", "25", "--model", "loccnn"]):
-        result = _run(["perturb", *args, *data])
+        result = run_cli(["perturb", *args, *data])
         assert result.exit_code == 0, (result.output, result.exception)
     assert recorded_run == [Path("xai-loc-results", "loccnn-mine", CONDITION), Path("xai-loc-results", CONDITION)]
 
@@ -353,7 +346,7 @@ def test_components_renders_a_split_of_your_own_speech_from_its_folder(tiny, tmp
 
     monkeypatch.setattr("xai_loc.data.store.simulate_dataset", simulate)
     monkeypatch.setattr("xai_loc.study.run_experiment", run)
-    result = _run(["components", "--t60", "0.15", "--snr", "25", "--model", "loccnn", "--sources", "1",
+    result = run_cli(["components", "--t60", "0.15", "--snr", "25", "--model", "loccnn", "--sources", "1",
                    "--speech", str(speech), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert seen["simulated"] is seen["rendered"] and list(seen["rendered"].ids) == ["u0.wav", "u1.wav"]
@@ -364,6 +357,6 @@ def test_components_renders_a_split_of_your_own_speech_from_its_folder(tiny, tmp
 def test_commands_of_position_localizers_name_a_binaural_checkpoint_as_such(tmp_path, command):
     """Only faithfulness and sanity score a binaural checkpoint on its own split; the others say what they take
     (a review found them refusing its target instead)."""
-    _refused(_run([command, "--checkpoint", COCHCNN, "--sources", "1", "--out", str(tmp_path / "out")]),
+    refused(run_cli([command, "--checkpoint", COCHCNN, "--sources", "1", "--out", str(tmp_path / "out")]),
              "this command takes localizers of source positions")
     assert not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from click.testing import CliRunner
+from helpers import refused, run_cli
 
 import xai_loc.explain.binaural  # noqa: F401 - patched below through sys.modules
 from xai_loc.cli import main
@@ -29,17 +29,10 @@ def _shipped(monkeypatch):
     monkeypatch.setenv("XAI_LOC_PRETRAINED", str(PRETRAINED))
 
 
-def _run(args, **kwargs):
-    return CliRunner().invoke(main, ["--threads", "1", *args], **kwargs)
 
 
-def _refused(result, *says):
-    """Exit code 2 (no traceback) with one line on stderr holding every one of ``says``."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert result.stderr.count("\n") == 1, result.stderr
-    for text in says:
-        assert text in result.stderr, result.stderr
-    return result.stderr
+
+
 
 
 def _walk(group: click.Group, path=()):
@@ -94,9 +87,10 @@ def test_every_option_name_the_explanation_does_not_take_is_one_line_before_any_
     for words, args in base.items():
         for name in LIBRARY_NAMES:
             says = "is set by" if name == "inputs" and words == ("binaural", "explain") else "is not allowed for"
-            _refused(_run([*words, *args, "--option", f"{name}=1"]), f"option {name!r} {says}")
+            refused(run_cli([*words, *args, "--option", f"{name}=1"]), f"option {name!r} {says}")
     tfcnn = [str(PRETRAINED / "tfcnn_default.safetensors"), str(x16k), *out]
-    _refused(_run(["binaural", "explain", *tfcnn, "--option", "levels=waveform"]), "allowed: conv_rule, epsilon, gamma")
+    refused(run_cli(["binaural", "explain", *tfcnn, "--option", "levels=waveform"]),
+            "allowed: conv_rule, epsilon, gamma")
     assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
 
 
@@ -107,13 +101,13 @@ def test_the_options_of_the_method_composite_and_target_still_pass(tmp_path, mon
                         lambda model, waves, **kw: seen.append(kw) or {})
     sf.write(tmp_path / "x.wav", np.zeros((12000, 2)), 48000)
     args = ["binaural", "explain", COCHCNN, str(tmp_path / "x.wav"), "--out", str(tmp_path / "out")]
-    assert _run([*args, "--option", "conv_rule=epsilon", "--option", "cls=3"]).exit_code == 0
+    assert run_cli([*args, "--option", "conv_rule=epsilon", "--option", "cls=3"]).exit_code == 0
     ig = ["--method", "integrated_gradients", "--option", "n_steps=4", "--batch-size", "2"]
-    assert _run([*args, *ig]).exit_code == 0
+    assert run_cli([*args, *ig]).exit_code == 0
     assert seen == [{"conv_rule": "epsilon", "cls": 3},
                     {"method": "integrated_gradients", "n_steps": 4, "batch_size": 2}]
-    _refused(_run([*args, "--option", "batch_size=2"]), "option 'batch_size' is set by --batch-size")
-    _refused(_run([*args, "--method", "saliency", "--option", "conv_rule=epsilon"]), "option 'conv_rule' is not "
+    refused(run_cli([*args, "--option", "batch_size=2"]), "option 'batch_size' is set by --batch-size")
+    refused(run_cli([*args, "--method", "saliency", "--option", "conv_rule=epsilon"]), "option 'conv_rule' is not "
              "allowed for method 'saliency' and the model's targets; allowed: abs, cls, versus")
 
 
@@ -126,9 +120,9 @@ def test_cues_refuses_a_duration_the_model_does_not_take_before_the_probe(tmp_pa
 
     monkeypatch.setattr("xai_loc.experiments.cues.run_duplex_probe", work)
     monkeypatch.setattr("xai_loc.data.binaural_store.simulate_binaural", work)
-    result = _run(["binaural", "cues", "--tokens", "1", "--no-relevance", "--duration", "0.5", "--rooms", "anechoic",
+    result = run_cli(["binaural", "cues", "--tokens", "1", "--no-relevance", "--duration", "0.5", "--rooms", "anechoic",
                    "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
-    _refused(result, "24000 samples per ear at 48000 Hz", "takes 12000 at 48000 Hz; give --duration 0.25")
+    refused(result, "24000 samples per ear at 48000 Hz", "takes 12000 at 48000 Hz; give --duration 0.25")
     assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
 
 
@@ -150,7 +144,7 @@ def test_cues_writes_the_probe_only_when_the_behaviour_succeeded_too(tmp_path, m
     out = tmp_path / "out"
     out.mkdir()
     (out / "responses.nc").write_bytes(b"an earlier run's")
-    _refused(_run(["binaural", "cues", "--no-relevance", "--data", str(tmp_path / "d"), "--out", str(out)]),
+    refused(run_cli(["binaural", "cues", "--no-relevance", "--data", str(tmp_path / "d"), "--out", str(out)]),
              "the store is damaged")
     assert sorted(p.name for p in out.iterdir()) == ["responses.nc"]
 
@@ -179,7 +173,7 @@ def test_a_short_click_train_holds_one_click_and_the_default_ones_keep_their_sam
 
 
 def test_binaural_simulate_renders_short_click_trains(tmp_path):
-    result = _run(["binaural", "simulate", "--duration", "0.1", "--n-sounds", "26", "--per-sound", "1", "--kinds",
+    result = run_cli(["binaural", "simulate", "--duration", "0.1", "--n-sounds", "26", "--per-sound", "1", "--kinds",
                    "click_train", "--rooms", "anechoic", "--no-noise", "--split", "all", "--data", str(tmp_path)])
     assert result.exit_code == 0, (result.output, result.exception)
     import xarray as xr
@@ -206,15 +200,15 @@ def test_audit_takes_the_composite_of_the_model_family(monkeypatch):
         if family.name.startswith("generic-"):  # plug-ins that other tests registered
             continue
         for arch in family.models:
-            result = _run(["audit", arch])
+            result = run_cli(["audit", arch])
             if family.composite is None:
-                _refused(result, f"a {arch!r} model, whose family {family.name!r} registers no LRP composite",
+                refused(result, f"a {arch!r} model, whose family {family.name!r} registers no LRP composite",
                          "give --composite")
             else:
                 assert result.exit_code == 0, (result.output, result.exception)
                 assert used.pop() == family.composite
-    assert _run(["audit", COCHCNN]).exit_code == 0 and used.pop() == "cochcnn"
-    assert _run(["audit", "bast", "--composite", "epsilon"]).exit_code == 0 and used.pop() == "epsilon"
+    assert run_cli(["audit", COCHCNN]).exit_code == 0 and used.pop() == "cochcnn"
+    assert run_cli(["audit", "bast", "--composite", "epsilon"]).exit_code == 0 and used.pop() == "epsilon"
     assert not used
 
 
@@ -262,9 +256,9 @@ def test_audit_books_the_pads_a_folded_batchnorm_fills_as_absorbing_like_a_bias(
 
 def test_audit_of_a_missing_checkpoint_says_it_does_not_exist(tmp_path):
     """Review: 'audit pretrained/x.safetensors' said "unknown model architecture 'pretrained/x.safetensors'"."""
-    _refused(_run(["audit", str(tmp_path / "x.safetensors")]), "does not exist")
-    _refused(_run(["audit", "x.safetensors"]), "checkpoint x.safetensors does not exist")
-    _refused(_run(["audit", "nosuch"]), "unknown model architecture 'nosuch'")
+    refused(run_cli(["audit", str(tmp_path / "x.safetensors")]), "does not exist")
+    refused(run_cli(["audit", "x.safetensors"]), "checkpoint x.safetensors does not exist")
+    refused(run_cli(["audit", "nosuch"]), "unknown model architecture 'nosuch'")
 
 
 # ------------------------------------------------------------------------- 5: no output file inside a data store
@@ -284,7 +278,7 @@ def test_an_output_file_or_store_inside_a_data_store_is_refused(tmp_path):
              ["report", str(tmp_path), "--out", str(store / "r.html")],
              ["train", "--model", "loccnn", "--t60", "0.6", "--snr", "10", "--out", str(store / "m.safetensors")]]
     for args in cases:
-        _refused(_run(args), f"is not allowed: it is inside the store folder {str(store)!r}")
+        refused(run_cli(args), f"is not allowed: it is inside the store folder {str(store)!r}")
     assert sorted(p.name for p in store.iterdir()) == ["sub", "zarr.json"] and not any((store / "sub").iterdir())
     # a relevance store belongs in a <split>.relevance folder (explain's default place), but not below a store
     assert StoreOut().convert(str(tmp_path / "test.relevance" / "mine.zarr"), None, None)
@@ -299,7 +293,7 @@ def test_train_refuses_one_source_before_simulating(tmp_path, monkeypatch):
         raise AssertionError("simulated before refusing")
 
     monkeypatch.setattr("xai_loc.data.store.simulate_dataset", work)
-    _refused(_run(["train", "--model", "loccnn", "--t60", "0.6", "--snr", "10", "--sources", "1", "--max-epochs", "1",
+    refused(run_cli(["train", "--model", "loccnn", "--t60", "0.6", "--snr", "10", "--sources", "1", "--max-epochs", "1",
                    "--data", str(tmp_path / "d")]), "--sources 1 is not allowed; use an integer >= 2")
     assert not (tmp_path / "d").exists()
 
@@ -316,10 +310,10 @@ def test_models_import_never_overwrites_its_input(tmp_path):
     save_file(build_model("loccnn").state_dict(), raw)
     before = raw.read_bytes()
     args = ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10"]
-    _refused(_run([*args, str(raw)]), f"--out {str(raw)!r} would overwrite FILE {str(raw)!r}; give another --out")
-    _refused(_run([*args, "--out", str(raw), str(raw)]), "would overwrite FILE")
+    refused(run_cli([*args, str(raw)]), f"--out {str(raw)!r} would overwrite FILE {str(raw)!r}; give another --out")
+    refused(run_cli([*args, "--out", str(raw), str(raw)]), "would overwrite FILE")
     assert raw.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["paper.safetensors"]
-    result = _run([*args, "--out", str(tmp_path / "mine.safetensors"), str(raw)])
+    result = run_cli([*args, "--out", str(tmp_path / "mine.safetensors"), str(raw)])
     assert result.exit_code == 0, result.output
     assert raw.read_bytes() == before
 
@@ -335,7 +329,7 @@ def test_bast_train_writes_where_its_help_says(tmp_path, monkeypatch):
 
     monkeypatch.setattr("xai_loc.models.bast.fit_bast", fit)
     monkeypatch.setattr("xai_loc.models.zoo.describe_test_metrics", lambda *a, **k: "")
-    assert _run(["binaural", "bast", "train", "--seed", "3", "--data", str(tmp_path)]).exit_code == 0
+    assert run_cli(["binaural", "bast", "train", "--seed", "3", "--data", str(tmp_path)]).exit_code == 0
     said = next(p.help for p in main.commands["binaural"].commands["bast"].commands["train"].params if p.name == "out")
     assert "<data>/runs/bast_<variant>_s<seed>.safetensors" in said
     assert written == [tmp_path / "runs" / "bast_NSP-SUB-MIX_s3.safetensors"]

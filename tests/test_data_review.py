@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_line, tree
 
 import xai_loc.io
 from xai_loc.acoustics.room import ShoeBox
@@ -34,15 +35,10 @@ def _simulate(root: Path, **kw) -> Path:
     return store.simulate_dataset(_scene(), "test", 0.15, 25.0, root=root, **SIM, **kw)
 
 
-def _tree(path: Path) -> dict[str, bytes]:
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def _one_line(fn, *args, **kwargs) -> str:
-    with pytest.raises(InputError) as err:
-        fn(*args, **kwargs)
-    assert "\n" not in str(err.value)
-    return str(err.value)
+
+
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +73,20 @@ def test_a_speech_folder_named_by_another_path_is_the_same_data(speech, tmp_path
     path = _simulate(tmp_path, corpus=relative)
     # the name is recorded as before (stores of earlier versions record the same), only not compared
     assert json.loads(store.open_signals(path).attrs["config"])["corpus"] == "folder:sp"
-    before = _tree(path)
+    before = tree(path)
     rendered = _counting(monkeypatch)
     assert _simulate(tmp_path, corpus=SpeechCorpus.from_folder(speech)) == path  # absolute: reused as it is
     assert _simulate(tmp_path, corpus=SpeechCorpus.from_folder("./sp/../sp")) == path
-    assert rendered == [] and _tree(path) == before
+    assert rendered == [] and tree(path) == before
     # other audio is still other data
     (speech.parent / "other").mkdir()
     shutil.copy(speech / "esp000.ogg", speech.parent / "other" / "esp000.ogg")
-    assert "different configuration" in _one_line(_simulate, tmp_path, corpus=SpeechCorpus.from_folder("other"))
+    assert "different configuration" in one_line(_simulate, tmp_path, corpus=SpeechCorpus.from_folder("other"))
 
 
 def test_an_unfinished_store_resumes_under_another_spelling_of_its_speech_folder(speech, tmp_path, monkeypatch):
     monkeypatch.chdir(speech.parent)
-    whole = _tree(_simulate(tmp_path / "ref", corpus=SpeechCorpus.from_folder("sp")))
+    whole = tree(_simulate(tmp_path / "ref", corpus=SpeechCorpus.from_folder("sp")))
     real = store._render_source
 
     def killed_on_the_second(*a, **k):
@@ -105,7 +101,7 @@ def test_an_unfinished_store_resumes_under_another_spelling_of_its_speech_folder
     rendered = _counting(monkeypatch)
     path = _simulate(tmp_path / "run", corpus=SpeechCorpus.from_folder(speech))
     assert rendered == [1]  # source 0 was kept, not written afresh
-    assert _tree(path) == whole
+    assert tree(path) == whole
 
 
 # --- 2. a finished store needs no write access ----------------------------------------------------------------
@@ -118,11 +114,11 @@ def test_a_finished_store_is_reused_without_write_access(reference, tmp_path, mo
         raise InputError(f"{what} {str(folder)!r} is not writable (read-only); choose another path")
 
     monkeypatch.setattr(xai_loc.io, "ensure_writable_dir", read_only)
-    before = _tree(root)
+    before = tree(root)
     path = _simulate(root)
     assert path == root / reference.relative_to(reference.parents[2])
     assert store.open_signals(path).signals.shape[0] > 0
-    assert _tree(root) == before  # nothing written, no lock file
+    assert tree(root) == before  # nothing written, no lock file
     kind = StoreKind("toy store", "values", ("item", "channel"), "volts", "make_toy")
     toy = dict(shape=(2, 3), coords={"item": ("item", np.arange(2))}, attrs={},
                render=lambda items: {"values": np.ones((len(items), 3))})
@@ -131,37 +127,37 @@ def test_a_finished_store_is_reused_without_write_access(reference, tmp_path, mo
     monkeypatch.setattr(xai_loc.io, "ensure_writable_dir", read_only)
     assert write_store(made, kind, {"seed": 1}, **toy) == made
     # writing still needs it, and says so
-    assert "is not writable" in _one_line(_simulate, root, n_sources=1)
-    assert "is not writable" in _one_line(write_store, tmp_path / "new.zarr", kind, {"seed": 1}, **toy)
+    assert "is not writable" in one_line(_simulate, root, n_sources=1)
+    assert "is not writable" in one_line(write_store, tmp_path / "new.zarr", kind, {"seed": 1}, **toy)
 
 
 # --- 3. a path that is no store is never to be deleted ---------------------------------------------------------
 
 def test_a_data_root_or_a_file_given_as_a_store_is_not_to_be_deleted(reference, tmp_path):
     root = reference.parents[2]
-    assert _one_line(store.open_signals, root) == (
+    assert one_line(store.open_signals, root) == (
         f"dataset store {root} is not a dataset store (no zarr metadata); give the path of a dataset store")
-    assert _one_line(open_zarr_group, root, what="test store") == (
+    assert one_line(open_zarr_group, root, what="test store") == (
         f"test store {root} is not a test store (no zarr metadata); give the path of a test store")
     text = tmp_path / "notes.txt"
     text.write_text("not a store")
-    assert _one_line(store.open_signals, text) == (
+    assert one_line(store.open_signals, text) == (
         f"dataset store {text} is a file, not a zarr store; give a dataset store folder")
     # nor is a file or folder standing where a store is to be written
     final = store.dataset_path(tmp_path / "d", _scene(), 0.15, 25.0, "test")
     final.parent.mkdir(parents=True)
     shutil.copy(text, final)
     foreign = f"{final} exists but is not an xai-loc dataset store; remove it or choose another path"
-    assert _one_line(_simulate, tmp_path / "d") == foreign
+    assert one_line(_simulate, tmp_path / "d") == foreign
     final.unlink()
     (final / "notes").mkdir(parents=True)
-    assert _one_line(_simulate, tmp_path / "d") == foreign
+    assert one_line(_simulate, tmp_path / "d") == foreign
     # a zarr store without a manifest is one to rebuild
     copy = tmp_path / "copy.zarr"
     shutil.copytree(reference, copy)
     (copy / MANIFEST).unlink()
-    assert _one_line(store.open_signals, copy).endswith("delete it and run 'xai-loc simulate' again to rebuild it")
-    assert _one_line(open_zarr_group, copy, what="test store").endswith(REBUILD)
+    assert one_line(store.open_signals, copy).endswith("delete it and run 'xai-loc simulate' again to rebuild it")
+    assert one_line(open_zarr_group, copy, what="test store").endswith(REBUILD)
 
 
 # --- 4. TF32 is off wherever sources are rendered ---------------------------------------------------------------
@@ -232,10 +228,10 @@ def test_an_undecodable_chunk_is_one_line(reference, tmp_path, damage):
     (path / MANIFEST).unlink()
     seal_store(path)  # the manifest vouches for the damaged bytes
     rebuild = "delete it and run 'xai-loc simulate' again to rebuild it"
-    message = _one_line(lambda: store.open_signals(path).signals.values)
+    message = one_line(lambda: store.open_signals(path).signals.values)
     assert message.startswith(f"dataset store {path} is damaged: chunk signals/1.0.0 cannot be decoded (")
     assert message.endswith(rebuild)
-    assert _one_line(lambda: store.open_signals_array(path)[1]) == message
+    assert one_line(lambda: store.open_signals_array(path)[1]) == message
     np.testing.assert_array_equal(store.open_signals_array(path)[0], store.open_signals_array(reference)[0])
 
 
@@ -250,7 +246,7 @@ def test_an_undecodable_chunk_is_one_line(reference, tmp_path, damage):
 def test_arguments_of_the_wrong_type_are_one_line(tmp_path, monkeypatch, scene, kw, message):
     monkeypatch.chdir(tmp_path)
     args = {"root": tmp_path / "d", **SIM, **kw}
-    assert _one_line(store.simulate_dataset, scene or _scene(), "test", 0.15, 25.0, **args) == message
+    assert one_line(store.simulate_dataset, scene or _scene(), "test", 0.15, 25.0, **args) == message
     assert not any(tmp_path.iterdir())
 
 
@@ -290,7 +286,7 @@ def test_a_second_writer_waits_for_the_first_and_reuses_its_store(tmp_path):
                         coords={"item": ("item", np.arange(4))}, attrs={},
                         render=lambda items: {"values": np.arange(items.start, items.stop)[:, None] + np.ones((1, 3))},
                         block=2)
-    assert _tree(got["first"]) == _tree(alone)
+    assert tree(got["first"]) == tree(alone)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.zarr", "toy.zarr"]  # no lock, partial or progress
 
 

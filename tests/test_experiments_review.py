@@ -4,7 +4,7 @@ GCC lag windows and interpolation, the SRP grid step), and the zero-lag baseline
 import numpy as np
 import pytest
 import torch
-import xarray as xr
+from helpers import noise_windows
 from torch import nn
 
 from xai_loc.errors import InputError
@@ -13,20 +13,6 @@ from xai_loc.experiments.gcc import correlation_time, gcc_phat, tdoa
 from xai_loc.experiments.perturbation import run_perturbation
 from xai_loc.experiments.srp import plane_grid
 from xai_loc.experiments.tdoa_probe import fast_correlation_time, fast_tdoa, run_tdoa
-
-FS, C, T = 16000.0, 343.0, 512
-MICS = np.stack([0.575 + 0.15 * np.arange(16), np.full(16, 7.0), np.full(16, 1.2)], axis=1)  # the paper's array
-
-
-def _signals(n: int = 4) -> xr.Dataset:
-    """``n`` windows of independent noise on the paper's 16 microphones, sources on a small square."""
-    rng = np.random.default_rng(5)
-    positions = np.stack([np.linspace(1.5, 1.9, n), np.linspace(5.3, 5.7, n), np.full(n, 1.2)], axis=1)
-    return xr.Dataset({"signals": (("window", "mic", "time"), rng.standard_normal((n, 16, T)))},
-                      coords={"window": np.arange(n), "mic": np.arange(16), "time": np.arange(T) / FS,
-                              "xyz": ["x", "y", "z"], "mic_position": (("mic", "xyz"), MICS),
-                              "source_position": (("window", "xyz"), positions)},
-                      attrs={"fs": FS, "c": C, "t60": 0.15, "snr": 25.0})
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +106,7 @@ def test_duplex_probes_refuse_a_bad_seed_or_batch_size_first(monkeypatch, probe,
 ])
 def test_run_tdoa_refuses_a_bad_seed_or_srp_window_count(options, says):
     with pytest.raises(InputError, match=_message(says)):
-        run_tdoa({}, _signals(), pairs="7-8", **options)
+        run_tdoa({}, noise_windows(4), pairs="7-8", **options)
 
 
 def test_run_perturbation_refuses_a_fractional_source_count_and_an_empty_model_set(store):
@@ -201,7 +187,7 @@ def test_the_zero_lag_row_is_the_baseline_estimator(monkeypatch):
     assert tdoa_probe.zero_lag is baselines.zero_lag
     zero = baselines.zero_lag(3)
     assert isinstance(zero, np.ndarray) and zero.dtype == np.float64 and zero.tolist() == [0.0, 0.0, 0.0]
-    out = run_tdoa({}, _signals(), pairs="7-8,0-15", srp=False)
+    out = run_tdoa({}, noise_windows(4), pairs="7-8,0-15", srp=False)
     row = out["delay"].sel(estimator="zero-lag").values
     assert row.shape == (2, 4) and (row == 0).all()
     truth, threshold = out["truth"].values, out["threshold"].values

@@ -8,6 +8,7 @@ import pytest
 import torch
 import xarray as xr
 from click.testing import CliRunner
+from helpers import FS, C, T, noise_windows
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.gcc import tdoa
@@ -15,19 +16,10 @@ from xai_loc.experiments.tdoa_probe import _BlockEstimates, run_tdoa, srp_grid
 
 matplotlib.use("Agg")
 
-FS, C, T = 16000.0, 343.0, 512
-MICS = np.stack([0.575 + 0.15 * np.arange(16), np.full(16, 7.0), np.full(16, 1.2)], axis=1)  # the paper's array
 
 
-def _dataset(n: int = 6) -> xr.Dataset:
-    """``n`` windows of independent noise on the paper's 16 microphones, sources on a small square."""
-    rng = np.random.default_rng(5)
-    positions = np.stack([np.linspace(1.5, 1.9, n), np.linspace(5.3, 5.7, n), np.full(n, 1.2)], axis=1)
-    return xr.Dataset({"signals": (("window", "mic", "time"), rng.standard_normal((n, 16, T)))},
-                      coords={"window": np.arange(n), "mic": np.arange(16), "time": np.arange(T) / FS,
-                              "xyz": ["x", "y", "z"], "mic_position": (("mic", "xyz"), MICS),
-                              "source_position": (("window", "xyz"), positions)},
-                      attrs={"fs": FS, "c": C, "t60": 0.15, "snr": 25.0})
+
+
 
 
 
@@ -36,7 +28,7 @@ def _dataset(n: int = 6) -> xr.Dataset:
 def test_the_srp_figure_names_the_srp_windows_not_all_windows(captured_figure, tmp_path):
     from xai_loc.plots import tdoa as plots
 
-    out = run_tdoa({}, _dataset(), pairs="7-8", srp_max_windows=2, srp_step=0.1)
+    out = run_tdoa({}, noise_windows(6), pairs="7-8", srp_max_windows=2, srp_step=0.1)
     assert out.attrs["srp_windows"] == 2 and out.sizes["window"] == 6
     drawn = captured_figure(plots)
     plots.plot_srp(out, tmp_path / "srp")
@@ -60,7 +52,7 @@ def test_given_randomized_relevance_of_another_composite_is_refused():
     from xai_loc.models import build_model
 
     models = ModelSet.of({"m": build_model("loccnn")})
-    ds = _dataset()
+    ds = noise_windows(6)
     common = {"method": "lrp", "target": "truth"}
     own = ds["signals"].copy(data=ds["signals"].values).assign_attrs(
         model_digest=models.provenance("m")["model_digest"], composite="paper", **common)
@@ -77,7 +69,7 @@ def test_given_randomized_relevance_of_another_composite_is_refused():
 # 4 -------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n_windows", [8, 4])
 def test_unlabelled_relevance_must_hold_every_window_of_the_data(n_windows):
-    ds = _dataset(6)
+    ds = noise_windows(6)
     values = np.random.default_rng(1).standard_normal((n_windows, 16, T))
     bare = xr.DataArray(values, dims=("window", "mic", "time"))  # no window coord: taken in the data's order
     with pytest.raises(InputError, match=rf"'x' has {n_windows} windows and no window coord; use one per window "
@@ -160,11 +152,11 @@ def test_srp_plane_refuses_a_negative_or_non_finite_pad_or_step(kwargs, message)
 ])
 def test_pairs_as_a_list_pass_the_checks_of_the_string_form(pairs, message):
     with pytest.raises(InputError, match=message):
-        run_tdoa({}, _dataset(2), pairs=pairs, srp=False)
+        run_tdoa({}, noise_windows(2), pairs=pairs, srp=False)
 
 
 def test_pairs_as_a_list_give_the_string_forms_result_and_each_pair_once():
-    ds = _dataset(2)
+    ds = noise_windows(2)
     listed = run_tdoa({}, ds, pairs=[(7, 8), (np.int64(0), np.int64(15))], srp=False)
     spec = run_tdoa({}, ds, pairs="7-8,0-15", srp=False)
     assert list(listed["pair"].values) == ["7-8", "0-15"]

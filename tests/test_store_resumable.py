@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line, tree
 
 from xai_loc.data.integrity import MANIFEST, verify_store
 from xai_loc.data.resumable import ResumableStore, StoreKind
@@ -46,15 +47,10 @@ def _build(path: Path, order) -> Path:
         return store.finish({"summary": 1.5})
 
 
-def _tree(path: Path) -> dict[str, bytes]:
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def _one_line(fn, *args, **kwargs) -> str:
-    with pytest.raises(InputError) as err:
-        fn(*args, **kwargs)
-    assert "\n" not in str(err.value)
-    return str(err.value)
+
+
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +70,7 @@ def test_written_in_order_holds_the_values_and_opens_verified(reference):
 
 
 def test_any_order_gives_the_same_bytes(reference, tmp_path):
-    assert _tree(_build(tmp_path / "toy.zarr", [3, 1, 0, 2])) == _tree(reference)
+    assert tree(_build(tmp_path / "toy.zarr", [3, 1, 0, 2])) == tree(reference)
 
 
 def test_blocks_written_from_threads_give_the_same_bytes(reference, tmp_path):
@@ -87,7 +83,7 @@ def test_blocks_written_from_threads_give_the_same_bytes(reference, tmp_path):
             list(pool.map(lambda b: _write(store, [b]), blocks[::-1]))
         assert store.pending() == []
         store.finish({"summary": 1.5})
-    assert _tree(path) == _tree(reference)
+    assert tree(path) == tree(reference)
 
 
 def test_pending_and_progress_record_out_of_order_blocks(tmp_path):
@@ -116,7 +112,7 @@ def test_interrupted_out_of_order_run_resumes_to_the_same_bytes(reference, tmp_p
         assert _open(store).pending() == [0, 1, 2]
         _write(store, store.pending())
         store.finish({"summary": 1.5})
-    assert _tree(path) == _tree(reference)
+    assert tree(path) == tree(reference)
 
 
 @pytest.mark.parametrize("damage", ["lost chunk", "emptied chunk", "other config", "bad range",
@@ -142,7 +138,7 @@ def test_unresumable_partial_is_written_afresh(reference, tmp_path, damage):
         assert _open(store).pending() == [0, 1, 2, 3]
         _write(store, store.pending())
         store.finish({"summary": 1.5})
-    assert _tree(path) == _tree(reference)
+    assert tree(path) == tree(reference)
 
 
 def test_bad_values_are_refused_before_anything_is_written(tmp_path):
@@ -151,9 +147,9 @@ def test_bad_values_are_refused_before_anything_is_written(tmp_path):
     values[1, 2] = np.inf
     with pytest.raises(InputError), ResumableStore(path, KIND, CONFIG) as store:
         _write(_open(store), [0])
-        message = _one_line(store.write, 1, {"values": values}, hint="check the toy")
+        message = one_line(store.write, 1, {"values": values}, hint="check the toy")
         assert message == f"{path}: item 4 came out with NaN or infinite samples; nothing was stored; check the toy"
-        assert "all zero (silent)" in _one_line(store.write, 1, {"values": np.zeros((3, CHANNELS))})
+        assert "all zero (silent)" in one_line(store.write, 1, {"values": np.zeros((3, CHANNELS))})
         assert store.pending() == [1, 2, 3]
         with pytest.raises(ValueError, match="not whole blocks"):
             store.write(1, {"values": _values()[3:5]})
@@ -167,31 +163,31 @@ def test_finished_store_is_reused_refused_or_reported(reference, tmp_path):
     with ResumableStore(reference, KIND, CONFIG) as store:
         assert store.finished("holds other toys")
     with ResumableStore(reference, KIND, {**CONFIG, "seed": 2}) as store:
-        assert _one_line(store.finished, lambda found: f"holds seed {found['seed']}") == f"{reference} holds seed 1"
+        assert one_line(store.finished, lambda found: f"holds seed {found['seed']}") == f"{reference} holds seed 1"
     # the identity decides what counts: a name alone does not make other data
     with ResumableStore(reference, KIND, {**CONFIG, "name": "other"}, identity=lambda c: c["seed"]) as store:
         assert store.finished("holds other toys")
     copy = Path(shutil.copytree(reference, tmp_path / "toy.zarr"))
     (copy / "values" / "2.0").unlink()
     with ResumableStore(copy, KIND, CONFIG) as store:
-        assert _one_line(store.finished, "x") == (f"toy store {copy} is damaged: chunk values/2.0 is missing; "
+        assert one_line(store.finished, "x") == (f"toy store {copy} is damaged: chunk values/2.0 is missing; "
                                                   "delete it and run make_toy again to rebuild it")
 
 
 def test_open_refuses_unfinished_missing_and_foreign_stores(reference, tmp_path):
     import xarray as xr
 
-    assert _one_line(KIND.open, tmp_path / "toy.zarr.partial") == (
+    assert one_line(KIND.open, tmp_path / "toy.zarr.partial") == (
         f"{tmp_path / 'toy.zarr.partial'} is an unfinished toy store; run make_toy again to complete it")
-    assert _one_line(KIND.open, tmp_path / "none.zarr") == (
+    assert one_line(KIND.open, tmp_path / "none.zarr") == (
         f"toy store {str(tmp_path / 'none.zarr')!r} does not exist; create it with make_toy")
     other = StoreKind("toy store", "signals", ("item", "channel"), "volts", "make_toy")
-    assert _one_line(other.open, reference) == (
+    assert one_line(other.open, reference) == (
         f"toy store {reference} has no 'signals' variable (item, channel); is it an xai-loc toy store?")
-    assert "has no 'signals' variable" in _one_line(other.open_array, reference)
+    assert "has no 'signals' variable" in one_line(other.open_array, reference)
     plain = tmp_path / "plain.zarr"
     xr.Dataset({"values": (("item", "channel"), _values())}).to_zarr(plain, zarr_format=2)
-    assert "has no manifest of its contents" in _one_line(KIND.open, plain)
+    assert "has no manifest of its contents" in one_line(KIND.open, plain)
     assert (reference / MANIFEST).is_file()
 
 
@@ -213,7 +209,7 @@ def test_killed_with_sigkill_while_writing_backwards_then_resumed(reference, tmp
         assert _open(store).pending() == [0, 1]
         _write(store, store.pending())
         store.finish({"summary": 1.5})
-    assert _tree(path) == _tree(reference)
+    assert tree(path) == tree(reference)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.zarr"]
 
 

@@ -1,0 +1,55 @@
+"""Helpers shared by test modules (imported as ``helpers``: pytest puts this folder on ``sys.path``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from xai_loc.errors import InputError
+
+#: The paper's rate, speed of sound, a short window, and its 16-microphone array.
+FS, C, T = 16000.0, 343.0, 512
+MICS = np.stack([0.575 + 0.15 * np.arange(16), np.full(16, 7.0), np.full(16, 1.2)], axis=1)
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` by its relative name, with its bytes."""
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def one_line(fn, *args, **kwargs) -> str:
+    """The message of the :class:`InputError` that ``fn(*args, **kwargs)`` raises, checked to be one line."""
+    with pytest.raises(InputError) as err:
+        fn(*args, **kwargs)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def run_cli(args, **kwargs):
+    """``xai-loc --threads 1 ARGS`` in this process."""
+    from xai_loc.cli import main
+
+    return CliRunner().invoke(main, ["--threads", "1", *args], **kwargs)
+
+
+def refused(result, *says) -> str:
+    """Exit code 2 (no traceback) with one line on stderr holding every one of ``says``; that line."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert result.stderr.count("\n") == 1, result.stderr
+    for text in says:
+        assert text in result.stderr, result.stderr
+    return result.stderr
+
+
+def noise_windows(n: int) -> xr.Dataset:
+    """``n`` windows of independent noise on the paper's 16 microphones, sources on a small square."""
+    rng = np.random.default_rng(5)
+    positions = np.stack([np.linspace(1.5, 1.9, n), np.linspace(5.3, 5.7, n), np.full(n, 1.2)], axis=1)
+    return xr.Dataset({"signals": (("window", "mic", "time"), rng.standard_normal((n, 16, T)))},
+                      coords={"window": np.arange(n), "mic": np.arange(16), "time": np.arange(T) / FS,
+                              "xyz": ["x", "y", "z"], "mic_position": (("mic", "xyz"), MICS),
+                              "source_position": (("window", "xyz"), positions)},
+                      attrs={"fs": FS, "c": C, "t60": 0.15, "snr": 25.0})

@@ -113,6 +113,7 @@ def test_a_finished_store_is_reused_without_write_access(reference, tmp_path, mo
     def read_only(folder, what="output folder"):
         raise InputError(f"{what} {str(folder)!r} is not writable (read-only); choose another path")
 
+    writable = xai_loc.io.ensure_writable_dir
     monkeypatch.setattr(xai_loc.io, "ensure_writable_dir", read_only)
     before = tree(root)
     path = _simulate(root)
@@ -122,7 +123,7 @@ def test_a_finished_store_is_reused_without_write_access(reference, tmp_path, mo
     kind = StoreKind("toy store", "values", ("item", "channel"), "volts", "make_toy")
     toy = dict(shape=(2, 3), coords={"item": ("item", np.arange(2))}, attrs={},
                render=lambda items: {"values": np.ones((len(items), 3))})
-    monkeypatch.undo()
+    monkeypatch.setattr(xai_loc.io, "ensure_writable_dir", writable)  # (undo() would also undo conftest's patches)
     made = write_store(tmp_path / "toy.zarr", kind, {"seed": 1}, **toy)
     monkeypatch.setattr(xai_loc.io, "ensure_writable_dir", read_only)
     assert write_store(made, kind, {"seed": 1}, **toy) == made
@@ -222,7 +223,8 @@ def test_an_undecodable_chunk_is_one_line(reference, tmp_path, damage):
     data = bytearray(chunk.read_bytes())
     if damage == "cut":
         data = data[: len(data) // 2]
-    else:  # the offsets of blosc's blocks
+    else:  # the offsets of blosc's blocks (there only in a compressed frame: flag 0x02 means stored as is)
+        assert not data[2] & 0x02
         data[16:24] = bytes([255] * 8)
     chunk.write_bytes(bytes(data))
     (path / MANIFEST).unlink()
@@ -270,16 +272,19 @@ def test_a_second_writer_waits_for_the_first_and_reuses_its_store(tmp_path):
             attrs={}, render=render, block=2)
 
     got: dict = {}
-    first = threading.Thread(target=write, args=(got,), name="first")
-    first.start()
-    assert started.wait(30)  # the first writer holds the lock and has begun
-    second = threading.Thread(target=write, args=(got,), name="second")
-    second.start()
-    second.join(0.5)
-    assert second.is_alive() and "second" not in got  # waiting for the lock
-    release.set()
-    first.join(30)
-    second.join(30)
+    first = threading.Thread(target=write, args=(got,), name="first", daemon=True)
+    second = threading.Thread(target=write, args=(got,), name="second", daemon=True)
+    try:
+        first.start()
+        assert started.wait(30)  # the first writer holds the lock and has begun
+        second.start()
+        second.join(0.5)
+        assert second.is_alive() and "second" not in got  # waiting for the lock (flock: not on NFS)
+    finally:
+        release.set()
+        for thread in (first, second):
+            if thread.ident is not None:  # started
+                thread.join(30)
     assert got["first"] == got["second"] == tmp_path / "toy.zarr"
     assert calls == [("first", 0), ("first", 2)]  # the second rendered nothing
     alone = write_store(tmp_path / "alone.zarr", kind, {"seed": 1}, shape=(4, 3),

@@ -310,8 +310,9 @@ def test_models_import_never_overwrites_its_input(tmp_path):
     save_file(build_model("loccnn").state_dict(), raw)
     before = raw.read_bytes()
     args = ["models", "import", "--arch", "loccnn", "--t60", "0.6", "--snr", "10"]
-    refused(run_cli([*args, str(raw)]), f"--out {str(raw)!r} would overwrite FILE {str(raw)!r}; give another --out")
-    refused(run_cli([*args, "--out", str(raw), str(raw)]), "would overwrite FILE")
+    refused(run_cli([*args, str(raw)]),
+            f"output {str(raw)!r} would overwrite the source file {str(raw)!r}; give another output")
+    refused(run_cli([*args, "--out", str(raw), str(raw)]), "would overwrite the source file")
     assert raw.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["paper.safetensors"]
     result = run_cli([*args, "--out", str(tmp_path / "mine.safetensors"), str(raw)])
     assert result.exit_code == 0, result.output

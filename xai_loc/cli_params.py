@@ -108,10 +108,10 @@ class DataRoot(OutDir):
     before any work), a new one must be creatable; never at or below a store's folder."""
 
     def convert(self, value, param, ctx):
+        if not Path(value).resolve().is_dir():
+            return super().convert(value, param, ctx)
         check_outside_stores(value, option_name(param, ctx, value), value)
-        if Path(value).resolve().is_dir():
-            return str(value)
-        return super().convert(value, param, ctx)
+        return str(value)
 
 
 class OutFile(click.ParamType):

@@ -153,15 +153,10 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
     Keys and shapes are checked strictly; files that need arbitrary unpickling are refused.
     Prints the tensor count, the condition and a sanity forward pass on one noise window.
     """
-    from pathlib import Path
-
     import torch
 
     from xai_loc.models import import_paper_checkpoint, load_model
 
-    written = Path(out) if out else Path(file).with_suffix(".safetensors")
-    if written.exists() and written.samefile(file):
-        raise InputError(f"--out {str(written)!r} would overwrite FILE {file!r}; give another --out")
     path = import_paper_checkpoint(file, arch, t60, snr, out)
     model = load_model(path)
     window = 0.01 * torch.randn(1, *model.input_shape, generator=torch.Generator().manual_seed(0))

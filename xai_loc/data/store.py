@@ -114,6 +114,12 @@ def condition_name(t60: float, snr: float) -> str:
 SUBSET_SEED = 5000
 
 
+def check_n_sources(n_sources: int | None) -> None:
+    """Refuse, in one line, a source count that is not None (the whole split) or an integer >= 1."""
+    if n_sources is not None and not (is_integer(n_sources) and n_sources >= 1):
+        raise InputError(f"n_sources={n_sources!r} is not allowed; use an integer >= 1 (None: the whole split)")
+
+
 def subset_ids(ids: np.ndarray, n_sources: int | None) -> np.ndarray:
     """A seeded spread of ``n_sources`` of ``ids`` over the whole split, in ascending order.
 
@@ -122,11 +128,10 @@ def subset_ids(ids: np.ndarray, n_sources: int | None) -> np.ndarray:
     for N sources gets the same N; unlike the first N ids (a narrow strip of the grid), it
     covers the split's area, so a baseline fitted on it describes the split.
     """
+    check_n_sources(n_sources)
     ids = np.asarray(ids)
     if n_sources is None or n_sources >= ids.size:
         return ids
-    if n_sources < 1:
-        raise InputError(f"sources={n_sources} is not allowed; use a positive number")
     order = np.random.default_rng(SUBSET_SEED).permutation(ids.size)
     return np.sort(ids[order[:n_sources]])
 
@@ -295,8 +300,7 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
         raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
     if backend not in BACKENDS:
         raise InputError(f"RIR backend {backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
-    if n_sources is not None and not (is_integer(n_sources) and n_sources >= 1):
-        raise InputError(f"n_sources={n_sources!r} is not allowed; use an integer >= 1 (None: the whole split)")
+    check_n_sources(n_sources)
     if not (is_integer(seed) and seed >= 0):
         raise InputError(f"seed={seed!r} is not allowed; use an integer >= 0")
     seed = int(seed)

@@ -55,7 +55,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 
 if TYPE_CHECKING:
@@ -222,10 +221,9 @@ def scored_set(data: str | os.PathLike, n_sources: int | None = None) -> ScoredS
     InputError
         For a path that holds no readable store, a damaged store, or ``n_sources`` not an integer >= 1.
     """
-    from xai_loc.data.store import subset_ids
+    from xai_loc.data.store import check_n_sources, subset_ids
 
-    if n_sources is not None and not (is_integer(n_sources) and n_sources >= 1):
-        raise InputError(f"n_sources={n_sources!r} is not allowed; use an integer >= 1 (None: every source)")
+    check_n_sources(n_sources)  # before the store is opened
     path = Path(data)
     variable, reader = _reader_of(path)
     kind = reader.kind()

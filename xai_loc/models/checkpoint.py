@@ -549,8 +549,16 @@ def import_paper_checkpoint(
     -------
     Path
         The written checkpoint. Its card records the source file's name and SHA-256.
+
+    Raises
+    ------
+    InputError
+        Where ``dst`` (or its default) is ``src`` itself: the source file is never overwritten.
     """
     src = Path(src)
+    dst = src.with_suffix(".safetensors") if dst is None else Path(dst)
+    if dst.exists() and src.exists() and dst.samefile(src):
+        raise InputError(f"output {str(dst)!r} would overwrite the source file {str(src)!r}; give another output")
     condition = _check_condition({"t60": t60, "snr": snr})
     model = load_paper_model(src, arch, n_mics=n_mics, n_samples=n_samples)
     card = {
@@ -558,4 +566,4 @@ def import_paper_checkpoint(
         "data_convention": "gpurir",  # the paper simulated its data with gpuRIR
         "source": {"kind": "paper-state-dict", "file": src.name, "sha256": file_digest(src)},
     }
-    return save_checkpoint(model, src.with_suffix(".safetensors") if dst is None else dst, card)
+    return save_checkpoint(model, dst, card)

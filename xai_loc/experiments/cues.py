@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xai_loc.checks import is_integer, is_real
+from xai_loc.checks import check_integer, is_integer, is_real
 from xai_loc.errors import InputError
 
 __all__ = [
@@ -309,8 +309,7 @@ def _checked_probe(bands: str | Sequence[str], azimuths, itd_offsets, n_tokens: 
     if azimuths.ndim != 1 or azimuths.size == 0 or not np.all(np.abs(azimuths) <= 90):
         raise InputError(f"azimuths={azimuths.tolist()} are not allowed; give lateral angles in [-90, 90] degrees")
     for name, value, least in (("n_tokens", n_tokens, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
-        if not is_integer(value) or value < least:
-            raise InputError(f"{name}={value!r} is not allowed; use an integer >= {least}")
+        check_integer(name, value, minimum=least)
     return names, azimuths, _checked_offsets("itd_offsets", itd_offsets)
 
 

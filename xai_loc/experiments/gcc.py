@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xai_loc.checks import is_integer, is_real
+from xai_loc.checks import check_integer, is_real
 from xai_loc.errors import InputError
 
 if TYPE_CHECKING:
@@ -145,8 +145,7 @@ def check_max_lag(max_lag: float) -> None:
 
 def check_interp(interp: int) -> None:
     """Refuse (one line) an interpolation factor of the lag axis that is not an integer >= 1."""
-    if not is_integer(interp) or interp < 1:
-        raise InputError(f"interp={interp!r} is not allowed; use an integer >= 1")
+    check_integer("interp", interp, minimum=1)
 
 
 def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 16,

@@ -89,7 +89,9 @@ def test_cli_explains_a_sound_file_and_refuses_a_wrong_rate(tmp_path):
     result = runner.invoke(main, ["binaural", "explain", ckpt, str(tmp_path / "s.wav"), "--method",
                                   "attention_rollout", "--out", str(tmp_path / "rel")])
     assert result.exit_code == 0, result.output
-    assert result.output.split() == [str(tmp_path / "rel" / "spectrogram.nc")]
+    assert result.stdout.split() == [str(tmp_path / "rel" / "spectrogram.nc")]
+    # 1 s at 16 kHz: two 0.5 s windows explained, shown as a progress line (stderr is no terminal here)
+    assert "explain attention_rollout: 100%" in result.stderr and "2/2" in result.stderr
     result = runner.invoke(main, ["binaural", "explain", str(pretrained_dir() / "cochcnn_default.safetensors"),
                                   str(tmp_path / "s.wav"), "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "48000 Hz" in result.output
@@ -116,3 +118,19 @@ def test_family_explainers_take_any_method_and_class_target():
         explain_cochcnn(model, x, target="true_class_probability")
     with pytest.raises(InputError, match="target='azimuth' is not allowed; use 'prediction', 'truth', a class"):
         explain_cochcnn(model, x, target="azimuth")
+
+
+@pytest.mark.parametrize("arch, options", [*((arch, {}) for arch in sorted(LEVELS)),
+                                           ("bast", {"method": "integrated_gradients", "n_steps": 4}),
+                                           ("bast", {"method": "attention_rollout"})])
+def test_every_explainer_shows_progress_and_gives_the_same_numbers(arch, options, capsys):
+    path = pretrained_dir() / f"{arch}_default.safetensors"
+    x = _ears(load_model(path), 3)
+    quiet = explain_ears(path, x, batch_size=2, **options)
+    assert capsys.readouterr().err == ""
+    shown = explain_ears(path, x, batch_size=2, progress=True, **options)
+    err = capsys.readouterr().err
+    assert "100%" in err and "3/3" in err  # 3 examples in batches of 2 (stderr is no terminal here)
+    assert sorted(shown) == sorted(quiet)
+    for level in quiet:
+        assert quiet[level].identical(shown[level])

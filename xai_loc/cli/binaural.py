@@ -369,5 +369,5 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options
         extra["device"] = device
     if target is not None:
         extra["target"] = parse_options((f"target={target}",))["target"]
-    for path in write_ear_relevance(explain_ears(checkpoint, waveforms, **extra), out):
+    for path in write_ear_relevance(explain_ears(checkpoint, waveforms, progress=True, **extra), out):
         click.echo(str(path))

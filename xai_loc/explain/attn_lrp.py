@@ -404,7 +404,7 @@ def _predicted(model: BAST, out: dict[str, Any]) -> np.ndarray:
 
 
 def attn_lrp(model, inputs, *, target: str | float = "prediction", azimuth=None, epsilon: float = 1e-6,
-             softmax: str = "attnlrp", batch_size: int = 16, example=None) -> dict[str, Any]:
+             softmax: str = "attnlrp", batch_size: int = 16, example=None, progress: bool = False) -> dict[str, Any]:
     """AttnLRP relevance of a BAST model on the spectrogram (and on the waveform, with a front end).
 
     Parameters
@@ -417,6 +417,8 @@ def attn_lrp(model, inputs, *, target: str | float = "prediction", azimuth=None,
         See :func:`registry_target`; ``azimuth`` (degrees) for ``'truth'``.
     epsilon, softmax
         Rule parameters (:class:`AttnLRP`).
+    progress
+        Show a progress bar.
 
     Returns
     -------
@@ -430,7 +432,7 @@ def attn_lrp(model, inputs, *, target: str | float = "prediction", azimuth=None,
     model, info = resolve_model(model)
     levels = ("waveform", "front_end") if model.with_front_end else ("waveform",)
     explainer, out = _explain(model, inputs, target, azimuth, levels, batch_size, method="attn_lrp",
-                              epsilon=epsilon, softmax=softmax)
+                              epsilon=epsilon, softmax=softmax, progress=progress)
     absorbed = {f"absorbed_{k}": ("example", v) for k, v in out["absorbed"].items()}
     per_example = {"output": ("example", out["explained"]),
                    "azimuth_pred": ("example", _predicted(model, out), {"units": "degree"}),
@@ -472,7 +474,7 @@ def method_levels(model, inputs, *, method: str, target: str | float = "predicti
 
 
 def integrated_gradients(model, inputs, *, target: str | float = "prediction", azimuth=None, n_steps: int = 64,
-                         batch_size: int = 8, example=None):
+                         batch_size: int = 8, example=None, progress: bool = False):
     """Integrated Gradients (captum) on the input spectrogram, from the all-zero spectrogram.
 
     Returns
@@ -489,7 +491,7 @@ def integrated_gradients(model, inputs, *, target: str | float = "prediction", a
     model, info = resolve_model(model)
     level = "front_end" if model.with_front_end else "waveform"
     explainer, out = _explain(model, inputs, target, azimuth, (level,), batch_size,
-                              method="integrated_gradients", n_steps=n_steps)
+                              method="integrated_gradients", n_steps=n_steps, progress=progress)
     attr = out["relevance"].astype(np.float64)
     n = len(attr)
     output = out["attr_output"].astype(np.float64).sum(1)  # the seed f * u sums to F(x) = y . u
@@ -551,7 +553,7 @@ def _patches_to_pixels(model: BAST, weights: torch.Tensor) -> torch.Tensor:
     return pixels[:, 0]
 
 
-def attention_rollout(model, inputs, *, batch_size: int = 16, example=None) -> dict[str, Any]:
+def attention_rollout(model, inputs, *, batch_size: int = 16, example=None, progress: bool = False) -> dict[str, Any]:
     """Attention rollout of a BAST model mapped to the spectrogram (see the module docs).
 
     Returns
@@ -565,6 +567,7 @@ def attention_rollout(model, inputs, *, batch_size: int = 16, example=None) -> d
     import xarray as xr
 
     from xai_loc.explain.attribute import resolve_model
+    from xai_loc.progress import tqdm
 
     model, info = resolve_model(model)
     x_all = _inputs(model, inputs)
@@ -572,7 +575,8 @@ def attention_rollout(model, inputs, *, batch_size: int = 16, example=None) -> d
     model.eval()
     maps, patch_parts, matrix_parts = [], [], []
     try:
-        with torch.no_grad(), _recording(model) as calls:
+        with torch.no_grad(), _recording(model) as calls, \
+                tqdm(total=len(x_all), disable=not progress, desc="explain attention_rollout", unit="ex") as bar:
             for s in range(0, len(x_all), batch_size):
                 calls.clear()
                 model(x_all[s:s + batch_size])
@@ -583,6 +587,7 @@ def attention_rollout(model, inputs, *, batch_size: int = 16, example=None) -> d
                 maps.append(torch.stack([_patches_to_pixels(model, ears[:, e]) for e in range(2)], dim=1))
                 patch_parts.append(ears)
                 matrix_parts.append(torch.stack([left, right, joint], dim=1))
+                bar.update(len(ears))
     finally:
         model.train(training)
     spec = torch.cat(maps).double().cpu().numpy()

@@ -628,7 +628,7 @@ def explain(
 
 
 def explain_arrays(model: nn.Module | str | os.PathLike, inputs: Any, *, truth: Any = None, batch_size: int = 32,
-                   what: str = "inputs", **settings: Any) -> tuple[Explainer, dict[str, Any]]:
+                   what: str = "inputs", progress: bool = False, **settings: Any) -> tuple[Explainer, dict[str, Any]]:
     """Explain inputs of any localizer with any method, target and levels; plain arrays back.
 
     The one path of every family's explanation (:mod:`xai_loc.explain.binaural`): the labelled
@@ -646,6 +646,8 @@ def explain_arrays(model: nn.Module | str | os.PathLike, inputs: Any, *, truth: 
         Most inputs per batch.
     what
         What the inputs are called in error messages.
+    progress
+        Show a progress bar (examples explained).
     **settings
         :class:`Explainer` arguments: ``target``, ``method``, ``composite``, ``levels``,
         ``device`` and the options.
@@ -677,13 +679,17 @@ def explain_arrays(model: nn.Module | str | os.PathLike, inputs: Any, *, truth: 
         raise InputError(f"{given} do not fit {len(x)} {what}; give one per example")
     if truth is not None and truth.dtype.kind in "fc" and not np.isfinite(truth).all():
         raise InputError("the true values hold NaN or infinite values; give one finite value per example")
+    from xai_loc.progress import tqdm
+
     n = len(x)
     batches = []
-    with explainer:
+    with explainer, tqdm(total=n, disable=not progress, desc=f"explain {explainer.method_cls.name}",
+                         unit="ex") as bar:
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
             batches.append(explainer.explain_batch(x[start:stop], None if truth is None else truth[start:stop],
                                                    np.arange(start, stop)))
+            bar.update(stop - start)
     result: dict[str, Any] = {key: np.concatenate([b[key] for b in batches]) for key in
                               ("relevance", "prediction", "attr_output", "relevance_sum", "explained")}
     result["levels"] = {name: np.concatenate([b["levels"][name] for b in batches]) for name in explainer.levels.names}

@@ -42,7 +42,7 @@ EAR_SIGNALS = StoreKind("waveform store", "waveforms", ("example", "ear", "time"
                         "'xai-loc binaural simulate'")
 
 
-#: Explanation of each binaural architecture: ``f(model, waveforms (n, 2, T), **options) -> {level: xarray}``.
+#: Explanation of each binaural architecture: ``f(model, waveforms (n, 2, T), progress=..., **options) -> {level: x}``
 EXPLAINERS: dict[str, Callable[..., dict[str, Any]]] = {"cochcnn": explain_cochcnn, "tfcnn": explain_tfcnn,
                                                          "cuenet": explain_cuenet, "bast": explain_bast}
 
@@ -55,7 +55,7 @@ def _architecture(model) -> str:
     return getattr(model, "arch_name", "") or type(model).__name__
 
 
-def explain_ears(model, waveforms, **options: Any) -> dict[str, Any]:
+def explain_ears(model, waveforms, *, progress: bool = False, **options: Any) -> dict[str, Any]:
     """Relevance of a binaural localizer for ear signals ``(n, 2, n_samples)`` at the model's rate.
 
     Parameters
@@ -65,6 +65,8 @@ def explain_ears(model, waveforms, **options: Any) -> dict[str, Any]:
         includes the checkpoint's digest).
     waveforms
         Array, tensor or DataArray; ear 0 is the left ear.
+    progress
+        Show a progress bar (examples explained).
     options
         Options of the family's explainer (``target``, ``composite`` and its rule options,
         ``method`` for BAST, ``batch_size`` ...).
@@ -84,7 +86,7 @@ def explain_ears(model, waveforms, **options: Any) -> dict[str, Any]:
         raise InputError(f"ear signals of shape {x.shape} are not allowed; give (examples, 2 ears, samples)")
     if not np.isfinite(x).all():
         raise InputError("ear signals hold NaN or infinite samples")
-    return EXPLAINERS[arch](model, x, **options)
+    return EXPLAINERS[arch](model, x, progress=progress, **options)
 
 
 def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.ndarray:

@@ -87,3 +87,14 @@ def test_a_data_root_given_as_store_is_not_to_be_deleted(tmp_path):
     (root / "paper").mkdir(parents=True)
     line = _one_line(CliRunner().invoke(main, ["sanity", "--store", str(root), "--sources", "1"]))
     assert "delete" not in line and str(root) in line
+
+
+@pytest.mark.parametrize("flag", ["--data", "--out"])
+def test_a_bad_root_of_simulate_names_both_aliases(flag, tmp_path):
+    """``simulate --out`` is an alias of ``--data``; click does not tell which was typed, so both are named."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    line = _one_line(CliRunner().invoke(main, ["simulate", "--t60", "0.15", "--snr", "25", flag,
+                                               str(blocker / "root")]))
+    assert line.startswith(f"Error: --data/--out '{blocker / 'root'}' ")
+    assert not (blocker.parent / "root").exists()

@@ -24,7 +24,8 @@ __all__ = ["SEED", "SNR", "T60", "Device", "InputDir", "InputFile", "Int", "Numb
 
 
 def option_name(param: click.Parameter | None, ctx: click.Context | None, value: Any = None) -> str:
-    """How the user gave ``value``: ``--out`` or ``XAI_LOC_DATA``.
+    """How the user gave ``value``: ``--out``, ``XAI_LOC_DATA``, or every alias (``--data/--out``: click does
+    not tell which one was typed).
 
     Newer click records where a value came from only after converting it: while converting, a value
     equal to the option's environment variable is named by the variable."""
@@ -35,7 +36,7 @@ def option_name(param: click.Parameter | None, ctx: click.Context | None, value:
         if source == click.core.ParameterSource.ENVIRONMENT or (
                 source is None and value is not None and os.environ.get(param.envvar) == str(value)):
             return param.envvar
-    return param.opts[0] if param.opts else str(param.name)
+    return "/".join(param.opts) if param.opts else str(param.name)
 
 
 @contextlib.contextmanager

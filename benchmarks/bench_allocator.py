@@ -11,7 +11,8 @@ command and script does. In one process, on the same batch, this script times
 
 for LocCNN and SampleCNN, each under glibc's defaults (the baseline) and with freed memory
 kept, in interleaved rounds (the best of each), and checks that both give the same numbers
-(``array_equal`` of the outputs, the relevance and the parameters after the step).
+(``array_equal`` of the outputs, the relevance and the parameters after the step); a difference ends the run
+with exit status 1.
 
     python benchmarks/bench_allocator.py [--models loccnn samplecnn] [--rounds 3] [--threads 1]
 """
@@ -69,6 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_threads(args.threads)  # freed memory is what this script switches
     print(f"{args.threads} torch thread(s); best of {args.rounds} interleaved rounds")
+    differ = []
     for arch in args.models:
         for name, run in workloads(arch):
             best = {False: float("inf"), True: float("inf")}
@@ -82,7 +84,11 @@ def main() -> None:
             same = all(torch.equal(a, b) for a, b in zip(values[False], values[True], strict=True))
             print(f"{arch:9s} {name:26s} glibc defaults {best[False] * 1e3:7.0f} ms, freed memory kept "
                   f"{best[True] * 1e3:7.0f} ms, ratio {best[False] / best[True]:4.2f}x, same numbers: {same}")
+            if not same:
+                differ.append(f"{arch} {name}")
     keep_freed_memory(False)
+    if differ:
+        raise SystemExit(f"glibc's defaults and freed memory kept gave different numbers for {', '.join(differ)}")
 
 
 if __name__ == "__main__":

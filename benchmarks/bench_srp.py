@@ -5,7 +5,8 @@ GCC-PHAT correlation (16 384 x ``interp`` lags) at a few hundred lags around 0.
 :func:`xai_loc.experiments.gcc.gcc_phat` gathers those lags from the inverse FFT's output;
 the baseline (the earlier code) applied ``fftshift`` to all lags first and then sliced, a
 copy of the whole correlation. In one process, on the same windows of the paper's array, this
-script times one SRP map per window with each and checks that the maps are equal.
+script times one SRP map per window with each and checks that the maps are equal (``array_equal``);
+a difference ends the run with exit status 1.
 
     python benchmarks/bench_srp.py [--windows 11] [--interp 4] [--threads 1]
 """
@@ -54,9 +55,12 @@ def main() -> None:
     fast, maps = timed()
     with mock.patch.object(srp, "gcc_phat", shifted_gcc_phat):
         slow, reference = timed()
+    equal = np.array_equal(maps, reference)
     print(f"SRP-PHAT, {args.windows} windows x {scene.mics.shape[0]} microphones, {grid.shape[0]} points: "
           f"{fast:6.2f} s gathered, {slow:6.2f} s shifted whole, ratio {slow / fast:4.2f}x; "
-          f"maps equal: {np.array_equal(maps, reference)}")
+          f"maps equal: {equal}")
+    if not equal:
+        raise SystemExit("the gathered and the shifted correlations gave different SRP-PHAT maps")
 
 
 if __name__ == "__main__":

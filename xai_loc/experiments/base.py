@@ -17,7 +17,8 @@ from __future__ import annotations
 import abc
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from xai_loc.experiments.modelset import ModelSet
 
 __all__ = ["PROVENANCE_KEYS", "Experiment", "Result", "interval_cell", "latex_escape", "latex_tabular",
-           "model_record"]
+           "markdown_row", "model_record"]
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
@@ -41,6 +42,18 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&",
 def latex_escape(text: str) -> str:
     """``text`` as LaTeX text: its special characters escaped (a markdown cell's escaped ``\\|`` is a bar)."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text.replace("\\|", "|"))
+
+
+#: A bar that is not escaped already (``\\|``): it would end a markdown table cell.
+_BARE_BAR = re.compile(r"(?<!\\)\|")
+
+
+def markdown_row(cells: Iterable[str]) -> str:
+    """One row of a markdown pipe table, ``| a | b |``, every bar in a cell escaped (``\\|``; one escaped already
+    is kept): a name with a bar (a checkpoint ``a|b.safetensors``) keeps each value under its header. An empty cell
+    is one space."""
+    escaped = (_BARE_BAR.sub(r"\\|", cell) for cell in cells)
+    return "|" + "|".join(f" {cell} " if cell else " " for cell in escaped) + "|"
 
 
 #: What a result records of each model it explains (``models`` attr): architecture, checkpoint, digests and the

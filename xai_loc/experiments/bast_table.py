@@ -41,6 +41,7 @@ import torch
 
 from xai_loc import __version__
 from xai_loc.errors import InputError
+from xai_loc.experiments.base import markdown_row
 from xai_loc.experiments.cues import DUPLEX_SPLIT_HZ
 
 __all__ = ["DUPLEX_SPLIT_HZ", "PROBE_AZIMUTHS", "TABLE_MODEL", "markdown_table", "mirror_pairs", "mirror_relevance",
@@ -94,11 +95,10 @@ def relevance_by_ear(relevance) -> dict[str, np.ndarray]:
 
 def markdown_table(ds, metric: str = "mean_error") -> str:
     """A markdown table of ``metric`` (rows: weight sharing, columns: integration)."""
-    head = "| | " + " | ".join(ds.integration.values.tolist()) + " |"
-    lines = [head, "|---" * (ds.sizes["integration"] + 1) + "|"]
+    lines = [markdown_row(["", *map(str, ds.integration.values)]), "|---" * (ds.sizes["integration"] + 1) + "|"]
     for sharing in ds.sharing.values:
         cells = [f"{float(ds[metric].sel(sharing=sharing, integration=i)):.2f}" for i in ds.integration.values]
-        lines.append(f"| {sharing} | " + " | ".join(cells) + " |")
+        lines.append(markdown_row([str(sharing), *cells]))
     return "\n".join(lines)
 
 

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, model_record
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, model_record
 from xai_loc.experiments.deletion_order import (
     deletion_steps_on,
     filled_copy,
@@ -721,8 +721,8 @@ def faithfulness_table(ds: xr.Dataset) -> str:
         lines.append(f"### {model} (unperturbed {float(unperturbed.sel(model=model)):.3f} {units})")
         for fill in ds["fill"].values:
             header, rows = _cells(ds, model, fill)
-            lines += ["", f"fill: {fill}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-            lines += ["| " + " | ".join(r) + " |" for r in rows]
+            lines += ["", f"fill: {fill}", "", markdown_row(header), "|---" * len(header) + "|"]
+            lines += [markdown_row(r) for r in rows]
         tau = _tau_line(ds, model)
         lines += ["", tau, ""] if tau else [""]
         unordered = _unordered_line(ds, model)

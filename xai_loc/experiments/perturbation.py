@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, model_record
+from xai_loc.experiments.base import Experiment, markdown_row, model_record
 from xai_loc.experiments.deletion_order import (
     check_step_count,
     deletion_steps_on,
@@ -551,12 +551,11 @@ def perturbation_table(results) -> str:
     pcts = [f"{p:g} %" for p in results["percentage"].values]
     lines = []
     for model in results["model"].values:
-        lines += [f"### {model}", "", "| ordering | " + " | ".join(pcts) + " | AOPC |",
-                  "|---" * (len(pcts) + 2) + "|"]
+        lines += [f"### {model}", "", markdown_row(["ordering", *pcts, "AOPC"]), "|---" * (len(pcts) + 2) + "|"]
         for mode in results["mode"].values:
             row = results["mae_mean"].sel(model=model, mode=mode).values
-            lines.append(f"| {mode} | " + " | ".join(f"{v:.3f}" for v in row)
-                         + f" | {float(results['aopc'].sel(model=model, mode=mode)):.4f} |")
+            lines.append(markdown_row([str(mode), *(f"{v:.3f}" for v in row),
+                                       f"{float(results['aopc'].sel(model=model, mode=mode)):.4f}"]))
         lines.append("")
     fitted = f"the {int(results.attrs['n_sources'])} sources scored here" if "n_sources" in results.attrs \
         else "the sources scored here"

@@ -71,7 +71,7 @@ import torch
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.arrays import namespace, to_host
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, model_record
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, model_record
 from xai_loc.experiments.baselines import cascading_copies
 from xai_loc.experiments.deletion_order import stable_ranks
 from xai_loc.experiments.faithfulness import (
@@ -561,8 +561,8 @@ def sanity_table(ds: xr.Dataset) -> str:
              "over sources.", ""]
     for model in ds["model"].values:
         header, rows = _cells(ds, model)
-        lines += [f"### {model}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+        lines += [f"### {model}", "", markdown_row(header), "|---" * len(header) + "|"]
+        lines += [markdown_row(r) for r in rows] + [""]
     return "\n".join(lines) + "\n"
 
 

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, latex_escape
+from xai_loc.experiments.base import Experiment, latex_escape, markdown_row
 from xai_loc.experiments.baselines import zero_lag
 from xai_loc.experiments.gcc import _next_pow2, array_ops, check_interp, check_max_lag
 from xai_loc.experiments.tdoa import PAIR_SETS, parse_pairs, score, true_tdoa
@@ -962,11 +962,11 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
           "Cells: % anomalies / MAE in samples over the non-anomalous windows (anomaly: |error| > half the "
           "correlation time of the microphone signal; – where every window is anomalous). "
           "Baselines: `zero-lag` (constant 0) and `*-randomized` (relevance of a randomly re-initialized copy).", "",
-          "| estimator | " + " | ".join(headers) + " |",
+          markdown_row(["estimator", *headers]),
           "|---|" + "---:|" * len(headers)]
-    md += [f"| {name} | " + " | ".join(row) + " |" for name, row in zip(estimators, cells, strict=True)]
-    md += ["| _anomaly threshold, median (samples)_ | " + " | ".join(_fmt(v, 2) for v in thr) + " |",
-           "| _mean \\|true delay\\| (samples)_ | " + " | ".join(_fmt(v, 2) for v in mean_truth) + " |"]
+    md += [markdown_row([name, *row]) for name, row in zip(estimators, cells, strict=True)]
+    md += [markdown_row(["_anomaly threshold, median (samples)_", *(_fmt(v, 2) for v in thr)]),
+           markdown_row(["_mean \\|true delay\\| (samples)_", *(_fmt(v, 2) for v in mean_truth)])]
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -997,10 +997,10 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
                       f"{_range(ds.attrs.get('srp_x_range'))}, y {_range(ds.attrs.get('srp_y_range'))} m at "
                       f"z {float(ds.attrs.get('srp_z', float('nan'))):.2f} m; all microphone pairs. "
                       "`constant`: the grid centre for every window.", "",
-                  "| estimator | mean \\|x error\\| (m) | mean \\|y error\\| (m) | mean Euclidean error (m) |",
+                  markdown_row(["estimator", "mean \\|x error\\| (m)", "mean \\|y error\\| (m)",
+                                "mean Euclidean error (m)"]),
                   "|---|---:|---:|---:|"]
-        md_srp += [f"| {name} | " + " | ".join(_fmt(v, 3) for v in row) + " |"
-                   for name, row in zip(names, err, strict=True)]
+        md_srp += [markdown_row([name, *(_fmt(v, 3) for v in row)]) for name, row in zip(names, err, strict=True)]
         if "srp_flat" in ds:  # results written before the count have none
             flat = [f"`{name}` {int(k)}" for name, k in zip(names, ds["srp_flat"].values, strict=True) if k]
             if flat:

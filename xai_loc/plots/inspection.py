@@ -63,6 +63,12 @@ def gcc_curve(x: np.ndarray, pair: tuple[int, int], max_lag: float, interp: int)
     return lags, cc / peak if peak > 0 else cc
 
 
+def window_label(window: int, source_id: int | None = None) -> str:
+    """``window W, source S``: a window named by its label in the stores (the ``window`` coordinate, which
+    ``tdoa.nc`` and ``windows=`` use), as the rows of this figure and the report's explorer caption it."""
+    return f"window {window}" + ("" if source_id is None else f", source {source_id}")
+
+
 def localization_error_windows(relevance, predictions: Any = None, positions: np.ndarray | None = None,
                                labels: np.ndarray | None = None) -> tuple[list, np.ndarray]:
     """Window labels of the best and worst Euclidean localization error, and all errors.
@@ -229,8 +235,8 @@ def plot_inspection(
         ax.set_xlabel("lag [samples]")
         ax.legend(fontsize=6, loc="upper left", framealpha=0.6)
         error = err_by_label.get(label.item() if hasattr(label, "item") else label)
-        sid = f", source {int(ds['source_id'].values[k])}" if "source_id" in ds.coords else ""
-        text = f"window {label}{sid}" + (f" ({tag} error" if tag else " (error") \
+        source = int(ds["source_id"].values[k]) if "source_id" in ds.coords else None
+        text = window_label(label, source) + (f" ({tag} error" if tag else " (error") \
             + (f" {error:.3f} m)" if error is not None else " n/a)")
         row[0].set_ylabel(text, fontsize=8)
         for ax in row:

@@ -199,7 +199,7 @@ def explorer_data(relevance, signals, settings: GccSettings, model: str, n_windo
     under ``"lags"``.
     """
     from xai_loc.experiments.tdoa import true_tdoa
-    from xai_loc.plots.inspection import gcc_curve
+    from xai_loc.plots.inspection import gcc_curve, window_label
 
     fs, c = settings.fs, settings.c
     interp = min(settings.interp, DISPLAY_INTERP)
@@ -214,7 +214,7 @@ def explorer_data(relevance, signals, settings: GccSettings, model: str, n_windo
         sig = np.asarray(signals["signals"].sel(window=window).values, dtype=np.float64)
         r = np.asarray(rel.values, dtype=np.float64)
         source = np.array([float(rel[f"source_{k}"]) for k in "xyz"])
-        label = f"source {int(rel['source_id'])}, window {int(rel['window_index'])}"
+        label = window_label(window, int(rel["source_id"]))
         gcc = {}
         for name, pair in pairs.items():
             truth = float(true_tdoa(source[None], mics, pair, fs, c)[0])

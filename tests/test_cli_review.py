@@ -96,9 +96,9 @@ def test_every_option_name_the_explanation_does_not_take_is_one_line_before_any_
 
 def test_the_options_of_the_method_composite_and_target_still_pass(tmp_path, monkeypatch):
     """What the explanation takes is passed on: composite, method and target options alike."""
-    seen = []
+    seen, shown = [], []
     monkeypatch.setattr(sys.modules["xai_loc.explain.binaural"], "explain_ears",
-                        lambda model, waves, **kw: seen.append(kw) or {})
+                        lambda model, waves, progress, **kw: seen.append(kw) or shown.append(progress) or {})
     sf.write(tmp_path / "x.wav", np.zeros((12000, 2)), 48000)
     args = ["binaural", "explain", COCHCNN, str(tmp_path / "x.wav"), "--out", str(tmp_path / "out")]
     assert run_cli([*args, "--option", "conv_rule=epsilon", "--option", "cls=3"]).exit_code == 0
@@ -106,6 +106,7 @@ def test_the_options_of_the_method_composite_and_target_still_pass(tmp_path, mon
     assert run_cli([*args, *ig]).exit_code == 0
     assert seen == [{"conv_rule": "epsilon", "cls": 3},
                     {"method": "integrated_gradients", "n_steps": 4, "batch_size": 2}]
+    assert shown == [True, True]  # the command shows progress
     refused(run_cli([*args, "--option", "batch_size=2"]), "option 'batch_size' is set by --batch-size")
     refused(run_cli([*args, "--method", "saliency", "--option", "conv_rule=epsilon"]), "option 'conv_rule' is not "
              "allowed for method 'saliency' and the model's targets; allowed: abs, cls, versus")

@@ -45,9 +45,9 @@ from xai_loc.runtime import input_dtype
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["Explainer", "bind_target", "dataset_inputs", "explain", "explain_arrays", "input_coords", "lrp_start",
-           "model_digest", "out_of_place", "placed", "relevance_array", "resolve_model", "result_coords",
-           "summary_attrs"]
+__all__ = ["Explainer", "bind_target", "check_data_options", "check_waveform_levels", "dataset_inputs", "explain",
+           "explain_arrays", "input_coords", "lrp_start", "model_digest", "out_of_place", "placed", "relevance_array",
+           "resolve_model", "result_coords", "summary_attrs"]
 
 #: Vector quantities stored as three coords each, and the dim they run along.
 VECTORS = {"source": "window", "mic": "mic", "prediction": "window", "attr_output": "window"}
@@ -466,6 +466,33 @@ def _wants_mean(options: dict[str, Any]) -> bool:
     return any(isinstance(options.get(k), str) and options[k] == "mean" for k in ("reference", "baseline"))
 
 
+def check_data_options(options: dict[str, Any]) -> None:
+    """Refuse ``train_mean`` among the options of :func:`explain` or
+    :func:`~xai_loc.explain.store.explain_store`: the data gives it."""
+    if "train_mean" in options:
+        raise InputError("option 'train_mean' is not allowed: the training set's mean position comes from the data's "
+                         "scene; give reference=(x, y, z) for another position")
+
+
+def check_waveform_levels(explainer: Explainer, caller: str, only: bool = False) -> None:
+    """Refuse levels that ``caller``, which labels waveform relevance ``(window, mic, time)``, cannot label: a first
+    level other than the waveform, or (``only``) any level besides it."""
+    if explainer.levels.input != INPUT or (only and explainer.levels.names != (INPUT,)):
+        fix = "leave levels out" if only else "put 'waveform' first"
+        raise InputError(f"levels={explainer.levels.names!r} are not allowed in {caller}, which labels waveform "
+                         f"relevance (window, mic, time); {fix}, or use explain_arrays")
+
+
+def _labelled_windows(windows: xr.DataArray) -> xr.DataArray:
+    """A DataArray of windows with dims ``(window, mic, time)`` (one window: ``(mic, time)``) in that order, or
+    one line for other dims."""
+    for order in (("window", "mic", "time"), ("mic", "time")):
+        if set(windows.dims) == set(order):
+            return windows.transpose(*order)
+    raise InputError(f"windows with dims {windows.dims} are not allowed; use dims (window, mic, time) in any order, "
+                     "(mic, time) or a plain array")
+
+
 def dataset_inputs(ds) -> dict[str, Any]:
     """Windows, positions, coords and attrs of a dataset from ``open_signals``."""
     if "signals" not in ds:
@@ -517,8 +544,8 @@ def explain(
     windows
         A tensor or array ``[window, mic, time]`` (or one ``[mic, time]`` window), or a
         dataset from :func:`xai_loc.data.open_signals` (or a selection of it), whose
-        coords, positions, T60, SNR and fs are used; a ``signals`` DataArray lends its
-        window, mic and time coords.
+        coords, positions, T60, SNR and fs are used; a ``signals`` DataArray (dims
+        ``(window, mic, time)`` in any order) lends its window, mic and time coords.
     target
         A name in :data:`~xai_loc.explain.TARGETS`: 'truth' (the paper's), 'prediction',
         'x', 'y', 'z', 'error', 'contrast'.
@@ -568,7 +595,10 @@ def explain(
 
     from xai_loc.progress import tqdm
 
-    if isinstance(windows, xr.DataArray) and windows.dims == ("window", "mic", "time"):
+    check_data_options(options)
+    if isinstance(windows, xr.DataArray):
+        windows = _labelled_windows(windows)
+    if isinstance(windows, xr.DataArray) and windows.ndim == 3:
         windows = windows.to_dataset(name="signals")
     if isinstance(windows, xr.Dataset):
         data = dataset_inputs(windows)
@@ -600,9 +630,7 @@ def explain(
     if explainer.output_kind != "position":
         raise InputError(f"explain() labels positions (prediction_x/y/z); this model outputs "
                          f"{explainer.output_kind!r}: use xai_loc.explain.explain_arrays for it")
-    if explainer.levels.input != INPUT:
-        raise InputError(f"levels={explainer.levels.names!r} are not allowed in explain(), which labels waveform "
-                         "relevance (window, mic, time); put 'waveform' first, or use explain_arrays")
+    check_waveform_levels(explainer, "explain()")
     shape = getattr(explainer.model, "input_shape", None)
     if shape is not None and tuple(shape) != (n_mics, n_time):
         raise InputError(f"windows of {n_mics} mics x {n_time} samples do not fit the model; "

@@ -32,7 +32,7 @@ from xai_loc.errors import InputError
 from xai_loc.explain.attribute import bind_target, lrp_start, out_of_place, placed, resolve_model
 from xai_loc.explain.canonizers import FoldBatchNormForward
 from xai_loc.explain.composites import ModuleRule, make_composite, module_rules
-from xai_loc.explain.targets import get_target, targets_for
+from xai_loc.explain.targets import check_truth, get_target, targets_for
 
 __all__ = ["AuditReport", "LayerRelevance", "ModuleRule", "audit"]
 
@@ -265,7 +265,8 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
         'error' need ``positions`` (one (x, y, z)); 'contrast' uses the output on an all-zero
         window as its reference.
     positions
-        The true source position, for targets that need it.
+        The true source position (x, y, z), for targets that need it (for other output kinds the true value of
+        one example: a class label or direction, as :func:`~xai_loc.explain.targets.check_truth` takes).
     seed
         Seed of the default input.
     **options
@@ -291,7 +292,8 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
     if target_spec.needs_truth:
         if positions is None:
             raise InputError(f"target {target!r} needs positions=(x, y, z)")
-        truth = torch.as_tensor(np.asarray(positions, dtype=np.float64)).reshape(1, 3).to(dtype)
+        one = positions[None] if isinstance(positions, torch.Tensor) else [positions]  # a batch of one
+        truth = check_truth(one, kind, 1).to(torch.long if kind == "direction_classes" else dtype)
     built, params = make_composite(composite, model, **options)
     n_params = sum(p.numel() for p in model.parameters())
     report = AuditReport(f"{info['model']} ({type(model).__name__}, {n_params:,} parameters)", composite, params,

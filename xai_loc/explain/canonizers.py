@@ -113,7 +113,9 @@ class FoldBatchNormForward(Canonizer):
     which keeps the model's output unchanged at the borders too; for the epsilon rule this
     is the same as a position-dependent bias (padded rows lose the relevance a bias would
     absorb). A channel with ``a = 0`` before a pad cannot be folded this way (InputError; the
-    BatchNorms folded before it are restored).
+    BatchNorms folded before it are restored). A convolution's own zero padding has no such
+    fill, so a BatchNorm before one stays unfolded (:func:`~xai_loc.explain.audit` flags it, and
+    :class:`~xai_loc.explain.Explainer` refuses the composite).
 
     Adjacency follows the order in which leaf modules are registered, which must be the
     order of the forward pass (as in ``nn.Sequential``); any other module in between (a
@@ -133,9 +135,14 @@ class FoldBatchNormForward(Canonizer):
 
     @staticmethod
     def _is_target(module: nn.Module) -> bool:
+        """A linear layer the shift can go into: a Linear, or a convolution without groups or zero padding of
+        its own (its padded zeros would take the shift as well)."""
         if isinstance(module, nn.Linear):
             return True
-        return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and module.groups == 1
+        if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) or module.groups != 1:
+            return False
+        padded = module.padding == "same" or (module.padding != "valid" and any(module.padding))
+        return module.padding_mode != "zeros" or not padded
 
     def apply(self, root_module: nn.Module) -> list[FoldBatchNormForward]:
         """Fold each BatchNorm followed (through dropout, flatten, pads) by a linear layer."""

@@ -44,10 +44,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
+from xai_loc.checks import is_integer, plain
 from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.spec import spec_digest
 from xai_loc.errors import InputError
-from xai_loc.explain.attribute import AXES, Explainer, dataset_inputs, input_coords, result_coords, summary_attrs
+from xai_loc.explain.attribute import (
+    AXES,
+    Explainer,
+    _numbers,
+    _wants_mean,
+    check_data_options,
+    check_waveform_levels,
+    dataset_inputs,
+    input_coords,
+    result_coords,
+    summary_attrs,
+)
 from xai_loc.io import ensure_writable_dir, replace_keeping_mode, write_text_atomic
 
 if TYPE_CHECKING:
@@ -66,7 +78,7 @@ RELEVANCE = StoreKind("relevance store", "relevance", ("window", "mic", "time"),
 _CONFIG_WORDS = {
     "model_digest": "model weights", "method": "method", "method_params": "method options",
     "composite": "composite", "composite_params": "composite options", "target": "target",
-    "target_params": "target options", "data": "data",
+    "target_params": "target options", "data": "data", "mean_input": "mean window (mean_input)",
 }
 
 
@@ -213,6 +225,7 @@ def explain_store(
     progress: bool = True,
     provenance: Mapping[str, Any] | None = None,
     client: Client | None = None,
+    mean_input: Any = None,
     **options: Any,
 ) -> Path:
     """Explain every window of a dataset store into a chunked relevance store (resumable).
@@ -226,7 +239,7 @@ def explain_store(
     out
         The relevance store (default :func:`relevance_store_path` beside ``data``).
     method, target, composite, batch_size, device, **options
-        As for :func:`~xai_loc.explain.explain`.
+        As for :func:`~xai_loc.explain.explain` (waveform relevance only: no ``levels`` besides ``'waveform'``).
     progress
         Show a progress bar.
     provenance
@@ -237,6 +250,9 @@ def explain_store(
     client
         A ``distributed.Client`` (:func:`xai_loc.cluster.cluster`): the blocks are explained on its
         workers and written here, the same bytes (:func:`~xai_loc.cluster.map_blocks`).
+    mean_input
+        The window ``[mic, time]`` that ``baseline='mean'`` and ``reference='mean'`` use (default: the mean of the
+        store's windows). Recorded in the store's ``config``, so a store of another mean window is never mixed in.
 
     Returns
     -------
@@ -247,15 +263,19 @@ def explain_store(
     from xai_loc.cluster import map_blocks
     from xai_loc.data.store import open_signals, open_signals_array
 
+    check_data_options(options)
     ds = open_signals(data)
     d = dataset_inputs(ds)
     signals = d["signals"]
     n, n_mics, n_time = signals.shape
-    mean_input = None
-    if "mean" in (options.get("reference"), options.get("baseline")):
+    own_mean = mean_input is not None and _wants_mean(options)
+    if mean_input is not None:
+        mean_input = _numbers("mean_input", mean_input, (n_mics, n_time), finite=True)
+    elif _wants_mean(options):
         mean_input = signals.mean("window").values
     explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,
                           device=device, mean_input=mean_input, train_mean=d["train_mean"], **options)
+    check_waveform_levels(explainer, "explain_store()", only=True)
     if provenance:
         explainer.attrs = {**provenance, **explainer.attrs}
     shape = getattr(explainer.model, "input_shape", None)
@@ -267,6 +287,8 @@ def explain_store(
     final = Path(out) if out is not None else relevance_store_path(data, explainer)
     attrs = explainer.attrs
     config = _store_config(explainer, ds, (n, n_mics, n_time))
+    if own_mean:  # not the windows' mean: what the relevance depends on is recorded
+        config["mean_input"] = hashlib.sha256(mean_input.tobytes()).hexdigest()[:16]
 
     with ResumableStore(final, RELEVANCE, config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
         if out.finished(_mismatch(config)):
@@ -376,6 +398,16 @@ def _check_wav_folder(folder: Path, digest: str) -> None:
                          "different stores are never mixed: remove them or choose another folder")
 
 
+def _window_positions(sources: Any, n: int) -> list[Any]:
+    """``sources`` as positions of ``n`` windows, or one line naming the first that is none."""
+    picked = list(np.atleast_1d(np.asarray(sources, dtype=object)).ravel())
+    bad = next((w for w in picked if not (is_integer(w) and 0 <= w < n)), None)
+    if bad is not None:
+        raise InputError(f"window {plain(bad)!r} does not exist; the relevance has no source_id coords, so sources are "
+                         f"window positions: give integers in [0, {n - 1}]")
+    return picked
+
+
 def write_wavs(
     relevance: xr.DataArray,
     signals: xr.Dataset | xr.DataArray | None,
@@ -406,7 +438,7 @@ def write_wavs(
     folder
         Output folder (created).
     sources
-        Source ids to write (default all).
+        Source ids to write (default all); without ``source_id`` coords, window positions ``0 .. n-1``.
     mics
         Microphones (channels) to write (default all).
     fs
@@ -432,7 +464,8 @@ def write_wavs(
         ids = np.unique(relevance["source_id"].values) if sources is None else np.atleast_1d(sources)
         groups = [(f"source-{int(i):04d}", relevance.xai.source(int(i))) for i in ids]
     else:
-        picked = range(relevance.sizes["window"]) if sources is None else np.atleast_1d(sources)
+        n = relevance.sizes["window"]
+        picked = range(n) if sources is None else _window_positions(sources, n)
         groups = [(f"window-{int(w):05d}", relevance.isel(window=[int(w)])) for w in picked]
     stems = [stem for stem, _ in groups]
     twice = next((stem for i, stem in enumerate(stems) if stem in stems[:i]), None)

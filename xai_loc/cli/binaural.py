@@ -344,9 +344,10 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options
     """Explain any binaural localizer (cochcnn, tfcnn, cuenet, bast) on INPUTS: a stereo sound
     file at the model's rate (cut into windows of its input length) or a store with
     waveforms (example, ear, time). Writes one netCDF file of labelled relevance per level
-    (waveform, cochleagram, cues or spectrogram) with provenance attrs."""
-    from xai_loc.explain.binaural import EXPLAINERS, explain_ears, read_ear_signals, write_ear_relevance
-    from xai_loc.explain.targets import targets_for
+    (waveform, cochleagram, cues or spectrogram) with provenance attrs. A target that explains
+    against the truth (truth, toward_truth, angular_error ...) takes the true directions of a store."""
+    from xai_loc.explain.binaural import EXPLAINERS, explain_ears, read_ear_examples, write_ear_relevance
+    from xai_loc.explain.targets import TARGETS, targets_for
     from xai_loc.models import load_model, read_card
 
     setup(ctx)
@@ -358,7 +359,8 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options
     own = family_composite(arch)
     # without --method, a family with no composite (bast) gets its own default method, which checks its options
     extra = command_options(ctx, method or ("lrp" if own else None), composite or own, targets_for(model.output_kind))
-    waveforms = read_ear_signals(inputs, model.fs, model.n_samples)[:examples]
+    waveforms, truth = read_ear_examples(inputs, model.fs, model.n_samples)
+    waveforms = waveforms[:examples]
     if method is not None:
         extra["method"] = method
     if composite is not None:
@@ -369,5 +371,13 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options
         extra["device"] = device
     if target is not None:
         extra["target"] = parse_options((f"target={target}",))["target"]
+        if extra["target"] in TARGETS and TARGETS[extra["target"]].needs_truth:  # 'truth', 'toward_truth' ...
+            if truth is None:
+                raise InputError(f"INPUTS {inputs} holds no true directions; --target {target} needs a store with "
+                                 "azimuth (of the model's family)")
+            given = sorted(truth.keys() & extra.keys())
+            if given:
+                raise InputError(f"option {given[0]!r} is set by INPUTS (its true directions); leave it out")
+            extra.update({name: values[:examples] for name, values in truth.items()})
     for path in write_ear_relevance(explain_ears(checkpoint, waveforms, progress=True, **extra), out):
         click.echo(str(path))

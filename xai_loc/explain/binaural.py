@@ -16,7 +16,11 @@ maps' cues), so :data:`EXPLAINERS` registers one labelling function per architec
              by ``method`` ``'attn_lrp'`` (default) or another registered gradient or perturbation
              method; ``'integrated_gradients'`` and ``'attention_rollout'`` give ``'spectrogram'`` only
 
-:func:`write_ear_relevance` stores them, one netCDF file per level, atomically.
+The targets that explain against the truth (``'truth'``, ``'toward_truth'``, ``'angular_error'`` ...) take
+the examples' true directions, ``explain_ears(..., azimuth=, elevation=)``, which :data:`TRUTH_OPTIONS`
+hands to each explainer as it takes them (azimuths, grid labels); :func:`read_ear_examples` reads them
+from a store beside the ear signals. :func:`write_ear_relevance` stores the levels, one netCDF file per
+level, atomically.
 """
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ from xai_loc.explain.cochcnn import explain_cochcnn
 from xai_loc.explain.cuenet import explain_cuenet
 from xai_loc.explain.tfcnn import explain_tfcnn
 
-__all__ = ["EAR_SIGNALS", "EXPLAINERS", "LEVELS", "explain_ears", "read_ear_signals", "write_ear_relevance"]
+__all__ = ["EAR_SIGNALS", "EXPLAINERS", "LEVELS", "TRUTH_OPTIONS", "explain_ears", "read_ear_examples",
+           "read_ear_signals", "write_ear_relevance"]
 
 #: Any store of ear signals (binaural, TF-CNN and BAST scene stores), as :func:`read_ear_signals` opens it.
 EAR_SIGNALS = StoreKind("waveform store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
@@ -47,6 +52,32 @@ EXPLAINERS: dict[str, Callable[..., dict[str, Any]]] = {"cochcnn": explain_cochc
                                                          "cuenet": explain_cuenet, "bast": explain_bast}
 
 
+def _azimuth_options(model, azimuth, elevation) -> dict[str, Any]:
+    """BAST and the cue network take the true azimuths themselves (``azimuth=``)."""
+    return {"azimuth": azimuth}
+
+
+def _cochcnn_options(model, azimuth, elevation) -> dict[str, Any]:
+    """The cochleagram CNN takes grid labels, as it is trained (the elevation only where its grid has several)."""
+    grid = model.direction_grid
+    return {"labels": grid.label(azimuth, elevation if grid.n_elevations > 1 else None)}
+
+
+def _tfcnn_options(model, azimuth, elevation) -> dict[str, Any]:
+    """The TF-CNN takes the azimuths (regression head) or, as it is trained, the nearest class of its grid's
+    azimuth block (multitask head, whose class targets read that block)."""
+    if model.output_kind == "azimuth":
+        return {"truth": azimuth}
+    grid = model.direction_grid
+    return {"truth": grid.nearest(azimuth, elevation) % grid.n_azimuths}
+
+
+#: How each architecture's explainer takes the true directions of the examples:
+#: ``f(model, azimuth, elevation | None) -> options`` (degrees, as the family's stores hold them).
+TRUTH_OPTIONS: dict[str, Callable[..., dict[str, Any]]] = {"cochcnn": _cochcnn_options, "tfcnn": _tfcnn_options,
+                                                           "cuenet": _azimuth_options, "bast": _azimuth_options}
+
+
 def _architecture(model) -> str:
     if isinstance(model, (str, os.PathLike)):
         from xai_loc.models.checkpoint import read_card
@@ -55,7 +86,8 @@ def _architecture(model) -> str:
     return getattr(model, "arch_name", "") or type(model).__name__
 
 
-def explain_ears(model, waveforms, *, progress: bool = False, **options: Any) -> dict[str, Any]:
+def explain_ears(model, waveforms, *, azimuth=None, elevation=None, progress: bool = False,
+                 **options: Any) -> dict[str, Any]:
     """Relevance of a binaural localizer for ear signals ``(n, 2, n_samples)`` at the model's rate.
 
     Parameters
@@ -65,6 +97,10 @@ def explain_ears(model, waveforms, *, progress: bool = False, **options: Any) ->
         includes the checkpoint's digest).
     waveforms
         Array, tensor or DataArray; ear 0 is the left ear.
+    azimuth, elevation
+        True directions of the examples (degrees, as the family's stores hold them: :func:`read_ear_examples`),
+        for the targets that need them (``'truth'``, ``'toward_truth'`` ...); passed to the family's explainer
+        as it takes them (:data:`TRUTH_OPTIONS`).
     progress
         Show a progress bar (examples explained).
     options
@@ -86,17 +122,40 @@ def explain_ears(model, waveforms, *, progress: bool = False, **options: Any) ->
         raise InputError(f"ear signals of shape {x.shape} are not allowed; give (examples, 2 ears, samples)")
     if not np.isfinite(x).all():
         raise InputError("ear signals hold NaN or infinite samples")
+    if azimuth is None and elevation is not None:
+        raise InputError("elevation= without azimuth= is not allowed; give both true angles (degrees)")
+    if azimuth is not None:
+        from xai_loc.explain.attribute import resolve_model
+
+        truth = TRUTH_OPTIONS[arch](resolve_model(model)[0], azimuth, elevation)
+        twice = sorted(truth.keys() & options.keys())
+        if twice:
+            raise InputError(f"{twice[0]}= and azimuth= are not allowed together; give the true directions once")
+        options.update(truth)
     return EXPLAINERS[arch](model, x, progress=progress, **options)
 
 
 def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.ndarray:
-    """Ear signals ``(n, 2, n_samples)`` from a stereo sound file or a finished store with ``waveforms``.
+    """The ear signals of :func:`read_ear_examples`."""
+    return read_ear_examples(path, fs, n_samples)[0]
+
+
+def read_ear_examples(path: str | os.PathLike, fs: int,
+                      n_samples: int) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """Ear signals ``(n, 2, n_samples)`` from a stereo sound file or a finished store with ``waveforms``, and their
+    true directions where the store holds them.
 
     A sound file (anything soundfile reads) must be stereo at ``fs``; it is cut into
     consecutive ``n_samples`` windows (a shorter tail is dropped). A store (``.zarr``: a
     binaural, TF-CNN or BAST scene store) is opened verified (:data:`EAR_SIGNALS`) and must
     hold ``waveforms (example, ear, time)`` of ``n_samples`` samples (at ``fs`` where its
     attrs record a rate).
+
+    Returns
+    -------
+    waveforms, truth
+        The ear signals; ``{'azimuth': (n,), 'elevation': (n,)}`` in degrees, as the store holds them (the
+        elevation where it has one: :func:`explain_ears` takes them), or None (a sound file).
 
     Raises
     ------
@@ -115,7 +174,9 @@ def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.nda
                 raise InputError(f"{path} holds no waveforms (example, 2 ears, {n_samples} samples) for this model")
             if "fs" in ds.attrs and int(ds.attrs["fs"]) != fs:
                 raise InputError(f"{path} is sampled at {ds.attrs['fs']} Hz; the model needs {fs} Hz")
-            return ds["waveforms"].values
+            truth = {name: ds[name].values.astype(np.float64) for name in ("azimuth", "elevation")
+                     if name in ds.variables}
+            return ds["waveforms"].values, truth if "azimuth" in truth else None
     try:
         audio, rate = sf.read(path, dtype="float64", always_2d=True)
     except RuntimeError as err:
@@ -127,7 +188,7 @@ def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.nda
     n = audio.shape[0] // n_samples
     if n == 0:
         raise InputError(f"{path} is {audio.shape[0]} samples long; the model needs at least {n_samples}")
-    return audio[: n * n_samples].reshape(n, n_samples, 2).transpose(0, 2, 1).copy()
+    return audio[: n * n_samples].reshape(n, n_samples, 2).transpose(0, 2, 1).copy(), None
 
 
 #: Every level an explainer of :data:`EXPLAINERS` returns (the module docs), i.e. the file names

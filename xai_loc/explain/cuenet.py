@@ -47,11 +47,15 @@ __all__ = ["cue_relevance", "explain_cuenet", "on_cue_maps"]
 
 
 def on_cue_maps(model: CueNet) -> CueNet:
-    """``model`` taking cue maps: the same classifier without the front end."""
+    """``model`` taking cue maps: the same classifier without the front end (the caller's random generators are
+    left as they were)."""
+    from xai_loc.models.trainer import seeded
+
     if not model.with_front_end:
         return model
     first = next(model.parameters())
-    twin = CueNet(**{**model.config, "front_end": False}).to(first.device, first.dtype)
+    with seeded(0):  # the twin's initial weights are replaced below
+        twin = CueNet(**{**model.config, "front_end": False}).to(first.device, first.dtype)
     twin.classifier.load_state_dict(model.classifier.state_dict())
     return twin
 

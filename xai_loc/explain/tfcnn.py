@@ -38,11 +38,11 @@ def explain_tfcnn(model, waveforms, *, target: str | None = None, composite: str
     waveforms
         ``(n, 2, n_samples)`` ear signals (array, tensor or DataArray); ear 0 = left.
     target
-        A target of the model's output kind without true values
-        (:func:`~xai_loc.explain.targets.targets_for`); default ``'azimuth'`` (regression head)
-        or ``'class_logit'`` (multitask head).
+        A target of the model's output kind (:func:`~xai_loc.explain.targets.targets_for`);
+        default ``'azimuth'`` (regression head) or ``'class_logit'`` (multitask head).
     composite, method
-        A registered composite (``'tfcnn'``) and method (``'lrp'``); ``options`` go to them.
+        A registered composite (``'tfcnn'``) and method (``'lrp'``); ``options`` go to them, and
+        ``truth=`` (true azimuths, or classes of the multitask head) to the targets that need it.
     example
         Coordinate values of the example axis (default ``0 .. n-1``).
 

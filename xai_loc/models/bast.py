@@ -444,6 +444,7 @@ def evaluate_bast(model: BAST, spectrograms: torch.Tensor, azimuth, batch_size: 
     """
     from xai_loc.models.evaluation import after_front_end, in_batches
 
+    spectrograms, azimuth = _check_examples(model, spectrograms, azimuth)
     was_training = model.training
     model.eval()
     try:
@@ -451,6 +452,31 @@ def evaluate_bast(model: BAST, spectrograms: torch.Tensor, azimuth, batch_size: 
     finally:
         model.train(was_training)
     return _azimuth_scores(model.decode(outputs.double())["azimuth"].numpy(), azimuth)
+
+
+def _check_examples(model: BAST, spectrograms, azimuth) -> tuple[torch.Tensor, np.ndarray]:
+    """Spectrograms ``[n, *model.spectrogram_shape]`` (n >= 1) as a tensor and one finite azimuth (degrees) each
+    as float64, or a one-line :class:`InputError` (:func:`train_bast` and :func:`evaluate_bast` take no waveforms:
+    the front end runs once, before them)."""
+    from xai_loc.models.classifier_training import check_finite
+
+    x = torch.as_tensor(spectrograms)
+    if not x.is_floating_point():  # the training targets take the spectrograms' dtype
+        raise InputError(f"spectrograms of dtype {x.dtype} are not allowed; give floating-point values (dB)")
+    expected = tuple(model.spectrogram_shape)
+    if x.ndim != 1 + len(expected) or tuple(x.shape[1:]) != expected or len(x) == 0:
+        raise InputError(f"spectrograms of shape {tuple(x.shape)} are not allowed; give (n >= 1, "
+                         f"{', '.join(map(str, expected))}): the model's front end of the ear signals")
+    try:
+        az = np.asarray(azimuth, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"azimuth={azimuth!r} is not allowed; give one azimuth (degrees) per spectrogram") from None
+    if az.shape != (len(x),):
+        raise InputError(f"{len(x)} spectrograms and azimuths of shape {az.shape} are not allowed; give one azimuth "
+                         "(degrees) each")
+    check_finite("azimuths", az)
+    check_finite("spectrograms", x)
+    return x, az
 
 
 def _azimuth_scores(pred: np.ndarray, azimuth) -> dict[str, float]:
@@ -498,7 +524,8 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
     Adam with a cosine learning-rate decay over the planned steps; each epoch visits every
     example once in an order drawn from ``(seed, epoch)`` (the shared loop,
     :func:`xai_loc.models.trainer.fit`). ``max_minutes`` bounds the wall-clock time: no epoch
-    starts that would overrun it. Spectrograms and azimuths holding NaN or infinity are refused.
+    starts that would overrun it. Spectrograms of another shape than the model's, azimuths not one per
+    spectrogram and either holding NaN or infinity are refused.
     With a ``state_file`` the run saves its state there after every epoch and resumes from it, refused
     unless the model, the recipe and ``dataset`` (what pins the data, e.g. the scene spec's digest) match.
 
@@ -508,17 +535,13 @@ def train_bast(model: BAST, spectrograms: torch.Tensor, azimuth, *, loss: str = 
         The recipe and ``epochs`` run, ``wall_seconds`` (of every call of a resumed run), ``cpu_seconds`` (of
         this call), ``loss_history`` (mean loss per epoch).
     """
-    from xai_loc.models.classifier_training import check_finite
     from xai_loc.models.evaluation import after_front_end
     from xai_loc.models.trainer import Hooks, Schedule, cached_batches, fit, shuffled, split_batches
 
     epochs, batch_size, lr, seed, max_minutes = _check_recipe(loss, epochs, batch_size, lr, seed, max_minutes)
+    spectrograms, azimuth = _check_examples(model, spectrograms, azimuth)
     targets = angles_to_targets(azimuth).to(spectrograms.device, spectrograms.dtype)
     n = len(spectrograms)
-    if n == 0 or len(targets) != n:
-        raise InputError(f"{n} spectrograms and {len(targets)} azimuths are not allowed; give one azimuth each")
-    check_finite("azimuths", targets)
-    check_finite("spectrograms", spectrograms)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * len(split_batches(np.arange(n), batch_size))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * s / steps)))

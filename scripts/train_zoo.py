@@ -36,14 +36,13 @@ from xai_loc.errors import InputError
 from xai_loc.models import build_card, float16_check, load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, evaluate
 from xai_loc.models.training import TrainConfig, train
-from xai_loc.models.zoo import PAPER_MAE
+from xai_loc.models.zoo import PAPER_MAE, paper_mae
 from xai_loc.runtime import configure_cpu
 
 #: Largest change of a test MAE (metres) that float16 storage may cause.
 FP16_TOLERANCE = 1e-3
 SPLITS = ("train", "val", "test")
 MAE_KEYS = ("mae_x", "mae_y", "mae_z", "mae")
-#: Progress bars only on a terminal.
 #: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
 PROGRESS = True
 
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = export(run, test, args.out / f"{name}.safetensors", args.eval_batch_size, args.device)
                 t = read_card(run)["training"]
                 rows.append((name, result.metrics["mae"], result.baseline_metrics["mae"],
-                             PAPER_MAE.get(arch, {}).get((t60, snr)), t["epochs"], t["stopped"],
+                             paper_mae(arch, t60, snr), t["epochs"], t["stopped"],
                              t["wall_seconds"] / 3600))
                 print(result.to_text(max_sources=5), end="\n\n")
     except InputError as err:

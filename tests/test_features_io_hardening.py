@@ -97,8 +97,8 @@ def test_cli_reports_a_nan_front_end_config(tmp_path):
 
 
 def test_build_configured_names_the_config_for_a_failed_conversion():
-    with mock.patch("xai_loc.models.checkpoint.build_model",
-                    side_effect=OverflowError("cannot convert float infinity to integer")):
+    with mock.patch.dict("xai_loc.models.registry.MODELS",
+                         {"cochcnn": mock.Mock(side_effect=OverflowError("cannot convert float infinity to integer"))}):
         with pytest.raises(InputError, match=r"^model_config holds a value cochcnn cannot use \(cannot convert float "
                                              r"infinity to integer\)$"):
             build_configured("cochcnn", {"dense": INF})

@@ -243,8 +243,10 @@ def test_bfloat16_autocast_trains_in_mixed_precision_and_is_recorded(reference, 
 def test_resume_refuses_another_recipe_or_dataset(reference, stores):
     with pytest.raises(InputError, match=r"recipe\.lr: 0\.001 in the state, 0\.002 now"):
         train("loccnn", stores["train"], stores["val"], reference, TrainConfig(lr=2e-3, max_epochs=6, **FAST))
+    unconfigured = xr.open_zarr(stores["train"]).load()  # the same windows, told by their labels (no config)
+    del unconfigured.attrs["config"]
     with pytest.raises(InputError, match=r"datasets\.train"):
-        train("loccnn", stores["val"], stores["train"], reference, TrainConfig(max_epochs=6, **FAST))
+        train("loccnn", unconfigured, stores["val"], reference, TrainConfig(max_epochs=6, **FAST))
     with pytest.raises(InputError, match="arch: 'loccnn' in the state, 'samplecnn' now"):
         train("samplecnn", stores["train"], stores["val"], reference, TrainConfig(lr=1e-3, max_epochs=6, **FAST))
 

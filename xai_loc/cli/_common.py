@@ -381,23 +381,38 @@ def warn_condition(checkpoint: str, trained: dict, t60: float, snr: float) -> No
                    f"running it on T60 {t60:g} s, SNR {snr:g} dB", err=True)
 
 
+def _cards(models) -> list[tuple[str, dict]]:
+    """``(path, card)`` of each checkpoint of ``models``: a :class:`~xai_loc.experiments.modelset.ModelSet`
+    (its cards; modules have none) or checkpoint paths."""
+    from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.models import read_card
+
+    if isinstance(models, ModelSet):
+        return [(str(models.path(name)), models.card(name)) for name in models if models.card(name) is not None]
+    return [(str(path), read_card(path)) for path in models]
+
+
 def warn_convention(models, convention: str) -> None:
     """Warn (stderr) about each checkpoint trained on data of another simulation convention.
 
     ``models``: a :class:`~xai_loc.experiments.modelset.ModelSet` (its cards) or checkpoint paths.
     """
-    from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.models import read_card
     from xai_loc.models.zoo import convention_warning
 
-    if isinstance(models, ModelSet):
-        cards = [(str(models.path(name)), models.card(name)) for name in models if models.card(name) is not None]
-    else:
-        cards = [(str(path), read_card(path)) for path in models]
-    for where, card in cards:
+    for where, card in _cards(models):
         warning = convention_warning(card, convention, where)
         if warning:
             click.echo(warning, err=True)
+
+
+def check_recordings(models, fs: float | None, mics, where: str) -> None:
+    """Refuse (one line) data of ``where`` sampled at ``fs`` (Hz) by microphones at ``mics`` ``(mic, xyz)`` unless
+    every checkpoint of ``models`` (as :func:`warn_convention` takes them) was trained on such data
+    (:func:`~xai_loc.models.evaluation.check_recording`); before any data is simulated."""
+    from xai_loc.models.evaluation import check_recording
+
+    for path, card in _cards(models):
+        check_recording(card, fs, mics, where, f"checkpoint {path}")
 
 
 def check_explanation(models, method: str, composite: str, target: str | None, options: dict) -> None:

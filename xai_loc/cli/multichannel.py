@@ -17,6 +17,7 @@ from xai_loc.cli._common import (
     RIR_MODE_CHOICES,
     SPLIT_CHOICES,
     check_explanation,
+    check_recordings,
     checkpoint_for,
     cluster_options,
     command_options,
@@ -238,6 +239,8 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
     config = TrainConfig(**knobs)
     out = Path(out) if out else root / "runs" / scn.name / f"{arch}_{condition_name(t60, snr)}.safetensors"
     check_training(arch, out, (len(scn.mics), scn.window), init_from)  # before hours of simulation
+    if init_from is not None:
+        check_recordings([init_from], scn.room.fs, scn.mics, f"scene {scn.name!r}")
     sim_device = config.device if config.device.startswith("cuda") else "cpu"
     stores = {split: simulate_dataset(scn, split, t60, snr, root=root, n_sources=n_sources, device=sim_device,
                                       progress=True) for split in ("train", "val")}
@@ -280,6 +283,7 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
     model = load_model(checkpoint)  # a damaged or foreign checkpoint is refused before any data is simulated
     scn = load_scene(scene, convention=convention)
     check_window_shape(model, (len(scn.mics), scn.window), f"scene {scn.name!r}")  # before any simulation
+    check_recordings([checkpoint], scn.room.fs, scn.mics, f"scene {scn.name!r}")
     warn_convention([checkpoint], scn.convention)
     store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, progress=True)
     result = evaluate_checkpoint(checkpoint, store, batch_size=batch_size, device=device, progress=True,
@@ -325,6 +329,7 @@ def explain(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
     if out is not None:
         _check_relevance_out(out, models, arch, method=method, composite=composite, target=target, **opts)
     scn = load_scene(scene, convention=convention)
+    check_recordings(models, scn.room.fs, scn.mics, f"scene {scn.name!r}")
     warn_convention(models, scn.convention)
     with cluster(scheduler, workers) as client:
         store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, device=device, progress=True,
@@ -423,10 +428,7 @@ def _store_models(arch, t60, snr, checkpoint, store) -> dict[str, str]:
 
     if checkpoint is not None:
         return named_checkpoint(checkpoint, read_card(checkpoint))
-    from xai_loc.data.integrity import open_zarr_group
-
-    attrs = open_zarr_group(store, what="test store", hint="rebuild it with the command that wrote it "
-                            "('xai-loc simulate', ...)").attrs
+    attrs = _store_group(store).attrs
     held = attrs.get("t60"), attrs.get("snr")
     if t60 is None and snr is None:
         t60, snr = held
@@ -438,6 +440,14 @@ def _store_models(arch, t60, snr, checkpoint, store) -> dict[str, str]:
         for path in checkpoints.values():
             warn_condition(path, read_card(path).get("condition") or {}, float(held[0]), float(held[1]))
     return checkpoints
+
+
+def _store_group(store):
+    """The root zarr group of a given test store, verified (one line for a damaged or foreign one)."""
+    from xai_loc.data.integrity import open_zarr_group
+
+    return open_zarr_group(store, what="test store", hint="rebuild it with the command that wrote it "
+                           "('xai-loc simulate', ...)")
 
 
 #: The experiments that score any family's test store (``--store``) and a binaural ``--checkpoint`` on its own
@@ -521,7 +531,12 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
         run_options["randomized_baseline"] = randomized
     if store is None and not own:
         scene = paper_scene(convention or "gpurir")
+        check_recordings(models, scene.room.fs, scene.mics, "the paper scene")
         warn_convention(models, scene.convention)
+    elif store is not None and (Path(store) / "signals").is_dir():  # a dataset store: its rate and array
+        group = _store_group(store)
+        mics = group["mic_position"][:] if "mic_position" in group else None
+        check_recordings(models, group.attrs.get("fs"), mics, f"store {store}")
     with cluster(scheduler, workers) as client:
         if own:
             from xai_loc.experiments.scored import family_test_store

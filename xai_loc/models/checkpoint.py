@@ -13,7 +13,8 @@ xai-loc's format is one ``.safetensors`` file. Its string metadata holds, under
       "dataset": {...} | null,                  # e.g. {"digest": ...}
       "metrics": {"val": {...}, "test": {...}}, # each {"metrics": {...}, "baseline": {...}, ...}
       "storage": {...},                         # the float16 check, where one was made
-      "source": {...},                          # only for imported files
+      "source": {...},                          # only for imported files, with the paper's data:
+      "data_convention": "gpurir", "data_fs": 16000, "data_mic_position": [[x, y, z], ...],
       "software": {"torch": ..., ...}, "created": "2024-05-01T12:00:00Z",
       "dtype": "float16",                       # dtype of the stored weights
       "weights_sha256": "9f2c..."               # of the tensors' bytes; checked by load_model
@@ -53,7 +54,7 @@ from xai_loc.data.spec import short_repr
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
 from xai_loc.models.base import Localizer
-from xai_loc.models.registry import MODELS, build_model
+from xai_loc.models.registry import MODELS, build_configured, build_model, first_line
 from xai_loc.runtime import resolve_device, software_versions
 
 #: Metadata key of the JSON card in an xai-loc ``.safetensors`` file.
@@ -111,12 +112,6 @@ def _check_condition(condition: Any) -> dict[str, Any]:
     if not is_real(snr):
         raise InputError(f"snr={snr!r} is not allowed; use a finite number of dB")
     return {"t60": float(t60), "snr": float(snr)}
-
-
-def _first_line(err: BaseException) -> str:
-    """The first sentence of an exception's message, for one-line errors."""
-    lines = str(err).strip().splitlines()
-    return lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
 
 
 def _abbreviate(items: list[str], limit: int = 5) -> str:
@@ -272,9 +267,11 @@ def save_checkpoint(
     for key, value in model.state_dict().items():
         value = value.detach().to("cpu")
         if value.is_floating_point():
+            if not torch.isfinite(value).all():
+                raise InputError(f"weight {key} holds NaN or inf; a checkpoint needs finite weights")
             value = value.to(DTYPES[name])
             if not torch.isfinite(value).all():
-                raise InputError(f"weight {key} does not fit {name} (overflow or NaN); save as float32")
+                raise InputError(f"weight {key} does not fit {name} (overflow); save as float32")
         tensors[key] = value.contiguous()
 
     # The tensors' bytes do not depend on the metadata (safetensors pads its header, not the data),
@@ -346,7 +343,7 @@ def read_card(path: PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError) as err:
-        raise InputError(f"checkpoint {path} is not a safetensors file ({_first_line(err)})") from None
+        raise InputError(f"checkpoint {path} is not a safetensors file ({first_line(err)})") from None
     if CARD_KEY not in metadata:
         raise InputError(
             f"checkpoint {path} has no xai-loc card; convert the paper's .pth files with "
@@ -399,27 +396,6 @@ def _card_records(card: dict[str, Any]) -> Iterator[tuple[str, Any]]:
                     yield f"metrics.{name}.baseline.{inner}", (value or {}).get(inner)
 
 
-def build_configured(arch: str, config: dict[str, Any], source: str = "model_config") -> Localizer:
-    """Build the registered architecture ``arch`` from constructor arguments ``config`` (named ``source``).
-
-    Raises
-    ------
-    InputError
-        One line naming ``source``: ``'<source> does not fit <arch> (...)'`` for an argument
-        the constructor does not take (or lacks), ``'<source>: <error>'`` for a value it refuses,
-        ``'<source> holds a value <arch> cannot use (...)'`` for one that fails in a conversion
-        (``int(nan)``, ``int(inf)``).
-    """
-    try:
-        return build_model(arch, **config)
-    except TypeError as err:
-        raise InputError(f"{source} does not fit {arch} ({_first_line(err)})") from None
-    except InputError as err:
-        raise InputError(f"{source}: {err}") from None
-    except (ValueError, OverflowError) as err:
-        raise InputError(f"{source} holds a value {arch} cannot use ({_first_line(err)})") from None
-
-
 def load_model(path: PathLike, device: str | torch.device = "cpu") -> Localizer:
     """Rebuild a model from an xai-loc checkpoint alone.
 
@@ -442,7 +418,7 @@ def load_model(path: PathLike, device: str | torch.device = "cpu") -> Localizer:
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as err:
-        raise InputError(f"checkpoint {path} has unreadable weights ({_first_line(err)})") from None
+        raise InputError(f"checkpoint {path} has unreadable weights ({first_line(err)})") from None
     problems = _state_dict_problems(model, state)
     if problems:
         raise InputError(f"checkpoint {path} does not match {card['architecture']}: {problems}")
@@ -480,7 +456,7 @@ def _read_paper_state_dict(src: Path) -> dict[str, Any]:
             ) from None
         raise InputError(f"checkpoint {src} is not a PyTorch state dict or is corrupt") from None
     except Exception as err:  # the weights-only unpickler fails with many types on foreign bytes
-        raise InputError(f"checkpoint {src} is not a PyTorch state dict or is corrupt ({_first_line(err)})") from None
+        raise InputError(f"checkpoint {src} is not a PyTorch state dict or is corrupt ({first_line(err)})") from None
     if isinstance(state, dict):
         for key in WRAPPER_KEYS:
             if isinstance(state.get(key), dict):
@@ -548,22 +524,27 @@ def import_paper_checkpoint(
     Returns
     -------
     Path
-        The written checkpoint. Its card records the source file's name and SHA-256.
+        The written checkpoint. Its card records the source file's name and SHA-256, and the paper's data:
+        its simulation convention, sample rate and microphone positions (:func:`~xai_loc.models.zoo.data_recording`).
 
     Raises
     ------
     InputError
         Where ``dst`` (or its default) is ``src`` itself: the source file is never overwritten.
     """
+    from xai_loc.data.scene import paper_scene
+
     src = Path(src)
     dst = src.with_suffix(".safetensors") if dst is None else Path(dst)
     if dst.exists() and src.exists() and dst.samefile(src):
         raise InputError(f"output {str(dst)!r} would overwrite the source file {str(src)!r}; give another output")
     condition = _check_condition({"t60": t60, "snr": snr})
     model = load_paper_model(src, arch, n_mics=n_mics, n_samples=n_samples)
+    scene = paper_scene()
     card = {
         "condition": condition,
         "data_convention": "gpurir",  # the paper simulated its data with gpuRIR
+        "data_fs": scene.room.fs, "data_mic_position": scene.mics.tolist(),  # at 16 kHz, with its array
         "source": {"kind": "paper-state-dict", "file": src.name, "sha256": file_digest(src)},
     }
     return save_checkpoint(model, dst, card)

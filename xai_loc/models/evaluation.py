@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from xai_loc.errors import InputError
-from xai_loc.models.base import Chain, Localizer
+from xai_loc.models.base import Chain, Localizer, check_positive_int
 from xai_loc.runtime import resolve_device
 
 #: Names of the three coordinates, in the order of a model's outputs.
@@ -84,8 +84,8 @@ def localization_errors(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     Parameters
     ----------
     pred, true
-        Positions ``(n, 3)`` in metres; ``true`` may also be one position ``(3,)``
-        broadcast to every row of ``pred``, or the other way round.
+        Positions ``(n, 3)`` in metres; either may also be one position ``(3,)``
+        broadcast to every row of the other.
 
     Returns
     -------
@@ -97,6 +97,9 @@ def localization_errors(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """
     pred = np.asarray(pred, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
+    for name, value in (("predictions", pred), ("true positions", true)):
+        if value.shape != (3,) and (value.ndim != 2 or value.shape[1] != 3):
+            raise InputError(f"{name} of shape {value.shape} are not allowed; give (n, 3) or (3,) arrays of metres")
     try:
         diff = np.broadcast_to(pred - true, np.broadcast_shapes(pred.shape, true.shape))
     except ValueError:
@@ -153,7 +156,8 @@ class WindowSet:
         A store written by :func:`xai_loc.data.simulate_dataset` (a path), an
         ``xarray.Dataset`` with the same layout: ``signals (window, mic, time)``,
         ``source_position (window, xyz)``, ``source_id (window)`` and optionally
-        ``window_index (window)``; attrs ``t60``, ``snr``, ``split``, ``config``; or an
+        ``window_index (window)`` and ``mic_position (mic, xyz)``; attrs ``t60``, ``snr``,
+        ``split``, ``config``, ``fs``; or an
         in-memory split (:func:`xai_loc.data.simulate_windows`), whose window tensor stays on
         its device (:attr:`tensor`): training and prediction then gather batches there
         (:meth:`take`) without copies through the host.
@@ -164,6 +168,8 @@ class WindowSet:
 
     #: The window tensor of an in-memory split (float32 or float16, on its device); None for stores.
     tensor: torch.Tensor | None = None
+    #: Microphone positions ``(mic, xyz)`` in metres; None where the data records none.
+    mic_position: np.ndarray | None = None
 
     def __init__(self, store, preload: bool = False) -> None:
         if _is_memory_split(store):
@@ -193,6 +199,8 @@ class WindowSet:
             raise InputError(f"{name} holds no windows")
         _check_positions(name, self.positions)
         self.n_windows, self.n_mics, self.n_samples = (int(v) for v in ds["signals"].shape)
+        if "mic_position" in ds.variables and ds["mic_position"].dims == ("mic", "xyz"):
+            self.mic_position = np.asarray(ds["mic_position"].values, dtype=np.float64)
         self.digest = _config_digest(ds)
         self._memory: np.ndarray | None = None
         if preload:
@@ -224,6 +232,8 @@ class WindowSet:
         if not all_finite(signals):  # one check (and host sync) for the whole tensor
             raise InputError(f"{self.name} hold NaN or infinite samples")
         self.n_windows, self.n_mics, self.n_samples = (int(v) for v in signals.shape)
+        if getattr(split, "mic_position", None) is not None:
+            self.mic_position = np.asarray(split.mic_position, dtype=np.float64)
         self.digest = _config_digest(split)
         self._positions_tensor = torch.as_tensor(self.positions, device=signals.device).float()
 
@@ -297,14 +307,16 @@ class WindowSet:
         return order, starts, counts
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able provenance: path, config digest, split, condition, simulation convention, the devices
+        """JSON-able provenance: path, config digest, split, condition, simulation convention, sample rate
+        ``fs`` (Hz) and ``mic_position`` (metres; each None where the data records none), the devices
         that rendered it (None for stores older than that record) and sizes (in-memory splits add
         ``in_memory``, ``storage_dtype``, ``device`` and their ``seed``)."""
         rendered_on = self.attrs.get("rendered_on")
         out = {
             "path": str(self.path) if self.path else None, "digest": self.digest,
             "split": self.attrs.get("split"), **self.condition,
-            "convention": self.attrs.get("convention"),
+            "convention": self.attrs.get("convention"), "fs": _optional_float(self.attrs.get("fs")),
+            "mic_position": None if self.mic_position is None else self.mic_position.tolist(),
             "rendered_on": None if rendered_on is None else json.loads(rendered_on),
             "n_sources": self.n_sources, "n_windows": self.n_windows,
             "n_mics": self.n_mics, "n_samples": self.n_samples,
@@ -318,6 +330,11 @@ class WindowSet:
         """Raise :class:`InputError` if ``model.input_shape`` (where it has one) differs from the windows."""
         check_window_shape(model, (self.n_mics, self.n_samples), str(self.name))
 
+    def check_card(self, card: dict[str, Any], name: str) -> None:
+        """Raise :class:`InputError` if the windows' sample rate or microphone array is not that of the training
+        data of checkpoint ``name`` (its ``card``; :func:`check_recording`)."""
+        check_recording(card, self.attrs.get("fs"), self.mic_position, str(self.name), name)
+
 
 def check_window_shape(model: nn.Module, shape: tuple[int, int], where: str) -> None:
     """Raise :class:`InputError` if ``model.input_shape`` (where it has one) differs from the windows
@@ -330,6 +347,41 @@ def check_window_shape(model: nn.Module, shape: tuple[int, int], where: str) -> 
         )
 
 
+#: Largest distance (metres, per coordinate) between a microphone's position and the one a model was trained with.
+MIC_TOLERANCE = 1e-6
+
+
+def check_recording(card: dict[str, Any], fs: float | None, mics: np.ndarray | None, where: str,
+                    name: str = "the model") -> None:
+    """Raise :class:`InputError` if data of ``where`` (a store, a scene: named in the message) sampled at ``fs``
+    (Hz) by microphones at ``mics`` ``(mic, xyz)`` (metres) are not what the multichannel checkpoint ``name`` was
+    trained on (its ``card``: :func:`~xai_loc.models.zoo.data_recording`); None: not recorded, not checked.
+
+    A model of raw windows runs on data of another rate or array without complaint and returns wrong positions.
+    """
+    from xai_loc.models.zoo import data_recording
+
+    trained = data_recording(card)
+    if trained is None:
+        return
+    trained_fs, trained_mics = trained
+    if fs is not None and float(fs) != trained_fs:
+        raise InputError(f"{name} was trained on data sampled at {trained_fs:g} Hz but {where} is sampled at "
+                         f"{float(fs):g} Hz; use data at {trained_fs:g} Hz")
+    if mics is None or trained_mics is None:
+        return
+    mics = np.asarray(mics, dtype=np.float64)
+    if mics.shape != trained_mics.shape:
+        raise InputError(f"{name} was trained with {len(trained_mics)} microphones but {where} has "
+                         f"{len(mics)}; use the array it was trained with")
+    moved = np.abs(mics - trained_mics).max(axis=1) > MIC_TOLERANCE
+    if moved.any():
+        i = int(np.argmax(moved))
+        at = ", ".join(f"{v:g}" for v in trained_mics[i])
+        raise InputError(f"{name} was trained with microphone {i} at ({at}) m but {where} has it at "
+                         f"({', '.join(f'{v:g}' for v in mics[i])}) m; use the array it was trained with")
+
+
 def as_window_set(store, preload: bool = False) -> WindowSet:
     """``store`` itself if it is a :class:`WindowSet`, else a :class:`WindowSet` of it."""
     return store if isinstance(store, WindowSet) else WindowSet(store, preload)
@@ -340,15 +392,16 @@ def predict(model: nn.Module, windows, batch_size: int = 100, device: str | torc
     """Model outputs for every window, in window order, as float64 ``(n_windows, 3)``.
 
     ``windows`` is a :class:`WindowSet`, a store path or an ``xarray.Dataset``. The model
-    is run in eval mode on ``device`` (it is moved there) and left in the mode it was in.
+    is run in eval mode on ``device`` (it is moved there) and left in the mode it was in, on
+    windows in the dtype of its parameters (float32 for a model without any).
     """
     from xai_loc.progress import tqdm
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
+    batch_size = check_positive_int("batch_size", batch_size)
     device = device if isinstance(device, torch.device) else resolve_device(str(device))
     windows = as_window_set(windows)
     windows.check_model(model)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     was_training = model.training
     model.to(device).eval()
     out = []
@@ -357,13 +410,13 @@ def predict(model: nn.Module, windows, batch_size: int = 100, device: str | torc
         with torch.inference_mode():
             if windows.tensor is not None:  # slices on the windows' device, one copy to the host at the end
                 for idx in tqdm(parts, disable=not progress, desc=desc, unit="batch", leave=False):
-                    x = windows.tensor[int(idx[0]) : int(idx[-1]) + 1].to(device=device, dtype=torch.float32)
-                    out.append(model(x).float())
+                    x = windows.tensor[int(idx[0]) : int(idx[-1]) + 1].to(device=device, dtype=dtype)
+                    out.append(model(x).double())
                 out = [torch.cat(out).cpu().numpy()]
             else:
                 for x in tqdm(prefetched(windows.read, parts), total=len(parts), disable=not progress, desc=desc,
                               unit="batch", leave=False):
-                    out.append(model(torch.from_numpy(x).to(device)).float().cpu().numpy())
+                    out.append(model(torch.from_numpy(x).to(device=device, dtype=dtype)).double().cpu().numpy())
     finally:
         model.train(was_training)
     pred = np.concatenate(out).astype(np.float64)
@@ -587,12 +640,15 @@ def evaluate_checkpoint(checkpoint: str | Path, store, batch_size: int = 100, de
                         progress: bool = False, model: nn.Module | None = None) -> Evaluation:
     """:func:`evaluate` an xai-loc checkpoint; its file name, SHA-256 and condition join the provenance.
 
-    ``model``: the checkpoint already loaded (it is then not loaded again).
+    ``model``: the checkpoint already loaded (it is then not loaded again). Data of another sample rate or
+    microphone array than the checkpoint's training data are refused (:meth:`WindowSet.check_card`).
     """
     from xai_loc.models.checkpoint import file_digest, load_model, read_card
 
     card = read_card(checkpoint)
+    windows = as_window_set(store)
+    windows.check_card(card, f"checkpoint {checkpoint}")
     model = load_model(checkpoint, device=device) if model is None else model.to(device).eval()
     attrs = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_digest(checkpoint),
              "model_condition": card["condition"]}
-    return evaluate(model, store, batch_size, device, progress, attrs)
+    return evaluate(model, windows, batch_size, device, progress, attrs)

@@ -67,14 +67,41 @@ def load_plugins() -> list[str]:
     return added
 
 
+def first_line(err: BaseException) -> str:
+    """The first sentence of an exception's message, for one-line errors."""
+    lines = str(err).strip().splitlines()
+    return lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
+
+
 def build_model(name: str, **kwargs: Any) -> Localizer:
     """Build the registered architecture ``name`` with constructor arguments ``kwargs``.
 
     Raises
     ------
     InputError
-        If ``name`` is not registered or an argument is not allowed.
+        If ``name`` is not registered or an argument is not allowed (one line, :func:`build_configured`).
     """
-    if name not in MODELS:
-        raise InputError(f"unknown model architecture {name!r}; allowed: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**kwargs)
+    return build_configured(name, kwargs, None)
+
+
+def build_configured(arch: str, config: dict[str, Any], source: str | None = "model_config") -> Localizer:
+    """Build the registered architecture ``arch`` from constructor arguments ``config`` (named ``source``).
+
+    Raises
+    ------
+    InputError
+        One line: for an ``arch`` not registered; ``'<source> does not fit <arch> (...)'`` for an argument the
+        constructor does not take (or lacks), ``'<source>: <error>'`` for a value it refuses,
+        ``'<source> holds a value <arch> cannot use (...)'`` for one that fails in a conversion (``int(nan)``,
+        ``int(inf)``). ``source`` None: the constructor's own line for a refused value, ``config`` for the others.
+    """
+    if arch not in MODELS:
+        raise InputError(f"unknown model architecture {arch!r}; allowed: {', '.join(sorted(MODELS))}")
+    try:
+        return MODELS[arch](**config)
+    except TypeError as err:
+        raise InputError(f"{source or 'config'} does not fit {arch} ({first_line(err)})") from None
+    except InputError as err:
+        raise InputError(f"{source}: {err}" if source else str(err)) from None
+    except (ValueError, OverflowError) as err:
+        raise InputError(f"{source or 'config'} holds a value {arch} cannot use ({first_line(err)})") from None

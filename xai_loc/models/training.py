@@ -69,6 +69,7 @@ from xai_loc.models.trainer import (
     Validation,
     autocast_forward,
     check_output,
+    check_split,
     determinism,
     seeded,
     state_path,
@@ -244,6 +245,11 @@ class TrainConfig:
 
 
 def _check_stores(train_set: WindowSet, val_set: WindowSet) -> None:
+    check_split(train_set.attrs, ("train",), f"the training data ({train_set.name})")
+    check_split(val_set.attrs, ("val",), f"the validation data ({val_set.name})")
+    if train_set.identity == val_set.identity:
+        raise InputError(f"the training and validation data are the same ({train_set.name}); validate on held-out "
+                         "sources (the val split)")
     if train_set.n_sources < 2:
         raise InputError(f"{train_set.name} holds {train_set.n_sources} source(s); training needs at least 2")
     if (train_set.n_mics, train_set.n_samples) != (val_set.n_mics, val_set.n_samples):
@@ -273,6 +279,13 @@ def _history_summary(history: dict[str, list[float]], best_epoch: int,
             **{k: [history[k][i] for i in keep] for k in CARD_SERIES}}
 
 
+#: How an architecture departs from the paper's network in training, for the card's ``training.deviations``.
+ARCH_DEVIATIONS: dict[str, str] = {
+    "loccnn": "dropout after fc1 element-wise (torch.nn.Dropout) instead of the paper's Dropout1d on the "
+              "[batch, 500] features, which drops whole examples",
+    "samplecnn": "dropout after dense1 element-wise (torch.nn.Dropout) instead of the paper's Dropout1d on the "
+                 "[batch, 256] features, which drops whole examples",
+}
 #: The paper's recipe as :class:`TrainConfig` fields (lr per architecture: :data:`DEFAULT_LR`).
 PAPER_RECIPE = {"batch_size": 100, "weight_decay": 0.0, "lr_factor": 0.2, "lr_patience": 100, "min_lr": 0.0,
                 "early_stop_patience": 200, "draws_per_epoch": 1}
@@ -288,7 +301,7 @@ class _Run:
         self.device, self.out, self.full_log, self.notes = device, out, full_log, tuple(notes)
         with seeded(config.seed):
             model: Localizer = build_model(arch, n_mics=train_set.n_mics, n_samples=train_set.n_samples)
-        init = None if init_from is None else _initialize(model, init_from)
+        init = None if init_from is None else _initialize(model, init_from, train_set)
         for windows in (train_set, val_set):
             windows.check_model(model)
         model.to(device)
@@ -389,6 +402,8 @@ class _Run:
                        "products rounded to it; weights, optimizer, loss and validation in float32)")
         if self.init is not None:
             out.append(f"started from checkpoint {self.init['file']} instead of a seeded initialization")
+        if self.arch in ARCH_DEVIATIONS:
+            out.append(ARCH_DEVIATIONS[self.arch])
         return out
 
     def implementation(self) -> dict[str, Any]:
@@ -470,14 +485,16 @@ def _init_source(model: Localizer, path: Path) -> Localizer:
     return source
 
 
-def _initialize(model: Localizer, path: Path) -> dict[str, Any]:
+def _initialize(model: Localizer, path: Path, data: WindowSet) -> dict[str, Any]:
     """Copy the weights of checkpoint ``path`` into ``model``; return its provenance for the card.
 
-    The checkpoint must hold the same architecture with the same constructor arguments.
+    The checkpoint must hold the same architecture with the same constructor arguments, trained on data of the
+    sample rate and microphone array of the training ``data`` (:meth:`WindowSet.check_card`).
     """
     source = _init_source(model, path)
-    model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
     card = read_card(path)
+    data.check_card(card, f"init checkpoint {path}")
+    model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
     training = card.get("training") or {}
     # the file's digest changes with its card; the weights' digest names the parent's weights for good
     record = {"file": Path(path).name, "sha256": file_digest(path), "weights_sha256": weights_digest(path),
@@ -532,11 +549,13 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
     Raises
     ------
     InputError
-        Bad configuration or stores (shapes that differ, too few sources), an ``out`` whose folder
-        cannot be written or an ``init_from`` that is ``out`` (both before any data is read), a saved
-        state of another architecture, recipe (:data:`LATER_RECIPE_FIELDS` included), dataset (a store
-        without a config is told by its labels: :attr:`WindowSet.identity`) or init checkpoint, an
-        init checkpoint of another architecture or shape, or a diverging loss.
+        Bad configuration or stores (a training store that records another split than 'train', a
+        validation store that records another than 'val', the same data as both, shapes that differ,
+        too few sources), an ``out`` whose folder cannot be written or an ``init_from`` that is ``out``
+        (both before any data is read), a saved state of another architecture, recipe
+        (:data:`LATER_RECIPE_FIELDS` included), dataset (a store without a config is told by its labels:
+        :attr:`WindowSet.identity`) or init checkpoint, an init checkpoint of another architecture or
+        shape or trained on data of another sample rate or microphone array, or a diverging loss.
     """
     started = time.monotonic()
     config = TrainConfig() if config is None else config

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from xai_loc.errors import InputError
 from xai_loc.models.checkpoint import read_card
 from xai_loc.models.families import family_of
@@ -44,6 +46,28 @@ def data_convention(card: dict) -> str | None:
         return None
     train = (card.get("dataset") or {}).get("train") or {}
     return card.get("data_convention") or train.get("convention") or LEGACY_CONVENTION
+
+
+def data_recording(card: dict) -> tuple[float, np.ndarray | None] | None:
+    """Sample rate (Hz) and microphone positions ``(mic, xyz)`` (metres) of the data a checkpoint was trained on
+    (None for binaural families).
+
+    From the card's ``data_fs`` and ``data_mic_position`` (imported checkpoints) or its training data set's
+    record. Multichannel cards without them were written before these records, the shipped ones among them,
+    all of the paper scene: their rate is the paper's 16 kHz, and so is their array where the model takes the
+    paper's 16 microphones (else it is unknown: None).
+    """
+    if "condition" not in card or "t60" not in (card.get("condition") or {}):
+        return None
+    from xai_loc.data.scene import paper_scene
+
+    train = (card.get("dataset") or {}).get("train") or {}
+    paper = paper_scene()
+    fs = card.get("data_fs") or train.get("fs") or paper.room.fs
+    mics = card.get("data_mic_position") or train.get("mic_position")
+    if mics is None and (card.get("config") or {}).get("n_mics") == len(paper.mics):
+        mics = paper.mics
+    return float(fs), None if mics is None else np.asarray(mics, dtype=np.float64)
 
 
 def convention_warning(card: dict, convention: str, name: str = "the model") -> str | None:
@@ -107,9 +131,10 @@ def describe_test_metrics(test: dict, arch: str = "") -> str:
     return ", ".join(parts) if parts else "test metrics not recorded"
 
 
-def describe_training(training: dict) -> str:
+def describe_training(training: dict, name: str | None = None) -> str:
     """``'16 epochs in 43 min on cpu (bfloat16 mixed precision), not converged, fine-tuned from X'`` from a
-    card's training entry."""
+    card's training entry; ``name``: the checkpoint's file name. A parent recorded under that same name (the
+    copy handed to the run bore it) is told by its condition and weights digest instead."""
     if not isinstance(training.get("epochs"), int):
         return ""
     parts = [f"{training['epochs']} epochs"]
@@ -124,9 +149,15 @@ def describe_training(training: dict) -> str:
     if training.get("init_from"):
         init = training["init_from"]
         parent = init.get("condition") or {}
-        trained_on = (f" (trained on T60 {parent['t60']:g} s, SNR {parent['snr']:g} dB)"
-                      if {"t60", "snr"} <= parent.keys() else "")
-        parts.append(f"fine-tuned from {init['file']}{trained_on}"
+        if init.get("file") == name:
+            digest = (f"weights {init['weights_sha256'][:8]}" if init.get("weights_sha256")
+                      else f"file sha256 {init.get('sha256', '?')[:8]}")
+            model = f"a {describe_condition(parent)} model" if parent else "an earlier model of that name"
+            source = f"{model} ({digest})"
+        else:
+            source = init["file"] + (f" (trained on T60 {parent['t60']:g} s, SNR {parent['snr']:g} dB)"
+                                     if {"t60", "snr"} <= parent.keys() else "")
+        parts.append(f"fine-tuned from {source}"
                      + (" (no epoch beat it: its weights are kept)" if training.get("best_epoch") == 0 else ""))
     return ", ".join(parts)
 
@@ -138,7 +169,7 @@ def list_checkpoints(folder: str | Path) -> list[str]:
     for path in sorted(Path(folder).glob("*.safetensors")):
         card = read_card(path)
         test = (card.get("metrics") or {}).get("test") or {}
-        training = describe_training(card.get("training") or {})
+        training = describe_training(card.get("training") or {}, path.name)
         convention = data_convention(card)
         condition = describe_condition(card.get("condition") or {}) + (f" ({convention} data)" if convention else "")
         rows.append(f"{path.name:40s} {card['architecture']:10s} {condition}, "

@@ -673,18 +673,19 @@ def _fibonacci_directions(n: int, min_elevation: float) -> tuple[np.ndarray, np.
 
 
 def diffuse_noise(n_samples: int, hrtf: HRTFSet, rng: np.random.Generator, *, n_directions: int = 32,
-                  kind: str = "pink") -> np.ndarray:
+                  kind: str = "pink", interp: str = DEFAULT_INTERPOLATION) -> np.ndarray:
     """Approximately isotropic background ``(2, n_samples)`` at the HRTF set's rate.
 
     ``n_directions`` (at least 1) independent noises (``"white"``, ``"pink"`` or a registered
     sound kind) through the HRIRs of a Fibonacci lattice of directions covering the set's
-    elevation range, summed. Anechoic: the room is not simulated.
+    elevation range, summed; the HRIRs between measured directions by ``interp``
+    (:meth:`~xai_loc.acoustics.hrtf.HRTFSet.weights`). Anechoic: the room is not simulated.
     """
     _check_length(n_samples)
     if not (is_integer(n_directions) and n_directions >= 1):
         raise InputError(f"n_directions={n_directions!r} is not allowed; use an integer >= 1")
     az, el = _fibonacci_directions(int(n_directions), float(hrtf.elevation.min()))
-    hrirs = hrtf.interpolate(az, el)
+    hrirs = hrtf.interpolate(az, el, interp)
     out = np.zeros((2, n_samples))
     for h in hrirs:
         out += spatialize(_noise(kind, rng, hrtf.fs, n_samples), h)
@@ -797,7 +798,8 @@ def render_binaural(
     snr
         Target-to-background ratio in dB (both ears); ``None``: no background.
     background
-        ``"diffuse"``: an isotropic field of 32 anechoic pink noises (:func:`diffuse_noise`);
+        ``"diffuse"``: an isotropic field of 32 anechoic pink noises (:func:`diffuse_noise`, with the
+        target's ``interp``);
         ``"spatialized"``: ``n_noise`` independent ``noise_kind`` sounds at random grid
         directions other than the target's (1 to their number, 503 for a grid target), through
         the same room (Francl & McDermott's spatialized textures).
@@ -837,7 +839,7 @@ def render_binaural(
         return target
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
     if background == "diffuse":
-        noise = diffuse_noise(target.shape[1], hrtf, rng)
+        noise = diffuse_noise(target.shape[1], hrtf, rng, interp=brir_options.get("interp", DEFAULT_INTERPOLATION))
     else:
         pick = rng.choice(far, size=int(n_noise), replace=False)
         noise = spatialized_noise(target.shape[1], brirs(grid_az[pick], grid_el[pick]), rng, fs, kind=noise_kind)

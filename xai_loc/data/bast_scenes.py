@@ -8,7 +8,8 @@ shipped speech corpus, numbered and split by sound exactly as a
 :class:`~xai_loc.data.binaural_store.BinauralSpec` with the same kinds, count, test share and
 seed: no sound (noise token, utterance) is in both splits. A diffuse background (one token per
 sound, circularly shifted per azimuth) is mixed at an SNR drawn per example, and every scene is
-scaled to a random level.
+scaled to a random level. HRIRs between KEMAR's measured directions (the background's) are
+interpolated as the spec's ``interp`` says: barycentric by default, as the shipped BAST's data.
 
 One zarr store per split, ``<root>/bast/<name>/<split>.zarr`` with ``waveforms (example,
 ear, time)`` float32 and per-example ``azimuth``, ``sound_key``, ``sound_kind``, ``sound_id``,
@@ -70,7 +71,14 @@ class BastSceneSpec(SpecRecord):
         ``(low, high)`` scene level in dB re :data:`xai_loc.acoustics.binaural.REFERENCE_RMS`.
     seed
         Seeds the split, the sounds and every draw.
+    interp
+        HRIR interpolation, a name in :data:`~xai_loc.acoustics.hrtf.INTERPOLATIONS`: ``'barycentric'``
+        (default: the shipped BAST's data; left out of the spec's record and digest) or ``'bilinear'``
+        (:meth:`~xai_loc.acoustics.hrtf.HRTFSet.weights`), for the background's directions and any azimuth
+        KEMAR did not measure.
     """
+
+    LATER_FIELDS = {"interp": "barycentric"}
 
     name: str = "default"
     azimuths: tuple[float, ...] = tuple(float(a) for a in range(0, 360, 10))
@@ -80,6 +88,7 @@ class BastSceneSpec(SpecRecord):
     snr: tuple[float, float] | None = (20.0, 40.0)
     level_db: tuple[float, float] = (-10.0, 10.0)
     seed: int = 0
+    interp: str = "barycentric"
 
     def __post_init__(self) -> None:
         self._convert("azimuths", numbers, "give distinct degrees in [0, 360)")
@@ -91,7 +100,7 @@ class BastSceneSpec(SpecRecord):
             if not (math.isfinite(low) and math.isfinite(high) and low <= high):
                 raise InputError(f"snr={self.snr!r} is not allowed; use (low, high) dB with low <= high, or None")
         self._convert("level_db", partial(numbers, length=2), "use (low, high) dB with low <= high")
-        self.binaural_spec()  # validates name, kinds, n_sounds, test_fraction, level_db and seed
+        self.binaural_spec()  # validates name, kinds, n_sounds, test_fraction, level_db, seed and interp
 
     def binaural_spec(self):
         """The :class:`~xai_loc.data.binaural_store.BinauralSpec` that numbers and splits the sounds."""
@@ -99,7 +108,7 @@ class BastSceneSpec(SpecRecord):
 
         return BinauralSpec(name=self.name, rooms=("anechoic",), kinds=self.kinds, n_sounds=self.n_sounds,
                             per_sound=1, test_fraction=self.test_fraction, duration=N_SAMPLES / FS, fs=FS,
-                            snr=self.snr, level_db=self.level_db, seed=self.seed)
+                            snr=self.snr, level_db=self.level_db, interp=self.interp, seed=self.seed)
 
     def sound_ids(self, split: str) -> np.ndarray:
         """The sounds of ``split``, refused (one line) where it holds none (too few sounds for its share)."""
@@ -145,7 +154,7 @@ class _Renderer:
         from xai_loc.acoustics.binaural import anechoic_rirs
 
         az = np.asarray(self.spec.azimuths)
-        return anechoic_rirs(az, np.zeros_like(az), hrtf=self.hrtf, fs=FS).double().numpy()
+        return anechoic_rirs(az, np.zeros_like(az), hrtf=self.hrtf, fs=FS, interp=self.spec.interp).double().numpy()
 
     @cached_property
     def corpus(self):
@@ -183,7 +192,7 @@ class _Renderer:
             kind, seed = self.sounds[int(sid)]
             dry = _dry_sound(kind, seed, self.corpus)
             rng = np.random.default_rng([spec.seed, int(sid), 53])
-            noise = diffuse_noise(N_SAMPLES, self.hrtf, rng) if spec.snr is not None else None
+            noise = diffuse_noise(N_SAMPLES, self.hrtf, rng, interp=spec.interp) if spec.snr is not None else None
             for brir in self.brirs:
                 scene = spatialize(dry, brir)
                 if noise is not None:

@@ -115,7 +115,7 @@ class BinauralSpec(SpecRecord):
         :func:`~xai_loc.acoustics.binaural.min_t_diff` (the direct sound has passed) to the
         shortest T60 of the rooms.
     interp
-        HRIR interpolation of the image sources, a name in
+        HRIR interpolation of the image sources and the diffuse background, a name in
         :data:`~xai_loc.acoustics.hrtf.INTERPOLATIONS` (``'bilinear'``; ``'barycentric'``
         reproduces data rendered before it, e.g. the shipped cochleagram CNN's).
     seed
@@ -340,7 +340,8 @@ class _Renderer:
         label, room = drawn["label"], drawn["room"]
         scene = spatialize(sound, self.brir(room, label))
         if self.spec.snr is not None:  # the background continues the draws' generator
-            scene = render_scene(scene, diffuse_noise(scene.shape[1], self.hrtf, rng), drawn["snr"])
+            noise = diffuse_noise(scene.shape[1], self.hrtf, rng, interp=self.spec.interp)
+            scene = render_scene(scene, noise, drawn["snr"])
         az, el = label_to_direction(label)
         info = {**drawn, "azimuth": float(az), "elevation": float(el),
                 "t60": 0.0 if room == ANECHOIC else float(ROOMS[room].t60)}

@@ -7,7 +7,8 @@ corpus (:meth:`~xai_loc.acoustics.speech.SpeechCorpus.shipped`) through the KEMA
 elevation 0, plus an isotropic pink background
 (:func:`~xai_loc.acoustics.binaural.diffuse_noise`) mixed at an SNR
 (:func:`~xai_loc.acoustics.binaural.render_scene`): uniform in ``train_snr`` for training,
-each of ``test_snrs`` for testing.
+each of ``test_snrs`` for testing. HRIRs between KEMAR's measured directions (the background's)
+are interpolated as the spec's ``interp`` says: barycentric by default, as the shipped TF-CNN's data.
 
 **Azimuth convention**: positive = right, as the TF-CNN's
 (:func:`xai_loc.acoustics.directions.to_sofa_azimuth` gives the SOFA angle used for the HRIRs, where
@@ -48,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from xai_loc.checks import is_real
+from xai_loc.checks import check_choice, is_real
 from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord, check_name, numbers
 from xai_loc.errors import InputError
@@ -101,7 +102,14 @@ class SceneSpec(SpecRecord):
         +-:data:`~xai_loc.acoustics.binaural.MAX_LEVEL_DB`.
     seed
         Seeds the utterance split and every example.
+    interp
+        HRIR interpolation, a name in :data:`~xai_loc.acoustics.hrtf.INTERPOLATIONS`: ``'barycentric'``
+        (default: the shipped TF-CNN's data; left out of the spec's record and digest) or ``'bilinear'``
+        (:meth:`~xai_loc.acoustics.hrtf.HRTFSet.weights`), for the background's directions and any azimuth
+        KEMAR did not measure.
     """
+
+    LATER_FIELDS = {"interp": "barycentric"}
 
     name: str = "tfcnn-n8000-t10-s0"
     azimuths: tuple[float, ...] = _default_azimuths()
@@ -114,9 +122,11 @@ class SceneSpec(SpecRecord):
     fs: int = 16000
     level_db: tuple[float, float] = (-10.0, 10.0)
     seed: int = 0
+    interp: str = "barycentric"
 
     def __post_init__(self) -> None:
         from xai_loc.acoustics.binaural import MAX_LEVEL_DB
+        from xai_loc.acoustics.hrtf import INTERPOLATIONS
         from xai_loc.acoustics.room import SNR_RANGE
         from xai_loc.acoustics.speech import SpeechCorpus
 
@@ -147,6 +157,7 @@ class SceneSpec(SpecRecord):
                              f"(the shipped corpus holds {n}); use a {change} share")
         if not (is_real(self.duration) and self.duration * self.fs >= 16):
             raise InputError(f"duration={self.duration!r} s is not allowed; give at least 16 samples' worth")
+        check_choice("interp", self.interp, INTERPOLATIONS)
 
     @property
     def n_samples(self) -> int:
@@ -195,7 +206,8 @@ class _Renderer:
         from xai_loc.acoustics.directions import to_sofa_azimuth
 
         if azimuth not in self._hrirs:
-            h = anechoic_rirs([float(to_sofa_azimuth(azimuth))], [0.0], hrtf=self.hrtf, fs=self.spec.fs)
+            h = anechoic_rirs([float(to_sofa_azimuth(azimuth))], [0.0], hrtf=self.hrtf, fs=self.spec.fs,
+                              interp=self.spec.interp)
             self._hrirs[azimuth] = h[0].double().numpy()
         return self._hrirs[azimuth]
 
@@ -217,7 +229,7 @@ class _Renderer:
 
         dry, start = self.excerpt(utterance, rng)
         target = spatialize(dry, self.hrir(azimuth))
-        scene = render_scene(target, diffuse_noise(target.shape[1], self.hrtf, rng), snr)
+        scene = render_scene(target, diffuse_noise(target.shape[1], self.hrtf, rng, interp=self.spec.interp), snr)
         level = float(rng.uniform(*self.spec.level_db))
         return {"waveform": scale_to_level(scene, level).astype(np.float32), "start": start, "level_db": level}
 

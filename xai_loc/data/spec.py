@@ -75,10 +75,15 @@ class SpecRecord:
     """
 
     DIGEST_CHARS: ClassVar[int] = 16
+    #: Fields added after stores and cards recorded the spec, with the value those records mean: at that
+    #: value :meth:`to_dict` leaves them out, so the digests and stores of older specs hold (as
+    #: :data:`~xai_loc.models.training.LATER_RECIPE_FIELDS` for training runs).
+    LATER_FIELDS: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able fields (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON-able fields (tuples as lists), :attr:`LATER_FIELDS` at their old value left out."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if not (k in self.LATER_FIELDS and self.LATER_FIELDS[k] == v)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -98,7 +103,7 @@ class SpecRecord:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def digest(self) -> str:
-        """Short sha256 of every field (:func:`spec_digest`)."""
+        """Short sha256 of :meth:`to_dict` (:func:`spec_digest`)."""
         return spec_digest(self.to_dict(), self.DIGEST_CHARS)
 
     def _convert(self, name: str, convert: Callable[[Any], Any], allowed: str) -> Any:

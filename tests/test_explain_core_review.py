@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 import xarray as xr
-from helpers import one_line, tree
+from helpers import one_line, run_cli, tree
 from test_explain import fake_dataset, randomized
 from torch import nn
 
@@ -183,3 +183,14 @@ def test_nothing_of_a_refused_store_is_written(dataset, loccnn):
     one_line(explain_store, loccnn, dataset, target="contrast", reference="mean", mean_input=np.zeros((4, 10)),
              progress=False)
     assert tree(dataset.parent) == before
+
+
+def test_audit_of_an_architecture_draws_its_untrained_weights_from_the_seed():
+    """``xai-loc audit ARCH --seed N`` drew the weights from torch's unseeded generator: other numbers each run."""
+    runs = [run_cli(["audit", "loccnn", "--seed", str(seed)]) for seed in (3, 3, 4)]
+    assert all(run.exit_code in (0, 1) for run in runs), [run.output for run in runs]
+    assert runs[0].stdout == runs[1].stdout
+    assert runs[0].stdout != runs[2].stdout
+    before = torch.random.get_rng_state()
+    run_cli(["audit", "loccnn", "--seed", "3"])
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's generator is left alone

@@ -361,7 +361,8 @@ def _check_relevance_out(out, models, name: str, **explanation) -> None:
                    "it: paper (loccnn, samplecnn), cochcnn, tfcnn, cuenet; a family without one (bast) needs it].")
 @click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE (repeatable), e.g. "
               "first_rule=flat, epsilon=1e-6, maxpool=smooth.")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random probe input.")
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help="Seed of the random probe input and of an architecture's untrained weights.")
 @click.option("--target", type=ANY_TARGET, default=None,
               help="What is explained [default: the model's own output: prediction (positions), class_logit "
                    "(classes), direction ([cos, sin]), azimuth (azimuths)]; targets that need the truth do not apply.")
@@ -370,7 +371,7 @@ def audit(ctx, model, composite, options, seed, target) -> None:
     """List each module of MODEL with its LRP rule, functional operations that hooks cannot see,
     and per-layer relevance conservation for one input.
 
-    MODEL is a checkpoint file or an architecture name (untrained weights). Exits with 1
+    MODEL is a checkpoint file or an architecture name (untrained weights drawn from --seed). Exits with 1
     when the composite leaves a layer uncovered, forward() uses hidden operations or a
     parameter-free layer loses more than 0.1 % of its relevance (padded rows that a folded
     BatchNorm fills absorb it like a bias: no problem; an epsilon stabilizer can lose that
@@ -381,6 +382,7 @@ def audit(ctx, model, composite, options, seed, target) -> None:
     from xai_loc.explain import audit as run_audit
     from xai_loc.models import build_model, read_card
     from xai_loc.models.families import family_of
+    from xai_loc.models.trainer import seeded
 
     setup(ctx)
     path = Path(model)
@@ -391,7 +393,11 @@ def audit(ctx, model, composite, options, seed, target) -> None:
         raise InputError(f"MODEL {model} is a {arch!r} model, whose family {family.name!r} registers no LRP composite "
                          "(xai-loc models list); give --composite to audit one on it")
     composite = composite or family.composite
-    subject = model if checkpoint else build_model(model)
+    if checkpoint:
+        subject = model
+    else:
+        with seeded(seed):  # the same command gives the same numbers
+            subject = build_model(model)
     report = run_audit(subject, composite, target=target, seed=seed, **command_options(ctx, composite=composite))
     click.echo(report.render())
     if report.problems:

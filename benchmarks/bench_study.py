@@ -248,12 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
-    from xai_loc.data.store import count_windows, no_tf32, simulate_dataset
+    from xai_loc.data.store import count_windows, simulate_dataset
     from xai_loc.experiments.faithfulness import parse_methods
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.io import check_file_path
     from xai_loc.models.zoo import checkpoint_name, pretrained_dir, shipped_checkpoint
-    from xai_loc.runtime import configure_cpu, resolve_device
+    from xai_loc.runtime import configure_cpu, no_tf32, resolve_device
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]

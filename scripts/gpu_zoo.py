@@ -210,11 +210,11 @@ def preflight(args, device, corpus, scene) -> dict:
     import torch
 
     from xai_loc.acoustics.backends import simulate_rirs
-    from xai_loc.data.store import count_windows, no_tf32, simulate_windows
+    from xai_loc.data.store import count_windows, simulate_windows
     from xai_loc.models import load_model, read_card
     from xai_loc.models.training import TrainConfig, train
     from xai_loc.models.zoo import checkpoint_name
-    from xai_loc.runtime import software_versions
+    from xai_loc.runtime import no_tf32, software_versions
 
     t0 = time.monotonic()
     report = {"device": str(device), "software": software_versions(), "python": sys.version.split()[0]}

@@ -3,6 +3,7 @@ test starts from the same global random state, so a test's inputs do not depend 
 import numpy as np
 import pytest
 import torch
+from helpers import tf32_flags
 
 torch.set_num_threads(1)
 
@@ -36,3 +37,15 @@ def captured_figure(monkeypatch):
         return drawn
 
     return capture
+
+
+@pytest.fixture
+def tf32_on():
+    """TF32 allowed for the test, the flags put back afterwards (torch answers them through ``__getattr__``, which
+    monkeypatch's undo does not restore in every order of tests)."""
+    saved = tf32_flags()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -53,3 +53,11 @@ def noise_windows(n: int) -> xr.Dataset:
                               "xyz": ["x", "y", "z"], "mic_position": (("mic", "xyz"), MICS),
                               "source_position": (("window", "xyz"), positions)},
                       attrs={"fs": FS, "c": C, "t60": 0.15, "snr": 25.0})
+
+
+def tf32_flags() -> tuple[bool, bool]:
+    """TF32 of matrix products and of cuDNN convolutions: (allowed, allowed) (the ``tf32_on`` fixture allows both
+    for a test)."""
+    import torch
+
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers import one_line, tree
+from helpers import one_line, tf32_flags, tree
 
 import xai_loc.io
 from xai_loc.acoustics.room import ShoeBox
@@ -163,29 +162,13 @@ def test_a_data_root_or_a_file_given_as_a_store_is_not_to_be_deleted(reference, 
 
 # --- 4. TF32 is off wherever sources are rendered ---------------------------------------------------------------
 
-@pytest.fixture
-def tf32_on():
-    """TF32 allowed for the test, the flags put back afterwards (torch answers them through ``__getattr__``, which
-    monkeypatch's undo does not restore in every order of tests)."""
-    saved = _flags()
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def _flags() -> tuple[bool, bool]:
-    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-
-
 def test_tf32_is_off_while_a_store_is_rendered(tmp_path, monkeypatch, tf32_on):
     seen = []
     real = store.source_rirs
-    monkeypatch.setattr(store, "source_rirs", lambda *a, **k: seen.append(_flags()) or real(*a, **k))
+    monkeypatch.setattr(store, "source_rirs", lambda *a, **k: seen.append(tf32_flags()) or real(*a, **k))
     _simulate(tmp_path)
     assert seen == [(False, False)] * 2
-    assert _flags() == (True, True)  # restored
+    assert tf32_flags() == (True, True)  # restored
 
 
 def test_tf32_stays_off_until_the_last_of_blocks_rendered_in_threads(monkeypatch, tf32_on):
@@ -203,14 +186,14 @@ def test_tf32_stays_off_until_the_last_of_blocks_rendered_in_threads(monkeypatch
     def rirs(scene, sid, *a, **k):
         if sid == 1:
             assert ended.wait(30)
-        seen[sid] = _flags()
+        seen[sid] = tf32_flags()
         return real_rirs(scene, sid, *a, **k)
 
     monkeypatch.setattr(store, "_rendered_block", block)
     monkeypatch.setattr(store, "source_rirs", rirs)
     store.simulate_windows(_scene(), "test", 0.15, 25.0, workers=2, **SIM)
     assert seen == {0: (False, False), 1: (False, False)}
-    assert _flags() == (True, True)
+    assert tf32_flags() == (True, True)
 
 
 # --- 5. a chunk that matches its manifest but cannot be decoded -------------------------------------------------

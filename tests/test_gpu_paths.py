@@ -1,7 +1,7 @@
 """Every study stage with a ``--device`` option, run on CUDA and on the CPU on the same tiny data (issue 18).
 
 Two sources of the paper scene's test split at (0.15 s, 25 dB), simulated once on the CPU, and
-the shipped models of that condition. TF32 is off in every test (:func:`~xai_loc.data.store.no_tf32`),
+the shipped models of that condition. TF32 is off in every test (:func:`~xai_loc.runtime.no_tf32`),
 so both devices compute in full float32 and differ by the rounding of their summation orders
 and kernels: about 1e-6 of a result for the sums of up to 1e5 products in these networks. The
 tolerances below are 10-100 times that; where samples are ranked by relevance, the rounding
@@ -57,7 +57,7 @@ MM = 1e-3  # metres: the allowance of relevance-ranked deletion (module docs)
 
 @pytest.fixture(autouse=True)
 def full_float32():
-    from xai_loc.data.store import no_tf32
+    from xai_loc.runtime import no_tf32
 
     with no_tf32():
         yield

@@ -46,10 +46,11 @@ def check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = 
     return float(value)
 
 
-def check_integer(name: str, value: Any, *, minimum: int = 0) -> int:
-    """Return ``value`` as an int if it is an integer (not a bool) >= ``minimum``."""
-    if not is_integer(value) or value < minimum:
-        raise InputError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
+def check_integer(name: str, value: Any, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """Return ``value`` as an int if it is an integer (not a bool) >= ``minimum`` (and <= ``maximum``)."""
+    if not is_integer(value) or value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise InputError(f"{name}={value!r} is not allowed; use an integer {bound}")
     return int(value)
 
 

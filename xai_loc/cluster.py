@@ -73,9 +73,9 @@ def check_scheduler(address: str, what: str = "scheduler") -> str:
 
 def check_workers(workers: int) -> int:
     """A worker count in ``[1, MAX_WORKERS]``, else one line saying so."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
-        raise InputError(f"workers={workers!r} is not allowed; use an integer in [1, {MAX_WORKERS}]")
-    return workers
+    from xai_loc.checks import check_integer
+
+    return check_integer("workers", workers, minimum=1, maximum=MAX_WORKERS)
 
 
 def check_cluster(scheduler: str | None, workers: int | None) -> None:
@@ -188,7 +188,7 @@ def cluster(scheduler: str | None = None, workers: int | None = None, *,
         if workers is not None:
             local = stack.enter_context(LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                silence_logs=logging.ERROR))
+                silence_logs=logging.CRITICAL))  # a failed item is reported by map_blocks, in one line
             client = stack.enter_context(Client(local, set_as_default=False))
         else:
             address = check_scheduler(scheduler)  # stripped
@@ -264,8 +264,8 @@ def _run(fn: Callable[[Any, Any], Any], item: Any, payload: bytes, folder: str) 
         try:
             os.chdir(folder)
         except OSError as err:
-            raise InputError(f"a worker cannot see the command's folder {folder!r} ({type(err).__name__}); the "
-                             "workers must see the same paths (a shared file system)") from None
+            raise WorkLost(f"a worker cannot see the command's folder {folder!r} ({type(err).__name__}); the "
+                           "workers must see the same paths (a shared file system)") from None
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)
         _worker_setup()

@@ -1,4 +1,4 @@
-"""Progress of long work: a tqdm bar on a terminal, a few plain lines in a log.
+"""Progress of long work: a tqdm bar on a terminal or in Jupyter, a few plain lines in a log.
 
 tqdm redraws one line with carriage returns, which a log file shows as one endless line or
 not at all; off a terminal the same bars here write a full line at most every
@@ -35,14 +35,22 @@ class _Lines:
         self.stream.flush()
 
 
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (IPython's ``ZMQInteractiveShell``), whose output is shown live
+    although its streams are no terminal."""
+    ipython = sys.modules.get("IPython")  # imported by the kernel; never imported here
+    shell = getattr(ipython, "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def tqdm(*args, **kwargs):
-    """``tqdm.auto.tqdm`` on a terminal; off it, a bar that writes a line every :data:`LOG_INTERVAL` s and one
-    at the end (also for ``leave=False``, which on a terminal only clears the bar); a ``leave=False`` bar inside
-    another open bar only when it runs longer than :data:`LOG_INTERVAL`."""
+    """``tqdm.auto.tqdm`` on a terminal or in Jupyter; elsewhere, a bar that writes a line every
+    :data:`LOG_INTERVAL` s and one at the end (also for ``leave=False``, which on a terminal only clears the bar);
+    a ``leave=False`` bar inside another open bar only when it runs longer than :data:`LOG_INTERVAL`."""
     from tqdm.auto import tqdm as bar
 
     stream = kwargs.get("file") or sys.stderr
-    if kwargs.get("disable") or getattr(stream, "isatty", lambda: False)():
+    if kwargs.get("disable") or getattr(stream, "isatty", lambda: False)() or _in_notebook():
         return bar(*args, **kwargs)
     nested = kwargs.get("leave") is False and len(bar._instances) > 0  # open bars (disabled ones are not listed)
     kwargs.update(file=_Lines(stream), mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL, ascii=True,

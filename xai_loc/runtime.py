@@ -1,4 +1,4 @@
-"""Run-time settings shared by the CLI and scripts: threads, devices, deterministic kernels, provenance."""
+"""Run-time settings shared by the CLI and scripts: threads, devices, TF32 and deterministic kernels, provenance."""
 from __future__ import annotations
 
 import contextlib
@@ -6,9 +6,13 @@ import os
 import platform
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from xai_loc.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 THREADS_ENV = "XAI_LOC_THREADS"
 #: Upper bound of the thread count (torch crashes when asked for tens of thousands).
@@ -44,16 +48,17 @@ def configure_threads(threads: int | None = None) -> int:
     """
     import torch
 
+    from xai_loc.checks import check_integer
+
+    name = "threads"
     if threads is None and os.environ.get(THREADS_ENV):
-        raw = os.environ[THREADS_ENV]
+        raw, name = os.environ[THREADS_ENV], THREADS_ENV
         try:
             threads = parse_int(raw)
         except ValueError:
             raise InputError(f"{THREADS_ENV}={raw!r} is not an integer; use an integer in [1, {MAX_THREADS}]") from None
     if threads is not None:
-        if not 1 <= threads <= MAX_THREADS:
-            raise InputError(f"threads={threads} is not allowed; use an integer in [1, {MAX_THREADS}]")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_integer(name, threads, minimum=1, maximum=MAX_THREADS))
     return torch.get_num_threads()
 
 
@@ -122,14 +127,19 @@ def configure_cpu(threads: int | None = None) -> int:
     return threads
 
 
-def resolve_device(device: str = "cpu"):
-    """Return a ``torch.device`` for ``'cpu'``, ``'cuda'`` or ``'cuda:N'``, checking availability.
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """Return a ``torch.device`` for ``'cpu'``, ``'cuda'`` or ``'cuda:N'`` (or such a ``torch.device``), checking
+    availability.
 
     ``N`` is written as torch takes it: ASCII digits without leading zeros (``'cuda:²'`` or ``'cuda:01'``
-    are refused in one line, as any other unknown device).
+    are refused in one line, as any other unknown device or a value that is no device name).
     """
     import torch
 
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise InputError(f"device={device!r} is not allowed; use cpu, cuda or cuda:N")
     if device == "cpu":
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::(0|[1-9][0-9]*))?", device)
@@ -161,51 +171,104 @@ def device_name(device, *, index: bool = True) -> str:
     return f"{device if index else 'cuda'} ({torch.cuda.get_device_name(device)})"
 
 
+class _SharedSetting:
+    """One process-wide torch setting that blocks of any threads hold, overlapping: the first block in reads it
+    and puts ``held(setting)`` in force, the last one out puts back what the first read (where that differs)."""
+
+    def __init__(self, read: Callable[[], Any], write: Callable[[Any], None], held: Callable[[Any], Any]) -> None:
+        self.read, self.write, self.held = read, write, held
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved: Any = None  # what the last block out puts back (None: nothing)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self.lock:
+            if not self.users:
+                before = self.read()
+                wanted = self.held(before)
+                self.saved = None if wanted == before else before
+                if self.saved is not None:
+                    self.write(wanted)
+            self.users += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.users -= 1
+                if not self.users and self.saved is not None:
+                    self.write(self.saved)
+
+    def settle(self, value: Any) -> None:
+        """Put ``value`` in force for good: now, and as what the last open block puts back."""
+        with self.lock:
+            self.write(value)
+            if self.users:
+                self.saved = value
+
+
+def _read_tf32() -> tuple[bool, bool]:
+    import torch
+
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def _write_tf32(flags: tuple[bool, bool]) -> None:
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def _read_deterministic() -> tuple[bool, bool]:
+    import torch
+
+    return torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def _write_deterministic(mode: tuple[bool, bool]) -> None:
+    import torch
+
+    torch.use_deterministic_algorithms(mode[0], warn_only=mode[1])
+
+
+#: TF32 of matrix products and cuDNN convolutions (allowed, allowed): off while held.
+_TF32 = _SharedSetting(_read_tf32, _write_tf32, lambda flags: (False, False))
+#: torch's deterministic mode (on, warn only): on, warning only, while held, unless it is on already.
+_DETERMINISTIC = _SharedSetting(_read_deterministic, _write_deterministic,
+                                lambda mode: mode if mode[0] else (True, True))
+
+
 def full_float32(device: str) -> None:
     """Turn TF32 off process-wide when ``device`` is a CUDA device (``cuda``, ``cuda:N``); else do nothing.
 
     Matrix products and cuDNN convolutions then keep float32's 23-bit mantissa instead of
     TF32's 10 bits (cuDNN's default on Ampere and later GPUs), so that a run on the GPU matches
-    the CPU's within the documented tolerances. Setting the flags again changes nothing.
+    the CPU's within the documented tolerances. Setting the flags again changes nothing, and
+    the end of an open :func:`no_tf32` block does not turn TF32 back on.
     """
     import torch
 
     if torch.device(device).type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        _TF32.settle((False, False))
 
 
-class _DeterministicMode:
-    """Who asks for torch's deterministic mode now (the mode is one setting for the whole process)."""
+def no_tf32() -> contextlib.AbstractContextManager[None]:
+    """Full float32 matrix products and convolutions inside the block (TF32 off), restored afterwards.
 
-    lock = threading.Lock()
-    users = 0
-    switched = False  # whether the first of them switched it on (and the last must switch it off)
+    The simulators' products must not be rounded to TF32's 10-bit mantissa on Ampere and later GPUs.
+    Blocks rendered at once in threads share torch's flags: they stay off until the last block ends.
+    """
+    return _TF32.hold()
 
 
-@contextlib.contextmanager
-def deterministic_algorithms() -> Iterator[None]:
+def deterministic_algorithms() -> contextlib.AbstractContextManager[None]:
     """torch's deterministic kernels inside the block (``warn_only``: an operation without one warns).
 
     The mode is global to the process, so every thread sees it while any block of any thread
     is inside; blocks of several threads may overlap. The first to enter switches it on unless
     it is on already, and the last to leave switches it off again if the first switched it on.
     """
-    import torch
-
-    with _DeterministicMode.lock:
-        if _DeterministicMode.users == 0:
-            _DeterministicMode.switched = not torch.are_deterministic_algorithms_enabled()
-            if _DeterministicMode.switched:
-                torch.use_deterministic_algorithms(True, warn_only=True)
-        _DeterministicMode.users += 1
-    try:
-        yield
-    finally:
-        with _DeterministicMode.lock:
-            _DeterministicMode.users -= 1
-            if _DeterministicMode.users == 0 and _DeterministicMode.switched:
-                torch.use_deterministic_algorithms(False)
+    return _DETERMINISTIC.hold()
 
 
 def software_versions() -> dict[str, str]:

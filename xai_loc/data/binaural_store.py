@@ -53,7 +53,7 @@ import numpy as np
 
 from xai_loc.acoustics.binaural import MAX_LEVEL_DB, REFERENCE_RMS
 from xai_loc.acoustics.hrtf import INTERPOLATIONS
-from xai_loc.checks import is_real
+from xai_loc.checks import check_integer, is_real
 from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord, check_name, numbers, spec_digest, words
 from xai_loc.errors import InputError
@@ -158,9 +158,7 @@ class BinauralSpec(SpecRecord):
             raise InputError(f"sound kinds {list(self.kinds)} are not allowed; use distinct ones of "
                              f"{', '.join(allowed_kinds)}")
         for name in ("n_sounds", "per_sound"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name}={value!r} is not allowed; use a positive integer")
+            object.__setattr__(self, name, check_integer(name, getattr(self, name), minimum=1))
         if not (is_real(self.test_fraction) and 0 <= self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in [0, 1)")
         object.__setattr__(self, "fs", check_fs(self.fs))
@@ -184,8 +182,7 @@ class BinauralSpec(SpecRecord):
                                  f"sound has passed){upto}, or None")
         if not isinstance(self.interp, str) or self.interp not in INTERPOLATIONS:
             raise InputError(f"interp={self.interp!r} is not allowed; use one of {', '.join(INTERPOLATIONS)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"seed={self.seed!r} is not allowed; use an integer >= 0")
+        object.__setattr__(self, "seed", check_integer("seed", self.seed))
 
     @property
     def n_samples(self) -> int:

@@ -22,8 +22,9 @@ from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S, render_components,
 from xai_loc.acoustics.room import ShoeBox
 from xai_loc.data.scene import Scene
 from xai_loc.data.spec import spec_digest
-from xai_loc.data.store import corpus_digest, no_tf32, noise_rng, renders_on_host, source_rirs
+from xai_loc.data.store import corpus_digest, noise_rng, renders_on_host, source_rirs
 from xai_loc.errors import InputError
+from xai_loc.runtime import no_tf32, resolve_device
 
 __all__ = ["COMPONENTS", "scene_of", "store_components", "store_corpus"]
 
@@ -116,9 +117,7 @@ def store_components(ds, source_ids: Sequence[int], corpus=None, *, device: str 
         each window's peak, e.g. responses made on a GPU) is put into ``late``; a larger
         difference is refused. Only the stored windows of those sources are read.
     """
-    from xai_loc.runtime import resolve_device
-
-    kind = resolve_device(str(device)).type
+    kind = resolve_device(device).type
     scene = scene_of(ds)
     config = json.loads(ds.attrs["config"])
     t60, snr, seed, backend = float(ds.attrs["t60"]), float(ds.attrs["snr"]), int(config["seed"]), config["backend"]

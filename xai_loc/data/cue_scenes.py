@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from xai_loc.acoustics.room import SNR_RANGE
-from xai_loc.checks import is_real
+from xai_loc.checks import check_integer, is_integer, is_real
 from xai_loc.data.ipd_ild_scenes import n_test_items
 from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord, check_name, numbers, words
@@ -120,9 +120,10 @@ class CueSceneSpec(SpecRecord):
 
         check_name(self.name, "scene set name")
         if not isinstance(self.per_utterance, Mapping) or set(self.per_utterance) != set(CUE_SPLITS) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in self.per_utterance.values()):
+                is_integer(v) and v >= 1 for v in self.per_utterance.values()):
             raise InputError(f"per_utterance={self.per_utterance!r} is not allowed; give {{'train': n, 'test': n}} "
                              "with positive integers")
+        object.__setattr__(self, "per_utterance", {k: int(v) for k, v in self.per_utterance.items()})
         if not (is_real(self.test_fraction) and 0 < self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in (0, 1)")
         n = len(SpeechCorpus.shipped())
@@ -136,16 +137,14 @@ class CueSceneSpec(SpecRecord):
         if not SNR_RANGE[0] <= low <= high <= SNR_RANGE[1]:
             raise InputError(f"snr={self.snr!r} is not allowed; give (low, high) dB with low <= high, both in "
                              f"[{SNR_RANGE[0]:g}, {SNR_RANGE[1]:g}]")
-        if isinstance(self.n_noise, bool) or not isinstance(self.n_noise, int) or not 0 <= self.n_noise <= 10:
-            raise InputError(f"n_noise={self.n_noise!r} is not allowed; use an integer in 0..10")
+        object.__setattr__(self, "n_noise", check_integer("n_noise", self.n_noise, maximum=10))
         kinds = self._convert("noise_kinds", words, f"use some of {', '.join(SOUNDS)}")
         unknown = [k for k in kinds if k not in SOUNDS]
         if unknown or not kinds:
             raise InputError(f"noise kinds {unknown or list(kinds)} are not allowed; use some of {', '.join(SOUNDS)}")
         if not isinstance(self.front_end, Mapping) or not all(isinstance(k, str) for k in self.front_end):
             raise InputError(f"front_end={self.front_end!r} is not allowed; give the front end's options by name")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"seed={self.seed!r} is not allowed; use an integer >= 0")
+        object.__setattr__(self, "seed", check_integer("seed", self.seed))
 
     @property
     def n_samples(self) -> int:

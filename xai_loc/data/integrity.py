@@ -4,13 +4,15 @@ Every zarr store xai-loc writes (dataset, relevance, binaural and scene stores) 
 ``<name>.zarr.partial`` and, just before the rename to its final name, sealed by
 :func:`seal_store`: the file :data:`MANIFEST` inside the store records every file of it
 (metadata and chunks) with its size in bytes and the CRC-32 (:func:`zlib.crc32`) of its
-bytes. The manifest holds nothing else (no dates), so the same store gives the same bytes.
+bytes, and the arrays every chunk of which was written (``complete``). The manifest holds nothing
+else (no dates), so the same store gives the same bytes.
 
 Opening (:func:`open_zarr_dataset`, used by ``open_signals``, ``open_relevance`` and
 ``open_binaural``) checks cheaply that the store is whole (:func:`verify_store`): every
 metadata file is present, parses as JSON and matches its size and checksum, and every chunk
 file is present with its recorded size (one ``stat`` per chunk: about 0.2 s for 40,000
-chunks). The dataset is then read through a store that checks the size and checksum of each
+chunks), every chunk of a complete array among them (one left out of the manifest too would read as
+the fill value). The dataset is then read through a store that checks the size and checksum of each
 chunk as it is read, so a damaged byte is reported where it is met, not decoded into wrong
 numbers. ``verify_store(path, deep=True)`` checks every checksum at once. A store without a
 manifest (written before this check existed, or by other software) is refused.
@@ -118,7 +120,8 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
         here if it is not yet.
     complete
         Arrays every chunk of which must be present (the data arrays: an unwritten chunk
-        would read as the fill value).
+        would read as the fill value); the manifest records them, so that opening the store
+        refuses one of their chunks missing later.
     what
         The kind of store, for messages.
 
@@ -135,7 +138,7 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
     """
     import zarr
 
-    path = Path(path)
+    path, complete = Path(path), sorted(complete)
     for folder, _, names in os.walk(path):  # temporary files of a killed write (a chunk, an earlier manifest)
         for name in names:
             if _ZARR_TEMP.search(name) or (name.startswith(f".{MANIFEST}.") and name.endswith(".tmp.json")):
@@ -157,6 +160,8 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
                              "command again to write it afresh")
         files.setdefault(folder, {})[name] = [len(data), _crc(data)]
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "checksum": "crc32", "files": files}
+    if complete:  # left out otherwise, as in the manifests recorded before it
+        manifest["complete"] = complete
     return write_text_atomic(path / MANIFEST, json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n")
 
 
@@ -166,7 +171,8 @@ def holds_zarr_metadata(path: str | Path) -> bool:
     return any((Path(path) / name).is_file() for name in _METADATA)
 
 
-def _read_manifest(path: Path, what: str, hint: str) -> dict[str, dict[str, list[int]]]:
+def _read_manifest(path: Path, what: str, hint: str) -> tuple[dict[str, dict[str, list[int]]], list[str]]:
+    """The manifest's files by folder and its complete arrays (none in a manifest recorded before them)."""
     if not path.exists():
         raise InputError(f"{what} {str(path)!r} does not exist")
     if not path.is_dir():
@@ -184,18 +190,19 @@ def _read_manifest(path: Path, what: str, hint: str) -> dict[str, dict[str, list
         raise InputError(f"{what} {path}: its manifest {MANIFEST} cannot be read ({err.strerror}); {hint}") from None
     try:
         manifest = json.loads(text)
-        files = manifest["files"]
+        files, complete = manifest["files"], manifest.get("complete", [])
         fmt, version = manifest["format"], manifest["version"]
         if not isinstance(files, dict) or not all(
                 isinstance(v, dict) and all(isinstance(e, list) and len(e) == 2 for e in v.values())
-                for v in files.values()):
+                for v in files.values()) or not (isinstance(complete, list) and all(
+                isinstance(a, str) for a in complete)):
             raise ValueError
     except (ValueError, KeyError, TypeError):
         raise InputError(f"{what} {path} is damaged: its manifest {MANIFEST} is not valid; {hint}") from None
     if fmt != MANIFEST_FORMAT or version != MANIFEST_VERSION:
         raise InputError(f"{what} {path} has a manifest of another format ({fmt!r} version {version!r}); "
                          f"this xai-loc reads version {MANIFEST_VERSION}; {hint}")
-    return files
+    return files, complete
 
 
 def _problem(key: str, data, size: int, crc: int | None) -> str | None:
@@ -214,7 +221,8 @@ def verify_store(path: str | Path, deep: bool = False, what: str = "store", hint
     """Check that a zarr store is whole; return its manifest entries ``{key: [size, crc32]}``.
 
     Metadata files are read, parsed and checksummed; chunk files are checked for presence
-    and size (one ``stat`` each), and with ``deep=True`` also read and checksummed.
+    and size (one ``stat`` each), and with ``deep=True`` also read and checksummed; every chunk
+    of the arrays the manifest records as complete must be in it.
 
     Raises
     ------
@@ -222,7 +230,7 @@ def verify_store(path: str | Path, deep: bool = False, what: str = "store", hint
         One line naming the store, the first problem (and how many more there are) and ``hint``.
     """
     path = Path(path)
-    files = _read_manifest(path, what, hint)
+    files, complete = _read_manifest(path, what, hint)
     entries: dict[str, list] = {}
     problems: list[str] = []
     by_fd = os.stat in os.supports_dir_fd
@@ -263,6 +271,16 @@ def verify_store(path: str | Path, deep: bool = False, what: str = "store", hint
         finally:
             if fd is not None:
                 os.close(fd)
+    for array in complete:  # a chunk taken out of the manifest as well would read as the fill value
+        meta = f"{array}/.zarray"
+        if meta not in entries:
+            problems.append(f"{_describe(meta)} is missing")
+            continue
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # damaged: reported above
+            unrecorded = [f"{array}/{key}" for key in chunk_keys(json.loads((path / meta).read_bytes()))
+                          if f"{array}/{key}" not in entries]
+            problems += [f"{_describe(key)} is {'not in the manifest' if (path / key).exists() else 'missing'}"
+                         for key in unrecorded]
     if problems:
         problems.sort(key=lambda p: not p.startswith("metadata"))  # unreadable metadata first
         more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""

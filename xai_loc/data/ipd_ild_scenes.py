@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from xai_loc.checks import check_choice, is_real
+from xai_loc.checks import check_choice, check_integer, is_real
 from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord, check_name, numbers
 from xai_loc.errors import InputError
@@ -135,9 +135,7 @@ class SceneSpec(SpecRecord):
         if len(az) < 2 or not all(math.isfinite(a) and abs(a) <= 90 for a in az):
             raise InputError(f"azimuths={self.azimuths!r} are not allowed; give at least two degrees in [-90, 90]")
         for name in ("n_train", "test_per_azimuth", "fs", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
-                raise InputError(f"{name}={v!r} is not allowed; use a positive integer")
+            object.__setattr__(self, name, check_integer(name, getattr(self, name), minimum=0 if name == "seed" else 1))
         for name, (least, most) in (("train_snr", SNR_RANGE), ("level_db", (-MAX_LEVEL_DB, MAX_LEVEL_DB))):
             lo, hi = self._convert(name, partial(numbers, length=2), "use (low, high) with low <= high")
             if not least <= lo <= hi <= most:  # NaN fails every comparison

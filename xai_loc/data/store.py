@@ -44,12 +44,10 @@ on the same device.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -64,12 +62,13 @@ from xai_loc.acoustics.backends import BACKENDS, TRAITS, check_options, option_d
 from xai_loc.acoustics.conventions import DEFAULT_CONVENTION, get_convention, rir_length
 from xai_loc.acoustics.render import render_windows, render_windows_batch, window_count
 from xai_loc.acoustics.room import check_snr, check_t60
-from xai_loc.checks import is_integer, is_real
+from xai_loc.checks import check_integer, is_integer, is_real
 from xai_loc.data.integrity import check_flags, check_values, open_zarr_group, value_flags
 from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.scene import SPLITS, Scene
 from xai_loc.data.spec import spec_digest
 from xai_loc.errors import InputError
+from xai_loc.runtime import no_tf32
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -526,7 +525,7 @@ def simulate_dataset(
     from xai_loc.cluster import map_blocks
     from xai_loc.runtime import resolve_device
 
-    resolve_device(str(device))
+    resolve_device(device)
     job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options)
     final = dataset_path(root or default_root(), scene, job.t60, job.snr, split, job.n_sources)
     with ResumableStore(final, DATASET, job.config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
@@ -570,36 +569,6 @@ def all_finite(signals, block: int = 1024) -> bool:
     for start in range(0, signals.shape[0], block):
         ok &= torch.isfinite(signals[start : start + block]).all()
     return bool(ok)
-
-
-#: Threads inside :func:`no_tf32` and the flags the last one out restores (the flags are global to the process).
-_TF32_GUARD = {"lock": threading.Lock(), "inside": 0, "saved": None}
-
-
-@contextlib.contextmanager
-def no_tf32() -> Iterator[None]:
-    """Full float32 matrix products and convolutions inside the block (TF32 off), restored afterwards.
-
-    The simulators' products must not be rounded to TF32's 10-bit mantissa on Ampere and later GPUs.
-    Blocks rendered at once in threads share torch's flags: they stay off until the last block ends.
-    """
-    import torch
-
-    flags = torch.backends.cuda.matmul, torch.backends.cudnn
-    with _TF32_GUARD["lock"]:
-        if not _TF32_GUARD["inside"]:
-            _TF32_GUARD["saved"] = tuple(f.allow_tf32 for f in flags)
-            for f in flags:
-                f.allow_tf32 = False
-        _TF32_GUARD["inside"] += 1
-    try:
-        yield
-    finally:
-        with _TF32_GUARD["lock"]:
-            _TF32_GUARD["inside"] -= 1
-            if not _TF32_GUARD["inside"]:
-                for f, saved in zip(flags, _TF32_GUARD["saved"], strict=True):
-                    f.allow_tf32 = saved
 
 
 @dataclass(frozen=True, eq=False)
@@ -691,12 +660,11 @@ def simulate_windows(
     dtypes = {"float32": torch.float32, "float16": torch.float16}
     if dtype not in dtypes:
         raise InputError(f"dtype {dtype!r} is not allowed; use float32 or float16")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InputError(f"workers={workers!r} is not allowed; use a positive integer")
+    workers = check_integer("workers", workers, minimum=1)
     from xai_loc.runtime import device_name, resolve_device
 
-    resolve_device(str(device))
-    target = resolve_device(str(out_device or device))
+    resolve_device(device)
+    target = resolve_device(out_device or device)
     started = time.monotonic()
     job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options).planned()
     plan, planned = job.plan, time.monotonic()

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.checks import is_integer
 from xai_loc.errors import InputError
 from xai_loc.experiments.cues import DUPLEX_SPLIT_HZ
 from xai_loc.explain.tfcnn import explain_tfcnn
@@ -161,7 +162,7 @@ def ipd_ild_probe(model, scenes, *, n_examples: int | None = 64, snr: float | No
             raise InputError(f"snr={snr!r} dB is not in the scenes; available: "
                              f"{', '.join(f'{s:g}' for s in np.unique(ds['snr'].values))}")
     if n_examples is not None:
-        if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1:
+        if not (is_integer(n_examples) and n_examples >= 1):
             raise InputError(f"n_examples={n_examples!r} is not allowed; use a positive integer or None")
         pick = np.random.default_rng(seed).choice(index.size, size=min(n_examples, index.size), replace=False)
         index = np.sort(index[pick])

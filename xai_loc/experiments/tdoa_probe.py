@@ -606,13 +606,10 @@ def run_tdoa(
     if d["positions"] is None or d["mics"] is None:
         raise InputError("the data needs source_position and mic_position to give true delays")
     if max_windows is not None:
-        if isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1:
-            raise InputError(f"max_windows={max_windows!r} is not allowed; use a positive integer")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
-    for key, value in (("interp", interp), ("srp_interp", srp_interp)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{key}={value!r} is not allowed; use a positive integer")
+        max_windows = check_integer("max_windows", max_windows, minimum=1)
+    batch_size = check_integer("batch_size", batch_size, minimum=1)
+    interp = check_integer("interp", interp, minimum=1)
+    srp_interp = check_integer("srp_interp", srp_interp, minimum=1)
     if srp_max_windows is not None:
         check_integer("srp_max_windows", srp_max_windows, minimum=1)
     check_integer("seed", seed)

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from zennit.core import Composite
 
-from xai_loc.checks import check_choice, check_integer, check_number
+from xai_loc.checks import check_choice, check_integer, check_number, is_integer
 from xai_loc.errors import InputError
 from xai_loc.explain._options import resolve
 from xai_loc.explain.levels import INPUT, Levels
@@ -382,8 +382,7 @@ class IntegratedGradients(_CaptumMethod):
 
     @classmethod
     def check(cls, params):
-        if isinstance(params["n_steps"], bool) or not isinstance(params["n_steps"], int) or params["n_steps"] < 1:
-            raise InputError(f"n_steps={params['n_steps']!r} is not allowed; use a positive integer")
+        check_integer("n_steps", params["n_steps"], minimum=1)
         super().check(params)
 
     def captum(self, seeded, a, weights, index, level):
@@ -476,7 +475,7 @@ class Occlusion(_CaptumMethod):
     def check(cls, params):
         for name in ("window", "stride"):
             value = params[name]
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and not (is_integer(value) and value >= 1):
                 raise InputError(f"{name}={value!r} is not allowed; use a positive number of samples or None")
         super().check(params)
 

@@ -185,8 +185,8 @@ def test_explain_ears_maps_true_directions_to_what_each_family_takes(stores):
     torch.manual_seed(0)
     multitask = build_model("tfcnn", head="multitask").eval()  # class logits: an azimuth block, an elevation block
     x, ds = _store(stores["tfcnn"])
-    result = explain_ears(multitask, x, azimuth=ds["azimuth"].values, elevation=ds["elevation"].values,
-                          target="true_class_logit")
+    result = explain_ears(multitask, x, azimuth=ds["sofa_azimuth"].values, elevation=ds["elevation"].values,
+                          target="true_class_logit")  # SOFA azimuths, whatever the family
     with torch.no_grad():
         logits = multitask(torch.from_numpy(x)).double().numpy()
     true_class = np.searchsorted(multitask.direction_grid.azimuths, ds["azimuth"].values)  # -30 and 30 on the grid
@@ -205,3 +205,92 @@ def test_a_truth_target_on_a_sound_file_is_refused_before_any_work(tmp_path, mon
                          "--out", str(tmp_path / "out")]),
                 f"INPUTS {tmp_path / 'x.wav'} holds no true directions; --target {target} needs a store with azimuth")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------ 4: true azimuths in the store's recorded convention; the model loaded once
+@pytest.fixture(scope="module")
+def same_directions(tmp_path_factory):
+    """A TF-CNN scene store (positive = right) and a BAST scene store (SOFA) of the same two directions, 0.5 s at
+    16 kHz (BAST's input)."""
+    from xai_loc.data.bast_scenes import BastSceneSpec, render_bast_scenes
+    from xai_loc.data.ipd_ild_scenes import SceneSpec, render_scenes
+
+    root = tmp_path_factory.mktemp("same")
+    return {"tfcnn": render_scenes(SceneSpec(name="h", azimuths=(-30.0, 30.0), n_train=3, test_per_azimuth=1,
+                                             test_snrs=(20.0,), duration=0.5), root, progress=False,
+                                   splits=("test",))["test"],
+            "bast": render_bast_scenes(BastSceneSpec(name="h", azimuths=(30.0, 330.0), kinds=("white_burst",),
+                                                     n_sounds=2, test_fraction=0.5, snr=None), "test", root=root)}
+
+
+def test_the_same_direction_in_a_tfcnn_and_a_sofa_store_gives_each_family_the_same_target(same_directions):
+    """Review: a TF-CNN store's azimuths (positive = right) reached every family as if they were SOFA's."""
+    from types import SimpleNamespace
+
+    from xai_loc.acoustics.directions import AZIMUTH_RING
+    from xai_loc.explain.binaural import TRUTH_OPTIONS, read_ear_examples
+    from xai_loc.models import build_model
+
+    _, lateral = read_ear_examples(same_directions["tfcnn"], 16000, 8000)  # -30 (left) and 30 (right)
+    _, sofa = read_ear_examples(same_directions["bast"], 16000, 8000)  # 30 (left) and 330 (right)
+    np.testing.assert_array_equal(lateral["azimuth"], [30.0, 330.0])
+    np.testing.assert_array_equal(sofa["azimuth"][:2], [30.0, 330.0])
+    torch.manual_seed(0)
+    multitask = build_model("tfcnn", head="multitask")
+    families = (("tfcnn", build_model("tfcnn"), {"truth": [-30.0, 30.0]}),  # positive = right
+                ("tfcnn", multitask, {"truth": np.searchsorted(multitask.direction_grid.azimuths, [-30.0, 30.0])}),
+                ("cochcnn", SimpleNamespace(direction_grid=AZIMUTH_RING), {"labels": [6, 66]}),  # 5-degree ring
+                ("bast", None, {"azimuth": [30.0, 330.0]}), ("cuenet", None, {"azimuth": [30.0, 330.0]}))
+    for arch, model, expected in families:
+        for truth in (lateral, {"azimuth": sofa["azimuth"][:2], "elevation": np.zeros(2)}):
+            options = TRUTH_OPTIONS[arch](model, truth["azimuth"], truth.get("elevation"))
+            assert options.keys() == expected.keys(), arch
+            np.testing.assert_allclose(next(iter(options.values())), next(iter(expected.values())), atol=1e-9)
+
+
+def test_bast_explains_a_tfcnn_store_toward_its_true_side(same_directions, tmp_path):
+    """Review: BAST on a TF-CNN store (it fits BAST's input) explained toward the mirrored directions, exit 0."""
+    x, ds = _store(same_directions["tfcnn"])
+    rel = _explain("bast", same_directions["tfcnn"], "truth", tmp_path / "out")
+    model = load_model(pretrained_dir() / "bast_default.safetensors").double().eval()
+    with torch.no_grad():
+        y = model(torch.from_numpy(x.astype(np.float64))).numpy()
+    truth = np.deg2rad(-ds["azimuth"].values)  # known answer: along the true direction, SOFA 30 (left) and 330 (right)
+    np.testing.assert_allclose(rel["output"].values, y[:, 0] * np.cos(truth) + y[:, 1] * np.sin(truth), atol=1e-4)
+
+
+def test_azimuths_of_an_unknown_convention_are_refused_for_a_truth_target(same_directions, tmp_path, monkeypatch):
+    from xai_loc.explain.binaural import TO_SOFA, read_ear_examples, read_ear_signals
+
+    monkeypatch.delitem(TO_SOFA, "positive = right")  # a store of a convention this version does not know
+    path = same_directions["tfcnn"]
+    with pytest.raises(InputError, match=r"^.*test.zarr records azimuth convention 'positive = right', which is not "
+                                         r"allowed; allowed: 'SOFA, 90 = left'$"):
+        read_ear_examples(path, 16000, 8000)
+    assert read_ear_signals(path, 16000, 8000).shape == (2, 2, 8000)  # the ear signals need no convention
+    refused(run_cli(["binaural", "explain", str(pretrained_dir() / "bast_default.safetensors"), str(path),
+                     "--target", "truth", "--out", str(tmp_path / "out")]),
+            "records azimuth convention 'positive = right', which is not allowed")
+    assert not (tmp_path / "out").exists()
+
+
+def test_explain_ears_loads_a_checkpoint_once_and_records_its_provenance(same_directions, monkeypatch):
+    """Review: a truth target loaded the checkpoint twice (once for the truth options, once to explain)."""
+    import json
+
+    import xai_loc.models
+    from xai_loc.explain.binaural import explain_ears
+    from xai_loc.models import file_digest, read_card
+
+    loads = []
+    load = xai_loc.models.load_model
+    monkeypatch.setattr(xai_loc.models, "load_model", lambda *args, **kwargs: loads.append(args) or load(*args,
+                                                                                                          **kwargs))
+    x, ds = _store(same_directions["bast"])
+    path = pretrained_dir() / "bast_default.safetensors"
+    result = explain_ears(path, x, azimuth=ds["azimuth"].values, target="truth")
+    assert len(loads) == 1
+    for level in ("waveform", "spectrogram"):
+        attrs = result[level].attrs
+        assert (attrs["checkpoint"], attrs["checkpoint_digest"], attrs["model_condition"]) == \
+            (path.name, file_digest(path), json.dumps(read_card(path).get("condition")))

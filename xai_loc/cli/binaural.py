@@ -359,7 +359,11 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options
     own = family_composite(arch)
     # without --method, a family with no composite (bast) gets its own default method, which checks its options
     extra = command_options(ctx, method or ("lrp" if own else None), composite or own, targets_for(model.output_kind))
-    waveforms, truth = read_ear_examples(inputs, model.fs, model.n_samples)
+    if target is not None:
+        extra["target"] = parse_options((f"target={target}",))["target"]
+    # 'truth', 'toward_truth' ... take the true directions of INPUTS
+    needs_truth = target is not None and extra["target"] in TARGETS and TARGETS[extra["target"]].needs_truth
+    waveforms, truth = read_ear_examples(inputs, model.fs, model.n_samples, truth=needs_truth)
     waveforms = waveforms[:examples]
     if method is not None:
         extra["method"] = method
@@ -369,15 +373,13 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options
         extra["batch_size"] = batch_size
     if device != "cpu":  # every explainer's default; BAST's own methods take no other (one line if asked)
         extra["device"] = device
-    if target is not None:
-        extra["target"] = parse_options((f"target={target}",))["target"]
-        if extra["target"] in TARGETS and TARGETS[extra["target"]].needs_truth:  # 'truth', 'toward_truth' ...
-            if truth is None:
-                raise InputError(f"INPUTS {inputs} holds no true directions; --target {target} needs a store with "
-                                 "azimuth (of the model's family)")
-            given = sorted(truth.keys() & extra.keys())
-            if given:
-                raise InputError(f"option {given[0]!r} is set by INPUTS (its true directions); leave it out")
-            extra.update({name: values[:examples] for name, values in truth.items()})
+    if needs_truth:
+        if truth is None:
+            raise InputError(f"INPUTS {inputs} holds no true directions; --target {target} needs a store with "
+                             "azimuth (of the model's family)")
+        given = sorted(truth.keys() & extra.keys())
+        if given:
+            raise InputError(f"option {given[0]!r} is set by INPUTS (its true directions); leave it out")
+        extra.update({name: values[:examples] for name, values in truth.items()})
     for path in write_ear_relevance(explain_ears(checkpoint, waveforms, progress=True, **extra), out):
         click.echo(str(path))

@@ -17,10 +17,11 @@ maps' cues), so :data:`EXPLAINERS` registers one labelling function per architec
              method; ``'integrated_gradients'`` and ``'attention_rollout'`` give ``'spectrogram'`` only
 
 The targets that explain against the truth (``'truth'``, ``'toward_truth'``, ``'angular_error'`` ...) take
-the examples' true directions, ``explain_ears(..., azimuth=, elevation=)``, which :data:`TRUTH_OPTIONS`
-hands to each explainer as it takes them (azimuths, grid labels); :func:`read_ear_examples` reads them
-from a store beside the ear signals. :func:`write_ear_relevance` stores the levels, one netCDF file per
-level, atomically.
+the examples' true directions, ``explain_ears(..., azimuth=, elevation=)`` (SOFA azimuths: counter-clockwise,
+90 = left, whatever the family), which :data:`TRUTH_OPTIONS` hands to each explainer as it takes them (azimuths
+in the family's convention, grid labels); :func:`read_ear_examples` reads them from a store beside the ear
+signals, converted from the convention the store records (:data:`TO_SOFA`). :func:`write_ear_relevance`
+stores the levels, one netCDF file per level, atomically.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from xai_loc.acoustics.directions import from_sofa_azimuth, to_sofa_azimuth
 from xai_loc.data.resumable import StoreKind
 from xai_loc.errors import InputError
 from xai_loc.explain.attn_lrp import explain_bast
@@ -39,12 +41,17 @@ from xai_loc.explain.cochcnn import explain_cochcnn
 from xai_loc.explain.cuenet import explain_cuenet
 from xai_loc.explain.tfcnn import explain_tfcnn
 
-__all__ = ["EAR_SIGNALS", "EXPLAINERS", "LEVELS", "TRUTH_OPTIONS", "explain_ears", "read_ear_examples",
+__all__ = ["EAR_SIGNALS", "EXPLAINERS", "LEVELS", "TO_SOFA", "TRUTH_OPTIONS", "explain_ears", "read_ear_examples",
            "read_ear_signals", "write_ear_relevance"]
 
 #: Any store of ear signals (binaural, TF-CNN and BAST scene stores), as :func:`read_ear_signals` opens it.
 EAR_SIGNALS = StoreKind("waveform store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
                         "'xai-loc binaural simulate'")
+
+#: SOFA azimuths of a store's ``azimuth`` by the convention its attrs record (binaural and BAST scene stores: SOFA;
+#: TF-CNN scene stores: positive = right).
+TO_SOFA: dict[str, Callable[[np.ndarray], np.ndarray]] = {"SOFA, 90 = left": lambda a: np.mod(a, 360.0),
+                                                           "positive = right": to_sofa_azimuth}
 
 
 #: Explanation of each binaural architecture: ``f(model, waveforms (n, 2, T), progress=..., **options) -> {level: x}``
@@ -53,7 +60,7 @@ EXPLAINERS: dict[str, Callable[..., dict[str, Any]]] = {"cochcnn": explain_cochc
 
 
 def _azimuth_options(model, azimuth, elevation) -> dict[str, Any]:
-    """BAST and the cue network take the true azimuths themselves (``azimuth=``)."""
+    """BAST and the cue network take the true azimuths themselves (``azimuth=``, SOFA)."""
     return {"azimuth": azimuth}
 
 
@@ -65,7 +72,8 @@ def _cochcnn_options(model, azimuth, elevation) -> dict[str, Any]:
 
 def _tfcnn_options(model, azimuth, elevation) -> dict[str, Any]:
     """The TF-CNN takes the azimuths (regression head) or, as it is trained, the nearest class of its grid's
-    azimuth block (multitask head, whose class targets read that block)."""
+    azimuth block (multitask head, whose class targets read that block); both positive = right."""
+    azimuth = from_sofa_azimuth(azimuth)
     if model.output_kind == "azimuth":
         return {"truth": azimuth}
     grid = model.direction_grid
@@ -73,7 +81,7 @@ def _tfcnn_options(model, azimuth, elevation) -> dict[str, Any]:
 
 
 #: How each architecture's explainer takes the true directions of the examples:
-#: ``f(model, azimuth, elevation | None) -> options`` (degrees, as the family's stores hold them).
+#: ``f(model, azimuth, elevation | None) -> options`` (degrees, SOFA azimuths).
 TRUTH_OPTIONS: dict[str, Callable[..., dict[str, Any]]] = {"cochcnn": _cochcnn_options, "tfcnn": _tfcnn_options,
                                                            "cuenet": _azimuth_options, "bast": _azimuth_options}
 
@@ -98,9 +106,9 @@ def explain_ears(model, waveforms, *, azimuth=None, elevation=None, progress: bo
     waveforms
         Array, tensor or DataArray; ear 0 is the left ear.
     azimuth, elevation
-        True directions of the examples (degrees, as the family's stores hold them: :func:`read_ear_examples`),
-        for the targets that need them (``'truth'``, ``'toward_truth'`` ...); passed to the family's explainer
-        as it takes them (:data:`TRUTH_OPTIONS`).
+        True directions of the examples (degrees; SOFA azimuths, counter-clockwise, 90 = left, for every family:
+        :func:`read_ear_examples`), for the targets that need them (``'truth'``, ``'toward_truth'`` ...); passed
+        to the family's explainer as it takes them (:data:`TRUTH_OPTIONS`).
     progress
         Show a progress bar (examples explained).
     options
@@ -124,24 +132,28 @@ def explain_ears(model, waveforms, *, azimuth=None, elevation=None, progress: bo
         raise InputError("ear signals hold NaN or infinite samples")
     if azimuth is None and elevation is not None:
         raise InputError("elevation= without azimuth= is not allowed; give both true angles (degrees)")
-    if azimuth is not None:
-        from xai_loc.explain.attribute import resolve_model
+    from xai_loc.explain.attribute import resolve_model
 
-        truth = TRUTH_OPTIONS[arch](resolve_model(model)[0], azimuth, elevation)
+    module, info = resolve_model(model)  # loaded once; the explainer takes the module
+    if azimuth is not None:
+        truth = TRUTH_OPTIONS[arch](module, azimuth, elevation)
         twice = sorted(truth.keys() & options.keys())
         if twice:
             raise InputError(f"{twice[0]}= and azimuth= are not allowed together; give the true directions once")
         options.update(truth)
-    return EXPLAINERS[arch](model, x, progress=progress, **options)
+    result = EXPLAINERS[arch](module, x, progress=progress, **options)
+    for data in result.values():  # the checkpoint's provenance (file name, digest, condition), as from its path
+        data.attrs.update({k: v for k, v in info.items() if k not in data.attrs})
+    return result
 
 
 def read_ear_signals(path: str | os.PathLike, fs: int, n_samples: int) -> np.ndarray:
     """The ear signals of :func:`read_ear_examples`."""
-    return read_ear_examples(path, fs, n_samples)[0]
+    return read_ear_examples(path, fs, n_samples, truth=False)[0]
 
 
-def read_ear_examples(path: str | os.PathLike, fs: int,
-                      n_samples: int) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+def read_ear_examples(path: str | os.PathLike, fs: int, n_samples: int, *,
+                      truth: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
     """Ear signals ``(n, 2, n_samples)`` from a stereo sound file or a finished store with ``waveforms``, and their
     true directions where the store holds them.
 
@@ -149,19 +161,21 @@ def read_ear_examples(path: str | os.PathLike, fs: int,
     consecutive ``n_samples`` windows (a shorter tail is dropped). A store (``.zarr``: a
     binaural, TF-CNN or BAST scene store) is opened verified (:data:`EAR_SIGNALS`) and must
     hold ``waveforms (example, ear, time)`` of ``n_samples`` samples (at ``fs`` where its
-    attrs record a rate).
+    attrs record a rate). With ``truth``, a store's true directions are read too.
 
     Returns
     -------
     waveforms, truth
-        The ear signals; ``{'azimuth': (n,), 'elevation': (n,)}`` in degrees, as the store holds them (the
-        elevation where it has one: :func:`explain_ears` takes them), or None (a sound file).
+        The ear signals; ``{'azimuth': (n,), 'elevation': (n,)}`` in degrees, the azimuths converted to SOFA
+        (counter-clockwise, 90 = left) from the convention the store records (:data:`TO_SOFA`), the elevation
+        where the store has one: :func:`explain_ears` takes them; None for a sound file, a store without
+        azimuths or ``truth=False``.
 
     Raises
     ------
     InputError
         For a missing file, an unfinished, damaged or foreign store, a wrong channel count,
-        sample rate or length.
+        sample rate or length; with ``truth``, for a store's azimuths of no known convention.
     """
     import soundfile as sf
 
@@ -174,9 +188,16 @@ def read_ear_examples(path: str | os.PathLike, fs: int,
                 raise InputError(f"{path} holds no waveforms (example, 2 ears, {n_samples} samples) for this model")
             if "fs" in ds.attrs and int(ds.attrs["fs"]) != fs:
                 raise InputError(f"{path} is sampled at {ds.attrs['fs']} Hz; the model needs {fs} Hz")
-            truth = {name: ds[name].values.astype(np.float64) for name in ("azimuth", "elevation")
-                     if name in ds.variables}
-            return ds["waveforms"].values, truth if "azimuth" in truth else None
+            if not truth or "azimuth" not in ds.variables:
+                return ds["waveforms"].values, None
+            convention = ds["azimuth"].attrs.get("convention")
+            if convention not in TO_SOFA:
+                raise InputError(f"{path} records azimuth convention {convention!r}, which is not allowed; "
+                                 f"allowed: {', '.join(map(repr, TO_SOFA))}")
+            directions = {"azimuth": TO_SOFA[convention](ds["azimuth"].values.astype(np.float64))}
+            if "elevation" in ds.variables:
+                directions["elevation"] = ds["elevation"].values.astype(np.float64)
+            return ds["waveforms"].values, directions
     try:
         audio, rate = sf.read(path, dtype="float64", always_2d=True)
     except RuntimeError as err:

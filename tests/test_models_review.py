@@ -78,7 +78,7 @@ def test_cards_record_the_rate_and_the_array(tmp_path):
     torch.save(build_model("loccnn").state_dict(), src)
     card = read_card(import_paper_checkpoint(src, "loccnn", 0.6, 10.0))
     assert card["data_fs"] == 16000 and card["data_mic_position"] == PAPER.mics.tolist()
-    for recorded in (card, read_card(SHIPPED)):  # the shipped cards predate the record: the paper scene's
+    for recorded in (card, read_card(SHIPPED)):
         fs, mics = data_recording(recorded)
         assert fs == 16000.0 and np.array_equal(mics, PAPER.mics)
     assert data_recording(read_card(pretrained_dir() / "cochcnn_default.safetensors")) is None
@@ -135,6 +135,58 @@ def test_trained_cards_record_rate_array_and_the_dropout_deviation(tmp_path):
     assert card["training"]["deviations"][-1] == (
         "dropout after fc1 element-wise (torch.nn.Dropout) instead of the paper's Dropout1d on the [batch, 500] "
         "features, which drops whole examples")
+
+
+
+def test_a_card_without_records_runs_on_any_rate_and_array(tmp_path):
+    from xai_loc.models.evaluation import check_recording
+
+    model = build_model("loccnn", n_mics=16, n_samples=256).eval()
+    legacy = save_checkpoint(model, tmp_path / "legacy.safetensors",  # as train wrote it before the records
+                             {"condition": {"t60": 0.15, "snr": 25.0}, "dataset": {"train": {"digest": "0" * 64}}})
+    elsewhere = np.stack([np.linspace(1.0, 2.5, 16), np.full(16, 4.0), np.full(16, 1.2)], axis=1)
+    data = windows(3, elsewhere, 256, fs=48000.0)
+    with torch.no_grad():
+        by_hand = model(torch.from_numpy(data["signals"].values)).double().numpy()
+    np.testing.assert_allclose(evaluate_checkpoint(legacy, data).predictions, by_hand, rtol=1e-5, atol=1e-6)
+    check_recording(read_card(legacy), PAPER.room.fs, PAPER.mics, "the paper scene")
+
+
+@pytest.mark.parametrize("arch", ["loccnn", "samplecnn"])
+@pytest.mark.parametrize(("t60", "snr"), [(0.15, 25.0), (0.3, 20.0), (0.4, 15.0), (0.6, 10.0)])
+def test_shipped_cards_record_the_paper_rate_and_array(arch, t60, snr):
+    from xai_loc.models.checkpoint import weights_digest
+    from xai_loc.models.evaluation import check_recording
+
+    path = pretrained_dir() / checkpoint_name(arch, t60, snr)
+    card = read_card(path)
+    assert card["data_fs"] == 16000 and card["data_mic_position"] == PAPER.mics.tolist()
+    assert weights_digest(path) == card["weights_sha256"]  # only the card changed
+    for convention in ("gpurir", "pyroomacoustics"):
+        scene = paper_scene(convention)
+        check_recording(card, scene.room.fs, scene.mics, f"scene {scene.name!r}")
+    moved = PAPER.mics.copy()
+    moved[0, 1] -= 3.0
+    assert one_line(check_recording, card, 16000.0, moved, "scene 'lab'") == (
+        "the model was trained with microphone 0 at (0.575, 7, 1.2) m but scene 'lab' has it at (0.575, 4, 1.2) m; "
+        "use the array it was trained with")
+
+
+def test_an_eight_microphone_paper_import_records_no_array_and_runs(tmp_path):
+    model = build_model("loccnn", n_mics=8).eval()
+    src = tmp_path / "paper8.pth"
+    torch.save(model.state_dict(), src)
+    imported = import_paper_checkpoint(src, "loccnn", 0.15, 25.0, n_mics=8)
+    card = read_card(imported)
+    assert card["data_fs"] == 16000 and "data_mic_position" not in card
+    eight = np.stack([np.linspace(1.175, 2.225, 8), np.full(8, 7.0), np.full(8, 1.2)], axis=1)
+    data = windows(2, eight, 5120)
+    with torch.no_grad():
+        by_hand = model(torch.from_numpy(data["signals"].values)).double().numpy()
+    np.testing.assert_allclose(evaluate_checkpoint(imported, data).predictions, by_hand, rtol=1e-5, atol=1e-6)
+    assert one_line(evaluate_checkpoint, imported, windows(2, eight, 5120, fs=48000.0)) == (
+        f"checkpoint {imported} was trained on data sampled at 16000 Hz but the dataset is sampled at 48000 Hz; "
+        "use data at 16000 Hz")
 
 
 # -- 2: multichannel training takes the train split, validates on the val split, never on the same data ----------

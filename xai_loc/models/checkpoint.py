@@ -525,7 +525,8 @@ def import_paper_checkpoint(
     -------
     Path
         The written checkpoint. Its card records the source file's name and SHA-256, and the paper's data:
-        its simulation convention, sample rate and microphone positions (:func:`~xai_loc.models.zoo.data_recording`).
+        its simulation convention, sample rate and, for a model of the paper's 16 microphones, their positions
+        (:func:`~xai_loc.models.zoo.data_recording`).
 
     Raises
     ------
@@ -544,7 +545,8 @@ def import_paper_checkpoint(
     card = {
         "condition": condition,
         "data_convention": "gpurir",  # the paper simulated its data with gpuRIR
-        "data_fs": scene.room.fs, "data_mic_position": scene.mics.tolist(),  # at 16 kHz, with its array
+        "data_fs": scene.room.fs,  # at 16 kHz; with the paper's array only where the model takes its microphones
+        **({"data_mic_position": scene.mics.tolist()} if n_mics == len(scene.mics) else {}),
         "source": {"kind": "paper-state-dict", "file": src.name, "sha256": file_digest(src)},
     }
     return save_checkpoint(model, dst, card)

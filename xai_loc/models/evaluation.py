@@ -365,7 +365,7 @@ def check_recording(card: dict[str, Any], fs: float | None, mics: np.ndarray | N
     if trained is None:
         return
     trained_fs, trained_mics = trained
-    if fs is not None and float(fs) != trained_fs:
+    if fs is not None and trained_fs is not None and float(fs) != trained_fs:
         raise InputError(f"{name} was trained on data sampled at {trained_fs:g} Hz but {where} is sampled at "
                          f"{float(fs):g} Hz; use data at {trained_fs:g} Hz")
     if mics is None or trained_mics is None:

@@ -48,26 +48,20 @@ def data_convention(card: dict) -> str | None:
     return card.get("data_convention") or train.get("convention") or LEGACY_CONVENTION
 
 
-def data_recording(card: dict) -> tuple[float, np.ndarray | None] | None:
+def data_recording(card: dict) -> tuple[float | None, np.ndarray | None] | None:
     """Sample rate (Hz) and microphone positions ``(mic, xyz)`` (metres) of the data a checkpoint was trained on
     (None for binaural families).
 
-    From the card's ``data_fs`` and ``data_mic_position`` (imported checkpoints) or its training data set's
-    record. Multichannel cards without them were written before these records, the shipped ones among them,
-    all of the paper scene: their rate is the paper's 16 kHz, and so is their array where the model takes the
-    paper's 16 microphones (else it is unknown: None).
+    From the card's ``data_fs`` and ``data_mic_position`` (imported and shipped checkpoints) or its training data
+    set's record. Either is None where the card records neither: cards written before these records may come from
+    any scene, so their data are not checked.
     """
     if "condition" not in card or "t60" not in (card.get("condition") or {}):
         return None
-    from xai_loc.data.scene import paper_scene
-
     train = (card.get("dataset") or {}).get("train") or {}
-    paper = paper_scene()
-    fs = card.get("data_fs") or train.get("fs") or paper.room.fs
+    fs = card.get("data_fs") or train.get("fs")
     mics = card.get("data_mic_position") or train.get("mic_position")
-    if mics is None and (card.get("config") or {}).get("n_mics") == len(paper.mics):
-        mics = paper.mics
-    return float(fs), None if mics is None else np.asarray(mics, dtype=np.float64)
+    return (None if fs is None else float(fs)), (None if mics is None else np.asarray(mics, dtype=np.float64))
 
 
 def convention_warning(card: dict, convention: str, name: str = "the model") -> str | None:

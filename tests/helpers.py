@@ -61,3 +61,18 @@ def tf32_flags() -> tuple[bool, bool]:
     import torch
 
     return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def dies_in_the_second_block(monkeypatch, owner, name: str = "render") -> list:
+    """Make ``owner.name(self, items)`` raise ``RuntimeError('killed')`` on its second call (a run killed in its
+    second block); returns the list of the items it is called with (``monkeypatch`` undoes it)."""
+    real, calls = getattr(owner, name), []
+
+    def dies(self, items):
+        calls.append(items)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(self, items)
+
+    monkeypatch.setattr(owner, name, dies)
+    return calls

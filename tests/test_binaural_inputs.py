@@ -79,9 +79,9 @@ def test_an_ipd_ild_store_keeps_its_config_and_is_no_binaural_store(tmp_path):
     spec = ipd_ild_scenes.SceneSpec(name="t", azimuths=(30.0, 60.0), n_train=1, test_per_azimuth=1,
                                     test_snrs=(30.0,), duration=0.25, fs=48000)
     path = ipd_ild_scenes.render_scenes(spec, tmp_path, progress=False, splits=("test",))["test"]
-    # the recorded configuration is the one stores were written with before: they are reused, not rewritten
+    # the recorded configuration (store version 2: stores of version 1 are refused, to be rendered again)
     assert json.loads(ipd_ild_scenes.open_scenes(path).attrs["config"]) == {
-        "spec": spec.to_dict(), "split": "test", "format": "xai-loc-ipd-ild-scenes", "version": 1}
+        "spec": spec.to_dict(), "split": "test", "format": "xai-loc-ipd-ild-scenes", "version": 2}
     assert _one_line(binaural_store.open_binaural, path).startswith(
         f"{path} is a 'xai-loc-ipd-ild-scenes' store, not a binaural store ('xai-loc-binaural')")
     assert _one_line(evaluate_directions, load_model(PRETRAINED / "cochcnn_default.safetensors"), path).startswith(

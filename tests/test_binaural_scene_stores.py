@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from helpers import dies_in_the_second_block
 
 from xai_loc.data import bast_scenes, cue_scenes, ipd_ild_scenes
 from xai_loc.errors import InputError
@@ -86,15 +87,7 @@ def test_cue_scene_store_holds_the_front_end_of_the_rerendered_examples(tmp_path
 def test_an_interrupted_bast_store_resumes_to_the_same_bytes(tmp_path, monkeypatch):
     spec = _bast_spec(snr=(20.0, 40.0))
     clean = bast_scenes.render_bast_scenes(spec, "train", root=tmp_path / "clean")
-    render, calls = bast_scenes._Renderer.render, []
-
-    def dies_in_the_second_block(self, items):
-        calls.append(items)
-        if len(calls) == 2:
-            raise RuntimeError("killed")
-        return render(self, items)
-
-    monkeypatch.setattr(bast_scenes._Renderer, "render", dies_in_the_second_block)
+    calls = dies_in_the_second_block(monkeypatch, bast_scenes._Renderer)
     with pytest.raises(RuntimeError, match="killed"):
         bast_scenes.render_bast_scenes(spec, "train", root=tmp_path / "run")
     final = tmp_path / "run" / "bast" / "t" / "train.zarr"

@@ -489,7 +489,8 @@ class ResumableStore:
 def write_store(path: str | os.PathLike, kind: StoreKind, config: Mapping[str, Any], *, shape: tuple[int, ...],
                 coords: Mapping[str, Any], attrs: Mapping[str, Any],
                 render: Callable[[range], Mapping[str, np.ndarray]], chunk: int = 1, block: int | None = None,
-                mismatch: str = "holds data of another spec; remove it or use another name", hint: str = "",
+                mismatch: str | Callable[[dict], str] = "holds data of another spec; remove it or use another name",
+                hint: str = "",
                 progress: bool = False, desc: str = "render") -> Path:
     """Write a store whose blocks ``render`` computes: reuse it if finished, else resume or start it, then finish it.
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields
 from typing import Any, ClassVar
 
-from xai_loc.checks import is_real
+from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 
 #: Names that become folders below the data root: letters, digits, '.', '_', '-', not starting with '.'.
@@ -64,6 +64,24 @@ def spec_digest(record: Any, chars: int = 16) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:chars]
 
 
+def omit_later(record: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` without the ``later`` fields (added after records were written) that hold the value ``later``
+    gives them, the value older records mean: the digests of those records hold."""
+    return {k: v for k, v in record.items() if not (k in later and later[k] == v)}
+
+
+def store_mismatch(mismatch: str, version: int) -> Callable[[Any], str]:
+    """The ``mismatch`` of :func:`~xai_loc.data.resumable.write_store` for a store whose ``config`` records
+    ``version``: a finished store of an earlier version is told to be rendered again, any other one ``mismatch``."""
+    def message(found: Any) -> str:
+        was = found.get("version") if isinstance(found, Mapping) else None
+        if is_integer(was) and was < version:
+            return f"was written by an older xai-loc (store version {was}, now {version}); remove it to render it again"
+        return mismatch
+
+    return message
+
+
 class SpecRecord:
     """Mixin for frozen dataclasses whose fields are scalars, tuples of scalars or flat dicts.
 
@@ -76,14 +94,13 @@ class SpecRecord:
 
     DIGEST_CHARS: ClassVar[int] = 16
     #: Fields added after stores and cards recorded the spec, with the value those records mean: at that
-    #: value :meth:`to_dict` leaves them out, so the digests and stores of older specs hold (as
-    #: :data:`~xai_loc.models.training.LATER_RECIPE_FIELDS` for training runs).
+    #: value :meth:`to_dict` leaves them out (:func:`omit_later`), so the digests and stores of older specs hold.
     LATER_FIELDS: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields (tuples as lists), :attr:`LATER_FIELDS` at their old value left out."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
-                if not (k in self.LATER_FIELDS and self.LATER_FIELDS[k] == v)}
+        record = omit_later(asdict(self), self.LATER_FIELDS)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from xai_loc.checks import is_integer, is_real, plain
+from xai_loc.data.spec import omit_later
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
 from xai_loc.models.checkpoint import (
@@ -82,8 +83,8 @@ DEFAULT_LR: dict[str, float] = {"loccnn": 1e-3, "samplecnn": 1e-2}
 RUN_FIELDS = frozenset({"max_epochs", "max_minutes", "device", "eval_batch_size", "preload", "deadline",
                         "checkpoint_every_s", "save_state", "benchmark"})
 #: Recipe fields added after version 1 of the training state, with the value that older states mean; at that
-#: value they are left out of a run's identity, so that older states still resume, and a state or run that
-#: leaves one out is compared as having it (:func:`~xai_loc.models.trainer.differences`).
+#: value :func:`~xai_loc.data.spec.omit_later` leaves them out of a run's identity, so that older states still resume,
+#: and a state or run that leaves one out is compared as having it (:func:`~xai_loc.models.trainer.differences`).
 LATER_RECIPE_FIELDS = {"draws_per_epoch": 1, "autocast": None}
 #: Per-epoch series kept in the training state.
 HISTORY = ("train_loss", "val_loss", "val_mae", "lr", "seconds", "draws", "steps")
@@ -236,8 +237,7 @@ class TrainConfig:
     def recipe(self, arch: str) -> dict[str, Any]:
         """The fields that decide the result (all but :data:`RUN_FIELDS`), lr resolved
         (:data:`LATER_RECIPE_FIELDS` at their old meaning left out)."""
-        return {k: v for k, v in self.to_dict(arch).items()
-                if k not in RUN_FIELDS and not (k in LATER_RECIPE_FIELDS and LATER_RECIPE_FIELDS[k] == v)}
+        return omit_later({k: v for k, v in self.to_dict(arch).items() if k not in RUN_FIELDS}, LATER_RECIPE_FIELDS)
 
     def validations(self, paper_epochs: int) -> int:
         """Validations (epochs of :func:`train`) that span ``paper_epochs`` draws: ``ceil(paper_epochs / draws)``."""

@@ -306,3 +306,23 @@ def test_train_zoo_finds_the_paper_mae_of_a_condition_within_rounding(tmp_path, 
     row = capsys.readouterr().out.strip().splitlines()[-1]
     assert row.endswith("| 0.1000 | 0.1270 | 0.103 | 2 | max_epochs | 0.01 |"), row
 
+
+
+def test_the_python_experiments_refuse_a_checkpoint_trained_at_another_rate(tmp_path):
+    """``run_perturbation`` (and every experiment scoring a store through ``ScoredSet.check``) checks the cards as
+    the commands do."""
+    from xai_loc.data import simulate_dataset
+    from xai_loc.experiments.perturbation import run_perturbation
+
+    at48 = tmp_path / "at48.safetensors"
+    save_checkpoint(build_model("loccnn"), at48, {"condition": {"t60": 0.15, "snr": 25.0},
+                                                  "dataset": {"train": {"fs": 48000.0}}})
+    store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path / "d", n_sources=1, progress=False)
+    message = one_line(run_perturbation, {"m": str(at48)}, store, percentages=(0, 10), modes=("random",),
+                       randomized_baseline=False)
+    assert message == ("model m was trained on data sampled at 48000 Hz but the scored store is sampled at 16000 "
+                       "Hz; use data at 48000 Hz")
+    shipped = Path(__file__).resolve().parent.parent / "pretrained" / "loccnn_t60-0.15_snr-25.safetensors"
+    result = run_perturbation({"m": str(shipped)}, store, percentages=(0, 10), modes=("random",),
+                              randomized_baseline=False)
+    assert np.isfinite(result["mae"].values).all()  # the paper's rate and array pass

@@ -96,8 +96,9 @@ def test_cue_relevance_leaves_the_global_generator_as_it_was():
     result = cue_relevance(model, cues.numpy())
     assert torch.rand(1).item() == pytest.approx(0.4963, abs=1e-4)  # the first draw after torch.manual_seed(0)
     assert result["relevance"].sizes["example"] == 2
+    assert not twin.training and on_cue_maps(model.train()).training  # in the model's mode
     with torch.no_grad():  # the twin is the same classifier
-        torch.testing.assert_close(twin.eval()(cues), model.classifier(cues))
+        torch.testing.assert_close(twin(cues), model.eval().classifier(cues))
 
 
 # ------------------------------------------------------------- 3: binaural explain explains against a store's truth

@@ -47,8 +47,8 @@ __all__ = ["cue_relevance", "explain_cuenet", "on_cue_maps"]
 
 
 def on_cue_maps(model: CueNet) -> CueNet:
-    """``model`` taking cue maps: the same classifier without the front end (the caller's random generators are
-    left as they were)."""
+    """``model`` taking cue maps: the same classifier without the front end, in the same mode (the caller's random
+    generators are left as they were)."""
     from xai_loc.models.trainer import seeded
 
     if not model.with_front_end:
@@ -57,7 +57,7 @@ def on_cue_maps(model: CueNet) -> CueNet:
     with seeded(0):  # the twin's initial weights are replaced below
         twin = CueNet(**{**model.config, "front_end": False}).to(first.device, first.dtype)
     twin.classifier.load_state_dict(model.classifier.state_dict())
-    return twin
+    return twin.train(model.training)
 
 
 def cue_relevance(model, cues, *, azimuth=None, target: str | int = "prediction", composite: str = "cuenet",

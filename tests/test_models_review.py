@@ -309,19 +309,27 @@ def test_train_zoo_finds_the_paper_mae_of_a_condition_within_rounding(tmp_path, 
 
 
 def test_the_python_experiments_refuse_a_checkpoint_trained_at_another_rate(tmp_path):
-    """``run_perturbation`` (and every experiment scoring a store through ``ScoredSet.check``) checks the cards as
-    the commands do."""
+    """The experiments and ``explain_store`` check the cards in Python as the commands do (one
+    ``ModelSet.check_recording``)."""
     from xai_loc.data import simulate_dataset
+    from xai_loc.experiments.components import run_components
     from xai_loc.experiments.perturbation import run_perturbation
+    from xai_loc.experiments.tdoa_probe import run_tdoa
+    from xai_loc.explain import explain_store
 
     at48 = tmp_path / "at48.safetensors"
     save_checkpoint(build_model("loccnn"), at48, {"condition": {"t60": 0.15, "snr": 25.0},
                                                   "dataset": {"train": {"fs": 48000.0}}})
     store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path / "d", n_sources=1, progress=False)
-    message = one_line(run_perturbation, {"m": str(at48)}, store, percentages=(0, 10), modes=("random",),
-                       randomized_baseline=False)
-    assert message == ("model m was trained on data sampled at 48000 Hz but the scored store is sampled at 16000 "
-                       "Hz; use data at 48000 Hz")
+    said = "was trained on data sampled at 48000 Hz but {} is sampled at 16000 Hz; use data at 48000 Hz"
+    assert one_line(run_perturbation, {"m": str(at48)}, store, percentages=(0, 10), modes=("random",),
+                    randomized_baseline=False) == "model m " + said.format("the scored store")
+    assert one_line(run_tdoa, {"m": str(at48)}, store, pairs=[(0, 1)], srp=False,
+                    randomized_baseline=False) == "model m " + said.format("the store")
+    assert one_line(run_components, {"m": str(at48)}, store) == "model m " + said.format("the scored store")
+    assert one_line(explain_store, str(at48), store, out=tmp_path / "r.zarr",
+                    progress=False) == f"checkpoint {at48} " + said.format(store)
+    assert not (tmp_path / "r.zarr").exists()
     shipped = Path(__file__).resolve().parent.parent / "pretrained" / "loccnn_t60-0.15_snr-25.safetensors"
     result = run_perturbation({"m": str(shipped)}, store, percentages=(0, 10), modes=("random",),
                               randomized_baseline=False)

@@ -302,6 +302,8 @@ def run_components(
     specs = parse_methods(methods)
     scored = scored_set(data, n_sources)
     ds, sources, per_source = scored.ds, scored.sources, scored.per_source
+    models.check_recording(ds.attrs.get("fs"), ds["mic_position"].values if "mic_position" in ds.variables else None,
+                           "the scored store")
     store_corpus(ds, corpus)  # a store of another corpus is refused before any model is explained
     source_of_window = ds["source_id"].values
     orderings = ("relevance", "randomized") if randomized_baseline else ("relevance",)

@@ -126,6 +126,17 @@ class ModelSet(Mapping[str, "nn.Module"]):
         """The checkpoint file (None for a model given as a module)."""
         return self._entries[name].path
 
+    def check_recording(self, fs: float | None, mics, where: str) -> None:
+        """Refuse (one line) data of ``where`` sampled at ``fs`` (Hz) by microphones at ``mics`` ``(mic, xyz)``
+        unless each checkpoint's card records such training data, or none
+        (:func:`~xai_loc.models.evaluation.check_recording`)."""
+        from xai_loc.models.evaluation import check_recording
+
+        for name in self:
+            card = self.card(name)
+            if card is not None:
+                check_recording(card, fs, mics, where, f"model {name}")
+
     # ---- randomized copies
     def _randomized(self, name: str, seed: int) -> tuple[nn.Module, dict[str, Any]]:
         from xai_loc.experiments.baselines import randomized_copy

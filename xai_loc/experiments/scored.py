@@ -189,20 +189,16 @@ class ScoredSet:
         """Refuse (one line) an empty model set, a model whose input shape is not that of the stored inputs, or a
         checkpoint trained on data of another sample rate or microphone array than the store's
         (:func:`~xai_loc.models.evaluation.check_recording`)."""
-        from xai_loc.models.evaluation import check_recording
-
         if not models:
             raise InputError("models list is empty; give at least one model (a checkpoint path or module)")
         shape = tuple(self.rows.array.shape[1:])
-        mics = self.ds["mic_position"].values if "mic_position" in self.ds.variables else None
         for name in models:
             wanted = getattr(models[name], "input_shape", None)
             if wanted is not None and tuple(wanted) != shape:
                 raise InputError(f"model {name} takes inputs of shape {tuple(wanted)}, but the store holds "
                                  f"{shape}; give the test store of its own family and rate")
-            card = models.card(name)
-            if card is not None:
-                check_recording(card, self.ds.attrs.get("fs"), mics, "the scored store", f"model {name}")
+        mics = self.ds["mic_position"].values if "mic_position" in self.ds.variables else None
+        models.check_recording(self.ds.attrs.get("fs"), mics, "the scored store")
 
     def positions(self) -> np.ndarray:
         """The true source positions ``(n, 3)`` in metres (the multichannel experiments); a store of

@@ -632,6 +632,7 @@ def run_tdoa(
 
     # ---- estimators
     models = ModelSet.of(models)
+    models.check_recording(fs, mics, "the store")
     relevance = dict(relevance or {})
     options = dict(explain_options)
     if first_rule is not None:

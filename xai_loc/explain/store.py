@@ -266,6 +266,11 @@ def explain_store(
     check_data_options(options)
     ds = open_signals(data)
     d = dataset_inputs(ds)
+    if isinstance(model, (str, os.PathLike)):  # a checkpoint runs only on data of the rate and array it knows
+        from xai_loc.models import read_card
+        from xai_loc.models.evaluation import check_recording
+
+        check_recording(read_card(model), d["fs"], d["mics"], str(data), f"checkpoint {model}")
     signals = d["signals"]
     n, n_mics, n_time = signals.shape
     own_mean = mean_input is not None and _wants_mean(options)

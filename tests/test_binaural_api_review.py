@@ -135,15 +135,21 @@ def _store(path) -> tuple[np.ndarray, xr.Dataset]:
     return ds["waveforms"].values[:2], ds.isel(example=slice(0, 2))
 
 
-def test_bast_explains_along_the_true_direction_of_a_store(stores, tmp_path):
-    """Review: '--target truth' failed with the Python API's 'needs one azimuth (degrees) per example'."""
-    x, ds = _store(stores["bast"])
-    rel = _explain("bast", stores["bast"], "truth", tmp_path / "out")
+def _assert_bast_explained_along(store, sofa_azimuth, out) -> None:
+    """``binaural explain`` of the shipped BAST with ``--target truth`` on the first two examples of ``store``
+    explains the output along the true direction (SOFA degrees): known answer ``y . (cos t, sin t)`` (float64)."""
+    x, _ = _store(store)
+    rel = _explain("bast", store, "truth", out)
     model = load_model(pretrained_dir() / "bast_default.safetensors").double().eval()
     with torch.no_grad():
         y = model(torch.from_numpy(x.astype(np.float64))).numpy()
-    truth = np.deg2rad(ds["azimuth"].values)  # known answer: the output along the true direction
+    truth = np.deg2rad(sofa_azimuth)
     np.testing.assert_allclose(rel["output"].values, y[:, 0] * np.cos(truth) + y[:, 1] * np.sin(truth), atol=1e-4)
+
+
+def test_bast_explains_along_the_true_direction_of_a_store(stores, tmp_path):
+    """Review: '--target truth' failed with the Python API's 'needs one azimuth (degrees) per example'."""
+    _assert_bast_explained_along(stores["bast"], _store(stores["bast"])[1]["azimuth"].values, tmp_path / "out")
 
 
 def test_tfcnn_explains_toward_the_truth_of_a_store(stores, tmp_path):
@@ -251,13 +257,9 @@ def test_the_same_direction_in_a_tfcnn_and_a_sofa_store_gives_each_family_the_sa
 
 def test_bast_explains_a_tfcnn_store_toward_its_true_side(same_directions, tmp_path):
     """Review: BAST on a TF-CNN store (it fits BAST's input) explained toward the mirrored directions, exit 0."""
-    x, ds = _store(same_directions["tfcnn"])
-    rel = _explain("bast", same_directions["tfcnn"], "truth", tmp_path / "out")
-    model = load_model(pretrained_dir() / "bast_default.safetensors").double().eval()
-    with torch.no_grad():
-        y = model(torch.from_numpy(x.astype(np.float64))).numpy()
-    truth = np.deg2rad(-ds["azimuth"].values)  # known answer: along the true direction, SOFA 30 (left) and 330 (right)
-    np.testing.assert_allclose(rel["output"].values, y[:, 0] * np.cos(truth) + y[:, 1] * np.sin(truth), atol=1e-4)
+    store = same_directions["tfcnn"]
+    # its azimuths are positive = right: SOFA 30 (left) and 330 (right) for -30 and 30
+    _assert_bast_explained_along(store, -_store(store)[1]["azimuth"].values, tmp_path / "out")
 
 
 def test_azimuths_of_an_unknown_convention_are_refused_for_a_truth_target(same_directions, tmp_path, monkeypatch):

@@ -38,22 +38,24 @@ def _speech_and_rirs():
 def test_hybrid_tail_may_not_replace_the_direct_sound():
     big = ShoeBox((30.0, 30.0, 5.0))
     src, mic = [[1.0, 1.0, 1.5]], [[21.0, 21.0, 1.5]]  # 28.28 m: direct sound at 1319.37 samples
-    # default t_diff = T60 / 4 = 1280 samples; the 128-tap filter reaches 65 samples either side of
-    # an arrival, so the tail may start at sample floor(1319.37 + 65) + 1 = 1385 at the earliest
-    with pytest.raises(InputError, match=r"t_diff=0\.08 s .* give t_diff >= 0\.0865625 s") as err:
+    # default t_diff = T60 / 4 = 1280 samples; the 128-tap filter reaches 65 samples past an arrival, so the
+    # direct sound has passed at sample floor(1319.37) + 66 = 1385; the tail is fitted to 10 ms (160 samples)
+    # from there, ending 65 samples before t_diff: t_diff >= (1385 + 160 + 65) / 16000 = 0.100625 s -> 0.1007 s
+    with pytest.raises(InputError, match=r"t_diff=0\.08 s .* give t_diff >= 0\.1007 s") as err:
         image_source_rirs(big, src, mic, 0.32, mode="hybrid")
     assert "\n" not in str(err.value)
-    with pytest.raises(InputError, match=r"t_diff=0\.08646875 s"):  # ceil(1383.5) = 1384: one sample short
-        image_source_rirs(big, src, mic, 0.32, mode="hybrid", t_diff=1383.5 / 16000)
-    hybrid = image_source_rirs(big, src, mic, 0.32, mode="hybrid", t_diff=0.0865625, **F64)[0, 0]
+    with pytest.raises(InputError, match=r"t_diff=0\.1006 s"):  # below 0.100625 s: too few reflections
+        image_source_rirs(big, src, mic, 0.32, mode="hybrid", t_diff=0.1006)
+    hybrid = image_source_rirs(big, src, mic, 0.32, mode="hybrid", t_diff=0.1007, **F64)[0, 0]
     full = image_source_rirs(big, src, mic, 0.32, **F64)[0, 0]
     assert int(hybrid.abs().argmax()) == int(full.abs().argmax()) == 1319
-    torch.testing.assert_close(hybrid[:1385], full[:1385], rtol=0, atol=1e-12 * float(full.abs().max()))
+    torch.testing.assert_close(hybrid[:1612], full[:1612], rtol=0, atol=1e-12 * float(full.abs().max()))
 
 
-@pytest.mark.parametrize("convention, smallest", [("gpurir", 136 / 16000), ("pyroomacoustics", 79 / 16000)])
+@pytest.mark.parametrize("convention, smallest", [("gpurir", 0.0226), ("pyroomacoustics", 0.0155)])
 def test_smallest_t_diff_follows_the_conventions_filter(convention, smallest):
-    # direct sound at 70.28 samples; half-widths 65 (gpurir) and 8 (16-tap table): floor(70.28 + w) + 1
+    # direct sound at 70.28 samples; half-widths w = 65 (gpurir) and 8 (16-tap table): passed at
+    # floor(70.28) + w + 1, then 10 ms of reflections and the w samples the fit leaves out, up to 0.1 ms
     with pytest.raises(InputError, match=f"give t_diff >= {smallest} s"):
         image_source_rirs(PAPER, SRC, MIC, 0.15, mode="hybrid", t_diff=0.003, convention=convention)
     image_source_rirs(PAPER, SRC, MIC, 0.15, mode="hybrid", t_diff=smallest, convention=convention)

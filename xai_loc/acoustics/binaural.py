@@ -32,11 +32,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from xai_loc.acoustics.conventions import ceil_samples
 from xai_loc.acoustics.directions import STUDY_GRID
 from xai_loc.acoustics.hrtf import DEFAULT_INTERPOLATION, HRTFSet, check_directions, load_hrtf, unit_vectors
+from xai_loc.acoustics.ism import (
+    FD_HALF_WIDTH,
+    TAIL_FIT_S,
+    _diffuse_tail,
+    _direct_passed,
+    _images,
+    _smallest_t_diff,
+    check_dtype,
+    check_response,
+)
 from xai_loc.acoustics.room import ShoeBox, check_snr
 from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
+from xai_loc.runtime import resolve_device
 
 #: Speed of sound in m/s used by the presets and :func:`anechoic_rirs`.
 C = 343.0
@@ -48,11 +60,6 @@ LISTENER_HEIGHT = 1.4
 AZIMUTHS = STUDY_GRID.azimuths
 ELEVATIONS = STUDY_GRID.elevations
 N_LABELS = STUDY_GRID.size
-#: Taps on each side of an arrival's fractional-delay sinc (16 in all, as in ism.py).
-FD_HALF_WIDTH = 8
-#: Shortest stretch of reflections, in seconds, a hybrid BRIR's diffuse tail is fitted to (gpuRIR fits
-#: its tail to the last 10 ms before Tdiff).
-TAIL_FIT_S = 0.01
 #: Direction trains convolved with their HRIRs at once (bounds memory to ~100 MB at 1.5 s, 48 kHz).
 _DIR_CHUNK = 64
 #: Images processed at once when building the trains.
@@ -244,12 +251,6 @@ def _kemar_taps(fs: int) -> int:
     return hrtf_at(None, fs).n_taps
 
 
-def _direct_passed(distance: float, fs: int, c: float, n_taps: int) -> int:
-    """First sample after the direct sound of a source ``distance`` metres away: its arrival filter
-    (:data:`FD_HALF_WIDTH` taps after the arrival) convolved with an ``n_taps`` HRIR."""
-    return math.floor(distance / c * fs) + FD_HALF_WIDTH + n_taps
-
-
 def min_t_diff(distance: float, fs: int, c: float = C, hrtf: HRTFSet | None = None) -> float:
     """Smallest ``t_diff`` (seconds) of :func:`binaural_rirs` for sources up to ``distance`` metres away.
 
@@ -262,8 +263,8 @@ def min_t_diff(distance: float, fs: int, c: float = C, hrtf: HRTFSet | None = No
     """
     if not (is_real(distance) and distance > 0 and is_real(c) and c > 0):
         raise InputError(f"distance={distance!r} m and c={c!r} m/s are not allowed; give positive numbers")
-    passed = _direct_passed(distance, fs, c, _kemar_taps(fs) if hrtf is None else hrtf_at(hrtf, fs).n_taps)
-    return math.ceil((passed + FD_HALF_WIDTH) / fs * 1e4 + TAIL_FIT_S * 1e4) / 1e4
+    n_taps = _kemar_taps(fs) if hrtf is None else hrtf_at(hrtf, fs).n_taps
+    return _smallest_t_diff(_direct_passed(distance, fs, c, FD_HALF_WIDTH + n_taps), FD_HALF_WIDTH, fs)
 
 
 def binaural_rirs(
@@ -322,14 +323,10 @@ def binaural_rirs(
     torch.Tensor
         ``(S, 2, ceil(t_max * fs))``, ear 0 = left.
     """
-    from xai_loc.acoustics.ism import DTYPES, _diffuse_tail, _images, check_device, check_response
-
     t60, t_max, max_order = check_response(room, t60, t_max, max_order)
     if not (is_integer(seed) and seed >= 0):
         raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
-    if dtype not in DTYPES:
-        raise InputError(f"dtype={dtype!r} is not allowed; allowed: {', '.join(map(str, DTYPES))}")
-    device = check_device(device)
+    dtype, device = check_dtype(dtype), resolve_device(device)
     if not isinstance(listener, Listener):
         raise InputError(f"listener must be a Listener (got {type(listener).__name__})")
     head = room.check_inside(listener.position, "listener")
@@ -339,7 +336,7 @@ def binaural_rirs(
         raise InputError("a source lies at the listener's head centre; move it away from the head")
     hrtf = hrtf_at(hrtf, room.fs)
     beta = room.reflection_coefficient(t60)
-    n_samples = int(math.ceil(t_max * room.fs))
+    n_samples = ceil_samples(t_max, room.fs)
     n_ism = n_samples
     if t_diff is not None:
         if not (is_real(t_diff) and 0 < t_diff <= t_max):
@@ -362,7 +359,7 @@ def binaural_rirs(
         if t_diff is not None and n_ism < n_samples:
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
             out[i] = _diffuse_tail(out[i], n_ism - FD_HALF_WIDTH, t60, room.fs, gen,
-                                   start=_direct_passed(distance[i], room.fs, room.c, hrtf.n_taps))
+                                   start=_direct_passed(distance[i], room.fs, room.c, FD_HALF_WIDTH + hrtf.n_taps))
     return out
 
 
@@ -385,7 +382,6 @@ def anechoic_rirs(
     fractional-delay sinc), as the direct path of :func:`binaural_rirs`. ``N`` defaults to
     the last arrival plus the HRIR length.
     """
-    from xai_loc.acoustics.ism import check_device
     from xai_loc.acoustics.speech import check_fs
 
     fs = check_fs(fs)
@@ -401,7 +397,7 @@ def anechoic_rirs(
         n_samples = int(math.ceil(dist.max() / c * fs)) + FD_HALF_WIDTH + hrtf.n_taps
     elif not (is_real(n_samples) and int(n_samples) == n_samples and n_samples >= 1):
         raise InputError(f"n_samples={n_samples!r} is not allowed; give a positive integer")
-    device = check_device(device)
+    dtype, device = check_dtype(dtype), resolve_device(device)
     out = torch.zeros(az.size, 2, int(n_samples), device=device, dtype=dtype)
     for i in range(az.size):
         rel = unit_vectors(az[i], el[i])[None, :] * dist[i]
@@ -487,13 +483,16 @@ def load_room(name: str) -> RoomPreset:
 SoundMaker = Callable[[np.random.Generator, int, int], np.ndarray]
 #: Synthetic non-speech sounds by kind: ``maker(rng, fs, n_samples) -> (n_samples,)``.
 SOUNDS: dict[str, SoundMaker] = {}
+#: Lowest rate in Hz at which each kind of :data:`SOUNDS` can be made.
+SOUND_MIN_FS: dict[str, int] = {}
 
 
-def register_sound(kind: str) -> Callable[[SoundMaker], SoundMaker]:
-    """Register a sound maker ``f(rng, fs, n_samples) -> float64 (n_samples,)``."""
+def register_sound(kind: str, min_fs: int = 1) -> Callable[[SoundMaker], SoundMaker]:
+    """Register a sound maker ``f(rng, fs, n_samples) -> float64 (n_samples,)`` for rates of at least ``min_fs``."""
 
     def wrap(func: SoundMaker) -> SoundMaker:
         SOUNDS[kind] = func
+        SOUND_MIN_FS[kind] = min_fs
         return func
 
     return wrap
@@ -541,10 +540,10 @@ def pink_burst(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
     return _burst(rng, fs, n, _colored_noise(rng, n, -3.0))
 
 
-@register_sound("tone_complex")
+@register_sound("tone_complex", min_fs=math.ceil(1000.0 / 0.45))
 def tone_complex(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
     """Harmonic complex: f0 log-uniform in 100-1000 Hz, harmonics below min(10 kHz, 0.45 fs),
-    random phases, spectral tilt -3 to -9 dB/octave, 10 ms ramps."""
+    random phases, spectral tilt -3 to -9 dB/octave, 10 ms ramps (fs >= 2223 Hz: every f0 below 0.45 fs)."""
     f0 = math.exp(rng.uniform(math.log(100.0), math.log(1000.0)))
     tilt = rng.uniform(-9.0, -3.0)
     k = np.arange(1, int(min(10000.0, 0.45 * fs) // f0) + 1)
@@ -576,10 +575,10 @@ def click_train(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
     return x
 
 
-@register_sound("am_noise")
+@register_sound("am_noise", min_fs=500)
 def am_noise(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
-    """Noise texture: band-limited noise (1-3 octaves wide, centre 200 Hz-8 kHz) under a sum of
-    two sinusoidal amplitude modulations at 2-32 Hz."""
+    """Noise texture: band-limited noise (1-3 octaves wide, centre 200 Hz to min(8 kHz, 0.4 fs)) under a sum
+    of two sinusoidal amplitude modulations at 2-32 Hz (fs >= 500 Hz: a 200 Hz centre below 0.4 fs)."""
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1.0 / fs)
     centre = math.exp(rng.uniform(math.log(200.0), math.log(min(8000.0, 0.4 * fs))))
@@ -606,6 +605,8 @@ def synthesize(kind: str, fs: int = 48000, duration: float = 1.0, seed: int = 0)
     if kind not in SOUNDS:
         raise InputError(f"unknown sound kind {kind!r}; allowed: {', '.join(SOUNDS)}")
     fs = check_fs(fs)
+    if fs < SOUND_MIN_FS[kind]:
+        raise InputError(f"sound kind {kind!r} cannot be made at fs={fs} Hz; give fs >= {SOUND_MIN_FS[kind]} Hz")
     if not (is_real(duration) and math.isfinite(duration * fs) and round(duration * fs) >= 16):
         raise InputError(f"duration={duration!r} s is not allowed; give at least 16 samples' worth")
     if not (is_integer(seed) and seed >= 0):
@@ -646,6 +647,7 @@ def scale_to_level(x: np.ndarray, level_db: float) -> np.ndarray:
     InputError
         If a scene is silent (or not finite): it has no level to scale.
     """
+    level_db = check_level(level_db)
     x = np.asarray(x, dtype=np.float64)
     rms = np.sqrt(np.mean(x ** 2, axis=(-2, -1), keepdims=True))
     if not np.all((rms > 0) & np.isfinite(rms)):
@@ -855,7 +857,7 @@ __all__ = [
     # rooms
     "RoomPreset", "ROOMS", "load_room",
     # sounds and rendering
-    "SOUNDS", "register_sound", "synthesize", "sound_set",
+    "SOUNDS", "SOUND_MIN_FS", "register_sound", "synthesize", "sound_set",
     "spatialize", "diffuse_noise", "spatialized_noise", "render_scene", "render_binaural", "BACKGROUNDS",
     # levels
     "REFERENCE_RMS", "MAX_LEVEL_DB", "check_level", "scale_to_level",

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 from xai_loc.errors import InputError
 
@@ -80,7 +81,8 @@ class Convention:
         ``"t2n"``: gpuRIR's grid of ``ceil(2 t_max c / L)`` mirror indices per axis;
         ``"reach"``: every image that arrives before ``t_max``.
     length
-        RIR length rule: ``"even"`` (``ceil(t_max fs)`` rounded up to even) or ``"ceil"``.
+        RIR length rule: ``"even"`` (``ceil(t_max fs)`` rounded up to even) or ``"ceil"``
+        (:func:`ceil_samples`).
     sabine_constant
         ``alpha = sabine_constant * (343 / c) * V / (S T60)`` (the constant is the one for c = 343
         m/s); ``None`` means ``24 ln(10) / c``.
@@ -132,14 +134,14 @@ class Convention:
         """Samples of a response of ``t_max`` seconds.
 
         ``"even"`` computes ``ceil(Tmax * Fs)`` in single precision, as gpuRIR's C++ does,
-        then rounds up to even.
+        then rounds up to even; ``"ceil"`` is :func:`ceil_samples`.
         """
         if self.length == "even":
             import numpy as np
 
             n = int(math.ceil(float(np.float32(t_max) * np.float32(fs))))
             return n + n % 2
-        return int(math.ceil(t_max * fs))
+        return ceil_samples(t_max, fs)
 
     def reflection_coefficient(self, room, t60: float) -> float:
         """Wall reflection coefficient ``beta`` (before the sign) for ``t60`` in ``room`` (Sabine)."""
@@ -156,6 +158,12 @@ class Convention:
     def to_dict(self) -> dict:
         """Every field, JSON-able (for store attrs and provenance)."""
         return asdict(self)
+
+
+def ceil_samples(seconds: float, fs: int) -> int:
+    """``ceil(seconds * fs)`` computed exactly for the decimal ``seconds`` is written as (its shortest repr):
+    0.55 s at 48 kHz is 26400 samples, where the float product ``0.55 * 48000`` rounds up to 26401."""
+    return int(math.ceil(Fraction(repr(float(seconds))) * Fraction(float(fs))))
 
 
 #: Registered conventions by name.

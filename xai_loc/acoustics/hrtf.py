@@ -19,6 +19,7 @@ with ``sofar`` (or, where it is not installed, directly with ``h5py``: SOFA is n
 """
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -463,8 +464,18 @@ class HRTFSet:
         return out
 
     def subset(self, index) -> HRTFSet:
-        """The set restricted to the directions ``index`` (ints or a boolean mask)."""
-        index = np.asarray(index)
+        """The set restricted to the directions ``index``: ints in ``0..D-1`` or a boolean mask of ``D``, picking
+        at least one."""
+        index, n = np.asarray(index), self.n_directions
+        if index.dtype == bool and index.shape == (n,):
+            picked = int(index.sum())
+        elif index.ndim == 1 and index.dtype.kind in "iu" and np.all((index >= 0) & (index < n)):
+            picked = index.size
+        else:
+            picked = 0
+        if picked == 0:
+            raise InputError(f"direction index {reprlib.repr(index.tolist())} is not allowed; give direction numbers "
+                             f"in 0..{n - 1} or a boolean mask of {n}, picking at least one")
         return HRTFSet(self.hrirs[index], self.directions[index], self.fs, name=self.name, attrs=dict(self.attrs))
 
     def onset(self, threshold_db: float = -20.0) -> np.ndarray:

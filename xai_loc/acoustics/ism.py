@@ -27,8 +27,8 @@ Two modes:
     image-source model; cost grows with ``(c t_max)**3 / V``.
 ``"hybrid"``
     Image sources up to ``t_diff``, then Gaussian noise under an exponential envelope that
-    decays 60 dB per T60, its level fitted to the image-source energy just before
-    ``t_diff`` (gpuRIR's diffuse-tail idea). Much faster for long T60 and statistically
+    decays 60 dB per T60, its level fitted to the image-source energy before ``t_diff``,
+    after every direct sound of the source (gpuRIR's diffuse-tail idea). Much faster for long T60 and statistically
     faithful in the late part, but the late reflections lose their exact geometry
     (inter-microphone coherence of the tail is zero).
 """
@@ -43,10 +43,10 @@ import numpy as np
 import torch
 
 from xai_loc.acoustics.conventions import Convention, get_convention
-from xai_loc.acoustics.room import ShoeBox, check_t60, source_mic_distances
+from xai_loc.acoustics.room import MAX_T60, ShoeBox, check_t60, source_mic_distances
 from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
-from xai_loc.runtime import deterministic_algorithms
+from xai_loc.runtime import deterministic_algorithms, resolve_device
 
 #: Taps on each side of the fractional-delay sinc of the ``"lut64"`` filter (16 taps in all).
 FD_HALF_WIDTH = 8
@@ -63,29 +63,35 @@ _CHUNK = 4_000_000
 MAX_IMAGES = 50_000_000
 #: Precisions of the responses.
 DTYPES = (torch.float32, torch.float64)
+#: A reflection order no image reaches: a larger ``max_order`` keeps every image, as None does.
+_ANY_ORDER = np.iinfo(np.int64).max // 4
+#: Shortest stretch of reflections, in seconds, a hybrid response's diffuse tail is fitted to (gpuRIR fits
+#: its tail to the last 10 ms before Tdiff).
+TAIL_FIT_S = 0.01
 
 
 # ----------------------------------------------------------------------------------------
 # Argument checks shared by the backends
 # ----------------------------------------------------------------------------------------
 
-def check_device(device) -> torch.device:
-    """``device`` as a :class:`torch.device`; a one-line :class:`InputError` for one torch does not know."""
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device {device!r} is unknown; allowed: cpu, cuda, cuda:N") from None
+def check_dtype(dtype) -> torch.dtype:
+    """``dtype`` if it is one of :data:`DTYPES`; a one-line :class:`InputError` otherwise."""
+    if dtype not in DTYPES:
+        raise InputError(f"dtype={dtype!r} is not allowed; allowed: {', '.join(map(str, DTYPES))}")
+    return dtype
 
 
 def check_response(room: ShoeBox, t60, t_max=None, max_order=None) -> tuple[float, float, int | None]:
     """Checked ``(t60, t_max, max_order)`` of a response in ``room``: ``t_max`` (default ``t60``) a positive
-    duration in seconds, ``max_order`` None or a non-negative integer; a one-line :class:`InputError` otherwise."""
+    duration of at most :data:`~xai_loc.acoustics.room.MAX_T60` seconds, ``max_order`` None or a non-negative
+    integer (one no image reaches is None); a one-line :class:`InputError` otherwise."""
     t60 = check_t60(t60, room)
-    if t_max is not None and not (is_real(t_max) and t_max > 0):
-        raise InputError(f"t_max={t_max!r} s is not allowed; give a positive duration")
+    if t_max is not None and not (is_real(t_max) and 0 < t_max <= MAX_T60):
+        raise InputError(f"t_max={t_max!r} s is not allowed; give a positive duration of at most {MAX_T60:g} s")
     if max_order is not None and not (is_real(max_order) and int(max_order) == max_order and max_order >= 0):
         raise InputError(f"max_order={max_order!r} is not allowed; use a non-negative integer")
-    return t60, t60 if t_max is None else float(t_max), None if max_order is None else int(max_order)
+    unlimited = max_order is None or int(max_order) >= _ANY_ORDER
+    return t60, t60 if t_max is None else float(t_max), None if unlimited else int(max_order)
 
 
 def check_geometry(room: ShoeBox, sources, mics, t_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -373,7 +379,7 @@ def _exact_cpu(room, src, mics, signed_beta, n_samples, taps, axes, max_order, d
     accumulate(np.ascontiguousarray(mics, dtype=np.float64), np.ascontiguousarray(xc, dtype=np.float64), gains[0],
                 xh.astype(np.int64), np.ascontiguousarray(yc, dtype=np.float64), gains[1], yh.astype(np.int64),
                 np.ascontiguousarray(zc, dtype=np.float64), gains[2], zh.astype(np.int64), reach * reach,
-                room.fs / room.c, np.iinfo(np.int64).max // 4 if max_order is None else int(max_order), n_k,
+                room.fs / room.c, _ANY_ORDER if max_order is None else int(max_order), n_k,
                 work["buf"], np.empty((3, max(1, zc.size))))
     if "buf32" in work:  # float32 output: single-precision FFTs (error ~1e-7 of the peak)
         buf = work["buf32"]
@@ -450,6 +456,19 @@ def _diffuse_tail(
     return out
 
 
+def _direct_passed(distance: float, fs: int, c: float, after: int) -> int:
+    """First sample after the direct sound of a source ``distance`` metres away: ``after`` samples past the
+    arrival's sample (its arrival filter's reach, and a binaural response's HRIR)."""
+    return math.floor(distance / c * fs) + after
+
+
+def _smallest_t_diff(passed: int, guard: int, fs: int) -> float:
+    """Smallest ``t_diff`` (seconds, rounded up to 0.1 ms) whose diffuse tail is fitted to :data:`TAIL_FIT_S` of
+    reflections from sample ``passed`` on, the fit leaving out the ``guard`` samples before ``t_diff``
+    (:func:`_diffuse_tail`)."""
+    return math.ceil((passed + guard) / fs * 1e4 + TAIL_FIT_S * 1e4) / 1e4
+
+
 def diffuse_start(t60: float, mode: str = "ism", t_diff: float | None = None) -> float | None:
     """Seconds at which the responses of ``mode`` turn into a diffuse tail: ``t_diff`` in ``"hybrid"`` mode
     (default ``t60 / 4``, 15 dB of Sabine decay, gpuRIR's usual choice); None (no tail) in ``"ism"`` mode."""
@@ -484,12 +503,14 @@ def image_source_rirs(
     t60
         Reverberation time in seconds; wall reflection coefficients follow from Sabine.
     t_max
-        Length of the responses in seconds (default ``t60``, as in the paper).
+        Length of the responses in seconds (default ``t60``, as in the paper), at most
+        :data:`~xai_loc.acoustics.room.MAX_T60`.
     mode
         ``"ism"`` or ``"hybrid"`` (see the module docstring).
     t_diff
         Hybrid mode only: end of the image-source part (default: 15 dB of Sabine decay,
-        ``t60 / 4``, gpuRIR's usual choice).
+        ``t60 / 4``, gpuRIR's usual choice). The tail's level is fitted to each source's reflections
+        after its latest direct sound (arrival filter included), at least :data:`TAIL_FIT_S` of them.
     max_order
         Highest reflection order kept (``None``: all images of the convention's set).
     seed
@@ -513,8 +534,9 @@ def image_source_rirs(
     ------
     InputError
         For a bad argument; a source within :data:`~xai_loc.acoustics.room.MIN_SOURCE_MIC_DISTANCE`
-        of a microphone; a direct path that arrives at or after ``t_max``; a ``t_diff`` whose tail
-        would replace a direct arrival; more than :data:`MAX_IMAGES` images to list per source.
+        of a microphone; a direct path that arrives at or after ``t_max``; a ``t_diff`` that leaves
+        less than :data:`TAIL_FIT_S` of reflections after the latest direct sound to fit the tail to;
+        more than :data:`MAX_IMAGES` images to list per source.
     """
     conv = get_convention(convention)
     t60, t_max, max_order = check_response(room, t60, t_max, max_order)
@@ -522,9 +544,7 @@ def image_source_rirs(
         raise InputError(f"RIR mode {mode!r} is unknown; allowed: {', '.join(MODES)}")
     if not is_integer(seed) or seed < 0:
         raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
-    if dtype not in DTYPES:
-        raise InputError(f"dtype={dtype!r} is not allowed; allowed: {', '.join(map(str, DTYPES))}")
-    device = check_device(device)
+    dtype, device = check_dtype(dtype), resolve_device(device)
     src, mic, gap = check_geometry(room, sources, mics, t_max)
     far = float(gap.max()) if gap.size else 0.0
     signed_beta = conv.reflection_sign * conv.reflection_coefficient(room, t60)
@@ -539,10 +559,12 @@ def image_source_rirs(
             raise InputError(f"t_diff={t_diff!r} s is not allowed; give a value in (0, t_max={t_max}]")
         n_diff = int(math.ceil(float(t_diff) * room.fs))
         n_ism = min(n_samples, n_diff + half)
-        last = far / room.c * room.fs  # the latest direct arrival, in samples; its filter reaches half further
-        if n_ism < n_samples and n_diff - half <= last:
-            raise InputError(f"t_diff={t_diff} s starts the diffuse tail before the direct sound {far:.4g} m away "
-                             f"has passed; give t_diff >= {(math.floor(last + half) + 1) / room.fs} s")
+        # an arrival at tau samples reaches, through its filter, at most half samples past floor(tau)
+        smallest = _smallest_t_diff(_direct_passed(far, room.fs, room.c, half + 1), half, room.fs)
+        if n_ism < n_samples and t_diff < smallest:
+            raise InputError(f"t_diff={t_diff} s starts the diffuse tail too early: it is fitted to "
+                             f"{TAIL_FIT_S * 1e3:g} ms of reflections after the direct sound {far:.4g} m away; "
+                             f"give t_diff >= {smallest:g} s")
     if not (exact and device.type == "cpu"):  # every other path lists the images of a source at once
         reach = _exact_reach(n_ism, taps, room)[0] if exact else room.c * n_ism / room.fs
         count = _image_count(room, mic, reach, max_order)
@@ -566,5 +588,6 @@ def image_source_rirs(
         out[i, :, :n_ism] = rir
         if mode == "hybrid" and n_ism < n_samples:
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
-            out[i] = _diffuse_tail(out[i], n_ism - half, t60, room.fs, gen, guard=half)
+            out[i] = _diffuse_tail(out[i], n_ism - half, t60, room.fs, gen, guard=half,
+                                   start=_direct_passed(float(gap[i].max()), room.fs, room.c, half + 1))
     return out

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from xai_loc.acoustics.room import check_snr
-from xai_loc.checks import is_integer, is_real
+from xai_loc.checks import check_integer, is_integer, is_real
 from xai_loc.errors import InputError
 
 
@@ -82,15 +82,24 @@ def add_white_noise(signals: np.ndarray, snr: float, rng: np.random.Generator, r
     """Add independent white Gaussian noise to every channel at ``snr`` dB.
 
     The SNR is relative to the power of microphone ``ref_mic`` (the paper's definition):
-    ``noise_power = mean(signals[ref_mic] ** 2) / 10 ** (snr / 10)``.
+    ``noise_power = mean(signals[ref_mic] ** 2) / 10 ** (snr / 10)``; ``signals`` is ``(M, T)``.
     """
     snr = check_snr(snr)
+    _check_rng(rng)
+    if np.ndim(signals) != 2:
+        raise InputError(f"signals of shape {np.shape(signals)} are not allowed; give (mics, samples)")
     n_mics = len(signals)
     if not is_integer(ref_mic) or not 0 <= ref_mic < n_mics:
         raise InputError(f"ref_mic={ref_mic!r} is not allowed; give a microphone index in 0..{n_mics - 1}")
     power = float(np.mean(signals[ref_mic] ** 2))
     sigma = np.sqrt(power / 10.0 ** (snr / 10.0))
     return signals + sigma * rng.standard_normal(signals.shape)
+
+
+def _check_rng(rng) -> None:
+    if not isinstance(rng, np.random.Generator):
+        raise InputError(f"rng={reprlib.repr(rng)} is not allowed; give a numpy.random.Generator "
+                         "(numpy.random.default_rng(seed))")
 
 
 def cut_windows(signals: np.ndarray, length: int) -> np.ndarray:
@@ -115,19 +124,19 @@ def window_count(convention, n_speech: int, n_rir: int, window: int) -> int:
     from xai_loc.acoustics.conventions import get_convention
 
     conv, window = get_convention(convention), _window(window)
+    n_speech, n_rir = check_integer("n_speech", n_speech, minimum=1), check_integer("n_rir", n_rir, minimum=1)
     if conv.convolution == "full":
-        return (int(n_speech) + int(n_rir) - 1) // window
-    return int(n_speech) // window
+        return (n_speech + n_rir - 1) // window
+    return n_speech // window
 
 
 def _peak_normalized(conv, speech: np.ndarray) -> np.ndarray:
-    """The dry signal as the convention renders it (divided by its peak if the convention says so)."""
-    if not conv.peak_normalize:
-        return speech
+    """The dry signal as the convention renders it (divided by its peak if the convention says so); silent
+    speech is refused under every convention (its windows, noise included, would be silent)."""
     peak = float(np.max(np.abs(speech)))
     if peak == 0.0:
-        raise InputError("speech is silent (all zeros); it cannot be peak-normalized")
-    return speech / peak
+        raise InputError("speech is silent (all zeros); give an utterance with signal (the noise is scaled to it)")
+    return speech / peak if conv.peak_normalize else speech
 
 
 def _rendered(conv, speech: np.ndarray, rirs: np.ndarray, snr: float,
@@ -181,6 +190,8 @@ def _checked_batch(speeches, rirs, rngs, what: str = "rirs") -> None:
                          f"{tuple(getattr(rirs, 'shape', ()))} for {len(speeches)} utterances")
     if len(rngs) != len(speeches):
         raise InputError(f"{len(rngs)} noise generators for {len(speeches)} utterances; give one per utterance")
+    for rng in rngs:
+        _check_rng(rng)
     if not bool(torch.isfinite(rirs).all()):
         raise InputError(f"{what} hold NaN or infinite values; give finite responses")
 

@@ -5,6 +5,7 @@ one point per row (``(n, 3)`` arrays), ``T60`` in seconds.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import reprlib
 from dataclasses import dataclass
@@ -69,9 +70,12 @@ class ShoeBox:
     def check_inside(self, points: np.ndarray, what: str = "point") -> np.ndarray:
         """Return ``points`` as a float64 ``(n, 3)`` array, or raise if any lies outside."""
         try:
-            pts = np.asarray(points, dtype=np.float64)
+            pts = np.asarray(points)
+            if pts.dtype.kind in "bc":  # booleans and complex numbers are no coordinates
+                raise TypeError
+            pts = pts.astype(np.float64)
         except (TypeError, ValueError):
-            raise InputError(f"{what} positions {reprlib.repr(points)} are not an (n, 3) array of numbers in "
+            raise InputError(f"{what} positions {reprlib.repr(points)} are not an (n, 3) array of real numbers in "
                              "metres") from None
         if pts.ndim == 1:
             pts = pts[None, :]
@@ -122,12 +126,18 @@ def source_mic_distances(sources: np.ndarray, mics: np.ndarray) -> np.ndarray:
     return gap
 
 
+def _float(value, what: str, allowed: str) -> float:
+    """``value`` (a number, or the text of one as the command line gives it) as a float; a boolean or anything
+    else is a one-line :class:`InputError` naming ``what`` and the ``allowed`` values."""
+    if not isinstance(value, (bool, np.bool_)):
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            return float(value)
+    raise InputError(f"{what}={reprlib.repr(value)} is not a number; give {allowed}")
+
+
 def check_t60(t60: float, room: ShoeBox | None = None) -> float:
     """Validate a reverberation time in seconds (and, with ``room``, that Sabine allows it)."""
-    try:
-        t60 = float(t60)
-    except (TypeError, ValueError):
-        raise InputError(f"T60={t60!r} is not a number; give seconds in (0, {MAX_T60}]") from None
+    t60 = _float(t60, "T60", f"seconds in (0, {MAX_T60}]")
     if not math.isfinite(t60) or t60 <= 0 or t60 > MAX_T60:
         raise InputError(f"T60={t60} s is not allowed; give seconds in (0, {MAX_T60}]")
     if room is not None and t60 < room.min_t60():
@@ -145,10 +155,7 @@ SNR_RANGE = (-60.0, 200.0)
 def check_snr(snr: float) -> float:
     """Validate a signal-to-noise ratio in dB (finite, within :data:`SNR_RANGE`)."""
     low, high = SNR_RANGE
-    try:
-        snr = float(snr)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"SNR={snr!r} is not a number; give dB in [{low:g}, {high:g}]") from None
+    snr = _float(snr, "SNR", f"dB in [{low:g}, {high:g}]")
     if not math.isfinite(snr) or not low <= snr <= high:
         raise InputError(f"SNR={snr:g} dB is not allowed; give dB in [{low:g}, {high:g}]")
     return snr

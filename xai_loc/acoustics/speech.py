@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from xai_loc.checks import is_integer
+from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 
 #: File suffixes (lower case) that :meth:`SpeechCorpus.from_folder` picks up.
@@ -73,10 +73,10 @@ def resample_factors(fs_in: float, fs_out: int, source: str = "audio") -> tuple[
         If ``fs_in`` is not positive and finite, or ``up`` or ``down`` exceeds
         :data:`MAX_RESAMPLE_FACTOR` (polyphase filtering would be slow and huge).
     """
-    if isinstance(fs_in, bool) or not (math.isfinite(fs_in) and fs_in > 0):
+    if not (is_real(fs_in) and fs_in > 0):
         raise InputError(
             f"{source} has sample rate {fs_in!r} Hz, which cannot be resampled; rates must be positive")
-    ratio = Fraction(int(fs_out)) / Fraction(fs_in)
+    ratio = Fraction(int(fs_out)) / Fraction(float(fs_in))
     up, down = ratio.numerator, ratio.denominator
     if up > MAX_RESAMPLE_FACTOR or down > MAX_RESAMPLE_FACTOR:
         raise InputError(

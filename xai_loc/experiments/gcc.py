@@ -52,10 +52,6 @@ class _NumpyOps:
         return np.arange(m)
 
     @staticmethod
-    def fftshift(x: np.ndarray) -> np.ndarray:
-        return np.fft.fftshift(x, axes=-1)
-
-    @staticmethod
     def concat(parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts, axis=-1)
 
@@ -98,9 +94,6 @@ class _TorchOps:
 
     def arange(self, m: int) -> Any:
         return self.torch.arange(m, dtype=self.torch.float64, device=self.device)
-
-    def fftshift(self, x: Any) -> Any:
-        return self.torch.fft.fftshift(x, dim=-1)
 
     def concat(self, parts: list[Any]) -> Any:
         return self.torch.cat(parts, dim=-1)
@@ -170,6 +163,8 @@ def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 1
         Lags in samples ``(L,)`` (centred: 0 in the middle) and the correlation
         ``(..., L)``; its peak is at ``tau2 - tau1``, positive when ``x2`` lags ``x1``.
         Float64, tensors (on the device of the first tensor input) if either input is one.
+        The lags are those below ``n / 2`` in magnitude, ``n`` the FFT size (the next power of two of
+        ``T1 + T2``): the circular lag ``n / 2`` is the alias of ``-n / 2``, where the windows do not overlap.
     """
     if max_lag is not None and not is_real(max_lag):
         raise InputError(f"max_lag={max_lag!r} is not allowed; use a finite number of samples (None: every lag)")
@@ -183,14 +178,12 @@ def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 1
     m = n * interp
     cc = xp.irfft(cross, m)  # lag k at index k mod m
     lags = (np.arange(m) - m // 2) / interp  # data-independent: chosen on the host, costs a GPU no sync
-    if max_lag is None:
-        return xp.asarray(lags), xp.fftshift(cc)
-    kept = np.flatnonzero(np.abs(lags) <= max_lag)  # one run around lag 0
+    kept = np.flatnonzero((np.abs(lags) < n / 2) & (np.abs(lags) <= (np.inf if max_lag is None else max_lag)))
     if not kept.size:
         return xp.asarray(lags[kept]), cc[..., :0]
-    # the kept lags read straight from the unshifted correlation, negative ones from its end, by two slices (no
-    # index array to send to a GPU): shifting all m lags first copies the whole array, most of an SRP map's time
-    # on the CPU (16 384 x interp lags per pair, a few hundred kept)
+    # the kept lags (one run around lag 0) read straight from the unshifted correlation, negative ones from its end,
+    # by two slices (no index array to send to a GPU): shifting all m lags first copies the whole array, most of an
+    # SRP map's time on the CPU (16 384 x interp lags per pair, a few hundred kept)
     first, last = int(kept[0]) - m // 2, int(kept[-1]) - m // 2  # first <= 0 <= last
     return xp.asarray(lags[kept]), xp.concat([cc[..., m + first :], cc[..., : last + 1]])
 
@@ -198,15 +191,18 @@ def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 1
 def tdoa(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 16) -> Array:
     """GCC-PHAT delay of ``x2`` relative to ``x1`` in samples, ``(...)`` (of the kind of ``x1``).
 
-    NaN where either signal is all zero: its correlation is flat, and its peak (the first lag) is no estimate.
-    ``max_lag``: a finite number of samples >= 0 (default: every lag).
+    NaN where either signal is all zero or holds a NaN or an infinity: its correlation is flat or undefined, and its
+    peak (the first lag) is no estimate. ``max_lag``: a finite number of samples >= 0 (default: every lag of
+    :func:`gcc_phat`).
     """
     if max_lag is not None:
         check_max_lag(max_lag)
-    lags, cc = gcc_phat(x1, x2, max_lag=max_lag, interp=interp)
+    with np.errstate(invalid="ignore"):  # a NaN or an infinity: the answer is NaN, said below
+        lags, cc = gcc_phat(x1, x2, max_lag=max_lag, interp=interp)
     xp = array_ops(cc)
-    silent = (xp.amax(abs(xp.asarray(x1))) == 0) | (xp.amax(abs(xp.asarray(x2))) == 0)
-    return xp.where(silent, np.nan, lags[xp.argmax(cc)])
+    peaks = [xp.amax(abs(xp.asarray(x))) for x in (x1, x2)]  # NaN where a sample is
+    usable = (peaks[0] > 0) & (peaks[0] < np.inf) & (peaks[1] > 0) & (peaks[1] < np.inf)
+    return xp.where(usable, lags[xp.argmax(cc)], np.nan)
 
 
 def correlation_time(x: Array, interp: int = 16) -> Array:

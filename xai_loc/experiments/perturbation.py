@@ -245,9 +245,9 @@ def deletion_predictions(
     Parameters
     ----------
     model
-        A localizer in eval mode. On a device other than the CPU, the windows are ranked
-        (:data:`MODES`) and the deleted copies made there (:func:`perturbed_batches`), and each
-        batch's predictions come back once.
+        A localizer, run in eval mode (its mode restored afterwards). On a device other than the CPU, the
+        windows are ranked (:data:`MODES`) and the deleted copies made there (:func:`perturbed_batches`),
+        and each batch's predictions come back once.
     windows
         Input windows ``(W, M, T)`` on any device, sent to the model's device once per batch
         (with the batch's relevance).
@@ -270,13 +270,15 @@ def deletion_predictions(
     first
         The index of ``windows[0]`` in the whole set, whose windows' random draws these are.
     """
+    from xai_loc.explain.attribute import placed
+
     percentages = check_percentages(percentages)
     modes = check_modes(modes)
     check_fill(fill)
     out = np.zeros((len(modes), len(percentages), windows.shape[0], 3), dtype=np.float64)
     device, dtype = _device_of(model, windows), input_dtype(model, windows.dtype)
     seconds = 0.0
-    with torch.no_grad():
+    with torch.no_grad(), placed(model, device):
         for start in range(0, windows.shape[0], batch_size):
             x = windows[start : start + batch_size]
             rel = None if relevance is None else relevance[start : start + batch_size].to(device, x.dtype)

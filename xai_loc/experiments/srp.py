@@ -23,11 +23,16 @@ if TYPE_CHECKING:
 def plane_grid(x_range: tuple[float, float], y_range: tuple[float, float], z: float, step: float) -> np.ndarray:
     """Candidate points ``(G, 3)`` on a horizontal plane, at most ``step`` metres (finite, > 0) apart.
 
-    Each axis runs evenly from the first end of its range to the last, both included, so the
-    grid is symmetric about the range's centre.
+    Each axis runs evenly from the first end of its range ``(lo, hi)``, finite with ``lo <= hi``, to the last, both
+    included, so the grid is symmetric about the range's centre; the plane is at height ``z`` (finite).
     """
     if not (is_real(step) and step > 0):
         raise InputError(f"step={step!r} is not allowed; use a finite number of metres > 0")
+    for name, ends in (("x_range", x_range), ("y_range", y_range)):
+        if not (np.ndim(ends) == 1 and len(ends) == 2 and all(is_real(end) for end in ends) and ends[0] <= ends[1]):
+            raise InputError(f"{name}={ends!r} is not allowed; use two finite numbers of metres (lo, hi), lo <= hi")
+    if not is_real(z):
+        raise InputError(f"z={z!r} is not allowed; use a finite number of metres")
     gx, gy = (np.linspace(lo, hi, int(np.ceil((hi - lo) / step - 1e-9)) + 1) for lo, hi in (x_range, y_range))
     xx, yy = np.meshgrid(gx, gy, indexing="ij")
     return np.stack([xx.ravel(), yy.ravel(), np.full(xx.size, z)], axis=1)

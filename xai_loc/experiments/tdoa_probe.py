@@ -100,10 +100,13 @@ SRP_FILES = (RESULT_FILES["srp_csv"], RESULT_FILES["srp_latex"], "srp.png", "srp
 # coarse-to-fine GCC-PHAT and correlation time
 # --------------------------------------------------------------------------------------
 
-def _weights(k: int) -> np.ndarray:
-    """Weights of the rfft bins in ``irfft(X, m)`` for ``m`` larger than the spectrum: 1, 2, 2, ..."""
-    w = np.full(k, 2.0)
+def _weights(n: int, m: int) -> np.ndarray:
+    """Weights of the bins of an ``n``-point rfft spectrum in ``irfft(X, m)``, ``m >= n`` (``n`` even): 1, 2, 2, ...,
+    and the last (Nyquist) bin 1 where ``m == n``, 2 where it is zero-padded."""
+    w = np.full(n // 2 + 1, 2.0)
     w[0] = 1.0
+    if m == n:
+        w[-1] = 1.0
     return w
 
 
@@ -119,14 +122,18 @@ def _unit_peak(x: Array) -> Array:
 
 
 def _phat_spectra(x: np.ndarray, n: int) -> np.ndarray:
-    return np.fft.rfft(np.asarray(x, dtype=np.float64), n)
+    with np.errstate(invalid="ignore"):  # an infinity: a spectrum that is not finite, answered with NaN
+        return np.fft.rfft(np.asarray(x, dtype=np.float64), n)
 
 
 def _peak_lags(f1: np.ndarray, f2: np.ndarray, n: int, max_lag: float, interp: int, eps: float = 1e-12) -> np.ndarray:
     """GCC-PHAT delay of the signals with spectra ``f2`` vs ``f1`` ``(B, K)``: as :func:`gcc.tdoa` (NaN where a
-    signal is all zero)."""
-    silent = ~(f1.any(axis=1) & f2.any(axis=1))
-    return np.where(silent, np.nan, _peaks(f1, f2, n, max_lag, interp, eps))
+    signal is all zero or not finite: its spectrum is zero or not finite)."""
+    usable = f1.any(axis=1) & f2.any(axis=1) & np.isfinite(f1).all(axis=1) & np.isfinite(f2).all(axis=1)
+    out = np.full(f1.shape[0], np.nan)
+    if usable.any():
+        out[usable] = _peaks(f1[usable], f2[usable], n, max_lag, interp, eps)
+    return out
 
 
 def _peak_coarse(interp: int) -> int:
@@ -143,12 +150,12 @@ def _fine_tables(n: int, coarse: int, interp: int) -> tuple[np.ndarray, torch.Te
     k = np.arange(n // 2 + 1)
     roots = np.exp(2j * np.pi * np.arange(m_c) / m_c)
     roots.flags.writeable = False
-    steer = _weights(k.size)[:, None] * np.exp(2j * np.pi * np.outer(k, np.arange(-r, r + 1)) / (n * interp))
+    steer = _weights(n, n * interp)[:, None] * np.exp(2j * np.pi * np.outer(k, np.arange(-r, r + 1)) / (n * interp))
     return roots, torch.from_numpy(steer)
 
 
 def _peaks(f1: np.ndarray, f2: np.ndarray, n: int, max_lag: float, interp: int, eps: float) -> np.ndarray:
-    """The peak lags of :func:`_peak_lags`, silent signals included."""
+    """The peak lags of :func:`_peak_lags` (of usable signals), within ``max_lag`` and below ``n / 2``."""
     cross = f2 * np.conj(f1)
     cross /= np.maximum(np.abs(cross), eps)
     coarse = _peak_coarse(interp)
@@ -180,7 +187,7 @@ def _peaks(f1: np.ndarray, f2: np.ndarray, n: int, max_lag: float, interp: int, 
     # torch's matmul follows torch's thread setting (numpy's BLAS may spin extra threads beside torch)
     fine = torch.from_numpy((cross[:, None, :] * base).reshape(-1, k.size)) @ steer
     fine = fine.real.numpy().reshape(lags.shape)
-    fine[np.abs(lags) > max_lag * interp + 1e-9] = -np.inf
+    fine[(np.abs(lags) > max_lag * interp + 1e-9) | (np.abs(lags) >= n * interp // 2)] = -np.inf  # as gcc_phat
     # ties (overlapping candidates) resolve to the most negative lag, as np.argmax does on the full axis
     order = np.argsort(lags, axis=1, kind="stable")
     lags = np.take_along_axis(lags, order, 1)
@@ -230,7 +237,7 @@ def fast_correlation_time(x: np.ndarray, interp: int = 16) -> np.ndarray:
         r = interp // coarse
         p = power[ok]
         k = np.arange(p.shape[1])
-        w = _weights(k.size) * p  # (B, K)
+        w = _weights(n, n * interp) * p  # (B, K)
         start = (idx_c[ok] - 1) * r - 1  # one fine step before the last coarse sample above
         offsets = np.arange(r + 2)
         lags = np.maximum(start[:, None] + offsets[None, :], 0)  # fine units, (B, r + 2)

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xai_loc.checks import is_integer
+from xai_loc.checks import check_number, is_integer
 from xai_loc.errors import InputError
 from xai_loc.features import check_waveforms
 from xai_loc.features.cochleagram import _fast_len, erb_to_freq, freq_to_erb
@@ -108,13 +108,13 @@ class GammatoneFilterbank(nn.Module):
     """FIR gammatone filterbank by FFT convolution: ``[..., T] -> [..., bands, T]`` ('same', zero-phase-aligned).
 
     Linear and bias-free; the kernels are a fixed float64 buffer (not saved in state dicts), cast to the
-    input's dtype at each call (float64 inputs get float64 accuracy).
+    input's dtype at each call (float64 inputs get float64 accuracy). ``fs``: the sample rate in Hz, a number > 0.
     """
 
     def __init__(self, fs: float, centres) -> None:
         super().__init__()
-        self.fs = float(fs)
-        self.register_buffer("kernels", torch.as_tensor(gammatone_kernels(centres, fs), dtype=torch.float64),
+        self.fs = check_number("fs", fs, strict=True)
+        self.register_buffer("kernels", torch.as_tensor(gammatone_kernels(centres, self.fs), dtype=torch.float64),
                              persistent=False)
 
     @property

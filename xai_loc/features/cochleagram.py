@@ -45,6 +45,15 @@ def _whole(value) -> bool:
     return is_real(value) and value == int(value)
 
 
+def _check_rates(**rates) -> None:
+    """Refuse (one line) sample rates in Hz that are not positive whole numbers (``48000`` or ``48000.0``)."""
+    if not all(_whole(rate) and rate > 0 for rate in rates.values()):
+        named = ", ".join(f"{name}={rate!r}" for name, rate in rates.items())
+        allowed = "is not allowed; give a positive integer rate" if len(rates) == 1 else \
+            "are not allowed; give positive integer rates"
+        raise InputError(f"{named} {allowed} in Hz")
+
+
 def freq_to_erb(freq):
     """ERB number (Cams) of frequencies in Hz: ``9.265 ln(1 + f / (24.7 * 9.265))``."""
     return 9.265 * np.log1p(np.asarray(freq, dtype=np.float64) / (24.7 * 9.265))
@@ -99,6 +108,7 @@ class ERBFilterbank(nn.Module):
     def __init__(self, n_filters: int = 39, f_min: float = 30.0, f_max: float = 20000.0, fs: int = 48000,
                  signal_length: int = 48000, pad: int = 0) -> None:
         super().__init__()
+        _check_rates(fs=fs)
         if not _whole(signal_length) or signal_length < 1:
             raise InputError(f"signal_length={signal_length!r} is not allowed; give a whole number of samples >= 1 "
                              f"such as 48000")
@@ -108,7 +118,7 @@ class ERBFilterbank(nn.Module):
         self.signal_length, self.pad = int(signal_length), int(pad)
         filters, centres = erb_cosine_filters(self.signal_length + self.pad, fs, n_filters, f_min, f_max)
         self.register_buffer("filters", torch.as_tensor(filters, dtype=torch.float64), persistent=False)
-        self.register_buffer("centres", torch.as_tensor(centres, dtype=torch.float32), persistent=False)
+        self.register_buffer("centres", torch.as_tensor(centres, dtype=torch.float64), persistent=False)
 
     def response(self, length: int, device=None, dtype=torch.float32) -> torch.Tensor:
         """Filter magnitudes ``(n_filters, (length + pad) // 2 + 1)`` for signals of ``length`` samples."""
@@ -142,12 +152,14 @@ class SincDownsample(nn.Conv1d):
     Raises
     ------
     InputError
-        For a rate ratio that is not an integer, an even ``n_taps``, an unknown ``method``, a
-        ``cutoff`` outside ``(0, out_fs / 2]`` or a Kaiser ``beta`` that is not a finite number >= 0.
+        For rates that are not positive integers or whose ratio is not an integer, an even ``n_taps``, an
+        unknown ``method``, a ``cutoff`` outside ``(0, out_fs / 2]`` or a Kaiser ``beta`` that is not a finite
+        number >= 0.
     """
 
     def __init__(self, fs: int = 48000, out_fs: int = 8000, cutoff: float | None = None, n_taps: int = 4097,
                  beta: float = 5.0, method: str = "fft") -> None:
+        _check_rates(fs=fs, out_fs=out_fs)
         if fs % out_fs:
             raise InputError(f"out_fs={out_fs} Hz is not allowed for fs={fs} Hz; the ratio must be an integer")
         if not _whole(n_taps) or n_taps % 2 != 1 or n_taps < 1:
@@ -160,7 +172,7 @@ class SincDownsample(nn.Conv1d):
         if not is_real(beta) or beta < 0:
             raise InputError(f"beta={beta!r} is not allowed; give the Kaiser window's shape, a finite number >= 0 "
                              f"(0: rectangular; default 5)")
-        factor = fs // out_fs
+        factor = int(fs // out_fs)
         n_taps = int(n_taps)
         super().__init__(1, 1, n_taps, stride=factor, padding=(n_taps - 1) // 2, bias=False)
         cutoff = float(cutoff)
@@ -290,8 +302,7 @@ class Cochleagram(nn.Module):
         super().__init__()
         if not _whole(n_filters) or n_filters < 1:
             raise InputError(f"n_filters={n_filters!r} is not allowed; give a positive integer such as 39")
-        if not (_whole(fs) and _whole(out_fs)) or fs <= 0 or out_fs <= 0:
-            raise InputError(f"fs={fs!r}, out_fs={out_fs!r} are not allowed; give positive integer rates in Hz")
+        _check_rates(fs=fs, out_fs=out_fs)
         if not (is_real(f_min) and is_real(f_max) and 0 < f_min < f_max <= fs / 2):
             raise InputError(f"band edges f_min={f_min!r}, f_max={f_max!r} Hz are not allowed; "
                              f"need 0 < f_min < f_max <= fs / 2 = {fs / 2:g}")
@@ -309,7 +320,7 @@ class Cochleagram(nn.Module):
     @property
     def centre_frequencies(self) -> np.ndarray:
         """Centre frequency of each band in Hz (the coordinate of the frequency axis)."""
-        return self.filterbank.centres.detach().cpu().numpy().astype(np.float64)
+        return self.filterbank.centres.detach().cpu().numpy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_waveforms(x, ears=False)

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xai_loc.checks import is_real
+from xai_loc.checks import check_number, is_real
 from xai_loc.errors import InputError
 from xai_loc.features import check_waveforms
 from xai_loc.features.cochleagram import _whole
@@ -78,10 +78,15 @@ def stft_kernel(n_fft: int, fs: float, window: str | tuple = ("tukey", 0.25), de
     Raises
     ------
     InputError
-        If ``window`` is not a ``scipy.signal.get_window`` spec.
+        If ``n_fft`` is not an integer >= 2, ``fs`` not a positive number or ``window`` not a
+        ``scipy.signal.get_window`` spec.
     """
     from scipy.signal import get_window
 
+    if not _whole(n_fft) or n_fft < 2:
+        raise InputError(f"n_fft={n_fft!r} is not allowed; give an integer >= 2 such as 256")
+    n_fft = int(n_fft)
+    check_number("fs", fs, strict=True)
     try:
         w = get_window(window, n_fft)
     except (ValueError, TypeError, IndexError):  # scipy's error for an unknown name or a malformed spec
@@ -106,14 +111,25 @@ class FrameSTFT(nn.Module):
 
     Frames of ``n_fft`` samples every ``hop`` samples, no padding: ``(T - n_fft) // hop + 1`` frames
     (scipy's ``spectrogram`` convention). One fixed bias-free linear map (see :func:`stft_kernel`).
+
+    Raises
+    ------
+    InputError
+        For an ``fs`` that is not a positive integer, a ``hop`` outside ``1..n_fft``, or the
+        ``n_fft`` and ``window`` that :func:`stft_kernel` refuses.
     """
 
     def __init__(self, n_fft: int = 256, hop: int = 128, fs: int = SEED_FS, window: str | tuple = ("tukey", 0.25),
                  detrend: bool = True) -> None:
         super().__init__()
+        if not _whole(fs) or fs <= 0:
+            raise InputError(f"fs={fs!r} is not allowed; give a positive integer rate in Hz such as 16000")
+        kernel = stft_kernel(n_fft, fs, window, detrend)  # n_fft and window checked there
+        if not _whole(hop) or not 0 < hop <= n_fft:
+            raise InputError(f"hop={hop!r} is not allowed; give an integer in 1..n_fft={n_fft}")
         self.n_fft, self.hop, self.fs = int(n_fft), int(hop), int(fs)
         self.n_bins = self.n_fft // 2 + 1
-        kernel = stft_kernel(self.n_fft, self.fs, window, detrend).reshape(2 * self.n_bins, 1, self.n_fft)
+        kernel = kernel.reshape(2 * self.n_bins, 1, self.n_fft)
         self.register_buffer("kernel", torch.as_tensor(kernel, dtype=torch.float64), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,23 +204,17 @@ class BinauralSpectrogram(nn.Module):
                  window: str | list | tuple = ("tukey", 0.25), detrend: bool = True, amin: float = 1e-14,
                  standardize: bool = True) -> None:
         super().__init__()
-        if not _whole(fs) or fs <= 0:
-            raise InputError(f"fs={fs!r} is not allowed; give a positive integer rate in Hz such as 16000")
-        if not _whole(n_fft) or n_fft < 2:
-            raise InputError(f"n_fft={n_fft!r} is not allowed; give an integer >= 2 such as 256")
-        if not _whole(hop) or not 0 < hop <= n_fft:
-            raise InputError(f"hop={hop!r} is not allowed; give an integer in 1..n_fft={n_fft}")
+        window = tuple(window) if isinstance(window, list) else window
+        self.stft = FrameSTFT(n_fft, hop, fs, window, detrend)  # checks fs, n_fft, hop and window
         if not (is_real(amin) and amin > 0):
             raise InputError(f"amin={amin!r} is not allowed; give a small positive power floor such as 1e-14")
         for name, value in (("detrend", detrend), ("standardize", standardize)):
             if not isinstance(value, bool):
                 raise InputError(f"{name}={_shown(value)} is not allowed; use True or False")
-        window = tuple(window) if isinstance(window, list) else window
         self.config: dict[str, Any] = {"fs": int(fs), "n_fft": int(n_fft), "hop": int(hop),
                                        "window": list(window) if isinstance(window, tuple) else window,
                                        "detrend": detrend, "amin": float(amin), "standardize": standardize}
         self.fs, self.n_fft, self.hop = int(fs), int(n_fft), int(hop)
-        self.stft = FrameSTFT(n_fft, hop, fs, window, detrend)
         self.power = PowerSpectrum()
         self.decibel = Decibel(amin)
         self.standardize = Standardize() if standardize else nn.Identity()

@@ -92,13 +92,15 @@ def check_outside_stores(folder: str | os.PathLike, what: str, value: Any) -> No
 
 
 class OutDir(click.ParamType):
-    """A folder to write into: it exists as a writable folder or can be created, and is not at or below a
-    store's folder (:func:`check_outside_stores`)."""
+    """A folder to write into: a path given (not empty), it exists as a writable folder or can be created, and is
+    not at or below a store's folder (:func:`check_outside_stores`)."""
 
     name = "folder"
 
     def convert(self, value, param, ctx):
         what = option_name(param, ctx, value)
+        if str(value) == "":  # it would name the current folder unseen
+            raise InputError(f"{what} '' is not allowed; give a folder path ('.' for the current folder)")
         check_outside_stores(value, what, value)
         return str(check_out_dir(value, what))
 
@@ -106,10 +108,10 @@ class OutDir(click.ParamType):
 class DataRoot(OutDir):
     """A data root that stores are read from and, where absent, written to: an existing folder needs no write
     access (finished stores are read without it; one that must be written is refused by the store in one line,
-    before any work), a new one must be creatable; never at or below a store's folder."""
+    before any work), a new one must be creatable; never empty, nor at or below a store's folder."""
 
     def convert(self, value, param, ctx):
-        if not Path(value).resolve().is_dir():
+        if str(value) == "" or not Path(value).resolve().is_dir():
             return super().convert(value, param, ctx)
         check_outside_stores(value, option_name(param, ctx, value), value)
         return str(value)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from xai_loc.data.resumable import StoreKind, write_store
-from xai_loc.data.spec import SpecRecord, numbers, store_mismatch
+from xai_loc.data.spec import SpecRecord, numbers
 from xai_loc.errors import InputError
 
 __all__ = ["BAST_SCENES", "BastSceneSpec", "FS", "N_SAMPLES", "load_bast_scenes", "render_bast_scenes", "scene_path"]
@@ -37,11 +37,12 @@ __all__ = ["BAST_SCENES", "BastSceneSpec", "FS", "N_SAMPLES", "load_bast_scenes"
 #: Rate and clip length of the seed: 16 kHz, 0.5 s.
 FS, N_SAMPLES = 16000, 8000
 SPLITS = ("train", "test")
-#: What a BAST scene store holds.
-BAST_SCENES = StoreKind("BAST scene store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
-                        "render_bast_scenes (or 'xai-loc binaural bast train')", format="xai-loc-bast-scenes")
 #: Version of the store's ``config``: 2 since its diffuse background follows the spec's ``interp`` (1 took bilinear).
 STORE_VERSION = 2
+#: What a BAST scene store holds.
+BAST_SCENES = StoreKind("BAST scene store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
+                        "render_bast_scenes (or 'xai-loc binaural bast train')", format="xai-loc-bast-scenes",
+                        version=STORE_VERSION)
 
 
 def _default_kinds() -> tuple[str, ...]:
@@ -220,14 +221,13 @@ def render_bast_scenes(spec: BastSceneSpec, split: str, *, root: str | Path | No
         raise InputError(f"split {split!r} is unknown; allowed: {', '.join(SPLITS)}")
     renderer = _Renderer(spec, split)
     n_az = len(spec.azimuths)
-    config = {"spec": spec.to_dict(), "split": split, "version": STORE_VERSION}
+    config = {"spec": spec.to_dict(), "split": split}
     attrs = {"spec": json.dumps(spec.to_dict(), sort_keys=True), "digest": spec.digest(), "split": split, "fs": FS,
              "hrtf": "kemar", "xai_loc_version": __version__}
     return write_store(scene_path(root or default_root(), spec, split), BAST_SCENES, config,
                        shape=(renderer.ids.size * n_az, 2, N_SAMPLES), coords=renderer.coords(), attrs=attrs,
                        render=renderer.render, chunk=n_az,
-                       mismatch=store_mismatch("holds scenes of another spec; remove it or use another name",
-                                               STORE_VERSION),
+                       mismatch="holds scenes of another spec; remove it or use another name",
                        hint="check the spec's sounds, SNRs and levels", progress=progress, desc=f"render {split}")
 
 

@@ -55,7 +55,7 @@ from xai_loc.acoustics.binaural import MAX_LEVEL_DB, REFERENCE_RMS
 from xai_loc.acoustics.hrtf import INTERPOLATIONS
 from xai_loc.checks import check_integer, is_real
 from xai_loc.data.resumable import StoreKind, write_store
-from xai_loc.data.spec import SpecRecord, check_name, numbers, spec_digest, store_mismatch, words
+from xai_loc.data.spec import SpecRecord, check_name, numbers, spec_digest, words
 from xai_loc.errors import InputError
 
 #: Examples per zarr chunk (and per resumable block).
@@ -68,11 +68,12 @@ ANECHOIC = "anechoic"
 SPEECH = "speech"
 #: Ears, in channel order.
 EARS = ("left", "right")
-#: What a binaural store holds.
-BINAURAL = StoreKind("binaural store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
-                     "simulate_binaural (or 'xai-loc binaural simulate')", format="xai-loc-binaural")
 #: Version of the store's ``config``: 2 since its diffuse background follows the spec's ``interp`` (1 took bilinear).
 STORE_VERSION = 2
+#: What a binaural store holds.
+BINAURAL = StoreKind("binaural store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
+                     "simulate_binaural (or 'xai-loc binaural simulate')", format="xai-loc-binaural",
+                     version=STORE_VERSION)
 
 
 def _default_kinds() -> tuple[str, ...]:
@@ -457,7 +458,7 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
     if not isinstance(spec, BinauralSpec):
         raise InputError(f"spec must be a BinauralSpec (got {type(spec).__name__})")
     ids = spec.sound_ids(split)
-    config = {"spec": spec.to_dict(), "split": split, "version": STORE_VERSION}
+    config = {"spec": spec.to_dict(), "split": split}
     final = binaural_dataset_path(root or default_root(), spec, split)
     coords = _plan_coords(spec, ids)
     n_total = coords["label"][1].size
@@ -482,8 +483,7 @@ def simulate_binaural(spec: BinauralSpec, split: str, *, root: str | Path | None
 
     return write_store(final, BINAURAL, config, shape=(n_total, 2, spec.n_samples), coords=coords, attrs=attrs,
                        render=render, chunk=CHUNK_EXAMPLES,
-                       mismatch=store_mismatch("holds a dataset with a different spec; remove it or use another name",
-                                               STORE_VERSION),
+                       mismatch="holds a dataset with a different spec; remove it or use another name",
                        hint="check the spec's sounds, levels and rooms", progress=progress, desc=f"render {split}")
 
 

@@ -62,10 +62,12 @@ CUE_SPLITS = ("train", "test")
 CHUNK_EXAMPLES = 32
 #: Examples per resumable block (rendered, then their cue maps computed in batches).
 BLOCK_EXAMPLES = 256
+#: Version of the store's ``config`` (raised, and older stores refused, when its data change for the same config).
+STORE_VERSION = 1
 #: What a cue-scene store holds.
 CUE_SCENES = StoreKind("cue-scene store", "cues", ("example", "cue", "band", "frame"), "per cue: see cue_unit",
                        "xai_loc.features.binaural_cues.simulate_cue_scenes (or 'xai-loc binaural cuenet train')",
-                       values="cue values", format="xai-loc-cue-scenes")
+                       values="cue values", format="xai-loc-cue-scenes", version=STORE_VERSION)
 #: RMS of every rendered mixture.
 SCENE_RMS = 0.05
 #: Default noise kinds (registered synthetic sounds; continuous textures, bursts and harmonic complexes).
@@ -322,7 +324,7 @@ def write_cue_scenes(spec: CueSceneSpec, split: str, front_end, *, root: str | P
         raise InputError(f"front-end fs={front_end.fs} does not match the scenes' fs={spec.fs}")
     front_end.eval()
     plan = spec.plan(split)
-    config = {"spec": spec.to_dict(), "split": split, "front_end": front_end.config, "version": 1}
+    config = {"spec": spec.to_dict(), "split": split, "front_end": front_end.config}
     attrs = {"spec": json.dumps(spec.to_dict(), sort_keys=True), "spec_digest": spec.digest(), "split": split,
              "fs": spec.fs, "n_samples": spec.n_samples, "front_end": json.dumps(front_end.config, sort_keys=True),
              "convention": "azimuth counter-clockwise from the front, 90 = left (SOFA); ITD > 0 and "

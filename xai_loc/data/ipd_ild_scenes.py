@@ -51,7 +51,7 @@ import numpy as np
 
 from xai_loc.checks import check_choice, check_integer, is_real
 from xai_loc.data.resumable import StoreKind, write_store
-from xai_loc.data.spec import SpecRecord, check_name, numbers, store_mismatch
+from xai_loc.data.spec import SpecRecord, check_name, numbers
 from xai_loc.errors import InputError
 
 __all__ = ["CHUNK_EXAMPLES", "SCENES", "SceneSpec", "SPLITS", "open_scenes", "render_scenes", "render_split",
@@ -61,11 +61,12 @@ __all__ = ["CHUNK_EXAMPLES", "SCENES", "SceneSpec", "SPLITS", "open_scenes", "re
 SPLITS = ("train", "test")
 #: Examples per zarr chunk (and per resumable block): 4 MB of 1 s clips at 16 kHz.
 CHUNK_EXAMPLES = 32
-#: What a TF-CNN scene store holds.
-SCENES = StoreKind("scene store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
-                   "render_scenes (or 'xai-loc binaural tfcnn train')", format="xai-loc-ipd-ild-scenes")
 #: Version of the store's ``config``: 2 since its diffuse background follows the spec's ``interp`` (1 took bilinear).
 STORE_VERSION = 2
+#: What a TF-CNN scene store holds.
+SCENES = StoreKind("scene store", "waveforms", ("example", "ear", "time"), "pressure (simulation units)",
+                   "render_scenes (or 'xai-loc binaural tfcnn train')", format="xai-loc-ipd-ild-scenes",
+                   version=STORE_VERSION)
 
 
 def _default_azimuths() -> tuple[float, ...]:
@@ -319,12 +320,12 @@ def render_scenes(spec: SceneSpec, root: str | Path | None = None, progress: boo
     for split in splits:
         renderer = _Renderer(spec)
         rows, coords, attrs = _layout(spec, split, renderer)
-        config = {"spec": spec.to_dict(), "split": split, "version": STORE_VERSION}
+        config = {"spec": spec.to_dict(), "split": split}
         paths[split] = write_store(
             scene_path(root or default_root(), spec, split), SCENES, config,
             shape=(len(rows), 2, spec.n_samples), coords=coords, attrs=attrs,
             render=partial(_render_items, spec, split, rows, renderer), chunk=CHUNK_EXAMPLES,
-            mismatch=store_mismatch("holds scenes of another spec; remove it or use another name", STORE_VERSION),
+            mismatch="holds scenes of another spec; remove it or use another name",
             hint="check the spec's SNRs and levels", progress=progress, desc=f"render {split}")
     return paths
 

@@ -30,14 +30,15 @@ Life of a store:
 * a later run resumes the partial store when its configuration has the same
   :func:`~xai_loc.data.spec.spec_digest`, its array the same shape and chunks, every chunk
   recorded as written is present, no other file is empty and every coordinate has its metadata,
-  and writes only the :meth:`~ResumableStore.pending` blocks; anything else is deleted and
-  written afresh;
+  and writes only the :meth:`~ResumableStore.pending` blocks (those holding a recorded chunk that
+  no longer decodes among them); anything else is deleted and written afresh;
 * :meth:`~ResumableStore.finish` records the manifest (:func:`~xai_loc.data.integrity.seal_store`,
-  which refuses an empty file) and renames the store to its final name, both flushed to the disk,
-  so a store under its final name is always whole;
+  which refuses an empty file and a main-array chunk that does not decode) and renames the store to
+  its final name, both flushed to the disk, so a store under its final name is always whole;
 * :meth:`StoreKind.open` verifies a finished store against its manifest and opens it lazily,
   every chunk checked as it is read, and refuses a store whose ``config`` records another kind's
-  :attr:`~StoreKind.format`; every problem is one line (:class:`~xai_loc.errors.InputError`).
+  :attr:`~StoreKind.format` or an earlier :attr:`~StoreKind.version`; every problem is one line
+  (:class:`~xai_loc.errors.InputError`).
 
 :func:`write_store` is that whole loop for a writer that computes its blocks one after another
 (``render(items) -> {variable: values}``), with a progress bar.
@@ -70,9 +71,10 @@ from xai_loc.data.integrity import (
     open_zarr_dataset,
     open_zarr_group,
     seal_store,
+    undecodable_chunks,
     verify_store,
 )
-from xai_loc.data.spec import spec_digest
+from xai_loc.data.spec import older_store, spec_digest, store_mismatch
 from xai_loc.errors import InputError
 from xai_loc.io import discard_partial, fsync_path, partial_paths, store_writer_lock, write_progress
 
@@ -110,6 +112,12 @@ class StoreKind:
         :meth:`open` and :meth:`open_array` require there: kinds holding the same array (the
         binaural families' ear signals) refuse each other's stores. None: no tag (any store
         holding the array, e.g. every store of ear signals); a store recording no tag is taken.
+    version
+        The version of what a store holds, raised when the same ``config`` comes to mean other data:
+        :func:`write_store` records it as ``version`` in the ``config`` attr, and a store recording an
+        earlier one is refused by :meth:`open` and :meth:`open_array` and, finished, by :func:`write_store`
+        (:func:`~xai_loc.data.spec.older_store`), never read as current. None: no version; a store
+        recording none is taken.
     """
 
     what: str
@@ -120,6 +128,7 @@ class StoreKind:
     values: str = "samples"
     zeros: bool = False
     format: str | None = None
+    version: int | None = None
 
     @property
     def item(self) -> str:
@@ -143,17 +152,21 @@ class StoreKind:
         return InputError(f"{self.what} {path} has no {self.variable!r} variable ({', '.join(self.dims)}); "
                           f"is it an xai-loc {self.what}?")
 
-    def _check_format(self, path: Path, attrs: Mapping[str, Any]) -> None:
-        """Refuse a store whose ``config`` attr records another kind's :attr:`format`."""
-        if self.format is None:
+    def _check_config(self, path: Path, attrs: Mapping[str, Any]) -> None:
+        """Refuse a store whose ``config`` attr records another kind's :attr:`format` or an earlier :attr:`version`."""
+        if self.format is None and self.version is None:
             return
         try:
-            found = json.loads(attrs["config"]).get("format")
+            config = json.loads(attrs["config"])
+            found = config.get("format")
         except (KeyError, TypeError, ValueError, AttributeError):
             return
-        if found is not None and found != self.format:
+        if self.format is not None and found is not None and found != self.format:
             raise InputError(f"{path} is a {found!r} store, not a {self.what} ({self.format!r}); give a {self.what}, "
                              f"made by {self.make}")
+        older = None if self.version is None else older_store(config, self.version)
+        if older is not None:
+            raise InputError(f"{path} {older}")
 
     def open(self, path: str | os.PathLike) -> xr.Dataset:
         """Verify a finished store against its manifest and open it as a lazy ``xarray.Dataset``.
@@ -167,7 +180,7 @@ class StoreKind:
         ds = open_zarr_dataset(path, what=self.what, hint=self.rebuild)
         if self.variable not in ds or ds[self.variable].dims != self.dims:
             raise self._no_variable(path)
-        self._check_format(path, ds.attrs)
+        self._check_config(path, ds.attrs)
         return ds
 
     def open_array(self, path: str | os.PathLike):
@@ -176,7 +189,7 @@ class StoreKind:
         group = open_zarr_group(path, what=self.what, hint=self.rebuild)
         if self.variable not in group:
             raise self._no_variable(path)
-        self._check_format(path, group.attrs)
+        self._check_config(path, group.attrs)
         return group[self.variable]
 
 
@@ -347,15 +360,19 @@ class ResumableStore:
             meta = json.loads((self.partial / variable / ".zarray").read_text())
             sep = meta.get("dimension_separator") or "."
             rows = {r for start, stop in ranges for r in range(start // self.chunk, math.ceil(stop / self.chunk))}
+            recorded = [key for key in chunk_keys(meta) if int(key.split(sep)[0]) in rows]
             # a chunk file of no bytes is a write a power loss took back (a compressed chunk never is empty)
-            if any(int(key.split(sep)[0]) in rows and not _has_bytes(self.partial / variable / key)
-                   for key in chunk_keys(meta)):
+            if not all(_has_bytes(self.partial / variable / key) for key in recorded):
                 return None
             # nor any other file (a write before the first record that a power loss took back)
             if empty_files(self.partial, skip_chunks=variable) or not all(
                     _has_bytes(self.partial / name / meta) for name in (*names, variable)
                     for meta in (".zarray", ".zattrs")):
                 return None
+            # a chunk damaged since it was written is written again (sealed, its checksum would vouch for it)
+            damaged = {int(key.split(sep)[0]) for key in undecodable_chunks(self.partial / variable, recorded)}
+            if damaged:
+                ranges = _merged([[r * self.chunk, min(n, (r + 1) * self.chunk)] for r in sorted(rows - damaged)])
         except Exception:  # noqa: BLE001 - any unreadable or inconsistent leftover is written afresh
             return None
         return ranges
@@ -498,14 +515,15 @@ def write_store(path: str | os.PathLike, kind: StoreKind, config: Mapping[str, A
     ----------
     path, kind, config, chunk
         As for :class:`ResumableStore` (``config`` is also recorded in the ``config`` attr, with the
-        kind's :attr:`~StoreKind.format` as ``format``).
+        kind's :attr:`~StoreKind.format` as ``format`` and its :attr:`~StoreKind.version` as ``version``).
     shape, coords, attrs, block
         As for :meth:`ResumableStore.open_or_resume`.
     render
         ``render(items) -> {variable: values}`` for the items (a ``range``) of one block: the
         main array and any per-item results, as for :meth:`ResumableStore.write`.
     mismatch, hint
-        The end of the message about a finished store of other data, and about a bad item.
+        The end of the message about a finished store of other data (of an earlier version: that it was written
+        by an older xai-loc, :func:`~xai_loc.data.spec.store_mismatch`), and about a bad item.
     progress, desc
         Show a progress bar (items) labelled ``desc``.
 
@@ -517,7 +535,9 @@ def write_store(path: str | os.PathLike, kind: StoreKind, config: Mapping[str, A
     from xai_loc.progress import tqdm
 
     path = Path(path)
-    config = {**config, "format": kind.format} if kind.format else dict(config)
+    config = {**config, **{k: v for k, v in (("format", kind.format), ("version", kind.version)) if v is not None}}
+    if kind.version is not None:
+        mismatch = store_mismatch(mismatch, kind.version)
     with ResumableStore(path, kind, config, chunk=chunk) as out:
         if out.finished(mismatch):
             return out.path

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from xai_loc.acoustics.conventions import CONVENTIONS, DEFAULT_CONVENTION
-from xai_loc.acoustics.room import ShoeBox, linear_array, source_mic_distances
+from xai_loc.acoustics.room import ShoeBox, check_snr, check_t60, linear_array, source_mic_distances
 from xai_loc.checks import is_real
 from xai_loc.data.spec import check_name, short_repr, spec_digest
 from xai_loc.errors import InputError
@@ -28,12 +28,17 @@ PAPER_CONDITIONS = ((0.15, 25.0), (0.3, 20.0), (0.4, 15.0), (0.6, 10.0))
 
 
 def parse_condition(text: str) -> tuple[float, float]:
-    """``'T60:SNR'`` (seconds, dB) -> ``(t60, snr)``, e.g. ``'0.6:10'`` -> ``(0.6, 10.0)``."""
+    """``'T60:SNR'`` (seconds, dB) -> ``(t60, snr)``, e.g. ``'0.6:10'`` -> ``(0.6, 10.0)``; each checked
+    (:func:`~xai_loc.acoustics.room.check_t60`, :func:`~xai_loc.acoustics.room.check_snr`), so a bad one is
+    refused where it is given."""
     try:
         t60, snr = (float(v) for v in text.split(":"))
     except ValueError:
         raise InputError(f"condition {text!r} is not T60:SNR, e.g. 0.6:10") from None
-    return t60, snr
+    try:
+        return check_t60(t60), check_snr(snr)
+    except InputError as err:
+        raise InputError(f"condition {text!r}: {err}") from None
 
 
 @dataclass(frozen=True, eq=False)

@@ -70,14 +70,36 @@ def omit_later(record: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str,
     return {k: v for k, v in record.items() if not (k in later and later[k] == v)}
 
 
-def store_mismatch(mismatch: str, version: int) -> Callable[[Any], str]:
+def first_difference(found: Mapping[str, Any], asked: Mapping[str, Any]) -> str | None:
+    """The first field whose value differs between a recorded record ``found`` and the ``asked`` one, as
+    ``'seed 0 recorded, 1 asked'`` (nested mappings by dotted names, ``asked``'s order first); None where none does."""
+    for key in [*asked, *(k for k in found if k not in asked)]:
+        was, now = found.get(key), asked.get(key)
+        if isinstance(was, Mapping) and isinstance(now, Mapping):
+            inner = first_difference(was, now)
+            if inner is not None:
+                return f"{key}.{inner}"
+        elif key not in found or key not in asked or was != now:
+            return (f"{key} {short_repr(was) if key in found else 'not'} recorded, "
+                    f"{short_repr(now) if key in asked else 'not'} asked")
+    return None
+
+
+def older_store(found: Any, version: int) -> str | None:
+    """What to say (after the path) of a store whose ``config`` ``found`` records a version before ``version``;
+    None where it records another or none."""
+    was = found.get("version") if isinstance(found, Mapping) else None
+    if is_integer(was) and was < version:
+        return f"was written by an older xai-loc (store version {was}, now {version}); remove it to render it again"
+    return None
+
+
+def store_mismatch(mismatch: str | Callable[[Any], str], version: int) -> Callable[[Any], str]:
     """The ``mismatch`` of :func:`~xai_loc.data.resumable.write_store` for a store whose ``config`` records
-    ``version``: a finished store of an earlier version is told to be rendered again, any other one ``mismatch``."""
+    ``version``: a finished store of an earlier version is told to be rendered again (:func:`older_store`), any
+    other one ``mismatch`` (or what ``mismatch(found)`` says)."""
     def message(found: Any) -> str:
-        was = found.get("version") if isinstance(found, Mapping) else None
-        if is_integer(was) and was < version:
-            return f"was written by an older xai-loc (store version {was}, now {version}); remove it to render it again"
-        return mismatch
+        return older_store(found, version) or (mismatch if isinstance(mismatch, str) else mismatch(found))
 
     return message
 

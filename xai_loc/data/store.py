@@ -53,6 +53,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +67,7 @@ from xai_loc.checks import check_integer, is_integer, is_real
 from xai_loc.data.integrity import check_flags, check_values, open_zarr_group, value_flags
 from xai_loc.data.resumable import ResumableStore, StoreKind
 from xai_loc.data.scene import SPLITS, Scene
-from xai_loc.data.spec import spec_digest
+from xai_loc.data.spec import first_difference, spec_digest
 from xai_loc.errors import InputError
 from xai_loc.runtime import no_tf32
 
@@ -258,7 +259,8 @@ def _checked_options(backend: str, rir_options: Mapping | None) -> dict:
     """RIR options as a store records them, checked before anything is planned or written.
 
     A mapping of option names ``backend`` takes (none of :data:`_RESERVED_OPTIONS`), ``t_max`` a
-    positive number of seconds, every value JSON; NumPy scalars become the Python numbers they hold.
+    positive number of seconds, every value JSON; NumPy scalars become the Python numbers they hold,
+    and options at the backend's defaults are left out (:func:`_without_defaults`).
     """
     if rir_options is None:
         return {}
@@ -280,7 +282,14 @@ def _checked_options(backend: str, rir_options: Mapping | None) -> dict:
         except (TypeError, ValueError):
             raise InputError(f"RIR option {key}={value!r} is not allowed; give a finite number, a string, a bool, "
                              "None or a list of them") from None
-    return options
+    return _without_defaults(backend, options)
+
+
+def _without_defaults(backend: str | None, options: Mapping) -> dict:
+    """RIR options less those at ``backend``'s defaults: ``{}`` and ``{'mode': 'ism'}`` ask the torch backend for the
+    same responses, so a store records (and a digest covers) the same options for both."""
+    defaults = option_defaults(backend) if backend in BACKENDS else {}
+    return {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
 
 
 def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None, corpus, seed: int, backend: str,
@@ -415,21 +424,24 @@ def _hint(job: _Job, k: int) -> str:
 
 
 def _identity(config: dict) -> dict:
-    """What decides whether a store holds the data asked for: RIR options at their defaults count as absent, and
-    so does the corpus' name where its :func:`corpus_digest` is recorded (the digest identifies the audio; a
-    folder's name is the path it was given by, which another spelling of the same folder changes)."""
-    backend = config.get("backend")
-    defaults = option_defaults(backend) if backend in BACKENDS else {}
-    options = {k: v for k, v in (config.get("rir_options") or {}).items() if k not in defaults or defaults[k] != v}
+    """What decides whether a store holds the data asked for: RIR options at their defaults count as absent (as
+    stores recorded them before :func:`_checked_options` left them out), and so does the corpus' name where its
+    :func:`corpus_digest` is recorded (the digest identifies the audio; a folder's name is the path it was given
+    by, which another spelling of the same folder changes)."""
+    options = _without_defaults(config.get("backend"), config.get("rir_options") or {})
     named = {k: v for k, v in config.items() if k != "corpus" or "corpus_digest" not in config}
     return {**named, "rir_options": options}
 
 
-def _mismatch(found: dict) -> str:
-    if "convention" not in found:
+def _mismatch(found: Any, asked: dict) -> str:
+    """What to say of a store whose recorded configuration ``found`` is not the ``asked`` one (its first differing
+    field named)."""
+    if not isinstance(found, dict) or "convention" not in found:
         return ("was simulated before xai-loc recorded simulation conventions; delete it and run the command again "
                 "to rebuild it")
-    return "holds a dataset with a different configuration; remove it or use another data root (--data)"
+    said = first_difference(_identity(found), _identity(asked))
+    return (f"holds a dataset with a different configuration{f' ({said})' if said else ''}; remove it or use "
+            "another data root (--data)")
 
 
 def check_dataset(scene: Scene, split: str, t60: float, snr: float, *, root: str | Path | None = None,
@@ -452,7 +464,7 @@ def check_dataset(scene: Scene, split: str, t60: float, snr: float, *, root: str
         raise InputError(f"{path} exists but is not an xai-loc {DATASET.what}; remove it or choose another "
                          "data root") from None
     if not ResumableStore(path, DATASET, job.config, identity=_identity).same_data(found):
-        raise InputError(f"{path} {_mismatch(found)}")
+        raise InputError(f"{path} {_mismatch(found, job.config)}")
     return path
 
 
@@ -529,7 +541,7 @@ def simulate_dataset(
     job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options)
     final = dataset_path(root or default_root(), scene, job.t60, job.snr, split, job.n_sources)
     with ResumableStore(final, DATASET, job.config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
-        if out.finished(_mismatch):
+        if out.finished(partial(_mismatch, asked=job.config)):
             return final
         job = job.planned()
         first_window = job.plan.first_window

@@ -43,7 +43,8 @@ def reliance_table(relevance) -> Any:
 
     - ``share (cue, band)``: signed; ``abs_share (cue, band)``: magnitude (sums to 1 over
       cues and bands); ``cue_abs_share (cue)``: ``abs_share`` summed over bands;
-    - ``reliance (band)``: the cue with the largest ``abs_share`` in each band;
+    - ``reliance (band)``: the cue with the largest ``abs_share`` in each band (``'none'`` where no example
+      has relevance);
     - ``fusion_share (cue)``: the same normalization of the relevance after the attention
       (what each branch passed on), beside ``attention_mean (cue)``;
     - ``map_to_logit``: median ratio of the cue map's total relevance to the explained logit
@@ -64,14 +65,16 @@ def reliance_table(relevance) -> Any:
     ok = magnitude > 1e-12
     abs_share = (np.abs(rel) / magnitude).where(ok).mean("example")
     fusion = relevance["fusion_relevance"].astype(np.float64)
-    fusion_share = (fusion / np.abs(fusion).sum("cue")).where(ok).mean("example")
-    winner = abs_share.argmax("cue")
+    fusion_total = np.abs(fusion).sum("cue")
+    fusion_share = (fusion / fusion_total).where(ok & (fusion_total > 1e-12)).mean("example")
+    has_share = np.isfinite(abs_share).all("cue").values  # False where no example has relevance
+    winner = np.where(has_share, abs_share["cue"].values[abs_share.fillna(0).argmax("cue").values], "none")
     logit = relevance["logit"]
     to_logit = (rel.sum(("cue", "band")) / logit).where(np.abs(logit) > 1e-12).median("example")
     out = {"share": (rel / magnitude).where(ok).mean("example"), "abs_share": abs_share,
            "cue_abs_share": abs_share.sum("band"), "fusion_share": fusion_share,
            "attention_mean": relevance["attention"].astype(np.float64).mean("example"),
-           "reliance": ("band", abs_share["cue"].values[winner.values]), "map_to_logit": to_logit}
+           "reliance": ("band", winner), "map_to_logit": to_logit}
     coords = {"frequency": relevance["frequency"]}
     if "azimuth" in relevance.coords:
         from xai_loc.models.classifier_training import lateral_angle

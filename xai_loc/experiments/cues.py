@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_loc import __version__
 from xai_loc.checks import check_integer, is_integer, is_real
 from xai_loc.errors import InputError
 
@@ -464,7 +465,8 @@ def duplex_probe(
         },
         attrs={"probe": "duplex (Macpherson & Middlebrooks 2002)", "head": head, "response": response,
                "level_db": float(level_db), "fs": fs, "n_samples": n, "hrtf": hrtf.name, "seed": int(seed),
-               "description": "responses as lateral angles asin(sin az cos el), degrees, 90 = left"},
+               "description": "responses as lateral angles asin(sin az cos el), degrees, 90 = left",
+               "xai_loc_version": __version__},
     )
     return ds
 
@@ -557,7 +559,7 @@ def duplex_relevance(model, *, bands: str | Sequence[str] = ("low", "high", "wid
             corr.append(float("nan"))
     centres = model.centre_frequencies
     band_mass = np.stack([mass[band_names == b].mean(axis=0) for b in bands])
-    first = parts[0]["waveform"].attrs
+    provenance = {k: v for k, v in parts[0]["waveform"].attrs.items() if k != "level"}  # the explainer's, whole
     return xr.Dataset(
         {
             "stimulus_itd": ("stimulus", stimulus_itd, {"units": "us", "description": "positive: left leads"}),
@@ -581,8 +583,7 @@ def duplex_relevance(model, *, bands: str | Sequence[str] = ("low", "high", "wid
             "ear": ("ear", np.array(["left", "right"])),
             "frequency": ("frequency", centres, {"units": "Hz"}),
         },
-        attrs={k: first[k] for k in ("model", "model_digest", "composite", "composite_params", "target")
-               if k in first} | {"probe": "relevance view of the ITD probe", "seed": int(seed)},
+        attrs=provenance | {"probe": "relevance view of the ITD probe", "seed": int(seed)},
     )
 
 
@@ -680,7 +681,7 @@ def run_behaviour(model, store, out_dir: str | Path, *, batch_size: int = 32, de
     ds = evaluation.responses
     stats = behaviour_statistics(ds)
     ds.attrs.update({k: v for k, v in info.items() if isinstance(v, str)})
-    ds.attrs["hofman"] = json.dumps(stats)
+    ds.attrs.update(hofman=json.dumps(stats), xai_loc_version=__version__)
     return {"responses": write_dataset_atomic(ds, Path(out_dir) / "responses.nc")}
 
 

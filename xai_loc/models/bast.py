@@ -438,7 +438,7 @@ def evaluate_bast(model: BAST, spectrograms: torch.Tensor, azimuth, batch_size: 
     Returns ``mean_error`` (degrees, wrapped to [0, 180]), ``median_error``, ``accuracy_5`` and
     ``accuracy_10`` (share within 5 and 10 degrees, inclusive up to float rounding:
     :func:`~xai_loc.models.classifier_training.share_within`), ``lateral_sign_error`` (share of off-axis
-    targets answered in the wrong left/right hemifield), ``front_back_rate`` (front-back
+    targets answered in the other left/right hemifield or on the median plane), ``front_back_rate`` (front-back
     confusions among targets off the interaural axis) with ``mean_error_folded`` (the mean error
     once confused answers are mirrored back) and ``n``.
     """
@@ -490,8 +490,9 @@ def _azimuth_scores(pred: np.ndarray, azimuth) -> dict[str, float]:
 
     true = np.asarray(azimuth, dtype=np.float64)
     err = azimuth_error(pred, true)
-    sin_t, sin_p = np.sin(np.deg2rad(true)), np.sin(np.deg2rad(pred))
-    lateral = np.abs(sin_t) > 1e-9
+    # the side: +1 left, -1 right, 0 on the median plane (within 1e-9: sin 180 deg is 1.2e-16, not left)
+    side_t, side_p = (np.sign(s) * (np.abs(s) > 1e-9) for s in np.sin(np.deg2rad([true, pred])))
+    lateral = side_t != 0
     confused, eligible = front_back_confusions(pred, true)
     folded = azimuth_error(np.where(confused, mirror_front_back(pred), pred), true)
     return {"mean_error": float(err.mean()), "median_error": float(np.median(err)),
@@ -499,7 +500,7 @@ def _azimuth_scores(pred: np.ndarray, azimuth) -> dict[str, float]:
             "front_back_rate": float(confused[eligible].mean()) if eligible.any() else None,
             "mean_error_folded": float(folded.mean()),
             "accuracy_5": share_within(err, 5.0), "accuracy_10": share_within(err, 10.0),
-            "lateral_sign_error": float(np.mean(sin_t[lateral] * sin_p[lateral] < 0)) if lateral.any() else None,
+            "lateral_sign_error": float(np.mean(side_p[lateral] != side_t[lateral])) if lateral.any() else None,
             "n": int(true.size)}
 
 

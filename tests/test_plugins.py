@@ -2,6 +2,7 @@
 entry-point group ``xai_loc.localizers`` and works with models list, explain, audit, perturb
 and tdoa, with no change to xai-loc (``docs/examples/xailoc-demo``, the README example)."""
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -45,9 +46,11 @@ SCRIPT = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
+    """The example installed from a copy (pip leaves build/ and egg-info beside what it builds)."""
     target = tmp_path_factory.mktemp("site")
+    source = shutil.copytree(EXAMPLE, tmp_path_factory.mktemp("example") / EXAMPLE.name)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
+                    "--target", str(target), str(source)], check=True, capture_output=True)
     return target
 
 

@@ -15,10 +15,13 @@ import xarray as xr
 
 from xai_loc.checks import check_number
 from xai_loc.errors import InputError
+from xai_loc.explain.attribute import summary_attrs
 
 __all__ = ["RelevanceAccessor"]
 
-REDUCTIONS = ("sum", "abs", "positive", "negative")
+#: per_mic's reductions and what each sums.
+REDUCTIONS = {"sum": "relevance", "abs": "|relevance|", "positive": "positive relevance",
+              "negative": "negative relevance"}
 
 
 @xr.register_dataarray_accessor("xai")
@@ -70,7 +73,9 @@ class RelevanceAccessor:
             da = da.clip(min=0)
         elif reduce == "negative":
             da = da.clip(max=0)
-        return da.sum("time", keep_attrs=True)
+        total = da.sum("time", keep_attrs=True)
+        total.attrs["description"] = f"{REDUCTIONS[reduce]} of each microphone in each window, summed over time"
+        return total
 
     def source(self, source_id: int) -> xr.DataArray:
         """The windows of one source, in the order of their ``window_index``."""
@@ -120,10 +125,16 @@ class RelevanceAccessor:
         return audio.astype(np.float32)
 
     def summary(self) -> str:
-        """A few lines: method, target, relevance totals and how much the input matters."""
-        a = self._da.attrs
+        """A few lines: method, target, relevance totals and how much the input matters, over the windows here
+        (from their ``relevance_sum``, ``explained`` and ``prediction_x/y/z``, as
+        :func:`~xai_loc.explain.attribute.summary_attrs` computes the attrs over every window explained)."""
+        a, coords = self._da.attrs, self._da.coords
         lines = [f"relevance of {self._da.sizes.get('window', 0)} windows: model {a.get('model')}, "
                  f"method {a.get('method')}, composite {a.get('composite')}, target {a.get('target')}"]
+        if "relevance_sum" in coords and "explained" in coords:  # the windows here, not every window explained
+            zero = a.get("output_zero_input") if all(f"prediction_{k}" in coords for k in "xyz") else None
+            a = {**a, **summary_attrs(None if zero is None else self.prediction.values, coords["relevance_sum"].values,
+                                      coords["explained"].values, None if zero is None else np.asarray(zero))}
         if "relevance_fraction" in a:
             lines.append(f"relevance reaching the input: {a['relevance_fraction']:.3g} of what a complete "
                          "attribution would carry")

@@ -3,14 +3,15 @@
 The relevance has the input's shape, dims ``(window, mic, time)``, and carries:
 
 - coords along ``window``: ``source_id``, ``window_index``, ``speech_id`` (from a dataset),
-  the true position ``source_x/y/z`` (m), the prediction ``prediction_x/y/z``, the seed
+  the true position ``source_x/y/z`` (m), the prediction ``prediction_x/y/z`` (m), the seed
   ``attr_output_x/y/z`` (see :mod:`~xai_loc.explain.targets`), the relevance total
   ``relevance_sum`` and ``explained``, what a complete attribution would sum to (see
   :mod:`~xai_loc.explain.methods`; for the ``'contrast'`` target it differs by method family:
   ``sum_k (f_k - r_k)`` for LRP, ``(f - r) . (f - f(baseline))`` for path methods); along
   ``mic``: ``mic_x/y/z`` (m); ``time`` in seconds;
-- attrs: model, model and checkpoint digests, method, composite and their parameters,
-  target, T60, SNR, fs, software versions, and how much of the output the input accounts
+- attrs: ``units`` ('relevance'), model, model and checkpoint digests, method, composite and their
+  parameters, target, T60, SNR, the dataset's ``dataset_digest`` (SHA-256 of its ``config``, as
+  :attr:`xai_loc.data.SimulatedSplit.digest`), fs, software versions, and how much of the output the input accounts
   for: ``output_zero_input`` (the model's output on an all-zero window),
   ``input_dependence`` (sum over windows of ``|f(x) - f(0)|`` over sum of ``|f(x)|``) and
   ``relevance_fraction`` (sum of relevance over sum of ``explained``: for LRP, the share
@@ -390,25 +391,28 @@ class Explainer:
         return result
 
 
-def summary_attrs(prediction: np.ndarray, relevance_sum: np.ndarray, explained: np.ndarray,
+def summary_attrs(prediction: np.ndarray | None, relevance_sum: np.ndarray, explained: np.ndarray,
                   zero_output: np.ndarray | None) -> dict[str, Any]:
-    """How much of the output the input accounts for, over all windows (see module docs)."""
+    """How much of the output the input accounts for, over all windows (see module docs); ``prediction`` is
+    read only with ``zero_output``."""
     attrs: dict[str, Any] = {}
     explained_total = float(np.sum(explained)) if np.all(np.isfinite(explained)) else float("nan")
     attrs["relevance_fraction"] = float(np.sum(relevance_sum)) / explained_total if explained_total else float("nan")
     if zero_output is not None:
         attrs["output_zero_input"] = [float(v) for v in zero_output]
+        prediction = np.asarray(prediction, dtype=np.float64)  # as stored in the prediction_x/y/z coords
         norm = float(np.linalg.norm(prediction, axis=-1).sum())
         attrs["input_dependence"] = float(np.linalg.norm(prediction - zero_output, axis=-1).sum()) / norm \
             if norm else float("nan")
     return attrs
 
 
-def _split_vector(name: str, values: np.ndarray | None) -> dict[str, tuple]:
+def _split_vector(name: str, values: np.ndarray | None, units: str | None = None) -> dict[str, tuple]:
     if values is None:
         return {}
     values = np.asarray(values, dtype=np.float64)
-    return {f"{name}_{axis}": (VECTORS[name], values[:, k]) for k, axis in enumerate(AXES)}
+    extra = ({"units": units},) if units else ()
+    return {f"{name}_{axis}": (VECTORS[name], values[:, k], *extra) for k, axis in enumerate(AXES)}
 
 
 def _as_windows(windows: Any) -> np.ndarray | torch.Tensor:
@@ -493,6 +497,24 @@ def _labelled_windows(windows: xr.DataArray) -> xr.DataArray:
                      "(mic, time) or a plain array")
 
 
+def _split_dataset(windows: Any) -> Any:
+    """An in-memory split (:func:`xai_loc.data.simulate_windows`) as the dataset of the store of the same arguments
+    (``open_signals``: its variables, coords and attrs); anything else as it is."""
+    import xarray as xr
+
+    from xai_loc.data.store import SimulatedSplit
+
+    if not isinstance(windows, SimulatedSplit):
+        return windows
+    return xr.Dataset(
+        {"signals": (("window", "mic", "time"), windows.signals.detach().cpu().numpy())},
+        coords={"window": np.arange(len(windows.source_id)), "source_id": ("window", windows.source_id),
+                "window_index": ("window", windows.window_index), "speech_id": ("window", windows.speech_id),
+                "source_position": (("window", "xyz"), windows.source_position),
+                "mic_position": (("mic", "xyz"), windows.mic_position)},
+        attrs=windows.attrs)
+
+
 def dataset_inputs(ds) -> dict[str, Any]:
     """Windows, positions, coords and attrs of a dataset from ``open_signals``."""
     if "signals" not in ds:
@@ -505,6 +527,8 @@ def dataset_inputs(ds) -> dict[str, Any]:
         if name in ds.coords:
             coords[name] = ("window", ds[name].values)
     attrs = {k: ds.attrs[k] for k in ("t60", "snr") if k in ds.attrs}
+    if isinstance(ds.attrs.get("config"), str):  # the digest of the store (SimulatedSplit.digest: the same)
+        attrs["dataset_digest"] = hashlib.sha256(ds.attrs["config"].encode()).hexdigest()
     fs = float(ds.attrs.get("fs", DEFAULT_FS))
     positions = ds["source_position"].values if "source_position" in ds else None
     mics = ds["mic_position"].values if "mic_position" in ds else None
@@ -544,8 +568,10 @@ def explain(
     windows
         A tensor or array ``[window, mic, time]`` (or one ``[mic, time]`` window), or a
         dataset from :func:`xai_loc.data.open_signals` (or a selection of it), whose
-        coords, positions, T60, SNR and fs are used; a ``signals`` DataArray (dims
-        ``(window, mic, time)`` in any order) lends its window, mic and time coords.
+        coords, positions, T60, SNR, fs and digest are used; an in-memory split from
+        :func:`xai_loc.data.simulate_windows` gives the same as the store of its arguments; a
+        ``signals`` DataArray (dims ``(window, mic, time)`` in any order) lends its window, mic
+        and time coords.
     target
         A name in :data:`~xai_loc.explain.TARGETS`: 'truth' (the paper's), 'prediction',
         'x', 'y', 'z', 'error', 'contrast'.
@@ -596,6 +622,7 @@ def explain(
     from xai_loc.progress import tqdm
 
     check_data_options(options)
+    windows = _split_dataset(windows)
     if isinstance(windows, xr.DataArray):
         windows = _labelled_windows(windows)
     if isinstance(windows, xr.DataArray) and windows.ndim == 3:
@@ -733,9 +760,9 @@ def input_coords(data: dict[str, Any], positions: np.ndarray | None, mics: np.nd
     time = data["time"] if data["time"] is not None else np.arange(n_time) / fs
     return {
         **data["coords"],
-        **_split_vector("source", positions),
+        **_split_vector("source", positions, "m"),
         "mic": ("mic", np.arange(n_mics)),
-        **_split_vector("mic", mics),
+        **_split_vector("mic", mics, "m"),
         "time": ("time", time, {"units": "s"}),
     }
 
@@ -756,8 +783,10 @@ def relevance_array(result: dict[str, np.ndarray], explainer: Explainer, data: d
     import xarray as xr
 
     n_mics = result["relevance"].shape[1]
-    coords = {**input_coords(data, positions, mics, fs, n_mics, n_time), **result_coords(result)}
-    attrs = {**explainer.attrs, **data["attrs"], "fs": fs,
+    # result_coords stays (dim, values) pairs (explain_store writes its values), so the units come here
+    coords = {**input_coords(data, positions, mics, fs, n_mics, n_time), **result_coords(result),
+              **_split_vector("prediction", result["prediction"], "m")}
+    attrs = {"units": "relevance", **explainer.attrs, **data["attrs"], "fs": fs,
              **summary_attrs(result["prediction"], result["relevance_sum"], result["explained"],
                              explainer.zero_output),
              "description": "relevance of each input sample (xai_loc.explain)"}

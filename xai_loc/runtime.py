@@ -160,6 +160,15 @@ def input_dtype(model, default):
     return default if first is None or not first.is_floating_point() else first.dtype
 
 
+def model_device(model, default):
+    """Where ``model`` (a ``torch.nn.Module``) computes: its first parameter's or buffer's device, else
+    ``default``."""
+    import itertools
+
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return default if first is None else first.device
+
+
 def device_name(device, *, index: bool = True) -> str:
     """``'cpu'`` or ``'cuda:0 (<GPU name>)'`` (``'cuda (<GPU name>)'`` without ``index``) for cards and stores;
     the bare device where this process sees no such GPU (work sent to dask workers)."""

@@ -595,6 +595,15 @@ def am_noise(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
     return _ramp(x * env, fs, 10.0)
 
 
+def check_sound_fs(kinds, fs: int) -> None:
+    """Refuse, in one line, a rate ``fs`` (Hz) below the lowest at which a kind of ``kinds`` can be made
+    (:data:`SOUND_MIN_FS`; kinds not registered there, such as speech, pass)."""
+    for kind in kinds:
+        least = SOUND_MIN_FS.get(kind, 0)
+        if fs < least:
+            raise InputError(f"sound kind {kind!r} cannot be made at fs={fs} Hz; give fs >= {least} Hz")
+
+
 def synthesize(kind: str, fs: int = 48000, duration: float = 1.0, seed: int = 0) -> np.ndarray:
     """One synthetic sound, float32 ``(round(duration * fs),)``, peak-normalized to 1.
 
@@ -605,8 +614,7 @@ def synthesize(kind: str, fs: int = 48000, duration: float = 1.0, seed: int = 0)
     if kind not in SOUNDS:
         raise InputError(f"unknown sound kind {kind!r}; allowed: {', '.join(SOUNDS)}")
     fs = check_fs(fs)
-    if fs < SOUND_MIN_FS[kind]:
-        raise InputError(f"sound kind {kind!r} cannot be made at fs={fs} Hz; give fs >= {SOUND_MIN_FS[kind]} Hz")
+    check_sound_fs((kind,), fs)
     if not (is_real(duration) and math.isfinite(duration * fs) and round(duration * fs) >= 16):
         raise InputError(f"duration={duration!r} s is not allowed; give at least 16 samples' worth")
     if not (is_integer(seed) and seed >= 0):
@@ -857,7 +865,7 @@ __all__ = [
     # rooms
     "RoomPreset", "ROOMS", "load_room",
     # sounds and rendering
-    "SOUNDS", "SOUND_MIN_FS", "register_sound", "synthesize", "sound_set",
+    "SOUNDS", "SOUND_MIN_FS", "check_sound_fs", "register_sound", "synthesize", "sound_set",
     "spatialize", "diffuse_noise", "spatialized_noise", "render_scene", "render_binaural", "BACKGROUNDS",
     # levels
     "REFERENCE_RMS", "MAX_LEVEL_DB", "check_level", "scale_to_level",

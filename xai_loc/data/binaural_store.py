@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from xai_loc.acoustics.binaural import MAX_LEVEL_DB, REFERENCE_RMS
+from xai_loc.acoustics.binaural import MAX_LEVEL_DB, REFERENCE_RMS, check_sound_fs
 from xai_loc.acoustics.hrtf import INTERPOLATIONS
 from xai_loc.checks import check_integer, is_real
 from xai_loc.data.resumable import StoreKind, write_store
@@ -105,7 +105,7 @@ class BinauralSpec(SpecRecord):
     duration
         Length of each example in seconds (0.25 s: the default cochleagram CNN's input).
     fs
-        Sample rate in Hz.
+        Sample rate in Hz, at least each chosen kind's :data:`~xai_loc.acoustics.binaural.SOUND_MIN_FS`.
     snr
         ``(low, high)`` dB: the diffuse background's SNR is uniform in it; None: no background.
         Within :data:`~xai_loc.acoustics.room.SNR_RANGE`.
@@ -165,6 +165,7 @@ class BinauralSpec(SpecRecord):
         if not (is_real(self.test_fraction) and 0 <= self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in [0, 1)")
         object.__setattr__(self, "fs", check_fs(self.fs))
+        check_sound_fs(self.kinds, self.fs)
         if not (is_real(self.duration) and 0.01 <= self.duration <= 10):
             raise InputError(f"duration={self.duration!r} s is not allowed; use 0.01 to 10 seconds")
         if self.snr is not None:

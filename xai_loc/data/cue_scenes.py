@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_loc.acoustics.binaural import check_sound_fs
 from xai_loc.acoustics.room import SNR_RANGE
 from xai_loc.checks import check_integer, is_integer, is_real
 from xai_loc.data.ipd_ild_scenes import n_test_items
@@ -90,7 +91,8 @@ class CueSceneSpec(SpecRecord):
     duration
         Clip length in seconds (0.5).
     fs
-        Sample rate (44100, KEMAR's native rate).
+        Sample rate (44100, KEMAR's native rate), at least each noise kind's
+        :data:`~xai_loc.acoustics.binaural.SOUND_MIN_FS`.
     snr
         ``(low, high)`` dB: each noise source's SNR re the speech, uniform.
     n_noise
@@ -134,7 +136,7 @@ class CueSceneSpec(SpecRecord):
                              f"that gives each split at least one of the shipped corpus's {n}")
         if not (is_real(self.duration) and 0.02 <= self.duration <= 10):
             raise InputError(f"duration={self.duration!r} s is not allowed; use 0.02-10 s")
-        check_fs(self.fs)
+        fs = check_fs(self.fs)
         low, high = self._convert("snr", partial(numbers, length=2), "give (low, high) dB with low <= high")
         if not SNR_RANGE[0] <= low <= high <= SNR_RANGE[1]:
             raise InputError(f"snr={self.snr!r} is not allowed; give (low, high) dB with low <= high, both in "
@@ -144,6 +146,7 @@ class CueSceneSpec(SpecRecord):
         unknown = [k for k in kinds if k not in SOUNDS]
         if unknown or not kinds:
             raise InputError(f"noise kinds {unknown or list(kinds)} are not allowed; use some of {', '.join(SOUNDS)}")
+        check_sound_fs(kinds, fs)
         if not isinstance(self.front_end, Mapping) or not all(isinstance(k, str) for k in self.front_end):
             raise InputError(f"front_end={self.front_end!r} is not allowed; give the front end's options by name")
         object.__setattr__(self, "seed", check_integer("seed", self.seed))

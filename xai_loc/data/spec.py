@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any, ClassVar
 
@@ -70,18 +70,36 @@ def omit_later(record: Mapping[str, Any], later: Mapping[str, Any]) -> dict[str,
     return {k: v for k, v in record.items() if not (k in later and later[k] == v)}
 
 
+#: What :func:`differing_fields` gives for a field that a record lacks (and no default stands for).
+ABSENT = object()
+
+
+def differing_fields(found: Mapping[str, Any], asked: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
+                     keys: Sequence[str] | None = None) -> Iterator[tuple[str, Any, Any]]:
+    """``(name, recorded value, asked value)`` of every field that differs between a recorded record ``found`` and
+    the ``asked`` one, nested mappings field by field under dotted names.
+
+    ``keys`` are the fields compared (default: ``asked``'s, then ``found``'s others; nested mappings: always both).
+    A field a record lacks is :data:`ABSENT`; with ``defaults`` (nested like ``asked``) it is the value ``defaults``
+    gives it, None where it gives none: what records written before the field existed mean.
+    """
+    for key in dict.fromkeys([*asked, *found] if keys is None else keys):
+        default = ABSENT if defaults is None else defaults.get(key)
+        was, now = found.get(key, default), asked.get(key, default)
+        if isinstance(was, Mapping) and isinstance(now, Mapping):
+            inner = None if defaults is None else default if isinstance(default, Mapping) else {}
+            yield from ((f"{key}.{name}", a, b) for name, a, b in differing_fields(was, now, inner))
+        elif was is ABSENT or now is ABSENT or was != now:
+            yield key, was, now
+
+
 def first_difference(found: Mapping[str, Any], asked: Mapping[str, Any]) -> str | None:
     """The first field whose value differs between a recorded record ``found`` and the ``asked`` one, as
-    ``'seed 0 recorded, 1 asked'`` (nested mappings by dotted names, ``asked``'s order first); None where none does."""
-    for key in [*asked, *(k for k in found if k not in asked)]:
-        was, now = found.get(key), asked.get(key)
-        if isinstance(was, Mapping) and isinstance(now, Mapping):
-            inner = first_difference(was, now)
-            if inner is not None:
-                return f"{key}.{inner}"
-        elif key not in found or key not in asked or was != now:
-            return (f"{key} {short_repr(was) if key in found else 'not'} recorded, "
-                    f"{short_repr(now) if key in asked else 'not'} asked")
+    ``'seed 0 recorded, 1 asked'`` (nested mappings by dotted names, ``asked``'s order first); None where none does
+    (:func:`differing_fields`)."""
+    for key, was, now in differing_fields(found, asked):
+        return (f"{key} {'not' if was is ABSENT else short_repr(was)} recorded, "
+                f"{'not' if now is ABSENT else short_repr(now)} asked")
     return None
 
 

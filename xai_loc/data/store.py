@@ -72,6 +72,7 @@ from xai_loc.errors import InputError
 from xai_loc.runtime import no_tf32
 
 if TYPE_CHECKING:
+    import xarray as xr
     from distributed import Client
 
 #: Windows per zarr chunk: one, so that training can read random windows cheaply
@@ -399,16 +400,24 @@ def _coords(scene: Scene, plan: _Plan, corpus) -> dict:
     counts = np.diff(plan.first_window)
     sid = np.repeat(plan.source_ids, counts)
     widx = np.concatenate([np.arange(c) for c in counts]) if counts.size else np.zeros(0, np.int64)
+    speech = np.repeat(np.array([corpus.ids[int(u)] for u in plan.utterances], dtype=str), counts)
+    return _label_coords(sid.astype(np.int64), widx.astype(np.int64), speech, scene.sources[sid], scene.mics,
+                         scene.window, scene.room.fs)
+
+
+def _label_coords(source_id: np.ndarray, window_index: np.ndarray, speech_id: np.ndarray,
+                  source_position: np.ndarray, mic_position: np.ndarray, n_time: int, fs: float) -> dict:
+    """A dataset's coords (a store's, :meth:`SimulatedSplit.to_dataset`'s) from its labels."""
     return {
-        "window": ("window", np.arange(sid.size)),
-        "source_id": ("window", sid.astype(np.int64)),
-        "window_index": ("window", widx.astype(np.int64)),
-        "speech_id": ("window", np.repeat(np.array([corpus.ids[int(u)] for u in plan.utterances], dtype=str), counts)),
-        "source_position": (("window", "xyz"), scene.sources[sid]),
-        "mic_position": (("mic", "xyz"), scene.mics),
+        "window": ("window", np.arange(source_id.size)),
+        "source_id": ("window", source_id),
+        "window_index": ("window", window_index),
+        "speech_id": ("window", speech_id),
+        "source_position": (("window", "xyz"), source_position),
+        "mic_position": (("mic", "xyz"), mic_position),
         "xyz": ("xyz", np.array(["x", "y", "z"])),
-        "mic": ("mic", np.arange(scene.mics.shape[0])),
-        "time": ("time", np.arange(scene.window) / scene.room.fs, {"units": "s"}),
+        "mic": ("mic", np.arange(mic_position.shape[0])),
+        "time": ("time", np.arange(n_time) / fs, {"units": "s"}),
     }
 
 
@@ -588,7 +597,8 @@ class SimulatedSplit:
     """One split of a scene under one condition, simulated into memory (:func:`simulate_windows`).
 
     The same data as the store :func:`simulate_dataset` writes for the same arguments (its
-    variables as arrays, its attrs), with the windows as a torch tensor on any device.
+    variables as arrays, its attrs), with the windows as a torch tensor on any device;
+    :meth:`to_dataset` is that store's dataset.
     :class:`xai_loc.models.WindowSet` takes it as it is (``WindowSet(split)``) for training
     and evaluation on that device.
 
@@ -623,6 +633,18 @@ class SimulatedSplit:
     def nbytes(self) -> int:
         """Bytes of the window tensor."""
         return self.signals.numel() * self.signals.element_size()
+
+    def to_dataset(self) -> xr.Dataset:
+        """The dataset of the store of the same arguments (:func:`open_signals`: its variables, coords and attrs),
+        the windows copied to the host in the tensor's dtype; the in-memory attrs ``storage_dtype`` and ``device``
+        left out."""
+        import xarray as xr
+
+        coords = _label_coords(self.source_id, self.window_index, self.speech_id, self.source_position,
+                               self.mic_position, self.signals.shape[2], self.attrs["fs"])
+        signals = (DATASET.dims, self.signals.detach().cpu().numpy(), {"units": DATASET.units})
+        return xr.Dataset({DATASET.variable: signals}, coords=coords,
+                          attrs={k: v for k, v in self.attrs.items() if k not in ("storage_dtype", "device")})
 
 
 def simulate_windows(

@@ -18,7 +18,6 @@ sent there once per batch, ranked there (the same steps, made with torch:
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -38,7 +37,7 @@ from xai_loc.experiments.deletion_order import (
     zeroed_copy,
 )
 from xai_loc.experiments.scored import Rows, scored_set
-from xai_loc.runtime import input_dtype
+from xai_loc.runtime import input_dtype, model_device
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -302,8 +301,7 @@ def deletion_predictions(
 
 def _device_of(model: torch.nn.Module, windows: torch.Tensor) -> torch.device:
     """Where ``model`` computes: its first parameter's or buffer's device (the windows' for a model without)."""
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return windows.device if first is None else first.device
+    return model_device(model, windows.device)
 
 
 def window_batches(models, n: int, batch_size: int) -> list[tuple[str, int, int]]:

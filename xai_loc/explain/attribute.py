@@ -41,7 +41,7 @@ from xai_loc.explain.composites import check_coverage, composite_defaults, make_
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.methods import get_method
 from xai_loc.explain.targets import REFERENCES, TRUTHS, Objective, bind, check_truth, get_target
-from xai_loc.runtime import input_dtype
+from xai_loc.runtime import input_dtype, model_device
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -108,9 +108,9 @@ def resolve_model(model: nn.Module | str | os.PathLike) -> tuple[nn.Module, dict
 
 @contextlib.contextmanager
 def placed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """Eval mode on ``device`` for the block; the original device and mode afterwards."""
-    first = next(model.parameters(), None)
-    original = first.device if first is not None else torch.device("cpu")
+    """Eval mode on ``device`` for the block; the original device (its first parameter's or buffer's, else the
+    CPU) and mode afterwards."""
+    original = model_device(model, torch.device("cpu"))
     training = model.training
     try:
         yield model.to(device).eval()
@@ -497,24 +497,6 @@ def _labelled_windows(windows: xr.DataArray) -> xr.DataArray:
                      "(mic, time) or a plain array")
 
 
-def _split_dataset(windows: Any) -> Any:
-    """An in-memory split (:func:`xai_loc.data.simulate_windows`) as the dataset of the store of the same arguments
-    (``open_signals``: its variables, coords and attrs); anything else as it is."""
-    import xarray as xr
-
-    from xai_loc.data.store import SimulatedSplit
-
-    if not isinstance(windows, SimulatedSplit):
-        return windows
-    return xr.Dataset(
-        {"signals": (("window", "mic", "time"), windows.signals.detach().cpu().numpy())},
-        coords={"window": np.arange(len(windows.source_id)), "source_id": ("window", windows.source_id),
-                "window_index": ("window", windows.window_index), "speech_id": ("window", windows.speech_id),
-                "source_position": (("window", "xyz"), windows.source_position),
-                "mic_position": (("mic", "xyz"), windows.mic_position)},
-        attrs=windows.attrs)
-
-
 def dataset_inputs(ds) -> dict[str, Any]:
     """Windows, positions, coords and attrs of a dataset from ``open_signals``."""
     if "signals" not in ds:
@@ -619,10 +601,12 @@ def explain(
     """
     import xarray as xr
 
+    from xai_loc.data.store import SimulatedSplit
     from xai_loc.progress import tqdm
 
     check_data_options(options)
-    windows = _split_dataset(windows)
+    if isinstance(windows, SimulatedSplit):
+        windows = windows.to_dataset()
     if isinstance(windows, xr.DataArray):
         windows = _labelled_windows(windows)
     if isinstance(windows, xr.DataArray) and windows.ndim == 3:
@@ -768,9 +752,9 @@ def input_coords(data: dict[str, Any], positions: np.ndarray | None, mics: np.nd
 
 
 def result_coords(result: dict[str, np.ndarray]) -> dict[str, tuple]:
-    """Per-window coords of :meth:`Explainer.explain_batch` results (prediction, seed, totals)."""
+    """Per-window coords of :meth:`Explainer.explain_batch` results (prediction in metres, seed, totals)."""
     return {
-        **_split_vector("prediction", result["prediction"]),
+        **_split_vector("prediction", result["prediction"], "m"),
         **_split_vector("attr_output", result["attr_output"]),
         "relevance_sum": ("window", result["relevance_sum"]),
         "explained": ("window", result["explained"]),
@@ -783,9 +767,7 @@ def relevance_array(result: dict[str, np.ndarray], explainer: Explainer, data: d
     import xarray as xr
 
     n_mics = result["relevance"].shape[1]
-    # result_coords stays (dim, values) pairs (explain_store writes its values), so the units come here
-    coords = {**input_coords(data, positions, mics, fs, n_mics, n_time), **result_coords(result),
-              **_split_vector("prediction", result["prediction"], "m")}
+    coords = {**input_coords(data, positions, mics, fs, n_mics, n_time), **result_coords(result)}
     attrs = {"units": "relevance", **explainer.attrs, **data["attrs"], "fs": fs,
              **summary_attrs(result["prediction"], result["relevance_sum"], result["explained"],
                              explainer.zero_output),

@@ -46,7 +46,7 @@ from torch import nn
 
 from xai_loc.checks import is_integer, plain
 from xai_loc.data.resumable import ResumableStore, StoreKind
-from xai_loc.data.spec import spec_digest
+from xai_loc.data.spec import omit_later, spec_digest
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import (
     AXES,
@@ -311,7 +311,7 @@ def explain_store(
 
         def write(block: int, result: dict[str, Any]) -> None:
             out.write(block, {"relevance": result["relevance"].astype(np.float32),
-                              **{name: values for name, (_, values) in result_coords(result).items()}},
+                              **{name: coord[1] for name, coord in result_coords(result).items()}},
                       hint=f"{method} gives no usable relevance here; try other options or another method")
 
         work = _Blocks(explainer, open_signals_array(data), d["positions"], step, n)
@@ -374,14 +374,17 @@ WAV_MANIFEST = "listen.json"
 _WAV_NAME = re.compile(r"^(source-\d+|window-\d+)_(relevance|microphones)\.wav$")
 #: Attrs that identify relevance without a store ``config``: model, method, composite, target and data.
 _IDENTITY = ("model_digest", "method", "method_params", "composite", "composite_params", "target", "target_params",
-             "data", "t60", "snr")
+             "data", "t60", "snr", "dataset_digest")
+#: Attrs of :data:`_IDENTITY` added later, with what arrays without them mean: left out there, so the digests of
+#: the wav folders of such arrays hold.
+_LATER_IDENTITY = {"dataset_digest": None}
 
 
 def _relevance_digest(relevance: xr.DataArray) -> str:
     """Digest of what a relevance array explains: its store's ``config``, else its identifying attrs."""
     attrs = relevance.attrs
-    identity = attrs["config"] if "config" in attrs else json.dumps({k: attrs.get(k) for k in _IDENTITY},
-                                                                     sort_keys=True, default=str)
+    identity = attrs["config"] if "config" in attrs else json.dumps(
+        omit_later({k: attrs.get(k) for k in _IDENTITY}, _LATER_IDENTITY), sort_keys=True, default=str)
     return hashlib.sha256(str(identity).encode()).hexdigest()[:16]
 
 

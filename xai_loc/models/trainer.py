@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_loc.data.spec import differing_fields
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path, check_file_path
 from xai_loc.runtime import deterministic_algorithms, device_name
@@ -127,21 +128,9 @@ def differences(expected: dict[str, Any], found: dict[str, Any], defaults: dict[
     ``expected``, is what a missing key stands for: the value of a field added later, that states written
     before it and runs leaving it out at that value mean.
     """
-    return _differences(expected, found, defaults or {}, [*expected, *(defaults or {})])
-
-
-def _differences(expected: dict[str, Any], found: dict[str, Any], defaults: dict[str, Any],
-                 keys: list[str]) -> list[str]:
-    out = []
-    for key in dict.fromkeys(keys):
-        default = defaults.get(key)
-        value, old = expected.get(key, default), found.get(key, default)
-        if isinstance(value, dict) and isinstance(old, dict):
-            inner = default if isinstance(default, dict) else {}
-            out += [f"{key}.{d}" for d in _differences(value, old, inner, [*value, *old])]
-        elif value != old:
-            out.append(f"{key}: {old!r} in the state, {value!r} now")
-    return out
+    defaults = defaults or {}
+    return [f"{key}: {old!r} in the state, {value!r} now"
+            for key, old, value in differing_fields(found, expected, defaults, [*expected, *defaults])]
 
 
 def check_output(out: str | Path) -> Path:

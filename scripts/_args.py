@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 
 from xai_loc.errors import InputError
-from xai_loc.script_args import Parser, count, seconds
+from xai_loc.script_args import Parser, count, device_name, device_spelling, seconds
 
-__all__ = ["Parser", "condition", "count", "seconds"]
+__all__ = ["Parser", "condition", "count", "device_name", "device_spelling", "seconds"]
 
 
 def condition(text: str) -> tuple[float, float]:

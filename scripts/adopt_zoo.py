@@ -39,6 +39,7 @@ from pathlib import Path
 from _args import Parser, count  # scripts/ is this script's folder, first on the path
 from train_zoo import PROGRESS, export
 
+from xai_loc.cli_params import check_out_dir
 from xai_loc.data import paper_scene, simulate_dataset
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is None:
             check_full_size(cards, args.sources)
             args.out = pretrained_dir()  # the shipped folder wherever this runs from, not ./pretrained
+        check_out_dir(args.out, "--out")
         targets = destinations(cards, args.out)
         existing = {dst: read_card(dst) for dst in targets.values() if dst.exists()}  # unreadable: refused here
         configure_cpu(args.threads)

@@ -5,7 +5,8 @@ One command, sized for one lease of the H200 machine (issue 15). Everything stay
 memory: nothing but the eight checkpoints comes back.
 
 0. **Arguments**, refused in one line (``gpu_zoo.py: error: ...``, exit status 2) before anything is
-   made: a count below 1, a ``--deadline-s`` or ``--checkpoint-every-s`` not above 0, a
+   made: a count below 1, a ``--device`` other than cpu, cuda or cuda:N (whether this machine has it
+   is the preflight's question), a ``--deadline-s`` or ``--checkpoint-every-s`` not above 0, a
    ``--reserve-s`` outside [0, ``--deadline-s``), a recipe value the trainer refuses (``--lr``), a
    condition or architecture given twice (two workers would write one file), no ``--out``, an
    ``--out`` holding other files, ``--init-from`` checkpoints missing or of another architecture.
@@ -138,14 +139,14 @@ def say(*parts) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from _args import Parser, condition, count, seconds  # scripts/ is this script's folder, first on the path
+    from _args import Parser, condition, count, device_spelling, seconds  # scripts/ is first on the path
 
     from xai_loc.data.scene import PAPER_CONDITIONS
 
     p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
                    help="folder of the checkpoints (default: $OUT)")
-    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (a dry run)")
+    p.add_argument("--device", type=device_spelling, default="cuda", help="cuda, cuda:N or cpu (a dry run)")
     p.add_argument("--deadline-s", type=seconds, default=540.0,
                    help="wall-clock seconds from the start to the last file written")
     p.add_argument("--sources", type=count, default=None, help="only N sources of each split (a tiny run)")

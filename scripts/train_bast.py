@@ -15,7 +15,7 @@ Usage::
         [--max-minutes 15] [--threads 1] [--n-sounds 120] [--dim 64] [--depth 2] [--heads 4]
         [--data-root DIR] [--out pretrained/bast_default.safetensors]
 
-Same arguments and thread count, same numbers (CPU), as long as the CPU-time safety net
+Same arguments and thread count, same numbers (CPU), as long as the wall-clock safety net
 (``--max-minutes``) does not cut the epochs. The shipped file: 18 epochs in 12.7 CPU minutes
 (one thread, reference CPU); on the 864 held-out scenes mean angular error 15.5 deg (median
 7.7), 38 % within 5 deg, 58 % within 10 deg, 10.7 % front-back confusions, no left/right errors.
@@ -23,7 +23,6 @@ Same arguments and thread count, same numbers (CPU), as long as the CPU-time saf
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from xai_loc.data.bast_scenes import BastSceneSpec
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share-weights", action="store_true", help="One encoder for both ears (SP).")
     parser.add_argument("--loss", choices=sorted(LOSSES), default="MIX")
     parser.add_argument("--epochs", type=int, default=18)
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="CPU-time budget of the epochs (safety net).")
+    parser.add_argument("--max-minutes", type=float, default=15.0, help="Wall-clock budget of the epochs (safety net).")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
@@ -63,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                               batch_size=args.batch_size, lr=args.lr, dim=args.dim, depth=args.depth,
                               heads=args.heads, seed=args.seed, max_minutes=args.max_minutes, progress=PROGRESS)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        parser.error(str(err))
     training = card["training"]
     print(f"{path}: {training['variant']}, {args.loss}, {training['epochs']} epochs, "
           f"{training['cpu_minutes']:.1f} CPU min ({training['wall_seconds'] / 60:.1f} min wall)")

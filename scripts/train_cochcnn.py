@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from xai_loc.data.binaural_store import cochcnn_spec
@@ -72,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         train_on_spec(spec, run, root=root, model_config={"layers": args.layers, "head": args.head}, config=config,
                       progress=PROGRESS)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        parser.error(str(err))
     with atomic_path(args.out) as tmp:  # a reader never sees half a checkpoint
         shutil.copyfile(run, tmp)
     card = read_card(args.out)

@@ -25,9 +25,9 @@ Same arguments and thread count, same numbers (CPU). Rendering and caching take 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from xai_loc.cli_params import check_out_dir
 from xai_loc.data.cue_scenes import CueSceneSpec
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
@@ -59,13 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_output(args.out)  # before any work
+        if args.probe is not None:
+            check_out_dir(args.probe, "--probe")
+        config = ClassifierConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                  max_minutes=args.max_minutes, label_sigma=args.label_sigma)
         configure_cpu(args.threads)
         root = args.data_root or default_root()
         spec = CueSceneSpec(name="cuenet", seed=args.seed)
         test_store = simulate_cue_scenes(spec, "test", root=root, progress=PROGRESS)
         train_store = simulate_cue_scenes(spec, "train", root=root, progress=PROGRESS)
-        config = ClassifierConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                  max_minutes=args.max_minutes, label_sigma=args.label_sigma)
         train_cuenet(train_store, args.out, test_store=test_store, config=config, progress=PROGRESS)
         card = read_card(args.out)
         test = card["metrics"]["test"]
@@ -92,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"intact: top-1 {float(ablation['top1_intact']):.3f}, lateral error "
                   f"{float(ablation['lateral_error_intact']):.2f} deg; files in {args.probe}")
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        parser.error(str(err))
     return 0
 
 

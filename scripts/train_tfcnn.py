@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from xai_loc.data.ipd_ild_scenes import SceneSpec, render_scenes
@@ -57,19 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_output(args.out)  # before any work
+        config = TFCNNTrainConfig(epochs=args.epochs, max_minutes=args.max_minutes, seed=args.seed)
         configure_cpu(args.threads)
         root = args.data_root or default_root()
         name = f"tfcnn-n{args.n_train}-t{args.test_per_azimuth}-s{args.seed}"
         spec = SceneSpec(name=name, n_train=args.n_train, test_per_azimuth=args.test_per_azimuth, seed=args.seed)
-        paths = render_scenes(spec, root, progress=PROGRESS)
         runs = args.runs or Path(root) / "runs"
-        run = runs / f"tfcnn_{args.width}_{args.head}_{spec.digest()}_s{args.seed}.safetensors"
-        config = TFCNNTrainConfig(epochs=args.epochs, max_minutes=args.max_minutes, seed=args.seed)
+        run = check_output(runs / f"tfcnn_{args.width}_{args.head}_{spec.digest()}_s{args.seed}.safetensors")
+        paths = render_scenes(spec, root, progress=PROGRESS)
         train_tfcnn(paths["train"], run, test_scenes=paths["test"],
                     model_config={"width": args.width, "head": args.head}, config=config, progress=PROGRESS)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        parser.error(str(err))
     with atomic_path(args.out) as tmp:  # a reader never sees half a checkpoint
         shutil.copyfile(run, tmp)
     card = read_card(args.out)

@@ -27,13 +27,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _args import Parser, condition  # scripts/ is this script's folder, first on the path
+from _args import Parser, condition, device_name  # scripts/ is this script's folder, first on the path
 
 from xai_loc.cli_params import check_out_dir
 from xai_loc.data import PAPER_CONDITIONS, paper_scene, simulate_dataset
 from xai_loc.data.store import condition_name, default_root
 from xai_loc.errors import InputError
-from xai_loc.models import build_card, float16_check, load_model, read_card, save_checkpoint
+from xai_loc.models import build_card, check_training, float16_check, load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, evaluate
 from xai_loc.models.training import TrainConfig, train
 from xai_loc.models.zoo import PAPER_MAE, paper_mae
@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None,
                         help="Adam learning rate (default: the paper's per architecture; lower it for --init-from)")
     parser.add_argument("--eval-batch-size", type=int, default=TrainConfig.eval_batch_size)
-    parser.add_argument("--device", default="cpu", help="training and evaluation device: cpu, cuda, cuda:N")
-    parser.add_argument("--sim-device", default="cpu", help="device of the torch room simulator")
+    parser.add_argument("--device", type=device_name, default="cpu",
+                        help="training and evaluation device: cpu, cuda, cuda:N")
+    parser.add_argument("--sim-device", type=device_name, default="cpu", help="device of the torch room simulator")
     parser.add_argument("--sources", type=int, default=None,
                         help="only N sources of each split, a seeded spread (a quick trial; file names get -nN)")
     parser.add_argument("--preload", action="store_true", help="hold the training and validation sets in RAM")
@@ -109,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         root = args.data_root or default_root()
         runs = args.runs or root / "runs"
         scene = paper_scene()
+        jobs = {}  # (t60, snr, arch) -> (name, init checkpoint), every run checked before the first simulation
+        for t60, snr in args.conditions:
+            for arch in args.archs:
+                name = f"{arch}_{condition_name(t60, snr)}" + (f"-n{args.sources}" if args.sources else "")
+                init = None if args.init_from is None else args.init_from.replace("{arch}", arch)
+                check_training(arch, runs / f"{name}.safetensors", (len(scene.mics), scene.window), init)
+                jobs[t60, snr, arch] = name, init
         rows = []
         for t60, snr in args.conditions:
             stores = {split: simulate_dataset(scene, split, t60, snr, root=root, n_sources=args.sources,
@@ -116,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                       for split in SPLITS}
             test = WindowSet(stores["test"])
             for arch in args.archs:
-                name = f"{arch}_{condition_name(t60, snr)}" + (f"-n{args.sources}" if args.sources else "")
-                init = None if args.init_from is None else args.init_from.replace("{arch}", arch)
+                name, init = jobs[t60, snr, arch]
                 run = train(arch, stores["train"], stores["val"], runs / f"{name}.safetensors", config, PROGRESS,
                             init_from=init)
                 result = export(run, test, args.out / f"{name}.safetensors", args.eval_batch_size, args.device)
@@ -127,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                              t["wall_seconds"] / 3600))
                 print(result.to_text(max_sources=5), end="\n\n")
     except InputError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 2
+        parser.error(str(err))
     print("| model | test MAE (m) | centroid baseline (m) | paper (m) | epochs | stopped | hours |")
     print("|---|---|---|---|---|---|---|")
     for name, mae, base, paper, epochs, stopped, hours in rows:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import NoReturn
 from xai_loc.errors import InputError
 from xai_loc.runtime import resolve_device
 
-__all__ = ["Parser", "count", "device_name", "run_main", "seconds"]
+__all__ = ["Parser", "count", "device_name", "device_spelling", "run_main", "seconds"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -53,6 +54,14 @@ def device_name(text: str) -> str:
         return str(resolve_device(text))
     except InputError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def device_spelling(text: str) -> str:
+    """argparse type: ``cpu``, ``cuda`` or ``cuda:N`` as :func:`~xai_loc.runtime.resolve_device` spells them, without
+    asking whether this machine has the device (no CUDA needed to parse: a script checks that where it uses it)."""
+    if not re.fullmatch(r"cpu|cuda(?::(?:0|[1-9][0-9]*))?", text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; allowed: cpu, cuda, cuda:N")
+    return text
 
 
 def run_main(main: Callable[[], int | None]) -> NoReturn:

@@ -150,6 +150,13 @@ def given_only(**options) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def probe_seed_option(draws: str):
+    """``--probe-seed``: the seed of a probe's own ``draws``, apart from ``--seed`` (the data: for a checkpoint the
+    card's, or the probe would run on its training data)."""
+    return click.option("--probe-seed", type=SEED, default=0, show_default=True,
+                        help=f"Seeds {draws}; any checkpoint takes any value (--seed picks the data).")
+
+
 #: Options that define a binaural dataset (:class:`~xai_loc.data.binaural_store.BinauralSpec`).
 _binaural_spec_options = with_options(
     click.option("--rooms", default="anechoic,office", show_default=True,
@@ -168,7 +175,8 @@ _binaural_spec_options = with_options(
     click.option("--interp", default="barycentric", show_default=True,
                  help="HRIR interpolation of the image sources (nearest, bilinear or barycentric, the shipped "
                       "model's)."),
-    click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the split and every rendering."),
+    click.option("--seed", type=SEED, default=0, show_default=True,
+                 help="Seeds the split, every rendering and (train) the training."),
     DATA_ROOT,
 )
 
@@ -264,6 +272,7 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
 @click.option("--behaviour/--no-behaviour", default=True, show_default=True,
               help="Also the Hofman figure and confusion statistics on the dataset's held-out sounds.")
 @click.option("--tokens", type=Int(1), default=4, show_default=True, help="Noise tokens per stimulus condition.")
+@probe_seed_option("the noise tokens of the duplex probe")
 @click.option("--response", type=click.Choice(("argmax", "mean")), default="argmax", show_default=True,
               help="Model answer: the arg-max direction or the probability-weighted mean lateral angle.")
 @click.option("--option", "options", multiple=True,
@@ -272,14 +281,17 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
 @device_option()
 @click.pass_context
 def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, interp, seed, data,
-                  checkpoint, out, relevance, behaviour, tokens, response, options, batch_size, device) -> None:
+                  checkpoint, out, relevance, behaviour, tokens, probe_seed, response, options, batch_size,
+                  device) -> None:
     """Duplex-theory cue probe (ITD and ILD weights per band, Macpherson & Middlebrooks 2002)
     and its relevance view, plus the Hofman-style behaviour on held-out scenes: writes
-    duplex.nc, duplex_relevance.nc, cues.png/.pdf, responses.nc and hofman.png/.pdf under OUT (what
-    --no-relevance or --no-behaviour leaves out, an earlier run's file of it is removed). The held-out
-    scenes are the test split of the data the checkpoint's card records (the other dataset
-    options change how they are rendered; --kinds, --n-sounds, --test-fraction and --seed may
-    not differ from the card's: another split would overlap the training data)."""
+    duplex.nc, duplex_relevance.nc, cues.png/.pdf, responses.nc and hofman.png/.pdf under OUT, all
+    or none (what --no-relevance or --no-behaviour leaves out, an earlier run's file of it is removed).
+    The held-out scenes are the test split of the data the checkpoint's card records (the other
+    dataset options change how they are rendered; --kinds, --n-sounds, --test-fraction and --seed
+    may not differ from the card's: another split would overlap the training data); with
+    --no-behaviour the dataset options are refused (no scenes are rendered). --probe-seed seeds the
+    probe's noise tokens."""
     import shutil
     import tempfile
     from functools import partial
@@ -287,32 +299,47 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     from xai_loc.data.binaural_store import simulate_binaural
     from xai_loc.experiments.cues import run_behaviour, run_duplex_probe
     from xai_loc.experiments.registry import RESULTS
-    from xai_loc.io import write_files_atomic
+    from xai_loc.io import check_file_path, write_files_atomic
     from xai_loc.plots.redraw import DRAWERS, draw
 
     setup(ctx)
+    if not behaviour:
+        for param in ctx.command.params:
+            if param.name in (*COCHCNN_OPTIONS.names(), "data") and \
+                    ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE:
+                given = param.opts[0] if param.is_flag else f"{param.opts[0]} {_shown(ctx.params[param.name])}"
+                raise InputError(f"{given} is not allowed with --no-behaviour: the dataset options only pick and "
+                                 "render the behaviour's held-out scenes; leave it out or drop --no-behaviour")
     model = family_checkpoint(checkpoint, "cochcnn")  # before rendering
     options = command_options(ctx, composite=family_composite("cochcnn"))
     if behaviour:
         spec = COCHCNN_OPTIONS.held_out(ctx, model)  # refuses examples the model does not take
         spec.sound_ids("test")  # refuses an empty split before the probe
-    # each part writes into a staging folder; OUT gets every file or none
+    # every file of OUT this run writes (True) or removes (False), checked before any work: all of them or none
+    out = Path(out)
+    writes = {out / RESULTS["duplex"].result_file: True, **dict.fromkeys(DRAWERS["duplex"].files(out), True),
+            out / "duplex_relevance.nc": relevance, out / RESULTS["responses"].result_file: behaviour,
+            **dict.fromkeys(DRAWERS["responses"].files(out), behaviour)}
+    for path, written in writes.items():
+        if written:
+            check_file_path(path)
+        elif path.is_dir():
+            raise InputError(f"cannot remove an earlier run's {path.name} from --out: {str(path)!r} is a folder; "
+                             "remove it or choose another --out")
     with tempfile.TemporaryDirectory(prefix="xai-loc-cues-") as staging:
         # the probe first: it checks the composite options' values before the behaviour's scenes are rendered
         staged = list(run_duplex_probe(model, staging, relevance=relevance, n_tokens=tokens, response=response,
-                                       batch_size=batch_size, device=device, seed=seed, progress=True,
+                                       batch_size=batch_size, device=device, seed=probe_seed, progress=True,
                                        **options).values())
         if behaviour:
             store = simulate_binaural(spec, "test", root=data, device=device, progress=True)
             staged += run_behaviour(model, store, staging, batch_size=batch_size, device=device,
                                     progress=True).values()
-        paths = write_files_atomic({Path(out) / path.name: partial(shutil.copyfile, path) for path in staged})
-    stale = [] if relevance else [Path(out) / "duplex_relevance.nc"]
-    if not behaviour:  # an earlier run's responses and figure would be drawn and reported beside this probe
-        stale += [Path(out) / RESULTS["responses"].result_file, *DRAWERS["responses"].files(out)]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    paths += draw(paths)
+        staged += draw(staged)  # drawn beside the staged results only: an earlier run's files are not drawn in
+        paths = write_files_atomic({out / path.name: partial(shutil.copyfile, path) for path in staged})
+    for path, written in writes.items():
+        if not written:  # an earlier run's file, which would be drawn and reported beside these results
+            path.unlink(missing_ok=True)
     for path in paths:
         click.echo(str(path))
 

@@ -13,7 +13,7 @@ from xai_loc.cli._common import (
     setup,
     with_options,
 )
-from xai_loc.cli.binaural import SceneOptions, binaural, given_only
+from xai_loc.cli.binaural import SceneOptions, binaural, given_only, probe_seed_option
 from xai_loc.cli_params import (
     InputFile,
     Int,
@@ -95,20 +95,21 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
 @click.option("--checkpoint", type=InputFile(), default=None,
               help="A cue-network checkpoint [default: the shipped pretrained/cuenet_default.safetensors].")
 @click.option("--examples", type=Int(1), default=None,
-              help="Explain only N test scenes, a draw seeded by --seed [default: all]; the ablation always scores "
-                   "all of them.")
+              help="Explain only N test scenes, a draw seeded by --probe-seed [default: all]; the ablation always "
+                   "scores all of them.")
+@probe_seed_option("the --examples draw and the ablation's permutation")
 @click.option("--ablation", type=click.Choice(("permute", "mean")), default="permute", show_default=True,
               help="How the rule-free check destroys one cue: shuffled across scenes, or its mean.")
 @click.option("--option", "options", multiple=True,
               help="Composite option KEY=VALUE, e.g. first_rule=epsilon, conv_rule=epsilon.")
 @click.option("--out", type=OutDir(), default="xai-loc-results/cuenet", show_default=True)
 @click.pass_context
-def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, data, checkpoint, examples, ablation,
-                          options, out) -> None:
+def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, data, checkpoint, examples,
+                          probe_seed, ablation, options, out) -> None:
     """LRP relevance per cue (ITD, ILD, IC) and band with the attention weights, and the cue
     ablation, on the held-out scenes (the test split of the data the checkpoint's card records;
-    --seed may not differ from the card's); writes cue_relevance.nc, cue_reliance.nc,
-    cue_ablation.nc and cue_probe.png."""
+    --seed may not differ from the card's; --probe-seed seeds the probe's own draws); writes
+    cue_relevance.nc, cue_reliance.nc, cue_ablation.nc and cue_probe.png."""
     import numpy as np
 
     from xai_loc.experiments.cue_probe import run_cue_probe
@@ -125,7 +126,8 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     net = resolve_model(model)[0]
     cue_relevance(net, np.zeros((1, *net.cue_shape), np.float32), **options)
     test = simulate_cue_scenes(spec, "test", root=data, progress=True)
-    result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, seed=seed, **options)
+    result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, seed=probe_seed,
+                           **options)
     paths = list(result["paths"].values())
     for path in paths + draw(paths):
         click.echo(str(path))

@@ -13,7 +13,7 @@ from xai_loc.cli._common import (
     setup,
     with_options,
 )
-from xai_loc.cli.binaural import SceneOptions, binaural, given_only
+from xai_loc.cli.binaural import SceneOptions, binaural, given_only, probe_seed_option
 from xai_loc.cli_params import (
     SNR,
     InputFile,
@@ -102,14 +102,18 @@ def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width,
 @click.option("--checkpoint", type=InputFile(), default=None,
               help="A TF-CNN checkpoint [default: the shipped pretrained/tfcnn_default.safetensors].")
 @click.option("--snr", "snrs", type=SNR, multiple=True, help="Test SNR(s) to probe [default: all of them].")
-@click.option("--examples", type=Int(1), default=96, show_default=True, help="Examples per SNR (seeded draw).")
+@click.option("--examples", type=Int(1), default=96, show_default=True,
+              help="Examples per SNR, a draw seeded by --probe-seed.")
+@probe_seed_option("the --examples draw")
 @click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
 @click.option("--out", type=OutDir(), default="xai-loc-results/tfcnn", show_default=True)
 @click.pass_context
-def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint, snrs, examples, options, out) -> None:
+def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint, snrs, examples, probe_seed, options,
+                         out) -> None:
     """Relevance on the IPD vs the ILD channel per octave band at each test SNR (duplex theory:
     IPD below ~1.5 kHz, ILD above); writes band_profile.nc and band_profile.png. The scenes are
-    the test split of the data the checkpoint's card records (--seed may not differ from the card's)."""
+    the test split of the data the checkpoint's card records (--seed may not differ from the card's;
+    --probe-seed seeds the draw of the examples)."""
     import numpy as np
 
     from xai_loc.data.ipd_ild_scenes import render_scenes
@@ -126,7 +130,7 @@ def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint,
     explain_tfcnn(model, np.random.default_rng(0).standard_normal((1, 2, spec.n_samples)).astype(np.float32) * 0.05,
                   **options)
     scenes = render_scenes(spec, data, progress=True, splits=("test",))["test"]
-    paths = list(run_ipd_ild_probe(model, scenes, out, snrs=snrs or None, n_examples=examples, seed=seed,
+    paths = list(run_ipd_ild_probe(model, scenes, out, snrs=snrs or None, n_examples=examples, seed=probe_seed,
                                    **options).values())
     for path in paths + draw(paths):
         click.echo(str(path))

@@ -246,7 +246,7 @@ def test_the_checkpoint_folder_variable_is_documented_and_named(tmp_path, monkey
     (["simulate", "--t60", "99", "--snr", "10"], "--t60: T60=99.0 s is not allowed"),
     (["simulate", "--t60", "0.3", "--snr", "999"], "--snr: SNR=999 dB is not allowed"),
     (["perturb", "--t60", "nan", "--snr", "10"], "--t60"),
-    (["faithfulness", "--t60", "0.15", "--snr", "25", "--fills", "zero,bogus"], "--fills: fills 'bogus' is unknown"),
+    (["faithfulness", "--t60", "0.15", "--snr", "25", "--fills", "zero,bogus"], "--fills 'bogus' is unknown"),
     (["faithfulness", "--t60", "0.15", "--snr", "25", "--methods", "bogus"], "--methods: method 'bogus' is unknown"),
     (["perturb", "--t60", "0.15", "--snr", "25", "--fill", "bogus"], "--fill 'bogus' is unknown; allowed: zero, noise"),
     (["explain", "--model", "nope"], "--model 'nope' is not allowed; use one of loccnn, samplecnn"),

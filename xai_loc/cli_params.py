@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,23 @@ from xai_loc.errors import InputError
 from xai_loc.runtime import parse_int
 
 __all__ = ["SEED", "SNR", "T60", "Device", "InputDir", "InputFile", "Int", "Number", "OutDir", "OutFile",
-           "check_out_dir", "check_outside_stores", "data_root_default", "naming", "option_name"]
+           "check_out_dir", "check_outside_stores", "data_root_default", "naming", "option_name", "parse_number"]
+
+#: A number as the command line takes it: ASCII digits with an optional sign, point and exponent, or nan/inf (then
+#: refused by each check, naming its range).
+_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|nan|inf|infinity)",
+                     re.ASCII | re.IGNORECASE)
+
+
+def parse_number(text: str) -> float:
+    """A number written as :data:`_NUMBER` (surrounding spaces allowed), as a float.
+
+    Raises ``ValueError`` for anything else: unlike :func:`float`, underscores (``1_0``) and other scripts'
+    digits are refused, as :func:`~xai_loc.runtime.parse_int` refuses them in integers.
+    """
+    if not _NUMBER.fullmatch(text.strip()):
+        raise ValueError(f"{text!r} is not a number")
+    return float(text)
 
 
 def option_name(param: click.Parameter | None, ctx: click.Context | None, value: Any = None) -> str:
@@ -118,8 +135,8 @@ class DataRoot(OutDir):
 
 
 class OutFile(click.ParamType):
-    """A file to write: not an existing folder, its folder writable or creatable, its name ending in
-    ``suffix`` where one is given (checked before any work, e.g. a checkpoint's ``.safetensors``)."""
+    """A file to write: a name given (not empty), not an existing folder, its folder writable or creatable, its
+    name ending in ``suffix`` where one is given (checked before any work, e.g. a checkpoint's ``.safetensors``)."""
 
     name = "file"
 
@@ -128,6 +145,8 @@ class OutFile(click.ParamType):
 
     def convert(self, value, param, ctx):
         what = option_name(param, ctx, value)
+        if str(value) == "":  # it would name the current folder
+            raise InputError(f"{what} '' is not allowed; give a file name")
         path = Path(value)
         if self.suffix is not None and path.suffix != self.suffix:
             raise InputError(f"{what} {str(path)!r} is not allowed; use a file name ending in {self.suffix}")
@@ -160,7 +179,7 @@ class StoreOut(click.ParamType):
 
 
 class _Existing(click.ParamType):
-    """An existing, readable file or folder."""
+    """An existing, readable file or folder, named (an empty path is refused, never read as the current folder)."""
 
     def __init__(self, folder: bool):
         self.folder = folder
@@ -168,6 +187,9 @@ class _Existing(click.ParamType):
 
     def convert(self, value, param, ctx):
         what = option_name(param, ctx, value)
+        if str(value) == "":  # it would name the current folder unseen
+            here = " ('.' for the current folder)" if self.folder else ""
+            raise InputError(f"{what} '' is not allowed; give a {self.name} path{here}")
         path = Path(value)
         if not path.exists():
             raise InputError(f"{what} {str(path)!r} does not exist")
@@ -231,8 +253,8 @@ class Number(click.ParamType):
 
     def convert(self, value, param, ctx):
         try:
-            number = float(value)
-        except (TypeError, ValueError, OverflowError):
+            number = parse_number(str(value))
+        except ValueError:
             raise InputError(f"{option_name(param, ctx, value)} {value!r} is not a number; "
                              f"use {self._allowed()}") from None
         low_bad = self.low is not None and (number <= self.low if self.open_low else number < self.low)
@@ -255,7 +277,8 @@ class Device(click.ParamType):
 
 
 class _Checked(click.ParamType):
-    """A value checked by a library function (imported on use, so ``--help`` stays fast)."""
+    """A number checked by a library function (imported on use, so ``--help`` stays fast): read as
+    :func:`parse_number` reads it; text that is no number goes to the check as it is, which refuses it."""
 
     name = "number"
 
@@ -265,7 +288,10 @@ class _Checked(click.ParamType):
     def convert(self, value, param, ctx):
         import importlib
 
-        with naming(option_name(param, ctx, value)):
+        what = option_name(param, ctx, value)
+        with contextlib.suppress(ValueError):
+            value = parse_number(str(value))
+        with naming(what):
             return getattr(importlib.import_module(self.module), self.function)(value)
 
 

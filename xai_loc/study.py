@@ -94,10 +94,10 @@ def run_experiment(experiment: str | Experiment, models: ModelSet | Mapping[str,
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.experiments.registry import get_experiment
     from xai_loc.io import check_file_path
-    from xai_loc.plots.redraw import DRAWERS, draw_result
+    from xai_loc.plots.redraw import draw_result
 
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
-    for path in [*exp.files(out), *DRAWERS[exp.name].files(out)]:  # every output, before the run
+    for path in _outputs(exp, out):  # every output, before the run
         check_file_path(path)
     # seconds spent, written beside the result, never into it (a dict given as ``timing`` is filled)
     timing = options.setdefault("timing", {}) if exp.timed else None
@@ -106,6 +106,14 @@ def run_experiment(experiment: str | Experiment, models: ModelSet | Mapping[str,
     files: dict[str, Any] = dict(exp.write(ds, out, tables=tables, timing=timing))
     files["figures"] = draw_result(exp.name, ds, files["result"])
     return ExperimentRun(ds, tables, files)
+
+
+def _outputs(exp: Experiment, out: str | os.PathLike) -> list[Path]:
+    """Every file :func:`run_experiment` writes for ``exp`` into ``out``: its result, tables and timings
+    (:meth:`~xai_loc.experiments.base.Experiment.files`) and the figures of its drawer."""
+    from xai_loc.plots.redraw import DRAWERS
+
+    return [*exp.files(out), *DRAWERS[exp.name].files(out)]
 
 
 def study_options(quick: bool) -> dict[str, dict[str, Any]]:
@@ -187,20 +195,28 @@ def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
     return found
 
 
-def _check_out(out: Path, conditions: Sequence[str]) -> None:
-    """One line, before any work, where a file of ``out`` the run writes is a folder, or a condition's folder
-    is a link (the report does not follow links), a file, or cannot be written."""
+def _check_out(out: Path, conditions: Mapping[str, str], experiments: Sequence[str]) -> None:
+    """One line, before any work, where a condition's folder is a link (the report does not follow links), a file,
+    or cannot be written, or where a file the run writes is a folder: the study's own, and in each condition's
+    folder (``conditions``: folder name -> the model of its inspection figure) those of every experiment of
+    ``experiments`` (as :func:`run_experiment` checks them) and the inspection figure."""
     from xai_loc.cli_params import check_out_dir
-    from xai_loc.io import check_file_path
+    from xai_loc.experiments.registry import get_experiment
+    from xai_loc.io import check_file_path, figure_files
+    from xai_loc.plots.inspection import INSPECTION
     from xai_loc.report.study_run import STUDY_RECORD
 
     for name in (STUDY_RECORD, SUMMARY, REPORT):
         check_file_path(out / name)
-    for name in conditions:
-        if (out / name).is_symlink():
-            raise InputError(f"condition folder {str(out / name)!r} is a link, which the report does not follow; "
+    for name, first in conditions.items():
+        folder = out / name
+        if folder.is_symlink():
+            raise InputError(f"condition folder {str(folder)!r} is a link, which the report does not follow; "
                              "remove the link or choose another output folder")
-        check_out_dir(out / name, "condition folder")
+        check_out_dir(folder, "condition folder")
+        for path in [*(p for e in experiments for p in _outputs(get_experiment(e), folder)),
+                     *figure_files(folder / INSPECTION.format(first))]:
+            check_file_path(path)
 
 
 def _check_stores(scene, conditions, root, n_sources: int | None) -> None:
@@ -272,7 +288,8 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         raise InputError(f"no checkpoint of {', '.join(archs)} for the study's conditions in "
                          f"{pretrained or pretrained_dir()}; give --pretrained a folder holding them under the shipped "
                          "names (e.g. loccnn_t60-0.6_snr-10.safetensors)")
-    _check_out(out, [condition_name(t60, snr) for t60, snr, found in plan if found])
+    experiments, options = [name for name in STUDY_EXPERIMENTS if name not in skip], study_options(quick)
+    _check_out(out, {condition_name(t60, snr): next(iter(found)) for t60, snr, found in plan if found}, experiments)
     _check_stores(scene, [(t60, snr) for t60, snr, found in plan if found], data_root, n_sources)
     # every checkpoint loaded (hashed, randomized) before anything is written: a damaged one is one line and
     # leaves an earlier run's record as it was
@@ -294,12 +311,12 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
                             f"{ev['metrics']['mae']:.3f} | {ev['baseline']['metrics']['mae']:.3f} | "
                             f"{'-' if paper is None else f'{paper:.3f}'} | {ev['n_windows']} |")
         common = {"batch_size": batch_size, "device": device, "progress": progress}
-        sections += [f"## T60 {t60:g} s, SNR {snr:g} dB", ""]
-        for name, options in study_options(quick).items():
-            if name not in skip:
-                run = run_experiment(name, models, store, folder, **options, **common)
-                record.add(run.files)
-                sections += [f"### {STUDY_EXPERIMENTS[name]}", "", run.tables["markdown"], ""]
+        if experiments:  # a condition without sections has no heading
+            sections += [f"## T60 {t60:g} s, SNR {snr:g} dB", ""]
+        for name in experiments:
+            run = run_experiment(name, models, store, folder, **options[name], **common)
+            record.add(run.files)
+            sections += [f"### {STUDY_EXPERIMENTS[name]}", "", run.tables["markdown"], ""]
         first = next(iter(models))
         relevance = explain_models(models.select([first]), store, randomized_baseline=False, **common)  # stored
         inspection = folder / INSPECTION.format(first)

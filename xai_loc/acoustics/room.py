@@ -5,7 +5,6 @@ one point per row (``(n, 3)`` arrays), ``T60`` in seconds.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import reprlib
 from dataclasses import dataclass
@@ -127,11 +126,11 @@ def source_mic_distances(sources: np.ndarray, mics: np.ndarray) -> np.ndarray:
 
 
 def _float(value, what: str, allowed: str) -> float:
-    """``value`` (a number, or the text of one as the command line gives it) as a float; a boolean or anything
-    else is a one-line :class:`InputError` naming ``what`` and the ``allowed`` values."""
-    if not isinstance(value, (bool, np.bool_)):
-        with contextlib.suppress(TypeError, ValueError, OverflowError):
-            return float(value)
+    """``value``, a real number (:func:`~xai_loc.checks.is_real`, or a NaN or infinite float, which the caller's
+    range refuses), as a float; text, a boolean or anything else is a one-line :class:`InputError` naming ``what``
+    and the ``allowed`` values (the command line reads its text as a number first)."""
+    if is_real(value) or isinstance(value, (float, np.floating)):
+        return float(value)
     raise InputError(f"{what}={reprlib.repr(value)} is not a number; give {allowed}")
 
 

@@ -5,7 +5,8 @@ One module per family contributes its commands (:mod:`xai_loc.cli.multichannel`,
 :mod:`~xai_loc.cli.cuenet`, :mod:`~xai_loc.cli.bast`); shared option types, choices and
 helpers live in :mod:`xai_loc.cli._common`. Heavy imports (torch, xarray, ...) happen inside
 the commands so that ``xai-loc --help`` answers at once. Every
-:class:`~xai_loc.errors.InputError` becomes one line on stderr and exit code 2.
+:class:`~xai_loc.errors.InputError` and every usage error of click's (a bad choice, a missing or unknown option,
+argument or command) becomes one line on stderr and exit code 2.
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from xai_loc.cli_params import (
     OutDir,
     data_root_default,
     option_name,
+    parse_number,
 )
 from xai_loc.cluster import MAX_WORKERS
 from xai_loc.errors import InputError
@@ -75,10 +76,12 @@ def position_models() -> list[str]:
     return [name for name, cls in MODELS.items() if cls.output_kind == "position"]
 
 
-def _multichannel_methods() -> list[str]:
+def position_methods() -> list[str]:
+    """Registered attribution methods offered for localizers of source positions: all but AttnLRP, which explains
+    transformers (``binaural explain``; on a convolutional localizer it is input x gradient under another name)."""
     from xai_loc.explain import METHODS
 
-    return [name for name in METHODS if name != "attn_lrp"]  # AttnLRP explains transformers: binaural explain
+    return [name for name in METHODS if name != "attn_lrp"]
 
 
 def _composites() -> list[str]:
@@ -100,7 +103,7 @@ def _any_targets() -> list[str]:
 
 
 MODEL = RegistryChoice(MODEL_CHOICES, position_models)
-METHOD = RegistryChoice(METHOD_CHOICES, _multichannel_methods)
+METHOD = RegistryChoice(METHOD_CHOICES, position_methods)
 COMPOSITE = RegistryChoice(COMPOSITE_CHOICES, _composites)
 POSITION_TARGET = RegistryChoice(TARGET_CHOICES, _position_targets)
 ANY_TARGET = RegistryChoice(ANY_TARGET_CHOICES, _any_targets)
@@ -151,6 +154,10 @@ USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ED
                    errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
 
 
+#: The usage error that click >= 8.2 raises to print a group's help when no command is given (8.1 prints it itself).
+NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 #: Where a command records its ``--batch-size`` for the message about a GPU out of memory (click's ``ctx.meta``
 #: is shared by a command's context and its group's).
 BATCH_SIZE_KEY = "xai_loc.batch_size"
@@ -172,12 +179,17 @@ def _gpu_out_of_memory(err: BaseException) -> bool:
 
 @contextlib.contextmanager
 def user_errors(meta: dict | None = None):
-    """Turn user errors (InputError, the file-system errors above, a GPU out of memory, here or on a dask worker)
-    into one line on stderr and exit code 2; ``meta`` is the click context's, holding the batch size."""
+    """Turn user errors (InputError, click's usage errors, the file-system errors above, a GPU out of memory, here or
+    on a dask worker) into one line on stderr and exit code 2; ``meta`` is the click context's, holding the batch
+    size. A group called without a command still prints its help."""
     try:
         yield
     except InputError as err:
         message = " ".join(str(err).split())
+    except click.UsageError as err:  # a bad choice, a missing or unknown option, argument or command
+        if isinstance(err, NO_ARGS_HELP):
+            raise
+        message = " ".join(err.format_message().split())
     except OSError as err:
         if err.errno not in USER_OS_ERRORS:
             raise
@@ -215,8 +227,9 @@ def _terminated(signum, frame):
 
 
 class Group(click.Group):
-    """A click group that reports user errors in one line with exit code 2 (its own options included); its
-    commands are :class:`Command`, its sub-groups of this class."""
+    """A click group that reports user errors in one line with exit code 2 (its own options, click's usage errors
+    and its commands' parsing included: :func:`user_errors`); its commands are :class:`Command`, its sub-groups of
+    this class."""
 
     command_class = Command
     group_class = type
@@ -483,7 +496,9 @@ def with_options(*options):
 
 
 #: Options every binaural scene set takes.
-SCENE_SEED = click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the scenes and the training.")
+SCENE_SEED = click.option("--seed", type=SEED, default=0, show_default=True,
+                          help="Seeds the scenes (the held-out sounds or utterances, every rendering) and, for train, "
+                               "the training.")
 DATA_ROOT = data_option()
 
 
@@ -581,9 +596,11 @@ sanity_options = with_options(*CONDITION_OPTIONS, *STORE_OPTIONS, *RUN_OPTIONS)
 
 
 def csv_list(text: str, cast=str, what: str = "list") -> list:
-    """``"a,b"`` -> ``["a", "b"]``; empty items are skipped, an empty list is an error."""
+    """``"a,b"`` -> ``["a", "b"]``; empty items are skipped, an empty list is an error. ``float`` items are read as
+    :func:`~xai_loc.cli_params.parse_number` reads them (ASCII digits, no underscores)."""
+    read = parse_number if cast is float else cast
     try:
-        values = [cast(v.strip()) for v in text.split(",") if v.strip()]
+        values = [read(v.strip()) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"{what} {text!r} is not a comma-separated list of {cast.__name__} values") from None
     if not values:

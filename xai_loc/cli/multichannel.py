@@ -29,6 +29,7 @@ from xai_loc.cli._common import (
     experiment_options,
     models_for,
     named_checkpoint,
+    position_methods,
     pretrained_option,
     resolve_condition,
     sanity_options,
@@ -53,8 +54,11 @@ from xai_loc.cli_params import (
     StoreOut,
     check_out_dir,
     naming,
+    option_name,
+    parse_number,
 )
 from xai_loc.errors import InputError
+from xai_loc.runtime import parse_int
 
 
 @main.command()
@@ -167,6 +171,30 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
                f"one noise window -> ({', '.join(f'{v:.3f}' for v in pred)}) m")
 
 
+class Recipe(click.ParamType):
+    """A number of :class:`~xai_loc.models.training.TrainConfig` (an ``integer`` or any number), allowed by the
+    field's entry of :data:`~xai_loc.models.training.CHECKS` (imported on use), so that ``train`` allows what the
+    library allows and says so in the same words."""
+
+    def __init__(self, field: str, integer: bool = False):
+        self.field, self.integer = field, integer
+        self.name = "integer" if integer else "number"
+
+    def convert(self, value, param, ctx):
+        from xai_loc.models.training import CHECKS
+
+        test, allowed = CHECKS[self.field]
+        what = option_name(param, ctx, value)
+        try:
+            number = (parse_int if self.integer else parse_number)(str(value))
+        except ValueError:
+            raise InputError(f"{what} {value!r} is not {'an' if self.integer else 'a'} {self.name}; "
+                             f"use {allowed}") from None
+        if not test(number):
+            raise InputError(f"{what} {value} is not allowed; use {allowed}")
+        return number
+
+
 @main.command()
 @click.option("--model", "arch", type=MODEL, required=True, help="Architecture.")
 @click.option("--t60", type=T60, required=True, help="Reverberation time (s) of the training condition.")
@@ -176,22 +204,24 @@ def models_import(arch: str, t60: float, snr: float, out: str | None, file: str)
 @sources_option("each split", minimum=2)  # training needs two sources: refused before anything is simulated
 @click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint to write [default: <data>/runs/<scene>/<model>_t60-T_snr-S.safetensors].")
-@click.option("--batch-size", type=Int(1), default=100, show_default=True)
+@click.option("--batch-size", type=Recipe("batch_size", integer=True), default=100, show_default=True)
 @click.option("--lr", type=POSITIVE, default=None, help="Adam learning rate [default: 1e-3 LocCNN, 1e-2 SampleCNN].")
-@click.option("--weight-decay", type=Number(0), default=0.0, show_default=True)
-@click.option("--lr-factor", type=Number(0, 1, open_low=True), default=0.2, show_default=True,
+@click.option("--weight-decay", type=Recipe("weight_decay"), default=0.0, show_default=True)
+@click.option("--lr-factor", type=Recipe("lr_factor"), default=0.2, show_default=True,
               help="ReduceLROnPlateau factor.")
-@click.option("--lr-patience", type=Int(0), default=100, show_default=True, help="ReduceLROnPlateau patience (epochs).")
-@click.option("--min-lr", type=Number(0), default=0.0, show_default=True)
-@click.option("--early-stop-patience", type=Int(0), default=200, show_default=True)
-@click.option("--max-epochs", type=Int(1), default=5000, show_default=True)
+@click.option("--lr-patience", type=Recipe("lr_patience", integer=True), default=100, show_default=True,
+              help="ReduceLROnPlateau patience (epochs).")
+@click.option("--min-lr", type=Recipe("min_lr"), default=0.0, show_default=True)
+@click.option("--early-stop-patience", type=Recipe("early_stop_patience", integer=True), default=200,
+              show_default=True)
+@click.option("--max-epochs", type=Recipe("max_epochs", integer=True), default=5000, show_default=True)
 @click.option("--max-minutes", type=POSITIVE, default=None, help="Wall-clock budget; rerun to continue.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds weights, window draws and dropout.")
 @device_option()
-@click.option("--eval-batch-size", type=Int(1), default=100, show_default=True)
+@click.option("--eval-batch-size", type=Recipe("eval_batch_size", integer=True), default=100, show_default=True)
 @click.option("--preload/--no-preload", default=False, show_default=True, help="Hold train/val in RAM.")
 @click.option("--deterministic/--no-deterministic", default=True, show_default=True)
-@click.option("--draws-per-epoch", type=Int(1), default=1, show_default=True,
+@click.option("--draws-per-epoch", type=Recipe("draws_per_epoch", integer=True), default=1, show_default=True,
               help="Paper epochs (one random window per source each) between validations; patiences stay in paper "
                    "epochs (1: the paper's schedule).")
 @click.option("--deadline", type=POSITIVE, default=None,
@@ -224,16 +254,10 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
     from xai_loc.data.store import condition_name, simulate_dataset
     from xai_loc.models import TrainConfig, check_training
     from xai_loc.models import train as train_model
-    from xai_loc.models.training import CHECKS
 
     setup(ctx)
     if knobs.get("benchmark") and knobs.get("deterministic"):  # determinism would turn it off without a word
         raise InputError("--benchmark is not allowed with --deterministic (the default); add --no-deterministic")
-    flags = {param.name: param.opts[0] for param in ctx.command.params}
-    for name, value in knobs.items():  # TrainConfig's checks, named by the flag
-        test, allowed = CHECKS[name]
-        if not test(value):
-            raise InputError(f"{flags[name]} {value} is not allowed; use {allowed}")
     scn = load_scene(scene, convention=convention)
     root = Path(data)
     config = TrainConfig(**knobs)
@@ -385,6 +409,8 @@ def audit(ctx, model, composite, options, seed, target) -> None:
     from xai_loc.models.trainer import seeded
 
     setup(ctx)
+    if model == "":  # it would name the current folder
+        raise InputError("MODEL '' is not allowed; give a checkpoint file or an architecture name")
     path = Path(model)
     checkpoint = path.exists() or path.suffix == ".safetensors" or path.name != model
     arch = read_card(path)["architecture"] if checkpoint else model  # a missing file: one line saying so
@@ -624,26 +650,34 @@ def faithfulness(ctx, methods, fills, percentages, **common) -> None:
     the model's family. --scheduler or --workers spread the window batches over a dask
     cluster (the bytes of a --threads 1 run).
     """
-    from xai_loc.experiments.faithfulness import DEFAULT_METHODS, check_fills
-    from xai_loc.experiments.perturbation import check_percentages
+    from xai_loc.experiments.faithfulness import DEFAULT_METHODS, FAITHFULNESS_FILLS
+    from xai_loc.experiments.perturbation import check_names, check_percentages
 
     setup(ctx)
-    specs = _method_specs(methods, DEFAULT_METHODS)
-    with naming("--fills"):
-        fill_names = check_fills(csv_list(fills, what="--fills"))
+    specs = _method_specs(methods, DEFAULT_METHODS, not _own_test_split(common["checkpoint"]))
+    fill_names = check_names(csv_list(fills, what="--fills"), FAITHFULNESS_FILLS, "--fills", "fill")
     pcts = check_percentages(csv_list(percentages, float, "--percentages"), from_zero=True, what="--percentages")
     _run_on_test_split("faithfulness", fills=fill_names, percentages=pcts, **specs, **common)
 
 
-def _method_specs(methods: str | None, defaults) -> dict:
+def _method_specs(methods: str | None, defaults, positions: bool = True) -> dict:
     """``--methods`` parsed: ``explanations`` (method, composite) pairs, or an empty list with the
-    ``methods`` to adapt to the model's family (:func:`~xai_loc.experiments.faithfulness.family_methods`)."""
+    ``methods`` to adapt to the model's family (:func:`~xai_loc.experiments.faithfulness.family_methods`).
+    ``positions``: the models localize source positions, which take the methods ``explain --method`` takes
+    (:func:`~xai_loc.cli._common.position_methods`)."""
     from xai_loc.experiments.faithfulness import parse_methods
+    from xai_loc.explain import METHODS
 
     if methods is None:
         return {"explanations": [], "methods": defaults}
+    specs = csv_list(methods, what="--methods")
+    allowed = position_methods() if positions else list(METHODS)
     with naming("--methods"):
-        return {"explanations": parse_methods(csv_list(methods, what="--methods"))}
+        for method in (spec.partition(":")[0] for spec in specs):
+            if method not in allowed:
+                why = "unknown" if method not in METHODS else "for transformers, not localizers of source positions"
+                raise InputError(f"method {method!r} is {why}; allowed: {', '.join(allowed)} (LRP as lrp:COMPOSITE)")
+        return {"explanations": parse_methods(specs)}
 
 
 @main.command()
@@ -669,7 +703,8 @@ def sanity(ctx, methods, **common) -> None:
     from xai_loc.experiments.sanity import DEFAULT_METHODS
 
     setup(ctx)
-    _run_on_test_split("sanity", **_method_specs(methods, DEFAULT_METHODS), **common)
+    _run_on_test_split("sanity", **_method_specs(methods, DEFAULT_METHODS, not _own_test_split(common["checkpoint"])),
+                       **common)
 
 
 @main.command()

@@ -99,7 +99,8 @@ RECIPE = {
 }
 
 
-#: Field -> (test, what is allowed), applied by :class:`TrainConfig`.
+#: Field -> (test, what is allowed), applied by :class:`TrainConfig` and, read from the command line, by ``xai-loc
+#: train``'s options.
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_size": (lambda v: is_integer(v) and v >= 2, "an integer >= 2"),
     "lr": (lambda v: v is None or (is_real(v) and v > 0), "None or a positive number"),
@@ -111,7 +112,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_epochs": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
     "max_minutes": (lambda v: v is None or (is_real(v) and v > 0), "None or a positive number of minutes"),
     "seed": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
-    "device": (lambda v: isinstance(v, str), "'cpu', 'cuda' or 'cuda:N'"),
+    # a device this machine lacks or a name torch would not take: resolve_device's own line
+    "device": (lambda v: isinstance(v, str) and resolve_device(v) is not None, "'cpu', 'cuda' or 'cuda:N'"),
     "eval_batch_size": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
     "preload": (lambda v: isinstance(v, bool), "True or False"),
     "deterministic": (lambda v: isinstance(v, bool), "True or False"),
@@ -154,7 +156,8 @@ class TrainConfig:
     seed
         Seeds the initial weights, the window draws, the batch order and dropout.
     device
-        'cpu', 'cuda' or 'cuda:N'.
+        'cpu', 'cuda' or 'cuda:N', present on this machine (:func:`~xai_loc.runtime.resolve_device`, when the
+        configuration is made).
     eval_batch_size
         Windows per forward pass during validation.
     preload

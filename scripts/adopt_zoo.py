@@ -192,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 srp[(t60, snr)] = srp_errors(store, args.srp_windows or None)
             rows.append((arch, t60, snr, result, written["storage"]["dtype"], card["training"], was, reason is None))
     except InputError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 2
+        parser.error(str(err))
     print("| checkpoint | test MAE/coord (m) | test Euclidean (m) | constant (m) | paper (m) | SRP-PHAT, "
           "signals (m) | storage | paper epochs (this run) | stopped | device s | existing (m) | adopted |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

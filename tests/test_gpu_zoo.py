@@ -273,8 +273,10 @@ def test_gpu_zoo_dry_run_on_the_cpu(tmp_path):
     # without --out, a trial never lands in pretrained/: refused in one line before any work
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    for extra, message in ((["--sources", "2"], "Error: --sources 2 scores on a part of the test split; give --out"),
-                           ([], f"Error: {expected[0]}: trained on 6 sources, not the paper's 3152; give --out")):
+    for extra, message in ((["--sources", "2"], "adopt_zoo.py: error: --sources 2 scores on a part of the test split; "
+                                                "give --out"),
+                           ([], f"adopt_zoo.py: error: {expected[0]}: trained on 6 sources, not the paper's 3152; "
+                                "give --out")):
         refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "adopt_zoo.py"), str(out), *extra],
                                  capture_output=True, text=True, cwd=elsewhere, timeout=300)
         lines = refused.stderr.strip().splitlines()
@@ -294,8 +296,8 @@ def test_adopt_zoo_refuses_checkpoints_of_other_data_before_any_work(tmp_path):
                           str(tmp_path / "out"), "--data-root", str(tmp_path / "data")],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
-        "Error: loccnn_t60-0.6_snr-10.safetensors: trained on 'pyroomacoustics'-convention data; the zoo is trained "
-        "on 'gpurir'"]
+        "adopt_zoo.py: error: loccnn_t60-0.6_snr-10.safetensors: trained on 'pyroomacoustics'-convention data; the "
+        "zoo is trained on 'gpurir'"]
     assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
 
 

@@ -246,7 +246,7 @@ def test_adopt_zoo_refuses_an_out_that_is_a_file_before_any_work(tmp_path):
     with no_work():
         one_line_refusal(run_here("scripts/adopt_zoo.py", results, "--out", afile, "--data-root", tmp_path / "data",
                                   cwd=tmp_path),
-                         f"Error: --out '{afile}' is not allowed: '{afile}' is a file, not a folder")
+                         f"adopt_zoo.py: error: --out '{afile}' is not allowed: '{afile}' is a file, not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "results"] and afile.read_text() == "x"
 
 

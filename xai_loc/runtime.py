@@ -127,6 +127,10 @@ def configure_cpu(threads: int | None = None) -> int:
     return threads
 
 
+#: A CUDA device as torch spells it: ``cuda`` or ``cuda:N``, ``N`` ASCII digits without leading zeros.
+CUDA_NAME = re.compile(r"cuda(?::(0|[1-9][0-9]*))?")
+
+
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     """Return a ``torch.device`` for ``'cpu'``, ``'cuda'`` or ``'cuda:N'`` (or such a ``torch.device``), checking
     availability.
@@ -142,7 +146,7 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
         raise InputError(f"device={device!r} is not allowed; use cpu, cuda or cuda:N")
     if device == "cpu":
         return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(0|[1-9][0-9]*))?", device)
+    match = CUDA_NAME.fullmatch(device)
     if match:
         if not torch.cuda.is_available():
             raise InputError(f"device {device!r} requested but CUDA is not available; use 'cpu'")

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 from xai_loc.errors import InputError
-from xai_loc.runtime import resolve_device
+from xai_loc.runtime import CUDA_NAME, resolve_device
 
 __all__ = ["Parser", "count", "device_name", "device_spelling", "run_main", "seconds"]
 
@@ -59,7 +58,7 @@ def device_name(text: str) -> str:
 def device_spelling(text: str) -> str:
     """argparse type: ``cpu``, ``cuda`` or ``cuda:N`` as :func:`~xai_loc.runtime.resolve_device` spells them, without
     asking whether this machine has the device (no CUDA needed to parse: a script checks that where it uses it)."""
-    if not re.fullmatch(r"cpu|cuda(?::(?:0|[1-9][0-9]*))?", text):
+    if not (text == "cpu" or CUDA_NAME.fullmatch(text)):
         raise argparse.ArgumentTypeError(f"unknown device {text!r}; allowed: cpu, cuda, cuda:N")
     return text
 

@@ -122,7 +122,7 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
     differ from the card's)."""
     from pathlib import Path
 
-    from xai_loc.data.bast_scenes import load_bast_scenes
+    from xai_loc.data.bast_scenes import BAST_SCENES
     from xai_loc.experiments.bast_table import mirror_relevance
     from xai_loc.explain.attn_lrp import registry_target
     from xai_loc.io import write_dataset_atomic
@@ -134,6 +134,6 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
     except ValueError:
         pass
     registry_target(target)  # a bad target fails before the scenes are rendered
-    scenes = load_bast_scenes(BAST_OPTIONS.held_out(ctx, model), "test", root=data, progress=True)
+    scenes = BAST_SCENES.open(BAST_OPTIONS.test_store(BAST_OPTIONS.held_out(ctx, model), data)).load()
     view = mirror_relevance(model, scenes, target=target, n_steps=steps)
     click.echo(str(write_dataset_atomic(view, Path(out) / "relevance_view.nc")))

@@ -59,7 +59,8 @@ class SceneOptions:
     Parameters
     ----------
     family
-        The family (:data:`~xai_loc.experiments.scored.TEST_SPLITS`) whose checkpoints record the spec.
+        The family (:data:`~xai_loc.models.families.FAMILIES`) whose checkpoints record the spec and whose
+        renderer makes its stores.
     build
         ``build(base=None, **options) -> spec``: ``base`` (default: the family's default data) with
         the options that are not None applied, named as the family names its data.
@@ -95,15 +96,13 @@ class SceneOptions:
             examples are not the checkpoint's input (samples per ear and rate, e.g. another
             ``--duration``): nothing could be run on them.
         """
-        from xai_loc.experiments.scored import TEST_SPLITS, recorded_spec
         from xai_loc.models import read_card
+        from xai_loc.models.families import FAMILIES
 
         flags = {param.name: param.opts[0] for param in ctx.command.params}
-        try:
-            recorded = recorded_spec(read_card(checkpoint), TEST_SPLITS[self.family].spec_keys)
-        except KeyError:  # a card without its data spec
+        base = FAMILIES[self.family].recorded_spec(read_card(checkpoint))
+        if base is None:  # a card without its data spec
             return _fitting(self.of(ctx), checkpoint, flags)
-        base = type(self.build()).from_dict(recorded)
         given = {name: ctx.params[name] for name in self.names()
                  if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
         for name in self.split:
@@ -113,6 +112,13 @@ class SceneOptions:
                                  "overlap the training data; leave it out")
         spec = self.build(base, **given)
         return _fitting(base if _fields(spec) == _fields(base) else spec, checkpoint, flags)
+
+    def test_store(self, spec, root, **options) -> Path:
+        """The store of the test split of ``spec`` (:meth:`held_out`) under ``root``, rendered where absent by the
+        family's renderer (:meth:`~xai_loc.models.families.Family.render`; ``options``: cochcnn's ``device``)."""
+        from xai_loc.models.families import FAMILIES
+
+        return FAMILIES[self.family].render(spec, "test", root=root, progress=True, **options)
 
 
 def _fitting(spec, checkpoint: str, flags: dict[str, str]):
@@ -296,7 +302,6 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     import tempfile
     from functools import partial
 
-    from xai_loc.data.binaural_store import simulate_binaural
     from xai_loc.experiments.cues import run_behaviour, run_duplex_probe
     from xai_loc.experiments.registry import RESULTS
     from xai_loc.io import check_file_path, write_files_atomic
@@ -332,7 +337,7 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
                                        batch_size=batch_size, device=device, seed=probe_seed, progress=True,
                                        **options).values())
         if behaviour:
-            store = simulate_binaural(spec, "test", root=data, device=device, progress=True)
+            store = COCHCNN_OPTIONS.test_store(spec, data, device=device)
             staged += run_behaviour(model, store, staging, batch_size=batch_size, device=device,
                                     progress=True).values()
         staged += draw(staged)  # drawn beside the staged results only: an earlier run's files are not drawn in

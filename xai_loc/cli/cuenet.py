@@ -115,7 +115,6 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     from xai_loc.experiments.cue_probe import run_cue_probe
     from xai_loc.explain.attribute import resolve_model
     from xai_loc.explain.cuenet import cue_relevance
-    from xai_loc.features.binaural_cues import simulate_cue_scenes
     from xai_loc.plots.redraw import draw
 
     setup(ctx)
@@ -125,7 +124,7 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     # one all-zero cue map with the options: a bad one fails before the scenes are rendered
     net = resolve_model(model)[0]
     cue_relevance(net, np.zeros((1, *net.cue_shape), np.float32), **options)
-    test = simulate_cue_scenes(spec, "test", root=data, progress=True)
+    test = CUENET_OPTIONS.test_store(spec, data)
     result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, seed=probe_seed,
                            **options)
     paths = list(result["paths"].values())

@@ -116,7 +116,6 @@ def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint,
     --probe-seed seeds the draw of the examples)."""
     import numpy as np
 
-    from xai_loc.data.ipd_ild_scenes import render_scenes
     from xai_loc.experiments.ipd_ild_probe import check_snrs, run_ipd_ild_probe
     from xai_loc.explain.tfcnn import explain_tfcnn
     from xai_loc.plots.redraw import draw
@@ -129,7 +128,7 @@ def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint,
     # one noise example with the options: a bad one fails before the scenes are rendered
     explain_tfcnn(model, np.random.default_rng(0).standard_normal((1, 2, spec.n_samples)).astype(np.float32) * 0.05,
                   **options)
-    scenes = render_scenes(spec, data, progress=True, splits=("test",))["test"]
+    scenes = TFCNN_OPTIONS.test_store(spec, data)
     paths = list(run_ipd_ild_probe(model, scenes, out, snrs=snrs or None, n_examples=examples, seed=probe_seed,
                                    **options).values())
     for path in paths + draw(paths):

@@ -54,8 +54,8 @@ from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord, check_name, numbers
 from xai_loc.errors import InputError
 
-__all__ = ["CHUNK_EXAMPLES", "SCENES", "SceneSpec", "SPLITS", "open_scenes", "render_scenes", "render_split",
-           "scene_path", "utterance_split"]
+__all__ = ["CHUNK_EXAMPLES", "SCENES", "SceneSpec", "SPLITS", "open_scenes", "render_scene_split", "render_scenes",
+           "render_split", "scene_path", "utterance_split"]
 
 #: Splits of a scene set.
 SPLITS = ("train", "test")
@@ -329,6 +329,12 @@ def render_scenes(spec: SceneSpec, root: str | Path | None = None, progress: boo
             hint="check the spec's SNRs and levels", progress=progress, desc=f"render {split}")
     return paths
 
+
+
+def render_scene_split(spec: SceneSpec, split: str, *, root: str | Path | None = None, progress: bool = False) -> Path:
+    """One split's store (:func:`render_scenes` of that split alone): the renderer of the ``tfcnn`` family
+    (:attr:`~xai_loc.models.families.Family.renderer`)."""
+    return render_scenes(spec, root, progress=progress, splits=(split,))[split]
 
 def open_scenes(path: str | Path):
     """Open a finished scene store as a lazy ``xarray.Dataset`` (:meth:`SCENES.open <StoreKind.open>`).

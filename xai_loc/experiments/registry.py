@@ -6,7 +6,11 @@
 (:func:`xai_loc.study.run_experiment`).
 :data:`RESULTS` adds the results that the binaural probes write from their own commands, as
 :class:`~xai_loc.experiments.base.Result` declarations (file name, what to check, the command
-that rebuilds it). Each name has a drawer of the same name in :data:`xai_loc.plots.redraw.DRAWERS`.
+that rebuilds it): every result file a probe command writes but the cue network's per-example
+``cue_relevance.nc`` (a name that folders of ``binaural cues`` written before ``duplex_relevance.nc`` hold with
+other contents). Each name has a drawer of the same name in
+:data:`xai_loc.plots.redraw.DRAWERS`, one without figures for a result that is a table or a view another
+result's figure reads (``duplex_relevance``, ``cue_ablation``, ``bast_table``, ``relevance_view``).
 
 A new experiment is one module with an ``Experiment`` subclass plus one line in :data:`EXPERIMENTS`.
 """
@@ -35,12 +39,20 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 RESULTS: dict[str, Result] = {**EXPERIMENTS, **{r.name: r for r in (
     Result("duplex", "duplex.nc", what="duplex probe result", command="binaural cues",
            required=("itd_weight", "ild_weight")),
+    Result("duplex_relevance", "duplex_relevance.nc", what="duplex relevance view", command="binaural cues",
+           required=("relevance_mass", "lag_slope")),
     Result("responses", "responses.nc", what="binaural responses", command="binaural cues",
            required=("response_azimuth", "response_elevation", "target_azimuth", "target_elevation")),
     Result("cue_reliance", "cue_reliance.nc", what="cue reliance table", command="binaural cuenet probe",
            required=("abs_share",)),
+    Result("cue_ablation", "cue_ablation.nc", what="cue ablation table", command="binaural cuenet probe",
+           required=("top1", "attention")),
     Result("band_profile", "band_profile.nc", what="band profile", command="binaural tfcnn probe",
            required=("share",)),
+    Result("bast_table", "bast_table.nc", what="BAST integration x weight-sharing table",
+           command="binaural bast table", required=("mirror_contrast", "relevance_left", "relevance_right")),
+    Result("relevance_view", "relevance_view.nc", what="BAST relevance view of mirror pairs",
+           command="binaural bast explain", required=("mass", "ear_balance")),
 )}}
 
 

@@ -19,7 +19,7 @@ its main variable:
     its front end; one unit per utterance.
 
 A binaural checkpoint's own held-out test split is rendered from the data spec its card
-records (:func:`family_test_store`, :data:`TEST_SPLITS`), so a checkpoint alone names its test data.
+records, by its family (:func:`family_test_store`), so a checkpoint alone names its test data.
 
 The truth a model needs is made from them by its output kind (:data:`TRUTHS`: positions,
 grid class labels, azimuths), and its error by :data:`ERRORS`, in the model's own units:
@@ -64,8 +64,8 @@ if TYPE_CHECKING:
     from xai_loc.data.resumable import StoreKind
     from xai_loc.experiments.modelset import ModelSet
 
-__all__ = ["ERRORS", "EXPLAINED", "READERS", "TEST_SPLITS", "Reader", "Rows", "ScoredSet", "TestSplit",
-           "default_target", "family_test_store", "localization_error", "scored_set"]
+__all__ = ["ERRORS", "EXPLAINED", "READERS", "Reader", "Rows", "ScoredSet", "default_target", "family_test_store",
+           "localization_error", "scored_set"]
 
 
 @dataclass(frozen=True)
@@ -254,84 +254,29 @@ def scored_set(data: str | os.PathLike, n_sources: int | None = None) -> ScoredS
 
 
 # ---------------------------------------------------------------------------------------------- a family's test split
-def recorded_spec(card: dict, keys: tuple[str, ...]) -> dict:
-    """The data spec a checkpoint card records: ``card[keys[0]][keys[1]]...`` (a family's
-    :attr:`TestSplit.spec_keys`); KeyError where the card records none."""
-    value: Any = card
-    for key in keys:
-        if not isinstance(value, dict) or not isinstance(value.get(key), dict):
-            raise KeyError(key)
-        value = value[key]
-    return value
-
-
-def _cochcnn_test(spec: dict, root, progress: bool) -> Path:
-    from xai_loc.data.binaural_store import BinauralSpec, simulate_binaural
-
-    return simulate_binaural(BinauralSpec.from_dict(spec), "test", root=root, progress=progress)
-
-
-def _tfcnn_test(spec: dict, root, progress: bool) -> Path:
-    from xai_loc.data.ipd_ild_scenes import SceneSpec, render_scenes
-
-    return render_scenes(SceneSpec.from_dict(spec), root, progress=progress, splits=("test",))["test"]
-
-
-def _cuenet_test(spec: dict, root, progress: bool) -> Path:
-    from xai_loc.data.cue_scenes import CueSceneSpec
-    from xai_loc.features.binaural_cues import simulate_cue_scenes
-
-    return simulate_cue_scenes(CueSceneSpec.from_dict(spec), "test", root=root, progress=progress)
-
-
-def _bast_test(spec: dict, root, progress: bool) -> Path:
-    from xai_loc.data.bast_scenes import BastSceneSpec, render_bast_scenes
-
-    return render_bast_scenes(BastSceneSpec.from_dict(spec), "test", root=root, progress=progress)
-
-
-@dataclass(frozen=True)
-class TestSplit:
-    """Where a family's checkpoint card records its data spec, and how the spec's test split is rendered
-    (``render(spec dict, root, progress) -> store path``; once under ``root``, then reused)."""
-
-    spec_keys: tuple[str, ...]
-    render: Callable[[dict, Any, bool], Path]
-
-
-#: The held-out test split of each binaural family, from the data spec its checkpoint card records.
-TEST_SPLITS: dict[str, TestSplit] = {
-    "cochcnn": TestSplit(("dataset", "train", "spec"), _cochcnn_test),
-    "tfcnn": TestSplit(("dataset", "train", "spec"), _tfcnn_test),
-    "cuenet": TestSplit(("dataset", "spec"), _cuenet_test),
-    "bast": TestSplit(("dataset", "spec"), _bast_test),
-}
-
-
 def family_test_store(checkpoint: str | os.PathLike, root=None, progress: bool = False) -> Path:
-    """The held-out test split of a binaural checkpoint's own data (:data:`TEST_SPLITS`), rendered under
-    ``root`` if absent.
+    """The held-out test split of a binaural checkpoint's own data: the spec its card records, rendered under
+    ``root`` if absent by its family's renderer (:meth:`~xai_loc.models.families.Family.recorded_spec`,
+    :meth:`~xai_loc.models.families.Family.render`).
 
     Raises
     ------
     InputError
-        For a checkpoint of a family without a registered test split (the multichannel families are
-        simulated per condition instead), or a card that records no data spec.
+        For a checkpoint of a family without a renderer (the multichannel families are simulated per
+        condition instead), or a card that records no data spec.
     """
     from xai_loc.models import read_card
     from xai_loc.models.families import family_of
 
     card = read_card(checkpoint)
-    family = family_of(card["architecture"]).name
-    if family not in TEST_SPLITS:
+    family = family_of(card["architecture"])
+    if family.renderer is None:
         raise InputError(f"checkpoint {checkpoint} is a {card['architecture']} model, whose test data is the "
                          "simulated paper scene; give --t60 and --snr, or a test store with --store")
-    split = TEST_SPLITS[family]
-    try:
-        spec = recorded_spec(card, split.spec_keys)
-    except KeyError:
-        raise InputError(f"checkpoint {checkpoint} records no data spec; give its test store with --store") from None
-    return split.render(spec, root, progress)
+    spec = family.recorded_spec(card)
+    if spec is None:
+        raise InputError(f"checkpoint {checkpoint} records no data spec; give its test store with --store")
+    return family.render(spec, "test", root=root, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------- truth and error

@@ -3,7 +3,10 @@
 A family is the set of architectures that share a scene set, a trainer, an LRP composite,
 probes and a command group. :data:`FAMILIES` holds one :class:`Family` per family; the
 architecture section of ``models list`` (:func:`family_rows`) and the tests are generated from
-it, and a family's :attr:`Family.metric_labels` say how its checkpoint metrics read.
+it, and a family's :attr:`Family.metric_labels` say how its checkpoint metrics read. A family's
+record is the one home of its data: the spec its checkpoint cards record (:meth:`Family.recorded_spec`)
+and the renderer of that spec's splits (:meth:`Family.render`), through which the probe commands and
+:func:`~xai_loc.experiments.scored.family_test_store` render a checkpoint's held-out data.
 Stages above ``models`` (scene specs in :mod:`xai_loc.data`, composites in
 :mod:`xai_loc.explain`, probes in :mod:`xai_loc.experiments`) are named by dotted path or
 registry name, so this module imports nothing above its stage.
@@ -21,6 +24,7 @@ import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 from xai_loc.errors import InputError
@@ -44,6 +48,13 @@ class Family:
     scene
         Dotted path (``package.module:Name``) of the scene or data spec the family trains and is
         probed on, or None.
+    spec_keys
+        Where a checkpoint card of the family records its data spec (a :attr:`scene` as a dict):
+        ``card[spec_keys[0]][spec_keys[1]]...`` (:meth:`recorded_spec`); ``()``: its cards record none.
+    renderer
+        Dotted path of ``render(spec, split, *, root, progress, **options) -> store path``, the store of one
+        split of a :attr:`scene` spec (:meth:`render`), or None (the multichannel families' data is simulated
+        per condition).
     trainer
         Dotted path of the training function, or None.
     composite
@@ -63,6 +74,8 @@ class Family:
     models: tuple[str, ...]
     description: str
     scene: str | None = None
+    spec_keys: tuple[str, ...] = ()
+    renderer: str | None = None
     trainer: str | None = None
     composite: str | None = None
     probes: tuple[str, ...] = ()
@@ -78,6 +91,37 @@ class Family:
     def levels(self) -> tuple[str, ...]:
         """Levels at which the family's relevance can be read (its first architecture's)."""
         return MODELS[self.models[0]].levels
+
+    def recorded_spec(self, card: dict) -> Any:
+        """The data spec (a :attr:`scene`) that a checkpoint card of the family records at :attr:`spec_keys`,
+        or None where it records none.
+
+        Raises
+        ------
+        InputError
+            For a record that is not a spec of :attr:`scene` (``from_dict``: one line naming the field).
+        """
+        value: Any = card
+        for key in self.spec_keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not self.spec_keys or not isinstance(value, dict):
+            return None
+        return resolve(self.scene).from_dict(value)
+
+    def render(self, spec: Any, split: str = "test", *, root=None, progress: bool = False, **options: Any) -> Path:
+        """The store of ``split`` of ``spec`` (a :attr:`scene`), rendered by :attr:`renderer` under ``root``
+        (default: the data root) where absent and reused after; ``options`` go to the renderer (cochcnn:
+        ``device``).
+
+        Raises
+        ------
+        InputError
+            For a family without a renderer.
+        """
+        if self.renderer is None:
+            raise InputError(f"family {self.name!r} renders no scene splits; allowed: "
+                             f"{', '.join(f.name for f in FAMILIES.values() if f.renderer)}")
+        return resolve(self.renderer)(spec, split, root=root, progress=progress, **options)
 
 
 #: Families by name, built-ins first.
@@ -106,7 +150,7 @@ def register_family(family: Family) -> Family:
 
 
 def resolve(path: str) -> Any:
-    """The object a dotted path ``package.module:name`` names (a family's scene spec or trainer)."""
+    """The object a dotted path ``package.module:name`` names (a family's scene spec, renderer or trainer)."""
     module, _, name = path.partition(":")
     return getattr(import_module(module), name)
 
@@ -136,8 +180,8 @@ def family_of(arch: str) -> Family:
         FAMILIES[name] = dataclasses.replace(FAMILIES[name], models=(*FAMILIES[name].models, arch))
         return FAMILIES[name]
     like = FAMILIES.get(GENERIC_LIKE.get(kind, ""))
-    shared = {} if like is None else {"scene": like.scene, "trainer": like.trainer, "probes": like.probes,
-                                      "cli_group": like.cli_group}
+    shared = {} if like is None else {"scene": like.scene, "spec_keys": like.spec_keys, "renderer": like.renderer,
+                                      "trainer": like.trainer, "probes": like.probes, "cli_group": like.cli_group}
     return register_family(Family(name, (arch,), f"plug-in localizers with {kind} output", composite="epsilon",
                                   **shared))
 
@@ -179,18 +223,24 @@ register_family(Family(
     probes=("perturbation", "tdoa", "faithfulness", "sanity", "components")))
 register_family(Family(
     "cochcnn", ("cochcnn",), "cochleagram CNN classifying 504 directions (Francl & McDermott 2022)",
-    scene="xai_loc.data.binaural_store:BinauralSpec", trainer="xai_loc.models.classifier_training:train_classifier",
-    composite="cochcnn", probes=("duplex", "responses", "faithfulness", "sanity"), cli_group="binaural"))
+    scene="xai_loc.data.binaural_store:BinauralSpec", spec_keys=("dataset", "train", "spec"),
+    renderer="xai_loc.data.binaural_store:simulate_binaural",
+    trainer="xai_loc.models.classifier_training:train_classifier", composite="cochcnn",
+    probes=("duplex", "duplex_relevance", "responses", "faithfulness", "sanity"), cli_group="binaural"))
 register_family(Family(
     "tfcnn", ("tfcnn",), "IPD/ILD time-frequency CNN regressing the lateral azimuth (Pang et al. 2019)",
-    scene="xai_loc.data.ipd_ild_scenes:SceneSpec", trainer="xai_loc.models.tfcnn_training:train_tfcnn",
+    scene="xai_loc.data.ipd_ild_scenes:SceneSpec", spec_keys=("dataset", "train", "spec"),
+    renderer="xai_loc.data.ipd_ild_scenes:render_scene_split", trainer="xai_loc.models.tfcnn_training:train_tfcnn",
     composite="tfcnn", probes=("band_profile", "faithfulness", "sanity"), cli_group="binaural tfcnn",
     metric_labels={"mae": ("azimuth MAE", ".1f", " deg")}))
 register_family(Family(
     "cuenet", ("cuenet",), "ITD/ILD/IC cue branches fused by attention, 72 azimuth classes",
-    scene="xai_loc.data.cue_scenes:CueSceneSpec", trainer="xai_loc.models.cuenet:train_cuenet",
-    composite="cuenet", probes=("cue_reliance", "faithfulness", "sanity"), cli_group="binaural cuenet"))
+    scene="xai_loc.data.cue_scenes:CueSceneSpec", spec_keys=("dataset", "spec"),
+    renderer="xai_loc.features.binaural_cues:simulate_cue_scenes", trainer="xai_loc.models.cuenet:train_cuenet",
+    composite="cuenet", probes=("cue_reliance", "cue_ablation", "faithfulness", "sanity"),
+    cli_group="binaural cuenet"))
 register_family(Family(
     "bast", ("bast",), "binaural spectrogram transformer regressing [cos, sin] azimuth (Kuang et al. 2022)",
-    scene="xai_loc.data.bast_scenes:BastSceneSpec", trainer="xai_loc.models.bast:fit_bast",
-    probes=("faithfulness", "sanity"), cli_group="binaural bast"))
+    scene="xai_loc.data.bast_scenes:BastSceneSpec", spec_keys=("dataset", "spec"),
+    renderer="xai_loc.data.bast_scenes:render_bast_scenes", trainer="xai_loc.models.bast:fit_bast",
+    probes=("bast_table", "relevance_view", "faithfulness", "sanity"), cli_group="binaural bast"))

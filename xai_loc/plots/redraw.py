@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DRAWERS", "Drawer", "draw", "draw_result", "link_siblings", "no_results_hint", "redraw",
+__all__ = ["DRAWERS", "NO_FIGURE", "Drawer", "draw", "draw_result", "link_siblings", "no_results_hint", "redraw",
            "recorded_condition", "result_files", "unusable_result"]
 
 
@@ -87,6 +87,9 @@ def _draw_duplex(ds, path: Path, stem: Path) -> list[Path]:
     return hofman.draw_duplex(ds, stem, view)
 
 
+#: The drawer of a result without a figure of its own: a table, or a view that another result's figure reads.
+NO_FIGURE = Drawer(lambda ds, path: [], ())
+
 #: Result name (:data:`~xai_loc.experiments.registry.RESULTS`) -> the :class:`Drawer` of its figures.
 DRAWERS: dict[str, Drawer] = {
     "perturbation": Drawer(_one_figure("xai_loc.plots.perturbation:plot_perturbation"), ("perturbation",)),
@@ -98,6 +101,10 @@ DRAWERS: dict[str, Drawer] = {
     "responses": Drawer(_one_figure("xai_loc.plots.hofman:draw_behaviour"), ("hofman",)),
     "cue_reliance": Drawer(_one_figure("xai_loc.plots.cue_probe:draw_cue_probe"), ("cue_probe",)),
     "band_profile": Drawer(_one_figure("xai_loc.plots.band_profile:draw_band_profile"), ("band_profile",)),
+    "duplex_relevance": NO_FIGURE,  # drawn into cues.png beside its duplex.nc
+    "cue_ablation": NO_FIGURE,
+    "bast_table": NO_FIGURE,
+    "relevance_view": NO_FIGURE,
 }
 
 

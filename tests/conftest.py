@@ -49,3 +49,17 @@ def tf32_on():
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture(scope="session")
+def split_and_store(tmp_path_factory):
+    """One test source of a tiny scene, in memory (``simulate_windows``) and as the store of the same arguments."""
+    from xai_loc.acoustics.room import ShoeBox, linear_array
+    from xai_loc.data import Scene, simulate_dataset, simulate_windows
+
+    sources = np.array([[1.0, 1.5, 1.2], [2.5, 2.0, 1.3]])
+    scene = Scene("tinysplit", ShoeBox((4.0, 5.0, 3.0)), linear_array(4, 0.1, (2.0, 4.0, 1.2)), sources,
+                  {"test": [1]}, window=1024)
+    args = (scene, "test", 0.15, 25.0)
+    store = simulate_dataset(*args, root=tmp_path_factory.mktemp("split-data"), progress=False)
+    return simulate_windows(*args, progress=False), store

@@ -76,3 +76,13 @@ def dies_in_the_second_block(monkeypatch, owner, name: str = "render") -> list:
 
     monkeypatch.setattr(owner, name, dies)
     return calls
+
+
+def small_model(n_mics: int, n_time: int):
+    """A LocCNN of seeded random weights in eval mode (no training needed to explain it)."""
+    import torch
+
+    from xai_loc.models import LocCNN
+
+    torch.manual_seed(3)
+    return LocCNN(n_mics, n_time).eval()

@@ -7,32 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
-from helpers import noise_windows
+from helpers import noise_windows, small_model
 
-from xai_loc.acoustics.room import ShoeBox, linear_array
-from xai_loc.data import Scene, open_signals, simulate_dataset, simulate_windows
+from xai_loc.data import open_signals
 from xai_loc.explain import explain, explain_store, open_relevance
-from xai_loc.models import LocCNN
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def small_model(n_mics: int, n_time: int) -> LocCNN:
-    torch.manual_seed(3)
-    return LocCNN(n_mics, n_time).eval()
-
-
-@pytest.fixture(scope="module")
-def split_and_store(tmp_path_factory):
-    """One test source of a tiny scene, in memory and as the store of the same arguments."""
-    sources = np.array([[1.0, 1.5, 1.2], [2.5, 2.0, 1.3]])
-    scene = Scene("tinyapi", ShoeBox((4.0, 5.0, 3.0)), linear_array(4, 0.1, (2.0, 4.0, 1.2)), sources,
-                  {"test": [1]}, window=1024)
-    args = (scene, "test", 0.15, 25.0)
-    store = simulate_dataset(*args, root=tmp_path_factory.mktemp("api-data"), progress=False)
-    return simulate_windows(*args, progress=False), store
 
 
 def test_summary_counts_the_selected_windows_only():

@@ -10,32 +10,14 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from helpers import noise_windows, one_line
+from helpers import noise_windows, one_line, small_model
 
-from xai_loc.acoustics.room import ShoeBox, linear_array
-from xai_loc.data import Scene, open_signals, simulate_dataset, simulate_windows
+from xai_loc.data import open_signals
 from xai_loc.data.binaural_store import BinauralSpec
 from xai_loc.data.cue_scenes import CueSceneSpec
 from xai_loc.errors import InputError
 from xai_loc.explain import explain, explain_store, open_relevance, write_wavs
 from xai_loc.explain.attribute import placed
-from xai_loc.models import LocCNN
-
-
-def small_model(n_mics: int, n_time: int) -> LocCNN:
-    torch.manual_seed(3)
-    return LocCNN(n_mics, n_time).eval()
-
-
-@pytest.fixture(scope="module")
-def split_and_store(tmp_path_factory):
-    """One test source of a tiny scene, in memory and as the store of the same arguments."""
-    sources = np.array([[1.0, 1.5, 1.2], [2.5, 2.0, 1.3]])
-    scene = Scene("tinyleft", ShoeBox((4.0, 5.0, 3.0)), linear_array(4, 0.1, (2.0, 4.0, 1.2)), sources,
-                  {"test": [1]}, window=1024)
-    args = (scene, "test", 0.15, 25.0)
-    store = simulate_dataset(*args, root=tmp_path_factory.mktemp("left-data"), progress=False)
-    return simulate_windows(*args, progress=False), store
 
 
 def test_an_in_memory_split_is_the_dataset_of_its_store(split_and_store):

@@ -208,32 +208,22 @@ def test_train_zoo_checks_devices_and_init_checkpoints_before_simulating(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inits"]
 
 
-def test_train_cuenet_checks_the_recipe_and_the_probe_folder_before_rendering(tmp_path):
-    """Review: '--epochs 0' rendered 720 + 4320 scenes before the refusal; '--probe FILE' trained and wrote the
-    checkpoint, then failed."""
+@pytest.mark.parametrize("script, flag, refusal", [
+    # review: '--epochs 0' rendered 720 + 4320 scenes before the refusal; '--probe FILE' trained and wrote the
+    # checkpoint, then failed
+    ("train_cuenet", "--probe", "--probe '{afile}' is not allowed: '{afile}' is a file, not a folder"),
+    # review: '--epochs 0' rendered 8000 scenes before TFCNNTrainConfig refused it
+    ("train_tfcnn", "--runs", "checkpoint folder '{afile}' is not allowed: '{afile}' is a file, not a folder"),
+])
+def test_train_scripts_check_the_recipe_and_their_folders_before_rendering(tmp_path, script, flag, refusal):
     afile = tmp_path / "afile"
     afile.write_text("x")
     base = ["--data-root", tmp_path / "data", "--out", tmp_path / "out" / "c.safetensors"]
     with no_work():
-        one_line_refusal(run_here("scripts/train_cuenet.py", *base, "--epochs", "0", cwd=tmp_path),
-                         "train_cuenet.py: error: epochs=0 is not allowed; use a positive integer")
-        one_line_refusal(run_here("scripts/train_cuenet.py", *base, "--probe", afile, cwd=tmp_path),
-                         f"train_cuenet.py: error: --probe '{afile}' is not allowed: '{afile}' is a file, not a "
-                         "folder")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
-
-
-def test_train_tfcnn_checks_the_recipe_and_the_run_folder_before_rendering(tmp_path):
-    """Review: '--epochs 0' rendered 8000 scenes before TFCNNTrainConfig refused it."""
-    afile = tmp_path / "afile"
-    afile.write_text("x")
-    base = ["--data-root", tmp_path / "data", "--out", tmp_path / "out" / "t.safetensors"]
-    with no_work():
-        one_line_refusal(run_here("scripts/train_tfcnn.py", *base, "--epochs", "0", cwd=tmp_path),
-                         "train_tfcnn.py: error: epochs=0 is not allowed; use a positive integer")
-        one_line_refusal(run_here("scripts/train_tfcnn.py", *base, "--runs", afile, cwd=tmp_path),
-                         f"train_tfcnn.py: error: checkpoint folder '{afile}' is not allowed: '{afile}' is a file, "
-                         "not a folder")
+        one_line_refusal(run_here(f"scripts/{script}.py", *base, "--epochs", "0", cwd=tmp_path),
+                         f"{script}.py: error: epochs=0 is not allowed; use a positive integer")
+        one_line_refusal(run_here(f"scripts/{script}.py", *base, flag, afile, cwd=tmp_path),
+                         f"{script}.py: error: " + refusal.format(afile=afile))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 

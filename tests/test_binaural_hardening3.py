@@ -86,6 +86,11 @@ def test_a_cue_network_without_relevance_has_no_winning_cue():
     np.testing.assert_allclose(table["abs_share"].values, [[0.375, 0.0], [0.0, 0.5], [0.0, 0.125]], rtol=0,
                                atol=1e-15)
     np.testing.assert_allclose(table["fusion_share"].values, [0.25, 0.75, 0.0], rtol=0, atol=1e-15)
+    # final review: a band without relevance in any example has no winner either
+    rel = np.zeros((4, 3, 2))
+    rel[1, 1, 0] = 2.0  # ild, in the low band only
+    table = reliance_table(_relevance(rel, rel.sum(-1)))
+    assert table["reliance"].values.tolist() == ["ild", "none"]
 
 
 # -- 4. the duplex and behaviour results record the version and the explainer ---------------------------

@@ -179,7 +179,10 @@ def test_the_data_only_results_open_draw_nothing_and_reach_the_report(tmp_path):
 
     folder = tmp_path / "results"
     paths = [write_dataset_atomic(_data_only(name), folder / name) for name in DATA_ONLY]
-    assert draw(paths) == [] and redraw(folder) == []  # registered, with no figure to draw
+    assert draw(paths) == []  # registered, with no figure to draw
+    assert one_line(redraw, folder) == (f"{folder} holds only results without figures of their own (bast_table.nc, "
+                                        "cue_ablation.nc, duplex_relevance.nc, relevance_view.nc); read them with "
+                                        "xai-loc report")
     (section,) = collect_sections(folder)
     assert sorted(section.entries) == ["bast_table", "cue_ablation", "duplex_relevance", "relevance_view"]
     assert all(entry.figures == {} for entry in section.entries.values())

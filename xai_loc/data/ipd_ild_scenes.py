@@ -330,11 +330,11 @@ def render_scenes(spec: SceneSpec, root: str | Path | None = None, progress: boo
     return paths
 
 
-
 def render_scene_split(spec: SceneSpec, split: str, *, root: str | Path | None = None, progress: bool = False) -> Path:
     """One split's store (:func:`render_scenes` of that split alone): the renderer of the ``tfcnn`` family
     (:attr:`~xai_loc.models.families.Family.renderer`)."""
     return render_scenes(spec, root, progress=progress, splits=(split,))[split]
+
 
 def open_scenes(path: str | Path):
     """Open a finished scene store as a lazy ``xarray.Dataset`` (:meth:`SCENES.open <StoreKind.open>`).

@@ -627,7 +627,7 @@ class SimulatedSplit:
     @property
     def digest(self) -> str:
         """SHA-256 of the configuration (equal to the digest of the store of the same arguments)."""
-        return hashlib.sha256(self.attrs["config"].encode()).hexdigest()
+        return config_digest(self.attrs)
 
     @property
     def nbytes(self) -> int:
@@ -645,6 +645,13 @@ class SimulatedSplit:
         signals = (DATASET.dims, self.signals.detach().cpu().numpy(), {"units": DATASET.units})
         return xr.Dataset({DATASET.variable: signals}, coords=coords,
                           attrs={k: v for k, v in self.attrs.items() if k not in ("storage_dtype", "device")})
+
+
+def config_digest(attrs: Mapping[str, Any]) -> str | None:
+    """SHA-256 of a dataset's recorded ``config`` (its ``attrs``; a store's, an in-memory split's), None without one:
+    the digest that names the data in cards and relevance."""
+    config = attrs.get("config")
+    return hashlib.sha256(config.encode()).hexdigest() if isinstance(config, str) else None
 
 
 def simulate_windows(

@@ -205,7 +205,8 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
             f"{len(train_x)} training scenes, {len(test_x)} test scenes of held-out sounds; loss {loss}, {epochs} "
             f"epochs; model {options}.", "", "Mean angular error (degrees):", "", markdown_table(ds), "",
             "Accuracy within 10 degrees:", "", markdown_table(ds, "accuracy_10"), "",
-            "Lateral targets answered in the wrong hemifield (share):", "", markdown_table(ds, "lateral_sign_error"),
+            "Lateral targets answered in the other hemifield or on the median plane (share):", "",
+            markdown_table(ds, "lateral_sign_error"),
             "", "Front-back confusions (share):", "", markdown_table(ds, "front_back_rate"),
             "", "Mirror contrast of the lateral output's relevance (near 0: left/right not told apart):", "",
             markdown_table(ds, "mirror_contrast"), "", "Training CPU minutes:", "",

@@ -44,7 +44,7 @@ def reliance_table(relevance) -> Any:
     - ``share (cue, band)``: signed; ``abs_share (cue, band)``: magnitude (sums to 1 over
       cues and bands); ``cue_abs_share (cue)``: ``abs_share`` summed over bands;
     - ``reliance (band)``: the cue with the largest ``abs_share`` in each band (``'none'`` where no example
-      has relevance);
+      has relevance in the band);
     - ``fusion_share (cue)``: the same normalization of the relevance after the attention
       (what each branch passed on), beside ``attention_mean (cue)``;
     - ``map_to_logit``: median ratio of the cue map's total relevance to the explained logit
@@ -67,7 +67,7 @@ def reliance_table(relevance) -> Any:
     fusion = relevance["fusion_relevance"].astype(np.float64)
     fusion_total = np.abs(fusion).sum("cue")
     fusion_share = (fusion / fusion_total).where(ok & (fusion_total > 1e-12)).mean("example")
-    has_share = np.isfinite(abs_share).all("cue").values  # False where no example has relevance
+    has_share = (abs_share.fillna(0).max("cue") > 0).values  # False where no example has relevance in the band
     winner = np.where(has_share, abs_share["cue"].values[abs_share.fillna(0).argmax("cue").values], "none")
     logit = relevance["logit"]
     to_logit = (rel.sum(("cue", "band")) / logit).where(np.abs(logit) > 1e-12).median("example")

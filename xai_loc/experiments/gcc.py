@@ -164,7 +164,8 @@ def gcc_phat(x1: Array, x2: Array, max_lag: float | None = None, interp: int = 1
         ``(..., L)``; its peak is at ``tau2 - tau1``, positive when ``x2`` lags ``x1``.
         Float64, tensors (on the device of the first tensor input) if either input is one.
         The lags are those below ``n / 2`` in magnitude, ``n`` the FFT size (the next power of two of
-        ``T1 + T2``): the circular lag ``n / 2`` is the alias of ``-n / 2``, where the windows do not overlap.
+        ``T1 + T2``): the circular lag ``n / 2`` is the alias of ``-n / 2``, where windows of equal length do
+        not overlap (windows of unequal length: a delay beyond ``n / 2`` is read as its alias).
     """
     if max_lag is not None and not is_real(max_lag):
         raise InputError(f"max_lag={max_lag!r} is not allowed; use a finite number of samples (None: every lag)")

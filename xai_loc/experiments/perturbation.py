@@ -275,7 +275,7 @@ def deletion_predictions(
     modes = check_modes(modes)
     check_fill(fill)
     out = np.zeros((len(modes), len(percentages), windows.shape[0], 3), dtype=np.float64)
-    device, dtype = _device_of(model, windows), input_dtype(model, windows.dtype)
+    device, dtype = model_device(model, windows.device), input_dtype(model, windows.dtype)
     seconds = 0.0
     with torch.no_grad(), placed(model, device):
         for start in range(0, windows.shape[0], batch_size):
@@ -297,11 +297,6 @@ def deletion_predictions(
     if timing is not None:
         timing["forward"] = timing.get("forward", 0.0) + seconds
     return out
-
-
-def _device_of(model: torch.nn.Module, windows: torch.Tensor) -> torch.device:
-    """Where ``model`` computes: its first parameter's or buffer's device (the windows' for a model without)."""
-    return model_device(model, windows.device)
 
 
 def window_batches(models, n: int, batch_size: int) -> list[tuple[str, int, int]]:

@@ -128,7 +128,8 @@ def _phat_spectra(x: np.ndarray, n: int) -> np.ndarray:
 
 def _peak_lags(f1: np.ndarray, f2: np.ndarray, n: int, max_lag: float, interp: int, eps: float = 1e-12) -> np.ndarray:
     """GCC-PHAT delay of the signals with spectra ``f2`` vs ``f1`` ``(B, K)``: as :func:`gcc.tdoa` (NaN where a
-    signal is all zero or not finite: its spectrum is zero or not finite)."""
+    signal is all zero or not finite: its spectrum is zero or not finite); a single spectrum pairs with every other."""
+    f1, f2 = np.broadcast_arrays(f1, f2)
     usable = f1.any(axis=1) & f2.any(axis=1) & np.isfinite(f1).all(axis=1) & np.isfinite(f2).all(axis=1)
     out = np.full(f1.shape[0], np.nan)
     if usable.any():

@@ -508,9 +508,13 @@ def dataset_inputs(ds) -> dict[str, Any]:
     for name in ("source_id", "window_index", "speech_id"):
         if name in ds.coords:
             coords[name] = ("window", ds[name].values)
+    from xai_loc.data.store import config_digest
+
     attrs = {k: ds.attrs[k] for k in ("t60", "snr") if k in ds.attrs}
-    if isinstance(ds.attrs.get("config"), str):  # the digest of the store (SimulatedSplit.digest: the same)
-        attrs["dataset_digest"] = hashlib.sha256(ds.attrs["config"].encode()).hexdigest()
+    if config_digest(ds.attrs) is not None:  # the digest of the store (SimulatedSplit.digest: the same)
+        attrs["dataset_digest"] = config_digest(ds.attrs)
+    if signals.dtype != np.float32:  # windows rounded otherwise than the store's (an in-memory float16 split)
+        attrs["storage_dtype"] = str(signals.dtype)
     fs = float(ds.attrs.get("fs", DEFAULT_FS))
     positions = ds["source_position"].values if "source_position" in ds else None
     mics = ds["mic_position"].values if "mic_position" in ds else None
@@ -551,7 +555,8 @@ def explain(
         A tensor or array ``[window, mic, time]`` (or one ``[mic, time]`` window), or a
         dataset from :func:`xai_loc.data.open_signals` (or a selection of it), whose
         coords, positions, T60, SNR, fs and digest are used; an in-memory split from
-        :func:`xai_loc.data.simulate_windows` gives the same as the store of its arguments; a
+        :func:`xai_loc.data.simulate_windows` gives the same as the store of its arguments (float16
+        windows: other relevance, their ``storage_dtype`` recorded); a
         ``signals`` DataArray (dims ``(window, mic, time)`` in any order) lends its window, mic
         and time coords.
     target

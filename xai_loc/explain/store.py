@@ -374,10 +374,10 @@ WAV_MANIFEST = "listen.json"
 _WAV_NAME = re.compile(r"^(source-\d+|window-\d+)_(relevance|microphones)\.wav$")
 #: Attrs that identify relevance without a store ``config``: model, method, composite, target and data.
 _IDENTITY = ("model_digest", "method", "method_params", "composite", "composite_params", "target", "target_params",
-             "data", "t60", "snr", "dataset_digest")
+             "data", "t60", "snr", "dataset_digest", "storage_dtype")
 #: Attrs of :data:`_IDENTITY` added later, with what arrays without them mean: left out there, so the digests of
 #: the wav folders of such arrays hold.
-_LATER_IDENTITY = {"dataset_digest": None}
+_LATER_IDENTITY = {"dataset_digest": None, "storage_dtype": None}
 
 
 def _relevance_digest(relevance: xr.DataArray) -> str:

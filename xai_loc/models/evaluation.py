@@ -12,7 +12,6 @@ and scorer share: a fixed front end runs once over the examples, the rest of the
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -123,11 +122,6 @@ def skill(model: dict[str, float], baseline: dict[str, float]) -> dict[str, floa
     return {key: (1.0 - model[key] / baseline[key]) if baseline[key] > 0 else None for key in ("mae", "euclidean")}
 
 
-def _config_digest(ds) -> str | None:
-    config = ds.attrs.get("config")
-    return hashlib.sha256(config.encode()).hexdigest() if isinstance(config, str) else None
-
-
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -177,7 +171,7 @@ class WindowSet:
             return
         import xarray as xr
 
-        from xai_loc.data.store import open_signals, open_signals_array
+        from xai_loc.data.store import config_digest, open_signals, open_signals_array
 
         self.path = None if isinstance(store, xr.Dataset) else Path(store)
         ds = store if self.path is None else open_signals(self.path)
@@ -201,7 +195,7 @@ class WindowSet:
         self.n_windows, self.n_mics, self.n_samples = (int(v) for v in ds["signals"].shape)
         if "mic_position" in ds.variables and ds["mic_position"].dims == ("mic", "xyz"):
             self.mic_position = np.asarray(ds["mic_position"].values, dtype=np.float64)
-        self.digest = _config_digest(ds)
+        self.digest = config_digest(ds.attrs)
         self._memory: np.ndarray | None = None
         if preload:
             self._memory = self._read_blocks()
@@ -227,14 +221,14 @@ class WindowSet:
             raise InputError(f"{self.name}: {signals.shape[0]} windows but {n} source ids, positions of shape "
                              f"{self.positions.shape} and {self.window_index.size} window indices")
         _check_positions(self.name, self.positions)
-        from xai_loc.data.store import all_finite
+        from xai_loc.data.store import all_finite, config_digest
 
         if not all_finite(signals):  # one check (and host sync) for the whole tensor
             raise InputError(f"{self.name} hold NaN or infinite samples")
         self.n_windows, self.n_mics, self.n_samples = (int(v) for v in signals.shape)
         if getattr(split, "mic_position", None) is not None:
             self.mic_position = np.asarray(split.mic_position, dtype=np.float64)
-        self.digest = _config_digest(split)
+        self.digest = config_digest(split.attrs)
         self._positions_tensor = torch.as_tensor(self.positions, device=signals.device).float()
 
     def take(self, idx: torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -229,14 +229,18 @@ def no_results_hint(folder: str | Path) -> str:
 
 
 def redraw(folder: str | Path) -> list[Path]:
-    """Draw the figures of every registered result file below ``folder``; returns the files written."""
+    """Draw the figures of every registered result file below ``folder``; returns the files written (a folder of
+    :data:`NO_FIGURE` results only: a one-line error, as a folder without results)."""
     from xai_loc.errors import InputError
     from xai_loc.experiments.registry import RESULTS
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"results folder {str(folder)!r} does not exist")
-    found = [path for result in RESULTS.values() for path in result_files(folder, result.result_file)]
+    found = {path: name for name, result in RESULTS.items() for path in result_files(folder, result.result_file)}
     if not found:
         raise InputError(no_results_hint(folder))
-    return draw(found)
+    if all(DRAWERS[name] is NO_FIGURE for name in found.values()):
+        raise InputError(f"{folder} holds only results without figures of their own "
+                         f"({', '.join(sorted({path.name for path in found}))}); read them with xai-loc report")
+    return draw(list(found))

@@ -65,9 +65,13 @@ def _markdown_to_html(text: str) -> str:
     return MarkdownIt("commonmark", {"html": False}).enable("table").disable("image").render(text)
 
 
-def _dataset_tables(ds, max_rows: int = 40) -> list[str]:
-    """HTML tables of a result without its own tables: its scalars, and its 1-D variables grouped by
-    dimension (e.g. the duplex probe's ITD/ILD weights per band), where a dimension has at most ``max_rows``."""
+def _dataset_tables(ds, max_rows: int = 40, max_columns: int = 12) -> list[str]:
+    """HTML tables of a result without its own tables: its scalars, its 1-D variables grouped by dimension (e.g.
+    the duplex probe's ITD/ILD weights per band), where a dimension has at most ``max_rows``, and each 2-D variable
+    of at most ``max_rows`` by ``max_columns`` under its name (e.g. the BAST table's error per sharing and
+    integration)."""
+    import html
+
     scalars = {name: [_value(da.values[()])] for name, da in ds.data_vars.items() if da.ndim == 0}
     by_dim: dict[str, list[str]] = {}
     for name, da in ds.data_vars.items():
@@ -78,7 +82,12 @@ def _dataset_tables(ds, max_rows: int = 40) -> list[str]:
         import pandas as pd
 
         frames.insert(0, pd.DataFrame(scalars, index=["value"]).T)
-    return [frame.to_html(float_format=lambda v: f"{v:.4g}", border=0) for frame in frames]
+    tables = [frame.to_html(float_format=lambda v: f"{v:.4g}", border=0) for frame in frames]
+    for name, da in ds.data_vars.items():
+        if da.ndim == 2 and da.shape[0] <= max_rows and da.shape[1] <= max_columns and da.dtype.kind in "biuf":
+            tables.append(f"<p>{html.escape(str(name))} ({html.escape(' x '.join(map(str, da.dims)))})</p>"
+                          + da.to_pandas().to_html(float_format=lambda v: f"{v:.4g}", border=0))
+    return tables
 
 
 def _title(folder: Path, root: Path, entries: dict[str, ResultEntry]) -> str:

@@ -555,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from xai_loc.acoustics.room import check_t60
     from xai_loc.acoustics.speech import SpeechCorpus
     from xai_loc.data import paper_scene
     from xai_loc.runtime import configure_cpu, resolve_device
@@ -564,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         configure_cpu(default_parallelism(args)[2])
         device = resolve_device(args.device)
         scene = paper_scene()
+        for t60, _ in args.conditions:
+            check_t60(t60, scene.room)  # the paper room's Sabine minimum, before any work
         corpus = SpeechCorpus.shipped(fs=scene.room.fs)
         record = preflight(args, device, corpus, scene)
     except InputError as err:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from _args import Parser, condition, device_name  # scripts/ is this script's folder, first on the path
 
+from xai_loc.acoustics.room import check_t60
 from xai_loc.cli_params import check_out_dir
 from xai_loc.data import PAPER_CONDITIONS, paper_scene, simulate_dataset
 from xai_loc.data.store import condition_name, default_root
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         scene = paper_scene()
         jobs = {}  # (t60, snr, arch) -> (name, init checkpoint), every run checked before the first simulation
         for t60, snr in args.conditions:
+            check_t60(t60, scene.room)  # the paper room's Sabine minimum, before the first condition's work
             for arch in args.archs:
                 name = f"{arch}_{condition_name(t60, snr)}" + (f"-n{args.sources}" if args.sources else "")
                 init = None if args.init_from is None else args.init_from.replace("{arch}", arch)

@@ -19,6 +19,7 @@ from xai_loc.data import bast_scenes, binaural_store, cue_scenes, ipd_ild_scenes
 from xai_loc.data.integrity import MANIFEST, seal_store
 from xai_loc.data.resumable import ResumableStore, StoreKind, write_store
 from xai_loc.data.scene import Scene, parse_condition
+from xai_loc.errors import WorkLost
 
 REPO = Path(__file__).resolve().parents[1]
 KIND = StoreKind("toy store", "values", ("item", "channel"), "volts", "make_toy")
@@ -70,16 +71,23 @@ def test_a_recorded_chunk_that_does_not_decode_is_written_again_on_resume(toy, t
     assert tree(path) == tree(toy)
 
 
-def test_a_chunk_that_does_not_decode_is_never_sealed(tmp_path):
+def test_a_chunk_that_does_not_decode_is_never_sealed(toy, tmp_path):
     path = tmp_path / "toy.zarr"
-    with ResumableStore(path, KIND, CONFIG) as out:
+    with pytest.raises(WorkLost), ResumableStore(path, KIND, CONFIG) as out:
         _write(_open(out), [0, 1, 2, 3])
         partial = path.with_name("toy.zarr.partial")
         _cut(partial / "values" / "4.0")
         assert one_line(out.finish) == (
             f"toy store {partial}: chunk values/4.0, recorded as written, cannot be decoded (the blosc frame is not "
             "as long as its header says); run the command again to write it afresh")
+        out.finish()
     assert not path.exists() and not (partial / MANIFEST).exists()
+    # final review: the partial store is kept, and the rerun writes the damaged block alone
+    with ResumableStore(path, KIND, CONFIG) as out:
+        assert _open(out).pending() == [1]
+        _write(out, out.pending())
+        out.finish()
+    assert tree(path) == tree(toy)
 
 
 def _scene() -> Scene:

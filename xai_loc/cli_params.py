@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,27 +17,10 @@ from typing import Any
 import click
 
 from xai_loc.errors import InputError
-from xai_loc.runtime import parse_int
+from xai_loc.runtime import parse_int, parse_number
 
 __all__ = ["SEED", "SNR", "T60", "Device", "InputDir", "InputFile", "Int", "Number", "OutDir", "OutFile",
            "check_out_dir", "check_outside_stores", "data_root_default", "naming", "option_name", "parse_number"]
-
-#: A number as the command line takes it: ASCII digits with an optional sign, point and exponent, or nan/inf (then
-#: refused by each check, naming its range).
-_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|nan|inf|infinity)",
-                     re.ASCII | re.IGNORECASE)
-
-
-def parse_number(text: str) -> float:
-    """A number written as :data:`_NUMBER` (surrounding spaces allowed), as a float.
-
-    Raises ``ValueError`` for anything else: unlike :func:`float`, underscores (``1_0``) and other scripts'
-    digits are refused, as :func:`~xai_loc.runtime.parse_int` refuses them in integers.
-    """
-    if not _NUMBER.fullmatch(text.strip()):
-        raise ValueError(f"{text!r} is not a number")
-    return float(text)
-
 
 def option_name(param: click.Parameter | None, ctx: click.Context | None, value: Any = None) -> str:
     """How the user gave ``value``: ``--out``, ``XAI_LOC_DATA``, or every alias (``--data/--out``: click does

@@ -32,6 +32,23 @@ def parse_int(text: str) -> int:
     return int(text)
 
 
+#: A decimal number as the command line takes it: ASCII digits with an optional sign, point and exponent, or nan/inf
+#: (then refused by each check, naming its range).
+_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|nan|inf|infinity)",
+                     re.ASCII | re.IGNORECASE)
+
+
+def parse_number(text: str) -> float:
+    """A number written as :data:`_NUMBER` (surrounding spaces allowed), as a float.
+
+    Raises ``ValueError`` for anything else: unlike :func:`float`, underscores (``1_0``) and other scripts'
+    digits are refused, as :func:`parse_int` refuses them in integers.
+    """
+    if not _NUMBER.fullmatch(text.strip()):
+        raise ValueError(f"{text!r} is not a number")
+    return float(text)
+
+
 def configure_threads(threads: int | None = None) -> int:
     """Set torch's intra-op thread count.
 

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xai_loc.errors import InputError
+from xai_loc.errors import InputError, WorkLost
 from xai_loc.io import netcdf_digest_matches, partial_paths, write_text_atomic
 
 if TYPE_CHECKING:
@@ -165,8 +165,9 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
                              "command again to write it afresh")
         why = _undecodable(decoders[key][0], data, out=decoders[key][1]) if key in decoders else None
         if why is not None:
-            raise InputError(f"{what} {path}: chunk {key}, recorded as written, cannot be decoded ({why}); run the "
-                             "command again to write it afresh")
+            # kept for the rerun, which writes that chunk again (ResumableStore drops it from the written ranges)
+            raise WorkLost(f"{what} {path}: chunk {key}, recorded as written, cannot be decoded ({why}); run the "
+                           "command again to write it afresh")
         files.setdefault(folder, {})[name] = [len(data), _crc(data)]
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "checksum": "crc32", "files": files}
     if complete:  # left out otherwise, as in the manifests recorded before it

@@ -19,6 +19,7 @@ from xai_loc.acoustics.room import ShoeBox, check_snr, check_t60, linear_array, 
 from xai_loc.checks import is_real
 from xai_loc.data.spec import check_name, short_repr, spec_digest
 from xai_loc.errors import InputError
+from xai_loc.runtime import parse_number
 
 #: Split names understood everywhere; ``"all"`` is every source in index order.
 SPLITS = ("train", "val", "test", "all")
@@ -32,7 +33,7 @@ def parse_condition(text: str) -> tuple[float, float]:
     (:func:`~xai_loc.acoustics.room.check_t60`, :func:`~xai_loc.acoustics.room.check_snr`), so a bad one is
     refused where it is given."""
     try:
-        t60, snr = (float(v) for v in text.split(":"))
+        t60, snr = (parse_number(v) for v in text.split(":"))
     except ValueError:
         raise InputError(f"condition {text!r} is not T60:SNR, e.g. 0.6:10") from None
     try:

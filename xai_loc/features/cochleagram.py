@@ -118,7 +118,7 @@ class ERBFilterbank(nn.Module):
         self.signal_length, self.pad = int(signal_length), int(pad)
         filters, centres = erb_cosine_filters(self.signal_length + self.pad, fs, n_filters, f_min, f_max)
         self.register_buffer("filters", torch.as_tensor(filters, dtype=torch.float64), persistent=False)
-        self.register_buffer("centres", torch.as_tensor(centres, dtype=torch.float64), persistent=False)
+        self.centres = np.asarray(centres, dtype=np.float64)  # the frequency axis: no buffer, so no .half() casts it
 
     def response(self, length: int, device=None, dtype=torch.float32) -> torch.Tensor:
         """Filter magnitudes ``(n_filters, (length + pad) // 2 + 1)`` for signals of ``length`` samples."""
@@ -320,7 +320,7 @@ class Cochleagram(nn.Module):
     @property
     def centre_frequencies(self) -> np.ndarray:
         """Centre frequency of each band in Hz (the coordinate of the frequency axis)."""
-        return self.filterbank.centres.detach().cpu().numpy()
+        return self.filterbank.centres.copy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_waveforms(x, ears=False)

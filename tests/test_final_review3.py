@@ -41,3 +41,15 @@ def test_explaining_float16_windows_records_their_dtype(split_and_store):
     assert "storage_dtype" not in full.attrs and half.attrs["storage_dtype"] == "float16"
     assert half.attrs["dataset_digest"] == full.attrs["dataset_digest"] == split.digest
     assert torch.is_tensor(split.signals)
+
+
+def test_option_values_and_conditions_are_read_as_ascii_numbers():
+    from helpers import one_line
+
+    from xai_loc.cli._common import parse_options
+    from xai_loc.data.scene import parse_condition
+
+    assert parse_options(("gamma=0_25", "epsilon=1e-6", "reference=1.5,2,1", "n=10", "m=١٠")) == {
+        "gamma": "0_25", "epsilon": 1e-6, "reference": (1.5, 2.0, 1.0), "n": 10, "m": "١٠"}  # text: refused later
+    assert parse_condition("0.6:10") == (0.6, 10.0)
+    assert one_line(parse_condition, "0.1_5:2_5") == "condition '0.1_5:2_5' is not T60:SNR, e.g. 0.6:10"

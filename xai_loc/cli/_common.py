@@ -29,6 +29,7 @@ from xai_loc.cli_params import (
 )
 from xai_loc.cluster import MAX_WORKERS
 from xai_loc.errors import InputError
+from xai_loc.runtime import parse_int
 
 #: A positive finite number (rates, budgets, durations).
 POSITIVE = Number(0, open_low=True)
@@ -319,7 +320,7 @@ def _option_value(raw: str):
     """One ``--option`` value as :func:`parse_options` reads it."""
     if raw.strip().lower() in ("true", "false"):
         return raw.strip().lower() == "true"
-    for cast in (int, float):
+    for cast in (parse_int, parse_number):  # ASCII digits: '0_25' stays text, refused by the option's check
         try:
             return cast(raw)
         except ValueError:
@@ -327,7 +328,7 @@ def _option_value(raw: str):
     parts = raw.strip("()[] ").split(",")
     if len(parts) > 1:
         try:
-            return tuple(float(part) for part in parts)
+            return tuple(parse_number(part) for part in parts)
         except ValueError:
             pass
     return raw

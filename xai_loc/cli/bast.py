@@ -18,6 +18,7 @@ from xai_loc.cli_params import (
     OutDir,
     OutFile,
 )
+from xai_loc.runtime import parse_number
 
 
 @binaural.group("bast")
@@ -130,7 +131,7 @@ def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, 
     setup(ctx)
     model = family_checkpoint(checkpoint, "bast")  # before rendering
     try:
-        target = float(target)
+        target = parse_number(target)
     except ValueError:
         pass
     registry_target(target)  # a bad target fails before the scenes are rendered

@@ -171,7 +171,9 @@ def test_a_store_of_an_older_version_is_refused_when_read(tmp_path, render, open
     assert json.loads(kind.open(path).attrs["config"])["version"] == 2
     _set_version(path, 1)
     message = f"{path} was written by an older xai-loc (store version 1, now 2); remove it to render it again"
-    for read in [*opens, kind.open, kind.open_array]:
+    from xai_loc.explain.binaural import EAR_SIGNALS  # final review: the reader of any ear-signal store too
+
+    for read in [*opens, kind.open, kind.open_array, EAR_SIGNALS.open, EAR_SIGNALS.open_array]:
         assert one_line(read, path) == message
     assert one_line(render, tmp_path) == message  # and not reused by the writer either
 

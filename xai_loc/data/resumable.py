@@ -87,6 +87,11 @@ __all__ = ["ResumableStore", "StoreKind", "write_store"]
 DTYPE = np.dtype("float32")
 
 
+#: The version of each store format (:attr:`StoreKind.format` -> :attr:`StoreKind.version`), filled as kinds are
+#: made: a kind reading stores of several formats checks each against its own.
+FORMAT_VERSIONS: dict[str, int] = {}
+
+
 @dataclass(frozen=True)
 class StoreKind:
     """What one kind of store holds: its main array and the words of its messages.
@@ -130,6 +135,10 @@ class StoreKind:
     format: str | None = None
     version: int | None = None
 
+    def __post_init__(self):
+        if self.format is not None and self.version is not None:
+            FORMAT_VERSIONS[self.format] = self.version
+
     @property
     def item(self) -> str:
         """What one row along the first dimension is called."""
@@ -153,9 +162,9 @@ class StoreKind:
                           f"is it an xai-loc {self.what}?")
 
     def _check_config(self, path: Path, attrs: Mapping[str, Any]) -> None:
-        """Refuse a store whose ``config`` attr records another kind's :attr:`format` or an earlier :attr:`version`."""
-        if self.format is None and self.version is None:
-            return
+        """Refuse a store whose ``config`` attr records another kind's :attr:`format` or an earlier version: this
+        kind's :attr:`version`, or, for a kind of no version (any store of ear signals), the version of the kind
+        whose format the store records (:data:`FORMAT_VERSIONS`)."""
         try:
             config = json.loads(attrs["config"])
             found = config.get("format")
@@ -164,7 +173,8 @@ class StoreKind:
         if self.format is not None and found is not None and found != self.format:
             raise InputError(f"{path} is a {found!r} store, not a {self.what} ({self.format!r}); give a {self.what}, "
                              f"made by {self.make}")
-        older = None if self.version is None else older_store(config, self.version)
+        version = self.version if self.version is not None else FORMAT_VERSIONS.get(found)
+        older = None if version is None else older_store(config, version)
         if older is not None:
             raise InputError(f"{path} {older}")
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from xai_loc.acoustics.directions import from_sofa_azimuth, to_sofa_azimuth
+from xai_loc.data import bast_scenes, binaural_store, ipd_ild_scenes  # noqa: F401  (their versions: FORMAT_VERSIONS)
 from xai_loc.data.resumable import StoreKind
 from xai_loc.errors import InputError
 from xai_loc.explain.attn_lrp import explain_bast

@@ -63,3 +63,12 @@ def split_and_store(tmp_path_factory):
     args = (scene, "test", 0.15, 25.0)
     store = simulate_dataset(*args, root=tmp_path_factory.mktemp("split-data"), progress=False)
     return simulate_windows(*args, progress=False), store
+
+
+@pytest.fixture
+def no_simulation(monkeypatch):
+    """Simulating the test data is the first work of a run: here it fails the test (a refusal must come first)."""
+    def simulate(*args, **kwargs):
+        raise AssertionError("the run started work (simulating data) before refusing its input or output")
+
+    monkeypatch.setattr("xai_loc.data.store.simulate_dataset", simulate)

@@ -2,11 +2,9 @@
 an in-memory split, units of relevance arrays, the ignored results folder."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 import xarray as xr
 from helpers import noise_windows, small_model
 
@@ -66,7 +64,6 @@ def test_explain_and_a_relevance_store_carry_the_same_units(split_and_store, tmp
 
 
 def test_the_results_folder_is_ignored_by_git():
-    if not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
-    ignored = subprocess.run(["git", "check-ignore", "-q", "xai-loc-results/reproduce/study.json"], cwd=ROOT)
-    assert ignored.returncode == 0
+    """The default results root, written wherever a command or notebook runs, is ignored as the data root is."""
+    rules = (ROOT / ".gitignore").read_text().split()
+    assert "xai-loc-results/" in rules and "xai-loc-data/" in rules

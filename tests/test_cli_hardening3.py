@@ -30,17 +30,8 @@ def zoo(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Simulating the test data is the first work of a run: here it fails the test."""
-    def simulate(*args, **kwargs):
-        raise AssertionError("reproduce started work before refusing its output")
-
-    monkeypatch.setattr("xai_loc.data.store.simulate_dataset", simulate)
-
-
 # --- 1. reproduce: every experiment's files checked before any work --------------------------------------------------
-@pytest.mark.usefixtures("no_work")
+@pytest.mark.usefixtures("no_simulation")
 @pytest.mark.parametrize("blocked, skip", [("tdoa.nc", []), ("faithfulness.png", ["tdoa"]),
                                            ("inspection_loccnn.pdf", list(STUDY_EXPERIMENTS))],
                          ids=["result", "figure", "inspection"])

@@ -29,15 +29,6 @@ def zoo(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Simulating the test data is the first work of a run: here it fails the test."""
-    def simulate(*args, **kwargs):
-        raise AssertionError("reproduce started work before refusing its input")
-
-    monkeypatch.setattr("xai_loc.data.store.simulate_dataset", simulate)
-
-
 def _refused(out, zoo_folder, tmp_path) -> str:
     with pytest.raises(InputError) as err:
         reproduce(out, quick=True, data_root=tmp_path / "data", pretrained=zoo_folder, conditions=[(0.15, 25.0)],
@@ -46,7 +37,7 @@ def _refused(out, zoo_folder, tmp_path) -> str:
     return str(err.value)
 
 
-@pytest.mark.usefixtures("no_work")
+@pytest.mark.usefixtures("no_simulation")
 @pytest.mark.parametrize("folder, holds", [("other-arch", "holds samplecnn, T60 0.6 s, SNR 10 dB"),
                                            ("other-condition", "holds loccnn, T60 0.6 s, SNR 10 dB")])
 def test_a_checkpoint_is_used_only_when_its_card_holds_what_its_name_says(zoo, tmp_path, folder, holds):
@@ -58,7 +49,7 @@ def test_a_checkpoint_is_used_only_when_its_card_holds_what_its_name_says(zoo, t
     assert not (tmp_path / "rep").exists()
 
 
-@pytest.mark.usefixtures("no_work")
+@pytest.mark.usefixtures("no_simulation")
 @pytest.mark.parametrize("case, says", [
     ("condition-file", f"condition folder '{{out}}/{CONDITION}' is not allowed: '{{out}}/{CONDITION}' is a file"),
     ("condition-link", f"condition folder '{{out}}/{CONDITION}' is a link, which the report does not follow"),

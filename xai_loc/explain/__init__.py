@@ -13,6 +13,9 @@ Methods, composites and targets are registered by name:
                 'epsilon_gamma_box', 'epsilon_alpha2_beta1', 'cochcnn'
                                                                    (xai_loc.explain.composites)
                 'tfcnn', 'cuenet'                                  (xai_loc.explain.cue_composites)
+    NAMED_RULES what the composites' options first_rule, conv_rule and maxpool select: 'wsquare', 'flat',
+                'zplus', 'epsilon', 'gamma', 'zbox'; max-pools 'wta', 'norm', 'smooth'
+                                                                   (xai_loc.explain.composites)
     TARGETS     per output kind (xai_loc.explain.targets): positions 'truth', 'prediction', 'x',
                 'y', 'z', 'error', 'contrast'; classes 'class_logit', 'true_class_logit',
                 'class_contrast', 'class_log_odds', 'true_class_log_odds', 'class_probability',
@@ -40,7 +43,14 @@ from xai_loc.explain import (
 from xai_loc.explain.attribute import Explainer, explain, explain_arrays
 from xai_loc.explain.audit import AuditReport, audit
 from xai_loc.explain.canonizers import MergeBatchNorm
-from xai_loc.explain.composites import COMPOSITES, FIRST_RULES, MAXPOOL_RULES, make_composite, register_composite
+from xai_loc.explain.composites import (
+    COMPOSITES,
+    FIRST_RULES,
+    MAXPOOL_RULES,
+    NAMED_RULES,
+    make_composite,
+    register_composite,
+)
 from xai_loc.explain.levels import Levels
 from xai_loc.explain.methods import METHODS, Method, register_method
 from xai_loc.explain.rules import FastGamma, GateRule, SmoothMaxPool, WindowBox
@@ -60,7 +70,7 @@ __all__ = [
     # checking
     "AuditReport", "audit",
     # registries
-    "COMPOSITES", "FIRST_RULES", "MAXPOOL_RULES", "METHODS", "REFERENCES", "TARGETS", "Method", "Target",
+    "COMPOSITES", "FIRST_RULES", "MAXPOOL_RULES", "METHODS", "NAMED_RULES", "REFERENCES", "TARGETS", "Method", "Target",
     "make_composite", "register_composite", "register_method", "register_target", "targets_for",
     # rules and canonizers
     "FastGamma", "GateRule", "MergeBatchNorm", "SmoothMaxPool", "WindowBox",

@@ -21,6 +21,12 @@ All composites share the handling the localizers need beyond zennit's type maps:
   SampleCNN (its composite has no max-pool rule).
 - Dropout (eval mode) and Flatten are identities or reshapes: plain gradient.
 
+The rules a composite's options choose (``first_rule``, ``conv_rule``, ``maxpool``) come from one
+registry, :data:`NAMED_RULES` (name -> factory taking the composite's options); each composite
+declares the names it allows (:data:`FIRST_RULES`, :data:`MAXPOOL_RULES`, :data:`COCHCNN_CONV_RULES`,
+the cue composites' tables) and checks a choice with :func:`check_rule`, which also refuses an
+option that only an unchosen rule reads (``gamma`` with ``conv_rule='epsilon'``).
+
 The rules are zennit's (``WSquare``, ``Gamma``, ``Epsilon``, ``Norm``, ``Pass``) computed as
 one autograd node per module (:class:`~xai_loc.explain.rules.NodeRule`): the same relevance,
 at about the cost of a plain forward and backward pass.
@@ -68,9 +74,9 @@ from xai_loc.explain.rules import (
 from xai_loc.models.cochleagram_cnn import FrequencyPad
 from xai_loc.models.layers import Gate
 
-__all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "FIRST_RULES", "GRADIENT_OK", "MAXPOOL_RULES", "ModuleRule",
-           "check_coverage", "composite_defaults", "make_composite", "module_rules", "register_composite",
-           "rule_label", "unused_option"]
+__all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "FIRST_RULES", "GRADIENT_OK", "MAXPOOL_RULES", "NAMED_RULES",
+           "RULE_OPTIONS", "ModuleRule", "check_coverage", "check_rule", "composite_defaults", "make_composite",
+           "module_rules", "register_composite", "rule_label", "unused_option"]
 
 CompositeFactory = Callable[..., Composite]
 
@@ -79,9 +85,10 @@ COMPOSITES: dict[str, CompositeFactory] = {}
 #: name -> the architectures a family-specific composite is written for (absent: any model).
 COMPOSITE_ARCHITECTURES: dict[str, tuple[str, ...]] = {}
 
-#: Rules selectable for the first layer (the one that sees the waveform).
+#: Rules of :data:`NAMED_RULES` selectable for the first layer (the one that sees the waveform).
 FIRST_RULES = ("wsquare", "flat", "zplus", "epsilon", "gamma", "zbox")
-#: Max-pool treatments ('paper': 'norm' on LocCNN, 'wta' otherwise, as the paper did).
+#: Max-pool treatments of :data:`NAMED_RULES` ('paper', the paper composites' default: 'norm' on LocCNN, 'wta'
+#: otherwise, as the paper did).
 MAXPOOL_RULES = ("paper", "wta", "norm", "smooth")
 
 
@@ -248,21 +255,13 @@ def unused_option(name: str, value: Any, default: Any, setting: str, needs: str)
                          "or leave it out")
 
 
-def _check_common(epsilon: float, stabilizer: float, maxpool: str, maxpool_power: float,
-                  paper: bool = False) -> None:
-    check_number("epsilon", epsilon)
-    check_number("stabilizer", stabilizer, strict=True)
-    check_choice("maxpool", maxpool, MAXPOOL_RULES if paper else MAXPOOL_RULES[1:])
-    check_number("maxpool_power", maxpool_power, strict=True)
-    if maxpool != "smooth":
-        unused_option("maxpool_power", maxpool_power, 1.0, f"maxpool={maxpool!r}", "maxpool='smooth'")
-
-
 def _box(low: float | None, high: float | None, stabilizer: float) -> Hook:
     if low is None and high is None:
         return _label(WindowBox(stabilizer=stabilizer), "ZBox(per-window bounds)")
     if low is None or high is None:
-        raise InputError("give both low and high for the box rule, or neither (per-window bounds)")
+        given, value, missing = ("low", low, "high") if high is None else ("high", high, "low")
+        raise InputError(f"{given}={value!r} without {missing} is not allowed; give both low and high for the box "
+                         "rule, or neither (per-window bounds)")
     low, high = check_number("low", low, minimum=-float("inf")), check_number("high", high, minimum=-float("inf"))
     if not low < high:
         raise InputError(f"low={low!r}, high={high!r} are not allowed; use low < high")
@@ -283,32 +282,54 @@ def _stock_epsilon(epsilon: float) -> Hook:
     return _label(Epsilon(epsilon=epsilon_stabilizer(epsilon)), f"Epsilon(epsilon={epsilon:g})")
 
 
-def _first_rule(rule: str, *, epsilon: float, gamma: float, stabilizer: float,
-                low: float | None, high: float | None) -> Hook:
-    check_choice("first_rule", rule, FIRST_RULES)
-    if rule != "zbox" and (low is not None or high is not None):
-        raise InputError(f"low/high only apply to first_rule='zbox', not {rule!r}")
-    if rule == "wsquare":
-        return _label(FastWSquare(stabilizer=stabilizer), "WSquare")
-    if rule == "flat":
-        return _label(Flat(stabilizer=stabilizer), "Flat")
-    if rule == "zplus":
-        return _label(ZPlus(stabilizer=stabilizer), "ZPlus")
-    if rule == "epsilon":
-        return _epsilon(epsilon)
-    if rule == "gamma":
-        return _gamma(gamma, stabilizer)
-    return _box(low, high, stabilizer)
+#: The rules a composite option (``first_rule``, ``conv_rule``, ``maxpool``) selects, by name: name -> factory taking
+#: the composite's options as keywords (each reads those it needs; ``'wta'``: no rule, max-pools take the gradient).
+#: Every composite builds its choices from here and declares only the names it allows (:data:`FIRST_RULES`,
+#: :data:`MAXPOOL_RULES`, :data:`COCHCNN_CONV_RULES` and those of :mod:`~xai_loc.explain.cue_composites`).
+NAMED_RULES: dict[str, Callable[..., Hook | None]] = {
+    "wsquare": lambda *, stabilizer, **_: _label(FastWSquare(stabilizer=stabilizer), "WSquare"),
+    "flat": lambda *, stabilizer, **_: _label(Flat(stabilizer=stabilizer), "Flat"),
+    "zplus": lambda *, stabilizer, **_: _label(ZPlus(stabilizer=stabilizer), "ZPlus"),
+    "epsilon": lambda *, epsilon, **_: _epsilon(epsilon),
+    "gamma": lambda *, gamma, stabilizer, **_: _gamma(gamma, stabilizer),
+    "zbox": lambda *, stabilizer, low=None, high=None, **_: _box(low, high, stabilizer),
+    "wta": lambda **_: None,
+    "norm": lambda *, stabilizer, **_: _label(FastNorm(stabilizer=stabilizer), "Norm"),
+    "smooth": lambda *, maxpool_power, **_: _label(SmoothMaxPool(power=maxpool_power),
+                                                   f"SmoothMaxPool(power={maxpool_power:g})"),
+}
+#: Options that only one named rule reads, with the default that leaves them unset (every composite's default).
+RULE_OPTIONS = {"gamma": {"gamma": 0.25}, "zbox": {"low": None, "high": None}, "smooth": {"maxpool_power": 1.0}}
+
+
+def check_rule(option: str, name: str, allowed: tuple[str, ...], **options: Any) -> str:
+    """Return ``name``, the value of composite option ``option``, if it is one of ``allowed``.
+
+    ``options``: the composite's options that only some rules read (:data:`RULE_OPTIONS`; those its other layers
+    read too stay out): one that only another allowed rule reads is refused at other than its default, since it
+    would change nothing (``gamma`` with ``conv_rule='epsilon'``).
+    """
+    check_choice(option, name, allowed)
+    for rule in allowed:
+        for key, default in RULE_OPTIONS.get(rule, {}).items():
+            if rule != name and key in options:
+                unused_option(key, options[key], default, f"{option}={name!r}", f"{option}={rule!r}")
+    return name
+
+
+def _check_common(epsilon: float, stabilizer: float, maxpool: str, maxpool_power: float,
+                  paper: bool = False) -> None:
+    check_number("epsilon", epsilon)
+    check_number("stabilizer", stabilizer, strict=True)
+    check_number("maxpool_power", maxpool_power, strict=True)
+    check_rule("maxpool", maxpool, MAXPOOL_RULES if paper else MAXPOOL_RULES[1:], maxpool_power=maxpool_power)
 
 
 def _localizer_map(gate: str, maxpool: str, maxpool_power: float, stabilizer: float) -> list:
     """Layer-map entries for the localizers' own modules, placed before zennit's."""
+    pool = NAMED_RULES[maxpool](stabilizer=stabilizer, maxpool_power=maxpool_power)
     entries = [(Gate, _label(GateRule(to=gate), f"GateRule(to={gate})"))]
-    if maxpool == "smooth":
-        entries.append((MaxPool, _label(SmoothMaxPool(power=maxpool_power), f"SmoothMaxPool(power={maxpool_power:g})")))
-    elif maxpool == "norm":
-        entries.append((MaxPool, _label(FastNorm(stabilizer=stabilizer), "Norm")))
-    return entries
+    return entries if pool is None else [*entries, (MaxPool, pool)]
 
 
 def _base_map(stabilizer: float) -> list:
@@ -332,7 +353,8 @@ def _paper(model: nn.Module, gate: str, first_rule: str, epsilon: float, gamma: 
     _check_common(epsilon, stabilizer, maxpool, maxpool_power, paper=True)
     if maxpool == "paper":
         maxpool = "norm" if getattr(model, "arch_name", "") == "loccnn" else "wta"
-    first = _first_rule(first_rule, epsilon=epsilon, gamma=gamma, stabilizer=stabilizer, low=low, high=high)
+    check_rule("first_rule", first_rule, FIRST_RULES, low=low, high=high)
+    first = NAMED_RULES[first_rule](epsilon=epsilon, gamma=gamma, stabilizer=stabilizer, low=low, high=high)
     return _type_composite(first, _gamma(gamma, stabilizer), _epsilon(epsilon), gate=gate, maxpool=maxpool,
                            maxpool_power=maxpool_power, stabilizer=stabilizer)
 
@@ -417,7 +439,7 @@ def epsilon_gamma_box(model: nn.Module, *, epsilon: float = 1e-6, gamma: float =
                            gate="signal", maxpool=maxpool, maxpool_power=maxpool_power, stabilizer=stabilizer)
 
 
-#: Rules selectable for the convolutions of the cochleagram CNN.
+#: Rules of :data:`NAMED_RULES` selectable for the convolutions of the cochleagram CNN.
 COCHCNN_CONV_RULES = ("gamma", "epsilon", "zplus")
 
 
@@ -439,15 +461,8 @@ def cochcnn(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6
     from xai_loc.features.cochleagram import ERBFilterbank, PowerCompression, SincDownsample
 
     _check_common(epsilon, stabilizer, maxpool, maxpool_power)
-    check_choice("conv_rule", conv_rule, COCHCNN_CONV_RULES)
-    if conv_rule != "gamma":
-        unused_option("gamma", gamma, 0.25, f"conv_rule={conv_rule!r}", "conv_rule='gamma'")
-    if conv_rule == "gamma":
-        conv = _gamma(gamma, stabilizer)
-    elif conv_rule == "epsilon":
-        conv = _epsilon(epsilon)
-    else:
-        conv = _label(ZPlus(stabilizer=stabilizer), "ZPlus")
+    check_rule("conv_rule", conv_rule, COCHCNN_CONV_RULES, gamma=gamma)
+    conv = NAMED_RULES[conv_rule](epsilon=epsilon, gamma=gamma, stabilizer=stabilizer)
     front = _stock_epsilon(epsilon)
     layer_map = ([(ERBFilterbank, front), (SincDownsample, front), (PowerCompression, _label(Pass(), "Pass"))]
                  + _localizer_map("signal", maxpool, maxpool_power, stabilizer) + layer_map_base(stabilizer)

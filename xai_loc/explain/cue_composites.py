@@ -16,6 +16,9 @@ Registered in :data:`~xai_loc.explain.composites.COMPOSITES` on import of
     Epsilon, BatchNorms merged; the attention weights held constant like a gate
     (:class:`~xai_loc.explain.rules.GateRule`), so relevance goes to the cue branches and
     none into the attention scorer. See :mod:`xai_loc.experiments.cue_probe`.
+
+The rules ``first_rule`` and ``conv_rule`` select are those of
+:data:`~xai_loc.explain.composites.NAMED_RULES`, the registry every composite draws from.
 """
 from __future__ import annotations
 
@@ -25,21 +28,22 @@ import torch
 from torch import nn
 from zennit.composites import LayerMapComposite, NameLayerMapComposite, layer_map_base
 from zennit.core import Composite, Hook
-from zennit.rules import Flat, Pass, ZBox
+from zennit.rules import Pass
 from zennit.types import Convolution
 
-from xai_loc.checks import check_choice, check_number
+from xai_loc.checks import check_number
 from xai_loc.explain.canonizers import MergeBatchNorm
-from xai_loc.explain.composites import _label, _stock_epsilon, register_composite, unused_option
-from xai_loc.explain.rules import FastGamma, GateRule
+from xai_loc.explain.composites import NAMED_RULES, _label, _stock_epsilon, check_rule, register_composite
+from xai_loc.explain.rules import GateRule
 from xai_loc.models.layers import Gate
 
 __all__ = ["CUENET_CONV_RULES", "CUENET_FIRST_RULES", "CueEnergyShare", "TFCNN_CONV_RULES", "cue_bounds",
            "cuenet_composite", "tfcnn_composite"]
 
-#: Rules selectable for the TF-CNN's convolutions.
+#: Rules of :data:`~xai_loc.explain.composites.NAMED_RULES` selectable for the TF-CNN's convolutions.
 TFCNN_CONV_RULES = ("gamma", "epsilon")
-#: Rules selectable for the first convolution of each cue branch of the cue network, and for the others.
+#: Rules of :data:`~xai_loc.explain.composites.NAMED_RULES` selectable for the first convolution of each cue branch of
+#: the cue network (``'zbox'``: the cue's physical range as the box), and for the others.
 CUENET_FIRST_RULES = ("zbox", "epsilon", "flat")
 CUENET_CONV_RULES = ("gamma", "epsilon")
 
@@ -84,14 +88,11 @@ def tfcnn_composite(model: nn.Module, *, conv_rule: str = "gamma", epsilon: floa
     """
     from xai_loc.features.ipd_ild import InterauralCues, SpectralConv
 
-    check_choice("conv_rule", conv_rule, TFCNN_CONV_RULES)
-    if conv_rule != "gamma":
-        unused_option("gamma", gamma, 0.25, f"conv_rule={conv_rule!r}", "conv_rule='gamma'")
+    check_rule("conv_rule", conv_rule, TFCNN_CONV_RULES, gamma=gamma)
     check_number("epsilon", epsilon)
     check_number("stabilizer", stabilizer, strict=True)
     eps = _stock_epsilon(epsilon)
-    conv = _label(FastGamma(gamma=check_number("gamma", gamma), stabilizer=stabilizer), f"Gamma(gamma={gamma:g})") \
-        if conv_rule == "gamma" else eps
+    conv = NAMED_RULES[conv_rule](epsilon=epsilon, gamma=gamma, stabilizer=stabilizer)
     layer_map = ([(SpectralConv, eps), (InterauralCues, _label(CueEnergyShare(), "CueEnergyShare"))]
                  + layer_map_base(stabilizer) + [(Convolution, conv), (nn.Linear, eps)])
     return LayerMapComposite(layer_map=layer_map, canonizers=[MergeBatchNorm()])
@@ -113,30 +114,19 @@ def cuenet_composite(model: nn.Module, *, first_rule: str = "zbox", conv_rule: s
     """
     from xai_loc.models.cuenet import CueBranch
 
-    check_choice("first_rule", first_rule, CUENET_FIRST_RULES)
-    check_choice("conv_rule", conv_rule, CUENET_CONV_RULES)
-    if conv_rule != "gamma":
-        unused_option("gamma", gamma, 0.25, f"conv_rule={conv_rule!r}", "conv_rule='gamma'")
+    check_rule("first_rule", first_rule, CUENET_FIRST_RULES)
+    check_rule("conv_rule", conv_rule, CUENET_CONV_RULES, gamma=gamma)
     check_number("epsilon", epsilon)
-    check_number("gamma", gamma)
     check_number("stabilizer", stabilizer, strict=True)
-    options = getattr(model, "cue_options", None) or {}
-    bounds = cue_bounds(options)
+    options = {"epsilon": epsilon, "gamma": gamma, "stabilizer": stabilizer}
+    bounds = cue_bounds(getattr(model, "cue_options", None) or {})
     name_map = []
     for name, module in model.named_modules():
         if isinstance(module, CueBranch):
-            cue = name.rsplit(".", 1)[-1]
-            if first_rule == "zbox":
-                low, high = bounds[cue]
-                rule = _label(ZBox(low=low, high=high, stabilizer=stabilizer), f"ZBox(low={low:g}, high={high:g})")
-            elif first_rule == "flat":
-                rule = _label(Flat(stabilizer=stabilizer), "Flat")
-            else:
-                rule = _stock_epsilon(epsilon)
-            name_map.append(([f"{name}.conv1"], rule))
+            low, high = bounds[name.rsplit(".", 1)[-1]]
+            name_map.append(([f"{name}.conv1"], NAMED_RULES[first_rule](**options, low=low, high=high)))
     dense = _stock_epsilon(epsilon)
-    conv = (_label(FastGamma(gamma=gamma, stabilizer=stabilizer), f"Gamma(gamma={gamma:g})")
-            if conv_rule == "gamma" else _stock_epsilon(epsilon))
+    conv = NAMED_RULES[conv_rule](**options)
     held = _label(Pass(), "Pass (attention held constant: no relevance reaches it)")
     layer_map = ([(Gate, _label(GateRule(to="signal"), "GateRule(to=signal)")), (nn.Softmax, held)]
                  + layer_map_base(stabilizer)

@@ -21,8 +21,9 @@ leaves it: a GPU rendering never sees the responses on the host).
     that describe gpuRIR only.
 
 Each backend declares what its callers need to know of it (:class:`BackendTraits`, in
-:data:`TRAITS`): whether it takes a seed, where its diffuse tail starts and which devices it
-makes its responses on, so that stores and the component split never test a backend's name.
+:data:`TRAITS`): whether it takes a seed, where its diffuse tail starts, which devices it
+makes its responses on and how its arguments are checked without simulating (:func:`check_rirs`), so that
+stores and the component split never test a backend's name.
 """
 from __future__ import annotations
 
@@ -45,6 +46,10 @@ def _no_tail(options: Mapping, t60: float) -> None:
     return None
 
 
+def _no_check(room: ShoeBox, sources, mics, t60: float, **kwargs) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class BackendTraits:
     """What callers of a backend need to know of it beyond its options.
@@ -59,11 +64,16 @@ class BackendTraits:
     diffuse_start
         ``diffuse_start(options, t60)``: seconds at which the diffuse (statistical) tail of its
         responses starts under ``options``; None without one.
+    check
+        ``check(room, sources, mics, t60, **kwargs)`` (the backend's arguments): refuses in one line,
+        computing no response, what the backend would refuse for these sources, so that a data set
+        refuses a source before it simulates the first (:func:`check_rirs`); the default checks nothing.
     """
 
     seeded: bool = False
     devices: tuple[str, ...] = ("cpu",)
     diffuse_start: Callable[[Mapping, float], float | None] = _no_tail
+    check: Callable[..., None] = _no_check
 
 
 #: Traits of every registered backend, by name.
@@ -92,7 +102,14 @@ def _gpurir_tail(options: Mapping, t60: float) -> float | None:
     return None if options.get("t_diff") is None else float(options["t_diff"])
 
 
-@register_backend("torch", BackendTraits(seeded=True, devices=("cpu", "cuda"), diffuse_start=_ism_tail))
+def _ism_check(room: ShoeBox, sources, mics, t60: float, **kwargs) -> None:
+    from xai_loc.acoustics.ism import check_image_sources
+
+    check_image_sources(room, sources, mics, t60, **kwargs)
+
+
+@register_backend("torch", BackendTraits(seeded=True, devices=("cpu", "cuda"), diffuse_start=_ism_tail,
+                                         check=_ism_check))
 def torch_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", convention=None,
                   **options) -> torch.Tensor:
     """xai-loc's image-source simulator; ``options`` go to :func:`~xai_loc.acoustics.ism.image_source_rirs`."""
@@ -212,6 +229,14 @@ def check_options(backend: str, names, taken: tuple[str, ...] = ()) -> None:
     unknown = [name for name in names if name not in allowed]
     if unknown and not open_ended:
         raise InputError(f"RIR backend {backend!r} has no option {unknown[0]!r}; allowed: {', '.join(allowed)}")
+
+
+def check_rirs(backend: str, room: ShoeBox, sources, mics, t60: float, **kwargs) -> None:
+    """Refuse in one line, computing no response, what :func:`simulate_rirs` with these arguments would refuse
+    where the backend's :attr:`BackendTraits.check` can tell (a hybrid ``t_diff`` too early for a source's
+    distance, ...): cheap, so a data set checks all its sources at once before it simulates the first."""
+    check_options(backend, kwargs)
+    TRAITS[backend].check(room, sources, mics, t60, **kwargs)
 
 
 def simulate_rirs(backend: str, room: ShoeBox, sources, mics, t60: float, *, as_tensor: bool = False,

@@ -38,6 +38,7 @@ import contextlib
 import functools
 import math
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -477,6 +478,99 @@ def diffuse_start(t60: float, mode: str = "ism", t_diff: float | None = None) ->
     return t60 / 4.0 if t_diff is None else t_diff
 
 
+class _Request(NamedTuple):
+    """The checked arguments of :func:`image_source_rirs` and what follows from them."""
+
+    conv: Convention
+    t60: float
+    t_max: float
+    max_order: int | None
+    device: torch.device
+    dtype: torch.dtype
+    src: np.ndarray
+    mic: np.ndarray
+    gap: np.ndarray  # (S, M) metres
+    n_samples: int
+    taps: float
+    half: int  # samples an arrival's filter reaches past its sample
+    n_ism: int  # samples of image sources (all of them but a hybrid response's diffuse tail)
+
+
+def _hybrid_samples(room: ShoeBox, far: float, t60: float, t_max: float, t_diff, n_samples: int, half: int) -> int:
+    """Samples of image sources in a hybrid response whose farthest direct path is ``far`` metres long, ``t_diff``
+    (None: the default) checked to leave :data:`TAIL_FIT_S` of reflections after that direct sound."""
+    start = diffuse_start(t60, "hybrid", t_diff)
+    if not (is_real(start) and 0 < start <= t_max):
+        raise InputError(f"t_diff={start!r} s is not allowed; give a value in (0, t_max={t_max}]")
+    n_ism = min(n_samples, int(math.ceil(float(start) * room.fs)) + half)
+    # an arrival at tau samples reaches, through its filter, at most half samples past floor(tau)
+    smallest = _smallest_t_diff(_direct_passed(far, room.fs, room.c, half + 1), half, room.fs)
+    if n_ism < n_samples and start < smallest:
+        given = f"t_diff={start} s" + (" (the default, T60/4)" if t_diff is None else "")
+        allowed = (f"give t_diff >= {smallest:g} s (--t-diff)" if smallest <= t_max else
+                   f"responses of t_max={t_max} s are too short for a diffuse tail: use mode 'ism'")
+        raise InputError(f"{given} at T60={t60} s starts the diffuse tail too early: it is fitted to "
+                         f"{TAIL_FIT_S * 1e3:g} ms of reflections after the direct sound {far:.4g} m away; {allowed}")
+    return n_ism
+
+
+def _request(room: ShoeBox, sources, mics, t60, *, t_max, mode, t_diff, max_order, seed, convention, device,
+             dtype) -> _Request:
+    """The arguments of :func:`image_source_rirs` checked (every refusal it documents), no response computed."""
+    conv = get_convention(convention)
+    t60, t_max, max_order = check_response(room, t60, t_max, max_order)
+    if mode not in MODES:
+        raise InputError(f"RIR mode {mode!r} is unknown; allowed: {', '.join(MODES)}")
+    if mode != "hybrid" and t_diff is not None:
+        raise InputError(f"t_diff={t_diff!r} s is not allowed in mode {mode!r}, which has no diffuse tail; use mode "
+                         "'hybrid' (--mode hybrid) or leave t_diff out")
+    if not is_integer(seed) or seed < 0:
+        raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
+    dtype, device = check_dtype(dtype), resolve_device(device)
+    src, mic, gap = check_geometry(room, sources, mics, t_max)
+    n_samples = conv.rir_length(t_max, room.fs)
+    exact = conv.sub_sample == "exact"
+    taps = conv.taps(room.fs)
+    half = _half_width(taps) if exact else FD_HALF_WIDTH
+    n_ism = n_samples
+    if mode == "hybrid":
+        far = float(gap.max()) if gap.size else 0.0
+        n_ism = _hybrid_samples(room, far, t60, t_max, t_diff, n_samples, half)
+    if not (exact and device.type == "cpu"):  # every other path lists the images of a source at once
+        reach = _exact_reach(n_ism, taps, room)[0] if exact else room.c * n_ism / room.fs
+        count = _image_count(room, mic, reach, max_order)
+        if count > MAX_IMAGES:
+            raise InputError(f"T60={t60} s with t_max={t_max} s needs about {count:.2g} image sources per source "
+                             f"in convention {conv.name!r}; at most {MAX_IMAGES:.0e} fit in memory: give a "
+                             "shorter t_max, a max_order, mode 'hybrid' or (on the CPU) convention 'gpurir'")
+    return _Request(conv, t60, t_max, max_order, device, dtype, src, mic, gap, n_samples, taps, half, n_ism)
+
+
+def check_image_sources(
+    room: ShoeBox,
+    sources: np.ndarray,
+    mics: np.ndarray,
+    t60: float,
+    *,
+    t_max: float | None = None,
+    mode: str = "ism",
+    t_diff: float | None = None,
+    max_order: int | None = None,
+    seed: int = 0,
+    convention: str | Convention | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> None:
+    """Refuse, in one line, what :func:`image_source_rirs` refuses for the same arguments, computing no response.
+
+    Cheap (the geometry only): a data set checks every source of a split at once before it simulates the first,
+    so that a source that would be refused (a ``t_diff`` too early for its distance) is refused before any work.
+    Raises the :class:`InputError` :func:`image_source_rirs` would raise.
+    """
+    _request(room, sources, mics, t60, t_max=t_max, mode=mode, t_diff=t_diff, max_order=max_order, seed=seed,
+             convention=convention, device=device, dtype=dtype)
+
+
 def image_source_rirs(
     room: ShoeBox,
     sources: np.ndarray,
@@ -508,8 +602,8 @@ def image_source_rirs(
     mode
         ``"ism"`` or ``"hybrid"`` (see the module docstring).
     t_diff
-        Hybrid mode only: end of the image-source part (default: 15 dB of Sabine decay,
-        ``t60 / 4``, gpuRIR's usual choice). The tail's level is fitted to each source's reflections
+        Hybrid mode only (refused in ``"ism"`` mode): end of the image-source part (default: 15 dB of Sabine
+        decay, ``t60 / 4``, gpuRIR's usual choice). The tail's level is fitted to each source's reflections
         after its latest direct sound (arrival filter included), at least :data:`TAIL_FIT_S` of them.
     max_order
         Highest reflection order kept (``None``: all images of the convention's set).
@@ -533,45 +627,17 @@ def image_source_rirs(
     Raises
     ------
     InputError
-        For a bad argument; a source within :data:`~xai_loc.acoustics.room.MIN_SOURCE_MIC_DISTANCE`
-        of a microphone; a direct path that arrives at or after ``t_max``; a ``t_diff`` that leaves
-        less than :data:`TAIL_FIT_S` of reflections after the latest direct sound to fit the tail to;
-        more than :data:`MAX_IMAGES` images to list per source.
+        For a bad argument (a ``t_diff`` in ``"ism"`` mode among them); a source within
+        :data:`~xai_loc.acoustics.room.MIN_SOURCE_MIC_DISTANCE` of a microphone; a direct path that arrives at or
+        after ``t_max``; a ``t_diff`` that leaves less than :data:`TAIL_FIT_S` of reflections after the latest direct
+        sound to fit the tail to; more than :data:`MAX_IMAGES` images to list per source
+        (:func:`check_image_sources` refuses the same without computing a response).
     """
-    conv = get_convention(convention)
-    t60, t_max, max_order = check_response(room, t60, t_max, max_order)
-    if mode not in MODES:
-        raise InputError(f"RIR mode {mode!r} is unknown; allowed: {', '.join(MODES)}")
-    if not is_integer(seed) or seed < 0:
-        raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
-    dtype, device = check_dtype(dtype), resolve_device(device)
-    src, mic, gap = check_geometry(room, sources, mics, t_max)
-    far = float(gap.max()) if gap.size else 0.0
+    conv, t60, t_max, max_order, device, dtype, src, mic, gap, n_samples, taps, half, n_ism = _request(
+        room, sources, mics, t60, t_max=t_max, mode=mode, t_diff=t_diff, max_order=max_order, seed=seed,
+        convention=convention, device=device, dtype=dtype)
     signed_beta = conv.reflection_sign * conv.reflection_coefficient(room, t60)
-    n_samples = conv.rir_length(t_max, room.fs)
     exact = conv.sub_sample == "exact"
-    taps = conv.taps(room.fs)
-    half = _half_width(taps) if exact else FD_HALF_WIDTH
-    n_ism = n_samples
-    if mode == "hybrid":
-        t_diff = diffuse_start(t60, mode, t_diff)
-        if not (is_real(t_diff) and 0 < t_diff <= t_max):
-            raise InputError(f"t_diff={t_diff!r} s is not allowed; give a value in (0, t_max={t_max}]")
-        n_diff = int(math.ceil(float(t_diff) * room.fs))
-        n_ism = min(n_samples, n_diff + half)
-        # an arrival at tau samples reaches, through its filter, at most half samples past floor(tau)
-        smallest = _smallest_t_diff(_direct_passed(far, room.fs, room.c, half + 1), half, room.fs)
-        if n_ism < n_samples and t_diff < smallest:
-            raise InputError(f"t_diff={t_diff} s starts the diffuse tail too early: it is fitted to "
-                             f"{TAIL_FIT_S * 1e3:g} ms of reflections after the direct sound {far:.4g} m away; "
-                             f"give t_diff >= {smallest:g} s")
-    if not (exact and device.type == "cpu"):  # every other path lists the images of a source at once
-        reach = _exact_reach(n_ism, taps, room)[0] if exact else room.c * n_ism / room.fs
-        count = _image_count(room, mic, reach, max_order)
-        if count > MAX_IMAGES:
-            raise InputError(f"T60={t60} s with t_max={t_max} s needs about {count:.2g} image sources per source "
-                             f"in convention {conv.name!r}; at most {MAX_IMAGES:.0e} fit in memory: give a "
-                             "shorter t_max, a max_order, mode 'hybrid' or (on the CPU) convention 'gpurir'")
     mic_t = torch.as_tensor(mic, device=device, dtype=dtype)
     out = torch.zeros(src.shape[0], mic.shape[0], n_samples, device=device, dtype=dtype)
     for i, s in enumerate(src):

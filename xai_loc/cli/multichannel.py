@@ -91,6 +91,9 @@ def info(ctx: click.Context) -> None:
               help="RIR backend.")
 @click.option("--mode", type=click.Choice(RIR_MODE_CHOICES), default="ism", show_default=True,
               help="torch backend: image sources up to T60 (ism) or up to T60/4 plus a diffuse tail (hybrid).")
+@click.option("--t-diff", type=POSITIVE, default=None, metavar="SECONDS",
+              help="Where the image sources end and a diffuse tail starts: --mode hybrid [default: T60/4], or "
+                   "gpuRIR's Tdiff with --backend gpurir [default: none].")
 @click.option("--speech", default=None, type=InputDir(),
               help="Folder of wav/flac/ogg speech to use instead of the shipped corpus.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of speech choice and noise.")
@@ -98,10 +101,11 @@ def info(ctx: click.Context) -> None:
 @CONVENTION_OPTION
 @cluster_options
 @click.pass_context
-def simulate(ctx, t60, snr, split, n_sources, scene, data, backend, mode, speech, seed, device, convention, scheduler,
-             workers) -> None:
+def simulate(ctx, t60, snr, split, n_sources, scene, data, backend, mode, t_diff, speech, seed, device, convention,
+             scheduler, workers) -> None:
     """Simulate microphone windows of a scene into a zarr store (resumable; sources spread over a dask cluster
     with --scheduler or --workers; with --device cuda, 16 sources at a time are rendered on the GPU)."""
+    from xai_loc.acoustics.backends import option_defaults
     from xai_loc.acoustics.speech import SpeechCorpus
     from xai_loc.cluster import cluster
     from xai_loc.data.scene import load_scene
@@ -115,7 +119,13 @@ def simulate(ctx, t60, snr, split, n_sources, scene, data, backend, mode, speech
     if backend != "torch" and ctx.get_parameter_source("mode") is not ParameterSource.DEFAULT:
         raise InputError(f"--mode {mode} is not allowed with --backend {backend}; it chooses the torch backend's "
                          "response model (use --backend torch, or leave --mode out)")
+    if t_diff is not None and ("t_diff" not in option_defaults(backend) or backend == "torch" and mode != "hybrid"):
+        with_what = f"--mode {mode}" if backend == "torch" else f"--backend {backend}"
+        raise InputError(f"--t-diff {t_diff:g} is not allowed with {with_what}, which has no diffuse tail; use "
+                         "--backend torch --mode hybrid, or --backend gpurir")
     options = {"mode": mode} if backend == "torch" else {}
+    if t_diff is not None:  # absent by default: the record and digest of a default hybrid store stay as they were
+        options["t_diff"] = t_diff
     with cluster(scheduler, workers) as client:
         path = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, corpus=corpus, seed=seed,
                                 backend=backend, device=device, rir_options=options, progress=True, client=client)

@@ -30,6 +30,9 @@ whole. Every source's speech and noise come from generators seeded by
 where a source is rendered: given a dask client, sources are rendered on its workers and
 written by this process (:func:`xai_loc.cluster.map_blocks`).
 
+Before the first source is simulated, the backend checks its arguments against every source of the
+split at once (:func:`~xai_loc.acoustics.backends.check_rirs`, the geometry only): a hybrid ``t_diff``
+too early for the farthest source is refused in one line, nothing written, not after the sources before it.
 Windows holding NaN, infinite or only zero samples are refused before they are written. A
 finished store records a manifest of its files (sizes and CRC-32), checked whenever it is
 opened (:mod:`xai_loc.data.integrity`); a damaged store is reported in one line.
@@ -59,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xai_loc.acoustics.backends import BACKENDS, TRAITS, check_options, option_defaults, simulate_rirs
+from xai_loc.acoustics.backends import BACKENDS, TRAITS, check_options, check_rirs, option_defaults, simulate_rirs
 from xai_loc.acoustics.conventions import DEFAULT_CONVENTION, get_convention, rir_length
 from xai_loc.acoustics.render import render_windows, render_windows_batch, window_count
 from xai_loc.acoustics.room import check_snr, check_t60
@@ -236,6 +239,13 @@ class _Job:
         n_rir = rir_length(self.scene.convention, self.t60, self.scene.room.fs, self.rir_options.get("t_max"))
         plan = _plan(self.scene, self.ids, self.corpus, self.seed, n_rir)
         return _Job(**{**{k: getattr(self, k) for k in self.__dataclass_fields__}, "plan": plan})
+
+    def check_responses(self, device: str) -> None:
+        """Refuse, in one line, responses the backend would refuse for any of the split's sources (a hybrid
+        ``t_diff`` too early for a far source, ...), all checked at once from the geometry before the first is
+        simulated (:func:`~xai_loc.acoustics.backends.check_rirs`)."""
+        check_rirs(self.backend, self.scene.room, self.scene.sources[self.ids], self.scene.mics, self.t60,
+                   device=device, convention=self.scene.convention, **self.rir_options)
 
     def attrs(self) -> dict:
         """Attributes of the split's data (a store's attrs; an in-memory split's too)."""
@@ -548,6 +558,7 @@ def simulate_dataset(
 
     resolve_device(device)
     job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options)
+    job.check_responses(device)
     final = dataset_path(root or default_root(), scene, job.t60, job.snr, split, job.n_sources)
     with ResumableStore(final, DATASET, job.config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
         if out.finished(partial(_mismatch, asked=job.config)):
@@ -707,7 +718,9 @@ def simulate_windows(
     resolve_device(device)
     target = resolve_device(out_device or device)
     started = time.monotonic()
-    job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options).planned()
+    job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options)
+    job.check_responses(device)
+    job = job.planned()
     plan, planned = job.plan, time.monotonic()
     n_total, n_mics = int(plan.first_window[-1]), scene.mics.shape[0]
     name = f"in-memory {split} split ({condition_name(job.t60, job.snr)})"

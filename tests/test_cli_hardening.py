@@ -83,7 +83,7 @@ def recorded_run(monkeypatch):
     (["tdoa", "--option", "seed=1"], "option 'seed' is set by --seed"),
     (["audit", "loccnn", "--option", "seed=1"], "option 'seed' is set by --seed"),
     (["audit", "loccnn", "--option", "composite=epsilon"], "option 'composite' is set by --composite"),
-    (["binaural", "cues", "--no-behaviour", "--option", "seed=1"], "option 'seed' is set by --seed"),
+    (["binaural", "cues", "--no-behaviour", "--option", "seed=1"], "option 'seed' is set by --probe-seed"),
     (["tdoa", "--first-rule", "flat", "--option", "first_rule=gamma"],
      "--first-rule flat and --option first_rule=gamma differ"),
 ])

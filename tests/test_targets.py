@@ -37,6 +37,14 @@ def explain_once(model, x, target, method="input_x_gradient", truth=None, **opti
         return explainer.explain_batch(x, truth)
 
 
+@pytest.fixture
+def attn_lrp_anywhere(monkeypatch):
+    """AttnLRP on the linear toys (it explains BAST's family only): its seed arithmetic against the analytic answer."""
+    from xai_loc.explain.attn_lrp import AttnLRPMethod
+
+    monkeypatch.setattr(AttnLRPMethod, "explains", classmethod(lambda cls, arch: True))
+
+
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((2, 1, N_IN))
 W_CLASSES = RNG.standard_normal((4, N_IN))
@@ -98,7 +106,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def test_class_probability_is_explained_by_gradients_and_refused_by_lrp():
+def test_class_probability_is_explained_by_gradients_and_refused_by_lrp(attn_lrp_anywhere):
     model = linear_localizer("direction_classes", W_CLASSES)
     logits = _logits()
     p = _softmax(logits)
@@ -122,7 +130,7 @@ def test_class_probability_is_explained_by_gradients_and_refused_by_lrp():
 
 
 @pytest.mark.parametrize("method", ["input_x_gradient", "lrp", "attn_lrp"])
-def test_class_log_odds_seeds_the_soft_minimum_of_the_other_logits(method):
+def test_class_log_odds_seeds_the_soft_minimum_of_the_other_logits(method, attn_lrp_anywhere):
     model = linear_localizer("direction_classes", W_CLASSES)
     logits = _logits()
     c = logits.argmax(1)
@@ -181,7 +189,7 @@ def test_angle_targets_of_angle_outputs():
     np.testing.assert_allclose(lrp["attr_output"][:, 0], 10.0, rtol=1e-9)
 
 
-def test_great_circle_and_vector_angle_errors():
+def test_great_circle_and_vector_angle_errors(attn_lrp_anywhere):
     # outputs set by the weights: f = (90, 0) degrees for x = e_0
     x = np.zeros((1, 1, N_IN))
     x[0, 0, 0] = 1.0
@@ -196,7 +204,7 @@ def test_great_circle_and_vector_angle_errors():
     np.testing.assert_allclose(az["attr_output"], [[22.5, 22.5]], rtol=1e-9)
 
 
-def test_azimuth_of_cos_sin_outputs_has_the_analytic_gradient():
+def test_azimuth_of_cos_sin_outputs_has_the_analytic_gradient(attn_lrp_anywhere):
     w = RNG.standard_normal((2, N_IN))
     model = linear_localizer("cos_sin", w)
     c, s = (X[:, 0] @ w.T).T

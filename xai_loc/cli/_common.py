@@ -70,6 +70,15 @@ class RegistryChoice(click.Choice):
         raise InputError(f"{option_name(param, ctx, value)} {value!r} is not allowed; use one of {', '.join(allowed)}")
 
 
+class PassedAs(click.Option):
+    """An option whose value the command passes to the library as keyword ``passed_as`` (``--probe-seed``: the
+    probe's ``seed``): :func:`command_options` refuses an ``--option`` of that name as set by this flag."""
+
+    def __init__(self, *args, passed_as: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.passed_as = passed_as
+
+
 def position_models() -> list[str]:
     """Registered localizers of source positions (the multichannel families and position plug-ins)."""
     from xai_loc.models import MODELS
@@ -78,11 +87,12 @@ def position_models() -> list[str]:
 
 
 def position_methods() -> list[str]:
-    """Registered attribution methods offered for localizers of source positions: all but AttnLRP, which explains
-    transformers (``binaural explain``; on a convolutional localizer it is input x gradient under another name)."""
-    from xai_loc.explain import METHODS
+    """Registered attribution methods offered for localizers of source positions: those that explain one of them
+    (:func:`~xai_loc.explain.methods.methods_for`; not AttnLRP, which explains BAST)."""
+    from xai_loc.explain.methods import METHODS, methods_for
 
-    return [name for name in METHODS if name != "attn_lrp"]
+    offered = {name for arch in position_models() for name in methods_for(arch)}
+    return [name for name in METHODS if name in offered]
 
 
 def _composites() -> list[str]:
@@ -296,13 +306,15 @@ def option_names(method: str | None, composite: str | None = None, targets: Sequ
 
 def command_options(ctx: click.Context, method: str | None = "lrp", composite: str | None = None,
                     targets: Sequence[str] = (), allow: Sequence[str] = ()) -> dict:
-    """The command's ``--option`` values (:func:`parse_options`), refusing the names of its own parameters (set
-    by their flag) and :data:`SET_BY_COMMAND` but those in ``allow``, and every name that ``method``,
-    ``composite`` and ``targets`` do not take (:func:`option_names`), before the library is called: a name
-    that the library passes itself (``levels``, ``truth`` ...) would collide there."""
+    """The command's ``--option`` values (:func:`parse_options`), refusing the names of its own parameters and
+    the library keywords its :class:`PassedAs` flags set (as set by that flag), :data:`SET_BY_COMMAND` but those
+    in ``allow``, and every name that ``method``, ``composite`` and ``targets`` do not take (:func:`option_names`),
+    before the library is called: a name that the library passes itself (``levels``, ``truth`` ...) would collide
+    there."""
     reserved = dict.fromkeys(SET_BY_COMMAND, ITSELF)
     reserved.update({param.name: param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
                      for param in ctx.command.params if param.name != "options"})
+    reserved.update({param.passed_as: param.opts[0] for param in ctx.command.params if isinstance(param, PassedAs)})
     options = parse_options(ctx.params["options"], {k: v for k, v in reserved.items() if k not in allow})
     allowed = option_names(method, composite, targets)
     unknown = sorted(set(options) - set(options if allowed is None else allowed))

@@ -15,6 +15,7 @@ from xai_loc.cli._common import (
     COMPOSITE,
     DATA_ROOT,
     POSITIVE,
+    PassedAs,
     command_options,
     device_option,
     family_checkpoint,
@@ -157,9 +158,9 @@ def given_only(**options) -> dict[str, Any]:
 
 
 def probe_seed_option(draws: str):
-    """``--probe-seed``: the seed of a probe's own ``draws``, apart from ``--seed`` (the data: for a checkpoint the
-    card's, or the probe would run on its training data)."""
-    return click.option("--probe-seed", type=SEED, default=0, show_default=True,
+    """``--probe-seed``: the seed of a probe's own ``draws`` (the probe's ``seed``), apart from ``--seed`` (the data:
+    for a checkpoint the card's, or the probe would run on its training data)."""
+    return click.option("--probe-seed", type=SEED, default=0, show_default=True, cls=PassedAs, passed_as="seed",
                         help=f"Seeds {draws}; any checkpoint takes any value (--seed picks the data).")
 
 

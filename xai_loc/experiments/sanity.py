@@ -454,12 +454,13 @@ def run_sanity(
         variants = RANDOM_TARGETS[module.output_kind](module, truth[name], seed)
         random_targets[name] = [label for label, _, _ in variants]
         target_truth[name] = [variant_truth for _, _, variant_truth in variants]
+        # the original's explainers first: a method or option refused before the randomized copies are made
+        by_target[name] = [[models.explainer(name, method=m, composite=c, target=variant, **kw)
+                            for _, variant, _ in variants] for m, c in specs]
         stages = [("original", module), *cascading_copies(module, seed)]
         layer_lists.append([s for s, _ in stages[1:]])
         cascade[name] = [[Explainer(net, method=m, composite=c, target=targets[name], **kw) for _, net in stages]
                          for m, c in specs]
-        by_target[name] = [[models.explainer(name, method=m, composite=c, target=variant, **kw)
-                            for _, variant, _ in variants] for m, c in specs]
     work = SanityWork(scored.rows, truth, cascade, by_target, target_truth)
     n_pairs = {name: len(t) * (len(t) - 1) // 2 for name, t in target_truth.items()}
     sim = {name: np.zeros((len(specs), 1 + len(layers), len(METRICS), n))

@@ -70,6 +70,8 @@ from xai_loc.explain.methods import BackwardMethod, register_method
 from xai_loc.explain.targets import bind
 from xai_loc.features.spectrogram import Decibel, PowerSpectrum, Standardize
 from xai_loc.models.bast import BAST, MatMul, PositionEmbedding
+from xai_loc.models.families import family_of
+from xai_loc.models.registry import MODELS
 
 __all__ = ["AttnLRP", "AttnLRPMethod", "BAST_METHODS", "RelevanceLedger", "SOFTMAX_RULES", "attention_rollout",
            "attn_lrp", "explain_bast", "integrated_gradients", "method_levels", "registry_target", "rollout_matrices",
@@ -264,10 +266,16 @@ class AttnLRPMethod(BackwardMethod):
     relevance ``representation x modified gradient`` at every level read, started (as LRP is)
     from the target's seed: the output's gradient is ``seed / output``, so that ``output x
     gradient`` there is the seed and relevance sums to ``sum(seed)`` less what is absorbed; the
-    relevance that leaves the network booked per kind (``absorbed``). Modules without a rule
-    pass the plain gradient, so on a family without attention it is input x gradient there."""
+    relevance that leaves the network booked per kind (``absorbed``). It explains the architectures
+    of families without an LRP composite (:attr:`~xai_loc.models.families.Family.composite` None:
+    BAST, whose attention its rules are for); modules without a rule pass the plain gradient, so
+    on another family it would be input x gradient under another name, and it is refused there."""
 
     OPTIONS = {"epsilon": 1e-6, "softmax": "attnlrp"}
+
+    @classmethod
+    def explains(cls, arch):
+        return arch in MODELS and family_of(arch).composite is None
 
     @classmethod
     def check(cls, params):

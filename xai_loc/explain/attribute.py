@@ -175,8 +175,9 @@ class Explainer:
         A localizer or a checkpoint path.
     target, method, composite
         Registered names (:data:`~xai_loc.explain.TARGETS`, :data:`~xai_loc.explain.METHODS`,
-        :data:`~xai_loc.explain.COMPOSITES`); the composite applies to LRP only. The target
-        must accept the model's output kind (``output_kind``, default ``'position'``).
+        :data:`~xai_loc.explain.COMPOSITES`); the composite applies to LRP only. The method must
+        explain the model's architecture (:meth:`~xai_loc.explain.methods.Method.explains`: AttnLRP
+        only BAST's family), the target accept its output kind (``output_kind``, default ``'position'``).
     levels
         Where relevance is read (:class:`~xai_loc.explain.levels.Levels`): level names the
         model declares (``'waveform'``, ``'front_end'`` ...) or submodule names; default
@@ -207,6 +208,7 @@ class Explainer:
         self.target = get_target(target)
         self.output_kind = getattr(self.model, "output_kind", "position")
         self.method_cls = get_method(method)
+        self.method_cls.check_model(info["model"])
         self.levels = Levels(self.model, levels)
         self.batch_size = check_integer("batch_size", batch_size, minimum=1)
         self.device = resolve_device(str(device))

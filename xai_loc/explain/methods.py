@@ -33,6 +33,12 @@ method is one :class:`Method` subclass registered with :func:`register_method`; 
 levels and the target from the :class:`~xai_loc.explain.attribute.Explainer` and so works for
 every family and output kind.
 
+A method may explain only some architectures (:meth:`Method.explains`: AttnLRP those of the families
+without an LRP composite, BAST; elsewhere its rules give input x gradient under another name): the
+:class:`~xai_loc.explain.attribute.Explainer`, which every explanation goes through, refuses it for the
+others (:meth:`Method.check_model`), and :func:`methods_for` lists the methods of an architecture (the
+command line's choices come from it).
+
 Captum is imported when a captum method is first used.
 """
 from __future__ import annotations
@@ -52,8 +58,10 @@ from xai_loc.errors import InputError
 from xai_loc.explain._options import resolve
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.targets import Objective
+from xai_loc.models.registry import MODELS
 
-__all__ = ["METHODS", "BackwardMethod", "Method", "get_method", "output_times_gradient", "register_method"]
+__all__ = ["METHODS", "BackwardMethod", "Method", "get_method", "methods_for", "output_times_gradient",
+           "register_method"]
 
 #: Per-window weights of the target from the (detached) outputs of a batch.
 WeighFn = Callable[[torch.Tensor], torch.Tensor]
@@ -79,6 +87,11 @@ def get_method(name: str) -> type[Method]:
     if not isinstance(name, str) or name not in METHODS:
         raise InputError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def methods_for(arch: str) -> list[str]:
+    """The registered methods that explain architecture ``arch`` (:meth:`Method.explains`), in registry order."""
+    return [name for name, cls in METHODS.items() if cls.explains(arch)]
 
 
 class Method(ABC):
@@ -131,6 +144,22 @@ class Method(ABC):
         """Raise :class:`InputError` for an option value that is not allowed."""
         if "baseline" in params:
             _check_baseline(params)
+
+    @classmethod
+    def explains(cls, arch: str) -> bool:
+        """Whether the method explains models of architecture ``arch`` (a name of
+        :data:`~xai_loc.models.MODELS`, or the class name of an unregistered module); every one by default."""
+        return True
+
+    @classmethod
+    def check_model(cls, arch: str) -> None:
+        """Raise :class:`InputError` for a model of architecture ``arch`` that the method does not explain
+        (:meth:`explains`), naming the architectures it does and the methods that explain ``arch``."""
+        if not cls.explains(arch):
+            own = [name for name in MODELS if cls.explains(name)]
+            raise InputError(f"method {cls.name!r} is not allowed for {arch} (it explains "
+                             f"{', '.join(own) or 'no registered architecture'}); allowed for {arch}: "
+                             f"{', '.join(methods_for(arch))}")
 
     @classmethod
     def check_shape(cls, params: dict[str, Any], input_shape: tuple[int, ...]) -> None:

@@ -20,7 +20,7 @@ import copy
 import time
 
 import torch
-from _args import Parser, count, run_main
+from _args import Parser, count, run_main, threads
 
 from xai_loc.explain import Explainer
 from xai_loc.models import build_model
@@ -66,7 +66,7 @@ def main() -> None:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["loccnn", "samplecnn"], choices=("loccnn", "samplecnn"))
     parser.add_argument("--rounds", type=count, default=3)
-    parser.add_argument("--threads", type=count, default=1)
+    parser.add_argument("--threads", type=threads, default=1)
     args = parser.parse_args()
     configure_threads(args.threads)  # freed memory is what this script switches
     print(f"{args.threads} torch thread(s); best of {args.rounds} interleaved rounds")

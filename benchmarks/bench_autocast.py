@@ -16,7 +16,7 @@ import copy
 import time
 
 import torch
-from _args import Parser, count, device_name, run_main
+from _args import Parser, count, device_name, run_main, threads
 
 from xai_loc.models import build_model
 from xai_loc.models.trainer import autocast_forward
@@ -46,7 +46,7 @@ def main() -> None:
     p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["loccnn", "samplecnn"], choices=("loccnn", "samplecnn"))
     p.add_argument("--rounds", type=count, default=3)
-    p.add_argument("--threads", type=count, default=2)
+    p.add_argument("--threads", type=threads, default=2)
     p.add_argument("--device", type=device_name, default="cpu")
     args = p.parse_args()
     configure_threads(args.threads)

@@ -17,11 +17,11 @@ import time
 
 import numpy as np
 import torch
-from _args import Parser, count, device_name, run_main
+from _args import Parser, count, device_name, fills, methods, run_main, threads
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import open_signals, simulate_dataset
-from xai_loc.experiments.faithfulness import ORDERINGS, check_fills, parse_methods, run_faithfulness
+from xai_loc.experiments.faithfulness import ORDERINGS, parse_methods, run_faithfulness
 from xai_loc.experiments.modelset import ModelSet
 from xai_loc.experiments.perturbation import PAPER_PERCENTAGES
 from xai_loc.models import build_model
@@ -56,14 +56,13 @@ def main() -> None:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="loccnn", choices=("loccnn", "samplecnn"))
     parser.add_argument("--sources", type=count, default=2, help="test sources (about 10 windows each)")
-    parser.add_argument("--methods", default="lrp:paper,input_x_gradient,saliency")
-    parser.add_argument("--fills", default="zero,noise,road")
+    parser.add_argument("--methods", type=methods, default="lrp:paper,input_x_gradient,saliency")
+    parser.add_argument("--fills", type=fills, default="zero,noise,road")
     parser.add_argument("--batch-size", type=count, default=16)
-    parser.add_argument("--threads", type=count, default=1)
+    parser.add_argument("--threads", type=threads, default=1)
     parser.add_argument("--device", default="cpu", type=device_name)
     args = parser.parse_args()
-    specs = parse_methods(args.methods.split(","))  # a bad name ends here, in one line, before any work
-    fills = check_fills(args.fills.split(","))
+    specs = parse_methods(args.methods)
     configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,16 +71,16 @@ def main() -> None:
         windows = torch.as_tensor(ds["signals"].values)
         truth = ds["source_position"].values.astype(np.float64)
         models = ModelSet({args.model: build_model(args.model)})
-        common = {"methods": args.methods.split(","), "fills": fills, "batch_size": args.batch_size,
+        common = {"methods": args.methods, "fills": args.fills, "batch_size": args.batch_size,
                   "device": args.device, "n_boot": 1000}
         run_faithfulness(models, store, **{**common, "n_sources": 1})  # warm-up: kernels compiled, caches filled
         tic = time.perf_counter()
         run_faithfulness(models, store, **common)
         suite = time.perf_counter() - tic
-        bare = bare_passes(models, args.model, windows, truth, specs, fills, len(PAPER_PERCENTAGES),
+        bare = bare_passes(models, args.model, windows, truth, specs, args.fills, len(PAPER_PERCENTAGES),
                            args.batch_size, args.device, 0)
-    print(f"{args.model}, {windows.shape[0]} windows, methods {args.methods}, fills {args.fills}, "
-          f"{len(PAPER_PERCENTAGES)} percentages, device {args.device}")
+    print(f"{args.model}, {windows.shape[0]} windows, methods {','.join(args.methods)}, "
+          f"fills {','.join(args.fills)}, {len(PAPER_PERCENTAGES)} percentages, device {args.device}")
     print(f"faithfulness suite      {suite:8.2f} s")
     print(f"bare passes it needs    {bare:8.2f} s")
     print(f"ratio suite / passes    {suite / bare:8.2f} x   (target <= 1.3)")

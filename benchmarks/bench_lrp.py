@@ -25,7 +25,7 @@ import statistics
 import time
 
 import torch
-from _args import Parser, count, device_name, run_main
+from _args import Parser, count, device_name, run_main, threads
 from torch import nn
 from zennit.attribution import Gradient
 from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--batch", type=count, default=16)
     parser.add_argument("--repeats", type=count, default=3)
     parser.add_argument("--rounds", type=count, default=1)
-    parser.add_argument("--threads", type=count, default=1)
+    parser.add_argument("--threads", type=threads, default=1)
     parser.add_argument("--device", default="cpu", type=device_name)
     args = parser.parse_args()
     configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 import torch
-from _args import Parser, count, run_main
+from _args import Parser, count, run_main, threads
 
 from xai_loc.experiments.perturbation import (
     MODES,
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--loop-windows", type=count, default=4, help="windows timed with the Python loop")
     parser.add_argument("--batch-size", type=count, default=16, help="windows per batch (the experiment's default)")
     parser.add_argument("--model", default="loccnn", choices=("loccnn", "samplecnn"))
-    parser.add_argument("--threads", type=count, default=1)
+    parser.add_argument("--threads", type=threads, default=1)
     parser.add_argument("--repeats", type=count, default=5, help="runs per approach; the fastest counts")
     args = parser.parse_args()
     if args.loop_windows > args.windows:

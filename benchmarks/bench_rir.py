@@ -18,7 +18,7 @@ import argparse
 import time
 
 import numpy as np
-from _args import Parser, count, run_main
+from _args import Parser, count, run_main, threads
 
 from xai_loc.acoustics.backends import simulate_rirs
 from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
@@ -41,7 +41,7 @@ def best_time(func, repeat: int):
 
 def main() -> None:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=count, default=1)
+    parser.add_argument("--threads", type=threads, default=1)
     parser.add_argument("--repeat", type=count, default=5)
     parser.add_argument("--sources", type=count, default=10, help="test-split sources timed at T60 = 0.6 s")
     args = parser.parse_args()

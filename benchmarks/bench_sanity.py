@@ -20,13 +20,12 @@ from unittest import mock
 
 import numpy as np
 import torch
-from _args import Parser, count, run_main
+from _args import Parser, count, methods, run_main, threads
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.data.store import simulate_dataset
 from xai_loc.experiments import sanity
 from xai_loc.experiments.deletion_order import stable_ranks
-from xai_loc.experiments.faithfulness import parse_methods
 from xai_loc.experiments.modelset import ModelSet
 from xai_loc.models import build_model
 from xai_loc.runtime import configure_cpu
@@ -45,11 +44,10 @@ def main() -> None:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="loccnn", choices=("loccnn", "samplecnn"))
     parser.add_argument("--sources", type=count, default=1, help="test sources (about 10 windows each)")
-    parser.add_argument("--methods", default="lrp:paper,input_x_gradient")
+    parser.add_argument("--methods", type=methods, default="lrp:paper,input_x_gradient")
     parser.add_argument("--batch-size", type=count, default=16)
-    parser.add_argument("--threads", type=count, default=1)
+    parser.add_argument("--threads", type=threads, default=1)
     args = parser.parse_args()
-    parse_methods(args.methods.split(","))  # a bad name ends here, in one line, before any work
     configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     torch.manual_seed(0)
 
@@ -62,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp, n_sources=args.sources)
         models = ModelSet({args.model: build_model(args.model)})
-        common = {"methods": args.methods.split(","), "n_boot": 100, "batch_size": args.batch_size}
+        common = {"methods": args.methods, "n_boot": 100, "batch_size": args.batch_size}
         sanity.run_sanity(models, store, **{**common, "n_sources": 1})  # warm-up: kernels compiled, caches filled
         tic = time.perf_counter()
         new = sanity.run_sanity(models, store, **common)
@@ -72,8 +70,9 @@ def main() -> None:
             old = sanity.run_sanity(models, store, **common)
             slow = time.perf_counter() - tic
     same = all(np.array_equal(new[v].values, old[v].values, equal_nan=True) for v in new.data_vars)
-    print(f"sanity run, {args.model}, {new.attrs['n_windows']} windows, methods {args.methods}: {fast:6.2f} s with "
-          f"stable_ranks, {slow:6.2f} s with the stable argsort, ratio {slow / fast:4.2f}x; results equal: {same}")
+    print(f"sanity run, {args.model}, {new.attrs['n_windows']} windows, methods {','.join(args.methods)}: "
+          f"{fast:6.2f} s with stable_ranks, {slow:6.2f} s with the stable argsort, ratio {slow / fast:4.2f}x; "
+          f"results equal: {same}")
     if not same:
         raise SystemExit("the two rankings gave different sanity results")
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 
 import numpy as np
-from _args import Parser, count, run_main
+from _args import Parser, checked, count, run_main, threads
 
 from xai_loc.acoustics.room import check_snr, check_t60
 from xai_loc.acoustics.speech import SpeechCorpus
@@ -26,15 +26,14 @@ from xai_loc.runtime import configure_cpu
 
 def main() -> None:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--t60", type=float, default=0.6)
-    parser.add_argument("--snr", type=float, default=10.0)
-    parser.add_argument("--threads", type=count, default=2)
+    parser.add_argument("--t60", type=checked(lambda t60: check_t60(t60, paper_scene().room), numeric=True),
+                        default=0.6, help="seconds, at least the paper room's Sabine minimum")
+    parser.add_argument("--snr", type=checked(check_snr, numeric=True), default=10.0)
+    parser.add_argument("--threads", type=threads, default=2)
     parser.add_argument("--baseline-sources", type=count, default=3)
     parser.add_argument("--sources", type=count, default=None, help="only N sources of the test split (default: all)")
     args = parser.parse_args()
     scene = paper_scene()
-    check_t60(args.t60, scene.room)  # a bad value ends here, in one line, before any work
-    check_snr(args.snr)
     configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     corpus = SpeechCorpus.shipped()
     same_work = {"n_sources": args.baseline_sources, "corpus": corpus, "progress": False}

@@ -14,7 +14,7 @@ import time
 from unittest import mock
 
 import numpy as np
-from _args import Parser, count, run_main
+from _args import Parser, count, run_main, threads
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.experiments import gcc, srp
@@ -38,7 +38,7 @@ def main() -> None:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=count, default=11)
     parser.add_argument("--interp", type=count, default=4, help="lag interpolation (the tdoa experiment's default)")
-    parser.add_argument("--threads", type=count, default=1)
+    parser.add_argument("--threads", type=threads, default=1)
     args = parser.parse_args()
     configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
     scene = paper_scene()

@@ -40,7 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from _args import Parser, run_main
+from _args import Parser, checked, count, device_spelling, methods, run_main, threads
+
+from xai_loc.errors import InputError
+from xai_loc.io import check_file_path
 
 #: The whole study: the paper's conditions and test sources (both shipped models per condition).
 STUDY_CONDITIONS = 4
@@ -227,52 +230,50 @@ def report(times: dict[str, tuple[float, float]], same: dict[str, tuple[float, s
             "projected_study_seconds": total, "projected_study_cpu_seconds": total_cpu}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from xai_loc.errors import InputError
+def stage_names(text: str) -> list[str]:
+    """Comma-separated stages of :data:`STAGES`, in the order given."""
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise InputError(f"stage {unknown[0]!r} is unknown; allowed: {', '.join(STAGES)}")
+    return stages
 
+
+def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda", help="the device measured against the CPU (cpu, cuda, cuda:N)")
-    parser.add_argument("--sources", type=int, default=4, help="test sources of the condition")
+    # spelling only here (gpu_study.sh puts its default before the user's --device); the machine's is checked below
+    parser.add_argument("--device", type=device_spelling, default="cuda",
+                        help="the device measured against the CPU (cpu, cuda, cuda:N)")
+    parser.add_argument("--sources", type=count, default=4, help="test sources of the condition")
     parser.add_argument("--t60", type=float, default=0.6)
     parser.add_argument("--snr", type=float, default=10.0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--methods", default="lrp:paper,input_x_gradient",
+    parser.add_argument("--batch-size", type=count, default=16)
+    parser.add_argument("--methods", type=methods, default="lrp:paper,input_x_gradient",
                         help="comma-separated methods of the faithfulness, sanity and component stages")
-    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--stages", type=checked(stage_names), default=",".join(STAGES),
+                        help=f"comma-separated subset of {', '.join(STAGES)}")
+    parser.add_argument("--threads", type=threads, default=1, help="torch CPU threads")
     parser.add_argument("--work", type=Path, default=None,
                         help="a new or empty folder for the stores, kept afterwards (default: a temporary one)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--json", type=checked(check_file_path), default=None, help="also write the results here")
+    parser.add_argument("--check", action="store_true",
+                        help="check the arguments (devices, checkpoints, folders included), then end without work")
     args = parser.parse_args(argv)
 
     import torch
 
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
     from xai_loc.data.store import count_windows, simulate_dataset
-    from xai_loc.experiments.faithfulness import parse_methods
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.io import check_file_path
     from xai_loc.models.zoo import checkpoint_name, pretrained_dir, shipped_checkpoint
     from xai_loc.runtime import configure_cpu, no_tf32, resolve_device
 
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise InputError(f"stage {unknown[0]!r} is unknown; allowed: {', '.join(STAGES)}")
-    for option in ("sources", "batch_size", "threads"):
-        if getattr(args, option) < 1:
-            raise InputError(f"--{option.replace('_', '-')} {getattr(args, option)} is not allowed; "
-                             "use a positive integer")
+    stages, device = args.stages, str(resolve_device(args.device))
     if args.work is not None and args.work.exists() and not args.work.is_dir():
         raise InputError(f"--work {args.work} is a file; give a new or empty folder")
     if args.work is not None and args.work.exists() and any(args.work.iterdir()):
         raise InputError(f"--work {args.work} is not empty; give a new or empty folder (stores found there "
                          "would be reused and time nothing)")
-    if args.json is not None:
-        check_file_path(args.json)  # before the stages, not after them
-    device = str(resolve_device(args.device))
-    methods = tuple(m.strip() for m in args.methods.split(","))
-    parse_methods(methods)  # a typo ends here, not after the stages before the faithfulness suite
     try:
         checkpoints = {arch: shipped_checkpoint(arch, args.t60, args.snr) for arch in ARCHS}
     except InputError:  # its advice (--checkpoint, train one) is not this script's: name the conditions it takes
@@ -280,13 +281,15 @@ def main(argv: list[str] | None = None) -> int:
                    if all((pretrained_dir() / checkpoint_name(arch, t, s)).is_file() for arch in ARCHS)]
         raise InputError(f"--t60 {args.t60:g} --snr {args.snr:g} has no shipped checkpoints in {pretrained_dir()}; "
                          f"allowed: {', '.join(shipped) or 'none (no shipped checkpoints)'}") from None
+    if args.check:
+        return 0
     configure_cpu(args.threads)  # as every xai-loc command: threads, freed memory kept for reuse
     scene = paper_scene()
     with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp, no_tf32():
         root = Path(args.work or tmp)
         n_windows = count_windows(scene, "test", args.t60, args.snr, n_sources=args.sources)
         bench = Bench(root, scene, args.t60, args.snr, args.sources, None, ModelSet(checkpoints), args.batch_size,
-                      methods)
+                      tuple(args.methods))
         print(f"torch {torch.__version__}, {device}"
               + (f" ({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else "")
               + f", {args.threads} CPU thread(s); T60 {args.t60:g} s, SNR {args.snr:g} dB; TF32 off", flush=True)

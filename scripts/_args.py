@@ -1,23 +1,42 @@
 """Argument parsing of the zoo scripts (run as ``python scripts/NAME.py``: this folder is first on the path): the
-shared types of :mod:`xai_loc.script_args` and the condition type.
+shared types of :mod:`xai_loc.script_args` and those of the paper scene's runs.
 
-A bad value ends in one line, ``NAME: error: MESSAGE``, with exit status 2, before any work.
+A bad value ends in one line, ``NAME.py: error: argument --OPTION: MESSAGE``, with exit status 2, before any work.
 """
 from __future__ import annotations
 
-import argparse
-
 from xai_loc.errors import InputError
-from xai_loc.script_args import Parser, count, device_name, device_spelling, seconds
+from xai_loc.script_args import (
+    Parser,
+    checked,
+    count,
+    device_name,
+    device_spelling,
+    folder,
+    integer,
+    seconds,
+    setting,
+    threads,
+)
 
-__all__ = ["Parser", "condition", "count", "device_name", "device_spelling", "seconds"]
+__all__ = ["Parser", "condition", "count", "device_name", "device_spelling", "folder", "integer", "seconds", "setting",
+           "sources", "threads"]
 
 
-def condition(text: str) -> tuple[float, float]:
-    """argparse type: ``T60:SNR`` (:func:`xai_loc.data.scene.parse_condition`), its one-line error kept."""
-    from xai_loc.data.scene import parse_condition
+def _paper_condition(text: str) -> tuple[float, float]:
+    """``T60:SNR`` (:func:`xai_loc.data.scene.parse_condition`) whose T60 the paper room allows (Sabine's minimum)."""
+    from xai_loc.acoustics.room import check_t60
+    from xai_loc.data.scene import paper_scene, parse_condition
 
+    t60, snr = parse_condition(text)
     try:
-        return parse_condition(text)
-    except InputError as err:  # a ValueError, which argparse would replace by 'invalid condition value'
-        raise argparse.ArgumentTypeError(str(err)) from None
+        check_t60(t60, paper_scene().room)
+    except InputError as err:
+        raise InputError(f"condition {text!r}: {err}") from None
+    return t60, snr
+
+
+#: A condition of the paper scene, ``T60:SNR``.
+condition = checked(_paper_condition)
+#: Sources of each split of a training run: training needs at least 2 (:func:`xai_loc.models.training.train`).
+sources = integer(2)

@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _args import Parser, count  # scripts/ is this script's folder, first on the path
+from _args import Parser, count, folder, integer, threads  # scripts/ is this script's folder, first on the path
 from train_zoo import PROGRESS, export
 
 from xai_loc.cli_params import check_out_dir
@@ -139,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="where the adopted checkpoints go (default: pretrained, only for full-size results "
                              "scored on the full test split)")
-    parser.add_argument("--data-root", type=Path, default=None, help="default: $XAI_LOC_DATA or ./xai-loc-data")
+    parser.add_argument("--data-root", type=folder, default=None, help="default: $XAI_LOC_DATA or ./xai-loc-data")
     parser.add_argument("--sources", type=count, default=None, help="only N test sources (a quick trial)")
-    parser.add_argument("--srp-windows", type=int, default=200, help="SRP-PHAT windows per condition (0: all)")
+    parser.add_argument("--srp-windows", type=integer(0), default=200, help="SRP-PHAT windows per condition (0: all)")
     parser.add_argument("--batch-size", type=count, default=100)
-    parser.add_argument("--threads", type=count, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=threads, default=None, help="torch CPU threads")
     parser.add_argument("--even-if-worse", action="store_true",
                         help="replace a checkpoint in --out even where it recorded a lower test MAE, or was scored "
                              "on other test sources (default: keep it and end with exit status 1)")
@@ -151,8 +151,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="also adopt checkpoints whose training did not finish (training.stopped is None)")
     args = parser.parse_args(argv)
     try:
-        if args.srp_windows < 0:
-            raise InputError(f"--srp-windows {args.srp_windows} is not allowed; use 0 (all) or more")
         if not args.results.is_dir():
             raise InputError(f"{args.results} does not exist" if not args.results.exists()
                              else f"{args.results} is not a folder; give the folder a GPU zoo run brought back")

@@ -18,7 +18,8 @@
 #       -d .whl zennit==0.5.1 captum==0.9.0 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 \
 #       google-crc32c==1.9.0 h5netcdf==1.8.3 soundfile==0.14.0 cffi==2.0.0 pycparser==3.0
 #
-# Usage (arguments other than --out and --no-tests go to benchmarks/bench_study.py; see its docstring):
+# Usage (arguments other than --out and --no-tests go to benchmarks/bench_study.py, which checks them with --check
+# before the tests run: a bad one ends the run at once with its one line and exit status 2; see its docstring):
 #   bash scripts/gpu_study.sh --out "$OUT" [--no-tests] [--sources 4 --t60 0.6 --snr 10 ...]
 # On the GPU machine, carrying .whl, with a 540 s timeout (not yet measured there: the tests should take about
 # two minutes and are stopped after TESTS_TIMEOUT_S, 240 s by default; the benchmark of 4 sources at T60 0.6 s
@@ -32,7 +33,12 @@ tests=1
 bench_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --out) out="${2:?gpu_study.sh: --out needs a folder}"; shift 2 ;;
+        --out)
+            if [ $# -lt 2 ] || [ -z "$2" ]; then
+                echo "gpu_study.sh: error: argument --out: expected a folder" >&2
+                exit 2
+            fi
+            out="$2"; shift 2 ;;
         --no-tests) tests=0; shift ;;
         *) bench_args+=("$1"); shift ;;
     esac
@@ -74,6 +80,9 @@ for name in ("torch", "torchvision", "numpy", "xarray", "zarr", "numcodecs", "h5
 print("gpu_study.sh: cuda", torch.version.cuda, "available", torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
 EOF
+    # the benchmark's arguments, checked (nothing run) before the tests spend minutes of the lease
+    "$python" "$root/benchmarks/bench_study.py" --device cuda --threads "$(nproc)" --json "$out/bench_study.json" \
+        "${bench_args[@]}" --check || return
     status=0
     if [ "$tests" = 1 ]; then
         # the cuda tests only (the benchmark runs next); a failed test does not stop it, the exit status says so.

@@ -5,10 +5,11 @@ One command, sized for one lease of the H200 machine (issue 15). Everything stay
 memory: nothing but the eight checkpoints comes back.
 
 0. **Arguments**, refused in one line (``gpu_zoo.py: error: ...``, exit status 2) before anything is
-   made: a count below 1, a ``--device`` other than cpu, cuda or cuda:N (whether this machine has it
-   is the preflight's question), a ``--deadline-s`` or ``--checkpoint-every-s`` not above 0, a
-   ``--reserve-s`` outside [0, ``--deadline-s``), a recipe value the trainer refuses (``--lr``), a
-   condition or architecture given twice (two workers would write one file), no ``--out``, an
+   made: a count below 1 (``--sources`` below 2: training needs two), a ``--device`` other than cpu,
+   cuda or cuda:N (whether this machine has it is the preflight's question), a ``--deadline-s`` not
+   above 0, a ``--reserve-s`` outside [0, ``--deadline-s``), a recipe value the trainer's check table
+   refuses (``--lr``, ``--batch-size``, ``--checkpoint-every-s`` ...), a T60 below the paper room's
+   Sabine minimum, a condition or architecture given twice (two workers would write one file), no ``--out``, an
    ``--out`` holding other files, ``--init-from`` checkpoints missing or of another architecture.
 
 1. **Preflight** (about 30 s, fails fast): imports (zennit, captum, zarr and pyroomacoustics
@@ -139,9 +140,11 @@ def say(*parts) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from _args import Parser, condition, count, device_spelling, seconds  # scripts/ is first on the path
+    from _args import Parser, condition, count, device_spelling, seconds, setting, sources, threads  # scripts/ first
 
     from xai_loc.data.scene import PAPER_CONDITIONS
+    from xai_loc.models.trainer import AUTOCAST
+    from xai_loc.models.training import CHECKS
 
     p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
@@ -149,25 +152,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=device_spelling, default="cuda", help="cuda, cuda:N or cpu (a dry run)")
     p.add_argument("--deadline-s", type=seconds, default=540.0,
                    help="wall-clock seconds from the start to the last file written")
-    p.add_argument("--sources", type=count, default=None, help="only N sources of each split (a tiny run)")
+    p.add_argument("--sources", type=sources, default=None, help="only N sources of each split (a tiny run)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="folder of checkpoints under the shipped names to continue from (at their last lr)")
     p.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
     p.add_argument("--conditions", nargs="+", type=condition, default=list(PAPER_CONDITIONS),
                    metavar="T60:SNR", help="default: the paper's four")
-    p.add_argument("--autocast", choices=["bfloat16"], default=None,
+    p.add_argument("--autocast", choices=tuple(AUTOCAST), default=None,
                    help="mixed-precision training steps (2x measured on an AVX512-BF16 CPU)")
-    p.add_argument("--draws", type=count, default=10, help="paper epochs per super-epoch (between validations)")
-    p.add_argument("--max-epochs", type=count, default=5000, help="paper epochs at most")
-    p.add_argument("--batch-size", type=count, default=100)
-    p.add_argument("--eval-batch-size", type=count, default=500)
-    p.add_argument("--lr", type=float, default=None, help="default: the paper's (or the init checkpoint's last)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the data (speech, noise) and the training")
+    p.add_argument("--draws", type=setting(CHECKS, "draws_per_epoch", integer=True), default=10,
+                   help="paper epochs per super-epoch (between validations)")
+    p.add_argument("--max-epochs", type=setting(CHECKS, "max_epochs", integer=True), default=5000,
+                   help="paper epochs at most")
+    p.add_argument("--batch-size", type=setting(CHECKS, "batch_size", integer=True), default=100)
+    p.add_argument("--eval-batch-size", type=setting(CHECKS, "eval_batch_size", integer=True), default=500)
+    p.add_argument("--lr", type=setting(CHECKS, "lr"), default=None,
+                   help="default: the paper's (or the init checkpoint's last)")
+    p.add_argument("--seed", type=setting(CHECKS, "seed", integer=True), default=0,
+                   help="seeds the data (speech, noise) and the training")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage of the windows")
     p.add_argument("--jobs", type=count, default=None, help="condition processes at a time (default: all)")
     p.add_argument("--sim-workers", type=count, default=None, help="simulation threads per process")
-    p.add_argument("--threads", type=count, default=None, help="torch CPU threads per process")
-    p.add_argument("--checkpoint-every-s", type=seconds, default=90.0)
+    p.add_argument("--threads", type=threads, default=None, help="torch CPU threads per process")
+    p.add_argument("--checkpoint-every-s", type=setting(CHECKS, "checkpoint_every_s"), default=90.0)
     p.add_argument("--reserve-s", type=float, default=None,
                    help="seconds kept at the end of each process for test scoring and the last writes, "
                         "0 or more and less than --deadline-s (default: 5 %% of --deadline-s, at most 20)")
@@ -495,7 +502,6 @@ def check_args(args) -> set[str]:
     """Refuse, in one line, what the run cannot do, before anything is made; return the checkpoints' file names."""
     from xai_loc.errors import InputError
     from xai_loc.models import read_card
-    from xai_loc.models.training import TrainConfig
     from xai_loc.models.zoo import checkpoint_name
 
     if args.out is None:
@@ -511,10 +517,6 @@ def check_args(args) -> set[str]:
         if names.count(name) > 1:  # two workers would write one file
             raise InputError(f"--conditions names {condition_label(t, s)} twice (two workers would write "
                              f"{name}); give each condition once")
-    # the recipe's values, checked as the workers' training will check them (e.g. --lr)
-    TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.max_epochs, seed=args.seed,
-                eval_batch_size=args.eval_batch_size, draws_per_epoch=args.draws,
-                checkpoint_every_s=args.checkpoint_every_s, autocast=args.autocast)
     expected = {checkpoint_name(a, t, s) for a in args.archs for t, s in args.conditions}
     if len(expected) > MAX_FILES:
         raise InputError(f"{len(expected)} checkpoints would not come back (at most {MAX_FILES} files); "
@@ -555,7 +557,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from xai_loc.acoustics.room import check_t60
     from xai_loc.acoustics.speech import SpeechCorpus
     from xai_loc.data import paper_scene
     from xai_loc.runtime import configure_cpu, resolve_device
@@ -565,8 +566,6 @@ def main(argv: list[str] | None = None) -> int:
         configure_cpu(default_parallelism(args)[2])
         device = resolve_device(args.device)
         scene = paper_scene()
-        for t60, _ in args.conditions:
-            check_t60(t60, scene.room)  # the paper room's Sabine minimum, before any work
         corpus = SpeechCorpus.shipped(fs=scene.room.fs)
         record = preflight(args, device, corpus, scene)
     except InputError as err:

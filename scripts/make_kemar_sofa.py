@@ -24,12 +24,14 @@ distance 1.4 m; receiver 0 is the left ear.
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from xai_loc.io import atomic_path
-from xai_loc.script_args import Parser
+from xai_loc.errors import InputError
+from xai_loc.io import atomic_path, check_file_path
+from xai_loc.script_args import Parser, checked
 
 OUT = Path(__file__).resolve().parents[1] / "xai_loc" / "acoustics" / "hrtf_data" / "mit_kemar_normal_pinna.sofa"
 
@@ -63,10 +65,22 @@ def kemar_from_slab() -> tuple[np.ndarray, np.ndarray, float]:
     return hrirs, pos, float(hrtf.samplerate)
 
 
+def sofa_file(text: str) -> Path:
+    """A SOFA file to write: its name ends in ``.sofa`` (sofar would append it), it is no folder."""
+    path = check_file_path(text)
+    if path.suffix != ".sofa":
+        raise InputError(f"{text!r} is not allowed; use a file name ending in .sofa")
+    return path
+
+
 def main() -> None:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=checked(sofa_file), default=str(OUT))
     args = parser.parse_args()
+    missing = [name for name in ("slab", "sofar") if importlib.util.find_spec(name) is None]
+    if missing:
+        parser.error(f"{' and '.join(missing)} cannot be imported; run this script where slab and sofar are "
+                     "installed (a scratch environment: see its docstring)")
 
     import sofar
 

@@ -23,14 +23,15 @@ Same arguments and thread count, same numbers (CPU), as long as the wall-clock s
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from xai_loc.data.bast_scenes import BastSceneSpec
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.models.bast import INTEGRATIONS, LOSSES, fit_bast
+from xai_loc.models.classifier_training import CHECKS
+from xai_loc.models.trainer import check_output
 from xai_loc.runtime import configure_cpu
-from xai_loc.script_args import Parser
+from xai_loc.script_args import Parser, checked, count, folder, setting, threads
 
 #: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
 PROGRESS = True
@@ -41,18 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--integration", choices=sorted(INTEGRATIONS), default="SUB")
     parser.add_argument("--share-weights", action="store_true", help="One encoder for both ears (SP).")
     parser.add_argument("--loss", choices=sorted(LOSSES), default="MIX")
-    parser.add_argument("--epochs", type=int, default=18)
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="Wall-clock budget of the epochs (safety net).")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--n-sounds", type=int, default=120)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-root", type=Path, default=None, help="[default: $XAI_LOC_DATA or ./xai-loc-data]")
-    parser.add_argument("--out", type=Path, default=Path("pretrained/bast_default.safetensors"))
+    parser.add_argument("--epochs", type=setting(CHECKS, "epochs", integer=True), default=18)
+    parser.add_argument("--max-minutes", type=setting(CHECKS, "max_minutes"), default=15.0,
+                        help="Wall-clock budget of the epochs (safety net).")
+    parser.add_argument("--batch-size", type=count, default=32)  # no BatchNorm: a batch of one is allowed
+    parser.add_argument("--lr", type=setting(CHECKS, "lr"), default=1e-3)
+    parser.add_argument("--threads", type=threads, default=1)
+    parser.add_argument("--n-sounds", type=count, default=120)
+    parser.add_argument("--dim", type=count, default=64)
+    parser.add_argument("--depth", type=count, default=2)
+    parser.add_argument("--heads", type=count, default=4)
+    parser.add_argument("--seed", type=setting(CHECKS, "seed", integer=True), default=0)
+    parser.add_argument("--data-root", type=folder, default=None, help="[default: $XAI_LOC_DATA or ./xai-loc-data]")
+    parser.add_argument("--out", type=checked(check_output), default="pretrained/bast_default.safetensors")
     args = parser.parse_args(argv)
     try:
         configure_cpu(args.threads)

@@ -27,15 +27,17 @@ import json
 import shutil
 from pathlib import Path
 
-from xai_loc.data.binaural_store import cochcnn_spec
+from xai_loc.acoustics.binaural import ROOMS
+from xai_loc.data.binaural_store import ANECHOIC, cochcnn_spec
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
 from xai_loc.models.checkpoint import read_card
-from xai_loc.models.classifier_training import ClassifierConfig, train_on_spec
+from xai_loc.models.classifier_training import CHECKS, ClassifierConfig, train_on_spec
+from xai_loc.models.cochleagram_cnn import HEADS, LAYER_PRESETS
 from xai_loc.models.trainer import check_output
 from xai_loc.runtime import configure_cpu
-from xai_loc.script_args import Parser
+from xai_loc.script_args import Parser, checked, count, folder, setting, threads
 
 #: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
 PROGRESS = True
@@ -43,24 +45,25 @@ PROGRESS = True
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--max-minutes", type=float, default=None, help="Budget of the epochs (safety net).")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--n-sounds", type=int, default=2200)
-    parser.add_argument("--per-sound", type=int, default=4)
-    parser.add_argument("--rooms", nargs="+", default=["anechoic", "office"])
-    parser.add_argument("--head", choices=("azel", "azimuth"), default="azel")
-    parser.add_argument("--layers", default="small", help="Layer preset of the cochleagram CNN.")
-    parser.add_argument("--label-sigma", type=float, default=10.0,
+    parser.add_argument("--epochs", type=setting(CHECKS, "epochs", integer=True), default=5)
+    parser.add_argument("--max-minutes", type=setting(CHECKS, "max_minutes"), default=None,
+                        help="Budget of the epochs (safety net).")
+    parser.add_argument("--threads", type=threads, default=1)
+    parser.add_argument("--n-sounds", type=count, default=2200)
+    parser.add_argument("--per-sound", type=count, default=4)
+    parser.add_argument("--rooms", nargs="+", choices=(ANECHOIC, *ROOMS), default=["anechoic", "office"])
+    parser.add_argument("--head", choices=tuple(HEADS), default="azel")
+    parser.add_argument("--layers", choices=tuple(LAYER_PRESETS), default="small",
+                        help="Layer preset of the cochleagram CNN.")
+    parser.add_argument("--label-sigma", type=setting(CHECKS, "label_sigma"), default=10.0,
                         help="Spread the cross-entropy target over neighbouring directions (degrees; 0: one-hot).")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-root", type=Path, default=None, help="[default: $XAI_LOC_DATA or ./xai-loc-data]")
-    parser.add_argument("--runs", type=Path, default=None, help="Folder of the run and its state [default: "
+    parser.add_argument("--seed", type=setting(CHECKS, "seed", integer=True), default=0)
+    parser.add_argument("--data-root", type=folder, default=None, help="[default: $XAI_LOC_DATA or ./xai-loc-data]")
+    parser.add_argument("--runs", type=folder, default=None, help="Folder of the run and its state [default: "
                         "<data-root>/runs].")
-    parser.add_argument("--out", type=Path, default=Path("pretrained/cochcnn_default.safetensors"))
+    parser.add_argument("--out", type=checked(check_output), default="pretrained/cochcnn_default.safetensors")
     args = parser.parse_args(argv)
     try:
-        check_output(args.out)  # before any work
         configure_cpu(args.threads)
         root = args.data_root or default_root()
         spec = cochcnn_spec(rooms=tuple(args.rooms), n_sounds=args.n_sounds, per_sound=args.per_sound, seed=args.seed)

@@ -33,11 +33,11 @@ from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.features.binaural_cues import simulate_cue_scenes
 from xai_loc.models.checkpoint import read_card
-from xai_loc.models.classifier_training import ClassifierConfig
+from xai_loc.models.classifier_training import CHECKS, ClassifierConfig
 from xai_loc.models.cuenet import train_cuenet
 from xai_loc.models.trainer import check_output
 from xai_loc.runtime import configure_cpu
-from xai_loc.script_args import Parser
+from xai_loc.script_args import Parser, checked, folder, setting, threads
 
 #: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
 PROGRESS = True
@@ -45,20 +45,20 @@ PROGRESS = True
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--label-sigma", type=float, default=0.0,
+    parser.add_argument("--epochs", type=setting(CHECKS, "epochs", integer=True), default=100)
+    parser.add_argument("--batch-size", type=setting(CHECKS, "batch_size", integer=True), default=32)
+    parser.add_argument("--lr", type=setting(CHECKS, "lr"), default=1e-3)
+    parser.add_argument("--label-sigma", type=setting(CHECKS, "label_sigma"), default=0.0,
                         help="Spread the cross-entropy target over neighbouring azimuths (degrees; 0: one-hot).")
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="Budget of the epochs (safety net).")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-root", type=Path, default=None, help="[default: $XAI_LOC_DATA or ./xai-loc-data]")
-    parser.add_argument("--out", type=Path, default=Path("pretrained/cuenet_default.safetensors"))
+    parser.add_argument("--max-minutes", type=setting(CHECKS, "max_minutes"), default=15.0,
+                        help="Budget of the epochs (safety net).")
+    parser.add_argument("--threads", type=threads, default=1)
+    parser.add_argument("--seed", type=setting(CHECKS, "seed", integer=True), default=0)
+    parser.add_argument("--data-root", type=folder, default=None, help="[default: $XAI_LOC_DATA or ./xai-loc-data]")
+    parser.add_argument("--out", type=checked(check_output), default="pretrained/cuenet_default.safetensors")
     parser.add_argument("--probe", type=Path, default=None, help="Folder for the cue probe's results and figure.")
     args = parser.parse_args(argv)
     try:
-        check_output(args.out)  # before any work
         if args.probe is not None:
             check_out_dir(args.probe, "--probe")
         config = ClassifierConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,

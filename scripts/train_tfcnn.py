@@ -30,10 +30,12 @@ from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
 from xai_loc.models.checkpoint import read_card
+from xai_loc.models.classifier_training import CHECKS
+from xai_loc.models.tfcnn import HEADS, PRESETS
 from xai_loc.models.tfcnn_training import TFCNNTrainConfig, train_tfcnn
 from xai_loc.models.trainer import check_output
 from xai_loc.runtime import configure_cpu
-from xai_loc.script_args import Parser
+from xai_loc.script_args import Parser, checked, count, folder, setting, threads
 
 #: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
 PROGRESS = True
@@ -41,21 +43,21 @@ PROGRESS = True
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--max-minutes", type=float, default=None, help="Budget of the epochs (safety net).")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--n-train", type=int, default=8000)
-    parser.add_argument("--test-per-azimuth", type=int, default=10)
-    parser.add_argument("--head", choices=("regression", "multitask"), default="regression")
-    parser.add_argument("--width", choices=("small", "paper"), default="small")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-root", type=Path, default=None, help="[default: $XAI_LOC_DATA or ./xai-loc-data]")
-    parser.add_argument("--runs", type=Path, default=None, help="Folder of the run and its state "
+    parser.add_argument("--epochs", type=setting(CHECKS, "epochs", integer=True), default=15)
+    parser.add_argument("--max-minutes", type=setting(CHECKS, "max_minutes"), default=None,
+                        help="Budget of the epochs (safety net).")
+    parser.add_argument("--threads", type=threads, default=1)
+    parser.add_argument("--n-train", type=count, default=8000)
+    parser.add_argument("--test-per-azimuth", type=count, default=10)
+    parser.add_argument("--head", choices=tuple(HEADS), default="regression")
+    parser.add_argument("--width", choices=tuple(PRESETS), default="small")
+    parser.add_argument("--seed", type=setting(CHECKS, "seed", integer=True), default=0)
+    parser.add_argument("--data-root", type=folder, default=None, help="[default: $XAI_LOC_DATA or ./xai-loc-data]")
+    parser.add_argument("--runs", type=folder, default=None, help="Folder of the run and its state "
                         "[default: <data-root>/runs].")
-    parser.add_argument("--out", type=Path, default=Path("pretrained/tfcnn_default.safetensors"))
+    parser.add_argument("--out", type=checked(check_output), default="pretrained/tfcnn_default.safetensors")
     args = parser.parse_args(argv)
     try:
-        check_output(args.out)  # before any work
         config = TFCNNTrainConfig(epochs=args.epochs, max_minutes=args.max_minutes, seed=args.seed)
         configure_cpu(args.threads)
         root = args.data_root or default_root()

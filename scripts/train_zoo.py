@@ -27,16 +27,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _args import Parser, condition, device_name  # scripts/ is this script's folder, first on the path
+from _args import Parser, condition, device_name, folder, setting, sources, threads  # scripts/ is first on the path
 
-from xai_loc.acoustics.room import check_t60
 from xai_loc.cli_params import check_out_dir
 from xai_loc.data import PAPER_CONDITIONS, paper_scene, simulate_dataset
 from xai_loc.data.store import condition_name, default_root
 from xai_loc.errors import InputError
 from xai_loc.models import build_card, check_training, float16_check, load_model, read_card, save_checkpoint
 from xai_loc.models.evaluation import Evaluation, WindowSet, evaluate
-from xai_loc.models.training import TrainConfig, train
+from xai_loc.models.training import CHECKS, TrainConfig, train
 from xai_loc.models.zoo import PAPER_MAE, paper_mae
 from xai_loc.runtime import configure_cpu
 
@@ -77,23 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", nargs="+", choices=sorted(PAPER_MAE), default=sorted(PAPER_MAE))
     parser.add_argument("--conditions", nargs="+", type=condition, default=list(PAPER_CONDITIONS),
                         metavar="T60:SNR", help="default: the paper's four")
-    parser.add_argument("--max-minutes", type=float, default=None,
+    parser.add_argument("--max-minutes", type=setting(CHECKS, "max_minutes"), default=None,
                         help="wall-clock budget per model and call; rerun to continue")
-    parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--max-epochs", type=setting(CHECKS, "max_epochs", integer=True),
+                        default=TrainConfig.max_epochs)
+    parser.add_argument("--seed", type=setting(CHECKS, "seed", integer=True), default=TrainConfig.seed)
+    parser.add_argument("--batch-size", type=setting(CHECKS, "batch_size", integer=True),
+                        default=TrainConfig.batch_size)
+    parser.add_argument("--lr", type=setting(CHECKS, "lr"), default=None,
                         help="Adam learning rate (default: the paper's per architecture; lower it for --init-from)")
-    parser.add_argument("--eval-batch-size", type=int, default=TrainConfig.eval_batch_size)
+    parser.add_argument("--eval-batch-size", type=setting(CHECKS, "eval_batch_size", integer=True),
+                        default=TrainConfig.eval_batch_size)
     parser.add_argument("--device", type=device_name, default="cpu",
                         help="training and evaluation device: cpu, cuda, cuda:N")
     parser.add_argument("--sim-device", type=device_name, default="cpu", help="device of the torch room simulator")
-    parser.add_argument("--sources", type=int, default=None,
+    parser.add_argument("--sources", type=sources, default=None,
                         help="only N sources of each split, a seeded spread (a quick trial; file names get -nN)")
     parser.add_argument("--preload", action="store_true", help="hold the training and validation sets in RAM")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--data-root", type=Path, default=None, help="default: $XAI_LOC_DATA or ./xai-loc-data")
-    parser.add_argument("--runs", type=Path, default=None, help="training checkpoints and states "
+    parser.add_argument("--threads", type=threads, default=None, help="torch CPU threads")
+    parser.add_argument("--data-root", type=folder, default=None, help="default: $XAI_LOC_DATA or ./xai-loc-data")
+    parser.add_argument("--runs", type=folder, default=None, help="training checkpoints and states "
                         "(default: <data-root>/runs)")
     parser.add_argument("--out", type=Path, default=Path("pretrained"), help="exported checkpoints")
     parser.add_argument("--init-from", default=None, metavar="TEMPLATE",
@@ -113,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         scene = paper_scene()
         jobs = {}  # (t60, snr, arch) -> (name, init checkpoint), every run checked before the first simulation
         for t60, snr in args.conditions:
-            check_t60(t60, scene.room)  # the paper room's Sabine minimum, before the first condition's work
             for arch in args.archs:
                 name = f"{arch}_{condition_name(t60, snr)}" + (f"-n{args.sources}" if args.sources else "")
                 init = None if args.init_from is None else args.init_from.replace("{arch}", arch)

@@ -261,9 +261,10 @@ def test_bench_study_dry_run_on_the_cpu_projects_the_study_from_its_rates(tmp_pa
     bad = subprocess.run([sys.executable, script, *args, "--stages", "simulate,train"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == ["bench_study: stage 'train' is unknown; allowed: simulate, explain, "
-                                               "perturb, tdoa, faithfulness, sanity, components"]
+    assert bad.stderr.strip().splitlines() == ["bench_study.py: error: argument --stages: stage 'train' is unknown; "
+                                               "allowed: simulate, explain, perturb, tdoa, faithfulness, sanity, "
+                                               "components"]
     typo = subprocess.run([sys.executable, script, *args, "--methods", "lrp:paper,saliancy"], capture_output=True,
                           text=True, timeout=120)
     assert typo.returncode == 2 and len(typo.stderr.strip().splitlines()) == 1
-    assert typo.stderr.startswith("bench_study: ") and "saliancy" in typo.stderr
+    assert typo.stderr.startswith("bench_study.py: error: argument --methods: ") and "saliancy" in typo.stderr

@@ -213,7 +213,7 @@ def test_train_zoo_checks_devices_and_init_checkpoints_before_simulating(tmp_pat
     # checkpoint, then failed
     ("train_cuenet", "--probe", "--probe '{afile}' is not allowed: '{afile}' is a file, not a folder"),
     # review: '--epochs 0' rendered 8000 scenes before TFCNNTrainConfig refused it
-    ("train_tfcnn", "--runs", "checkpoint folder '{afile}' is not allowed: '{afile}' is a file, not a folder"),
+    ("train_tfcnn", "--runs", "argument --runs: folder '{afile}' is not allowed: '{afile}' is a file, not a folder"),
 ])
 def test_train_scripts_check_the_recipe_and_their_folders_before_rendering(tmp_path, script, flag, refusal):
     afile = tmp_path / "afile"
@@ -221,7 +221,7 @@ def test_train_scripts_check_the_recipe_and_their_folders_before_rendering(tmp_p
     base = ["--data-root", tmp_path / "data", "--out", tmp_path / "out" / "c.safetensors"]
     with no_work():
         one_line_refusal(run_here(f"scripts/{script}.py", *base, "--epochs", "0", cwd=tmp_path),
-                         f"{script}.py: error: epochs=0 is not allowed; use a positive integer")
+                         f"{script}.py: error: argument --epochs: '0' is not allowed; use a positive integer")
         one_line_refusal(run_here(f"scripts/{script}.py", *base, flag, afile, cwd=tmp_path),
                          f"{script}.py: error: " + refusal.format(afile=afile))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -43,10 +43,10 @@ from xai_loc.errors import InputError
 from xai_loc.runtime import resolve_device
 
 __all__ = [
-    "ClassifierConfig", "DirectionEvaluation", "azimuth_error", "check_finite", "check_settings", "direction_metrics",
-    "evaluate_directions", "front_back_confusions", "lateral_angle", "mirror_front_back", "predict_logits",
-    "score_logits", "share_within", "soft_targets", "train_classifier", "wrap_degrees", "cochleagram_cache",
-    "feature_cache",
+    "CHECKS", "ClassifierConfig", "DirectionEvaluation", "azimuth_error", "check_finite", "check_settings",
+    "direction_metrics", "evaluate_directions", "front_back_confusions", "lateral_angle", "mirror_front_back",
+    "predict_logits", "score_logits", "share_within", "soft_targets", "train_classifier", "wrap_degrees",
+    "cochleagram_cache", "feature_cache",
 ]
 
 #: Fields of :class:`ClassifierConfig` that may change when a run resumes.
@@ -332,7 +332,7 @@ def _check_input(model: nn.Module, ds) -> None:
 
 
 #: Training settings by name: (test, what is allowed), checked by :func:`check_settings` for every binaural family.
-_CHECKS = {
+CHECKS = {
     "epochs": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
     "batch_size": (lambda v: is_integer(v) and v >= 2, "an integer >= 2"),
     "lr": (lambda v: is_real(v) and v > 0,
@@ -348,10 +348,10 @@ _CHECKS = {
 
 
 def check_settings(**settings: Any) -> dict[str, Any]:
-    """Refuse (one line) the first training setting that :data:`_CHECKS` does not allow (types first, no bools);
+    """Refuse (one line) the first training setting that :data:`CHECKS` does not allow (types first, no bools);
     return the settings with NumPy numbers as the Python numbers they hold (cards and states are JSON)."""
     for name, value in settings.items():
-        test, allowed = _CHECKS[name]
+        test, allowed = CHECKS[name]
         if not test(value):
             raise InputError(f"{name}={value!r} is not allowed; use {allowed}")
     return {name: plain(value) for name, value in settings.items()}

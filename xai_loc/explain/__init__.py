@@ -52,7 +52,7 @@ from xai_loc.explain.composites import (
     register_composite,
 )
 from xai_loc.explain.levels import Levels
-from xai_loc.explain.methods import METHODS, Method, register_method
+from xai_loc.explain.methods import METHODS, Method, methods_for, register_method
 from xai_loc.explain.rules import FastGamma, GateRule, SmoothMaxPool, WindowBox
 from xai_loc.explain.store import (
     explain_store,
@@ -71,7 +71,7 @@ __all__ = [
     "AuditReport", "audit",
     # registries
     "COMPOSITES", "FIRST_RULES", "MAXPOOL_RULES", "METHODS", "NAMED_RULES", "REFERENCES", "TARGETS", "Method", "Target",
-    "make_composite", "register_composite", "register_method", "register_target", "targets_for",
+    "make_composite", "methods_for", "register_composite", "register_method", "register_target", "targets_for",
     # rules and canonizers
     "FastGamma", "GateRule", "MergeBatchNorm", "SmoothMaxPool", "WindowBox",
 ]

@@ -49,7 +49,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from xai_loc.checks import is_real
+from xai_loc.checks import is_integer, is_real
 from xai_loc.data.spec import short_repr
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
@@ -324,6 +324,28 @@ def checkpoint_path(out: PathLike) -> Path:
     return out
 
 
+def _is_rate(value: Any) -> bool:
+    return is_real(value) and value > 0
+
+
+def _is_positions(value: Any) -> bool:
+    return isinstance(value, list) and len(value) > 0 and all(
+        isinstance(row, list) and len(row) == 3 and all(is_real(v) for v in row) for row in value)
+
+
+_RATE = (_is_rate, "a positive number of Hz")
+_POSITIONS = (_is_positions, "a list of finite [x, y, z] positions in metres, one per microphone")
+#: Card values that readers take for numbers, by their keys into the card: ``(allowed(value), what is
+#: allowed)``; :func:`read_card` refuses another value. The sample rate and microphone positions of the
+#: training data are :func:`~xai_loc.models.zoo.data_recording`'s; the stored dtype is checked against the
+#: tensors by :func:`load_model`.
+CARD_VALUES: dict[tuple[str, ...], tuple[Any, str]] = {
+    ("dtype",): (lambda value: isinstance(value, str) and value in DTYPES, f"one of {', '.join(DTYPES)}"),
+    ("data_fs",): _RATE, ("dataset", "train", "fs"): _RATE,
+    ("data_mic_position",): _POSITIONS, ("dataset", "train", "mic_position"): _POSITIONS,
+}
+
+
 def read_card(path: PathLike) -> dict[str, Any]:
     """Return the card of an xai-loc checkpoint.
 
@@ -356,13 +378,13 @@ def read_card(path: PathLike) -> dict[str, Any]:
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise InputError(f"checkpoint {path} has a card that is not in the {FORMAT} format")
     version = card.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not is_integer(version) or not 1 <= version <= FORMAT_VERSION:
+        raise InputError(f"checkpoint {path} has card format version {short_repr(version, 40)}; allowed: an integer "
+                         f"from 1 to {FORMAT_VERSION}, the newest this xai-loc reads")
+    arch = card.get("architecture")
+    if not isinstance(arch, str) or arch not in MODELS:
         raise InputError(
-            f"checkpoint {path} has card format version {version!r}; this xai-loc reads up to {FORMAT_VERSION}"
-        )
-    if card.get("architecture") not in MODELS:
-        raise InputError(
-            f"checkpoint {path} names architecture {card.get('architecture')!r}, which is not registered; "
+            f"checkpoint {path} names architecture {short_repr(arch, 40)}, which is not registered; "
             f"registered: {', '.join(sorted(MODELS))} (install the package that provides it: plug-ins join through "
             "the entry-point group xai_loc.localizers)"
         )
@@ -376,6 +398,13 @@ def read_card(path: PathLike) -> dict[str, Any]:
         if value is not None and not isinstance(value, dict):
             raise InputError(f"checkpoint {path} has a card whose {field} is {type(value).__name__} "
                              f"{short_repr(value, 40)}; a mapping (or none) is allowed")
+    for keys, (allowed, what) in CARD_VALUES.items():
+        value = card
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and not allowed(value):
+            raise InputError(f"checkpoint {path} has a card whose {'.'.join(keys)} is {short_repr(value, 40)}; "
+                             f"{what} (or none) is allowed")
     return upgrade_card(card)
 
 
@@ -386,6 +415,7 @@ def _card_records(card: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     for key in ("training", "dataset", "metrics", "storage"):
         yield key, card.get(key)
     yield "training.config", (card.get("training") or {}).get("config")
+    yield "dataset.train", (card.get("dataset") or {}).get("train")
     for name, entry in (card.get("metrics") or {}).items():
         yield f"metrics.{name}", entry
         for key, value in (entry or {}).items():
@@ -422,16 +452,25 @@ def load_model(path: PathLike, device: str | torch.device = "cpu") -> Localizer:
     problems = _state_dict_problems(model, state)
     if problems:
         raise InputError(f"checkpoint {path} does not match {card['architecture']}: {problems}")
-    _check_finite(state, path)
+    _check_values(state, path, card.get("dtype"))
     model.load_state_dict(state, strict=True)  # copies into the float32 parameters
     return model.to(device).eval()
 
 
-def _check_finite(state: dict[str, torch.Tensor], path: PathLike) -> None:
-    """Refuse weights with NaN or infinity: such a model's outputs and relevance are meaningless."""
+def _check_values(state: dict[str, torch.Tensor], path: PathLike, dtype: str | None = None) -> None:
+    """Refuse weights with NaN or infinity and negative BatchNorm running variances: such a model's outputs
+    (NaN) and relevance are meaningless. ``dtype``: the stored dtype a card records (None: not checked); a
+    floating tensor of another dtype is refused, since ``weights_sha256`` covers the tensors' bytes but not the
+    dtype they are read as."""
     for key, value in state.items():
+        if dtype is not None and value.is_floating_point() and value.dtype != DTYPES[dtype]:
+            raise InputError(f"checkpoint {path} stores {key} as {str(value.dtype).removeprefix('torch.')} but its "
+                             f"card records {dtype} weights; copy it again (or retrain it)")
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise InputError(f"checkpoint {path} has non-finite weights in {key} (NaN or inf); it cannot be used")
+        if key.endswith("running_var") and value.is_floating_point() and (value < 0).any():
+            raise InputError(f"checkpoint {path} has negative BatchNorm variances in {key} (smallest "
+                             f"{value.min().item():g}); variances must be >= 0, it cannot be used")
 
 
 def _read_paper_state_dict(src: Path) -> dict[str, Any]:
@@ -491,7 +530,7 @@ def load_paper_model(src: PathLike, arch: str, n_mics: int = 16, n_samples: int 
     problems = _state_dict_problems(model, state)
     if problems:
         raise InputError(f"checkpoint {src} does not fit {arch}: {problems}")
-    _check_finite(state, src)
+    _check_values(state, src)
     model.load_state_dict(state, strict=True)
     return model.float().eval()
 

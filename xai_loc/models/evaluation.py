@@ -618,9 +618,21 @@ def evaluate(model: nn.Module, store, batch_size: int = 100, device: str | torch
     Returns
     -------
     Evaluation
+
+    Raises
+    ------
+    InputError
+        If the model predicts NaN or infinity for a window (naming the first; ``attrs['checkpoint']`` names the
+        model where given).
     """
     windows = as_window_set(store)
     pred = predict(model, windows, batch_size, device, progress, desc="evaluate")
+    bad = ~np.isfinite(pred).all(axis=1)
+    if bad.any():  # NaN metrics would be reported as scores (and written as invalid JSON)
+        i = int(np.argmax(bad))
+        who = f"checkpoint {attrs['checkpoint']}" if (attrs or {}).get("checkpoint") else model_attrs(model)["model"]
+        raise InputError(f"{who} predicts {pred[i].tolist()} for window {i} (source {windows.source_id[i]}) of "
+                         f"{windows.name}; a localizer's outputs must be finite: check its weights")
     info = windows.describe()
     provenance = {
         **model_attrs(model), "dataset": info["path"], "dataset_digest": info["digest"], "split": info["split"],

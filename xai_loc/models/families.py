@@ -30,7 +30,7 @@ from typing import Any
 from xai_loc.errors import InputError
 from xai_loc.models.registry import MODELS
 
-__all__ = ["FAMILIES", "Family", "family_of", "family_rows", "register_family", "resolve"]
+__all__ = ["FAMILIES", "Family", "family_of", "family_rows", "n_parameters", "register_family", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -192,10 +192,17 @@ def _required_arguments(cls: type) -> list[str]:
     return [p.name for p in inspect.signature(cls).parameters.values() if p.kind in kinds and p.default is p.empty]
 
 
+def n_parameters(model: Any) -> int:
+    """The model's trainable parameters: its own ``n_parameters()`` where it has one, else those that require a
+    gradient (a fixed front end's kernels, e.g. tfcnn's STFT, are not counted)."""
+    count = getattr(model, "n_parameters", None)
+    return int(count()) if callable(count) else sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def family_rows() -> list[str]:
     """``models list``'s architecture section: per family a title line, then per architecture its
-    parameters, input shape, output kind and levels (default configuration; for a plug-in whose
-    constructor has no defaults, the arguments it needs instead of parameters and shape)."""
+    trainable parameters (:func:`n_parameters`), input shape, output kind and levels (default configuration; for a
+    plug-in whose constructor has no defaults, the arguments it needs instead of parameters and shape)."""
     for arch in list(MODELS):
         family_of(arch)  # plug-ins registered since import join their generic family
     rows = []
@@ -209,7 +216,7 @@ def family_rows() -> list[str]:
                             f"output, levels {', '.join(MODELS[arch].levels)}")
                 continue
             model = MODELS[arch]()
-            n_params = sum(p.numel() for p in model.parameters())
+            n_params = n_parameters(model)
             shape = " x ".join(str(v) for v in model.input_shape)
             rows.append(f"  {arch:12s} {n_params:>10,d} parameters, input {shape}, {model.output_kind} output, "
                         f"levels {', '.join(model.levels)}")

@@ -53,8 +53,9 @@ def data_recording(card: dict) -> tuple[float | None, np.ndarray | None] | None:
     (None for binaural families).
 
     From the card's ``data_fs`` and ``data_mic_position`` (imported and shipped checkpoints) or its training data
-    set's record. Either is None where the card records neither: cards written before these records may come from
-    any scene, so their data are not checked.
+    set's record (:func:`~xai_loc.models.checkpoint.read_card` refuses a rate that is not a positive number and
+    positions that are not finite ``[x, y, z]`` rows). Either is None where the card records neither: cards written
+    before these records may come from any scene, so their data are not checked.
     """
     if "condition" not in card or "t60" not in (card.get("condition") or {}):
         return None

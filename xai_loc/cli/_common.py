@@ -574,7 +574,9 @@ EXPLANATION_OPTIONS = (
 #: Data, output, seed and device of an experiment on the test split.
 RUN_OPTIONS = (
     sources_option("the test split"),
-    click.option("--seed", type=SEED, default=0, show_default=True),
+    click.option("--seed", type=SEED, default=0, show_default=True,
+                 help="Seeds the run's draws: random orderings, noise fills, randomized model copies, bootstrap "
+                      "intervals and the method's own (gradient_shap); not the test split's data."),
     data_option("the test split is simulated there if absent", read_only=True),
     click.option("--out", type=OutDir(), default=None,
                  help="Results folder [default: xai-loc-results/t60-T_snr-S; with --checkpoint "

@@ -10,7 +10,9 @@ finds the result files by :attr:`~Result.result_file`.
 A :class:`Result` is the part every stored result has, whether or not it is run through this
 interface (the binaural probes write theirs from their own commands): a file name, and how
 to open and check it. The registry of both is :mod:`xai_loc.experiments.registry`; a new
-experiment is one module with an :class:`Experiment` subclass plus one line there.
+experiment is one module with an :class:`Experiment` subclass plus one line there. An
+experiment's ``seed`` seeds whatever it draws, an attribution method's own draws included
+(:func:`method_seed`).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from xai_loc.experiments.modelset import ModelSet
 
 __all__ = ["PROVENANCE_KEYS", "Experiment", "Result", "interval_cell", "latex_escape", "latex_tabular",
-           "markdown_row", "model_record"]
+           "markdown_row", "method_seed", "model_record"]
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
@@ -64,6 +66,19 @@ PROVENANCE_KEYS = ("model", "checkpoint", "checkpoint_digest", "model_digest", "
 def model_record(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """The :data:`PROVENANCE_KEYS` of an explainer's or a model set's provenance ``attrs``."""
     return {key: value for key, value in attrs.items() if key in PROVENANCE_KEYS}
+
+
+def method_seed(method: str | None, seed: int) -> dict[str, int]:
+    """What an experiment's ``seed`` adds to the options of ``method``: ``{"seed": seed}`` for a method with random
+    draws of its own (a ``seed`` option: GradientShap's path points and noise), so that the experiment's seed seeds
+    them too; ``{}`` for the others, and where ``seed`` is the method's default (the same draws; the recorded
+    ``explain_options`` stay those given). ``seed`` is checked (an integer >= 0; one-line error)."""
+    from xai_loc.checks import check_integer
+    from xai_loc.explain.methods import METHODS
+
+    seed = check_integer("seed", seed)
+    options = METHODS[method].OPTIONS if isinstance(method, str) and method in METHODS else {}
+    return {"seed": seed} if "seed" in options and seed != options["seed"] else {}
 
 
 def interval_cell(value: float, low: float, high: float, digits: int = 3) -> str:

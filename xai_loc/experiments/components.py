@@ -57,7 +57,7 @@ import torch
 
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S
 from xai_loc.experiments.arrays import namespace, to_host
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, model_record
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, method_seed, model_record
 from xai_loc.experiments.faithfulness import bootstrap_ci, finite_mean, method_label, parse_methods, source_means
 from xai_loc.experiments.scored import scored_set
 
@@ -269,7 +269,8 @@ def run_components(
     early_end
         Early/late boundary after the direct arrival, in seconds.
     seed
-        Seeds the randomized copies and the bootstrap.
+        Seeds the randomized copies, the bootstrap and the methods' own draws
+        (:func:`~xai_loc.experiments.base.method_seed`).
     device
         Where the models explain (each placed there once per source) and the components'
         responses are made (:func:`~xai_loc.data.components.store_components`).
@@ -315,10 +316,11 @@ def run_components(
     explainers = {}
     for name in models:
         kw = {"target": target, "batch_size": batch_size, "device": device}
-        explainers[name] = [[models.explainer(name, method=m, composite=c, **kw) for m, c in specs]]
+        explainers[name] = [[models.explainer(name, method=m, composite=c, **method_seed(m, seed), **kw)
+                             for m, c in specs]]
         if randomized_baseline:
-            explainers[name].append([models.explainer(name, randomized_seed=seed, method=m, composite=c, **kw)
-                                     for m, c in specs])
+            explainers[name].append([models.explainer(name, randomized_seed=seed, method=m, composite=c,
+                                                      **method_seed(m, seed), **kw) for m, c in specs])
         explained_models[name] = model_record(explainers[name][0][0].attrs)
     exact = np.array([linear_split_exact(m, c, e.composite_params)
                       for (m, c), e in zip(specs, explainers[next(iter(models))][0], strict=True)])

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, model_record
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, method_seed, model_record
 from xai_loc.experiments.deletion_order import (
     deletion_steps_on,
     filled_copy,
@@ -548,7 +548,8 @@ def run_faithfulness(
     randomized_baseline
         Also order by the relevance of each model's randomized copy (seed ``seed``).
     seed
-        An integer >= 0; seeds random orderings, noise, the randomized copies and the bootstrap.
+        An integer >= 0; seeds random orderings, noise, the randomized copies, the bootstrap and the methods'
+        own draws (:func:`~xai_loc.experiments.base.method_seed`).
     n_boot
         Bootstrap resamples of the sources.
     n_sources
@@ -593,10 +594,11 @@ def run_faithfulness(
     targets = {name: target or default_target(models[name]) for name in names}
     truth = {name: scored.truth(models[name]) for name in names}
     kw = {"batch_size": batch_size, "device": device}
-    explainers = {name: [models.explainer(name, method=m, composite=c, target=targets[name], **kw)
-                         for m, c in specs] for name in names}
+    explainers = {name: [models.explainer(name, method=m, composite=c, target=targets[name], **method_seed(m, seed),
+                                          **kw) for m, c in specs] for name in names}
     randomized = {name: [models.explainer(name, randomized_seed=seed, method=m, composite=c, target=targets[name],
-                                          **kw) for m, c in specs] for name in names} if randomized_baseline else {}
+                                          **method_seed(m, seed), **kw) for m, c in specs]
+                  for name in names} if randomized_baseline else {}
     work = FaithfulnessWork(scored.rows, truth, explainers, randomized, fills, percentages, seed, device)
     errors = np.zeros((len(models), n_m, n_o, n_f, 3, n_p, n))
     residual = np.zeros((len(models), n_m, n))

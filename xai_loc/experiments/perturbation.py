@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, markdown_row, model_record
+from xai_loc.experiments.base import Experiment, markdown_row, method_seed, model_record
 from xai_loc.experiments.deletion_order import (
     check_step_count,
     deletion_steps_on,
@@ -422,7 +422,8 @@ def run_perturbation(
         Also delete in the order of the relevance of a randomized copy of each model
         (mode ``"relevance-randomized"``; Adebayo et al., 2018).
     seed
-        An integer >= 0; seeds random orderings, noise fill and the randomized copies.
+        An integer >= 0; seeds random orderings, noise fill, the randomized copies and the method's own
+        draws (:func:`~xai_loc.experiments.base.method_seed`; recorded in ``explain_options``).
     batch_size
         Windows per explanation and forward pass.
     device
@@ -464,6 +465,7 @@ def run_perturbation(
     modes = check_modes(modes)
     check_fill(fill)
     check_integer("seed", seed)
+    explain_options = {**explain_options, **method_seed(method, seed)}
     models = ModelSet.of(models)
     scored = scored_set(data, n_sources)
     scored.check(models)

@@ -71,7 +71,7 @@ import torch
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.arrays import namespace, to_host
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, model_record
+from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, method_seed, model_record
 from xai_loc.experiments.baselines import cascading_copies
 from xai_loc.experiments.deletion_order import stable_ranks
 from xai_loc.experiments.faithfulness import (
@@ -408,7 +408,8 @@ def run_sanity(
         :data:`~xai_loc.experiments.scored.EXPLAINED`. The random-target check compares
         :data:`RANDOM_TARGETS` of the model's output kind.
     seed
-        An integer >= 0; seeds the randomized layers and the bootstrap.
+        An integer >= 0; seeds the randomized layers, the other targets, the bootstrap and the methods' own
+        draws (:func:`~xai_loc.experiments.base.method_seed`).
     n_boot
         Bootstrap resamples of the sources.
     n_sources
@@ -455,12 +456,12 @@ def run_sanity(
         random_targets[name] = [label for label, _, _ in variants]
         target_truth[name] = [variant_truth for _, _, variant_truth in variants]
         # the original's explainers first: a method or option refused before the randomized copies are made
-        by_target[name] = [[models.explainer(name, method=m, composite=c, target=variant, **kw)
+        by_target[name] = [[models.explainer(name, method=m, composite=c, target=variant, **method_seed(m, seed), **kw)
                             for _, variant, _ in variants] for m, c in specs]
         stages = [("original", module), *cascading_copies(module, seed)]
         layer_lists.append([s for s, _ in stages[1:]])
-        cascade[name] = [[Explainer(net, method=m, composite=c, target=targets[name], **kw) for _, net in stages]
-                         for m, c in specs]
+        cascade[name] = [[Explainer(net, method=m, composite=c, target=targets[name], **method_seed(m, seed), **kw)
+                          for _, net in stages] for m, c in specs]
     work = SanityWork(scored.rows, truth, cascade, by_target, target_truth)
     n_pairs = {name: len(t) * (len(t) - 1) // 2 for name, t in target_truth.items()}
     sim = {name: np.zeros((len(specs), 1 + len(layers), len(METRICS), n))

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, latex_escape, markdown_row
+from xai_loc.experiments.base import Experiment, latex_escape, markdown_row, method_seed
 from xai_loc.experiments.baselines import zero_lag
 from xai_loc.experiments.gcc import _next_pow2, array_ops, check_interp, check_max_lag
 from xai_loc.experiments.tdoa import PAIR_SETS, parse_pairs, score, true_tdoa
@@ -566,7 +566,8 @@ def run_tdoa(
     randomized_baseline
         Also score the relevance of a randomized copy of each model.
     seed
-        An integer >= 0; seeds the randomized copies.
+        An integer >= 0; seeds the randomized copies and the method's own draws
+        (:func:`~xai_loc.experiments.base.method_seed`; recorded in ``explain_options``).
     batch_size, device, progress
         Windows per block and forward pass; torch device of the explanations and, when not
         the CPU, of the delay, correlation-time and SRP estimation too; progress bar.
@@ -642,7 +643,7 @@ def run_tdoa(
     models = ModelSet.of(models)
     models.check_recording(fs, mics, "the store")
     relevance = dict(relevance or {})
-    options = dict(explain_options)
+    options = {**explain_options, **method_seed(method, seed)}
     if first_rule is not None:
         options["first_rule"] = first_rule
     explain_kw = {"target": target, "method": method, "composite": composite, "batch_size": batch_size,
@@ -893,9 +894,10 @@ def explain_models(
     """Relevance stores (resumable, reused when they match) of models and their randomized copies.
 
     Each model ``name`` of ``models`` (a :class:`~xai_loc.experiments.modelset.ModelSet`, or
-    ``{name: localizer or checkpoint path}``) and its randomized copy (seed ``seed``) are
-    explained with :func:`~xai_loc.explain.explain_store` into
-    :func:`~xai_loc.explain.relevance_store_path` (named by architecture and weight digest).
+    ``{name: localizer or checkpoint path}``) and its randomized copy (seed ``seed``, which seeds the
+    method's own draws too: :func:`~xai_loc.experiments.base.method_seed`) are explained with
+    :func:`~xai_loc.explain.explain_store` into :func:`~xai_loc.explain.relevance_store_path` (named by
+    architecture and weight digest).
     Returns the opened relevance by estimator name (``name`` and ``'<name>-randomized'``),
     ready for ``run_tdoa(relevance=...)``.
     """
@@ -903,6 +905,7 @@ def explain_models(
     from xai_loc.explain.store import explain_store, open_relevance
 
     models = ModelSet.of(models)
+    options = {**options, **method_seed(method, seed)}
     if first_rule is not None:
         options["first_rule"] = first_rule
     kw = {"method": method, "composite": composite, "target": target, "batch_size": batch_size, "device": device,

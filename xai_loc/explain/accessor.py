@@ -26,10 +26,17 @@ REDUCTIONS = {"sum": "relevance", "abs": "|relevance|", "positive": "positive re
 
 @xr.register_dataarray_accessor("xai")
 class RelevanceAccessor:
-    """Views of relevance ``(window, mic, time)`` as returned by :func:`~xai_loc.explain.explain`."""
+    """Views of relevance ``(window, mic, time)`` as returned by :func:`~xai_loc.explain.explain`, or of one window
+    ``(mic, time)``."""
 
     def __init__(self, da: xr.DataArray) -> None:
         self._da = da
+
+    @property
+    def _windows(self) -> xr.DataArray:
+        """The relevance with a ``window`` dim (one window ``(mic, time)``, e.g. from ``isel(window=0)``, as a
+        window of one)."""
+        return self._da if "window" in self._da.dims else self._da.expand_dims("window")
 
     def vector(self, name: str) -> xr.DataArray:
         """Join the coords ``<name>_x/_y/_z`` into one ``(dim, xyz)`` array.
@@ -110,13 +117,13 @@ class RelevanceAccessor:
         Parameters
         ----------
         mics
-            Microphones to keep (default all).
+            Microphones to keep, by position ``0 .. n-1`` along ``mic`` (whatever its labels; default all).
         peak
             Absolute peak after normalization, in [0, 1] (the file's maximum; sign kept); 0
             keeps the raw values.
         """
         peak = check_number("peak", peak, maximum=1.0)
-        da = self._da if mics is None else self._da.isel(mic=self.check_mics(mics))
+        da = self._windows if mics is None else self._windows.isel(mic=self.check_mics(mics))
         audio = np.asarray(da.transpose("window", "time", "mic").values, dtype=np.float64)
         audio = audio.reshape(-1, audio.shape[-1])
         top = np.abs(audio).max() if audio.size else 0.0
@@ -129,7 +136,8 @@ class RelevanceAccessor:
         (from their ``relevance_sum``, ``explained`` and ``prediction_x/y/z``, as
         :func:`~xai_loc.explain.attribute.summary_attrs` computes the attrs over every window explained)."""
         a, coords = self._da.attrs, self._da.coords
-        lines = [f"relevance of {self._da.sizes.get('window', 0)} windows: model {a.get('model')}, "
+        n = self._windows.sizes["window"]
+        lines = [f"relevance of {n} window{'s' * (n != 1)}: model {a.get('model')}, "
                  f"method {a.get('method')}, composite {a.get('composite')}, target {a.get('target')}"]
         if "relevance_sum" in coords and "explained" in coords:  # the windows here, not every window explained
             zero = a.get("output_zero_input") if all(f"prediction_{k}" in coords for k in "xyz") else None

@@ -7,8 +7,9 @@ The relevance has the input's shape, dims ``(window, mic, time)``, and carries:
   ``attr_output_x/y/z`` (see :mod:`~xai_loc.explain.targets`), the relevance total
   ``relevance_sum`` and ``explained``, what a complete attribution would sum to (see
   :mod:`~xai_loc.explain.methods`; for the ``'contrast'`` target it differs by method family:
-  ``sum_k (f_k - r_k)`` for LRP, ``(f - r) . (f - f(baseline))`` for path methods); along
-  ``mic``: ``mic_x/y/z`` (m); ``time`` in seconds;
+  ``sum_k (f_k - r_k)`` for LRP, ``(f - r) . (f - f(baseline))`` for path methods); ``mic``: the
+  input's labels (a dataset's or DataArray's, so a selection or reordering of microphones keeps them;
+  ``0 .. n-1`` for a plain array), along it ``mic_x/y/z`` (m); ``time`` in seconds;
 - attrs: ``units`` ('relevance'), model, model and checkpoint digests, method, composite and their
   parameters, target, T60, SNR, the dataset's ``dataset_digest`` (SHA-256 of its ``config``, as
   :attr:`xai_loc.data.SimulatedSplit.digest`), fs, software versions, and how much of the output the input accounts
@@ -27,7 +28,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from xai_loc.checks import check_integer, check_number
+from xai_loc.checks import check_integer, check_number, plain
 from xai_loc.errors import InputError
-from xai_loc.explain.composites import check_coverage, composite_defaults, make_composite
+from xai_loc.explain.composites import check_coverage, check_operations, composite_defaults, make_composite
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.methods import get_method
 from xai_loc.explain.targets import REFERENCES, TRUTHS, Objective, bind, check_truth, get_target
@@ -46,14 +47,18 @@ from xai_loc.runtime import input_dtype, model_device
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["Explainer", "bind_target", "check_data_options", "check_waveform_levels", "dataset_inputs", "explain",
-           "explain_arrays", "input_coords", "lrp_start", "model_digest", "out_of_place", "placed", "relevance_array",
-           "resolve_model", "result_coords", "summary_attrs"]
+__all__ = ["Explainer", "bind_target", "check_data_options", "check_finite_windows", "check_waveform_levels",
+           "dataset_inputs", "explain", "explain_arrays", "input_coords", "lrp_start", "model_digest", "out_of_place",
+           "placed", "relevance_array", "resolve_model", "result_coords", "summary_attrs"]
 
 #: Vector quantities stored as three coords each, and the dim they run along.
 VECTORS = {"source": "window", "mic": "mic", "prediction": "window", "attr_output": "window"}
 AXES = ("x", "y", "z")
 DEFAULT_FS = 16000.0
+#: Windows read at a time by :func:`check_finite_windows`.
+FINITE_STEP = 32
+#: Dtypes NumPy cannot hold, and the dtype that holds their every value (bfloat16 is float32 cut short).
+HOST_DTYPES = {torch.bfloat16: torch.float32}
 #: Architectures whose front end no LRP rule covers (the cue network's ITD is an arg-max lag, see
 #: :mod:`~xai_loc.explain.cuenet`): LRP explains them from the front end's output up, never at the waveform.
 LRP_FROM_FRONT_END = ("cuenet",)
@@ -238,10 +243,11 @@ class Explainer:
         if self.method_cls.uses_composite and self.levels.input == INPUT and lrp_start(self.model):
             raise InputError(f"level {INPUT!r} is not allowed for method {method!r} on {name}: no LRP rule covers its "
                              "front end; allowed: 'front_end' first, or a submodule after it")
-        if self.composite is not None:  # modules below the first level read are never crossed
-            first = self.levels.modules.get(self.levels.input)
-            check_coverage(composite, self.model, self.composite,
-                           skip=next((n for n, m in self.model.named_modules() if m is first), ""))
+        first = self.levels.modules.get(self.levels.input)  # modules below the first level read are never crossed
+        self._skip = next((n for n, m in self.model.named_modules() if m is first), "")
+        if self.composite is not None:
+            check_coverage(composite, self.model, self.composite, skip=self._skip)
+        self._operations_checked = self.composite is None  # by the first forward pass (check_operations)
         self.target_params = target_params
         reference = target_params.get("reference")
         if reference == "train-mean" and train_mean is None:
@@ -295,7 +301,7 @@ class Explainer:
             self._stack.enter_context(placed(self.model, self.device))
             self._stack.enter_context(out_of_place(self.model))
             shape = getattr(self.model, "input_shape", None)
-            self.zero_output = self._output_on(torch.zeros(1, *shape) if shape else None)
+            self.zero_output = self._checked(lambda: self._output_on(torch.zeros(1, *shape))) if shape else None
             self.reference = self._reference()
             mean = None if self.mean_input is None else self.mean_input.to(self.device, self.dtype)
             method = self.method_cls(self.model, self.method_params, objective=self.objective, levels=self.levels,
@@ -310,6 +316,15 @@ class Explainer:
     def __exit__(self, *exc: object) -> None:
         self._active = False
         self._stack.close()
+
+    def _checked(self, run: Callable[[], Any]) -> Any:
+        """``run()``, a forward pass of the model; the first of a composite's checked for torch operations that its
+        rules cannot see (:func:`~xai_loc.explain.composites.check_operations`)."""
+        if self._operations_checked:
+            return run()
+        result = check_operations(self.composite_name, self.model, run, self._skip)
+        self._operations_checked = True
+        return result
 
     def _output_on(self, window: torch.Tensor | None) -> np.ndarray | None:
         if window is None:
@@ -353,7 +368,8 @@ class Explainer:
         if torch.is_inference_mode_enabled():
             raise InputError("explaining inside torch.inference_mode() is not allowed (it turns autograd off); "
                              "call it outside (torch.no_grad() is fine)")
-        x = torch.as_tensor(np.asarray(windows) if not isinstance(windows, torch.Tensor) else windows)
+        # contiguous: a reversed selection (negative strides) is no tensor
+        x = torch.as_tensor(np.ascontiguousarray(windows) if not isinstance(windows, torch.Tensor) else windows)
         if x.is_complex() or x.dtype == torch.bool:
             raise InputError(f"windows of dtype {x.dtype} are not allowed; use real numbers")
         shape = getattr(self.model, "input_shape", None)
@@ -361,14 +377,13 @@ class Explainer:
             raise InputError(f"windows of shape {tuple(x.shape)} are not allowed; the model takes (n, "
                              f"{', '.join(map(str, shape))})")
         x = x.detach().to(self.device, self.dtype)  # detached: the methods make their own leaves, never the caller's
-        if not torch.isfinite(x).all():
-            raise InputError("windows contain NaN or infinite samples; clean the audio first")
+        index = torch.arange(x.shape[0]) if index is None else torch.as_tensor(np.asarray(index))
+        check_finite_windows(x, index.tolist(), step=max(1, len(x)))
         if self.target.needs_truth:
             if truth is None:
                 raise InputError(f"target {self.target.name!r} needs the true {TRUTHS[self.output_kind]}")
             dtype = torch.long if self.output_kind == "direction_classes" else self.dtype
             truth = check_truth(truth, self.output_kind, x.shape[0]).to(self.device, dtype)
-        index = torch.arange(x.shape[0]) if index is None else torch.as_tensor(np.asarray(index))
         reference = self.reference
 
         def weigh(output: torch.Tensor) -> torch.Tensor:
@@ -376,8 +391,10 @@ class Explainer:
 
         def give(value: torch.Tensor) -> np.ndarray | torch.Tensor:
             value = value.detach()
-            return value.cpu().numpy() if to_host else value
+            return value.to(HOST_DTYPES.get(value.dtype, value.dtype)).cpu().numpy() if to_host else value
 
+        if not self._operations_checked:  # a model without an input_shape: checked on its first window
+            self._checked(lambda: self._output_on(x[:1]))
         out = self._method.attribute(x, weigh, index)
         relevance = out["relevance"]
         result = {
@@ -468,6 +485,23 @@ def _numbers(name: str, value: Any, shape: tuple[int, ...] | None, finite: bool 
     return array
 
 
+def check_finite_windows(windows: Any, labels: Sequence[Any], step: int = FINITE_STEP) -> None:
+    """Refuse windows ``[window, mic, time]`` (an array, a tensor or a DataArray, read ``step`` windows at a time so
+    that a lazily loaded store never sits in memory whole) with a NaN or infinite sample, naming the first such
+    window by its label in ``labels``."""
+    for start in range(0, len(windows), step):
+        block = windows[start:start + step]
+        if isinstance(block, torch.Tensor):
+            finite = torch.isfinite(block).flatten(1).all(1).cpu().numpy()
+        else:
+            block = np.asarray(getattr(block, "values", block))
+            finite = np.isfinite(block).reshape(len(block), -1).all(1)
+        if not finite.all():
+            bad = labels[start + int(np.argmin(finite))]
+            raise InputError(f"window {plain(bad)!r} holds NaN or infinite samples; clean the audio first or leave "
+                             "that window out")
+
+
 def _wants_mean(options: dict[str, Any]) -> bool:
     return any(isinstance(options.get(k), str) and options[k] == "mean" for k in ("reference", "baseline"))
 
@@ -490,11 +524,14 @@ def check_waveform_levels(explainer: Explainer, caller: str, only: bool = False)
 
 
 def _labelled_windows(windows: xr.DataArray) -> xr.DataArray:
-    """A DataArray of windows with dims ``(window, mic, time)`` (one window: ``(mic, time)``) in that order, or
-    one line for other dims."""
-    for order in (("window", "mic", "time"), ("mic", "time")):
-        if set(windows.dims) == set(order):
-            return windows.transpose(*order)
+    """A DataArray of windows with dims ``(window, mic, time)`` in that order (one window ``(mic, time)`` as a window
+    of one, its scalar coords such as ``window`` and ``source_id`` along that window), or one line for other dims."""
+    if set(windows.dims) == {"window", "mic", "time"}:
+        return windows.transpose("window", "mic", "time")
+    if set(windows.dims) == {"mic", "time"}:
+        one = windows.transpose("mic", "time").expand_dims("window")
+        return one.assign_coords({name: ("window", np.atleast_1d(coord.values)) for name, coord in one.coords.items()
+                                  if coord.ndim == 0})
     raise InputError(f"windows with dims {windows.dims} are not allowed; use dims (window, mic, time) in any order, "
                      "(mic, time) or a plain array")
 
@@ -507,6 +544,8 @@ def dataset_inputs(ds) -> dict[str, Any]:
     if signals.dims != ("window", "mic", "time"):
         raise InputError(f"signals with dims {signals.dims} are not allowed; use (window, mic, time)")
     coords: dict[str, tuple] = {"window": ("window", ds["window"].values)}
+    if "mic" in ds.coords:  # the input's labels, which a selection or reordering of microphones keeps
+        coords["mic"] = ("mic", ds["mic"].values)
     for name in ("source_id", "window_index", "speech_id"):
         if name in ds.coords:
             coords[name] = ("window", ds[name].values)
@@ -598,7 +637,9 @@ def explain(
     Raises
     ------
     InputError
-        For a model whose output is not a position (use :func:`explain_arrays`).
+        For a model whose output is not a position (use :func:`explain_arrays`); for a window with a NaN or
+        infinite sample, naming the first by its label, before any window is explained (a lazily loaded
+        dataset is read for it a block at a time: one more pass over its windows).
 
     Notes
     -----
@@ -615,9 +656,7 @@ def explain(
     if isinstance(windows, SimulatedSplit):
         windows = windows.to_dataset()
     if isinstance(windows, xr.DataArray):
-        windows = _labelled_windows(windows)
-    if isinstance(windows, xr.DataArray) and windows.ndim == 3:
-        windows = windows.to_dataset(name="signals")
+        windows = _labelled_windows(windows).to_dataset(name="signals")
     if isinstance(windows, xr.Dataset):
         data = dataset_inputs(windows)
         source = data["signals"]
@@ -629,6 +668,10 @@ def explain(
                 "fs": DEFAULT_FS, "time": None, "train_mean": None}
     if n == 0:
         raise InputError("no windows to explain; give at least one")
+    # windows in memory are checked here, before any is explained; a lazily read store is checked batch by batch
+    # as it is read (a pass of its own would read and decompress it twice: 4-8 % of a CPU run, more on a GPU)
+    if getattr(getattr(source, "variable", None), "_in_memory", True):
+        check_finite_windows(source, data["coords"]["window"][1])
     positions = data["positions"] if positions is None else _numbers("positions", positions, (n, 3))
     if positions is not None and not np.isfinite(positions).all():  # the truth's targets would be NaN
         raise InputError("positions hold NaN or infinite values; give x, y, z in metres for every window")
@@ -747,12 +790,15 @@ def explain_arrays(model: nn.Module | str | os.PathLike, inputs: Any, *, truth: 
 
 def input_coords(data: dict[str, Any], positions: np.ndarray | None, mics: np.ndarray | None, fs: float,
                  n_mics: int, n_time: int) -> dict[str, tuple]:
-    """Coords that describe the input: window labels, true positions, microphones, time."""
+    """Coords that describe the input: window labels, true positions, microphones (the input's labels, else
+    ``0 .. n_mics - 1``), time."""
     time = data["time"] if data["time"] is not None else np.arange(n_time) / fs
+    coords = dict(data["coords"])
+    mic = coords.pop("mic", ("mic", np.arange(n_mics)))
     return {
-        **data["coords"],
+        **coords,
         **_split_vector("source", positions, "m"),
-        "mic": ("mic", np.arange(n_mics)),
+        "mic": mic,
         **_split_vector("mic", mics, "m"),
         "time": ("time", time, {"units": "s"}),
     }

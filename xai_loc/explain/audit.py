@@ -26,23 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import bind_target, lrp_start, out_of_place, placed, resolve_model
 from xai_loc.explain.canonizers import FoldBatchNormForward
-from xai_loc.explain.composites import ModuleRule, make_composite, module_rules
+from xai_loc.explain.composites import DATA_MOVEMENT, ModuleRule, OperationRecorder, make_composite, module_rules
 from xai_loc.explain.targets import check_truth, get_target, targets_for
+from xai_loc.models.families import n_parameters
 
 __all__ = ["AuditReport", "LayerRelevance", "ModuleRule", "audit"]
 
-#: Torch operations that only move, reshape or describe data: harmless outside modules.
-DATA_MOVEMENT = frozenset({
-    "stack", "cat", "concat", "reshape", "view", "view_as", "flatten", "unflatten", "squeeze", "unsqueeze",
-    "permute", "transpose", "contiguous", "split", "chunk", "unbind", "expand", "expand_as", "__getitem__",
-    "size", "dim", "__get__", "narrow", "select", "clone", "detach", "to", "type_as", "float", "double",
-    "numel", "is_floating_point",
-})
 #: Relative tolerance for relevance conservation of parameter-free layers.
 LEAK_TOLERANCE = 1e-3
 #: How the audit labels a pad whose rows a folded BatchNorm fills.
@@ -138,44 +131,6 @@ class AuditReport:
         lines.append("problems: none" if not problems else "problems:")
         lines += [f"  {p}" for p in problems]
         return "\n".join(lines)
-
-
-class _Recorder(TorchFunctionMode):
-    """Record torch functions called while no leaf module runs, with the enclosing module."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.stack: list[str] = []
-        self.leaf_depth = 0
-        self.calls: list[tuple[str, str]] = []
-        self.handles = []
-        for name, module in model.named_modules():
-            leaf = not list(module.children())
-            self.handles.append(module.register_forward_pre_hook(self._enter(name, leaf)))
-            self.handles.append(module.register_forward_hook(self._leave(leaf)))
-
-    def _enter(self, name: str, leaf: bool):
-        def hook(module, args):
-            self.stack.append(name)
-            self.leaf_depth += leaf
-        return hook
-
-    def _leave(self, leaf: bool):
-        def hook(module, args, output):
-            self.stack.pop()
-            self.leaf_depth -= leaf
-        return hook
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if self.leaf_depth == 0 and self.stack:
-            entry = (self.stack[-1], getattr(func, "__name__", repr(func)))
-            if entry not in self.calls:
-                self.calls.append(entry)
-        return func(*args, **(kwargs or {}))
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 class _Tap(torch.autograd.Function):
@@ -295,7 +250,7 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
         one = positions[None] if isinstance(positions, torch.Tensor) else [positions]  # a batch of one
         truth = check_truth(one, kind, 1).to(torch.long if kind == "direction_classes" else dtype)
     built, params = make_composite(composite, model, **options)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = n_parameters(model)
     report = AuditReport(f"{info['model']} ({type(model).__name__}, {n_params:,} parameters)", composite, params,
                          target)
     start = lrp_start(model)  # where Explainer starts LRP: the waveform, or a front end no rule covers
@@ -307,7 +262,7 @@ def audit(model: nn.Module | str | os.PathLike, composite: str = "paper", input:
                 report.start = (f"LRP on {info['model']} starts at the output of its {start} (no rule covers it), "
                                 "as Explainer does: audited from there")
         forward = (lambda a: model.head(model.body(a))) if start else model
-        recorder = _Recorder(model)
+        recorder = OperationRecorder(model)
         try:
             with torch.no_grad(), recorder:
                 forward(x)

@@ -21,6 +21,11 @@ All composites share the handling the localizers need beyond zennit's type maps:
   SampleCNN (its composite has no max-pool rule).
 - Dropout (eval mode) and Flatten are identities or reshapes: plain gradient.
 
+A composite is refused where its relevance would be silently wrong (what ``xai-loc audit`` flags): a module that
+relevance crosses without a rule (:func:`check_coverage`), or a torch operation other than data movement called in a
+``forward()`` outside any module, such as a functional ``x + y``, which no hook sees (:func:`check_operations`, on
+:class:`~xai_loc.explain.Explainer`'s first forward pass: its all-zero window, or the first window explained).
+
 The rules a composite's options choose (``first_rule``, ``conv_rule``, ``maxpool``) come from one
 registry, :data:`NAMED_RULES` (name -> factory taking the composite's options); each composite
 declares the names it allows (:data:`FIRST_RULES`, :data:`MAXPOOL_RULES`, :data:`COCHCNN_CONV_RULES`,
@@ -44,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from zennit.composites import (
     EpsilonAlpha2Beta1,
     EpsilonPlusFlat,
@@ -74,9 +80,10 @@ from xai_loc.explain.rules import (
 from xai_loc.models.cochleagram_cnn import FrequencyPad
 from xai_loc.models.layers import Gate
 
-__all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "FIRST_RULES", "GRADIENT_OK", "MAXPOOL_RULES", "NAMED_RULES",
-           "RULE_OPTIONS", "ModuleRule", "check_coverage", "check_rule", "composite_defaults", "make_composite",
-           "module_rules", "register_composite", "rule_label", "unused_option"]
+__all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "DATA_MOVEMENT", "FIRST_RULES", "GRADIENT_OK", "MAXPOOL_RULES",
+           "NAMED_RULES", "RULE_OPTIONS", "ModuleRule", "OperationRecorder", "check_coverage", "check_operations",
+           "check_rule", "composite_defaults", "make_composite", "module_rules", "register_composite", "rule_label",
+           "unused_option"]
 
 CompositeFactory = Callable[..., Composite]
 
@@ -245,6 +252,92 @@ def check_coverage(name: str, model: nn.Module, composite: Composite, skip: str 
                          + (f"composite {', '.join(map(repr, own))}" if own else
                             "a composite that gives it a rule (xai_loc.explain.register_composite)")
                          + " (xai-loc audit lists every module's rule)")
+
+
+#: Torch operations that only move, reshape or describe data: harmless outside modules.
+DATA_MOVEMENT = frozenset({
+    "stack", "cat", "concat", "reshape", "view", "view_as", "flatten", "unflatten", "squeeze", "unsqueeze",
+    "permute", "transpose", "contiguous", "split", "chunk", "unbind", "expand", "expand_as", "__getitem__",
+    "size", "dim", "__get__", "narrow", "select", "clone", "detach", "to", "type_as", "float", "double",
+    "numel", "is_floating_point",
+})
+
+
+class OperationRecorder(TorchFunctionMode):
+    """Record the torch functions called while no leaf module runs, as ``(enclosing module's name, function)``:
+    what LRP's hooks, which sit on modules, cannot see (``''``: the model's own ``forward()``).
+
+    Use as a context manager around a forward pass, then :meth:`remove` the hooks. The hooks that mark a
+    module's start run before any other (a composite's included), so whatever those do counts as the module's.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.leaf_depth = 0
+        self.calls: list[tuple[str, str]] = []
+        self.handles = []
+        for name, module in model.named_modules():
+            leaf = not list(module.children())
+            self.handles.append(module.register_forward_pre_hook(self._enter(name, leaf), prepend=True))
+            self.handles.append(module.register_forward_hook(self._leave(leaf)))
+
+    def _enter(self, name: str, leaf: bool):
+        def hook(module, args):
+            self.stack.append(name)
+            self.leaf_depth += leaf
+        return hook
+
+    def _leave(self, leaf: bool):
+        def hook(module, args, output):
+            self.stack.pop()
+            self.leaf_depth -= leaf
+        return hook
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.leaf_depth == 0 and self.stack:
+            entry = (self.stack[-1], getattr(func, "__name__", repr(func)))
+            if entry not in self.calls:
+                self.calls.append(entry)
+        return func(*args, **(kwargs or {}))
+
+    def remove(self) -> None:
+        """Remove the hooks."""
+        for handle in self.handles:
+            handle.remove()
+
+
+def check_operations(name: str, model: nn.Module, run: Callable[[], Any], skip: str = "") -> Any:
+    """Run ``run()``, a forward pass of ``model``, and refuse composite ``name`` on it if the pass calls a torch
+    operation other than data movement (:data:`DATA_MOVEMENT`) outside any module (:class:`OperationRecorder`,
+    what ``xai-loc audit`` flags as invisible to hooks): no rule sees it, so relevance would be silently wrong
+    (a functional ``x + y`` doubles it). Operations inside ``skip``'s subtree (below the first level read) pass.
+
+    Returns
+    -------
+    What ``run()`` returns.
+
+    Raises
+    ------
+    InputError
+        Naming the first such operation and where it is called.
+    """
+    recorder = OperationRecorder(model)
+    try:
+        with recorder:
+            result = run()
+    finally:
+        recorder.remove()
+    flagged = [(where, op) for where, op in recorder.calls if op not in DATA_MOVEMENT and not _in_subtree(where, skip)]
+    if flagged:
+        arch = getattr(model, "arch_name", "") or type(model).__name__
+        where, op = flagged[0]
+        raise InputError(f"composite {name!r} is not allowed for {arch}: {op} is called in "
+                         f"{where + '.forward()' if where else 'the model.forward()'} outside any module "
+                         f"({len(flagged)} such operation(s)), where no LRP rule's hook sees it and relevance would "
+                         "be silently wrong; do it in a module (e.g. zennit.layer.Sum for a sum) or use a gradient "
+                         "method (xai-loc audit lists every operation)")
+    return result
 
 
 def unused_option(name: str, value: Any, default: Any, setting: str, needs: str) -> None:

@@ -257,8 +257,9 @@ class GateRule(NodeRule):
         weight and the epsilon rule gives all of ``y``'s relevance to ``x`` and none to
         ``s``. ``'gate'``: the variant of Comanducci et al.'s released code, whose
         ``SignalOnlyGate`` receives its arguments in the reverse order: ``x`` gets nothing
-        and ``s`` gets ``y``'s relevance summed over the broadcast (time) axes, which then
-        flows back through the squeeze-excitation branch.
+        and ``s`` gets ``y``'s relevance summed over the axes it is broadcast along (those
+        :class:`~xai_loc.models.layers.Gate` appends, and its own unit axes, such as time in a
+        ``[batch, channels, 1]`` gate), which then flows back through the squeeze-excitation branch.
     """
 
     def __init__(self, to: str = "signal") -> None:
@@ -285,7 +286,8 @@ class GateRule(NodeRule):
         shape, dtype, device = ctx.gate
         if self.to == "signal":
             return relevance, torch.zeros(shape, dtype=dtype, device=device)
-        return torch.zeros_like(relevance), relevance.sum(dim=tuple(range(len(shape), relevance.dim())))
+        padded = (*shape, *[1] * (relevance.dim() - len(shape)))  # s as Gate broadcasts it
+        return torch.zeros_like(relevance), relevance.sum_to_size(padded).reshape(shape)
 
 
 class FastPass(NodeRule):

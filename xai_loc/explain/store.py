@@ -441,14 +441,14 @@ def write_wavs(
     relevance
         A relevance DataArray (:func:`~xai_loc.explain.explain`, :func:`open_relevance`).
     signals
-        The dataset (or its ``signals``) the relevance explains, matched by ``window``
-        (e.g. :func:`open_explained_signals`); None writes relevance only.
+        The dataset (or its ``signals``) the relevance explains, matched by ``window`` and, where both
+        label them, by ``mic`` (e.g. :func:`open_explained_signals`); None writes relevance only.
     folder
         Output folder (created).
     sources
         Source ids to write (default all); without ``source_id`` coords, window positions ``0 .. n-1``.
     mics
-        Microphones (channels) to write (default all).
+        Microphones (channels) to write, as positions ``0 .. n - 1`` along the relevance's ``mic`` (default all).
     fs
         Sample rate (default the relevance's ``fs`` attr, else 16 kHz).
     subtype
@@ -468,6 +468,12 @@ def write_wavs(
     fs = int(round(fs if fs is not None else relevance.attrs.get("fs", 16000)))
     if isinstance(signals, xr.Dataset):
         signals = signals["signals"]
+    if signals is not None and "mic" in signals.coords and "mic" in relevance.coords:  # the same microphones
+        absent = np.setdiff1d(relevance["mic"].values, signals["mic"].values)
+        if absent.size:
+            raise InputError(f"microphone {plain(absent[0])!r} of the relevance is not among the signals' "
+                             "microphones; give the signals the relevance explains")
+        signals = signals.sel(mic=relevance["mic"].values)
     if "source_id" in relevance.coords:
         ids = np.unique(relevance["source_id"].values) if sources is None else np.atleast_1d(sources)
         groups = [(f"source-{int(i):04d}", relevance.xai.source(int(i))) for i in ids]

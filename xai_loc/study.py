@@ -219,6 +219,18 @@ def _check_out(out: Path, conditions: Mapping[str, str], experiments: Sequence[s
             check_file_path(path)
 
 
+def _check_kept(out: Path, conditions: Mapping[str, tuple[float, float]], experiments: Sequence[str]) -> None:
+    """One line, before any work, where the report at the end would refuse a result below ``out`` that the run
+    keeps (a damaged one, one of another condition in a folder the run writes into, ...:
+    :func:`~xai_loc.report.collect.check_kept_results`); ``conditions``: folder name -> the (T60, SNR) the run
+    records there for every experiment of ``experiments``."""
+    from xai_loc.experiments.registry import get_experiment
+    from xai_loc.report.collect import check_kept_results
+
+    check_kept_results(out, {out / name / get_experiment(e).result_file: condition
+                             for name, condition in conditions.items() for e in experiments})
+
+
 def _check_stores(scene, conditions, root, n_sources: int | None) -> None:
     """One line, before anything is written, where the test store a condition reuses under ``root`` holds data
     of another configuration (read only: :func:`~xai_loc.data.store.check_dataset`)."""
@@ -261,8 +273,9 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     ------
     InputError
         One line, before any work: a bad ``skip``, no checkpoint, a checkpoint whose card disagrees with its
-        name, an output that cannot be used (:func:`_check_out`) or a test store under ``data_root`` that
-        holds other data (:func:`_check_stores`).
+        name, an output that cannot be used (:func:`_check_out`), a result the run keeps below ``out`` that the
+        report at the end would refuse (:func:`_check_kept`) or a test store under ``data_root`` that holds other
+        data (:func:`_check_stores`).
     """
     skip = check_skip(skip)
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
@@ -290,6 +303,7 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
                          "names (e.g. loccnn_t60-0.6_snr-10.safetensors)")
     experiments, options = [name for name in STUDY_EXPERIMENTS if name not in skip], study_options(quick)
     _check_out(out, {condition_name(t60, snr): next(iter(found)) for t60, snr, found in plan if found}, experiments)
+    _check_kept(out, {condition_name(t60, snr): (t60, snr) for t60, snr, found in plan if found}, experiments)
     _check_stores(scene, [(t60, snr) for t60, snr, found in plan if found], data_root, n_sources)
     # every checkpoint loaded (hashed, randomized) before anything is written: a damaged one is one line and
     # leaves an earlier run's record as it was

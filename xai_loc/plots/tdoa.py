@@ -92,8 +92,10 @@ def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
             row[1].plot(dist, _by_distance(distance, ds["mae_samples"].sel(estimator=name).values)[1], label=name,
                         **styles[name])
         threshold = ds["threshold"].median("window").values  # per pair, NaN (a silent window) left out
+        # at one distance the line is a single point, which a line style does not show: mark it
+        single = {"marker": "_", "markersize": 16, "markeredgewidth": 1.5} if len(dist) == 1 else {}
         row[1].plot(dist, _by_distance(distance, threshold)[1], color="0.6", linewidth=0.8, linestyle="-.",
-                    label="anomaly threshold (median)")
+                    label="anomaly threshold (median)", **single)
         row[0].set_ylabel("anomalies [%]")
         row[0].set_ylim(-3, 103)
         row[1].set_ylabel("MAE of the others [samples]")

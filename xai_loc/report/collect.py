@@ -24,8 +24,8 @@ from xai_loc.errors import InputError
 from xai_loc.io import NETCDF_DIGEST
 from xai_loc.plots.inspection import INSPECTION
 
-__all__ = ["ResultEntry", "Section", "collect_sections", "describe_study_run", "localization_rows", "provenance",
-           "result_paths"]
+__all__ = ["ResultEntry", "Section", "check_kept_results", "collect_sections", "describe_study_run",
+           "localization_rows", "provenance", "result_paths"]
 
 
 @dataclass
@@ -45,14 +45,15 @@ class ResultEntry:
 @dataclass
 class Section:
     """The results of one folder: entries by result name, the PNG figures that come with no result
-    (:data:`~xai_loc.plots.inspection.INSPECTION`), whether it holds results of the multichannel experiments, which of
-    those are missing, and the figures of the former the last ``reproduce`` run of the folder did not draw."""
+    (:data:`~xai_loc.plots.inspection.INSPECTION`), whether it has a window explorer (:func:`_has_explorer`), the
+    experiments missing from it (:func:`_missing`), and which of those PNG figures the last ``reproduce`` run of the
+    folder did not draw."""
 
     folder: Path
     title: str
     entries: dict[str, ResultEntry]
     extra_figures: dict[str, bytes]
-    multichannel: bool
+    explorer: bool
     missing: list[str]
     earlier_figures: list[str] = field(default_factory=list)
 
@@ -115,14 +116,11 @@ def _figures(name: str, ds, path: Path) -> dict[str, bytes]:
         return {Path(p).name: Path(p).read_bytes() for p in drawn if Path(p).suffix == ".png"}
 
 
-def _one_condition_per_folder(opened) -> None:
-    """One line where a folder holds results of different conditions (a section has one title), or a
-    condition that is not a number."""
-    from xai_loc.plots.redraw import recorded_condition
-
+def _one_condition_per_folder(recorded: Mapping[Path, tuple[float, float]]) -> None:
+    """One line where a folder holds results of different conditions (a section has one title); ``recorded``:
+    result file -> the (T60, SNR) it records (:func:`~xai_loc.plots.redraw.recorded_condition`)."""
     conditions: dict[Path, dict[tuple[float, float], str]] = {}
-    for path, result, ds in opened:
-        key = recorded_condition(result.name, ds, path)
+    for path, key in sorted(recorded.items()):
         if all(math.isfinite(v) for v in key):  # a binaural store's results record no condition (NaN)
             conditions.setdefault(path.parent, {}).setdefault(key, path.name)
     for folder, found in sorted(conditions.items()):
@@ -141,6 +139,62 @@ def result_paths(root: str | Path) -> list[tuple[Path, Any]]:
                                                                                          result.result_file))
 
 
+def _tables(result, ds, path: Path) -> list[str]:
+    """The tables of a result as HTML: an experiment's own, or its variables' (:func:`_dataset_tables`)."""
+    from xai_loc.experiments.registry import EXPERIMENTS
+    from xai_loc.plots.redraw import unusable_result
+
+    with unusable_result(result.name, ds, path, "cannot be tabulated"):
+        return [_markdown_to_html(result.tables(ds)["markdown"])] if result.name in EXPERIMENTS \
+            else _dataset_tables(ds)
+
+
+def _open_all(found, rewritten: Mapping[Path, tuple[float, float]] | None = None) -> list[tuple[Path, Any, Any]]:
+    """``(path, registered result, dataset)`` of each ``(path, result)`` of ``found``, opened and checked whole, all
+    before any is drawn; then one condition per folder (:func:`_one_condition_per_folder`), the results a run is
+    about to write counted in (``rewritten``: path -> the (T60, SNR) it will record). A one-line error where one
+    fails, or records a condition that is not a number."""
+    from xai_loc.plots.redraw import recorded_condition
+
+    opened = [(path, result, result.open(path)) for path, result in found]
+    _one_condition_per_folder({**(rewritten or {}), **{path: recorded_condition(result.name, ds, path)
+                                                       for path, result, ds in opened}})
+    return opened
+
+
+def check_kept_results(root: str | Path, rewritten: Mapping[Path, tuple[float, float]]) -> None:
+    """Check, before a run that writes the results ``rewritten`` (result file below ``root``, named as ``root /
+    ...``, -> the (T60, SNR) it will record), what :func:`collect_sections` reads afterwards of the results the run
+    keeps: every other registered result below ``root`` opened and checked whole and tabulated, and one condition
+    per folder, the run's results counted in. One line (:class:`~xai_loc.errors.InputError`) naming the file."""
+    kept = [(path, result) for path, result in result_paths(root) if path not in rewritten]
+    for path, result, ds in _open_all(kept, rewritten):
+        _tables(result, ds, path)
+
+
+def _has_explorer(families, entries) -> bool:
+    """Whether a section gets a window explorer: where its models are of a family the TDOA probe reads (the explorer
+    shows microphone signals, their relevance and GCC-PHAT as ``tdoa.nc`` computed it); where its results record no
+    model it knows, where it holds a result of an experiment."""
+    from xai_loc.experiments.registry import EXPERIMENTS
+
+    if families:
+        return any("tdoa" in family.probes for family in families)
+    return any(name in EXPERIMENTS for name in entries)
+
+
+def _missing(families, entries) -> list[str]:
+    """The experiments a section with a result of an experiment lacks (file, what, command): those whose command
+    reads a family of its models (:attr:`~xai_loc.models.families.Family.probes`), every one where its results record
+    no model it knows."""
+    from xai_loc.experiments.registry import EXPERIMENTS
+
+    if not any(name in EXPERIMENTS for name in entries):
+        return []
+    return [f"{e.result_file} ({e.what}; run 'xai-loc {e.command}')" for e in EXPERIMENTS.values()
+            if e.name not in entries and (not families or any(e.name in family.probes for family in families))]
+
+
 def collect_sections(root: str | Path) -> list[Section]:
     """Open every registered result below ``root`` and gather them by folder (sorted by path).
 
@@ -152,8 +206,8 @@ def collect_sections(root: str | Path) -> list[Section]:
     folder, holds no results, a result file or the run's record is damaged, a result lacks what its
     tables or figures read, or a folder mixes conditions.
     """
-    from xai_loc.experiments.registry import EXPERIMENTS
-    from xai_loc.plots.redraw import no_results_hint, unusable_result
+    from xai_loc.plots.labels import recorded_families
+    from xai_loc.plots.redraw import no_results_hint
     from xai_loc.report.study_run import file_status, find_study_run
 
     root = Path(root)
@@ -163,15 +217,10 @@ def collect_sections(root: str | Path) -> list[Section]:
     if not found:
         raise InputError(no_results_hint(root))
     record_root, record = find_study_run(root)
-    opened = [(path, result, result.open(path)) for path, result in found]  # all checked before any drawing
-    _one_condition_per_folder(opened)
     by_folder: dict[Path, dict[str, ResultEntry]] = {}
-    for path, result, ds in opened:
-        with unusable_result(result.name, ds, path, "cannot be tabulated"):
-            tables = [_markdown_to_html(result.tables(ds)["markdown"])] if result.name in EXPERIMENTS \
-                else _dataset_tables(ds)
+    for path, result, ds in _open_all(found):
         by_folder.setdefault(path.parent, {})[result.name] = ResultEntry(
-            result.name, path, ds, result.command, tables, _figures(result.name, ds, path),
+            result.name, path, ds, result.command, _tables(result, ds, path), _figures(result.name, ds, path),
             file_status(record, record_root, path))
     sections = []
     for folder, entries in sorted(by_folder.items()):
@@ -181,11 +230,9 @@ def collect_sections(root: str | Path) -> list[Section]:
         others = sorted(folder.glob(INSPECTION.format("*") + ".png"))
         extra = {p.name: p.read_bytes() for p in others}
         earlier = [p.name for p in others if file_status(record, record_root, p) == "earlier"]
-        multichannel = any(name in EXPERIMENTS for name in entries)
-        missing = [f"{e.result_file} ({e.what}; run 'xai-loc {e.command}')" for e in EXPERIMENTS.values()
-                   if multichannel and e.name not in entries]
-        sections.append(Section(folder, _title(folder, root, entries), entries, extra, multichannel, missing,
-                                earlier))
+        families = [*{f.name: f for e in entries.values() for f in recorded_families(e.ds.attrs)}.values()]
+        sections.append(Section(folder, _title(folder, root, entries), entries, extra,
+                                _has_explorer(families, entries), _missing(families, entries), earlier))
     return sections
 
 

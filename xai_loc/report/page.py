@@ -60,7 +60,7 @@ def render_report(results: str | Path, n_windows: int = DEFAULT_WINDOWS) -> str:
     root = Path(results)
     sections = []
     for section in collect_sections(root):
-        explorers, no_explorer = build_explorers(section.entries.values(), n_windows) if section.multichannel \
+        explorers, no_explorer = build_explorers(section.entries.values(), n_windows) if section.explorer \
             else ([], "")
         sections.append({
             "title": section.title, "folder": str(section.folder), "missing": section.missing,
@@ -70,7 +70,7 @@ def render_report(results: str | Path, n_windows: int = DEFAULT_WINDOWS) -> str:
                         for e in section.entries.values()],
             "earlier_figures": section.earlier_figures,
             "explorers": [{"model": x.model, "store": str(x.store), "data": x.data} for x in explorers],
-            "multichannel": section.multichannel, "no_explorer": no_explorer,
+            "has_explorer": section.explorer, "no_explorer": no_explorer,
         })
     return _environment().get_template("report.html.j2").render(
         root=str(root.resolve()), sections=sections, version=__version__, study_run=describe_study_run(root),
@@ -78,8 +78,13 @@ def render_report(results: str | Path, n_windows: int = DEFAULT_WINDOWS) -> str:
 
 
 def write_report(results: str | Path, out: str | Path | None = None, n_windows: int = DEFAULT_WINDOWS) -> Path:
-    """Write the report of ``results`` to ``out`` (default ``<results>/report.html``) atomically; returns it."""
-    from xai_loc.io import write_text_atomic
+    """Write the report of ``results`` to ``out`` (default ``<results>/report.html``) atomically; returns it.
+
+    A path no file can be written to (a folder, a folder that cannot be written) is one line
+    (:class:`~xai_loc.errors.InputError`) before the page is rendered."""
+    from xai_loc.cli_params import check_out_dir
+    from xai_loc.io import check_file_path, write_text_atomic
 
     out = Path(results) / "report.html" if out is None else Path(out)
+    check_out_dir(check_file_path(out).parent, "report folder")
     return write_text_atomic(out, render_report(results, n_windows))

@@ -83,7 +83,11 @@ def test_the_cli_refuses_the_split_in_one_line_naming_t_diff(tmp_path, no_respon
      "--t-diff 0.03 is not allowed with --backend pyroomacoustics, which has no diffuse tail; use --backend torch "
      "--mode hybrid, or --backend gpurir"),
     (["--mode", "hybrid", "--t-diff", "0"], "--t-diff 0 is not allowed; use a finite number > 0"),
-    (["--mode", "hybrid", "--t-diff", "0.2"], "t_diff=0.2 s is not allowed; give a value in (0, t_max=0.15]"),
+    (["--mode", "hybrid", "--t-diff", "0.2"], "t_diff=0.2 s is not allowed; give a value in (0, t_max=0.15] (t_max "
+                                              "is T60 unless given; --t-diff on the command line)"),
+    # final review: gpuRIR asserts Tdiff <= Tmax (a traceback after it started); refused before any source now
+    (["--backend", "gpurir", "--t-diff", "5"], "t_diff=5.0 s is not allowed; give a value in (0, t_max=0.15] (t_max "
+                                               "is T60 unless given; --t-diff on the command line)"),
 ])
 def test_the_cli_refuses_a_t_diff_without_a_tail_to_start(tmp_path, no_response, args, says):
     result = run_cli(["simulate", "--t60", "0.15", "--snr", "25", "--sources", "1", "--data", str(tmp_path), *args])

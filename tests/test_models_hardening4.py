@@ -14,6 +14,7 @@ import xarray as xr
 from helpers import one_line, refused, run_cli
 from safetensors.torch import save
 
+from xai_loc.errors import InputError
 from xai_loc.models import build_model, import_paper_checkpoint, load_model, read_card, save_checkpoint
 from xai_loc.models.checkpoint import CARD_KEY
 from xai_loc.models.evaluation import evaluate, evaluate_checkpoint
@@ -168,3 +169,26 @@ def test_models_list_counts_trainable_parameters_not_fixed_front_end_kernels():
     frozen = torch.nn.Linear(3, 2)
     frozen.weight.requires_grad_(False)
     assert n_parameters(frozen) == 2
+
+
+def test_float16_check_stores_float32_when_the_rounded_weights_predict_inf():
+    """Final review: evaluate() refuses non-finite predictions, which broke float16_check's fallback: a weight beyond
+    float16's range (65504) rounds to inf, and the rule must store float32 instead of failing."""
+    from xai_loc.models.trainer import float16_check
+
+    model = build_model("loccnn", **TINY).eval()
+    with torch.no_grad():
+        model.fc2.bias[0] = 1e5
+
+    def score(net):
+        out = net(torch.zeros(1, *net.input_shape))
+        if not torch.isfinite(out).all():
+            raise InputError("loccnn predicts inf for window 0")
+        return {"metrics": {"mae": float(out.abs().mean())}}
+
+    stored, entry, record = float16_check(model, score, {"mae": 0.005})
+    assert stored == "float32" and record["within_tolerance"] is False and record["change"] == {}
+    assert record["float16_refused"] == "loccnn predicts inf for window 0"
+    assert entry == score(model)
+    with pytest.raises(InputError, match="predicts inf"):
+        float16_check(model, score, {"mae": 0.005}, dtype="float16")

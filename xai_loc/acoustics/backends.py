@@ -163,16 +163,30 @@ def pyroomacoustics_backend(
     return out
 
 
-@register_backend("gpurir", BackendTraits(devices=(), diffuse_start=_gpurir_tail))
-def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cuda", convention=None,
-                   t_diff=None) -> np.ndarray:
-    """gpuRIR's image-source method (needs CUDA and the gpuRIR package), as the paper ran it."""
-    from xai_loc.acoustics.ism import check_geometry, check_response
+def _gpurir_check(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cuda", convention=None,
+                  t_diff=None):
+    """What :func:`gpurir_backend` refuses before gpuRIR runs (gpuRIR itself asserts ``Tdiff <= Tmax``): the
+    convention, the response's length, the geometry and ``t_diff``; returns the convention, ``t60``, ``t_max``,
+    the checked sources and microphones."""
+    from xai_loc.acoustics.ism import check_geometry, check_response, check_t_diff
 
     conv = get_convention(convention)
     if (conv.reflection_sign, conv.images, conv.length, conv.sub_sample) != (-1, "t2n", "even", "exact"):
         raise InputError(f"backend 'gpurir' simulates gpuRIR's own convention, not {conv.name!r}; "
                          "use backend 'torch' or convention 'gpurir'")
+    t60, t_max, _ = check_response(room, t60, t_max)
+    src, mic, _ = check_geometry(room, sources, mics, t_max)
+    if t_diff is not None:
+        check_t_diff(t_diff, t_max)
+    return conv, t60, t_max, src, mic
+
+
+@register_backend("gpurir", BackendTraits(devices=(), diffuse_start=_gpurir_tail, check=_gpurir_check))
+def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cuda", convention=None,
+                   t_diff=None) -> np.ndarray:
+    """gpuRIR's image-source method (needs CUDA and the gpuRIR package), as the paper ran it."""
+    conv, t60, t_max, src, mic = _gpurir_check(room, sources, mics, t60, t_max=t_max, convention=convention,
+                                               t_diff=t_diff)
     try:
         import gpuRIR
     except ImportError:
@@ -182,8 +196,6 @@ def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, devi
         setting = next((getattr(gpuRIR, n) for n in names if hasattr(gpuRIR, n)), None)
         if setting is not None:
             setting(value)
-    t60, t_max, _ = check_response(room, t60, t_max)
-    src, mic, _ = check_geometry(room, sources, mics, t_max)
     beta = gpuRIR.beta_SabineEstimation(list(room.size), t60)
     n_img = gpuRIR.t2n(t_max, list(room.size), c=room.c)
     t_diff = t_max if t_diff is None else t_diff

@@ -496,12 +496,18 @@ class _Request(NamedTuple):
     n_ism: int  # samples of image sources (all of them but a hybrid response's diffuse tail)
 
 
+def check_t_diff(t_diff, t_max: float) -> float:
+    """``t_diff``, the start of a diffuse tail in seconds, if it lies in ``(0, t_max]``; one line otherwise."""
+    if not (is_real(t_diff) and 0 < t_diff <= t_max):
+        raise InputError(f"t_diff={t_diff!r} s is not allowed; give a value in (0, t_max={t_max}] (t_max is T60 "
+                         "unless given; --t-diff on the command line)")
+    return t_diff
+
+
 def _hybrid_samples(room: ShoeBox, far: float, t60: float, t_max: float, t_diff, n_samples: int, half: int) -> int:
     """Samples of image sources in a hybrid response whose farthest direct path is ``far`` metres long, ``t_diff``
     (None: the default) checked to leave :data:`TAIL_FIT_S` of reflections after that direct sound."""
-    start = diffuse_start(t60, "hybrid", t_diff)
-    if not (is_real(start) and 0 < start <= t_max):
-        raise InputError(f"t_diff={start!r} s is not allowed; give a value in (0, t_max={t_max}]")
+    start = check_t_diff(diffuse_start(t60, "hybrid", t_diff), t_max)
     n_ism = min(n_samples, int(math.ceil(float(start) * room.fs)) + half)
     # an arrival at tau samples reaches, through its filter, at most half samples past floor(tau)
     smallest = _smallest_t_diff(_direct_passed(far, room.fs, room.c, half + 1), half, room.fs)

@@ -688,7 +688,13 @@ def float16_check(model: nn.Module, score: Callable[[nn.Module], dict[str, Any]]
     half = copy.deepcopy(model)
     half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v)
                           for k, v in model.state_dict().items()})
-    entries = {"float32": score(model.eval()), "float16": score(half.eval())}
+    entries = {"float32": score(model.eval())}
+    try:
+        entries["float16"] = score(half.eval())
+    except InputError as err:  # a weight beyond float16's range (65504) predicts inf: nothing to compare
+        if dtype == "float16":
+            raise
+        entries["float16"] = {"metrics": {}, "refused": str(err)}
     m32, m16 = (entries[k]["metrics"] for k in ("float32", "float16"))
     compared = [k for k in tolerance if isinstance(m32.get(k), (int, float)) and isinstance(m16.get(k), (int, float))]
     change = {k: abs(float(m16[k]) - float(m32[k])) for k in compared}
@@ -698,6 +704,8 @@ def float16_check(model: nn.Module, score: Callable[[nn.Module], dict[str, Any]]
               "rule": "float16 when no metric moves by more than its tolerance (at least one compared)",
               "tolerance": dict(tolerance), "within_tolerance": within, "change": change,
               **{name: {k: entries[name]["metrics"][k] for k in compared} for name in entries}}
+    if "refused" in entries["float16"]:
+        record["float16_refused"] = entries["float16"]["refused"]
     return stored, entries[stored], record
 
 

@@ -275,7 +275,10 @@ class AttnLRPMethod(BackwardMethod):
 
     @classmethod
     def explains(cls, arch):
-        return arch in MODELS and family_of(arch).composite is None
+        """Architectures of a family without an LRP composite (BAST's), and plug-ins that subclass BAST."""
+        model = MODELS.get(arch)
+        return model is not None and (family_of(arch).composite is None
+                                      or isinstance(model, type) and issubclass(model, BAST))
 
     @classmethod
     def check(cls, params):

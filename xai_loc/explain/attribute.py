@@ -278,6 +278,9 @@ class Explainer:
         if self.levels.names != (INPUT,):
             self.attrs["levels"] = list(self.levels.names)
         self._active = False
+        if shape and not self._operations_checked:  # refused here, before a caller simulates or reads any data
+            with placed(self.model, self.device), out_of_place(self.model):
+                self._checked(lambda: self._output_on(torch.zeros(1, *shape)))
 
     def provenance(self, **extras: Any) -> dict[str, Any]:
         """Attrs of a family's labelled relevance: :attr:`attrs` (model, method, composite and target with their
@@ -642,8 +645,8 @@ def explain(
     ------
     InputError
         For a model whose output is not a position (use :func:`explain_arrays`); for a window with a NaN or
-        infinite sample, naming the first by its label, before any window is explained (a lazily loaded
-        dataset is read for it a block at a time: one more pass over its windows).
+        infinite sample, naming the first by its label: windows in memory before any is explained, a lazily
+        loaded dataset batch by batch as it is read.
 
     Notes
     -----

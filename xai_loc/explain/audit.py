@@ -30,7 +30,7 @@ from torch import nn
 from xai_loc.errors import InputError
 from xai_loc.explain.attribute import bind_target, lrp_start, out_of_place, placed, resolve_model
 from xai_loc.explain.canonizers import FoldBatchNormForward
-from xai_loc.explain.composites import DATA_MOVEMENT, ModuleRule, OperationRecorder, make_composite, module_rules
+from xai_loc.explain.composites import UNSEEN_OK, ModuleRule, OperationRecorder, make_composite, module_rules
 from xai_loc.explain.targets import check_truth, get_target, targets_for
 from xai_loc.models.families import n_parameters
 
@@ -82,8 +82,8 @@ class AuditReport:
 
     @property
     def flagged_functional(self) -> list[tuple[str, str]]:
-        """Operations outside modules that are not mere data movement."""
-        return [(where, op) for where, op in self.functional if op not in DATA_MOVEMENT]
+        """Operations outside modules that are neither data movement nor gradient-exact (:data:`UNSEEN_OK`)."""
+        return [(where, op) for where, op in self.functional if op not in UNSEEN_OK]
 
     @property
     def problems(self) -> list[str]:
@@ -113,7 +113,7 @@ class AuditReport:
         if not self.functional:
             lines.append("  none")
         for where, op in sorted(set(self.functional)):
-            note = "data movement, harmless" if op not in {o for _, o in self.flagged_functional} \
+            note = "data movement or gradient-exact, harmless" if op not in {o for _, o in self.flagged_functional} \
                 else "INVISIBLE TO HOOKS"
             lines.append(f"  {where or '(model)'}: {op} ({note})")
         lines += ["", f"relevance conservation for one input (target {self.target!r}):",

@@ -80,10 +80,10 @@ from xai_loc.explain.rules import (
 from xai_loc.models.cochleagram_cnn import FrequencyPad
 from xai_loc.models.layers import Gate
 
-__all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "DATA_MOVEMENT", "FIRST_RULES", "GRADIENT_OK", "MAXPOOL_RULES",
-           "NAMED_RULES", "RULE_OPTIONS", "ModuleRule", "OperationRecorder", "check_coverage", "check_operations",
-           "check_rule", "composite_defaults", "make_composite", "module_rules", "register_composite", "rule_label",
-           "unused_option"]
+__all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "DATA_MOVEMENT", "FIRST_RULES", "GRADIENT_EXACT", "GRADIENT_OK",
+           "MAXPOOL_RULES", "NAMED_RULES", "RULE_OPTIONS", "UNSEEN_OK", "ModuleRule", "OperationRecorder",
+           "check_coverage", "check_operations", "check_rule", "composite_defaults", "make_composite",
+           "module_rules", "register_composite", "rule_label", "unused_option"]
 
 CompositeFactory = Callable[..., Composite]
 
@@ -259,8 +259,13 @@ DATA_MOVEMENT = frozenset({
     "stack", "cat", "concat", "reshape", "view", "view_as", "flatten", "unflatten", "squeeze", "unsqueeze",
     "permute", "transpose", "contiguous", "split", "chunk", "unbind", "expand", "expand_as", "__getitem__",
     "size", "dim", "__get__", "narrow", "select", "clone", "detach", "to", "type_as", "float", "double",
-    "numel", "is_floating_point",
+    "numel", "is_floating_point", "__len__",
 })
+#: Torch operations whose plain gradient is the relevance LRP gives them as modules (ReLU's Pass, padding's and eval
+#: dropout's gradient): exact outside modules too.
+GRADIENT_EXACT = frozenset({"relu", "relu_", "pad", "dropout"})
+#: Operations outside modules that LRP's hooks need not see: :data:`DATA_MOVEMENT` and :data:`GRADIENT_EXACT`.
+UNSEEN_OK = DATA_MOVEMENT | GRADIENT_EXACT
 
 
 class OperationRecorder(TorchFunctionMode):
@@ -309,9 +314,10 @@ class OperationRecorder(TorchFunctionMode):
 
 def check_operations(name: str, model: nn.Module, run: Callable[[], Any], skip: str = "") -> Any:
     """Run ``run()``, a forward pass of ``model``, and refuse composite ``name`` on it if the pass calls a torch
-    operation other than data movement (:data:`DATA_MOVEMENT`) outside any module (:class:`OperationRecorder`,
-    what ``xai-loc audit`` flags as invisible to hooks): no rule sees it, so relevance would be silently wrong
-    (a functional ``x + y`` doubles it). Operations inside ``skip``'s subtree (below the first level read) pass.
+    operation other than data movement or a gradient-exact one (:data:`UNSEEN_OK`) outside any module
+    (:class:`OperationRecorder`, what ``xai-loc audit`` flags as invisible to hooks): no rule sees it, so relevance
+    would be silently wrong (a functional ``x + y`` doubles it). Operations inside ``skip``'s subtree (below the
+    first level read) pass.
 
     Returns
     -------
@@ -328,7 +334,7 @@ def check_operations(name: str, model: nn.Module, run: Callable[[], Any], skip: 
             result = run()
     finally:
         recorder.remove()
-    flagged = [(where, op) for where, op in recorder.calls if op not in DATA_MOVEMENT and not _in_subtree(where, skip)]
+    flagged = [(where, op) for where, op in recorder.calls if op not in UNSEEN_OK and not _in_subtree(where, skip)]
     if flagged:
         arch = getattr(model, "arch_name", "") or type(model).__name__
         where, op = flagged[0]

@@ -87,6 +87,26 @@ def test_attn_lrp_explains_a_plug_in_subclass_of_bast(monkeypatch):
     class MyBAST(BAST):
         pass
 
+    from xai_loc.models import families
+
+    monkeypatch.setattr(families, "FAMILIES", dict(families.FAMILIES))  # the plug-in joins a family of this test only
     monkeypatch.setitem(MODELS, "mybast", MyBAST)
     assert AttnLRPMethod.explains("mybast") and AttnLRPMethod.explains("bast")
     assert not AttnLRPMethod.explains("loccnn") and not AttnLRPMethod.explains("cochcnn")
+
+
+def test_models_list_leaves_out_a_plug_in_removed_from_the_registry(monkeypatch):
+    """CI: a plug-in registered for one test joined its generic family (through methods_for's look at every
+    architecture) and `models list` failed with KeyError once the test had removed it from MODELS."""
+    from xai_loc.models import LocCNN, families
+    from xai_loc.models.families import family_of, family_rows
+    from xai_loc.models.registry import MODELS
+
+    monkeypatch.setattr(families, "FAMILIES", dict(families.FAMILIES))  # the plug-in joins a family of this test only
+    with monkeypatch.context() as patch:
+        patch.setitem(MODELS, "gone_plugin", type("Gone", (LocCNN,), {"arch_name": "gone_plugin"}))
+        assert family_of("gone_plugin").name == "generic-position"
+        assert any(row.startswith("  gone_plugin ") for row in family_rows())
+    rows = family_rows()
+    assert not any("gone_plugin" in row for row in rows)
+    assert any(row.startswith("  loccnn ") for row in rows)

@@ -207,9 +207,12 @@ def family_rows() -> list[str]:
         family_of(arch)  # plug-ins registered since import join their generic family
     rows = []
     for family in FAMILIES.values():
+        archs = [arch for arch in family.models if arch in MODELS]  # a plug-in removed from MODELS since it joined
+        if not archs:
+            continue
         group = f"xai-loc {family.cli_group}".rstrip()
         rows.append(f"{family.name}: {family.description} [{group}; composite {family.composite or 'none'}]")
-        for arch in family.models:
+        for arch in archs:
             needed = _required_arguments(MODELS[arch])
             if needed:  # a plug-in without a default configuration
                 rows.append(f"  {arch:12s} (needs arguments: {', '.join(needed)}), {MODELS[arch].output_kind} "

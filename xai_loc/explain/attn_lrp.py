@@ -70,7 +70,7 @@ from xai_loc.explain.methods import BackwardMethod, register_method
 from xai_loc.explain.targets import bind
 from xai_loc.features.spectrogram import Decibel, PowerSpectrum, Standardize
 from xai_loc.models.bast import BAST, MatMul, PositionEmbedding
-from xai_loc.models.families import family_of
+from xai_loc.models.families import FAMILIES
 from xai_loc.models.registry import MODELS
 
 __all__ = ["AttnLRP", "AttnLRPMethod", "BAST_METHODS", "RelevanceLedger", "SOFTMAX_RULES", "attention_rollout",
@@ -275,9 +275,11 @@ class AttnLRPMethod(BackwardMethod):
 
     @classmethod
     def explains(cls, arch):
-        """Architectures of a family without an LRP composite (BAST's), and plug-ins that subclass BAST."""
+        """Architectures of a family without an LRP composite (BAST's), and plug-ins that subclass BAST (looked up,
+        not joined: a plug-in joins its generic family, whose composite is ``'epsilon'``, only where it is used)."""
         model = MODELS.get(arch)
-        return model is not None and (family_of(arch).composite is None
+        owner = next((family for family in FAMILIES.values() if arch in family.models), None)
+        return model is not None and (owner is not None and owner.composite is None
                                       or isinstance(model, type) and issubclass(model, BAST))
 
     @classmethod

@@ -1,6 +1,6 @@
 """Regression tests of the fourth review of the report and figures: ``reproduce`` checks the results it keeps
 before any work; binaural sections are not treated as multichannel; the TDOA threshold of one pair distance is
-drawn; a result of unexpected dimensions is one line; ``report`` checks its output first; titles name each setting
+drawn; ``report`` checks its output first; titles name each setting
 once and call binaural inputs inputs."""
 from __future__ import annotations
 
@@ -32,11 +32,6 @@ def _perturbation(**attrs) -> xr.Dataset:
                               "xyz": ["x", "y", "z"]},
                       attrs={"t60": 0.15, "snr": 25.0, "method": "lrp", "fill": "zero", "n_windows": 7,
                              "n_sources": 2, "models": "{}", **attrs})
-
-
-def _other_dimensions() -> xr.Dataset:
-    """A perturbation result whose constant predictor's error has a model dimension (a foreign file)."""
-    return _perturbation().assign(baseline_mae_mean=("model", [0.1]))
 
 
 def _tdoa(distances=(0.15, 0.45), **attrs) -> xr.Dataset:
@@ -96,14 +91,8 @@ def _other_condition(folder):
             "(T60 0.6 s, SNR 10 dB); keep one condition per folder")
 
 
-def _foreign(folder):
-    path = write_dataset_atomic(_other_dimensions(), folder / "perturbation.nc")
-    return (f"perturbation result {path} cannot be tabulated (variable 'baseline_mae_mean' has dimensions (model): "
-            "only 0-dimensional arrays can be converted to Python scalars); run 'xai-loc perturb' to rebuild it")
-
-
 @pytest.mark.usefixtures("no_simulation")
-@pytest.mark.parametrize("kept, runs", [(_damaged, ()), (_other_condition, ("perturbation",)), (_foreign, ())])
+@pytest.mark.parametrize("kept, runs", [(_damaged, ()), (_other_condition, ("perturbation",))])
 def test_reproduce_refuses_a_result_it_keeps_that_the_report_would_refuse_before_any_work(zoo, tmp_path, kept, runs):
     """Review: a damaged sanity.nc that the run skipped, or a tdoa.nc of another condition in the condition's
     folder, failed the run at its end (exit 2) after all its work, its record finished and the old page removed."""
@@ -149,17 +138,6 @@ def test_the_anomaly_threshold_of_a_single_pair_distance_is_marked(captured_figu
         tdoa.plot_tdoa(_tdoa(distances), "unused")
         (line,) = [ln for ln in drawn["fig"].axes[1].get_lines() if ln.get_label() == "anomaly threshold (median)"]
         assert line.get_marker() == marker and list(line.get_ydata()) == [3.0] * len(set(distances))
-
-
-# 4 -------------------------------------------------------------------------------------------------------------
-def test_a_result_of_other_dimensions_is_one_line_in_figures_and_report(tmp_path):
-    """Review: a perturbation.nc whose baseline_mae_mean has a model dimension ended in a traceback (TypeError)."""
-    path = write_dataset_atomic(_other_dimensions(), tmp_path / "perturbation.nc")
-    why = ("(variable 'baseline_mae_mean' has dimensions (model): only 0-dimensional arrays can be converted to Python "
-           "scalars); run 'xai-loc perturb' to rebuild it")
-    refused(run_cli(["figures", str(tmp_path)]), f"perturbation result {path} cannot be drawn {why}")
-    refused(run_cli(["report", str(tmp_path)]), f"perturbation result {path} cannot be tabulated {why}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["perturbation.nc"]
 
 
 # 5 -------------------------------------------------------------------------------------------------------------

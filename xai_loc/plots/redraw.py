@@ -108,42 +108,21 @@ DRAWERS: dict[str, Drawer] = {
 }
 
 
-#: Where an error raised by reading a stored result says the file is not what its drawer or table expects: a label
-#: or variable it lacks (a KeyError), a variable of other dimensions (a TypeError, ValueError or IndexError).
-_LIBRARIES = ("xarray", "pandas", "numpy", "matplotlib")
-
-
-def _raised_in_a_library(err: Exception) -> bool:
-    """Whether ``err`` was raised inside one of :data:`_LIBRARIES`, not in our own code (which would be a bug)."""
+def _raised_by_a_label_lookup(err: KeyError) -> bool:
+    """Whether ``err`` was raised inside xarray or pandas (a label or variable the file lacks)."""
     tb = err.__traceback__
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return any(name in Path(tb.tb_frame.f_code.co_filename).parts for name in _LIBRARIES)
-
-
-def _variable_of(err: Exception) -> str:
-    """``variable 'name' has dimensions (a, b): `` where a method of a stored variable raised ``err`` (the innermost
-    frame whose ``self`` is a named DataArray), else ``""``."""
-    import xarray as xr
-
-    frames, tb = [], err.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    for frame in reversed(frames):
-        da = frame.f_locals.get("self")
-        if isinstance(da, xr.DataArray) and da.name is not None:
-            return f"variable {str(da.name)!r} has dimensions ({', '.join(map(str, da.dims))}): "
-    return ""
+    parts = Path(tb.tb_frame.f_code.co_filename).parts
+    return "xarray" in parts or "pandas" in parts
 
 
 @contextlib.contextmanager
 def unusable_result(name: str, ds, path: str | Path, doing: str) -> Iterator[None]:
-    """What the block raises because result ``name`` (``ds``, the file ``path``) is not what its figures and tables
-    read, as a one-line :class:`~xai_loc.errors.InputError`: ``<what> <path> <doing> (<why>); run ... to rebuild
-    it``. That is a label or variable it lacks (a KeyError inside :data:`_LIBRARIES`, or a
-    :class:`~xai_loc.plots.labels.MissingAttribute`), a variable of other dimensions (a TypeError, ValueError or
-    IndexError inside them, naming the variable where one raised it) or an attribute that is not JSON."""
+    """What the block raises because result ``name`` (``ds``, the file ``path``) lacks a label or variable
+    (a KeyError inside xarray or pandas, or a :class:`~xai_loc.plots.labels.MissingAttribute`) or holds an
+    attribute that is not JSON, as a one-line
+    :class:`~xai_loc.errors.InputError`: ``<what> <path> <doing> (<why>); run ... to rebuild it``."""
     from xai_loc.errors import InputError
     from xai_loc.experiments.registry import RESULTS
     from xai_loc.plots.labels import MissingAttribute
@@ -151,16 +130,12 @@ def unusable_result(name: str, ds, path: str | Path, doing: str) -> Iterator[Non
     try:
         yield
     except KeyError as err:
-        if not (isinstance(err, MissingAttribute) or _raised_in_a_library(err)):
+        if not (isinstance(err, MissingAttribute) or _raised_by_a_label_lookup(err)):
             raise  # a KeyError of our own code is a bug, not a damaged file
         why = "missing: " + str(err.args[0] if err.args else err).splitlines()[0][:120]
     except json.JSONDecodeError as err:  # only stored attributes are parsed while drawing or tabulating
         key = next((k for k, v in ds.attrs.items() if isinstance(v, str) and v == err.doc), None)
         why = f"attribute {key!r} is not JSON" if key is not None else f"an attribute is not JSON: {err.doc[:40]!r}"
-    except (TypeError, ValueError, IndexError) as err:
-        if not _raised_in_a_library(err):
-            raise
-        why = _variable_of(err) + str(err).splitlines()[0][:120]
     else:
         return
     result = RESULTS[name]

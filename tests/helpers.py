@@ -86,3 +86,22 @@ def small_model(n_mics: int, n_time: int):
 
     torch.manual_seed(3)
     return LocCNN(n_mics, n_time).eval()
+
+
+#: A small configuration of every registered architecture (a new one must add its own; tests/test_pipeline.py checks).
+TINY = {
+    "loccnn": {"n_mics": 4, "n_samples": 175},
+    "samplecnn": {"n_mics": 4, "n_samples": 729},
+    "cochcnn": {"layers": ["c4 1x8", "p1x8", "c8 2x4", "p2x4"], "n_samples": 4800, "dense": 16},
+    "tfcnn": {"channels": [4, 8], "dense": [16], "n_samples": 1600},
+    "cuenet": {"channels": 8, "hidden": 16, "n_samples": 2205},
+    "bast": {"dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32, "n_samples": 4000},
+}
+
+
+def never(what: str):
+    """A stand-in for ``what`` that fails the test if it is called."""
+    def work(*args, **kwargs):
+        raise AssertionError(f"{what} ran before the refusal")
+
+    return work

@@ -7,22 +7,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import one_line, refused, run_cli
+from helpers import TINY, one_line, refused, run_cli
 
 from xai_loc.explain.attribute import Explainer
 from xai_loc.explain.binaural import explain_ears
 from xai_loc.models import build_model
 from xai_loc.models.zoo import pretrained_dir
 
-#: Small configurations of every family (those of tests/test_pipeline.py).
-TINY = {
-    "loccnn": {"n_mics": 4, "n_samples": 175},
-    "samplecnn": {"n_mics": 4, "n_samples": 729},
-    "cochcnn": {"layers": ["c4 1x8", "p1x8", "c8 2x4", "p2x4"], "n_samples": 4800, "dense": 16},
-    "tfcnn": {"channels": [4, 8], "dense": [16], "n_samples": 1600},
-    "cuenet": {"channels": 8, "hidden": 16, "n_samples": 2205},
-    "bast": {"dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32, "n_samples": 4000},
-}
 ALLOWED = "lrp, saliency, input_x_gradient, integrated_gradients, deeplift, gradient_shap, occlusion"
 COCHCNN = pretrained_dir() / "cochcnn_default.safetensors"
 

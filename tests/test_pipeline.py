@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import TINY
 from torch import nn
 
 from xai_loc.errors import InputError
@@ -12,15 +13,6 @@ from xai_loc.explain.targets import targets_for
 from xai_loc.models import FAMILIES, MODELS, build_model, family_of
 from xai_loc.models.base import OUTPUT_KINDS, Localizer
 
-#: A small configuration of every registered architecture (a new one must add its own).
-TINY = {
-    "loccnn": {"n_mics": 4, "n_samples": 175},
-    "samplecnn": {"n_mics": 4, "n_samples": 729},
-    "cochcnn": {"layers": ["c4 1x8", "p1x8", "c8 2x4", "p2x4"], "n_samples": 4800, "dense": 16},
-    "tfcnn": {"channels": [4, 8], "dense": [16], "n_samples": 1600},
-    "cuenet": {"channels": 8, "hidden": 16, "n_samples": 2205},
-    "bast": {"dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 32, "n_samples": 4000},
-}
 #: True values per output kind for a batch of two.
 TRUTH = {"position": [[1.0, 5.0, 1.2], [2.0, 6.0, 1.4]], "azimuth": [10.0, -20.0],
          "azimuth_elevation": [[10.0, 0.0], [20.0, 10.0]], "direction_classes": [0, 1], "cos_sin": [10.0, 200.0]}

@@ -16,6 +16,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from helpers import never
 from test_scripts_hardening import TREE, run_here
 
 from xai_loc.errors import InputError
@@ -35,12 +36,6 @@ def _shipped(monkeypatch):
     monkeypatch.setenv("XAI_LOC_PRETRAINED", str(PRETRAINED))
 
 
-def never(what: str):
-    """A stand-in for ``what`` that fails the test if it is called."""
-    def work(*args, **kwargs):
-        raise AssertionError(f"{what} ran before the refusal")
-
-    return work
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import refused, run_cli
+from helpers import never, refused, run_cli
 from test_scripts_hardening import run_here, zoo_card
 
 from xai_loc.errors import InputError
@@ -31,12 +31,6 @@ def _shipped(monkeypatch):
     monkeypatch.setenv("XAI_LOC_PRETRAINED", str(PRETRAINED))
 
 
-def never(what: str):
-    """A stand-in for ``what`` that fails the test if it is called."""
-    def work(*args, **kwargs):
-        raise AssertionError(f"{what} ran before the refusal")
-
-    return work
 
 
 def one_line_refusal(done, line: str) -> None:

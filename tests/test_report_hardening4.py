@@ -87,8 +87,8 @@ def _damaged(folder):
 
 def _other_condition(folder):
     write_dataset_atomic(_tdoa(t60=0.6, snr=10.0), folder / "tdoa.nc")
-    return (f"{folder} holds results of different conditions: perturbation.nc (T60 0.15 s, SNR 25 dB), tdoa.nc "
-            "(T60 0.6 s, SNR 10 dB); keep one condition per folder")
+    return (f"{folder / 'tdoa.nc'} holds results of T60 0.6 s, SNR 10 dB, but this run writes those of T60 0.15 s, "
+            f"SNR 25 dB into {folder} (one condition per folder); remove tdoa.nc or choose another output folder")
 
 
 @pytest.mark.usefixtures("no_simulation")

@@ -131,10 +131,10 @@ def study_options(quick: bool) -> dict[str, dict[str, Any]]:
     return options
 
 
-def check_skip(skip: Sequence[str], what: str = "skip") -> tuple[str, ...]:
-    """Validate the names of experiments to leave out of the study (:data:`STUDY_EXPERIMENTS`), each once;
-    ``what`` names them in the error (``--skip`` on the command line)."""
-    names = tuple(str(name).strip() for name in skip)
+def check_skip(skip: str | Sequence[str], what: str = "skip") -> tuple[str, ...]:
+    """Validate the names of experiments (one name or several) to leave out of the study (:data:`STUDY_EXPERIMENTS`),
+    each once; ``what`` names them in the error (``--skip`` on the command line)."""
+    names = tuple(str(name).strip() for name in ((skip,) if isinstance(skip, str) else skip))
     for name in names:
         if name not in STUDY_EXPERIMENTS:
             raise InputError(f"{what} {name!r} is not an experiment of the study; allowed: "
@@ -168,6 +168,41 @@ def _evaluate(models: ModelSet, name: str, store, batch_size: int, device: str, 
         return evaluate(module, store, batch_size, device, progress).summary()
 
 
+def _check_archs(archs) -> tuple[str, ...]:
+    """``archs`` (one name or several) if each names a registered localizer of source positions, whose test data the
+    study simulates; one line naming the first that does not and what is allowed."""
+    from xai_loc.models import MODELS
+
+    names = (archs,) if isinstance(archs, str) else tuple(archs)
+    allowed = [name for name, cls in MODELS.items() if cls.output_kind == "position"]
+    for name in names:
+        if name not in allowed:
+            raise InputError(f"architecture {name!r} is not a localizer of source positions that the study runs; "
+                             f"allowed: {', '.join(allowed)}")
+    return names
+
+
+def _check_conditions(conditions, room) -> list[tuple[float, float]]:
+    """``conditions`` as (T60, SNR) pairs of floats that ``room`` allows, each in a folder of its own
+    (:func:`~xai_loc.data.store.condition_name`); one line naming the first that is not."""
+    from xai_loc.acoustics.room import check_snr, check_t60
+    from xai_loc.data.store import condition_name
+
+    checked: dict[str, tuple[float, float]] = {}
+    for item in conditions:
+        try:
+            t60, snr = item
+        except (TypeError, ValueError):
+            raise InputError(f"condition {item!r} is not allowed; give (T60 s, SNR dB) pairs") from None
+        condition = check_t60(t60, room), check_snr(snr)
+        name = condition_name(*condition)
+        if name in checked:
+            raise InputError(f"conditions {checked[name]!r} and {condition!r} are both condition {name}; give each "
+                             "condition once")
+        checked[name] = condition
+    return list(checked.values())
+
+
 def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
     """The checkpoints of ``archs`` for (``t60``, ``snr``) in ``folder`` (None: the shipped ones), found by their
     names; one line where a card holds another architecture or condition than its file's name says."""
@@ -196,16 +231,17 @@ def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
 
 
 def _check_out(out: Path, conditions: Mapping[str, str], experiments: Sequence[str]) -> None:
-    """One line, before any work, where a condition's folder is a link (the report does not follow links), a file,
-    or cannot be written, or where a file the run writes is a folder: the study's own, and in each condition's
-    folder (``conditions``: folder name -> the model of its inspection figure) those of every experiment of
-    ``experiments`` (as :func:`run_experiment` checks them) and the inspection figure."""
+    """One line, before any work, where ``out`` or a condition's folder is a file or cannot be written, a condition's
+    folder is a link (the report does not follow links), or where a file the run writes is a folder: the study's
+    own, and in each condition's folder (``conditions``: folder name -> the model of its inspection figure) those of
+    every experiment of ``experiments`` (as :func:`run_experiment` checks them) and the inspection figure."""
     from xai_loc.cli_params import check_out_dir
     from xai_loc.experiments.registry import get_experiment
     from xai_loc.io import check_file_path, figure_files
     from xai_loc.plots.inspection import INSPECTION
     from xai_loc.report.study_run import STUDY_RECORD
 
+    check_out_dir(out, "output folder")
     for name in (STUDY_RECORD, SUMMARY, REPORT):
         check_file_path(out / name)
     for name, first in conditions.items():
@@ -233,11 +269,15 @@ def _check_kept(out: Path, conditions: Mapping[str, tuple[float, float]], experi
 
 def _check_stores(scene, conditions, root, n_sources: int | None) -> None:
     """One line, before anything is written, where the test store a condition reuses under ``root`` holds data
-    of another configuration (read only: :func:`~xai_loc.data.store.check_dataset`)."""
+    of another configuration (read only: :func:`~xai_loc.data.store.check_dataset`), or where the folder of one the
+    run simulates cannot be written."""
+    from xai_loc.cli_params import check_out_dir
     from xai_loc.data.store import check_dataset
 
     for t60, snr in conditions:
-        check_dataset(scene, "test", t60, snr, root=root, n_sources=n_sources)
+        path = check_dataset(scene, "test", t60, snr, root=root, n_sources=n_sources)
+        if not path.is_dir():  # simulated by the run
+            check_out_dir(path.parent, f"the folder of {path.name}")
 
 
 def reproduce(out: str | Path, *, quick: bool = False, data_root=None, conditions=None,
@@ -257,9 +297,9 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     data_root
         Where test data is simulated (default: ``$XAI_LOC_DATA`` or ``./xai-loc-data``).
     conditions
-        (T60, SNR) pairs (default: the paper's four).
+        (T60, SNR) pairs (default: the paper's four), each once.
     archs
-        Architectures to include when a checkpoint exists for the condition.
+        Architectures (localizers of source positions) to include when a checkpoint exists for the condition.
     pretrained
         Checkpoint folder (default: the shipped ``pretrained/``), checkpoints under the shipped names, each
         card holding the architecture and condition its name says (checked before any work starts).
@@ -272,10 +312,11 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     Raises
     ------
     InputError
-        One line, before any work: a bad ``skip``, no checkpoint, a checkpoint whose card disagrees with its
-        name, an output that cannot be used (:func:`_check_out`), a result the run keeps below ``out`` that the
-        report at the end would refuse (:func:`_check_kept`) or a test store under ``data_root`` that holds other
-        data (:func:`_check_stores`).
+        One line, before any work: a bad ``skip``, ``archs``, condition, ``batch_size`` or ``device``, no
+        checkpoint, a checkpoint whose card disagrees with its name, an output that cannot be used
+        (:func:`_check_out`), a result the run keeps below ``out`` that the report at the end would refuse
+        (:func:`_check_kept`) or a test store under ``data_root`` that holds other data or cannot be written
+        (:func:`_check_stores`).
     """
     skip = check_skip(skip)
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
@@ -283,17 +324,22 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.experiments.tdoa_probe import explain_models
     from xai_loc.io import write_text_atomic
+    from xai_loc.models.base import check_positive_int
     from xai_loc.models.zoo import data_convention, paper_mae
     from xai_loc.plots.inspection import INSPECTION, plot_inspection
     from xai_loc.report import write_report
     from xai_loc.report.collect import result_paths
     from xai_loc.report.study_run import StudyRun
+    from xai_loc.runtime import resolve_device
 
     out = Path(out)
     progress = sys.stderr.isatty() if progress is None else progress
     n_sources = QUICK_SOURCES if quick else None
     scene = paper_scene(convention)
-    plan = [(t60, snr, _available(archs, t60, snr, pretrained)) for t60, snr in conditions or PAPER_CONDITIONS]
+    archs, conditions = _check_archs(archs), _check_conditions(conditions or PAPER_CONDITIONS, scene.room)
+    check_positive_int("batch_size", batch_size)
+    resolve_device(device)
+    plan = [(t60, snr, _available(archs, t60, snr, pretrained)) for t60, snr in conditions]
     missing = [(arch, t60, snr) for t60, snr, found in plan for arch in archs if arch not in found]
     if not any(found for _, _, found in plan):
         from xai_loc.models.zoo import pretrained_dir

@@ -231,6 +231,17 @@ def option_defaults(backend: str) -> dict[str, object]:
             and param.name not in ("t_max", "device", "dtype", "convention")}
 
 
+def without_defaults(backend: str, options: Mapping, t60: float) -> dict:
+    """``options`` of registered ``backend`` less those that ask it at ``t60`` for what it does without them: options
+    at their defaults (:func:`option_defaults`; ``{}`` and ``{'mode': 'ism'}`` ask the torch backend for the same
+    responses) and a ``t_diff`` where the others start the diffuse tail (:attr:`BackendTraits.diffuse_start`,
+    computed as the backend computes it: ``t_diff=0.15`` at T60 0.6 s in hybrid mode is its default, T60 / 4)."""
+    defaults = option_defaults(backend)
+    kept = {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
+    others = {k: v for k, v in kept.items() if k != "t_diff"}
+    return others if "t_diff" in kept and kept["t_diff"] == TRAITS[backend].diffuse_start(others, t60) else kept
+
+
 def check_options(backend: str, names, taken: tuple[str, ...] = ()) -> None:
     """Refuse an unknown backend, or an option name it does not take, in one line naming what is allowed
     (less ``taken``: the names a caller sets itself)."""

@@ -124,7 +124,7 @@ def simulate(ctx, t60, snr, split, n_sources, scene, data, backend, mode, t_diff
         raise InputError(f"--t-diff {t_diff:g} is not allowed with {with_what}, which has no diffuse tail; use "
                          "--backend torch --mode hybrid, or --backend gpurir")
     options = {"mode": mode} if backend == "torch" else {}
-    if t_diff is not None:  # absent by default: the record and digest of a default hybrid store stay as they were
+    if t_diff is not None:  # the store leaves out a t_diff at its default (T60/4 in hybrid mode) and reuses its data
         options["t_diff"] = t_diff
     with cluster(scheduler, workers) as client:
         path = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, corpus=corpus, seed=seed,

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xai_loc.acoustics.backends import BACKENDS, TRAITS, check_options, check_rirs, option_defaults, simulate_rirs
+from xai_loc.acoustics.backends import BACKENDS, TRAITS, check_options, check_rirs, simulate_rirs, without_defaults
 from xai_loc.acoustics.conventions import DEFAULT_CONVENTION, get_convention, rir_length
 from xai_loc.acoustics.render import render_windows, render_windows_batch, window_count
 from xai_loc.acoustics.room import check_snr, check_t60
@@ -266,12 +266,13 @@ class _Job:
 _RESERVED_OPTIONS = ("seed", "device", "convention", "dtype", "as_tensor")
 
 
-def _checked_options(backend: str, rir_options: Mapping | None) -> dict:
-    """RIR options as a store records them, checked before anything is planned or written.
+def _checked_options(backend: str, rir_options: Mapping | None, t60: float) -> dict:
+    """RIR options as a store of condition ``t60`` records them, checked before anything is planned or written.
 
     A mapping of option names ``backend`` takes (none of :data:`_RESERVED_OPTIONS`), ``t_max`` a
     positive number of seconds, every value JSON; NumPy scalars become the Python numbers they hold,
-    and options at the backend's defaults are left out (:func:`_without_defaults`).
+    and options that ask for what the backend does without them are left out
+    (:func:`~xai_loc.acoustics.backends.without_defaults`).
     """
     if rir_options is None:
         return {}
@@ -293,14 +294,7 @@ def _checked_options(backend: str, rir_options: Mapping | None) -> dict:
         except (TypeError, ValueError):
             raise InputError(f"RIR option {key}={value!r} is not allowed; give a finite number, a string, a bool, "
                              "None or a list of them") from None
-    return _without_defaults(backend, options)
-
-
-def _without_defaults(backend: str | None, options: Mapping) -> dict:
-    """RIR options less those at ``backend``'s defaults: ``{}`` and ``{'mode': 'ism'}`` ask the torch backend for the
-    same responses, so a store records (and a digest covers) the same options for both."""
-    defaults = option_defaults(backend) if backend in BACKENDS else {}
-    return {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
+    return without_defaults(backend, options, t60)
 
 
 def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None, corpus, seed: int, backend: str,
@@ -323,7 +317,7 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
     if not (is_integer(seed) and seed >= 0):
         raise InputError(f"seed={seed!r} is not allowed; use an integer >= 0")
     seed = int(seed)
-    rir_options = _checked_options(backend, rir_options)
+    rir_options = _checked_options(backend, rir_options, t60)
     ids = scene.source_ids(split)
     if ids.size == 0:
         raise InputError(f"split {split!r} of scene {scene.name!r} holds no sources; give it source ids (or a "
@@ -447,7 +441,9 @@ def _identity(config: dict) -> dict:
     stores recorded them before :func:`_checked_options` left them out), and so does the corpus' name where its
     :func:`corpus_digest` is recorded (the digest identifies the audio; a folder's name is the path it was given
     by, which another spelling of the same folder changes)."""
-    options = _without_defaults(config.get("backend"), config.get("rir_options") or {})
+    options = config.get("rir_options") or {}
+    if config.get("backend") in BACKENDS and is_real(config.get("t60")):
+        options = without_defaults(config["backend"], options, config["t60"])
     named = {k: v for k, v in config.items() if k != "corpus" or "corpus_digest" not in config}
     return {**named, "rir_options": options}
 

@@ -116,14 +116,22 @@ def _figures(name: str, ds, path: Path) -> dict[str, bytes]:
         return {Path(p).name: Path(p).read_bytes() for p in drawn if Path(p).suffix == ".png"}
 
 
-def _one_condition_per_folder(recorded: Mapping[Path, tuple[float, float]]) -> None:
+def _one_condition_per_folder(recorded: Mapping[Path, tuple[float, float]],
+                              rewritten: Mapping[Path, tuple[float, float]]) -> None:
     """One line where a folder holds results of different conditions (a section has one title); ``recorded``:
-    result file -> the (T60, SNR) it records (:func:`~xai_loc.plots.redraw.recorded_condition`)."""
+    result file -> the (T60, SNR) it records (:func:`~xai_loc.plots.redraw.recorded_condition`), ``rewritten``: the
+    same of the results a run is about to write (named in the message as what the run writes)."""
     conditions: dict[Path, dict[tuple[float, float], str]] = {}
-    for path, key in sorted(recorded.items()):
+    for path, key in sorted({**rewritten, **recorded}.items()):
         if all(math.isfinite(v) for v in key):  # a binaural store's results record no condition (NaN)
             conditions.setdefault(path.parent, {}).setdefault(key, path.name)
     for folder, found in sorted(conditions.items()):
+        run = next((key for path, key in rewritten.items() if path.parent == folder), None)
+        if len(found) > 1 and run is not None:
+            name, (t, s) = next((name, key) for key, name in sorted(found.items()) if key != run)
+            raise InputError(f"{folder / name} holds results of T60 {t:g} s, SNR {s:g} dB, but this run writes those "
+                             f"of T60 {run[0]:g} s, SNR {run[1]:g} dB into {folder} (one condition per folder); "
+                             f"remove {name} or choose another output folder")
         if len(found) > 1:
             listed = ", ".join(f"{name} (T60 {t:g} s, SNR {s:g} dB)" for (t, s), name in sorted(found.items()))
             raise InputError(f"{folder} holds results of different conditions: {listed}; keep one condition per "
@@ -157,8 +165,8 @@ def _open_all(found, rewritten: Mapping[Path, tuple[float, float]] | None = None
     from xai_loc.plots.redraw import recorded_condition
 
     opened = [(path, result, result.open(path)) for path, result in found]
-    _one_condition_per_folder({**(rewritten or {}), **{path: recorded_condition(result.name, ds, path)
-                                                       for path, result, ds in opened}})
+    _one_condition_per_folder({path: recorded_condition(result.name, ds, path) for path, result, ds in opened},
+                              rewritten or {})
     return opened
 
 

@@ -509,7 +509,8 @@ class ResumableStore:
         fsync_path(self.partial)
         os.replace(self.partial, self.path)
         fsync_path(self.path.parent)  # the new name survives a power loss
-        os.remove(self.progress_file)
+        # a reader that found the finished store may have removed it already (it does so unlocked)
+        self.progress_file.unlink(missing_ok=True)
         return self.path
 
 

@@ -96,7 +96,7 @@ def condition_value(value: float) -> float:
     """``value`` as the condition it names: its 6-digit ``:g`` form where that is within float32 rounding of it
     (``np.float32(0.6)``, ``0.1 + 0.2``: the conditions 0.6 and 0.3 of the shipped checkpoints), else itself
     (``0.2000001`` stays a condition of its own)."""
-    value = float(value)
+    value = float(value) + 0.0  # -0.0 is the condition 0
     short = float(f"{value:g}")
     return short if math.isclose(short, value, rel_tol=1e-7, abs_tol=1e-12) else value
 

@@ -73,17 +73,19 @@ def test_deletion_predictions_of_a_model_in_training_mode_are_those_of_eval_mode
 
 
 @pytest.mark.parametrize(("build", "message"), [
-    (lambda: SincDownsample(48000, 0), "fs=48000, out_fs=0 are not allowed; give positive integer rates in Hz"),
-    (lambda: SincDownsample(-48000, 8000), "fs=-48000, out_fs=8000 are not allowed; give positive integer rates in Hz"),
-    (lambda: ERBFilterbank(fs=0), "fs=0 is not allowed; give a positive integer rate in Hz"),
-    (lambda: ERBFilterbank(fs=math.nan), "fs=nan is not allowed; give a positive integer rate in Hz"),
+    (lambda: SincDownsample(48000, 0), "out_fs=0 is not allowed; give a positive integer rate in Hz such as 16000"),
+    (lambda: SincDownsample(-48000, 8000),
+     "fs=-48000 is not allowed; give a positive integer rate in Hz such as 16000"),
+    (lambda: ERBFilterbank(fs=0), "fs=0 is not allowed; give a positive integer rate in Hz such as 16000"),
+    (lambda: ERBFilterbank(fs=math.nan), "fs=nan is not allowed; give a positive integer rate in Hz such as 16000"),
     (lambda: FrameSTFT(n_fft=0), "n_fft=0 is not allowed; give an integer >= 2 such as 256"),
     (lambda: FrameSTFT(hop=0), "hop=0 is not allowed; give an integer in 1..n_fft=256"),
     (lambda: FrameSTFT(fs=0), "fs=0 is not allowed; give a positive integer rate in Hz such as 16000"),
     (lambda: stft_kernel(0, 16000), "n_fft=0 is not allowed; give an integer >= 2 such as 256"),
     (lambda: stft_kernel(256, 0), "fs=0 is not allowed; use a number > 0"),
-    (lambda: GammatoneFilterbank(0, [100.0]), "fs=0 is not allowed; use a number > 0"),
-    (lambda: GammatoneFilterbank(math.inf, [100.0]), "fs=inf is not allowed; use a number > 0"),
+    (lambda: GammatoneFilterbank(0, [100.0]), "fs=0 is not allowed; give a positive integer rate in Hz such as 16000"),
+    (lambda: GammatoneFilterbank(math.inf, [100.0]),
+     "fs=inf is not allowed; give a positive integer rate in Hz such as 16000"),
 ])
 def test_front_end_building_blocks_refuse_bad_rates_and_frames(build, message):
     assert one_line(build) == message

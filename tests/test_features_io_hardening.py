@@ -53,8 +53,8 @@ def test_spectrogram_settings_that_are_not_finite_numbers(options, message):
 
 @pytest.mark.parametrize("options, message", [
     ({"n_filters": NAN}, r"^n_filters=nan is not allowed"),
-    ({"fs": INF}, r"^fs=inf, out_fs=8000 are not allowed"),
-    ({"out_fs": NAN}, r"^fs=48000, out_fs=nan are not allowed"),
+    ({"fs": INF}, r"^fs=inf is not allowed; give a positive integer rate"),
+    ({"out_fs": NAN}, r"^out_fs=nan is not allowed; give a positive integer rate"),
     ({"signal_length": NAN}, r"^signal_length=nan is not allowed; give a whole number of samples >= 1"),
     ({"signal_length": 0}, r"^signal_length=0 is not allowed"),
     ({"f_min": "30"}, r"^band edges f_min='30'"),

@@ -50,7 +50,7 @@ def test_shape_checks_are_shared():
         with pytest.raises(InputError, match=rf"^ear signals of shape \(1, 3, {n}\) are not allowed; give \[batch, "
                                              r"2 ears, samples\]$"):
             make()(torch.zeros(1, 3, n))
-    assert xai_loc.features.__all__ == ["check_waveforms"]  # the unused front-end registry is gone
+    assert xai_loc.features.__all__ == ["check_waveforms", "in_float32"]  # the unused front-end registry is gone
 
 
 # -- 2: empty batches ---------------------------------------------------------------------------------------

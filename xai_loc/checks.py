@@ -54,6 +54,14 @@ def check_integer(name: str, value: Any, *, minimum: int = 0, maximum: int | Non
     return int(value)
 
 
+def check_fs(fs: Any, what: str = "fs") -> int:
+    """Return a sample rate in Hz as an int if it is a positive whole number: ``16000``, ``16000.0`` or a NumPy
+    integer or float holding one (every front end, HRTF set and corpus checks its rate here)."""
+    if not (is_real(fs) and fs > 0 and fs == int(fs)):
+        raise InputError(f"{what}={fs!r} is not allowed; give a positive integer rate in Hz such as 16000")
+    return int(fs)
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``choices``."""
     if value not in choices:

@@ -46,7 +46,7 @@ from xai_loc.acoustics.ism import (
     check_response,
 )
 from xai_loc.acoustics.room import ShoeBox, check_snr
-from xai_loc.checks import is_integer, is_real
+from xai_loc.checks import check_fs, is_integer, is_real
 from xai_loc.errors import InputError
 from xai_loc.runtime import resolve_device
 
@@ -382,8 +382,6 @@ def anechoic_rirs(
     fractional-delay sinc), as the direct path of :func:`binaural_rirs`. ``N`` defaults to
     the last arrival plus the HRIR length.
     """
-    from xai_loc.acoustics.speech import check_fs
-
     fs = check_fs(fs)
     if not (is_real(c) and c > 0):
         raise InputError(f"c={c!r} is not allowed; use a positive speed of sound in m/s")
@@ -483,6 +481,9 @@ def load_room(name: str) -> RoomPreset:
 SoundMaker = Callable[[np.random.Generator, int, int], np.ndarray]
 #: Synthetic non-speech sounds by kind: ``maker(rng, fs, n_samples) -> (n_samples,)``.
 SOUNDS: dict[str, SoundMaker] = {}
+#: Stream key of each built-in kind in :func:`synthesize`'s seed (their places in the sorted names of the five,
+#: frozen so that registering another kind changes no built-in sound); see :func:`sound_key`.
+_BUILT_IN_KEYS = {"am_noise": 0, "click_train": 1, "pink_burst": 2, "tone_complex": 3, "white_burst": 4}
 #: Lowest rate in Hz at which each kind of :data:`SOUNDS` can be made.
 SOUND_MIN_FS: dict[str, int] = {}
 
@@ -595,6 +596,16 @@ def am_noise(rng: np.random.Generator, fs: int, n: int) -> np.ndarray:
     return _ramp(x * env, fs, 10.0)
 
 
+def sound_key(kind: str) -> int:
+    """The stream key of a sound kind: :func:`synthesize` seeds ``kind`` with ``SeedSequence([seed, key])``.
+
+    The built-in kinds keep 0 to 4 (:data:`_BUILT_IN_KEYS`); any other kind gets the bytes ``0x01`` + its UTF-8
+    name read as one big-endian integer: a key of its own name alone (no two names share one, none is below 256),
+    so a kind's sounds do not depend on which other kinds are registered.
+    """
+    return _BUILT_IN_KEYS.get(kind, int.from_bytes(b"\x01" + kind.encode(), "big"))
+
+
 def check_sound_fs(kinds, fs: int) -> None:
     """Refuse, in one line, a rate ``fs`` (Hz) below the lowest at which a kind of ``kinds`` can be made
     (:data:`SOUND_MIN_FS`; kinds not registered there, such as speech, pass)."""
@@ -607,10 +618,9 @@ def check_sound_fs(kinds, fs: int) -> None:
 def synthesize(kind: str, fs: int = 48000, duration: float = 1.0, seed: int = 0) -> np.ndarray:
     """One synthetic sound, float32 ``(round(duration * fs),)``, peak-normalized to 1.
 
-    The same ``(kind, fs, duration, seed)`` always gives the same samples.
+    The same ``(kind, fs, duration, seed)`` always gives the same samples, whatever other kinds are registered
+    (:func:`sound_key`).
     """
-    from xai_loc.acoustics.speech import check_fs
-
     if kind not in SOUNDS:
         raise InputError(f"unknown sound kind {kind!r}; allowed: {', '.join(SOUNDS)}")
     fs = check_fs(fs)
@@ -620,7 +630,7 @@ def synthesize(kind: str, fs: int = 48000, duration: float = 1.0, seed: int = 0)
     if not (is_integer(seed) and seed >= 0):
         raise InputError(f"seed={seed!r} is not allowed; use a non-negative integer")
     n = int(round(float(duration) * fs))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), sorted(SOUNDS).index(kind)]))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), sound_key(kind)]))
     x = SOUNDS[kind](rng, fs, n)
     peak = np.max(np.abs(x))
     return (x / peak if peak > 0 else x).astype(np.float32)
@@ -865,7 +875,7 @@ __all__ = [
     # rooms
     "RoomPreset", "ROOMS", "load_room",
     # sounds and rendering
-    "SOUNDS", "SOUND_MIN_FS", "check_sound_fs", "register_sound", "synthesize", "sound_set",
+    "SOUNDS", "SOUND_MIN_FS", "check_sound_fs", "register_sound", "sound_key", "synthesize", "sound_set",
     "spatialize", "diffuse_noise", "spatialized_noise", "render_scene", "render_binaural", "BACKGROUNDS",
     # levels
     "REFERENCE_RMS", "MAX_LEVEL_DB", "check_level", "scale_to_level",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xai_loc.checks import is_real
+from xai_loc.checks import check_fs, is_real
 from xai_loc.errors import InputError
 
 #: Folder of the shipped HRTF sets.
@@ -100,8 +100,6 @@ class HRTFSet:
     attrs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from xai_loc.acoustics.speech import check_fs
-
         hrirs = np.array(self.hrirs, dtype=np.float64)  # a copy: it is made read-only below
         dirs = np.asarray(self.directions, dtype=np.float64)
         if hrirs.ndim != 3 or hrirs.shape[1] != 2 or hrirs.shape[0] < 1 or hrirs.shape[2] < 1:
@@ -450,7 +448,7 @@ class HRTFSet:
         that the filters keep their frequency response (the same gain on a signal at the new
         rate); content above the lower Nyquist frequency is removed when downsampling.
         """
-        from xai_loc.acoustics.speech import check_fs, resample
+        from xai_loc.acoustics.speech import resample
 
         fs = check_fs(fs)
         if fs == self.fs:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import struct
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from xai_loc.checks import is_integer, is_real
+from xai_loc.checks import check_fs, is_integer, is_real  # check_fs: also importable from here
 from xai_loc.errors import InputError
 
 #: File suffixes (lower case) that :meth:`SpeechCorpus.from_folder` picks up.
@@ -53,15 +53,6 @@ Loader = Callable[[str], RawAudio]
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
-
-
-def check_fs(fs: Any, what: str = "fs") -> int:
-    """Return ``fs`` as an int, or raise :class:`InputError` unless it is a positive integer."""
-    if isinstance(fs, bool) or not isinstance(fs, (int, float, np.integer, np.floating)):
-        raise InputError(f"{what}={fs!r} is not allowed; use a positive integer rate in Hz such as 16000")
-    if not (math.isfinite(fs) and fs > 0 and int(fs) == fs):
-        raise InputError(f"{what}={fs!r} is not allowed; use a positive integer rate in Hz such as 16000")
-    return int(fs)
 
 
 def resample_factors(fs_in: float, fs_out: int, source: str = "audio") -> tuple[int, int]:
@@ -101,23 +92,62 @@ def resample(x: np.ndarray, fs_in: float, fs_out: int, source: str = "audio") ->
     return resample_poly(x, up, down, axis=-1)
 
 
+def _wav_frames(path: Path) -> tuple[int, int] | None:
+    """Sample frames that a RIFF/WAVE file's header declares and that its data chunk holds.
+
+    None for other files, for the sizes of a stream written without seeking back (0 or ``0xFFFFFFFF``) and for
+    headers too damaged to tell (soundfile then says what is wrong).
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:] != b"WAVE":
+            return None
+        order, size, block = "<" if head[:4] == b"RIFF" else ">", path.stat().st_size, 0
+        while len(chunk := f.read(8)) == 8:
+            name, n = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
+            start = f.tell()
+            if name == b"fmt " and len(fmt := f.read(14)) == 14:
+                block = struct.unpack(order + "H", fmt[12:])[0]  # nBlockAlign: bytes per sample frame
+            elif name == b"data":
+                if block == 0 or n in (0, 0xFFFFFFFF):
+                    return None
+                return n // block, min(n, size - start) // block
+            f.seek(start + n + n % 2)  # chunks are padded to an even size
+    return None
+
+
+def read_sound(path: str | Path) -> tuple[np.ndarray, int]:
+    """Samples ``(n, channels)`` (float64) and rate in Hz of a sound file (anything soundfile reads).
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read, or is a WAV file whose header declares more sample frames than it holds (a
+        cut copy or download, which libsndfile would read as a shorter file without a word).
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    try:
+        frames = _wav_frames(path)
+        data, fs = sf.read(str(path), dtype="float64", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
+        raise InputError(f"cannot read sound file {path}: {_one_line(err)}; give a valid wav, flac or ogg file"
+                         ) from None
+    if frames is not None and frames[1] < frames[0]:
+        raise InputError(f"{path} is truncated: its header declares {frames[0]} frames, the file holds {frames[1]}")
+    return data, fs
+
+
 class _SoundFileLoader:
-    """Reads ``paths[uid]`` with soundfile (picklable, unlike a closure)."""
+    """Reads ``paths[uid]`` with :func:`read_sound` (picklable, unlike a closure)."""
 
     def __init__(self, paths: Mapping[str, Path]) -> None:
         self.paths = dict(paths)
 
     def __call__(self, uid: str) -> RawAudio:
-        import soundfile as sf
-
         path = self.paths[uid]
-        try:
-            data, fs = sf.read(str(path), dtype="float64", always_2d=True)
-        except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
-            raise InputError(
-                f"cannot read audio file {path}: {_one_line(err)}; use a valid wav, flac or ogg file"
-            ) from None
-        return RawAudio(data, fs, str(path))
+        return RawAudio(*read_sound(path), str(path))
 
 
 class _ArrayLoader:

@@ -48,7 +48,7 @@ import numpy as np
 
 from xai_loc.acoustics.binaural import check_sound_fs
 from xai_loc.acoustics.room import SNR_RANGE
-from xai_loc.checks import check_integer, is_integer, is_real
+from xai_loc.checks import check_fs, check_integer, is_integer, is_real
 from xai_loc.data.ipd_ild_scenes import n_test_items
 from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord, check_name, numbers, words
@@ -120,7 +120,7 @@ class CueSceneSpec(SpecRecord):
 
     def __post_init__(self) -> None:
         from xai_loc.acoustics.binaural import SOUNDS
-        from xai_loc.acoustics.speech import SpeechCorpus, check_fs
+        from xai_loc.acoustics.speech import SpeechCorpus
 
         check_name(self.name, "scene set name")
         if not isinstance(self.per_utterance, Mapping) or set(self.per_utterance) != set(CUE_SPLITS) or not all(

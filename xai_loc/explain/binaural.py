@@ -158,8 +158,8 @@ def read_ear_examples(path: str | os.PathLike, fs: int, n_samples: int, *,
     """Ear signals ``(n, 2, n_samples)`` from a stereo sound file or a finished store with ``waveforms``, and their
     true directions where the store holds them.
 
-    A sound file (anything soundfile reads) must be stereo at ``fs``; it is cut into
-    consecutive ``n_samples`` windows (a shorter tail is dropped). A store (``.zarr``: a
+    A sound file (anything soundfile reads, complete: :func:`~xai_loc.acoustics.speech.read_sound`) must be stereo
+    at ``fs``; it is cut into consecutive ``n_samples`` windows (a shorter tail is dropped). A store (``.zarr``: a
     binaural, TF-CNN or BAST scene store) is opened verified (:data:`EAR_SIGNALS`) and must
     hold ``waveforms (example, ear, time)`` of ``n_samples`` samples (at ``fs`` where its
     attrs record a rate). With ``truth``, a store's true directions are read too.
@@ -175,10 +175,10 @@ def read_ear_examples(path: str | os.PathLike, fs: int, n_samples: int, *,
     Raises
     ------
     InputError
-        For a missing file, an unfinished, damaged or foreign store, a wrong channel count,
+        For a missing, unreadable or truncated file, an unfinished, damaged or foreign store, a wrong channel count,
         sample rate or length; with ``truth``, for a store's azimuths of no known convention.
     """
-    import soundfile as sf
+    from xai_loc.acoustics.speech import read_sound
 
     path = Path(path)
     if not path.exists():
@@ -199,10 +199,7 @@ def read_ear_examples(path: str | os.PathLike, fs: int, n_samples: int, *,
             if "elevation" in ds.variables:
                 directions["elevation"] = ds["elevation"].values.astype(np.float64)
             return ds["waveforms"].values, directions
-    try:
-        audio, rate = sf.read(path, dtype="float64", always_2d=True)
-    except RuntimeError as err:
-        raise InputError(f"{path} is not a readable sound file ({str(err).splitlines()[0]})") from None
+    audio, rate = read_sound(path)
     if audio.shape[1] != 2:
         raise InputError(f"{path} has {audio.shape[1]} channel(s); the model needs 2 (left, right)")
     if rate != fs:

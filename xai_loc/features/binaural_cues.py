@@ -54,9 +54,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from xai_loc.checks import check_number, is_integer
+from xai_loc.checks import check_fs, is_integer
 from xai_loc.errors import InputError
-from xai_loc.features import check_waveforms
+from xai_loc.features import check_waveforms, in_float32
 from xai_loc.features.cochleagram import _fast_len, erb_to_freq, freq_to_erb
 
 __all__ = ["CUES", "BinauralCues", "GammatoneFilterbank", "RunningCrossCorrelation", "erb_bandwidth",
@@ -108,12 +108,13 @@ class GammatoneFilterbank(nn.Module):
     """FIR gammatone filterbank by FFT convolution: ``[..., T] -> [..., bands, T]`` ('same', zero-phase-aligned).
 
     Linear and bias-free; the kernels are a fixed float64 buffer (not saved in state dicts), cast to the
-    input's dtype at each call (float64 inputs get float64 accuracy). ``fs``: the sample rate in Hz, a number > 0.
+    input's dtype at each call (float64 inputs get float64 accuracy). ``fs``: the sample rate in Hz, a positive
+    whole number (:func:`~xai_loc.checks.check_fs`).
     """
 
     def __init__(self, fs: float, centres) -> None:
         super().__init__()
-        self.fs = check_number("fs", fs, strict=True)
+        self.fs = check_fs(fs)
         self.register_buffer("kernels", torch.as_tensor(gammatone_kernels(centres, self.fs), dtype=torch.float64),
                              persistent=False)
 
@@ -196,6 +197,7 @@ def _positive(name: str, value: Any) -> float:
     return float(value)
 
 
+@in_float32
 class BinauralCues(nn.Module):
     """Gammatone ITD/ILD/IC cue maps of binaural waveforms (seed 002); see the module docs.
 
@@ -221,15 +223,16 @@ class BinauralCues(nn.Module):
                  max_lag_ms: float = 1.0, window_ms: float = 10.0, hop_ms: float = 10.0,
                  ild_limit: float = 7.0) -> None:
         super().__init__()
-        if not is_integer(fs) or fs < 1000:
-            raise InputError(f"fs={fs!r} is not allowed; use an integer sample rate >= 1000 Hz")
+        fs = check_fs(fs)
+        if fs < 1000:
+            raise InputError(f"fs={fs} is not allowed; use an integer sample rate >= 1000 Hz")
         if not is_integer(n_bands) or n_bands < 1:
             raise InputError(f"n_bands={n_bands!r} is not allowed; use a positive integer")
         f_min, f_max = _positive("f_min", f_min), _positive("f_max", f_max)
         if not f_min < f_max < fs / 2:
             raise InputError(f"f_min={f_min:g}, f_max={f_max:g} are not allowed; use f_min < f_max < fs / 2 = "
                              f"{fs / 2:g} Hz")
-        self.fs, self.n_bands, self.f_min, self.f_max = int(fs), int(n_bands), f_min, f_max
+        self.fs, self.n_bands, self.f_min, self.f_max = fs, int(n_bands), f_min, f_max
         self.max_lag_ms, self.window_ms = _positive("max_lag_ms", max_lag_ms), _positive("window_ms", window_ms)
         self.hop_ms, self.ild_limit = _positive("hop_ms", hop_ms), _positive("ild_limit", ild_limit)
         self.max_lag = int(round(self.max_lag_ms * 1e-3 * fs))

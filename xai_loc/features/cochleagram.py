@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_loc.checks import is_real
+from xai_loc.checks import check_fs, is_real
 from xai_loc.errors import InputError
-from xai_loc.features import check_waveforms
+from xai_loc.features import check_waveforms, in_float32
 
 #: Downsampling implementations of :class:`SincDownsample` (same numbers up to rounding).
 DOWNSAMPLE_METHODS = ("fft", "conv")
@@ -43,15 +43,6 @@ DOWNSAMPLE_METHODS = ("fft", "conv")
 def _whole(value) -> bool:
     """Whether ``value`` is a finite whole number (``48000`` or ``48000.0``), safe to pass to ``int``."""
     return is_real(value) and value == int(value)
-
-
-def _check_rates(**rates) -> None:
-    """Refuse (one line) sample rates in Hz that are not positive whole numbers (``48000`` or ``48000.0``)."""
-    if not all(_whole(rate) and rate > 0 for rate in rates.values()):
-        named = ", ".join(f"{name}={rate!r}" for name, rate in rates.items())
-        allowed = "is not allowed; give a positive integer rate" if len(rates) == 1 else \
-            "are not allowed; give positive integer rates"
-        raise InputError(f"{named} {allowed} in Hz")
 
 
 def freq_to_erb(freq):
@@ -108,7 +99,7 @@ class ERBFilterbank(nn.Module):
     def __init__(self, n_filters: int = 39, f_min: float = 30.0, f_max: float = 20000.0, fs: int = 48000,
                  signal_length: int = 48000, pad: int = 0) -> None:
         super().__init__()
-        _check_rates(fs=fs)
+        fs = check_fs(fs)
         if not _whole(signal_length) or signal_length < 1:
             raise InputError(f"signal_length={signal_length!r} is not allowed; give a whole number of samples >= 1 "
                              f"such as 48000")
@@ -152,14 +143,14 @@ class SincDownsample(nn.Conv1d):
     Raises
     ------
     InputError
-        For rates that are not positive integers or whose ratio is not an integer, an even ``n_taps``, an
-        unknown ``method``, a ``cutoff`` outside ``(0, out_fs / 2]`` or a Kaiser ``beta`` that is not a finite
-        number >= 0.
+        For rates that are not positive whole numbers (:func:`~xai_loc.checks.check_fs`) or whose ratio is not an
+        integer, an even ``n_taps``, an unknown ``method``, a ``cutoff`` outside ``(0, out_fs / 2]`` or a Kaiser
+        ``beta`` that is not a finite number >= 0.
     """
 
     def __init__(self, fs: int = 48000, out_fs: int = 8000, cutoff: float | None = None, n_taps: int = 4097,
                  beta: float = 5.0, method: str = "fft") -> None:
-        _check_rates(fs=fs, out_fs=out_fs)
+        fs, out_fs = check_fs(fs), check_fs(out_fs, "out_fs")
         if fs % out_fs:
             raise InputError(f"out_fs={out_fs} Hz is not allowed for fs={fs} Hz; the ratio must be an integer")
         if not _whole(n_taps) or n_taps % 2 != 1 or n_taps < 1:
@@ -184,9 +175,11 @@ class SincDownsample(nn.Conv1d):
         self.weight.requires_grad_(False)
 
     def kernel(self, dtype: torch.dtype) -> torch.Tensor:
-        """The kernel in ``dtype``: the float64 design for float64 while the weight still holds its
-        rounding, else the weight (as loaded, or as an LRP rule modified it) cast to ``dtype``."""
-        if dtype == torch.float64 and torch.equal(self.weight, self.design.float().to(self.weight.dtype)):
+        """The kernel in ``dtype``: the design rounded to ``dtype`` while the weight still holds its float32
+        rounding (cast to the weight's dtype: a float64 input gets the float64 design, a half-precision model's
+        float32 computation the float32 kernel), else the weight (as loaded, or as an LRP rule modified it) cast
+        to ``dtype``."""
+        if torch.equal(self.weight, self.design.float().to(self.weight.dtype)):
             return self.design.to(dtype)
         return self.weight.to(dtype)
 
@@ -225,7 +218,8 @@ def _fast_len(n: int) -> int:
 
 
 class _SafePow(torch.autograd.Function):
-    """``x ** p`` for ``x >= 0`` with derivative ``p * max(x, eps) ** (p - 1)`` (finite at 0)."""
+    """``max(x, 0) ** p`` with derivative ``p * max(x, eps) ** (p - 1)`` for ``x >= 0`` (finite at 0) and 0 for
+    ``x < 0``, where the value is constant."""
 
     @staticmethod
     def forward(ctx, x, exponent: float, eps: float):
@@ -237,16 +231,16 @@ class _SafePow(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         p = ctx.exponent
-        return grad * p * x.clamp(min=ctx.eps).pow(p - 1.0), None, None
+        return torch.where(x < 0, 0.0, grad * p * x.clamp(min=ctx.eps).pow(p - 1.0)), None, None
 
 
 class PowerCompression(nn.Module):
     """Power-law compression ``x ** exponent`` of non-negative inputs with a safe gradient at 0.
 
-    The forward value is exact (``0 ** p == 0``; negatives count as 0). The true derivative
-    ``p x ** (p - 1)`` is infinite at 0, which turns into NaN wherever it meets a zero
+    The forward value is exact (``0 ** p == 0``; negatives count as 0, so their derivative is 0). The true
+    derivative ``p x ** (p - 1)`` is infinite at 0, which turns into NaN wherever it meets a zero
     (ReLU masks, LRP's ``x * grad``); here it is evaluated at ``max(x, eps)``, so it is at
-    most ``p * eps ** (p - 1)`` (about 2.4e4 for ``p = 0.3``, ``eps = 1e-7``) and exact for
+    most ``p * eps ** (p - 1)`` (about 2.4e4 for ``p = 0.3``, ``eps = 1e-7``, its value at 0) and exact for
     ``x >= eps``. Both ``exponent`` and ``eps`` must be finite and positive (``eps = 0`` would bring
     back the infinite gradient).
     """
@@ -267,12 +261,14 @@ class PowerCompression(nn.Module):
         return f"exponent={self.exponent:g}, eps={self.eps:g}"
 
 
+@in_float32
 class Cochleagram(nn.Module):
     """Waveforms ``[..., T]`` -> cochleagram ``[..., n_filters, ceil(T * out_fs / fs)]``.
 
     With the defaults, a binaural batch ``[B, 2, 48000]`` (1 s at 48 kHz) becomes
     ``[B, 2, 39, 8000]`` (Francl & McDermott, Nature Human Behaviour 2022). Samples must be
-    floating point; float64 inputs get float64 accuracy (see :class:`ERBFilterbank`).
+    floating point; float64 inputs get float64 accuracy (see :class:`ERBFilterbank`), float16 and
+    bfloat16 ones are computed in float32 (:func:`~xai_loc.features.in_float32`).
 
     Parameters
     ----------
@@ -302,18 +298,18 @@ class Cochleagram(nn.Module):
         super().__init__()
         if not _whole(n_filters) or n_filters < 1:
             raise InputError(f"n_filters={n_filters!r} is not allowed; give a positive integer such as 39")
-        _check_rates(fs=fs, out_fs=out_fs)
+        fs, out_fs = check_fs(fs), check_fs(out_fs, "out_fs")
         if not (is_real(f_min) and is_real(f_max) and 0 < f_min < f_max <= fs / 2):
             raise InputError(f"band edges f_min={f_min!r}, f_max={f_max!r} Hz are not allowed; "
                              f"need 0 < f_min < f_max <= fs / 2 = {fs / 2:g}")
-        self.fs, self.out_fs = int(fs), int(out_fs)
+        self.fs, self.out_fs = fs, out_fs
         self.filterbank = ERBFilterbank(n_filters, f_min, f_max, fs, signal_length, pad)
         self.rectify = nn.ReLU()
         self.downsample = SincDownsample(self.fs, self.out_fs, cutoff, n_taps, beta, downsample)
         self.rectify_envelope = nn.ReLU()
         self.compress = PowerCompression(exponent, eps)
-        self.config = dict(n_filters=int(n_filters), f_min=float(f_min), f_max=float(f_max), fs=int(fs),
-                           out_fs=int(out_fs), exponent=float(exponent), cutoff=cutoff, n_taps=int(n_taps),
+        self.config = dict(n_filters=int(n_filters), f_min=float(f_min), f_max=float(f_max), fs=fs,
+                           out_fs=out_fs, exponent=float(exponent), cutoff=cutoff, n_taps=int(n_taps),
                            beta=float(beta), signal_length=int(signal_length), pad=int(pad),
                            downsample=downsample, eps=float(eps))
 

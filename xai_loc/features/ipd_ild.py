@@ -50,8 +50,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from xai_loc.checks import check_fs
 from xai_loc.errors import InputError
-from xai_loc.features import check_waveforms
+from xai_loc.features import check_waveforms, in_float32
 
 __all__ = ["IPDILD", "STFT", "SpectralConv", "InterauralCues", "SafeAngle", "CHANNELS", "DEFAULTS"]
 
@@ -157,6 +158,7 @@ def _check(name: str, value: Any, minimum: float, integer: bool = True) -> Any:
     return int(value) if integer else float(value)
 
 
+@in_float32
 class IPDILD(nn.Module):
     """The TF-CNN's front end: ear signals ``[B, 2, T]`` -> ``[B, 2 (IPD, ILD), n_bins, n_frames]``.
 
@@ -175,7 +177,7 @@ class IPDILD(nn.Module):
     def __init__(self, fs: int = DEFAULTS["fs"], n_fft: int = DEFAULTS["n_fft"], hop: int = DEFAULTS["hop"],
                  power_floor: float = DEFAULTS["power_floor"]) -> None:
         super().__init__()
-        self.fs = _check("fs", fs, 1)
+        self.fs = check_fs(fs)
         self.n_fft = _check("n_fft", n_fft, 2)
         self.hop = _check("hop", hop, 1)
         if self.n_fft % 2 or self.hop > self.n_fft or (self.n_fft - self.hop) % 2:

@@ -51,9 +51,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xai_loc.checks import check_number, is_real
+from xai_loc.checks import check_fs, check_number, is_real
 from xai_loc.errors import InputError
-from xai_loc.features import check_waveforms
+from xai_loc.features import check_waveforms, in_float32
 from xai_loc.features.cochleagram import _whole
 
 __all__ = ["BinauralSpectrogram", "Decibel", "FrameSTFT", "PowerSpectrum", "Standardize", "SEED_FS",
@@ -122,8 +122,7 @@ class FrameSTFT(nn.Module):
     def __init__(self, n_fft: int = 256, hop: int = 128, fs: int = SEED_FS, window: str | tuple = ("tukey", 0.25),
                  detrend: bool = True) -> None:
         super().__init__()
-        if not _whole(fs) or fs <= 0:
-            raise InputError(f"fs={fs!r} is not allowed; give a positive integer rate in Hz such as 16000")
+        fs = check_fs(fs)
         kernel = stft_kernel(n_fft, fs, window, detrend)  # n_fft and window checked there
         if not _whole(hop) or not 0 < hop <= n_fft:
             raise InputError(f"hop={hop!r} is not allowed; give an integer in 1..n_fft={n_fft}")
@@ -178,6 +177,7 @@ class Standardize(nn.Module):
         return centred / std
 
 
+@in_float32
 class BinauralSpectrogram(nn.Module):
     """Ear signals ``[B, 2, T]`` -> standardized dB spectrograms ``[B, 2, n_fft // 2 + 1, frames]``.
 

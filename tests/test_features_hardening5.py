@@ -196,3 +196,21 @@ def test_every_front_end_refuses_a_rate_in_the_same_words():
     assert speech.check_fs is checks.check_fs
     says = "fs=800 is not allowed; use an integer sample rate >= 1000 Hz"
     assert one_line(BinauralCues, fs=np.float64(800.0)) == says
+
+
+def test_a_bfloat16_cue_network_is_explained_in_float32_arrays():
+    """The cue front end now runs on bfloat16 waveforms, but explain_cuenet handed its bfloat16 cue maps and
+    attention weights to NumPy, which has no bfloat16 (TypeError)."""
+    from xai_loc.explain.cuenet import explain_cuenet
+    from xai_loc.models.cuenet import CueNet
+
+    torch.manual_seed(0)
+    model = CueNet(channels=8, hidden=16).eval()
+    rng = np.random.default_rng(0)
+    ears = (0.1 * rng.standard_normal((2, 2, 22050))).astype(np.float32)  # 0.5 s at 44.1 kHz
+    want = explain_cuenet(model, ears, target="prediction")["cues"]
+    got = explain_cuenet(model.to(torch.bfloat16), ears, target="prediction")["cues"]
+    assert got["relevance"].dtype == np.float32 and got["attention"].dtype == np.float32
+    assert np.isfinite(got["relevance"].values).all()
+    np.testing.assert_allclose(got["attention"].values, want["attention"].values, atol=0.05)
+    assert np.corrcoef(got["relevance"].values.ravel(), want["relevance"].values.ravel())[0, 1] > 0.9

@@ -132,7 +132,7 @@ def _cue_relevance(model, info: dict[str, Any], cues, *, azimuth=None, target: s
     net.eval()
     with torch.no_grad():
         first = next(net.parameters())
-        attention = np.concatenate([net.attention(x[s:s + batch_size].to(first)).cpu().numpy()
+        attention = np.concatenate([_host(net.attention(x[s:s + batch_size].to(first)))
                                     for s in range(0, n, batch_size)])
     net.train(training)
     predicted = out["prediction"].argmax(1)
@@ -162,6 +162,14 @@ def _cue_relevance(model, info: dict[str, Any], cues, *, azimuth=None, target: s
         coords=coords, attrs=attrs)
 
 
+def _host(values: torch.Tensor) -> np.ndarray:
+    """``values`` as a NumPy array (bfloat16, which NumPy lacks, as float32:
+    :data:`~xai_loc.explain.attribute.HOST_DTYPES`)."""
+    from xai_loc.explain.attribute import HOST_DTYPES
+
+    return values.to(HOST_DTYPES.get(values.dtype, values.dtype)).cpu().numpy()
+
+
 def explain_cuenet(model, waveforms, **options: Any) -> dict[str, Any]:
     """:func:`cue_relevance` of the cue maps of ear signals ``(n, 2, n_samples)`` (the model's front end).
 
@@ -183,4 +191,4 @@ def explain_cuenet(model, waveforms, **options: Any) -> dict[str, Any]:
     dtype = next(module.parameters()).dtype  # the front end runs in the model's dtype, in eval mode, on device
     with placed(module, device), torch.no_grad():
         cues = torch.cat([module.front_end(x[s:s + size].to(device, dtype)).cpu() for s in range(0, len(x), size)])
-    return {"cues": _cue_relevance(module, info, cues.numpy(), **options)}
+    return {"cues": _cue_relevance(module, info, _host(cues), **options)}

@@ -8,7 +8,7 @@ from torch import nn
 from xai_loc.errors import InputError
 from xai_loc.explain import METHODS, TARGETS, Explainer
 from xai_loc.explain.levels import Levels
-from xai_loc.explain.methods import BackwardMethod
+from xai_loc.explain.methods import BackwardMethod, methods_for
 from xai_loc.explain.targets import targets_for
 from xai_loc.models import FAMILIES, MODELS, build_model, family_of
 from xai_loc.models.base import OUTPUT_KINDS, Localizer
@@ -100,9 +100,10 @@ def test_targets_of_other_output_kinds_are_refused(arch):
     for target in set(TARGETS) - set(targets_for(model.output_kind)):
         with pytest.raises(InputError, match=f"target {target!r} does not fit a model whose output is "
                                              f"{model.output_kind!r}; allowed: {allowed}"):
-            Explainer(model, target=target)
+            Explainer(model, method=methods_for(arch)[0], target=target)
     with pytest.raises(InputError, match="level 'cochleagram' is not allowed"):
-        Explainer(model, target=targets_for(model.output_kind)[0], levels=("waveform", "cochleagram"))
+        Explainer(model, method=methods_for(arch)[0], target=targets_for(model.output_kind)[0],
+                  levels=("waveform", "cochleagram"))
     assert set(model.output_kind for model in map(tiny, ARCHS)) <= set(OUTPUT_KINDS)
 
 

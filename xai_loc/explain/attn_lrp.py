@@ -66,11 +66,11 @@ from torch.nn import functional as F
 from xai_loc.checks import check_choice, check_number
 from xai_loc.errors import InputError
 from xai_loc.explain._options import option_defaults, resolve
-from xai_loc.explain.methods import BackwardMethod, register_method
+from xai_loc.explain.composites import composite_covers
+from xai_loc.explain.methods import BackwardMethod, methods_for, register_method
 from xai_loc.explain.targets import bind
 from xai_loc.features.spectrogram import Decibel, PowerSpectrum, Standardize
 from xai_loc.models.bast import BAST, MatMul, PositionEmbedding
-from xai_loc.models.families import FAMILIES
 from xai_loc.models.registry import MODELS
 
 __all__ = ["AttnLRP", "AttnLRPMethod", "BAST_METHODS", "RelevanceLedger", "SOFTMAX_RULES", "attention_rollout",
@@ -275,12 +275,9 @@ class AttnLRPMethod(BackwardMethod):
 
     @classmethod
     def explains(cls, arch):
-        """Architectures of a family without an LRP composite (BAST's), and plug-ins that subclass BAST (looked up,
-        not joined: a plug-in joins its generic family, whose composite is ``'epsilon'``, only where it is used)."""
-        model = MODELS.get(arch)
-        owner = next((family for family in FAMILIES.values() if arch in family.models), None)
-        return model is not None and (owner is not None and owner.composite is None
-                                      or isinstance(model, type) and issubclass(model, BAST))
+        """Registered architectures that LRP composites do not cover
+        (:func:`~xai_loc.explain.composites.composite_covers`: BAST's family, and plug-ins that subclass BAST)."""
+        return arch in MODELS and not composite_covers(arch)
 
     @classmethod
     def check(cls, params):
@@ -666,4 +663,4 @@ def explain_bast(model, inputs, method: str = "attn_lrp", **options: Any) -> dic
     if isinstance(method, str) and method in METHODS:
         return method_levels(model, inputs, method=method, **options)
     raise InputError(f"method={method!r} is not allowed for bast; use one of "
-                     f"{', '.join(dict.fromkeys([*BAST_METHODS, *METHODS]))}")
+                     f"{', '.join(dict.fromkeys([*BAST_METHODS, *methods_for('bast')]))}")

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from xai_loc.checks import check_integer, check_number, plain
+from xai_loc.data.integrity import value_flags
 from xai_loc.errors import InputError
 from xai_loc.explain.composites import check_coverage, check_operations, composite_defaults, make_composite
 from xai_loc.explain.levels import INPUT, Levels
@@ -47,9 +48,10 @@ from xai_loc.runtime import input_dtype, model_device
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["Explainer", "bind_target", "check_data_options", "check_finite_windows", "check_waveform_levels",
-           "dataset_inputs", "explain", "explain_arrays", "input_coords", "lrp_start", "model_digest", "out_of_place",
-           "placed", "relevance_array", "resolve_model", "result_coords", "summary_attrs"]
+__all__ = ["Explainer", "bind_target", "check_data_options", "check_finite_results", "check_finite_windows",
+           "check_waveform_levels", "dataset_inputs", "explain", "explain_arrays", "input_coords", "lrp_start",
+           "model_digest", "out_of_place", "placed", "relevance_array", "resolve_model", "result_coords",
+           "summary_attrs"]
 
 #: Vector quantities stored as three coords each, and the dim they run along.
 VECTORS = {"source": "window", "mic": "mic", "prediction": "window", "attr_output": "window"}
@@ -59,6 +61,8 @@ DEFAULT_FS = 16000.0
 FINITE_STEP = 32
 #: Dtypes NumPy cannot hold, and the dtype that holds their every value (bfloat16 is float32 cut short).
 HOST_DTYPES = {torch.bfloat16: torch.float32}
+#: The dtype to explain a model of a half-precision dtype in where its results overflow (float16 ends at 65504).
+WIDER_DTYPES = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 #: Architectures whose front end no LRP rule covers (the cue network's ITD is an arg-max lag, see
 #: :mod:`~xai_loc.explain.cuenet`): LRP explains them from the front end's output up, never at the waveform.
 LRP_FROM_FRONT_END = ("cuenet",)
@@ -368,6 +372,8 @@ class Explainer:
         ``explained`` [B]; ``levels``: level name -> relevance; ``absorbed``: kind -> [B],
         for methods that book what leaves the network (AttnLRP). ``to_host=False``: the same
         as tensors on the explainer's device (for probes that go on computing there).
+        A window whose output or relevance comes out NaN or infinite (a float16 model that overflows) is refused
+        in one line naming it (:func:`check_finite_results`), its output before the method's work.
         """
         if not self._active:
             raise InputError("Explainer.explain_batch outside its with block is not allowed (the model is not set "
@@ -385,7 +391,8 @@ class Explainer:
                              f"{', '.join(map(str, shape))})")
         x = x.detach().to(self.device, self.dtype)  # detached: the methods make their own leaves, never the caller's
         index = torch.arange(x.shape[0]) if index is None else torch.as_tensor(np.asarray(index))
-        check_finite_windows(x, index.tolist(), step=max(1, len(x)))
+        labels = index.tolist()
+        check_finite_windows(x, labels, step=max(1, len(x)))
         if self.target.needs_truth:
             if truth is None:
                 raise InputError(f"target {self.target.name!r} needs the true {TRUTHS[self.output_kind]}")
@@ -393,7 +400,8 @@ class Explainer:
             truth = check_truth(truth, self.output_kind, x.shape[0]).to(self.device, dtype)
         reference = self.reference
 
-        def weigh(output: torch.Tensor) -> torch.Tensor:
+        def weigh(output: torch.Tensor) -> torch.Tensor:  # every method weighs the output before its own work
+            check_finite_results({"output": output}, labels, self.dtype)
             return self.objective.weights(output, truth, reference)
 
         def give(value: torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -404,11 +412,16 @@ class Explainer:
             self._checked(lambda: self._output_on(x[:1]))
         out = self._method.attribute(x, weigh, index)
         relevance = out["relevance"]
+        # a window's float64 sum is finite exactly where its relevance is (no sum of float32 or narrower values
+        # overflows float64): the first level is checked on its sum, at no cost, the others (if read) value by value
+        total = relevance.flatten(1).double().sum(1)
+        check_finite_results({f"relevance at level {name!r}": total if value is relevance else value
+                              for name, value in out["levels"].items()}, labels, self.dtype)
         result = {
             "relevance": give(relevance),
             "prediction": give(out["output"]),
             "attr_output": give(out["seed"]),
-            "relevance_sum": give(relevance.flatten(1).double().sum(1)),
+            "relevance_sum": give(total),
             "explained": give(out["explained"].double()),
             "levels": {name: give(value) for name, value in out["levels"].items()},
         }
@@ -507,6 +520,20 @@ def check_finite_windows(windows: Any, labels: Sequence[Any], step: int = FINITE
             bad = labels[start + int(np.argmin(finite))]
             raise InputError(f"window {plain(bad)!r} holds NaN or infinite samples; clean the audio first or leave "
                              "that window out")
+
+
+def check_finite_results(results: dict[str, torch.Tensor], labels: Sequence[Any], dtype: torch.dtype) -> None:
+    """Refuse results of a batch (what -> tensor ``[B, ...]``) that hold a NaN or infinity, naming the first such
+    window by its label in ``labels``, the model's ``dtype`` and the dtype to explain in (:data:`WIDER_DTYPES`). The
+    flags are computed where the values are (:func:`~xai_loc.data.integrity.value_flags`) and copied once."""
+    bad = torch.stack([value_flags(value)[0] for value in results.values()]).cpu().numpy()  # [result, window]
+    if bad.any():
+        window, which = np.argwhere(bad.T)[0]
+        name, wider = str(dtype).removeprefix("torch."), WIDER_DTYPES.get(dtype)
+        fix = (f"explain the same weights in {str(wider).removeprefix('torch.')} (model.to({wider}))" if wider
+               else "check the model's weights and operations, and the window")
+        raise InputError(f"window {plain(labels[window])!r} came out with NaN or infinite {list(results)[which]} "
+                         f"from a {name} model; {fix}")
 
 
 def _wants_mean(options: dict[str, Any]) -> bool:

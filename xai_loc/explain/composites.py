@@ -78,12 +78,14 @@ from xai_loc.explain.rules import (
     epsilon_stabilizer,
 )
 from xai_loc.models.cochleagram_cnn import FrequencyPad
+from xai_loc.models.families import FAMILIES
 from xai_loc.models.layers import Gate
+from xai_loc.models.registry import MODELS
 
 __all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "DATA_MOVEMENT", "FIRST_RULES", "GRADIENT_EXACT", "GRADIENT_OK",
            "MAXPOOL_RULES", "NAMED_RULES", "RULE_OPTIONS", "UNSEEN_OK", "ModuleRule", "OperationRecorder",
-           "check_coverage", "check_operations", "check_rule", "composite_defaults", "make_composite",
-           "module_rules", "register_composite", "rule_label", "unused_option"]
+           "check_coverage", "check_operations", "check_rule", "composite_covers", "composite_defaults",
+           "make_composite", "module_rules", "register_composite", "rule_label", "unused_option"]
 
 CompositeFactory = Callable[..., Composite]
 
@@ -116,6 +118,18 @@ def register_composite(name: str, architectures: tuple[str, ...] | None = None
         return factory
 
     return decorator
+
+
+def composite_covers(arch: str) -> bool:
+    """Whether LRP composites cover models of architecture ``arch``: not for one of a family that declares no
+    composite (:attr:`~xai_loc.models.families.Family.composite` None: BAST, whose attention and front end no rule
+    here covers, :func:`check_coverage` refuses them) or a plug-in subclassing such an architecture (looked up, not
+    joined: a plug-in joins its generic family, whose composite is ``'epsilon'``, only where it is used); for any
+    other, an unregistered module included, :func:`check_coverage` judges the model's modules."""
+    model = MODELS.get(arch)
+    uncovered = tuple(MODELS[name] for family in FAMILIES.values() if family.composite is None
+                      for name in family.models if name in MODELS)
+    return not (isinstance(model, type) and issubclass(model, uncovered))
 
 
 def _factory(name: str) -> CompositeFactory:

@@ -34,7 +34,9 @@ levels and the target from the :class:`~xai_loc.explain.attribute.Explainer` and
 every family and output kind.
 
 A method may explain only some architectures (:meth:`Method.explains`: AttnLRP those of the families
-without an LRP composite, BAST; elsewhere its rules give input x gradient under another name): the
+without an LRP composite, BAST, and LRP the others, both from
+:func:`~xai_loc.explain.composites.composite_covers`; elsewhere AttnLRP's rules give input x gradient under another
+name, and LRP's composites leave modules without a rule): the
 :class:`~xai_loc.explain.attribute.Explainer`, which every explanation goes through, refuses it for the
 others (:meth:`Method.check_model`), and :func:`methods_for` lists the methods of an architecture (the
 command line's choices come from it).
@@ -56,6 +58,7 @@ from zennit.core import Composite
 from xai_loc.checks import check_choice, check_integer, check_number, is_integer
 from xai_loc.errors import InputError
 from xai_loc.explain._options import resolve
+from xai_loc.explain.composites import composite_covers
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.targets import Objective
 from xai_loc.models.registry import MODELS
@@ -120,6 +123,9 @@ class Method(ABC):
     uses_composite: ClassVar[bool] = False
     #: Options with their defaults.
     OPTIONS: ClassVar[dict[str, Any]] = {}
+    #: Why the method does not explain an architecture that :meth:`explains` refuses ('': the refusal names the
+    #: architectures it explains).
+    REFUSED_BECAUSE: ClassVar[str] = ""
 
     def __init__(self, model: nn.Module, params: dict[str, Any], *, objective: Objective,
                  levels: Levels | None = None, batch_size: int = 32, composite: Composite | None = None,
@@ -157,8 +163,8 @@ class Method(ABC):
         (:meth:`explains`), naming the architectures it does and the methods that explain ``arch``."""
         if not cls.explains(arch):
             own = [name for name in MODELS if cls.explains(name)]
-            raise InputError(f"method {cls.name!r} is not allowed for {arch} (it explains "
-                             f"{', '.join(own) or 'no registered architecture'}); allowed for {arch}: "
+            why = cls.REFUSED_BECAUSE or f"it explains {', '.join(own) or 'no registered architecture'}"
+            raise InputError(f"method {cls.name!r} is not allowed for {arch} ({why}); allowed for {arch}: "
                              f"{', '.join(methods_for(arch))}")
 
     @classmethod
@@ -252,9 +258,15 @@ class BackwardMethod(Method):
 class LRP(BackwardMethod):
     """Layer-wise relevance propagation: zennit's rules from a composite (Bach et al. 2015;
     Montavon et al. 2019); the gradient of the seeded output is the relevance, at the input
-    and at every level read. Relevance sums to ``sum(seed)`` less what biases absorb."""
+    and at every level read. Relevance sums to ``sum(seed)`` less what biases absorb. It explains the
+    architectures that composites cover (:func:`~xai_loc.explain.composites.composite_covers`: not BAST's)."""
 
     uses_composite = True
+    REFUSED_BECAUSE = "its modules would get no LRP rule: its family declares no LRP composite"
+
+    @classmethod
+    def explains(cls, arch):
+        return composite_covers(arch)
 
     def __enter__(self) -> LRP:
         if self.composite is None:
@@ -300,7 +312,8 @@ class _Objective(nn.Module):
         return _Objective(self.levels, self.objective, self.level, self.x[i:i + 1])
 
     def forward(self, a: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return self.objective.scalar(self.levels.at(self.level, self.x, a), weights)
+        # in the model's dtype: captum's GradientShap draws its path points in float32 (a float16 model refused them)
+        return self.objective.scalar(self.levels.at(self.level, self.x, a.to(self.x.dtype)), weights)
 
 
 def _check_baseline(params: dict[str, Any]) -> None:

@@ -2,10 +2,32 @@
 randomized model's MoRF and insertion (dash-dot) and a random order (dotted)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
 from xai_loc.plots.labels import run_title
+
+#: What the deleted values of a result are called where its store records no kind (windows and ear signals).
+SAMPLES = "samples"
+
+
+def deleted_values(attrs) -> str:
+    """What the values that a deletion result deletes are called: the ``values`` of the store kind it scored
+    (:attr:`~xai_loc.data.resumable.StoreKind.values`: ``'cue values'`` of a cue-scene store), found by the
+    ``format`` tag its ``data_config`` records among the kinds the experiments read
+    (:data:`~xai_loc.experiments.scored.READERS`); :data:`SAMPLES` where it records no kind of theirs."""
+    try:
+        config = json.loads(attrs.get("data_config") or "{}")
+    except (TypeError, ValueError):
+        config = {}
+    tag = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(tag, str):  # the multichannel dataset stores record none: nothing to look up
+        return SAMPLES
+    from xai_loc.experiments.scored import READERS
+
+    kinds = [reader.kind() for reader in READERS.values()]
+    return next((kind.values for kind in kinds if kind.format == tag), SAMPLES)
 
 
 def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
@@ -32,6 +54,7 @@ def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     pct = results["percentage"].values
     label = f"{results.attrs.get('error', 'MAE per coordinate')} [{results.attrs.get('units', 'm')}]"
+    deleted = deleted_values(results.attrs)
     fig, axes = plt.subplots(2 * len(models), len(fills), figsize=(4.0 * len(fills), 3.0 * 2 * len(models)),
                              squeeze=False, sharex=True)
     for k, model in enumerate(models):
@@ -57,7 +80,7 @@ def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
             insertion.set_title(f"{model}, {fill} fill: insertion", fontsize=9)
             for ax in (deletion, insertion):
                 ax.grid(alpha=0.3)
-            insertion.set_xlabel("deleted / inserted samples [%]")
+            insertion.set_xlabel(f"deleted / inserted {deleted} [%]")
         for row in (2 * k, 2 * k + 1):
             axes[row][0].set_ylabel(label)
     axes[0][-1].legend(fontsize=7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
+from xai_loc.plots.faithfulness import deleted_values
 from xai_loc.plots.labels import run_title
 
 #: Line style per deletion ordering; orderings not listed get matplotlib's defaults.
@@ -43,7 +44,7 @@ def plot_perturbation(results, out_stem: str | Path, metric: str = "mae_mean") -
             ax.axhline(float(results["baseline_mae_mean"]), color="k", linewidth=0.8, linestyle=":",
                        label="constant predictor")
         ax.set_title(str(model))
-        ax.set_xlabel("deleted samples [%]")
+        ax.set_xlabel(f"deleted {deleted_values(results.attrs)} [%]")
         ax.grid(alpha=0.3)
     units = results[metric].attrs.get("units")
     axes[0][0].set_ylabel("MAE per coordinate [m]" if metric == "mae_mean" else

@@ -2,32 +2,10 @@
 randomized model's MoRF and insertion (dash-dot) and a random order (dotted)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
-from xai_loc.plots.labels import run_title
-
-#: What the deleted values of a result are called where its store records no kind (windows and ear signals).
-SAMPLES = "samples"
-
-
-def deleted_values(attrs) -> str:
-    """What the values that a deletion result deletes are called: the ``values`` of the store kind it scored
-    (:attr:`~xai_loc.data.resumable.StoreKind.values`: ``'cue values'`` of a cue-scene store), found by the
-    ``format`` tag its ``data_config`` records among the kinds the experiments read
-    (:data:`~xai_loc.experiments.scored.READERS`); :data:`SAMPLES` where it records no kind of theirs."""
-    try:
-        config = json.loads(attrs.get("data_config") or "{}")
-    except (TypeError, ValueError):
-        config = {}
-    tag = config.get("format") if isinstance(config, dict) else None
-    if not isinstance(tag, str):  # the multichannel dataset stores record none: nothing to look up
-        return SAMPLES
-    from xai_loc.experiments.scored import READERS
-
-    kinds = [reader.kind() for reader in READERS.values()]
-    return next((kind.values for kind in kinds if kind.format == tag), SAMPLES)
+from xai_loc.plots.labels import deleted_values, run_title
 
 
 def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:

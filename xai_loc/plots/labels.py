@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from xai_loc.models.families import Family
 
-__all__ = ["INPUT_NOUNS", "MissingAttribute", "condition_title", "input_noun", "recorded_families", "run_title",
-           "stored_attr"]
+__all__ = ["INPUT_NOUNS", "SAMPLES", "MissingAttribute", "condition_title", "deleted_values", "input_noun",
+           "recorded_families", "run_title", "stored_attr"]
 
 #: What a result's inputs are called, by the output kind of the models it records
 #: (:attr:`~xai_loc.models.families.Family.output_kind`); "inputs" for the other kinds (a binaural sound, a BAST
@@ -70,6 +70,28 @@ def input_noun(attrs) -> str:
     windows (and where the result records no model), "inputs" where a recorded model's output is of another kind."""
     nouns = {INPUT_NOUNS.get(family.output_kind, "inputs") for family in recorded_families(attrs)}
     return "inputs" if "inputs" in nouns else "windows"
+
+
+#: What the deleted values of a result are called where its store records no kind (windows and ear signals).
+SAMPLES = "samples"
+
+
+def deleted_values(attrs) -> str:
+    """What the values that a deletion result deletes are called: the ``values`` of the store kind it scored
+    (:attr:`~xai_loc.data.resumable.StoreKind.values`: ``'cue values'`` of a cue-scene store), found by the
+    ``format`` tag its ``data_config`` records among the kinds the experiments read
+    (:data:`~xai_loc.experiments.scored.READERS`); :data:`SAMPLES` where it records no kind of theirs."""
+    try:
+        config = json.loads(attrs.get("data_config") or "{}")
+    except (TypeError, ValueError):
+        config = {}
+    tag = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(tag, str):  # the multichannel dataset stores record none: nothing to look up
+        return SAMPLES
+    from xai_loc.experiments.scored import READERS
+
+    kinds = [reader.kind() for reader in READERS.values()]
+    return next((kind.values for kind in kinds if kind.format == tag), SAMPLES)
 
 
 def run_title(ds) -> str:

@@ -4,8 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
-from xai_loc.plots.faithfulness import deleted_values
-from xai_loc.plots.labels import run_title
+from xai_loc.plots.labels import deleted_values, run_title
 
 #: Line style per deletion ordering; orderings not listed get matplotlib's defaults.
 STYLES = {

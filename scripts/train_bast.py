@@ -25,13 +25,14 @@ from __future__ import annotations
 import json
 
 from xai_loc.data.bast_scenes import BastSceneSpec
+from xai_loc.data.binaural_store import MAX_SOUNDS
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.models.bast import INTEGRATIONS, LOSSES, fit_bast
 from xai_loc.models.classifier_training import CHECKS
 from xai_loc.models.trainer import check_output
 from xai_loc.runtime import configure_cpu
-from xai_loc.script_args import Parser, checked, count, folder, setting, threads
+from xai_loc.script_args import Parser, checked, count, folder, integer, setting, threads
 
 #: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
 PROGRESS = True
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=count, default=32)  # no BatchNorm: a batch of one is allowed
     parser.add_argument("--lr", type=setting(CHECKS, "lr"), default=1e-3)
     parser.add_argument("--threads", type=threads, default=1)
-    parser.add_argument("--n-sounds", type=count, default=120)
+    parser.add_argument("--n-sounds", type=integer(1, MAX_SOUNDS), default=120)
     parser.add_argument("--dim", type=count, default=64)
     parser.add_argument("--depth", type=count, default=2)
     parser.add_argument("--heads", type=count, default=4)

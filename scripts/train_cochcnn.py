@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 
 from xai_loc.acoustics.binaural import ROOMS
-from xai_loc.data.binaural_store import ANECHOIC, cochcnn_spec
+from xai_loc.data.binaural_store import ANECHOIC, MAX_PER_SOUND, MAX_SOUNDS, cochcnn_spec
 from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.io import atomic_path
@@ -37,7 +37,7 @@ from xai_loc.models.classifier_training import CHECKS, ClassifierConfig, train_o
 from xai_loc.models.cochleagram_cnn import HEADS, LAYER_PRESETS
 from xai_loc.models.trainer import check_output
 from xai_loc.runtime import configure_cpu
-from xai_loc.script_args import Parser, checked, count, folder, setting, threads
+from xai_loc.script_args import Parser, checked, folder, integer, setting, threads
 
 #: Progress bars on a terminal, a line every 30 s in a log (:mod:`xai_loc.progress`).
 PROGRESS = True
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=setting(CHECKS, "max_minutes"), default=None,
                         help="Budget of the epochs (safety net).")
     parser.add_argument("--threads", type=threads, default=1)
-    parser.add_argument("--n-sounds", type=count, default=2200)
-    parser.add_argument("--per-sound", type=count, default=4)
+    parser.add_argument("--n-sounds", type=integer(1, MAX_SOUNDS), default=2200)
+    parser.add_argument("--per-sound", type=integer(1, MAX_PER_SOUND), default=4)
     parser.add_argument("--rooms", nargs="+", choices=(ANECHOIC, *ROOMS), default=["anechoic", "office"])
     parser.add_argument("--head", choices=tuple(HEADS), default="azel")
     parser.add_argument("--layers", choices=tuple(LAYER_PRESETS), default="small",

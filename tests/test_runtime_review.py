@@ -222,7 +222,7 @@ def test_specs_take_numpy_integers_with_the_digests_of_plain_ones():
         assert json.dumps(numpy.to_dict(), sort_keys=True) == json.dumps(spec.to_dict(), sort_keys=True)
     assert one_line(CueSceneSpec, n_noise=11) == "n_noise=11 is not allowed; use an integer in [0, 10]"
     assert one_line(SceneSpec, seed=-1) == "seed=-1 is not allowed; use an integer >= 0"
-    assert one_line(BinauralSpec, per_sound=True) == "per_sound=True is not allowed; use an integer >= 1"
+    assert one_line(BinauralSpec, per_sound=True) == "per_sound=True is not allowed; use an integer in [1, 100]"
 
 
 def test_check_integer_names_its_range():

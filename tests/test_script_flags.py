@@ -93,9 +93,9 @@ def test_train_zoo_names_the_option(tmp_path, flag, value, allowed):
     ("train_bast", "--lr", "0", "a positive number"),
     ("train_bast", "--seed", "-1", "an integer >= 0"),
     ("train_bast", "--dim", "0", "a positive integer"),
-    ("train_bast", "--n-sounds", "0", "a positive integer"),
+    ("train_bast", "--n-sounds", "0", "an integer in [1, 10000]"),
     ("train_cochcnn", "--label-sigma", "-1", "a number of degrees in [0, 90]"),
-    ("train_cochcnn", "--per-sound", "0", "a positive integer"),
+    ("train_cochcnn", "--per-sound", "0", "an integer in [1, 100]"),
     ("train_cochcnn", "--threads", "300", "an integer in [1, 256]"),
 ])
 def test_binaural_training_scripts_name_the_option(tmp_path, script, flag, value, allowed):

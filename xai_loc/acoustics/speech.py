@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from xai_loc.checks import check_fs, is_integer, is_real  # check_fs: also importable from here
+from xai_loc.checks import check_fs, is_integer, is_real
 from xai_loc.errors import InputError
 
 #: File suffixes (lower case) that :meth:`SpeechCorpus.from_folder` picks up.

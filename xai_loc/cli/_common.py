@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -498,6 +499,58 @@ def setup(ctx: click.Context) -> None:
         full_float32(str(ctx.params.get("device") or "cpu"))
 
 
+def publish_results(out: str | Path, writes: Mapping[str, bool], run: Callable[[Path], Iterable[Path]]) -> list[Path]:
+    """Run a command's experiment so that its result files and their figures reach ``out`` all or none.
+
+    Parameters
+    ----------
+    out
+        The results folder (``--out``).
+    writes
+        File name -> whether the run writes it (True) or removes an earlier run's (False: a part the run leaves
+        out, which would be drawn and reported beside the new results); a registered result's figures
+        (:data:`~xai_loc.plots.redraw.DRAWERS`) go with it.
+    run
+        ``run(staging)`` does the work, writing the result files into the folder ``staging``; returns them.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written into ``out``, results first.
+
+    Every path is checked (:func:`~xai_loc.io.check_file_path`) before ``run`` is called; the results are drawn
+    beside each other in ``staging`` (never beside an earlier run's files) and only then put in place together
+    (:func:`~xai_loc.io.write_files_atomic`), so a failure anywhere leaves ``out`` as it was.
+    """
+    import shutil
+    import tempfile
+    from functools import partial
+
+    from xai_loc.experiments.registry import result_for_file
+    from xai_loc.io import check_file_path, write_files_atomic
+    from xai_loc.plots.redraw import DRAWERS, draw
+
+    out = Path(out)
+    files = {}
+    for name, written in writes.items():
+        result = result_for_file(name)
+        files.update(dict.fromkeys((out / name, *(DRAWERS[result.name].files(out) if result else ())), written))
+    for path, written in files.items():
+        if written:
+            check_file_path(path)
+        elif path.is_dir():
+            raise InputError(f"cannot remove an earlier run's {path.name} from --out: {str(path)!r} is a folder; "
+                             "remove it or choose another --out")
+    with tempfile.TemporaryDirectory(prefix="xai-loc-results-") as staging:
+        staged = list(run(Path(staging)))
+        staged += draw(staged)  # drawn beside the staged results only: an earlier run's files are not drawn in
+        published = write_files_atomic({out / path.name: partial(shutil.copyfile, path) for path in staged})
+    for path, written in files.items():
+        if not written:
+            path.unlink(missing_ok=True)
+    return published
+
+
 def with_options(*options):
     """A decorator applying click ``options`` so that ``--help`` lists them in the given order."""
     def decorator(command):
@@ -625,8 +678,6 @@ def csv_list(text: str, cast=str, what: str = "list") -> list:
 
 def named_checkpoint(checkpoint: str, card: dict) -> dict[str, str]:
     """``{name: checkpoint}``: the file's stem, prefixed with the card's architecture unless it starts with it."""
-    from pathlib import Path
-
     stem, arch = Path(checkpoint).stem, card["architecture"]
     return {stem if stem.startswith(arch) else f"{arch}-{stem}": checkpoint}
 

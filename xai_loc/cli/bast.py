@@ -11,7 +11,7 @@ from xai_loc.cli._common import (
     setup,
     with_options,
 )
-from xai_loc.cli.binaural import SceneOptions, binaural, given_only
+from xai_loc.cli.binaural import MAX_SOUNDS, SceneOptions, binaural, given_only
 from xai_loc.cli_params import (
     InputFile,
     Int,
@@ -34,8 +34,9 @@ def binaural_bast() -> None:
 
 #: Options of BAST's scene set (:class:`~xai_loc.data.bast_scenes.BastSceneSpec`).
 _bast_scene_options = with_options(
-    click.option("--n-sounds", type=Int(1), default=120, show_default=True,
-                 help="Distinct sounds, each rendered at the 36 azimuths; 20 % held out for test."),
+    click.option("--n-sounds", type=Int(1, MAX_SOUNDS), default=120, show_default=True,
+                 help=f"Distinct sounds, each rendered at the 36 azimuths (64 kB each on disk); 20 % held out for "
+                      f"test; at most {MAX_SOUNDS}."),
     SCENE_SEED,
     DATA_ROOT,
 )

@@ -21,6 +21,7 @@ from xai_loc.cli._common import (
     family_checkpoint,
     family_composite,
     parse_options,
+    publish_results,
     setup,
     with_options,
 )
@@ -33,6 +34,7 @@ from xai_loc.cli_params import (
     Number,
     OutDir,
     OutFile,
+    option_name,
 )
 from xai_loc.errors import InputError
 
@@ -164,18 +166,36 @@ def probe_seed_option(draws: str):
                         help=f"Seeds {draws}; any checkpoint takes any value (--seed picks the data).")
 
 
+#: Most distinct sounds and renderings per sound of a dataset (:data:`xai_loc.data.binaural_store.MAX_SOUNDS` and
+#: ``MAX_PER_SOUND``, whose module imports torch; a test keeps them equal).
+MAX_SOUNDS, MAX_PER_SOUND = 10_000, 100
+
+
+def _snr_range(ctx: click.Context, param: click.Parameter, value):
+    """``--snr LOW HIGH`` (each checked by :data:`~xai_loc.cli_params.SNR`), refused in one line naming the flag
+    and the values unless LOW <= HIGH."""
+    from xai_loc.acoustics.room import SNR_RANGE
+
+    if value is not None and not value[0] <= value[1]:
+        raise InputError(f"{option_name(param, ctx, value)} {_shown(value[0])} {_shown(value[1])} is not allowed; "
+                         f"give LOW HIGH dB with {SNR_RANGE[0]:g} <= LOW <= HIGH <= {SNR_RANGE[1]:g}")
+    return value
+
+
 #: Options that define a binaural dataset (:class:`~xai_loc.data.binaural_store.BinauralSpec`).
 _binaural_spec_options = with_options(
     click.option("--rooms", default="anechoic,office", show_default=True,
                  help="Comma-separated room presets (anechoic, office, ...); each example picks one."),
     click.option("--kinds", default=None,
                  help="Comma-separated sound kinds (speech and the synthetic kinds) [default: all of them]."),
-    click.option("--n-sounds", type=Int(1), default=2200, show_default=True, help="Distinct sounds."),
-    click.option("--per-sound", type=Int(1), default=4, show_default=True,
-                 help="Renderings of each sound, each at its own direction, room and SNR."),
+    click.option("--n-sounds", type=Int(1, MAX_SOUNDS), default=2200, show_default=True,
+                 help=f"Distinct sounds, at most {MAX_SOUNDS}."),
+    click.option("--per-sound", type=Int(1, MAX_PER_SOUND), default=4, show_default=True,
+                 help="Renderings of each sound, each at its own direction, room and SNR; at most "
+                      f"{MAX_PER_SOUND} (a rendering is 96 kB on disk at the default --duration)."),
     click.option("--duration", type=POSITIVE, default=0.25, show_default=True, help="Example length (s)."),
-    click.option("--snr", type=SNR, nargs=2, default=(5.0, 40.0), show_default=True,
-                 help="Range (dB) of the diffuse background's SNR."),
+    click.option("--snr", type=SNR, nargs=2, default=(5.0, 40.0), show_default=True, callback=_snr_range,
+                 help="Range (dB) of the diffuse background's SNR: LOW HIGH."),
     click.option("--no-noise", is_flag=True, help="No background noise."),
     click.option("--test-fraction", type=Number(0, 1, open_low=True, open_high=True), default=0.2, show_default=True,
                  help="Share of the distinct sounds held out for the test split."),
@@ -299,14 +319,7 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     may not differ from the card's: another split would overlap the training data); with
     --no-behaviour the dataset options are refused (no scenes are rendered). --probe-seed seeds the
     probe's noise tokens."""
-    import shutil
-    import tempfile
-    from functools import partial
-
     from xai_loc.experiments.cues import run_behaviour, run_duplex_probe
-    from xai_loc.experiments.registry import RESULTS
-    from xai_loc.io import check_file_path, write_files_atomic
-    from xai_loc.plots.redraw import DRAWERS, draw
 
     setup(ctx)
     if not behaviour:
@@ -321,18 +334,8 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
     if behaviour:
         spec = COCHCNN_OPTIONS.held_out(ctx, model)  # refuses examples the model does not take
         spec.sound_ids("test")  # refuses an empty split before the probe
-    # every file of OUT this run writes (True) or removes (False), checked before any work: all of them or none
-    out = Path(out)
-    writes = {out / RESULTS["duplex"].result_file: True, **dict.fromkeys(DRAWERS["duplex"].files(out), True),
-            out / "duplex_relevance.nc": relevance, out / RESULTS["responses"].result_file: behaviour,
-            **dict.fromkeys(DRAWERS["responses"].files(out), behaviour)}
-    for path, written in writes.items():
-        if written:
-            check_file_path(path)
-        elif path.is_dir():
-            raise InputError(f"cannot remove an earlier run's {path.name} from --out: {str(path)!r} is a folder; "
-                             "remove it or choose another --out")
-    with tempfile.TemporaryDirectory(prefix="xai-loc-cues-") as staging:
+
+    def probe(staging: Path) -> list[Path]:
         # the probe first: it checks the composite options' values before the behaviour's scenes are rendered
         staged = list(run_duplex_probe(model, staging, relevance=relevance, n_tokens=tokens, response=response,
                                        batch_size=batch_size, device=device, seed=probe_seed, progress=True,
@@ -341,12 +344,11 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
             store = COCHCNN_OPTIONS.test_store(spec, data, device=device)
             staged += run_behaviour(model, store, staging, batch_size=batch_size, device=device,
                                     progress=True).values()
-        staged += draw(staged)  # drawn beside the staged results only: an earlier run's files are not drawn in
-        paths = write_files_atomic({out / path.name: partial(shutil.copyfile, path) for path in staged})
-    for path, written in writes.items():
-        if not written:  # an earlier run's file, which would be drawn and reported beside these results
-            path.unlink(missing_ok=True)
-    for path in paths:
+        return staged
+
+    # what --no-relevance or --no-behaviour leaves out, an earlier run's file of it is removed
+    writes = {"duplex.nc": True, "duplex_relevance.nc": relevance, "responses.nc": behaviour}
+    for path in publish_results(out, writes, probe):
         click.echo(str(path))
 
 

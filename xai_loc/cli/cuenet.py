@@ -10,6 +10,7 @@ from xai_loc.cli._common import (
     command_options,
     family_checkpoint,
     family_composite,
+    publish_results,
     setup,
     with_options,
 )
@@ -109,13 +110,12 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     """LRP relevance per cue (ITD, ILD, IC) and band with the attention weights, and the cue
     ablation, on the held-out scenes (the test split of the data the checkpoint's card records;
     --seed may not differ from the card's; --probe-seed seeds the probe's own draws); writes
-    cue_relevance.nc, cue_reliance.nc, cue_ablation.nc and cue_probe.png."""
+    cue_relevance.nc, cue_reliance.nc, cue_ablation.nc and cue_probe.png/.pdf under OUT, all or none."""
     import numpy as np
 
     from xai_loc.experiments.cue_probe import run_cue_probe
     from xai_loc.explain.attribute import resolve_model
     from xai_loc.explain.cuenet import cue_relevance
-    from xai_loc.plots.redraw import draw
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "cuenet")  # before rendering
@@ -124,9 +124,12 @@ def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, da
     # one all-zero cue map with the options: a bad one fails before the scenes are rendered
     net = resolve_model(model)[0]
     cue_relevance(net, np.zeros((1, *net.cue_shape), np.float32), **options)
-    test = CUENET_OPTIONS.test_store(spec, data)
-    result = run_cue_probe(model, test, out, max_examples=examples, ablation=ablation, seed=probe_seed,
-                           **options)
-    paths = list(result["paths"].values())
-    for path in paths + draw(paths):
+
+    def probe(staging):
+        test = CUENET_OPTIONS.test_store(spec, data)
+        return run_cue_probe(model, test, staging, max_examples=examples, ablation=ablation, seed=probe_seed,
+                             **options)["paths"].values()
+
+    writes = dict.fromkeys(("cue_relevance.nc", "cue_reliance.nc", "cue_ablation.nc"), True)
+    for path in publish_results(out, writes, probe):
         click.echo(str(path))

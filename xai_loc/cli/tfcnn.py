@@ -10,6 +10,7 @@ from xai_loc.cli._common import (
     command_options,
     family_checkpoint,
     family_composite,
+    publish_results,
     setup,
     with_options,
 )
@@ -111,14 +112,13 @@ def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width,
 def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint, snrs, examples, probe_seed, options,
                          out) -> None:
     """Relevance on the IPD vs the ILD channel per octave band at each test SNR (duplex theory:
-    IPD below ~1.5 kHz, ILD above); writes band_profile.nc and band_profile.png. The scenes are
-    the test split of the data the checkpoint's card records (--seed may not differ from the card's;
-    --probe-seed seeds the draw of the examples)."""
+    IPD below ~1.5 kHz, ILD above); writes band_profile.nc and band_profile.png/.pdf under OUT, all
+    or none. The scenes are the test split of the data the checkpoint's card records (--seed may not
+    differ from the card's; --probe-seed seeds the draw of the examples)."""
     import numpy as np
 
     from xai_loc.experiments.ipd_ild_probe import check_snrs, run_ipd_ild_probe
     from xai_loc.explain.tfcnn import explain_tfcnn
-    from xai_loc.plots.redraw import draw
 
     setup(ctx)
     model = family_checkpoint(checkpoint, "tfcnn")  # before rendering
@@ -128,8 +128,11 @@ def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint,
     # one noise example with the options: a bad one fails before the scenes are rendered
     explain_tfcnn(model, np.random.default_rng(0).standard_normal((1, 2, spec.n_samples)).astype(np.float32) * 0.05,
                   **options)
-    scenes = TFCNN_OPTIONS.test_store(spec, data)
-    paths = list(run_ipd_ild_probe(model, scenes, out, snrs=snrs or None, n_examples=examples, seed=probe_seed,
-                                   **options).values())
-    for path in paths + draw(paths):
+
+    def probe(staging):
+        scenes = TFCNN_OPTIONS.test_store(spec, data)
+        return run_ipd_ild_probe(model, scenes, staging, snrs=snrs or None, n_examples=examples, seed=probe_seed,
+                                 **options).values()
+
+    for path in publish_results(out, {"band_profile.nc": True}, probe):
         click.echo(str(path))

@@ -65,7 +65,8 @@ class BastSceneSpec(SpecRecord):
     kinds
         Sound kinds: synthetic kinds and ``'speech'``; sound ``i`` is of kind ``kinds[i % len(kinds)]``.
     n_sounds
-        Distinct sounds before the split; each is rendered at every azimuth.
+        Distinct sounds before the split, at most :data:`~xai_loc.data.binaural_store.MAX_SOUNDS`; each is rendered
+        at every azimuth.
     test_fraction
         Share of the sounds held out for the test split.
     snr

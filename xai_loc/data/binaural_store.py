@@ -53,7 +53,7 @@ import numpy as np
 
 from xai_loc.acoustics.binaural import MAX_LEVEL_DB, REFERENCE_RMS, check_sound_fs
 from xai_loc.acoustics.hrtf import INTERPOLATIONS
-from xai_loc.checks import check_integer, is_real
+from xai_loc.checks import check_fs, check_integer, is_real
 from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord, check_name, numbers, spec_digest, words
 from xai_loc.errors import InputError
@@ -68,6 +68,13 @@ ANECHOIC = "anechoic"
 SPEECH = "speech"
 #: Ears, in channel order.
 EARS = ("left", "right")
+#: Most distinct sounds and renderings per sound of a dataset. A rendering is 2 ears x ``duration`` x ``fs`` float32
+#: samples, 96 kB at the default 0.25 s and 48 kHz (3.8 MB at 10 s), and its labels are planned in memory before
+#: anything is rendered (:func:`_plan_coords`, about 0.5 kB each): the largest set, 10,000 x 100 = 1,000,000
+#: renderings, is 96 GB on disk at the default length and its plan about 0.5 GB, against 8,800 renderings (0.8 GB)
+#: of the shipped cochleagram CNN's data; a BAST set renders each sound at its 36 azimuths, 64 kB each (23 GB for
+#: 10,000 sounds). ``xai-loc binaural`` and ``binaural bast`` offer the same bounds.
+MAX_SOUNDS, MAX_PER_SOUND = 10_000, 100
 #: Version of the store's ``config``: 2 since its diffuse background follows the spec's ``interp`` (1 took bilinear).
 STORE_VERSION = 2
 #: What a binaural store holds.
@@ -97,9 +104,9 @@ class BinauralSpec(SpecRecord):
         Sound kinds: registered synthetic kinds and ``'speech'`` (0.25-1 s excerpts of the
         shipped espeak-ng corpus); sound ``i`` is of kind ``kinds[i % len(kinds)]``.
     n_sounds
-        Distinct sounds (before the split).
+        Distinct sounds (before the split), at most :data:`MAX_SOUNDS`.
     per_sound
-        Renderings of each sound (each at its own direction, room, SNR and level).
+        Renderings of each sound (each at its own direction, room, SNR and level), at most :data:`MAX_PER_SOUND`.
     test_fraction
         Share of the distinct sounds that go to the test split.
     duration
@@ -142,8 +149,6 @@ class BinauralSpec(SpecRecord):
     def __post_init__(self) -> None:
         from xai_loc.acoustics.binaural import ROOMS, SOUNDS, SOURCE_DISTANCE, min_t_diff
         from xai_loc.acoustics.room import SNR_RANGE
-        from xai_loc.acoustics.speech import check_fs
-
         check_name(self.name, "dataset name")
         allowed_rooms = (ANECHOIC, *ROOMS)
         self._convert("rooms", words, f"give room names, some of {', '.join(allowed_rooms)}")
@@ -160,8 +165,8 @@ class BinauralSpec(SpecRecord):
         if not self.kinds or bad or len(set(self.kinds)) != len(self.kinds):
             raise InputError(f"sound kinds {list(self.kinds)} are not allowed; use distinct ones of "
                              f"{', '.join(allowed_kinds)}")
-        for name in ("n_sounds", "per_sound"):
-            object.__setattr__(self, name, check_integer(name, getattr(self, name), minimum=1))
+        for name, most in (("n_sounds", MAX_SOUNDS), ("per_sound", MAX_PER_SOUND)):
+            object.__setattr__(self, name, check_integer(name, getattr(self, name), minimum=1, maximum=most))
         if not (is_real(self.test_fraction) and 0 <= self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in [0, 1)")
         object.__setattr__(self, "fs", check_fs(self.fs))
@@ -499,7 +504,8 @@ def open_binaural(path: str | Path):
 
 
 __all__ = [
-    "BINAURAL_SPLITS", "BinauralSpec", "CHUNK_EXAMPLES", "COCHCNN_DATA", "EARS", "REFERENCE_RMS", "ANECHOIC", "SPEECH",
+    "BINAURAL_SPLITS", "BinauralSpec", "CHUNK_EXAMPLES", "COCHCNN_DATA", "EARS", "MAX_PER_SOUND", "MAX_SOUNDS",
+    "REFERENCE_RMS", "ANECHOIC", "SPEECH",
     "binaural_dataset_path", "cochcnn_spec", "open_binaural", "render_examples",
     "simulate_binaural",
 ]

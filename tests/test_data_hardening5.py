@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from helpers import run_cli
 
 import xai_loc.data.resumable as resumable
@@ -46,3 +47,22 @@ def test_minus_zero_is_the_condition_zero(tmp_path):
         assert done.exit_code == 0, done.output
         paths.append(done.stdout.strip())
     assert paths[0] == paths[1] and paths[0].endswith("t60-0.15_snr-0/test-n1.zarr")
+
+
+def test_cue_scene_counts_are_bounded_in_the_spec_and_on_the_command_line(tmp_path):
+    """Review: '--train-per-utterance 1000000000000' rendered the test split for a minute before the training
+    split's plan (240 x 10^12 labels) could not be built."""
+    from xai_loc.cli import cuenet as cli_cuenet
+    from xai_loc.data import cue_scenes
+    from xai_loc.errors import InputError
+
+    assert cli_cuenet.MAX_PER_UTTERANCE == cue_scenes.MAX_PER_UTTERANCE == 1000
+    with pytest.raises(InputError, match=r"^per_utterance=\{'train': 1001, 'test': 12\} is not allowed; give "
+                                         r"\{'train': n, 'test': n\} with integers in \[1, 1000\]$"):
+        cue_scenes.CueSceneSpec(per_utterance={"train": 1001, "test": 12})
+    assert cue_scenes.CueSceneSpec(per_utterance={"train": 1000, "test": 1}).per_utterance["train"] == 1000
+    for flag in ("--train-per-utterance", "--test-per-utterance"):
+        done = run_cli(["binaural", "cuenet", "train", flag, "1000000000000", "--data", str(tmp_path / "data"),
+                        "--out", str(tmp_path / "o.safetensors")])
+        assert done.exit_code == 2 and "[1, 1000]" in done.output and flag in done.output
+        assert not (tmp_path / "data").exists()

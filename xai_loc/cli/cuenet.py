@@ -34,12 +34,16 @@ def binaural_cuenet() -> None:
     """
 
 
+#: Most scenes per utterance (:data:`xai_loc.data.cue_scenes.MAX_PER_UTTERANCE`, whose module imports torch; a test
+#: keeps them equal).
+MAX_PER_UTTERANCE = 1000
+
 #: Options of the cue network's scene set (:class:`~xai_loc.data.cue_scenes.CueSceneSpec`).
 _cue_scene_options = with_options(
-    click.option("--train-per-utterance", type=Int(1), default=18, show_default=True,
-                 help="Training scenes per utterance (240 training utterances)."),
-    click.option("--test-per-utterance", type=Int(1), default=12, show_default=True,
-                 help="Test scenes per utterance (60 held-out utterances)."),
+    click.option("--train-per-utterance", type=Int(1, MAX_PER_UTTERANCE), default=18, show_default=True,
+                 help=f"Training scenes per utterance (240 training utterances), at most {MAX_PER_UTTERANCE}."),
+    click.option("--test-per-utterance", type=Int(1, MAX_PER_UTTERANCE), default=12, show_default=True,
+                 help=f"Test scenes per utterance (60 held-out utterances), at most {MAX_PER_UTTERANCE}."),
     SCENE_SEED,
     DATA_ROOT,
 )

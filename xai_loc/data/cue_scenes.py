@@ -75,6 +75,12 @@ SCENE_RMS = 0.05
 NOISE_KINDS = ("am_noise", "pink_burst", "white_burst", "tone_complex")
 
 
+#: Most renderings per utterance in a split: 240 training utterances x 1000 = 240,000 cue maps of 19.2 kB (the
+#: default front end's 3 cues x 32 bands x 50 frames in float32), 4.6 GB on disk; the label plan is built in memory
+#: before rendering, so an unbounded count grows memory without limit instead of failing.
+MAX_PER_UTTERANCE = 1000
+
+
 @dataclass(frozen=True)
 class CueSceneSpec(SpecRecord):
     """What a cue-scene dataset holds; recorded in its stores.
@@ -84,7 +90,8 @@ class CueSceneSpec(SpecRecord):
     name
         Folder name prefix under ``<root>/cue_scenes/``.
     per_utterance
-        Renderings per utterance in each split, ``{'train': 18, 'test': 12}``: with 300
+        Renderings per utterance in each split (at most :data:`MAX_PER_UTTERANCE`), ``{'train': 18, 'test': 12}``:
+        with 300
         utterances and 20 % held out, 4320 training and 720 test scenes (60 and 10 per azimuth).
     test_fraction
         Share of the utterances held out for testing.
@@ -124,9 +131,9 @@ class CueSceneSpec(SpecRecord):
 
         check_name(self.name, "scene set name")
         if not isinstance(self.per_utterance, Mapping) or set(self.per_utterance) != set(CUE_SPLITS) or not all(
-                is_integer(v) and v >= 1 for v in self.per_utterance.values()):
+                is_integer(v) and 1 <= v <= MAX_PER_UTTERANCE for v in self.per_utterance.values()):
             raise InputError(f"per_utterance={self.per_utterance!r} is not allowed; give {{'train': n, 'test': n}} "
-                             "with positive integers")
+                             f"with integers in [1, {MAX_PER_UTTERANCE}]")
         object.__setattr__(self, "per_utterance", {k: int(v) for k, v in self.per_utterance.items()})
         if not (is_real(self.test_fraction) and 0 < self.test_fraction < 1):
             raise InputError(f"test_fraction={self.test_fraction!r} is not allowed; use a number in (0, 1)")

@@ -43,7 +43,8 @@ def test_a_components_result_lacking_what_its_tables_read_is_one_line(tmp_path):
                                             "reference_share_ci", "linear_split_exact")}
     foreign = _result(tmp_path / "foreign", "components.nc", xr.Dataset(shares))
     says = _refused(["report", str(foreign.parent)])
-    assert f"component shares result {foreign} cannot be tabulated (missing: No variable named 'component'" in says
+    assert (f"component shares result {foreign} is not what it should be (its 'share' has dims (x), expected (model, "
+            "method, ordering, split, component))") in says
     assert says.rstrip().endswith("run 'xai-loc components' to rebuild it")
     _nothing_written(foreign.parent, "components.nc")
     older = _result(tmp_path / "older", "components.nc", xr.Dataset(shares).drop_vars("linear_split_exact"))

@@ -9,14 +9,15 @@ finds the result files by :attr:`~Result.result_file`.
 
 A :class:`Result` is the part every stored result has, whether or not it is run through this
 interface (the binaural probes write theirs from their own commands): a file name, and how
-to open and check it. The registry of both is :mod:`xai_loc.experiments.registry`; a new
-experiment is one module with an :class:`Experiment` subclass plus one line there. An
-experiment's ``seed`` seeds whatever it draws, an attribution method's own draws included
-(:func:`method_seed`).
+to open and check it (the variables its readers need, with their dimensions). The registry of
+both is :mod:`xai_loc.experiments.registry`; a new experiment is one module with an
+:class:`Experiment` subclass plus one line there. An experiment's ``seed`` seeds whatever it
+draws, an attribution method's own draws included (:func:`method_seed`).
 """
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import os
 import re
@@ -32,9 +33,10 @@ if TYPE_CHECKING:
     import xarray as xr
 
     from xai_loc.experiments.modelset import ModelSet
+    from xai_loc.models.families import Family
 
-__all__ = ["PROVENANCE_KEYS", "Experiment", "Result", "interval_cell", "latex_escape", "latex_tabular",
-           "markdown_row", "method_seed", "model_record"]
+__all__ = ["INPUT_NOUNS", "PROVENANCE_KEYS", "Experiment", "Result", "input_noun", "interval_cell", "latex_escape",
+           "latex_tabular", "markdown_row", "method_seed", "model_record", "recorded_families"]
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
@@ -66,6 +68,39 @@ PROVENANCE_KEYS = ("model", "checkpoint", "checkpoint_digest", "model_digest", "
 def model_record(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """The :data:`PROVENANCE_KEYS` of an explainer's or a model set's provenance ``attrs``."""
     return {key: value for key, value in attrs.items() if key in PROVENANCE_KEYS}
+
+
+#: What a result's inputs are called, by the output kind of the models it records
+#: (:attr:`~xai_loc.models.families.Family.output_kind`); "inputs" for the other kinds (a binaural sound, a BAST
+#: spectrogram).
+INPUT_NOUNS = {"position": "windows"}
+
+
+def recorded_families(attrs: Mapping[str, Any]) -> list[Family]:
+    """The :class:`~xai_loc.models.families.Family` of each architecture among the models a result records (its
+    ``models`` attribute, JSON: name -> ``{"model": architecture, ...}``, :func:`model_record`), without repeats;
+    empty where it records none, or none this installation knows (a damaged attribute is refused where a table
+    reads it)."""
+    from xai_loc.models.families import family_of
+
+    try:
+        models = json.loads(attrs.get("models", "{}"))
+    except (TypeError, ValueError):
+        return []
+    families = {}
+    for info in models.values() if isinstance(models, dict) else ():
+        if isinstance(info, dict) and isinstance(info.get("model"), str):
+            with contextlib.suppress(InputError):  # an architecture this installation does not know
+                family = family_of(info["model"])
+                families.setdefault(family.name, family)
+    return list(families.values())
+
+
+def input_noun(attrs: Mapping[str, Any]) -> str:
+    """What the inputs of a result are called (:data:`INPUT_NOUNS`): "windows" for the multichannel localizers'
+    windows (and where the result records no model), "inputs" where a recorded model's output is of another kind."""
+    nouns = {INPUT_NOUNS.get(family.output_kind, "inputs") for family in recorded_families(attrs)}
+    return "inputs" if "inputs" in nouns else "windows"
 
 
 def method_seed(method: str | None, seed: int) -> dict[str, int]:
@@ -114,21 +149,22 @@ class Result:
     what: str = ""
     #: The ``xai-loc`` command that writes it (named in the rebuild hint of a damaged file).
     command: str = ""
-    #: Variables a file must hold to be this result.
-    required: tuple[str, ...] = ()
+    #: Variables a file must hold to be this result, each with the dimensions (in any order) that the figures,
+    #: tables and report read: as the experiment writes them.
+    required: Mapping[str, tuple[str, ...]] = {}
     #: Dimensions a file may not hold empty (one without labels leaves its figure and tables nothing to show).
     nonempty: tuple[str, ...] = ()
 
     def __init__(self, name: str | None = None, result_file: str | None = None, *, what: str | None = None,
-                 command: str | None = None, required: tuple[str, ...] | None = None) -> None:
+                 command: str | None = None, required: Mapping[str, tuple[str, ...]] | None = None) -> None:
         for key, value in (("name", name), ("result_file", result_file), ("what", what), ("command", command),
                            ("required", required)):
             if value is not None:
                 setattr(self, key, value)
 
     def open(self, path: str | os.PathLike) -> xr.Dataset:
-        """Load a stored result into memory, checked whole: its checksums, :attr:`required` variables and
-        :attr:`nonempty` dimensions (one-line error with a rebuild hint)."""
+        """Load a stored result into memory, checked whole: its checksums, :attr:`required` variables and their
+        dimensions, and :attr:`nonempty` dimensions (one-line error with a rebuild hint)."""
         from xai_loc.data.integrity import open_netcdf_store
 
         hint = f"run 'xai-loc {self.command}' to rebuild it"

@@ -447,7 +447,10 @@ class ComponentsExperiment(Experiment):
     result_file = "components.nc"
     what = "component shares result"
     command = "components"
-    required = ("share", "share_ci", "energy_share", "reference_share", "reference_share_ci", "linear_split_exact")
+    required = {"share": ("model", "method", "ordering", "split", "component"),
+                "share_ci": ("model", "method", "ordering", "split", "component", "bound"),
+                "energy_share": ("component",), "reference_share": ("split", "component"),
+                "reference_share_ci": ("split", "component", "bound"), "linear_split_exact": ("method",)}
     nonempty = ("model", "method", "ordering", "split", "component")
     table_files = {"markdown": "components.md", "latex": "components.tex"}
     timed = True

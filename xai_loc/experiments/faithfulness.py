@@ -763,7 +763,8 @@ class FaithfulnessExperiment(Experiment):
     result_file = "faithfulness.nc"
     what = "faithfulness result"
     command = "faithfulness"
-    required = ("score", "curve")
+    required = {"score": ("model", "method", "ordering", "fill", "metric"),
+                "curve": ("model", "method", "ordering", "fill", "mode", "percentage")}
     nonempty = ("model", "method", "ordering", "fill", "percentage")
     table_files = {"markdown": "faithfulness.md", "latex": "faithfulness.tex"}
     timed = True

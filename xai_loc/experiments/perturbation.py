@@ -569,7 +569,8 @@ class PerturbationExperiment(Experiment):
     result_file = "perturbation.nc"
     what = "perturbation result"
     command = "perturb"
-    required = ("mae", "mae_mean", "baseline_mae")
+    required = {"mae": ("model", "mode", "percentage", "xyz"), "mae_mean": ("model", "mode", "percentage"),
+                "baseline_mae": ("xyz",)}
     nonempty = ("model", "mode", "percentage")
     table_files = {"markdown": "perturbation.md"}
     timed = True

@@ -5,8 +5,8 @@
 ``faithfulness``, ``sanity``, ``components`` and ``tdoa``, ``reproduce`` and ``figures`` all go through it
 (:func:`xai_loc.study.run_experiment`).
 :data:`RESULTS` adds the results that the binaural probes write from their own commands, as
-:class:`~xai_loc.experiments.base.Result` declarations (file name, what to check, the command
-that rebuilds it): every result file a probe command writes but the cue network's per-example
+:class:`~xai_loc.experiments.base.Result` declarations (file name, the variables to check with their dimensions,
+the command that rebuilds it): every result file a probe command writes but the cue network's per-example
 ``cue_relevance.nc`` (a name that folders of ``binaural cues`` written before ``duplex_relevance.nc`` hold with
 other contents). Each name has a drawer of the same name in
 :data:`xai_loc.plots.redraw.DRAWERS`, one without figures for a result that is a table or a view another
@@ -38,21 +38,26 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 #: Every stored result by name: the experiments and the binaural probes' result files.
 RESULTS: dict[str, Result] = {**EXPERIMENTS, **{r.name: r for r in (
     Result("duplex", "duplex.nc", what="duplex probe result", command="binaural cues",
-           required=("itd_weight", "ild_weight")),
+           required={"itd_weight": ("band",), "ild_weight": ("band",)}),
     Result("duplex_relevance", "duplex_relevance.nc", what="duplex relevance view", command="binaural cues",
-           required=("relevance_mass", "lag_slope")),
+           required={"relevance_mass": ("stimulus", "ear", "frequency"), "lag_slope": ("band",)}),
     Result("responses", "responses.nc", what="binaural responses", command="binaural cues",
-           required=("response_azimuth", "response_elevation", "target_azimuth", "target_elevation")),
+           required=dict.fromkeys(("response_azimuth", "response_elevation", "target_azimuth", "target_elevation"),
+                                  ("example",))),
     Result("cue_reliance", "cue_reliance.nc", what="cue reliance table", command="binaural cuenet probe",
-           required=("abs_share",)),
+           required={"abs_share": ("cue", "band")}),
     Result("cue_ablation", "cue_ablation.nc", what="cue ablation table", command="binaural cuenet probe",
-           required=("top1", "attention")),
+           required={"top1": ("cue", "bands"), "attention": ("cue", "bands", "weight_of")}),
     Result("band_profile", "band_profile.nc", what="band profile", command="binaural tfcnn probe",
-           required=("share",)),
+           required={"share": ("snr", "channel", "band")}),
     Result("bast_table", "bast_table.nc", what="BAST integration x weight-sharing table",
-           command="binaural bast table", required=("mirror_contrast", "relevance_left", "relevance_right")),
+           command="binaural bast table",
+           required={"mirror_contrast": ("sharing", "integration"),
+                     "relevance_left": ("sharing", "integration", "pair", "side"),
+                     "relevance_right": ("sharing", "integration", "pair", "side")}),
     Result("relevance_view", "relevance_view.nc", what="BAST relevance view of mirror pairs",
-           command="binaural bast explain", required=("mass", "ear_balance")),
+           command="binaural bast explain",
+           required={"mass": ("explainer", "pair", "side", "ear", "frequency"), "ear_balance": ("explainer", "side")}),
 )}}
 
 

@@ -71,7 +71,15 @@ import torch
 
 from xai_loc.errors import InputError
 from xai_loc.experiments.arrays import namespace, to_host
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, method_seed, model_record
+from xai_loc.experiments.base import (
+    Experiment,
+    input_noun,
+    interval_cell,
+    latex_tabular,
+    markdown_row,
+    method_seed,
+    model_record,
+)
 from xai_loc.experiments.baselines import cascading_copies
 from xai_loc.experiments.deletion_order import stable_ranks
 from xai_loc.experiments.faithfulness import (
@@ -554,8 +562,10 @@ def _cells(ds, model) -> tuple[list[str], list[list[str]]]:
 
 
 def sanity_table(ds: xr.Dataset) -> str:
-    """Markdown: per model, method x score with bootstrap 95 % intervals over sources."""
-    lines = [f"Sanity checks over {int(ds.attrs['n_sources'])} sources ({int(ds.attrs['n_windows'])} windows). "
+    """Markdown: per model, method x score with bootstrap 95 % intervals over sources; the inputs named as the
+    figures' titles name them (:func:`~xai_loc.experiments.base.input_noun`: windows, or inputs of a binaural model)."""
+    lines = [f"Sanity checks over {int(ds.attrs['n_sources'])} sources ({int(ds.attrs['n_windows'])} "
+             f"{input_noun(ds.attrs)}). "
              "Similarity to the original relevance with every layer randomized (lower passes), eMPRT "
              "(relative rise in explanation complexity from the original to the randomized model, above 0 "
              "passes), and similarity between the maps for other targets (x, y, z for positions; the truth and "
@@ -584,7 +594,8 @@ class SanityExperiment(Experiment):
     result_file = "sanity.nc"
     what = "sanity-check result"
     command = "sanity"
-    required = ("similarity", "similarity_ci", "score")
+    required = {"similarity": ("model", "method", "stage", "metric"),
+                "similarity_ci": ("model", "method", "stage", "metric", "bound"), "score": ("model", "method", "check")}
     nonempty = ("model", "method", "stage")
     table_files = {"markdown": "sanity.md", "latex": "sanity.tex"}
     timed = True

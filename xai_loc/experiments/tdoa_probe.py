@@ -1052,7 +1052,8 @@ class TdoaExperiment(Experiment):
     result_file = RESULT_FILES["store"]
     what = "TDOA result"
     command = "tdoa"
-    required = ("delay", "anomalies_percent", "mae_samples", "threshold")
+    required = {"delay": ("estimator", "pair", "window"), "anomalies_percent": ("estimator", "pair"),
+                "mae_samples": ("estimator", "pair"), "threshold": ("pair", "window")}
     nonempty = ("estimator", "pair")
     table_files = {kind: file for kind, file in RESULT_FILES.items() if kind != "store"}
 

@@ -1,21 +1,13 @@
 """Labels shared by the figures, and the one way a figure reads a stored attribute it needs."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from xai_loc.models.families import Family
+from xai_loc.experiments.base import INPUT_NOUNS, input_noun, recorded_families
 
 __all__ = ["INPUT_NOUNS", "SAMPLES", "MissingAttribute", "condition_title", "deleted_values", "input_noun",
            "recorded_families", "run_title", "stored_attr"]
-
-#: What a result's inputs are called, by the output kind of the models it records
-#: (:attr:`~xai_loc.models.families.Family.output_kind`); "inputs" for the other kinds (a binaural sound, a BAST
-#: spectrogram).
-INPUT_NOUNS = {"position": "windows"}
 
 
 class MissingAttribute(KeyError):
@@ -43,33 +35,6 @@ def condition_title(attrs) -> str:
         if math.isfinite(value):
             parts.append(f"{label} {value:g} {unit}")
     return ", ".join(parts)
-
-
-def recorded_families(attrs) -> list[Family]:
-    """The :class:`~xai_loc.models.families.Family` of each architecture among the models a result records (its
-    ``models`` attribute, JSON: name -> ``{"model": architecture, ...}``), without repeats; empty where it records
-    none, or none this installation knows (a damaged attribute is refused where a table reads it)."""
-    from xai_loc.errors import InputError
-    from xai_loc.models.families import family_of
-
-    try:
-        models = json.loads(attrs.get("models", "{}"))
-    except (TypeError, ValueError):
-        return []
-    families = {}
-    for info in models.values() if isinstance(models, dict) else ():
-        if isinstance(info, dict) and isinstance(info.get("model"), str):
-            with contextlib.suppress(InputError):  # an architecture this installation does not know
-                family = family_of(info["model"])
-                families.setdefault(family.name, family)
-    return list(families.values())
-
-
-def input_noun(attrs) -> str:
-    """What the inputs of a result are called (:data:`INPUT_NOUNS`): "windows" for the multichannel localizers'
-    windows (and where the result records no model), "inputs" where a recorded model's output is of another kind."""
-    nouns = {INPUT_NOUNS.get(family.output_kind, "inputs") for family in recorded_families(attrs)}
-    return "inputs" if "inputs" in nouns else "windows"
 
 
 #: What the deleted values of a result are called where its store records no kind (windows and ear signals).

@@ -433,7 +433,7 @@ def test_models_list_describes_room_mixtures():
         "rooms anechoic+office, SNR 5 to 40 dB"
     assert describe_condition({"t60": 0.6, "snr": 10.0}) == "T60 0.6 s, SNR 10 dB"
     test = {"metrics": {"accuracy": 0.0682, "n": 3}, "baseline": {"metrics": {"accuracy": 0.002}}}
-    text = describe_test_metrics(test)
+    text = describe_test_metrics(test, "cochcnn")
     assert text == "accuracy 6.8% (baseline 0.2%)"
     training = {"epochs": 16, "wall_seconds": 2570.0, "device": "cpu", "converged": False,
                 "init_from": {"file": "loccnn_t60-0.6_snr-10.safetensors"}}

@@ -206,7 +206,7 @@ def test_old_result_entries_are_upgraded_on_read(layout):
     old, new = LEGACY[layout]
     card = upgrade_card({"dtype": "float16", "metrics": {"test": old}})
     assert card["metrics"]["test"] == new and upgrade_card(card) == card
-    assert describe_test_metrics(card["metrics"]["test"]) == describe_test_metrics(new)
+    assert describe_test_metrics(card["metrics"]["test"], "cochcnn") == describe_test_metrics(new, "cochcnn")
 
 
 def test_old_float16_check_moves_to_storage():

@@ -286,7 +286,7 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
                          dtype=dtype, progress=True)
     card = read_card(path)
     click.echo(f"{path}: {card['training']['epochs']} epochs, "
-               f"{describe_test_metrics((card.get('metrics') or {}).get('test') or {})}")
+               f"{describe_test_metrics((card.get('metrics') or {}).get('test') or {}, card['architecture'])}")
 
 
 @binaural.command("cues")

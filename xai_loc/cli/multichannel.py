@@ -83,7 +83,8 @@ def info(ctx: click.Context) -> None:
 @click.option("--t60", type=T60, required=True, help="Reverberation time in seconds (Sabine).")
 @click.option("--snr", type=SNR, required=True, help="SNR in dB relative to microphone 0.")
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True,
-              help="Which sources of the scene to simulate.")
+              help="Which sources of the scene to simulate ('all': one store of every source, read by evaluate and "
+                   "explain --split all; train and the experiments read their own splits' stores).")
 @sources_option()
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
 @data_option("--out is an alias", "--out")

@@ -105,9 +105,10 @@ def describe_condition(condition: dict) -> str:
     return f"T60 {condition.get('t60'):g} s, SNR {condition.get('snr'):g} dB"
 
 
-def describe_test_metrics(test: dict, arch: str = "") -> str:
+def describe_test_metrics(test: dict, arch: str) -> str:
     """The :data:`SUMMARY_METRICS` a card's test entry records (in the sense of the architecture's family,
-    :attr:`~xai_loc.models.families.Family.metric_labels`), beside its baseline where there is one.
+    :attr:`~xai_loc.models.families.Family.metric_labels`; without units for an architecture this installation does
+    not know: a TF-CNN's MAE is in degrees, a LocCNN's in metres), beside its baseline where there is one.
 
     ``test`` is a result entry (:func:`~xai_loc.models.checkpoint.result_entry`; :func:`read_card`
     upgrades older cards to it): the model's numbers under ``metrics``, the baseline's under
@@ -115,7 +116,8 @@ def describe_test_metrics(test: dict, arch: str = "") -> str:
     """
     metrics = test.get("metrics") or {}
     base = (test.get("baseline") or {}).get("metrics") or {}
-    labels = {**SUMMARY_METRICS, **(family_of(arch).metric_labels if arch in MODELS else {})}
+    labels = {**SUMMARY_METRICS, **family_of(arch).metric_labels} if arch in MODELS else \
+        {key: (label, fmt, "") for key, (label, fmt, _) in SUMMARY_METRICS.items()}
     parts = []
     for key, (label, fmt, unit) in labels.items():
         if isinstance(metrics.get(key), (int, float)):

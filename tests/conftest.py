@@ -65,6 +65,21 @@ def split_and_store(tmp_path_factory):
     return simulate_windows(*args, progress=False), store
 
 
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    """A folder holding a LocCNN checkpoint (seed 1) of (0.15 s, 25 dB) under its shipped name,
+    ``loccnn_t60-0.15_snr-25.safetensors`` (a study of that condition runs on it)."""
+    import torch
+
+    from xai_loc.models import build_model, save_checkpoint
+
+    root = tmp_path_factory.mktemp("zoo")
+    torch.manual_seed(1)
+    save_checkpoint(build_model("loccnn"), root / "loccnn_t60-0.15_snr-25.safetensors",
+                    {"condition": {"t60": 0.15, "snr": 25.0}})
+    return root
+
+
 @pytest.fixture
 def no_simulation(monkeypatch):
     """Simulating the test data is the first work of a run: here it fails the test (a refusal must come first)."""

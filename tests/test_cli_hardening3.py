@@ -18,18 +18,6 @@ CONDITION = "t60-0.15_snr-25"
 SHIPPED = "--t60", "0.6", "--snr", "10"  # a condition with shipped checkpoints
 
 
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    """A LocCNN checkpoint under the shipped name of (0.15 s, 25 dB)."""
-    from xai_loc.models import build_model, save_checkpoint
-
-    root = tmp_path_factory.mktemp("zoo")
-    torch.manual_seed(1)
-    save_checkpoint(build_model("loccnn"), root / f"loccnn_{CONDITION}.safetensors",
-                    {"condition": {"t60": 0.15, "snr": 25.0}})
-    return root
-
-
 # --- 1. reproduce: every experiment's files checked before any work --------------------------------------------------
 @pytest.mark.usefixtures("no_simulation")
 @pytest.mark.parametrize("blocked, skip", [("tdoa.nc", []), ("faithfulness.png", ["tdoa"]),

@@ -65,20 +65,6 @@ def _sanity(arch: str) -> xr.Dataset:
 
 
 # 1 -------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    """A LocCNN checkpoint of the condition under its shipped name."""
-    import torch
-
-    from xai_loc.models import build_model, save_checkpoint
-
-    root = tmp_path_factory.mktemp("zoo")
-    torch.manual_seed(1)
-    save_checkpoint(build_model("loccnn"), root / f"loccnn_{CONDITION}.safetensors",
-                    {"condition": {"t60": 0.15, "snr": 25.0}})
-    return root
-
-
 def _damaged(folder):
     path = write_dataset_atomic(_sanity("loccnn").assign_attrs(t60=0.15, snr=25.0), folder / "sanity.nc")
     path.write_bytes(bytes(64) + path.read_bytes()[64:])

@@ -17,20 +17,6 @@ CONDITION = "t60-0.15_snr-25"
 ESTIMATORS = ["signals", "loccnn", "zero-lag"]
 
 
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    """A LocCNN checkpoint of (0.15 s, 25 dB) under its shipped name."""
-    import torch
-
-    from xai_loc.models import build_model, save_checkpoint
-
-    root = tmp_path_factory.mktemp("zoo")
-    torch.manual_seed(1)
-    save_checkpoint(build_model("loccnn"), root / f"loccnn_{CONDITION}.safetensors",
-                    {"condition": {"t60": 0.15, "snr": 25.0}})
-    return root
-
-
 def _tdoa(t60: float, snr: float) -> xr.Dataset:
     """A TDOA result of one pair recording (``t60``, ``snr``)."""
     rng = np.random.default_rng(0)

@@ -118,28 +118,47 @@ def torch_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, devic
     return image_source_rirs(room, sources, mics, t60, t_max=t_max, device=device, convention=convention, **options)
 
 
-@register_backend("pyroomacoustics", BackendTraits(devices=("cpu",)))
-def pyroomacoustics_backend(
-    room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", convention=None,
-    max_order: int | None = None
-) -> np.ndarray:
-    """pyroomacoustics' image-source method, in xai-loc's amplitude and timing (``+beta`` conventions only)."""
-    import pyroomacoustics as pra
-
+def _reference_check(backend: str, follows: Callable, refusal: str, room: ShoeBox, sources, mics, t60: float,
+                     t_max=None, max_order=None, convention=None):
+    """What a reference backend (pyroomacoustics, gpuRIR) refuses before it runs: a convention it cannot follow
+    (``follows(conv)`` false; ``refusal`` says why, before the convention's name), the response's length and
+    ``max_order``, and the geometry of every source; returns the convention, ``t60``, ``t_max``, ``max_order``, the
+    checked sources and microphones."""
     from xai_loc.acoustics.ism import check_geometry, check_response
 
     conv = get_convention(convention)
-    if conv.reflection_sign != 1:
-        raise InputError(f"backend 'pyroomacoustics' keeps the sign of reflections and cannot follow convention "
-                         f"{conv.name!r}; use backend 'torch' or convention 'pyroomacoustics'")
+    if not follows(conv):
+        raise InputError(f"backend {backend!r} {refusal} {conv.name!r}; use backend 'torch' or convention {backend!r}")
+    t60, t_max, max_order = check_response(room, t60, t_max, max_order)
+    src, mic, _ = check_geometry(room, sources, mics, t_max)
+    return conv, t60, t_max, max_order, src, mic
+
+
+def _pyroomacoustics_check(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", convention=None,
+                           max_order=None):
+    """What :func:`pyroomacoustics_backend` refuses before pyroomacoustics runs (a device other than the CPU, and
+    :func:`_reference_check`); returns what :func:`_reference_check` returns."""
     try:
         on_cpu = torch.device(device).type == "cpu"
     except (RuntimeError, TypeError):
         on_cpu = False
     if not on_cpu:
         raise InputError(f"backend 'pyroomacoustics' runs on the CPU only, not on device {device!r}")
-    t60, t_max, max_order = check_response(room, t60, t_max, max_order)
-    src, mic, _ = check_geometry(room, sources, mics, t_max)
+    return _reference_check("pyroomacoustics", lambda conv: conv.reflection_sign == 1,
+                            "keeps the sign of reflections and cannot follow convention", room, sources, mics, t60,
+                            t_max, max_order, convention)
+
+
+@register_backend("pyroomacoustics", BackendTraits(devices=("cpu",), check=_pyroomacoustics_check))
+def pyroomacoustics_backend(
+    room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", convention=None,
+    max_order: int | None = None
+) -> np.ndarray:
+    """pyroomacoustics' image-source method, in xai-loc's amplitude and timing (``+beta`` conventions only)."""
+    conv, t60, t_max, max_order, src, mic = _pyroomacoustics_check(room, sources, mics, t60, t_max=t_max, device=device,
+                                                                   convention=convention, max_order=max_order)
+    import pyroomacoustics as pra
+
     n_samples = conv.rir_length(t_max, room.fs)
     e_absorption, sabine_order = pra.inverse_sabine(t60, list(room.size), c=room.c)
     order = sabine_order if max_order is None else max_order
@@ -165,17 +184,16 @@ def pyroomacoustics_backend(
 
 def _gpurir_check(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cuda", convention=None,
                   t_diff=None):
-    """What :func:`gpurir_backend` refuses before gpuRIR runs (gpuRIR itself asserts ``Tdiff <= Tmax``): the
-    convention, the response's length, the geometry and ``t_diff``; returns the convention, ``t60``, ``t_max``,
-    the checked sources and microphones."""
-    from xai_loc.acoustics.ism import check_geometry, check_response, check_t_diff
+    """What :func:`gpurir_backend` refuses before gpuRIR runs (gpuRIR itself asserts ``Tdiff <= Tmax``):
+    :func:`_reference_check` and ``t_diff``; returns the convention, ``t60``, ``t_max``, the checked sources and
+    microphones."""
+    from xai_loc.acoustics.ism import check_t_diff
 
-    conv = get_convention(convention)
-    if (conv.reflection_sign, conv.images, conv.length, conv.sub_sample) != (-1, "t2n", "even", "exact"):
-        raise InputError(f"backend 'gpurir' simulates gpuRIR's own convention, not {conv.name!r}; "
-                         "use backend 'torch' or convention 'gpurir'")
-    t60, t_max, _ = check_response(room, t60, t_max)
-    src, mic, _ = check_geometry(room, sources, mics, t_max)
+    def follows(conv) -> bool:
+        return (conv.reflection_sign, conv.images, conv.length, conv.sub_sample) == (-1, "t2n", "even", "exact")
+
+    conv, t60, t_max, _, src, mic = _reference_check("gpurir", follows, "simulates gpuRIR's own convention, not", room,
+                                                     sources, mics, t60, t_max, convention=convention)
     if t_diff is not None:
         check_t_diff(t_diff, t_max)
     return conv, t60, t_max, src, mic

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from xai_loc.acoustics.conventions import Convention, get_convention
-from xai_loc.acoustics.room import MAX_T60, ShoeBox, check_t60, source_mic_distances
+from xai_loc.acoustics.room import MAX_T60, ShoeBox, SourceError, check_t60, source_at, source_mic_distances
 from xai_loc.checks import is_integer, is_real
 from xai_loc.errors import InputError
 from xai_loc.runtime import deterministic_algorithms, resolve_device
@@ -62,6 +62,11 @@ _CHUNK = 4_000_000
 #: Most images one source may list (every path but the compiled CPU loop holds them all: ~90 bytes each on
 #: the CPU, so ~4.5 GB); the ``"reach"`` set of the paper room reaches it near T60 = 2.7 s.
 MAX_IMAGES = 50_000_000
+#: Most images x microphones of one source the compiled CPU loop (``"exact"`` filter) may visit: it holds no image
+#: list, but visits about 1e8 pairs a second on one core (measured: a 0.25 m room at T60 0.3 s, 3e8 pairs, 2.1 s;
+#: the paper room's 16 microphones at T60 1.2 s, 6.7e7 pairs, 0.7 s), so the bound takes about 17 minutes. The
+#: paper room at T60 10 s (3.9e10 pairs) stays below it; a 1 cm room at T60 0.3 s (4.6e12) would run for half a day.
+MAX_CPU_PAIRS = 100_000_000_000
 #: Precisions of the responses.
 DTYPES = (torch.float32, torch.float64)
 #: A reflection order no image reaches: a larger ``max_order`` keeps every image, as None does.
@@ -101,8 +106,9 @@ def check_geometry(room: ShoeBox, sources, mics, t_max: float) -> tuple[np.ndarr
     Raises
     ------
     InputError
-        If a position lies outside the room, there is no microphone, a source lies within
-        :data:`~xai_loc.acoustics.room.MIN_SOURCE_MIC_DISTANCE` of a microphone, or a direct sound
+        If a position lies outside the room or there is no microphone; a
+        :class:`~xai_loc.acoustics.room.SourceError` (naming the source's row and position) if a source lies
+        within :data:`~xai_loc.acoustics.room.MIN_SOURCE_MIC_DISTANCE` of a microphone or its direct sound
         arrives at or after ``t_max`` (the response would hold none of it).
     """
     src = room.check_inside(sources, "source")
@@ -113,9 +119,9 @@ def check_geometry(room: ShoeBox, sources, mics, t_max: float) -> tuple[np.ndarr
     far = float(gap.max()) if gap.size else 0.0
     if far / room.c >= t_max:
         k, m = np.unravel_index(int(np.argmax(gap)), gap.shape)
-        raise InputError(f"source {k} is {far:.4g} m from microphone {m}: its direct sound arrives at "
-                         f"{far / room.c:.6g} s, not before t_max={t_max} s; give t_max, or the T60 it defaults to, "
-                         f"of at least {math.ceil(far / room.c * 1e4) / 1e4:g} s, or move the source closer")
+        raise SourceError(f"{source_at(src, k)} is {far:.4g} m from microphone {m}: its direct sound arrives at "
+                          f"{far / room.c:.6g} s, not before t_max={t_max} s; give t_max, or the T60 it defaults to, "
+                          f"of at least {math.ceil(far / room.c * 1e4) / 1e4:g} s, or move the source closer", k)
     return src, mic, gap
 
 
@@ -259,9 +265,11 @@ def _scatter_ism(
 ) -> torch.Tensor:
     """Image-source response ``(M, n_samples)`` of one source, arrivals before ``n_samples``.
 
-    Each arrival goes to the nearest of ``LUT_PHASES`` sub-sample slots (delay error at most
-    ``1 / (2 LUT_PHASES)`` samples), so a single scatter and one strided convolution with
-    the sinc table replace per-image filter evaluation. ``beta`` carries the sign.
+    Each arrival goes to the nearest of ``LUT_PHASES`` sub-sample slots, so a single scatter and one strided
+    convolution with the sinc table replace per-image filter evaluation. The delay error is at most
+    ``1 / (2 LUT_PHASES)`` samples in float64; in float32 the distances are rounded first, and about 4 % of the
+    images land in a neighbouring slot, up to 0.0095 samples off (paper room, 16 microphones, T60 0.6 s).
+    ``beta`` carries the sign.
     """
     reach = room.c * n_samples / room.fs
     pos, order = _images(room, src, mics.cpu().numpy(), reach, max_order, device=device)
@@ -440,7 +448,8 @@ def _diffuse_tail(
     rir: torch.Tensor, n_diff: int, t60: float, fs: int, generator: torch.Generator, guard: int = FD_HALF_WIDTH,
     start: int = 0,
 ) -> torch.Tensor:
-    """Replace samples from ``n_diff`` on by noise with a Sabine decay fitted to ``rir[:, :n_diff]``.
+    """Replace samples from ``n_diff`` on by noise (drawn in float32, the same numbers whatever ``rir``'s dtype)
+    with a Sabine decay fitted to ``rir[:, :n_diff]``.
 
     The fit takes the second half of ``rir[:, :n_diff]``, from ``start`` on at the earliest (where the
     direct sound has passed), less ``guard`` samples before ``n_diff`` (the half-width of the arrival filter).
@@ -451,9 +460,10 @@ def _diffuse_tail(
     first = max(n_diff // 2, start)
     fit = slice(first, max(first + 1, n_diff - guard))
     level = (rir[:, fit] ** 2).sum(dim=1, keepdim=True) / envelope[fit].sum()
-    noise = torch.randn(rir.shape[0], n_samples - n_diff, generator=generator, dtype=rir.dtype)
+    # torch draws other numbers in float64 than in float32 from the same generator
+    noise = torch.randn(rir.shape[0], n_samples - n_diff, generator=generator, dtype=torch.float32)
     out = rir.clone()
-    out[:, n_diff:] = noise.to(rir.device) * torch.sqrt(level * envelope[n_diff:])
+    out[:, n_diff:] = noise.to(device=rir.device, dtype=rir.dtype) * torch.sqrt(level * envelope[n_diff:])
     return out
 
 
@@ -542,13 +552,18 @@ def _request(room: ShoeBox, sources, mics, t60, *, t_max, mode, t_diff, max_orde
     if mode == "hybrid":
         far = float(gap.max()) if gap.size else 0.0
         n_ism = _hybrid_samples(room, far, t60, t_max, t_diff, n_samples, half)
-    if not (exact and device.type == "cpu"):  # every other path lists the images of a source at once
-        reach = _exact_reach(n_ism, taps, room)[0] if exact else room.c * n_ism / room.fs
-        count = _image_count(room, mic, reach, max_order)
-        if count > MAX_IMAGES:
-            raise InputError(f"T60={t60} s with t_max={t_max} s needs about {count:.2g} image sources per source "
-                             f"in convention {conv.name!r}; at most {MAX_IMAGES:.0e} fit in memory: give a "
-                             "shorter t_max, a max_order, mode 'hybrid' or (on the CPU) convention 'gpurir'")
+    reach = _exact_reach(n_ism, taps, room)[0] if exact else room.c * n_ism / room.fs
+    count = _image_count(room, mic, reach, max_order)
+    if exact and device.type == "cpu":  # the compiled loop streams the images: bounded by time, not memory
+        if count * mic.shape[0] > MAX_CPU_PAIRS:
+            raise InputError(f"T60={t60} s with t_max={t_max} s in room {room.size} needs about {count:.2g} image "
+                             f"sources x {mic.shape[0]} microphone(s) = {count * mic.shape[0]:.2g} per source; at most "
+                             f"{MAX_CPU_PAIRS:.0e} run on the CPU (about 17 min per source): give a larger room, a "
+                             "shorter T60 or t_max, a max_order or mode 'hybrid'")
+    elif count > MAX_IMAGES:  # every other path lists the images of a source at once
+        raise InputError(f"T60={t60} s with t_max={t_max} s needs about {count:.2g} image sources per source "
+                         f"in convention {conv.name!r}; at most {MAX_IMAGES:.0e} fit in memory: give a "
+                         "shorter t_max, a max_order, mode 'hybrid' or (on the CPU) convention 'gpurir'")
     return _Request(conv, t60, t_max, max_order, device, dtype, src, mic, gap, n_samples, taps, half, n_ism)
 
 
@@ -615,8 +630,8 @@ def image_source_rirs(
         Highest reflection order kept (``None``: all images of the convention's set).
     seed
         Seed of the diffuse tail (hybrid mode), a non-negative integer. Source ``i`` of the call
-        draws its tail from ``SeedSequence([seed, i])``: the same source at another index in
-        ``sources`` gets another tail.
+        draws its tail from ``SeedSequence([seed, i])``, in float32 whatever ``dtype`` (a float64 response has the
+        float32 one's tail): the same source at another index in ``sources`` gets another tail.
     convention
         Simulation convention, a name from :data:`~xai_loc.acoustics.conventions.CONVENTIONS`
         or a :class:`~xai_loc.acoustics.conventions.Convention` (default ``"gpurir"``).
@@ -635,9 +650,11 @@ def image_source_rirs(
     InputError
         For a bad argument (a ``t_diff`` in ``"ism"`` mode among them); a source within
         :data:`~xai_loc.acoustics.room.MIN_SOURCE_MIC_DISTANCE` of a microphone; a direct path that arrives at or
-        after ``t_max``; a ``t_diff`` that leaves less than :data:`TAIL_FIT_S` of reflections after the latest direct
-        sound to fit the tail to; more than :data:`MAX_IMAGES` images to list per source
-        (:func:`check_image_sources` refuses the same without computing a response).
+        after ``t_max`` (a :class:`~xai_loc.acoustics.room.SourceError`, naming the source's row in ``sources``); a
+        ``t_diff`` that leaves less than :data:`TAIL_FIT_S` of reflections after the latest direct sound to fit the
+        tail to; more than :data:`MAX_IMAGES` images to list per source, or on the CPU's ``"exact"`` path more than
+        :data:`MAX_CPU_PAIRS` images x microphones (:func:`check_image_sources` refuses the same without computing a
+        response).
     """
     conv, t60, t_max, max_order, device, dtype, src, mic, gap, n_samples, taps, half, n_ism = _request(
         room, sources, mics, t60, t_max=t_max, mode=mode, t_diff=t_diff, max_order=max_order, seed=seed,

@@ -108,20 +108,42 @@ class ShoeBox:
         return math.sqrt(1.0 - alpha)
 
 
+class SourceError(InputError):
+    """An :class:`InputError` about one source of a call's ``(S, 3)`` positions, named by its row: ``template``
+    holds ``{source}`` where the message names it; :meth:`naming` says the same of the caller's id for that row
+    (a store checks a split's sources, rows of the scene's, and names the scene's ids)."""
+
+    def __init__(self, template: str, row: int) -> None:
+        super().__init__(template.replace("{source}", str(row)))
+        self.template, self.row = template, int(row)
+
+    def __reduce__(self):
+        return type(self), (self.template, self.row)
+
+    def naming(self, ids) -> SourceError:
+        """The same error naming the source ``ids[row]`` (``ids``: the caller's id of each row)."""
+        return SourceError(self.template, int(ids[self.row]))
+
+
+def source_at(sources: np.ndarray, row: int) -> str:
+    """``"source {source} at (x, y, z) m"`` for a :class:`SourceError` template about row ``row`` of ``sources``."""
+    return "source {source} at " + f"{tuple(round(float(v), 4) for v in sources[row])} m"
+
+
 def source_mic_distances(sources: np.ndarray, mics: np.ndarray) -> np.ndarray:
     """Distance ``(S, M)`` in metres from each source to each microphone (positions ``(n, 3)``).
 
     Raises
     ------
-    InputError
+    SourceError
         If a source lies closer than :data:`MIN_SOURCE_MIC_DISTANCE` to a microphone.
     """
     gap = np.linalg.norm(sources[:, None, :] - mics[None, :, :], axis=-1)
     if gap.size and gap.min() < MIN_SOURCE_MIC_DISTANCE:
         k, m = np.unravel_index(int(np.argmin(gap)), gap.shape)
-        raise InputError(f"source {k} at {sources[k].tolist()} is {gap[k, m]:.2g} m from microphone {m} at "
-                         f"{mics[m].tolist()}; keep sources at least {MIN_SOURCE_MIC_DISTANCE:g} m from every "
-                         "microphone")
+        raise SourceError(f"{source_at(sources, k)} is {gap[k, m]:.2g} m from microphone {m} at "
+                          f"{mics[m].tolist()}; keep sources at least {MIN_SOURCE_MIC_DISTANCE:g} m from every "
+                          "microphone", k)
     return gap
 
 

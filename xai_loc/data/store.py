@@ -47,6 +47,7 @@ on the same device.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -65,7 +66,7 @@ import numpy as np
 from xai_loc.acoustics.backends import BACKENDS, TRAITS, check_options, check_rirs, simulate_rirs, without_defaults
 from xai_loc.acoustics.conventions import DEFAULT_CONVENTION, get_convention, rir_length
 from xai_loc.acoustics.render import render_windows, render_windows_batch, window_count
-from xai_loc.acoustics.room import check_snr, check_t60
+from xai_loc.acoustics.room import SourceError, check_snr, check_t60
 from xai_loc.checks import check_integer, is_integer, is_real
 from xai_loc.data.integrity import check_flags, check_values, open_zarr_group, value_flags
 from xai_loc.data.resumable import ResumableStore, StoreKind
@@ -174,13 +175,24 @@ def _plan(scene: Scene, ids: np.ndarray, corpus, seed: int, n_rir: int) -> _Plan
     return _Plan(ids, utt, np.concatenate([[0], np.cumsum(counts)]))
 
 
+@contextlib.contextmanager
+def _naming_sources(ids) -> Iterator[None]:
+    """Inside the block, a :class:`~xai_loc.acoustics.room.SourceError` about row ``k`` of the sources passed to a
+    backend names the scene's source ``ids[k]`` instead."""
+    try:
+        yield
+    except SourceError as err:
+        raise err.naming(ids) from None
+
+
 def source_rirs(scene: Scene, sid: int, t60: float, seed: int, backend: str, device: str,
                 rir_options: dict, as_tensor: bool = False):
     """The responses ``(M, N)`` of source ``sid`` as a store of ``seed`` simulates them (on ``device``; a
     tensor there with ``as_tensor``, else a NumPy array)."""
     seeded = {"seed": seed * 1_000_003 + sid} if TRAITS[backend].seeded else {}
-    return simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
-                         convention=scene.convention, as_tensor=as_tensor, **seeded, **rir_options)[0]
+    with _naming_sources([sid]):
+        return simulate_rirs(backend, scene.room, scene.sources[sid][None], scene.mics, t60, device=device,
+                             convention=scene.convention, as_tensor=as_tensor, **seeded, **rir_options)[0]
 
 
 def noise_rng(seed: int, sid: int) -> np.random.Generator:
@@ -243,9 +255,11 @@ class _Job:
     def check_responses(self, device: str) -> None:
         """Refuse, in one line, responses the backend would refuse for any of the split's sources (a hybrid
         ``t_diff`` too early for a far source, ...), all checked at once from the geometry before the first is
-        simulated (:func:`~xai_loc.acoustics.backends.check_rirs`)."""
-        check_rirs(self.backend, self.scene.room, self.scene.sources[self.ids], self.scene.mics, self.t60,
-                   device=device, convention=self.scene.convention, **self.rir_options)
+        simulated (:func:`~xai_loc.acoustics.backends.check_rirs`); a message about one source names its id in the
+        scene."""
+        with _naming_sources(self.ids):
+            check_rirs(self.backend, self.scene.room, self.scene.sources[self.ids], self.scene.mics, self.t60,
+                       device=device, convention=self.scene.convention, **self.rir_options)
 
     def attrs(self) -> dict:
         """Attributes of the split's data (a store's attrs; an in-memory split's too)."""

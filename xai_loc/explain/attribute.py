@@ -251,10 +251,10 @@ class Explainer:
         self._skip = next((n for n, m in self.model.named_modules() if m is first), "")
         if self.composite is not None:
             check_coverage(composite, self.model, self.composite, skip=self._skip)
-            dtype = next(self.model.parameters(), torch.empty(0)).dtype
-            if dtype == torch.float16:  # float16's 5 exponent bits: a SampleCNN's relevance kept a tenth of its sum
-                raise InputError(f"a float16 model is not allowed for method {method!r}: LRP relevance underflows in "
-                                 "float16; explain model.float() (the same weights in float32), or use bfloat16")
+        why = self.method_cls.FLOAT16_REFUSED
+        if why and next(self.model.parameters(), torch.empty(0)).dtype == torch.float16:
+            raise InputError(f"a float16 model is not allowed for method {method!r}: {why}; explain model.float() "
+                             "(the same weights in float32), or use bfloat16")
         self._operations_checked = self.composite is None  # by the first forward pass (check_operations)
         self.target_params = target_params
         reference = target_params.get("reference")

@@ -85,7 +85,7 @@ from xai_loc.models.registry import MODELS
 __all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "DATA_MOVEMENT", "FIRST_RULES", "GRADIENT_EXACT", "GRADIENT_OK",
            "MAXPOOL_RULES", "NAMED_RULES", "RULE_OPTIONS", "UNSEEN_OK", "ModuleRule", "OperationRecorder",
            "check_coverage", "check_operations", "check_rule", "composite_covers", "composite_defaults",
-           "make_composite", "module_rules", "register_composite", "rule_label", "unused_option"]
+           "make_composite", "module_rules", "register_composite", "rule_label", "unused_option", "written_for"]
 
 CompositeFactory = Callable[..., Composite]
 
@@ -121,15 +121,22 @@ def register_composite(name: str, architectures: tuple[str, ...] | None = None
 
 
 def composite_covers(arch: str) -> bool:
-    """Whether LRP composites cover models of architecture ``arch``: not for one of a family that declares no
-    composite (:attr:`~xai_loc.models.families.Family.composite` None: BAST, whose attention and front end no rule
-    here covers, :func:`check_coverage` refuses them) or a plug-in subclassing such an architecture (looked up, not
-    joined: a plug-in joins its generic family, whose composite is ``'epsilon'``, only where it is used); for any
-    other, an unregistered module included, :func:`check_coverage` judges the model's modules."""
+    """Whether the shipped LRP composites cover models of architecture ``arch``: not for one of a family that
+    declares no composite (:attr:`~xai_loc.models.families.Family.composite` None: BAST, whose attention and front
+    end no shipped rule covers) or a plug-in subclassing such an architecture (looked up, not joined: a plug-in joins
+    its generic family, whose composite is ``'epsilon'``, only where it is used); for any other, an unregistered
+    module included, :func:`check_coverage` judges the model's modules. A composite registered for ``arch``
+    (:func:`written_for`) covers it too."""
     model = MODELS.get(arch)
     uncovered = tuple(MODELS[name] for family in FAMILIES.values() if family.composite is None
                       for name in family.models if name in MODELS)
     return not (isinstance(model, type) and issubclass(model, uncovered))
+
+
+def written_for(arch: str) -> list[str]:
+    """The registered composites written for architecture ``arch`` (:func:`register_composite`'s
+    ``architectures``)."""
+    return [name for name, archs in COMPOSITE_ARCHITECTURES.items() if arch in archs]
 
 
 def _factory(name: str) -> CompositeFactory:
@@ -259,7 +266,7 @@ def check_coverage(name: str, model: nn.Module, composite: Composite, skip: str 
     problems = [row for row in rows if row.problem]
     if problems:
         arch = getattr(model, "arch_name", "") or type(model).__name__
-        own = [n for n, archs in COMPOSITE_ARCHITECTURES.items() if arch in archs]
+        own = written_for(arch)
         first = problems[0]
         raise InputError(f"composite {name!r} is not allowed for {arch}: {len(problems)} module(s) would get no "
                          f"LRP rule ({first.name} ({first.kind}): {first.rule}); use "

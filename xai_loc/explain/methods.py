@@ -58,7 +58,7 @@ from zennit.core import Composite
 from xai_loc.checks import check_choice, check_integer, check_number, is_integer
 from xai_loc.errors import InputError
 from xai_loc.explain._options import resolve
-from xai_loc.explain.composites import composite_covers
+from xai_loc.explain.composites import composite_covers, written_for
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.targets import Objective
 from xai_loc.models.registry import MODELS
@@ -126,6 +126,9 @@ class Method(ABC):
     #: Why the method does not explain an architecture that :meth:`explains` refuses ('': the refusal names the
     #: architectures it explains).
     REFUSED_BECAUSE: ClassVar[str] = ""
+    #: Why the method cannot explain a float16 model, whatever its inputs ('': it can; a window that overflows is
+    #: refused by itself, see :func:`~xai_loc.explain.attribute.check_finite_results`).
+    FLOAT16_REFUSED: ClassVar[str] = ""
 
     def __init__(self, model: nn.Module, params: dict[str, Any], *, objective: Objective,
                  levels: Levels | None = None, batch_size: int = 32, composite: Composite | None = None,
@@ -259,14 +262,18 @@ class LRP(BackwardMethod):
     """Layer-wise relevance propagation: zennit's rules from a composite (Bach et al. 2015;
     Montavon et al. 2019); the gradient of the seeded output is the relevance, at the input
     and at every level read. Relevance sums to ``sum(seed)`` less what biases absorb. It explains the
-    architectures that composites cover (:func:`~xai_loc.explain.composites.composite_covers`: not BAST's)."""
+    architectures that the shipped composites cover (:func:`~xai_loc.explain.composites.composite_covers`: not
+    BAST's) and those a registered composite is written for (:func:`~xai_loc.explain.composites.written_for`)."""
 
     uses_composite = True
-    REFUSED_BECAUSE = "its modules would get no LRP rule: its family declares no LRP composite"
+    REFUSED_BECAUSE = ("its modules would get no LRP rule: its family declares no LRP composite and none is registered "
+                       "for it (xai_loc.explain.register_composite)")
+    # float16's 5 exponent bits: a SampleCNN's relevance kept a tenth of its sum
+    FLOAT16_REFUSED = "LRP relevance underflows in float16"
 
     @classmethod
     def explains(cls, arch):
-        return composite_covers(arch)
+        return composite_covers(arch) or bool(written_for(arch))
 
     def __enter__(self) -> LRP:
         if self.composite is None:
@@ -444,6 +451,8 @@ class DeepLift(_CaptumMethod):
 
     completeness = "baseline"
     OPTIONS = {"baseline": "zero"}
+    FLOAT16_REFUSED = ("captum's DeepLift divides by input differences wherever they are below 1e-10, which is 0 in "
+                       "float16 (NaN relevance on every input)")
 
     def captum(self, seeded, a, weights, index, level):
         from captum.attr import DeepLift as CaptumDeepLift

@@ -83,7 +83,7 @@ def test_half_precision_waveforms_are_computed_in_float32(name, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("name", ["cochleagram", "spectrogram", "binaural_cues"])
+@pytest.mark.parametrize("name", ["cochleagram", "ipd_ild", "spectrogram", "binaural_cues"])
 def test_a_front_end_cast_to_half_precision_keeps_its_kernels_as_designed(name, dtype):
     """A model cast with .half() or .to(torch.bfloat16) rounded the filterbanks and the low-pass with its weights:
     the waveform gradient of a bfloat16 cochleagram then correlated 0.6 with the float32 one of the same input."""

@@ -87,7 +87,10 @@ class SpectralConv(nn.Conv1d):
     """A bias-free ``Conv1d`` whose fixed kernels are the windowed DFT (cos, then -sin rows).
 
     Its own type so that composites can give it a rule of its own; the weights are not trained.
-    They are cast to the input's dtype at each call (a float64 input gets the float32 kernels in float64).
+    They are cast to the input's dtype at each call (a float64 input gets the float32 kernels in float64); while
+    the weight holds the design's rounding to its dtype (``model.bfloat16()`` rounds it), the float32 design is used
+    (a non-persistent buffer, kept in float32 by :func:`~xai_loc.features.in_float32`), else the weight as loaded or
+    as an LRP rule modified it.
     """
 
     def __init__(self, n_fft: int, hop: int) -> None:
@@ -99,11 +102,13 @@ class SpectralConv(nn.Conv1d):
         phase = 2 * math.pi * k * n / n_fft
         kernels = torch.cat([torch.cos(phase) * window, -torch.sin(phase) * window])
         self.weight.requires_grad_(False)
+        self.register_buffer("design", kernels[:, None, :].float(), persistent=False)
         with torch.no_grad():
-            self.weight.copy_(kernels[:, None, :].to(self.weight.dtype))
+            self.weight.copy_(self.design)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(x, self.weight.to(x.dtype), None, self.stride, self.padding)
+        designed = torch.equal(self.weight, self.design.to(self.weight.dtype))
+        return F.conv1d(x, (self.design if designed else self.weight).to(x.dtype), None, self.stride, self.padding)
 
 
 class STFT(nn.Module):

@@ -50,12 +50,15 @@ from xai_loc.io import netcdf_digest_matches, partial_paths, write_text_atomic
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["MANIFEST", "REBUILD", "check_values", "chunk_keys", "empty_files", "final_store_exists",
-           "holds_zarr_metadata", "open_netcdf_store", "open_zarr_dataset", "open_zarr_group", "seal_store",
-           "settle_reads", "undecodable_chunks", "verify_store"]
+__all__ = ["JOURNAL", "MANIFEST", "REBUILD", "check_values", "chunk_keys", "consolidate", "empty_files",
+           "file_sums", "final_store_exists", "holds_zarr_metadata", "open_netcdf_store", "open_zarr_dataset",
+           "open_zarr_group", "seal_store", "settle_reads", "undecodable_chunks", "verify_store"]
 
 #: The manifest's file name inside a store.
 MANIFEST = ".xai-loc-manifest.json"
+#: The file inside an unfinished store where its writer records the size and CRC-32 of each chunk it wrote
+#: (:class:`~xai_loc.data.resumable.ResumableStore`); never part of a finished store.
+JOURNAL = ".xai-loc-written.jsonl"
 #: Format name and version recorded in every manifest.
 MANIFEST_FORMAT, MANIFEST_VERSION = "xai-loc-store-manifest", 1
 #: How to rebuild a damaged store (the end of every message about one).
@@ -79,14 +82,14 @@ def _describe(key: str) -> str:
 
 
 def _files(path: Path) -> dict[str, Path]:
-    """Every file of a store by its key (posix path relative to the store), the manifest excepted."""
+    """Every file of a store by its key (posix path relative to the store), the manifest and journal excepted."""
     out = {}
     for folder, dirs, names in os.walk(path):
         dirs.sort()
         for name in sorted(names):
             full = Path(folder) / name
             key = full.relative_to(path).as_posix()
-            if key != MANIFEST:
+            if key not in (MANIFEST, JOURNAL):
                 out[key] = full
     return out
 
@@ -110,7 +113,33 @@ def empty_files(path: str | Path, skip_chunks: str | None = None) -> list[str]:
             and (key.rpartition("/")[0] != skip_chunks or _is_metadata(key)) and full.stat().st_size == 0]
 
 
-def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "store") -> Path:
+def file_sums(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, list[int]]:
+    """``[size, CRC-32]`` of each file ``keys`` of a store that exists (default: every file but the metadata)."""
+    path = Path(path)
+    if keys is None:
+        keys = [key for key in _files(path) if not _is_metadata(key)]
+    out = {}
+    for key in keys:
+        with contextlib.suppress(FileNotFoundError):
+            data = (path / key).read_bytes()
+            out[key] = [len(data), _crc(data)]
+    return out
+
+
+def consolidate(path: str | Path) -> None:
+    """Consolidate a zarr (v2) store's metadata into ``.zmetadata`` (its writer's :data:`JOURNAL`, no part of the
+    hierarchy, passed over without zarr's warning about it)."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=f"Object at {re.escape(JOURNAL)} is not recognized")
+        zarr.consolidate_metadata(path, zarr_format=2)
+
+
+def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "store",
+               written: Mapping[str, list[int]] | None = None) -> Path:
     """Record the manifest of a finished zarr store (call it just before the rename to its final name).
 
     Parameters
@@ -125,6 +154,9 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
         refuses one of their chunks missing later.
     what
         The kind of store, for messages.
+    written
+        ``[size, CRC-32]`` of chunks as their writer wrote them (:func:`file_sums`): a chunk missing or
+        differing from them since (damage that may still decode) is refused.
 
     Returns
     -------
@@ -135,17 +167,16 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
     ------
     InputError
         If a chunk of a ``complete`` array is missing or does not decode, or a file has no bytes (a write a
-        power loss took back); the store is then not sealed.
+        power loss took back); the store is then not sealed. :class:`~xai_loc.errors.WorkLost` (the store is kept
+        for the rerun, which writes that chunk again) where a chunk does not decode or is not as ``written``.
     """
-    import zarr
-
     path, complete = Path(path), sorted(complete)
     for folder, _, names in os.walk(path):  # temporary files of a killed write (a chunk, an earlier manifest)
         for name in names:
             if _ZARR_TEMP.search(name) or (name.startswith(f".{MANIFEST}.") and name.endswith(".tmp.json")):
                 (Path(folder) / name).unlink(missing_ok=True)
     if not (path / ".zmetadata").is_file():
-        zarr.consolidate_metadata(path, zarr_format=2)
+        consolidate(path)
     decoders = {}  # the codecs and a chunk buffer of every chunk of a complete array, by its key
     for array in complete:
         meta = json.loads((path / array / ".zarray").read_text())
@@ -156,8 +187,14 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
                 raise InputError(f"{what} {path} misses chunk {key}, which was recorded as written; "
                                  "run the command again to write it afresh")
             decoders[key] = codecs, buffer
+    written = dict(written or {})
+    found = _files(path)
+    missing = sorted(set(written) - set(found))
+    if missing:
+        raise WorkLost(f"{what} {path} misses chunk {missing[0]}, which was recorded as written; run the command "
+                       "again to write it afresh")
     files: dict[str, dict[str, list[int]]] = {}
-    for key, full in _files(path).items():
+    for key, full in found.items():
         folder, _, name = key.rpartition("/")
         data = full.read_bytes()
         if not data:
@@ -168,7 +205,12 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
             # kept for the rerun, which writes that chunk again (ResumableStore drops it from the written ranges)
             raise WorkLost(f"{what} {path}: chunk {key}, recorded as written, cannot be decoded ({why}); run the "
                            "command again to write it afresh")
-        files.setdefault(folder, {})[name] = [len(data), _crc(data)]
+        entry = [len(data), _crc(data)]
+        if key in written and list(written[key]) != entry:
+            raise WorkLost(f"{what} {path}: chunk {key} has changed since it was written ({entry[0]} bytes, CRC-32 "
+                           f"{entry[1]:08x}; written: {written[key][0]} bytes, {written[key][1]:08x}); run the command "
+                           "again to write it afresh")
+        files.setdefault(folder, {})[name] = entry
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "checksum": "crc32", "files": files}
     if complete:  # left out otherwise, as in the manifests recorded before it
         manifest["complete"] = complete

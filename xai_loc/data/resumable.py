@@ -26,15 +26,21 @@ Life of a store:
   :meth:`ResumableStore.write` writes one or more consecutive whole blocks in any order,
   refusing NaN, infinite or (unless the kind allows it) all-zero items (as stored, in float32)
   before anything is written, and records the written item ranges in ``<final>.progress.json``
-  (``{"windows_written": <items written from the start>, "written": [[start, stop], ...]}``);
+  (``{"windows_written": <items written from the start>, "written": [[start, stop], ...]}``), after the size and
+  CRC-32 of every chunk file it wrote (read back once, ~2 % of a small ``simulate``) in a journal inside the partial
+  store (:data:`~xai_loc.data.integrity.JOURNAL`, one JSON line per write: not a whole record rewritten per block),
+  as it records those of the chunk files written when the store is created;
 * a later run resumes the partial store when its configuration has the same
   :func:`~xai_loc.data.spec.spec_digest`, its array the same shape and chunks, every chunk
   recorded as written is present, no other file is empty and every coordinate has its metadata,
-  and writes only the :meth:`~ResumableStore.pending` blocks (those holding a recorded chunk that
-  no longer decodes among them); anything else is deleted and written afresh;
+  and writes only the :meth:`~ResumableStore.pending` blocks, among them those holding a chunk whose bytes are not
+  those the journal records (damage that still decodes; where it records none, a partial store of an earlier
+  xai-loc: a chunk that no longer decodes), such a chunk deleted first; anything else (a chunk written once, at
+  creation, so damaged) is deleted and written afresh;
 * :meth:`~ResumableStore.finish` records the manifest (:func:`~xai_loc.data.integrity.seal_store`,
-  which refuses an empty file and a main-array chunk that does not decode) and renames the store to
-  its final name, both flushed to the disk, so a store under its final name is always whole;
+  which refuses an empty file, a main-array chunk that does not decode and a chunk that is not as the journal
+  records it, keeping the partial store for the rerun), removes the journal and renames the store to its final
+  name, all flushed to the disk, so a store under its final name is always whole and holds what was written;
 * :meth:`StoreKind.open` verifies a finished store against its manifest and opens it lazily,
   every chunk checked as it is read, and refuses a store whose ``config`` records another kind's
   :attr:`~StoreKind.format` or an earlier :attr:`~StoreKind.version`; every problem is one line
@@ -63,9 +69,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xai_loc.data.integrity import (
+    JOURNAL,
     check_values,
     chunk_keys,
+    consolidate,
     empty_files,
+    file_sums,
     final_store_exists,
     holds_zarr_metadata,
     open_zarr_dataset,
@@ -224,6 +233,49 @@ def _sync_tree(folder: Path) -> None:
     fsync_path(folder.parent)
 
 
+def _without(ranges: list[list[int]], drop: Iterable[list[int]]) -> list[list[int]]:
+    """The ``[start, stop)`` ranges (sorted, non-overlapping) less the items of ``drop``."""
+    out: list[list[int]] = []
+    for start, stop in ranges:
+        for a, b in sorted(d for d in drop if d[0] < stop and d[1] > start):
+            if a > start:
+                out.append([start, a])
+            start = max(start, b)
+        if start < stop:
+            out.append([start, stop])
+    return out
+
+
+def _fold(created: dict[str, list[int]], written: dict[str, list[int]], entry: Mapping[str, Any]) -> None:
+    """Apply one line of a checksum journal (:data:`~xai_loc.data.integrity.JOURNAL`) to the checksums of the chunks
+    written when the store was created and of those written by :meth:`ResumableStore.write` (None: no file)."""
+    created.update(entry.get("created", {}))
+    for key, value in entry.get("written", {}).items():
+        created.pop(key, None)
+        if value is None:
+            written.pop(key, None)
+        else:
+            written[key] = value
+
+
+def _read_journal(partial: Path) -> tuple[dict[str, list[int]], dict[str, list[int]], int]:
+    """The checksums a partial store's journal records (created, written; both empty where it has none: an
+    unfinished store of an xai-loc before it) and the length of its whole lines (a killed append leaves half one)."""
+    try:
+        data = (partial / JOURNAL).read_bytes()
+    except FileNotFoundError:
+        return {}, {}, 0
+    end = data.rfind(b"\n") + 1
+    created: dict[str, list[int]] = {}
+    written: dict[str, list[int]] = {}
+    for line in data[:end].splitlines():
+        _fold(created, written, json.loads(line))
+    if not all(isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)
+               for v in (*created.values(), *written.values())):
+        raise ValueError(f"{partial / JOURNAL} is not a checksum journal")
+    return created, written, end
+
+
 def _merged(ranges: list[list[int]]) -> list[list[int]]:
     """Sorted, non-overlapping ``[start, stop)`` ranges covering the same items."""
     out: list[list[int]] = []
@@ -265,6 +317,9 @@ class ResumableStore:
         self.block = self.chunk
         self.group = None
         self._written: list[list[int]] = []
+        # [size, CRC-32] of the chunk files written when the store was created, and of those written by write()
+        self._created: dict[str, list[int]] = {}
+        self._sums: dict[str, list[int]] = {}
         self._lock = store_writer_lock(self.path)
         self._locked = False
         self._writing = threading.Lock()
@@ -340,8 +395,10 @@ class ResumableStore:
         verify_store(self.path, deep=True, what=self.kind.what, hint=self.kind.rebuild)
         return True
 
-    def _resumable(self, names: Iterable[str]) -> list[list[int]] | None:
-        """The item ranges written to a partial store that can be resumed, else None (``names``: its coordinates)."""
+    def _resumable(self, names: Iterable[str]) -> tuple[list[list[int]], dict, dict, list[str], int] | None:
+        """What a partial store that can be resumed holds, else None (``names``: its coordinates): the item ranges
+        written and whole, the checksums of its journal (created, written), the chunks found damaged (to be
+        written again) and the length of the journal's whole lines."""
         import zarr
 
         n, variable = self.shape[0], self.kind.variable
@@ -379,13 +436,29 @@ class ResumableStore:
                     _has_bytes(self.partial / name / meta) for name in (*names, variable)
                     for meta in (".zarray", ".zattrs")):
                 return None
-            # a chunk damaged since it was written is written again (sealed, its checksum would vouch for it)
-            damaged = {int(key.split(sep)[0]) for key in undecodable_chunks(self.partial / variable, recorded)}
-            if damaged:
-                ranges = _merged([[r * self.chunk, min(n, (r + 1) * self.chunk)] for r in sorted(rows - damaged)])
+            # a chunk damaged since it was written is written again (sealed, its checksum would vouch for it): one
+            # whose bytes are not those the journal records (most damage still decodes), or, where the journal
+            # records none (an unfinished store of an xai-loc before it), one that no longer decodes
+            created, sums, end = _read_journal(self.partial)
+            found = file_sums(self.partial, {**created, **sums})
+            damaged = [key for key, entry in {**created, **sums}.items() if found.get(key) != entry]
+            if not {key.partition("/")[0] for key in damaged} <= {variable, *(key.partition("/")[0] for key in sums)}:
+                return None  # a chunk of a variable written once, when the store was created: nothing writes it again
+            damaged += [f"{variable}/{key}" for key in undecodable_chunks(
+                self.partial / variable, [key for key in recorded if f"{variable}/{key}" not in sums])]
+            ranges = _without(ranges, [self._items_of(key) for key in damaged])
         except Exception:  # noqa: BLE001 - any unreadable or inconsistent leftover is written afresh
             return None
-        return ranges
+        return ranges, created, sums, damaged, end
+
+    def _items_of(self, key: str) -> list[int]:
+        """The items ``[start, stop)`` of the main array's chunks that hold the items of chunk ``key``
+        (``<variable>/<chunk key>``)."""
+        name, _, chunk = key.partition("/")
+        meta = json.loads((self.partial / name / ".zarray").read_text())
+        size, row = meta["chunks"][0], int(chunk.split(meta.get("dimension_separator") or ".")[0])
+        return [row * size // self.chunk * self.chunk,
+                min(self.shape[0], math.ceil((row + 1) * size / self.chunk) * self.chunk)]
 
     def open_or_resume(self, shape: tuple[int, ...], coords: Mapping[str, Any], attrs: Mapping[str, Any], *,
                        block: int | None = None) -> ResumableStore:
@@ -409,34 +482,63 @@ class ResumableStore:
         if self.block < 1 or self.block % self.chunk:
             raise ValueError(f"block={self.block} must be a positive multiple of the chunk ({self.chunk})")
         self._take_lock()
-        ranges = self._resumable(coords)
-        if ranges is None:
+        found = self._resumable(coords)
+        if found is None:
             discard_partial(self.path)
             xr.Dataset(coords=dict(coords), attrs=dict(attrs)).to_zarr(self.partial, mode="w", consolidated=False,
                                                                         zarr_format=2)
             zarr.open_group(self.partial, mode="a", zarr_format=2).create_array(
                 self.kind.variable, shape=self.shape, dtype=DTYPE, chunks=(self.chunk, *self.shape[1:]),
                 fill_value=np.nan, attributes={"_ARRAY_DIMENSIONS": list(self.kind.dims), "units": self.kind.units})
+            self._created, self._sums = {}, {}
+            self._log({"created": file_sums(self.partial)})
             _sync_tree(self.partial)  # on the disk before a progress record can vouch for it
             ranges = []
             self._record(ranges)
+        else:
+            ranges, self._created, self._sums, damaged, end = found
+            journal = self.partial / JOURNAL
+            if journal.is_file() and journal.stat().st_size > end:  # half a line a killed append left
+                os.truncate(journal, end)
+                fsync_path(journal)
+            if damaged:
+                self._record(ranges)  # before the damaged chunks go (one that does not decode would stop a write)
+                for key in damaged:
+                    (self.partial / key).unlink(missing_ok=True)
+                self._log({"written": dict.fromkeys(damaged)})
         self._written = ranges
         self.group = zarr.open_group(self.partial, mode="a", zarr_format=2)
         return self
 
-    def _sync(self, name: str, start: int, stop: int) -> None:
-        """Flush the chunk files of items ``start..stop`` of ``name`` to the disk before the progress file
-        records them."""
+    def _chunk_files(self, name: str, start: int, stop: int) -> list[str]:
+        """The keys (``<name>/<chunk key>``) of the chunks of ``name`` holding items ``start..stop``."""
         array = self.group[name]
         sep = getattr(array.metadata, "dimension_separator", None) or "."
         # the keys of these rows only (every key of the array per write grows with the store's square)
         rest = chunk_keys({"shape": list(array.shape[1:]), "chunks": list(array.chunks[1:]),
                            "dimension_separator": sep}) if array.ndim > 1 else []
-        for row in range(start // array.chunks[0], math.ceil(stop / array.chunks[0])):
-            for key in [sep.join((str(row), r)) for r in rest] or [str(row)]:
-                if (self.partial / name / key).is_file():
-                    fsync_path(self.partial / name / key)
+        return [f"{name}/{key}" for row in range(start // array.chunks[0], math.ceil(stop / array.chunks[0]))
+                for key in [sep.join((str(row), r)) for r in rest] or [str(row)]]
+
+    def _sync(self, name: str, keys: list[str]) -> None:
+        """Flush the chunk files ``keys`` of ``name`` to the disk before the progress file records them."""
+        for key in keys:
+            if (self.partial / key).is_file():
+                fsync_path(self.partial / key)
         fsync_path(self.partial / name)  # zarr renames each chunk into place: the folder's entries too
+
+    def _log(self, entry: dict[str, dict[str, list[int] | None]]) -> None:
+        """Append checksums (``{"created" | "written": {key: [size, CRC-32] or None}}``) to the journal, on the disk
+        before a progress record vouches for them, and keep them."""
+        journal = self.partial / JOURNAL
+        new = not journal.exists()
+        with open(journal, "a") as out:
+            out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        if new:
+            fsync_path(self.partial)
+        _fold(self._created, self._sums, entry)
 
     def _record(self, ranges: list[list[int]]) -> None:
         done = ranges[0][1] if ranges and ranges[0][0] == 0 else 0
@@ -486,26 +588,30 @@ class ResumableStore:
                      hint=hint)
         arrays = {**arrays, self.kind.variable: main}
         with self._writing:
+            sums: dict[str, list[int] | None] = {}
             for name, values in arrays.items():
                 self.group[name][start:stop] = values
-                self._sync(name, start, stop)
+                keys = self._chunk_files(name, start, stop)
+                self._sync(name, keys)
+                sums |= dict.fromkeys(keys) | file_sums(self.partial, keys)  # None: no file (all fill values)
+            self._log({"written": sums})  # read back once: a rerun and the seal compare the chunks with them
             self._written = _merged([*self._written, [start, stop]])
             self._record(self._written)
 
     def finish(self, attrs: Mapping[str, Any] | None = None) -> Path:
         """Add ``attrs``, seal the complete store with its manifest and give it its final name."""
-        import zarr
-
         missing = self.pending()
         if missing:
             raise ValueError(f"{self.path} cannot be finished: {len(missing)} blocks are not written "
                              f"(the first is {missing[0]})")
         if attrs:
             self.group.attrs.update(dict(attrs))
-        zarr.consolidate_metadata(self.partial, zarr_format=2)
+        consolidate(self.partial)
         for name in (".zattrs", ".zmetadata"):  # what the manifest records, on the disk before it
             fsync_path(self.partial / name)
-        seal_store(self.partial, complete=(self.kind.variable,), what=self.kind.what)
+        seal_store(self.partial, complete=(self.kind.variable,), what=self.kind.what,
+                   written={**self._created, **self._sums})
+        (self.partial / JOURNAL).unlink(missing_ok=True)  # the writer's, never part of the finished store
         fsync_path(self.partial)
         os.replace(self.partial, self.path)
         fsync_path(self.path.parent)  # the new name survives a power loss

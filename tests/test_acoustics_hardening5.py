@@ -124,3 +124,28 @@ def test_a_tiny_room_is_refused_before_the_cpu_loop(monkeypatch):
     assert ism._image_count(PAPER, mics, reach, None) * 16 / ism.MAX_CPU_PAIRS == pytest.approx(0.39, abs=0.01)
     assert ism.check_image_sources(PAPER, [[1.6, 5.4, 1.25]], mics, 10.0) is None
 
+
+
+def test_the_image_count_refusals_advise_only_what_helps():
+    """Final review: in hybrid mode the CPU bound advised mode 'hybrid' and never named t_diff; the memory bound of
+    the other paths sent to convention 'gpurir' on the CPU where the CPU bound then refused it."""
+    room, src, mics = ShoeBox((1, 1, 1)), [[0.3] * 3], linear_array(16, 0.02, (0.5, 0.6, 0.5))
+    says = one_line(ism.check_image_sources, room, src, mics, 4.0, mode="hybrid", t_diff=3.9)
+    assert says.endswith("at most 1e+11 run on the CPU (about 17 min per source): give a larger room, a shorter "
+                         "t_diff or a max_order"), says
+    says = one_line(ism.check_image_sources, room, src, mics, 4.0, convention="pyroomacoustics")
+    assert says.endswith("at most 5e+07 fit in memory: give a shorter T60 or t_max, a max_order or mode 'hybrid'"), says
+    says = one_line(ism.check_image_sources, ShoeBox((4, 5, 3)), [[1.0] * 3], [[2.0] * 3], 3.0,
+                    convention="pyroomacoustics")
+    assert says.endswith("or (on the CPU) convention 'gpurir'"), says
+
+
+def test_binaural_room_responses_refuse_more_images_than_fit_in_memory(monkeypatch):
+    """Final review: binaural_rirs listed every image at once with no bound (a 1 m room at T60 1 s: ~1.7e8 images,
+    about 15 GB), though README says the paths that list images refuse more than 5e7."""
+    from xai_loc.acoustics.binaural import Listener, binaural_rirs
+
+    monkeypatch.setattr(ism, "_images", lambda *a, **k: pytest.fail("images listed before the refusal"))
+    says = one_line(binaural_rirs, ShoeBox((1, 1, 1), fs=16000), Listener(position=(0.6, 0.5, 0.5)),
+                    [[0.2, 0.5, 0.5]], 1.0)
+    assert "image sources per source; at most 5e+07 fit in memory: give a larger room" in says, says

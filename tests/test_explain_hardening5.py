@@ -75,8 +75,9 @@ def test_deeplift_is_refused_for_float16_models_before_any_work():
         assert np.isfinite(explainer.explain_batch(x)["prediction"]).all()
     assert one_line(Explainer, model, method="deeplift", target="prediction") == (
         "a float16 model is not allowed for method 'deeplift': captum's DeepLift divides by input differences "
-        "wherever they are below 1e-10, which is 0 in float16 (NaN relevance on every input); explain model.float() "
-        "(the same weights in float32), or use bfloat16")
+        "wherever they are below 1e-10, which is 0 in float16 (NaN wherever a unit's input equals its baseline "
+        "value: on real waveforms, in every window); explain model.float() (the same weights in float32), or use "
+        "bfloat16")
     with Explainer(model.to(torch.bfloat16), method="deeplift", target="prediction") as explainer:
         assert np.isfinite(explainer.explain_batch(x)["relevance"]).all()
 
@@ -131,11 +132,18 @@ def test_lrp_is_offered_for_every_architecture_but_bast():
 def test_a_composite_registered_for_bast_makes_lrp_an_offered_method(monkeypatch):
     """Final review: the refusal of lrp for BAST ignored composites registered for it (the extension point the
     coverage message names); AttnLRP stays offered."""
+    from zennit.composites import EpsilonGammaBox
+
     from xai_loc.explain import composites
 
-    monkeypatch.setitem(composites.COMPOSITES, "bast_own", lambda model: None)
+    monkeypatch.setitem(composites.COMPOSITES, "bast_own", lambda model: EpsilonGammaBox(low=-1.0, high=1.0))
     monkeypatch.setitem(composites.COMPOSITE_ARCHITECTURES, "bast_own", ("bast",))
     assert methods_for("bast") == ["lrp", *GRADIENT_METHODS, "attn_lrp"]
+    # a registered composite that leaves modules uncovered is not offered as the way out of its own refusal
+    says = one_line(Explainer, tiny_bast(), method="lrp", target="direction", composite="bast_own")
+    assert says.startswith("composite 'bast_own' is not allowed for bast: ") and says.endswith(
+        "use a composite that gives it a rule (xai_loc.explain.register_composite) (xai-loc audit lists every "
+        "module's rule)"), says
 
 
 def test_a_plug_in_follows_the_architecture_it_subclasses(monkeypatch):

@@ -37,9 +37,11 @@ from xai_loc.acoustics.directions import STUDY_GRID
 from xai_loc.acoustics.hrtf import DEFAULT_INTERPOLATION, HRTFSet, check_directions, load_hrtf, unit_vectors
 from xai_loc.acoustics.ism import (
     FD_HALF_WIDTH,
+    MAX_IMAGES,
     TAIL_FIT_S,
     _diffuse_tail,
     _direct_passed,
+    _image_count,
     _images,
     _smallest_t_diff,
     check_dtype,
@@ -349,6 +351,11 @@ def binaural_rirs(
                              f"{TAIL_FIT_S * 1e3:g} ms of reflections after the direct sound {distance.max():.4g} m "
                              f"away (its {hrtf.n_taps}-tap HRIR included); give t_diff >= {smallest:g} s")
     reach = room.c * n_ism / room.fs
+    count = _image_count(room, np.reshape(head, (1, 3)), reach, max_order)
+    if count > MAX_IMAGES:  # every source's images are listed at once
+        raise InputError(f"T60={t60} s with t_max={t_max} s in room {room.size} needs about {count:.2g} image "
+                         f"sources per source; at most {MAX_IMAGES:.0e} fit in memory: give a larger room, a shorter "
+                         "T60 or t_max, a max_order or a t_diff")
     out = torch.zeros(src.shape[0], 2, n_samples, device=device, dtype=dtype)
     for i, s in enumerate(src):
         pos, order = _images(room, s, head, reach, max_order)

@@ -77,7 +77,7 @@ class Convention:
         ``"exact"``: each arrival's fractional delay is drawn exactly (to about 1e-6 of its
         amplitude); ``"lut64"``: the arrival snaps to the nearest of 64 sub-sample phases
         (xai-loc's earlier simulator; at most 1/128 sample off in float64, while in float32 about 4 % of
-        images land one phase off, up to 0.0095 samples).
+        images land one phase off, up to about 0.01 samples).
     images
         ``"t2n"``: gpuRIR's grid of ``ceil(2 t_max c / L)`` mirror indices per axis;
         ``"reach"``: every image that arrives before ``t_max``.

@@ -268,7 +268,7 @@ def _scatter_ism(
     Each arrival goes to the nearest of ``LUT_PHASES`` sub-sample slots, so a single scatter and one strided
     convolution with the sinc table replace per-image filter evaluation. The delay error is at most
     ``1 / (2 LUT_PHASES)`` samples in float64; in float32 the distances are rounded first, and about 4 % of the
-    images land in a neighbouring slot, up to 0.0095 samples off (paper room, 16 microphones, T60 0.6 s).
+    images land in a neighbouring slot, up to about 0.01 samples off (paper room, 16 microphones, T60 0.6 s).
     ``beta`` carries the sign.
     """
     reach = room.c * n_samples / room.fs
@@ -488,6 +488,11 @@ def diffuse_start(t60: float, mode: str = "ism", t_diff: float | None = None) ->
     return t60 / 4.0 if t_diff is None else t_diff
 
 
+def _either(choices: list[str]) -> str:
+    """``'a, b or c'``."""
+    return " or ".join([", ".join(choices[:-1]), choices[-1]] if len(choices) > 1 else choices)
+
+
 class _Request(NamedTuple):
     """The checked arguments of :func:`image_source_rirs` and what follows from them."""
 
@@ -554,16 +559,21 @@ def _request(room: ShoeBox, sources, mics, t60, *, t_max, mode, t_diff, max_orde
         n_ism = _hybrid_samples(room, far, t60, t_max, t_diff, n_samples, half)
     reach = _exact_reach(n_ism, taps, room)[0] if exact else room.c * n_ism / room.fs
     count = _image_count(room, mic, reach, max_order)
+    pairs = count * mic.shape[0]
+    # what shortens the image-source part: t_diff in hybrid mode, else t_max, hybrid mode or a max_order
+    fixes = ["a shorter t_diff", "a max_order"] if mode == "hybrid" else \
+        ["a shorter T60 or t_max", "a max_order", "mode 'hybrid'"]
     if exact and device.type == "cpu":  # the compiled loop streams the images: bounded by time, not memory
-        if count * mic.shape[0] > MAX_CPU_PAIRS:
+        if pairs > MAX_CPU_PAIRS:
             raise InputError(f"T60={t60} s with t_max={t_max} s in room {room.size} needs about {count:.2g} image "
-                             f"sources x {mic.shape[0]} microphone(s) = {count * mic.shape[0]:.2g} per source; at most "
-                             f"{MAX_CPU_PAIRS:.0e} run on the CPU (about 17 min per source): give a larger room, a "
-                             "shorter T60 or t_max, a max_order or mode 'hybrid'")
+                             f"sources x {mic.shape[0]} microphone(s) = {pairs:.2g} per source; at most "
+                             f"{MAX_CPU_PAIRS:.0e} run on the CPU (about 17 min per source): give "
+                             f"{_either(['a larger room', *fixes])}")
     elif count > MAX_IMAGES:  # every other path lists the images of a source at once
+        streamed = ["(on the CPU) convention 'gpurir'"] if pairs <= MAX_CPU_PAIRS else []
         raise InputError(f"T60={t60} s with t_max={t_max} s needs about {count:.2g} image sources per source "
-                         f"in convention {conv.name!r}; at most {MAX_IMAGES:.0e} fit in memory: give a "
-                         "shorter t_max, a max_order, mode 'hybrid' or (on the CPU) convention 'gpurir'")
+                         f"in convention {conv.name!r}; at most {MAX_IMAGES:.0e} fit in memory: give "
+                         f"{_either([*fixes, *streamed])}")
     return _Request(conv, t60, t_max, max_order, device, dtype, src, mic, gap, n_samples, taps, half, n_ism)
 
 

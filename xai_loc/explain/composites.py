@@ -125,8 +125,8 @@ def composite_covers(arch: str) -> bool:
     declares no composite (:attr:`~xai_loc.models.families.Family.composite` None: BAST, whose attention and front
     end no shipped rule covers) or a plug-in subclassing such an architecture (looked up, not joined: a plug-in joins
     its generic family, whose composite is ``'epsilon'``, only where it is used); for any other, an unregistered
-    module included, :func:`check_coverage` judges the model's modules. A composite registered for ``arch``
-    (:func:`written_for`) covers it too."""
+    module included, :func:`check_coverage` judges the model's modules. (LRP also explains an architecture that a
+    registered composite is written for, :func:`written_for`; AttnLRP those this answers False for.)"""
     model = MODELS.get(arch)
     uncovered = tuple(MODELS[name] for family in FAMILIES.values() if family.composite is None
                       for name in family.models if name in MODELS)
@@ -266,7 +266,7 @@ def check_coverage(name: str, model: nn.Module, composite: Composite, skip: str 
     problems = [row for row in rows if row.problem]
     if problems:
         arch = getattr(model, "arch_name", "") or type(model).__name__
-        own = written_for(arch)
+        own = [n for n in written_for(arch) if n != name]
         first = problems[0]
         raise InputError(f"composite {name!r} is not allowed for {arch}: {len(problems)} module(s) would get no "
                          f"LRP rule ({first.name} ({first.kind}): {first.rule}); use "

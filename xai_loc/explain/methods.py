@@ -34,9 +34,9 @@ levels and the target from the :class:`~xai_loc.explain.attribute.Explainer` and
 every family and output kind.
 
 A method may explain only some architectures (:meth:`Method.explains`: AttnLRP those of the families
-without an LRP composite, BAST, and LRP the others, both from
-:func:`~xai_loc.explain.composites.composite_covers`; elsewhere AttnLRP's rules give input x gradient under another
-name, and LRP's composites leave modules without a rule): the
+without an LRP composite, BAST, and LRP the others (:func:`~xai_loc.explain.composites.composite_covers`) and
+those a registered composite is written for (:func:`~xai_loc.explain.composites.written_for`); elsewhere AttnLRP's
+rules give input x gradient under another name, and LRP's composites leave modules without a rule): the
 :class:`~xai_loc.explain.attribute.Explainer`, which every explanation goes through, refuses it for the
 others (:meth:`Method.check_model`), and :func:`methods_for` lists the methods of an architecture (the
 command line's choices come from it).
@@ -452,7 +452,8 @@ class DeepLift(_CaptumMethod):
     completeness = "baseline"
     OPTIONS = {"baseline": "zero"}
     FLOAT16_REFUSED = ("captum's DeepLift divides by input differences wherever they are below 1e-10, which is 0 in "
-                       "float16 (NaN relevance on every input)")
+                       "float16 (NaN wherever a unit's input equals its baseline value: on real waveforms, in every "
+                       "window)")
 
     def captum(self, seeded, a, weights, index, level):
         from captum.attr import DeepLift as CaptumDeepLift

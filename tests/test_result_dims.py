@@ -164,14 +164,9 @@ def test_figures_and_report_refuse_it_in_one_line_and_write_nothing(name, var, c
 
 
 @pytest.mark.usefixtures("no_simulation")
-def test_reproduce_refuses_a_kept_result_of_other_dimensions_before_any_work(written, tmp_path):
-    from xai_loc.models import build_model, save_checkpoint
+def test_reproduce_refuses_a_kept_result_of_other_dimensions_before_any_work(written, zoo, tmp_path):
     from xai_loc.study import STUDY_EXPERIMENTS, reproduce
 
-    torch.manual_seed(1)
-    zoo = tmp_path / "zoo"
-    save_checkpoint(build_model("loccnn"), zoo / "loccnn_t60-0.15_snr-25.safetensors",
-                    {"condition": {"t60": 0.15, "snr": 25.0}})
     out = tmp_path / "rep"
     kept = _rewritten(written["tdoa"], "threshold", lambda da: da.isel(window=0, drop=True),
                       out / "t60-0.15_snr-25")

@@ -149,3 +149,18 @@ def test_binaural_room_responses_refuse_more_images_than_fit_in_memory(monkeypat
     says = one_line(binaural_rirs, ShoeBox((1, 1, 1), fs=16000), Listener(position=(0.6, 0.5, 0.5)),
                     [[0.2, 0.5, 0.5]], 1.0)
     assert "image sources per source; at most 5e+07 fit in memory: give a larger room" in says, says
+
+
+def test_the_pyroomacoustics_backend_refuses_more_images_than_fit_in_memory():
+    """Final review: its Sabine reflection order in a 5 cm room (2910) would list ~3e10 images per source; only the
+    geometry and the convention were checked up front."""
+    says = one_line(TRAITS["pyroomacoustics"].check, ShoeBox((0.05, 0.05, 0.05)), [[0.02] * 3], [[0.03, 0.02, 0.02]],
+                    0.3, convention="pyroomacoustics")
+    assert says == ("backend 'pyroomacoustics' lists about 3.3e+10 image sources per source at T60=0.3 s in room "
+                    "(0.05, 0.05, 0.05) (reflection order 2910); at most 5e+07 fit in memory: give a larger room, a "
+                    "shorter T60 or a max_order, or use backend 'torch'")
+    scene = paper_scene()
+    assert TRAITS["pyroomacoustics"].check(scene.room, scene.sources[:1], scene.mics, 1.9,
+                                           convention="pyroomacoustics")[1] == 1.9
+    assert "reflection order" in one_line(TRAITS["pyroomacoustics"].check, scene.room, scene.sources[:1], scene.mics,
+                                          2.0, convention="pyroomacoustics")

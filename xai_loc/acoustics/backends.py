@@ -136,17 +136,29 @@ def _reference_check(backend: str, follows: Callable, refusal: str, room: ShoeBo
 
 def _pyroomacoustics_check(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cpu", convention=None,
                            max_order=None):
-    """What :func:`pyroomacoustics_backend` refuses before pyroomacoustics runs (a device other than the CPU, and
-    :func:`_reference_check`); returns what :func:`_reference_check` returns."""
+    """What :func:`pyroomacoustics_backend` refuses before pyroomacoustics runs (a device other than the CPU,
+    :func:`_reference_check`, and more images than fit in memory: it lists every image of its reflection order, the
+    Sabine one unless ``max_order``); returns what :func:`_reference_check` returns."""
+    from xai_loc.acoustics.ism import MAX_IMAGES
+
     try:
         on_cpu = torch.device(device).type == "cpu"
     except (RuntimeError, TypeError):
         on_cpu = False
     if not on_cpu:
         raise InputError(f"backend 'pyroomacoustics' runs on the CPU only, not on device {device!r}")
-    return _reference_check("pyroomacoustics", lambda conv: conv.reflection_sign == 1,
-                            "keeps the sign of reflections and cannot follow convention", room, sources, mics, t60,
-                            t_max, max_order, convention)
+    checked = _reference_check("pyroomacoustics", lambda conv: conv.reflection_sign == 1,
+                               "keeps the sign of reflections and cannot follow convention", room, sources, mics,
+                               t60, t_max, max_order, convention)
+    import pyroomacoustics as pra
+
+    order = checked[3] if checked[3] is not None else pra.inverse_sabine(checked[1], list(room.size), c=room.c)[1]
+    count = (2 * order + 1) * (2 * order**2 + 2 * order + 3) / 3  # images of at most `order` reflections
+    if count > MAX_IMAGES:
+        raise InputError(f"backend 'pyroomacoustics' lists about {count:.2g} image sources per source at T60="
+                         f"{checked[1]} s in room {room.size} (reflection order {order}); at most {MAX_IMAGES:.0e} "
+                         "fit in memory: give a larger room, a shorter T60 or a max_order, or use backend 'torch'")
+    return checked
 
 
 @register_backend("pyroomacoustics", BackendTraits(devices=("cpu",), check=_pyroomacoustics_check))

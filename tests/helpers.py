@@ -63,16 +63,18 @@ def tf32_flags() -> tuple[bool, bool]:
     return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
 
 
-def dies_in_the_second_block(monkeypatch, owner, name: str = "render") -> list:
-    """Make ``owner.name(self, items)`` raise ``RuntimeError('killed')`` on its second call (a run killed in its
-    second block); returns the list of the items it is called with (``monkeypatch`` undoes it)."""
+def dies_in_the_second_block(monkeypatch, owner, name: str = "render", error: type[BaseException] = RuntimeError
+                             ) -> list:
+    """Make ``owner.name(self, items, ...)`` raise ``error('killed')`` on its second call (a run killed in its
+    second block; ``KeyboardInterrupt`` as a signal would); returns the list of the items it is called with
+    (``monkeypatch`` undoes it)."""
     real, calls = getattr(owner, name), []
 
-    def dies(self, items):
+    def dies(self, items, *args, **kwargs):
         calls.append(items)
         if len(calls) == 2:
-            raise RuntimeError("killed")
-        return real(self, items)
+            raise error("killed")
+        return real(self, items, *args, **kwargs)
 
     monkeypatch.setattr(owner, name, dies)
     return calls

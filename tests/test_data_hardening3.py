@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import one_line, refused, run_cli, tree
+from helpers import dies_in_the_second_block, one_line, refused, run_cli, tree
 
 from xai_loc.acoustics.room import ShoeBox, check_snr, check_t60
 from xai_loc.data import bast_scenes, binaural_store, cue_scenes, ipd_ild_scenes, store
@@ -109,15 +109,7 @@ def dataset(tmp_path_factory) -> Path:
 def test_simulate_killed_then_a_chunk_damaged_resumes_to_the_bytes_of_one_run(dataset, tmp_path, monkeypatch):
     """The reviewer's case: `simulate` killed, a recorded chunk of the partial store cut, `simulate` again: it
     reported the store good and sealed the damaged chunk, which only a later read refused."""
-    real, calls = ResumableStore.write, []
-
-    def killed(self, *args, **kwargs):
-        calls.append(args)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(ResumableStore, "write", killed)
+    dies_in_the_second_block(monkeypatch, ResumableStore, "write", KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         _simulate(tmp_path)
     monkeypatch.undo()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import tree
+from helpers import dies_in_the_second_block, tree
 
 from xai_loc.acoustics.room import ShoeBox
 from xai_loc.data import store
@@ -190,15 +190,7 @@ def _flip_so_that_it_decodes(chunk: Path) -> None:
 
 def test_simulate_killed_then_a_chunk_damaged_so_that_it_decodes_gives_the_bytes_of_one_run(tmp_path, monkeypatch):
     reference = _simulate(tmp_path / "ref")
-    real, calls = ResumableStore.write, []
-
-    def killed(self, *args, **kwargs):
-        calls.append(args)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(ResumableStore, "write", killed)
+    dies_in_the_second_block(monkeypatch, ResumableStore, "write", KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         _simulate(tmp_path / "run")
     monkeypatch.undo()

@@ -25,18 +25,26 @@ def _seeded_global_rngs(monkeypatch):
 @pytest.fixture
 def captured_figure(monkeypatch):
     """``capture(module) -> dict``: the next figure ``module`` would save (through its ``save_figure_pair``) is
-    kept open in the returned dict under ``'fig'`` instead of being written."""
+    kept open in the returned dict under ``'fig'`` instead of being written (closed after the test: open figures
+    pile up in the worker's pyplot)."""
+    import matplotlib.pyplot as plt
+
+    kept = []
+
     def capture(module) -> dict:
         drawn: dict = {}
 
         def keep(fig, stem):
             drawn["fig"] = fig
+            kept.append(fig)
             return []
 
         monkeypatch.setattr(module, "save_figure_pair", keep)
         return drawn
 
-    return capture
+    yield capture
+    for fig in kept:
+        plt.close(fig)
 
 
 @pytest.fixture

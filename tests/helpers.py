@@ -80,6 +80,19 @@ def dies_in_the_second_block(monkeypatch, owner, name: str = "render", error: ty
     return calls
 
 
+def perturbation_result(**attrs) -> xr.Dataset:
+    """A small perturbation result of one LocCNN (two modes, three percentages) recording ``attrs`` (T60 0.6 s, SNR
+    10 dB unless given)."""
+    curve = np.array([[[0.1, 0.2, 0.3], [0.1, 0.15, 0.2]]])
+    return xr.Dataset({"mae_mean": (("model", "mode", "percentage"), curve), "aopc": (("model", "mode"), [[0.1, 0.05]]),
+                       "mae": (("model", "mode", "percentage", "xyz"), np.repeat(curve[..., None], 3, -1)),
+                       "baseline_mae": ("xyz", [0.12, 0.14, 0.13]), "baseline_mae_mean": ((), 0.13)},
+                      coords={"model": ["loccnn"], "mode": ["relevance", "energy"], "percentage": [0.0, 10.0, 50.0],
+                              "xyz": ["x", "y", "z"]},
+                      attrs={"t60": 0.6, "snr": 10.0, "method": "lrp", "fill": "zero", "n_windows": 7,
+                             "n_sources": 2, "models": "{}", **attrs})
+
+
 def small_model(n_mics: int, n_time: int):
     """A LocCNN of seeded random weights in eval mode (no training needed to explain it)."""
     import torch

@@ -74,7 +74,7 @@ def _ears(n_samples: int) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", FRONT_ENDS)
 def test_half_precision_waveforms_are_computed_in_float32(name, dtype):
-    """Was: NotImplementedError from torch.fft (cochleagram, cues), all NaN (spectrogram in float16: 1e-14 -> 0)."""
+    """Review: NotImplementedError from torch.fft (cochleagram, cues), all NaN (spectrogram in float16: 1e-14 -> 0)."""
     make, n = FRONT_ENDS[name]
     x = _ears(n).to(dtype)
     out = make()(x)
@@ -105,7 +105,7 @@ def test_the_gradient_of_a_half_precision_cochleagram_is_its_float32_gradient():
 
 @pytest.mark.parametrize("method", ["lrp", "saliency"])
 def test_a_bfloat16_cochleagram_cnn_is_explained_like_its_float32_weights(method):
-    """Was: NotImplementedError from torch.fft, for the model that the float16 refusal of LRP says to use bfloat16
+    """Review: NotImplementedError from torch.fft, for the model that the float16 refusal of LRP says to use bfloat16
     for. Compared with the float32 model on the same (bfloat16-rounded) waveform: bfloat16's 8 significant bits
     through the network move the relevance by about 10 % (median), the maps correlate above 0.98."""
     x = (0.05 * np.random.default_rng(0).standard_normal((1, 2, 12000))).astype(np.float32)
@@ -132,7 +132,7 @@ def _cut(path, keep_bytes: int):
 
 
 def test_a_truncated_wav_in_a_speech_folder_is_refused_on_load(tmp_path):
-    """Was: libsndfile read it as a shorter valid file, without a word."""
+    """Review: libsndfile read it as a shorter valid file, without a word."""
     folder = tmp_path / "speech"
     folder.mkdir()
     sf.write(folder / "a.wav", np.sin(np.arange(1000) / 10.0), 16000, subtype="PCM_16")
@@ -147,7 +147,7 @@ def test_a_truncated_wav_in_a_speech_folder_is_refused_on_load(tmp_path):
 
 
 def test_binaural_explain_refuses_a_truncated_recording(tmp_path):
-    """Was: exit code 0, fewer windows explained."""
+    """Review: exit code 0, fewer windows explained."""
     sf.write(tmp_path / "left.wav", np.full((24000, 2), 0.1), 48000, subtype="FLOAT")
     cut = _cut(tmp_path / "left.wav", 57627)
     result = run_cli(["binaural", "explain", str(COCHCNN), str(cut), "--out", str(tmp_path / "out")])
@@ -159,7 +159,7 @@ def test_binaural_explain_refuses_a_truncated_recording(tmp_path):
 
 
 def test_power_compression_has_no_gradient_where_its_input_is_negative():
-    """Was: 0.3 * 1e-7 ** -0.7 = 23830 at -1, where the output is constant (0)."""
+    """Review: 0.3 * 1e-7 ** -0.7 = 23830 at -1, where the output is constant (0)."""
     x = torch.tensor([-1.0, -1e-12, 0.0, 1.0], dtype=torch.float64, requires_grad=True)
     PowerCompression()(x).sum().backward()
     assert x.grad[:2].tolist() == [0.0, 0.0]
@@ -178,7 +178,7 @@ RATED = [(lambda fs: Cochleagram(fs=fs, signal_length=4800), 48000),
 
 
 def test_every_front_end_takes_whole_rates_of_any_number_type_as_int():
-    """Was: IPDILD refused 16000.0 and np.float64(16000), BinauralCues 44100.0."""
+    """Review: IPDILD refused 16000.0 and np.float64(16000), BinauralCues 44100.0."""
     for build, fs in RATED:
         for given in (fs, float(fs), np.float64(fs), np.int64(fs)):
             module = build(given)

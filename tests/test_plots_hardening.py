@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import xarray as xr
+from helpers import perturbation_result
 
 from xai_loc.errors import InputError
 from xai_loc.io import write_dataset_atomic
@@ -14,14 +15,7 @@ ESTIMATORS = ["signals", "loccnn", "loccnn-randomized", "zero-lag"]
 
 
 def _perturbation(**attrs) -> xr.Dataset:
-    curve = np.array([[[0.1, 0.2, 0.3], [0.1, 0.15, 0.2]]])
-    return xr.Dataset({"mae_mean": (("model", "mode", "percentage"), curve), "aopc": (("model", "mode"), [[0.1, 0.05]]),
-                       "mae": (("model", "mode", "percentage", "xyz"), np.repeat(curve[..., None], 3, -1)),
-                       "baseline_mae": ("xyz", [0.12, 0.14, 0.13]), "baseline_mae_mean": ((), 0.13)},
-                      coords={"model": ["loccnn"], "mode": ["relevance", "energy"], "percentage": [0.0, 10.0, 50.0],
-                              "xyz": ["x", "y", "z"]},
-                      attrs={"t60": 0.6, "snr": 10.0, "method": "lrp", "fill": "zero", "n_windows": 7,
-                             "n_sources": 2, "models": "{}", **attrs})
+    return perturbation_result(**attrs)
 
 
 def _tdoa(**attrs) -> xr.Dataset:

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import one_line, refused, run_cli
+from helpers import one_line, perturbation_result, refused, run_cli
 
 from xai_loc.errors import InputError
 from xai_loc.io import write_dataset_atomic
@@ -24,14 +24,7 @@ def _models(arch: str) -> str:
 
 
 def _perturbation(**attrs) -> xr.Dataset:
-    curve = np.array([[[0.1, 0.2, 0.3], [0.1, 0.15, 0.2]]])
-    return xr.Dataset({"mae_mean": (("model", "mode", "percentage"), curve), "aopc": (("model", "mode"), [[0.1, 0.05]]),
-                       "mae": (("model", "mode", "percentage", "xyz"), np.repeat(curve[..., None], 3, -1)),
-                       "baseline_mae": ("xyz", [0.12, 0.14, 0.13]), "baseline_mae_mean": ((), 0.13)},
-                      coords={"model": ["loccnn"], "mode": ["relevance", "energy"], "percentage": [0.0, 10.0, 50.0],
-                              "xyz": ["x", "y", "z"]},
-                      attrs={"t60": 0.15, "snr": 25.0, "method": "lrp", "fill": "zero", "n_windows": 7,
-                             "n_sources": 2, "models": "{}", **attrs})
+    return perturbation_result(**{"t60": 0.15, "snr": 25.0, **attrs})
 
 
 def _tdoa(distances=(0.15, 0.45), **attrs) -> xr.Dataset:

@@ -318,17 +318,10 @@ def test_tdoa_end_to_end(tmp_path, tiny_checkpoint):
     assert bad.exit_code == 2 and "0..15" in bad.output and not (tmp_path / "bad").exists()
 
 
-def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch):
-    import torch
-
+def test_reproduce_quick_and_figures_redraw(tmp_path, monkeypatch, zoo):
     import xai_loc.models.checkpoint
-    from xai_loc.models import build_model, save_checkpoint
     from xai_loc.study import STUDY_EXPERIMENTS
 
-    zoo = tmp_path / "zoo"
-    torch.manual_seed(1)
-    save_checkpoint(build_model("loccnn"), zoo / "loccnn_t60-0.15_snr-25.safetensors",
-                    {"condition": {"t60": 0.15, "snr": 25.0}})
     monkeypatch.setattr("xai_loc.study.QUICK_SOURCES", 1)
     monkeypatch.setattr("xai_loc.study.QUICK_SRP_WINDOWS", 2)
     # the explanation-quality suite as small as it gets: one method, one fill, two percentages

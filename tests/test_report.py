@@ -24,18 +24,9 @@ from xai_loc.cli import main
 CONDITION = "t60-0.15_snr-25"
 
 
-def make_study(base: Path, *args: str) -> Path:
-    """A one-checkpoint, one-source ``reproduce --quick`` below ``base`` (about 20 s on one thread); ``args``
-    are more options of ``reproduce``. The checkpoint is made once."""
-    import torch
-
-    from xai_loc.models import build_model, save_checkpoint
-
-    torch.manual_seed(1)
-    zoo = base / "zoo"
-    if not zoo.exists():
-        save_checkpoint(build_model("loccnn"), zoo / "loccnn_t60-0.15_snr-25.safetensors",
-                        {"condition": {"t60": 0.15, "snr": 25.0}})
+def make_study(base: Path, zoo: Path, *args: str) -> Path:
+    """A one-checkpoint (``zoo``), one-source ``reproduce --quick`` below ``base`` (about 20 s on one thread);
+    ``args`` are more options of ``reproduce``."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("xai_loc.study.QUICK_SOURCES", 1)
         mp.setattr("xai_loc.study.QUICK_SRP_WINDOWS", 2)
@@ -49,8 +40,8 @@ def make_study(base: Path, *args: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    return make_study(tmp_path_factory.mktemp("report") / "ré sults ünd spaces")
+def study(tmp_path_factory, zoo) -> Path:
+    return make_study(tmp_path_factory.mktemp("report") / "ré sults ünd spaces", zoo)
 
 
 class _Page(HTMLParser):
@@ -97,7 +88,7 @@ def _wav(uri: str) -> tuple[np.ndarray, int]:
     return sf.read(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
 
 
-def test_reproduce_ends_with_a_report_of_the_stored_numbers(study):
+def test_reproduce_ends_with_a_report_of_the_stored_numbers(study, zoo):
     page = _Page((study / "report.html").read_text())
     cond = study / CONDITION
     pert = xr.open_dataset(cond / "perturbation.nc")
@@ -115,7 +106,7 @@ def test_reproduce_ends_with_a_report_of_the_stored_numbers(study):
     assert _row(page, "zero-lag")[1] == cell and _row(page, "loccnn-randomized")
     assert _row(page, "relevance")[1] == f"{float(pert.mae_mean.sel(model='loccnn', mode='relevance')[0]):.3f}"
     # provenance: the checkpoint's sha256, its composite and target
-    digest = hashlib.sha256((study.parent / "zoo" / "loccnn_t60-0.15_snr-25.safetensors").read_bytes()).hexdigest()
+    digest = hashlib.sha256((zoo / "loccnn_t60-0.15_snr-25.safetensors").read_bytes()).hexdigest()
     assert any(row[:3] == ["loccnn", "loccnn_t60-0.15_snr-25.safetensors", digest]
                and row[4:] == ["paper", "truth"] for t in page.tables for row in t)
     text = html.unescape((study / "report.html").read_text())
@@ -171,7 +162,7 @@ def test_partial_folder_says_what_is_missing(study, tmp_path):
     assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # atomic: no temporary file left
 
 
-def test_report_marks_what_the_last_reproduce_run_did_not_write(study, tmp_path):
+def test_report_marks_what_the_last_reproduce_run_did_not_write(study, zoo, tmp_path):
     from xai_loc.io import write_dataset_atomic
 
     base = tmp_path / "again"
@@ -180,7 +171,7 @@ def test_report_marks_what_the_last_reproduce_run_did_not_write(study, tmp_path)
     earlier = json.loads((rep / "study.json").read_text())
     assert earlier["finished"] and f"{CONDITION}/faithfulness.nc" in earlier["files"]
     # a second run that skips the suite leaves the first run's suite results in the folder
-    make_study(base, "--skip", "faithfulness,sanity,components")
+    make_study(base, zoo, "--skip", "faithfulness,sanity,components")
     record = json.loads((rep / "study.json").read_text())
     assert record["finished"] and record["settings"]["skipped"] == ["faithfulness", "sanity", "components"]
     assert {f"{CONDITION}/perturbation.nc", f"{CONDITION}/tdoa.nc", "summary.md"} <= set(record["files"])
@@ -215,14 +206,14 @@ def test_report_marks_what_the_last_reproduce_run_did_not_write(study, tmp_path)
     assert (rep / "report.html").read_bytes() == before
 
 
-def test_a_run_that_writes_no_result_still_leaves_a_page_of_the_folder(study, tmp_path):
+def test_a_run_that_writes_no_result_still_leaves_a_page_of_the_folder(study, zoo, tmp_path):
     """Review: a second run that skipped every experiment left the first run's report.html beside its newer
     study.json; and the temporary file of a killed write (a dot-file) was shown on the page as a figure."""
     base = tmp_path / "again"
     shutil.copytree(study.parent, base)
     rep = base / "rep"
     (rep / CONDITION / ".tdoa.png.k1ll3d.tmp.png").write_bytes((rep / CONDITION / "tdoa.png").read_bytes())
-    make_study(base, "--skip", "perturbation,tdoa,faithfulness,sanity,components")
+    make_study(base, zoo, "--skip", "perturbation,tdoa,faithfulness,sanity,components")
     text = html.unescape((rep / "report.html").read_text())
     assert "quick run; conditions t60-0.15_snr-25; skipped perturbation, tdoa, faithfulness, sanity, components" \
         in text

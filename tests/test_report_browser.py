@@ -43,8 +43,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
-    return make_study(tmp_path_factory.mktemp("browser") / "ré sults ünd spaces") / "report.html"
+def report(tmp_path_factory, zoo) -> Path:
+    return make_study(tmp_path_factory.mktemp("browser") / "ré sults ünd spaces", zoo) / "report.html"
 
 
 def _wait(driver, script: str, timeout: float = 20.0):

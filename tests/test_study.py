@@ -32,15 +32,7 @@ def test_bad_skip_is_one_line_before_any_work(tmp_path, skip, says):
     assert not any(tmp_path.iterdir())  # nothing simulated, nothing written
 
 
-def test_skipping_every_experiment_leaves_localization_and_inspection(tmp_path, monkeypatch):
-    import torch
-
-    from xai_loc.models import build_model, save_checkpoint
-
-    zoo = tmp_path / "zoo"
-    torch.manual_seed(1)
-    save_checkpoint(build_model("loccnn"), zoo / "loccnn_t60-0.15_snr-25.safetensors",
-                    {"condition": {"t60": 0.15, "snr": 25.0}})
+def test_skipping_every_experiment_leaves_localization_and_inspection(tmp_path, monkeypatch, zoo):
     monkeypatch.setattr("xai_loc.study.QUICK_SOURCES", 1)
     summary = reproduce(tmp_path / "rep", quick=True, data_root=tmp_path / "data", pretrained=zoo,
                         conditions=[(0.15, 25.0)], skip=list(STUDY_EXPERIMENTS), progress=False).read_text()

@@ -45,10 +45,31 @@ WRITTEN = {
     "relevance_view": {"mass": ("explainer", "pair", "side", "ear", "frequency"), "ear_balance": ("explainer", "side")},
 }
 
+#: The optional variables (or coordinates) of a result that its readers index where a file holds them, as the
+#: writers write them (a file without them is drawn and tabulated without them): every one of them with an extra
+#: dimension ended in a traceback in ``figures`` or ``report``.
+OPTIONAL = {
+    "perturbation": {"aopc": ("model", "mode")},
+    "tdoa": {"truth": ("pair", "window"), "estimator_kind": ("estimator",), "max_lag": ("pair",),
+             "pair_distance": ("pair",), "srp_error": ("srp_estimator", "srp_metric"), "srp_flat": ("srp_estimator",),
+             "srp_estimator_kind": ("srp_estimator",)},
+    "faithfulness": {"score_ci": ("model", "method", "ordering", "fill", "metric", "bound"),
+                     "completeness": ("model", "method", "stat"),
+                     "unordered_windows": ("model", "method", "ordering", "fill"), "unperturbed_error": ("model",)},
+    "sanity": {"score_ci": ("model", "method", "check", "bound")},
+    "components": {"energy_share_ci": ("component", "bound")},
+    "duplex": {"response_itd": ("band", "azimuth", "itd_offset", "token"),
+               "response_ild": ("band", "azimuth", "ild_offset", "token")},
+    "cue_reliance": {"frequency": ("band",), "attention_mean": ("cue",), "cue_abs_share": ("cue",),
+                     "fusion_share": ("cue",), "attention_by_laterality": ("laterality", "cue"),
+                     "cue_abs_share_by_laterality": ("laterality", "cue")},
+    "band_profile": {"band_low": ("band",), "band_high": ("band",), "band_centre": ("band",), "n_examples": ("snr",)},
+}
+
 #: Options that keep each experiment to seconds on the tiny store of ``split_and_store`` (4 microphones).
 FAST = {
     "perturbation": {"percentages": (0, 50), "modes": ("relevance",)},
-    "tdoa": {"pairs": "0-1", "srp": False},
+    "tdoa": {"pairs": "0-1", "srp_max_windows": 2, "srp_step": 0.25},
     "faithfulness": {"methods": ("saliency",), "fills": ("zero",), "percentages": (0, 50), "n_boot": 10},
     "sanity": {"methods": ("saliency",), "n_boot": 10},
     "components": {"methods": ("saliency",), "n_boot": 10},
@@ -136,6 +157,27 @@ def test_a_required_variable_of_other_dimensions_is_refused_on_open(name, writte
         assert one_line(result.open, path) == (
             f"{result.what} {path} is not what it should be (its {var!r} has dims ({', '.join(has)}), expected "
             f"({', '.join(dims)})); run 'xai-loc {result.command}' to rebuild it")
+
+
+def test_every_result_declares_the_optional_variables_its_readers_index():
+    assert {name: dict(result.optional) for name, result in RESULTS.items() if result.optional} == OPTIONAL
+
+
+@pytest.mark.parametrize("name, var", [(name, var) for name, optional in OPTIONAL.items() for var in optional])
+def test_an_optional_variable_of_other_dimensions_is_refused_on_open(name, var, written, tmp_path):
+    """Review: a file whose optional variable had an extra dimension was opened, then ``figures`` and ``report``
+    ended in a traceback (e.g. "object too deep for desired array", "unsupported format string passed to
+    numpy.ndarray"); it is one line, as for a required variable, and a file without it still opens."""
+    result = RESULTS[name]
+    ds = result.open(written[name])
+    assert set(ds[var].dims) == set(OPTIONAL[name][var])
+    path = _rewritten(written[name], var, lambda da: da.expand_dims(extra=2), tmp_path / "extra")
+    assert one_line(result.open, path) == (
+        f"{result.what} {path} is not what it should be (its {var!r} has dims (extra, {', '.join(ds[var].dims)}), "
+        f"expected ({', '.join(OPTIONAL[name][var])})); run 'xai-loc {result.command}' to rebuild it")
+    for cmd in ("figures", "report"):
+        refused(run_cli([cmd, str(path.parent)]), f"its {var!r} has dims (extra, ")
+    assert var not in result.open(write_dataset_atomic(ds.drop_vars(var), tmp_path / "without" / path.name))
 
 
 @pytest.mark.parametrize("name, var, change, says", [

@@ -582,15 +582,17 @@ def final_store_exists(final: str | Path) -> bool:
 
 
 def open_netcdf_store(path: str | Path, what: str = "store", hint: str = REBUILD, load: bool = True,
-                      required: Mapping[str, tuple[str, ...]] | None = None) -> xr.Dataset:
+                      required: Mapping[str, tuple[str, ...]] | None = None,
+                      optional: Mapping[str, tuple[str, ...]] | None = None) -> xr.Dataset:
     """Open a single-file (netCDF) store or result, in memory (``load``) or lazily; one line if it is damaged.
 
     These files are written whole by an atomic rename, so damage comes from outside: a
     truncated or overwritten file fails here (HDF5 checks its own structure on open), and so
     does a changed number (Fletcher-32, when it is read) or label, scalar or attribute
     (:func:`~xai_loc.io.netcdf_digest`), as an :class:`~xai_loc.errors.InputError` naming the
-    file and ``hint``; so does one that lacks a ``required`` variable (name -> its dimensions), or holds one with
-    other dimensions (in any order: readers select by name) — a file another tool wrote, whose checksum is valid.
+    file and ``hint``; so does one that lacks a ``required`` variable (name -> its dimensions), or holds one of
+    ``required`` or ``optional`` with other dimensions (in any order: readers select by name) — a file another tool
+    wrote, whose checksum is valid.
     """
     import xarray as xr
 
@@ -613,20 +615,22 @@ def open_netcdf_store(path: str | Path, what: str = "store", hint: str = REBUILD
         raise
     except Exception as err:  # noqa: BLE001 - h5py and xarray raise many types for damaged files
         raise InputError(f"{what} {path} is damaged or not netCDF ({type(err).__name__}); {hint}") from None
-    problem = _unexpected(out, required or {})
+    problem = _unexpected(out, required or {}, optional or {})
     if problem:
         out.close()
         raise InputError(f"{what} {path} is not what it should be ({problem}); {hint}")
     return out
 
 
-def _unexpected(ds: xr.Dataset, required: Mapping[str, tuple[str, ...]]) -> str | None:
+def _unexpected(ds: xr.Dataset, required: Mapping[str, tuple[str, ...]],
+                optional: Mapping[str, tuple[str, ...]]) -> str | None:
     """What of ``required`` (variable -> its dimensions, in any order) ``ds`` lacks, in a few words (a variable
-    first, then a variable's dimensions); None if nothing."""
+    first, then the dimensions of a variable of ``required`` or, where ``ds`` holds it, of ``optional``); None if
+    nothing."""
     missing = [name for name in required if name not in ds]
     if missing:
         return f"it has no {missing[0]!r}"
-    for name, dims in required.items():
+    for name, dims in {**required, **{k: v for k, v in optional.items() if k in ds.variables}}.items():
         if set(ds[name].dims) != set(dims):
             return f"its {name!r} has dims ({', '.join(map(str, ds[name].dims))}), expected ({', '.join(dims)})"
     return None

@@ -152,23 +152,28 @@ class Result:
     #: Variables a file must hold to be this result, each with the dimensions (in any order) that the figures,
     #: tables and report read: as the experiment writes them.
     required: Mapping[str, tuple[str, ...]] = {}
+    #: Variables (or coordinates) a file may lack (written by an earlier version or without an option) but that
+    #: the readers index where they are: each with its dimensions, checked when present.
+    optional: Mapping[str, tuple[str, ...]] = {}
     #: Dimensions a file may not hold empty (one without labels leaves its figure and tables nothing to show).
     nonempty: tuple[str, ...] = ()
 
     def __init__(self, name: str | None = None, result_file: str | None = None, *, what: str | None = None,
-                 command: str | None = None, required: Mapping[str, tuple[str, ...]] | None = None) -> None:
+                 command: str | None = None, required: Mapping[str, tuple[str, ...]] | None = None,
+                 optional: Mapping[str, tuple[str, ...]] | None = None) -> None:
         for key, value in (("name", name), ("result_file", result_file), ("what", what), ("command", command),
-                           ("required", required)):
+                           ("required", required), ("optional", optional)):
             if value is not None:
                 setattr(self, key, value)
 
     def open(self, path: str | os.PathLike) -> xr.Dataset:
         """Load a stored result into memory, checked whole: its checksums, :attr:`required` variables and their
-        dimensions, and :attr:`nonempty` dimensions (one-line error with a rebuild hint)."""
+        dimensions, the dimensions of the :attr:`optional` ones it holds, and :attr:`nonempty` dimensions (one-line
+        error with a rebuild hint)."""
         from xai_loc.data.integrity import open_netcdf_store
 
         hint = f"run 'xai-loc {self.command}' to rebuild it"
-        ds = open_netcdf_store(Path(path), self.what, hint, required=self.required)
+        ds = open_netcdf_store(Path(path), self.what, hint, required=self.required, optional=self.optional)
         empty = next((dim for dim in self.nonempty if ds.sizes.get(dim) == 0), None)
         if empty is not None:
             raise InputError(f"{self.what} {path} is not what it should be (its {empty!r} dimension is empty; it "

@@ -451,6 +451,7 @@ class ComponentsExperiment(Experiment):
                 "share_ci": ("model", "method", "ordering", "split", "component", "bound"),
                 "energy_share": ("component",), "reference_share": ("split", "component"),
                 "reference_share_ci": ("split", "component", "bound"), "linear_split_exact": ("method",)}
+    optional = {"energy_share_ci": ("component", "bound")}
     nonempty = ("model", "method", "ordering", "split", "component")
     table_files = {"markdown": "components.md", "latex": "components.tex"}
     timed = True

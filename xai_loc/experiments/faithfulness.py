@@ -765,6 +765,9 @@ class FaithfulnessExperiment(Experiment):
     command = "faithfulness"
     required = {"score": ("model", "method", "ordering", "fill", "metric"),
                 "curve": ("model", "method", "ordering", "fill", "mode", "percentage")}
+    optional = {"score_ci": ("model", "method", "ordering", "fill", "metric", "bound"),
+                "completeness": ("model", "method", "stat"),
+                "unordered_windows": ("model", "method", "ordering", "fill"), "unperturbed_error": ("model",)}
     nonempty = ("model", "method", "ordering", "fill", "percentage")
     table_files = {"markdown": "faithfulness.md", "latex": "faithfulness.tex"}
     timed = True

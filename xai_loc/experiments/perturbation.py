@@ -571,6 +571,7 @@ class PerturbationExperiment(Experiment):
     command = "perturb"
     required = {"mae": ("model", "mode", "percentage", "xyz"), "mae_mean": ("model", "mode", "percentage"),
                 "baseline_mae": ("xyz",)}
+    optional = {"aopc": ("model", "mode")}
     nonempty = ("model", "mode", "percentage")
     table_files = {"markdown": "perturbation.md"}
     timed = True

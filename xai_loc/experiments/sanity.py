@@ -596,6 +596,7 @@ class SanityExperiment(Experiment):
     command = "sanity"
     required = {"similarity": ("model", "method", "stage", "metric"),
                 "similarity_ci": ("model", "method", "stage", "metric", "bound"), "score": ("model", "method", "check")}
+    optional = {"score_ci": ("model", "method", "check", "bound")}
     nonempty = ("model", "method", "stage")
     table_files = {"markdown": "sanity.md", "latex": "sanity.tex"}
     timed = True

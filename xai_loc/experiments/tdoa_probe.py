@@ -1054,6 +1054,9 @@ class TdoaExperiment(Experiment):
     command = "tdoa"
     required = {"delay": ("estimator", "pair", "window"), "anomalies_percent": ("estimator", "pair"),
                 "mae_samples": ("estimator", "pair"), "threshold": ("pair", "window")}
+    optional = {"truth": ("pair", "window"), "estimator_kind": ("estimator",), "max_lag": ("pair",),
+                "pair_distance": ("pair",), "srp_error": ("srp_estimator", "srp_metric"),
+                "srp_flat": ("srp_estimator",), "srp_estimator_kind": ("srp_estimator",)}
     nonempty = ("estimator", "pair")
     table_files = {kind: file for kind, file in RESULT_FILES.items() if kind != "store"}
 

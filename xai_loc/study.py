@@ -16,7 +16,6 @@ experiment (:mod:`xai_loc.experiments.registry`), taken by ``perturb``, ``tdoa``
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -205,29 +204,12 @@ def _check_conditions(conditions, room) -> list[tuple[float, float]]:
 
 def _available(archs, t60: float, snr: float, folder) -> dict[str, Path]:
     """The checkpoints of ``archs`` for (``t60``, ``snr``) in ``folder`` (None: the shipped ones), found by their
-    names; one line where a card holds another architecture or condition than its file's name says."""
-    from xai_loc.data.store import condition_name
-    from xai_loc.models.checkpoint import read_card
-    from xai_loc.models.zoo import shipped_checkpoint
+    names; one line where a card holds another architecture or condition than its file's name says
+    (:func:`~xai_loc.models.zoo.shipped_checkpoint`)."""
+    from xai_loc.models.zoo import shipped_checkpoint, shipped_path
 
-    found = {}
-    for arch in archs:
-        try:
-            path = shipped_checkpoint(arch, t60, snr, folder)
-        except InputError:
-            continue
-        card = read_card(path)
-        condition = card.get("condition") if isinstance(card.get("condition"), dict) else {}
-        held_t60, held_snr = condition.get("t60"), condition.get("snr")
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (held_t60, held_snr))
-        same = numbers and condition_name(held_t60, held_snr) == condition_name(t60, snr)  # as the name is written
-        if card["architecture"] != arch or not same:
-            held = f"T60 {held_t60:g} s, SNR {held_snr:g} dB" if numbers else \
-                f"no single T60 and SNR (condition {json.dumps(condition)})"
-            raise InputError(f"checkpoint {path} is named for {arch}, T60 {t60:g} s, SNR {snr:g} dB, but its card "
-                             f"holds {card['architecture']}, {held}; give each checkpoint the name of what it holds")
-        found[arch] = path
-    return found
+    return {arch: shipped_checkpoint(arch, t60, snr, folder) for arch in archs
+            if shipped_path(arch, t60, snr, folder).is_file()}
 
 
 def _check_out(out: Path, conditions: Mapping[str, str], experiments: Sequence[str]) -> None:

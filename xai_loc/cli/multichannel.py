@@ -273,7 +273,8 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
     root = Path(data)
     config = TrainConfig(**knobs)
     out = Path(out) if out else root / "runs" / scn.name / f"{arch}_{condition_name(t60, snr)}.safetensors"
-    check_training(arch, out, (len(scn.mics), scn.window), init_from)  # before hours of simulation
+    # before hours of simulation; a saved state of another run too (its data are compared once simulated)
+    check_training(arch, out, (len(scn.mics), scn.window), init_from, config)
     if init_from is not None:
         check_recordings([init_from], scn.room.fs, scn.mics, f"scene {scn.name!r}")
     sim_device = config.device if config.device.startswith("cuda") else "cpu"

@@ -467,8 +467,9 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     config
         Recipe and run settings.
     test_store
-        Held-out store (other sounds; ``'test'`` or ``'all'`` where it records its split); its metrics
-        go into the card.
+        Held-out store (``'test'`` or ``'all'`` where it records its split); its metrics go into the card.
+        Refused where it is the training store or holds any of its sounds (``sound_key``, as an ``'all'`` store
+        beside a store of the same spec does; :func:`~xai_loc.models.trainer.check_held_out`).
     dtype
         Storage of the weights: ``'float32'``, ``'float16'`` or ``'auto'`` (float16 if it
         changes the test accuracies by at most 0.2 points and the azimuth and elevation errors
@@ -506,7 +507,8 @@ def train_classifier(train_store, out: str | Path, *, model_config: dict[str, An
     out = check_output(out)
     check_storage(dtype)
     device = resolve_device(config.device)
-    train_ds, test_ds = open_splits(open_binaural, train_store, test_store, ("train", "all"), ("test", "all"))
+    train_ds, test_ds = open_splits(open_binaural, train_store, test_store, ("train", "all"), ("test", "all"),
+                                    held_out=("sound_key", "sound_id"))
     model_config = {"n_samples": int(train_ds.sizes["time"]), **(model_config or {})}
     with seeded(config.seed):
         model = build_configured("cochcnn", model_config)

@@ -50,8 +50,9 @@ from xai_loc.io import atomic_path, check_file_path
 from xai_loc.runtime import deterministic_algorithms, device_name
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "STOP_RULES", "Hooks", "Schedule", "Trainer", "Validation",
-           "cached_batches", "check_output", "check_split", "check_storage", "content_digest", "determinism", "fit",
-           "float16_check", "save_trained", "seeded", "shuffled", "split_batches", "state_digest", "state_path"]
+           "cached_batches", "check_held_out", "check_output", "check_resumable", "check_split", "check_storage",
+           "content_digest", "determinism", "fit", "float16_check", "read_state", "save_trained", "seeded", "shuffled",
+           "split_batches", "state_digest", "state_path"]
 
 #: ``format`` and ``version`` of the training-state files of every family (version 2 adds the digest;
 #: version 1 still resumes).
@@ -154,14 +155,34 @@ def check_split(attrs: dict[str, Any], allowed: tuple[str, ...], what: str) -> N
 
 
 def open_splits(opener: Callable[[Any], Any], train: Any, test: Any, train_splits: tuple[str, ...],
-                test_splits: tuple[str, ...], what: str = "store") -> tuple[Any, Any]:
+                test_splits: tuple[str, ...], what: str = "store", held_out: tuple[str, ...] = ()) -> tuple[Any, Any]:
     """The training and the held-out data (paths opened by ``opener``, opened datasets as they are; ``test`` may
-    be None), each refused (:func:`check_split`) unless it records one of its allowed splits or none."""
+    be None), each refused (:func:`check_split`) unless it records one of its allowed splits or none, and the
+    held-out data refused where it is not held out (:func:`check_held_out` on the labels ``held_out``)."""
     train_ds, test_ds = (d if d is None or hasattr(d, "data_vars") else opener(d) for d in (train, test))
     check_split(train_ds.attrs, train_splits, f"the training {what}")
     if test_ds is not None:
         check_split(test_ds.attrs, test_splits, f"the test {what}")
+        check_held_out(train_ds, test_ds, held_out, what)
     return train_ds, test_ds
+
+
+def check_held_out(train: Any, test: Any, labels: tuple[str, ...] = (), what: str = "store") -> None:
+    """Refuse (one line) test data that is the training data (the same recorded ``config``, or the same recorded
+    ``spec_digest`` and ``split``) or shares examples of it: a value of the first of ``labels`` (e.g. the sounds)
+    that both record. Metrics on it would be training-set metrics."""
+    a, b = train.attrs, test.attrs
+    same = [key for key in ("config", "spec_digest", "split") if a.get(key) is not None and a.get(key) == b.get(key)]
+    if "config" in same or {"spec_digest", "split"} <= set(same):
+        raise InputError(f"the test {what} is the training {what} (split {a.get('split')!r} of spec "
+                         f"{a.get('spec_digest')}); score the model on held-out data (the test split)")
+    label = next((name for name in labels if name in train.variables and name in test.variables), None)
+    if label is None:
+        return
+    shared = np.intersect1d(np.asarray(train[label].values), np.asarray(test[label].values))
+    if shared.size:
+        raise InputError(f"the test {what} shares {shared.size} {label} value(s) with the training {what} (the first: "
+                         f"{shared[0].item()!r}); train on the train split and test on the test split")
 
 
 def content_digest(shape: Iterable[int], **labels: Any) -> str:
@@ -306,6 +327,44 @@ def state_digest(state: Any) -> str:
     return digest.hexdigest()
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """The training state in ``path``, refused (one line) where it is unreadable, not a training state, of a
+    version this xai-loc does not read, or damaged (its contents do not match their digest)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise InputError(f"training state {path} is unreadable ({type(err).__name__}); remove it to start "
+                         "afresh") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise InputError(f"{path} is not an xai-loc training state; remove it or write to another out")
+    if state.get("version") not in (1, STATE_VERSION):
+        raise InputError(f"training state {path} is of version {state.get('version')!r}, this xai-loc reads "
+                         f"versions 1 and {STATE_VERSION}; remove it to start afresh")
+    # torch.load checks no CRC, so a changed byte would load: version 2 carries a digest (version 1,
+    # written before it, resumes unchecked)
+    if state["version"] == STATE_VERSION and state.pop("sha256", None) != state_digest(state):
+        raise InputError(f"training state {path} is damaged (its contents do not match their digest); remove "
+                         "it to start afresh")
+    return state
+
+
+def _check_identity(path: Path, state: dict[str, Any], identity: dict[str, Any],
+                    defaults: dict[str, Any] | None = None) -> None:
+    found = differences(identity, state, defaults)
+    if found:
+        raise InputError(f"{path} belongs to another training run ({'; '.join(found)}); "
+                         "remove it or write to another out")
+
+
+def check_resumable(state_file: Path, identity: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
+    """Refuse (one line), before any work, a saved state in ``state_file`` (where there is one) that the
+    :class:`Trainer` of a run with ``identity`` would refuse: the same reading and comparison, on the keys of
+    ``identity`` (and ``defaults``) only, so that a part of a run's identity (its architecture and recipe, before
+    the data that complete it exist) is checked alone."""
+    if state_file.exists():
+        _check_identity(state_file, read_state(state_file), identity, defaults)
+
+
 @dataclass
 class Trainer:
     """Model, optimizer, scheduler and bookkeeping of one training run (any family).
@@ -400,25 +459,8 @@ class Trainer:
 
     def _load(self) -> None:
         path = self.state_file
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-            raise InputError(f"training state {path} is unreadable ({type(err).__name__}); remove it to start "
-                             "afresh") from None
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise InputError(f"{path} is not an xai-loc training state; remove it or write to another out")
-        if state.get("version") not in (1, STATE_VERSION):
-            raise InputError(f"training state {path} is of version {state.get('version')!r}, this xai-loc reads "
-                             f"versions 1 and {STATE_VERSION}; remove it to start afresh")
-        # torch.load checks no CRC, so a changed byte would load: version 2 carries a digest (version 1,
-        # written before it, resumes unchecked)
-        if state["version"] == STATE_VERSION and state.pop("sha256", None) != state_digest(state):
-            raise InputError(f"training state {path} is damaged (its contents do not match their digest); remove "
-                             "it to start afresh")
-        found = differences(self.identity, state, self.defaults)
-        if found:
-            raise InputError(f"{path} belongs to another training run ({'; '.join(found)}); "
-                             "remove it or write to another out")
+        state = read_state(path)
+        _check_identity(path, state, self.identity, self.defaults)
         history = state["history"]
         n = len(history["train_loss"])  # states written before draws and steps were recorded
         history.setdefault("draws", [1] * n)

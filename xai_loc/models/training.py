@@ -60,7 +60,7 @@ from xai_loc.models.checkpoint import (
     save_checkpoint,
     weights_digest,
 )
-from xai_loc.models.evaluation import Evaluation, WindowSet, as_window_set, predict, prefetched
+from xai_loc.models.evaluation import MIC_TOLERANCE, Evaluation, WindowSet, as_window_set, predict, prefetched
 from xai_loc.models.registry import MODELS, build_model
 from xai_loc.models.trainer import (
     AUTOCAST,
@@ -70,6 +70,7 @@ from xai_loc.models.trainer import (
     Validation,
     autocast_forward,
     check_output,
+    check_resumable,
     check_split,
     determinism,
     seeded,
@@ -247,6 +248,11 @@ class TrainConfig:
         return math.ceil(paper_epochs / self.draws_per_epoch)
 
 
+#: What the training and the validation data must share where both record it (microphone positions too, within
+#: :data:`~xai_loc.models.evaluation.MIC_TOLERANCE`): key of :meth:`WindowSet.describe` -> what the message calls it.
+RECORDING = {"fs": "sample rate (Hz)", "convention": "simulation convention"}
+
+
 def _check_stores(train_set: WindowSet, val_set: WindowSet) -> None:
     check_split(train_set.attrs, ("train",), f"the training data ({train_set.name})")
     check_split(val_set.attrs, ("val",), f"the validation data ({val_set.name})")
@@ -264,6 +270,20 @@ def _check_stores(train_set: WindowSet, val_set: WindowSet) -> None:
     if train_set.condition != val_set.condition:
         raise InputError(f"training store {train_set.name} is condition {train_set.condition} but "
                          f"validation store {val_set.name} is {val_set.condition}; use stores of one condition")
+    # validation on data of another recording would pick the kept model by it: refused where both record it
+    records = train_set.describe(), val_set.describe()
+    for key, what in RECORDING.items():
+        ours, theirs = (record[key] for record in records)
+        if ours is not None and theirs is not None and ours != theirs:
+            raise InputError(f"training store {train_set.name} has {what} {ours!r} but validation store "
+                             f"{val_set.name} has {theirs!r}; use stores of one scene")
+    if train_set.mic_position is not None and val_set.mic_position is not None:
+        moved = np.abs(train_set.mic_position - val_set.mic_position).max(axis=1) > MIC_TOLERANCE
+        if moved.any():
+            i = int(np.argmax(moved))
+            at = [", ".join(f"{v:g}" for v in data.mic_position[i]) for data in (train_set, val_set)]
+            raise InputError(f"training store {train_set.name} has microphone {i} at ({at[0]}) m but validation "
+                             f"store {val_set.name} has it at ({at[1]}) m; use stores of one array")
 
 
 #: Per-epoch series listed in a checkpoint card's history.
@@ -292,6 +312,17 @@ ARCH_DEVIATIONS: dict[str, str] = {
 #: The paper's recipe as :class:`TrainConfig` fields (lr per architecture: :data:`DEFAULT_LR`).
 PAPER_RECIPE = {"batch_size": 100, "weight_decay": 0.0, "lr_factor": 0.2, "lr_patience": 100, "min_lr": 0.0,
                 "early_stop_patience": 200, "draws_per_epoch": 1}
+
+
+#: What identity keys of a training state stand for where the state lacks them (the ``defaults`` of
+#: :class:`~xai_loc.models.trainer.Trainer`).
+STATE_DEFAULTS = {"recipe": LATER_RECIPE_FIELDS}
+
+
+def _run_identity(arch: str, model: Localizer, config: TrainConfig, init: str | None) -> dict[str, Any]:
+    """What a resumed run of ``arch`` must match besides its data: architecture, constructor arguments of
+    ``model``, recipe and the file digest of the init checkpoint (None: a seeded initialization)."""
+    return {"arch": arch, "model_config": model.config, "recipe": config.recipe(arch), "init": init}
 
 
 class _Run:
@@ -323,11 +354,10 @@ class _Run:
                             draws_per_epoch=config.draws_per_epoch, early_stop_patience=config.early_stop_patience,
                             max_minutes=config.max_minutes, deadline=config.deadline,
                             checkpoint_every_s=config.checkpoint_every_s)
-        identity = {"arch": arch, "model_config": model.config, "recipe": config.recipe(arch),
-                    "datasets": {"train": train_set.identity, "val": val_set.identity},
-                    "init": None if init is None else init["sha256"]}
+        identity = {**_run_identity(arch, model, config, None if init is None else init["sha256"]),
+                    "datasets": {"train": train_set.identity, "val": val_set.identity}}
         self.trainer = Trainer(model, optimizer, hooks, schedule, scheduler=scheduler, identity=identity,
-                               defaults={"recipe": LATER_RECIPE_FIELDS}, state_file=state_file,
+                               defaults=STATE_DEFAULTS, state_file=state_file,
                                save_state=config.save_state, extra={"init_record": init},
                                writer=None if out is None else lambda: self.write_checkpoint(out))
         if init is not None and not self.trainer.resumed:  # the starting weights compete as epoch 0
@@ -457,15 +487,17 @@ class _Run:
 
 
 def check_training(arch: str, out: str | Path, shape: tuple[int, int] | None = None,
-                   init_from: str | Path | None = None) -> None:
+                   init_from: str | Path | None = None, config: TrainConfig | None = None) -> None:
     """What :func:`train` refuses about its arguments, checked before any data is read: the CLI
-    calls it with the scene's window ``shape`` (microphones, samples) before simulating the data
-    (hours at the paper's size).
+    calls it with the scene's window ``shape`` (microphones, samples) and the ``config`` before simulating
+    the data (hours at the paper's size).
 
     Raises :class:`~xai_loc.errors.InputError` for an ``out`` not ending in ``.safetensors`` or whose
     folder cannot be written (:func:`~xai_loc.models.trainer.check_output`), an unregistered
-    architecture, windows it cannot take, or an ``init_from`` checkpoint that is ``out`` itself (the run
-    would overwrite its own parent) or of another architecture or shape.
+    architecture, windows it cannot take, an ``init_from`` checkpoint that is ``out`` itself (the run
+    would overwrite its own parent) or of another architecture or shape, and (given ``shape`` and ``config``)
+    a saved state of ``out`` of another architecture, model configuration, recipe or init checkpoint
+    (:func:`~xai_loc.models.trainer.check_resumable`; its data are compared once they exist).
     """
     check_output(out)
     if init_from is not None and Path(init_from).resolve() == Path(out).resolve():
@@ -473,10 +505,14 @@ def check_training(arch: str, out: str | Path, shape: tuple[int, int] | None = N
                          "write to another out")
     if arch not in MODELS:
         raise InputError(f"unknown model architecture {arch!r}; allowed: {', '.join(sorted(MODELS))}")
-    if shape is not None:
-        model = build_model(arch, n_mics=shape[0], n_samples=shape[1])
-        if init_from is not None:
-            _init_source(model, Path(init_from))
+    if shape is None:
+        return
+    model = build_model(arch, n_mics=shape[0], n_samples=shape[1])
+    if init_from is not None:
+        _init_source(model, Path(init_from))
+    if config is not None:
+        init = None if init_from is None else file_digest(init_from)
+        check_resumable(state_path(out), _run_identity(arch, model, config, init), STATE_DEFAULTS)
 
 
 def _init_source(model: Localizer, path: Path) -> Localizer:

@@ -21,11 +21,21 @@ PAPER_MAE = {
 }
 
 
+#: Largest difference of T60 (s) or SNR (dB) between conditions that are the same (``0.1 + 0.2`` or a float32 0.3
+#: is 0.3).
+CONDITION_TOLERANCE = 1e-6
+
+
+def same_condition(condition: tuple[float, float], other: tuple[float, float]) -> bool:
+    """Whether two conditions ``(t60, snr)`` agree within :data:`CONDITION_TOLERANCE`."""
+    return all(abs(float(a) - float(b)) < CONDITION_TOLERANCE for a, b in zip(condition, other, strict=True))
+
+
 def paper_mae(arch: str | None, t60: float, snr: float) -> float | None:
-    """The paper's test MAE per coordinate for ``arch`` in condition (``t60``, ``snr``), matched to
-    1e-6 (so that ``0.1 + 0.2`` or a float32 0.3 finds 0.3), or None where the paper has none."""
-    for (paper_t60, paper_snr), mae in PAPER_MAE.get(arch or "", {}).items():
-        if abs(float(t60) - paper_t60) < 1e-6 and abs(float(snr) - paper_snr) < 1e-6:
+    """The paper's test MAE per coordinate for ``arch`` in condition (``t60``, ``snr``) (:func:`same_condition`),
+    or None where the paper has none."""
+    for condition, mae in PAPER_MAE.get(arch or "", {}).items():
+        if same_condition((t60, snr), condition):
             return mae
     return None
 
@@ -179,13 +189,29 @@ def checkpoint_name(arch: str, t60: float, snr: float) -> str:
     return f"{arch}_t60-{float(t60):g}_snr-{float(snr):g}.safetensors"
 
 
+def shipped_path(arch: str, t60: float, snr: float, folder: str | Path | None = None) -> Path:
+    """Where the shipped checkpoint of an architecture and condition is named to be (it may not exist): in ``folder``
+    (default: :func:`pretrained_dir`) under :func:`checkpoint_name`."""
+    return (Path(folder) if folder is not None else pretrained_dir()) / checkpoint_name(arch, t60, snr)
+
+
 def shipped_checkpoint(arch: str, t60: float, snr: float, folder: str | Path | None = None) -> Path:
-    """The shipped checkpoint of an architecture and condition, or a one-line error listing what exists."""
-    folder_given, folder = folder, Path(folder) if folder is not None else pretrained_dir()
-    path = folder / checkpoint_name(arch, t60, snr)
+    """The shipped checkpoint of an architecture and condition (:func:`shipped_path`), or a one-line error listing
+    what exists.
+
+    A file is refused in one line unless its card holds that architecture and condition (:func:`same_condition`):
+    one renamed or copied under another model's name is not run.
+    """
+    path = shipped_path(arch, t60, snr, folder)
     if not path.is_file():
-        have = ", ".join(sorted(p.stem for p in folder.glob("*.safetensors"))) or "none"
-        where = f"{PRETRAINED_ENV}={folder}" if folder_given is None and os.environ.get(PRETRAINED_ENV) else folder
+        have = ", ".join(sorted(p.stem for p in path.parent.glob("*.safetensors"))) or "none"
+        where = f"{PRETRAINED_ENV}={path.parent}" if folder is None and os.environ.get(PRETRAINED_ENV) else path.parent
         raise InputError(f"no shipped checkpoint {path.name} in {where} (available: {have}); "
                          "pass --checkpoint or train one with 'xai-loc train'")
+    card = read_card(path)
+    held = card["condition"]  # read_card allows {t60, snr} or a mix of rooms
+    if card["architecture"] != arch or not ("t60" in held and same_condition((held["t60"], held["snr"]), (t60, snr))):
+        raise InputError(f"checkpoint {path} is named for {arch}, {describe_condition({'t60': t60, 'snr': snr})}, "
+                         f"but its card holds {card['architecture']}, {describe_condition(held)}; give each checkpoint "
+                         "the name of what it holds")
     return path

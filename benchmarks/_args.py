@@ -1,10 +1,14 @@
-"""Argument types and the script entry shared by the benchmark scripts (run as ``python benchmarks/NAME.py``):
-those of :mod:`xai_loc.script_args` and the faithfulness suite's method and fill lists."""
+"""Argument types, the script entry and the interleaved timing shared by the benchmark scripts (run as ``python
+benchmarks/NAME.py``): those of :mod:`xai_loc.script_args`, the faithfulness suite's method and fill lists and
+:func:`best_of`."""
 from __future__ import annotations
+
+import time
 
 from xai_loc.script_args import Parser, checked, count, device_name, device_spelling, run_main, threads
 
-__all__ = ["Parser", "checked", "count", "device_name", "device_spelling", "fills", "methods", "run_main", "threads"]
+__all__ = ["Parser", "best_of", "checked", "count", "device_name", "device_spelling", "fills", "methods", "run_main",
+           "threads"]
 
 
 def _methods(text: str) -> list[str]:
@@ -26,3 +30,16 @@ def _fills(text: str) -> list[str]:
 
 #: argparse types of ``--methods`` and ``--fills``.
 methods, fills = checked(_methods), checked(_fills)
+
+
+def best_of(repeats: int, *fns) -> tuple[list[float], list]:
+    """The fastest of ``repeats`` runs of each of ``fns``, in seconds, the runs interleaved so
+    that both see the same machine (as ``timeit`` advises, the slower runs measure the machine),
+    and what each returned on its last run."""
+    times, results = [[] for _ in fns], [None for _ in fns]
+    for _ in range(repeats):
+        for k, (fn, t) in enumerate(zip(fns, times, strict=True)):
+            start = time.perf_counter()
+            results[k] = fn()
+            t.append(time.perf_counter() - start)
+    return [min(t) for t in times], results

@@ -19,11 +19,10 @@ batches (``array_equal``). A difference ends the run with exit status 1.
     python benchmarks/bench_perturbation.py [--windows 64] [--loop-windows 4] [--batch-size 16] [--model loccnn]
 """
 import argparse
-import time
 
 import numpy as np
 import torch
-from _args import Parser, count, run_main, threads
+from _args import Parser, best_of, count, run_main, threads
 
 from xai_loc.experiments.perturbation import (
     MODES,
@@ -52,19 +51,6 @@ def paper_perturb(window: np.ndarray, percentage: float, mode: str, relevance: n
     for i in range(len(idx)):
         out[idx[i]] = 0
     return out.reshape(window.shape)
-
-
-def best_of(repeats: int, *fns) -> tuple[list[float], list]:
-    """The fastest of ``repeats`` runs of each of ``fns``, in seconds, the runs interleaved so
-    that both see the same machine (as ``timeit`` advises, the slower runs measure the machine),
-    and what each returned on its last run."""
-    times, results = [[] for _ in fns], [None for _ in fns]
-    for _ in range(repeats):
-        for k, (fn, t) in enumerate(zip(fns, times, strict=True)):
-            start = time.perf_counter()
-            results[k] = fn()
-            t.append(time.perf_counter() - start)
-    return [min(t) for t in times], results
 
 
 def same_copies(x: torch.Tensor, rel: torch.Tensor, windows: int, modes) -> dict[str, bool]:

@@ -5,16 +5,17 @@ GCC-PHAT correlation (16 384 x ``interp`` lags) at a few hundred lags around 0.
 :func:`xai_loc.experiments.gcc.gcc_phat` gathers those lags from the inverse FFT's output;
 the baseline (the earlier code) applied ``fftshift`` to all lags first and then sliced, a
 copy of the whole correlation. In one process, on the same windows of the paper's array, this
-script times one SRP map per window with each and checks that the maps are equal (``array_equal``);
-a difference ends the run with exit status 1.
+script computes the SRP maps of all windows with each, once untimed (a warm-up of both), then
+``--repeats`` times interleaved, and prints the fastest run of each
+(:func:`_args.best_of`); it checks that the maps are equal (``array_equal``): a
+difference ends the run with exit status 1.
 
-    python benchmarks/bench_srp.py [--windows 11] [--interp 4] [--threads 1]
+    python benchmarks/bench_srp.py [--windows 11] [--interp 4] [--repeats 5] [--threads 1]
 """
-import time
 from unittest import mock
 
 import numpy as np
-from _args import Parser, count, run_main, threads
+from _args import Parser, best_of, count, run_main, threads
 
 from xai_loc.data.scene import paper_scene
 from xai_loc.experiments import gcc, srp
@@ -38,6 +39,7 @@ def main() -> None:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=count, default=11)
     parser.add_argument("--interp", type=count, default=4, help="lag interpolation (the tdoa experiment's default)")
+    parser.add_argument("--repeats", type=count, default=5, help="timed runs of each, interleaved; the fastest counts")
     parser.add_argument("--threads", type=threads, default=1)
     args = parser.parse_args()
     configure_cpu(args.threads)  # as every command: threads, freed memory kept for reuse
@@ -46,19 +48,19 @@ def main() -> None:
     grid = srp_grid(scene.sources[scene.splits["test"]])["grid"]  # the tdoa experiment's search plane
     fs, c = 16000.0, 343.0
 
-    def timed() -> tuple[float, np.ndarray]:
-        tic = time.perf_counter()
-        out = srp.srp_phat_map(windows, scene.mics, grid, fs, c, interp=args.interp)
-        return time.perf_counter() - tic, out
+    def gathered() -> np.ndarray:
+        return srp.srp_phat_map(windows, scene.mics, grid, fs, c, interp=args.interp)
 
-    timed()  # warm-up
-    fast, maps = timed()
-    with mock.patch.object(srp, "gcc_phat", shifted_gcc_phat):
-        slow, reference = timed()
+    def shifted() -> np.ndarray:
+        with mock.patch.object(srp, "gcc_phat", shifted_gcc_phat):
+            return gathered()
+
+    best_of(1, gathered, shifted)  # warm-up of both, untimed
+    (fast, slow), (maps, reference) = best_of(args.repeats, gathered, shifted)
     equal = np.array_equal(maps, reference)
-    print(f"SRP-PHAT, {args.windows} windows x {scene.mics.shape[0]} microphones, {grid.shape[0]} points: "
-          f"{fast:6.2f} s gathered, {slow:6.2f} s shifted whole, ratio {slow / fast:4.2f}x; "
-          f"maps equal: {equal}")
+    print(f"SRP-PHAT, {args.windows} windows x {scene.mics.shape[0]} microphones, {grid.shape[0]} points, fastest "
+          f"of {args.repeats} interleaved runs after a warm-up: {fast:6.2f} s gathered, {slow:6.2f} s shifted whole, "
+          f"ratio {slow / fast:4.2f}x; maps equal: {equal}")
     if not equal:
         raise SystemExit("the gathered and the shifted correlations gave different SRP-PHAT maps")
 

@@ -231,8 +231,10 @@ def report(times: dict[str, tuple[float, float]], same: dict[str, tuple[float, s
 
 
 def stage_names(text: str) -> list[str]:
-    """Comma-separated stages of :data:`STAGES`, in the order given."""
+    """Comma-separated stages of :data:`STAGES`, in the order given; at least one."""
     stages = [s.strip() for s in text.split(",") if s.strip()]
+    if not stages:
+        raise InputError(f"{text!r} names no stage; allowed: one or more of {', '.join(STAGES)}, comma-separated")
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise InputError(f"stage {unknown[0]!r} is unknown; allowed: {', '.join(STAGES)}")

@@ -24,7 +24,9 @@ evenly spaced; its peak on the sources' plane) gives the classical localizer's e
 table for README ends the run; a model that does not beat the constant predictor is marked.
 
 Refused in one line before any work (exit status 2, nothing created): a checkpoint of another
-architecture than the zoo's, trained on other data than the paper scene's gpuRIR convention,
+architecture than the zoo's or of another model configuration than the paper scene's windows (16 microphones x
+5120 samples), with damaged or unreadable weights, trained on other data than the paper scene's gpuRIR convention,
+sample rate and microphone array,
 whose card lacks the records of a training run (``training``, ``dataset.train``,
 ``metrics.val``: an imported paper checkpoint), whose training did not finish
 (``training.stopped`` None: a worker killed mid-run; ``--adopt-unfinished`` takes it), and two
@@ -37,7 +39,7 @@ import tempfile
 from pathlib import Path
 
 from _args import Parser, count, folder, integer, threads  # scripts/ is this script's folder, first on the path
-from train_zoo import PROGRESS, export
+from train_zoo import PROGRESS, check_scene, export
 
 from xai_loc.cli_params import check_out_dir
 from xai_loc.data import paper_scene, simulate_dataset
@@ -45,7 +47,7 @@ from xai_loc.data.store import default_root
 from xai_loc.errors import InputError
 from xai_loc.experiments.tdoa_probe import SRP_CONSTANT, run_tdoa
 from xai_loc.io import replace_keeping_mode
-from xai_loc.models import WindowSet, read_card
+from xai_loc.models import WindowSet, build_model, load_model, read_card
 from xai_loc.models.zoo import PAPER_MAE, checkpoint_name, data_convention, paper_mae, pretrained_dir
 from xai_loc.runtime import configure_cpu
 
@@ -53,14 +55,16 @@ from xai_loc.runtime import configure_cpu
 RUN_RECORDS = (("dataset", "train"), ("metrics", "val"))
 
 
-def checked_card(path: Path, unfinished: bool = False) -> dict:
-    """The card of a zoo checkpoint: one of the zoo's architectures, trained here (its card holds ``training``,
-    ``dataset.train`` and ``metrics.val``) to the end (``training.stopped`` set, unless ``unfinished``) on the
-    paper scene's gpuRIR-convention data; anything else is refused in one line."""
+def checked_card(path: Path, scene, unfinished: bool = False) -> dict:
+    """The card of a zoo checkpoint: one of the zoo's architectures built for ``scene``'s windows, whose weights load
+    (:func:`~xai_loc.models.load_model`: their digest, shapes and values), trained here (its card holds
+    ``training``, ``dataset.train`` and ``metrics.val``) to the end (``training.stopped`` set, unless
+    ``unfinished``) on ``scene``'s gpuRIR-convention data, sample rate and microphone array; anything else is
+    refused in one line."""
     card = read_card(path)
-    if card["architecture"] not in PAPER_MAE:
-        raise InputError(f"{path.name}: architecture {card['architecture']!r} is not allowed; allowed: "
-                         f"{', '.join(sorted(PAPER_MAE))}")
+    arch = card["architecture"]
+    if arch not in PAPER_MAE:
+        raise InputError(f"{path.name}: architecture {arch!r} is not allowed; allowed: {', '.join(sorted(PAPER_MAE))}")
     convention = data_convention(card)
     if convention != "gpurir":
         raise InputError(f"{path.name}: trained on {convention!r}-convention data; the zoo is trained on 'gpurir'")
@@ -73,6 +77,11 @@ def checked_card(path: Path, unfinished: bool = False) -> dict:
     if card["training"].get("stopped") is None and not unfinished:
         raise InputError(f"{path.name}: its training did not finish (training.stopped is None: a worker killed "
                          "mid-run, no test metrics); pass --adopt-unfinished to adopt it anyway")
+    check_scene(card, scene, path.name)
+    config = load_model(path).config
+    zoo = build_model(arch, n_mics=len(scene.mics), n_samples=scene.window).config
+    if config != zoo:
+        raise InputError(f"{path.name}: holds {arch} {config}; the zoo's {arch} is {zoo} (the paper scene's windows)")
     return card
 
 
@@ -157,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = sorted(args.results.glob("*.safetensors"))
         if not paths:
             raise InputError(f"{args.results} holds no .safetensors checkpoints")
-        cards = {path: checked_card(path, args.adopt_unfinished) for path in paths}  # all checked before any work
+        scene = paper_scene()
+        cards = {path: checked_card(path, scene, args.adopt_unfinished) for path in paths}  # all before any work
         if args.out is None:
             check_full_size(cards, args.sources)
             args.out = pretrained_dir()  # the shipped folder wherever this runs from, not ./pretrained
@@ -170,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, srp, kept = [], {}, []
         for path, card in cards.items():
             t60, snr = float(card["condition"]["t60"]), float(card["condition"]["snr"])
-            store = simulate_dataset(paper_scene(), "test", t60, snr, root=root, n_sources=args.sources,
+            store = simulate_dataset(scene, "test", t60, snr, root=root, n_sources=args.sources,
                                      progress=PROGRESS)
             arch, dst = card["architecture"], targets[path]
             with tempfile.TemporaryDirectory(dir=args.out, prefix=".adopt-") as tmp:

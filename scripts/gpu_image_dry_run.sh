@@ -8,13 +8,35 @@
 # the dry runs of scripts/gpu_zoo.sh and scripts/gpu_study.sh in it. It found that torch 2.11 refuses a
 # BatchNorm eps of 0 (the LRP canonizers now use a positive eps that vanishes in 1 + eps).
 #
-# Usage: bash scripts/gpu_image_dry_run.sh [ENV_DIR] [OUT_DIR]
-#   ENV_DIR  the environment, made if absent (default /tmp/gpu-image-env; about 5 GB: torch's CUDA wheels)
+# Usage: bash scripts/gpu_image_dry_run.sh [ENV_DIR] [OUT_DIR]   (-h, --help: this text)
+#   ENV_DIR  the environment, made if absent or empty (default /tmp/gpu-image-env; about 5 GB: torch's CUDA wheels);
+#            a folder this script made (ENV_DIR/.gpu-image-dry-run) is made again until its packages are all in,
+#            any other folder is refused
 #   OUT_DIR  the launchers' outputs (default: a new temporary folder)
 # PYTHON312 names a Python 3.12 interpreter (default: python3.12 on PATH, else pyenv's 3.12).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+for arg in "$@"; do
+    case "$arg" in
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -*) echo "gpu_image_dry_run.sh: error: unknown option $arg; usage: bash scripts/gpu_image_dry_run.sh" \
+                 "[ENV_DIR] [OUT_DIR]" >&2
+            exit 2 ;;
+    esac
+done
+if [ $# -gt 2 ]; then
+    echo "gpu_image_dry_run.sh: error: $# arguments given; usage: bash scripts/gpu_image_dry_run.sh [ENV_DIR]" \
+         "[OUT_DIR]" >&2
+    exit 2
+fi
 env_dir="${1:-/tmp/gpu-image-env}"
+mark="$env_dir/.gpu-image-dry-run"  # made by this script: only such a folder is ever removed
+if [ ! -e "$env_dir/.built" ] && [ ! -e "$mark" ] && [ -e "$env_dir" ] \
+    && { [ ! -d "$env_dir" ] || [ -n "$(ls -A "$env_dir")" ]; }; then
+    echo "gpu_image_dry_run.sh: error: ENV_DIR $env_dir exists and was not made by this script (no $mark);" \
+         "name a new or empty folder" >&2
+    exit 2
+fi
 shopt -s nullglob
 wheels=("$root"/.whl/*.whl)
 if [ ${#wheels[@]} -eq 0 ]; then
@@ -37,13 +59,11 @@ if [ ! -e "$env_dir/.built" ]; then  # the marker is written only after every pa
              "set PYTHON312 to a Python 3.12 interpreter" >&2
         exit 2
     fi
-    if [ -e "$env_dir" ]; then  # half built by an earlier run: made again; anything else is left alone
-        if [ ! -f "$env_dir/pyvenv.cfg" ]; then
-            echo "gpu_image_dry_run.sh: $env_dir exists and is not a virtual environment; name another folder" >&2
-            exit 2
-        fi
+    if [ -e "$mark" ]; then  # half built by an earlier run of this script: made again
         rm -rf "$env_dir"
     fi
+    mkdir -p "$env_dir"
+    touch "$mark"  # before anything else goes in, so that a run cut short anywhere is made again next time
     "$py" -m venv "$env_dir"
     # the image's versions where KINDS.md gives them; the newest release of the others
     "$env_dir/bin/python" -m pip install -q torch==2.11.0 torchvision==0.26.0 numpy==2.5.2 safetensors==0.8.0 \

@@ -21,6 +21,7 @@
 # Usage (arguments other than --out and --no-tests go to benchmarks/bench_study.py, which checks them with --check
 # before the tests run: a bad one ends the run at once with its one line and exit status 2; see its docstring):
 #   bash scripts/gpu_study.sh --out "$OUT" [--no-tests] [--sources 4 --t60 0.6 --snr 10 ...]
+#   bash scripts/gpu_study.sh --help   (this text; the benchmark's options: python benchmarks/bench_study.py --help)
 # On the GPU machine, carrying .whl, with a 540 s timeout (not yet measured there: the tests should take about
 # two minutes and are stopped after TESTS_TIMEOUT_S, 240 s by default; the benchmark of 4 sources at T60 0.6 s
 # a few, most of it the CPU baseline; everything printed is in OUT/gpu_study.log even if the command is cut):
@@ -28,6 +29,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
+for arg in "$@"; do  # before anything runs or is made
+    case "$arg" in
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; exit 0 ;;
+    esac
+done
 out=""
 tests=1
 bench_args=()

@@ -10,7 +10,9 @@ memory: nothing but the eight checkpoints comes back.
    above 0, a ``--reserve-s`` outside [0, ``--deadline-s``), a recipe value the trainer's check table
    refuses (``--lr``, ``--batch-size``, ``--checkpoint-every-s`` ...), a T60 below the paper room's
    Sabine minimum, a condition or architecture given twice (two workers would write one file), no ``--out``, an
-   ``--out`` holding other files, ``--init-from`` checkpoints missing or of another architecture.
+   ``--out`` holding other files, ``--init-from`` checkpoints that :func:`train_zoo.check_job` refuses (missing,
+   damaged, of another architecture or model configuration than the paper scene's windows, trained on data of
+   another sample rate or microphone array, or the very files this run writes).
 
 1. **Preflight** (about 30 s, fails fast): imports (zennit, captum, zarr and pyroomacoustics
    are not needed, soundfile comes from carried wheels), the decoded speech corpus against
@@ -500,8 +502,10 @@ def check_output(out: Path, expected: set[str]) -> list[str]:
 
 def check_args(args) -> set[str]:
     """Refuse, in one line, what the run cannot do, before anything is made; return the checkpoints' file names."""
+    from train_zoo import check_job  # scripts/ is first on the path
+
+    from xai_loc.data import paper_scene
     from xai_loc.errors import InputError
-    from xai_loc.models import read_card
     from xai_loc.models.zoo import checkpoint_name
 
     if args.out is None:
@@ -529,13 +533,11 @@ def check_args(args) -> set[str]:
     above = next(p for p in args.out.absolute().parents if p.exists())  # made only after the preflight
     if not args.out.exists() and not (above.is_dir() and os.access(above, os.W_OK | os.X_OK)):
         raise InputError(f"--out {args.out} cannot be made: {above} is not a writable folder")
-    if args.init_from is not None:  # init checkpoints exist and hold their architecture
-        for arch in args.archs:
-            for t, snr in args.conditions:
-                card = read_card(args.init_from / checkpoint_name(arch, t, snr))
-                if card["architecture"] != arch:
-                    raise InputError(f"--init-from {args.init_from / checkpoint_name(arch, t, snr)} holds "
-                                     f"{card['architecture']}, not {arch}")
+    scene = paper_scene()
+    for arch in args.archs:  # what train() would refuse only after the simulation, init checkpoints included
+        for t, snr in args.conditions:
+            name = checkpoint_name(arch, t, snr)
+            check_job(arch, args.out / name, scene, None if args.init_from is None else args.init_from / name)
     return expected
 
 

@@ -34,7 +34,7 @@ from xai_loc.data import PAPER_CONDITIONS, paper_scene, simulate_dataset
 from xai_loc.data.store import condition_name, default_root
 from xai_loc.errors import InputError
 from xai_loc.models import build_card, check_training, float16_check, load_model, read_card, save_checkpoint
-from xai_loc.models.evaluation import Evaluation, WindowSet, evaluate
+from xai_loc.models.evaluation import Evaluation, WindowSet, check_recording, evaluate_checkpoint
 from xai_loc.models.training import CHECKS, TrainConfig, train
 from xai_loc.models.zoo import PAPER_MAE, paper_mae
 from xai_loc.runtime import configure_cpu
@@ -47,19 +47,36 @@ MAE_KEYS = ("mae_x", "mae_y", "mae_z", "mae")
 PROGRESS = True
 
 
+def check_scene(card: dict, scene, name: str) -> None:
+    """Refuse (one line) a checkpoint ``name`` whose ``card`` records training data of another sample rate or
+    microphone array than ``scene``'s (:func:`~xai_loc.models.evaluation.check_recording`), before any simulation."""
+    check_recording(card, scene.room.fs, scene.mics, "the paper scene", name)
+
+
+def check_job(arch: str, out: Path, scene, init: str | Path | None = None) -> None:
+    """Refuse (one line) a run of ``arch`` on ``scene``'s windows writing ``out`` before any simulation: what
+    :func:`~xai_loc.models.training.check_training` refuses, and an ``init`` checkpoint trained on another recording
+    than ``scene``'s (:func:`check_scene`)."""
+    check_training(arch, out, (len(scene.mics), scene.window), init)
+    if init is not None:
+        check_scene(read_card(init), scene, f"init checkpoint {init}")
+
+
 def export(run: Path, test: WindowSet, dst: Path, batch_size: int, device: str) -> Evaluation:
     """Score a trained checkpoint on the test windows and write it to ``dst`` with the test metrics.
 
-    Stored by the library's float16 rule (:func:`xai_loc.models.trainer.float16_check`): float16 when no
-    test MAE (per coordinate and mean) moves by more than :data:`FP16_TOLERANCE`; the card's ``storage``
-    is that rule's record. Returns the evaluation of the model as stored.
+    Scored by :func:`~xai_loc.models.evaluation.evaluate_checkpoint`, which refuses test windows of another sample
+    rate or microphone array than the checkpoint's training data. Stored by the library's float16 rule
+    (:func:`xai_loc.models.trainer.float16_check`): float16 when no test MAE (per coordinate and mean) moves by more
+    than :data:`FP16_TOLERANCE`; the card's ``storage`` is that rule's record. Returns the evaluation of the model as
+    stored.
     """
     card = read_card(run)
     model = load_model(run, device=device)
     scored = []  # (card entry, evaluation) of each model float16_check scores
 
     def score(net) -> dict:
-        evaluation = evaluate(net, test, batch_size, device, progress=PROGRESS)
+        evaluation = evaluate_checkpoint(run, test, batch_size, device, PROGRESS, model=net)
         scored.append((evaluation.summary(), evaluation))
         return scored[-1][0]
 
@@ -118,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             for arch in args.archs:
                 name = f"{arch}_{condition_name(t60, snr)}" + (f"-n{args.sources}" if args.sources else "")
                 init = None if args.init_from is None else args.init_from.replace("{arch}", arch)
-                check_training(arch, runs / f"{name}.safetensors", (len(scene.mics), scene.window), init)
+                check_job(arch, runs / f"{name}.safetensors", scene, init)
                 jobs[t60, snr, arch] = name, init
         rows = []
         for t60, snr in args.conditions:

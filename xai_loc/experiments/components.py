@@ -295,10 +295,12 @@ def run_components(
     import xarray as xr
 
     from xai_loc import __version__
+    from xai_loc.checks import check_integer
     from xai_loc.cluster import map_blocks
     from xai_loc.data.components import store_corpus
     from xai_loc.experiments.modelset import ModelSet
 
+    n_boot = check_integer("n_boot", n_boot, minimum=1)
     models = ModelSet.of(models)
     specs = parse_methods(methods)
     scored = scored_set(data, n_sources)

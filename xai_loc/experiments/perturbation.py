@@ -114,6 +114,10 @@ def _need(relevance: torch.Tensor | None, windows: torch.Tensor) -> torch.Tensor
     return relevance
 
 
+#: Window dtypes that the deletion kernels take in float32 (no compiled kernels of their own; float32 holds them).
+_NARROW_FLOATS = (torch.float16, torch.bfloat16)
+
+
 def n_deleted(percentage: float, n_samples: int) -> int:
     """How many of ``n_samples`` the top ``percentage`` % are (rounded to the nearest)."""
     return int(round(percentage / 100.0 * n_samples))
@@ -249,7 +253,8 @@ def deletion_predictions(
         and each batch's predictions come back once.
     windows
         Input windows ``(W, M, T)`` on any device, sent to the model's device once per batch
-        (with the batch's relevance).
+        (with the batch's relevance). Float16 and bfloat16 windows (and their relevance) are ranked and copied in
+        float32 (which holds them exactly, as the faithfulness suite takes them); the model gets its own dtype.
     percentages
         Deletion percentages.
     modes
@@ -280,6 +285,7 @@ def deletion_predictions(
     with torch.no_grad(), placed(model, device):
         for start in range(0, windows.shape[0], batch_size):
             x = windows[start : start + batch_size]
+            x = x.float() if x.dtype in _NARROW_FLOATS else x
             rel = None if relevance is None else relevance[start : start + batch_size].to(device, x.dtype)
             fill_values = FILLS[fill](x, seed, first + start)
             x_model = x.to(device)
@@ -417,7 +423,9 @@ def run_perturbation(
         Deletion percentages, orderings (:data:`MODES`) and fill (:data:`FILLS`).
     method, composite, target, explain_options
         How relevance is computed (see :func:`xai_loc.explain.explain`); a matching
-        relevance store next to the data is reused.
+        relevance store next to the data is reused. A ``'mean'`` baseline or reference is the mean
+        of the store's windows and ``reference='train-mean'`` the mean of its scene's training
+        sources, as for :func:`~xai_loc.explain.explain_store` (also with ``n_sources``).
     randomized_baseline
         Also delete in the order of the relevance of a randomized copy of each model
         (mode ``"relevance-randomized"``; Adebayo et al., 2018).
@@ -456,8 +464,10 @@ def run_perturbation(
     from xai_loc import __version__
     from xai_loc.checks import check_integer
     from xai_loc.cluster import map_blocks
+    from xai_loc.data.store import open_signals
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain.attribute import placed
+    from xai_loc.explain.attribute import dataset_inputs, placed
+    from xai_loc.explain.store import data_explainer_inputs
     from xai_loc.models.evaluation import localization_errors
     from xai_loc.runtime import resolve_device
 
@@ -473,8 +483,11 @@ def run_perturbation(
     n = truth.shape[0]
     all_modes = list(modes) + (["relevance-randomized"] if randomized_baseline else [])
     need_relevance = "relevance" in modes
+    # the windows' mean and the training sources' mean position come from the whole store, as explain_store takes
+    # them, so that its relevance store of the same explanation is found
+    inputs = data_explainer_inputs(dataset_inputs(open_signals(data)), explain_options)
     kwargs = {"target": target, "method": method, "composite": composite, "batch_size": batch_size,
-              "device": device, **explain_options}
+              "device": device, **inputs, **explain_options}
     relevance, randomized = {}, {}
     for name in models:
         explainer = models.explainer(name, **kwargs)

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from xai_loc.checks import plain
 from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment, latex_escape, markdown_row, method_seed
 from xai_loc.experiments.baselines import zero_lag
@@ -433,10 +434,20 @@ def _pair_list(pairs: str | list[tuple[int, int]], n_mics: int) -> list[tuple[in
     return parse_pairs(",".join(f"{i}-{j}" for i, j in items), n_mics) if items else []
 
 
-class _Given:
-    """Relevance handed in by the caller, read block by block in the data's window order."""
+#: Per-window coords of the data that relevance handed in must carry alike where it has them.
+_GIVEN_LABELS = ("source_id", "window_index")
 
-    def __init__(self, name: str, relevance: Any, windows: np.ndarray, n_total: int, shape: tuple[int, int]) -> None:
+
+class _Given:
+    """Relevance handed in by the caller, read block by block in the data's window order.
+
+    ``data`` holds the data's ``dataset_digest`` (or None) and its :data:`_GIVEN_LABELS` of the windows scored: a
+    relevance array of other data (another digest, or other sources or windows under the same window labels) is
+    refused.
+    """
+
+    def __init__(self, name: str, relevance: Any, windows: np.ndarray, n_total: int, shape: tuple[int, int],
+                 data: dict[str, Any]) -> None:
         import xarray as xr
 
         self.name = name
@@ -445,6 +456,10 @@ class _Given:
             if relevance.dims != ("window", "mic", "time"):
                 raise InputError(f"relevance {name!r} has dims {relevance.dims}; use (window, mic, time)")
             self.attrs = dict(relevance.attrs)
+            found = self.attrs.get("dataset_digest")
+            if found is not None and data["dataset_digest"] is not None and str(found) != data["dataset_digest"]:
+                raise InputError(f"relevance {name!r} was computed on other data (dataset_digest {found!r}, this "
+                                 f"data's is {data['dataset_digest']!r}); explain this data")
             if "window" in relevance.coords:
                 index = relevance.indexes["window"].get_indexer(windows)
                 if (index < 0).any():
@@ -456,6 +471,14 @@ class _Given:
                     raise InputError(f"relevance {name!r} has {relevance.shape[0]} windows and no window coord; "
                                      f"use one per window of the data ({n_total}) or a window coord")
                 index = np.arange(len(windows))
+            for coord in _GIVEN_LABELS:
+                if coord in relevance.coords and data.get(coord) is not None:
+                    found, wanted = np.asarray(relevance[coord].values)[index], data[coord]
+                    if not np.array_equal(found, wanted):
+                        w = int(np.argmax(found != wanted))
+                        raise InputError(f"relevance {name!r} has {coord} {plain(found[w])!r} at window "
+                                         f"{plain(windows[w])!r}, where the data has {plain(wanted[w])!r}; "
+                                         "explain this data")
             self.array, self.index = relevance, index
         else:
             array = np.asarray(relevance)
@@ -558,11 +581,15 @@ def run_tdoa(
         Estimator name -> relevance ``(window, mic, time)`` (a DataArray, e.g. from
         :func:`~xai_loc.explain.open_relevance`, aligned on its ``window`` coord; or an
         array over all windows of ``data``). A model's name (or ``'<name>-randomized'``)
-        replaces its explanation; other names are extra estimators.
+        replaces its explanation; other names are extra estimators. A DataArray of other data (its
+        ``dataset_digest`` attr, or its ``source_id`` or ``window_index`` on the windows scored, not the
+        data's) is refused.
     method, composite, target, first_rule, **explain_options
         How relevance is computed (:func:`~xai_loc.explain.explain`); ``first_rule``
         ('wsquare', 'flat', 'zplus', 'epsilon', 'gamma', 'zbox') is the LRP rule of the
-        first layer (default: the composite's).
+        first layer (default: the composite's). A ``'mean'`` baseline or reference is the mean
+        of the windows of ``data`` (all of them, also with ``max_windows``), as for
+        :func:`~xai_loc.explain.explain_store`.
     randomized_baseline
         Also score the relevance of a randomized copy of each model.
     seed
@@ -605,6 +632,7 @@ def run_tdoa(
     from xai_loc.checks import check_integer
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.explain.attribute import Explainer, dataset_inputs
+    from xai_loc.explain.store import data_explainer_inputs
     from xai_loc.progress import tqdm
     from xai_loc.runtime import software_versions
 
@@ -647,7 +675,7 @@ def run_tdoa(
     if first_rule is not None:
         options["first_rule"] = first_rule
     explain_kw = {"target": target, "method": method, "composite": composite, "batch_size": batch_size,
-                  "device": device, "train_mean": d["train_mean"], **options}
+                  "device": device, **data_explainer_inputs(d, options), **options}
     estimators: list[str] = [ESTIMATOR_SIGNALS]
     kinds: dict[str, str] = {ESTIMATOR_SIGNALS: "signals"}
     explainers: dict[str, Explainer] = {}
@@ -658,8 +686,11 @@ def run_tdoa(
         if name in reserved:
             raise InputError(f"estimator name {name!r} is reserved; choose another name")
 
+    given_data = {"dataset_digest": d["attrs"].get("dataset_digest"),
+                  **{coord: d["coords"][coord][1][:n] for coord in _GIVEN_LABELS if coord in d["coords"]}}
+
     def add_given(name: str, kind: str, expected: dict[str, Any]) -> None:
-        g = _Given(name, relevance[name], window_labels, n_total, (n_mics, n_time))
+        g = _Given(name, relevance[name], window_labels, n_total, (n_mics, n_time), given_data)
         _check_given(name, g.attrs, expected)
         given[name] = g
         info[name] = {**_provenance(g.attrs), "relevance": "given"}

@@ -66,8 +66,8 @@ if TYPE_CHECKING:
     import xarray as xr
     from distributed import Client
 
-__all__ = ["check_relevance_out", "explain_store", "open_explained_signals", "open_relevance", "relevance_store_path",
-           "stored_relevance", "write_wavs"]
+__all__ = ["check_relevance_out", "data_explainer_inputs", "explain_store", "open_explained_signals", "open_relevance",
+           "relevance_store_path", "stored_relevance", "write_wavs"]
 
 #: Windows per zarr chunk of the relevance.
 CHUNK_WINDOWS = 1
@@ -212,6 +212,32 @@ def _explain_block(block: int, work: _Blocks) -> dict[str, Any]:
         return work.explainer.explain_batch(work.signals[start:stop], truth, np.arange(start, stop))
 
 
+def data_explainer_inputs(d: dict[str, Any], options: Mapping[str, Any], mean_input: Any = None) -> dict[str, Any]:
+    """The :class:`~xai_loc.explain.attribute.Explainer` arguments that come from the data, as every explanation of a
+    dataset's windows takes them.
+
+    Parameters
+    ----------
+    d
+        The data (:func:`~xai_loc.explain.attribute.dataset_inputs`).
+    options
+        The method, composite and target options: the mean window is made only where ``baseline='mean'`` or
+        ``reference='mean'`` asks for it.
+    mean_input
+        The window ``[mic, time]`` to use as the mean one (checked), else the mean of the data's windows.
+
+    Returns
+    -------
+    dict
+        ``mean_input`` and ``train_mean`` (the mean position of the training sources of the data's scene, or None).
+    """
+    if mean_input is not None:
+        mean_input = _numbers("mean_input", mean_input, tuple(d["signals"].shape[1:]), finite=True)
+    elif _wants_mean(options):
+        mean_input = d["signals"].mean("window").values
+    return {"mean_input": mean_input, "train_mean": d["train_mean"]}
+
+
 def explain_store(
     model: nn.Module | str | os.PathLike,
     data: str | os.PathLike,
@@ -271,15 +297,11 @@ def explain_store(
         from xai_loc.models.evaluation import check_recording
 
         check_recording(read_card(model), d["fs"], d["mics"], str(data), f"checkpoint {model}")
-    signals = d["signals"]
-    n, n_mics, n_time = signals.shape
+    n, n_mics, n_time = d["signals"].shape
     own_mean = mean_input is not None and _wants_mean(options)
-    if mean_input is not None:
-        mean_input = _numbers("mean_input", mean_input, (n_mics, n_time), finite=True)
-    elif _wants_mean(options):
-        mean_input = signals.mean("window").values
+    inputs = data_explainer_inputs(d, options, mean_input)
     explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,
-                          device=device, mean_input=mean_input, train_mean=d["train_mean"], **options)
+                          device=device, **inputs, **options)
     check_waveform_levels(explainer, "explain_store()", only=True)
     if provenance:
         explainer.attrs = {**provenance, **explainer.attrs}
@@ -293,7 +315,7 @@ def explain_store(
     attrs = explainer.attrs
     config = _store_config(explainer, ds, (n, n_mics, n_time))
     if own_mean:  # not the windows' mean: what the relevance depends on is recorded
-        config["mean_input"] = hashlib.sha256(mean_input.tobytes()).hexdigest()[:16]
+        config["mean_input"] = hashlib.sha256(inputs["mean_input"].tobytes()).hexdigest()[:16]
 
     with ResumableStore(final, RELEVANCE, config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
         if out.finished(_mismatch(config)):

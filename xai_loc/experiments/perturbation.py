@@ -466,8 +466,7 @@ def run_perturbation(
     from xai_loc.cluster import map_blocks
     from xai_loc.data.store import open_signals
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain.attribute import dataset_inputs, placed
-    from xai_loc.explain.store import data_explainer_inputs
+    from xai_loc.explain.attribute import data_explainer_inputs, dataset_inputs, placed
     from xai_loc.models.evaluation import localization_errors
     from xai_loc.runtime import resolve_device
 

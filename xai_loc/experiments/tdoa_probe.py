@@ -631,8 +631,7 @@ def run_tdoa(
     from xai_loc import __version__
     from xai_loc.checks import check_integer
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain.attribute import Explainer, dataset_inputs
-    from xai_loc.explain.store import data_explainer_inputs
+    from xai_loc.explain.attribute import Explainer, data_explainer_inputs, dataset_inputs
     from xai_loc.progress import tqdm
     from xai_loc.runtime import software_versions
 

@@ -28,7 +28,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,9 +49,9 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["Explainer", "bind_target", "check_data_options", "check_finite_results", "check_finite_windows",
-           "check_waveform_levels", "dataset_inputs", "explain", "explain_arrays", "input_coords", "lrp_start",
-           "model_digest", "out_of_place", "placed", "relevance_array", "resolve_model", "result_coords",
-           "summary_attrs"]
+           "check_waveform_levels", "data_explainer_inputs", "dataset_inputs", "explain", "explain_arrays",
+           "input_coords", "lrp_start", "model_digest", "out_of_place", "placed", "relevance_array", "resolve_model",
+           "result_coords", "summary_attrs"]
 
 #: Vector quantities stored as three coords each, and the dim they run along.
 VECTORS = {"source": "window", "mic": "mic", "prediction": "window", "attr_output": "window"}
@@ -540,6 +540,36 @@ def _wants_mean(options: dict[str, Any]) -> bool:
     return any(isinstance(options.get(k), str) and options[k] == "mean" for k in ("reference", "baseline"))
 
 
+def data_explainer_inputs(d: dict[str, Any], options: Mapping[str, Any], mean_input: Any = None) -> dict[str, Any]:
+    """The :class:`Explainer` arguments that come from the data, as every explanation of a dataset's windows
+    takes them.
+
+    Parameters
+    ----------
+    d
+        The data (:func:`dataset_inputs`; ``signals`` a labelled ``(window, mic, time)`` array or a plain one).
+    options
+        The method, composite and target options: the mean window is made only where ``baseline='mean'`` or
+        ``reference='mean'`` asks for it (refused for one window: the mean of one window is that window).
+    mean_input
+        The window ``[mic, time]`` to use as the mean one (checked), else the mean of the data's windows.
+
+    Returns
+    -------
+    dict
+        ``mean_input`` and ``train_mean`` (the mean position of the training sources of the data's scene, or None).
+    """
+    signals = d["signals"]
+    if mean_input is not None:
+        mean_input = _numbers("mean_input", mean_input, tuple(signals.shape[1:]), finite=True)
+    elif _wants_mean(options):
+        if signals.shape[0] < 2:  # nothing between the window and its baseline
+            raise InputError("a 'mean' baseline or reference of 1 window is not allowed (it is that window); "
+                             "give at least 2 windows or mean_input=[mic, time]")
+        mean_input = signals.mean("window").values if hasattr(signals, "dims") else np.asarray(signals).mean(axis=0)
+    return {"mean_input": mean_input, "train_mean": d["train_mean"]}
+
+
 def check_data_options(options: dict[str, Any]) -> None:
     """Refuse ``train_mean`` among the options of :func:`explain` or
     :func:`~xai_loc.explain.store.explain_store`: the data gives it."""
@@ -712,16 +742,9 @@ def explain(
     mics = data["mics"] if mic_positions is None else _numbers("mic_positions", mic_positions, (n_mics, 3))
     fs = check_number("fs", data["fs"] if fs is None else fs, strict=True)
 
-    if mean_input is not None:
-        mean_input = _numbers("mean_input", mean_input, (n_mics, n_time), finite=True)
-    elif _wants_mean(options):
-        if n < 2:  # the mean of one window is that window: nothing between it and the baseline
-            raise InputError("a 'mean' baseline or reference of 1 window is not allowed (it is that window); "
-                             "give at least 2 windows or mean_input=[mic, time]")
-        mean_input = np.asarray(source.mean("window").values if isinstance(windows, xr.Dataset)
-                                else np.asarray(source).mean(axis=0))
+    inputs = data_explainer_inputs({**data, "signals": source}, options, mean_input)
     explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,
-                          device=device, mean_input=mean_input, train_mean=data["train_mean"], **options)
+                          device=device, **inputs, **options)
     if explainer.output_kind != "position":
         raise InputError(f"explain() labels positions (prediction_x/y/z); this model outputs "
                          f"{explainer.output_kind!r}: use xai_loc.explain.explain_arrays for it")

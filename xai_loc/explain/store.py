@@ -51,10 +51,10 @@ from xai_loc.errors import InputError
 from xai_loc.explain.attribute import (
     AXES,
     Explainer,
-    _numbers,
     _wants_mean,
     check_data_options,
     check_waveform_levels,
+    data_explainer_inputs,
     dataset_inputs,
     input_coords,
     result_coords,
@@ -66,8 +66,8 @@ if TYPE_CHECKING:
     import xarray as xr
     from distributed import Client
 
-__all__ = ["check_relevance_out", "data_explainer_inputs", "explain_store", "open_explained_signals", "open_relevance",
-           "relevance_store_path", "stored_relevance", "write_wavs"]
+__all__ = ["check_relevance_out", "explain_store", "open_explained_signals", "open_relevance", "relevance_store_path",
+           "stored_relevance", "write_wavs"]
 
 #: Windows per zarr chunk of the relevance.
 CHUNK_WINDOWS = 1
@@ -210,32 +210,6 @@ def _explain_block(block: int, work: _Blocks) -> dict[str, Any]:
     truth = None if work.positions is None else work.positions[start:stop]
     with work.explainer:
         return work.explainer.explain_batch(work.signals[start:stop], truth, np.arange(start, stop))
-
-
-def data_explainer_inputs(d: dict[str, Any], options: Mapping[str, Any], mean_input: Any = None) -> dict[str, Any]:
-    """The :class:`~xai_loc.explain.attribute.Explainer` arguments that come from the data, as every explanation of a
-    dataset's windows takes them.
-
-    Parameters
-    ----------
-    d
-        The data (:func:`~xai_loc.explain.attribute.dataset_inputs`).
-    options
-        The method, composite and target options: the mean window is made only where ``baseline='mean'`` or
-        ``reference='mean'`` asks for it.
-    mean_input
-        The window ``[mic, time]`` to use as the mean one (checked), else the mean of the data's windows.
-
-    Returns
-    -------
-    dict
-        ``mean_input`` and ``train_mean`` (the mean position of the training sources of the data's scene, or None).
-    """
-    if mean_input is not None:
-        mean_input = _numbers("mean_input", mean_input, tuple(d["signals"].shape[1:]), finite=True)
-    elif _wants_mean(options):
-        mean_input = d["signals"].mean("window").values
-    return {"mean_input": mean_input, "train_mean": d["train_mean"]}
 
 
 def explain_store(

@@ -16,7 +16,7 @@ from xai_loc.errors import InputError, WorkLost
 def umask() -> int:
     """The process umask: from /proc on Linux, else by setting and restoring it (the standard library has no getter)."""
     with contextlib.suppress(OSError, ValueError, StopIteration):
-        with open("/proc/self/status") as status:
+        with open("/proc/self/status", encoding="utf-8") as status:
             return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
@@ -161,9 +161,10 @@ def ensure_writable_dir(folder: str | Path, what: str = "output folder") -> Path
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`), UTF-8 encoded whatever the locale (a page
+    that declares UTF-8, a table with a dash)."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8")
     return Path(path)
 
 
@@ -254,8 +255,8 @@ def write_files_atomic(files: dict[Path, Callable[[str], None] | str | Any]) -> 
     Parameters
     ----------
     files
-        Path -> what goes there: text (``str``), an ``xarray.Dataset`` (:func:`write_netcdf`) or a function
-        that writes the temporary path it is given.
+        Path -> what goes there: text (``str``, written UTF-8 encoded), an ``xarray.Dataset``
+        (:func:`write_netcdf`) or a function that writes the temporary path it is given.
 
     Returns
     -------
@@ -266,7 +267,7 @@ def write_files_atomic(files: dict[Path, Callable[[str], None] | str | Any]) -> 
         for path, content in files.items():
             tmp = stack.enter_context(atomic_path(path))
             if isinstance(content, str):
-                Path(tmp).write_text(content)
+                Path(tmp).write_text(content, encoding="utf-8")
             elif callable(content):
                 content(tmp)
             else:
@@ -334,7 +335,7 @@ def write_progress(path: Path, record: dict) -> None:
     """Write the progress ``record`` of a partial store atomically (a killed run never leaves half a record)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record))
+    tmp.write_text(json.dumps(record), encoding="utf-8")
     fsync_path(tmp)
     os.replace(tmp, path)
     fsync_path(path.parent)
@@ -359,7 +360,7 @@ def _worth_resuming(partial: Path, progress: Path, counted: bool) -> bool:
     if not counted:
         return True
     try:
-        record = json.loads(progress.read_text())
+        record = json.loads(progress.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     values = record.values() if isinstance(record, dict) else ()

@@ -163,7 +163,8 @@ class Scene:
         path = Path(path)
         label = f"scene file {str(path)!r}"
         try:
-            cfg = tomllib.loads(path.read_text())
+            with path.open("rb") as handle:  # TOML is UTF-8, whatever the locale
+                cfg = tomllib.load(handle)
         except FileNotFoundError:
             raise InputError(f"{label} does not exist") from None
         except IsADirectoryError:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from xai_loc.models.families import Family
 
 __all__ = ["INPUT_NOUNS", "PROVENANCE_KEYS", "Experiment", "Result", "input_noun", "interval_cell", "latex_escape",
-           "latex_tabular", "markdown_row", "method_seed", "model_record", "recorded_families"]
+           "latex_tabular", "markdown_row", "markdown_text", "method_seed", "model_record", "recorded_families"]
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
@@ -50,6 +50,19 @@ def latex_escape(text: str) -> str:
 
 #: A bar that is not escaped already (``\\|``): it would end a markdown table cell.
 _BARE_BAR = re.compile(r"(?<!\\)\|")
+
+
+#: What makes inline markup in CommonMark (emphasis, code, links, autolinks, entities, escapes), GitHub's math
+#: (``$``) and a heading's closing ``#``; a table's bar.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>&!#~|$])")
+
+
+def markdown_text(value: Any) -> str:
+    """``str(value)`` as markdown that shows it character for character, each of its markup characters escaped:
+    a name a table takes from a result (a model ``loccnn_*best*`` in a heading or a cell is not emphasis). Headings
+    and cells of stored names go through it once; :func:`markdown_row` only escapes bars, so that a table's own
+    text keeps its markup."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value))
 
 
 def markdown_row(cells: Iterable[str]) -> str:

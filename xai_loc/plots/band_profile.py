@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xai_loc.plots.labels import literal
+
 __all__ = ["draw_band_profile", "plot_band_profile"]
 
 
@@ -27,7 +29,7 @@ def plot_band_profile(profile, ax=None, title: str | None = None):
     width = 0.8 / profile.sizes["channel"]
     for i, channel in enumerate(profile["channel"].values):
         ax.bar(x + (i - 0.5 * (profile.sizes["channel"] - 1)) * width, profile["share"].sel(channel=channel).values,
-               width, label=str(channel).upper())
+               width, label=literal(str(channel).upper()))
     labels = [f"{lo / 1000:g}-{hi / 1000:g}"
               for lo, hi in zip(profile["band_low"].values, profile["band_high"].values, strict=True)]
     ax.set_xticks(x, labels)
@@ -36,7 +38,8 @@ def plot_band_profile(profile, ax=None, title: str | None = None):
                linestyle="--", linewidth=1, label=f"{split / 1000:g} kHz")
     ax.set_xlabel("band (kHz)")
     ax.set_ylabel("share of |relevance|")
-    ax.set_title(title or f"TF-CNN relevance by cue and band ({profile.attrs.get('n_examples', '?')} examples)")
+    n = profile.attrs.get("n_examples", "?")
+    ax.set_title(title or literal(f"TF-CNN relevance by cue and band ({n} examples)"))
     ax.legend(frameon=False)
     fig.tight_layout()
     return fig
@@ -53,5 +56,5 @@ def draw_band_profile(profile, out_stem: str | Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(snrs), figsize=(5.2 * len(snrs), 3.2), squeeze=False)
     for i, (ax, snr) in enumerate(zip(axes[0], snrs, strict=True)):
         n = int(profile["n_examples"].values[i]) if "n_examples" in profile else profile.attrs.get("n_examples", "?")
-        plot_band_profile(profile.isel(snr=i), ax=ax, title=f"SNR {snr:g} dB ({n} examples)")
+        plot_band_profile(profile.isel(snr=i), ax=ax, title=literal(f"SNR {snr:g} dB ({n} examples)"))
     return save_figure_pair(fig, out_stem)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
-from xai_loc.plots.labels import run_title
+from xai_loc.plots.labels import literal, run_title
 
 
 def plot_components(results, out_stem: str | Path) -> list[Path]:
@@ -45,14 +45,15 @@ def plot_components(results, out_stem: str | Path) -> list[Path]:
                 ax.bar(pos + b * width, value, width, yerr=np.abs(ci - value), capsize=1.5,
                        color=f"C{i % 10}", hatch="//" if ordering != "relevance" else None,
                        alpha=0.5 if ordering != "relevance" else 0.9,
-                       label=method if ordering == "relevance" else f"{method} (randomized)", error_kw={"lw": 0.6})
+                       label=literal(method if ordering == "relevance" else f"{method} (randomized)"),
+                       error_kw={"lw": 0.6})
             ref = results["reference_share"].sel(split=split).transpose("component").values
             ref_ci = results["reference_share_ci"].sel(split=split).transpose("bound", "component").values
             ax.bar(pos + len(bars) * width, ref, width, yerr=np.abs(ref_ci - ref), capsize=1.5,
                    color="0.6", label="model-free reference", error_kw={"lw": 0.6})
             ax.set_xticks(pos + 0.4 - width / 2)
-            ax.set_xticklabels(comps)
-            ax.set_title(f"{model}: {split} split", fontsize=9)
+            ax.set_xticklabels([literal(c) for c in comps])
+            ax.set_title(literal(f"{model}: {split} split"), fontsize=9)
             ax.grid(alpha=0.3, axis="y")
         axes[k][0].set_ylabel("share of |relevance|")
     axes[0][-1].legend(fontsize=6)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xai_loc.plots.labels import literal
+
 __all__ = ["draw_cue_probe", "plot_cue_probe"]
 
 
@@ -22,11 +24,12 @@ def plot_cue_probe(table):
     ax_share, ax_cue = axes[0], axes[1]
     freq = table["frequency"].values
     for cue in table["cue"].values:
-        ax_share.semilogx(freq, table["abs_share"].sel(cue=cue).values, marker="o", ms=3, label=str(cue).upper())
+        ax_share.semilogx(freq, table["abs_share"].sel(cue=cue).values, marker="o", ms=3,
+                          label=literal(str(cue).upper()))
     ax_share.set(xlabel="band centre frequency (Hz)", ylabel="mean share of |relevance|", ylim=(0, None),
-                 title=f"LRP on the cue map ({table.attrs.get('n_examples', '?')} test scenes)")
+                 title=literal(f"LRP on the cue map ({table.attrs.get('n_examples', '?')} test scenes)"))
     ax_share.legend(frameon=False)
-    cues = [str(c).upper() for c in table["cue"].values]
+    cues = [literal(str(c).upper()) for c in table["cue"].values]
     x = np.arange(len(cues))
     ax_cue.bar(x - 0.27, table["attention_mean"].values, 0.27, label="attention weight")
     ax_cue.bar(x, table["fusion_share"].values, 0.27, label="relevance after fusion")
@@ -36,11 +39,11 @@ def plot_cue_probe(table):
     ax_cue.set(title="per cue")
     ax_cue.legend(frameon=False, fontsize=7)
     if by_side:
-        ax_side, groups = axes[2], [str(g) for g in table["laterality"].values]
+        ax_side, groups = axes[2], [literal(g) for g in table["laterality"].values]
         xg = np.arange(len(groups))
         for k, cue in enumerate(table["cue"].values):
             ax_side.bar(xg + (k - 1) * 0.27, table["attention_by_laterality"].sel(cue=cue).values, 0.27,
-                        label=str(cue).upper())
+                        label=literal(str(cue).upper()))
             ax_side.plot(xg + (k - 1) * 0.27, table["cue_abs_share_by_laterality"].sel(cue=cue).values, "kx", ms=5)
         ax_side.set_xticks(xg, groups)
         ax_side.set(title="attention (bars), |relevance| (x) by target laterality", ylim=(0, 1))

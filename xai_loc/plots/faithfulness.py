@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
-from xai_loc.plots.labels import deleted_values, run_title
+from xai_loc.plots.labels import deleted_values, literal, run_title
 
 
 def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
@@ -31,7 +31,7 @@ def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
     methods, orderings = list(results["method"].values), list(results["ordering"].values)
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     pct = results["percentage"].values
-    label = f"{results.attrs.get('error', 'MAE per coordinate')} [{results.attrs.get('units', 'm')}]"
+    label = literal(f"{results.attrs.get('error', 'MAE per coordinate')} [{results.attrs.get('units', 'm')}]")
     deleted = deleted_values(results.attrs)
     fig, axes = plt.subplots(2 * len(models), len(fills), figsize=(4.0 * len(fills), 3.0 * 2 * len(models)),
                              squeeze=False, sharex=True)
@@ -41,21 +41,22 @@ def plot_faithfulness(results, out_stem: str | Path) -> list[Path]:
             curve = results["curve"].sel(model=model, fill=fill)
             for method in methods:
                 c = curve.sel({"method": method, "ordering": "relevance"})
-                deletion.plot(pct, c.sel(mode="morf").values, color=colors[method], marker="o", ms=3, label=method)
+                deletion.plot(pct, c.sel(mode="morf").values, color=colors[method], marker="o", ms=3,
+                              label=literal(method))
                 deletion.plot(pct, c.sel(mode="lerf").values, color=colors[method], linestyle="--")
                 insertion.plot(pct, c.sel(mode="insertion").values, color=colors[method], marker="o", ms=3)
                 if "randomized" in orderings:  # the same method on the model with randomized weights
                     r = curve.sel({"method": method, "ordering": "randomized"})
                     deletion.plot(pct, r.sel(mode="morf").values, color=colors[method], linestyle="-.", alpha=0.6,
-                                  label=f"{method}, randomized model")
+                                  label=literal(f"{method}, randomized model"))
                     insertion.plot(pct, r.sel(mode="insertion").values, color=colors[method], linestyle="-.",
                                    alpha=0.6)
             if "random" in orderings:  # the same for every method
                 rnd = curve.sel({"method": methods[0], "ordering": "random"})
                 deletion.plot(pct, rnd.sel(mode="morf").values, color="0.5", linestyle=":", label="random order")
                 insertion.plot(pct, rnd.sel(mode="insertion").values, color="0.5", linestyle=":")
-            deletion.set_title(f"{model}, {fill} fill: deletion (MoRF -, LeRF --)", fontsize=9)
-            insertion.set_title(f"{model}, {fill} fill: insertion", fontsize=9)
+            deletion.set_title(literal(f"{model}, {fill} fill: deletion (MoRF -, LeRF --)"), fontsize=9)
+            insertion.set_title(literal(f"{model}, {fill} fill: insertion"), fontsize=9)
             for ax in (deletion, insertion):
                 ax.grid(alpha=0.3)
             insertion.set_xlabel(f"deleted / inserted {deleted} [%]")

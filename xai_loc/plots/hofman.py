@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xai_loc.plots.labels import literal
+
 __all__ = ["draw_behaviour", "draw_duplex", "plot_cues", "plot_hofman"]
 
 BAND_COLORS = {"low": "tab:blue", "high": "tab:red", "wide": "tab:gray"}
@@ -147,7 +149,7 @@ def plot_hofman(responses, stats: dict | None = None):
              f"mean elevation error {fmt(metrics.get('elevation_error'), ' deg')} "
              f"(chance {fmt(baseline.get('elevation_error'), ' deg')})"]
     ax.text(0.0, 1.0, "\n".join(lines), va="top", family="monospace", fontsize=9)
-    fig.suptitle(f"Responses of {responses.attrs.get('model', 'model')} (Hofman-style; azimuth 90 = left)")
+    fig.suptitle(literal(f"Responses of {responses.attrs.get('model', 'model')} (Hofman-style; azimuth 90 = left)"))
     fig.tight_layout()
     return fig
 
@@ -167,7 +169,7 @@ def plot_cues(probe, view=None):
         for band in bands:
             resp = probe[f"response_{cue}"].sel(band=band)
             shift = (resp - resp.sel({f"{cue}_offset": 0.0})).mean(("azimuth", "token"))
-            ax.plot(offsets, shift.values, marker="o", color=BAND_COLORS.get(band), label=band)
+            ax.plot(offsets, shift.values, marker="o", color=BAND_COLORS.get(band), label=literal(band))
         ax.axhline(0, color="0.7", lw=0.8)
         ax.set_xlabel(f"imposed {cue.upper()} ({unit}, + left)")
         ax.set_ylabel("response shift (deg lateral)")
@@ -177,7 +179,7 @@ def plot_cues(probe, view=None):
     x = np.arange(len(bands))
     ax.bar(x - 0.2, probe["itd_weight"].values, width=0.4, label="ITD weight", color="tab:purple")
     ax.bar(x + 0.2, probe["ild_weight"].values, width=0.4, label="ILD weight", color="tab:green")
-    ax.set_xticks(x, bands)
+    ax.set_xticks(x, [literal(b) for b in bands])
     ax.axhline(0, color="k", lw=0.8)
     ax.axhline(1, color="0.6", lw=0.8, ls=":")
     ax.set_ylabel("weight (1 = full use)")
@@ -189,7 +191,7 @@ def plot_cues(probe, view=None):
         for band in [str(b) for b in view["band"].values]:
             for ear, ls in (("left", "-"), ("right", "--")):
                 ax.plot(freqs, view["band_mass"].sel(band=band, ear=ear).values, ls=ls,
-                        color=BAND_COLORS.get(band), label=f"{band} {ear}")
+                        color=BAND_COLORS.get(band), label=literal(f"{band} {ear}"))
         ax.set_xscale("log")
         ax.set_xlabel("band centre frequency (Hz)")
         ax.set_ylabel("share of |relevance|")
@@ -200,7 +202,7 @@ def plot_cues(probe, view=None):
             sel = view["stimulus_band"] == band
             ax.scatter(view["stimulus_itd"].values[sel], view["relevance_lag"].values[sel], s=12,
                        color=BAND_COLORS.get(band),
-                       label=f"{band}: slope {float(view['lag_slope'].sel(band=band)):.2f}")
+                       label=literal(f"{band}: slope {float(view['lag_slope'].sel(band=band)):.2f}"))
         lim = [-1000, 1000]
         ax.plot(lim, lim, ls=":", color="0.5")
         ax.set_xlim(lim)
@@ -209,7 +211,8 @@ def plot_cues(probe, view=None):
         ax.set_ylabel("relevance interaural lag (us)")
         ax.set_title("relevance lag vs ITD")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Duplex probe of {probe.attrs.get('model', 'model')} (response: {probe.attrs.get('response')})")
+    model, response = probe.attrs.get("model", "model"), probe.attrs.get("response")
+    fig.suptitle(literal(f"Duplex probe of {model} (response: {response})"))
     fig.tight_layout()
     return fig
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from xai_loc.errors import InputError
+from xai_loc.plots.labels import literal
 
 #: The stem of the input-inspection figure in a condition's folder, by model (no result file goes with it).
 INSPECTION = "inspection_{}"
@@ -217,7 +218,7 @@ def plot_inspection(
             ax = row[col]
             ax.plot(time[shown] * 1e3, r[i][shown], color="tab:blue", linewidth=0.6, label=f"mic {i}")
             ax.plot(time[shown] * 1e3, r[j][shown], color="tab:orange", linewidth=0.6, alpha=0.8, label=f"mic {j}")
-            ax.set_title(f"relevance: {name}", fontsize=9)
+            ax.set_title(literal(f"relevance: {name}"), fontsize=9)
             ax.set_xlabel("time [ms]")
         ax = row[-1]
         for n, (name, values) in enumerate(curves.items()):
@@ -226,10 +227,10 @@ def plot_inspection(
             colour = "k" if name == "signals" else _REL_COLOURS[(n - 1) % len(_REL_COLOURS)]
             if scaled[i].any() and scaled[j].any():
                 best = lags[np.argmax(cc)]
-                ax.plot(lags, cc, color=colour, linewidth=1.0, label=f"{name} (peak {best:+.2f})")
+                ax.plot(lags, cc, color=colour, linewidth=1.0, label=literal(f"{name} (peak {best:+.2f})"))
                 ax.plot([best], [cc.max()], "o", color=colour, markersize=4)
             else:  # a silent signal: the correlation is flat, its first lag no peak (NaN in gcc.tdoa)
-                ax.plot(lags, cc, color=colour, linewidth=1.0, label=f"{name} (no peak)")
+                ax.plot(lags, cc, color=colour, linewidth=1.0, label=literal(f"{name} (no peak)"))
         ax.axvline(truth, color="tab:green", linestyle="--", linewidth=1.0, label=f"true {truth:+.2f}")
         ax.set_title(f"GCC-PHAT, mics {i}-{j}", fontsize=9)
         ax.set_xlabel("lag [samples]")

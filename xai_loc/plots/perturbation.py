@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
-from xai_loc.plots.labels import deleted_values, run_title
+from xai_loc.plots.labels import deleted_values, literal, run_title
 
 #: Line style per deletion ordering; orderings not listed get matplotlib's defaults.
 STYLES = {
@@ -38,11 +38,11 @@ def plot_perturbation(results, out_stem: str | Path, metric: str = "mae_mean") -
     for ax, model in zip(axes[0], models, strict=True):
         for mode in results["mode"].values:
             curve = results[metric].sel(model=model, mode=mode)
-            ax.plot(results["percentage"].values, curve.values, label=str(mode), **STYLES.get(str(mode), {}))
+            ax.plot(results["percentage"].values, curve.values, label=literal(mode), **STYLES.get(str(mode), {}))
         if "baseline_mae_mean" in results and metric == "mae_mean":
             ax.axhline(float(results["baseline_mae_mean"]), color="k", linewidth=0.8, linestyle=":",
                        label="constant predictor")
-        ax.set_title(str(model))
+        ax.set_title(literal(model))
         ax.set_xlabel(f"deleted {deleted_values(results.attrs)} [%]")
         ax.grid(alpha=0.3)
     units = results[metric].attrs.get("units")

@@ -120,15 +120,18 @@ def _raised_by_a_label_lookup(err: KeyError) -> bool:
 @contextlib.contextmanager
 def unusable_result(name: str, ds, path: str | Path, doing: str) -> Iterator[None]:
     """What the block raises because result ``name`` (``ds``, the file ``path``) lacks a label or variable
-    (a KeyError inside xarray or pandas, or a :class:`~xai_loc.plots.labels.MissingAttribute`) or holds an
-    attribute that is not JSON, as a one-line
-    :class:`~xai_loc.errors.InputError`: ``<what> <path> <doing> (<why>); run ... to rebuild it``."""
+    (a KeyError inside xarray or pandas, or a :class:`~xai_loc.plots.labels.MissingAttribute`), holds an
+    attribute that is not JSON, or fails on an attribute of another kind than its readers convert
+    (:func:`~xai_loc.plots.labels.misread_attribute`: a count ``'27 windows'``, ``models`` a JSON list), as a
+    one-line :class:`~xai_loc.errors.InputError`: ``<what> <path> <doing> (<why>); run ... to rebuild it``."""
     from xai_loc.errors import InputError
     from xai_loc.experiments.registry import RESULTS
-    from xai_loc.plots.labels import MissingAttribute
+    from xai_loc.plots.labels import MissingAttribute, misread_attribute
 
     try:
         yield
+    except InputError:
+        raise  # one line already
     except KeyError as err:
         if not (isinstance(err, MissingAttribute) or _raised_by_a_label_lookup(err)):
             raise  # a KeyError of our own code is a bug, not a damaged file
@@ -136,6 +139,10 @@ def unusable_result(name: str, ds, path: str | Path, doing: str) -> Iterator[Non
     except json.JSONDecodeError as err:  # only stored attributes are parsed while drawing or tabulating
         key = next((k for k, v in ds.attrs.items() if isinstance(v, str) and v == err.doc), None)
         why = f"attribute {key!r} is not JSON" if key is not None else f"an attribute is not JSON: {err.doc[:40]!r}"
+    except (TypeError, ValueError, AttributeError):
+        why = misread_attribute(ds.attrs)
+        if why is None:
+            raise  # no stored attribute of another kind: a bug, not a damaged file
     else:
         return
     result = RESULTS[name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xai_loc.io import save_figure_pair
-from xai_loc.plots.labels import run_title
+from xai_loc.plots.labels import literal, run_title
 
 #: Most stage labels on one axis; deeper cascades label every k-th stage (and the last).
 _MAX_TICKS = 24
@@ -30,7 +30,7 @@ def plot_sanity(results, out_stem: str | Path) -> list[Path]:
     import numpy as np
 
     models, methods = list(results["model"].values), list(results["method"].values)
-    stages = [str(s) for s in results["stage"].values]
+    stages = [literal(s) for s in results["stage"].values]
     pos = np.arange(len(stages))
     # a deep model (BAST: 52 stages) keeps a readable width: at most _MAX_TICKS labels, the last stage always
     step = -(-len(stages) // _MAX_TICKS)
@@ -44,12 +44,12 @@ def plot_sanity(results, out_stem: str | Path) -> list[Path]:
                 sel = {"model": model, "method": method, "metric": metric}
                 value = results["similarity"].sel(sel).values
                 ci = results["similarity_ci"].sel(sel).transpose("stage", "bound").values
-                ax.plot(pos, value, marker="o", ms=3, color=f"C{i % 10}", label=method)
+                ax.plot(pos, value, marker="o", ms=3, color=f"C{i % 10}", label=literal(method))
                 ax.fill_between(pos, ci[:, 0], ci[:, 1], color=f"C{i % 10}", alpha=0.15, linewidth=0)
             ax.axhline(0.0, color="0.5", linewidth=0.8)
             ax.set_xticks(ticks)
             ax.set_xticklabels([stages[t] for t in ticks], rotation=60, ha="right", fontsize=7)
-            ax.set_title(f"{model}: {'Spearman |R|' if metric == 'spearman' else 'Pearson R'} vs original",
+            ax.set_title(literal(f"{model}: {'Spearman |R|' if metric == 'spearman' else 'Pearson R'} vs original"),
                          fontsize=9)
             ax.grid(alpha=0.3)
         axes[k][0].set_ylabel("similarity to original")

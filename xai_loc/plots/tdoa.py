@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from xai_loc.io import save_figure_pair
-from xai_loc.plots.labels import run_title, stored_attr
+from xai_loc.plots.labels import literal, run_title, stored_attr
 
 #: Line style per estimator kind (coord ``estimator_kind``); colours cycle over estimators.
 KIND_STYLES = {
@@ -88,9 +88,9 @@ def plot_tdoa(results: Any, out_stem: str | Path) -> list[Path]:
         distance = ds["pair_distance"].values
         for name in names:
             dist, anomalies, pooled = _by_distance(distance, ds["anomalies_percent"].sel(estimator=name).values)
-            row[0].plot(dist, anomalies, label=name, **styles[name])
-            row[1].plot(dist, _by_distance(distance, ds["mae_samples"].sel(estimator=name).values)[1], label=name,
-                        **styles[name])
+            row[0].plot(dist, anomalies, label=literal(name), **styles[name])
+            row[1].plot(dist, _by_distance(distance, ds["mae_samples"].sel(estimator=name).values)[1],
+                        label=literal(name), **styles[name])
         threshold = ds["threshold"].median("window").values  # per pair, NaN (a silent window) left out
         # at one distance the line is a single point, which a line style does not show: mark it
         single = {"marker": "_", "markersize": 16, "markeredgewidth": 1.5} if len(dist) == 1 else {}
@@ -143,7 +143,7 @@ def plot_srp(results: Any, out_stem: str | Path) -> list[Path]:
         ax.bar([0], [0], color="0.6", alpha=0.7, label="Euclidean")  # legend entry only
         ax.plot(pos, err.sel(srp_metric="x").values, "k_", markersize=14, label="|x| error")
         ax.plot(pos, err.sel(srp_metric="y").values, "k.", markersize=8, label="|y| error")
-        ax.set_xticks(pos, names, rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(pos, [literal(n) for n in names], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("SRP peak error [m]")
         ax.set_title(_srp_title(ds, alone=len(datasets) == 1), fontsize=9)
         ax.grid(alpha=0.3, axis="y")

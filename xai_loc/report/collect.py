@@ -66,19 +66,30 @@ def _markdown_to_html(text: str) -> str:
     return MarkdownIt("commonmark", {"html": False}).enable("table").disable("image").render(text)
 
 
+def _with_units(name, attrs: Mapping[str, Any]) -> str:
+    """``name [units]`` where ``attrs`` record units (``itd_slope [degree/us]``), else ``name``."""
+    units = attrs.get("units")
+    return f"{name} [{units}]" if units not in (None, "") else str(name)
+
+
 def _dataset_tables(ds, max_rows: int = 40, max_columns: int = 12) -> list[str]:
     """HTML tables of a result without its own tables: its scalars, its 1-D variables grouped by dimension (e.g.
     the duplex probe's ITD/ILD weights per band), where a dimension has at most ``max_rows``, and each 2-D variable
     of at most ``max_rows`` by ``max_columns`` under its name (e.g. the BAST table's error per sharing and
-    integration)."""
+    integration). Every variable and coordinate is named with the units it records (:func:`_with_units`)."""
     import html
 
-    scalars = {name: [_value(da.values[()])] for name, da in ds.data_vars.items() if da.ndim == 0}
+    def axis(dim) -> str:
+        return _with_units(dim, ds[dim].attrs if dim in ds.coords else {})
+
+    scalars = {_with_units(name, da.attrs): [_value(da.values[()])] for name, da in ds.data_vars.items()
+               if da.ndim == 0}
     by_dim: dict[str, list[str]] = {}
     for name, da in ds.data_vars.items():
         if da.ndim == 1 and da.size <= max_rows:
             by_dim.setdefault(da.dims[0], []).append(name)
-    frames = [ds[names].to_dataframe()[names] for names in by_dim.values()]
+    frames = [ds[names].to_dataframe()[names].rename(columns=lambda n: _with_units(n, ds[n].attrs)).rename_axis(
+        axis(dim)) for dim, names in by_dim.items()]
     if scalars:
         import pandas as pd
 
@@ -86,8 +97,10 @@ def _dataset_tables(ds, max_rows: int = 40, max_columns: int = 12) -> list[str]:
     tables = [frame.to_html(float_format=lambda v: f"{v:.4g}", border=0) for frame in frames]
     for name, da in ds.data_vars.items():
         if da.ndim == 2 and da.shape[0] <= max_rows and da.shape[1] <= max_columns and da.dtype.kind in "biuf":
-            tables.append(f"<p>{html.escape(str(name))} ({html.escape(' x '.join(map(str, da.dims)))})</p>"
-                          + da.to_pandas().to_html(float_format=lambda v: f"{v:.4g}", border=0))
+            frame = da.to_pandas().rename_axis(index=axis(da.dims[0]), columns=axis(da.dims[1]))
+            tables.append(f"<p>{html.escape(_with_units(name, da.attrs))} "
+                          f"({html.escape(' x '.join(map(str, da.dims)))})</p>"
+                          + frame.to_html(float_format=lambda v: f"{v:.4g}", border=0))
     return tables
 
 
@@ -268,12 +281,13 @@ def describe_study_run(root: str | Path) -> dict[str, Any] | None:
 def localization_rows(section: Section) -> list[dict[str, Any]]:
     """Localization error of each model beside its baselines, read from the section's stored results.
 
-    The models' and the constant predictor's MAE per coordinate come from ``perturbation.nc``
-    (nothing deleted, 0 %); SRP-PHAT's and its constant's from ``tdoa.nc``. Each row:
-    ``{"estimator", "kind", "x", "y", "z", "mean", "source", "status"}`` (NaN where a coordinate is not
-    stored; ``status`` that of the result file read), the models' rows with ``"paper"``, the published
-    MAE per coordinate of their architecture and condition. A result lacking what a row reads (or whose ``models``
-    attribute is not JSON) is a one-line :class:`~xai_loc.errors.InputError`
+    The models' and the constant predictor's MAE per coordinate and the models' mean Euclidean error (3-D) come
+    from ``perturbation.nc`` (nothing deleted, 0 %); SRP-PHAT's and its constant's (Euclidean in the x-y plane)
+    from ``tdoa.nc``. Each row: ``{"estimator", "kind", "x", "y", "z", "mean", "euclidean", "source", "status"}``
+    (NaN where a number is not stored; ``status`` that of the result file read), the models' rows with
+    ``"paper"``, the published MAE per coordinate of their architecture and condition (the constant's row has no
+    Euclidean error: NaN). A result lacking what a row reads, or holding an attribute of another kind (``models``
+    not a JSON object of objects), is a one-line :class:`~xai_loc.errors.InputError`
     (:func:`~xai_loc.plots.redraw.unusable_result`).
     """
     from xai_loc.plots.redraw import unusable_result
@@ -294,13 +308,15 @@ def _perturbation_rows(pert: ResultEntry) -> list[dict[str, Any]]:
     rows = []
     if 0.0 in pert.ds["percentage"].values:  # the models' own error: nothing deleted
         ds = pert.ds
-        unperturbed = ds["mae"].sel(percentage=0.0, mode=ds["mode"].values[0])
+        unperturbed = ds.sel(percentage=0.0, mode=ds["mode"].values[0])
         models = json.loads(ds.attrs.get("models", "{}"))
         for model in ds["model"].values:
-            mae = unperturbed.sel(model=model, xyz=list("xyz")).values
+            mae = unperturbed["mae"].sel(model=model, xyz=list("xyz")).values
             paper = paper_mae(*_trained_condition(models.get(str(model), {}), ds.attrs))
+            euclidean = float(unperturbed["euclidean"].sel(model=model)) if "euclidean" in ds else np.nan
             rows.append({"estimator": str(model), "kind": "model", "x": mae[0], "y": mae[1], "z": mae[2],
-                         "mean": float(mae.mean()), "source": f"perturbation.nc, 0 %, {_counted(ds.attrs)}",
+                         "mean": float(mae.mean()), "euclidean": euclidean,  # NaN: a file written before it
+                         "source": f"perturbation.nc, 0 %, {_counted(ds.attrs)}",
                          "paper": np.nan if paper is None else paper, "status": pert.status})
         base = ds["baseline_mae"].sel(xyz=list("xyz")).values
         rows.append({"estimator": "constant (centroid)", "kind": "baseline", "x": base[0], "y": base[1],
@@ -373,5 +389,5 @@ def provenance(entry: ResultEntry) -> dict[str, Any]:
         models = {}
     rows = [{"name": name, **{k: info.get(k, entry.ds.attrs.get(k, "")) for k in
                               ("checkpoint", "checkpoint_digest", "model_digest", "composite", "target")}}
-            for name, info in (models.items() if isinstance(models, dict) else [])]
+            for name, info in (models.items() if isinstance(models, dict) else []) if isinstance(info, dict)]
     return {"attrs": attrs, "models": rows, "command": f"xai-loc {entry.command}"}

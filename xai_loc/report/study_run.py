@@ -99,7 +99,7 @@ def read_study_run(root: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
         ok = (record["format"], record["version"]) == (_FORMAT, _VERSION) and isinstance(record["finished"], bool) \
             and isinstance(record["settings"], dict) and isinstance(record["files"], dict) \
             and all(isinstance(v, str) for v in record["files"].values()) \

@@ -103,6 +103,20 @@ def test_a_name_in_a_markdown_heading_or_cell_is_shown_as_written(name):
     assert markdown_text("loccnn-0.6 (t60-0.15_snr-25.pt)") == r"loccnn-0.6 (t60-0.15\_snr-25.pt)"
 
 
+
+def test_the_tables_show_a_model_name_as_written():
+    """Review: the experiments' tables put stored model names in headings and cells as markdown, so the report
+    showed ``loccnn_*best*`` as "loccnn_<em>best</em>"; each table escapes them once (:func:`markdown_text`)."""
+    from xai_loc.experiments.registry import EXPERIMENTS
+    from xai_loc.experiments.tdoa_probe import tdoa_tables
+    from xai_loc.report.collect import _markdown_to_html
+
+    name = "loccnn_*best*"
+    table = EXPERIMENTS["perturbation"].tables(perturbation_result().assign_coords(model=[name]))["markdown"]
+    assert [html.unescape(h) for h in re.findall(r"<h3>(.*)</h3>", _markdown_to_html(table))] == [name]
+    page = _markdown_to_html(tdoa_tables(_tdoa(("signals", name, "zero-lag")))["markdown"])
+    assert name in [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", page)]
+
 # 2 -------------------------------------------------------------------------------------------------------------
 
 _C_LOCALE_SCRIPT = """

@@ -49,7 +49,7 @@ WRITTEN = {
 #: writers write them (a file without them is drawn and tabulated without them): every one of them with an extra
 #: dimension ended in a traceback in ``figures`` or ``report``.
 OPTIONAL = {
-    "perturbation": {"aopc": ("model", "mode")},
+    "perturbation": {"aopc": ("model", "mode"), "euclidean": ("model", "mode", "percentage")},
     "tdoa": {"truth": ("pair", "window"), "estimator_kind": ("estimator",), "max_lag": ("pair",),
              "pair_distance": ("pair",), "srp_error": ("srp_estimator", "srp_metric"), "srp_flat": ("srp_estimator",),
              "srp_estimator_kind": ("srp_estimator",)},

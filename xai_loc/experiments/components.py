@@ -57,7 +57,15 @@ import torch
 
 from xai_loc.acoustics.render import COMPONENTS, EARLY_END_S
 from xai_loc.experiments.arrays import namespace, to_host
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, method_seed, model_record
+from xai_loc.experiments.base import (
+    Experiment,
+    interval_cell,
+    latex_tabular,
+    markdown_row,
+    markdown_text,
+    method_seed,
+    model_record,
+)
 from xai_loc.experiments.faithfulness import bootstrap_ci, finite_mean, method_label, parse_methods, source_means
 from xai_loc.experiments.scored import scored_set
 
@@ -424,7 +432,7 @@ def components_table(ds: xr.Dataset) -> str:
              "over sources.", ""]
     for model in ds["model"].values:
         for split in ds["split"].values:
-            lines += [f"### {model}, {split} split", "", markdown_row(["method", *comps]),
+            lines += [f"### {markdown_text(model)}, {split} split", "", markdown_row(["method", *comps]),
                       "|---" * (len(comps) + 1) + "|"]
             lines += [markdown_row(r) for r in _rows(ds, model, split)]
             lines.append("")

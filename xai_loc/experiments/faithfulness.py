@@ -72,7 +72,15 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, interval_cell, latex_tabular, markdown_row, method_seed, model_record
+from xai_loc.experiments.base import (
+    Experiment,
+    interval_cell,
+    latex_tabular,
+    markdown_row,
+    markdown_text,
+    method_seed,
+    model_record,
+)
 from xai_loc.experiments.deletion_order import (
     deletion_steps_on,
     filled_copy,
@@ -720,7 +728,7 @@ def faithfulness_table(ds: xr.Dataset) -> str:
              f"errors are {ds.attrs.get('error', 'MAE per coordinate')} in {units}; AOPC and SRG: higher is more "
              "faithful, insertion AUC: lower. Intervals: bootstrap 95 % over sources.", ""]
     for model in ds["model"].values:
-        lines.append(f"### {model} (unperturbed {float(unperturbed.sel(model=model)):.3f} {units})")
+        lines.append(f"### {markdown_text(model)} (unperturbed {float(unperturbed.sel(model=model)):.3f} {units})")
         for fill in ds["fill"].values:
             header, rows = _cells(ds, model, fill)
             lines += ["", f"fill: {fill}", "", markdown_row(header), "|---" * len(header) + "|"]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, markdown_row, method_seed, model_record
+from xai_loc.experiments.base import Experiment, markdown_row, markdown_text, method_seed, model_record
 from xai_loc.experiments.deletion_order import (
     check_step_count,
     deletion_steps_on,
@@ -560,7 +560,8 @@ def perturbation_table(results) -> str:
     pcts = [f"{p:g} %" for p in results["percentage"].values]
     lines = []
     for model in results["model"].values:
-        lines += [f"### {model}", "", markdown_row(["ordering", *pcts, "AOPC"]), "|---" * (len(pcts) + 2) + "|"]
+        lines += [f"### {markdown_text(model)}", "", markdown_row(["ordering", *pcts, "AOPC"]),
+                  "|---" * (len(pcts) + 2) + "|"]
         for mode in results["mode"].values:
             row = results["mae_mean"].sel(model=model, mode=mode).values
             lines.append(markdown_row([str(mode), *(f"{v:.3f}" for v in row),
@@ -583,7 +584,7 @@ class PerturbationExperiment(Experiment):
     command = "perturb"
     required = {"mae": ("model", "mode", "percentage", "xyz"), "mae_mean": ("model", "mode", "percentage"),
                 "baseline_mae": ("xyz",)}
-    optional = {"aopc": ("model", "mode")}
+    optional = {"aopc": ("model", "mode"), "euclidean": ("model", "mode", "percentage")}
     nonempty = ("model", "mode", "percentage")
     table_files = {"markdown": "perturbation.md"}
     timed = True

@@ -77,6 +77,7 @@ from xai_loc.experiments.base import (
     interval_cell,
     latex_tabular,
     markdown_row,
+    markdown_text,
     method_seed,
     model_record,
 )
@@ -573,7 +574,7 @@ def sanity_table(ds: xr.Dataset) -> str:
              "over sources.", ""]
     for model in ds["model"].values:
         header, rows = _cells(ds, model)
-        lines += [f"### {model}", "", markdown_row(header), "|---" * len(header) + "|"]
+        lines += [f"### {markdown_text(model)}", "", markdown_row(header), "|---" * len(header) + "|"]
         lines += [markdown_row(r) for r in rows] + [""]
     return "\n".join(lines) + "\n"
 

@@ -61,7 +61,7 @@ import torch
 
 from xai_loc.checks import plain
 from xai_loc.errors import InputError
-from xai_loc.experiments.base import Experiment, latex_escape, markdown_row, method_seed
+from xai_loc.experiments.base import Experiment, latex_escape, markdown_row, markdown_text, method_seed
 from xai_loc.experiments.baselines import zero_lag
 from xai_loc.experiments.gcc import _next_pow2, array_ops, check_interp, check_max_lag
 from xai_loc.experiments.tdoa import PAIR_SETS, parse_pairs, score, true_tdoa
@@ -1003,7 +1003,7 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
           "Baselines: `zero-lag` (constant 0) and `*-randomized` (relevance of a randomly re-initialized copy).", "",
           markdown_row(["estimator", *headers]),
           "|---|" + "---:|" * len(headers)]
-    md += [markdown_row([name, *row]) for name, row in zip(estimators, cells, strict=True)]
+    md += [markdown_row([markdown_text(name), *row]) for name, row in zip(estimators, cells, strict=True)]
     md += [markdown_row(["_anomaly threshold, median (samples)_", *(_fmt(v, 2) for v in thr)]),
            markdown_row(["_mean \\|true delay\\| (samples)_", *(_fmt(v, 2) for v in mean_truth)])]
 
@@ -1039,7 +1039,8 @@ def tdoa_tables(ds: xr.Dataset) -> dict[str, str]:
                   markdown_row(["estimator", "mean \\|x error\\| (m)", "mean \\|y error\\| (m)",
                                 "mean Euclidean error (m)"]),
                   "|---|---:|---:|---:|"]
-        md_srp += [markdown_row([name, *(_fmt(v, 3) for v in row)]) for name, row in zip(names, err, strict=True)]
+        md_srp += [markdown_row([markdown_text(name), *(_fmt(v, 3) for v in row)])
+                   for name, row in zip(names, err, strict=True)]
         if "srp_flat" in ds:  # results written before the count have none
             flat = [f"`{name}` {int(k)}" for name, k in zip(names, ds["srp_flat"].values, strict=True) if k]
             if flat:

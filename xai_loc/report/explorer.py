@@ -128,6 +128,8 @@ def _window_figure(signals: np.ndarray, relevance: np.ndarray, fs: float, title:
     import matplotlib.pyplot as plt
     from scipy.signal import spectrogram
 
+    from xai_loc.plots.labels import literal
+
     n_mics, n = signals.shape
     t = np.arange(n) / fs * 1e3
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
@@ -147,7 +149,7 @@ def _window_figure(signals: np.ndarray, relevance: np.ndarray, fs: float, title:
     im = axes[2].pcolormesh(tt * 1e3, f / 1e3, level, shading="auto", vmin=level.max() - 80, vmax=level.max())
     axes[2].set(title="relevance spectrogram (all microphones)", xlabel="time (ms)", ylabel="frequency (kHz)")
     fig.colorbar(im, ax=axes[2], shrink=0.8, label="dB")
-    fig.suptitle(title)
+    fig.suptitle(literal(title))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=72, metadata={"Software": "xai-loc"})
     plt.close(fig)

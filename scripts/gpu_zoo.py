@@ -357,7 +357,7 @@ def worker(args) -> int:
     configure_cpu(threads)
     device = resolve_device(args.device)
     deadline = args.deadline_at
-    record = json.loads(args.record.read_text()) if args.record else {}
+    record = json.loads(args.record.read_text(encoding="utf-8")) if args.record else {}
     scene = paper_scene()
     corpus = SpeechCorpus.shipped(fs=scene.room.fs)
 
@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     say(estimate(args, record, scene, deadline - time.time()))
     with tempfile.TemporaryDirectory() as tmp:
         record_file = Path(tmp) / "preflight.json"
-        record_file.write_text(json.dumps(record))
+        record_file.write_text(json.dumps(record), encoding="utf-8")
         results, failures = run_workers(args, deadline - 5.0, record_file)
     problems = check_output(args.out, expected)
 

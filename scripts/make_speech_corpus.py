@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             "format": "OGG/VORBIS",
             "utterances": entries,
         }
-        (staging / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        (staging / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
         total_s = sum(e["n_samples"] for e in entries) / FS
         (staging / "README.md").write_text(README.format(
             n=len(entries), minutes=total_s / 60, seed=args.seed, version=version,
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             smin=min(e["speed"] for e in entries), smax=max(e["speed"] for e in entries),
             pmin=min(e["pitch"] for e in entries), pmax=max(e["pitch"] for e in entries),
             comp=VORBIS_COMPRESSION,
-        ))
+        ), encoding="utf-8")
         os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes it 0700; a package folder is readable
         for path in staging.iterdir():
             os.chmod(path, 0o666 & ~umask())

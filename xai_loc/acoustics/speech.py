@@ -258,7 +258,7 @@ class SpeechCorpus:
         if not index_file.is_file():
             raise InputError(
                 f"shipped speech corpus index {index_file} is missing; reinstall xai-loc with its package data")
-        index = json.loads(index_file.read_text())
+        index = json.loads(index_file.read_text(encoding="utf-8"))
         entries = index["utterances"]
         corpus_fs = int(index["fs"])
         resample_factors(corpus_fs, fs, "the shipped corpus")  # refuse a bad fs now

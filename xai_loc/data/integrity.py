@@ -179,7 +179,7 @@ def seal_store(path: str | Path, complete: Iterable[str] = (), what: str = "stor
         consolidate(path)
     decoders = {}  # the codecs and a chunk buffer of every chunk of a complete array, by its key
     for array in complete:
-        meta = json.loads((path / array / ".zarray").read_text())
+        meta = json.loads((path / array / ".zarray").read_text(encoding="utf-8"))
         codecs = _codecs(meta)
         buffer = _chunk_buffer(codecs)
         for key in (f"{array}/{key}" for key in chunk_keys(meta)):

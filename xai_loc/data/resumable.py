@@ -405,7 +405,7 @@ class ResumableStore:
         try:
             if not self.partial.is_dir() or self.partial.is_symlink():
                 return None
-            record = json.loads(self.progress_file.read_text())
+            record = json.loads(self.progress_file.read_text(encoding="utf-8"))
             done = record[self._key]
             if isinstance(done, bool) or not isinstance(done, int) or not 0 <= done <= n:
                 return None
@@ -424,7 +424,7 @@ class ResumableStore:
             stored = group[variable]
             if tuple(stored.shape) != self.shape or tuple(stored.chunks) != (self.chunk, *self.shape[1:]):
                 return None
-            meta = json.loads((self.partial / variable / ".zarray").read_text())
+            meta = json.loads((self.partial / variable / ".zarray").read_text(encoding="utf-8"))
             sep = meta.get("dimension_separator") or "."
             rows = {r for start, stop in ranges for r in range(start // self.chunk, math.ceil(stop / self.chunk))}
             recorded = [key for key in chunk_keys(meta) if int(key.split(sep)[0]) in rows]
@@ -455,7 +455,7 @@ class ResumableStore:
         """The items ``[start, stop)`` of the main array's chunks that hold the items of chunk ``key``
         (``<variable>/<chunk key>``)."""
         name, _, chunk = key.partition("/")
-        meta = json.loads((self.partial / name / ".zarray").read_text())
+        meta = json.loads((self.partial / name / ".zarray").read_text(encoding="utf-8"))
         size, row = meta["chunks"][0], int(chunk.split(meta.get("dimension_separator") or ".")[0])
         return [row * size // self.chunk * self.chunk,
                 min(self.shape[0], math.ceil((row + 1) * size / self.chunk) * self.chunk)]
@@ -532,7 +532,7 @@ class ResumableStore:
         before a progress record vouches for them, and keep them."""
         journal = self.partial / JOURNAL
         new = not journal.exists()
-        with open(journal, "a") as out:
+        with open(journal, "a", encoding="utf-8") as out:
             out.write(json.dumps(entry, separators=(",", ":")) + "\n")
             out.flush()
             os.fsync(out.fileno())

@@ -390,7 +390,7 @@ def _check_wav_folder(folder: Path, digest: str) -> None:
         return
     ours = sorted(p.name for p in folder.iterdir() if _WAV_NAME.match(p.name))
     try:
-        recorded = json.loads((folder / WAV_MANIFEST).read_text()).get("relevance")
+        recorded = json.loads((folder / WAV_MANIFEST).read_text(encoding="utf-8")).get("relevance")
     except (OSError, ValueError, AttributeError):
         recorded = None
     if ours and recorded is None:

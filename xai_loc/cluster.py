@@ -23,7 +23,9 @@ Workers compute one item at a time per process (a worker started with several th
 their items in turn), with one torch thread and TF32 off, which also makes their float results
 those of a single-process run with ``--threads 1``. Each item runs in the command's folder, so
 relative paths mean the same there. A scheduler that has no worker within
-:data:`WORKER_TIMEOUT`, or a TLS or UCX address whose transport is not set up, is one line.
+:data:`WORKER_TIMEOUT`, at the start or after it lost every worker mid-run (the command says it
+is waiting, and then :class:`~xai_loc.errors.WorkLost`: what was written is kept), or a TLS or UCX
+address whose transport is not set up, is one line.
 The workers must see the paths the command gets (a shared file system on a cluster) and run
 the same xai-loc version.
 """
@@ -50,8 +52,11 @@ __all__ = ["CONNECT_TIMEOUT", "MAX_WORKERS", "WORKER_TIMEOUT", "check_cluster", 
 
 #: Seconds to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = 10.0
-#: Seconds to wait for a scheduler's first worker (workers of a batch system may sit in its queue).
+#: Seconds to wait for a scheduler's first worker (workers of a batch system may sit in its queue), and for a worker
+#: again when a scheduler has lost every one mid-run.
 WORKER_TIMEOUT = 600.0
+#: Seconds between two counts of a scheduler's workers while no result comes.
+WORKER_POLL = 1.0
 #: Most worker processes of a local cluster.
 MAX_WORKERS = 256
 #: Address schemes of a dask scheduler.
@@ -298,7 +303,8 @@ def map_blocks(fn: Callable[[Item, Any], Any], items: Iterable[Item], write: Cal
     Raises
     ------
     InputError
-        If an item keeps killing the workers that compute it (e.g. out of memory).
+        If an item keeps killing the workers that compute it (e.g. out of memory), or the scheduler has had no
+        worker for :data:`WORKER_TIMEOUT` (:class:`~xai_loc.errors.WorkLost`).
     """
     from xai_loc.progress import tqdm
 
@@ -321,7 +327,7 @@ def map_blocks(fn: Callable[[Item, Any], Any], items: Iterable[Item], write: Cal
         futures = client.map(_run, [fn] * len(items), items, payload=context, folder=os.getcwd(), pure=False)
         of = {future.key: item for future, item in zip(futures, items, strict=True)}
         try:
-            for future, result in as_completed(futures, loop=client.loop, with_results=True):
+            for future, result in _completed(as_completed(futures, loop=client.loop, with_results=True), client):
                 item = of[future.key]
                 write(item, result)
                 future.release()
@@ -333,3 +339,31 @@ def map_blocks(fn: Callable[[Item, Any], Any], items: Iterable[Item], write: Cal
                            "explain resume from what they wrote)") from None
         finally:
             client.cancel([*futures, context])
+
+
+def _completed(done, client: Client) -> Iterator[tuple[Any, Any]]:
+    """The ``(future, result)`` pairs of ``done`` (an ``as_completed`` with results) as they come. While none comes,
+    the scheduler's workers are counted every :data:`WORKER_POLL` seconds: a line on stderr when it has none left,
+    :class:`~xai_loc.errors.WorkLost` once it has had none for :data:`WORKER_TIMEOUT` (``as_completed`` alone
+    waits without end)."""
+    import time
+
+    address, alone_since, counted = client.scheduler.address, None, time.monotonic()
+    while not done.is_empty():
+        if done.has_ready():
+            yield next(done)
+            continue
+        time.sleep(0.05)
+        now = time.monotonic()
+        if now - counted < WORKER_POLL:
+            continue
+        counted = now
+        if client.scheduler_info().get("workers"):
+            alone_since = None
+        elif alone_since is None:
+            alone_since = now
+            print(f"scheduler {address} has no worker left; waiting up to {WORKER_TIMEOUT:g} s for one",
+                  file=sys.stderr, flush=True)
+        elif now - alone_since >= WORKER_TIMEOUT:
+            raise WorkLost(f"scheduler {address} has had no worker for {WORKER_TIMEOUT:g} s; what was written is "
+                           "kept, run the command again")

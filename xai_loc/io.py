@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -367,12 +368,14 @@ def _worth_resuming(partial: Path, progress: Path, counted: bool) -> bool:
     return any(v > 0 if isinstance(v, int) else isinstance(v, list) and bool(v) for v in values)
 
 
-def _open_locked(path: Path):
+def _open_locked(path: Path, store: Path):
     """Open ``path`` and hold an exclusive lock on it; retried until the locked file is the one at ``path``.
 
     A holder removes the lock file before it lets go; a process that waited on the removed
-    file would otherwise hold a lock no newcomer sees, so it opens the path again.
+    file would otherwise hold a lock no newcomer sees, so it opens the path again. Where another
+    process holds the lock, one line on stderr says so (naming ``store``) before the wait.
     """
+    said = False
     while True:
         try:
             handle = open(path, "a+b")
@@ -387,7 +390,14 @@ def _open_locked(path: Path):
             return handle
         import fcntl
 
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not said:
+                print(f"waiting for another xai-loc process writing {store} (lock {path})", file=sys.stderr,
+                      flush=True)
+                said = True
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             same = os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
         except FileNotFoundError:
@@ -416,8 +426,9 @@ def _unlock(handle) -> None:
 def store_writer_lock(final: str | Path, partial: str | Path | None = None, counted: bool | None = None):
     """Hold an exclusive lock on ``<final>.lock`` while this process creates the store ``final``.
 
-    A second process that wants the same store (two commands on one data root) waits, then
-    finds it complete, instead of writing into the same resumable ``.partial`` store.
+    A second process that wants the same store (two commands on one data root) waits, saying so
+    in one line on stderr, then finds it complete, instead of writing into the same resumable
+    ``.partial`` store.
 
     What is left after the block:
 
@@ -448,7 +459,7 @@ def store_writer_lock(final: str | Path, partial: str | Path | None = None, coun
     created = _missing_folders(final.parent)
     ensure_writable_dir(final.parent, what=f"the folder of {final.name}")
     path = final.with_name(final.name + ".lock")
-    handle = _open_locked(path)
+    handle = _open_locked(path, final)
     try:
         try:
             yield

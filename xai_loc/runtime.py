@@ -150,7 +150,8 @@ CUDA_NAME = re.compile(r"cuda(?::(0|[1-9][0-9]*))?")
 
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     """Return a ``torch.device`` for ``'cpu'``, ``'cuda'`` or ``'cuda:N'`` (or such a ``torch.device``), checking
-    availability.
+    availability in this process, also where a dask cluster does the work (``--scheduler``): the calling process
+    uses the device too (explain and the experiments build and run the models there).
 
     ``N`` is written as torch takes it: ASCII digits without leading zeros (``'cuda:²'`` or ``'cuda:01'``
     are refused in one line, as any other unknown device or a value that is no device name).
@@ -166,7 +167,8 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     match = CUDA_NAME.fullmatch(device)
     if match:
         if not torch.cuda.is_available():
-            raise InputError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+            raise InputError(f"device {device!r} requested but CUDA is not available to this process; use 'cpu' "
+                             "(work spread over a dask cluster needs the device here too, not only on its workers)")
         if match[1] is not None and int(match[1]) >= torch.cuda.device_count():
             raise InputError(f"device {device!r} does not exist; this machine has cuda:0 to "
                              f"cuda:{torch.cuda.device_count() - 1}")
@@ -192,7 +194,7 @@ def model_device(model, default):
 
 def device_name(device, *, index: bool = True) -> str:
     """``'cpu'`` or ``'cuda:0 (<GPU name>)'`` (``'cuda (<GPU name>)'`` without ``index``) for cards and stores;
-    the bare device where this process sees no such GPU (work sent to dask workers)."""
+    the bare device where this process sees no such GPU."""
     import torch
 
     device = torch.device(device)

@@ -92,12 +92,10 @@ def run_experiment(experiment: str | Experiment, models: ModelSet | Mapping[str,
     """
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.experiments.registry import get_experiment
-    from xai_loc.io import check_file_path
     from xai_loc.plots.redraw import draw_result
 
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
-    for path in _outputs(exp, out):  # every output, before the run
-        check_file_path(path)
+    check_outputs(exp, out)
     # seconds spent, written beside the result, never into it (a dict given as ``timing`` is filled)
     timing = options.setdefault("timing", {}) if exp.timed else None
     ds = exp.run(ModelSet.of(models), data, **options)
@@ -107,12 +105,18 @@ def run_experiment(experiment: str | Experiment, models: ModelSet | Mapping[str,
     return ExperimentRun(ds, tables, files)
 
 
-def _outputs(exp: Experiment, out: str | os.PathLike) -> list[Path]:
-    """Every file :func:`run_experiment` writes for ``exp`` into ``out``: its result, tables and timings
-    (:meth:`~xai_loc.experiments.base.Experiment.files`) and the figures of its drawer."""
+def check_outputs(experiment: str | Experiment, out: str | os.PathLike) -> None:
+    """One line (:class:`~xai_loc.errors.InputError`) where a file :func:`run_experiment` writes for ``experiment``
+    into ``out`` cannot be written there (a folder in its way, :func:`~xai_loc.io.check_file_path`): its result,
+    tables and timings (:meth:`~xai_loc.experiments.base.Experiment.files`) and the figures of its drawer. Read only;
+    a command calls it before any work (a cluster started, data simulated), :func:`run_experiment` before its run."""
+    from xai_loc.experiments.registry import get_experiment
+    from xai_loc.io import check_file_path
     from xai_loc.plots.redraw import DRAWERS
 
-    return [*exp.files(out), *DRAWERS[exp.name].files(out)]
+    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    for path in [*exp.files(out), *DRAWERS[exp.name].files(out)]:
+        check_file_path(path)
 
 
 def study_options(quick: bool) -> dict[str, dict[str, Any]]:
@@ -218,7 +222,6 @@ def _check_out(out: Path, conditions: Mapping[str, str], experiments: Sequence[s
     own, and in each condition's folder (``conditions``: folder name -> the model of its inspection figure) those of
     every experiment of ``experiments`` (as :func:`run_experiment` checks them) and the inspection figure."""
     from xai_loc.cli_params import check_out_dir
-    from xai_loc.experiments.registry import get_experiment
     from xai_loc.io import check_file_path, figure_files
     from xai_loc.plots.inspection import INSPECTION
     from xai_loc.report.study_run import STUDY_RECORD
@@ -232,8 +235,9 @@ def _check_out(out: Path, conditions: Mapping[str, str], experiments: Sequence[s
             raise InputError(f"condition folder {str(folder)!r} is a link, which the report does not follow; "
                              "remove the link or choose another output folder")
         check_out_dir(folder, "condition folder")
-        for path in [*(p for e in experiments for p in _outputs(get_experiment(e), folder)),
-                     *figure_files(folder / INSPECTION.format(first))]:
+        for experiment in experiments:
+            check_outputs(experiment, folder)
+        for path in figure_files(folder / INSPECTION.format(first)):
             check_file_path(path)
 
 

@@ -584,7 +584,8 @@ class SchedulerAddress(click.ParamType):
 cluster_options = with_options(
     click.option("--scheduler", type=SchedulerAddress(), default=None,
                  help="Spread the work over the workers of this running dask scheduler, e.g. tcp://10.0.0.5:8786 "
-                      "(they must see the same paths); the result is that of one process run with --threads 1.",
+                      "(they must see the same paths); the result is that of one process run with --threads 1. "
+                      "With --device cuda this process needs the GPU too.",
                  metavar="ADDRESS"),
     click.option("--workers", type=Int(1, MAX_WORKERS), default=None,
                  help="Spread the work over a local dask cluster of N worker processes (one thread each).",

@@ -541,7 +541,7 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
     from xai_loc.data.store import condition_name, simulate_dataset
     from xai_loc.experiments.faithfulness import family_methods, method_label
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.study import run_experiment
+    from xai_loc.study import check_outputs, run_experiment
 
     own = store is None and experiment in STORE_EXPERIMENTS and _own_test_split(checkpoint)
     if store is None and not own:
@@ -561,6 +561,8 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
         default_out = Path("xai-loc-results", next(iter(checkpoints)), *([_store_name(store)] if store else []))
         run_options["n_sources"] = n_sources
     folder = Path(check_out_dir(out or default_out, "--out"))  # an own split's name is added once it is rendered
+    if not own or out is not None:  # the folder written into (else named after the split: run_experiment checks)
+        check_outputs(experiment, folder)
     models = ModelSet(checkpoints)
     opts = options or {}
     if explanations == []:

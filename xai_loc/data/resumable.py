@@ -461,7 +461,7 @@ class ResumableStore:
                 min(self.shape[0], math.ceil((row + 1) * size / self.chunk) * self.chunk)]
 
     def open_or_resume(self, shape: tuple[int, ...], coords: Mapping[str, Any], attrs: Mapping[str, Any], *,
-                       block: int | None = None) -> ResumableStore:
+                       block: int | None = None, results: Iterable[str] = ()) -> ResumableStore:
         """Resume the partial store if it can be (see the module docs), else create it afresh.
 
         Parameters
@@ -473,6 +473,12 @@ class ResumableStore:
             :meth:`write` where they are results) and attrs (``config`` among them) of a new store.
         block
             Items per block (default: one chunk); a multiple of the chunk.
+        results
+            The per-item coordinates that :meth:`write` fills: a new store holds them in chunks of ``block`` items, so
+            that a write rewrites only chunks of the blocks it writes and a run killed inside it loses no block
+            written before. A resumed store keeps the chunks it has (one chunk of the whole store, as an earlier
+            xai-loc wrote them, resumes as before: such a chunk found rewritten sends every block back to be
+            written again).
         """
         import xarray as xr
         import zarr
@@ -485,8 +491,9 @@ class ResumableStore:
         found = self._resumable(coords)
         if found is None:
             discard_partial(self.path)
-            xr.Dataset(coords=dict(coords), attrs=dict(attrs)).to_zarr(self.partial, mode="w", consolidated=False,
-                                                                        zarr_format=2)
+            ds = xr.Dataset(coords=dict(coords), attrs=dict(attrs))
+            ds.to_zarr(self.partial, mode="w", consolidated=False, zarr_format=2,
+                       encoding={name: {"chunks": (self.block, *ds[name].shape[1:])} for name in results})
             zarr.open_group(self.partial, mode="a", zarr_format=2).create_array(
                 self.kind.variable, shape=self.shape, dtype=DTYPE, chunks=(self.chunk, *self.shape[1:]),
                 fill_value=np.nan, attributes={"_ARRAY_DIMENSIONS": list(self.kind.dims), "units": self.kind.units})

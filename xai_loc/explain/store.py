@@ -8,7 +8,8 @@ Layout (read it with plain ``xarray.open_zarr``; :func:`open_relevance` returns 
         relevance       (window, mic, time) float32, one window per chunk
         coords          window, source_id, window_index, speech_id, source_x/y/z, mic,
                         mic_x/y/z, time (s), prediction_x/y/z, attr_output_x/y/z,
-                        relevance_sum, explained (see xai_loc.explain.attribute)
+                        relevance_sum, explained (see xai_loc.explain.attribute); the
+                        per-window results (prediction to explained) in chunks of one batch
         attrs           provenance (model and checkpoint digests, method, composite, target
                         and their parameters, T60, SNR, fs, versions, ``data``: the
                         dataset store's path relative to the store's folder), the summary
@@ -17,7 +18,8 @@ Layout (read it with plain ``xarray.open_zarr``; :func:`open_relevance` returns 
 
 Writing, resuming and opening are those of every store
 (:class:`~xai_loc.data.resumable.ResumableStore`, one batch per block): a killed run
-continues with the batches not yet written, and the store gets its final name only when
+continues with the batches not yet written (a kill inside a write loses only the batch being
+written: each batch's results have chunks of their own), and the store gets its final name only when
 complete. Given a dask client, the blocks are explained on its workers and written by this
 process (:func:`xai_loc.cluster.map_blocks`), the same bytes. A complete store of a
 different model, method, composite, target, options or data is never mixed in or
@@ -302,7 +304,7 @@ def explain_store(
                        "config": json.dumps(config, sort_keys=True),
                        "description": "relevance of each input sample, see xai_loc.explain.store"}
         step = max(CHUNK_WINDOWS, batch_size // CHUNK_WINDOWS * CHUNK_WINDOWS)
-        out.open_or_resume((n, n_mics, n_time), coords, store_attrs, block=step)
+        out.open_or_resume((n, n_mics, n_time), coords, store_attrs, block=step, results=result_coords(placeholder))
         pending = out.pending()
 
         def write(block: int, result: dict[str, Any]) -> None:

@@ -110,6 +110,44 @@ def test_tdoa_explains_with_the_mean_window_of_the_data(stores, checkpoint, opti
                                   given["delay"].sel(estimator="loccnn").values)
 
 
+
+def test_a_callers_mean_window_is_the_one_explained_and_recorded(stores, checkpoint):
+    """Review: a caller's ``mean_input`` bypassed the shared inputs: perturbation then read the relevance store of
+    the windows' mean beside the data (its "relevance" curve was another explanation's) and recorded the window as
+    a truncated array repr; it is explained with, never read from a store, and recorded by its digest."""
+    import hashlib
+    import json
+
+    from xai_loc.data import open_signals
+
+    options = MEAN_OPTIONS[2]
+    explain_store(checkpoint, stores[0], progress=False, **options)  # the windows' mean, beside the data
+    own = np.full((4, WINDOW), 0.01, np.float32)
+    kw = dict(percentages=(0, 20, 50), modes=("relevance",), randomized_baseline=False, batch_size=64, **options)
+    result = run_perturbation({"loccnn": checkpoint}, stores[0], mean_input=own, **kw)
+    ds = open_signals(stores[0])
+    relevance = explain(checkpoint, ds, mean_input=own, **options).values
+    preds = deletion_predictions(small_model(4, WINDOW), torch.from_numpy(ds["signals"].values), (0, 20, 50),
+                                 ["relevance"], relevance=torch.from_numpy(relevance), batch_size=64)
+    mae = np.abs(preds[0] - ds["source_position"].values).mean(axis=(1, 2))
+    np.testing.assert_allclose(result["mae_mean"].sel(model="loccnn", mode="relevance").values, mae, rtol=1e-12)
+    windows_mean = run_perturbation({"loccnn": checkpoint}, stores[0], **kw)
+    assert not np.array_equal(result["mae_mean"].values, windows_mean["mae_mean"].values)
+    digest = hashlib.sha256(own.astype(np.float64).tobytes()).hexdigest()[:16]
+    assert json.loads(result.attrs["explain_options"])["mean_input"] == digest
+    assert json.loads(_tdoa(checkpoint, stores[0], mean_input=own, **options).attrs["explain_options"])[
+        "mean_input"] == digest
+
+
+@pytest.mark.parametrize("run", [run_perturbation, _tdoa])
+def test_an_experiment_refuses_a_train_mean_option_as_explain_store_does(stores, checkpoint, run):
+    """Review: ``train_mean=`` was refused by explain_store but taken by perturbation and TDOA (recorded, and
+    perturbation then read the store of the data's training mean)."""
+    models = checkpoint if run is _tdoa else {"loccnn": checkpoint}
+    assert one_line(run, models, stores[0], target="contrast", reference="train-mean", train_mean=[9.0, 9.0, 9.0]) \
+        == ("option 'train_mean' is not allowed: the training set's mean position comes from the data's scene; give "
+            "reference=(x, y, z) for another position")
+
 # ---------------------------------------------------------------------------------------------- 3. n_boot
 @pytest.mark.parametrize("n_boot", [0, -1, 2.5, True])
 def test_components_refuses_a_bad_bootstrap_count_before_any_work(stores, n_boot, monkeypatch):

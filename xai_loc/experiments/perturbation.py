@@ -466,7 +466,7 @@ def run_perturbation(
     from xai_loc.cluster import map_blocks
     from xai_loc.data.store import open_signals
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain.attribute import data_explainer_inputs, dataset_inputs, placed
+    from xai_loc.explain.attribute import dataset_inputs, experiment_inputs, placed
     from xai_loc.models.evaluation import localization_errors
     from xai_loc.runtime import resolve_device
 
@@ -474,7 +474,6 @@ def run_perturbation(
     modes = check_modes(modes)
     check_fill(fill)
     check_integer("seed", seed)
-    explain_options = {**explain_options, **method_seed(method, seed)}
     models = ModelSet.of(models)
     scored = scored_set(data, n_sources)
     scored.check(models)
@@ -483,19 +482,21 @@ def run_perturbation(
     all_modes = list(modes) + (["relevance-randomized"] if randomized_baseline else [])
     need_relevance = "relevance" in modes
     # the windows' mean and the training sources' mean position come from the whole store, as explain_store takes
-    # them, so that its relevance store of the same explanation is found
-    inputs = data_explainer_inputs(dataset_inputs(open_signals(data)), explain_options)
+    # them, so that its relevance store of the same explanation is found; a caller's own mean window is never in one
+    inputs, explain_options, recorded = experiment_inputs(dataset_inputs(open_signals(data)),
+                                                          {**explain_options, **method_seed(method, seed)})
     kwargs = {"target": target, "method": method, "composite": composite, "batch_size": batch_size,
               "device": device, **inputs, **explain_options}
+    from_store = n_sources is None and "mean_input" not in recorded
     relevance, randomized = {}, {}
     for name in models:
         explainer = models.explainer(name, **kwargs)
-        stored = _relevance_source(data, explainer) if need_relevance and n_sources is None else None
+        stored = _relevance_source(data, explainer) if need_relevance and from_store else None
         relevance[name] = Relevance(explainer, stored)
         if randomized_baseline:
             random_explainer = models.explainer(name, randomized_seed=seed, **kwargs)
             randomized[name] = Relevance(random_explainer,
-                                         _relevance_source(data, random_explainer) if n_sources is None else None)
+                                         _relevance_source(data, random_explainer) if from_store else None)
     work = PerturbationWork(windows, truth, relevance, randomized, percentages, modes, fill, seed, batch_size,
                             device)
     preds = np.zeros((len(models), len(all_modes), len(percentages), n, 3))
@@ -545,7 +546,7 @@ def run_perturbation(
             "experiment": "perturbation (deletion of the top-P % samples per window)",
             "method": method, "composite": relevance[names[0]].explainer.composite_name, "target": target,
             "fill": fill, "seed": seed, "batch_size": batch_size,
-            "explain_options": json.dumps(explain_options, sort_keys=True, default=str),
+            "explain_options": json.dumps(recorded, sort_keys=True, default=str),
             "t60": float(ds.attrs.get("t60", np.nan)), "snr": float(ds.attrs.get("snr", np.nan)),
             "n_windows": n, "n_sources": int(np.unique(ds["source_id"].values).size),
             "models": json.dumps(explained, sort_keys=True),

@@ -631,7 +631,7 @@ def run_tdoa(
     from xai_loc import __version__
     from xai_loc.checks import check_integer
     from xai_loc.experiments.modelset import ModelSet
-    from xai_loc.explain.attribute import Explainer, data_explainer_inputs, dataset_inputs
+    from xai_loc.explain.attribute import Explainer, dataset_inputs, experiment_inputs
     from xai_loc.progress import tqdm
     from xai_loc.runtime import software_versions
 
@@ -673,8 +673,9 @@ def run_tdoa(
     options = {**explain_options, **method_seed(method, seed)}
     if first_rule is not None:
         options["first_rule"] = first_rule
+    inputs, options, recorded = experiment_inputs(d, options)
     explain_kw = {"target": target, "method": method, "composite": composite, "batch_size": batch_size,
-                  "device": device, **data_explainer_inputs(d, options), **options}
+                  "device": device, **inputs, **options}
     estimators: list[str] = [ESTIMATOR_SIGNALS]
     kinds: dict[str, str] = {ESTIMATOR_SIGNALS: "signals"}
     explainers: dict[str, Explainer] = {}
@@ -884,7 +885,7 @@ def run_tdoa(
         "composite": composite if method == "lrp" else "none",
         "first_rule": str(resolved_rule) if resolved_rule else "default",
         "target": target,
-        "explain_options": json.dumps(options, sort_keys=True, default=_json_default),
+        "explain_options": json.dumps(recorded, sort_keys=True, default=_json_default),
         "randomized_baseline": int(bool(randomized_baseline)),
         "seed": int(seed),
         "pairs": pairs if isinstance(pairs, str) else ",".join(f"{i}-{j}" for i, j in pair_list),

@@ -49,9 +49,9 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["Explainer", "bind_target", "check_data_options", "check_finite_results", "check_finite_windows",
-           "check_waveform_levels", "data_explainer_inputs", "dataset_inputs", "explain", "explain_arrays",
-           "input_coords", "lrp_start", "model_digest", "out_of_place", "placed", "relevance_array", "resolve_model",
-           "result_coords", "summary_attrs"]
+           "check_waveform_levels", "data_explainer_inputs", "dataset_inputs", "experiment_inputs", "explain",
+           "explain_arrays", "input_coords", "lrp_start", "model_digest", "out_of_place", "placed", "relevance_array",
+           "resolve_model", "result_coords", "summary_attrs"]
 
 #: Vector quantities stored as three coords each, and the dim they run along.
 VECTORS = {"source": "window", "mic": "mic", "prediction": "window", "attr_output": "window"}
@@ -571,11 +571,26 @@ def data_explainer_inputs(d: dict[str, Any], options: Mapping[str, Any], mean_in
 
 
 def check_data_options(options: dict[str, Any]) -> None:
-    """Refuse ``train_mean`` among the options of :func:`explain` or
-    :func:`~xai_loc.explain.store.explain_store`: the data gives it."""
+    """Refuse ``train_mean`` among the options of :func:`explain`,
+    :func:`~xai_loc.explain.store.explain_store` or an experiment that explains a dataset: the data gives it."""
     if "train_mean" in options:
         raise InputError("option 'train_mean' is not allowed: the training set's mean position comes from the data's "
                          "scene; give reference=(x, y, z) for another position")
+
+
+def experiment_inputs(d: dict[str, Any], options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
+                                                                              dict[str, Any]]:
+    """What an experiment that explains a dataset's windows passes on: ``(inputs, options, recorded)`` —
+    :func:`data_explainer_inputs` of ``d`` (a caller's ``mean_input`` among ``options`` checked there), the
+    other options, and the options as its result records them: a caller's mean window by the first 16 hex digits of
+    the SHA-256 of the window used (as a relevance store records it), not as an array. ``train_mean`` is refused
+    (:func:`check_data_options`)."""
+    check_data_options(dict(options))
+    rest = {k: v for k, v in options.items() if k != "mean_input"}
+    inputs = data_explainer_inputs(d, rest, options.get("mean_input"))
+    if options.get("mean_input") is None:
+        return inputs, rest, rest
+    return inputs, rest, {**rest, "mean_input": hashlib.sha256(inputs["mean_input"].tobytes()).hexdigest()[:16]}
 
 
 def check_waveform_levels(explainer: Explainer, caller: str, only: bool = False) -> None:

@@ -20,6 +20,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+for arg; do  # help installs nothing: gpu_zoo.py answers it with the standard library and torch only
+    case "$arg" in -h|--help) exec "$python" "$root/scripts/gpu_zoo.py" --help ;; esac
+done
 if ! "$python" -c "import soundfile" >/dev/null 2>&1; then
     shopt -s nullglob
     # only these three: .whl/ may also hold gpu_study.sh's wheels, and zennit (which imports torchvision

@@ -248,6 +248,17 @@ def test_gpu_study_help_prints_its_usage_and_runs_nothing(tmp_path, args):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["python"]  # no out folder, no call
 
 
+
+def test_gpu_zoo_help_installs_nothing(tmp_path):
+    """Review: 'gpu_zoo.sh --help' checked soundfile and installed the wheels first (or, with no wheels, ended in
+    'fetch them', exit 2): it goes straight to gpu_zoo.py's help."""
+    python = _executable(tmp_path / "python", FAKE_PYTHON)
+    done = subprocess.run(["bash", str(TREE / "scripts" / "gpu_zoo.sh"), "--out", "x", "--help"], capture_output=True,
+                          text=True, env={**ENV, "PYTHON": str(python), "CALLS": str(tmp_path / "calls")},
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "calls").read_text() == f"{TREE / 'scripts' / 'gpu_zoo.py'} --help\n"  # one call: the help
+
 # ------------------------------------------------------------------------ 6b: bench_study refuses no stages
 @pytest.mark.parametrize("stages", [",", "", " , "])
 def test_bench_study_refuses_an_empty_stage_list(tmp_path, stages):

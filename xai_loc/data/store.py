@@ -102,8 +102,9 @@ def condition_value(value: float) -> float:
     return short if math.isclose(short, value, rel_tol=1e-7, abs_tol=1e-12) else value
 
 
-def _number_name(value: float) -> str:
-    """:func:`condition_value` as ``:g`` writes it where that reads back as the same float, else its ``repr``."""
+def condition_number(value: float) -> str:
+    """:func:`condition_value` as ``:g`` writes it where that reads back as the same float, else its ``repr``: how
+    names and messages write a T60 or SNR (two different conditions never read alike)."""
     value = condition_value(value)
     short = f"{value:g}"
     return short if float(short) == value else repr(value)
@@ -112,7 +113,7 @@ def _number_name(value: float) -> str:
 def condition_name(t60: float, snr: float) -> str:
     """Folder name of a condition, e.g. ``t60-0.6_snr-10``; two different conditions (:func:`condition_value`)
     never share one (``0.2000001`` is written in full, not as ``0.2``)."""
-    return f"t60-{_number_name(t60)}_snr-{_number_name(snr)}"
+    return f"t60-{condition_number(t60)}_snr-{condition_number(snr)}"
 
 
 #: Seed of source subsets (``--sources N``): fixed, so that every command picks the same sources.

@@ -168,21 +168,22 @@ def open_splits(opener: Callable[[Any], Any], train: Any, test: Any, train_split
 
 
 def check_held_out(train: Any, test: Any, labels: tuple[str, ...] = (), what: str = "store") -> None:
-    """Refuse (one line) test data that is the training data (the same recorded ``config``, or the same recorded
-    ``spec_digest`` and ``split``) or shares examples of it: a value of the first of ``labels`` (e.g. the sounds)
-    that both record. Metrics on it would be training-set metrics."""
+    """Refuse (one line) test data that shares examples with the training data: a value of the first of
+    ``labels`` (e.g. the sounds) that both record; where neither records one, test data that is the training data
+    (the same recorded ``config``, or the same recorded ``spec_digest`` and ``split``). Metrics on it would be
+    training-set metrics; disjoint selections of one store are held out."""
+    label = next((name for name in labels if name in train.variables and name in test.variables), None)
+    if label is not None:
+        shared = np.intersect1d(np.asarray(train[label].values), np.asarray(test[label].values))
+        if shared.size:
+            raise InputError(f"the test {what} shares {shared.size} {label} value(s) with the training {what} (the "
+                             f"first: {shared[0].item()!r}); train on the train split and test on the test split")
+        return
     a, b = train.attrs, test.attrs
     same = [key for key in ("config", "spec_digest", "split") if a.get(key) is not None and a.get(key) == b.get(key)]
     if "config" in same or {"spec_digest", "split"} <= set(same):
         raise InputError(f"the test {what} is the training {what} (split {a.get('split')!r} of spec "
                          f"{a.get('spec_digest')}); score the model on held-out data (the test split)")
-    label = next((name for name in labels if name in train.variables and name in test.variables), None)
-    if label is None:
-        return
-    shared = np.intersect1d(np.asarray(train[label].values), np.asarray(test[label].values))
-    if shared.size:
-        raise InputError(f"the test {what} shares {shared.size} {label} value(s) with the training {what} (the first: "
-                         f"{shared[0].item()!r}); train on the train split and test on the test split")
 
 
 def content_digest(shape: Iterable[int], **labels: Any) -> str:

@@ -21,14 +21,12 @@ PAPER_MAE = {
 }
 
 
-#: Largest difference of T60 (s) or SNR (dB) between conditions that are the same (``0.1 + 0.2`` or a float32 0.3
-#: is 0.3).
-CONDITION_TOLERANCE = 1e-6
-
-
 def same_condition(condition: tuple[float, float], other: tuple[float, float]) -> bool:
-    """Whether two conditions ``(t60, snr)`` agree within :data:`CONDITION_TOLERANCE`."""
-    return all(abs(float(a) - float(b)) < CONDITION_TOLERANCE for a, b in zip(condition, other, strict=True))
+    """Whether two conditions ``(t60, snr)`` are the same: the same :func:`~xai_loc.data.store.condition_name`
+    (``0.1 + 0.2`` or a float32 0.3 is 0.3; 0.2000001 is not 0.2)."""
+    from xai_loc.data.store import condition_name
+
+    return condition_name(*condition) == condition_name(*other)
 
 
 def paper_mae(arch: str | None, t60: float, snr: float) -> float | None:
@@ -108,11 +106,14 @@ SUMMARY_METRICS: dict[str, tuple[str, str, str]] = {
 
 
 def describe_condition(condition: dict) -> str:
-    """``'T60 0.6 s, SNR 10 dB'`` or, for a mix of rooms, ``'rooms anechoic+office, SNR 5-40 dB'``."""
+    """``'T60 0.6 s, SNR 10 dB'`` (each number as :func:`~xai_loc.data.store.condition_number` writes it) or, for a
+    mix of rooms, ``'rooms anechoic+office, SNR 5-40 dB'``."""
     if "rooms" in condition:
         snr = condition.get("snr")
         return f"rooms {'+'.join(condition['rooms'])}, " + (f"SNR {snr[0]:g} to {snr[1]:g} dB" if snr else "no noise")
-    return f"T60 {condition.get('t60'):g} s, SNR {condition.get('snr'):g} dB"
+    from xai_loc.data.store import condition_number
+
+    return f"T60 {condition_number(condition['t60'])} s, SNR {condition_number(condition['snr'])} dB"
 
 
 def describe_test_metrics(test: dict, arch: str) -> str:
@@ -185,8 +186,11 @@ def list_checkpoints(folder: str | Path) -> list[str]:
 
 
 def checkpoint_name(arch: str, t60: float, snr: float) -> str:
-    """File name of a zoo checkpoint, e.g. ``loccnn_t60-0.6_snr-10.safetensors``."""
-    return f"{arch}_t60-{float(t60):g}_snr-{float(snr):g}.safetensors"
+    """File name of a zoo checkpoint, e.g. ``loccnn_t60-0.6_snr-10.safetensors``: the architecture and
+    :func:`~xai_loc.data.store.condition_name` (two conditions never share one)."""
+    from xai_loc.data.store import condition_name
+
+    return f"{arch}_{condition_name(t60, snr)}.safetensors"
 
 
 def shipped_path(arch: str, t60: float, snr: float, folder: str | Path | None = None) -> Path:

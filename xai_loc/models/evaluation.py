@@ -345,6 +345,13 @@ def check_window_shape(model: nn.Module, shape: tuple[int, int], where: str) -> 
 MIC_TOLERANCE = 1e-6
 
 
+def moved_microphone(mics: np.ndarray, other: np.ndarray) -> int | None:
+    """The first microphone of ``mics`` ``(mic, xyz)`` more than :data:`MIC_TOLERANCE` from its place in ``other``
+    (of the same shape), or None."""
+    moved = np.abs(np.asarray(mics, dtype=np.float64) - np.asarray(other, dtype=np.float64)).max(axis=1) > MIC_TOLERANCE
+    return int(np.argmax(moved)) if moved.any() else None
+
+
 def check_recording(card: dict[str, Any], fs: float | None, mics: np.ndarray | None, where: str,
                     name: str = "the model") -> None:
     """Raise :class:`InputError` if data of ``where`` (a store, a scene: named in the message) sampled at ``fs``
@@ -368,9 +375,8 @@ def check_recording(card: dict[str, Any], fs: float | None, mics: np.ndarray | N
     if mics.shape != trained_mics.shape:
         raise InputError(f"{name} was trained with {len(trained_mics)} microphones but {where} has "
                          f"{len(mics)}; use the array it was trained with")
-    moved = np.abs(mics - trained_mics).max(axis=1) > MIC_TOLERANCE
-    if moved.any():
-        i = int(np.argmax(moved))
+    i = moved_microphone(mics, trained_mics)
+    if i is not None:
         at = ", ".join(f"{v:g}" for v in trained_mics[i])
         raise InputError(f"{name} was trained with microphone {i} at ({at}) m but {where} has it at "
                          f"({', '.join(f'{v:g}' for v in mics[i])}) m; use the array it was trained with")

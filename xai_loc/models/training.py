@@ -60,7 +60,7 @@ from xai_loc.models.checkpoint import (
     save_checkpoint,
     weights_digest,
 )
-from xai_loc.models.evaluation import MIC_TOLERANCE, Evaluation, WindowSet, as_window_set, predict, prefetched
+from xai_loc.models.evaluation import Evaluation, WindowSet, as_window_set, moved_microphone, predict, prefetched
 from xai_loc.models.registry import MODELS, build_model
 from xai_loc.models.trainer import (
     AUTOCAST,
@@ -278,9 +278,8 @@ def _check_stores(train_set: WindowSet, val_set: WindowSet) -> None:
             raise InputError(f"training store {train_set.name} has {what} {ours!r} but validation store "
                              f"{val_set.name} has {theirs!r}; use stores of one scene")
     if train_set.mic_position is not None and val_set.mic_position is not None:
-        moved = np.abs(train_set.mic_position - val_set.mic_position).max(axis=1) > MIC_TOLERANCE
-        if moved.any():
-            i = int(np.argmax(moved))
+        i = moved_microphone(train_set.mic_position, val_set.mic_position)
+        if i is not None:
             at = [", ".join(f"{v:g}" for v in data.mic_position[i]) for data in (train_set, val_set)]
             raise InputError(f"training store {train_set.name} has microphone {i} at ({at[0]}) m but validation "
                              f"store {val_set.name} has it at ({at[1]}) m; use stores of one array")

@@ -801,7 +801,7 @@ def run_tdoa(
     for name, parts in summaries.items():
         joined = {k: np.concatenate(v) for k, v in parts.items()}
         info[name].update(summary_attrs(joined["prediction"], joined["relevance_sum"], joined["explained"],
-                                        zero_outputs[name]))
+                                        zero_outputs[name], explainers[name].attrs["target"]))
 
     # ---- scores
     anomalies = np.zeros((len(estimators), len(pair_list)))

@@ -142,8 +142,9 @@ class RelevanceAccessor:
         if "relevance_sum" in coords and "explained" in coords:  # the windows here, not every window explained
             zero = a.get("output_zero_input") if all(f"prediction_{k}" in coords for k in "xyz") else None
             a = {**a, **summary_attrs(None if zero is None else self.prediction.values, coords["relevance_sum"].values,
-                                      coords["explained"].values, None if zero is None else np.asarray(zero))}
-        if "relevance_fraction" in a:
+                                      coords["explained"].values, None if zero is None else np.asarray(zero),
+                                      a.get("target"))}
+        if "relevance_fraction" in a and np.isfinite(a["relevance_fraction"]):
             lines.append(f"relevance reaching the input: {a['relevance_fraction']:.3g} of what a complete "
                          "attribution would carry")
         if "input_dependence" in a:

@@ -16,7 +16,9 @@ The relevance has the input's shape, dims ``(window, mic, time)``, and carries:
   for: ``output_zero_input`` (the model's output on an all-zero window),
   ``input_dependence`` (sum over windows of ``|f(x) - f(0)|`` over sum of ``|f(x)|``) and
   ``relevance_fraction`` (sum of relevance over sum of ``explained``: for LRP, the share
-  of the seeded relevance that reaches the input rather than the biases).
+  of the seeded relevance that reaches the input rather than the biases; NaN for targets whose seed is a
+  difference, 'error' and 'contrast', whose components' sum may cancel: see
+  :attr:`~xai_loc.explain.targets.Target.cancels`).
 
 Vectors are split into ``_x/_y/_z`` coords because a DataArray's coords may only use its
 own dims; ``da.xai.source_position`` and friends (:mod:`~xai_loc.explain.accessor`) put
@@ -42,7 +44,7 @@ from xai_loc.errors import InputError
 from xai_loc.explain.composites import check_coverage, check_operations, composite_defaults, make_composite
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.methods import get_method
-from xai_loc.explain.targets import REFERENCES, TRUTHS, Objective, bind, check_truth, get_target
+from xai_loc.explain.targets import REFERENCES, TARGETS, TRUTHS, Objective, bind, check_truth, get_target
 from xai_loc.runtime import input_dtype, model_device
 
 if TYPE_CHECKING:
@@ -390,7 +392,7 @@ class Explainer:
             raise InputError(f"windows of shape {tuple(x.shape)} are not allowed; the model takes (n, "
                              f"{', '.join(map(str, shape))})")
         x = x.detach().to(self.device, self.dtype)  # detached: the methods make their own leaves, never the caller's
-        index = torch.arange(x.shape[0]) if index is None else torch.as_tensor(np.asarray(index))
+        index = torch.arange(x.shape[0]) if index is None else _window_labels(index, x.shape[0])
         labels = index.tolist()
         check_finite_windows(x, labels, step=max(1, len(x)))
         if self.target.needs_truth:
@@ -430,12 +432,26 @@ class Explainer:
         return result
 
 
+def _window_labels(index: np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
+    """``index`` as a tensor if it holds one integer label per window of ``n``; else :class:`InputError`."""
+    try:
+        array = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
+    except ValueError:  # a ragged sequence
+        array = np.asarray(None)
+    if array.shape != (n,) or not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"index of shape {array.shape} and dtype {array.dtype} is not allowed; use a 1-D array of "
+                         f"{n} integers, one label per window")
+    return torch.as_tensor(array)
+
+
 def summary_attrs(prediction: np.ndarray | None, relevance_sum: np.ndarray, explained: np.ndarray,
-                  zero_output: np.ndarray | None) -> dict[str, Any]:
+                  zero_output: np.ndarray | None, target: str | None = None) -> dict[str, Any]:
     """How much of the output the input accounts for, over all windows (see module docs); ``prediction`` is
-    read only with ``zero_output``."""
+    read only with ``zero_output``. ``relevance_fraction`` is NaN for a ``target`` whose seed may cancel
+    (:attr:`~xai_loc.explain.targets.Target.cancels`: ``sum(explained)`` is no total to take a share of)."""
     attrs: dict[str, Any] = {}
-    explained_total = float(np.sum(explained)) if np.all(np.isfinite(explained)) else float("nan")
+    cancels = target in TARGETS and TARGETS[target].cancels
+    explained_total = float(np.sum(explained)) if np.all(np.isfinite(explained)) and not cancels else float("nan")
     attrs["relevance_fraction"] = float(np.sum(relevance_sum)) / explained_total if explained_total else float("nan")
     if zero_output is not None:
         attrs["output_zero_input"] = [float(v) for v in zero_output]
@@ -895,7 +911,7 @@ def relevance_array(result: dict[str, np.ndarray], explainer: Explainer, data: d
     coords = {**input_coords(data, positions, mics, fs, n_mics, n_time), **result_coords(result)}
     attrs = {"units": "relevance", **explainer.attrs, **data["attrs"], "fs": fs,
              **summary_attrs(result["prediction"], result["relevance_sum"], result["explained"],
-                             explainer.zero_output),
+                             explainer.zero_output, explainer.attrs["target"]),
              "description": "relevance of each input sample (xai_loc.explain)"}
     return xr.DataArray(result["relevance"], dims=("window", "mic", "time"), coords=coords, attrs=attrs,
                         name="relevance")

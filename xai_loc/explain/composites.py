@@ -62,7 +62,7 @@ from zennit.layer import Sum
 from zennit.rules import Epsilon, Flat, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear, MaxPool
 
-from xai_loc.checks import check_choice, check_number
+from xai_loc.checks import check_choice, check_number, is_real
 from xai_loc.errors import InputError
 from xai_loc.explain._options import option_defaults, resolve
 from xai_loc.explain.canonizers import FoldBatchNormForward, MergeBatchNorm
@@ -84,8 +84,9 @@ from xai_loc.models.registry import MODELS
 
 __all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "DATA_MOVEMENT", "FIRST_RULES", "GRADIENT_EXACT", "GRADIENT_OK",
            "MAXPOOL_RULES", "NAMED_RULES", "RULE_OPTIONS", "UNSEEN_OK", "ModuleRule", "OperationRecorder",
-           "check_coverage", "check_operations", "check_rule", "composite_covers", "composite_defaults",
-           "make_composite", "module_rules", "register_composite", "rule_label", "unused_option", "written_for"]
+           "check_coverage", "check_finite", "check_operations", "check_rule", "composite_covers",
+           "composite_defaults", "make_composite", "module_rules", "register_composite", "rule_label", "unused_option",
+           "written_for"]
 
 CompositeFactory = Callable[..., Composite]
 
@@ -162,7 +163,8 @@ def make_composite(name: str, model: nn.Module, **options: Any) -> tuple[Composi
     Raises
     ------
     InputError
-        For an unknown composite, option or option value.
+        For an unknown composite, option or option value (``maxpool='smooth'`` for a model with a max-pool that
+        :class:`~xai_loc.explain.rules.SmoothMaxPool` does not take).
     """
     factory = _factory(name)
     arch = getattr(model, "arch_name", "")  # registered localizers; a family's own sub-networks pass
@@ -171,6 +173,12 @@ def make_composite(name: str, model: nn.Module, **options: Any) -> tuple[Composi
         raise InputError(f"composite {name!r} is written for {', '.join(COMPOSITE_ARCHITECTURES[name])}, not {arch}; "
                          f"allowed for {arch}: {', '.join(usable)}")
     params = resolve(option_defaults(factory), options, f"composite {name!r}")
+    if params.get("maxpool") == "smooth":
+        pools = [where or "the model" for where, module in model.named_modules()
+                 if isinstance(module, MaxPool) and not SmoothMaxPool.takes(module)]
+        if pools:
+            raise InputError(f"maxpool='smooth' is not allowed for {pools[0]} ({len(pools)} such module(s)): the "
+                             "smooth rule takes MaxPool1d/2d/3d without dilation; use maxpool='wta' or 'norm'")
     return factory(model, **params), params
 
 
@@ -375,6 +383,13 @@ def unused_option(name: str, value: Any, default: Any, setting: str, needs: str)
                          "or leave it out")
 
 
+def check_finite(name: str, value: Any) -> float:
+    """Return ``value`` as a float if it is a finite real number (a bound or a constant baseline)."""
+    if not is_real(value):
+        raise InputError(f"{name}={value!r} is not allowed; use a finite number")
+    return float(value)
+
+
 def _box(low: float | None, high: float | None, stabilizer: float) -> Hook:
     if low is None and high is None:
         return _label(WindowBox(stabilizer=stabilizer), "ZBox(per-window bounds)")
@@ -382,7 +397,7 @@ def _box(low: float | None, high: float | None, stabilizer: float) -> Hook:
         given, value, missing = ("low", low, "high") if high is None else ("high", high, "low")
         raise InputError(f"{given}={value!r} without {missing} is not allowed; give both low and high for the box "
                          "rule, or neither (per-window bounds)")
-    low, high = check_number("low", low, minimum=-float("inf")), check_number("high", high, minimum=-float("inf"))
+    low, high = check_finite("low", low), check_finite("high", high)
     if not low < high:
         raise InputError(f"low={low!r}, high={high!r} are not allowed; use low < high")
     return _label(ZBox(low=low, high=high, stabilizer=stabilizer), f"ZBox(low={low:g}, high={high:g})")

@@ -58,7 +58,7 @@ from zennit.core import Composite
 from xai_loc.checks import check_choice, check_integer, check_number, is_integer
 from xai_loc.errors import InputError
 from xai_loc.explain._options import resolve
-from xai_loc.explain.composites import composite_covers, written_for
+from xai_loc.explain.composites import check_finite, composite_covers, written_for
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.targets import Objective
 from xai_loc.models.registry import MODELS
@@ -328,7 +328,7 @@ def _check_baseline(params: dict[str, Any]) -> None:
     if isinstance(value, str):
         check_choice("baseline", value, ("zero", "mean"))
     else:
-        check_number("baseline", value, minimum=-float("inf"))
+        check_finite("baseline", value)
 
 
 class _CaptumMethod(Method):
@@ -478,11 +478,15 @@ class GradientShap(_CaptumMethod):
 
     completeness = "baseline"
     OPTIONS = {"n_samples": 20, "stdevs": 0.0, "baseline": "zero", "seed": 0}
+    #: A window's seed is ``seed * SEED_STEP + label``; torch takes seeds below 2**64, so ``seed`` is at most
+    #: :attr:`MAX_SEED`, which leaves room for labels below 2**32.
+    SEED_STEP = 1_000_003
+    MAX_SEED = (2**64 - 2**32) // SEED_STEP
 
     @classmethod
     def check(cls, params):
-        for name, least in (("n_samples", 1), ("seed", 0)):
-            check_integer(name, params[name], minimum=least)
+        check_integer("n_samples", params["n_samples"], minimum=1)
+        check_integer("seed", params["seed"], minimum=0, maximum=cls.MAX_SEED)
         check_number("stdevs", params["stdevs"])
         super().check(params)
 
@@ -495,7 +499,7 @@ class GradientShap(_CaptumMethod):
         try:
             for i in range(a.shape[0]):
                 shap = CaptumGradientShap(seeded.window(i))
-                seed = self.params["seed"] * 1_000_003 + int(index[i])
+                seed = self.params["seed"] * self.SEED_STEP + int(index[i])
                 with torch.random.fork_rng(devices=devices):
                     torch.manual_seed(seed)
                     np.random.seed(seed % 2**32)

@@ -555,8 +555,6 @@ class FastGamma(NodeRule):
 
 
 _AVG_POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
-
-
 class SmoothMaxPool(Hook):
     """Max-pool relevance spread over the pool window instead of winner-take-all.
 
@@ -571,8 +569,8 @@ class SmoothMaxPool(Hook):
     whose effect depends on each layer's activation scale) and conservative: every window
     with a positive input passes on all its relevance. Windows without a positive input
     pass on nothing; after a ReLU they receive no relevance from the rules used here.
-    For ``MaxPool1d/2d/3d`` without dilation. For ``p != 1`` each window's weights are
-    computed as ``(x_i / max_k x_k) ** p``, which cannot overflow at any power.
+    For ``MaxPool1d/2d/3d`` without dilation (:meth:`takes`; the composites refuse others). For ``p != 1``
+    each window's weights are computed as ``(x_i / max_k x_k) ** p``, which cannot overflow at any power.
 
     Parameters
     ----------
@@ -590,6 +588,13 @@ class SmoothMaxPool(Hook):
         """A fresh hook with the same power."""
         return type(self)(self.power)
 
+    @staticmethod
+    def takes(module: nn.Module) -> bool:
+        """Whether the rule applies to ``module``: a ``MaxPool1d/2d/3d`` without dilation."""
+        dilation = getattr(module, "dilation", None)
+        return _max_pool(module) is not None and all(d == 1 for d in (
+            dilation if isinstance(dilation, (tuple, list)) else (dilation,)))
+
     def forward(self, module: nn.Module, input: tuple, output: torch.Tensor) -> None:
         """Keep the module's input for the backward pass."""
         self.stored_tensors["input"] = input
@@ -597,8 +602,8 @@ class SmoothMaxPool(Hook):
     def backward(self, module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:
         """Redistribute the pooled relevance over each window."""
         x = self.stored_tensors["input"][0].detach()
-        if module.dilation not in (1, (1,) * (x.dim() - 2)):
-            raise ValueError("SmoothMaxPool does not support dilated max-pools")
+        if not self.takes(module):
+            raise ValueError(f"SmoothMaxPool does not take {module}; use it on max-pools without dilation")
         if self.power == 1:  # x**1 cannot overflow: the weights are the inputs, pooled as a sum
             pool = _AVG_POOLS[x.dim() - 2]
             with torch.enable_grad():

@@ -320,7 +320,8 @@ def explain_store(
             zero_output = explainer.zero_output
         group = out.group
         prediction = np.stack([group[f"prediction_{a}"][:] for a in AXES], axis=-1)
-        summary = summary_attrs(prediction, group["relevance_sum"][:], group["explained"][:], zero_output)
+        summary = summary_attrs(prediction, group["relevance_sum"][:], group["explained"][:], zero_output,
+                                explainer.attrs["target"])
         if "reference_output" in explainer.attrs:
             summary["reference_output"] = explainer.attrs["reference_output"]
         return out.finish(summary)

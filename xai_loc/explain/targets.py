@@ -127,6 +127,11 @@ class Target:
         +1 when ``q`` grows with the evidence for the explained output, -1 when it grows with the
         localization error ('error', 'angular_error'): relevance times ``sense`` ranks what speaks
         for the answer (the faithfulness orderings).
+    cancels
+        Whether the seed's components have opposite signs by design (a difference of outputs: 'error', 'contrast',
+        the class contrasts and log-odds, 'toward_truth'), so that their sum, what a complete attribution adds up
+        to, may cancel: the share of it that reaches the input (``relevance_fraction``, see
+        :func:`~xai_loc.explain.attribute.summary_attrs`) is then no share and is recorded as NaN.
     """
 
     name: str
@@ -140,6 +145,7 @@ class Target:
     description: str = ""
     lrp_instead: str | None = None
     sense: int = 1
+    cancels: bool = False
 
 
 #: name -> :class:`Target`.
@@ -149,17 +155,18 @@ TARGETS: dict[str, Target] = {}
 def register_target(name: str, *, kinds: tuple[str, ...] = ("position",), needs_truth: bool = False,
                     needs_reference: bool = False, scalar: OutputFunction | None = None,
                     seed: OutputFunction = _weights_seed, lrp_instead: str | None = None,
-                    sense: int = 1) -> Callable[[WeightFunction], WeightFunction]:
+                    sense: int = 1, cancels: bool = False) -> Callable[[WeightFunction], WeightFunction]:
     """Decorator registering a weight function as target ``name``; its docstring says what it means.
 
-    Its keyword-only parameters are the target's options; ``lrp_instead`` and ``sense``: see :class:`Target`.
+    Its keyword-only parameters are the target's options; ``lrp_instead``, ``sense`` and ``cancels``: see
+    :class:`Target`.
     """
     def decorator(weights: WeightFunction) -> WeightFunction:
         if name in TARGETS:
             raise ValueError(f"target name {name!r} is already registered")
         description = " ".join((weights.__doc__ or "").split())
         TARGETS[name] = Target(name, weights, tuple(kinds), needs_truth, needs_reference, scalar, seed,
-                               option_defaults(weights), description, lrp_instead, sense)
+                               option_defaults(weights), description, lrp_instead, sense, cancels)
         return weights
 
     return decorator
@@ -306,20 +313,21 @@ for _k, _axis in enumerate("xyz"):
     register_target(_axis)(_coordinate_weights)
 
 
-@register_target("error", needs_truth=True, sense=-1)
+@register_target("error", needs_truth=True, sense=-1, cancels=True)
 def _error(output, truth, reference, kind):
     """Seed = prediction - truth per coordinate: what drives the localization error. For
     gradient methods this is the gradient of 1/2 |f(x) - t|^2, the training loss up to scale."""
     return output.detach() - truth.to(output)
 
 
-@register_target("contrast", needs_reference=True)
+@register_target("contrast", needs_reference=True, cancels=True)
 def _contrast(output, truth, reference, kind):
     """Seed = prediction - reference, w = f(x) - r, with r the output on an all-zero ('zero') or mean
     ('mean') window, the training set's mean source position ('train-mean') or a given (x, y, z). What
     each method family then explains: LRP is linear in its seed, so its relevance is the 'prediction'
     heatmap of each coordinate rescaled by (f_k - r_k) / f_k (where relevance lies does not change, only
-    how the coordinates are weighed), and 'explained' is sum_k (f_k - r_k). Gradient methods explain
+    how the coordinates are weighed), and 'explained' is sum_k (f_k - r_k), which may cancel (so
+    relevance_fraction is NaN). Gradient methods explain
     q = w . f(x) with w held constant; path methods (integrated gradients, DeepLift, GradientShap)
     explain q(f(x)) - q(f(baseline)) = w . (f(x) - f(baseline)), which is |f(x) - r|^2 when the
     baseline's output is the reference (baseline and reference both 'zero' or both 'mean')."""
@@ -400,7 +408,7 @@ def _true_class_logit(output, truth, reference, kind):
     return _one_hot(output, _labels(output, truth))
 
 
-@register_target("class_contrast", kinds=CLASSES, seed=_output_seed)
+@register_target("class_contrast", kinds=CLASSES, seed=_output_seed, cancels=True)
 def _class_contrast(output, truth, reference, kind, *, versus=None):
     """Logit of the arg-max class minus the logit of class ``versus`` (default: the runner-up):
     what makes the model choose its direction over the other (contrastive LRP seeds
@@ -430,7 +438,7 @@ def _true_class_probability(output, truth, reference, kind):
     return _one_hot(output, _labels(output, truth))
 
 
-@register_target("class_log_odds", kinds=CLASSES, scalar=_log_odds, seed=_output_seed)
+@register_target("class_log_odds", kinds=CLASSES, scalar=_log_odds, seed=_output_seed, cancels=True)
 def _class_log_odds(output, truth, reference, kind, *, cls=None):
     """The log-odds of the arg-max class (or of ``cls``), log(p_c / (1 - p_c)) = z_c -
     logsumexp of the other logits: the probability on a scale relevance can add up on. Gradient
@@ -440,7 +448,8 @@ def _class_log_odds(output, truth, reference, kind, *, cls=None):
     return _log_odds_weights(output, _class(output, cls))
 
 
-@register_target("true_class_log_odds", kinds=CLASSES, needs_truth=True, scalar=_log_odds, seed=_output_seed)
+@register_target("true_class_log_odds", kinds=CLASSES, needs_truth=True, scalar=_log_odds, seed=_output_seed,
+                 cancels=True)
 def _true_class_log_odds(output, truth, reference, kind):
     """The log-odds of the true class, z_t - logsumexp of the other logits; LRP seeds it as
     'class_log_odds' does."""
@@ -524,7 +533,8 @@ def _azimuth_weights(output, truth, reference, kind):
     return w
 
 
-@register_target("toward_truth", kinds=("azimuth", "azimuth_elevation"), needs_truth=True, seed=_output_seed)
+@register_target("toward_truth", kinds=("azimuth", "azimuth_elevation"), needs_truth=True, seed=_output_seed,
+                 cancels=True)
 def _toward_truth(output, truth, reference, kind):
     """Each angle signed by the side the truth lies on, ``w = sign(t - f)`` (azimuth wrapped): ``q = w . f``
     grows as the prediction moves toward the truth, so positive relevance speaks for the right answer

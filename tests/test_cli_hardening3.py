@@ -118,8 +118,7 @@ def test_train_config_refuses_a_device_it_cannot_use():
     assert one_line(TrainConfig, device="cuda:01") == "unknown device 'cuda:01'; allowed: cpu, cuda, cuda:N"
     if not torch.cuda.is_available():
         assert one_line(TrainConfig, device="cuda") == (
-            "device 'cuda' requested but CUDA is not available to this process; use 'cpu' (work spread over a dask "
-            "cluster needs the device here too, not only on its workers)")
+            "device 'cuda' requested but CUDA is not available to this process; use 'cpu'")
 
 
 # --- 5. numbers are ASCII digits, as integers are ------------------------------------------------------------------

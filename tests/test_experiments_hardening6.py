@@ -137,6 +137,11 @@ def test_a_callers_mean_window_is_the_one_explained_and_recorded(stores, checkpo
     assert json.loads(result.attrs["explain_options"])["mean_input"] == digest
     assert json.loads(_tdoa(checkpoint, stores[0], mean_input=own, **options).attrs["explain_options"])[
         "mean_input"] == digest
+    # review: a window that no option reads changes nothing: not recorded (a store of the same explanation is read)
+    from xai_loc.explain.attribute import dataset_inputs, experiment_inputs
+
+    _, rest, recorded = experiment_inputs(dataset_inputs(ds), {"method": "saliency", "mean_input": own})
+    assert rest == recorded == {"method": "saliency"}
 
 
 @pytest.mark.parametrize("run", [run_perturbation, _tdoa])

@@ -167,8 +167,8 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     match = CUDA_NAME.fullmatch(device)
     if match:
         if not torch.cuda.is_available():
-            raise InputError(f"device {device!r} requested but CUDA is not available to this process; use 'cpu' "
-                             "(work spread over a dask cluster needs the device here too, not only on its workers)")
+            # with a dask cluster too: the models are built and some of the work runs here (--scheduler's help)
+            raise InputError(f"device {device!r} requested but CUDA is not available to this process; use 'cpu'")
         if match[1] is not None and int(match[1]) >= torch.cuda.device_count():
             raise InputError(f"device {device!r} does not exist; this machine has cuda:0 to "
                              f"cuda:{torch.cuda.device_count() - 1}")

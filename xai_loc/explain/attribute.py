@@ -16,9 +16,10 @@ The relevance has the input's shape, dims ``(window, mic, time)``, and carries:
   for: ``output_zero_input`` (the model's output on an all-zero window),
   ``input_dependence`` (sum over windows of ``|f(x) - f(0)|`` over sum of ``|f(x)|``) and
   ``relevance_fraction`` (sum of relevance over sum of ``explained``: for LRP, the share
-  of the seeded relevance that reaches the input rather than the biases; NaN for targets whose seed is a
-  difference, 'error' and 'contrast', whose components' sum may cancel: see
-  :attr:`~xai_loc.explain.targets.Target.cancels`).
+  of the seeded relevance that reaches the input rather than the biases; NaN where that sum is no total: for
+  targets whose seed is a difference, 'error' and 'contrast', whose components' sum may cancel
+  (:attr:`~xai_loc.explain.targets.Target.cancels`), and where ``explained`` takes both signs across windows, as
+  a baseline method's q(x) - q(baseline) may for any target).
 
 Vectors are split into ``_x/_y/_z`` coords because a DataArray's coords may only use its
 own dims; ``da.xai.source_position`` and friends (:mod:`~xai_loc.explain.accessor`) put
@@ -447,10 +448,13 @@ def _window_labels(index: np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
 def summary_attrs(prediction: np.ndarray | None, relevance_sum: np.ndarray, explained: np.ndarray,
                   zero_output: np.ndarray | None, target: str | None = None) -> dict[str, Any]:
     """How much of the output the input accounts for, over all windows (see module docs); ``prediction`` is
-    read only with ``zero_output``. ``relevance_fraction`` is NaN for a ``target`` whose seed may cancel
-    (:attr:`~xai_loc.explain.targets.Target.cancels`: ``sum(explained)`` is no total to take a share of)."""
+    read only with ``zero_output``. ``relevance_fraction`` is NaN where ``sum(explained)`` is no total to take a
+    share of: for a ``target`` whose seed may cancel within a window
+    (:attr:`~xai_loc.explain.targets.Target.cancels`), and where ``explained`` takes both signs across windows (a
+    method's difference from its baseline, q(x) - q(baseline), for any target)."""
     attrs: dict[str, Any] = {}
-    cancels = target in TARGETS and TARGETS[target].cancels
+    explained = np.asarray(explained)
+    cancels = (target in TARGETS and TARGETS[target].cancels) or bool((explained > 0).any() and (explained < 0).any())
     explained_total = float(np.sum(explained)) if np.all(np.isfinite(explained)) and not cancels else float("nan")
     attrs["relevance_fraction"] = float(np.sum(relevance_sum)) / explained_total if explained_total else float("nan")
     if zero_output is not None:
@@ -604,7 +608,7 @@ def experiment_inputs(d: dict[str, Any], options: Mapping[str, Any]) -> tuple[di
     check_data_options(dict(options))
     rest = {k: v for k, v in options.items() if k != "mean_input"}
     inputs = data_explainer_inputs(d, rest, options.get("mean_input"))
-    if options.get("mean_input") is None:
+    if options.get("mean_input") is None or not _wants_mean(rest):  # a window no option reads changes nothing
         return inputs, rest, rest
     return inputs, rest, {**rest, "mean_input": hashlib.sha256(inputs["mean_input"].tobytes()).hexdigest()[:16]}
 

@@ -478,8 +478,8 @@ class GradientShap(_CaptumMethod):
 
     completeness = "baseline"
     OPTIONS = {"n_samples": 20, "stdevs": 0.0, "baseline": "zero", "seed": 0}
-    #: A window's seed is ``seed * SEED_STEP + label``; torch takes seeds below 2**64, so ``seed`` is at most
-    #: :attr:`MAX_SEED`, which leaves room for labels below 2**32.
+    #: A window's seed is ``seed * SEED_STEP + label`` modulo 2**64 (torch takes seeds below 2**64); ``seed`` is at
+    #: most :attr:`MAX_SEED`, so that labels below 2**32 never wrap (larger labels do, and still explain).
     SEED_STEP = 1_000_003
     MAX_SEED = (2**64 - 2**32) // SEED_STEP
 
@@ -499,7 +499,7 @@ class GradientShap(_CaptumMethod):
         try:
             for i in range(a.shape[0]):
                 shap = CaptumGradientShap(seeded.window(i))
-                seed = self.params["seed"] * self.SEED_STEP + int(index[i])
+                seed = (self.params["seed"] * self.SEED_STEP + int(index[i])) % 2**64  # any label: torch's range
                 with torch.random.fork_rng(devices=devices):
                     torch.manual_seed(seed)
                     np.random.seed(seed % 2**32)

@@ -128,9 +128,9 @@ class Target:
         localization error ('error', 'angular_error'): relevance times ``sense`` ranks what speaks
         for the answer (the faithfulness orderings).
     cancels
-        Whether the seed's components have opposite signs by design (a difference of outputs: 'error', 'contrast',
-        the class contrasts and log-odds, 'toward_truth'), so that their sum, what a complete attribution adds up
-        to, may cancel: the share of it that reaches the input (``relevance_fraction``, see
+        Whether the seed's components have opposite signs by design (a difference of positions: 'error',
+        'contrast'), so that their sum, what a complete attribution adds up to, may cancel within a window: the
+        share of it that reaches the input (``relevance_fraction`` of a position model, see
         :func:`~xai_loc.explain.attribute.summary_attrs`) is then no share and is recorded as NaN.
     """
 
@@ -408,7 +408,7 @@ def _true_class_logit(output, truth, reference, kind):
     return _one_hot(output, _labels(output, truth))
 
 
-@register_target("class_contrast", kinds=CLASSES, seed=_output_seed, cancels=True)
+@register_target("class_contrast", kinds=CLASSES, seed=_output_seed)
 def _class_contrast(output, truth, reference, kind, *, versus=None):
     """Logit of the arg-max class minus the logit of class ``versus`` (default: the runner-up):
     what makes the model choose its direction over the other (contrastive LRP seeds
@@ -438,7 +438,7 @@ def _true_class_probability(output, truth, reference, kind):
     return _one_hot(output, _labels(output, truth))
 
 
-@register_target("class_log_odds", kinds=CLASSES, scalar=_log_odds, seed=_output_seed, cancels=True)
+@register_target("class_log_odds", kinds=CLASSES, scalar=_log_odds, seed=_output_seed)
 def _class_log_odds(output, truth, reference, kind, *, cls=None):
     """The log-odds of the arg-max class (or of ``cls``), log(p_c / (1 - p_c)) = z_c -
     logsumexp of the other logits: the probability on a scale relevance can add up on. Gradient
@@ -448,8 +448,7 @@ def _class_log_odds(output, truth, reference, kind, *, cls=None):
     return _log_odds_weights(output, _class(output, cls))
 
 
-@register_target("true_class_log_odds", kinds=CLASSES, needs_truth=True, scalar=_log_odds, seed=_output_seed,
-                 cancels=True)
+@register_target("true_class_log_odds", kinds=CLASSES, needs_truth=True, scalar=_log_odds, seed=_output_seed)
 def _true_class_log_odds(output, truth, reference, kind):
     """The log-odds of the true class, z_t - logsumexp of the other logits; LRP seeds it as
     'class_log_odds' does."""
@@ -533,8 +532,7 @@ def _azimuth_weights(output, truth, reference, kind):
     return w
 
 
-@register_target("toward_truth", kinds=("azimuth", "azimuth_elevation"), needs_truth=True, seed=_output_seed,
-                 cancels=True)
+@register_target("toward_truth", kinds=("azimuth", "azimuth_elevation"), needs_truth=True, seed=_output_seed)
 def _toward_truth(output, truth, reference, kind):
     """Each angle signed by the side the truth lies on, ``w = sign(t - f)`` (azimuth wrapped): ``q = w . f``
     grows as the prediction moves toward the truth, so positive relevance speaks for the right answer

@@ -169,9 +169,9 @@ def open_splits(opener: Callable[[Any], Any], train: Any, test: Any, train_split
 
 def check_held_out(train: Any, test: Any, labels: tuple[str, ...] = (), what: str = "store") -> None:
     """Refuse (one line) test data that shares examples with the training data: a value of the first of
-    ``labels`` (e.g. the sounds) that both record; where neither records one, test data that is the training data
-    (the same recorded ``config``, or the same recorded ``spec_digest`` and ``split``). Metrics on it would be
-    training-set metrics; disjoint selections of one store are held out."""
+    ``labels`` (e.g. the sounds) that both record; where they do not both record one, test data that is the
+    training data (the same recorded ``config``, or the same recorded ``spec_digest`` and ``split``). Metrics on it
+    would be training-set metrics; disjoint selections of one store are held out."""
     label = next((name for name in labels if name in train.variables and name in test.variables), None)
     if label is not None:
         shared = np.intersect1d(np.asarray(train[label].values), np.asarray(test[label].values))

@@ -58,7 +58,7 @@ def _shown(text) -> str:
 # 1 -------------------------------------------------------------------------------------------------------------
 
 def test_a_checkpoint_named_with_dollars_is_drawn_as_written(tmp_path, captured_figure):
-    """Was: ``loccnn_$\\x$`` ended ``figures`` and ``report`` in a ParseFatalException traceback (and ``perturb``
+    """Review: ``loccnn_$\\x$`` ended ``figures`` and ``report`` in a ParseFatalException traceback (and ``perturb``
     after all its work), ``samplecnn_$2$`` was titled ``samplecnn_2``."""
     from xai_loc.plots import perturbation, tdoa
 
@@ -90,7 +90,7 @@ def test_figures_and_report_of_a_folder_with_dollar_names(tmp_path):
 @pytest.mark.parametrize("name", ["loccnn_*best*", "_e_.safetensors", "`c`", "[l](http://x.org)", "<b>x</b>",
                                   "$\\x$", "a|b", "a\\|b", "&amp;", "m #", "~~s~~", "foo\\"])
 def test_a_name_in_a_markdown_heading_or_cell_is_shown_as_written(name):
-    """Was: ``### loccnn_*best*`` and its cells were rendered with ``<em>best</em>`` in the report."""
+    """Review: ``### loccnn_*best*`` and its cells were rendered with ``<em>best</em>`` in the report."""
     from xai_loc.experiments.base import markdown_row, markdown_text
     from xai_loc.report.collect import _markdown_to_html
 
@@ -139,7 +139,7 @@ print([float(v) for v in Scene.from_toml(root / "scene.toml").room.size])
 
 
 def test_text_files_are_written_and_read_as_utf8_in_a_c_locale(tmp_path):
-    """Was: ``write_text`` without an encoding: UnicodeEncodeError ('–') under LC_ALL=C, cp1252 bytes under the
+    """Review: ``write_text`` without an encoding: UnicodeEncodeError ('–') under LC_ALL=C, cp1252 bytes under the
     page's ``<meta charset=utf-8>`` on Windows; a study record or scene file with non-ASCII text failed to read."""
     (tmp_path / "scene.toml").write_bytes("""# Raum \u2013 klein
 [room]
@@ -179,7 +179,7 @@ def _nothing_written(folder: Path, name: str) -> None:
                  "rebuild it"}),
 ])
 def test_an_attribute_of_another_kind_is_one_line(tmp_path, file, ds, says):
-    """Was: AttributeError (``models`` a JSON list) and ValueError (``int('27 windows')``, ``int('eight')``)
+    """Review: AttributeError (``models`` a JSON list) and ValueError (``int('27 windows')``, ``int('eight')``)
     tracebacks in ``report`` and ``figures``."""
     path = write_dataset_atomic(ds, tmp_path / "res" / file)
     for command, line in says.items():
@@ -190,7 +190,7 @@ def test_an_attribute_of_another_kind_is_one_line(tmp_path, file, ds, says):
 # 4 -------------------------------------------------------------------------------------------------------------
 
 def test_the_generic_tables_name_the_units_the_file_records():
-    """Was: the duplex probe's table showed ``natural_itd``, ``itd_slope``, ``azimuth`` without their units."""
+    """Review: the duplex probe's table showed ``natural_itd``, ``itd_slope``, ``azimuth`` without their units."""
     from xai_loc.report.collect import _dataset_tables
 
     ds = xr.Dataset({"itd_slope": ("band", [0.1, 0.2], {"units": "degree/us"}),
@@ -209,7 +209,7 @@ def test_the_generic_tables_name_the_units_the_file_records():
 # 5 -------------------------------------------------------------------------------------------------------------
 
 def test_the_localization_table_fills_the_models_euclidean_error(tmp_path):
-    """Was: '–' in the Euclidean column of every model although perturbation.nc holds it at 0 %; the column now
+    """Review: '–' in the Euclidean column of every model although perturbation.nc holds it at 0 %; the column now
     says that the models' is 3-D and SRP-PHAT's in the x-y plane."""
     from xai_loc.report.collect import collect_sections, localization_rows
     from xai_loc.report.page import render_report

@@ -53,11 +53,10 @@ from xai_loc.errors import InputError
 from xai_loc.explain.attribute import (
     AXES,
     Explainer,
-    _wants_mean,
     check_data_options,
     check_waveform_levels,
-    data_explainer_inputs,
     dataset_inputs,
+    experiment_inputs,
     input_coords,
     result_coords,
     summary_attrs,
@@ -274,8 +273,7 @@ def explain_store(
 
         check_recording(read_card(model), d["fs"], d["mics"], str(data), f"checkpoint {model}")
     n, n_mics, n_time = d["signals"].shape
-    own_mean = mean_input is not None and _wants_mean(options)
-    inputs = data_explainer_inputs(d, options, mean_input)
+    inputs, options, recorded = experiment_inputs(d, {**options, "mean_input": mean_input})
     explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,
                           device=device, **inputs, **options)
     check_waveform_levels(explainer, "explain_store()", only=True)
@@ -290,8 +288,8 @@ def explain_store(
     final = Path(out) if out is not None else relevance_store_path(data, explainer)
     attrs = explainer.attrs
     config = _store_config(explainer, ds, (n, n_mics, n_time))
-    if own_mean:  # not the windows' mean: what the relevance depends on is recorded
-        config["mean_input"] = hashlib.sha256(inputs["mean_input"].tobytes()).hexdigest()[:16]
+    if "mean_input" in recorded:  # not the windows' mean: what the relevance depends on is recorded
+        config["mean_input"] = recorded["mean_input"]
 
     with ResumableStore(final, RELEVANCE, config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
         if out.finished(_mismatch(config)):

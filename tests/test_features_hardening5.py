@@ -74,7 +74,8 @@ def _ears(n_samples: int) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", FRONT_ENDS)
 def test_half_precision_waveforms_are_computed_in_float32(name, dtype):
-    """Review: NotImplementedError from torch.fft (cochleagram, cues), all NaN (spectrogram in float16: 1e-14 -> 0)."""
+    """Review: half-precision waveforms ended in NotImplementedError from torch.fft (cochleagram, cues) or came out
+    all NaN (the spectrogram in float16: its 1e-14 floor is 0); each front end computes them in float32."""
     make, n = FRONT_ENDS[name]
     x = _ears(n).to(dtype)
     out = make()(x)
@@ -105,9 +106,10 @@ def test_the_gradient_of_a_half_precision_cochleagram_is_its_float32_gradient():
 
 @pytest.mark.parametrize("method", ["lrp", "saliency"])
 def test_a_bfloat16_cochleagram_cnn_is_explained_like_its_float32_weights(method):
-    """Review: NotImplementedError from torch.fft, for the model that the float16 refusal of LRP says to use bfloat16
-    for. Compared with the float32 model on the same (bfloat16-rounded) waveform: bfloat16's 8 significant bits
-    through the network move the relevance by about 10 % (median), the maps correlate above 0.98."""
+    """Review: a bfloat16 cochleagram CNN, the dtype that the float16 refusal of LRP advises, ended in
+    NotImplementedError from torch.fft. Compared with the float32 model on the same (bfloat16-rounded) waveform:
+    bfloat16's 8 significant bits through the network move the relevance by about 10 % (median), the maps
+    correlate above 0.98."""
     x = (0.05 * np.random.default_rng(0).standard_normal((1, 2, 12000))).astype(np.float32)
     rounded = torch.from_numpy(x).bfloat16().float().numpy()
     reference = explain_ears(resolve_model(COCHCNN)[0], rounded, method=method)

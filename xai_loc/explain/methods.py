@@ -474,7 +474,8 @@ class GradientShap(_CaptumMethod):
     ``window`` coord in :func:`~xai_loc.explain.explain` and in stores (a window's relevance is the
     same alone or in any selection); plain arrays, and :func:`~xai_loc.explain.explain_arrays`, are
     labelled by position ``0 .. n-1``, so there a window draws differently at another position:
-    pass a DataArray or Dataset with ``window`` labels for draws that follow the window."""
+    pass a DataArray or Dataset with ``window`` labels for draws that follow the window. At most
+    ``batch_size`` path points per forward pass (the draws do not depend on it)."""
 
     completeness = "baseline"
     OPTIONS = {"n_samples": 20, "stdevs": 0.0, "baseline": "zero", "seed": 0}
@@ -491,21 +492,27 @@ class GradientShap(_CaptumMethod):
         super().check(params)
 
     def captum(self, seeded, a, weights, index, level):
-        from captum.attr import GradientShap as CaptumGradientShap
+        # captum's GradientShap runs all n_samples path points in one forward pass (its memory grows with
+        # n_samples); it is a NoiseTunnel over InputBaselineXGradient, which we build as it does (captum 0.9) to
+        # pass nt_samples_batch_size. Both generators are drawn in sequence, so the points do not depend on it.
+        from captum.attr import NoiseTunnel
+        from captum.attr._core.gradient_shap import InputBaselineXGradient
 
         devices = [a.device] if a.device.type == "cuda" else []
         out = []
         numpy_state = np.random.get_state()  # captum draws the path points from numpy's global generator
         try:
             for i in range(a.shape[0]):
-                shap = CaptumGradientShap(seeded.window(i))
+                tunnel = NoiseTunnel(InputBaselineXGradient(seeded.window(i)))
                 seed = (self.params["seed"] * self.SEED_STEP + int(index[i])) % 2**64  # any label: torch's range
                 with torch.random.fork_rng(devices=devices):
                     torch.manual_seed(seed)
                     np.random.seed(seed % 2**32)
-                    out.append(shap.attribute(a[i:i + 1], baselines=self.baseline(a[:1], level),
-                                              additional_forward_args=(weights[i:i + 1],),
-                                              n_samples=self.params["n_samples"], stdevs=self.params["stdevs"]))
+                    out.append(tunnel.attribute(
+                        a[i:i + 1], nt_type="smoothgrad", nt_samples=self.params["n_samples"],
+                        nt_samples_batch_size=self.batch_size, stdevs=self.params["stdevs"],
+                        draw_baseline_from_distrib=True, baselines=self.baseline(a[:1], level),
+                        additional_forward_args=(weights[i:i + 1],)))
         finally:
             np.random.set_state(numpy_state)
         return torch.cat(out)

@@ -132,7 +132,8 @@ def test_render_binaural_passes_the_options_its_responses_take(kemar16):
 
 
 # ------------------------------------------------------------------------------------------------
-# 4. gpuRIR's arrival window is 8 ms wide, not rounded to whole samples
+# 4. The gpurir convention's arrival window is 8 ms wide, not rounded to whole samples
+#    (gpuRIR rounds it: 176 at 22.05 kHz)
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fs, width", [(16000, 128.0), (22050, 176.4), (44100, 352.8), (48000, 384.0)])

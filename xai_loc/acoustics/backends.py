@@ -194,11 +194,17 @@ def pyroomacoustics_backend(
     return out
 
 
+#: Why backend ``gpurir`` refuses to run without its package.
+_GPURIR_MISSING = "backend 'gpurir' needs the gpuRIR package (CUDA); install it or use 'torch'"
+
+
 def _gpurir_check(room: ShoeBox, sources, mics, t60: float, *, t_max=None, device="cuda", convention=None,
                   t_diff=None):
     """What :func:`gpurir_backend` refuses before gpuRIR runs (gpuRIR itself asserts ``Tdiff <= Tmax``):
-    :func:`_reference_check` and ``t_diff``; returns the convention, ``t60``, ``t_max``, the checked sources and
-    microphones."""
+    :func:`_reference_check`, ``t_diff`` and a missing gpuRIR package (looked up, not imported: a store refuses it
+    before its first source); returns the convention, ``t60``, ``t_max``, the checked sources and microphones."""
+    from importlib.util import find_spec
+
     from xai_loc.acoustics.ism import check_t_diff
 
     def follows(conv) -> bool:
@@ -208,6 +214,8 @@ def _gpurir_check(room: ShoeBox, sources, mics, t60: float, *, t_max=None, devic
                                                      sources, mics, t60, t_max, convention=convention)
     if t_diff is not None:
         check_t_diff(t_diff, t_max)
+    if find_spec("gpuRIR") is None:
+        raise InputError(_GPURIR_MISSING)
     return conv, t60, t_max, src, mic
 
 
@@ -219,8 +227,8 @@ def gpurir_backend(room: ShoeBox, sources, mics, t60: float, *, t_max=None, devi
                                                t_diff=t_diff)
     try:
         import gpuRIR
-    except ImportError:
-        raise InputError("backend 'gpurir' needs the gpuRIR package (CUDA); install it or use 'torch'") from None
+    except ImportError:  # found by the check, yet not importable (no CUDA)
+        raise InputError(_GPURIR_MISSING) from None
     for names, value in ((("activateLUT", "activate_lut"), True),
                          (("activateMixedPrecision", "activate_mixed_precision"), False)):
         setting = next((getattr(gpuRIR, n) for n in names if hasattr(gpuRIR, n)), None)

@@ -16,10 +16,14 @@ every choice is named here and recorded with the data.
       ``beta[0] = -beta_x1; ...``), so an image after ``n`` reflections has amplitude
       ``(-beta)**n / (4 pi d)``;
     - it arrives at ``d / c`` with no global offset, drawn as ``sinc(t - tau)`` under a Hann
-      window ``0.5 (1 + cos(2 pi (t - tau) / Tw))`` for ``|t - tau| < Tw / 2``, ``Tw = 8 ms``
-      (``0.008 fs`` samples, not rounded: 128 at 16 kHz, 176.4 at 22.05 kHz). gpuRIR's look-up
-      table samples this kernel every 1/16 sample and interpolates linearly (up to ~0.2 % of an arrival); we
-      evaluate the kernel itself (within 1e-6 of an arrival);
+      window ``0.5 (1 + cos(2 pi (t - tau) / Tw))`` for ``|t - tau| < Tw / 2``, ``Tw = 8 ms``.
+      gpuRIR rounds ``Tw`` to whole samples (``cuda_rirGenerator``: ``Tw = (int) round(8e-3f * Fs)``, in the
+      look-up-table and the plain kernel; 176 at 22.05 kHz); we keep ``0.008 fs`` unrounded (176.4), as its
+      mixed-precision kernel and its versions before the look-up table do. The two kernels differ by at most
+      1.3e-5 of an arrival at 22.05 kHz (2.6e-5 at 11.025 kHz, 1.6e-6 at 44.1 kHz), not at all where
+      ``0.008 fs`` is whole (128 at 16 kHz, the paper's rate). gpuRIR's look-up table samples its kernel every
+      1/16 sample and interpolates linearly (up to ~0.2 % of an arrival, far more than that gap); we evaluate the
+      kernel itself (within 1e-6 of an arrival);
     - the images are gpuRIR's grid: ``ceil(2 Tmax c / L)`` per axis (``t2n``), mirror index
       ``k = n - N // 2`` giving cell ``ceil(k / 2)`` and parity ``|k mod 2|``;
     - ``nSamples = ceil(Tmax fs)`` rounded up to even;
@@ -70,7 +74,7 @@ class Convention:
         (gpuRIR); ``+1``: ``beta**n / (4 pi d)`` (pyroomacoustics).
     window_s
         Total width in seconds of the Hann window under each arrival's sinc, ``window_s * fs``
-        samples (not rounded, as in gpuRIR). Give this or ``window_taps``.
+        samples, not rounded (gpuRIR rounds it; see the module docstring). Give this or ``window_taps``.
     window_taps
         The same width as a fixed number of samples, whatever ``fs``.
     sub_sample
@@ -125,7 +129,7 @@ class Convention:
 
     def taps(self, fs: int) -> float:
         """Width of the arrival filter's Hann window in samples: ``window_taps``, or ``window_s * fs`` not rounded
-        (gpuRIR: ``Tw = 8e-3 * Fs``, 176.4 at 22.05 kHz)."""
+        (176.4 at 22.05 kHz, where gpuRIR rounds ``Tw = 8e-3 * Fs`` to 176: see the module docstring)."""
         taps = self.window_taps if self.window_taps is not None else self.window_s * fs
         if taps < 2:
             raise InputError(f"convention {self.name!r} gives a {taps:g}-tap arrival filter at fs={fs}; need >= 2")

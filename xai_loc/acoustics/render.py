@@ -24,6 +24,7 @@ and keeps stores byte for byte as earlier versions wrote them.
 """
 from __future__ import annotations
 
+import contextlib
 import reprlib
 
 import numpy as np
@@ -35,11 +36,14 @@ from xai_loc.errors import InputError
 
 
 def _float64(value, what: str) -> np.ndarray:
-    """``value`` as a float64 array, or one line naming it."""
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} {reprlib.repr(value)} is not an array of numbers") from None
+    """``value`` as a float64 array, or one line naming it and its dtype."""
+    dtype = ""
+    with contextlib.suppress(TypeError, ValueError):
+        array = np.asarray(value)
+        dtype = f" of dtype {array.dtype}"
+        if array.dtype.kind not in "bc":  # a cast would drop the imaginary parts, or take booleans for samples
+            return array.astype(np.float64, copy=False)
+    raise InputError(f"{what} {reprlib.repr(value)}{dtype} is not an array of real numbers")
 
 
 def _speech(speech: np.ndarray) -> np.ndarray:
@@ -86,7 +90,8 @@ def add_white_noise(signals: np.ndarray, snr: float, rng: np.random.Generator, r
     """
     snr = check_snr(snr)
     _check_rng(rng)
-    if np.ndim(signals) != 2:
+    signals = _float64(signals, "signals")
+    if signals.ndim != 2:
         raise InputError(f"signals of shape {np.shape(signals)} are not allowed; give (mics, samples)")
     n_mics = len(signals)
     if not is_integer(ref_mic) or not 0 <= ref_mic < n_mics:
@@ -192,6 +197,8 @@ def _checked_batch(speeches, rirs, rngs, what: str = "rirs") -> None:
         raise InputError(f"{len(rngs)} noise generators for {len(speeches)} utterances; give one per utterance")
     for rng in rngs:
         _check_rng(rng)
+    if rirs.is_complex() or rirs.dtype == torch.bool:  # a cast would drop imaginary parts, or take booleans
+        raise InputError(f"{what} of dtype {rirs.dtype} are not real numbers; give a tensor of real responses")
     if not bool(torch.isfinite(rirs).all()):
         raise InputError(f"{what} hold NaN or infinite values; give finite responses")
 
@@ -316,8 +323,7 @@ def render_components(convention, speech: np.ndarray, rirs: np.ndarray, direct_r
     from xai_loc.acoustics.conventions import get_convention
 
     conv, window = get_convention(convention), _window(window)
-    rirs = np.asarray(rirs, dtype=np.float64)
-    direct_rirs = np.asarray(direct_rirs, dtype=np.float64)
+    rirs, direct_rirs = _float64(rirs, "rirs"), _float64(direct_rirs, "direct_rirs")
     end = _early_end(rirs.shape, direct_rirs.shape, direct_delays, early_end, fs, late_start)
     speech, clean, noise = _rendered(conv, speech, rirs, snr, rng)
     full = conv.convolution == "full"

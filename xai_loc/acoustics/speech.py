@@ -11,13 +11,14 @@ Comanducci et al., EUSIPCO 2024). Corpora are registered by name in :data:`CORPO
     x = corpus.load(0)                          # or corpus.load("esp000")
 
 Files are read lazily: a folder is checked (exists, holds audio) when the corpus is built,
-each file (readable, finite, not silent, a rate that can be resampled) when it is loaded.
+each file (readable and whole, finite, not silent, a rate that can be resampled) when it is loaded.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import struct
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
@@ -35,6 +36,10 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 MAX_RESAMPLE_FACTOR = 1000
 #: Folder of the shipped corpus (audio files plus ``index.json``).
 SHIPPED_DIR = Path(__file__).resolve().parent / "corpus"
+#: Largest Ogg page: a 27-byte header, 255 lacing values and 255 segments of 255 bytes (RFC 3533).
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255
+#: Every byte with its bits in reverse order (Ogg's CRC through zlib's reflected one).
+_BITS_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 
 
 class RawAudio(NamedTuple):
@@ -116,26 +121,65 @@ def _wav_frames(path: Path) -> tuple[int, int] | None:
     return None
 
 
+def _ogg_crc(page: bytes) -> int:
+    """Ogg's page checksum (CRC-32, polynomial 0x04C11DB7, not reflected, initial value 0; RFC 3533) of ``page``
+    with its checksum field zeroed, through zlib's reflected CRC-32 of the bit-reversed bytes."""
+    crc = zlib.crc32(page.translate(_BITS_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{crc:032b}"[::-1], 2)
+
+
+def _ogg_ends(path: Path) -> bool:
+    """Whether the last intact page (complete, its checksum right) among the last :data:`_OGG_MAX_PAGE` bytes of an
+    Ogg file ends the stream (header flag 0x04), as the last page of a whole stream does. libvorbis decodes a cut
+    file, or one whose last pages are damaged, as a shorter one without a word. Reads the tail of the file only."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - _OGG_MAX_PAGE))
+        tail = f.read()
+    start = len(tail)
+    while (start := tail.rfind(b"OggS", 0, start)) >= 0:
+        if start + 27 > len(tail):  # a header cut short
+            continue
+        n_lacing = tail[start + 26]  # lacing values: the sizes of the page's segments
+        lacing = tail[start + 27 : start + 27 + n_lacing]
+        page = bytearray(tail[start : start + 27 + n_lacing + sum(lacing)])
+        if len(lacing) == n_lacing and len(page) == 27 + n_lacing + sum(lacing):
+            crc, page[22:26] = struct.unpack("<I", page[22:26])[0], bytes(4)
+            if _ogg_crc(bytes(page)) == crc:
+                return bool(page[5] & 0x04)
+    return False
+
+
 def read_sound(path: str | Path) -> tuple[np.ndarray, int]:
     """Samples ``(n, channels)`` (float64) and rate in Hz of a sound file (anything soundfile reads).
 
     Raises
     ------
     InputError
-        If the file cannot be read, or is a WAV file whose header declares more sample frames than it holds (a
-        cut copy or download, which libsndfile would read as a shorter file without a word).
+        If the file cannot be read, or is cut or damaged where libsndfile would read it as a shorter file without a
+        word: a WAV file whose header declares more sample frames than it holds, an Ogg file whose last intact page
+        does not end its stream (:func:`_ogg_ends`) or that decodes to fewer frames than it declares (a page
+        dropped for a wrong checksum).
     """
     import soundfile as sf
 
     path = Path(path)
     try:
         frames = _wav_frames(path)
-        data, fs = sf.read(str(path), dtype="float64", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            data = f.read(dtype="float64", always_2d=True)
+            fs, declared, ogg = f.samplerate, f.frames, f.format == "OGG"
+        ends = _ogg_ends(path) if ogg else True
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
         raise InputError(f"cannot read sound file {path}: {_one_line(err)}; give a valid wav, flac or ogg file"
                          ) from None
     if frames is not None and frames[1] < frames[0]:
         raise InputError(f"{path} is truncated: its header declares {frames[0]} frames, the file holds {frames[1]}")
+    if not ends:
+        raise InputError(f"{path} is truncated or damaged: its last intact Ogg page does not end the stream")
+    if ogg and len(data) != declared:
+        raise InputError(f"{path} is truncated or damaged: it declares {declared} frames, {len(data)} decode (a page "
+                         "with a wrong checksum was dropped)")
     return data, fs
 
 

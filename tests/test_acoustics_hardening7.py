@@ -42,7 +42,7 @@ def _flipped(data: bytes, at: int) -> bytes:
 
 
 @pytest.mark.parametrize("damage", [
-    lambda b: b[: len(b) // 2],  # was: read as 14976 of 48000 frames
+    lambda b: b[: len(b) // 2],  # review: it read as 14976 of 48000 frames
     lambda b: b[:-10],  # the end-of-stream page cut: 46720 frames
     lambda b: _flipped(b, len(b) - 10),  # the end-of-stream page fails its checksum: 46720 frames
 ], ids=["half", "end-page-cut", "end-page-checksum"])
@@ -83,7 +83,7 @@ def test_simulate_refuses_a_cut_ogg_in_the_speech_folder(tmp_path):
     shutil.copy(SHIPPED_DIR / "esp000.ogg", speech / "a.ogg")
     (speech / "a.ogg").write_bytes((SHIPPED_DIR / "esp000.ogg").read_bytes()[:-100])
     result = run_cli(["simulate", "--t60", "0.15", "--snr", "25", "--sources", "1", "--speech", str(speech),
-                      "--data", str(data)])  # was: exit 0, a store of the shorter utterance
+                      "--data", str(data)])  # review: it gave exit 0, a store of the shorter utterance
     refused(result, f"{speech / 'a.ogg'} {ENDS}")
     assert not data.exists() or list(data.iterdir()) == []
 
@@ -106,7 +106,7 @@ def test_simulate_refuses_gpurir_without_its_package_before_any_store_file(tmp_p
     monkeypatch.setattr("xai_loc.data.store._plan", never("planning the split (reading utterances)"))
     data = tmp_path / "data"
     result = run_cli(["simulate", "--backend", "gpurir", "--t60", "0.15", "--snr", "25", "--sources", "1",
-                      "--data", str(data)])  # was: a progress bar, .lock and .partial files, then the refusal
+                      "--data", str(data)])  # review: a progress bar, .lock and .partial files, then the refusal
     refused(result, MISSING)
     assert not data.exists() or list(data.iterdir()) == []
 
@@ -120,7 +120,7 @@ RIRS = np.random.default_rng(1).standard_normal((2, 100))
 
 
 def test_complex_responses_are_refused_not_rendered_as_zeros():
-    # was: all-zero windows (the imaginary responses cast to 0 with a ComplexWarning)
+    # review: it gave all-zero windows (the imaginary responses cast to 0 with a ComplexWarning)
     says = one_line(render_windows, "gpurir", SPEECH, RIRS * 1j, 10.0, np.random.default_rng(0), 64)
     assert says.startswith("rirs array(") and says.endswith(" of dtype complex128 is not an array of real numbers")
     says = one_line(render_components, "gpurir", SPEECH, RIRS * 1j, RIRS, np.zeros(2), 10.0,
@@ -132,7 +132,7 @@ def test_complex_responses_are_refused_not_rendered_as_zeros():
 
 
 def test_complex_or_boolean_speech_is_refused_naming_its_dtype():
-    # was: "speech is silent (all zeros)" for imaginary speech, booleans taken for samples 0 and 1
+    # review: it gave "speech is silent (all zeros)" for imaginary speech, booleans taken for samples 0 and 1
     rng = np.random.default_rng(0)
     assert one_line(render_windows, "gpurir", [1j, 2j], RIRS, 10.0, rng, 64) == \
         "speech [1j, 2j] of dtype complex128 is not an array of real numbers"
@@ -164,5 +164,15 @@ def test_the_unrounded_window_is_within_its_documented_gap_of_gpurirs(fs, theirs
     measured = float(np.abs(hann_sinc(x, ours) - hann_sinc(x, theirs)).max())  # of an arrival's amplitude 1
     assert measured < 1e-4 and round(measured, 6) == gap and (measured == 0.0) == (gap == 0.0)
     docs = " ".join(conventions.__doc__.split())
-    assert claim in docs and "1.3e-5 of an arrival at 22.05 kHz" in docs  # was: "not rounded: ... 176.4"
+    assert claim in docs and "1.3e-5 of an arrival at 22.05 kHz" in docs  # review: it gave "not rounded: ... 176.4"
     assert "not rounded, as in gpuRIR" not in conventions.Convention.__doc__
+
+
+def test_simulate_refuses_gpurir_without_its_package_before_a_cluster_starts(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gpuRIR", None)
+    monkeypatch.setattr("xai_loc.cluster.cluster", never("starting a dask cluster"))
+    data = tmp_path / "data"
+    result = run_cli(["simulate", "--backend", "gpurir", "--t60", "0.15", "--snr", "25", "--sources", "1",
+                      "--workers", "2", "--data", str(data)])  # review: a local cluster started first (24 s)
+    refused(result, MISSING)
+    assert not data.exists() or list(data.iterdir()) == []

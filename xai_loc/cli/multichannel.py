@@ -110,7 +110,7 @@ def simulate(ctx, t60, snr, split, n_sources, scene, data, backend, mode, t_diff
     from xai_loc.acoustics.speech import SpeechCorpus
     from xai_loc.cluster import cluster
     from xai_loc.data.scene import load_scene
-    from xai_loc.data.store import simulate_dataset
+    from xai_loc.data.store import check_simulation, simulate_dataset
     from xai_loc.runtime import resolve_device
 
     setup(ctx)
@@ -127,6 +127,8 @@ def simulate(ctx, t60, snr, split, n_sources, scene, data, backend, mode, t_diff
     options = {"mode": mode} if backend == "torch" else {}
     if t_diff is not None:  # the store leaves out a t_diff at its default (T60/4 in hybrid mode) and reuses its data
         options["t_diff"] = t_diff
+    check_simulation(scn, split, t60, snr, n_sources=n_sources, corpus=corpus, seed=seed, backend=backend,
+                     device=device, rir_options=options)  # before a cluster starts
     with cluster(scheduler, workers) as client:
         path = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, corpus=corpus, seed=seed,
                                 backend=backend, device=device, rir_options=options, progress=True, client=client)

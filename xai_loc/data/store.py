@@ -515,6 +515,19 @@ def _record_device(out: ResumableStore, device: str) -> None:
     out.group.attrs["rendered_on"] = json.dumps([*before, here])
 
 
+def check_simulation(scene: Scene, split: str, t60: float, snr: float, *, n_sources: int | None = None, corpus=None,
+                     seed: int = 0, backend: str = "torch", device: str = "cpu", rir_options: dict | None = None):
+    """What :func:`simulate_dataset` refuses before any work (same arguments): the device, the condition, the
+    backend and its options (a backend whose package is missing); returns the planned job. A caller that starts a
+    cluster first calls it before."""
+    from xai_loc.runtime import resolve_device
+
+    resolve_device(device)
+    job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options)
+    job.check_responses(device)
+    return job
+
+
 def simulate_dataset(
     scene: Scene,
     split: str,
@@ -565,11 +578,9 @@ def simulate_dataset(
         returned as it is; one with a different configuration is an error.
     """
     from xai_loc.cluster import map_blocks
-    from xai_loc.runtime import resolve_device
 
-    resolve_device(device)
-    job = _job(scene, split, t60, snr, n_sources, corpus, seed, backend, rir_options)
-    job.check_responses(device)
+    job = check_simulation(scene, split, t60, snr, n_sources=n_sources, corpus=corpus, seed=seed, backend=backend,
+                           device=device, rir_options=rir_options)
     final = dataset_path(root or default_root(), scene, job.t60, job.snr, split, job.n_sources)
     with ResumableStore(final, DATASET, job.config, identity=_identity, chunk=CHUNK_WINDOWS) as out:
         if out.finished(partial(_mismatch, asked=job.config)):

@@ -467,7 +467,8 @@ class Evaluation:
 
     @property
     def baseline_position(self) -> np.ndarray:
-        """The centroid of the split's source positions, each source counted once."""
+        """The centroid of the scored sources' positions (the split's, or the ``--sources`` subset's), each source
+        counted once."""
         return self.sources[1].mean(axis=0)
 
     @property
@@ -496,7 +497,7 @@ class Evaluation:
         model, base = self.metrics, self.baseline_metrics
         return {
             "n_windows": int(self.source_id.size), "n_sources": int(self.sources[0].size), "metrics": model,
-            "baseline": {"kind": "centroid of the split's source positions",
+            "baseline": {"kind": "centroid of the scored sources' positions (fitted on their own labels)",
                          "position": self.baseline_position.tolist(), "metrics": base},
             "skill": skill(model, base),
         }

@@ -8,12 +8,14 @@ steps, elevation 0, KEMAR free field, 0.5 s at 16 kHz, diffuse background at 20-
 (:mod:`xai_loc.models.bast`; default NSP, SUB, MIX loss, width 64, depth 2, 4 heads) with Adam
 (lr 1e-3, cosine decay) on one CPU thread, scores it on the held-out sounds and writes the
 checkpoint (float16 when that moves no test metric noticeably) with the metrics in its card.
+The scenes are stored as the CLI stores them (``<data-root>/bast/bast-<n-sounds>``, ``-s<seed>`` added for
+a seed other than 0: :meth:`~xai_loc.data.bast_scenes.BastSceneSpec.named`), so each reuses the other's.
 
 Usage::
 
     python scripts/train_bast.py [--integration SUB] [--share-weights] [--loss MIX] [--epochs 18]
         [--max-minutes 15] [--threads 1] [--n-sounds 120] [--dim 64] [--depth 2] [--heads 4]
-        [--data-root DIR] [--out pretrained/bast_default.safetensors]
+        [--seed 0] [--data-root DIR] [--out pretrained/bast_default.safetensors]
 
 Same arguments and thread count, same numbers (CPU), as long as the wall-clock safety net
 (``--max-minutes``) does not cut the epochs. The shipped file: 18 epochs in 12.7 CPU minutes
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         configure_cpu(args.threads)
-        spec = BastSceneSpec(name=f"bast-{args.n_sounds}", n_sounds=args.n_sounds, seed=args.seed)
+        spec = BastSceneSpec(n_sounds=args.n_sounds, seed=args.seed).named()  # the CLI's store
         path, card = fit_bast(spec, args.out, root=args.data_root or default_root(), integration=args.integration,
                               share_weights=args.share_weights, loss=args.loss, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, dim=args.dim, depth=args.depth,

@@ -234,7 +234,7 @@ def test_training_refuses_shared_utterances_and_writes_a_card(tmp_path):
     train = _fake_store(np.array(spec.utterances("train")), 96, 0)
     config = ClassifierConfig(epochs=1, batch_size=32)
     small = {"channels": 8, "hidden": 16}
-    with pytest.raises(InputError, match="both"):
+    with pytest.raises(InputError, match="^the test store shares 8 utterance value"):
         cuenet.train_cuenet(train, tmp_path / "x.safetensors", test_store=_fake_store(train["utterance"].values, 8, 1),
                             config=config, model_config=small)
     test = _fake_store(np.array(spec.utterances("test")), 72, 2)

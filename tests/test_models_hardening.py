@@ -42,7 +42,8 @@ def scenes(n: int, split: str | None = None, seed: int = 1) -> xr.Dataset:
     rng = np.random.default_rng(seed)
     return xr.Dataset({"waveforms": (("example", "ear", "time"), rng.standard_normal((n, 2, 16000), np.float32)),
                        "azimuth": ("example", np.resize([-90.0, 0.0, 90.0], n)), "elevation": ("example", np.zeros(n)),
-                       "snr": ("example", np.zeros(n)), "utterance": ("example", np.arange(n))},
+                       "snr": ("example", np.zeros(n)),
+                       "utterance": ("example", np.arange(n) + 1000 * (split == "test"))},  # test: held-out utterances
                       attrs={"fs": 16000, "spec": json.dumps({"train_snr": [0.0, 10.0]}), "spec_digest": "x",
                              **({"split": split} if split else {})})
 

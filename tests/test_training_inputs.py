@@ -40,13 +40,13 @@ def _binaural(n: int, n_samples: int, azimuth=None) -> xr.Dataset:
                       coords={"example": np.arange(n)}, attrs={"fs": 48000})
 
 
-def _scenes(n: int, n_samples: int = 16000, azimuth=None) -> xr.Dataset:
-    """An in-memory TF-CNN scene store (noise) of ``n`` examples at 16 kHz."""
+def _scenes(n: int, n_samples: int = 16000, azimuth=None, first_utterance: int = 0) -> xr.Dataset:
+    """An in-memory TF-CNN scene store (noise) of ``n`` examples at 16 kHz, utterances from ``first_utterance``."""
     rng = np.random.default_rng(1)
     az = np.resize([-90.0, 0.0, 90.0], n) if azimuth is None else np.asarray(azimuth, dtype=np.float64)
     return xr.Dataset({"waveforms": (("example", "ear", "time"), rng.standard_normal((n, 2, n_samples), np.float32)),
                        "azimuth": ("example", az), "elevation": ("example", np.zeros(n)),
-                       "snr": ("example", np.zeros(n)), "utterance": ("example", np.arange(n))},
+                       "snr": ("example", np.zeros(n)), "utterance": ("example", first_utterance + np.arange(n))},
                       attrs={"fs": 16000, "spec": json.dumps({"train_snr": [0.0, 10.0]}), "spec_digest": "x"})
 
 
@@ -132,8 +132,9 @@ def test_trainers_refuse_nan_azimuths_before_training(tmp_path):
         train_cuenet(_cue_store(8, [NAN] + [0.0] * 7), tmp_path / "c.safetensors", progress=False,
                      model_config={"channels": 4, "hidden": 8}, config=ClassifierConfig(epochs=1))
     with pytest.raises(InputError, match="^the scenes' azimuth values of 1 example"):
-        train_tfcnn(_scenes(3), tmp_path / "t.safetensors", test_scenes=_scenes(3, azimuth=[0.0, NAN, 0.0]),
-                    progress=False, model_config=TINY_TFCNN, config=TFCNNTrainConfig(epochs=1, batch_size=3))
+        train_tfcnn(_scenes(3), tmp_path / "t.safetensors",
+                    test_scenes=_scenes(3, azimuth=[0.0, NAN, 0.0], first_utterance=3), progress=False,
+                    model_config=TINY_TFCNN, config=TFCNNTrainConfig(epochs=1, batch_size=3))
     assert not list(tmp_path.iterdir())
 
 
@@ -229,8 +230,8 @@ def test_tfcnn_config_refuses_what_the_classifier_config_refuses(bad, allowed):
 
 def test_a_test_store_that_does_not_fit_is_refused_before_training(tmp_path):
     with pytest.raises(InputError, match="^the scenes hold 8000 samples"):
-        train_tfcnn(_scenes(3), tmp_path / "t.safetensors", test_scenes=_scenes(3, n_samples=8000), progress=False,
-                    model_config=TINY_TFCNN, config=TFCNNTrainConfig(epochs=1, batch_size=3))
+        train_tfcnn(_scenes(3), tmp_path / "t.safetensors", test_scenes=_scenes(3, n_samples=8000, first_utterance=3),
+                    progress=False, model_config=TINY_TFCNN, config=TFCNNTrainConfig(epochs=1, batch_size=3))
     with pytest.raises(InputError, match="^the model takes 4800 samples per ear but the store holds 2400"):
         train_classifier(_binaural(4, 4800), tmp_path / "k.safetensors", test_store=_binaural(2, 2400),
                          model_config=TINY_COCHCNN, config=ClassifierConfig(epochs=1, batch_size=2), progress=False)

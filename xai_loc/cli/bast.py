@@ -47,8 +47,7 @@ def _bast_spec(base=None, *, n_sounds=None, seed=None):
 
     from xai_loc.data.bast_scenes import BastSceneSpec
 
-    spec = replace(base or BastSceneSpec(), **given_only(n_sounds=n_sounds, seed=seed))
-    return replace(spec, name=f"bast-{spec.n_sounds}" if spec.seed == 0 else f"bast-{spec.n_sounds}-s{spec.seed}")
+    return replace(base or BastSceneSpec(), **given_only(n_sounds=n_sounds, seed=seed)).named()
 
 
 #: BAST's scene options: the sounds and the seed pick the held-out sounds.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path
 
@@ -105,6 +105,11 @@ class BastSceneSpec(SpecRecord):
                 raise InputError(f"snr={self.snr!r} is not allowed; use (low, high) dB with low <= high, or None")
         self._convert("level_db", partial(numbers, length=2), "use (low, high) dB with low <= high")
         self.binaural_spec()  # validates name, kinds, n_sounds, test_fraction, level_db, seed and interp
+
+    def named(self) -> BastSceneSpec:
+        """This spec under the name of its stores in the CLI and ``scripts/train_bast.py``: ``bast-<n_sounds>``,
+        with ``-s<seed>`` for a seed other than 0 (so each finds the other's stores)."""
+        return replace(self, name=f"bast-{self.n_sounds}" + (f"-s{self.seed}" if self.seed else ""))
 
     def binaural_spec(self):
         """The :class:`~xai_loc.data.binaural_store.BinauralSpec` that numbers and splits the sounds."""

@@ -142,7 +142,7 @@ def run_bast_table(out_dir: str | Path, *, spec=None, root: str | Path | None = 
     from xai_loc.models.trainer import seeded
 
     out_dir = check_out_dir(out_dir, "output folder")  # before hours of rendering and training
-    spec = spec or BastSceneSpec(name="bast-120", n_sounds=120)
+    spec = spec or BastSceneSpec(n_sounds=120).named()
     options = dict(TABLE_MODEL if model_options is None else model_options)
     _, train_set, test_set, train_x, test_x = prepare_bast(spec, options, loss=loss, epochs=epochs,
                                                            batch_size=batch_size, lr=lr, seed=seed, root=root,

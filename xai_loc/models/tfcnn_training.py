@@ -147,7 +147,8 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     ----------
     train_scenes, test_scenes
         Scene stores (:func:`xai_loc.data.ipd_ild_scenes.render_scenes`) or opened datasets: the
-        ``'train'`` and the ``'test'`` split where they record one (others are refused).
+        ``'train'`` and the ``'test'`` split where they record one (others are refused); a test set that
+        shares an utterance with the training set is refused before training.
     out
         The ``.safetensors`` checkpoint; the state lives in ``<out>.state.pt``.
     model_config
@@ -182,7 +183,8 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
     config = TFCNNTrainConfig() if config is None else config
     out = check_output(out)
     check_storage(dtype)
-    train_ds, test_ds = open_splits(open_scenes, train_scenes, test_scenes, ("train",), ("test",), "scene store")
+    train_ds, test_ds = open_splits(open_scenes, train_scenes, test_scenes, ("train",), ("test",), "scene store",
+                                    held_out=("utterance",))
     with seeded(config.seed):
         model = build_configured("tfcnn", model_config or {})
     _check_input(model, train_ds)
@@ -220,8 +222,8 @@ def train_tfcnn(train_scenes, out: str | Path, *, test_scenes=None, model_config
             return entry
 
         dataset["test"] = {"spec_digest": test_ds.attrs.get("spec_digest"), "n_examples": int(test_ds.sizes["example"]),
-                           "utterances_disjoint": not set(np.unique(test_ds["utterance"].values))
-                           & set(np.unique(train_ds["utterance"].values))}
+                           # open_splits refused a test set sharing one: disjoint where both record utterances
+                           "utterances_disjoint": all("utterance" in ds.variables for ds in (train_ds, test_ds))}
     return save_trained(model, out, condition={"rooms": ["anechoic"], "snr": list(spec["train_snr"])},
                         training={**trainer.record(), "config": asdict(config), "recipe": RECIPE},
                         dataset=dataset, score=score, tolerance=FP16_TOLERANCE, dtype=dtype)

@@ -42,7 +42,13 @@ from torch import nn
 from xai_loc.checks import check_integer, check_number, plain
 from xai_loc.data.integrity import value_flags
 from xai_loc.errors import InputError
-from xai_loc.explain.composites import check_coverage, check_operations, composite_defaults, make_composite
+from xai_loc.explain.composites import (
+    check_coverage,
+    check_operations,
+    composite_defaults,
+    lrp_start,
+    make_composite,
+)
 from xai_loc.explain.levels import INPUT, Levels
 from xai_loc.explain.methods import get_method
 from xai_loc.explain.targets import REFERENCES, TARGETS, TRUTHS, Objective, bind, check_truth, get_target
@@ -66,20 +72,6 @@ FINITE_STEP = 32
 HOST_DTYPES = {torch.bfloat16: torch.float32}
 #: The dtype to explain a model of a half-precision dtype in where its results overflow (float16 ends at 65504).
 WIDER_DTYPES = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
-#: Architectures whose front end no LRP rule covers (the cue network's ITD is an arg-max lag, see
-#: :mod:`~xai_loc.explain.cuenet`): LRP explains them from the front end's output up, never at the waveform.
-LRP_FROM_FRONT_END = ("cuenet",)
-
-
-def lrp_start(model: nn.Module) -> str:
-    """``'front_end'`` for a model whose LRP starts at its front end's output (:data:`LRP_FROM_FRONT_END`,
-    with a front end), else ``''`` (the waveform)."""
-    name = getattr(model, "arch_name", "") or type(model).__name__
-    front = getattr(model, "front_end", None)
-    return "front_end" if name in LRP_FROM_FRONT_END and isinstance(front, nn.Module) \
-        and not isinstance(front, nn.Identity) else ""
-
-
 def bind_target(model: nn.Module, target: str, options: dict[str, Any] | None = None) -> Objective:
     """Target ``target`` bound to ``model``'s output kind (factorized class logits: the azimuth block)."""
     grid = getattr(model, "direction_grid", None)

@@ -38,7 +38,7 @@ def explain_cochcnn(model, waveforms, *, target: str | int = "prediction", label
         class target (``'class_probability'``, ``'class_contrast'`` ...).
     composite, method
         A registered composite (``'cochcnn'``) and method (``'lrp'``); ``options`` go to them
-        (``conv_rule``, ``gamma``, ``epsilon``, ``maxpool`` ...).
+        (``conv_rule``, ``gamma``, ``epsilon``, ``front_epsilon``, ``maxpool`` ...).
     example
         Coordinate values of the example axis (default ``0 .. n-1``).
 
@@ -48,9 +48,11 @@ def explain_cochcnn(model, waveforms, *, target: str | int = "prediction", label
         ``'waveform'``: DataArray ``(example, ear, time)``; ``'cochleagram'``: DataArray
         ``(example, ear, frequency, time)`` with ``frequency`` the band centres in Hz and
         ``time`` the frame times; per-example coords ``logit`` (the seeded logit),
-        ``target_class``, ``relevance_sum``. The sums agree between the two levels: the
-        front end conserves relevance (bias-free linear maps under LRP-0, elementwise
-        steps under Pass).
+        ``target_class``, ``relevance_sum``. With the composite ``'cochcnn'`` the sums agree
+        between the two levels up to rounding, at any input level: the front end conserves
+        relevance (bias-free linear maps under LRP-0, its default ``front_epsilon=0``;
+        elementwise steps under Pass). A ``front_epsilon > 0`` absorbs some where the
+        envelopes are small against it.
     """
     import xarray as xr
 

@@ -40,7 +40,7 @@ The paper's composites (Comanducci, Antonacci & Sarti, EUSIPCO 2024) are ``'pape
 the gate fixed) and ``'paper-samplecnn-reversed-gate'`` (the released code's gate).
 ``'cochcnn'`` is for the cochleagram CNN (:mod:`xai_loc.models.cochleagram_cnn`): its
 BatchNorms follow ReLUs and are folded into the next layer, and relevance continues
-through the cochleagram front end to the waveform.
+through the cochleagram front end to the waveform, conserved (LRP-0 on its filters).
 """
 from __future__ import annotations
 
@@ -83,10 +83,10 @@ from xai_loc.models.layers import Gate
 from xai_loc.models.registry import MODELS
 
 __all__ = ["COCHCNN_CONV_RULES", "COMPOSITES", "DATA_MOVEMENT", "FIRST_RULES", "GRADIENT_EXACT", "GRADIENT_OK",
-           "MAXPOOL_RULES", "NAMED_RULES", "RULE_OPTIONS", "UNSEEN_OK", "ModuleRule", "OperationRecorder",
-           "check_coverage", "check_finite", "check_operations", "check_rule", "composite_covers",
-           "composite_defaults", "make_composite", "module_rules", "register_composite", "rule_label", "unused_option",
-           "written_for"]
+           "LRP_FROM_FRONT_END", "MAXPOOL_RULES", "NAMED_RULES", "RULE_OPTIONS", "UNSEEN_OK", "ModuleRule",
+           "OperationRecorder", "check_coverage", "check_finite", "check_operations", "check_rule", "composite_covers",
+           "composite_defaults", "composites_for", "lrp_start", "make_composite", "module_rules", "register_composite",
+           "rule_label", "unused_option", "written_for"]
 
 CompositeFactory = Callable[..., Composite]
 
@@ -140,6 +140,37 @@ def written_for(arch: str) -> list[str]:
     return [name for name, archs in COMPOSITE_ARCHITECTURES.items() if arch in archs]
 
 
+#: Architectures whose front end no LRP rule covers (the cue network's ITD is an arg-max lag, see
+#: :mod:`~xai_loc.explain.cuenet`): LRP explains them from the front end's output up, never at the waveform.
+LRP_FROM_FRONT_END = ("cuenet",)
+
+
+def lrp_start(model: nn.Module) -> str:
+    """``'front_end'`` for a model whose LRP starts at its front end's output (:data:`LRP_FROM_FRONT_END`,
+    with a front end), else ``''`` (the waveform)."""
+    name = getattr(model, "arch_name", "") or type(model).__name__
+    front = getattr(model, "front_end", None)
+    return "front_end" if name in LRP_FROM_FRONT_END and isinstance(front, nn.Module) \
+        and not isinstance(front, nn.Identity) else ""
+
+
+def composites_for(model: nn.Module) -> list[str]:
+    """The registered composites that explain ``model`` at their default options: written for its architecture or
+    for any, and giving a rule to every module its relevance crosses from where its LRP starts (:func:`lrp_start`,
+    :func:`check_coverage`)."""
+    arch, skip = getattr(model, "arch_name", ""), lrp_start(model)
+    usable = []
+    for name, factory in COMPOSITES.items():
+        if arch not in COMPOSITE_ARCHITECTURES.get(name, (arch,)):
+            continue
+        try:
+            check_coverage(name, model, factory(model, **option_defaults(factory)), skip=skip)
+        except InputError:
+            continue
+        usable.append(name)
+    return usable
+
+
 def _factory(name: str) -> CompositeFactory:
     if not isinstance(name, str) or name not in COMPOSITES:
         raise InputError(f"unknown composite {name!r}; allowed: {', '.join(COMPOSITES)}")
@@ -169,9 +200,8 @@ def make_composite(name: str, model: nn.Module, **options: Any) -> tuple[Composi
     factory = _factory(name)
     arch = getattr(model, "arch_name", "")  # registered localizers; a family's own sub-networks pass
     if arch and name in COMPOSITE_ARCHITECTURES and arch not in COMPOSITE_ARCHITECTURES[name]:
-        usable = [n for n in COMPOSITES if arch in COMPOSITE_ARCHITECTURES.get(n, (arch,))]
         raise InputError(f"composite {name!r} is written for {', '.join(COMPOSITE_ARCHITECTURES[name])}, not {arch}; "
-                         f"allowed for {arch}: {', '.join(usable)}")
+                         f"allowed for {arch}: {', '.join(composites_for(model)) or 'none (use another method)'}")
     params = resolve(option_defaults(factory), options, f"composite {name!r}")
     if params.get("maxpool") == "smooth":
         pools = [where or "the model" for where, module in model.named_modules()
@@ -580,25 +610,30 @@ COCHCNN_CONV_RULES = ("gamma", "epsilon", "zplus")
 
 @register_composite("cochcnn", architectures=("cochcnn",))
 def cochcnn(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6, gamma: float = 0.25,
-            stabilizer: float = 1e-6, maxpool: str = "wta", maxpool_power: float = 1.0) -> Composite:
+            stabilizer: float = 1e-6, maxpool: str = "wta", maxpool_power: float = 1.0,
+            front_epsilon: float = 0.0) -> Composite:
     """The cochleagram CNN from logits to the waveform.
 
     CNN: convolutions ``conv_rule`` (Gamma 0.25 by default; the cochleagram is
-    non-negative), dense layers Epsilon, ReLUs Pass, max-pools as ``maxpool``, every
-    BatchNorm folded into the next layer
+    non-negative), dense layers Epsilon (``epsilon``), ReLUs Pass, max-pools as ``maxpool``,
+    every BatchNorm folded into the next layer
     (:class:`~xai_loc.explain.canonizers.FoldBatchNormForward`) and then Pass.
     Front end: the power compression ``x ** 0.3`` is elementwise, so it passes relevance
     unchanged (Pass); the rectifiers too; the sinc low-pass (a ``Conv1d``) and the ERB
-    filterbank are linear and bias-free and get the Epsilon rule (LRP-0 with a stabilizer;
-    ``epsilon=0``: LRP-0, with ``R / z = 0`` where ``z = 0``, e.g. in digital silence), which
-    conserves relevance down to the waveform.
+    filterbank are linear and bias-free and get the Epsilon rule with their own
+    ``front_epsilon``. Its default 0 is LRP-0 (``R / z = 0`` where ``z = 0``, e.g. in digital
+    silence), which conserves relevance exactly (up to rounding) from the cochleagram down to
+    the waveform at any input level, but gives large signed relevance to the samples of a
+    filter output that nearly cancels; an absolute ``front_epsilon > 0`` damps those at the
+    cost of absorbing relevance where the envelopes are small against it (quiet inputs).
     """
     from xai_loc.features.cochleagram import ERBFilterbank, PowerCompression, SincDownsample
 
     _check_common(epsilon, stabilizer, maxpool, maxpool_power)
+    check_number("front_epsilon", front_epsilon)
     check_rule("conv_rule", conv_rule, COCHCNN_CONV_RULES, gamma=gamma)
     conv = NAMED_RULES[conv_rule](epsilon=epsilon, gamma=gamma, stabilizer=stabilizer)
-    front = _stock_epsilon(epsilon)
+    front = _stock_epsilon(front_epsilon)
     layer_map = ([(ERBFilterbank, front), (SincDownsample, front), (PowerCompression, _label(Pass(), "Pass"))]
                  + _localizer_map("signal", maxpool, maxpool_power, stabilizer) + layer_map_base(stabilizer)
                  + [(Convolution, conv), (nn.Linear, _epsilon(epsilon))])

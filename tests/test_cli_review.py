@@ -90,7 +90,7 @@ def test_every_option_name_the_explanation_does_not_take_is_one_line_before_any_
             refused(run_cli([*words, *args, "--option", f"{name}=1"]), f"option {name!r} {says}")
     tfcnn = [str(PRETRAINED / "tfcnn_default.safetensors"), str(x16k), *out]
     refused(run_cli(["binaural", "explain", *tfcnn, "--option", "levels=waveform"]),
-            "allowed: conv_rule, epsilon, gamma")
+            "allowed: conv_rule, epsilon, front_epsilon, gamma")
     assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
 
 

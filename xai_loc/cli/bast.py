@@ -112,7 +112,8 @@ def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
 @click.option("--checkpoint", type=InputFile(), default=None,
               help="A BAST checkpoint [default: the shipped pretrained/bast_default.safetensors].")
 @click.option("--target", default="sin", show_default=True,
-              help="Output explained: sin (lateral component), cos, prediction, truth or an azimuth in degrees.")
+              help="Output explained: sin (lateral component), cos, prediction, truth, an azimuth in degrees, or "
+                   "direction, true_direction, azimuth, angular_error.")
 @click.option("--steps", type=Int(1), default=32, show_default=True, help="Integrated Gradients steps.")
 @click.option("--out", type=OutDir(), default="xai-loc-results/bast", show_default=True)
 @click.pass_context

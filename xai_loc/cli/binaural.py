@@ -352,6 +352,16 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
         click.echo(str(path))
 
 
+#: What ``--target`` each output kind takes: :func:`~xai_loc.explain.binaural.target_help` written out, so that
+#: ``--help`` does not import torch (tests/test_review7.py keeps the two equal).
+TARGET_HELP = (
+    "direction_classes (cochcnn, cuenet): prediction, truth, a class index, class_logit, true_class_logit, "
+    "class_contrast, class_probability (not with LRP: use class_log_odds), true_class_probability (not with LRP: use "
+    "true_class_log_odds), class_log_odds, true_class_log_odds; azimuth (tfcnn): prediction, azimuth, toward_truth, "
+    "angular_error; cos_sin (bast): prediction, truth, cos, sin, an azimuth in degrees, direction, true_direction, "
+    "azimuth, angular_error")
+
+
 @binaural.command("explain")
 @click.argument("checkpoint", type=InputFile())
 @click.argument("inputs", type=click.Path(exists=True))
@@ -359,9 +369,8 @@ def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_nois
               help="Attribution method of xai_loc.explain.METHODS (lrp with the family's composite by default; "
                    "bast: attn_lrp by default, also attention_rollout and the gradient and perturbation methods).")
 @click.option("--target", default=None,
-              help="Explained output: prediction (default), a class index, or a target of the model's output kind "
-                   "(class_logit, class_log_odds, class_probability (not with LRP), class_contrast, azimuth, "
-                   "elevation, ...; xai_loc.explain.targets_for); bast also sin, cos or an azimuth in degrees.")
+              help="Explained output [default: prediction: the model's own answer], by the model's output kind "
+                   f"(tfcnn --head multitask: direction_classes): {TARGET_HELP}.")
 @click.option("--composite", type=COMPOSITE, default=None,
               help="LRP composite (method lrp) [default: the family's: cochcnn, tfcnn or cuenet].")
 @click.option("--option", "options", multiple=True,
@@ -379,9 +388,18 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options
     """Explain any binaural localizer (cochcnn, tfcnn, cuenet, bast) on INPUTS: a stereo sound
     file at the model's rate (cut into windows of its input length) or a store with
     waveforms (example, ear, time). Writes one netCDF file of labelled relevance per level
-    (waveform, cochleagram, cues or spectrogram) with provenance attrs. A target that explains
-    against the truth (truth, toward_truth, angular_error ...) takes the true directions of a store."""
-    from xai_loc.explain.binaural import EXPLAINERS, explain_ears, read_ear_examples, write_ear_relevance
+    (waveform, cochleagram, cues or spectrogram) with provenance attrs; an OUT holding another
+    family's levels is refused before anything is explained. A target that explains against the
+    truth (truth, toward_truth, angular_error ...) takes the true directions of a store."""
+    from xai_loc.explain.binaural import (
+        EAR_LEVELS,
+        EXPLAINERS,
+        binaural_target,
+        check_out_folder,
+        explain_ears,
+        read_ear_examples,
+        write_ear_relevance,
+    )
     from xai_loc.explain.targets import TARGETS, targets_for
     from xai_loc.models import load_model, read_card
 
@@ -396,8 +414,9 @@ def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options
     extra = command_options(ctx, method or ("lrp" if own else None), composite or own, targets_for(model.output_kind))
     if target is not None:
         extra["target"] = parse_options((f"target={target}",))["target"]
-    # 'truth', 'toward_truth' ... take the true directions of INPUTS
-    needs_truth = target is not None and extra["target"] in TARGETS and TARGETS[extra["target"]].needs_truth
+    # refused in one line before any work; 'truth', 'toward_truth' ... take the true directions of INPUTS
+    needs_truth = target is not None and TARGETS[binaural_target(model, extra["target"])[0]].needs_truth
+    check_out_folder(out, EAR_LEVELS[arch](model, method))  # another family's explanation there: before explaining
     waveforms, truth = read_ear_examples(inputs, model.fs, model.n_samples, truth=needs_truth)
     waveforms = waveforms[:examples]
     if method is not None:

@@ -68,14 +68,14 @@ from xai_loc.errors import InputError
 from xai_loc.explain._options import option_defaults, resolve
 from xai_loc.explain.composites import composite_covers
 from xai_loc.explain.methods import BackwardMethod, methods_for, register_method
-from xai_loc.explain.targets import bind
+from xai_loc.explain.targets import TARGETS, bind, targets_for
 from xai_loc.features.spectrogram import Decibel, PowerSpectrum, Standardize
 from xai_loc.models.bast import BAST, MatMul, PositionEmbedding
 from xai_loc.models.registry import MODELS
 
-__all__ = ["AttnLRP", "AttnLRPMethod", "BAST_METHODS", "RelevanceLedger", "SOFTMAX_RULES", "attention_rollout",
-           "attn_lrp", "explain_bast", "integrated_gradients", "method_levels", "registry_target", "rollout_matrices",
-           "target_directions"]
+__all__ = ["AttnLRP", "AttnLRPMethod", "BAST_METHODS", "NAMED_TARGETS", "RelevanceLedger", "SOFTMAX_RULES",
+           "SPECTROGRAM_ONLY", "attention_rollout", "attn_lrp", "bast_levels", "explain_bast", "integrated_gradients",
+           "method_levels", "registry_target", "rollout_matrices", "target_directions"]
 
 #: Softmax treatments: AttnLRP's rule, or constant attention (CP-LRP).
 SOFTMAX_RULES = ("attnlrp", "cp")
@@ -314,16 +314,17 @@ class AttnLRPMethod(BackwardMethod):
 
 # -- targets and inputs -------------------------------------------------------------------------------
 
-#: Named targets: the output component explained.
+#: Names of BAST targets beside the registered targets of ``cos_sin`` outputs (:func:`registry_target`).
 NAMED_TARGETS = ("prediction", "truth", "cos", "sin")
 
 
 def registry_target(target: str | float) -> tuple[str, dict[str, Any]]:
-    """The registered target (:mod:`xai_loc.explain.targets`) and options of a BAST target name.
+    """The registered target (:mod:`xai_loc.explain.targets`) and options of a BAST target.
 
     ``'prediction'``: along the predicted direction; ``'truth'``: along the true azimuth;
     ``'cos'`` / ``'sin'``: one component (``'sin'``: towards the left); a number: along that
-    azimuth in degrees.
+    azimuth in degrees; a registered target of ``cos_sin`` outputs (``'direction'``,
+    ``'true_direction'``, ``'azimuth'``, ``'angular_error'`` ...): itself.
     """
     if target == "prediction":
         return "direction", {}
@@ -333,15 +334,24 @@ def registry_target(target: str | float) -> tuple[str, dict[str, Any]]:
         return "direction", {"azimuth": 0.0 if target == "cos" else 90.0}
     if isinstance(target, (int, float)) and not isinstance(target, bool) and np.isfinite(target):
         return "direction", {"azimuth": float(target)}
-    raise InputError(f"target={target!r} is not allowed; use one of {', '.join(NAMED_TARGETS)} or an azimuth "
-                     "in degrees")
+    if isinstance(target, str) and target in targets_for("cos_sin"):
+        return target, {}
+    raise InputError(f"target={target!r} is not allowed; use {', '.join(map(repr, NAMED_TARGETS))}, an azimuth in "
+                     f"degrees or one of {', '.join(targets_for('cos_sin'))}")
+
+
+def _truth_needed(name: str, target, azimuth, n: int | None = None) -> None:
+    """Refuse a target that needs the true azimuths (``'truth'``, ``'angular_error'`` ...) without one per example
+    (``n``: as many as that, where known)."""
+    if TARGETS[name].needs_truth and (azimuth is None or n is not None and len(np.atleast_1d(azimuth)) != n):
+        raise InputError(f"target={target!r} needs one azimuth (degrees) per example")
 
 
 def target_directions(outputs: torch.Tensor, target: str | float, azimuth=None) -> torch.Tensor:
-    """Unit vectors ``u`` ``[n, 2]`` along which the outputs ``[n, 2]`` are explained (see :func:`registry_target`)."""
+    """Unit vectors ``u`` ``[n, 2]`` along which the outputs ``[n, 2]`` are explained (see :func:`registry_target`;
+    for ``'azimuth'`` the predicted direction, for ``'angular_error'`` the true one)."""
     name, options = registry_target(target)
-    if name == "true_direction" and (azimuth is None or len(np.atleast_1d(azimuth)) != outputs.shape[0]):
-        raise InputError("target='truth' needs one azimuth (degrees) per example")
+    _truth_needed(name, target, azimuth, outputs.shape[0])
     truth = None if azimuth is None else torch.as_tensor(np.asarray(azimuth, dtype=np.float64))
     return bind(name, "cos_sin", options).weights(outputs, truth)
 
@@ -377,9 +387,8 @@ def _explain(model, inputs, target, azimuth, levels, batch_size, **settings):
     from xai_loc.explain.attribute import explain_arrays
 
     name, options = registry_target(target)
-    if name == "true_direction" and azimuth is None:
-        raise InputError("target='truth' needs one azimuth (degrees) per example")
-    truth = None if azimuth is None or name != "true_direction" else np.asarray(azimuth, dtype=np.float64)
+    _truth_needed(name, target, azimuth)
+    truth = np.asarray(azimuth, dtype=np.float64) if TARGETS[name].needs_truth else None
     return explain_arrays(model, inputs, truth=truth, batch_size=batch_size, target=name, levels=levels,
                           **options, **settings)
 
@@ -636,6 +645,18 @@ def _rollout_levels(model, inputs, **options: Any) -> dict[str, Any]:
 #: (``'spectrogram'`` ``(example, ear, frequency, time)``; AttnLRP also ``'waveform'`` with a front end).
 BAST_METHODS: dict[str, Callable[..., dict[str, Any]]] = {
     "attn_lrp": attn_lrp, "integrated_gradients": _integrated_gradients_levels, "attention_rollout": _rollout_levels}
+
+#: The methods of :data:`BAST_METHODS` that reach the spectrogram alone (any other method, through a front end, the
+#: waveform too).
+SPECTROGRAM_ONLY = ("integrated_gradients", "attention_rollout")
+
+
+def bast_levels(model, method: str = "attn_lrp") -> tuple[str, ...]:
+    """The levels :func:`explain_bast` returns for ``model`` (a BAST or a checkpoint path) by ``method``."""
+    from xai_loc.explain.attribute import resolve_model
+
+    front_end = resolve_model(model)[0].with_front_end and method not in SPECTROGRAM_ONLY
+    return ("spectrogram", "waveform") if front_end else ("spectrogram",)
 
 
 def explain_bast(model, inputs, method: str = "attn_lrp", **options: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Cochleagram CNN LRP: the front end conserves relevance at any input level; the composites a refusal offers work."""
+"""Cochleagram CNN LRP: its front end conserves relevance at any input level with front_epsilon=0; the composites a
+refusal offers work."""
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +32,15 @@ def _conserved(rel) -> None:
 def test_front_end_conserves_relevance_at_every_input_level_and_through_digital_silence(conv_rule):
     """review: the ERB filterbank and the sinc low-pass took the dense layers' absolute epsilon (1e-6), which ate
     relevance where the envelopes are small: waveform and cochleagram sums differed by 0.2 % at level 1, 17-20 % at
-    1e-2 and by more than the sum at 1e-4. Now the front end is LRP-0 (``front_epsilon=0``): the sums agree to
-    rounding at every level, and digital silence (a silent ear, a silent half) gets zero relevance, not NaN."""
+    1e-2 and by more than the sum at 1e-4, though the docs said it conserved. The front end has its own
+    ``front_epsilon`` now (default 1e-6, the old maps); with 0 (LRP-0) the sums agree to rounding at every level,
+    and digital silence (a silent ear, a silent half) gets zero relevance, not NaN."""
     torch.manual_seed(0)
     model = build_model("cochcnn", layers=TINY["cochcnn"]["layers"], n_samples=4800, dense=16).eval().double()
     x = torch.cat([_at_levels(4800, 1), _at_levels(4800, 2)])
     x[3:, 1] = 0.0  # one ear digitally silent
     x[3:, 0, 2400:] = 0.0  # and the other's second half
-    rel = explain_cochcnn(model, x, conv_rule=conv_rule)
+    rel = explain_cochcnn(model, x, conv_rule=conv_rule, front_epsilon=0.0)
     _conserved(rel)
     wave = rel["waveform"].values
     assert np.isfinite(wave).all() and np.isfinite(rel["cochleagram"].values).all()
@@ -49,14 +51,15 @@ def test_front_end_conserves_relevance_at_every_input_level_and_through_digital_
 
 def test_shipped_cochcnn_conserves_relevance_at_every_input_level():
     """review: the shipped checkpoint lost relevance in its front end, more the quieter the input (pink noise at
-    -40 dB: 8.9 %). Now waveform and cochleagram sums agree to 1e-10 at levels 1, 1e-2 and 1e-4."""
+    -40 dB: 8.9 %). With ``front_epsilon=0`` waveform and cochleagram sums agree to 1e-10 at levels 1, 1e-2 and
+    1e-4."""
     model = load_model(PRETRAINED / "cochcnn_default.safetensors").double()
-    _conserved(explain_cochcnn(model, _at_levels(model.n_samples, 3)))
+    _conserved(explain_cochcnn(model, _at_levels(model.n_samples, 3), front_epsilon=0.0))
 
 
 def test_front_epsilon_is_an_option_of_the_cochcnn_composite_and_is_checked():
     """review: the front end had no stabilizer of its own. ``front_epsilon`` is listed and validated like
-    ``epsilon``; a positive one brings the old absorption back (the sums then differ)."""
+    ``epsilon``; its default 1e-6 keeps the old maps, and their absorption (the sums then differ)."""
     torch.manual_seed(0)
     model = build_model("cochcnn", layers=TINY["cochcnn"]["layers"], n_samples=4800, dense=16).eval().double()
     assert one_line(make_composite, "cochcnn", model, front_epsilon=-1.0) == \
@@ -66,7 +69,7 @@ def test_front_epsilon_is_an_option_of_the_cochcnn_composite_and_is_checked():
     assert one_line(make_composite, "cochcnn", model, front_eps=1.0) == (
         "option 'front_eps' is not allowed for composite 'cochcnn'; allowed: conv_rule, epsilon, front_epsilon, "
         "gamma, maxpool, maxpool_power, stabilizer")
-    rel = explain_cochcnn(model, _at_levels(4800, 4)[1:2], front_epsilon=1e-6)
+    rel = explain_cochcnn(model, _at_levels(4800, 4)[1:2])
     wave, coch = rel["waveform"]["relevance_sum"].values, rel["cochleagram"]["relevance_sum"].values
     assert abs(wave[0] - coch[0]) > 1e-3 * abs(coch[0])
 

@@ -48,11 +48,11 @@ def explain_cochcnn(model, waveforms, *, target: str | int = "prediction", label
         ``'waveform'``: DataArray ``(example, ear, time)``; ``'cochleagram'``: DataArray
         ``(example, ear, frequency, time)`` with ``frequency`` the band centres in Hz and
         ``time`` the frame times; per-example coords ``logit`` (the seeded logit),
-        ``target_class``, ``relevance_sum``. With the composite ``'cochcnn'`` the sums agree
-        between the two levels up to rounding, at any input level: the front end conserves
-        relevance (bias-free linear maps under LRP-0, its default ``front_epsilon=0``;
-        elementwise steps under Pass). A ``front_epsilon > 0`` absorbs some where the
-        envelopes are small against it.
+        ``target_class``, ``relevance_sum``. With the composite ``'cochcnn'`` and
+        ``front_epsilon=0`` the sums agree between the two levels up to rounding, at any input
+        level (bias-free linear maps under LRP-0, elementwise steps under Pass); its default
+        1e-6 absorbs some where the envelopes are small against it (0.1 % of the relevance of
+        the shipped model at its training level, 9 % at -40 dB).
     """
     import xarray as xr
 

@@ -40,7 +40,7 @@ The paper's composites (Comanducci, Antonacci & Sarti, EUSIPCO 2024) are ``'pape
 the gate fixed) and ``'paper-samplecnn-reversed-gate'`` (the released code's gate).
 ``'cochcnn'`` is for the cochleagram CNN (:mod:`xai_loc.models.cochleagram_cnn`): its
 BatchNorms follow ReLUs and are folded into the next layer, and relevance continues
-through the cochleagram front end to the waveform, conserved (LRP-0 on its filters).
+through the cochleagram front end to the waveform (conserved exactly with ``front_epsilon=0``).
 """
 from __future__ import annotations
 
@@ -611,7 +611,7 @@ COCHCNN_CONV_RULES = ("gamma", "epsilon", "zplus")
 @register_composite("cochcnn", architectures=("cochcnn",))
 def cochcnn(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6, gamma: float = 0.25,
             stabilizer: float = 1e-6, maxpool: str = "wta", maxpool_power: float = 1.0,
-            front_epsilon: float = 0.0) -> Composite:
+            front_epsilon: float | None = None) -> Composite:
     """The cochleagram CNN from logits to the waveform.
 
     CNN: convolutions ``conv_rule`` (Gamma 0.25 by default; the cochleagram is
@@ -621,19 +621,24 @@ def cochcnn(model: nn.Module, *, conv_rule: str = "gamma", epsilon: float = 1e-6
     Front end: the power compression ``x ** 0.3`` is elementwise, so it passes relevance
     unchanged (Pass); the rectifiers too; the sinc low-pass (a ``Conv1d``) and the ERB
     filterbank are linear and bias-free and get the Epsilon rule with their own
-    ``front_epsilon``. Its default 0 is LRP-0 (``R / z = 0`` where ``z = 0``, e.g. in digital
-    silence), which conserves relevance exactly (up to rounding) from the cochleagram down to
-    the waveform at any input level, but gives large signed relevance to the samples of a
-    filter output that nearly cancels; an absolute ``front_epsilon > 0`` damps those at the
-    cost of absorbing relevance where the envelopes are small against it (quiet inputs).
+    ``front_epsilon`` (None: ``epsilon``, as before it existed). The default 1e-6 damps filter
+    outputs that nearly cancel, at the cost of absorbing relevance where the envelopes are small
+    against it: on the shipped model 0.1 % of the cochleagram's relevance at its training level,
+    9 % at -40 dB. ``front_epsilon=0`` is
+    LRP-0 (``R / z = 0`` where ``z = 0``, e.g. in digital silence), which conserves relevance
+    from the cochleagram down to the waveform at any input level (up to rounding), but gives
+    large signed relevance to the samples of a filter output that nearly cancels: on the
+    shipped model its waveform maps delete less faithfully (SRG with ROAD fill over 6 sources
+    0.0084 [0.0041, 0.0122] against 0.0136 [0.0084, 0.0192] at the default, same draws).
     """
     from xai_loc.features.cochleagram import ERBFilterbank, PowerCompression, SincDownsample
 
     _check_common(epsilon, stabilizer, maxpool, maxpool_power)
-    check_number("front_epsilon", front_epsilon)
+    if front_epsilon is not None:
+        check_number("front_epsilon", front_epsilon)
     check_rule("conv_rule", conv_rule, COCHCNN_CONV_RULES, gamma=gamma)
     conv = NAMED_RULES[conv_rule](epsilon=epsilon, gamma=gamma, stabilizer=stabilizer)
-    front = _stock_epsilon(front_epsilon)
+    front = _stock_epsilon(epsilon if front_epsilon is None else front_epsilon)
     layer_map = ([(ERBFilterbank, front), (SincDownsample, front), (PowerCompression, _label(Pass(), "Pass"))]
                  + _localizer_map("signal", maxpool, maxpool_power, stabilizer) + layer_map_base(stabilizer)
                  + [(Convolution, conv), (nn.Linear, _epsilon(epsilon))])

@@ -20,9 +20,10 @@ def test_evaluation_json_names_the_centroid_of_the_scored_sources():
     assert "the centroid of the 3 sources" in ev.to_text()
 
 
-def test_tfcnn_lrp_passes_the_cue_maps_relevance_to_the_samples_whole_at_any_level():
+def test_tfcnn_lrp_with_front_epsilon_0_passes_the_cue_maps_relevance_to_the_samples_whole_at_any_level():
     # review: the STFT took the dense layers' absolute epsilon (1e-6), which absorbed 0.03 % of the relevance at
-    # -40 dB and 2.8 % at -80 dB re a 0.05 RMS input; LRP-0 there now (front_epsilon=0), as the cochleagram CNN's
+    # -40 dB and 2.8 % at -80 dB re a 0.05 RMS input; it has its own front_epsilon now (default 1e-6, the old maps),
+    # as the cochleagram CNN's, and with 0 (LRP-0) the relevance reaches the samples whole
     from xai_loc.explain.tfcnn import explain_tfcnn
     from xai_loc.models.checkpoint import load_model
 
@@ -30,12 +31,12 @@ def test_tfcnn_lrp_passes_the_cue_maps_relevance_to_the_samples_whole_at_any_lev
     x = np.random.default_rng(0).standard_normal((1, 2, 16000)) * 0.05
     x[:, 1] = np.roll(x[:, 0], 5, axis=-1) * 0.7  # the right ear lags: a source on the left
     for level in (1.0, 1e-2, 1e-4):
-        out = explain_tfcnn(model, x * level)
+        out = explain_tfcnn(model, x * level, front_epsilon=0.0)
         cues, samples = (float(out[k].sum()) for k in ("cues", "waveform"))
         assert abs(samples - cues) <= 1e-12 * abs(cues), level
-    old = explain_tfcnn(model, x * 1e-4, front_epsilon=1e-6)
-    lost = 1 - float(old["waveform"].sum()) / float(old["cues"].sum())
-    assert 0.02 < lost < 0.04  # 2.8 % under the old setting
+    default = explain_tfcnn(model, x * 1e-4)
+    lost = 1 - float(default["waveform"].sum()) / float(default["cues"].sum())
+    assert 0.02 < lost < 0.04  # 2.8 % at the default
 
 
 def test_binaural_explain_help_lists_the_registries_targets_without_importing_torch():
@@ -66,3 +67,23 @@ def test_a_class_index_target_with_its_own_cls_option_is_one_line_for_every_clas
         x = np.random.default_rng(0).standard_normal((1, 2, model.n_samples)) * 0.05
         assert one_line(explain_ears, model, x, target=3, cls=4) == \
             "cls= is not allowed with target=3, which sets it; leave it out"
+
+
+def test_every_default_out_lies_under_xai_loc_results(tmp_path, monkeypatch):
+    # review: only the notebooks read $XAI_LOC_RESULTS; the CLI wrote under ./xai-loc-results whatever it said, so
+    # paper_figures.ipynb missed what `xai-loc reproduce` had written and ran the study again
+    import soundfile as sf
+    from helpers import run_cli
+
+    wav = tmp_path / "st16.wav"
+    sf.write(wav, np.random.default_rng(0).standard_normal((16000, 2)) * 0.05, 16000)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XAI_LOC_RESULTS", str(tmp_path / "results"))
+    checkpoint = Path(__file__).resolve().parents[1] / "pretrained" / "tfcnn_default.safetensors"
+    assert run_cli(["binaural", "explain", str(checkpoint), str(wav)]).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "results" / "binaural-relevance").iterdir()) == ["cues.nc",
+                                                                                              "waveform.nc"]
+    assert not (tmp_path / "xai-loc-results").exists()
+    monkeypatch.delenv("XAI_LOC_RESULTS")  # unset: ./xai-loc-results, as before
+    assert run_cli(["binaural", "explain", str(checkpoint), str(wav)]).exit_code == 0
+    assert (tmp_path / "xai-loc-results" / "binaural-relevance" / "cues.nc").exists()

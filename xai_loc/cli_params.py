@@ -285,6 +285,11 @@ SNR = _Checked("xai_loc.acoustics.room", "check_snr")
 SEED = Int(0, 2**63 - 1)
 
 
+def results_root_default() -> str:
+    """The results root of every default ``--out``: ``$XAI_LOC_RESULTS`` (unset or empty: ``./xai-loc-results``)."""
+    return os.environ.get("XAI_LOC_RESULTS") or "xai-loc-results"
+
+
 def data_root_default() -> str:
     """The data root when ``--data`` is not given: ``$XAI_LOC_DATA`` (unset or empty: ``./xai-loc-data``)."""
     return os.environ.get("XAI_LOC_DATA") or "xai-loc-data"

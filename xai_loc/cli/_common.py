@@ -27,6 +27,7 @@ from xai_loc.cli_params import (
     data_root_default,
     option_name,
     parse_number,
+    results_root_default,
 )
 from xai_loc.cluster import MAX_WORKERS
 from xai_loc.errors import InputError
@@ -134,6 +135,13 @@ def data_option(purpose: str = "", *aliases: str, read_only: bool = False):
     return click.option("--data", *aliases, "data", type=DataRoot() if read_only else OutDir(),
                         default=data_root_default, envvar="XAI_LOC_DATA",
                         help=f"Data root{said} [default: $XAI_LOC_DATA or ./xai-loc-data].")
+
+
+def results_out_option(folder: str, help: str = ""):
+    """``--out`` defaulting to ``folder`` under the results root (:func:`~xai_loc.cli_params.results_root_default`,
+    read when the command runs)."""
+    return click.option("--out", type=OutDir(), default=lambda: str(Path(results_root_default(), folder)),
+                        show_default=f"$XAI_LOC_RESULTS/{folder} or ./xai-loc-results/{folder}", help=help or None)
 
 
 def sources_option(of: str = "the split", minimum: int = 1):
@@ -633,8 +641,8 @@ RUN_OPTIONS = (
                       "intervals and the method's own (gradient_shap); not the test split's data."),
     data_option("the test split is simulated there if absent", read_only=True),
     click.option("--out", type=OutDir(), default=None,
-                 help="Results folder [default: xai-loc-results/t60-T_snr-S; with --checkpoint "
-                      "xai-loc-results/MODEL/t60-T_snr-S, MODEL its name]."),
+                 help="Results folder [default: RESULTS/t60-T_snr-S; with --checkpoint RESULTS/MODEL/t60-T_snr-S, "
+                      "MODEL its name; RESULTS is $XAI_LOC_RESULTS or ./xai-loc-results]."),
     click.option("--batch-size", type=Int(1), default=16, show_default=True),
     device_option(),
     CONVENTION_OPTION,
@@ -649,7 +657,7 @@ STORE_OPTIONS = (
                  help="Score this finished test store instead of simulating the paper scene's test split: any "
                       "family's (dataset, binaural, TF-CNN, BAST or cue-scene store), with a --checkpoint of that "
                       "family (a dataset store alone: the shipped models of the condition it records); --convention "
-                      "does not apply; results in xai-loc-results/MODEL/STORE unless --out is given [default with "
+                      "does not apply; results in RESULTS/MODEL/STORE unless --out is given [default with "
                       "a binaural --checkpoint: its own held-out test split, rendered whole under --data from the "
                       "spec its card records]."),
     click.option("--target", type=ANY_TARGET, default=None,

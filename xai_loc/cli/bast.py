@@ -8,6 +8,7 @@ from xai_loc.cli._common import (
     POSITIVE,
     SCENE_SEED,
     family_checkpoint,
+    results_out_option,
     setup,
     with_options,
 )
@@ -15,7 +16,6 @@ from xai_loc.cli.binaural import MAX_SOUNDS, SceneOptions, binaural, given_only
 from xai_loc.cli_params import (
     InputFile,
     Int,
-    OutDir,
     OutFile,
 )
 from xai_loc.runtime import parse_number
@@ -93,7 +93,7 @@ def binaural_bast_train(ctx, n_sounds, seed, data, integration, share_weights, l
 @_bast_scene_options
 @click.option("--loss", type=click.Choice(("MSE", "AD", "MIX")), default="MIX", show_default=True)
 @click.option("--epochs", type=Int(1), default=8, show_default=True)
-@click.option("--out", type=OutDir(), default="xai-loc-results/bast", show_default=True)
+@results_out_option("bast")
 @click.pass_context
 def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
     """Train and score the six integration (ADD, SUB, CONCAT) x weight-sharing (SP, NSP) variants
@@ -115,7 +115,7 @@ def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
               help="Output explained: sin (lateral component), cos, prediction, truth, an azimuth in degrees, or "
                    "direction, true_direction, azimuth, angular_error.")
 @click.option("--steps", type=Int(1), default=32, show_default=True, help="Integrated Gradients steps.")
-@click.option("--out", type=OutDir(), default="xai-loc-results/bast", show_default=True)
+@results_out_option("bast")
 @click.pass_context
 def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, out) -> None:
     """Relevance of mirror-image test scenes (a sound at a and at 360 - a) by AttnLRP, Integrated

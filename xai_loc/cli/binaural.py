@@ -22,6 +22,7 @@ from xai_loc.cli._common import (
     family_composite,
     parse_options,
     publish_results,
+    results_out_option,
     setup,
     with_options,
 )
@@ -32,7 +33,6 @@ from xai_loc.cli_params import (
     InputFile,
     Int,
     Number,
-    OutDir,
     OutFile,
     option_name,
 )
@@ -293,7 +293,7 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
 @_binaural_spec_options
 @click.option("--checkpoint", type=InputFile(), default=None,
               help="A cochleagram CNN checkpoint [default: the shipped pretrained/cochcnn_default.safetensors].")
-@click.option("--out", type=OutDir(), default="xai-loc-results/binaural", show_default=True)
+@results_out_option("binaural")
 @click.option("--relevance/--no-relevance", default=True, show_default=True,
               help="Also the relevance view: mass per band and ear, left/right relevance lag against the ITD.")
 @click.option("--behaviour/--no-behaviour", default=True, show_default=True,
@@ -380,8 +380,7 @@ TARGET_HELP = (
 @click.option("--batch-size", type=Int(1), default=None,
               help="Most examples per pass [default: the family explainer's].")
 @device_option("bast's attn_lrp, integrated_gradients and attention_rollout run on the CPU")
-@click.option("--out", type=OutDir(), default="xai-loc-results/binaural-relevance",
-              show_default=True)
+@results_out_option("binaural-relevance")
 @click.pass_context
 def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options, examples, batch_size, device,
                      out) -> None:

@@ -11,6 +11,7 @@ from xai_loc.cli._common import (
     family_checkpoint,
     family_composite,
     publish_results,
+    results_out_option,
     setup,
     with_options,
 )
@@ -19,7 +20,6 @@ from xai_loc.cli_params import (
     InputFile,
     Int,
     Number,
-    OutDir,
     OutFile,
 )
 
@@ -107,7 +107,7 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
               help="How the rule-free check destroys one cue: shuffled across scenes, or its mean.")
 @click.option("--option", "options", multiple=True,
               help="Composite option KEY=VALUE, e.g. first_rule=epsilon, conv_rule=epsilon.")
-@click.option("--out", type=OutDir(), default="xai-loc-results/cuenet", show_default=True)
+@results_out_option("cuenet")
 @click.pass_context
 def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, data, checkpoint, examples,
                           probe_seed, ablation, options, out) -> None:

@@ -32,6 +32,7 @@ from xai_loc.cli._common import (
     position_methods,
     pretrained_option,
     resolve_condition,
+    results_out_option,
     sanity_options,
     setup,
     sources_option,
@@ -56,6 +57,7 @@ from xai_loc.cli_params import (
     naming,
     option_name,
     parse_number,
+    results_root_default,
 )
 from xai_loc.errors import InputError
 from xai_loc.runtime import parse_int
@@ -549,7 +551,7 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
     if store is None and not own:
         t60, snr = resolve_condition(t60, snr, checkpoint)
         checkpoints = models_for(arch, t60, snr, checkpoint)
-        default_out = Path("xai-loc-results", *([next(iter(checkpoints))] if checkpoint else []),
+        default_out = Path(results_root_default(), *([next(iter(checkpoints))] if checkpoint else []),
                            condition_name(t60, snr))
     else:  # a given store is cut to --sources by the experiment (a simulated one has that many)
         where = f"the store {store}" if store else f"the held-out test split of {checkpoint}"
@@ -560,7 +562,7 @@ def _run_on_test_split(experiment: str, *, t60, snr, arch, checkpoint, target, n
             click.echo(f"warning: --convention chooses how the paper scene's test split is simulated; it does not "
                        f"apply to {where}", err=True)
         checkpoints = _store_models(arch, t60, snr, checkpoint, store)
-        default_out = Path("xai-loc-results", next(iter(checkpoints)), *([_store_name(store)] if store else []))
+        default_out = Path(results_root_default(), next(iter(checkpoints)), *([_store_name(store)] if store else []))
         run_options["n_sources"] = n_sources
     folder = Path(check_out_dir(out or default_out, "--out"))  # an own split's name is added once it is rendered
     if not own or out is not None:  # the folder written into (else named after the split: run_experiment checks)
@@ -808,7 +810,7 @@ def figures(results) -> None:
 @click.option("--quick", is_flag=True,
               help="A handful of test sources per condition and a small faithfulness/sanity/components suite "
                    "(about 20 CPU minutes for the four conditions; minutes with --skip sanity).")
-@click.option("--out", type=OutDir(), default="xai-loc-results/reproduce", show_default=True)
+@results_out_option("reproduce")
 @data_option("the test data is simulated there if absent", read_only=True)
 @pretrained_option("--pretrained", help="Checkpoint folder, the checkpoints under the shipped names")
 @click.option("--batch-size", type=Int(1), default=16, show_default=True)

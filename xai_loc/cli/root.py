@@ -40,6 +40,7 @@ def main(threads: int | None) -> None:
     \b
     Environment:
       XAI_LOC_DATA          data root of every --data [default: ./xai-loc-data]
+      XAI_LOC_RESULTS       results root of every default --out [default: ./xai-loc-results]
       XAI_LOC_PRETRAINED    folder of the shipped checkpoints that --t60/--snr pick [default: pretrained/]
       XAI_LOC_THREADS       --threads
       XAI_LOC_KEEP_MEMORY   0: return freed memory to the system

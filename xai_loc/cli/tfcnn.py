@@ -11,6 +11,7 @@ from xai_loc.cli._common import (
     family_checkpoint,
     family_composite,
     publish_results,
+    results_out_option,
     setup,
     with_options,
 )
@@ -19,7 +20,6 @@ from xai_loc.cli_params import (
     SNR,
     InputFile,
     Int,
-    OutDir,
     OutFile,
 )
 
@@ -107,7 +107,7 @@ def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width,
               help="Examples per SNR, a draw seeded by --probe-seed.")
 @probe_seed_option("the --examples draw")
 @click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
-@click.option("--out", type=OutDir(), default="xai-loc-results/tfcnn", show_default=True)
+@results_out_option("tfcnn")
 @click.pass_context
 def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint, snrs, examples, probe_seed, options,
                          out) -> None:

@@ -627,7 +627,9 @@ RANDOMIZED_OPTION = click.option(
     help="Also score the relevance of a randomized copy of each model (sanity baseline).")
 #: How relevance is computed: one method, its composite and options.
 EXPLANATION_OPTIONS = (
-    click.option("--method", type=METHOD, default="lrp", show_default=True),
+    click.option("--method", type=METHOD, default="lrp", show_default=True,
+                 help="Attribution method: lrp (zennit, with --composite) or a gradient or perturbation method of "
+                      "captum."),
     click.option("--composite", type=COMPOSITE, default="paper", show_default=True,
                  help="LRP composite (method lrp only)."),
     TARGET_OPTION,
@@ -643,7 +645,8 @@ RUN_OPTIONS = (
     click.option("--out", type=OutDir(), default=None,
                  help="Results folder [default: RESULTS/t60-T_snr-S; with --checkpoint RESULTS/MODEL/t60-T_snr-S, "
                       "MODEL its name; RESULTS is $XAI_LOC_RESULTS or ./xai-loc-results]."),
-    click.option("--batch-size", type=Int(1), default=16, show_default=True),
+    click.option("--batch-size", type=Int(1), default=16, show_default=True,
+                 help="Windows per explanation and forward pass."),
     device_option(),
     CONVENTION_OPTION,
 )

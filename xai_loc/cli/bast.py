@@ -56,15 +56,21 @@ BAST_OPTIONS = SceneOptions("bast", _bast_spec, ("n_sounds", "seed"))
 
 @binaural_bast.command("train")
 @_bast_scene_options
-@click.option("--integration", type=click.Choice(("ADD", "SUB", "CONCAT")), default="SUB", show_default=True)
+@click.option("--integration", type=click.Choice(("ADD", "SUB", "CONCAT")), default="SUB", show_default=True,
+              help="How the ears' tokens are joined: left + right, left - right or both side by side (ADD with "
+                   "--share-weights cannot tell left from right).")
 @click.option("--share-weights", is_flag=True, help="One encoder for both ears (SP); default separate (NSP).")
-@click.option("--loss", type=click.Choice(("MSE", "AD", "MIX")), default="MIX", show_default=True)
-@click.option("--epochs", type=Int(1), default=18, show_default=True)
-@click.option("--batch-size", type=Int(1), default=32, show_default=True)
-@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--loss", type=click.Choice(("MSE", "AD", "MIX")), default="MIX", show_default=True,
+              help="Loss on the output [cos, sin]: MSE, AD (angular distance) or MIX (MSE + AD).")
+@click.option("--epochs", type=Int(1), default=18, show_default=True,
+              help="Passes over the training scenes (also sets the cosine learning-rate decay).")
+@click.option("--batch-size", type=Int(1), default=32, show_default=True, help="Scenes per optimizer step.")
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True,
+              help="Adam learning rate at the start of its cosine decay.")
 @click.option("--dim", type=Int(1), default=64, show_default=True, help="Token width.")
 @click.option("--depth", type=Int(1), default=2, show_default=True, help="Blocks per encoder.")
-@click.option("--heads", type=Int(1), default=4, show_default=True)
+@click.option("--heads", type=Int(1), default=4, show_default=True,
+              help="Attention heads per block, each --dim / --heads wide (--dim must be a multiple).")
 @click.option("--max-minutes", type=POSITIVE, default=15.0, show_default=True,
               help="Wall-clock budget of the epochs (minutes): no epoch starts that would overrun it.")
 @click.option("--out", type=OutFile(".safetensors"), default=None,
@@ -91,9 +97,11 @@ def binaural_bast_train(ctx, n_sounds, seed, data, integration, share_weights, l
 
 @binaural_bast.command("table")
 @_bast_scene_options
-@click.option("--loss", type=click.Choice(("MSE", "AD", "MIX")), default="MIX", show_default=True)
-@click.option("--epochs", type=Int(1), default=8, show_default=True)
-@results_out_option("bast")
+@click.option("--loss", type=click.Choice(("MSE", "AD", "MIX")), default="MIX", show_default=True,
+              help="Loss of the six models on the output [cos, sin]: MSE, AD (angular distance) or MIX (MSE + AD).")
+@click.option("--epochs", type=Int(1), default=8, show_default=True,
+              help="Passes over the training scenes of each of the six models.")
+@results_out_option("bast", "Results folder of bast_table.nc and bast_table.md.")
 @click.pass_context
 def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
     """Train and score the six integration (ADD, SUB, CONCAT) x weight-sharing (SP, NSP) variants
@@ -115,7 +123,7 @@ def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
               help="Output explained: sin (lateral component), cos, prediction, truth, an azimuth in degrees, or "
                    "direction, true_direction, azimuth, angular_error.")
 @click.option("--steps", type=Int(1), default=32, show_default=True, help="Integrated Gradients steps.")
-@results_out_option("bast")
+@results_out_option("bast", "Results folder of relevance_view.nc.")
 @click.pass_context
 def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, out) -> None:
     """Relevance of mirror-image test scenes (a sound at a and at 360 - a) by AttnLRP, Integrated

@@ -257,12 +257,15 @@ def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_
 @click.option("--layers", default="small", show_default=True, help="Layer preset of the cochleagram CNN (small, net1).")
 @click.option("--head", type=click.Choice(("azel", "azimuth")), default="azel", show_default=True,
               help="504 azimuth x elevation classes or 72 azimuths.")
-@click.option("--epochs", type=Int(1), default=5, show_default=True)
-@click.option("--batch-size", type=Int(1), default=16, show_default=True)
+@click.option("--epochs", type=Int(1), default=5, show_default=True,
+              help="Passes over the training split (a resumed run continues up to it).")
+@click.option("--batch-size", type=Int(2), default=16, show_default=True,
+              help="Examples per optimizer step, at least 2.")
 @click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--label-sigma", type=Number(0), default=10.0, show_default=True,
               help="Spread the cross-entropy target over neighbouring directions (degrees; 0: one-hot, the paper's).")
-@click.option("--max-minutes", type=POSITIVE, default=None, help="Budget of the epochs; rerun to continue.")
+@click.option("--max-minutes", type=POSITIVE, default=None,
+              help="Wall-clock budget of the epochs (minutes); rerun to continue.")
 @click.option("--dtype", type=click.Choice(("auto", "float32", "float16")), default="auto", show_default=True,
               help="Weight storage; auto keeps float16 where the test metrics do not move.")
 @device_option()
@@ -293,7 +296,7 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
 @_binaural_spec_options
 @click.option("--checkpoint", type=InputFile(), default=None,
               help="A cochleagram CNN checkpoint [default: the shipped pretrained/cochcnn_default.safetensors].")
-@results_out_option("binaural")
+@results_out_option("binaural", "Results folder of duplex.nc, duplex_relevance.nc, responses.nc and their figures.")
 @click.option("--relevance/--no-relevance", default=True, show_default=True,
               help="Also the relevance view: mass per band and ear, left/right relevance lag against the ITD.")
 @click.option("--behaviour/--no-behaviour", default=True, show_default=True,
@@ -304,7 +307,8 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
               help="Model answer: the arg-max direction or the probability-weighted mean lateral angle.")
 @click.option("--option", "options", multiple=True,
               help="LRP composite option KEY=VALUE (repeatable), e.g. conv_rule=epsilon, gamma=0.5.")
-@click.option("--batch-size", type=Int(1), default=16, show_default=True)
+@click.option("--batch-size", type=Int(1), default=16, show_default=True,
+              help="Examples per forward pass (probe stimuli and held-out scenes).")
 @device_option()
 @click.pass_context
 def binaural_cues(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noise, test_fraction, interp, seed, data,
@@ -380,7 +384,7 @@ TARGET_HELP = (
 @click.option("--batch-size", type=Int(1), default=None,
               help="Most examples per pass [default: the family explainer's].")
 @device_option("bast's attn_lrp, integrated_gradients and attention_rollout run on the CPU")
-@results_out_option("binaural-relevance")
+@results_out_option("binaural-relevance", "Results folder of the relevance files, one netCDF file per level.")
 @click.pass_context
 def binaural_explain(ctx, checkpoint, inputs, method, target, composite, options, examples, batch_size, device,
                      out) -> None:

@@ -68,12 +68,14 @@ CUENET_OPTIONS = SceneOptions("cuenet", _cue_spec, ("seed",))
 @_cue_scene_options
 @click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint [default: <data>/runs/<scenes>_s<seed>.safetensors].")
-@click.option("--epochs", type=Int(1), default=100, show_default=True)
-@click.option("--batch-size", type=Int(1), default=32, show_default=True)
-@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--epochs", type=Int(1), default=100, show_default=True, help="Passes over the training scenes.")
+@click.option("--batch-size", type=Int(2), default=32, show_default=True,
+              help="Cue maps per optimizer step, at least 2.")
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--label-sigma", type=Number(0), default=0.0, show_default=True,
               help="Spread the cross-entropy target over neighbouring azimuths (degrees; 0: one-hot).")
-@click.option("--max-minutes", type=POSITIVE, default=15.0, show_default=True, help="Budget of the epochs.")
+@click.option("--max-minutes", type=POSITIVE, default=15.0, show_default=True,
+              help="Wall-clock budget of the epochs (minutes).")
 @click.pass_context
 def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, data, out, epochs, batch_size, lr,
                           label_sigma, max_minutes) -> None:
@@ -107,7 +109,8 @@ def binaural_cuenet_train(ctx, train_per_utterance, test_per_utterance, seed, da
               help="How the rule-free check destroys one cue: shuffled across scenes, or its mean.")
 @click.option("--option", "options", multiple=True,
               help="Composite option KEY=VALUE, e.g. first_rule=epsilon, conv_rule=epsilon.")
-@results_out_option("cuenet")
+@results_out_option("cuenet", "Results folder of cue_relevance.nc, cue_reliance.nc, cue_ablation.nc and "
+                              "cue_probe.png/.pdf.")
 @click.pass_context
 def binaural_cuenet_probe(ctx, train_per_utterance, test_per_utterance, seed, data, checkpoint, examples,
                           probe_seed, ablation, options, out) -> None:

@@ -219,23 +219,30 @@ class Recipe(click.ParamType):
 @sources_option("each split", minimum=2)  # training needs two sources: refused before anything is simulated
 @click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint to write [default: <data>/runs/<scene>/<model>_t60-T_snr-S.safetensors].")
-@click.option("--batch-size", type=Recipe("batch_size", integer=True), default=100, show_default=True)
+@click.option("--batch-size", type=Recipe("batch_size", integer=True), default=100, show_default=True,
+              help="Windows per optimizer step, at least 2.")
 @click.option("--lr", type=POSITIVE, default=None, help="Adam learning rate [default: 1e-3 LocCNN, 1e-2 SampleCNN].")
-@click.option("--weight-decay", type=Recipe("weight_decay"), default=0.0, show_default=True)
+@click.option("--weight-decay", type=Recipe("weight_decay"), default=0.0, show_default=True,
+              help="Adam's L2 penalty, >= 0.")
 @click.option("--lr-factor", type=Recipe("lr_factor"), default=0.2, show_default=True,
               help="ReduceLROnPlateau factor.")
 @click.option("--lr-patience", type=Recipe("lr_patience", integer=True), default=100, show_default=True,
               help="ReduceLROnPlateau patience (epochs).")
-@click.option("--min-lr", type=Recipe("min_lr"), default=0.0, show_default=True)
+@click.option("--min-lr", type=Recipe("min_lr"), default=0.0, show_default=True,
+              help="Lower bound of the learning rate that ReduceLROnPlateau lowers, >= 0.")
 @click.option("--early-stop-patience", type=Recipe("early_stop_patience", integer=True), default=200,
-              show_default=True)
-@click.option("--max-epochs", type=Recipe("max_epochs", integer=True), default=5000, show_default=True)
-@click.option("--max-minutes", type=POSITIVE, default=None, help="Wall-clock budget; rerun to continue.")
+              show_default=True, help="Stop after this many epochs without a lower validation loss.")
+@click.option("--max-epochs", type=Recipe("max_epochs", integer=True), default=5000, show_default=True,
+              help="Stop after this many epochs in all (early stopping usually ends training first).")
+@click.option("--max-minutes", type=POSITIVE, default=None, help="Wall-clock budget (minutes); rerun to continue.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds weights, window draws and dropout.")
 @device_option()
-@click.option("--eval-batch-size", type=Recipe("eval_batch_size", integer=True), default=100, show_default=True)
+@click.option("--eval-batch-size", type=Recipe("eval_batch_size", integer=True), default=100, show_default=True,
+              help="Windows per forward pass during validation.")
 @click.option("--preload/--no-preload", default=False, show_default=True, help="Hold train/val in RAM.")
-@click.option("--deterministic/--no-deterministic", default=True, show_default=True)
+@click.option("--deterministic/--no-deterministic", default=True, show_default=True,
+              help="Use torch's deterministic kernels where it has them (matters on CUDA; CPU training is "
+                   "deterministic regardless).")
 @click.option("--draws-per-epoch", type=Recipe("draws_per_epoch", integer=True), default=1, show_default=True,
               help="Paper epochs (one random window per source each) between validations; patiences stay in paper "
                    "epochs (1: the paper's schedule).")
@@ -291,7 +298,8 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
 
 @main.command()
 @click.argument("checkpoint", type=InputFile())
-@click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True)
+@click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True,
+              help="Sources of the scene to score (all: every source).")
 @click.option("--t60", type=T60, default=None, help="Condition to evaluate on [default: the checkpoint's].")
 @click.option("--snr", type=SNR, default=None, help="Condition to evaluate on [default: the checkpoint's].")
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
@@ -299,7 +307,7 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
 @sources_option()
 @click.option("--json", "json_out", type=OutFile(), default=None,
               help="Also write the report with the per-source table as JSON.")
-@click.option("--batch-size", type=Int(1), default=100, show_default=True)
+@click.option("--batch-size", type=Int(1), default=100, show_default=True, help="Windows per forward pass.")
 @device_option()
 @CONVENTION_OPTION
 @click.pass_context
@@ -335,13 +343,15 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
 
 @main.command()
 @with_options(*condition_options(every=False), *EXPLANATION_OPTIONS)
-@click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True)
+@click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True,
+              help="Sources of the scene to explain (all: every source).")
 @sources_option()
 @click.option("--scene", default="paper", show_default=True, help="Built-in scene name or a scene TOML file.")
 @data_option("the split is simulated there if absent", read_only=True)
 @click.option("--out", type=StoreOut(), default=None,
               help="Relevance store [default: next to the data, <split>.relevance/<arch>-<digest>-<method>-...zarr].")
-@click.option("--batch-size", type=Int(1), default=32, show_default=True)
+@click.option("--batch-size", type=Int(1), default=32, show_default=True,
+              help="Most windows per forward pass (methods that perturb or interpolate split further).")
 @device_option()
 @CONVENTION_OPTION
 @cluster_options
@@ -651,7 +661,9 @@ FAMILY_METHODS_HELP = ("Attribution methods, LRP as lrp:COMPOSITE [default: lrp:
 @click.option("--fills", default="zero,noise,road", show_default=True,
               help="Values of deleted samples: zero, noise at the window's level, road (1-D noisy linear "
                    "imputation from the temporal neighbours, Rong et al. 2022).")
-@click.option("--percentages", default="0,10,20,30,40,50,60,70", show_default=True, help="Starting at 0.")
+@click.option("--percentages", default="0,10,20,30,40,50,60,70", show_default=True,
+              help="Percent of each window deleted (inserted, for insertion), comma-separated, increasing, from 0 "
+                   "to 100, starting at 0.")
 @click.pass_context
 def faithfulness(ctx, methods, fills, percentages, **common) -> None:
     """Faithfulness of attribution methods: MoRF and LeRF deletion and insertion curves per method and fill.
@@ -810,10 +822,12 @@ def figures(results) -> None:
 @click.option("--quick", is_flag=True,
               help="A handful of test sources per condition and a small faithfulness/sanity/components suite "
                    "(about 20 CPU minutes for the four conditions; minutes with --skip sanity).")
-@results_out_option("reproduce")
+@results_out_option("reproduce", "Study folder: one sub-folder of results per condition, summary.md, "
+                                 "report.html and study.json.")
 @data_option("the test data is simulated there if absent", read_only=True)
 @pretrained_option("--pretrained", help="Checkpoint folder, the checkpoints under the shipped names")
-@click.option("--batch-size", type=Int(1), default=16, show_default=True)
+@click.option("--batch-size", type=Int(1), default=16, show_default=True,
+              help="Windows per forward and explanation pass of every experiment.")
 @device_option()
 @click.option("--skip", default="", metavar="NAMES",
               help="Experiments to leave out, comma-separated: perturbation, tdoa, faithfulness, sanity, components.")

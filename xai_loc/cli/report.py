@@ -12,7 +12,7 @@ from xai_loc.cli_params import InputDir, Int, OutFile
 @click.option("--out", type=OutFile(".html"), default=None,
               help="The HTML file, named *.html [default: RESULTS/report.html].")
 @click.option("--windows", type=Int(1, 64), default=4, show_default=True,
-              help="Windows per model in the window explorer (each carries its audio inline).")
+              help="Windows per model in the window explorer, 1 to 64 (each carries its audio inline).")
 def report(results, out, windows) -> None:
     """Write RESULTS as one web page: localization error beside its baselines, perturbation,
     faithfulness, sanity, component and TDOA tables and figures, binaural probes, provenance, and a window

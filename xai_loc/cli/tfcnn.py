@@ -71,13 +71,19 @@ TFCNN_OPTIONS = SceneOptions("tfcnn", _tfcnn_spec, ("seed",))
 @_tfcnn_scene_options
 @click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint [default: <data>/runs/tfcnn_<scenes>.safetensors]; rerun to resume.")
-@click.option("--width", type=click.Choice(("small", "paper")), default="small", show_default=True)
+@click.option("--width", type=click.Choice(("small", "paper")), default="small", show_default=True,
+              help="Layer widths: small (conv channels 16-32-64-64, dense 256-128-64) or paper (32-64-128-256, "
+                   "dense 1024-512-256).")
 @click.option("--head", type=click.Choice(("regression", "multitask")), default="regression", show_default=True,
               help="Azimuth regression (-90..90, MSE) or azimuth x elevation classification.")
-@click.option("--epochs", type=Int(1), default=15, show_default=True)
-@click.option("--batch-size", type=Int(1), default=32, show_default=True)
-@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
-@click.option("--max-minutes", type=POSITIVE, default=None, help="Budget of the epochs; rerun to continue.")
+@click.option("--epochs", type=Int(1), default=15, show_default=True,
+              help="Passes over the training scenes (also sets the cosine learning-rate decay).")
+@click.option("--batch-size", type=Int(2), default=32, show_default=True,
+              help="IPD/ILD maps per optimizer step, at least 2.")
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True,
+              help="Adam learning rate at the start of its cosine decay.")
+@click.option("--max-minutes", type=POSITIVE, default=None,
+              help="Wall-clock budget of the epochs (minutes); rerun to continue.")
 @click.pass_context
 def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width, head, epochs, batch_size, lr,
                          max_minutes) -> None:
@@ -107,7 +113,7 @@ def binaural_tfcnn_train(ctx, n_train, test_per_azimuth, seed, data, out, width,
               help="Examples per SNR, a draw seeded by --probe-seed.")
 @probe_seed_option("the --examples draw")
 @click.option("--option", "options", multiple=True, help="Composite option KEY=VALUE, e.g. conv_rule=epsilon.")
-@results_out_option("tfcnn")
+@results_out_option("tfcnn", "Results folder of band_profile.nc and band_profile.png/.pdf.")
 @click.pass_context
 def binaural_tfcnn_probe(ctx, n_train, test_per_azimuth, seed, data, checkpoint, snrs, examples, probe_seed, options,
                          out) -> None:

@@ -87,3 +87,18 @@ def test_every_default_out_lies_under_xai_loc_results(tmp_path, monkeypatch):
     monkeypatch.delenv("XAI_LOC_RESULTS")  # unset: ./xai-loc-results, as before
     assert run_cli(["binaural", "explain", str(checkpoint), str(wav)]).exit_code == 0
     assert (tmp_path / "xai-loc-results" / "binaural-relevance" / "cues.nc").exists()
+
+
+def test_bast_targets_of_their_own_direction_take_the_true_azimuths_beside_them():
+    # review: explain_ears(bast, x, azimuth=[30, 300], target='cos') said "azimuth= is not allowed with
+    # target='cos', which sets it" (the truth's key taken for the target's own direction); it explains again
+    from xai_loc.explain.binaural import explain_ears
+    from xai_loc.models import load_model
+
+    model = load_model(Path(__file__).resolve().parents[1] / "pretrained" / "bast_default.safetensors")
+    x = np.random.default_rng(0).standard_normal((2, 2, model.n_samples)) * 0.05
+    for target in ("cos", "sin", 45.0):
+        with_truth = explain_ears(model, x, azimuth=[30, 300], target=target)
+        alone = explain_ears(model, x, target=target)
+        for level in alone:
+            np.testing.assert_array_equal(with_truth[level].values, alone[level].values)

@@ -236,17 +236,17 @@ def explain_ears(model, waveforms, *, azimuth=None, elevation=None, progress: bo
     from xai_loc.explain.attribute import resolve_model
 
     module, info = resolve_model(model)  # loaded once; the explainer takes the module
+    target = options.get("target")
+    if target is not None and target != "prediction":  # a class index sets cls=, an azimuth in degrees ...
+        twice = sorted(binaural_target(module, target)[1].keys() & options.keys())  # the caller's options only
+        if twice:
+            raise InputError(f"{twice[0]}= is not allowed with target={target!r}, which sets it; leave it out")
     if azimuth is not None:
         truth = TRUTH_OPTIONS[arch](module, azimuth, elevation)
         twice = sorted(truth.keys() & options.keys())
         if twice:
             raise InputError(f"{twice[0]}= and azimuth= are not allowed together; give the true directions once")
         options.update(truth)
-    target = options.get("target")
-    if target is not None and target != "prediction":  # a class index sets cls=, an azimuth in degrees ...
-        twice = sorted(binaural_target(module, target)[1].keys() & options.keys())
-        if twice:
-            raise InputError(f"{twice[0]}= is not allowed with target={target!r}, which sets it; leave it out")
     result = EXPLAINERS[arch](module, x, progress=progress, **options)
     for data in result.values():  # the checkpoint's provenance (file name, digest, condition), as from its path
         data.attrs.update({k: v for k, v in info.items() if k not in data.attrs})

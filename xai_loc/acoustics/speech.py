@@ -36,8 +36,6 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 MAX_RESAMPLE_FACTOR = 1000
 #: Folder of the shipped corpus (audio files plus ``index.json``).
 SHIPPED_DIR = Path(__file__).resolve().parent / "corpus"
-#: Largest Ogg page: a 27-byte header, 255 lacing values and 255 segments of 255 bytes (RFC 3533).
-_OGG_MAX_PAGE = 27 + 255 + 255 * 255
 #: Every byte with its bits in reverse order (Ogg's CRC through zlib's reflected one).
 _BITS_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 
@@ -128,26 +126,42 @@ def _ogg_crc(page: bytes) -> int:
     return int(f"{crc:032b}"[::-1], 2)
 
 
-def _ogg_ends(path: Path) -> bool:
-    """Whether the last intact page (complete, its checksum right) among the last :data:`_OGG_MAX_PAGE` bytes of an
-    Ogg file ends the stream (header flag 0x04), as the last page of a whole stream does. libvorbis decodes a cut
-    file, or one whose last pages are damaged, as a shorter one without a word. Reads the tail of the file only."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        f.seek(max(0, size - _OGG_MAX_PAGE))
-        tail = f.read()
-    start = len(tail)
-    while (start := tail.rfind(b"OggS", 0, start)) >= 0:
-        if start + 27 > len(tail):  # a header cut short
-            continue
-        n_lacing = tail[start + 26]  # lacing values: the sizes of the page's segments
-        lacing = tail[start + 27 : start + 27 + n_lacing]
-        page = bytearray(tail[start : start + 27 + n_lacing + sum(lacing)])
-        if len(lacing) == n_lacing and len(page) == 27 + n_lacing + sum(lacing):
-            crc, page[22:26] = struct.unpack("<I", page[22:26])[0], bytes(4)
-            if _ogg_crc(bytes(page)) == crc:
-                return bool(page[5] & 0x04)
-    return False
+def _ogg_damage(path: Path) -> str:
+    """Why an Ogg file is not one whole logical stream ('' if it is): every page from the first byte on in place
+    (capture pattern, checksum, each stream's page numbers without a gap) up to the end-of-stream page of every
+    stream begun (anything after is ignored, unless it begins another stream: a chained file, of which libsndfile
+    reads the first). libsndfile decodes a cut file, or one with a damaged page, as a shorter one without a word
+    (RFC 3533 pages; our own scan: no library checks them)."""
+    data = path.read_bytes()
+    pos, open_streams, pages, begun = 0, {}, 0, False
+    while pos < len(data):
+        if data[pos:pos + 4] != b"OggS" or pos + 27 > len(data):
+            break
+        n_lacing = data[pos + 26]
+        end = pos + 27 + n_lacing + sum(data[pos + 27 : pos + 27 + n_lacing])
+        if end > len(data) or pos + 27 + n_lacing > len(data):
+            break
+        page = bytearray(data[pos:end])
+        crc, page[22:26] = struct.unpack("<I", page[22:26])[0], bytes(4)
+        if _ogg_crc(bytes(page)) != crc:
+            return f"the Ogg page at byte {pos} fails its checksum"
+        flags, (serial, number) = page[5], struct.unpack("<II", page[14:22])
+        if flags & 0x02:  # beginning of a stream
+            if begun and not open_streams:
+                return "it chains a second Ogg stream after the first, which is read alone"
+            open_streams[serial], begun = number, True
+        elif serial not in open_streams or number != open_streams[serial] + 1:
+            return f"the Ogg page at byte {pos} does not follow its stream's previous page"
+        open_streams[serial] = number
+        if flags & 0x04:  # end of a stream
+            del open_streams[serial]
+        pages, pos = pages + 1, end
+        if begun and not open_streams and data[pos:pos + 4] != b"OggS":
+            return ""  # every stream ended; trailing bytes (a tag, padding) are not audio
+    if begun and not open_streams:
+        return ""
+    return f"its Ogg pages end at byte {pos} of {len(data)} before the end of the stream" if pages else \
+        "it holds no Ogg page at its start"
 
 
 def read_sound(path: str | Path) -> tuple[np.ndarray, int]:
@@ -157,9 +171,8 @@ def read_sound(path: str | Path) -> tuple[np.ndarray, int]:
     ------
     InputError
         If the file cannot be read, or is cut or damaged where libsndfile would read it as a shorter file without a
-        word: a WAV file whose header declares more sample frames than it holds, an Ogg file whose last intact page
-        does not end its stream (:func:`_ogg_ends`) or that decodes to fewer frames than it declares (a page
-        dropped for a wrong checksum).
+        word: a WAV file whose header declares more sample frames than it holds, an Ogg file that is not one whole
+        logical stream (:func:`_ogg_damage`).
     """
     import soundfile as sf
 
@@ -168,18 +181,15 @@ def read_sound(path: str | Path) -> tuple[np.ndarray, int]:
         frames = _wav_frames(path)
         with sf.SoundFile(str(path)) as f:
             data = f.read(dtype="float64", always_2d=True)
-            fs, declared, ogg = f.samplerate, f.frames, f.format == "OGG"
-        ends = _ogg_ends(path) if ogg else True
+            fs, ogg = f.samplerate, f.format == "OGG"
+        damage = _ogg_damage(path) if ogg else ""
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
         raise InputError(f"cannot read sound file {path}: {_one_line(err)}; give a valid wav, flac or ogg file"
                          ) from None
     if frames is not None and frames[1] < frames[0]:
         raise InputError(f"{path} is truncated: its header declares {frames[0]} frames, the file holds {frames[1]}")
-    if not ends:
-        raise InputError(f"{path} is truncated or damaged: its last intact Ogg page does not end the stream")
-    if ogg and len(data) != declared:
-        raise InputError(f"{path} is truncated or damaged: it declares {declared} frames, {len(data)} decode (a page "
-                         "with a wrong checksum was dropped)")
+    if damage:
+        raise InputError(f"{path} is truncated or damaged: {damage}")
     return data, fs
 
 

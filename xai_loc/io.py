@@ -77,9 +77,10 @@ def atomic_path(path: str | Path):
     new file (0666 minus the umask; ``tempfile.mkstemp`` would leave 0600). The temporary file is
     ``.<name>.<8 random characters>.tmp<suffix>``, with ``<name>`` shortened where that would pass the file
     system's limit, so any name the file system takes works. On any error the temporary file and
-    the folders created for ``path`` are removed and ``path`` is left as it was. A ``path`` that is
-    a folder, whose name is too long, or whose parent cannot be created or written is reported in
-    one line (:class:`~xai_loc.errors.InputError`).
+    the folders created for ``path`` are removed and ``path`` is left as it was; an ``OSError`` that names no
+    file (a full disk during a write) is given ``path`` as its filename. A ``path`` that is a folder, whose name
+    is too long, or whose parent cannot be created or written is reported in one line
+    (:class:`~xai_loc.errors.InputError`).
     """
     path = check_file_path(path)
     created = _missing_folders(path.parent)
@@ -91,10 +92,12 @@ def atomic_path(path: str | Path):
         os.close(fd)
         yield tmp
         replace_keeping_mode(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         _remove_empty(created)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)
         raise
 
 
@@ -161,6 +164,14 @@ def ensure_writable_dir(folder: str | Path, what: str = "output folder") -> Path
     return folder
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`): a full disk is a plain ``OSError`` naming
+    ``path``, and ``path`` stays as it was."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+    return Path(path)
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`), UTF-8 encoded whatever the locale (a page
     that declares UTF-8, a table with a dash)."""
@@ -222,31 +233,31 @@ def netcdf_digest_matches(path: str | Path) -> bool | None:
         return None if expected is None else _plain(expected) == _digest_of(f)
 
 
-def write_netcdf(ds, path: str | Path) -> None:
-    """Write an ``xarray.Dataset`` to the netCDF (h5netcdf) file ``path``, checksummed (not atomic by itself: see
-    :func:`write_dataset_atomic` and :func:`write_files_atomic`).
+def netcdf_bytes(ds) -> bytes:
+    """An ``xarray.Dataset`` as the bytes of a netCDF (h5netcdf) file, checksummed.
 
     Every numeric array is stored with HDF5's Fletcher-32 checksum filter; the rest (strings,
     scalars, dtypes, attributes: HDF5 cannot filter them) is covered by :func:`netcdf_digest`, in
     the root attribute :data:`NETCDF_DIGEST`. A changed number, label or attribute fails when the
     file is read (:func:`xai_loc.data.integrity.open_netcdf_store`) instead of being drawn or
-    reported.
+    reported. The file is built in memory, so HDF5 never writes to disk: a full disk fails in the plain file
+    write of :func:`write_bytes_atomic`, not in HDF5's close (which leaves h5py unable to clean up).
     """
+    import io
+
     import h5netcdf
 
     encoding = {name: {"fletcher32": True} for name, var in ds.variables.items()
                 if var.ndim and var.dtype.kind in "biufc"}
-    ds.to_netcdf(path, engine="h5netcdf", encoding=encoding)
-    digest = netcdf_digest(path)
-    with h5netcdf.File(path, "a") as f:
-        f.attrs[NETCDF_DIGEST] = digest
+    buffer = io.BytesIO(ds.to_netcdf(engine="h5netcdf", encoding=encoding))
+    with h5netcdf.File(buffer, "a") as f:
+        f.attrs[NETCDF_DIGEST] = _digest_of(f)
+    return buffer.getvalue()
 
 
 def write_dataset_atomic(ds, path: str | Path) -> Path:
-    """Write an ``xarray.Dataset`` to netCDF atomically (:func:`write_netcdf` into :func:`atomic_path`)."""
-    with atomic_path(path) as tmp:
-        write_netcdf(ds, tmp)
-    return Path(path)
+    """Write an ``xarray.Dataset`` to netCDF atomically (:func:`netcdf_bytes` through :func:`write_bytes_atomic`)."""
+    return write_bytes_atomic(path, netcdf_bytes(ds))
 
 
 def write_files_atomic(files: dict[Path, Callable[[str], None] | str | Any]) -> list[Path]:
@@ -257,7 +268,7 @@ def write_files_atomic(files: dict[Path, Callable[[str], None] | str | Any]) -> 
     ----------
     files
         Path -> what goes there: text (``str``, written UTF-8 encoded), an ``xarray.Dataset``
-        (:func:`write_netcdf`) or a function that writes the temporary path it is given.
+        (:func:`netcdf_bytes`) or a function that writes the temporary path it is given.
 
     Returns
     -------
@@ -272,7 +283,7 @@ def write_files_atomic(files: dict[Path, Callable[[str], None] | str | Any]) -> 
             elif callable(content):
                 content(tmp)
             else:
-                write_netcdf(content, tmp)
+                Path(tmp).write_bytes(netcdf_bytes(content))
     return [Path(path) for path in files]
 
 

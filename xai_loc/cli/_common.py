@@ -7,6 +7,7 @@ import errno
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -197,30 +198,45 @@ def _gpu_out_of_memory(err: BaseException) -> bool:
     return torch is not None and isinstance(err, torch.cuda.OutOfMemoryError)
 
 
+def _sound_file_message(err: BaseException) -> str | None:
+    """One line for soundfile's libsndfile error (a sound file that cannot be written or read: a full disk says
+    only "System error."), naming the file soundfile had open where its message does not; None for other errors."""
+    sf = sys.modules.get("soundfile")  # not imported: not a soundfile error (it may not be installed)
+    if sf is None or not isinstance(err, sf.LibsndfileError):
+        return None
+    names = [frame.f_locals["self"].name for frame, _ in traceback.walk_tb(err.__traceback__)
+             if isinstance(frame.f_locals.get("self"), sf.SoundFile)]
+    where = f" {str(names[-1])!r}" if names and not err.prefix else ""
+    return f"sound file{where}: {err}"
+
+
 @contextlib.contextmanager
 def user_errors(meta: dict | None = None):
-    """Turn user errors (InputError, click's usage errors, the file-system errors above, a GPU out of memory, here or
-    on a dask worker) into one line on stderr and exit code 2; ``meta`` is the click context's, holding the batch
-    size. A group called without a command still prints its help."""
+    """Turn user errors (InputError, click's usage errors, the file-system errors above, soundfile's errors, a GPU
+    out of memory, here or on a dask worker) into one line on stderr and exit code 2; ``meta`` is the click context's,
+    holding the batch size. A group called without a command still prints its help."""
     try:
         yield
     except InputError as err:
-        message = " ".join(str(err).split())
+        message = str(err)
     except click.UsageError as err:  # a bad choice, a missing or unknown option, argument or command
         if isinstance(err, NO_ARGS_HELP):
             raise
-        message = " ".join(err.format_message().split())
+        message = err.format_message()
     except OSError as err:
         if err.errno not in USER_OS_ERRORS:
             raise
         where = f" {str(err.filename)!r}" if err.filename else ""
         message = f"cannot use{where}: {err.strerror or err}"
     except RuntimeError as err:
-        if not _gpu_out_of_memory(err):
-            raise
-        message = out_of_memory_message((meta or {}).get(BATCH_SIZE_KEY))
+        message = _sound_file_message(err)
+        if message is None:
+            if not _gpu_out_of_memory(err):
+                raise
+            message = out_of_memory_message((meta or {}).get(BATCH_SIZE_KEY))
     else:
         return
+    message = " ".join(message.split())  # one line, whatever the error's text holds (HDF5's: newlines)
     if "zarr" in sys.modules:  # a damaged chunk may have stopped a batch of reads midway
         from xai_loc.data.integrity import settle_reads
 

@@ -31,6 +31,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import io
 import math
 import os
 import pickle
@@ -46,7 +47,7 @@ from torch import nn
 
 from xai_loc.data.spec import differing_fields
 from xai_loc.errors import InputError
-from xai_loc.io import atomic_path, check_file_path
+from xai_loc.io import check_file_path, write_bytes_atomic
 from xai_loc.runtime import deterministic_algorithms, device_name
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "STOP_RULES", "Hooks", "Schedule", "Trainer", "Validation",
@@ -452,11 +453,13 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Write the state atomically (aside, then rename), with the digest of its contents."""
+        """Write the state atomically (aside, then rename), with the digest of its contents; serialized in memory
+        first, so that a full disk is a plain ``OSError`` naming the file, not a failure inside ``torch.save``."""
         state = self._state()
         state["sha256"] = state_digest(state)
-        with atomic_path(self.state_file) as tmp:
-            torch.save(state, tmp)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_bytes_atomic(self.state_file, buffer.getvalue())
 
     def _load(self) -> None:
         path = self.state_file

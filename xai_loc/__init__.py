@@ -22,7 +22,8 @@ The common path of a notebook reads as a few calls from the package itself::
                                      relevance=torch.as_tensor(relevance.values))
 
 Those names are imported on first use (module ``__getattr__``), so ``import xai_loc`` stays
-cheap: it loads neither torch nor xarray.
+cheap: it loads neither torch nor xarray. ``xl.explain`` is the subpackage ``xai_loc.explain``, which calls
+:func:`xai_loc.explain.explain` when called.
 """
 from __future__ import annotations
 
@@ -62,8 +63,10 @@ __all__ = ["InputError", "__version__", *sorted(_LAZY)]
 def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
+        # later look-ups skip this function; a name the import just bound to a subpackage keeps it ('explain': the
+        # import system binds xai_loc.explain here whichever way it is first imported, so that subpackage is
+        # callable as the function, and `import xai_loc.explain as e` always gets the subpackage)
+        return globals().setdefault(name, value)
     raise AttributeError(f"module 'xai_loc' has no attribute {name!r}")
 
 

@@ -376,10 +376,12 @@ def explain(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
     models = ModelSet({arch: checkpoint_for(arch, t60, snr, checkpoint)})
     opts = command_options(ctx, method, composite, (target,))
     check_explanation(models, method, composite, target, opts)
-    if out is not None:
-        _check_relevance_out(out, models, arch, method=method, composite=composite, target=target, **opts)
     scn = load_scene(scene, convention=convention)
     check_recordings(models, scn.room.fs, scn.mics, f"scene {scn.name!r}")
+    if out is not None:
+        planned = {"scene": scn, "split": split, "t60": t60, "snr": snr, "root": data, "n_sources": n_sources,
+                   "device": device}
+        _check_relevance_out(out, models, arch, planned, method=method, composite=composite, target=target, **opts)
     warn_convention(models, scn.convention)
     with cluster(scheduler, workers) as client:
         store = simulate_dataset(scn, split, t60, snr, root=data, n_sources=n_sources, device=device, progress=True,
@@ -390,16 +392,21 @@ def explain(ctx, t60, snr, arch, checkpoint, method, composite, target, options,
     click.echo(str(path))
 
 
-def _check_relevance_out(out, models, name: str, **explanation) -> None:
-    """Refuse ``--out``, a finished relevance store of another model or explanation, before any data is simulated
-    (:func:`~xai_loc.explain.store.check_relevance_out`)."""
+def _check_relevance_out(out, models, name: str, planned: dict, **explanation) -> None:
+    """Refuse ``--out``, a finished store of other relevance (another model, explanation or data: the data that
+    :func:`~xai_loc.explain.store.planned_data_digest` of ``planned`` names) or no relevance store, before any data
+    is simulated (:func:`~xai_loc.explain.store.check_relevance_out`)."""
+    from pathlib import Path
+
     import numpy as np
 
-    from xai_loc.explain.store import check_relevance_out
+    from xai_loc.explain.store import check_relevance_out, planned_data_digest
 
     attrs = models.explainer(name, mean_input=np.zeros(1), train_mean=np.zeros(3), **explanation).attrs
+    # the data's identity only where a store stands there to compare with (it reads the utterances)
+    data = planned_data_digest(**planned) if Path(out).is_dir() and any(Path(out).iterdir()) else None
     try:
-        check_relevance_out(out, attrs)
+        check_relevance_out(out, attrs, data)
     except InputError as err:
         raise InputError(f"--out {err}") from None
 

@@ -23,6 +23,8 @@ Methods, composites and targets are registered by name:
                 takes the log-odds); angles
                 'azimuth', 'elevation', 'angular_error', 'direction', 'true_direction'
 
+The subpackage is callable: ``xai_loc.explain(...)`` (``xl.explain`` in a notebook) is :func:`explain`.
+
 Relevance at every level a model declares (``'waveform'``, ``'front_end'`` ...) comes from one
 mechanism, hooks on the level modules (:mod:`xai_loc.explain.levels`), for every method. A new
 method is one :class:`Method` subclass registered with :func:`register_method`.
@@ -35,6 +37,10 @@ Binaural localizers: :func:`xai_loc.explain.binaural.explain_ears` labels the pi
 in each family's terms: :mod:`~xai_loc.explain.cochcnn`, :mod:`~xai_loc.explain.tfcnn`,
 :mod:`~xai_loc.explain.cuenet`, :mod:`~xai_loc.explain.attn_lrp` (BAST).
 """
+import inspect
+import sys
+import types
+
 from xai_loc.explain import (
     accessor,  # noqa: F401  (registers the .xai accessor)
     attn_lrp,  # noqa: F401  (registers the method 'attn_lrp')
@@ -62,6 +68,21 @@ from xai_loc.explain.store import (
     write_wavs,
 )
 from xai_loc.explain.targets import REFERENCES, TARGETS, Target, register_target, targets_for
+
+
+class _CallableModule(types.ModuleType):
+    """This subpackage, callable as :func:`~xai_loc.explain.attribute.explain`.
+
+    ``xai_loc.explain`` names both the subpackage and the function a notebook calls (``xl.explain(...)``). Importing
+    the subpackage by any route (``import xai_loc.explain.store``, ``xl.write_wavs`` ...) binds it as the attribute
+    ``explain`` of ``xai_loc``, where it shadows the lazily imported function; a callable subpackage is both.
+    """
+
+    __call__ = staticmethod(explain)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+__signature__ = inspect.signature(explain)  # what inspect.signature(xai_loc.explain) reports
 
 __all__ = [
     # explaining

@@ -67,8 +67,8 @@ if TYPE_CHECKING:
     import xarray as xr
     from distributed import Client
 
-__all__ = ["check_relevance_out", "explain_store", "open_explained_signals", "open_relevance", "relevance_store_path",
-           "stored_relevance", "write_wavs"]
+__all__ = ["check_relevance_out", "explain_store", "open_explained_signals", "open_relevance", "planned_data_digest",
+           "relevance_store_path", "stored_relevance", "write_wavs"]
 
 #: Windows per zarr chunk of the relevance.
 CHUNK_WINDOWS = 1
@@ -127,14 +127,38 @@ def _store_config(explainer: Explainer, ds: xr.Dataset, shape: tuple[int, int, i
     """What a relevance store of ``explainer``'s results for the windows ``shape`` of ``ds`` records as ``config``."""
     config = {key: explainer.attrs[key] for key in ("model_digest", "method", "method_params", "composite",
                                                     "composite_params", "target", "target_params")}
-    config["data"] = _data_digest(ds, shape)
+    config["data"] = _data_digest(ds.attrs.get("config", ""), shape)
     return config
 
 
-def _data_digest(ds: xr.Dataset, shape: tuple[int, int, int]) -> str:
-    """The identity of a dataset store's windows ``shape``: its simulation config and size."""
+def _data_digest(config: str, shape: tuple[int, int, int]) -> str:
+    """The identity of a dataset store's windows ``shape``: its simulation ``config`` attr and size."""
     n, n_mics, n_time = shape
-    return hashlib.sha256(f"{ds.attrs.get('config', '')}|{n}|{n_mics}|{n_time}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{config}|{n}|{n_mics}|{n_time}".encode()).hexdigest()[:16]
+
+
+def planned_data_digest(scene, split: str, t60: float, snr: float, *, root: str | os.PathLike | None = None,
+                        n_sources: int | None = None, device: str = "cpu") -> str | None:
+    """The ``data`` that :func:`explain_store` records for the store :func:`~xai_loc.data.store.simulate_dataset`
+    gives for these arguments, known before anything is simulated (read only).
+
+    From the finished dataset store there, else from the simulation's ``config`` and window count
+    (:func:`~xai_loc.data.store.count_windows`: utterances read, nothing rendered). None while an unfinished
+    store is there (it keeps what it recorded; :func:`explain_store` compares once it is finished). A request
+    :func:`~xai_loc.data.store.simulate_dataset` would refuse, or a store there of other settings, is refused.
+    """
+    from xai_loc.data.store import check_dataset, check_simulation, count_windows, open_signals
+    from xai_loc.io import partial_paths
+
+    job = check_simulation(scene, split, t60, snr, n_sources=n_sources, device=device)
+    path = check_dataset(scene, split, t60, snr, root=root, n_sources=n_sources)
+    if path.is_dir() and any(path.iterdir()):  # a finished store of these settings (check_dataset)
+        ds = open_signals(path)
+        return _data_digest(ds.attrs.get("config", ""), tuple(ds["signals"].shape))
+    if partial_paths(path)[0].exists():
+        return None
+    n = count_windows(scene, split, t60, snr, n_sources=n_sources)
+    return _data_digest(job.attrs()["config"], (n, scene.mics.shape[0], scene.window))
 
 
 def stored_relevance(data: str | os.PathLike, explainer: Explainer):
@@ -168,19 +192,24 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _mismatch(config: dict[str, Any]):
-    """The message about a finished store of other settings: the first of them that differs."""
-    def message(found: dict[str, Any]) -> str:
+    """The message about a finished store of other settings: the first of them that differs (or that it is none of
+    relevance)."""
+    def message(found: Any) -> str:
+        if not isinstance(found, dict) or "model_digest" not in found:
+            what = "a dataset store" if isinstance(found, dict) and "scene_digest" in found else "another kind of store"
+            return f"is {what}, not a relevance store; results are never mixed: choose another out"
         key = next((k for k in _CONFIG_WORDS if spec_digest(found.get(k)) != spec_digest(config.get(k))), "data")
         return (f"holds relevance of other {_CONFIG_WORDS[key]} ({found.get(key)!r}, not {config.get(key)!r}); "
                 "results are never mixed: remove it or choose another out")
     return message
 
 
-def check_relevance_out(out: str | Path, attrs: dict[str, Any]) -> None:
-    """Refuse ``out``, a finished relevance store of another model, method, composite, target or options than an
-    explainer's ``attrs`` (:attr:`~xai_loc.explain.Explainer.attrs`), read only and before any data exists; the
-    data it explains is compared by :func:`explain_store` once simulated. A missing or empty folder passes, and
-    so does a folder that is no relevance store (:func:`explain_store` says so)."""
+def check_relevance_out(out: str | Path, attrs: dict[str, Any], data: str | None = None) -> None:
+    """Refuse ``out``, a finished store of other relevance than an explainer's ``attrs``
+    (:attr:`~xai_loc.explain.Explainer.attrs`) would write for ``data`` (:func:`planned_data_digest`; None: the data
+    is compared by :func:`explain_store`), read only and before any data is simulated: another model, method,
+    composite, target, options or data, or a store of another kind. A missing or empty folder passes, and so does
+    one that is no zarr store with a ``config`` (:func:`explain_store` says so)."""
     from xai_loc.data.integrity import open_zarr_group
 
     if not Path(out).is_dir() or not any(Path(out).iterdir()):
@@ -190,7 +219,9 @@ def check_relevance_out(out: str | Path, attrs: dict[str, Any]) -> None:
     except (KeyError, TypeError, ValueError):
         return
     wanted = {key: attrs.get(key) for key in _CONFIG_WORDS if key != "data"}
-    if spec_digest({key: found.get(key) for key in wanted}) != spec_digest(wanted):
+    if data is not None:
+        wanted["data"] = data
+    if not isinstance(found, dict) or spec_digest({key: found.get(key) for key in wanted}) != spec_digest(wanted):
         raise InputError(f"{out} {_mismatch(wanted)(found)}")
 
 
@@ -301,7 +332,7 @@ def explain_store(
                        "data": os.path.relpath(Path(data).resolve(), final.parent.resolve()),
                        "config": json.dumps(config, sort_keys=True),
                        "description": "relevance of each input sample, see xai_loc.explain.store"}
-        step = max(CHUNK_WINDOWS, batch_size // CHUNK_WINDOWS * CHUNK_WINDOWS)
+        step = max(CHUNK_WINDOWS, min(batch_size, n) // CHUNK_WINDOWS * CHUNK_WINDOWS)  # no block beyond the data
         out.open_or_resume((n, n_mics, n_time), coords, store_attrs, block=step, results=result_coords(placeholder))
         pending = out.pending()
 
@@ -359,7 +390,7 @@ def open_explained_signals(path: str | os.PathLike) -> xr.Dataset:
         recorded = json.loads(relevance.attrs["config"])["data"]
     except (KeyError, TypeError, ValueError):
         recorded = None  # a store of another writer: nothing to compare against
-    if recorded is not None and recorded != _data_digest(ds, tuple(ds["signals"].shape)):
+    if recorded is not None and recorded != _data_digest(ds.attrs.get("config", ""), tuple(ds["signals"].shape)):
         raise InputError(f"dataset {data} is not the one {path} explains: it was simulated again since (other "
                          "settings or size under the same name); explain it again")
     return ds
@@ -413,6 +444,32 @@ def _window_positions(sources: Any, n: int) -> list[Any]:
     return picked
 
 
+def _check_explained(relevance: xr.DataArray, signals: xr.DataArray, digest: str | None, windows: np.ndarray) -> None:
+    """Refuse signals that are not the data ``relevance`` explains, in one line: another ``dataset_digest`` (the
+    signals' is ``digest``) where both record one, else a window paired by its label (of ``windows``) that is
+    missing there or has another ``source_id`` or ``window_index``."""
+    found = relevance.attrs.get("dataset_digest")
+    if found is not None and digest is not None:
+        if str(found) != digest:
+            raise InputError(f"the signals are of other data (dataset_digest {digest[:16]!r}) than the relevance "
+                             f"explains ({str(found)[:16]!r}); give the signals it explains (open_explained_signals)")
+        return
+    absent = np.setdiff1d(windows, signals["window"].values)
+    if absent.size:
+        raise InputError(f"window {plain(absent[0])!r} of the relevance is not among the signals' windows; give the "
+                         "signals the relevance explains (open_explained_signals)")
+    for name in ("source_id", "window_index"):
+        if name in relevance.coords and name in signals.coords:
+            ours = relevance[name].sel(window=windows).values
+            theirs = signals[name].sel(window=windows).values
+            bad = np.flatnonzero(ours != theirs)
+            if bad.size:
+                w = bad[0]
+                raise InputError(f"window {plain(windows[w])!r} is {name} {plain(ours[w])!r} in the relevance but "
+                                 f"{plain(theirs[w])!r} in the signals; give the signals the relevance explains "
+                                 "(open_explained_signals)")
+
+
 def write_wavs(
     relevance: xr.DataArray,
     signals: xr.Dataset | xr.DataArray | None,
@@ -428,7 +485,9 @@ def write_wavs(
     Each source's windows are joined in the order of their ``window_index`` into
     ``source-<id>_relevance.wav`` and ``source-<id>_microphones.wav`` (one channel per
     microphone), each normalized to a peak of 0.99 on its own, as on the paper's companion
-    page. Without ``source_id`` coords every window is its own file (``window-<n>_...``).
+    page. Without ``source_id`` coords every window is its own file (``window-<n>_...``). Signals of other data
+    than the relevance explains are refused (another ``dataset_digest`` where both record one, else another
+    ``source_id`` or ``window_index`` of a window).
     ``listen.json`` (:data:`WAV_MANIFEST`) records which relevance the files come from: a folder
     holding such files of other relevance is refused before anything is written (the same
     relevance again overwrites its own files).
@@ -459,10 +518,13 @@ def write_wavs(
     import soundfile as sf
     import xarray as xr
 
+    from xai_loc.data.store import config_digest
+
     folder = Path(folder)
     if mics is not None:
         relevance.xai.check_mics(mics)
     fs = int(round(fs if fs is not None else relevance.attrs.get("fs", 16000)))
+    given = None if signals is None else config_digest(signals.attrs)
     if isinstance(signals, xr.Dataset):
         signals = signals["signals"]
     if signals is not None and "mic" in signals.coords and "mic" in relevance.coords:  # the same microphones
@@ -482,6 +544,8 @@ def write_wavs(
     twice = next((stem for i, stem in enumerate(stems) if stem in stems[:i]), None)
     if twice is not None:
         raise InputError(f"{twice.replace('-', ' ')} is asked for twice; give each once")
+    if signals is not None:
+        _check_explained(relevance, signals, given, np.asarray([w for _, rel in groups for w in rel["window"].values]))
     digest = _relevance_digest(relevance)
     _check_wav_folder(folder, digest)
     made = not folder.exists()

@@ -122,7 +122,8 @@ def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
 @click.option("--target", default="sin", show_default=True,
               help="Output explained: sin (lateral component), cos, prediction, truth, an azimuth in degrees, or "
                    "direction, true_direction, azimuth, angular_error.")
-@click.option("--steps", type=Int(1), default=32, show_default=True, help="Integrated Gradients steps.")
+@click.option("--steps", type=Int(1, 100_000), default=32, show_default=True,  # explain.methods.MAX_PATH_POINTS
+              help="Integrated Gradients steps.")
 @results_out_option("bast", "Results folder of relevance_view.nc.")
 @click.pass_context
 def binaural_bast_explain(ctx, n_sounds, seed, data, checkpoint, target, steps, out) -> None:

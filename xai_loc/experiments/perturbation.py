@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from xai_loc.checks import check_integer, is_real
 from xai_loc.errors import InputError
 from xai_loc.experiments.base import Experiment, markdown_row, markdown_text, method_seed, model_record
 from xai_loc.experiments.deletion_order import (
@@ -127,7 +128,13 @@ def check_percentages(percentages, *, from_zero: bool = False, what: str = "perc
     """Validate deletion percentages: each in [0, 100], increasing, at most
     :data:`~xai_loc.experiments.deletion_order.MAX_STEPS` of them; with ``from_zero`` the first 0,
     the unperturbed window that a curve's AOPC is measured from. ``what`` names them in errors."""
-    values = tuple(float(p) for p in percentages)
+    try:
+        items = None if isinstance(percentages, (str, bytes)) else list(percentages)
+    except TypeError:  # not a sequence
+        items = None
+    if items is None or not all(is_real(p) for p in items):
+        raise InputError(f"{what} {percentages!r} are not allowed; give a sequence of numbers in [0, 100]")
+    values = tuple(float(p) for p in items)
     if not values or any(not 0 <= p <= 100 for p in values) or list(values) != sorted(set(values)):
         raise InputError(f"{what} {list(values)} are not allowed; give increasing values in [0, 100]")
     check_step_count(len(values), what)
@@ -231,6 +238,51 @@ def aopc(errors: np.ndarray) -> np.ndarray:
     return (errors - errors[..., :1]).mean(axis=-1)
 
 
+#: Seeds are taken modulo 2**64 by the random orders and noise fills: a larger one would repeat a smaller one's draws.
+MAX_SEED = 2**64 - 1
+
+
+def _tensor(value: Any, what: str) -> torch.Tensor:
+    """``value`` (a tensor, a DataArray or anything numpy holds) as a tensor of real numbers, or one line naming
+    ``what``."""
+    try:
+        tensor = torch.as_tensor(value.values if hasattr(value, "dims") and hasattr(value, "values") else value)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"{what} of type {type(value).__name__} are not allowed; give an array of numbers") from None
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise InputError(f"{what} of dtype {tensor.dtype} are not allowed; give real numbers")
+    return tensor
+
+
+def checked_deletion_inputs(model: torch.nn.Module, windows: Any, relevance: Any, modes: tuple[str, ...],
+                            first: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``windows`` and ``relevance`` as tensors, checked for :func:`deletion_predictions`, or one line naming the fault.
+
+    Windows must be floating point (their amplitudes are ranked and filled, and integer samples would need a
+    scale), ``(W, M, T)`` and of the model's ``input_shape`` where it declares one, and finite (as
+    :func:`xai_loc.explain.explain` takes them); ``first + W`` windows of ``M * T`` samples must fit the random
+    orders' 63-bit counters. Relevance is real, finite and shaped like the windows where mode ``"relevance"`` ranks it.
+    """
+    from xai_loc.explain.attribute import check_finite_windows
+
+    windows = _tensor(windows, "windows")
+    if not windows.is_floating_point():
+        raise InputError(f"windows of dtype {windows.dtype} are not allowed; give floating-point windows "
+                         "(e.g. windows.float(), at the level the model was trained on)")
+    shape = getattr(model, "input_shape", None)
+    if windows.ndim != 3 or (shape is not None and tuple(windows.shape[1:]) != tuple(shape)):
+        want = "(windows, mics, time)" if shape is None else f"(windows, {', '.join(map(str, shape))})"
+        raise InputError(f"windows of shape {tuple(windows.shape)} are not allowed; the model takes {want}")
+    check_integer("first", first, maximum=max(0, (2**63 - 1) // max(1, windows[0].numel()) - len(windows)))
+    check_finite_windows(windows, range(first, first + len(windows)))
+    if relevance is None:
+        return windows, None
+    relevance = _tensor(relevance, "relevance")
+    if "relevance" in modes and not torch.isfinite(_need(relevance, windows)).all():
+        raise InputError("relevance holds NaN or infinite values; give finite relevance per sample")
+    return windows, relevance
+
+
 def deletion_predictions(
     model: torch.nn.Module,
     windows: torch.Tensor,
@@ -252,33 +304,38 @@ def deletion_predictions(
         windows are ranked (:data:`MODES`) and the deleted copies made there (:func:`perturbed_batches`),
         and each batch's predictions come back once.
     windows
-        Input windows ``(W, M, T)`` on any device, sent to the model's device once per batch
+        Floating-point input windows ``(W, M, T)`` (a tensor on any device, or an array), finite and of the model's
+        ``input_shape`` where it declares one; sent to the model's device once per batch
         (with the batch's relevance). Float16 and bfloat16 windows (and their relevance) are ranked and copied in
         float32 (which holds them exactly, as the faithfulness suite takes them); the model gets its own dtype.
+        Integer windows are refused: convert them (``windows.float()``) at the level the model was trained on.
     percentages
         Deletion percentages.
     modes
         Names in :data:`MODES`.
     relevance
-        Relevance ``(W, M, T)`` for mode ``"relevance"``.
+        Relevance ``(W, M, T)`` for mode ``"relevance"`` (finite), ranked in the windows' floating dtype.
     fill
         A name in :data:`FILLS`.
     seed
-        Seeds the random ranking and noise fill, per window (so the results do not depend on
-        how the windows are batched).
+        An integer in [0, 2**64 - 1]; seeds the random ranking and noise fill, per window (so the results do not
+        depend on how the windows are batched).
     batch_size
-        Windows per forward pass.
+        Windows per forward pass (>= 1).
     timing
         If given, ``timing["forward"]`` accumulates the seconds spent in the model (on a GPU,
         until its predictions are back on the host).
     first
-        The index of ``windows[0]`` in the whole set, whose windows' random draws these are.
+        The index (>= 0) of ``windows[0]`` in the whole set, whose windows' random draws these are.
     """
     from xai_loc.explain.attribute import placed
 
     percentages = check_percentages(percentages)
     modes = check_modes(modes)
     check_fill(fill)
+    check_integer("seed", seed, maximum=MAX_SEED)
+    check_integer("batch_size", batch_size, minimum=1)
+    windows, relevance = checked_deletion_inputs(model, windows, relevance, modes, first)
     out = np.zeros((len(modes), len(percentages), windows.shape[0], 3), dtype=np.float64)
     device, dtype = model_device(model, windows.device), input_dtype(model, windows.dtype)
     seconds = 0.0

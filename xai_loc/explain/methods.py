@@ -72,6 +72,11 @@ WeighFn = Callable[[torch.Tensor], torch.Tensor]
 #: name -> :class:`Method` subclass.
 METHODS: dict[str, type[Method]] = {}
 
+#: Most points on a path method's path (``n_steps``, ``n_samples``): a path of more points is no meaningful refinement
+#: of the integral (its quadrature error is long below float32 rounding), and the memory and time it would take grow
+#: without bound (every point is a forward and backward pass per window).
+MAX_PATH_POINTS = 100_000
+
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator registering a :class:`Method` subclass under ``name``."""
@@ -431,7 +436,7 @@ class IntegratedGradients(_CaptumMethod):
 
     @classmethod
     def check(cls, params):
-        check_integer("n_steps", params["n_steps"], minimum=1)
+        check_integer("n_steps", params["n_steps"], minimum=1, maximum=MAX_PATH_POINTS)
         super().check(params)
 
     def captum(self, seeded, a, weights, index, level):
@@ -486,7 +491,7 @@ class GradientShap(_CaptumMethod):
 
     @classmethod
     def check(cls, params):
-        check_integer("n_samples", params["n_samples"], minimum=1)
+        check_integer("n_samples", params["n_samples"], minimum=1, maximum=MAX_PATH_POINTS)
         check_integer("seed", params["seed"], minimum=0, maximum=cls.MAX_SEED)
         check_number("stdevs", params["stdevs"])
         super().check(params)

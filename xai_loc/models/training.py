@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from xai_loc.checks import is_integer, is_real, plain
-from xai_loc.data.spec import omit_later
+from xai_loc.data.spec import differing_fields, omit_later
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
 from xai_loc.models.checkpoint import (
@@ -324,6 +324,32 @@ def _run_identity(arch: str, model: Localizer, config: TrainConfig, init: str | 
     return {"arch": arch, "model_config": model.config, "recipe": config.recipe(arch), "init": init}
 
 
+def _card_identity(card: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`_run_identity` of the run that wrote a checkpoint's ``card`` (its data left out)."""
+    training = card.get("training") or {}
+    config = training.get("config") or {}
+    return {"arch": card.get("architecture"), "model_config": card.get("config"),
+            "recipe": omit_later({k: v for k, v in config.items() if k not in RUN_FIELDS}, LATER_RECIPE_FIELDS),
+            "init": (training.get("init_from") or {}).get("sha256")}
+
+
+def _check_replaced(out: Path, identity: dict[str, Any]) -> None:
+    """Refuse (one line) to replace an existing ``out`` that has no saved state (one is checked by
+    :func:`~xai_loc.models.trainer.check_resumable`) unless it is a checkpoint that a run of ``identity`` wrote:
+    the same architecture, model configuration, recipe and init checkpoint, as a state is compared."""
+    if not out.exists() or state_path(out).exists():
+        return
+    try:
+        card = read_card(out)
+    except InputError:
+        raise InputError(f"{out} exists and is not an xai-loc checkpoint; remove it or write to another out") from None
+    found = [f"{key}: {old!r} in it, {value!r} now" for key, old, value in
+             differing_fields(_card_identity(card), identity, STATE_DEFAULTS, [*identity, *STATE_DEFAULTS])]
+    if found:
+        raise InputError(f"{out} is a checkpoint of another training run ({'; '.join(found)}); remove it or write "
+                         "to another out")
+
+
 class _Run:
     """The multichannel family's part of a run: hooks (window draws, batches, validation) and the card."""
 
@@ -496,7 +522,8 @@ def check_training(arch: str, out: str | Path, shape: tuple[int, int] | None = N
     architecture, windows it cannot take, an ``init_from`` checkpoint that is ``out`` itself (the run
     would overwrite its own parent) or of another architecture or shape, and (given ``shape`` and ``config``)
     a saved state of ``out`` of another architecture, model configuration, recipe or init checkpoint
-    (:func:`~xai_loc.models.trainer.check_resumable`; its data are compared once they exist).
+    (:func:`~xai_loc.models.trainer.check_resumable`; its data are compared once they exist), and, where ``out``
+    has no saved state, an existing ``out`` that is not a checkpoint of such a run (:func:`_check_replaced`).
     """
     check_output(out)
     if init_from is not None and Path(init_from).resolve() == Path(out).resolve():
@@ -510,8 +537,9 @@ def check_training(arch: str, out: str | Path, shape: tuple[int, int] | None = N
     if init_from is not None:
         _init_source(model, Path(init_from))
     if config is not None:
-        init = None if init_from is None else file_digest(init_from)
-        check_resumable(state_path(out), _run_identity(arch, model, config, init), STATE_DEFAULTS)
+        identity = _run_identity(arch, model, config, None if init_from is None else file_digest(init_from))
+        check_resumable(state_path(out), identity, STATE_DEFAULTS)
+        _check_replaced(Path(out), identity)
 
 
 def _init_source(model: Localizer, path: Path) -> Localizer:
@@ -603,6 +631,7 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
     device = resolve_device(config.device)
     train_set, val_set = (as_window_set(s, config.preload) for s in (train_store, val_store))
     _check_stores(train_set, val_set)
+    check_training(arch, out, (train_set.n_mics, train_set.n_samples), init_from, config)  # state and out, now shaped
     with determinism(config.deterministic, device, config.benchmark):
         run = _Run(arch, train_set, val_set, config, device, state_path(out),
                    None if init_from is None else Path(init_from), out=out, full_log=full_log, notes=tuple(notes))

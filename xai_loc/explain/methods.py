@@ -480,7 +480,8 @@ class GradientShap(_CaptumMethod):
     same alone or in any selection); plain arrays, and :func:`~xai_loc.explain.explain_arrays`, are
     labelled by position ``0 .. n-1``, so there a window draws differently at another position:
     pass a DataArray or Dataset with ``window`` labels for draws that follow the window. At most
-    ``batch_size`` path points per forward pass (the draws do not depend on it)."""
+    ``batch_size`` path points per forward pass where ``stdevs`` is 0 (the draws do not depend on it); with noise,
+    all ``n_samples`` in one pass, as torch's normal draws for a window depend on how they are split."""
 
     completeness = "baseline"
     OPTIONS = {"n_samples": 20, "stdevs": 0.0, "baseline": "zero", "seed": 0}
@@ -499,11 +500,14 @@ class GradientShap(_CaptumMethod):
     def captum(self, seeded, a, weights, index, level):
         # captum's GradientShap runs all n_samples path points in one forward pass (its memory grows with
         # n_samples); it is a NoiseTunnel over InputBaselineXGradient, which we build as it does (captum 0.9) to
-        # pass nt_samples_batch_size. Both generators are drawn in sequence, so the points do not depend on it.
+        # pass nt_samples_batch_size. Without noise only numpy's uniform path coefficients are drawn, in sequence,
+        # so the points do not depend on it; torch's normal fills blocks of 16 and redraws the last one of a tensor
+        # whose size is not a multiple of 16, so noise drawn per chunk would depend on the chunks: one pass then.
         from captum.attr import NoiseTunnel
         from captum.attr._core.gradient_shap import InputBaselineXGradient
 
         devices = [a.device] if a.device.type == "cuda" else []
+        stdevs = float(self.params["stdevs"])  # captum takes a float only (stdevs=1: an AssertionError)
         out = []
         numpy_state = np.random.get_state()  # captum draws the path points from numpy's global generator
         try:
@@ -515,7 +519,7 @@ class GradientShap(_CaptumMethod):
                     np.random.seed(seed % 2**32)
                     out.append(tunnel.attribute(
                         a[i:i + 1], nt_type="smoothgrad", nt_samples=self.params["n_samples"],
-                        nt_samples_batch_size=self.batch_size, stdevs=self.params["stdevs"],
+                        nt_samples_batch_size=self.batch_size if stdevs == 0 else None, stdevs=stdevs,
                         draw_baseline_from_distrib=True, baselines=self.baseline(a[:1], level),
                         additional_forward_args=(weights[i:i + 1],)))
         finally:

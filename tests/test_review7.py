@@ -102,3 +102,15 @@ def test_bast_targets_of_their_own_direction_take_the_true_azimuths_beside_them(
         alone = explain_ears(model, x, target=target)
         for level in alone:
             np.testing.assert_array_equal(with_truth[level].values, alone[level].values)
+
+
+def test_a_batch_size_beyond_2_to_the_20_is_refused_before_any_work(tmp_path):
+    # review: perturb --batch-size 18446744073709551616 ran every window, then crashed writing its result ("Object
+    # dtype dtype('O') has no native HDF5 equivalent"); explain crashed in zarr ("Maximum allowed dimension exceeded")
+    from helpers import refused, run_cli
+
+    for command in (["perturb", "--t60", "0.6", "--snr", "10"], ["explain", "--t60", "0.6", "--snr", "10"]):
+        result = run_cli([*command, "--sources", "1", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                          "--batch-size", str(2**64)])
+        refused(result, f"--batch-size {2**64} is not allowed; use an integer in [1, 1048576]")
+    assert not (tmp_path / "d").exists() and not (tmp_path / "o").exists()

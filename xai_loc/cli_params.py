@@ -281,6 +281,10 @@ class _Checked(click.ParamType):
 T60 = _Checked("xai_loc.acoustics.room", "check_t60")
 SNR = _Checked("xai_loc.acoustics.room", "check_snr")
 
+#: The largest batch a command takes: more windows than that fit no memory, and a number of 2**63 or more would not
+#: fit the int64 attribute a result records (it crashed at the end of a run).
+MAX_BATCH = 2**20
+
 #: Seeds: numpy's generators take non-negative integers; torch's take 64 bits.
 SEED = Int(0, 2**63 - 1)
 

@@ -15,6 +15,7 @@ import click
 from click.core import ParameterSource
 
 from xai_loc.cli_params import (
+    MAX_BATCH,
     SEED,
     SNR,
     T60,
@@ -661,7 +662,7 @@ RUN_OPTIONS = (
     click.option("--out", type=OutDir(), default=None,
                  help="Results folder [default: RESULTS/t60-T_snr-S; with --checkpoint RESULTS/MODEL/t60-T_snr-S, "
                       "MODEL its name; RESULTS is $XAI_LOC_RESULTS or ./xai-loc-results]."),
-    click.option("--batch-size", type=Int(1), default=16, show_default=True,
+    click.option("--batch-size", type=Int(1, MAX_BATCH), default=16, show_default=True,
                  help="Windows per explanation and forward pass."),
     device_option(),
     CONVENTION_OPTION,

@@ -14,6 +14,7 @@ from xai_loc.cli._common import (
 )
 from xai_loc.cli.binaural import MAX_SOUNDS, SceneOptions, binaural, given_only
 from xai_loc.cli_params import (
+    MAX_BATCH,
     InputFile,
     Int,
     OutFile,
@@ -64,7 +65,7 @@ BAST_OPTIONS = SceneOptions("bast", _bast_spec, ("n_sounds", "seed"))
               help="Loss on the output [cos, sin]: MSE, AD (angular distance) or MIX (MSE + AD).")
 @click.option("--epochs", type=Int(1), default=18, show_default=True,
               help="Passes over the training scenes (also sets the cosine learning-rate decay).")
-@click.option("--batch-size", type=Int(1), default=32, show_default=True, help="Scenes per optimizer step.")
+@click.option("--batch-size", type=Int(1, MAX_BATCH), default=32, show_default=True, help="Scenes per optimizer step.")
 @click.option("--lr", type=POSITIVE, default=1e-3, show_default=True,
               help="Adam learning rate at the start of its cosine decay.")
 @click.option("--dim", type=Int(1), default=64, show_default=True, help="Token width.")

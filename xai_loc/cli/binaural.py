@@ -28,6 +28,7 @@ from xai_loc.cli._common import (
 )
 from xai_loc.cli.root import main
 from xai_loc.cli_params import (
+    MAX_BATCH,
     SEED,
     SNR,
     InputFile,
@@ -259,7 +260,7 @@ def binaural_simulate(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_
               help="504 azimuth x elevation classes or 72 azimuths.")
 @click.option("--epochs", type=Int(1), default=5, show_default=True,
               help="Passes over the training split (a resumed run continues up to it).")
-@click.option("--batch-size", type=Int(2), default=16, show_default=True,
+@click.option("--batch-size", type=Int(2, MAX_BATCH), default=16, show_default=True,
               help="Examples per optimizer step, at least 2.")
 @click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--label-sigma", type=Number(0), default=10.0, show_default=True,
@@ -307,7 +308,7 @@ def binaural_train(ctx, rooms, kinds, n_sounds, per_sound, duration, snr, no_noi
               help="Model answer: the arg-max direction or the probability-weighted mean lateral angle.")
 @click.option("--option", "options", multiple=True,
               help="LRP composite option KEY=VALUE (repeatable), e.g. conv_rule=epsilon, gamma=0.5.")
-@click.option("--batch-size", type=Int(1), default=16, show_default=True,
+@click.option("--batch-size", type=Int(1, MAX_BATCH), default=16, show_default=True,
               help="Examples per forward pass (probe stimuli and held-out scenes).")
 @device_option()
 @click.pass_context
@@ -381,7 +382,7 @@ TARGET_HELP = (
               help="Method, composite or target option KEY=VALUE (repeatable), e.g. conv_rule=epsilon, n_steps=32, "
                    "cls=12.")
 @click.option("--examples", type=Int(1), default=None, help="Only the first N examples (windows) of INPUTS.")
-@click.option("--batch-size", type=Int(1), default=None,
+@click.option("--batch-size", type=Int(1, MAX_BATCH), default=None,
               help="Most examples per pass [default: the family explainer's].")
 @device_option("bast's attn_lrp, integrated_gradients and attention_rollout run on the CPU")
 @results_out_option("binaural-relevance", "Results folder of the relevance files, one netCDF file per level.")

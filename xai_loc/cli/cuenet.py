@@ -17,6 +17,7 @@ from xai_loc.cli._common import (
 )
 from xai_loc.cli.binaural import SceneOptions, binaural, given_only, probe_seed_option
 from xai_loc.cli_params import (
+    MAX_BATCH,
     InputFile,
     Int,
     Number,
@@ -69,7 +70,7 @@ CUENET_OPTIONS = SceneOptions("cuenet", _cue_spec, ("seed",))
 @click.option("--out", type=OutFile(".safetensors"), default=None,
               help="Checkpoint [default: <data>/runs/<scenes>_s<seed>.safetensors].")
 @click.option("--epochs", type=Int(1), default=100, show_default=True, help="Passes over the training scenes.")
-@click.option("--batch-size", type=Int(2), default=32, show_default=True,
+@click.option("--batch-size", type=Int(2, MAX_BATCH), default=32, show_default=True,
               help="Cue maps per optimizer step, at least 2.")
 @click.option("--lr", type=POSITIVE, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--label-sigma", type=Number(0), default=0.0, show_default=True,

@@ -43,6 +43,7 @@ from xai_loc.cli._common import (
 )
 from xai_loc.cli.root import main
 from xai_loc.cli_params import (
+    MAX_BATCH,
     SEED,
     SNR,
     T60,
@@ -307,7 +308,7 @@ def train(ctx, arch, t60, snr, scene, data, n_sources, out, init_from, conventio
 @sources_option()
 @click.option("--json", "json_out", type=OutFile(), default=None,
               help="Also write the report with the per-source table as JSON.")
-@click.option("--batch-size", type=Int(1), default=100, show_default=True, help="Windows per forward pass.")
+@click.option("--batch-size", type=Int(1, MAX_BATCH), default=100, show_default=True, help="Windows per forward pass.")
 @device_option()
 @CONVENTION_OPTION
 @click.pass_context
@@ -350,7 +351,7 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
 @data_option("the split is simulated there if absent", read_only=True)
 @click.option("--out", type=StoreOut(), default=None,
               help="Relevance store [default: next to the data, <split>.relevance/<arch>-<digest>-<method>-...zarr].")
-@click.option("--batch-size", type=Int(1), default=32, show_default=True,
+@click.option("--batch-size", type=Int(1, MAX_BATCH), default=32, show_default=True,
               help="Most windows per forward pass (methods that perturb or interpolate split further).")
 @device_option()
 @CONVENTION_OPTION
@@ -833,7 +834,7 @@ def figures(results) -> None:
                                  "report.html and study.json.")
 @data_option("the test data is simulated there if absent", read_only=True)
 @pretrained_option("--pretrained", help="Checkpoint folder, the checkpoints under the shipped names")
-@click.option("--batch-size", type=Int(1), default=16, show_default=True,
+@click.option("--batch-size", type=Int(1, MAX_BATCH), default=16, show_default=True,
               help="Windows per forward and explanation pass of every experiment.")
 @device_option()
 @click.option("--skip", default="", metavar="NAMES",

@@ -17,6 +17,7 @@ from xai_loc.cli._common import (
 )
 from xai_loc.cli.binaural import SceneOptions, binaural, given_only, probe_seed_option
 from xai_loc.cli_params import (
+    MAX_BATCH,
     SNR,
     InputFile,
     Int,
@@ -78,7 +79,7 @@ TFCNN_OPTIONS = SceneOptions("tfcnn", _tfcnn_spec, ("seed",))
               help="Azimuth regression (-90..90, MSE) or azimuth x elevation classification.")
 @click.option("--epochs", type=Int(1), default=15, show_default=True,
               help="Passes over the training scenes (also sets the cosine learning-rate decay).")
-@click.option("--batch-size", type=Int(2), default=32, show_default=True,
+@click.option("--batch-size", type=Int(2, MAX_BATCH), default=32, show_default=True,
               help="IPD/ILD maps per optimizer step, at least 2.")
 @click.option("--lr", type=POSITIVE, default=1e-3, show_default=True,
               help="Adam learning rate at the start of its cosine decay.")

@@ -114,3 +114,36 @@ def test_a_batch_size_beyond_2_to_the_20_is_refused_before_any_work(tmp_path):
                           "--batch-size", str(2**64)])
         refused(result, f"--batch-size {2**64} is not allowed; use an integer in [1, 1048576]")
     assert not (tmp_path / "d").exists() and not (tmp_path / "o").exists()
+
+
+def test_write_wavs_on_a_full_disk_is_an_oserror_naming_the_file_asked_for(tmp_path, monkeypatch):
+    # review: libsndfile wrote into the staging folder itself, so a full disk was "LibsndfileError: System error."
+    # naming the hidden staging copy; the audio is now encoded in memory and written as plain bytes
+    import errno
+
+    from test_explain import fake_dataset, randomized
+
+    from xai_loc.explain import explain_store, open_explained_signals, open_relevance, write_wavs
+    from xai_loc.models import LocCNN
+
+    path, _ = fake_dataset(tmp_path / "test.zarr")
+    store = explain_store(randomized(LocCNN(4, 350)).float(), path, progress=False)
+    rel, ds = open_relevance(store), open_explained_signals(store)
+    wanted = write_wavs(rel, ds, tmp_path / "whole", sources=[0])[0].read_bytes()
+    real = Path.write_bytes
+
+    def full(self, data):
+        if self.suffix == ".wav":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    try:
+        write_wavs(rel, ds, tmp_path / "wav", sources=[0])
+    except OSError as err:
+        assert err.errno == errno.ENOSPC and err.filename == str(tmp_path / "wav" / "source-0000_relevance.wav")
+    else:
+        raise AssertionError("no error on a full disk")
+    assert not (tmp_path / "wav").exists()  # the folder it made removed, nothing half-written
+    monkeypatch.undo()
+    assert write_wavs(rel, ds, tmp_path / "again", sources=[0])[0].read_bytes() == wanted  # the same bytes

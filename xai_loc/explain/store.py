@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -560,7 +561,13 @@ def write_wavs(
             if signals is not None:
                 files.append((f"{stem}_microphones.wav", signals.sel(window=rel["window"].values)))
             for name, da in files:
-                sf.write(staging / name, da.xai.as_audio(mics=mics), fs, subtype=subtype, format="WAV")
+                buffer = io.BytesIO()  # a full disk then fails in a plain write: one line, not libsndfile's
+                sf.write(buffer, da.xai.as_audio(mics=mics), fs, subtype=subtype, format="WAV")
+                try:
+                    (staging / name).write_bytes(buffer.getvalue())
+                except OSError as err:  # named by the file asked for, not its staging copy
+                    err.filename = str(folder / name)
+                    raise
                 names.append(name)
         write_text_atomic(folder / WAV_MANIFEST, json.dumps({"relevance": digest}) + "\n")
         for name in names:

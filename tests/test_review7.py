@@ -147,3 +147,19 @@ def test_write_wavs_on_a_full_disk_is_an_oserror_naming_the_file_asked_for(tmp_p
     assert not (tmp_path / "wav").exists()  # the folder it made removed, nothing half-written
     monkeypatch.undo()
     assert write_wavs(rel, ds, tmp_path / "again", sources=[0])[0].read_bytes() == wanted  # the same bytes
+
+
+def test_xl_explain_pickles_by_name_as_a_dask_task_needs():
+    # review: once callable, the subpackage could not be pickled ("cannot pickle '_CallableModule' object"), so
+    # a dask task or a functools.partial of xl.explain failed where the function had worked
+    import functools
+    import pickle
+
+    import cloudpickle
+
+    import xai_loc as xl
+    import xai_loc.explain.store  # noqa: F401  (the subpackage bound first)
+
+    assert pickle.loads(pickle.dumps(xl.explain)) is xl.explain
+    assert cloudpickle.loads(cloudpickle.dumps(xl.explain)) is xl.explain
+    assert pickle.loads(pickle.dumps(functools.partial(xl.explain, target="prediction"))).func is xl.explain

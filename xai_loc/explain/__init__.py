@@ -37,6 +37,7 @@ Binaural localizers: :func:`xai_loc.explain.binaural.explain_ears` labels the pi
 in each family's terms: :mod:`~xai_loc.explain.cochcnn`, :mod:`~xai_loc.explain.tfcnn`,
 :mod:`~xai_loc.explain.cuenet`, :mod:`~xai_loc.explain.attn_lrp` (BAST).
 """
+import importlib
 import inspect
 import sys
 import types
@@ -79,6 +80,9 @@ class _CallableModule(types.ModuleType):
     """
 
     __call__ = staticmethod(explain)
+
+    def __reduce__(self):  # pickled by name (a dask task of xl.explain), as a module is imported
+        return importlib.import_module, (self.__name__,)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -74,8 +74,9 @@ def _ears(n_samples: int) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", FRONT_ENDS)
 def test_half_precision_waveforms_are_computed_in_float32(name, dtype):
-    """Review: half-precision waveforms ended in NotImplementedError from torch.fft (cochleagram, cues) or came out
-    all NaN (the spectrogram in float16: its 1e-14 floor is 0); each front end computes them in float32."""
+    """Each front end computes half-precision waveforms in float32 and returns its own dtype, finite and equal to
+    the float32 result rounded (they once ended in NotImplementedError from torch.fft for the cochleagram and the
+    cues, and came out all NaN from the float16 spectrogram, whose 1e-14 floor is 0 there)."""
     make, n = FRONT_ENDS[name]
     x = _ears(n).to(dtype)
     out = make()(x)
@@ -106,10 +107,10 @@ def test_the_gradient_of_a_half_precision_cochleagram_is_its_float32_gradient():
 
 @pytest.mark.parametrize("method", ["lrp", "saliency"])
 def test_a_bfloat16_cochleagram_cnn_is_explained_like_its_float32_weights(method):
-    """Review: a bfloat16 cochleagram CNN, the dtype that the float16 refusal of LRP advises, ended in
-    NotImplementedError from torch.fft. Compared with the float32 model on the same (bfloat16-rounded) waveform:
-    bfloat16's 8 significant bits through the network move the relevance by about 10 % (median), the maps
-    correlate above 0.98."""
+    """A bfloat16 cochleagram CNN (the dtype the float16 refusal of LRP advises; it once ended in
+    NotImplementedError from torch.fft) is explained like its float32 weights on the same bfloat16-rounded
+    waveform: bfloat16's 8 significant bits through the network move the relevance by about 10 % (median), and
+    the maps correlate above 0.98."""
     x = (0.05 * np.random.default_rng(0).standard_normal((1, 2, 12000))).astype(np.float32)
     rounded = torch.from_numpy(x).bfloat16().float().numpy()
     reference = explain_ears(resolve_model(COCHCNN)[0], rounded, method=method)

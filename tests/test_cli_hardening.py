@@ -251,7 +251,7 @@ def test_the_checkpoint_folder_variable_is_documented_and_named(tmp_path, monkey
     (["perturb", "--t60", "0.15", "--snr", "25", "--fill", "bogus"], "--fill 'bogus' is unknown; allowed: zero, noise"),
     (["explain", "--model", "nope"], "--model 'nope' is not allowed; use one of loccnn, samplecnn"),
     (["train", "--model", "loccnn", "--t60", "0.15", "--snr", "25", "--batch-size", "1"],
-     "--batch-size 1 is not allowed; use an integer >= 2"),
+     "--batch-size 1 is not allowed; use an integer in [2, 1048576]"),
     (["train", "--model", "loccnn", "--t60", "0.15", "--snr", "25", "--early-stop-patience", "0"],
      "--early-stop-patience 0 is not allowed; use a positive integer"),
 ], ids=["t60", "snr", "t60-nan", "fills", "methods", "fill", "model", "batch-size", "patience"])

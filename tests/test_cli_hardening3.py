@@ -106,7 +106,7 @@ def test_train_refuses_a_recipe_value_as_the_library_does(tmp_path, flag, values
 
 def test_train_refuses_a_word_or_a_fraction_for_an_integer(tmp_path):
     refused(run_cli(["train", "--model", "loccnn", *SHIPPED, "--data", str(tmp_path / "d"), "--batch-size", "2.5"]),
-            "Error: --batch-size '2.5' is not an integer; use an integer >= 2")
+            "Error: --batch-size '2.5' is not an integer; use an integer in [2, 1048576]")
 
 
 # --- 4. TrainConfig checks its device ------------------------------------------------------------------------------

@@ -67,8 +67,9 @@ ZOO = ["--archs", "loccnn", "--conditions", "0.15:25"]
     ("--lr", "-1", "a positive number"),  # the table's "None or" is no value a user can type
     ("--lr", "abc", "a positive number"),
     ("--max-minutes", "nan", "a positive number of minutes"),
-    ("--batch-size", "1", "an integer >= 2"),
-    ("--eval-batch-size", "0", "a positive integer"),
+    ("--batch-size", "1", "an integer in [2, 1048576]"),
+    ("--batch-size", "1048577", "an integer in [2, 1048576]"),
+    ("--eval-batch-size", "0", "an integer in [1, 1048576]"),
     ("--seed", "-1", "an integer >= 0"),
     ("--threads", "300", "an integer in [1, 256]"),
     ("--sources", "1", "an integer >= 2"),  # training needs two sources: refused before the splits are simulated
@@ -108,7 +109,7 @@ def test_binaural_training_scripts_name_the_option(tmp_path, script, flag, value
 
 @pytest.mark.parametrize("flag, value, allowed", [
     ("--lr", "0", "a positive number"),
-    ("--batch-size", "1", "an integer >= 2"),
+    ("--batch-size", "1", "an integer in [2, 1048576]"),
     ("--seed", "-1", "an integer >= 0"),
     ("--threads", "300", "an integer in [1, 256]"),
     ("--sources", "1", "an integer >= 2"),

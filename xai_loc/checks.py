@@ -13,6 +13,10 @@ import numpy as np
 
 from xai_loc.errors import InputError
 
+#: The largest batch a command or a training recipe takes: more windows than that fit no memory, and a number of 2**63
+#: or more would not fit the int64 attribute a result records (it crashed at the end of a run).
+MAX_BATCH = 2**20
+
 
 def is_integer(value) -> bool:
     """Whether ``value`` is an integer (Python or NumPy), not a boolean."""

@@ -16,10 +16,11 @@ from typing import Any
 
 import click
 
+from xai_loc.checks import MAX_BATCH
 from xai_loc.errors import InputError
 from xai_loc.runtime import parse_int, parse_number
 
-__all__ = ["SEED", "SNR", "T60", "Device", "InputDir", "InputFile", "Int", "Number", "OutDir", "OutFile",
+__all__ = ["MAX_BATCH", "SEED", "SNR", "T60", "Device", "InputDir", "InputFile", "Int", "Number", "OutDir", "OutFile",
            "check_out_dir", "check_outside_stores", "data_root_default", "naming", "option_name", "parse_number"]
 
 def option_name(param: click.Parameter | None, ctx: click.Context | None, value: Any = None) -> str:
@@ -280,10 +281,6 @@ class _Checked(click.ParamType):
 #: Reverberation time (s) and SNR (dB), checked as the simulator checks them.
 T60 = _Checked("xai_loc.acoustics.room", "check_t60")
 SNR = _Checked("xai_loc.acoustics.room", "check_snr")
-
-#: The largest batch a command takes: more windows than that fit no memory, and a number of 2**63 or more would not
-#: fit the int64 attribute a result records (it crashed at the end of a run).
-MAX_BATCH = 2**20
 
 #: Seeds: numpy's generators take non-negative integers; torch's take 64 bits.
 SEED = Int(0, 2**63 - 1)

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xai_loc.checks import is_integer, is_real, plain
+from xai_loc.checks import MAX_BATCH, is_integer, is_real, plain
 from xai_loc.data.spec import differing_fields, omit_later
 from xai_loc.errors import InputError
 from xai_loc.models.base import Localizer
@@ -103,7 +103,7 @@ RECIPE = {
 #: Field -> (test, what is allowed), applied by :class:`TrainConfig` and, read from the command line, by ``xai-loc
 #: train``'s options.
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "batch_size": (lambda v: is_integer(v) and v >= 2, "an integer >= 2"),
+    "batch_size": (lambda v: is_integer(v) and 2 <= v <= MAX_BATCH, f"an integer in [2, {MAX_BATCH}]"),
     "lr": (lambda v: v is None or (is_real(v) and v > 0), "None or a positive number"),
     "weight_decay": (lambda v: is_real(v) and v >= 0, "a number >= 0"),
     "lr_factor": (lambda v: is_real(v) and 0 < v < 1, "a number in (0, 1)"),
@@ -115,7 +115,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     # a device this machine lacks or a name torch would not take: resolve_device's own line
     "device": (lambda v: isinstance(v, str) and resolve_device(v) is not None, "'cpu', 'cuda' or 'cuda:N'"),
-    "eval_batch_size": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
+    "eval_batch_size": (lambda v: is_integer(v) and 1 <= v <= MAX_BATCH, f"an integer in [1, {MAX_BATCH}]"),
     "preload": (lambda v: isinstance(v, bool), "True or False"),
     "deterministic": (lambda v: isinstance(v, bool), "True or False"),
     "draws_per_epoch": (lambda v: is_integer(v) and v >= 1, "a positive integer"),

@@ -675,7 +675,7 @@ class SimulatedSplit:
 
         coords = _label_coords(self.source_id, self.window_index, self.speech_id, self.source_position,
                                self.mic_position, self.signals.shape[2], self.attrs["fs"])
-        signals = (DATASET.dims, self.signals.detach().cpu().numpy(), {"units": DATASET.units})
+        signals = (DATASET.dims, self.signals.detach().cpu().numpy(), _signal_attrs(self.attrs))
         return xr.Dataset({DATASET.variable: signals}, coords=coords,
                           attrs={k: v for k, v in self.attrs.items() if k not in ("storage_dtype", "device")})
 
@@ -685,6 +685,22 @@ def config_digest(attrs: Mapping[str, Any]) -> str | None:
     the digest that names the data in cards and relevance."""
     config = attrs.get("config")
     return hashlib.sha256(config.encode()).hexdigest() if isinstance(config, str) else None
+
+
+def data_digest(data) -> str | None:
+    """The digest naming the data of a dataset (:func:`config_digest` of its attrs) or of its ``signals`` alone (their
+    ``dataset_digest`` attr, set by :func:`open_signals` and :meth:`SimulatedSplit.to_dataset`), None without one."""
+    digest = config_digest(data.attrs)
+    if digest is None and hasattr(data, "data_vars") and DATASET.variable in data.data_vars:
+        data = data[DATASET.variable]
+    return digest if digest is not None else data.attrs.get("dataset_digest")
+
+
+def _signal_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Attrs of a dataset's ``signals``: units and the dataset's digest, so that the signals alone still name their
+    data (:func:`data_digest`)."""
+    digest = config_digest(attrs)
+    return {"units": DATASET.units, **({"dataset_digest": digest} if digest is not None else {})}
 
 
 def simulate_windows(
@@ -787,9 +803,12 @@ def open_signals(path: str | Path):
 
     The store is checked first (:func:`xai_loc.data.integrity.verify_store`) and every chunk
     is checked again as it is read; a damaged, unfinished or foreign store is an
-    :class:`~xai_loc.errors.InputError` naming it and how to rebuild it.
+    :class:`~xai_loc.errors.InputError` naming it and how to rebuild it. The ``signals`` carry the dataset's digest
+    (attr ``dataset_digest``), so that they alone still name their data.
     """
-    return DATASET.open(path)
+    ds = DATASET.open(path)
+    ds[DATASET.variable].attrs.update(_signal_attrs(ds.attrs))
+    return ds
 
 
 def open_signals_array(path: str | Path):

@@ -640,11 +640,11 @@ def dataset_inputs(ds) -> dict[str, Any]:
     for name in ("source_id", "window_index", "speech_id"):
         if name in ds.coords:
             coords[name] = ("window", ds[name].values)
-    from xai_loc.data.store import config_digest
+    from xai_loc.data.store import data_digest
 
     attrs = {k: ds.attrs[k] for k in ("t60", "snr") if k in ds.attrs}
-    if config_digest(ds.attrs) is not None:  # the digest of the store (SimulatedSplit.digest: the same)
-        attrs["dataset_digest"] = config_digest(ds.attrs)
+    if data_digest(ds) is not None:  # the digest of the store (SimulatedSplit.digest: the same)
+        attrs["dataset_digest"] = data_digest(ds)
     if signals.dtype != np.float32:  # windows rounded otherwise than the store's (an in-memory float16 split)
         attrs["storage_dtype"] = str(signals.dtype)
     fs = float(ds.attrs.get("fs", DEFAULT_FS))

@@ -519,13 +519,13 @@ def write_wavs(
     import soundfile as sf
     import xarray as xr
 
-    from xai_loc.data.store import config_digest
+    from xai_loc.data.store import data_digest
 
     folder = Path(folder)
     if mics is not None:
         relevance.xai.check_mics(mics)
     fs = int(round(fs if fs is not None else relevance.attrs.get("fs", 16000)))
-    given = None if signals is None else config_digest(signals.attrs)
+    given = None if signals is None else data_digest(signals)
     if isinstance(signals, xr.Dataset):
         signals = signals["signals"]
     if signals is not None and "mic" in signals.coords and "mic" in relevance.coords:  # the same microphones

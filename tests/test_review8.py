@@ -1,0 +1,64 @@
+"""Regression tests of the session of 2026-12-07 (evening): the signals of a dataset alone (``ds["signals"]``) name
+their data, so that ``write_wavs`` refuses another condition's microphones of the same windows."""
+import numpy as np
+import pytest
+from helpers import one_line, small_model
+
+WINDOW = 1024
+
+
+@pytest.fixture(scope="module")
+def two_conditions(tmp_path_factory):
+    """One test source of a tiny 4-microphone scene at (0.15 s, 25 dB) and at (0.6 s, 10 dB): the same windows (same
+    ``source_id`` and ``window_index``), other data; the LRP relevance of the first by a small LocCNN."""
+    from xai_loc.acoustics.room import ShoeBox, linear_array
+    from xai_loc.data import Scene, simulate_dataset
+    from xai_loc.explain import explain_store
+
+    root = tmp_path_factory.mktemp("two-conditions")
+    scene = Scene("tinyone", ShoeBox((4.0, 5.0, 3.0)), linear_array(4, 0.1, (2.0, 4.0, 1.2)),
+                  np.array([[1.0, 1.5, 1.2]]), {"test": [0]}, window=WINDOW)
+    dry = simulate_dataset(scene, "test", 0.15, 25.0, root=root, progress=False)
+    wet = simulate_dataset(scene, "test", 0.6, 10.0, root=root, progress=False)
+    relevance = explain_store(small_model(4, WINDOW), dry, root / "r.zarr", batch_size=64, progress=False)
+    return dry, wet, relevance, scene
+
+
+def test_write_wavs_refuses_another_conditions_signals_alone(two_conditions, tmp_path):
+    """The signals of a dataset alone carry its digest (attr ``dataset_digest``), so write_wavs refuses the
+    microphones of another condition of the same windows before the folder is made, and the explained ones pass.
+    review: ``open_signals(wet)["signals"]`` had no dataset attrs and the same window labels: the relevance of the
+    (0.15 s, 25 dB) data was written beside the (0.6 s, 10 dB) microphones under the same name."""
+    from xai_loc.data.store import config_digest, data_digest, open_signals
+    from xai_loc.explain import open_relevance, write_wavs
+
+    dry, wet, store, _ = two_conditions
+    relevance = open_relevance(store)
+    other = open_signals(wet)
+    assert data_digest(other["signals"]) == config_digest(other.attrs) == data_digest(other)
+    assert data_digest(other["signals"].isel(window=[0])) == config_digest(other.attrs)  # a selection keeps it
+    folder = tmp_path / "wavs"
+    assert one_line(write_wavs, relevance, other["signals"], folder) == (
+        f"the signals are of other data (dataset_digest {config_digest(other.attrs)[:16]!r}) than the relevance "
+        f"explains ({relevance.attrs['dataset_digest'][:16]!r}); give the signals it explains (open_explained_signals)")
+    assert not folder.exists()
+    written = write_wavs(relevance, open_signals(dry)["signals"], folder)
+    assert [p.name for p in written] == ["source-0000_relevance.wav", "source-0000_microphones.wav"]
+
+
+def test_an_in_memory_splits_signals_name_the_same_data_as_its_store(two_conditions):
+    """``SimulatedSplit.to_dataset()["signals"]`` carries the digest of the store of the same arguments, and
+    relevance explained from the signals alone records it (it recorded no ``dataset_digest`` before)."""
+    import torch
+
+    from xai_loc.data.store import data_digest, open_signals, simulate_windows
+    from xai_loc.explain import explain
+
+    dry, _, _, scene = two_conditions
+    stored = open_signals(dry)
+    split = simulate_windows(scene, "test", 0.15, 25.0, progress=False)
+    assert data_digest(split.to_dataset()["signals"]) == data_digest(stored) == split.digest
+    torch.manual_seed(0)
+    relevance = explain(small_model(4, WINDOW), stored["signals"], target="prediction", batch_size=64)
+    assert relevance.attrs["dataset_digest"] == split.digest
+

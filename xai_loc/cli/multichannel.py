@@ -352,8 +352,7 @@ def evaluate(ctx, checkpoint, split, t60, snr, scene, data, n_sources, json_out,
 @click.option("--out", type=StoreOut(), default=None,
               help="Relevance store [default: next to the data, <split>.relevance/<arch>-<digest>-<method>-...zarr].")
 @click.option("--batch-size", type=Int(1, MAX_BATCH), default=32, show_default=True,
-              help="Most windows per forward pass (methods that perturb or interpolate split further; "
-                   "gradient_shap with stdevs > 0 runs its n_samples points in one pass).")
+              help="Most windows per forward pass (methods that perturb or interpolate split further).")
 @device_option()
 @CONVENTION_OPTION
 @cluster_options

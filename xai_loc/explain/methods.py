@@ -45,6 +45,7 @@ Captum is imported when a captum method is first used.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -480,8 +481,7 @@ class GradientShap(_CaptumMethod):
     same alone or in any selection); plain arrays, and :func:`~xai_loc.explain.explain_arrays`, are
     labelled by position ``0 .. n-1``, so there a window draws differently at another position:
     pass a DataArray or Dataset with ``window`` labels for draws that follow the window. At most
-    ``batch_size`` path points per forward pass where ``stdevs`` is 0 (the draws do not depend on it); with noise,
-    all ``n_samples`` in one pass, as torch's normal draws for a window depend on how they are split."""
+    ``batch_size`` path points per forward pass, with the draws of one pass (captum's ``GradientShap``)."""
 
     completeness = "baseline"
     OPTIONS = {"n_samples": 20, "stdevs": 0.0, "baseline": "zero", "seed": 0}
@@ -500,10 +500,8 @@ class GradientShap(_CaptumMethod):
     def captum(self, seeded, a, weights, index, level):
         # captum's GradientShap runs all n_samples path points in one forward pass (its memory grows with
         # n_samples); it is a NoiseTunnel over InputBaselineXGradient, which we build as it does (captum 0.9) to
-        # pass nt_samples_batch_size. Without noise only numpy's uniform path coefficients are drawn, in sequence,
-        # so the points do not depend on it; torch's normal fills blocks of 16 and redraws the last one of a tensor
-        # whose size is not a multiple of 16, so noise drawn per chunk would depend on the chunks: one pass then.
-        from captum.attr import NoiseTunnel
+        # pass nt_samples_batch_size. numpy's uniform path coefficients are drawn in sequence, so they do not depend
+        # on the chunks; the noise is drawn first for all points (_drawn_noise_tunnel), as one pass draws it.
         from captum.attr._core.gradient_shap import InputBaselineXGradient
 
         devices = [a.device] if a.device.type == "cuda" else []
@@ -512,19 +510,44 @@ class GradientShap(_CaptumMethod):
         numpy_state = np.random.get_state()  # captum draws the path points from numpy's global generator
         try:
             for i in range(a.shape[0]):
-                tunnel = NoiseTunnel(InputBaselineXGradient(seeded.window(i)))
                 seed = (self.params["seed"] * self.SEED_STEP + int(index[i])) % 2**64  # any label: torch's range
                 with torch.random.fork_rng(devices=devices):
                     torch.manual_seed(seed)
                     np.random.seed(seed % 2**32)
+                    tunnel = _drawn_noise_tunnel()(InputBaselineXGradient(seeded.window(i)), a[i:i + 1], stdevs,
+                                                   self.params["n_samples"])
                     out.append(tunnel.attribute(
                         a[i:i + 1], nt_type="smoothgrad", nt_samples=self.params["n_samples"],
-                        nt_samples_batch_size=self.batch_size if stdevs == 0 else None, stdevs=stdevs,
+                        nt_samples_batch_size=self.batch_size, stdevs=stdevs,
                         draw_baseline_from_distrib=True, baselines=self.baseline(a[:1], level),
                         additional_forward_args=(weights[i:i + 1],)))
         finally:
             np.random.set_state(numpy_state)
         return torch.cat(out)
+
+
+@functools.cache
+def _drawn_noise_tunnel():
+    """:class:`captum.attr.NoiseTunnel` whose noise for all ``n_samples`` points of one window is drawn first, by the
+    call that draws it in one pass, and then added chunk by chunk. captum draws it per chunk, and torch's normal
+    fills blocks of 16 and redraws the last one of a tensor whose size is not a multiple of 16, so noise drawn per
+    chunk would depend on the chunks (up to 27 % of a 3 x 509 window's relevance moved). Costs one window's memory
+    per point, far less than the points' forward pass of one pass."""
+    from captum.attr import NoiseTunnel
+
+    class DrawnNoiseTunnel(NoiseTunnel):
+        def __init__(self, method, window: torch.Tensor, stdev: float, n_samples: int) -> None:
+            super().__init__(method)
+            size = (n_samples, *window.shape[1:])  # captum's draw for all points of one window
+            self.noise = torch.normal(0, torch.tensor(stdev, device=window.device).repeat(size))
+            self.used = 0
+
+        def _add_noise_to_input(self, input, stdev, nt_samples_partition):  # captum's static method, per chunk
+            take = input.shape[0] * nt_samples_partition
+            noise, self.used = self.noise[self.used:self.used + take], self.used + take
+            return input.repeat_interleave(nt_samples_partition, dim=0) + noise
+
+    return DrawnNoiseTunnel
 
 
 @register_method("occlusion")

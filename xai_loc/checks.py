@@ -16,6 +16,10 @@ from xai_loc.errors import InputError
 #: The largest batch a command or a training recipe takes: more windows than that fit no memory, and a number of 2**63
 #: or more would not fit the int64 attribute a result records (it crashed at the end of a run).
 MAX_BATCH = 2**20
+#: Most points on a path method's path (``n_steps``, ``n_samples``): a path of more points is no meaningful refinement
+#: of the integral (its quadrature error is long below float32 rounding), and the memory and time it would take grow
+#: without bound (every point is a forward and backward pass per window).
+MAX_PATH_POINTS = 100_000
 
 
 def is_integer(value) -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from xai_loc.checks import MAX_PATH_POINTS
 from xai_loc.cli._common import (
     DATA_ROOT,
     POSITIVE,
@@ -123,7 +124,7 @@ def binaural_bast_table(ctx, n_sounds, seed, data, loss, epochs, out) -> None:
 @click.option("--target", default="sin", show_default=True,
               help="Output explained: sin (lateral component), cos, prediction, truth, an azimuth in degrees, or "
                    "direction, true_direction, azimuth, angular_error.")
-@click.option("--steps", type=Int(1, 100_000), default=32, show_default=True,  # explain.methods.MAX_PATH_POINTS
+@click.option("--steps", type=Int(1, MAX_PATH_POINTS), default=32, show_default=True,
               help="Integrated Gradients steps.")
 @results_out_option("bast", "Results folder of relevance_view.nc.")
 @click.pass_context

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from zennit.core import Composite
 
-from xai_loc.checks import check_choice, check_integer, check_number, is_integer
+from xai_loc.checks import MAX_PATH_POINTS, check_choice, check_integer, check_number, is_integer
 from xai_loc.errors import InputError
 from xai_loc.explain._options import resolve
 from xai_loc.explain.composites import check_finite, composite_covers, written_for
@@ -72,11 +72,6 @@ WeighFn = Callable[[torch.Tensor], torch.Tensor]
 
 #: name -> :class:`Method` subclass.
 METHODS: dict[str, type[Method]] = {}
-
-#: Most points on a path method's path (``n_steps``, ``n_samples``): a path of more points is no meaningful refinement
-#: of the integral (its quadrature error is long below float32 rounding), and the memory and time it would take grow
-#: without bound (every point is a forward and backward pass per window).
-MAX_PATH_POINTS = 100_000
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:

@@ -1,5 +1,6 @@
 """Regression tests of the session of 2026-12-07 (evening): the signals of a dataset alone (``ds["signals"]``) name
-their data, so that ``write_wavs`` refuses another condition's microphones of the same windows."""
+their data, so that ``write_wavs`` refuses another condition's microphones of the same windows; ``explain`` records
+the sample rate of the windows' time coord."""
 import numpy as np
 import pytest
 from helpers import one_line, small_model
@@ -62,3 +63,30 @@ def test_an_in_memory_splits_signals_name_the_same_data_as_its_store(two_conditi
     relevance = explain(small_model(4, WINDOW), stored["signals"], target="prediction", batch_size=64)
     assert relevance.attrs["dataset_digest"] == split.digest
 
+
+
+def test_explain_takes_the_sample_rate_of_the_windows_time_coord_and_refuses_another(tmp_path):
+    """Relevance of windows with a time coord records their rate (and write_wavs writes it), and an ``fs`` the time
+    coord contradicts is refused in one line. review: a DataArray of 8 kHz windows was recorded as 16 kHz (its wav
+    files played at double speed), and fs=8000 beside a 16 kHz time coord was recorded as given."""
+    import soundfile as sf
+    import torch
+    import xarray as xr
+
+    from xai_loc.explain import explain, write_wavs
+    from xai_loc.models import LocCNN
+
+    torch.manual_seed(0)
+    model = LocCNN(2, 175).eval()
+    x = np.random.default_rng(0).standard_normal((2, 2, 175)).astype("float32")
+    slow = xr.DataArray(x, dims=("window", "mic", "time"), coords={"time": np.arange(175) / 8000.0})
+    relevance = explain(model, slow, target="prediction")
+    assert relevance.attrs["fs"] == 8000.0
+    np.testing.assert_array_equal(relevance["time"].values, slow["time"].values)
+    assert sf.info(str(write_wavs(relevance, None, tmp_path / "wavs")[0])).samplerate == 8000
+    assert one_line(explain, model, slow, target="prediction", fs=16000) == (
+        "fs 16000 does not match the windows' time coord (8000 samples per second); give fs=8000 or windows whose "
+        "time coord steps by 1/fs seconds")
+    assert explain(model, slow, target="prediction", fs=8000).attrs["fs"] == 8000.0
+    assert explain(model, x, target="prediction", fs=8000).attrs["fs"] == 8000.0  # no time coord: fs as given
+    assert explain(model, x, target="prediction").attrs["fs"] == 16000.0

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -627,6 +628,25 @@ def _labelled_windows(windows: xr.DataArray) -> xr.DataArray:
                      "(mic, time) or a plain array")
 
 
+def sample_rate(fs: Any, time: np.ndarray | None) -> float:
+    """The sample rate of windows: ``fs`` (None: the rate of their ``time`` coord in seconds, else 16 kHz), refused in
+    one line where their time coord steps at another rate (relevance written as audio would play at the wrong
+    speed, and its time coord would not be the windows')."""
+    implied = None
+    if time is not None and len(time) >= 2 and np.issubdtype(np.asarray(time).dtype, np.number):
+        span = float(time[-1]) - float(time[0])
+        implied = (len(time) - 1) / span if span > 0 else None
+        if implied is not None and math.isclose(implied, round(implied), rel_tol=1e-9):
+            implied = float(round(implied))  # a whole rate, as the time coord's rounding hides it
+    if fs is None:
+        return implied if implied is not None else DEFAULT_FS
+    rate = check_number("fs", fs, strict=True)
+    if implied is not None and not math.isclose(rate, implied, rel_tol=1e-6):
+        raise InputError(f"fs {plain(fs)!r} does not match the windows' time coord ({implied:.6g} samples per "
+                         f"second); give fs={implied:.6g} or windows whose time coord steps by 1/fs seconds")
+    return rate
+
+
 def dataset_inputs(ds) -> dict[str, Any]:
     """Windows, positions, coords and attrs of a dataset from ``open_signals``."""
     if "signals" not in ds:
@@ -647,10 +667,10 @@ def dataset_inputs(ds) -> dict[str, Any]:
         attrs["dataset_digest"] = data_digest(ds)
     if signals.dtype != np.float32:  # windows rounded otherwise than the store's (an in-memory float16 split)
         attrs["storage_dtype"] = str(signals.dtype)
-    fs = float(ds.attrs.get("fs", DEFAULT_FS))
+    time = ds["time"].values if "time" in ds.coords else None
+    fs = sample_rate(ds.attrs.get("fs"), time)
     positions = ds["source_position"].values if "source_position" in ds else None
     mics = ds["mic_position"].values if "mic_position" in ds else None
-    time = ds["time"].values if "time" in ds.coords else None
     train_mean = None
     if "scene" in ds.attrs:
         scene = json.loads(ds.attrs["scene"])
@@ -708,7 +728,8 @@ def explain(
     progress
         Show a progress bar.
     fs
-        Sample rate in Hz for the time coord (default: the dataset's, else 16 kHz).
+        Sample rate in Hz (default: the dataset's ``fs``, else the rate of the windows' ``time`` coord, else 16 kHz);
+        one that the windows' ``time`` coord contradicts is refused.
     mic_positions
         Microphone positions ``[mic, 3]`` for tensor input.
     mean_input
@@ -767,7 +788,7 @@ def explain(
     if positions is not None and not np.isfinite(positions).all():  # the truth's targets would be NaN
         raise InputError("positions hold NaN or infinite values; give x, y, z in metres for every window")
     mics = data["mics"] if mic_positions is None else _numbers("mic_positions", mic_positions, (n_mics, 3))
-    fs = check_number("fs", data["fs"] if fs is None else fs, strict=True)
+    fs = sample_rate(data["fs"] if fs is None else fs, data["time"])
 
     inputs = data_explainer_inputs({**data, "signals": source}, options, mean_input)
     explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,

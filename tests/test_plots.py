@@ -17,7 +17,8 @@ def _perturbation(t60: float) -> xr.Dataset:
     curve = np.array([[[0.1, 0.2, 0.3], [0.1, 0.15, 0.2]]])
     return xr.Dataset({"mae_mean": (("model", "mode", "percentage"), curve + t60, {"units": "m"}),
                        "mae": (("model", "mode", "percentage", "xyz"), np.repeat((curve + t60)[..., None], 3, -1)),
-                       "baseline_mae": ("xyz", [0.12, 0.14, 0.13]), "baseline_mae_mean": ((), 0.13)},
+                       "baseline_mae": ("xyz", [0.12, 0.14, 0.13]), "baseline_mae_mean": ((), 0.13),
+                       "aopc": (("model", "mode"), [[0.1, 0.05]])},
                       coords={"model": ["loccnn"], "mode": ["relevance", "energy"], "percentage": pct,
                               "xyz": ["x", "y", "z"]},
                       attrs={"t60": t60, "snr": 10.0, "method": "lrp", "fill": "noise", "n_windows": 7})

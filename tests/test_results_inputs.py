@@ -40,7 +40,7 @@ def _refused_by_report_and_figures(result: Path) -> list[str]:
 def test_a_components_result_lacking_what_its_tables_read_is_one_line(tmp_path):
     """Review: a file with the required variables only, or without ``linear_split_exact``, crashed the report."""
     shares = {k: (("x",), [1.0]) for k in ("share", "share_ci", "energy_share", "reference_share",
-                                            "reference_share_ci", "linear_split_exact")}
+                                            "reference_share_ci", "linear_split_exact", "energy_share_ci")}
     foreign = _result(tmp_path / "foreign", "components.nc", xr.Dataset(shares))
     says = _refused(["report", str(foreign.parent)])
     assert (f"component shares result {foreign} is not what it should be (its 'share' has dims (x), expected (model, "

@@ -459,9 +459,9 @@ class ComponentsExperiment(Experiment):
     command = "components"
     required = {"share": ("model", "method", "ordering", "split", "component"),
                 "share_ci": ("model", "method", "ordering", "split", "component", "bound"),
-                "energy_share": ("component",), "reference_share": ("split", "component"),
-                "reference_share_ci": ("split", "component", "bound"), "linear_split_exact": ("method",)}
-    optional = {"energy_share_ci": ("component", "bound")}
+                "energy_share": ("component",), "energy_share_ci": ("component", "bound"),
+                "reference_share": ("split", "component"), "reference_share_ci": ("split", "component", "bound"),
+                "linear_split_exact": ("method",)}
     nonempty = ("model", "method", "ordering", "split", "component")
     table_files = {"markdown": "components.md", "latex": "components.tex"}
     timed = True

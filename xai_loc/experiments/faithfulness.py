@@ -772,10 +772,10 @@ class FaithfulnessExperiment(Experiment):
     what = "faithfulness result"
     command = "faithfulness"
     required = {"score": ("model", "method", "ordering", "fill", "metric"),
-                "curve": ("model", "method", "ordering", "fill", "mode", "percentage")}
-    optional = {"score_ci": ("model", "method", "ordering", "fill", "metric", "bound"),
+                "score_ci": ("model", "method", "ordering", "fill", "metric", "bound"),
                 "completeness": ("model", "method", "stat"),
-                "unordered_windows": ("model", "method", "ordering", "fill"), "unperturbed_error": ("model",)}
+                "curve": ("model", "method", "ordering", "fill", "mode", "percentage")}
+    optional = {"unordered_windows": ("model", "method", "ordering", "fill"), "unperturbed_error": ("model",)}
     nonempty = ("model", "method", "ordering", "fill", "percentage")
     table_files = {"markdown": "faithfulness.md", "latex": "faithfulness.tex"}
     timed = True

@@ -641,8 +641,8 @@ class PerturbationExperiment(Experiment):
     what = "perturbation result"
     command = "perturb"
     required = {"mae": ("model", "mode", "percentage", "xyz"), "mae_mean": ("model", "mode", "percentage"),
-                "baseline_mae": ("xyz",)}
-    optional = {"aopc": ("model", "mode"), "euclidean": ("model", "mode", "percentage")}
+                "aopc": ("model", "mode"), "baseline_mae": ("xyz",)}
+    optional = {"euclidean": ("model", "mode", "percentage")}
     nonempty = ("model", "mode", "percentage")
     table_files = {"markdown": "perturbation.md"}
     timed = True

@@ -596,8 +596,8 @@ class SanityExperiment(Experiment):
     what = "sanity-check result"
     command = "sanity"
     required = {"similarity": ("model", "method", "stage", "metric"),
-                "similarity_ci": ("model", "method", "stage", "metric", "bound"), "score": ("model", "method", "check")}
-    optional = {"score_ci": ("model", "method", "check", "bound")}
+                "similarity_ci": ("model", "method", "stage", "metric", "bound"), "score": ("model", "method", "check"),
+                "score_ci": ("model", "method", "check", "bound")}
     nonempty = ("model", "method", "stage")
     table_files = {"markdown": "sanity.md", "latex": "sanity.tex"}
     timed = True

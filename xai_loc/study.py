@@ -53,6 +53,9 @@ STUDY_EXPERIMENTS = {
 }
 #: The explanation-quality suite among them: what ``--quick`` runs small.
 SUITE = ("faithfulness", "sanity", "components")
+#: Those among them that store relevance beside the test data: of every model and its randomized copy
+#: (:func:`~xai_loc.experiments.tdoa_probe.explain_models`).
+STORES_RELEVANCE = ("tdoa",)
 #: The files of the study's folder besides its record and the conditions' folders.
 SUMMARY, REPORT = "summary.md", "report.html"
 
@@ -253,17 +256,36 @@ def _check_kept(out: Path, conditions: Mapping[str, tuple[float, float]], experi
                              for name, condition in conditions.items() for e in experiments})
 
 
-def _check_stores(scene, conditions, root, n_sources: int | None) -> None:
+def _relevance_stores(store: Path, models: ModelSet, experiments: Sequence[str]) -> list[Path]:
+    """The relevance stores of the test data ``store`` that the run writes or reuses
+    (:func:`~xai_loc.explain.store.relevance_store_path`, as :func:`~xai_loc.experiments.tdoa_probe.explain_models`
+    explains by default): the first model's for the inspection figure and, with an experiment of
+    :data:`STORES_RELEVANCE` among ``experiments``, every model's and its randomized copy's (seed 0)."""
+    from xai_loc.explain.store import relevance_store_path
+
+    if any(name in STORES_RELEVANCE for name in experiments):
+        explainers = [*map(models.explainer, models), *(models.explainer(name, randomized_seed=0) for name in models)]
+    else:
+        explainers = [models.explainer(next(iter(models)))]
+    return [relevance_store_path(store, explainer) for explainer in explainers]
+
+
+def _check_stores(scene, loaded, root, n_sources: int | None, experiments: Sequence[str]) -> None:
     """One line, before anything is written, where the test store a condition reuses under ``root`` holds data
     of another configuration (read only: :func:`~xai_loc.data.store.check_dataset`), or where the folder of one the
-    run simulates cannot be written."""
+    run simulates, or the folder of a relevance store the run explains it into (:func:`_relevance_stores`, where
+    none stands yet), cannot be written; ``loaded``: ``(t60, snr, models)`` of each condition."""
     from xai_loc.cli_params import check_out_dir
+    from xai_loc.data.integrity import holds_zarr_metadata
     from xai_loc.data.store import check_dataset
 
-    for t60, snr in conditions:
+    for t60, snr, models in loaded:
         path = check_dataset(scene, "test", t60, snr, root=root, n_sources=n_sources)
         if not path.is_dir():  # simulated by the run
             check_out_dir(path.parent, f"the folder of {path.name}")
+        missing = [store for store in _relevance_stores(path, models, experiments) if not holds_zarr_metadata(store)]
+        if missing:
+            check_out_dir(missing[0].parent, f"the folder of {missing[0].name}")
 
 
 def reproduce(out: str | Path, *, quick: bool = False, data_root=None, conditions=None,
@@ -301,8 +323,8 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         One line, before any work: a bad ``skip``, ``archs``, condition, ``batch_size`` or ``device``, no
         checkpoint, a checkpoint whose card disagrees with its name, an output that cannot be used
         (:func:`_check_out`), a result the run keeps below ``out`` that the report at the end would refuse
-        (:func:`_check_kept`) or a test store under ``data_root`` that holds other data or cannot be written
-        (:func:`_check_stores`).
+        (:func:`_check_kept`) or a test store under ``data_root`` that holds other data, or that or its relevance
+        stores cannot be written (:func:`_check_stores`).
     """
     skip = check_skip(skip)
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
@@ -336,10 +358,10 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     experiments, options = [name for name in STUDY_EXPERIMENTS if name not in skip], study_options(quick)
     _check_out(out, {condition_name(t60, snr): next(iter(found)) for t60, snr, found in plan if found}, experiments)
     _check_kept(out, {condition_name(t60, snr): (t60, snr) for t60, snr, found in plan if found}, experiments)
-    _check_stores(scene, [(t60, snr) for t60, snr, found in plan if found], data_root, n_sources)
     # every checkpoint loaded (hashed, randomized) before anything is written: a damaged one is one line and
     # leaves an earlier run's record as it was
     loaded = [(t60, snr, ModelSet(checkpoints)) for t60, snr, checkpoints in plan if checkpoints]
+    _check_stores(scene, loaded, data_root, n_sources, experiments)
     # what this run writes, so that the report can mark what an earlier run left in the folder
     record = StudyRun(out, {"quick": quick, "skipped": list(skip), "convention": convention, "archs": list(archs),
                             "conditions": [condition_name(t60, snr) for t60, snr, found in plan if found],

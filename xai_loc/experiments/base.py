@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from xai_loc.experiments.modelset import ModelSet
     from xai_loc.models.families import Family
 
-__all__ = ["INPUT_NOUNS", "PROVENANCE_KEYS", "Experiment", "Result", "input_noun", "interval_cell", "latex_escape",
-           "latex_tabular", "markdown_row", "markdown_text", "method_seed", "model_record", "recorded_families"]
+__all__ = ["FIXED_LABELS", "INPUT_NOUNS", "PROVENANCE_KEYS", "Experiment", "Result", "input_noun", "interval_cell",
+           "latex_escape", "latex_tabular", "markdown_row", "markdown_text", "method_seed", "model_record",
+           "recorded_families"]
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
@@ -148,6 +149,11 @@ def latex_tabular(comment: str, header: list[str], rows: list[list[str]]) -> lis
             r"\end{tabular}", ""]
 
 
+#: Dimensions whose labels are fixed, in order, wherever a result holds them: readers take their entries by position
+#: (a confidence interval's ``bound``: its lower end first).
+FIXED_LABELS = {"bound": ("low", "high")}
+
+
 class Result:
     """A kind of stored result: its registry name, file name and how it is opened and checked.
 
@@ -173,16 +179,17 @@ class Result:
 
     def __init__(self, name: str | None = None, result_file: str | None = None, *, what: str | None = None,
                  command: str | None = None, required: Mapping[str, tuple[str, ...]] | None = None,
-                 optional: Mapping[str, tuple[str, ...]] | None = None) -> None:
+                 optional: Mapping[str, tuple[str, ...]] | None = None, nonempty: tuple[str, ...] | None = None
+                 ) -> None:
         for key, value in (("name", name), ("result_file", result_file), ("what", what), ("command", command),
-                           ("required", required), ("optional", optional)):
+                           ("required", required), ("optional", optional), ("nonempty", nonempty)):
             if value is not None:
                 setattr(self, key, value)
 
     def open(self, path: str | os.PathLike) -> xr.Dataset:
         """Load a stored result into memory, checked whole: its checksums, :attr:`required` variables and their
-        dimensions, the dimensions of the :attr:`optional` ones it holds, and :attr:`nonempty` dimensions (one-line
-        error with a rebuild hint)."""
+        dimensions, the dimensions of the :attr:`optional` ones it holds, :attr:`nonempty` dimensions and the labels
+        of :data:`FIXED_LABELS` dimensions (one-line error with a rebuild hint)."""
         from xai_loc.data.integrity import open_netcdf_store
 
         hint = f"run 'xai-loc {self.command}' to rebuild it"
@@ -191,6 +198,12 @@ class Result:
         if empty is not None:
             raise InputError(f"{self.what} {path} is not what it should be (its {empty!r} dimension is empty; it "
                              f"needs at least one label); {hint}")
+        for dim, labels in FIXED_LABELS.items():
+            found = tuple(str(label) for label in ds[dim].values) if dim in ds.dims else labels
+            if found != labels:
+                shown = ", ".join(repr(label) for label in found[:4]) + (", ..." if len(found) > 4 else "")
+                raise InputError(f"{self.what} {path} is not what it should be (its {dim!r} labels are ({shown}), "
+                                 f"expected ({', '.join(map(repr, labels))})); {hint}")
         return ds
 
     def __repr__(self) -> str:

@@ -6,11 +6,12 @@
 (:func:`xai_loc.study.run_experiment`).
 :data:`RESULTS` adds the results that the binaural probes write from their own commands, as
 :class:`~xai_loc.experiments.base.Result` declarations (file name, the variables to check with their dimensions:
-required ones and optional ones the readers index where present, the command that rebuilds it): every result file
-a probe command writes but the cue network's per-example ``cue_relevance.nc`` (a name that folders of ``binaural
-cues`` written before ``duplex_relevance.nc`` hold with other contents). Each name has a drawer of the same name in
-:data:`xai_loc.plots.redraw.DRAWERS`, one without figures for a result that is a table or a view another
-result's figure reads (``duplex_relevance``, ``cue_ablation``, ``bast_table``, ``relevance_view``).
+required ones and optional ones the readers index where present, the dimensions that may not be empty, the command
+that rebuilds it): every result file a probe command writes but the cue network's per-example ``cue_relevance.nc`` (a
+name that folders of ``binaural cues`` written before ``duplex_relevance.nc`` hold with other contents). Each name
+has a drawer of the same name in :data:`xai_loc.plots.redraw.DRAWERS`, one without figures for a result that is a
+table or a view another result's figure reads (``duplex_relevance``, ``cue_ablation``, ``bast_table``,
+``relevance_view``).
 
 A new experiment is one module with an ``Experiment`` subclass plus one line in :data:`EXPERIMENTS`.
 """
@@ -39,22 +40,24 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 RESULTS: dict[str, Result] = {**EXPERIMENTS, **{r.name: r for r in (
     Result("duplex", "duplex.nc", what="duplex probe result", command="binaural cues",
            required={"itd_weight": ("band",), "ild_weight": ("band",)},
-           optional={f"response_{cue}": ("band", "azimuth", f"{cue}_offset", "token") for cue in ("itd", "ild")}),
+           optional={f"response_{cue}": ("band", "azimuth", f"{cue}_offset", "token") for cue in ("itd", "ild")},
+           nonempty=("band",)),
     Result("duplex_relevance", "duplex_relevance.nc", what="duplex relevance view", command="binaural cues",
            required={"relevance_mass": ("stimulus", "ear", "frequency"), "lag_slope": ("band",)}),
     Result("responses", "responses.nc", what="binaural responses", command="binaural cues",
            required=dict.fromkeys(("response_azimuth", "response_elevation", "target_azimuth", "target_elevation"),
-                                  ("example",))),
+                                  ("example",)), nonempty=("example",)),
     Result("cue_reliance", "cue_reliance.nc", what="cue reliance table", command="binaural cuenet probe",
            required={"abs_share": ("cue", "band")},
            optional={"frequency": ("band",), "attention_mean": ("cue",), "cue_abs_share": ("cue",),
                      "fusion_share": ("cue",), "attention_by_laterality": ("laterality", "cue"),
-                     "cue_abs_share_by_laterality": ("laterality", "cue")}),
+                     "cue_abs_share_by_laterality": ("laterality", "cue")}, nonempty=("cue", "band")),
     Result("cue_ablation", "cue_ablation.nc", what="cue ablation table", command="binaural cuenet probe",
            required={"top1": ("cue", "bands"), "attention": ("cue", "bands", "weight_of")}),
     Result("band_profile", "band_profile.nc", what="band profile", command="binaural tfcnn probe",
            required={"share": ("snr", "channel", "band")},
-           optional={**dict.fromkeys(("band_low", "band_high", "band_centre"), ("band",)), "n_examples": ("snr",)}),
+           optional={**dict.fromkeys(("band_low", "band_high", "band_centre"), ("band",)), "n_examples": ("snr",)},
+           nonempty=("snr", "channel", "band")),
     Result("bast_table", "bast_table.nc", what="BAST integration x weight-sharing table",
            command="binaural bast table",
            required={"mirror_contrast": ("sharing", "integration"),

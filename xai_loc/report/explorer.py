@@ -1,8 +1,8 @@
 """The window explorer's content: for a few windows of a relevance store, the microphone signals and
 their relevance as a figure, both as audio (the ``listen`` export, per microphone) and GCC-PHAT curves
-computed as the section's ``tdoa.nc`` computed them (its pairs, ``fs``, ``c`` and lag range; drawn at
-:data:`DISPLAY_INTERP` points per sample at most, the resolution a page shows), captioned with the delays it
-stored (at its own interpolation).
+computed as the section's ``tdoa.nc`` computed them (its pairs, ``fs``, ``c``, lag range and interpolation; drawn at
+:data:`DISPLAY_INTERP` points per sample at most, the resolution a page shows, and at the delays it stored, with which
+they are captioned: a narrow peak between two drawn points is still drawn where its caption says).
 
 Everything is read from stored files: the relevance store that an experiment of the section
 explained (the one :func:`xai_loc.explain.store.relevance_store_path` names for the ``data`` path,
@@ -156,10 +156,19 @@ def _window_figure(signals: np.ndarray, relevance: np.ndarray, fs: float, title:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-#: Points per sample of the explorer's GCC-PHAT curves at most: tdoa.nc's 16 would make the page 1.6x larger
-#: (3455 lags per curve of the widest pair instead of 437) for curves no screen resolves; the captions give the
-#: delays tdoa.nc estimated at its own resolution.
+#: Points per sample of the explorer's GCC-PHAT curves at most (besides the delays tdoa.nc stored, drawn as well):
+#: tdoa.nc's 16 would make the page 1.6x larger (3455 lags per curve of the widest pair instead of 437) for curves no
+#: screen resolves; the captions give the delays tdoa.nc estimated at its own resolution.
 DISPLAY_INTERP = 2
+
+
+def _drawn_lags(lags: np.ndarray, interp: int, delays) -> np.ndarray:
+    """Which of the lags of a GCC-PHAT curve at ``interp`` points per sample the explorer draws (a boolean mask):
+    :data:`DISPLAY_INTERP` per sample at most (lag 0 among them) and each of ``delays`` (samples, those tdoa.nc
+    stored at that ``interp``), so that a drawn curve peaks where its caption says."""
+    steps = np.round(np.asarray(lags) * interp).astype(int)
+    stored = np.round(np.asarray(list(delays), dtype=np.float64) * interp).astype(int)
+    return (steps % math.ceil(interp / DISPLAY_INTERP) == 0) | np.isin(steps, stored)
 
 
 @dataclass
@@ -196,7 +205,8 @@ def explorer_data(relevance, signals, settings: GccSettings, model: str, n_windo
 
     Per window: a figure, the microphone signal and the relevance of every microphone as WAV
     (each clip peak-normalized, as :func:`~xai_loc.explain.store.write_wavs` does) and, per
-    pair of ``settings``, the GCC-PHAT curves of both (:func:`~xai_loc.plots.inspection.gcc_curve`) with the true
+    pair of ``settings``, the GCC-PHAT curves of both (:func:`~xai_loc.plots.inspection.gcc_curve` at tdoa.nc's
+    interpolation, at the lags :func:`_drawn_lags` keeps for the delays stored for every window shown) with the true
     delay and the delays ``tdoa.nc`` stored for the signals and the model; the lags of each pair's curves once,
     under ``"lags"``.
     """
@@ -204,12 +214,11 @@ def explorer_data(relevance, signals, settings: GccSettings, model: str, n_windo
     from xai_loc.plots.inspection import gcc_curve, window_label
 
     fs, c = settings.fs, settings.c
-    interp = min(settings.interp, DISPLAY_INTERP)
     picks = np.unique(np.linspace(0, relevance.sizes["window"] - 1, min(n_windows, relevance.sizes["window"]))
                       .round().astype(int))
     mics = np.stack([relevance[f"mic_{k}"].values for k in "xyz"], -1)
     pairs = {name: tuple(int(m) for m in name.split("-")) for name in settings.max_lag}
-    windows, lags = [], {}
+    windows, lags, stored = [], {}, {name: set() for name in pairs}
     for w in picks:
         rel = relevance.isel(window=int(w))
         window = int(rel["window"])
@@ -220,20 +229,24 @@ def explorer_data(relevance, signals, settings: GccSettings, model: str, n_windo
         gcc = {}
         for name, pair in pairs.items():
             truth = float(true_tdoa(source[None], mics, pair, fs, c)[0])
-            lags[name], cc_sig = gcc_curve(sig, pair, settings.max_lag[name], interp)
-            _, cc_rel = gcc_curve(r, pair, settings.max_lag[name], interp)
-            gcc[name] = {"signals": np.round(cc_sig, 3).tolist(), "relevance": np.round(cc_rel, 3).tolist(),
-                         "truth": round(truth, 3),
-                         "delay": {"signals": settings.stored_delay("signals", name, window),
-                                   "relevance": settings.stored_delay(model, name, window)}}
+            lags[name], cc_sig = gcc_curve(sig, pair, settings.max_lag[name], settings.interp)
+            _, cc_rel = gcc_curve(r, pair, settings.max_lag[name], settings.interp)
+            delay = {"signals": settings.stored_delay("signals", name, window),
+                     "relevance": settings.stored_delay(model, name, window)}
+            stored[name].update(d for d in delay.values() if d is not None)
+            gcc[name] = {"signals": cc_sig, "relevance": cc_rel, "truth": round(truth, 3), "delay": delay}
         windows.append({
             "label": label, "figure": _window_figure(sig, r, fs, f"{relevance.attrs.get('model', '')}: {label}"),
             "mic_audio": [_wav_uri(0.99 * s / (np.abs(s).max() or 1.0), int(fs)) for s in sig],
             "relevance_audio": [_wav_uri(0.99 * s / (np.abs(s).max() or 1.0), int(fs)) for s in r],
             "gcc": gcc,
         })
+    drawn = {name: _drawn_lags(lags[name], settings.interp, stored[name]) for name in lags}
+    for window in windows:
+        for name, curves in window["gcc"].items():
+            curves.update({key: np.round(curves[key][drawn[name]], 3).tolist() for key in ("signals", "relevance")})
     return {"fs": fs, "duration": relevance.sizes["time"] / fs, "n_mics": int(relevance.sizes["mic"]),
-            "pairs": list(pairs), "lags": {k: v.tolist() for k, v in lags.items()}, "windows": windows}
+            "pairs": list(pairs), "lags": {k: v[drawn[k]].tolist() for k, v in lags.items()}, "windows": windows}
 
 
 def build_explorers(entries, n_windows: int = DEFAULT_WINDOWS) -> tuple[list[Explorer], str]:

@@ -90,3 +90,65 @@ def test_explain_takes_the_sample_rate_of_the_windows_time_coord_and_refuses_ano
     assert explain(model, slow, target="prediction", fs=8000).attrs["fs"] == 8000.0
     assert explain(model, x, target="prediction", fs=8000).attrs["fs"] == 8000.0  # no time coord: fs as given
     assert explain(model, x, target="prediction").attrs["fs"] == 16000.0
+
+
+# -- reproduce reads the stores it reuses in full before it writes below out -----------------------------------------
+def _damage(store, variable: str) -> str:
+    """Flip a byte in the middle of the first chunk of ``variable`` (its size unchanged); the chunk's key."""
+    chunk = sorted((store / variable).glob("[0-9]*"))[0]
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    return f"{variable}/{chunk.name}"
+
+
+@pytest.fixture()
+def study_inputs(zoo, tmp_path, monkeypatch):
+    """A one-source test store of a quick run, an output folder holding an earlier run's page, and the run."""
+    from xai_loc.data import simulate_dataset
+    from xai_loc.data.scene import paper_scene
+    from xai_loc.study import reproduce
+
+    monkeypatch.setattr("xai_loc.study.QUICK_SOURCES", 1)
+    store = simulate_dataset(paper_scene(), "test", 0.15, 25.0, root=tmp_path / "data", n_sources=1, progress=False)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.html").write_text("the earlier run's page")
+
+    def run():
+        reproduce(tmp_path / "out", quick=True, data_root=tmp_path / "data", pretrained=zoo,
+                  conditions=[(0.15, 25.0)], skip=("faithfulness", "sanity", "components"), progress=False)
+
+    return store, run
+
+
+def test_reproduce_refuses_a_damaged_test_store_before_writing_below_out(study_inputs, monkeypatch):
+    """A damaged test store that the run reuses is one line before anything is written below out: the earlier run's
+    page stays. review: the store was read when its condition's turn came, after the earlier run's record had been
+    replaced by an empty one and its report.html deleted."""
+    from helpers import never
+
+    store, run = study_inputs
+    key = _damage(store, "signals")
+    monkeypatch.setattr("xai_loc.study._evaluate", never("evaluating a model"))
+    says = one_line(run)
+    assert says.startswith(f"dataset store {store} is damaged: chunk {key} does not match its checksum")
+    assert [p.name for p in (store.parents[3] / "out").iterdir()] == ["report.html"]
+
+
+def test_reproduce_refuses_a_damaged_relevance_store_it_reuses_before_any_work(study_inputs, zoo, monkeypatch):
+    """A damaged relevance store that the run would reuse (the TDOA experiment's) is one line before any work, naming
+    reproduce as what rebuilds it. review: it was found inside the TDOA experiment, after the models were evaluated,
+    with advice to run 'xai-loc explain'."""
+    from helpers import never
+
+    from xai_loc.experiments.tdoa_probe import explain_models
+
+    store, run = study_inputs
+    explain_models({"loccnn": zoo / "loccnn_t60-0.15_snr-25.safetensors"}, store, randomized_baseline=False,
+                   progress=False)
+    relevance = next((store.parent / f"{store.stem}.relevance").iterdir())
+    key = _damage(relevance, "relevance")
+    monkeypatch.setattr("xai_loc.study._evaluate", never("evaluating a model"))
+    assert one_line(run) == (f"relevance store {relevance} is damaged: chunk {key} does not match its checksum; "
+                             "delete it and run 'xai-loc reproduce' again to rebuild it")
+    assert [p.name for p in (store.parents[3] / "out").iterdir()] == ["report.html"]

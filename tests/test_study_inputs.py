@@ -96,10 +96,20 @@ def test_a_run_stopped_part_way_leaves_no_earlier_page(zoo, tmp_path, monkeypatc
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("xai_loc.data.store.simulate_dataset", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        reproduce(out, quick=True, data_root=tmp_path / "data", pretrained=zoo / "right", conditions=[(0.15, 25.0)],
-                  progress=False)
+    def run():
+        with pytest.raises(KeyboardInterrupt):
+            reproduce(out, quick=True, data_root=tmp_path / "data", pretrained=zoo / "right",
+                      conditions=[(0.15, 25.0)], progress=False)
+
+    monkeypatch.setattr("xai_loc.study.QUICK_SOURCES", 1)
+    # stopped while its test data are simulated, before it writes below out: the earlier page stands
+    with monkeypatch.context() as patch:
+        patch.setattr("xai_loc.data.store.simulate_dataset", interrupted)
+        run()
+    assert [p.name for p in out.iterdir()] == ["report.html"]
+    # stopped part way through its work below out: no page of an earlier run beside an unfinished record
+    monkeypatch.setattr("xai_loc.study._evaluate", interrupted)
+    run()
     assert not (out / "report.html").exists() and not json.loads((out / "study.json").read_text())["finished"]
 
 

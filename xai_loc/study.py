@@ -56,6 +56,8 @@ SUITE = ("faithfulness", "sanity", "components")
 #: Those among them that store relevance beside the test data: of every model and its randomized copy
 #: (:func:`~xai_loc.experiments.tdoa_probe.explain_models`).
 STORES_RELEVANCE = ("tdoa",)
+#: How to rebuild a damaged store that the study reuses.
+REBUILD_HINT = "delete it and run 'xai-loc reproduce' again to rebuild it"
 #: The files of the study's folder besides its record and the conditions' folders.
 SUMMARY, REPORT = "summary.md", "report.html"
 
@@ -274,18 +276,24 @@ def _check_stores(scene, loaded, root, n_sources: int | None, experiments: Seque
     """One line, before anything is written, where the test store a condition reuses under ``root`` holds data
     of another configuration (read only: :func:`~xai_loc.data.store.check_dataset`), or where the folder of one the
     run simulates, or the folder of a relevance store the run explains it into (:func:`_relevance_stores`, where
-    none stands yet), cannot be written; ``loaded``: ``(t60, snr, models)`` of each condition."""
+    none stands yet), cannot be written, or where a relevance store it reuses is damaged; ``loaded``: ``(t60, snr,
+    models)`` of each condition."""
     from xai_loc.cli_params import check_out_dir
-    from xai_loc.data.integrity import holds_zarr_metadata
+    from xai_loc.data.integrity import holds_zarr_metadata, verify_store
     from xai_loc.data.store import check_dataset
+    from xai_loc.explain.store import RELEVANCE
 
     for t60, snr, models in loaded:
         path = check_dataset(scene, "test", t60, snr, root=root, n_sources=n_sources)
         if not path.is_dir():  # simulated by the run
             check_out_dir(path.parent, f"the folder of {path.name}")
-        missing = [store for store in _relevance_stores(path, models, experiments) if not holds_zarr_metadata(store)]
+        stores = _relevance_stores(path, models, experiments)
+        missing = [store for store in stores if not holds_zarr_metadata(store)]
         if missing:
             check_out_dir(missing[0].parent, f"the folder of {missing[0].name}")
+        for store in stores:  # reused: read in full now, not after the experiments before the one reading it
+            if store not in missing:
+                verify_store(store, deep=True, what=RELEVANCE.what, hint=REBUILD_HINT)
 
 
 def reproduce(out: str | Path, *, quick: bool = False, data_root=None, conditions=None,
@@ -324,7 +332,8 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
         checkpoint, a checkpoint whose card disagrees with its name, an output that cannot be used
         (:func:`_check_out`), a result the run keeps below ``out`` that the report at the end would refuse
         (:func:`_check_kept`) or a test store under ``data_root`` that holds other data, or that or its relevance
-        stores cannot be written (:func:`_check_stores`).
+        stores cannot be written (:func:`_check_stores`); before anything is written below ``out``: a damaged test
+        or relevance store that the run reuses (read in full).
     """
     skip = check_skip(skip)
     from xai_loc.data.scene import PAPER_CONDITIONS, paper_scene
@@ -362,16 +371,18 @@ def reproduce(out: str | Path, *, quick: bool = False, data_root=None, condition
     # leaves an earlier run's record as it was
     loaded = [(t60, snr, ModelSet(checkpoints)) for t60, snr, checkpoints in plan if checkpoints]
     _check_stores(scene, loaded, data_root, n_sources, experiments)
+    # every test store simulated, or read in full where it is reused, before anything is written below out: a
+    # damaged one is one line and leaves an earlier run's record and page as they were
+    stores = [simulate_dataset(scene, "test", t60, snr, root=data_root, n_sources=n_sources, device=device,
+                               progress=progress) for t60, snr, _ in loaded]
     # what this run writes, so that the report can mark what an earlier run left in the folder
     record = StudyRun(out, {"quick": quick, "skipped": list(skip), "convention": convention, "archs": list(archs),
                             "conditions": [condition_name(t60, snr) for t60, snr, found in plan if found],
                             "missing_checkpoints": [f"{a} ({t:g} s, {s:g} dB)" for a, t, s in missing]})
     (out / REPORT).unlink(missing_ok=True)  # an earlier run's page: regenerated at the end, never left stale
     loc_rows, sections = [], []
-    for t60, snr, models in loaded:  # each model loaded, hashed and randomized once for every stage below
+    for (t60, snr, models), store in zip(loaded, stores, strict=True):  # each model loaded once for every stage
         folder = out / condition_name(t60, snr)
-        store = simulate_dataset(scene, "test", t60, snr, root=data_root, n_sources=n_sources, device=device,
-                                 progress=progress)
         for arch in models:
             ev = _evaluate(models, arch, store, batch_size, device, progress)
             paper = paper_mae(arch, t60, snr)

@@ -55,20 +55,24 @@ def test_spectrogram_settings_that_are_not_finite_numbers(options, message):
     ({"n_filters": NAN}, r"^n_filters=nan is not allowed"),
     ({"fs": INF}, r"^fs=inf is not allowed; give a positive integer rate"),
     ({"out_fs": NAN}, r"^out_fs=nan is not allowed; give a positive integer rate"),
-    ({"signal_length": NAN}, r"^signal_length=nan is not allowed; give a whole number of samples >= 1"),
+    ({"signal_length": NAN}, r"^signal_length=nan is not allowed; use an integer >= 1$"),
     ({"signal_length": 0}, r"^signal_length=0 is not allowed"),
     ({"f_min": "30"}, r"^band edges f_min='30'"),
-    ({"exponent": "0.3"}, r"^compression exponent '0.3' is not allowed"),
+    ({"exponent": "0.3"}, r"^exponent='0.3' is not allowed; use a number > 0$"),
 ])
 def test_cochleagram_settings_that_are_not_finite_numbers(options, message):
     with pytest.raises(InputError, match=message):
         Cochleagram(**{"signal_length": 4800, **options})
 
 
-def test_whole_float_settings_still_build_the_same_front_end():
+def test_numpy_counts_and_a_whole_float_rate_build_the_same_front_end():
+    """NumPy integer counts and a whole-float rate build the same front end; a count given as a float is refused as
+    every count of the package is (checks.check_integer)."""
     x = torch.randn(1, 2, 4800, generator=torch.Generator().manual_seed(1))
     expected = Cochleagram(signal_length=4800)(x)
-    assert torch.equal(Cochleagram(signal_length=4800.0, n_taps=4097.0, fs=48000.0)(x), expected)
+    assert torch.equal(Cochleagram(signal_length=np.int64(4800), n_taps=np.int64(4097), fs=48000.0)(x), expected)
+    with pytest.raises(InputError, match=r"^signal_length=4800.0 is not allowed; use an integer >= 1$"):
+        Cochleagram(signal_length=4800.0)
 
 
 @pytest.mark.parametrize("name, front, options, message", [
@@ -266,7 +270,7 @@ def test_report_names_the_conditions_it_has(attrs, header):
 
 @pytest.mark.parametrize("eps", [0.0, -1e-7, NAN, INF, "1e-7"])
 def test_compression_guard_must_be_positive_and_finite(eps):
-    with pytest.raises(InputError, match=rf"^eps={eps!r} is not allowed; give the gradient guard"):
+    with pytest.raises(InputError, match=rf"^eps={eps!r} is not allowed; use a number > 0$"):
         PowerCompression(eps=eps)
     with pytest.raises(InputError, match=r"^eps="):
         Cochleagram(signal_length=4800, eps=eps)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,11 @@ def is_real(value) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an integer too large for a float
         return False
+
+
+def shown(value) -> str:
+    """``repr(value)`` shortened to one line by :mod:`reprlib` (an array would print in full, on many lines)."""
+    return reprlib.repr(value).replace("\n", " ")
 
 
 def plain(value):
@@ -68,6 +74,13 @@ def check_fs(fs: Any, what: str = "fs") -> int:
     if not (is_real(fs) and fs > 0 and fs == int(fs)):
         raise InputError(f"{what}={fs!r} is not allowed; give a positive integer rate in Hz such as 16000")
     return int(fs)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (a number, ``np.bool_`` or a string is no flag)."""
+    if not isinstance(value, bool):
+        raise InputError(f"{name}={shown(value)} is not allowed; use True or False")
+    return value
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:

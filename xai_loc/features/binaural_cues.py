@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xai_loc.checks import check_fs, is_integer
+from xai_loc.checks import check_flag, check_fs, check_integer, check_number, shown
 from xai_loc.errors import InputError
 from xai_loc.features import check_waveforms, in_float32
 from xai_loc.features.cochleagram import _fast_len, erb_to_freq, freq_to_erb
@@ -69,6 +69,9 @@ CUE_UNITS: dict[str, str] = {"itd": "ms", "ild": "dB", "ic": "1"}
 GAMMATONE_ORDER, GAMMATONE_B = 4, 1.019
 #: Level (relative to the envelope peak) at which a gammatone kernel is cut.
 KERNEL_FLOOR_DB = -60.0
+#: Longest lag, window and hop of :class:`BinauralCues` in ms: a minute, longer than any clip it takes, and short
+#: enough that every sample count stays a finite integer.
+MAX_MS = 60_000.0
 #: Energy below which a window counts as silent: 100 dB below the example's loudest window (any
 #: ear, band, frame or lag), and at least 1e-20 (absolute, squared waveform units).
 _SILENT_RELATIVE, _SILENT = 1e-10, 1e-20
@@ -86,8 +89,24 @@ def gammatone_kernels(centres, fs: float, floor_db: float = KERNEL_FLOOR_DB) -> 
     filter onset, sampled so that its envelope peak (at ``3 / (2 pi b ERB)``) falls on the
     centre tap, cut where the envelope of the lowest band has decayed by ``floor_db``, and
     scaled to unit magnitude response at ``fc``.
+
+    Raises
+    ------
+    InputError
+        Unless ``fs`` is a positive number, ``centres`` a 1-D array of frequencies in ``(0, fs / 2)`` Hz and
+        ``floor_db`` a level in [-1000, -1] dB.
     """
-    centres = np.asarray(centres, dtype=np.float64)
+    fs = check_number("fs", fs, strict=True)
+    check_number("floor_db", floor_db, minimum=-1000.0, maximum=-1.0)
+    try:
+        given = np.asarray(centres)
+    except ValueError:  # a ragged list
+        given = np.empty(0)
+    if given.ndim != 1 or not given.size or given.dtype.kind not in "iuf" \
+            or not np.all((given > 0) & (given < fs / 2)):  # NaN fails the comparisons
+        raise InputError(f"centres={shown(centres)} is not allowed; use a 1-D array of frequencies in (0, fs / 2 = "
+                         f"{fs / 2:g}) Hz")
+    centres = given.astype(np.float64)
     rate = 2.0 * math.pi * GAMMATONE_B * erb_bandwidth(centres)
     n = GAMMATONE_ORDER - 1
     # envelope e(t) = t^n exp(-rate t); find the decay to floor_db after the peak of the slowest band
@@ -138,16 +157,19 @@ class RunningCrossCorrelation(nn.Module):
     """Per-band running normalized cross-correlation of two ears -> ITD, ILD, IC (see the module docs).
 
     Input: band signals ``[B, 2, bands, T]``; output ``[B, 3, bands, frames]`` (ITD ms, ILD dB, IC).
+    ``fs`` is a rate (:func:`~xai_loc.checks.check_fs`), ``max_lag >= 0``, ``window >= 1`` and ``hop >= 1`` are
+    integers of samples and ``ild_limit > 0`` is in dB.
     """
 
     def __init__(self, fs: float, max_lag: int, window: int, hop: int, ild_limit: float) -> None:
         super().__init__()
-        self.fs, self.max_lag, self.window, self.hop = float(fs), int(max_lag), int(window), int(hop)
-        self.ild_limit = float(ild_limit)
+        self.fs, self.max_lag = check_fs(fs), check_integer("max_lag", max_lag)
+        self.window, self.hop = check_integer("window", window, minimum=1), check_integer("hop", hop, minimum=1)
+        self.ild_limit = check_number("ild_limit", ild_limit, strict=True)
 
     def n_frames(self, n_samples: int) -> int:
-        """Frames of a signal of ``n_samples`` samples."""
-        return (int(n_samples) - self.window) // self.hop + 1
+        """Frames of a signal of ``n_samples >= 0`` samples (0 or fewer when it is shorter than a window)."""
+        return (check_integer("n_samples", n_samples) - self.window) // self.hop + 1
 
     def correlation(self, bands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw cross-products ``c [.., frames, lags]``, left energies ``[.., frames, 1]`` and
@@ -191,12 +213,6 @@ class RunningCrossCorrelation(nn.Module):
         return f"max_lag={self.max_lag}, window={self.window}, hop={self.hop}, ild_limit={self.ild_limit:g}"
 
 
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"{name}={value!r} is not allowed; use a positive number")
-    return float(value)
-
-
 @in_float32
 class BinauralCues(nn.Module):
     """Gammatone ITD/ILD/IC cue maps of binaural waveforms (seed 002); see the module docs.
@@ -210,7 +226,8 @@ class BinauralCues(nn.Module):
     max_lag_ms
         Largest interaural lag searched, ms (1.0).
     window_ms, hop_ms
-        Rectangular correlation window (the smoothing) and frame hop, ms (10, 10).
+        Rectangular correlation window (the smoothing) and frame hop, ms (10, 10). These three are at most
+        :data:`MAX_MS` and at least one sample each.
     ild_limit
         ILD clip in dB (7).
     """
@@ -226,20 +243,22 @@ class BinauralCues(nn.Module):
         fs = check_fs(fs)
         if fs < 1000:
             raise InputError(f"fs={fs} is not allowed; use an integer sample rate >= 1000 Hz")
-        if not is_integer(n_bands) or n_bands < 1:
-            raise InputError(f"n_bands={n_bands!r} is not allowed; use a positive integer")
-        f_min, f_max = _positive("f_min", f_min), _positive("f_max", f_max)
+        self.fs, self.n_bands = fs, check_integer("n_bands", n_bands, minimum=1)
+        f_min, f_max = check_number("f_min", f_min, strict=True), check_number("f_max", f_max, strict=True)
         if not f_min < f_max < fs / 2:
             raise InputError(f"f_min={f_min:g}, f_max={f_max:g} are not allowed; use f_min < f_max < fs / 2 = "
                              f"{fs / 2:g} Hz")
-        self.fs, self.n_bands, self.f_min, self.f_max = fs, int(n_bands), f_min, f_max
-        self.max_lag_ms, self.window_ms = _positive("max_lag_ms", max_lag_ms), _positive("window_ms", window_ms)
-        self.hop_ms, self.ild_limit = _positive("hop_ms", hop_ms), _positive("ild_limit", ild_limit)
-        self.max_lag = int(round(self.max_lag_ms * 1e-3 * fs))
-        self.window = int(round(self.window_ms * 1e-3 * fs))
-        self.hop = int(round(self.hop_ms * 1e-3 * fs))
-        if min(self.max_lag, self.window, self.hop) < 1:
-            raise InputError(f"max_lag_ms, window_ms and hop_ms must be at least one sample at fs={fs}")
+        self.f_min, self.f_max = f_min, f_max
+        durations = {name: check_number(name, value, strict=True, maximum=MAX_MS)
+                     for name, value in (("max_lag_ms", max_lag_ms), ("window_ms", window_ms), ("hop_ms", hop_ms))}
+        samples = {name: round(ms * 1e-3 * fs) for name, ms in durations.items()}
+        for name, n in samples.items():
+            if n < 1:
+                raise InputError(f"{name}={durations[name]!r} is not allowed; use at least one sample, "
+                                 f"{1e3 / fs:.3g} ms at fs={fs}")
+        self.max_lag_ms, self.window_ms, self.hop_ms = durations.values()
+        self.max_lag, self.window, self.hop = samples.values()
+        self.ild_limit = check_number("ild_limit", ild_limit, strict=True)
         self._centres = erb_to_freq(np.linspace(freq_to_erb(f_min), freq_to_erb(f_max), self.n_bands))
         self.filterbank = GammatoneFilterbank(fs, self._centres)
         self.correlator = RunningCrossCorrelation(fs, self.max_lag, self.window, self.hop, self.ild_limit)
@@ -285,9 +304,13 @@ def simulate_cue_scenes(spec, split: str, *, root: str | Path | None = None, bat
 
     The front end is the spec's (:class:`BinauralCues` with ``spec.front_end`` options at
     ``spec.fs``); the store is :func:`xai_loc.data.cue_scenes.write_cue_scenes`'s (resumable;
-    returned at once if it exists).
+    returned at once if it exists). ``batch_size`` is an integer >= 1, ``progress`` a bool.
     """
-    from xai_loc.data.cue_scenes import write_cue_scenes
+    from xai_loc.data.cue_scenes import CueSceneSpec, write_cue_scenes
 
+    if not isinstance(spec, CueSceneSpec):
+        raise InputError(f"spec={shown(spec)} is not allowed; give a CueSceneSpec")
+    check_integer("batch_size", batch_size, minimum=1)
+    check_flag("progress", progress)
     front_end = BinauralCues(**{"fs": spec.fs, **spec.front_end})
     return write_cue_scenes(spec, split, front_end, root=root, batch_size=batch_size, progress=progress)

@@ -32,17 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_loc.checks import check_fs, is_real
+from xai_loc.checks import check_choice, check_fs, check_integer, check_number, is_real
 from xai_loc.errors import InputError
 from xai_loc.features import check_waveforms, in_float32
 
 #: Downsampling implementations of :class:`SincDownsample` (same numbers up to rounding).
 DOWNSAMPLE_METHODS = ("fft", "conv")
-
-
-def _whole(value) -> bool:
-    """Whether ``value`` is a finite whole number (``48000`` or ``48000.0``), safe to pass to ``int``."""
-    return is_real(value) and value == int(value)
 
 
 def freq_to_erb(freq):
@@ -70,7 +65,18 @@ def erb_cosine_filters(n_fft: int, fs: float, n_filters: int = 39, f_min: float 
     filters, centres
         ``(n_filters, n_fft // 2 + 1)`` float64 magnitudes (zero phase) and centre
         frequencies ``(n_filters,)`` in Hz.
+
+    Raises
+    ------
+    InputError
+        Unless ``n_fft >= 1`` and ``n_filters >= 1`` are integers, ``fs`` is a positive number and
+        ``0 < f_min < f_max <= fs / 2``.
     """
+    n_fft, fs = check_integer("n_fft", n_fft, minimum=1), check_number("fs", fs, strict=True)
+    n_filters = check_integer("n_filters", n_filters, minimum=1)
+    if not (is_real(f_min) and is_real(f_max) and 0 < f_min < f_max <= fs / 2):
+        raise InputError(f"band edges f_min={f_min!r}, f_max={f_max!r} Hz are not allowed; "
+                         f"need 0 < f_min < f_max <= fs / 2 = {fs / 2:g}")
     freqs = np.fft.rfftfreq(n_fft, 1.0 / fs)
     cut = np.linspace(freq_to_erb(f_min), freq_to_erb(f_max), n_filters + 2)
     spacing = cut[1] - cut[0]
@@ -81,7 +87,16 @@ def erb_cosine_filters(n_fft: int, fs: float, n_filters: int = 39, f_min: float 
 
 
 def kaiser_lowpass(cutoff: float, fs: float, n_taps: int = 4097, beta: float = 5.0) -> np.ndarray:
-    """Linear-phase FIR low-pass: sinc at ``cutoff`` Hz times a Kaiser window, unit DC gain."""
+    """Linear-phase FIR low-pass: sinc at ``cutoff`` Hz times a Kaiser window, unit DC gain.
+
+    Raises
+    ------
+    InputError
+        Unless ``fs`` is a positive number, ``0 < cutoff <= fs / 2``, ``n_taps >= 1`` an integer and ``beta >= 0``.
+    """
+    fs = check_number("fs", fs, strict=True)
+    check_number("cutoff", cutoff, strict=True, maximum=fs / 2)
+    n_taps, beta = check_integer("n_taps", n_taps, minimum=1), check_number("beta", beta)
     n = np.arange(n_taps) - (n_taps - 1) / 2.0
     h = np.sinc(2.0 * cutoff / fs * n) * np.kaiser(n_taps, beta)
     return h / h.sum()
@@ -93,26 +108,24 @@ class ERBFilterbank(nn.Module):
     The filters are stored for ``signal_length`` samples (a float64 buffer, cast to the input's
     dtype at each call); other lengths get filters built on the fly. Filtering is circular over
     the rfft length ``T + pad``; give ``pad`` samples of zero padding to keep the end of a clip
-    from ringing into its start.
+    from ringing into its start. ``n_filters``, ``f_min`` and ``f_max`` as :func:`erb_cosine_filters` takes them,
+    ``fs`` a rate (:func:`~xai_loc.checks.check_fs`), ``signal_length >= 1`` and ``pad >= 0`` integers.
     """
 
     def __init__(self, n_filters: int = 39, f_min: float = 30.0, f_max: float = 20000.0, fs: int = 48000,
                  signal_length: int = 48000, pad: int = 0) -> None:
         super().__init__()
-        fs = check_fs(fs)
-        if not _whole(signal_length) or signal_length < 1:
-            raise InputError(f"signal_length={signal_length!r} is not allowed; give a whole number of samples >= 1 "
-                             f"such as 48000")
-        if not _whole(pad) or pad < 0:
-            raise InputError(f"pad={pad!r} is not allowed; give a whole number of samples >= 0")
-        self.n_filters, self.f_min, self.f_max, self.fs = int(n_filters), float(f_min), float(f_max), int(fs)
-        self.signal_length, self.pad = int(signal_length), int(pad)
-        filters, centres = erb_cosine_filters(self.signal_length + self.pad, fs, n_filters, f_min, f_max)
+        self.fs = check_fs(fs)
+        self.signal_length = check_integer("signal_length", signal_length, minimum=1)
+        self.pad = check_integer("pad", pad)
+        filters, centres = erb_cosine_filters(self.signal_length + self.pad, self.fs, n_filters, f_min, f_max)
+        self.n_filters, self.f_min, self.f_max = int(n_filters), float(f_min), float(f_max)  # checked there
         self.register_buffer("filters", torch.as_tensor(filters, dtype=torch.float64), persistent=False)
         self.centres = np.asarray(centres, dtype=np.float64)  # the frequency axis: no buffer, so no .half() casts it
 
     def response(self, length: int, device=None, dtype=torch.float32) -> torch.Tensor:
-        """Filter magnitudes ``(n_filters, (length + pad) // 2 + 1)`` for signals of ``length`` samples."""
+        """Filter magnitudes ``(n_filters, (length + pad) // 2 + 1)`` for signals of ``length >= 1`` samples."""
+        check_integer("length", length, minimum=1)
         if length == self.signal_length:
             return self.filters.to(device=device or self.filters.device, dtype=dtype)
         filters, _ = erb_cosine_filters(length + self.pad, self.fs, self.n_filters, self.f_min, self.f_max)
@@ -144,8 +157,8 @@ class SincDownsample(nn.Conv1d):
     ------
     InputError
         For rates that are not positive whole numbers (:func:`~xai_loc.checks.check_fs`) or whose ratio is not an
-        integer, an even ``n_taps``, an unknown ``method``, a ``cutoff`` outside ``(0, out_fs / 2]`` or a Kaiser
-        ``beta`` that is not a finite number >= 0.
+        integer, an ``n_taps`` that is not an odd positive integer, an unknown ``method``, a ``cutoff`` outside
+        ``(0, out_fs / 2]`` or a Kaiser ``beta`` that is not a finite number >= 0 (:func:`kaiser_lowpass`).
     """
 
     def __init__(self, fs: int = 48000, out_fs: int = 8000, cutoff: float | None = None, n_taps: int = 4097,
@@ -153,22 +166,17 @@ class SincDownsample(nn.Conv1d):
         fs, out_fs = check_fs(fs), check_fs(out_fs, "out_fs")
         if fs % out_fs:
             raise InputError(f"out_fs={out_fs} Hz is not allowed for fs={fs} Hz; the ratio must be an integer")
-        if not _whole(n_taps) or n_taps % 2 != 1 or n_taps < 1:
+        if check_integer("n_taps", n_taps, minimum=1) % 2 != 1:
             raise InputError(f"n_taps={n_taps} is not allowed; give an odd positive number (linear phase, centred)")
-        if method not in DOWNSAMPLE_METHODS:
-            raise InputError(f"downsampling method {method!r} is unknown; allowed: {', '.join(DOWNSAMPLE_METHODS)}")
+        check_choice("method", method, DOWNSAMPLE_METHODS)
         cutoff = out_fs / 2.0 if cutoff is None else cutoff
         if not is_real(cutoff) or not 0 < cutoff <= out_fs / 2:
             raise InputError(f"cutoff={cutoff!r} Hz is not allowed; give 0 < cutoff <= out_fs / 2 = {out_fs / 2:g} Hz")
-        if not is_real(beta) or beta < 0:
-            raise InputError(f"beta={beta!r} is not allowed; give the Kaiser window's shape, a finite number >= 0 "
-                             f"(0: rectangular; default 5)")
-        factor = int(fs // out_fs)
-        n_taps = int(n_taps)
+        design = kaiser_lowpass(float(cutoff), fs, n_taps, beta)  # checks beta
+        factor, n_taps = fs // out_fs, int(n_taps)
         super().__init__(1, 1, n_taps, stride=factor, padding=(n_taps - 1) // 2, bias=False)
-        cutoff = float(cutoff)
-        self.cutoff, self.beta, self.method, self.factor = cutoff, float(beta), method, factor
-        design = torch.as_tensor(kaiser_lowpass(cutoff, fs, n_taps, beta), dtype=torch.float64).view(1, 1, -1)
+        self.cutoff, self.beta, self.method, self.factor = float(cutoff), float(beta), method, factor
+        design = torch.as_tensor(design, dtype=torch.float64).view(1, 1, -1)
         self.register_buffer("design", design, persistent=False)
         with torch.no_grad():
             self.weight.copy_(design.float())
@@ -247,12 +255,8 @@ class PowerCompression(nn.Module):
 
     def __init__(self, exponent: float = 0.3, eps: float = 1e-7) -> None:
         super().__init__()
-        if not (is_real(exponent) and exponent > 0):
-            raise InputError(f"compression exponent {exponent!r} is not allowed; give a positive number such as 0.3")
-        if not (is_real(eps) and eps > 0):
-            raise InputError(f"eps={eps!r} is not allowed; give the gradient guard, a small positive number such as "
-                             f"1e-7")
-        self.exponent, self.eps = float(exponent), float(eps)
+        self.exponent = check_number("exponent", exponent, strict=True)
+        self.eps = check_number("eps", eps, strict=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _SafePow.apply(x, self.exponent, self.eps)
@@ -296,14 +300,10 @@ class Cochleagram(nn.Module):
                  beta: float = 5.0, signal_length: int = 48000, pad: int = 0, downsample: str = "fft",
                  eps: float = 1e-7) -> None:
         super().__init__()
-        if not _whole(n_filters) or n_filters < 1:
-            raise InputError(f"n_filters={n_filters!r} is not allowed; give a positive integer such as 39")
         fs, out_fs = check_fs(fs), check_fs(out_fs, "out_fs")
-        if not (is_real(f_min) and is_real(f_max) and 0 < f_min < f_max <= fs / 2):
-            raise InputError(f"band edges f_min={f_min!r}, f_max={f_max!r} Hz are not allowed; "
-                             f"need 0 < f_min < f_max <= fs / 2 = {fs / 2:g}")
+        check_choice("downsample", downsample, DOWNSAMPLE_METHODS)  # SincDownsample's method
         self.fs, self.out_fs = fs, out_fs
-        self.filterbank = ERBFilterbank(n_filters, f_min, f_max, fs, signal_length, pad)
+        self.filterbank = ERBFilterbank(n_filters, f_min, f_max, fs, signal_length, pad)  # checks the bands
         self.rectify = nn.ReLU()
         self.downsample = SincDownsample(self.fs, self.out_fs, cutoff, n_taps, beta, downsample)
         self.rectify_envelope = nn.ReLU()

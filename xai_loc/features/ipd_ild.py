@@ -50,7 +50,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xai_loc.checks import check_fs
+from xai_loc.checks import check_fs, check_integer, check_number
 from xai_loc.errors import InputError
 from xai_loc.features import check_waveforms, in_float32
 
@@ -83,6 +83,16 @@ class SafeAngle(torch.autograd.Function):
         return grad * real / denom, -grad * imag / denom, None
 
 
+def _check_frames(n_fft: Any, hop: Any) -> tuple[int, int]:
+    """Return ``(n_fft, hop)`` as ints if ``n_fft >= 2`` and ``1 <= hop <= n_fft`` are integers with ``n_fft`` and
+    ``n_fft - hop`` even (the padding ``(n_fft - hop) / 2`` is split evenly)."""
+    n_fft, hop = check_integer("n_fft", n_fft, minimum=2), check_integer("hop", hop, minimum=1)
+    if n_fft % 2 or hop > n_fft or (n_fft - hop) % 2:
+        raise InputError(f"n_fft={n_fft!r}, hop={hop!r} are not allowed; use an even n_fft, hop <= n_fft and "
+                         "an even n_fft - hop")
+    return n_fft, hop
+
+
 class SpectralConv(nn.Conv1d):
     """A bias-free ``Conv1d`` whose fixed kernels are the windowed DFT (cos, then -sin rows).
 
@@ -94,6 +104,7 @@ class SpectralConv(nn.Conv1d):
     """
 
     def __init__(self, n_fft: int, hop: int) -> None:
+        n_fft, hop = _check_frames(n_fft, hop)
         n_bins = n_fft // 2 + 1
         super().__init__(1, 2 * n_bins, n_fft, stride=hop, padding=(n_fft - hop) // 2, bias=False)
         n = torch.arange(n_fft, dtype=torch.float64)
@@ -120,8 +131,8 @@ class STFT(nn.Module):
 
     def __init__(self, n_fft: int, hop: int) -> None:
         super().__init__()
-        self.n_fft, self.hop = n_fft, hop
-        self.transform = SpectralConv(n_fft, hop)
+        self.n_fft, self.hop = _check_frames(n_fft, hop)
+        self.transform = SpectralConv(self.n_fft, self.hop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, ears, t = x.shape
@@ -139,7 +150,7 @@ class InterauralCues(nn.Module):
 
     def __init__(self, power_floor: float = DEFAULTS["power_floor"]) -> None:
         super().__init__()
-        self.power_floor = float(power_floor)
+        self.power_floor = check_number("power_floor", power_floor, strict=True)
 
     def forward(self, spectra: torch.Tensor) -> torch.Tensor:
         lr, li, rr, ri = spectra.unbind(dim=1)
@@ -153,14 +164,6 @@ class InterauralCues(nn.Module):
 
     def extra_repr(self) -> str:
         return f"power_floor={self.power_floor:g}"
-
-
-def _check(name: str, value: Any, minimum: float, integer: bool = True) -> Any:
-    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.floating))
-    if isinstance(value, bool) or not ok or not math.isfinite(value) or value < minimum:
-        kind = "an integer" if integer else "a number"
-        raise InputError(f"{name}={value!r} is not allowed; use {kind} >= {minimum:g}")
-    return int(value) if integer else float(value)
 
 
 @in_float32
@@ -183,16 +186,9 @@ class IPDILD(nn.Module):
                  power_floor: float = DEFAULTS["power_floor"]) -> None:
         super().__init__()
         self.fs = check_fs(fs)
-        self.n_fft = _check("n_fft", n_fft, 2)
-        self.hop = _check("hop", hop, 1)
-        if self.n_fft % 2 or self.hop > self.n_fft or (self.n_fft - self.hop) % 2:
-            raise InputError(f"n_fft={n_fft!r}, hop={hop!r} are not allowed; use an even n_fft, hop <= n_fft and "
-                             "an even n_fft - hop")
-        floor = _check("power_floor", power_floor, 0.0, integer=False)
-        if floor <= 0:
-            raise InputError(f"power_floor={power_floor!r} is not allowed; use a positive number")
-        self.stft = STFT(self.n_fft, self.hop)
-        self.cues = InterauralCues(floor)
+        self.stft = STFT(n_fft, hop)  # checks n_fft and hop
+        self.n_fft, self.hop = self.stft.n_fft, self.stft.hop
+        self.cues = InterauralCues(power_floor)  # checks power_floor
 
     @property
     def config(self) -> dict[str, Any]:
@@ -210,8 +206,8 @@ class IPDILD(nn.Module):
         return np.arange(self.n_bins) * self.fs / self.n_fft
 
     def n_frames(self, n_samples: int) -> int:
-        """Frames of an input of ``n_samples`` (``n_samples // hop`` for the paper's padding)."""
-        return n_samples // self.hop
+        """Frames of an input of ``n_samples >= 0`` samples (``n_samples // hop`` for the paper's padding)."""
+        return check_integer("n_samples", n_samples) // self.hop
 
     def frame_times(self, n_samples: int) -> np.ndarray:
         """Centre of each frame in seconds, ``(k + 1/2) hop / fs``."""

@@ -43,7 +43,6 @@ at each call (float64 inputs get float64 accuracy): the front end adds nothing t
 """
 from __future__ import annotations
 
-import reprlib
 from typing import Any
 
 import numpy as np
@@ -51,21 +50,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from xai_loc.checks import check_fs, check_number, is_real
+from xai_loc.checks import check_flag, check_fs, check_integer, check_number, shown
 from xai_loc.errors import InputError
 from xai_loc.features import check_waveforms, in_float32
-from xai_loc.features.cochleagram import _whole
 
 __all__ = ["BinauralSpectrogram", "Decibel", "FrameSTFT", "PowerSpectrum", "Standardize", "SEED_FS",
            "SEED_SAMPLES", "stft_kernel"]
 
 #: Rate and clip length of the seed's data: 16 kHz, 0.5 s -> 61 frames.
 SEED_FS, SEED_SAMPLES = 16000, 8000
-
-
-def _shown(value) -> str:
-    """``repr(value)`` shortened to one line (an array would print in full, on many lines)."""
-    return reprlib.repr(value).replace("\n", " ")
 
 
 def stft_kernel(n_fft: int, fs: float, window: str | tuple = ("tukey", 0.25), detrend: bool = True) -> np.ndarray:
@@ -78,20 +71,22 @@ def stft_kernel(n_fft: int, fs: float, window: str | tuple = ("tukey", 0.25), de
     Raises
     ------
     InputError
-        If ``n_fft`` is not an integer >= 2, ``fs`` not a positive number or ``window`` not a
-        ``scipy.signal.get_window`` spec.
+        If ``n_fft`` is not an integer >= 2, ``fs`` not a positive number, ``window`` not a
+        ``scipy.signal.get_window`` spec of a finite window that is not all zeros, or ``detrend`` not a bool.
     """
     from scipy.signal import get_window
 
-    if not _whole(n_fft) or n_fft < 2:
-        raise InputError(f"n_fft={n_fft!r} is not allowed; give an integer >= 2 such as 256")
-    n_fft = int(n_fft)
+    n_fft = check_integer("n_fft", n_fft, minimum=2)
     check_number("fs", fs, strict=True)
+    check_flag("detrend", detrend)
     try:
-        w = get_window(window, n_fft)
+        with np.errstate(all="ignore"):  # a Kaiser beta of inf gives NaN, refused below
+            w = None if isinstance(window, (bool, np.bool_)) else get_window(window, n_fft)
     except (ValueError, TypeError, IndexError):  # scipy's error for an unknown name or a malformed spec
-        raise InputError(f"window={_shown(window)} is not allowed; give a scipy.signal.get_window spec such as "
-                         f"('tukey', 0.25) or 'hann'") from None
+        w = None
+    if w is None or not np.all(np.isfinite(w)) or not np.any(w):  # a number is a Kaiser beta: nan gives NaN
+        raise InputError(f"window={shown(window)} is not allowed; give a scipy.signal.get_window spec such as "
+                         f"('tukey', 0.25) or 'hann'")
     n_bins = n_fft // 2 + 1
     k = np.arange(n_bins)[:, None]
     n = np.arange(n_fft)[None, :]
@@ -115,18 +110,16 @@ class FrameSTFT(nn.Module):
     Raises
     ------
     InputError
-        For an ``fs`` that is not a positive integer, a ``hop`` outside ``1..n_fft``, or the
-        ``n_fft`` and ``window`` that :func:`stft_kernel` refuses.
+        For an ``fs`` that is not a positive integer, a ``hop`` that is not an integer in ``[1, n_fft]``, or the
+        ``n_fft``, ``window`` and ``detrend`` that :func:`stft_kernel` refuses.
     """
 
     def __init__(self, n_fft: int = 256, hop: int = 128, fs: int = SEED_FS, window: str | tuple = ("tukey", 0.25),
                  detrend: bool = True) -> None:
         super().__init__()
         fs = check_fs(fs)
-        kernel = stft_kernel(n_fft, fs, window, detrend)  # n_fft and window checked there
-        if not _whole(hop) or not 0 < hop <= n_fft:
-            raise InputError(f"hop={hop!r} is not allowed; give an integer in 1..n_fft={n_fft}")
-        self.n_fft, self.hop, self.fs = int(n_fft), int(hop), int(fs)
+        kernel = stft_kernel(n_fft, fs, window, detrend)  # n_fft, window and detrend checked there
+        self.n_fft, self.hop, self.fs = int(n_fft), check_integer("hop", hop, minimum=1, maximum=n_fft), fs
         self.n_bins = self.n_fft // 2 + 1
         kernel = kernel.reshape(2 * self.n_bins, 1, self.n_fft)
         self.register_buffer("kernel", torch.as_tensor(kernel, dtype=torch.float64), persistent=False)
@@ -153,7 +146,7 @@ class Decibel(nn.Module):
 
     def __init__(self, amin: float = 1e-14) -> None:
         super().__init__()
-        self.amin = float(amin)
+        self.amin = check_number("amin", amin, strict=True)
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         return 10.0 * torch.log10(p + self.amin)
@@ -164,11 +157,11 @@ class Decibel(nn.Module):
 
 class Standardize(nn.Module):
     """Zero mean and unit variance over all dims but the first (the example), as the seed's
-    ``StandardScaler`` over each flattened example; ``eps`` guards constant inputs."""
+    ``StandardScaler`` over each flattened example; ``eps > 0`` guards constant inputs."""
 
     def __init__(self, eps: float = 1e-6) -> None:
         super().__init__()
-        self.eps = float(eps)
+        self.eps = check_number("eps", eps, strict=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = tuple(range(1, x.ndim))
@@ -205,19 +198,14 @@ class BinauralSpectrogram(nn.Module):
                  standardize: bool = True) -> None:
         super().__init__()
         window = tuple(window) if isinstance(window, list) else window
-        self.stft = FrameSTFT(n_fft, hop, fs, window, detrend)  # checks fs, n_fft, hop and window
-        if not (is_real(amin) and amin > 0):
-            raise InputError(f"amin={amin!r} is not allowed; give a small positive power floor such as 1e-14")
-        for name, value in (("detrend", detrend), ("standardize", standardize)):
-            if not isinstance(value, bool):
-                raise InputError(f"{name}={_shown(value)} is not allowed; use True or False")
-        self.config: dict[str, Any] = {"fs": int(fs), "n_fft": int(n_fft), "hop": int(hop),
-                                       "window": list(window) if isinstance(window, tuple) else window,
-                                       "detrend": detrend, "amin": float(amin), "standardize": standardize}
-        self.fs, self.n_fft, self.hop = int(fs), int(n_fft), int(hop)
+        self.stft = FrameSTFT(n_fft, hop, fs, window, detrend)  # checks fs, n_fft, hop, window and detrend
         self.power = PowerSpectrum()
-        self.decibel = Decibel(amin)
-        self.standardize = Standardize() if standardize else nn.Identity()
+        self.decibel = Decibel(amin)  # checks amin
+        self.standardize = Standardize() if check_flag("standardize", standardize) else nn.Identity()
+        self.fs, self.n_fft, self.hop = self.stft.fs, self.stft.n_fft, self.stft.hop
+        self.config: dict[str, Any] = {"fs": self.fs, "n_fft": self.n_fft, "hop": self.hop,
+                                       "window": list(window) if isinstance(window, tuple) else window,
+                                       "detrend": detrend, "amin": self.decibel.amin, "standardize": standardize}
 
     @property
     def n_bins(self) -> int:
@@ -225,10 +213,8 @@ class BinauralSpectrogram(nn.Module):
         return self.n_fft // 2 + 1
 
     def n_frames(self, n_samples: int) -> int:
-        """Frames of a clip of ``n_samples`` samples."""
-        if n_samples < self.n_fft:
-            raise InputError(f"n_samples={n_samples} is not allowed; a clip needs at least n_fft={self.n_fft} samples")
-        return (int(n_samples) - self.n_fft) // self.hop + 1
+        """Frames of a clip of ``n_samples >= n_fft`` samples."""
+        return (check_integer("n_samples", n_samples, minimum=self.n_fft) - self.n_fft) // self.hop + 1
 
     @property
     def frequencies(self) -> np.ndarray:

@@ -48,7 +48,7 @@ import numpy as np
 
 from xai_loc.acoustics.binaural import check_sound_fs
 from xai_loc.acoustics.room import SNR_RANGE
-from xai_loc.checks import check_fs, check_integer, is_integer, is_real
+from xai_loc.checks import check_flag, check_fs, check_integer, is_integer, is_real
 from xai_loc.data.ipd_ild_scenes import n_test_items
 from xai_loc.data.resumable import StoreKind, write_store
 from xai_loc.data.spec import SpecRecord, check_name, numbers, words
@@ -323,6 +323,9 @@ def write_cue_scenes(spec: CueSceneSpec, split: str, front_end, *, root: str | P
         ``fs``, ``cue_names``, ``cue_units``, ``n_bands``, ``centre_frequencies``,
         ``frame_times(n_samples)`` and ``config``, which label the store.
 
+    batch_size
+        Scenes rendered per pass, an integer >= 1.
+
     Returns
     -------
     Path
@@ -330,6 +333,8 @@ def write_cue_scenes(spec: CueSceneSpec, split: str, front_end, *, root: str | P
     """
     from xai_loc.data.store import default_root
 
+    check_integer("batch_size", batch_size, minimum=1)
+    check_flag("progress", progress)
     if front_end.fs != spec.fs:
         raise InputError(f"front-end fs={front_end.fs} does not match the scenes' fs={spec.fs}")
     front_end.eval()

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xai_loc.checks import check_flag, check_fs, check_integer, check_number, shown
+from xai_loc.checks import check_fs, check_integer, check_number, shown
 from xai_loc.errors import InputError
 from xai_loc.features import check_waveforms, in_float32
 from xai_loc.features.cochleagram import _fast_len, erb_to_freq, freq_to_erb
@@ -304,13 +304,11 @@ def simulate_cue_scenes(spec, split: str, *, root: str | Path | None = None, bat
 
     The front end is the spec's (:class:`BinauralCues` with ``spec.front_end`` options at
     ``spec.fs``); the store is :func:`xai_loc.data.cue_scenes.write_cue_scenes`'s (resumable;
-    returned at once if it exists). ``batch_size`` is an integer >= 1, ``progress`` a bool.
+    returned at once if it exists), which checks ``batch_size`` and ``progress``.
     """
     from xai_loc.data.cue_scenes import CueSceneSpec, write_cue_scenes
 
     if not isinstance(spec, CueSceneSpec):
         raise InputError(f"spec={shown(spec)} is not allowed; give a CueSceneSpec")
-    check_integer("batch_size", batch_size, minimum=1)
-    check_flag("progress", progress)
     front_end = BinauralCues(**{"fs": spec.fs, **spec.front_end})
     return write_cue_scenes(spec, split, front_end, root=root, batch_size=batch_size, progress=progress)

@@ -152,3 +152,19 @@ def test_reproduce_refuses_a_damaged_relevance_store_it_reuses_before_any_work(s
     assert one_line(run) == (f"relevance store {relevance} is damaged: chunk {key} does not match its checksum; "
                              "delete it and run 'xai-loc reproduce' again to rebuild it")
     assert [p.name for p in (store.parents[3] / "out").iterdir()] == ["report.html"]
+
+
+def test_write_cue_scenes_checks_its_batch_size_and_progress_before_any_work(tmp_path):
+    """``write_cue_scenes`` (the store writer under ``simulate_cue_scenes``) refuses a batch size that is no integer
+    >= 1 and a progress that is no bool in one line, and writes nothing. review: ``batch_size=0`` was a ValueError
+    traceback (range() arg 3) there."""
+    from xai_loc.data.cue_scenes import CueSceneSpec, write_cue_scenes
+    from xai_loc.features.binaural_cues import BinauralCues
+
+    spec = CueSceneSpec(per_utterance={"train": 1, "test": 1}, duration=0.05)
+    front_end = BinauralCues(**{"fs": spec.fs, **spec.front_end})
+    assert one_line(write_cue_scenes, spec, "test", front_end, root=tmp_path, batch_size=0) == (
+        "batch_size=0 is not allowed; use an integer >= 1")
+    assert one_line(write_cue_scenes, spec, "test", front_end, root=tmp_path, progress="no") == (
+        "progress='no' is not allowed; use True or False")
+    assert list(tmp_path.iterdir()) == []

@@ -9,9 +9,10 @@ back in::
     python scripts/adopt_zoo.py RESULTS [--out pretrained] [--data-root DIR] [--srp-windows 200]
         [--even-if-worse] [--adopt-unfinished]
 
-For each checkpoint of RESULTS: its condition's test split of the paper scene is simulated
-(gpuRIR convention, float32, on the CPU) unless the data root holds it; the model is scored on
-every test window in float32 and in float16 and stored by the library's float16 rule
+For each checkpoint of RESULTS (hidden files, the temporaries of a write cut short, are skipped): its
+condition's test split of the paper scene is simulated (gpuRIR convention, float32, on the CPU)
+unless the data root holds it; the model is scored on every test window in float32 and in float16
+and stored by the library's float16 rule
 (:func:`train_zoo.export`: float16 when no test MAE moves by more than 1 mm), with these test
 metrics in its card. It goes to ``--out`` under its shipped name, unless a checkpoint there
 recorded a lower test MAE on the same test sources (the same ``n_sources`` and ``n_windows`` of
@@ -48,7 +49,7 @@ from xai_loc.errors import InputError
 from xai_loc.experiments.tdoa_probe import SRP_CONSTANT, run_tdoa
 from xai_loc.io import replace_keeping_mode
 from xai_loc.models import WindowSet, build_model, load_model, read_card
-from xai_loc.models.zoo import PAPER_MAE, checkpoint_name, data_convention, paper_mae, pretrained_dir
+from xai_loc.models.zoo import PAPER_MAE, checkpoint_files, checkpoint_name, data_convention, paper_mae, pretrained_dir
 from xai_loc.runtime import configure_cpu
 
 #: Records of a training run that adopting needs, as (card key, entry): ``dataset.train``, ``metrics.val``.
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.results.is_dir():
             raise InputError(f"{args.results} does not exist" if not args.results.exists()
                              else f"{args.results} is not a folder; give the folder a GPU zoo run brought back")
-        paths = sorted(args.results.glob("*.safetensors"))
+        paths = checkpoint_files(args.results)  # leftover temporaries of a killed write are no checkpoints
         if not paths:
             raise InputError(f"{args.results} holds no .safetensors checkpoints")
         scene = paper_scene()

@@ -10,9 +10,11 @@ memory: nothing but the eight checkpoints comes back.
    above 0, a ``--reserve-s`` outside [0, ``--deadline-s``), a recipe value the trainer's check table
    refuses (``--lr``, ``--batch-size``, ``--checkpoint-every-s`` ...), a T60 below the paper room's
    Sabine minimum, a condition or architecture given twice (two workers would write one file), no ``--out``, an
-   ``--out`` holding other files, ``--init-from`` checkpoints that :func:`train_zoo.check_job` refuses (missing,
-   damaged, of another architecture or model configuration than the paper scene's windows, trained on data of
-   another sample rate or microphone array, or the very files this run writes).
+   ``--out`` holding other files or a checkpoint of this run's name that another run wrote (another recipe,
+   model configuration or init checkpoint: :func:`~xai_loc.models.training.check_training`), ``--init-from``
+   checkpoints that :func:`train_zoo.check_job` refuses (missing, damaged, of another architecture or model
+   configuration than the paper scene's windows, trained on data of another sample rate or microphone array, or
+   the very files this run writes).
 
 1. **Preflight** (about 30 s, fails fast): imports (zennit, captum, zarr and pyroomacoustics
    are not needed, soundfile comes from carried wheels), the decoded speech corpus against
@@ -342,12 +344,44 @@ def estimate(args, record: dict, scene, left: float) -> str:
 # one condition (a worker process)
 # ------------------------------------------------------------------------------------------------
 
+def job_config(args, arch: str, t60: float, snr: float, device_type: str, device: str = "cpu",
+               deadline: float | None = None):
+    """``(init checkpoint, TrainConfig, notes)`` of one model of the run: what the worker trains with (on a
+    ``device`` of ``device_type``, until ``deadline``) and what :func:`check_args` hands to
+    :func:`train_zoo.check_job` before any work. Without ``--lr`` an init checkpoint's run continues at its last
+    learning rate. ``device`` and ``deadline`` are run fields, outside the recipe that a checkpoint in ``--out`` is
+    compared on, so that the check needs no GPU."""
+    from xai_loc.models import read_card
+    from xai_loc.models.training import TrainConfig
+    from xai_loc.models.zoo import checkpoint_name
+
+    name = checkpoint_name(arch, t60, snr)
+    init = None if args.init_from is None else args.init_from / name
+    lr, notes = args.lr, list(DATA_NOTES)
+    if init is not None and lr is None:
+        parent = read_card(init)
+        final = (parent.get("training") or {}).get("final") or {}
+        lr = final.get("next_lr", final.get("lr"))  # after the parent's last scheduler step (older cards: before)
+        if lr is not None:
+            notes.append(f"continued from {init.name} at its last learning rate {lr:g}")
+        cond = parent.get("condition") or {}
+        if (cond.get("t60"), cond.get("snr")) != (t60, snr):
+            notes.append(f"fine-tuned from a model trained on T60 {cond.get('t60')} s, SNR {cond.get('snr')} dB "
+                         f"(the paper trains each condition from a seeded initialization)")
+    config = TrainConfig(batch_size=args.batch_size, lr=lr, max_epochs=args.max_epochs, seed=args.seed,
+                         device=device, eval_batch_size=args.eval_batch_size,
+                         deterministic=device_type != "cuda", benchmark=device_type == "cuda",
+                         draws_per_epoch=args.draws, deadline=deadline, checkpoint_every_s=args.checkpoint_every_s,
+                         autocast=args.autocast, save_state=False)
+    return init, config, notes
+
+
 def worker(args) -> int:
     from xai_loc.acoustics.speech import SpeechCorpus
     from xai_loc.data import paper_scene, simulate_windows
     from xai_loc.models import load_model, read_card, save_checkpoint
     from xai_loc.models.evaluation import WindowSet, evaluate
-    from xai_loc.models.training import TrainConfig, train
+    from xai_loc.models.training import train
     from xai_loc.models.zoo import PAPER_MAE, checkpoint_name
     from xai_loc.runtime import configure_cpu, resolve_device
 
@@ -375,24 +409,7 @@ def worker(args) -> int:
         name = checkpoint_name(arch, t60, snr)
         out = args.out / name
         end = time.time() + (deadline - args.reserve_s - time.time()) / (len(args.archs) - i)
-        init = None if args.init_from is None else args.init_from / name
-        lr, notes = args.lr, list(DATA_NOTES)
-        if init is not None and lr is None:
-            parent = read_card(init)
-            final = (parent.get("training") or {}).get("final") or {}
-            lr = final.get("next_lr", final.get("lr"))  # after the parent's last scheduler step (older cards: before)
-            if lr is not None:
-                notes.append(f"continued from {init.name} at its last learning rate {lr:g}")
-            cond = parent.get("condition") or {}
-            if (cond.get("t60"), cond.get("snr")) != (t60, snr):
-                notes.append(f"fine-tuned from a model trained on T60 {cond.get('t60')} s, SNR {cond.get('snr')} dB "
-                             f"(the paper trains each condition from a seeded initialization)")
-        config = TrainConfig(batch_size=args.batch_size, lr=lr, max_epochs=args.max_epochs, seed=args.seed,
-                             device=str(device), eval_batch_size=args.eval_batch_size,
-                             deterministic=device.type != "cuda", benchmark=device.type == "cuda",
-                             draws_per_epoch=args.draws, deadline=end, checkpoint_every_s=args.checkpoint_every_s,
-                             autocast=args.autocast,
-                             save_state=False)
+        init, config, notes = job_config(args, arch, t60, snr, device.type, str(device), end)
         say(f"{tag} {arch}: training until {end - time.time():.0f} s from now")
         try:
             train(arch, sets["train"], sets["val"], out, config, progress=False, init_from=init, notes=notes,
@@ -534,10 +551,11 @@ def check_args(args) -> set[str]:
     if not args.out.exists() and not (above.is_dir() and os.access(above, os.W_OK | os.X_OK)):
         raise InputError(f"--out {args.out} cannot be made: {above} is not a writable folder")
     scene = paper_scene()
-    for arch in args.archs:  # what train() would refuse only after the simulation, init checkpoints included
+    device_type = "cuda" if args.device.startswith("cuda") else "cpu"
+    for arch in args.archs:  # what train() would refuse only after the simulation: init checkpoints, their recipes
         for t, snr in args.conditions:
-            name = checkpoint_name(arch, t, snr)
-            check_job(arch, args.out / name, scene, None if args.init_from is None else args.init_from / name)
+            init, config, _ = job_config(args, arch, t, snr, device_type)
+            check_job(arch, args.out / checkpoint_name(arch, t, snr), scene, init, config)
     return expected
 
 

@@ -53,11 +53,12 @@ def check_scene(card: dict, scene, name: str) -> None:
     check_recording(card, scene.room.fs, scene.mics, "the paper scene", name)
 
 
-def check_job(arch: str, out: Path, scene, init: str | Path | None = None) -> None:
-    """Refuse (one line) a run of ``arch`` on ``scene``'s windows writing ``out`` before any simulation: what
-    :func:`~xai_loc.models.training.check_training` refuses, and an ``init`` checkpoint trained on another recording
-    than ``scene``'s (:func:`check_scene`)."""
-    check_training(arch, out, (len(scene.mics), scene.window), init)
+def check_job(arch: str, out: Path, scene, init: str | Path | None = None, config: TrainConfig | None = None) -> None:
+    """Refuse (one line) a run of ``arch`` with ``config`` on ``scene``'s windows writing ``out`` before any
+    simulation: what :func:`~xai_loc.models.training.check_training` refuses (given ``config``, a saved state or an
+    existing ``out`` of another recipe too), and an ``init`` checkpoint trained on another recording than ``scene``'s
+    (:func:`check_scene`)."""
+    check_training(arch, out, (len(scene.mics), scene.window), init, config)
     if init is not None:
         check_scene(read_card(init), scene, f"init checkpoint {init}")
 
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             for arch in args.archs:
                 name = f"{arch}_{condition_name(t60, snr)}" + (f"-n{args.sources}" if args.sources else "")
                 init = None if args.init_from is None else args.init_from.replace("{arch}", arch)
-                check_job(arch, runs / f"{name}.safetensors", scene, init)
+                check_job(arch, runs / f"{name}.safetensors", scene, init, config)
                 jobs[t60, snr, arch] = name, init
         rows = []
         for t60, snr in args.conditions:

@@ -313,10 +313,11 @@ def test_flipped_weight_bytes_and_integer_weights_are_refused(tmp_path):
         load_model(path)
     old = tmp_path / "old.safetensors"  # a card from before the digest: loaded unchecked
     save_file(state, str(old), metadata={"xai_loc_card": json.dumps({k: v for k, v in card.items()
-                                                                      if k != "weights_sha256"})})
+                                                                      if k not in ("weights_sha256", "card_sha256")})})
     load_model(old)
     save_file({**state, "conv1.bias": state["conv1.bias"].to(torch.int32)}, str(old),
-              metadata={"xai_loc_card": json.dumps({k: v for k, v in card.items() if k != "weights_sha256"})})
+              metadata={"xai_loc_card": json.dumps({k: v for k, v in card.items()
+                                                    if k not in ("weights_sha256", "card_sha256")})})
     with pytest.raises(InputError, match=r"mis-typed 1: conv1.bias int32 \(expected float32\)"):
         load_model(old)
 

@@ -17,7 +17,8 @@ xai-loc's format is one ``.safetensors`` file. Its string metadata holds, under
       "data_convention": "gpurir", "data_fs": 16000, "data_mic_position": [[x, y, z], ...],
       "software": {"torch": ..., ...}, "created": "2024-05-01T12:00:00Z",
       "dtype": "float16",                       # dtype of the stored weights
-      "weights_sha256": "9f2c..."               # of the tensors' bytes; checked by load_model
+      "weights_sha256": "9f2c...",              # of the tensors' bytes; checked by load_model
+      "card_sha256": "4e1a..."                  # of the card's other fields; checked by read_card
     }
 
 The paper's released checkpoints (Comanducci et al., EUSIPCO 2024) are plain PyTorch
@@ -78,6 +79,13 @@ def file_digest(path: PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             sha.update(chunk)
     return sha.hexdigest()
+
+
+def card_digest(card: dict[str, Any]) -> str:
+    """SHA-256 of a card's canonical JSON (keys sorted) without its ``card_sha256``: the digest
+    :func:`save_checkpoint` records and :func:`read_card` checks (safetensors keeps no checksum of its header)."""
+    canonical = json.dumps({k: v for k, v in card.items() if k != "card_sha256"}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _dtype_name(dtype: torch.dtype | str) -> str:
@@ -235,7 +243,8 @@ def save_checkpoint(
         Provenance: ``condition`` ({'t60', 'snr'}, or {'rooms', 'snr'} for a model trained on
         a mix of rooms; required) and optionally ``training``,
         ``dataset``, ``metrics``, ``source``, ``software``, ``created``; must be JSON-able.
-        ``architecture``, ``config`` and ``dtype`` are taken from ``model`` and ``dtype``.
+        ``architecture``, ``config`` and ``dtype`` are taken from ``model`` and ``dtype``; ``weights_sha256`` and
+        ``card_sha256`` are recomputed (those of a card read from another file are replaced).
     dtype
         Storage dtype of floating-point tensors: float32 or float16.
 
@@ -253,7 +262,7 @@ def save_checkpoint(
         "metrics": {},
         "software": software_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **card,
+        **{k: v for k, v in card.items() if k != "card_sha256"},
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "architecture": model.arch_name,
@@ -277,6 +286,7 @@ def save_checkpoint(
     # The tensors' bytes do not depend on the metadata (safetensors pads its header, not the data),
     # so their digest is taken from a first serialization (in memory) and recorded in the card.
     full["weights_sha256"] = _data_digest(io.BytesIO(save(tensors, metadata=metadata)))
+    full["card_sha256"] = card_digest(json.loads(json.dumps(full)))  # of the card as read_card parses it
     blob = save(tensors, metadata={CARD_KEY: json.dumps(full, sort_keys=True)})
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -352,7 +362,9 @@ def read_card(path: PathLike) -> dict[str, Any]:
     Raises
     ------
     InputError
-        If the file is missing, not safetensors, or carries no valid xai-loc card.
+        If the file is missing, not safetensors, or carries no valid xai-loc card, or a card that does not match
+        the ``card_sha256`` it records (cards written before that digest record none and are not checked, as
+        :func:`check_weights` does with ``weights_sha256``).
     """
     if not isinstance(path, (str, os.PathLike)):
         raise InputError(f"checkpoint {path!r} is not allowed; give the path of a .safetensors file")
@@ -375,6 +387,9 @@ def read_card(path: PathLike) -> dict[str, Any]:
         card = json.loads(metadata[CARD_KEY])
     except json.JSONDecodeError as err:
         raise InputError(f"checkpoint {path} has a corrupt card ({err})") from None
+    if isinstance(card, dict) and "card_sha256" in card and card["card_sha256"] != card_digest(card):
+        raise InputError(f"checkpoint {path} is damaged: its card does not match the sha256 it records "
+                         "(card_sha256); copy it again (or retrain it)")
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise InputError(f"checkpoint {path} has a card that is not in the {FORMAT} format")
     version = card.get("format_version")

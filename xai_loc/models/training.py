@@ -318,25 +318,41 @@ PAPER_RECIPE = {"batch_size": 100, "weight_decay": 0.0, "lr_factor": 0.2, "lr_pa
 STATE_DEFAULTS = {"recipe": LATER_RECIPE_FIELDS}
 
 
-def _run_identity(arch: str, model: Localizer, config: TrainConfig, init: str | None) -> dict[str, Any]:
-    """What a resumed run of ``arch`` must match besides its data: architecture, constructor arguments of
-    ``model``, recipe and the file digest of the init checkpoint (None: a seeded initialization)."""
-    return {"arch": arch, "model_config": model.config, "recipe": config.recipe(arch), "init": init}
+def _run_identity(arch: str, model: Localizer, config: TrainConfig, init: str | None,
+                  datasets: dict[str, str] | None = None) -> dict[str, Any]:
+    """What a resumed run of ``arch`` must match: architecture, constructor arguments of ``model``, recipe, the file
+    digest of the init checkpoint (None: a seeded initialization) and, once they are open, the ``datasets``
+    (:func:`_data_identity`)."""
+    identity = {"arch": arch, "model_config": model.config, "recipe": config.recipe(arch), "init": init}
+    return identity if datasets is None else {**identity, "datasets": datasets}
 
 
-def _card_identity(card: dict[str, Any]) -> dict[str, Any]:
-    """The :func:`_run_identity` of the run that wrote a checkpoint's ``card`` (its data left out)."""
+def _data_identity(train_set: WindowSet, val_set: WindowSet) -> dict[str, str]:
+    """The ``datasets`` of a run's identity: :attr:`WindowSet.identity` of its training and validation data."""
+    return {"train": train_set.identity, "val": val_set.identity}
+
+
+def _card_identity(card: dict[str, Any], datasets: dict[str, str] | None = None) -> dict[str, Any]:
+    """The :func:`_run_identity` of the run that wrote a checkpoint's ``card``; given a run's ``datasets``, with
+    the data digests the card records (``dataset.train.digest``, ``dataset.val.digest``), the run's own standing in
+    where it records none (data without a configuration, whose identity no card records)."""
     training = card.get("training") or {}
     config = training.get("config") or {}
-    return {"arch": card.get("architecture"), "model_config": card.get("config"),
-            "recipe": omit_later({k: v for k, v in config.items() if k not in RUN_FIELDS}, LATER_RECIPE_FIELDS),
-            "init": (training.get("init_from") or {}).get("sha256")}
+    identity = {"arch": card.get("architecture"), "model_config": card.get("config"),
+                "recipe": omit_later({k: v for k, v in config.items() if k not in RUN_FIELDS}, LATER_RECIPE_FIELDS),
+                "init": (training.get("init_from") or {}).get("sha256")}
+    if datasets is None:
+        return identity
+    records = card.get("dataset") or {}
+    recorded = {split: records[split].get("digest") for split in datasets if isinstance(records.get(split), dict)}
+    return {**identity, "datasets": {split: recorded.get(split) or value for split, value in datasets.items()}}
 
 
 def _check_replaced(out: Path, identity: dict[str, Any]) -> None:
     """Refuse (one line) to replace an existing ``out`` that has no saved state (one is checked by
     :func:`~xai_loc.models.trainer.check_resumable`) unless it is a checkpoint that a run of ``identity`` wrote:
-    the same architecture, model configuration, recipe and init checkpoint, as a state is compared."""
+    the same architecture, model configuration, recipe and init checkpoint and, where ``identity`` holds them, the
+    same datasets where its card records their digests, as a state is compared."""
     if not out.exists() or state_path(out).exists():
         return
     try:
@@ -344,7 +360,8 @@ def _check_replaced(out: Path, identity: dict[str, Any]) -> None:
     except InputError:
         raise InputError(f"{out} exists and is not an xai-loc checkpoint; remove it or write to another out") from None
     found = [f"{key}: {old!r} in it, {value!r} now" for key, old, value in
-             differing_fields(_card_identity(card), identity, STATE_DEFAULTS, [*identity, *STATE_DEFAULTS])]
+             differing_fields(_card_identity(card, identity.get("datasets")), identity, STATE_DEFAULTS,
+                              [*identity, *STATE_DEFAULTS])]
     if found:
         raise InputError(f"{out} is a checkpoint of another training run ({'; '.join(found)}); remove it or write "
                          "to another out")
@@ -379,8 +396,8 @@ class _Run:
                             draws_per_epoch=config.draws_per_epoch, early_stop_patience=config.early_stop_patience,
                             max_minutes=config.max_minutes, deadline=config.deadline,
                             checkpoint_every_s=config.checkpoint_every_s)
-        identity = {**_run_identity(arch, model, config, None if init is None else init["sha256"]),
-                    "datasets": {"train": train_set.identity, "val": val_set.identity}}
+        identity = _run_identity(arch, model, config, None if init is None else init["sha256"],
+                                 _data_identity(train_set, val_set))
         self.trainer = Trainer(model, optimizer, hooks, schedule, scheduler=scheduler, identity=identity,
                                defaults=STATE_DEFAULTS, state_file=state_file,
                                save_state=config.save_state, extra={"init_record": init},
@@ -512,7 +529,8 @@ class _Run:
 
 
 def check_training(arch: str, out: str | Path, shape: tuple[int, int] | None = None,
-                   init_from: str | Path | None = None, config: TrainConfig | None = None) -> None:
+                   init_from: str | Path | None = None, config: TrainConfig | None = None,
+                   datasets: dict[str, str] | None = None) -> None:
     """What :func:`train` refuses about its arguments, checked before any data is read: the CLI
     calls it with the scene's window ``shape`` (microphones, samples) and the ``config`` before simulating
     the data (hours at the paper's size).
@@ -522,8 +540,9 @@ def check_training(arch: str, out: str | Path, shape: tuple[int, int] | None = N
     architecture, windows it cannot take, an ``init_from`` checkpoint that is ``out`` itself (the run
     would overwrite its own parent) or of another architecture or shape, and (given ``shape`` and ``config``)
     a saved state of ``out`` of another architecture, model configuration, recipe or init checkpoint
-    (:func:`~xai_loc.models.trainer.check_resumable`; its data are compared once they exist), and, where ``out``
-    has no saved state, an existing ``out`` that is not a checkpoint of such a run (:func:`_check_replaced`).
+    (:func:`~xai_loc.models.trainer.check_resumable`), and, where ``out`` has no saved state, an existing ``out``
+    that is not a checkpoint of such a run (:func:`_check_replaced`). The data are compared too once :func:`train`
+    has opened them and passes their ``datasets`` (:func:`_data_identity`).
     """
     check_output(out)
     if init_from is not None and Path(init_from).resolve() == Path(out).resolve():
@@ -537,7 +556,8 @@ def check_training(arch: str, out: str | Path, shape: tuple[int, int] | None = N
     if init_from is not None:
         _init_source(model, Path(init_from))
     if config is not None:
-        identity = _run_identity(arch, model, config, None if init_from is None else file_digest(init_from))
+        identity = _run_identity(arch, model, config, None if init_from is None else file_digest(init_from),
+                                 datasets)
         check_resumable(state_path(out), identity, STATE_DEFAULTS)
         _check_replaced(Path(out), identity)
 
@@ -620,7 +640,8 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
         too few sources), an ``out`` whose folder cannot be written or an ``init_from`` that is ``out``
         (both before any data is read), a saved state of another architecture, recipe
         (:data:`LATER_RECIPE_FIELDS` included), dataset (a store without a config is told by its labels:
-        :attr:`WindowSet.identity`) or init checkpoint, an init checkpoint of another architecture or
+        :attr:`WindowSet.identity`) or init checkpoint, an existing ``out`` without a saved state that such a run
+        wrote (its data compared where its card records their digests), an init checkpoint of another architecture or
         shape or trained on data of another sample rate or microphone array, or a diverging loss.
     """
     started = time.monotonic()
@@ -631,7 +652,8 @@ def train(arch: str, train_store, val_store, out: str | Path, config: TrainConfi
     device = resolve_device(config.device)
     train_set, val_set = (as_window_set(s, config.preload) for s in (train_store, val_store))
     _check_stores(train_set, val_set)
-    check_training(arch, out, (train_set.n_mics, train_set.n_samples), init_from, config)  # state and out, now shaped
+    check_training(arch, out, (train_set.n_mics, train_set.n_samples), init_from, config,  # state and out, now shaped
+                   _data_identity(train_set, val_set))
     with determinism(config.deterministic, device, config.benchmark):
         run = _Run(arch, train_set, val_set, config, device, state_path(out),
                    None if init_from is None else Path(init_from), out=out, full_log=full_log, notes=tuple(notes))

@@ -170,11 +170,17 @@ def describe_training(training: dict, name: str | None = None) -> str:
     return ", ".join(parts)
 
 
+def checkpoint_files(folder: str | Path) -> list[Path]:
+    """The ``.safetensors`` files of ``folder``, sorted; hidden names are left out: the temporary files of atomic
+    writes (``.<name>.XXXXXXXX.tmp.safetensors``, :func:`~xai_loc.io.atomic_path`) that a killed run leaves behind."""
+    return sorted(p for p in Path(folder).glob("*.safetensors") if not p.name.startswith("."))
+
+
 def list_checkpoints(folder: str | Path) -> list[str]:
     """One line per xai-loc checkpoint in ``folder``: file, architecture, condition (and the simulation
     convention of its data), test metrics, training."""
     rows = []
-    for path in sorted(Path(folder).glob("*.safetensors")):
+    for path in checkpoint_files(folder):
         card = read_card(path)
         test = (card.get("metrics") or {}).get("test") or {}
         training = describe_training(card.get("training") or {}, path.name)
@@ -208,7 +214,7 @@ def shipped_checkpoint(arch: str, t60: float, snr: float, folder: str | Path | N
     """
     path = shipped_path(arch, t60, snr, folder)
     if not path.is_file():
-        have = ", ".join(sorted(p.stem for p in path.parent.glob("*.safetensors"))) or "none"
+        have = ", ".join(p.stem for p in checkpoint_files(path.parent)) or "none"
         where = f"{PRETRAINED_ENV}={path.parent}" if folder is None and os.environ.get(PRETRAINED_ENV) else path.parent
         raise InputError(f"no shipped checkpoint {path.name} in {where} (available: {have}); "
                          "pass --checkpoint or train one with 'xai-loc train'")

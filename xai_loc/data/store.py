@@ -689,7 +689,9 @@ def config_digest(attrs: Mapping[str, Any]) -> str | None:
 
 def data_digest(data) -> str | None:
     """The digest naming the data of a dataset (:func:`config_digest` of its attrs) or of its ``signals`` alone (their
-    ``dataset_digest`` attr, set by :func:`open_signals` and :meth:`SimulatedSplit.to_dataset`), None without one."""
+    ``dataset_digest`` attr, set by :func:`open_signals` and :meth:`SimulatedSplit.to_dataset`), None without one.
+    xarray keeps attrs through arithmetic, so the signals' digest names the data they came from: it tells other
+    data apart (:func:`~xai_loc.explain.store.write_wavs`), never that windows are unaltered."""
     digest = config_digest(data.attrs)
     if digest is None and hasattr(data, "data_vars") and DATASET.variable in data.data_vars:
         data = data[DATASET.variable]

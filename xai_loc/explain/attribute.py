@@ -628,16 +628,12 @@ def _labelled_windows(windows: xr.DataArray) -> xr.DataArray:
                      "(mic, time) or a plain array")
 
 
-def sample_rate(fs: Any, time: np.ndarray | None) -> float:
-    """The sample rate of windows: ``fs`` (None: the rate of their ``time`` coord in seconds, else 16 kHz), refused in
-    one line where their time coord steps at another rate (relevance written as audio would play at the wrong
-    speed, and its time coord would not be the windows')."""
-    implied = None
-    if time is not None and len(time) >= 2 and np.issubdtype(np.asarray(time).dtype, np.number):
-        span = float(time[-1]) - float(time[0])
-        implied = (len(time) - 1) / span if span > 0 else None
-        if implied is not None and math.isclose(implied, round(implied), rel_tol=1e-9):
-            implied = float(round(implied))  # a whole rate, as the time coord's rounding hides it
+def sample_rate(fs: Any, time: xr.DataArray | np.ndarray | None) -> float:
+    """The sample rate of windows: ``fs`` (None: the rate of their ``time`` coord where it is in seconds, else
+    16 kHz), refused in one line where a time coord in seconds steps at another rate (relevance written as audio
+    would play at the wrong speed). A coord is in seconds where its ``units`` attr says ``'s'``, or, without one,
+    where it steps at a rate of 1 kHz to 1 MHz (a coord in samples or milliseconds does not)."""
+    implied = _seconds_rate(time)
     if fs is None:
         return implied if implied is not None else DEFAULT_FS
     rate = check_number("fs", fs, strict=True)
@@ -645,6 +641,20 @@ def sample_rate(fs: Any, time: np.ndarray | None) -> float:
         raise InputError(f"fs {plain(fs)!r} does not match the windows' time coord ({implied:.6g} samples per "
                          f"second); give fs={implied:.6g} or windows whose time coord steps by 1/fs seconds")
     return rate
+
+
+def _seconds_rate(time: xr.DataArray | np.ndarray | None) -> float | None:
+    """The rate of a time coord in seconds (:func:`sample_rate`), a whole number where it is one within float32
+    rounding; None for no coord, one of other units, or one of fewer than two numeric points."""
+    units = getattr(time, "attrs", {}).get("units")
+    values = None if time is None else np.asarray(time)
+    if values is None or values.size < 2 or not np.issubdtype(values.dtype, np.number) or units not in (None, "s"):
+        return None
+    span = float(values[-1]) - float(values[0])
+    rate = (values.size - 1) / span if span > 0 else None
+    if rate is None or (units is None and not 1e3 <= rate <= 1e6):
+        return None
+    return float(round(rate)) if math.isclose(rate, round(rate), rel_tol=1e-6) else rate
 
 
 def dataset_inputs(ds) -> dict[str, Any]:
@@ -660,14 +670,16 @@ def dataset_inputs(ds) -> dict[str, Any]:
     for name in ("source_id", "window_index", "speech_id"):
         if name in ds.coords:
             coords[name] = ("window", ds[name].values)
-    from xai_loc.data.store import data_digest
+    from xai_loc.data.store import config_digest
 
     attrs = {k: ds.attrs[k] for k in ("t60", "snr") if k in ds.attrs}
-    if data_digest(ds) is not None:  # the digest of the store (SimulatedSplit.digest: the same)
-        attrs["dataset_digest"] = data_digest(ds)
+    # the digest of the store (SimulatedSplit.digest: the same); not that of bare signals (data_digest), which
+    # xarray keeps through arithmetic on them: it would name altered windows as the stored data
+    if config_digest(ds.attrs) is not None:
+        attrs["dataset_digest"] = config_digest(ds.attrs)
     if signals.dtype != np.float32:  # windows rounded otherwise than the store's (an in-memory float16 split)
         attrs["storage_dtype"] = str(signals.dtype)
-    time = ds["time"].values if "time" in ds.coords else None
+    time = ds["time"] if "time" in ds.coords else None  # with its units (sample_rate)
     fs = sample_rate(ds.attrs.get("fs"), time)
     positions = ds["source_position"].values if "source_position" in ds else None
     mics = ds["mic_position"].values if "mic_position" in ds else None
@@ -788,7 +800,7 @@ def explain(
     if positions is not None and not np.isfinite(positions).all():  # the truth's targets would be NaN
         raise InputError("positions hold NaN or infinite values; give x, y, z in metres for every window")
     mics = data["mics"] if mic_positions is None else _numbers("mic_positions", mic_positions, (n_mics, 3))
-    fs = sample_rate(data["fs"] if fs is None else fs, data["time"])
+    fs = data["fs"] if fs is None else sample_rate(fs, data["time"])
 
     inputs = data_explainer_inputs({**data, "signals": source}, options, mean_input)
     explainer = Explainer(model, target=target, method=method, composite=composite, batch_size=batch_size,
@@ -897,7 +909,7 @@ def input_coords(data: dict[str, Any], positions: np.ndarray | None, mics: np.nd
                  n_mics: int, n_time: int) -> dict[str, tuple]:
     """Coords that describe the input: window labels, true positions, microphones (the input's labels, else
     ``0 .. n_mics - 1``), time."""
-    time = data["time"] if data["time"] is not None else np.arange(n_time) / fs
+    time = np.asarray(data["time"]) if data["time"] is not None else np.arange(n_time) / fs
     coords = dict(data["coords"])
     mic = coords.pop("mic", ("mic", np.arange(n_mics)))
     return {

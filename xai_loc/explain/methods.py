@@ -497,6 +497,7 @@ class GradientShap(_CaptumMethod):
         # n_samples); it is a NoiseTunnel over InputBaselineXGradient, which we build as it does (captum 0.9) to
         # pass nt_samples_batch_size. numpy's uniform path coefficients are drawn in sequence, so they do not depend
         # on the chunks; the noise is drawn first for all points (_drawn_noise_tunnel), as one pass draws it.
+        from captum.attr import NoiseTunnel
         from captum.attr._core.gradient_shap import InputBaselineXGradient
 
         devices = [a.device] if a.device.type == "cuda" else []
@@ -509,8 +510,9 @@ class GradientShap(_CaptumMethod):
                 with torch.random.fork_rng(devices=devices):
                     torch.manual_seed(seed)
                     np.random.seed(seed % 2**32)
-                    tunnel = _drawn_noise_tunnel()(InputBaselineXGradient(seeded.window(i)), a[i:i + 1], stdevs,
-                                                   self.params["n_samples"])
+                    method = InputBaselineXGradient(seeded.window(i))
+                    tunnel = (_drawn_noise_tunnel()(method, a[i:i + 1], stdevs, self.params["n_samples"]) if stdevs
+                              else NoiseTunnel(method))  # no noise: captum's draws of zeros take no memory
                     out.append(tunnel.attribute(
                         a[i:i + 1], nt_type="smoothgrad", nt_samples=self.params["n_samples"],
                         nt_samples_batch_size=self.batch_size, stdevs=stdevs,
@@ -533,8 +535,8 @@ def _drawn_noise_tunnel():
     class DrawnNoiseTunnel(NoiseTunnel):
         def __init__(self, method, window: torch.Tensor, stdev: float, n_samples: int) -> None:
             super().__init__(method)
-            size = (n_samples, *window.shape[1:])  # captum's draw for all points of one window
-            self.noise = torch.normal(0, torch.tensor(stdev, device=window.device).repeat(size))
+            size = (n_samples, *window.shape[1:])  # captum's draw for all points of one window (a view of its std)
+            self.noise = torch.normal(0, torch.tensor(stdev, device=window.device).expand(size))
             self.used = 0
 
         def _add_noise_to_input(self, input, stdev, nt_samples_partition):  # captum's static method, per chunk

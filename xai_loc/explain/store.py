@@ -447,18 +447,18 @@ def _window_positions(sources: Any, n: int) -> list[Any]:
 
 def _check_explained(relevance: xr.DataArray, signals: xr.DataArray, digest: str | None, windows: np.ndarray) -> None:
     """Refuse signals that are not the data ``relevance`` explains, in one line: another ``dataset_digest`` (the
-    signals' is ``digest``) where both record one, else a window paired by its label (of ``windows``) that is
-    missing there or has another ``source_id`` or ``window_index``."""
+    signals' is ``digest``) where both record one, a window of the relevance (of ``windows``) missing there, and,
+    where no digests tell, a window paired by its label that has another ``source_id`` or ``window_index``."""
     found = relevance.attrs.get("dataset_digest")
-    if found is not None and digest is not None:
-        if str(found) != digest:
-            raise InputError(f"the signals are of other data (dataset_digest {digest[:16]!r}) than the relevance "
-                             f"explains ({str(found)[:16]!r}); give the signals it explains (open_explained_signals)")
-        return
+    if found is not None and digest is not None and str(found) != digest:
+        raise InputError(f"the signals are of other data (dataset_digest {digest[:16]!r}) than the relevance "
+                         f"explains ({str(found)[:16]!r}); give the signals it explains (open_explained_signals)")
     absent = np.setdiff1d(windows, signals["window"].values)
     if absent.size:
         raise InputError(f"window {plain(absent[0])!r} of the relevance is not among the signals' windows; give the "
                          "signals the relevance explains (open_explained_signals)")
+    if found is not None and digest is not None:  # the same data: their labels agree
+        return
     for name in ("source_id", "window_index"):
         if name in relevance.coords and name in signals.coords:
             ours = relevance[name].sel(window=windows).values

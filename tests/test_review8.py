@@ -182,3 +182,20 @@ def test_write_cue_scenes_checks_its_batch_size_and_progress_before_any_work(tmp
     assert one_line(write_cue_scenes, spec, "test", front_end, root=tmp_path, progress="no") == (
         "progress='no' is not allowed; use True or False")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, says", [
+    (["perturb", "--percentages", "0,10,"], "--percentages '0,10,' has an empty item; give values separated by "
+                                            "single commas"),
+    (["perturb", "--modes", "random,,relevance"], "--modes 'random,,relevance' has an empty item; give values "
+                                                  "separated by single commas"),
+    (["faithfulness", "--fills", "zero,"], "--fills 'zero,' has an empty item; give values separated by single "
+                                           "commas"),
+])
+def test_a_comma_list_with_an_empty_item_is_refused_as_pairs_and_mics_refuse_one(args, says, tmp_path):
+    """An empty item of a comma list (a value left out?) is one line, exit 2, before any work, as ``--pairs`` and
+    ``--mics`` refuse one. review: ``--percentages 0,10,`` ran as ``0,10``."""
+    from helpers import refused, run_cli
+
+    assert refused(run_cli([*args, "--data", str(tmp_path / "data")])) == f"Error: {says}\n"
+    assert not (tmp_path / "data").exists()

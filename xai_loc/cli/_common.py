@@ -693,16 +693,19 @@ sanity_options = with_options(*CONDITION_OPTIONS, *STORE_OPTIONS, *RUN_OPTIONS)
 
 
 def csv_list(text: str, cast=str, what: str = "list") -> list:
-    """``"a,b"`` -> ``["a", "b"]``; empty items are skipped, an empty list is an error. ``float`` items are read as
-    :func:`~xai_loc.cli_params.parse_number` reads them (ASCII digits, no underscores)."""
+    """``"a,b"`` -> ``["a", "b"]``; an empty list or an empty item (``"0,10,"``: a value left out?) is an error, as
+    ``--pairs`` and ``--mics`` refuse one. ``float`` items are read as :func:`~xai_loc.cli_params.parse_number`
+    reads them (ASCII digits, no underscores)."""
     read = parse_number if cast is float else cast
+    items = [v.strip() for v in text.split(",")]
+    if not any(items):
+        raise InputError(f"{what} {text!r} is empty; give at least one comma-separated value")
+    if not all(items):
+        raise InputError(f"{what} {text!r} has an empty item; give values separated by single commas")
     try:
-        values = [read(v.strip()) for v in text.split(",") if v.strip()]
+        return [read(v) for v in items]
     except ValueError:
         raise InputError(f"{what} {text!r} is not a comma-separated list of {cast.__name__} values") from None
-    if not values:
-        raise InputError(f"{what} {text!r} is empty; give at least one comma-separated value")
-    return values
 
 
 def named_checkpoint(checkpoint: str, card: dict) -> dict[str, str]:

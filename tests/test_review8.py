@@ -1,6 +1,8 @@
 """Regression tests of the session of 2026-12-07 (evening): the signals of a dataset alone (``ds["signals"]``) name
 their data, so that ``write_wavs`` refuses another condition's microphones of the same windows; ``explain`` records
 the sample rate of the windows' time coord."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import one_line, small_model
@@ -199,3 +201,22 @@ def test_a_comma_list_with_an_empty_item_is_refused_as_pairs_and_mics_refuse_one
 
     assert refused(run_cli([*args, "--data", str(tmp_path / "data")])) == f"Error: {says}\n"
     assert not (tmp_path / "data").exists()
+
+
+def test_a_checkpoint_that_is_a_device_or_a_pipe_is_named_as_such(tmp_path):
+    """``/dev/null`` or a FIFO given as a checkpoint is one line saying it is no regular file (exit 2), without
+    waiting on the pipe. review: both were said not to exist."""
+    import os
+
+    from helpers import refused, run_cli
+
+    from xai_loc.models.checkpoint import load_paper_model, read_card
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/null"), fifo):
+        said = f"checkpoint {path} is not a regular file; give the path of a .safetensors file"
+        assert one_line(read_card, path) == said
+        assert refused(run_cli(["evaluate", str(path)])) == f"Error: {said}\n"
+    assert one_line(load_paper_model, fifo, "loccnn") == (
+        f"checkpoint {fifo} is not a regular file; give the path of a .safetensors file")

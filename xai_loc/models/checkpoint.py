@@ -371,8 +371,7 @@ def read_card(path: PathLike) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"checkpoint {path} is a folder; give the path of a .safetensors file")
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
+    _check_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -488,9 +487,17 @@ def _check_values(state: dict[str, torch.Tensor], path: PathLike, dtype: str | N
                              f"{value.min().item():g}); variances must be >= 0, it cannot be used")
 
 
+def _check_file(path: Path) -> None:
+    """One line where ``path`` is no regular file: missing, or a device, a pipe or a socket (read as a
+    checkpoint, ``/dev/null`` was said not to exist)."""
+    if not path.exists():
+        raise InputError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} is not a regular file; give the path of a .safetensors file")
+
+
 def _read_paper_state_dict(src: Path) -> dict[str, Any]:
-    if not src.is_file():
-        raise InputError(f"checkpoint {src} does not exist")
+    _check_file(src)
     try:  # an xai-loc checkpoint would be taken for a state dict and lose its card
         with safe_open(str(src), framework="pt") as f:
             carded = CARD_KEY in (f.metadata() or {})

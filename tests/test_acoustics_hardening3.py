@@ -35,12 +35,12 @@ def test_hybrid_tail_of_a_response_without_reflections_is_silent(convention):
 
 
 def test_hybrid_refuses_a_t_diff_that_leaves_less_than_10_ms_of_reflections():
-    # gpurir's filter reaches 65 samples: passed at 312 + 66 = 378, + 160 samples of fit + 65 left out
+    # gpurir's filter reaches 65 samples: passed at 312 + 66 = 378, + 160 samples of reflections + 65 more
     # = 603 samples: 0.0376875 s -> 0.0377 s; the default T60 / 4 = 0.0375 s is short of it
     says = one_line(image_source_rirs, PAPER, FAR, MIC, 0.15, mode="hybrid")
-    assert says == ("t_diff=0.0375 s (the default, T60/4) at T60=0.15 s starts the diffuse tail too early: it is "
-                    "fitted to 10 ms of reflections after the direct sound 6.701 m away; give t_diff >= 0.0377 s "
-                    "(--t-diff)")
+    assert says == ("t_diff=0.0375 s (the default, T60/4) at T60=0.15 s starts the diffuse tail too early: it must "
+                    "leave 10 ms of image-source reflections after the direct sound 6.701 m away; give t_diff >= "
+                    "0.0377 s (--t-diff)")
     assert image_source_rirs(PAPER, FAR, MIC, 0.15, mode="hybrid", t_diff=0.0377).shape == (1, 1, 2400)
 
 

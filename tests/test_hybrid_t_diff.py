@@ -18,8 +18,9 @@ from xai_loc.data.store import config_digest, subset_ids
 
 #: 50 val sources of the paper scene at T60 = 0.105 s: the first three fit T60 / 4, the fourth does not.
 VAL50 = ("val", 0.105, 10.0)
-VAL50_SAYS = ("t_diff=0.02625 s (the default, T60/4) at T60=0.105 s starts the diffuse tail too early: it is fitted "
-              "to 10 ms of reflections after the direct sound 3.022 m away; give t_diff >= 0.027 s (--t-diff)")
+VAL50_SAYS = ("t_diff=0.02625 s (the default, T60/4) at T60=0.105 s starts the diffuse tail too early: it must leave "
+              "10 ms of image-source reflections after the direct sound 3.022 m away; give t_diff >= 0.027 s "
+              "(--t-diff)")
 
 
 @pytest.fixture
@@ -61,9 +62,9 @@ def test_in_memory_splits_are_refused_before_planning(monkeypatch, no_response, 
 
     monkeypatch.setattr("xai_loc.data.store._plan", plan)
     says = one_line(simulate_windows, paper_scene(), split, t60, 10.0, rir_options={"mode": "hybrid"}, progress=False)
-    assert says == (f"t_diff={t60 / 4} s (the default, T60/4) at T60={t60} s starts the diffuse tail too early: it is "
-                    f"fitted to 10 ms of reflections after the direct sound {far} m away; give t_diff >= {smallest} s "
-                    "(--t-diff)")
+    assert says == (f"t_diff={t60 / 4} s (the default, T60/4) at T60={t60} s starts the diffuse tail too early: it "
+                    f"must leave 10 ms of image-source reflections after the direct sound {far} m away; give t_diff >= "
+                    f"{smallest} s (--t-diff)")
 
 
 def test_the_cli_refuses_the_split_in_one_line_naming_t_diff(tmp_path, no_response):
@@ -126,7 +127,7 @@ def test_t_diff_is_recorded_and_the_default_store_stays_as_it_was(tmp_path):
     assert default.attrs["config"] == (
         '{"scene_digest": "55c5aec614ecf430", "convention": "gpurir", "t60": 0.15, "snr": 25.0, "split": "test", '
         '"n_sources": 1, "seed": 0, "backend": "torch", "rir_options": {"mode": "hybrid"}, "corpus": "shipped", '
-        '"corpus_digest": "7168a067a58adb1c"}')
+        '"corpus_digest": "7168a067a58adb1c", "hybrid_tail": "image-energy"}')
     assert json.loads(explicit.attrs["config"]) == {**config, "rir_options": {"mode": "hybrid", "t_diff": 0.04}}
     assert config_digest(explicit.attrs) != config_digest(default.attrs)
     a, b = default.signals.values, explicit.signals.values

@@ -349,8 +349,15 @@ def _job(scene: Scene, split: str, t60: float, snr: float, n_sources: int | None
         "scene_digest": scene.digest(), "convention": scene.convention, "t60": t60, "snr": snr, "split": split,
         "n_sources": len(ids), "seed": seed, "backend": backend, "rir_options": rir_options, "corpus": corpus.name,
         "corpus_digest": corpus_digest(corpus),
+        **HYBRID_TAIL.get((backend, rir_options.get("mode")), {}),
     }
     return _Job(scene, split, t60, snr, ids, n_sources, corpus, seed, backend, rir_options, config)
+
+
+#: What the config of a store records of how its responses' diffuse tail was made, by (backend, mode): the torch
+#: hybrid's tail carries the late energy of the image sources it replaces since 2026-12-08 (its level was fitted to
+#: the reflections before t_diff), so a hybrid store simulated before is not reused as this one.
+HYBRID_TAIL = {("torch", "hybrid"): {"hybrid_tail": "image-energy"}}
 
 
 def _rendered_block(job: _Job, device: str, ks: Sequence[int], utterances: dict | None = None) -> list:

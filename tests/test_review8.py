@@ -220,3 +220,20 @@ def test_a_checkpoint_that_is_a_device_or_a_pipe_is_named_as_such(tmp_path):
         assert refused(run_cli(["evaluate", str(path)])) == f"Error: {said}\n"
     assert one_line(load_paper_model, fifo, "loccnn") == (
         f"checkpoint {fifo} is not a regular file; give the path of a .safetensors file")
+
+
+def test_a_stored_name_starting_with_an_underscore_keeps_its_legend_entry():
+    """A model or method named ``_x`` is in the legend, drawn as ``_x``. review: matplotlib left every label starting
+    with ``_`` out of legends, so such a model's curve had no entry."""
+    import matplotlib.pyplot as plt
+
+    from xai_loc.plots.labels import literal
+
+    fig, ax = plt.subplots()
+    try:
+        ax.plot([0, 1], [0, 1], label=literal("_x"))
+        ax.plot([0, 1], [1, 0], label=literal("lrp $x$"))
+        shown = [t.get_text() for t in ax.legend().get_texts()]
+    finally:
+        plt.close(fig)
+    assert shown == ["\u200b_x", r"lrp \$x\$"] and shown[0].lstrip("\u200b") == "_x"

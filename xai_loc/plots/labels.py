@@ -22,8 +22,10 @@ class MissingAttribute(KeyError):
 def literal(value) -> str:
     """``str(value)`` as a figure shows it, character for character: every ``$`` escaped, so that matplotlib's
     mathtext does not read a stored name (a checkpoint ``loccnn_$x$``) as TeX. Every name or label a figure takes
-    from a stored result goes through it once."""
-    return str(value).replace("$", r"\$")
+    from a stored result goes through it once. A name starting with ``_``, which matplotlib leaves out of legends,
+    gets a zero-width space before it (drawn as nothing)."""
+    text = str(value).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
 
 
 def stored_attr(ds, key: str):

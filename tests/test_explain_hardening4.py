@@ -206,7 +206,7 @@ def test_lrp_refuses_a_float16_model_whose_relevance_underflows():
     # the same weights in float16 kept about a tenth of the relevance (0.0039 of 0.041 here): refused instead
     assert one_line(explain, model.half(), x.astype(np.float16), target="prediction", method="lrp") == (
         "a float16 model is not allowed for method 'lrp': LRP relevance underflows in float16; explain model.float() "
-        "(the same weights in float32), or use bfloat16")
+        "(the same weights in float32; bfloat16 keeps float32's range at 8 bits of precision)")
     again = explain(model.float(), x, target="prediction", method="lrp")
     np.testing.assert_array_equal(again.values, full.values)
     # gradient methods have no such underflow: input x gradient of the float16 model is within 1 % of float32's

@@ -76,8 +76,8 @@ def test_deeplift_is_refused_for_float16_models_before_any_work():
     assert one_line(Explainer, model, method="deeplift", target="prediction") == (
         "a float16 model is not allowed for method 'deeplift': captum's DeepLift divides by input differences "
         "wherever they are below 1e-10, which is 0 in float16 (NaN wherever a unit's input equals its baseline "
-        "value: on real waveforms, in every window); explain model.float() (the same weights in float32), or use "
-        "bfloat16")
+        "value: on real waveforms, in every window); explain model.float() (the same weights in float32; bfloat16 "
+        "keeps float32's range at 8 bits of precision)")
     with Explainer(model.to(torch.bfloat16), method="deeplift", target="prediction") as explainer:
         assert np.isfinite(explainer.explain_batch(x)["relevance"]).all()
 

@@ -250,7 +250,7 @@ class Explainer:
         why = self.method_cls.FLOAT16_REFUSED
         if why and next(self.model.parameters(), torch.empty(0)).dtype == torch.float16:
             raise InputError(f"a float16 model is not allowed for method {method!r}: {why}; explain model.float() "
-                             "(the same weights in float32), or use bfloat16")
+                             "(the same weights in float32; bfloat16 keeps float32's range at 8 bits of precision)")
         self._operations_checked = self.composite is None  # by the first forward pass (check_operations)
         self.target_params = target_params
         reference = target_params.get("reference")

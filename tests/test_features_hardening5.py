@@ -75,8 +75,8 @@ def _ears(n_samples: int) -> torch.Tensor:
 @pytest.mark.parametrize("name", FRONT_ENDS)
 def test_half_precision_waveforms_are_computed_in_float32(name, dtype):
     """Each front end computes half-precision waveforms in float32 and returns its own dtype, finite and equal to
-    the float32 result rounded (they once ended in NotImplementedError from torch.fft for the cochleagram and the
-    cues, and came out all NaN from the float16 spectrogram, whose 1e-14 floor is 0 there)."""
+    the float32 result rounded (torch.fft, which takes no half precision on the CPU, once stopped the cochleagram and
+    the cues, and the float16 spectrogram came out all NaN, its 1e-14 floor being 0 there)."""
     make, n = FRONT_ENDS[name]
     x = _ears(n).to(dtype)
     out = make()(x)
@@ -107,9 +107,9 @@ def test_the_gradient_of_a_half_precision_cochleagram_is_its_float32_gradient():
 
 @pytest.mark.parametrize("method", ["lrp", "saliency"])
 def test_a_bfloat16_cochleagram_cnn_is_explained_like_its_float32_weights(method):
-    """A bfloat16 cochleagram CNN (the dtype the float16 refusal of LRP advises; it once ended in
-    NotImplementedError from torch.fft) is explained like its float32 weights on the same bfloat16-rounded
-    waveform: bfloat16's 8 significant bits through the network move the relevance by about 10 % (median), and
+    """A bfloat16 cochleagram CNN (the dtype the float16 refusal of LRP names beside model.float(); torch.fft once
+    stopped it, taking no half precision on the CPU) is explained like its float32 weights on the same
+    bfloat16-rounded waveform: bfloat16's 8 significant bits through the network move the relevance by about 10 % (median), and
     the maps correlate above 0.98."""
     x = (0.05 * np.random.default_rng(0).standard_normal((1, 2, 12000))).astype(np.float32)
     rounded = torch.from_numpy(x).bfloat16().float().numpy()

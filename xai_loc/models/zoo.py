@@ -172,7 +172,8 @@ def describe_training(training: dict, name: str | None = None) -> str:
 
 def checkpoint_files(folder: str | Path) -> list[Path]:
     """The ``.safetensors`` files of ``folder``, sorted; hidden names are left out: the temporary files of atomic
-    writes (``.<name>.XXXXXXXX.tmp.safetensors``, :func:`~xai_loc.io.atomic_path`) that a killed run leaves behind."""
+    writes (``.<name>.<8 random characters>.tmp.safetensors``, :func:`~xai_loc.io.atomic_path`) that a killed run
+    leaves behind."""
     return sorted(p for p in Path(folder).glob("*.safetensors") if not p.name.startswith("."))
 
 

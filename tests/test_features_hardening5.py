@@ -109,8 +109,8 @@ def test_the_gradient_of_a_half_precision_cochleagram_is_its_float32_gradient():
 def test_a_bfloat16_cochleagram_cnn_is_explained_like_its_float32_weights(method):
     """A bfloat16 cochleagram CNN (the dtype the float16 refusal of LRP names beside model.float(); torch.fft once
     stopped it, taking no half precision on the CPU) is explained like its float32 weights on the same
-    bfloat16-rounded waveform: bfloat16's 8 significant bits through the network move the relevance by about 10 % (median), and
-    the maps correlate above 0.98."""
+    bfloat16-rounded waveform: bfloat16's 8 significant bits through the network move the relevance by about 10 %
+    (median), and the maps correlate above 0.98."""
     x = (0.05 * np.random.default_rng(0).standard_normal((1, 2, 12000))).astype(np.float32)
     rounded = torch.from_numpy(x).bfloat16().float().numpy()
     reference = explain_ears(resolve_model(COCHCNN)[0], rounded, method=method)

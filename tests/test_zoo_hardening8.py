@@ -253,8 +253,8 @@ def test_card_rewrites_record_a_valid_digest_and_older_cards_stay_unchecked(tmp_
 def test_adopt_zoo_and_models_list_skip_leftover_temporaries(tmp_path):
     """A results folder holding a zoo checkpoint and the leftovers of killed atomic writes (a truncated one and a
     complete copy, ``.<name>.<8 random characters>.tmp.safetensors``): 'models list' lists the checkpoint, adopt_zoo
-    goes on to score it (its test split is the first work). Review: both globbed '*.safetensors': 'is not a safetensors file',
-    'would both be adopted'."""
+    goes on to score it (its test split is the first work). Review: both globbed '*.safetensors': 'is not a
+    safetensors file', 'would both be adopted'."""
     results = tmp_path / "results"
     good = checkpoint(results, LOCCNN, "good")
     (results / f".{LOCCNN}.k3x9q2zt.tmp.safetensors").write_bytes(good.read_bytes())
